@@ -1,0 +1,3 @@
+from registryd.cli import main
+
+raise SystemExit(main())

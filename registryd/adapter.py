@@ -1,0 +1,103 @@
+"""The adapter contract: how a registry feeds registryd.
+
+An adapter is an object with one method, ``watch()``, an async iterator of updates for
+the one shard it owns.  The contract, which the supervisor and the registry store rely on:
+
+1. The first update after every (re)start of ``watch()`` is a :class:`Replace` carrying the
+   *full* state of the shard.  Until it arrives the registry counts as not synced and the
+   previous state of the shard (if any) keeps being served.
+2. After it, :class:`Upsert` and :class:`Delete` carry increments, one service at a time;
+   an ``Upsert`` replaces the service *and all its endpoints* in this shard.
+3. :class:`Problems` may be yielded at any time to report per-source problems (a broken
+   file, a malformed registry entry) that did not stop the adapter: it replaces the
+   adapter's previous problem list.  The last good state of that source stays served.
+4. On failure (registry unreachable, lost watch) ``watch()`` raises.  It must not swallow
+   errors and spin.  The supervisor logs the error, keeps the last good shard served, and
+   calls ``watch()`` again after a backoff.
+5. ``watch()`` is cancelled on shutdown; it must release its resources in ``finally``.
+
+Adapters are created by a factory registered in the ``registryd.adapters`` entry-point
+group: ``factory(name=..., settings=..., context=...)`` returns an adapter.  Bad settings
+raise :class:`ConfigError` from the factory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+from registryd.model import Endpoint, Service
+
+__all__ = [
+    "Adapter",
+    "AdapterContext",
+    "AdapterFactory",
+    "ConfigError",
+    "Delete",
+    "Problems",
+    "Replace",
+    "Update",
+    "Upsert",
+]
+
+
+class ConfigError(ValueError):
+    """Settings or input that can never work; the message says what and where."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Replace:
+    """The full state of the shard: every service and every endpoint."""
+
+    services: tuple[Service, ...] = ()
+    endpoints: tuple[Endpoint, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Upsert:
+    """Create or replace one service and all of its endpoints in the shard."""
+
+    service: Service
+    endpoints: tuple[Endpoint, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Delete:
+    """Remove one service (by hostname) and its endpoints from the shard."""
+
+    hostname: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Problems:
+    """Current per-source problems: ``source`` (e.g. a file path) -> error message.
+
+    ``sources`` optionally carries the raw objects per source for the debug port.
+    """
+
+    errors: Mapping[str, str] = field(default_factory=dict)
+    sources: Mapping[str, Any] = field(default_factory=dict)
+
+
+Update = Replace | Upsert | Delete | Problems
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AdapterContext:
+    """What the daemon tells every adapter about its environment."""
+
+    domain: str = "cluster.local"
+
+
+@runtime_checkable
+class Adapter(Protocol):
+    """One registry instance.  See the module docstring for the contract."""
+
+    def watch(self) -> AsyncIterator[Update]: ...
+
+
+class AdapterFactory(Protocol):
+    def __call__(
+        self, *, name: str, settings: Mapping[str, Any], context: AdapterContext
+    ) -> Adapter: ...

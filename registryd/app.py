@@ -1,0 +1,136 @@
+"""Wiring: builds the daemon from settings, starts it in order, stops it in reverse.
+
+The monitoring address serves the same HTTP handlers as the HTTP address, as istiod's
+does.  Start order: store → push controller → xDS server → HTTP → registries (so a proxy that
+connects early is served the empty state, then the first full push).  Stop order is the
+reverse; in-flight streams get a short grace period.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+
+import grpc
+from aiohttp import web
+
+from registryd.adapter import Adapter, AdapterContext, ConfigError
+from registryd.config import Address, Settings
+from registryd.model import ShardKey
+from registryd.plugins import load_factory
+from registryd.push import PushController
+from registryd.registry.store import RegistryStore
+from registryd.supervisor import Supervisor
+from registryd.web.server import make_app
+from registryd.xds.server import XdsServer
+
+__all__ = ["App"]
+
+log = logging.getLogger("registryd")
+
+
+@dataclass
+class App:
+    settings: Settings
+    store: RegistryStore = field(default_factory=RegistryStore)
+    xds: XdsServer = field(default_factory=XdsServer)
+    grpc_port: int = 0
+    http_port: int = 0
+    _adapters: list[tuple[ShardKey, Adapter]] = field(default_factory=list)
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    _grpc: grpc.aio.Server | None = None
+    _http: web.AppRunner | None = None
+    _ready_once: bool = False
+
+    def __post_init__(self) -> None:
+        context = AdapterContext(domain=self.settings.domain)
+        for reg in self.settings.registries:
+            factory = load_factory(reg.type, registry=reg.name)
+            try:
+                adapter = factory(name=reg.name, settings=reg.settings, context=context)
+            except ConfigError:
+                raise
+            except Exception as exc:
+                raise ConfigError(
+                    f"registry {reg.name!r} ({reg.type}): bad settings: {exc}"
+                ) from exc
+            self._adapters.append((ShardKey(reg.type, reg.name), adapter))
+        self.push = PushController(
+            self.store,
+            self.xds.publish,
+            debounce_after=self.settings.debounce_after,
+            debounce_max=self.settings.debounce_max,
+        )
+        self.supervisor = Supervisor(self.store)
+
+    def not_ready(self) -> list[str]:
+        """Why the daemon is not ready yet; empty once every registry synced and the
+        state was pushed (then it stays ready)."""
+        if self._ready_once:
+            return []
+        reasons = [f"registry {k} has not synced" for k in self.store.not_synced()]
+        if not reasons and self.push.snapshot.version == 0 and self.store.view.version > 0:
+            reasons.append("first push pending")
+        if not reasons:
+            self._ready_once = True
+        return reasons
+
+    async def start(self) -> None:
+        self._tasks.append(asyncio.create_task(self.push.run(), name="push"))
+        self._grpc = grpc.aio.server(options=self._grpc_options())
+        self._grpc.add_generic_rpc_handlers((self.xds.handler(),))
+        self.grpc_port = self._bind_grpc(self.settings.grpc_addr)
+        await self._grpc.start()
+        runner = web.AppRunner(make_app(self.not_ready), access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, self.settings.http_addr.host, self.settings.http_addr.port)
+        await site.start()
+        monitoring = web.TCPSite(
+            runner, self.settings.monitoring_addr.host, self.settings.monitoring_addr.port
+        )
+        await monitoring.start()
+        self._http = runner
+        sockets = getattr(site._server, "sockets", None) or []
+        self.http_port = sockets[0].getsockname()[1] if sockets else 0
+        for key, adapter in self._adapters:
+            self.supervisor.start(key, adapter)
+        log.info(
+            "registryd serving xDS on %s, HTTP on %s, registries: %s",
+            f"{self.settings.grpc_addr.host}:{self.grpc_port}",
+            f"{self.settings.http_addr.host}:{self.http_port}",
+            ", ".join(str(k) for k, _ in self._adapters) or "none",
+        )
+
+    def _grpc_options(self) -> list[tuple[str, int]]:
+        options = [
+            ("grpc.so_reuseport", 0),
+            ("grpc.max_concurrent_streams", 100000),
+            ("grpc.keepalive_time_ms", 30000),
+            ("grpc.keepalive_timeout_ms", 10000),
+            ("grpc.http2.min_ping_interval_without_data_ms", 10000),
+            ("grpc.keepalive_permit_without_calls", 1),
+        ]
+        age = self.settings.max_connection_age
+        if age is not None:
+            options.append(("grpc.max_connection_age_ms", int(age * 1000)))
+            options.append(("grpc.max_connection_age_grace_ms", 10000))
+        return options
+
+    def _bind_grpc(self, addr: Address) -> int:
+        assert self._grpc is not None
+        port = self._grpc.add_insecure_port(str(addr))
+        if port == 0:
+            raise OSError(f"--grpcAddr {addr}: cannot listen (address in use?)")
+        return port
+
+    async def stop(self) -> None:
+        await self.supervisor.stop()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._http is not None:
+            await self._http.cleanup()
+        if self._grpc is not None:
+            await self._grpc.stop(grace=1.0)
+        log.info("registryd stopped")

@@ -1,0 +1,133 @@
+"""Command line: ``registryd discovery [flags]`` (flag names follow pilot-discovery).
+
+Errors in flags or the config file print one clear line and exit 2; they never show a
+traceback.  SIGTERM and SIGINT stop the daemon cleanly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from registryd import __version__
+from registryd.adapter import ConfigError
+from registryd.config import (
+    RegistryConfig,
+    Settings,
+    load_registries,
+    parse_address,
+    parse_duration,
+)
+from registryd.logs import setup as setup_logging
+
+__all__ = ["main", "parse_args"]
+
+log = logging.getLogger("registryd")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise ConfigError(message)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="registryd", description="Service-registry federation daemon (xDS).")
+    parser.add_argument("--version", action="version", version=f"registryd {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    d = sub.add_parser("discovery", help="run the discovery server")
+    d.error = parser.error  # type: ignore[method-assign]
+    d.add_argument("--grpcAddr", default=":15010", help="plaintext xDS (ADS) address")
+    d.add_argument("--httpAddr", default=":8080", help="debug endpoints and /ready")
+    d.add_argument("--monitoringAddr", default=":15014", help="metrics (and debug again)")
+    d.add_argument("--domain", default="cluster.local", help="DNS domain suffix")
+    d.add_argument("--configDir", default=None, help="directory of ServiceEntry YAML")
+    d.add_argument("--config", default=None, help="registryd.yaml listing registries")
+    d.add_argument(
+        "--registries",
+        default=None,
+        help="comma list of registry types to enable (default: all configured)",
+    )
+    d.add_argument(
+        "--keepaliveMaxServerConnectionAge",
+        default="infinite",
+        help="send GOAWAY to clients after this age (e.g. 30m)",
+    )
+    d.add_argument("--log_output_level", default="default:info", help="scope:level,...")
+    d.add_argument("--debounceAfter", default="100ms", help="quiet time before a push (e.g. 100ms)")
+    d.add_argument("--debounceMax", default="10s", help="longest a push is delayed")
+    return parser
+
+
+def parse_args(argv: Sequence[str]) -> Settings:
+    """Flags → :class:`Settings`; raises :class:`ConfigError` on anything wrong."""
+    args = _parser().parse_args(list(argv))
+    if args.command != "discovery":
+        raise ConfigError("missing command: use 'registryd discovery [flags]'")
+    registries: list[RegistryConfig] = []
+    if args.config:
+        registries.extend(load_registries(Path(args.config)))
+    if args.configDir:
+        path = Path(args.configDir)
+        if not path.is_dir():
+            raise ConfigError(f"--configDir {args.configDir}: not a directory")
+        registries.append(
+            RegistryConfig(
+                name="configDir", type="serviceentry", settings={"path": str(path.resolve())}
+            )
+        )
+    if args.registries:
+        enabled = {r.strip() for r in args.registries.split(",") if r.strip()}
+        registries = [r for r in registries if r.type in enabled]
+    debounce_after = parse_duration("--debounceAfter", args.debounceAfter)
+    debounce_max = parse_duration("--debounceMax", args.debounceMax)
+    return Settings(
+        grpc_addr=parse_address("--grpcAddr", args.grpcAddr),
+        http_addr=parse_address("--httpAddr", args.httpAddr),
+        monitoring_addr=parse_address("--monitoringAddr", args.monitoringAddr),
+        domain=args.domain,
+        registries=tuple(registries),
+        max_connection_age=parse_duration(
+            "--keepaliveMaxServerConnectionAge", args.keepaliveMaxServerConnectionAge
+        ),
+        debounce_after=0.0 if debounce_after is None else debounce_after,
+        debounce_max=10.0 if debounce_max is None else debounce_max,
+        log_output_level=args.log_output_level,
+    )
+
+
+async def _serve(settings: Settings) -> None:
+    from registryd.app import App  # heavy imports only once flags are valid
+
+    app = App(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await app.start()
+    try:
+        await stop.wait()
+        log.info("shutting down")
+    finally:
+        await app.stop()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        settings = parse_args(argv)
+        setup_logging(settings.log_output_level)
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(_serve(settings))
+    except ConfigError as exc:
+        print(f"registryd: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"registryd: error: {exc}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,125 @@
+"""Daemon settings: command-line flags and the ``registryd.yaml`` registry list.
+
+Parsing is pure and strict: anything wrong raises :class:`registryd.adapter.ConfigError`
+with a message that names the flag, file or registry at fault.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from registryd.adapter import ConfigError
+
+__all__ = [
+    "Address",
+    "RegistryConfig",
+    "Settings",
+    "load_registries",
+    "parse_address",
+    "parse_duration",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Address:
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+
+def parse_address(flag: str, text: str) -> Address:
+    """``:15010``, ``127.0.0.1:15010`` or ``[::1]:15010``; an empty host means all."""
+    match = re.fullmatch(r"(?:\[([0-9a-fA-F:.]+)\]|([^:\[\]]*)):(\d+)", text.strip())
+    if not match:
+        raise ConfigError(f"{flag}: expected [host]:port, got {text!r}")
+    host = match.group(1) or match.group(2) or "0.0.0.0"
+    port = int(match.group(3))
+    if port > 65535:
+        raise ConfigError(f"{flag}: port {port} out of range")
+    return Address(host, port)
+
+
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(flag: str, text: str) -> float | None:
+    """Go-style durations (``30m``, ``1h30m``, ``500ms``, ``10s``); ``0``/``infinite``
+    mean no limit (``None``)."""
+    text = text.strip()
+    if text in ("", "0", "infinite", "inf"):
+        return None
+    parts = re.findall(r"(\d+(?:\.\d+)?)(ms|s|m|h)", text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        raise ConfigError(f"{flag}: expected a duration like 30m, 1h or 500ms, got {text!r}")
+    return sum(float(n) * _UNITS[u] for n, u in parts)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RegistryConfig:
+    """One registry instance: its unique name, adapter type and the adapter's settings."""
+
+    name: str
+    type: str
+    settings: Mapping[str, Any] = field(default_factory=dict)
+
+
+def load_registries(path: Path) -> list[RegistryConfig]:
+    """Read the ``registries:`` list of a registryd.yaml.  Relative paths in a registry's
+    ``path`` setting are taken relative to the file's directory."""
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"--config {path}: cannot read: {exc.strerror or exc}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--config {path}: invalid YAML: {exc}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"--config {path}: expected a mapping with a 'registries' list")
+    unknown = set(data) - {"registries"}
+    if unknown:
+        raise ConfigError(f"--config {path}: unknown top-level keys {sorted(unknown)}")
+    items = data.get("registries") or []
+    if not isinstance(items, list):
+        raise ConfigError(f"--config {path}: 'registries' must be a list")
+    result: list[RegistryConfig] = []
+    seen: set[str] = set()
+    for index, item in enumerate(items):
+        where = f"--config {path}: registries[{index}]"
+        if not isinstance(item, dict):
+            raise ConfigError(f"{where}: expected a mapping with name and type")
+        name, kind = item.get("name"), item.get("type")
+        if not isinstance(name, str) or not name:
+            raise ConfigError(f"{where}: 'name' is required")
+        if not isinstance(kind, str) or not kind:
+            raise ConfigError(f"{where} ({name}): 'type' is required")
+        if name in seen:
+            raise ConfigError(f"{where}: duplicate registry name {name!r}")
+        seen.add(name)
+        settings = {k: v for k, v in item.items() if k not in ("name", "type")}
+        if isinstance(settings.get("path"), str):
+            settings["path"] = str((path.parent / settings["path"]).resolve())
+        result.append(RegistryConfig(name=name, type=kind, settings=settings))
+    return result
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Settings:
+    grpc_addr: Address = Address("0.0.0.0", 15010)
+    http_addr: Address = Address("0.0.0.0", 8080)
+    monitoring_addr: Address = Address("0.0.0.0", 15014)
+    domain: str = "cluster.local"
+    registries: tuple[RegistryConfig, ...] = ()
+    max_connection_age: float | None = None
+    debounce_after: float = 0.1
+    debounce_max: float = 10.0
+    log_output_level: str = "default:info"

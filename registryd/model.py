@@ -1,0 +1,222 @@
+"""The service model every registry is translated into.
+
+These are frozen value types: adapters build them, the registry stores and merges them,
+and the xDS resource builders read them.  Nothing in here does I/O or knows about Envoy.
+
+Identity rules:
+
+* a :class:`Service` is identified by its ``hostname`` (a fully qualified DNS name);
+* an :class:`Endpoint` belongs to one service (``hostname``) and serves one of that
+  service's ports, named by the *service* port number in ``service_port``; ``port`` is
+  the number the workload itself listens on (after any targetPort mapping).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, NamedTuple
+
+__all__ = [
+    "HTTP_PROTOCOLS",
+    "Endpoint",
+    "Health",
+    "Labels",
+    "Locality",
+    "Location",
+    "Port",
+    "Resolution",
+    "Service",
+    "ShardKey",
+    "is_http",
+]
+
+
+class ShardKey(NamedTuple):
+    """Which registry instance a piece of state came from: ``(provider, instance)``.
+
+    ``provider`` is the adapter type (``serviceentry``, ``consul``…), ``instance`` the
+    unique name of the configured registry.  One adapter instance owns exactly one shard.
+    """
+
+    provider: str
+    instance: str
+
+    def __str__(self) -> str:
+        return f"{self.provider}/{self.instance}"
+
+
+class Labels(Mapping[str, str]):
+    """An immutable, hashable ``str -> str`` mapping (labels, metadata)."""
+
+    __slots__ = ("_hash", "_items")
+
+    def __init__(self, items: Mapping[str, str] | Iterable[tuple[str, str]] = ()) -> None:
+        data = dict(items)
+        for key, value in data.items():
+            if not isinstance(key, str) or not isinstance(value, str):
+                raise TypeError(f"labels must map str to str, got {key!r}: {value!r}")
+        self._items: dict[str, str] = dict(sorted(data.items()))
+        self._hash: int | None = None
+
+    def __getitem__(self, key: str) -> str:
+        return self._items[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __hash__(self) -> int:
+        if self._hash is None:
+            self._hash = hash(tuple(self._items.items()))
+        return self._hash
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Labels):
+            return self._items == other._items
+        if isinstance(other, Mapping):
+            return self._items == dict(other)
+        return NotImplemented
+
+    def __repr__(self) -> str:
+        return f"Labels({self._items!r})"
+
+    def matches(self, selector: Mapping[str, str]) -> bool:
+        """True when every ``key: value`` of ``selector`` is present here."""
+        return all(self._items.get(k) == v for k, v in selector.items())
+
+
+EMPTY_LABELS = Labels()
+
+
+def _labels(value: Any) -> Labels:
+    if isinstance(value, Labels):
+        return value
+    if not value:
+        return EMPTY_LABELS
+    return Labels(value)
+
+
+class Resolution(StrEnum):
+    """How a proxy finds the addresses of a service (Istio ServiceEntry semantics)."""
+
+    STATIC = "STATIC"  # endpoints are IP addresses known to the registry
+    DNS = "DNS"  # endpoints (or the hostname) are resolved by the proxy, all addresses used
+    DNS_ROUND_ROBIN = "DNS_ROUND_ROBIN"  # resolved by the proxy, one address at a time
+    NONE = "NONE"  # pass through to the original destination
+
+
+class Location(StrEnum):
+    MESH_EXTERNAL = "MESH_EXTERNAL"
+    MESH_INTERNAL = "MESH_INTERNAL"
+
+
+class Health(StrEnum):
+    HEALTHY = "HEALTHY"
+    UNHEALTHY = "UNHEALTHY"
+    DRAINING = "DRAINING"
+
+
+HTTP_PROTOCOLS = frozenset({"HTTP", "HTTP2", "GRPC", "GRPC-WEB"})
+
+
+def is_http(protocol: str) -> bool:
+    """Ports with these protocols get an HTTP connection manager; the rest are TCP."""
+    return protocol.upper() in HTTP_PROTOCOLS
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Port:
+    """A service port.  ``target_port`` is the workload port when endpoints do not say."""
+
+    number: int
+    name: str = ""
+    protocol: str = "TCP"
+    target_port: int | None = None
+
+    def __post_init__(self) -> None:
+        if not 0 < self.number < 65536:
+            raise ValueError(f"port number {self.number} out of range 1-65535")
+        if self.target_port is not None and not 0 < self.target_port < 65536:
+            raise ValueError(f"targetPort {self.target_port} out of range 1-65535")
+        object.__setattr__(self, "protocol", self.protocol.upper())
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Locality:
+    region: str = ""
+    zone: str = ""
+    subzone: str = ""
+
+    @classmethod
+    def parse(cls, text: str | None) -> Locality:
+        """Parse Istio's ``region/zone/subzone`` form (any suffix may be missing)."""
+        if not text:
+            return NO_LOCALITY
+        parts = [*text.split("/"), "", ""][:3]
+        return cls(region=parts[0], zone=parts[1], subzone=parts[2])
+
+    def __str__(self) -> str:
+        return "/".join(p for p in (self.region, self.zone, self.subzone) if p) or ""
+
+
+NO_LOCALITY = Locality()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Service:
+    """A service as the mesh sees it.  ``hostname`` is its identity."""
+
+    hostname: str
+    namespace: str = "default"
+    ports: tuple[Port, ...] = ()
+    resolution: Resolution = Resolution.STATIC
+    location: Location = Location.MESH_EXTERNAL
+    labels: Labels = field(default=EMPTY_LABELS)
+    addresses: tuple[str, ...] = ()
+    export_to: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.hostname:
+            raise ValueError("service hostname must not be empty")
+        object.__setattr__(self, "labels", _labels(self.labels))
+        object.__setattr__(self, "ports", tuple(self.ports))
+        numbers = [p.number for p in self.ports]
+        if len(numbers) != len(set(numbers)):
+            raise ValueError(f"service {self.hostname}: duplicate port numbers {numbers}")
+
+    def port(self, number: int) -> Port | None:
+        for port in self.ports:
+            if port.number == number:
+                return port
+        return None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Endpoint:
+    """One address serving one port of one service.
+
+    ``source`` names the registry instance the endpoint came from; the registry store
+    fills it in, adapters may leave it ``None``.
+    """
+
+    hostname: str
+    address: str
+    port: int
+    service_port: int
+    locality: Locality = NO_LOCALITY
+    weight: int = 1
+    health: Health = Health.HEALTHY
+    labels: Labels = field(default=EMPTY_LABELS)
+    network: str = ""
+    source: ShardKey | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "labels", _labels(self.labels))
+        if not 0 < self.port < 65536:
+            raise ValueError(f"endpoint {self.address}: port {self.port} out of range")
+        if self.weight < 0:
+            raise ValueError(f"endpoint {self.address}: negative weight {self.weight}")

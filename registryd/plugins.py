@@ -1,0 +1,36 @@
+"""Adapter discovery through the ``registryd.adapters`` entry-point group.
+
+The built-in adapters register through the same group as third-party plugins, so the
+``type:`` of a registry in registryd.yaml is always an entry-point name.
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import entry_points
+from typing import cast
+
+from registryd.adapter import AdapterFactory, ConfigError
+
+__all__ = ["GROUP", "available", "load_factory"]
+
+GROUP = "registryd.adapters"
+
+
+def available() -> list[str]:
+    return sorted({ep.name for ep in entry_points(group=GROUP)})
+
+
+def load_factory(kind: str, *, registry: str) -> AdapterFactory:
+    """The factory for adapter type ``kind``; errors name the registry instance."""
+    found = [ep for ep in entry_points(group=GROUP) if ep.name == kind]
+    if not found:
+        raise ConfigError(
+            f"registry {registry!r}: unknown type {kind!r} "
+            f"(installed adapters: {', '.join(available()) or 'none'})"
+        )
+    try:
+        return cast(AdapterFactory, found[0].load())
+    except Exception as exc:
+        raise ConfigError(
+            f"registry {registry!r}: adapter {kind!r} failed to load: {type(exc).__name__}: {exc}"
+        ) from exc

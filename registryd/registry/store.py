@@ -1,0 +1,195 @@
+"""The registry store: one shard per registry instance, merged into the served view.
+
+The store is the only place where registry state changes.  Adapters' updates go in
+through :meth:`RegistryStore.apply` (the supervisor calls it); every change produces a
+:class:`ChangeEvent` for the listeners (the push side) and a new immutable :class:`View`.
+Readers (push, HTTP) take ``store.view`` and never see a half-applied update.
+
+Contracts:
+
+* A shard is replaced whole by ``Replace``; ``Upsert``/``Delete`` change one hostname.
+* Endpoints are stamped with the shard they came from (``Endpoint.source``).
+* A shard whose adapter fails keeps its last good state (``mark_failed`` only flips the
+  synced flag and records the error).
+* Only hostnames whose merged result changed are reported; ``endpoints_only`` is true
+  when no merged *service* changed, so the push side may skip clusters and listeners.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+from registryd.adapter import Delete, Problems, Replace, Update, Upsert
+from registryd.model import Endpoint, Service, ShardKey
+from registryd.registry.merge import MergedService, merge_hostname
+
+__all__ = ["ChangeEvent", "RegistryStore", "ShardState", "View"]
+
+log = logging.getLogger("registryd.registry")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ChangeEvent:
+    """Which hostnames changed in the served view, and whether only endpoints did."""
+
+    hostnames: frozenset[str]
+    endpoints_only: bool
+    shard: ShardKey
+    at: float = field(default_factory=time.monotonic)
+
+
+@dataclass(slots=True)
+class ShardState:
+    """What one registry instance currently contributes (mutable, owned by the store)."""
+
+    key: ShardKey
+    services: dict[str, Service] = field(default_factory=dict)
+    endpoints: dict[str, tuple[Endpoint, ...]] = field(default_factory=dict)
+    synced: bool = False
+    ever_synced: bool = False
+    last_sync: float | None = None  # wall clock of the last Replace
+    last_error: str | None = None
+    problems: Mapping[str, str] = field(default_factory=dict)
+    sources: Mapping[str, Any] = field(default_factory=dict)
+    events: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class View:
+    """An immutable picture of the merged registry at one version."""
+
+    version: int
+    services: Mapping[str, MergedService]
+
+    @property
+    def hostnames(self) -> Iterable[str]:
+        return self.services.keys()
+
+
+class RegistryStore:
+    def __init__(self) -> None:
+        self._shards: dict[ShardKey, ShardState] = {}
+        self._expected: set[ShardKey] = set()
+        self._merged: dict[str, MergedService] = {}
+        self._view = View(0, MappingProxyType({}))
+        self._listeners: list[Callable[[ChangeEvent], None]] = []
+
+    # -- reading -------------------------------------------------------------------
+    @property
+    def view(self) -> View:
+        return self._view
+
+    @property
+    def shards(self) -> Mapping[ShardKey, ShardState]:
+        return MappingProxyType(self._shards)
+
+    def expect(self, key: ShardKey) -> None:
+        """Declare a configured registry instance; readiness waits for its first sync."""
+        self._expected.add(key)
+        self._shards.setdefault(key, ShardState(key))
+
+    def not_synced(self) -> list[ShardKey]:
+        """Configured shards that have never delivered a full state."""
+        return sorted(k for k in self._expected if not self._shards[k].ever_synced)
+
+    def subscribe(self, listener: Callable[[ChangeEvent], None]) -> None:
+        self._listeners.append(listener)
+
+    # -- writing -------------------------------------------------------------------
+    def apply(self, key: ShardKey, update: Update) -> ChangeEvent | None:
+        """Apply one adapter update to shard ``key``; return the change it made, if any."""
+        shard = self._shards.setdefault(key, ShardState(key))
+        shard.events += 1
+        if isinstance(update, Problems):
+            shard.problems = dict(update.errors)
+            shard.sources = dict(update.sources)
+            return None
+        if isinstance(update, Replace):
+            touched = set(shard.services) | set(shard.endpoints)
+            shard.services = {s.hostname: s for s in update.services}
+            shard.endpoints = _group(key, update.endpoints)
+            touched |= set(shard.services) | set(shard.endpoints)
+            shard.synced = shard.ever_synced = True
+            shard.last_sync = time.time()
+            shard.last_error = None
+        elif isinstance(update, Upsert):
+            host = update.service.hostname
+            bad = [e for e in update.endpoints if e.hostname != host]
+            if bad:
+                raise ValueError(f"Upsert of {host} carries endpoints of {bad[0].hostname}")
+            shard.services[host] = update.service
+            shard.endpoints[host] = _stamp(key, update.endpoints)
+            touched = {host}
+        elif isinstance(update, Delete):
+            shard.services.pop(update.hostname, None)
+            shard.endpoints.pop(update.hostname, None)
+            touched = {update.hostname}
+        else:  # pragma: no cover - guarded by the type checker
+            raise TypeError(f"unknown update {update!r}")
+        return self._remerge(key, touched)
+
+    def mark_failed(self, key: ShardKey, error: str) -> None:
+        """The adapter of ``key`` failed: keep serving its state, flag it as not synced."""
+        shard = self._shards.setdefault(key, ShardState(key))
+        shard.synced = False
+        shard.last_error = error
+
+    def remove_shard(self, key: ShardKey) -> ChangeEvent | None:
+        shard = self._shards.pop(key, None)
+        self._expected.discard(key)
+        if shard is None:
+            return None
+        return self._remerge(key, set(shard.services) | set(shard.endpoints))
+
+    # -- internals -----------------------------------------------------------------
+    def _remerge(self, key: ShardKey, hostnames: set[str]) -> ChangeEvent | None:
+        changed: set[str] = set()
+        services_changed = False
+        merged = dict(self._merged)
+        for host in hostnames:
+            contributions = {
+                k: (s.services[host], s.endpoints.get(host, ()))
+                for k, s in self._shards.items()
+                if host in s.services
+            }
+            new = merge_hostname(host, contributions)
+            old = merged.get(host)
+            if new == old:
+                continue
+            changed.add(host)
+            if old is None or new is None or old.service != new.service:
+                services_changed = True
+            if new is None:
+                del merged[host]
+            else:
+                merged[host] = new
+        if not changed:
+            return None
+        self._merged = merged
+        self._view = View(self._view.version + 1, MappingProxyType(merged))
+        event = ChangeEvent(
+            hostnames=frozenset(changed), endpoints_only=not services_changed, shard=key
+        )
+        for listener in self._listeners:
+            try:
+                listener(event)
+            except Exception:  # a listener bug must not break the registry
+                log.exception("change listener failed")
+        return event
+
+
+def _stamp(key: ShardKey, endpoints: Iterable[Endpoint]) -> tuple[Endpoint, ...]:
+    return tuple(e if e.source == key else dataclasses.replace(e, source=key) for e in endpoints)
+
+
+def _group(key: ShardKey, endpoints: Iterable[Endpoint]) -> dict[str, tuple[Endpoint, ...]]:
+    grouped: dict[str, list[Endpoint]] = {}
+    for e in endpoints:
+        grouped.setdefault(e.hostname, []).append(e)
+    return {h: _stamp(key, eps) for h, eps in grouped.items()}

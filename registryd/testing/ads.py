@@ -1,0 +1,215 @@
+"""A small ADS client on grpc.aio, for tests, benchmarks and poking at a live server.
+
+It speaks state-of-the-world ADS the way Envoy does: one stream, requests per type,
+ACKs (or NACKs) each response with its nonce.  ACKs are sent automatically unless
+``auto_ack`` is off; ``reject`` makes it NACK a type instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+from envoy.config.core.v3 import base_pb2
+from envoy.service.discovery.v3 import discovery_pb2
+from google.protobuf import struct_pb2
+from google.rpc import status_pb2
+
+__all__ = ["AdsClient", "Response", "TYPES"]
+
+_METHOD = "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources"
+TYPES = {
+    "cds": "type.googleapis.com/envoy.config.cluster.v3.Cluster",
+    "eds": "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment",
+    "lds": "type.googleapis.com/envoy.config.listener.v3.Listener",
+    "rds": "type.googleapis.com/envoy.config.route.v3.RouteConfiguration",
+}
+
+
+@dataclass
+class Response:
+    """One DiscoveryResponse and when it arrived."""
+
+    message: discovery_pb2.DiscoveryResponse
+    received: float = field(default_factory=time.monotonic)
+
+    @property
+    def type_url(self) -> str:
+        return self.message.type_url
+
+    @property
+    def names(self) -> list[str]:
+        return [_name_of(r) for r in self.message.resources]
+
+    def decode(self) -> list[Any]:
+        """The resources as protos (Cluster, ClusterLoadAssignment, ...)."""
+        out = []
+        for packed in self.message.resources:
+            cls = _message_class(packed.type_url)
+            out.append(cls.FromString(packed.value))
+        return out
+
+
+def _message_class(type_url: str) -> Any:
+    from envoy.config.cluster.v3 import cluster_pb2
+    from envoy.config.endpoint.v3 import endpoint_pb2
+    from envoy.config.listener.v3 import listener_pb2
+    from envoy.config.route.v3 import route_pb2
+
+    return {
+        TYPES["cds"]: cluster_pb2.Cluster,
+        TYPES["eds"]: endpoint_pb2.ClusterLoadAssignment,
+        TYPES["lds"]: listener_pb2.Listener,
+        TYPES["rds"]: route_pb2.RouteConfiguration,
+    }[type_url]
+
+
+def _name_of(packed: Any) -> str:
+    message = _message_class(packed.type_url).FromString(packed.value)
+    return message.cluster_name if packed.type_url == TYPES["eds"] else message.name
+
+
+class AdsClient:
+    def __init__(
+        self,
+        target: str,
+        *,
+        node_id: str = "sidecar~127.0.0.1~test-1.default~default.svc.cluster.local",
+        metadata: Mapping[str, str] | None = None,
+        auto_ack: bool = True,
+        channel_options: Iterable[tuple[str, Any]] = (),
+    ) -> None:
+        self.target = target
+        self.node = base_pb2.Node(id=node_id, cluster="test")
+        if metadata:
+            self.node.metadata.CopyFrom(
+                struct_pb2.Struct(
+                    fields={k: struct_pb2.Value(string_value=v) for k, v in metadata.items()}
+                )
+            )
+        self.auto_ack = auto_ack
+        self.channel_options = list(channel_options)
+        self.reject: dict[str, str] = {}  # type_url -> NACK message
+        self.responses: asyncio.Queue[Response] = asyncio.Queue()
+        self.last: dict[str, Response] = {}
+        self.subscriptions: dict[str, list[str]] = {}
+        self._channel: grpc.aio.Channel | None = None
+        self._outbox: asyncio.Queue[discovery_pb2.DiscoveryRequest | None] = asyncio.Queue()
+        self._call: Any = None
+        self._reader: asyncio.Task[None] | None = None
+        self._sent_node = False
+        self.acked: dict[str, str] = {}
+
+    async def __aenter__(self) -> AdsClient:
+        await self.connect()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def connect(self) -> None:
+        self._channel = grpc.aio.insecure_channel(self.target, options=self.channel_options)
+        stream = self._channel.stream_stream(
+            _METHOD,
+            request_serializer=discovery_pb2.DiscoveryRequest.SerializeToString,
+            response_deserializer=discovery_pb2.DiscoveryResponse.FromString,
+        )
+        self._sent_node = False
+        self._call = stream(self._requests())
+        self._reader = asyncio.create_task(self._read(), name=f"ads-client-{self.target}")
+
+    async def close(self) -> None:
+        self._outbox.put_nowait(None)
+        if self._reader is not None:
+            self._reader.cancel()
+            await asyncio.gather(self._reader, return_exceptions=True)
+        if self._channel is not None:
+            await self._channel.close()
+
+    async def _requests(self) -> Any:
+        while True:
+            request = await self._outbox.get()
+            if request is None:
+                return
+            yield request
+
+    def send(
+        self,
+        type_url: str,
+        names: Iterable[str] = (),
+        *,
+        version: str = "",
+        nonce: str = "",
+        error: str | None = None,
+    ) -> None:
+        """Queue a raw DiscoveryRequest."""
+        request = discovery_pb2.DiscoveryRequest(
+            type_url=type_url,
+            resource_names=list(names),
+            version_info=version,
+            response_nonce=nonce,
+        )
+        if not self._sent_node:
+            request.node.CopyFrom(self.node)
+            self._sent_node = True
+        if error is not None:
+            request.error_detail.CopyFrom(status_pb2.Status(code=3, message=error))
+        self._outbox.put_nowait(request)
+
+    def subscribe(self, kind: str, names: Iterable[str] = ()) -> None:
+        """Subscribe (or change the subscription) to ``kind`` (cds/eds/lds/rds or URL)."""
+        type_url = TYPES.get(kind, kind)
+        self.subscriptions[type_url] = list(names)
+        last = self.last.get(type_url)
+        self.send(
+            type_url,
+            names,
+            version=self.acked.get(type_url, ""),
+            nonce=last.message.nonce if last else "",
+        )
+
+    async def _read(self) -> None:
+        async for message in self._call:
+            response = Response(message)
+            self.last[message.type_url] = response
+            if self.auto_ack:
+                self.ack(response)
+            await self.responses.put(response)
+
+    def ack(self, response: Response) -> None:
+        message = response.message
+        names = self.subscriptions.get(message.type_url, [])
+        error = self.reject.get(message.type_url)
+        if error is None:
+            self.acked[message.type_url] = message.version_info
+        self.send(
+            message.type_url,
+            names,
+            version=self.acked.get(message.type_url, "") if error else message.version_info,
+            nonce=message.nonce,
+            error=error,
+        )
+
+    async def next(self, kind: str | None = None, timeout: float = 5.0) -> Response:
+        """The next response (of ``kind`` if given; others are skipped)."""
+        type_url = TYPES.get(kind, kind) if kind else None
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"no {kind or 'response'} within {timeout}s")
+            response = await asyncio.wait_for(self.responses.get(), timeout=left)
+            if type_url is None or response.type_url == type_url:
+                return response
+
+    async def expect_none(self, within: float = 0.3) -> None:
+        """Fail if any response arrives within ``within`` seconds."""
+        try:
+            response = await asyncio.wait_for(self.responses.get(), timeout=within)
+        except TimeoutError:
+            return
+        raise AssertionError(f"unexpected response {response.type_url} {response.names}")

@@ -1,0 +1,80 @@
+"""An in-memory registry: a real adapter whose state the caller sets directly."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterable, Mapping
+from typing import Any
+
+from registryd.adapter import AdapterContext, Delete, Replace, Update, Upsert
+from registryd.model import Endpoint, Service
+
+__all__ = ["MemoryAdapter"]
+
+
+class MemoryAdapter:
+    """Holds services and endpoints in memory and follows the adapter contract.
+
+    ``set()``/``upsert()``/``delete()`` change the state; a running ``watch()`` yields the
+    matching increments.  ``fail(exc)`` makes the running ``watch()`` raise ``exc`` (as a
+    registry that went away would); the next ``watch()`` starts with a full ``Replace``.
+    """
+
+    def __init__(
+        self,
+        *,
+        name: str = "memory",
+        settings: Mapping[str, Any] | None = None,
+        context: AdapterContext | None = None,
+    ) -> None:
+        self.name = name
+        self.services: dict[str, Service] = {}
+        self.endpoints: dict[str, tuple[Endpoint, ...]] = {}
+        self._queues: list[asyncio.Queue[Update | BaseException]] = []
+        self.watches = 0
+
+    def set(self, services: Iterable[Service], endpoints: Iterable[Endpoint] = ()) -> None:
+        """Replace the whole state (running watchers get a ``Replace``)."""
+        self.services = {s.hostname: s for s in services}
+        grouped: dict[str, list[Endpoint]] = {}
+        for e in endpoints:
+            grouped.setdefault(e.hostname, []).append(e)
+        self.endpoints = {h: tuple(v) for h, v in grouped.items()}
+        self._emit(self._replace())
+
+    def upsert(self, service: Service, endpoints: Iterable[Endpoint] = ()) -> None:
+        self.services[service.hostname] = service
+        self.endpoints[service.hostname] = tuple(endpoints)
+        self._emit(Upsert(service=service, endpoints=self.endpoints[service.hostname]))
+
+    def delete(self, hostname: str) -> None:
+        self.services.pop(hostname, None)
+        self.endpoints.pop(hostname, None)
+        self._emit(Delete(hostname=hostname))
+
+    def fail(self, error: BaseException) -> None:
+        self._emit(error)
+
+    def _replace(self) -> Replace:
+        return Replace(
+            services=tuple(self.services.values()),
+            endpoints=tuple(e for eps in self.endpoints.values() for e in eps),
+        )
+
+    def _emit(self, item: Update | BaseException) -> None:
+        for queue in self._queues:
+            queue.put_nowait(item)
+
+    async def watch(self) -> AsyncIterator[Update]:
+        queue: asyncio.Queue[Update | BaseException] = asyncio.Queue()
+        self._queues.append(queue)
+        self.watches += 1
+        try:
+            yield self._replace()
+            while True:
+                item = await queue.get()
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            self._queues.remove(queue)

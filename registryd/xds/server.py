@@ -1,0 +1,118 @@
+"""The ADS gRPC server: one reader and one writer per stream, fed by snapshots.
+
+The server knows snapshots and connections, nothing about registries.  ``publish()``
+hands it a new snapshot; every connection's writer wakes, plans against the newest
+snapshot and writes.  Writers are independent tasks, so a client that stops reading
+blocks only its own writer (gRPC flow control), never the others, and a writer that falls
+behind skips straight to the newest snapshot instead of queueing every version.
+
+Responses are pre-serialized bytes (see :mod:`registryd.xds.snapshot`); the gRPC method
+is registered with no response serializer so the bytes go out untouched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import grpc
+from envoy.service.discovery.v3 import discovery_pb2
+
+from registryd.xds.snapshot import EMPTY, Snapshot
+from registryd.xds.stream import Connection, Interner, Planned
+
+__all__ = ["ADS_METHOD", "XdsServer"]
+
+log = logging.getLogger("registryd.xds")
+
+ADS_SERVICE = "envoy.service.discovery.v3.AggregatedDiscoveryService"
+ADS_METHOD = f"/{ADS_SERVICE}/StreamAggregatedResources"
+
+
+class XdsServer:
+    def __init__(self, *, version_prefix: str | None = None) -> None:
+        self.snapshot: Snapshot = EMPTY
+        self.connections: dict[str, Connection] = {}
+        self.version_prefix = version_prefix or time.strftime("%Y%m%dT%H%M%S")
+        self._interner = Interner()
+        self._wake: dict[str, asyncio.Event] = {}
+        self.on_sent: list[Callable[[Connection, Planned], None]] = []
+        self.on_request: list[Callable[[Connection, discovery_pb2.DiscoveryRequest], None]] = []
+
+    # -- feeding -------------------------------------------------------------------
+    def publish(self, snapshot: Snapshot) -> None:
+        """Make ``snapshot`` current and wake every connection's writer."""
+        self.snapshot = snapshot
+        for event in self._wake.values():
+            event.set()
+
+    # -- gRPC wiring ---------------------------------------------------------------
+    def handler(self) -> grpc.GenericRpcHandler:
+        method = grpc.stream_stream_rpc_method_handler(
+            self._stream,
+            request_deserializer=discovery_pb2.DiscoveryRequest.FromString,
+            response_serializer=None,  # responses are already bytes
+        )
+        return grpc.method_handlers_generic_handler(
+            ADS_SERVICE, {"StreamAggregatedResources": method}
+        )
+
+    async def _stream(
+        self,
+        requests: AsyncIterator[discovery_pb2.DiscoveryRequest],
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> None:
+        conn = Connection(
+            peer=context.peer(), version_prefix=self.version_prefix, interner=self._interner
+        )
+        wake = asyncio.Event()
+        self.connections[conn.id] = conn
+        self._wake[conn.id] = wake
+        writer = asyncio.create_task(self._writer(conn, wake, context), name=f"xds-{conn.id}")
+        log.debug("stream %s opened from %s", conn.id, conn.peer)
+        try:
+            async for request in requests:
+                if writer.done():
+                    break
+                for hook in self.on_request:
+                    hook(conn, request)
+                if conn.on_request(request):
+                    wake.set()
+                if request.HasField("error_detail") and request.response_nonce:
+                    log.warning(
+                        "%s rejected %s version %s: %s",
+                        conn.proxy_id,
+                        request.type_url.rsplit(".", 1)[-1],
+                        request.version_info or "-",
+                        request.error_detail.message,
+                    )
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a broken stream ends this connection only
+            log.debug("stream %s read error: %s", conn.id, exc)
+        finally:
+            writer.cancel()
+            self.connections.pop(conn.id, None)
+            self._wake.pop(conn.id, None)
+            log.debug("stream %s (%s) closed", conn.id, conn.proxy_id)
+        if writer.done() and not writer.cancelled() and writer.exception() is not None:
+            log.debug("stream %s writer failed: %s", conn.id, writer.exception())
+
+    async def _writer(
+        self,
+        conn: Connection,
+        wake: asyncio.Event,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> None:
+        while True:
+            await wake.wait()
+            wake.clear()
+            snapshot = self.snapshot
+            for planned in conn.plan(snapshot):
+                await context.write(planned.payload)
+                for hook in self.on_sent:
+                    hook(conn, planned)
+            conn.written_version = snapshot.version

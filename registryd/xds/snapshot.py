@@ -1,0 +1,219 @@
+"""Versioned, serialized xDS resources: what every connection is served from.
+
+A :class:`Snapshot` is immutable.  It holds, per table, every resource already
+serialized (the bytes are computed once per content change and shared by every
+connection), each resource stamped with the snapshot version in which its content last
+changed, and the names that changed in the last few versions so a connection that is
+behind can work out what it is missing without comparing everything.
+
+The :class:`SnapshotBuilder` turns registry views into snapshots incrementally: only the
+hostnames named by a change are rebuilt, and a rebuilt resource whose bytes did not
+change keeps its old version (no push for it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+from registryd.model import Resolution, Service
+from registryd.registry.merge import MergedService
+from registryd.registry.store import View
+from registryd.xds import resources as res
+
+__all__ = [
+    "CDS",
+    "EDS",
+    "LDS_GRPC",
+    "LDS_LOCAL",
+    "LDS_SIDECAR",
+    "RDS",
+    "TABLE_TYPES",
+    "Resource",
+    "Snapshot",
+    "SnapshotBuilder",
+    "encode_field",
+]
+
+CDS, EDS, RDS = "cds", "eds", "rds"
+LDS_SIDECAR, LDS_LOCAL, LDS_GRPC = "lds/sidecar", "lds/local", "lds/grpc"
+TABLE_TYPES: Mapping[str, str] = MappingProxyType(
+    {
+        CDS: res.CLUSTER_TYPE,
+        EDS: res.ENDPOINT_TYPE,
+        RDS: res.ROUTE_TYPE,
+        LDS_SIDECAR: res.LISTENER_TYPE,
+        LDS_LOCAL: res.LISTENER_TYPE,
+        LDS_GRPC: res.LISTENER_TYPE,
+    }
+)
+HISTORY = 64  # how many versions of change sets a snapshot remembers
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        bits = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(bits | 0x80)
+        else:
+            out.append(bits)
+            return bytes(out)
+
+
+def encode_field(number: int, payload: bytes) -> bytes:
+    """A length-delimited protobuf field (strings, bytes, messages)."""
+    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+
+
+@dataclass(frozen=True, slots=True)
+class Resource:
+    """One serialized resource.  ``entry`` is ready to splice into a DiscoveryResponse
+    as one element of its ``resources`` field (an ``Any``)."""
+
+    name: str
+    version: int
+    body: bytes
+    entry: bytes
+
+    @classmethod
+    def make(cls, type_url: str, name: str, version: int, body: bytes) -> Resource:
+        packed = encode_field(1, type_url.encode()) + encode_field(2, body)
+        return cls(name, version, body, encode_field(2, packed))
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Snapshot:
+    version: int
+    tables: Mapping[str, Mapping[str, Resource]]
+    history: tuple[tuple[int, Mapping[str, frozenset[str]]], ...] = ()
+    cache: dict[Any, tuple[bytes, tuple[str, ...]]] = field(default_factory=dict, repr=False)
+
+    def changed_since(self, table: str, version: int) -> frozenset[str] | None:
+        """Names in ``table`` added, changed or removed after ``version``; ``None`` if
+        that is too far back to know (the caller must then resend everything)."""
+        if version >= self.version:
+            return frozenset()
+        if not self.history or self.history[0][0] > version + 1:
+            return None
+        names: set[str] = set()
+        for v, changes in self.history:
+            if v > version:
+                names |= changes.get(table, frozenset())
+        return frozenset(names)
+
+
+EMPTY = Snapshot(0, MappingProxyType({t: MappingProxyType({}) for t in TABLE_TYPES}))
+
+
+class SnapshotBuilder:
+    """Builds successive snapshots from registry views (not thread-safe; one owner)."""
+
+    def __init__(self) -> None:
+        self.snapshot = EMPTY
+        self._services: dict[str, Service] = {}
+        self._port_hosts: dict[int, set[str]] = {}
+
+    def build(
+        self, view: View, hostnames: Iterable[str] | None = None, endpoints_only: bool = False
+    ) -> Snapshot:
+        """Next snapshot after ``hostnames`` changed (``None``: everything)."""
+        prev = self.snapshot
+        version = prev.version + 1
+        tables = {t: dict(v) for t, v in prev.tables.items()}
+        changes: dict[str, set[str]] = {t: set() for t in TABLE_TYPES}
+
+        def put(table: str, name: str, message: Any | None) -> None:
+            current = tables[table]
+            if message is None:
+                if current.pop(name, None) is not None:
+                    changes[table].add(name)
+                return
+            body = message.SerializeToString(deterministic=True)
+            old = current.get(name)
+            if old is not None and old.body == body:
+                return
+            current[name] = Resource.make(TABLE_TYPES[table], name, version, body)
+            changes[table].add(name)
+
+        if hostnames is None:
+            hostnames = set(view.services) | set(self._services)
+            endpoints_only = False
+        ports_touched: set[int] = set()
+        for host in hostnames:
+            merged = view.services.get(host)
+            old = self._services.get(host)
+            if endpoints_only and merged is not None and old is not None:
+                self._endpoints(put, merged)
+                continue
+            old_ports = {p.number for p in old.ports} if old else set()
+            new_ports = {p.number for p in merged.service.ports} if merged else set()
+            for number in old_ports - new_ports:
+                name = res.cluster_name(host, number)
+                put(CDS, name, None)
+                put(EDS, name, None)
+                put(LDS_GRPC, res.grpc_listener_name(host, number), None)
+                self._port_hosts.get(number, set()).discard(host)
+            ports_touched |= old_ports | new_ports
+            if merged is None:
+                self._services.pop(host, None)
+                continue
+            service = merged.service
+            self._services[host] = service
+            for port in service.ports:
+                self._port_hosts.setdefault(port.number, set()).add(host)
+                put(
+                    LDS_GRPC,
+                    res.grpc_listener_name(host, port.number),
+                    res.build_grpc_listener(service, port),
+                )
+            self._endpoints(put, merged)
+
+        for number in ports_touched:
+            hosts = self._port_hosts.get(number)
+            if not hosts:
+                self._port_hosts.pop(number, None)
+                for table in (RDS, LDS_SIDECAR, LDS_LOCAL):
+                    put(
+                        table,
+                        res.sidecar_listener_name(number) if table != RDS else str(number),
+                        None,
+                    )
+                continue
+            services = [self._services[h] for h in hosts]
+            put(RDS, str(number), res.build_route_config(number, services))
+            put(
+                LDS_SIDECAR,
+                res.sidecar_listener_name(number),
+                res.build_sidecar_listener(number, services, "0.0.0.0"),
+            )
+            put(
+                LDS_LOCAL,
+                res.sidecar_listener_name(number),
+                res.build_sidecar_listener(number, services, "127.0.0.1"),
+            )
+
+        frozen_changes = {t: frozenset(n) for t, n in changes.items() if n}
+        history = (*prev.history, (version, frozen_changes))[-HISTORY:]
+        self.snapshot = Snapshot(
+            version,
+            MappingProxyType({t: MappingProxyType(v) for t, v in tables.items()}),
+            history,
+        )
+        return self.snapshot
+
+    @staticmethod
+    def _endpoints(put: Any, merged: MergedService) -> None:
+        """Clusters that carry endpoints (DNS kinds) and ClusterLoadAssignments."""
+        service = merged.service
+        for port in service.ports:
+            name = res.cluster_name(service.hostname, port.number)
+            endpoints = res.port_endpoints(port, merged.endpoints)
+            put(CDS, name, res.build_cluster(service, port, endpoints))
+            if service.resolution is Resolution.STATIC:
+                put(EDS, name, res.build_cla(name, endpoints))
+            else:
+                put(EDS, name, None)

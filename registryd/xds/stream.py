@@ -1,0 +1,276 @@
+"""Per-connection ADS state: subscriptions, what was sent, ACKs and NACKs.
+
+This module holds the protocol logic of state-of-the-world ADS and no I/O:
+:meth:`Connection.on_request` digests a DiscoveryRequest, :meth:`Connection.plan`
+decides what to send next for a snapshot.  The server does the reading and writing.
+
+Rules implemented here:
+
+* CDS and LDS are full-state types: every response carries every subscribed resource
+  (all of them for a wildcard subscription, an empty name list or ``"*"``), and is sent
+  when any of them changed.  EDS and RDS responses carry only the resources that changed
+  or were newly subscribed; an unknown EDS/RDS name gets an empty resource so the client
+  never waits for it.
+* A request whose ``response_nonce`` matches the last response of its type is an ACK,
+  or a NACK when it has ``error_detail``.  A NACKed version is not re-sent: the
+  connection counts it as delivered until the content changes again.  Requests with an
+  older nonce are stale and ignored (counted in ``expired_nonces``).
+* The first request of each type on a stream is always answered, whatever version it
+  claims (a reconnecting Envoy sends the version it had from another server).
+* Types are planned in the order CDS, EDS, LDS, RDS so Envoy never warms a cluster
+  without its endpoints or a listener without its route.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from envoy.config.core.v3 import base_pb2
+from envoy.config.route.v3 import route_pb2
+from envoy.service.discovery.v3 import discovery_pb2
+
+from registryd.xds import resources as res
+from registryd.xds.snapshot import (
+    CDS,
+    EDS,
+    LDS_GRPC,
+    LDS_LOCAL,
+    LDS_SIDECAR,
+    RDS,
+    Resource,
+    Snapshot,
+    encode_field,
+)
+
+__all__ = ["ORDER", "Connection", "Interner", "TypeState"]
+
+ORDER = (res.CLUSTER_TYPE, res.ENDPOINT_TYPE, res.LISTENER_TYPE, res.ROUTE_TYPE)
+_FULL_STATE = frozenset({res.CLUSTER_TYPE, res.LISTENER_TYPE})
+_ids = itertools.count(1)
+
+
+class Interner:
+    """Shares equal subscription sets between connections (a thousand Envoys usually
+    subscribe to the same thousand names)."""
+
+    def __init__(self, limit: int = 4096) -> None:
+        self._sets: dict[frozenset[str], frozenset[str]] = {}
+        self._limit = limit
+
+    def __call__(self, names: Iterable[str]) -> frozenset[str]:
+        key = frozenset(names)
+        found = self._sets.get(key)
+        if found is None:
+            if len(self._sets) >= self._limit:
+                self._sets.clear()
+            self._sets[key] = found = key
+        return found
+
+
+@dataclass(slots=True)
+class TypeState:
+    """What one connection asked for and got, for one resource type."""
+
+    type_url: str
+    wildcard: bool = False
+    names: frozenset[str] = frozenset()
+    requested: bool = False
+    synced_version: int = -1  # snapshot version last planned for this type
+    forced: set[str] = field(default_factory=set)  # newly subscribed, send regardless
+    force_all: bool = True
+    nonce: str = ""
+    version_sent: str = ""
+    sent_at: float = 0.0
+    sent_names: tuple[str, ...] = ()
+    acked_version: str = ""
+    acked_at: float = 0.0
+    last_nack: str = ""
+    nack_version: str = ""
+    nacks: int = 0
+    acks: int = 0
+    expired_nonces: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Planned:
+    type_url: str
+    payload: bytes
+    version: str
+    nonce: str
+    names: tuple[str, ...]
+
+
+@functools.lru_cache(maxsize=4096)
+def _empty(table: str, name: str) -> Resource:
+    """An empty ClusterLoadAssignment or RouteConfiguration named ``name``."""
+    if table == EDS:
+        body = res.build_cla(name, ()).SerializeToString()
+        return Resource.make(res.ENDPOINT_TYPE, name, 0, body)
+    body = route_pb2.RouteConfiguration(name=name).SerializeToString()
+    return Resource.make(res.ROUTE_TYPE, name, 0, body)
+
+
+def _meta(node: base_pb2.Node, key: str) -> str:
+    value = node.metadata.fields.get(key)
+    return value.string_value if value is not None else ""
+
+
+class Connection:
+    """One ADS stream."""
+
+    def __init__(self, *, peer: str, version_prefix: str, interner: Interner | None = None) -> None:
+        self.id = f"conn-{next(_ids)}"
+        self.peer = peer
+        self.connected_at = time.time()
+        self.node: base_pb2.Node | None = None
+        self.lds_table = LDS_SIDECAR
+        self.states: dict[str, TypeState] = {}
+        self.written_version = 0  # newest snapshot fully written to the stream
+        self._prefix = version_prefix
+        self._intern = interner or Interner()
+        self._nonces = itertools.count(1)
+
+    # -- identity ----------------------------------------------------------------
+    @property
+    def proxy_id(self) -> str:
+        return self.node.id if self.node is not None and self.node.id else self.id
+
+    def _identify(self, node: base_pb2.Node) -> None:
+        self.node = node
+        if _meta(node, "GENERATOR") == "grpc":
+            self.lds_table = LDS_GRPC
+        elif _meta(node, "INTERCEPTION_MODE").upper() == "NONE":
+            self.lds_table = LDS_LOCAL
+
+    # -- requests ----------------------------------------------------------------
+    def on_request(self, request: discovery_pb2.DiscoveryRequest) -> bool:
+        """Digest one request; True when the writer should plan again."""
+        if self.node is None and request.HasField("node"):
+            self._identify(request.node)
+        type_url = request.type_url
+        if type_url not in ORDER:
+            return False
+        state = self.states.get(type_url)
+        if state is None:
+            state = self.states[type_url] = TypeState(type_url)
+        if request.response_nonce:
+            if request.response_nonce != state.nonce:
+                state.expired_nonces += 1
+                return False
+            if request.HasField("error_detail"):
+                state.nacks += 1
+                state.last_nack = request.error_detail.message or "rejected"
+                state.nack_version = state.version_sent
+            else:
+                state.acks += 1
+                state.acked_version = request.version_info
+                state.acked_at = time.monotonic()
+        return self._subscribe(state, request.resource_names)
+
+    def _subscribe(self, state: TypeState, names: Iterable[str]) -> bool:
+        names = list(names)
+        wildcard = "*" in names or (not names and state.type_url in _FULL_STATE)
+        subscribed = self._intern(n for n in names if n != "*")
+        first = not state.requested
+        state.requested = True
+        if (
+            self.lds_table == LDS_SIDECAR
+            and state.type_url == res.LISTENER_TYPE
+            and any(":" in n for n in subscribed)
+        ):
+            self.lds_table = LDS_GRPC  # a proxyless client that sent no GENERATOR
+        if first:
+            state.wildcard, state.names, state.force_all = wildcard, subscribed, True
+            return True
+        if wildcard == state.wildcard and subscribed == state.names:
+            return False
+        added = subscribed - state.names
+        state.wildcard, state.names = wildcard, subscribed
+        if state.type_url in _FULL_STATE:
+            state.force_all = True  # the answer must list the new set
+        else:
+            state.forced |= added
+        return True
+
+    # -- responses ---------------------------------------------------------------
+    def plan(self, snapshot: Snapshot) -> list[Planned]:
+        """Responses to send now, in CDS, EDS, LDS, RDS order; state is updated as if
+        they were sent."""
+        out = []
+        for type_url in ORDER:
+            state = self.states.get(type_url)
+            if state is None or not state.requested:
+                continue
+            planned = self._plan_type(snapshot, state)
+            state.synced_version = snapshot.version
+            if planned is not None:
+                out.append(planned)
+        return out
+
+    def _tables(self, type_url: str) -> tuple[str, ...]:
+        if type_url == res.CLUSTER_TYPE:
+            return (CDS,)
+        if type_url == res.ENDPOINT_TYPE:
+            return (EDS,)
+        if type_url == res.ROUTE_TYPE:
+            return (RDS,)
+        return (self.lds_table,)
+
+    def _plan_type(self, snapshot: Snapshot, state: TypeState) -> Planned | None:
+        (table,) = self._tables(state.type_url)
+        changed = None if state.force_all else snapshot.changed_since(table, state.synced_version)
+        key: tuple[object, ...]
+        if state.type_url in _FULL_STATE:
+            if changed is not None:
+                relevant = changed if state.wildcard else changed & state.names
+                if not relevant:
+                    return None
+            # a wildcard subscription gets the whole table, named ones what exists
+            key = (table, "*") if state.wildcard else (table, state.names)
+        else:
+            if changed is None:
+                wanted = state.names
+            else:
+                wanted = (changed | state.forced) & state.names
+            state.forced.clear()
+            if not wanted:
+                return None
+            key = (table, wanted)
+        state.force_all = False
+        state.forced.clear()
+        cached = snapshot.cache.get(key)
+        if cached is None:
+            cached = self._assemble(snapshot, table, state, key)
+            snapshot.cache[key] = cached
+        body, names = cached
+        nonce = f"{snapshot.version}-{next(self._nonces)}"
+        state.nonce = nonce
+        state.version_sent = f"{self._prefix}-{snapshot.version}"
+        state.sent_at = time.monotonic()
+        state.sent_names = names
+        payload = body + encode_field(5, nonce.encode())
+        return Planned(state.type_url, payload, state.version_sent, nonce, names)
+
+    def _assemble(
+        self, snapshot: Snapshot, table: str, state: TypeState, key: tuple[object, ...]
+    ) -> tuple[bytes, tuple[str, ...]]:
+        """The response body (all but the nonce) for ``key``; shared via the snapshot."""
+        resources = snapshot.tables[table]
+        wanted = key[1]
+        chosen: list[Resource]
+        if wanted == "*":
+            chosen = [resources[n] for n in sorted(resources)]
+        elif state.type_url in _FULL_STATE:
+            assert isinstance(wanted, frozenset)
+            chosen = [resources[n] for n in sorted(wanted) if n in resources]
+        else:
+            assert isinstance(wanted, frozenset)
+            chosen = [resources.get(n) or _empty(table, n) for n in sorted(wanted)]
+        version = f"{self._prefix}-{snapshot.version}"
+        body = encode_field(1, version.encode()) + b"".join(r.entry for r in chosen)
+        body += encode_field(4, state.type_url.encode())
+        return body, tuple(r.name for r in chosen)

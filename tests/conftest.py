@@ -1,0 +1,54 @@
+"""Shared fixtures: a registryd wired in-process on loopback ports."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+
+from registryd.app import App
+from registryd.config import Address, RegistryConfig, Settings
+from registryd.testing import MemoryAdapter
+
+
+class Harness:
+    """A running in-process registryd with one memory registry named ``mem``."""
+
+    def __init__(self, app: App, memory: MemoryAdapter) -> None:
+        self.app = app
+        self.memory = memory
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.app.grpc_port}"
+
+    def push(self) -> None:
+        """Push whatever is pending now instead of waiting for the debounce."""
+        self.app.push.push_now()
+
+
+def loopback_settings(**overrides: object) -> Settings:
+    values: dict[str, object] = {
+        "grpc_addr": Address("127.0.0.1", 0),
+        "http_addr": Address("127.0.0.1", 0),
+        "monitoring_addr": Address("127.0.0.1", 0),
+        "debounce_after": 0.01,
+        "debounce_max": 1.0,
+    }
+    values.update(overrides)
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+async def harness() -> AsyncIterator[Harness]:
+    settings = loopback_settings(
+        registries=(RegistryConfig(name="mem", type="memory", settings={}),)
+    )
+    app = App(settings)
+    memory = app._adapters[0][1]
+    assert isinstance(memory, MemoryAdapter)
+    await app.start()
+    try:
+        yield Harness(app, memory)
+    finally:
+        await app.stop()
