@@ -114,7 +114,8 @@ class App:
         age = self.settings.max_connection_age
         if age is not None:
             options.append(("grpc.max_connection_age_ms", int(age * 1000)))
-            options.append(("grpc.max_connection_age_grace_ms", 10000))
+            grace = self.settings.max_connection_age_grace
+            options.append(("grpc.max_connection_age_grace_ms", int(grace * 1000)))
         return options
 
     def _bind_grpc(self, addr: Address) -> int:

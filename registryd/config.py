@@ -120,6 +120,7 @@ class Settings:
     domain: str = "cluster.local"
     registries: tuple[RegistryConfig, ...] = ()
     max_connection_age: float | None = None
+    max_connection_age_grace: float = 10.0
     debounce_after: float = 0.1
     debounce_max: float = 10.0
     log_output_level: str = "default:info"

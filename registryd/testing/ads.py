@@ -19,7 +19,7 @@ from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf import struct_pb2
 from google.rpc import status_pb2
 
-__all__ = ["AdsClient", "Response", "TYPES"]
+__all__ = ["TYPES", "AdsClient", "Response"]
 
 _METHOD = "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources"
 TYPES = {

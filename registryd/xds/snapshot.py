@@ -109,13 +109,38 @@ class Snapshot:
 EMPTY = Snapshot(0, MappingProxyType({t: MappingProxyType({}) for t in TABLE_TYPES}))
 
 
+def scoped(table: str, scope: str) -> str:
+    """The table holding ``table``'s resources visible only to namespace ``scope``
+    (``""``: visible to every proxy)."""
+    return f"{table}@{scope}" if scope else table
+
+
+def visibility(service: Service) -> frozenset[str] | None:
+    """Namespaces a service is exported to; ``None`` means every namespace.
+
+    Istio's ``exportTo``: empty or ``*`` → all, ``.`` → the service's own namespace,
+    ``~`` → none, other entries are namespace names."""
+    if not service.export_to or "*" in service.export_to:
+        return None
+    names = {service.namespace if n == "." else n for n in service.export_to if n != "~"}
+    return frozenset(names)
+
+
 class SnapshotBuilder:
-    """Builds successive snapshots from registry views (not thread-safe; one owner)."""
+    """Builds successive snapshots from registry views (not thread-safe; one owner).
+
+    Visibility (``exportTo``): resources of services exported to every namespace live in
+    the plain tables (``cds``, ``rds``…); those of restricted services live in per-namespace
+    overlay tables (``cds@team-a``…) that a proxy in that namespace reads on top of the
+    plain ones.  A listener or route whose port has restricted services gets one version
+    per namespace that sees them.
+    """
 
     def __init__(self) -> None:
         self.snapshot = EMPTY
         self._services: dict[str, Service] = {}
         self._port_hosts: dict[int, set[str]] = {}
+        self._placed: dict[tuple[str, str], frozenset[str]] = {}
 
     def build(
         self, view: View, hostnames: Iterable[str] | None = None, endpoints_only: bool = False
@@ -123,21 +148,38 @@ class SnapshotBuilder:
         """Next snapshot after ``hostnames`` changed (``None``: everything)."""
         prev = self.snapshot
         version = prev.version + 1
-        tables = {t: dict(v) for t, v in prev.tables.items()}
-        changes: dict[str, set[str]] = {t: set() for t in TABLE_TYPES}
+        tables: dict[str, Mapping[str, Resource]] = dict(prev.tables)
+        writable: dict[str, dict[str, Resource]] = {}
+        changes: dict[str, set[str]] = {}
 
         def put(table: str, name: str, message: Any | None) -> None:
-            current = tables[table]
+            current = writable.get(table)
+            if current is None:
+                current = writable[table] = dict(tables.get(table, {}))
+                tables[table] = current
             if message is None:
                 if current.pop(name, None) is not None:
-                    changes[table].add(name)
+                    changes.setdefault(table, set()).add(name)
                 return
             body = message.SerializeToString(deterministic=True)
             old = current.get(name)
             if old is not None and old.body == body:
                 return
-            current[name] = Resource.make(TABLE_TYPES[table], name, version, body)
-            changes[table].add(name)
+            type_url = TABLE_TYPES[table.partition("@")[0]]
+            current[name] = Resource.make(type_url, name, version, body)
+            changes.setdefault(table, set()).add(name)
+
+        def place(table: str, name: str, by_scope: Mapping[str, Any]) -> None:
+            """Put ``name`` into the scopes given and take it out of the others."""
+            old = self._placed.get((table, name), frozenset())
+            for scope in old - by_scope.keys():
+                put(scoped(table, scope), name, None)
+            for scope, message in by_scope.items():
+                put(scoped(table, scope), name, message)
+            if by_scope:
+                self._placed[(table, name)] = frozenset(by_scope)
+            else:
+                self._placed.pop((table, name), None)
 
         if hostnames is None:
             hostnames = set(view.services) | set(self._services)
@@ -147,15 +189,15 @@ class SnapshotBuilder:
             merged = view.services.get(host)
             old = self._services.get(host)
             if endpoints_only and merged is not None and old is not None:
-                self._endpoints(put, merged)
+                self._endpoints(put, place, merged)
                 continue
             old_ports = {p.number for p in old.ports} if old else set()
             new_ports = {p.number for p in merged.service.ports} if merged else set()
             for number in old_ports - new_ports:
                 name = res.cluster_name(host, number)
-                put(CDS, name, None)
+                place(CDS, name, {})
                 put(EDS, name, None)
-                put(LDS_GRPC, res.grpc_listener_name(host, number), None)
+                place(LDS_GRPC, res.grpc_listener_name(host, number), {})
                 self._port_hosts.get(number, set()).discard(host)
             ports_touched |= old_ports | new_ports
             if merged is None:
@@ -165,55 +207,67 @@ class SnapshotBuilder:
             self._services[host] = service
             for port in service.ports:
                 self._port_hosts.setdefault(port.number, set()).add(host)
-                put(
+                listener = res.build_grpc_listener(service, port)
+                place(
                     LDS_GRPC,
                     res.grpc_listener_name(host, port.number),
-                    res.build_grpc_listener(service, port),
+                    dict.fromkeys(_scopes(service), listener),
                 )
-            self._endpoints(put, merged)
+            self._endpoints(put, place, merged)
 
         for number in ports_touched:
-            hosts = self._port_hosts.get(number)
-            if not hosts:
+            services = [self._services[h] for h in self._port_hosts.get(number, ())]
+            if not services:
                 self._port_hosts.pop(number, None)
-                for table in (RDS, LDS_SIDECAR, LDS_LOCAL):
-                    put(
-                        table,
-                        res.sidecar_listener_name(number) if table != RDS else str(number),
-                        None,
-                    )
-                continue
-            services = [self._services[h] for h in hosts]
-            put(RDS, str(number), res.build_route_config(number, services))
-            put(
-                LDS_SIDECAR,
-                res.sidecar_listener_name(number),
-                res.build_sidecar_listener(number, services, "0.0.0.0"),
+            views = _port_views(services)
+            listener_name = res.sidecar_listener_name(number)
+            place(
+                RDS, str(number), {s: res.build_route_config(number, v) for s, v in views.items()}
             )
-            put(
-                LDS_LOCAL,
-                res.sidecar_listener_name(number),
-                res.build_sidecar_listener(number, services, "127.0.0.1"),
-            )
+            for table, bind in ((LDS_SIDECAR, "0.0.0.0"), (LDS_LOCAL, "127.0.0.1")):
+                place(
+                    table,
+                    listener_name,
+                    {s: res.build_sidecar_listener(number, v, bind) for s, v in views.items()},
+                )
 
         frozen_changes = {t: frozenset(n) for t, n in changes.items() if n}
         history = (*prev.history, (version, frozen_changes))[-HISTORY:]
         self.snapshot = Snapshot(
             version,
-            MappingProxyType({t: MappingProxyType(v) for t, v in tables.items()}),
+            MappingProxyType(
+                {t: MappingProxyType(v) if t in writable else v for t, v in tables.items()}
+            ),
             history,
         )
         return self.snapshot
 
     @staticmethod
-    def _endpoints(put: Any, merged: MergedService) -> None:
-        """Clusters that carry endpoints (DNS kinds) and ClusterLoadAssignments."""
+    def _endpoints(put: Any, place: Any, merged: MergedService) -> None:
+        """Clusters (DNS kinds carry endpoints) and ClusterLoadAssignments."""
         service = merged.service
+        scopes = _scopes(service)
         for port in service.ports:
             name = res.cluster_name(service.hostname, port.number)
             endpoints = res.port_endpoints(port, merged.endpoints)
-            put(CDS, name, res.build_cluster(service, port, endpoints))
+            place(CDS, name, dict.fromkeys(scopes, res.build_cluster(service, port, endpoints)))
             if service.resolution is Resolution.STATIC:
                 put(EDS, name, res.build_cla(name, endpoints))
             else:
                 put(EDS, name, None)
+
+
+def _scopes(service: Service) -> frozenset[str]:
+    vis = visibility(service)
+    return frozenset({""}) if vis is None else vis
+
+
+def _port_views(services: list[Service]) -> dict[str, list[Service]]:
+    """Which services each scope sees on one port: ``""`` sees the public ones, each
+    namespace a restricted service is exported to sees the public ones plus those."""
+    public = [s for s in services if visibility(s) is None]
+    views: dict[str, list[Service]] = {"": public} if public else {}
+    for service in services:
+        for namespace in visibility(service) or ():
+            views.setdefault(namespace, list(public)).append(service)
+    return views

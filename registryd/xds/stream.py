@@ -26,7 +26,7 @@ from __future__ import annotations
 import functools
 import itertools
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from envoy.config.core.v3 import base_pb2
@@ -44,6 +44,7 @@ from registryd.xds.snapshot import (
     Resource,
     Snapshot,
     encode_field,
+    scoped,
 )
 
 __all__ = ["ORDER", "Connection", "Interner", "TypeState"]
@@ -114,6 +115,16 @@ def _empty(table: str, name: str) -> Resource:
     return Resource.make(res.ROUTE_TYPE, name, 0, body)
 
 
+def _namespace_from_id(node_id: str) -> str:
+    """Istio ids: ``<type>~<ip>~<pod>.<namespace>~<namespace>.svc.<domain>``."""
+    parts = node_id.split("~")
+    if len(parts) == 4 and parts[3]:
+        return parts[3].split(".", 1)[0]
+    if len(parts) >= 3 and "." in parts[2]:
+        return parts[2].split(".", 1)[1]
+    return ""
+
+
 def _meta(node: base_pb2.Node, key: str) -> str:
     value = node.metadata.fields.get(key)
     return value.string_value if value is not None else ""
@@ -128,6 +139,7 @@ class Connection:
         self.connected_at = time.time()
         self.node: base_pb2.Node | None = None
         self.lds_table = LDS_SIDECAR
+        self.namespace = ""
         self.states: dict[str, TypeState] = {}
         self.written_version = 0  # newest snapshot fully written to the stream
         self._prefix = version_prefix
@@ -141,6 +153,7 @@ class Connection:
 
     def _identify(self, node: base_pb2.Node) -> None:
         self.node = node
+        self.namespace = _meta(node, "NAMESPACE") or _namespace_from_id(node.id)
         if _meta(node, "GENERATOR") == "grpc":
             self.lds_table = LDS_GRPC
         elif _meta(node, "INTERCEPTION_MODE").upper() == "NONE":
@@ -212,17 +225,32 @@ class Connection:
         return out
 
     def _tables(self, type_url: str) -> tuple[str, ...]:
-        if type_url == res.CLUSTER_TYPE:
-            return (CDS,)
+        """The tables this connection reads for a type: the plain one, then the overlay
+        of its namespace (services exported only to some namespaces)."""
         if type_url == res.ENDPOINT_TYPE:
             return (EDS,)
-        if type_url == res.ROUTE_TYPE:
-            return (RDS,)
-        return (self.lds_table,)
+        if type_url == res.CLUSTER_TYPE:
+            base = CDS
+        elif type_url == res.ROUTE_TYPE:
+            base = RDS
+        else:
+            base = self.lds_table
+        return (base, scoped(base, self.namespace)) if self.namespace else (base,)
+
+    def _changed(
+        self, snapshot: Snapshot, tables: tuple[str, ...], since: int
+    ) -> frozenset[str] | None:
+        result: frozenset[str] = frozenset()
+        for table in tables:
+            changed = snapshot.changed_since(table, since)
+            if changed is None:
+                return None
+            result |= changed
+        return result
 
     def _plan_type(self, snapshot: Snapshot, state: TypeState) -> Planned | None:
-        (table,) = self._tables(state.type_url)
-        changed = None if state.force_all else snapshot.changed_since(table, state.synced_version)
+        tables = self._tables(state.type_url)
+        changed = None if state.force_all else self._changed(snapshot, tables, state.synced_version)
         key: tuple[object, ...]
         if state.type_url in _FULL_STATE:
             if changed is not None:
@@ -230,7 +258,7 @@ class Connection:
                 if not relevant:
                     return None
             # a wildcard subscription gets the whole table, named ones what exists
-            key = (table, "*") if state.wildcard else (table, state.names)
+            key = (tables, "*") if state.wildcard else (tables, state.names)
         else:
             if changed is None:
                 wanted = state.names
@@ -239,12 +267,12 @@ class Connection:
             state.forced.clear()
             if not wanted:
                 return None
-            key = (table, wanted)
+            key = (tables, wanted)
         state.force_all = False
         state.forced.clear()
         cached = snapshot.cache.get(key)
         if cached is None:
-            cached = self._assemble(snapshot, table, state, key)
+            cached = self._assemble(snapshot, tables, state, key)
             snapshot.cache[key] = cached
         body, names = cached
         nonce = f"{snapshot.version}-{next(self._nonces)}"
@@ -256,10 +284,19 @@ class Connection:
         return Planned(state.type_url, payload, state.version_sent, nonce, names)
 
     def _assemble(
-        self, snapshot: Snapshot, table: str, state: TypeState, key: tuple[object, ...]
+        self, snapshot: Snapshot, tables: tuple[str, ...], state: TypeState, key: tuple[object, ...]
     ) -> tuple[bytes, tuple[str, ...]]:
         """The response body (all but the nonce) for ``key``; shared via the snapshot."""
-        resources = snapshot.tables[table]
+        present = [snapshot.tables[t] for t in tables if t in snapshot.tables]
+        resources: Mapping[str, Resource]
+        if len(present) == 1:
+            resources = present[0]
+        else:
+            merged: dict[str, Resource] = {}
+            for layer in present:
+                merged.update(layer)
+            resources = merged
+        table = tables[0]
         wanted = key[1]
         chosen: list[Resource]
         if wanted == "*":

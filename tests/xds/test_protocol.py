@@ -7,7 +7,7 @@ import socket
 
 from envoy.config.cluster.v3 import cluster_pb2
 
-from registryd.model import Endpoint, Locality, Port, Service
+from registryd.model import Endpoint, Port, Service
 from registryd.testing import AdsClient
 from registryd.testing.ads import TYPES
 
@@ -157,8 +157,10 @@ async def test_full_push_order_is_cds_eds_lds_rds(harness) -> None:  # type: ign
             await client.next(kind)
         service = Service(
             hostname="a.example",
-            ports=(Port(number=8080, name="http", protocol="HTTP"),
-                   Port(number=9090, name="http-2", protocol="HTTP")),
+            ports=(
+                Port(number=8080, name="http", protocol="HTTP"),
+                Port(number=9090, name="http-2", protocol="HTTP"),
+            ),
         )
         harness.memory.upsert(
             service, eps("a.example", "10.0.0.1") + eps("a.example", "10.0.0.1", port=9090)
@@ -258,3 +260,42 @@ async def test_stalled_client_does_not_block_others(harness) -> None:  # type: i
         assert len(behind) == 1, "the stalled client should be left behind"
     await relay.close()
     await stalled.close()
+
+
+async def test_export_to_limits_visibility_by_namespace(harness) -> None:  # type: ignore[no-untyped-def]
+    public = svc("public.example")
+    private = Service(
+        hostname="private.example",
+        namespace="team-a",
+        ports=(Port(number=8080, name="http", protocol="HTTP"),),
+        export_to=(".",),
+    )
+    harness.memory.set([public, private], eps("private.example", "10.0.0.1"))
+    await settle(harness)
+    team_a = "sidecar~10.0.0.5~app-1.team-a~team-a.svc.cluster.local"
+    team_b = "sidecar~10.0.0.6~app-1.team-b~team-b.svc.cluster.local"
+    async with (
+        AdsClient(harness.target, node_id=team_a) as a,
+        AdsClient(harness.target, node_id=team_b) as b,
+    ):
+        for client in (a, b):
+            client.subscribe("cds")
+            client.subscribe("rds", ["8080"])
+        a_cds, b_cds = await a.next("cds"), await b.next("cds")
+        assert a_cds.names == ["outbound|8080||private.example", "outbound|8080||public.example"]
+        assert b_cds.names == ["outbound|8080||public.example"]
+        a_domains = {
+            d for vh in (await a.next("rds")).decode()[0].virtual_hosts for d in vh.domains
+        }
+        b_domains = {
+            d for vh in (await b.next("rds")).decode()[0].virtual_hosts for d in vh.domains
+        }
+        assert "private.example" in a_domains and "public.example" in a_domains
+        assert "private.example" not in b_domains and "public.example" in b_domains
+        # exporting it to everyone shows it to team-b as well
+        harness.memory.upsert(
+            Service(hostname="private.example", namespace="team-a", ports=private.ports),
+            eps("private.example", "10.0.0.1"),
+        )
+        await settle(harness)
+        assert "outbound|8080||private.example" in (await b.next("cds")).names

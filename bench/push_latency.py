@@ -1,0 +1,266 @@
+"""Push benchmark: how fast does one registry change reach every proxy?
+
+Starts a real registryd (a subprocess, ``--configDir`` on generated ServiceEntries:
+N services × K endpoints), connects C simulated proxies (grpc.aio ADS streams that
+subscribe like Envoy: CDS wildcard, EDS for every cluster, LDS wildcard, RDS for every
+port; each ACKs every response at once), then:
+
+1. initial sync: time until all C clients hold CDS, EDS, LDS and RDS;
+2. endpoint change: one endpoint of one service is edited in its file; for each client
+   the time from the file write until it received (and ACKed) the new endpoint;
+3. full push: a port is added to one service (CDS, EDS, LDS, RDS all change); time until
+   every client has the new cluster and listener;
+4. registryd's RSS with all clients connected.
+
+Times include the file-watch latency and the push debounce (``--debounce``, default
+100 ms, as in production); the "spread" figure (last client minus first client) is the
+fan-out cost alone.  Prints numbers; asserts nothing.
+
+    python bench/push_latency.py --services 1000 --endpoints 10 --clients 100 1000
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import grpc
+import psutil
+from envoy.config.core.v3 import base_pb2
+from envoy.service.discovery.v3 import discovery_pb2
+
+METHOD = "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources"
+CDS = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
+EDS = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
+LDS = "type.googleapis.com/envoy.config.listener.v3.Listener"
+RDS = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
+BASE_PORT = 20000
+PORTS = 10  # services spread over this many distinct ports
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def service_yaml(i: int, endpoints: int, extra_port: bool = False, variant: int = 0) -> str:
+    port = BASE_PORT + i % PORTS
+    lines = [
+        "apiVersion: networking.istio.io/v1",
+        "kind: ServiceEntry",
+        f"metadata: {{name: svc-{i}, namespace: bench}}",
+        "spec:",
+        f"  hosts: [svc-{i}.bench.example]",
+        "  resolution: STATIC",
+        "  ports:",
+        f"  - {{number: {port}, name: http, protocol: HTTP}}",
+    ]
+    if extra_port:
+        lines.append(f"  - {{number: {BASE_PORT + PORTS}, name: grpc, protocol: GRPC}}")
+    lines.append("  endpoints:")
+    for j in range(endpoints):
+        last = 200 + variant if j == 0 and variant else j + 1
+        lines.append(f"  - {{address: 10.{i // 250}.{i % 250}.{last}, locality: r1/z{j % 3}}}")
+    return "\n".join(lines) + "\n"
+
+
+def write(path: Path, text: str) -> None:
+    tmp = path.with_name("." + path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+class Client:
+    """One simulated proxy; records when marker bytes first arrive per type."""
+
+    def __init__(self, target: str, index: int) -> None:
+        self.channel = grpc.aio.insecure_channel(target)
+        self.node = base_pb2.Node(id=f"sidecar~10.9.0.{index}~p{index}.bench~bench.svc", cluster="b")
+        self.outbox: asyncio.Queue[bytes] = asyncio.Queue()
+        self.have: set[str] = set()
+        self.synced = asyncio.Event()
+        self.marker: tuple[str, bytes] | None = None
+        self.marker_seen = asyncio.Event()
+        self.marker_at = 0.0
+        self.eds_names: list[str] = []
+        self.rds_names: list[str] = []
+        self.task: asyncio.Task[None] | None = None
+
+    def request(self, type_url: str, names: list[str], version: str = "", nonce: str = "") -> None:
+        req = discovery_pb2.DiscoveryRequest(
+            type_url=type_url, resource_names=names, version_info=version, response_nonce=nonce
+        )
+        if not self.have and not nonce:
+            req.node.CopyFrom(self.node)
+        self.outbox.put_nowait(req.SerializeToString())
+
+    async def _requests(self):  # type: ignore[no-untyped-def]
+        while True:
+            yield await self.outbox.get()
+
+    async def run(self) -> None:
+        call = self.channel.stream_stream(METHOD, request_serializer=None,
+                                          response_deserializer=discovery_pb2.DiscoveryResponse.FromString)
+        stream = call(self._requests())
+        self.request(CDS, [])
+        self.request(LDS, [])
+        async for resp in stream:
+            t = resp.type_url
+            names: list[str] = []
+            if t == CDS:
+                names = self.eds_names = sorted(
+                    n for n in self._names(resp) if True
+                )
+            if t == LDS:
+                self.rds_names = sorted({n.split("_")[-1] for n in self._names(resp)})
+            sub = {CDS: [], LDS: [], EDS: self.eds_names, RDS: self.rds_names}[t]
+            self.request(t, sub, resp.version_info, resp.nonce)
+            if t == CDS:
+                self.request(EDS, self.eds_names)
+            if t == LDS:
+                self.request(RDS, self.rds_names)
+            self.have.add(t)
+            if len(self.have) == 4:
+                self.synced.set()
+            if self.marker and not self.marker_seen.is_set() and resp.type_url == self.marker[0]:
+                if any(self.marker[1] in r.value for r in resp.resources):
+                    self.marker_at = time.monotonic()
+                    self.marker_seen.set()
+            del names
+
+    @staticmethod
+    def _names(resp: discovery_pb2.DiscoveryResponse) -> list[str]:
+        # Cluster.name and Listener.name are field 1: read it without a full decode
+        out = []
+        for r in resp.resources:
+            v = r.value
+            assert v[0] == 0x0A
+            length, pos, shift = 0, 1, 0
+            while True:
+                b = v[pos]
+                length |= (b & 0x7F) << shift
+                pos += 1
+                shift += 7
+                if not b & 0x80:
+                    break
+            out.append(v[pos : pos + length].decode())
+        return out
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
+
+
+def ms(x: float) -> str:
+    return f"{x * 1000:8.1f} ms"
+
+
+async def measure(target: str, clients_n: int, config: Path, services: int, endpoints: int,
+                  proc: psutil.Process) -> dict[str, float]:
+    clients = [Client(target, i) for i in range(clients_n)]
+    started = time.monotonic()
+    for c in clients:
+        c.task = asyncio.create_task(c.run())
+    await asyncio.wait_for(asyncio.gather(*(c.synced.wait() for c in clients)), 600)
+    initial = time.monotonic() - started
+    await asyncio.sleep(1.0)
+    rss = proc.memory_info().rss
+    results: dict[str, float] = {"initial_sync_s": initial, "rss_mb": rss / 2**20}
+
+    # endpoint change
+    target_i = services // 2
+    marker = f"10.{target_i // 250}.{target_i % 250}.{200 + clients_n % 50 + 1}"
+    for c in clients:
+        c.marker = (EDS, socket.inet_aton(marker))
+        c.marker_seen.clear()
+    t0 = time.monotonic()
+    write(config / f"svc-{target_i}.yaml", service_yaml(target_i, endpoints, variant=clients_n % 50 + 1))
+    await asyncio.wait_for(asyncio.gather(*(c.marker_seen.wait() for c in clients)), 120)
+    lat = [c.marker_at - t0 for c in clients]
+    results |= {"eds_p50": pct(lat, 50), "eds_p99": pct(lat, 99), "eds_max": max(lat),
+                "eds_spread": max(lat) - min(lat)}
+
+    # full push: a new port on one service changes CDS, EDS, LDS and RDS
+    for c in clients:
+        c.marker = (LDS, f"0.0.0.0_{BASE_PORT + PORTS}".encode())
+        c.marker_seen.clear()
+    t0 = time.monotonic()
+    write(config / f"svc-{target_i}.yaml", service_yaml(target_i, endpoints, extra_port=True))
+    await asyncio.wait_for(asyncio.gather(*(c.marker_seen.wait() for c in clients)), 120)
+    full = [c.marker_at - t0 for c in clients]
+    results |= {"full_p50": pct(full, 50), "full_p99": pct(full, 99), "full_max": max(full)}
+    # restore for the next round
+    write(config / f"svc-{target_i}.yaml", service_yaml(target_i, endpoints))
+    for c in clients:
+        assert c.task is not None
+        c.task.cancel()
+    await asyncio.gather(*(c.task for c in clients if c.task), return_exceptions=True)
+    await asyncio.gather(*(c.channel.close() for c in clients))
+    return results
+
+
+def wait_ready(port: int, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/ready", timeout=1) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise TimeoutError("registryd did not become ready")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--services", type=int, default=1000)
+    ap.add_argument("--endpoints", type=int, default=10)
+    ap.add_argument("--clients", type=int, nargs="+", default=[100, 1000])
+    ap.add_argument("--debounce", default="100ms")
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        config = Path(tmp) / "se"
+        config.mkdir()
+        for i in range(args.services):
+            (config / f"svc-{i}.yaml").write_text(service_yaml(i, args.endpoints))
+        grpc_port, http_port, mon_port = free_port(), free_port(), free_port()
+        cmd = [sys.executable, "-m", "registryd", "discovery",
+               f"--grpcAddr=127.0.0.1:{grpc_port}", f"--httpAddr=127.0.0.1:{http_port}",
+               f"--monitoringAddr=127.0.0.1:{mon_port}", f"--configDir={config}",
+               f"--debounceAfter={args.debounce}", "--log_output_level=default:warn"]
+        t0 = time.monotonic()
+        server = subprocess.Popen(cmd)
+        try:
+            wait_ready(http_port)
+            proc = psutil.Process(server.pid)
+            print(f"registryd ready in {time.monotonic() - t0:.2f} s with {args.services} services "
+                  f"x {args.endpoints} endpoints; RSS {proc.memory_info().rss / 2**20:.0f} MB idle")
+            for n in args.clients:
+                r = asyncio.run(measure(f"127.0.0.1:{grpc_port}", n, config, args.services,
+                                        args.endpoints, proc))
+                print(f"\nC={n} clients (debounce {args.debounce}, file-watch latency included)")
+                print(f"  initial sync, all clients CDS+EDS+LDS+RDS: {r['initial_sync_s']:.2f} s")
+                print(f"  endpoint change -> ACK   p50 {ms(r['eds_p50'])}  p99 {ms(r['eds_p99'])}"
+                      f"  max {ms(r['eds_max'])}  spread {ms(r['eds_spread'])}")
+                print(f"  full push (new port)     p50 {ms(r['full_p50'])}  p99 {ms(r['full_p99'])}"
+                      f"  max {ms(r['full_max'])}")
+                print(f"  registryd RSS with clients: {r['rss_mb']:.0f} MB")
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+
+
+if __name__ == "__main__":
+    main()

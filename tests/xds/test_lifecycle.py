@@ -1,0 +1,83 @@
+"""Connection lifecycle: max connection age (GOAWAY) and readiness."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+
+import aiohttp
+import grpc
+import pytest
+
+from registryd.adapter import Replace, Update
+from registryd.app import App
+from registryd.config import RegistryConfig
+from registryd.testing import AdsClient
+from tests.conftest import loopback_settings
+
+
+async def test_max_connection_age_closes_streams_and_clients_reconnect() -> None:
+    app = App(loopback_settings(max_connection_age=0.5, max_connection_age_grace=0.5))
+    await app.start()
+    try:
+        client = AdsClient(f"127.0.0.1:{app.grpc_port}")
+        await client.connect()
+        client.subscribe("cds")
+        await client.next("cds")
+        assert len(app.xds.connections) == 1
+        started = time.monotonic()
+        assert client._reader is not None
+        with pytest.raises(grpc.aio.AioRpcError) as ended:
+            await asyncio.wait_for(asyncio.shield(client._reader), timeout=5)
+        assert ended.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert time.monotonic() - started < 3
+        deadline = time.monotonic() + 2
+        while app.xds.connections and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        assert app.xds.connections == {}
+        await client.close()
+        async with AdsClient(f"127.0.0.1:{app.grpc_port}") as again:
+            again.subscribe("cds")
+            await again.next("cds")
+    finally:
+        await app.stop()
+
+
+class GatedAdapter:
+    """Delivers its full state only when ``gate`` is set."""
+
+    def __init__(self, **_: object) -> None:
+        self.gate = asyncio.Event()
+
+    async def watch(self) -> AsyncIterator[Update]:
+        await self.gate.wait()
+        yield Replace()
+        await asyncio.Event().wait()
+
+
+async def test_ready_is_503_until_every_registry_synced() -> None:
+    app = App(
+        loopback_settings(registries=(RegistryConfig(name="mem", type="memory", settings={}),))
+    )
+    gated = GatedAdapter()
+    app._adapters.append((app._adapters[0][0]._replace(instance="slow"), gated))
+    await app.start()
+    try:
+        url = f"http://127.0.0.1:{app.http_port}/ready"
+        async with aiohttp.ClientSession() as session:
+            async with session.get(url) as response:
+                assert response.status == 503
+                assert "memory/slow" in await response.text()
+            gated.gate.set()
+            deadline = time.monotonic() + 5
+            status = 0
+            while time.monotonic() < deadline:
+                async with session.get(url) as response:
+                    status = response.status
+                if status == 200:
+                    break
+                await asyncio.sleep(0.02)
+            assert status == 200
+    finally:
+        await app.stop()
