@@ -1,7 +1,7 @@
 """Push benchmark: how fast does one registry change reach every proxy?
 
 Starts a real registryd (a subprocess, ``--configDir`` on generated ServiceEntries:
-N services × K endpoints), connects C simulated proxies (grpc.aio ADS streams that
+N services x K endpoints), connects C simulated proxies (grpc.aio ADS streams that
 subscribe like Envoy: CDS wildcard, EDS for every cluster, LDS wildcard, RDS for every
 port; each ACKs every response at once), then:
 
@@ -25,7 +25,6 @@ import argparse
 import asyncio
 import os
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -85,7 +84,9 @@ class Client:
 
     def __init__(self, target: str, index: int) -> None:
         self.channel = grpc.aio.insecure_channel(target)
-        self.node = base_pb2.Node(id=f"sidecar~10.9.0.{index}~p{index}.bench~bench.svc", cluster="b")
+        self.node = base_pb2.Node(
+            id=f"sidecar~10.9.0.{index}~p{index}.bench~bench.svc", cluster="b"
+        )
         self.outbox: asyncio.Queue[bytes] = asyncio.Queue()
         self.have: set[str] = set()
         self.synced = asyncio.Event()
@@ -109,20 +110,20 @@ class Client:
             yield await self.outbox.get()
 
     async def run(self) -> None:
-        call = self.channel.stream_stream(METHOD, request_serializer=None,
-                                          response_deserializer=discovery_pb2.DiscoveryResponse.FromString)
+        call = self.channel.stream_stream(
+            METHOD,
+            request_serializer=None,
+            response_deserializer=discovery_pb2.DiscoveryResponse.FromString,
+        )
         stream = call(self._requests())
         self.request(CDS, [])
         self.request(LDS, [])
         async for resp in stream:
             t = resp.type_url
-            names: list[str] = []
             if t == CDS:
-                names = self.eds_names = sorted(
-                    n for n in self._names(resp) if True
-                )
+                self.eds_names = self._cached_names(resp)
             if t == LDS:
-                self.rds_names = sorted({n.split("_")[-1] for n in self._names(resp)})
+                self.rds_names = sorted({n.split("_")[-1] for n in self._cached_names(resp)})
             sub = {CDS: [], LDS: [], EDS: self.eds_names, RDS: self.rds_names}[t]
             self.request(t, sub, resp.version_info, resp.nonce)
             if t == CDS:
@@ -136,7 +137,17 @@ class Client:
                 if any(self.marker[1] in r.value for r in resp.resources):
                     self.marker_at = time.monotonic()
                     self.marker_seen.set()
-            del names
+
+    _names_by_version: dict[tuple[str, str], list[str]] = {}
+
+    @classmethod
+    def _cached_names(cls, resp: discovery_pb2.DiscoveryResponse) -> list[str]:
+        """Every client gets the same full-state response: decode its names once."""
+        key = (resp.type_url, resp.version_info)
+        names = cls._names_by_version.get(key)
+        if names is None:
+            names = cls._names_by_version[key] = sorted(cls._names(resp))
+        return names
 
     @staticmethod
     def _names(resp: discovery_pb2.DiscoveryResponse) -> list[str]:
@@ -159,15 +170,16 @@ class Client:
 
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
 def ms(x: float) -> str:
     return f"{x * 1000:8.1f} ms"
 
 
-async def measure(target: str, clients_n: int, config: Path, services: int, endpoints: int,
-                  proc: psutil.Process) -> dict[str, float]:
+async def measure(
+    target: str, clients_n: int, config: Path, services: int, endpoints: int, proc: psutil.Process
+) -> dict[str, float]:
     clients = [Client(target, i) for i in range(clients_n)]
     started = time.monotonic()
     for c in clients:
@@ -178,28 +190,53 @@ async def measure(target: str, clients_n: int, config: Path, services: int, endp
     rss = proc.memory_info().rss
     results: dict[str, float] = {"initial_sync_s": initial, "rss_mb": rss / 2**20}
 
+    def cpu() -> tuple[float, float]:
+        server, me = proc.cpu_times(), psutil.Process().cpu_times()
+        return server.user + server.system, me.user + me.system
+
     # endpoint change
     target_i = services // 2
     marker = f"10.{target_i // 250}.{target_i % 250}.{200 + clients_n % 50 + 1}"
     for c in clients:
-        c.marker = (EDS, socket.inet_aton(marker))
+        c.marker = (EDS, marker.encode())
         c.marker_seen.clear()
+    cpu0 = cpu()
     t0 = time.monotonic()
-    write(config / f"svc-{target_i}.yaml", service_yaml(target_i, endpoints, variant=clients_n % 50 + 1))
+    write(
+        config / f"svc-{target_i}.yaml",
+        service_yaml(target_i, endpoints, variant=clients_n % 50 + 1),
+    )
     await asyncio.wait_for(asyncio.gather(*(c.marker_seen.wait() for c in clients)), 120)
     lat = [c.marker_at - t0 for c in clients]
-    results |= {"eds_p50": pct(lat, 50), "eds_p99": pct(lat, 99), "eds_max": max(lat),
-                "eds_spread": max(lat) - min(lat)}
+    await asyncio.sleep(0.5)  # let the ACKs reach the server before reading its CPU time
+    cpu1 = cpu()
+    results |= {
+        "eds_p50": pct(lat, 50),
+        "eds_p99": pct(lat, 99),
+        "eds_max": max(lat),
+        "eds_spread": max(lat) - min(lat),
+        "eds_server_cpu": cpu1[0] - cpu0[0],
+        "eds_client_cpu": cpu1[1] - cpu0[1],
+    }
 
     # full push: a new port on one service changes CDS, EDS, LDS and RDS
     for c in clients:
         c.marker = (LDS, f"0.0.0.0_{BASE_PORT + PORTS}".encode())
         c.marker_seen.clear()
+    cpu0 = cpu()
     t0 = time.monotonic()
     write(config / f"svc-{target_i}.yaml", service_yaml(target_i, endpoints, extra_port=True))
     await asyncio.wait_for(asyncio.gather(*(c.marker_seen.wait() for c in clients)), 120)
     full = [c.marker_at - t0 for c in clients]
-    results |= {"full_p50": pct(full, 50), "full_p99": pct(full, 99), "full_max": max(full)}
+    await asyncio.sleep(0.5)
+    cpu1 = cpu()
+    results |= {
+        "full_p50": pct(full, 50),
+        "full_p99": pct(full, 99),
+        "full_max": max(full),
+        "full_server_cpu": cpu1[0] - cpu0[0],
+        "full_client_cpu": cpu1[1] - cpu0[1],
+    }
     # restore for the next round
     write(config / f"svc-{target_i}.yaml", service_yaml(target_i, endpoints))
     for c in clients:
@@ -224,7 +261,9 @@ def wait_ready(port: int, timeout: float = 120) -> None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--services", type=int, default=1000)
     ap.add_argument("--endpoints", type=int, default=10)
     ap.add_argument("--clients", type=int, nargs="+", default=[100, 1000])
@@ -236,27 +275,72 @@ def main() -> None:
         for i in range(args.services):
             (config / f"svc-{i}.yaml").write_text(service_yaml(i, args.endpoints))
         grpc_port, http_port, mon_port = free_port(), free_port(), free_port()
-        cmd = [sys.executable, "-m", "registryd", "discovery",
-               f"--grpcAddr=127.0.0.1:{grpc_port}", f"--httpAddr=127.0.0.1:{http_port}",
-               f"--monitoringAddr=127.0.0.1:{mon_port}", f"--configDir={config}",
-               f"--debounceAfter={args.debounce}", "--log_output_level=default:warn"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "registryd",
+            "discovery",
+            f"--grpcAddr=127.0.0.1:{grpc_port}",
+            f"--httpAddr=127.0.0.1:{http_port}",
+            f"--monitoringAddr=127.0.0.1:{mon_port}",
+            f"--configDir={config}",
+            f"--debounceAfter={args.debounce}",
+            "--log_output_level=default:warn",
+        ]
         t0 = time.monotonic()
         server = subprocess.Popen(cmd)
         try:
             wait_ready(http_port)
             proc = psutil.Process(server.pid)
-            print(f"registryd ready in {time.monotonic() - t0:.2f} s with {args.services} services "
-                  f"x {args.endpoints} endpoints; RSS {proc.memory_info().rss / 2**20:.0f} MB idle")
+            profiler = None
+            if os.environ.get("BENCH_PYSPY"):  # profile registryd while the bench runs
+                profiler = subprocess.Popen(
+                    [
+                        "py-spy",
+                        "record",
+                        "-p",
+                        str(server.pid),
+                        "-r",
+                        "200",
+                        "--format",
+                        "raw",
+                        "-o",
+                        os.environ["BENCH_PYSPY"],
+                    ],
+                    stdout=subprocess.DEVNULL,
+                )
+            print(
+                f"registryd ready in {time.monotonic() - t0:.2f} s with {args.services} services "
+                f"x {args.endpoints} endpoints; RSS {proc.memory_info().rss / 2**20:.0f} MB idle"
+            )
             for n in args.clients:
-                r = asyncio.run(measure(f"127.0.0.1:{grpc_port}", n, config, args.services,
-                                        args.endpoints, proc))
+                r = asyncio.run(
+                    measure(
+                        f"127.0.0.1:{grpc_port}", n, config, args.services, args.endpoints, proc
+                    )
+                )
                 print(f"\nC={n} clients (debounce {args.debounce}, file-watch latency included)")
                 print(f"  initial sync, all clients CDS+EDS+LDS+RDS: {r['initial_sync_s']:.2f} s")
-                print(f"  endpoint change -> ACK   p50 {ms(r['eds_p50'])}  p99 {ms(r['eds_p99'])}"
-                      f"  max {ms(r['eds_max'])}  spread {ms(r['eds_spread'])}")
-                print(f"  full push (new port)     p50 {ms(r['full_p50'])}  p99 {ms(r['full_p99'])}"
-                      f"  max {ms(r['full_max'])}")
+                print(
+                    f"  endpoint change -> ACK   p50 {ms(r['eds_p50'])}  p99 {ms(r['eds_p99'])}"
+                    f"  max {ms(r['eds_max'])}  spread {ms(r['eds_spread'])}"
+                )
+                print(
+                    f"    CPU: registryd {ms(r['eds_server_cpu'])},"
+                    f" simulated clients {ms(r['eds_client_cpu'])}"
+                )
+                print(
+                    f"  full push (new port)     p50 {ms(r['full_p50'])}  p99 {ms(r['full_p99'])}"
+                    f"  max {ms(r['full_max'])}"
+                )
+                print(
+                    f"    CPU: registryd {ms(r['full_server_cpu'])},"
+                    f" simulated clients {ms(r['full_client_cpu'])}"
+                )
                 print(f"  registryd RSS with clients: {r['rss_mb']:.0f} MB")
+            if profiler is not None:
+                profiler.send_signal(2)
+                profiler.wait(timeout=60)
         finally:
             server.terminate()
             server.wait(timeout=30)
