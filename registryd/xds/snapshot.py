@@ -13,6 +13,7 @@ change keeps its old version (no push for it).
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -85,12 +86,36 @@ class Resource:
         return cls(name, version, body, encode_field(2, packed))
 
 
+class ResponseCache:
+    """Assembled responses of one snapshot, shared by the connections that need the same
+    content.  Bounded by ``budget`` bytes: past it, responses are still built but no
+    longer kept (many distinct subscriptions must not pin unbounded memory)."""
+
+    def __init__(self, budget: int = 256 * 2**20) -> None:
+        self._entries: dict[Any, tuple[bytes, str, tuple[str, ...]]] = {}
+        self._size = 0
+        self._budget = budget
+        self._nonces = itertools.count(1)
+
+    def get(self, key: Any) -> tuple[bytes, str, tuple[str, ...]] | None:
+        return self._entries.get(key)
+
+    def put(self, key: Any, value: tuple[bytes, str, tuple[str, ...]]) -> None:
+        if self._size + len(value[0]) <= self._budget:
+            self._entries[key] = value
+            self._size += len(value[0])
+
+    def next_nonce(self) -> int:
+        """Unique per snapshot: with the version it makes nonces unique per stream."""
+        return next(self._nonces)
+
+
 @dataclass(frozen=True, slots=True, eq=False)
 class Snapshot:
     version: int
     tables: Mapping[str, Mapping[str, Resource]]
     history: tuple[tuple[int, Mapping[str, frozenset[str]]], ...] = ()
-    cache: dict[Any, tuple[bytes, tuple[str, ...]]] = field(default_factory=dict, repr=False)
+    cache: ResponseCache = field(default_factory=lambda: ResponseCache(), repr=False)
 
     def changed_since(self, table: str, version: int) -> frozenset[str] | None:
         """Names in ``table`` added, changed or removed after ``version``; ``None`` if

@@ -162,7 +162,6 @@ class Connection:
         self.written_version = 0  # newest snapshot fully written to the stream
         self._prefix = version_prefix
         self._intern = interner or Interner()
-        self._nonces = itertools.count(1)
 
     # -- identity ----------------------------------------------------------------
     @property
@@ -293,20 +292,21 @@ class Connection:
         cached = snapshot.cache.get(key)
         if cached is None:
             cached = self._assemble(snapshot, tables, state, key)
-            snapshot.cache[key] = cached
-        body, names = cached
-        nonce = f"{snapshot.version}-{next(self._nonces)}"
+            snapshot.cache.put(key, cached)
+        payload, nonce, names = cached
         state.nonce = nonce
         state.version_sent = f"{self._prefix}-{snapshot.version}"
         state.sent_at = time.monotonic()
         state.sent_names = names
-        payload = body + encode_field(5, nonce.encode())
         return Planned(state.type_url, payload, state.version_sent, nonce, names)
 
     def _assemble(
         self, snapshot: Snapshot, tables: tuple[str, ...], state: TypeState, key: tuple[object, ...]
-    ) -> tuple[bytes, tuple[str, ...]]:
-        """The response body (all but the nonce) for ``key``; shared via the snapshot."""
+    ) -> tuple[bytes, str, tuple[str, ...]]:
+        """The whole response for ``key``, shared via the snapshot by every connection
+        that needs it.  Its nonce is unique per snapshot and response content, so it is
+        unique on every stream (a stream never gets the same content twice in a row from
+        one snapshot unless it re-subscribed, and then the repeat is harmless)."""
         present = [snapshot.tables[t] for t in tables if t in snapshot.tables]
         resources: Mapping[str, Resource]
         if len(present) == 1:
@@ -330,4 +330,6 @@ class Connection:
         version = f"{self._prefix}-{snapshot.version}"
         body = encode_field(1, version.encode()) + b"".join(r.entry for r in chosen)
         body += encode_field(4, state.type_url.encode())
-        return body, tuple(r.name for r in chosen)
+        nonce = f"{snapshot.version}-{snapshot.cache.next_nonce()}"
+        body += encode_field(5, nonce.encode())
+        return body, nonce, tuple(r.name for r in chosen)
