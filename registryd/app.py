@@ -120,7 +120,10 @@ class App:
 
     def _bind_grpc(self, addr: Address) -> int:
         assert self._grpc is not None
-        port = self._grpc.add_insecure_port(str(addr))
+        try:
+            port = self._grpc.add_insecure_port(str(addr))
+        except RuntimeError:  # grpcio raises instead of returning 0 on some versions
+            port = 0
         if port == 0:
             raise OSError(f"--grpcAddr {addr}: cannot listen (address in use?)")
         return port

@@ -109,8 +109,8 @@ async def _serve(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await app.start()
     try:
+        await app.start()
         await stop.wait()
         log.info("shutting down")
     finally:

