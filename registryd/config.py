@@ -80,7 +80,7 @@ def load_registries(path: Path) -> list[RegistryConfig]:
     except OSError as exc:
         raise ConfigError(f"--config {path}: cannot read: {exc.strerror or exc}") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"--config {path}: invalid YAML: {exc}") from None
+        raise ConfigError(f"--config {path}: invalid YAML: {' '.join(str(exc).split())}") from None
     if data is None:
         data = {}
     if not isinstance(data, dict):

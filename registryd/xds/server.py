@@ -15,14 +15,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
 from envoy.service.discovery.v3 import discovery_pb2
 
 from registryd.xds.snapshot import EMPTY, Snapshot
-from registryd.xds.stream import Connection, Interner, Planned
+from registryd.xds.stream import Connection, Interner
 
 __all__ = ["ADS_METHOD", "XdsServer"]
 
@@ -39,8 +39,6 @@ class XdsServer:
         self.version_prefix = version_prefix or time.strftime("%Y%m%dT%H%M%S")
         self._interner = Interner()
         self._wake: dict[str, asyncio.Event] = {}
-        self.on_sent: list[Callable[[Connection, Planned], None]] = []
-        self.on_request: list[Callable[[Connection, discovery_pb2.DiscoveryRequest], None]] = []
 
     # -- feeding -------------------------------------------------------------------
     def publish(self, snapshot: Snapshot) -> None:
@@ -77,8 +75,6 @@ class XdsServer:
             async for request in requests:
                 if writer.done():
                     break
-                for hook in self.on_request:
-                    hook(conn, request)
                 if conn.on_request(request):
                     wake.set()
                 if request.HasField("error_detail") and request.response_nonce:
@@ -113,6 +109,4 @@ class XdsServer:
             snapshot = self.snapshot
             for planned in conn.plan(snapshot):
                 await context.write(planned.payload)
-                for hook in self.on_sent:
-                    hook(conn, planned)
             conn.written_version = snapshot.version

@@ -16,7 +16,7 @@ from tests.e2e.procs import Process, Registryd, poll
 
 CLIENT = Path(__file__).with_name("grpc_client.py")
 HOST = "greeter.example"
-NODE_ID = "sidecar~127.0.0.1~grpc-client-1.default~default.svc.cluster.local"
+NODE_ID = "sidecar~127.0.0.1~client.default~default.svc.cluster.local"
 
 
 def grpc_bootstrap(registryd: Registryd) -> dict[str, object]:
