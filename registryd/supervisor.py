@@ -66,13 +66,17 @@ class Supervisor:
                     if isinstance(update, Replace):
                         failures = 0
                 raise RuntimeError("watch() ended without an error")
-            except asyncio.CancelledError:
-                raise
+            except asyncio.CancelledError as exc:
+                current = asyncio.current_task()
+                if current is None or current.cancelling():
+                    raise  # shutdown: stop() cancelled this task
+                error: BaseException = exc  # the adapter's own CancelledError is a bug
             except Exception as exc:
-                delay = self._backoff[min(failures, len(self._backoff) - 1)]
-                failures += 1
-                self.restarts[key] = self.restarts.get(key, 0) + 1
-                message = f"{type(exc).__name__}: {exc}"
-                self._store.mark_failed(key, message)
-                log.error("registry %s failed (%s); retrying in %ss", key, message, delay)
-                await self._sleep(delay)
+                error = exc
+            delay = self._backoff[min(failures, len(self._backoff) - 1)]
+            failures += 1
+            self.restarts[key] = self.restarts.get(key, 0) + 1
+            message = f"{type(error).__name__}: {error}"
+            self._store.mark_failed(key, message)
+            log.error("registry %s failed (%s); retrying in %ss", key, message, delay)
+            await self._sleep(delay)

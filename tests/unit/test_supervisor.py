@@ -1,0 +1,183 @@
+"""Supervisor: restarts with backoff, last good state kept, clean cancellation."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+
+from registryd.adapter import Replace, Update
+from registryd.model import ShardKey
+from registryd.registry.store import RegistryStore
+from registryd.supervisor import BACKOFF, Supervisor
+from registryd.testing import MemoryAdapter
+from tests.unit.factories import ep, svc
+
+KEY = ShardKey("memory", "mem")
+
+
+class FakeSleep:
+    """Records requested delays; each call yields to the loop instead of sleeping."""
+
+    def __init__(self) -> None:
+        self.delays: list[float] = []
+
+    async def __call__(self, delay: float) -> None:
+        self.delays.append(delay)
+        await asyncio.sleep(0)
+
+
+class FailingAdapter:
+    """Raises at once ``failures`` times, then yields one Replace and waits forever."""
+
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+        self.watches = 0
+
+    async def watch(self) -> AsyncIterator[Update]:
+        self.watches += 1
+        if self.watches <= self.failures:
+            raise ConnectionError(f"unreachable #{self.watches}")
+        yield Replace(services=(svc("x.example"),))
+        await asyncio.Event().wait()
+
+
+class EndingAdapter:
+    """A watch() that returns after its Replace instead of raising."""
+
+    def __init__(self) -> None:
+        self.watches = 0
+
+    async def watch(self) -> AsyncIterator[Update]:
+        self.watches += 1
+        yield Replace(services=(svc("x.example"),))
+
+
+async def until(condition: Callable[[], bool], steps: int = 1000) -> None:
+    for _ in range(steps):
+        if condition():
+            return
+        await asyncio.sleep(0)
+    raise AssertionError("condition not reached")
+
+
+async def test_failures_restart_with_the_backoff_sequence() -> None:
+    store, sleep = RegistryStore(), FakeSleep()
+    adapter = FailingAdapter(failures=len(BACKOFF) + 2)
+    sup = Supervisor(store, sleep=sleep)
+    sup.start(KEY, adapter)
+    await until(lambda: "x.example" in store.view.services)
+    assert sleep.delays == [*BACKOFF, BACKOFF[-1], BACKOFF[-1]]  # last value repeats
+    assert sup.restarts[KEY] == len(BACKOFF) + 2
+    assert store.shards[KEY].synced
+    await sup.stop()
+
+
+async def test_failure_marks_failed_and_keeps_last_good_shard() -> None:
+    store, sleep = RegistryStore(), FakeSleep()
+    memory = MemoryAdapter()
+    memory.set([svc("x.example")], [ep("x.example")])
+    sup = Supervisor(store, backoff=(5, 7), sleep=_blocking(sleep))
+    sup.start(KEY, memory)
+    await until(lambda: store.shards[KEY].synced)
+    memory.fail(ConnectionError("registry gone"))
+    await until(lambda: bool(sleep.delays))
+    shard = store.shards[KEY]
+    assert not shard.synced
+    assert shard.last_error == "ConnectionError: registry gone"
+    assert "x.example" in store.view.services
+    assert len(store.view.services["x.example"].endpoints) == 1
+    assert sleep.delays == [5]
+    await sup.stop()
+
+
+def _blocking(sleep: FakeSleep) -> Callable[[float], asyncio.Future[None]]:
+    """A fake sleep that records the delay and then never returns (until cancelled)."""
+
+    def call(delay: float) -> asyncio.Future[None]:
+        sleep.delays.append(delay)
+        return asyncio.get_running_loop().create_future()
+
+    return call
+
+
+async def test_backoff_resets_after_a_successful_replace() -> None:
+    store, sleep = RegistryStore(), FakeSleep()
+    memory = MemoryAdapter()
+    sup = Supervisor(store, backoff=(1, 2, 3), sleep=sleep)
+    sup.start(KEY, memory)
+    for n in (1, 2, 3):
+        await until(lambda: memory.watches == n and bool(memory._queues))  # noqa: B023
+        await until(lambda: store.shards[KEY].synced)
+        memory.fail(RuntimeError("boom"))
+        await until(lambda: len(sleep.delays) == n)  # noqa: B023
+    assert sleep.delays == [1, 1, 1]  # every run delivered a Replace first
+    await sup.stop()
+
+
+async def test_watch_that_ends_without_error_is_restarted() -> None:
+    store, sleep = RegistryStore(), FakeSleep()
+    adapter = EndingAdapter()
+    sup = Supervisor(store, backoff=(4,), sleep=sleep)
+    sup.start(KEY, adapter)
+    await until(lambda: adapter.watches >= 3)
+    assert sleep.delays[:2] == [4, 4]
+    assert "ended without an error" in (store.shards[KEY].last_error or "")
+    await sup.stop()
+
+
+async def test_stop_cancels_cleanly_and_releases_the_watch() -> None:
+    store = RegistryStore()
+    memory = MemoryAdapter()
+    sup = Supervisor(store, sleep=FakeSleep())
+    task = sup.start(KEY, memory)
+    await until(lambda: bool(memory._queues))
+    assert store.not_synced() == []
+    await sup.stop()
+    assert task.cancelled()
+    assert memory._queues == []  # watch()'s finally ran
+    assert KEY not in sup.restarts
+
+
+async def test_stop_during_backoff_sleep() -> None:
+    store, sleep = RegistryStore(), FakeSleep()
+    sup = Supervisor(store, backoff=(60,), sleep=_blocking(sleep))
+    task = sup.start(KEY, FailingAdapter(failures=100))
+    await until(lambda: bool(sleep.delays))
+    await sup.stop()
+    assert task.cancelled()
+    assert sleep.delays == [60]
+
+
+async def test_start_declares_the_shard_expected() -> None:
+    store = RegistryStore()
+    sup = Supervisor(store, sleep=_blocking(FakeSleep()))
+    sup.start(KEY, FailingAdapter(failures=100))
+    assert store.not_synced() == [KEY]
+    await sup.stop()
+
+
+class StrayCancelAdapter:
+    """An adapter bug: its watch() lets a CancelledError of its own escape."""
+
+    def __init__(self) -> None:
+        self.watches = 0
+
+    async def watch(self) -> AsyncIterator[Update]:
+        self.watches += 1
+        yield Replace(services=(svc("x.example"),))
+        inner: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        inner.cancel()
+        await inner  # raises CancelledError although nobody cancelled the registry task
+
+
+async def test_stray_cancelled_error_from_an_adapter_is_a_failure_not_a_shutdown() -> None:
+    store, sleep = RegistryStore(), FakeSleep()
+    adapter = StrayCancelAdapter()
+    sup = Supervisor(store, backoff=(2,), sleep=sleep)
+    task = sup.start(KEY, adapter)
+    await until(lambda: adapter.watches >= 2 or task.done())
+    assert not task.done(), "registry task died: the shard is never restarted"
+    assert sleep.delays[0] == 2
+    assert "CancelledError" in (store.shards[KEY].last_error or "")
+    await sup.stop()
+    assert task.cancelled()
