@@ -76,6 +76,11 @@ def parse_args(argv: Sequence[str]) -> Settings:
         path = Path(args.configDir)
         if not path.is_dir():
             raise ConfigError(f"--configDir {args.configDir}: not a directory")
+        if any(r.name == "configDir" for r in registries):
+            raise ConfigError(
+                f"--config {args.config}: registry name 'configDir' is taken by --configDir; "
+                "rename that registry"
+            )
         registries.append(
             RegistryConfig(
                 name="configDir", type="serviceentry", settings={"path": str(path.resolve())}

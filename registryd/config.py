@@ -52,15 +52,16 @@ _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
 def parse_duration(flag: str, text: str) -> float | None:
-    """Go-style durations (``30m``, ``1h30m``, ``500ms``, ``10s``); ``0``/``infinite``
-    mean no limit (``None``)."""
+    """Go-style durations (``30m``, ``1h30m``, ``500ms``, ``10s``); any zero duration
+    (``0``, ``0s``) and ``infinite`` mean no limit (``None``)."""
     text = text.strip()
     if text in ("", "0", "infinite", "inf"):
         return None
     parts = re.findall(r"(\d+(?:\.\d+)?)(ms|s|m|h)", text)
     if not parts or "".join(n + u for n, u in parts) != text:
         raise ConfigError(f"{flag}: expected a duration like 30m, 1h or 500ms, got {text!r}")
-    return sum(float(n) * _UNITS[u] for n, u in parts)
+    total = sum(float(n) * _UNITS[u] for n, u in parts)
+    return total or None  # "0s" is zero too
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -1,0 +1,258 @@
+"""Flags, durations, addresses and the registryd.yaml registry list."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+
+from registryd import cli
+from registryd.adapter import ConfigError
+from registryd.config import Address, load_registries, parse_address, parse_duration
+from registryd.logs import parse_levels
+from registryd.plugins import available, load_factory
+from registryd.testing import MemoryAdapter
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (":15010", Address("0.0.0.0", 15010)),
+        ("127.0.0.1:8080", Address("127.0.0.1", 8080)),
+        ("[::1]:15010", Address("::1", 15010)),
+        ("localhost:0", Address("localhost", 0)),
+        (" :80 ", Address("0.0.0.0", 80)),
+    ],
+)
+def test_parse_address(text: str, expected: Address) -> None:
+    assert parse_address("--grpcAddr", text) == expected
+
+
+@pytest.mark.parametrize("text", ["15010", "host:", "host:port", "::1:80", "[::1]", "a:b:80", ""])
+def test_parse_address_rejects_garbage(text: str) -> None:
+    with pytest.raises(ConfigError, match="--grpcAddr: expected"):
+        parse_address("--grpcAddr", text)
+
+
+def test_parse_address_rejects_port_out_of_range() -> None:
+    with pytest.raises(ConfigError, match="--httpAddr: port 70000 out of range"):
+        parse_address("--httpAddr", ":70000")
+
+
+def test_address_str() -> None:
+    assert str(Address("::1", 80)) == "[::1]:80"
+    assert str(Address("0.0.0.0", 80)) == "0.0.0.0:80"
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("30m", 1800.0),
+        ("1h30m", 5400.0),
+        ("500ms", 0.5),
+        ("10s", 10.0),
+        ("1m30s", 90.0),
+        ("1.5h", 5400.0),
+        ("2h0m5s", 7205.0),
+    ],
+)
+def test_parse_duration(text: str, seconds: float) -> None:
+    assert parse_duration("--x", text) == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize("text", ["infinite", "inf", "0", ""])
+def test_parse_duration_no_limit(text: str) -> None:
+    assert parse_duration("--x", text) is None
+
+
+@pytest.mark.parametrize("text", ["30", "abc", "30x", "-5s", "1h 30m", "m", "30M", "5s10"])
+def test_parse_duration_rejects_garbage(text: str) -> None:
+    with pytest.raises(ConfigError, match=r"--debounceMax: expected a duration"):
+        parse_duration("--debounceMax", text)
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "registryd.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_load_registries_resolves_relative_paths_against_the_file(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "registries:\n"
+        "- {name: mesh, type: serviceentry, path: entries, extra: 1}\n"
+        "- {name: mem, type: memory}\n",
+    )
+    mesh, mem = load_registries(path)
+    assert (mesh.name, mesh.type) == ("mesh", "serviceentry")
+    assert mesh.settings == {"path": str((tmp_path / "entries").resolve()), "extra": 1}
+    assert (mem.name, mem.type, dict(mem.settings)) == ("mem", "memory", {})
+
+
+def test_load_registries_keeps_absolute_paths(tmp_path: Path) -> None:
+    target = (tmp_path / "elsewhere").resolve()
+    path = write(tmp_path, f"registries:\n- {{name: a, type: serviceentry, path: '{target}'}}\n")
+    assert load_registries(path)[0].settings["path"] == str(target)
+
+
+def test_load_registries_empty_file(tmp_path: Path) -> None:
+    assert load_registries(write(tmp_path, "")) == []
+    assert load_registries(write(tmp_path, "registries: []\n")) == []
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            "registries:\n- {name: a, type: memory}\n- {name: a, type: consul}\n",
+            r"registries\[1\]: duplicate registry name 'a'",
+        ),
+        ("registries:\n- {type: memory}\n", r"registries\[0\]: 'name' is required"),
+        ("registries:\n- {name: a}\n", r"registries\[0\] \(a\): 'type' is required"),
+        ("registries: [\n", "invalid YAML"),
+        ("registries: []\nregistry: []\n", r"unknown top-level keys \['registry'\]"),
+        ("- a\n", "expected a mapping"),
+        ("registries: {a: 1}\n", "'registries' must be a list"),
+        ("registries:\n- just-a-string\n", r"registries\[0\]: expected a mapping"),
+    ],
+)
+def test_load_registries_errors(tmp_path: Path, text: str, message: str) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError, match=message) as info:
+        load_registries(path)
+    assert str(path) in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_load_registries_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_registries(tmp_path / "nope.yaml")
+
+
+def test_parse_args_defaults() -> None:
+    settings = cli.parse_args(["discovery"])
+    assert settings.grpc_addr == Address("0.0.0.0", 15010)
+    assert settings.http_addr == Address("0.0.0.0", 8080)
+    assert settings.monitoring_addr == Address("0.0.0.0", 15014)
+    assert settings.domain == "cluster.local"
+    assert settings.registries == ()
+    assert settings.max_connection_age is None
+    assert settings.debounce_after == pytest.approx(0.1)
+    assert settings.debounce_max == pytest.approx(10.0)
+
+
+def test_parse_args_flags(tmp_path: Path) -> None:
+    settings = cli.parse_args(
+        [
+            "discovery",
+            "--grpcAddr=127.0.0.1:1",
+            "--domain=corp.local",
+            f"--configDir={tmp_path}",
+            "--keepaliveMaxServerConnectionAge=30m",
+            "--debounceAfter=5ms",
+        ]
+    )
+    assert settings.grpc_addr == Address("127.0.0.1", 1)
+    assert settings.domain == "corp.local"
+    assert settings.max_connection_age == 1800.0
+    assert settings.debounce_after == pytest.approx(0.005)
+    (registry,) = settings.registries
+    assert (registry.name, registry.type) == ("configDir", "serviceentry")
+    assert registry.settings["path"] == str(tmp_path.resolve())
+
+
+def test_parse_args_registries_filter(tmp_path: Path) -> None:
+    config = write(tmp_path, "registries:\n- {name: a, type: memory}\n- {name: b, type: consul}\n")
+    settings = cli.parse_args(["discovery", f"--config={config}", "--registries", "consul"])
+    assert [r.name for r in settings.registries] == ["b"]
+
+
+def test_config_dir_must_exist(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"--configDir .*: not a directory"):
+        cli.parse_args(["discovery", f"--configDir={tmp_path / 'missing'}"])
+
+
+@pytest.mark.parametrize(
+    ("argv", "fragment"),
+    [
+        (["discovery", "--bogus"], "--bogus"),
+        (["discovery", "--grpcAddr", "nope"], "--grpcAddr"),
+        (["discovery", "--debounceMax", "soon"], "--debounceMax"),
+        (["discovery", "--log_output_level", "default:loud"], "--log_output_level"),
+        (["discovery", "--configDir", "/nonexistent/registryd-test"], "--configDir"),
+        (["serve"], "serve"),
+        ([], "missing command"),
+    ],
+)
+def test_main_with_bad_flags_prints_one_line_and_returns_2(
+    capsys: pytest.CaptureFixture[str], argv: list[str], fragment: str
+) -> None:
+    assert cli.main(argv) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    lines = captured.err.splitlines()
+    assert len(lines) == 1, captured.err
+    assert lines[0].startswith("registryd: error: ")
+    assert fragment in lines[0]
+    assert "Traceback" not in captured.err
+
+
+def test_main_with_bad_config_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = write(tmp_path, "registries:\n  - name: [unclosed\n")
+    assert cli.main(["discovery", f"--config={config}"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("registryd: error: --config")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("default:info", {"default": logging.INFO}),
+        ("debug", {"default": logging.DEBUG}),
+        ("default:warn, xds:DEBUG", {"default": logging.WARNING, "xds": logging.DEBUG}),
+        ("registry:none", {"registry": logging.CRITICAL + 10}),
+        ("", {}),
+    ],
+)
+def test_parse_levels(text: str, expected: dict[str, int]) -> None:
+    assert parse_levels(text) == expected
+
+
+def test_parse_levels_rejects_unknown_level() -> None:
+    with pytest.raises(ConfigError, match="unknown level 'loud' in 'xds:loud'"):
+        parse_levels("default:info,xds:loud")
+
+
+def test_load_factory_memory() -> None:
+    factory = load_factory("memory", registry="mem")
+    adapter = factory(name="mem", settings={}, context=None)  # type: ignore[arg-type]
+    assert isinstance(adapter, MemoryAdapter)
+    assert adapter.name == "mem"
+
+
+def test_load_factory_unknown_type_names_registry_and_lists_adapters() -> None:
+    installed = available()
+    assert {"memory", "serviceentry"} <= set(installed)
+    with pytest.raises(ConfigError) as info:
+        load_factory("zookeeper", registry="zk-east")
+    message = str(info.value)
+    assert "'zk-east'" in message
+    assert "'zookeeper'" in message
+    assert f"installed adapters: {', '.join(installed)}" in message
+
+
+def test_zero_duration_with_unit_means_no_limit_like_zero() -> None:
+    # Go prints a zero duration as "0s"; a 0 ms max connection age would make gRPC
+    # send GOAWAY to every client right after it connects.
+    assert parse_duration("--keepaliveMaxServerConnectionAge", "0s") is None
+    settings = cli.parse_args(["discovery", "--keepaliveMaxServerConnectionAge=0s"])
+    assert settings.max_connection_age is None
+
+
+def test_config_dir_registry_name_must_not_clash_with_config_file(tmp_path: Path) -> None:
+    # Both would become ShardKey('serviceentry', 'configDir') and overwrite each other.
+    config = write(tmp_path, "registries:\n- {name: configDir, type: serviceentry, path: .}\n")
+    with pytest.raises(ConfigError, match="configDir"):
+        cli.parse_args(["discovery", f"--config={config}", f"--configDir={tmp_path}"])
