@@ -9,8 +9,18 @@ Contract (see :mod:`registryd.adapter`):
   the raw documents in use.
 * It then follows changes (edits, files replaced by rename, deletions, new
   subdirectories, ConfigMap-style symlink swaps): the changed files are read again, the
-  model is rebuilt and one ``Upsert``/``Delete`` is yielded per changed hostname, followed
-  by a new ``Problems`` whenever the errors or the documents in use changed.
+  model is updated and one ``Upsert``/``Delete`` is yielded per changed hostname, followed
+  by a new ``Problems`` whenever the errors or the documents in use changed.  Events that
+  name only regular candidate files (or hidden entries, in a tree without symlinked
+  files) re-read just those files; anything else (directories, symlinks, a file in a
+  directory not seen yet) rescans the tree, as does every batch once the last rescan is
+  ``resync_interval`` old.
+* Latency: watchfiles yields a batch once a check, every ``STEP_MS``, finds no new
+  changed path (so 1-2 steps after the last new one, longer only while new paths keep
+  changing, up to ``DEBOUNCE_MS``).  A file that was written less than ``SETTLE_MS`` ago
+  may still be being written in chunks: it is read once it has been left alone that
+  long (at most ``SETTLE_MAX_MS`` late).  A file renamed into place is complete and is
+  read at once.
 * A broken or unreadable file is reported under its path and its last good content
   keeps being used; other files are unaffected.
 * If the directory is missing, unreadable or replaced, ``watch()`` raises; the supervisor
@@ -28,13 +38,14 @@ import asyncio
 import logging
 import os
 import stat
+import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from watchfiles import Change, awatch
 
-from registryd.adapter import AdapterContext, ConfigError, Problems, Update
+from registryd.adapter import AdapterContext, ConfigError, Delete, Problems, Update, Upsert
 
 from .convert import FileTable, Model, diff_models
 
@@ -43,8 +54,10 @@ __all__ = ["ServiceEntryAdapter", "scan_tree"]
 log = logging.getLogger("registryd.serviceentry")
 
 SUFFIXES = (".yaml", ".yml")
-DEBOUNCE_MS = 50
-STEP_MS = 50
+STEP_MS = 20  # a batch is yielded 1-2 steps after its last new changed path
+DEBOUNCE_MS = 500  # ...or this long after its first, while new paths keep changing
+SETTLE_MS = 20  # a file modified more recently may still be being written: wait
+SETTLE_MAX_MS = 1000  # but read a file that keeps changing at least this often
 SETTINGS = ("path", "force_polling", "resync_interval")
 
 Fingerprint = tuple[int, int, int, int]  # device, inode, size, mtime
@@ -56,6 +69,8 @@ class Scan:
 
     files: dict[str, Fingerprint] = field(default_factory=dict)
     blocked: dict[str, str] = field(default_factory=dict)
+    dirs: set[str] = field(default_factory=set)  # the directories read
+    links: bool = False  # whether any of the files is a symlink
 
 
 def is_candidate(name: str) -> bool:
@@ -77,6 +92,7 @@ def scan_tree(root: str) -> Scan:
                 raise OSError(exc.errno, f"cannot read directory {root}: {exc.strerror}") from exc
             scan.blocked[directory] = f"{directory}: cannot read directory: {exc.strerror}"
             continue
+        scan.dirs.add(directory)
         for entry in entries:
             if entry.name.startswith("."):
                 continue
@@ -90,18 +106,28 @@ def scan_tree(root: str) -> Scan:
             except OSError:  # vanished meanwhile, or a dangling symlink
                 continue
             if stat.S_ISREG(info.st_mode):
-                scan.files[entry.path] = (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
+                scan.files[entry.path] = _fingerprint(info)
+                scan.links = scan.links or entry.is_symlink()
     return scan
+
+
+def _fingerprint(info: os.stat_result) -> Fingerprint:
+    return (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
 
 
 class _Tree:
     """The files of one directory tree and what was last read from each."""
 
-    def __init__(self, root: str) -> None:
+    def __init__(self, root: str, resync: float = 30.0) -> None:
         self.root = root
+        self.resync = resync
         self.table = FileTable()
         self.seen: dict[str, Fingerprint] = {}
         self.blocked: dict[str, str] = {}
+        self.dirs: set[str] = set()
+        self.links = True  # until a scan tells: only a rescan sees through symlinks
+        self.scanned_at = -float("inf")
+        self.unsettled: dict[str, float] = {}  # file -> when its reading was first put off
         self.identity = self._identity()
 
     def _identity(self) -> tuple[int, int]:
@@ -114,33 +140,104 @@ class _Tree:
         return (info.st_dev, info.st_ino)
 
     def refresh(self, touched: set[str] | None = None) -> bool:
-        """Read new files, changed files and the ``touched`` ones (all when None), drop
-        files that are gone; True if the usable content changed."""
+        """Read the ``touched`` files (all when None; only new and changed ones when
+        empty), drop files that are gone; True if the usable content changed."""
         if self._identity() != self.identity:
             raise RuntimeError(f"directory {self.root} was replaced; watching it again")
+        if touched is not None:
+            resync = not touched
+            touched = touched | self.unsettled.keys()
+            direct = None if resync else self._direct(touched)
+            if direct is not None:
+                return any([self._read(path, print_) for path, print_ in direct.items()])
+        return self._rescan(touched)
+
+    def _direct(self, touched: set[str]) -> dict[str, Fingerprint | None] | None:
+        """The candidate files among ``touched`` with their fingerprints (None: gone), or
+        None when only a rescan can tell what changed."""
+        if self.links or time.monotonic() - self.scanned_at >= self.resync:
+            return None
+        result: dict[str, Fingerprint | None] = {}
+        for path in touched:
+            relative = path[len(self.root) :]
+            if not path.startswith(self.root) or not relative.startswith(os.sep):
+                return None
+            if os.sep + "." in relative:
+                continue  # hidden: never read, and no file here is a symlink
+            if path in self.dirs or os.path.dirname(path) not in self.dirs:
+                return None
+            try:
+                info: os.stat_result | None = os.lstat(path)
+            except FileNotFoundError:
+                info = None
+            except OSError:
+                return None
+            if info is not None and not stat.S_ISREG(info.st_mode):
+                return None  # a directory, a symlink...
+            if is_candidate(os.path.basename(path)):
+                result[path] = None if info is None else _fingerprint(info)
+        return result
+
+    def _rescan(self, touched: set[str] | None) -> bool:
         scan = scan_tree(self.root)
         changed = False
         for source in self.table.known - scan.files.keys():
             if not any(source.startswith(d + os.sep) for d in scan.blocked):
                 self.seen.pop(source, None)
                 changed |= self.table.remove(source)
+        for source in self.unsettled.keys() - scan.files.keys():
+            del self.unsettled[source]
         for source, print_ in scan.files.items():
-            fresh = touched is None or source in touched or self.seen.get(source) != print_
-            if not fresh:
-                continue
-            self.seen[source] = print_
-            try:
-                with open(source, "rb") as handle:
-                    data = handle.read()
-            except FileNotFoundError:
-                self.seen.pop(source, None)
-                changed |= self.table.remove(source)
-            except OSError as exc:
-                self.table.fail(source, f"cannot read: {exc.strerror or exc}")
-            else:
-                changed |= self.table.load(source, data)
-        self.blocked = scan.blocked
+            if touched is None:  # the first reading: nothing to wait for
+                changed |= self._read(source, print_, settle=False)
+            elif source in touched or self.seen.get(source) != print_:
+                changed |= self._read(source, print_)
+        self.blocked, self.dirs, self.links = scan.blocked, scan.dirs, scan.links
+        self.scanned_at = time.monotonic()
         return changed
+
+    def _read(self, source: str, print_: Fingerprint | None, *, settle: bool = True) -> bool:
+        """Read ``source`` (``print_``: its fingerprint, None when it is gone), unless it
+        was modified too recently to be complete (``settle``); True if the usable content
+        changed."""
+        if print_ is None:
+            return self._gone(source)
+        if settle and not self._settled(source, print_[3]):
+            return False
+        self.seen[source] = print_
+        try:
+            with open(source, "rb") as handle:
+                data = handle.read()
+        except FileNotFoundError:
+            return self._gone(source)
+        except OSError as exc:
+            self.table.fail(source, f"cannot read: {exc.strerror or exc}")
+            return False
+        return self.table.load(source, data)
+
+    def _gone(self, source: str) -> bool:
+        self.seen.pop(source, None)
+        self.unsettled.pop(source, None)
+        return self.table.remove(source)
+
+    def _settled(self, source: str, mtime_ns: int) -> bool:
+        """False (and put off) while ``source`` was modified less than SETTLE_MS ago."""
+        now = time.monotonic()
+        since = self.unsettled.setdefault(source, now)
+        if 0 <= time.time_ns() - mtime_ns < SETTLE_MS * 1_000_000:
+            if now - since < SETTLE_MAX_MS / 1000:
+                return False
+        del self.unsettled[source]
+        return True
+
+    def update(
+        self, touched: set[str] | None, current: Model
+    ) -> tuple[Model, list[Upsert | Delete]]:
+        """:meth:`refresh`, then the new model and the increments from ``current``."""
+        if not self.refresh(touched):
+            return current, []
+        model = self.table.model()
+        return model, diff_models(current, model, self.table.changed)
 
     def problems(self) -> Problems:
         return Problems(errors={**self.table.errors, **self.blocked}, sources=self.table.sources)
@@ -204,7 +301,7 @@ class ServiceEntryAdapter:
         )
         waiter: asyncio.Task[set[tuple[Change, str]]] | None = None
         try:
-            tree = _Tree(self.path)
+            tree = _Tree(self.path, self.resync_interval)
             # Start the watcher before the first scan so no change can fall in between:
             # the task installs it synchronously on its first step.
             waiter = asyncio.create_task(_next_batch(changes))
@@ -219,15 +316,19 @@ class ServiceEntryAdapter:
             yield model.replace()
             yield problems
             while True:
-                batch = await asyncio.shield(waiter)  # cancelling must not wait for the thread
-                waiter = asyncio.create_task(_next_batch(changes))
-                touched = {path for _, path in batch}
-                if await asyncio.to_thread(tree.refresh, touched):
-                    new_model = await asyncio.to_thread(tree.table.model)
+                # cancelling must not wait for the watcher thread, hence no plain await
+                await asyncio.wait([waiter], timeout=SETTLE_MS / 1000 if tree.unsettled else None)
+                if waiter.done():
+                    touched = {path for _, path in waiter.result()}
+                    waiter = asyncio.create_task(_next_batch(changes))
+                else:  # time to read the files that were still being written
+                    touched = set(tree.unsettled)
+                new_model, updates = await asyncio.to_thread(tree.update, touched, model)
+                if new_model is not model:
                     _log_notes(self.name, model, new_model)
-                    for update in diff_models(model, new_model):
-                        yield update
                     model = new_model
+                for update in updates:
+                    yield update
                 new_problems = tree.problems()
                 if new_problems != problems:
                     _log_problems(self.name, problems, new_problems)

@@ -1,437 +1,54 @@
-"""Istio ServiceEntry / WorkloadEntry YAML -> registryd's service model.  Pure: no I/O.
+"""Parsed ServiceEntries / WorkloadEntries -> registryd's service model.  Pure: no I/O.
 
 Contract:
 
-* :func:`parse_file` turns the content of one file (YAML, ``---``-separated documents)
-  into a :class:`ParsedFile`, validating every document on its own with Istio's rules.
-  If any document is broken it raises :class:`InvalidConfig`, whose message names the
-  file, each broken document (number, kind, namespace/name) and every reason: a file is
-  used all or nothing.  :func:`parse_document` validates a single document.
-* :func:`build_model` converts a set of parsed files into a :class:`Model`,
-  deterministically: files in path order, documents in file order.  Each host of a
-  ServiceEntry is one :class:`~registryd.model.Service`; its endpoints come from
+* :func:`build_model` converts a set of parsed files (see :mod:`.schema`) into a
+  :class:`Model`, deterministically: files in path order, documents in file order.  Each
+  host of a ServiceEntry is one :class:`~registryd.model.Service`; its endpoints come from
   ``spec.endpoints`` or from the WorkloadEntries of the same namespace that
   ``spec.workloadSelector`` matches: one endpoint per workload and service port
   (workloads without an address, reached through a network gateway, give none).  When
   several ServiceEntries define one hostname, the first one's ports and attributes win,
-  the endpoints are combined and a note says so.
-* :func:`diff_models` gives the Upsert/Delete increments from one model to the next.
+  the endpoints are combined (the first of equal service port, address and port wins) and
+  a note says so.  A port without a protocol gets one from its name (``http``,
+  ``grpc-api``...), else TCP, as Istio does for Kubernetes services.
+* :func:`diff_models` gives the Upsert/Delete increments from one model to the next,
+  over every hostname or only over those that may have changed.
 * :class:`FileTable` keeps the last good content of every file: a broken version of a
-  file is reported and its previous good version keeps being used.
-
-Unknown fields are ignored.  Istio's defaults apply: resolution ``NONE``, location
-``MESH_EXTERNAL``, namespace ``default``, endpoint weight 1 (also for weight 0).  A port
-without a protocol gets one from its name (``http``, ``grpc-api``...), else TCP, as
-Istio does for Kubernetes services.
+  file is reported and its previous good version keeps being used.  It keeps the model up
+  to date incrementally: :meth:`FileTable.model` always equals :func:`build_model` of the
+  files in use, but converts again only the ServiceEntries of changed files and those
+  whose workloadSelector matches a changed WorkloadEntry, and merges again only their
+  hostnames, which :attr:`FileTable.changed` lists for :func:`diff_models`.
 """
 
 from __future__ import annotations
 
-import ipaddress
-import re
+from bisect import insort
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
-
-import yaml
+from typing import Any
 
 from registryd.adapter import Delete, Replace, Upsert
-from registryd.model import Endpoint, Labels, Locality, Location, Port, Resolution, Service
+from registryd.model import Endpoint, Locality, Port, Service
 
-__all__ = [
-    "API_VERSIONS",
-    "FileTable",
-    "InvalidConfig",
-    "Metadata",
-    "Model",
-    "ParsedFile",
-    "ServiceEntry",
-    "ServiceEntrySpec",
-    "ServicePort",
-    "WorkloadEntry",
-    "WorkloadSpec",
-    "build_model",
-    "diff_models",
-    "parse_document",
-    "parse_file",
-]
-
-API_VERSIONS = frozenset(f"networking.istio.io/{v}" for v in ("v1", "v1beta1", "v1alpha3"))
-PROTOCOLS = frozenset(
-    "HTTP HTTPS HTTP2 HTTP_PROXY GRPC GRPC-WEB TCP TLS UDP MONGO MYSQL REDIS".split()
+from .schema import (
+    PROTOCOLS,
+    UNIX_PREFIX,
+    InvalidConfig,
+    ParsedFile,
+    ServiceEntry,
+    ServicePort,
+    WorkloadEntry,
+    WorkloadSpec,
+    parse_file,
 )
-UNIX_PREFIX = "unix://"
-_LABEL = r"[A-Za-z0-9](?:[-A-Za-z0-9]{0,61}[A-Za-z0-9])?"
-_DNS_NAME = re.compile(rf"{_LABEL}(?:\.{_LABEL})*")
-_PORT_NAME = re.compile(_LABEL)
-_K8S_LABEL = re.compile(r"[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?")
-_K8S_NAME = re.compile(r"[a-z0-9](?:[-a-z0-9]*[a-z0-9])?(?:\.[a-z0-9](?:[-a-z0-9]*[a-z0-9])?)*")
-_MAX_WEIGHT = 2**32 - 1
-_FastLoader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
+__all__ = ["FileTable", "Model", "build_model", "diff_models"]
 
-class InvalidConfig(ValueError):
-    """A file or document that cannot be used; the message says where and why."""
-
-
-@dataclass(frozen=True, slots=True)
-class Metadata:
-    name: str
-    namespace: str = "default"
-    labels: Labels = field(default_factory=Labels)
-
-
-@dataclass(frozen=True, slots=True)
-class ServicePort:
-    number: int
-    name: str
-    protocol: str  # as written, upper-cased; "" when unset
-    target_port: int | None = None
-
-    def to_model(self) -> Port:
-        protocol = self.protocol or _protocol_from_name(self.name)
-        return Port(
-            number=self.number, name=self.name, protocol=protocol, target_port=self.target_port
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class WorkloadSpec:
-    """A WorkloadEntry spec, or one inline endpoint of a ServiceEntry."""
-
-    address: str = ""
-    ports: Mapping[str, int] = field(default_factory=dict)
-    labels: Labels = field(default_factory=Labels)
-    locality: str = ""
-    weight: int = 1
-    network: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class ServiceEntrySpec:
-    hosts: tuple[str, ...]
-    addresses: tuple[str, ...] = ()
-    ports: tuple[ServicePort, ...] = ()
-    location: Location = Location.MESH_EXTERNAL
-    resolution: Resolution = Resolution.NONE
-    endpoints: tuple[WorkloadSpec, ...] = ()
-    workload_selector: Labels | None = None  # None: not set; empty: selects every workload
-    export_to: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class ServiceEntry:
-    kind: ClassVar[str] = "ServiceEntry"
-    meta: Metadata
-    spec: ServiceEntrySpec
-    where: str = ""  # file and document number, for notes
-
-
-@dataclass(frozen=True, slots=True)
-class WorkloadEntry:
-    kind: ClassVar[str] = "WorkloadEntry"
-    meta: Metadata
-    spec: WorkloadSpec
-    where: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class ParsedFile:
-    source: str
-    documents: tuple[ServiceEntry | WorkloadEntry, ...] = ()
-    raw: tuple[Any, ...] = ()  # the YAML documents as loaded
-
-
-# -- field readers: append "field: reason" to errs and return a usable value ------------
-
-
-def _protocol_from_name(name: str) -> str:
-    upper = name.upper()
-    for protocol in sorted(PROTOCOLS, key=len, reverse=True):
-        if upper == protocol or upper.startswith(protocol + "-"):
-            return protocol
-    return "TCP"
-
-
-_KINDS = {str: "a string", int: "an integer", list: "a list", dict: "a mapping"}
-
-
-def _get(obj: Mapping[str, Any], key: str, kind: type, where: str, errs: list[str]) -> Any:
-    """``obj[key]`` if it has type ``kind``; None when absent, null or of another type."""
-    value = obj.get(key)
-    if value is None:
-        return None
-    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        errs.append(f"{where}{key}: must be {_KINDS[kind]}, got {value!r}")
-        return None
-    return value
-
-
-def _colon_scalar(value: Any) -> Any:
-    """Undo one YAML reading difference: ``[2001:db8::]`` is ``[{"2001:db8:": None}]`` to
-    a YAML 1.1/1.2 parser but the string ``"2001:db8::"`` to Kubernetes' (and Istio's)."""
-    if isinstance(value, dict) and len(value) == 1:
-        ((key, rest),) = value.items()
-        if isinstance(key, str) and rest is None:
-            return key + ":"
-    return value
-
-
-def _strings(obj: Mapping[str, Any], key: str, where: str, errs: list[str]) -> tuple[str, ...]:
-    items = [_colon_scalar(v) for v in _get(obj, key, list, where, errs) or []]
-    bad = [v for v in items if not isinstance(v, str) or not v]
-    if bad:
-        errs.append(f"{where}{key}: entries must be non-empty strings, got {bad[0]!r}")
-    return tuple(v for v in items if isinstance(v, str) and v)
-
-
-def _labels(obj: Mapping[str, Any], key: str, where: str, errs: list[str]) -> Labels:
-    items = _get(obj, key, dict, where, errs) or {}
-    good = {k: v for k, v in items.items() if isinstance(k, str) and k and isinstance(v, str)}
-    for k, v in items.items():
-        if k not in good:
-            errs.append(f"{where}{key}: keys and values must be strings, got {k!r}: {v!r}")
-            break
-    return Labels(good)
-
-
-def _enum(obj: Mapping[str, Any], key: str, kind: Any, default: Any, errs: list[str]) -> Any:
-    value = _get(obj, key, str, "spec.", errs)
-    if value is None:
-        return default
-    try:
-        return kind(value)
-    except ValueError:
-        errs.append(f"spec.{key}: {value!r} is not one of {', '.join(kind)}")
-        return default
-
-
-def _port(value: Any, where: str, errs: list[str]) -> int | None:
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 65536:
-        errs.append(f"{where}: port must be a number between 1 and 65535, got {value!r}")
-        return None
-    return value
-
-
-def _host_error(host: str) -> str | None:
-    if host == "*":
-        return "the full wildcard '*' is not allowed as a host"
-    name = host[2:] if host.startswith("*.") else host[1:] if host.startswith("*") else host
-    if len(host) > 253 or not _DNS_NAME.fullmatch(name):
-        return f"{host!r} is not a valid DNS name (a leading '*' wildcard is allowed)"
-    return None
-
-
-def _address_error(address: str, *, dns: bool, unix: bool) -> str | None:
-    if address.startswith(UNIX_PREFIX):
-        path = address[len(UNIX_PREFIX) :]
-        if not unix:
-            return f"unix socket address {address!r} needs resolution STATIC"
-        if path.startswith("@") and len(path) > 1:
-            return None
-        if not path.startswith("/"):
-            return f"unix socket {address!r} must be an absolute path or an abstract @name"
-        return f"unix socket {address!r} must not be a directory" if path.endswith("/") else None
-    try:
-        ipaddress.ip_address(address)
-        return None
-    except ValueError:
-        pass
-    if "*" in address:
-        return f"address {address!r} must not contain a wildcard"
-    if not dns:
-        return f"address {address!r} is not an IP address (resolution STATIC needs IPs)"
-    if len(address) > 253 or not _DNS_NAME.fullmatch(address):
-        return f"address {address!r} is not an IP address or DNS name"
-    return None
-
-
-def _workload(
-    raw: Any, where: str, errs: list[str], *, dns: bool = True, unix: bool = True
-) -> WorkloadSpec:
-    if not isinstance(raw, dict):
-        errs.append(f"{where.rstrip('.')}: must be a mapping, got {raw!r}")
-        return WorkloadSpec()
-    address = _get(raw, "address", str, where, errs) or ""
-    network = _get(raw, "network", str, where, errs) or ""
-    if not address and not network:
-        errs.append(f"{where}address: required (unless network is set)")
-    elif address and (problem := _address_error(address, dns=dns, unix=unix)):
-        errs.append(f"{where}address: {problem}")
-    ports: dict[str, int] = {}
-    for name, number in (_get(raw, "ports", dict, where, errs) or {}).items():
-        if not isinstance(name, str) or not _PORT_NAME.fullmatch(name):
-            errs.append(f"{where}ports: invalid port name {name!r} (a DNS label)")
-        elif (checked := _port(number, f"{where}ports.{name}", errs)) is not None:
-            ports[name] = checked
-    if address.startswith(UNIX_PREFIX) and ports:
-        errs.append(f"{where}ports: unix socket addresses must not have ports")
-    locality = _get(raw, "locality", str, where, errs) or ""
-    if locality and (locality.count("/") > 2 or "" in locality.split("/")):
-        errs.append(f"{where}locality: {locality!r} must be region[/zone[/subzone]]")
-    weight = _get(raw, "weight", int, where, errs) or 1  # 0 means unset, as in Istio
-    if not 0 < weight <= _MAX_WEIGHT:
-        errs.append(f"{where}weight: must be between 0 and {_MAX_WEIGHT}, got {weight}")
-        weight = 1
-    labels = _labels(raw, "labels", where, errs)
-    return WorkloadSpec(address, ports, labels, locality, weight, network)
-
-
-def _service_ports(spec: Mapping[str, Any], errs: list[str]) -> tuple[ServicePort, ...]:
-    result: list[ServicePort] = []
-    names: set[str] = set()
-    for i, raw in enumerate(_get(spec, "ports", list, "spec.", errs) or []):
-        where = f"spec.ports[{i}]"
-        if not isinstance(raw, dict):
-            errs.append(f"{where}: must be a mapping, got {raw!r}")
-            continue
-        number = _port(raw.get("number"), f"{where}.number", errs)
-        if number is not None and any(p.number == number for p in result):
-            errs.append(f"{where}.number: port number {number} is duplicated")
-        name = _get(raw, "name", str, f"{where}.", errs) or ""
-        if not _PORT_NAME.fullmatch(name):
-            errs.append(f"{where}.name: required, a DNS label, got {name!r}")
-        elif name in names:
-            errs.append(f"{where}.name: port name {name!r} is duplicated")
-        names.add(name)
-        protocol = (_get(raw, "protocol", str, f"{where}.", errs) or "").upper()
-        if protocol and protocol not in PROTOCOLS:
-            errs.append(f"{where}.protocol: unsupported protocol {raw['protocol']!r}")
-        target = raw.get("targetPort") or None  # 0 means unset
-        if target is not None:
-            target = _port(target, f"{where}.targetPort", errs)
-        if number is not None:
-            result.append(ServicePort(number, name, protocol, target))
-    return tuple(result)
-
-
-def _service_entry_spec(spec: Mapping[str, Any], errs: list[str]) -> ServiceEntrySpec:
-    hosts = _strings(spec, "hosts", "spec.", errs)
-    if not hosts:
-        errs.append("spec.hosts: required, at least one host")
-    if len(set(hosts)) != len(hosts):
-        errs.append(f"spec.hosts: duplicate hosts in {list(hosts)}")
-    errs.extend(f"spec.hosts: {p}" for h in hosts if (p := _host_error(h)))
-    addresses = _strings(spec, "addresses", "spec.", errs)
-    for address in addresses:
-        try:
-            ipaddress.ip_network(address, strict=False)
-        except ValueError:
-            errs.append(f"spec.addresses: {address!r} is not an IP address or CIDR")
-    location = _enum(spec, "location", Location, Location.MESH_EXTERNAL, errs)
-    resolution = _enum(spec, "resolution", Resolution, Resolution.NONE, errs)
-    if resolution not in (Resolution.NONE, Resolution.STATIC) and any("/" in a for a in addresses):
-        errs.append("spec.addresses: CIDR addresses are allowed only for NONE/STATIC resolution")
-    ports = _service_ports(spec, errs)
-    selector: Labels | None = None
-    raw_selector = _get(spec, "workloadSelector", dict, "spec.", errs)
-    if raw_selector is not None:
-        selector = _labels(raw_selector, "labels", "spec.workloadSelector.", errs)
-        if any("*" in k or "*" in v for k, v in selector.items()):
-            errs.append("spec.workloadSelector.labels: wildcards are not supported in selectors")
-    raw_endpoints = _get(spec, "endpoints", list, "spec.", errs) or []
-    if raw_endpoints and raw_selector is not None:
-        errs.append("spec: only one of workloadSelector or endpoints can be set")
-    if raw_endpoints and resolution is Resolution.NONE:
-        errs.append("spec.endpoints: resolution NONE cannot have endpoints")
-    if len(raw_endpoints) > 1 and resolution is Resolution.DNS_ROUND_ROBIN:
-        errs.append("spec.endpoints: resolution DNS_ROUND_ROBIN allows at most one endpoint")
-    static = resolution is Resolution.STATIC
-    endpoints = tuple(
-        _workload(raw, f"spec.endpoints[{i}].", errs, dns=not static, unix=static)
-        for i, raw in enumerate(raw_endpoints)
-    )
-    names = {p.name for p in ports}
-    for i, endpoint in enumerate(endpoints):
-        for name in sorted(set(endpoint.ports) - names):
-            errs.append(f"spec.endpoints[{i}].ports: {name!r} is not a port name of the service")
-    if any(e.address.startswith(UNIX_PREFIX) for e in endpoints) and len(ports) != 1:
-        errs.append("spec.ports: unix socket endpoints need exactly one service port")
-    if resolution in (Resolution.DNS, Resolution.DNS_ROUND_ROBIN) and not endpoints:
-        if raw_selector is None and any(h.startswith("*") for h in hosts):
-            errs.append(f"spec.hosts: resolution {resolution} without endpoints needs plain hosts")
-    export_to = _strings(spec, "exportTo", "spec.", errs)
-    for name in export_to:
-        if name not in (".", "*", "~") and not _K8S_LABEL.fullmatch(name):
-            errs.append(f"spec.exportTo: {name!r} is not '.', '*', '~' or a namespace name")
-    if len(set(export_to)) != len(export_to):
-        errs.append(f"spec.exportTo: duplicate entries in {list(export_to)}")
-    return ServiceEntrySpec(
-        hosts, addresses, ports, location, resolution, endpoints, selector, export_to
-    )
-
-
-def parse_document(raw: Any, *, index: int = 1, where: str = "") -> ServiceEntry | WorkloadEntry:
-    """Validate one YAML document (``index`` numbers it in messages, ``where`` in notes)."""
-    label = f"document {index}"
-    if not isinstance(raw, dict):
-        raise InvalidConfig(f"{label}: expected a mapping with apiVersion/kind, got {raw!r}")
-    kind, api = raw.get("kind"), raw.get("apiVersion")
-    errs: list[str] = []
-    meta_raw = _get(raw, "metadata", dict, "", errs) or {}
-    name = _get(meta_raw, "name", str, "metadata.", errs) or ""
-    namespace = _get(meta_raw, "namespace", str, "metadata.", errs) or "default"
-    label = f"{label} ({kind if isinstance(kind, str) else '?'} {namespace}/{name or '?'})"
-    if kind not in (ServiceEntry.kind, WorkloadEntry.kind):
-        raise InvalidConfig(f"{label}: unsupported kind {kind!r} (ServiceEntry, WorkloadEntry)")
-    if api not in API_VERSIONS:
-        raise InvalidConfig(f"{label}: unsupported apiVersion {api!r} for {kind}")
-    if not _K8S_NAME.fullmatch(name) or len(name) > 253:
-        errs.append(f"metadata.name: required, a lowercase DNS name, got {name!r}")
-    if not _K8S_LABEL.fullmatch(namespace):
-        errs.append(f"metadata.namespace: {namespace!r} is not a valid namespace name")
-    meta = Metadata(name, namespace, _labels(meta_raw, "labels", "metadata.", errs))
-    spec = raw.get("spec")
-    doc: ServiceEntry | WorkloadEntry
-    if not isinstance(spec, dict):
-        errs.append("spec: required" if spec is None else f"spec: must be a mapping, got {spec!r}")
-        doc = WorkloadEntry(meta, WorkloadSpec())
-    elif kind == ServiceEntry.kind:
-        doc = ServiceEntry(meta, _service_entry_spec(spec, errs), where)
-    else:
-        doc = WorkloadEntry(meta, _workload(spec, "spec.", errs), where)
-    if errs:
-        raise InvalidConfig(f"{label}: {'; '.join(errs)}")
-    return doc
-
-
-def _load_yaml(text: str) -> list[Any]:
-    try:
-        return list(yaml.load_all(text, Loader=_FastLoader))
-    except yaml.YAMLError:
-        # libyaml is stricter in rare corners (e.g. [2001:db8::]); the pure-Python loader
-        # decides, and its error is the one reported
-        return list(yaml.load_all(text, Loader=yaml.SafeLoader))
-
-
-def parse_file(data: bytes | str, source: str) -> ParsedFile:
-    """Parse and validate one file; :class:`InvalidConfig` if any document is broken."""
-    try:
-        text = data.decode("utf-8") if isinstance(data, bytes) else data
-        raws = _load_yaml(text)
-    except UnicodeDecodeError as exc:
-        raise InvalidConfig(f"{source}: not UTF-8 text: {exc}") from None
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        reason = ", ".join(filter(None, (exc.context, exc.problem)))
-        raise InvalidConfig(f"{source}: invalid YAML{at}: {reason}") from None
-    except yaml.YAMLError as exc:
-        raise InvalidConfig(f"{source}: invalid YAML: {exc}") from None
-    documents, problems = [], []
-    for index, raw in enumerate(raws, 1):
-        if raw is None:  # an empty document, e.g. after a trailing ---
-            continue
-        try:
-            documents.append(parse_document(raw, index=index, where=f"{source} #{index}"))
-        except InvalidConfig as exc:
-            problems.append(str(exc))
-    if problems:
-        raise InvalidConfig(f"{source}: {' | '.join(problems)}")
-    return ParsedFile(source, tuple(documents), tuple(r for r in raws if r is not None))
-
-
-# -- conversion -------------------------------------------------------------------------
+Document = ServiceEntry | WorkloadEntry
+DocKey = tuple[str, int]  # (file, position in the file): sorts in document order
+EndpointKey = tuple[int, str, int]  # (service port, address, port)
 
 
 @dataclass(frozen=True, slots=True)
@@ -451,8 +68,35 @@ class Model:
         )
 
 
-def _describe(doc: ServiceEntry | WorkloadEntry) -> str:
+def _protocol_from_name(name: str) -> str:
+    upper = name.upper()
+    for protocol in sorted(PROTOCOLS, key=len, reverse=True):
+        if upper == protocol or upper.startswith(protocol + "-"):
+            return protocol
+    return "TCP"
+
+
+def _port(port: ServicePort) -> Port:
+    protocol = port.protocol or _protocol_from_name(port.name)
+    return Port(number=port.number, name=port.name, protocol=protocol, target_port=port.target_port)
+
+
+def _describe(doc: Document) -> str:
     return f"{doc.kind} {doc.meta.namespace}/{doc.meta.name} ({doc.where})"
+
+
+def _duplicate_note(host: str, first: ServiceEntry, entry: ServiceEntry) -> str:
+    return (
+        f"host {host} is defined by {_describe(first)} and {_describe(entry)}: ports and "
+        f"attributes of the first are used, endpoints are combined"
+    )
+
+
+def _ports_note(host: str, entry: ServiceEntry, extra: list[int]) -> str:
+    return (
+        f"{_describe(entry)}: host {host} has no port {extra} in its first definition; "
+        f"endpoints for those ports are left out"
+    )
 
 
 def _workload_endpoints(host: str, entry: ServiceEntry, workload: WorkloadSpec) -> list[Endpoint]:
@@ -480,23 +124,12 @@ def _workload_endpoints(host: str, entry: ServiceEntry, workload: WorkloadSpec) 
     return result
 
 
-def _selected(entry: ServiceEntry, workloads: Iterable[WorkloadEntry]) -> list[WorkloadSpec]:
-    selector = entry.spec.workload_selector
-    if selector is None:
-        return list(entry.spec.endpoints)
-    return [
-        w.spec
-        for w in workloads
-        if w.meta.namespace == entry.meta.namespace and w.spec.labels.matches(selector)
-    ]
-
-
 def _service(host: str, entry: ServiceEntry) -> Service:
     spec = entry.spec
     return Service(
         hostname=host,
         namespace=entry.meta.namespace,
-        ports=tuple(p.to_model() for p in spec.ports),
+        ports=tuple(_port(p) for p in spec.ports),
         resolution=spec.resolution,
         location=spec.location,
         labels=entry.meta.labels,
@@ -505,61 +138,202 @@ def _service(host: str, entry: ServiceEntry) -> Service:
     )
 
 
-def _endpoint_key(endpoint: Endpoint) -> tuple[int, str, int]:
+def _endpoint_key(endpoint: Endpoint) -> EndpointKey:
     return (endpoint.service_port, endpoint.address, endpoint.port)
 
 
 def build_model(files: Iterable[ParsedFile]) -> Model:
-    """Convert parsed files into services and endpoints (see the module docstring)."""
-    ordered = sorted(files, key=lambda f: f.source)
-    documents = [doc for f in ordered for doc in f.documents]
-    entries = [d for d in documents if isinstance(d, ServiceEntry)]
-    workloads = [d for d in documents if isinstance(d, WorkloadEntry)]
-    notes: list[str] = []
-    services: dict[str, Service] = {}
-    owners: dict[str, ServiceEntry] = {}
-    endpoints: dict[str, dict[tuple[int, str, int], Endpoint]] = {}
-    for entry in entries:
-        selected = _selected(entry, workloads)
-        for host in entry.spec.hosts:
-            if host in owners:
-                notes.append(
-                    f"host {host} is defined by {_describe(owners[host])} and "
-                    f"{_describe(entry)}: ports and attributes of the first are used, "
-                    f"endpoints are combined"
-                )
-            else:
-                owners[host] = entry
-                services[host] = _service(host, entry)
-            numbers = {p.number for p in services[host].ports}
-            found = endpoints.setdefault(host, {})
-            for workload in selected:
-                for endpoint in _workload_endpoints(host, entry, workload):
-                    if endpoint.service_port in numbers:
-                        found.setdefault(_endpoint_key(endpoint), endpoint)
-            if extra := sorted({p.number for p in entry.spec.ports} - numbers):
-                notes.append(
-                    f"{_describe(entry)}: host {host} has no port {extra} in its first "
-                    f"definition; endpoints for those ports are left out"
-                )
-    return Model(
-        services=services,
-        endpoints={
-            h: tuple(sorted(eps.values(), key=_endpoint_key)) for h, eps in endpoints.items()
-        },
-        notes=tuple(notes),
-    )
+    """Convert parsed files into services and endpoints, from scratch (see the module
+    docstring); :class:`FileTable` gives the same result incrementally."""
+    documents: dict[str, list[Document]] = {}
+    for parsed in files:
+        documents.setdefault(parsed.source, []).extend(parsed.documents)
+    builder = _Builder()
+    for source, docs in documents.items():
+        builder.set_file(source, tuple(docs))
+    builder.update()
+    return builder.model()
 
 
-def diff_models(old: Model, new: Model) -> list[Upsert | Delete]:
-    """Upserts for new or changed hostnames, then Deletes for removed ones (sorted)."""
-    changes: list[Upsert | Delete] = []
-    for host in sorted(new.services):
-        service, eps = new.services[host], new.endpoints.get(host, ())
-        if old.services.get(host) != service or old.endpoints.get(host, ()) != eps:
-            changes.append(Upsert(service=service, endpoints=eps))
-    changes.extend(Delete(hostname=h) for h in sorted(set(old.services) - set(new.services)))
-    return changes
+def diff_models(
+    old: Model, new: Model, hosts: Iterable[str] | None = None
+) -> list[Upsert | Delete]:
+    """Upserts for new or changed hostnames, then Deletes for removed ones (sorted).
+
+    ``hosts`` limits the comparison to the hostnames that may differ (default: all).
+    """
+    candidates = set(old.services) | set(new.services) if hosts is None else set(hosts)
+    upserts: list[Upsert | Delete] = []
+    deletes: list[Upsert | Delete] = []
+    for host in sorted(candidates):
+        service, before = new.services.get(host), old.services.get(host)
+        if service is None:
+            if before is not None:
+                deletes.append(Delete(hostname=host))
+            continue
+        eps, old_eps = new.endpoints.get(host, ()), old.endpoints.get(host, ())
+        if (before is not service and before != service) or (old_eps is not eps and old_eps != eps):
+            upserts.append(Upsert(service=service, endpoints=eps))
+    return upserts + deletes
+
+
+@dataclass(frozen=True, slots=True)
+class _Part:
+    """What one ServiceEntry contributes to one of its hosts."""
+
+    entry: ServiceEntry
+    service: Service
+    endpoints: dict[EndpointKey, Endpoint]  # the first of each key, in document order
+    ordered: tuple[Endpoint, ...]  # the same, sorted by key
+    numbers: frozenset[int]  # the entry's port numbers
+
+
+def _parts(entry: ServiceEntry, selected: list[WorkloadSpec]) -> dict[str, _Part]:
+    numbers = frozenset(p.number for p in entry.spec.ports)
+    parts = {}
+    for host in entry.spec.hosts:
+        found: dict[EndpointKey, Endpoint] = {}
+        for workload in selected:
+            for endpoint in _workload_endpoints(host, entry, workload):
+                found.setdefault(_endpoint_key(endpoint), endpoint)
+        ordered = tuple(found[k] for k in sorted(found))
+        parts[host] = _Part(entry, _service(host, entry), found, ordered, numbers)
+    return parts
+
+
+def _workload_specs(documents: Iterable[Document]) -> list[tuple[str, WorkloadSpec]]:
+    return [(d.meta.namespace, d.spec) for d in documents if isinstance(d, WorkloadEntry)]
+
+
+class _Builder:
+    """:func:`build_model`, kept up to date one file at a time.
+
+    Every ServiceEntry is converted on its own (:class:`_Part` per host) and kept until its
+    file changes or a WorkloadEntry its selector matches comes, goes or changes; a hostname
+    is merged again from its parts only when one of them changed.
+    """
+
+    def __init__(self) -> None:
+        self._files: dict[str, tuple[Document, ...]] = {}
+        self._pending: dict[str, tuple[Document, ...]] = {}
+        self._entries: dict[DocKey, ServiceEntry] = {}
+        self._parts: dict[DocKey, dict[str, _Part]] = {}
+        self._definers: dict[str, list[DocKey]] = {}  # host -> its ServiceEntries, in order
+        self._selecting: dict[str, set[DocKey]] = {}  # namespace -> entries with a selector
+        self._workloads: dict[str, dict[DocKey, WorkloadEntry]] = {}  # by namespace
+        self._in_order: dict[str, list[WorkloadSpec]] = {}  # namespace -> specs, in order
+        self._notes: dict[str, list[tuple[DocKey, int, int, str]]] = {}  # host -> sortable
+        self.services: dict[str, Service] = {}
+        self.endpoints: dict[str, tuple[Endpoint, ...]] = {}
+        self.notes: tuple[str, ...] = ()
+
+    def set_file(self, source: str, documents: tuple[Document, ...]) -> None:
+        """``source`` now holds ``documents`` (none: it is gone); applied by :meth:`update`."""
+        self._pending[source] = documents
+
+    def update(self) -> set[str]:
+        """Apply the files set since the last call; the hostnames that may have changed."""
+        dirty: set[DocKey] = set()
+        hosts: set[str] = set()
+        moved: dict[str, list[WorkloadSpec]] = {}  # namespace -> workloads that came or went
+        for source, documents in self._pending.items():
+            old = self._files.pop(source, ())
+            if documents:
+                self._files[source] = documents
+            old_workloads = _workload_specs(old)
+            new_workloads = _workload_specs(documents)
+            if old_workloads != new_workloads:  # same ones in the same order: nobody cares
+                for namespace, spec in old_workloads + new_workloads:
+                    moved.setdefault(namespace, []).append(spec)
+            for position, doc in enumerate(old):
+                self._remove((source, position), doc, hosts)
+            for position, doc in enumerate(documents):
+                self._add((source, position), doc, dirty)
+        self._pending.clear()
+        for namespace, specs in moved.items():
+            self._in_order.pop(namespace, None)
+            for key in self._selecting.get(namespace, ()):
+                selector = self._entries[key].spec.workload_selector
+                if selector is not None and any(s.labels.matches(selector) for s in specs):
+                    dirty.add(key)
+        for key in dirty:
+            entry = self._entries[key]
+            self._parts[key] = _parts(entry, self._selected(entry))
+            hosts.update(entry.spec.hosts)
+        noted = False
+        for host in hosts:
+            noted |= self._merge(host)
+        if noted:
+            self.notes = tuple(n[-1] for n in sorted(n for ns in self._notes.values() for n in ns))
+        return hosts
+
+    def model(self) -> Model:
+        return Model(services=dict(self.services), endpoints=dict(self.endpoints), notes=self.notes)
+
+    def _remove(self, key: DocKey, doc: Document, hosts: set[str]) -> None:
+        namespace = doc.meta.namespace
+        if isinstance(doc, WorkloadEntry):
+            del self._workloads[namespace][key]
+            return
+        del self._entries[key]
+        self._parts.pop(key, None)
+        if doc.spec.workload_selector is not None:
+            self._selecting[namespace].discard(key)
+        for host in doc.spec.hosts:
+            self._definers[host].remove(key)
+            hosts.add(host)
+
+    def _add(self, key: DocKey, doc: Document, dirty: set[DocKey]) -> None:
+        namespace = doc.meta.namespace
+        if isinstance(doc, WorkloadEntry):
+            self._workloads.setdefault(namespace, {})[key] = doc
+            return
+        self._entries[key] = doc
+        dirty.add(key)
+        if doc.spec.workload_selector is not None:
+            self._selecting.setdefault(namespace, set()).add(key)
+        for host in doc.spec.hosts:
+            insort(self._definers.setdefault(host, []), key)
+
+    def _selected(self, entry: ServiceEntry) -> list[WorkloadSpec]:
+        selector, namespace = entry.spec.workload_selector, entry.meta.namespace
+        if selector is None:
+            return list(entry.spec.endpoints)
+        specs = self._in_order.get(namespace)
+        if specs is None:
+            workloads = self._workloads.get(namespace, {})
+            specs = self._in_order[namespace] = [workloads[k].spec for k in sorted(workloads)]
+        return [s for s in specs if s.labels.matches(selector)]
+
+    def _merge(self, host: str) -> bool:
+        """Merge ``host`` from its parts again; True if it has or had notes."""
+        had_notes = self._notes.pop(host, None) is not None
+        keys = self._definers.get(host)
+        if not keys:
+            self._definers.pop(host, None)
+            self.services.pop(host, None)
+            self.endpoints.pop(host, None)
+            return had_notes
+        parts = [self._parts[k][host] for k in keys]
+        first = parts[0]
+        self.services[host] = first.service
+        if len(parts) == 1:
+            self.endpoints[host] = first.ordered
+            return had_notes
+        found: dict[EndpointKey, Endpoint] = {}
+        notes = []
+        for index, (key, part) in enumerate(zip(keys, parts, strict=True)):
+            for endpoint_key, endpoint in part.endpoints.items():
+                if endpoint_key[0] in first.numbers:
+                    found.setdefault(endpoint_key, endpoint)
+            at = part.entry.spec.hosts.index(host)
+            if index:
+                notes.append((key, at, 0, _duplicate_note(host, first.entry, part.entry)))
+            if extra := sorted(part.numbers - first.numbers):
+                notes.append((key, at, 1, _ports_note(host, part.entry, extra)))
+        self.endpoints[host] = tuple(found[k] for k in sorted(found))
+        self._notes[host] = notes
+        return True
 
 
 class FileTable:
@@ -568,13 +342,17 @@ class FileTable:
     ``load`` a file's content whenever it may have changed, ``fail`` it when it cannot be
     read, ``remove`` it when it is gone.  A file whose latest content is broken keeps its
     last good parse (a file that was never good contributes nothing) and has an entry in
-    :attr:`errors`.
+    :attr:`errors`.  :meth:`model` converts what changed since its last call;
+    :attr:`changed` then holds the hostnames that may differ from the previous result.
     """
 
     def __init__(self) -> None:
         self._good: dict[str, ParsedFile] = {}
         self._errors: dict[str, str] = {}
         self._last: dict[str, bytes | str] = {}
+        self._builder = _Builder()
+        self._sources: dict[str, list[Any]] | None = {}
+        self.changed: frozenset[str] = frozenset()
 
     def load(self, source: str, data: bytes | str) -> bool:
         """Parse the current content of ``source``; True if the usable state changed."""
@@ -589,7 +367,14 @@ class FileTable:
         self._errors.pop(source, None)
         previous = self._good.get(source)
         self._good[source] = parsed
-        return previous is None or previous.documents != parsed.documents
+        if previous is not None and self._sources is not None:
+            self._sources = {**self._sources, source: list(parsed.raw)}  # keeps the order
+        else:
+            self._sources = None
+        if previous is not None and previous.documents == parsed.documents:
+            return False
+        self._builder.set_file(source, parsed.documents)
+        return True
 
     def fail(self, source: str, message: str) -> None:
         """``source`` exists but cannot be used (unreadable); keep its last good parse."""
@@ -600,7 +385,11 @@ class FileTable:
         """``source`` is gone; True if it contributed anything."""
         self._last.pop(source, None)
         self._errors.pop(source, None)
-        return self._good.pop(source, None) is not None
+        if self._good.pop(source, None) is None:
+            return False
+        self._sources = None
+        self._builder.set_file(source, ())
+        return True
 
     def __contains__(self, source: object) -> bool:
         return source in self._good or source in self._errors
@@ -616,8 +405,14 @@ class FileTable:
 
     @property
     def sources(self) -> dict[str, list[Any]]:
-        """The raw documents in use, per file (the last good content of broken files)."""
-        return {s: list(self._good[s].raw) for s in sorted(self._good)}
+        """The raw documents in use, per file (the last good content of broken files).
+
+        A new mapping whenever they changed, the same one otherwise; never modified."""
+        if self._sources is None:
+            self._sources = {s: list(self._good[s].raw) for s in sorted(self._good)}
+        return self._sources
 
     def model(self) -> Model:
-        return build_model(self._good.values())
+        """The model of the files in use, equal to ``build_model`` of them."""
+        self.changed = frozenset(self._builder.update())
+        return self._builder.model()

@@ -10,13 +10,10 @@ import pytest
 import yaml
 
 from registryd.adapter import Delete, Upsert
-from registryd.adapters.serviceentry.convert import (
-    FileTable,
+from registryd.adapters.serviceentry.convert import FileTable, Model, build_model, diff_models
+from registryd.adapters.serviceentry.schema import (
     InvalidConfig,
-    Model,
     ParsedFile,
-    build_model,
-    diff_models,
     parse_document,
     parse_file,
 )

@@ -24,20 +24,10 @@ from registryd.adapter import (
 from registryd.adapters.serviceentry import ServiceEntryAdapter
 from registryd.adapters.serviceentry import adapter as watch_module
 from registryd.adapters.serviceentry.adapter import is_candidate, scan_tree
+from tests.adapters.yaml_docs import entry
 
 WITHIN = 1.0  # seconds: every change must show within this
 T = TypeVar("T")
-
-
-def entry(host: str, *addresses: str) -> str:
-    endpoints = "".join(f"\n  - address: {a}" for a in addresses) or " []"
-    return (
-        "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\n"
-        f"metadata: {{name: {host.split('.')[0]}, namespace: test}}\n"
-        f"spec:\n  hosts: [{host}]\n  resolution: STATIC\n"
-        "  ports: [{number: 8080, name: http, protocol: HTTP}]\n"
-        f"  endpoints:{endpoints}\n"
-    )
 
 
 def adapter(path: Path | str, **settings: Any) -> ServiceEntryAdapter:
