@@ -1,0 +1,231 @@
+"""SnapshotBuilder and Snapshot: names, versions, removal, visibility, wire entries."""
+
+from __future__ import annotations
+
+import pytest
+from envoy.config.cluster.v3 import cluster_pb2
+from envoy.config.endpoint.v3 import endpoint_pb2
+from envoy.config.listener.v3 import listener_pb2
+from envoy.config.route.v3 import route_pb2
+from envoy.service.discovery.v3 import discovery_pb2
+
+from registryd.adapter import Delete, Replace, Upsert
+from registryd.model import Endpoint, Port, Resolution, Service
+from registryd.registry.store import RegistryStore
+from registryd.xds import resources as res
+from registryd.xds.snapshot import (
+    CDS,
+    EDS,
+    HISTORY,
+    LDS_GRPC,
+    LDS_LOCAL,
+    LDS_SIDECAR,
+    RDS,
+    Resource,
+    Snapshot,
+    SnapshotBuilder,
+    encode_field,
+)
+from tests.unit.factories import MEM, ep, svc
+
+A = "outbound|8080||a.example"
+
+
+class Rig:
+    """A store and a builder: apply an update, then build from what it changed."""
+
+    def __init__(self) -> None:
+        self.store = RegistryStore()
+        self.builder = SnapshotBuilder()
+
+    def apply(self, update: Replace | Upsert | Delete) -> Snapshot:
+        event = self.store.apply(MEM, update)
+        if event is None:
+            return self.builder.build(self.store.view, set())
+        return self.builder.build(self.store.view, event.hostnames, event.endpoints_only)
+
+    def upsert(self, service: Service, *endpoints: Endpoint) -> Snapshot:
+        return self.apply(Upsert(service=service, endpoints=endpoints))
+
+
+@pytest.fixture
+def rig() -> Rig:
+    return Rig()
+
+
+def names(snapshot: Snapshot, table: str) -> set[str]:
+    return set(snapshot.tables.get(table, {}))
+
+
+def test_istio_names(rig: Rig) -> None:
+    snap = rig.upsert(svc("a.example", Port(number=8080, protocol="HTTP")), ep())
+    assert names(snap, CDS) == {A}
+    assert names(snap, EDS) == {A}
+    assert names(snap, LDS_SIDECAR) == {"0.0.0.0_8080"}
+    assert names(snap, LDS_LOCAL) == {"0.0.0.0_8080"}
+    assert names(snap, LDS_GRPC) == {"a.example:8080"}
+    assert names(snap, RDS) == {"8080"}
+    cla = endpoint_pb2.ClusterLoadAssignment.FromString(snap.tables[EDS][A].body)
+    assert cla.cluster_name == A
+    assert cla.endpoints[0].lb_endpoints[0].endpoint.address.socket_address.address == "10.0.0.1"
+
+
+def test_local_listener_binds_loopback(rig: Rig) -> None:
+    snap = rig.upsert(svc())
+    local = listener_pb2.Listener.FromString(snap.tables[LDS_LOCAL]["0.0.0.0_8080"].body)
+    sidecar = listener_pb2.Listener.FromString(snap.tables[LDS_SIDECAR]["0.0.0.0_8080"].body)
+    assert local.address.socket_address.address == "127.0.0.1"
+    assert sidecar.address.socket_address.address == "0.0.0.0"
+
+
+def test_endpoints_only_change_bumps_only_the_cla(rig: Rig) -> None:
+    first = rig.upsert(svc(), ep())
+    second = rig.upsert(svc(), ep(), ep(address="10.0.0.2"))
+    assert second.version == first.version + 1
+    assert second.tables[EDS][A].version == second.version
+    for table in (CDS, LDS_SIDECAR, LDS_LOCAL, LDS_GRPC, RDS):
+        for name, resource in second.tables[table].items():
+            assert resource.version == first.version, (table, name)
+    assert second.changed_since(EDS, first.version) == {A}
+    assert second.changed_since(CDS, first.version) == frozenset()
+
+
+def test_unchanged_rebuild_changes_nothing(rig: Rig) -> None:
+    first = rig.upsert(svc(), ep())
+    again = rig.builder.build(rig.store.view)  # full rebuild of the same view
+    assert again.version == first.version + 1
+    for table, resources in first.tables.items():
+        assert dict(again.tables[table]) == dict(resources)
+    assert again.history[-1] == (again.version, {})
+    assert again.changed_since(CDS, first.version) == frozenset()
+
+
+def test_removing_a_service_removes_its_resources(rig: Rig) -> None:
+    rig.upsert(svc("a.example"), ep())
+    rig.upsert(svc("b.example", Port(number=9090, protocol="TCP")))
+    snap = rig.apply(Delete(hostname="b.example"))
+    assert names(snap, CDS) == {A}
+    assert names(snap, LDS_SIDECAR) == {"0.0.0.0_8080"}  # port 9090 is no longer used
+    assert names(snap, LDS_GRPC) == {"a.example:8080"}
+    assert names(snap, RDS) == {"8080"}
+    changed = snap.changed_since(CDS, snap.version - 1)
+    assert changed == {"outbound|9090||b.example"}
+    assert snap.changed_since(LDS_SIDECAR, snap.version - 1) == {"0.0.0.0_9090"}
+
+
+def test_removing_one_of_two_services_on_a_port_keeps_the_port(rig: Rig) -> None:
+    rig.upsert(svc("a.example"))
+    rig.upsert(svc("b.example"))
+    snap = rig.apply(Delete(hostname="b.example"))
+    assert names(snap, LDS_SIDECAR) == {"0.0.0.0_8080"}
+    route = route_pb2.RouteConfiguration.FromString(snap.tables[RDS]["8080"].body)
+    assert [vh.name for vh in route.virtual_hosts] == ["a.example:8080"]
+
+
+def test_dropping_a_port_removes_its_cluster_and_listeners(rig: Rig) -> None:
+    rig.upsert(svc("a.example", Port(number=8080, protocol="HTTP"), Port(number=9090)), ep())
+    snap = rig.upsert(svc("a.example", Port(number=8080, protocol="HTTP")), ep())
+    assert names(snap, CDS) == {A}
+    assert names(snap, EDS) == {A}
+    assert names(snap, LDS_SIDECAR) == {"0.0.0.0_8080"}
+    assert names(snap, LDS_GRPC) == {"a.example:8080"}
+
+
+def test_resolution_change_away_from_static_removes_the_cla(rig: Rig) -> None:
+    rig.upsert(svc(), ep())
+    snap = rig.upsert(svc(resolution=Resolution.DNS), ep())
+    assert names(snap, EDS) == set()
+    cluster = cluster_pb2.Cluster.FromString(snap.tables[CDS][A].body)
+    assert cluster.type == cluster_pb2.Cluster.STRICT_DNS
+
+
+def test_export_to_dot_goes_to_namespace_overlay_tables(rig: Rig) -> None:
+    rig.upsert(svc("pub.example"))
+    snap = rig.upsert(svc("a.example", namespace="team-a", export_to=(".",)), ep())
+    assert names(snap, CDS) == {"outbound|8080||pub.example"}
+    assert names(snap, "cds@team-a") == {A}
+    assert names(snap, "lds/grpc@team-a") == {"a.example:8080"}
+    assert A not in names(snap, CDS)
+    # the shared port's listener/route: public version and a team-a version seeing both
+    route = route_pb2.RouteConfiguration.FromString(snap.tables["rds@team-a"]["8080"].body)
+    assert {vh.name for vh in route.virtual_hosts} == {"a.example:8080", "pub.example:8080"}
+    public = route_pb2.RouteConfiguration.FromString(snap.tables[RDS]["8080"].body)
+    assert {vh.name for vh in public.virtual_hosts} == {"pub.example:8080"}
+
+
+def test_export_to_change_moves_resources_between_tables(rig: Rig) -> None:
+    rig.upsert(svc("a.example", namespace="team-a", export_to=(".",)))
+    snap = rig.upsert(svc("a.example", namespace="team-a"))
+    assert names(snap, CDS) == {A}
+    assert names(snap, "cds@team-a") == set()
+    assert snap.changed_since("cds@team-a", snap.version - 1) == {A}
+
+
+def test_export_to_none_is_visible_nowhere(rig: Rig) -> None:
+    snap = rig.upsert(svc("a.example", export_to=("~",)))
+    visible = [t for t, table in snap.tables.items() if t != EDS and table]
+    assert visible == []
+
+
+def test_changed_since_semantics(rig: Rig) -> None:
+    v1 = rig.upsert(svc("a.example"))
+    v2 = rig.upsert(svc("b.example"))
+    v3 = rig.upsert(svc("a.example"), ep())
+    b = "outbound|8080||b.example"
+    assert v3.changed_since(CDS, v3.version) == frozenset()
+    assert v3.changed_since(CDS, v3.version + 5) == frozenset()
+    assert v3.changed_since(EDS, v2.version) == {A}
+    assert v3.changed_since(CDS, v1.version) == {b}
+    assert v3.changed_since(CDS, 0) == {A, b}
+    assert v3.changed_since("nope", 0) == frozenset()
+
+
+def test_changed_since_is_none_when_too_far_back(rig: Rig) -> None:
+    for i in range(HISTORY + 3):
+        snap = rig.upsert(svc(f"h{i}.example"))
+    assert len(snap.history) == HISTORY
+    oldest = snap.history[0][0]
+    assert snap.changed_since(CDS, oldest - 1) is not None
+    assert snap.changed_since(CDS, oldest - 2) is None
+    assert snap.changed_since(CDS, 0) is None
+
+
+def test_resource_entry_splices_into_a_discovery_response(rig: Rig) -> None:
+    snap = rig.upsert(svc("a.example"), ep())
+    resources = [snap.tables[CDS][A], snap.tables[CDS][A]]
+    wire = encode_field(1, b"7") + b"".join(r.entry for r in resources)
+    wire += encode_field(4, res.CLUSTER_TYPE.encode())
+    response = discovery_pb2.DiscoveryResponse.FromString(wire)
+    assert response.version_info == "7"
+    assert response.type_url == res.CLUSTER_TYPE
+    assert len(response.resources) == 2
+    assert response.resources[0].type_url == res.CLUSTER_TYPE
+    cluster = cluster_pb2.Cluster()
+    assert response.resources[0].Unpack(cluster)
+    assert cluster.name == A
+
+
+def test_resource_make_with_long_body_uses_multibyte_lengths() -> None:
+    body = cluster_pb2.Cluster(name="x" * 300).SerializeToString()
+    resource = Resource.make(res.CLUSTER_TYPE, "x", 1, body)
+    response = discovery_pb2.DiscoveryResponse.FromString(resource.entry)
+    cluster = cluster_pb2.Cluster()
+    response.resources[0].Unpack(cluster)
+    assert cluster.name == "x" * 300
+
+
+def test_first_build_of_everything(rig: Rig) -> None:
+    rig.store.apply(MEM, Replace(services=(svc("a.example"), svc("b.example"))))
+    snap = rig.builder.build(rig.store.view)
+    assert snap.version == 1
+    assert names(snap, CDS) == {A, "outbound|8080||b.example"}
+    assert all(r.version == 1 for r in snap.tables[CDS].values())
+
+
+def test_removing_a_restricted_service_empties_its_overlay_tables(rig: Rig) -> None:
+    first = rig.upsert(svc("a.example", namespace="team-a", export_to=(".",)))
+    overlays = {"cds@team-a", "lds/grpc@team-a", "lds/sidecar@team-a", "lds/local@team-a"}
+    assert overlays | {"rds@team-a"} <= {t for t, v in first.tables.items() if v}
+    snap = rig.apply(Delete(hostname="a.example"))
+    assert [t for t, table in snap.tables.items() if table] == []
+    assert snap.changed_since("rds@team-a", first.version) == {"8080"}

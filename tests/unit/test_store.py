@@ -1,0 +1,203 @@
+"""RegistryStore: shards, merged view, change events."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from registryd.adapter import Delete, Problems, Replace, Upsert
+from registryd.model import Port, ShardKey
+from registryd.registry.store import ChangeEvent, RegistryStore
+from tests.unit.factories import ep, svc
+
+A = ShardKey("serviceentry", "a")
+B = ShardKey("consul", "b")
+
+
+@pytest.fixture
+def store() -> RegistryStore:
+    return RegistryStore()
+
+
+def events_of(store: RegistryStore) -> list[ChangeEvent]:
+    seen: list[ChangeEvent] = []
+    store.subscribe(seen.append)
+    return seen
+
+
+def test_replace_replaces_the_shard_whole(store: RegistryStore) -> None:
+    store.apply(A, Replace(services=(svc("x.example"), svc("y.example"))))
+    event = store.apply(A, Replace(services=(svc("y.example"), svc("z.example"))))
+    assert event is not None
+    assert event.hostnames == {"x.example", "z.example"}  # y unchanged
+    assert event.shard == A
+    assert set(store.view.hostnames) == {"y.example", "z.example"}
+    assert set(store.shards[A].services) == {"y.example", "z.example"}
+
+
+def test_replace_reports_vanished_hostnames_and_endpoints(store: RegistryStore) -> None:
+    store.apply(A, Replace(services=(svc("x.example"),), endpoints=(ep("x.example"),)))
+    event = store.apply(A, Replace())
+    assert event is not None
+    assert event.hostnames == {"x.example"}
+    assert not event.endpoints_only
+    assert "x.example" not in store.view.services
+    assert store.shards[A].endpoints == {}
+
+
+def test_upsert_and_delete_change_one_hostname(store: RegistryStore) -> None:
+    store.apply(A, Replace(services=(svc("x.example"), svc("y.example"))))
+    event = store.apply(A, Upsert(service=svc("x.example"), endpoints=(ep("x.example"),)))
+    assert event is not None and event.hostnames == {"x.example"}
+    assert len(store.view.services["x.example"].endpoints) == 1
+    event = store.apply(A, Delete(hostname="y.example"))
+    assert event is not None and event.hostnames == {"y.example"}
+    assert set(store.view.hostnames) == {"x.example"}
+
+
+def test_delete_of_unknown_hostname_is_no_event(store: RegistryStore) -> None:
+    seen = events_of(store)
+    assert store.apply(A, Delete(hostname="nope.example")) is None
+    assert seen == []
+
+
+def test_endpoints_are_stamped_with_their_shard(store: RegistryStore) -> None:
+    store.apply(A, Replace(services=(svc("x.example"),), endpoints=(ep("x.example"),)))
+    store.apply(B, Upsert(service=svc("x.example"), endpoints=(ep("x.example", "10.0.0.2"),)))
+    sources = {e.address: e.source for e in store.view.services["x.example"].endpoints}
+    assert sources == {"10.0.0.1": A, "10.0.0.2": B}
+
+
+def test_endpoints_only_when_no_service_changed(store: RegistryStore) -> None:
+    store.apply(A, Replace(services=(svc("x.example"),), endpoints=(ep("x.example"),)))
+    event = store.apply(
+        A, Upsert(service=svc("x.example"), endpoints=(ep("x.example", "10.0.0.2"),))
+    )
+    assert event is not None and event.endpoints_only
+
+
+def test_not_endpoints_only_when_a_service_changed(store: RegistryStore) -> None:
+    store.apply(A, Replace(services=(svc("x.example"), svc("y.example"))))
+    changed = svc("y.example", Port(number=9090))
+    event = store.apply(
+        A,
+        Replace(services=(svc("x.example"), changed), endpoints=(ep("x.example"),)),
+    )
+    assert event is not None
+    assert event.hostnames == {"x.example", "y.example"}
+    assert not event.endpoints_only
+
+
+def test_new_service_is_not_endpoints_only(store: RegistryStore) -> None:
+    event = store.apply(A, Upsert(service=svc("x.example")))
+    assert event is not None and not event.endpoints_only
+
+
+def test_no_event_when_nothing_changed(store: RegistryStore) -> None:
+    state = Replace(services=(svc("x.example"),), endpoints=(ep("x.example"),))
+    store.apply(A, state)
+    version = store.view.version
+    seen = events_of(store)
+    assert store.apply(A, state) is None
+    assert store.apply(A, Upsert(service=svc("x.example"), endpoints=(ep("x.example"),))) is None
+    assert seen == []
+    assert store.view.version == version
+
+
+def test_view_version_increments_per_change_and_old_view_is_unchanged(
+    store: RegistryStore,
+) -> None:
+    store.apply(A, Upsert(service=svc("x.example")))
+    old = store.view
+    store.apply(A, Upsert(service=svc("y.example")))
+    assert store.view.version == old.version + 1
+    assert set(old.hostnames) == {"x.example"}
+    with pytest.raises(TypeError):
+        old.services["z"] = old.services["x.example"]  # type: ignore[index]
+
+
+def test_lower_precedence_shard_does_not_change_service(store: RegistryStore) -> None:
+    store.apply(A, Upsert(service=svc("x.example")))
+    other = svc("x.example", Port(number=1234))
+    event = store.apply(B, Upsert(service=other, endpoints=(ep("x.example"),)))
+    assert event is not None and event.endpoints_only  # consul loses to serviceentry
+    merged = store.view.services["x.example"]
+    assert merged.service == svc("x.example")
+    assert merged.conflict is not None and merged.conflict.losers == (B,)
+
+
+def test_mark_failed_keeps_state_and_flips_synced(store: RegistryStore) -> None:
+    store.apply(A, Replace(services=(svc("x.example"),)))
+    assert store.shards[A].synced
+    seen = events_of(store)
+    store.mark_failed(A, "boom")
+    shard = store.shards[A]
+    assert not shard.synced and shard.ever_synced
+    assert shard.last_error == "boom"
+    assert "x.example" in store.view.services
+    assert seen == []
+    store.apply(A, Replace(services=(svc("x.example"),)))
+    assert store.shards[A].synced and store.shards[A].last_error is None
+
+
+def test_not_synced_lists_expected_shards_until_first_replace(store: RegistryStore) -> None:
+    store.expect(A)
+    store.expect(B)
+    assert store.not_synced() == sorted([A, B])
+    store.apply(A, Upsert(service=svc("x.example")))  # an increment is not a sync
+    assert store.not_synced() == sorted([A, B])
+    store.apply(A, Replace())
+    assert store.not_synced() == [B]
+    store.mark_failed(A, "down")  # once synced, a failure does not un-sync readiness
+    assert store.not_synced() == [B]
+
+
+def test_unexpected_shard_is_not_waited_for(store: RegistryStore) -> None:
+    store.apply(A, Upsert(service=svc("x.example")))
+    assert store.not_synced() == []
+
+
+def test_problems_are_stored_without_an_event(store: RegistryStore) -> None:
+    seen = events_of(store)
+    errors = {"a.yaml": "line 3: bad"}
+    assert store.apply(A, Problems(errors=errors, sources={"a.yaml": {"k": 1}})) is None
+    assert store.shards[A].problems == errors
+    assert store.shards[A].sources == {"a.yaml": {"k": 1}}
+    assert seen == []
+    store.apply(A, Problems())
+    assert store.shards[A].problems == {}
+
+
+def test_listener_exception_does_not_break_apply(store: RegistryStore) -> None:
+    def broken(event: ChangeEvent) -> None:
+        raise RuntimeError("listener bug")
+
+    store.subscribe(broken)
+    seen = events_of(store)
+    event = store.apply(A, Upsert(service=svc("x.example")))
+    assert event is not None
+    assert seen == [event]
+    assert "x.example" in store.view.services
+
+
+def test_upsert_with_endpoints_of_another_hostname_raises(store: RegistryStore) -> None:
+    with pytest.raises(ValueError, match=r"y\.example"):
+        store.apply(A, Upsert(service=svc("x.example"), endpoints=(ep("y.example"),)))
+    assert "x.example" not in store.view.services
+
+
+def test_remove_shard_drops_its_hostnames(store: RegistryStore) -> None:
+    store.expect(A)
+    store.apply(A, Replace(services=(svc("x.example"),)))
+    event = store.remove_shard(A)
+    assert event is not None and event.hostnames == {"x.example"}
+    assert list(store.view.hostnames) == []
+    assert store.not_synced() == []
+    assert store.remove_shard(A) is None
+
+
+def test_source_stamp_replaces_foreign_source(store: RegistryStore) -> None:
+    foreign = dataclasses.replace(ep("x.example"), source=B)
+    store.apply(A, Upsert(service=svc("x.example"), endpoints=(foreign,)))
+    assert store.view.services["x.example"].endpoints[0].source == A
