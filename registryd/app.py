@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass, field
 
 import grpc
@@ -17,13 +18,15 @@ from aiohttp import web
 
 from registryd.adapter import Adapter, AdapterContext, ConfigError
 from registryd.config import Address, Settings
+from registryd.metrics import Metrics
 from registryd.model import ShardKey
 from registryd.plugins import load_factory
-from registryd.push import PushController
+from registryd.push import PushController, PushRecord
 from registryd.registry.store import RegistryStore
 from registryd.supervisor import Supervisor
-from registryd.web.server import make_app
+from registryd.web.server import DebugSources, make_app
 from registryd.xds.server import XdsServer
+from registryd.xds.tracking import PushTracker
 
 __all__ = ["App"]
 
@@ -35,6 +38,7 @@ class App:
     settings: Settings
     store: RegistryStore = field(default_factory=RegistryStore)
     xds: XdsServer = field(default_factory=XdsServer)
+    tracker: PushTracker = field(default_factory=PushTracker)
     grpc_port: int = 0
     http_port: int = 0
     _adapters: list[tuple[ShardKey, Adapter]] = field(default_factory=list)
@@ -63,6 +67,14 @@ class App:
             debounce_max=self.settings.debounce_max,
         )
         self.supervisor = Supervisor(self.store)
+        self.metrics = Metrics(self.store, self.xds, lambda: dict(self.supervisor.restarts))
+        self.store.subscribe(self.metrics.registry_changed)
+        self.push.listeners.append(self._announce)
+        self.push.listeners.append(self.metrics.pushed)
+        self.xds.observers.extend((self.tracker, self.metrics))
+
+    def _announce(self, record: PushRecord) -> None:
+        self.tracker.begin(record.version, record.started, time.monotonic())
 
     def not_ready(self) -> list[str]:
         """Why the daemon is not ready yet; empty once every registry synced and the
@@ -82,7 +94,19 @@ class App:
         self._grpc.add_generic_rpc_handlers((self.xds.handler(),))
         self.grpc_port = self._bind_grpc(self.settings.grpc_addr)
         await self._grpc.start()
-        runner = web.AppRunner(make_app(self.not_ready), access_log=None)
+        settings = {reg.name: reg.settings for reg in self.settings.registries}
+        sources = DebugSources(
+            store=self.store,
+            push=self.push,
+            xds=self.xds,
+            tracker=self.tracker,
+            supervisor=self.supervisor,
+            metrics=self.metrics,
+            registries=[(key, settings.get(key.instance, {})) for key, _ in self._adapters],
+            readiness=self.not_ready,
+            allow_remote_log_level=self.settings.allow_remote_log_level,
+        )
+        runner = web.AppRunner(make_app(sources), access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, self.settings.http_addr.host, self.settings.http_addr.port)
         await site.start()

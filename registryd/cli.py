@@ -36,6 +36,20 @@ class _Parser(argparse.ArgumentParser):
         raise ConfigError(message)
 
 
+_TRUE = ("1", "t", "T", "TRUE", "true", "True")
+_FALSE = ("0", "f", "F", "FALSE", "false", "False")
+
+
+def _parse_bool(text: str) -> bool:
+    """Go's ``strconv.ParseBool`` spellings, so ``--flag``, ``--flag=true`` and
+    ``--flag=false`` work as with istiod's flags."""
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="registryd", description="Service-registry federation daemon (xDS).")
     parser.add_argument("--version", action="version", version=f"registryd {__version__}")
@@ -59,6 +73,24 @@ def _parser() -> argparse.ArgumentParser:
         help="send GOAWAY to clients after this age (e.g. 30m)",
     )
     d.add_argument("--log_output_level", default="default:info", help="scope:level,...")
+    d.add_argument(
+        "--log_as_json",
+        type=_parse_bool,
+        nargs="?",
+        const=True,
+        default=False,
+        metavar="BOOL",
+        help="write each log line as one JSON object",
+    )
+    d.add_argument(
+        "--allowRemoteLogLevel",
+        type=_parse_bool,
+        nargs="?",
+        const=True,
+        default=False,
+        metavar="BOOL",
+        help="let non-loopback peers change log levels (PUT /debug/logging/{scope})",
+    )
     d.add_argument("--debounceAfter", default="100ms", help="quiet time before a push (e.g. 100ms)")
     d.add_argument("--debounceMax", default="10s", help="longest a push is delayed")
     return parser
@@ -103,6 +135,8 @@ def parse_args(argv: Sequence[str]) -> Settings:
         debounce_after=0.0 if debounce_after is None else debounce_after,
         debounce_max=10.0 if debounce_max is None else debounce_max,
         log_output_level=args.log_output_level,
+        log_as_json=args.log_as_json,
+        allow_remote_log_level=args.allowRemoteLogLevel,
     )
 
 
@@ -126,7 +160,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     try:
         settings = parse_args(argv)
-        setup_logging(settings.log_output_level)
+        setup_logging(settings.log_output_level, as_json=settings.log_as_json)
         with contextlib.suppress(KeyboardInterrupt):
             asyncio.run(_serve(settings))
     except ConfigError as exc:

@@ -125,3 +125,5 @@ class Settings:
     debounce_after: float = 0.1
     debounce_max: float = 10.0
     log_output_level: str = "default:info"
+    log_as_json: bool = False
+    allow_remote_log_level: bool = False

@@ -1,18 +1,54 @@
 """Istio-style scoped logging: ``--log_output_level default:info,xds:debug``.
 
-Scopes are loggers under ``registryd`` (``xds`` is ``registryd.xds``); ``default`` is
-``registryd`` itself.  Levels are Istio's: debug, info, warn, error, none.
+Contract:
+
+* Scopes are loggers under ``registryd``: scope ``xds`` is logger ``registryd.xds`` and a
+  deeper logger such as ``registryd.xds.server`` is scope ``xds.server`` (its full name
+  minus the ``registryd.`` prefix, the same name the formatters print).  ``default`` is
+  ``registryd`` itself.
+* Levels are Istio's: debug, info, warn, error, none (``warning`` is accepted as an alias
+  of ``warn``, names are case-insensitive).
+* A scope's *output level* is its logger's effective level: a scope without a level of
+  its own follows its parent, so changing ``default`` also moves every scope that has
+  not been given its own level (Python's logger hierarchy).
+* :func:`setup` installs one handler on ``registryd`` writing to stderr, either Istio's
+  tab-separated text (``time<TAB>level<TAB>scope<TAB>msg``) or, with ``as_json=True``,
+  one JSON object per line: ``{"time", "level", "scope", "msg"}`` plus ``"error"`` (the
+  formatted traceback) when the record carries exception info.
+* :func:`list_scopes`, :func:`get_scope` and :func:`set_scope_level` are the runtime
+  control surface (served over HTTP by :mod:`registryd.web.logging_api`).  The scopes
+  "in use" are ``default`` plus every logger already created under ``registryd.``;
+  setting a level never creates a scope.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 import time
+from typing import TypedDict
 
 from registryd.adapter import ConfigError
 
-__all__ = ["LEVELS", "apply_levels", "parse_levels", "setup"]
+__all__ = [
+    "LEVELS",
+    "JsonFormatter",
+    "ScopeInfo",
+    "TextFormatter",
+    "UnknownScopeError",
+    "apply_levels",
+    "get_scope",
+    "level_name",
+    "level_value",
+    "list_scopes",
+    "parse_levels",
+    "scope_name",
+    "set_scope_level",
+    "setup",
+]
+
+ROOT = "registryd"
 
 LEVELS = {
     "debug": logging.DEBUG,
@@ -23,9 +59,81 @@ LEVELS = {
     "none": logging.CRITICAL + 10,
 }
 
+_LEVEL_CHOICES = ", ".join(k for k in LEVELS if k != "warning")
+
+_DESCRIPTIONS = {
+    "default": "Unscoped logging messages.",
+    "xds": "xDS (ADS) server: client streams, requests and responses.",
+    "push": "Debounced pushes of registry changes to xDS clients.",
+    "registry": "Merged service registry store.",
+    "serviceentry": "ServiceEntry YAML registry adapter.",
+    "supervisor": "Registry adapter supervision and restarts.",
+    "web": "HTTP debug and readiness endpoints.",
+}
+
+
+class ScopeInfo(TypedDict):
+    """One scope as served by the logging API."""
+
+    name: str
+    description: str
+    output_level: str
+
+
+class UnknownScopeError(LookupError):
+    """The scope names no logger in use; ``str()`` is a one-line message."""
+
+    def __str__(self) -> str:
+        return f"unknown scope {self.args[0]!r}"
+
 
 def _logger_name(scope: str) -> str:
-    return "registryd" if scope in ("default", "") else f"registryd.{scope}"
+    return ROOT if scope in ("default", "") else f"{ROOT}.{scope}"
+
+
+def scope_name(logger_name: str) -> str:
+    """``registryd`` → ``default``; ``registryd.xds.server`` → ``xds.server``; any other
+    logger keeps its own name."""
+    if logger_name == ROOT:
+        return "default"
+    return logger_name.removeprefix(f"{ROOT}.")
+
+
+def level_value(name: str) -> int:
+    """Istio level name (case-insensitive) → :mod:`logging` level; ``ValueError`` if unknown."""
+    try:
+        return LEVELS[name.strip().lower()]
+    except KeyError:
+        raise ValueError(f"unknown level {name!r} (use one of {_LEVEL_CHOICES})") from None
+
+
+def level_name(level: int) -> str:
+    """A logger threshold → the Istio level whose output it matches.
+
+    Thresholds between Istio levels round up to the next level (25 → ``warn``: info lines
+    are not shown); anything above ``CRITICAL`` is ``none`` and ``NOTSET`` is ``debug``.
+    """
+    if level <= logging.DEBUG:
+        return "debug"
+    if level <= logging.INFO:
+        return "info"
+    if level <= logging.WARNING:
+        return "warn"
+    if level <= logging.CRITICAL:
+        return "error"
+    return "none"
+
+
+def _record_level(levelno: int) -> str:
+    """A record's level → the Istio name printed for it (rounds down; ``CRITICAL`` is
+    ``error``)."""
+    if levelno < logging.INFO:
+        return "debug"
+    if levelno < logging.WARNING:
+        return "info"
+    if levelno < logging.ERROR:
+        return "warn"
+    return "error"
 
 
 def parse_levels(text: str) -> dict[str, int]:
@@ -36,7 +144,7 @@ def parse_levels(text: str) -> dict[str, int]:
         if level.lower() not in LEVELS:
             raise ConfigError(
                 f"--log_output_level: unknown level {level!r} in {item!r} "
-                f"(use one of {', '.join(k for k in LEVELS if k != 'warning')})"
+                f"(use one of {_LEVEL_CHOICES})"
             )
         result[scope or "default"] = LEVELS[level.lower()]
     return result
@@ -47,26 +155,94 @@ def apply_levels(levels: dict[str, int]) -> None:
         logging.getLogger(_logger_name(scope)).setLevel(level)
 
 
-class _IstioFormatter(logging.Formatter):
-    _names = {logging.DEBUG: "debug", logging.INFO: "info", logging.WARNING: "warn"}
+def list_scopes() -> list[ScopeInfo]:
+    """``default`` first, then every existing ``registryd.*`` logger sorted by scope name."""
+    prefix = f"{ROOT}."
+    names = {
+        scope_name(name)
+        for name, logger in list(logging.Logger.manager.loggerDict.items())
+        if name.startswith(prefix) and isinstance(logger, logging.Logger)
+    }
+    names.discard("default")  # a logger literally named registryd.default is not a scope
+    return [_info("default"), *(_info(name) for name in sorted(names))]
+
+
+def _existing_logger(scope: str) -> logging.Logger:
+    if scope == "default":
+        return logging.getLogger(ROOT)
+    existing = logging.Logger.manager.loggerDict.get(_logger_name(scope)) if scope else None
+    if not isinstance(existing, logging.Logger):
+        raise UnknownScopeError(scope)
+    return existing
+
+
+def _info(scope: str) -> ScopeInfo:
+    logger = _existing_logger(scope)
+    return ScopeInfo(
+        name=scope,
+        description=_DESCRIPTIONS.get(scope, f"Messages from the {logger.name} logger."),
+        output_level=level_name(logger.getEffectiveLevel()),
+    )
+
+
+def get_scope(scope: str) -> ScopeInfo:
+    """One scope; :class:`UnknownScopeError` if no such logger exists yet."""
+    return _info(scope)
+
+
+def set_scope_level(scope: str, level: str) -> ScopeInfo:
+    """Set an existing scope's level by Istio name and return the updated scope.
+
+    Raises :class:`UnknownScopeError` (unknown scope) or ``ValueError`` (unknown level);
+    nothing changes in either case.
+    """
+    value = level_value(level)
+    logger = _existing_logger(scope)
+    logger.setLevel(value)
+    return _info(scope)
+
+
+def _timestamp(record: logging.LogRecord) -> str:
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+    return stamp + f".{int(record.msecs):03d}000Z"
+
+
+class TextFormatter(logging.Formatter):
+    """``2024-05-01T12:00:00.123000Z<TAB>info<TAB>xds<TAB>message`` (+ traceback lines)."""
 
     def format(self, record: logging.LogRecord) -> str:
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-        stamp += f".{int(record.msecs):03d}000Z"
-        scope = record.name.removeprefix("registryd").lstrip(".") or "default"
-        level = self._names.get(record.levelno, "error")
-        text = f"{stamp}\t{level}\t{scope}\t{record.getMessage()}"
+        level = _record_level(record.levelno)
+        text = f"{_timestamp(record)}\t{level}\t{scope_name(record.name)}\t{record.getMessage()}"
         if record.exc_info:
             text += "\n" + self.formatException(record.exc_info)
         return text
 
 
-def setup(levels_text: str) -> None:
-    """Install the handler on the ``registryd`` logger and apply the levels."""
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line, like istiod's ``--log_as_json``."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": _timestamp(record),
+            "level": _record_level(record.levelno),
+            "scope": scope_name(record.name),
+            "msg": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["error"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False)
+
+
+def setup(levels_text: str, *, as_json: bool = False) -> None:
+    """Install the handler on the ``registryd`` logger and apply the levels.
+
+    The levels are parsed first, so a bad ``levels_text`` raises :class:`ConfigError`
+    before anything changes.
+    """
     levels = parse_levels(levels_text)
-    root = logging.getLogger("registryd")
+    root = logging.getLogger(ROOT)
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_IstioFormatter())
+    handler.setFormatter(JsonFormatter() if as_json else TextFormatter())
     root.handlers[:] = [handler]
     root.propagate = False
     root.setLevel(logging.INFO)

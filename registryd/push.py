@@ -22,10 +22,14 @@ __all__ = ["PushController", "PushRecord"]
 
 log = logging.getLogger("registryd.push")
 
+HISTORY = 100  # push records kept
+SAMPLE = 20  # hostnames named per record
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PushRecord:
-    """One push: what triggered it and how long it took."""
+    """One push: what triggered it and how long it took.  ``started`` is the monotonic
+    time of its first registry event, ``at`` the wall-clock time it was published."""
 
     version: int
     hostnames: int
@@ -34,6 +38,9 @@ class PushRecord:
     debounce_seconds: float
     build_seconds: float
     triggers: tuple[str, ...] = field(default=())
+    sample: tuple[str, ...] = field(default=())  # some of the hostnames, sorted
+    started: float = 0.0
+    at: float = 0.0
 
 
 class PushController:
@@ -44,6 +51,7 @@ class PushController:
         *,
         debounce_after: float = 0.1,
         debounce_max: float = 10.0,
+        listeners: tuple[Callable[[PushRecord], None], ...] = (),
     ) -> None:
         self._store = store
         self._publish = publish
@@ -58,6 +66,7 @@ class PushController:
         self._last_at = 0.0
         self._signal = asyncio.Event()
         self.history: list[PushRecord] = []
+        self.listeners = list(listeners)  # told of each push before its snapshot goes out
         store.subscribe(self._on_change)
 
     @property
@@ -83,19 +92,28 @@ class PushController:
         endpoints_only, self._endpoints_only = self._endpoints_only, True
         events, self._events = self._events, 0
         triggers, self._triggers = self._triggers, set()
+        first_at = self._first_at if events else started
         snapshot = self._builder.build(view, hostnames, endpoints_only)
         built = time.monotonic()
-        self._publish(snapshot)
         record = PushRecord(
             version=snapshot.version,
             hostnames=len(hostnames),
             endpoints_only=endpoints_only,
             events=events,
-            debounce_seconds=(started - self._first_at) if events else 0.0,
+            debounce_seconds=started - first_at,
             build_seconds=built - started,
             triggers=tuple(sorted(triggers)),
+            sample=tuple(sorted(hostnames)[:SAMPLE]),
+            started=first_at,
+            at=time.time(),
         )
-        self.history = [*self.history[-99:], record]
+        self.history = [*self.history[-(HISTORY - 1) :], record]
+        for listener in self.listeners:
+            try:
+                listener(record)
+            except Exception:  # observers must not stop pushes
+                log.exception("push listener failed")
+        self._publish(snapshot)
         log.debug(
             "push v%d: %d hostnames (%s) from %d events, built in %.1f ms",
             snapshot.version,

@@ -1,19 +1,87 @@
-"""HTTP side: readiness and liveness.  It reads daemon state and never changes it."""
+"""The HTTP side: readiness, liveness, the istiod-style debug endpoints and /metrics.
+
+It reads daemon state and never changes it (the one exception is the log level API,
+see :mod:`registryd.web.logging_api`).  The same application is served on
+``--httpAddr`` and ``--monitoringAddr``, as istiod mirrors its debug endpoints.
+Handlers run on the event loop between pushes' writes; each one renders from the
+current objects without waiting on anything, so the debug port answers while a push is
+fanning out.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import html
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST
 
-__all__ = ["make_app"]
+from registryd.metrics import Metrics
+from registryd.model import ShardKey
+from registryd.push import PushController
+from registryd.registry.store import RegistryStore
+from registryd.supervisor import Supervisor
+from registryd.web import views
+from registryd.web.logging_api import logging_routes
+from registryd.xds.dump import config_dump
+from registryd.xds.server import XdsServer
+from registryd.xds.tracking import PushTracker
+
+__all__ = ["ENDPOINTS", "DebugSources", "make_app"]
+
+# path -> description, in the order of the /debug index
+ENDPOINTS: Mapping[str, str] = {
+    "/debug/registryz": "merged services as served (?hostname=, ?namespace=)",
+    "/debug/endpointz": "endpoints per hostname, namespace and registry, with provenance "
+    "(?hostname=)",
+    "/debug/configz": "raw config each registry holds, with per-source errors (?registry=)",
+    "/debug/adsz": "connected xDS clients: node, locality, subscriptions (?proxyID=)",
+    "/debug/syncz": "per client and type: version and nonce sent, ACK/NACK (?proxyID=)",
+    "/debug/config_dump": "what one proxy gets, as Envoy's config_dump (?proxyID=)",
+    "/debug/connections": "a light list of connections (?proxyID=)",
+    "/debug/push_status": "problems in the current view",
+    "/debug/pushz": "the last pushes: trigger, debounce, sent to whom, time to ACK "
+    "(?proxyID=, ?limit=)",
+    "/debug/logging": "log scopes and levels; PUT /debug/logging/<scope> from localhost",
+    "/debug/list": "this list as JSON",
+    "/ready": "200 once every registry has synced, 503 (saying which has not) before",
+    "/healthz": "liveness",
+    "/metrics": "Prometheus metrics",
+}
 
 
-def make_app(readiness: Callable[[], list[str]]) -> web.Application:
-    """``readiness()`` returns the reasons the daemon is not ready (empty: ready)."""
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DebugSources:
+    """The live objects the HTTP side reads."""
+
+    store: RegistryStore
+    push: PushController
+    xds: XdsServer
+    tracker: PushTracker
+    supervisor: Supervisor
+    metrics: Metrics
+    registries: Sequence[tuple[ShardKey, Mapping[str, Any]]]  # configured, with settings
+    readiness: Callable[[], list[str]]
+    allow_remote_log_level: bool = False
+
+
+def _json(data: Any, status: int = 200) -> web.Response:
+    return web.Response(
+        text=json.dumps(data, indent=2, sort_keys=False) + "\n",
+        status=status,
+        content_type="application/json",
+    )
+
+
+def make_app(src: DebugSources) -> web.Application:
+    def q(request: web.Request, name: str) -> str:
+        return request.query.get(name, "")
 
     async def ready(_: web.Request) -> web.Response:
-        reasons = readiness()
+        reasons = src.readiness()
         if reasons:
             return web.Response(status=503, text="not ready: " + "; ".join(reasons) + "\n")
         return web.Response(text="ready\n")
@@ -21,8 +89,82 @@ def make_app(readiness: Callable[[], list[str]]) -> web.Application:
     async def healthz(_: web.Request) -> web.Response:
         return web.Response(text="ok\n")
 
+    async def metrics(_: web.Request) -> web.Response:
+        body = src.metrics.render()
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def index(_: web.Request) -> web.Response:
+        rows = "".join(
+            f'<tr><td><a href="{html.escape(p)}">{html.escape(p)}</a></td>'
+            f"<td>{html.escape(d)}</td></tr>"
+            for p, d in ENDPOINTS.items()
+        )
+        page = (
+            "<!doctype html><html><head><title>registryd debug</title></head><body>"
+            f"<h1>registryd debug endpoints</h1><table>{rows}</table></body></html>"
+        )
+        return web.Response(text=page, content_type="text/html")
+
+    async def listing(_: web.Request) -> web.Response:
+        return _json([{"path": p, "description": d} for p, d in ENDPOINTS.items()])
+
+    async def registryz(r: web.Request) -> web.Response:
+        return _json(views.registryz(src.store.view.services, q(r, "hostname"), q(r, "namespace")))
+
+    async def endpointz(r: web.Request) -> web.Response:
+        return _json(views.endpointz(src.store, q(r, "hostname")))
+
+    async def configz(r: web.Request) -> web.Response:
+        restarts = src.supervisor.restarts
+        return _json(views.configz(src.store, src.registries, restarts, q(r, "registry")))
+
+    async def adsz(r: web.Request) -> web.Response:
+        return _json(views.adsz(list(src.xds.connections.values()), q(r, "proxyID")))
+
+    async def syncz(r: web.Request) -> web.Response:
+        return _json(views.syncz(list(src.xds.connections.values()), q(r, "proxyID")))
+
+    async def connections(r: web.Request) -> web.Response:
+        return _json(views.connections(list(src.xds.connections.values()), q(r, "proxyID")))
+
+    async def dump(r: web.Request) -> web.Response:
+        proxy = q(r, "proxyID")
+        if not proxy:
+            return _json({"error": "proxyID is required (see /debug/connections)"}, 400)
+        found = [c for c in src.xds.connections.values() if proxy in (c.proxy_id, c.id)]
+        if not found:
+            return _json({"error": f"proxy {proxy!r} is not connected"}, 404)
+        conn = max(found, key=lambda c: c.connected_at)  # the newest stream of that proxy
+        prefix = src.xds.version_prefix
+        return _json(config_dump(conn, src.xds.snapshot, version_prefix=prefix))
+
+    async def push_status(_: web.Request) -> web.Response:
+        return _json(views.push_status(src.store))
+
+    async def pushz(r: web.Request) -> web.Response:
+        try:
+            limit = int(q(r, "limit") or 20)
+        except ValueError:
+            return _json({"error": "limit must be an integer"}, 400)
+        records = src.push.history
+        return _json(views.pushz(records, src.tracker.traces(), q(r, "proxyID"), limit))
+
     app = web.Application()
     app.router.add_get("/ready", ready)
     app.router.add_get("/healthz/ready", ready)
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/debug", index)
+    app.router.add_get("/debug/", index)
+    app.router.add_get("/debug/list", listing)
+    app.router.add_get("/debug/registryz", registryz)
+    app.router.add_get("/debug/endpointz", endpointz)
+    app.router.add_get("/debug/configz", configz)
+    app.router.add_get("/debug/adsz", adsz)
+    app.router.add_get("/debug/syncz", syncz)
+    app.router.add_get("/debug/connections", connections)
+    app.router.add_get("/debug/config_dump", dump)
+    app.router.add_get("/debug/push_status", push_status)
+    app.router.add_get("/debug/pushz", pushz)
+    app.router.add_routes(logging_routes(allow_remote=src.allow_remote_log_level))
     return app

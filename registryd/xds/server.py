@@ -16,15 +16,15 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
 from envoy.service.discovery.v3 import discovery_pb2
 
 from registryd.xds.snapshot import EMPTY, Snapshot
-from registryd.xds.stream import Connection, Interner
+from registryd.xds.stream import Connection, Digest, Interner, Planned
 
-__all__ = ["ADS_METHOD", "XdsServer"]
+__all__ = ["ADS_METHOD", "XdsObserver", "XdsServer"]
 
 log = logging.getLogger("registryd.xds")
 
@@ -32,11 +32,36 @@ ADS_SERVICE = "envoy.service.discovery.v3.AggregatedDiscoveryService"
 ADS_METHOD = f"/{ADS_SERVICE}/StreamAggregatedResources"
 
 
+class XdsObserver(Protocol):
+    """Told about every response written and every answer read (metrics, push traces).
+    Called on the event loop; must be quick and must not raise."""
+
+    def sent(
+        self, conn: Connection, planned: Planned, version: int, started: float, finished: float
+    ) -> None:
+        """``planned`` (of snapshot ``version``) was written; monotonic start and end."""
+
+    def failed(self, conn: Connection, planned: Planned) -> None:
+        """Writing ``planned`` failed (the stream is broken and will close)."""
+
+    def synced(self, conn: Connection, version: int, at: float) -> None:
+        """Everything ``conn`` needed of snapshot ``version`` has been written."""
+
+    def answered(self, conn: Connection, digest: Digest, version_info: str, at: float) -> None:
+        """A request arrived on ``conn``: ``digest.kind`` says whether ACK, NACK..."""
+
+
 class XdsServer:
-    def __init__(self, *, version_prefix: str | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        version_prefix: str | None = None,
+        observers: tuple[XdsObserver, ...] = (),
+    ) -> None:
         self.snapshot: Snapshot = EMPTY
         self.connections: dict[str, Connection] = {}
         self.version_prefix = version_prefix or time.strftime("%Y%m%dT%H%M%S")
+        self.observers: list[XdsObserver] = list(observers)
         self._interner = Interner()
         self._wake: dict[str, asyncio.Event] = {}
 
@@ -75,8 +100,13 @@ class XdsServer:
             async for request in requests:
                 if writer.done():
                     break
-                if conn.on_request(request):
+                digest = conn.on_request(request)
+                if digest.replan:
                     wake.set()
+                if self.observers:
+                    at = time.monotonic()
+                    for observer in self.observers:
+                        observer.answered(conn, digest, request.version_info, at)
                 if request.HasField("error_detail") and request.response_nonce:
                     log.warning(
                         "%s rejected %s version %s: %s",
@@ -107,6 +137,21 @@ class XdsServer:
             await wake.wait()
             wake.clear()
             snapshot = self.snapshot
-            for planned in conn.plan(snapshot):
-                await context.write(planned.payload)
+            plan = conn.plan(snapshot)
+            for planned in plan:
+                started = time.monotonic()
+                try:
+                    await context.write(planned.payload)
+                except Exception:
+                    for observer in self.observers:
+                        observer.failed(conn, planned)
+                    raise
+                if self.observers:
+                    finished = time.monotonic()
+                    for observer in self.observers:
+                        observer.sent(conn, planned, snapshot.version, started, finished)
             conn.written_version = snapshot.version
+            if plan and self.observers:
+                at = time.monotonic()
+                for observer in self.observers:
+                    observer.synced(conn, snapshot.version, at)

@@ -47,7 +47,7 @@ from registryd.xds.snapshot import (
     scoped,
 )
 
-__all__ = ["ORDER", "Connection", "Interner", "TypeState"]
+__all__ = ["ORDER", "Connection", "Digest", "Interner", "Planned", "TypeState"]
 
 ORDER = (res.CLUSTER_TYPE, res.ENDPOINT_TYPE, res.LISTENER_TYPE, res.ROUTE_TYPE)
 _FULL_STATE = frozenset({res.CLUSTER_TYPE, res.LISTENER_TYPE})
@@ -109,9 +109,24 @@ class TypeState:
     acked_at: float = 0.0
     last_nack: str = ""
     nack_version: str = ""
+    nacked_at: float = 0.0
     nacks: int = 0
     acks: int = 0
     expired_nonces: int = 0
+
+
+ACK, NACK, EXPIRED, REQUEST, IGNORED = "ack", "nack", "expired", "request", "ignored"
+
+
+@dataclass(frozen=True, slots=True)
+class Digest:
+    """What one request was: an ``ack`` or ``nack`` of the last response of its type, a
+    stale one (``expired`` nonce), a new ``request`` (first or changed subscription), or
+    ``ignored`` (a type this server does not serve)."""
+
+    replan: bool
+    kind: str
+    state: TypeState | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +146,17 @@ def _empty(table: str, name: str) -> Resource:
         return Resource.make(res.ENDPOINT_TYPE, name, 0, body)
     body = route_pb2.RouteConfiguration(name=name).SerializeToString()
     return Resource.make(res.ROUTE_TYPE, name, 0, body)
+
+
+def _layered(snapshot: Snapshot, tables: tuple[str, ...]) -> Mapping[str, Resource]:
+    """``tables`` of ``snapshot`` merged by name, later tables winning."""
+    present = [snapshot.tables[t] for t in tables if t in snapshot.tables]
+    if len(present) == 1:
+        return present[0]
+    merged: dict[str, Resource] = {}
+    for layer in present:
+        merged.update(layer)
+    return merged
 
 
 def _namespace_from_id(node_id: str) -> str:
@@ -155,6 +181,7 @@ class Connection:
         self.id = f"conn-{next(_ids)}"
         self.peer = peer
         self.connected_at = time.time()
+        self.connected_mono = time.monotonic()
         self.node: base_pb2.Node | None = None
         self.lds_table = LDS_SIDECAR
         self.namespace = ""
@@ -177,29 +204,33 @@ class Connection:
             self.lds_table = LDS_LOCAL
 
     # -- requests ----------------------------------------------------------------
-    def on_request(self, request: discovery_pb2.DiscoveryRequest) -> bool:
-        """Digest one request; True when the writer should plan again."""
+    def on_request(self, request: discovery_pb2.DiscoveryRequest) -> Digest:
+        """Digest one request: what it was and whether the writer should plan again."""
         if self.node is None and request.HasField("node"):
             self._identify(request.node)
         type_url = request.type_url
         if type_url not in ORDER:
-            return False
+            return Digest(False, IGNORED, None)
         state = self.states.get(type_url)
         if state is None:
             state = self.states[type_url] = TypeState(type_url)
+        kind = REQUEST
         if request.response_nonce:
             if request.response_nonce != state.nonce:
                 state.expired_nonces += 1
-                return False
+                return Digest(False, EXPIRED, state)
             if request.HasField("error_detail"):
+                kind = NACK
                 state.nacks += 1
                 state.last_nack = request.error_detail.message or "rejected"
                 state.nack_version = state.version_sent
+                state.nacked_at = time.monotonic()
             else:
+                kind = ACK
                 state.acks += 1
                 state.acked_version = request.version_info
                 state.acked_at = time.monotonic()
-        return self._subscribe(state, request)
+        return Digest(self._subscribe(state, request), kind, state)
 
     def _subscribe(self, state: TypeState, request: discovery_pb2.DiscoveryRequest) -> bool:
         key, subscribed, star = self._intern(request)
@@ -256,6 +287,11 @@ class Connection:
             base = self.lds_table
         return (base, scoped(base, self.namespace)) if self.namespace else (base,)
 
+    def visible(self, snapshot: Snapshot, type_url: str) -> Mapping[str, Resource]:
+        """Every resource of ``type_url`` in ``snapshot`` this connection can see, by
+        name (its namespace overlay over the plain table), whatever it subscribed to."""
+        return _layered(snapshot, self._tables(type_url))
+
     def _changed(
         self, snapshot: Snapshot, tables: tuple[str, ...], since: int
     ) -> frozenset[str] | None:
@@ -307,15 +343,7 @@ class Connection:
         that needs it.  Its nonce is unique per snapshot and response content, so it is
         unique on every stream (a stream never gets the same content twice in a row from
         one snapshot unless it re-subscribed, and then the repeat is harmless)."""
-        present = [snapshot.tables[t] for t in tables if t in snapshot.tables]
-        resources: Mapping[str, Resource]
-        if len(present) == 1:
-            resources = present[0]
-        else:
-            merged: dict[str, Resource] = {}
-            for layer in present:
-                merged.update(layer)
-            resources = merged
+        resources = _layered(snapshot, tables)
         table = tables[0]
         wanted = key[1]
         chosen: list[Resource]

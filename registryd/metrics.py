@@ -1,0 +1,261 @@
+"""Prometheus metrics under istiod's names, plus registryd's own per-registry metrics.
+
+istiod's names, labels and histogram buckets are kept so that Istio's control-plane
+dashboards and alerts work unchanged.  istiod exposes its counters without the
+``_total`` suffix (``pilot_xds_pushes{type="cds"} 26``); prometheus-client cannot declare
+a counter under such a name, so these are exposed as ``untyped`` with the exact sample
+names dashboards query.  registryd's own metrics (``registryd_*``) follow Prometheus'
+naming rules and are typed normally.
+
+Events come in through three hooks, none of which blocks: the xDS server's observer
+interface (:meth:`sent`, :meth:`failed`, :meth:`synced`, :meth:`answered`), the push
+controller's listener (:meth:`pushed`) and the store's change listener
+(:meth:`registry_changed`).  Gauges (connected clients, services, per-registry state)
+are read from the live objects at scrape time.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from registryd.model import ShardKey
+from registryd.push import PushRecord
+from registryd.registry.store import ChangeEvent, RegistryStore
+from registryd.xds import resources as res
+from registryd.xds.server import XdsServer
+from registryd.xds.stream import EXPIRED, NACK, Connection, Digest, Planned
+
+__all__ = ["Metrics", "short_type"]
+
+_SHORT = {
+    res.CLUSTER_TYPE: "cds",
+    res.ENDPOINT_TYPE: "eds",
+    res.LISTENER_TYPE: "lds",
+    res.ROUTE_TYPE: "rds",
+}
+# istiod's buckets (pilot/pkg/xds/monitoring.go)
+_TIME_BUCKETS = (0.01, 0.1, 1, 3, 5, 10, 20, 30)
+_CONVERGENCE_BUCKETS = (0.1, 0.5, 1, 3, 5, 10, 20, 30)
+_SIZE_BUCKETS = (1, 10000, 1000000, 4000000, 10000000, 40000000)
+
+_COUNTERS = {  # name -> help; every one has the single label "type"
+    "pilot_xds_pushes": "Pilot build and send errors for lds, rds, cds and eds.",
+    "pilot_push_triggers": "Total number of times a push was triggered, labeled by reason.",
+    "pilot_inbound_updates": "Total number of updates received by pilot.",
+    "pilot_total_xds_rejects": "Total number of XDS responses from pilot rejected by proxy.",
+    "pilot_xds_expired_nonce": "Total number of XDS requests with an expired nonce.",
+}
+
+
+def short_type(type_url: str) -> str:
+    """``cds``/``eds``/``lds``/``rds`` for a type URL, as istiod labels its metrics."""
+    return _SHORT.get(type_url, type_url.rsplit(".", 1)[-1].lower())
+
+
+class _Counters(Collector):
+    """istiod-style counters: one ``type`` label, exposed untyped under the bare name."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, dict[str, float]] = {name: {} for name in _COUNTERS}
+
+    def inc(self, name: str, label: str, amount: float = 1.0) -> None:
+        series = self.values[name]
+        series[label] = series.get(label, 0.0) + amount
+
+    def collect(self) -> Iterator[Metric]:
+        for name, doc in _COUNTERS.items():
+            metric = Metric(name, doc, "unknown")
+            for label, value in sorted(self.values[name].items()):
+                metric.add_sample(name, {"type": label}, value)
+            yield metric
+
+
+class _State(Collector):
+    """Gauges read from the live daemon at scrape time."""
+
+    def __init__(
+        self,
+        store: RegistryStore,
+        xds: XdsServer,
+        failures: Callable[[], dict[ShardKey, int]],
+    ) -> None:
+        self._store = store
+        self._xds = xds
+        self._failures = failures
+
+    def collect(self) -> Iterator[Metric]:
+        clients = GaugeMetricFamily(
+            "pilot_xds",
+            "Number of endpoints connected to this pilot using XDS.",
+            labels=["version"],
+        )
+        versions: dict[str, int] = {}
+        for conn in list(self._xds.connections.values()):
+            version = _proxy_version(conn)
+            versions[version] = versions.get(version, 0) + 1
+        for version, count in sorted(versions.items()):
+            clients.add_metric([version], count)
+        yield clients
+        services = GaugeMetricFamily("pilot_services", "Total services known to pilot.")
+        services.add_metric([], len(self._store.view.services))
+        yield services
+        yield from self._registries()
+
+    def _registries(self) -> Iterator[Metric]:
+        labels = ["registry", "provider"]
+        synced = GaugeMetricFamily(
+            "registryd_registry_synced",
+            "1 while the registry's adapter is connected and has delivered its full state.",
+            labels=labels,
+        )
+        last = GaugeMetricFamily(
+            "registryd_registry_last_sync_timestamp_seconds",
+            "Unix time of the registry's last full state (0: never).",
+            labels=labels,
+        )
+        events = GaugeMetricFamily(
+            "registryd_registry_events",
+            "Updates received from the registry's adapter since start (a counter).",
+            labels=labels,
+        )
+        failures = GaugeMetricFamily(
+            "registryd_registry_failures",
+            "Times the registry's adapter failed and was restarted (a counter).",
+            labels=labels,
+        )
+        config_errors = GaugeMetricFamily(
+            "registryd_registry_config_errors",
+            "Sources the registry currently rejects (e.g. broken files); last good kept.",
+            labels=labels,
+        )
+        services = GaugeMetricFamily(
+            "registryd_registry_services", "Services the registry holds.", labels=labels
+        )
+        endpoints = GaugeMetricFamily(
+            "registryd_registry_endpoints", "Endpoints the registry holds.", labels=labels
+        )
+        restarts = self._failures()
+        for key, shard in sorted(self._store.shards.items()):
+            values = [key.instance, key.provider]
+            synced.add_metric(values, 1 if shard.synced else 0)
+            last.add_metric(values, shard.last_sync or 0)
+            events.add_metric(values, shard.events)
+            failures.add_metric(values, restarts.get(key, 0))
+            config_errors.add_metric(values, len(shard.problems))
+            services.add_metric(values, len(shard.services))
+            endpoints.add_metric(values, sum(len(e) for e in shard.endpoints.values()))
+        yield from (synced, last, events, failures, config_errors, services, endpoints)
+
+
+def _proxy_version(conn: Connection) -> str:
+    node = conn.node
+    if node is not None:
+        field = node.metadata.fields.get("ISTIO_VERSION")
+        if field is not None and field.string_value:
+            return field.string_value
+        if node.user_agent_name and node.HasField("user_agent_build_version"):
+            v = node.user_agent_build_version.version
+            return f"{node.user_agent_name}/{v.major_number}.{v.minor_number}.{v.patch}"
+    return "unknown"
+
+
+class Metrics:
+    """All metrics of one daemon, in a registry of their own (no global state)."""
+
+    def __init__(
+        self,
+        store: RegistryStore,
+        xds: XdsServer,
+        failures: Callable[[], dict[ShardKey, int]] = dict,
+    ) -> None:
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.counters = _Counters()
+        self.registry.register(self.counters)
+        self.registry.register(_State(store, xds, failures))
+
+        def histogram(name: str, doc: str, buckets: tuple[float, ...], *labels: str) -> Histogram:
+            return Histogram(name, doc, labels, buckets=buckets, registry=self.registry)
+
+        self.push_time = histogram(
+            "pilot_xds_push_time",
+            "Total time in seconds Pilot takes to push lds, rds, cds and eds.",
+            _TIME_BUCKETS,
+            "type",
+        )
+        self.send_time = histogram(
+            "pilot_xds_send_time",
+            "Total time in seconds Pilot takes to send generated configuration.",
+            _TIME_BUCKETS,
+        )
+        self.convergence = histogram(
+            "pilot_proxy_convergence_time",
+            "Delay in seconds between config change and a proxy receiving all required "
+            "configuration.",
+            _CONVERGENCE_BUCKETS,
+        )
+        self.debounce = histogram(
+            "pilot_debounce_time",
+            "Delay in seconds between the first config enters debouncing and the merged push "
+            "request is pushed into the push queue.",
+            _TIME_BUCKETS,
+        )
+        self.config_size = histogram(
+            "pilot_xds_config_size_bytes",
+            "Distribution of configuration sizes pushed to clients",
+            _SIZE_BUCKETS,
+            "type",
+        )
+        # version -> (first registry event, published), both monotonic; a few kept
+        self._pushes: OrderedDict[int, tuple[float, float]] = OrderedDict()
+
+    def render(self) -> bytes:
+        """The text exposition format."""
+        return generate_latest(self.registry)
+
+    # -- registry and push hooks -------------------------------------------------------
+    def registry_changed(self, event: ChangeEvent) -> None:
+        self.counters.inc("pilot_inbound_updates", "eds" if event.endpoints_only else "svc")
+
+    def pushed(self, record: PushRecord) -> None:
+        """Called just before the push's snapshot is published."""
+        published = time.monotonic()
+        self.counters.inc("pilot_push_triggers", "endpoint" if record.endpoints_only else "service")
+        self.debounce.observe(record.debounce_seconds)
+        self._pushes[record.version] = (record.started, published)
+        while len(self._pushes) > 64:
+            self._pushes.popitem(last=False)
+
+    # -- xDS server observer -------------------------------------------------------------
+    def sent(
+        self, conn: Connection, planned: Planned, version: int, started: float, finished: float
+    ) -> None:
+        kind = short_type(planned.type_url)
+        self.counters.inc("pilot_xds_pushes", kind)
+        self.config_size.labels(kind).observe(len(planned.payload))
+        self.send_time.observe(finished - started)
+        push = self._pushes.get(version)
+        # a push: time from the snapshot's publication; a request: the write alone
+        since = push[1] if push is not None and push[1] >= conn.connected_mono else started
+        self.push_time.labels(kind).observe(finished - since)
+
+    def failed(self, conn: Connection, planned: Planned) -> None:
+        self.counters.inc("pilot_xds_pushes", short_type(planned.type_url) + "_senderr")
+
+    def synced(self, conn: Connection, version: int, at: float) -> None:
+        push = self._pushes.get(version)
+        if push is not None and push[0] >= conn.connected_mono:
+            self.convergence.observe(at - push[0])
+
+    def answered(self, conn: Connection, digest: Digest, version_info: str, at: float) -> None:
+        if digest.state is None:
+            return
+        if digest.kind == NACK:
+            self.counters.inc("pilot_total_xds_rejects", short_type(digest.state.type_url))
+        elif digest.kind == EXPIRED:
+            self.counters.inc("pilot_xds_expired_nonce", short_type(digest.state.type_url))

@@ -1,0 +1,407 @@
+"""What the debug endpoints show: pure functions from daemon state to JSON-ready data.
+
+Every function here only reads the objects it is given and returns plain dicts and
+lists (strings, numbers, booleans), so the HTTP layer can serialize them as they are.
+Times are RFC 3339 UTC strings; durations are milliseconds.  Settings are passed through
+:func:`redact` so that tokens and passwords never leave the process.
+"""
+
+from __future__ import annotations
+
+import re
+import statistics
+import time
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from google.protobuf import json_format
+
+from registryd.model import Endpoint, Resolution, Service, ShardKey
+from registryd.push import PushRecord
+from registryd.registry.merge import Conflict, MergedService
+from registryd.registry.store import RegistryStore, ShardState
+from registryd.xds import resources as res
+from registryd.xds.stream import ORDER, Connection, TypeState
+from registryd.xds.tracking import Delivery, PushTrace
+
+__all__ = [
+    "adsz",
+    "configz",
+    "connections",
+    "endpointz",
+    "push_status",
+    "pushz",
+    "redact",
+    "registryz",
+    "syncz",
+]
+
+JSON = dict[str, Any]
+REDACTED = "<redacted>"
+_SECRET = re.compile(r"token|password|passwd|secret|credential|private[_-]?key|auth", re.I)
+_SHORT = {res.CLUSTER_TYPE: "cds", res.ENDPOINT_TYPE: "eds"}
+_SHORT |= {res.LISTENER_TYPE: "lds", res.ROUTE_TYPE: "rds"}
+
+
+def rfc3339(wall: float | None) -> str | None:
+    if not wall:
+        return None
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(wall)) + f".{int(wall % 1 * 1000):03d}Z"
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000, 3)
+
+
+def redact(value: Any) -> Any:
+    """``value`` with every mapping entry whose key looks like a credential replaced."""
+    if isinstance(value, Mapping):
+        return {
+            str(k): REDACTED if _SECRET.search(str(k)) and v not in (None, "") else redact(v)
+            for k, v in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return [redact(v) for v in value]
+    return value
+
+
+# -- registry -------------------------------------------------------------------------
+def _service(service: Service) -> JSON:
+    return {
+        "hostname": service.hostname,
+        "namespace": service.namespace,
+        "ports": [
+            {
+                "name": p.name,
+                "port": p.number,
+                "protocol": p.protocol,
+                **({"targetPort": p.target_port} if p.target_port else {}),
+            }
+            for p in service.ports
+        ],
+        "resolution": str(service.resolution),
+        "location": str(service.location),
+        "addresses": list(service.addresses),
+        "labels": dict(service.labels),
+        "exportTo": list(service.export_to),
+    }
+
+
+def _endpoint(endpoint: Endpoint) -> JSON:
+    return {
+        "address": endpoint.address,
+        "port": endpoint.port,
+        "servicePort": endpoint.service_port,
+        "locality": str(endpoint.locality),
+        "weight": endpoint.weight,
+        "health": str(endpoint.health),
+        "labels": dict(endpoint.labels),
+        "network": endpoint.network,
+        "registry": str(endpoint.source) if endpoint.source else "",
+    }
+
+
+def _conflict(conflict: Conflict) -> JSON:
+    return {
+        "hostname": conflict.hostname,
+        "winner": str(conflict.winner),
+        "losers": [str(k) for k in conflict.losers],
+        "fields": list(conflict.fields),
+        "rule": conflict.rule,
+    }
+
+
+def registryz(
+    services: Mapping[str, MergedService], hostname: str = "", namespace: str = ""
+) -> list[JSON]:
+    """The merged services as served, sorted by hostname."""
+    out = []
+    for host in sorted(services):
+        merged = services[host]
+        if (hostname and host != hostname) or (namespace and merged.service.namespace != namespace):
+            continue
+        out.append(
+            {
+                **_service(merged.service),
+                "registry": str(merged.winner),
+                "registries": [str(k) for k in merged.shards],
+                "endpoints": len(merged.endpoints),
+                **({"conflict": _conflict(merged.conflict)} if merged.conflict else {}),
+            }
+        )
+    return out
+
+
+def endpointz(store: RegistryStore, hostname: str = "") -> JSON:
+    """hostname -> namespace -> ``provider/instance`` -> that registry's endpoints, with
+    how the merge treated that registry's definition of the service (provenance)."""
+    merged = store.view.services
+    out: dict[str, dict[str, dict[str, JSON]]] = {}
+    for key, shard in sorted(store.shards.items()):
+        for host in sorted(set(shard.services) | set(shard.endpoints)):
+            if hostname and host != hostname:
+                continue
+            service = shard.services.get(host)
+            namespace = service.namespace if service is not None else ""
+            served = merged.get(host)
+            out.setdefault(host, {}).setdefault(namespace, {})[str(key)] = {
+                "attributes": _provenance(key, served),
+                "endpoints": [_endpoint(e) for e in shard.endpoints.get(host, ())],
+            }
+    return out
+
+
+def _provenance(key: ShardKey, served: MergedService | None) -> JSON:
+    if served is None:
+        return {"served": False, "rule": "no service definition: endpoints not served"}
+    if served.winner == key:
+        rule = (
+            "sole registry for this hostname"
+            if len(served.shards) == 1
+            else "highest-precedence registry: its ports and attributes are served; "
+            "endpoints of every registry are combined"
+        )
+        return {"served": True, "winner": True, "rule": rule}
+    differs = served.conflict is not None and key in served.conflict.losers
+    return {
+        "served": True,
+        "winner": False,
+        "rule": f"attributes from {served.winner} (higher precedence); endpoints combined",
+        **(
+            {"conflictingFields": list(served.conflict.fields)}
+            if differs and served.conflict
+            else {}
+        ),
+    }
+
+
+def configz(
+    store: RegistryStore,
+    registries: Iterable[tuple[ShardKey, Mapping[str, Any]]],
+    restarts: Mapping[ShardKey, int],
+    registry: str = "",
+) -> list[JSON]:
+    """Per registry: its (redacted) settings, state, per-source errors and raw config."""
+    out = []
+    for key, settings in registries:
+        if registry and registry not in (key.instance, str(key)):
+            continue
+        shard = store.shards.get(key) or ShardState(key)
+        out.append(
+            {
+                "registry": str(key),
+                "name": key.instance,
+                "type": key.provider,
+                "settings": redact(dict(settings)),
+                "synced": shard.synced,
+                "lastSync": rfc3339(shard.last_sync),
+                "lastError": shard.last_error,
+                "restarts": restarts.get(key, 0),
+                "events": shard.events,
+                "errors": dict(sorted(shard.problems.items())),
+                "sources": redact(dict(sorted(shard.sources.items()))),
+            }
+        )
+    return out
+
+
+# -- xDS connections --------------------------------------------------------------------
+def _node(conn: Connection) -> JSON:
+    node = conn.node
+    if node is None:
+        return {}
+    return json_format.MessageToDict(node, preserving_proto_field_name=True)
+
+
+def _subscriptions(conn: Connection) -> JSON:
+    out: JSON = {}
+    for type_url in ORDER:
+        state = conn.states.get(type_url)
+        if state is not None and state.requested:
+            out[_SHORT[type_url]] = ["*"] if state.wildcard else sorted(state.names)
+    return out
+
+
+def _matches(conn: Connection, proxy_id: str) -> bool:
+    return not proxy_id or proxy_id in (conn.proxy_id, conn.id)
+
+
+def connections(conns: Iterable[Connection], proxy_id: str = "") -> list[JSON]:
+    """A light list of the connected clients."""
+    return [
+        {
+            "proxyID": c.proxy_id,
+            "connectionID": c.id,
+            "peer": c.peer,
+            "connectedAt": rfc3339(c.connected_at),
+        }
+        for c in sorted(conns, key=lambda c: c.connected_at)
+        if _matches(c, proxy_id)
+    ]
+
+
+def adsz(conns: Iterable[Connection], proxy_id: str = "") -> list[JSON]:
+    """Connected clients with their node, locality and subscriptions per type."""
+    out = []
+    for c, light in zip(
+        (c for c in sorted(conns, key=lambda c: c.connected_at) if _matches(c, proxy_id)),
+        connections(conns, proxy_id),
+        strict=True,
+    ):
+        node = _node(c)
+        out.append(
+            {
+                **light,
+                "node": node,
+                "locality": node.get("locality", {}),
+                "namespace": c.namespace,
+                "generator": c.lds_table,
+                "subscriptions": _subscriptions(c),
+                "writtenVersion": c.written_version,
+            }
+        )
+    return out
+
+
+def _type_sync(state: TypeState, mono_to_wall: float) -> JSON:
+    nacked = bool(state.last_nack) and state.nack_version == state.version_sent
+    return {
+        "versionSent": state.version_sent,
+        "nonceSent": state.nonce,
+        "versionAcked": state.acked_version,
+        "acked": bool(state.version_sent) and state.acked_version == state.version_sent,
+        "nacked": nacked,
+        "lastNack": state.last_nack,
+        "nackedVersion": state.nack_version,
+        "lastNackAt": rfc3339(state.nacked_at + mono_to_wall) if state.nacked_at else None,
+        "resourcesSent": len(state.sent_names),
+        "acks": state.acks,
+        "nacks": state.nacks,
+        "expiredNonces": state.expired_nonces,
+    }
+
+
+def syncz(conns: Iterable[Connection], proxy_id: str = "") -> list[JSON]:
+    """Per client, per type: version and nonce sent, ACKed or not, the last NACK."""
+    offset = time.time() - time.monotonic()
+    out = []
+    for c in sorted(conns, key=lambda c: c.connected_at):
+        if not _matches(c, proxy_id):
+            continue
+        types = {
+            _SHORT[t]: _type_sync(c.states[t], offset)
+            for t in ORDER
+            if t in c.states and c.states[t].requested
+        }
+        out.append({"proxyID": c.proxy_id, "connectionID": c.id, "types": types})
+    return out
+
+
+# -- pushes -----------------------------------------------------------------------------
+def _delivery(d: Delivery, started: float) -> JSON:
+    out: JSON = {
+        "resources": d.resources,
+        "bytes": d.bytes,
+        "sentMs": _ms(d.sent_at - started),
+        "ackedMs": _ms(d.acked_at - started) if d.acked_at is not None else None,
+    }
+    if d.nacked_at is not None:
+        out["nackedMs"] = _ms(d.nacked_at - started)
+        out["error"] = d.error
+    return out
+
+
+def pushz(
+    records: Iterable[PushRecord],
+    traces: Iterable[PushTrace],
+    proxy_id: str = "",
+    limit: int = 20,
+) -> list[JSON]:
+    """The last pushes, newest first: trigger, debounce, build, and per proxy what was
+    sent and how long after the first registry event it was sent and ACKed (or NACKed)."""
+    by_version = {t.version: t for t in traces}
+    out = []
+    for record in sorted(records, key=lambda r: -r.version)[:limit]:
+        item: JSON = {
+            "version": record.version,
+            "at": rfc3339(record.at),
+            "trigger": {
+                "registries": list(record.triggers),
+                "events": record.events,
+                "hostnames": record.hostnames,
+                "sample": list(record.sample),
+                "kind": "endpoints" if record.endpoints_only else "full",
+            },
+            "debounceMs": _ms(record.debounce_seconds),
+            "buildMs": _ms(record.build_seconds),
+        }
+        trace = by_version.get(record.version)
+        if trace is not None:
+            item.update(_trace(trace, proxy_id))
+        out.append(item)
+    return out
+
+
+def _trace(trace: PushTrace, proxy_id: str) -> JSON:
+    proxies: dict[str, JSON] = {}
+    for d in trace.deliveries.values():
+        if proxy_id and proxy_id not in (d.proxy, d.conn_id):
+            continue
+        entry = proxies.setdefault(d.conn_id, {"proxyID": d.proxy, "connectionID": d.conn_id})
+        entry.setdefault("types", {})[_SHORT.get(d.type_url, d.type_url)] = _delivery(
+            d, trace.started
+        )
+    acked: list[float] = []
+    nacked = pending = 0
+    for entry in proxies.values():
+        types = entry["types"].values()
+        if any("error" in t for t in types):
+            entry["state"] = "nacked"
+            nacked += 1
+        elif all(t["ackedMs"] is not None for t in types):
+            entry["state"] = "acked"
+            entry["ackedMs"] = max(t["ackedMs"] for t in types)
+            acked.append(entry["ackedMs"])
+        else:
+            entry["state"] = "pending"
+            pending += 1
+    return {
+        "publishedMs": _ms(trace.published - trace.started),
+        "summary": {
+            "proxies": len(proxies),
+            "acked": len(acked),
+            "nacked": nacked,
+            "pending": pending,
+            "ackedMsP50": statistics.median(acked) if acked else None,
+            "ackedMsMax": max(acked) if acked else None,
+        },
+        "proxies": sorted(proxies.values(), key=lambda e: e["proxyID"]),
+    }
+
+
+def push_status(store: RegistryStore) -> JSON:
+    """Problems in the current view, under istiod's push_status keys where one exists."""
+    services = store.view.services
+    no_instances = sorted(
+        f"outbound|{p.number}||{h}"
+        for h, m in services.items()
+        if m.service.resolution == Resolution.STATIC  # DNS services resolve the hostname
+        for p in m.service.ports
+        if not any(e.service_port == p.number for e in m.endpoints)
+    )
+    duplicates = {
+        h: [str(k) for k in m.shards] for h, m in sorted(services.items()) if len(m.shards) > 1
+    }
+    conflicts = [_conflict(m.conflict) for _, m in sorted(services.items()) if m.conflict]
+    errors = {str(k): dict(s.problems) for k, s in sorted(store.shards.items()) if s.problems}
+    return {
+        "version": store.view.version,
+        "services": len(services),
+        "pilot_eds_no_instances": no_instances,
+        "pilot_duplicate_envoy_clusters": duplicates,
+        "registryd_conflicting_hostnames": conflicts,
+        "registryd_config_errors": errors,
+        "registryd_registries_not_synced": [
+            str(k) for k, s in sorted(store.shards.items()) if not s.synced
+        ],
+    }

@@ -1,0 +1,112 @@
+"""Following one push to every proxy: what each connection was sent and when it answered.
+
+The server reports every response it writes and every ACK/NACK it reads
+(:class:`PushTracker` is one of its observers).  For the last ``keep`` pushes (snapshot
+versions announced with :meth:`PushTracker.begin`) the tracker keeps one
+:class:`Delivery` per connection and type: resources and bytes sent, when, and when the
+proxy ACKed or NACKed that version (with its error).  A response sent for a version that
+was not announced (the initial state a newly connected proxy gets) is not a push and is
+not kept.  Memory is bounded by ``keep`` x connections x 4 types.
+
+Times are ``time.monotonic()`` values; :attr:`PushTrace.started` is when the first
+registry event of the push arrived, so ``acked_at - started`` is the time from the
+registry change to that proxy's ACK.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+from registryd.xds.stream import ACK, NACK, Connection, Digest, Planned
+
+__all__ = ["Delivery", "PushTrace", "PushTracker", "version_number"]
+
+
+def version_number(version_info: str) -> int | None:
+    """The snapshot version in a ``<prefix>-<n>`` version_info; None if it is not ours."""
+    _, _, tail = version_info.rpartition("-")
+    return int(tail) if tail.isdigit() else None
+
+
+@dataclass(slots=True)
+class Delivery:
+    """One response of one push to one connection, and the proxy's answer."""
+
+    conn_id: str
+    proxy: str
+    type_url: str
+    resources: int
+    bytes: int
+    sent_at: float
+    acked_at: float | None = None
+    nacked_at: float | None = None
+    error: str = ""
+
+
+@dataclass(slots=True)
+class PushTrace:
+    """One push (snapshot version) and its deliveries, keyed by (connection id, type)."""
+
+    version: int
+    started: float  # monotonic time of the push's first registry event
+    published: float  # monotonic time the snapshot was handed to the server
+    deliveries: dict[tuple[str, str], Delivery] = field(default_factory=dict)
+
+
+class PushTracker:
+    def __init__(self, keep: int = 20) -> None:
+        self._keep = keep
+        self._traces: OrderedDict[int, PushTrace] = OrderedDict()
+
+    def begin(self, version: int, started: float, published: float) -> None:
+        """Announce a push: responses of snapshot ``version`` are kept from now on."""
+        self._traces[version] = PushTrace(version, started, published)
+        while len(self._traces) > self._keep:
+            self._traces.popitem(last=False)
+
+    def traces(self) -> list[PushTrace]:
+        """The kept pushes, newest first."""
+        return list(reversed(self._traces.values()))
+
+    def get(self, version: int) -> PushTrace | None:
+        return self._traces.get(version)
+
+    # -- server observer -------------------------------------------------------------
+    def sent(
+        self, conn: Connection, planned: Planned, version: int, started: float, finished: float
+    ) -> None:
+        trace = self._traces.get(version)
+        if trace is None or conn.connected_mono > trace.started:
+            return  # not a push, or a proxy that connected after the change
+        trace.deliveries[(conn.id, planned.type_url)] = Delivery(
+            conn_id=conn.id,
+            proxy=conn.proxy_id,
+            type_url=planned.type_url,
+            resources=len(planned.names),
+            bytes=len(planned.payload),
+            sent_at=finished,
+        )
+
+    def failed(self, conn: Connection, planned: Planned) -> None:
+        pass  # the connection closes; its delivery stays unanswered
+
+    def synced(self, conn: Connection, version: int, at: float) -> None:
+        pass  # per-response times are kept by sent()
+
+    def answered(self, conn: Connection, digest: Digest, version_info: str, at: float) -> None:
+        """An ACK (of ``version_info``) or NACK (of the version last sent) from ``conn``."""
+        if digest.kind not in (ACK, NACK) or digest.state is None:
+            return
+        number = version_number(version_info if digest.kind == ACK else digest.state.version_sent)
+        trace = self._traces.get(number) if number is not None else None
+        if trace is None:
+            return
+        delivery = trace.deliveries.get((conn.id, digest.state.type_url))
+        if delivery is None:
+            return
+        if digest.kind == ACK:
+            delivery.acked_at = at
+        else:
+            delivery.nacked_at = at
+            delivery.error = digest.state.last_nack
