@@ -73,24 +73,16 @@ def _parser() -> argparse.ArgumentParser:
         help="send GOAWAY to clients after this age (e.g. 30m)",
     )
     d.add_argument("--log_output_level", default="default:info", help="scope:level,...")
-    d.add_argument(
-        "--log_as_json",
-        type=_parse_bool,
-        nargs="?",
-        const=True,
-        default=False,
-        metavar="BOOL",
-        help="write each log line as one JSON object",
-    )
-    d.add_argument(
-        "--allowRemoteLogLevel",
-        type=_parse_bool,
-        nargs="?",
-        const=True,
-        default=False,
-        metavar="BOOL",
-        help="let non-loopback peers change log levels (PUT /debug/logging/{scope})",
-    )
+    for flag, text in (
+        ("--log_as_json", "write each log line as one JSON object"),
+        (
+            "--allowRemoteLogLevel",
+            "let non-loopback peers change log levels (PUT /debug/logging/{scope})",
+        ),
+    ):
+        d.add_argument(
+            flag, type=_parse_bool, nargs="?", const=True, default=False, metavar="BOOL", help=text
+        )
     d.add_argument("--debounceAfter", default="100ms", help="quiet time before a push (e.g. 100ms)")
     d.add_argument("--debounceMax", default="10s", help="longest a push is delayed")
     return parser

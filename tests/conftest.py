@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import logging
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
@@ -52,3 +53,28 @@ async def harness() -> AsyncIterator[Harness]:
         yield Harness(app, memory)
     finally:
         await app.stop()
+
+
+def _registryd_loggers() -> dict[str, logging.Logger]:
+    found = {
+        name: logger
+        for name, logger in list(logging.Logger.manager.loggerDict.items())
+        if name.startswith("registryd.") and isinstance(logger, logging.Logger)
+    }
+    found["registryd"] = logging.getLogger("registryd")
+    return found
+
+
+@pytest.fixture
+def restore_loggers() -> Iterator[None]:
+    """Put every ``registryd`` logger's level, handlers and propagation back."""
+    saved = {
+        name: (logger.level, logger.handlers[:], logger.propagate)
+        for name, logger in _registryd_loggers().items()
+    }
+    yield
+    for name, logger in _registryd_loggers().items():
+        level, handlers, propagate = saved.get(name, (logging.NOTSET, [], True))
+        logger.setLevel(level)
+        logger.handlers[:] = handlers
+        logger.propagate = propagate

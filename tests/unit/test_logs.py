@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Iterator
 
 import pytest
 
@@ -16,29 +15,7 @@ from registryd.adapter import ConfigError
 STAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
 
 
-def _registryd_loggers() -> dict[str, logging.Logger]:
-    found = {
-        name: logger
-        for name, logger in list(logging.Logger.manager.loggerDict.items())
-        if name.startswith("registryd.") and isinstance(logger, logging.Logger)
-    }
-    found["registryd"] = logging.getLogger("registryd")
-    return found
-
-
-@pytest.fixture(autouse=True)
-def restore_loggers() -> Iterator[None]:
-    """Put every ``registryd`` logger's level, handlers and propagation back."""
-    saved = {
-        name: (logger.level, logger.handlers[:], logger.propagate)
-        for name, logger in _registryd_loggers().items()
-    }
-    yield
-    for name, logger in _registryd_loggers().items():
-        level, handlers, propagate = saved.get(name, (logging.NOTSET, [], True))
-        logger.setLevel(level)
-        logger.handlers[:] = handlers
-        logger.propagate = propagate
+pytestmark = pytest.mark.usefixtures("restore_loggers")
 
 
 # --- parsing and level names -------------------------------------------------------

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -27,29 +27,7 @@ class Capture(logging.Handler):
         return [r.getMessage() for r in self.records if r.name == logger]
 
 
-def _registryd_loggers() -> dict[str, logging.Logger]:
-    found = {
-        name: logger
-        for name, logger in list(logging.Logger.manager.loggerDict.items())
-        if name.startswith("registryd.") and isinstance(logger, logging.Logger)
-    }
-    found["registryd"] = logging.getLogger("registryd")
-    return found
-
-
-@pytest.fixture(autouse=True)
-def restore_loggers() -> Iterator[None]:
-    """Put every ``registryd`` logger's level, handlers and propagation back."""
-    saved = {
-        name: (logger.level, logger.handlers[:], logger.propagate)
-        for name, logger in _registryd_loggers().items()
-    }
-    yield
-    for name, logger in _registryd_loggers().items():
-        level, handlers, propagate = saved.get(name, (logging.NOTSET, [], True))
-        logger.setLevel(level)
-        logger.handlers[:] = handlers
-        logger.propagate = propagate
+pytestmark = pytest.mark.usefixtures("restore_loggers")
 
 
 @pytest.fixture

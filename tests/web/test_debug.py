@@ -1,0 +1,248 @@
+"""Debug endpoints and metrics of an in-process registryd, driven by real ADS clients."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import aiohttp
+from prometheus_client.parser import text_string_to_metric_families
+
+from registryd.model import Endpoint, Port, Service, ShardKey
+from registryd.registry.store import RegistryStore
+from registryd.testing import AdsClient
+from registryd.testing.ads import TYPES
+from registryd.web import views
+from tests.conftest import Harness
+
+HOST = "a.example"
+CLUSTER = f"outbound|8080||{HOST}"
+GOOD = "sidecar~127.0.0.1~good-1.default~default.svc.cluster.local"
+PICKY = "sidecar~127.0.0.2~picky-1.default~default.svc.cluster.local"
+
+
+def service(host: str = HOST) -> Service:
+    return Service(hostname=host, ports=(Port(number=8080, name="http", protocol="HTTP"),))
+
+
+def endpoints(*addresses: str, host: str = HOST) -> list[Endpoint]:
+    return [Endpoint(hostname=host, address=a, port=9000, service_port=8080) for a in addresses]
+
+
+async def get(harness: Harness, path: str, status: int = 200) -> Any:
+    url = f"http://127.0.0.1:{harness.app.http_port}{path}"
+    async with aiohttp.ClientSession() as session, session.get(url) as response:
+        assert response.status == status, await response.text()
+        if response.content_type == "application/json":
+            return await response.json()
+        return await response.text()
+
+
+async def metrics(harness: Harness) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    text = await get(harness, "/metrics")
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+async def until(condition: Any, what: str, timeout: float = 5.0) -> Any:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        result = await condition()
+        if result:
+            return result
+        assert asyncio.get_running_loop().time() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.02)
+
+
+async def envoy_like(client: AdsClient) -> None:
+    """Subscribe like an Envoy and wait until CDS, EDS, LDS and RDS have arrived."""
+    client.subscribe("cds")
+    cds = await client.next("cds")
+    client.subscribe("eds", cds.names)
+    client.subscribe("lds")
+    client.subscribe("rds", ["8080"])
+    for kind in ("eds", "lds", "rds"):
+        while TYPES[kind] not in client.last:
+            await client.next()
+
+
+async def test_syncz_pushz_and_metrics_follow_an_ack_and_a_nack(harness: Harness) -> None:
+    harness.memory.set([service()], endpoints("10.0.0.1"))
+    await until(lambda: _pushed(harness), "the first push")
+    before = await metrics(harness)
+
+    async with (
+        AdsClient(harness.target, node_id=GOOD) as good,
+        AdsClient(harness.target, node_id=PICKY) as picky,
+    ):
+        picky.reject[TYPES["eds"]] = "endpoint rejected by test"
+        await envoy_like(good)
+        await envoy_like(picky)
+
+        # adsz and connections list both clients, with their subscriptions
+        adsz = await get(harness, "/debug/adsz")
+        by_id = {c["proxyID"]: c for c in adsz}
+        assert set(by_id) == {GOOD, PICKY}
+        assert by_id[GOOD]["subscriptions"]["cds"] == ["*"]
+        assert by_id[GOOD]["subscriptions"]["eds"] == [CLUSTER]
+        assert by_id[GOOD]["namespace"] == "default"
+        assert by_id[GOOD]["node"]["id"] == GOOD
+        light = await get(harness, f"/debug/connections?proxyID={PICKY}")
+        assert [c["proxyID"] for c in light] == [PICKY]
+
+        # syncz: the good client ACKed everything, the picky one NACKed EDS
+        async def synced() -> Any:
+            rows = {r["proxyID"]: r["types"] for r in await get(harness, "/debug/syncz")}
+            ok = all(t["acked"] for t in rows.get(GOOD, {"x": {"acked": False}}).values())
+            return rows if ok and rows.get(PICKY, {}).get("eds", {}).get("nacked") else None
+
+        rows = await until(synced, "syncz to show the ACKs and the NACK")
+        assert set(rows[GOOD]) == {"cds", "eds", "lds", "rds"}
+        assert rows[GOOD]["eds"]["versionAcked"] == rows[GOOD]["eds"]["versionSent"]
+        assert rows[PICKY]["eds"]["lastNack"] == "endpoint rejected by test"
+        assert not rows[PICKY]["eds"]["acked"]
+        assert rows[PICKY]["cds"]["acked"]
+
+        # a registry change: pushz follows it to both clients
+        harness.memory.set([service()], endpoints("10.0.0.1", "10.0.0.2"))
+
+        async def traced() -> Any:
+            for push in await get(harness, "/debug/pushz"):
+                summary = push.get("summary", {})
+                if push["trigger"]["kind"] == "endpoints" and summary.get("nacked") == 1:
+                    if summary.get("acked") == 1:
+                        return push
+            return None
+
+        push = await until(traced, "pushz to show the endpoint push ACKed and NACKed")
+        assert push["trigger"]["registries"] == ["memory/mem"]
+        assert push["trigger"]["sample"] == [HOST]
+        proxies = {p["proxyID"]: p for p in push["proxies"]}
+        assert proxies[GOOD]["state"] == "acked"
+        assert set(proxies[GOOD]["types"]) == {"eds"}  # only the changed assignment
+        assert proxies[GOOD]["types"]["eds"]["resources"] == 1
+        assert proxies[GOOD]["ackedMs"] >= proxies[GOOD]["types"]["eds"]["sentMs"] >= 0
+        assert proxies[PICKY]["state"] == "nacked"
+        assert proxies[PICKY]["types"]["eds"]["error"] == "endpoint rejected by test"
+        only = await get(harness, f"/debug/pushz?proxyID={GOOD}&limit=1")
+        assert [p["proxyID"] for p in only[0]["proxies"]] == [GOOD]
+
+        # metrics moved: connected clients, pushes per type, rejects, convergence
+        after = await metrics(harness)
+        clients = sum(v for (n, _), v in after.items() if n == "pilot_xds")
+        assert clients == 2
+
+        def delta(name: str, **labels: str) -> float:
+            key = (name, tuple(sorted(labels.items())))
+            return after.get(key, 0.0) - before.get(key, 0.0)
+
+        assert delta("pilot_xds_pushes", type="cds") == 2  # one CDS response per client
+        assert delta("pilot_xds_pushes", type="eds") >= 4  # initial + the change, twice
+        assert delta("pilot_total_xds_rejects", type="eds") >= 2
+        assert delta("pilot_proxy_convergence_time_count") == 2
+        assert delta("pilot_push_triggers", type="endpoint") == 1
+        assert delta("pilot_inbound_updates", type="eds") == 1
+        assert delta("pilot_xds_config_size_bytes_count", type="eds") >= 4
+        assert after[("pilot_services", ())] == 1
+
+    async def gone() -> bool:
+        return not await get(harness, "/debug/connections")
+
+    await until(gone, "the connections to close")
+    final = await metrics(harness)
+    assert sum(v for (n, _), v in final.items() if n == "pilot_xds") == 0
+
+
+async def _pushed(harness: Harness) -> bool:
+    return bool(harness.app.push.history)
+
+
+async def test_config_dump_is_what_the_proxy_gets(harness: Harness) -> None:
+    harness.memory.set([service()], endpoints("10.0.0.1"))
+    await until(lambda: _pushed(harness), "the first push")
+    async with AdsClient(harness.target, node_id=GOOD) as good:
+        await envoy_like(good)
+        dump = await get(harness, f"/debug/config_dump?proxyID={GOOD}")
+        kinds = [c["@type"].rsplit(".", 1)[-1] for c in dump["configs"]]
+        assert kinds == [
+            "ClustersConfigDump",
+            "ListenersConfigDump",
+            "RoutesConfigDump",
+            "EndpointsConfigDump",
+        ]
+        clusters = dump["configs"][0]["dynamic_active_clusters"]
+        assert [c["cluster"]["name"] for c in clusters] == [CLUSTER]
+    missing = await get(harness, "/debug/config_dump?proxyID=nobody", status=404)
+    assert "nobody" in missing["error"]
+    await get(harness, "/debug/config_dump", status=400)
+
+
+async def test_registry_views_show_provenance_and_problems(harness: Harness) -> None:
+    harness.memory.set([service(), service("empty.example")], endpoints("10.0.0.1", "10.0.0.2"))
+    await until(lambda: _pushed(harness), "the first push")
+    registry = await get(harness, f"/debug/registryz?hostname={HOST}")
+    assert [s["hostname"] for s in registry] == [HOST]
+    assert registry[0]["registry"] == "memory/mem"
+    assert registry[0]["ports"] == [{"name": "http", "port": 8080, "protocol": "HTTP"}]
+    assert registry[0]["endpoints"] == 2
+
+    shards = await get(harness, "/debug/endpointz")
+    mine = shards[HOST]["default"]["memory/mem"]
+    assert mine["attributes"]["winner"] is True
+    assert sorted(e["address"] for e in mine["endpoints"]) == ["10.0.0.1", "10.0.0.2"]
+    assert {e["registry"] for e in mine["endpoints"]} == {"memory/mem"}
+
+    status = await get(harness, "/debug/push_status")
+    assert status["pilot_eds_no_instances"] == ["outbound|8080||empty.example"]
+    assert status["services"] == 2
+
+    config = await get(harness, "/debug/configz?registry=mem")
+    assert [c["registry"] for c in config] == ["memory/mem"]
+    assert config[0]["synced"] is True
+
+    index = await get(harness, "/debug")
+    assert "/debug/pushz" in index and "/debug/syncz" in index
+    listed = {e["path"] for e in await get(harness, "/debug/list")}
+    assert {"/debug/adsz", "/debug/endpointz", "/debug/config_dump", "/metrics"} <= listed
+
+
+async def test_registry_metrics_track_sync_and_failure(harness: Harness) -> None:
+    harness.memory.set([service()], endpoints("10.0.0.1", "10.0.0.2"))
+    await until(lambda: _pushed(harness), "the first push")
+    labels = (("provider", "memory"), ("registry", "mem"))
+    values = await metrics(harness)
+    assert values[("registryd_registry_synced", labels)] == 1
+    assert values[("registryd_registry_endpoints", labels)] == 2
+    assert values[("registryd_registry_last_sync_timestamp_seconds", labels)] > 0
+    harness.memory.fail(RuntimeError("registry went away"))
+
+    async def failed() -> Any:
+        v = await metrics(harness)
+        return v if v[("registryd_registry_synced", labels)] == 0 else None
+
+    values = await until(failed, "the registry to show as not synced")
+    assert values[("registryd_registry_failures", labels)] == 1
+    assert values[("registryd_registry_endpoints", labels)] == 2  # last good state kept
+    config = await get(harness, "/debug/configz")
+    assert "registry went away" in config[0]["lastError"]
+
+
+def test_configz_never_shows_credentials() -> None:
+    store = RegistryStore()
+    key = ShardKey("consul", "dc1")
+    store.expect(key)
+    settings = {
+        "address": "127.0.0.1:8500",
+        "token": "s3cr3t",
+        "tls": {"ca_file": "/ca.pem", "client_password": "hunter2"},
+        "headers": [{"Authorization": "Bearer abc"}],
+    }
+    (shown,) = views.configz(store, [(key, settings)], {})
+    text = str(shown)
+    assert "s3cr3t" not in text and "hunter2" not in text and "Bearer abc" not in text
+    assert shown["settings"]["token"] == views.REDACTED
+    assert shown["settings"]["address"] == "127.0.0.1:8500"
+    assert shown["settings"]["tls"]["ca_file"] == "/ca.pem"
