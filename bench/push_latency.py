@@ -31,7 +31,9 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
+import aiohttp
 import grpc
 import psutil
 from envoy.config.core.v3 import base_pb2
@@ -177,8 +179,36 @@ def ms(x: float) -> str:
     return f"{x * 1000:8.1f} ms"
 
 
+async def probe_debug(http_port: int, stop: asyncio.Event) -> list[float]:
+    """GET a debug endpoint every 20 ms until ``stop``: its response times."""
+    url = f"http://127.0.0.1:{http_port}/debug/connections?proxyID=bench-0"
+    times: list[float] = []
+    async with aiohttp.ClientSession() as session:
+        while not stop.is_set():
+            t = time.monotonic()
+            async with session.get(url) as response:
+                await response.read()
+            times.append(time.monotonic() - t)
+            await asyncio.sleep(0.02)
+    return times
+
+
+async def server_view(http_port: int) -> dict[str, Any]:
+    """registryd's own account of its newest push (/debug/pushz)."""
+    url = f"http://127.0.0.1:{http_port}/debug/pushz?limit=1"
+    async with aiohttp.ClientSession() as session, session.get(url) as response:
+        pushes = await response.json()
+    return dict(pushes[0]) if pushes else {}
+
+
 async def measure(
-    target: str, clients_n: int, config: Path, services: int, endpoints: int, proc: psutil.Process
+    target: str,
+    http_port: int,
+    clients_n: int,
+    config: Path,
+    services: int,
+    endpoints: int,
+    proc: psutil.Process,
 ) -> dict[str, float]:
     clients = [Client(target, i) for i in range(clients_n)]
     started = time.monotonic()
@@ -210,6 +240,8 @@ async def measure(
     lat = [c.marker_at - t0 for c in clients]
     await asyncio.sleep(0.5)  # let the ACKs reach the server before reading its CPU time
     cpu1 = cpu()
+    seen = await server_view(http_port)
+    summary = seen.get("summary", {})
     results |= {
         "eds_p50": pct(lat, 50),
         "eds_p99": pct(lat, 99),
@@ -217,6 +249,10 @@ async def measure(
         "eds_spread": max(lat) - min(lat),
         "eds_server_cpu": cpu1[0] - cpu0[0],
         "eds_client_cpu": cpu1[1] - cpu0[1],
+        "pushz_debounce_ms": seen.get("debounceMs", 0.0),
+        "pushz_acked": summary.get("acked", 0),
+        "pushz_p50_ms": summary.get("ackedMsP50") or 0.0,
+        "pushz_max_ms": summary.get("ackedMsMax") or 0.0,
     }
 
     # full push: a new port on one service changes CDS, EDS, LDS and RDS
@@ -225,9 +261,13 @@ async def measure(
         c.marker_seen.clear()
     cpu0 = cpu()
     t0 = time.monotonic()
+    stop = asyncio.Event()
+    prober = asyncio.create_task(probe_debug(http_port, stop))
     write(config / f"svc-{target_i}.yaml", service_yaml(target_i, endpoints, extra_port=True))
     await asyncio.wait_for(asyncio.gather(*(c.marker_seen.wait() for c in clients)), 120)
     full = [c.marker_at - t0 for c in clients]
+    stop.set()
+    probes = await prober
     await asyncio.sleep(0.5)
     cpu1 = cpu()
     results |= {
@@ -236,6 +276,9 @@ async def measure(
         "full_max": max(full),
         "full_server_cpu": cpu1[0] - cpu0[0],
         "full_client_cpu": cpu1[1] - cpu0[1],
+        "debug_p50": pct(probes, 50),
+        "debug_max": max(probes),
+        "debug_n": len(probes),
     }
     # restore for the next round
     write(config / f"svc-{target_i}.yaml", service_yaml(target_i, endpoints))
@@ -316,7 +359,13 @@ def main() -> None:
             for n in args.clients:
                 r = asyncio.run(
                     measure(
-                        f"127.0.0.1:{grpc_port}", n, config, args.services, args.endpoints, proc
+                        f"127.0.0.1:{grpc_port}",
+                        http_port,
+                        n,
+                        config,
+                        args.services,
+                        args.endpoints,
+                        proc,
                     )
                 )
                 print(f"\nC={n} clients (debounce {args.debounce}, file-watch latency included)")
@@ -330,12 +379,21 @@ def main() -> None:
                     f" simulated clients {ms(r['eds_client_cpu'])}"
                 )
                 print(
+                    f"    registryd's /debug/pushz: {r['pushz_acked']:.0f} proxies ACKed, "
+                    f"p50 {r['pushz_p50_ms']:.1f} ms, max {r['pushz_max_ms']:.1f} ms after the "
+                    f"registry event (debounce {r['pushz_debounce_ms']:.1f} ms)"
+                )
+                print(
                     f"  full push (new port)     p50 {ms(r['full_p50'])}  p99 {ms(r['full_p99'])}"
                     f"  max {ms(r['full_max'])}"
                 )
                 print(
                     f"    CPU: registryd {ms(r['full_server_cpu'])},"
                     f" simulated clients {ms(r['full_client_cpu'])}"
+                )
+                print(
+                    f"    debug port during the full push: {r['debug_n']:.0f} GETs, "
+                    f"p50 {ms(r['debug_p50'])}, max {ms(r['debug_max'])}"
                 )
                 print(f"  registryd RSS with clients: {r['rss_mb']:.0f} MB")
             if profiler is not None:

@@ -21,7 +21,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from registryd.model import ShardKey
@@ -119,14 +119,14 @@ class _State(Collector):
             "Unix time of the registry's last full state (0: never).",
             labels=labels,
         )
-        events = GaugeMetricFamily(
+        events = CounterMetricFamily(
             "registryd_registry_events",
-            "Updates received from the registry's adapter since start (a counter).",
+            "Updates received from the registry's adapter.",
             labels=labels,
         )
-        failures = GaugeMetricFamily(
+        failures = CounterMetricFamily(
             "registryd_registry_failures",
-            "Times the registry's adapter failed and was restarted (a counter).",
+            "Times the registry's adapter failed and was restarted.",
             labels=labels,
         )
         config_errors = GaugeMetricFamily(

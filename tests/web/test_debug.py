@@ -224,7 +224,7 @@ async def test_registry_metrics_track_sync_and_failure(harness: Harness) -> None
         return v if v[("registryd_registry_synced", labels)] == 0 else None
 
     values = await until(failed, "the registry to show as not synced")
-    assert values[("registryd_registry_failures", labels)] == 1
+    assert values[("registryd_registry_failures_total", labels)] == 1
     assert values[("registryd_registry_endpoints", labels)] == 2  # last good state kept
     config = await get(harness, "/debug/configz")
     assert "registry went away" in config[0]["lastError"]
@@ -246,3 +246,37 @@ def test_configz_never_shows_credentials() -> None:
     assert shown["settings"]["token"] == views.REDACTED
     assert shown["settings"]["address"] == "127.0.0.1:8500"
     assert shown["settings"]["tls"]["ca_file"] == "/ca.pem"
+
+
+ISTIOD_METRICS = {
+    "pilot_xds": "gauge",
+    "pilot_services": "gauge",
+    "pilot_xds_pushes": "unknown",
+    "pilot_xds_push_time": "histogram",
+    "pilot_proxy_convergence_time": "histogram",
+    "pilot_debounce_time": "histogram",
+    "pilot_push_triggers": "unknown",
+    "pilot_inbound_updates": "unknown",
+    "pilot_total_xds_rejects": "unknown",
+    "pilot_xds_expired_nonce": "unknown",
+    "pilot_xds_send_time": "histogram",
+    "pilot_xds_config_size_bytes": "histogram",
+}
+
+
+async def test_every_istiod_metric_is_exposed_with_its_buckets(harness: Harness) -> None:
+    harness.memory.set([service()], endpoints("10.0.0.1"))
+    await until(lambda: _pushed(harness), "the first push")
+    async with AdsClient(harness.target, node_id=GOOD) as good:
+        await envoy_like(good)
+        text = await get(harness, "/metrics")
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    assert {n: families[n].type for n in ISTIOD_METRICS if n in families} == ISTIOD_METRICS
+    # counters carry istiod's bare sample names, as dashboards query them
+    assert 'pilot_xds_pushes{type="cds"} 1.0' in text
+    buckets = {
+        s.labels["le"]
+        for s in families["pilot_proxy_convergence_time"].samples
+        if s.name.endswith("_bucket")
+    }
+    assert buckets == {"0.1", "0.5", "1.0", "3.0", "5.0", "10.0", "20.0", "30.0", "+Inf"}
