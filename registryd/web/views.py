@@ -210,7 +210,7 @@ def _node(conn: Connection) -> JSON:
     node = conn.node
     if node is None:
         return {}
-    return json_format.MessageToDict(node, preserving_proto_field_name=True)
+    return dict(redact(json_format.MessageToDict(node, preserving_proto_field_name=True)))
 
 
 def _subscriptions(conn: Connection) -> JSON:
