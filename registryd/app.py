@@ -9,18 +9,20 @@ reverse; in-flight streams get a short grace period.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import grpc
 from aiohttp import web
 
 from registryd.adapter import Adapter, AdapterContext, ConfigError
-from registryd.config import Address, Settings
+from registryd.config import Address, RegistryConfig, Settings
 from registryd.metrics import Metrics
 from registryd.model import ShardKey
-from registryd.plugins import load_factory
+from registryd.plugins import load_factory, require
 from registryd.push import PushController, PushRecord
 from registryd.registry.store import RegistryStore
 from registryd.supervisor import Supervisor
@@ -33,6 +35,23 @@ __all__ = ["App"]
 log = logging.getLogger("registryd")
 
 
+def _create(reg: RegistryConfig, context: AdapterContext) -> Adapter:
+    """Load the plugin and build one registry's adapter; every error names the registry
+    instance."""
+    factory = load_factory(reg.type, registry=reg.name)
+    try:
+        return factory(name=reg.name, settings=reg.settings, context=context)
+    except ConfigError as exc:
+        message = str(exc)
+        if repr(reg.name) not in message:
+            message = f"registry {reg.name!r} ({reg.type}): {message}"
+        raise ConfigError(message) from exc
+    except Exception as exc:
+        raise ConfigError(
+            f"registry {reg.name!r} ({reg.type}): bad settings: {type(exc).__name__}: {exc}"
+        ) from exc
+
+
 @dataclass
 class App:
     settings: Settings
@@ -41,7 +60,7 @@ class App:
     tracker: PushTracker = field(default_factory=PushTracker)
     grpc_port: int = 0
     http_port: int = 0
-    _adapters: list[tuple[ShardKey, Adapter]] = field(default_factory=list)
+    _adapters: list[tuple[ShardKey, Adapter | Callable[[], Adapter]]] = field(default_factory=list)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _grpc: grpc.aio.Server | None = None
     _http: web.AppRunner | None = None
@@ -50,16 +69,14 @@ class App:
     def __post_init__(self) -> None:
         context = AdapterContext(domain=self.settings.domain)
         for reg in self.settings.registries:
-            factory = load_factory(reg.type, registry=reg.name)
+            key = ShardKey(reg.type, reg.name)
+            require(reg.type, registry=reg.name)  # an unknown type is a config error: fatal
+            create = functools.partial(_create, reg, context)
             try:
-                adapter = factory(name=reg.name, settings=reg.settings, context=context)
-            except ConfigError:
-                raise
-            except Exception as exc:
-                raise ConfigError(
-                    f"registry {reg.name!r} ({reg.type}): bad settings: {exc}"
-                ) from exc
-            self._adapters.append((ShardKey(reg.type, reg.name), adapter))
+                self._adapters.append((key, create()))
+            except Exception as exc:  # retried by the supervisor; the daemon runs on
+                log.error("%s; retrying with backoff", exc)
+                self._adapters.append((key, create))
         self.push = PushController(
             self.store,
             self.xds.publish,

@@ -6,12 +6,12 @@ The built-in adapters register through the same group as third-party plugins, so
 
 from __future__ import annotations
 
-from importlib.metadata import entry_points
+from importlib.metadata import EntryPoint, entry_points
 from typing import cast
 
 from registryd.adapter import AdapterFactory, ConfigError
 
-__all__ = ["GROUP", "available", "load_factory"]
+__all__ = ["GROUP", "available", "load_factory", "require"]
 
 GROUP = "registryd.adapters"
 
@@ -20,16 +20,28 @@ def available() -> list[str]:
     return sorted({ep.name for ep in entry_points(group=GROUP)})
 
 
-def load_factory(kind: str, *, registry: str) -> AdapterFactory:
-    """The factory for adapter type ``kind``; errors name the registry instance."""
+def _entry_point(kind: str, registry: str) -> EntryPoint:
     found = [ep for ep in entry_points(group=GROUP) if ep.name == kind]
     if not found:
         raise ConfigError(
             f"registry {registry!r}: unknown type {kind!r} "
             f"(installed adapters: {', '.join(available()) or 'none'})"
         )
+    return found[0]
+
+
+def require(kind: str, *, registry: str) -> None:
+    """Raise :class:`ConfigError` unless an adapter type ``kind`` is installed.  Cheap:
+    nothing is imported (a typo in the config file is caught at start)."""
+    _entry_point(kind, registry)
+
+
+def load_factory(kind: str, *, registry: str) -> AdapterFactory:
+    """Import and return the factory for adapter type ``kind``; errors name the registry
+    instance."""
+    entry = _entry_point(kind, registry)
     try:
-        return cast(AdapterFactory, found[0].load())
+        return cast(AdapterFactory, entry.load())
     except Exception as exc:
         raise ConfigError(
             f"registry {registry!r}: adapter {kind!r} failed to load: {type(exc).__name__}: {exc}"

@@ -5,6 +5,10 @@ the adapter raises, the error is logged and recorded on the shard (which keeps s
 its last good state and shows as not synced), and ``watch()`` is started again after a
 backoff taken from :data:`BACKOFF` (the last value repeats).  A run that delivered a full
 state resets the backoff.  Bugs in one adapter never reach the others or the daemon.
+
+A task may also be given a *creator* instead of an adapter: a callable that loads the
+plugin and builds the adapter.  It is called inside the guarded loop, so a plugin that
+fails to import or rejects its settings is one more failure retried with backoff.
 """
 
 from __future__ import annotations
@@ -45,7 +49,8 @@ class Supervisor:
         self._tasks: dict[ShardKey, asyncio.Task[None]] = {}
         self.restarts: dict[ShardKey, int] = {}
 
-    def start(self, key: ShardKey, adapter: Adapter) -> asyncio.Task[None]:
+    def start(self, key: ShardKey, adapter: Adapter | Callable[[], Adapter]) -> asyncio.Task[None]:
+        """Run ``adapter`` (or the adapter ``adapter()`` creates) for shard ``key``."""
         self._store.expect(key)
         task = asyncio.create_task(self._guard(key, adapter), name=f"registry:{key}")
         self._tasks[key] = task
@@ -57,10 +62,14 @@ class Supervisor:
         await asyncio.gather(*self._tasks.values(), return_exceptions=True)
         self._tasks.clear()
 
-    async def _guard(self, key: ShardKey, adapter: Adapter) -> None:
+    async def _guard(self, key: ShardKey, source: Adapter | Callable[[], Adapter]) -> None:
         failures = 0
+        adapter = source if isinstance(source, Adapter) else None
         while True:
             try:
+                if adapter is None:
+                    assert callable(source)
+                    adapter = source()
                 async for update in adapter.watch():
                     self._store.apply(key, update)
                     if isinstance(update, Replace):

@@ -1,9 +1,9 @@
-"""Test doubles that are part of the product: an in-memory registry and an ADS client.
-
-Plugin authors and registryd's own tests use them the same way.
+"""Test tools that are part of the product: an in-memory registry, an ADS client and the
+adapter contract suite.  Plugin authors and registryd's own tests use them the same way.
 """
 
 from registryd.testing.ads import AdsClient, Response
+from registryd.testing.contract import AdapterContract
 from registryd.testing.memory import MemoryAdapter
 
-__all__ = ["AdsClient", "MemoryAdapter", "Response"]
+__all__ = ["AdapterContract", "AdsClient", "MemoryAdapter", "Response"]
