@@ -1,0 +1,117 @@
+"""A complete registryd adapter plugin: services from an in-house HTTP inventory.
+
+registryd finds it through the ``registryd.adapters`` entry point named ``inventory``
+(see this package's pyproject.toml) and builds one :class:`InventoryAdapter` per
+registry of that type in registryd.yaml::
+
+    registries:
+    - name: cmdb
+      type: inventory
+      url: http://inventory.internal:8000/services
+      interval: 10          # seconds between polls (default 10)
+      token: ...            # optional bearer token; registryd never shows it
+
+The adapter follows registryd's contract (``registryd.adapter``): after every start of
+``watch()`` it yields the full state as a ``Replace``, then one ``Upsert``/``Delete`` per
+hostname that changed; per-service errors go out as ``Problems``; a failed request
+raises, and registryd retries with backoff while the last good state stays served.
+Polls send ``If-None-Match`` so an unchanged inventory costs a 304.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+import aiohttp
+
+from registryd.adapter import (
+    AdapterContext,
+    ConfigError,
+    Delete,
+    Problems,
+    Replace,
+    Update,
+    Upsert,
+)
+
+from .convert import Inventory, convert
+
+__all__ = ["InventoryAdapter"]
+
+SETTINGS = ("url", "interval", "timeout", "hostname_suffix", "token")
+
+
+class InventoryAdapter:
+    def __init__(self, *, name: str, settings: Mapping[str, Any], context: AdapterContext):
+        where = f"registry {name!r} (inventory)"
+        unknown = sorted(set(settings) - set(SETTINGS))
+        if unknown:
+            raise ConfigError(f"{where}: unknown settings {unknown}; known: {list(SETTINGS)}")
+        url = settings.get("url")
+        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+            raise ConfigError(f"{where}: 'url' must be an http(s) URL, got {url!r}")
+        for key in ("interval", "timeout"):
+            value = settings.get(key, 10 if key == "interval" else 5)
+            if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+                raise ConfigError(f"{where}: {key!r} must be seconds > 0, got {value!r}")
+        self.name = name
+        self.url = url
+        self.interval = float(settings.get("interval", 10))
+        self.timeout = float(settings.get("timeout", 5))
+        self.suffix = str(settings.get("hostname_suffix", "inventory.internal"))
+        token = settings.get("token")
+        self._headers = {"Authorization": f"Bearer {token}"} if token else {}
+
+    def __repr__(self) -> str:  # never show the token
+        return f"InventoryAdapter(name={self.name!r}, url={self.url!r})"
+
+    async def watch(self) -> AsyncIterator[Update]:
+        timeout = aiohttp.ClientTimeout(total=self.timeout)
+        async with aiohttp.ClientSession(timeout=timeout, headers=self._headers) as session:
+            etag = ""
+            current: Inventory | None = None
+            while True:
+                fetched = await self._fetch(session, etag)
+                if fetched is not None:
+                    etag, document = fetched
+                    new = convert(document, self.suffix)
+                    for update in _changes(current, new):
+                        yield update
+                    if current is None or new.errors != current.errors:
+                        yield Problems(errors=new.errors, sources={"inventory": document})
+                    current = new
+                await asyncio.sleep(self.interval)
+
+    async def _fetch(self, session: aiohttp.ClientSession, etag: str) -> tuple[str, Any] | None:
+        """The new (etag, document), or None when unchanged.  Raises on any failure."""
+        headers = {"If-None-Match": etag} if etag else {}
+        async with session.get(self.url, headers=headers) as response:
+            if response.status == 304:
+                return None
+            if response.status != 200:
+                raise ConnectionError(f"{self.url}: HTTP {response.status}")
+            try:
+                document = json.loads(await response.read())
+            except ValueError as exc:
+                raise ValueError(f"{self.url}: not JSON: {exc}") from None
+            return response.headers.get("ETag", ""), document
+
+
+def _changes(old: Inventory | None, new: Inventory) -> list[Update]:
+    """A Replace for the first reading, then one Upsert/Delete per changed hostname."""
+    if old is None:
+        return [
+            Replace(
+                services=tuple(new.services.values()),
+                endpoints=tuple(e for eps in new.endpoints.values() for e in eps),
+            )
+        ]
+    updates: list[Update] = [Delete(hostname=h) for h in sorted(old.services.keys() - new.services)]
+    for host, service in sorted(new.services.items()):
+        endpoints = new.endpoints.get(host, ())
+        if old.services.get(host) != service or old.endpoints.get(host, ()) != endpoints:
+            updates.append(Upsert(service=service, endpoints=endpoints))
+    return updates
