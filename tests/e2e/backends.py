@@ -37,8 +37,8 @@ class _Handler(BaseHTTPRequestHandler):
 class _NamedServer(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, name: str) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
+    def __init__(self, name: str, address: str = "127.0.0.1", port: int = 0) -> None:
+        super().__init__((address, port), _Handler)
         self.name = name
         self.hosts: list[str] = []
         self._lock = threading.Lock()
@@ -49,11 +49,12 @@ class _NamedServer(ThreadingHTTPServer):
 
 
 class HttpBackend:
-    """An HTTP/1.1 server on 127.0.0.1 answering every GET with its ``name``."""
+    """An HTTP/1.1 server on 127.0.0.1 (or another loopback ``address``) answering every
+    GET with its ``name``."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, address: str = "127.0.0.1", port: int = 0) -> None:
         self.name = name
-        self._server = _NamedServer(name)
+        self._server = _NamedServer(name, address, port)
         self.port = int(self._server.server_address[1])
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True

@@ -50,8 +50,8 @@ class Stack:
         self._process(proc)
         return proc
 
-    def http_backend(self, name: str) -> HttpBackend:
-        backend = HttpBackend(name).start()
+    def http_backend(self, name: str, address: str = "127.0.0.1", port: int = 0) -> HttpBackend:
+        backend = HttpBackend(name, address, port).start()
         self._cleanup.callback(backend.stop)
         return backend
 
