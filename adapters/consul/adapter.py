@@ -1,0 +1,511 @@
+"""The Consul registry: services and their health from a Consul agent, by blocking queries.
+
+Contract (see :mod:`registryd.adapter`):
+
+* ``watch()`` follows, per datacenter, ``GET /v1/catalog/services`` with one blocking
+  query and every service it lists with one blocking ``GET /v1/health/service/<name>``,
+  started and stopped as services come and go.  Once the catalog and every service have
+  answered it yields a :class:`~registryd.adapter.Replace` with the full state and a
+  :class:`~registryd.adapter.Problems` (per-entry errors, the raw entries in use); then
+  one ``Upsert``/``Delete`` per changed hostname as replies change, and a new
+  ``Problems`` whenever the errors or the entries changed.  Replies that arrive together
+  are applied together.  :mod:`.convert` holds the mapping rules.
+* Blocking queries as Consul documents them: the last ``X-Consul-Index`` goes back as
+  ``index`` with ``wait`` (setting ``wait``); a query without index (the first, or after
+  a reset) does not block.  An index that goes backwards resets the watch to 0; an index
+  below 1 is sent as 1.  Each watch is rate limited by a token bucket (burst
+  :data:`QUERY_BURST`, then :data:`QUERY_RATE` queries a second), and a query that
+  comes back early without a new index (a server that does not block) makes the next
+  one wait :data:`BACKOFF_MIN` doubling up to :data:`BACKOFF_MAX`, until the index moves.
+* Any failing query (agent unreachable, 4xx/5xx, a reply without ``X-Consul-Index``, a
+  malformed reply, a timeout) makes ``watch()`` raise :class:`ConsulError`; the other
+  queries are cancelled and the HTTP session is closed in ``finally``.  The supervisor
+  restarts it, and the first update after a restart is again a full ``Replace``.
+* Connections: one per running query, so ``services + 1`` per datacenter; a Consul agent
+  allows 200 per client address by default (``limits.http_max_conns_per_client``): a
+  warning is logged above :data:`MANY_SERVICES` services.  A query that has not
+  connected after :data:`CONNECT_TIMEOUT` seconds or not finished ``wait * 17/16 +``
+  :data:`READ_SLACK` seconds after it was sent fails.
+* The ACL token travels only in the ``X-Consul-Token`` header.  It is not logged, not in
+  any error message and not in ``repr()`` of the adapter or its settings.  If the agent
+  says results were filtered by ACLs (a token without ``service:read``/``node:read``, or
+  none) a warning is logged once per ``watch()``.
+
+py-consul supplies the HTTP client interface, headers and reply decoding (``CB.json``,
+which checks the status and reads ``X-Consul-Index``); the queries are issued through
+its ``http.get`` rather than ``catalog.services()``/``health.service()`` because the
+latter drops the consistency mode (``stale``) and neither exposes response headers.  The
+aiohttp session is our own: py-consul's caps a query at aiohttp's default 5 minutes
+(shorter than ``wait`` plus Consul's jitter), sends client certificates only when
+verifying, and reads ``CONSUL_HTTP_TOKEN`` over an explicit token.
+
+Settings: see :mod:`.settings`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import consul.aio
+import consul.base
+from consul.callback import CB
+
+from registryd.adapter import AdapterContext, Problems, Update
+
+from .convert import ConsulState, Options, catalog_names, health_entries
+from .settings import ConsulSettings, format_wait, parse_settings
+
+__all__ = [
+    "BACKOFF_MAX",
+    "BACKOFF_MIN",
+    "QUERY_BURST",
+    "QUERY_RATE",
+    "ConsulAdapter",
+    "ConsulError",
+    "RateLimiter",
+    "next_index",
+]
+
+log = logging.getLogger("registryd.consul")
+
+QUERY_RATE = 1.0  # queries a second per watch, once the burst is used up
+QUERY_BURST = 2  # Consul's advice: a token bucket with a burst of 2
+BACKOFF_MIN = 1.0  # seconds: a query that came back early with the same index...
+BACKOFF_MAX = 15.0  # ...delays the next, doubling up to this ("poll every 15 s")
+EARLY = 0.9  # a blocking query that returns before EARLY * wait did not wait it out
+CONNECT_TIMEOUT = 5.0
+READ_SLACK = 10.0  # seconds on top of wait and Consul's jitter (wait / 16)
+MANY_SERVICES = 180
+MAX_MESSAGE = 300  # characters of an agent's error body kept in an error message
+FILTERED_HEADER = "X-Consul-Results-Filtered-By-ACLs"
+
+
+class ConsulError(RuntimeError):
+    """A query failed: the agent is unreachable, refused it or answered nonsense."""
+
+
+def next_index(last: int | None, returned: int) -> int:
+    """The ``index`` for the next blocking query after a reply with ``returned``.
+
+    ``last`` is the index of the previous reply (None for the first).  Consul's rules:
+    an index lower than the last one resets the watch to 0 (a query that does not
+    block), and an index below 1 is sent as 1 so that the next query does block.
+    """
+    if last is not None and returned < last:
+        return 0
+    return max(returned, 1)
+
+
+class RateLimiter:
+    """A token bucket per watch, plus a backoff while the server does not block.
+
+    :meth:`delay` says how long to wait before the next query (and takes its token);
+    :meth:`record` tells how that query went.
+    """
+
+    def __init__(
+        self,
+        *,
+        rate: float = QUERY_RATE,
+        burst: int = QUERY_BURST,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.rate = rate
+        self.burst = burst
+        self.clock = clock
+        self.tokens = float(burst)
+        self.stamp = clock()
+        self.backoff = 0.0
+
+    def delay(self) -> float:
+        now = self.clock()
+        self.tokens = min(float(self.burst), self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        self.tokens -= 1.0
+        return max(-self.tokens / self.rate, self.backoff, 0.0)
+
+    def record(self, *, early: bool, moved: bool) -> None:
+        """``early``: a blocking query came back before its wait was up; ``moved``: the
+        index changed.  Early without a new index backs off; a new index resets."""
+        if moved:
+            self.backoff = 0.0
+        elif early:
+            self.backoff = min(max(self.backoff * 2, BACKOFF_MIN), BACKOFF_MAX)
+
+
+@dataclass(frozen=True, slots=True)
+class _Target:
+    """What one watch follows: a datacenter's catalog (``service`` None) or a service."""
+
+    datacenter: str  # "" = the agent's own
+    service: str | None = None
+
+    @property
+    def path(self) -> str:
+        if self.service is None:
+            return "/v1/catalog/services"
+        return f"/v1/health/service/{self.service}"
+
+    def __str__(self) -> str:
+        where = f" (datacenter {self.datacenter})" if self.datacenter else ""
+        return f"GET {self.path}{where}"
+
+
+@dataclass(frozen=True, slots=True)
+class _Reply:
+    index: int
+    data: Any
+    filtered: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class _Event:
+    watch: _Watch
+    reply: _Reply | None = None
+    error: BaseException | None = None
+
+
+def _decode(response: Any) -> _Reply:
+    """py-consul's JSON callback (status check, ``X-Consul-Index``), plus our headers."""
+    raw_index, data = CB.json(index=True, allow_404=False)(response)
+    try:
+        index = int(raw_index)
+    except (TypeError, ValueError):
+        raise ConsulError(f"X-Consul-Index {str(raw_index)[:40]!r} is not a number") from None
+    filtered = str(response.headers.get(FILTERED_HEADER, "")).lower() == "true"
+    return _Reply(index, data, filtered)
+
+
+class _HTTPClient(consul.base.HTTPClient):  # type: ignore[misc]
+    """py-consul's HTTP client interface on an aiohttp session we configure."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        scheme: str,
+        *,
+        ssl_context: ssl.SSLContext | None,
+        timeout: aiohttp.ClientTimeout,
+    ) -> None:
+        super().__init__(host, port, scheme, verify=ssl_context is not None)
+        connector = aiohttp.TCPConnector(
+            ssl=ssl_context if ssl_context is not None else True, limit=0
+        )
+        self._session = aiohttp.ClientSession(connector=connector, timeout=timeout)
+
+    async def _request(
+        self,
+        callback: Callable[[Any], Any],
+        method: str,
+        path: str,
+        params: Any,
+        headers: Mapping[str, str] | None,
+        data: str | bytes | None = None,
+    ) -> Any:
+        uri = self.uri(path, params)
+        async with self._session.request(method, uri, headers=headers, data=data) as response:
+            body = await response.text(encoding="utf-8")
+            return callback(consul.base.Response(response.status, response.headers, body))
+
+    def get(
+        self,
+        callback: Callable[[Any], Any],
+        path: str,
+        params: Any = None,
+        headers: Mapping[str, str] | None = None,
+        raw: bool = False,
+    ) -> Any:
+        return self._request(callback, "GET", path, params, headers)
+
+    def put(
+        self,
+        callback: Callable[[Any], Any],
+        path: str,
+        params: Any = None,
+        data: str | bytes = "",
+        headers: Mapping[str, str] | None = None,
+    ) -> Any:
+        return self._request(callback, "PUT", path, params, headers, data)
+
+    def delete(
+        self,
+        callback: Callable[[Any], Any],
+        path: str,
+        params: Any = None,
+        data: str | bytes = "",
+        headers: Mapping[str, str] | None = None,
+    ) -> Any:
+        return self._request(callback, "DELETE", path, params, headers, data)
+
+    def post(
+        self,
+        callback: Callable[[Any], Any],
+        path: str,
+        params: Any = None,
+        data: str = "",
+        headers: Mapping[str, str] | None = None,
+    ) -> Any:
+        return self._request(callback, "POST", path, params, headers, data)
+
+    def close(self) -> Any:
+        return self._session.close()
+
+
+class _Client(consul.aio.Consul):  # type: ignore[misc]
+    """``consul.aio.Consul`` on :class:`_HTTPClient`, configured only by the settings."""
+
+    def __init__(self, settings: ConsulSettings, ssl_context: ssl.SSLContext | None) -> None:
+        self._ssl_context = ssl_context
+        read = settings.wait * 17 / 16 + READ_SLACK  # Consul adds up to wait/16 of jitter
+        self._timeout = aiohttp.ClientTimeout(total=read, sock_connect=CONNECT_TIMEOUT)
+        host = f"[{settings.host}]" if ":" in settings.host else settings.host
+        super().__init__(
+            host=host,
+            port=settings.port,
+            scheme=settings.scheme,
+            consistency="stale" if settings.stale else "default",
+            verify=settings.verify,
+        )
+        self.token = settings.token  # py-consul would prefer CONSUL_HTTP_TOKEN
+
+    def http_connect(
+        self, host: str, port: int, scheme: str, verify: bool | str = True, cert: Any = None
+    ) -> _HTTPClient:
+        return _HTTPClient(host, port, scheme, ssl_context=self._ssl_context, timeout=self._timeout)
+
+
+def _ssl_context(settings: ConsulSettings) -> ssl.SSLContext | None:
+    if not settings.tls:
+        return None
+    context = ssl.create_default_context(cafile=settings.ca_file)
+    if not settings.verify:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    if settings.cert_file:
+        context.load_cert_chain(settings.cert_file, settings.key_file)
+    return context
+
+
+class _Watch:
+    """One blocking query loop, reporting every reply (or its failure) as an event."""
+
+    def __init__(self, target: _Target, run: _Run, report: Callable[[_Event], None]) -> None:
+        self.target = target
+        self.task = asyncio.create_task(self._loop(run, report), name=f"consul:{target}")
+
+    async def _loop(self, run: _Run, report: Callable[[_Event], None]) -> None:
+        try:
+            limiter = RateLimiter()
+            index, last = 0, None
+            while True:
+                await asyncio.sleep(limiter.delay())
+                sent, started = index, time.monotonic()
+                reply = await run.query(self.target, sent)
+                early = sent > 0 and time.monotonic() - started < run.settings.wait * EARLY
+                index = next_index(last, reply.index)
+                if index == 0:
+                    log.debug(
+                        "consul %s: %s: index went back to %d; starting over",
+                        run.name,
+                        self.target,
+                        reply.index,
+                    )
+                limiter.record(early=early, moved=last is None or reply.index != last)
+                last = reply.index
+                report(_Event(self, reply=reply))
+        except Exception as exc:
+            report(_Event(self, error=exc))
+
+
+class _Run:
+    """One run of ``watch()``: the client, the watches and the converted state."""
+
+    def __init__(self, name: str, settings: ConsulSettings) -> None:
+        self.name = name
+        self.settings = settings
+        self.client = _Client(settings, _ssl_context(settings))
+        self.state = ConsulState(
+            Options(
+                hostname=settings.hostname,
+                namespace=settings.namespace,
+                warning_is_healthy=settings.warning_is_healthy,
+                prefix_datacenter=len(settings.datacenters) > 1,
+            )
+        )
+        self.events: asyncio.Queue[_Event] = asyncio.Queue()
+        self.watches: dict[_Target, _Watch] = {}
+        self.stopped: set[asyncio.Task[None]] = set()
+        self.pending: set[_Target] = set()  # watches that have not answered yet
+        self.warned_filtered = False
+        self.warned_many: set[str] = set()
+
+    async def query(self, target: _Target, index: int) -> _Reply:
+        params: list[tuple[str, str]] = []
+        if target.datacenter:
+            params.append(("dc", target.datacenter))
+        if index > 0:
+            params += [("index", str(index)), ("wait", format_wait(self.settings.wait))]
+        if self.settings.stale:
+            params.append(("stale", "1"))
+        headers = self.client.prepare_headers()
+        try:
+            reply: _Reply = await self.client.http.get(
+                _decode, target.path, params=params, headers=headers
+            )
+        except Exception as exc:  # not CancelledError: that is a BaseException
+            raise ConsulError(f"{target}: {_describe(exc)}") from exc
+        return reply
+
+    def start(self, target: _Target) -> None:
+        self.watches[target] = _Watch(target, self, self.events.put_nowait)
+        self.pending.add(target)
+
+    def stop(self, target: _Target) -> None:
+        watch = self.watches.pop(target)
+        self.pending.discard(target)
+        watch.task.cancel()
+        self.stopped.add(watch.task)
+        watch.task.add_done_callback(self.stopped.discard)
+
+    def apply(self, event: _Event) -> None:
+        """Apply one event: a reply updates the state, a failure raises ConsulError."""
+        target = event.watch.target
+        if self.watches.get(target) is not event.watch:
+            return  # the watch was stopped after this reply was queued
+        if event.error is not None:
+            raise ConsulError(f"consul {self.name}: {event.error}") from event.error
+        assert event.reply is not None
+        self.pending.discard(target)
+        if event.reply.filtered and not self.warned_filtered:
+            self.warned_filtered = True
+            log.warning(
+                "consul %s: the agent filtered results by ACLs: the token (or the anonymous "
+                "token) lacks service:read or node:read; services may be missing",
+                self.name,
+            )
+        try:
+            if target.service is None:
+                self._catalog(target.datacenter, catalog_names(event.reply.data))
+            else:
+                entries = health_entries(event.reply.data)
+                self.state.health(target.datacenter, target.service, entries)
+        except ValueError as exc:
+            raise ConsulError(f"consul {self.name}: {target}: {exc}") from None
+
+    def _catalog(self, datacenter: str, names: list[str]) -> None:
+        wanted = self.state.catalog(datacenter, names)
+        running = {
+            t.service for t in self.watches if t.datacenter == datacenter and t.service is not None
+        }
+        for name in sorted(running - wanted):
+            self.stop(_Target(datacenter, name))
+        for name in sorted(wanted - running):
+            self.start(_Target(datacenter, name))
+        if len(wanted) > MANY_SERVICES and datacenter not in self.warned_many:
+            self.warned_many.add(datacenter)
+            log.warning(
+                "consul %s: following %d services%s takes as many connections to the agent; "
+                "its limits.http_max_conns_per_client (default 200) must allow them",
+                self.name,
+                len(wanted),
+                f" in {datacenter}" if datacenter else "",
+            )
+
+    async def apply_queued(self) -> None:
+        """Wait for an event, then apply it and every other one already queued."""
+        self.apply(await self.events.get())
+        while not self.events.empty():
+            self.apply(self.events.get_nowait())
+
+    async def close(self) -> None:
+        """Cancel every query and close the session, even if cancelled meanwhile (a
+        shutdown while the run is already ending after an error)."""
+        tasks = [w.task for w in self.watches.values()] + list(self.stopped)
+        self.watches.clear()
+        for task in tasks:
+            task.cancel()
+        try:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        finally:
+            await asyncio.shield(self.client.close())
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    text = " ".join(str(exc).split())[:MAX_MESSAGE] or type(exc).__name__
+    return f"{type(exc).__name__}: {text}"
+
+
+def _log_problems(name: str, old: Problems | None, new: Problems) -> None:
+    before = old.errors if old is not None else {}
+    for source, message in new.errors.items():
+        if before.get(source) != message:
+            log.warning("consul %s: %s", name, message)
+    for source in sorted(set(before) - set(new.errors)):
+        log.info("consul %s: %s is fine again", name, source)
+
+
+def _log_notes(name: str, old: tuple[str, ...], new: tuple[str, ...]) -> None:
+    for note in new:
+        if note not in old:
+            log.warning("consul %s: %s", name, note)
+
+
+class ConsulAdapter:
+    """Services of a Consul agent (see the module docstring)."""
+
+    def __init__(self, *, name: str, settings: Mapping[str, Any], context: AdapterContext) -> None:
+        self.name = name
+        self.settings = parse_settings(name, settings)
+
+    def __repr__(self) -> str:
+        datacenters = list(self.settings.datacenters) or "agent's"
+        address = self.settings.base_url
+        return f"ConsulAdapter(name={self.name!r}, {address=}, {datacenters=})"
+
+    async def watch(self) -> AsyncIterator[Update]:
+        try:
+            run = _Run(self.name, self.settings)
+        except (OSError, ssl.SSLError) as exc:  # TLS files: missing, unreadable, wrong
+            raise ConsulError(f"consul {self.name}: TLS setup: {_describe(exc)}") from exc
+        try:
+            for datacenter in self.settings.datacenters or ("",):
+                run.start(_Target(datacenter))
+            while run.pending:
+                await run.apply_queued()
+            full = run.state.replace()
+            log.info(
+                "consul %s: %d services, %d endpoints from %s",
+                self.name,
+                len(full.services),
+                len(full.endpoints),
+                self.settings.base_url,
+            )
+            yield full
+            problems, notes = run.state.problems(), run.state.notes
+            _log_problems(self.name, None, problems)
+            _log_notes(self.name, (), notes)
+            yield problems
+            while True:
+                await run.apply_queued()
+                for update in run.state.changes():
+                    yield update
+                new_problems, new_notes = run.state.problems(), run.state.notes
+                if new_notes != notes:
+                    _log_notes(self.name, notes, new_notes)
+                    notes = new_notes
+                if new_problems is not problems:
+                    _log_problems(self.name, problems, new_problems)
+                    problems = new_problems
+                    yield problems
+        finally:
+            await run.close()

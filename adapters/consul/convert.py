@@ -1,0 +1,616 @@
+"""Consul catalog/health JSON -> registryd's service model.  Pure: no I/O.
+
+Contract:
+
+* :class:`ConsulState` holds what the watches last returned: the service names of each
+  datacenter's ``/v1/catalog/services`` (:meth:`~ConsulState.catalog`) and each
+  service's ``/v1/health/service/<name>`` entries (:meth:`~ConsulState.health`).  It
+  converts only what changed and gives the full state (:meth:`~ConsulState.replace`),
+  the increments since the last call (:meth:`~ConsulState.changes`: one ``Upsert`` per
+  new or changed hostname, then one ``Delete`` per vanished one, each sorted), the
+  per-entry problems with the raw entries for the debug port
+  (:meth:`~ConsulState.problems`) and notes worth a log line (:attr:`~ConsulState.notes`).
+  Results are deterministic: instances are taken in (datacenter, node, service id) order.
+* A malformed entry (bad port, no address, bad meta, tags or weights...) is skipped and
+  reported under ``<service>/<service id>`` (``<datacenter>/<service>/<service id>``
+  with several datacenters); a service name that gives no valid hostname is not watched
+  and is reported under ``<service>``.  The raw entries (``sources``) are keyed by
+  ``<service>`` (or ``<datacenter>/<service>``) and keep only the fields that matter
+  here: check output, notes and definitions (HTTP headers...) are dropped.
+* Malformed *replies* (not a JSON object or list) raise :class:`ValueError`: the agent
+  is not one this adapter can follow.
+
+Mapping (one entry of ``/v1/health/service/<name>`` is one Consul service instance):
+
+* hostname: the ``hostname`` template with ``{service}`` (the Consul service name) and
+  ``{datacenter}``, lower-cased; default ``<service>.service.consul``.  Services of
+  several datacenters (or names differing only in case) that give the same hostname are
+  one service whose endpoints are combined.  A hostname exists while it has at least
+  one usable instance.
+* ports: one service port per distinct ``Service.Port`` of the instances, named
+  ``<protocol>-<port>`` (``http-8080``); the endpoint port is the same number.  The
+  protocol is ``Service.Meta["protocol"]``, else the ``protocol|<value>`` tag, else TCP;
+  Istio's names (``http``, ``http2``, ``grpc``, ``grpc-web``, ``https``, ``tls``,
+  ``tcp``, ``udp``, ``mongo``, ``mysql``, ``redis``, ``http_proxy``) in any case; an
+  unknown value means TCP and a note.  When instances disagree on one port's protocol
+  the first instance wins, with a note.
+* address: ``Service.Address``, else ``Node.Address``; an IP address or a DNS name.  The
+  service resolves ``STATIC`` (EDS) when every address is an IP, else ``DNS``.
+* location: ``MESH_INTERNAL``; ``MESH_EXTERNAL`` when an instance has a non-empty
+  ``Service.Meta["external"]`` (Istio's rule).  Namespace: the ``namespace`` setting.
+* endpoint labels: the ``key|value`` tags (Istio's rule: split at ``|``, the first part
+  is the key and the second the value, further parts are dropped), then
+  ``Service.Meta`` on top (meta wins).  Plain tags (no ``|``) are not labels, as in
+  Istio; they stay visible in the raw entries.
+* locality: region = the datacenter (the configured one, else ``Node.Datacenter``).
+* health, from all checks of the entry (node and service checks) with Consul's own
+  aggregation (maintenance > critical > warning > passing, no checks = passing):
+  passing → HEALTHY with weight ``Weights.Passing``; warning → HEALTHY with weight
+  ``Weights.Warning`` when ``warning_is_healthy`` (the default, as Consul DNS and
+  ``?passing`` treat warning), but UNHEALTHY when that weight is 0 or the setting is
+  false; critical or an unknown status → UNHEALTHY; maintenance (``_node_maintenance``,
+  ``_service_maintenance:<id>``) → DRAINING.  Weights default to 1/1.
+* two instances with the same address and port give one endpoint (the first), with a
+  note.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from registryd.adapter import Delete, Problems, Replace, Upsert
+from registryd.model import Endpoint, Health, Labels, Locality, Location, Port, Resolution, Service
+
+__all__ = [
+    "DEFAULT_HOSTNAME",
+    "PROTOCOLS",
+    "ConsulState",
+    "EntryError",
+    "Instance",
+    "Options",
+    "aggregate_status",
+    "build_service",
+    "catalog_names",
+    "convert_entry",
+    "health_entries",
+    "hostname_for",
+    "is_dns_name",
+    "public_entry",
+    "tag_labels",
+]
+
+DEFAULT_HOSTNAME = "{service}.service.consul"
+PROTOCOLS = frozenset(
+    "HTTP HTTPS HTTP2 HTTP_PROXY GRPC GRPC-WEB TCP TLS UDP MONGO MYSQL REDIS".split()
+)
+NODE_MAINTENANCE = "_node_maintenance"
+SERVICE_MAINTENANCE_PREFIX = "_service_maintenance:"
+_LABEL = r"[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?"
+_DNS_NAME = re.compile(rf"{_LABEL}(?:\.{_LABEL})*")
+_NODE_FIELDS = ("ID", "Node", "Address", "Datacenter", "TaggedAddresses", "Meta")
+_SERVICE_FIELDS = (
+    "ID",
+    "Service",
+    "Kind",
+    "Tags",
+    "Address",
+    "TaggedAddresses",
+    "Port",
+    "Meta",
+    "Weights",
+    "Namespace",
+    "Partition",
+)
+_CHECK_FIELDS = ("CheckID", "Name", "Status", "ServiceID", "ServiceName", "Type")
+
+Key = tuple[str, str]  # (datacenter, Consul service name); datacenter "" = the agent's
+
+
+class EntryError(ValueError):
+    """A catalog entry (or service name) that cannot be used; the message says why."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Options:
+    """What the mapping depends on.  ``prefix_datacenter``: several datacenters are
+    read, so problem and source keys start with ``<datacenter>/``."""
+
+    hostname: str = DEFAULT_HOSTNAME
+    namespace: str = "default"
+    warning_is_healthy: bool = True
+    prefix_datacenter: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Instance:
+    """One usable Consul service instance."""
+
+    service: str
+    id: str
+    node: str
+    datacenter: str
+    address: str
+    port: int
+    protocol: str
+    labels: Labels
+    health: Health
+    weight: int
+    external: bool = False
+    notes: tuple[str, ...] = ()
+
+    @property
+    def order(self) -> tuple[str, str, str]:
+        return (self.datacenter, self.node, self.id)
+
+
+# -- replies ----------------------------------------------------------------------------
+
+
+def catalog_names(data: Any) -> list[str]:
+    """The service names of a ``/v1/catalog/services`` reply (name -> tags)."""
+    if not isinstance(data, Mapping) or not all(isinstance(k, str) for k in data):
+        raise ValueError(f"/v1/catalog/services: expected an object of names, got {_kind(data)}")
+    return sorted(data)
+
+
+def health_entries(data: Any) -> list[Any]:
+    """The entries of a ``/v1/health/service/<name>`` reply (a list)."""
+    if not isinstance(data, list):
+        raise ValueError(f"/v1/health/service: expected a list of entries, got {_kind(data)}")
+    return data
+
+
+def _kind(data: Any) -> str:
+    return "null" if data is None else type(data).__name__
+
+
+# -- pure mapping -----------------------------------------------------------------------
+
+
+def is_dns_name(name: str) -> bool:
+    """A lower-case DNS name: dot-separated labels of letters, digits and inner hyphens."""
+    return len(name) <= 253 and _DNS_NAME.fullmatch(name) is not None
+
+
+def hostname_for(template: str, service: str, datacenter: str = "") -> str:
+    """The hostname of Consul service ``service`` (see the module docstring)."""
+    hostname = template.format(service=service, datacenter=datacenter).lower()
+    if not is_dns_name(hostname):
+        raise EntryError(
+            f"service name {service!r} gives hostname {hostname!r}, which is not a DNS name"
+        )
+    return hostname
+
+
+def tag_labels(tags: Iterable[str]) -> dict[str, str]:
+    """Istio's rule: ``key|value`` tags are labels (later tags win); others are not."""
+    labels: dict[str, str] = {}
+    for tag in tags:
+        parts = tag.split("|")
+        if len(parts) > 1 and parts[0]:
+            labels[parts[0]] = parts[1]
+    return labels
+
+
+def aggregate_status(checks: Iterable[Mapping[str, Any]]) -> str:
+    """Consul's ``HealthChecks.AggregatedStatus``: ``maintenance`` > ``critical`` >
+    ``warning`` > ``passing`` (also for no checks); ``""`` for an unknown status."""
+    seen = set()
+    for check in checks:
+        check_id = check.get("CheckID")
+        if check_id == NODE_MAINTENANCE or (
+            isinstance(check_id, str) and check_id.startswith(SERVICE_MAINTENANCE_PREFIX)
+        ):
+            seen.add("maintenance")
+            continue
+        status = check.get("Status")
+        if status not in ("passing", "warning", "critical"):
+            return ""
+        seen.add(status)
+    for status in ("maintenance", "critical", "warning"):
+        if status in seen:
+            return status
+    return "passing"
+
+
+def _mapping(value: Any, what: str) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise EntryError(f"{what} is not an object ({_kind(value)})")
+    return value
+
+
+def _meta(value: Any) -> dict[str, str]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping) or not all(
+        isinstance(k, str) and k and isinstance(v, str) for k, v in value.items()
+    ):
+        raise EntryError("Service.Meta must map non-empty strings to strings")
+    return dict(value)
+
+
+def _tags(value: Any) -> list[str]:
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(t, str) for t in value):
+        raise EntryError("Service.Tags must be a list of strings")
+    return value
+
+
+def _port(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise EntryError(f"Service.Port {value!r} is not a port number")
+    if value == 0:
+        raise EntryError("Service.Port is 0: the instance has no port")
+    if not 0 < value < 65536:
+        raise EntryError(f"Service.Port {value} is out of range 1-65535")
+    return value
+
+
+def _address(service: Mapping[str, Any], node: Mapping[str, Any]) -> str:
+    for where, value in (
+        ("Service.Address", service.get("Address")),
+        ("Node.Address", node.get("Address")),
+    ):
+        if value in (None, ""):
+            continue
+        if not isinstance(value, str):
+            raise EntryError(f"{where} {value!r} is not a string")
+        if _is_ip(value) or is_dns_name(value.lower().rstrip(".")):
+            return value if _is_ip(value) else value.lower().rstrip(".")
+        raise EntryError(f"{where} {value!r} is neither an IP address nor a DNS name")
+    raise EntryError("no address: Service.Address and Node.Address are both empty")
+
+
+def _is_ip(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _weights(value: Any) -> tuple[int, int]:
+    if value is None:
+        return (1, 1)
+    if not isinstance(value, Mapping):
+        raise EntryError("Service.Weights must be an object with Passing and Warning")
+    passing, warning = value.get("Passing", 1), value.get("Warning", 1)
+    for name, weight in (("Passing", passing), ("Warning", warning)):
+        if isinstance(weight, bool) or not isinstance(weight, int) or weight < 0:
+            raise EntryError(f"Service.Weights.{name} {weight!r} is not a weight (integer >= 0)")
+    if passing < 1:
+        raise EntryError("Service.Weights.Passing must be at least 1")
+    return (passing, warning)
+
+
+def _checks(value: Any) -> list[Mapping[str, Any]]:
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(c, Mapping) for c in value):
+        raise EntryError("Checks must be a list of objects")
+    return value
+
+
+def _protocol(meta: Mapping[str, str], tags: Mapping[str, str]) -> tuple[str, str | None]:
+    """The protocol and, for an unknown value, a note."""
+    value = meta.get("protocol") or tags.get("protocol") or "tcp"
+    upper = value.upper()
+    if upper in PROTOCOLS:
+        return upper, None
+    return "TCP", f"unknown protocol {value!r}, using TCP"
+
+
+def _health(status: str, weights: tuple[int, int], warning_is_healthy: bool) -> tuple[Health, int]:
+    passing, warning = weights
+    if status == "passing":
+        return Health.HEALTHY, passing
+    if status == "warning":
+        if warning_is_healthy and warning > 0:
+            return Health.HEALTHY, warning
+        return Health.UNHEALTHY, passing
+    if status == "maintenance":
+        return Health.DRAINING, passing
+    return Health.UNHEALTHY, passing  # critical, or a status Consul does not define
+
+
+def _names(entry: Any, fallback: str) -> tuple[str, str]:
+    """(service id, node name) for messages, as far as the entry tells."""
+    service = entry.get("Service") if isinstance(entry, Mapping) else None
+    node = entry.get("Node") if isinstance(entry, Mapping) else None
+    service_id = service.get("ID") if isinstance(service, Mapping) else None
+    node_name = node.get("Node") if isinstance(node, Mapping) else None
+    return (
+        service_id if isinstance(service_id, str) and service_id else fallback,
+        node_name if isinstance(node_name, str) else "",
+    )
+
+
+def convert_entry(entry: Any, *, service: str, datacenter: str, options: Options) -> Instance:
+    """One ``/v1/health/service/<service>`` entry -> :class:`Instance`, or EntryError."""
+    body = _mapping(entry, "the entry")
+    node = _mapping(body.get("Node"), "Node")
+    svc = _mapping(body.get("Service"), "Service")
+    service_id, node_name = _names(entry, service)
+    port = _port(svc.get("Port"))
+    meta = _meta(svc.get("Meta"))
+    from_tags = tag_labels(_tags(svc.get("Tags")))
+    protocol, note = _protocol(meta, from_tags)
+    status = aggregate_status(_checks(body.get("Checks")))
+    health, weight = _health(status, _weights(svc.get("Weights")), options.warning_is_healthy)
+    region = datacenter or node.get("Datacenter") or ""
+    if not isinstance(region, str):
+        raise EntryError(f"Node.Datacenter {region!r} is not a string")
+    return Instance(
+        service=service,
+        id=service_id,
+        node=node_name,
+        datacenter=region,
+        address=_address(svc, node),
+        port=port,
+        protocol=protocol,
+        labels=Labels({**from_tags, **meta}),
+        health=health,
+        weight=weight,
+        external=bool(meta.get("external")),
+        notes=() if note is None else (f"{service}/{service_id}: {note}",),
+    )
+
+
+def build_service(
+    hostname: str, instances: Sequence[Instance], namespace: str = "default"
+) -> tuple[Service, tuple[Endpoint, ...], list[str]]:
+    """The service ``hostname`` made of ``instances`` (in order), its endpoints (sorted
+    by service port, address, port) and notes on conflicts."""
+    ports: dict[int, tuple[str, Instance]] = {}
+    found: dict[tuple[int, str, int], tuple[Endpoint, Instance]] = {}
+    notes: list[str] = []
+    for instance in instances:
+        notes.extend(instance.notes)
+        first = ports.setdefault(instance.port, (instance.protocol, instance))
+        if first[0] != instance.protocol:
+            notes.append(
+                f"{hostname}: port {instance.port} is {first[0]} on {_who(first[1])} but "
+                f"{instance.protocol} on {_who(instance)}; using {first[0]}"
+            )
+        endpoint = Endpoint(
+            hostname=hostname,
+            address=instance.address,
+            port=instance.port,
+            service_port=instance.port,
+            locality=Locality(region=instance.datacenter),
+            weight=instance.weight,
+            health=instance.health,
+            labels=instance.labels,
+        )
+        key = (instance.port, instance.address, instance.port)
+        if key in found:
+            notes.append(
+                f"{hostname}: {_who(instance)} and {_who(found[key][1])} are both "
+                f"{instance.address}:{instance.port}; using {_who(found[key][1])}"
+            )
+            continue
+        found[key] = (endpoint, instance)
+    service = Service(
+        hostname=hostname,
+        namespace=namespace,
+        ports=tuple(
+            Port(number=n, name=f"{p.lower()}-{n}", protocol=p)
+            for n, (p, _) in sorted(ports.items())
+        ),
+        resolution=(
+            Resolution.STATIC if all(_is_ip(i.address) for i in instances) else Resolution.DNS
+        ),
+        location=(
+            Location.MESH_EXTERNAL if any(i.external for i in instances) else Location.MESH_INTERNAL
+        ),
+    )
+    return service, tuple(found[k][0] for k in sorted(found)), notes
+
+
+def _who(instance: Instance) -> str:
+    where = f" in {instance.datacenter}" if instance.datacenter else ""
+    return f"{instance.service}/{instance.id} (node {instance.node or '?'}{where})"
+
+
+def public_entry(entry: Any) -> Any:
+    """``entry`` for the debug port: only the fields the mapping reads, nothing secret."""
+    if not isinstance(entry, Mapping):
+        return f"<malformed entry: {_kind(entry)}>"
+    result: dict[str, Any] = {}
+    for name, fields in (("Node", _NODE_FIELDS), ("Service", _SERVICE_FIELDS)):
+        part = entry.get(name)
+        result[name] = _pick(part, fields) if isinstance(part, Mapping) else part
+    checks = entry.get("Checks")
+    if isinstance(checks, list):
+        result["Checks"] = [
+            _pick(c, _CHECK_FIELDS) if isinstance(c, Mapping) else c for c in checks
+        ]
+    return result
+
+
+def _pick(part: Mapping[str, Any], fields: Sequence[str]) -> dict[str, Any]:
+    return {f: part[f] for f in fields if f in part}
+
+
+# -- state ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Group:
+    """What one (datacenter, service name) contributes."""
+
+    hostname: str
+    instances: tuple[Instance, ...]
+    errors: Mapping[str, str]
+    sources: tuple[Any, ...]
+
+
+@dataclass(slots=True)
+class _Host:
+    service: Service
+    endpoints: tuple[Endpoint, ...]
+    notes: list[str] = field(default_factory=list)
+
+
+class ConsulState:
+    """The watched Consul state, converted incrementally (see the module docstring)."""
+
+    def __init__(self, options: Options | None = None) -> None:
+        self.options = options or Options()
+        self._names: dict[str, set[str]] = {}  # datacenter -> names in its catalog
+        self._rejected: dict[Key, str] = {}  # names that give no hostname
+        self._groups: dict[Key, _Group] = {}
+        self._raw: dict[Key, list[Any]] = {}
+        self._by_host: dict[str, set[Key]] = {}
+        self._hosts: dict[str, _Host] = {}
+        self._dirty: set[str] = set()
+        self._shown: dict[str, _Host] = {}  # what the last replace()/changes() handed out
+        self._problems: Problems | None = None
+
+    # -- input ----------------------------------------------------------------------
+
+    def catalog(self, datacenter: str, names: Iterable[str]) -> set[str]:
+        """``datacenter``'s catalog lists ``names`` now; the names to watch (those that
+        give a hostname).  Services no longer listed are dropped."""
+        current = set(names)
+        for name in self._names.get(datacenter, set()) - current:
+            key = (datacenter, name)
+            self._rejected.pop(key, None)
+            self._drop(key)
+            self._problems = None
+        self._names[datacenter] = current
+        watch = set()
+        for name in current:
+            key = (datacenter, name)
+            try:
+                hostname_for(self.options.hostname, name, datacenter)
+            except EntryError as exc:
+                if self._rejected.get(key) != str(exc):
+                    self._rejected[key] = str(exc)
+                    self._problems = None
+                continue
+            watch.add(name)
+        return watch
+
+    def health(self, datacenter: str, name: str, entries: Sequence[Any]) -> None:
+        """The current ``/v1/health/service/<name>`` entries of ``datacenter``."""
+        key = (datacenter, name)
+        if name not in self._names.get(datacenter, ()) or key in self._rejected:
+            return  # a late reply of a watch that was stopped
+        if self._raw.get(key) == entries:
+            return
+        self._raw[key] = list(entries)
+        group = self._convert(key, entries)
+        self._groups[key] = group  # a name always gives the same hostname
+        self._by_host.setdefault(group.hostname, set()).add(key)
+        self._dirty.add(group.hostname)
+        self._problems = None
+
+    # -- output ---------------------------------------------------------------------
+
+    def replace(self) -> Replace:
+        """The full state; what :meth:`changes` compares with from now on."""
+        self._flush()
+        self._shown = dict(self._hosts)
+        hosts = sorted(self._hosts)
+        return Replace(
+            services=tuple(self._hosts[h].service for h in hosts),
+            endpoints=tuple(e for h in hosts for e in self._hosts[h].endpoints),
+        )
+
+    def changes(self) -> list[Upsert | Delete]:
+        """Upserts of new or changed hostnames, then Deletes, since the last call."""
+        touched = self._flush()
+        upserts: list[Upsert | Delete] = []
+        deletes: list[Upsert | Delete] = []
+        for hostname in sorted(touched):
+            new, old = self._hosts.get(hostname), self._shown.get(hostname)
+            if new is None:
+                if old is not None:
+                    deletes.append(Delete(hostname=hostname))
+                    del self._shown[hostname]
+            elif old is None or (old.service, old.endpoints) != (new.service, new.endpoints):
+                upserts.append(Upsert(service=new.service, endpoints=new.endpoints))
+                self._shown[hostname] = new
+        return upserts + deletes
+
+    def problems(self) -> Problems:
+        """Per-entry errors and the raw entries in use (the same object until either
+        changes)."""
+        if self._problems is None:
+            errors: dict[str, str] = {}
+            for key, message in self._rejected.items():
+                errors[self._source(key)] = f"{self._source(key)}: {message}; not watched"
+            sources: dict[str, Any] = {}
+            for key, group in self._groups.items():
+                errors.update(group.errors)
+                sources[self._source(key)] = list(group.sources)
+            self._problems = Problems(
+                errors=dict(sorted(errors.items())), sources=dict(sorted(sources.items()))
+            )
+        return self._problems
+
+    @property
+    def notes(self) -> tuple[str, ...]:
+        return tuple(sorted({n for h in self._hosts.values() for n in h.notes}))
+
+    @property
+    def hostnames(self) -> list[str]:
+        return sorted(self._hosts)
+
+    # -- internals ------------------------------------------------------------------
+
+    def _source(self, key: Key) -> str:
+        datacenter, name = key
+        return f"{datacenter}/{name}" if self.options.prefix_datacenter else name
+
+    def _convert(self, key: Key, entries: Sequence[Any]) -> _Group:
+        datacenter, name = key
+        options = self.options
+        hostname = hostname_for(options.hostname, name, datacenter)
+        instances: list[Instance] = []
+        errors: dict[str, str] = {}
+        for entry in entries:
+            try:
+                instances.append(
+                    convert_entry(entry, service=name, datacenter=datacenter, options=options)
+                )
+            except EntryError as exc:
+                service_id, node = _names(entry, "?")
+                source = f"{self._source(key)}/{service_id}"
+                on = f" on node {node}" if node else ""
+                message = f"{source}{on}: {exc}; entry skipped"
+                errors[source] = f"{errors[source]}; {message}" if source in errors else message
+        instances.sort(key=lambda i: i.order)
+        return _Group(hostname, tuple(instances), errors, tuple(public_entry(e) for e in entries))
+
+    def _drop(self, key: Key) -> None:
+        self._raw.pop(key, None)
+        group = self._groups.pop(key, None)
+        if group is None:
+            return
+        keys = self._by_host.get(group.hostname)
+        if keys is not None:
+            keys.discard(key)
+            if not keys:
+                del self._by_host[group.hostname]
+        self._dirty.add(group.hostname)
+
+    def _flush(self) -> set[str]:
+        """Rebuild the dirty hostnames; return them."""
+        dirty, self._dirty = self._dirty, set()
+        for hostname in dirty:
+            keys = sorted(self._by_host.get(hostname, ()))
+            instances = [i for k in keys for i in self._groups[k].instances]
+            if not instances:
+                self._hosts.pop(hostname, None)
+                continue
+            instances.sort(key=lambda i: (i.order, i.service))
+            service, endpoints, notes = build_service(hostname, instances, self.options.namespace)
+            self._hosts[hostname] = _Host(service, endpoints, notes)
+        return dirty

@@ -1,0 +1,884 @@
+"""The Consul adapter against the Consul emulator (or a real agent): settings, blocking
+queries, increments, failures, ACL tokens and TLS.
+
+With ``CONSUL_HTTP_ADDR`` set (and ``CONSUL_HTTP_TOKEN`` if the agent has ACLs) the tests
+that need only the HTTP API run against that agent: they register nodes and services
+under a random prefix through ``/v1/catalog/register`` and remove them afterwards; the
+tests that need the emulator's knobs are skipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import shutil
+import ssl
+import subprocess
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import aiohttp
+import pytest
+
+from registryd.adapter import (
+    Adapter,
+    AdapterContext,
+    ConfigError,
+    Delete,
+    Problems,
+    Replace,
+    Update,
+    Upsert,
+)
+from registryd.adapters.consul import ConsulAdapter
+from registryd.adapters.consul.adapter import (
+    BACKOFF_MAX,
+    BACKOFF_MIN,
+    ConsulError,
+    RateLimiter,
+    next_index,
+)
+from registryd.adapters.consul.settings import ConsulSettings, format_wait, parse_settings
+from registryd.model import Health, ShardKey
+from registryd.registry.store import RegistryStore
+from registryd.supervisor import Supervisor
+from registryd.testing import AdapterContract
+from tests.emulators.consul import ConsulEmulator
+
+REAL_AGENT = os.environ.get("CONSUL_HTTP_ADDR")
+WITHIN = 5.0  # seconds: every change shows within this (rate limiting included)
+SECRET = "5e3f1c2a-0b1d-4c6e-9f00-7a5b3c2d1e0f"
+T = TypeVar("T")
+
+
+def make(settings: dict[str, Any], name: str = "consul") -> ConsulAdapter:
+    return ConsulAdapter(name=name, settings=settings, context=AdapterContext())
+
+
+class Agent:
+    """The agent under test: the emulator, or a real one (``CONSUL_HTTP_ADDR``)."""
+
+    def __init__(
+        self,
+        url: str,
+        token: str | None,
+        emulator: ConsulEmulator | None,
+        session: aiohttp.ClientSession,
+    ) -> None:
+        self.url = url.rstrip("/")
+        self.token = token
+        self._emulator = emulator
+        self.session = session
+        self.prefix = f"rdt{uuid.uuid4().hex[:6]}-" if emulator is None else "t-"
+        self.nodes: set[str] = set()
+
+    @property
+    def emulator(self) -> ConsulEmulator:
+        if self._emulator is None:
+            pytest.skip("needs the emulator's knobs (CONSUL_HTTP_ADDR points at a real agent)")
+        return self._emulator
+
+    def name(self, base: str) -> str:
+        return f"{self.prefix}{base}"
+
+    def host(self, base: str) -> str:
+        return f"{self.name(base)}.service.consul"
+
+    def adapter(self, **settings: Any) -> ConsulAdapter:
+        values: dict[str, Any] = {"address": self.url, "wait": "10s"}
+        if self.token:
+            values["token"] = self.token
+        return make({**values, **settings})
+
+    async def register(
+        self,
+        service: str,
+        service_id: str | None = None,
+        *,
+        node: str = "n1",
+        address: str = "10.0.0.1",
+        port: int = 8080,
+        status: str = "passing",
+        meta: dict[str, str] | None = None,
+        tags: list[str] | None = None,
+    ) -> None:
+        name, node_name = self.name(service), self.name(node)
+        service_id = service_id or name
+        self.nodes.add(node_name)
+        payload = {
+            "Node": node_name,
+            "Address": address,
+            "Service": {
+                "ID": service_id,
+                "Service": name,
+                "Port": port,
+                "Meta": meta or {},
+                "Tags": tags or [],
+            },
+            "Check": {
+                "CheckID": f"service:{service_id}",
+                "Name": "health",
+                "ServiceID": service_id,
+                "Status": status,
+            },
+        }
+        await self._put("/v1/catalog/register", payload)
+
+    async def deregister(self, node: str = "n1", service_id: str | None = None) -> None:
+        payload: dict[str, Any] = {"Node": self.name(node)}
+        if service_id is not None:
+            payload["ServiceID"] = service_id
+        await self._put("/v1/catalog/deregister", payload)
+
+    async def _put(self, path: str, payload: dict[str, Any]) -> None:
+        headers = {"X-Consul-Token": self.token} if self.token else {}
+        timeout = aiohttp.ClientTimeout(total=10)
+        async with self.session.put(
+            self.url + path, json=payload, headers=headers, timeout=timeout
+        ) as response:
+            assert response.status == 200, await response.text()
+
+    async def cleanup(self) -> None:
+        for node in sorted(self.nodes):
+            await self._put("/v1/catalog/deregister", {"Node": node})
+
+
+@pytest.fixture
+async def agent() -> AsyncIterator[Agent]:
+    async with aiohttp.ClientSession() as session:
+        if REAL_AGENT:
+            url = REAL_AGENT if "://" in REAL_AGENT else f"http://{REAL_AGENT}"
+            real = Agent(url, os.environ.get("CONSUL_HTTP_TOKEN") or None, None, session)
+            try:
+                yield real
+            finally:
+                await real.cleanup()
+            return
+        async with ConsulEmulator() as emulator:
+            yield Agent(emulator.url, None, emulator, session)
+
+
+class Feed:
+    """Runs ``watch()`` in a task; hands out its updates (ours only) or its error."""
+
+    def __init__(self, adapter: ConsulAdapter, prefix: str = "") -> None:
+        self.prefix = prefix
+        self.queue: asyncio.Queue[Update | BaseException] = asyncio.Queue()
+        self.problems: Problems | None = None
+        self.task = asyncio.create_task(self._pump(adapter))
+
+    async def _pump(self, adapter: ConsulAdapter) -> None:
+        try:
+            async for update in adapter.watch():
+                self.queue.put_nowait(update)
+        except Exception as exc:
+            self.queue.put_nowait(exc)
+
+    def _mine(self, hostname: str) -> bool:
+        return hostname.startswith(self.prefix)
+
+    async def next(self, timeout: float = WITHIN) -> Update:
+        item = await asyncio.wait_for(self.queue.get(), timeout)
+        if isinstance(item, BaseException):
+            raise item
+        if isinstance(item, Problems):
+            self.problems = item
+        return item
+
+    async def replace(self, timeout: float = WITHIN) -> Replace:
+        """The first update, which must be a Replace; only our services are kept."""
+        update = await self.next(timeout)
+        assert isinstance(update, Replace), update
+        return Replace(
+            services=tuple(s for s in update.services if self._mine(s.hostname)),
+            endpoints=tuple(e for e in update.endpoints if self._mine(e.hostname)),
+        )
+
+    async def change(self, timeout: float = WITHIN) -> Upsert | Delete:
+        """The next Upsert/Delete of ours (Problems are recorded and skipped)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            update = await self.next(max(deadline - time.monotonic(), 0.001))
+            if isinstance(update, Upsert) and self._mine(update.service.hostname):
+                return update
+            if isinstance(update, Delete) and self._mine(update.hostname):
+                return update
+            assert not isinstance(update, Replace), "a second Replace without a restart"
+
+    async def expect(self, kind: type[T], timeout: float = WITHIN) -> T:
+        update = await self.change(timeout)
+        assert isinstance(update, kind), update
+        return update
+
+    async def settle(self, seconds: float) -> list[Update]:
+        """Everything yielded within ``seconds``."""
+        seen: list[Update] = []
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                seen.append(await self.next(left))
+            except TimeoutError:
+                break
+        return seen
+
+    async def error(self, timeout: float = WITHIN) -> BaseException:
+        deadline = time.monotonic() + timeout
+        while True:
+            item = await asyncio.wait_for(self.queue.get(), max(deadline - time.monotonic(), 0))
+            if isinstance(item, BaseException):
+                return item
+
+    async def close(self) -> None:
+        self.task.cancel()
+        await asyncio.gather(self.task, return_exceptions=True)
+
+
+@pytest.fixture
+async def feeds() -> AsyncIterator[Callable[..., Feed]]:
+    started: list[Feed] = []
+
+    def start(adapter: ConsulAdapter, prefix: str = "") -> Feed:
+        feed = Feed(adapter, prefix)
+        started.append(feed)
+        return feed
+
+    try:
+        yield start
+    finally:
+        for feed in started:
+            await feed.close()
+
+
+def addresses(update: Upsert | Replace) -> list[str]:
+    return sorted(e.address for e in update.endpoints)
+
+
+# -- settings -----------------------------------------------------------------------------
+
+
+def test_settings_defaults() -> None:
+    settings = parse_settings("c", {})
+    assert settings == ConsulSettings()
+    assert settings.base_url == "http://127.0.0.1:8500"
+    assert settings.wait == 300.0 and format_wait(settings.wait) == "300s"
+    assert (settings.hostname, settings.namespace) == ("{service}.service.consul", "default")
+    assert settings.verify and settings.warning_is_healthy and not settings.stale
+
+
+@pytest.mark.parametrize(
+    ("address", "scheme", "url"),
+    [
+        ("consul.local:8600", None, "http://consul.local:8600"),
+        ("consul.local", None, "http://consul.local:8500"),
+        ("https://consul.local", None, "https://consul.local:8501"),
+        ("http://10.0.0.1:8500/", None, "http://10.0.0.1:8500"),
+        ("[::1]:8500", "https", "https://[::1]:8500"),
+        ("::1", None, "http://[::1]:8500"),
+    ],
+)
+def test_settings_addresses(address: str, scheme: str | None, url: str) -> None:
+    settings = {"address": address} | ({"scheme": scheme} if scheme else {})
+    assert parse_settings("c", settings).base_url == url
+
+
+def test_settings_wait_and_datacenters() -> None:
+    settings = parse_settings("c", {"wait": "1m30s", "datacenters": ["dc1", "dc2"]})
+    assert settings.wait == 90.0 and settings.datacenters == ("dc1", "dc2")
+    assert parse_settings("c", {"wait": 2.5}).wait == 2.5
+    assert format_wait(2.5) == "2500ms"
+    assert parse_settings("c", {"datacenter": "eu-1"}).datacenters == ("eu-1",)
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"adress": "x"}, "unknown settings ['adress']"),
+        ({"address": ""}, "'address'"),
+        ({"address": "ftp://x:1"}, "scheme must be http or https"),
+        ({"address": "http://x:1/v1"}, "scheme://host[:port]"),
+        ({"address": "x:99999"}, "out of range"),
+        ({"address": "a b:80"}, "'address'"),
+        ({"address": "http://x", "scheme": "https"}, "contradicts"),
+        ({"scheme": "tcp"}, "'scheme' must be http or https"),
+        ({"datacenter": "dc1", "datacenters": ["dc2"]}, "not both"),
+        ({"datacenters": []}, "non-empty list"),
+        ({"datacenters": ["dc1", "dc1"]}, "twice"),
+        ({"datacenter": "dc 1"}, "'datacenter' must be datacenter names"),
+        ({"wait": "5 minutes"}, "'wait' must be a duration"),
+        ({"wait": "11m"}, "between 100ms and 10m"),
+        ({"wait": 0}, "between 100ms and 10m"),
+        ({"wait": True}, "'wait' must be a duration"),
+        ({"hostname": "{name}.consul"}, "only {service} and {datacenter}"),
+        ({"hostname": "{service!r}.consul"}, "only {service} and {datacenter}"),
+        ({"hostname": "static.consul"}, "must contain {service}"),
+        ({"hostname": "{service}.{datacenter}.consul"}, "set 'datacenter'"),
+        ({"hostname": "{service}..consul"}, "does not give a DNS name"),
+        ({"hostname": "{service}.{datacenter}", "datacenter": "eu_1"}, "not give a DNS name"),
+        ({"hostname": "{service"}, "'hostname'"),
+        ({"namespace": "Prod"}, "'namespace'"),
+        ({"verify": "no"}, "'verify' must be true or false"),
+        ({"stale": 1}, "'stale' must be true or false"),
+        ({"warning_is_healthy": None}, "'warning_is_healthy'"),
+        ({"ca_file": "/ca.pem"}, "need scheme https"),
+        ({"scheme": "https", "key_file": "/k.pem"}, "'key_file' needs 'cert_file'"),
+        ({"scheme": "https", "cert_file": 3}, "'cert_file' must be a file path"),
+        ({"address": "http://user:pw@x:1"}, "must not carry credentials"),
+    ],
+)
+def test_settings_errors_name_the_registry(settings: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError, match=r"registry 'reg' \(consul\): ") as caught:
+        make(settings, name="reg")
+    assert message in str(caught.value)
+    assert "pw" not in str(caught.value)
+
+
+@pytest.mark.parametrize("token", [12345, f"{SECRET} ", f"{SECRET}\n", ["x"]])
+def test_bad_token_is_not_shown(token: Any) -> None:
+    with pytest.raises(ConfigError, match="'token' must be a string") as caught:
+        make({"token": token})
+    assert SECRET not in str(caught.value) and "12345" not in str(caught.value)
+
+
+def test_token_is_not_in_repr() -> None:
+    adapter = make({"token": SECRET, "address": "https://consul:8501"})
+    assert adapter.settings.token == SECRET
+    for text in (repr(adapter), str(adapter), repr(adapter.settings), str(vars(adapter))):
+        assert SECRET not in text
+    assert "https://consul:8501" in repr(adapter)
+
+
+# -- blocking-query rules, pure -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("last", "returned", "expected"),
+    [
+        (None, 0, 1),  # an index below 1 is sent as 1
+        (None, 7, 7),
+        (7, 7, 7),  # the wait ran out: same index again
+        (7, 9, 9),
+        (9, 3, 0),  # backwards: start over with a query that does not block
+        (0, 0, 1),
+        (1, 0, 0),
+    ],
+)
+def test_next_index(last: int | None, returned: int, expected: int) -> None:
+    assert next_index(last, returned) == expected
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_rate_limiter_burst_then_rate() -> None:
+    clock = Clock()
+    limiter = RateLimiter(rate=1.0, burst=2, clock=clock)
+    assert [limiter.delay(), limiter.delay()] == [0.0, 0.0]  # the burst
+    assert limiter.delay() == pytest.approx(1.0)
+    clock.now += 1.0
+    assert limiter.delay() == pytest.approx(1.0)  # the token slept for was taken
+    clock.now += 10.0
+    assert [limiter.delay(), limiter.delay()] == [0.0, 0.0]  # refilled, up to the burst
+    assert limiter.delay() == pytest.approx(1.0)
+
+
+def test_rate_limiter_backs_off_while_the_server_does_not_block() -> None:
+    clock = Clock()
+    limiter = RateLimiter(rate=1000.0, burst=2, clock=clock)
+    delays = []
+    for _ in range(7):
+        limiter.record(early=True, moved=False)
+        clock.now += 100
+        delays.append(limiter.delay())
+    assert delays == [BACKOFF_MIN, 2.0, 4.0, 8.0, BACKOFF_MAX, BACKOFF_MAX, BACKOFF_MAX]
+    limiter.record(early=True, moved=True)  # the index moved: no more backoff
+    clock.now += 100
+    assert limiter.delay() == 0.0
+    limiter.record(early=False, moved=False)  # the wait ran out: normal
+    assert limiter.delay() == 0.0
+
+
+# -- against an agent ---------------------------------------------------------------------
+
+
+async def test_full_state_first(agent: Agent, feeds: Callable[..., Feed]) -> None:
+    await agent.register("web", "web-1", meta={"protocol": "http"}, tags=["version|v1"])
+    await agent.register("web", "web-2", node="n2", address="10.0.0.2", status="critical")
+    await agent.register("db", port=5432, node="n3", address="10.0.0.3")
+    feed = feeds(agent.adapter(), agent.prefix)
+    replace = await feed.replace()
+    assert [s.hostname for s in replace.services] == [agent.host("db"), agent.host("web")]
+    web = next(s for s in replace.services if s.hostname == agent.host("web"))
+    assert [(p.number, p.protocol, p.name) for p in web.ports] == [(8080, "HTTP", "http-8080")]
+    endpoints = {e.address: e for e in replace.endpoints}
+    assert sorted(endpoints) == ["10.0.0.1", "10.0.0.2", "10.0.0.3"]
+    assert endpoints["10.0.0.1"].health is Health.HEALTHY
+    assert endpoints["10.0.0.1"].labels["version"] == "v1"
+    assert endpoints["10.0.0.2"].health is Health.UNHEALTHY
+    assert endpoints["10.0.0.3"].port == 5432
+    problems = await feed.next()
+    assert isinstance(problems, Problems)
+    assert {k: v for k, v in problems.errors.items() if k.startswith(agent.prefix)} == {}
+    assert len(problems.sources[agent.name("web")]) == 2
+
+
+async def test_register_deregister_and_health_changes(
+    agent: Agent, feeds: Callable[..., Feed]
+) -> None:
+    await agent.register("web", "web-1")
+    feed = feeds(agent.adapter(), agent.prefix)
+    assert addresses(await feed.replace()) == ["10.0.0.1"]
+
+    await agent.register("web", "web-2", node="n2", address="10.0.0.2")
+    assert addresses(await feed.expect(Upsert)) == ["10.0.0.1", "10.0.0.2"]
+
+    await agent.register("web", "web-2", node="n2", address="10.0.0.2", status="critical")
+    update = await feed.expect(Upsert)
+    assert {e.address: e.health for e in update.endpoints} == {
+        "10.0.0.1": Health.HEALTHY,
+        "10.0.0.2": Health.UNHEALTHY,
+    }
+
+    await agent.register("api", port=9000)  # a new service: a new watch
+    update = await feed.expect(Upsert)
+    assert update.service.hostname == agent.host("api")
+
+    await agent.deregister("n2", "web-2")
+    assert addresses(await feed.expect(Upsert)) == ["10.0.0.1"]
+
+    await agent.deregister("n1")  # the node and everything on it
+    deleted = {(await feed.expect(Delete)).hostname, (await feed.expect(Delete)).hostname}
+    assert deleted == {agent.host("web"), agent.host("api")}
+
+
+async def test_a_long_wait_returns_on_change(agent: Agent, feeds: Callable[..., Feed]) -> None:
+    await agent.register("web", "web-1")
+    feed = feeds(agent.adapter(wait="5m"), agent.prefix)
+    await feed.replace()
+    await asyncio.sleep(0.2)  # the blocking queries are waiting now
+    started = time.monotonic()
+    await agent.register("web", "web-2", node="n2", address="10.0.0.2")
+    assert addresses(await feed.expect(Upsert)) == ["10.0.0.1", "10.0.0.2"]
+    assert time.monotonic() - started < 1.0  # not 5 minutes
+
+
+async def test_stopped_service_watch_sends_no_more_queries(
+    agent: Agent, feeds: Callable[..., Feed]
+) -> None:
+    emulator = agent.emulator
+    await agent.register("web")
+    await agent.register("db", node="n2")
+    feed = feeds(agent.adapter(), agent.prefix)
+    await feed.replace()
+    await agent.deregister("n2")
+    assert (await feed.expect(Delete)).hostname == agent.host("db")
+    path = f"/v1/health/service/{agent.name('db')}"
+    await asyncio.sleep(0.2)
+    before = emulator.count(path)
+    await agent.register("web", "web-2", node="n3", address="10.0.0.3")
+    await feed.expect(Upsert)
+    await asyncio.sleep(0.5)
+    assert emulator.count(path) == before
+
+
+async def test_queries_use_index_wait_stale_and_datacenter(
+    agent: Agent, feeds: Callable[..., Feed]
+) -> None:
+    emulator = agent.emulator
+    await agent.register("web")
+    feed = feeds(agent.adapter(wait="7s", stale=True, datacenter="dc1"), agent.prefix)
+    await feed.replace()
+    await asyncio.sleep(0.2)
+    for path in ("/v1/catalog/services", f"/v1/health/service/{agent.name('web')}"):
+        first, second = [r for r in emulator.requests if r.path == path][:2]
+        assert "index" not in first.params  # the first query does not block
+        assert second.params["index"] == first_index(emulator, path)
+        assert second.params["wait"] == "7s"
+        assert all(r.params.get("stale") == "1" for r in (first, second))
+        assert all(r.params.get("dc") == "dc1" for r in (first, second))
+
+
+def first_index(emulator: ConsulEmulator, path: str) -> str:
+    dc = emulator.datacenters["dc1"]
+    if path == "/v1/catalog/services":
+        return str(dc.catalog_index)
+    return str(dc.health_index(path.rsplit("/", 1)[1]))
+
+
+async def test_index_going_backwards_starts_over(agent: Agent, feeds: Callable[..., Feed]) -> None:
+    emulator = agent.emulator
+    for i in range(5):  # push the indexes up
+        await agent.register("web", f"web-{i}", node=f"n{i}", address=f"10.0.0.{i + 1}")
+    feed = feeds(agent.adapter(wait="30s"), agent.prefix)
+    await feed.replace()
+    await asyncio.sleep(0.2)
+    reset_at = time.monotonic()
+    emulator.reset_index(1)  # a snapshot restore: blocked queries return with index 1
+    path = f"/v1/health/service/{agent.name('web')}"
+
+    def after() -> list[dict[str, str]]:
+        return [dict(r.params) for r in emulator.requests if r.path == path and r.at >= reset_at]
+
+    await until(lambda: len(after()) >= 2)
+    assert "index" not in after()[0]  # started over from 0...
+    assert after()[1]["index"] == "1"  # ...and blocks on the new index
+    await agent.deregister("n0")
+    update = await feed.expect(Upsert)
+    assert addresses(update) == ["10.0.0.2", "10.0.0.3", "10.0.0.4", "10.0.0.5"]
+
+
+async def test_index_zero_is_sent_as_one(agent: Agent, feeds: Callable[..., Feed]) -> None:
+    emulator = agent.emulator
+    emulator.zero_index = True
+    await agent.register("web")
+    feed = feeds(agent.adapter(wait="30s"), agent.prefix)
+    await feed.replace()
+    await agent.register("web", "web-2", node="n2", address="10.0.0.2")
+    assert addresses(await feed.expect(Upsert)) == ["10.0.0.1", "10.0.0.2"]
+    for path in ("/v1/catalog/services", f"/v1/health/service/{agent.name('web')}"):
+        sent = [r.params.get("index") for r in emulator.requests if r.path == path]
+        assert sent[0] is None and len(sent) >= 2
+        assert set(sent[1:]) == {"1"}, sent  # never 0 (no index): that would spin
+
+
+async def test_queries_returning_at_once_are_rate_limited(
+    agent: Agent, feeds: Callable[..., Feed]
+) -> None:
+    emulator = agent.emulator
+    for name in ("a", "b", "c"):
+        await agent.register(name)
+    feed = feeds(agent.adapter(wait="30s"), agent.prefix)
+    await feed.replace()
+    emulator.immediate = True  # every blocking query answers at once, unchanged
+    emulator._notify()
+    start = time.monotonic()
+    await asyncio.sleep(2.0)
+    paths = ["/v1/catalog/services"] + [f"/v1/health/service/{agent.name(n)}" for n in "abc"]
+    counts = {p: emulator.count(p, since=start) for p in paths}
+    # burst of 2, then 1/s and backing off: a spinning loop would make thousands
+    assert all(1 <= c <= 4 for c in counts.values()), counts
+    await agent.register("a", "a-2", node="n2", address="10.0.0.2")
+    assert addresses(await feed.expect(Upsert)) == ["10.0.0.1", "10.0.0.2"]  # still follows
+
+
+async def test_acl_token_is_sent_and_never_shown(
+    feeds: Callable[..., Feed], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    async with ConsulEmulator(acl_token=SECRET) as emulator:
+        emulator.register(
+            {"Node": "n1", "Address": "10.0.0.1", "Service": {"Service": "web", "Port": 80}}
+        )
+        adapter = make({"address": emulator.address, "token": SECRET, "wait": "10s"})
+        feed = feeds(adapter)
+        assert addresses(await feed.replace()) == ["10.0.0.1"]
+        await asyncio.sleep(0.2)
+        assert emulator.requests and {r.token for r in emulator.requests} == {SECRET}
+        assert not any("token" in r.params for r in emulator.requests)  # header only
+        emulator.fail(500, "rpc error making call: something broke")
+        error = await feed.error()
+        assert "500" in str(error)
+
+        emulator.fail(None)
+        wrong = feeds(make({"address": emulator.address, "token": "not-the-token"}))
+        denied = await wrong.error()
+        assert "ACLPermissionDenied: ACL not found" in str(denied)
+
+        anonymous = feeds(make({"address": emulator.address}))
+        assert (await anonymous.replace()).services == ()
+        assert "filtered results by ACLs" in caplog.text
+    for text in (caplog.text, str(error), repr(error), str(denied), repr(adapter)):
+        assert SECRET not in text
+    chain: BaseException | None = error
+    while chain is not None:
+        assert SECRET not in str(chain)
+        chain = chain.__cause__
+
+
+async def test_agent_down_raises_within_seconds(agent: Agent, feeds: Callable[..., Feed]) -> None:
+    emulator = agent.emulator
+    await agent.register("web")
+    feed = feeds(agent.adapter(wait="5m"), agent.prefix)
+    await feed.replace()
+    await asyncio.sleep(0.2)
+    started = time.monotonic()
+    await emulator.stop()
+    error = await feed.error(timeout=5)
+    assert isinstance(error, ConsulError)
+    assert time.monotonic() - started < 3
+    assert feed.task.done()
+
+
+async def test_agent_unreachable_at_start_raises(feeds: Callable[..., Feed]) -> None:
+    emulator = ConsulEmulator()
+    await emulator.start()
+    address = emulator.address
+    await emulator.stop()
+    started = time.monotonic()
+    error = await feeds(make({"address": address})).error(timeout=10)
+    assert isinstance(error, ConsulError) and "Cannot connect" in str(error)
+    assert time.monotonic() - started < 3
+
+
+async def test_server_error_raises(agent: Agent, feeds: Callable[..., Feed]) -> None:
+    emulator = agent.emulator
+    await agent.register("web")
+    feed = feeds(agent.adapter(wait="5m"), agent.prefix)
+    await feed.replace()
+    emulator.fail(500)
+    error = await feed.error(timeout=3)
+    assert "500" in str(error) and "emulated failure" in str(error)
+
+
+async def test_agent_back_with_changed_state(agent: Agent, feeds: Callable[..., Feed]) -> None:
+    emulator = agent.emulator
+    await agent.register("web")
+    await agent.register("db", node="n2", address="10.0.0.2")
+    adapter = agent.adapter(wait="5m")
+    first = feeds(adapter, agent.prefix)
+    await first.replace()
+    await emulator.stop()
+    await first.error()
+    emulator.deregister({"Node": agent.name("n2")})
+    emulator.register(
+        {
+            "Node": agent.name("n3"),
+            "Address": "10.0.0.3",
+            "Service": {"Service": agent.name("api"), "Port": 9000},
+        }
+    )
+    await emulator.start()
+    second = feeds(adapter, agent.prefix)
+    replace = await second.replace()
+    assert [s.hostname for s in replace.services] == [agent.host("api"), agent.host("web")]
+    assert addresses(replace) == ["10.0.0.1", "10.0.0.3"]
+
+
+async def test_supervisor_restarts_and_serves_the_new_state(agent: Agent) -> None:
+    emulator = agent.emulator
+    await agent.register("web")
+    store = RegistryStore()
+    supervisor = Supervisor(store, backoff=(0.05,))
+    key = ShardKey("consul", "consul")
+    supervisor.start(key, agent.adapter(wait="5m"))
+    try:
+        await until(lambda: store.shards[key].synced)
+        assert agent.host("web") in store.view.services
+        await emulator.stop()
+        await until(lambda: not store.shards[key].synced)
+        assert agent.host("web") in store.view.services  # the last good state stays
+        emulator.deregister({"Node": agent.name("n1")})
+        emulator.register(
+            {
+                "Node": agent.name("n2"),
+                "Address": "10.0.0.2",
+                "Service": {"Service": agent.name("db"), "Port": 5432},
+            }
+        )
+        await emulator.start()
+        await until(lambda: store.shards[key].synced)
+        assert sorted(h for h in store.view.services if h.startswith(agent.prefix)) == [
+            agent.host("db")
+        ]
+        assert supervisor.restarts[key] >= 1
+    finally:
+        await supervisor.stop()
+
+
+async def until(condition: Callable[[], bool], timeout: float = WITHIN) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached"
+        await asyncio.sleep(0.02)
+
+
+async def test_malformed_entries_are_problems(agent: Agent, feeds: Callable[..., Feed]) -> None:
+    await agent.register("web", "web-1")
+    await agent.register("web", "web-0", node="n2", address="10.0.0.2", port=0)
+    feed = feeds(agent.adapter(), agent.prefix)
+    assert addresses(await feed.replace()) == ["10.0.0.1"]
+    problems = await feed.next()
+    assert isinstance(problems, Problems)
+    key = f"{agent.name('web')}/web-0"
+    assert problems.errors[key] == (
+        f"{key} on node {agent.name('n2')}: Service.Port is 0: the instance has no port; "
+        "entry skipped"
+    )
+    await agent.register("web", "web-0", node="n2", address="10.0.0.2", port=8080)
+    assert addresses(await feed.expect(Upsert)) == ["10.0.0.1", "10.0.0.2"]
+    problems = await feed.next()
+    assert isinstance(problems, Problems) and key not in problems.errors
+
+
+async def test_several_datacenters(feeds: Callable[..., Feed]) -> None:
+    async with ConsulEmulator(datacenters=("dc1", "dc2")) as emulator:
+        for dc, address in (("dc1", "10.0.0.1"), ("dc2", "10.1.0.1")):
+            emulator.register(
+                {
+                    "Datacenter": dc,
+                    "Node": "n1",
+                    "Address": address,
+                    "Service": {"Service": "web", "Port": 80},
+                }
+            )
+        feed = feeds(
+            make(
+                {
+                    "address": emulator.address,
+                    "datacenters": ["dc1", "dc2"],
+                    "hostname": "{service}.service.{datacenter}.consul",
+                }
+            )
+        )
+        replace = await feed.replace()
+        assert [(e.hostname, e.address, e.locality.region) for e in replace.endpoints] == [
+            ("web.service.dc1.consul", "10.0.0.1", "dc1"),
+            ("web.service.dc2.consul", "10.1.0.1", "dc2"),
+        ]
+        problems = await feed.next()
+        assert isinstance(problems, Problems) and list(problems.sources) == ["dc1/web", "dc2/web"]
+        emulator.deregister({"Datacenter": "dc2", "Node": "n1"})
+        assert await feed.expect(Delete) == Delete(hostname="web.service.dc2.consul")
+
+
+async def test_cancelling_closes_every_query(agent: Agent, feeds: Callable[..., Feed]) -> None:
+    emulator = agent.emulator
+    for name in ("a", "b", "c"):
+        await agent.register(name)
+    feed = feeds(agent.adapter(wait="5m"), agent.prefix)
+    await feed.replace()
+    await until(lambda: emulator.inflight == 4)  # the catalog and three services block
+    await feed.close()
+    await until(lambda: emulator.inflight == 0)
+
+
+# -- TLS ----------------------------------------------------------------------------------
+
+
+def _openssl(*args: str, cwd: Path) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=30)
+
+
+def _make_pki(directory: Path) -> None:
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    _openssl(
+        "req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-days", "2",
+        "-subj", "/CN=registryd test CA",
+        "-addext", "basicConstraints=critical,CA:TRUE",
+        "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+        cwd=directory,
+    )  # fmt: skip
+    for name, usage in (("server", "serverAuth"), ("client", "clientAuth")):
+        (directory / f"{name}.ext").write_text(
+            "basicConstraints=CA:FALSE\n"
+            f"extendedKeyUsage={usage}\n"
+            "subjectAltName=IP:127.0.0.1\n"
+            "authorityKeyIdentifier=keyid\n"
+        )
+        _openssl(
+            "req", *ec, "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={name}",
+            cwd=directory,
+        )  # fmt: skip
+        _openssl(
+            "x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+            "-CAcreateserial", "-out", f"{name}.pem", "-days", "2",
+            "-extfile", f"{name}.ext",
+            cwd=directory,
+        )  # fmt: skip
+
+
+@pytest.fixture
+def pki(tmp_path: Path) -> Path:
+    if shutil.which("openssl") is None:
+        pytest.skip("needs the openssl command to make certificates")
+    _make_pki(tmp_path)
+    return tmp_path
+
+
+async def test_tls_with_client_certificate(pki: Path, feeds: Callable[..., Feed]) -> None:
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=str(pki / "ca.pem"))
+    server.load_cert_chain(pki / "server.pem", pki / "server.key")
+    server.verify_mode = ssl.CERT_REQUIRED  # mutual TLS, as with verify_incoming
+    async with ConsulEmulator(ssl_context=server) as emulator:
+        emulator.register(
+            {"Node": "n1", "Address": "10.0.0.1", "Service": {"Service": "web", "Port": 80}}
+        )
+        tls = {
+            "address": emulator.url,
+            "ca_file": str(pki / "ca.pem"),
+            "cert_file": str(pki / "client.pem"),
+            "key_file": str(pki / "client.key"),
+        }
+        assert addresses(await feeds(make(tls)).replace()) == ["10.0.0.1"]
+
+        unverified = {**tls, "ca_file": None, "verify": False}  # the client cert still goes
+        assert addresses(await feeds(make(unverified)).replace()) == ["10.0.0.1"]
+
+        no_client_cert = {"address": emulator.url, "ca_file": str(pki / "ca.pem")}
+        assert isinstance(await feeds(make(no_client_cert)).error(), ConsulError)
+
+        unknown_ca = {**tls, "ca_file": str(pki / "client.pem")}
+        error = await feeds(make(unknown_ca)).error()
+        assert "CERTIFICATE_VERIFY_FAILED" in str(error)
+
+        missing = {**tls, "ca_file": str(pki / "nope.pem")}
+        error = await feeds(make(missing)).error()
+        assert "TLS setup" in str(error)
+
+
+# -- the shared adapter contract -----------------------------------------------------------
+
+
+class TestConsulAdapterContract(AdapterContract):
+    """registryd's adapter contract, against the emulator (or the real agent)."""
+
+    factory = ConsulAdapter
+    timeout = 10.0
+
+    async def setup_registry(self) -> None:
+        self.session = aiohttp.ClientSession()
+        if REAL_AGENT:
+            url = REAL_AGENT if "://" in REAL_AGENT else f"http://{REAL_AGENT}"
+            self.agent = Agent(url, os.environ.get("CONSUL_HTTP_TOKEN") or None, None, self.session)
+        else:
+            self.emulator = ConsulEmulator()
+            await self.emulator.start()
+            self.agent = Agent(self.emulator.url, None, self.emulator, self.session)
+
+    async def teardown_registry(self) -> None:
+        try:
+            if REAL_AGENT:
+                await self.agent.cleanup()
+            else:
+                await self.emulator.stop()
+        finally:
+            await self.session.close()
+
+    async def create(self) -> Adapter:
+        return self.agent.adapter()
+
+    async def add_service(self, name: str) -> str:
+        await self.agent.register(name, node=f"{name}-node")
+        return self.agent.host(name)
+
+    async def remove_service(self, name: str) -> None:
+        await self.agent.deregister(f"{name}-node")
+
+    async def break_registry(self) -> None:
+        if REAL_AGENT:
+            raise NotImplementedError
+        await self.emulator.stop()
+
+    async def heal_registry(self) -> None:
+        await self.emulator.start()
+
+    def bad_settings(self) -> list[dict[str, Any]]:
+        return [{"address": "x:0"}, {"wait": "1h"}, {"token": 1}, {"hostname": "{x}"}]

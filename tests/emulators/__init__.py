@@ -1,0 +1,1 @@
+"""In-process emulators of the registries registryd reads, for tests (loopback only)."""

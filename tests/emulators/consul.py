@@ -1,0 +1,615 @@
+"""A small, faithful emulator of the Consul HTTP API subset registryd reads, for tests.
+
+Covered (``<dc>``: ``?dc=``, default the emulator's first datacenter; an unknown one
+answers 500 ``No path to datacenter``):
+
+===================================  ======================================================
+``GET /v1/catalog/services``         ``{name: [tags]}``; blocking; ``dc``, ``stale``,
+                                     ``consistent``
+``GET /v1/health/service/<name>``    ``[{Node, Service, Checks}]`` sorted by node and
+                                     service id, node checks first; blocking; ``passing``
+                                     (only entries whose checks all pass), ``dc``,
+                                     ``stale``, ``consistent``
+``PUT /v1/catalog/register``         ``Datacenter, ID, Node, Address, TaggedAddresses,
+                                     NodeMeta, SkipNodeUpdate, Service {ID, Service,
+                                     Kind, Tags, Address, Meta, Port, Weights,
+                                     EnableTagOverride}, Check, Checks`` (field names
+                                     matched case-insensitively, as Go's JSON decoder
+                                     does; a service ID defaults to its name, a check ID
+                                     to its name, a check status to ``critical``)
+``PUT /v1/catalog/deregister``       ``Datacenter, Node`` and optionally ``ServiceID`` or
+                                     ``CheckID`` (the node alone removes everything on it)
+``GET /v1/status/leader``            ``"127.0.0.1:8300"``
+``GET /v1/agent/self``               ``Config.Datacenter``, ``Config.NodeName``,
+                                     ``Config.Version``; needs a valid token under ACLs
+===================================  ======================================================
+
+Blocking queries follow Consul: every catalog/health reply carries ``X-Consul-Index``
+(plus ``X-Consul-KnownLeader``, ``X-Consul-LastContact`` and
+``X-Consul-Effective-Consistency``); with ``?index=N`` (N > 0) the request waits until
+the index of what it reads exceeds N or ``wait`` (Go duration, default 5m, at most 10m;
+``jitter=True`` adds up to wait/16 as Consul does) runs out, and answers the current
+state and index.  Every write bumps the datacenter's raft index by one; the catalog's
+index moves when a service registration changes, a service's index when anything in
+its health entries changes (its instances, their checks, their nodes and node checks).
+A service that is not registered answers the catalog's index.  Bad ``index``/``wait``
+answer 400 as Consul does.
+
+ACLs (``acl_token=...``): a read with the right token (``X-Consul-Token``,
+``Authorization: Bearer`` or ``?token=``) sees everything; a read without a token is
+the anonymous token under ``default_policy = deny``: an empty result with
+``X-Consul-Results-Filtered-By-ACLs: true``; a wrong token answers 403
+``ACL not found``.  Writes without a token answer 403 ``Permission denied``.
+
+Knobs for tests: :meth:`reset_index` (a snapshot restore: indexes go back, blocked
+queries return at once), ``zero_index`` (replies say ``X-Consul-Index: 0``),
+``immediate`` (blocking queries answer at once, unchanged), ``fail_status`` /
+``fail_body`` (reads fail, blocked ones at once), :meth:`stop` / :meth:`start` (the
+agent goes away, open connections are cut, and comes back on the same port).  Every
+request is recorded in :attr:`requests`.
+
+Not covered: the agent endpoints (``/v1/agent/service/register``, anti-entropy, check
+runners: check status changes only by registration), sessions, KV, prepared queries,
+``filter``, ``node-meta``, ``tag``, ``near``, namespaces/partitions, peering, tagged
+address translation, hash-based blocking, ``max_stale``, rate limiting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+import random
+import re
+import ssl
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+__all__ = ["ConsulEmulator", "Request"]
+
+MAX_WAIT = 600.0
+DEFAULT_WAIT = 300.0
+_GO_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+_GO_DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
+_DEFAULT_WEIGHTS = {"Passing": 1, "Warning": 1}
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """One request the emulator received."""
+
+    method: str
+    path: str
+    params: Mapping[str, str]
+    token: str | None
+    at: float  # time.monotonic()
+
+
+class HTTPError(Exception):
+    def __init__(self, status: int, text: str) -> None:
+        super().__init__(text)
+        self.status = status
+        self.text = text
+
+
+def parse_go_duration(text: str) -> float:
+    """Seconds of a Go duration (``10s``, ``1m30s``, ``250ms``, ``0``)."""
+    if text == "0":
+        return 0.0
+    parts = _GO_DURATION.findall(text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        raise ValueError(text)
+    return sum(float(n) * _GO_UNITS[u] for n, u in parts)
+
+
+def _field(obj: Mapping[str, Any], name: str, default: Any = None) -> Any:
+    """``obj[name]`` matched case-insensitively, like Go's encoding/json."""
+    if name in obj:
+        return obj[name]
+    lower = name.lower()
+    for key, value in obj.items():
+        if isinstance(key, str) and key.lower() == lower:
+            return value
+    return default
+
+
+@dataclass
+class _Datacenter:
+    name: str
+    index: int = 1  # raft index
+    catalog_index: int = 1
+    service_index: dict[str, int] = field(default_factory=dict)
+    nodes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    services: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    checks: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+
+    def names_on(self, node: str) -> set[str]:
+        return {s["Service"] for (n, _), s in self.services.items() if n == node}
+
+    def health_index(self, name: str) -> int:
+        return self.service_index.get(name, self.catalog_index)
+
+    def catalog(self) -> dict[str, list[str]]:
+        result: dict[str, set[str]] = {}
+        for service in self.services.values():
+            result.setdefault(service["Service"], set()).update(service["Tags"])
+        return {name: sorted(tags) for name, tags in sorted(result.items())}
+
+    def entries(self, name: str) -> list[dict[str, Any]]:
+        found = []
+        for (node_name, service_id), service in sorted(self.services.items()):
+            if service["Service"] != name:
+                continue
+            checks = [
+                c
+                for (n, _), c in sorted(self.checks.items())
+                if n == node_name and c["ServiceID"] in ("", service_id)
+            ]
+            checks.sort(key=lambda c: (c["ServiceID"] != "", c["CheckID"]))
+            found.append(
+                copy.deepcopy({"Node": self.nodes[node_name], "Service": service, "Checks": checks})
+            )
+        return found
+
+
+class ConsulEmulator:
+    """The emulated agent on 127.0.0.1 (see the module docstring).
+
+    ``async with ConsulEmulator() as agent:`` starts it on a free port; ``agent.address``
+    is ``127.0.0.1:<port>`` and ``agent.url`` the base URL.
+    """
+
+    def __init__(
+        self,
+        *,
+        datacenters: tuple[str, ...] = ("dc1",),
+        acl_token: str | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        jitter: bool = False,
+        node_name: str = "emulator",
+    ) -> None:
+        self.datacenters = {name: _Datacenter(name) for name in datacenters}
+        self.default_dc = datacenters[0]
+        self.acl_token = acl_token
+        self.ssl_context = ssl_context
+        self.jitter = jitter
+        self.node_name = node_name
+        self.port = 0
+        self.requests: list[Request] = []
+        # knobs
+        self.immediate = False
+        self.zero_index = False
+        self.fail_status: int | None = None
+        self.fail_body = "rpc error: emulated failure"
+        self._changed = asyncio.Event()
+        self._generation = 0  # bumped by reset_index: blocked queries return
+        self._runner: web.AppRunner | None = None
+        self._inflight: dict[asyncio.Task[Any], web.Request] = {}
+
+    # -- life cycle -----------------------------------------------------------------
+
+    async def __aenter__(self) -> ConsulEmulator:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    @property
+    def running(self) -> bool:
+        return self._runner is not None
+
+    @property
+    def inflight(self) -> int:
+        """Requests being answered now (blocked queries included)."""
+        return len(self._inflight)
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def url(self) -> str:
+        return f"{'https' if self.ssl_context else 'http'}://{self.address}"
+
+    async def start(self) -> None:
+        """Listen on 127.0.0.1 (a free port the first time, the same one after)."""
+        if self._runner is not None:
+            return
+        app = web.Application(middlewares=[self._middleware])
+        app.router.add_get("/v1/catalog/services", self._catalog_services)
+        app.router.add_get("/v1/health/service/{name}", self._health_service)
+        app.router.add_put("/v1/catalog/register", self._register)
+        app.router.add_put("/v1/catalog/deregister", self._deregister)
+        app.router.add_get("/v1/status/leader", self._leader)
+        app.router.add_get("/v1/agent/self", self._agent_self)
+        runner = web.AppRunner(
+            app, access_log=None, handler_cancellation=True, shutdown_timeout=0.2
+        )
+        await runner.setup()
+        site = web.TCPSite(
+            runner, "127.0.0.1", self.port, ssl_context=self.ssl_context, reuse_address=True
+        )
+        try:
+            await site.start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        self._runner = runner
+        self.port = runner.addresses[0][1]
+
+    async def stop(self) -> None:
+        """Go away like a crashed agent: stop listening and cut every open connection."""
+        runner, self._runner = self._runner, None
+        if runner is None:
+            return
+        for task, request in list(self._inflight.items()):
+            if request.transport is not None:
+                request.transport.abort()
+            task.cancel()
+        await runner.cleanup()
+
+    # -- knobs ----------------------------------------------------------------------
+
+    def reset_index(self, value: int = 1) -> None:
+        """Indexes go back to at most ``value`` (as after a snapshot restore); blocked
+        queries return at once with the lower index."""
+        for dc in self.datacenters.values():
+            dc.index = value
+            dc.catalog_index = min(dc.catalog_index, value)
+            dc.service_index = {k: min(v, value) for k, v in dc.service_index.items()}
+        self._generation += 1
+        self._notify()
+
+    def fail(self, status: int | None = 500, body: str | None = None) -> None:
+        """Reads answer ``status`` from now on (None: normal again)."""
+        self.fail_status = status
+        if body is not None:
+            self.fail_body = body
+        self._notify()
+
+    def count(self, path_prefix: str = "/v1/", since: float = 0.0) -> int:
+        """Requests for paths starting with ``path_prefix`` since ``since`` (monotonic)."""
+        return sum(1 for r in self.requests if r.path.startswith(path_prefix) and r.at >= since)
+
+    # -- in-process writes (the HTTP handlers use the same code) ---------------------
+
+    def register(self, payload: Mapping[str, Any]) -> None:
+        """``PUT /v1/catalog/register`` without HTTP (works while stopped too)."""
+        self._apply_register(payload, self._dc(_field(payload, "Datacenter") or None))
+
+    def deregister(self, payload: Mapping[str, Any]) -> None:
+        """``PUT /v1/catalog/deregister`` without HTTP."""
+        self._apply_deregister(payload, self._dc(_field(payload, "Datacenter") or None))
+
+    # -- plumbing -------------------------------------------------------------------
+
+    def _notify(self) -> None:
+        event, self._changed = self._changed, asyncio.Event()
+        event.set()
+
+    @web.middleware
+    async def _middleware(
+        self, request: web.Request, handler: Callable[[web.Request], Any]
+    ) -> web.StreamResponse:
+        params = {k: v for k, v in request.query.items()}
+        token = self._token(request)
+        self.requests.append(Request(request.method, request.path, params, token, time.monotonic()))
+        task = asyncio.current_task()
+        assert task is not None
+        self._inflight[task] = request
+        try:
+            response: web.StreamResponse = await handler(request)
+            return response
+        except HTTPError as exc:
+            return web.Response(status=exc.status, text=exc.text)
+        finally:
+            self._inflight.pop(task, None)
+
+    @staticmethod
+    def _token(request: web.Request) -> str | None:
+        token = request.headers.get("X-Consul-Token")
+        if not token:
+            auth = request.headers.get("Authorization", "")
+            if auth.lower().startswith("bearer "):
+                token = auth[7:].strip()
+        return token or request.query.get("token") or None
+
+    def _dc(self, name: str | None) -> _Datacenter:
+        dc = self.datacenters.get(name or self.default_dc)
+        if dc is None:
+            raise HTTPError(500, "No path to datacenter")
+        return dc
+
+    def _read_access(self, request: web.Request) -> bool:
+        """True: full access; False: the anonymous token (results filtered)."""
+        if self.acl_token is None:
+            return True
+        token = self._token(request)
+        if token is None:
+            return False
+        if token != self.acl_token:
+            raise HTTPError(403, "ACL not found")
+        return True
+
+    def _write_access(self, request: web.Request) -> None:
+        if self.acl_token is None:
+            return
+        token = self._token(request)
+        if token is None:
+            raise HTTPError(403, "Permission denied")
+        if token != self.acl_token:
+            raise HTTPError(403, "ACL not found")
+
+    def _blocking_params(self, request: web.Request) -> tuple[int, float]:
+        query = request.query
+        if "stale" in query and "consistent" in query:
+            raise HTTPError(400, "Cannot specify ?stale with ?consistent, conflicting semantics.")
+        try:
+            index = int(query.get("index", "0"))
+            if index < 0:
+                raise ValueError
+        except ValueError:
+            raise HTTPError(400, "Invalid index") from None
+        try:
+            wait = parse_go_duration(query["wait"]) if "wait" in query else DEFAULT_WAIT
+        except ValueError:
+            raise HTTPError(400, "Invalid wait time") from None
+        return index, min(wait, MAX_WAIT) or DEFAULT_WAIT
+
+    async def _block(self, request: web.Request, current: Callable[[], int]) -> None:
+        """Wait as a blocking query does (see the module docstring)."""
+        index, wait = self._blocking_params(request)
+        if index <= 0 or self.immediate:
+            return
+        if self.jitter:
+            wait += random.uniform(0, wait / 16)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        generation = self._generation
+        while current() <= index and generation == self._generation:
+            if self.fail_status is not None or self.immediate:
+                return
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return
+            changed = self._changed
+            try:
+                await asyncio.wait_for(changed.wait(), remaining)
+            except TimeoutError:
+                return
+
+    def _reply(self, request: web.Request, data: Any, index: int, filtered: bool) -> web.Response:
+        if self.fail_status is not None:
+            raise HTTPError(self.fail_status, self.fail_body)
+        headers = {
+            "X-Consul-Index": "0" if self.zero_index else str(index),
+            "X-Consul-KnownLeader": "true",
+            "X-Consul-LastContact": "0",
+            "X-Consul-Effective-Consistency": "stale" if "stale" in request.query else "leader",
+        }
+        if filtered:
+            headers["X-Consul-Results-Filtered-By-ACLs"] = "true"
+        return web.json_response(data, headers=headers)
+
+    # -- handlers -------------------------------------------------------------------
+
+    async def _catalog_services(self, request: web.Request) -> web.Response:
+        self._check_failing()
+        dc = self._dc(request.query.get("dc"))
+        allowed = self._read_access(request)
+        await self._block(request, lambda: dc.catalog_index)
+        data = dc.catalog() if allowed else {}
+        return self._reply(request, data, dc.catalog_index, not allowed)
+
+    async def _health_service(self, request: web.Request) -> web.Response:
+        self._check_failing()
+        name = request.match_info["name"]
+        dc = self._dc(request.query.get("dc"))
+        allowed = self._read_access(request)
+        await self._block(request, lambda: dc.health_index(name))
+        entries = dc.entries(name) if allowed else []
+        if "passing" in request.query:
+            entries = [e for e in entries if all(c["Status"] == "passing" for c in e["Checks"])]
+        return self._reply(request, entries, dc.health_index(name), not allowed)
+
+    async def _register(self, request: web.Request) -> web.Response:
+        self._write_access(request)
+        payload = await self._json(request)
+        self._apply_register(payload, self._dc(_field(payload, "Datacenter") or None))
+        return web.json_response(True)
+
+    async def _deregister(self, request: web.Request) -> web.Response:
+        self._write_access(request)
+        payload = await self._json(request)
+        self._apply_deregister(payload, self._dc(_field(payload, "Datacenter") or None))
+        return web.json_response(True)
+
+    async def _leader(self, request: web.Request) -> web.Response:
+        return web.json_response("127.0.0.1:8300")
+
+    async def _agent_self(self, request: web.Request) -> web.Response:
+        if self.acl_token is not None:
+            self._write_access(request)  # agent:read: the anonymous token is denied
+        config = {"Datacenter": self.default_dc, "NodeName": self.node_name}
+        return web.json_response({"Config": {**config, "Version": "1.18.0-emulated"}})
+
+    def _check_failing(self) -> None:
+        if self.fail_status is not None:
+            raise HTTPError(self.fail_status, self.fail_body)
+
+    @staticmethod
+    async def _json(request: web.Request) -> Mapping[str, Any]:
+        try:
+            payload = json.loads(await request.text() or "null")
+        except ValueError:
+            raise HTTPError(400, "Request decode failed: invalid JSON") from None
+        if not isinstance(payload, dict):
+            raise HTTPError(400, "Request decode failed: expected an object")
+        return payload
+
+    # -- writes ---------------------------------------------------------------------
+
+    def _apply_register(self, payload: Mapping[str, Any], dc: _Datacenter) -> None:
+        node_name = _field(payload, "Node")
+        if not isinstance(node_name, str) or not node_name:
+            raise HTTPError(400, "Must provide node")
+        update_node = not _field(payload, "SkipNodeUpdate") or node_name not in dc.nodes
+        address = _field(payload, "Address")
+        if update_node and (not isinstance(address, str) or not address):
+            raise HTTPError(400, "Must provide address")
+        service_in = _field(payload, "Service")
+        if isinstance(service_in, Mapping) and not _field(service_in, "Service"):
+            raise HTTPError(400, "Must provide service name")
+        dc.index += 1
+        touched: set[str] = set()  # service names whose health entries changed
+        catalog_changed = False
+        if update_node:
+            node = {
+                "ID": _field(payload, "ID") or "",
+                "Node": node_name,
+                "Address": address,
+                "Datacenter": dc.name,
+                "TaggedAddresses": _field(payload, "TaggedAddresses") or {},
+                "Meta": _field(payload, "NodeMeta") or {},
+            }
+            if self._store(dc.nodes, node_name, node, dc.index):
+                touched |= dc.names_on(node_name)
+        if isinstance(service_in, Mapping):
+            name = _field(service_in, "Service")
+            service = {
+                "ID": _field(service_in, "ID") or name,
+                "Service": name,
+                "Kind": _field(service_in, "Kind") or "",
+                "Tags": _field(service_in, "Tags") or [],
+                "Address": _field(service_in, "Address") or "",
+                "TaggedAddresses": _field(service_in, "TaggedAddresses") or {},
+                "Meta": _field(service_in, "Meta") or {},
+                "Port": _field(service_in, "Port") or 0,
+                "Weights": _field(service_in, "Weights") or dict(_DEFAULT_WEIGHTS),
+                "EnableTagOverride": bool(_field(service_in, "EnableTagOverride")),
+            }
+            key = (node_name, service["ID"])
+            old = dc.services.get(key)
+            if self._store(dc.services, key, service, dc.index):
+                catalog_changed = True
+                touched.add(name)
+                if old is not None:
+                    touched.add(old["Service"])
+        checks = list(_field(payload, "Checks") or [])
+        if isinstance(_field(payload, "Check"), Mapping):
+            checks.append(_field(payload, "Check"))
+        for check_in in checks:
+            touched |= self._register_check(dc, node_name, check_in)
+        self._bump(dc, touched, catalog_changed)
+
+    def _register_check(
+        self, dc: _Datacenter, node_name: str, check_in: Mapping[str, Any]
+    ) -> set[str]:
+        check_id = _field(check_in, "CheckID") or _field(check_in, "Name")
+        if not check_id:
+            raise HTTPError(400, "Must provide a CheckID or Name")
+        service_id = _field(check_in, "ServiceID") or ""
+        service_name = ""
+        if service_id:
+            service = dc.services.get((node_name, service_id))
+            if service is None:
+                raise HTTPError(500, f"Missing service registration for {service_id}")
+            service_name = service["Service"]
+        check = {
+            "Node": node_name,
+            "CheckID": check_id,
+            "Name": _field(check_in, "Name") or check_id,
+            "Status": _field(check_in, "Status") or "critical",
+            "Notes": _field(check_in, "Notes") or "",
+            "Output": _field(check_in, "Output") or "",
+            "ServiceID": service_id,
+            "ServiceName": service_name,
+            "Type": _field(check_in, "Type") or "",
+            "Definition": _field(check_in, "Definition") or {},
+        }
+        if not self._store(dc.checks, (node_name, check_id), check, dc.index):
+            return set()
+        return {service_name} if service_name else dc.names_on(node_name)
+
+    def _apply_deregister(self, payload: Mapping[str, Any], dc: _Datacenter) -> None:
+        node_name = _field(payload, "Node")
+        if not isinstance(node_name, str) or not node_name:
+            raise HTTPError(400, "Must provide node")
+        service_id, check_id = _field(payload, "ServiceID"), _field(payload, "CheckID")
+        dc.index += 1
+        touched: set[str] = set()
+        catalog_changed = False
+        if service_id:
+            service = dc.services.pop((node_name, service_id), None)
+            if service is not None:
+                touched.add(service["Service"])
+                catalog_changed = True
+                for key in [k for k, c in dc.checks.items() if k[0] == node_name]:
+                    if dc.checks[key]["ServiceID"] == service_id:
+                        del dc.checks[key]
+        elif check_id:
+            check = dc.checks.pop((node_name, check_id), None)
+            if check is not None:
+                touched |= {check["ServiceName"]} if check["ServiceID"] else dc.names_on(node_name)
+        elif node_name in dc.nodes:
+            touched |= dc.names_on(node_name)
+            catalog_changed = bool(touched)
+            del dc.nodes[node_name]
+            for key in [k for k in dc.services if k[0] == node_name]:
+                del dc.services[key]
+            for key in [k for k in dc.checks if k[0] == node_name]:
+                del dc.checks[key]
+        self._bump(dc, touched, catalog_changed)
+
+    @staticmethod
+    def _store(
+        table: dict[Any, dict[str, Any]], key: Any, value: dict[str, Any], index: int
+    ) -> bool:
+        """Put ``value`` under ``key`` with Create/ModifyIndex; False if nothing changed."""
+        old = table.get(key)
+        if old is not None:
+            bare = {k: v for k, v in old.items() if k not in ("CreateIndex", "ModifyIndex")}
+            if bare == value:
+                return False
+        created = old["CreateIndex"] if old is not None else index
+        table[key] = {**value, "CreateIndex": created, "ModifyIndex": index}
+        return True
+
+    def _bump(self, dc: _Datacenter, touched: set[str], catalog_changed: bool) -> None:
+        for name in touched:
+            dc.service_index[name] = dc.index
+        if catalog_changed:
+            dc.catalog_index = dc.index
+        if touched or catalog_changed:
+            self._notify()
+
+
+async def _serve(port: int, token: str | None) -> None:
+    emulator = ConsulEmulator(acl_token=token)
+    emulator.port = port
+    await emulator.start()
+    print(f"consul emulator on {emulator.url}", flush=True)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await emulator.stop()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m tests.emulators.consul [--port N] [--token T]``: serve until killed."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Consul HTTP API emulator (127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8500)
+    parser.add_argument("--token", default=None, help="require this ACL token")
+    args = parser.parse_args(argv)
+    asyncio.run(_serve(args.port, args.token))
+
+
+if __name__ == "__main__":
+    main()
