@@ -73,9 +73,14 @@ class RegistryConfig:
     settings: Mapping[str, Any] = field(default_factory=dict)
 
 
+def _is_path_setting(key: str) -> bool:
+    return key == "path" or key.endswith("_file")
+
+
 def load_registries(path: Path) -> list[RegistryConfig]:
     """Read the ``registries:`` list of a registryd.yaml.  Relative paths in a registry's
-    ``path`` setting are taken relative to the file's directory."""
+    ``path`` and ``*_file`` settings (``ca_file``...) are taken relative to the file's
+    directory."""
     try:
         data = yaml.safe_load(path.read_text())
     except OSError as exc:
@@ -107,8 +112,9 @@ def load_registries(path: Path) -> list[RegistryConfig]:
             raise ConfigError(f"{where}: duplicate registry name {name!r}")
         seen.add(name)
         settings = {k: v for k, v in item.items() if k not in ("name", "type")}
-        if isinstance(settings.get("path"), str):
-            settings["path"] = str((path.parent / settings["path"]).resolve())
+        for key, value in settings.items():
+            if _is_path_setting(key) and isinstance(value, str) and value:
+                settings[key] = str((path.parent / value).resolve())
         result.append(RegistryConfig(name=name, type=kind, settings=settings))
     return result
 

@@ -67,6 +67,8 @@ _DESCRIPTIONS = {
     "push": "Debounced pushes of registry changes to xDS clients.",
     "registry": "Merged service registry store.",
     "serviceentry": "ServiceEntry YAML registry adapter.",
+    "consul": "Consul registry adapter: blocking queries on the catalog and health.",
+    "etcd": "etcd registry adapter: list and watch of the service prefix.",
     "supervisor": "Registry adapter supervision and restarts.",
     "web": "HTTP debug and readiness endpoints.",
 }

@@ -91,6 +91,20 @@ def test_load_registries_resolves_relative_paths_against_the_file(tmp_path: Path
     assert (mem.name, mem.type, dict(mem.settings)) == ("mem", "memory", {})
 
 
+def test_load_registries_resolves_file_settings_but_not_other_strings(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "registries:\n"
+        "- {name: dc1, type: consul, ca_file: tls/ca.pem, address: 'consul:8500', token: x}\n",
+    )
+    (dc1,) = load_registries(path)
+    assert dc1.settings == {
+        "ca_file": str((tmp_path / "tls" / "ca.pem").resolve()),
+        "address": "consul:8500",
+        "token": "x",
+    }
+
+
 def test_load_registries_keeps_absolute_paths(tmp_path: Path) -> None:
     target = (tmp_path / "elsewhere").resolve()
     path = write(tmp_path, f"registries:\n- {{name: a, type: serviceentry, path: '{target}'}}\n")
