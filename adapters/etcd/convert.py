@@ -1,0 +1,571 @@
+"""etcd keys and values -> registryd's service model.  Pure: no I/O.
+
+Key layout (``prefix`` ends with ``/``; the default is ``/registryd/services/``)::
+
+    <prefix><service>/<instance-id>
+
+* ``<service>`` is the first path segment after the prefix.  Lower-cased, it names the
+  service: the hostname is ``<service>``, or ``<service>.<hostname_suffix>`` when the
+  registry has a suffix.  It must form a valid DNS name (letters, digits, ``-``, ``_``
+  and ``.``; labels of at most 63 characters, 253 in all).
+* ``<instance-id>`` is everything after the next ``/`` (it may contain more ``/``); it
+  must not be empty.  Each instance key contributes exactly one endpoint.
+* Any other key under the prefix (``<prefix>web``, ``<prefix>/x``, a key that is not
+  UTF-8) is reported as an error under that key and ignored.
+
+Values are UTF-8 JSON objects in one of two formats, told apart by their fields:
+
+* **gRPC naming** (as grpc-go's etcd resolver, ``go.etcd.io/etcd/client/v3/naming``,
+  writes them): ``{"Addr": "10.0.0.1:50051", "Metadata": ...}``.  ``Addr`` is
+  ``<ip>:<port>`` (``[<ipv6>]:<port>`` for IPv6).  The service port is the endpoint's
+  port, its protocol ``GRPC``, its name ``grpc-<port>``.  If ``Metadata`` is an object,
+  its string-valued entries become the endpoint's labels; anything else in it is ignored.
+  An ``Op`` field (etcd 3.4's ``clientv3/naming`` stores ``naming.Update``) must be ``0``
+  (Add).  Other fields are ignored: the format belongs to grpc-go.
+* **registryd format**: ``{"address": "10.0.0.1", "port": 8080, "servicePort": 80,
+  "protocol": "HTTP", "portName": "http", "locality": "region/zone/subzone",
+  "weight": 2, "labels": {"version": "v1"}, "health": "HEALTHY", "network": "net-1"}``.
+  ``address`` (an IP address) and ``port`` (1-65535, what the instance listens on) are
+  required.  ``servicePort`` defaults to ``port``; ``protocol`` (one of
+  :data:`PROTOCOLS`, any case) defaults to the one the port name implies (``http``,
+  ``grpc-api``…, as Istio does), else ``TCP``; ``portName`` defaults to
+  ``<protocol-lower>-<servicePort>``; ``weight`` is 0 to 2^32-1, 0 meaning 1 (as in
+  Istio), default 1; ``health`` is ``HEALTHY``, ``UNHEALTHY`` or ``DRAINING`` (any case),
+  default ``HEALTHY``; ``labels`` maps strings to strings.  ``null`` is the same as
+  absent.  Unknown fields are errors (a typo must not silently change routing).
+
+A value with both ``Addr`` and ``address`` is an error.  Every error names the key and
+each reason.
+
+Services: all instance keys whose ``<service>`` lower-cases to the same name form one
+:class:`~registryd.model.Service` (namespace from the registry's settings, resolution
+``STATIC``, location ``MESH_INTERNAL``) with one :class:`~registryd.model.Port` per
+distinct service port.  Instances are taken in key order: when two disagree on a service
+port's name or protocol, the first one's wins; when two give the same endpoint (service
+port, address, port), the first one's attributes win.  Both are *notes* (logged, the
+instances are still used), not errors.
+
+:class:`KeyTable` holds what was read from each key and keeps the last good value of
+every key: a malformed new value is reported in :meth:`KeyTable.problems` under its key
+and the previous good value of that key keeps being used (a key that never had a good
+value contributes nothing).  Deleting the key drops both.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from registryd.adapter import Delete, Problems, Replace, Upsert
+from registryd.model import Endpoint, Health, Labels, Locality, Location, Port, Service
+
+__all__ = [
+    "DEFAULT_PREFIX",
+    "PROTOCOLS",
+    "RICH_FIELDS",
+    "Built",
+    "Instance",
+    "InvalidEntry",
+    "KeyTable",
+    "Options",
+    "build_service",
+    "parse_entry",
+    "parse_key",
+    "valid_hostname",
+]
+
+DEFAULT_PREFIX = "/registryd/services/"
+PROTOCOLS = frozenset(
+    "HTTP HTTPS HTTP2 HTTP_PROXY GRPC GRPC-WEB TCP TLS UDP MONGO MYSQL REDIS".split()
+)
+RICH_FIELDS = (
+    "address",
+    "port",
+    "servicePort",
+    "protocol",
+    "portName",
+    "locality",
+    "weight",
+    "labels",
+    "health",
+    "network",
+)
+_NAMING_FORMAT = "gRPC naming"
+_RICH_FORMAT = "registryd"
+_MAX_WEIGHT = 2**32 - 1
+_DNS_LABEL = re.compile(r"[a-z0-9_](?:[-a-z0-9_]{0,61}[a-z0-9_])?")
+_PORT_NAME = re.compile(r"[A-Za-z0-9](?:[-A-Za-z0-9_]{0,61}[A-Za-z0-9])?")
+_HOST_PORT = re.compile(r"(?:\[([^\[\]]+)\]|([^:\[\]]+)):(\d{1,5})")
+_HEALTH = {h.value: h for h in Health}
+_PROTOCOLS_BY_LENGTH = sorted(PROTOCOLS, key=len, reverse=True)
+EndpointKey = tuple[int, str, int]  # (service port, address, port)
+
+
+class InvalidEntry(ValueError):
+    """A key or value that cannot be used; the message names the key and every reason."""
+
+
+def valid_hostname(name: str) -> bool:
+    """A lower-case DNS name: labels of ``[a-z0-9_-]`` not starting or ending with ``-``,
+    at most 63 characters each and 253 in all."""
+    return 0 < len(name) <= 253 and all(_DNS_LABEL.fullmatch(p) for p in name.split("."))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Options:
+    """What the registry's settings say about conversion."""
+
+    prefix: str = DEFAULT_PREFIX
+    namespace: str = "default"
+    hostname_suffix: str = ""  # without a leading dot; "" for none
+
+    def hostname(self, service: str) -> str:
+        name = service.lower()
+        return f"{name}.{self.hostname_suffix}" if self.hostname_suffix else name
+
+
+@dataclass(frozen=True, slots=True)
+class Instance:
+    """One good instance key: the service port it serves and its endpoint."""
+
+    key: str
+    port: Port
+    endpoint: Endpoint
+    raw: Any = field(compare=False)  # the decoded JSON value, for the debug port
+
+    @property
+    def hostname(self) -> str:
+        return self.endpoint.hostname
+
+
+@dataclass(frozen=True, slots=True)
+class Built:
+    """One service as converted from its instances."""
+
+    service: Service
+    endpoints: tuple[Endpoint, ...]
+    notes: tuple[str, ...] = ()
+
+
+# -- keys -------------------------------------------------------------------------------
+
+
+def decode_key(key: bytes) -> str:
+    """The key as text: the name used for it in errors and the debug port."""
+    return key.decode("utf-8", "backslashreplace")
+
+
+def parse_key(key: bytes, options: Options) -> tuple[str, str]:
+    """``(hostname, instance id)`` of an instance key; :class:`InvalidEntry` otherwise."""
+    text = decode_key(key)
+    layout = f"{options.prefix}<service>/<instance-id>"
+    try:
+        key.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidEntry(f"{text}: key is not UTF-8") from None
+    if not text.startswith(options.prefix):
+        raise InvalidEntry(f"{text}: key is not under the prefix {options.prefix}")
+    service, slash, instance = text[len(options.prefix) :].partition("/")
+    if not slash or not service or not instance:
+        raise InvalidEntry(f"{text}: key does not match {layout}")
+    hostname = options.hostname(service)
+    if not valid_hostname(hostname):
+        raise InvalidEntry(
+            f"{text}: service name {service!r} does not make a valid DNS name ({hostname!r})"
+        )
+    return hostname, instance
+
+
+# -- values -----------------------------------------------------------------------------
+
+
+def _decode(key: str, value: bytes) -> Any:
+    if not value.strip():
+        raise InvalidEntry(f"{key}: value is empty (expected a JSON object)")
+    try:
+        return json.loads(value)
+    except UnicodeDecodeError:
+        raise InvalidEntry(f"{key}: value is not UTF-8 text") from None
+    except ValueError as exc:
+        raise InvalidEntry(f"{key}: value is not valid JSON: {exc}") from None
+
+
+def _type_name(value: Any) -> str:
+    names = {dict: "an object", list: "a list", str: "a string", bool: "a boolean"}
+    for kind, name in names.items():
+        if isinstance(value, kind):
+            return name
+    if value is None:
+        return "null"
+    return "a number"
+
+
+def _ip(value: str) -> str | None:
+    """The IP address ``value`` in canonical form, None if it is not one."""
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        return None
+
+
+def _port_number(value: Any, name: str, errs: list[str]) -> int | None:
+    if isinstance(value, int) and not isinstance(value, bool) and 0 < value < 65536:
+        return value
+    errs.append(f"{name}: must be an integer 1-65535, got {json.dumps(value)}")
+    return None
+
+
+def _string(obj: Mapping[str, Any], name: str, errs: list[str]) -> str | None:
+    value = obj.get(name)
+    if value is None or isinstance(value, str):
+        return value
+    errs.append(f"{name}: must be a string, got {_type_name(value)}")
+    return None
+
+
+def _labels(value: Any, name: str, errs: list[str]) -> Labels:
+    if value is None:
+        return Labels()
+    if not isinstance(value, dict):
+        errs.append(f"{name}: must be an object of strings, got {_type_name(value)}")
+        return Labels()
+    bad = sorted(k for k, v in value.items() if not k or not isinstance(v, str))
+    if bad:
+        errs.append(f"{name}: keys must be non-empty and values strings; bad: {bad}")
+        return Labels()
+    return Labels(value)
+
+
+def _protocol_from_name(name: str) -> str:
+    upper = name.upper()
+    for protocol in _PROTOCOLS_BY_LENGTH:
+        if upper == protocol or upper.startswith(protocol + "-"):
+            return protocol
+    return "TCP"
+
+
+def _protocol(raw: Mapping[str, Any], port_name: str | None, errs: list[str]) -> str:
+    protocol = _string(raw, "protocol", errs)
+    if protocol is None:
+        return _protocol_from_name(port_name) if port_name else "TCP"
+    if protocol.upper() not in PROTOCOLS:
+        errs.append(f"protocol: must be one of {', '.join(sorted(PROTOCOLS))}, got {protocol!r}")
+        return "TCP"
+    return protocol.upper()
+
+
+def _weight(value: Any, errs: list[str]) -> int:
+    if value is None:
+        return 1
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= _MAX_WEIGHT:
+        return value or 1
+    errs.append(f"weight: must be an integer 0-{_MAX_WEIGHT}, got {json.dumps(value)}")
+    return 1
+
+
+def _health(value: Any, errs: list[str]) -> Health:
+    if value is None:
+        return Health.HEALTHY
+    if isinstance(value, str) and value.upper() in _HEALTH:
+        return _HEALTH[value.upper()]
+    errs.append(f"health: must be one of {', '.join(_HEALTH)}, got {json.dumps(value)}")
+    return Health.HEALTHY
+
+
+def _locality(value: str | None, errs: list[str]) -> Locality:
+    if not value:
+        return Locality()
+    if value.count("/") > 2:
+        errs.append(f"locality: must be region/zone/subzone, got {value!r}")
+        return Locality()
+    return Locality.parse(value)
+
+
+def _rich_address(raw: Mapping[str, Any], errs: list[str]) -> str | None:
+    if raw.get("address") is None:
+        errs.append("address: required")
+        return None
+    address = _string(raw, "address", errs)
+    if address is None:
+        return None
+    ip = _ip(address)
+    if ip is None:
+        errs.append(f"address: must be an IP address, got {address!r}")
+    return ip
+
+
+def _rich(hostname: str, raw: Mapping[str, Any], errs: list[str]) -> tuple[Port, Endpoint] | None:
+    unknown = sorted(set(raw) - set(RICH_FIELDS))
+    if unknown:
+        errs.append(f"unknown fields {unknown} (known: {', '.join(RICH_FIELDS)})")
+    ip = _rich_address(raw, errs)
+    port = service_port = None
+    if raw.get("port") is None:
+        errs.append("port: required")
+    else:
+        port = service_port = _port_number(raw["port"], "port", errs)
+    if raw.get("servicePort") is not None:
+        service_port = _port_number(raw["servicePort"], "servicePort", errs)
+    port_name = _string(raw, "portName", errs)
+    if port_name is not None and not _PORT_NAME.fullmatch(port_name):
+        errs.append(f"portName: must be 1-63 letters, digits, '-' or '_', got {port_name!r}")
+    protocol = _protocol(raw, port_name, errs)
+    locality = _locality(_string(raw, "locality", errs), errs)
+    network = _string(raw, "network", errs) or ""
+    weight = _weight(raw.get("weight"), errs)
+    health = _health(raw.get("health"), errs)
+    labels = _labels(raw.get("labels"), "labels", errs)
+    if errs or ip is None or port is None or service_port is None:
+        return None
+    name = port_name or f"{protocol.lower()}-{service_port}"
+    endpoint = Endpoint(
+        hostname=hostname,
+        address=ip,
+        port=port,
+        service_port=service_port,
+        locality=locality,
+        weight=weight,
+        health=health,
+        labels=labels,
+        network=network,
+    )
+    return Port(number=service_port, name=name, protocol=protocol), endpoint
+
+
+def _naming(hostname: str, raw: Mapping[str, Any], errs: list[str]) -> tuple[Port, Endpoint] | None:
+    if "address" in raw:
+        errs.append("has both Addr (gRPC naming format) and address (registryd format)")
+    op = raw.get("Op")
+    if op is not None and (op != 0 or isinstance(op, bool)):
+        errs.append(f"Op: a stored endpoint must be 0 (Add), got {json.dumps(op)}")
+    addr = raw["Addr"]
+    if not isinstance(addr, str):
+        errs.append(f"Addr: must be a string <ip>:<port>, got {_type_name(addr)}")
+        return None
+    match = _HOST_PORT.fullmatch(addr)
+    if match is None:
+        errs.append(f"Addr: must be <ip>:<port> or [<ipv6>]:<port>, got {addr!r}")
+        return None
+    host = match.group(1) or match.group(2)
+    ip = _ip(host)
+    if ip is None or (match.group(1) is not None) != (":" in ip):
+        errs.append(f"Addr: host must be an IP address, got {host!r} in {addr!r}")
+    port = _port_number(int(match.group(3)), "Addr: port", errs)
+    metadata = raw.get("Metadata")
+    labels: dict[str, str] = {}
+    if isinstance(metadata, dict):
+        labels = {k: v for k, v in metadata.items() if k and isinstance(v, str)}
+    if errs or ip is None or port is None:
+        return None
+    endpoint = Endpoint(
+        hostname=hostname, address=ip, port=port, service_port=port, labels=Labels(labels)
+    )
+    return Port(number=port, name=f"grpc-{port}", protocol="GRPC"), endpoint
+
+
+def parse_entry(key: bytes, value: bytes, options: Options) -> Instance:
+    """Convert one key and its value; :class:`InvalidEntry` names the key and every reason."""
+    hostname, _ = parse_key(key, options)
+    text = decode_key(key)
+    raw = _decode(text, value)
+    if not isinstance(raw, dict):
+        raise InvalidEntry(f"{text}: value must be a JSON object, got {_type_name(raw)}")
+    errs: list[str] = []
+    if "Addr" in raw:
+        fmt, result = _NAMING_FORMAT, _naming(hostname, raw, errs)
+    else:
+        fmt, result = _RICH_FORMAT, _rich(hostname, raw, errs)
+    if result is None:
+        raise InvalidEntry(f"{text}: invalid {fmt} value: {'; '.join(errs)}")
+    port, endpoint = result
+    return Instance(key=text, port=port, endpoint=endpoint, raw=raw)
+
+
+# -- services ---------------------------------------------------------------------------
+
+
+def _port_note(hostname: str, first: Instance, other: Instance) -> str:
+    return (
+        f"service {hostname}: {other.key} declares port {other.port.number} as "
+        f"{other.port.name}/{other.port.protocol} but {first.key} as "
+        f"{first.port.name}/{first.port.protocol}; the first is used"
+    )
+
+
+def _endpoint_note(hostname: str, first: Instance, other: Instance) -> str:
+    e = other.endpoint
+    return (
+        f"service {hostname}: {other.key} and {first.key} give the same endpoint "
+        f"{e.address}:{e.port} for port {e.service_port}; the first one's attributes are used"
+    )
+
+
+def build_service(hostname: str, instances: Iterable[Instance], options: Options) -> Built:
+    """The service ``hostname`` from its instances (taken in key order; see the module
+    docstring for ports and endpoints several instances disagree on)."""
+    ports: dict[int, Instance] = {}
+    found: dict[EndpointKey, Instance] = {}
+    notes: list[str] = []
+    for instance in sorted(instances, key=lambda i: i.key):
+        first = ports.setdefault(instance.port.number, instance)
+        if first.port != instance.port:
+            notes.append(_port_note(hostname, first, instance))
+        e = instance.endpoint
+        same = found.setdefault((e.service_port, e.address, e.port), instance)
+        if same is not instance:
+            notes.append(_endpoint_note(hostname, same, instance))
+    service = Service(
+        hostname=hostname,
+        namespace=options.namespace,
+        ports=tuple(ports[n].port for n in sorted(ports)),
+        location=Location.MESH_INTERNAL,
+    )
+    endpoints = tuple(found[k].endpoint for k in sorted(found))
+    return Built(service=service, endpoints=endpoints, notes=tuple(notes))
+
+
+class KeyTable:
+    """The keys under the prefix, each with its last good value and its current error.
+
+    Feed it with :meth:`put`, :meth:`delete` (watch events) or :meth:`reset` (a full
+    listing); then :meth:`replace` gives the full state, or :meth:`changes` the
+    Upsert/Delete increments since the state last handed out, and :meth:`problems` the
+    per-key errors and the decoded values in use.  Only services whose keys changed are
+    converted again.
+    """
+
+    def __init__(self, options: Options) -> None:
+        self.options = options
+        self._good: dict[str, Instance] = {}
+        self._errors: dict[str, str] = {}
+        self._last: dict[str, bytes] = {}  # the value last read per key
+        self._hosts: dict[str, dict[str, Instance]] = {}  # hostname -> key -> instance
+        self._built: dict[str, Built] = {}  # as last handed out
+        self._dirty: set[str] = set()
+        self._sources: dict[str, Any] | None = None
+        self.fresh_notes: tuple[str, ...] = ()  # notes that the last replace/changes added
+
+    # -- input ------------------------------------------------------------------------
+    def put(self, key: bytes, value: bytes) -> None:
+        """``key`` now holds ``value``."""
+        text = decode_key(key)
+        if self._last.get(text) == value and (text in self._good or text in self._errors):
+            return
+        self._last[text] = value
+        try:
+            instance = parse_entry(key, value, self.options)
+        except InvalidEntry as exc:
+            self._errors[text] = str(exc)
+            return
+        self._errors.pop(text, None)
+        previous = self._good.get(text)
+        if previous is not None and previous == instance:
+            if previous.raw != instance.raw:
+                self._good[text] = instance
+                self._sources = None
+            return
+        self._drop(text)
+        self._good[text] = instance
+        self._hosts.setdefault(instance.hostname, {})[text] = instance
+        self._dirty.add(instance.hostname)
+        self._sources = None
+
+    def delete(self, key: bytes) -> None:
+        """``key`` is gone."""
+        self._forget(decode_key(key))
+
+    def reset(self, items: Iterable[tuple[bytes, bytes]]) -> None:
+        """The prefix holds exactly ``items`` (a full listing): keys not in it are gone."""
+        listed = dict(items)
+        names = {decode_key(k) for k in listed}
+        for text in (set(self._good) | set(self._errors)) - names:
+            self._forget(text)
+        for key, value in listed.items():
+            self.put(key, value)
+
+    def _forget(self, text: str) -> None:
+        self._last.pop(text, None)
+        self._errors.pop(text, None)
+        self._drop(text)
+
+    def _drop(self, text: str) -> None:
+        instance = self._good.pop(text, None)
+        if instance is None:
+            return
+        keys = self._hosts[instance.hostname]
+        del keys[text]
+        if not keys:
+            del self._hosts[instance.hostname]
+        self._dirty.add(instance.hostname)
+        self._sources = None
+
+    # -- output -----------------------------------------------------------------------
+    def _rebuild(self) -> dict[str, Built | None]:
+        """Convert the changed services again: hostname -> new result (None: gone)."""
+        result: dict[str, Built | None] = {}
+        fresh: list[str] = []
+        for hostname in sorted(self._dirty):
+            keys = self._hosts.get(hostname)
+            built = build_service(hostname, keys.values(), self.options) if keys else None
+            result[hostname] = built
+            if built is not None:
+                before = self._built.get(hostname)
+                fresh += [n for n in built.notes if before is None or n not in before.notes]
+        self._dirty.clear()
+        self.fresh_notes = tuple(fresh)
+        return result
+
+    def replace(self) -> Replace:
+        """The full state (and from now on, what :meth:`changes` compares with)."""
+        for hostname, built in self._rebuild().items():
+            if built is None:
+                self._built.pop(hostname, None)
+            else:
+                self._built[hostname] = built
+        hosts = sorted(self._built)
+        return Replace(
+            services=tuple(self._built[h].service for h in hosts),
+            endpoints=tuple(e for h in hosts for e in self._built[h].endpoints),
+        )
+
+    def changes(self) -> list[Upsert | Delete]:
+        """Upserts of new or changed services, then Deletes of removed ones, by hostname."""
+        upserts: list[Upsert | Delete] = []
+        deletes: list[Upsert | Delete] = []
+        for hostname, built in self._rebuild().items():
+            before = self._built.get(hostname)
+            if built is None:
+                if self._built.pop(hostname, None) is not None:
+                    deletes.append(Delete(hostname=hostname))
+                continue
+            self._built[hostname] = built
+            if before is None or (before.service, before.endpoints) != (
+                built.service,
+                built.endpoints,
+            ):
+                upserts.append(Upsert(service=built.service, endpoints=built.endpoints))
+        return upserts + deletes
+
+    @property
+    def notes(self) -> tuple[str, ...]:
+        """Notes of the services as last handed out (see :func:`build_service`)."""
+        return tuple(n for h in sorted(self._built) for n in self._built[h].notes)
+
+    @property
+    def errors(self) -> dict[str, str]:
+        return dict(sorted(self._errors.items()))
+
+    @property
+    def sources(self) -> dict[str, Any]:
+        """The decoded value in use per key (the last good one for a broken key).  A new
+        mapping whenever it changed, the same one otherwise; never modified."""
+        if self._sources is None:
+            self._sources = {k: self._good[k].raw for k in sorted(self._good)}
+        return self._sources
+
+    def problems(self) -> Problems:
+        return Problems(errors=self.errors, sources=self.sources)
