@@ -6,10 +6,10 @@ from __future__ import annotations
 import json
 
 from aiohttp import web
+from registryd_inventory import InventoryAdapter
 
 from registryd.adapter import Adapter, AdapterContext
 from registryd.testing import AdapterContract
-from registryd_inventory import InventoryAdapter
 
 
 class TestInventoryAdapter(AdapterContract):
@@ -60,4 +60,9 @@ class TestInventoryAdapter(AdapterContract):
         self.port = self.runner.addresses[0][1]
 
     def bad_settings(self) -> list[dict[str, object]]:
-        return [{}, {"url": "ftp://x"}, {"url": "http://x", "interval": 0}, {"url": "http://x", "x": 1}]
+        return [
+            {},
+            {"url": "ftp://x"},
+            {"url": "http://x", "interval": 0},
+            {"url": "http://x", "x": 1},
+        ]
