@@ -23,7 +23,7 @@ raise :class:`ConfigError` from the factory.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -39,6 +39,7 @@ __all__ = [
     "Replace",
     "Update",
     "Upsert",
+    "increments",
 ]
 
 
@@ -81,6 +82,34 @@ class Problems:
 
 
 Update = Replace | Upsert | Delete | Problems
+
+
+def increments(
+    old_services: Mapping[str, Service],
+    old_endpoints: Mapping[str, Sequence[Endpoint]],
+    new_services: Mapping[str, Service],
+    new_endpoints: Mapping[str, Sequence[Endpoint]],
+    hostnames: Iterable[str] | None = None,
+) -> list[Upsert | Delete]:
+    """The updates that take a shard from the old state to the new one: an ``Upsert`` per
+    new or changed hostname, then a ``Delete`` per removed one, each sorted by hostname.
+
+    States are hostname -> service and hostname -> endpoints.  ``hostnames`` limits the
+    comparison to those that may have changed (default: all of both states).
+    """
+    candidates = set(old_services) | set(new_services) if hostnames is None else set(hostnames)
+    upserts: list[Upsert | Delete] = []
+    deletes: list[Upsert | Delete] = []
+    for host in sorted(candidates):
+        service, before = new_services.get(host), old_services.get(host)
+        if service is None:
+            if before is not None:
+                deletes.append(Delete(hostname=host))
+            continue
+        eps, old_eps = tuple(new_endpoints.get(host, ())), tuple(old_endpoints.get(host, ()))
+        if before != service or old_eps != eps:
+            upserts.append(Upsert(service=service, endpoints=eps))
+    return upserts + deletes
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -29,7 +29,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from registryd.adapter import Delete, Replace, Upsert
+from registryd.adapter import Delete, Replace, Upsert, increments
 from registryd.model import Endpoint, Locality, Port, Service
 
 from .schema import (
@@ -162,19 +162,7 @@ def diff_models(
 
     ``hosts`` limits the comparison to the hostnames that may differ (default: all).
     """
-    candidates = set(old.services) | set(new.services) if hosts is None else set(hosts)
-    upserts: list[Upsert | Delete] = []
-    deletes: list[Upsert | Delete] = []
-    for host in sorted(candidates):
-        service, before = new.services.get(host), old.services.get(host)
-        if service is None:
-            if before is not None:
-                deletes.append(Delete(hostname=host))
-            continue
-        eps, old_eps = new.endpoints.get(host, ()), old.endpoints.get(host, ())
-        if (before is not service and before != service) or (old_eps is not eps and old_eps != eps):
-            upserts.append(Upsert(service=service, endpoints=eps))
-    return upserts + deletes
+    return increments(old.services, old.endpoints, new.services, new.endpoints, hosts)
 
 
 @dataclass(frozen=True, slots=True)

@@ -47,6 +47,7 @@ from registryd.model import Health, ShardKey
 from registryd.registry.store import RegistryStore
 from registryd.supervisor import Supervisor
 from registryd.testing import AdapterContract
+from tests.adapters.feed import Feed as SharedFeed
 from tests.emulators.consul import ConsulEmulator
 
 REAL_AGENT = os.environ.get("CONSUL_HTTP_ADDR")
@@ -162,32 +163,21 @@ async def agent() -> AsyncIterator[Agent]:
             yield Agent(emulator.url, None, emulator, session)
 
 
-class Feed:
-    """Runs ``watch()`` in a task; hands out its updates (ours only) or its error."""
+class Feed(SharedFeed):
+    """The shared feed, narrowed to this test's services (hostnames with ``prefix``)."""
 
     def __init__(self, adapter: ConsulAdapter, prefix: str = "") -> None:
         self.prefix = prefix
-        self.queue: asyncio.Queue[Update | BaseException] = asyncio.Queue()
         self.problems: Problems | None = None
-        self.task = asyncio.create_task(self._pump(adapter))
-
-    async def _pump(self, adapter: ConsulAdapter) -> None:
-        try:
-            async for update in adapter.watch():
-                self.queue.put_nowait(update)
-        except Exception as exc:
-            self.queue.put_nowait(exc)
+        super().__init__(adapter, WITHIN)
 
     def _mine(self, hostname: str) -> bool:
         return hostname.startswith(self.prefix)
 
-    async def next(self, timeout: float = WITHIN) -> Update:
-        item = await asyncio.wait_for(self.queue.get(), timeout)
-        if isinstance(item, BaseException):
-            raise item
-        if isinstance(item, Problems):
-            self.problems = item
-        return item
+    def seen(self, update: Update) -> Update:
+        if isinstance(update, Problems):
+            self.problems = update
+        return update
 
     async def replace(self, timeout: float = WITHIN) -> Replace:
         """The first update, which must be a Replace; only our services are kept."""
@@ -209,8 +199,8 @@ class Feed:
                 return update
             assert not isinstance(update, Replace), "a second Replace without a restart"
 
-    async def expect(self, kind: type[T], timeout: float = WITHIN) -> T:
-        update = await self.change(timeout)
+    async def expect(self, kind: type[T], timeout: float | None = WITHIN) -> T:
+        update = await self.change(timeout or WITHIN)
         assert isinstance(update, kind), update
         return update
 
@@ -224,17 +214,6 @@ class Feed:
             except TimeoutError:
                 break
         return seen
-
-    async def error(self, timeout: float = WITHIN) -> BaseException:
-        deadline = time.monotonic() + timeout
-        while True:
-            item = await asyncio.wait_for(self.queue.get(), max(deadline - time.monotonic(), 0))
-            if isinstance(item, BaseException):
-                return item
-
-    async def close(self) -> None:
-        self.task.cancel()
-        await asyncio.gather(self.task, return_exceptions=True)
 
 
 @pytest.fixture

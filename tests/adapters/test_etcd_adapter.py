@@ -28,7 +28,6 @@ from registryd.adapter import (
     Delete,
     Problems,
     Replace,
-    Update,
     Upsert,
 )
 from registryd.adapters.etcd import EtcdAdapter
@@ -38,6 +37,7 @@ from registryd.adapters.etcd.convert import DEFAULT_PREFIX
 from registryd.model import Endpoint, Health, Labels, Port
 from registryd.testing import AdapterContract
 from tests.adapters.etcd_server import EtcdServer, etcd_binary, etcd_server, make_tls
+from tests.adapters.feed import Feed as SharedFeed
 from tests.e2e.procs import free_port
 
 PREFIX = DEFAULT_PREFIX
@@ -66,49 +66,12 @@ def adapter(server: EtcdServer | None = None, **settings: Any) -> EtcdAdapter:
     return EtcdAdapter(name="kv", settings=settings, context=AdapterContext())
 
 
-class Feed:
-    """Runs ``watch()`` in a task and hands out its updates (or its error) in order."""
-
+class Feed(SharedFeed):
     def __init__(self, source: EtcdAdapter) -> None:
-        self.queue: asyncio.Queue[Update | BaseException] = asyncio.Queue()
-        self.task = asyncio.create_task(self._pump(source))
+        super().__init__(source, WITHIN)
 
-    async def _pump(self, source: EtcdAdapter) -> None:
-        try:
-            async for update in source.watch():
-                self.queue.put_nowait(update)
-        except Exception as exc:
-            self.queue.put_nowait(exc)
-
-    async def next(self, timeout: float = WITHIN) -> Update:
-        item = await asyncio.wait_for(self.queue.get(), timeout)
-        if isinstance(item, BaseException):
-            raise item
-        return item
-
-    async def expect(self, kind: type[T], timeout: float = WITHIN) -> T:
-        update = await self.next(timeout)
-        assert isinstance(update, kind), update
-        return update
-
-    async def quiet(self, seconds: float = 0.5) -> None:
-        """Nothing arrives for ``seconds``."""
-        with pytest.raises(TimeoutError):
-            update = await self.next(seconds)
-            raise AssertionError(f"unexpected update {update}")
-
-    async def error(self, timeout: float = FAILS_WITHIN) -> BaseException:
-        """The error watch() raised, skipping updates delivered before it."""
-        end = time.monotonic() + timeout
-        for _ in range(1000):
-            item = await asyncio.wait_for(self.queue.get(), max(0.01, end - time.monotonic()))
-            if isinstance(item, BaseException):
-                return item
-        raise AssertionError("watch() kept yielding instead of failing")
-
-    async def close(self) -> None:
-        self.task.cancel()
-        await asyncio.wait_for(asyncio.gather(self.task, return_exceptions=True), 5)
+    async def error(self, timeout: float | None = FAILS_WITHIN) -> BaseException:
+        return await super().error(timeout)
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
 import time
@@ -18,12 +17,12 @@ from registryd.adapter import (
     Delete,
     Problems,
     Replace,
-    Update,
     Upsert,
 )
 from registryd.adapters.serviceentry import ServiceEntryAdapter
 from registryd.adapters.serviceentry import adapter as watch_module
 from registryd.adapters.serviceentry.adapter import is_candidate, scan_tree
+from tests.adapters.feed import Feed as SharedFeed
 from tests.adapters.yaml_docs import entry
 
 WITHIN = 1.0  # seconds: every change must show within this
@@ -36,39 +35,9 @@ def adapter(path: Path | str, **settings: Any) -> ServiceEntryAdapter:
     )
 
 
-class Feed:
-    """Runs ``watch()`` in a task and hands out its updates (or its error) in order."""
-
+class Feed(SharedFeed):
     def __init__(self, source: ServiceEntryAdapter) -> None:
-        self.queue: asyncio.Queue[Update | BaseException] = asyncio.Queue()
-        self.task = asyncio.create_task(self._pump(source))
-
-    async def _pump(self, source: ServiceEntryAdapter) -> None:
-        try:
-            async for update in source.watch():
-                self.queue.put_nowait(update)
-        except Exception as exc:
-            self.queue.put_nowait(exc)
-
-    async def next(self, timeout: float = WITHIN) -> Update:
-        item = await asyncio.wait_for(self.queue.get(), timeout)
-        if isinstance(item, BaseException):
-            raise item
-        return item
-
-    async def expect(self, kind: type[T], timeout: float = WITHIN) -> T:
-        update = await self.next(timeout)
-        assert isinstance(update, kind), update
-        return update
-
-    async def error(self, timeout: float = 5.0) -> BaseException:
-        item = await asyncio.wait_for(self.queue.get(), timeout)
-        assert isinstance(item, BaseException), item
-        return item
-
-    async def close(self) -> None:
-        self.task.cancel()
-        await asyncio.gather(self.task, return_exceptions=True)
+        super().__init__(source, WITHIN)
 
 
 @pytest.fixture

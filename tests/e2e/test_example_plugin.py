@@ -4,6 +4,7 @@ its own directory) and loaded by registryd through its entry point."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import threading
@@ -35,6 +36,8 @@ INVENTORY = {
 def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """``pip install`` the example plugin into a directory of its own."""
     target = tmp_path_factory.mktemp("plugin-site")
+    source = tmp_path_factory.mktemp("plugin-src") / "plugin-inventory"
+    shutil.copytree(PLUGIN, source, ignore=shutil.ignore_patterns("build", "*.egg-info"))
     subprocess.run(
         [
             sys.executable,
@@ -45,7 +48,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
             "--no-deps",
             "--target",
             str(target),
-            str(PLUGIN),
+            str(source),
         ],
         check=True,
         timeout=300,

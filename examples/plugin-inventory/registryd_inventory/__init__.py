@@ -30,11 +30,10 @@ import aiohttp
 from registryd.adapter import (
     AdapterContext,
     ConfigError,
-    Delete,
     Problems,
     Replace,
     Update,
-    Upsert,
+    increments,
 )
 
 from .convert import Inventory, convert
@@ -109,9 +108,4 @@ def _changes(old: Inventory | None, new: Inventory) -> list[Update]:
                 endpoints=tuple(e for eps in new.endpoints.values() for e in eps),
             )
         ]
-    updates: list[Update] = [Delete(hostname=h) for h in sorted(old.services.keys() - new.services)]
-    for host, service in sorted(new.services.items()):
-        endpoints = new.endpoints.get(host, ())
-        if old.services.get(host) != service or old.endpoints.get(host, ()) != endpoints:
-            updates.append(Upsert(service=service, endpoints=endpoints))
-    return updates
+    return [*increments(old.services, old.endpoints, new.services, new.endpoints)]
