@@ -114,9 +114,14 @@ def increments(
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AdapterContext:
-    """What the daemon tells every adapter about its environment."""
+    """What the daemon tells every adapter about its environment: daemon-wide flags that
+    adapters use as defaults for their own settings."""
 
-    domain: str = "cluster.local"
+    domain: str = "cluster.local"  # --domain
+    kubeconfig: str | None = None  # --kubeconfig
+    cluster_id: str = "Kubernetes"  # --clusterID
+    kubernetes_api_qps: float = 80.0  # --kubernetesApiQPS
+    kubernetes_api_burst: int = 160  # --kubernetesApiBurst
 
 
 @runtime_checkable

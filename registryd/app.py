@@ -67,7 +67,13 @@ class App:
     _ready_once: bool = False
 
     def __post_init__(self) -> None:
-        context = AdapterContext(domain=self.settings.domain)
+        context = AdapterContext(
+            domain=self.settings.domain,
+            kubeconfig=self.settings.kubeconfig,
+            cluster_id=self.settings.cluster_id,
+            kubernetes_api_qps=self.settings.kubernetes_api_qps,
+            kubernetes_api_burst=self.settings.kubernetes_api_burst,
+        )
         for reg in self.settings.registries:
             key = ShardKey(reg.type, reg.name)
             require(reg.type, registry=reg.name)  # an unknown type is a config error: fatal

@@ -73,6 +73,18 @@ def _parser() -> argparse.ArgumentParser:
         help="send GOAWAY to clients after this age (e.g. 30m)",
     )
     d.add_argument("--log_output_level", default="default:info", help="scope:level,...")
+    d.add_argument(
+        "--kubeconfig",
+        default=None,
+        help="kubeconfig of the local cluster: adds a kubernetes registry named --clusterID",
+    )
+    d.add_argument("--clusterID", default="Kubernetes", help="ID of the local cluster")
+    d.add_argument(
+        "--kubernetesApiQPS", type=float, default=80.0, help="Kubernetes client requests/s"
+    )
+    d.add_argument(
+        "--kubernetesApiBurst", type=int, default=160, help="Kubernetes client request burst"
+    )
     for flag, text in (
         ("--log_as_json", "write each log line as one JSON object"),
         (
@@ -110,9 +122,17 @@ def parse_args(argv: Sequence[str]) -> Settings:
                 name="configDir", type="serviceentry", settings={"path": str(path.resolve())}
             )
         )
-    if args.registries:
-        enabled = {r.strip() for r in args.registries.split(",") if r.strip()}
-        registries = [r for r in registries if r.type in enabled]
+    enabled = {r.strip().lower() for r in (args.registries or "").split(",") if r.strip()}
+    wants_kubernetes = args.kubeconfig is not None or "kubernetes" in enabled
+    if wants_kubernetes and not any(r.type == "kubernetes" for r in registries):
+        # istiod's local cluster: --kubeconfig, or in-cluster config with --registries
+        if any(r.name == args.clusterID for r in registries):
+            raise ConfigError(f"--clusterID {args.clusterID}: a registry has that name already")
+        registries.append(RegistryConfig(name=args.clusterID, type="kubernetes", settings={}))
+    if enabled:
+        registries = [r for r in registries if r.type.lower() in enabled]
+    if args.kubernetesApiQPS <= 0 or args.kubernetesApiBurst <= 0:
+        raise ConfigError("--kubernetesApiQPS and --kubernetesApiBurst must be > 0")
     debounce_after = parse_duration("--debounceAfter", args.debounceAfter)
     debounce_max = parse_duration("--debounceMax", args.debounceMax)
     return Settings(
@@ -128,6 +148,10 @@ def parse_args(argv: Sequence[str]) -> Settings:
         debounce_max=10.0 if debounce_max is None else debounce_max,
         log_output_level=args.log_output_level,
         log_as_json=args.log_as_json,
+        kubeconfig=str(Path(args.kubeconfig).resolve()) if args.kubeconfig else None,
+        cluster_id=args.clusterID,
+        kubernetes_api_qps=args.kubernetesApiQPS,
+        kubernetes_api_burst=args.kubernetesApiBurst,
         allow_remote_log_level=args.allowRemoteLogLevel,
     )
 

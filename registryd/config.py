@@ -133,3 +133,7 @@ class Settings:
     log_output_level: str = "default:info"
     log_as_json: bool = False
     allow_remote_log_level: bool = False
+    kubeconfig: str | None = None
+    cluster_id: str = "Kubernetes"
+    kubernetes_api_qps: float = 80.0
+    kubernetes_api_burst: int = 160

@@ -212,6 +212,7 @@ class Endpoint:
     health: Health = Health.HEALTHY
     labels: Labels = field(default=EMPTY_LABELS)
     network: str = ""
+    cluster_id: str = ""  # the cluster it runs in, for registries that know (Kubernetes)
     source: ShardKey | None = None
 
     def __post_init__(self) -> None:

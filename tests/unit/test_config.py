@@ -270,3 +270,34 @@ def test_config_dir_registry_name_must_not_clash_with_config_file(tmp_path: Path
     config = write(tmp_path, "registries:\n- {name: configDir, type: serviceentry, path: .}\n")
     with pytest.raises(ConfigError, match="configDir"):
         cli.parse_args(["discovery", f"--config={config}", f"--configDir={tmp_path}"])
+
+
+def test_kubeconfig_adds_the_local_cluster_as_a_kubernetes_registry(tmp_path: Path) -> None:
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text("apiVersion: v1\nkind: Config\n")
+    settings = cli.parse_args(
+        ["discovery", f"--kubeconfig={kubeconfig}", "--clusterID=east", "--kubernetesApiQPS=20"]
+    )
+    (registry,) = settings.registries
+    assert (registry.name, registry.type, dict(registry.settings)) == ("east", "kubernetes", {})
+    assert settings.kubeconfig == str(kubeconfig.resolve())
+    assert (settings.cluster_id, settings.kubernetes_api_qps) == ("east", 20.0)
+    assert settings.kubernetes_api_burst == 160
+
+
+def test_registries_kubernetes_in_cluster_like_istiod() -> None:
+    settings = cli.parse_args(["discovery", "--registries=Kubernetes"])
+    (registry,) = settings.registries
+    assert (registry.name, registry.type) == ("Kubernetes", "kubernetes")
+    assert settings.kubeconfig is None
+
+
+def test_kubeconfig_does_not_add_a_second_kubernetes_registry(tmp_path: Path) -> None:
+    config = write(tmp_path, "registries:\n- {name: west, type: kubernetes}\n")
+    settings = cli.parse_args(["discovery", f"--config={config}", "--kubeconfig=kc"])
+    assert [r.name for r in settings.registries] == ["west"]
+    clash = write(tmp_path, "registries:\n- {name: Kubernetes, type: serviceentry, path: .}\n")
+    with pytest.raises(ConfigError, match="clusterID"):
+        cli.parse_args(["discovery", f"--config={clash}", "--kubeconfig=kc"])
+    with pytest.raises(ConfigError, match="kubernetesApiQPS"):
+        cli.parse_args(["discovery", "--kubernetesApiQPS=0"])
