@@ -203,10 +203,12 @@ def _router_filter() -> hcm_pb2.HttpFilter:
     )
 
 
-def _virtual_host(service: Service, port: Port) -> route_components_pb2.VirtualHost:
+def _virtual_host(
+    service: Service, port: Port, domains: list[str]
+) -> route_components_pb2.VirtualHost:
     return route_components_pb2.VirtualHost(
         name=f"{service.hostname}:{port.number}",
-        domains=[service.hostname, f"{service.hostname}:{port.number}"],
+        domains=domains,
         routes=[
             route_components_pb2.Route(
                 match=route_components_pb2.RouteMatch(prefix="/"),
@@ -218,13 +220,39 @@ def _virtual_host(service: Service, port: Port) -> route_components_pb2.VirtualH
     )
 
 
-def build_route_config(port: int, services: Iterable[Service]) -> route_pb2.RouteConfiguration:
-    """Route ``<port>``: a virtual host for every HTTP service on that port."""
+def short_names(service: Service, namespace: str = "") -> tuple[str, ...]:
+    """Shorter names of a Kubernetes-style hostname ``<name>.<ns>.svc.<domain>``, as
+    Kubernetes DNS resolves them: ``<name>.<ns>.svc`` and ``<name>.<ns>`` for everyone,
+    and ``<name>`` too for clients in the service's own ``namespace``."""
+    parts = service.hostname.split(".")
+    if len(parts) < 4 or parts[2] != "svc" or parts[1] != service.namespace:
+        return ()
+    name, ns = parts[0], parts[1]
+    own = (name,) if namespace == ns else ()
+    return (f"{name}.{ns}.svc", f"{name}.{ns}", *own)
+
+
+def build_route_config(
+    port: int, services: Iterable[Service], namespace: str = ""
+) -> route_pb2.RouteConfiguration:
+    """Route ``<port>``: a virtual host for every HTTP service on that port, with domains
+    ``<hostname>``, ``<hostname>:<port>`` and, for Kubernetes services, their short names
+    (:func:`short_names`, for clients in ``namespace``) where no other service claims them."""
+    chosen = [
+        (service, p)
+        for service in sorted(services, key=lambda s: s.hostname)
+        if (p := service.port(port)) is not None and is_http(p.protocol)
+    ]
+    taken = {d for service, _ in chosen for d in (service.hostname, f"{service.hostname}:{port}")}
     hosts = []
-    for service in sorted(services, key=lambda s: s.hostname):
-        p = service.port(port)
-        if p is not None and is_http(p.protocol):
-            hosts.append(_virtual_host(service, p))
+    for service, p in chosen:
+        domains = [service.hostname, f"{service.hostname}:{port}"]
+        for short in short_names(service, namespace):
+            for domain in (short, f"{short}:{port}"):
+                if domain not in taken:
+                    taken.add(domain)
+                    domains.append(domain)
+        hosts.append(_virtual_host(service, p, domains))
     return route_pb2.RouteConfiguration(
         name=str(port),
         virtual_hosts=hosts,

@@ -246,9 +246,7 @@ class SnapshotBuilder:
                 self._port_hosts.pop(number, None)
             views = _port_views(services)
             listener_name = res.sidecar_listener_name(number)
-            place(
-                RDS, str(number), {s: res.build_route_config(number, v) for s, v in views.items()}
-            )
+            place(RDS, str(number), _route_views(number, views, services))
             for table, bind in ((LDS_SIDECAR, "0.0.0.0"), (LDS_LOCAL, "127.0.0.1")):
                 place(
                     table,
@@ -285,6 +283,21 @@ class SnapshotBuilder:
 def _scopes(service: Service) -> frozenset[str]:
     vis = visibility(service)
     return frozenset({""}) if vis is None else vis
+
+
+def _route_views(
+    number: int, views: dict[str, list[Service]], services: list[Service]
+) -> dict[str, Any]:
+    """Route ``<number>`` per scope: the scopes of :func:`_port_views`, plus every
+    namespace of a Kubernetes service on the port, whose clients also reach it by its bare
+    name (``<name>``), which nobody else may."""
+    scopes = set(views) | {s.namespace for s in services if res.short_names(s, s.namespace)}
+    public = views.get("", [])
+    return {
+        scope: res.build_route_config(number, views.get(scope, public), scope)
+        for scope in scopes
+        if views.get(scope, public)
+    }
 
 
 def _port_views(services: list[Service]) -> dict[str, list[Service]]:

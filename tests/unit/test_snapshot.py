@@ -229,3 +229,36 @@ def test_removing_a_restricted_service_empties_its_overlay_tables(rig: Rig) -> N
     snap = rig.apply(Delete(hostname="a.example"))
     assert [t for t, table in snap.tables.items() if table] == []
     assert snap.changed_since("rds@team-a", first.version) == {"8080"}
+
+
+def domains(snap: Snapshot, table: str) -> dict[str, list[str]]:
+    route = route_pb2.RouteConfiguration.FromString(snap.tables[table]["8080"].body)
+    return {vh.name: list(vh.domains) for vh in route.virtual_hosts}
+
+
+def test_kubernetes_short_names_and_bare_name_only_in_the_own_namespace(rig: Rig) -> None:
+    kube = "web.shop.svc.cluster.local"
+    rig.upsert(svc("other.example"))
+    snap = rig.upsert(svc(kube, namespace="shop"))
+    everyone = domains(snap, RDS)[f"{kube}:8080"]
+    assert everyone == [
+        kube,
+        f"{kube}:8080",
+        "web.shop.svc",
+        "web.shop.svc:8080",
+        "web.shop",
+        "web.shop:8080",
+    ]
+    own = domains(snap, "rds@shop")
+    assert own[f"{kube}:8080"] == [*everyone, "web", "web:8080"]
+    assert "other.example:8080" in own  # the overlay still routes every public service
+
+
+def test_short_names_never_take_a_domain_another_service_owns(rig: Rig) -> None:
+    rig.upsert(svc("web.shop"))  # a ServiceEntry literally named like a short name
+    snap = rig.upsert(svc("web.shop.svc.cluster.local", namespace="shop"))
+    everyone = domains(snap, RDS)
+    assert everyone["web.shop:8080"] == ["web.shop", "web.shop:8080"]
+    assert "web.shop" not in everyone["web.shop.svc.cluster.local:8080"]
+    all_domains = [d for ds in domains(snap, "rds@shop").values() for d in ds]
+    assert len(all_domains) == len(set(all_domains))  # Envoy rejects duplicate domains
