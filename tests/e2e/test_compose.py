@@ -7,10 +7,8 @@ Only addresses and ports are rewritten for loopback (and Envoy is told
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import json
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +20,7 @@ from registryd.plugins import available
 from tests.e2e.admin import Admin
 from tests.e2e.checks import LOCAL, wait_answers
 from tests.e2e.conftest import Stack
+from tests.e2e.loop_thread import LoopThread
 from tests.e2e.procs import Envoy, free_port, http_get, poll
 from tests.emulators.consul import ConsulEmulator
 
@@ -63,39 +62,15 @@ def test_compose_files_parse_and_fit_together() -> None:
     assert types <= set(available())
 
 
-class ThreadedConsul:
-    """The Consul emulator on its own event loop in a thread, for synchronous tests."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.agent = ConsulEmulator()
-        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-
-    def call(self, coro: Any) -> Any:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout=30)
-
-    def start(self) -> None:
-        self._thread.start()
-        self.call(self.agent.start())
-
-    def stop(self) -> None:
-        self.call(self.agent.stop())
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join(timeout=10)
-
-    def do(self, method: str, payload: dict[str, Any]) -> None:
-        async def run() -> None:
-            getattr(self.agent, method)(payload)
-
-        self.call(run())
-
-
 @pytest.fixture
-def consul() -> Iterator[ThreadedConsul]:
-    agent = ThreadedConsul()
-    agent.start()
-    yield agent
-    agent.stop()
+def consul() -> Iterator[tuple[LoopThread, ConsulEmulator]]:
+    """The Consul emulator on a loop thread of its own."""
+    thread = LoopThread()
+    agent = ConsulEmulator()
+    thread.call(agent.start())
+    yield thread, agent
+    thread.call(agent.stop())
+    thread.close()
 
 
 def registration(definition: dict[str, Any], address: str, port: int) -> dict[str, Any]:
@@ -122,8 +97,9 @@ def registration(definition: dict[str, Any], address: str, port: int) -> dict[st
 
 
 def test_the_demo_config_routes_consul_and_vm_services_through_envoy(
-    stack: Stack, consul: ThreadedConsul
+    stack: Stack, consul: tuple[LoopThread, ConsulEmulator]
 ) -> None:
+    loop, agent = consul
     # As in the demo, every service listens on one port, each on its own address
     # (here loopback ones), and Envoy serves all three on one listener, routed by Host.
     port = free_port()
@@ -132,8 +108,8 @@ def test_the_demo_config_routes_consul_and_vm_services_through_envoy(
     stack.http_backend("legacy-vm", "127.0.0.21", port)
 
     definitions = {s["name"]: s for s in load("consul/services.json")["services"]}
-    consul.do("register", registration(definitions["hello"], "127.0.0.11", port))
-    consul.do("register", registration(definitions["echo"], "127.0.0.12", port))
+    loop.run(agent.register, registration(definitions["hello"], "127.0.0.11", port))
+    loop.run(agent.register, registration(definitions["echo"], "127.0.0.12", port))
 
     demo = stack.workdir / "demo"  # registryd.yaml and serviceentries/, as in compose/
     entries = demo / "serviceentries"
@@ -147,7 +123,7 @@ def test_the_demo_config_routes_consul_and_vm_services_through_envoy(
     config = copy.deepcopy(load("registryd.yaml"))
     for registry in config["registries"]:
         if registry["type"] == "consul":
-            registry["address"] = consul.agent.address
+            registry["address"] = agent.address
     (demo / "registryd.yaml").write_text(yaml.safe_dump(config))
     registryd = stack.start_registryd(f"--config={demo / 'registryd.yaml'}")
 
@@ -171,7 +147,7 @@ def test_the_demo_config_routes_consul_and_vm_services_through_envoy(
         assert set(seen) == {name}, seen
 
     # deregister hello in Consul: it leaves Envoy, the others stay
-    consul.do("deregister", {"Node": "demo-node", "ServiceID": "hello-1"})
+    loop.run(agent.deregister, {"Node": "demo-node", "ServiceID": "hello-1"})
     admin = Admin(envoy.admin_port)
     poll(
         lambda: not any("hello.service.consul" in c for c in admin.config().clusters) or None,
