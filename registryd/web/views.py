@@ -97,6 +97,7 @@ def _endpoint(endpoint: Endpoint) -> JSON:
         "health": str(endpoint.health),
         "labels": dict(endpoint.labels),
         "network": endpoint.network,
+        "clusterID": endpoint.cluster_id,
         "registry": str(endpoint.source) if endpoint.source else "",
     }
 
