@@ -1,0 +1,685 @@
+"""A small, faithful emulator of the Kubernetes API server's list/watch protocol, for tests.
+
+Served, read-only (``GET``; other methods answer 405), JSON only:
+
+================================================  =========================================
+``/api/v1/{services,pods,endpoints}``             list/watch in every namespace
+``/api/v1/namespaces/{ns}/{plural}[/{name}]``     list/watch in one namespace; one object
+``/api/v1/{nodes,namespaces}[/{name}]``           cluster-scoped list/watch; one object
+``/apis/discovery.k8s.io/v1[/namespaces/{ns}]``   ``/endpointslices[/{name}]``, the same
+``/version``, ``/api``, ``/apis``, ``/api/v1``,   legacy (unaggregated) discovery documents
+``/apis/discovery.k8s.io[/v1]``
+================================================  =========================================
+
+One global resourceVersion (RV) counter for all kinds, an integer sent as a string (1 at
+start), bumped by every change like etcd's revision.  Objects carry
+``metadata.resourceVersion`` (their last change), ``uid`` and ``creationTimestamp`` (set
+on creation over whatever the caller sent, kept on update).  Lists answer
+``metadata.resourceVersion`` = the current RV and items sorted by namespace/name
+*without* ``kind``/``apiVersion``, as the apiserver does (a GET and watch events carry
+them).
+
+Watches (``watch=true``/``1``) answer 200 at once, chunked, one ``{"type", "object"}``
+JSON event a line, as the apiserver's watch cache does:
+
+* ``resourceVersion`` empty or ``0``: a synthetic ``ADDED`` per current object (each
+  with its own RV), then live events.
+* ``resourceVersion=N``: every kept event after N, then live.  If N is older than the
+  history (N < oldest kept RV - 1; the last ``history`` events of all kinds are kept,
+  :meth:`compact` forgets them all), one ``ERROR`` event whose object is the Status
+  ``{"code": 410, "reason": "Expired", "message": "too old resource version: N (M)"}``,
+  M being the RV before the oldest kept event (after :meth:`compact`, the RV then), and
+  the stream ends.  A future N is
+  accepted (events after N), as by the apiserver.
+* ``allowWatchBookmarks=true``: every :attr:`bookmark_interval` s (later while events are
+  queued: a bookmark never overtakes one) a ``BOOKMARK`` whose object is ``{kind,
+  apiVersion, metadata: {resourceVersion: <current global RV>}}`` (the apiserver sends
+  one about a minute apart, with zero-valued fields such as ``creationTimestamp: null``).
+* ``timeoutSeconds=T`` (fractions accepted, for fast tests): the stream ends cleanly
+  after T s; without it the stream stays open (the apiserver closes it after 30-60 min).
+* ``labelSelector`` (``a=b``, ``a==b``, ``a!=b``, ``a``, ``!a``, ``a in (x,y)``, ``a
+  notin (x)``) and ``fieldSelector`` (``=``, ``==``, ``!=`` on ``metadata.name``,
+  ``metadata.namespace`` if namespaced, and a few per kind such as pods'
+  ``spec.nodeName``; others answer 400 ``field label not supported``) filter lists and
+  watches.  Per event, as the watch cache: matching now and before: ``MODIFIED``; now
+  only: ``ADDED``; before only (it stopped matching, or was deleted): ``DELETED`` with
+  the previous state and the event's RV.  So a ``DELETED`` always carries the RV of its
+  deletion.
+
+Errors are Status objects (``{"kind": "Status", "apiVersion": "v1", "metadata": {},
+"status": "Failure", "message", "reason", "code"}``): 401 on every path without
+``Authorization: Bearer <token>`` when ``token`` is set, 404, 405, 400 for bad selectors
+or RVs, and whatever :meth:`fail_next` asks.  Knobs: :meth:`apply`, :meth:`delete`,
+:meth:`get`, :meth:`compact`, :meth:`drop_watches` (a reset mid-stream, or with
+``graceful`` a clean end), :meth:`fail_next`, :meth:`stop`/:meth:`start` (connections
+cut; the same port and state after), :attr:`requests`, :attr:`open_watches`.
+
+Not covered: writes over HTTP (use :meth:`apply`/:meth:`delete`), ``limit``/``continue``
+(ignored: one page), ``resourceVersion``/``resourceVersionMatch`` on lists and gets
+(always the newest state; the apiserver waits up to 3 s for an RV it has not reached,
+then answers 504), ``sendInitialEvents`` (streaming lists), watches on an object's path
+or under ``/watch/``, protobuf/CBOR/Table, aggregated discovery, validation, defaulting
+and admission (a namespace need not exist), finalizers and graceful deletion,
+``generation``, managed fields, TLS, RBAC, priority and fairness (use :meth:`fail_next`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+import re
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import yaml
+from aiohttp import web
+
+__all__ = ["KubeEmulator", "Request"]
+
+Obj = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class _Kind:
+    api_version: str
+    kind: str
+    plural: str
+    namespaced: bool
+    fields: tuple[str, ...] = ()  # field selector labels besides metadata.name/namespace
+
+    @property
+    def prefix(self) -> str:
+        return "/api/v1" if self.api_version == "v1" else f"/apis/{self.api_version}"
+
+
+_POD_FIELDS: tuple[str, ...] = ("spec.nodeName", "spec.restartPolicy", "spec.schedulerName")
+_POD_FIELDS += ("spec.serviceAccountName", "spec.hostNetwork", "status.phase", "status.podIP")
+_KINDS = (
+    _Kind("v1", "Namespace", "namespaces", False, ("status.phase",)),
+    _Kind("v1", "Node", "nodes", False, ("spec.unschedulable",)),
+    _Kind("v1", "Service", "services", True, ("spec.clusterIP", "spec.type")),
+    _Kind("v1", "Endpoints", "endpoints", True),
+    _Kind("v1", "Pod", "pods", True, _POD_FIELDS),
+    _Kind("discovery.k8s.io/v1", "EndpointSlice", "endpointslices", True),
+)
+_BY_TYPE = {(k.api_version, k.kind): k for k in _KINDS}
+_BY_PATH = {(k.api_version, k.plural): k for k in _KINDS}
+_BOOL_FIELDS = {"spec.unschedulable", "spec.hostNetwork"}  # Go bools: "false" when unset
+_REASONS = {400: "BadRequest", 401: "Unauthorized", 403: "Forbidden", 404: "NotFound"}
+_REASONS |= {405: "MethodNotAllowed", 409: "Conflict", 410: "Gone", 422: "Invalid"}
+_REASONS |= {429: "TooManyRequests", 500: "InternalError", 503: "ServiceUnavailable"}
+_REASONS |= {504: "Timeout"}
+_LABEL_REQ = re.compile(
+    r"\s*(?P<neg>!)?\s*(?P<key>[A-Za-z0-9][-A-Za-z0-9_./]*)\s*(?:(?P<op>==|=|!=)\s*"
+    r"(?P<value>[-A-Za-z0-9_.]*)|\s(?P<set>in|notin)\s*\((?P<values>[^()]*)\))?\s*"
+)
+_FIELD_REQ = re.compile(r"\s*(?P<key>[^=!\s]+)\s*(?P<op>==|=|!=)\s*(?P<value>[^,]*?)\s*")
+
+
+class Request(NamedTuple):
+    """One request the emulator received."""
+
+    at: float  # time.monotonic()
+    method: str
+    path: str
+    query: dict[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class _Event:
+    rv: int
+    kind: _Kind
+    type: str  # ADDED, MODIFIED, DELETED
+    obj: Obj  # the new state (DELETED: the last state with the deletion's RV)
+    prev: Obj | None
+
+
+@dataclass(eq=False)
+class _Watch:
+    kind: _Kind
+    request: web.Request
+    queue: asyncio.Queue[_Event | None] = field(default_factory=asyncio.Queue)
+
+
+def _status(code: int, message: str, reason: str | None = None, details: Obj | None = None) -> Obj:
+    """A ``metav1.Status`` failure object."""
+    obj: Obj = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure"}
+    obj |= {"message": message, "reason": reason or _REASONS.get(code, "Unknown")}
+    if details:
+        obj["details"] = details
+    return obj | {"code": code}
+
+
+class _APIError(Exception):
+    def __init__(self, status_obj: Obj, headers: dict[str, str] | None = None) -> None:
+        super().__init__(status_obj["message"])
+        self.status = status_obj
+        self.headers = headers or {}
+
+    def response(self) -> web.Response:
+        body = json.dumps(self.status) + "\n"
+        return web.Response(
+            status=self.status["code"],
+            text=body,
+            content_type="application/json",
+            headers=self.headers,
+        )
+
+
+def _bool(text: str | None) -> bool:  # Go's strconv.ParseBool, lenient
+    return (text or "").lower() in ("1", "t", "true")
+
+
+def _with_rv(obj: Obj, rv: int) -> Obj:
+    return {**obj, "metadata": {**obj["metadata"], "resourceVersion": str(rv)}}
+
+
+class _Selector:
+    """Namespace + label selector + field selector of one list or watch."""
+
+    def __init__(self, kind: _Kind, namespace: str | None, labels: str, fields: str) -> None:
+        self.namespace = namespace
+        self.labels: list[tuple[str, str, set[str]]] = []
+        for part in re.split(r",(?![^(]*\))", labels) if labels.strip() else []:
+            m = _LABEL_REQ.fullmatch(part)
+            if m is None or (m["neg"] and (m["op"] or m["set"])):
+                raise _APIError(_status(400, f"unable to parse requirement: {part.strip()!r}"))
+            op = "!" if m["neg"] else m["op"] or m["set"] or "exists"
+            values = {m["value"] or ""} if m["op"] else set()
+            if m["set"]:
+                values = {v.strip() for v in m["values"].split(",")}
+            self.labels.append((m["key"], "=" if op == "==" else op, values))
+        allowed = {"metadata.name", *kind.fields}
+        allowed |= {"metadata.namespace"} if kind.namespaced else set()
+        self.fields: list[tuple[str, bool, str]] = []  # (label, equal, value)
+        for part in fields.split(",") if fields.strip() else []:
+            m = _FIELD_REQ.fullmatch(part)
+            if m is None:
+                raise _APIError(_status(400, f"invalid field selector: {part.strip()!r}"))
+            if m["key"] not in allowed:
+                raise _APIError(_status(400, f"field label not supported: {m['key']}"))
+            self.fields.append((m["key"], m["op"] != "!=", m["value"]))
+
+    def __call__(self, obj: Obj) -> bool:
+        meta = obj["metadata"]
+        if self.namespace is not None and meta.get("namespace") != self.namespace:
+            return False
+        labels = meta.get("labels") or {}
+        for key, op, values in self.labels:
+            ok = {
+                "=": labels.get(key) in values,
+                "!=": labels.get(key) not in values,  # absent keys match, as in Kubernetes
+                "in": key in labels and labels[key] in values,
+                "notin": labels.get(key) not in values,
+                "exists": key in labels,
+                "!": key not in labels,
+            }[op]
+            if not ok:
+                return False
+        return all((self._field(obj, f) == v) == eq for f, eq, v in self.fields)
+
+    @staticmethod
+    def _field(obj: Obj, label: str) -> str:
+        value: Any = obj
+        for part in label.split("."):
+            value = value.get(part) if isinstance(value, dict) else None
+        if isinstance(value, bool) or (value is None and label in _BOOL_FIELDS):
+            return "true" if value else "false"
+        return "" if value is None else str(value)
+
+
+class KubeEmulator:
+    """The emulated apiserver on 127.0.0.1 (see the module docstring).
+
+    ``async with KubeEmulator() as kube:`` starts it on a free port; test-side methods
+    (:meth:`apply`, :meth:`delete`, ...) must run on the emulator's event loop; they work
+    while it is stopped too.
+    """
+
+    def __init__(
+        self, *, history: int = 1000, bookmark_interval: float = 1.0, token: str | None = None
+    ) -> None:
+        self.history = history
+        self.bookmark_interval = bookmark_interval
+        self.token = token
+        self.port = 0
+        self.requests: list[Request] = []
+        self._rv = 1
+        self._floor = 1  # a watch from an RV below this answers 410
+        self._objects: dict[tuple[_Kind, str, str], Obj] = {}
+        self._history: deque[_Event] = deque()
+        self._watches: set[_Watch] = set()
+        self._failures: deque[tuple[int, int | None]] = deque()
+        self._runner: web.AppRunner | None = None
+        self._inflight: dict[asyncio.Task[Any], web.Request] = {}
+
+    # -- life cycle -------------------------------------------------------------------
+
+    async def __aenter__(self) -> KubeEmulator:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.address}"
+
+    @property
+    def resource_version(self) -> int:
+        """The current global resourceVersion."""
+        return self._rv
+
+    @property
+    def open_watches(self) -> int:
+        return len(self._watches)
+
+    async def start(self) -> None:
+        """Listen on 127.0.0.1 (a free port the first time, the same one after)."""
+        if self._runner is not None:
+            return
+        app = web.Application(middlewares=[self._middleware])
+        app.router.add_route("*", "/{tail:.*}", self._dispatch)
+        runner = web.AppRunner(
+            app, access_log=None, handler_cancellation=True, shutdown_timeout=0.2
+        )
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", self.port, reuse_address=True)
+        try:
+            await site.start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        self._runner = runner
+        self.port = runner.addresses[0][1]
+
+    async def stop(self) -> None:
+        """Go away like a crashed apiserver: stop listening, cut every open connection."""
+        runner, self._runner = self._runner, None
+        if runner is None:
+            return
+        for task, request in list(self._inflight.items()):
+            if request.transport is not None:
+                request.transport.abort()
+            task.cancel()
+        await runner.cleanup()
+        self._watches.clear()
+
+    def kubeconfig(
+        self, path: Path, *, context: str = "emulator", namespace: str = "default"
+    ) -> Path:
+        """Write a kubeconfig for this emulator (plain http, the bearer token if any)."""
+        if not self.port:
+            raise RuntimeError("start() the emulator first: the kubeconfig needs its port")
+        doc = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": context, "cluster": {"server": self.url}}],
+            "users": [{"name": context, "user": {"token": self.token} if self.token else {}}],
+            "contexts": [
+                {
+                    "name": context,
+                    "context": {"cluster": context, "user": context, "namespace": namespace},
+                }
+            ],
+            "current-context": context,
+            "preferences": {},
+        }
+        path.write_text(yaml.safe_dump(doc, sort_keys=False))
+        return path
+
+    # -- test-side operations -------------------------------------------------------------
+
+    def apply(self, obj: Obj) -> Obj:
+        """Create or replace ``obj`` (by apiVersion/kind/namespace/name); returns it as
+        stored.  A replacement equal to what is stored is a no-op (no RV, no event), as
+        in the apiserver; a namespaced object without a namespace goes to ``default``."""
+        kind = self._kind(obj.get("apiVersion", ""), obj.get("kind", ""))
+        new = copy.deepcopy(obj)
+        meta = new.setdefault("metadata", {})
+        if not meta.get("name"):
+            raise ValueError("metadata.name is required")
+        namespace = meta.pop("namespace", None)
+        if kind.namespaced:
+            meta["namespace"] = namespace or "default"
+        key = (kind, meta.get("namespace", ""), meta["name"])
+        old = self._objects.get(key)
+        if old is None:
+            meta["uid"] = str(uuid.uuid4())
+            meta["creationTimestamp"] = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        else:
+            for name in ("uid", "creationTimestamp", "resourceVersion"):
+                meta[name] = old["metadata"][name]
+            if new == old:
+                return copy.deepcopy(old)
+        self._rv += 1
+        meta["resourceVersion"] = str(self._rv)
+        self._objects[key] = new
+        self._record(_Event(self._rv, kind, "MODIFIED" if old else "ADDED", new, old))
+        return copy.deepcopy(new)
+
+    def delete(self, api_version: str, kind: str, namespace: str | None, name: str) -> None:
+        """Delete an object (KeyError if absent); watchers get ``DELETED`` with its last
+        state carrying the deletion's RV."""
+        key = self._key(api_version, kind, namespace, name)
+        old = self._objects.pop(key)
+        self._rv += 1
+        self._record(_Event(self._rv, key[0], "DELETED", _with_rv(old, self._rv), old))
+
+    def get(self, api_version: str, kind: str, namespace: str | None, name: str) -> Obj | None:
+        """The stored object (a copy) or None."""
+        obj = self._objects.get(self._key(api_version, kind, namespace, name))
+        return copy.deepcopy(obj)
+
+    def compact(self) -> None:
+        """Forget every past event: a watch from any RV before now gets 410 Expired."""
+        self._history.clear()
+        self._floor = self._rv
+
+    async def drop_watches(self, *, graceful: bool = False, timeout: float = 5.0) -> None:
+        """End every open watch stream while the server stays up: by default abruptly (the
+        connection is reset mid-stream), with ``graceful`` by a clean end of the stream."""
+        dropped = list(self._watches)
+        for watch in dropped:
+            if not graceful and watch.request.transport is not None:
+                watch.request.transport.abort()  # aiohttp then cancels the handler
+            watch.queue.put_nowait(None)
+        async with asyncio.timeout(timeout):  # clients may reconnect at once: not counted
+            while any(watch in self._watches for watch in dropped):
+                await asyncio.sleep(0.005)
+
+    def fail_next(self, status: int, count: int = 1, *, retry_after: int | None = None) -> None:
+        """The next ``count`` requests (any path, after authentication) answer ``status``
+        with a Status body; 429 carries ``Retry-After`` (``retry_after``, default 1)."""
+        if status == 429 and retry_after is None:
+            retry_after = 1
+        self._failures.extend([(status, retry_after)] * count)
+
+    # -- plumbing -----------------------------------------------------------------------
+
+    @staticmethod
+    def _kind(api_version: str, kind: str) -> _Kind:
+        try:
+            return _BY_TYPE[(api_version, kind)]
+        except KeyError:
+            raise ValueError(f"not served by the emulator: {api_version} {kind}") from None
+
+    def _key(
+        self, api_version: str, kind: str, namespace: str | None, name: str
+    ) -> tuple[_Kind, str, str]:
+        k = self._kind(api_version, kind)
+        return (k, (namespace or "default") if k.namespaced else "", name)
+
+    def _record(self, event: _Event) -> None:
+        self._history.append(event)
+        while len(self._history) > self.history:
+            self._floor = self._history.popleft().rv
+        for watch in self._watches:
+            if watch.kind is event.kind:
+                watch.queue.put_nowait(event)
+
+    def _select(self, kind: _Kind, selector: _Selector) -> list[Obj]:
+        keys = sorted((key for key in self._objects if key[0] is kind), key=lambda k: k[1:])
+        return [self._objects[key] for key in keys if selector(self._objects[key])]
+
+    @web.middleware
+    async def _middleware(
+        self, request: web.Request, handler: Callable[[web.Request], Any]
+    ) -> web.StreamResponse:
+        query = dict(request.query)
+        self.requests.append(Request(time.monotonic(), request.method, request.path, query))
+        task = asyncio.current_task()
+        assert task is not None
+        self._inflight[task] = request
+        try:
+            if self.token is not None:
+                scheme, _, token = request.headers.get("Authorization", "").strip().partition(" ")
+                if scheme.lower() != "bearer" or token.strip() != self.token:
+                    raise _APIError(_status(401, "Unauthorized"))
+            if self._failures:
+                code, retry_after = self._failures.popleft()
+                message = "Too many requests, please try again later."
+                if code != 429:
+                    message = f"emulated failure ({code})"
+                headers = {"Retry-After": str(retry_after)} if retry_after is not None else {}
+                details = {"retryAfterSeconds": retry_after} if retry_after is not None else {}
+                raise _APIError(_status(code, message, details=details), headers)
+            response: web.StreamResponse = await handler(request)
+            return response
+        except _APIError as exc:
+            return exc.response()
+        finally:
+            self._inflight.pop(task, None)
+
+    async def _dispatch(self, request: web.Request) -> web.StreamResponse:
+        if request.method != "GET":
+            message = "the server does not allow this method on the requested resource"
+            raise _APIError(_status(405, message))
+        path = "/" + request.path.strip("/")
+        doc = self._discovery(path)
+        if doc is not None:
+            return web.json_response(doc)
+        kind, namespace, name = self._resolve(path)
+        query = request.query
+        if name is not None:
+            obj = self._objects.get((kind, namespace or "", name))
+            if obj is None:
+                group = kind.api_version.rpartition("/")[0]
+                what = f"{kind.plural}.{group}" if group else kind.plural
+                details = {"name": name} | ({"group": group} if group else {})
+                message = f'{what} "{name}" not found'
+                raise _APIError(_status(404, message, details=details | {"kind": kind.plural}))
+            return web.json_response(obj)
+        labels, fields = query.get("labelSelector", ""), query.get("fieldSelector", "")
+        selector = _Selector(kind, namespace, labels, fields)
+        if _bool(query.get("watch")):
+            return await self._watch(request, kind, selector)
+        items = [
+            {k: v for k, v in o.items() if k not in ("kind", "apiVersion")}
+            for o in self._select(kind, selector)
+        ]
+        meta = {"resourceVersion": str(self._rv)}
+        list_kind = {"kind": f"{kind.kind}List", "apiVersion": kind.api_version}
+        return web.json_response({**list_kind, "metadata": meta, "items": items})
+
+    def _resolve(self, path: str) -> tuple[_Kind, str | None, str | None]:
+        """(kind, namespace or None, name or None) of a resource path, or 404."""
+        parts = path.strip("/").split("/")
+        if parts[:2] == ["api", "v1"]:
+            group_version, rest = "v1", parts[2:]
+        elif parts[0] == "apis" and len(parts) > 3:
+            group_version, rest = f"{parts[1]}/{parts[2]}", parts[3:]
+        else:
+            group_version, rest = "", []
+        namespace = None
+        if len(rest) >= 3 and rest[0] == "namespaces":
+            namespace, rest = rest[1], rest[2:]
+        kind = _BY_PATH.get((group_version, rest[0])) if 1 <= len(rest) <= 2 else None
+        name = rest[1] if len(rest) == 2 else None
+        if (
+            kind is None
+            or (namespace is not None and not kind.namespaced)
+            or (kind.namespaced and namespace is None and name is not None)
+        ):
+            message = "the server could not find the requested resource"
+            raise _APIError(_status(404, message))
+        return kind, namespace, name
+
+    def _discovery(self, path: str) -> Obj | None:
+        groups = [
+            {
+                "name": "discovery.k8s.io",
+                "versions": [{"groupVersion": "discovery.k8s.io/v1", "version": "v1"}],
+                "preferredVersion": {"groupVersion": "discovery.k8s.io/v1", "version": "v1"},
+            }
+        ]
+        if path == "/version":
+            return {
+                "major": "1",
+                "minor": "31",
+                "gitVersion": "v1.31.0-emulated",
+                "gitCommit": "emulated",
+                "gitTreeState": "clean",
+                "buildDate": "2024-08-13T00:00:00Z",
+                "goVersion": "go1.22.5",
+                "compiler": "gc",
+                "platform": "linux/amd64",
+            }
+        if path == "/api":
+            cidrs = [{"clientCIDR": "0.0.0.0/0", "serverAddress": self.address}]
+            return {"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": cidrs}
+        if path == "/apis":
+            return {"kind": "APIGroupList", "apiVersion": "v1", "groups": groups}
+        if path == "/apis/discovery.k8s.io":
+            return {"kind": "APIGroup", "apiVersion": "v1", **groups[0]}
+        verbs = ["get", "list", "watch"]
+        resources = [
+            {"name": k.plural, "singularName": k.kind.lower(), "namespaced": k.namespaced}
+            | {"kind": k.kind, "verbs": verbs}
+            for k in _KINDS
+            if k.prefix == path
+        ]
+        if not resources:
+            return None
+        group_version = path.removeprefix("/api/").removeprefix("/apis/")
+        return {
+            "kind": "APIResourceList",
+            "apiVersion": "v1",
+            "groupVersion": group_version,
+            "resources": resources,
+        }
+
+    @staticmethod
+    def _parse_rv(text: str) -> int | None:
+        if not text:
+            return None
+        if not text.isdigit():
+            raise _APIError(_status(400, f"invalid resource version: {text!r}"))
+        return int(text)
+
+    def _bookmark(self, kind: _Kind) -> Obj:
+        meta = {"resourceVersion": str(self._rv)}
+        return {"kind": kind.kind, "apiVersion": kind.api_version, "metadata": meta}
+
+    @staticmethod
+    def _convert(event: _Event, selector: _Selector) -> tuple[str, Obj] | None:
+        """The event as one watcher sees it (see the module docstring), or None."""
+        now = event.type != "DELETED" and selector(event.obj)
+        before = event.prev is not None and selector(event.prev)
+        if now:
+            return ("MODIFIED" if before else "ADDED"), event.obj
+        if before:
+            assert event.prev is not None
+            return "DELETED", _with_rv(event.prev, event.rv)
+        return None
+
+    async def _watch(
+        self, request: web.Request, kind: _Kind, selector: _Selector
+    ) -> web.StreamResponse:
+        query = request.query
+        rv = self._parse_rv(query.get("resourceVersion", ""))
+        bookmarks = _bool(query.get("allowWatchBookmarks"))
+        try:
+            timeout = float(query.get("timeoutSeconds") or 0) or None  # 0: the default
+        except ValueError:
+            raise _APIError(_status(400, "invalid timeoutSeconds")) from None
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        # No await from here until the watch is registered: backlog and live events meet.
+        backlog: list[tuple[str, Obj]] = []
+        watch: _Watch | None = None
+        if not rv:
+            backlog = [("ADDED", o) for o in self._select(kind, selector)]
+        elif rv < self._floor:
+            message = f"too old resource version: {rv} ({self._floor})"
+            backlog = [("ERROR", _status(410, message, "Expired"))]
+        else:
+            events = (e for e in self._history if e.kind is kind and e.rv > rv)
+            backlog = [c for c in (self._convert(e, selector) for e in events) if c is not None]
+        if not backlog or backlog[-1][0] != "ERROR":
+            watch = _Watch(kind, request)
+            self._watches.add(watch)
+        after = rv or 0  # live events too: only those after the RV asked for
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout if timeout is not None else None
+        next_bookmark = loop.time() + self.bookmark_interval
+
+        async def send(kind_of_event: str, obj: Obj) -> None:
+            line = json.dumps({"type": kind_of_event, "object": obj}, separators=(",", ":"))
+            await response.write(line.encode() + b"\n")
+
+        try:
+            for event_type, obj in backlog:
+                await send(event_type, obj)
+            while watch is not None:
+                now = loop.time()
+                if deadline is not None and now >= deadline:
+                    break
+                if not watch.queue.empty():
+                    item = watch.queue.get_nowait()
+                elif bookmarks and now >= next_bookmark:
+                    await send("BOOKMARK", self._bookmark(kind))  # queue empty: nothing skipped
+                    next_bookmark = loop.time() + self.bookmark_interval
+                    continue
+                else:
+                    waits = [deadline - now] if deadline is not None else []
+                    waits += [next_bookmark - now] if bookmarks else []
+                    try:
+                        async with asyncio.timeout(min(waits) if waits else None):
+                            item = await watch.queue.get()
+                    except TimeoutError:
+                        continue
+                if item is None:  # drop_watches
+                    break
+                converted = self._convert(item, selector) if item.rv > after else None
+                if converted is not None:
+                    await send(*converted)
+            await response.write_eof()
+        except ConnectionResetError:
+            pass  # the client went away
+        finally:
+            if watch is not None:
+                self._watches.discard(watch)
+        return response
+
+
+async def _serve(port: int, token: str | None, kubeconfig: Path | None) -> None:
+    emulator = KubeEmulator(token=token)
+    emulator.port = port
+    await emulator.start()
+    if kubeconfig is not None:
+        emulator.kubeconfig(kubeconfig)
+    print(f"kubernetes emulator on {emulator.url}", flush=True)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await emulator.stop()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m tests.emulators.kubernetes [--port N] [--token T] [--kubeconfig P]``."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Kubernetes API list/watch emulator")
+    parser.add_argument("--port", type=int, default=8080)
+    parser.add_argument("--token", default=None, help="require this bearer token")
+    parser.add_argument("--kubeconfig", type=Path, default=None, help="write a kubeconfig here")
+    args = parser.parse_args(argv)
+    asyncio.run(_serve(args.port, args.token, args.kubeconfig))
+
+
+if __name__ == "__main__":
+    main()

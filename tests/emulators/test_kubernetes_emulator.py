@@ -1,0 +1,661 @@
+"""The Kubernetes API emulator against the real ``kubernetes_asyncio`` client (and plain
+aiohttp where the client hides the wire): lists and resourceVersions, watches from an RV,
+from ``0``/empty, bookmarks, 410 Expired, ``timeoutSeconds``, dropped streams, selectors,
+bearer tokens, failures, stop/start on the same port, the kubeconfig and the CLI.
+
+What ``kubernetes_asyncio.watch.Watch`` (36.x) makes of the server's behaviour, pinned here:
+
+* 410: the ``ERROR`` event raises ``ApiException(status=410, reason="Expired: too old
+  resource version: N (M)")``.  With ``timeout_seconds`` at once; without it (watch
+  forever) after one silent retry from the same RV (two requests).
+* a stream the server ends cleanly: with ``timeout_seconds`` the iteration stops
+  (``StopAsyncIteration``); without it the client re-watches from the last RV it saw
+  (bookmarks included), transparently.
+* a stream cut mid-way (:meth:`KubeEmulator.drop_watches`, :meth:`KubeEmulator.stop`):
+  ``aiohttp.ClientPayloadError`` escapes the iteration, no retry.
+* bookmarks: yielded as events (``type == "BOOKMARK"``, ``object`` is the raw dict, not a
+  model) and they move ``Watch.resource_version``.
+* any HTTP error on a watch request (401, 429, 500...) raises ``ApiException`` with the
+  Status' code, read from the body (the client does not look at the HTTP status there).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import sys
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from kubernetes_asyncio import client, config, watch
+
+from tests.emulators.kubernetes import KubeEmulator
+
+TIMEOUT = 5.0  # every wait in this module is bounded by this
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def service(name: str, namespace: str = "default", **labels: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name, "namespace": namespace, "labels": labels},
+        "spec": {"clusterIP": "10.96.0.10", "ports": [{"name": "http", "port": 80}]},
+    }
+
+
+def endpoint_slice(name: str, service_name: str, address: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {
+            "name": name,
+            "namespace": "shop",
+            "labels": {"kubernetes.io/service-name": service_name},
+        },
+        "addressType": "IPv4",
+        "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+        "endpoints": [{"addresses": [address], "conditions": {"ready": True}}],
+    }
+
+
+def pod(name: str, node: str, phase: str = "Running") -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": "shop"},
+        "spec": {"nodeName": node, "containers": [{"name": "app", "image": "app:1"}]},
+        "status": {"phase": phase, "podIP": "10.1.0.1"},
+    }
+
+
+def node(name: str) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Node", "metadata": {"name": name}}
+
+
+async def make_client(kube: KubeEmulator, path: Path) -> client.ApiClient:
+    configuration = client.Configuration()
+    await config.load_kube_config(
+        config_file=str(kube.kubeconfig(path)), client_configuration=configuration
+    )
+    return client.ApiClient(configuration)
+
+
+@pytest.fixture
+async def kube() -> AsyncIterator[KubeEmulator]:
+    async with KubeEmulator(bookmark_interval=0.2) as emulator:
+        yield emulator
+
+
+@pytest.fixture
+async def api(kube: KubeEmulator, tmp_path: Path) -> AsyncIterator[client.ApiClient]:
+    async with await make_client(kube, tmp_path / "kubeconfig") as api_client:
+        yield api_client
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=TIMEOUT)) as session:
+        yield session
+
+
+async def events(
+    func: Callable[..., Any], count: int, *, watcher: watch.Watch | None = None, **kwargs: Any
+) -> list[dict[str, Any]]:
+    """The first ``count`` events of a kubernetes_asyncio watch on ``func``."""
+    found: list[dict[str, Any]] = []
+    async with asyncio.timeout(TIMEOUT), watcher or watch.Watch() as w:
+        async for event in w.stream(func, **kwargs):
+            found.append(event)
+            if len(found) == count:
+                break
+    return found
+
+
+async def raw_watch(
+    http: aiohttp.ClientSession, kube: KubeEmulator, path: str, **params: str
+) -> tuple[aiohttp.ClientResponse, list[dict[str, Any]]]:
+    """A watch over plain HTTP read to its end (the server must end it)."""
+    async with http.get(f"{kube.url}{path}", params={"watch": "true", **params}) as response:
+        body = await response.read()
+    return response, [json.loads(line) for line in body.decode().splitlines()]
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    async with asyncio.timeout(TIMEOUT):
+        while not condition():
+            await asyncio.sleep(0.01)
+
+
+def rv_of(event: dict[str, Any]) -> int:
+    return int(event["raw_object"]["metadata"]["resourceVersion"])
+
+
+def body_of(error: client.ApiException) -> dict[str, Any]:
+    assert error.body is not None
+    body: dict[str, Any] = json.loads(error.body)
+    return body
+
+
+# -- lists, gets, discovery ------------------------------------------------------------
+
+
+async def test_list_carries_resource_versions(
+    kube: KubeEmulator, api: client.ApiClient, http: aiohttp.ClientSession
+) -> None:
+    v1 = client.CoreV1Api(api)
+    a = kube.apply(service("a", app="web"))
+    kube.apply(service("b", "other"))
+    listed = await v1.list_service_for_all_namespaces()
+    assert listed.kind == "ServiceList"
+    assert listed.metadata.resource_version == str(kube.resource_version)
+    assert [(s.metadata.namespace, s.metadata.name) for s in listed.items] == [
+        ("default", "a"),
+        ("other", "b"),
+    ]
+    first = listed.items[0].metadata
+    assert first.resource_version == a["metadata"]["resourceVersion"]
+    assert first.uid == a["metadata"]["uid"] and first.creation_timestamp is not None
+    assert [s.metadata.name for s in (await v1.list_namespaced_service("other")).items] == ["b"]
+
+    # an identical replace is a no-op; a change keeps uid and creationTimestamp
+    before = kube.resource_version
+    assert kube.apply(service("a", app="web")) == a and kube.resource_version == before
+    changed = kube.apply(service("a", app="shop"))
+    assert int(changed["metadata"]["resourceVersion"]) == before + 1
+    assert changed["metadata"]["uid"] == a["metadata"]["uid"]
+    got = await v1.read_namespaced_service("a", "default")
+    assert got.kind == "Service" and got.metadata.labels == {"app": "shop"}
+    with pytest.raises(client.ApiException) as missing:
+        await v1.read_namespaced_service("nope", "default")
+    assert missing.value.status == 404
+
+    # on the wire, as the apiserver: list items without kind/apiVersion, a GET with them
+    async with http.get(f"{kube.url}/api/v1/services") as response:
+        body = await response.json()
+    assert set(body) == {"kind", "apiVersion", "metadata", "items"}
+    assert "kind" not in body["items"][0] and "apiVersion" not in body["items"][0]
+    async with http.get(f"{kube.url}/api/v1/namespaces/default/services/nope") as response:
+        assert response.status == 404
+        assert await response.json() == {
+            "kind": "Status",
+            "apiVersion": "v1",
+            "metadata": {},
+            "status": "Failure",
+            "message": 'services "nope" not found',
+            "reason": "NotFound",
+            "details": {"name": "nope", "kind": "services"},
+            "code": 404,
+        }
+    async with http.post(f"{kube.url}/api/v1/namespaces/default/services", json={}) as response:
+        assert response.status == 405
+
+
+async def test_every_kind_is_served(kube: KubeEmulator, api: client.ApiClient) -> None:
+    v1, discovery = client.CoreV1Api(api), client.DiscoveryV1Api(api)
+    kube.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop"}})
+    kube.apply(node("n1"))
+    kube.apply(pod("p1", "n1"))
+    kube.apply(endpoint_slice("web-1", "web", "10.1.0.1"))
+    assert [n.metadata.name for n in (await v1.list_namespace()).items] == ["shop"]
+    assert (await v1.read_namespace("shop")).metadata.name == "shop"
+    assert [n.metadata.name for n in (await v1.list_node()).items] == ["n1"]
+    assert (await v1.read_node("n1")).metadata.namespace is None
+    assert [p.spec.node_name for p in (await v1.list_pod_for_all_namespaces()).items] == ["n1"]
+    assert (await v1.read_namespaced_pod("p1", "shop")).status.phase == "Running"
+    assert len((await v1.list_namespaced_pod("default")).items) == 0
+    slices = await discovery.list_endpoint_slice_for_all_namespaces()
+    assert slices.kind == "EndpointSliceList" and slices.api_version == "discovery.k8s.io/v1"
+    assert slices.items[0].endpoints[0].addresses == ["10.1.0.1"]
+    assert len((await discovery.list_namespaced_endpoint_slice("shop")).items) == 1
+    read = await discovery.read_namespaced_endpoint_slice("web-1", "shop")
+    assert read.address_type == "IPv4"
+    with pytest.raises(client.ApiException) as missing:
+        await discovery.read_namespaced_endpoint_slice("nope", "shop")
+    assert body_of(missing.value)["details"]["group"] == "discovery.k8s.io"
+    with pytest.raises(ValueError):
+        kube.apply({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d"}})
+    with pytest.raises(KeyError):
+        kube.delete("v1", "Node", None, "nope")
+
+
+async def test_discovery_endpoints(api: client.ApiClient) -> None:
+    assert (await client.VersionApi(api).get_code()).major == "1"
+    assert (await client.CoreApi(api).get_api_versions()).versions == ["v1"]
+    groups = (await client.ApisApi(api).get_api_versions()).groups
+    assert [g.name for g in groups] == ["discovery.k8s.io"]
+    core = await client.CoreV1Api(api).get_api_resources()
+    assert {"services", "pods", "nodes", "namespaces"} <= {r.name for r in core.resources}
+    group = await client.DiscoveryV1Api(api).get_api_resources()
+    assert [r.kind for r in group.resources] == ["EndpointSlice"]
+
+
+# -- watches ----------------------------------------------------------------------------
+
+
+async def test_watch_from_a_resource_version_gets_only_later_events(
+    kube: KubeEmulator, api: client.ApiClient
+) -> None:
+    v1 = client.CoreV1Api(api)
+    kube.apply(service("a"))
+    listed = (await v1.list_namespaced_service("default")).metadata.resource_version
+    kube.apply(service("b"))
+    kube.apply(service("a", app="web"))
+    kube.delete("v1", "Service", "default", "b")
+    kube.apply(service("elsewhere", "other"))  # another namespace: not on this watch
+    asyncio.get_running_loop().call_later(0.1, kube.apply, service("c"))  # live
+    w = watch.Watch()
+    seen = await events(
+        v1.list_namespaced_service,
+        4,
+        watcher=w,
+        namespace="default",
+        resource_version=listed,
+        timeout_seconds=5,
+    )
+    assert [(e["type"], e["object"].metadata.name) for e in seen] == [
+        ("ADDED", "b"),
+        ("MODIFIED", "a"),
+        ("DELETED", "b"),
+        ("ADDED", "c"),
+    ]
+    assert seen[1]["object"].metadata.labels == {"app": "web"}
+    # DELETED carries the last state with the deletion's resourceVersion
+    assert rv_of(seen[2]) == rv_of(seen[1]) + 1
+    assert seen[2]["raw_object"]["kind"] == "Service"  # watch objects have kind/apiVersion
+    assert [rv_of(e) for e in seen] == sorted(rv_of(e) for e in seen)
+    assert w.resource_version == str(kube.resource_version)
+
+
+@pytest.mark.parametrize("resource_version", ["0", ""])
+async def test_watch_from_zero_or_nothing_replays_the_current_state(
+    kube: KubeEmulator, api: client.ApiClient, resource_version: str
+) -> None:
+    a = kube.apply(service("a"))
+    kube.apply(service("gone"))
+    kube.delete("v1", "Service", "default", "gone")
+    b = kube.apply(service("b", "other"))
+    asyncio.get_running_loop().call_later(0.1, kube.apply, service("c"))
+    kwargs: dict[str, Any] = {"resource_version": resource_version} if resource_version else {}
+    seen = await events(
+        client.CoreV1Api(api).list_service_for_all_namespaces, 3, timeout_seconds=5, **kwargs
+    )
+    assert [(e["type"], e["object"].metadata.name) for e in seen] == [
+        ("ADDED", "a"),
+        ("ADDED", "b"),
+        ("ADDED", "c"),
+    ]
+    # synthetic ADDED events carry each object's own resourceVersion
+    assert [rv_of(e) for e in seen[:2]] == [
+        int(a["metadata"]["resourceVersion"]),
+        int(b["metadata"]["resourceVersion"]),
+    ]
+
+
+async def test_bookmarks_carry_the_current_resource_version(
+    kube: KubeEmulator, api: client.ApiClient, http: aiohttp.ClientSession
+) -> None:
+    v1 = client.CoreV1Api(api)
+    start = str(kube.resource_version)
+    kube.apply(node("n1"))  # another kind moves the global RV too
+    w = watch.Watch()
+    seen = await events(
+        v1.list_service_for_all_namespaces,
+        2,
+        watcher=w,
+        resource_version=start,
+        allow_watch_bookmarks=True,
+        timeout_seconds=5,
+    )
+    bookmark = {"kind": "Service", "apiVersion": "v1", "metadata": {"resourceVersion": "2"}}
+    assert [e["type"] for e in seen] == ["BOOKMARK", "BOOKMARK"]
+    assert seen[0]["object"] == seen[0]["raw_object"] == bookmark  # a dict, not a model
+    assert w.resource_version == "2"  # the client resumes from bookmarks
+
+    # without allowWatchBookmarks: none
+    _, plain = await raw_watch(
+        http, kube, "/api/v1/services", resourceVersion=start, timeoutSeconds="0.3"
+    )
+    assert plain == []
+
+
+async def test_a_bookmark_never_skips_a_queued_event(
+    kube: KubeEmulator, api: client.ApiClient
+) -> None:
+    kube.bookmark_interval = 0.05
+    start = str(kube.resource_version)
+
+    async def churn() -> None:
+        for i in range(40):
+            kube.apply(service(f"s{i}"))
+            await asyncio.sleep(0.005)
+
+    task = asyncio.create_task(churn())
+    seen = await events(
+        client.CoreV1Api(api).list_service_for_all_namespaces,
+        1000,
+        resource_version=start,
+        allow_watch_bookmarks=True,
+        timeout_seconds=1,
+    )
+    await task
+    added = [e["object"].metadata.name for e in seen if e["type"] == "ADDED"]
+    assert added == [f"s{i}" for i in range(40)]
+    high = 0
+    for event in seen:
+        if event["type"] == "BOOKMARK":
+            high = max(high, rv_of(event))
+        else:
+            assert rv_of(event) > high  # nothing arrives after a bookmark that covers it
+    assert any(e["type"] == "BOOKMARK" for e in seen)
+
+
+async def test_too_old_resource_version_after_compact_is_an_error_event(
+    kube: KubeEmulator, http: aiohttp.ClientSession
+) -> None:
+    kube.apply(service("a"))
+    kube.apply(service("b"))
+    kube.compact()
+    current = kube.resource_version
+    response, seen = await raw_watch(http, kube, "/api/v1/services", resourceVersion="2")
+    assert response.status == 200
+    assert response.headers["Transfer-Encoding"] == "chunked"
+    assert seen == [
+        {
+            "type": "ERROR",
+            "object": {
+                "kind": "Status",
+                "apiVersion": "v1",
+                "metadata": {},
+                "status": "Failure",
+                "message": f"too old resource version: 2 ({current})",
+                "reason": "Expired",
+                "code": 410,
+            },
+        }
+    ]
+    # the current RV is still fine after compact()
+    kube.apply(service("c"))
+    response, seen = await raw_watch(
+        http, kube, "/api/v1/services", resourceVersion=str(current), timeoutSeconds="0.3"
+    )
+    assert [(e["type"], e["object"]["metadata"]["name"]) for e in seen] == [("ADDED", "c")]
+
+
+async def test_kubernetes_asyncio_raises_410(kube: KubeEmulator, api: client.ApiClient) -> None:
+    v1 = client.CoreV1Api(api)
+    kube.apply(service("a"))
+    kube.compact()
+    reason = f"Expired: too old resource version: 1 ({kube.resource_version})"
+    cases: list[tuple[dict[str, Any], int]] = [({"timeout_seconds": 5}, 1), ({}, 2)]
+    for kwargs, requests in cases:
+        before = len(kube.requests)
+        with pytest.raises(client.ApiException) as expired:
+            await events(v1.list_service_for_all_namespaces, 1, resource_version="1", **kwargs)
+        assert (expired.value.status, expired.value.reason) == (410, reason)
+        assert len(kube.requests) - before == requests  # watching forever: one retry
+
+
+async def test_history_is_trimmed(kube: KubeEmulator, http: aiohttp.ClientSession) -> None:
+    kube.history = 3
+    for i in range(5):
+        kube.apply(service(f"s{i}"))  # RVs 2..6; 4, 5, 6 kept
+    _, seen = await raw_watch(http, kube, "/api/v1/services", resourceVersion="2")
+    assert seen[0]["object"]["message"] == "too old resource version: 2 (3)"
+    _, seen = await raw_watch(
+        http, kube, "/api/v1/services", resourceVersion="3", timeoutSeconds="0.3"
+    )
+    assert [e["object"]["metadata"]["name"] for e in seen] == ["s2", "s3", "s4"]
+
+
+async def test_watch_from_a_future_resource_version(
+    kube: KubeEmulator, http: aiohttp.ClientSession
+) -> None:
+    future = kube.resource_version + 2
+
+    def churn() -> None:
+        for name in ("a", "b", "c"):
+            kube.apply(service(name))
+
+    asyncio.get_running_loop().call_later(0.05, churn)
+    _, seen = await raw_watch(
+        http, kube, "/api/v1/services", resourceVersion=str(future), timeoutSeconds="0.3"
+    )
+    assert [e["object"]["metadata"]["name"] for e in seen] == ["c"]  # RV future + 1
+
+
+async def test_timeout_seconds_ends_the_stream(kube: KubeEmulator, api: client.ApiClient) -> None:
+    v1 = client.CoreV1Api(api)
+    started = time.monotonic()
+    seen = await events(
+        v1.list_service_for_all_namespaces,
+        10,
+        resource_version="1",
+        allow_watch_bookmarks=True,
+        timeout_seconds=1,
+    )
+    elapsed = time.monotonic() - started
+    assert 0.9 <= elapsed < 3.0
+    assert {e["type"] for e in seen} == {"BOOKMARK"}
+    await until(lambda: kube.open_watches == 0)
+
+
+async def test_drop_watches_cuts_streams(kube: KubeEmulator, api: client.ApiClient) -> None:
+    v1 = client.CoreV1Api(api)
+    kube.apply(service("a"))
+    task = asyncio.create_task(events(v1.list_service_for_all_namespaces, 10))
+    await until(lambda: kube.open_watches == 1)
+    await kube.drop_watches()
+    with pytest.raises(aiohttp.ClientPayloadError):
+        await task  # kubernetes_asyncio does not retry a cut stream
+    assert kube.open_watches == 0
+    assert len((await v1.list_service_for_all_namespaces()).items) == 1  # still up
+
+
+async def test_graceful_drop_resumes_from_the_last_resource_version(
+    kube: KubeEmulator, api: client.ApiClient
+) -> None:
+    v1 = client.CoreV1Api(api)
+    kube.apply(service("a"))
+    task = asyncio.create_task(events(v1.list_service_for_all_namespaces, 2))
+    await until(lambda: kube.open_watches == 1)
+    rv_a = str(kube.resource_version)
+    watches = len(kube.requests)
+    await kube.drop_watches(graceful=True)
+    await until(lambda: len(kube.requests) > watches and kube.open_watches == 1)
+    kube.apply(service("b"))
+    seen = await task
+    assert [(e["type"], e["object"].metadata.name) for e in seen] == [
+        ("ADDED", "a"),
+        ("ADDED", "b"),
+    ]
+    resumed = kube.requests[-1]
+    assert resumed.query["resourceVersion"] == rv_a and resumed.path == "/api/v1/services"
+
+
+async def test_selectors_filter_lists(kube: KubeEmulator, api: client.ApiClient) -> None:
+    v1 = client.CoreV1Api(api)
+    kube.apply(service("a", app="web", tier="front"))
+    kube.apply(service("b", app="db"))
+    kube.apply(service("c", "other"))
+    cases = {
+        "app=web": ["a"],
+        "app==web,tier": ["a"],
+        "app!=web": ["b", "c"],
+        "!app": ["c"],
+        "app": ["a", "b"],
+        "app in (web, db)": ["a", "b"],
+        "app notin (web),tier!=x": ["b", "c"],
+    }
+    for selector, names in cases.items():
+        listed = await v1.list_service_for_all_namespaces(label_selector=selector)
+        assert [s.metadata.name for s in listed.items] == names, selector
+    for selector, names in {
+        "metadata.name=a": ["a"],
+        "metadata.namespace!=default": ["c"],
+        "metadata.namespace==default,metadata.name!=a": ["b"],
+        "spec.type=": ["a", "b", "c"],
+    }.items():
+        listed = await v1.list_service_for_all_namespaces(field_selector=selector)
+        assert [s.metadata.name for s in listed.items] == names, selector
+    kube.apply(pod("p1", "n1"))
+    kube.apply(pod("p2", "n2", phase="Pending"))
+    pods = await v1.list_pod_for_all_namespaces(field_selector="spec.nodeName=n2")
+    assert [p.metadata.name for p in pods.items] == ["p2"]
+    bad_selectors: list[dict[str, Any]] = [{"field_selector": "x=y"}, {"label_selector": "!a=b"}]
+    for bad in bad_selectors:
+        with pytest.raises(client.ApiException) as invalid:
+            await v1.list_service_for_all_namespaces(**bad)
+        assert invalid.value.status == 400
+
+
+async def test_selectors_filter_watches(kube: KubeEmulator, api: client.ApiClient) -> None:
+    v1 = client.CoreV1Api(api)
+    start = str(kube.resource_version)
+    kube.apply(service("a", app="web"))
+    kube.apply(service("b", app="db"))  # never matches: never seen
+    kube.apply(service("a", app="web", v="2"))
+    kube.apply(service("a", app="db"))  # stops matching: DELETED
+    kube.apply(service("b", app="web"))  # starts matching: ADDED
+    kube.delete("v1", "Service", "default", "b")
+    seen = await events(
+        v1.list_service_for_all_namespaces,
+        5,
+        label_selector="app=web",
+        resource_version=start,
+        timeout_seconds=5,
+    )
+    assert [(e["type"], e["object"].metadata.name) for e in seen] == [
+        ("ADDED", "a"),
+        ("MODIFIED", "a"),
+        ("DELETED", "a"),
+        ("ADDED", "b"),
+        ("DELETED", "b"),
+    ]
+    # the DELETED of an object that stopped matching: its previous state, the new RV
+    assert seen[2]["object"].metadata.labels == {"app": "web", "v": "2"}
+    assert rv_of(seen[2]) == rv_of(seen[1]) + 1
+    by_name = await events(
+        v1.list_service_for_all_namespaces, 1, field_selector="metadata.name=a", timeout_seconds=5
+    )
+    assert by_name[0]["object"].metadata.labels == {"app": "db"}
+
+
+# -- failures, auth, life cycle ---------------------------------------------------------
+
+
+async def test_bearer_token_is_required(tmp_path: Path, http: aiohttp.ClientSession) -> None:
+    async with KubeEmulator(token="s3cret") as kube:
+        kube.apply(service("a"))
+        async with await make_client(kube, tmp_path / "good") as api:
+            v1 = client.CoreV1Api(api)
+            assert len((await v1.list_service_for_all_namespaces()).items) == 1
+            seen = await events(v1.list_service_for_all_namespaces, 1, timeout_seconds=5)
+            assert seen[0]["type"] == "ADDED"
+        async with http.get(f"{kube.url}/api/v1/services") as response:
+            assert response.status == 401
+            body = await response.json()
+        assert (body["kind"], body["reason"], body["code"]) == ("Status", "Unauthorized", 401)
+        async with http.get(f"{kube.url}/version") as response:
+            assert response.status == 401
+        kube.token = "rotated"
+        async with await make_client(kube, tmp_path / "stale") as api:
+            kube.token = "s3cret"
+            v1 = client.CoreV1Api(api)
+            with pytest.raises(client.ApiException) as denied:
+                await v1.list_service_for_all_namespaces()
+            assert denied.value.status == 401
+            with pytest.raises(client.ApiException) as denied:
+                await events(v1.list_service_for_all_namespaces, 1)
+            assert denied.value.status == 401
+
+
+async def test_fail_next(kube: KubeEmulator, api: client.ApiClient) -> None:
+    v1 = client.CoreV1Api(api)
+    kube.fail_next(500)
+    with pytest.raises(client.ApiException) as failed:
+        await v1.list_node()
+    assert failed.value.status == 500
+    assert len((await v1.list_node()).items) == 0
+    kube.fail_next(429, 2)
+    for _ in range(2):
+        with pytest.raises(client.ApiException) as limited:
+            await v1.list_node()
+        assert limited.value.status == 429 and limited.value.headers is not None
+        assert limited.value.headers["Retry-After"] == "1"
+        assert body_of(limited.value)["details"] == {"retryAfterSeconds": 1}
+    await v1.list_node()
+    kube.fail_next(503, retry_after=7)
+    with pytest.raises(client.ApiException) as unavailable:
+        await events(v1.list_node, 1)  # a watch sees the Status' code
+    assert unavailable.value.status == 503
+    times = [r.at for r in kube.requests]
+    assert times == sorted(times) and len(times) == 6
+    assert [(r.method, r.path) for r in kube.requests[-1:]] == [("GET", "/api/v1/nodes")]
+    assert kube.requests[-1].query["watch"] == "True"
+
+
+async def test_stop_cuts_connections_and_start_reuses_the_port(
+    kube: KubeEmulator, api: client.ApiClient
+) -> None:
+    v1 = client.CoreV1Api(api)
+    kube.apply(service("a"))
+    address = kube.address
+    task = asyncio.create_task(events(v1.list_service_for_all_namespaces, 10))
+    await until(lambda: kube.open_watches == 1)
+    await kube.stop()
+    with pytest.raises(aiohttp.ClientPayloadError):
+        await task
+    with pytest.raises(aiohttp.ClientConnectionError):
+        await v1.list_service_for_all_namespaces(_request_timeout=TIMEOUT)
+    await kube.start()
+    assert kube.address == address
+    listed = await v1.list_service_for_all_namespaces(_request_timeout=TIMEOUT)
+    assert [s.metadata.name for s in listed.items] == ["a"]  # state survives a restart
+
+
+async def test_kubeconfig(kube: KubeEmulator, tmp_path: Path) -> None:
+    path = kube.kubeconfig(tmp_path / "kc", context="east", namespace="shop")
+    _, current = config.list_kube_config_contexts(config_file=str(path))
+    assert current is not None and current["name"] == "east"
+    assert current["context"]["namespace"] == "shop"
+    configuration = client.Configuration()
+    await config.load_kube_config(config_file=str(path), client_configuration=configuration)
+    assert configuration.host == kube.url and not configuration.api_key
+    with pytest.raises(RuntimeError):
+        KubeEmulator().kubeconfig(tmp_path / "never")
+
+
+async def test_command_line(tmp_path: Path, http: aiohttp.ClientSession) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    kubeconfig = tmp_path / "kc"
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "tests.emulators.kubernetes",
+        "--port",
+        str(port),
+        "--kubeconfig",
+        str(kubeconfig),
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert process.stdout is not None
+        async with asyncio.timeout(TIMEOUT):
+            line = await process.stdout.readline()
+        assert line.decode().strip() == f"kubernetes emulator on http://127.0.0.1:{port}"
+        assert kubeconfig.exists()
+        async with http.get(f"http://127.0.0.1:{port}/api/v1/namespaces") as response:
+            assert (await response.json())["kind"] == "NamespaceList"
+    finally:
+        process.terminate()
+        async with asyncio.timeout(TIMEOUT):
+            await process.wait()
