@@ -1,0 +1,283 @@
+"""The kubernetes registry: Services and EndpointSlices of one cluster, listed and watched.
+
+Mapping rules: :mod:`.convert`; settings: :mod:`.settings`; requests: :mod:`.client`.
+
+Contract (see :mod:`registryd.adapter`):
+
+* ``watch()`` loads the cluster's configuration, then follows, each with a list and a
+  watch (an *informer*): Services and EndpointSlices (all namespaces, or each of
+  ``namespaces``), Nodes (for locality) and, with ``namespace_selector``, Namespaces.
+  Once the first list of every one of them has completed it yields a
+  :class:`~registryd.adapter.Replace` with the full state and a
+  :class:`~registryd.adapter.Problems`; then, as events arrive, one ``Upsert``/``Delete``
+  per changed hostname (events that arrive together are applied together) and a new
+  ``Problems`` whenever the errors or the summaries changed.
+* Each informer lists, remembers the list's resourceVersion and watches from it with
+  ``allowWatchBookmarks=true`` and a ``timeoutSeconds`` drawn between
+  :data:`WATCH_TIMEOUT_MIN` and :data:`WATCH_TIMEOUT_MAX` (as client-go does), moving
+  its resourceVersion with every event and BOOKMARK.  A stream that ends (the timeout)
+  or drops (connection reset, silence) is watched again from that resourceVersion, not
+  listed again, so no event is lost; a stream that ends again within
+  :data:`SHORT_STREAM` seconds makes the next one wait (0.1 s doubling to
+  :data:`MAX_REWATCH_DELAY`).
+* An ERROR event with code 410 (Expired/Gone), or a 410 answer to the watch request:
+  that informer lists its resource again and carries on from the new list; the
+  difference comes out as ``Upsert``/``Delete`` increments (not a ``Replace``: the other
+  resources are still current).
+* Failures make ``watch()`` raise :class:`~.client.KubernetesError`: a kubeconfig that
+  cannot be loaded, an API server that cannot be reached, refuses (401, 403, 404) or
+  keeps failing (5xx after :data:`~.client.SERVER_RETRIES` retries), an ERROR event
+  other than 410.  The supervisor keeps the last good state served and calls ``watch()``
+  again with backoff, which reloads the kubeconfig and starts with a full ``Replace``.
+  429 answers wait ``Retry-After`` instead (see :mod:`.client`).
+* All requests of one registry instance (lists, watches, retries; across restarts of
+  ``watch()``) share one token bucket: ``qps`` a second, ``burst`` at once.
+* The informers and the HTTP session are closed in ``finally``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from registryd.adapter import AdapterContext, Problems, Update
+
+from .client import Api, Gone, KubernetesError, Resource, TokenBucket, connect
+from .convert import ENDPOINT_SLICE, NAMESPACE, NODE, SERVICE, ClusterState, Options
+from .settings import KubernetesSettings, parse_settings
+
+__all__ = [
+    "MAX_REWATCH_DELAY",
+    "SHORT_STREAM",
+    "WATCH_TIMEOUT_MAX",
+    "WATCH_TIMEOUT_MIN",
+    "KubernetesAdapter",
+    "KubernetesError",
+]
+
+log = logging.getLogger("registryd.kubernetes")
+
+WATCH_TIMEOUT_MIN = 300  # seconds: a watch asks the server to end it after 5 to 10 min
+WATCH_TIMEOUT_MAX = 600
+SHORT_STREAM = 1.0  # seconds: a watch that ends sooner counts as a failed one...
+MAX_REWATCH_DELAY = 5.0  # ...and delays the next one, doubling up to this
+EVENT_TYPES = frozenset({"ADDED", "MODIFIED", "DELETED"})
+
+
+@dataclass(frozen=True, slots=True)
+class _Listed:
+    resource: Resource
+    items: list[Any]
+
+
+@dataclass(frozen=True, slots=True)
+class _Event:
+    resource: Resource
+    type: str
+    obj: Any
+
+
+@dataclass(frozen=True, slots=True)
+class _Failed:
+    resource: Resource
+    error: BaseException
+
+
+_Item = _Listed | _Event | _Failed
+
+
+def _version(obj: Any) -> str:
+    metadata = obj.get("metadata") if isinstance(obj, Mapping) else None
+    value = metadata.get("resourceVersion") if isinstance(metadata, Mapping) else None
+    return value if isinstance(value, str) else ""
+
+
+def _status_text(status: Any) -> tuple[Any, str]:
+    if not isinstance(status, Mapping):
+        return None, repr(status)[:200]
+    code = status.get("code")
+    return code, f"{code} {status.get('reason') or ''}: {status.get('message') or ''}".strip()
+
+
+class _Informer:
+    """List then watch one resource, reporting what it sees (or its failure) in order."""
+
+    def __init__(self, api: Api, resource: Resource, report: Callable[[_Item], None]) -> None:
+        self.api = api
+        self.resource = resource
+        self.report = report
+        self.task = asyncio.create_task(self._run(), name=f"kubernetes:{resource}")
+
+    async def _run(self) -> None:
+        try:
+            version = await self._list()
+            delay = 0.0
+            while True:
+                started = time.monotonic()
+                try:
+                    version = await self._watch(version)
+                except Gone as exc:
+                    log.info("%s: %s; listing again", self.resource, exc)
+                    version = await self._list()
+                    continue
+                if time.monotonic() - started >= SHORT_STREAM:
+                    delay = 0.0
+                else:
+                    delay = min(max(delay * 2, 0.1), MAX_REWATCH_DELAY)
+                    await asyncio.sleep(delay)
+        except Exception as exc:  # handed to watch(), which raises it
+            self.report(_Failed(self.resource, exc))
+
+    async def _list(self) -> str:
+        items, version = await self.api.list(self.resource)
+        log.debug("%s: %d items at resourceVersion %s", self.resource, len(items), version)
+        self.report(_Listed(self.resource, items))
+        return version
+
+    async def _watch(self, version: str) -> str:
+        """One watch stream from ``version``; the resourceVersion to go on from."""
+        timeout = random.randint(WATCH_TIMEOUT_MIN, WATCH_TIMEOUT_MAX)
+        stream = self.api.watch(self.resource, version, timeout)
+        async with contextlib.aclosing(stream) as events:
+            async for event in events:
+                kind, obj = event.get("type"), event.get("object")
+                if kind == "ERROR":
+                    code, text = _status_text(obj)
+                    if code == 410:
+                        raise Gone(f"watch from resourceVersion {version}: {text}")
+                    raise KubernetesError(f"watch {self.resource} on {self.api.host}: {text}")
+                if kind in EVENT_TYPES:
+                    self.report(_Event(self.resource, kind, obj))
+                elif kind != "BOOKMARK":
+                    log.debug("%s: ignoring a watch event of type %r", self.resource, kind)
+                    continue
+                version = _version(obj) or version
+        return version
+
+
+class _Run:
+    """One run of ``watch()``: the connection, the informers and the converted state."""
+
+    def __init__(self, name: str, settings: KubernetesSettings) -> None:
+        self.name = name
+        self.settings = settings
+        self.state = ClusterState(
+            Options(domain=settings.domain, cluster_id=settings.cluster_id),
+            namespaces=settings.namespaces,
+            selector=settings.namespace_selector,
+        )
+        self.queue: asyncio.Queue[_Item] = asyncio.Queue()
+        self.informers: list[_Informer] = []
+        self.pending: set[Resource] = set()
+        self.api: Api | None = None
+
+    def resources(self) -> list[Resource]:
+        scopes: list[str | None] = list(self.settings.namespaces) or [None]
+        found = [Resource(kind, scope) for kind in (SERVICE, ENDPOINT_SLICE) for scope in scopes]
+        found.append(Resource(NODE))
+        if self.settings.namespace_selector is not None:
+            found.append(Resource(NAMESPACE))
+        return found
+
+    async def start(self, limiter: TokenBucket) -> None:
+        resources = self.resources()
+        self.api = await connect(self.settings, limiter, connections=len(resources) + 4)
+        log.info(
+            "kubernetes %s: cluster %s at %s (%s); watching %s",
+            self.name,
+            self.settings.cluster_id,
+            self.api.host,
+            self.settings.source,
+            ", ".join(str(r) for r in resources),
+        )
+        for resource in resources:
+            self.informers.append(_Informer(self.api, resource, self.queue.put_nowait))
+            self.pending.add(resource)
+
+    def apply(self, item: _Item) -> None:
+        if isinstance(item, _Failed):
+            error = item.error
+            if isinstance(error, KubernetesError):
+                raise error
+            raise KubernetesError(f"{item.resource}: {type(error).__name__}: {error}") from error
+        if isinstance(item, _Listed):
+            self.state.reset(item.resource.kind, item.items, item.resource.namespace)
+            self.pending.discard(item.resource)
+        else:
+            self.state.apply(item.resource.kind, item.type, item.obj)
+
+    async def apply_queued(self) -> None:
+        """Wait for an item, then apply it and every other one already queued."""
+        self.apply(await self.queue.get())
+        while not self.queue.empty():
+            self.apply(self.queue.get_nowait())
+
+    async def close(self) -> None:
+        """Stop the informers and close the session, even if cancelled meanwhile."""
+        tasks = [i.task for i in self.informers]
+        for task in tasks:
+            task.cancel()
+        try:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        finally:
+            if self.api is not None:
+                await asyncio.shield(self.api.close())
+
+
+def _log_problems(name: str, old: Problems | None, new: Problems) -> None:
+    before = old.errors if old is not None else {}
+    for source, message in new.errors.items():
+        if before.get(source) != message:
+            log.warning("kubernetes %s: %s", name, message)
+    for source in sorted(set(before) - set(new.errors)):
+        log.info("kubernetes %s: %s is fine again", name, source)
+
+
+class KubernetesAdapter:
+    """Services of one Kubernetes cluster (see the module docstring)."""
+
+    def __init__(self, *, name: str, settings: Mapping[str, Any], context: AdapterContext) -> None:
+        self.name = name
+        self.settings = parse_settings(name, settings, context)
+        self.limiter = TokenBucket(self.settings.qps, self.settings.burst)
+
+    def __repr__(self) -> str:
+        s = self.settings
+        return f"KubernetesAdapter(name={self.name!r}, cluster_id={s.cluster_id!r}, {s.source})"
+
+    async def watch(self) -> AsyncIterator[Update]:
+        run = _Run(self.name, self.settings)
+        try:
+            await run.start(self.limiter)
+            while run.pending:
+                await run.apply_queued()
+            full = run.state.replace()
+            log.info(
+                "kubernetes %s: %d services, %d endpoints",
+                self.name,
+                len(full.services),
+                len(full.endpoints),
+            )
+            yield full
+            problems = run.state.problems()
+            _log_problems(self.name, None, problems)
+            yield problems
+            while True:
+                await run.apply_queued()
+                for update in run.state.changes():
+                    yield update
+                new = run.state.problems()
+                if new is not problems and (
+                    new.errors != problems.errors or new.sources != problems.sources
+                ):
+                    _log_problems(self.name, problems, new)
+                    problems = new
+                    yield problems
+        finally:
+            await run.close()

@@ -1,0 +1,654 @@
+"""The Kubernetes adapter against the API-server emulator: full state first, increments,
+dropped watches, 410 Gone, bookmarks, two clusters, namespace selection, rate limiting,
+failures, credentials, and the adapter contract suite."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from registryd.adapter import Adapter, AdapterContext, Delete, Problems, Replace, Update, Upsert
+from registryd.adapters.kubernetes import KubernetesAdapter
+from registryd.adapters.kubernetes.adapter import KubernetesError
+from registryd.model import Health, Locality
+from registryd.testing import AdapterContract
+from tests.adapters.feed import Feed as SharedFeed
+from tests.emulators.kubernetes import KubeEmulator, Request
+
+WITHIN = 5.0  # seconds: every change shows within this
+FAILS_WITHIN = 3.0  # seconds: an API server that is gone fails watch() within this
+SECRET = "kube-Bearer-5e3f1c2a0b1d4c6e9f007a5b"
+HOST = "web.shop.svc.cluster.local"
+
+
+# -- objects ----------------------------------------------------------------------------------
+
+
+def svc(
+    name: str = "web",
+    namespace: str = "shop",
+    *,
+    ip: str = "10.96.0.10",
+    port: int = 80,
+    target: int | str = 8080,
+    labels: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name, "namespace": namespace, "labels": labels or {}},
+        "spec": {
+            "clusterIP": ip,
+            "clusterIPs": [ip],
+            "type": "ClusterIP",
+            "ports": [{"name": "http", "port": port, "targetPort": target, "protocol": "TCP"}],
+        },
+    }
+
+
+def eps(
+    service: str = "web",
+    namespace: str = "shop",
+    *addresses: str,
+    name: str | None = None,
+    port: int = 8080,
+    ready: bool = True,
+    node: str | None = None,
+) -> dict[str, Any]:
+    endpoints = []
+    for address in addresses or ("10.1.0.1",):
+        item: dict[str, Any] = {"addresses": [address], "conditions": {"ready": ready}}
+        if node:
+            item["nodeName"] = node
+        endpoints.append(item)
+    return {
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {
+            "name": name or f"{service}-abc",
+            "namespace": namespace,
+            "labels": {"kubernetes.io/service-name": service},
+        },
+        "addressType": "IPv4",
+        "ports": [{"name": "http", "port": port, "protocol": "TCP"}],
+        "endpoints": endpoints,
+    }
+
+
+def node(name: str, region: str, zone: str) -> dict[str, Any]:
+    labels = {"topology.kubernetes.io/region": region, "topology.kubernetes.io/zone": zone}
+    return {"apiVersion": "v1", "kind": "Node", "metadata": {"name": name, "labels": labels}}
+
+
+def ns(name: str, **labels: str) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": labels}}
+
+
+def host(name: str, namespace: str = "shop") -> str:
+    return f"{name}.{namespace}.svc.cluster.local"
+
+
+# -- harness ----------------------------------------------------------------------------------
+
+
+class Feed(SharedFeed):
+    def __init__(self, adapter: Adapter) -> None:
+        super().__init__(adapter, WITHIN)
+
+    async def error(self, timeout: float | None = FAILS_WITHIN) -> BaseException:
+        return await super().error(timeout)
+
+    async def synced(self) -> tuple[Replace, Problems]:
+        return await self.expect(Replace), await self.expect(Problems)
+
+    async def settle(self, seconds: float = 0.2) -> None:
+        """Read the Problems still on their way until nothing comes for ``seconds``."""
+        while True:
+            try:
+                update = await self.next(seconds)
+            except TimeoutError:
+                return
+            assert isinstance(update, Problems), f"unexpected update {update}"
+
+    async def until(self, wanted: dict[str, int | None]) -> dict[str, Update]:
+        """Read increments until each hostname of ``wanted`` had its last update: an
+        Upsert with that many endpoints, or (None) a Delete.  No Replace may come."""
+        seen: dict[str, Update] = {}
+
+        def done() -> bool:
+            for hostname, count in wanted.items():
+                update = seen.get(hostname)
+                if count is None and not isinstance(update, Delete):
+                    return False
+                if count is not None and not (
+                    isinstance(update, Upsert) and len(update.endpoints) == count
+                ):
+                    return False
+            return True
+
+        while not done():
+            update = await self.next()
+            assert not isinstance(update, Replace), "a Replace while connected"
+            if isinstance(update, Upsert):
+                seen[update.service.hostname] = update
+            elif isinstance(update, Delete):
+                seen[update.hostname] = update
+        return seen
+
+
+@pytest.fixture
+async def kube() -> AsyncIterator[KubeEmulator]:
+    async with KubeEmulator() as emulator:
+        yield emulator
+
+
+@pytest.fixture
+async def feeds() -> AsyncIterator[list[Feed]]:
+    started: list[Feed] = []
+    try:
+        yield started
+    finally:
+        for feed in started:
+            await feed.close()
+
+
+def make(
+    kube: KubeEmulator, tmp_path: Path, name: str = "east", **settings: Any
+) -> KubernetesAdapter:
+    path = tmp_path / f"{name}-{kube.port}.kubeconfig"
+    if not path.exists():
+        kube.kubeconfig(path)
+    values = {"kubeconfig": str(path), **settings}
+    return KubernetesAdapter(name=name, settings=values, context=AdapterContext())
+
+
+def start(feeds: list[Feed], adapter: Adapter) -> Feed:
+    feed = Feed(adapter)
+    feeds.append(feed)
+    return feed
+
+
+def is_list(request: Request) -> bool:
+    return request.query.get("watch") is None
+
+
+def endpoints_of(replace: Replace) -> dict[str, list[str]]:
+    result: dict[str, list[str]] = {s.hostname: [] for s in replace.services}
+    for endpoint in replace.endpoints:
+        result[endpoint.hostname].append(endpoint.address)
+    return {h: sorted(v) for h, v in result.items()}
+
+
+async def until_watching(kube: KubeEmulator, count: int) -> None:
+    async with asyncio.timeout(WITHIN):
+        while kube.open_watches < count:
+            await asyncio.sleep(0.01)
+
+
+# -- full state, increments ----------------------------------------------------------------------
+
+
+async def test_full_state_first_after_every_list_even_a_throttled_one(
+    kube: KubeEmulator, tmp_path: Path, feeds: list[Feed]
+) -> None:
+    kube.apply(svc())
+    kube.apply(eps("web", "shop", "10.1.0.1", "10.1.0.2", node="n1"))
+    kube.apply(node("n1", "eu-west-1", "eu-west-1a"))
+    kube.apply(svc("db", "data", ip="10.96.0.20", port=5432, target=5432))
+    kube.fail_next(429, 1, retry_after=1)  # the first list waits Retry-After
+    started = time.monotonic()
+    feed = start(feeds, make(kube, tmp_path))
+    replace, problems = await feed.synced()
+    assert time.monotonic() - started >= 0.9, "Replace came before the throttled list"
+    assert endpoints_of(replace) == {
+        host("db", "data"): [],
+        HOST: ["10.1.0.1", "10.1.0.2"],
+    }
+    endpoint = replace.endpoints[0]
+    assert endpoint.cluster_id == "east"
+    assert endpoint.locality == Locality(region="eu-west-1", zone="eu-west-1a")
+    assert (endpoint.port, endpoint.service_port) == (8080, 80)
+    assert problems.errors == {}
+    assert set(problems.sources) == {"Service/shop/web", "Service/data/db"}
+    throttled = [r for r in kube.requests if is_list(r)]
+    assert len(throttled) == 4  # three lists, one of them twice
+    assert throttled[-1].at - throttled[0].at >= 0.9  # Retry-After honoured
+
+
+async def test_services_and_slices_come_and_go_as_increments(
+    kube: KubeEmulator, tmp_path: Path, feeds: list[Feed]
+) -> None:
+    kube.apply(svc())
+    feed = start(feeds, make(kube, tmp_path))
+    replace, _ = await feed.synced()
+    assert endpoints_of(replace) == {HOST: []}  # no endpoints: still served
+
+    kube.apply(eps("web", "shop", "10.1.0.1", name="web-a"))
+    kube.apply(eps("web", "shop", "10.1.0.2", name="web-b"))
+    await feed.until({HOST: 2})
+
+    kube.apply(eps("web", "shop", "10.1.0.2", name="web-b", ready=False))
+    update = (await feed.until({HOST: 2}))[HOST]
+    assert isinstance(update, Upsert)
+    assert {e.address: e.health for e in update.endpoints} == {
+        "10.1.0.1": Health.HEALTHY,
+        "10.1.0.2": Health.UNHEALTHY,
+    }
+
+    kube.apply(svc("api", ip="10.96.0.11"))
+    kube.apply(svc(port=81))
+    seen = await feed.until({host("api"): 0, HOST: 2})
+    web = seen[HOST]
+    assert isinstance(web, Upsert) and web.service.ports[0].number == 81
+
+    kube.delete("discovery.k8s.io/v1", "EndpointSlice", "shop", "web-a")
+    await feed.until({HOST: 1})
+    kube.delete("v1", "Service", "shop", "api")
+    await feed.until({host("api"): None})
+    await feed.settle()
+
+    kube.apply(eps("ghost", "shop", "10.1.0.9"))  # a slice of no Service: nothing to say
+    await feed.quiet(0.3)
+
+
+async def test_malformed_objects_are_reported_and_skipped(
+    kube: KubeEmulator, tmp_path: Path, feeds: list[Feed]
+) -> None:
+    broken = svc("bad")
+    del broken["spec"]["ports"][0]["port"]
+    kube.apply(broken)
+    kube.apply(svc())
+    feed = start(feeds, make(kube, tmp_path))
+    replace, problems = await feed.synced()
+    assert [s.hostname for s in replace.services] == [HOST]
+    assert list(problems.errors) == ["Service/shop/bad"]
+    assert "no port number" in problems.errors["Service/shop/bad"]
+
+    kube.apply(svc("bad", ip="10.96.0.12"))  # fixed
+    await feed.until({host("bad"): 0})
+    assert (await feed.expect(Problems)).errors == {}
+
+
+# -- watch streams --------------------------------------------------------------------------------
+
+
+async def test_a_dropped_watch_resumes_without_relist_or_lost_events(
+    kube: KubeEmulator, tmp_path: Path, feeds: list[Feed]
+) -> None:
+    kube.apply(svc())
+    feed = start(feeds, make(kube, tmp_path))
+    await feed.synced()
+    await until_watching(kube, 3)
+    before, version = len(kube.requests), kube.resource_version
+
+    kube.fail_next(500, 3)  # each re-watch fails once and is tried again 0.5 s later
+    await kube.drop_watches()
+    assert kube.open_watches == 0
+    kube.apply(svc("api", ip="10.96.0.11"))  # made while no watch is open
+    await feed.until({host("api"): 0})
+
+    after = kube.requests[before:]
+    assert not [r for r in after if is_list(r)], "relisted after a dropped watch"
+    services = [r for r in after if r.path == "/api/v1/services"]
+    assert services and all(r.query["resourceVersion"] == str(version) for r in services)
+    await until_watching(kube, 3)
+
+
+async def test_gone_while_watching_relists_and_converges(
+    kube: KubeEmulator, tmp_path: Path, feeds: list[Feed]
+) -> None:
+    kube.apply(svc())
+    kube.apply(eps())
+    kube.apply(svc("old", ip="10.96.0.13"))
+    feed = start(feeds, make(kube, tmp_path))
+    await feed.synced()
+    await until_watching(kube, 3)
+    before = len(kube.requests)
+
+    kube.fail_next(500, 3)  # each re-watch fails once and is tried again 0.5 s later
+    await kube.drop_watches(graceful=True)
+    kube.delete("v1", "Service", "shop", "old")  # changes no watch sees...
+    kube.apply(svc("new", ip="10.96.0.14"))
+    kube.apply(eps("web", "shop", "10.1.0.1", "10.1.0.7"))
+    kube.compact()  # ...and forgotten: watching from the last seen version gets ERROR 410
+    await feed.until({host("old"): None, host("new"): 0, HOST: 2})
+
+    await until_watching(kube, 3)  # Nodes too: relisted (no update to show for it)
+    relisted = sorted(r.path for r in kube.requests[before:] if is_list(r))
+    assert relisted == [
+        "/api/v1/nodes",
+        "/api/v1/services",
+        "/apis/discovery.k8s.io/v1/endpointslices",
+    ]
+    await feed.settle()
+    await feed.quiet(0.3)
+
+
+async def test_a_410_answer_to_a_watch_relists_that_resource(
+    kube: KubeEmulator, tmp_path: Path, feeds: list[Feed]
+) -> None:
+    kube.apply(svc())
+    feed = start(feeds, make(kube, tmp_path, namespaces=["shop"]))
+    await feed.synced()
+    await until_watching(kube, 3)
+    before = len(kube.requests)
+    kube.fail_next(410, 1)  # the next request (one re-watch) answers 410 Gone
+    await kube.drop_watches()
+    kube.apply(svc("api", ip="10.96.0.11"))
+    await feed.until({host("api"): 0})
+    await until_watching(kube, 3)
+    assert len([r for r in kube.requests[before:] if is_list(r)]) == 1
+
+
+async def test_bookmarks_move_the_version_a_watch_resumes_from(
+    tmp_path: Path, feeds: list[Feed]
+) -> None:
+    async with KubeEmulator(bookmark_interval=0.1) as kube:
+        kube.apply(svc())
+        feed = start(feeds, make(kube, tmp_path))
+        await feed.synced()
+        await until_watching(kube, 3)
+        for index in range(3):  # objects nobody watches move the global resourceVersion
+            kube.apply(
+                {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": f"p{index}"}, "spec": {}}
+            )
+        await asyncio.sleep(0.5)  # a few bookmarks
+        version = kube.resource_version
+        before = len(kube.requests)
+        kube.compact()  # no history before now: only a watch from now works without 410
+        await kube.drop_watches()
+        await until_watching(kube, 3)
+        after = kube.requests[before:]
+        assert not [r for r in after if is_list(r)], "a relist: bookmarks were not used"
+        assert {r.query["resourceVersion"] for r in after} == {str(version)}
+        kube.apply(svc("api", ip="10.96.0.11"))
+        await feed.until({host("api"): 0})
+        await feed.close()
+
+
+async def test_watches_ask_for_bookmarks_and_a_server_side_timeout(
+    kube: KubeEmulator, tmp_path: Path, feeds: list[Feed]
+) -> None:
+    feed = start(feeds, make(kube, tmp_path))
+    await feed.synced()
+    await until_watching(kube, 3)
+    watches = [r for r in kube.requests if not is_list(r)]
+    assert len(watches) == 3
+    for request in watches:
+        assert request.query["allowWatchBookmarks"].lower() == "true"
+        assert 300 <= int(request.query["timeoutSeconds"]) <= 600
+        assert request.query["resourceVersion"] == str(kube.resource_version)
+
+
+# -- clusters and namespaces ----------------------------------------------------------------------
+
+
+async def test_two_clusters_deliver_the_same_service_with_their_cluster_ids(
+    tmp_path: Path, feeds: list[Feed]
+) -> None:
+    async with KubeEmulator() as east, KubeEmulator() as west:
+        for cluster, pod in ((east, "10.1.0.1"), (west, "10.2.0.1")):
+            cluster.apply(svc())
+            cluster.apply(eps("web", "shop", pod))
+        feed_east = start(feeds, make(east, tmp_path, "east"))
+        feed_west = start(feeds, make(west, tmp_path, "west", cluster_id="west-1"))
+        for feed, pod, cluster_id in (
+            (feed_east, "10.1.0.1", "east"),
+            (feed_west, "10.2.0.1", "west-1"),
+        ):
+            replace, _ = await feed.synced()
+            assert [s.hostname for s in replace.services] == [HOST]
+            assert [(e.address, e.cluster_id) for e in replace.endpoints] == [(pod, cluster_id)]
+            assert replace.endpoints[0].labels["topology.istio.io/cluster"] == cluster_id
+        for feed in (feed_east, feed_west):
+            await feed.close()
+
+
+async def test_namespaces_list_reads_only_those_namespaces(
+    kube: KubeEmulator, tmp_path: Path, feeds: list[Feed]
+) -> None:
+    kube.apply(svc("web", "shop"))
+    kube.apply(svc("web", "billing", ip="10.96.0.21"))
+    kube.apply(svc("web", "other", ip="10.96.0.22"))
+    feed = start(feeds, make(kube, tmp_path, namespaces=["shop", "billing"]))
+    replace, _ = await feed.synced()
+    assert sorted(s.hostname for s in replace.services) == [host("web", "billing"), HOST]
+    paths = {r.path for r in kube.requests}
+    assert paths == {
+        "/api/v1/namespaces/shop/services",
+        "/api/v1/namespaces/billing/services",
+        "/apis/discovery.k8s.io/v1/namespaces/shop/endpointslices",
+        "/apis/discovery.k8s.io/v1/namespaces/billing/endpointslices",
+        "/api/v1/nodes",
+    }
+    kube.apply(svc("api", "other", ip="10.96.0.23"))
+    await feed.quiet(0.3)
+    kube.apply(eps("web", "billing", "10.3.0.1"))
+    await feed.until({host("web", "billing"): 1})
+
+
+async def test_namespace_selector_follows_namespace_labels(
+    kube: KubeEmulator, tmp_path: Path, feeds: list[Feed]
+) -> None:
+    kube.apply(ns("shop", mesh="on"))
+    kube.apply(ns("lab"))
+    kube.apply(svc("web", "shop"))
+    kube.apply(svc("web", "lab", ip="10.96.0.31"))
+    selector = {"matchLabels": {"mesh": "on"}}
+    feed = start(feeds, make(kube, tmp_path, namespace_selector=selector))
+    replace, _ = await feed.synced()
+    assert [s.hostname for s in replace.services] == [HOST]
+    assert "/api/v1/namespaces" in {r.path for r in kube.requests}
+
+    kube.apply(ns("lab", mesh="on"))
+    await feed.until({host("web", "lab"): 0})
+    kube.apply(ns("shop", mesh="off"))
+    await feed.until({HOST: None})
+
+
+async def test_qps_and_burst_bound_the_request_rate(
+    kube: KubeEmulator, tmp_path: Path, feeds: list[Feed]
+) -> None:
+    qps, burst = 10.0, 2
+    spaces = ["a", "b", "c"]
+    feed = start(feeds, make(kube, tmp_path, namespaces=spaces, qps=qps, burst=burst))
+    await feed.synced()
+    await until_watching(kube, 7)
+    times = [r.at for r in kube.requests]
+    assert len(times) == 14  # 7 lists, 7 watches
+    for index, at in enumerate(times):
+        earliest = (index + 1 - burst) / qps
+        assert at - times[0] >= earliest - 0.05, f"request {index} came too early"
+    assert times[-1] - times[0] >= (len(times) - burst) / qps - 0.05
+
+
+# -- failures -------------------------------------------------------------------------------------
+
+
+async def test_apiserver_down_raises_and_a_new_watch_has_exactly_the_new_state(
+    kube: KubeEmulator, tmp_path: Path, feeds: list[Feed]
+) -> None:
+    kube.apply(svc())
+    kube.apply(eps())
+    kube.apply(svc("old", ip="10.96.0.13"))
+    adapter = make(kube, tmp_path)
+    feed = start(feeds, adapter)
+    await feed.synced()
+    stopped = time.monotonic()
+    await kube.stop()
+    error = await feed.error()
+    assert isinstance(error, KubernetesError)
+    assert time.monotonic() - stopped < FAILS_WITHIN
+    assert kube.address in str(error)
+
+    kube.delete("v1", "Service", "shop", "old")  # changes while it is down
+    kube.apply(svc("new", ip="10.96.0.14"))
+    kube.apply(eps("web", "shop", "10.1.0.5"))
+    await kube.start()
+    again = start(feeds, adapter)
+    replace, _ = await again.synced()
+    assert endpoints_of(replace) == {host("new"): [], HOST: ["10.1.0.5"]}
+
+
+async def test_a_5xx_is_retried_and_repeated_ones_raise(
+    kube: KubeEmulator, tmp_path: Path, feeds: list[Feed]
+) -> None:
+    kube.apply(svc())
+    kube.fail_next(500, 1)
+    feed = start(feeds, make(kube, tmp_path))
+    replace, _ = await feed.synced()
+    assert [s.hostname for s in replace.services] == [HOST]
+    await feed.close()
+
+    kube.fail_next(503, 10)
+    error = await start(feeds, make(kube, tmp_path)).error()
+    assert isinstance(error, KubernetesError)
+    assert "HTTP 503" in str(error)
+
+
+async def test_nothing_listening_raises_at_once(tmp_path: Path, feeds: list[Feed]) -> None:
+    async with KubeEmulator() as kube:
+        adapter = make(kube, tmp_path)
+    started = time.monotonic()
+    error = await start(feeds, adapter).error()
+    assert isinstance(error, KubernetesError)
+    assert time.monotonic() - started < FAILS_WITHIN
+
+
+async def test_the_token_is_sent_and_never_shown(
+    tmp_path: Path, feeds: list[Feed], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    async with KubeEmulator(token=SECRET) as kube:
+        kube.apply(svc())
+        adapter = make(kube, tmp_path)
+        feed = start(feeds, adapter)
+        replace, _ = await feed.synced()
+        assert [s.hostname for s in replace.services] == [HOST]
+        await feed.close()
+        assert SECRET not in repr(adapter)
+
+        wrong = tmp_path / "wrong.kubeconfig"
+        kube.kubeconfig(wrong)
+        wrong.write_text(wrong.read_text().replace(SECRET, "not-the-token"))
+        error = await start(feeds, make(kube, tmp_path, kubeconfig=str(wrong))).error()
+        assert "HTTP 401" in str(error) and "credentials" in str(error)
+    assert SECRET not in caplog.text
+
+
+async def test_a_kubeconfig_that_does_not_load_fails_redacted(
+    tmp_path: Path, feeds: list[Feed], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    path = tmp_path / "broken.kubeconfig"
+    doc = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "c", "cluster": {"server": "http://127.0.0.1:1"}}],
+        # an oidc provider without client-id: kubernetes_asyncio's error quotes the user
+        # entry, token and refresh token included
+        "users": [
+            {
+                "name": "u",
+                "user": {
+                    "token": SECRET,
+                    "auth-provider": {"name": "oidc", "config": {"refresh-token": f"r-{SECRET}"}},
+                },
+            }
+        ],
+        "contexts": [{"name": "ctx", "context": {"cluster": "c", "user": "u"}}],
+        "current-context": "ctx",
+    }
+    path.write_text(yaml.safe_dump(doc))
+    adapter = KubernetesAdapter(
+        name="east", settings={"kubeconfig": str(path)}, context=AdapterContext()
+    )
+    error = await start(feeds, adapter).error()
+    assert isinstance(error, KubernetesError)
+    assert str(path) in str(error) and "client-id" in str(error)
+    assert "<redacted>" in str(error)
+    assert SECRET not in str(error) and SECRET not in caplog.text
+
+    missing = KubernetesAdapter(
+        name="east", settings={"kubeconfig": str(path), "context": "nope"}, context=AdapterContext()
+    )
+    error = await start(feeds, missing).error()
+    assert "nope" in str(error) and SECRET not in str(error)
+
+
+# -- the adapter contract suite --------------------------------------------------------------------
+
+
+class TestKubernetesAdapterContract(AdapterContract):
+    """registryd's adapter contract, each test on a fresh emulated API server."""
+
+    factory = KubernetesAdapter
+
+    async def setup_registry(self) -> None:
+        self.kube = KubeEmulator()
+        await self.kube.start()
+        self.workdir = Path(await asyncio.to_thread(_tempdir))
+        self.path = self.kube.kubeconfig(self.workdir / "kubeconfig")
+
+    async def teardown_registry(self) -> None:
+        await self.kube.stop()
+        await asyncio.to_thread(_rmtree, self.workdir)
+
+    async def create(self) -> Adapter:
+        settings = {"kubeconfig": str(self.path)}
+        return KubernetesAdapter(name="contract", settings=settings, context=AdapterContext())
+
+    async def add_service(self, name: str) -> str:
+        """The EndpointSlice first, the Service a moment later: they are separate objects
+        on separate watch streams, so this is how the service appears with endpoints."""
+        if self.kube.get("v1", "Service", "shop", name) is None:
+            self.kube.apply(eps(name, "shop", "10.1.0.50"))
+            await asyncio.sleep(0.2)
+        self.kube.apply(svc(name, ip="10.96.0.50"))
+        return host(name)
+
+    async def remove_service(self, name: str) -> None:
+        for api_version, kind, object_name in (
+            ("v1", "Service", name),
+            ("discovery.k8s.io/v1", "EndpointSlice", f"{name}-abc"),
+        ):
+            if self.kube.get(api_version, kind, "shop", object_name) is not None:
+                self.kube.delete(api_version, kind, "shop", object_name)
+
+    async def break_registry(self) -> None:
+        await self.kube.stop()
+
+    async def heal_registry(self) -> None:
+        await self.kube.start()
+
+    def bad_settings(self) -> list[dict[str, object]]:
+        return [
+            {"kubeconfig": "/no/such/file"},
+            {"kubeconfig": str(self._any_file()), "bogus": 1},
+            {"kubeconfig": str(self._any_file()), "qps": -1},
+            {"kubeconfig": str(self._any_file()), "namespaces": "shop"},
+            {"kubeconfig": str(self._any_file()), "namespace_selector": "a in ()"},
+        ]
+
+    @staticmethod
+    def _any_file() -> Path:
+        return Path(__file__)
+
+
+def _tempdir() -> str:
+    import tempfile
+
+    return tempfile.mkdtemp(prefix="kube-contract-")
+
+
+def _rmtree(path: Path) -> None:
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)
