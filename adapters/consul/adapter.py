@@ -58,6 +58,7 @@ import consul.base
 from consul.callback import CB
 
 from registryd.adapter import AdapterContext, Problems, Update
+from registryd.ratelimit import TokenBucket
 
 from .convert import ConsulState, Options, catalog_names, health_entries
 from .settings import ConsulSettings, format_wait, parse_settings
@@ -103,8 +104,9 @@ def next_index(last: int | None, returned: int) -> int:
     return max(returned, 1)
 
 
-class RateLimiter:
-    """A token bucket per watch, plus a backoff while the server does not block.
+class RateLimiter(TokenBucket):
+    """A token bucket per watch (:class:`registryd.ratelimit.TokenBucket`), plus a backoff
+    while the server does not block.
 
     :meth:`delay` says how long to wait before the next query (and takes its token);
     :meth:`record` tells how that query went.
@@ -117,19 +119,11 @@ class RateLimiter:
         burst: int = QUERY_BURST,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.rate = rate
-        self.burst = burst
-        self.clock = clock
-        self.tokens = float(burst)
-        self.stamp = clock()
+        super().__init__(rate, burst, clock=clock)
         self.backoff = 0.0
 
     def delay(self) -> float:
-        now = self.clock()
-        self.tokens = min(float(self.burst), self.tokens + (now - self.stamp) * self.rate)
-        self.stamp = now
-        self.tokens -= 1.0
-        return max(-self.tokens / self.rate, self.backoff, 0.0)
+        return max(self.reserve(), self.backoff)
 
     def record(self, *, early: bool, moved: bool) -> None:
         """``early``: a blocking query came back before its wait was up; ``moved``: the

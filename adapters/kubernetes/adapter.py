@@ -47,8 +47,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from registryd.adapter import AdapterContext, Problems, Update
+from registryd.ratelimit import TokenBucket
 
-from .client import Api, Gone, KubernetesError, Resource, TokenBucket, connect
+from .client import Api, Gone, KubernetesError, Resource, connect
 from .convert import ENDPOINT_SLICE, NAMESPACE, NODE, SERVICE, ClusterState, Options
 from .settings import KubernetesSettings, parse_settings
 

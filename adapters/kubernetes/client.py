@@ -10,8 +10,9 @@ Contract:
   stay plain dicts (what :mod:`.convert` maps), and the status and ``Retry-After`` of
   every response, watches included, are seen.  ``watch.Watch`` is not used: it hides
   both, turns a non-JSON error body into an event and opens a second connection pool.
-* Every request first takes a token from the adapter's :class:`TokenBucket` (``qps``
-  tokens a second, at most ``burst`` saved up), as client-go's rate limiter does.
+* Every request first takes a token from the adapter's
+  :class:`~registryd.ratelimit.TokenBucket` (``qps`` tokens a second, at most ``burst``
+  saved up), as client-go's rate limiter does.
 * Answers: 2xx is used; 410 Gone raises :class:`Gone` (the caller lists again); 429 waits
   ``Retry-After`` seconds (1 s without one, at most :data:`MAX_RETRY_AFTER`) and tries
   again, up to :data:`MAX_THROTTLED` times; a 5xx is tried again up to
@@ -43,7 +44,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import time
 import urllib.parse
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
@@ -53,6 +53,8 @@ import aiohttp
 import yaml
 from kubernetes_asyncio import client as kube_client
 from kubernetes_asyncio import config as kube_config
+
+from registryd.ratelimit import TokenBucket
 
 from .convert import ENDPOINT_SLICE, NAMESPACE, NODE, SERVICE
 from .settings import KubernetesSettings
@@ -116,33 +118,6 @@ class Resource:
 
     def __str__(self) -> str:
         return self.path
-
-
-class TokenBucket:
-    """A token bucket: ``rate`` tokens a second, at most ``burst`` kept.  A request
-    reserves a token, waiting until it is due; reservations are served in order."""
-
-    def __init__(
-        self, rate: float, burst: int, *, clock: Callable[[], float] = time.monotonic
-    ) -> None:
-        self.rate = rate
-        self.burst = burst
-        self.clock = clock
-        self.tokens = float(burst)
-        self.stamp = clock()
-
-    def reserve(self) -> float:
-        """Take a token; return how many seconds to wait before using it."""
-        now = self.clock()
-        self.tokens = min(float(self.burst), self.tokens + (now - self.stamp) * self.rate)
-        self.stamp = now
-        self.tokens -= 1.0
-        return max(0.0, -self.tokens / self.rate)
-
-    async def acquire(self) -> None:
-        delay = self.reserve()
-        if delay > 0:
-            await asyncio.sleep(delay)
 
 
 # -- credentials stay out of messages ----------------------------------------------------

@@ -38,6 +38,8 @@ from registryd.adapters.consul import ConsulAdapter
 from registryd.adapters.consul.adapter import (
     BACKOFF_MAX,
     BACKOFF_MIN,
+    QUERY_BURST,
+    QUERY_RATE,
     ConsulError,
     RateLimiter,
     next_index,
@@ -49,6 +51,7 @@ from registryd.supervisor import Supervisor
 from registryd.testing import AdapterContract
 from tests.adapters.feed import Feed as SharedFeed
 from tests.emulators.consul import ConsulEmulator
+from tests.unit.test_ratelimit import Clock
 
 REAL_AGENT = os.environ.get("CONSUL_HTTP_ADDR")
 WITHIN = 5.0  # seconds: every change shows within this (rate limiting included)
@@ -217,19 +220,15 @@ class Feed(SharedFeed):
 
 
 @pytest.fixture
-async def feeds() -> AsyncIterator[Callable[..., Feed]]:
-    started: list[Feed] = []
+def feeds(feeds: list[SharedFeed]) -> Callable[..., Feed]:
+    """The shared ``feeds`` (see conftest.py) as a factory: ``feeds(adapter, prefix)``."""
 
     def start(adapter: ConsulAdapter, prefix: str = "") -> Feed:
         feed = Feed(adapter, prefix)
-        started.append(feed)
+        feeds.append(feed)
         return feed
 
-    try:
-        yield start
-    finally:
-        for feed in started:
-            await feed.close()
+    return start
 
 
 def addresses(update: Upsert | Replace) -> list[str]:
@@ -349,24 +348,18 @@ def test_next_index(last: int | None, returned: int, expected: int) -> None:
     assert next_index(last, returned) == expected
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def test_rate_limiter_burst_then_rate() -> None:
+def test_rate_limiter_takes_a_token_per_query() -> None:
+    """The token bucket itself is tested in tests/unit/test_ratelimit.py."""
     clock = Clock()
-    limiter = RateLimiter(rate=1.0, burst=2, clock=clock)
+    limiter = RateLimiter(clock=clock)
+    assert (limiter.rate, limiter.burst) == (QUERY_RATE, QUERY_BURST) == (1.0, 2)
     assert [limiter.delay(), limiter.delay()] == [0.0, 0.0]  # the burst
     assert limiter.delay() == pytest.approx(1.0)
-    clock.now += 1.0
-    assert limiter.delay() == pytest.approx(1.0)  # the token slept for was taken
-    clock.now += 10.0
-    assert [limiter.delay(), limiter.delay()] == [0.0, 0.0]  # refilled, up to the burst
-    assert limiter.delay() == pytest.approx(1.0)
+    limiter.record(early=True, moved=False)  # backoff 1 s
+    assert limiter.delay() == pytest.approx(2.0)  # the token's wait is longer
+    limiter.record(early=True, moved=False)
+    limiter.record(early=True, moved=False)  # backoff 4 s
+    assert limiter.delay() == 4.0  # longer than the token's wait (3 s)
 
 
 def test_rate_limiter_backs_off_while_the_server_does_not_block() -> None:

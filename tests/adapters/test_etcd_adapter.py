@@ -90,17 +90,6 @@ async def kv(etcd: EtcdServer) -> AsyncIterator[Any]:
         await client.close()
 
 
-@pytest.fixture
-async def feeds() -> AsyncIterator[list[Feed]]:
-    """Feeds started by the test, all closed at the end."""
-    started: list[Feed] = []
-    try:
-        yield started
-    finally:
-        for feed in started:
-            await feed.close()
-
-
 def start(feeds: list[Feed], source: EtcdAdapter) -> Feed:
     feed = Feed(source)
     feeds.append(feed)

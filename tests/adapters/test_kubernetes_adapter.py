@@ -149,16 +149,6 @@ async def kube() -> AsyncIterator[KubeEmulator]:
         yield emulator
 
 
-@pytest.fixture
-async def feeds() -> AsyncIterator[list[Feed]]:
-    started: list[Feed] = []
-    try:
-        yield started
-    finally:
-        for feed in started:
-            await feed.close()
-
-
 def make(
     kube: KubeEmulator, tmp_path: Path, name: str = "east", **settings: Any
 ) -> KubernetesAdapter:

@@ -69,6 +69,8 @@ from typing import Any
 
 from aiohttp import web
 
+from tests.emulators.base import LoopbackServer
+
 __all__ = ["ConsulEmulator", "Request"]
 
 MAX_WAIT = 600.0
@@ -156,7 +158,7 @@ class _Datacenter:
         return found
 
 
-class ConsulEmulator:
+class ConsulEmulator(LoopbackServer):
     """The emulated agent on 127.0.0.1 (see the module docstring).
 
     ``async with ConsulEmulator() as agent:`` starts it on a free port; ``agent.address``
@@ -172,13 +174,12 @@ class ConsulEmulator:
         jitter: bool = False,
         node_name: str = "emulator",
     ) -> None:
+        super().__init__(ssl_context=ssl_context)
         self.datacenters = {name: _Datacenter(name) for name in datacenters}
         self.default_dc = datacenters[0]
         self.acl_token = acl_token
-        self.ssl_context = ssl_context
         self.jitter = jitter
         self.node_name = node_name
-        self.port = 0
         self.requests: list[Request] = []
         # knobs
         self.immediate = False
@@ -187,71 +188,16 @@ class ConsulEmulator:
         self.fail_body = "rpc error: emulated failure"
         self._changed = asyncio.Event()
         self._generation = 0  # bumped by reset_index: blocked queries return
-        self._runner: web.AppRunner | None = None
-        self._inflight: dict[asyncio.Task[Any], web.Request] = {}
 
-    # -- life cycle -----------------------------------------------------------------
+    # -- life cycle (see LoopbackServer) -------------------------------------------------
 
-    async def __aenter__(self) -> ConsulEmulator:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
-
-    @property
-    def running(self) -> bool:
-        return self._runner is not None
-
-    @property
-    def inflight(self) -> int:
-        """Requests being answered now (blocked queries included)."""
-        return len(self._inflight)
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    @property
-    def url(self) -> str:
-        return f"{'https' if self.ssl_context else 'http'}://{self.address}"
-
-    async def start(self) -> None:
-        """Listen on 127.0.0.1 (a free port the first time, the same one after)."""
-        if self._runner is not None:
-            return
-        app = web.Application(middlewares=[self._middleware])
-        app.router.add_get("/v1/catalog/services", self._catalog_services)
-        app.router.add_get("/v1/health/service/{name}", self._health_service)
-        app.router.add_put("/v1/catalog/register", self._register)
-        app.router.add_put("/v1/catalog/deregister", self._deregister)
-        app.router.add_get("/v1/status/leader", self._leader)
-        app.router.add_get("/v1/agent/self", self._agent_self)
-        runner = web.AppRunner(
-            app, access_log=None, handler_cancellation=True, shutdown_timeout=0.2
-        )
-        await runner.setup()
-        site = web.TCPSite(
-            runner, "127.0.0.1", self.port, ssl_context=self.ssl_context, reuse_address=True
-        )
-        try:
-            await site.start()
-        except BaseException:
-            await runner.cleanup()
-            raise
-        self._runner = runner
-        self.port = runner.addresses[0][1]
-
-    async def stop(self) -> None:
-        """Go away like a crashed agent: stop listening and cut every open connection."""
-        runner, self._runner = self._runner, None
-        if runner is None:
-            return
-        for task, request in list(self._inflight.items()):
-            if request.transport is not None:
-                request.transport.abort()
-            task.cancel()
-        await runner.cleanup()
+    def _add_routes(self, router: web.UrlDispatcher) -> None:
+        router.add_get("/v1/catalog/services", self._catalog_services)
+        router.add_get("/v1/health/service/{name}", self._health_service)
+        router.add_put("/v1/catalog/register", self._register)
+        router.add_put("/v1/catalog/deregister", self._deregister)
+        router.add_get("/v1/status/leader", self._leader)
+        router.add_get("/v1/agent/self", self._agent_self)
 
     # -- knobs ----------------------------------------------------------------------
 
@@ -292,23 +238,17 @@ class ConsulEmulator:
         event, self._changed = self._changed, asyncio.Event()
         event.set()
 
-    @web.middleware
-    async def _middleware(
+    async def _handle(
         self, request: web.Request, handler: Callable[[web.Request], Any]
     ) -> web.StreamResponse:
         params = {k: v for k, v in request.query.items()}
         token = self._token(request)
         self.requests.append(Request(request.method, request.path, params, token, time.monotonic()))
-        task = asyncio.current_task()
-        assert task is not None
-        self._inflight[task] = request
         try:
             response: web.StreamResponse = await handler(request)
             return response
         except HTTPError as exc:
             return web.Response(status=exc.status, text=exc.text)
-        finally:
-            self._inflight.pop(task, None)
 
     @staticmethod
     def _token(request: web.Request) -> str | None:

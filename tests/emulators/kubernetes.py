@@ -81,6 +81,8 @@ from typing import Any, NamedTuple
 import yaml
 from aiohttp import web
 
+from tests.emulators.base import LoopbackServer
+
 __all__ = ["KubeEmulator", "Request"]
 
 Obj = dict[str, Any]
@@ -235,7 +237,7 @@ class _Selector:
         return "" if value is None else str(value)
 
 
-class KubeEmulator:
+class KubeEmulator(LoopbackServer):
     """The emulated apiserver on 127.0.0.1 (see the module docstring).
 
     ``async with KubeEmulator() as kube:`` starts it on a free port; test-side methods
@@ -246,10 +248,10 @@ class KubeEmulator:
     def __init__(
         self, *, history: int = 1000, bookmark_interval: float = 1.0, token: str | None = None
     ) -> None:
+        super().__init__()
         self.history = history
         self.bookmark_interval = bookmark_interval
         self.token = token
-        self.port = 0
         self.requests: list[Request] = []
         self._rv = 1
         self._floor = 1  # a watch from an RV below this answers 410
@@ -257,25 +259,8 @@ class KubeEmulator:
         self._history: deque[_Event] = deque()
         self._watches: set[_Watch] = set()
         self._failures: deque[tuple[int, int | None]] = deque()
-        self._runner: web.AppRunner | None = None
-        self._inflight: dict[asyncio.Task[Any], web.Request] = {}
 
-    # -- life cycle -------------------------------------------------------------------
-
-    async def __aenter__(self) -> KubeEmulator:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.address}"
+    # -- life cycle (see LoopbackServer) ---------------------------------------------------
 
     @property
     def resource_version(self) -> int:
@@ -286,36 +271,14 @@ class KubeEmulator:
     def open_watches(self) -> int:
         return len(self._watches)
 
-    async def start(self) -> None:
-        """Listen on 127.0.0.1 (a free port the first time, the same one after)."""
-        if self._runner is not None:
-            return
-        app = web.Application(middlewares=[self._middleware])
-        app.router.add_route("*", "/{tail:.*}", self._dispatch)
-        runner = web.AppRunner(
-            app, access_log=None, handler_cancellation=True, shutdown_timeout=0.2
-        )
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", self.port, reuse_address=True)
-        try:
-            await site.start()
-        except BaseException:
-            await runner.cleanup()
-            raise
-        self._runner = runner
-        self.port = runner.addresses[0][1]
+    def _add_routes(self, router: web.UrlDispatcher) -> None:
+        router.add_route("*", "/{tail:.*}", self._dispatch)
 
     async def stop(self) -> None:
         """Go away like a crashed apiserver: stop listening, cut every open connection."""
-        runner, self._runner = self._runner, None
-        if runner is None:
-            return
-        for task, request in list(self._inflight.items()):
-            if request.transport is not None:
-                request.transport.abort()
-            task.cancel()
-        await runner.cleanup()
-        self._watches.clear()
+        if self.running:
+            await super().stop()
+            self._watches.clear()
 
     def kubeconfig(
         self, path: Path, *, context: str = "emulator", namespace: str = "default"
@@ -434,15 +397,11 @@ class KubeEmulator:
         keys = sorted((key for key in self._objects if key[0] is kind), key=lambda k: k[1:])
         return [self._objects[key] for key in keys if selector(self._objects[key])]
 
-    @web.middleware
-    async def _middleware(
+    async def _handle(
         self, request: web.Request, handler: Callable[[web.Request], Any]
     ) -> web.StreamResponse:
         query = dict(request.query)
         self.requests.append(Request(time.monotonic(), request.method, request.path, query))
-        task = asyncio.current_task()
-        assert task is not None
-        self._inflight[task] = request
         try:
             if self.token is not None:
                 scheme, _, token = request.headers.get("Authorization", "").strip().partition(" ")
@@ -460,8 +419,6 @@ class KubeEmulator:
             return response
         except _APIError as exc:
             return exc.response()
-        finally:
-            self._inflight.pop(task, None)
 
     async def _dispatch(self, request: web.Request) -> web.StreamResponse:
         if request.method != "GET":
