@@ -19,7 +19,7 @@ import grpc
 from aiohttp import web
 
 from registryd.adapter import Adapter, AdapterContext, ConfigError
-from registryd.config import Address, RegistryConfig, Settings
+from registryd.config import Address, RegistryConfig, Settings, TlsFiles
 from registryd.metrics import Metrics
 from registryd.model import ShardKey
 from registryd.plugins import load_factory, require
@@ -59,6 +59,7 @@ class App:
     xds: XdsServer = field(default_factory=XdsServer)
     tracker: PushTracker = field(default_factory=PushTracker)
     grpc_port: int = 0
+    secure_grpc_port: int = 0  # 0: xDS over TLS is off (no certificate given)
     http_port: int = 0
     _adapters: list[tuple[ShardKey, Adapter | Callable[[], Adapter]]] = field(default_factory=list)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -116,6 +117,10 @@ class App:
         self._grpc = grpc.aio.server(options=self._grpc_options())
         self._grpc.add_generic_rpc_handlers((self.xds.handler(),))
         self.grpc_port = self._bind_grpc(self.settings.grpc_addr)
+        if self.settings.tls is not None:
+            self.secure_grpc_port = self._bind_grpc(
+                self.settings.secure_grpc_addr, self.settings.tls
+            )
         await self._grpc.start()
         settings = {reg.name: reg.settings for reg in self.settings.registries}
         sources = DebugSources(
@@ -142,9 +147,14 @@ class App:
         self.http_port = sockets[0].getsockname()[1] if sockets else 0
         for key, adapter in self._adapters:
             self.supervisor.start(key, adapter)
+        secure = self.settings.tls
         log.info(
-            "registryd serving xDS on %s, HTTP on %s, registries: %s",
+            "registryd serving xDS on %s, xDS over TLS %s, HTTP on %s, registries: %s",
             f"{self.settings.grpc_addr.host}:{self.grpc_port}",
+            "off (no --tlsCertFile)"
+            if secure is None
+            else f"on {self.settings.secure_grpc_addr.host}:{self.secure_grpc_port}"
+            + (" (mutual TLS)" if secure.client_ca else ""),
             f"{self.settings.http_addr.host}:{self.http_port}",
             ", ".join(str(k) for k, _ in self._adapters) or "none",
         )
@@ -165,14 +175,24 @@ class App:
             options.append(("grpc.max_connection_age_grace_ms", int(grace * 1000)))
         return options
 
-    def _bind_grpc(self, addr: Address) -> int:
+    def _bind_grpc(self, addr: Address, tls: TlsFiles | None = None) -> int:
+        """Listen on ``addr`` (with TLS, and mutual TLS when ``tls`` has a client CA)."""
         assert self._grpc is not None
+        flag = "--grpcAddr" if tls is None else "--secureGRPCAddr"
         try:
-            port = self._grpc.add_insecure_port(str(addr))
+            if tls is None:
+                port = self._grpc.add_insecure_port(str(addr))
+            else:
+                credentials = grpc.ssl_server_credentials(
+                    [(tls.key, tls.cert)],
+                    root_certificates=tls.client_ca,
+                    require_client_auth=tls.client_ca is not None,
+                )
+                port = self._grpc.add_secure_port(str(addr), credentials)
         except RuntimeError:  # grpcio raises instead of returning 0 on some versions
             port = 0
         if port == 0:
-            raise OSError(f"--grpcAddr {addr}: cannot listen (address in use?)")
+            raise OSError(f"{flag} {addr}: cannot listen (address in use?)")
         return port
 
     async def stop(self) -> None:

@@ -21,6 +21,7 @@ from registryd.config import (
     RegistryConfig,
     Settings,
     load_registries,
+    load_tls,
     parse_address,
     parse_duration,
 )
@@ -57,6 +58,16 @@ def _parser() -> argparse.ArgumentParser:
     d = sub.add_parser("discovery", help="run the discovery server")
     d.error = parser.error  # type: ignore[method-assign]
     d.add_argument("--grpcAddr", default=":15010", help="plaintext xDS (ADS) address")
+    d.add_argument(
+        "--secureGRPCAddr",
+        default=":15012",
+        help="xDS over TLS address (served when --tlsCertFile/--tlsKeyFile are given)",
+    )
+    d.add_argument("--tlsCertFile", default=None, help="PEM certificate for xDS over TLS")
+    d.add_argument("--tlsKeyFile", default=None, help="PEM private key for xDS over TLS")
+    d.add_argument(
+        "--caCertFile", default=None, help="PEM CA: require client certificates it signed"
+    )
     d.add_argument("--httpAddr", default=":8080", help="debug endpoints and /ready")
     d.add_argument("--monitoringAddr", default=":15014", help="metrics (and debug again)")
     d.add_argument("--domain", default="cluster.local", help="DNS domain suffix")
@@ -137,6 +148,8 @@ def parse_args(argv: Sequence[str]) -> Settings:
     debounce_max = parse_duration("--debounceMax", args.debounceMax)
     return Settings(
         grpc_addr=parse_address("--grpcAddr", args.grpcAddr),
+        secure_grpc_addr=parse_address("--secureGRPCAddr", args.secureGRPCAddr),
+        tls=load_tls(args.tlsCertFile, args.tlsKeyFile, args.caCertFile),
         http_addr=parse_address("--httpAddr", args.httpAddr),
         monitoring_addr=parse_address("--monitoringAddr", args.monitoringAddr),
         domain=args.domain,

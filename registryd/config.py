@@ -20,7 +20,9 @@ __all__ = [
     "Address",
     "RegistryConfig",
     "Settings",
+    "TlsFiles",
     "load_registries",
+    "load_tls",
     "parse_address",
     "parse_duration",
 ]
@@ -120,8 +122,46 @@ def load_registries(path: Path) -> list[RegistryConfig]:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class TlsFiles:
+    """PEM contents for xDS over TLS; with ``client_ca`` clients must present a
+    certificate it signed (mutual TLS)."""
+
+    cert: bytes
+    key: bytes
+    client_ca: bytes | None = None
+
+
+def load_tls(cert_file: str | None, key_file: str | None, ca_file: str | None) -> TlsFiles | None:
+    """Read ``--tlsCertFile``/``--tlsKeyFile``/``--caCertFile``; None when no certificate
+    is given (secure xDS off)."""
+    if not cert_file and not key_file:
+        if ca_file:
+            raise ConfigError("--caCertFile needs --tlsCertFile and --tlsKeyFile")
+        return None
+    if not cert_file or not key_file:
+        raise ConfigError("--tlsCertFile and --tlsKeyFile go together")
+
+    def read(flag: str, name: str) -> bytes:
+        try:
+            data = Path(name).read_bytes()
+        except OSError as exc:
+            raise ConfigError(f"{flag} {name}: cannot read: {exc.strerror or exc}") from None
+        if b"-----BEGIN" not in data:
+            raise ConfigError(f"{flag} {name}: not a PEM file")
+        return data
+
+    return TlsFiles(
+        cert=read("--tlsCertFile", cert_file),
+        key=read("--tlsKeyFile", key_file),
+        client_ca=read("--caCertFile", ca_file) if ca_file else None,
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Settings:
     grpc_addr: Address = Address("0.0.0.0", 15010)
+    secure_grpc_addr: Address = Address("0.0.0.0", 15012)
+    tls: TlsFiles | None = None  # xDS over TLS on secure_grpc_addr when set
     http_addr: Address = Address("0.0.0.0", 8080)
     monitoring_addr: Address = Address("0.0.0.0", 15014)
     domain: str = "cluster.local"

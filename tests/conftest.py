@@ -33,6 +33,7 @@ def loopback_settings(**overrides: object) -> Settings:
         "grpc_addr": Address("127.0.0.1", 0),
         "http_addr": Address("127.0.0.1", 0),
         "monitoring_addr": Address("127.0.0.1", 0),
+        "secure_grpc_addr": Address("127.0.0.1", 0),
         "debounce_after": 0.01,
         "debounce_max": 1.0,
     }

@@ -82,6 +82,7 @@ class AdsClient:
         metadata: Mapping[str, str] | None = None,
         auto_ack: bool = True,
         channel_options: Iterable[tuple[str, Any]] = (),
+        credentials: grpc.ChannelCredentials | None = None,
     ) -> None:
         self.target = target
         self.node = base_pb2.Node(id=node_id, cluster="test")
@@ -93,6 +94,7 @@ class AdsClient:
             )
         self.auto_ack = auto_ack
         self.channel_options = list(channel_options)
+        self.credentials = credentials  # None: plaintext
         self.reject: dict[str, str] = {}  # type_url -> NACK message
         self.responses: asyncio.Queue[Response] = asyncio.Queue()
         self.last: dict[str, Response] = {}
@@ -112,7 +114,12 @@ class AdsClient:
         await self.close()
 
     async def connect(self) -> None:
-        self._channel = grpc.aio.insecure_channel(self.target, options=self.channel_options)
+        if self.credentials is None:
+            self._channel = grpc.aio.insecure_channel(self.target, options=self.channel_options)
+        else:
+            self._channel = grpc.aio.secure_channel(
+                self.target, self.credentials, options=self.channel_options
+            )
         stream = self._channel.stream_stream(
             _METHOD,
             request_serializer=discovery_pb2.DiscoveryRequest.SerializeToString,

@@ -21,13 +21,10 @@ import platform
 import shutil
 import signal
 import ssl
-import subprocess
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
-
+from tests.certs import TlsFiles, make_tls, require
 from tests.e2e.procs import Process, ProcessDied, free_port, poll
 
 __all__ = ["EtcdServer", "TlsFiles", "etcd_binary", "etcd_server", "make_tls", "require"]
@@ -36,81 +33,8 @@ START_DEADLINE = 20.0  # seconds for etcd to elect itself and answer /health
 PORT_ATTEMPTS = 3
 
 
-def require(tool: str, hint: str) -> str:
-    """The path of ``tool``; skip the test without it (fail under ``CI``)."""
-    found = shutil.which(tool)
-    if found is None:
-        reason = f"no {tool!r} on PATH: {hint}"
-        if os.environ.get("CI"):
-            pytest.fail(f"{reason} (CI is set, so this is a failure)")
-        pytest.skip(reason)
-    return found
-
-
 def etcd_binary() -> str:
     return require("etcd", "install etcd 3.4+ (Debian/Ubuntu: apt-get install etcd-server)")
-
-
-@dataclass(frozen=True)
-class TlsFiles:
-    """A CA, a server certificate for 127.0.0.1 and a client certificate, all PEM."""
-
-    ca: Path
-    server_cert: Path
-    server_key: Path
-    client_cert: Path
-    client_key: Path
-
-
-def _openssl(*args: str | Path) -> None:
-    subprocess.run(
-        [require("openssl", "install openssl"), *map(str, args)],
-        check=True,
-        capture_output=True,
-        timeout=30,
-    )
-
-
-_NEW_KEY = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes".split()
-
-
-def _issue(directory: Path, name: str, subject: str, extensions: str, ca: Path) -> None:
-    key, csr, ext = (directory / f"{name}.key", directory / f"{name}.csr", directory / "ext")
-    _openssl("req", "-new", *_NEW_KEY, "-keyout", key, "-out", csr, "-subj", subject)
-    ext.write_text(extensions)
-    signed = ("-CA", ca, "-CAkey", directory / "ca.key", "-CAcreateserial", "-days", "2")
-    out = directory / f"{name}.crt"
-    _openssl("x509", "-req", "-in", csr, *signed, "-sha256", "-extfile", ext, "-out", out)
-
-
-def make_tls(directory: Path) -> TlsFiles:
-    """A fresh CA and the certificates it signs, in ``directory``."""
-    directory.mkdir(parents=True, exist_ok=True)
-    ca = directory / "ca.crt"
-    ca_extensions = (
-        "-addext", "basicConstraints=critical,CA:TRUE",
-        "-addext", "keyUsage=critical,keyCertSign,cRLSign",
-    )  # fmt: skip
-    _openssl(
-        "req", "-x509", *_NEW_KEY, "-keyout", directory / "ca.key", "-out", ca,
-        "-days", "2", "-subj", "/CN=registryd-test-ca", *ca_extensions,
-    )  # fmt: skip
-    usage = "keyUsage=critical,digitalSignature,keyEncipherment\n"
-    _issue(
-        directory,
-        "server",
-        "/CN=etcd",
-        f"subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n{usage}",
-        ca,
-    )
-    _issue(directory, "client", "/CN=registryd", f"extendedKeyUsage=clientAuth\n{usage}", ca)
-    return TlsFiles(
-        ca=ca,
-        server_cert=directory / "server.crt",
-        server_key=directory / "server.key",
-        client_cert=directory / "client.crt",
-        client_key=directory / "client.key",
-    )
 
 
 class EtcdServer:
