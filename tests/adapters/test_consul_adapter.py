@@ -12,9 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import shutil
 import ssl
-import subprocess
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -50,6 +48,7 @@ from registryd.registry.store import RegistryStore
 from registryd.supervisor import Supervisor
 from registryd.testing import AdapterContract
 from tests.adapters.feed import Feed as SharedFeed
+from tests.certs import TlsFiles, make_tls
 from tests.emulators.consul import ConsulEmulator
 from tests.unit.test_ratelimit import Clock
 
@@ -735,49 +734,14 @@ async def test_cancelling_closes_every_query(agent: Agent, feeds: Callable[..., 
 # -- TLS ----------------------------------------------------------------------------------
 
 
-def _openssl(*args: str, cwd: Path) -> None:
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=30)
-
-
-def _make_pki(directory: Path) -> None:
-    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-    _openssl(
-        "req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-days", "2",
-        "-subj", "/CN=registryd test CA",
-        "-addext", "basicConstraints=critical,CA:TRUE",
-        "-addext", "keyUsage=critical,keyCertSign,cRLSign",
-        cwd=directory,
-    )  # fmt: skip
-    for name, usage in (("server", "serverAuth"), ("client", "clientAuth")):
-        (directory / f"{name}.ext").write_text(
-            "basicConstraints=CA:FALSE\n"
-            f"extendedKeyUsage={usage}\n"
-            "subjectAltName=IP:127.0.0.1\n"
-            "authorityKeyIdentifier=keyid\n"
-        )
-        _openssl(
-            "req", *ec, "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={name}",
-            cwd=directory,
-        )  # fmt: skip
-        _openssl(
-            "x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
-            "-CAcreateserial", "-out", f"{name}.pem", "-days", "2",
-            "-extfile", f"{name}.ext",
-            cwd=directory,
-        )  # fmt: skip
-
-
 @pytest.fixture
-def pki(tmp_path: Path) -> Path:
-    if shutil.which("openssl") is None:
-        pytest.skip("needs the openssl command to make certificates")
-    _make_pki(tmp_path)
-    return tmp_path
+def pki(tmp_path: Path) -> TlsFiles:
+    return make_tls(tmp_path / "pki")
 
 
-async def test_tls_with_client_certificate(pki: Path, feeds: Callable[..., Feed]) -> None:
-    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=str(pki / "ca.pem"))
-    server.load_cert_chain(pki / "server.pem", pki / "server.key")
+async def test_tls_with_client_certificate(pki: TlsFiles, feeds: Callable[..., Feed]) -> None:
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=str(pki.ca))
+    server.load_cert_chain(pki.server_cert, pki.server_key)
     server.verify_mode = ssl.CERT_REQUIRED  # mutual TLS, as with verify_incoming
     async with ConsulEmulator(ssl_context=server) as emulator:
         emulator.register(
@@ -785,23 +749,23 @@ async def test_tls_with_client_certificate(pki: Path, feeds: Callable[..., Feed]
         )
         tls = {
             "address": emulator.url,
-            "ca_file": str(pki / "ca.pem"),
-            "cert_file": str(pki / "client.pem"),
-            "key_file": str(pki / "client.key"),
+            "ca_file": str(pki.ca),
+            "cert_file": str(pki.client_cert),
+            "key_file": str(pki.client_key),
         }
         assert addresses(await feeds(make(tls)).replace()) == ["10.0.0.1"]
 
         unverified = {**tls, "ca_file": None, "verify": False}  # the client cert still goes
         assert addresses(await feeds(make(unverified)).replace()) == ["10.0.0.1"]
 
-        no_client_cert = {"address": emulator.url, "ca_file": str(pki / "ca.pem")}
+        no_client_cert = {"address": emulator.url, "ca_file": str(pki.ca)}
         assert isinstance(await feeds(make(no_client_cert)).error(), ConsulError)
 
-        unknown_ca = {**tls, "ca_file": str(pki / "client.pem")}
+        unknown_ca = {**tls, "ca_file": str(pki.client_cert)}
         error = await feeds(make(unknown_ca)).error()
         assert "CERTIFICATE_VERIFY_FAILED" in str(error)
 
-        missing = {**tls, "ca_file": str(pki / "nope.pem")}
+        missing = {**tls, "ca_file": str(pki.ca.parent / "nope.pem")}
         error = await feeds(make(missing)).error()
         assert "TLS setup" in str(error)
 
