@@ -69,6 +69,7 @@ _DESCRIPTIONS = {
     "serviceentry": "ServiceEntry YAML registry adapter.",
     "consul": "Consul registry adapter: blocking queries on the catalog and health.",
     "etcd": "etcd registry adapter: list and watch of the service prefix.",
+    "kubernetes": "Kubernetes registry adapter: Services, EndpointSlices and Nodes.",
     "supervisor": "Registry adapter supervision and restarts.",
     "web": "HTTP debug and readiness endpoints.",
 }
