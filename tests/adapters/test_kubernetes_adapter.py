@@ -17,6 +17,7 @@ import yaml
 from registryd.adapter import Adapter, AdapterContext, Delete, Problems, Replace, Update, Upsert
 from registryd.adapters.kubernetes import KubernetesAdapter
 from registryd.adapters.kubernetes.adapter import KubernetesError
+from registryd.adapters.kubernetes.client import PAGE_SIZE
 from registryd.model import Health, Locality
 from registryd.testing import AdapterContract
 from tests.adapters.feed import Feed as SharedFeed
@@ -378,6 +379,20 @@ async def test_watches_ask_for_bookmarks_and_a_server_side_timeout(
 
 
 # -- clusters and namespaces ----------------------------------------------------------------------
+
+
+async def test_lists_larger_than_a_page_are_read_in_pages(
+    kube: KubeEmulator, tmp_path: Path, feeds: list[Feed]
+) -> None:
+    count = PAGE_SIZE + 7
+    for i in range(count):
+        kube.apply(svc(f"web-{i:04d}", ip=f"10.96.{i // 250}.{i % 250 + 1}"))
+    feed = start(feeds, make(kube, tmp_path))
+    replace, _ = await feed.synced()
+    assert len({s.hostname for s in replace.services}) == count
+    pages = [r for r in kube.requests if r.path == "/api/v1/services" and "watch" not in r.query]
+    assert [r.query.get("limit") for r in pages] == [str(PAGE_SIZE)] * 2
+    assert "continue" not in pages[0].query and pages[1].query.get("continue")
 
 
 async def test_two_clusters_deliver_the_same_service_with_their_cluster_ids(

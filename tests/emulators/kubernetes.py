@@ -54,19 +54,24 @@ or RVs, and whatever :meth:`fail_next` asks.  Knobs: :meth:`apply`, :meth:`delet
 ``graceful`` a clean end), :meth:`fail_next`, :meth:`stop`/:meth:`start` (connections
 cut; the same port and state after), :attr:`requests`, :attr:`open_watches`.
 
-Not covered: writes over HTTP (use :meth:`apply`/:meth:`delete`), ``limit``/``continue``
-(ignored: one page), ``resourceVersion``/``resourceVersionMatch`` on lists and gets
-(always the newest state; the apiserver waits up to 3 s for an RV it has not reached,
-then answers 504), ``sendInitialEvents`` (streaming lists), watches on an object's path
-or under ``/watch/``, protobuf/CBOR/Table, aggregated discovery, validation, defaulting
-and admission (a namespace need not exist), finalizers and graceful deletion,
-``generation``, managed fields, TLS, RBAC, priority and fairness (use :meth:`fail_next`).
+Lists honour ``limit``/``continue``: later pages come from the snapshot of the first, with
+``remainingItemCount``; a token unknown or older than :meth:`compact` answers 410 Expired.
+
+Not covered: writes over HTTP (use :meth:`apply`/:meth:`delete`),
+``resourceVersion``/``resourceVersionMatch`` on lists and gets (always the newest state;
+the apiserver waits up to 3 s for an RV it has not reached, then answers 504),
+``sendInitialEvents`` (streaming lists), watches on an object's path or under
+``/watch/``, protobuf/CBOR/Table, aggregated discovery, validation, defaulting and
+admission (a namespace need not exist), finalizers and graceful deletion,
+``generation``, managed fields, TLS, RBAC, priority and fairness (use
+:meth:`fail_next`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import copy
+import itertools
 import json
 import re
 import time
@@ -257,6 +262,10 @@ class KubeEmulator(LoopbackServer):
         self._floor = 1  # a watch from an RV below this answers 410
         self._objects: dict[tuple[_Kind, str, str], Obj] = {}
         self._history: deque[_Event] = deque()
+        # continue token -> (RV of the first page, the items still to send): later pages
+        # come from the snapshot the first page was cut from, as the apiserver does
+        self._pages: dict[str, tuple[int, list[Obj]]] = {}
+        self._page_ids = itertools.count(1)
         self._watches: set[_Watch] = set()
         self._failures: deque[tuple[int, int | None]] = deque()
 
@@ -350,6 +359,7 @@ class KubeEmulator(LoopbackServer):
         """Forget every past event: a watch from any RV before now gets 410 Expired."""
         self._history.clear()
         self._floor = self._rv
+        self._pages.clear()
 
     async def drop_watches(self, *, graceful: bool = False, timeout: float = 5.0) -> None:
         """End every open watch stream while the server stays up: by default abruptly (the
@@ -443,11 +453,28 @@ class KubeEmulator(LoopbackServer):
         selector = _Selector(kind, namespace, labels, fields)
         if _bool(query.get("watch")):
             return await self._watch(request, kind, selector)
-        items = [
-            {k: v for k, v in o.items() if k not in ("kind", "apiVersion")}
-            for o in self._select(kind, selector)
-        ]
-        meta = {"resourceVersion": str(self._rv)}
+        token = query.get("continue", "")
+        if token:
+            if token not in self._pages:
+                message = (
+                    "The provided continue parameter is too old to display a consistent "
+                    "list result. You can start a new list without the continue parameter."
+                )
+                raise _APIError(_status(410, message, reason="Expired"))
+            rv, items = self._pages.pop(token)
+        else:
+            rv = self._rv
+            items = [
+                {k: v for k, v in o.items() if k not in ("kind", "apiVersion")}
+                for o in self._select(kind, selector)
+            ]
+        meta: Obj = {"resourceVersion": str(rv)}
+        limit = int(query["limit"]) if query.get("limit", "").isdigit() else 0
+        if 0 < limit < len(items):
+            items, rest = items[:limit], items[limit:]
+            token = f"page-{rv}-{next(self._page_ids)}"
+            self._pages[token] = (rv, rest)
+            meta |= {"continue": token, "remainingItemCount": len(rest)}
         list_kind = {"kind": f"{kind.kind}List", "apiVersion": kind.api_version}
         return web.json_response({**list_kind, "metadata": meta, "items": items})
 

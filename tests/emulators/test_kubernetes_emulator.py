@@ -196,6 +196,25 @@ async def test_list_carries_resource_versions(
         assert response.status == 405
 
 
+async def test_lists_page_from_one_snapshot(kube: KubeEmulator, api: client.ApiClient) -> None:
+    v1 = client.CoreV1Api(api)
+    for name in "abcde":
+        kube.apply(service(name))
+    first = await v1.list_service_for_all_namespaces(limit=2)
+    assert [s.metadata.name for s in first.items] == ["a", "b"]
+    assert first.metadata.remaining_item_count == 3 and first.metadata._continue
+    kube.apply(service("f"))  # later pages still come from the first page's snapshot
+    rest = await v1.list_service_for_all_namespaces(limit=10, _continue=first.metadata._continue)
+    assert [s.metadata.name for s in rest.items] == ["c", "d", "e"]
+    assert rest.metadata.resource_version == first.metadata.resource_version
+    assert not rest.metadata._continue
+    again = await v1.list_service_for_all_namespaces(limit=2)
+    kube.compact()
+    with pytest.raises(client.ApiException) as expired:
+        await v1.list_service_for_all_namespaces(limit=2, _continue=again.metadata._continue)
+    assert expired.value.status == 410
+
+
 async def test_every_kind_is_served(kube: KubeEmulator, api: client.ApiClient) -> None:
     v1, discovery = client.CoreV1Api(api), client.DiscoveryV1Api(api)
     kube.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop"}})
