@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import Any
 
-from registryd.adapter import AdapterContext, Delete, Replace, Update, Upsert
+from registryd.adapter import AdapterContext, ConfigError, Delete, Replace, Update, Upsert
 from registryd.model import Endpoint, Service
 
 __all__ = ["MemoryAdapter"]
@@ -27,6 +27,10 @@ class MemoryAdapter:
         settings: Mapping[str, Any] | None = None,
         context: AdapterContext | None = None,
     ) -> None:
+        if settings:
+            raise ConfigError(
+                f"registry {name!r} (memory): takes no settings, got {sorted(settings)}"
+            )
         self.name = name
         self.services: dict[str, Service] = {}
         self.endpoints: dict[str, tuple[Endpoint, ...]] = {}

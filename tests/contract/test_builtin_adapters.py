@@ -15,6 +15,8 @@ from tests.adapters.yaml_docs import entry
 
 
 class TestMemoryAdapter(AdapterContract):
+    factory = MemoryAdapter
+
     async def setup_registry(self) -> None:
         self.memory = MemoryAdapter()
 
@@ -36,6 +38,9 @@ class TestMemoryAdapter(AdapterContract):
 
     async def heal_registry(self) -> None:
         pass  # the next watch() works again
+
+    def bad_settings(self) -> list[dict[str, object]]:
+        return [{"path": "/x"}]
 
 
 class TestServiceEntryAdapter(AdapterContract):
