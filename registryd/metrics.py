@@ -31,14 +31,8 @@ from registryd.xds import resources as res
 from registryd.xds.server import XdsServer
 from registryd.xds.stream import EXPIRED, NACK, Connection, Digest, Planned
 
-__all__ = ["Metrics", "short_type"]
+__all__ = ["Metrics"]
 
-_SHORT = {
-    res.CLUSTER_TYPE: "cds",
-    res.ENDPOINT_TYPE: "eds",
-    res.LISTENER_TYPE: "lds",
-    res.ROUTE_TYPE: "rds",
-}
 # istiod's buckets (pilot/pkg/xds/monitoring.go)
 _TIME_BUCKETS = (0.01, 0.1, 1, 3, 5, 10, 20, 30)
 _CONVERGENCE_BUCKETS = (0.1, 0.5, 1, 3, 5, 10, 20, 30)
@@ -51,11 +45,6 @@ _COUNTERS = {  # name -> help; every one has the single label "type"
     "pilot_total_xds_rejects": "Total number of XDS responses from pilot rejected by proxy.",
     "pilot_xds_expired_nonce": "Total number of XDS requests with an expired nonce.",
 }
-
-
-def short_type(type_url: str) -> str:
-    """``cds``/``eds``/``lds``/``rds`` for a type URL, as istiod labels its metrics."""
-    return _SHORT.get(type_url, type_url.rsplit(".", 1)[-1].lower())
 
 
 class _Counters(Collector):
@@ -235,7 +224,7 @@ class Metrics:
     def sent(
         self, conn: Connection, planned: Planned, version: int, started: float, finished: float
     ) -> None:
-        kind = short_type(planned.type_url)
+        kind = res.short_type(planned.type_url)
         self.counters.inc("pilot_xds_pushes", kind)
         self.config_size.labels(kind).observe(len(planned.payload))
         self.send_time.observe(finished - started)
@@ -245,7 +234,7 @@ class Metrics:
         self.push_time.labels(kind).observe(finished - since)
 
     def failed(self, conn: Connection, planned: Planned) -> None:
-        self.counters.inc("pilot_xds_pushes", short_type(planned.type_url) + "_senderr")
+        self.counters.inc("pilot_xds_pushes", res.short_type(planned.type_url) + "_senderr")
 
     def synced(self, conn: Connection, version: int, at: float) -> None:
         push = self._pushes.get(version)
@@ -256,6 +245,6 @@ class Metrics:
         if digest.state is None:
             return
         if digest.kind == NACK:
-            self.counters.inc("pilot_total_xds_rejects", short_type(digest.state.type_url))
+            self.counters.inc("pilot_total_xds_rejects", res.short_type(digest.state.type_url))
         elif digest.kind == EXPIRED:
-            self.counters.inc("pilot_xds_expired_nonce", short_type(digest.state.type_url))
+            self.counters.inc("pilot_xds_expired_nonce", res.short_type(digest.state.type_url))

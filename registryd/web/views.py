@@ -39,8 +39,6 @@ __all__ = [
 JSON = dict[str, Any]
 REDACTED = "<redacted>"
 _SECRET = re.compile(r"token|password|passwd|secret|credential|private[_-]?key|auth", re.I)
-_SHORT = {res.CLUSTER_TYPE: "cds", res.ENDPOINT_TYPE: "eds"}
-_SHORT |= {res.LISTENER_TYPE: "lds", res.ROUTE_TYPE: "rds"}
 
 
 def rfc3339(wall: float | None) -> str | None:
@@ -219,7 +217,7 @@ def _subscriptions(conn: Connection) -> JSON:
     for type_url in ORDER:
         state = conn.states.get(type_url)
         if state is not None and state.requested:
-            out[_SHORT[type_url]] = ["*"] if state.wildcard else sorted(state.names)
+            out[res.short_type(type_url)] = ["*"] if state.wildcard else sorted(state.names)
     return out
 
 
@@ -290,7 +288,7 @@ def syncz(conns: Iterable[Connection], proxy_id: str = "") -> list[JSON]:
         if not _matches(c, proxy_id):
             continue
         types = {
-            _SHORT[t]: _type_sync(c.states[t], offset)
+            res.short_type(t): _type_sync(c.states[t], offset)
             for t in ORDER
             if t in c.states and c.states[t].requested
         }
@@ -349,9 +347,7 @@ def _trace(trace: PushTrace, proxy_id: str) -> JSON:
         if proxy_id and proxy_id not in (d.proxy, d.conn_id):
             continue
         entry = proxies.setdefault(d.conn_id, {"proxyID": d.proxy, "connectionID": d.conn_id})
-        entry.setdefault("types", {})[_SHORT.get(d.type_url, d.type_url)] = _delivery(
-            d, trace.started
-        )
+        entry.setdefault("types", {})[res.short_type(d.type_url)] = _delivery(d, trace.started)
     acked: list[float] = []
     nacked = pending = 0
     for entry in proxies.values():

@@ -52,6 +52,7 @@ __all__ = [
     "build_sidecar_listener",
     "cluster_name",
     "grpc_listener_name",
+    "short_type",
     "sidecar_listener_name",
 ]
 
@@ -59,6 +60,14 @@ CLUSTER_TYPE = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
 ENDPOINT_TYPE = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
 LISTENER_TYPE = "type.googleapis.com/envoy.config.listener.v3.Listener"
 ROUTE_TYPE = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
+_SHORT_TYPES = {CLUSTER_TYPE: "cds", ENDPOINT_TYPE: "eds", LISTENER_TYPE: "lds", ROUTE_TYPE: "rds"}
+
+
+def short_type(type_url: str) -> str:
+    """``cds``/``eds``/``lds``/``rds`` for a type URL, as istiod names types in its metrics
+    and debug output (any other type: its message name, lower-cased)."""
+    return _SHORT_TYPES.get(type_url, type_url.rsplit(".", 1)[-1].lower())
+
 
 _HTTP_OPTIONS_KEY = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 _HEALTH = {
