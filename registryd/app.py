@@ -91,7 +91,9 @@ class App:
             debounce_max=self.settings.debounce_max,
         )
         self.supervisor = Supervisor(self.store)
-        self.metrics = Metrics(self.store, self.xds, lambda: dict(self.supervisor.restarts))
+        self.metrics = Metrics(
+            self.store, self.xds, self.tracker, lambda: dict(self.supervisor.restarts)
+        )
         self.store.subscribe(self.metrics.registry_changed)
         self.push.listeners.append(self._announce)
         self.push.listeners.append(self.metrics.pushed)

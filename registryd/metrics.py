@@ -10,14 +10,14 @@ naming rules and are typed normally.
 Events come in through three hooks, none of which blocks: the xDS server's observer
 interface (:meth:`sent`, :meth:`failed`, :meth:`synced`, :meth:`answered`), the push
 controller's listener (:meth:`pushed`) and the store's change listener
-(:meth:`registry_changed`).  Gauges (connected clients, services, per-registry state)
-are read from the live objects at scrape time.
+(:meth:`registry_changed`).  When a push started and was published is read from the
+:class:`~registryd.xds.tracking.PushTracker` (the pushes ``/debug/pushz`` keeps), so
+push and convergence times are measured for those pushes.  Gauges (connected clients,
+services, per-registry state) are read from the live objects at scrape time.
 """
 
 from __future__ import annotations
 
-import time
-from collections import OrderedDict
 from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
@@ -30,6 +30,7 @@ from registryd.registry.store import ChangeEvent, RegistryStore
 from registryd.xds import resources as res
 from registryd.xds.server import XdsServer
 from registryd.xds.stream import EXPIRED, NACK, Connection, Digest, Planned
+from registryd.xds.tracking import PushTracker
 
 __all__ = ["Metrics"]
 
@@ -161,6 +162,7 @@ class Metrics:
         self,
         store: RegistryStore,
         xds: XdsServer,
+        tracker: PushTracker,
         failures: Callable[[], dict[ShardKey, int]] = dict,
     ) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
@@ -200,8 +202,7 @@ class Metrics:
             _SIZE_BUCKETS,
             "type",
         )
-        # version -> (first registry event, published), both monotonic; a few kept
-        self._pushes: OrderedDict[int, tuple[float, float]] = OrderedDict()
+        self._tracker = tracker  # when each recent push started and was published
 
     def render(self) -> bytes:
         """The text exposition format."""
@@ -213,12 +214,8 @@ class Metrics:
 
     def pushed(self, record: PushRecord) -> None:
         """Called just before the push's snapshot is published."""
-        published = time.monotonic()
         self.counters.inc("pilot_push_triggers", "endpoint" if record.endpoints_only else "service")
         self.debounce.observe(record.debounce_seconds)
-        self._pushes[record.version] = (record.started, published)
-        while len(self._pushes) > 64:
-            self._pushes.popitem(last=False)
 
     # -- xDS server observer -------------------------------------------------------------
     def sent(
@@ -228,18 +225,22 @@ class Metrics:
         self.counters.inc("pilot_xds_pushes", kind)
         self.config_size.labels(kind).observe(len(planned.payload))
         self.send_time.observe(finished - started)
-        push = self._pushes.get(version)
+        push = self._tracker.get(version)
         # a push: time from the snapshot's publication; a request: the write alone
-        since = push[1] if push is not None and push[1] >= conn.connected_mono else started
+        since = (
+            push.published
+            if push is not None and push.published >= conn.connected_mono
+            else started
+        )
         self.push_time.labels(kind).observe(finished - since)
 
     def failed(self, conn: Connection, planned: Planned) -> None:
         self.counters.inc("pilot_xds_pushes", res.short_type(planned.type_url) + "_senderr")
 
     def synced(self, conn: Connection, version: int, at: float) -> None:
-        push = self._pushes.get(version)
-        if push is not None and push[0] >= conn.connected_mono:
-            self.convergence.observe(at - push[0])
+        push = self._tracker.get(version)
+        if push is not None and push.started >= conn.connected_mono:
+            self.convergence.observe(at - push.started)
 
     def answered(self, conn: Connection, digest: Digest, version_info: str, at: float) -> None:
         if digest.state is None:
