@@ -21,6 +21,7 @@ __all__ = [
     "RegistryConfig",
     "Settings",
     "TlsFiles",
+    "go_duration",
     "load_registries",
     "load_tls",
     "parse_address",
@@ -51,18 +52,28 @@ def parse_address(flag: str, text: str) -> Address:
 
 
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
+
+
+def go_duration(text: str) -> float | None:
+    """Seconds in a Go-style duration (``30m``, ``1h30m``, ``500ms``, ``1.5s``: every part
+    with a unit); None if ``text`` is not one.  For flags and adapter settings alike."""
+    text = text.strip()
+    parts = _DURATION_PART.findall(text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        return None
+    return sum(float(n) * _UNITS[u] for n, u in parts)
 
 
 def parse_duration(flag: str, text: str) -> float | None:
-    """Go-style durations (``30m``, ``1h30m``, ``500ms``, ``10s``); any zero duration
-    (``0``, ``0s``) and ``infinite`` mean no limit (``None``)."""
+    """A duration flag (:func:`go_duration`); any zero duration (``0``, ``0s``) and
+    ``infinite`` mean no limit (``None``)."""
     text = text.strip()
     if text in ("", "0", "infinite", "inf"):
         return None
-    parts = re.findall(r"(\d+(?:\.\d+)?)(ms|s|m|h)", text)
-    if not parts or "".join(n + u for n, u in parts) != text:
+    total = go_duration(text)
+    if total is None:
         raise ConfigError(f"{flag}: expected a duration like 30m, 1h or 500ms, got {text!r}")
-    total = sum(float(n) * _UNITS[u] for n, u in parts)
     return total or None  # "0s" is zero too
 
 

@@ -44,6 +44,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from registryd.adapter import ConfigError
+from registryd.config import go_duration
 
 from .convert import DEFAULT_HOSTNAME, is_dns_name
 
@@ -75,8 +76,6 @@ SETTINGS = (
     "warning_is_healthy",
 )
 TEMPLATE_FIELDS = frozenset({"service", "datacenter"})
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0}
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m)")
 _HOST = re.compile(r"[A-Za-z0-9](?:[-A-Za-z0-9.]*[A-Za-z0-9])?")
 _NAMESPACE = re.compile(r"[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?")
 _DATACENTER = re.compile(r"[A-Za-z0-9_-]+")
@@ -290,12 +289,8 @@ def _wait(where: str, value: Any) -> float:
         raise bad
     if isinstance(value, int | float):
         seconds = float(value)
-    elif isinstance(value, str):
-        text = value.strip()
-        parts = _DURATION.findall(text)
-        if not parts or "".join(n + u for n, u in parts) != text:
-            raise bad
-        seconds = sum(float(n) * _UNITS[u] for n, u in parts)
+    elif isinstance(value, str) and (parsed := go_duration(value)) is not None:
+        seconds = parsed
     else:
         raise bad
     if not MIN_WAIT <= seconds <= MAX_WAIT:
