@@ -21,6 +21,8 @@ class _Handler(BaseHTTPRequestHandler):
     server: _NamedServer
 
     def do_GET(self) -> None:
+        # Count before answering: a client that has read the answer must find it counted.
+        self.server.count_request(self.headers.get("Host", ""))
         body = self.server.name.encode()
         self.send_response(200)
         self.send_header("Content-Type", "text/plain")
@@ -28,7 +30,6 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("X-Backend", self.server.name)
         self.end_headers()
         self.wfile.write(body)
-        self.server.count_request(self.headers.get("Host", ""))
 
     def log_message(self, format: str, *args: Any) -> None:
         """Quiet: the tests count requests instead."""
