@@ -332,6 +332,7 @@ class _Run:
                 namespace=settings.namespace,
                 warning_is_healthy=settings.warning_is_healthy,
                 prefix_datacenter=len(settings.datacenters) > 1,
+                kinds=settings.kinds,
             )
         )
         self.events: asyncio.Queue[_Event] = asyncio.Queue()

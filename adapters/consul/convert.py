@@ -52,6 +52,10 @@ Mapping (one entry of ``/v1/health/service/<name>`` is one Consul service instan
   ``_service_maintenance:<id>``) → DRAINING.  Weights default to 1/1.
 * two instances with the same address and port give one endpoint (the first), with a
   note.
+* service kinds: only instances whose ``Service.Kind`` is in ``kinds`` count; by default
+  only typical services (empty ``Kind``), so Connect sidecar proxies and gateways that
+  Consul lists beside them (``web-sidecar-proxy``...) give no hostname.  Their raw
+  entries stay visible.
 """
 
 from __future__ import annotations
@@ -80,6 +84,7 @@ __all__ = [
     "hostname_for",
     "is_dns_name",
     "public_entry",
+    "service_kind",
     "tag_labels",
 ]
 
@@ -123,6 +128,7 @@ class Options:
     namespace: str = "default"
     warning_is_healthy: bool = True
     prefix_datacenter: bool = False
+    kinds: frozenset[str] = frozenset({""})  # Service.Kind values to use; "" = typical
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -215,6 +221,14 @@ def aggregate_status(checks: Iterable[Mapping[str, Any]]) -> str:
         if status in seen:
             return status
     return "passing"
+
+
+def service_kind(entry: Any) -> str:
+    """The ``Service.Kind`` of a health entry (``""``: a typical service, also when the
+    entry is too malformed to tell; :func:`convert_entry` reports those)."""
+    service = entry.get("Service") if isinstance(entry, Mapping) else None
+    kind = service.get("Kind") if isinstance(service, Mapping) else None
+    return kind if isinstance(kind, str) else ""
 
 
 def _mapping(value: Any, what: str) -> Mapping[str, Any]:
@@ -576,6 +590,8 @@ class ConsulState:
         instances: list[Instance] = []
         errors: dict[str, str] = {}
         for entry in entries:
+            if service_kind(entry) not in options.kinds:
+                continue
             try:
                 instances.append(
                     convert_entry(entry, service=name, datacenter=datacenter, options=options)

@@ -25,6 +25,10 @@ setting                default               meaning
 ``hostname``           see below             template: ``{service}``, ``{datacenter}``
 ``namespace``          ``default``           namespace of every service
 ``warning_is_healthy`` ``true``              a ``warning`` instance still gets traffic
+``kinds``              ``[typical]``         Consul service kinds to use: ``typical``,
+                                             ``connect-proxy``, ``mesh-gateway``,
+                                             ``terminating-gateway``,
+                                             ``ingress-gateway``, ``api-gateway``
 =====================  ====================  ============================================
 
 The default ``hostname`` is ``{service}.service.consul``.  ``{datacenter}`` needs
@@ -74,11 +78,14 @@ SETTINGS = (
     "hostname",
     "namespace",
     "warning_is_healthy",
+    "kinds",
 )
+TYPICAL = "typical"  # Consul's name for the kind of a plain service (an empty Kind)
 TEMPLATE_FIELDS = frozenset({"service", "datacenter"})
 _HOST = re.compile(r"[A-Za-z0-9](?:[-A-Za-z0-9.]*[A-Za-z0-9])?")
 _NAMESPACE = re.compile(r"[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?")
 _DATACENTER = re.compile(r"[A-Za-z0-9_-]+")
+_KIND = re.compile(r"[a-z][-a-z0-9]*")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -99,6 +106,7 @@ class ConsulSettings:
     hostname: str = DEFAULT_HOSTNAME
     namespace: str = "default"
     warning_is_healthy: bool = True
+    kinds: frozenset[str] = frozenset({""})  # Service.Kind values; "" = typical
 
     @property
     def base_url(self) -> str:
@@ -150,6 +158,7 @@ def parse_settings(name: str, settings: Mapping[str, Any]) -> ConsulSettings:
         hostname=hostname,
         namespace=_namespace(where, settings.get("namespace", "default")),
         warning_is_healthy=_flag(where, settings, "warning_is_healthy", True),
+        kinds=_kinds(where, settings.get("kinds", [TYPICAL])),
     )
 
 
@@ -302,3 +311,16 @@ def _namespace(where: str, value: Any) -> str:
     if not isinstance(value, str) or not _NAMESPACE.fullmatch(value):
         raise ConfigError(f"{where}: 'namespace' must be a DNS label like 'default', got {value!r}")
     return value
+
+
+def _kinds(where: str, value: Any) -> frozenset[str]:
+    """Kind names -> ``Service.Kind`` values (``typical`` is the empty kind).  Any
+    lower-case name is taken, so kinds newer than this list work too."""
+    if not isinstance(value, list | tuple) or not value:
+        raise ConfigError(f"{where}: 'kinds' must be a non-empty list like [typical]: {value!r}")
+    for kind in value:
+        if not isinstance(kind, str) or not _KIND.fullmatch(kind):
+            raise ConfigError(f"{where}: 'kinds' must be names like connect-proxy, got {kind!r}")
+    if len(set(value)) != len(value):
+        raise ConfigError(f"{where}: 'kinds' lists a kind twice: {list(value)}")
+    return frozenset("" if kind == TYPICAL else kind for kind in value)

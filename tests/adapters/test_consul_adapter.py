@@ -108,20 +108,27 @@ class Agent:
         status: str = "passing",
         meta: dict[str, str] | None = None,
         tags: list[str] | None = None,
+        proxy_for: str | None = None,
     ) -> None:
+        """Register an instance; with ``proxy_for``, a Connect sidecar proxy of that
+        service (``Kind: connect-proxy``)."""
         name, node_name = self.name(service), self.name(node)
         service_id = service_id or name
         self.nodes.add(node_name)
+        service_body: dict[str, Any] = {
+            "ID": service_id,
+            "Service": name,
+            "Port": port,
+            "Meta": meta or {},
+            "Tags": tags or [],
+        }
+        if proxy_for is not None:
+            service_body["Kind"] = "connect-proxy"
+            service_body["Proxy"] = {"DestinationServiceName": self.name(proxy_for)}
         payload = {
             "Node": node_name,
             "Address": address,
-            "Service": {
-                "ID": service_id,
-                "Service": name,
-                "Port": port,
-                "Meta": meta or {},
-                "Tags": tags or [],
-            },
+            "Service": service_body,
             "Check": {
                 "CheckID": f"service:{service_id}",
                 "Name": "health",
@@ -244,6 +251,13 @@ def test_settings_defaults() -> None:
     assert settings.wait == 300.0 and format_wait(settings.wait) == "300s"
     assert (settings.hostname, settings.namespace) == ("{service}.service.consul", "default")
     assert settings.verify and settings.warning_is_healthy and not settings.stale
+    assert settings.kinds == frozenset({""})  # typical services only
+
+
+def test_settings_kinds() -> None:
+    kinds = parse_settings("c", {"kinds": ["typical", "connect-proxy", "api-gateway"]}).kinds
+    assert kinds == frozenset({"", "connect-proxy", "api-gateway"})
+    assert parse_settings("c", {"kinds": ["mesh-gateway"]}).kinds == frozenset({"mesh-gateway"})
 
 
 @pytest.mark.parametrize(
@@ -304,6 +318,10 @@ def test_settings_wait_and_datacenters() -> None:
         ({"scheme": "https", "key_file": "/k.pem"}, "'key_file' needs 'cert_file'"),
         ({"scheme": "https", "cert_file": 3}, "'cert_file' must be a file path"),
         ({"address": "http://user:pw@x:1"}, "must not carry credentials"),
+        ({"kinds": []}, "'kinds' must be a non-empty list"),
+        ({"kinds": "typical"}, "'kinds' must be a non-empty list"),
+        ({"kinds": ["Connect Proxy"]}, "'kinds' must be names"),
+        ({"kinds": ["typical", "typical"]}, "lists a kind twice"),
     ],
 )
 def test_settings_errors_name_the_registry(settings: dict[str, Any], message: str) -> None:
@@ -399,6 +417,28 @@ async def test_full_state_first(agent: Agent, feeds: Callable[..., Feed]) -> Non
     assert isinstance(problems, Problems)
     assert {k: v for k, v in problems.errors.items() if k.startswith(agent.prefix)} == {}
     assert len(problems.sources[agent.name("web")]) == 2
+
+
+async def test_connect_sidecar_proxies_are_left_out_unless_asked_for(
+    agent: Agent, feeds: Callable[..., Feed]
+) -> None:
+    await agent.register("web", "web-1")
+    await agent.register("web-sidecar-proxy", "web-1-sidecar", port=21000, proxy_for="web")
+    feed = feeds(agent.adapter(), agent.prefix)
+    replace = await feed.replace()
+    assert [s.hostname for s in replace.services] == [agent.host("web")]
+    assert {(e.address, e.port) for e in replace.endpoints} == {("10.0.0.1", 8080)}
+    problems = await feed.next()
+    assert isinstance(problems, Problems)
+    # left out without an error, but its entries are on the debug port
+    assert not any(agent.name("web-sidecar-proxy") in key for key in problems.errors)
+    (proxy,) = problems.sources[agent.name("web-sidecar-proxy")]
+    assert proxy["Service"]["Kind"] == "connect-proxy"
+
+    both = feeds(agent.adapter(kinds=["typical", "connect-proxy"]), agent.prefix)
+    replace = await both.replace()
+    hosts = [s.hostname for s in replace.services]
+    assert hosts == sorted([agent.host("web"), agent.host("web-sidecar-proxy")])
 
 
 async def test_register_deregister_and_health_changes(

@@ -19,6 +19,7 @@ from registryd.adapters.consul.convert import (
     health_entries,
     hostname_for,
     public_entry,
+    service_kind,
     tag_labels,
 )
 from registryd.model import Health, Labels, Locality, Location, Resolution
@@ -387,6 +388,42 @@ def test_state_service_without_usable_instances_has_no_hostname() -> None:
     state.health("", "web", [])
     assert state.changes() == []
     assert state.hostnames == []
+
+
+def proxy_entry(service: str = "web-sidecar-proxy", kind: str = "connect-proxy") -> dict[str, Any]:
+    raw = entry(service, port=21000)
+    raw["Service"]["Kind"] = kind
+    raw["Service"]["Proxy"] = {"DestinationServiceName": "web"}
+    return raw
+
+
+def test_service_kind() -> None:
+    assert service_kind(entry()) == ""
+    assert service_kind(proxy_entry(kind="mesh-gateway")) == "mesh-gateway"
+    assert service_kind({"Service": None}) == "" and service_kind([]) == ""
+
+
+def test_state_leaves_out_proxies_and_gateways_by_default() -> None:
+    state = ConsulState()
+    state.catalog("", ["web", "web-sidecar-proxy", "gateway"])
+    state.health("", "web", [entry(), proxy_entry("web", kind="terminating-gateway")])
+    state.health("", "web-sidecar-proxy", [proxy_entry()])
+    state.health("", "gateway", [proxy_entry("gateway", kind="mesh-gateway")])
+    full = state.replace()
+    assert [s.hostname for s in full.services] == ["web.service.consul"]
+    assert [e.port for e in full.endpoints] == [8080]
+    problems = state.problems()
+    assert problems.errors == {}
+    assert len(problems.sources["web-sidecar-proxy"]) == 1  # still shown
+
+
+def test_state_takes_the_kinds_it_is_given() -> None:
+    state = ConsulState(Options(kinds=frozenset({"", "connect-proxy"})))
+    state.catalog("", ["web", "web-sidecar-proxy"])
+    state.health("", "web", [entry()])
+    state.health("", "web-sidecar-proxy", [proxy_entry()])
+    hosts = [s.hostname for s in state.replace().services]
+    assert hosts == ["web-sidecar-proxy.service.consul", "web.service.consul"]
 
 
 def test_state_ignores_replies_for_services_not_in_the_catalog() -> None:

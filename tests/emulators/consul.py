@@ -12,7 +12,7 @@ answers 500 ``No path to datacenter``):
                                      ``stale``, ``consistent``
 ``PUT /v1/catalog/register``         ``Datacenter, ID, Node, Address, TaggedAddresses,
                                      NodeMeta, SkipNodeUpdate, Service {ID, Service,
-                                     Kind, Tags, Address, Meta, Port, Weights,
+                                     Kind, Proxy, Tags, Address, Meta, Port, Weights,
                                      EnableTagOverride}, Check, Checks`` (field names
                                      matched case-insensitively, as Go's JSON decoder
                                      does; a service ID defaults to its name, a check ID
@@ -405,6 +405,13 @@ class ConsulEmulator(LoopbackServer):
         service_in = _field(payload, "Service")
         if isinstance(service_in, Mapping) and not _field(service_in, "Service"):
             raise HTTPError(400, "Must provide service name")
+        if isinstance(service_in, Mapping) and _field(service_in, "Kind") == "connect-proxy":
+            proxy = _field(service_in, "Proxy")
+            target = _field(proxy, "DestinationServiceName") if isinstance(proxy, Mapping) else ""
+            if not isinstance(target, str) or not target.strip():
+                raise HTTPError(
+                    400, "Proxy.DestinationServiceName must be non-empty for Connect proxy services"
+                )
         dc.index += 1
         touched: set[str] = set()  # service names whose health entries changed
         catalog_changed = False
@@ -425,6 +432,7 @@ class ConsulEmulator(LoopbackServer):
                 "ID": _field(service_in, "ID") or name,
                 "Service": name,
                 "Kind": _field(service_in, "Kind") or "",
+                "Proxy": _field(service_in, "Proxy") or {},
                 "Tags": _field(service_in, "Tags") or [],
                 "Address": _field(service_in, "Address") or "",
                 "TaggedAddresses": _field(service_in, "TaggedAddresses") or {},
