@@ -9,8 +9,10 @@ the one shard it owns.  The contract, which the supervisor and the registry stor
 2. After it, :class:`Upsert` and :class:`Delete` carry increments, one service at a time;
    an ``Upsert`` replaces the service *and all its endpoints* in this shard.
 3. :class:`Problems` may be yielded at any time to report per-source problems (a broken
-   file, a malformed registry entry) that did not stop the adapter: it replaces the
-   adapter's previous problem list.  The last good state of that source stays served.
+   file, a malformed registry entry) that did not stop the adapter, and warnings (a
+   hostname defined twice, an unknown protocol taken as TCP): it replaces the adapter's
+   previous problem list.  The last good state of that source stays served.  The store
+   logs what is new or cleared; adapters need not log problems themselves.
 4. On failure (registry unreachable, lost watch) ``watch()`` raises.  It must not swallow
    errors and spin.  The supervisor logs the error, keeps the last good shard served, and
    calls ``watch()`` again after a backoff.
@@ -75,10 +77,13 @@ class Problems:
     """Current per-source problems: ``source`` (e.g. a file path) -> error message.
 
     ``sources`` optionally carries the raw objects per source for the debug port.
+    ``warnings`` are conditions that block nothing but deserve an operator's look (two
+    definitions of one hostname: which one won), each a self-contained sentence.
     """
 
     errors: Mapping[str, str] = field(default_factory=dict)
     sources: Mapping[str, Any] = field(default_factory=dict)
+    warnings: tuple[str, ...] = ()
 
 
 Update = Replace | Upsert | Delete | Problems

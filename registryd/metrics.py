@@ -124,6 +124,11 @@ class _State(Collector):
             "Sources the registry currently rejects (e.g. broken files); last good kept.",
             labels=labels,
         )
+        warnings = GaugeMetricFamily(
+            "registryd_registry_warnings",
+            "Warnings the registry currently reports (e.g. a hostname defined twice).",
+            labels=labels,
+        )
         services = GaugeMetricFamily(
             "registryd_registry_services", "Services the registry holds.", labels=labels
         )
@@ -138,9 +143,10 @@ class _State(Collector):
             events.add_metric(values, shard.events)
             failures.add_metric(values, restarts.get(key, 0))
             config_errors.add_metric(values, len(shard.problems))
+            warnings.add_metric(values, len(shard.warnings))
             services.add_metric(values, len(shard.services))
             endpoints.add_metric(values, sum(len(e) for e in shard.endpoints.values()))
-        yield from (synced, last, events, failures, config_errors, services, endpoints)
+        yield from (synced, last, events, failures, config_errors, warnings, services, endpoints)
 
 
 def _proxy_version(conn: Connection) -> str:

@@ -6,9 +6,9 @@ Contract (see :mod:`registryd.adapter`):
   query and every service it lists with one blocking ``GET /v1/health/service/<name>``,
   started and stopped as services come and go.  Once the catalog and every service have
   answered it yields a :class:`~registryd.adapter.Replace` with the full state and a
-  :class:`~registryd.adapter.Problems` (per-entry errors, the raw entries in use); then
-  one ``Upsert``/``Delete`` per changed hostname as replies change, and a new
-  ``Problems`` whenever the errors or the entries changed.  Replies that arrive together
+  :class:`~registryd.adapter.Problems` (per-entry errors, the raw entries in use, notes
+  as warnings); then one ``Upsert``/``Delete`` per changed hostname as replies change,
+  and a new ``Problems`` whenever one of those changed.  Replies that arrive together
   are applied together.  :mod:`.convert` holds the mapping rules.
 * Blocking queries as Consul documents them: the last ``X-Consul-Index`` goes back as
   ``index`` with ``wait`` (setting ``wait``); a query without index (the first, or after
@@ -57,7 +57,7 @@ import consul.aio
 import consul.base
 from consul.callback import CB
 
-from registryd.adapter import AdapterContext, Problems, Update
+from registryd.adapter import AdapterContext, Update
 from registryd.ratelimit import TokenBucket
 
 from .convert import ConsulState, Options, catalog_names, health_entries
@@ -440,21 +440,6 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}"
 
 
-def _log_problems(name: str, old: Problems | None, new: Problems) -> None:
-    before = old.errors if old is not None else {}
-    for source, message in new.errors.items():
-        if before.get(source) != message:
-            log.warning("consul %s: %s", name, message)
-    for source in sorted(set(before) - set(new.errors)):
-        log.info("consul %s: %s is fine again", name, source)
-
-
-def _log_notes(name: str, old: tuple[str, ...], new: tuple[str, ...]) -> None:
-    for note in new:
-        if note not in old:
-            log.warning("consul %s: %s", name, note)
-
-
 class ConsulAdapter:
     """Services of a Consul agent (see the module docstring)."""
 
@@ -486,20 +471,14 @@ class ConsulAdapter:
                 self.settings.base_url,
             )
             yield full
-            problems, notes = run.state.problems(), run.state.notes
-            _log_problems(self.name, None, problems)
-            _log_notes(self.name, (), notes)
+            problems = run.state.problems()
             yield problems
             while True:
                 await run.apply_queued()
                 for update in run.state.changes():
                     yield update
-                new_problems, new_notes = run.state.problems(), run.state.notes
-                if new_notes != notes:
-                    _log_notes(self.name, notes, new_notes)
-                    notes = new_notes
-                if new_problems is not problems:
-                    _log_problems(self.name, problems, new_problems)
+                new_problems = run.state.problems()
+                if new_problems is not problems and new_problems != problems:
                     problems = new_problems
                     yield problems
         finally:

@@ -8,8 +8,8 @@ Contract:
   converts only what changed and gives the full state (:meth:`~ConsulState.replace`),
   the increments since the last call (:meth:`~ConsulState.changes`: one ``Upsert`` per
   new or changed hostname, then one ``Delete`` per vanished one, each sorted), the
-  per-entry problems with the raw entries for the debug port
-  (:meth:`~ConsulState.problems`) and notes worth a log line (:attr:`~ConsulState.notes`).
+  per-entry problems with the raw entries for the debug port and the notes on conflicts
+  (:attr:`~ConsulState.notes`) as warnings (:meth:`~ConsulState.problems`).
   Results are deterministic: instances are taken in (datacenter, node, service id) order.
 * A malformed entry (bad port, no address, bad meta, tags or weights...) is skipped and
   reported under ``<service>/<service id>`` (``<datacenter>/<service>/<service id>``
@@ -554,8 +554,8 @@ class ConsulState:
         return upserts + deletes
 
     def problems(self) -> Problems:
-        """Per-entry errors and the raw entries in use (the same object until either
-        changes)."""
+        """Per-entry errors, the raw entries in use and the notes of the services as last
+        handed out (the same object until one of them may have changed)."""
         if self._problems is None:
             errors: dict[str, str] = {}
             for key, message in self._rejected.items():
@@ -565,7 +565,9 @@ class ConsulState:
                 errors.update(group.errors)
                 sources[self._source(key)] = list(group.sources)
             self._problems = Problems(
-                errors=dict(sorted(errors.items())), sources=dict(sorted(sources.items()))
+                errors=dict(sorted(errors.items())),
+                sources=dict(sorted(sources.items())),
+                warnings=self.notes,
             )
         return self._problems
 
@@ -620,6 +622,8 @@ class ConsulState:
     def _flush(self) -> set[str]:
         """Rebuild the dirty hostnames; return them."""
         dirty, self._dirty = self._dirty, set()
+        if dirty:
+            self._problems = None  # the notes may have changed
         for hostname in dirty:
             keys = sorted(self._by_host.get(hostname, ()))
             instances = [i for k in keys for i in self._groups[k].instances]

@@ -7,13 +7,13 @@ Contract (see :mod:`registryd.adapter`):
 * ``watch()`` connects to the first of ``endpoints``, in the order given, that answers
   a linearizable listing of the prefix (one Range request within ``timeout``), then
   yields a :class:`~registryd.adapter.Replace` with the full state and a
-  :class:`~registryd.adapter.Problems` with the per-key errors and the decoded values in
-  use.
+  :class:`~registryd.adapter.Problems` with the per-key errors, the decoded values in
+  use and the notes (warnings).
 * It then watches the prefix from the listing's revision + 1, so no change between the
   two is lost.  Each event (a put, a delete, a lease expiring: etcd deletes the lease's
   keys) converts the service of its key again and yields an ``Upsert`` of that hostname
   (a ``Delete`` when its last instance is gone) if the service or its endpoints changed,
-  then a new ``Problems`` when the errors or the values in use changed.
+  then a new ``Problems`` when the errors, the values in use or the notes changed.
 * A malformed value is reported under its key and the last good value of that key keeps
   being used, for the life of one ``watch()`` (one connection): a restarted ``watch()``
   reads everything again and delivers exactly what etcd holds then.
@@ -44,7 +44,7 @@ import aetcd  # type: ignore[import-untyped]
 import grpc
 from aetcd import rpc
 
-from registryd.adapter import AdapterContext, Problems, Update
+from registryd.adapter import AdapterContext, Update
 
 from .convert import KeyTable
 from .settings import Endpoint, EtcdSettings, format_endpoint, parse_settings
@@ -260,20 +260,6 @@ def _items(listing: Any) -> Iterable[tuple[bytes, bytes]]:
     return ((kv.key, kv.value) for kv in listing.kvs)
 
 
-def _log_problems(name: str, old: Problems | None, new: Problems) -> None:
-    before = old.errors if old is not None else {}
-    for source, message in new.errors.items():
-        if before.get(source) != message:
-            log.warning("etcd %s: %s (its last good value, if any, stays in use)", name, message)
-    for source in sorted(set(before) - set(new.errors)):
-        log.info("etcd %s: %s is fine again", name, source)
-
-
-def _log_notes(name: str, table: KeyTable) -> None:
-    for note in table.fresh_notes:
-        log.warning("etcd %s: %s", name, note)
-
-
 class EtcdAdapter:
     """Service instances in etcd (see the module docstring)."""
 
@@ -325,13 +311,10 @@ class EtcdAdapter:
                 listing.header.revision,
             )
             table = KeyTable(self.settings.options)
-            problems: Problems | None = None
             while True:
                 table.reset(_items(listing))
                 yield table.replace()
-                _log_notes(self.name, table)
-                _log_problems(self.name, problems, new := table.problems())
-                yield (problems := new)
+                yield (problems := table.problems())
                 stream: _Stream | None = None
                 try:
                     revision = listing.header.revision + 1
@@ -346,10 +329,12 @@ class EtcdAdapter:
                             table.put(event.kv.key, event.kv.value)
                         for update in table.changes():
                             yield update
-                        _log_notes(self.name, table)
                         new = table.problems()
-                        if new.errors != problems.errors or new.sources is not problems.sources:
-                            _log_problems(self.name, problems, new)
+                        if (
+                            new.errors != problems.errors
+                            or new.sources is not problems.sources
+                            or new.warnings != problems.warnings
+                        ):
                             yield (problems := new)
                 except aetcd.RevisionCompactedError as exc:
                     log.warning(

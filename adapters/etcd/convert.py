@@ -42,8 +42,8 @@ Services: all instance keys whose ``<service>`` lower-cases to the same name for
 ``STATIC``, location ``MESH_INTERNAL``) with one :class:`~registryd.model.Port` per
 distinct service port.  Instances are taken in key order: when two disagree on a service
 port's name or protocol, the first one's wins; when two give the same endpoint (service
-port, address, port), the first one's attributes win.  Both are *notes* (logged, the
-instances are still used), not errors.
+port, address, port), the first one's attributes win.  Both are *notes* (warnings in
+:meth:`KeyTable.problems`; the instances are still used), not errors.
 
 :class:`KeyTable` holds what was read from each key and keeps the last good value of
 every key: a malformed new value is reported in :meth:`KeyTable.problems` under its key
@@ -447,7 +447,6 @@ class KeyTable:
         self._built: dict[str, Built] = {}  # as last handed out
         self._dirty: set[str] = set()
         self._sources: dict[str, Any] | None = None
-        self.fresh_notes: tuple[str, ...] = ()  # notes that the last replace/changes added
 
     # -- input ------------------------------------------------------------------------
     def put(self, key: bytes, value: bytes) -> None:
@@ -507,16 +506,12 @@ class KeyTable:
     def _rebuild(self) -> dict[str, Built | None]:
         """Convert the changed services again: hostname -> new result (None: gone)."""
         result: dict[str, Built | None] = {}
-        fresh: list[str] = []
         for hostname in sorted(self._dirty):
             keys = self._hosts.get(hostname)
-            built = build_service(hostname, keys.values(), self.options) if keys else None
-            result[hostname] = built
-            if built is not None:
-                before = self._built.get(hostname)
-                fresh += [n for n in built.notes if before is None or n not in before.notes]
+            result[hostname] = (
+                build_service(hostname, keys.values(), self.options) if keys else None
+            )
         self._dirty.clear()
-        self.fresh_notes = tuple(fresh)
         return result
 
     def replace(self) -> Replace:
@@ -568,4 +563,4 @@ class KeyTable:
         return self._sources
 
     def problems(self) -> Problems:
-        return Problems(errors=self.errors, sources=self.sources)
+        return Problems(errors=self.errors, sources=self.sources, warnings=self.notes)

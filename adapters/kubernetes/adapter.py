@@ -46,7 +46,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from registryd.adapter import AdapterContext, Problems, Update
+from registryd.adapter import AdapterContext, Update
 from registryd.ratelimit import TokenBucket
 
 from .client import Api, Gone, KubernetesError, Resource, connect
@@ -231,15 +231,6 @@ class _Run:
                 await asyncio.shield(self.api.close())
 
 
-def _log_problems(name: str, old: Problems | None, new: Problems) -> None:
-    before = old.errors if old is not None else {}
-    for source, message in new.errors.items():
-        if before.get(source) != message:
-            log.warning("kubernetes %s: %s", name, message)
-    for source in sorted(set(before) - set(new.errors)):
-        log.info("kubernetes %s: %s is fine again", name, source)
-
-
 class KubernetesAdapter:
     """Services of one Kubernetes cluster (see the module docstring)."""
 
@@ -267,7 +258,6 @@ class KubernetesAdapter:
             )
             yield full
             problems = run.state.problems()
-            _log_problems(self.name, None, problems)
             yield problems
             while True:
                 await run.apply_queued()
@@ -277,7 +267,6 @@ class KubernetesAdapter:
                 if new is not problems and (
                     new.errors != problems.errors or new.sources != problems.sources
                 ):
-                    _log_problems(self.name, problems, new)
                     problems = new
                     yield problems
         finally:

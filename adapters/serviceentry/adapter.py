@@ -35,7 +35,6 @@ checked again for changes that were not notified).
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import stat
 import time
@@ -51,7 +50,6 @@ from .convert import FileTable, Model, diff_models
 
 __all__ = ["ServiceEntryAdapter", "scan_tree"]
 
-log = logging.getLogger("registryd.serviceentry")
 
 SUFFIXES = (".yaml", ".yml")
 STEP_MS = 20  # a batch is yielded 1-2 steps after its last new changed path
@@ -240,22 +238,11 @@ class _Tree:
         return model, diff_models(current, model, self.table.changed)
 
     def problems(self) -> Problems:
-        return Problems(errors={**self.table.errors, **self.blocked}, sources=self.table.sources)
-
-
-def _log_problems(name: str, old: Problems | None, new: Problems) -> None:
-    before = old.errors if old is not None else {}
-    for source, message in new.errors.items():
-        if before.get(source) != message:
-            log.warning("serviceentry %s: %s (its last good content stays in use)", name, message)
-    for source in sorted(set(before) - set(new.errors)):
-        log.info("serviceentry %s: %s is fine again", name, source)
-
-
-def _log_notes(name: str, old: Model | None, new: Model) -> None:
-    for note in new.notes:
-        if old is None or note not in old.notes:
-            log.warning("serviceentry %s: %s", name, note)
+        return Problems(
+            errors={**self.table.errors, **self.blocked},
+            sources=self.table.sources,
+            warnings=self.table.notes,
+        )
 
 
 async def _next_batch(changes: AsyncIterator[set[tuple[Change, str]]]) -> set[tuple[Change, str]]:
@@ -311,8 +298,6 @@ class ServiceEntryAdapter:
             await asyncio.to_thread(tree.refresh)
             model = await asyncio.to_thread(tree.table.model)
             problems = tree.problems()
-            _log_notes(self.name, None, model)
-            _log_problems(self.name, None, problems)
             yield model.replace()
             yield problems
             while True:
@@ -323,15 +308,11 @@ class ServiceEntryAdapter:
                     waiter = asyncio.create_task(_next_batch(changes))
                 else:  # time to read the files that were still being written
                     touched = set(tree.unsettled)
-                new_model, updates = await asyncio.to_thread(tree.update, touched, model)
-                if new_model is not model:
-                    _log_notes(self.name, model, new_model)
-                    model = new_model
+                model, updates = await asyncio.to_thread(tree.update, touched, model)
                 for update in updates:
                     yield update
                 new_problems = tree.problems()
                 if new_problems != problems:
-                    _log_problems(self.name, problems, new_problems)
                     problems = new_problems
                     yield problems
         finally:

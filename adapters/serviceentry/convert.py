@@ -389,7 +389,13 @@ class FileTable:
 
     @property
     def errors(self) -> dict[str, str]:
-        return dict(sorted(self._errors.items()))
+        """Per file, why its current content is not used, and whether an older one is."""
+        return {
+            source: f"{message}; its last good content stays in use"
+            if source in self._good
+            else message
+            for source, message in sorted(self._errors.items())
+        }
 
     @property
     def sources(self) -> dict[str, list[Any]]:
@@ -399,6 +405,11 @@ class FileTable:
         if self._sources is None:
             self._sources = {s: list(self._good[s].raw) for s in sorted(self._good)}
         return self._sources
+
+    @property
+    def notes(self) -> tuple[str, ...]:
+        """The notes of the model as of the last :meth:`model`."""
+        return self._builder.notes
 
     def model(self) -> Model:
         """The model of the files in use, equal to ``build_model`` of them."""

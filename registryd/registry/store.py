@@ -11,6 +11,9 @@ Contracts:
 * Endpoints are stamped with the shard they came from (``Endpoint.source``).
 * A shard whose adapter fails keeps its last good state (``mark_failed`` only flips the
   synced flag and records the error).
+* ``Problems`` replace the shard's errors, sources and warnings; errors that are new or
+  changed and new warnings are logged as warnings, cleared errors at info, under the
+  registry type's log scope (``serviceentry``, ``consul``...).
 * Only hostnames whose merged result changed are reported; ``endpoints_only`` is true
   when no merged *service* changed, so the push side may skip clusters and listeners.
 """
@@ -57,6 +60,7 @@ class ShardState:
     last_error: str | None = None
     problems: Mapping[str, str] = field(default_factory=dict)
     sources: Mapping[str, Any] = field(default_factory=dict)
+    warnings: tuple[str, ...] = ()
     events: int = 0
 
 
@@ -107,8 +111,10 @@ class RegistryStore:
         shard = self._shards.setdefault(key, ShardState(key))
         shard.events += 1
         if isinstance(update, Problems):
+            _log_problems(shard, update)
             shard.problems = dict(update.errors)
             shard.sources = dict(update.sources)
+            shard.warnings = tuple(update.warnings)
             return None
         if isinstance(update, Replace):
             touched = set(shard.services) | set(shard.endpoints)
@@ -182,6 +188,20 @@ class RegistryStore:
             except Exception:  # a listener bug must not break the registry
                 log.exception("change listener failed")
         return event
+
+
+def _log_problems(shard: ShardState, update: Problems) -> None:
+    """Log what ``update`` changes in ``shard``'s problems (see the module docstring)."""
+    scope = logging.getLogger(f"registryd.{shard.key.provider}")
+    for source, message in update.errors.items():
+        if shard.problems.get(source) != message:
+            scope.warning("registry %s: %s", shard.key, message)
+    for source in sorted(set(shard.problems) - set(update.errors)):
+        scope.info("registry %s: %s is fine again", shard.key, source)
+    known = set(shard.warnings)
+    for warning in update.warnings:
+        if warning not in known:
+            scope.warning("registry %s: %s", shard.key, warning)
 
 
 def _stamp(key: ShardKey, endpoints: Iterable[Endpoint]) -> tuple[Endpoint, ...]:

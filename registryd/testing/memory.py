@@ -6,7 +6,15 @@ import asyncio
 from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import Any
 
-from registryd.adapter import AdapterContext, ConfigError, Delete, Replace, Update, Upsert
+from registryd.adapter import (
+    AdapterContext,
+    ConfigError,
+    Delete,
+    Problems,
+    Replace,
+    Update,
+    Upsert,
+)
 from registryd.model import Endpoint, Service
 
 __all__ = ["MemoryAdapter"]
@@ -16,8 +24,10 @@ class MemoryAdapter:
     """Holds services and endpoints in memory and follows the adapter contract.
 
     ``set()``/``upsert()``/``delete()`` change the state; a running ``watch()`` yields the
-    matching increments.  ``fail(exc)`` makes the running ``watch()`` raise ``exc`` (as a
-    registry that went away would); the next ``watch()`` starts with a full ``Replace``.
+    matching increments; ``report()`` sets the current :class:`Problems`, which a
+    ``watch()`` also yields after its ``Replace``.  ``fail(exc)`` makes the running
+    ``watch()`` raise ``exc`` (as a registry that went away would); the next ``watch()``
+    starts with a full ``Replace``.
     """
 
     def __init__(
@@ -34,6 +44,7 @@ class MemoryAdapter:
         self.name = name
         self.services: dict[str, Service] = {}
         self.endpoints: dict[str, tuple[Endpoint, ...]] = {}
+        self.problems: Problems | None = None
         self._queues: list[asyncio.Queue[Update | BaseException]] = []
         self.watches = 0
 
@@ -56,6 +67,11 @@ class MemoryAdapter:
         self.endpoints.pop(hostname, None)
         self._emit(Delete(hostname=hostname))
 
+    def report(self, problems: Problems) -> None:
+        """Replace the current problems (errors, raw sources, warnings)."""
+        self.problems = problems
+        self._emit(problems)
+
     def fail(self, error: BaseException) -> None:
         self._emit(error)
 
@@ -75,6 +91,8 @@ class MemoryAdapter:
         self.watches += 1
         try:
             yield self._replace()
+            if self.problems is not None:
+                yield self.problems
             while True:
                 item = await queue.get()
                 if isinstance(item, BaseException):

@@ -198,6 +198,7 @@ def configz(
                 "restarts": restarts.get(key, 0),
                 "events": shard.events,
                 "errors": dict(sorted(shard.problems.items())),
+                "warnings": list(shard.warnings),
                 "sources": redact(dict(sorted(shard.sources.items()))),
             }
         )
@@ -391,6 +392,7 @@ def push_status(store: RegistryStore) -> JSON:
     }
     conflicts = [_conflict(m.conflict) for _, m in sorted(services.items()) if m.conflict]
     errors = {str(k): dict(s.problems) for k, s in sorted(store.shards.items()) if s.problems}
+    warnings = {str(k): list(s.warnings) for k, s in sorted(store.shards.items()) if s.warnings}
     return {
         "version": store.view.version,
         "services": len(services),
@@ -398,6 +400,7 @@ def push_status(store: RegistryStore) -> JSON:
         "pilot_duplicate_envoy_clusters": duplicates,
         "registryd_conflicting_hostnames": conflicts,
         "registryd_config_errors": errors,
+        "registryd_registry_warnings": warnings,
         "registryd_registries_not_synced": [
             str(k) for k, s in sorted(store.shards.items()) if not s.synced
         ],

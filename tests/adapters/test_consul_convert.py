@@ -472,8 +472,13 @@ def test_state_notes() -> None:
     state = ConsulState()
     state.catalog("", ["web"])
     state.health("", "web", [entry(meta={"protocol": "carrier-pigeon"})])
+    state.problems()  # cached before the state was flushed: must not go stale
     state.replace()
     assert state.notes == ("web/web: unknown protocol 'carrier-pigeon', using TCP",)
+    assert state.problems().warnings == state.notes
+    state.health("", "web", [entry(meta={"protocol": "http"})])
+    state.changes()
+    assert state.notes == () and state.problems().warnings == ()
 
 
 def test_state_several_datacenters_one_hostname_combines_endpoints() -> None:

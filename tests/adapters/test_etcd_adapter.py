@@ -318,9 +318,8 @@ async def test_lease_expiry_removes_the_instance(
 
 
 async def test_malformed_value_is_reported_and_the_last_good_kept(
-    etcd: EtcdServer, kv: Any, feeds: list[Feed], caplog: pytest.LogCaptureFixture
+    etcd: EtcdServer, kv: Any, feeds: list[Feed]
 ) -> None:
-    caplog.set_level(logging.INFO, logger="registryd.etcd")
     good = rich("10.0.0.1", 8080, labels={"version": "v1"})
     await kv.put(key("pay", "1"), good)
     feed = start(feeds, adapter(etcd))
@@ -340,7 +339,6 @@ async def test_malformed_value_is_reported_and_the_last_good_kept(
         assert reason in problems.errors[f"{PREFIX}pay/1"]
         assert problems.errors[f"{PREFIX}pay/1"].startswith(f"{PREFIX}pay/1: ")
         assert problems.sources == {f"{PREFIX}pay/1": json.loads(good)}
-    assert "its last good value, if any, stays in use" in caplog.text
 
     # a second instance still changes the service; the broken key keeps its last good
     await kv.put(key("pay", "2"), rich("10.0.0.2", 8080))
@@ -354,7 +352,6 @@ async def test_malformed_value_is_reported_and_the_last_good_kept(
     upsert = await feed.expect(Upsert)
     assert [e.address for e in upsert.endpoints] == ["10.0.0.2", "10.0.0.9"]
     assert (await feed.expect(Problems)).errors == {}
-    assert "is fine again" in caplog.text
 
     # a key that never had a good value contributes nothing; deleting it clears its error
     await kv.put(key("new", "1"), b"")

@@ -462,20 +462,18 @@ def test_table_raw_only_change_updates_sources_without_an_upsert() -> None:
     assert table.sources[f"{PREFIX}g/a"] == {"Addr": "10.0.0.1:1", "Metadata": {"n": 2}}
 
 
-def test_table_fresh_notes() -> None:
+def test_table_notes_are_warnings_of_its_problems() -> None:
     table = KeyTable(OPTIONS)
     table.put(key("web", "a"), rich("10.0.0.1", 80, protocol="HTTP"))
     table.put(key("web", "b"), rich("10.0.0.2", 80, protocol="TCP"))
     table.replace()
-    (note,) = table.fresh_notes
+    (note,) = table.notes
     assert "declares port 80" in note
-    assert table.notes == (note,)
-    table.put(key("web", "c"), rich("10.0.0.3", 80, protocol="HTTP"))
-    table.changes()
-    assert table.fresh_notes == ()  # the same note again is not news
+    assert table.problems().warnings == (note,)
+    assert table.problems().errors == {}
     table.delete(key("web", "b"))
     table.changes()
-    assert table.notes == ()
+    assert table.notes == () and table.problems().warnings == ()
 
 
 def test_hostnames_differing_in_case_are_one_service() -> None:

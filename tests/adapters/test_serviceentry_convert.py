@@ -339,11 +339,23 @@ def test_broken_version_keeps_the_last_good_content() -> None:
     assert table.load("a.yaml", GOOD.replace("10.0.0.1", "10.0.0.2")) is False  # unchanged
 
 
+def test_error_of_a_file_never_good_does_not_claim_a_last_good_content() -> None:
+    table = FileTable()
+    assert table.load("a.yaml", "kind: [") is False
+    (message,) = table.errors.values()
+    assert "invalid YAML" in message and "last good" not in message
+    table.load("a.yaml", GOOD)
+    table.load("a.yaml", "kind: [")
+    assert table.errors["a.yaml"].endswith("; its last good content stays in use")
+
+
 def test_unreadable_and_removed_files() -> None:
     table = FileTable()
     table.load("a.yaml", GOOD)
     table.fail("a.yaml", "cannot read: Permission denied")
-    assert table.errors == {"a.yaml": "a.yaml: cannot read: Permission denied"}
+    assert table.errors == {
+        "a.yaml": "a.yaml: cannot read: Permission denied; its last good content stays in use"
+    }
     assert "a.example" in table.model().services
     assert table.remove("a.yaml")
     assert table.errors == {} and table.model().services == {}

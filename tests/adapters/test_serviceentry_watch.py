@@ -198,6 +198,21 @@ async def test_new_subdirectory_and_file(feed: Feed, tree: Path) -> None:
     assert (upsert.service.hostname, addresses(upsert)) == ("c.example", ["10.0.0.3"])
 
 
+async def test_a_hostname_defined_twice_is_a_warning(feed: Feed, tree: Path) -> None:
+    await started(feed)
+    (tree / "c.yaml").write_text(entry("a.example", "10.0.0.3"))
+    upsert = await feed.expect(Upsert)
+    assert addresses(upsert) == ["10.0.0.1", "10.0.0.3"]  # combined
+    problems = await feed.expect(Problems)
+    assert problems.errors == {}
+    (warning,) = problems.warnings
+    assert "host a.example is defined by" in warning
+    assert "a.yaml" in warning and "c.yaml" in warning
+    (tree / "c.yaml").unlink()
+    assert addresses(await feed.expect(Upsert)) == ["10.0.0.1"]
+    assert (await feed.expect(Problems)).warnings == ()
+
+
 async def test_removed_subdirectory(feed: Feed, tree: Path) -> None:
     await started(feed)
     shutil.rmtree(tree / "team")
@@ -305,7 +320,9 @@ async def test_unreadable_file_is_reported_and_kept(
     monkeypatch.setattr(watch_module, "open", guarded_open, raising=False)
     path.write_text(path.read_text())
     problems = await feed.expect(Problems)  # and no Delete before it
-    assert problems.errors == {str(path): f"{path}: cannot read: Permission denied"}
+    assert problems.errors == {
+        str(path): f"{path}: cannot read: Permission denied; its last good content stays in use"
+    }
     assert str(path) in problems.sources
     monkeypatch.undo()
     path.write_text(path.read_text())

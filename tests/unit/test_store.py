@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 
 import pytest
 
@@ -166,6 +167,30 @@ def test_problems_are_stored_without_an_event(store: RegistryStore) -> None:
     assert store.shards[A].sources == {"a.yaml": {"k": 1}}
     assert seen == []
     store.apply(A, Problems())
+    assert store.shards[A].problems == {}
+
+
+def test_problems_are_logged_when_they_change(
+    store: RegistryStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="registryd")
+    broken = Problems(errors={"a.yaml": "a.yaml: line 3: bad"}, warnings=("host x twice",))
+    store.apply(A, broken)
+    assert store.shards[A].warnings == ("host x twice",)
+    logged = [(r.name, r.levelno, r.getMessage()) for r in caplog.records]
+    assert logged == [
+        ("registryd.serviceentry", logging.WARNING, "registry serviceentry/a: a.yaml: line 3: bad"),
+        ("registryd.serviceentry", logging.WARNING, "registry serviceentry/a: host x twice"),
+    ]
+    caplog.clear()
+    store.apply(A, broken)  # the same again (e.g. after a restart) is not news
+    assert caplog.records == []
+    store.apply(A, Problems(warnings=("host x twice", "host y twice")))
+    logged = [(r.levelno, r.getMessage()) for r in caplog.records]
+    assert logged == [
+        (logging.INFO, "registry serviceentry/a: a.yaml is fine again"),
+        (logging.WARNING, "registry serviceentry/a: host y twice"),
+    ]
     assert store.shards[A].problems == {}
 
 

@@ -8,6 +8,7 @@ from typing import Any
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
+from registryd.adapter import Problems
 from registryd.model import Endpoint, Port, Service, ShardKey
 from registryd.registry.store import RegistryStore
 from registryd.testing import AdsClient
@@ -228,6 +229,40 @@ async def test_registry_metrics_track_sync_and_failure(harness: Harness) -> None
     assert values[("registryd_registry_endpoints", labels)] == 2  # last good state kept
     config = await get(harness, "/debug/configz")
     assert "registry went away" in config[0]["lastError"]
+
+
+async def test_problems_and_warnings_are_shown(harness: Harness) -> None:
+    harness.memory.set([service()], endpoints("10.0.0.1"))
+    await until(lambda: _pushed(harness), "the first push")
+    labels = (("provider", "memory"), ("registry", "mem"))
+    warning = f"host {HOST} is defined twice; the first definition is used"
+    harness.memory.report(
+        Problems(errors={"src": "src: broken"}, sources={"src": {"k": 1}}, warnings=(warning,))
+    )
+
+    async def reported() -> Any:
+        v = await metrics(harness)
+        return v if v[("registryd_registry_warnings", labels)] == 1 else None
+
+    values = await until(reported, "the warning in the metrics")
+    assert values[("registryd_registry_config_errors", labels)] == 1
+    (config,) = await get(harness, "/debug/configz")
+    assert (config["errors"], config["warnings"]) == ({"src": "src: broken"}, [warning])
+    assert config["sources"] == {"src": {"k": 1}}
+    status = await get(harness, "/debug/push_status")
+    assert status["registryd_registry_warnings"] == {"memory/mem": [warning]}
+    assert status["registryd_config_errors"] == {"memory/mem": {"src": "src: broken"}}
+
+    harness.memory.report(Problems())
+    await until(lambda: _cleared(harness, labels), "the warning to clear from the metrics")
+    (config,) = await get(harness, "/debug/configz")
+    assert (config["errors"], config["warnings"]) == ({}, [])
+    assert (await get(harness, "/debug/push_status"))["registryd_registry_warnings"] == {}
+
+
+async def _cleared(harness: Harness, labels: Any) -> Any:
+    v = await metrics(harness)
+    return v if v[("registryd_registry_warnings", labels)] == 0 else None
 
 
 def test_configz_never_shows_credentials() -> None:
