@@ -395,6 +395,32 @@ async def test_lists_larger_than_a_page_are_read_in_pages(
     assert "continue" not in pages[0].query and pages[1].query.get("continue")
 
 
+async def test_a_list_whose_continue_token_expires_starts_over(
+    kube: KubeEmulator, tmp_path: Path, feeds: list[Feed], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="registryd.kubernetes")
+    count = PAGE_SIZE + 3
+    for i in range(count):
+        kube.apply(svc(f"web-{i:04d}", ip=f"10.96.{i // 250}.{i % 250 + 1}"))
+    compacted = []
+
+    def compact_before_the_first_second_page(request: Request) -> None:
+        if request.path == "/api/v1/services" and "continue" in request.query and not compacted:
+            # etcd compacted between two pages, and a service came meanwhile
+            kube.apply(svc("late", ip="10.96.9.9"))
+            kube.compact()
+            compacted.append(request)
+
+    kube.on_request = compact_before_the_first_second_page
+    feed = start(feeds, make(kube, tmp_path))
+    replace, _ = await feed.synced()
+    assert compacted
+    assert len({s.hostname for s in replace.services}) == count + 1  # the new list has "late"
+    pages = [r for r in kube.requests if r.path == "/api/v1/services" and "watch" not in r.query]
+    assert ["continue" in r.query for r in pages] == [False, True, False, True]
+    assert "the continue token expired; listing again" in caplog.text
+
+
 async def test_two_clusters_deliver_the_same_service_with_their_cluster_ids(
     tmp_path: Path, feeds: list[Feed]
 ) -> None:

@@ -52,7 +52,9 @@ Errors are Status objects (``{"kind": "Status", "apiVersion": "v1", "metadata": 
 or RVs, and whatever :meth:`fail_next` asks.  Knobs: :meth:`apply`, :meth:`delete`,
 :meth:`get`, :meth:`compact`, :meth:`drop_watches` (a reset mid-stream, or with
 ``graceful`` a clean end), :meth:`fail_next`, :meth:`stop`/:meth:`start` (connections
-cut; the same port and state after), :attr:`requests`, :attr:`open_watches`.
+cut; the same port and state after), :attr:`requests`, :attr:`open_watches`, and
+:attr:`on_request` (called with each request before it is answered, to change the state
+at a precise moment, e.g. compact between two pages of a list).
 
 Lists honour ``limit``/``continue``: later pages come from the snapshot of the first, with
 ``remainingItemCount``; a token unknown or older than :meth:`compact` answers 410 Expired.
@@ -258,6 +260,7 @@ class KubeEmulator(LoopbackServer):
         self.bookmark_interval = bookmark_interval
         self.token = token
         self.requests: list[Request] = []
+        self.on_request: Callable[[Request], None] | None = None
         self._rv = 1
         self._floor = 1  # a watch from an RV below this answers 410
         self._objects: dict[tuple[_Kind, str, str], Obj] = {}
@@ -411,7 +414,10 @@ class KubeEmulator(LoopbackServer):
         self, request: web.Request, handler: Callable[[web.Request], Any]
     ) -> web.StreamResponse:
         query = dict(request.query)
-        self.requests.append(Request(time.monotonic(), request.method, request.path, query))
+        seen = Request(time.monotonic(), request.method, request.path, query)
+        self.requests.append(seen)
+        if self.on_request is not None:
+            self.on_request(seen)
         try:
             if self.token is not None:
                 scheme, _, token = request.headers.get("Authorization", "").strip().partition(" ")
