@@ -24,6 +24,11 @@ Contract (see :mod:`registryd.adapter`):
   that informer lists its resource again and carries on from the new list; the
   difference comes out as ``Upsert``/``Delete`` increments (not a ``Replace``: the other
   resources are still current).
+* Nodes are optional (they only add locality regions): when the credentials may not
+  read them (403) the registry syncs without them, reports the refusal under ``Node``
+  (its Problems) and lists Nodes again every :data:`FORBIDDEN_RETRY` seconds, so a
+  permission granted later is picked up without a restart.  Node labels read before a
+  refusal stay in use.
 * Failures make ``watch()`` raise :class:`~.client.KubernetesError`: a kubeconfig that
   cannot be loaded, an API server that cannot be reached, refuses (401, 403, 404) or
   keeps failing (5xx after :data:`~.client.SERVER_RETRIES` retries), an ERROR event
@@ -49,11 +54,12 @@ from typing import Any
 from registryd.adapter import AdapterContext, Update
 from registryd.ratelimit import TokenBucket
 
-from .client import Api, Gone, KubernetesError, Resource, connect
+from .client import Api, Forbidden, Gone, KubernetesError, Resource, connect
 from .convert import ENDPOINT_SLICE, NAMESPACE, NODE, SERVICE, ClusterState, Options
 from .settings import KubernetesSettings, parse_settings
 
 __all__ = [
+    "FORBIDDEN_RETRY",
     "MAX_REWATCH_DELAY",
     "SHORT_STREAM",
     "WATCH_TIMEOUT_MAX",
@@ -69,6 +75,8 @@ WATCH_TIMEOUT_MAX = 600
 SHORT_STREAM = 1.0  # seconds: a watch that ends sooner counts as a failed one...
 MAX_REWATCH_DELAY = 5.0  # ...and delays the next one, doubling up to this
 EVENT_TYPES = frozenset({"ADDED", "MODIFIED", "DELETED"})
+OPTIONAL = frozenset({NODE})  # kinds the registry is served without when forbidden
+FORBIDDEN_RETRY = 300.0  # seconds between listings of a forbidden optional kind
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +98,15 @@ class _Failed:
     error: BaseException
 
 
-_Item = _Listed | _Event | _Failed
+@dataclass(frozen=True, slots=True)
+class _Unavailable:
+    """An optional resource that may not be read (see ``OPTIONAL``)."""
+
+    resource: Resource
+    message: str
+
+
+_Item = _Listed | _Event | _Failed | _Unavailable
 
 
 def _version(obj: Any) -> str:
@@ -116,24 +132,36 @@ class _Informer:
         self.task = asyncio.create_task(self._run(), name=f"kubernetes:{resource}")
 
     async def _run(self) -> None:
-        try:
-            version = await self._list()
-            delay = 0.0
-            while True:
-                started = time.monotonic()
-                try:
-                    version = await self._watch(version)
-                except Gone as exc:
-                    log.info("%s: %s; listing again", self.resource, exc)
-                    version = await self._list()
-                    continue
-                if time.monotonic() - started >= SHORT_STREAM:
-                    delay = 0.0
-                else:
-                    delay = min(max(delay * 2, 0.1), MAX_REWATCH_DELAY)
-                    await asyncio.sleep(delay)
-        except Exception as exc:  # handed to watch(), which raises it
-            self.report(_Failed(self.resource, exc))
+        while True:
+            try:
+                await self._follow()
+            except Forbidden as exc:
+                if self.resource.kind not in OPTIONAL:
+                    self.report(_Failed(self.resource, exc))
+                    return
+                self.report(_Unavailable(self.resource, str(exc)))
+                await asyncio.sleep(FORBIDDEN_RETRY)
+            except Exception as exc:  # handed to watch(), which raises it
+                self.report(_Failed(self.resource, exc))
+                return
+
+    async def _follow(self) -> None:
+        """List, then watch for as long as the API server lets us."""
+        version = await self._list()
+        delay = 0.0
+        while True:
+            started = time.monotonic()
+            try:
+                version = await self._watch(version)
+            except Gone as exc:
+                log.info("%s: %s; listing again", self.resource, exc)
+                version = await self._list()
+                continue
+            if time.monotonic() - started >= SHORT_STREAM:
+                delay = 0.0
+            else:
+                delay = min(max(delay * 2, 0.1), MAX_REWATCH_DELAY)
+                await asyncio.sleep(delay)
 
     async def _list(self) -> str:
         items, version = await self.api.list(self.resource)
@@ -209,6 +237,14 @@ class _Run:
             raise KubernetesError(f"{item.resource}: {type(error).__name__}: {error}") from error
         if isinstance(item, _Listed):
             self.state.reset(item.resource.kind, item.items, item.resource.namespace)
+            self.pending.discard(item.resource)
+        elif isinstance(item, _Unavailable):
+            minutes = FORBIDDEN_RETRY / 60
+            self.state.unavailable(
+                item.resource.kind,
+                f"{item.message}; endpoints get locality regions only from Node labels "
+                f"read earlier (if any); Nodes are listed again every {minutes:g} min",
+            )
             self.pending.discard(item.resource)
         else:
             self.state.apply(item.resource.kind, item.type, item.obj)

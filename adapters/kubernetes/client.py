@@ -17,7 +17,8 @@ Contract:
   ``Retry-After`` seconds (1 s without one, at most :data:`MAX_RETRY_AFTER`) and tries
   again, up to :data:`MAX_THROTTLED` times; a 5xx is tried again up to
   :data:`SERVER_RETRIES` times (after ``Retry-After``, or 0.5 s doubling); anything else
-  (401, 403, 404, repeated 5xx) raises :class:`KubernetesError` naming the resource.  A
+  (401, 403, 404, repeated 5xx) raises :class:`KubernetesError` naming the resource
+  (:class:`Forbidden` for 403).  A
   failed connection is tried once more after 0.2 s (a pooled keep-alive connection the
   server has closed), then raises.  Connecting times out after
   :data:`CONNECT_TIMEOUT` seconds, a list page after :data:`LIST_TIMEOUT`.
@@ -68,6 +69,7 @@ __all__ = [
     "READ_SLACK",
     "SERVER_RETRIES",
     "Api",
+    "Forbidden",
     "Gone",
     "KubernetesError",
     "Resource",
@@ -101,6 +103,10 @@ class KubernetesError(RuntimeError):
 
 class Gone(KubernetesError):
     """410 Gone / Expired: the resourceVersion (or continue token) is too old."""
+
+
+class Forbidden(KubernetesError):
+    """403: the credentials may not read this resource (RBAC)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -335,6 +341,8 @@ class Api:
                 text = f"{what} {resource} on {self.host}: HTTP {status}: {message}"
                 if status == 410:
                     raise Gone(text)
+                if status == 403:
+                    raise Forbidden(text + _advice(status, resource))
                 raise KubernetesError(text + _advice(status, resource))
             log.info(
                 "%s %s on %s: HTTP %d; again in %.1fs", what, resource, self.host, status, delay

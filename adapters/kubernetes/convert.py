@@ -747,9 +747,15 @@ class ClusterState:
         self._clear_error(source_of(kind, key))
         self._store(kind, key, parsed)
 
+    def unavailable(self, kind: str, message: str) -> None:
+        """``kind`` cannot be read (e.g. forbidden): what was read of it before stays in
+        use; ``message`` is reported under ``<kind>`` until a listing of it succeeds."""
+        self._set_error(kind, "", message)
+
     def reset(self, kind: str, objects: Iterable[Any], namespace: str | None = None) -> None:
         """A full listing of ``kind`` (in ``namespace``; None: all namespaces): objects
         of that scope that it does not hold are gone."""
+        self._clear_error(kind)
         listed = list(objects)
         keys: set[Key] = set()
         for obj in listed:

@@ -16,6 +16,7 @@ import yaml
 
 from registryd.adapter import Adapter, AdapterContext, Delete, Problems, Replace, Update, Upsert
 from registryd.adapters.kubernetes import KubernetesAdapter
+from registryd.adapters.kubernetes import adapter as adapter_module
 from registryd.adapters.kubernetes.adapter import KubernetesError
 from registryd.adapters.kubernetes.client import PAGE_SIZE
 from registryd.model import Health, Locality
@@ -544,6 +545,38 @@ async def test_a_5xx_is_retried_and_repeated_ones_raise(
     error = await start(feeds, make(kube, tmp_path)).error()
     assert isinstance(error, KubernetesError)
     assert "HTTP 503" in str(error)
+
+
+async def test_forbidden_nodes_sync_without_regions_until_allowed(
+    kube: KubeEmulator, tmp_path: Path, feeds: list[Feed], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(adapter_module, "FORBIDDEN_RETRY", 0.5)
+    kube.apply(svc())
+    kube.apply(eps("web", "shop", "10.1.0.1", node="n1"))
+    kube.apply(node("n1", "eu-west-1", "eu-west-1a"))
+    kube.forbidden.add("nodes")  # a Role without cluster-scoped reads
+    feed = start(feeds, make(kube, tmp_path))
+    replace, problems = await feed.synced()
+    (endpoint,) = replace.endpoints
+    assert endpoint.locality == Locality()  # no region: Nodes could not be read
+    (message,) = problems.errors.values()
+    assert list(problems.errors) == ["Node"]
+    assert "HTTP 403" in message and "nodes is forbidden" in message
+    assert "listed again every" in message
+
+    kube.forbidden.clear()  # the permission is granted: picked up without a restart
+    upsert = await feed.expect(Upsert)
+    assert upsert.endpoints[0].locality == Locality(region="eu-west-1", zone="eu-west-1a")
+    assert (await feed.expect(Problems)).errors == {}
+
+
+async def test_forbidden_services_fail_the_registry(
+    kube: KubeEmulator, tmp_path: Path, feeds: list[Feed]
+) -> None:
+    kube.forbidden.add("services")
+    error = await start(feeds, make(kube, tmp_path)).error()
+    assert isinstance(error, KubernetesError)
+    assert "HTTP 403" in str(error) and "need 'list' and 'watch' on services" in str(error)
 
 
 async def test_nothing_listening_raises_at_once(tmp_path: Path, feeds: list[Feed]) -> None:

@@ -52,7 +52,8 @@ Errors are Status objects (``{"kind": "Status", "apiVersion": "v1", "metadata": 
 or RVs, and whatever :meth:`fail_next` asks.  Knobs: :meth:`apply`, :meth:`delete`,
 :meth:`get`, :meth:`compact`, :meth:`drop_watches` (a reset mid-stream, or with
 ``graceful`` a clean end), :meth:`fail_next`, :meth:`stop`/:meth:`start` (connections
-cut; the same port and state after), :attr:`requests`, :attr:`open_watches`, and
+cut; the same port and state after), :attr:`forbidden` (resource plurals the caller
+may not read: 403 as RBAC answers), :attr:`requests`, :attr:`open_watches`, and
 :attr:`on_request` (called with each request before it is answered, to change the state
 at a precise moment, e.g. compact between two pages of a list).
 
@@ -261,6 +262,7 @@ class KubeEmulator(LoopbackServer):
         self.token = token
         self.requests: list[Request] = []
         self.on_request: Callable[[Request], None] | None = None
+        self.forbidden: set[str] = set()  # resource plurals ("nodes") answered with 403
         self._rv = 1
         self._floor = 1  # a watch from an RV below this answers 410
         self._objects: dict[tuple[_Kind, str, str], Obj] = {}
@@ -446,6 +448,15 @@ class KubeEmulator(LoopbackServer):
             return web.json_response(doc)
         kind, namespace, name = self._resolve(path)
         query = request.query
+        if kind.plural in self.forbidden:
+            verb = "watch" if _bool(query.get("watch")) else "get" if name else "list"
+            group = kind.api_version.rpartition("/")[0]
+            scope = f'in the namespace "{namespace}"' if namespace else "at the cluster scope"
+            message = (
+                f'{kind.plural} is forbidden: User "system:serviceaccount:istio-system:registryd" '
+                f'cannot {verb} resource "{kind.plural}" in API group "{group}" {scope}'
+            )
+            raise _APIError(_status(403, message, details={"kind": kind.plural}))
         if name is not None:
             obj = self._objects.get((kind, namespace or "", name))
             if obj is None:
