@@ -28,13 +28,12 @@ to registryd's working directory.
 from __future__ import annotations
 
 import ipaddress
-import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from registryd.adapter import ConfigError
+from registryd.settings import SettingsReader
 
 from .convert import DEFAULT_PREFIX, Options, valid_hostname
 
@@ -65,7 +64,6 @@ _MAX_TIMEOUT = 300.0
 _ENDPOINT = re.compile(r"(?:\[([^\[\]]+)\]|([^:\[\]/]+)):(\d{1,5})")
 _LABEL = r"[A-Za-z0-9](?:[-A-Za-z0-9]{0,61}[A-Za-z0-9])?"
 _HOST = re.compile(rf"{_LABEL}(?:\.{_LABEL})*")
-_NAMESPACE = re.compile(r"[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?")
 
 Endpoint = tuple[str, int]  # (host, port)
 
@@ -97,136 +95,80 @@ def format_endpoint(endpoint: Endpoint) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def _endpoint(where: str, text: Any) -> Endpoint:
+def _endpoint(reader: SettingsReader, text: Any) -> Endpoint:
     if not isinstance(text, str):
-        raise ConfigError(f"{where}: 'endpoints' must list host:port strings, got {text!r}")
+        raise reader.error(f"'endpoints' must list host:port strings, got {text!r}")
     if "://" in text:
-        raise ConfigError(
-            f"{where}: endpoint {text!r}: write host:port without a scheme "
+        raise reader.error(
+            f"endpoint {text!r}: write host:port without a scheme "
             f"(TLS is switched on by ca_file/cert_file/key_file)"
         )
     match = _ENDPOINT.fullmatch(text.strip())
     if match is None:
-        raise ConfigError(f"{where}: endpoint {text!r} is not host:port or [ipv6]:port")
+        raise reader.error(f"endpoint {text!r} is not host:port or [ipv6]:port")
     port = int(match.group(3))
     if not 0 < port < 65536:
-        raise ConfigError(f"{where}: endpoint {text!r}: port out of range 1-65535")
+        raise reader.error(f"endpoint {text!r}: port out of range 1-65535")
     if match.group(1) is not None:
         try:
             ipaddress.IPv6Address(match.group(1))
         except ValueError:
-            raise ConfigError(f"{where}: endpoint {text!r}: not an IPv6 address") from None
+            raise reader.error(f"endpoint {text!r}: not an IPv6 address") from None
         return (match.group(1), port)
     host = match.group(2)
     if not _HOST.fullmatch(host) or len(host) > 253:
-        raise ConfigError(f"{where}: endpoint {text!r}: {host!r} is not a host name or IP")
+        raise reader.error(f"endpoint {text!r}: {host!r} is not a host name or IP")
     return (host, port)
 
 
-def _endpoints(where: str, value: Any) -> tuple[Endpoint, ...]:
-    if value is None:
-        value = list(DEFAULT_ENDPOINTS)
+def _endpoints(reader: SettingsReader) -> tuple[Endpoint, ...]:
+    value = reader.get("endpoints", list(DEFAULT_ENDPOINTS))
     if not isinstance(value, list | tuple) or not value:
-        raise ConfigError(f"{where}: 'endpoints' must be a non-empty list of host:port strings")
-    return tuple(_endpoint(where, item) for item in value)
+        raise reader.error("'endpoints' must be a non-empty list of host:port strings")
+    return tuple(_endpoint(reader, item) for item in value)
 
 
-def _prefix(where: str, value: Any) -> str:
-    if value is None:
-        return DEFAULT_PREFIX
+def _prefix(reader: SettingsReader) -> str:
+    value = reader.get("prefix", DEFAULT_PREFIX)
     if not isinstance(value, str) or not value.endswith("/") or value == "/":
-        raise ConfigError(
-            f"{where}: 'prefix' must be a key prefix ending with '/' "
-            f"(e.g. {DEFAULT_PREFIX}), got {value!r}"
+        raise reader.error(
+            f"'prefix' must be a key prefix ending with '/' (e.g. {DEFAULT_PREFIX}), got {value!r}"
         )
     return value
 
 
-def _optional_string(where: str, settings: Mapping[str, Any], name: str) -> str | None:
-    value = settings.get(name)
-    if value is None:
-        return None
-    if not isinstance(value, str) or not value:
-        shown = "<redacted>" if name == "password" else repr(value)
-        raise ConfigError(f"{where}: {name!r} must be a non-empty string, got {shown}")
-    return value
-
-
-def _credentials(where: str, settings: Mapping[str, Any]) -> tuple[str | None, str | None]:
-    username = _optional_string(where, settings, "username")
-    password = _optional_string(where, settings, "password")
-    if (username is None) != (password is None):
-        raise ConfigError(f"{where}: 'username' and 'password' go together: set both or neither")
-    return username, password
-
-
-def _file(where: str, settings: Mapping[str, Any], name: str) -> str | None:
-    value = settings.get(name)
-    if value is None:
-        return None
-    if not isinstance(value, str | os.PathLike) or not os.fspath(value):
-        raise ConfigError(f"{where}: {name!r} must be a file path, got {value!r}")
-    path = os.fspath(value)
-    if not os.path.isfile(path):
-        raise ConfigError(f"{where}: {name!r}: no such file: {path}")
-    return str(path)
-
-
-def _timeout(where: str, value: Any) -> float:
-    if value is None:
-        return DEFAULT_TIMEOUT
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ConfigError(f"{where}: 'timeout' must be a number of seconds, got {value!r}")
-    if not 0 < value <= _MAX_TIMEOUT:
-        raise ConfigError(f"{where}: 'timeout' must be > 0 and <= {_MAX_TIMEOUT:g}, got {value!r}")
-    return float(value)
-
-
-def _namespace(where: str, value: Any) -> str:
-    if value is None:
-        return "default"
-    if not isinstance(value, str) or not _NAMESPACE.fullmatch(value):
-        raise ConfigError(
-            f"{where}: 'namespace' must be a DNS label (lower-case letters, digits, '-'), "
-            f"got {value!r}"
-        )
-    return value
-
-
-def _suffix(where: str, value: Any) -> str:
-    if value is None or value == "":
-        return ""
+def _suffix(reader: SettingsReader) -> str:
+    value = reader.get("hostname_suffix", "")
     suffix = value.lstrip(".").lower() if isinstance(value, str) else ""
-    if not valid_hostname(suffix):
-        raise ConfigError(
-            f"{where}: 'hostname_suffix' must be a DNS name such as svc.example, got {value!r}"
+    if value != "" and not valid_hostname(suffix):
+        raise reader.error(
+            f"'hostname_suffix' must be a DNS name such as svc.example, got {value!r}"
         )
     return suffix
 
 
 def parse_settings(name: str, settings: Mapping[str, Any]) -> EtcdSettings:
     """Validate the settings of the etcd registry ``name`` (see the module docstring)."""
-    where = f"registry {name!r} (etcd)"
-    unknown = sorted(set(settings) - set(SETTINGS))
-    if unknown:
-        raise ConfigError(f"{where}: unknown settings {unknown}; known: {list(SETTINGS)}")
-    username, password = _credentials(where, settings)
-    cert_file = _file(where, settings, "cert_file")
-    key_file = _file(where, settings, "key_file")
+    reader = SettingsReader(name, "etcd", settings, SETTINGS)
+    username = reader.text("username")
+    password = reader.text("password", secret=True)
+    if (username is None) != (password is None):
+        raise reader.error("'username' and 'password' go together: set both or neither")
+    cert_file, key_file = reader.file("cert_file"), reader.file("key_file")
     if (cert_file is None) != (key_file is None):
-        raise ConfigError(f"{where}: 'cert_file' and 'key_file' go together: set both or neither")
+        raise reader.error("'cert_file' and 'key_file' go together: set both or neither")
     options = Options(
-        prefix=_prefix(where, settings.get("prefix")),
-        namespace=_namespace(where, settings.get("namespace")),
-        hostname_suffix=_suffix(where, settings.get("hostname_suffix")),
+        prefix=_prefix(reader),
+        namespace=reader.label("namespace", "default"),
+        hostname_suffix=_suffix(reader),
     )
     return EtcdSettings(
-        endpoints=_endpoints(where, settings.get("endpoints")),
+        endpoints=_endpoints(reader),
         options=options,
         username=username,
         password=password,
-        ca_file=_file(where, settings, "ca_file"),
+        ca_file=reader.file("ca_file"),
         cert_file=cert_file,
         key_file=key_file,
-        timeout=_timeout(where, settings.get("timeout")),
+        timeout=reader.number("timeout", DEFAULT_TIMEOUT, maximum=_MAX_TIMEOUT, unit="seconds"),
     )

@@ -41,7 +41,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from registryd.adapter import AdapterContext, ConfigError
+from registryd.adapter import AdapterContext
+from registryd.settings import DNS_LABEL, SettingsReader
 
 from .selector import Selector, parse_selector
 
@@ -68,7 +69,6 @@ DEFAULT_BURST = 160
 MAX_QPS = 100_000.0
 IN_CLUSTER_ENV = ("KUBERNETES_SERVICE_HOST", "KUBERNETES_SERVICE_PORT")
 _DNS_LABEL = r"[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?"
-_NAMESPACE = re.compile(_DNS_LABEL)
 _DOMAIN = re.compile(rf"{_DNS_LABEL}(?:\.{_DNS_LABEL})*")
 _LABEL_VALUE = re.compile(r"[A-Za-z0-9](?:[-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?")
 
@@ -105,114 +105,75 @@ def parse_settings(
     """Validate the settings of the kubernetes registry ``name`` (see the module
     docstring); ``environ`` is consulted only without a kubeconfig."""
     context = context or AdapterContext()
-    where = f"registry {name!r} (kubernetes)"
-    unknown = sorted(str(k) for k in set(settings) - set(SETTINGS))
-    if unknown:
-        raise ConfigError(f"{where}: unknown settings {unknown}; known: {list(SETTINGS)}")
-    kubeconfig = _kubeconfig(where, settings, context)
-    kube_context = _text(where, settings, "context")
+    reader = SettingsReader(name, "kubernetes", settings, SETTINGS)
+    kubeconfig = _kubeconfig(reader, context)
+    kube_context = reader.text("context")
     if kubeconfig is None:
-        _check_in_cluster(where, kube_context, environ)
+        _check_in_cluster(reader, kube_context, environ)
     return KubernetesSettings(
         kubeconfig=kubeconfig,
         context=kube_context,
-        cluster_id=_cluster_id(where, settings.get("cluster_id"), name),
-        namespaces=_namespaces(where, settings.get("namespaces")),
-        namespace_selector=_selector(where, settings.get("namespace_selector")),
-        qps=_qps(where, settings.get("qps", context.kubernetes_api_qps)),
-        burst=_burst(where, settings.get("burst", context.kubernetes_api_burst)),
-        domain=_domain(where, settings.get("domain", context.domain)),
+        cluster_id=_cluster_id(reader, name),
+        namespaces=tuple(sorted(reader.names("namespaces", DNS_LABEL, "namespace name"))),
+        namespace_selector=_selector(reader),
+        qps=reader.number(
+            "qps", context.kubernetes_api_qps, maximum=MAX_QPS, unit="requests a second"
+        ),
+        burst=reader.whole("burst", context.kubernetes_api_burst),
+        domain=_domain(reader, context.domain),
     )
 
 
-def _text(where: str, settings: Mapping[str, Any], key: str) -> str | None:
-    value = settings.get(key)
-    if value is None:
+def _kubeconfig(reader: SettingsReader, context: AdapterContext) -> str | None:
+    if reader.get("kubeconfig") is not None:
+        return reader.file("kubeconfig")
+    if context.kubeconfig is None:
         return None
-    if not isinstance(value, str) or not value.strip():
-        raise ConfigError(f"{where}: {key!r} must be a non-empty string, got {value!r}")
-    return value
-
-
-def _kubeconfig(where: str, settings: Mapping[str, Any], context: AdapterContext) -> str | None:
-    value = settings.get("kubeconfig")
-    origin = "'kubeconfig'"
-    if value is None:
-        value = context.kubeconfig
-        origin = "--kubeconfig"
-        if value is None:
-            return None
-    if not isinstance(value, str | os.PathLike) or not os.fspath(value):
-        raise ConfigError(f"{where}: {origin} must be a file path, got {value!r}")
-    path = os.path.expanduser(os.fspath(value))
+    path = os.path.expanduser(os.fspath(context.kubeconfig))
     if not os.path.isfile(path):
-        raise ConfigError(f"{where}: {origin}: no such file: {path}")
-    return str(path)
+        raise reader.error(f"--kubeconfig: no such file: {path}")
+    return path
 
 
-def _check_in_cluster(where: str, kube_context: str | None, environ: Mapping[str, str]) -> None:
+def _check_in_cluster(
+    reader: SettingsReader, kube_context: str | None, environ: Mapping[str, str]
+) -> None:
     if kube_context is not None:
-        raise ConfigError(f"{where}: 'context' needs a kubeconfig ('kubeconfig' or --kubeconfig)")
+        raise reader.error("'context' needs a kubeconfig ('kubeconfig' or --kubeconfig)")
     missing = [key for key in IN_CLUSTER_ENV if not environ.get(key)]
     if missing:
-        raise ConfigError(
-            f"{where}: no kubeconfig ('kubeconfig' or --kubeconfig) and not running in a pod "
+        raise reader.error(
+            f"no kubeconfig ('kubeconfig' or --kubeconfig) and not running in a pod "
             f"({' and '.join(missing)} not set), so there is no cluster to read"
         )
 
 
-def _cluster_id(where: str, value: Any, name: str) -> str:
+def _cluster_id(reader: SettingsReader, name: str) -> str:
+    value = reader.get("cluster_id")
     origin = "'cluster_id'"
     if value is None:
         value, origin = name, "the registry name (the default cluster_id)"
     if not isinstance(value, str) or not _LABEL_VALUE.fullmatch(value):
-        raise ConfigError(
-            f"{where}: {origin} must be a label value (up to 63 letters, digits, '-', '_', "
+        raise reader.error(
+            f"{origin} must be a label value (up to 63 letters, digits, '-', '_', "
             f"'.'; alphanumeric at both ends), got {value!r}"
         )
     return value
 
 
-def _namespaces(where: str, value: Any) -> tuple[str, ...]:
-    if value is None:
-        return ()
-    if not isinstance(value, list | tuple) or not value:
-        raise ConfigError(f"{where}: 'namespaces' must be a non-empty list of namespace names")
-    for item in value:
-        if not isinstance(item, str) or not _NAMESPACE.fullmatch(item):
-            raise ConfigError(f"{where}: 'namespaces': {item!r} is not a namespace name")
-    if len(set(value)) != len(value):
-        raise ConfigError(f"{where}: 'namespaces' lists a namespace twice: {list(value)}")
-    return tuple(sorted(value))
-
-
-def _selector(where: str, value: Any) -> Selector | None:
+def _selector(reader: SettingsReader) -> Selector | None:
+    value = reader.get("namespace_selector")
     if value is None:
         return None
     try:
         return parse_selector(value)
     except ValueError as exc:
-        raise ConfigError(f"{where}: 'namespace_selector': {exc}") from None
+        raise reader.error(f"'namespace_selector': {exc}") from None
 
 
-def _qps(where: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ConfigError(f"{where}: 'qps' must be a number of requests a second, got {value!r}")
-    if not 0 < value <= MAX_QPS:
-        raise ConfigError(f"{where}: 'qps' must be > 0 and <= {MAX_QPS:g}, got {value!r}")
-    return float(value)
-
-
-def _burst(where: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"{where}: 'burst' must be a whole number >= 1, got {value!r}")
-    return value
-
-
-def _domain(where: str, value: Any) -> str:
+def _domain(reader: SettingsReader, default: str) -> str:
+    value = reader.get("domain", default)
     text = value.strip(".").lower() if isinstance(value, str) else ""
     if not text or len(text) > 253 or not _DOMAIN.fullmatch(text):
-        raise ConfigError(
-            f"{where}: 'domain' must be a DNS name such as cluster.local, got {value!r}"
-        )
+        raise reader.error(f"'domain' must be a DNS name such as cluster.local, got {value!r}")
     return text

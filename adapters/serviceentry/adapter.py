@@ -44,7 +44,8 @@ from typing import Any
 
 from watchfiles import Change, awatch
 
-from registryd.adapter import AdapterContext, ConfigError, Delete, Problems, Update, Upsert
+from registryd.adapter import AdapterContext, Delete, Problems, Update, Upsert
+from registryd.settings import SettingsReader
 
 from .convert import FileTable, Model, diff_models
 
@@ -256,23 +257,18 @@ class ServiceEntryAdapter:
     """Istio ServiceEntry / WorkloadEntry files in a directory (see the module docstring)."""
 
     def __init__(self, *, name: str, settings: Mapping[str, Any], context: AdapterContext) -> None:
-        where = f"registry {name!r} (serviceentry)"
-        unknown = sorted(set(settings) - set(SETTINGS))
-        if unknown:
-            raise ConfigError(f"{where}: unknown settings {unknown}; known: {list(SETTINGS)}")
-        path = settings.get("path")
+        reader = SettingsReader(name, "serviceentry", settings, SETTINGS)
+        path = reader.get("path")
         if not isinstance(path, str | os.PathLike) or not os.fspath(path):
-            raise ConfigError(f"{where}: setting 'path' (the ServiceEntry directory) is required")
-        polling = settings.get("force_polling")
-        if polling is not None and not isinstance(polling, bool):
-            raise ConfigError(f"{where}: 'force_polling' must be true or false, got {polling!r}")
-        resync = settings.get("resync_interval", 30)
-        if isinstance(resync, bool) or not isinstance(resync, int | float) or resync <= 0:
-            raise ConfigError(f"{where}: 'resync_interval' must be seconds > 0, got {resync!r}")
+            raise reader.error("setting 'path' (the ServiceEntry directory) is required")
+        polling = reader.get("force_polling")
+        if polling is not None:
+            polling = reader.flag("force_polling", False)
+        resync = reader.number("resync_interval", 30, unit="seconds")
         self.name = name
         self.path = os.path.abspath(os.fspath(path))
         self.force_polling: bool | None = polling
-        self.resync_interval = float(resync)
+        self.resync_interval = resync
 
     async def watch(self) -> AsyncIterator[Update]:
         stop = asyncio.Event()

@@ -8,7 +8,6 @@ from typing import Any
 
 from registryd.adapter import (
     AdapterContext,
-    ConfigError,
     Delete,
     Problems,
     Replace,
@@ -16,6 +15,7 @@ from registryd.adapter import (
     Upsert,
 )
 from registryd.model import Endpoint, Service
+from registryd.settings import SettingsReader
 
 __all__ = ["MemoryAdapter"]
 
@@ -37,10 +37,7 @@ class MemoryAdapter:
         settings: Mapping[str, Any] | None = None,
         context: AdapterContext | None = None,
     ) -> None:
-        if settings:
-            raise ConfigError(
-                f"registry {name!r} (memory): takes no settings, got {sorted(settings)}"
-            )
+        SettingsReader(name, "memory", settings or {}, known=())  # takes none
         self.name = name
         self.services: dict[str, Service] = {}
         self.endpoints: dict[str, tuple[Endpoint, ...]] = {}

@@ -29,12 +29,12 @@ import aiohttp
 
 from registryd.adapter import (
     AdapterContext,
-    ConfigError,
     Problems,
     Replace,
     Update,
     increments,
 )
+from registryd.settings import SettingsReader
 
 from .convert import Inventory, convert
 
@@ -45,23 +45,16 @@ SETTINGS = ("url", "interval", "timeout", "hostname_suffix", "token")
 
 class InventoryAdapter:
     def __init__(self, *, name: str, settings: Mapping[str, Any], context: AdapterContext):
-        where = f"registry {name!r} (inventory)"
-        unknown = sorted(set(settings) - set(SETTINGS))
-        if unknown:
-            raise ConfigError(f"{where}: unknown settings {unknown}; known: {list(SETTINGS)}")
-        url = settings.get("url")
-        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
-            raise ConfigError(f"{where}: 'url' must be an http(s) URL, got {url!r}")
-        for key in ("interval", "timeout"):
-            value = settings.get(key, 10 if key == "interval" else 5)
-            if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-                raise ConfigError(f"{where}: {key!r} must be seconds > 0, got {value!r}")
+        reader = SettingsReader(name, "inventory", settings, SETTINGS)
+        url = reader.text("url")
+        if url is None or not url.startswith(("http://", "https://")):
+            raise reader.error(f"'url' must be an http(s) URL, got {url!r}")
         self.name = name
         self.url = url
-        self.interval = float(settings.get("interval", 10))
-        self.timeout = float(settings.get("timeout", 5))
-        self.suffix = str(settings.get("hostname_suffix", "inventory.internal"))
-        token = settings.get("token")
+        self.interval = reader.number("interval", 10, unit="seconds")
+        self.timeout = reader.number("timeout", 5, unit="seconds")
+        self.suffix = reader.text("hostname_suffix", "inventory.internal") or ""
+        token = reader.text("token", secret=True)
         self._headers = {"Authorization": f"Bearer {token}"} if token else {}
 
     def __repr__(self) -> str:  # never show the token

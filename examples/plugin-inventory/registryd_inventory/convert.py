@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from registryd.model import Endpoint, Health, Locality, Port, Service
+from registryd.model import Endpoint, Health, Labels, Locality, Port, Service
 
 __all__ = ["Inventory", "convert"]
 
@@ -72,7 +72,7 @@ def _service(raw: Any, suffix: str) -> tuple[Service, tuple[Endpoint, ...]]:
                 locality=Locality(zone=str(inst.get("zone") or "")),
                 weight=weight,
                 health=Health.HEALTHY if inst.get("healthy", True) else Health.UNHEALTHY,
-                labels={str(k): str(v) for k, v in (inst.get("tags") or {}).items()},
+                labels=Labels({str(k): str(v) for k, v in (inst.get("tags") or {}).items()}),
             )
         )
     return service, tuple(endpoints)
