@@ -385,12 +385,18 @@ def push_status(store: RegistryStore) -> JSON:
         for h, m in services.items()
         if m.service.resolution == Resolution.STATIC  # DNS services resolve the hostname
         for p in m.service.ports
-        if not any(e.service_port == p.number for e in m.endpoints)
+        if not any(e.service_port == p.number and res.in_eds(e) for e in m.endpoints)
     )
     duplicates = {
         h: [str(k) for k in m.shards] for h, m in sorted(services.items()) if len(m.shards) > 1
     }
     conflicts = [_conflict(m.conflict) for _, m in sorted(services.items()) if m.conflict]
+    left_out = {
+        h: sorted(f"{e.address}:{e.port} ({e.source})" for e in dropped)
+        for h, m in sorted(services.items())
+        if m.service.resolution == Resolution.STATIC
+        and (dropped := [e for e in m.endpoints if not res.in_eds(e)])
+    }
     errors = {str(k): dict(s.problems) for k, s in sorted(store.shards.items()) if s.problems}
     warnings = {str(k): list(s.warnings) for k, s in sorted(store.shards.items()) if s.warnings}
     return {
@@ -399,6 +405,7 @@ def push_status(store: RegistryStore) -> JSON:
         "pilot_eds_no_instances": no_instances,
         "pilot_duplicate_envoy_clusters": duplicates,
         "registryd_conflicting_hostnames": conflicts,
+        "registryd_endpoints_not_in_eds": left_out,
         "registryd_config_errors": errors,
         "registryd_registry_warnings": warnings,
         "registryd_registries_not_synced": [

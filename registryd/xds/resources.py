@@ -52,6 +52,7 @@ __all__ = [
     "build_sidecar_listener",
     "cluster_name",
     "grpc_listener_name",
+    "in_eds",
     "short_type",
     "sidecar_listener_name",
 ]
@@ -104,6 +105,11 @@ def _ads() -> config_source_pb2.ConfigSource:
 
 
 @functools.lru_cache(maxsize=65536)
+def in_eds(endpoint: Endpoint) -> bool:
+    """Whether EDS can carry ``endpoint``: only IP addresses (see :func:`build_cla`)."""
+    return _is_ip(endpoint.address)
+
+
 def _is_ip(address: str) -> bool:
     try:
         ipaddress.ip_address(address)
@@ -158,7 +164,7 @@ def port_endpoints(port: Port, endpoints: Iterable[Endpoint]) -> list[Endpoint]:
 def build_cla(name: str, endpoints: Iterable[Endpoint]) -> endpoint_pb2.ClusterLoadAssignment:
     """EDS for one cluster.  Endpoints that are not IP addresses are left out (Envoy would
     reject the whole assignment); an empty assignment is valid and clears the cluster."""
-    usable = [e for e in endpoints if _is_ip(e.address)]
+    usable = [e for e in endpoints if in_eds(e)]
     return endpoint_pb2.ClusterLoadAssignment(cluster_name=name, endpoints=_lb_endpoints(usable))
 
 

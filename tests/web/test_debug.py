@@ -182,7 +182,10 @@ async def test_config_dump_is_what_the_proxy_gets(harness: Harness) -> None:
 
 
 async def test_registry_views_show_provenance_and_problems(harness: Harness) -> None:
-    harness.memory.set([service(), service("empty.example")], endpoints("10.0.0.1", "10.0.0.2"))
+    harness.memory.set(
+        [service(), service("empty.example")],
+        endpoints("10.0.0.1", "10.0.0.2") + endpoints("vm-1.example.com", host="empty.example"),
+    )
     await until(lambda: _pushed(harness), "the first push")
     registry = await get(harness, f"/debug/registryz?hostname={HOST}")
     assert [s["hostname"] for s in registry] == [HOST]
@@ -197,7 +200,11 @@ async def test_registry_views_show_provenance_and_problems(harness: Harness) -> 
     assert {e["registry"] for e in mine["endpoints"]} == {"memory/mem"}
 
     status = await get(harness, "/debug/push_status")
+    # empty.example's one endpoint is a DNS name, which EDS cannot carry: no instances
     assert status["pilot_eds_no_instances"] == ["outbound|8080||empty.example"]
+    assert status["registryd_endpoints_not_in_eds"] == {
+        "empty.example": ["vm-1.example.com:9000 (memory/mem)"]
+    }
     assert status["services"] == 2
 
     config = await get(harness, "/debug/configz?registry=mem")
