@@ -21,11 +21,14 @@ Contract (see :mod:`registryd.adapter`):
   malformed reply, a timeout) makes ``watch()`` raise :class:`ConsulError`; the other
   queries are cancelled and the HTTP session is closed in ``finally``.  The supervisor
   restarts it, and the first update after a restart is again a full ``Replace``.
-* Connections: one per running query, so ``services + 1`` per datacenter; a Consul agent
-  allows 200 per client address by default (``limits.http_max_conns_per_client``): a
-  warning is logged above :data:`MANY_SERVICES` services.  A query that has not
-  connected after :data:`CONNECT_TIMEOUT` seconds or not finished ``wait * 17/16 +``
-  :data:`READ_SLACK` seconds after it was sent fails.
+* Connections: one per blocking query held open.  A Consul agent allows 200 per client
+  address by default (``limits.http_max_conns_per_client``), so at most ``max_watches``
+  blocking queries run (the catalogs' included); services beyond that budget are polled
+  instead: a query without ``index`` every ``poll_interval`` seconds (±10 %), at most
+  :data:`POLL_CONCURRENCY` at a time, and a warning in the Problems says how many.  A
+  freed budget (a watched service gone) turns the first polled service, by name, into a
+  watched one.  A query that has not connected after :data:`CONNECT_TIMEOUT` seconds or
+  not finished ``wait * 17/16 +`` :data:`READ_SLACK` seconds after it was sent fails.
 * The ACL token travels only in the ``X-Consul-Token`` header.  It is not logged, not in
   any error message and not in ``repr()`` of the adapter or its settings.  If the agent
   says results were filtered by ACLs (a token without ``service:read``/``node:read``, or
@@ -45,7 +48,9 @@ Settings: see :mod:`.settings`.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
+import random
 import ssl
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -57,7 +62,7 @@ import consul.aio
 import consul.base
 from consul.callback import CB
 
-from registryd.adapter import AdapterContext, Update
+from registryd.adapter import AdapterContext, Problems, Update
 from registryd.ratelimit import TokenBucket
 
 from .convert import ConsulState, Options, catalog_names, health_entries
@@ -66,6 +71,7 @@ from .settings import ConsulSettings, format_wait, parse_settings
 __all__ = [
     "BACKOFF_MAX",
     "BACKOFF_MIN",
+    "POLL_CONCURRENCY",
     "QUERY_BURST",
     "QUERY_RATE",
     "ConsulAdapter",
@@ -83,7 +89,7 @@ BACKOFF_MAX = 15.0  # ...delays the next, doubling up to this ("poll every 15 s"
 EARLY = 0.9  # a blocking query that returns before EARLY * wait did not wait it out
 CONNECT_TIMEOUT = 5.0
 READ_SLACK = 10.0  # seconds on top of wait and Consul's jitter (wait / 16)
-MANY_SERVICES = 180
+POLL_CONCURRENCY = 4  # polled services' queries in flight at once
 MAX_MESSAGE = 300  # characters of an agent's error body kept in an error message
 FILTERED_HEADER = "X-Consul-Results-Filtered-By-ACLs"
 
@@ -134,7 +140,7 @@ class RateLimiter(TokenBucket):
             self.backoff = min(max(self.backoff * 2, BACKOFF_MIN), BACKOFF_MAX)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, order=True)
 class _Target:
     """What one watch follows: a datacenter's catalog (``service`` None) or a service."""
 
@@ -289,11 +295,26 @@ def _ssl_context(settings: ConsulSettings) -> ssl.SSLContext | None:
 
 
 class _Watch:
-    """One blocking query loop, reporting every reply (or its failure) as an event."""
+    """One blocking query loop (or, not ``blocking``, one polling loop), reporting every
+    reply (or its failure) as an event."""
 
-    def __init__(self, target: _Target, run: _Run, report: Callable[[_Event], None]) -> None:
+    def __init__(
+        self, target: _Target, run: _Run, report: Callable[[_Event], None], *, blocking: bool
+    ) -> None:
         self.target = target
-        self.task = asyncio.create_task(self._loop(run, report), name=f"consul:{target}")
+        self.blocking = blocking
+        loop = self._loop if blocking else self._poll
+        self.task = asyncio.create_task(loop(run, report), name=f"consul:{target}")
+
+    async def _poll(self, run: _Run, report: Callable[[_Event], None]) -> None:
+        try:
+            while True:
+                async with run.polls:
+                    reply = await run.query(self.target, 0)
+                report(_Event(self, reply=reply))
+                await asyncio.sleep(run.settings.poll_interval * random.uniform(0.9, 1.1))
+        except Exception as exc:
+            report(_Event(self, error=exc))
 
     async def _loop(self, run: _Run, report: Callable[[_Event], None]) -> None:
         try:
@@ -339,8 +360,8 @@ class _Run:
         self.watches: dict[_Target, _Watch] = {}
         self.stopped: set[asyncio.Task[None]] = set()
         self.pending: set[_Target] = set()  # watches that have not answered yet
+        self.polls = asyncio.Semaphore(POLL_CONCURRENCY)
         self.warned_filtered = False
-        self.warned_many: set[str] = set()
 
     async def query(self, target: _Target, index: int) -> _Reply:
         params: list[tuple[str, str]] = []
@@ -359,9 +380,28 @@ class _Run:
             raise ConsulError(f"{target}: {_describe(exc)}") from exc
         return reply
 
-    def start(self, target: _Target) -> None:
-        self.watches[target] = _Watch(target, self, self.events.put_nowait)
+    def start(self, target: _Target, *, blocking: bool = True) -> None:
+        self.watches[target] = _Watch(target, self, self.events.put_nowait, blocking=blocking)
         self.pending.add(target)
+
+    def _budget(self) -> int:
+        """How many more blocking queries ``max_watches`` allows."""
+        return self.settings.max_watches - sum(w.blocking for w in self.watches.values())
+
+    def problems(self) -> Problems:
+        """The state's problems, plus a warning while services are polled."""
+        problems = self.state.problems()
+        polled = sum(not w.blocking for w in self.watches.values())
+        if not polled:
+            return problems
+        services = sum(t.service is not None for t in self.watches)
+        note = (
+            f"{polled} of {services} services are polled every "
+            f"{self.settings.poll_interval:g}s instead of watched: all {self.settings.max_watches} "
+            f"blocking queries of 'max_watches' are in use (raise it together with the "
+            f"agent's limits.http_max_conns_per_client to watch every service)"
+        )
+        return dataclasses.replace(problems, warnings=(*problems.warnings, note))
 
     def stop(self, target: _Target) -> None:
         watch = self.watches.pop(target)
@@ -403,16 +443,11 @@ class _Run:
         for name in sorted(running - wanted):
             self.stop(_Target(datacenter, name))
         for name in sorted(wanted - running):
-            self.start(_Target(datacenter, name))
-        if len(wanted) > MANY_SERVICES and datacenter not in self.warned_many:
-            self.warned_many.add(datacenter)
-            log.warning(
-                "consul %s: following %d services%s takes as many connections to the agent; "
-                "its limits.http_max_conns_per_client (default 200) must allow them",
-                self.name,
-                len(wanted),
-                f" in {datacenter}" if datacenter else "",
-            )
+            self.start(_Target(datacenter, name), blocking=self._budget() > 0)
+        polled = sorted(t for t, w in self.watches.items() if not w.blocking)
+        for target in polled[: max(0, self._budget())]:  # budget freed: watch them now
+            self.stop(target)
+            self.start(target)
 
     async def apply_queued(self) -> None:
         """Wait for an event, then apply it and every other one already queued."""
@@ -471,13 +506,13 @@ class ConsulAdapter:
                 self.settings.base_url,
             )
             yield full
-            problems = run.state.problems()
+            problems = run.problems()
             yield problems
             while True:
                 await run.apply_queued()
                 for update in run.state.changes():
                     yield update
-                new_problems = run.state.problems()
+                new_problems = run.problems()
                 if new_problems is not problems and new_problems != problems:
                     problems = new_problems
                     yield problems

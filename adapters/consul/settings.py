@@ -25,6 +25,11 @@ setting                default               meaning
 ``hostname``           see below             template: ``{service}``, ``{datacenter}``
 ``namespace``          ``default``           namespace of every service
 ``warning_is_healthy`` ``true``              a ``warning`` instance still gets traffic
+``max_watches``        ``150``               blocking queries held open at once (the
+                                             catalog's included); services beyond are
+                                             polled (the agent allows 200 connections
+                                             per client by default)
+``poll_interval``      ``15``                seconds between polls of such a service
 ``kinds``              ``[typical]``         Consul service kinds to use: ``typical``,
                                              ``connect-proxy``, ``mesh-gateway``,
                                              ``terminating-gateway``,
@@ -79,7 +84,11 @@ SETTINGS = (
     "namespace",
     "warning_is_healthy",
     "kinds",
+    "max_watches",
+    "poll_interval",
 )
+DEFAULT_MAX_WATCHES = 150  # Consul's limits.http_max_conns_per_client is 200 by default
+DEFAULT_POLL_INTERVAL = 15.0
 TYPICAL = "typical"  # Consul's name for the kind of a plain service (an empty Kind)
 TEMPLATE_FIELDS = frozenset({"service", "datacenter"})
 _HOST = re.compile(r"[A-Za-z0-9](?:[-A-Za-z0-9.]*[A-Za-z0-9])?")
@@ -107,6 +116,8 @@ class ConsulSettings:
     namespace: str = "default"
     warning_is_healthy: bool = True
     kinds: frozenset[str] = frozenset({""})  # Service.Kind values; "" = typical
+    max_watches: int = DEFAULT_MAX_WATCHES
+    poll_interval: float = DEFAULT_POLL_INTERVAL
 
     @property
     def base_url(self) -> str:
@@ -157,7 +168,21 @@ def parse_settings(name: str, settings: Mapping[str, Any]) -> ConsulSettings:
             "" if kind == TYPICAL else kind
             for kind in reader.names("kinds", _KIND, "kind name", default=[TYPICAL])
         ),
+        max_watches=_max_watches(reader, max(1, len(datacenters))),
+        poll_interval=reader.number(
+            "poll_interval", DEFAULT_POLL_INTERVAL, maximum=MAX_WAIT, unit="seconds"
+        ),
     )
+
+
+def _max_watches(reader: SettingsReader, catalogs: int) -> int:
+    value = reader.whole("max_watches", DEFAULT_MAX_WATCHES)
+    if value <= catalogs:
+        raise reader.error(
+            f"'max_watches' must leave room for service watches beside the {catalogs} "
+            f"catalog watch(es), got {value}"
+        )
+    return value
 
 
 def _address(reader: SettingsReader) -> tuple[str, int, str]:

@@ -10,6 +10,7 @@ tests that need the emulator's knobs are skipped.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import ssl
@@ -252,6 +253,7 @@ def test_settings_defaults() -> None:
     assert (settings.hostname, settings.namespace) == ("{service}.service.consul", "default")
     assert settings.verify and settings.warning_is_healthy and not settings.stale
     assert settings.kinds == frozenset({""})  # typical services only
+    assert (settings.max_watches, settings.poll_interval) == (150, 15.0)
 
 
 def test_settings_kinds() -> None:
@@ -322,6 +324,10 @@ def test_settings_wait_and_datacenters() -> None:
         ({"kinds": "typical"}, "'kinds' must be a non-empty list"),
         ({"kinds": ["Connect Proxy"]}, "'Connect Proxy' is not a kind name"),
         ({"kinds": ["typical", "typical"]}, "lists a kind name twice"),
+        ({"max_watches": 1}, "'max_watches' must leave room for service watches"),
+        ({"max_watches": 2, "datacenters": ["a", "b"]}, "beside the 2 catalog watch(es)"),
+        ({"max_watches": 0}, "'max_watches' must be a whole number >= 1"),
+        ({"poll_interval": 0}, "'poll_interval' must be > 0"),
     ],
 )
 def test_settings_errors_name_the_registry(settings: dict[str, Any], message: str) -> None:
@@ -515,6 +521,49 @@ async def test_queries_use_index_wait_stale_and_datacenter(
         assert second.params["wait"] == "7s"
         assert all(r.params.get("stale") == "1" for r in (first, second))
         assert all(r.params.get("dc") == "dc1" for r in (first, second))
+
+
+async def test_services_beyond_max_watches_are_polled(
+    agent: Agent, feeds: Callable[..., Feed]
+) -> None:
+    emulator = agent.emulator  # counts the agent's services and its requests
+    for i, base in enumerate(("a", "b", "c", "d")):
+        await agent.register(base, address=f"10.0.0.{i + 1}")
+    # the catalog and two services are watched; c and d are polled
+    feed = feeds(agent.adapter(max_watches=3, poll_interval=0.3), agent.prefix)
+    replace = await feed.replace()
+    assert len(replace.services) == 4
+    problems = await feed.next()
+    assert isinstance(problems, Problems)
+    (warning,) = problems.warnings
+    assert warning.startswith("2 of 4 services are polled every 0.3s")
+
+    await agent.register("d", "d-2", node="n2", address="10.0.0.9")  # seen by a poll
+    change = await feed.change()
+    assert isinstance(change, Upsert) and change.service.hostname == agent.host("d")
+    assert sorted(e.address for e in change.endpoints) == ["10.0.0.4", "10.0.0.9"]
+
+    def queries(base: str) -> list[dict[str, str]]:
+        path = f"/v1/health/service/{agent.name(base)}"
+        return [dict(r.params) for r in emulator.requests if r.path == path]
+
+    assert len(queries("d")) >= 2 and not any("index" in q for q in queries("d"))
+    assert any("index" in q for q in queries("a"))  # a blocking watch
+
+    await agent.deregister(service_id=agent.name("a"))  # a watch freed: c is watched now
+    assert await feed.change() == Delete(hostname=agent.host("a"))
+    deadline = time.monotonic() + WITHIN
+    while not any("index" in q for q in queries("c")):
+        assert time.monotonic() < deadline, "c never became a blocking watch"
+        await asyncio.sleep(0.05)
+    while feed.problems is None or feed.problems.warnings != (
+        "1 of 3 services are polled every 0.3s instead of watched: all 3 blocking queries of "
+        "'max_watches' are in use (raise it together with the agent's "
+        "limits.http_max_conns_per_client to watch every service)",
+    ):
+        assert time.monotonic() < deadline, f"warnings now {feed.problems}"
+        with contextlib.suppress(TimeoutError):
+            await feed.next(0.1)
 
 
 def first_index(emulator: ConsulEmulator, path: str) -> str:
