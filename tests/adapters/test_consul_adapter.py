@@ -566,6 +566,29 @@ async def test_services_beyond_max_watches_are_polled(
             await feed.next(0.1)
 
 
+async def test_a_large_catalog_stays_within_the_agents_connection_limit(
+    agent: Agent, feeds: Callable[..., Feed]
+) -> None:
+    emulator = agent.emulator
+    for i in range(16):
+        await agent.register(f"s{i:02d}", address=f"10.0.1.{i + 1}")
+    emulator.max_conns_per_client = 14  # the agent's limit, scaled down with the catalog
+
+    # one blocking query per service would need 17 connections; 8 watches + 4 polls fit
+    feed = feeds(agent.adapter(max_watches=8, poll_interval=0.2), agent.prefix)
+    assert len((await feed.replace()).services) == 16
+    await agent.register("s15", "s15-b", node="n2", address="10.0.1.99")  # a polled one
+    change = await feed.change()
+    assert isinstance(change, Upsert) and len(change.endpoints) == 2
+    await asyncio.sleep(1.0)  # several rounds of polls: none refused
+    assert emulator.refused == 0
+    await feed.close()
+
+    every = feeds(agent.adapter(max_watches=100), agent.prefix)  # watch every service
+    error = await every.error()
+    assert "429" in str(error) and "too many concurrent connections" in str(error)
+
+
 def first_index(emulator: ConsulEmulator, path: str) -> str:
     dc = emulator.datacenters["dc1"]
     if path == "/v1/catalog/services":

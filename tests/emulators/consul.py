@@ -44,14 +44,17 @@ the anonymous token under ``default_policy = deny``: an empty result with
 Knobs for tests: :meth:`reset_index` (a snapshot restore: indexes go back, blocked
 queries return at once), ``zero_index`` (replies say ``X-Consul-Index: 0``),
 ``immediate`` (blocking queries answer at once, unchanged), ``fail_status`` /
-``fail_body`` (reads fail, blocked ones at once), :meth:`stop` / :meth:`start` (the
-agent goes away, open connections are cut, and comes back on the same port).  Every
-request is recorded in :attr:`requests`.
+``fail_body`` (reads fail, blocked ones at once), ``max_conns_per_client`` (the
+agent's ``limits.http_max_conns_per_client``, off by default: a request on a connection
+beyond that many open ones from its client address answers 429 as Consul does, idle
+keep-alive connections counted too; :attr:`refused` counts them), :meth:`stop` /
+:meth:`start` (the agent goes away, open connections are cut, and comes back on the
+same port).  Every request is recorded in :attr:`requests`.
 
 Not covered: the agent endpoints (``/v1/agent/service/register``, anti-entropy, check
 runners: check status changes only by registration), sessions, KV, prepared queries,
 ``filter``, ``node-meta``, ``tag``, ``near``, namespaces/partitions, peering, tagged
-address translation, hash-based blocking, ``max_stale``, rate limiting.
+address translation, hash-based blocking, ``max_stale``, request rate limiting.
 """
 
 from __future__ import annotations
@@ -186,6 +189,9 @@ class ConsulEmulator(LoopbackServer):
         self.zero_index = False
         self.fail_status: int | None = None
         self.fail_body = "rpc error: emulated failure"
+        self.max_conns_per_client: int | None = None
+        self.refused = 0  # requests answered 429 for max_conns_per_client
+        self._conns: dict[str, set[asyncio.BaseTransport]] = {}  # client address -> open
         self._changed = asyncio.Event()
         self._generation = 0  # bumped by reset_index: blocked queries return
 
@@ -244,11 +250,31 @@ class ConsulEmulator(LoopbackServer):
         params = {k: v for k, v in request.query.items()}
         token = self._token(request)
         self.requests.append(Request(request.method, request.path, params, token, time.monotonic()))
+        if self._over_limit(request):
+            self.refused += 1
+            text = (
+                "Your IP is issuing too many concurrent connections, please rate limit your calls\n"
+            )
+            return web.Response(status=429, text=text, headers={"Connection": "close"})
         try:
             response: web.StreamResponse = await handler(request)
             return response
         except HTTPError as exc:
             return web.Response(status=exc.status, text=exc.text)
+
+    def _over_limit(self, request: web.Request) -> bool:
+        """Whether ``request`` came on a connection beyond ``max_conns_per_client``."""
+        transport = request.transport
+        if self.max_conns_per_client is None or transport is None:
+            return False
+        open_ = self._conns.setdefault(request.remote or "", set())
+        open_ -= {t for t in open_ if t.is_closing()}
+        if transport in open_:
+            return False
+        if len(open_) >= self.max_conns_per_client:
+            return True
+        open_.add(transport)
+        return False
 
     @staticmethod
     def _token(request: web.Request) -> str | None:
