@@ -311,6 +311,12 @@ def main() -> None:
     ap.add_argument("--endpoints", type=int, default=10)
     ap.add_argument("--clients", type=int, nargs="+", default=[100, 1000])
     ap.add_argument("--debounce", default="100ms")
+    ap.add_argument(
+        "--eds-debounce",
+        default="true",
+        choices=("true", "false"),
+        help="false: endpoint changes skip the debounce (--enableEDSDebounce=false)",
+    )
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         config = Path(tmp) / "se"
@@ -328,6 +334,7 @@ def main() -> None:
             f"--monitoringAddr=127.0.0.1:{mon_port}",
             f"--configDir={config}",
             f"--debounceAfter={args.debounce}",
+            f"--enableEDSDebounce={args.eds_debounce}",
             "--log_output_level=default:warn",
         ]
         t0 = time.monotonic()
@@ -368,7 +375,10 @@ def main() -> None:
                         proc,
                     )
                 )
-                print(f"\nC={n} clients (debounce {args.debounce}, file-watch latency included)")
+                eds = "" if args.eds_debounce == "true" else ", not for endpoint changes"
+                print(
+                    f"\nC={n} clients (debounce {args.debounce}{eds}, file-watch latency included)"
+                )
                 print(f"  initial sync, all clients CDS+EDS+LDS+RDS: {r['initial_sync_s']:.2f} s")
                 print(
                     f"  endpoint change -> ACK   p50 {ms(r['eds_p50'])}  p99 {ms(r['eds_p99'])}"

@@ -89,6 +89,7 @@ class App:
             self.xds.publish,
             debounce_after=self.settings.debounce_after,
             debounce_max=self.settings.debounce_max,
+            eds_debounce=self.settings.eds_debounce,
         )
         self.supervisor = Supervisor(self.store)
         self.metrics = Metrics(

@@ -10,10 +10,12 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from registryd import __version__
 from registryd.adapter import ConfigError
@@ -106,13 +108,62 @@ def _parser() -> argparse.ArgumentParser:
         d.add_argument(
             flag, type=_parse_bool, nargs="?", const=True, default=False, metavar="BOOL", help=text
         )
-    d.add_argument("--debounceAfter", default="100ms", help="quiet time before a push (e.g. 100ms)")
-    d.add_argument("--debounceMax", default="10s", help="longest a push is delayed")
+    d.add_argument(
+        "--debounceAfter",
+        default=None,
+        help="quiet time before a push (default $PILOT_DEBOUNCE_AFTER, else 100ms)",
+    )
+    d.add_argument(
+        "--debounceMax",
+        default=None,
+        help="longest a push is delayed (default $PILOT_DEBOUNCE_MAX, else 10s)",
+    )
+    d.add_argument(
+        "--enableEDSDebounce",
+        type=_parse_bool,
+        nargs="?",
+        const=True,
+        default=None,
+        metavar="BOOL",
+        help="debounce endpoint-only changes too (default $PILOT_ENABLE_EDS_DEBOUNCE, else true)",
+    )
     return parser
 
 
-def parse_args(argv: Sequence[str]) -> Settings:
-    """Flags → :class:`Settings`; raises :class:`ConfigError` on anything wrong."""
+def _from_env(
+    flag: str, value: Any, variable: str, environ: Mapping[str, str], default: str
+) -> tuple[str, str]:
+    """(where, text) of a setting istiod reads from an environment variable: the flag when
+    given, else the variable when set, else the default."""
+    if value is not None:
+        return flag, str(value)
+    if environ.get(variable):
+        return variable, environ[variable]
+    return flag, default
+
+
+def _debounce(args: argparse.Namespace, environ: Mapping[str, str]) -> tuple[float, float, bool]:
+    """--debounceAfter, --debounceMax, --enableEDSDebounce, or istiod's variables."""
+    after = parse_duration(
+        *_from_env("--debounceAfter", args.debounceAfter, "PILOT_DEBOUNCE_AFTER", environ, "100ms")
+    )
+    longest = parse_duration(
+        *_from_env("--debounceMax", args.debounceMax, "PILOT_DEBOUNCE_MAX", environ, "10s")
+    )
+    if args.enableEDSDebounce is not None:
+        eds = bool(args.enableEDSDebounce)
+    else:
+        try:
+            eds = _parse_bool(environ.get("PILOT_ENABLE_EDS_DEBOUNCE") or "true")
+        except argparse.ArgumentTypeError as exc:
+            raise ConfigError(f"PILOT_ENABLE_EDS_DEBOUNCE: {exc}") from None
+    return (0.0 if after is None else after, 10.0 if longest is None else longest, eds)
+
+
+def parse_args(argv: Sequence[str], environ: Mapping[str, str] = os.environ) -> Settings:
+    """Flags → :class:`Settings`; raises :class:`ConfigError` on anything wrong.
+    ``environ`` supplies istiod's ``PILOT_DEBOUNCE_AFTER``, ``PILOT_DEBOUNCE_MAX`` and
+    ``PILOT_ENABLE_EDS_DEBOUNCE`` where their flags are not given."""
     args = _parser().parse_args(list(argv))
     if args.command != "discovery":
         raise ConfigError("missing command: use 'registryd discovery [flags]'")
@@ -144,8 +195,7 @@ def parse_args(argv: Sequence[str]) -> Settings:
         registries = [r for r in registries if r.type.lower() in enabled]
     if args.kubernetesApiQPS <= 0 or args.kubernetesApiBurst <= 0:
         raise ConfigError("--kubernetesApiQPS and --kubernetesApiBurst must be > 0")
-    debounce_after = parse_duration("--debounceAfter", args.debounceAfter)
-    debounce_max = parse_duration("--debounceMax", args.debounceMax)
+    debounce_after, debounce_max, eds_debounce = _debounce(args, environ)
     return Settings(
         grpc_addr=parse_address("--grpcAddr", args.grpcAddr),
         secure_grpc_addr=parse_address("--secureGRPCAddr", args.secureGRPCAddr),
@@ -157,8 +207,9 @@ def parse_args(argv: Sequence[str]) -> Settings:
         max_connection_age=parse_duration(
             "--keepaliveMaxServerConnectionAge", args.keepaliveMaxServerConnectionAge
         ),
-        debounce_after=0.0 if debounce_after is None else debounce_after,
-        debounce_max=10.0 if debounce_max is None else debounce_max,
+        debounce_after=debounce_after,
+        debounce_max=debounce_max,
+        eds_debounce=eds_debounce,
         log_output_level=args.log_output_level,
         log_as_json=args.log_as_json,
         kubeconfig=str(Path(args.kubeconfig).resolve()) if args.kubeconfig else None,

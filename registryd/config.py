@@ -181,6 +181,7 @@ class Settings:
     max_connection_age_grace: float = 10.0
     debounce_after: float = 0.1
     debounce_max: float = 10.0
+    eds_debounce: bool = True  # False: endpoint-only changes are pushed without debounce
     log_output_level: str = "default:info"
     log_as_json: bool = False
     allow_remote_log_level: bool = False

@@ -4,7 +4,10 @@ Registry events are collected until the registry has been quiet for ``debounce_a
 (default 100 ms) or events have kept coming for ``debounce_max`` (default 10 s); then one
 snapshot is built for everything collected and published.  An endpoints-only batch
 rebuilds only ClusterLoadAssignments (and DNS clusters); any service change in a batch
-makes the batch a full rebuild of the hostnames involved.
+makes the batch a full rebuild of the hostnames involved.  With ``eds_debounce`` off
+(istiod's ``PILOT_ENABLE_EDS_DEBOUNCE=false``), endpoints-only events skip the debounce:
+they are pushed on the next turn of the event loop, on their own, while service changes
+keep being debounced.
 """
 
 from __future__ import annotations
@@ -43,6 +46,27 @@ class PushRecord:
     at: float = 0.0
 
 
+@dataclass(slots=True)
+class _Batch:
+    """Registry events collected for one push."""
+
+    hostnames: set[str] = field(default_factory=set)
+    endpoints_only: bool = True
+    events: int = 0
+    triggers: set[str] = field(default_factory=set)
+    first_at: float = 0.0
+    last_at: float = 0.0
+
+    def add(self, event: ChangeEvent, now: float) -> None:
+        if not self.events:
+            self.first_at = now
+        self.events += 1
+        self.last_at = now
+        self.hostnames |= event.hostnames
+        self.endpoints_only &= event.endpoints_only
+        self.triggers.add(str(event.shard))
+
+
 class PushController:
     def __init__(
         self,
@@ -51,6 +75,7 @@ class PushController:
         *,
         debounce_after: float = 0.1,
         debounce_max: float = 10.0,
+        eds_debounce: bool = True,
         listeners: tuple[Callable[[PushRecord], None], ...] = (),
     ) -> None:
         self._store = store
@@ -58,12 +83,9 @@ class PushController:
         self._builder = SnapshotBuilder()
         self.debounce_after = debounce_after
         self.debounce_max = debounce_max
-        self._pending: set[str] = set()
-        self._endpoints_only = True
-        self._events = 0
-        self._triggers: set[str] = set()
-        self._first_at = 0.0
-        self._last_at = 0.0
+        self.eds_debounce = eds_debounce
+        self._pending = _Batch()  # debounced
+        self._immediate = _Batch()  # endpoints-only events, with eds_debounce off
         self._signal = asyncio.Event()
         self.history: list[PushRecord] = []
         self.listeners = list(listeners)  # told of each push before its snapshot goes out
@@ -74,36 +96,38 @@ class PushController:
         return self._builder.snapshot
 
     def _on_change(self, event: ChangeEvent) -> None:
-        now = time.monotonic()
-        if not self._events:
-            self._first_at = now
-        self._events += 1
-        self._last_at = now
-        self._pending |= event.hostnames
-        self._endpoints_only &= event.endpoints_only
-        self._triggers.add(str(event.shard))
+        batch = self._pending
+        if not self.eds_debounce and event.endpoints_only:
+            batch = self._immediate
+        batch.add(event, time.monotonic())
         self._signal.set()
 
     def push_now(self) -> Snapshot:
         """Build and publish everything pending, without waiting."""
+        self._flush_immediate()
+        batch, self._pending = self._pending, _Batch()
+        return self._push(batch)
+
+    def _flush_immediate(self) -> None:
+        if self._immediate.events:
+            batch, self._immediate = self._immediate, _Batch()
+            self._push(batch)
+
+    def _push(self, batch: _Batch) -> Snapshot:
         view = self._store.view
         started = time.monotonic()
-        hostnames, self._pending = self._pending, set()
-        endpoints_only, self._endpoints_only = self._endpoints_only, True
-        events, self._events = self._events, 0
-        triggers, self._triggers = self._triggers, set()
-        first_at = self._first_at if events else started
-        snapshot = self._builder.build(view, hostnames, endpoints_only)
+        first_at = batch.first_at if batch.events else started
+        snapshot = self._builder.build(view, batch.hostnames, batch.endpoints_only)
         built = time.monotonic()
         record = PushRecord(
             version=snapshot.version,
-            hostnames=len(hostnames),
-            endpoints_only=endpoints_only,
-            events=events,
+            hostnames=len(batch.hostnames),
+            endpoints_only=batch.endpoints_only,
+            events=batch.events,
             debounce_seconds=started - first_at,
             build_seconds=built - started,
-            triggers=tuple(sorted(triggers)),
-            sample=tuple(sorted(hostnames)[:SAMPLE]),
+            triggers=tuple(sorted(batch.triggers)),
+            sample=tuple(sorted(batch.hostnames)[:SAMPLE]),
             started=first_at,
             at=time.time(),
         )
@@ -117,9 +141,9 @@ class PushController:
         log.debug(
             "push v%d: %d hostnames (%s) from %d events, built in %.1f ms",
             snapshot.version,
-            len(hostnames),
-            "endpoints" if endpoints_only else "full",
-            events,
+            len(batch.hostnames),
+            "endpoints" if batch.endpoints_only else "full",
+            batch.events,
             record.build_seconds * 1000,
         )
         return snapshot
@@ -129,17 +153,18 @@ class PushController:
         while True:
             await self._signal.wait()
             self._signal.clear()
-            while True:
+            self._flush_immediate()
+            while self._pending.events:
                 now = time.monotonic()
-                quiet_left = self._last_at + self.debounce_after - now
-                max_left = self._first_at + self.debounce_max - now
+                quiet_left = self._pending.last_at + self.debounce_after - now
+                max_left = self._pending.first_at + self.debounce_max - now
                 wait = min(quiet_left, max_left)
                 if wait <= 0:
+                    self.push_now()
                     break
                 try:
                     await asyncio.wait_for(self._signal.wait(), timeout=wait)
                     self._signal.clear()
                 except TimeoutError:
                     pass
-            if self._events:
-                self.push_now()
+                self._flush_immediate()

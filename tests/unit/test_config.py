@@ -177,6 +177,34 @@ def test_parse_args_flags(tmp_path: Path) -> None:
     assert registry.settings["path"] == str(tmp_path.resolve())
 
 
+def test_debounce_follows_istiods_environment_unless_flags_say_otherwise() -> None:
+    environ = {
+        "PILOT_DEBOUNCE_AFTER": "50ms",
+        "PILOT_DEBOUNCE_MAX": "2s",
+        "PILOT_ENABLE_EDS_DEBOUNCE": "false",
+    }
+    settings = cli.parse_args(["discovery"], environ)
+    assert (settings.debounce_after, settings.debounce_max) == (pytest.approx(0.05), 2.0)
+    assert settings.eds_debounce is False
+    flags = ["discovery", "--debounceAfter=5ms", "--enableEDSDebounce"]
+    settings = cli.parse_args(flags, environ)
+    assert settings.debounce_after == pytest.approx(0.005) and settings.eds_debounce is True
+    assert cli.parse_args(["discovery", "--enableEDSDebounce=false"], {}).eds_debounce is False
+    assert cli.parse_args(["discovery"], {}).eds_debounce is True
+
+
+@pytest.mark.parametrize(
+    ("environ", "fragment"),
+    [
+        ({"PILOT_DEBOUNCE_AFTER": "soon"}, "PILOT_DEBOUNCE_AFTER: expected a duration"),
+        ({"PILOT_ENABLE_EDS_DEBOUNCE": "maybe"}, "PILOT_ENABLE_EDS_DEBOUNCE: expected true"),
+    ],
+)
+def test_bad_debounce_environment_is_named(environ: dict[str, str], fragment: str) -> None:
+    with pytest.raises(ConfigError, match=fragment):
+        cli.parse_args(["discovery"], environ)
+
+
 def test_parse_args_registries_filter(tmp_path: Path) -> None:
     config = write(tmp_path, "registries:\n- {name: a, type: memory}\n- {name: b, type: consul}\n")
     settings = cli.parse_args(["discovery", f"--config={config}", "--registries", "consul"])

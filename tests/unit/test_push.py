@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from registryd.adapter import Replace, Upsert
-from registryd.model import ShardKey
+from registryd.model import Port, ShardKey
 from registryd.push import PushController
 from registryd.registry.store import RegistryStore
 from registryd.xds.snapshot import CDS, EDS, Snapshot
@@ -20,11 +20,15 @@ AFTER, MAX = 0.02, 0.2
 
 
 class Pushes:
-    def __init__(self, store: RegistryStore) -> None:
+    def __init__(self, store: RegistryStore, *, eds_debounce: bool = True) -> None:
         self.store = store
         self.published: list[Snapshot] = []
         self.controller = PushController(
-            store, self.published.append, debounce_after=AFTER, debounce_max=MAX
+            store,
+            self.published.append,
+            debounce_after=AFTER,
+            debounce_max=MAX,
+            eds_debounce=eds_debounce,
         )
 
 
@@ -103,6 +107,32 @@ async def test_continuous_events_are_pushed_by_debounce_max(pushes: Pushes) -> N
     elapsed = time.monotonic() - started
     assert MAX * 0.9 <= elapsed < MAX * 5
     assert pushes.controller.history[0].events > 1
+
+
+async def test_without_eds_debounce_endpoint_changes_skip_the_wait() -> None:
+    p = Pushes(RegistryStore(), eds_debounce=False)
+    task = asyncio.create_task(p.controller.run())
+    try:
+        p.store.apply(KEY, Replace(services=(svc("a.example"), svc("b.example"))))
+        await wait_for_pushes(p, 1)
+        first = p.published[0]
+        # a service change (debounced) and, after it, an endpoint change (not debounced)
+        p.store.apply(KEY, Upsert(service=svc("b.example", Port(number=9090, name="http"))))
+        changed = time.monotonic()
+        p.store.apply(KEY, Upsert(service=svc("a.example"), endpoints=(ep(),)))
+        await wait_for_pushes(p, 2)
+        assert time.monotonic() - changed < AFTER  # did not wait for quiet
+        eds = p.controller.history[-1]
+        assert (eds.endpoints_only, eds.events, eds.hostnames) == (True, 1, 1)
+        assert eds.debounce_seconds < AFTER
+        assert p.published[1].changed_since(CDS, first.version) == frozenset()
+        await wait_for_pushes(p, 3)  # the service change, debounced as before
+        full = p.controller.history[-1]
+        assert not full.endpoints_only and full.debounce_seconds >= AFTER
+        assert "outbound|9090||b.example" in p.published[2].tables[CDS]
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
 
 
 async def test_push_now_publishes_pending_without_waiting() -> None:
