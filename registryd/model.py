@@ -13,6 +13,8 @@ Identity rules:
 
 from __future__ import annotations
 
+import functools
+import ipaddress
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -30,6 +32,7 @@ __all__ = [
     "Service",
     "ShardKey",
     "is_http",
+    "is_ip",
 ]
 
 
@@ -126,6 +129,16 @@ HTTP_PROTOCOLS = frozenset({"HTTP", "HTTP2", "GRPC", "GRPC-WEB"})
 def is_http(protocol: str) -> bool:
     """Ports with these protocols get an HTTP connection manager; the rest are TCP."""
     return protocol.upper() in HTTP_PROTOCOLS
+
+
+@functools.lru_cache(maxsize=65536)
+def is_ip(address: str) -> bool:
+    """Whether an endpoint address is an IPv4/IPv6 address (not a DNS name or socket)."""
+    try:
+        ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return True
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -60,14 +60,23 @@ Mapping (one entry of ``/v1/health/service/<name>`` is one Consul service instan
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from registryd.adapter import Delete, Problems, Replace, Upsert
-from registryd.model import Endpoint, Health, Labels, Locality, Location, Port, Resolution, Service
+from registryd.model import (
+    Endpoint,
+    Health,
+    Labels,
+    Locality,
+    Location,
+    Port,
+    Resolution,
+    Service,
+    is_ip,
+)
 
 __all__ = [
     "DEFAULT_HOSTNAME",
@@ -274,18 +283,10 @@ def _address(service: Mapping[str, Any], node: Mapping[str, Any]) -> str:
             continue
         if not isinstance(value, str):
             raise EntryError(f"{where} {value!r} is not a string")
-        if _is_ip(value) or is_dns_name(value.lower().rstrip(".")):
-            return value if _is_ip(value) else value.lower().rstrip(".")
+        if is_ip(value) or is_dns_name(value.lower().rstrip(".")):
+            return value if is_ip(value) else value.lower().rstrip(".")
         raise EntryError(f"{where} {value!r} is neither an IP address nor a DNS name")
     raise EntryError("no address: Service.Address and Node.Address are both empty")
-
-
-def _is_ip(value: str) -> bool:
-    try:
-        ipaddress.ip_address(value)
-    except ValueError:
-        return False
-    return True
 
 
 def _weights(value: Any) -> tuple[int, int]:
@@ -417,7 +418,7 @@ def build_service(
             for n, (p, _) in sorted(ports.items())
         ),
         resolution=(
-            Resolution.STATIC if all(_is_ip(i.address) for i in instances) else Resolution.DNS
+            Resolution.STATIC if all(is_ip(i.address) for i in instances) else Resolution.DNS
         ),
         location=(
             Location.MESH_EXTERNAL if any(i.external for i in instances) else Location.MESH_INTERNAL

@@ -15,8 +15,6 @@ Istio's conventions (see README):
 
 from __future__ import annotations
 
-import functools
-import ipaddress
 from collections.abc import Iterable, Sequence
 
 from envoy.config.cluster.v3 import cluster_pb2
@@ -38,7 +36,7 @@ from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 from google.protobuf import any_pb2, duration_pb2, wrappers_pb2
 
-from registryd.model import Endpoint, Health, Port, Resolution, Service, is_http
+from registryd.model import Endpoint, Health, Port, Resolution, Service, is_http, is_ip
 
 __all__ = [
     "CLUSTER_TYPE",
@@ -104,18 +102,9 @@ def _ads() -> config_source_pb2.ConfigSource:
     )
 
 
-@functools.lru_cache(maxsize=65536)
 def in_eds(endpoint: Endpoint) -> bool:
     """Whether EDS can carry ``endpoint``: only IP addresses (see :func:`build_cla`)."""
-    return _is_ip(endpoint.address)
-
-
-def _is_ip(address: str) -> bool:
-    try:
-        ipaddress.ip_address(address)
-    except ValueError:
-        return False
-    return True
+    return is_ip(endpoint.address)
 
 
 def _socket(address: str, port: int) -> address_pb2.Address:
