@@ -25,7 +25,15 @@ raise :class:`ConfigError` from the factory.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Mapping,
+    Sequence,
+)
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -41,6 +49,7 @@ __all__ = [
     "Replace",
     "Update",
     "Upsert",
+    "follow",
     "increments",
 ]
 
@@ -87,6 +96,26 @@ class Problems:
 
 
 Update = Replace | Upsert | Delete | Problems
+
+
+async def follow(
+    apply_queued: Callable[[], Awaitable[None]],
+    changes: Callable[[], Iterable[Upsert | Delete]],
+    problems: Callable[[], Problems],
+    shown: Problems,
+) -> AsyncGenerator[Upsert | Delete | Problems, None]:
+    """The updates after the full state, for an adapter whose watches feed a queue and
+    whose converted state tells what changed: forever, wait for queued events
+    (``apply_queued``), yield the increments they caused (``changes``), then the current
+    ``problems`` when they differ from those last yielded (``shown`` at first)."""
+    while True:
+        await apply_queued()
+        for update in changes():
+            yield update
+        new = problems()
+        if new is not shown and new != shown:
+            shown = new
+            yield new
 
 
 def increments(

@@ -48,6 +48,7 @@ Settings: see :mod:`.settings`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import random
@@ -62,7 +63,7 @@ import consul.aio
 import consul.base
 from consul.callback import CB
 
-from registryd.adapter import AdapterContext, Problems, Update
+from registryd.adapter import AdapterContext, Problems, Update, follow
 from registryd.ratelimit import TokenBucket
 
 from .convert import ConsulState, Options, catalog_names, health_entries
@@ -508,13 +509,9 @@ class ConsulAdapter:
             yield full
             problems = run.problems()
             yield problems
-            while True:
-                await run.apply_queued()
-                for update in run.state.changes():
+            updates = follow(run.apply_queued, run.state.changes, run.problems, problems)
+            async with contextlib.aclosing(updates):
+                async for update in updates:
                     yield update
-                new_problems = run.problems()
-                if new_problems is not problems and new_problems != problems:
-                    problems = new_problems
-                    yield problems
         finally:
             await run.close()

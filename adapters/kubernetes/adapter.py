@@ -51,7 +51,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from registryd.adapter import AdapterContext, Update
+from registryd.adapter import AdapterContext, Update, follow
 from registryd.ratelimit import TokenBucket
 
 from .client import Api, Forbidden, Gone, KubernetesError, Resource, connect
@@ -295,15 +295,9 @@ class KubernetesAdapter:
             yield full
             problems = run.state.problems()
             yield problems
-            while True:
-                await run.apply_queued()
-                for update in run.state.changes():
+            updates = follow(run.apply_queued, run.state.changes, run.state.problems, problems)
+            async with contextlib.aclosing(updates):
+                async for update in updates:
                     yield update
-                new = run.state.problems()
-                if new is not problems and (
-                    new.errors != problems.errors or new.sources != problems.sources
-                ):
-                    problems = new
-                    yield problems
         finally:
             await run.close()
