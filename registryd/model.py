@@ -21,7 +21,10 @@ from enum import StrEnum
 from typing import Any, NamedTuple
 
 __all__ = [
+    "AUTO",
+    "HTTP2_PROTOCOLS",
     "HTTP_PROTOCOLS",
+    "TLS_PROTOCOLS",
     "Endpoint",
     "Health",
     "Labels",
@@ -110,6 +113,7 @@ class Resolution(StrEnum):
     DNS = "DNS"  # endpoints (or the hostname) are resolved by the proxy, all addresses used
     DNS_ROUND_ROBIN = "DNS_ROUND_ROBIN"  # resolved by the proxy, one address at a time
     NONE = "NONE"  # pass through to the original destination
+    ALIAS = "ALIAS"  # another name of the service named by ``Service.alias_for`` (no resources)
 
 
 class Location(StrEnum):
@@ -123,7 +127,12 @@ class Health(StrEnum):
     DRAINING = "DRAINING"
 
 
+AUTO = "AUTO"
+"""The protocol of a port that declares none: detected per connection, as istiod does for
+``protocol.Unsupported`` (an HTTP and a TCP filter chain behind the HTTP inspector)."""
 HTTP_PROTOCOLS = frozenset({"HTTP", "HTTP2", "GRPC", "GRPC-WEB"})
+HTTP2_PROTOCOLS = frozenset({"HTTP2", "GRPC", "GRPC-WEB"})  # istio protocol.IsHTTP2
+TLS_PROTOCOLS = frozenset({"TLS", "HTTPS"})  # istio protocol.IsTLS: routed by SNI
 
 
 def is_http(protocol: str) -> bool:
@@ -143,7 +152,10 @@ def is_ip(address: str) -> bool:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Port:
-    """A service port.  ``target_port`` is the workload port when endpoints do not say."""
+    """A service port.  ``target_port`` is the workload port when endpoints do not say (and,
+    for a passthrough service, the port its traffic is sent to).  ``protocol`` is upper-cased:
+    ``HTTP``, ``HTTP2``, ``GRPC``, ``GRPC-WEB``, ``HTTPS``, ``TLS``, ``TCP``, ``UDP``…, or
+    :data:`AUTO` when the registry declares none."""
 
     number: int
     name: str = ""
@@ -181,7 +193,13 @@ NO_LOCALITY = Locality()
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Service:
-    """A service as the mesh sees it.  ``hostname`` is its identity."""
+    """A service as the mesh sees it.  ``hostname`` is its identity.
+
+    Hostnames are case-insensitive (DNS): they are stored lower-cased, so two spellings of
+    one name are one service.  ``alias_for`` names the service an ``ALIAS`` service stands
+    for (a Kubernetes ExternalName): an alias has no resources of its own; its names route
+    to that service when it is known.
+    """
 
     hostname: str
     namespace: str = "default"
@@ -191,10 +209,15 @@ class Service:
     labels: Labels = field(default=EMPTY_LABELS)
     addresses: tuple[str, ...] = ()
     export_to: tuple[str, ...] = ()
+    alias_for: str = ""
 
     def __post_init__(self) -> None:
         if not self.hostname:
             raise ValueError("service hostname must not be empty")
+        object.__setattr__(self, "hostname", self.hostname.lower())
+        object.__setattr__(self, "alias_for", self.alias_for.lower())
+        if (self.resolution is Resolution.ALIAS) != bool(self.alias_for):
+            raise ValueError(f"service {self.hostname}: alias_for is set exactly for ALIAS")
         object.__setattr__(self, "labels", _labels(self.labels))
         object.__setattr__(self, "ports", tuple(self.ports))
         numbers = [p.number for p in self.ports]
@@ -230,6 +253,7 @@ class Endpoint:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "labels", _labels(self.labels))
+        object.__setattr__(self, "hostname", self.hostname.lower())
         if not 0 < self.port < 65536:
             raise ValueError(f"endpoint {self.address}: port {self.port} out of range")
         if self.weight < 0:
