@@ -30,6 +30,9 @@ TYPES = {
 }
 
 
+_STATIC = frozenset({"PassthroughCluster", "BlackHoleCluster", "virtualOutbound"})
+
+
 @dataclass
 class Response:
     """One DiscoveryResponse and when it arrived."""
@@ -44,6 +47,19 @@ class Response:
     @property
     def names(self) -> list[str]:
         return [_name_of(r) for r in self.message.resources]
+
+    @property
+    def registry_names(self) -> list[str]:
+        """:attr:`names` without the resources every proxy gets whatever the registries
+        hold (``PassthroughCluster``, ``BlackHoleCluster``, ``virtualOutbound``)."""
+        return [n for n in self.names if n not in _STATIC]
+
+    @property
+    def eds_names(self) -> list[str]:
+        """The names of the EDS clusters of a CDS response: what Envoy asks EDS for."""
+        from envoy.config.cluster.v3 import cluster_pb2
+
+        return [c.name for c in self.decode() if c.type == cluster_pb2.Cluster.EDS]
 
     def decode(self) -> list[Any]:
         """The resources as protos (Cluster, ClusterLoadAssignment, ...)."""

@@ -19,18 +19,38 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from registryd.model import Resolution, Service
+from registryd.model import Endpoint, Resolution, Service
 from registryd.registry.merge import MergedService
 from registryd.registry.store import View
+from registryd.xds import grpcgen
 from registryd.xds import resources as res
+from registryd.xds.clusters import (
+    BLACKHOLE_CLUSTER,
+    PASSTHROUGH_CLUSTER,
+    BuildOptions,
+    blackhole_cluster,
+    build_cla,
+    build_cluster,
+    passthrough_cluster,
+)
+from registryd.xds.listeners import (
+    VIRTUAL_OUTBOUND,
+    Conflict,
+    Mode,
+    build_listeners,
+    virtual_outbound_listener,
+)
+from registryd.xds.routes import build_route_config
 
 __all__ = [
     "CDS",
+    "CDS_GRPC",
     "EDS",
     "LDS_GRPC",
     "LDS_LOCAL",
     "LDS_SIDECAR",
     "RDS",
+    "STATIC_NAMES",
     "TABLE_TYPES",
     "Resource",
     "Snapshot",
@@ -38,11 +58,12 @@ __all__ = [
     "encode_field",
 ]
 
-CDS, EDS, RDS = "cds", "eds", "rds"
+CDS, CDS_GRPC, EDS, RDS = "cds", "cds/grpc", "eds", "rds"
 LDS_SIDECAR, LDS_LOCAL, LDS_GRPC = "lds/sidecar", "lds/local", "lds/grpc"
 TABLE_TYPES: Mapping[str, str] = MappingProxyType(
     {
         CDS: res.CLUSTER_TYPE,
+        CDS_GRPC: res.CLUSTER_TYPE,
         EDS: res.ENDPOINT_TYPE,
         RDS: res.ROUTE_TYPE,
         LDS_SIDECAR: res.LISTENER_TYPE,
@@ -50,6 +71,8 @@ TABLE_TYPES: Mapping[str, str] = MappingProxyType(
         LDS_GRPC: res.LISTENER_TYPE,
     }
 )
+STATIC_NAMES = frozenset({PASSTHROUGH_CLUSTER, BLACKHOLE_CLUSTER, VIRTUAL_OUTBOUND})
+"""Resources every snapshot has, whatever the registries hold (istiod sends them too)."""
 HISTORY = 64  # how many versions of change sets a snapshot remembers
 
 
@@ -151,6 +174,58 @@ def visibility(service: Service) -> frozenset[str] | None:
     return frozenset(names)
 
 
+class _Writer:
+    """The tables of the snapshot being built, copied on first write."""
+
+    def __init__(self, prev: Snapshot, placed: dict[tuple[str, str], frozenset[str]]) -> None:
+        self.version = prev.version + 1
+        self.tables: dict[str, Mapping[str, Resource]] = dict(prev.tables)
+        self.writable: dict[str, dict[str, Resource]] = {}
+        self.changes: dict[str, set[str]] = {}
+        self._placed = placed
+
+    def put(self, table: str, name: str, message: Any | None) -> None:
+        """Set (or with ``None`` remove) one resource; unchanged bytes keep their version."""
+        current = self.writable.get(table)
+        if current is None:
+            current = self.writable[table] = dict(self.tables.get(table, {}))
+            self.tables[table] = current
+        if message is None:
+            if current.pop(name, None) is not None:
+                self.changes.setdefault(table, set()).add(name)
+            return
+        body = message.SerializeToString(deterministic=True)
+        old = current.get(name)
+        if old is not None and old.body == body:
+            return
+        type_url = TABLE_TYPES[table.partition("@")[0]]
+        current[name] = Resource.make(type_url, name, self.version, body)
+        self.changes.setdefault(table, set()).add(name)
+
+    def place(self, table: str, name: str, by_scope: Mapping[str, Any]) -> None:
+        """Put ``name`` into the scopes given and take it out of the others."""
+        old = self._placed.get((table, name), frozenset())
+        for scope in old - by_scope.keys():
+            self.put(scoped(table, scope), name, None)
+        for scope, message in by_scope.items():
+            self.put(scoped(table, scope), name, message)
+        if by_scope:
+            self._placed[(table, name)] = frozenset(by_scope)
+        else:
+            self._placed.pop((table, name), None)
+
+    def snapshot(self, prev: Snapshot) -> Snapshot:
+        frozen_changes = {t: frozenset(n) for t, n in self.changes.items() if n}
+        history = (*prev.history, (self.version, frozen_changes))[-HISTORY:]
+        tables = {
+            t: MappingProxyType(v) if t in self.writable else v for t, v in self.tables.items()
+        }
+        return Snapshot(self.version, MappingProxyType(tables), history)
+
+
+_MODES = ((LDS_SIDECAR, Mode.SIDECAR), (LDS_LOCAL, Mode.LOCAL))
+
+
 class SnapshotBuilder:
     """Builds successive snapshots from registry views (not thread-safe; one owner).
 
@@ -158,54 +233,33 @@ class SnapshotBuilder:
     the plain tables (``cds``, ``rds``…); those of restricted services live in per-namespace
     overlay tables (``cds@team-a``…) that a proxy in that namespace reads on top of the
     plain ones.  A listener or route whose port has restricted services gets one version
-    per namespace that sees them.
+    per namespace that sees them.  Proxyless gRPC clients read their own cluster table
+    (``cds/grpc``) and listener table (``lds/grpc``, short names in the overlay of the
+    service's namespace); their routes ``outbound|…`` share ``rds`` with Envoy's ``<port>``.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, options: BuildOptions | None = None) -> None:
         self.snapshot = EMPTY
+        self.options = options if options is not None else BuildOptions.from_env()
+        self.conflicts: dict[int, tuple[Conflict, ...]] = {}  # listener conflicts by port
         self._services: dict[str, Service] = {}
         self._port_hosts: dict[int, set[str]] = {}
         self._placed: dict[tuple[str, str], frozenset[str]] = {}
+        self._aliases: dict[str, set[str]] = {}  # target hostname -> alias hostnames
+        self._pods: dict[str, tuple[Endpoint, ...]] = {}  # passthrough services' endpoints
+        self._grpc_names: dict[str, frozenset[str]] = {}  # hostname -> its gRPC listeners
+        self._port_listeners: dict[tuple[str, int], frozenset[str]] = {}
 
     def build(
         self, view: View, hostnames: Iterable[str] | None = None, endpoints_only: bool = False
     ) -> Snapshot:
         """Next snapshot after ``hostnames`` changed (``None``: everything)."""
         prev = self.snapshot
-        version = prev.version + 1
-        tables: dict[str, Mapping[str, Resource]] = dict(prev.tables)
-        writable: dict[str, dict[str, Resource]] = {}
-        changes: dict[str, set[str]] = {}
-
-        def put(table: str, name: str, message: Any | None) -> None:
-            current = writable.get(table)
-            if current is None:
-                current = writable[table] = dict(tables.get(table, {}))
-                tables[table] = current
-            if message is None:
-                if current.pop(name, None) is not None:
-                    changes.setdefault(table, set()).add(name)
-                return
-            body = message.SerializeToString(deterministic=True)
-            old = current.get(name)
-            if old is not None and old.body == body:
-                return
-            type_url = TABLE_TYPES[table.partition("@")[0]]
-            current[name] = Resource.make(type_url, name, version, body)
-            changes.setdefault(table, set()).add(name)
-
-        def place(table: str, name: str, by_scope: Mapping[str, Any]) -> None:
-            """Put ``name`` into the scopes given and take it out of the others."""
-            old = self._placed.get((table, name), frozenset())
-            for scope in old - by_scope.keys():
-                put(scoped(table, scope), name, None)
-            for scope, message in by_scope.items():
-                put(scoped(table, scope), name, message)
-            if by_scope:
-                self._placed[(table, name)] = frozenset(by_scope)
-            else:
-                self._placed.pop((table, name), None)
-
+        out = _Writer(prev, self._placed)
+        if prev.version == 0:
+            out.place(CDS, PASSTHROUGH_CLUSTER, {"": passthrough_cluster()})
+            out.place(CDS, BLACKHOLE_CLUSTER, {"": blackhole_cluster()})
+            out.place(LDS_SIDECAR, VIRTUAL_OUTBOUND, {"": virtual_outbound_listener()})
         if hostnames is None:
             hostnames = set(view.services) | set(self._services)
             endpoints_only = False
@@ -214,70 +268,152 @@ class SnapshotBuilder:
             merged = view.services.get(host)
             old = self._services.get(host)
             if endpoints_only and merged is not None and old is not None:
-                self._endpoints(put, place, merged)
+                self._endpoints(out, merged)
+                if self._track_pods(merged):
+                    ports_touched |= {p.number for p in merged.service.ports}
                 continue
-            old_ports = {p.number for p in old.ports} if old else set()
-            new_ports = {p.number for p in merged.service.ports} if merged else set()
-            for number in old_ports - new_ports:
-                name = res.cluster_name(host, number)
-                place(CDS, name, {})
-                put(EDS, name, None)
-                place(LDS_GRPC, res.grpc_listener_name(host, number), {})
-                self._port_hosts.get(number, set()).discard(host)
-            ports_touched |= old_ports | new_ports
-            if merged is None:
-                self._services.pop(host, None)
-                continue
-            service = merged.service
-            self._services[host] = service
-            for port in service.ports:
-                self._port_hosts.setdefault(port.number, set()).add(host)
-                listener = res.build_grpc_listener(service, port)
-                place(
-                    LDS_GRPC,
-                    res.grpc_listener_name(host, port.number),
-                    dict.fromkeys(_scopes(service), listener),
-                )
-            self._endpoints(put, place, merged)
-
+            ports_touched |= self._service(out, host, old, merged)
         for number in ports_touched:
-            services = [self._services[h] for h in self._port_hosts.get(number, ())]
-            if not services:
-                self._port_hosts.pop(number, None)
-            views = _port_views(services)
-            listener_name = res.sidecar_listener_name(number)
-            place(RDS, str(number), _route_views(number, views, services))
-            for table, bind in ((LDS_SIDECAR, "0.0.0.0"), (LDS_LOCAL, "127.0.0.1")):
-                place(
-                    table,
-                    listener_name,
-                    {s: res.build_sidecar_listener(number, v, bind) for s, v in views.items()},
-                )
-
-        frozen_changes = {t: frozenset(n) for t, n in changes.items() if n}
-        history = (*prev.history, (version, frozen_changes))[-HISTORY:]
-        self.snapshot = Snapshot(
-            version,
-            MappingProxyType(
-                {t: MappingProxyType(v) if t in writable else v for t, v in tables.items()}
-            ),
-            history,
-        )
+            self._port(out, number)
+        self.snapshot = out.snapshot(prev)
         return self.snapshot
 
-    @staticmethod
-    def _endpoints(put: Any, place: Any, merged: MergedService) -> None:
+    # -- one service ----------------------------------------------------------------
+    def _service(
+        self, out: _Writer, host: str, old: Service | None, merged: MergedService | None
+    ) -> set[int]:
+        """Rebuild everything of one service; returns the ports whose listeners and
+        routes must be rebuilt."""
+        service = merged.service if merged is not None else None
+        touched = self._alias_change(old, service)
+        old_ports = {p.number for p in old.ports} if old else set()
+        new_ports = {p.number for p in service.ports} if service else set()
+        for number in old_ports - new_ports:
+            name = res.cluster_name(host, number)
+            out.place(CDS, name, {})
+            out.place(CDS_GRPC, name, {})
+            out.place(RDS, name, {})
+            out.put(EDS, name, None)
+            self._port_hosts.get(number, set()).discard(host)
+        touched |= old_ports | new_ports
+        if service is None or merged is None:
+            self._services.pop(host, None)
+            self._pods.pop(host, None)
+            self._grpc_listeners(out, host, {})
+            return touched
+        self._services[host] = service
+        self._track_pods(merged)
+        scopes = _scopes(service)
+        grpc: dict[str, dict[str, Any]] = {}
+        for port in service.ports:
+            hosts = self._port_hosts.setdefault(port.number, set())
+            if service.resolution is Resolution.ALIAS:
+                hosts.discard(host)
+            else:
+                hosts.add(host)
+            route: dict[str, Any] = {}
+            if grpcgen.serves(service, port):
+                route = dict.fromkeys(scopes, grpcgen.build_route(service, port))
+                for name, namespace in grpcgen.dial_names(service):
+                    listener = grpcgen.build_listener(service, port, name)
+                    where = scopes if not namespace else scopes & {"", namespace}
+                    # a short name is for clients of the service's own namespace only
+                    targets = {namespace} if namespace and where else set(where)
+                    grpc[listener.name] = dict.fromkeys(targets, listener)
+            out.place(RDS, res.cluster_name(host, port.number), route)
+        self._grpc_listeners(out, host, grpc)
+        self._endpoints(out, merged)
+        return touched
+
+    def _alias_change(self, old: Service | None, new: Service | None) -> set[int]:
+        """Keep the alias index; the ports of a target whose aliases changed."""
+        targets = set()
+        if old is not None and old.resolution is Resolution.ALIAS:
+            self._aliases.get(old.alias_for, set()).discard(old.hostname)
+            targets.add(old.alias_for)
+        if new is not None and new.resolution is Resolution.ALIAS:
+            self._aliases.setdefault(new.alias_for, set()).add(new.hostname)
+            targets.add(new.alias_for)
+        ports: set[int] = set()
+        for target in targets:
+            if not self._aliases.get(target):
+                self._aliases.pop(target, None)
+            found = self._services.get(target)
+            if found is not None:
+                ports |= {p.number for p in found.ports}
+        return ports
+
+    def _track_pods(self, merged: MergedService) -> bool:
+        """Remember the endpoints of a passthrough service without addresses (its
+        listeners are per endpoint IP); True when its listeners must be rebuilt."""
+        service = merged.service
+        if service.resolution is not Resolution.NONE or service.addresses:
+            return self._pods.pop(service.hostname, None) is not None
+        endpoints = tuple(merged.endpoints)
+        changed = self._pods.get(service.hostname) != endpoints
+        self._pods[service.hostname] = endpoints
+        return changed
+
+    def _grpc_listeners(self, out: _Writer, host: str, wanted: Mapping[str, Any]) -> None:
+        for name in self._grpc_names.get(host, frozenset()) - wanted.keys():
+            out.place(LDS_GRPC, name, {})
+        for name, by_scope in wanted.items():
+            out.place(LDS_GRPC, name, by_scope)
+        if wanted:
+            self._grpc_names[host] = frozenset(wanted)
+        else:
+            self._grpc_names.pop(host, None)
+
+    def _endpoints(self, out: _Writer, merged: MergedService) -> None:
         """Clusters (DNS kinds carry endpoints) and ClusterLoadAssignments."""
         service = merged.service
         scopes = _scopes(service)
         for port in service.ports:
             name = res.cluster_name(service.hostname, port.number)
             endpoints = res.port_endpoints(port, merged.endpoints)
-            place(CDS, name, dict.fromkeys(scopes, res.build_cluster(service, port, endpoints)))
-            if service.resolution is Resolution.STATIC:
-                put(EDS, name, res.build_cla(name, endpoints))
+            envoy = build_cluster(service, port, endpoints, self.options)
+            out.place(CDS, name, dict.fromkeys(scopes, envoy) if envoy else {})
+            grpc = grpcgen.build_cluster(service, port, endpoints, self.options)
+            out.place(CDS_GRPC, name, dict.fromkeys(scopes, grpc) if grpc else {})
+            if envoy is not None and service.resolution is Resolution.STATIC:
+                out.put(EDS, name, build_cla(name, endpoints, self.options))
             else:
-                put(EDS, name, None)
+                out.put(EDS, name, None)
+
+    # -- one port -------------------------------------------------------------------
+    def _port(self, out: _Writer, number: int) -> None:
+        """Route ``<number>`` and the sidecar listeners on that port, per scope."""
+        services = [self._services[h] for h in self._port_hosts.get(number, ())]
+        if not services:
+            self._port_hosts.pop(number, None)
+        views = _port_views(services)
+        aliases = {
+            s.hostname: [self._services[a] for a in sorted(self._aliases.get(s.hostname, ()))]
+            for s in services
+            if s.hostname in self._aliases
+        }
+        out.place(RDS, str(number), _route_views(number, views, services, aliases))
+        alias_names = {h: [a.hostname for a in found] for h, found in aliases.items()}
+        conflicts: set[Conflict] = set()
+        for table, mode in _MODES:
+            by_name: dict[str, dict[str, Any]] = {}
+            for scope, members in views.items():
+                built, lost = build_listeners(number, members, mode, self._pods, alias_names)
+                conflicts.update(lost)
+                for name, listener in built.items():
+                    by_name.setdefault(name, {})[scope] = listener
+            for name in self._port_listeners.get((table, number), frozenset()) - by_name.keys():
+                out.place(table, name, {})
+            for name, by_scope in by_name.items():
+                out.place(table, name, by_scope)
+            if by_name:
+                self._port_listeners[(table, number)] = frozenset(by_name)
+            else:
+                self._port_listeners.pop((table, number), None)
+        if conflicts:
+            self.conflicts[number] = tuple(sorted(conflicts, key=lambda c: c.listener))
+        else:
+            self.conflicts.pop(number, None)
 
 
 def _scopes(service: Service) -> frozenset[str]:
@@ -286,15 +422,19 @@ def _scopes(service: Service) -> frozenset[str]:
 
 
 def _route_views(
-    number: int, views: dict[str, list[Service]], services: list[Service]
+    number: int,
+    views: dict[str, list[Service]],
+    services: list[Service],
+    aliases: Mapping[str, list[Service]],
 ) -> dict[str, Any]:
     """Route ``<number>`` per scope: the scopes of :func:`_port_views`, plus every
-    namespace of a Kubernetes service on the port, whose clients also reach it by its bare
-    name (``<name>``), which nobody else may."""
-    scopes = set(views) | {s.namespace for s in services if res.short_names(s, s.namespace)}
+    namespace of a Kubernetes service (or alias) on the port, whose clients also reach it
+    by its bare name (``<name>``), which nobody else may."""
+    named = [*services, *(a for found in aliases.values() for a in found)]
+    scopes = set(views) | {s.namespace for s in named if res.short_names(s, s.namespace)}
     public = views.get("", [])
     return {
-        scope: res.build_route_config(number, views.get(scope, public), scope)
+        scope: build_route_config(number, views.get(scope, public), scope, aliases)
         for scope in scopes
         if views.get(scope, public)
     }

@@ -30,12 +30,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from envoy.config.core.v3 import base_pb2
+from envoy.config.endpoint.v3 import endpoint_pb2
 from envoy.config.route.v3 import route_pb2
 from envoy.service.discovery.v3 import discovery_pb2
 
 from registryd.xds import resources as res
 from registryd.xds.snapshot import (
     CDS,
+    CDS_GRPC,
     EDS,
     LDS_GRPC,
     LDS_LOCAL,
@@ -142,7 +144,7 @@ class Planned:
 def _empty(table: str, name: str) -> Resource:
     """An empty ClusterLoadAssignment or RouteConfiguration named ``name``."""
     if table == EDS:
-        body = res.build_cla(name, ()).SerializeToString()
+        body = endpoint_pb2.ClusterLoadAssignment(cluster_name=name).SerializeToString()
         return Resource.make(res.ENDPOINT_TYPE, name, 0, body)
     body = route_pb2.RouteConfiguration(name=name).SerializeToString()
     return Resource.make(res.ROUTE_TYPE, name, 0, body)
@@ -280,7 +282,7 @@ class Connection:
         if type_url == res.ENDPOINT_TYPE:
             return (EDS,)
         if type_url == res.CLUSTER_TYPE:
-            base = CDS
+            base = CDS_GRPC if self.lds_table == LDS_GRPC else CDS
         elif type_url == res.ROUTE_TYPE:
             base = RDS
         else:

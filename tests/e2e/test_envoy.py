@@ -48,7 +48,7 @@ def test_envoy_routes_traffic_and_follows_file_edits(stack: Stack) -> None:
     )
     assert isinstance(config, ConfigView)
     assert cluster in config.clusters
-    listener = config.raw_listeners[f"0.0.0.0_{port}"]
+    listener = config.raw_listeners[f"127.0.0.1_{port}"]
     assert listener["address"]["socket_address"] == {"address": LOCAL, "port_value": port}
     assert admin.route_domains(str(port)) == {f"{HOST}:{port}": [HOST, f"{HOST}:{port}"]}
     assert_accepted(admin, registryd)

@@ -52,12 +52,12 @@ def test_examples_quick_start(stack: Stack) -> None:
     )
 
     config = admin.config()
-    listeners = {f"0.0.0.0_{p}" for p in (web, api_http, api_grpc, cache)}
+    listeners = {f"127.0.0.1_{p}" for p in (web, api_http, api_grpc, cache)}
     assert listeners <= config.listeners.keys(), config.listeners
     for name in listeners:
         address = config.raw_listeners[name]["address"]["socket_address"]
         assert address["address"] == LOCAL, (name, address)
-    cache_filters = config.raw_listeners[f"0.0.0.0_{cache}"]["filter_chains"][0]["filters"]
+    cache_filters = config.raw_listeners[f"127.0.0.1_{cache}"]["filter_chains"][0]["filters"]
     assert [f["name"] for f in cache_filters] == ["envoy.filters.network.tcp_proxy"]
     assert {str(web), str(api_http), str(api_grpc)} <= config.routes.keys()
     assert_accepted(admin, registryd)

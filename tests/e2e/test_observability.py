@@ -132,7 +132,11 @@ def test_debug_and_metrics_ports_follow_a_real_envoy(stack: Stack) -> None:
     # -- config_dump for the Envoy -----------------------------------------------------------
     dump = get_json(http, f"/debug/config_dump?proxyID={ENVOY_ID}")
     clusters = dump["configs"][0]["dynamic_active_clusters"]
-    assert [c["cluster"]["name"] for c in clusters] == [cluster]
+    assert [c["cluster"]["name"] for c in clusters] == [
+        "BlackHoleCluster",
+        "PassthroughCluster",
+        cluster,
+    ]
 
     # -- log levels change at runtime, from localhost -----------------------------------
     request = urllib.request.Request(

@@ -13,13 +13,17 @@ def svc(
     resolution: Resolution = Resolution.STATIC,
     namespace: str = "default",
     export_to: tuple[str, ...] = (),
+    addresses: tuple[str, ...] = (),
+    alias_for: str = "",
 ) -> Service:
     return Service(
         hostname=host,
         namespace=namespace,
         ports=ports or (Port(number=8080, name="http", protocol="HTTP"),),
-        resolution=resolution,
+        resolution=Resolution.ALIAS if alias_for else resolution,
         export_to=export_to,
+        addresses=addresses,
+        alias_for=alias_for,
     )
 
 

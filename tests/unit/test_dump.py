@@ -16,7 +16,7 @@ from registryd.model import Endpoint, Port, Service
 from registryd.registry.store import RegistryStore
 from registryd.xds import resources as res
 from registryd.xds.dump import config_dump
-from registryd.xds.snapshot import Snapshot, SnapshotBuilder
+from registryd.xds.snapshot import STATIC_NAMES, Snapshot, SnapshotBuilder
 from registryd.xds.stream import Connection, Planned
 from tests.unit.factories import MEM, ep, svc
 
@@ -115,7 +115,9 @@ def test_everything_subscribed_in_envoy_order_with_versions() -> None:
     got = sections(dump)
     clusters = got["ClustersConfigDump"]
     assert clusters["version_info"] == f"{PREFIX}-{snap.version}"  # the ACKed CDS version
-    active = clusters["dynamic_active_clusters"]
+    active = [
+        c for c in clusters["dynamic_active_clusters"] if c["cluster"]["name"] not in STATIC_NAMES
+    ]
     assert [(c["cluster"]["name"], c["version_info"]) for c in active] == [
         (A, f"{PREFIX}-1"),
         (B, f"{PREFIX}-2"),
@@ -124,7 +126,11 @@ def test_everything_subscribed_in_envoy_order_with_versions() -> None:
     assert active[0]["cluster"]["type"] == "EDS"  # expanded, proto field names
     assert "error_state" not in active[0]
 
-    listeners = got["ListenersConfigDump"]["dynamic_listeners"]
+    listeners = [
+        lis
+        for lis in got["ListenersConfigDump"]["dynamic_listeners"]
+        if lis["name"] not in STATIC_NAMES
+    ]
     assert [(lis["name"], lis["active_state"]["version_info"]) for lis in listeners] == [
         ("0.0.0.0_8080", f"{PREFIX}-1"),
         ("0.0.0.0_9090", f"{PREFIX}-2"),
@@ -206,7 +212,7 @@ def test_nack_puts_error_state_on_that_type_until_the_next_version() -> None:
     conn.on_request(request(res.CLUSTER_TYPE, answer=planned[res.CLUSTER_TYPE], error="no"))
     got = sections(config_dump(conn, snap, version_prefix=PREFIX))
     clusters = got["ClustersConfigDump"]["dynamic_active_clusters"]
-    assert len(clusters) == 3
+    assert len([c for c in clusters if c["cluster"]["name"] not in STATIC_NAMES]) == 3
     assert all(c["error_state"]["details"] == "no" for c in clusters)
     assert "error_state" not in json.dumps(got["RoutesConfigDump"])  # RDS was ACK-free, no NACK
     # nothing new was sent for A and B: the proxy still rejects them
@@ -240,7 +246,7 @@ def test_namespace_overlay_is_read_like_the_stream_does() -> None:
         active = dump["ClustersConfigDump"]["dynamic_active_clusters"]
         names = [c["cluster"]["name"] for c in active]
         assert list(send(conn, snap)[res.CLUSTER_TYPE].names) == names  # what the stream sends
-        return names
+        return [n for n in names if n not in STATIC_NAMES]
 
     assert clusters("team-a") == [A, private, B]
     assert clusters("default") == [A, B]
@@ -255,5 +261,5 @@ def test_proxyless_grpc_client_gets_its_api_listeners() -> None:
     (listener,) = sections(dump)["ListenersConfigDump"]["dynamic_listeners"]
     assert listener["name"] == "a.example:8080"
     manager = listener["active_state"]["listener"]["api_listener"]["api_listener"]
-    assert manager["route_config"]["name"] == "a.example:8080"
+    assert manager["rds"]["route_config_name"] == "outbound|8080||a.example"
     round_trips(dump)

@@ -12,7 +12,7 @@ from registryd.adapter import Replace, Upsert
 from registryd.model import Port, ShardKey
 from registryd.push import PushController
 from registryd.registry.store import RegistryStore
-from registryd.xds.snapshot import CDS, EDS, Snapshot
+from registryd.xds.snapshot import CDS, EDS, STATIC_NAMES, Snapshot
 from tests.unit.factories import ep, svc
 
 KEY = ShardKey("memory", "mem")
@@ -64,7 +64,7 @@ async def test_quick_events_are_debounced_into_one_push(pushes: Pushes) -> None:
     assert record.triggers == ("memory/mem",)
     assert record.version == pushes.published[0].version
     assert record.debounce_seconds >= AFTER
-    names = set(pushes.published[0].tables[CDS])
+    names = set(pushes.published[0].tables[CDS]) - STATIC_NAMES
     assert names == {f"outbound|8080||h{i}.example" for i in range(5)}
 
 

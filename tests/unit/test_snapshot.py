@@ -15,12 +15,14 @@ from registryd.registry.store import RegistryStore
 from registryd.xds import resources as res
 from registryd.xds.snapshot import (
     CDS,
+    CDS_GRPC,
     EDS,
     HISTORY,
     LDS_GRPC,
     LDS_LOCAL,
     LDS_SIDECAR,
     RDS,
+    STATIC_NAMES,
     Resource,
     Snapshot,
     SnapshotBuilder,
@@ -54,7 +56,8 @@ def rig() -> Rig:
 
 
 def names(snapshot: Snapshot, table: str) -> set[str]:
-    return set(snapshot.tables.get(table, {}))
+    """The names in ``table`` that come from the registry (not the static resources)."""
+    return set(snapshot.tables.get(table, {})) - STATIC_NAMES
 
 
 def test_istio_names(rig: Rig) -> None:
@@ -62,9 +65,9 @@ def test_istio_names(rig: Rig) -> None:
     assert names(snap, CDS) == {A}
     assert names(snap, EDS) == {A}
     assert names(snap, LDS_SIDECAR) == {"0.0.0.0_8080"}
-    assert names(snap, LDS_LOCAL) == {"0.0.0.0_8080"}
+    assert names(snap, LDS_LOCAL) == {"127.0.0.1_8080"}
     assert names(snap, LDS_GRPC) == {"a.example:8080"}
-    assert names(snap, RDS) == {"8080"}
+    assert names(snap, RDS) == {"8080", A}
     cla = endpoint_pb2.ClusterLoadAssignment.FromString(snap.tables[EDS][A].body)
     assert cla.cluster_name == A
     assert cla.endpoints[0].lb_endpoints[0].endpoint.address.socket_address.address == "10.0.0.1"
@@ -72,7 +75,7 @@ def test_istio_names(rig: Rig) -> None:
 
 def test_local_listener_binds_loopback(rig: Rig) -> None:
     snap = rig.upsert(svc())
-    local = listener_pb2.Listener.FromString(snap.tables[LDS_LOCAL]["0.0.0.0_8080"].body)
+    local = listener_pb2.Listener.FromString(snap.tables[LDS_LOCAL]["127.0.0.1_8080"].body)
     sidecar = listener_pb2.Listener.FromString(snap.tables[LDS_SIDECAR]["0.0.0.0_8080"].body)
     assert local.address.socket_address.address == "127.0.0.1"
     assert sidecar.address.socket_address.address == "0.0.0.0"
@@ -107,7 +110,7 @@ def test_removing_a_service_removes_its_resources(rig: Rig) -> None:
     assert names(snap, CDS) == {A}
     assert names(snap, LDS_SIDECAR) == {"0.0.0.0_8080"}  # port 9090 is no longer used
     assert names(snap, LDS_GRPC) == {"a.example:8080"}
-    assert names(snap, RDS) == {"8080"}
+    assert names(snap, RDS) == {"8080", A}
     changed = snap.changed_since(CDS, snap.version - 1)
     assert changed == {"outbound|9090||b.example"}
     assert snap.changed_since(LDS_SIDECAR, snap.version - 1) == {"0.0.0.0_9090"}
@@ -163,7 +166,7 @@ def test_export_to_change_moves_resources_between_tables(rig: Rig) -> None:
 
 def test_export_to_none_is_visible_nowhere(rig: Rig) -> None:
     snap = rig.upsert(svc("a.example", export_to=("~",)))
-    visible = [t for t, table in snap.tables.items() if t != EDS and table]
+    visible = [t for t, table in snap.tables.items() if t != EDS and set(table) - STATIC_NAMES]
     assert visible == []
 
 
@@ -176,7 +179,7 @@ def test_changed_since_semantics(rig: Rig) -> None:
     assert v3.changed_since(CDS, v3.version + 5) == frozenset()
     assert v3.changed_since(EDS, v2.version) == {A}
     assert v3.changed_since(CDS, v1.version) == {b}
-    assert v3.changed_since(CDS, 0) == {A, b}
+    assert v3.changed_since(CDS, 0) == {A, b} | {"PassthroughCluster", "BlackHoleCluster"}
     assert v3.changed_since("nope", 0) == frozenset()
 
 
@@ -227,8 +230,8 @@ def test_removing_a_restricted_service_empties_its_overlay_tables(rig: Rig) -> N
     overlays = {"cds@team-a", "lds/grpc@team-a", "lds/sidecar@team-a", "lds/local@team-a"}
     assert overlays | {"rds@team-a"} <= {t for t, v in first.tables.items() if v}
     snap = rig.apply(Delete(hostname="a.example"))
-    assert [t for t, table in snap.tables.items() if table] == []
-    assert snap.changed_since("rds@team-a", first.version) == {"8080"}
+    assert [t for t, table in snap.tables.items() if set(table) - STATIC_NAMES] == []
+    assert snap.changed_since("rds@team-a", first.version) == {"8080", A}
 
 
 def domains(snap: Snapshot, table: str) -> dict[str, list[str]]:
@@ -262,3 +265,66 @@ def test_short_names_never_take_a_domain_another_service_owns(rig: Rig) -> None:
     assert "web.shop" not in everyone["web.shop.svc.cluster.local:8080"]
     all_domains = [d for ds in domains(snap, "rds@shop").values() for d in ds]
     assert len(all_domains) == len(set(all_domains))  # Envoy rejects duplicate domains
+
+
+K8S = "greeter.shop.svc.cluster.local"
+
+
+def test_grpc_short_names_live_in_the_services_namespace_only(rig: Rig) -> None:
+    # grpcgen/lds.go tryFindFQDN: short names resolve against the client's own namespace
+    snap = rig.upsert(svc(K8S, Port(number=7070, protocol="GRPC"), namespace="shop"))
+    assert names(snap, LDS_GRPC) == {f"{K8S}:7070"}
+    assert names(snap, "lds/grpc@shop") == {
+        "greeter:7070",
+        "greeter.shop:7070",
+        "greeter.shop.svc:7070",
+    }
+    assert f"outbound|7070||{K8S}" in names(snap, RDS)
+    assert names(snap, CDS_GRPC) == {f"outbound|7070||{K8S}"}
+    # renamed away: every listener of the old name goes
+    snap = rig.apply(Delete(hostname=K8S))
+    assert names(snap, "lds/grpc@shop") == set() and names(snap, LDS_GRPC) == set()
+
+
+def test_passthrough_services_are_not_served_to_grpc_clients(rig: Rig) -> None:
+    snap = rig.upsert(svc("a.example", resolution=Resolution.NONE))
+    assert names(snap, CDS) == {A}
+    assert names(snap, CDS_GRPC) == set()
+    assert names(snap, LDS_GRPC) == set()
+
+
+def test_alias_routes_to_its_target_whichever_arrives_first(rig: Rig) -> None:
+    alias = svc("old.example", alias_for="a.example")
+    snap = rig.upsert(alias)
+    assert names(snap, CDS) == set()  # an alias has no resources of its own
+    snap = rig.upsert(svc("a.example"))
+    assert "old.example:8080" in domains(snap, RDS)["a.example:8080"]
+    snap = rig.apply(Delete(hostname="old.example"))
+    assert "old.example" not in domains(snap, RDS)["a.example:8080"]
+
+
+def test_endpoint_change_of_a_headless_service_rebuilds_its_pod_listeners(rig: Rig) -> None:
+    service = svc(
+        K8S, Port(number=3306, protocol="TCP"), namespace="shop", resolution=Resolution.NONE
+    )
+    snap = rig.upsert(service, ep(K8S, "10.4.0.1", service_port=3306))
+    assert names(snap, LDS_SIDECAR) == {"10.4.0.1_3306"}
+    snap = rig.upsert(service, ep(K8S, "10.4.0.2", service_port=3306))
+    assert names(snap, LDS_SIDECAR) == {"10.4.0.2_3306"}
+    assert names(snap, LDS_LOCAL) == {"127.0.0.1_3306"}
+
+
+def test_vip_listener_moves_with_the_address(rig: Rig) -> None:
+    tcp = Port(number=3306, protocol="TCP")
+    snap = rig.upsert(svc("a.example", tcp, addresses=("10.1.0.1",)))
+    assert names(snap, LDS_SIDECAR) == {"10.1.0.1_3306"}
+    snap = rig.upsert(svc("a.example", tcp, addresses=("10.1.0.2",)))
+    assert names(snap, LDS_SIDECAR) == {"10.1.0.2_3306"}
+    assert snap.changed_since(LDS_SIDECAR, snap.version - 1) == {"10.1.0.1_3306", "10.1.0.2_3306"}
+
+
+def test_static_resources_are_there_from_the_first_snapshot(rig: Rig) -> None:
+    snap = rig.builder.build(rig.store.view)
+    assert set(snap.tables[CDS]) == {"PassthroughCluster", "BlackHoleCluster"}
+    assert set(snap.tables[LDS_SIDECAR]) == {"virtualOutbound"}
+    assert not snap.tables.get(LDS_LOCAL)  # no capture listener without iptables

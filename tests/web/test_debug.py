@@ -62,7 +62,7 @@ async def envoy_like(client: AdsClient) -> None:
     """Subscribe like an Envoy and wait until CDS, EDS, LDS and RDS have arrived."""
     client.subscribe("cds")
     cds = await client.next("cds")
-    client.subscribe("eds", cds.names)
+    client.subscribe("eds", cds.eds_names)
     client.subscribe("lds")
     client.subscribe("rds", ["8080"])
     for kind in ("eds", "lds", "rds"):
@@ -175,7 +175,8 @@ async def test_config_dump_is_what_the_proxy_gets(harness: Harness) -> None:
             "EndpointsConfigDump",
         ]
         clusters = dump["configs"][0]["dynamic_active_clusters"]
-        assert [c["cluster"]["name"] for c in clusters] == [CLUSTER]
+        names = [c["cluster"]["name"] for c in clusters]
+        assert names == ["BlackHoleCluster", "PassthroughCluster", CLUSTER]
     missing = await get(harness, "/debug/config_dump?proxyID=nobody", status=404)
     assert "nobody" in missing["error"]
     await get(harness, "/debug/config_dump", status=400)

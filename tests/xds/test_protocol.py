@@ -35,13 +35,15 @@ async def test_envoy_style_flow_cds_eds_lds_rds(harness) -> None:  # type: ignor
     async with AdsClient(harness.target) as client:
         client.subscribe("cds")
         cds = await client.next("cds")
-        assert cds.names == ["outbound|8080||a.example", "outbound|8080||b.example"]
-        clusters = cds.decode()
+        assert cds.registry_names == ["outbound|8080||a.example", "outbound|8080||b.example"]
+        clusters = {c.name: c for c in cds.decode()}
+        assert set(clusters) - set(cds.registry_names) == {"BlackHoleCluster", "PassthroughCluster"}
+        clusters = [clusters[n] for n in cds.registry_names]
         assert clusters[0].type == cluster_pb2.Cluster.EDS
         assert clusters[0].eds_cluster_config.eds_config.HasField("ads")
-        client.subscribe("eds", cds.names)
+        client.subscribe("eds", cds.eds_names)
         eds = await client.next("eds")
-        assert sorted(eds.names) == cds.names
+        assert sorted(eds.names) == cds.eds_names
         cla = {c.cluster_name: c for c in eds.decode()}
         group = cla["outbound|8080||a.example"].endpoints[0]
         assert group.HasField("locality")
@@ -50,7 +52,7 @@ async def test_envoy_style_flow_cds_eds_lds_rds(harness) -> None:  # type: ignor
         assert cla["outbound|8080||b.example"].endpoints == []
         client.subscribe("lds")
         lds = await client.next("lds")
-        assert lds.names == ["0.0.0.0_8080"]
+        assert lds.registry_names == ["0.0.0.0_8080"]
         client.subscribe("rds", ["8080"])
         rds = await client.next("rds")
         (route,) = rds.decode()
@@ -68,12 +70,12 @@ async def test_endpoint_change_sends_only_changed_cla(harness) -> None:  # type:
     async with AdsClient(harness.target) as client:
         client.subscribe("cds")
         cds = await client.next("cds")
-        client.subscribe("eds", cds.names)
+        client.subscribe("eds", cds.eds_names)
         first = await client.next("eds")
         harness.memory.upsert(svc("a.example"), eps("a.example", "10.0.0.1", "10.0.0.2"))
         await settle(harness)
         update = await client.next("eds")
-        assert update.names == ["outbound|8080||a.example"]
+        assert update.registry_names == ["outbound|8080||a.example"]
         assert update.message.version_info != first.message.version_info
         (cla,) = update.decode()
         assert len(cla.endpoints[0].lb_endpoints) == 2
@@ -101,7 +103,7 @@ async def test_nack_is_recorded_and_not_resent(harness) -> None:  # type: ignore
         harness.memory.upsert(svc("a.example", protocol="GRPC"), eps("a.example", "10.0.0.9"))
         await settle(harness)
         again = await client.next("cds")
-        assert again.names == ["outbound|8080||a.example"]
+        assert again.registry_names == ["outbound|8080||a.example"]
         await asyncio.sleep(0.1)
         assert conn.states[CDS].acked_version == again.message.version_info
 
@@ -186,9 +188,12 @@ async def test_proxyless_grpc_listener(harness) -> None:  # type: ignore[no-unty
         manager = hcm.HttpConnectionManager()
         listener.api_listener.api_listener.Unpack(manager)
         assert manager.http_filters[-1].name == "envoy.filters.http.router"
-        assert manager.route_config.virtual_hosts[0].routes[0].route.cluster == (
-            "outbound|50051||a.example"
-        )
+        # istiod grpcgen/lds.go buildOutboundListeners: routes over RDS, named as the cluster
+        assert manager.rds.route_config_name == "outbound|50051||a.example"
+        assert manager.rds.config_source.HasField("ads")
+        client.subscribe("rds", ["outbound|50051||a.example"])
+        (route,) = (await client.next("rds")).decode()
+        assert route.virtual_hosts[0].routes[0].route.cluster == "outbound|50051||a.example"
 
 
 class FreezableRelay:
@@ -282,8 +287,11 @@ async def test_export_to_limits_visibility_by_namespace(harness) -> None:  # typ
             client.subscribe("cds")
             client.subscribe("rds", ["8080"])
         a_cds, b_cds = await a.next("cds"), await b.next("cds")
-        assert a_cds.names == ["outbound|8080||private.example", "outbound|8080||public.example"]
-        assert b_cds.names == ["outbound|8080||public.example"]
+        assert a_cds.registry_names == [
+            "outbound|8080||private.example",
+            "outbound|8080||public.example",
+        ]
+        assert b_cds.registry_names == ["outbound|8080||public.example"]
         a_domains = {
             d for vh in (await a.next("rds")).decode()[0].virtual_hosts for d in vh.domains
         }

@@ -52,7 +52,7 @@ async def clusters(
 ) -> list[str]:
     async with AdsClient(target, credentials=credentials) as client:
         client.subscribe("cds")
-        return (await client.next("cds", timeout=timeout)).names
+        return (await client.next("cds", timeout=timeout)).registry_names
 
 
 def credentials(certs: CertFiles, *, client_cert: bool) -> grpc.ChannelCredentials:

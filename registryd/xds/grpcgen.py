@@ -1,0 +1,137 @@
+"""Resources for proxyless gRPC clients (node metadata ``GENERATOR: grpc``), as istiod's
+grpc generator builds them (pilot/pkg/networking/grpcgen).
+
+* Listener ``<name>:<port>`` (lds.go ``buildOutboundListeners``): an ApiListener whose
+  HttpConnectionManager takes its routes over RDS, route ``outbound|<port>||<fqdn>``, and
+  ends with the router filter.  ``<name>`` is the full hostname or, for a client in the
+  service's own namespace, a short Kubernetes name (``greeter``, ``greeter.shop``,
+  ``greeter.shop.svc``: lds.go ``tryFindFQDN``); the short-name listeners are placed in
+  that namespace's table only, so a client elsewhere gets nothing for them.
+* RouteConfiguration ``outbound|<port>||<fqdn>`` (rds.go ``buildHTTPRoute``): one virtual
+  host whose domains are every name a client may dial, route ``/`` to the cluster with no
+  stream timeout.
+* Cluster ``outbound|<port>||<fqdn>`` (cds.go ``edsCluster``): EDS over ADS.  gRPC accepts
+  only EDS, LOGICAL_DNS and aggregate clusters, so a DNS service becomes LOGICAL_DNS on its
+  endpoint's hostname and port (istiod sends an empty EDS cluster there: a deliberate
+  improvement), and passthrough, alias and UDP ports get nothing at all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from envoy.config.cluster.v3 import cluster_pb2
+from envoy.config.endpoint.v3 import endpoint_components_pb2
+from envoy.config.listener.v3 import api_listener_pb2, listener_pb2
+from envoy.config.route.v3 import route_components_pb2, route_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import (
+    http_connection_manager_pb2 as hcm_pb2,
+)
+from google.protobuf import duration_pb2
+
+from registryd.model import Endpoint, Port, Resolution, Service
+from registryd.xds.clusters import BuildOptions, served_endpoints
+from registryd.xds.resources import (
+    ads,
+    alt_names,
+    cluster_name,
+    grpc_listener_name,
+    pack,
+    router_filter,
+    socket,
+)
+
+__all__ = ["build_cluster", "build_listener", "build_route", "dial_names", "serves"]
+
+_CONNECT_TIMEOUT = duration_pb2.Duration(seconds=10)
+_NO_TIMEOUT = duration_pb2.Duration(seconds=0)
+
+
+def serves(service: Service, port: Port) -> bool:
+    """Whether a proxyless client gets anything for this service port."""
+    return port.protocol != "UDP" and service.resolution not in (
+        Resolution.NONE,
+        Resolution.ALIAS,
+    )
+
+
+def dial_names(service: Service) -> tuple[tuple[str, str], ...]:
+    """``(name, namespace)``: the names a gRPC client may dial for ``service`` and which
+    namespace's clients may (``""``: everyone the service is visible to)."""
+    short = alt_names(service.hostname, service.namespace, service.namespace)
+    own = tuple((n, service.namespace) for n in short)
+    return ((service.hostname, ""), *own)
+
+
+def build_listener(service: Service, port: Port, name: str) -> listener_pb2.Listener:
+    """ApiListener ``<name>:<port>`` for a client dialing ``xds:///<name>:<port>``."""
+    manager = hcm_pb2.HttpConnectionManager(
+        rds=hcm_pb2.Rds(
+            config_source=ads(),
+            route_config_name=cluster_name(service.hostname, port.number),
+        ),
+        http_filters=[router_filter()],
+    )
+    listener = listener_pb2.Listener(
+        name=grpc_listener_name(name, port.number),
+        api_listener=api_listener_pb2.ApiListener(api_listener=pack(manager)),
+    )
+    address = next((a for a in service.addresses if "/" not in a), "0.0.0.0")
+    listener.address.CopyFrom(socket(address, port.number))
+    return listener
+
+
+def build_route(service: Service, port: Port) -> route_pb2.RouteConfiguration:
+    """Route ``outbound|<port>||<hostname>``: one virtual host for every dialable name."""
+    name = cluster_name(service.hostname, port.number)
+    domains = []
+    for dial, _ in dial_names(service):
+        domains += [dial, f"{dial}:{port.number}"]
+    action = route_components_pb2.RouteAction(
+        cluster=name,
+        timeout=_NO_TIMEOUT,
+        max_stream_duration=route_components_pb2.RouteAction.MaxStreamDuration(
+            max_stream_duration=_NO_TIMEOUT
+        ),
+    )
+    vhost = route_components_pb2.VirtualHost(
+        name=f"{service.hostname}:{port.number}",
+        domains=domains,
+        routes=[
+            route_components_pb2.Route(
+                name="default",
+                match=route_components_pb2.RouteMatch(prefix="/"),
+                route=action,
+            )
+        ],
+    )
+    return route_pb2.RouteConfiguration(name=name, virtual_hosts=[vhost])
+
+
+def build_cluster(
+    service: Service, port: Port, endpoints: Sequence[Endpoint], options: BuildOptions
+) -> cluster_pb2.Cluster | None:
+    """Cluster ``outbound|<port>||<hostname>`` of a type gRPC accepts, or ``None``."""
+    if not serves(service, port):
+        return None
+    name = cluster_name(service.hostname, port.number)
+    cluster = cluster_pb2.Cluster(name=name, connect_timeout=_CONNECT_TIMEOUT)
+    if service.resolution is Resolution.STATIC:
+        cluster.type = cluster_pb2.Cluster.EDS
+        cluster.eds_cluster_config.eds_config.CopyFrom(ads())
+        cluster.eds_cluster_config.service_name = name
+        return cluster
+    served = sorted(served_endpoints(endpoints, options), key=lambda e: (e.address, e.port))
+    if not served:
+        return None
+    target = served[0]  # gRPC resolves one name and balances over what it returns
+    cluster.type = cluster_pb2.Cluster.LOGICAL_DNS
+    cluster.load_assignment.cluster_name = name
+    group = cluster.load_assignment.endpoints.add()
+    group.locality.SetInParent()
+    group.lb_endpoints.append(
+        endpoint_components_pb2.LbEndpoint(
+            endpoint=endpoint_components_pb2.Endpoint(address=socket(target.address, target.port))
+        )
+    )
+    return cluster

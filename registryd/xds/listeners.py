@@ -1,0 +1,310 @@
+"""Outbound listeners for Envoy sidecars, as istiod builds them.
+
+Two kinds of sidecar are served (see :class:`Mode`):
+
+* ``SIDECAR`` — traffic captured by iptables, istiod's default: every outbound listener
+  has ``bind_to_port: false`` and is reached through ``virtualOutbound`` on 15001, which
+  hands each connection to the listener of its original destination
+  (networking/core/listener_builder.go ``buildVirtualOutboundListener``);
+* ``LOCAL`` — ``INTERCEPTION_MODE: NONE``: applications call the proxy on 127.0.0.1, so
+  every listener binds ``127.0.0.1:<port>`` and there is no capture listener
+  (listener.go ``buildSidecarOutboundListeners``, ``proxyNoneMode``).
+
+Per port, the rules of listener.go ``buildSidecarOutboundListener`` and tls.go:
+
+* HTTP services (HTTP, HTTP2, GRPC, GRPC-WEB) share the wildcard listener
+  ``0.0.0.0_<port>`` and route ``<port>`` by Host header;
+* TCP, TLS and auto-detected ports of a service with an IP address (a VIP) get that
+  address's own listener ``<VIP>_<port>``; a CIDR address becomes a destination-range
+  match on the wildcard listener; a passthrough service (``resolution: NONE``) with no
+  address gets a listener per endpoint IP, as istiod does for headless services;
+* TLS and HTTPS ports on the wildcard listener match their hostname by SNI (with the TLS
+  inspector), one filter chain per host (tls.go ``buildSidecarOutboundTLSFilterChainOpts``);
+* ports with no declared protocol get a TCP chain and an HTTP chain behind the HTTP
+  inspector; so do HTTP and TCP services sharing a listener;
+* two chains with the same match conflict: the first service (by hostname) keeps it
+  (listener.go ``mergeTCPFilterChains``); :func:`build_listeners` reports the others;
+* a listener whose chains all match on something gets a default chain to
+  ``PassthroughCluster`` (``buildListenerFromEntry``) — or, for ``LOCAL`` proxies, to
+  ``BlackHoleCluster``, since the original destination is the proxy itself there;
+* UDP ports and ALIAS services get no listener.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+
+from envoy.config.core.v3 import base_pb2
+from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
+from envoy.extensions.filters.listener.http_inspector.v3 import http_inspector_pb2
+from envoy.extensions.filters.listener.tls_inspector.v3 import tls_inspector_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import (
+    http_connection_manager_pb2 as hcm_pb2,
+)
+from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
+from google.protobuf import duration_pb2, wrappers_pb2
+
+from registryd.model import AUTO, TLS_PROTOCOLS, Endpoint, Resolution, Service, is_http, is_ip
+from registryd.xds.clusters import BLACKHOLE_CLUSTER, PASSTHROUGH_CLUSTER
+from registryd.xds.resources import ads, cluster_name, listener_name, pack, router_filter, socket
+
+__all__ = [
+    "VIRTUAL_OUTBOUND",
+    "VIRTUAL_OUTBOUND_PORT",
+    "Conflict",
+    "Mode",
+    "build_listeners",
+    "virtual_outbound_listener",
+]
+
+VIRTUAL_OUTBOUND = "virtualOutbound"
+VIRTUAL_OUTBOUND_PORT = 15001  # MeshConfig proxyListenPort
+_HTTP_ALPNS = ("http/1.0", "http/1.1", "h2c")  # listener.go plaintextHTTPALPNs
+_RAW_BUFFER = "raw_buffer"
+_NO_TIMEOUT = duration_pb2.Duration(seconds=0)
+
+
+class Mode(Enum):
+    SIDECAR = "0.0.0.0"  # iptables capture: listeners do not bind
+    LOCAL = "127.0.0.1"  # INTERCEPTION_MODE NONE: listeners bind loopback
+
+    @property
+    def wildcard(self) -> str:
+        return self.value
+
+
+@dataclass(frozen=True, slots=True)
+class _Chain:
+    """One filter chain: its match, and where it sends traffic (a tcp_proxy cluster, or
+    the HTTP connection manager with route ``<port>`` when ``cluster`` is empty)."""
+
+    hostname: str
+    cluster: str = ""
+    sni: tuple[str, ...] = ()
+    cidrs: tuple[str, ...] = ()
+    alpn: tuple[str, ...] = ()
+
+    def match_key(self) -> tuple[object, ...]:
+        """What istiod's ``filterChainOpts.conflictsWith`` compares."""
+        cidrs = frozenset(str(ipaddress.ip_network(c, strict=False)) for c in self.cidrs)
+        return (bool(self.alpn), self.alpn, frozenset(self.sni), cidrs)
+
+    @property
+    def matches_all(self) -> bool:
+        return not (self.sni or self.cidrs or self.alpn)
+
+
+@dataclass(frozen=True, slots=True)
+class Conflict:
+    """A service left out of a listener because an earlier one claimed the same match
+    (istiod's ``pilot_conflict_outbound_listener_tcp_over_current_tcp``)."""
+
+    listener: str
+    hostname: str
+    winner: str
+
+
+@dataclass(slots=True)
+class _Entry:
+    bind: str
+    chains: list[_Chain] = field(default_factory=list)
+    http: bool = False
+    keys: dict[tuple[object, ...], str] = field(default_factory=dict)
+
+    def add(self, chain: _Chain, conflicts: list[Conflict], name: str) -> None:
+        key = chain.match_key()
+        winner = self.keys.get(key)
+        if winner is not None:
+            if winner != chain.hostname:
+                conflicts.append(Conflict(name, chain.hostname, winner))
+            return
+        self.keys[key] = chain.hostname
+        self.chains.append(chain)
+
+
+def _cidr(address: str) -> str | None:
+    try:
+        return str(ipaddress.ip_network(address, strict=False))
+    except ValueError:
+        return None
+
+
+def _binds(
+    service: Service, endpoints: Sequence[Endpoint], mode: Mode
+) -> list[tuple[str, tuple[str, ...]]]:
+    """Where a TCP/TLS/auto port of ``service`` listens: ``(bind, destination CIDRs)``."""
+    if mode is Mode.LOCAL:
+        return [(mode.wildcard, ())]
+    vips = [a for a in service.addresses if "/" not in a and is_ip(a)]
+    vips = [a for a in vips if not ipaddress.ip_address(a).is_unspecified]
+    ranges = tuple(c for a in service.addresses if "/" in a and (c := _cidr(a)) is not None)
+    if not service.addresses and service.resolution is Resolution.NONE:
+        pods = sorted({e.address for e in endpoints if is_ip(e.address)})
+        if pods:
+            return [(pod, ()) for pod in pods]
+    binds: list[tuple[str, tuple[str, ...]]] = [(vip, ()) for vip in vips]
+    if ranges or not binds:
+        binds.append((mode.wildcard, ranges))
+    return binds
+
+
+def _plan(
+    port: int,
+    services: Iterable[Service],
+    endpoints: Mapping[str, Sequence[Endpoint]],
+    aliases: Mapping[str, Sequence[str]],
+    mode: Mode,
+) -> tuple[dict[str, _Entry], list[Conflict]]:
+    entries: dict[str, _Entry] = {}
+    conflicts: list[Conflict] = []
+
+    def entry(bind: str) -> _Entry:
+        found = entries.get(bind)
+        if found is None:
+            found = entries[bind] = _Entry(bind)
+        return found
+
+    for service in sorted(services, key=lambda s: s.hostname):
+        p = service.port(port)
+        if p is None or p.protocol == "UDP" or service.resolution is Resolution.ALIAS:
+            continue
+        if is_http(p.protocol):
+            entry(mode.wildcard).http = True
+            continue
+        cluster = cluster_name(service.hostname, port)
+        for bind, cidrs in _binds(service, endpoints.get(service.hostname, ()), mode):
+            current = entry(bind)
+            name = listener_name(bind, port)
+            sni: tuple[str, ...] = ()
+            if p.protocol in TLS_PROTOCOLS and (cidrs or bind == mode.wildcard):
+                sni = (service.hostname, *aliases.get(service.hostname, ()))
+            current.add(_Chain(service.hostname, cluster, sni, cidrs), conflicts, name)
+            if p.protocol == AUTO:
+                current.http = True
+    return entries, conflicts
+
+
+def _tcp_proxy(stat_prefix: str, cluster: str) -> listener_components_pb2.Filter:
+    proxy = tcp_proxy_pb2.TcpProxy(stat_prefix=stat_prefix, cluster=cluster)
+    return listener_components_pb2.Filter(
+        name="envoy.filters.network.tcp_proxy", typed_config=pack(proxy)
+    )
+
+
+def _http_manager(name: str, port: int) -> listener_components_pb2.Filter:
+    manager = hcm_pb2.HttpConnectionManager(
+        stat_prefix=f"outbound_{name}",
+        rds=hcm_pb2.Rds(config_source=ads(), route_config_name=str(port)),
+        http_filters=[router_filter()],
+    )
+    return listener_components_pb2.Filter(
+        name="envoy.filters.network.http_connection_manager", typed_config=pack(manager)
+    )
+
+
+def _filter_chain(chain: _Chain, name: str, port: int) -> listener_components_pb2.FilterChain:
+    out = listener_components_pb2.FilterChain()
+    if chain.cluster:
+        out.filters.append(_tcp_proxy(chain.cluster, chain.cluster))
+    else:
+        out.filters.append(_http_manager(name, port))
+    if not chain.matches_all:
+        match = out.filter_chain_match
+        match.server_names.extend(sorted(chain.sni))
+        match.application_protocols.extend(chain.alpn)
+        if chain.alpn:
+            match.transport_protocol = _RAW_BUFFER
+        for cidr in sorted(chain.cidrs):
+            network = ipaddress.ip_network(cidr, strict=False)
+            match.prefix_ranges.add(
+                address_prefix=str(network.network_address),
+                prefix_len=wrappers_pb2.UInt32Value(value=network.prefixlen),
+            )
+    return out
+
+
+def _listener(entry: _Entry, port: int, mode: Mode) -> listener_pb2.Listener:
+    name = listener_name(entry.bind, port)
+    chains = list(entry.chains)
+    if entry.http:
+        # behind the HTTP inspector when it shares the listener, or on istiod's wildcard
+        sniff = bool(chains) or mode is Mode.SIDECAR
+        chains.append(_Chain("", "", (), (), _HTTP_ALPNS if sniff else ()))
+    listener = listener_pb2.Listener(
+        name=name,
+        address=socket(entry.bind, port),
+        traffic_direction=base_pb2.OUTBOUND,
+        continue_on_listener_filters_timeout=True,
+    )
+    if mode is Mode.SIDECAR:
+        listener.bind_to_port.value = False
+    if any(c.sni for c in chains):
+        listener.listener_filters.add(
+            name="envoy.filters.listener.tls_inspector",
+            typed_config=pack(tls_inspector_pb2.TlsInspector()),
+        )
+    if any(c.alpn for c in chains):
+        listener.listener_filters.add(
+            name="envoy.filters.listener.http_inspector",
+            typed_config=pack(http_inspector_pb2.HttpInspector()),
+        )
+    listener.listener_filters_timeout.CopyFrom(_NO_TIMEOUT)
+    catch_all = [c for c in chains if c.matches_all]
+    for chain in chains:
+        if not chain.matches_all:
+            listener.filter_chains.append(_filter_chain(chain, name, port))
+    if catch_all and not listener.filter_chains:
+        listener.filter_chains.append(_filter_chain(catch_all[0], name, port))
+    elif catch_all:
+        listener.default_filter_chain.CopyFrom(_filter_chain(catch_all[0], name, port))
+    else:
+        fallback = PASSTHROUGH_CLUSTER if mode is Mode.SIDECAR else BLACKHOLE_CLUSTER
+        listener.default_filter_chain.CopyFrom(
+            listener_components_pb2.FilterChain(
+                name="PassthroughFilterChain", filters=[_tcp_proxy(fallback, fallback)]
+            )
+        )
+    return listener
+
+
+def build_listeners(
+    port: int,
+    services: Iterable[Service],
+    mode: Mode,
+    endpoints: Mapping[str, Sequence[Endpoint]] | None = None,
+    aliases: Mapping[str, Sequence[str]] | None = None,
+) -> tuple[dict[str, listener_pb2.Listener], list[Conflict]]:
+    """Every outbound listener on ``port`` for ``services``, by name, and the services
+    left out by a conflict.  ``endpoints`` (by hostname) matter only for passthrough
+    services without an address; ``aliases`` maps a hostname to the names that alias it
+    (they are SNI names of its TLS chain too)."""
+    entries, conflicts = _plan(port, services, endpoints or {}, aliases or {}, mode)
+    built = {listener_name(bind, port): _listener(e, port, mode) for bind, e in entries.items()}
+    return built, conflicts
+
+
+def virtual_outbound_listener() -> listener_pb2.Listener:
+    """``virtualOutbound`` on 0.0.0.0:15001: where iptables sends outbound connections; it
+    hands each to the listener of its original destination, and sends the rest to
+    ``PassthroughCluster`` (and its own port to ``BlackHoleCluster``, against loops)."""
+    loop_guard = listener_components_pb2.FilterChain(
+        name=BLACKHOLE_CLUSTER,
+        filter_chain_match=listener_components_pb2.FilterChainMatch(
+            destination_port=wrappers_pb2.UInt32Value(value=VIRTUAL_OUTBOUND_PORT)
+        ),
+        filters=[_tcp_proxy(BLACKHOLE_CLUSTER, BLACKHOLE_CLUSTER)],
+    )
+    catch_all = listener_components_pb2.FilterChain(
+        name="virtualOutbound-catchall-tcp",
+        filters=[_tcp_proxy(PASSTHROUGH_CLUSTER, PASSTHROUGH_CLUSTER)],
+    )
+    return listener_pb2.Listener(
+        name=VIRTUAL_OUTBOUND,
+        address=socket("0.0.0.0", VIRTUAL_OUTBOUND_PORT),
+        use_original_dst=wrappers_pb2.BoolValue(value=True),
+        traffic_direction=base_pb2.OUTBOUND,
+        filter_chains=[loop_guard, catch_all],
+    )

@@ -1,0 +1,143 @@
+"""RouteConfigurations for Envoy sidecars, as istiod builds route ``<port>``.
+
+One route configuration per port, shared by every HTTP listener chain on that port.  The
+rules and the istiod code they follow (networking/core/httproute.go):
+
+* a virtual host per service whose port speaks HTTP (HTTP, HTTP2, GRPC, GRPC-WEB) or has
+  no declared protocol (sniffed as HTTP), named ``<hostname>:<port>``
+  (``BuildSidecarOutboundVirtualHosts``);
+* its domains (``generateVirtualHostDomains``): the hostname, the names of the aliases
+  that point at it (Kubernetes ExternalName), their Kubernetes short names
+  (``GenerateAltVirtualHosts``), ``*.``-prefixed forms for Kubernetes headless services,
+  and every IP address of the service (the VIP, a ClusterIP) — each with and without
+  ``:<port>``.  A domain already taken by an earlier service (by hostname order) is left
+  out, since Envoy rejects a route configuration with a domain twice;
+* one route, ``default``, prefix ``/`` to the service's cluster, with istiod's defaults:
+  no timeout, ``max_grpc_timeout`` 0 and the default retry policy
+  (route/route.go ``BuildDefaultHTTPOutboundRoute``, route/retry/retry.go
+  ``DefaultPolicy``).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable, Mapping, Sequence
+
+from envoy.config.route.v3 import route_components_pb2, route_pb2
+from envoy.extensions.retry.host.previous_hosts.v3 import previous_hosts_pb2
+from google.protobuf import duration_pb2, wrappers_pb2
+
+from registryd.model import AUTO, Port, Resolution, Service, is_http
+from registryd.xds.resources import alt_names, cluster_name, kube_parts, pack
+
+__all__ = ["build_route_config", "routed_ports", "service_domains"]
+
+_NO_TIMEOUT = duration_pb2.Duration(seconds=0)
+_RETRY_ON = "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes"
+
+
+def routed_ports(service: Service) -> list[Port]:
+    """The ports of ``service`` that get a virtual host in route ``<port>``."""
+    if service.resolution is Resolution.ALIAS:
+        return []
+    return [p for p in service.ports if is_http(p.protocol) or p.protocol == AUTO]
+
+
+def _with_port(domain: str, port: int) -> tuple[str, str]:
+    return domain, f"{domain}:{port}"
+
+
+def _address_domain(address: str) -> str | None:
+    """An IP address as a Host header names it (IPv6 in brackets); CIDRs and the
+    unspecified address are no domain."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return None
+    if ip.is_unspecified:
+        return None
+    return f"[{ip}]" if ip.version == 6 else str(ip)
+
+
+def service_domains(
+    service: Service, port: int, namespace: str = "", aliases: Sequence[Service] = ()
+) -> list[str]:
+    """Every Host a client in ``namespace`` may use for ``service`` on ``port``, in
+    istiod's order: names (hostname, then each alias) with their short forms, the
+    ``*.`` forms of a headless Kubernetes service, then its IP addresses."""
+    names: list[str] = []
+    named = [(service.hostname, service.namespace), *((a.hostname, a.namespace) for a in aliases)]
+    for hostname, ns in named:
+        names.extend(_with_port(hostname, port))
+        for short in alt_names(hostname, ns, namespace):
+            names.extend(_with_port(short, port))
+    if service.resolution is Resolution.NONE and kube_parts(service.hostname, service.namespace):
+        names.extend([f"*.{name}" for name in names])
+    for address in service.addresses:
+        domain = _address_domain(address)
+        if domain is not None:
+            names.extend(_with_port(domain, port))
+    return names
+
+
+def _default_route(service: Service, port: int) -> route_components_pb2.Route:
+    retry = route_components_pb2.RetryPolicy(
+        retry_on=_RETRY_ON,
+        num_retries=wrappers_pb2.UInt32Value(value=2),
+        host_selection_retry_max_attempts=5,
+        retry_host_predicate=[
+            route_components_pb2.RetryPolicy.RetryHostPredicate(
+                name="envoy.retry_host_predicates.previous_hosts",
+                typed_config=pack(previous_hosts_pb2.PreviousHostsPredicate()),
+            )
+        ],
+    )
+    return route_components_pb2.Route(
+        name="default",
+        match=route_components_pb2.RouteMatch(prefix="/"),
+        decorator=route_components_pb2.Decorator(operation=f"{service.hostname}:{port}/*"),
+        route=route_components_pb2.RouteAction(
+            cluster=cluster_name(service.hostname, port),
+            timeout=_NO_TIMEOUT,
+            max_grpc_timeout=_NO_TIMEOUT,
+            retry_policy=retry,
+        ),
+    )
+
+
+def build_route_config(
+    port: int,
+    services: Iterable[Service],
+    namespace: str = "",
+    aliases: Mapping[str, Sequence[Service]] | None = None,
+) -> route_pb2.RouteConfiguration:
+    """Route ``<port>`` as a proxy in ``namespace`` sees it.  ``aliases`` maps a
+    hostname to the ALIAS services that stand for it."""
+    aliases = aliases or {}
+    chosen = [
+        service
+        for service in sorted(services, key=lambda s: s.hostname)
+        if any(p.number == port for p in routed_ports(service))
+    ]
+    # a service's own hostname beats anyone's alias or short name for it
+    taken = {d for service in chosen for d in _with_port(service.hostname, port)}
+    hosts = []
+    for service in chosen:
+        own = _with_port(service.hostname, port)
+        domains = list(own)
+        for domain in service_domains(service, port, namespace, aliases.get(service.hostname, ())):
+            if domain not in taken:
+                taken.add(domain)
+                domains.append(domain)
+        hosts.append(
+            route_components_pb2.VirtualHost(
+                name=f"{service.hostname}:{port}",
+                domains=domains,
+                routes=[_default_route(service, port)],
+            )
+        )
+    return route_pb2.RouteConfiguration(
+        name=str(port),
+        virtual_hosts=hosts,
+        validate_clusters=wrappers_pb2.BoolValue(value=False),
+    )

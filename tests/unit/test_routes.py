@@ -1,0 +1,103 @@
+"""Route ``<port>`` for Envoy, rule by rule against istiod (networking/core/httproute.go
+BuildSidecarOutboundVirtualHosts, generateVirtualHostDomains; route/route.go
+BuildDefaultHTTPOutboundRoute)."""
+
+from __future__ import annotations
+
+from envoy.config.route.v3 import route_pb2
+
+from registryd.model import AUTO, Port, Resolution
+from registryd.xds.routes import build_route_config
+from tests.unit.factories import svc
+
+K8S = "greeter.shop.svc.cluster.local"
+
+
+def domains(route: route_pb2.RouteConfiguration) -> dict[str, list[str]]:
+    return {vh.name: list(vh.domains) for vh in route.virtual_hosts}
+
+
+def test_a_virtual_host_per_http_or_sniffed_service_on_the_port() -> None:
+    services = [
+        svc("b.example"),
+        svc("a.example", Port(number=8080, protocol=AUTO)),
+        svc("tcp.example", Port(number=8080, protocol="TCP")),
+        svc("other.example", Port(number=9090, protocol="HTTP")),
+    ]
+    route = build_route_config(8080, services)
+    assert route.name == "8080"
+    assert not route.validate_clusters.value
+    assert list(domains(route)) == ["a.example:8080", "b.example:8080"]
+
+
+def test_default_route_has_istiod_timeouts_and_retry_policy() -> None:
+    (vhost,) = build_route_config(8080, [svc("a.example")]).virtual_hosts
+    (route,) = vhost.routes
+    assert route.name == "default"
+    assert route.match.prefix == "/"
+    assert route.route.cluster == "outbound|8080||a.example"
+    assert route.route.timeout.ToTimedelta().total_seconds() == 0
+    assert route.route.HasField("max_grpc_timeout")
+    retry = route.route.retry_policy
+    assert retry.num_retries.value == 2
+    assert (
+        retry.retry_on
+        == "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes"
+    )
+    assert [p.name for p in retry.retry_host_predicate] == [
+        "envoy.retry_host_predicates.previous_hosts"
+    ]
+    assert route.decorator.operation == "a.example:8080/*"
+
+
+def test_vip_is_a_domain_with_and_without_port() -> None:
+    # generateVirtualHostDomains: every address of the service, not 0.0.0.0 or a CIDR
+    service = svc("a.example", addresses=("10.1.0.1", "10.2.0.0/16", "fd00::1"))
+    assert domains(build_route_config(8080, [service])) == {
+        "a.example:8080": [
+            "a.example",
+            "a.example:8080",
+            "10.1.0.1",
+            "10.1.0.1:8080",
+            "[fd00::1]",
+            "[fd00::1]:8080",
+        ]
+    }
+
+
+def test_kubernetes_short_names_depend_on_the_proxy_namespace() -> None:
+    # GenerateAltVirtualHosts
+    service = svc(K8S, namespace="shop", addresses=("10.96.0.10",))
+    mine = domains(build_route_config(8080, [service], "shop"))[f"{K8S}:8080"]
+    theirs = domains(build_route_config(8080, [service], "other"))[f"{K8S}:8080"]
+    assert "greeter" in mine and "greeter:8080" in mine and "10.96.0.10:8080" in mine
+    assert (
+        "greeter" not in theirs and "greeter.shop" in theirs and "greeter.shop.svc:8080" in theirs
+    )
+
+
+def test_headless_kubernetes_service_also_matches_pod_subdomains() -> None:
+    service = svc(K8S, namespace="shop", resolution=Resolution.NONE)
+    got = domains(build_route_config(8080, [service], "other"))[f"{K8S}:8080"]
+    assert f"*.{K8S}" in got and f"*.{K8S}:8080" in got and "*.greeter.shop" in got
+
+
+def test_alias_names_route_to_the_service_they_stand_for() -> None:
+    # push_context.go resolveServiceAliases + generateVirtualHostDomains (Attributes.Aliases)
+    target = svc(K8S, namespace="shop")
+    alias = svc("legacy.shop.svc.cluster.local", namespace="shop", alias_for=K8S)
+    got = domains(build_route_config(8080, [target], "shop", {K8S: [alias]}))
+    assert list(got) == [f"{K8S}:8080"]  # the alias has no virtual host of its own
+    assert {"legacy.shop.svc.cluster.local", "legacy", "legacy:8080"} <= set(got[f"{K8S}:8080"])
+
+
+def test_a_domain_is_claimed_once_so_envoy_accepts_the_route() -> None:
+    # two services sharing a VIP, and a hostname that is someone else's alias
+    a = svc("a.example", addresses=("10.1.0.1",))
+    b = svc("b.example", addresses=("10.1.0.1",))
+    alias = svc("b.example", alias_for="a.example")
+    got = domains(build_route_config(8080, [a, b], aliases={"a.example": [alias]}))
+    assert got["a.example:8080"] == ["a.example", "a.example:8080", "10.1.0.1", "10.1.0.1:8080"]
+    assert got["b.example:8080"] == ["b.example", "b.example:8080"]
+    everything = [d for ds in got.values() for d in ds]
+    assert len(everything) == len(set(everything))
