@@ -10,8 +10,9 @@ Contract:
   (workloads without an address, reached through a network gateway, give none).  When
   several ServiceEntries define one hostname, the first one's ports and attributes win,
   the endpoints are combined (the first of equal service port, address and port wins) and
-  a note says so.  A port without a protocol gets one from its name (``http``,
-  ``grpc-api``...), else TCP, as Istio does for Kubernetes services.
+  a note says so.  A port without a protocol is auto-detected (``AUTO``), as istiod
+  does: a ServiceEntry's port name implies no protocol.  WorkloadEntry labels are
+  ``spec.labels`` merged with ``metadata.labels`` (metadata winning).
 * :func:`diff_models` gives the Upsert/Delete increments from one model to the next,
   over every hostname or only over those that may have changed.
 * :class:`FileTable` keeps the last good content of every file: a broken version of a
@@ -24,16 +25,16 @@ Contract:
 
 from __future__ import annotations
 
+import dataclasses
 from bisect import insort
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from registryd.adapter import Delete, Replace, Upsert, increments
-from registryd.model import Endpoint, Locality, Port, Service
+from registryd.model import AUTO, Endpoint, Labels, Locality, Port, Resolution, Service
 
 from .schema import (
-    PROTOCOLS,
     UNIX_PREFIX,
     InvalidConfig,
     ParsedFile,
@@ -68,16 +69,10 @@ class Model:
         )
 
 
-def _protocol_from_name(name: str) -> str:
-    upper = name.upper()
-    for protocol in sorted(PROTOCOLS, key=len, reverse=True):
-        if upper == protocol or upper.startswith(protocol + "-"):
-            return protocol
-    return "TCP"
-
-
 def _port(port: ServicePort) -> Port:
-    protocol = port.protocol or _protocol_from_name(port.name)
+    """istiod's serviceentry/conversion.go ``convertPort``: the protocol is what the entry
+    declares; none declared is auto-detected (its port *name* implies nothing)."""
+    protocol = port.protocol or AUTO
     return Port(number=port.number, name=port.name, protocol=protocol, target_port=port.target_port)
 
 
@@ -176,12 +171,20 @@ class _Part:
     numbers: frozenset[int]  # the entry's port numbers
 
 
+_DNS = (Resolution.DNS, Resolution.DNS_ROUND_ROBIN)
+
+
 def _parts(entry: ServiceEntry, selected: list[WorkloadSpec]) -> dict[str, _Part]:
     numbers = frozenset(p.number for p in entry.spec.ports)
     parts = {}
-    for host in entry.spec.hosts:
+    spec = entry.spec
+    by_name = spec.workload_selector is None and not spec.endpoints and spec.resolution in _DNS
+    for host in spec.hosts:
         found: dict[EndpointKey, Endpoint] = {}
-        for workload in selected:
+        # conversion.go convertServiceEntryToInstances: a DNS entry with no endpoints and no
+        # selector resolves its own hostname (on each port's targetPort, else the port)
+        workloads = [WorkloadSpec(address=host)] if by_name else selected
+        for workload in workloads:
             for endpoint in _workload_endpoints(host, entry, workload):
                 found.setdefault(_endpoint_key(endpoint), endpoint)
         ordered = tuple(found[k] for k in sorted(found))
@@ -189,8 +192,18 @@ def _parts(entry: ServiceEntry, selected: list[WorkloadSpec]) -> dict[str, _Part
     return parts
 
 
+def workload_spec(entry: WorkloadEntry) -> WorkloadSpec:
+    """The WorkloadEntry's spec with its labels merged as istiod merges them: ``spec.labels``
+    and ``metadata.labels``, metadata winning (serviceentry/conversion.go
+    ``ConvertWorkloadEntry``).  Selectors and endpoint labels both see the merged set."""
+    if not entry.meta.labels:
+        return entry.spec
+    merged = Labels({**entry.spec.labels, **entry.meta.labels})
+    return dataclasses.replace(entry.spec, labels=merged)
+
+
 def _workload_specs(documents: Iterable[Document]) -> list[tuple[str, WorkloadSpec]]:
-    return [(d.meta.namespace, d.spec) for d in documents if isinstance(d, WorkloadEntry)]
+    return [(d.meta.namespace, workload_spec(d)) for d in documents if isinstance(d, WorkloadEntry)]
 
 
 class _Builder:
@@ -290,7 +303,8 @@ class _Builder:
         specs = self._in_order.get(namespace)
         if specs is None:
             workloads = self._workloads.get(namespace, {})
-            specs = self._in_order[namespace] = [workloads[k].spec for k in sorted(workloads)]
+            specs = [workload_spec(workloads[k]) for k in sorted(workloads)]
+            self._in_order[namespace] = specs
         return [s for s in specs if s.labels.matches(selector)]
 
     def _merge(self, host: str) -> bool:

@@ -65,7 +65,8 @@ def test_static_service_entry_becomes_one_service_per_host() -> None:
         assert service.export_to == (".", "billing")
         assert service.ports == (
             Port(number=8080, name="http", protocol="HTTP", target_port=9080),
-            Port(number=9090, name="grpc-api", protocol="GRPC"),  # protocol from the name
+            # serviceentry/conversion.go convertPort: a port name implies no protocol
+            Port(number=9090, name="grpc-api", protocol="AUTO"),
             Port(number=7000, name="admin", protocol="TCP"),
         )
         endpoints = model.endpoints[host]
@@ -115,7 +116,7 @@ def test_defaults_follow_istio() -> None:
     assert service.resolution is Resolution.NONE
     assert service.location is Location.MESH_EXTERNAL
     assert service.namespace == "default"
-    assert service.ports[0].protocol == "TCP"
+    assert service.ports[0].protocol == "AUTO"  # auto-detected, whatever the name says
     assert model.endpoints["plain.example"] == ()
 
 
@@ -473,9 +474,47 @@ def test_istio_benchmark_config_with_workload_selectors() -> None:
         "HTTP",
         "TCP",
         "HTTPS",
-        "TCP",
+        "AUTO",
     ]
     for i in range(3):
         endpoints = model.endpoints[f"random-{i}.host.example"]
         assert len(endpoints) == 3 * 4  # three workloads, four ports
         assert {e.address for e in endpoints} == {f"240.241.0.{j}" for j in range(i, 9, 3)}
+
+
+def test_convert_service_entry_to_instances_dns_without_endpoints_resolves_its_host() -> None:
+    # serviceentry/conversion.go convertServiceEntryToInstances (hostnameToServiceInstance)
+    model = model_of(
+        se(
+            "hosts: [a.example, b.example]\nresolution: DNS\n"
+            "ports: [{number: 443, name: tls, protocol: TLS, targetPort: 8443}, {number: 80, name: web}]"
+        )
+    )
+    for host in ("a.example", "b.example"):
+        got = sorted((e.address, e.port, e.service_port) for e in model.endpoints[host])
+        assert got == [(host, 80, 80), (host, 8443, 443)]
+    selected = model_of(
+        se(
+            "hosts: [c.example]\nresolution: DNS\nports: [{number: 80, name: web}]\n"
+            "workloadSelector: {labels: {app: none}}"
+        )
+    )
+    assert selected.endpoints["c.example"] == ()  # a selector that selects nothing: no host
+
+
+def test_convert_workload_entry_merges_spec_and_metadata_labels() -> None:
+    # serviceentry/conversion.go ConvertWorkloadEntry: metadata labels win
+    text = (
+        se(
+            "hosts: [a.example]\nresolution: STATIC\nports: [{number: 80, name: http}]\n"
+            "workloadSelector: {labels: {app: web}}"
+        )
+        + """---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: vm-1, namespace: default, labels: {app: web, tier: meta}}
+spec: {address: 10.0.0.9, labels: {tier: spec, version: v2}}
+"""
+    )
+    (endpoint,) = model_of(text).endpoints["a.example"]
+    assert dict(endpoint.labels) == {"app": "web", "tier": "meta", "version": "v2"}
