@@ -487,7 +487,8 @@ def test_convert_service_entry_to_instances_dns_without_endpoints_resolves_its_h
     model = model_of(
         se(
             "hosts: [a.example, b.example]\nresolution: DNS\n"
-            "ports: [{number: 443, name: tls, protocol: TLS, targetPort: 8443}, {number: 80, name: web}]"
+            "ports: [{number: 443, name: tls, protocol: TLS, targetPort: 8443},"
+            " {number: 80, name: web}]"
         )
     )
     for host in ("a.example", "b.example"):
