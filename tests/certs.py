@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-__all__ = ["TlsFiles", "make_tls", "require"]
+__all__ = ["TlsFiles", "issue_server", "make_tls", "require"]
 
 
 def require(tool: str, hint: str) -> str:
@@ -85,3 +85,11 @@ def make_tls(directory: Path) -> TlsFiles:
         client_cert=directory / "client.crt",
         client_key=directory / "client.key",
     )
+
+
+def issue_server(tls: TlsFiles, name: str) -> tuple[Path, Path]:
+    """A server certificate for DNS name ``name`` signed by ``tls``'s CA: (cert, key)."""
+    directory = tls.ca.parent
+    usage = "keyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n"
+    _issue(directory, name, f"/CN={name}", f"subjectAltName=DNS:{name}\n{usage}", tls.ca)
+    return directory / f"{name}.crt", directory / f"{name}.key"

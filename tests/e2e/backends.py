@@ -3,6 +3,9 @@ they are.  Both run on threads of the test process and are stopped by their fixt
 
 from __future__ import annotations
 
+import socket
+import socketserver
+import ssl
 import threading
 from concurrent import futures
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -10,7 +13,7 @@ from typing import Any
 
 import grpc
 
-__all__ = ["GREETER_METHOD", "GreeterServer", "HttpBackend"]
+__all__ = ["GREETER_METHOD", "GreeterServer", "HttpBackend", "NameServer"]
 
 GREETER_SERVICE = "e2e.Greeter"
 GREETER_METHOD = f"/{GREETER_SERVICE}/SayHello"
@@ -102,3 +105,68 @@ class GreeterServer:
 
     def stop(self) -> None:
         self._server.stop(grace=None).wait(timeout=5)
+
+
+class _NameHandler(socketserver.BaseRequestHandler):
+    server: _TcpNameServer
+
+    def handle(self) -> None:
+        conn: socket.socket = self.request
+        conn.settimeout(5)
+        try:
+            if self.server.tls is not None:
+                conn = self.server.tls.wrap_socket(conn, server_side=True)
+            self.server.count()
+            conn.sendall(self.server.name.encode())
+        except (OSError, ssl.SSLError):
+            return  # a client that went away or spoke no TLS: nothing to count
+        finally:
+            conn.close()
+
+
+class _TcpNameServer(socketserver.ThreadingTCPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, name: str, address: str, tls: ssl.SSLContext | None) -> None:
+        super().__init__((address, 0), _NameHandler)
+        self.name = name
+        self.tls = tls
+        self.connections = 0
+        self._lock = threading.Lock()
+
+    def count(self) -> None:
+        with self._lock:
+            self.connections += 1
+
+
+class NameServer:
+    """A TCP server that writes its ``name`` to every connection and closes it; with
+    ``cert``/``key`` it does so over TLS (after the handshake)."""
+
+    def __init__(
+        self, name: str, address: str = "127.0.0.1", cert: str = "", key: str = ""
+    ) -> None:
+        tls = None
+        if cert:
+            tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            tls.load_cert_chain(cert, key)
+        self.name = name
+        self._server = _TcpNameServer(name, address, tls)
+        self.port = int(self._server.server_address[1])
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+
+    @property
+    def connections(self) -> int:
+        return self._server.connections
+
+    def start(self) -> NameServer:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)

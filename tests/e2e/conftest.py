@@ -8,12 +8,13 @@ added to its report.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tests.e2e.backends import GreeterServer, HttpBackend
+from tests.e2e.backends import GreeterServer, HttpBackend, NameServer
 from tests.e2e.procs import Envoy, Process, Registryd, start_envoy, start_registryd
 
 LOGS = pytest.StashKey[list[Process]]()
@@ -39,9 +40,12 @@ class Stack:
         self._process(proc)
         return proc
 
-    def start_envoy(self, registryd: Registryd) -> Envoy:
-        """Envoy on the example bootstrap, connected to ``registryd`` and LIVE."""
-        proc = start_envoy(registryd.grpc_port, self.workdir)
+    def start_envoy(
+        self, registryd: Registryd, customize: Callable[[dict[str, Any]], None] | None = None
+    ) -> Envoy:
+        """Envoy on the example bootstrap (changed by ``customize``), connected to
+        ``registryd`` and LIVE."""
+        proc = start_envoy(registryd.grpc_port, self.workdir, customize)
         self._process(proc)
         return proc
 
@@ -54,6 +58,12 @@ class Stack:
         backend = HttpBackend(name, address, port).start()
         self._cleanup.callback(backend.stop)
         return backend
+
+    def name_server(self, name: str, address: str = "127.0.0.1", **tls: str) -> NameServer:
+        """A TCP (or, with ``cert``/``key``, TLS) server that answers with its name."""
+        server = NameServer(name, address, **tls).start()
+        self._cleanup.callback(server.stop)
+        return server
 
     def greeter(self, name: str) -> GreeterServer:
         server = GreeterServer(name).start()

@@ -277,7 +277,19 @@ class Envoy(Process):
         poll(self.live, "Envoy admin /ready to say LIVE", details=self.tail)
 
 
-def start_envoy(xds_port: int, workdir: Path) -> Envoy:
+def start_envoy(
+    xds_port: int,
+    workdir: Path,
+    customize: Callable[[dict[str, Any]], None] | None = None,
+) -> Envoy:
     """Start Envoy on the example bootstrap against registryd on ``xds_port`` and wait
-    until it is LIVE (its initial CDS/LDS fetch is done)."""
-    return _start(lambda: Envoy(render_bootstrap(xds_port, free_port()), workdir), Envoy.wait_live)
+    until it is LIVE (its initial CDS/LDS fetch is done).  ``customize`` may change the
+    bootstrap first (it is called again on every attempt)."""
+
+    def make() -> Envoy:
+        bootstrap = render_bootstrap(xds_port, free_port())
+        if customize is not None:
+            customize(bootstrap)
+        return Envoy(bootstrap, workdir)
+
+    return _start(make, Envoy.wait_live)
