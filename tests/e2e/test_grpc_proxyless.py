@@ -8,18 +8,19 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from tests.e2e.backends import GREETER_METHOD, GreeterServer
 from tests.e2e.conftest import Stack
 from tests.e2e.entries import service_entry, write_entries
-from tests.e2e.procs import Process, Registryd, poll
+from tests.e2e.procs import Process, Registryd, http_get, poll
 
 CLIENT = Path(__file__).with_name("grpc_client.py")
 HOST = "greeter.example"
 NODE_ID = "sidecar~127.0.0.1~client.default~default.svc.cluster.local"
 
 
-def grpc_bootstrap(registryd: Registryd) -> dict[str, object]:
+def grpc_bootstrap(registryd: Registryd, node_id: str = NODE_ID) -> dict[str, object]:
     """gRPC's xDS bootstrap: registryd as the one xDS server, a proxyless node."""
     return {
         "xds_servers": [
@@ -29,8 +30,43 @@ def grpc_bootstrap(registryd: Registryd) -> dict[str, object]:
                 "server_features": ["xds_v3"],
             }
         ],
-        "node": {"id": NODE_ID, "metadata": {"GENERATOR": "grpc"}},
+        "node": {"id": node_id, "metadata": {"GENERATOR": "grpc"}},
     }
+
+
+def start_client(
+    stack: Stack, registryd: Registryd, target: str, name: str, node_id: str = NODE_ID
+) -> tuple[Process, Path]:
+    """A proxyless client process calling ``target`` until its stop file appears."""
+    bootstrap = stack.workdir / f"{name}-bootstrap.json"
+    bootstrap.write_text(json.dumps(grpc_bootstrap(registryd, node_id)))
+    stop = stack.workdir / f"{name}.stop"
+    env = {**os.environ, "GRPC_XDS_BOOTSTRAP": str(bootstrap), "PYTHONUNBUFFERED": "1"}
+    argv = [
+        sys.executable,
+        str(CLIENT),
+        target,
+        GREETER_METHOD,
+        "--message=e2e",
+        f"--stop-file={stop}",
+        "--deadline=30",
+    ]
+    client = stack.track(Process(name, argv, stack.workdir / f"{name}.log", env=env))
+    return client, stop
+
+
+def syncz(registryd: Registryd, node_id: str) -> dict[str, Any]:
+    """``/debug/syncz`` of one proxy: type → its sync state."""
+    status, body = http_get(registryd.http_port, f"/debug/syncz?proxyID={node_id}")
+    assert status == 200, body
+    rows = json.loads(body)
+    return rows[0]["types"] if rows else {}
+
+
+def acked(registryd: Registryd, node_id: str, kinds: set[str]) -> bool:
+    """Whether exactly ``kinds`` were requested by that client, and every one ACKed."""
+    types = syncz(registryd, node_id)
+    return set(types) == kinds and all(t["acked"] for t in types.values())
 
 
 def greeter_entry(port: int, server: GreeterServer) -> dict[str, object]:
@@ -81,6 +117,12 @@ def test_proxyless_grpc_client_calls_through_xds(stack: Stack) -> None:
         details=stack.logs,
     )
     assert first.calls >= 1
+    # istiod's four types, as for Envoy: the ApiListener's routes come over RDS
+    poll(
+        lambda: acked(registryd, NODE_ID, {"cds", "eds", "lds", "rds"}),
+        "CDS, EDS, LDS and RDS ACKed",
+        details=stack.logs,
+    )
 
     # -- point the service at the other server: the running client follows ---------------
     write_entries(path, greeter_entry(port, second))
@@ -104,3 +146,66 @@ def test_proxyless_grpc_client_calls_through_xds(stack: Stack) -> None:
     assert client.popen.returncode == 0, client.tail()
     assert " rejected " not in registryd.output(), registryd.tail()
     registryd.check_alive()
+
+
+def test_dns_service_reaches_grpc_as_logical_dns_with_routes_over_rds(stack: Stack) -> None:
+    # grpcgen/cds.go: gRPC accepts EDS, LOGICAL_DNS and aggregate clusters only; a DNS
+    # ServiceEntry is served as LOGICAL_DNS on its endpoint name (istiod: an empty EDS)
+    server = stack.greeter("greeter-dns")
+    port = server.port
+    entry = service_entry(
+        "dns.greeter.example", port, [("localhost", port)], protocol="GRPC", port_name="grpc"
+    )
+    entry["spec"]["resolution"] = "DNS"
+    write_entries(stack.config_dir / "dns.yaml", entry)
+    registryd = stack.start_registryd()
+    client, stop = start_client(stack, registryd, f"xds:///dns.greeter.example:{port}", "dns")
+    poll(
+        lambda: answered(client, "hello e2e from greeter-dns"),
+        "the proxyless client to reach the DNS service",
+        details=stack.logs,
+    )
+    # the listener's routes came over RDS; a LOGICAL_DNS cluster needs no EDS; no NACK
+    poll(
+        lambda: acked(registryd, NODE_ID, {"cds", "lds", "rds"}),
+        "CDS, LDS and RDS ACKed",
+        details=stack.logs,
+    )
+    assert all(t["nacks"] == 0 for t in syncz(registryd, NODE_ID).values())
+    stop.touch()
+    poll(lambda: not client.alive(), "the client to exit", details=stack.logs)
+
+
+def test_short_kubernetes_names_resolve_for_clients_of_the_services_namespace(
+    stack: Stack,
+) -> None:
+    # grpcgen/lds.go tryFindFQDN: greeter / greeter.shop / greeter.shop.svc from shop only
+    server = stack.greeter("greeter-shop")
+    port = server.port
+    host = "greeter.shop.svc.cluster.local"
+    entry = service_entry(
+        host, port, [("127.0.0.1", port)], protocol="GRPC", port_name="grpc", namespace="shop"
+    )
+    write_entries(stack.config_dir / "shop.yaml", entry)
+    registryd = stack.start_registryd()
+    shop = "sidecar~127.0.0.1~client.shop~shop.svc.cluster.local"
+    clients = [
+        start_client(stack, registryd, f"xds:///{name}:{port}", f"shop-{i}", shop)
+        for i, name in enumerate(("greeter", "greeter.shop"))
+    ]
+    for client, _ in clients:
+        poll(
+            lambda c=client: answered(c, "hello e2e from greeter-shop"),  # type: ignore[misc]
+            f"{client.name} to reach {host} by a short name",
+            details=stack.logs,
+        )
+    other = "sidecar~127.0.0.1~client.web~web.svc.cluster.local"
+    stranger, stop = start_client(stack, registryd, f"xds:///greeter:{port}", "stranger", other)
+    # the stranger's listener request is answered, and ACKed, with nothing in it
+    poll(lambda: syncz(registryd, other).get("lds", {}).get("acked"), "the stranger's LDS ACK")
+    lds = syncz(registryd, other)["lds"]
+    assert lds["resourcesSent"] == 0, lds
+    assert "cds" not in syncz(registryd, other)  # it never learnt of a cluster to ask for
+    assert answers(stranger) == []
+    for path in [stop, *(s for _, s in clients)]:
+        path.touch()
