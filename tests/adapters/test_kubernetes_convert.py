@@ -689,6 +689,7 @@ def test_state_problem_sources_summarise_each_service() -> None:
         "Service/shop/web": {
             "hostname": "web.shop.svc.cluster.local",
             "type": "ClusterIP",
+            "resolution": "STATIC",
             "clusterIPs": ["10.96.0.10"],
             "endpointSlices": ["web-abc"],
             "ports": ["80/HTTP http -> 8080"],
