@@ -14,7 +14,6 @@ from registryd.adapters.kubernetes.convert import (
     ENDPOINT_SLICE,
     NAMESPACE,
     NODE,
-    POD,
     SERVICE,
     ClusterState,
     NodeLocality,
@@ -29,11 +28,10 @@ from registryd.adapters.kubernetes.convert import (
     parse_slice,
     resolution_for,
 )
-from registryd.adapters.kubernetes.pods import PodLabels, shrink_pod
 from registryd.adapters.kubernetes.protocol import port_protocol
 from registryd.adapters.kubernetes.selector import parse_selector
 from registryd.adapters.kubernetes.settings import parse_settings
-from registryd.model import AUTO, Health, Labels, Locality, Location, Port, Resolution
+from registryd.model import AUTO, Health, Locality, Location, Port, Resolution
 
 OPTIONS = Options(domain="cluster.local", cluster_id="east")
 
@@ -173,7 +171,7 @@ def build(svc: dict[str, Any], *slices: dict[str, Any], nodes: Any = None) -> An
         (3306, "http", "TCP", "example.com/custom", "TCP"),
     ],
 )
-def test_convert_protocol_as_istiod_kube_conversion_go_ConvertProtocol(  # noqa: N802
+def test_convert_protocol_as_istiod_kube_conversion_go_ConvertProtocol(
     number: int, name: str, kube_protocol: str, app_protocol: str | None, expected: str
 ) -> None:
     assert port_protocol(number, name, kube_protocol, app_protocol) == expected
@@ -355,16 +353,14 @@ def test_fqdn_slices_are_ignored() -> None:
         ({"ready": False, "serving": False, "terminating": False}, Health.UNHEALTHY),
     ],
 )
-def test_health_as_istiod_endpointslice_go_endpointHealthStatus(  # noqa: N802
+def test_health_as_istiod_endpointslice_go_endpointHealthStatus(
     conditions: dict[str, bool], expected: Health | None
 ) -> None:
     item = SliceEndpoint(addresses=("10.1.0.1",), **conditions)
     assert endpoint_health(item) is expected
 
 
-def test_terminating_endpoints_are_never_sent_as_endpoint_builder_go_filterIstioEndpoint() -> (  # noqa: N802
-    None
-):
+def test_terminating_endpoints_are_never_sent_as_endpoint_builder_go_filterIstioEndpoint() -> None:
     built = build(
         service(),
         endpoint_slice(
@@ -436,7 +432,7 @@ def test_locality_from_endpoint_zone_and_node_labels() -> None:
     assert labels["10.1.0.5"] == {CLUSTER_LABEL: "east", "kubernetes.io/hostname": "gone"}
 
 
-def test_headless_is_passthrough_as_istiod_conversion_go_ConvertService() -> None:  # noqa: N802
+def test_headless_is_passthrough_as_istiod_conversion_go_ConvertService() -> None:
     built = build(
         service(cluster_ip="None", clusterIPs=["None"]),
         endpoint_slice(endpoints=[ep("10.1.0.1"), ep("10.1.0.2")]),
@@ -449,7 +445,7 @@ def test_headless_is_passthrough_as_istiod_conversion_go_ConvertService() -> Non
     assert built.summary["resolution"] == "NONE"
 
 
-def test_headless_with_eds_for_headless_is_static_as_cluster_go_convertResolution() -> None:  # noqa: N802
+def test_headless_with_eds_for_headless_is_static_as_cluster_go_convertResolution() -> None:
     options = Options(cluster_id="east", eds_for_headless=True)
     headless = parse_service(service(cluster_ip="None", clusterIPs=["None"]))
     built = build_service(headless, [parse_slice(endpoint_slice())], {}, options)
@@ -459,7 +455,7 @@ def test_headless_with_eds_for_headless_is_static_as_cluster_go_convertResolutio
     assert resolution_for(parse_service(service()), OPTIONS) is Resolution.STATIC
 
 
-def test_external_name_is_an_alias_as_istiod_conversion_go_ConvertService() -> None:  # noqa: N802
+def test_external_name_is_an_alias_as_istiod_conversion_go_ConvertService() -> None:
     obj = service(
         "db",
         cluster_ip=None,
