@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from registryd.adapter import AdapterContext, ConfigError, Upsert
+from registryd.adapters.kubernetes import convert
 from registryd.adapters.kubernetes.convert import (
     CLUSTER_LABEL,
     ENDPOINT_SLICE,
@@ -257,3 +258,26 @@ def test_the_eds_for_headless_setting_wins_over_the_environment(kubeconfig: Path
     assert parse_settings("east", values, AdapterContext(), environ).eds_for_headless
     with pytest.raises(ConfigError, match="'eds_for_headless' must be true or false"):
         parse_settings("east", {**values, "eds_for_headless": "yes"}, AdapterContext(), {})
+
+
+def test_a_pod_change_converts_again_only_the_services_it_backs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With 100k pods, a pod event must not convert every Service again."""
+    cluster = cluster_with(
+        endpoint_slice("web-a", endpoints=[ep("10.1.0.1", pod="web-1")]),
+        endpoint_slice("api-a", service_name="api", endpoints=[ep("10.1.0.9", pod="api-1")]),
+        pods=(pod("web-1", app="web"), pod("api-1", app="api")),
+    )
+    cluster.replace()
+    converted: list[str] = []
+
+    def counting(service: Any, *args: Any) -> Any:
+        converted.append(service.name)
+        return build_service(service, *args)
+
+    monkeypatch.setattr(convert, "build_service", counting)
+    cluster.apply(POD, "MODIFIED", pod("api-1", app="api", version="v2"))
+    cluster.apply(POD, "ADDED", pod("lonely", app="x"))
+    cluster.changes()
+    assert converted == ["api"]
