@@ -1,4 +1,5 @@
-"""Kubernetes Services, EndpointSlices, Nodes and Namespaces -> registryd's model.  Pure.
+"""Kubernetes Services, EndpointSlices, Pods, Nodes and Namespaces -> registryd's model.
+Pure.
 
 Input is the JSON of the API objects as dicts (what the API server sends); nothing here
 does I/O.  :class:`ClusterState` keeps the objects of one cluster, fed by full listings
@@ -20,43 +21,40 @@ Mapping, as istiod does it:
 * Ports: one per Service port: number ``port``, name ``name``; ``targetPort`` as a number
   becomes ``target_port`` (a named targetPort leaves it unset: the EndpointSlices carry
   the resolved number; an absent one means ``port``, as the API server defaults it).
-  Protocol: ``appProtocol`` when it names one (case-insensitive: ``http``, ``http2``,
-  ``grpc``, ``grpc-web``, ``https``, ``tcp``, ``tls``, ``mongo``, ``mysql``, ``redis``,
-  ``http_proxy``, with or without a ``-suffix``; ``kubernetes.io/h2c`` → HTTP2,
-  ``kubernetes.io/ws`` → HTTP, ``kubernetes.io/wss`` → HTTPS), else the port name
-  (``grpc-web…`` first, then the part before the first ``-``, or the whole name), else
-  TCP.  Ports with ``protocol: UDP`` or ``SCTP`` are skipped (Envoy's listeners here
-  proxy TCP only); the summary on the debug port lists them.
+  Protocol: :func:`~.protocol.port_protocol` (istiod's ``ConvertProtocol``; ``AUTO``
+  when nothing names one).  UDP ports are kept (protocol ``UDP``), except one whose
+  number a TCP port of the same Service has (the model has one port per number); SCTP
+  ports are skipped.  The summary on the debug port lists the skipped ones.
 * Endpoints: from the EndpointSlices labelled ``kubernetes.io/service-name=<name>`` in
   the Service's namespace (any number of slices; ``addressType`` IPv4 or IPv6; ``FQDN``
   slices, deprecated and written by no Kubernetes controller, are ignored as istiod
   does).  Every address of every endpoint, for every slice port whose name equals a
   Service port's name (an unnamed port matches the unnamed Service port), gives one
   endpoint: port = the slice port number, service port = the Service port's number.
-  Slice ports without a number or with a protocol other than TCP are skipped.  The same
-  (service port, address, port) from two slices (a pod moving between slices) is one
-  endpoint, the healthiest.
-* Health from ``conditions``: ``ready`` true or absent → HEALTHY; not ready, but
-  ``serving`` and ``terminating`` both true → DRAINING (a terminating pod that still
-  serves); otherwise UNHEALTHY.  Absent ``serving``/``terminating`` count as false, as the
-  API documents (``serving`` defers to ``ready``).
+  Slice ports without a number or with a protocol other than TCP or UDP are skipped.
+  The same (service port, address, port) from two slices (a pod moving between slices)
+  is one endpoint, the healthiest.
+* Health from ``conditions`` (:func:`endpoint_health`, istiod's ``endpointHealthStatus``
+  and ``filterIstioEndpoint``): ``ready`` true or absent → HEALTHY; not ready and
+  ``terminating`` true or absent → no endpoint (terminating endpoints are never sent);
+  otherwise UNHEALTHY.
 * Locality: region from the endpoint's node label ``topology.kubernetes.io/region``
   (else ``failure-domain.beta.kubernetes.io/region``), zone from the endpoint's ``zone``
   else the node's ``topology.kubernetes.io/zone`` (else the beta label), subzone from the
   node label ``topology.istio.io/subzone``.  Unknown node: no region.
-* Endpoint labels: the topology labels istiod adds (pods are not watched, so pod labels
-  are not available): ``topology.istio.io/cluster`` (the cluster ID),
-  ``kubernetes.io/hostname`` (the node), ``topology.kubernetes.io/region`` / ``zone``
-  and ``topology.istio.io/subzone`` when known.  Network ``""``; cluster ID the
+* Endpoint labels: the labels of the Pod the endpoint's ``targetRef`` names (when that
+  Pod is known), under the topology labels istiod adds (``AugmentLabels``):
+  ``topology.istio.io/cluster`` (the cluster ID), ``kubernetes.io/hostname`` (the node),
+  ``topology.kubernetes.io/region`` / ``zone`` and ``topology.istio.io/subzone`` when
+  known; those win over a pod label of the same key.  A pod label change converts again
+  only the Services whose slices name that pod.  Network ``""``; cluster ID the
   registry's.
-* Headless Services (``clusterIP: None``): still resolution ``STATIC``, no addresses, the
-  endpoints are the pod IPs from the slices (istiod would pass such traffic through;
-  registryd has no passthrough for them, so it load-balances over the pods).
-* ``type: ExternalName``: resolution ``DNS``, location ``MESH_EXTERNAL`` (as istiod), no
-  slices read; one endpoint per Service port whose address is ``spec.externalName``
-  (lower-cased, trailing dot removed) and whose port is the Service port.  registryd
-  turns DNS services into STRICT_DNS clusters with these hostname endpoints inline
-  (:func:`registryd.xds.resources.build_cluster`), so Envoy resolves the name.
+* Headless Services (``clusterIP: None``): resolution ``NONE`` (passthrough), no
+  addresses, the endpoints still the pod IPs from the slices; ``STATIC`` instead with
+  ``Options.eds_for_headless`` (:func:`resolution_for`).
+* ``type: ExternalName``: resolution ``ALIAS`` with ``alias_for`` = ``spec.externalName``
+  (lower-cased, trailing dot removed), location ``MESH_EXTERNAL``, the ports as declared,
+  no addresses, no endpoints (slices are not read), as istiod's ``ConvertService``.
 
 Malformed objects (a Service port without number, a bad IP, a field of the wrong type,
 an unknown ``addressType``...) are reported under ``<kind>/<namespace>/<name>``
