@@ -52,6 +52,8 @@ Mapping (one entry of ``/v1/health/service/<name>`` is one Consul service instan
   ``_service_maintenance:<id>``) → DRAINING.  Weights default to 1/1.
 * two instances with the same address and port give one endpoint (the first), with a
   note.
+* the ``consul`` service, which Consul registers for its servers (their RPC port) in
+  every datacenter's catalog, is not a mesh service: it is neither watched nor served.
 * service kinds: only instances whose ``Service.Kind`` is in ``kinds`` count; by default
   only typical services (empty ``Kind``), so Connect sidecar proxies and gateways that
   Consul lists beside them (``web-sidecar-proxy``...) give no hostname.  Their raw
@@ -81,6 +83,7 @@ from registryd.model import (
 __all__ = [
     "DEFAULT_HOSTNAME",
     "PROTOCOLS",
+    "SERVER_SERVICE",
     "ConsulState",
     "EntryError",
     "Instance",
@@ -98,6 +101,7 @@ __all__ = [
 ]
 
 DEFAULT_HOSTNAME = "{service}.service.consul"
+SERVER_SERVICE = "consul"  # the Consul servers' own service, in every datacenter's catalog
 PROTOCOLS = frozenset(
     "HTTP HTTPS HTTP2 HTTP_PROXY GRPC GRPC-WEB TCP TLS UDP MONGO MYSQL REDIS".split()
 )
@@ -491,8 +495,9 @@ class ConsulState:
 
     def catalog(self, datacenter: str, names: Iterable[str]) -> set[str]:
         """``datacenter``'s catalog lists ``names`` now; the names to watch (those that
-        give a hostname).  Services no longer listed are dropped."""
-        current = set(names)
+        give a hostname, but never :data:`SERVER_SERVICE`).  Services no longer listed
+        are dropped."""
+        current = set(names) - {SERVER_SERVICE}
         for name in self._names.get(datacenter, set()) - current:
             key = (datacenter, name)
             self._rejected.pop(key, None)

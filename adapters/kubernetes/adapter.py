@@ -5,8 +5,10 @@ Mapping rules: :mod:`.convert`; settings: :mod:`.settings`; requests: :mod:`.cli
 Contract (see :mod:`registryd.adapter`):
 
 * ``watch()`` loads the cluster's configuration, then follows, each with a list and a
-  watch (an *informer*): Services and EndpointSlices (all namespaces, or each of
+  watch (an *informer*): Services, EndpointSlices and Pods (all namespaces, or each of
   ``namespaces``), Nodes (for locality) and, with ``namespace_selector``, Namespaces.
+  Of a Pod only its name, namespace and labels are kept (cut down as each list page
+  or event arrives: see :mod:`.pods`).
   Once the first list of every one of them has completed it yields a
   :class:`~registryd.adapter.Replace` with the full state and a
   :class:`~registryd.adapter.Problems`; then, as events arrive, one ``Upsert``/``Delete``
@@ -24,11 +26,11 @@ Contract (see :mod:`registryd.adapter`):
   that informer lists its resource again and carries on from the new list; the
   difference comes out as ``Upsert``/``Delete`` increments (not a ``Replace``: the other
   resources are still current).
-* Nodes are optional (they only add locality regions): when the credentials may not
-  read them (403) the registry syncs without them, reports the refusal under ``Node``
-  (its Problems) and lists Nodes again every :data:`FORBIDDEN_RETRY` seconds, so a
-  permission granted later is picked up without a restart.  Node labels read before a
-  refusal stay in use.
+* Nodes and Pods are optional (they only add locality regions and endpoint labels):
+  when the credentials may not read one of them (403) the registry syncs without it,
+  reports the refusal under ``Node`` or ``Pod`` (its Problems) and lists that kind again
+  every :data:`FORBIDDEN_RETRY` seconds, so a permission granted later is picked up
+  without a restart.  Labels read before a refusal stay in use.
 * Failures make ``watch()`` raise :class:`~.client.KubernetesError`: a kubeconfig that
   cannot be loaded, an API server that cannot be reached, refuses (401, 403, 404) or
   keeps failing (5xx after :data:`~.client.SERVER_RETRIES` retries), an ERROR event
@@ -55,7 +57,8 @@ from registryd.adapter import AdapterContext, Update, follow
 from registryd.ratelimit import TokenBucket
 
 from .client import Api, Forbidden, Gone, KubernetesError, Resource, connect
-from .convert import ENDPOINT_SLICE, NAMESPACE, NODE, SERVICE, ClusterState, Options
+from .convert import ENDPOINT_SLICE, NAMESPACE, NODE, POD, SERVICE, ClusterState, Options
+from .pods import shrink_pod
 from .settings import KubernetesSettings, parse_settings
 
 __all__ = [
@@ -75,8 +78,12 @@ WATCH_TIMEOUT_MAX = 600
 SHORT_STREAM = 1.0  # seconds: a watch that ends sooner counts as a failed one...
 MAX_REWATCH_DELAY = 5.0  # ...and delays the next one, doubling up to this
 EVENT_TYPES = frozenset({"ADDED", "MODIFIED", "DELETED"})
-OPTIONAL = frozenset({NODE})  # kinds the registry is served without when forbidden
 FORBIDDEN_RETRY = 300.0  # seconds between listings of a forbidden optional kind
+OPTIONAL = {  # kinds the registry is served without when forbidden: what is then missing
+    NODE: "endpoints get locality regions only from Node labels read earlier (if any)",
+    POD: "endpoints get pod labels only from Pods read earlier (if any)",
+}
+_SHRINK: dict[str, Callable[[Any], Any]] = {POD: shrink_pod}  # keep only what is read
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,7 +171,7 @@ class _Informer:
                 await asyncio.sleep(delay)
 
     async def _list(self) -> str:
-        items, version = await self.api.list(self.resource)
+        items, version = await self.api.list(self.resource, _SHRINK.get(self.resource.kind))
         log.debug("%s: %d items at resourceVersion %s", self.resource, len(items), version)
         self.report(_Listed(self.resource, items))
         return version
@@ -182,7 +189,8 @@ class _Informer:
                         raise Gone(f"watch from resourceVersion {version}: {text}")
                     raise KubernetesError(f"watch {self.resource} on {self.api.host}: {text}")
                 if kind in EVENT_TYPES:
-                    self.report(_Event(self.resource, kind, obj))
+                    shrink = _SHRINK.get(self.resource.kind)
+                    self.report(_Event(self.resource, kind, obj if shrink is None else shrink(obj)))
                 elif kind != "BOOKMARK":
                     log.debug("%s: ignoring a watch event of type %r", self.resource, kind)
                     continue
@@ -197,7 +205,11 @@ class _Run:
         self.name = name
         self.settings = settings
         self.state = ClusterState(
-            Options(domain=settings.domain, cluster_id=settings.cluster_id),
+            Options(
+                domain=settings.domain,
+                cluster_id=settings.cluster_id,
+                eds_for_headless=settings.eds_for_headless,
+            ),
             namespaces=settings.namespaces,
             selector=settings.namespace_selector,
         )
@@ -208,7 +220,8 @@ class _Run:
 
     def resources(self) -> list[Resource]:
         scopes: list[str | None] = list(self.settings.namespaces) or [None]
-        found = [Resource(kind, scope) for kind in (SERVICE, ENDPOINT_SLICE) for scope in scopes]
+        kinds = (SERVICE, ENDPOINT_SLICE, POD)
+        found = [Resource(kind, scope) for kind in kinds for scope in scopes]
         found.append(Resource(NODE))
         if self.settings.namespace_selector is not None:
             found.append(Resource(NAMESPACE))
@@ -239,11 +252,11 @@ class _Run:
             self.state.reset(item.resource.kind, item.items, item.resource.namespace)
             self.pending.discard(item.resource)
         elif isinstance(item, _Unavailable):
-            minutes = FORBIDDEN_RETRY / 60
+            kind = item.resource.kind
             self.state.unavailable(
-                item.resource.kind,
-                f"{item.message}; endpoints get locality regions only from Node labels "
-                f"read earlier (if any); Nodes are listed again every {minutes:g} min",
+                kind,
+                f"{item.message}; {OPTIONAL[kind]}; {kind}s are listed again every "
+                f"{FORBIDDEN_RETRY / 60:g} min",
             )
             self.pending.discard(item.resource)
         else:

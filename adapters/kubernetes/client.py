@@ -24,8 +24,9 @@ Contract:
   :data:`CONNECT_TIMEOUT` seconds, a list page after :data:`LIST_TIMEOUT`.
 * :meth:`Api.list` reads a resource in pages of :data:`PAGE_SIZE` (``limit`` /
   ``continue``), from the API server's current state (no ``resourceVersion``), and returns
-  the items and the list's ``resourceVersion``; an expired ``continue`` token starts the
-  list over.
+  the items (each passed through an optional ``shrink`` as its page arrives, so a list of
+  many Pods never holds them whole) and the list's ``resourceVersion``; an expired
+  ``continue`` token starts the list over.
 * :meth:`Api.watch` opens a watch (``watch=true&allowWatchBookmarks=true&
   resourceVersion=<rv>&timeoutSeconds=<t>``) and yields its events as dicts until the
   stream ends (the server's timeout, or a clean close) or drops (connection reset, no
@@ -57,7 +58,7 @@ from kubernetes_asyncio import config as kube_config
 
 from registryd.ratelimit import TokenBucket
 
-from .convert import ENDPOINT_SLICE, NAMESPACE, NODE, SERVICE
+from .convert import ENDPOINT_SLICE, NAMESPACE, NODE, POD, SERVICE
 from .settings import KubernetesSettings
 
 __all__ = [
@@ -94,6 +95,7 @@ _RESOURCES = {
     ENDPOINT_SLICE: ("endpointslices", "/apis/discovery.k8s.io/v1"),
     NODE: ("nodes", "/api/v1"),
     NAMESPACE: ("namespaces", "/api/v1"),
+    POD: ("pods", "/api/v1"),
 }
 
 
@@ -308,6 +310,10 @@ class Api:
             if namespace is None:
                 return discovery.list_endpoint_slice_for_all_namespaces
             return lambda **kw: discovery.list_namespaced_endpoint_slice(namespace, **kw)
+        if resource.kind == POD:
+            if namespace is None:
+                return core.list_pod_for_all_namespaces
+            return lambda **kw: core.list_namespaced_pod(namespace, **kw)
         if resource.kind == NODE:
             return core.list_node
         return core.list_namespace
@@ -381,8 +387,11 @@ class Api:
             raise KubernetesError(f"list {resource} on {self.host}: the answer is not a list")
         return data
 
-    async def list(self, resource: Resource) -> tuple[list[Any], str]:
-        """Every object of ``resource`` now, and the list's resourceVersion."""
+    async def list(
+        self, resource: Resource, shrink: Callable[[Any], Any] | None = None
+    ) -> tuple[list[Any], str]:
+        """Every object of ``resource`` now, and the list's resourceVersion; ``shrink``
+        is applied to each item as its page arrives (only what it returns is kept)."""
         for attempt in range(3):
             items: list[Any] = []
             token = ""
@@ -392,7 +401,8 @@ class Api:
                     if token:
                         params["_continue"] = token
                     data = await self._json(resource, **params)
-                    items.extend(data.get("items") or [])
+                    page = data.get("items") or []
+                    items.extend(page if shrink is None else map(shrink, page))
                     metadata = data.get("metadata") or {}
                     token = metadata.get("continue") or ""
                     if not token:

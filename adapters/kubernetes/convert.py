@@ -1,4 +1,5 @@
-"""Kubernetes Services, EndpointSlices, Nodes and Namespaces -> registryd's model.  Pure.
+"""Kubernetes Services, EndpointSlices, Pods, Nodes and Namespaces -> registryd's model.
+Pure.
 
 Input is the JSON of the API objects as dicts (what the API server sends); nothing here
 does I/O.  :class:`ClusterState` keeps the objects of one cluster, fed by full listings
@@ -20,43 +21,40 @@ Mapping, as istiod does it:
 * Ports: one per Service port: number ``port``, name ``name``; ``targetPort`` as a number
   becomes ``target_port`` (a named targetPort leaves it unset: the EndpointSlices carry
   the resolved number; an absent one means ``port``, as the API server defaults it).
-  Protocol: ``appProtocol`` when it names one (case-insensitive: ``http``, ``http2``,
-  ``grpc``, ``grpc-web``, ``https``, ``tcp``, ``tls``, ``mongo``, ``mysql``, ``redis``,
-  ``http_proxy``, with or without a ``-suffix``; ``kubernetes.io/h2c`` → HTTP2,
-  ``kubernetes.io/ws`` → HTTP, ``kubernetes.io/wss`` → HTTPS), else the port name
-  (``grpc-web…`` first, then the part before the first ``-``, or the whole name), else
-  TCP.  Ports with ``protocol: UDP`` or ``SCTP`` are skipped (Envoy's listeners here
-  proxy TCP only); the summary on the debug port lists them.
+  Protocol: :func:`~.protocol.port_protocol` (istiod's ``ConvertProtocol``; ``AUTO``
+  when nothing names one).  UDP ports are kept (protocol ``UDP``), except one whose
+  number a TCP port of the same Service has (the model has one port per number); SCTP
+  ports are skipped.  The summary on the debug port lists the skipped ones.
 * Endpoints: from the EndpointSlices labelled ``kubernetes.io/service-name=<name>`` in
   the Service's namespace (any number of slices; ``addressType`` IPv4 or IPv6; ``FQDN``
   slices, deprecated and written by no Kubernetes controller, are ignored as istiod
   does).  Every address of every endpoint, for every slice port whose name equals a
   Service port's name (an unnamed port matches the unnamed Service port), gives one
   endpoint: port = the slice port number, service port = the Service port's number.
-  Slice ports without a number or with a protocol other than TCP are skipped.  The same
-  (service port, address, port) from two slices (a pod moving between slices) is one
-  endpoint, the healthiest.
-* Health from ``conditions``: ``ready`` true or absent → HEALTHY; not ready, but
-  ``serving`` and ``terminating`` both true → DRAINING (a terminating pod that still
-  serves); otherwise UNHEALTHY.  Absent ``serving``/``terminating`` count as false, as the
-  API documents (``serving`` defers to ``ready``).
+  Slice ports without a number or with a protocol other than TCP or UDP are skipped.
+  The same (service port, address, port) from two slices (a pod moving between slices)
+  is one endpoint, the healthiest.
+* Health from ``conditions`` (:func:`endpoint_health`, istiod's ``endpointHealthStatus``
+  and ``filterIstioEndpoint``): ``ready`` true or absent → HEALTHY; not ready and
+  ``terminating`` true or absent → no endpoint (terminating endpoints are never sent);
+  otherwise UNHEALTHY.
 * Locality: region from the endpoint's node label ``topology.kubernetes.io/region``
   (else ``failure-domain.beta.kubernetes.io/region``), zone from the endpoint's ``zone``
   else the node's ``topology.kubernetes.io/zone`` (else the beta label), subzone from the
   node label ``topology.istio.io/subzone``.  Unknown node: no region.
-* Endpoint labels: the topology labels istiod adds (pods are not watched, so pod labels
-  are not available): ``topology.istio.io/cluster`` (the cluster ID),
-  ``kubernetes.io/hostname`` (the node), ``topology.kubernetes.io/region`` / ``zone``
-  and ``topology.istio.io/subzone`` when known.  Network ``""``; cluster ID the
+* Endpoint labels: the labels of the Pod the endpoint's ``targetRef`` names (when that
+  Pod is known), under the topology labels istiod adds (``AugmentLabels``):
+  ``topology.istio.io/cluster`` (the cluster ID), ``kubernetes.io/hostname`` (the node),
+  ``topology.kubernetes.io/region`` / ``zone`` and ``topology.istio.io/subzone`` when
+  known; those win over a pod label of the same key.  A pod label change converts again
+  only the Services whose slices name that pod.  Network ``""``; cluster ID the
   registry's.
-* Headless Services (``clusterIP: None``): still resolution ``STATIC``, no addresses, the
-  endpoints are the pod IPs from the slices (istiod would pass such traffic through;
-  registryd has no passthrough for them, so it load-balances over the pods).
-* ``type: ExternalName``: resolution ``DNS``, location ``MESH_EXTERNAL`` (as istiod), no
-  slices read; one endpoint per Service port whose address is ``spec.externalName``
-  (lower-cased, trailing dot removed) and whose port is the Service port.  registryd
-  turns DNS services into STRICT_DNS clusters with these hostname endpoints inline
-  (:func:`registryd.xds.resources.build_cluster`), so Envoy resolves the name.
+* Headless Services (``clusterIP: None``): resolution ``NONE`` (passthrough), no
+  addresses, the endpoints still the pod IPs from the slices; ``STATIC`` instead with
+  ``Options.eds_for_headless`` (:func:`resolution_for`).
+* ``type: ExternalName``: resolution ``ALIAS`` with ``alias_for`` = ``spec.externalName``
+  (lower-cased, trailing dot removed), location ``MESH_EXTERNAL``, the ports as declared,
+  no addresses, no endpoints (slices are not read), as istiod's ``ConvertService``.
 
 Malformed objects (a Service port without number, a bad IP, a field of the wrong type,
 an unknown ``addressType``...) are reported under ``<kind>/<namespace>/<name>``
@@ -87,6 +85,8 @@ from registryd.model import (
     Service,
 )
 
+from .pods import PodLabels
+from .protocol import port_protocol
 from .selector import Selector
 
 __all__ = [
@@ -94,6 +94,7 @@ __all__ = [
     "ENDPOINT_SLICE",
     "NAMESPACE",
     "NODE",
+    "POD",
     "SERVICE",
     "SERVICE_NAME_LABEL",
     "Built",
@@ -111,16 +112,17 @@ __all__ = [
     "object_source",
     "parse_namespace",
     "parse_node",
+    "parse_pod",
     "parse_service",
     "parse_slice",
-    "protocol_for",
 ]
 
 SERVICE = "Service"
 ENDPOINT_SLICE = "EndpointSlice"
 NODE = "Node"
 NAMESPACE = "Namespace"
-KINDS = (SERVICE, ENDPOINT_SLICE, NODE, NAMESPACE)
+POD = "Pod"
+KINDS = (SERVICE, ENDPOINT_SLICE, NODE, NAMESPACE, POD)
 CLUSTER_SCOPED = frozenset({NODE, NAMESPACE})
 
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
@@ -134,25 +136,8 @@ NODE_LABEL = "kubernetes.io/hostname"
 SERVICE_TYPES = frozenset({"ClusterIP", "NodePort", "LoadBalancer", "ExternalName"})
 PORT_PROTOCOLS = frozenset({"TCP", "UDP", "SCTP"})
 ADDRESS_TYPES = frozenset({"IPv4", "IPv6", "FQDN"})
-_NAMED_PROTOCOLS = {
-    "tcp": "TCP",
-    "http": "HTTP",
-    "http2": "HTTP2",
-    "https": "HTTPS",
-    "grpc": "GRPC",
-    "grpc-web": "GRPC-WEB",
-    "tls": "TLS",
-    "mongo": "MONGO",
-    "mysql": "MYSQL",
-    "redis": "REDIS",
-    "http_proxy": "HTTP_PROXY",
-}
-_APP_PROTOCOLS = {
-    "kubernetes.io/h2c": "HTTP2",
-    "kubernetes.io/ws": "HTTP",
-    "kubernetes.io/wss": "HTTPS",
-}
-_HEALTH_RANK = {Health.HEALTHY: 0, Health.DRAINING: 1, Health.UNHEALTHY: 2}
+SLICE_PORT_PROTOCOLS = frozenset({"TCP", "UDP"})
+_HEALTH_RANK = {Health.HEALTHY: 0, Health.UNHEALTHY: 1}
 _DNS_LABEL = r"[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?"
 _DNS_NAME = re.compile(rf"{_DNS_LABEL}(?:\.{_DNS_LABEL})*")
 
@@ -169,6 +154,7 @@ class Options:
 
     domain: str = "cluster.local"
     cluster_id: str = ""
+    eds_for_headless: bool = False  # istiod PILOT_ENABLE_EDS_FOR_HEADLESS_SERVICES
 
 
 # -- parsed objects -----------------------------------------------------------------------
@@ -186,7 +172,7 @@ class KubeService:
     headless: bool = False
     external_name: str = ""
     ports: tuple[Port, ...] = ()
-    skipped_ports: tuple[str, ...] = ()  # "53/UDP dns"
+    skipped_ports: tuple[str, ...] = ()  # "53/UDP dns (53/TCP dns-tcp is served)"
     export_to: tuple[str, ...] = ()
 
 
@@ -205,6 +191,7 @@ class SliceEndpoint:
     terminating: bool | None = None
     zone: str = ""
     node: str = ""
+    pod: Key | None = None  # targetRef (namespace, name) when it names a Pod
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -341,24 +328,7 @@ def _labels_of(obj: Mapping[str, Any]) -> Labels:
     return Labels(_string_map(metadata.get("labels"), "metadata.labels"))
 
 
-# -- protocols and hostnames ---------------------------------------------------------------
-
-
-def _named_protocol(name: str) -> str | None:
-    lower = name.lower()
-    if lower.startswith("grpc-web"):
-        return "GRPC-WEB"
-    return _NAMED_PROTOCOLS.get(lower.split("-", 1)[0])
-
-
-def protocol_for(name: str, app_protocol: str | None = None) -> str:
-    """A Service port's protocol from its ``appProtocol`` and name (see the module
-    docstring); TCP when neither names one."""
-    if app_protocol:
-        found = _APP_PROTOCOLS.get(app_protocol.lower()) or _named_protocol(app_protocol)
-        if found is not None:
-            return found
-    return _named_protocol(name) or "TCP"
+# -- hostnames ------------------------------------------------------------------------------
 
 
 def hostname_for(name: str, namespace: str, domain: str) -> str:
@@ -368,8 +338,8 @@ def hostname_for(name: str, namespace: str, domain: str) -> str:
 # -- Services -------------------------------------------------------------------------------
 
 
-def _service_port(raw: Any, index: int) -> tuple[Port | None, str, str]:
-    """One ``spec.ports`` entry -> (the Port, or None when skipped; its name; a note)."""
+def _service_port(raw: Any, index: int) -> tuple[Port, str]:
+    """One ``spec.ports`` entry -> (the Port, its Kubernetes protocol)."""
     entry = _mapping(raw, f"spec.ports[{index}]", optional=False)
     name = _string(entry.get("name"), f"spec.ports[{index}].name")
     what = f"spec.ports[{index}]" + (f" ({name})" if name else "")
@@ -377,7 +347,8 @@ def _service_port(raw: Any, index: int) -> tuple[Port | None, str, str]:
     protocol = _string(entry.get("protocol"), f"{what}.protocol", "TCP").upper()
     if protocol not in PORT_PROTOCOLS:
         raise ObjectError(f"{what}: protocol {protocol!r} is not TCP, UDP or SCTP")
-    app_protocol = _string(entry.get("appProtocol"), f"{what}.appProtocol") or None
+    raw_app = entry.get("appProtocol")
+    app_protocol = None if raw_app is None else _string(raw_app, f"{what}.appProtocol")
     target = entry.get("targetPort")
     if target is None:
         target_port: int | None = number
@@ -387,35 +358,42 @@ def _service_port(raw: Any, index: int) -> tuple[Port | None, str, str]:
         target_port = None  # a named container port: the slices carry the number
     else:
         target_port = _port_number(target, f"{what} targetPort")
-    if protocol != "TCP":
-        return None, name, f"{number}/{protocol}" + (f" {name}" if name else "")
-    port = Port(
-        number=number,
-        name=name,
-        protocol=protocol_for(name, app_protocol),
-        target_port=target_port,
-    )
-    return port, name, ""
+    served = port_protocol(number, name, protocol, app_protocol)
+    return Port(number=number, name=name, protocol=served, target_port=target_port), protocol
+
+
+def _port_text(port: Port, protocol: str) -> str:
+    return f"{port.number}/{protocol}" + (f" {port.name}" if port.name else "")
 
 
 def _service_ports(value: Any) -> tuple[tuple[Port, ...], tuple[str, ...]]:
-    ports: list[Port] = []
-    skipped: list[str] = []
+    """The served ports and notes on the skipped ones: SCTP ports (no proxy here carries
+    SCTP), and a UDP port whose number a TCP port of the Service also has (one port per
+    number in the model; the TCP one is served)."""
+    parsed: list[tuple[Port, str]] = []
     names: set[str] = set()
     entries = _list(value, "spec.ports")
     for index, raw in enumerate(entries):
-        port, name, note = _service_port(raw, index)
-        if not name and len(entries) > 1:
+        port, protocol = _service_port(raw, index)
+        if not port.name and len(entries) > 1:
             raise ObjectError(f"spec.ports[{index}]: several ports, so each needs a name")
-        if name in names:
-            raise ObjectError(f"spec.ports: port name {name!r} appears twice")
-        names.add(name)
-        if port is None:
-            skipped.append(note)
-            continue
-        if any(p.number == port.number for p in ports):
-            raise ObjectError(f"spec.ports: port {port.number}/TCP appears twice")
-        ports.append(port)
+        if port.name in names:
+            raise ObjectError(f"spec.ports: port name {port.name!r} appears twice")
+        names.add(port.name)
+        if any(p.number == port.number and k == protocol for p, k in parsed):
+            raise ObjectError(f"spec.ports: port {port.number}/{protocol} appears twice")
+        parsed.append((port, protocol))
+    tcp = {p.number: p for p, k in parsed if k == "TCP"}
+    ports: list[Port] = []
+    skipped: list[str] = []
+    for port, protocol in parsed:
+        if protocol == "SCTP":
+            skipped.append(_port_text(port, protocol))
+        elif protocol == "UDP" and port.number in tcp:
+            served = _port_text(tcp[port.number], "TCP")
+            skipped.append(f"{_port_text(port, protocol)} ({served} is served)")
+        else:
+            ports.append(port)
     return tuple(ports), tuple(skipped)
 
 
@@ -489,7 +467,19 @@ def _slice_port(raw: Any, index: int) -> SlicePort:
     )
 
 
-def _slice_endpoint(raw: Any, index: int, address_type: str) -> SliceEndpoint:
+def _target_pod(value: Any, what: str, namespace: str) -> Key | None:
+    """``targetRef`` -> (namespace, name) of the Pod it names (its namespace defaults to
+    the slice's), or None when it names something else or nothing."""
+    ref = _mapping(value, what)
+    if _string(ref.get("kind"), f"{what}.kind") != POD:
+        return None
+    name = _string(ref.get("name"), f"{what}.name")
+    if not name:
+        return None
+    return (_string(ref.get("namespace"), f"{what}.namespace") or namespace, name)
+
+
+def _slice_endpoint(raw: Any, index: int, address_type: str, namespace: str) -> SliceEndpoint:
     what = f"endpoints[{index}]"
     entry = _mapping(raw, what, optional=False)
     addresses = _list(entry.get("addresses"), f"{what}.addresses")
@@ -510,6 +500,7 @@ def _slice_endpoint(raw: Any, index: int, address_type: str) -> SliceEndpoint:
         terminating=_flag(conditions.get("terminating"), f"{what}.conditions.terminating"),
         zone=_string(entry.get("zone"), f"{what}.zone"),
         node=_string(entry.get("nodeName"), f"{what}.nodeName"),
+        pod=_target_pod(entry.get("targetRef"), f"{what}.targetRef", namespace),
     )
 
 
@@ -526,7 +517,7 @@ def parse_slice(obj: Any) -> KubeSlice:
         address_type=address_type,
         ports=tuple(_slice_port(p, i) for i, p in enumerate(_list(obj.get("ports"), "ports"))),
         endpoints=tuple(
-            _slice_endpoint(e, i, address_type)
+            _slice_endpoint(e, i, address_type, namespace)
             for i, e in enumerate(_list(obj.get("endpoints"), "endpoints"))
         ),
     )
@@ -553,24 +544,35 @@ def parse_namespace(obj: Any) -> Labels:
     return _labels_of(obj)
 
 
+def parse_pod(obj: Any) -> Labels:
+    """A Pod's JSON -> its labels (the only thing read from Pods)."""
+    object_key(POD, obj)
+    return _labels_of(obj)
+
+
 _PARSERS = {
     SERVICE: parse_service,
     ENDPOINT_SLICE: parse_slice,
     NODE: parse_node,
     NAMESPACE: parse_namespace,
+    POD: parse_pod,
 }
 
 
 # -- building ---------------------------------------------------------------------------------
 
 
-def endpoint_health(endpoint: SliceEndpoint) -> Health:
-    """HEALTHY when ready (or unknown), DRAINING when not ready but serving while
-    terminating, else UNHEALTHY."""
+def endpoint_health(endpoint: SliceEndpoint) -> Health | None:
+    """istiod's ``endpointHealthStatus`` (kube/controller/endpointslice.go) for Services
+    without persistent sessions: ``ready`` unset or true → HEALTHY; not ready and
+    ``terminating`` unset or true → None (Terminating: ``filterIstioEndpoint`` in
+    xds/endpoints/endpoint_builder.go never sends those, so there is no endpoint);
+    otherwise UNHEALTHY.  ``serving`` only matters for istiod's Draining, which needs
+    persistent sessions."""
     if endpoint.ready is None or endpoint.ready:
         return Health.HEALTHY
-    if endpoint.serving is True and endpoint.terminating is True:
-        return Health.DRAINING
+    if endpoint.terminating is None or endpoint.terminating:
+        return None
     return Health.UNHEALTHY
 
 
@@ -583,7 +585,11 @@ def _locality(endpoint: SliceEndpoint, nodes: Mapping[str, NodeLocality]) -> Loc
     return Locality(region=region, zone=zone, subzone=subzone)
 
 
-def _endpoint_labels(node: str, locality: Locality, cluster_id: str) -> Labels:
+def _endpoint_labels(
+    node: str, locality: Locality, cluster_id: str, pod: Mapping[str, str] | None = None
+) -> Labels:
+    """The pod's labels with the topology labels istiod adds on top (``AugmentLabels``,
+    serviceregistry/util/label/label.go): those win over a pod label of the same key."""
     labels = {
         CLUSTER_LABEL: cluster_id,
         NODE_LABEL: node,
@@ -591,7 +597,8 @@ def _endpoint_labels(node: str, locality: Locality, cluster_id: str) -> Labels:
         ZONE_LABELS[0]: locality.zone,
         SUBZONE_LABEL: locality.subzone,
     }
-    return Labels({k: v for k, v in labels.items() if v})
+    topology = {k: v for k, v in labels.items() if v}
+    return Labels({**pod, **topology} if pod else topology)
 
 
 def _slice_endpoints(
@@ -600,6 +607,7 @@ def _slice_endpoints(
     slices: Iterable[KubeSlice],
     nodes: Mapping[str, NodeLocality],
     options: Options,
+    pods: Mapping[Key, Labels],
 ) -> tuple[Endpoint, ...]:
     by_name = {p.name: p for p in service.ports}
     found: dict[tuple[int, str, int], Endpoint] = {}
@@ -608,12 +616,17 @@ def _slice_endpoints(
             continue
         for slice_port in piece.ports:
             port = by_name.get(slice_port.name)
-            if port is None or slice_port.number is None or slice_port.protocol != "TCP":
+            if port is None or slice_port.number is None:
+                continue
+            if slice_port.protocol not in SLICE_PORT_PROTOCOLS:
                 continue
             for item in piece.endpoints:
                 health = endpoint_health(item)
+                if health is None:
+                    continue
                 locality = _locality(item, nodes)
-                labels = _endpoint_labels(item.node, locality, options.cluster_id)
+                pod = pods.get(item.pod) if item.pod is not None else None
+                labels = _endpoint_labels(item.node, locality, options.cluster_id, pod)
                 for address in item.addresses:
                     key = (port.number, address, slice_port.number)
                     before = found.get(key)
@@ -632,25 +645,11 @@ def _slice_endpoints(
     return tuple(found[k] for k in sorted(found))
 
 
-def _external_endpoints(
-    hostname: str, service: KubeService, options: Options
-) -> tuple[Endpoint, ...]:
-    labels = Labels({CLUSTER_LABEL: options.cluster_id} if options.cluster_id else {})
-    return tuple(
-        Endpoint(
-            hostname=hostname,
-            address=service.external_name,
-            port=port.number,
-            service_port=port.number,
-            labels=labels,
-            cluster_id=options.cluster_id,
-        )
-        for port in service.ports
-    )
-
-
-def _summary(hostname: str, service: KubeService, slices: Iterable[KubeSlice]) -> dict[str, Any]:
+def _summary(
+    hostname: str, service: KubeService, resolution: Resolution, slices: Iterable[KubeSlice]
+) -> dict[str, Any]:
     summary: dict[str, Any] = {"hostname": hostname, "type": service.type}
+    summary["resolution"] = str(resolution)
     if service.external_name:
         summary["externalName"] = service.external_name
     else:
@@ -667,33 +666,50 @@ def _summary(hostname: str, service: KubeService, slices: Iterable[KubeSlice]) -
     return summary
 
 
+def resolution_for(service: KubeService, options: Options) -> Resolution:
+    """istiod's ``ConvertService`` (serviceregistry/kube/conversion.go) and
+    ``convertResolution`` (networking/core/cluster.go): an ExternalName is an ALIAS of its
+    name; a headless Service (``clusterIP: None``) passes through to the address the
+    client dialled (NONE), unless ``eds_for_headless`` (istiod's
+    ``PILOT_ENABLE_EDS_FOR_HEADLESS_SERVICES``) load-balances over its pods (STATIC);
+    any other is STATIC."""
+    if service.external_name:
+        return Resolution.ALIAS
+    if service.headless and not options.eds_for_headless:
+        return Resolution.NONE
+    return Resolution.STATIC
+
+
 def build_service(
     service: KubeService,
     slices: Iterable[KubeSlice] = (),
     nodes: Mapping[str, NodeLocality] | None = None,
     options: Options | None = None,
+    pods: Mapping[Key, Labels] | None = None,
 ) -> Built:
     """The served form of ``service`` with the endpoints of ``slices`` (its slices; other
-    services' slices are ignored) and node localities ``nodes``."""
+    services' slices are ignored), node localities ``nodes`` and pod labels ``pods``."""
     options = options or Options()
     own = [s for s in slices if s.namespace == service.namespace and s.service == service.name]
     hostname = hostname_for(service.name, service.namespace, options.domain)
-    external = bool(service.external_name)
+    resolution = resolution_for(service, options)
+    alias = resolution is Resolution.ALIAS
     served = Service(
         hostname=hostname,
         namespace=service.namespace,
         ports=service.ports,
-        resolution=Resolution.DNS if external else Resolution.STATIC,
-        location=Location.MESH_EXTERNAL if external else Location.MESH_INTERNAL,
+        resolution=resolution,
+        location=Location.MESH_EXTERNAL if alias else Location.MESH_INTERNAL,
         labels=service.labels,
         addresses=service.cluster_ips,
         export_to=service.export_to,
+        alias_for=service.external_name,
     )
-    if external:
-        endpoints = _external_endpoints(hostname, service, options)
-    else:
-        endpoints = _slice_endpoints(hostname, service, own, nodes or {}, options)
-    return Built(service=served, endpoints=endpoints, summary=_summary(hostname, service, own))
+    endpoints: tuple[Endpoint, ...] = ()
+    if not alias:
+        endpoints = _slice_endpoints(hostname, service, own, nodes or {}, options, pods or {})
+    summary = _summary(hostname, service, resolution, own)
+    return Built(service=served, endpoints=endpoints, summary=summary)
 
 
 # -- state ------------------------------------------------------------------------------------
@@ -714,7 +730,9 @@ class ClusterState:
         self.options = options or Options()
         self.namespaces = frozenset(namespaces)
         self.selector = selector
-        self._objects: dict[str, dict[Key, Any]] = {kind: {} for kind in KINDS}
+        self._objects: dict[str, dict[Key, Any]] = {kind: {} for kind in KINDS if kind != POD}
+        self._pods = PodLabels()  # Pods: labels only, interned
+        self._pods_changed: set[Key] = set()
         self._errors: dict[str, tuple[str, str]] = {}  # source -> (namespace, message)
         self._slices_of: dict[Key, set[Key]] = {}  # service key -> its slices' keys
         self._dirty: set[Key] = set()
@@ -741,7 +759,7 @@ class ClusterState:
         try:
             parsed = _PARSERS[kind](obj)
         except (ObjectError, ValueError) as exc:
-            kept = "; the last good version stays in use" if key in self._objects[kind] else ""
+            kept = "; the last good version stays in use" if key in self._known(kind) else ""
             self._set_error(source_of(kind, key), key[0], f"{exc}; skipped{kept}")
             return
         self._clear_error(source_of(kind, key))
@@ -763,7 +781,7 @@ class ClusterState:
                 keys.add(object_key(kind, obj))
             except ObjectError:
                 continue
-        in_scope = [k for k in self._objects[kind] if namespace is None or k[0] == namespace]
+        in_scope = [k for k in self._known(kind) if namespace is None or k[0] == namespace]
         for key in in_scope:
             if key not in keys:
                 self._forget(kind, key)
@@ -774,7 +792,14 @@ class ClusterState:
         for obj in listed:
             self.apply(kind, "ADDED", obj)
 
+    def _known(self, kind: str) -> Mapping[Key, Any]:
+        return self._pods.mapping() if kind == POD else self._objects[kind]
+
     def _store(self, kind: str, key: Key, parsed: Any) -> None:
+        if kind == POD:
+            if self._pods.set(key, parsed):
+                self._pods_changed.add(key)
+            return
         before = self._objects[kind].get(key)
         if before == parsed:
             return
@@ -783,6 +808,10 @@ class ClusterState:
 
     def _forget(self, kind: str, key: Key) -> None:
         self._clear_error(source_of(kind, key))
+        if kind == POD:
+            if self._pods.forget(key):
+                self._pods_changed.add(key)
+            return
         before = self._objects[kind].pop(key, None)
         if before is not None:
             self._changed(kind, key, before, None)
@@ -800,6 +829,8 @@ class ClusterState:
                 if not members:
                     del self._slices_of[owner]
                 self._dirty.add(owner)
+                pods = (e.pod for e in piece.endpoints if e.pod is not None)
+                (self._pods.link if add else self._pods.unlink)(key, pods)
         elif kind == NODE:
             if after is None:
                 self._nodes.pop(key[1], None)
@@ -831,12 +862,20 @@ class ClusterState:
         return labels is not None and self.selector.matches(labels)
 
     def _propagate(self) -> None:
-        """Turn changed Nodes and Namespaces into dirty Services (one pass each)."""
+        """Turn changed Nodes, Pods and Namespaces into dirty Services."""
         if self._nodes_changed:
             nodes, self._nodes_changed = self._nodes_changed, set()
             for piece in self._objects[ENDPOINT_SLICE].values():
                 if piece.service and any(e.node in nodes for e in piece.endpoints):
                     self._dirty.add((piece.namespace, piece.service))
+        if self._pods_changed:
+            pods, self._pods_changed = self._pods_changed, set()
+            slices = self._objects[ENDPOINT_SLICE]
+            for pod in pods:
+                for slice_key in self._pods.slices_of(pod):
+                    piece = slices.get(slice_key)
+                    if piece is not None and piece.service:
+                        self._dirty.add((piece.namespace, piece.service))
         if self._namespaces_changed:
             names, self._namespaces_changed = self._namespaces_changed, set()
             self._dirty.update(k for k in self._objects[SERVICE] if k[0] in names)
@@ -852,7 +891,7 @@ class ClusterState:
                     self._problems = None
                 continue
             slices = [self._objects[ENDPOINT_SLICE][k] for k in self._slices_of.get(key, ())]
-            built = build_service(service, slices, self._nodes, self.options)
+            built = build_service(service, slices, self._nodes, self.options, self._pods.mapping())
             before = self._built.get(key)
             if before is None or before.summary != built.summary:
                 self._problems = None

@@ -25,12 +25,19 @@ setting                 default                     meaning
                         (160)
 ``domain``              ``--domain``                DNS suffix: ``<svc>.<ns>.svc.<domain>``
                         (``cluster.local``)
+``eds_for_headless``    ``PILOT_ENABLE_EDS_FOR_``   true: headless Services are load-
+                        ``HEADLESS_SERVICES``,      balanced over their pods (STATIC, EDS)
+                        else false                  instead of passed through (NONE)
 ======================  ==========================  =====================================
 
 With both ``namespaces`` and ``namespace_selector`` a namespace must be listed *and*
 match.  Without any kubeconfig the in-cluster configuration is used (the pod's service
 account token and CA, ``KUBERNETES_SERVICE_HOST``/``_PORT``); ``context`` then makes no
-sense and is rejected.  Environment variables such as ``KUBECONFIG`` are not read.
+sense and is rejected.  Environment variables such as ``KUBECONFIG`` are not read;
+``PILOT_ENABLE_EDS_FOR_HEADLESS_SERVICES`` is (as istiod's features/xds.go
+``EnableEDSForHeadless``), with Go's ``strconv.ParseBool`` spellings (``1``, ``t``,
+``T``, ``TRUE``, ``true``, ``True`` and the ``0``/``f``/``false`` ones); empty counts as
+unset, anything else is a settings error.
 """
 
 from __future__ import annotations
@@ -49,6 +56,7 @@ from .selector import Selector, parse_selector
 __all__ = [
     "DEFAULT_BURST",
     "DEFAULT_QPS",
+    "EDS_FOR_HEADLESS_ENV",
     "SETTINGS",
     "KubernetesSettings",
     "parse_settings",
@@ -63,7 +71,11 @@ SETTINGS = (
     "qps",
     "burst",
     "domain",
+    "eds_for_headless",
 )
+EDS_FOR_HEADLESS_ENV = "PILOT_ENABLE_EDS_FOR_HEADLESS_SERVICES"
+_GO_TRUE = frozenset({"1", "t", "T", "TRUE", "true", "True"})  # strconv.ParseBool
+_GO_FALSE = frozenset({"0", "f", "F", "FALSE", "false", "False"})
 DEFAULT_QPS = 80.0
 DEFAULT_BURST = 160
 MAX_QPS = 100_000.0
@@ -86,6 +98,7 @@ class KubernetesSettings:
     qps: float = DEFAULT_QPS
     burst: int = DEFAULT_BURST
     domain: str = "cluster.local"
+    eds_for_headless: bool = False
 
     @property
     def source(self) -> str:
@@ -103,7 +116,8 @@ def parse_settings(
     environ: Mapping[str, str] = os.environ,
 ) -> KubernetesSettings:
     """Validate the settings of the kubernetes registry ``name`` (see the module
-    docstring); ``environ`` is consulted only without a kubeconfig."""
+    docstring); ``environ`` gives the default of ``eds_for_headless`` and, without a
+    kubeconfig, the in-cluster configuration."""
     context = context or AdapterContext()
     reader = SettingsReader(name, "kubernetes", settings, SETTINGS)
     kubeconfig = _kubeconfig(reader, context)
@@ -121,6 +135,22 @@ def parse_settings(
         ),
         burst=reader.whole("burst", context.kubernetes_api_burst),
         domain=_domain(reader, context.domain),
+        eds_for_headless=_eds_for_headless(reader, environ),
+    )
+
+
+def _eds_for_headless(reader: SettingsReader, environ: Mapping[str, str]) -> bool:
+    """``eds_for_headless``, else istiod's environment variable, else false."""
+    if reader.get("eds_for_headless") is not None:
+        return reader.flag("eds_for_headless", False)
+    text = environ.get(EDS_FOR_HEADLESS_ENV, "")
+    if not text or text in _GO_FALSE:
+        return False
+    if text in _GO_TRUE:
+        return True
+    raise reader.error(
+        f"{EDS_FOR_HEADLESS_ENV} must be true or false (1, t, T, TRUE, true, True, 0, f, "
+        f"F, FALSE, false, False), got {text!r}"
     )
 
 

@@ -425,6 +425,28 @@ async def test_full_state_first(agent: Agent, feeds: Callable[..., Feed]) -> Non
     assert len(problems.sources[agent.name("web")]) == 2
 
 
+async def test_the_servers_consul_service_is_listed_by_the_agent_but_not_served(
+    agent: Agent, feeds: Callable[..., Feed]
+) -> None:
+    async with agent.session.get(agent.url + "/v1/catalog/services") as response:
+        assert "consul" in await response.json()  # as every Consul cluster lists it
+    await agent.register("web")
+    feed = feeds(agent.adapter())  # every hostname, not only this test's
+    replace = await feed.replace()
+    hosts = [s.hostname for s in replace.services]
+    assert agent.host("web") in hosts
+    assert "consul.service.consul" not in hosts
+    problems = await feed.next()
+    assert isinstance(problems, Problems)
+    assert not any(key.startswith("consul") for key in [*problems.errors, *problems.sources])
+    await agent.register("api", node="n2", address="10.0.0.2")  # others still sync
+    change = await feed.change()
+    assert isinstance(change, Upsert) and change.service.hostname == agent.host("api")
+    if agent._emulator is not None:  # no query ever asks about the servers' service
+        paths = {r.path for r in agent._emulator.requests}
+        assert "/v1/health/service/consul" not in paths
+
+
 async def test_connect_sidecar_proxies_are_left_out_unless_asked_for(
     agent: Agent, feeds: Callable[..., Feed]
 ) -> None:

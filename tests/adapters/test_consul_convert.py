@@ -426,6 +426,15 @@ def test_state_takes_the_kinds_it_is_given() -> None:
     assert hosts == ["web-sidecar-proxy.service.consul", "web.service.consul"]
 
 
+def test_the_consul_servers_own_service_is_neither_watched_nor_served() -> None:
+    state = ConsulState()
+    assert state.catalog("", ["consul", "web"]) == {"web"}
+    state.health("", "consul", [entry("consul")])  # a reply nobody asked for: ignored
+    state.health("", "web", [entry("web")])
+    assert [s.hostname for s in state.replace().services] == ["web.service.consul"]
+    assert state.problems().errors == {}
+
+
 def test_state_ignores_replies_for_services_not_in_the_catalog() -> None:
     state = ConsulState()
     state.catalog("", ["web"])

@@ -24,6 +24,7 @@ from registryd.testing import AdapterContract
 from tests.adapters.feed import Feed as SharedFeed
 from tests.emulators.kubernetes import KubeEmulator, Request
 
+INFORMERS = 4  # Services, EndpointSlices, Pods and Nodes of one namespace (or all)
 WITHIN = 5.0  # seconds: every change shows within this
 FAILS_WITHIN = 3.0  # seconds: an API server that is gone fails watch() within this
 SECRET = "kube-Bearer-5e3f1c2a0b1d4c6e9f007a5b"
@@ -62,13 +63,19 @@ def eps(
     name: str | None = None,
     port: int = 8080,
     ready: bool = True,
+    terminating: bool = False,
     node: str | None = None,
+    pods: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     endpoints = []
-    for address in addresses or ("10.1.0.1",):
-        item: dict[str, Any] = {"addresses": [address], "conditions": {"ready": ready}}
+    for index, address in enumerate(addresses or ("10.1.0.1",)):
+        # all three conditions, as the EndpointSlice controller writes them
+        conditions = {"ready": ready, "serving": ready, "terminating": terminating}
+        item: dict[str, Any] = {"addresses": [address], "conditions": conditions}
         if node:
             item["nodeName"] = node
+        if index < len(pods):
+            item["targetRef"] = {"kind": "Pod", "namespace": namespace, "name": pods[index]}
         endpoints.append(item)
     return {
         "apiVersion": "discovery.k8s.io/v1",
@@ -210,7 +217,7 @@ async def test_full_state_first_after_every_list_even_a_throttled_one(
     assert problems.errors == {}
     assert set(problems.sources) == {"Service/shop/web", "Service/data/db"}
     throttled = [r for r in kube.requests if is_list(r)]
-    assert len(throttled) == 4  # three lists, one of them twice
+    assert len(throttled) == 5  # four lists (services, slices, pods, nodes), one twice
     assert throttled[-1].at - throttled[0].at >= 0.9  # Retry-After honoured
 
 
@@ -277,7 +284,7 @@ async def test_a_dropped_watch_resumes_without_relist_or_lost_events(
     kube.apply(svc())
     feed = start(feeds, make(kube, tmp_path))
     await feed.synced()
-    await until_watching(kube, 3)
+    await until_watching(kube, INFORMERS)
     before, version = len(kube.requests), kube.resource_version
 
     kube.fail_next(500, 3)  # each re-watch fails once and is tried again 0.5 s later
@@ -290,7 +297,7 @@ async def test_a_dropped_watch_resumes_without_relist_or_lost_events(
     assert not [r for r in after if is_list(r)], "relisted after a dropped watch"
     services = [r for r in after if r.path == "/api/v1/services"]
     assert services and all(r.query["resourceVersion"] == str(version) for r in services)
-    await until_watching(kube, 3)
+    await until_watching(kube, INFORMERS)
 
 
 async def test_gone_while_watching_relists_and_converges(
@@ -301,7 +308,7 @@ async def test_gone_while_watching_relists_and_converges(
     kube.apply(svc("old", ip="10.96.0.13"))
     feed = start(feeds, make(kube, tmp_path))
     await feed.synced()
-    await until_watching(kube, 3)
+    await until_watching(kube, INFORMERS)
     before = len(kube.requests)
 
     kube.fail_next(500, 3)  # each re-watch fails once and is tried again 0.5 s later
@@ -312,10 +319,11 @@ async def test_gone_while_watching_relists_and_converges(
     kube.compact()  # ...and forgotten: watching from the last seen version gets ERROR 410
     await feed.until({host("old"): None, host("new"): 0, HOST: 2})
 
-    await until_watching(kube, 3)  # Nodes too: relisted (no update to show for it)
+    await until_watching(kube, INFORMERS)  # Nodes too: relisted (no update to show for it)
     relisted = sorted(r.path for r in kube.requests[before:] if is_list(r))
     assert relisted == [
         "/api/v1/nodes",
+        "/api/v1/pods",
         "/api/v1/services",
         "/apis/discovery.k8s.io/v1/endpointslices",
     ]
@@ -329,13 +337,13 @@ async def test_a_410_answer_to_a_watch_relists_that_resource(
     kube.apply(svc())
     feed = start(feeds, make(kube, tmp_path, namespaces=["shop"]))
     await feed.synced()
-    await until_watching(kube, 3)
+    await until_watching(kube, INFORMERS)
     before = len(kube.requests)
     kube.fail_next(410, 1)  # the next request (one re-watch) answers 410 Gone
     await kube.drop_watches()
     kube.apply(svc("api", ip="10.96.0.11"))
     await feed.until({host("api"): 0})
-    await until_watching(kube, 3)
+    await until_watching(kube, INFORMERS)
     assert len([r for r in kube.requests[before:] if is_list(r)]) == 1
 
 
@@ -346,17 +354,15 @@ async def test_bookmarks_move_the_version_a_watch_resumes_from(
         kube.apply(svc())
         feed = start(feeds, make(kube, tmp_path))
         await feed.synced()
-        await until_watching(kube, 3)
+        await until_watching(kube, INFORMERS)
         for index in range(3):  # objects nobody watches move the global resourceVersion
-            kube.apply(
-                {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": f"p{index}"}, "spec": {}}
-            )
+            kube.apply({"apiVersion": "v1", "kind": "Endpoints", "metadata": {"name": f"e{index}"}})
         await asyncio.sleep(0.5)  # a few bookmarks
         version = kube.resource_version
         before = len(kube.requests)
         kube.compact()  # no history before now: only a watch from now works without 410
         await kube.drop_watches()
-        await until_watching(kube, 3)
+        await until_watching(kube, INFORMERS)
         after = kube.requests[before:]
         assert not [r for r in after if is_list(r)], "a relist: bookmarks were not used"
         assert {r.query["resourceVersion"] for r in after} == {str(version)}
@@ -370,9 +376,9 @@ async def test_watches_ask_for_bookmarks_and_a_server_side_timeout(
 ) -> None:
     feed = start(feeds, make(kube, tmp_path))
     await feed.synced()
-    await until_watching(kube, 3)
+    await until_watching(kube, INFORMERS)
     watches = [r for r in kube.requests if not is_list(r)]
-    assert len(watches) == 3
+    assert len(watches) == INFORMERS
     for request in watches:
         assert request.query["allowWatchBookmarks"].lower() == "true"
         assert 300 <= int(request.query["timeoutSeconds"]) <= 600
@@ -458,6 +464,8 @@ async def test_namespaces_list_reads_only_those_namespaces(
         "/api/v1/namespaces/billing/services",
         "/apis/discovery.k8s.io/v1/namespaces/shop/endpointslices",
         "/apis/discovery.k8s.io/v1/namespaces/billing/endpointslices",
+        "/api/v1/namespaces/shop/pods",
+        "/api/v1/namespaces/billing/pods",
         "/api/v1/nodes",
     }
     kube.apply(svc("api", "other", ip="10.96.0.23"))
@@ -492,11 +500,11 @@ async def test_qps_and_burst_bound_the_request_rate(
     spaces = ["a", "b", "c"]
     feed = start(feeds, make(kube, tmp_path, namespaces=spaces, qps=qps, burst=burst))
     await feed.synced()
-    await until_watching(kube, 7)
+    await until_watching(kube, 10)
     times = [r.at for r in kube.requests]
-    assert len(times) == 14  # 7 lists, 7 watches
+    assert len(times) == 20  # 10 lists, 10 watches
     # Arrival times at the server: the first request may arrive late (connection set-up),
-    # so allow one token of slack; unthrottled, all 14 would arrive within milliseconds.
+    # so allow one token of slack; unthrottled, all 20 would arrive within milliseconds.
     for index, at in enumerate(times):
         earliest = (index - burst) / qps
         assert at - times[0] >= earliest - 0.02, f"request {index} came too early"

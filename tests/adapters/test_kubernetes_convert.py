@@ -26,11 +26,12 @@ from registryd.adapters.kubernetes.convert import (
     parse_node,
     parse_service,
     parse_slice,
-    protocol_for,
+    resolution_for,
 )
+from registryd.adapters.kubernetes.protocol import port_protocol
 from registryd.adapters.kubernetes.selector import parse_selector
 from registryd.adapters.kubernetes.settings import parse_settings
-from registryd.model import Health, Locality, Location, Port, Resolution
+from registryd.model import AUTO, Health, Locality, Location, Port, Resolution
 
 OPTIONS = Options(domain="cluster.local", cluster_id="east")
 
@@ -68,6 +69,7 @@ def ep(
     terminating: Any = None,
     zone: str | None = None,
     node: str | None = None,
+    pod: str | None = None,
 ) -> dict[str, Any]:
     conditions = {"ready": ready, "serving": serving, "terminating": terminating}
     item: dict[str, Any] = {
@@ -78,6 +80,8 @@ def ep(
         item["zone"] = zone
     if node is not None:
         item["nodeName"] = node
+    if pod is not None:
+        item["targetRef"] = {"kind": "Pod", "name": pod, "namespace": "shop", "uid": "u-" + pod}
     return item
 
 
@@ -107,6 +111,14 @@ def namespace(name: str, labels: dict[str, str] | None = None) -> dict[str, Any]
     return {"metadata": {"name": name, "labels": labels or {}}}
 
 
+def pod(name: str, namespace: str = "shop", **labels: str) -> dict[str, Any]:
+    return {
+        "metadata": {"name": name, "namespace": namespace, "labels": labels},
+        "spec": {"nodeName": "n1", "containers": [{"name": "app", "image": "app:1"}]},
+        "status": {"phase": "Running", "podIP": "10.1.0.1"},
+    }
+
+
 def build(svc: dict[str, Any], *slices: dict[str, Any], nodes: Any = None) -> Any:
     return build_service(parse_service(svc), [parse_slice(s) for s in slices], nodes or {}, OPTIONS)
 
@@ -115,47 +127,54 @@ def build(svc: dict[str, Any], *slices: dict[str, Any], nodes: Any = None) -> An
 
 
 @pytest.mark.parametrize(
-    ("name", "app_protocol", "expected"),
+    ("number", "name", "kube_protocol", "app_protocol", "expected"),
     [
-        ("http", None, "HTTP"),
-        ("http-web", None, "HTTP"),
-        ("HTTP-Web", None, "HTTP"),
-        ("http2-api", None, "HTTP2"),
-        ("grpc", None, "GRPC"),
-        ("grpc-api", None, "GRPC"),
-        ("grpc-web", None, "GRPC-WEB"),
-        ("grpc-web-ui", None, "GRPC-WEB"),
-        ("https-admin", None, "HTTPS"),
-        ("tcp-db", None, "TCP"),
-        ("tls-passthrough", None, "TLS"),
-        ("mongo-main", None, "MONGO"),
-        ("redis", None, "REDIS"),
-        ("mysql-primary", None, "MYSQL"),
-        ("http_proxy", None, "HTTP_PROXY"),
-        ("udp-dns", None, "TCP"),  # a name never makes a TCP port UDP
-        ("web", None, "TCP"),
-        ("", None, "TCP"),
-        ("httpx", None, "TCP"),
-        ("tcp", "http", "HTTP"),  # appProtocol wins over the name
-        ("web", "HTTP2", "HTTP2"),
-        ("web", "grpc", "GRPC"),
-        ("web", "grpc-web", "GRPC-WEB"),
-        ("web", "https", "HTTPS"),
-        ("web", "tls", "TLS"),
-        ("http", "tcp", "TCP"),
-        ("web", "kubernetes.io/h2c", "HTTP2"),
-        ("web", "Kubernetes.io/H2C", "HTTP2"),
-        ("web", "kubernetes.io/ws", "HTTP"),
-        ("web", "kubernetes.io/wss", "HTTPS"),
-        ("grpc", "example.com/custom", "GRPC"),  # unknown appProtocol: the name decides
-        ("web", "example.com/custom", "TCP"),
-        ("web", "", "TCP"),
+        (80, "http", "TCP", None, "HTTP"),
+        (80, "http-web", "TCP", None, "HTTP"),
+        (80, "HTTP-Web", "TCP", None, "HTTP"),
+        (80, "http2-api", "TCP", None, "HTTP2"),
+        (80, "grpc", "TCP", None, "GRPC"),
+        (80, "grpc-api", "TCP", None, "GRPC"),
+        (80, "grpc-web", "TCP", None, "GRPC-WEB"),
+        (80, "GRPC-Web-ui", "TCP", None, "GRPC-WEB"),
+        (80, "https-admin", "TCP", None, "HTTPS"),
+        (80, "tcp-db", "TCP", None, "TCP"),
+        (80, "tls-passthrough", "TCP", None, "TLS"),
+        (80, "mongo-main", "TCP", None, "MONGO"),
+        (80, "redis", "TCP", None, "REDIS"),
+        (80, "mysql-primary", "TCP", None, "MYSQL"),
+        (80, "http_proxy", "TCP", None, "HTTP_PROXY"),
+        (80, "udp-stats", "TCP", None, "UDP"),  # protocol.Parse knows "udp" too
+        (80, "web", "TCP", None, AUTO),  # protocol.Unsupported: sniffed
+        (80, "", "TCP", None, AUTO),
+        (80, "httpx", "TCP", None, AUTO),
+        (80, "web", "SCTP", None, AUTO),
+        (25, "web", "TCP", None, "TCP"),  # wellKnownPorts: never sniffed
+        (53, "", "TCP", None, "TCP"),
+        (3306, "db", "TCP", None, "TCP"),
+        (27017, "db", "TCP", None, "TCP"),
+        (3306, "http", "TCP", None, "HTTP"),  # a name still wins on a well-known port
+        (53, "dns", "UDP", None, "UDP"),
+        (80, "http", "UDP", "http", "UDP"),  # UDP whatever the names say
+        (80, "tcp", "TCP", "http", "HTTP"),  # appProtocol wins over the name
+        (80, "web", "TCP", "HTTP2", "HTTP2"),
+        (80, "web", "TCP", "grpc", "GRPC"),
+        (80, "web", "TCP", "grpc-web", "GRPC-WEB"),
+        (80, "web", "TCP", "https", "HTTPS"),
+        (80, "http", "TCP", "tcp", "TCP"),
+        (80, "web", "TCP", "kubernetes.io/h2c", "HTTP2"),
+        (80, "web", "TCP", "kubernetes.io/ws", "HTTP"),
+        (80, "web", "TCP", "kubernetes.io/wss", "HTTPS"),
+        (80, "web", "TCP", "Kubernetes.io/H2C", AUTO),  # the Kubernetes names: exact case
+        (80, "grpc", "TCP", "example.com/custom", AUTO),  # appProtocol set: name not read
+        (80, "http", "TCP", "", AUTO),
+        (3306, "http", "TCP", "example.com/custom", "TCP"),
     ],
 )
-def test_protocol_from_app_protocol_then_name_then_tcp(
-    name: str, app_protocol: str | None, expected: str
+def test_convert_protocol_as_istiod_kube_conversion_go_ConvertProtocol(
+    number: int, name: str, kube_protocol: str, app_protocol: str | None, expected: str
 ) -> None:
-    assert protocol_for(name, app_protocol) == expected
+    assert port_protocol(number, name, kube_protocol, app_protocol) == expected
 
 
 def test_service_ports_take_app_protocol_and_name() -> None:
@@ -173,17 +192,38 @@ def test_service_ports_take_app_protocol_and_name() -> None:
         Port(number=80, name="http-web", protocol="HTTP", target_port=8080),
         Port(number=81, name="api", protocol="GRPC", target_port=9090),
         Port(number=82, name="h2c", protocol="HTTP2", target_port=82),  # absent: = port
-        Port(number=83, name="raw", protocol="TCP", target_port=None),  # named targetPort
+        Port(number=83, name="raw", protocol=AUTO, target_port=None),  # named targetPort
     )
 
 
-def test_udp_and_sctp_ports_are_skipped_and_listed() -> None:
+def test_udp_ports_are_kept_as_istiod_convert_port_does_sctp_skipped() -> None:
     built = build(
         service(
             ports=[
-                {"name": "dns-tcp", "port": 53, "protocol": "TCP"},
-                {"name": "dns", "port": 53, "protocol": "UDP"},
+                {"name": "syslog", "port": 514, "protocol": "UDP"},
                 {"name": "sig", "port": 2905, "protocol": "SCTP"},
+            ]
+        ),
+        endpoint_slice(
+            ports=[
+                {"name": "syslog", "port": 5514, "protocol": "UDP"},
+                {"name": "sig", "port": 2905, "protocol": "SCTP"},
+            ]
+        ),
+    )
+    assert built.service.ports == (
+        Port(number=514, name="syslog", protocol="UDP", target_port=514),
+    )
+    assert [(e.port, e.service_port) for e in built.endpoints] == [(5514, 514)]
+    assert built.summary["skippedPorts"] == ["2905/SCTP sig"]
+
+
+def test_a_udp_port_sharing_its_number_with_a_tcp_port_is_skipped() -> None:
+    built = build(
+        service(
+            ports=[
+                {"name": "dns", "port": 53, "protocol": "UDP"},
+                {"name": "dns-tcp", "port": 53, "protocol": "TCP"},
             ]
         ),
         endpoint_slice(
@@ -193,9 +233,9 @@ def test_udp_and_sctp_ports_are_skipped_and_listed() -> None:
             ]
         ),
     )
-    assert [p.number for p in built.service.ports] == [53]
+    assert built.service.ports == (Port(number=53, name="dns-tcp", protocol="TCP", target_port=53),)
     assert [(e.port, e.service_port) for e in built.endpoints] == [(53, 53)]
-    assert built.summary["skippedPorts"] == ["53/UDP dns", "2905/SCTP sig"]
+    assert built.summary["skippedPorts"] == ["53/UDP dns (53/TCP dns-tcp is served)"]
 
 
 # -- services --------------------------------------------------------------------------------
@@ -275,7 +315,7 @@ def test_multiple_slices_and_addresses_are_combined() -> None:
 def test_the_same_endpoint_in_two_slices_is_one_the_healthiest() -> None:
     built = build(
         service(),
-        endpoint_slice("web-a", endpoints=[ep("10.1.0.1", ready=False)]),
+        endpoint_slice("web-a", endpoints=[ep("10.1.0.1", ready=False, terminating=False)]),
         endpoint_slice("web-b", endpoints=[ep("10.1.0.1", ready=True)]),
     )
     assert [(e.address, e.health) for e in built.endpoints] == [("10.1.0.1", Health.HEALTHY)]
@@ -304,33 +344,37 @@ def test_fqdn_slices_are_ignored() -> None:
         ({}, Health.HEALTHY),
         ({"ready": True}, Health.HEALTHY),
         ({"ready": True, "serving": True, "terminating": True}, Health.HEALTHY),
-        ({"ready": False}, Health.UNHEALTHY),
-        ({"ready": False, "serving": True, "terminating": True}, Health.DRAINING),
-        ({"ready": False, "serving": False, "terminating": True}, Health.UNHEALTHY),
-        ({"ready": False, "serving": True}, Health.UNHEALTHY),  # not terminating
-        ({"ready": False, "terminating": True}, Health.UNHEALTHY),  # serving unknown
+        ({"ready": False}, None),  # terminating unset counts as terminating
+        ({"ready": False, "terminating": True}, None),
+        ({"ready": False, "serving": True, "terminating": True}, None),
+        ({"ready": False, "serving": False, "terminating": True}, None),
+        ({"ready": False, "terminating": False}, Health.UNHEALTHY),
+        ({"ready": False, "serving": True, "terminating": False}, Health.UNHEALTHY),
+        ({"ready": False, "serving": False, "terminating": False}, Health.UNHEALTHY),
     ],
 )
-def test_health_from_conditions(conditions: dict[str, bool], expected: Health) -> None:
+def test_health_as_istiod_endpointslice_go_endpointHealthStatus(
+    conditions: dict[str, bool], expected: Health | None
+) -> None:
     item = SliceEndpoint(addresses=("10.1.0.1",), **conditions)
     assert endpoint_health(item) is expected
 
 
-def test_health_through_the_mapping() -> None:
+def test_terminating_endpoints_are_never_sent_as_endpoint_builder_go_filterIstioEndpoint() -> None:
     built = build(
         service(),
         endpoint_slice(
             endpoints=[
                 ep("10.1.0.1"),
                 ep("10.1.0.2", ready=False, serving=True, terminating=True),
-                ep("10.1.0.3", ready=False),
+                ep("10.1.0.3", ready=False, terminating=False),
+                ep("10.1.0.4", ready=False),
             ]
         ),
     )
-    assert [e.health for e in built.endpoints] == [
-        Health.HEALTHY,
-        Health.DRAINING,
-        Health.UNHEALTHY,
+    assert [(e.address, e.health) for e in built.endpoints] == [
+        ("10.1.0.1", Health.HEALTHY),
+        ("10.1.0.3", Health.UNHEALTHY),
     ]
 
 
@@ -388,34 +432,54 @@ def test_locality_from_endpoint_zone_and_node_labels() -> None:
     assert labels["10.1.0.5"] == {CLUSTER_LABEL: "east", "kubernetes.io/hostname": "gone"}
 
 
-def test_headless_service_is_static_over_the_pod_ips() -> None:
+def test_headless_is_passthrough_as_istiod_conversion_go_ConvertService() -> None:
     built = build(
         service(cluster_ip="None", clusterIPs=["None"]),
         endpoint_slice(endpoints=[ep("10.1.0.1"), ep("10.1.0.2")]),
     )
-    assert built.service.resolution is Resolution.STATIC
+    assert built.service.resolution is Resolution.NONE
+    assert built.service.location is Location.MESH_INTERNAL
     assert built.service.addresses == ()
-    assert [e.address for e in built.endpoints] == ["10.1.0.1", "10.1.0.2"]
+    assert [e.address for e in built.endpoints] == ["10.1.0.1", "10.1.0.2"]  # still there
     assert built.summary["clusterIPs"] == ["None"]
+    assert built.summary["resolution"] == "NONE"
 
 
-def test_external_name_service_is_dns_with_one_hostname_endpoint_per_port() -> None:
+def test_headless_with_eds_for_headless_is_static_as_cluster_go_convertResolution() -> None:
+    options = Options(cluster_id="east", eds_for_headless=True)
+    headless = parse_service(service(cluster_ip="None", clusterIPs=["None"]))
+    built = build_service(headless, [parse_slice(endpoint_slice())], {}, options)
+    assert built.service.resolution is Resolution.STATIC
+    assert [e.address for e in built.endpoints] == ["10.1.0.1"]
+    assert resolution_for(parse_service(service()), options) is Resolution.STATIC
+    assert resolution_for(parse_service(service()), OPTIONS) is Resolution.STATIC
+
+
+def test_external_name_is_an_alias_as_istiod_conversion_go_ConvertService() -> None:
     obj = service(
         "db",
         cluster_ip=None,
         type="ExternalName",
         externalName="DB.Example.COM.",
         ports=[{"name": "tcp-pg", "port": 5432}, {"name": "http", "port": 80, "targetPort": 8080}],
+        labels={"app": "db"},
     )
     built = build(obj, endpoint_slice(service_name="db"))  # slices are not read
-    assert built.service.resolution is Resolution.DNS
-    assert built.service.location is Location.MESH_EXTERNAL
-    assert built.service.addresses == ()
-    assert [(e.address, e.port, e.service_port, e.cluster_id) for e in built.endpoints] == [
-        ("db.example.com", 5432, 5432, "east"),
-        ("db.example.com", 80, 80, "east"),
-    ]
+    svc = built.service
+    assert svc.resolution is Resolution.ALIAS
+    assert svc.alias_for == "db.example.com"
+    assert svc.location is Location.MESH_EXTERNAL
+    assert svc.addresses == ()
+    assert svc.ports == (
+        Port(number=5432, name="tcp-pg", protocol="TCP", target_port=5432),
+        Port(number=80, name="http", protocol="HTTP", target_port=8080),
+    )
+    assert svc.labels == {"app": "db"}
+    assert built.endpoints == ()
     assert built.summary["externalName"] == "db.example.com"
+    assert built.summary["resolution"] == "ALIAS"
+    eds = Options(cluster_id="east", eds_for_headless=True)  # no say over aliases
+    assert resolution_for(parse_service(obj), eds) is Resolution.ALIAS
 
 
 def test_a_service_without_endpoints_is_still_served() -> None:
@@ -621,6 +685,7 @@ def test_state_problem_sources_summarise_each_service() -> None:
         "Service/shop/web": {
             "hostname": "web.shop.svc.cluster.local",
             "type": "ClusterIP",
+            "resolution": "STATIC",
             "clusterIPs": ["10.96.0.10"],
             "endpointSlices": ["web-abc"],
             "ports": ["80/HTTP http -> 8080"],

@@ -41,6 +41,10 @@ the anonymous token under ``default_policy = deny``: an empty result with
 ``X-Consul-Results-Filtered-By-ACLs: true``; a wrong token answers 403
 ``ACL not found``.  Writes without a token answer 403 ``Permission denied``.
 
+As on a real cluster, each datacenter's catalog starts with the server's own ``consul``
+service (node ``node_name``, 127.0.0.1, port 8300, a passing ``serfHealth`` node check);
+``server_service=False`` leaves it out.
+
 Knobs for tests: :meth:`reset_index` (a snapshot restore: indexes go back, blocked
 queries return at once), ``zero_index`` (replies say ``X-Consul-Index: 0``),
 ``immediate`` (blocking queries answer at once, unchanged), ``fail_status`` /
@@ -176,6 +180,7 @@ class ConsulEmulator(LoopbackServer):
         ssl_context: ssl.SSLContext | None = None,
         jitter: bool = False,
         node_name: str = "emulator",
+        server_service: bool = True,
     ) -> None:
         super().__init__(ssl_context=ssl_context)
         self.datacenters = {name: _Datacenter(name) for name in datacenters}
@@ -194,6 +199,9 @@ class ConsulEmulator(LoopbackServer):
         self._conns: dict[str, set[asyncio.BaseTransport]] = {}  # client address -> open
         self._changed = asyncio.Event()
         self._generation = 0  # bumped by reset_index: blocked queries return
+        if server_service:
+            for dc in self.datacenters.values():
+                self._apply_register(self._server_registration(dc.name), dc)
 
     # -- life cycle (see LoopbackServer) -------------------------------------------------
 
@@ -227,6 +235,24 @@ class ConsulEmulator(LoopbackServer):
     def count(self, path_prefix: str = "/v1/", since: float = 0.0) -> int:
         """Requests for paths starting with ``path_prefix`` since ``since`` (monotonic)."""
         return sum(1 for r in self.requests if r.path.startswith(path_prefix) and r.at >= since)
+
+    def _server_registration(self, datacenter: str) -> dict[str, Any]:
+        """What a Consul server registers for itself in its datacenter's catalog: its
+        node, the ``consul`` service on the server RPC port 8300 and the node's
+        ``serfHealth`` check.  So ``/v1/catalog/services`` always lists ``consul``."""
+        meta = {"raft_version": "3", "serf_protocol_current": "2", "version": "1.18.0"}
+        return {
+            "Datacenter": datacenter,
+            "Node": self.node_name,
+            "Address": "127.0.0.1",
+            "Service": {"ID": "consul", "Service": "consul", "Port": 8300, "Meta": meta},
+            "Check": {
+                "CheckID": "serfHealth",
+                "Name": "Serf Health Status",
+                "Status": "passing",
+                "Output": "Agent alive and reachable",
+            },
+        }
 
     # -- in-process writes (the HTTP handlers use the same code) ---------------------
 

@@ -565,6 +565,37 @@ async def test_selectors_filter_watches(kube: KubeEmulator, api: client.ApiClien
     assert by_name[0]["object"].metadata.labels == {"app": "db"}
 
 
+async def test_pods_are_watched_per_namespace_with_label_changes_as_events(
+    kube: KubeEmulator, api: client.ApiClient
+) -> None:
+    v1 = client.CoreV1Api(api)
+    labelled = pod("p1", "n1")
+    labelled["metadata"]["labels"] = {"app": "web"}
+    kube.apply(labelled)
+    listed = await v1.list_namespaced_pod("shop", label_selector="app=web")
+    start = listed.metadata.resource_version
+    relabelled = pod("p1", "n1")
+    relabelled["metadata"]["labels"] = {"app": "web", "version": "v2"}
+    kube.apply(relabelled)  # a label change: MODIFIED
+    elsewhere = pod("p9", "n1")
+    elsewhere["metadata"] |= {"namespace": "other", "labels": {"app": "web"}}
+    kube.apply(elsewhere)  # another namespace: not seen
+    kube.delete("v1", "Pod", "shop", "p1")
+    seen = await events(
+        v1.list_namespaced_pod,
+        2,
+        namespace="shop",
+        label_selector="app=web",
+        resource_version=start,
+        timeout_seconds=5,
+    )
+    assert [(e["type"], e["object"].metadata.name) for e in seen] == [
+        ("MODIFIED", "p1"),
+        ("DELETED", "p1"),
+    ]
+    assert seen[0]["object"].metadata.labels == {"app": "web", "version": "v2"}
+
+
 # -- failures, auth, life cycle ---------------------------------------------------------
 
 

@@ -1,0 +1,283 @@
+"""Pod labels on Kubernetes endpoints, pure: the merge istiod does, the increments a pod
+label change causes, what is kept of a Pod, and the ``eds_for_headless`` setting."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from registryd.adapter import AdapterContext, ConfigError, Upsert
+from registryd.adapters.kubernetes import convert
+from registryd.adapters.kubernetes.convert import (
+    CLUSTER_LABEL,
+    ENDPOINT_SLICE,
+    NODE,
+    POD,
+    SERVICE,
+    ClusterState,
+    build_service,
+    parse_node,
+    parse_pod,
+    parse_service,
+    parse_slice,
+)
+from registryd.adapters.kubernetes.pods import PodLabels, shrink_pod
+from registryd.adapters.kubernetes.settings import EDS_FOR_HEADLESS_ENV, parse_settings
+from registryd.model import Labels
+from tests.adapters.test_kubernetes_convert import (
+    OPTIONS,
+    endpoint_slice,
+    ep,
+    node,
+    pod,
+    service,
+)
+
+WEB = "web.shop.svc.cluster.local"
+API = "api.shop.svc.cluster.local"
+
+
+def labels_by_address(endpoints: Any) -> dict[str, dict[str, str]]:
+    return {e.address: dict(e.labels) for e in endpoints}
+
+
+def cluster_with(*slices: dict[str, Any], pods: tuple[dict[str, Any], ...] = ()) -> ClusterState:
+    cluster = ClusterState(OPTIONS)
+    cluster.reset(SERVICE, [service("web"), service("api", cluster_ip="10.96.0.11")])
+    cluster.reset(ENDPOINT_SLICE, list(slices))
+    cluster.reset(NODE, [])
+    cluster.reset(POD, list(pods))
+    return cluster
+
+
+# -- the merge ---------------------------------------------------------------------------------
+
+
+def test_pod_labels_under_topology_labels_as_istiod_label_go_AugmentLabels() -> None:
+    nodes = {"n1": parse_node(node("n1", {"topology.kubernetes.io/region": "eu"}))}
+    pods = {
+        ("shop", "web-1"): parse_pod(
+            pod("web-1", app="web", version="v2", **{CLUSTER_LABEL: "spoofed"})
+        ),
+    }
+    built = build_service(
+        parse_service(service()),
+        [parse_slice(endpoint_slice(endpoints=[ep("10.1.0.1", node="n1", pod="web-1")]))],
+        nodes,
+        OPTIONS,
+        pods,
+    )
+    assert labels_by_address(built.endpoints)["10.1.0.1"] == {
+        "app": "web",
+        "version": "v2",
+        CLUSTER_LABEL: "east",  # the topology label wins over the pod's
+        "kubernetes.io/hostname": "n1",
+        "topology.kubernetes.io/region": "eu",
+    }
+
+
+def test_endpoints_without_a_known_pod_keep_the_topology_labels_only() -> None:
+    piece = endpoint_slice(
+        endpoints=[ep("10.1.0.1", pod="unknown"), ep("10.1.0.2")]  # no targetRef
+    )
+    piece["endpoints"].append(
+        {"addresses": ["10.1.0.3"], "targetRef": {"kind": "Node", "name": "web-1"}}
+    )
+    pods = {("shop", "web-1"): Labels({"app": "web"})}
+    built = build_service(parse_service(service()), [parse_slice(piece)], {}, OPTIONS, pods)
+    assert labels_by_address(built.endpoints) == {
+        address: {CLUSTER_LABEL: "east"} for address in ("10.1.0.1", "10.1.0.2", "10.1.0.3")
+    }
+
+
+def test_target_ref_namespace_defaults_to_the_slice_namespace() -> None:
+    piece = endpoint_slice()
+    piece["endpoints"] = [{"addresses": ["10.1.0.1"], "targetRef": {"kind": "Pod", "name": "p"}}]
+    assert parse_slice(piece).endpoints[0].pod == ("shop", "p")
+    piece["endpoints"][0]["targetRef"]["namespace"] = "other"
+    assert parse_slice(piece).endpoints[0].pod == ("other", "p")
+
+
+# -- increments -------------------------------------------------------------------------------
+
+
+def test_a_pod_label_change_re_emits_only_the_hostnames_it_backs() -> None:
+    cluster = cluster_with(
+        endpoint_slice("web-a", endpoints=[ep("10.1.0.1", pod="web-1")]),
+        endpoint_slice("api-a", service_name="api", endpoints=[ep("10.1.0.9", pod="api-1")]),
+        pods=(pod("web-1", app="web"), pod("api-1", app="api")),
+    )
+    full = cluster.replace()
+    assert labels_by_address(full.endpoints)["10.1.0.1"]["app"] == "web"
+
+    cluster.apply(POD, "MODIFIED", pod("web-1", app="web", version="v2"))
+    [upsert] = cluster.changes()
+    assert isinstance(upsert, Upsert) and upsert.service.hostname == WEB
+    assert labels_by_address(upsert.endpoints)["10.1.0.1"]["version"] == "v2"
+
+    modified = pod("web-1", app="web", version="v2")
+    modified["status"]["phase"] = "Succeeded"  # not a label: nothing to say
+    cluster.apply(POD, "MODIFIED", modified)
+    assert cluster.changes() == []
+
+    cluster.apply(POD, "ADDED", pod("lonely", app="x"))  # backs no endpoint
+    assert cluster.changes() == []
+
+    cluster.apply(POD, "DELETED", pod("api-1"))
+    [upsert] = cluster.changes()
+    assert isinstance(upsert, Upsert) and upsert.service.hostname == API
+    assert "app" not in labels_by_address(upsert.endpoints)["10.1.0.9"]
+
+
+def test_a_pod_seen_after_its_slice_labels_the_endpoint_then() -> None:
+    cluster = cluster_with(endpoint_slice(endpoints=[ep("10.1.0.1", pod="web-1")]))
+    cluster.replace()
+    cluster.apply(POD, "ADDED", pod("web-1", app="web"))
+    [upsert] = cluster.changes()
+    assert isinstance(upsert, Upsert) and upsert.service.hostname == WEB
+    assert labels_by_address(upsert.endpoints)["10.1.0.1"]["app"] == "web"
+
+
+def test_a_slice_that_stops_naming_a_pod_is_no_longer_re_emitted_for_it() -> None:
+    cluster = cluster_with(
+        endpoint_slice(endpoints=[ep("10.1.0.1", pod="web-1")]), pods=(pod("web-1", app="web"),)
+    )
+    cluster.replace()
+    cluster.apply(ENDPOINT_SLICE, "MODIFIED", endpoint_slice(endpoints=[ep("10.1.0.2", pod="w2")]))
+    assert len(cluster.changes()) == 1
+    cluster.apply(POD, "MODIFIED", pod("web-1", app="other"))
+    assert cluster.changes() == []
+
+
+def test_a_pod_relist_forgets_pods_that_are_gone() -> None:
+    cluster = cluster_with(
+        endpoint_slice(endpoints=[ep("10.1.0.1", pod="web-1")]), pods=(pod("web-1", app="web"),)
+    )
+    cluster.replace()
+    cluster.reset(POD, [])
+    [upsert] = cluster.changes()
+    assert isinstance(upsert, Upsert)
+    assert labels_by_address(upsert.endpoints)["10.1.0.1"] == {CLUSTER_LABEL: "east"}
+
+
+def test_a_malformed_pod_is_reported_under_its_name() -> None:
+    cluster = cluster_with()
+    bad = pod("web-1")
+    bad["metadata"]["labels"] = {"app": 3}
+    cluster.apply(POD, "ADDED", bad)
+    assert "Pod/shop/web-1" in cluster.problems().errors
+
+
+# -- what is kept ------------------------------------------------------------------------------
+
+
+def test_shrink_pod_keeps_name_namespace_labels_and_version_only() -> None:
+    obj = pod("web-1", app="web")
+    obj["metadata"] |= {"resourceVersion": "42", "uid": "u", "annotations": {"big": "x" * 100}}
+    assert shrink_pod(obj) == {
+        "metadata": {
+            "name": "web-1",
+            "namespace": "shop",
+            "labels": {"app": "web"},
+            "resourceVersion": "42",
+        }
+    }
+    assert shrink_pod({"kind": "Status", "code": 410}) == {"kind": "Status", "code": 410}
+
+
+def test_equal_label_sets_are_stored_once() -> None:
+    pods = PodLabels()
+    for index in range(100):
+        assert pods.set(("shop", f"web-{index}"), Labels({"app": "web", "hash": "abc"}))
+    assert not pods.set(("shop", "web-0"), Labels({"app": "web", "hash": "abc"}))
+    assert (len(pods), pods.distinct) == (100, 1)
+    first, second = pods.get(("shop", "web-0")), pods.get(("shop", "web-99"))
+    assert first is second
+    pods.set(("shop", "web-0"), Labels({"app": "web", "hash": "def"}))
+    assert pods.distinct == 2
+    for index in range(1, 100):
+        assert pods.forget(("shop", f"web-{index}"))
+    assert pods.distinct == 1
+    assert not pods.forget(("shop", "web-1"))
+
+
+def test_slices_of_a_pod() -> None:
+    pods = PodLabels()
+    pods.link(("shop", "a"), [("shop", "p"), ("shop", "p")])
+    pods.link(("shop", "b"), [("shop", "p")])
+    assert pods.slices_of(("shop", "p")) == (("shop", "a"), ("shop", "b"))
+    pods.unlink(("shop", "a"), [("shop", "p")])
+    pods.unlink(("shop", "b"), [("shop", "p")])
+    assert pods.slices_of(("shop", "p")) == ()
+
+
+# -- eds_for_headless --------------------------------------------------------------------------
+
+
+@pytest.fixture
+def kubeconfig(tmp_path: Path) -> Path:
+    path = tmp_path / "kubeconfig"
+    path.write_text("apiVersion: v1\nkind: Config\n")
+    return path
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (None, False),  # istiod features/xds.go: default false
+        ("", False),
+        *[(text, True) for text in ("1", "t", "T", "TRUE", "true", "True")],
+        *[(text, False) for text in ("0", "f", "F", "FALSE", "false", "False")],
+    ],
+)
+def test_eds_for_headless_defaults_from_PILOT_ENABLE_EDS_FOR_HEADLESS_SERVICES(
+    kubeconfig: Path, value: str | None, expected: bool
+) -> None:
+    environ = {} if value is None else {EDS_FOR_HEADLESS_ENV: value}
+    settings = parse_settings("east", {"kubeconfig": str(kubeconfig)}, AdapterContext(), environ)
+    assert settings.eds_for_headless is expected
+
+
+@pytest.mark.parametrize("value", ["yes", "on", "tRUE", "2", " true"])
+def test_eds_for_headless_environment_value_go_would_reject_is_a_settings_error(
+    kubeconfig: Path, value: str
+) -> None:
+    with pytest.raises(ConfigError, match=EDS_FOR_HEADLESS_ENV) as caught:
+        parse_settings(
+            "east", {"kubeconfig": str(kubeconfig)}, AdapterContext(), {EDS_FOR_HEADLESS_ENV: value}
+        )
+    assert "registry 'east' (kubernetes)" in str(caught.value)
+    assert repr(value) in str(caught.value)
+
+
+def test_the_eds_for_headless_setting_wins_over_the_environment(kubeconfig: Path) -> None:
+    environ = {EDS_FOR_HEADLESS_ENV: "not-a-bool"}
+    values = {"kubeconfig": str(kubeconfig), "eds_for_headless": True}
+    assert parse_settings("east", values, AdapterContext(), environ).eds_for_headless
+    with pytest.raises(ConfigError, match="'eds_for_headless' must be true or false"):
+        parse_settings("east", {**values, "eds_for_headless": "yes"}, AdapterContext(), {})
+
+
+def test_a_pod_change_converts_again_only_the_services_it_backs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With 100k pods, a pod event must not convert every Service again."""
+    cluster = cluster_with(
+        endpoint_slice("web-a", endpoints=[ep("10.1.0.1", pod="web-1")]),
+        endpoint_slice("api-a", service_name="api", endpoints=[ep("10.1.0.9", pod="api-1")]),
+        pods=(pod("web-1", app="web"), pod("api-1", app="api")),
+    )
+    cluster.replace()
+    converted: list[str] = []
+
+    def counting(service: Any, *args: Any) -> Any:
+        converted.append(service.name)
+        return build_service(service, *args)
+
+    monkeypatch.setattr(convert, "build_service", counting)
+    cluster.apply(POD, "MODIFIED", pod("api-1", app="api", version="v2"))
+    cluster.apply(POD, "ADDED", pod("lonely", app="x"))
+    cluster.changes()
+    assert converted == ["api"]
