@@ -96,4 +96,4 @@ async def test_broken_plugins_are_retried_and_the_rest_keeps_serving(app: App) -
     async with AdsClient(f"127.0.0.1:{app.grpc_port}") as client:
         client.subscribe("cds")
         cds = await client.next("cds")
-        assert cds.names == ["outbound|80||ok.example"]
+        assert cds.registry_names == ["outbound|80||ok.example"]
