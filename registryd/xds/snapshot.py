@@ -14,6 +14,7 @@ change keeps its old version (no push for it).
 from __future__ import annotations
 
 import itertools
+import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -74,6 +75,7 @@ TABLE_TYPES: Mapping[str, str] = MappingProxyType(
 STATIC_NAMES = frozenset({PASSTHROUGH_CLUSTER, BLACKHOLE_CLUSTER, VIRTUAL_OUTBOUND})
 """Resources every snapshot has, whatever the registries hold (istiod sends them too)."""
 HISTORY = 64  # how many versions of change sets a snapshot remembers
+log = logging.getLogger("registryd.push")
 
 
 def _varint(value: int) -> bytes:
@@ -410,8 +412,17 @@ class SnapshotBuilder:
                 self._port_listeners[(table, number)] = frozenset(by_name)
             else:
                 self._port_listeners.pop((table, number), None)
-        if conflicts:
-            self.conflicts[number] = tuple(sorted(conflicts, key=lambda c: c.listener))
+        found = tuple(sorted(conflicts, key=lambda c: (c.listener, c.hostname)))
+        if found and found != self.conflicts.get(number):
+            for c in found:
+                log.warning(
+                    "listener %s: %s left out, %s already takes its traffic (conflict)",
+                    c.listener,
+                    c.hostname,
+                    c.winner,
+                )
+        if found:
+            self.conflicts[number] = found
         else:
             self.conflicts.pop(number, None)
 

@@ -328,3 +328,17 @@ def test_static_resources_are_there_from_the_first_snapshot(rig: Rig) -> None:
     assert set(snap.tables[CDS]) == {"PassthroughCluster", "BlackHoleCluster"}
     assert set(snap.tables[LDS_SIDECAR]) == {"virtualOutbound"}
     assert not snap.tables.get(LDS_LOCAL)  # no capture listener without iptables
+
+
+def test_a_tcp_port_conflict_is_logged_once(rig: Rig, caplog: pytest.LogCaptureFixture) -> None:
+    tcp = Port(number=3306, protocol="TCP")
+    with caplog.at_level("WARNING", "registryd.push"):
+        rig.upsert(svc("a.example", tcp))
+        rig.upsert(svc("b.example", tcp))
+        rig.upsert(svc("b.example", tcp), ep("b.example", service_port=3306))
+    lines = [r.getMessage() for r in caplog.records if "conflict" in r.getMessage()]
+    # captured sidecars and 127.0.0.1 (INTERCEPTION_MODE NONE) proxies alike, once
+    assert lines == [
+        f"listener {bind}_3306: b.example left out, a.example already takes its traffic (conflict)"
+        for bind in ("0.0.0.0", "127.0.0.1")
+    ]
