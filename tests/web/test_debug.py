@@ -6,17 +6,16 @@ import asyncio
 import json
 from typing import Any
 
-import pytest
-
 import aiohttp
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from registryd.adapter import Problems
 from registryd.model import Endpoint, Port, Service, ShardKey
 from registryd.registry.store import RegistryStore
+from registryd.settings import REDACTED, TOO_DEEP, redact
 from registryd.testing import AdsClient
 from registryd.testing.ads import TYPES
-from registryd.settings import REDACTED, TOO_DEEP, redact
 from registryd.web import views
 from registryd.xds.snapshot import SnapshotBuilder
 from tests.conftest import Harness
