@@ -94,7 +94,8 @@ class XdsServer:
         health: TaskHealth | None = None,
         max_unknown_names: int = MAX_UNKNOWN_NAMES,
     ) -> None:
-        self.snapshot: Snapshot = EMPTY
+        # the empty state, with a response cache of this server's own (EMPTY's is global)
+        self.snapshot: Snapshot = Snapshot(EMPTY.version, EMPTY.tables)
         self.connections: dict[str, Connection] = {}
         self.version_prefix = version_prefix or time.strftime("%Y%m%dT%H%M%S")
         self.observers: list[XdsObserver] = list(observers)

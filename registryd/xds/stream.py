@@ -85,7 +85,9 @@ class Interner:
         self._budget = budget
         self.size = 0  # estimated bytes of the entries held
 
-    def __len__(self) -> int:
+    @property
+    def entries(self) -> int:
+        """How many subscriptions are interned now."""
         return len(self._sets)
 
     def __call__(
