@@ -148,16 +148,18 @@ class XdsServer:
             self._wake.pop(conn.id, None)
             self._nack_log.forget(conn.id)
             log.debug("stream %s (%s) closed", conn.id, clip(conn.proxy_id))
-        await self._end(conn, reader, writer, context)
+        self._end(conn, reader, writer, context)
 
-    async def _end(
+    def _end(
         self,
         conn: Connection,
         reader: asyncio.Task[None],
         writer: asyncio.Task[None],
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> None:
-        """Close the stream with the status its tasks ended with."""
+        """Set the status the stream ends with, from how its tasks ended.  The status is
+        set rather than raised (``abort``): a raised error's traceback would keep the
+        connection's frames, and so its subscriptions, alive inside gRPC."""
         for name, task in (("xds-reader", reader), ("xds-writer", writer)):
             error = None if task.cancelled() else task.exception()
             if error is None or isinstance(error, _WriteFailed):
@@ -165,9 +167,14 @@ class XdsServer:
             if isinstance(error, _Refused):
                 self.refused += 1
                 log.warning("stream %s (%s) refused: %s", conn.id, clip(conn.proxy_id), error)
-                await context.abort(error.code, error.details)
-            self.health.failed(name, error)
-            await context.abort(grpc.StatusCode.INTERNAL, "internal error; reconnect")
+                context.set_code(error.code)
+                context.set_details(error.details)
+            else:
+                self.health.failed(name, error)
+                context.set_code(grpc.StatusCode.INTERNAL)
+                context.set_details("internal error; reconnect")
+            error.__traceback__ = None
+            return
 
     async def _reader(
         self,

@@ -161,3 +161,18 @@ async def test_nack_logs_are_rate_limited_clipped_and_escaped(
         assert "\\n2026-01-01" in message  # the forged line is shown, escaped
     assert not any("y" * 100 in r.getMessage() for r in records)
     assert conn_state is None or len(conn_state.last_nack) < 1100
+
+
+async def test_refused_streams_leave_no_interned_names(harness: Harness) -> None:
+    harness.app.xds.max_unknown_names = 10
+    for _ in range(3):
+        client = AdsClient(harness.target)
+        await client.connect()
+        try:
+            client.subscribe("eds", [f"made-up-{i}" for i in range(5000)])
+            assert (await ended(client)).code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        finally:
+            await client.close()
+    await until(lambda: not harness.app.xds.connections)
+    gc.collect()
+    assert harness.app.xds.interner.entries == 0
