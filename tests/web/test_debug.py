@@ -307,6 +307,16 @@ def test_configz_hides_url_credentials_in_settings_and_errors() -> None:
     assert shown["lastError"] == f"cannot reach https://ops:{REDACTED}@consul.internal:8501/v1"
 
 
+def test_configz_shows_when_a_failed_registry_is_retried() -> None:
+    store = RegistryStore()
+    key = ShardKey("consul", "dc1")
+    store.expect(key)
+    (waiting,) = views.configz(store, [(key, {})], {key: 1}, next_retry={key: 1700000000.5})
+    assert waiting["nextRetry"] == "2023-11-14T22:13:20.500Z"
+    (running,) = views.configz(store, [(key, {})], {})
+    assert running["nextRetry"] is None
+
+
 @pytest.mark.parametrize(
     "key",
     ["api_key", "apiKey", "aws_access_key_id", "AWS_SECRET_ACCESS_KEY", "session-key", "Cookie"],

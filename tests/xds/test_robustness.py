@@ -39,7 +39,7 @@ async def ended(client: AdsClient) -> grpc.aio.AioRpcError:
     return info.value
 
 
-async def until(condition: Any, steps: int = 500) -> None:
+async def until(condition: Any, steps: int = 3000) -> None:
     for _ in range(steps):
         if condition():
             return
@@ -176,3 +176,19 @@ async def test_refused_streams_leave_no_interned_names(harness: Harness) -> None
     await until(lambda: not harness.app.xds.connections)
     gc.collect()
     assert harness.app.xds.interner.entries == 0
+
+
+async def test_a_connection_storm_leaves_no_state_behind(harness: Harness) -> None:
+    harness.memory.set([svc("a.example")])
+    await settle(harness)
+    clients = [AdsClient(harness.target, node_id=f"storm-{i}") for i in range(200)]
+    await asyncio.gather(*(c.connect() for c in clients))
+    for client in clients:
+        client.subscribe("cds")
+    await asyncio.gather(*(c.next("cds", timeout=30) for c in clients))
+    assert len(harness.app.xds.connections) == 200
+    await asyncio.gather(*(c.close() for c in clients))  # all drop at once
+    await until(lambda: not harness.app.xds.connections)
+    text = harness.app.metrics.render().decode()
+    assert not [line for line in text.splitlines() if line.startswith("pilot_xds{")]
+    assert harness.app.health.failures == {}
