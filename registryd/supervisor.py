@@ -29,7 +29,6 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
 
 from registryd.adapter import Adapter, Replace
 from registryd.model import ShardKey
@@ -102,12 +101,6 @@ async def restarting(
             health.failed(name, exc)
         await sleep(backoff[min(failures, len(backoff) - 1)])
         failures += 1
-
-
-@dataclass(frozen=True, slots=True)
-class Instance:
-    key: ShardKey
-    adapter: Adapter
 
 
 class Supervisor:

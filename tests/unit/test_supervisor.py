@@ -11,7 +11,7 @@ import pytest
 from registryd.adapter import Replace, Update
 from registryd.model import ShardKey
 from registryd.registry.store import RegistryStore
-from registryd.supervisor import BACKOFF, Supervisor
+from registryd.supervisor import BACKOFF, Supervisor, TaskHealth, restarting
 from registryd.testing import MemoryAdapter
 from tests.unit.factories import ep, svc
 
@@ -238,3 +238,44 @@ async def test_stray_cancelled_error_from_an_adapter_is_a_failure_not_a_shutdown
     assert "CancelledError" in (store.shards[KEY].last_error or "")
     await sup.stop()
     assert task.cancelled()
+
+
+async def test_restarting_reports_each_failure_and_runs_again() -> None:
+    health, sleep = TaskHealth(), FakeSleep()
+    runs = 0
+    forever = asyncio.Event()
+
+    async def run() -> None:
+        nonlocal runs
+        runs += 1
+        if runs <= 2:
+            raise ValueError(f"bug #{runs}")
+        await forever.wait()
+
+    task = asyncio.create_task(restarting("push", run, health, backoff=(1, 2), sleep=sleep))
+    await until(lambda: runs == 3)
+    assert health.failures == {"push": 2}
+    assert sleep.delays == [1, 2]
+    assert health.dead == {}  # restarted, so not dead
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    assert task.cancelled()
+
+
+async def test_a_watched_task_that_dies_is_dead_and_counted() -> None:
+    health = TaskHealth()
+
+    async def broken() -> None:
+        raise RuntimeError("gone")
+
+    task = asyncio.create_task(broken(), name="web")
+    health.watch(task)
+    await asyncio.gather(task, return_exceptions=True)
+    assert health.dead == {"web": "RuntimeError: gone"}
+    assert health.failures == {"web": 1}
+    cancelled = asyncio.create_task(asyncio.Event().wait(), name="quiet")
+    health.watch(cancelled)
+    await asyncio.sleep(0)
+    cancelled.cancel()
+    await asyncio.gather(cancelled, return_exceptions=True)
+    assert "quiet" not in health.dead
