@@ -25,7 +25,8 @@ from registryd.model import ShardKey
 from registryd.plugins import load_factory, require
 from registryd.push import PushController, PushRecord
 from registryd.registry.store import RegistryStore
-from registryd.supervisor import Supervisor
+from registryd.supervisor import Supervisor, TaskHealth, restarting
+from registryd.web.logging_api import is_loopback_peer
 from registryd.web.server import DebugSources, make_app
 from registryd.xds.server import XdsServer
 from registryd.xds.tracking import PushTracker
@@ -52,10 +53,38 @@ def _create(reg: RegistryConfig, context: AdapterContext) -> Adapter:
         ) from exc
 
 
+def _loopback(host: str) -> bool:
+    return host.lower() == "localhost" or is_loopback_peer(host)
+
+
+def exposure_warnings(settings: Settings) -> list[str]:
+    """Why the listening addresses may expose more than the operator meant: plaintext
+    xDS or the debug endpoints on a non-loopback address (istiod's defaults, kept)."""
+    out = []
+    grpc_addr = settings.grpc_addr
+    if grpc_addr is not None and not _loopback(grpc_addr.host):
+        out.append(
+            f"plaintext xDS listens on {grpc_addr} (not loopback): any client that reaches it "
+            "gets every service and endpoint, unauthenticated; use --grpcAddr off with TLS, "
+            "or a loopback address"
+        )
+    for flag, addr in (
+        ("--httpAddr", settings.http_addr),
+        ("--monitoringAddr", settings.monitoring_addr),
+    ):
+        if not _loopback(addr.host):
+            out.append(
+                f"debug endpoints listen on {addr} ({flag}, not loopback): they show "
+                "connected proxies and registry state to anyone who reaches them"
+            )
+    return out
+
+
 @dataclass
 class App:
     settings: Settings
     store: RegistryStore = field(default_factory=RegistryStore)
+    health: TaskHealth = field(default_factory=TaskHealth)
     xds: XdsServer = field(default_factory=XdsServer)
     tracker: PushTracker = field(default_factory=PushTracker)
     grpc_port: int = 0
@@ -68,6 +97,8 @@ class App:
     _ready_once: bool = False
 
     def __post_init__(self) -> None:
+        self.xds.health = self.health
+        self.xds.max_unknown_names = self.settings.max_unknown_names
         context = AdapterContext(
             domain=self.settings.domain,
             kubeconfig=self.settings.kubeconfig,
@@ -90,10 +121,15 @@ class App:
             debounce_after=self.settings.debounce_after,
             debounce_max=self.settings.debounce_max,
             eds_debounce=self.settings.eds_debounce,
+            health=self.health,
         )
-        self.supervisor = Supervisor(self.store)
+        self.supervisor = Supervisor(self.store, health=self.health)
         self.metrics = Metrics(
-            self.store, self.xds, self.tracker, lambda: dict(self.supervisor.restarts)
+            self.store,
+            self.xds,
+            self.tracker,
+            lambda: dict(self.supervisor.restarts),
+            task_failures=lambda: dict(self.health.failures),
         )
         self.store.subscribe(self.metrics.registry_changed)
         self.push.listeners.append(self._announce)
@@ -116,10 +152,13 @@ class App:
         return reasons
 
     async def start(self) -> None:
-        self._tasks.append(asyncio.create_task(self.push.run(), name="push"))
+        push = asyncio.create_task(restarting("push", self.push.run, self.health), name="push")
+        self.health.watch(push)
+        self._tasks.append(push)
         self._grpc = grpc.aio.server(options=self._grpc_options())
         self._grpc.add_generic_rpc_handlers((self.xds.handler(),))
-        self.grpc_port = self._bind_grpc(self.settings.grpc_addr)
+        if self.settings.grpc_addr is not None:
+            self.grpc_port = self._bind_grpc(self.settings.grpc_addr)
         if self.settings.tls is not None:
             self.secure_grpc_port = self._bind_grpc(
                 self.settings.secure_grpc_addr, self.settings.tls
@@ -135,6 +174,7 @@ class App:
             metrics=self.metrics,
             registries=[(key, settings.get(key.instance, {})) for key, _ in self._adapters],
             readiness=self.not_ready,
+            health=self.health,
             allow_remote_log_level=self.settings.allow_remote_log_level,
         )
         runner = web.AppRunner(make_app(sources), access_log=None)
@@ -150,10 +190,14 @@ class App:
         self.http_port = sockets[0].getsockname()[1] if sockets else 0
         for key, adapter in self._adapters:
             self.supervisor.start(key, adapter)
+        self._log_started()
+
+    def _log_started(self) -> None:
         secure = self.settings.tls
+        grpc_addr = self.settings.grpc_addr
         log.info(
             "registryd serving xDS on %s, xDS over TLS %s, HTTP on %s, registries: %s",
-            f"{self.settings.grpc_addr.host}:{self.grpc_port}",
+            "off (--grpcAddr off)" if grpc_addr is None else f"{grpc_addr.host}:{self.grpc_port}",
             "off (no --tlsCertFile)"
             if secure is None
             else f"on {self.settings.secure_grpc_addr.host}:{self.secure_grpc_port}"
@@ -161,6 +205,8 @@ class App:
             f"{self.settings.http_addr.host}:{self.http_port}",
             ", ".join(str(k) for k, _ in self._adapters) or "none",
         )
+        for warning in exposure_warnings(self.settings):
+            log.warning("%s", warning)
 
     def _grpc_options(self) -> list[tuple[str, int]]:
         options = [

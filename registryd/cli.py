@@ -59,7 +59,11 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     d = sub.add_parser("discovery", help="run the discovery server")
     d.error = parser.error  # type: ignore[method-assign]
-    d.add_argument("--grpcAddr", default=":15010", help="plaintext xDS (ADS) address")
+    d.add_argument(
+        "--grpcAddr",
+        default=":15010",
+        help="plaintext xDS (ADS) address; '' or off: no plaintext xDS (needs TLS)",
+    )
     d.add_argument(
         "--secureGRPCAddr",
         default=":15012",
@@ -86,6 +90,13 @@ def _parser() -> argparse.ArgumentParser:
         help="send GOAWAY to clients after this age (e.g. 30m)",
     )
     d.add_argument("--log_output_level", default="default:info", help="scope:level,...")
+    d.add_argument(
+        "--xdsMaxUnknownNames",
+        type=int,
+        default=10000,
+        help="close an xDS stream that subscribes to more resource names of one type "
+        "unknown to the server (RESOURCE_EXHAUSTED); 0: no limit",
+    )
     d.add_argument(
         "--kubeconfig",
         default=None,
@@ -196,10 +207,16 @@ def parse_args(argv: Sequence[str], environ: Mapping[str, str] = os.environ) -> 
     if args.kubernetesApiQPS <= 0 or args.kubernetesApiBurst <= 0:
         raise ConfigError("--kubernetesApiQPS and --kubernetesApiBurst must be > 0")
     debounce_after, debounce_max, eds_debounce = _debounce(args, environ)
+    tls = load_tls(args.tlsCertFile, args.tlsKeyFile, args.caCertFile)
+    grpc_off = args.grpcAddr.strip().lower() in ("", "off")
+    if grpc_off and tls is None:
+        raise ConfigError("--grpcAddr off needs --tlsCertFile and --tlsKeyFile (no xDS at all)")
+    if args.xdsMaxUnknownNames < 0:
+        raise ConfigError("--xdsMaxUnknownNames must be >= 0 (0: no limit)")
     return Settings(
-        grpc_addr=parse_address("--grpcAddr", args.grpcAddr),
+        grpc_addr=None if grpc_off else parse_address("--grpcAddr", args.grpcAddr),
         secure_grpc_addr=parse_address("--secureGRPCAddr", args.secureGRPCAddr),
-        tls=load_tls(args.tlsCertFile, args.tlsKeyFile, args.caCertFile),
+        tls=tls,
         http_addr=parse_address("--httpAddr", args.httpAddr),
         monitoring_addr=parse_address("--monitoringAddr", args.monitoringAddr),
         domain=args.domain,
@@ -217,6 +234,7 @@ def parse_args(argv: Sequence[str], environ: Mapping[str, str] = os.environ) -> 
         kubernetes_api_qps=args.kubernetesApiQPS,
         kubernetes_api_burst=args.kubernetesApiBurst,
         allow_remote_log_level=args.allowRemoteLogLevel,
+        max_unknown_names=args.xdsMaxUnknownNames,
     )
 
 

@@ -7,6 +7,7 @@ with a message that names the flag, file or registry at fault.
 from __future__ import annotations
 
 import re
+import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -161,16 +162,47 @@ def load_tls(cert_file: str | None, key_file: str | None, ca_file: str | None) -
             raise ConfigError(f"{flag} {name}: not a PEM file")
         return data
 
-    return TlsFiles(
+    files = TlsFiles(
         cert=read("--tlsCertFile", cert_file),
         key=read("--tlsKeyFile", key_file),
         client_ca=read("--caCertFile", ca_file) if ca_file else None,
     )
+    check_key_pair(cert_file, key_file)
+    return files
+
+
+class _Encrypted(Exception):
+    pass
+
+
+def check_key_pair(cert_file: str, key_file: str) -> None:
+    """ConfigError unless ``key_file`` is the unencrypted private key of the certificate
+    in ``cert_file`` (gRPC would only say it cannot listen)."""
+
+    def no_password() -> str:
+        raise _Encrypted
+
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        context.load_cert_chain(cert_file, key_file, password=no_password)
+    except _Encrypted:
+        raise ConfigError(
+            f"--tlsKeyFile {key_file}: the key is encrypted; give an unencrypted PEM key"
+        ) from None
+    except ssl.SSLError as exc:
+        if exc.reason == "KEY_VALUES_MISMATCH":
+            raise ConfigError(
+                f"--tlsKeyFile {key_file} is not the private key of --tlsCertFile {cert_file}"
+            ) from None
+        raise ConfigError(
+            f"--tlsCertFile {cert_file} / --tlsKeyFile {key_file}: not a usable certificate "
+            f"and key ({exc.reason or exc})"
+        ) from None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Settings:
-    grpc_addr: Address = Address("0.0.0.0", 15010)
+    grpc_addr: Address | None = Address("0.0.0.0", 15010)  # None: plaintext xDS off
     secure_grpc_addr: Address = Address("0.0.0.0", 15012)
     tls: TlsFiles | None = None  # xDS over TLS on secure_grpc_addr when set
     http_addr: Address = Address("0.0.0.0", 8080)
@@ -189,3 +221,4 @@ class Settings:
     cluster_id: str = "Kubernetes"
     kubernetes_api_qps: float = 80.0
     kubernetes_api_burst: int = 160
+    max_unknown_names: int = 10000  # per type per stream; 0: no limit

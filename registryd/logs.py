@@ -19,14 +19,22 @@ Contract:
   control surface (served over HTTP by :mod:`registryd.web.logging_api`).  The scopes
   "in use" are ``default`` plus every logger already created under ``registryd.``;
   setting a level never creates a scope.
+* Text a client sent (node ids, NACK messages, resource names) goes through
+  :func:`clip` before it is logged or kept: control characters are escaped (a newline
+  in a node id cannot forge a log line) and it is cut to a bounded length with a marker
+  saying how much was left out.  The text formatter escapes control characters in every
+  message as well.  :class:`LogThrottle` rate-limits a kind of line per client and
+  overall, and says how many lines it suppressed.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 import time
+from collections.abc import Callable
 from typing import TypedDict
 
 from registryd.adapter import ConfigError
@@ -34,10 +42,13 @@ from registryd.adapter import ConfigError
 __all__ = [
     "LEVELS",
     "JsonFormatter",
+    "LogThrottle",
     "ScopeInfo",
     "TextFormatter",
     "UnknownScopeError",
     "apply_levels",
+    "clip",
+    "escape",
     "get_scope",
     "level_name",
     "level_value",
@@ -107,7 +118,8 @@ def level_value(name: str) -> int:
     try:
         return LEVELS[name.strip().lower()]
     except KeyError:
-        raise ValueError(f"unknown level {name!r} (use one of {_LEVEL_CHOICES})") from None
+        shown = clip(repr(name), 64)
+        raise ValueError(f"unknown level {shown} (use one of {_LEVEL_CHOICES})") from None
 
 
 def level_name(level: int) -> str:
@@ -205,6 +217,99 @@ def set_scope_level(scope: str, level: str) -> ScopeInfo:
     return _info(scope)
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+CLIP = 256  # characters of client text kept by default
+
+
+def _escaped(match: re.Match[str]) -> str:
+    char = match.group()
+    named = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}.get(char)
+    if named is not None:
+        return named
+    code = ord(char)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def escape(text: str) -> str:
+    """``text`` with control characters (and Unicode line separators) written as
+    ``\\n``, ``\\x1b``, ``\\u2028``...: one log record stays one line."""
+    return _CONTROL.sub(_escaped, text)
+
+
+def clip(text: object, limit: int = CLIP) -> str:
+    """Client-supplied ``text`` made safe to log or keep: escaped (:func:`escape`) and
+    cut to at most ``limit`` characters of the original, with ``...(N more chars)``
+    telling how much was cut."""
+    value = text if isinstance(text, str) else str(text)
+    if len(value) <= limit:
+        return escape(value)
+    return f"{escape(value[:limit])}...({len(value) - limit} more chars)"
+
+
+class LogThrottle:
+    """Rate limits for one kind of log line: ``burst`` lines at once, then ``rate`` per
+    second, both per key (a client) and, with ``total_burst``/``total_rate``, for all
+    keys together.
+
+    :meth:`allow` says whether to log now; when it does after lines were suppressed it
+    first logs ``N <what> lines suppressed`` on ``logger``.  Keys must be forgotten
+    (:meth:`forget`) when their client leaves; at most ``max_keys`` are kept (the oldest
+    go first, which only resets their budget)."""
+
+    def __init__(
+        self,
+        logger: logging.Logger,
+        what: str,
+        *,
+        rate: float = 1.0,
+        burst: int = 5,
+        total_rate: float = 10.0,
+        total_burst: int = 50,
+        max_keys: int = 10000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._log = logger
+        self._what = what
+        self._rate, self._burst = rate, burst
+        self._total: list[float] = [float(total_burst), clock()]
+        self._total_rate, self._total_burst = total_rate, total_burst
+        self._keys: dict[str, list[float]] = {}
+        self._max_keys = max_keys
+        self._clock = clock
+        self.suppressed = 0  # lines suppressed since the last one logged
+        self.suppressed_total = 0
+
+    @staticmethod
+    def _take(bucket: list[float], rate: float, burst: int, now: float) -> bool:
+        bucket[0] = min(float(burst), bucket[0] + (now - bucket[1]) * rate)
+        bucket[1] = now
+        if bucket[0] >= 1:
+            bucket[0] -= 1
+            return True
+        return False
+
+    def allow(self, key: str) -> bool:
+        now = self._clock()
+        bucket = self._keys.get(key)
+        if bucket is None:
+            if len(self._keys) >= self._max_keys:
+                self._keys.pop(next(iter(self._keys)))
+            bucket = self._keys[key] = [float(self._burst), now]
+        if not self._take(bucket, self._rate, self._burst, now) or not self._take(
+            self._total, self._total_rate, self._total_burst, now
+        ):
+            self.suppressed += 1
+            self.suppressed_total += 1
+            return False
+        if self.suppressed:
+            self._log.warning("%d %s lines suppressed", self.suppressed, self._what)
+            self.suppressed = 0
+        return True
+
+    def forget(self, key: str) -> None:
+        self._keys.pop(key, None)
+
+
 def _timestamp(record: logging.LogRecord) -> str:
     stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
     return stamp + f".{int(record.msecs):03d}000Z"
@@ -215,7 +320,8 @@ class TextFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         level = _record_level(record.levelno)
-        text = f"{_timestamp(record)}\t{level}\t{scope_name(record.name)}\t{record.getMessage()}"
+        message = escape(record.getMessage())
+        text = f"{_timestamp(record)}\t{level}\t{scope_name(record.name)}\t{message}"
         if record.exc_info:
             text += "\n" + self.formatException(record.exc_info)
         return text

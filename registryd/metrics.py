@@ -74,10 +74,12 @@ class _State(Collector):
         store: RegistryStore,
         xds: XdsServer,
         failures: Callable[[], dict[ShardKey, int]],
+        task_failures: Callable[[], dict[str, int]],
     ) -> None:
         self._store = store
         self._xds = xds
         self._failures = failures
+        self._task_failures = task_failures
 
     def collect(self) -> Iterator[Metric]:
         clients = GaugeMetricFamily(
@@ -95,6 +97,15 @@ class _State(Collector):
         services = GaugeMetricFamily("pilot_services", "Total services known to pilot.")
         services.add_metric([], len(self._store.view.services))
         yield services
+        tasks = CounterMetricFamily(
+            "registryd_task_failures",
+            "Unexpected exceptions in long-lived tasks (push, xds-reader, xds-writer, http, "
+            "registry:<provider>/<instance>), logged with their traceback.",
+            labels=["task"],
+        )
+        for task, count in sorted(self._task_failures().items()):
+            tasks.add_metric([task], count)
+        yield tasks
         yield from self._registries()
 
     def _registries(self) -> Iterator[Metric]:
@@ -170,11 +181,12 @@ class Metrics:
         xds: XdsServer,
         tracker: PushTracker,
         failures: Callable[[], dict[ShardKey, int]] = dict,
+        task_failures: Callable[[], dict[str, int]] = dict,
     ) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
         self.counters = _Counters()
         self.registry.register(self.counters)
-        self.registry.register(_State(store, xds, failures))
+        self.registry.register(_State(store, xds, failures, task_failures))
 
         def histogram(name: str, doc: str, buckets: tuple[float, ...], *labels: str) -> Histogram:
             return Histogram(name, doc, labels, buckets=buckets, registry=self.registry)

@@ -8,6 +8,13 @@ makes the batch a full rebuild of the hostnames involved.  With ``eds_debounce``
 (istiod's ``PILOT_ENABLE_EDS_DEBOUNCE=false``), endpoints-only events skip the debounce:
 they are pushed on the next turn of the event loop, on their own, while service changes
 keep being debounced.
+
+A push that fails (a bug in a resource builder, say) is logged with its traceback and
+counted (``registryd_task_failures_total{task="push"}``); the loop keeps running and the
+next change is pushed as a full rebuild, so nothing the failed push carried is lost.
+
+Timing reads the injectable ``clock`` (monotonic seconds) and waits with the injectable
+``sleep``, so tests drive the debounce with a fake clock instead of real time.
 """
 
 from __future__ import annotations
@@ -15,10 +22,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from registryd.registry.store import ChangeEvent, RegistryStore
+from registryd.supervisor import TaskHealth
 from registryd.xds.snapshot import Snapshot, SnapshotBuilder
 
 __all__ = ["PushController", "PushRecord"]
@@ -77,8 +85,15 @@ class PushController:
         debounce_max: float = 10.0,
         eds_debounce: bool = True,
         listeners: tuple[Callable[[PushRecord], None], ...] = (),
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+        health: TaskHealth | None = None,
     ) -> None:
         self._store = store
+        self._clock = clock
+        self._sleep = sleep
+        self.health = health or TaskHealth()
+        self._rebuild_all = False  # a push failed: the next one rebuilds everything
         self._publish = publish
         self._builder = SnapshotBuilder()
         self.debounce_after = debounce_after
@@ -87,6 +102,7 @@ class PushController:
         self._pending = _Batch()  # debounced
         self._immediate = _Batch()  # endpoints-only events, with eds_debounce off
         self._signal = asyncio.Event()
+        self.idle = asyncio.Event()  # set while run() waits with nothing pending
         self.history: list[PushRecord] = []
         self.listeners = list(listeners)  # told of each push before its snapshot goes out
         store.subscribe(self._on_change)
@@ -99,11 +115,13 @@ class PushController:
         batch = self._pending
         if not self.eds_debounce and event.endpoints_only:
             batch = self._immediate
-        batch.add(event, time.monotonic())
+        batch.add(event, self._clock())
+        self.idle.clear()
         self._signal.set()
 
     def push_now(self) -> Snapshot:
-        """Build and publish everything pending, without waiting."""
+        """Build and publish everything pending, without waiting.  Raises what the
+        build raises (the next push is then a full rebuild)."""
         self._flush_immediate()
         batch, self._pending = self._pending, _Batch()
         return self._push(batch)
@@ -115,10 +133,15 @@ class PushController:
 
     def _push(self, batch: _Batch) -> Snapshot:
         view = self._store.view
-        started = time.monotonic()
+        started = self._clock()
         first_at = batch.first_at if batch.events else started
-        snapshot = self._builder.build(view, batch.hostnames, batch.endpoints_only)
-        built = time.monotonic()
+        rebuild_all, self._rebuild_all = self._rebuild_all, True
+        if rebuild_all:
+            snapshot = self._builder.build(view)
+        else:
+            snapshot = self._builder.build(view, batch.hostnames, batch.endpoints_only)
+        self._rebuild_all = False
+        built = self._clock()
         record = PushRecord(
             version=snapshot.version,
             hostnames=len(batch.hostnames),
@@ -148,23 +171,43 @@ class PushController:
         )
         return snapshot
 
+    def _push_guarded(self, pending: bool) -> None:
+        """Push (the pending batch, or the immediate one); a failure is reported, not
+        raised, so the loop lives on."""
+        try:
+            if pending:
+                self.push_now()
+            else:
+                self._flush_immediate()
+        except Exception as exc:
+            self.health.failed("push", exc)
+
+    async def _wait(self, timeout: float) -> None:
+        """Until a registry event arrives or ``timeout`` seconds pass (``sleep``)."""
+        signal = asyncio.ensure_future(self._signal.wait())
+        timer = asyncio.ensure_future(self._sleep(timeout))
+        try:
+            await asyncio.wait((signal, timer), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            signal.cancel()
+            timer.cancel()
+        self._signal.clear()
+
     async def run(self) -> None:
         """Debounce loop; runs until cancelled."""
         while True:
+            if not self._signal.is_set():
+                self.idle.set()
             await self._signal.wait()
             self._signal.clear()
-            self._flush_immediate()
+            self._push_guarded(pending=False)
             while self._pending.events:
-                now = time.monotonic()
+                now = self._clock()
                 quiet_left = self._pending.last_at + self.debounce_after - now
                 max_left = self._pending.first_at + self.debounce_max - now
                 wait = min(quiet_left, max_left)
                 if wait <= 0:
-                    self.push_now()
+                    self._push_guarded(pending=True)
                     break
-                try:
-                    await asyncio.wait_for(self._signal.wait(), timeout=wait)
-                    self._signal.clear()
-                except TimeoutError:
-                    pass
-                self._flush_immediate()
+                await self._wait(wait)
+                self._push_guarded(pending=False)

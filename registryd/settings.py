@@ -7,6 +7,12 @@ validated value, or the default when the key is absent or null.  Anything else r
 plugin: ``registry '<name>' (<type>): '<key>' must be ..., got <value>``.  Values of keys
 read with ``secret=True`` never appear in a message.  Pure apart from :meth:`file`,
 which checks that the file exists when asked to.
+
+:func:`redact` is the one redaction rule every debug view uses on settings, raw
+registry config and node metadata: values under secret-looking keys are replaced by
+``<redacted>``, the password of ``user:password@`` in any string (URLs, addresses) too,
+and nesting deeper than :data:`MAX_DEPTH` is cut with a marker, so no data the daemon
+accepted can make a view fail.
 """
 
 from __future__ import annotations
@@ -18,7 +24,51 @@ from typing import Any
 
 from registryd.adapter import ConfigError
 
-__all__ = ["DNS_LABEL", "SettingsReader"]
+__all__ = ["DNS_LABEL", "MAX_DEPTH", "REDACTED", "TOO_DEEP", "SettingsReader", "redact"]
+
+REDACTED = "<redacted>"
+TOO_DEEP = "<nested too deep>"
+MAX_DEPTH = 32
+SECRET_KEY = re.compile(
+    r"token|passw(?:or)?d|pwd|secret|credential|private[_.-]?key|auth|api[_.-]?key|"
+    r"access[_.-]?key|session[_.-]?key|cookie|signature|bearer|jwt",
+    re.I,
+)
+# user:password@ in a URL (after //) or at the start of an address
+_URL_PASSWORD = re.compile(r"(?:(?<=//)|^)([^/@:\s]*):([^/@\s]+)@")
+
+
+def _scrub(text: str, clip_at: int | None) -> str:
+    text = _URL_PASSWORD.sub(rf"\1:{REDACTED}@", text)
+    if clip_at is not None and len(text) > clip_at:
+        return f"{text[:clip_at]}...({len(text) - clip_at} more chars)"
+    return text
+
+
+def redact(value: Any, *, clip_at: int | None = None, _depth: int = 0) -> Any:
+    """``value`` as plain JSON-ready data (mappings become dicts with string keys,
+    sequences lists) with secrets redacted (see the module docstring); strings longer
+    than ``clip_at`` are cut with a marker.  Never raises on nesting or cycles: below
+    :data:`MAX_DEPTH` levels a value is replaced by :data:`TOO_DEEP`."""
+    if isinstance(value, str):
+        return _scrub(value, clip_at)
+    if isinstance(value, Mapping | list | tuple) and _depth >= MAX_DEPTH:
+        return TOO_DEEP
+    if isinstance(value, Mapping):
+        out = {}
+        for key, item in value.items():
+            name = _scrub(str(key), clip_at)
+            if SECRET_KEY.search(name) and item not in (None, ""):
+                out[name] = REDACTED
+            else:
+                out[name] = redact(item, clip_at=clip_at, _depth=_depth + 1)
+        return out
+    if isinstance(value, list | tuple):
+        return [redact(item, clip_at=clip_at, _depth=_depth + 1) for item in value]
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    return _scrub(str(value), clip_at)
+
 
 DNS_LABEL = re.compile(r"[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?")  # RFC 1123: namespaces
 
@@ -45,7 +95,7 @@ class SettingsReader:
         return default if value is None else value
 
     def _bad(self, key: str, expected: str, value: Any, secret: bool = False) -> ConfigError:
-        shown = "<redacted>" if secret else repr(value)
+        shown = REDACTED if secret else repr(value)
         return self.error(f"{key!r} must be {expected}, got {shown}")
 
     def flag(self, key: str, default: bool) -> bool:

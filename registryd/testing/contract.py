@@ -28,7 +28,6 @@ fresh registry in :meth:`setup_registry` / :meth:`teardown_registry` when you ca
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
@@ -127,7 +126,7 @@ class AdapterContract:
                 for endpoint in first.endpoints:
                     assert endpoint.hostname in served, f"endpoint of unknown {endpoint.hostname}"
             finally:
-                await _close(updates)
+                await _close(updates, self.timeout)
 
         self._run(scenario)
 
@@ -144,7 +143,7 @@ class AdapterContract:
                 await self.remove_service("gamma")
                 await self._until(updates, lambda u: _deletes(u, added), f"Delete of {added}")
             finally:
-                await _close(updates)
+                await _close(updates, self.timeout)
 
         self._run(scenario)
 
@@ -185,7 +184,7 @@ class AdapterContract:
                 else:
                     raise AssertionError("watch() ended without raising")
             finally:
-                await _close(updates)
+                await _close(updates, self.timeout)
             await self.heal_registry()
             gone = await self.add_service("alpha")  # its hostname; already registered
             await self.remove_service("alpha")
@@ -198,7 +197,7 @@ class AdapterContract:
                 assert now in served, f"{now} missing after resync: {sorted(served)}"
                 assert gone not in served, f"{gone} still served after it was removed"
             finally:
-                await _close(again)
+                await _close(again, self.timeout)
 
         self._run(scenario)
 
@@ -252,11 +251,19 @@ def _deletes(update: Update, hostname: str) -> Delete | None:
     return update if isinstance(update, Delete) and update.hostname == hostname else None
 
 
-async def _close(updates: AsyncIterator[Update]) -> None:
+async def _close(updates: AsyncIterator[Update], timeout: float = 10.0) -> None:
+    """Close ``watch()``'s generator; its clean-up failing is a contract failure too."""
     closer = getattr(updates, "aclose", None)
-    if closer is not None:
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(closer(), 10)
+    if closer is None:
+        return
+    try:
+        await asyncio.wait_for(closer(), timeout)
+    except TimeoutError:
+        raise AssertionError(
+            f"adapter contract: aclose() of watch() took over {timeout}s"
+        ) from None
+    except Exception as exc:
+        raise AssertionError(f"adapter contract: aclose() of watch() raised {exc!r}") from exc
 
 
 def _skip(reason: str) -> None:

@@ -60,15 +60,17 @@ def _requested_level(raw: bytes, scope: str) -> str:
     example = 'expected a JSON object like {"output_level": "debug"}'
     try:
         body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise ValueError(f"body is not valid JSON: {example}") from None
     if not isinstance(body, dict):
         raise ValueError(f"body is not a JSON object: {example}")
     unknown = sorted(set(body) - _ALLOWED_KEYS)
     if unknown:
-        raise ValueError(f"unknown keys {unknown}: {example}")
+        raise ValueError(f"unknown keys {logs.clip(unknown, 200)}: {example}")
     if "name" in body and body["name"] != scope:
-        raise ValueError(f"body names scope {body['name']!r} but the URL names {scope!r}")
+        raise ValueError(
+            f"body names scope {logs.clip(body['name'], 64)} but the URL names {scope!r}"
+        )
     level = body.get("output_level")
     if not isinstance(level, str):
         raise ValueError(f"'output_level' (a string) is required: {example}")
@@ -104,6 +106,8 @@ def logging_routes(allow_remote: bool = False) -> list[web.RouteDef]:
             level = _requested_level(await request.read(), scope)
         except ValueError as exc:
             return _error(400, str(exc))
+        except web.HTTPRequestEntityTooLarge:
+            return _error(400, "body too large: expected a small JSON object")
         # Log while the line can show: before a change that may silence this logger,
         # otherwise after a change that may enable it.
         message = "log scope %s output_level changed from %s to %s by %s"

@@ -17,13 +17,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from registryd.metrics import Metrics
 from registryd.model import ShardKey
 from registryd.push import PushController
 from registryd.registry.store import RegistryStore
-from registryd.supervisor import Supervisor
+from registryd.supervisor import Supervisor, TaskHealth
 from registryd.web import views
 from registryd.web.logging_api import logging_routes
 from registryd.xds.dump import config_dump
@@ -65,6 +66,7 @@ class DebugSources:
     metrics: Metrics
     registries: Sequence[tuple[ShardKey, Mapping[str, Any]]]  # configured, with settings
     readiness: Callable[[], list[str]]
+    health: TaskHealth | None = None  # failures of long-lived tasks (/healthz)
     allow_remote_log_level: bool = False
 
 
@@ -87,6 +89,10 @@ def make_app(src: DebugSources) -> web.Application:
         return web.Response(text="ready\n")
 
     async def healthz(_: web.Request) -> web.Response:
+        dead = dict(src.health.dead) if src.health is not None else {}
+        if dead:
+            lines = "".join(f"task {name} died: {why}\n" for name, why in sorted(dead.items()))
+            return web.Response(status=503, text=lines)
         return web.Response(text="ok\n")
 
     async def metrics(_: web.Request) -> web.Response:
@@ -115,8 +121,10 @@ def make_app(src: DebugSources) -> web.Application:
         return _json(views.endpointz(src.store, q(r, "hostname")))
 
     async def configz(r: web.Request) -> web.Response:
-        restarts = src.supervisor.restarts
-        return _json(views.configz(src.store, src.registries, restarts, q(r, "registry")))
+        sup = src.supervisor
+        return _json(
+            views.configz(src.store, src.registries, sup.restarts, q(r, "registry"), sup.next_retry)
+        )
 
     async def adsz(r: web.Request) -> web.Response:
         return _json(views.adsz(list(src.xds.connections.values()), q(r, "proxyID")))
@@ -149,7 +157,18 @@ def make_app(src: DebugSources) -> web.Application:
         records = src.push.history
         return _json(views.pushz(records, src.tracker.traces(), q(r, "proxyID"), limit))
 
-    app = web.Application()
+    @web.middleware
+    async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+        """A handler bug answers 500 and is logged and counted; it never goes unseen."""
+        try:
+            return await handler(request)
+        except web.HTTPException:
+            raise
+        except Exception as exc:
+            (src.health or TaskHealth()).failed("http", exc)
+            return _json({"error": f"internal error in {request.path}"}, 500)
+
+    app = web.Application(middlewares=[guard], client_max_size=64 * 1024)
     app.router.add_get("/ready", ready)
     app.router.add_get("/healthz/ready", ready)
     app.router.add_get("/healthz", healthz)

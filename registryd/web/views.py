@@ -2,13 +2,14 @@
 
 Every function here only reads the objects it is given and returns plain dicts and
 lists (strings, numbers, booleans), so the HTTP layer can serialize them as they are.
-Times are RFC 3339 UTC strings; durations are milliseconds.  Settings are passed through
-:func:`redact` so that tokens and passwords never leave the process.
+Times are RFC 3339 UTC strings; durations are milliseconds.  Settings, raw registry config
+and node metadata are passed through :func:`registryd.settings.redact` (one rule for
+every view) so that tokens and passwords never leave the process, and text a client
+sent is clipped (:func:`registryd.logs.clip`).
 """
 
 from __future__ import annotations
 
-import re
 import statistics
 import time
 from collections.abc import Iterable, Mapping
@@ -16,10 +17,12 @@ from typing import Any
 
 from google.protobuf import json_format
 
+from registryd.logs import clip
 from registryd.model import Endpoint, Resolution, Service, ShardKey
 from registryd.push import PushRecord
 from registryd.registry.merge import Conflict, MergedService
 from registryd.registry.store import RegistryStore, ShardState
+from registryd.settings import redact
 from registryd.xds import resources as res
 from registryd.xds.stream import ORDER, Connection, TypeState
 from registryd.xds.tracking import Delivery, PushTrace
@@ -37,8 +40,7 @@ __all__ = [
 ]
 
 JSON = dict[str, Any]
-REDACTED = "<redacted>"
-_SECRET = re.compile(r"token|password|passwd|secret|credential|private[_-]?key|auth", re.I)
+CLIENT_TEXT = 1024  # characters of client-supplied text (node fields, ids) shown
 
 
 def rfc3339(wall: float | None) -> str | None:
@@ -49,18 +51,6 @@ def rfc3339(wall: float | None) -> str | None:
 
 def _ms(seconds: float) -> float:
     return round(seconds * 1000, 3)
-
-
-def redact(value: Any) -> Any:
-    """``value`` with every mapping entry whose key looks like a credential replaced."""
-    if isinstance(value, Mapping):
-        return {
-            str(k): REDACTED if _SECRET.search(str(k)) and v not in (None, "") else redact(v)
-            for k, v in value.items()
-        }
-    if isinstance(value, list | tuple):
-        return [redact(v) for v in value]
-    return value
 
 
 # -- registry -------------------------------------------------------------------------
@@ -179,8 +169,11 @@ def configz(
     registries: Iterable[tuple[ShardKey, Mapping[str, Any]]],
     restarts: Mapping[ShardKey, int],
     registry: str = "",
+    next_retry: Mapping[ShardKey, float] | None = None,
 ) -> list[JSON]:
-    """Per registry: its (redacted) settings, state, per-source errors and raw config."""
+    """Per registry: its (redacted) settings, state, per-source errors and raw config,
+    and when a failed registry is retried next (``nextRetry``, while it waits)."""
+    retries = next_retry or {}
     out = []
     for key, settings in registries:
         if registry and registry not in (key.instance, str(key)):
@@ -194,11 +187,12 @@ def configz(
                 "settings": redact(dict(settings)),
                 "synced": shard.synced,
                 "lastSync": rfc3339(shard.last_sync),
-                "lastError": shard.last_error,
+                "lastError": redact(shard.last_error),
                 "restarts": restarts.get(key, 0),
+                "nextRetry": rfc3339(retries.get(key)),
                 "events": shard.events,
-                "errors": dict(sorted(shard.problems.items())),
-                "warnings": list(shard.warnings),
+                "errors": redact(dict(sorted(shard.problems.items()))),
+                "warnings": redact(list(shard.warnings)),
                 "sources": redact(dict(sorted(shard.sources.items()))),
             }
         )
@@ -210,7 +204,8 @@ def _node(conn: Connection) -> JSON:
     node = conn.node
     if node is None:
         return {}
-    return dict(redact(json_format.MessageToDict(node, preserving_proto_field_name=True)))
+    data = json_format.MessageToDict(node, preserving_proto_field_name=True)
+    return dict(redact(data, clip_at=CLIENT_TEXT))
 
 
 def _subscriptions(conn: Connection) -> JSON:
@@ -230,7 +225,7 @@ def connections(conns: Iterable[Connection], proxy_id: str = "") -> list[JSON]:
     """A light list of the connected clients."""
     return [
         {
-            "proxyID": c.proxy_id,
+            "proxyID": clip(c.proxy_id, CLIENT_TEXT),
             "connectionID": c.id,
             "peer": c.peer,
             "connectedAt": rfc3339(c.connected_at),
@@ -293,7 +288,7 @@ def syncz(conns: Iterable[Connection], proxy_id: str = "") -> list[JSON]:
             for t in ORDER
             if t in c.states and c.states[t].requested
         }
-        out.append({"proxyID": c.proxy_id, "connectionID": c.id, "types": types})
+        out.append({"proxyID": clip(c.proxy_id, CLIENT_TEXT), "connectionID": c.id, "types": types})
     return out
 
 
@@ -347,7 +342,9 @@ def _trace(trace: PushTrace, proxy_id: str) -> JSON:
     for d in trace.deliveries.values():
         if proxy_id and proxy_id not in (d.proxy, d.conn_id):
             continue
-        entry = proxies.setdefault(d.conn_id, {"proxyID": d.proxy, "connectionID": d.conn_id})
+        entry = proxies.setdefault(
+            d.conn_id, {"proxyID": clip(d.proxy, CLIENT_TEXT), "connectionID": d.conn_id}
+        )
         entry.setdefault("types", {})[res.short_type(d.type_url)] = _delivery(d, trace.started)
     acked: list[float] = []
     nacked = pending = 0

@@ -21,8 +21,11 @@ from typing import Any, Protocol
 import grpc
 from envoy.service.discovery.v3 import discovery_pb2
 
+from registryd.logs import LogThrottle, clip
+from registryd.supervisor import TaskHealth
+from registryd.xds import resources as res
 from registryd.xds.snapshot import EMPTY, Snapshot
-from registryd.xds.stream import Connection, Digest, Interner, Planned
+from registryd.xds.stream import NACK, Connection, Digest, Interner, Planned
 
 __all__ = ["ADS_METHOD", "XdsObserver", "XdsServer"]
 
@@ -30,6 +33,7 @@ log = logging.getLogger("registryd.xds")
 
 ADS_SERVICE = "envoy.service.discovery.v3.AggregatedDiscoveryService"
 ADS_METHOD = f"/{ADS_SERVICE}/StreamAggregatedResources"
+MAX_NAME = 2048  # characters; longer resource names are never ours
 
 
 class XdsObserver(Protocol):
@@ -51,19 +55,56 @@ class XdsObserver(Protocol):
         """A request arrived on ``conn``: ``digest.kind`` says whether ACK, NACK..."""
 
 
+class _Refused(Exception):
+    """End the stream with ``code`` and ``details`` (the client broke a limit)."""
+
+    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+        super().__init__(details)
+        self.code = code
+        self.details = details
+
+
+class _WriteFailed(Exception):
+    """Writing to the stream failed: the client went away (not a server bug)."""
+
+
+MAX_UNKNOWN_NAMES = 10000
+
+
 class XdsServer:
+    """The ADS service.  Stream contract:
+
+    * Each stream has a reader (digests requests) and a writer (plans and writes).  If
+      either ends, the stream ends.  An unexpected exception in either (a bug, not a
+      client going away) is logged with its traceback, counted in
+      ``registryd_task_failures_total{task="xds-reader"|"xds-writer"}`` and ends the
+      stream with ``INTERNAL``; the client reconnects and is served afresh.
+    * A subscription that names more than ``max_unknown_names`` resources of one type
+      that the server does not have ends the stream with ``RESOURCE_EXHAUSTED`` (0: no
+      limit).  Names longer than ``MAX_NAME`` characters count as unknown.
+    * NACK lines are rate-limited per stream and overall; client text in them is
+      clipped and escaped (:func:`registryd.logs.clip`).
+    """
+
     def __init__(
         self,
         *,
         version_prefix: str | None = None,
         observers: tuple[XdsObserver, ...] = (),
+        health: TaskHealth | None = None,
+        max_unknown_names: int = MAX_UNKNOWN_NAMES,
     ) -> None:
-        self.snapshot: Snapshot = EMPTY
+        # the empty state, with a response cache of this server's own (EMPTY's is global)
+        self.snapshot: Snapshot = Snapshot(EMPTY.version, EMPTY.tables)
         self.connections: dict[str, Connection] = {}
         self.version_prefix = version_prefix or time.strftime("%Y%m%dT%H%M%S")
         self.observers: list[XdsObserver] = list(observers)
-        self._interner = Interner()
+        self.health = health or TaskHealth()
+        self.max_unknown_names = max_unknown_names
+        self.refused = 0  # streams ended for breaking a limit
+        self.interner = Interner()
         self._wake: dict[str, asyncio.Event] = {}
+        self._nack_log = LogThrottle(log, "NACK")
 
     # -- feeding -------------------------------------------------------------------
     def publish(self, snapshot: Snapshot) -> None:
@@ -89,43 +130,97 @@ class XdsServer:
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> None:
         conn = Connection(
-            peer=context.peer(), version_prefix=self.version_prefix, interner=self._interner
+            peer=context.peer(), version_prefix=self.version_prefix, interner=self.interner
         )
         wake = asyncio.Event()
         self.connections[conn.id] = conn
         self._wake[conn.id] = wake
-        writer = asyncio.create_task(self._writer(conn, wake, context), name=f"xds-{conn.id}")
-        log.debug("stream %s opened from %s", conn.id, conn.peer)
+        reader = asyncio.create_task(self._reader(conn, wake, requests), name=f"xdsr-{conn.id}")
+        writer = asyncio.create_task(self._writer(conn, wake, context), name=f"xdsw-{conn.id}")
+        log.debug("stream %s opened from %s", conn.id, clip(conn.peer))
         try:
-            async for request in requests:
-                if writer.done():
-                    break
-                digest = conn.on_request(request)
-                if digest.replan:
-                    wake.set()
-                if self.observers:
-                    at = time.monotonic()
-                    for observer in self.observers:
-                        observer.answered(conn, digest, request.version_info, at)
-                if request.HasField("error_detail") and request.response_nonce:
-                    log.warning(
-                        "%s rejected %s version %s: %s",
-                        conn.proxy_id,
-                        request.type_url.rsplit(".", 1)[-1],
-                        request.version_info or "-",
-                        request.error_detail.message,
-                    )
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # a broken stream ends this connection only
-            log.debug("stream %s read error: %s", conn.id, exc)
+            await asyncio.wait((reader, writer), return_when=asyncio.FIRST_COMPLETED)
         finally:
-            writer.cancel()
+            for task in (reader, writer):
+                task.cancel()
+            await asyncio.gather(reader, writer, return_exceptions=True)
             self.connections.pop(conn.id, None)
             self._wake.pop(conn.id, None)
-            log.debug("stream %s (%s) closed", conn.id, conn.proxy_id)
-        if writer.done() and not writer.cancelled() and writer.exception() is not None:
-            log.debug("stream %s writer failed: %s", conn.id, writer.exception())
+            self._nack_log.forget(conn.id)
+            log.debug("stream %s (%s) closed", conn.id, clip(conn.proxy_id))
+        self._end(conn, reader, writer, context)
+
+    def _end(
+        self,
+        conn: Connection,
+        reader: asyncio.Task[None],
+        writer: asyncio.Task[None],
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> None:
+        """Set the status the stream ends with, from how its tasks ended.  The status is
+        set rather than raised (``abort``): a raised error's traceback would keep the
+        connection's frames, and so its subscriptions, alive inside gRPC."""
+        for name, task in (("xds-reader", reader), ("xds-writer", writer)):
+            error = None if task.cancelled() else task.exception()
+            if error is None or isinstance(error, _WriteFailed):
+                continue
+            if isinstance(error, _Refused):
+                self.refused += 1
+                log.warning("stream %s (%s) refused: %s", conn.id, clip(conn.proxy_id), error)
+                context.set_code(error.code)
+                context.set_details(error.details)
+            else:
+                self.health.failed(name, error)
+                context.set_code(grpc.StatusCode.INTERNAL)
+                context.set_details("internal error; reconnect")
+            error.__traceback__ = None
+            return
+
+    async def _reader(
+        self,
+        conn: Connection,
+        wake: asyncio.Event,
+        requests: AsyncIterator[discovery_pb2.DiscoveryRequest],
+    ) -> None:
+        while True:
+            try:
+                request = await anext(requests)
+            except StopAsyncIteration:
+                return
+            except Exception as exc:  # the client went away: not a server failure
+                log.debug("stream %s read error: %s", conn.id, clip(exc))
+                return
+            digest = conn.on_request(request)
+            if digest.replan:
+                self._check_unknown(conn, digest)
+                wake.set()
+            if self.observers:
+                at = time.monotonic()
+                for observer in self.observers:
+                    observer.answered(conn, digest, request.version_info, at)
+            if digest.kind == NACK and self._nack_log.allow(conn.id):
+                log.warning(
+                    "%s rejected %s version %s: %s",
+                    clip(conn.proxy_id),
+                    request.type_url.rsplit(".", 1)[-1],
+                    clip(request.version_info or "-", 64),
+                    clip(request.error_detail.message),
+                )
+
+    def _check_unknown(self, conn: Connection, digest: Digest) -> None:
+        """Refuse a subscription naming too many resources the server does not have."""
+        state = digest.state
+        limit = self.max_unknown_names
+        if state is None or not limit or state.wildcard or len(state.names) <= limit:
+            return
+        known = conn.visible(self.snapshot, state.type_url)
+        unknown = sum(1 for n in state.names if len(n) > MAX_NAME or n not in known)
+        if unknown > limit:
+            raise _Refused(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"{unknown} {res.short_type(state.type_url)} resource names unknown to this "
+                f"server (limit {limit}, --xdsMaxUnknownNames)",
+            )
 
     async def _writer(
         self,
@@ -142,10 +237,10 @@ class XdsServer:
                 started = time.monotonic()
                 try:
                     await context.write(planned.payload)
-                except Exception:
+                except Exception as exc:
                     for observer in self.observers:
                         observer.failed(conn, planned)
-                    raise
+                    raise _WriteFailed(str(exc)) from exc
                 if self.observers:
                     finished = time.monotonic()
                     for observer in self.observers:

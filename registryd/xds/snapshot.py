@@ -113,12 +113,14 @@ class Resource:
 
 class ResponseCache:
     """Assembled responses of one snapshot, shared by the connections that need the same
-    content.  Bounded by ``budget`` bytes: past it, responses are still built but no
-    longer kept (many distinct subscriptions must not pin unbounded memory)."""
+    content.  Bounded by ``budget`` bytes, counting both the responses and their keys (a
+    key names every resource it covers: it can be as large as the response): past it,
+    responses are still built but no longer kept, so many distinct subscriptions cannot
+    pin unbounded memory.  Entries live as long as their snapshot: until the next push."""
 
-    def __init__(self, budget: int = 256 * 2**20) -> None:
+    def __init__(self, budget: int = 128 * 2**20) -> None:
         self._entries: dict[Any, tuple[bytes, str, tuple[str, ...]]] = {}
-        self._size = 0
+        self.size = 0
         self._budget = budget
         self._nonces = itertools.count(1)
 
@@ -126,13 +128,23 @@ class ResponseCache:
         return self._entries.get(key)
 
     def put(self, key: Any, value: tuple[bytes, str, tuple[str, ...]]) -> None:
-        if self._size + len(value[0]) <= self._budget:
+        size = len(value[0]) + _key_size(key)
+        if key not in self._entries and self.size + size <= self._budget:
             self._entries[key] = value
-            self._size += len(value[0])
+            self.size += size
 
     def next_nonce(self) -> int:
         """Unique per snapshot: with the version it makes nonces unique per stream."""
         return next(self._nonces)
+
+
+def _key_size(key: Any) -> int:
+    """Rough bytes a cache key holds: its strings, and 64 per element of a collection."""
+    if isinstance(key, str | bytes):
+        return len(key) + 49
+    if isinstance(key, tuple | frozenset | set):
+        return 64 + sum(_key_size(k) for k in key)
+    return 64
 
 
 @dataclass(frozen=True, slots=True, eq=False)

@@ -15,8 +15,8 @@ Rules implemented here:
   or a NACK when it has ``error_detail``.  A NACKed version is not re-sent: the
   connection counts it as delivered until the content changes again.  Requests with an
   older nonce are stale and ignored (counted in ``expired_nonces``).
-* The first request of each type on a stream is always answered, whatever version it
-  claims (a reconnecting Envoy sends the version it had from another server).
+* The first request of each type on a stream is always answered, whatever version or
+  nonce it claims (a reconnecting Envoy sends what it had from another server).
 * Types are planned in the order CDS, EDS, LDS, RDS so Envoy never warms a cluster
   without its endpoints or a listener without its route.
 """
@@ -25,7 +25,10 @@ from __future__ import annotations
 
 import functools
 import itertools
+import sys
 import time
+import weakref
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -34,6 +37,7 @@ from envoy.config.endpoint.v3 import endpoint_pb2
 from envoy.config.route.v3 import route_pb2
 from envoy.service.discovery.v3 import discovery_pb2
 
+from registryd.logs import clip
 from registryd.xds import resources as res
 from registryd.xds.snapshot import (
     CDS,
@@ -56,6 +60,7 @@ _FULL_STATE = frozenset({res.CLUSTER_TYPE, res.LISTENER_TYPE})
 _ids = itertools.count(1)
 
 
+NACK_KEPT = 1024  # characters of a NACK's error message kept per type (and shown)
 _NOT_NAMES = ("version_info", "node", "response_nonce", "type_url", "error_detail")
 
 
@@ -67,11 +72,25 @@ class Interner:
     so the names are compared as serialized bytes (copied and serialized in C), and
     decoded into a set only the first time a subscription is seen.  A thousand Envoys
     usually share one subscription, hence one set.
+
+    Memory contract: the interner never keeps a subscription alive.  It holds each name
+    set weakly, so an entry goes away as soon as no stream's state uses its set any more
+    (a client that subscribed to 90,000 made-up names and left leaves nothing behind),
+    and the entries it holds are bounded by ``budget`` bytes, keys included (the
+    least recently used are forgotten first; forgetting costs only a re-decode).
     """
 
-    def __init__(self, limit: int = 4096) -> None:
-        self._sets: dict[bytes, tuple[bytes, frozenset[str], bool]] = {}
-        self._limit = limit
+    def __init__(self, budget: int = 64 * 2**20) -> None:
+        self._sets: OrderedDict[bytes, tuple[weakref.ref[frozenset[str]], bool, int]] = (
+            OrderedDict()
+        )
+        self._budget = budget
+        self.size = 0  # estimated bytes of the entries held
+
+    @property
+    def entries(self) -> int:
+        """How many subscriptions are interned now."""
+        return len(self._sets)
 
     def __call__(
         self, request: discovery_pb2.DiscoveryRequest
@@ -82,13 +101,36 @@ class Interner:
             probe.ClearField(name)
         key = probe.SerializeToString(deterministic=True)
         found = self._sets.get(key)
-        if found is None:
-            names = list(request.resource_names)
-            if len(self._sets) >= self._limit:
-                self._sets.clear()
-            found = (key, frozenset(n for n in names if n != "*"), "*" in names)
-            self._sets[key] = found
-        return found
+        names = found[0]() if found is not None else None
+        if found is not None and names is not None:
+            self._sets.move_to_end(key)
+            return key, names, found[1]
+        listed = list(request.resource_names)
+        names = frozenset(n for n in listed if n != "*")
+        star = "*" in listed
+        self._forget(key)
+        size = _entry_size(key, names)
+        if size <= self._budget:
+            self._sets[key] = (weakref.ref(names, functools.partial(self._gone, key)), star, size)
+            self.size += size
+            while self.size > self._budget:
+                self._forget(next(iter(self._sets)))
+        return key, names, star
+
+    def _gone(self, key: bytes, ref: weakref.ref[frozenset[str]]) -> None:
+        found = self._sets.get(key)
+        if found is not None and found[0] is ref:
+            self._forget(key)
+
+    def _forget(self, key: bytes) -> None:
+        found = self._sets.pop(key, None)
+        if found is not None:
+            self.size -= found[2]
+
+
+def _entry_size(key: bytes, names: frozenset[str]) -> int:
+    """Rough bytes an interned entry holds: the key, the set and its strings."""
+    return len(key) + sys.getsizeof(names) + sum(len(n) + 49 for n in names)
 
 
 @dataclass(slots=True)
@@ -217,14 +259,17 @@ class Connection:
         if state is None:
             state = self.states[type_url] = TypeState(type_url)
         kind = REQUEST
-        if request.response_nonce:
+        # The first request of a type on this stream is answered whatever nonce it
+        # carries: a nonce from another server is no reason to stay silent (istiod:
+        # pkg/xds/server.go ShouldRespond, "INIT/RECONNECT" when previousInfo is nil).
+        if request.response_nonce and state.requested:
             if request.response_nonce != state.nonce:
                 state.expired_nonces += 1
                 return Digest(False, EXPIRED, state)
             if request.HasField("error_detail"):
                 kind = NACK
                 state.nacks += 1
-                state.last_nack = request.error_detail.message or "rejected"
+                state.last_nack = clip(request.error_detail.message or "rejected", NACK_KEPT)
                 state.nack_version = state.version_sent
                 state.nacked_at = time.monotonic()
             else:

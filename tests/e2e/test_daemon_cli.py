@@ -68,6 +68,10 @@ def test_bad_flag_values_are_one_line_and_exit_2() -> None:
     assert_one_line_error(result, 2, "--configDir")
 
 
+def test_plaintext_xds_off_without_tls_is_one_line_and_exit_2() -> None:
+    assert_one_line_error(run("discovery", "--grpcAddr=off"), 2, "--grpcAddr off needs")
+
+
 def test_bad_config_file_is_one_line_and_exit_2(tmp_path: Path) -> None:
     config = tmp_path / "registryd.yaml"
     config.write_text("registries: [name: x\n")

@@ -329,3 +329,31 @@ def test_kubeconfig_does_not_add_a_second_kubernetes_registry(tmp_path: Path) ->
         cli.parse_args(["discovery", f"--config={clash}", "--kubeconfig=kc"])
     with pytest.raises(ConfigError, match="kubernetesApiQPS"):
         cli.parse_args(["discovery", "--kubernetesApiQPS=0"])
+
+
+def test_exposure_warnings_for_non_loopback_plaintext_xds_and_debug() -> None:
+    from registryd.app import exposure_warnings
+
+    defaults = exposure_warnings(cli.parse_args(["discovery"]))
+    assert [w.split(" listen")[0] for w in defaults] == [
+        "plaintext xDS",
+        "debug endpoints",
+        "debug endpoints",
+    ]
+    assert "--grpcAddr off" in defaults[0]
+    local = cli.parse_args(
+        [
+            "discovery",
+            "--grpcAddr=127.0.0.1:15010",
+            "--httpAddr=localhost:8080",
+            "--monitoringAddr=[::1]:15014",
+        ]
+    )
+    assert exposure_warnings(local) == []
+
+
+def test_max_unknown_names_flag() -> None:
+    assert cli.parse_args(["discovery"]).max_unknown_names == 10000
+    assert cli.parse_args(["discovery", "--xdsMaxUnknownNames=0"]).max_unknown_names == 0
+    with pytest.raises(ConfigError, match="xdsMaxUnknownNames"):
+        cli.parse_args(["discovery", "--xdsMaxUnknownNames=-1"])

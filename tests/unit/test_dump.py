@@ -160,10 +160,6 @@ def test_unsubscribed_types_are_absent() -> None:
     assert config_dump(conn, snap, version_prefix=PREFIX) == {"configs": []}  # nothing asked
     conn.on_request(request(res.CLUSTER_TYPE))
     conn.on_request(request(res.ROUTE_TYPE, ["8080"]))
-    # a stale nonce as the first request of a type is not a subscription
-    stale = request(res.ENDPOINT_TYPE, [A])
-    stale.response_nonce = "elsewhere"
-    conn.on_request(stale)
     send(conn, snap)
     dump = config_dump(conn, snap, version_prefix=PREFIX)
     assert list(sections(dump)) == ["ClustersConfigDump", "RoutesConfigDump"]

@@ -226,3 +226,44 @@ def test_logging_flags(argv: list[str], as_json: bool, remote: bool) -> None:
 def test_bool_flag_rejects_other_values() -> None:
     with pytest.raises(ConfigError, match="--log_as_json"):
         cli.parse_args(["discovery", "--log_as_json=maybe"])
+
+
+def test_clip_escapes_control_characters_and_cuts_long_text() -> None:
+    assert logs.clip("a\nb\r\tc\x1b[31m\u2028") == "a\\nb\\r\\tc\\x1b[31m\\u2028"
+    assert logs.clip("x" * 300, 10) == "xxxxxxxxxx...(290 more chars)"
+    assert logs.clip(ValueError("bad\nline")) == "bad\\nline"
+
+
+def test_text_formatter_keeps_one_record_on_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    logs.setup("default:info")
+    logging.getLogger("registryd").info("node %s", "evil\n2024-01-01T00:00:00Z\terror\tforged")
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.endswith("node evil\\n2024-01-01T00:00:00Z\\terror\\tforged")
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_log_throttle_per_key_and_overall(caplog: pytest.LogCaptureFixture) -> None:
+    clock = Clock()
+    logger = logging.getLogger("registryd.test-throttle")
+    throttle = logs.LogThrottle(
+        logger, "NACK", rate=1, burst=2, total_rate=10, total_burst=3, clock=clock
+    )
+    with caplog.at_level(logging.WARNING, logger="registryd"):
+        assert [throttle.allow("a") for _ in range(4)] == [True, True, False, False]
+        assert caplog.messages == []
+        assert throttle.allow("b")  # another key has its own budget...
+        assert caplog.messages == ["2 NACK lines suppressed"]  # said before b's line
+        assert not throttle.allow("c")  # ...until the overall one runs out
+        clock.now += 1  # one more line per key, ten overall
+        assert throttle.allow("a")
+    assert caplog.messages == ["2 NACK lines suppressed", "1 NACK lines suppressed"]
+    assert throttle.suppressed == 0 and throttle.suppressed_total == 3
+    throttle.forget("a")
+    assert throttle.allow("a") and throttle.allow("a")  # a forgotten key starts afresh

@@ -4,15 +4,22 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
 
 from registryd.adapter import Replace, Update
 from registryd.model import ShardKey
 from registryd.registry.store import RegistryStore
-from registryd.supervisor import BACKOFF, Supervisor
+from registryd.supervisor import BACKOFF, Supervisor, TaskHealth, restarting
 from registryd.testing import MemoryAdapter
 from tests.unit.factories import ep, svc
 
 KEY = ShardKey("memory", "mem")
+
+
+def NO_JITTER() -> float:
+    return 0.5  # the middle of [0, 1): a jitter factor of exactly 1
 
 
 class FakeSleep:
@@ -63,7 +70,7 @@ async def until(condition: Callable[[], bool], steps: int = 1000) -> None:
 async def test_failures_restart_with_the_backoff_sequence() -> None:
     store, sleep = RegistryStore(), FakeSleep()
     adapter = FailingAdapter(failures=len(BACKOFF) + 2)
-    sup = Supervisor(store, sleep=sleep)
+    sup = Supervisor(store, jitter=NO_JITTER, sleep=sleep)
     sup.start(KEY, adapter)
     await until(lambda: "x.example" in store.view.services)
     assert sleep.delays == [*BACKOFF, BACKOFF[-1], BACKOFF[-1]]  # last value repeats
@@ -76,7 +83,7 @@ async def test_failure_marks_failed_and_keeps_last_good_shard() -> None:
     store, sleep = RegistryStore(), FakeSleep()
     memory = MemoryAdapter()
     memory.set([svc("x.example")], [ep("x.example")])
-    sup = Supervisor(store, backoff=(5, 7), sleep=_blocking(sleep))
+    sup = Supervisor(store, jitter=NO_JITTER, backoff=(5, 7), sleep=_blocking(sleep))
     sup.start(KEY, memory)
     await until(lambda: store.shards[KEY].synced)
     memory.fail(ConnectionError("registry gone"))
@@ -100,24 +107,74 @@ def _blocking(sleep: FakeSleep) -> Callable[[float], asyncio.Future[None]]:
     return call
 
 
-async def test_backoff_resets_after_a_successful_replace() -> None:
-    store, sleep = RegistryStore(), FakeSleep()
-    memory = MemoryAdapter()
-    sup = Supervisor(store, backoff=(1, 2, 3), sleep=sleep)
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def _fail_after_each_replace(
+    sup: Supervisor, store: RegistryStore, memory: MemoryAdapter, sleep: FakeSleep, between: Any
+) -> None:
     sup.start(KEY, memory)
     for n in (1, 2, 3):
         await until(lambda: memory.watches == n and bool(memory._queues))  # noqa: B023
         await until(lambda: store.shards[KEY].synced)
+        between()
         memory.fail(RuntimeError("boom"))
         await until(lambda: len(sleep.delays) == n)  # noqa: B023
-    assert sleep.delays == [1, 1, 1]  # every run delivered a Replace first
     await sup.stop()
+
+
+async def test_backoff_keeps_growing_when_runs_fail_right_after_their_full_state() -> None:
+    store, sleep, clock = RegistryStore(), FakeSleep(), Clock()
+    memory = MemoryAdapter()
+    sup = Supervisor(store, backoff=(1, 2, 3), sleep=sleep, clock=clock, jitter=NO_JITTER)
+    await _fail_after_each_replace(sup, store, memory, sleep, lambda: None)
+    assert sleep.delays == [1, 2, 3]  # a Replace alone does not reset it
+
+
+async def test_backoff_resets_after_a_run_stayed_up_for_the_stable_period() -> None:
+    store, sleep, clock = RegistryStore(), FakeSleep(), Clock()
+    memory = MemoryAdapter()
+    sup = Supervisor(
+        store, backoff=(1, 2, 3), sleep=sleep, clock=clock, jitter=NO_JITTER, stable_after=60
+    )
+
+    def stable() -> None:
+        clock.now += 60
+
+    await _fail_after_each_replace(sup, store, memory, sleep, stable)
+    assert sleep.delays == [1, 1, 1]
+
+
+def test_delays_are_jittered_by_20_percent_and_capped() -> None:
+    store = RegistryStore()
+    low = Supervisor(store, backoff=(10, 100), jitter=lambda: 0.0, max_delay=50)
+    high = Supervisor(store, backoff=(10, 100), jitter=lambda: 0.999999, max_delay=50)
+    assert low.delay(0) == pytest.approx(8.0)
+    assert high.delay(0) == pytest.approx(12.0, abs=1e-4)
+    assert low.delay(1) == high.delay(5) == 50  # capped
+
+
+async def test_next_retry_time_is_known_while_waiting() -> None:
+    store, sleep = RegistryStore(), FakeSleep()
+    sup = Supervisor(
+        store, backoff=(7,), sleep=_blocking(sleep), wall=lambda: 1000.0, jitter=NO_JITTER
+    )
+    sup.start(KEY, FailingAdapter(failures=100))
+    await until(lambda: bool(sleep.delays))
+    assert sup.next_retry == {KEY: 1007.0}
+    await sup.stop()
+    assert sup.next_retry == {}
 
 
 async def test_watch_that_ends_without_error_is_restarted() -> None:
     store, sleep = RegistryStore(), FakeSleep()
     adapter = EndingAdapter()
-    sup = Supervisor(store, backoff=(4,), sleep=sleep)
+    sup = Supervisor(store, jitter=NO_JITTER, backoff=(4,), sleep=sleep)
     sup.start(KEY, adapter)
     await until(lambda: adapter.watches >= 3)
     assert sleep.delays[:2] == [4, 4]
@@ -128,7 +185,7 @@ async def test_watch_that_ends_without_error_is_restarted() -> None:
 async def test_stop_cancels_cleanly_and_releases_the_watch() -> None:
     store = RegistryStore()
     memory = MemoryAdapter()
-    sup = Supervisor(store, sleep=FakeSleep())
+    sup = Supervisor(store, jitter=NO_JITTER, sleep=FakeSleep())
     task = sup.start(KEY, memory)
     await until(lambda: bool(memory._queues))
     assert store.not_synced() == []
@@ -140,17 +197,17 @@ async def test_stop_cancels_cleanly_and_releases_the_watch() -> None:
 
 async def test_stop_during_backoff_sleep() -> None:
     store, sleep = RegistryStore(), FakeSleep()
-    sup = Supervisor(store, backoff=(60,), sleep=_blocking(sleep))
+    sup = Supervisor(store, jitter=NO_JITTER, backoff=(20,), sleep=_blocking(sleep))
     task = sup.start(KEY, FailingAdapter(failures=100))
     await until(lambda: bool(sleep.delays))
     await sup.stop()
     assert task.cancelled()
-    assert sleep.delays == [60]
+    assert sleep.delays == [20]
 
 
 async def test_start_declares_the_shard_expected() -> None:
     store = RegistryStore()
-    sup = Supervisor(store, sleep=_blocking(FakeSleep()))
+    sup = Supervisor(store, jitter=NO_JITTER, sleep=_blocking(FakeSleep()))
     sup.start(KEY, FailingAdapter(failures=100))
     assert store.not_synced() == [KEY]
     await sup.stop()
@@ -173,7 +230,7 @@ class StrayCancelAdapter:
 async def test_stray_cancelled_error_from_an_adapter_is_a_failure_not_a_shutdown() -> None:
     store, sleep = RegistryStore(), FakeSleep()
     adapter = StrayCancelAdapter()
-    sup = Supervisor(store, backoff=(2,), sleep=sleep)
+    sup = Supervisor(store, jitter=NO_JITTER, backoff=(2,), sleep=sleep)
     task = sup.start(KEY, adapter)
     await until(lambda: adapter.watches >= 2 or task.done())
     assert not task.done(), "registry task died: the shard is never restarted"
@@ -181,3 +238,44 @@ async def test_stray_cancelled_error_from_an_adapter_is_a_failure_not_a_shutdown
     assert "CancelledError" in (store.shards[KEY].last_error or "")
     await sup.stop()
     assert task.cancelled()
+
+
+async def test_restarting_reports_each_failure_and_runs_again() -> None:
+    health, sleep = TaskHealth(), FakeSleep()
+    runs = 0
+    forever = asyncio.Event()
+
+    async def run() -> None:
+        nonlocal runs
+        runs += 1
+        if runs <= 2:
+            raise ValueError(f"bug #{runs}")
+        await forever.wait()
+
+    task = asyncio.create_task(restarting("push", run, health, backoff=(1, 2), sleep=sleep))
+    await until(lambda: runs == 3)
+    assert health.failures == {"push": 2}
+    assert sleep.delays == [1, 2]
+    assert health.dead == {}  # restarted, so not dead
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    assert task.cancelled()
+
+
+async def test_a_watched_task_that_dies_is_dead_and_counted() -> None:
+    health = TaskHealth()
+
+    async def broken() -> None:
+        raise RuntimeError("gone")
+
+    task = asyncio.create_task(broken(), name="web")
+    health.watch(task)
+    await asyncio.gather(task, return_exceptions=True)
+    assert health.dead == {"web": "RuntimeError: gone"}
+    assert health.failures == {"web": 1}
+    cancelled = asyncio.create_task(asyncio.Event().wait(), name="quiet")
+    health.watch(cancelled)
+    await asyncio.sleep(0)
+    cancelled.cancel()
+    await asyncio.gather(cancelled, return_exceptions=True)
+    assert "quiet" not in health.dead

@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 import aiohttp
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from registryd.adapter import Problems
 from registryd.model import Endpoint, Port, Service, ShardKey
 from registryd.registry.store import RegistryStore
+from registryd.settings import REDACTED, TOO_DEEP, redact
 from registryd.testing import AdsClient
 from registryd.testing.ads import TYPES
 from registryd.web import views
+from registryd.xds.snapshot import SnapshotBuilder
 from tests.conftest import Harness
 
 HOST = "a.example"
@@ -286,9 +290,127 @@ def test_configz_never_shows_credentials() -> None:
     (shown,) = views.configz(store, [(key, settings)], {})
     text = str(shown)
     assert "s3cr3t" not in text and "hunter2" not in text and "Bearer abc" not in text
-    assert shown["settings"]["token"] == views.REDACTED
+    assert shown["settings"]["token"] == REDACTED
     assert shown["settings"]["address"] == "127.0.0.1:8500"
     assert shown["settings"]["tls"]["ca_file"] == "/ca.pem"
+
+
+def test_configz_hides_url_credentials_in_settings_and_errors() -> None:
+    store = RegistryStore()
+    key = ShardKey("consul", "dc1")
+    store.expect(key)
+    store.mark_failed(key, "cannot reach https://ops:hunter2@consul.internal:8501/v1")
+    settings = {"address": "ops:hunter2@consul.internal:8500", "url": "http://a:b%40c@h/"}
+    (shown,) = views.configz(store, [(key, settings)], {})
+    assert "hunter2" not in str(shown) and "b%40c" not in str(shown)
+    assert shown["settings"]["address"] == f"ops:{REDACTED}@consul.internal:8500"
+    assert shown["settings"]["url"] == f"http://a:{REDACTED}@h/"
+    assert shown["lastError"] == f"cannot reach https://ops:{REDACTED}@consul.internal:8501/v1"
+
+
+def test_configz_shows_when_a_failed_registry_is_retried() -> None:
+    store = RegistryStore()
+    key = ShardKey("consul", "dc1")
+    store.expect(key)
+    (waiting,) = views.configz(store, [(key, {})], {key: 1}, next_retry={key: 1700000000.5})
+    assert waiting["nextRetry"] == "2023-11-14T22:13:20.500Z"
+    (running,) = views.configz(store, [(key, {})], {})
+    assert running["nextRetry"] is None
+
+
+@pytest.mark.parametrize(
+    "key",
+    ["api_key", "apiKey", "aws_access_key_id", "AWS_SECRET_ACCESS_KEY", "session-key", "Cookie"],
+)
+def test_secret_looking_keys_are_redacted(key: str) -> None:
+    assert redact({key: "v4lue", "plain": "kept"}) == {key: REDACTED, "plain": "kept"}
+
+
+def test_redaction_of_data_nested_past_the_limit_is_marked_not_an_error() -> None:
+    deep: Any = "bottom"
+    for _ in range(5000):
+        deep = {"a": [deep]}
+    cyclic: list[Any] = []
+    cyclic.append(cyclic)
+    shown = redact({"deep": deep, "cyclic": cyclic})
+    text = json.dumps(shown)  # renders, whatever the nesting
+    assert TOO_DEEP in text and "bottom" not in text
+
+
+async def test_configz_answers_on_deeply_nested_registry_config(harness: Harness) -> None:
+    deep: Any = "x"
+    for _ in range(900):
+        deep = {"k": deep}
+    key = harness.app._adapters[0][0]
+    harness.app.store.apply(key, Problems(sources={"deep.yaml": deep}))
+    body = await get(harness, "/debug/configz")
+    assert TOO_DEEP in json.dumps(body)
+
+
+async def test_adsz_redacts_secret_node_metadata(harness: Harness) -> None:
+    metadata = {"api_key": "k-123456", "aws_access_key_id": "AKIA0000", "NAMESPACE": "default"}
+    async with AdsClient(harness.target, node_id=GOOD, metadata=metadata) as client:
+        client.subscribe("cds")
+        await client.next("cds")
+        (entry,) = await get(harness, "/debug/adsz")
+    fields = entry["node"]["metadata"]
+    assert fields["api_key"] == fields["aws_access_key_id"] == REDACTED
+    assert fields["NAMESPACE"] == "default"
+    assert "k-123456" not in json.dumps(entry)
+
+
+async def test_a_failed_push_is_counted_and_the_next_change_is_pushed(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = SnapshotBuilder.build
+    calls = {"n": 0}
+
+    def failing_once(builder: SnapshotBuilder, *args: Any, **kwargs: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise ValueError("injected builder failure")
+        return real(builder, *args, **kwargs)
+
+    monkeypatch.setattr(SnapshotBuilder, "build", failing_once)
+    async with AdsClient(harness.target, node_id=GOOD) as client:
+        client.subscribe("cds")
+        await client.next("cds")  # the empty state
+        harness.memory.set([service()], endpoints("10.0.0.1"))
+        failures = ("registryd_task_failures_total", (("task", "push"),))
+        await until(lambda: _value(harness, failures), "the failure to be counted")
+        assert await get(harness, "/healthz") == "ok\n"  # restarted, not dead
+        harness.memory.upsert(service("b.example"))
+        cds = await client.next("cds")
+        assert cds.registry_names == [CLUSTER, "outbound|8080||b.example"]
+
+
+async def _value(harness: Harness, sample: Any) -> float | None:
+    return (await metrics(harness)).get(sample)
+
+
+async def test_healthz_names_a_task_that_died(harness: Harness) -> None:
+    async def broken() -> None:
+        raise RuntimeError("boom")
+
+    task = asyncio.create_task(broken(), name="demo")
+    harness.app.health.watch(task)
+    await asyncio.gather(task, return_exceptions=True)
+    await asyncio.sleep(0)  # done callbacks run on the next turn
+    text = await get(harness, "/healthz", status=503)
+    assert "task demo died: RuntimeError: boom" in text
+    assert ("registryd_task_failures_total", (("task", "demo"),)) in await metrics(harness)
+
+
+async def test_a_handler_bug_answers_500_and_is_counted(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*_: Any) -> Any:
+        raise KeyError("bug")
+
+    monkeypatch.setattr(views, "push_status", broken)
+    body = await get(harness, "/debug/push_status", status=500)
+    assert body == {"error": "internal error in /debug/push_status"}
+    assert (await metrics(harness))[("registryd_task_failures_total", (("task", "http"),))] == 1
 
 
 ISTIOD_METRICS = {

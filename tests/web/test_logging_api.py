@@ -173,7 +173,10 @@ async def test_put_bad_level_is_400(client: Client) -> None:
         b'{"outputLevel": "debug"}',
         b'{"name": "push", "output_level": "debug"}',
         b"\xff\xfe",
+        b'{"output_level": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",  # nested deep
+        b'{"output_level": "' + b"x" * 70_000 + b'"}',  # too large
     ],
+    ids=lambda data: repr(data[:24]),
 )
 async def test_put_bad_body_is_400(client: Client, data: bytes) -> None:
     logger = logging.getLogger("registryd.xds")

@@ -26,12 +26,10 @@ async def test_max_connection_age_closes_streams_and_clients_reconnect() -> None
         client.subscribe("cds")
         await client.next("cds")
         assert len(app.xds.connections) == 1
-        started = time.monotonic()
         assert client._reader is not None
         with pytest.raises(grpc.aio.AioRpcError) as ended:
             await asyncio.wait_for(asyncio.shield(client._reader), timeout=5)
         assert ended.value.code() == grpc.StatusCode.UNAVAILABLE
-        assert time.monotonic() - started < 3
         deadline = time.monotonic() + 2
         while app.xds.connections and time.monotonic() < deadline:
             await asyncio.sleep(0.02)

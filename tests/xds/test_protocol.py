@@ -10,6 +10,7 @@ from envoy.config.cluster.v3 import cluster_pb2
 from registryd.model import Endpoint, Port, Service
 from registryd.testing import AdsClient
 from registryd.testing.ads import TYPES
+from tests.xds.quiet import nothing_pending
 
 CDS, EDS, LDS, RDS = TYPES["cds"], TYPES["eds"], TYPES["lds"], TYPES["rds"]
 
@@ -58,7 +59,7 @@ async def test_envoy_style_flow_cds_eds_lds_rds(harness) -> None:  # type: ignor
         (route,) = rds.decode()
         domains = {d for vh in route.virtual_hosts for d in vh.domains}
         assert {"a.example", "a.example:8080", "b.example", "b.example:8080"} <= domains
-        await client.expect_none()
+        await nothing_pending(client)
 
 
 async def test_endpoint_change_sends_only_changed_cla(harness) -> None:  # type: ignore[no-untyped-def]
@@ -79,7 +80,7 @@ async def test_endpoint_change_sends_only_changed_cla(harness) -> None:  # type:
         assert update.message.version_info != first.message.version_info
         (cla,) = update.decode()
         assert len(cla.endpoints[0].lb_endpoints) == 2
-        await client.expect_none()  # no CDS resend for an endpoint-only change
+        await nothing_pending(client)  # no CDS resend for an endpoint-only change
 
 
 async def test_nack_is_recorded_and_not_resent(harness) -> None:  # type: ignore[no-untyped-def]
@@ -89,7 +90,7 @@ async def test_nack_is_recorded_and_not_resent(harness) -> None:  # type: ignore
         client.reject[CDS] = "cluster rejected by test"
         client.subscribe("cds")
         await client.next("cds")
-        await client.expect_none(0.3)
+        await nothing_pending(client)
         (conn,) = harness.app.xds.connections.values()
         state = conn.states[CDS]
         assert state.last_nack == "cluster rejected by test"
@@ -97,14 +98,14 @@ async def test_nack_is_recorded_and_not_resent(harness) -> None:  # type: ignore
         # an unrelated push does not resend the rejected clusters
         harness.memory.upsert(svc("a.example"), eps("a.example", "10.0.0.9"))
         await settle(harness)
-        await client.expect_none(0.3)
+        await nothing_pending(client)
         # new content is sent again
         del client.reject[CDS]
         harness.memory.upsert(svc("a.example", protocol="GRPC"), eps("a.example", "10.0.0.9"))
         await settle(harness)
         again = await client.next("cds")
         assert again.registry_names == ["outbound|8080||a.example"]
-        await asyncio.sleep(0.1)
+        await nothing_pending(client)  # the ACK, sent before, has been read
         assert conn.states[CDS].acked_version == again.message.version_info
 
 
@@ -133,10 +134,10 @@ async def test_subscribe_and_unsubscribe_eds(harness) -> None:  # type: ignore[n
         client.subscribe("eds", [a, b])
         assert (await client.next("eds")).names == [b]  # only the newly subscribed one
         client.subscribe("eds", [a])
-        await client.expect_none()
+        await nothing_pending(client)
         harness.memory.upsert(svc("b.example"), eps("b.example", "10.0.1.2"))
         await settle(harness)
-        await client.expect_none()  # b is no longer subscribed
+        await nothing_pending(client)  # b is no longer subscribed
         client.subscribe("eds", [a, b])
         assert (await client.next("eds")).names == [b]  # re-subscribing sends it again
         client.subscribe("eds", [a, b, "outbound|1||missing.example"])

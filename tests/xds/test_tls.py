@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -103,6 +104,11 @@ def test_tls_flag_errors_are_one_line_config_errors(tmp_path: Path, certs: CertF
         ([f"--caCertFile={certs.ca}"], "--caCertFile needs"),
         ([f"--tlsCertFile={tmp_path / 'missing'}", f"--tlsKeyFile={key}"], "cannot read"),
         ([f"--tlsCertFile={not_pem}", f"--tlsKeyFile={key}"], "not a PEM file"),
+        (
+            [f"--tlsCertFile={cert}", f"--tlsKeyFile={certs.client_key}"],
+            "is not the private key of --tlsCertFile",
+        ),
+        (["--grpcAddr=off"], "--grpcAddr off needs --tlsCertFile"),
     ]
     for flags, message in cases:
         with pytest.raises(ConfigError, match=message):
@@ -111,3 +117,40 @@ def test_tls_flag_errors_are_one_line_config_errors(tmp_path: Path, certs: CertF
         ["discovery", f"--tlsCertFile={cert}", f"--tlsKeyFile={key}", "--secureGRPCAddr=:15999"]
     )
     assert settings.tls is not None and settings.secure_grpc_addr.port == 15999
+
+
+def test_an_encrypted_key_is_named(tmp_path: Path, certs: CertFiles) -> None:
+    encrypted = tmp_path / "enc.key"
+    subprocess.run(
+        ["openssl", "pkey", "-in", str(certs.server_key), "-aes128", "-passout", "pass:x"],
+        check=True,
+        stdout=encrypted.open("wb"),
+    )
+    with pytest.raises(ConfigError, match="the key is encrypted"):
+        cli.parse_args(
+            ["discovery", f"--tlsCertFile={certs.server_cert}", f"--tlsKeyFile={encrypted}"]
+        )
+
+
+@pytest.mark.parametrize("off", ["off", "", "OFF"])
+async def test_plaintext_xds_can_be_turned_off(certs: CertFiles, off: str) -> None:
+    settings = cli.parse_args(
+        [
+            "discovery",
+            f"--grpcAddr={off}",
+            "--secureGRPCAddr=127.0.0.1:0",
+            "--httpAddr=127.0.0.1:0",
+            "--monitoringAddr=127.0.0.1:0",
+            f"--tlsCertFile={certs.server_cert}",
+            f"--tlsKeyFile={certs.server_key}",
+        ]
+    )
+    assert settings.grpc_addr is None
+    app = App(settings)
+    await app.start()
+    try:
+        assert app.grpc_port == 0 and app.secure_grpc_port > 0
+        roots = grpc.ssl_channel_credentials(root_certificates=certs.ca.read_bytes())
+        assert await clusters(f"127.0.0.1:{app.secure_grpc_port}", roots) == []
+    finally:
+        await app.stop()

@@ -1,0 +1,231 @@
+"""Fault benchmark: connection storms against a real registryd, loopback only.
+
+Starts registryd (a subprocess, ``--configDir`` on generated ServiceEntries), then:
+
+1. ``drop``: C ADS streams open at once (each on its own channel), each sends its CDS
+   request and is dropped at once, answered or not;
+2. ``reconnect``: C clients connect and get CDS, then all drop and reconnect at the same
+   moment, get CDS again, and leave.
+
+During both, ``/ready`` and ``/debug/connections`` are probed every 20 ms; their worst and
+median response times are printed.  Afterwards it waits (bounded) until
+``/debug/connections`` is empty and the ``pilot_xds`` gauge is 0, and prints how long that
+took and registryd's RSS.  Prints numbers; asserts nothing.
+
+    python bench/fault_storm.py --clients 1000
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import aiohttp
+import grpc
+import psutil
+from envoy.config.core.v3 import base_pb2
+from envoy.service.discovery.v3 import discovery_pb2
+from prometheus_client.parser import text_string_to_metric_families
+
+METHOD = "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources"
+CDS = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def service_yaml(i: int) -> str:
+    return (
+        "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\n"
+        f"metadata: {{name: svc-{i}, namespace: bench}}\nspec:\n"
+        f"  hosts: [svc-{i}.bench.example]\n  resolution: STATIC\n"
+        f"  ports:\n  - {{number: {20000 + i % 10}, name: http, protocol: HTTP}}\n"
+        f"  endpoints:\n  - {{address: 10.0.{i // 250}.{i % 250 + 1}}}\n"
+    )
+
+
+class Client:
+    """One proxy: its own channel, one ADS stream, CDS wildcard."""
+
+    def __init__(self, target: str, index: int) -> None:
+        self.target = target
+        self.node = base_pb2.Node(
+            id=f"sidecar~127.0.0.1~storm-{index}.bench~bench.svc", cluster="b"
+        )
+        self.channel: grpc.aio.Channel | None = None
+        self.call: grpc.aio.StreamStreamCall | None = None
+
+    async def open(self) -> None:
+        self.channel = grpc.aio.insecure_channel(self.target)
+        stream = self.channel.stream_stream(
+            METHOD,
+            request_serializer=discovery_pb2.DiscoveryRequest.SerializeToString,
+            response_deserializer=discovery_pb2.DiscoveryResponse.FromString,
+        )
+        self.call = stream()
+        await self.call.write(discovery_pb2.DiscoveryRequest(type_url=CDS, node=self.node))
+
+    async def cds(self, timeout: float = 60) -> int:
+        assert self.call is not None
+        response = await asyncio.wait_for(self.call.read(), timeout)
+        return len(response.resources)
+
+    async def drop(self) -> None:
+        if self.call is not None:
+            self.call.cancel()
+        if self.channel is not None:
+            await self.channel.close()
+        self.call = self.channel = None
+
+
+async def probe(url: str, stop: asyncio.Event) -> list[float]:
+    """GET ``url`` every 20 ms until ``stop``: response times (seconds)."""
+    times: list[float] = []
+    async with aiohttp.ClientSession() as session:
+        while not stop.is_set():
+            started = time.monotonic()
+            async with session.get(url) as response:
+                await response.read()
+            times.append(time.monotonic() - started)
+            await asyncio.sleep(0.02)
+    return times
+
+
+async def drop_storm(target: str, clients: int) -> None:
+    storm = [Client(target, i) for i in range(clients)]
+    await asyncio.gather(*(c.open() for c in storm))
+    await asyncio.gather(*(c.drop() for c in storm))
+
+
+async def reconnect_storm(target: str, clients: int) -> tuple[float, float]:
+    """Seconds until all C clients had CDS, first connect and after reconnecting."""
+    storm = [Client(target, i) for i in range(clients)]
+
+    async def connect() -> float:
+        started = time.monotonic()
+        await asyncio.gather(*(c.open() for c in storm))
+        await asyncio.gather(*(c.cds() for c in storm))
+        return time.monotonic() - started
+
+    first = await connect()
+    await asyncio.gather(*(c.drop() for c in storm))
+    again = await connect()
+    await asyncio.gather(*(c.drop() for c in storm))
+    return first, again
+
+
+async def leftovers(http_port: int) -> tuple[int, float]:
+    """(connections listed, pilot_xds total) as registryd reports them now."""
+    base = f"http://127.0.0.1:{http_port}"
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"{base}/debug/connections") as response:
+            listed = len(await response.json())
+        async with session.get(f"{base}/metrics") as response:
+            text = await response.text()
+    gauge = sum(
+        s.value
+        for family in text_string_to_metric_families(text)
+        if family.name == "pilot_xds"
+        for s in family.samples
+    )
+    return listed, gauge
+
+
+def mib(proc: psutil.Process) -> str:
+    return f"{proc.memory_info().rss / 2**20:.0f}"
+
+
+def summary(name: str, times: list[float]) -> str:
+    ordered = sorted(times)
+    p50 = ordered[len(ordered) // 2] * 1000 if ordered else 0.0
+    worst = ordered[-1] * 1000 if ordered else 0.0
+    return f"{name}: {len(ordered)} probes, p50 {p50:.1f} ms, max {worst:.1f} ms"
+
+
+async def run(target: str, http_port: int, clients: int, proc: psutil.Process) -> None:
+    stop = asyncio.Event()
+    base = f"http://127.0.0.1:{http_port}"
+    probes = [
+        asyncio.create_task(probe(f"{base}/ready", stop)),
+        asyncio.create_task(probe(f"{base}/debug/connections", stop)),
+    ]
+    started = time.monotonic()
+    await drop_storm(target, clients)
+    print(f"drop storm: {clients} streams opened and dropped in {time.monotonic() - started:.2f} s")
+    first, again = await reconnect_storm(target, clients)
+    print(f"reconnect storm: {clients} clients had CDS after {first:.2f} s, again {again:.2f} s")
+    stop.set()
+    ready, debug = await asyncio.gather(*probes)
+    print(summary("/ready", ready))
+    print(summary("/debug/connections", debug))
+    drained = time.monotonic()
+    listed, gauge = await leftovers(http_port)
+    while (listed or gauge) and time.monotonic() - drained < 30:
+        await asyncio.sleep(0.1)
+        listed, gauge = await leftovers(http_port)
+    print(
+        f"after the storms: {listed} connections listed, pilot_xds {gauge:g} "
+        f"({time.monotonic() - drained:.2f} s to drain); RSS {mib(proc)} MiB"
+    )
+
+
+def wait_ready(port: int, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/ready", timeout=1) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise TimeoutError("registryd did not become ready")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--services", type=int, default=200)
+    ap.add_argument("--clients", type=int, default=1000)
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        config = Path(tmp)
+        for i in range(args.services):
+            (config / f"svc-{i}.yaml").write_text(service_yaml(i))
+        grpc_port, http_port, mon_port = free_port(), free_port(), free_port()
+        server = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "registryd",
+                "discovery",
+                f"--grpcAddr=127.0.0.1:{grpc_port}",
+                f"--httpAddr=127.0.0.1:{http_port}",
+                f"--monitoringAddr=127.0.0.1:{mon_port}",
+                f"--configDir={config}",
+                "--log_output_level=default:warn",
+            ]
+        )
+        try:
+            wait_ready(http_port)
+            proc = psutil.Process(server.pid)
+            print(f"registryd ready: {args.services} services, RSS {mib(proc)} MiB")
+            asyncio.run(run(f"127.0.0.1:{grpc_port}", http_port, args.clients, proc))
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+
+
+if __name__ == "__main__":
+    main()
