@@ -87,6 +87,20 @@ def _duplicate_note(host: str, first: ServiceEntry, entry: ServiceEntry) -> str:
     )
 
 
+def hosts_of(entry: ServiceEntry) -> tuple[str, ...]:
+    """The entry's hosts lower-cased, each once: hostnames are case-insensitive, and a
+    route configuration with one domain twice is rejected by Envoy as a whole."""
+    return tuple(dict.fromkeys(h.lower() for h in entry.spec.hosts))
+
+
+def _twice_note(host: str, entry: ServiceEntry) -> str:
+    spellings = [h for h in entry.spec.hosts if h.lower() == host]
+    return (
+        f"{_describe(entry)}: host {host} is listed {len(spellings)} times ({spellings}); "
+        f"hostnames are case-insensitive, so it is served once"
+    )
+
+
 def _ports_note(host: str, entry: ServiceEntry, extra: list[int]) -> str:
     return (
         f"{_describe(entry)}: host {host} has no port {extra} in its first definition; "
@@ -179,7 +193,7 @@ def _parts(entry: ServiceEntry, selected: list[WorkloadSpec]) -> dict[str, _Part
     parts = {}
     spec = entry.spec
     by_name = spec.workload_selector is None and not spec.endpoints and spec.resolution in _DNS
-    for host in spec.hosts:
+    for host in hosts_of(entry):
         found: dict[EndpointKey, Endpoint] = {}
         # conversion.go convertServiceEntryToInstances: a DNS entry with no endpoints and no
         # selector resolves its own hostname (on each port's targetPort, else the port)
@@ -260,7 +274,7 @@ class _Builder:
         for key in dirty:
             entry = self._entries[key]
             self._parts[key] = _parts(entry, self._selected(entry))
-            hosts.update(entry.spec.hosts)
+            hosts.update(hosts_of(entry))
         noted = False
         for host in hosts:
             noted |= self._merge(host)
@@ -280,7 +294,7 @@ class _Builder:
         self._parts.pop(key, None)
         if doc.spec.workload_selector is not None:
             self._selecting[namespace].discard(key)
-        for host in doc.spec.hosts:
+        for host in hosts_of(doc):
             self._definers[host].remove(key)
             hosts.add(host)
 
@@ -293,7 +307,7 @@ class _Builder:
         dirty.add(key)
         if doc.spec.workload_selector is not None:
             self._selecting.setdefault(namespace, set()).add(key)
-        for host in doc.spec.hosts:
+        for host in hosts_of(doc):
             insort(self._definers.setdefault(host, []), key)
 
     def _selected(self, entry: ServiceEntry) -> list[WorkloadSpec]:
@@ -319,16 +333,23 @@ class _Builder:
         parts = [self._parts[k][host] for k in keys]
         first = parts[0]
         self.services[host] = first.service
+        twice = [
+            (key, hosts_of(p.entry).index(host), 2, _twice_note(host, p.entry))
+            for key, p in zip(keys, parts, strict=True)
+            if sum(h.lower() == host for h in p.entry.spec.hosts) > 1
+        ]
         if len(parts) == 1:
             self.endpoints[host] = first.ordered
-            return had_notes
+            if twice:
+                self._notes[host] = twice
+            return had_notes or bool(twice)
         found: dict[EndpointKey, Endpoint] = {}
-        notes = []
+        notes = twice
         for index, (key, part) in enumerate(zip(keys, parts, strict=True)):
             for endpoint_key, endpoint in part.endpoints.items():
                 if endpoint_key[0] in first.numbers:
                     found.setdefault(endpoint_key, endpoint)
-            at = part.entry.spec.hosts.index(host)
+            at = hosts_of(part.entry).index(host)
             if index:
                 notes.append((key, at, 0, _duplicate_note(host, first.entry, part.entry)))
             if extra := sorted(part.numbers - first.numbers):

@@ -519,3 +519,17 @@ spec: {address: 10.0.0.9, labels: {tier: spec, version: v2}}
     )
     (endpoint,) = model_of(text).endpoints["a.example"]
     assert dict(endpoint.labels) == {"app": "web", "tier": "meta", "version": "v2"}
+
+
+def test_hosts_differing_only_in_case_are_one_host_and_the_duplicate_is_reported() -> None:
+    model = model_of(
+        se(
+            "hosts: [Victim.example, victim.example, other.example]\nresolution: STATIC\n"
+            "ports: [{number: 80, name: http, protocol: HTTP}]\nendpoints: [{address: 10.0.0.1}]"
+        )
+    )
+    assert sorted(model.services) == ["other.example", "victim.example"]
+    assert model.services["victim.example"].hostname == "victim.example"
+    assert len(model.endpoints["victim.example"]) == 1
+    (note,) = model.notes
+    assert "victim.example is listed 2 times" in note and "Victim.example" in note

@@ -15,7 +15,7 @@ from tests.e2e.admin import Admin
 from tests.e2e.checks import LOCAL, answers, assert_accepted, wait_answers
 from tests.e2e.conftest import Stack
 from tests.e2e.entries import write_entries
-from tests.e2e.procs import free_port, poll
+from tests.e2e.procs import free_port, http_get, poll
 
 
 def entry(
@@ -190,3 +190,46 @@ def test_http_service_is_reached_by_its_vip_in_the_host_header(stack: Stack) -> 
     assert "127.0.0.5" in backend.hosts and f"127.0.0.5:{port}" in backend.hosts
     assert next(iter(answers(port, "127.0.0.6", 1))).startswith("404")  # not a VIP of anyone
     assert_accepted(Admin(envoy.admin_port), registryd)
+
+
+def test_hosts_differing_only_in_case_do_not_break_the_routes_of_their_port(
+    stack: Stack,
+) -> None:
+    # a route configuration with one domain twice is rejected by Envoy as a whole
+    port = free_port()
+    victim = stack.http_backend("victim")
+    other = stack.http_backend("other")
+    twice = entry("victim.example", port, "HTTP", victim.port)
+    twice["spec"]["hosts"] = ["Victim.example", "victim.example"]
+    write_entries(
+        stack.config_dir / "case.yaml", twice, entry("other.example", port, "HTTP", other.port)
+    )
+    registryd = stack.start_registryd()
+    envoy = stack.start_envoy(registryd)
+    wait_answers(port, "other.example", {"other"}, details=stack.logs)
+    assert answers(port, "VICTIM.example", 2) == {"victim": 2}  # Host matching ignores case
+    assert_accepted(Admin(envoy.admin_port), registryd)
+    status, body = http_get(registryd.http_port, "/debug/configz")
+    assert status == 200 and "victim.example is listed 2 times" in body
+
+
+def test_locality_weights_past_2_32_are_clamped_and_pushes_go_on(stack: Stack) -> None:
+    # endpoint_builder.go addUint32: each weight valid on its own, their sum is not
+    port = free_port()
+    a = stack.http_backend("heavy-a")
+    b = stack.http_backend("heavy-b")
+    heavy = entry("heavy.example", port, "HTTP", a.port)
+    heavy["spec"]["endpoints"] = [
+        {"address": LOCAL, "ports": {"main": server.port}, "weight": 2**32 - 1} for server in (a, b)
+    ]
+    path = stack.config_dir / "heavy.yaml"
+    write_entries(path, heavy)
+    registryd = stack.start_registryd()
+    envoy = stack.start_envoy(registryd)
+    wait_answers(port, "heavy.example", {"heavy-a", "heavy-b"}, details=stack.logs)
+    # a later edit still reaches the proxy: the push loop is alive
+    heavy["spec"]["endpoints"] = heavy["spec"]["endpoints"][1:]
+    write_entries(path, heavy)
+    wait_answers(port, "heavy.example", {"heavy-b"}, only=True, details=stack.logs)
+    assert_accepted(Admin(envoy.admin_port), registryd)
+    assert "clamped" in registryd.output()
