@@ -238,6 +238,7 @@ class _Writer:
 
 
 _MODES = ((LDS_SIDECAR, Mode.SIDECAR), (LDS_LOCAL, Mode.LOCAL))
+_CONFLICTS_LOGGED = 10  # lines per port and change; the rest are counted in one line
 
 
 class SnapshotBuilder:
@@ -426,12 +427,18 @@ class SnapshotBuilder:
                 self._port_listeners.pop((table, number), None)
         found = tuple(sorted(conflicts, key=lambda c: (c.listener, c.hostname)))
         if found and found != self.conflicts.get(number):
-            for c in found:
+            for c in found[:_CONFLICTS_LOGGED]:
                 log.warning(
                     "listener %s: %s left out, %s already takes its traffic (conflict)",
                     c.listener,
                     c.hostname,
                     c.winner,
+                )
+            if len(found) > _CONFLICTS_LOGGED:
+                log.warning(
+                    "port %d: %d more conflicts on its listeners (services left out)",
+                    number,
+                    len(found) - _CONFLICTS_LOGGED,
                 )
         if found:
             self.conflicts[number] = found

@@ -342,3 +342,16 @@ def test_a_tcp_port_conflict_is_logged_once(rig: Rig, caplog: pytest.LogCaptureF
         f"listener {bind}_3306: b.example left out, a.example already takes its traffic (conflict)"
         for bind in ("0.0.0.0", "127.0.0.1")
     ]
+
+
+def test_many_conflicts_on_one_port_log_ten_lines_and_a_count(
+    rig: Rig, caplog: pytest.LogCaptureFixture
+) -> None:
+    tcp = Port(number=3306, protocol="TCP")
+    services = tuple(svc(f"h{i:02}.example", tcp) for i in range(30))
+    rig.store.apply(MEM, Replace(services=services))
+    with caplog.at_level("WARNING", "registryd.push"):
+        rig.builder.build(rig.store.view)
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 11  # both kinds of proxy conflict alike: logged for the port once
+    assert lines[-1] == "port 3306: 48 more conflicts on its listeners (services left out)"
