@@ -281,6 +281,9 @@ class _Tree:
         except FileProblem as exc:
             self._fail(source, str(exc))
             return False
+        if not reading.documents and reading.errors and source not in self.table:
+            self._fail(source, " | ".join(reading.errors))  # nothing to show: never good
+            return False
         self.kept[source] = reading.documents
         if reading.errors:
             self.broken[source] = f"{source}: {' | '.join(reading.errors)}"

@@ -208,7 +208,7 @@ def load_documents(data: bytes | str, limits: Limits = DEFAULT_LIMITS) -> list[A
     a :class:`DocumentProblem`; :class:`FileProblem` if the file cannot be used."""
     size = len(data.encode() if isinstance(data, str) else data)
     if size > limits.max_bytes:
-        raise FileProblem(f"file is {size} bytes, more than {limits.max_bytes} (max_bytes)")
+        raise FileProblem(f"file is larger than {limits.max_bytes} bytes (max_bytes)")
     try:
         text = data.decode("utf-8") if isinstance(data, bytes) else data
     except UnicodeDecodeError as exc:
