@@ -3,8 +3,10 @@
 Contract (see :mod:`registryd.adapter`):
 
 * ``watch()`` scans ``path`` recursively for ``*.yaml``/``*.yml`` files (hidden files and
-  directories and editor temporary files are skipped, symlinked files are followed,
-  symlinked directories are not), then yields a :class:`~registryd.adapter.Replace` with
+  directories and editor temporary files are skipped, symlinked files are followed
+  when their target is inside ``path`` or ``follow_symlinks_outside`` is set, symlinked
+  directories are not; a refused, dangling or looping symlink is that file's error),
+  then yields a :class:`~registryd.adapter.Replace` with
   the full state and a :class:`~registryd.adapter.Problems` with the per-file errors and
   the raw documents in use.
 * It then follows changes (edits, files replaced by rename, deletions, new
@@ -17,19 +19,24 @@ Contract (see :mod:`registryd.adapter`):
   ``resync_interval`` old.
 * Latency: watchfiles yields a batch once a check, every ``STEP_MS``, finds no new
   changed path (so 1-2 steps after the last new one, longer only while new paths keep
-  changing, up to ``DEBOUNCE_MS``).  A file that was written less than ``SETTLE_MS`` ago
-  may still be being written in chunks: it is read once it has been left alone that
-  long (at most ``SETTLE_MAX_MS`` late).  A file renamed into place is complete and is
-  read at once.
+  changing, up to ``DEBOUNCE_MS``).  A file that was written less than ``settle_time``
+  ago may still be being written in chunks: it is read once it has been left alone that
+  long (at most max(``SETTLE_MAX``, 4 x ``settle_time``) late).  A file renamed into
+  place is complete and is read at once.
 * A broken or unreadable file is reported under its path and its last good content
-  keeps being used; other files are unaffected.
+  keeps being used; other files are unaffected.  Any exception while reading one file
+  counts as such.  Files are loaded within :class:`~.yamlsafe.Limits`, a broken
+  document keeps its last good version (:mod:`.documents`), and errors and documents
+  in ``Problems`` are bounded in size.  Reading runs in a daemon thread
+  (:func:`~registryd.adapter.off_loop`): cancelling ``watch()`` never waits for it.
 * If the directory is missing, unreadable or replaced, ``watch()`` raises; the supervisor
   restarts it with backoff.  The file watcher is released in ``finally``.
 
 Settings: ``path`` (required, the directory), ``force_polling`` (bool, poll instead of
 using inotify & co., for file systems without change notification) and
 ``resync_interval`` (seconds, default 30: after this long without events the tree is
-checked again for changes that were not notified).
+checked again for changes that were not notified), ``settle_time`` (seconds, default
+0.25) and ``follow_symlinks_outside`` (bool, default false).
 """
 
 from __future__ import annotations
