@@ -25,6 +25,8 @@ raise :class:`ConfigError` from the factory.
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from collections.abc import (
     AsyncGenerator,
     AsyncIterator,
@@ -35,7 +37,7 @@ from collections.abc import (
     Sequence,
 )
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from registryd.model import Endpoint, Service
 
@@ -51,7 +53,10 @@ __all__ = [
     "Upsert",
     "follow",
     "increments",
+    "off_loop",
 ]
+
+T = TypeVar("T")
 
 
 class ConfigError(ValueError):
@@ -144,6 +149,40 @@ def increments(
         if before != service or old_eps != eps:
             upserts.append(Upsert(service=service, endpoints=eps))
     return upserts + deletes
+
+
+async def off_loop(function: Callable[..., T], *args: Any) -> T:
+    """``function(*args)`` run in a daemon thread of its own, for work that must not hold
+    the event loop (parsing a registry's content).  Unlike :func:`asyncio.to_thread`,
+    nothing waits for that thread: when the caller is cancelled (shutdown) this returns
+    at once, and the daemon can exit while the thread is still busy; its result is then
+    dropped.  ``function`` must therefore touch only state its caller owns."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[T] = loop.create_future()
+
+    def settle(result: T | None, error: BaseException | None) -> None:
+        if future.done():
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)  # type: ignore[arg-type]
+
+    def run() -> None:
+        outcome: tuple[T | None, BaseException | None]
+        try:
+            outcome = (function(*args), None)
+        except BaseException as exc:
+            outcome = (None, exc)
+        try:
+            loop.call_soon_threadsafe(settle, *outcome)
+        except RuntimeError:  # the loop is closed: nobody waits any more
+            pass
+
+    threading.Thread(
+        target=run, name=getattr(function, "__name__", "off-loop"), daemon=True
+    ).start()
+    return await future
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

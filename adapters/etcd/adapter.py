@@ -14,9 +14,10 @@ Contract (see :mod:`registryd.adapter`):
   keys) converts the service of its key again and yields an ``Upsert`` of that hostname
   (a ``Delete`` when its last instance is gone) if the service or its endpoints changed,
   then a new ``Problems`` when the errors, the values in use or the notes changed.
-* A malformed value is reported under its key and the last good value of that key keeps
-  being used, for the life of one ``watch()`` (one connection): a restarted ``watch()``
-  reads everything again and delivers exactly what etcd holds then.
+* A malformed value (or one whose conversion fails in any way) is reported under its
+  key and the last good value of that key keeps being used, also across reconnects: a
+  restarted ``watch()`` reads everything again and delivers what etcd holds then, with
+  the last good value of each key that is still there but broken (and its error).
 * Compaction: when the revision the watch needs has been compacted away, the prefix is
   listed again and a fresh ``Replace`` (and ``Problems``) is yielded; the watch goes on
   from the new listing's revision.  The connection is kept.
@@ -267,6 +268,8 @@ class EtcdAdapter:
         self.name = name
         self.settings = parse_settings(name, settings)
         self._prefix = self.settings.prefix.encode()
+        # kept across reconnects: a broken key's error and last good value survive them
+        self._table = KeyTable(self.settings.options)
 
     async def _connect(self) -> tuple[_Client, Any]:
         """A client on the first endpoint that answers, and its listing of the prefix."""
@@ -310,7 +313,7 @@ class EtcdAdapter:
                 self.settings.prefix,
                 listing.header.revision,
             )
-            table = KeyTable(self.settings.options)
+            table = self._table
             while True:
                 table.reset(_items(listing))
                 yield table.replace()

@@ -13,7 +13,9 @@ Key layout (``prefix`` ends with ``/``; the default is ``/registryd/services/``)
 * Any other key under the prefix (``<prefix>web``, ``<prefix>/x``, a key that is not
   UTF-8) is reported as an error under that key and ignored.
 
-Values are UTF-8 JSON objects in one of two formats, told apart by their fields:
+Values are UTF-8 JSON objects of at most :data:`MAX_VALUE_BYTES` bytes, nesting at most
+:data:`MAX_DEPTH` levels, each member named once, in one of two formats, told apart by
+their fields:
 
 * **gRPC naming** (as grpc-go's etcd resolver, ``go.etcd.io/etcd/client/v3/naming``,
   writes them): ``{"Addr": "10.0.0.1:50051", "Metadata": ...}``.  ``Addr`` is
@@ -48,7 +50,9 @@ port, address, port), the first one's attributes win.  Both are *notes* (warning
 :class:`KeyTable` holds what was read from each key and keeps the last good value of
 every key: a malformed new value is reported in :meth:`KeyTable.problems` under its key
 and the previous good value of that key keeps being used (a key that never had a good
-value contributes nothing).  Deleting the key drops both.
+value contributes nothing).  Any failure while converting one value is that key's error,
+never the table's; messages are cut to :data:`MAX_MESSAGE` characters.  Deleting the key
+drops both.
 """
 
 from __future__ import annotations
@@ -97,6 +101,9 @@ RICH_FIELDS = (
 _NAMING_FORMAT = "gRPC naming"
 _RICH_FORMAT = "registryd"
 _MAX_WEIGHT = 2**32 - 1
+MAX_VALUE_BYTES = 65536  # an instance's value; larger ones are errors of their key
+MAX_DEPTH = 32  # lists and objects in one value
+MAX_MESSAGE = 2000  # characters of one error message
 _DNS_LABEL = re.compile(r"[a-z0-9_](?:[-a-z0-9_]{0,61}[a-z0-9_])?")
 _PORT_NAME = re.compile(r"[A-Za-z0-9](?:[-A-Za-z0-9_]{0,61}[A-Za-z0-9])?")
 _HOST_PORT = re.compile(r"(?:\[([^\[\]]+)\]|([^:\[\]]+)):(\d{1,5})")
@@ -154,6 +161,13 @@ class Built:
 # -- keys -------------------------------------------------------------------------------
 
 
+def shorten(text: str, limit: int = MAX_MESSAGE) -> str:
+    """``text`` cut to about ``limit`` characters, with a marker saying how much is left out."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... [{len(text) - limit} more characters]"
+
+
 def decode_key(key: bytes) -> str:
     """The key as text: the name used for it in errors and the debug port."""
     return key.decode("utf-8", "backslashreplace")
@@ -183,15 +197,47 @@ def parse_key(key: bytes, options: Options) -> tuple[str, str]:
 # -- values -----------------------------------------------------------------------------
 
 
+def _unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object's members; ValueError naming a member given twice."""
+    result: dict[str, Any] = {}
+    for name, value in pairs:
+        if name in result:
+            raise ValueError(f"duplicate member {json.dumps(name)[:100]}")
+        result[name] = value
+    return result
+
+
+def _depth(value: Any) -> int:
+    """How deeply ``value`` nests lists and objects (without recursing)."""
+    deepest, pending = 0, [(value, 0)]
+    while pending:
+        item, depth = pending.pop()
+        if isinstance(item, dict | list):
+            deepest = max(deepest, depth + 1)
+            if deepest > MAX_DEPTH:
+                break
+            pending.extend(
+                (v, depth + 1) for v in (item.values() if isinstance(item, dict) else item)
+            )
+    return deepest
+
+
 def _decode(key: str, value: bytes) -> Any:
+    if len(value) > MAX_VALUE_BYTES:
+        raise InvalidEntry(f"{key}: value is larger than {MAX_VALUE_BYTES} bytes")
     if not value.strip():
         raise InvalidEntry(f"{key}: value is empty (expected a JSON object)")
     try:
-        return json.loads(value)
+        raw = json.loads(value, object_pairs_hook=_unique)
     except UnicodeDecodeError:
         raise InvalidEntry(f"{key}: value is not UTF-8 text") from None
+    except RecursionError:
+        raise InvalidEntry(f"{key}: value nests deeper than {MAX_DEPTH} levels") from None
     except ValueError as exc:
         raise InvalidEntry(f"{key}: value is not valid JSON: {exc}") from None
+    if _depth(raw) > MAX_DEPTH:
+        raise InvalidEntry(f"{key}: value nests deeper than {MAX_DEPTH} levels")
+    return raw
 
 
 def _type_name(value: Any) -> str:
@@ -458,7 +504,12 @@ class KeyTable:
         try:
             instance = parse_entry(key, value, self.options)
         except InvalidEntry as exc:
-            self._errors[text] = str(exc)
+            self._errors[text] = shorten(str(exc))
+            return
+        except Exception as exc:  # a conversion bug must stay this key's problem
+            self._errors[text] = shorten(
+                f"{text}: cannot be converted ({type(exc).__name__}: {exc})"
+            )
             return
         self._errors.pop(text, None)
         previous = self._good.get(text)

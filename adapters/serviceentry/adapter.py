@@ -3,8 +3,10 @@
 Contract (see :mod:`registryd.adapter`):
 
 * ``watch()`` scans ``path`` recursively for ``*.yaml``/``*.yml`` files (hidden files and
-  directories and editor temporary files are skipped, symlinked files are followed,
-  symlinked directories are not), then yields a :class:`~registryd.adapter.Replace` with
+  directories and editor temporary files are skipped, symlinked files are followed
+  when their target is inside ``path`` or ``follow_symlinks_outside`` is set, symlinked
+  directories are not; a refused, dangling or looping symlink is that file's error),
+  then yields a :class:`~registryd.adapter.Replace` with
   the full state and a :class:`~registryd.adapter.Problems` with the per-file errors and
   the raw documents in use.
 * It then follows changes (edits, files replaced by rename, deletions, new
@@ -17,24 +19,30 @@ Contract (see :mod:`registryd.adapter`):
   ``resync_interval`` old.
 * Latency: watchfiles yields a batch once a check, every ``STEP_MS``, finds no new
   changed path (so 1-2 steps after the last new one, longer only while new paths keep
-  changing, up to ``DEBOUNCE_MS``).  A file that was written less than ``SETTLE_MS`` ago
-  may still be being written in chunks: it is read once it has been left alone that
-  long (at most ``SETTLE_MAX_MS`` late).  A file renamed into place is complete and is
-  read at once.
+  changing, up to ``DEBOUNCE_MS``).  A file that was written less than ``settle_time``
+  ago may still be being written in chunks: it is read once it has been left alone that
+  long (at most max(``SETTLE_MAX``, 4 x ``settle_time``) late).  A file renamed into
+  place is complete and is read at once.
 * A broken or unreadable file is reported under its path and its last good content
-  keeps being used; other files are unaffected.
+  keeps being used; other files are unaffected.  Any exception while reading one file
+  counts as such.  Files are loaded within :class:`~.yamlsafe.Limits`, a broken
+  document keeps its last good version (:mod:`.documents`), and errors and documents
+  in ``Problems`` are bounded in size.  Reading runs in a daemon thread
+  (:func:`~registryd.adapter.off_loop`): cancelling ``watch()`` never waits for it.
 * If the directory is missing, unreadable or replaced, ``watch()`` raises; the supervisor
   restarts it with backoff.  The file watcher is released in ``finally``.
 
 Settings: ``path`` (required, the directory), ``force_polling`` (bool, poll instead of
 using inotify & co., for file systems without change notification) and
 ``resync_interval`` (seconds, default 30: after this long without events the tree is
-checked again for changes that were not notified).
+checked again for changes that were not notified), ``settle_time`` (seconds, default
+0.25) and ``follow_symlinks_outside`` (bool, default false).
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import stat
 import time
@@ -44,10 +52,12 @@ from typing import Any
 
 from watchfiles import Change, awatch
 
-from registryd.adapter import AdapterContext, Delete, Problems, Update, Upsert
+from registryd.adapter import AdapterContext, Delete, Problems, Update, Upsert, off_loop
 from registryd.settings import SettingsReader
 
 from .convert import FileTable, Model, diff_models
+from .documents import Kept, read_documents
+from .yamlsafe import DEFAULT_LIMITS, FileProblem, Limits, bounded, shorten, show
 
 __all__ = ["ServiceEntryAdapter", "scan_tree"]
 
@@ -55,19 +65,28 @@ __all__ = ["ServiceEntryAdapter", "scan_tree"]
 SUFFIXES = (".yaml", ".yml")
 STEP_MS = 20  # a batch is yielded 1-2 steps after its last new changed path
 DEBOUNCE_MS = 500  # ...or this long after its first, while new paths keep changing
-SETTLE_MS = 20  # a file modified more recently may still be being written: wait
-SETTLE_MAX_MS = 1000  # but read a file that keeps changing at least this often
-SETTINGS = ("path", "force_polling", "resync_interval")
+SETTLE_TIME = 0.25  # seconds: a file modified more recently may still be being written
+SETTLE_MAX = 1.0  # seconds (at least 4 settle times): read a file changing that long
+SETTINGS = (
+    "path",
+    "force_polling",
+    "resync_interval",
+    "settle_time",
+    "follow_symlinks_outside",
+)
+OUTSIDE = "symlink to a file outside the directory, not followed (follow_symlinks_outside)"
 
 Fingerprint = tuple[int, int, int, int]  # device, inode, size, mtime
 
 
 @dataclass(slots=True)
 class Scan:
-    """The candidate files under a directory and the subdirectories that cannot be read."""
+    """The candidate files under a directory, the subdirectories that cannot be read and
+    the candidate names that cannot be used (symlinks that dangle, loop or leave)."""
 
     files: dict[str, Fingerprint] = field(default_factory=dict)
     blocked: dict[str, str] = field(default_factory=dict)
+    refused: dict[str, str] = field(default_factory=dict)
     dirs: set[str] = field(default_factory=set)  # the directories read
     links: bool = False  # whether any of the files is a symlink
 
@@ -77,8 +96,25 @@ def is_candidate(name: str) -> bool:
     return name.endswith(SUFFIXES) and not name.startswith((".", "#", "~"))
 
 
-def scan_tree(root: str) -> Scan:
-    """List the candidate files under ``root``; OSError if ``root`` itself is unusable."""
+def outside(path: str, root: str) -> bool:
+    """Whether ``path``, with every symlink resolved, lies outside the directory ``root``."""
+    real, top = os.path.realpath(path), os.path.realpath(root)
+    return os.path.commonpath([real, top]) != top
+
+
+def _link_problem(exc: OSError) -> str:
+    if exc.errno == errno.ELOOP:
+        return "symlink loop"
+    if isinstance(exc, FileNotFoundError):
+        return "dangling symlink (its target does not exist)"
+    return f"cannot follow symlink: {exc.strerror or exc}"
+
+
+def scan_tree(root: str, *, follow_outside: bool = False) -> Scan:
+    """List the candidate files under ``root``; OSError if ``root`` itself is unusable.
+
+    Symlinked files are followed when they stay inside ``root`` (anywhere, with
+    ``follow_outside``); the others, and dangling or looping ones, are ``refused``."""
     scan = Scan()
     pending = [root]
     while pending:
@@ -101,8 +137,15 @@ def scan_tree(root: str) -> Scan:
                     continue
                 if not is_candidate(entry.name):
                     continue
+                link = entry.is_symlink()
+                scan.links = scan.links or link
+                if link and not follow_outside and outside(entry.path, root):
+                    scan.refused[entry.path] = OUTSIDE
+                    continue
                 info = entry.stat()  # follows a symlink to the file it names
-            except OSError:  # vanished meanwhile, or a dangling symlink
+            except OSError as exc:  # vanished meanwhile, or a symlink that goes nowhere
+                if entry.is_symlink() and os.path.lexists(entry.path):
+                    scan.refused[entry.path] = _link_problem(exc)
                 continue
             if stat.S_ISREG(info.st_mode):
                 scan.files[entry.path] = _fingerprint(info)
@@ -117,10 +160,25 @@ def _fingerprint(info: os.stat_result) -> Fingerprint:
 class _Tree:
     """The files of one directory tree and what was last read from each."""
 
-    def __init__(self, root: str, resync: float = 30.0) -> None:
+    def __init__(
+        self,
+        root: str,
+        resync: float = 30.0,
+        *,
+        settle: float = SETTLE_TIME,
+        follow_outside: bool = False,
+        limits: Limits = DEFAULT_LIMITS,
+    ) -> None:
         self.root = root
         self.resync = resync
+        self.settle = settle
+        self.settle_max = max(SETTLE_MAX, 4 * settle)
+        self.follow_outside = follow_outside
+        self.limits = limits
         self.table = FileTable()
+        self.kept: dict[str, tuple[Kept, ...]] = {}  # file -> its documents in use
+        self.broken: dict[str, str] = {}  # file -> errors of some of its documents
+        self._shown: tuple[Mapping[str, Any], dict[str, list[Any]]] = ({}, {})
         self.seen: dict[str, Fingerprint] = {}
         self.blocked: dict[str, str] = {}
         self.dirs: set[str] = set()
@@ -178,12 +236,15 @@ class _Tree:
         return result
 
     def _rescan(self, touched: set[str] | None) -> bool:
-        scan = scan_tree(self.root)
+        scan = scan_tree(self.root, follow_outside=self.follow_outside)
         changed = False
-        for source in self.table.known - scan.files.keys():
+        for source in self.table.known - scan.files.keys() - scan.refused.keys():
             if not any(source.startswith(d + os.sep) for d in scan.blocked):
-                self.seen.pop(source, None)
-                changed |= self.table.remove(source)
+                changed |= self._gone(source)
+        for source, problem in scan.refused.items():
+            self.seen.pop(source, None)
+            self.unsettled.pop(source, None)
+            self._fail(source, problem)
         for source in self.unsettled.keys() - scan.files.keys():
             del self.unsettled[source]
         for source, print_ in scan.files.items():
@@ -205,26 +266,56 @@ class _Tree:
             return False
         self.seen[source] = print_
         try:
+            return self._load(source)
+        except Exception as exc:  # MemoryError, RecursionError, a bug: this file's error
+            self._fail(source, f"cannot be read ({type(exc).__name__}: {show(exc)})")
+            return False
+
+    def _load(self, source: str) -> bool:
+        if not self.follow_outside and outside(source, self.root):  # swapped since the scan
+            self._fail(source, OUTSIDE)
+            return False
+        try:
             with open(source, "rb") as handle:
-                data = handle.read()
+                data = handle.read(self.limits.max_bytes + 1)
         except FileNotFoundError:
             return self._gone(source)
         except OSError as exc:
-            self.table.fail(source, f"cannot read: {exc.strerror or exc}")
+            self._fail(source, f"cannot read: {exc.strerror or exc}")
             return False
-        return self.table.load(source, data)
+        try:
+            reading = read_documents(data, source, self.kept.get(source, ()), self.limits)
+        except FileProblem as exc:
+            self._fail(source, str(exc))
+            return False
+        if not reading.documents and reading.errors and source not in self.table:
+            self._fail(source, " | ".join(reading.errors))  # nothing to show: never good
+            return False
+        self.kept[source] = reading.documents
+        if reading.errors:
+            self.broken[source] = f"{source}: {' | '.join(reading.errors)}"
+        else:
+            self.broken.pop(source, None)
+        return self.table.load(source, reading.data)
+
+    def _fail(self, source: str, problem: str) -> None:
+        """``source`` cannot be used now; what it gave before stays in use."""
+        self.broken.pop(source, None)
+        self.table.fail(source, problem)
 
     def _gone(self, source: str) -> bool:
         self.seen.pop(source, None)
         self.unsettled.pop(source, None)
+        self.kept.pop(source, None)
+        self.broken.pop(source, None)
         return self.table.remove(source)
 
     def _settled(self, source: str, mtime_ns: int) -> bool:
-        """False (and put off) while ``source`` was modified less than SETTLE_MS ago."""
+        """False (and put off) while ``source`` was modified less than ``settle`` ago."""
         now = time.monotonic()
         since = self.unsettled.setdefault(source, now)
-        if 0 <= time.time_ns() - mtime_ns < SETTLE_MS * 1_000_000:
-            if now - since < SETTLE_MAX_MS / 1000:
+        if 0 <= time.time_ns() - mtime_ns < self.settle * 1e9:
+            if now - since < self.settle_max:
                 return False
         del self.unsettled[source]
         return True
@@ -239,11 +330,23 @@ class _Tree:
         return model, diff_models(current, model, self.table.changed)
 
     def problems(self) -> Problems:
+        """Errors per file (and blocked directory) and the documents in use, all
+        bounded in size (see :mod:`.yamlsafe`)."""
+        errors = {**self.table.errors, **self.broken, **self.blocked}
         return Problems(
-            errors={**self.table.errors, **self.blocked},
-            sources=self.table.sources,
-            warnings=self.table.notes,
+            errors={source: shorten(errors[source]) for source in sorted(errors)},
+            sources=self._sources(),
+            warnings=tuple(shorten(note) for note in self.table.notes),
         )
+
+    def _sources(self) -> dict[str, list[Any]]:
+        """The documents in use, cut down for display; the same mapping until they change."""
+        raw, shown = self._shown
+        if raw is not self.table.sources:
+            raw = self.table.sources
+            shown = {source: [bounded(doc) for doc in docs] for source, docs in raw.items()}
+            self._shown = (raw, shown)
+        return shown
 
 
 async def _next_batch(changes: AsyncIterator[set[tuple[Change, str]]]) -> set[tuple[Change, str]]:
@@ -269,6 +372,16 @@ class ServiceEntryAdapter:
         self.path = os.path.abspath(os.fspath(path))
         self.force_polling: bool | None = polling
         self.resync_interval = resync
+        self.settle_time = reader.number("settle_time", SETTLE_TIME, unit="seconds", maximum=60)
+        self.follow_outside = reader.flag("follow_symlinks_outside", False)
+
+    def _tree(self) -> _Tree:
+        return _Tree(
+            self.path,
+            self.resync_interval,
+            settle=self.settle_time,
+            follow_outside=self.follow_outside,
+        )
 
     async def watch(self) -> AsyncIterator[Update]:
         stop = asyncio.Event()
@@ -284,27 +397,28 @@ class ServiceEntryAdapter:
         )
         waiter: asyncio.Task[set[tuple[Change, str]]] | None = None
         try:
-            tree = _Tree(self.path, self.resync_interval)
+            tree = self._tree()
             # Start the watcher before the first scan so no change can fall in between:
             # the task installs it synchronously on its first step.
             waiter = asyncio.create_task(_next_batch(changes))
             await asyncio.sleep(0)
             if waiter.done():
                 waiter.result()
-            await asyncio.to_thread(tree.refresh)
-            model = await asyncio.to_thread(tree.table.model)
+            await off_loop(tree.refresh)
+            model = await off_loop(tree.table.model)
             problems = tree.problems()
             yield model.replace()
             yield problems
             while True:
                 # cancelling must not wait for the watcher thread, hence no plain await
-                await asyncio.wait([waiter], timeout=SETTLE_MS / 1000 if tree.unsettled else None)
+                step = tree.settle / 4 if tree.unsettled else None
+                await asyncio.wait([waiter], timeout=step)
                 if waiter.done():
                     touched = {path for _, path in waiter.result()}
                     waiter = asyncio.create_task(_next_batch(changes))
                 else:  # time to read the files that were still being written
                     touched = set(tree.unsettled)
-                model, updates = await asyncio.to_thread(tree.update, touched, model)
+                model, updates = await off_loop(tree.update, touched, model)
                 for update in updates:
                     yield update
                 new_problems = tree.problems()

@@ -2,14 +2,18 @@
 
 Contract:
 
-* :func:`parse_file` turns the content of one file (YAML, ``---``-separated documents)
-  into a :class:`ParsedFile`, validating every document on its own with Istio's rules.
+* :func:`parse_file` turns the content of one file (YAML, ``---``-separated documents,
+  loaded within :class:`~.yamlsafe.Limits`; a mapping key given twice is an error of its
+  document) into a :class:`ParsedFile`, validating every document on its own with
+  Istio's rules.
   If any document is broken it raises :class:`InvalidConfig`, whose message names the
   file, each broken document (number, kind, namespace/name) and every reason: a file is
   used all or nothing.  Empty documents are skipped.
 * :func:`parse_document` validates a single document into a :class:`ServiceEntry` or a
   :class:`WorkloadEntry` (frozen, comparable values).
 
+Values from the input are quoted in messages only in short (:func:`~.yamlsafe.show`);
+a document that is not a mapping is described by its type, never by its content.
 Unknown fields are ignored.  Istio's defaults apply: resolution ``NONE``, location
 ``MESH_EXTERNAL``, namespace ``default``, endpoint weight 1 (also for weight 0).  A port's
 protocol is kept as written (upper-cased, ``""`` when unset); :mod:`.convert` derives the
@@ -24,9 +28,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-import yaml
-
 from registryd.model import Labels, Location, Resolution
+
+from .yamlsafe import DEFAULT_LIMITS, DocumentProblem, FileProblem, Limits, load_documents, show
 
 __all__ = [
     "API_VERSIONS",
@@ -55,7 +59,6 @@ _PORT_NAME = re.compile(_LABEL)
 _K8S_LABEL = re.compile(r"[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?")
 _K8S_NAME = re.compile(r"[a-z0-9](?:[-a-z0-9]*[a-z0-9])?(?:\.[a-z0-9](?:[-a-z0-9]*[a-z0-9])?)*")
 _MAX_WEIGHT = 2**32 - 1
-_FastLoader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 class InvalidConfig(ValueError):
@@ -136,7 +139,7 @@ def _get(obj: Mapping[str, Any], key: str, kind: type, where: str, errs: list[st
     if value is None:
         return None
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        errs.append(f"{where}{key}: must be {_KINDS[kind]}, got {value!r}")
+        errs.append(f"{where}{key}: must be {_KINDS[kind]}, got {show(value)}")
         return None
     return value
 
@@ -155,7 +158,7 @@ def _strings(obj: Mapping[str, Any], key: str, where: str, errs: list[str]) -> t
     items = [_colon_scalar(v) for v in _get(obj, key, list, where, errs) or []]
     bad = [v for v in items if not isinstance(v, str) or not v]
     if bad:
-        errs.append(f"{where}{key}: entries must be non-empty strings, got {bad[0]!r}")
+        errs.append(f"{where}{key}: entries must be non-empty strings, got {show(bad[0])}")
     return tuple(v for v in items if isinstance(v, str) and v)
 
 
@@ -164,7 +167,7 @@ def _labels(obj: Mapping[str, Any], key: str, where: str, errs: list[str]) -> La
     good = {k: v for k, v in items.items() if isinstance(k, str) and k and isinstance(v, str)}
     for k, v in items.items():
         if k not in good:
-            errs.append(f"{where}{key}: keys and values must be strings, got {k!r}: {v!r}")
+            errs.append(f"{where}{key}: keys and values must be strings, got {show(k)}: {show(v)}")
             break
     return Labels(good)
 
@@ -176,13 +179,13 @@ def _enum(obj: Mapping[str, Any], key: str, kind: Any, default: Any, errs: list[
     try:
         return kind(value)
     except ValueError:
-        errs.append(f"spec.{key}: {value!r} is not one of {', '.join(kind)}")
+        errs.append(f"spec.{key}: {show(value)} is not one of {', '.join(kind)}")
         return default
 
 
 def _port(value: Any, where: str, errs: list[str]) -> int | None:
     if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 65536:
-        errs.append(f"{where}: port must be a number between 1 and 65535, got {value!r}")
+        errs.append(f"{where}: port must be a number between 1 and 65535, got {show(value)}")
         return None
     return value
 
@@ -192,7 +195,7 @@ def _host_error(host: str) -> str | None:
         return "the full wildcard '*' is not allowed as a host"
     name = host[2:] if host.startswith("*.") else host[1:] if host.startswith("*") else host
     if len(host) > 253 or not _DNS_NAME.fullmatch(name):
-        return f"{host!r} is not a valid DNS name (a leading '*' wildcard is allowed)"
+        return f"{show(host)} is not a valid DNS name (a leading '*' wildcard is allowed)"
     return None
 
 
@@ -200,23 +203,25 @@ def _address_error(address: str, *, dns: bool, unix: bool) -> str | None:
     if address.startswith(UNIX_PREFIX):
         path = address[len(UNIX_PREFIX) :]
         if not unix:
-            return f"unix socket address {address!r} needs resolution STATIC"
+            return f"unix socket address {show(address)} needs resolution STATIC"
         if path.startswith("@") and len(path) > 1:
             return None
         if not path.startswith("/"):
-            return f"unix socket {address!r} must be an absolute path or an abstract @name"
-        return f"unix socket {address!r} must not be a directory" if path.endswith("/") else None
+            return f"unix socket {show(address)} must be an absolute path or an abstract @name"
+        return (
+            f"unix socket {show(address)} must not be a directory" if path.endswith("/") else None
+        )
     try:
         ipaddress.ip_address(address)
         return None
     except ValueError:
         pass
     if "*" in address:
-        return f"address {address!r} must not contain a wildcard"
+        return f"address {show(address)} must not contain a wildcard"
     if not dns:
-        return f"address {address!r} is not an IP address (resolution STATIC needs IPs)"
+        return f"address {show(address)} is not an IP address (resolution STATIC needs IPs)"
     if len(address) > 253 or not _DNS_NAME.fullmatch(address):
-        return f"address {address!r} is not an IP address or DNS name"
+        return f"address {show(address)} is not an IP address or DNS name"
     return None
 
 
@@ -224,7 +229,7 @@ def _workload(
     raw: Any, where: str, errs: list[str], *, dns: bool = True, unix: bool = True
 ) -> WorkloadSpec:
     if not isinstance(raw, dict):
-        errs.append(f"{where.rstrip('.')}: must be a mapping, got {raw!r}")
+        errs.append(f"{where.rstrip('.')}: must be a mapping, got {show(raw)}")
         return WorkloadSpec()
     address = _get(raw, "address", str, where, errs) or ""
     network = _get(raw, "network", str, where, errs) or ""
@@ -235,14 +240,14 @@ def _workload(
     ports: dict[str, int] = {}
     for name, number in (_get(raw, "ports", dict, where, errs) or {}).items():
         if not isinstance(name, str) or not _PORT_NAME.fullmatch(name):
-            errs.append(f"{where}ports: invalid port name {name!r} (a DNS label)")
+            errs.append(f"{where}ports: invalid port name {show(name)} (a DNS label)")
         elif (checked := _port(number, f"{where}ports.{name}", errs)) is not None:
             ports[name] = checked
     if address.startswith(UNIX_PREFIX) and ports:
         errs.append(f"{where}ports: unix socket addresses must not have ports")
     locality = _get(raw, "locality", str, where, errs) or ""
     if locality and (locality.count("/") > 2 or "" in locality.split("/")):
-        errs.append(f"{where}locality: {locality!r} must be region[/zone[/subzone]]")
+        errs.append(f"{where}locality: {show(locality)} must be region[/zone[/subzone]]")
     weight = _get(raw, "weight", int, where, errs) or 1  # 0 means unset, as in Istio
     if not 0 < weight <= _MAX_WEIGHT:
         errs.append(f"{where}weight: must be between 0 and {_MAX_WEIGHT}, got {weight}")
@@ -257,20 +262,20 @@ def _service_ports(spec: Mapping[str, Any], errs: list[str]) -> tuple[ServicePor
     for i, raw in enumerate(_get(spec, "ports", list, "spec.", errs) or []):
         where = f"spec.ports[{i}]"
         if not isinstance(raw, dict):
-            errs.append(f"{where}: must be a mapping, got {raw!r}")
+            errs.append(f"{where}: must be a mapping, got {show(raw)}")
             continue
         number = _port(raw.get("number"), f"{where}.number", errs)
         if number is not None and any(p.number == number for p in result):
             errs.append(f"{where}.number: port number {number} is duplicated")
         name = _get(raw, "name", str, f"{where}.", errs) or ""
         if not _PORT_NAME.fullmatch(name):
-            errs.append(f"{where}.name: required, a DNS label, got {name!r}")
+            errs.append(f"{where}.name: required, a DNS label, got {show(name)}")
         elif name in names:
-            errs.append(f"{where}.name: port name {name!r} is duplicated")
+            errs.append(f"{where}.name: port name {show(name)} is duplicated")
         names.add(name)
         protocol = (_get(raw, "protocol", str, f"{where}.", errs) or "").upper()
         if protocol and protocol not in PROTOCOLS:
-            errs.append(f"{where}.protocol: unsupported protocol {raw['protocol']!r}")
+            errs.append(f"{where}.protocol: unsupported protocol {show(raw['protocol'])}")
         target = raw.get("targetPort") or None  # 0 means unset
         if target is not None:
             target = _port(target, f"{where}.targetPort", errs)
@@ -291,7 +296,7 @@ def _service_entry_spec(spec: Mapping[str, Any], errs: list[str]) -> ServiceEntr
         try:
             ipaddress.ip_network(address, strict=False)
         except ValueError:
-            errs.append(f"spec.addresses: {address!r} is not an IP address or CIDR")
+            errs.append(f"spec.addresses: {show(address)} is not an IP address or CIDR")
     location = _enum(spec, "location", Location, Location.MESH_EXTERNAL, errs)
     resolution = _enum(spec, "resolution", Resolution, Resolution.NONE, errs)
     if resolution not in (Resolution.NONE, Resolution.STATIC) and any("/" in a for a in addresses):
@@ -318,7 +323,9 @@ def _service_entry_spec(spec: Mapping[str, Any], errs: list[str]) -> ServiceEntr
     names = {p.name for p in ports}
     for i, endpoint in enumerate(endpoints):
         for name in sorted(set(endpoint.ports) - names):
-            errs.append(f"spec.endpoints[{i}].ports: {name!r} is not a port name of the service")
+            errs.append(
+                f"spec.endpoints[{i}].ports: {show(name)} is not a port name of the service"
+            )
     if any(e.address.startswith(UNIX_PREFIX) for e in endpoints) and len(ports) != 1:
         errs.append("spec.ports: unix socket endpoints need exactly one service port")
     if resolution in (Resolution.DNS, Resolution.DNS_ROUND_ROBIN) and not endpoints:
@@ -327,7 +334,7 @@ def _service_entry_spec(spec: Mapping[str, Any], errs: list[str]) -> ServiceEntr
     export_to = _strings(spec, "exportTo", "spec.", errs)
     for name in export_to:
         if name not in (".", "*", "~") and not _K8S_LABEL.fullmatch(name):
-            errs.append(f"spec.exportTo: {name!r} is not '.', '*', '~' or a namespace name")
+            errs.append(f"spec.exportTo: {show(name)} is not '.', '*', '~' or a namespace name")
     if len(set(export_to)) != len(export_to):
         errs.append(f"spec.exportTo: duplicate entries in {list(export_to)}")
     return ServiceEntrySpec(
@@ -339,7 +346,8 @@ def parse_document(raw: Any, *, index: int = 1, where: str = "") -> ServiceEntry
     """Validate one YAML document (``index`` numbers it in messages, ``where`` in notes)."""
     label = f"document {index}"
     if not isinstance(raw, dict):
-        raise InvalidConfig(f"{label}: expected a mapping with apiVersion/kind, got {raw!r}")
+        got = type(raw).__name__
+        raise InvalidConfig(f"{label}: expected a mapping with apiVersion/kind, got a {got}")
     kind, api = raw.get("kind"), raw.get("apiVersion")
     errs: list[str] = []
     meta_raw = _get(raw, "metadata", dict, "", errs) or {}
@@ -347,18 +355,20 @@ def parse_document(raw: Any, *, index: int = 1, where: str = "") -> ServiceEntry
     namespace = _get(meta_raw, "namespace", str, "metadata.", errs) or "default"
     label = f"{label} ({kind if isinstance(kind, str) else '?'} {namespace}/{name or '?'})"
     if kind not in (ServiceEntry.kind, WorkloadEntry.kind):
-        raise InvalidConfig(f"{label}: unsupported kind {kind!r} (ServiceEntry, WorkloadEntry)")
-    if api not in API_VERSIONS:
-        raise InvalidConfig(f"{label}: unsupported apiVersion {api!r} for {kind}")
+        raise InvalidConfig(f"{label}: unsupported kind {show(kind)} (ServiceEntry, WorkloadEntry)")
+    if not isinstance(api, str) or api not in API_VERSIONS:
+        raise InvalidConfig(f"{label}: unsupported apiVersion {show(api)} for {kind}")
     if not _K8S_NAME.fullmatch(name) or len(name) > 253:
-        errs.append(f"metadata.name: required, a lowercase DNS name, got {name!r}")
+        errs.append(f"metadata.name: required, a lowercase DNS name, got {show(name)}")
     if not _K8S_LABEL.fullmatch(namespace):
-        errs.append(f"metadata.namespace: {namespace!r} is not a valid namespace name")
+        errs.append(f"metadata.namespace: {show(namespace)} is not a valid namespace name")
     meta = Metadata(name, namespace, _labels(meta_raw, "labels", "metadata.", errs))
     spec = raw.get("spec")
     doc: ServiceEntry | WorkloadEntry
     if not isinstance(spec, dict):
-        errs.append("spec: required" if spec is None else f"spec: must be a mapping, got {spec!r}")
+        errs.append(
+            "spec: required" if spec is None else f"spec: must be a mapping, got {show(spec)}"
+        )
         doc = WorkloadEntry(meta, WorkloadSpec())
     elif kind == ServiceEntry.kind:
         doc = ServiceEntry(meta, _service_entry_spec(spec, errs), where)
@@ -369,32 +379,18 @@ def parse_document(raw: Any, *, index: int = 1, where: str = "") -> ServiceEntry
     return doc
 
 
-def _load_yaml(text: str) -> list[Any]:
-    try:
-        return list(yaml.load_all(text, Loader=_FastLoader))
-    except yaml.YAMLError:
-        # libyaml is stricter in rare corners (e.g. [2001:db8::]); the pure-Python loader
-        # decides, and its error is the one reported
-        return list(yaml.load_all(text, Loader=yaml.SafeLoader))
-
-
-def parse_file(data: bytes | str, source: str) -> ParsedFile:
+def parse_file(data: bytes | str, source: str, limits: Limits = DEFAULT_LIMITS) -> ParsedFile:
     """Parse and validate one file; :class:`InvalidConfig` if any document is broken."""
     try:
-        text = data.decode("utf-8") if isinstance(data, bytes) else data
-        raws = _load_yaml(text)
-    except UnicodeDecodeError as exc:
-        raise InvalidConfig(f"{source}: not UTF-8 text: {exc}") from None
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        reason = ", ".join(filter(None, (exc.context, exc.problem)))
-        raise InvalidConfig(f"{source}: invalid YAML{at}: {reason}") from None
-    except yaml.YAMLError as exc:
-        raise InvalidConfig(f"{source}: invalid YAML: {exc}") from None
+        raws = load_documents(data, limits)
+    except FileProblem as exc:
+        raise InvalidConfig(f"{source}: {exc}") from None
     documents, problems = [], []
     for index, raw in enumerate(raws, 1):
         if raw is None:  # an empty document, e.g. after a trailing ---
+            continue
+        if isinstance(raw, DocumentProblem):
+            problems.append(f"document {index}: {raw.message}")
             continue
         try:
             documents.append(parse_document(raw, index=index, where=f"{source} #{index}"))

@@ -38,9 +38,9 @@ def scans(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
     calls: list[str] = []
     real = watch_module.scan_tree
 
-    def counting(root: str) -> watch_module.Scan:
+    def counting(root: str, **options: bool) -> watch_module.Scan:
         calls.append(root)
-        return real(root)
+        return real(root, **options)
 
     monkeypatch.setattr(watch_module, "scan_tree", counting)
     yield calls
@@ -139,17 +139,14 @@ def test_a_file_written_just_now_is_read_once_left_alone(
     assert tree.unsettled == {}
     path.write_text(entry("a.example", "10.0.0.6"))
     assert not tree.refresh({str(path)})
-    monkeypatch.setattr(watch_module, "SETTLE_MAX_MS", 0)  # it kept changing for too long
+    tree.settle_max = 0  # it kept changing for too long
     assert tree.refresh({str(path)})
     assert [e.address for e in tree.table.model().endpoints["a.example"]] == ["10.0.0.6"]
     path.unlink()
     assert tree.refresh({str(path)}) and tree.unsettled == {}
 
 
-async def test_a_file_written_in_chunks_is_read_once_complete(
-    root: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(watch_module, "SETTLE_MS", 150)  # generous, against slow machines
+async def test_a_file_written_in_chunks_is_read_once_complete(root: Path) -> None:
     addresses = [f"10.0.1.{i}" for i in range(1, 41)]
     lines = entry("a.example", *addresses).splitlines(keepends=True)  # every prefix is valid
 
@@ -161,7 +158,9 @@ async def test_a_file_written_in_chunks_is_read_once_complete(
                 time.sleep(0.004)
 
     source = ServiceEntryAdapter(
-        name="files", settings={"path": str(root)}, context=AdapterContext()
+        name="files",
+        settings={"path": str(root), "settle_time": 0.15},  # generous, against slow machines
+        context=AdapterContext(),
     )
     updates = source.watch()
     try:

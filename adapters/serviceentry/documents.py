@@ -1,0 +1,109 @@
+"""One file's documents, each kept at its last good version.  Pure: no I/O.
+
+Contract of :func:`read_documents`:
+
+* The file is loaded within its :class:`~.yamlsafe.Limits`; a problem of the whole file
+  (not UTF-8, invalid YAML, a limit passed) raises :class:`~.yamlsafe.FileProblem`, and
+  the caller keeps everything it used from that file before.
+* Otherwise every document is validated on its own (:func:`~.schema.parse_document`).
+  A broken document (also one whose validation fails in an unexpected way) is
+  reported, and its last good version, found by kind, namespace and name (by its
+  position when those cannot be read), stays in use; the good documents of the same
+  file are used as they are now.  A document that was never good contributes nothing.
+* The result lists the documents in use (:class:`Kept`, in file order), content that
+  holds exactly those (the original text when every document is good, so the parser
+  of :mod:`.convert` reads it as before) and the per-document errors.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+from .schema import InvalidConfig, parse_document
+from .yamlsafe import DEFAULT_LIMITS, DocumentProblem, Limits, load_documents, show
+
+__all__ = ["Kept", "Reading", "document_key", "read_documents"]
+
+DocKey = tuple[str, str, str]  # kind, namespace, name
+
+
+@dataclass(frozen=True, slots=True)
+class Kept:
+    """A good document in use: its identity (None if unreadable) and its loaded value."""
+
+    key: DocKey | None
+    raw: Any
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """What one file gives: the documents in use, content holding just them, errors."""
+
+    documents: tuple[Kept, ...]
+    data: bytes | str
+    errors: tuple[str, ...] = ()
+
+
+def document_key(raw: Any) -> DocKey | None:
+    """``(kind, namespace, name)`` of a loaded document, None unless all are readable."""
+    if not isinstance(raw, dict):
+        return None
+    meta = raw.get("metadata")
+    kind = raw.get("kind")
+    if not isinstance(meta, dict) or not isinstance(kind, str):
+        return None
+    name, namespace = meta.get("name"), meta.get("namespace") or "default"
+    if not isinstance(name, str) or not isinstance(namespace, str):
+        return None
+    return (kind, namespace, name)
+
+
+def _problem(raw: Any, index: int, source: str) -> str | None:
+    """Why document ``index`` cannot be used, None if it can."""
+    if isinstance(raw, DocumentProblem):
+        return f"document {index}: {raw.message}"
+    try:
+        parse_document(raw, index=index, where=f"{source} #{index}")
+    except InvalidConfig as exc:
+        return str(exc)
+    except Exception as exc:  # a validation bug must stay this document's problem
+        return f"document {index}: cannot be validated ({type(exc).__name__}: {show(exc)})"
+    return None
+
+
+def read_documents(
+    data: bytes | str,
+    source: str,
+    previous: tuple[Kept, ...] = (),
+    limits: Limits = DEFAULT_LIMITS,
+) -> Reading:
+    """The documents of ``source`` to use now, given those used before (``previous``);
+    see the module docstring."""
+    loaded = load_documents(data, limits)
+    by_key = {kept.key: kept for kept in previous if kept.key is not None}
+    used: list[Kept] = []
+    errors: list[str] = []
+    for index, raw in enumerate(loaded, 1):
+        if raw is None:  # an empty document, e.g. after a trailing ---
+            continue
+        problem = _problem(raw, index, source)
+        key = None if isinstance(raw, DocumentProblem) else document_key(raw)
+        if problem is None:
+            used.append(Kept(key, raw))
+            continue
+        before = by_key.get(key) if key is not None else _at(previous, len(used))
+        if before is not None and all(before.key is None or k.key != before.key for k in used):
+            used.append(before)
+            problem += "; its last good version stays in use"
+        errors.append(problem)
+    if not errors:
+        return Reading(tuple(used), data)
+    text = yaml.safe_dump_all([kept.raw for kept in used], sort_keys=False)
+    return Reading(tuple(used), text, tuple(errors))
+
+
+def _at(previous: tuple[Kept, ...], position: int) -> Kept | None:
+    return previous[position] if position < len(previous) else None

@@ -1,0 +1,190 @@
+"""What the fuzz suite feeds to each parser, and which errors count as the parser's own.
+
+Each :class:`Target` is a pure function of the adapters that takes untrusted input, a
+Hypothesis strategy for that input (random text and values, and values shaped like the
+real objects with random contents), and the validation error the module promises.  Any
+other exception is a failure of the property "any input gives a result or the module's
+own validation error".
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+from hypothesis import strategies as st
+
+from registryd.adapters.consul import convert as consul
+from registryd.adapters.etcd import convert as etcd
+from registryd.adapters.kubernetes import convert as kubernetes
+from registryd.adapters.serviceentry import schema
+from registryd.adapters.serviceentry.documents import read_documents
+from registryd.adapters.serviceentry.yamlsafe import FileProblem
+
+__all__ = ["TARGETS", "Target"]
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    name: str
+    inputs: st.SearchStrategy[Any]
+    call: Callable[[Any], object]
+    rejects: tuple[type[BaseException], ...]  # the module's own validation errors
+
+
+_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**40), 2**40)
+    | st.floats(allow_nan=False)
+    | st.text(max_size=30)
+    | st.sampled_from(["10.0.0.1", "::1", "80", "http", "grpc-x", "a.example", "*", "", "-1"])
+)
+_values = st.recursive(
+    _scalars,
+    lambda inner: (
+        st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=12), inner, max_size=5)
+    ),
+    max_leaves=25,
+)
+
+
+def _shaped(fields: dict[str, list[str]]) -> st.SearchStrategy[dict[str, Any]]:
+    """Objects with the real objects' field names (nested as given) and random values."""
+    parts = {
+        top: st.dictionaries(st.sampled_from(names), _values, max_size=len(names))
+        if names
+        else _values
+        for top, names in fields.items()
+    }
+    return st.fixed_dictionaries({}, optional=parts)
+
+
+# -- ServiceEntry / WorkloadEntry files --------------------------------------------------
+
+_SE_FIELDS = {
+    "apiVersion": [],
+    "kind": [],
+    "metadata": ["name", "namespace", "labels"],
+    "spec": [
+        "hosts",
+        "addresses",
+        "ports",
+        "location",
+        "resolution",
+        "endpoints",
+        "workloadSelector",
+        "exportTo",
+        "address",
+        "network",
+        "locality",
+        "weight",
+        "labels",
+    ],
+}
+_SE_KNOWN = st.fixed_dictionaries(
+    {
+        "apiVersion": st.sampled_from(sorted(schema.API_VERSIONS)) | _values,
+        "kind": st.sampled_from(["ServiceEntry", "WorkloadEntry"]) | _values,
+    },
+    optional={
+        "metadata": _shaped({"name": [], "namespace": [], "labels": []}),
+        "spec": st.dictionaries(st.sampled_from(_SE_FIELDS["spec"]), _values),
+    },
+)
+_YAML_BITS = ["---\n", "&a ", "*a ", "[", "]", "{", "}", ": ", "- ", "\n  ", "!!binary ", "<<: "]
+
+
+def _yaml_text(docs: list[Any]) -> str:
+    return yaml.safe_dump_all(docs, sort_keys=False)
+
+
+_se_text = (
+    st.lists(_SE_KNOWN | _values, min_size=1, max_size=3).map(_yaml_text)
+    | st.text(max_size=300)
+    | st.lists(st.sampled_from(_YAML_BITS) | st.text(max_size=8), max_size=40).map("".join)
+)
+
+
+def _parse_file(text: str) -> object:
+    return schema.parse_file(text, "fuzz.yaml")
+
+
+def _read_documents(text: str) -> object:
+    return read_documents(text, "fuzz.yaml")
+
+
+# -- etcd values -------------------------------------------------------------------------
+
+_ETCD_OBJECT = _shaped({f: [] for f in (*etcd.RICH_FIELDS, "Addr", "Metadata", "Op")})
+_etcd_value = (
+    (_ETCD_OBJECT | _values).map(lambda v: json.dumps(v).encode())
+    | st.binary(max_size=200)
+    | st.lists(st.sampled_from(['{"a":', "[", "]", "}", '"x"', "1", ","]), max_size=60)
+    .map("".join)
+    .map(str.encode)
+)
+_ETCD_OPTIONS = etcd.Options()
+
+
+def _etcd_entry(value: bytes) -> object:
+    return etcd.parse_entry(b"/registryd/services/web/1", value, _ETCD_OPTIONS)
+
+
+# -- Consul health entries ---------------------------------------------------------------
+
+_CONSUL_ENTRY = _shaped(
+    {
+        "Node": ["Node", "Address", "Datacenter", "Meta", "TaggedAddresses"],
+        "Service": [
+            "ID",
+            "Service",
+            "Address",
+            "Port",
+            "Tags",
+            "Meta",
+            "Kind",
+            "Weights",
+            "TaggedAddresses",
+        ],
+        "Checks": [],
+    }
+)
+_CONSUL_OPTIONS = consul.Options()
+
+
+def _consul_entry(entry: Any) -> object:
+    return consul.convert_entry(entry, service="web", datacenter="dc1", options=_CONSUL_OPTIONS)
+
+
+# -- Kubernetes objects ------------------------------------------------------------------
+
+_KUBE_OBJECT = _shaped(
+    {
+        "metadata": ["name", "namespace", "labels", "annotations", "resourceVersion"],
+        "spec": ["ports", "clusterIP", "clusterIPs", "type", "externalName", "selector"],
+        "endpoints": [],
+        "ports": [],
+        "addressType": [],
+    }
+)
+
+
+TARGETS = (
+    Target("serviceentry.parse_file", _se_text, _parse_file, (schema.InvalidConfig,)),
+    Target("serviceentry.read_documents", _se_text, _read_documents, (FileProblem,)),
+    Target("etcd.parse_entry", _etcd_value, _etcd_entry, (etcd.InvalidEntry,)),
+    Target("consul.convert_entry", _CONSUL_ENTRY | _values, _consul_entry, (consul.EntryError,)),
+    *(
+        Target(f"kubernetes.{f.__name__}", _KUBE_OBJECT | _values, f, (kubernetes.ObjectError,))
+        for f in (
+            kubernetes.parse_service,
+            kubernetes.parse_slice,
+            kubernetes.parse_node,
+            kubernetes.parse_namespace,
+        )
+    ),
+)
