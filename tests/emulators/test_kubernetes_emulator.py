@@ -299,11 +299,17 @@ async def test_watch_from_zero_or_nothing_replays_the_current_state(
     kube.apply(service("gone"))
     kube.delete("v1", "Service", "default", "gone")
     b = kube.apply(service("b", "other"))
-    asyncio.get_running_loop().call_later(0.1, kube.apply, service("c"))
+
+    async def then_c() -> None:  # once the watch is open, so "c" is a live event
+        await until(lambda: kube.open_watches == 1)
+        kube.apply(service("c"))
+
+    later = asyncio.create_task(then_c())
     kwargs: dict[str, Any] = {"resource_version": resource_version} if resource_version else {}
     seen = await events(
         client.CoreV1Api(api).list_service_for_all_namespaces, 3, timeout_seconds=5, **kwargs
     )
+    await later
     assert [(e["type"], e["object"].metadata.name) for e in seen] == [
         ("ADDED", "a"),
         ("ADDED", "b"),
