@@ -12,19 +12,15 @@ median response times are printed.  Afterwards it waits (bounded) until
 ``/debug/connections`` is empty and the ``pilot_xds`` gauge is 0, and prints how long that
 took and registryd's RSS.  Prints numbers; asserts nothing.
 
-    python bench/fault_storm.py --clients 1000
+    python -m bench.fault_storm --clients 1000
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import socket
-import subprocess
-import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 import aiohttp
@@ -34,14 +30,7 @@ from envoy.config.core.v3 import base_pb2
 from envoy.service.discovery.v3 import discovery_pb2
 from prometheus_client.parser import text_string_to_metric_families
 
-METHOD = "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources"
-CDS = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from bench.common import CDS, METHOD, mib, registryd
 
 
 def service_yaml(i: int) -> str:
@@ -141,10 +130,6 @@ async def leftovers(http_port: int) -> tuple[int, float]:
     return listed, gauge
 
 
-def mib(proc: psutil.Process) -> str:
-    return f"{proc.memory_info().rss / 2**20:.0f}"
-
-
 def summary(name: str, times: list[float]) -> str:
     ordered = sorted(times)
     p50 = ordered[len(ordered) // 2] * 1000 if ordered else 0.0
@@ -179,19 +164,6 @@ async def run(target: str, http_port: int, clients: int, proc: psutil.Process) -
     )
 
 
-def wait_ready(port: int, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/ready", timeout=1) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.1)
-    raise TimeoutError("registryd did not become ready")
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -203,28 +175,9 @@ def main() -> None:
         config = Path(tmp)
         for i in range(args.services):
             (config / f"svc-{i}.yaml").write_text(service_yaml(i))
-        grpc_port, http_port, mon_port = free_port(), free_port(), free_port()
-        server = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "registryd",
-                "discovery",
-                f"--grpcAddr=127.0.0.1:{grpc_port}",
-                f"--httpAddr=127.0.0.1:{http_port}",
-                f"--monitoringAddr=127.0.0.1:{mon_port}",
-                f"--configDir={config}",
-                "--log_output_level=default:warn",
-            ]
-        )
-        try:
-            wait_ready(http_port)
-            proc = psutil.Process(server.pid)
-            print(f"registryd ready: {args.services} services, RSS {mib(proc)} MiB")
-            asyncio.run(run(f"127.0.0.1:{grpc_port}", http_port, args.clients, proc))
-        finally:
-            server.terminate()
-            server.wait(timeout=30)
+        with registryd(config, "--log_output_level=default:warn") as daemon:
+            print(f"registryd ready: {args.services} services, RSS {mib(daemon.proc)} MiB")
+            asyncio.run(run(daemon.target, daemon.http_port, args.clients, daemon.proc))
 
 
 if __name__ == "__main__":

@@ -11,26 +11,24 @@ Starts registryd (a subprocess, loopback, ``--configDir`` with a few services), 
 
 Prints numbers; asserts nothing.
 
-    python bench/hostile_clients.py --clients 30 --names 90000 --nacks 60 --nack-bytes 3000000
+    python -m bench.hostile_clients --clients 30 --names 90000 --nacks 60 --nack-bytes 3000000
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import grpc
-import psutil
 from envoy.config.core.v3 import base_pb2
 from envoy.service.discovery.v3 import discovery_pb2
 from google.rpc import status_pb2
 
-from bench.fault_storm import METHOD, free_port, mib, service_yaml, wait_ready
+from bench.common import METHOD, mib, registryd
+from bench.fault_storm import service_yaml
 
 EDS = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
 CDS = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
@@ -104,44 +102,24 @@ def main() -> None:
         for i in range(5):
             (config / f"svc-{i}.yaml").write_text(service_yaml(i))
         log = Path(tmp) / "registryd.log"
-        grpc_port, http_port, mon_port = free_port(), free_port(), free_port()
-        cmd = [
-            sys.executable,
-            "-m",
-            "registryd",
-            "discovery",
-            f"--grpcAddr=127.0.0.1:{grpc_port}",
-            f"--httpAddr=127.0.0.1:{http_port}",
-            f"--monitoringAddr=127.0.0.1:{mon_port}",
-            f"--configDir={config}",
-        ]
-        if args.max_unknown is not None:
-            cmd.append(f"--xdsMaxUnknownNames={args.max_unknown}")
-        with log.open("wb") as sink:
-            server = subprocess.Popen(cmd, stderr=sink)
-            try:
-                wait_ready(http_port)
-                proc = psutil.Process(server.pid)
-                target = f"127.0.0.1:{grpc_port}"
-                before = mib(proc)
-                outcome = asyncio.run(name_flood(target, args.clients, args.names))
-                print(
-                    f"names: {args.clients} clients x {args.names} made-up EDS names ({outcome}); "
-                    f"RSS {before} -> {mib(proc)} MiB"
-                )
-                logged = log.stat().st_size
-                started = time.monotonic()
-                asyncio.run(nack_flood(target, args.nacks, args.nack_bytes))
-                time.sleep(1)  # let registryd drain what it read (a bench, not a test)
-                grown = log.stat().st_size - logged
-                took = time.monotonic() - started
-                print(
-                    f"nacks: {args.nacks} NACKs + {args.nacks} stale, "
-                    f"{args.nack_bytes} bytes each: {grown} bytes logged in {took:.1f} s"
-                )
-            finally:
-                server.terminate()
-                server.wait(timeout=30)
+        flags = [] if args.max_unknown is None else [f"--xdsMaxUnknownNames={args.max_unknown}"]
+        with log.open("wb") as sink, registryd(config, *flags, stderr=sink) as daemon:
+            before = mib(daemon.proc)
+            outcome = asyncio.run(name_flood(daemon.target, args.clients, args.names))
+            print(
+                f"names: {args.clients} clients x {args.names} made-up EDS names ({outcome}); "
+                f"RSS {before} -> {mib(daemon.proc)} MiB"
+            )
+            logged = log.stat().st_size
+            started = time.monotonic()
+            asyncio.run(nack_flood(daemon.target, args.nacks, args.nack_bytes))
+            time.sleep(1)  # let registryd drain what it read (a bench, not a test)
+            grown = log.stat().st_size - logged
+            took = time.monotonic() - started
+            print(
+                f"nacks: {args.nacks} NACKs + {args.nacks} stale, "
+                f"{args.nack_bytes} bytes each: {grown} bytes logged in {took:.1f} s"
+            )
 
 
 if __name__ == "__main__":

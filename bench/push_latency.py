@@ -16,7 +16,7 @@ Times include the file-watch latency and the push debounce (``--debounce``, defa
 100 ms, as in production); the "spread" figure (last client minus first client) is the
 fan-out cost alone.  Prints numbers; asserts nothing.
 
-    python bench/push_latency.py --services 1000 --endpoints 10 --clients 100 1000
+    python -m bench.push_latency --services 1000 --endpoints 10 --clients 100 1000
 """
 
 from __future__ import annotations
@@ -24,12 +24,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import socket
 import subprocess
-import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -39,19 +36,10 @@ import psutil
 from envoy.config.core.v3 import base_pb2
 from envoy.service.discovery.v3 import discovery_pb2
 
-METHOD = "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources"
-CDS = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
-EDS = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
-LDS = "type.googleapis.com/envoy.config.listener.v3.Listener"
-RDS = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
+from bench.common import CDS, EDS, LDS, METHOD, RDS, registryd
+
 BASE_PORT = 20000
 PORTS = 10  # services spread over this many distinct ports
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def service_yaml(i: int, endpoints: int, extra_port: bool = False, variant: int = 0) -> str:
@@ -290,19 +278,6 @@ async def measure(
     return results
 
 
-def wait_ready(port: int, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/ready", timeout=1) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.1)
-    raise TimeoutError("registryd did not become ready")
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -323,25 +298,14 @@ def main() -> None:
         config.mkdir()
         for i in range(args.services):
             (config / f"svc-{i}.yaml").write_text(service_yaml(i, args.endpoints))
-        grpc_port, http_port, mon_port = free_port(), free_port(), free_port()
-        cmd = [
-            sys.executable,
-            "-m",
-            "registryd",
-            "discovery",
-            f"--grpcAddr=127.0.0.1:{grpc_port}",
-            f"--httpAddr=127.0.0.1:{http_port}",
-            f"--monitoringAddr=127.0.0.1:{mon_port}",
-            f"--configDir={config}",
+        flags = (
             f"--debounceAfter={args.debounce}",
             f"--enableEDSDebounce={args.eds_debounce}",
             "--log_output_level=default:warn",
-        ]
+        )
         t0 = time.monotonic()
-        server = subprocess.Popen(cmd)
-        try:
-            wait_ready(http_port)
-            proc = psutil.Process(server.pid)
+        with registryd(config, *flags) as daemon:
+            proc, http_port = daemon.proc, daemon.http_port
             profiler = None
             if os.environ.get("BENCH_PYSPY"):  # profile registryd while the bench runs
                 profiler = subprocess.Popen(
@@ -349,7 +313,7 @@ def main() -> None:
                         "py-spy",
                         "record",
                         "-p",
-                        str(server.pid),
+                        str(daemon.popen.pid),
                         "-r",
                         "200",
                         "--format",
@@ -366,7 +330,7 @@ def main() -> None:
             for n in args.clients:
                 r = asyncio.run(
                     measure(
-                        f"127.0.0.1:{grpc_port}",
+                        daemon.target,
                         http_port,
                         n,
                         config,
@@ -409,9 +373,6 @@ def main() -> None:
             if profiler is not None:
                 profiler.send_signal(2)
                 profiler.wait(timeout=60)
-        finally:
-            server.terminate()
-            server.wait(timeout=30)
 
 
 if __name__ == "__main__":

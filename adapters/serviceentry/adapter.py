@@ -22,7 +22,8 @@ Contract (see :mod:`registryd.adapter`):
   changing, up to ``DEBOUNCE_MS``).  A file that was written less than ``settle_time``
   ago may still be being written in chunks: it is read once it has been left alone that
   long (at most max(``SETTLE_MAX``, 4 x ``settle_time``) late).  A file renamed into
-  place is complete and is read at once.
+  place is complete; it waits at most ``settle_time`` after its last write (the default
+  is short, as every change of every file pays it).
 * A broken or unreadable file is reported under its path and its last good content
   keeps being used; other files are unaffected.  Any exception while reading one file
   counts as such.  Files are loaded within :class:`~.yamlsafe.Limits`, a broken
@@ -36,7 +37,7 @@ Settings: ``path`` (required, the directory), ``force_polling`` (bool, poll inst
 using inotify & co., for file systems without change notification) and
 ``resync_interval`` (seconds, default 30: after this long without events the tree is
 checked again for changes that were not notified), ``settle_time`` (seconds, default
-0.25) and ``follow_symlinks_outside`` (bool, default false).
+0.02) and ``follow_symlinks_outside`` (bool, default false).
 """
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ __all__ = ["ServiceEntryAdapter", "scan_tree"]
 SUFFIXES = (".yaml", ".yml")
 STEP_MS = 20  # a batch is yielded 1-2 steps after its last new changed path
 DEBOUNCE_MS = 500  # ...or this long after its first, while new paths keep changing
-SETTLE_TIME = 0.25  # seconds: a file modified more recently may still be being written
+SETTLE_TIME = 0.02  # seconds: a file modified more recently may still be being written
 SETTLE_MAX = 1.0  # seconds (at least 4 settle times): read a file changing that long
 SETTINGS = (
     "path",

@@ -1,0 +1,99 @@
+"""What the benchmark scripts share: ports, the ADS method and type URLs, and registryd
+started on a ServiceEntry directory on loopback ports, ready, and stopped afterwards."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+import psutil
+
+__all__ = [
+    "CDS",
+    "EDS",
+    "LDS",
+    "METHOD",
+    "RDS",
+    "Daemon",
+    "free_port",
+    "mib",
+    "registryd",
+    "wait_ready",
+]
+
+METHOD = "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources"
+CDS = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
+EDS = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
+LDS = "type.googleapis.com/envoy.config.listener.v3.Listener"
+RDS = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def mib(proc: psutil.Process) -> str:
+    return f"{proc.memory_info().rss / 2**20:.0f}"
+
+
+def wait_ready(port: int, timeout: float = 120) -> None:
+    """Until registryd's ``/ready`` on ``port`` answers 200."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/ready", timeout=1) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise TimeoutError("registryd did not become ready")
+
+
+@dataclass(frozen=True)
+class Daemon:
+    """A running registryd: its process and loopback ports."""
+
+    popen: subprocess.Popen[bytes]
+    proc: psutil.Process
+    grpc_port: int
+    http_port: int
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
+
+
+@contextlib.contextmanager
+def registryd(config: Path, *flags: str, stderr: IO[bytes] | None = None) -> Iterator[Daemon]:
+    """registryd on ``config`` (a ServiceEntry directory) with ``flags``, ready; stopped
+    when the block ends."""
+    grpc_port, http_port, mon_port = free_port(), free_port(), free_port()
+    cmd = [
+        sys.executable,
+        "-m",
+        "registryd",
+        "discovery",
+        f"--grpcAddr=127.0.0.1:{grpc_port}",
+        f"--httpAddr=127.0.0.1:{http_port}",
+        f"--monitoringAddr=127.0.0.1:{mon_port}",
+        f"--configDir={config}",
+        *flags,
+    ]
+    popen = subprocess.Popen(cmd, stderr=stderr)
+    try:
+        wait_ready(http_port)
+        yield Daemon(popen, psutil.Process(popen.pid), grpc_port, http_port)
+    finally:
+        popen.terminate()
+        popen.wait(timeout=30)
