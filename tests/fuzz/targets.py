@@ -173,11 +173,102 @@ _KUBE_OBJECT = _shaped(
 )
 
 
+# -- the ADS request handler: a stream's requests, each digested and planned ------------
+def _ads_snapshot() -> Any:
+    from registryd.adapter import Replace
+    from registryd.model import Endpoint, Port, Resolution, Service, ShardKey
+    from registryd.registry.store import RegistryStore
+    from registryd.xds.clusters import BuildOptions
+    from registryd.xds.snapshot import SnapshotBuilder
+
+    store = RegistryStore()
+    services = (
+        Service(hostname="a.example", ports=(Port(number=80, protocol="HTTP"),)),
+        Service(
+            hostname="greeter.shop.svc.cluster.local",
+            namespace="shop",
+            ports=(Port(number=7070, protocol="GRPC"),),
+            export_to=(".",),
+        ),
+        Service(hostname="dns.example", resolution=Resolution.DNS, ports=(Port(number=443),)),
+    )
+    endpoints = (
+        Endpoint(hostname="a.example", address="10.0.0.1", port=80, service_port=80),
+        Endpoint(hostname="dns.example", address="x.example", port=443, service_port=443),
+    )
+    store.apply(ShardKey("memory", "fuzz"), Replace(services=services, endpoints=endpoints))
+    return SnapshotBuilder(BuildOptions()).build(store.view)
+
+
+_SNAPSHOT: list[Any] = []
+_TYPES = [
+    "type.googleapis.com/envoy.config.cluster.v3.Cluster",
+    "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment",
+    "type.googleapis.com/envoy.config.listener.v3.Listener",
+    "type.googleapis.com/envoy.config.route.v3.RouteConfiguration",
+]
+_NAMES = ["*", "", "80", "a.example:80", "greeter:7070", "outbound|80||a.example", "0.0.0.0_80"]
+_request = st.fixed_dictionaries(
+    {
+        "type_url": st.sampled_from(_TYPES) | st.text(max_size=20),
+        "resource_names": st.lists(st.sampled_from(_NAMES) | st.text(max_size=40), max_size=6),
+        "response_nonce": st.sampled_from(["", "1-1", "2-1", "0"]) | st.text(max_size=8),
+        "version_info": st.text(max_size=12),
+        "error": st.none() | st.text(max_size=200),
+        "node_id": st.none()
+        | st.text(max_size=60)
+        | st.sampled_from(["sidecar~1.2.3.4~a.shop~shop.svc.cluster.local", "~~~", "a~b~c.d"]),
+        "metadata": st.dictionaries(
+            st.sampled_from(["GENERATOR", "NAMESPACE", "INTERCEPTION_MODE", "x"]),
+            st.sampled_from(["grpc", "shop", "NONE", ""]) | st.text(max_size=10),
+            max_size=3,
+        ),
+    }
+)
+
+
+def _ads_stream(requests: list[dict[str, Any]]) -> object:
+    from envoy.config.core.v3 import base_pb2
+    from envoy.service.discovery.v3 import discovery_pb2
+    from google.rpc import status_pb2
+
+    from registryd.xds.stream import Connection
+
+    if not _SNAPSHOT:
+        _SNAPSHOT.append(_ads_snapshot())
+    snapshot = _SNAPSHOT[0]
+    conn = Connection(peer="fuzz", version_prefix="fuzz")
+    sent: dict[str, str] = {}
+    for raw in requests:
+        request = discovery_pb2.DiscoveryRequest(
+            type_url=raw["type_url"],
+            resource_names=raw["resource_names"],
+            version_info=raw["version_info"],
+            # a real nonce of this stream now and then, so ACKs and NACKs happen
+            response_nonce=sent.get(raw["type_url"], raw["response_nonce"])
+            if raw["response_nonce"] == "0"
+            else raw["response_nonce"],
+        )
+        if raw["error"] is not None:
+            request.error_detail.CopyFrom(status_pb2.Status(code=3, message=raw["error"]))
+        if raw["node_id"] is not None:
+            node = base_pb2.Node(id=raw["node_id"])
+            for key, value in raw["metadata"].items():
+                node.metadata.fields[key].string_value = value
+            request.node.CopyFrom(node)
+        conn.on_request(request)
+        for planned in conn.plan(snapshot):
+            discovery_pb2.DiscoveryResponse.FromString(planned.payload)  # well-formed
+            sent[planned.type_url] = planned.nonce
+    return conn
+
+
 TARGETS = (
     Target("serviceentry.parse_file", _se_text, _parse_file, (schema.InvalidConfig,)),
     Target("serviceentry.read_documents", _se_text, _read_documents, (FileProblem,)),
     Target("etcd.parse_entry", _etcd_value, _etcd_entry, (etcd.InvalidEntry,)),
     Target("consul.convert_entry", _CONSUL_ENTRY | _values, _consul_entry, (consul.EntryError,)),
+    Target("xds.ads_stream", st.lists(_request, max_size=8), _ads_stream, ()),
     *(
         Target(f"kubernetes.{f.__name__}", _KUBE_OBJECT | _values, f, (kubernetes.ObjectError,))
         for f in (
