@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
 import grpc
-from envoy.service.discovery.v3 import discovery_pb2
+from google.protobuf.message import DecodeError
 
 from registryd.logs import LogThrottle, clip
 from registryd.supervisor import TaskHealth
@@ -117,7 +117,7 @@ class XdsServer:
     def handler(self) -> grpc.GenericRpcHandler:
         method = grpc.stream_stream_rpc_method_handler(
             self._stream,
-            request_deserializer=discovery_pb2.DiscoveryRequest.FromString,
+            request_deserializer=None,  # requests are digested from their bytes
             response_serializer=None,  # responses are already bytes
         )
         return grpc.method_handlers_generic_handler(
@@ -126,7 +126,7 @@ class XdsServer:
 
     async def _stream(
         self,
-        requests: AsyncIterator[discovery_pb2.DiscoveryRequest],
+        requests: AsyncIterator[bytes],
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> None:
         conn = Connection(
@@ -180,17 +180,20 @@ class XdsServer:
         self,
         conn: Connection,
         wake: asyncio.Event,
-        requests: AsyncIterator[discovery_pb2.DiscoveryRequest],
+        requests: AsyncIterator[bytes],
     ) -> None:
         while True:
             try:
-                request = await anext(requests)
+                raw = await anext(requests)
             except StopAsyncIteration:
                 return
             except Exception as exc:  # the client went away: not a server failure
                 log.debug("stream %s read error: %s", conn.id, clip(exc))
                 return
-            digest = conn.on_request(request)
+            try:
+                digest, request = conn.on_raw(raw)
+            except DecodeError as exc:
+                raise _Refused(grpc.StatusCode.INVALID_ARGUMENT, "malformed request") from exc
             if digest.replan:
                 self._check_unknown(conn, digest)
                 wake.set()

@@ -128,6 +128,32 @@ class Interner:
             self.size -= found[2]
 
 
+_NAME_TAG = b"\x1a"  # DiscoveryRequest.resource_names: field 3, length-delimited
+_HEAD_TAGS = (0x0A, 0x12)  # version_info (1) and node (2), which come before the names
+
+
+def _names_start(raw: bytes) -> int | None:
+    """Where the ``resource_names`` of a serialized DiscoveryRequest start: just after its
+    ``version_info`` and ``node`` fields, which clients serialize first (fields in number
+    order).  ``None`` when the bytes are not laid out like that.  The caller still checks
+    that what follows the names holds none (so the names are exactly those bytes)."""
+    pos, size = 0, len(raw)
+    while pos < size and raw[pos] in _HEAD_TAGS:
+        pos += 1
+        length, shift = 0, 0
+        while True:
+            if pos >= size or shift > 63:
+                return None
+            byte = raw[pos]
+            pos += 1
+            length |= (byte & 0x7F) << shift
+            shift += 7
+            if not byte & 0x80:
+                break
+        pos += length
+    return pos if pos <= size else None
+
+
 def _entry_size(key: bytes, names: frozenset[str]) -> int:
     """Rough bytes an interned entry holds: the key, the set and its strings."""
     return len(key) + sys.getsizeof(names) + sum(len(n) + 49 for n in names)
@@ -248,8 +274,37 @@ class Connection:
             self.lds_table = LDS_LOCAL
 
     # -- requests ----------------------------------------------------------------
-    def on_request(self, request: discovery_pb2.DiscoveryRequest) -> Digest:
-        """Digest one request: what it was and whether the writer should plan again."""
+    def on_raw(self, raw: bytes) -> tuple[Digest, discovery_pb2.DiscoveryRequest]:
+        """:meth:`on_request` for a serialized request, and the request as decoded.
+
+        The common request is an ACK repeating the subscription it acknowledges (an
+        Envoy's EDS ACK lists every cluster again).  When the request's bytes hold
+        exactly the interned names of one of this stream's subscriptions (see
+        :func:`_names_start`), only the few bytes around them are decoded, and the names
+        are neither decoded nor compared again; the returned request then has no
+        ``resource_names``.  Anything else is decoded whole and digested as usual."""
+        start = _names_start(raw)
+        if start is not None:
+            view = memoryview(raw)
+            for state in self.states.values():
+                key = state.names_key
+                if key is None:
+                    continue
+                end = start + len(key)
+                if raw[end : end + 1] == _NAME_TAG or view[start:end] != key:
+                    continue
+                light = discovery_pb2.DiscoveryRequest.FromString(raw[:start] + raw[end:])
+                if light.type_url == state.type_url and not light.resource_names:
+                    return self.on_request(light, same_names=True), light
+        request = discovery_pb2.DiscoveryRequest.FromString(raw)
+        return self.on_request(request), request
+
+    def on_request(
+        self, request: discovery_pb2.DiscoveryRequest, *, same_names: bool = False
+    ) -> Digest:
+        """Digest one request: what it was and whether the writer should plan again.
+        ``same_names``: the request subscribes exactly what its type's state already
+        holds (its own ``resource_names`` are then not read)."""
         if self.node is None and request.HasField("node"):
             self._identify(request.node)
         type_url = request.type_url
@@ -277,6 +332,8 @@ class Connection:
                 state.acks += 1
                 state.acked_version = request.version_info
                 state.acked_at = time.monotonic()
+        if same_names and state.requested:
+            return Digest(False, kind, state)
         return Digest(self._subscribe(state, request), kind, state)
 
     def _subscribe(self, state: TypeState, request: discovery_pb2.DiscoveryRequest) -> bool:
