@@ -24,6 +24,7 @@ __all__ = [
     "RDS",
     "Daemon",
     "free_port",
+    "gc_pauses",
     "mib",
     "registryd",
     "wait_ready",
@@ -68,6 +69,7 @@ class Daemon:
     proc: psutil.Process
     grpc_port: int
     http_port: int
+    monitoring_port: int
 
     @property
     def target(self) -> str:
@@ -93,7 +95,34 @@ def registryd(config: Path, *flags: str, stderr: IO[bytes] | None = None) -> Ite
     popen = subprocess.Popen(cmd, stderr=stderr)
     try:
         wait_ready(http_port)
-        yield Daemon(popen, psutil.Process(popen.pid), grpc_port, http_port)
+        yield Daemon(popen, psutil.Process(popen.pid), grpc_port, http_port, mon_port)
     finally:
         popen.terminate()
         popen.wait(timeout=30)
+
+
+def gc_pauses(daemon: Daemon) -> str:
+    """The daemon's garbage collections so far, from ``registryd_gc_pause_seconds``:
+    per generation, how many, how many took over 50 ms, and their total time."""
+    url = f"http://127.0.0.1:{daemon.monitoring_port}/metrics"
+    with urllib.request.urlopen(url, timeout=5) as response:
+        text = response.read().decode()
+    count: dict[str, float] = {}
+    fast: dict[str, float] = {}
+    total: dict[str, float] = {}
+    for line in text.splitlines():
+        if not line.startswith("registryd_gc_pause_seconds"):
+            continue
+        name, value = line.rsplit(" ", 1)
+        generation = name.split('generation="', 1)[1].split('"', 1)[0]
+        if name.startswith("registryd_gc_pause_seconds_count"):
+            count[generation] = float(value)
+        elif name.startswith("registryd_gc_pause_seconds_sum"):
+            total[generation] = float(value)
+        elif 'le="0.05"' in name:
+            fast[generation] = float(value)
+    return ", ".join(
+        f"gen{g}: {count[g]:.0f} ({count[g] - fast.get(g, 0):.0f} over 50 ms, "
+        f"{total.get(g, 0) * 1000:.0f} ms in all)"
+        for g in sorted(count)
+    )

@@ -36,7 +36,7 @@ import psutil
 from envoy.config.core.v3 import base_pb2
 from envoy.service.discovery.v3 import discovery_pb2
 
-from bench.common import CDS, EDS, LDS, METHOD, RDS, registryd
+from bench.common import CDS, EDS, LDS, METHOD, RDS, gc_pauses, registryd
 
 BASE_PORT = 20000
 PORTS = 10  # services spread over this many distinct ports
@@ -370,6 +370,7 @@ def main() -> None:
                     f"p50 {ms(r['debug_p50'])}, max {ms(r['debug_max'])}"
                 )
                 print(f"  registryd RSS with clients: {r['rss_mb']:.0f} MB")
+                print(f"  garbage collections since start: {gc_pauses(daemon)}")
             if profiler is not None:
                 profiler.send_signal(2)
                 profiler.wait(timeout=60)

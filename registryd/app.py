@@ -20,6 +20,7 @@ from aiohttp import web
 
 from registryd.adapter import Adapter, AdapterContext, ConfigError
 from registryd.config import Address, RegistryConfig, Settings, TlsFiles
+from registryd.gcpolicy import FreezePolicy, GcPauses
 from registryd.metrics import Metrics
 from registryd.model import ShardKey
 from registryd.plugins import load_factory, require
@@ -122,6 +123,7 @@ class App:
             debounce_max=self.settings.debounce_max,
             eds_debounce=self.settings.eds_debounce,
             health=self.health,
+            gc_policy=FreezePolicy(),
         )
         self.supervisor = Supervisor(self.store, health=self.health)
         self.metrics = Metrics(
@@ -131,6 +133,7 @@ class App:
             lambda: dict(self.supervisor.restarts),
             task_failures=lambda: dict(self.health.failures),
         )
+        self.gc_pauses = GcPauses(self.metrics.registry)
         self.store.subscribe(self.metrics.registry_changed)
         self.push.listeners.append(self._announce)
         self.push.listeners.append(self.metrics.pushed)
@@ -253,4 +256,5 @@ class App:
             await self._http.cleanup()
         if self._grpc is not None:
             await self._grpc.stop(grace=1.0)
+        self.gc_pauses.close()
         log.info("registryd stopped")

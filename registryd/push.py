@@ -25,6 +25,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+from registryd.gcpolicy import FreezePolicy
 from registryd.registry.store import ChangeEvent, RegistryStore
 from registryd.supervisor import TaskHealth
 from registryd.xds.snapshot import Snapshot, SnapshotBuilder
@@ -88,6 +89,7 @@ class PushController:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
         health: TaskHealth | None = None,
+        gc_policy: FreezePolicy | None = None,
     ) -> None:
         self._store = store
         self._clock = clock
@@ -96,6 +98,7 @@ class PushController:
         self._rebuild_all = False  # a push failed: the next one rebuilds everything
         self._publish = publish
         self._builder = SnapshotBuilder()
+        self.gc = gc_policy  # the daemon's garbage collector policy (tests: none)
         self.debounce_after = debounce_after
         self.debounce_max = debounce_max
         self.eds_debounce = eds_debounce
@@ -161,6 +164,8 @@ class PushController:
             except Exception:  # observers must not stop pushes
                 log.exception("push listener failed")
         self._publish(snapshot)
+        if self.gc is not None:
+            self.gc.after_build(len(batch.hostnames), rebuild_all)
         log.debug(
             "push v%d: %d hostnames (%s) from %d events, built in %.1f ms",
             snapshot.version,

@@ -1,0 +1,42 @@
+"""registryd.gcpolicy: freezing after large builds, and GC pauses on /metrics."""
+
+from __future__ import annotations
+
+import gc
+
+from prometheus_client import CollectorRegistry, generate_latest
+
+from registryd.gcpolicy import FreezePolicy, GcPauses
+
+
+def test_freezes_after_the_first_and_large_builds_at_most_once_an_interval() -> None:
+    now = [0.0]
+    froze: list[float] = []
+    policy = FreezePolicy(
+        threshold=100, interval=60, clock=lambda: now[0], freeze=lambda: froze.append(now[0])
+    )
+    assert policy.after_build(3, full=False)  # the first build, however small
+    now[0] = 61
+    assert not policy.after_build(99, full=False)  # small: nothing new to keep
+    assert policy.after_build(100, full=False)
+    now[0] = 90
+    assert not policy.after_build(5000, full=True)  # too soon after the last one
+    now[0] = 122
+    assert policy.after_build(1, full=True)
+    assert froze == [0.0, 61, 122] and policy.frozen == 3
+
+
+def test_every_collection_is_timed_by_generation() -> None:
+    registry = CollectorRegistry()
+    pauses = GcPauses(registry)
+    try:
+        gc.collect(0)
+        gc.collect(2)
+    finally:
+        pauses.close()
+    text = generate_latest(registry).decode()
+    assert 'registryd_gc_pause_seconds_count{generation="0"}' in text
+    assert 'registryd_gc_pause_seconds_count{generation="2"}' in text
+    assert pauses.longest > 0
+    gc.collect(1)  # closed: no longer counted
+    assert 'generation="1"' not in generate_latest(registry).decode()
