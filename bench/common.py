@@ -126,3 +126,24 @@ def gc_pauses(daemon: Daemon) -> str:
         f"{total.get(g, 0) * 1000:.0f} ms in all)"
         for g in sorted(count)
     )
+
+
+@contextlib.contextmanager
+def raw_ads(config: Path) -> Iterator[Daemon]:
+    """:mod:`bench.raw_ads` (the transport-only baseline) on ``config``, ready."""
+    grpc_port, http_port = free_port(), free_port()
+    cmd = [
+        sys.executable,
+        "-m",
+        "bench.raw_ads",
+        f"--config={config}",
+        f"--grpc-port={grpc_port}",
+        f"--http-port={http_port}",
+    ]
+    popen = subprocess.Popen(cmd)
+    try:
+        wait_ready(http_port)
+        yield Daemon(popen, psutil.Process(popen.pid), grpc_port, http_port, http_port)
+    finally:
+        popen.terminate()
+        popen.wait(timeout=30)

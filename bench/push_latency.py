@@ -185,6 +185,8 @@ async def server_view(http_port: int) -> dict[str, Any]:
     """registryd's own account of its newest push (/debug/pushz)."""
     url = f"http://127.0.0.1:{http_port}/debug/pushz?limit=1"
     async with aiohttp.ClientSession() as session, session.get(url) as response:
+        if response.status != 200:
+            return {}  # a server without push traces (bench.raw_ads)
         pushes = await response.json()
     return dict(pushes[0]) if pushes else {}
 

@@ -1,0 +1,127 @@
+"""registryd against the transport's own cost, side by side and interleaved.
+
+For each client count, each server is started fresh on the same generated ServiceEntry
+directory and measured with the same simulated clients (:func:`bench.push_latency.measure`:
+initial sync, an endpoint change, a full push), round after round so that a noisy
+machine disturbs every server alike.  Servers:
+
+* ``registryd``: the daemon, state-of-the-world ADS, default flags but
+  ``--enableEDSDebounce`` as given;
+* ``raw``: :mod:`bench.raw_ads`, a minimal grpc.aio server writing the same bytes with
+  no per-stream logic — the limit registryd is compared to.
+
+Prints, per server, medians over the rounds (p50/p99 change -> every client has it,
+server CPU per push and per client, initial sync, RSS) and the ratio registryd / raw of
+server CPU per client.  The simulated clients run in this process on the same machine;
+``--pin`` runs the servers on CPU 0 and this process on CPU 1 (``taskset``).
+
+    python -m bench.compare --clients 100 1000 --rounds 3
+    python -m bench.compare --quick        # under a minute
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from pathlib import Path
+
+from bench.common import Daemon, raw_ads, registryd
+from bench.push_latency import measure, service_yaml
+
+SERVERS: dict[str, Callable[[Path, str], AbstractContextManager[Daemon]]] = {
+    "registryd": lambda config, eds: registryd(
+        config, f"--enableEDSDebounce={eds}", "--log_output_level=default:warn"
+    ),
+    "raw": lambda config, eds: raw_ads(config),
+}
+KEYS = ("eds_p50", "eds_p99", "full_p50", "full_p99", "eds_server_cpu", "full_server_cpu")
+
+
+def rounds(names: list[str], count: int) -> Iterator[str]:
+    for _ in range(count):
+        yield from names
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--services", type=int, default=1000)
+    ap.add_argument("--endpoints", type=int, default=10)
+    ap.add_argument("--clients", type=int, nargs="+", default=[100, 1000])
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--servers", nargs="+", default=list(SERVERS), choices=list(SERVERS))
+    ap.add_argument("--eds-debounce", default="true", choices=("true", "false"))
+    ap.add_argument("--quick", action="store_true", help="200 services, 100 clients, 1 round")
+    ap.add_argument("--pin", action="store_true", help="servers on CPU 0, clients on CPU 1")
+    args = ap.parse_args()
+    if args.quick:
+        args.services, args.endpoints, args.clients, args.rounds = 200, 5, [100], 1
+    if args.pin:
+        os.sched_setaffinity(0, {1})
+    with tempfile.TemporaryDirectory() as tmp:
+        config = Path(tmp) / "se"
+        config.mkdir()
+        for i in range(args.services):
+            (config / f"svc-{i}.yaml").write_text(service_yaml(i, args.endpoints))
+        print(
+            f"{args.services} services x {args.endpoints} endpoints, EDS debounce "
+            f"{args.eds_debounce}, {args.rounds} rounds, servers {' '.join(args.servers)}"
+        )
+        for n in args.clients:
+            results: dict[str, list[dict[str, float]]] = {s: [] for s in args.servers}
+            for name in rounds(args.servers, args.rounds):
+                with SERVERS[name](config, args.eds_debounce) as daemon:
+                    if args.pin:
+                        os.sched_setaffinity(daemon.popen.pid, {0})
+                    r = asyncio.run(
+                        measure(
+                            daemon.target,
+                            daemon.http_port,
+                            n,
+                            config,
+                            args.services,
+                            args.endpoints,
+                            daemon.proc,
+                        )
+                    )
+                results[name].append(r)
+            report(n, results)
+
+
+def report(clients: int, results: dict[str, list[dict[str, float]]]) -> None:
+    print(f"\nC={clients}: medians over rounds (ms; CPU is the server's, from /proc)")
+    print(
+        f"  {'server':10} {'change p50':>10} {'p99':>8} {'full p50':>9} {'p99':>8} "
+        f"{'CPU/push':>9} {'/client':>8} {'full CPU':>9} {'/client':>8} {'sync s':>7} "
+        f"{'RSS MB':>7}"
+    )
+    per_client: dict[str, float] = {}
+    for name, runs in results.items():
+        med = {k: statistics.median(r[k] for r in runs) for k in (*KEYS, "initial_sync_s")}
+        rss = statistics.median(r["rss_mb"] for r in runs)
+        per_client[name] = med["eds_server_cpu"] / clients
+        print(
+            f"  {name:10} {med['eds_p50'] * 1000:10.0f} {med['eds_p99'] * 1000:8.0f} "
+            f"{med['full_p50'] * 1000:9.0f} {med['full_p99'] * 1000:8.0f} "
+            f"{med['eds_server_cpu'] * 1000:9.0f} {med['eds_server_cpu'] * 1e6 / clients:7.0f}us "
+            f"{med['full_server_cpu'] * 1000:9.0f} "
+            f"{med['full_server_cpu'] * 1e6 / clients:7.0f}us "
+            f"{med['initial_sync_s']:7.2f} {rss:7.0f}"
+        )
+    if per_client.get("raw"):
+        for name, value in per_client.items():
+            if name != "raw":
+                print(
+                    f"  {name} / raw, server CPU per client per endpoint push: "
+                    f"{value / per_client['raw']:.2f}"
+                )
+
+
+if __name__ == "__main__":
+    main()
