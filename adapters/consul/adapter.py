@@ -355,10 +355,13 @@ class _Watch:
         try:
             limiter = RateLimiter()
             index, last = 0, None
+            retrying = False
             while True:
-                await asyncio.sleep(limiter.delay())
+                if not retrying:  # a retry has waited out its backoff instead
+                    await asyncio.sleep(limiter.delay())
                 sent, started = index, time.monotonic()
                 reply = await self._attempt(run, report, sent)
+                retrying = reply is None
                 if reply is None:  # start over with a query that answers at once
                     index, last = 0, None
                     continue
