@@ -35,22 +35,15 @@ Contract (see :mod:`registryd.adapter`):
   instead: a query without ``index`` every ``poll_interval`` seconds (±10 %), at most
   :data:`POLL_CONCURRENCY` at a time, and a warning in the Problems says how many.  A
   freed budget (a watched service gone) turns the first polled service, by name, into a
-  watched one.  A query that has not connected after :data:`CONNECT_TIMEOUT` seconds or
-  not finished ``wait * 17/16 +`` :data:`READ_SLACK` seconds after it was sent fails.
+  watched one.  A query that has not connected after :data:`~.client.CONNECT_TIMEOUT`
+  seconds or not finished ``wait * 17/16 +`` :data:`~.client.READ_SLACK` seconds after it
+  was sent fails.
 * The ACL token travels only in the ``X-Consul-Token`` header.  It is not logged, not in
   any error message and not in ``repr()`` of the adapter or its settings.  If the agent
   says results were filtered by ACLs (a token without ``service:read``/``node:read``, or
   none) a warning is logged once per ``watch()``.
 
-py-consul supplies the HTTP client interface, headers and reply decoding (``CB.json``,
-which checks the status and reads ``X-Consul-Index``); the queries are issued through
-its ``http.get`` rather than ``catalog.services()``/``health.service()`` because the
-latter drops the consistency mode (``stale``) and neither exposes response headers.  The
-aiohttp session is our own: py-consul's caps a query at aiohttp's default 5 minutes
-(shorter than ``wait`` plus Consul's jitter), sends client certificates only when
-verifying, and reads ``CONSUL_HTTP_TOKEN`` over an explicit token.
-
-Settings: see :mod:`.settings`.
+The HTTP client is in :mod:`.client`.  Settings: see :mod:`.settings`.
 """
 
 from __future__ import annotations
@@ -66,14 +59,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import aiohttp
-import consul.aio
-import consul.base
-from consul.callback import CB
-
 from registryd.adapter import AdapterContext, Problems, Update, follow
 from registryd.ratelimit import TokenBucket
 
+from .client import ConsulClient, Reply, decode, ssl_context
 from .convert import ConsulState, Options, catalog_names, health_entries
 from .faults import ConsulError, ServiceQueryError, registry_wide, retry_delay
 from .settings import ConsulSettings, format_wait, parse_settings
@@ -98,11 +87,8 @@ QUERY_BURST = 2  # Consul's advice: a token bucket with a burst of 2
 BACKOFF_MIN = 1.0  # seconds: a query that came back early with the same index...
 BACKOFF_MAX = 15.0  # ...delays the next, doubling up to this ("poll every 15 s")
 EARLY = 0.9  # a blocking query that returns before EARLY * wait did not wait it out
-CONNECT_TIMEOUT = 5.0
-READ_SLACK = 10.0  # seconds on top of wait and Consul's jitter (wait / 16)
 POLL_CONCURRENCY = 4  # polled services' queries in flight at once
 MAX_MESSAGE = 300  # characters of an agent's error body kept in an error message
-FILTERED_HEADER = "X-Consul-Results-Filtered-By-ACLs"
 
 Sleep = Callable[[float], Awaitable[object]]
 
@@ -168,139 +154,10 @@ class _Target:
 
 
 @dataclass(frozen=True, slots=True)
-class _Reply:
-    index: int
-    data: Any
-    filtered: bool = False
-
-
-@dataclass(frozen=True, slots=True)
 class _Event:
     watch: _Watch
-    reply: _Reply | None = None
+    reply: Reply | None = None
     error: BaseException | None = None
-
-
-def _decode(response: Any) -> _Reply:
-    """py-consul's JSON callback (status check, ``X-Consul-Index``), plus our headers."""
-    raw_index, data = CB.json(index=True, allow_404=False)(response)
-    try:
-        index = int(raw_index)
-    except (TypeError, ValueError):
-        raise ConsulError(f"X-Consul-Index {str(raw_index)[:40]!r} is not a number") from None
-    filtered = str(response.headers.get(FILTERED_HEADER, "")).lower() == "true"
-    return _Reply(index, data, filtered)
-
-
-class _HTTPClient(consul.base.HTTPClient):  # type: ignore[misc]
-    """py-consul's HTTP client interface on an aiohttp session we configure."""
-
-    def __init__(
-        self,
-        host: str,
-        port: int,
-        scheme: str,
-        *,
-        ssl_context: ssl.SSLContext | None,
-        timeout: aiohttp.ClientTimeout,
-    ) -> None:
-        super().__init__(host, port, scheme, verify=ssl_context is not None)
-        connector = aiohttp.TCPConnector(
-            ssl=ssl_context if ssl_context is not None else True, limit=0
-        )
-        self._session = aiohttp.ClientSession(connector=connector, timeout=timeout)
-
-    async def _request(
-        self,
-        callback: Callable[[Any], Any],
-        method: str,
-        path: str,
-        params: Any,
-        headers: Mapping[str, str] | None,
-        data: str | bytes | None = None,
-    ) -> Any:
-        uri = self.uri(path, params)
-        async with self._session.request(method, uri, headers=headers, data=data) as response:
-            body = await response.text(encoding="utf-8")
-            return callback(consul.base.Response(response.status, response.headers, body))
-
-    def get(
-        self,
-        callback: Callable[[Any], Any],
-        path: str,
-        params: Any = None,
-        headers: Mapping[str, str] | None = None,
-        raw: bool = False,
-    ) -> Any:
-        return self._request(callback, "GET", path, params, headers)
-
-    def put(
-        self,
-        callback: Callable[[Any], Any],
-        path: str,
-        params: Any = None,
-        data: str | bytes = "",
-        headers: Mapping[str, str] | None = None,
-    ) -> Any:
-        return self._request(callback, "PUT", path, params, headers, data)
-
-    def delete(
-        self,
-        callback: Callable[[Any], Any],
-        path: str,
-        params: Any = None,
-        data: str | bytes = "",
-        headers: Mapping[str, str] | None = None,
-    ) -> Any:
-        return self._request(callback, "DELETE", path, params, headers, data)
-
-    def post(
-        self,
-        callback: Callable[[Any], Any],
-        path: str,
-        params: Any = None,
-        data: str = "",
-        headers: Mapping[str, str] | None = None,
-    ) -> Any:
-        return self._request(callback, "POST", path, params, headers, data)
-
-    def close(self) -> Any:
-        return self._session.close()
-
-
-class _Client(consul.aio.Consul):  # type: ignore[misc]
-    """``consul.aio.Consul`` on :class:`_HTTPClient`, configured only by the settings."""
-
-    def __init__(self, settings: ConsulSettings, ssl_context: ssl.SSLContext | None) -> None:
-        self._ssl_context = ssl_context
-        read = settings.wait * 17 / 16 + READ_SLACK  # Consul adds up to wait/16 of jitter
-        self._timeout = aiohttp.ClientTimeout(total=read, sock_connect=CONNECT_TIMEOUT)
-        host = f"[{settings.host}]" if ":" in settings.host else settings.host
-        super().__init__(
-            host=host,
-            port=settings.port,
-            scheme=settings.scheme,
-            consistency="stale" if settings.stale else "default",
-            verify=settings.verify,
-        )
-        self.token = settings.token  # py-consul would prefer CONSUL_HTTP_TOKEN
-
-    def http_connect(
-        self, host: str, port: int, scheme: str, verify: bool | str = True, cert: Any = None
-    ) -> _HTTPClient:
-        return _HTTPClient(host, port, scheme, ssl_context=self._ssl_context, timeout=self._timeout)
-
-
-def _ssl_context(settings: ConsulSettings) -> ssl.SSLContext | None:
-    if not settings.tls:
-        return None
-    context = ssl.create_default_context(cafile=settings.ca_file)
-    if not settings.verify:
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    if settings.cert_file:
-        context.load_cert_chain(settings.cert_file, settings.key_file)
-    return context
 
 
 class _Watch:
@@ -319,7 +176,7 @@ class _Watch:
 
     async def _attempt(
         self, run: _Run, report: Callable[[_Event], None], index: int
-    ) -> _Reply | None:
+    ) -> Reply | None:
         """One query.  None: it failed for this service alone (reported, and the retry
         backoff waited out); errors that fail the registry propagate."""
         try:
@@ -336,7 +193,7 @@ class _Watch:
             await run.sleep(delay)
             return None
 
-    def _succeeded(self, reply: _Reply) -> _Reply:
+    def _succeeded(self, reply: Reply) -> Reply:
         self.failures = 0
         return reply
 
@@ -396,7 +253,7 @@ class _Run:
         self.settings = settings
         self.sleep = sleep  # waits out a failed service's retry backoff
         self.jitter = jitter
-        self.client = _Client(settings, _ssl_context(settings))
+        self.client = ConsulClient(settings, ssl_context(settings))
         self.state = ConsulState(
             Options(
                 hostname=settings.hostname,
@@ -413,7 +270,7 @@ class _Run:
         self.polls = asyncio.Semaphore(POLL_CONCURRENCY)
         self.warned_filtered = False
 
-    async def query(self, target: _Target, index: int) -> _Reply:
+    async def query(self, target: _Target, index: int) -> Reply:
         params: list[tuple[str, str]] = []
         if target.datacenter:
             params.append(("dc", target.datacenter))
@@ -423,8 +280,8 @@ class _Run:
             params.append(("stale", "1"))
         headers = self.client.prepare_headers()
         try:
-            reply: _Reply = await self.client.http.get(
-                _decode, target.path, params=params, headers=headers
+            reply: Reply = await self.client.http.get(
+                decode, target.path, params=params, headers=headers
             )
             parse = catalog_names if target.service is None else health_entries
             return dataclasses.replace(reply, data=parse(reply.data))
