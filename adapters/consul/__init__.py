@@ -2,7 +2,9 @@
 
 :class:`ConsulAdapter` is the adapter factory registered under the entry-point name
 ``consul``; :mod:`.settings` validates its settings, :mod:`.convert` holds the pure
-Consul-to-model mapping and :mod:`.adapter` the blocking queries.
+Consul-to-model mapping, :mod:`.faults` the rule for which failures fail the registry
+and which only one service, :mod:`.client` the HTTP client and :mod:`.adapter` the
+blocking queries.
 """
 
 from .adapter import ConsulAdapter

@@ -17,32 +17,33 @@ Contract (see :mod:`registryd.adapter`):
   :data:`QUERY_BURST`, then :data:`QUERY_RATE` queries a second), and a query that
   comes back early without a new index (a server that does not block) makes the next
   one wait :data:`BACKOFF_MIN` doubling up to :data:`BACKOFF_MAX`, until the index moves.
-* Any failing query (agent unreachable, 4xx/5xx, a reply without ``X-Consul-Index``, a
-  malformed reply, a timeout) makes ``watch()`` raise :class:`ConsulError`; the other
-  queries are cancelled and the HTTP session is closed in ``finally``.  The supervisor
-  restarts it, and the first update after a restart is again a full ``Replace``.
+* Failures (:mod:`.faults` states the rule): a failed catalog query, an agent that
+  cannot be reached or drops the connection, or a refused ACL token makes ``watch()``
+  raise :class:`ConsulError`; the other queries are cancelled and the HTTP session is
+  closed in ``finally``.  The supervisor restarts it, and the first update after a
+  restart is again a full ``Replace``.  Any other failure of one service's health query
+  (an HTTP error status, a reply without ``X-Consul-Index``, a malformed body, a
+  timeout) is that service's alone: it keeps its last good endpoints (none if it never
+  had any; it does not hold back the first ``Replace``), its source (``<service>``, or
+  ``<datacenter>/<service>``) shows the error in the ``Problems``, and it is queried
+  again, without ``index``, after :func:`~.faults.retry_delay` (1 s doubling to 30 s,
+  ±20 %) until a reply succeeds, which clears the error.  The other services and the
+  catalog keep being followed meanwhile.  Polled services follow the same rule.
 * Connections: one per blocking query held open.  A Consul agent allows 200 per client
   address by default (``limits.http_max_conns_per_client``), so at most ``max_watches``
   blocking queries run (the catalogs' included); services beyond that budget are polled
   instead: a query without ``index`` every ``poll_interval`` seconds (±10 %), at most
   :data:`POLL_CONCURRENCY` at a time, and a warning in the Problems says how many.  A
   freed budget (a watched service gone) turns the first polled service, by name, into a
-  watched one.  A query that has not connected after :data:`CONNECT_TIMEOUT` seconds or
-  not finished ``wait * 17/16 +`` :data:`READ_SLACK` seconds after it was sent fails.
+  watched one.  A query that has not connected after :data:`~.client.CONNECT_TIMEOUT`
+  seconds or not finished ``wait * 17/16 +`` :data:`~.client.READ_SLACK` seconds after it
+  was sent fails.
 * The ACL token travels only in the ``X-Consul-Token`` header.  It is not logged, not in
   any error message and not in ``repr()`` of the adapter or its settings.  If the agent
   says results were filtered by ACLs (a token without ``service:read``/``node:read``, or
   none) a warning is logged once per ``watch()``.
 
-py-consul supplies the HTTP client interface, headers and reply decoding (``CB.json``,
-which checks the status and reads ``X-Consul-Index``); the queries are issued through
-its ``http.get`` rather than ``catalog.services()``/``health.service()`` because the
-latter drops the consistency mode (``stale``) and neither exposes response headers.  The
-aiohttp session is our own: py-consul's caps a query at aiohttp's default 5 minutes
-(shorter than ``wait`` plus Consul's jitter), sends client certificates only when
-verifying, and reads ``CONSUL_HTTP_TOKEN`` over an explicit token.
-
-Settings: see :mod:`.settings`.
+The HTTP client is in :mod:`.client`.  Settings: see :mod:`.settings`.
 """
 
 from __future__ import annotations
@@ -54,19 +55,16 @@ import logging
 import random
 import ssl
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
-
-import aiohttp
-import consul.aio
-import consul.base
-from consul.callback import CB
 
 from registryd.adapter import AdapterContext, Problems, Update, follow
 from registryd.ratelimit import TokenBucket
 
+from .client import ConsulClient, Reply, decode, ssl_context
 from .convert import ConsulState, Options, catalog_names, health_entries
+from .faults import ConsulError, ServiceQueryError, registry_wide, retry_delay
 from .settings import ConsulSettings, format_wait, parse_settings
 
 __all__ = [
@@ -78,6 +76,7 @@ __all__ = [
     "ConsulAdapter",
     "ConsulError",
     "RateLimiter",
+    "ServiceQueryError",
     "next_index",
 ]
 
@@ -88,15 +87,10 @@ QUERY_BURST = 2  # Consul's advice: a token bucket with a burst of 2
 BACKOFF_MIN = 1.0  # seconds: a query that came back early with the same index...
 BACKOFF_MAX = 15.0  # ...delays the next, doubling up to this ("poll every 15 s")
 EARLY = 0.9  # a blocking query that returns before EARLY * wait did not wait it out
-CONNECT_TIMEOUT = 5.0
-READ_SLACK = 10.0  # seconds on top of wait and Consul's jitter (wait / 16)
 POLL_CONCURRENCY = 4  # polled services' queries in flight at once
 MAX_MESSAGE = 300  # characters of an agent's error body kept in an error message
-FILTERED_HEADER = "X-Consul-Results-Filtered-By-ACLs"
 
-
-class ConsulError(RuntimeError):
-    """A query failed: the agent is unreachable, refused it or answered nonsense."""
+Sleep = Callable[[float], Awaitable[object]]
 
 
 def next_index(last: int | None, returned: int) -> int:
@@ -160,158 +154,55 @@ class _Target:
 
 
 @dataclass(frozen=True, slots=True)
-class _Reply:
-    index: int
-    data: Any
-    filtered: bool = False
-
-
-@dataclass(frozen=True, slots=True)
 class _Event:
     watch: _Watch
-    reply: _Reply | None = None
+    reply: Reply | None = None
     error: BaseException | None = None
-
-
-def _decode(response: Any) -> _Reply:
-    """py-consul's JSON callback (status check, ``X-Consul-Index``), plus our headers."""
-    raw_index, data = CB.json(index=True, allow_404=False)(response)
-    try:
-        index = int(raw_index)
-    except (TypeError, ValueError):
-        raise ConsulError(f"X-Consul-Index {str(raw_index)[:40]!r} is not a number") from None
-    filtered = str(response.headers.get(FILTERED_HEADER, "")).lower() == "true"
-    return _Reply(index, data, filtered)
-
-
-class _HTTPClient(consul.base.HTTPClient):  # type: ignore[misc]
-    """py-consul's HTTP client interface on an aiohttp session we configure."""
-
-    def __init__(
-        self,
-        host: str,
-        port: int,
-        scheme: str,
-        *,
-        ssl_context: ssl.SSLContext | None,
-        timeout: aiohttp.ClientTimeout,
-    ) -> None:
-        super().__init__(host, port, scheme, verify=ssl_context is not None)
-        connector = aiohttp.TCPConnector(
-            ssl=ssl_context if ssl_context is not None else True, limit=0
-        )
-        self._session = aiohttp.ClientSession(connector=connector, timeout=timeout)
-
-    async def _request(
-        self,
-        callback: Callable[[Any], Any],
-        method: str,
-        path: str,
-        params: Any,
-        headers: Mapping[str, str] | None,
-        data: str | bytes | None = None,
-    ) -> Any:
-        uri = self.uri(path, params)
-        async with self._session.request(method, uri, headers=headers, data=data) as response:
-            body = await response.text(encoding="utf-8")
-            return callback(consul.base.Response(response.status, response.headers, body))
-
-    def get(
-        self,
-        callback: Callable[[Any], Any],
-        path: str,
-        params: Any = None,
-        headers: Mapping[str, str] | None = None,
-        raw: bool = False,
-    ) -> Any:
-        return self._request(callback, "GET", path, params, headers)
-
-    def put(
-        self,
-        callback: Callable[[Any], Any],
-        path: str,
-        params: Any = None,
-        data: str | bytes = "",
-        headers: Mapping[str, str] | None = None,
-    ) -> Any:
-        return self._request(callback, "PUT", path, params, headers, data)
-
-    def delete(
-        self,
-        callback: Callable[[Any], Any],
-        path: str,
-        params: Any = None,
-        data: str | bytes = "",
-        headers: Mapping[str, str] | None = None,
-    ) -> Any:
-        return self._request(callback, "DELETE", path, params, headers, data)
-
-    def post(
-        self,
-        callback: Callable[[Any], Any],
-        path: str,
-        params: Any = None,
-        data: str = "",
-        headers: Mapping[str, str] | None = None,
-    ) -> Any:
-        return self._request(callback, "POST", path, params, headers, data)
-
-    def close(self) -> Any:
-        return self._session.close()
-
-
-class _Client(consul.aio.Consul):  # type: ignore[misc]
-    """``consul.aio.Consul`` on :class:`_HTTPClient`, configured only by the settings."""
-
-    def __init__(self, settings: ConsulSettings, ssl_context: ssl.SSLContext | None) -> None:
-        self._ssl_context = ssl_context
-        read = settings.wait * 17 / 16 + READ_SLACK  # Consul adds up to wait/16 of jitter
-        self._timeout = aiohttp.ClientTimeout(total=read, sock_connect=CONNECT_TIMEOUT)
-        host = f"[{settings.host}]" if ":" in settings.host else settings.host
-        super().__init__(
-            host=host,
-            port=settings.port,
-            scheme=settings.scheme,
-            consistency="stale" if settings.stale else "default",
-            verify=settings.verify,
-        )
-        self.token = settings.token  # py-consul would prefer CONSUL_HTTP_TOKEN
-
-    def http_connect(
-        self, host: str, port: int, scheme: str, verify: bool | str = True, cert: Any = None
-    ) -> _HTTPClient:
-        return _HTTPClient(host, port, scheme, ssl_context=self._ssl_context, timeout=self._timeout)
-
-
-def _ssl_context(settings: ConsulSettings) -> ssl.SSLContext | None:
-    if not settings.tls:
-        return None
-    context = ssl.create_default_context(cafile=settings.ca_file)
-    if not settings.verify:
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    if settings.cert_file:
-        context.load_cert_chain(settings.cert_file, settings.key_file)
-    return context
 
 
 class _Watch:
     """One blocking query loop (or, not ``blocking``, one polling loop), reporting every
-    reply (or its failure) as an event."""
+    reply (or its failure) as an event.  A failure of this service alone is reported and
+    retried after a backoff; any other failure is reported and ends the loop."""
 
     def __init__(
         self, target: _Target, run: _Run, report: Callable[[_Event], None], *, blocking: bool
     ) -> None:
         self.target = target
         self.blocking = blocking
+        self.failures = 0  # failed queries in a row
         loop = self._loop if blocking else self._poll
         self.task = asyncio.create_task(loop(run, report), name=f"consul:{target}")
+
+    async def _attempt(
+        self, run: _Run, report: Callable[[_Event], None], index: int
+    ) -> Reply | None:
+        """One query.  None: it failed for this service alone (reported, and the retry
+        backoff waited out); errors that fail the registry propagate."""
+        try:
+            if self.blocking:
+                return self._succeeded(await run.query(self.target, index))
+            async with run.polls:
+                return self._succeeded(await run.query(self.target, index))
+        except ServiceQueryError as exc:
+            report(_Event(self, error=exc))
+            delay = retry_delay(self.failures, run.jitter())
+            self.failures += 1
+            level = logging.WARNING if self.failures == 1 else logging.DEBUG
+            log.log(level, "consul %s: %s; retrying in %.1fs", run.name, exc, delay)
+            await run.sleep(delay)
+            return None
+
+    def _succeeded(self, reply: Reply) -> Reply:
+        self.failures = 0
+        return reply
 
     async def _poll(self, run: _Run, report: Callable[[_Event], None]) -> None:
         try:
             while True:
-                async with run.polls:
-                    reply = await run.query(self.target, 0)
+                reply = await self._attempt(run, report, 0)
+                if reply is None:
+                    continue
                 report(_Event(self, reply=reply))
                 await asyncio.sleep(run.settings.poll_interval * random.uniform(0.9, 1.1))
         except Exception as exc:
@@ -321,10 +212,16 @@ class _Watch:
         try:
             limiter = RateLimiter()
             index, last = 0, None
+            retrying = False
             while True:
-                await asyncio.sleep(limiter.delay())
+                if not retrying:  # a retry has waited out its backoff instead
+                    await asyncio.sleep(limiter.delay())
                 sent, started = index, time.monotonic()
-                reply = await run.query(self.target, sent)
+                reply = await self._attempt(run, report, sent)
+                retrying = reply is None
+                if reply is None:  # start over with a query that answers at once
+                    index, last = 0, None
+                    continue
                 early = sent > 0 and time.monotonic() - started < run.settings.wait * EARLY
                 index = next_index(last, reply.index)
                 if index == 0:
@@ -344,10 +241,19 @@ class _Watch:
 class _Run:
     """One run of ``watch()``: the client, the watches and the converted state."""
 
-    def __init__(self, name: str, settings: ConsulSettings) -> None:
+    def __init__(
+        self,
+        name: str,
+        settings: ConsulSettings,
+        *,
+        sleep: Sleep = asyncio.sleep,
+        jitter: Callable[[], float] = random.random,
+    ) -> None:
         self.name = name
         self.settings = settings
-        self.client = _Client(settings, _ssl_context(settings))
+        self.sleep = sleep  # waits out a failed service's retry backoff
+        self.jitter = jitter
+        self.client = ConsulClient(settings, ssl_context(settings))
         self.state = ConsulState(
             Options(
                 hostname=settings.hostname,
@@ -364,7 +270,7 @@ class _Run:
         self.polls = asyncio.Semaphore(POLL_CONCURRENCY)
         self.warned_filtered = False
 
-    async def query(self, target: _Target, index: int) -> _Reply:
+    async def query(self, target: _Target, index: int) -> Reply:
         params: list[tuple[str, str]] = []
         if target.datacenter:
             params.append(("dc", target.datacenter))
@@ -374,12 +280,16 @@ class _Run:
             params.append(("stale", "1"))
         headers = self.client.prepare_headers()
         try:
-            reply: _Reply = await self.client.http.get(
-                _decode, target.path, params=params, headers=headers
+            reply: Reply = await self.client.http.get(
+                decode, target.path, params=params, headers=headers
             )
+            parse = catalog_names if target.service is None else health_entries
+            return dataclasses.replace(reply, data=parse(reply.data))
         except Exception as exc:  # not CancelledError: that is a BaseException
-            raise ConsulError(f"{target}: {_describe(exc)}") from exc
-        return reply
+            message = f"{target}: {_describe(exc)}"
+            if registry_wide(exc, catalog=target.service is None):
+                raise ConsulError(message) from exc
+            raise ServiceQueryError(message) from exc
 
     def start(self, target: _Target, *, blocking: bool = True) -> None:
         self.watches[target] = _Watch(target, self, self.events.put_nowait, blocking=blocking)
@@ -412,10 +322,15 @@ class _Run:
         watch.task.add_done_callback(self.stopped.discard)
 
     def apply(self, event: _Event) -> None:
-        """Apply one event: a reply updates the state, a failure raises ConsulError."""
+        """Apply one event: a reply updates the state, a failure of one service's query
+        marks that service as failing, any other failure raises ConsulError."""
         target = event.watch.target
         if self.watches.get(target) is not event.watch:
             return  # the watch was stopped after this reply was queued
+        if isinstance(event.error, ServiceQueryError) and target.service is not None:
+            self.pending.discard(target)  # answered, with no entries if it never had any
+            self.state.failed(target.datacenter, target.service, str(event.error))
+            return
         if event.error is not None:
             raise ConsulError(f"consul {self.name}: {event.error}") from event.error
         assert event.reply is not None
@@ -427,14 +342,13 @@ class _Run:
                 "token) lacks service:read or node:read; services may be missing",
                 self.name,
             )
-        try:
-            if target.service is None:
-                self._catalog(target.datacenter, catalog_names(event.reply.data))
-            else:
-                entries = health_entries(event.reply.data)
-                self.state.health(target.datacenter, target.service, entries)
-        except ValueError as exc:
-            raise ConsulError(f"consul {self.name}: {target}: {exc}") from None
+        if target.service is None:
+            self._catalog(target.datacenter, event.reply.data)
+        else:
+            recovered = self.state.failing(target.datacenter, target.service)
+            self.state.health(target.datacenter, target.service, event.reply.data)
+            if recovered:
+                log.info("consul %s: %s answers again", self.name, target)
 
     def _catalog(self, datacenter: str, names: list[str]) -> None:
         wanted = self.state.catalog(datacenter, names)
@@ -479,9 +393,21 @@ def _describe(exc: BaseException) -> str:
 class ConsulAdapter:
     """Services of a Consul agent (see the module docstring)."""
 
-    def __init__(self, *, name: str, settings: Mapping[str, Any], context: AdapterContext) -> None:
+    def __init__(
+        self,
+        *,
+        name: str,
+        settings: Mapping[str, Any],
+        context: AdapterContext,
+        sleep: Sleep = asyncio.sleep,
+        jitter: Callable[[], float] = random.random,
+    ) -> None:
+        """``sleep`` waits out a failed service query's retry backoff; ``jitter`` returns
+        a number in [0, 1) that picks its jitter (tests pass their own)."""
         self.name = name
         self.settings = parse_settings(name, settings)
+        self._sleep = sleep
+        self._jitter = jitter
 
     def __repr__(self) -> str:
         datacenters = list(self.settings.datacenters) or "agent's"
@@ -490,7 +416,7 @@ class ConsulAdapter:
 
     async def watch(self) -> AsyncIterator[Update]:
         try:
-            run = _Run(self.name, self.settings)
+            run = _Run(self.name, self.settings, sleep=self._sleep, jitter=self._jitter)
         except (OSError, ssl.SSLError) as exc:  # TLS files: missing, unreadable, wrong
             raise ConsulError(f"consul {self.name}: TLS setup: {_describe(exc)}") from exc
         try:

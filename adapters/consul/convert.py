@@ -17,6 +17,9 @@ Contract:
   and is reported under ``<service>``.  The raw entries (``sources``) are keyed by
   ``<service>`` (or ``<datacenter>/<service>``) and keep only the fields that matter
   here: check output, notes and definitions (HTTP headers...) are dropped.
+* A service whose health query failed (:meth:`~ConsulState.failed`) keeps its last
+  entries; the failure is reported under ``<service>`` (or ``<datacenter>/<service>``)
+  until its next reply (:meth:`~ConsulState.health`) or until the catalog drops it.
 * Malformed *replies* (not a JSON object or list) raise :class:`ValueError`: the agent
   is not one this adapter can follow.
 
@@ -483,6 +486,7 @@ class ConsulState:
         self.options = options or Options()
         self._names: dict[str, set[str]] = {}  # datacenter -> names in its catalog
         self._rejected: dict[Key, str] = {}  # names that give no hostname
+        self._failed: dict[Key, str] = {}  # services whose last health query failed
         self._groups: dict[Key, _Group] = {}
         self._raw: dict[Key, list[Any]] = {}
         self._by_host: dict[str, set[Key]] = {}
@@ -501,6 +505,7 @@ class ConsulState:
         for name in self._names.get(datacenter, set()) - current:
             key = (datacenter, name)
             self._rejected.pop(key, None)
+            self._failed.pop(key, None)
             self._drop(key)
             self._problems = None
         self._names[datacenter] = current
@@ -520,8 +525,10 @@ class ConsulState:
     def health(self, datacenter: str, name: str, entries: Sequence[Any]) -> None:
         """The current ``/v1/health/service/<name>`` entries of ``datacenter``."""
         key = (datacenter, name)
-        if name not in self._names.get(datacenter, ()) or key in self._rejected:
+        if not self._listed(key):
             return  # a late reply of a watch that was stopped
+        if self._failed.pop(key, None) is not None:
+            self._problems = None
         if self._raw.get(key) == entries:
             return
         self._raw[key] = list(entries)
@@ -530,6 +537,23 @@ class ConsulState:
         self._by_host.setdefault(group.hostname, set()).add(key)
         self._dirty.add(group.hostname)
         self._problems = None
+
+    def failed(self, datacenter: str, name: str, error: str) -> None:
+        """The last ``/v1/health/service/<name>`` query of ``datacenter`` failed with
+        ``error``: the service keeps its last entries (none if it never had any) and
+        the error shows under its source until :meth:`health` gets a reply."""
+        key = (datacenter, name)
+        if self._listed(key) and self._failed.get(key) != error:
+            self._failed[key] = error
+            self._problems = None
+
+    def failing(self, datacenter: str, name: str) -> bool:
+        """Whether the last health query of that service failed."""
+        return (datacenter, name) in self._failed
+
+    def _listed(self, key: Key) -> bool:
+        datacenter, name = key
+        return name in self._names.get(datacenter, ()) and key not in self._rejected
 
     # -- output ---------------------------------------------------------------------
 
@@ -566,6 +590,9 @@ class ConsulState:
             errors: dict[str, str] = {}
             for key, message in self._rejected.items():
                 errors[self._source(key)] = f"{self._source(key)}: {message}; not watched"
+            for key, message in self._failed.items():
+                kept = "its last good endpoints" if key in self._groups else "no endpoints yet"
+                errors[self._source(key)] = f"{self._source(key)}: {message}; serving {kept}"
             sources: dict[str, Any] = {}
             for key, group in self._groups.items():
                 errors.update(group.errors)

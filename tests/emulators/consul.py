@@ -48,7 +48,10 @@ service (node ``node_name``, 127.0.0.1, port 8300, a passing ``serfHealth`` node
 Knobs for tests: :meth:`reset_index` (a snapshot restore: indexes go back, blocked
 queries return at once), ``zero_index`` (replies say ``X-Consul-Index: 0``),
 ``immediate`` (blocking queries answer at once, unchanged), ``fail_status`` /
-``fail_body`` (reads fail, blocked ones at once), ``max_conns_per_client`` (the
+``fail_body`` (reads fail, blocked ones at once), :meth:`fail_service` (one service's
+health reads fail, blocked ones at once: an error status, or with status 200 a body
+that is not what Consul sends; the next N reads or until told otherwise;
+:attr:`service_failures` counts the failed answers), ``max_conns_per_client`` (the
 agent's ``limits.http_max_conns_per_client``, off by default: a request on a connection
 beyond that many open ones from its client address answers 429 as Consul does, idle
 keep-alive connections counted too; :attr:`refused` counts them), :meth:`stop` /
@@ -127,6 +130,15 @@ def _field(obj: Mapping[str, Any], name: str, default: Any = None) -> Any:
 
 
 @dataclass
+class _ServiceFailure:
+    """How the health reads of one service fail (see :meth:`ConsulEmulator.fail_service`)."""
+
+    status: int
+    body: str
+    times: int | None  # failed answers left; None: until told otherwise
+
+
+@dataclass
 class _Datacenter:
     name: str
     index: int = 1  # raft index
@@ -195,6 +207,8 @@ class ConsulEmulator(LoopbackServer):
         self.fail_status: int | None = None
         self.fail_body = "rpc error: emulated failure"
         self.max_conns_per_client: int | None = None
+        self._failing_services: dict[str, _ServiceFailure] = {}
+        self.service_failures: dict[str, int] = {}  # service name -> failed answers given
         self.refused = 0  # requests answered 429 for max_conns_per_client
         self._conns: dict[str, set[asyncio.BaseTransport]] = {}  # client address -> open
         self._changed = asyncio.Event()
@@ -230,6 +244,25 @@ class ConsulEmulator(LoopbackServer):
         self.fail_status = status
         if body is not None:
             self.fail_body = body
+        self._notify()
+
+    def fail_service(
+        self,
+        name: str,
+        status: int | None = 500,
+        *,
+        body: str | None = None,
+        times: int | None = None,
+    ) -> None:
+        """``GET /v1/health/service/<name>`` (every datacenter) answers ``status`` with
+        ``body`` (default :attr:`fail_body`) the next ``times`` times, or until called
+        again with ``status`` None.  With status 200 the body is sent as the reply, with
+        a valid ``X-Consul-Index``: a malformed reply.  Blocked reads answer at once."""
+        if status is None:
+            self._failing_services.pop(name, None)
+        else:
+            text = self.fail_body if body is None else body
+            self._failing_services[name] = _ServiceFailure(status, text, times)
         self._notify()
 
     def count(self, path_prefix: str = "/v1/", since: float = 0.0) -> int:
@@ -353,8 +386,11 @@ class ConsulEmulator(LoopbackServer):
             raise HTTPError(400, "Invalid wait time") from None
         return index, min(wait, MAX_WAIT) or DEFAULT_WAIT
 
-    async def _block(self, request: web.Request, current: Callable[[], int]) -> None:
-        """Wait as a blocking query does (see the module docstring)."""
+    async def _block(
+        self, request: web.Request, current: Callable[[], int], service: str | None = None
+    ) -> None:
+        """Wait as a blocking query does (see the module docstring); a read of
+        ``service`` returns at once when that service starts failing."""
         index, wait = self._blocking_params(request)
         if index <= 0 or self.immediate:
             return
@@ -364,7 +400,7 @@ class ConsulEmulator(LoopbackServer):
         deadline = loop.time() + wait
         generation = self._generation
         while current() <= index and generation == self._generation:
-            if self.fail_status is not None or self.immediate:
+            if self.fail_status is not None or self.immediate or service in self._failing_services:
                 return
             remaining = deadline - loop.time()
             if remaining <= 0:
@@ -403,11 +439,27 @@ class ConsulEmulator(LoopbackServer):
         name = request.match_info["name"]
         dc = self._dc(request.query.get("dc"))
         allowed = self._read_access(request)
-        await self._block(request, lambda: dc.health_index(name))
+        await self._block(request, lambda: dc.health_index(name), name)
+        failure = self._service_failure(name, dc.health_index(name))
+        if failure is not None:
+            return failure
         entries = dc.entries(name) if allowed else []
         if "passing" in request.query:
             entries = [e for e in entries if all(c["Status"] == "passing" for c in e["Checks"])]
         return self._reply(request, entries, dc.health_index(name), not allowed)
+
+    def _service_failure(self, name: str, index: int) -> web.Response | None:
+        """The failed answer for a health read of ``name``, if it is failing (counted)."""
+        failure = self._failing_services.get(name)
+        if failure is None:
+            return None
+        if failure.times is not None:
+            failure.times -= 1
+            if failure.times <= 0:
+                del self._failing_services[name]
+        self.service_failures[name] = self.service_failures.get(name, 0) + 1
+        headers = {"X-Consul-Index": str(index)} if failure.status == 200 else {}
+        return web.Response(status=failure.status, text=failure.body, headers=headers)
 
     async def _register(self, request: web.Request) -> web.Response:
         self._write_access(request)
