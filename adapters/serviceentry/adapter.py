@@ -341,12 +341,19 @@ class _Tree:
         )
 
     def _sources(self) -> dict[str, list[Any]]:
-        """The documents in use, cut down for display; the same mapping until they change."""
-        raw, shown = self._shown
-        if raw is not self.table.sources:
-            raw = self.table.sources
-            shown = {source: [bounded(doc) for doc in docs] for source, docs in raw.items()}
-            self._shown = (raw, shown)
+        """The documents in use, cut down for display; the same mapping until they change,
+        and only the files whose documents changed are cut down again."""
+        old_raw, old_shown = self._shown
+        raw = self.table.sources
+        if raw is old_raw:
+            return old_shown
+        shown = {
+            source: old_shown[source]
+            if old_raw.get(source) is docs
+            else [bounded(doc) for doc in docs]
+            for source, docs in raw.items()
+        }
+        self._shown = (raw, shown)
         return shown
 
 

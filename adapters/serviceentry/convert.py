@@ -374,7 +374,7 @@ class FileTable:
         self._errors: dict[str, str] = {}
         self._last: dict[str, bytes | str] = {}
         self._builder = _Builder()
-        self._sources: dict[str, list[Any]] | None = {}
+        self._sources: dict[str, tuple[Any, ...]] | None = {}
         self.changed: frozenset[str] = frozenset()
 
     def load(self, source: str, data: bytes | str) -> bool:
@@ -391,7 +391,7 @@ class FileTable:
         previous = self._good.get(source)
         self._good[source] = parsed
         if previous is not None and self._sources is not None:
-            self._sources = {**self._sources, source: list(parsed.raw)}  # keeps the order
+            self._sources = {**self._sources, source: parsed.raw}  # keeps the order
         else:
             self._sources = None
         if previous is not None and previous.documents == parsed.documents:
@@ -433,12 +433,14 @@ class FileTable:
         }
 
     @property
-    def sources(self) -> dict[str, list[Any]]:
+    def sources(self) -> dict[str, tuple[Any, ...]]:
         """The raw documents in use, per file (the last good content of broken files).
 
-        A new mapping whenever they changed, the same one otherwise; never modified."""
+        A new mapping whenever they changed, the same one otherwise; never modified.  The
+        documents of a file that did not change are the same tuple as before, so a
+        reader can redo its work for the changed files alone."""
         if self._sources is None:
-            self._sources = {s: list(self._good[s].raw) for s in sorted(self._good)}
+            self._sources = {s: self._good[s].raw for s in sorted(self._good)}
         return self._sources
 
     @property

@@ -285,13 +285,12 @@ class Connection:
         ``resource_names``.  Anything else is decoded whole and digested as usual."""
         start = _names_start(raw)
         if start is not None:
-            view = memoryview(raw)
             for state in self.states.values():
                 key = state.names_key
                 if key is None:
                     continue
                 end = start + len(key)
-                if raw[end : end + 1] == _NAME_TAG or view[start:end] != key:
+                if raw[end : end + 1] == _NAME_TAG or raw[start:end] != key:
                     continue
                 light = discovery_pb2.DiscoveryRequest.FromString(raw[:start] + raw[end:])
                 if light.type_url == state.type_url and not light.resource_names:
