@@ -217,6 +217,12 @@ class DeltaConnection(Connection):
                 return found, table
         return None
 
+    def version_of(self, snapshot: Snapshot, type_url: str, name: str) -> str:
+        """The version ``name`` of ``type_url`` is sent with from ``snapshot`` ("" if this
+        connection sees no such resource)."""
+        found = self._lookup(snapshot, self._tables(type_url), name)
+        return resource_version(self._prefix, *found) if found is not None else ""
+
     def _candidates(
         self, snapshot: Snapshot, tables: tuple[str, ...], state: DeltaTypeState
     ) -> Iterable[str]:
