@@ -94,6 +94,16 @@ class _State(Collector):
         for version, count in sorted(versions.items()):
             clients.add_metric([version], count)
         yield clients
+        streams = GaugeMetricFamily(
+            "registryd_xds_streams",
+            "Connected xDS clients by ADS method: sotw (StreamAggregatedResources) or delta "
+            "(DeltaAggregatedResources).",
+            labels=["type"],
+        )
+        delta = sum(1 for conn in list(self._xds.connections.values()) if conn.delta)
+        streams.add_metric(["sotw"], len(self._xds.connections) - delta)
+        streams.add_metric(["delta"], delta)
+        yield streams
         services = GaugeMetricFamily("pilot_services", "Total services known to pilot.")
         services.add_metric([], len(self._store.view.services))
         yield services

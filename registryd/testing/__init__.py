@@ -2,8 +2,15 @@
 adapter contract suite.  Plugin authors and registryd's own tests use them the same way.
 """
 
-from registryd.testing.ads import AdsClient, Response
+from registryd.testing.ads import AdsClient, DeltaAdsClient, DeltaResponse, Response
 from registryd.testing.contract import AdapterContract
 from registryd.testing.memory import MemoryAdapter
 
-__all__ = ["AdapterContract", "AdsClient", "MemoryAdapter", "Response"]
+__all__ = [
+    "AdapterContract",
+    "AdsClient",
+    "DeltaAdsClient",
+    "DeltaResponse",
+    "MemoryAdapter",
+    "Response",
+]

@@ -1,8 +1,11 @@
-"""A small ADS client on grpc.aio, for tests, benchmarks and poking at a live server.
+"""Small ADS clients on grpc.aio, for tests, benchmarks and poking at a live server.
 
-It speaks state-of-the-world ADS the way Envoy does: one stream, requests per type,
-ACKs (or NACKs) each response with its nonce.  ACKs are sent automatically unless
-``auto_ack`` is off; ``reject`` makes it NACK a type instead.
+:class:`AdsClient` speaks state-of-the-world ADS the way Envoy does: one stream, requests
+per type, ACKs (or NACKs) each response with its nonce.  :class:`DeltaAdsClient` speaks
+Delta (incremental) ADS: it subscribes and unsubscribes names, applies each response to
+what it holds (``held``) and can reconnect announcing what it holds
+(``initial_resource_versions``).  Both ACK automatically unless ``auto_ack`` is off;
+``reject`` makes them NACK a type instead.
 """
 
 from __future__ import annotations
@@ -19,9 +22,11 @@ from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf import struct_pb2
 from google.rpc import status_pb2
 
-__all__ = ["TYPES", "AdsClient", "Response"]
+__all__ = ["TYPES", "AdsClient", "DeltaAdsClient", "DeltaResponse", "Response"]
 
-_METHOD = "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources"
+_SERVICE = "/envoy.service.discovery.v3.AggregatedDiscoveryService"
+_METHOD = f"{_SERVICE}/StreamAggregatedResources"
+_DELTA_METHOD = f"{_SERVICE}/DeltaAggregatedResources"
 TYPES = {
     "cds": "type.googleapis.com/envoy.config.cluster.v3.Cluster",
     "eds": "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment",
@@ -89,6 +94,38 @@ def _name_of(packed: Any) -> str:
     return message.cluster_name if packed.type_url == TYPES["eds"] else message.name
 
 
+def _node(node_id: str, metadata: Mapping[str, str] | None) -> base_pb2.Node:
+    node = base_pb2.Node(id=node_id, cluster="test")
+    if metadata:
+        node.metadata.CopyFrom(
+            struct_pb2.Struct(
+                fields={k: struct_pb2.Value(string_value=v) for k, v in metadata.items()}
+            )
+        )
+    return node
+
+
+def _channel(
+    target: str, credentials: grpc.ChannelCredentials | None, options: list[tuple[str, Any]]
+) -> grpc.aio.Channel:
+    if credentials is None:
+        return grpc.aio.insecure_channel(target, options=options)
+    return grpc.aio.secure_channel(target, credentials, options=options)
+
+
+async def _next(queue: asyncio.Queue[Any], kind: str | None, timeout: float) -> Any:
+    """The next response of ``queue`` (of ``kind`` if given; others are skipped)."""
+    type_url = TYPES.get(kind, kind) if kind else None
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError(f"no {kind or 'response'} within {timeout}s")
+        response = await asyncio.wait_for(queue.get(), timeout=left)
+        if type_url is None or response.type_url == type_url:
+            return response
+
+
 class AdsClient:
     def __init__(
         self,
@@ -101,13 +138,7 @@ class AdsClient:
         credentials: grpc.ChannelCredentials | None = None,
     ) -> None:
         self.target = target
-        self.node = base_pb2.Node(id=node_id, cluster="test")
-        if metadata:
-            self.node.metadata.CopyFrom(
-                struct_pb2.Struct(
-                    fields={k: struct_pb2.Value(string_value=v) for k, v in metadata.items()}
-                )
-            )
+        self.node = _node(node_id, metadata)
         self.auto_ack = auto_ack
         self.channel_options = list(channel_options)
         self.credentials = credentials  # None: plaintext
@@ -130,12 +161,7 @@ class AdsClient:
         await self.close()
 
     async def connect(self) -> None:
-        if self.credentials is None:
-            self._channel = grpc.aio.insecure_channel(self.target, options=self.channel_options)
-        else:
-            self._channel = grpc.aio.secure_channel(
-                self.target, self.credentials, options=self.channel_options
-            )
+        self._channel = _channel(self.target, self.credentials, self.channel_options)
         stream = self._channel.stream_stream(
             _METHOD,
             request_serializer=discovery_pb2.DiscoveryRequest.SerializeToString,
@@ -219,15 +245,8 @@ class AdsClient:
 
     async def next(self, kind: str | None = None, timeout: float = 5.0) -> Response:
         """The next response (of ``kind`` if given; others are skipped)."""
-        type_url = TYPES.get(kind, kind) if kind else None
-        deadline = time.monotonic() + timeout
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise TimeoutError(f"no {kind or 'response'} within {timeout}s")
-            response = await asyncio.wait_for(self.responses.get(), timeout=left)
-            if type_url is None or response.type_url == type_url:
-                return response
+        response: Response = await _next(self.responses, kind, timeout)
+        return response
 
     async def expect_none(self, within: float = 0.3) -> None:
         """Fail if any response arrives within ``within`` seconds."""
@@ -236,3 +255,166 @@ class AdsClient:
         except TimeoutError:
             return
         raise AssertionError(f"unexpected response {response.type_url} {response.names}")
+
+
+@dataclass
+class DeltaResponse:
+    """One DeltaDiscoveryResponse and when it arrived."""
+
+    message: discovery_pb2.DeltaDiscoveryResponse
+    received: float = field(default_factory=time.monotonic)
+
+    @property
+    def type_url(self) -> str:
+        return self.message.type_url
+
+    @property
+    def names(self) -> list[str]:
+        """The names of the resources it carries, in order."""
+        return [r.name for r in self.message.resources]
+
+    @property
+    def registry_names(self) -> list[str]:
+        """:attr:`names` without the resources every proxy gets."""
+        return [n for n in self.names if n not in _STATIC]
+
+    @property
+    def removed(self) -> list[str]:
+        return list(self.message.removed_resources)
+
+    @property
+    def versions(self) -> dict[str, str]:
+        return {r.name: r.version for r in self.message.resources}
+
+    def decode(self) -> list[Any]:
+        """The resources as protos (Cluster, ClusterLoadAssignment, ...)."""
+        return [
+            _message_class(r.resource.type_url).FromString(r.resource.value)
+            for r in self.message.resources
+        ]
+
+
+class DeltaAdsClient:
+    """A Delta ADS client.  ``held`` is what it holds per type, by name, after applying
+    every response read so far (an ACKed or NACKed response is applied alike)."""
+
+    def __init__(
+        self,
+        target: str,
+        *,
+        node_id: str = "sidecar~127.0.0.1~test-1.default~default.svc.cluster.local",
+        metadata: Mapping[str, str] | None = None,
+        auto_ack: bool = True,
+        channel_options: Iterable[tuple[str, Any]] = (),
+        credentials: grpc.ChannelCredentials | None = None,
+    ) -> None:
+        self.target = target
+        self.node = _node(node_id, metadata)
+        self.auto_ack = auto_ack
+        self.channel_options = list(channel_options)
+        self.credentials = credentials
+        self.reject: dict[str, str] = {}  # type_url -> NACK message
+        self.responses: asyncio.Queue[DeltaResponse] = asyncio.Queue()
+        self.held: dict[str, dict[str, discovery_pb2.Resource]] = {}
+        self._channel: grpc.aio.Channel | None = None
+        self._outbox: asyncio.Queue[discovery_pb2.DeltaDiscoveryRequest | None] = asyncio.Queue()
+        self._reader: asyncio.Task[None] | None = None
+        self._sent_node = False
+
+    async def __aenter__(self) -> DeltaAdsClient:
+        await self.connect()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def connect(self) -> None:
+        self._channel = _channel(self.target, self.credentials, self.channel_options)
+        stream = self._channel.stream_stream(
+            _DELTA_METHOD,
+            request_serializer=discovery_pb2.DeltaDiscoveryRequest.SerializeToString,
+            response_deserializer=discovery_pb2.DeltaDiscoveryResponse.FromString,
+        )
+        self._sent_node = False
+        self._outbox = asyncio.Queue()
+        call = stream(self._requests())
+        self._reader = asyncio.create_task(self._read(call), name=f"delta-client-{self.target}")
+
+    async def close(self) -> None:
+        self._outbox.put_nowait(None)
+        if self._reader is not None:
+            self._reader.cancel()
+            await asyncio.gather(self._reader, return_exceptions=True)
+        if self._channel is not None:
+            await self._channel.close()
+
+    async def _requests(self) -> Any:
+        while True:
+            request = await self._outbox.get()
+            if request is None:
+                return
+            yield request
+
+    def send(
+        self,
+        type_url: str,
+        subscribe: Iterable[str] = (),
+        unsubscribe: Iterable[str] = (),
+        *,
+        nonce: str = "",
+        error: str | None = None,
+        initial: Mapping[str, str] | None = None,
+    ) -> None:
+        """Queue a raw DeltaDiscoveryRequest."""
+        request = discovery_pb2.DeltaDiscoveryRequest(
+            type_url=TYPES.get(type_url, type_url),
+            resource_names_subscribe=list(subscribe),
+            resource_names_unsubscribe=list(unsubscribe),
+            initial_resource_versions=dict(initial or {}),
+            response_nonce=nonce,
+        )
+        if not self._sent_node:
+            request.node.CopyFrom(self.node)
+            self._sent_node = True
+        if error is not None:
+            request.error_detail.CopyFrom(status_pb2.Status(code=3, message=error))
+        self._outbox.put_nowait(request)
+
+    def subscribe(self, kind: str, names: Iterable[str] = (), *, resume: bool = False) -> None:
+        """Subscribe to ``names`` of ``kind`` (none: the first request of CDS/LDS is a
+        wildcard).  With ``resume``, announce what is held of ``kind`` as
+        ``initial_resource_versions`` (the first request after a reconnect)."""
+        type_url = TYPES.get(kind, kind)
+        held = self.held.setdefault(type_url, {})
+        initial = {n: r.version for n, r in held.items()} if resume else None
+        self.send(type_url, names, initial=initial)
+
+    def unsubscribe(self, kind: str, names: Iterable[str]) -> None:
+        """Unsubscribe from ``names``; they are dropped from ``held``."""
+        type_url = TYPES.get(kind, kind)
+        names = list(names)
+        for name in names:
+            self.held.get(type_url, {}).pop(name, None)
+        self.send(type_url, unsubscribe=names)
+
+    async def _read(self, call: Any) -> None:
+        async for message in call:
+            response = DeltaResponse(message)
+            held = self.held.setdefault(message.type_url, {})
+            for name in message.removed_resources:
+                held.pop(name, None)
+            for resource in message.resources:
+                held[resource.name] = resource
+            if self.auto_ack:
+                self.ack(response)
+            await self.responses.put(response)
+
+    def ack(self, response: DeltaResponse) -> None:
+        """ACK ``response`` (NACK it if its type is in ``reject``)."""
+        error = self.reject.get(response.type_url)
+        self.send(response.type_url, nonce=response.message.nonce, error=error)
+
+    async def next(self, kind: str | None = None, timeout: float = 5.0) -> DeltaResponse:
+        """The next response (of ``kind`` if given; others are skipped)."""
+        response: DeltaResponse = await _next(self.responses, kind, timeout)
+        return response

@@ -24,6 +24,7 @@ from registryd.registry.merge import Conflict, MergedService
 from registryd.registry.store import RegistryStore, ShardState
 from registryd.settings import redact
 from registryd.xds import resources as res
+from registryd.xds.delta import DeltaTypeState
 from registryd.xds.stream import ORDER, Connection, TypeState
 from registryd.xds.tracking import Delivery, PushTrace
 
@@ -221,12 +222,19 @@ def _matches(conn: Connection, proxy_id: str) -> bool:
     return not proxy_id or proxy_id in (conn.proxy_id, conn.id)
 
 
+def _kind(conn: Connection) -> str:
+    """The ADS method of the stream: ``delta`` or ``sotw`` (state-of-the-world)."""
+    return "delta" if conn.delta else "sotw"
+
+
 def connections(conns: Iterable[Connection], proxy_id: str = "") -> list[JSON]:
-    """A light list of the connected clients."""
+    """A light list of the connected clients, with the kind of their stream."""
     return [
         {
             "proxyID": clip(c.proxy_id, CLIENT_TEXT),
             "connectionID": c.id,
+            "type": _kind(c),
+            "delta": c.delta,
             "peer": c.peer,
             "connectedAt": rfc3339(c.connected_at),
         }
@@ -273,6 +281,15 @@ def _type_sync(state: TypeState, mono_to_wall: float) -> JSON:
         "acks": state.acks,
         "nacks": state.nacks,
         "expiredNonces": state.expired_nonces,
+        **(_delta_sync(state) if isinstance(state, DeltaTypeState) else {}),
+    }
+
+
+def _delta_sync(state: DeltaTypeState) -> JSON:
+    """What a Delta client holds, as far as the server knows, and the last removals."""
+    return {
+        "resourcesHeld": sum(1 for r in state.held.values() if r is not None),
+        "removedSent": list(state.removed_sent),
     }
 
 
@@ -288,7 +305,15 @@ def syncz(conns: Iterable[Connection], proxy_id: str = "") -> list[JSON]:
             for t in ORDER
             if t in c.states and c.states[t].requested
         }
-        out.append({"proxyID": clip(c.proxy_id, CLIENT_TEXT), "connectionID": c.id, "types": types})
+        out.append(
+            {
+                "proxyID": clip(c.proxy_id, CLIENT_TEXT),
+                "connectionID": c.id,
+                "type": _kind(c),
+                "delta": c.delta,
+                "types": types,
+            }
+        )
     return out
 
 
@@ -343,7 +368,12 @@ def _trace(trace: PushTrace, proxy_id: str) -> JSON:
         if proxy_id and proxy_id not in (d.proxy, d.conn_id):
             continue
         entry = proxies.setdefault(
-            d.conn_id, {"proxyID": clip(d.proxy, CLIENT_TEXT), "connectionID": d.conn_id}
+            d.conn_id,
+            {
+                "proxyID": clip(d.proxy, CLIENT_TEXT),
+                "connectionID": d.conn_id,
+                "type": "delta" if d.delta else "sotw",
+            },
         )
         entry.setdefault("types", {})[res.short_type(d.type_url)] = _delivery(d, trace.started)
     acked: list[float] = []

@@ -17,8 +17,10 @@
   connection sees (its namespace overlay over the plain table, as served), a named one
   the subscribed names that exist (no empty placeholders for unknown EDS/RDS names).
 * ``version_info`` of a resource is ``f"{version_prefix}-{resource.version}"``: the
-  snapshot version in which its content last changed.  The cluster and listener dumps'
-  own ``version_info`` is the last version the proxy ACKed for the type, if any.
+  snapshot version in which its content last changed (on a Delta stream, the version the
+  resource is sent with: ``@<namespace>`` added for a namespace's own variant).  The
+  cluster and listener dumps' own ``version_info`` is the last version the proxy ACKed
+  for the type, if any.
 * A NACK of the version last sent for a type (nothing newer was sent since) puts an
   ``error_state`` (``UpdateFailureState``: ``details`` = the proxy's error message,
   ``version_info`` = the rejected version, ``last_update_attempt`` = when that version
@@ -41,6 +43,7 @@ from google.protobuf import any_pb2, json_format, timestamp_pb2
 # importing resources registers every message packed in what registryd serves
 # (Cluster, Listener, HttpConnectionManager, Router...) so json_format can expand them
 from registryd.xds import resources as res
+from registryd.xds.delta import DeltaConnection
 from registryd.xds.snapshot import Resource, Snapshot
 from registryd.xds.stream import Connection, TypeState
 
@@ -100,7 +103,10 @@ def config_dump(conn: Connection, snapshot: Snapshot, *, version_prefix: str) ->
                 target = entry.active_state
             else:
                 target = entry
-            target.version_info = f"{version_prefix}-{resource.version}"
+            if isinstance(conn, DeltaConnection):
+                target.version_info = conn.version_of(snapshot, type_url, resource.name)
+            else:
+                target.version_info = f"{version_prefix}-{resource.version}"
             getattr(target, field).CopyFrom(any_pb2.Any(type_url=type_url, value=resource.body))
             if failure is not None:
                 entry.error_state.CopyFrom(failure)

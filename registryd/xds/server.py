@@ -6,8 +6,13 @@ snapshot and writes.  Writers are independent tasks, so a client that stops read
 blocks only its own writer (gRPC flow control), never the others, and a writer that falls
 behind skips straight to the newest snapshot instead of queueing every version.
 
-Responses are pre-serialized bytes (see :mod:`registryd.xds.snapshot`); the gRPC method
-is registered with no response serializer so the bytes go out untouched.
+Both ADS methods are served on the same port, from the same snapshots:
+``StreamAggregatedResources`` (state-of-the-world, :mod:`registryd.xds.stream`) and
+``DeltaAggregatedResources`` (incremental, :mod:`registryd.xds.delta`).  Only the
+per-connection protocol logic differs; readers, writers, limits and observers are shared.
+
+Responses are pre-serialized bytes (see :mod:`registryd.xds.snapshot`); the gRPC methods
+are registered with no response serializer so the bytes go out untouched.
 """
 
 from __future__ import annotations
@@ -16,23 +21,26 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeAlias
 
 import grpc
+from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf.message import DecodeError
 
 from registryd.logs import LogThrottle, clip
 from registryd.supervisor import TaskHealth
 from registryd.xds import resources as res
+from registryd.xds.delta import DeltaConnection
 from registryd.xds.snapshot import EMPTY, Snapshot
-from registryd.xds.stream import NACK, Connection, Digest, Interner, Planned
+from registryd.xds.stream import ACK, NACK, Connection, Digest, Interner, Planned
 
-__all__ = ["ADS_METHOD", "XdsObserver", "XdsServer"]
+__all__ = ["ADS_METHOD", "DELTA_METHOD", "XdsObserver", "XdsServer"]
 
 log = logging.getLogger("registryd.xds")
 
 ADS_SERVICE = "envoy.service.discovery.v3.AggregatedDiscoveryService"
 ADS_METHOD = f"/{ADS_SERVICE}/StreamAggregatedResources"
+DELTA_METHOD = f"/{ADS_SERVICE}/DeltaAggregatedResources"
 MAX_NAME = 2048  # characters; longer resource names are never ours
 
 
@@ -53,6 +61,9 @@ class XdsObserver(Protocol):
 
     def answered(self, conn: Connection, digest: Digest, version_info: str, at: float) -> None:
         """A request arrived on ``conn``: ``digest.kind`` says whether ACK, NACK..."""
+
+
+_Request: TypeAlias = discovery_pb2.DiscoveryRequest | discovery_pb2.DeltaDiscoveryRequest
 
 
 class _Refused(Exception):
@@ -115,14 +126,29 @@ class XdsServer:
 
     # -- gRPC wiring ---------------------------------------------------------------
     def handler(self) -> grpc.GenericRpcHandler:
-        method = grpc.stream_stream_rpc_method_handler(
+        sotw = grpc.stream_stream_rpc_method_handler(
             self._stream,
             request_deserializer=None,  # requests are digested from their bytes
             response_serializer=None,  # responses are already bytes
         )
-        return grpc.method_handlers_generic_handler(
-            ADS_SERVICE, {"StreamAggregatedResources": method}
+        delta = grpc.stream_stream_rpc_method_handler(
+            self._delta_stream,
+            request_deserializer=None,  # decoded by the connection, as for SotW
+            response_serializer=None,
         )
+        return grpc.method_handlers_generic_handler(
+            ADS_SERVICE, {"StreamAggregatedResources": sotw, "DeltaAggregatedResources": delta}
+        )
+
+    async def _delta_stream(
+        self,
+        requests: AsyncIterator[bytes],
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> None:
+        conn = DeltaConnection(
+            peer=context.peer(), version_prefix=self.version_prefix, interner=self.interner
+        )
+        await self._serve(conn, requests, context)
 
     async def _stream(
         self,
@@ -132,6 +158,14 @@ class XdsServer:
         conn = Connection(
             peer=context.peer(), version_prefix=self.version_prefix, interner=self.interner
         )
+        await self._serve(conn, requests, context)
+
+    async def _serve(
+        self,
+        conn: Connection,
+        requests: AsyncIterator[bytes],
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> None:
         wake = asyncio.Event()
         self.connections[conn.id] = conn
         self._wake[conn.id] = wake
@@ -197,16 +231,17 @@ class XdsServer:
             if digest.replan:
                 self._check_unknown(conn, digest)
                 wake.set()
+            version_info = _answered_version(request, digest)
             if self.observers:
                 at = time.monotonic()
                 for observer in self.observers:
-                    observer.answered(conn, digest, request.version_info, at)
+                    observer.answered(conn, digest, version_info, at)
             if digest.kind == NACK and self._nack_log.allow(conn.id):
                 log.warning(
                     "%s rejected %s version %s: %s",
                     clip(conn.proxy_id),
                     request.type_url.rsplit(".", 1)[-1],
-                    clip(request.version_info or "-", 64),
+                    clip(version_info or "-", 64),
                     clip(request.error_detail.message),
                 )
 
@@ -253,3 +288,16 @@ class XdsServer:
                 at = time.monotonic()
                 for observer in self.observers:
                     observer.synced(conn, snapshot.version, at)
+
+
+def _answered_version(request: _Request, digest: Digest) -> str:
+    """The version an ACK or NACK is about: a state-of-the-world request says it (the
+    version it keeps); a Delta request names the response's nonce, which the connection
+    mapped to that response's version."""
+    if isinstance(request, discovery_pb2.DiscoveryRequest):
+        return request.version_info
+    if digest.state is None:
+        return ""
+    if digest.kind == ACK:
+        return digest.state.acked_version
+    return digest.state.nack_version if digest.kind == NACK else ""

@@ -247,6 +247,8 @@ def _meta(node: base_pb2.Node, key: str) -> str:
 class Connection:
     """One ADS stream."""
 
+    delta = False  # True for DeltaAggregatedResources (registryd.xds.delta)
+
     def __init__(self, *, peer: str, version_prefix: str, interner: Interner | None = None) -> None:
         self.id = f"conn-{next(_ids)}"
         self.peer = peer

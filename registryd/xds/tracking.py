@@ -39,6 +39,7 @@ class Delivery:
     resources: int
     bytes: int
     sent_at: float
+    delta: bool = False  # sent on a Delta stream
     acked_at: float | None = None
     nacked_at: float | None = None
     error: str = ""
@@ -86,6 +87,7 @@ class PushTracker:
             resources=len(planned.names),
             bytes=len(planned.payload),
             sent_at=finished,
+            delta=conn.delta,
         )
 
     def failed(self, conn: Connection, planned: Planned) -> None:
@@ -95,10 +97,11 @@ class PushTracker:
         pass  # per-response times are kept by sent()
 
     def answered(self, conn: Connection, digest: Digest, version_info: str, at: float) -> None:
-        """An ACK (of ``version_info``) or NACK (of the version last sent) from ``conn``."""
+        """An ACK (of ``version_info``) or NACK (of the version it rejected) from ``conn``,
+        on a state-of-the-world or a Delta stream alike."""
         if digest.kind not in (ACK, NACK) or digest.state is None:
             return
-        number = version_number(version_info if digest.kind == ACK else digest.state.version_sent)
+        number = version_number(version_info if digest.kind == ACK else digest.state.nack_version)
         trace = self._traces.get(number) if number is not None else None
         if trace is None:
             return

@@ -4,14 +4,47 @@ and that nothing registryd sent was rejected."""
 from __future__ import annotations
 
 import collections
+import json
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from tests.e2e.admin import Admin
 from tests.e2e.procs import Registryd, http_get, poll
 
-__all__ = ["LOCAL", "answers", "assert_accepted", "wait_answers", "wait_hosts"]
+__all__ = [
+    "API_TYPES",
+    "LOCAL",
+    "answers",
+    "assert_accepted",
+    "assert_stream_type",
+    "use_api",
+    "wait_answers",
+    "wait_hosts",
+]
 
 LOCAL = "127.0.0.1"
+API_TYPES = ("GRPC", "DELTA_GRPC")  # Envoy's ADS: state-of-the-world, Delta
+
+
+def use_api(
+    api_type: str, then: Callable[[dict[str, Any]], None] | None = None
+) -> Callable[[dict[str, Any]], None]:
+    """A bootstrap customization: Envoy's ADS on ``api_type`` (``then`` applied after)."""
+
+    def customize(bootstrap: dict[str, Any]) -> None:
+        bootstrap["dynamic_resources"]["ads_config"]["api_type"] = api_type
+        if then is not None:
+            then(bootstrap)
+
+    return customize
+
+
+def assert_stream_type(registryd: Registryd, api_type: str) -> None:
+    """registryd serves every connected Envoy on the stream type ``api_type`` selects."""
+    status, body = http_get(registryd.http_port, "/debug/connections")
+    assert status == 200, body
+    kinds = {c["type"] for c in json.loads(body)}
+    assert kinds == {"delta" if api_type == "DELTA_GRPC" else "sotw"}, body
 
 
 def answers(port: int, host: str, count: int) -> collections.Counter[str]:

@@ -6,8 +6,19 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 from tests.e2e.admin import Admin, ConfigView
-from tests.e2e.checks import LOCAL, answers, assert_accepted, wait_answers, wait_hosts
+from tests.e2e.checks import (
+    API_TYPES,
+    LOCAL,
+    answers,
+    assert_accepted,
+    assert_stream_type,
+    use_api,
+    wait_answers,
+    wait_hosts,
+)
 from tests.e2e.conftest import Stack
 from tests.e2e.entries import service_entry, write_atomic, write_entries
 from tests.e2e.procs import Envoy, Registryd, free_port, poll
@@ -25,7 +36,8 @@ def assert_running(registryd: Registryd, envoy: Envoy, pids: tuple[int, int]) ->
     assert (registryd.pid, envoy.pid) == pids, "a process was restarted"
 
 
-def test_envoy_routes_traffic_and_follows_file_edits(stack: Stack) -> None:
+@pytest.mark.parametrize("api_type", API_TYPES)
+def test_envoy_routes_traffic_and_follows_file_edits(stack: Stack, api_type: str) -> None:
     a = stack.http_backend("backend-a")
     b = stack.http_backend("backend-b")
     port = free_port()
@@ -35,8 +47,9 @@ def test_envoy_routes_traffic_and_follows_file_edits(stack: Stack) -> None:
     write_entries(path, service_entry(HOST, port, [(LOCAL, a.port), (LOCAL, b.port)]))
 
     registryd = stack.start_registryd()
-    envoy = stack.start_envoy(registryd)
+    envoy = stack.start_envoy(registryd, use_api(api_type))
     pids = (registryd.pid, envoy.pid)
+    assert_stream_type(registryd, api_type)
     admin = Admin(envoy.admin_port)
 
     # -- Envoy got clusters, endpoints, a listener on 127.0.0.1 and its route -------------
@@ -82,6 +95,22 @@ def test_envoy_routes_traffic_and_follows_file_edits(stack: Stack) -> None:
     }
     assert_accepted(admin, registryd)
     assert_running(registryd, envoy, pids)
+
+    # -- the second service goes away: its cluster leaves Envoy, the first one stays ------
+    write_entries(path, service_entry(HOST, port, [(LOCAL, a.port)]))
+    poll(
+        lambda: other_cluster not in admin.config().clusters,
+        f"{other_cluster} to leave Envoy",
+        details=stack.logs,
+    )
+    assert answers(port, HOST, 5) == {"backend-a": 5}
+    assert admin.route_domains(str(port)) == {f"{HOST}:{port}": [HOST, f"{HOST}:{port}"]}
+    write_entries(
+        path,
+        service_entry(HOST, port, [(LOCAL, a.port)]),
+        service_entry(OTHER, port, [(LOCAL, b.port)]),
+    )
+    wait_answers(port, OTHER, {"backend-b"}, only=True, details=stack.logs)
 
     # -- a broken edit: registryd reports it, Envoy keeps its config and traffic flows ----
     before = admin.config()

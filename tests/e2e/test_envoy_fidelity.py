@@ -10,9 +10,19 @@ import ssl
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.certs import issue_server, make_tls
 from tests.e2e.admin import Admin
-from tests.e2e.checks import LOCAL, answers, assert_accepted, wait_answers
+from tests.e2e.checks import (
+    API_TYPES,
+    LOCAL,
+    answers,
+    assert_accepted,
+    assert_stream_type,
+    use_api,
+    wait_answers,
+)
 from tests.e2e.conftest import Stack
 from tests.e2e.entries import write_entries
 from tests.e2e.procs import free_port, http_get, poll
@@ -62,7 +72,8 @@ def tls_name(port: int, sni: str, ca: Path) -> str:
         return ""
 
 
-def test_two_tls_hosts_on_one_port_are_each_reached_by_sni(stack: Stack) -> None:
+@pytest.mark.parametrize("api_type", API_TYPES)
+def test_two_tls_hosts_on_one_port_are_each_reached_by_sni(stack: Stack, api_type: str) -> None:
     pki = make_tls(stack.workdir / "pki")
     hosts = ("a.tls.example", "b.tls.example")
     servers = {}
@@ -75,7 +86,8 @@ def test_two_tls_hosts_on_one_port_are_each_reached_by_sni(stack: Stack) -> None
         *(entry(host, port, "TLS", servers[host].port) for host in hosts),
     )
     registryd = stack.start_registryd()
-    envoy = stack.start_envoy(registryd)
+    envoy = stack.start_envoy(registryd, use_api(api_type))
+    assert_stream_type(registryd, api_type)
     for host in hosts:
         poll(lambda h=host: tls_name(port, h, pki.ca) == h, f"{host} by SNI", details=stack.logs)  # type: ignore[misc]
     # every host keeps its own chain: each name reaches its own backend, again and again
@@ -142,8 +154,9 @@ def captured(capture_port: int, destination: str, port: int) -> str:
         return ""
 
 
+@pytest.mark.parametrize("api_type", API_TYPES)
 def test_tcp_services_with_vips_are_each_reached_only_at_their_own_address(
-    stack: Stack,
+    stack: Stack, api_type: str
 ) -> None:
     port = free_port()
     a = stack.name_server("a")
@@ -157,7 +170,10 @@ def test_tcp_services_with_vips_are_each_reached_only_at_their_own_address(
     )
     capture_port = free_port()
     registryd = stack.start_registryd()
-    envoy = stack.start_envoy(registryd, lambda boot: capture(boot, capture_port))
+    envoy = stack.start_envoy(
+        registryd, use_api(api_type, lambda boot: capture(boot, capture_port))
+    )
+    assert_stream_type(registryd, api_type)
     admin = Admin(envoy.admin_port)
     poll(
         lambda: captured(capture_port, "127.0.0.2", port) == "a",
