@@ -38,7 +38,7 @@ from tests.e2e.checks import LOCAL, Traffic, assert_accepted, wait_answers, wait
 from tests.e2e.conftest import Stack
 from tests.e2e.entries import service_entry, write_entries
 from tests.e2e.loop_thread import LoopThread
-from tests.e2e.procs import Registryd, http_get, listener_port, poll, xds_servers
+from tests.e2e.procs import DEADLINE, Registryd, http_get, listener_port, poll, xds_servers
 from tests.e2e.test_etcd_outage import etcd_txn, instance
 
 ENVOY_ID = "sidecar~127.0.0.1~envoy-1.default~default.svc.cluster.local"
@@ -343,3 +343,64 @@ def test_max_connection_age_spreads_clients_over_replicas(stack: Stack) -> None:
     )
     assert reasons[GOAWAY] >= FAIR, reasons  # GOAWAY moved them, not the grace's hard close
     assert len(on_b) >= FAIR
+
+
+GRACE = 10.0  # seconds after GOAWAY until gRPC closes the connection (istiod's default)
+
+
+def envoy_streams(replicas: list[Registryd]) -> set[tuple[Registryd, str]]:
+    """Envoy's streams as the replicas list them: (replica, connection id); connection
+    ids are counted per replica."""
+    return {
+        (r, c["connectionID"])
+        for r in replicas
+        for c in get_json(r.http_port, "/debug/connections")
+        if c["proxyID"] == ENVOY_ID
+    }
+
+
+def test_envoy_gets_a_new_stream_after_max_connection_age_and_its_grace(stack: Stack) -> None:
+    backend = stack.http_backend("file-a")
+    port = listener_port()
+    write_entries(
+        stack.config_dir / "files.yaml", service_entry(FILE_HOST, port, [(LOCAL, backend.port)])
+    )
+    age = f"--keepaliveMaxServerConnectionAge={AGE:g}s"
+    replicas = [stack.start_registryd(age, name=f"registryd-{n}") for n in (1, 2)]
+    envoy = stack.start_envoy(replicas[0], xds_servers([r.grpc_port for r in replicas]))
+    admin = Admin(envoy.admin_port)
+    wait_answers(port, FILE_HOST, {"file-a"}, only=True, details=stack.logs)
+    before = poll(lambda: envoy_streams(replicas), "Envoy's stream", details=stack.logs)
+    since = time.monotonic()
+
+    traffic = Traffic(port, [FILE_HOST]).start()
+    try:
+
+        def new_stream() -> tuple[Registryd, str] | None:
+            return next(iter(envoy_streams(replicas) - before), None)
+
+        replica, connection = poll(
+            new_stream,
+            "Envoy to open a new stream once its connection is closed",
+            deadline=AGE * 1.1 + GRACE + DEADLINE,
+            details=stack.logs,
+        )
+        moved = time.monotonic()
+        poll(
+            lambda: acks(replica, connection) == dict.fromkeys(SHORT_TYPES, 1),
+            "Envoy to ACK one response of each type on its new stream",
+            details=stack.logs,
+        )
+        wait_answers(port, FILE_HOST, {"file-a"}, only=True, details=stack.logs)
+    finally:
+        results = traffic.stop()
+    failures = [r for r in results if r[2] != "file-a"]
+    print(
+        f"\nmax connection age {AGE:g}s: Envoy's stream moved from "
+        f"{[r.name for r, _ in before]} to "
+        f"{replica.name} {moved - since:.1f}s after it was seen; {len(results)} requests, "
+        f"{len(failures)} failed"
+    )
+    assert failures == [], failures[:10]
+    assert len(results) >= 1
+    assert_accepted(admin, replica)
