@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import collections
 import json
+import threading
+import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from tests.e2e.admin import Admin
@@ -14,6 +17,7 @@ from tests.e2e.procs import Registryd, http_get, poll
 __all__ = [
     "API_TYPES",
     "LOCAL",
+    "Traffic",
     "answers",
     "assert_accepted",
     "assert_stream_type",
@@ -114,3 +118,43 @@ def assert_accepted(admin: Admin, registryd: Registryd) -> None:
     assert config.listener_errors == {}, config.listener_errors
     assert config.warming_clusters == ()
     assert " rejected " not in registryd.output(), registryd.tail()
+
+
+@dataclass
+class Traffic:
+    """Requests sent one after another, on a thread, through the listener on ``port``,
+    cycling over ``hosts``, until :meth:`stop` (or ``limit`` requests: the loop is
+    bounded).  Every answer is kept: who answered (or the status and error), and when."""
+
+    port: int
+    hosts: Sequence[str]
+    limit: int = 100_000
+    results: list[tuple[float, str, str]] = field(default_factory=list)  # (time, host, answer)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def start(self) -> Traffic:
+        self._thread = threading.Thread(target=self._run, name="traffic", daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        for number in range(self.limit):
+            if self._stop.is_set():
+                return
+            host = self.hosts[number % len(self.hosts)]
+            status, body = http_get(self.port, "/", host=host)
+            self.results.append(
+                (time.monotonic(), host, body if status == 200 else f"{status} {body[:80]}")
+            )
+
+    def stop(self) -> list[tuple[float, str, str]]:
+        """Stop sending; every result."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        return list(self.results)
+
+    def since(self, start: float) -> list[tuple[float, str, str]]:
+        """The results of requests answered at or after ``start`` (monotonic)."""
+        return [r for r in list(self.results) if r[0] >= start]

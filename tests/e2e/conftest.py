@@ -34,9 +34,10 @@ class Stack:
         self._logs.append(proc)
         self._cleanup.callback(proc.stop)
 
-    def start_registryd(self, *extra: str) -> Registryd:
-        """registryd on ``config_dir``, ready."""
-        proc = start_registryd(self.config_dir, self.workdir / "registryd.log", *extra)
+    def start_registryd(self, *extra: str, name: str = "registryd") -> Registryd:
+        """registryd on ``config_dir``, ready; ``name`` names its log (``<name>.log``), so
+        several replicas keep theirs apart."""
+        proc = start_registryd(self.config_dir, self.workdir / f"{name}.log", *extra, name=name)
         self._process(proc)
         return proc
 

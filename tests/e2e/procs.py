@@ -10,6 +10,7 @@ from __future__ import annotations
 import http.client
 import itertools
 import os
+import random
 import shutil
 import signal
 import socket
@@ -31,10 +32,12 @@ __all__ = [
     "envoy_binary",
     "free_port",
     "http_get",
+    "listener_port",
     "poll",
     "render_bootstrap",
     "start_envoy",
     "start_registryd",
+    "xds_servers",
 ]
 
 DEADLINE = 10.0  # seconds: the longest any condition is waited for
@@ -50,6 +53,31 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+def _ephemeral_low() -> int:
+    """The first port of the kernel's range for outgoing connections (Linux), else 32768."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def listener_port(rng: random.Random | None = None) -> int:
+    """A free TCP port on 127.0.0.1 below the range the kernel gives outgoing connections,
+    for a listener that is bound late (an Envoy listener served over xDS): a port from
+    :func:`free_port` may meanwhile become the local port of some outgoing connection."""
+    rng = rng or random.Random()
+    low = _ephemeral_low()
+    for _ in range(100):
+        port = rng.randrange(max(1024, low - 12000), low)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    return free_port()
 
 
 def poll(
@@ -148,6 +176,19 @@ class Process:
                 f"{self.name} exited with status {self.popen.returncode}\n{self.tail()}"
             )
 
+    def kill(self) -> int:
+        """SIGKILL (a crash: no shutdown code runs) and reap; returns the exit status."""
+        self.popen.kill()
+        return self.popen.wait(timeout=DEADLINE)
+
+    def pause(self) -> None:
+        """SIGSTOP: the process hangs; its sockets stay open and its peers notice nothing."""
+        self.popen.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """SIGCONT after :meth:`pause`."""
+        self.popen.send_signal(signal.SIGCONT)
+
     def stop(self, grace: float = 5.0) -> int | None:
         """SIGTERM, wait up to ``grace`` seconds, then SIGKILL; returns the exit status."""
         if self.alive():
@@ -164,7 +205,7 @@ class Process:
 class Registryd(Process):
     """``registryd discovery`` on loopback ports."""
 
-    def __init__(self, config_dir: Path, log: Path, *extra: str) -> None:
+    def __init__(self, config_dir: Path, log: Path, *extra: str, name: str = "registryd") -> None:
         self.grpc_port = free_port()
         self.http_port = free_port()
         self.monitoring_port = free_port()
@@ -181,7 +222,7 @@ class Registryd(Process):
             *extra,
         ]
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        super().__init__("registryd", argv, log, env=env, cwd=log.parent)
+        super().__init__(name, argv, log, env=env, cwd=log.parent)
 
     def ready(self) -> bool:
         self.check_alive()
@@ -215,9 +256,9 @@ def _start(make: Callable[[], P], wait: Callable[[P], None]) -> P:
     raise AssertionError("unreachable")
 
 
-def start_registryd(config_dir: Path, log: Path, *extra: str) -> Registryd:
+def start_registryd(config_dir: Path, log: Path, *extra: str, name: str = "registryd") -> Registryd:
     """Start registryd on ``config_dir`` and wait until it is ready."""
-    return _start(lambda: Registryd(config_dir, log, *extra), Registryd.wait_ready)
+    return _start(lambda: Registryd(config_dir, log, *extra, name=name), Registryd.wait_ready)
 
 
 def envoy_binary() -> str:
@@ -239,6 +280,35 @@ def render_bootstrap(xds_port: int, admin_port: int) -> dict[str, Any]:
                 for lb in group["lb_endpoints"]:
                     lb["endpoint"]["address"]["socket_address"]["port_value"] = xds_port
     return config
+
+
+def xds_servers(ports: Sequence[int]) -> Callable[[dict[str, Any]], None]:
+    """A bootstrap change for :func:`start_envoy`: the ``xds-grpc`` cluster lists one
+    endpoint per port (several replicas behind one cluster; Envoy picks one per stream,
+    round robin, and moves to another when its stream fails)."""
+
+    def customize(bootstrap: dict[str, Any]) -> None:
+        for cluster in bootstrap["static_resources"]["clusters"]:
+            if cluster["name"] == "xds-grpc":
+                cluster["load_assignment"]["endpoints"] = [
+                    {
+                        "lb_endpoints": [
+                            {
+                                "endpoint": {
+                                    "address": {
+                                        "socket_address": {
+                                            "address": "127.0.0.1",
+                                            "port_value": port,
+                                        }
+                                    }
+                                }
+                            }
+                            for port in ports
+                        ]
+                    }
+                ]
+
+    return customize
 
 
 class Envoy(Process):
