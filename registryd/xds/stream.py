@@ -81,7 +81,8 @@ class Interner:
     """
 
     def __init__(self, budget: int = 64 * 2**20) -> None:
-        self._sets: OrderedDict[bytes, tuple[weakref.ref[frozenset[str]], bool, int]] = (
+        # key -> (names, weakly; star; bytes held; the key itself, so equal keys are one)
+        self._sets: OrderedDict[bytes, tuple[weakref.ref[frozenset[str]], bool, int, bytes]] = (
             OrderedDict()
         )
         self._budget = budget
@@ -91,6 +92,31 @@ class Interner:
     def entries(self) -> int:
         """How many subscriptions are interned now."""
         return len(self._sets)
+
+    def known(
+        self, raw: bytes, start: int, request: discovery_pb2.DiscoveryRequest
+    ) -> tuple[bytes, frozenset[str], bool] | None:
+        """The interned subscription whose names are the bytes of ``raw`` from ``start``
+        up to the fields that follow the names, without serializing anything big; None
+        when those bytes are not an interned subscription (then call the interner).
+
+        Sound because ``raw`` is then ``head + key + tail``: the head holds no names
+        (:func:`_names_start`), the tail is exactly the request's own type, nonce and
+        error serialized (no names), and an interned key is nothing but names."""
+        tail = discovery_pb2.DiscoveryRequest(
+            type_url=request.type_url, response_nonce=request.response_nonce
+        )
+        if request.HasField("error_detail"):
+            tail.error_detail.CopyFrom(request.error_detail)
+        after = tail.SerializeToString(deterministic=True)
+        end = len(raw) - len(after)
+        if end < start or not raw.endswith(after):
+            return None
+        found = self._sets.get(raw[start:end])
+        names = found[0]() if found is not None else None
+        if found is None or names is None:
+            return None
+        return found[3], names, found[1]
 
     def __call__(
         self, request: discovery_pb2.DiscoveryRequest
@@ -104,14 +130,15 @@ class Interner:
         names = found[0]() if found is not None else None
         if found is not None and names is not None:
             self._sets.move_to_end(key)
-            return key, names, found[1]
+            return found[3], names, found[1]
         listed = list(request.resource_names)
         names = frozenset(n for n in listed if n != "*")
         star = "*" in listed
         self._forget(key)
         size = _entry_size(key, names)
         if size <= self._budget:
-            self._sets[key] = (weakref.ref(names, functools.partial(self._gone, key)), star, size)
+            ref = weakref.ref(names, functools.partial(self._gone, key))
+            self._sets[key] = (ref, star, size, key)
             self.size += size
             while self.size > self._budget:
                 self._forget(next(iter(self._sets)))
@@ -128,6 +155,20 @@ class Interner:
             self.size -= found[2]
 
 
+def _added(new: frozenset[str], old: frozenset[str]) -> frozenset[str]:
+    """``new - old``; the same change on a thousand streams is computed once (interned
+    sets hash once and compare by identity), for sets small enough to keep."""
+    if len(new) + len(old) > _ADDED_MAX_NAMES:
+        return new - old
+    return _added_cached(new, old)
+
+
+@functools.lru_cache(maxsize=8)
+def _added_cached(new: frozenset[str], old: frozenset[str]) -> frozenset[str]:
+    return new - old
+
+
+_ADDED_MAX_NAMES = 20_000  # bounds what the cache above can keep alive
 _NAME_TAG = b"\x1a"  # DiscoveryRequest.resource_names: field 3, length-delimited
 _HEAD_TAGS = (0x0A, 0x12)  # version_info (1) and node (2), which come before the names
 
@@ -298,14 +339,20 @@ class Connection:
                 if light.type_url == state.type_url and not light.resource_names:
                     return self.on_request(light, same_names=True), light
         request = discovery_pb2.DiscoveryRequest.FromString(raw)
-        return self.on_request(request), request
+        interned = self._intern.known(raw, start, request) if start is not None else None
+        return self.on_request(request, interned=interned), request
 
     def on_request(
-        self, request: discovery_pb2.DiscoveryRequest, *, same_names: bool = False
+        self,
+        request: discovery_pb2.DiscoveryRequest,
+        *,
+        same_names: bool = False,
+        interned: tuple[bytes, frozenset[str], bool] | None = None,
     ) -> Digest:
         """Digest one request: what it was and whether the writer should plan again.
         ``same_names``: the request subscribes exactly what its type's state already
-        holds (its own ``resource_names`` are then not read)."""
+        holds (its own ``resource_names`` are then not read); ``interned``: what the
+        interner holds for its names, when already known."""
         if self.node is None and request.HasField("node"):
             self._identify(request.node)
         type_url = request.type_url
@@ -335,10 +382,15 @@ class Connection:
                 state.acked_at = time.monotonic()
         if same_names and state.requested:
             return Digest(False, kind, state)
-        return Digest(self._subscribe(state, request), kind, state)
+        return Digest(self._subscribe(state, request, interned), kind, state)
 
-    def _subscribe(self, state: TypeState, request: discovery_pb2.DiscoveryRequest) -> bool:
-        key, subscribed, star = self._intern(request)
+    def _subscribe(
+        self,
+        state: TypeState,
+        request: discovery_pb2.DiscoveryRequest,
+        interned: tuple[bytes, frozenset[str], bool] | None = None,
+    ) -> bool:
+        key, subscribed, star = interned or self._intern(request)
         if key is state.names_key:
             return False  # the common ACK: same subscription as before
         state.names_key = key
@@ -356,7 +408,7 @@ class Connection:
             return True
         if wildcard == state.wildcard and subscribed == state.names:
             return False
-        added = subscribed - state.names
+        added = _added(subscribed, state.names)
         state.wildcard, state.names = wildcard, subscribed
         if state.type_url in _FULL_STATE:
             state.force_all = True  # the answer must list the new set

@@ -118,3 +118,27 @@ def test_names_after_the_type_url_are_still_names() -> None:
     body += discovery_pb2.DiscoveryRequest(resource_names=["b"]).SerializeToString()
     digest, _ = conn.on_raw(body)
     assert digest.replan and conn.states[res.ENDPOINT_TYPE].names == {"a", "b"}
+
+
+def test_a_subscription_another_stream_made_is_recognised_from_its_bytes() -> None:
+    interner = Interner()
+    first, second = (Connection(peer=p, version_prefix="v", interner=interner) for p in "ab")
+    names = [f"outbound|80||h{i}.example" for i in range(500)]
+    request = discovery_pb2.DiscoveryRequest(
+        type_url=res.ENDPOINT_TYPE, resource_names=names, version_info="v1"
+    )
+    first.on_raw(request.SerializeToString())
+    key = first.states[res.ENDPOINT_TYPE].names_key
+    assert interner.known(request.SerializeToString(), 4, request) is not None  # after "v1"
+    second.on_raw(request.SerializeToString())
+    state = second.states[res.ENDPOINT_TYPE]
+    assert state.names_key is key and state.names is first.states[res.ENDPOINT_TYPE].names
+    # the same bytes with an error detail after them are still that subscription
+    request.error_detail.message = "nope"
+    assert interner.known(request.SerializeToString(), 4, request) is not None
+    # but not a tail that holds more names
+    body = (
+        request.SerializeToString()
+        + discovery_pb2.DiscoveryRequest(resource_names=["x"]).SerializeToString()
+    )
+    assert interner.known(body, 4, discovery_pb2.DiscoveryRequest.FromString(body)) is None
