@@ -135,7 +135,13 @@ class _State(Collector):
             "New xDS streams admitted a second (--maxRequestsPerSecond; 0: no limit).",
         )
         rate.add_metric([], streams.rate or 0)
-        yield from (in_flight, waiting, limit, rate)
+        overtime = CounterMetricFamily(
+            "registryd_xds_push_overtime",
+            "Pushes still writing when their slot's lease ended (a client not reading); "
+            "the slot went to the next connection.",
+        )
+        overtime.add_metric([], pushes.overtime)
+        yield from (in_flight, waiting, limit, rate, overtime)
 
     def _registries(self) -> Iterator[Metric]:
         labels = ["registry", "provider"]

@@ -7,7 +7,8 @@ is spread out and the debug port and ``/ready`` keep answering in between.
 * :class:`PushSlots` (``--pushThrottle``, ``PILOT_PUSH_THROTTLE``): at most ``limit``
   connections are being written at once; the others wait for a slot, first come first
   served.  istiod: ``pilot/pkg/xds/discovery.go`` ``doSendPushes`` holds one place of the
-  ``concurrentPushLimit`` semaphore per connection push.
+  ``concurrentPushLimit`` semaphore per connection push.  Unlike istiod, a slot is given
+  up after :data:`PUSH_LEASE` seconds even if the write is not done.
 * :class:`NewStreams` (``--maxRequestsPerSecond``, ``PILOT_MAX_REQUESTS_PER_SECOND``): new
   streams are admitted at ``rate`` a second (burst ``burst``); the others wait in line.
   Nothing is refused.  istiod: ``pilot/pkg/xds/discovery.go`` ``WaitForRequestLimit``
@@ -30,14 +31,16 @@ import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from registryd.ratelimit import TokenBucket
 
-__all__ = ["PUSH", "REQUEST", "NewStreams", "PushSlots", "Throttle"]
+__all__ = ["PUSH", "PUSH_LEASE", "REQUEST", "NewStreams", "PushSlots", "Throttle"]
 
 PUSH, REQUEST = "push", "request"
 Observer = Callable[[str, float], None]
 _DUE = 1e-9  # seconds: a token this close is due (float rounding of the refill)
+PUSH_LEASE = 5.0  # seconds a connection may hold a push slot
 
 
 def _tell(observers: list[Observer], limit: str, seconds: float) -> None:
@@ -45,25 +48,44 @@ def _tell(observers: list[Observer], limit: str, seconds: float) -> None:
         observer(limit, seconds)
 
 
+class Cancellable(Protocol):
+    def cancel(self) -> None: ...
+
+
+def _call_later(delay: float, callback: Callable[[], None]) -> Cancellable:
+    return asyncio.get_running_loop().call_later(delay, callback)
+
+
 class PushSlots:
     """At most ``limit`` holders at once (None: no limit); the rest wait FIFO.
     ``in_flight`` counts holders, ``waiting`` the callers in line, ``waited`` every
-    caller that had to wait."""
+    caller that had to wait.
+
+    A slot is a lease of ``lease`` seconds (None: unbounded): a holder still busy then
+    (a client that stopped reading, its writes stuck in flow control) goes on without
+    it, counted in ``overtime``, and the slot passes to the next in line.  So clients
+    that stop reading cannot take all the slots and stop pushes to everyone (istiod
+    holds a slot for the whole send)."""
 
     def __init__(
         self,
         limit: int | None,
         *,
+        lease: float | None = None,
         clock: Callable[[], float] = time.monotonic,
+        call_later: Callable[[float, Callable[[], None]], Cancellable] = _call_later,
         observers: list[Observer] | None = None,
     ) -> None:
         if limit is not None and limit < 1:
             raise ValueError(f"push limit must be >= 1, got {limit!r}")
         self.limit = limit
+        self.lease = lease
         self.clock = clock
+        self.call_later = call_later
         self.observers = observers if observers is not None else []
         self.in_flight = 0
         self.waited = 0
+        self.overtime = 0
         self._line: collections.deque[asyncio.Future[None]] = collections.deque()
 
     @property
@@ -72,12 +94,26 @@ class PushSlots:
 
     @contextlib.asynccontextmanager
     async def hold(self) -> AsyncIterator[None]:
-        """Hold a slot for the body of the ``async with``."""
+        """Hold a slot for the body of the ``async with`` (at most ``lease`` seconds)."""
         await self.acquire()
+        held = True
+
+        def expire() -> None:
+            nonlocal held
+            if held:
+                held = False
+                self.overtime += 1
+                self.release()
+
+        timer = None if self.lease is None else self.call_later(self.lease, expire)
         try:
             yield
         finally:
-            self.release()
+            if timer is not None:
+                timer.cancel()
+            if held:
+                held = False
+                self.release()
 
     async def acquire(self) -> None:
         if not self._line and (self.limit is None or self.in_flight < self.limit):
@@ -181,12 +217,16 @@ class Throttle:
         push_limit: int | None,
         rate: float | None,
         burst: int = 1,
+        lease: float | None = PUSH_LEASE,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        call_later: Callable[[float, Callable[[], None]], Cancellable] = _call_later,
     ) -> Throttle:
         observers: list[Observer] = []
         return cls(
-            PushSlots(push_limit, clock=clock, observers=observers),
+            PushSlots(
+                push_limit, lease=lease, clock=clock, call_later=call_later, observers=observers
+            ),
             NewStreams(rate, burst, clock=clock, sleep=sleep, observers=observers),
         )
 

@@ -123,6 +123,50 @@ async def test_no_push_limit_counts_but_never_waits() -> None:
     assert (slots.in_flight, slots.waited) == (0, 0)
 
 
+class Timer:
+    def __init__(self, timers: Timers, delay: float, callback: Callable[[], None]) -> None:
+        self.timers, self.delay, self.callback = timers, delay, callback
+
+    def cancel(self) -> None:
+        self.timers.pending.remove(self)
+
+
+class Timers:
+    """``call_later`` for tests: timers fire when the test says."""
+
+    def __init__(self) -> None:
+        self.pending: list[Timer] = []
+
+    def __call__(self, delay: float, callback: Callable[[], None]) -> Timer:
+        timer = Timer(self, delay, callback)
+        self.pending.append(timer)
+        return timer
+
+    def fire(self) -> None:
+        for timer in list(self.pending):
+            timer.callback()
+
+
+async def test_a_holder_past_its_lease_gives_the_slot_to_the_next_and_goes_on() -> None:
+    timers = Timers()
+    slots = PushSlots(1, lease=5.0, call_later=timers)
+    holders = Holders(slots)
+    stuck = asyncio.create_task(holders.hold(0))
+    await until(lambda: holders.order == [0])
+    nxt = asyncio.create_task(holders.hold(1))
+    await until(lambda: slots.waiting == 1)
+    assert [timer.delay for timer in timers.pending] == [5.0]
+    timers.fire()  # 0's lease ends while it is still busy
+    await until(lambda: holders.order == [0, 1])
+    assert (slots.in_flight, slots.overtime) == (1, 1)
+    holders.release[0].set()  # the overdue holder finishes: nothing to give back
+    await stuck
+    assert slots.in_flight == 1
+    holders.release[1].set()  # finished in time: its timer is cancelled
+    await nxt
+    assert (slots.in_flight, slots.overtime, timers.pending) == (0, 1, [])
+
+
 def test_push_limit_must_be_positive() -> None:
     with pytest.raises(ValueError, match="push limit"):
         PushSlots(0)
