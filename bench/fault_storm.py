@@ -149,7 +149,7 @@ async def throttling(http_port: int) -> str:
         count = samples.get(("registryd_xds_throttled_total", label), 0)
         total = samples.get(("registryd_xds_throttle_wait_seconds_sum", label), 0)
         mean = total / count if count else 0.0
-        parts.append(f"{kind}s waited {count:g} (mean {mean:.2f} s)")
+        parts.append(f"{kind} waits {count:g} (mean {mean:.2f} s)")
     overtime = samples.get(("registryd_xds_push_overtime_total", ()), 0)
     parts.append(f"push leases overrun {overtime:g}")
     return "; ".join(parts)
