@@ -10,9 +10,13 @@ Starts registryd (a subprocess, ``--configDir`` on generated ServiceEntries), th
 During both, ``/ready`` and ``/debug/connections`` are probed every 20 ms; their worst and
 median response times are printed.  Afterwards it waits (bounded) until
 ``/debug/connections`` is empty and the ``pilot_xds`` gauge is 0, and prints how long that
-took and registryd's RSS.  Prints numbers; asserts nothing.
+took, registryd's RSS and what its throttles did (streams and pushes that waited, and how
+long).  ``--pushThrottle`` and ``--maxRequestsPerSecond`` are passed to registryd (its
+defaults otherwise; large values such as ``1000000`` take the throttles out of the way).
+Prints numbers; asserts nothing.
 
     python -m bench.fault_storm --clients 1000
+    python -m bench.fault_storm --clients 1000 --pushThrottle 1000000 --maxRequestsPerSecond 1e9
 """
 
 from __future__ import annotations
@@ -64,7 +68,7 @@ class Client:
         self.call = stream()
         await self.call.write(discovery_pb2.DiscoveryRequest(type_url=CDS, node=self.node))
 
-    async def cds(self, timeout: float = 60) -> int:
+    async def cds(self, timeout: float = 300) -> int:
         assert self.call is not None
         response = await asyncio.wait_for(self.call.read(), timeout)
         return len(response.resources)
@@ -113,21 +117,42 @@ async def reconnect_storm(target: str, clients: int) -> tuple[float, float]:
     return first, again
 
 
+async def metrics(http_port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample of registryd's /metrics: (name, sorted labels) -> value."""
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"http://127.0.0.1:{http_port}/metrics") as response:
+            text = await response.text()
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
 async def leftovers(http_port: int) -> tuple[int, float]:
     """(connections listed, pilot_xds total) as registryd reports them now."""
-    base = f"http://127.0.0.1:{http_port}"
     async with aiohttp.ClientSession() as session:
-        async with session.get(f"{base}/debug/connections") as response:
+        async with session.get(f"http://127.0.0.1:{http_port}/debug/connections") as response:
             listed = len(await response.json())
-        async with session.get(f"{base}/metrics") as response:
-            text = await response.text()
-    gauge = sum(
-        s.value
-        for family in text_string_to_metric_families(text)
-        if family.name == "pilot_xds"
-        for s in family.samples
-    )
+    gauge = sum(v for (name, _), v in (await metrics(http_port)).items() if name == "pilot_xds")
     return listed, gauge
+
+
+async def throttling(http_port: int) -> str:
+    """What registryd's throttles did, from its metrics."""
+    samples = await metrics(http_port)
+    limit = samples.get(("registryd_xds_push_throttle", ()), 0)
+    rate = samples.get(("registryd_xds_max_requests_per_second", ()), 0)
+    parts = [f"throttles: push {limit:g} at once, new streams {rate:g}/s"]
+    for kind in ("request", "push"):
+        label = (("limit", kind),)
+        count = samples.get(("registryd_xds_throttled_total", label), 0)
+        total = samples.get(("registryd_xds_throttle_wait_seconds_sum", label), 0)
+        mean = total / count if count else 0.0
+        parts.append(f"{kind} waits {count:g} (mean {mean:.2f} s)")
+    overtime = samples.get(("registryd_xds_push_overtime_total", ()), 0)
+    parts.append(f"push leases overrun {overtime:g}")
+    return "; ".join(parts)
 
 
 def summary(name: str, times: list[float]) -> str:
@@ -162,6 +187,7 @@ async def run(target: str, http_port: int, clients: int, proc: psutil.Process) -
         f"after the storms: {listed} connections listed, pilot_xds {gauge:g} "
         f"({time.monotonic() - drained:.2f} s to drain); RSS {mib(proc)} MiB"
     )
+    print(await throttling(http_port))
 
 
 def main() -> None:
@@ -170,12 +196,18 @@ def main() -> None:
     )
     ap.add_argument("--services", type=int, default=200)
     ap.add_argument("--clients", type=int, default=1000)
+    ap.add_argument("--pushThrottle", default=None, help="passed to registryd")
+    ap.add_argument("--maxRequestsPerSecond", default=None, help="passed to registryd")
     args = ap.parse_args()
+    flags = ["--log_output_level=default:warn"]
+    for name in ("pushThrottle", "maxRequestsPerSecond"):
+        if getattr(args, name) is not None:
+            flags.append(f"--{name}={getattr(args, name)}")
     with tempfile.TemporaryDirectory() as tmp:
         config = Path(tmp)
         for i in range(args.services):
             (config / f"svc-{i}.yaml").write_text(service_yaml(i))
-        with registryd(config, "--log_output_level=default:warn") as daemon:
+        with registryd(config, *flags) as daemon:
             print(f"registryd ready: {args.services} services, RSS {mib(daemon.proc)} MiB")
             asyncio.run(run(daemon.target, daemon.http_port, args.clients, daemon.proc))
 

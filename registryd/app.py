@@ -30,6 +30,7 @@ from registryd.supervisor import Supervisor, TaskHealth, restarting
 from registryd.web.logging_api import is_loopback_peer
 from registryd.web.server import DebugSources, make_app
 from registryd.xds.server import XdsServer
+from registryd.xds.throttle import Throttle
 from registryd.xds.tracking import PushTracker
 
 __all__ = ["App"]
@@ -134,6 +135,10 @@ class App:
             task_failures=lambda: dict(self.health.failures),
         )
         self.gc_pauses = GcPauses(self.metrics.registry)
+        self.xds.throttle = Throttle.build(
+            push_limit=self.settings.push_throttle, rate=self.settings.max_requests_per_second
+        )
+        self.xds.throttle.observe(self.metrics.throttled)
         self.store.subscribe(self.metrics.registry_changed)
         self.push.listeners.append(self._announce)
         self.push.listeners.append(self.metrics.pushed)

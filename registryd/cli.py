@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import signal
 import sys
@@ -22,6 +23,8 @@ from registryd.adapter import ConfigError
 from registryd.config import (
     RegistryConfig,
     Settings,
+    auto_limit,
+    cpu_count,
     load_registries,
     load_tls,
     parse_address,
@@ -138,6 +141,18 @@ def _parser() -> argparse.ArgumentParser:
         metavar="BOOL",
         help="debounce endpoint-only changes too (default $PILOT_ENABLE_EDS_DEBOUNCE, else true)",
     )
+    d.add_argument(
+        "--pushThrottle",
+        default=None,
+        help="most connections written a push at once (default $PILOT_PUSH_THROTTLE; "
+        "unset, 0 or less: 15 + 5 per CPU, at most 100)",
+    )
+    d.add_argument(
+        "--maxRequestsPerSecond",
+        default=None,
+        help="new xDS streams admitted a second, the rest wait (default "
+        "$PILOT_MAX_REQUESTS_PER_SECOND; unset, 0 or less: 15 + 5 per CPU, at most 100)",
+    )
     return parser
 
 
@@ -171,10 +186,38 @@ def _debounce(args: argparse.Namespace, environ: Mapping[str, str]) -> tuple[flo
     return (0.0 if after is None else after, 10.0 if longest is None else longest, eds)
 
 
+def _throttle(args: argparse.Namespace, environ: Mapping[str, str]) -> tuple[int, float]:
+    """--pushThrottle and --maxRequestsPerSecond, or istiod's variables; 0 or less means
+    istiod's automatic value (:func:`registryd.config.auto_limit`)."""
+    where, text = _from_env(
+        "--pushThrottle", args.pushThrottle, "PILOT_PUSH_THROTTLE", environ, "0"
+    )
+    try:
+        pushes = int(text.strip())
+    except ValueError:
+        raise ConfigError(f"{where}: expected a whole number, got {text!r}") from None
+    where, text = _from_env(
+        "--maxRequestsPerSecond",
+        args.maxRequestsPerSecond,
+        "PILOT_MAX_REQUESTS_PER_SECOND",
+        environ,
+        "0",
+    )
+    try:
+        rate = float(text.strip())
+    except ValueError:
+        rate = math.nan
+    if not math.isfinite(rate):
+        raise ConfigError(f"{where}: expected a number of requests a second, got {text!r}")
+    auto = auto_limit(cpu_count())
+    return (pushes if pushes > 0 else auto, rate if rate > 0 else float(auto))
+
+
 def parse_args(argv: Sequence[str], environ: Mapping[str, str] = os.environ) -> Settings:
     """Flags → :class:`Settings`; raises :class:`ConfigError` on anything wrong.
-    ``environ`` supplies istiod's ``PILOT_DEBOUNCE_AFTER``, ``PILOT_DEBOUNCE_MAX`` and
-    ``PILOT_ENABLE_EDS_DEBOUNCE`` where their flags are not given."""
+    ``environ`` supplies istiod's ``PILOT_DEBOUNCE_AFTER``, ``PILOT_DEBOUNCE_MAX``,
+    ``PILOT_ENABLE_EDS_DEBOUNCE``, ``PILOT_PUSH_THROTTLE`` and
+    ``PILOT_MAX_REQUESTS_PER_SECOND`` where their flags are not given."""
     args = _parser().parse_args(list(argv))
     if args.command != "discovery":
         raise ConfigError("missing command: use 'registryd discovery [flags]'")
@@ -207,6 +250,7 @@ def parse_args(argv: Sequence[str], environ: Mapping[str, str] = os.environ) -> 
     if args.kubernetesApiQPS <= 0 or args.kubernetesApiBurst <= 0:
         raise ConfigError("--kubernetesApiQPS and --kubernetesApiBurst must be > 0")
     debounce_after, debounce_max, eds_debounce = _debounce(args, environ)
+    push_throttle, max_requests = _throttle(args, environ)
     tls = load_tls(args.tlsCertFile, args.tlsKeyFile, args.caCertFile)
     grpc_off = args.grpcAddr.strip().lower() in ("", "off")
     if grpc_off and tls is None:
@@ -235,6 +279,8 @@ def parse_args(argv: Sequence[str], environ: Mapping[str, str] = os.environ) -> 
         kubernetes_api_burst=args.kubernetesApiBurst,
         allow_remote_log_level=args.allowRemoteLogLevel,
         max_unknown_names=args.xdsMaxUnknownNames,
+        push_throttle=push_throttle,
+        max_requests_per_second=max_requests,
     )
 
 

@@ -6,6 +6,7 @@ with a message that names the flag, file or registry at fault.
 
 from __future__ import annotations
 
+import os
 import re
 import ssl
 from collections.abc import Mapping
@@ -22,6 +23,8 @@ __all__ = [
     "RegistryConfig",
     "Settings",
     "TlsFiles",
+    "auto_limit",
+    "cpu_count",
     "go_duration",
     "load_registries",
     "load_tls",
@@ -76,6 +79,21 @@ def parse_duration(flag: str, text: str) -> float | None:
     if total is None:
         raise ConfigError(f"{flag}: expected a duration like 30m, 1h or 500ms, got {text!r}")
     return total or None  # "0s" is zero too
+
+
+def cpu_count() -> int:
+    """CPUs this process may run on (what Go's GOMAXPROCS defaults to)."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def auto_limit(cpus: int) -> int:
+    """istiod's default for the push throttle and for new xDS requests a second, used
+    when the setting is unset, 0 or negative: 15 + 5 per CPU, at most 100 (2 CPUs: 25).
+    istiod: pilot/pkg/features/tuning.go PushThrottle and RequestLimit."""
+    return min(15 + 5 * max(cpus, 1), 100)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -222,3 +240,6 @@ class Settings:
     kubernetes_api_qps: float = 80.0
     kubernetes_api_burst: int = 160
     max_unknown_names: int = 10000  # per type per stream; 0: no limit
+    # concurrent pushes, and new xDS streams a second (burst 1); istiod's defaults
+    push_throttle: int = field(default_factory=lambda: auto_limit(cpu_count()))
+    max_requests_per_second: float = field(default_factory=lambda: float(auto_limit(cpu_count())))

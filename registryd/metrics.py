@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
-from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -38,6 +38,7 @@ __all__ = ["Metrics"]
 _TIME_BUCKETS = (0.01, 0.1, 1, 3, 5, 10, 20, 30)
 _CONVERGENCE_BUCKETS = (0.1, 0.5, 1, 3, 5, 10, 20, 30)
 _SIZE_BUCKETS = (1, 10000, 1000000, 4000000, 10000000, 40000000)
+_WAIT_BUCKETS = (0.001, 0.01, 0.1, 0.5, 1, 5, 10, 30, 60)
 
 _COUNTERS = {  # name -> help; every one has the single label "type"
     "pilot_xds_pushes": "Pilot build and send errors for lds, rds, cds and eds.",
@@ -116,7 +117,41 @@ class _State(Collector):
         for task, count in sorted(self._task_failures().items()):
             tasks.add_metric([task], count)
         yield tasks
+        yield from self._throttle()
         yield from self._registries()
+
+    def _throttle(self) -> Iterator[Metric]:
+        throttle = self._xds.throttle
+        pushes, streams = throttle.pushes, throttle.streams
+        in_flight = GaugeMetricFamily(
+            "registryd_xds_pushes_in_flight", "Connections being written a push now."
+        )
+        in_flight.add_metric([], pushes.in_flight)
+        waiting = GaugeMetricFamily(
+            "registryd_xds_throttle_waiting",
+            "Waiting now: connections for a push slot (limit=push), new streams for "
+            "admission (limit=request).",
+            labels=["limit"],
+        )
+        waiting.add_metric(["push"], pushes.waiting)
+        waiting.add_metric(["request"], streams.waiting)
+        limit = GaugeMetricFamily(
+            "registryd_xds_push_throttle",
+            "Most connections written a push at once (--pushThrottle; 0: no limit).",
+        )
+        limit.add_metric([], pushes.limit or 0)
+        rate = GaugeMetricFamily(
+            "registryd_xds_max_requests_per_second",
+            "New xDS streams admitted a second (--maxRequestsPerSecond; 0: no limit).",
+        )
+        rate.add_metric([], streams.rate or 0)
+        overtime = CounterMetricFamily(
+            "registryd_xds_push_overtime",
+            "Pushes still writing when their slot's lease ended (a client not reading); "
+            "the slot went to the next connection.",
+        )
+        overtime.add_metric([], pushes.overtime)
+        yield from (in_flight, waiting, limit, rate, overtime)
 
     def _registries(self) -> Iterator[Metric]:
         labels = ["registry", "provider"]
@@ -230,6 +265,20 @@ class Metrics:
             _SIZE_BUCKETS,
             "type",
         )
+        self.throttle_wait = histogram(
+            "registryd_xds_throttle_wait_seconds",
+            "How long a connection waited for a push slot (limit=push) or a new stream for "
+            "admission (limit=request); only those that waited.",
+            _WAIT_BUCKETS,
+            "limit",
+        )
+        self.throttled_count = Counter(
+            "registryd_xds_throttled",
+            "Connections that waited for a push slot (limit=push) and new streams that "
+            "waited for admission (limit=request).",
+            ["limit"],
+            registry=self.registry,
+        )
         self._tracker = tracker  # when each recent push started and was published
 
     def render(self) -> bytes:
@@ -244,6 +293,11 @@ class Metrics:
         """Called just before the push's snapshot is published."""
         self.counters.inc("pilot_push_triggers", "endpoint" if record.endpoints_only else "service")
         self.debounce.observe(record.debounce_seconds)
+
+    def throttled(self, limit: str, seconds: float) -> None:
+        """A push (``limit="push"``) or a new stream (``"request"``) waited ``seconds``."""
+        self.throttled_count.labels(limit).inc()
+        self.throttle_wait.labels(limit).observe(seconds)
 
     # -- xDS server observer -------------------------------------------------------------
     def sent(

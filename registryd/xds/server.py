@@ -33,6 +33,7 @@ from registryd.xds import resources as res
 from registryd.xds.delta import DeltaConnection
 from registryd.xds.snapshot import EMPTY, Snapshot
 from registryd.xds.stream import ACK, NACK, Connection, Digest, Interner, Planned
+from registryd.xds.throttle import Throttle
 
 __all__ = ["ADS_METHOD", "DELTA_METHOD", "XdsObserver", "XdsServer"]
 
@@ -93,6 +94,9 @@ class XdsServer:
     * A subscription that names more than ``max_unknown_names`` resources of one type
       that the server does not have ends the stream with ``RESOURCE_EXHAUSTED`` (0: no
       limit).  Names longer than ``MAX_NAME`` characters count as unknown.
+    * New streams wait for ``throttle.streams`` before anything else, and a writer holds
+      a slot of ``throttle.pushes`` while it plans and writes (see
+      :mod:`registryd.xds.throttle`).
     * NACK lines are rate-limited per stream and overall; client text in them is
       clipped and escaped (:func:`registryd.logs.clip`).
     """
@@ -104,6 +108,7 @@ class XdsServer:
         observers: tuple[XdsObserver, ...] = (),
         health: TaskHealth | None = None,
         max_unknown_names: int = MAX_UNKNOWN_NAMES,
+        throttle: Throttle | None = None,
     ) -> None:
         # the empty state, with a response cache of this server's own (EMPTY's is global)
         self.snapshot: Snapshot = Snapshot(EMPTY.version, EMPTY.tables)
@@ -112,6 +117,7 @@ class XdsServer:
         self.observers: list[XdsObserver] = list(observers)
         self.health = health or TaskHealth()
         self.max_unknown_names = max_unknown_names
+        self.throttle = throttle or Throttle()  # default: no limits
         self.refused = 0  # streams ended for breaking a limit
         self.interner = Interner()
         self._wake: dict[str, asyncio.Event] = {}
@@ -155,6 +161,7 @@ class XdsServer:
         requests: AsyncIterator[bytes],
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> None:
+        await self.throttle.streams.admit()  # --maxRequestsPerSecond
         conn = Connection(
             peer=context.peer(), version_prefix=self.version_prefix, interner=self.interner
         )
@@ -269,25 +276,32 @@ class XdsServer:
         while True:
             await wake.wait()
             wake.clear()
-            snapshot = self.snapshot
-            plan = conn.plan(snapshot)
-            for planned in plan:
-                started = time.monotonic()
-                try:
-                    await context.write(planned.payload)
-                except Exception as exc:
-                    for observer in self.observers:
-                        observer.failed(conn, planned)
-                    raise _WriteFailed(str(exc)) from exc
-                if self.observers:
-                    finished = time.monotonic()
-                    for observer in self.observers:
-                        observer.sent(conn, planned, snapshot.version, started, finished)
-            conn.written_version = snapshot.version
-            if plan and self.observers:
-                at = time.monotonic()
+            async with self.throttle.pushes.hold():  # --pushThrottle
+                await self._write_newest(conn, context)
+
+    async def _write_newest(
+        self, conn: Connection, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> None:
+        """Plan against the newest snapshot and write what ``conn`` needs of it."""
+        snapshot = self.snapshot
+        plan = conn.plan(snapshot)
+        for planned in plan:
+            started = time.monotonic()
+            try:
+                await context.write(planned.payload)
+            except Exception as exc:
                 for observer in self.observers:
-                    observer.synced(conn, snapshot.version, at)
+                    observer.failed(conn, planned)
+                raise _WriteFailed(str(exc)) from exc
+            if self.observers:
+                finished = time.monotonic()
+                for observer in self.observers:
+                    observer.sent(conn, planned, snapshot.version, started, finished)
+        conn.written_version = snapshot.version
+        if plan and self.observers:
+            at = time.monotonic()
+            for observer in self.observers:
+                observer.synced(conn, snapshot.version, at)
 
 
 def _answered_version(request: _Request, digest: Digest) -> str:
