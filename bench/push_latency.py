@@ -304,6 +304,7 @@ def main() -> None:
             f"--debounceAfter={args.debounce}",
             f"--enableEDSDebounce={args.eds_debounce}",
             "--log_output_level=default:warn",
+            "--maxRequestsPerSecond=100000",  # the clients connect at once (default: 25/s)
         )
         t0 = time.monotonic()
         with registryd(config, *flags) as daemon:
