@@ -76,25 +76,28 @@ def main() -> None:
             f"{args.services} services x {args.endpoints} endpoints, EDS debounce "
             f"{args.eds_debounce}, {args.rounds} rounds, servers {' '.join(args.servers)}"
         )
-        for n in args.clients:
-            results: dict[str, list[dict[str, float]]] = {s: [] for s in args.servers}
-            for name in rounds(args.servers, args.rounds):
-                with SERVERS[name](config, args.eds_debounce) as daemon:
-                    if args.pin:
-                        os.sched_setaffinity(daemon.popen.pid, {0})
-                    r = asyncio.run(
-                        measure(
-                            daemon.target,
-                            daemon.http_port,
-                            n,
-                            config,
-                            args.services,
-                            args.endpoints,
-                            daemon.proc,
-                        )
-                    )
-                results[name].append(r)
-            report(n, results)
+        # one event loop for every round: grpc.aio's poller belongs to the first loop
+        asyncio.run(run(args, config))
+
+
+async def run(args: argparse.Namespace, config: Path) -> None:
+    for n in args.clients:
+        results: dict[str, list[dict[str, float]]] = {s: [] for s in args.servers}
+        for name in rounds(args.servers, args.rounds):
+            with SERVERS[name](config, args.eds_debounce) as daemon:
+                if args.pin:
+                    os.sched_setaffinity(daemon.popen.pid, {0})
+                r = await measure(
+                    daemon.target,
+                    daemon.http_port,
+                    n,
+                    config,
+                    args.services,
+                    args.endpoints,
+                    daemon.proc,
+                )
+            results[name].append(r)
+        report(n, results)
 
 
 def report(clients: int, results: dict[str, list[dict[str, float]]]) -> None:

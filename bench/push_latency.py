@@ -330,18 +330,17 @@ def main() -> None:
                 f"registryd ready in {time.monotonic() - t0:.2f} s with {args.services} services "
                 f"x {args.endpoints} endpoints; RSS {proc.memory_info().rss / 2**20:.0f} MB idle"
             )
-            for n in args.clients:
-                r = asyncio.run(
-                    measure(
-                        daemon.target,
-                        http_port,
-                        n,
-                        config,
-                        args.services,
-                        args.endpoints,
-                        proc,
+
+            async def every_count() -> list[dict[str, float]]:
+                # one event loop for every count: grpc.aio's poller belongs to the first
+                return [
+                    await measure(
+                        daemon.target, http_port, n, config, args.services, args.endpoints, proc
                     )
-                )
+                    for n in args.clients
+                ]
+
+            for n, r in zip(args.clients, asyncio.run(every_count()), strict=True):
                 eds = "" if args.eds_debounce == "true" else ", not for endpoint changes"
                 print(
                     f"\nC={n} clients (debounce {args.debounce}{eds}, file-watch latency included)"
