@@ -8,8 +8,11 @@ then: usually a push fanning out to a thousand proxies.  These objects are not g
 collector's sight with :func:`gc.freeze`.  They are still freed by reference counting
 when the next snapshot replaces them (snapshots hold no reference cycles); only cyclic
 garbage that exists at the moment of freezing would stay, which is why a freeze happens
-at most once per ``interval`` and only after a build that touched at least ``threshold``
-hostnames (the first one always).
+at most once per ``interval``, after a build that touched at least ``threshold``
+hostnames (the first one always), or after any build once a full collection has run
+since the last freeze (what proxies connecting since then left behind: their streams'
+state).  Before freezing, the young generations are collected (cheap), so that what is
+frozen is what survived.
 
 :class:`GcPauses` measures every collection (``gc.callbacks``) so the effect shows on
 ``/metrics`` as ``registryd_gc_pause_seconds{generation}``.
@@ -58,6 +61,13 @@ class GcPauses:
             gc.callbacks.remove(self._callback)
 
 
+def _collect_young_and_freeze() -> None:
+    """Collect the young generations (milliseconds: they are small), so that their
+    cyclic garbage is not frozen with the survivors, then freeze."""
+    gc.collect(1)
+    gc.freeze()
+
+
 class FreezePolicy:
     """Decides after each build whether to :func:`gc.freeze` what is alive now."""
 
@@ -65,16 +75,19 @@ class FreezePolicy:
         self,
         *,
         threshold: int = 500,
-        interval: float = 60.0,
+        interval: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
-        freeze: Callable[[], None] = gc.freeze,
+        freeze: Callable[[], None] = _collect_young_and_freeze,
+        full_collections: Callable[[], int] = lambda: int(gc.get_stats()[2]["collections"]),
     ) -> None:
         self.threshold = threshold
         self.interval = interval
         self.frozen = 0  # how many times it froze
         self._clock = clock
         self._freeze = freeze
+        self._full_collections = full_collections
         self._last: float | None = None
+        self._collections_then = 0
 
     def after_build(self, hostnames: int, full: bool) -> bool:
         """Called after a snapshot was built from ``hostnames`` changed ones (``full``:
@@ -83,9 +96,12 @@ class FreezePolicy:
         first = self._last is None
         if not first and (now - self._last < self.interval):  # type: ignore[operator]
             return False
-        if not (first or full or hostnames >= self.threshold):
+        collections = self._full_collections()
+        collected = collections != self._collections_then
+        if not (first or full or collected or hostnames >= self.threshold):
             return False
         self._freeze()
         self._last = now
+        self._collections_then = collections
         self.frozen += 1
         return True

@@ -13,7 +13,11 @@ def test_freezes_after_the_first_and_large_builds_at_most_once_an_interval() -> 
     now = [0.0]
     froze: list[float] = []
     policy = FreezePolicy(
-        threshold=100, interval=60, clock=lambda: now[0], freeze=lambda: froze.append(now[0])
+        threshold=100,
+        interval=60,
+        clock=lambda: now[0],
+        freeze=lambda: froze.append(now[0]),
+        full_collections=lambda: 0,
     )
     assert policy.after_build(3, full=False)  # the first build, however small
     now[0] = 61
@@ -24,6 +28,20 @@ def test_freezes_after_the_first_and_large_builds_at_most_once_an_interval() -> 
     now[0] = 122
     assert policy.after_build(1, full=True)
     assert froze == [0.0, 61, 122] and policy.frozen == 3
+
+
+def test_a_full_collection_since_the_last_freeze_freezes_after_any_build() -> None:
+    now, full = [0.0], [0]
+    policy = FreezePolicy(
+        interval=60, clock=lambda: now[0], freeze=lambda: None, full_collections=lambda: full[0]
+    )
+    assert policy.after_build(1, full=False)
+    now[0] = 100
+    assert not policy.after_build(1, full=False)  # nothing collected in full since
+    full[0] = 1  # proxies connected; their state was walked by a full collection
+    assert policy.after_build(1, full=False)
+    now[0] = 200
+    assert not policy.after_build(1, full=False)
 
 
 def test_every_collection_is_timed_by_generation() -> None:
