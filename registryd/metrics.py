@@ -19,6 +19,7 @@ services, per-registry state) are read from the live objects at scrape time.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -280,6 +281,18 @@ class Metrics:
             registry=self.registry,
         )
         self._tracker = tracker  # when each recent push started and was published
+        self._children: dict[str, tuple[Any, Any]] = {}
+
+    def _by_kind(self, kind: str) -> tuple[Any, Any]:
+        """The per-type children of the size and push-time histograms (looked up once:
+        this runs for every response written)."""
+        found = self._children.get(kind)
+        if found is None:
+            found = self._children[kind] = (
+                self.config_size.labels(kind),
+                self.push_time.labels(kind),
+            )
+        return found
 
     def render(self) -> bytes:
         """The text exposition format."""
@@ -305,7 +318,8 @@ class Metrics:
     ) -> None:
         kind = res.short_type(planned.type_url)
         self.counters.inc("pilot_xds_pushes", kind)
-        self.config_size.labels(kind).observe(len(planned.payload))
+        size, push_time = self._by_kind(kind)
+        size.observe(len(planned.payload))
         self.send_time.observe(finished - started)
         push = self._tracker.get(version)
         # a push: time from the snapshot's publication; a request: the write alone
@@ -314,7 +328,7 @@ class Metrics:
             if push is not None and push.published >= conn.connected_mono
             else started
         )
-        self.push_time.labels(kind).observe(finished - since)
+        push_time.observe(finished - since)
 
     def failed(self, conn: Connection, planned: Planned) -> None:
         self.counters.inc("pilot_xds_pushes", res.short_type(planned.type_url) + "_senderr")
