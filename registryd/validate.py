@@ -47,7 +47,7 @@ from registryd.plugins import load_factory
 
 __all__ = ["Report", "check", "register", "render_json", "render_text", "run"]
 
-_AT_LINE = re.compile(r"\bat line (\d+)")
+_AT_LINE = re.compile(r"\bline (\d+), column")  # in the YAML parser's messages
 _LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
@@ -85,14 +85,14 @@ class _Files:
 
 
 def _error(code: str, source: str, message: str, document: int | None = None) -> Finding:
-    match = _AT_LINE.search(message)
+    lines = _AT_LINE.findall(message)  # the problem's mark comes after its context's
     return Finding(
         severity=Severity.ERROR,
         code=code,
         source=source,
         message=message,
         document=document,
-        line=int(match[1]) if match else None,
+        line=int(lines[-1]) if lines else None,
     )
 
 
@@ -151,7 +151,10 @@ def _check_config(
                 findings.append(_error("invalid-config", source, message))
                 continue
             outside = reg.settings.get("follow_symlinks_outside") is True
-            files.add_tree(path, follow_outside=outside)
+            try:
+                files.add_tree(path, follow_outside=outside)
+            except ConfigError as exc:
+                findings.append(_error("invalid-config", source, f"registry {reg.name!r}: {exc}"))
     return findings, len(registries)
 
 
@@ -224,7 +227,7 @@ def _with_lines(findings: Iterable[Finding], contents: dict[str, bytes]) -> list
             if finding.source not in lines:
                 lines[finding.source] = document_lines(contents[finding.source])
             found = lines[finding.source]
-            if finding.document <= len(found):
+            if finding.document <= len(found) and found[finding.document - 1]:
                 finding = dataclasses.replace(finding, line=found[finding.document - 1])
         result.append(finding)
     return result
@@ -244,6 +247,7 @@ def check(
     files = _Files()
     findings: list[Finding] = []
     registries = 0
+    config_source = f"--config {os.path.normpath(config)}" if config else None
     if config is not None:
         found, registries = _check_config(config, config_dir, context or AdapterContext(), files)
         findings.extend(found)
@@ -271,8 +275,8 @@ def check(
         documents.extend(good)
         findings.extend(errors)
     findings.extend(analyze(documents))
-    order = {"--": 0}
-    findings.sort(key=lambda f: (order.get(f.source[:2], 1), f.source, f.document or 0))
+    # registryd.yaml first, then by file and document; errors before warnings (stable)
+    findings.sort(key=lambda f: (f.source != config_source, f.source, f.document or 0))
     return Report(tuple(_with_lines(findings, contents)), len(files.paths), registries)
 
 

@@ -265,6 +265,13 @@ def test_registryd_yaml_errors_are_the_daemons(tmp_path: Path, text: str, expect
     assert re.search(expected, finding.message), finding.message
 
 
+def test_config_yaml_error_has_its_line(tmp_path: Path) -> None:
+    text = "registries:\n- name: a\n  type: memory\n- {name: b, type: memory\n"
+    (finding,) = config_findings(tmp_path, text)
+    assert "invalid YAML" in finding.message and "line 5, column 1" in finding.message
+    assert finding.line == 5  # the problem's line, not its context's (line 4)
+
+
 def test_serviceentry_path_that_is_no_directory(tmp_path: Path) -> None:
     # the daemon starts and retries reading it: a problem, not a usage error
     (finding,) = config_findings(
