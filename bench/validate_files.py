@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from registryd.validate import check
+from registryd.configcheck import check
 
 SERVICE = """\
 apiVersion: networking.istio.io/v1

@@ -15,8 +15,8 @@ from registryd import cli
 from registryd.adapter import AdapterContext, ConfigError
 from registryd.analyze import Finding, Severity
 from registryd.app import _create
+from registryd.configcheck import check, document_lines
 from registryd.plugins import require
-from registryd.validate import check, document_lines
 
 API = "apiVersion: networking.istio.io/v1\n"
 

@@ -12,7 +12,7 @@ from registryd import cli
 from registryd.adapters.serviceentry.adapter import _Tree
 from registryd.adapters.serviceentry.yamlsafe import shorten
 from registryd.analyze import Severity
-from registryd.validate import check
+from registryd.configcheck import check
 from tests.adapters.test_serviceentry_hostile import BOMB
 
 ISTIO = Path(__file__).resolve().parents[2].parent / "shared" / "conformance" / "istio"
