@@ -1,0 +1,283 @@
+"""Offline checks of registryd's configuration, for ``registryd validate``.
+
+Contract of :func:`check`:
+
+* Nothing is contacted and no port is opened: registryd.yaml is read with the daemon's
+  own parser (:func:`registryd.config.load_registries`) and every registry's settings
+  go through its adapter's factory, as at start, but no adapter is started.
+* ServiceEntry/WorkloadEntry files (the given files and directories, ``config_dir`` and
+  the ``path`` of every ``serviceentry`` registry in ``config``) are read as the file
+  registry reads them: directories with
+  :func:`~registryd.adapters.serviceentry.adapter.scan_tree` (hidden files skipped,
+  symlink rules), each file within the same size limits, with the same YAML loader
+  (duplicate keys) and the same validation.  Every broken document is one error whose
+  message is the daemon's text for it (the daemon joins a file's messages with
+  `` | ``).  Then :func:`registryd.analyze.analyze` adds its warnings.
+* A usage error (nothing to check, a path that does not exist) raises ConfigError;
+  everything else is a :class:`~registryd.analyze.Finding` of the :class:`Report`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from registryd.adapter import AdapterContext, ConfigError
+from registryd.adapters.serviceentry.adapter import scan_tree
+from registryd.adapters.serviceentry.schema import InvalidConfig, parse_document
+from registryd.adapters.serviceentry.yamlsafe import (
+    DEFAULT_LIMITS,
+    DocumentProblem,
+    FileProblem,
+    load_documents,
+    show,
+)
+from registryd.analyze import Finding, Located, Severity, analyze
+from registryd.config import RegistryConfig, load_registries
+from registryd.plugins import load_factory
+
+__all__ = ["Report", "check", "check_file", "document_lines"]
+
+_AT_LINE = re.compile(r"\bline (\d+), column")  # in the YAML parser's messages
+_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    """What was checked and what was found."""
+
+    findings: tuple[Finding, ...] = ()
+    files: int = 0
+    registries: int = 0
+
+    @property
+    def errors(self) -> int:
+        return sum(f.severity is Severity.ERROR for f in self.findings)
+
+    @property
+    def warnings(self) -> int:
+        return sum(f.severity is Severity.WARNING for f in self.findings)
+
+
+@dataclass(slots=True)
+class _Files:
+    """The files to read (in order, each once) and the problems met finding them."""
+
+    paths: dict[str, None] = field(default_factory=dict)
+    findings: list[Finding] = field(default_factory=list)
+
+    def add_tree(self, root: str, *, follow_outside: bool = False) -> None:
+        try:
+            scan = scan_tree(root, follow_outside=follow_outside)
+        except OSError as exc:
+            raise ConfigError(str(exc)) from None
+        for path in sorted(scan.files):
+            self.paths.setdefault(os.path.normpath(path), None)
+        for path, problem in sorted(scan.refused.items()):
+            self.findings.append(_error("unreadable-file", os.path.normpath(path), problem))
+        for directory, problem in sorted(scan.blocked.items()):
+            message = problem.removeprefix(f"{directory}: ")
+            self.findings.append(_error("unreadable-file", os.path.normpath(directory), message))
+
+
+def _error(code: str, source: str, message: str, document: int | None = None) -> Finding:
+    lines = _AT_LINE.findall(message)  # the problem's mark comes after its context's
+    return Finding(
+        severity=Severity.ERROR,
+        code=code,
+        source=source,
+        message=message,
+        document=document,
+        line=int(lines[-1]) if lines else None,
+    )
+
+
+# -- registryd.yaml -------------------------------------------------------------------
+
+
+def _create(reg: RegistryConfig, context: AdapterContext) -> None:
+    """Build the registry's adapter as the daemon does at start (app.py ``_create``),
+    and drop it: factories check settings, ``watch()`` alone does I/O."""
+    factory = load_factory(reg.type, registry=reg.name)
+    try:
+        factory(name=reg.name, settings=reg.settings, context=context)
+    except ConfigError as exc:
+        message = str(exc)
+        if repr(reg.name) not in message:
+            message = f"registry {reg.name!r} ({reg.type}): {message}"
+        raise ConfigError(message) from exc
+    except Exception as exc:
+        raise ConfigError(
+            f"registry {reg.name!r} ({reg.type}): bad settings: {type(exc).__name__}: {exc}"
+        ) from exc
+
+
+def _check_config(
+    config: str, config_dir: str | None, context: AdapterContext, files: _Files
+) -> tuple[list[Finding], int]:
+    """Findings of registryd.yaml and its number of registries; the ``path`` of every
+    valid serviceentry registry is added to ``files``."""
+    if not os.path.isfile(config):
+        raise ConfigError(f"--config {config}: no such file")
+    source = f"--config {os.path.normpath(config)}"
+    try:
+        registries = load_registries(Path(config))
+    except ConfigError as exc:
+        return [_error("invalid-config", source, str(exc))], 0
+    findings = []
+    if config_dir is not None and any(r.name == "configDir" for r in registries):
+        findings.append(
+            _error(
+                "invalid-config",
+                source,
+                f"--config {config}: registry name 'configDir' is taken by --configDir; "
+                "rename that registry",
+            )
+        )
+    for reg in registries:
+        try:
+            _create(reg, context)
+        except ConfigError as exc:
+            findings.append(_error("invalid-config", source, str(exc)))
+            continue
+        if reg.type == "serviceentry":
+            path = os.fspath(reg.settings["path"])
+            if not os.path.isdir(path):
+                message = f"registry {reg.name!r} (serviceentry): 'path' {path}: not a directory"
+                findings.append(_error("invalid-config", source, message))
+                continue
+            outside = reg.settings.get("follow_symlinks_outside") is True
+            try:
+                files.add_tree(path, follow_outside=outside)
+            except ConfigError as exc:
+                findings.append(_error("invalid-config", source, f"registry {reg.name!r}: {exc}"))
+    return findings, len(registries)
+
+
+# -- ServiceEntry / WorkloadEntry files -----------------------------------------------
+
+
+def _read(source: str) -> bytes:
+    """At most one byte over the limit, as the file registry reads (adapter.py ``_load``)."""
+    with open(source, "rb") as handle:
+        return handle.read(DEFAULT_LIMITS.max_bytes + 1)
+
+
+def check_file(source: str, data: bytes | str) -> tuple[list[Located], list[Finding]]:
+    """The valid documents of one file and the errors of the others, with the file
+    registry's messages (documents.py ``read_documents``, schema.py ``parse_file``)."""
+    try:
+        raws = load_documents(data, DEFAULT_LIMITS)
+    except FileProblem as exc:
+        return [], [_error("invalid-file", source, str(exc))]
+    good: list[Located] = []
+    errors: list[Finding] = []
+    for index, raw in enumerate(raws, 1):
+        if raw is None:  # an empty document, e.g. after a trailing ---
+            continue
+        if isinstance(raw, DocumentProblem):
+            message = f"document {index}: {raw.message}"
+            errors.append(_error("invalid-document", source, message, index))
+            continue
+        try:
+            doc = parse_document(raw, index=index, where=f"{source} #{index}")
+        except InvalidConfig as exc:
+            errors.append(_error("invalid-document", source, str(exc), index))
+            continue
+        except Exception as exc:  # a validation bug stays this document's problem
+            problem = f"cannot be validated ({type(exc).__name__}: {show(exc)})"
+            message = f"document {index}: {problem}"
+            errors.append(_error("invalid-document", source, message, index))
+            continue
+        good.append(Located(source, index, doc))
+    return good, errors
+
+
+def document_lines(data: bytes | str) -> list[int]:
+    """The first line of each document's content (1-based), in document order; empty if
+    the YAML cannot be parsed."""
+    text = data.decode("utf-8", "replace") if isinstance(data, bytes) else data
+    for loader in dict.fromkeys((_LOADER, yaml.SafeLoader)):
+        lines: list[int] = []
+        starting = False
+        try:
+            for event in yaml.parse(text, Loader=loader):
+                if isinstance(event, yaml.DocumentStartEvent):
+                    starting = True
+                elif starting:
+                    mark = event.start_mark
+                    lines.append(mark.line + 1 if mark else 0)
+                    starting = False
+            return lines
+        except yaml.YAMLError:
+            continue
+    return []
+
+
+def _with_lines(findings: Iterable[Finding], contents: dict[str, bytes]) -> list[Finding]:
+    """Findings of a document without a line get the line where the document starts."""
+    lines: dict[str, list[int]] = {}
+    result = []
+    for finding in findings:
+        if finding.line is None and finding.document is not None and finding.source in contents:
+            if finding.source not in lines:
+                lines[finding.source] = document_lines(contents[finding.source])
+            found = lines[finding.source]
+            if finding.document <= len(found) and found[finding.document - 1]:
+                finding = dataclasses.replace(finding, line=found[finding.document - 1])
+        result.append(finding)
+    return result
+
+
+def check(
+    *,
+    paths: Sequence[str] = (),
+    config: str | None = None,
+    config_dir: str | None = None,
+    context: AdapterContext | None = None,
+) -> Report:
+    """Check ``config``, ``config_dir`` and ``paths`` (see the module docstring);
+    :class:`ConfigError` for a usage error (nothing to check, a path that is missing)."""
+    if not (paths or config or config_dir):
+        raise ConfigError("validate: nothing to check; give --config, --configDir or files")
+    files = _Files()
+    findings: list[Finding] = []
+    registries = 0
+    config_source = f"--config {os.path.normpath(config)}" if config else None
+    if config is not None:
+        found, registries = _check_config(config, config_dir, context or AdapterContext(), files)
+        findings.extend(found)
+    if config_dir is not None:
+        if not os.path.isdir(config_dir):
+            raise ConfigError(f"--configDir {config_dir}: not a directory")
+        files.add_tree(config_dir)
+    for path in paths:
+        if os.path.isdir(path):
+            files.add_tree(path)
+        elif os.path.exists(path):
+            files.paths.setdefault(os.path.normpath(path), None)
+        else:
+            raise ConfigError(f"validate: {path}: no such file or directory")
+    findings.extend(files.findings)
+    documents: list[Located] = []
+    contents: dict[str, bytes] = {}
+    for source in files.paths:
+        try:
+            contents[source] = data = _read(source)
+        except OSError as exc:
+            findings.append(_error("unreadable-file", source, f"cannot read: {exc.strerror}"))
+            continue
+        good, errors = check_file(source, data)
+        documents.extend(good)
+        findings.extend(errors)
+    findings.extend(analyze(documents))
+    # registryd.yaml first, then by file and document; errors before warnings (stable)
+    findings.sort(key=lambda f: (f.source != config_source, f.source, f.document or 0))
+    return Report(tuple(_with_lines(findings, contents)), len(files.paths), registries)

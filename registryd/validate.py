@@ -1,0 +1,105 @@
+"""``registryd validate``: check configuration offline, before the daemon reads it.
+
+What is checked and how is :mod:`registryd.configcheck`; this module is the command:
+its flags, text and JSON output, and exit status: 0 when nothing reaches
+``--failure-threshold`` (errors, by default, as ``istioctl analyze``), 1 otherwise, 2
+for a usage error (raised as ConfigError).  The checks are imported only when the
+command runs, so the other commands do not pay for them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import asdict
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TextIO
+
+if TYPE_CHECKING:
+    from registryd.analyze import Finding
+    from registryd.configcheck import Report
+
+__all__ = ["register", "render_json", "render_text", "run"]
+
+
+# -- output ---------------------------------------------------------------------------
+
+
+def _location(finding: Finding) -> str:
+    if finding.line is not None:
+        return f"{finding.source}:{finding.line}"
+    return finding.source
+
+
+def render_text(report: Report, out: TextIO) -> None:
+    """One line per finding, ``Error [code] file:line: message``, then a summary."""
+    for finding in report.findings:
+        label = finding.severity.value.capitalize()
+        out.write(f"{label} [{finding.code}] {_location(finding)}: {finding.message}\n")
+    errors, warnings = report.errors, report.warnings
+    checked = f"{report.files} file{'s' * (report.files != 1)}"
+    if report.registries:
+        checked += f" and {report.registries} registr{'ies' if report.registries != 1 else 'y'}"
+    if not report.findings:
+        out.write(f"No problems found in {checked}.\n")
+    else:
+        out.write(f"{errors} error(s), {warnings} warning(s) in {checked}.\n")
+
+
+def render_json(report: Report, out: TextIO) -> None:
+    """``{"findings": [...], "errors": N, "warnings": N, "files": N, "registries": N}``."""
+    body = {
+        "findings": [asdict(f) for f in report.findings],
+        "errors": report.errors,
+        "warnings": report.warnings,
+        "files": report.files,
+        "registries": report.registries,
+    }
+    json.dump(body, out, indent=2)
+    out.write("\n")
+
+
+# -- command line ---------------------------------------------------------------------
+
+
+def register(subparsers: Any) -> None:
+    """Add ``registryd validate`` to the command line."""
+    v = subparsers.add_parser(
+        "validate",
+        help="check registryd.yaml and ServiceEntry/WorkloadEntry files offline",
+        description="Check registryd.yaml and ServiceEntry/WorkloadEntry files without "
+        "contacting any registry. Exit 0: nothing at the failure threshold; 1: problems; "
+        "2: usage error.",
+    )
+    v.add_argument("paths", nargs="*", metavar="FILE|DIR", help="files or directories")
+    v.add_argument("--config", default=None, help="registryd.yaml listing registries")
+    v.add_argument("--configDir", default=None, help="directory of ServiceEntry YAML")
+    v.add_argument(
+        "--kubeconfig", default=None, help="as for discovery: kubernetes registries use it"
+    )
+    v.add_argument("-o", "--output", choices=("text", "json"), default="text")
+    v.add_argument(
+        "--failure-threshold",
+        choices=("error", "warning"),
+        default="error",
+        help="the severity that makes the exit status 1 (default: error)",
+    )
+    v.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    """Run ``registryd validate`` with parsed ``args``; the exit status."""
+    from registryd.adapter import AdapterContext
+    from registryd.configcheck import check
+
+    kubeconfig = str(Path(args.kubeconfig).resolve()) if args.kubeconfig else None
+    report = check(
+        paths=args.paths,
+        config=args.config,
+        config_dir=args.configDir,
+        context=AdapterContext(kubeconfig=kubeconfig),
+    )
+    (render_json if args.output == "json" else render_text)(report, out or sys.stdout)
+    failing = report.errors + (report.warnings if args.failure_threshold == "warning" else 0)
+    return 1 if failing else 0
