@@ -170,13 +170,18 @@ def _chain_target(filters: Sequence[JSON]) -> str:
     return "Non-HTTP/Non-TCP"
 
 
+def _socket(listener: JSON) -> tuple[int, str]:
+    socket = listener.get("address", {}).get("socket_address", {})
+    return int(socket.get("port_value", 0)), str(socket.get("address", "-"))
+
+
 def _listener_rows(dump: JSON) -> list[list[str]]:
+    """Sorted by port, then address (istioctl listener.go ``PrintListenerSummary``)."""
     rows = []
-    for listener in _resources(dump, "listeners"):
+    for listener in sorted(_resources(dump, "listeners"), key=_socket):
         name = str(listener.get("name", ""))
-        socket = listener.get("address", {}).get("socket_address", {})
-        address = str(socket.get("address", "-"))
-        port = str(socket.get("port_value", 0))
+        number, address = _socket(listener)
+        port = str(number)
         if "api_listener" in listener:  # proxyless gRPC: no socket, the name is dialled
             target = _http_target(listener["api_listener"].get("api_listener", {}))
             rows.append([name, address, port, "API", target])

@@ -26,6 +26,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from registryd.logs import escape
 from registryd.proxyconfig import dump_resources
 from registryd.tables import format_table
 
@@ -87,7 +88,8 @@ def resource_status(version: str, state: JSON | None) -> str:
 
 
 def _one_line(text: str) -> str:
-    return " ".join(text.split())
+    """A NACK message on one line (registryd already escapes what clients send)."""
+    return escape(text)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
