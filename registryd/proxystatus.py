@@ -103,9 +103,10 @@ def _dump(found: Found, timeout: float) -> Mapping[str, Any] | None:
     return dump if status == 200 and isinstance(dump, Mapping) else None
 
 
-def _resolve(args: argparse.Namespace, out: TextIO, err: TextIO) -> tuple[list[Found], int]:
-    """The connections of ``args.proxy`` across the servers, or an exit status."""
-    found, _ = _syncz(server_urls(args.server), args.timeout, err)
+def _resolve(args: argparse.Namespace, err: TextIO) -> tuple[list[Found], int]:
+    """The connections of ``args.proxy`` across the servers, and the exit status so far
+    (1 if an instance did not answer; no connections if none fits the name)."""
+    found, complete = _syncz(server_urls(args.server), args.timeout, err)
     matches = find_proxy(args.proxy, found)
     ids = sorted({str(e.get("proxyID", "")) for _, e in matches})
     if not matches:
@@ -115,7 +116,7 @@ def _resolve(args: argparse.Namespace, out: TextIO, err: TextIO) -> tuple[list[F
         print(f"registryd: error: {args.proxy!r} names several proxies:", file=err)
         err.writelines(f"  {i}\n" for i in ids)
         return [], 1
-    return matches, 0
+    return matches, 0 if complete else 1
 
 
 def _status(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
@@ -133,7 +134,9 @@ def _status(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 
 def _status_of(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    matches, status = _resolve(args, out, err)
+    matches, status = _resolve(args, err)
+    if not matches:
+        return status
     documents = []
     for server, entry in matches:
         dump = _dump((server, entry), args.timeout)
@@ -141,20 +144,18 @@ def _status_of(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             print(f"registryd: error: {entry.get('proxyID')!r} left {server}", file=err)
             return 1
         documents.append((server, entry, dump))
-    for index, (server, entry, dump) in enumerate(documents):
-        if args.output == "json":
-            continue
-        out.write(("\n" if index else "") + proxysync.render_detail(server, entry, dump))
     if args.output == "json":
         out.write(json.dumps([proxysync.detail_json(*d) for d in documents], indent=2) + "\n")
+    else:
+        out.write("\n".join(proxysync.render_detail(*d) for d in documents))
     return status
 
 
 def _config(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    matches, status = _resolve(args, out, err)
+    matches, status = _resolve(args, err)
     if not matches:
         return status
-    dump = _dump(matches[-1], args.timeout)  # the newest connection of the proxy
+    dump = _dump(matches[-1], args.timeout)  # the last listed: an instance lists oldest first
     if dump is None:
         print(f"registryd: error: {args.proxy!r} left {matches[-1][0]}", file=err)
         return 1
@@ -164,7 +165,7 @@ def _config(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         out.write(json.dumps(resources, indent=2) + "\n")
     else:
         out.write(proxyconfig.render(dump, kind))
-    return 0
+    return status
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
