@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import yaml
 
 from registryd.testing import AdsClient
 from registryd.testing.ads import TYPES, DeltaAdsClient
@@ -294,3 +295,28 @@ def test_replicas_each_show_their_own_proxies(stack: Stack, loop: LoopThread) ->
     assert table[SLOW][-2] == url(second)
     for client in clients:
         loop.call(client.close())
+
+
+def test_after_a_change_each_resource_shows_the_version_it_last_changed_in(
+    stack: Stack, mesh: Registryd
+) -> None:
+    before = syncz(mesh)[ENVOY]["eds"]["versionSent"]
+    path = stack.config_dir / "services.yaml"
+    documents = [d for d in yaml.safe_load_all(path.read_text()) if d]
+    documents[0] = service_entry(WEB, 8080, [("127.0.0.1", 9001)])  # one endpoint less
+    write_entries(path, *documents)
+    poll(
+        lambda: (eds := syncz(mesh)[ENVOY]["eds"])["acked"] and eds["versionSent"] != before,
+        "Envoy to ACK the new endpoints",
+        details=stack.logs,
+    )
+    after = syncz(mesh)[ENVOY]["eds"]["versionSent"]
+    done = cli("proxy-status", ENVOY, "--server", url(mesh))
+    assert done.returncode == 0, done.stderr
+    _, types, resources = done.stdout.split("\n\n")
+    status, sent, _, acked, *_ = rows(types)["EDS"]
+    assert (status, sent, acked) == ("SYNCED", after, after)
+    served = {tuple(cells(line)[:2]): cells(line)[2:] for line in resources.splitlines()[1:]}
+    assert served[("EDS", f"outbound|8080||{WEB}")] == [after, "SYNCED"]
+    assert served[("EDS", f"outbound|5432||{DB}")] == [before, "SYNCED"]  # unchanged
+    assert rows(cli("proxy-status", "--server", url(mesh)).stdout)[ENVOY][-1] == after
