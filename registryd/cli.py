@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from registryd import __version__, validate
+from registryd import __version__, proxystatus, validate
 from registryd.adapter import ConfigError
 from registryd.config import (
     RegistryConfig,
@@ -154,6 +154,7 @@ def _parser() -> argparse.ArgumentParser:
         "$PILOT_MAX_REQUESTS_PER_SECOND; unset, 0 or less: 15 + 5 per CPU, at most 100)",
     )
     validate.register(sub)
+    proxystatus.register(sub)  # proxy-status, proxy-config
     return parser
 
 
@@ -304,9 +305,9 @@ async def _serve(settings: Settings) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     try:
-        command = _parser().parse_args(list(argv))
-        if hasattr(command, "run"):  # a subcommand other than discovery
-            return int(command.run(command))
+        args = _parser().parse_args(list(argv))
+        if hasattr(args, "run"):  # a tool subcommand (see its module's register())
+            return int(args.run(args))
         settings = parse_args(argv)
         setup_logging(settings.log_output_level, as_json=settings.log_as_json)
         with contextlib.suppress(KeyboardInterrupt):
