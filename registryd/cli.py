@@ -26,6 +26,7 @@ from registryd.config import (
     RegistryConfig,
     Settings,
     auto_limit,
+    check_paths,
     cpu_count,
     load_registries,
     load_tls,
@@ -277,6 +278,7 @@ def _settings(args: argparse.Namespace, environ: Mapping[str, str]) -> Settings:
     registries: list[RegistryConfig] = []
     if args.config:
         registries.extend(load_registries(Path(args.config)))
+        check_paths(registries)
     if args.configDir:
         path = Path(args.configDir)
         if not path.is_dir():

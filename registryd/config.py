@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import re
 import ssl
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,7 @@ __all__ = [
     "Settings",
     "TlsFiles",
     "auto_limit",
+    "check_paths",
     "cpu_count",
     "go_duration",
     "load_registries",
@@ -123,7 +124,8 @@ def load_registries(path: Path) -> list[RegistryConfig]:
     """Read the ``registries:`` list of a registryd.yaml.  Relative paths in a registry's
     ``path``, ``kubeconfig`` and ``*_file`` settings (``ca_file``...) are taken relative
     to the file's directory (``~`` is expanded first).  A name must match
-    :data:`REGISTRY_NAME`."""
+    :data:`REGISTRY_NAME`.  Pure apart from reading the file: whether paths exist is
+    :func:`check_paths`'s business."""
     try:
         data = yaml.safe_load(path.read_text())
     except OSError as exc:
@@ -160,8 +162,21 @@ def load_registries(path: Path) -> list[RegistryConfig]:
         for key, value in settings.items():
             if _is_path_setting(key) and isinstance(value, str) and value:
                 settings[key] = str((path.parent / Path(value).expanduser()).resolve())
+
         result.append(RegistryConfig(name=name, type=kind, settings=settings))
     return result
+
+
+def check_paths(registries: Iterable[RegistryConfig]) -> None:
+    """ConfigError for the first registry whose ``path`` setting (a string) names nothing
+    on disk: the daemon checks this at start, where an adapter would only fail (and be
+    retried) once it runs."""
+    for reg in registries:
+        place = reg.settings.get("path")
+        if isinstance(place, str) and place and not Path(place).exists():
+            raise ConfigError(
+                f"registry {reg.name!r} ({reg.type}): 'path': no such file or directory: {place}"
+            )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

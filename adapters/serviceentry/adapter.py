@@ -378,8 +378,6 @@ class ServiceEntryAdapter:
         resync = reader.number("resync_interval", 30, unit="seconds")
         self.name = name
         self.path = os.path.abspath(os.fspath(path))
-        if not os.path.isdir(self.path):
-            raise reader.error(f"'path': no such directory: {self.path}")
         self.force_polling: bool | None = polling
         self.resync_interval = resync
         self.settle_time = reader.number("settle_time", SETTLE_TIME, unit="seconds", maximum=60)

@@ -137,7 +137,10 @@ BAD_REGISTRIES = {
         "{name: e, type: etcd, username: admin}",
         "'username' and 'password' go together",
     ),
-    "missing-path": ("{name: f, type: serviceentry, path: nowhere}", "no such directory"),
+    "missing-path": (
+        "{name: f, type: serviceentry, path: nowhere}",
+        "registry 'f' (serviceentry): 'path': no such file or directory",
+    ),
     "missing-ca-file": (
         "{name: e, type: etcd, ca_file: nowhere.pem}",
         "'ca_file': no such file",
@@ -253,8 +256,8 @@ PROXIES = 50
 
 
 async def _connect_and_stop(registryd: Registryd, wait_for: int) -> tuple[int, float]:
-    """Connect :data:`PROXIES` ADS clients, wait until ``wait_for`` of them have their
-    first CDS response, SIGTERM registryd: (exit status, seconds it took to exit)."""
+    """Connect :data:`PROXIES` ADS clients, wait until ``wait_for`` of them (any) have
+    their first CDS response, SIGTERM registryd: (exit status, seconds it took to exit)."""
     clients = [
         AdsClient(
             f"127.0.0.1:{registryd.grpc_port}",
@@ -266,8 +269,16 @@ async def _connect_and_stop(registryd: Registryd, wait_for: int) -> tuple[int, f
         for client in clients:
             await client.connect()
             client.subscribe("cds")
-        for client in clients[:wait_for]:
-            await client.next("cds", timeout=30)
+        firsts = [asyncio.create_task(client.next("cds", timeout=30)) for client in clients]
+        try:
+            for served, first in enumerate(asyncio.as_completed(firsts), 1):
+                await first
+                if served == wait_for:
+                    break
+        finally:
+            for task in firsts:
+                task.cancel()
+            await asyncio.gather(*firsts, return_exceptions=True)
         started = time.monotonic()
         registryd.popen.send_signal(signal.SIGTERM)
         status = await asyncio.to_thread(registryd.popen.wait, 30)
