@@ -1,16 +1,26 @@
 """Wiring: builds the daemon from settings, starts it in order, stops it in reverse.
 
+With ``strict`` (the daemon's command line) a registry that cannot be built (its plugin
+does not load, or its adapter rejects its settings) is a :class:`ConfigError` raised by
+the constructor, and :meth:`App.check_addresses` says which listening address cannot be
+bound, before anything starts: only failures to *reach* a registry are retried.
+Without ``strict`` (an embedding, tests) such a registry is retried with backoff like
+any other failure.
+
 The monitoring address serves the same HTTP handlers as the HTTP address, as istiod's
 does.  Start order: store → push controller → xDS server → HTTP → registries (so a proxy that
 connects early is served the empty state, then the first full push).  Stop order is the
-reverse; in-flight streams get a short grace period.
+reverse.  xDS streams never end by themselves, so stopping does not wait for them: they
+are cancelled at once (proxies reconnect, to another replica if there is one).
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import functools
 import logging
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -36,6 +46,9 @@ from registryd.xds.tracking import PushTracker
 __all__ = ["App"]
 
 log = logging.getLogger("registryd")
+
+STREAM_CLOSE_STEP = 0.01  # seconds between checks that every xDS stream has closed ...
+STREAM_CLOSE_STEPS = 50  # ... and at most this many checks when stopping
 
 
 def _create(reg: RegistryConfig, context: AdapterContext) -> Adapter:
@@ -82,6 +95,27 @@ def exposure_warnings(settings: Settings) -> list[str]:
     return out
 
 
+def _bind_problem(addr: Address) -> str | None:
+    """Why ``addr`` cannot be bound for listening now, or None if it can."""
+    try:
+        infos = socket.getaddrinfo(
+            addr.host, addr.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+    except socket.gaierror as exc:
+        return f"cannot resolve {addr.host!r} ({exc.strerror})"
+    family, kind, proto, _, sockaddr = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(sockaddr)
+            probe.listen(1)
+        except OSError as exc:
+            if exc.errno == errno.EADDRNOTAVAIL:
+                return "not an address of this host (cannot assign requested address)"
+            return (exc.strerror or str(exc)).lower()
+    return None
+
+
 @dataclass
 class App:
     settings: Settings
@@ -97,6 +131,7 @@ class App:
     _grpc: grpc.aio.Server | None = None
     _http: web.AppRunner | None = None
     _ready_once: bool = False
+    strict: bool = False  # see the module docstring
 
     def __post_init__(self) -> None:
         self.xds.health = self.health
@@ -115,6 +150,8 @@ class App:
             try:
                 self._adapters.append((key, create()))
             except Exception as exc:  # retried by the supervisor; the daemon runs on
+                if self.strict:
+                    raise
                 log.error("%s; retrying with backoff", exc)
                 self._adapters.append((key, create))
         self.push = PushController(
@@ -158,6 +195,32 @@ class App:
         if not reasons:
             self._ready_once = True
         return reasons
+
+    def addresses(self) -> list[tuple[str, Address]]:
+        """(flag, address) of every address :meth:`start` listens on."""
+        out = []
+        if self.settings.grpc_addr is not None:
+            out.append(("--grpcAddr", self.settings.grpc_addr))
+        if self.settings.tls is not None:
+            out.append(("--secureGRPCAddr", self.settings.secure_grpc_addr))
+        out.append(("--httpAddr", self.settings.http_addr))
+        out.append(("--monitoringAddr", self.settings.monitoring_addr))
+        return out
+
+    def check_addresses(self) -> None:
+        """:class:`ConfigError` naming the flag of the first address that cannot be bound
+        (in use, not an address of this host, a name that does not resolve).  Bound and
+        released at once, as the servers bind (``SO_REUSEADDR``), so gRPC's core never
+        gets to log its own complaint about a port it cannot add."""
+        seen: set[tuple[str, int]] = set()
+        for flag, addr in self.addresses():
+            key = (addr.host, addr.port)
+            if addr.port and key in seen:
+                raise ConfigError(f"{flag} {addr}: that address is given to another flag too")
+            seen.add(key)
+            problem = _bind_problem(addr)
+            if problem is not None:
+                raise ConfigError(f"{flag} {addr}: cannot listen: {problem}")
 
     async def start(self) -> None:
         push = asyncio.create_task(restarting("push", self.push.run, self.health), name="push")
@@ -249,7 +312,7 @@ class App:
         except RuntimeError:  # grpcio raises instead of returning 0 on some versions
             port = 0
         if port == 0:
-            raise OSError(f"{flag} {addr}: cannot listen (address in use?)")
+            raise ConfigError(f"{flag} {addr}: cannot listen (address in use?)")
         return port
 
     async def stop(self) -> None:
@@ -260,6 +323,11 @@ class App:
         if self._http is not None:
             await self._http.cleanup()
         if self._grpc is not None:
-            await self._grpc.stop(grace=1.0)
+            await self._grpc.stop(grace=None)  # streams never end: waiting only delays exit
+            # the cancelled streams' handlers finish a few loop turns later; bounded
+            for _ in range(STREAM_CLOSE_STEPS):
+                if not self.xds.connections:
+                    break
+                await asyncio.sleep(STREAM_CLOSE_STEP)
         self.gc_pauses.close()
         log.info("registryd stopped")

@@ -1,7 +1,9 @@
-"""Command line: ``registryd discovery [flags]`` (flag names follow pilot-discovery).
+"""Command line: ``registryd discovery [flags]`` (flag names follow pilot-discovery) and
+``registryd version``; ``--version`` works on every command.
 
-Errors in flags or the config file print one clear line and exit 2; they never show a
-traceback.  SIGTERM and SIGINT stop the daemon cleanly.
+Errors in flags, the config file, a registry's settings or a listening address print one
+clear line and exit 2; they never show a traceback.  SIGTERM and SIGINT stop the daemon
+cleanly.
 """
 
 from __future__ import annotations
@@ -24,17 +26,22 @@ from registryd.config import (
     RegistryConfig,
     Settings,
     auto_limit,
+    check_paths,
     cpu_count,
     load_registries,
     load_tls,
     parse_address,
     parse_duration,
 )
+from registryd.logs import check_scopes, parse_levels
 from registryd.logs import setup as setup_logging
+from registryd.plugins import available
 
 __all__ = ["main", "parse_args"]
 
 log = logging.getLogger("registryd")
+
+DRAIN_TIMEOUT = 0.5  # seconds the loop's remaining tasks get to finish after stop
 
 
 class _Parser(argparse.ArgumentParser):
@@ -56,11 +63,29 @@ def _parse_bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
+class _DefaultsFormatter(argparse.HelpFormatter):
+    """Help text with each flag's default, when it has one (``None``: nothing to show)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if action.default is None or action.default is argparse.SUPPRESS:
+            return text
+        if "%(default)" in text or not action.option_strings:
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+VERSION = f"registryd {__version__}"
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="registryd", description="Service-registry federation daemon (xDS).")
-    parser.add_argument("--version", action="version", version=f"registryd {__version__}")
+    parser.add_argument("--version", action="version", version=VERSION)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    d = sub.add_parser("discovery", help="run the discovery server")
+    sub.add_parser("version", help="print the version and exit")
+    d = sub.add_parser(
+        "discovery", help="run the discovery server", formatter_class=_DefaultsFormatter
+    )
     d.error = parser.error  # type: ignore[method-assign]
     d.add_argument(
         "--grpcAddr",
@@ -155,6 +180,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     validate.register(sub)
     proxystatus.register(sub)  # proxy-status, proxy-config
+    for command in sub.choices.values():
+        if "--version" not in command._option_string_actions:
+            command.add_argument("--version", action="version", version=VERSION)
     return parser
 
 
@@ -185,7 +213,14 @@ def _debounce(args: argparse.Namespace, environ: Mapping[str, str]) -> tuple[flo
             eds = _parse_bool(environ.get("PILOT_ENABLE_EDS_DEBOUNCE") or "true")
         except argparse.ArgumentTypeError as exc:
             raise ConfigError(f"PILOT_ENABLE_EDS_DEBOUNCE: {exc}") from None
-    return (0.0 if after is None else after, 10.0 if longest is None else longest, eds)
+    after = 0.0 if after is None else after
+    longest = 10.0 if longest is None else longest
+    if longest < after:
+        raise ConfigError(
+            f"--debounceMax ({longest:g}s) is shorter than --debounceAfter ({after:g}s): "
+            "a push could never wait out the quiet time"
+        )
+    return after, longest, eds
 
 
 def _throttle(args: argparse.Namespace, environ: Mapping[str, str]) -> tuple[int, float]:
@@ -215,17 +250,37 @@ def _throttle(args: argparse.Namespace, environ: Mapping[str, str]) -> tuple[int
     return (pushes if pushes > 0 else auto, rate if rate > 0 else float(auto))
 
 
+def _check_registry_types(text: str | None) -> set[str]:
+    """The lower-cased types ``--registries`` lists; ConfigError for one that is not an
+    installed adapter type (compared case-insensitively, as istiod's ``Kubernetes``)."""
+    enabled = {r.strip().lower() for r in (text or "").split(",") if r.strip()}
+    installed = available()
+    unknown = sorted(enabled - {kind.lower() for kind in installed})
+    if unknown:
+        raise ConfigError(
+            f"--registries: unknown registry type {', '.join(map(repr, unknown))} "
+            f"(installed adapters: {', '.join(installed) or 'none'})"
+        )
+    return enabled
+
+
 def parse_args(argv: Sequence[str], environ: Mapping[str, str] = os.environ) -> Settings:
-    """Flags → :class:`Settings`; raises :class:`ConfigError` on anything wrong.
-    ``environ`` supplies istiod's ``PILOT_DEBOUNCE_AFTER``, ``PILOT_DEBOUNCE_MAX``,
-    ``PILOT_ENABLE_EDS_DEBOUNCE``, ``PILOT_PUSH_THROTTLE`` and
+    """Flags of ``registryd discovery`` → :class:`Settings`; raises :class:`ConfigError` on
+    anything wrong.  ``environ`` supplies istiod's ``PILOT_DEBOUNCE_AFTER``,
+    ``PILOT_DEBOUNCE_MAX``, ``PILOT_ENABLE_EDS_DEBOUNCE``, ``PILOT_PUSH_THROTTLE`` and
     ``PILOT_MAX_REQUESTS_PER_SECOND`` where their flags are not given."""
-    args = _parser().parse_args(list(argv))
+    return _settings(_parser().parse_args(list(argv)), environ)
+
+
+def _settings(args: argparse.Namespace, environ: Mapping[str, str]) -> Settings:
     if args.command != "discovery":
         raise ConfigError("missing command: use 'registryd discovery [flags]'")
+    check_scopes(parse_levels(args.log_output_level), available())
+    enabled = _check_registry_types(args.registries)
     registries: list[RegistryConfig] = []
     if args.config:
         registries.extend(load_registries(Path(args.config)))
+        check_paths(registries)
     if args.configDir:
         path = Path(args.configDir)
         if not path.is_dir():
@@ -240,7 +295,6 @@ def parse_args(argv: Sequence[str], environ: Mapping[str, str] = os.environ) -> 
                 name="configDir", type="serviceentry", settings={"path": str(path.resolve())}
             )
         )
-    enabled = {r.strip().lower() for r in (args.registries or "").split(",") if r.strip()}
     wants_kubernetes = args.kubeconfig is not None or "kubernetes" in enabled
     if wants_kubernetes and not any(r.type == "kubernetes" for r in registries):
         # istiod's local cluster: --kubeconfig, or in-cluster config with --registries
@@ -289,7 +343,8 @@ def parse_args(argv: Sequence[str], environ: Mapping[str, str] = os.environ) -> 
 async def _serve(settings: Settings) -> None:
     from registryd.app import App  # heavy imports only once flags are valid
 
-    app = App(settings)
+    app = App(settings, strict=True)  # a registry that cannot be built: ConfigError
+    app.check_addresses()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -300,15 +355,30 @@ async def _serve(settings: Settings) -> None:
         log.info("shutting down")
     finally:
         await app.stop()
+        await _drain()
+
+
+async def _drain(timeout: float = DRAIN_TIMEOUT) -> None:
+    """Let tasks still on the loop finish (gRPC ends each cancelled stream's tasks a few
+    loop turns after the server stopped) instead of letting ``asyncio.run`` cancel them:
+    gRPC prints a bare ``CancelledError`` traceback for every stream task cancelled that
+    way.  Bounded by ``timeout`` seconds."""
+    current = asyncio.current_task()
+    others = [task for task in asyncio.all_tasks() if task is not current]
+    if others:
+        await asyncio.wait(others, timeout=timeout)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     try:
         args = _parser().parse_args(list(argv))
+        if args.command == "version":
+            print(VERSION)
+            return 0
         if hasattr(args, "run"):  # a tool subcommand (see its module's register())
             return int(args.run(args))
-        settings = parse_args(argv)
+        settings = _settings(args, os.environ)
         setup_logging(settings.log_output_level, as_json=settings.log_as_json)
         with contextlib.suppress(KeyboardInterrupt):
             asyncio.run(_serve(settings))

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import re
 import ssl
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,11 +19,14 @@ import yaml
 from registryd.adapter import ConfigError
 
 __all__ = [
+    "REGISTRY_NAME",
+    "REGISTRY_NAME_RULE",
     "Address",
     "RegistryConfig",
     "Settings",
     "TlsFiles",
     "auto_limit",
+    "check_paths",
     "cpu_count",
     "go_duration",
     "load_registries",
@@ -106,13 +109,23 @@ class RegistryConfig:
 
 
 def _is_path_setting(key: str) -> bool:
-    return key == "path" or key.endswith("_file")
+    return key in ("path", "kubeconfig") or key.endswith("_file")
+
+
+# a registry name is a shard's instance name: in ``type/name`` keys, metric labels and
+# debug URLs, so no '/', spaces or control characters
+REGISTRY_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,61}[A-Za-z0-9])?")
+REGISTRY_NAME_RULE = (
+    "1-63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit"
+)
 
 
 def load_registries(path: Path) -> list[RegistryConfig]:
     """Read the ``registries:`` list of a registryd.yaml.  Relative paths in a registry's
-    ``path`` and ``*_file`` settings (``ca_file``...) are taken relative to the file's
-    directory."""
+    ``path``, ``kubeconfig`` and ``*_file`` settings (``ca_file``...) are taken relative
+    to the file's directory (``~`` is expanded first).  A name must match
+    :data:`REGISTRY_NAME`.  Pure apart from reading the file: whether paths exist is
+    :func:`check_paths`'s business."""
     try:
         data = yaml.safe_load(path.read_text())
     except OSError as exc:
@@ -138,6 +151,8 @@ def load_registries(path: Path) -> list[RegistryConfig]:
         name, kind = item.get("name"), item.get("type")
         if not isinstance(name, str) or not name:
             raise ConfigError(f"{where}: 'name' is required")
+        if not REGISTRY_NAME.fullmatch(name):
+            raise ConfigError(f"{where}: invalid registry name {name!r}: use {REGISTRY_NAME_RULE}")
         if not isinstance(kind, str) or not kind:
             raise ConfigError(f"{where} ({name}): 'type' is required")
         if name in seen:
@@ -146,9 +161,22 @@ def load_registries(path: Path) -> list[RegistryConfig]:
         settings = {k: v for k, v in item.items() if k not in ("name", "type")}
         for key, value in settings.items():
             if _is_path_setting(key) and isinstance(value, str) and value:
-                settings[key] = str((path.parent / value).resolve())
+                settings[key] = str((path.parent / Path(value).expanduser()).resolve())
+
         result.append(RegistryConfig(name=name, type=kind, settings=settings))
     return result
+
+
+def check_paths(registries: Iterable[RegistryConfig]) -> None:
+    """ConfigError for the first registry whose ``path`` setting (a string) names nothing
+    on disk: the daemon checks this at start, where an adapter would only fail (and be
+    retried) once it runs."""
+    for reg in registries:
+        place = reg.settings.get("path")
+        if isinstance(place, str) and place and not Path(place).exists():
+            raise ConfigError(
+                f"registry {reg.name!r} ({reg.type}): 'path': no such file or directory: {place}"
+            )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -34,7 +34,7 @@ import logging
 import re
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TypedDict
 
 from registryd.adapter import ConfigError
@@ -47,6 +47,7 @@ __all__ = [
     "TextFormatter",
     "UnknownScopeError",
     "apply_levels",
+    "check_scopes",
     "clip",
     "escape",
     "get_scope",
@@ -163,6 +164,25 @@ def parse_levels(text: str) -> dict[str, int]:
             )
         result[scope or "default"] = LEVELS[level.lower()]
     return result
+
+
+def check_scopes(levels: dict[str, int], adapters: Iterable[str] = ()) -> None:
+    """:class:`ConfigError` naming the first scope of ``levels`` that is neither a
+    built-in scope, an installed adapter type (each adapter logs under its type), a
+    sub-scope of one (``xds.server``) nor a logger already in use."""
+    known = set(_DESCRIPTIONS) | set(adapters)
+    in_use = {
+        scope_name(name)
+        for name in list(logging.Logger.manager.loggerDict)
+        if name.startswith(f"{ROOT}.")
+    }
+    for scope in levels:
+        if scope in known or scope.split(".", 1)[0] in known or scope in in_use:
+            continue
+        raise ConfigError(
+            f"--log_output_level: unknown scope {clip(scope, 64)!r} "
+            f"(scopes: {', '.join(sorted(known))})"
+        )
 
 
 def apply_levels(levels: dict[str, int]) -> None:

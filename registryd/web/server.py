@@ -39,7 +39,8 @@ ENDPOINTS: Mapping[str, str] = {
     "/debug/endpointz": "endpoints per hostname, namespace and registry, with provenance "
     "(?hostname=)",
     "/debug/configz": "raw config each registry holds, with per-source errors (?registry=)",
-    "/debug/adsz": "connected xDS clients: node, locality, subscriptions (?proxyID=)",
+    "/debug/adsz": "connected xDS clients: node, locality, subscriptions "
+    "(?proxyID=, ?verbose=1: the node's extensions too)",
     "/debug/syncz": "per client and type: version and nonce sent, ACK/NACK (?proxyID=)",
     "/debug/config_dump": "what one proxy gets, as Envoy's config_dump (?proxyID=)",
     "/debug/connections": "a light list of connections (?proxyID=)",
@@ -127,7 +128,8 @@ def make_app(src: DebugSources) -> web.Application:
         )
 
     async def adsz(r: web.Request) -> web.Response:
-        return _json(views.adsz(list(src.xds.connections.values()), q(r, "proxyID")))
+        verbose = q(r, "verbose").lower() in ("1", "true")
+        return _json(views.adsz(list(src.xds.connections.values()), q(r, "proxyID"), verbose))
 
     async def syncz(r: web.Request) -> web.Response:
         return _json(views.syncz(list(src.xds.connections.values()), q(r, "proxyID")))

@@ -243,8 +243,10 @@ def connections(conns: Iterable[Connection], proxy_id: str = "") -> list[JSON]:
     ]
 
 
-def adsz(conns: Iterable[Connection], proxy_id: str = "") -> list[JSON]:
-    """Connected clients with their node, locality and subscriptions per type."""
+def adsz(conns: Iterable[Connection], proxy_id: str = "", verbose: bool = False) -> list[JSON]:
+    """Connected clients with their node, locality and subscriptions per type.  The
+    node's ``extensions`` list (Envoy's every compiled-in extension: most of the answer)
+    is left out unless ``verbose``; ``extensionsOmitted`` then says how many there were."""
     out = []
     for c, light in zip(
         (c for c in sorted(conns, key=lambda c: c.connected_at) if _matches(c, proxy_id)),
@@ -252,10 +254,14 @@ def adsz(conns: Iterable[Connection], proxy_id: str = "") -> list[JSON]:
         strict=True,
     ):
         node = _node(c)
+        omitted: JSON = {}
+        if not verbose and "extensions" in node:
+            omitted = {"extensionsOmitted": len(node.pop("extensions"))}
         out.append(
             {
                 **light,
                 "node": node,
+                **omitted,
                 "locality": node.get("locality", {}),
                 "namespace": c.namespace,
                 "generator": c.lds_table,

@@ -31,8 +31,16 @@ from registryd.logs import LogThrottle, clip
 from registryd.supervisor import TaskHealth
 from registryd.xds import resources as res
 from registryd.xds.delta import DeltaConnection
-from registryd.xds.snapshot import EMPTY, Snapshot
-from registryd.xds.stream import ACK, NACK, Connection, Digest, Interner, Planned
+from registryd.xds.snapshot import EMPTY, LDS_GRPC, Snapshot
+from registryd.xds.stream import (
+    ACK,
+    EXPIRED,
+    NACK,
+    Connection,
+    Digest,
+    Interner,
+    Planned,
+)
 from registryd.xds.throttle import Throttle
 
 __all__ = ["ADS_METHOD", "DELTA_METHOD", "XdsObserver", "XdsServer"]
@@ -188,7 +196,17 @@ class XdsServer:
             self.connections.pop(conn.id, None)
             self._wake.pop(conn.id, None)
             self._nack_log.forget(conn.id)
-            log.debug("stream %s (%s) closed", conn.id, clip(conn.proxy_id))
+            if conn.node is not None:
+                log.info(
+                    "proxy %s disconnected (%s, peer %s, %s, connected %.0fs)",
+                    clip(conn.proxy_id),
+                    conn.id,
+                    clip(conn.peer),
+                    client_type(conn),
+                    time.monotonic() - conn.connected_mono,
+                )
+            else:
+                log.debug("stream %s closed before it identified itself", conn.id)
         self._end(conn, reader, writer, context)
 
     def _end(
@@ -231,10 +249,19 @@ class XdsServer:
             except Exception as exc:  # the client went away: not a server failure
                 log.debug("stream %s read error: %s", conn.id, clip(exc))
                 return
+            anonymous = conn.node is None
             try:
                 digest, request = conn.on_raw(raw)
             except DecodeError as exc:
                 raise _Refused(grpc.StatusCode.INVALID_ARGUMENT, "malformed request") from exc
+            if anonymous and conn.node is not None:
+                log.info(
+                    "proxy %s connected (%s, peer %s, %s)",
+                    clip(conn.proxy_id),
+                    conn.id,
+                    clip(conn.peer),
+                    client_type(conn),
+                )
             if digest.replan:
                 self._check_unknown(conn, digest)
                 wake.set()
@@ -251,6 +278,8 @@ class XdsServer:
                     clip(version_info or "-", 64),
                     clip(request.error_detail.message),
                 )
+            elif log.isEnabledFor(logging.DEBUG):
+                log.debug("%s", describe_request(conn, digest, request, version_info))
 
     def _check_unknown(self, conn: Connection, digest: Digest) -> None:
         """Refuse a subscription naming too many resources the server does not have."""
@@ -293,6 +322,15 @@ class XdsServer:
                 for observer in self.observers:
                     observer.failed(conn, planned)
                 raise _WriteFailed(str(exc)) from exc
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug(
+                    "sent %s %s version %s nonce %s: %d resources",
+                    clip(conn.proxy_id),
+                    planned.type_url.rsplit(".", 1)[-1],
+                    planned.version,
+                    planned.nonce,
+                    len(planned.names),
+                )
             if self.observers:
                 finished = time.monotonic()
                 for observer in self.observers:
@@ -302,6 +340,44 @@ class XdsServer:
             at = time.monotonic()
             for observer in self.observers:
                 observer.synced(conn, snapshot.version, at)
+
+
+def client_type(conn: Connection) -> str:
+    """What kind of client ``conn`` is, for log lines: the node's user agent (``envoy
+    1.30.1``, ``gRPC Python 1.60``...), proxyless gRPC or a sidecar by what it asks
+    for, and which ADS protocol (``sotw``/``delta``)."""
+    node = conn.node
+    agent = "unknown agent"
+    if node is not None:
+        version = node.user_agent_version
+        if not version and node.HasField("user_agent_build_version"):
+            number = node.user_agent_build_version.version
+            version = f"{number.major_number}.{number.minor_number}.{number.patch}"
+        agent = " ".join(p for p in (node.user_agent_name, version) if p) or agent
+    kind = "proxyless gRPC" if conn.lds_table == LDS_GRPC else "proxy"
+    protocol = "delta" if conn.delta else "sotw"
+    return f"{clip(agent, 64)}, {kind}, {protocol}"
+
+
+def describe_request(conn: Connection, digest: Digest, request: _Request, version: str) -> str:
+    """One debug line for a request that is not a logged NACK: an ACK (the version it
+    keeps), a NACK, a new or changed subscription, a stale nonce, an unserved type."""
+    kind = request.type_url.rsplit(".", 1)[-1] or "-"
+    who = clip(conn.proxy_id)
+    if digest.kind == ACK:
+        return f"{who} ACKed {kind} version {clip(version or '-', 64)}"
+    if digest.kind == NACK:
+        return (
+            f"{who} NACKed {kind} version {clip(version or '-', 64)}: "
+            f"{clip(request.error_detail.message)}"
+        )
+    state = digest.state
+    if digest.kind == EXPIRED:
+        return f"{who} sent {kind} with a stale nonce {clip(request.response_nonce, 64)}"
+    if state is None:
+        return f"{who} asked for {clip(kind, 64)}, a type this server does not serve"
+    names = "every resource" if state.wildcard else f"{len(state.names)} names"
+    return f"{who} requested {kind}: {names}"
 
 
 def _answered_version(request: _Request, digest: Digest) -> str:

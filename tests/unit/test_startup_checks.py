@@ -1,0 +1,82 @@
+"""Startup checks that need no daemon: registry names, paths in registryd.yaml, log
+scopes, debounce order and ``--registries`` types."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+
+from registryd.adapter import ConfigError
+from registryd.cli import parse_args
+from registryd.config import load_registries
+from registryd.logs import check_scopes
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    config = tmp_path / "registryd.yaml"
+    config.write_text(text)
+    return config
+
+
+@pytest.mark.parametrize("name", ["a", "east-1", "Kubernetes", "dc1.vms", "us_west", "x" * 63])
+def test_registry_names_allowed(tmp_path: Path, name: str) -> None:
+    config = write(tmp_path, f"registries:\n- {{name: '{name}', type: memory}}\n")
+    assert [r.name for r in load_registries(config)] == [name]
+
+
+@pytest.mark.parametrize("name", ["east/1", "a b", "-east", "east-", "x" * 64, "caf\u00e9"])
+def test_registry_names_refused_with_the_rule(tmp_path: Path, name: str) -> None:
+    config = write(tmp_path, f"registries:\n- {{name: '{name}', type: memory}}\n")
+    with pytest.raises(ConfigError, match=r"invalid registry name .* use 1-63 letters, digits"):
+        load_registries(config)
+
+
+def test_kubeconfig_is_relative_to_the_config_file(tmp_path: Path) -> None:
+    config = write(
+        tmp_path,
+        "registries:\n"
+        "- {name: k, type: kubernetes, kubeconfig: kube/config}\n"
+        "- {name: e, type: etcd, ca_file: ../ca.pem}\n",
+    )
+    kube, etcd = load_registries(config)
+    assert kube.settings["kubeconfig"] == str(tmp_path / "kube" / "config")
+    assert etcd.settings["ca_file"] == str(tmp_path.parent / "ca.pem")
+
+
+def test_home_in_a_path_setting_is_expanded_not_joined(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    config = write(tmp_path, "registries:\n- {name: k, type: kubernetes, kubeconfig: ~/kc}\n")
+    (kube,) = load_registries(config)
+    assert kube.settings["kubeconfig"] == str(tmp_path / "home" / "kc")
+
+
+def test_known_scopes_pass(restore_loggers: None) -> None:
+    check_scopes({"default": 10, "xds": 10, "xds.server": 10, "inventory": 10}, ["inventory"])
+    logging.getLogger("registryd.someplugin")
+    check_scopes({"someplugin": 20})
+
+
+def test_unknown_scope_names_the_scopes() -> None:
+    with pytest.raises(ConfigError, match=r"unknown scope 'xsd' \(scopes: .*default.*xds"):
+        check_scopes({"xsd": 10})
+    with pytest.raises(ConfigError, match="unknown scope 'asyncio'"):
+        check_scopes({"asyncio": 10})  # a logger outside registryd is no scope
+
+
+def test_debounce_max_may_equal_but_not_undercut_after() -> None:
+    settings = parse_args(["discovery", "--debounceAfter=1s", "--debounceMax=1s"], environ={})
+    assert (settings.debounce_after, settings.debounce_max) == (1.0, 1.0)
+    environ = {"PILOT_DEBOUNCE_AFTER": "20s"}
+    with pytest.raises(ConfigError, match=r"--debounceMax \(10s\) is shorter"):
+        parse_args(["discovery"], environ=environ)
+
+
+def test_registries_types_are_case_insensitive_and_checked() -> None:
+    settings = parse_args(["discovery", "--registries=Kubernetes"], environ={})
+    assert [r.type for r in settings.registries] == ["kubernetes"]
+    with pytest.raises(ConfigError, match="unknown registry type 'consol'"):
+        parse_args(["discovery", "--registries=Kubernetes,consol"], environ={})
