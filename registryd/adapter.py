@@ -93,11 +93,15 @@ class Problems:
     ``sources`` optionally carries the raw objects per source for the debug port.
     ``warnings`` are conditions that block nothing but deserve an operator's look (two
     definitions of one hostname: which one won), each a self-contained sentence.
+    ``removed`` optionally names the sources that went away since the adapter's previous
+    ``Problems`` (a deleted file): an error of theirs that is no longer listed was
+    removed with them rather than fixed, and is logged so.
     """
 
     errors: Mapping[str, str] = field(default_factory=dict)
     sources: Mapping[str, Any] = field(default_factory=dict)
     warnings: tuple[str, ...] = ()
+    removed: tuple[str, ...] = ()
 
 
 Update = Replace | Upsert | Delete | Problems

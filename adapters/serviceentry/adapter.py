@@ -186,6 +186,7 @@ class _Tree:
         self.links = True  # until a scan tells: only a rescan sees through symlinks
         self.scanned_at = -float("inf")
         self.unsettled: dict[str, float] = {}  # file -> when its reading was first put off
+        self.removed: set[str] = set()  # files gone since the last problems()
         self.identity = self._identity()
 
     def _identity(self) -> tuple[int, int]:
@@ -305,6 +306,7 @@ class _Tree:
         self.table.fail(source, problem)
 
     def _gone(self, source: str) -> bool:
+        self.removed.add(source)
         self.seen.pop(source, None)
         self.unsettled.pop(source, None)
         self.kept.pop(source, None)
@@ -332,12 +334,15 @@ class _Tree:
 
     def problems(self) -> Problems:
         """Errors per file (and blocked directory) and the documents in use, all
-        bounded in size (see :mod:`.yamlsafe`)."""
+        bounded in size (see :mod:`.yamlsafe`), and the files removed since the last
+        call."""
         errors = {**self.table.errors, **self.broken, **self.blocked}
+        removed, self.removed = tuple(sorted(self.removed - errors.keys())), set()
         return Problems(
             errors={source: shorten(errors[source]) for source in sorted(errors)},
             sources=self._sources(),
             warnings=tuple(shorten(note) for note in self.table.notes),
+            removed=removed,
         )
 
     def _sources(self) -> dict[str, list[Any]]:

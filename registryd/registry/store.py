@@ -196,8 +196,12 @@ def _log_problems(shard: ShardState, update: Problems) -> None:
     for source, message in update.errors.items():
         if shard.problems.get(source) != message:
             scope.warning("registry %s: %s", shard.key, message)
+    removed = set(update.removed)
     for source in sorted(set(shard.problems) - set(update.errors)):
-        scope.info("registry %s: %s is fine again", shard.key, source)
+        if source in removed:
+            scope.info("registry %s: %s was removed (its error with it)", shard.key, source)
+        else:
+            scope.info("registry %s: %s is fine again", shard.key, source)
     known = set(shard.warnings)
     for warning in update.warnings:
         if warning not in known:

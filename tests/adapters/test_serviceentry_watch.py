@@ -127,6 +127,21 @@ async def test_first_update_is_the_full_state(feed: Feed, tree: Path) -> None:
     assert problems.sources[str(tree / "a.yaml")][0]["kind"] == "ServiceEntry"
 
 
+async def test_a_deleted_broken_file_is_reported_as_removed(tree: Path) -> None:
+    broken = tree / "broken.yaml"
+    broken.write_text(entry("c.example", "10.0.0.3").replace("hosts", "hostz"))
+    feed = Feed(adapter(tree))
+    try:
+        await feed.expect(Replace, timeout=5)
+        assert list((await feed.expect(Problems)).errors) == [str(broken)]
+        broken.unlink()
+        problems = await feed.expect(Problems)
+        assert problems.errors == {}
+        assert problems.removed == (str(broken),)  # gone, not fixed: the store says so
+    finally:
+        await feed.close()
+
+
 async def test_broken_file_at_start_is_reported_and_others_are_served(tree: Path) -> None:
     (tree / "broken.yaml").write_text(entry("c.example", "10.0.0.3").replace("hosts", "hostz"))
     feed = Feed(adapter(tree))

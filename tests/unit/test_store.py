@@ -194,6 +194,19 @@ def test_problems_are_logged_when_they_change(
     assert store.shards[A].problems == {}
 
 
+def test_an_error_of_a_removed_source_is_logged_as_removed_not_fixed(
+    store: RegistryStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="registryd")
+    store.apply(A, Problems(errors={"a.yaml": "a.yaml: bad", "b.yaml": "b.yaml: bad"}))
+    caplog.clear()
+    store.apply(A, Problems(removed=("a.yaml",)))
+    assert sorted(r.getMessage() for r in caplog.records) == [
+        "registry serviceentry/a: a.yaml was removed (its error with it)",
+        "registry serviceentry/a: b.yaml is fine again",
+    ]
+
+
 def test_listener_exception_does_not_break_apply(store: RegistryStore) -> None:
     def broken(event: ChangeEvent) -> None:
         raise RuntimeError("listener bug")
