@@ -29,11 +29,11 @@ import grpc
 from aiohttp import web
 
 from registryd.adapter import Adapter, AdapterContext, ConfigError
-from registryd.config import Address, RegistryConfig, Settings, TlsFiles
+from registryd.config import Address, Settings, TlsFiles
 from registryd.gcpolicy import FreezePolicy, GcPauses
 from registryd.metrics import Metrics
 from registryd.model import ShardKey
-from registryd.plugins import load_factory, require
+from registryd.plugins import create_adapter, require
 from registryd.push import PushController, PushRecord
 from registryd.registry.store import RegistryStore
 from registryd.supervisor import Supervisor, TaskHealth, restarting
@@ -49,23 +49,6 @@ log = logging.getLogger("registryd")
 
 STREAM_CLOSE_STEP = 0.01  # seconds between checks that every xDS stream has closed ...
 STREAM_CLOSE_STEPS = 50  # ... and at most this many checks when stopping
-
-
-def _create(reg: RegistryConfig, context: AdapterContext) -> Adapter:
-    """Load the plugin and build one registry's adapter; every error names the registry
-    instance."""
-    factory = load_factory(reg.type, registry=reg.name)
-    try:
-        return factory(name=reg.name, settings=reg.settings, context=context)
-    except ConfigError as exc:
-        message = str(exc)
-        if repr(reg.name) not in message:
-            message = f"registry {reg.name!r} ({reg.type}): {message}"
-        raise ConfigError(message) from exc
-    except Exception as exc:
-        raise ConfigError(
-            f"registry {reg.name!r} ({reg.type}): bad settings: {type(exc).__name__}: {exc}"
-        ) from exc
 
 
 def _loopback(host: str) -> bool:
@@ -146,7 +129,7 @@ class App:
         for reg in self.settings.registries:
             key = ShardKey(reg.type, reg.name)
             require(reg.type, registry=reg.name)  # an unknown type is a config error: fatal
-            create = functools.partial(_create, reg, context)
+            create = functools.partial(create_adapter, reg, context)
             try:
                 self._adapters.append((key, create()))
             except Exception as exc:  # retried by the supervisor; the daemon runs on

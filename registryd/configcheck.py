@@ -40,8 +40,8 @@ from registryd.adapters.serviceentry.yamlsafe import (
     show,
 )
 from registryd.analyze import Finding, Located, Severity, analyze
-from registryd.config import RegistryConfig, load_registries
-from registryd.plugins import load_factory
+from registryd.config import load_registries
+from registryd.plugins import create_adapter
 
 __all__ = ["Report", "check", "check_file", "document_lines"]
 
@@ -102,23 +102,6 @@ def _error(code: str, source: str, message: str, document: int | None = None) ->
 # -- registryd.yaml -------------------------------------------------------------------
 
 
-def _create(reg: RegistryConfig, context: AdapterContext) -> None:
-    """Build the registry's adapter as the daemon does at start (app.py ``_create``),
-    and drop it: factories check settings, ``watch()`` alone does I/O."""
-    factory = load_factory(reg.type, registry=reg.name)
-    try:
-        factory(name=reg.name, settings=reg.settings, context=context)
-    except ConfigError as exc:
-        message = str(exc)
-        if repr(reg.name) not in message:
-            message = f"registry {reg.name!r} ({reg.type}): {message}"
-        raise ConfigError(message) from exc
-    except Exception as exc:
-        raise ConfigError(
-            f"registry {reg.name!r} ({reg.type}): bad settings: {type(exc).__name__}: {exc}"
-        ) from exc
-
-
 def _check_config(
     config: str, config_dir: str | None, context: AdapterContext, files: _Files
 ) -> tuple[list[Finding], int]:
@@ -143,7 +126,7 @@ def _check_config(
         )
     for reg in registries:
         try:
-            _create(reg, context)
+            create_adapter(reg, context)
         except ConfigError as exc:
             findings.append(_error("invalid-config", source, str(exc)))
             continue

@@ -7,11 +7,14 @@ The built-in adapters register through the same group as third-party plugins, so
 from __future__ import annotations
 
 from importlib.metadata import EntryPoint, entry_points
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
-from registryd.adapter import AdapterFactory, ConfigError
+from registryd.adapter import Adapter, AdapterContext, AdapterFactory, ConfigError
 
-__all__ = ["GROUP", "available", "load_factory", "require"]
+if TYPE_CHECKING:
+    from registryd.config import RegistryConfig
+
+__all__ = ["GROUP", "available", "create_adapter", "load_factory", "require"]
 
 GROUP = "registryd.adapters"
 
@@ -45,4 +48,22 @@ def load_factory(kind: str, *, registry: str) -> AdapterFactory:
     except Exception as exc:
         raise ConfigError(
             f"registry {registry!r}: adapter {kind!r} failed to load: {type(exc).__name__}: {exc}"
+        ) from exc
+
+
+def create_adapter(reg: RegistryConfig, context: AdapterContext) -> Adapter:
+    """Load the plugin and build one registry's adapter, as the daemon does at start and
+    ``registryd validate`` does offline (a factory checks settings; only ``watch()`` does
+    I/O).  Every error is a :class:`ConfigError` naming the registry instance."""
+    factory = load_factory(reg.type, registry=reg.name)
+    try:
+        return factory(name=reg.name, settings=reg.settings, context=context)
+    except ConfigError as exc:
+        message = str(exc)
+        if repr(reg.name) not in message:
+            message = f"registry {reg.name!r} ({reg.type}): {message}"
+        raise ConfigError(message) from exc
+    except Exception as exc:
+        raise ConfigError(
+            f"registry {reg.name!r} ({reg.type}): bad settings: {type(exc).__name__}: {exc}"
         ) from exc

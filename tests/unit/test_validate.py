@@ -14,9 +14,8 @@ import pytest
 from registryd import cli
 from registryd.adapter import AdapterContext, ConfigError
 from registryd.analyze import Finding, Severity
-from registryd.app import _create
 from registryd.configcheck import check, document_lines
-from registryd.plugins import require
+from registryd.plugins import create_adapter, require
 
 API = "apiVersion: networking.istio.io/v1\n"
 
@@ -231,7 +230,7 @@ def daemon_error(config: Path) -> str:
         settings = cli.parse_args(["discovery", "--config", str(config)])
         for reg in settings.registries:
             require(reg.type, registry=reg.name)
-            _create(reg, AdapterContext())
+            create_adapter(reg, AdapterContext())
     except ConfigError as exc:
         return str(exc)
     return ""
