@@ -14,7 +14,7 @@ import asyncio
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Self
 
 import grpc
 from envoy.config.core.v3 import base_pb2
@@ -126,7 +126,14 @@ async def _next(queue: asyncio.Queue[Any], kind: str | None, timeout: float) -> 
             return response
 
 
-class AdsClient:
+class _Stream:
+    """What both clients share: one channel and one ADS stream, fed from an outbox,
+    read by a task (:meth:`_read`), usable as ``async with``."""
+
+    _method = ""
+    _request: Any = None  # the request message class
+    _response: Any = None  # the response message class
+
     def __init__(
         self,
         target: str,
@@ -143,17 +150,13 @@ class AdsClient:
         self.channel_options = list(channel_options)
         self.credentials = credentials  # None: plaintext
         self.reject: dict[str, str] = {}  # type_url -> NACK message
-        self.responses: asyncio.Queue[Response] = asyncio.Queue()
-        self.last: dict[str, Response] = {}
-        self.subscriptions: dict[str, list[str]] = {}
         self._channel: grpc.aio.Channel | None = None
-        self._outbox: asyncio.Queue[discovery_pb2.DiscoveryRequest | None] = asyncio.Queue()
+        self._outbox: asyncio.Queue[Any] = asyncio.Queue()
         self._call: Any = None
         self._reader: asyncio.Task[None] | None = None
         self._sent_node = False
-        self.acked: dict[str, str] = {}
 
-    async def __aenter__(self) -> AdsClient:
+    async def __aenter__(self) -> Self:
         await self.connect()
         return self
 
@@ -163,11 +166,12 @@ class AdsClient:
     async def connect(self) -> None:
         self._channel = _channel(self.target, self.credentials, self.channel_options)
         stream = self._channel.stream_stream(
-            _METHOD,
-            request_serializer=discovery_pb2.DiscoveryRequest.SerializeToString,
-            response_deserializer=discovery_pb2.DiscoveryResponse.FromString,
+            self._method,
+            request_serializer=self._request.SerializeToString,
+            response_deserializer=self._response.FromString,
         )
         self._sent_node = False
+        self._outbox = asyncio.Queue()
         self._call = stream(self._requests())
         self._reader = asyncio.create_task(self._read(), name=f"ads-client-{self.target}")
 
@@ -185,6 +189,22 @@ class AdsClient:
             if request is None:
                 return
             yield request
+
+    async def _read(self) -> None:
+        raise NotImplementedError
+
+
+class AdsClient(_Stream):
+    _method = _METHOD
+    _request = discovery_pb2.DiscoveryRequest
+    _response = discovery_pb2.DiscoveryResponse
+
+    def __init__(self, target: str, **options: Any) -> None:
+        super().__init__(target, **options)
+        self.responses: asyncio.Queue[Response] = asyncio.Queue()
+        self.last: dict[str, Response] = {}
+        self.subscriptions: dict[str, list[str]] = {}
+        self.acked: dict[str, str] = {}
 
     def send(
         self,
@@ -294,66 +314,18 @@ class DeltaResponse:
         ]
 
 
-class DeltaAdsClient:
+class DeltaAdsClient(_Stream):
     """A Delta ADS client.  ``held`` is what it holds per type, by name, after applying
     every response read so far (an ACKed or NACKed response is applied alike)."""
 
-    def __init__(
-        self,
-        target: str,
-        *,
-        node_id: str = "sidecar~127.0.0.1~test-1.default~default.svc.cluster.local",
-        metadata: Mapping[str, str] | None = None,
-        auto_ack: bool = True,
-        channel_options: Iterable[tuple[str, Any]] = (),
-        credentials: grpc.ChannelCredentials | None = None,
-    ) -> None:
-        self.target = target
-        self.node = _node(node_id, metadata)
-        self.auto_ack = auto_ack
-        self.channel_options = list(channel_options)
-        self.credentials = credentials
-        self.reject: dict[str, str] = {}  # type_url -> NACK message
+    _method = _DELTA_METHOD
+    _request = discovery_pb2.DeltaDiscoveryRequest
+    _response = discovery_pb2.DeltaDiscoveryResponse
+
+    def __init__(self, target: str, **options: Any) -> None:
+        super().__init__(target, **options)
         self.responses: asyncio.Queue[DeltaResponse] = asyncio.Queue()
         self.held: dict[str, dict[str, discovery_pb2.Resource]] = {}
-        self._channel: grpc.aio.Channel | None = None
-        self._outbox: asyncio.Queue[discovery_pb2.DeltaDiscoveryRequest | None] = asyncio.Queue()
-        self._reader: asyncio.Task[None] | None = None
-        self._sent_node = False
-
-    async def __aenter__(self) -> DeltaAdsClient:
-        await self.connect()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
-
-    async def connect(self) -> None:
-        self._channel = _channel(self.target, self.credentials, self.channel_options)
-        stream = self._channel.stream_stream(
-            _DELTA_METHOD,
-            request_serializer=discovery_pb2.DeltaDiscoveryRequest.SerializeToString,
-            response_deserializer=discovery_pb2.DeltaDiscoveryResponse.FromString,
-        )
-        self._sent_node = False
-        self._outbox = asyncio.Queue()
-        call = stream(self._requests())
-        self._reader = asyncio.create_task(self._read(call), name=f"delta-client-{self.target}")
-
-    async def close(self) -> None:
-        self._outbox.put_nowait(None)
-        if self._reader is not None:
-            self._reader.cancel()
-            await asyncio.gather(self._reader, return_exceptions=True)
-        if self._channel is not None:
-            await self._channel.close()
-
-    async def _requests(self) -> Any:
-        while True:
-            request = await self._outbox.get()
-            if request is None:
-                return
-            yield request
 
     def send(
         self,
@@ -397,8 +369,8 @@ class DeltaAdsClient:
             self.held.get(type_url, {}).pop(name, None)
         self.send(type_url, unsubscribe=names)
 
-    async def _read(self, call: Any) -> None:
-        async for message in call:
+    async def _read(self) -> None:
+        async for message in self._call:
             response = DeltaResponse(message)
             held = self.held.setdefault(message.type_url, {})
             for name in message.removed_resources:
