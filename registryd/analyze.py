@@ -32,7 +32,7 @@ from registryd.adapters.serviceentry.convert import build_model, hosts_of, workl
 from registryd.adapters.serviceentry.schema import ParsedFile, ServiceEntry, WorkloadEntry
 from registryd.model import Labels, Service
 from registryd.xds.listeners import Conflict, Mode, build_listeners
-from registryd.xds.snapshot import visibility
+from registryd.xds.snapshot import port_views
 
 __all__ = ["Finding", "Located", "Severity", "analyze", "describe"]
 
@@ -199,7 +199,7 @@ def _listener_conflicts(
             ports.setdefault(port.number, []).append(service)
     conflicts: set[tuple[int, Conflict]] = set()
     for number, services in ports.items():
-        for members in _views(services).values():
+        for members in port_views(services).values():
             _, lost = build_listeners(number, members, Mode.SIDECAR, model.endpoints)
             conflicts.update((number, c) for c in lost)
     for number, conflict in sorted(conflicts, key=lambda c: (c[0], c[1].hostname)):
@@ -211,13 +211,3 @@ def _listener_conflicts(
             f"addresses); {conflict.hostname} gets none of that traffic. Give the "
             "services spec.addresses, or HTTP/TLS ports",
         )
-
-
-def _views(services: list[Service]) -> dict[str, list[Service]]:
-    """The services each exportTo scope sees (as snapshot.py ``_port_views``)."""
-    public = [s for s in services if visibility(s) is None]
-    views: dict[str, list[Service]] = {"": public} if public else {}
-    for service in services:
-        for namespace in visibility(service) or ():
-            views.setdefault(namespace, list(public)).append(service)
-    return views

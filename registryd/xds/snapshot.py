@@ -57,6 +57,7 @@ __all__ = [
     "Snapshot",
     "SnapshotBuilder",
     "encode_field",
+    "port_views",
 ]
 
 CDS, CDS_GRPC, EDS, RDS = "cds", "cds/grpc", "eds", "rds"
@@ -401,7 +402,7 @@ class SnapshotBuilder:
         services = [self._services[h] for h in self._port_hosts.get(number, ())]
         if not services:
             self._port_hosts.pop(number, None)
-        views = _port_views(services)
+        views = port_views(services)
         aliases = {
             s.hostname: [self._services[a] for a in sorted(self._aliases.get(s.hostname, ()))]
             for s in services
@@ -470,7 +471,7 @@ def _route_views(
     }
 
 
-def _port_views(services: list[Service]) -> dict[str, list[Service]]:
+def port_views(services: list[Service]) -> dict[str, list[Service]]:
     """Which services each scope sees on one port: ``""`` sees the public ones, each
     namespace a restricted service is exported to sees the public ones plus those."""
     public = [s for s in services if visibility(s) is None]
