@@ -146,6 +146,7 @@ class App:
         for reg in self.settings.registries:
             key = ShardKey(reg.type, reg.name)
             require(reg.type, registry=reg.name)  # an unknown type is a config error: fatal
+            self.store.expect(key, reg.priority)
             create = functools.partial(_create, reg, context)
             try:
                 self._adapters.append((key, create()))
