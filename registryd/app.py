@@ -129,6 +129,7 @@ class App:
         for reg in self.settings.registries:
             key = ShardKey(reg.type, reg.name)
             require(reg.type, registry=reg.name)  # an unknown type is a config error: fatal
+            self.store.expect(key, reg.priority)
             create = functools.partial(create_adapter, reg, context)
             try:
                 self._adapters.append((key, create()))

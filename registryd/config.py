@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from registryd.adapter import ConfigError
+from registryd.registry.merge import default_priority
 
 __all__ = [
     "REGISTRY_NAME",
@@ -101,11 +102,14 @@ def auto_limit(cpus: int) -> int:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RegistryConfig:
-    """One registry instance: its unique name, adapter type and the adapter's settings."""
+    """One registry instance: its unique name, adapter type, merge priority (higher wins;
+    None: the type's default, :func:`registryd.registry.merge.default_priority`) and the
+    adapter's settings."""
 
     name: str
     type: str
     settings: Mapping[str, Any] = field(default_factory=dict)
+    priority: int | None = None
 
 
 def _is_path_setting(key: str) -> bool:
@@ -124,8 +128,9 @@ def load_registries(path: Path) -> list[RegistryConfig]:
     """Read the ``registries:`` list of a registryd.yaml.  Relative paths in a registry's
     ``path``, ``kubeconfig`` and ``*_file`` settings (``ca_file``...) are taken relative
     to the file's directory (``~`` is expanded first).  A name must match
-    :data:`REGISTRY_NAME`.  Pure apart from reading the file: whether paths exist is
-    :func:`check_paths`'s business."""
+    :data:`REGISTRY_NAME`.  ``priority`` (an integer, higher wins the merge) is not an
+    adapter setting; without it the registry gets its type's default.  Pure apart from
+    reading the file: whether paths exist is :func:`check_paths`'s business."""
     try:
         data = yaml.safe_load(path.read_text())
     except OSError as exc:
@@ -158,12 +163,18 @@ def load_registries(path: Path) -> list[RegistryConfig]:
         if name in seen:
             raise ConfigError(f"{where}: duplicate registry name {name!r}")
         seen.add(name)
-        settings = {k: v for k, v in item.items() if k not in ("name", "type")}
+        priority = item.get("priority", default_priority(kind))
+        if not isinstance(priority, int) or isinstance(priority, bool):
+            raise ConfigError(
+                f"{where} ({name}): 'priority' must be an integer (higher wins the merge), "
+                f"got {priority!r}"
+            )
+        settings = {k: v for k, v in item.items() if k not in ("name", "type", "priority")}
         for key, value in settings.items():
             if _is_path_setting(key) and isinstance(value, str) and value:
                 settings[key] = str((path.parent / Path(value).expanduser()).resolve())
 
-        result.append(RegistryConfig(name=name, type=kind, settings=settings))
+        result.append(RegistryConfig(name=name, type=kind, settings=settings, priority=priority))
     return result
 
 

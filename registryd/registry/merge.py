@@ -4,11 +4,15 @@ Pure functions only.  The rules, which the README documents and the debug port s
 
 1. Every hostname is merged on its own.
 2. The service attributes (ports, resolution, location, labels, namespace…) come from the
-   shard with the highest precedence that defines the hostname.  Precedence is explicit:
-   ``kubernetes`` first, then ``serviceentry``, ``consul``, ``etcd``, then any other
-   provider; ties between instances of one provider go to the instance name that sorts
-   first.  (Kubernetes first is Istio's rule: a VM joins a Kubernetes service, it does not
-   redefine it.)
+   shard with the highest *priority* that defines the hostname.  Each registry instance has
+   an integer priority (``priority:`` in registryd.yaml; higher wins); without one it gets
+   its type's default from :data:`DEFAULT_PRIORITIES` (``kubernetes`` 400,
+   ``serviceentry`` 300, ``consul`` 200, ``etcd`` 100) or :data:`PLUGIN_PRIORITY` (0) for
+   any other type.  Equal priorities go to the registry name that sorts first (then the
+   type, for shards that share a name).  Kubernetes first by default is istiod's rule
+   (pilot/pkg/serviceregistry/aggregate/controller.go, ``addRegistry`` puts Kubernetes
+   registries before the others and ``GetService`` takes the first registry that has the
+   hostname): a VM joins a Kubernetes service, it does not redefine it.
 3. Endpoints of every shard that defines the hostname are combined; each endpoint keeps
    the shard it came from (``Endpoint.source``).
 4. When two shards define the hostname with different attributes, the difference is
@@ -19,21 +23,37 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 
 from registryd.model import Endpoint, Service, ShardKey
 
-__all__ = ["PROVIDER_PRECEDENCE", "Conflict", "MergedService", "merge_hostname", "precedence"]
+__all__ = [
+    "DEFAULT_PRIORITIES",
+    "PLUGIN_PRIORITY",
+    "Conflict",
+    "MergedService",
+    "default_priority",
+    "merge_hostname",
+    "precedence",
+]
 
-PROVIDER_PRECEDENCE: tuple[str, ...] = ("kubernetes", "serviceentry", "consul", "etcd")
+DEFAULT_PRIORITIES: Mapping[str, int] = MappingProxyType(
+    {"kubernetes": 400, "serviceentry": 300, "consul": 200, "etcd": 100}
+)
+PLUGIN_PRIORITY = 0  # the default of every registry type not in DEFAULT_PRIORITIES
 
 
-def precedence(key: ShardKey) -> tuple[int, str, str]:
-    """Sort key: lower sorts first and wins."""
-    try:
-        rank = PROVIDER_PRECEDENCE.index(key.provider)
-    except ValueError:
-        rank = len(PROVIDER_PRECEDENCE)
-    return (rank, key.provider, key.instance)
+def default_priority(provider: str) -> int:
+    """The priority of a registry of type ``provider`` that does not set one."""
+    return DEFAULT_PRIORITIES.get(provider, PLUGIN_PRIORITY)
+
+
+def precedence(key: ShardKey, priority: int | None = None) -> tuple[int, str, str]:
+    """Sort key of shard ``key`` with ``priority`` (its type's default when None): lower
+    sorts first and wins, so higher priority first, then registry name, then type."""
+    if priority is None:
+        priority = default_priority(key.provider)
+    return (-priority, key.instance, key.provider)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -44,7 +64,7 @@ class Conflict:
     winner: ShardKey
     losers: tuple[ShardKey, ...]
     fields: tuple[str, ...]  # attribute names that differ from the winner's
-    rule: str = "attributes from the highest-precedence registry; endpoints combined"
+    rule: str = "attributes from the highest-priority registry; endpoints combined"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -55,7 +75,16 @@ class MergedService:
     endpoints: tuple[Endpoint, ...]
     winner: ShardKey
     shards: tuple[ShardKey, ...]  # every shard that defines the hostname, winner first
+    priorities: tuple[int, ...]  # the priority of each of ``shards``, in that order
     conflict: Conflict | None = None
+
+    def priority(self, key: ShardKey) -> int | None:
+        """The priority shard ``key`` was merged with; None if it does not define the
+        hostname."""
+        try:
+            return self.priorities[self.shards.index(key)]
+        except ValueError:
+            return None
 
 
 _COMPARED = ("namespace", "ports", "resolution", "location", "addresses", "export_to")
@@ -64,11 +93,18 @@ _COMPARED = ("namespace", "ports", "resolution", "location", "addresses", "expor
 def merge_hostname(
     hostname: str,
     contributions: Mapping[ShardKey, tuple[Service, tuple[Endpoint, ...]]],
+    priorities: Mapping[ShardKey, int] = MappingProxyType({}),
 ) -> MergedService | None:
-    """Merge what each shard says about ``hostname``; ``None`` when no shard has it."""
+    """Merge what each shard says about ``hostname``; ``None`` when no shard has it.
+    ``priorities`` gives shards their priority; a shard not in it has its type's default
+    (:func:`default_priority`)."""
     if not contributions:
         return None
-    order = sorted(contributions, key=precedence)
+
+    def rank(key: ShardKey) -> int:
+        return priorities.get(key, default_priority(key.provider))
+
+    order = sorted(contributions, key=lambda key: precedence(key, rank(key)))
     winner = order[0]
     service = contributions[winner][0]
     endpoints: list[Endpoint] = []
@@ -96,5 +132,6 @@ def merge_hostname(
         endpoints=tuple(endpoints),
         winner=winner,
         shards=tuple(order),
+        priorities=tuple(rank(key) for key in order),
         conflict=conflict,
     )

@@ -7,6 +7,9 @@ Readers (push, HTTP) take ``store.view`` and never see a half-applied update.
 
 Contracts:
 
+* Each shard has a priority for the merge (:mod:`registryd.registry.merge`): the one
+  :meth:`RegistryStore.expect` declared, else its type's default.  Declaring a different
+  priority re-merges the shard's hostnames.
 * A shard is replaced whole by ``Replace``; ``Upsert``/``Delete`` change one hostname.
 * Endpoints are stamped with the shard they came from (``Endpoint.source``).
 * A shard whose adapter fails keeps its last good state (``mark_failed`` only flips the
@@ -30,7 +33,7 @@ from typing import Any
 
 from registryd.adapter import Delete, Problems, Replace, Update, Upsert
 from registryd.model import Endpoint, Service, ShardKey
-from registryd.registry.merge import MergedService, merge_hostname
+from registryd.registry.merge import MergedService, default_priority, merge_hostname
 
 __all__ = ["ChangeEvent", "RegistryStore", "ShardState", "View"]
 
@@ -52,6 +55,7 @@ class ShardState:
     """What one registry instance currently contributes (mutable, owned by the store)."""
 
     key: ShardKey
+    priority: int | None = None  # None: its type's default (see ``effective_priority``)
     services: dict[str, Service] = field(default_factory=dict)
     endpoints: dict[str, tuple[Endpoint, ...]] = field(default_factory=dict)
     synced: bool = False
@@ -62,6 +66,11 @@ class ShardState:
     sources: Mapping[str, Any] = field(default_factory=dict)
     warnings: tuple[str, ...] = ()
     events: int = 0
+
+    @property
+    def effective_priority(self) -> int:
+        """The priority this shard is merged with."""
+        return default_priority(self.key.provider) if self.priority is None else self.priority
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,10 +102,17 @@ class RegistryStore:
     def shards(self) -> Mapping[ShardKey, ShardState]:
         return MappingProxyType(self._shards)
 
-    def expect(self, key: ShardKey) -> None:
-        """Declare a configured registry instance; readiness waits for its first sync."""
+    def expect(self, key: ShardKey, priority: int | None = None) -> ChangeEvent | None:
+        """Declare a configured registry instance; readiness waits for its first sync.
+        With ``priority`` the shard is merged with it (without, an earlier declaration or
+        the type's default stays); a change of priority re-merges what the shard holds
+        and returns that change."""
         self._expected.add(key)
-        self._shards.setdefault(key, ShardState(key))
+        shard = self._shards.setdefault(key, ShardState(key))
+        if priority is None or priority == shard.priority:
+            return None
+        shard.priority = priority
+        return self._remerge(key, set(shard.services))
 
     def not_synced(self) -> list[ShardKey]:
         """Configured shards that have never delivered a full state."""
@@ -158,13 +174,14 @@ class RegistryStore:
         changed: set[str] = set()
         services_changed = False
         merged = dict(self._merged)
+        priorities = {k: s.effective_priority for k, s in self._shards.items()}
         for host in hostnames:
             contributions = {
                 k: (s.services[host], s.endpoints.get(host, ()))
                 for k, s in self._shards.items()
                 if host in s.services
             }
-            new = merge_hostname(host, contributions)
+            new = merge_hostname(host, contributions, priorities)
             old = merged.get(host)
             if new == old:
                 continue

@@ -104,7 +104,9 @@ def _conflict(conflict: Conflict) -> JSON:
 def registryz(
     services: Mapping[str, MergedService], hostname: str = "", namespace: str = ""
 ) -> list[JSON]:
-    """The merged services as served, sorted by hostname."""
+    """The merged services as served, sorted by hostname; ``registry`` and ``priority``
+    name the winning registry, ``registries`` every registry that defines the hostname
+    (winner first) and ``priorities`` each one's merge priority."""
     out = []
     for host in sorted(services):
         merged = services[host]
@@ -114,7 +116,11 @@ def registryz(
             {
                 **_service(merged.service),
                 "registry": str(merged.winner),
+                "priority": merged.priorities[0],
                 "registries": [str(k) for k in merged.shards],
+                "priorities": {
+                    str(k): p for k, p in zip(merged.shards, merged.priorities, strict=True)
+                },
                 "endpoints": len(merged.endpoints),
                 **({"conflict": _conflict(merged.conflict)} if merged.conflict else {}),
             }
@@ -124,7 +130,8 @@ def registryz(
 
 def endpointz(store: RegistryStore, hostname: str = "") -> JSON:
     """hostname -> namespace -> ``provider/instance`` -> that registry's endpoints, with
-    how the merge treated that registry's definition of the service (provenance)."""
+    how the merge treated that registry's definition of the service (provenance, with the
+    registry's merge priority and, when it lost, the winner's)."""
     merged = store.view.services
     out: dict[str, dict[str, dict[str, JSON]]] = {}
     for key, shard in sorted(store.shards.items()):
@@ -135,28 +142,40 @@ def endpointz(store: RegistryStore, hostname: str = "") -> JSON:
             namespace = service.namespace if service is not None else ""
             served = merged.get(host)
             out.setdefault(host, {}).setdefault(namespace, {})[str(key)] = {
-                "attributes": _provenance(key, served),
+                "attributes": _provenance(key, shard.effective_priority, served),
                 "endpoints": [_endpoint(e) for e in shard.endpoints.get(host, ())],
             }
     return out
 
 
-def _provenance(key: ShardKey, served: MergedService | None) -> JSON:
+def _provenance(key: ShardKey, priority: int, served: MergedService | None) -> JSON:
     if served is None:
-        return {"served": False, "rule": "no service definition: endpoints not served"}
+        return {
+            "served": False,
+            "priority": priority,
+            "rule": "no service definition: endpoints not served",
+        }
     if served.winner == key:
         rule = (
             "sole registry for this hostname"
             if len(served.shards) == 1
-            else "highest-precedence registry: its ports and attributes are served; "
+            else "highest-priority registry: its ports and attributes are served; "
             "endpoints of every registry are combined"
         )
-        return {"served": True, "winner": True, "rule": rule}
+        return {"served": True, "winner": True, "priority": priority, "rule": rule}
     differs = served.conflict is not None and key in served.conflict.losers
+    winning = served.priorities[0]
+    why = (
+        f"priority {winning} > {priority}"
+        if winning != priority
+        else f"equal priority {priority}, its name sorts first"
+    )
     return {
         "served": True,
         "winner": False,
-        "rule": f"attributes from {served.winner} (higher precedence); endpoints combined",
+        "priority": priority,
+        "winnerPriority": winning,
+        "rule": f"attributes from {served.winner} ({why}); endpoints combined",
         **(
             {"conflictingFields": list(served.conflict.fields)}
             if differs and served.conflict
@@ -185,6 +204,7 @@ def configz(
                 "registry": str(key),
                 "name": key.instance,
                 "type": key.provider,
+                "priority": shard.effective_priority,
                 "settings": redact(dict(settings)),
                 "synced": shard.synced,
                 "lastSync": rfc3339(shard.last_sync),

@@ -111,6 +111,51 @@ def test_load_registries_keeps_absolute_paths(tmp_path: Path) -> None:
     assert load_registries(path)[0].settings["path"] == str(target)
 
 
+def test_load_registries_priority_defaults_to_the_types_order(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "registries:\n"
+        + "".join(
+            f"- {{name: {kind}, type: {kind}}}\n"
+            for kind in ("etcd", "memory", "kubernetes", "consul", "serviceentry")
+        ),
+    )
+    priorities = {r.type: r.priority for r in load_registries(path)}
+    assert priorities == {
+        "kubernetes": 400,
+        "serviceentry": 300,
+        "consul": 200,
+        "etcd": 100,
+        "memory": 0,  # any plugin
+    }
+
+
+def test_load_registries_explicit_priority_is_not_an_adapter_setting(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "registries:\n"
+        "- {name: inv, type: memory, priority: 500}\n"
+        "- {name: k, type: kubernetes, priority: -3}\n"
+        "- {name: se, type: serviceentry, priority: 0}\n",
+    )
+    inv, k, se = load_registries(path)
+    assert (inv.priority, k.priority, se.priority) == (500, -3, 0)
+    assert "priority" not in inv.settings
+
+
+@pytest.mark.parametrize("value", ["high", "'300'", "1.5", "true", "null", "[1]"])
+def test_load_registries_priority_must_be_an_integer(tmp_path: Path, value: str) -> None:
+    path = write(tmp_path, f"registries:\n- {{name: inv, type: memory, priority: {value}}}\n")
+    with pytest.raises(ConfigError) as info:
+        load_registries(path)
+    message = str(info.value)
+    assert (
+        "registries[0] (inv): 'priority' must be an integer (higher wins the merge), got "
+        in message
+    )
+    assert str(path) in message
+
+
 def test_load_registries_empty_file(tmp_path: Path) -> None:
     assert load_registries(write(tmp_path, "")) == []
     assert load_registries(write(tmp_path, "registries: []\n")) == []

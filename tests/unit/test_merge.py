@@ -1,4 +1,4 @@
-"""Merge rules: precedence, combined endpoints, conflicts."""
+"""Merge rules: priority, combined endpoints, conflicts."""
 
 from __future__ import annotations
 
@@ -7,7 +7,12 @@ import dataclasses
 import pytest
 
 from registryd.model import Endpoint, Port, Resolution, Service, ShardKey
-from registryd.registry.merge import merge_hostname, precedence
+from registryd.registry.merge import (
+    DEFAULT_PRIORITIES,
+    default_priority,
+    merge_hostname,
+    precedence,
+)
 from tests.unit.factories import ep, svc
 
 K8S = ShardKey("kubernetes", "k")
@@ -21,9 +26,27 @@ def contrib(service: Service, *endpoints: Endpoint) -> tuple[Service, tuple[Endp
     return service, endpoints
 
 
-def test_precedence_order() -> None:
+def test_default_priorities_keep_the_built_in_order_and_plugins_last() -> None:
+    assert DEFAULT_PRIORITIES == {
+        "kubernetes": 400,
+        "serviceentry": 300,
+        "consul": 200,
+        "etcd": 100,
+    }
+    assert default_priority("eureka") == 0
+
+
+def test_precedence_order_by_default_priority_then_registry_name() -> None:
     keys = [OTHER, ETCD, CONSUL, SE, K8S, ShardKey("aaa", "z")]
-    assert sorted(keys, key=precedence) == [K8S, SE, CONSUL, ETCD, ShardKey("aaa", "z"), OTHER]
+    # two plugin types tie at priority 0: the registry name decides, not the type
+    assert sorted(keys, key=precedence) == [K8S, SE, CONSUL, ETCD, OTHER, ShardKey("aaa", "z")]
+
+
+def test_precedence_of_an_explicit_priority() -> None:
+    assert precedence(OTHER, 500) < precedence(K8S)
+    assert precedence(K8S, -1) > precedence(OTHER)
+    # same registry name (only outside registryd.yaml, whose names are unique): by type
+    assert precedence(ShardKey("b", "n"), 5) > precedence(ShardKey("a", "n"), 5)
 
 
 @pytest.mark.parametrize(
@@ -54,6 +77,47 @@ def test_instance_name_breaks_ties_within_a_provider() -> None:
     assert merged is not None
     assert merged.winner == a
     assert merged.shards == (a, b)
+
+
+def test_a_plugin_with_higher_priority_outranks_kubernetes() -> None:
+    """istiod always puts Kubernetes first (serviceregistry/aggregate/controller.go,
+    addRegistry); a configured priority overrides that default."""
+    e_k8s, e_plugin = ep(address="10.0.0.1"), ep(address="10.0.0.2")
+    merged = merge_hostname(
+        "a.example",
+        {
+            K8S: contrib(svc("a.example"), e_k8s),
+            OTHER: contrib(svc("a.example", Port(number=9090)), e_plugin),
+        },
+        {OTHER: 500},
+    )
+    assert merged is not None
+    assert merged.winner == OTHER
+    assert merged.service.ports == (Port(number=9090),)
+    assert merged.shards == (OTHER, K8S)
+    assert merged.priorities == (500, 400)  # K8S not in the mapping: its type's default
+    assert merged.priority(K8S) == 400 and merged.priority(SE) is None
+    assert merged.endpoints == (e_plugin, e_k8s)
+    assert merged.conflict is not None and merged.conflict.losers == (K8S,)
+
+
+@pytest.mark.parametrize(
+    ("priorities", "winner"),
+    [
+        ({}, "dc-a"),
+        ({ShardKey("consul", "dc-b"): 201}, "dc-b"),
+        ({ShardKey("consul", "dc-a"): 199}, "dc-b"),
+    ],
+)
+def test_priority_orders_two_instances_of_one_type(
+    priorities: dict[ShardKey, int], winner: str
+) -> None:
+    a, b = ShardKey("consul", "dc-a"), ShardKey("consul", "dc-b")
+    services = {a: svc("a.example", Port(number=1)), b: svc("a.example", Port(number=2))}
+    merged = merge_hostname("a.example", {k: contrib(s) for k, s in services.items()}, priorities)
+    assert merged is not None
+    assert merged.winner.instance == winner
+    assert merged.service == services[merged.winner]
 
 
 def test_endpoints_combined_from_every_shard() -> None:

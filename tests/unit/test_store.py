@@ -118,7 +118,7 @@ def test_view_version_increments_per_change_and_old_view_is_unchanged(
         old.services["z"] = old.services["x.example"]  # type: ignore[index]
 
 
-def test_lower_precedence_shard_does_not_change_service(store: RegistryStore) -> None:
+def test_lower_priority_shard_does_not_change_service(store: RegistryStore) -> None:
     store.apply(A, Upsert(service=svc("x.example")))
     other = svc("x.example", Port(number=1234))
     event = store.apply(B, Upsert(service=other, endpoints=(ep("x.example"),)))
@@ -126,6 +126,31 @@ def test_lower_precedence_shard_does_not_change_service(store: RegistryStore) ->
     merged = store.view.services["x.example"]
     assert merged.service == svc("x.example")
     assert merged.conflict is not None and merged.conflict.losers == (B,)
+
+
+def test_declared_priority_is_used_by_the_merge(store: RegistryStore) -> None:
+    store.expect(B, 301)  # consul above serviceentry's default 300
+    store.apply(A, Upsert(service=svc("x.example")))
+    store.apply(B, Upsert(service=svc("x.example", Port(number=1234))))
+    merged = store.view.services["x.example"]
+    assert merged.winner == B and merged.priorities == (301, 300)
+    assert store.shards[B].effective_priority == 301
+    assert store.shards[A].priority is None and store.shards[A].effective_priority == 300
+
+
+def test_changing_a_priority_remerges_the_shard(store: RegistryStore) -> None:
+    store.apply(A, Upsert(service=svc("x.example")))
+    store.apply(B, Upsert(service=svc("x.example", Port(number=1234))))
+    assert store.view.services["x.example"].winner == A
+    store.expect(B)  # no priority: the default stays, nothing changes
+    assert store.expect(B, 200) is None  # consul's default: no change either
+    seen = events_of(store)
+    event = store.expect(B, 400)
+    assert event is not None and event.hostnames == {"x.example"} and not event.endpoints_only
+    assert seen == [event]
+    assert store.view.services["x.example"].winner == B
+    store.expect(B)  # a later declaration without a priority keeps the declared one
+    assert store.shards[B].priority == 400
 
 
 def test_mark_failed_keeps_state_and_flips_synced(store: RegistryStore) -> None:

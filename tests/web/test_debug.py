@@ -10,7 +10,7 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from registryd.adapter import Problems
+from registryd.adapter import Problems, Upsert
 from registryd.model import Endpoint, Port, Service, ShardKey
 from registryd.registry.store import RegistryStore
 from registryd.settings import REDACTED, TOO_DEEP, redact
@@ -195,6 +195,8 @@ async def test_registry_views_show_provenance_and_problems(harness: Harness) -> 
     registry = await get(harness, f"/debug/registryz?hostname={HOST}")
     assert [s["hostname"] for s in registry] == [HOST]
     assert registry[0]["registry"] == "memory/mem"
+    assert registry[0]["priority"] == 0  # a plugin's default
+    assert registry[0]["priorities"] == {"memory/mem": 0}
     assert registry[0]["ports"] == [{"name": "http", "port": 8080, "protocol": "HTTP"}]
     assert registry[0]["endpoints"] == 2
 
@@ -275,6 +277,42 @@ async def test_problems_and_warnings_are_shown(harness: Harness) -> None:
 async def _cleared(harness: Harness, labels: Any) -> Any:
     v = await metrics(harness)
     return v if v[("registryd_registry_warnings", labels)] == 0 else None
+
+
+def test_registry_views_show_merge_priorities() -> None:
+    store = RegistryStore()
+    inv, k8s = ShardKey("inventory", "inv"), ShardKey("kubernetes", "k")
+    se_a, se_b = ShardKey("serviceentry", "se-a"), ShardKey("serviceentry", "se-b")
+    store.expect(inv, 500)  # a plugin outranking Kubernetes
+    store.apply(inv, Upsert(service=Service(hostname="a.example", ports=(Port(number=9090),))))
+    store.apply(k8s, Upsert(service=Service(hostname="a.example", ports=(Port(number=80),))))
+    for key in (se_b, se_a):  # a tie: the registry name decides
+        store.apply(key, Upsert(service=Service(hostname="b.example")))
+
+    a, b = views.registryz(store.view.services)
+    assert (a["registry"], a["priority"]) == ("inventory/inv", 500)
+    assert a["registries"] == ["inventory/inv", "kubernetes/k"]
+    assert a["priorities"] == {"inventory/inv": 500, "kubernetes/k": 400}
+    assert [p["port"] for p in a["ports"]] == [9090]
+    assert (
+        a["conflict"]["rule"] == "attributes from the highest-priority registry; endpoints combined"
+    )
+    assert b["priorities"] == {"serviceentry/se-a": 300, "serviceentry/se-b": 300}
+
+    shown = views.endpointz(store)
+    winner = shown["a.example"]["default"]["inventory/inv"]["attributes"]
+    assert (winner["winner"], winner["priority"]) == (True, 500)
+    loser = shown["a.example"]["default"]["kubernetes/k"]["attributes"]
+    assert (loser["winner"], loser["priority"], loser["winnerPriority"]) == (False, 400, 500)
+    assert loser["rule"] == "attributes from inventory/inv (priority 500 > 400); endpoints combined"
+    assert loser["conflictingFields"] == ["ports"]
+    tied = shown["b.example"]["default"]["serviceentry/se-b"]["attributes"]
+    assert tied["rule"] == (
+        "attributes from serviceentry/se-a (equal priority 300, its name sorts first); "
+        "endpoints combined"
+    )
+    configured = views.configz(store, [(inv, {}), (k8s, {})], {})
+    assert [c["priority"] for c in configured] == [500, 400]
 
 
 def test_configz_never_shows_credentials() -> None:
