@@ -190,12 +190,15 @@ class XdsServer:
         try:
             await asyncio.wait((reader, writer), return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for task in (reader, writer):
-                task.cancel()
-            await asyncio.gather(reader, writer, return_exceptions=True)
+            # The connection leaves the tables first: the wait below can itself be
+            # cancelled (gRPC cancels a handler again as its connection goes), and a
+            # stream must never stay listed after its client is gone.
             self.connections.pop(conn.id, None)
             self._wake.pop(conn.id, None)
             self._nack_log.forget(conn.id)
+            for task in (reader, writer):
+                task.cancel()
+            await asyncio.gather(reader, writer, return_exceptions=True)
             if conn.node is not None:
                 log.info(
                     "proxy %s disconnected (%s, peer %s, %s, connected %.0fs)",

@@ -4,6 +4,7 @@ made-up names, NACK floods."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 from typing import Any
@@ -192,3 +193,55 @@ async def test_a_connection_storm_leaves_no_state_behind(harness: Harness) -> No
     text = harness.app.metrics.render().decode()
     assert not [line for line in text.splitlines() if line.startswith("pilot_xds{")]
     assert harness.app.health.failures == {}
+
+
+async def test_a_stream_cancelled_twice_while_closing_leaves_no_connection_behind(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # gRPC may cancel a handler again while it is already winding down
+    from registryd.xds.server import XdsServer
+
+    server = XdsServer()
+    release = asyncio.Event()
+
+    class Requests:
+        def __aiter__(self) -> Requests:
+            return self
+
+        async def __anext__(self) -> bytes:
+            await asyncio.Event().wait()  # a client that sends nothing
+            raise StopAsyncIteration
+
+    class Context:
+        def peer(self) -> str:
+            return "ipv4:127.0.0.1:1"
+
+        async def write(self, payload: bytes) -> None:
+            await release.wait()
+
+        def set_code(self, code: object) -> None:
+            pass
+
+        def set_details(self, details: str) -> None:
+            pass
+
+    handler = asyncio.create_task(server._stream(Requests(), Context()))  # type: ignore[arg-type]
+    async with asyncio.timeout(10):
+        while not server.connections:
+            await asyncio.sleep(0)
+    # first cancel: the handler starts closing; then hold its closing up and cancel again
+    original_gather = asyncio.gather
+
+    async def slow_gather(*tasks: object, **kwargs: object) -> object:
+        await asyncio.Event().wait()
+        return await original_gather(*tasks, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(asyncio, "gather", slow_gather)
+    handler.cancel()
+    for _ in range(5):
+        await asyncio.sleep(0)
+    handler.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await handler
+    monkeypatch.undo()
+    assert server.connections == {}
