@@ -250,3 +250,19 @@ async def test_a_refused_login_raises_without_the_password(feeds: list[Feed]) ->
         error = await feed.error()
         assert isinstance(error, NacosError) and "login as 'nacos' refused" in str(error)
         assert "wrong-pw" not in str(error) and "wrong-pw" not in repr(bad)
+
+
+async def test_a_service_that_recovers_unchanged_clears_its_error(
+    nacos: NacosEmulator, feeds: list[Feed]
+) -> None:
+    ticker = Ticker()
+    nacos.register("orders", "10.0.0.1", 8080)
+    feed, _, _ = await start(feeds, adapter(nacos.address, ticker))
+    await ticker.idle()
+    nacos.fail_service("orders", 404)
+    await ticker.poll()
+    (failed,) = queued(feed)
+    assert isinstance(failed, Problems) and "HTTP 404" in failed.errors["DEFAULT_GROUP@@orders"]
+    nacos.fail_service("orders", None)
+    await ticker.poll()
+    assert queued(feed) == [Problems()]
