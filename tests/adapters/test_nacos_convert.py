@@ -16,8 +16,17 @@ HOST = "orders.default-group.public.nacos"
 
 
 def host(ip: str, port: int = 8080, **fields: Any) -> dict[str, Any]:
-    return {"ip": ip, "port": port, "weight": 1.0, "healthy": True, "enabled": True,
-            "ephemeral": True, "clusterName": "DEFAULT", "metadata": {}, **fields}  # fmt: skip
+    return {
+        "ip": ip,
+        "port": port,
+        "weight": 1.0,
+        "healthy": True,
+        "enabled": True,
+        "ephemeral": True,
+        "clusterName": "DEFAULT",
+        "metadata": {},
+        **fields,
+    }
 
 
 def convert(*hosts: dict[str, Any], zone_from: str = "clusterName") -> Any:
@@ -37,10 +46,15 @@ def test_a_hostname_that_is_not_a_dns_name_is_refused() -> None:
 
 def test_instances_map_to_endpoints_field_by_field() -> None:
     converted = convert(
-        host("10.0.0.2", weight=0.5, healthy=False, clusterName="zone-b",
-             metadata={"version": "v2", "protocol": "http"}),
+        host(
+            "10.0.0.2",
+            weight=0.5,
+            healthy=False,
+            clusterName="zone-b",
+            metadata={"version": "v2", "protocol": "http"},
+        ),
         host("10.0.0.1", weight=2.0, metadata={"protocol": "http", "gen": 3}),
-    )  # fmt: skip
+    )
     service = converted.service
     assert service.hostname == HOST and service.namespace == "public"
     assert [(p.number, p.protocol, p.name) for p in service.ports] == [(8080, "HTTP", "http-8080")]
@@ -67,8 +81,11 @@ def test_one_service_port_per_distinct_instance_port_tcp_by_default() -> None:
 
 
 def test_disabled_and_zero_weight_instances_are_not_served_but_keep_their_port() -> None:
-    converted = convert(host("10.0.0.1", enabled=False), host("10.0.0.2", 9000, weight=0.0),
-                        host("10.0.0.3", weight=0.001))  # fmt: skip
+    converted = convert(
+        host("10.0.0.1", enabled=False),
+        host("10.0.0.2", 9000, weight=0.0),
+        host("10.0.0.3", weight=0.001),
+    )
     assert [p.number for p in converted.service.ports] == [8080, 9000]
     assert [(e.address, e.weight) for e in converted.endpoints] == [("10.0.0.3", 1)]
 
