@@ -8,10 +8,12 @@ import tempfile
 from pathlib import Path
 
 from registryd.adapter import Adapter, AdapterContext
+from registryd.adapters.nacos import NacosAdapter
 from registryd.adapters.serviceentry import ServiceEntryAdapter
 from registryd.model import Endpoint, Port, Service
 from registryd.testing import AdapterContract, MemoryAdapter
 from tests.adapters.yaml_docs import entry
+from tests.emulators.nacos import NacosEmulator
 
 
 class TestMemoryAdapter(AdapterContract):
@@ -78,4 +80,40 @@ class TestServiceEntryAdapter(AdapterContract):
             {"path": ""},
             {"path": "/x", "force_polling": "yes"},
             {"path": "/x", "bogus": 1},
+        ]
+
+
+class TestNacosAdapter(AdapterContract):
+    factory = NacosAdapter
+
+    async def setup_registry(self) -> None:
+        self.nacos = NacosEmulator()
+        await self.nacos.start()
+
+    async def teardown_registry(self) -> None:
+        await self.nacos.stop()
+
+    async def create(self) -> Adapter:
+        settings = {"server_addr": self.nacos.address, "poll_interval": 0.05}
+        return NacosAdapter(name="contract", settings=settings, context=AdapterContext())
+
+    async def add_service(self, name: str) -> str:
+        self.nacos.register(name, "10.0.0.1", 8080)
+        return f"{name}.default-group.public.nacos"
+
+    async def remove_service(self, name: str) -> None:
+        self.nacos.remove_service(name)
+
+    async def break_registry(self) -> None:
+        await self.nacos.stop()
+
+    async def heal_registry(self) -> None:
+        await self.nacos.start()
+
+    def bad_settings(self) -> list[dict[str, object]]:
+        return [
+            {},
+            {"server_addr": "nacos"},
+            {"server_addr": "a:1", "groups": "DEFAULT_GROUP"},
+            {"server_addr": "a:1", "password": "x"},
         ]

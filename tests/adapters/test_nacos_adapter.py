@@ -1,0 +1,268 @@
+"""The Nacos adapter against the Nacos emulator: full state, increments, one failing
+service, outages, failover, login and paging.  Polls are driven by an injected sleep, so
+"a poll changed nothing" is checked after that poll has run, not after a wait."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from registryd.adapter import AdapterContext, Delete, Problems, Replace, Update, Upsert
+from registryd.adapters.nacos import NacosAdapter
+from registryd.adapters.nacos.client import NacosError, NacosUnavailable
+from registryd.model import Health
+from tests.adapters.feed import Feed
+from tests.emulators.nacos import NacosEmulator
+
+TIMEOUT = 5.0
+ORDERS = "orders.default-group.public.nacos"
+
+
+class Ticker:
+    """A sleep for the adapter that returns only when the test lets one poll run."""
+
+    def __init__(self) -> None:
+        self.delays: list[float] = []
+        self.waiting: asyncio.Queue[float] = asyncio.Queue()
+        self.go: asyncio.Queue[None] = asyncio.Queue()
+
+    async def __call__(self, delay: float) -> None:
+        self.delays.append(delay)
+        self.waiting.put_nowait(delay)
+        await self.go.get()
+
+    async def idle(self) -> None:
+        """Until the adapter waits for its next poll."""
+        await asyncio.wait_for(self.waiting.get(), TIMEOUT)
+
+    async def poll(self) -> None:
+        """Let one poll run, and return once it is done."""
+        self.go.put_nowait(None)
+        await self.idle()
+
+
+@pytest.fixture
+async def nacos() -> AsyncIterator[NacosEmulator]:
+    async with NacosEmulator() as server:
+        yield server
+
+
+def adapter(server_addr: Any, ticker: Ticker | None = None, **settings: Any) -> NacosAdapter:
+    return NacosAdapter(
+        name="nacos-test",
+        settings={"server_addr": server_addr, **settings},
+        context=AdapterContext(),
+        sleep=ticker or Ticker(),
+        jitter=lambda: 1.0,
+    )
+
+
+def queued(feed: Feed) -> list[Update]:
+    """The updates handed out so far (the poll that made them is over)."""
+    out = []
+    while not feed.queue.empty():
+        item = feed.queue.get_nowait()
+        assert not isinstance(item, BaseException), item
+        out.append(item)
+    return out
+
+
+async def start(feeds: list[Feed], nacos_adapter: NacosAdapter) -> tuple[Feed, Replace, Problems]:
+    feed = Feed(nacos_adapter)
+    feeds.append(feed)
+    return feed, await feed.expect(Replace), await feed.expect(Problems)
+
+
+async def test_first_update_is_the_full_state_of_the_configured_groups_and_namespace(
+    nacos: NacosEmulator, feeds: list[Feed]
+) -> None:
+    nacos.register("orders", "10.0.0.1", 8080, metadata={"protocol": "http"})
+    nacos.register("pay_svc", "10.0.0.2", 9000, group="PAY")
+    nacos.register("hidden", "10.0.0.3", 80, group="OTHER")
+    nacos.register("elsewhere", "10.0.0.4", 80, namespace="dev")
+    _, replace, problems = await start(
+        feeds, adapter(nacos.address, groups=["DEFAULT_GROUP", "PAY"])
+    )
+    hosts = sorted(s.hostname for s in replace.services)
+    assert hosts == [ORDERS, "pay-svc.pay.public.nacos"]
+    orders = next(s for s in replace.services if s.hostname == ORDERS)
+    assert [(p.number, p.protocol) for p in orders.ports] == [(8080, "HTTP")]
+    assert sorted((e.hostname, e.address) for e in replace.endpoints) == [
+        (ORDERS, "10.0.0.1"),
+        ("pay-svc.pay.public.nacos", "10.0.0.2"),
+    ]
+    assert problems == Problems()
+
+
+async def test_changes_arrive_as_increments_and_an_unchanged_poll_yields_nothing(
+    nacos: NacosEmulator, feeds: list[Feed]
+) -> None:
+    ticker = Ticker()
+    nacos.register("orders", "10.0.0.1", 8080)
+    feed, _, _ = await start(feeds, adapter(nacos.address, ticker))
+    await ticker.idle()
+    await ticker.poll()
+    assert queued(feed) == []
+
+    nacos.register("orders", "10.0.0.1", 8080, healthy=False)
+    nacos.register("stock", "10.0.0.9", 7000)
+    await ticker.poll()
+    orders, stock = queued(feed)
+    assert isinstance(orders, Upsert) and orders.service.hostname == ORDERS
+    assert [e.health for e in orders.endpoints] == [Health.UNHEALTHY]
+    assert (
+        isinstance(stock, Upsert) and stock.service.hostname == "stock.default-group.public.nacos"
+    )
+
+    nacos.remove_service("stock")
+    await ticker.poll()
+    assert queued(feed) == [Delete(hostname="stock.default-group.public.nacos")]
+
+
+async def test_changes_are_seen_when_the_server_sends_no_checksum(
+    nacos: NacosEmulator, feeds: list[Feed]
+) -> None:
+    ticker = Ticker()
+    nacos.empty_checksum = True
+    nacos.register("orders", "10.0.0.1", 8080, weight=1.0)
+    feed, _, _ = await start(feeds, adapter(nacos.address, ticker))
+    await ticker.idle()
+    nacos.register("orders", "10.0.0.1", 8080, weight=3.0)
+    await ticker.poll()
+    (update,) = queued(feed)
+    assert isinstance(update, Upsert) and [e.weight for e in update.endpoints] == [300]
+
+
+async def test_one_failing_service_keeps_its_last_good_endpoints_and_stops_no_other(
+    nacos: NacosEmulator, feeds: list[Feed]
+) -> None:
+    ticker = Ticker()
+    nacos.register("orders", "10.0.0.1", 8080)
+    nacos.register("stock", "10.0.0.2", 7000)
+    feed, _, _ = await start(feeds, adapter(nacos.address, ticker))
+    await ticker.idle()
+
+    nacos.fail_service("orders", 500)
+    nacos.register("orders", "10.0.0.5", 8080)  # not seen while failing
+    nacos.register("stock", "10.0.0.3", 7000)
+    await ticker.poll()
+    stock, problems = queued(feed)
+    assert isinstance(stock, Upsert) and len(stock.endpoints) == 2
+    assert isinstance(problems, Problems)
+    assert list(problems.errors) == ["DEFAULT_GROUP@@orders"]
+    assert "HTTP 500" in problems.errors["DEFAULT_GROUP@@orders"]
+
+    nacos.fail_service("orders", None)
+    await ticker.poll()
+    orders, cleared = queued(feed)
+    assert isinstance(orders, Upsert) and len(orders.endpoints) == 2
+    assert cleared == Problems()
+
+
+async def test_a_service_failing_from_the_start_does_not_hold_back_the_full_state(
+    nacos: NacosEmulator, feeds: list[Feed]
+) -> None:
+    nacos.register("orders", "10.0.0.1", 8080)
+    nacos.register("stock", "10.0.0.2", 7000)
+    nacos.fail_service("stock", 200)  # a body that is not JSON
+    _, replace, problems = await start(feeds, adapter(nacos.address))
+    assert [s.hostname for s in replace.services] == [ORDERS]
+    assert "not JSON" in problems.errors["DEFAULT_GROUP@@stock"]
+
+
+async def test_an_unreachable_server_makes_watch_raise(
+    nacos: NacosEmulator, feeds: list[Feed]
+) -> None:
+    ticker = Ticker()
+    nacos.register("orders", "10.0.0.1", 8080)
+    feed, _, _ = await start(feeds, adapter(nacos.address, ticker))
+    await ticker.idle()
+    await nacos.stop()
+    ticker.go.put_nowait(None)
+    error = await feed.error()
+    assert isinstance(error, NacosUnavailable)
+    assert nacos.address in str(error)
+
+
+async def test_servers_are_tried_in_order(nacos: NacosEmulator, feeds: list[Feed]) -> None:
+    async with NacosEmulator() as gone:
+        dead = gone.address
+    nacos.register("orders", "10.0.0.1", 8080)
+    _, replace, _ = await start(feeds, adapter([dead, nacos.address]))
+    assert [s.hostname for s in replace.services] == [ORDERS]
+
+
+async def test_services_are_read_page_by_page(nacos: NacosEmulator, feeds: list[Feed]) -> None:
+    for i in range(5):
+        nacos.register(f"svc{i}", f"10.0.0.{i + 1}", 80)
+    _, replace, _ = await start(feeds, adapter(nacos.address, page_size=2))
+    assert len(replace.services) == 5
+    pages = [r.params["pageNo"] for r in nacos.requests if r.path.endswith("/service/list")]
+    assert pages == ["1", "2", "3"]
+
+
+async def test_the_poll_interval_is_scaled_by_the_jitter(
+    nacos: NacosEmulator, feeds: list[Feed]
+) -> None:
+    ticker = Ticker()
+    nacos_adapter = NacosAdapter(
+        name="n",
+        settings={"server_addr": nacos.address, "poll_interval": 3},
+        context=AdapterContext(),
+        sleep=ticker,
+        jitter=lambda: 0.9,
+    )
+    await start(feeds, nacos_adapter)
+    await ticker.idle()
+    assert ticker.delays == [pytest.approx(2.7)]
+
+
+async def test_login_token_on_every_call_and_a_new_login_when_it_is_refused(
+    feeds: list[Feed],
+) -> None:
+    ticker = Ticker()
+    async with NacosEmulator(auth=("nacos", "s3cret")) as nacos:
+        nacos.register("orders", "10.0.0.1", 8080)
+        feed, replace, _ = await start(
+            feeds, adapter(nacos.address, ticker, username="nacos", password="s3cret")
+        )
+        assert [s.hostname for s in replace.services] == [ORDERS]
+        await ticker.idle()
+        nacos.expire_tokens()
+        nacos.register("orders", "10.0.0.2", 8080)
+        await ticker.poll()
+        (update,) = queued(feed)
+        assert isinstance(update, Upsert) and len(update.endpoints) == 2
+        logins = [r for r in nacos.requests if r.path == "/nacos/v1/auth/login"]
+        assert len(logins) == 2
+        reads = [r for r in nacos.requests if r.path.startswith("/nacos/v1/ns/")]
+        assert all("accessToken" in r.params for r in reads)
+
+
+async def test_a_refused_login_raises_without_the_password(feeds: list[Feed]) -> None:
+    async with NacosEmulator(auth=("nacos", "s3cret")) as nacos:
+        bad = adapter(nacos.address, username="nacos", password="wrong-pw")
+        feed = Feed(bad)
+        feeds.append(feed)
+        error = await feed.error()
+        assert isinstance(error, NacosError) and "login as 'nacos' refused" in str(error)
+        assert "wrong-pw" not in str(error) and "wrong-pw" not in repr(bad)
+
+
+async def test_a_service_that_recovers_unchanged_clears_its_error(
+    nacos: NacosEmulator, feeds: list[Feed]
+) -> None:
+    ticker = Ticker()
+    nacos.register("orders", "10.0.0.1", 8080)
+    feed, _, _ = await start(feeds, adapter(nacos.address, ticker))
+    await ticker.idle()
+    nacos.fail_service("orders", 404)
+    await ticker.poll()
+    (failed,) = queued(feed)
+    assert isinstance(failed, Problems) and "HTTP 404" in failed.errors["DEFAULT_GROUP@@orders"]
+    nacos.fail_service("orders", None)
+    await ticker.poll()
+    assert queued(feed) == [Problems()]
