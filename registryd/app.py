@@ -48,7 +48,7 @@ __all__ = ["App"]
 log = logging.getLogger("registryd")
 
 STREAM_CLOSE_STEP = 0.01  # seconds between checks that every xDS stream has closed ...
-STREAM_CLOSE_STEPS = 50  # ... and at most this many checks when stopping
+STREAM_CLOSE_STEPS = 200  # ... and at most this many checks when stopping
 
 
 def _loopback(host: str) -> bool:
@@ -310,7 +310,7 @@ class App:
             await self._grpc.stop(grace=None)  # streams never end: waiting only delays exit
             # the cancelled streams' handlers finish a few loop turns later; bounded
             for _ in range(STREAM_CLOSE_STEPS):
-                if not self.xds.connections:
+                if not self.xds.handlers:
                     break
                 await asyncio.sleep(STREAM_CLOSE_STEP)
         self.gc_pauses.close()

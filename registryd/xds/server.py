@@ -121,6 +121,7 @@ class XdsServer:
         # the empty state, with a response cache of this server's own (EMPTY's is global)
         self.snapshot: Snapshot = Snapshot(EMPTY.version, EMPTY.tables)
         self.connections: dict[str, Connection] = {}
+        self.handlers = 0  # stream handlers still running (a closing one is unlisted already)
         self.version_prefix = version_prefix or time.strftime("%Y%m%dT%H%M%S")
         self.observers: list[XdsObserver] = list(observers)
         self.health = health or TaskHealth()
@@ -176,6 +177,18 @@ class XdsServer:
         await self._serve(conn, requests, context)
 
     async def _serve(
+        self,
+        conn: Connection,
+        requests: AsyncIterator[bytes],
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> None:
+        self.handlers += 1
+        try:
+            await self._run_stream(conn, requests, context)
+        finally:
+            self.handlers -= 1
+
+    async def _run_stream(
         self,
         conn: Connection,
         requests: AsyncIterator[bytes],

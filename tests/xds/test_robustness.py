@@ -245,3 +245,4 @@ async def test_a_stream_cancelled_twice_while_closing_leaves_no_connection_behin
         await handler
     monkeypatch.undo()
     assert server.connections == {}
+    assert server.handlers == 0  # what a stopping daemon waits for
