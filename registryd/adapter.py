@@ -39,9 +39,11 @@ from collections.abc import (
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
+from registryd.errors import ConfigError
 from registryd.model import Endpoint, Service
 
 __all__ = [
+    "API_VERSION",
     "Adapter",
     "AdapterContext",
     "AdapterFactory",
@@ -59,8 +61,11 @@ __all__ = [
 T = TypeVar("T")
 
 
-class ConfigError(ValueError):
-    """Settings or input that can never work; the message says what and where."""
+API_VERSION = "1.0"
+"""The version of the adapter API: :class:`Adapter`, :class:`AdapterContext`, the update
+types, :func:`increments`, :func:`follow`, :func:`off_loop`, and what :mod:`registryd`
+lists as public.  The minor number grows with additions, the major one with changes a
+plugin must follow."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -1,0 +1,65 @@
+"""The built-in adapters are written against registryd's public API only, as a plugin
+must be (see :mod:`registryd`): a test fails when one imports anything else."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+import registryd
+from registryd.adapter import API_VERSION
+
+ADAPTERS = Path(__file__).resolve().parents[2] / "adapters"
+
+
+def registryd_imports(path: Path) -> list[tuple[str, tuple[str, ...]]]:
+    """``(module, names)`` of every ``registryd`` import in ``path`` (names empty for a
+    plain ``import``); imports inside the adapters package itself are left out."""
+    out = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            if node.module.startswith("registryd"):
+                out.append((node.module, tuple(a.name for a in node.names)))
+        elif isinstance(node, ast.Import):
+            out.extend((a.name, ()) for a in node.names if a.name.startswith("registryd"))
+    return [(m, n) for m, n in out if not m.startswith("registryd.adapters")]
+
+
+def violations(path: Path) -> list[str]:
+    """The imports of ``path`` that are not registryd's public API."""
+    found = []
+    for module, names in registryd_imports(path):
+        if module in registryd.PUBLIC_MODULES:
+            continue
+        if not names or not set(names) <= set(registryd.PUBLIC_NAMES.get(module, ())):
+            found.append(f"{module} {', '.join(names)}".strip())
+    return found
+
+
+def test_the_api_has_a_version() -> None:
+    major, minor = (int(part) for part in API_VERSION.split("."))
+    assert major >= 1 and minor >= 0
+
+
+@pytest.mark.parametrize(
+    "path", sorted(ADAPTERS.rglob("*.py")), ids=lambda p: str(p.relative_to(ADAPTERS))
+)
+def test_built_in_adapters_import_only_the_public_api(path: Path) -> None:
+    assert violations(path) == []
+
+
+def test_the_check_catches_private_imports(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.py"
+    bad.write_text(
+        "from registryd.xds.snapshot import SnapshotBuilder\n"
+        "import registryd.push\n"
+        "from registryd.config import go_duration, load_registries\n"
+        "from registryd.adapter import Replace\n"
+    )
+    assert violations(bad) == [
+        "registryd.xds.snapshot SnapshotBuilder",
+        "registryd.push",
+        "registryd.config go_duration, load_registries",
+    ]
