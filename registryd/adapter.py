@@ -37,7 +37,7 @@ from collections.abc import (
     Sequence,
 )
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar, runtime_checkable
+from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
 
 from registryd.errors import ConfigError
 from registryd.model import Endpoint, Service
@@ -50,6 +50,7 @@ __all__ = [
     "ConfigError",
     "Delete",
     "Problems",
+    "Published",
     "Replace",
     "Update",
     "Upsert",
@@ -110,6 +111,59 @@ class Problems:
 
 
 Update = Replace | Upsert | Delete | Problems
+
+
+class Built(Protocol):
+    """A converted service and its endpoints, as an adapter keeps them per key."""
+
+    @property
+    def service(self) -> Service: ...
+
+    @property
+    def endpoints(self) -> tuple[Endpoint, ...]: ...
+
+
+K = TypeVar("K")
+
+
+class Published(Generic[K]):
+    """What an adapter last handed out, per key of its own (a hostname, an object key),
+    and the increments from there to its current state: the one diff every adapter that
+    keeps its converted state by key needs.
+
+    :meth:`replace` hands out everything (the full state after a (re)connect);
+    :meth:`changes` compares the ``touched`` keys of ``current`` with what was handed out
+    and returns the Upserts of new or changed services, then the Deletes, each sorted by
+    hostname; both remember what they handed out.
+    """
+
+    def __init__(self) -> None:
+        self.shown: dict[K, Built] = {}
+
+    def replace(self, current: Mapping[K, Built]) -> Replace:
+        self.shown = dict(current)
+        ordered = sorted(self.shown.values(), key=lambda b: b.service.hostname)
+        return Replace(
+            services=tuple(b.service for b in ordered),
+            endpoints=tuple(e for b in ordered for e in b.endpoints),
+        )
+
+    def changes(self, current: Mapping[K, Built], touched: Iterable[K]) -> list[Upsert | Delete]:
+        upserts: list[Upsert] = []
+        deletes: list[Delete] = []
+        for key in touched:
+            new, old = current.get(key), self.shown.get(key)
+            if new is None:
+                if old is not None:
+                    deletes.append(Delete(hostname=old.service.hostname))
+                    del self.shown[key]
+                continue
+            self.shown[key] = new
+            if old is None or (old.service, old.endpoints) != (new.service, new.endpoints):
+                upserts.append(Upsert(service=new.service, endpoints=new.endpoints))
+        upserts.sort(key=lambda u: u.service.hostname)
+        deletes.sort(key=lambda d: d.hostname)
+        return [*upserts, *deletes]
 
 
 async def follow(

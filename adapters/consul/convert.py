@@ -70,7 +70,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from registryd.adapter import Delete, Problems, Replace, Upsert
+from registryd.adapter import Delete, Problems, Published, Replace, Upsert
 from registryd.model import (
     Endpoint,
     Health,
@@ -492,7 +492,7 @@ class ConsulState:
         self._by_host: dict[str, set[Key]] = {}
         self._hosts: dict[str, _Host] = {}
         self._dirty: set[str] = set()
-        self._shown: dict[str, _Host] = {}  # what the last replace()/changes() handed out
+        self._published: Published[str] = Published()  # what was last handed out
         self._problems: Problems | None = None
 
     # -- input ----------------------------------------------------------------------
@@ -560,28 +560,11 @@ class ConsulState:
     def replace(self) -> Replace:
         """The full state; what :meth:`changes` compares with from now on."""
         self._flush()
-        self._shown = dict(self._hosts)
-        hosts = sorted(self._hosts)
-        return Replace(
-            services=tuple(self._hosts[h].service for h in hosts),
-            endpoints=tuple(e for h in hosts for e in self._hosts[h].endpoints),
-        )
+        return self._published.replace(self._hosts)
 
     def changes(self) -> list[Upsert | Delete]:
         """Upserts of new or changed hostnames, then Deletes, since the last call."""
-        touched = self._flush()
-        upserts: list[Upsert | Delete] = []
-        deletes: list[Upsert | Delete] = []
-        for hostname in sorted(touched):
-            new, old = self._hosts.get(hostname), self._shown.get(hostname)
-            if new is None:
-                if old is not None:
-                    deletes.append(Delete(hostname=hostname))
-                    del self._shown[hostname]
-            elif old is None or (old.service, old.endpoints) != (new.service, new.endpoints):
-                upserts.append(Upsert(service=new.service, endpoints=new.endpoints))
-                self._shown[hostname] = new
-        return upserts + deletes
+        return self._published.changes(self._hosts, self._flush())
 
     def problems(self) -> Problems:
         """Per-entry errors, the raw entries in use and the notes of the services as last

@@ -64,7 +64,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from registryd.adapter import Delete, Problems, Replace, Upsert
+from registryd.adapter import Delete, Problems, Published, Replace, Upsert
 from registryd.model import Endpoint, Health, Labels, Locality, Location, Port, Service
 
 __all__ = [
@@ -490,7 +490,8 @@ class KeyTable:
         self._errors: dict[str, str] = {}
         self._last: dict[str, bytes] = {}  # the value last read per key
         self._hosts: dict[str, dict[str, Instance]] = {}  # hostname -> key -> instance
-        self._built: dict[str, Built] = {}  # as last handed out
+        self._built: dict[str, Built] = {}  # as converted now
+        self._published: Published[str] = Published()  # as last handed out
         self._dirty: set[str] = set()
         self._sources: dict[str, Any] | None = None
 
@@ -567,34 +568,21 @@ class KeyTable:
 
     def replace(self) -> Replace:
         """The full state (and from now on, what :meth:`changes` compares with)."""
-        for hostname, built in self._rebuild().items():
+        self._apply(self._rebuild())
+        return self._published.replace(self._built)
+
+    def changes(self) -> list[Upsert | Delete]:
+        """Upserts of new or changed services, then Deletes of removed ones, by hostname."""
+        rebuilt = self._rebuild()
+        self._apply(rebuilt)
+        return self._published.changes(self._built, rebuilt)
+
+    def _apply(self, rebuilt: Mapping[str, Built | None]) -> None:
+        for hostname, built in rebuilt.items():
             if built is None:
                 self._built.pop(hostname, None)
             else:
                 self._built[hostname] = built
-        hosts = sorted(self._built)
-        return Replace(
-            services=tuple(self._built[h].service for h in hosts),
-            endpoints=tuple(e for h in hosts for e in self._built[h].endpoints),
-        )
-
-    def changes(self) -> list[Upsert | Delete]:
-        """Upserts of new or changed services, then Deletes of removed ones, by hostname."""
-        upserts: list[Upsert | Delete] = []
-        deletes: list[Upsert | Delete] = []
-        for hostname, built in self._rebuild().items():
-            before = self._built.get(hostname)
-            if built is None:
-                if self._built.pop(hostname, None) is not None:
-                    deletes.append(Delete(hostname=hostname))
-                continue
-            self._built[hostname] = built
-            if before is None or (before.service, before.endpoints) != (
-                built.service,
-                built.endpoints,
-            ):
-                upserts.append(Upsert(service=built.service, endpoints=built.endpoints))
-        return upserts + deletes
 
     @property
     def notes(self) -> tuple[str, ...]:

@@ -72,7 +72,7 @@ from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from registryd.adapter import Delete, Problems, Replace, Upsert
+from registryd.adapter import Delete, Problems, Published, Replace, Upsert
 from registryd.model import (
     NO_LOCALITY,
     Endpoint,
@@ -740,7 +740,7 @@ class ClusterState:
         self._nodes_changed: set[str] = set()
         self._namespaces_changed: set[str] = set()
         self._built: dict[Key, Built] = {}  # as converted now
-        self._shown: dict[Key, Built] = {}  # as last handed out
+        self._published: Published[Key] = Published()  # as last handed out
         self._problems: Problems | None = None
 
     # -- input ------------------------------------------------------------------------------
@@ -903,31 +903,11 @@ class ClusterState:
     def replace(self) -> Replace:
         """The full state; what :meth:`changes` compares with from now on."""
         self._flush()
-        self._shown = dict(self._built)
-        ordered = sorted(self._shown.values(), key=lambda b: b.service.hostname)
-        return Replace(
-            services=tuple(b.service for b in ordered),
-            endpoints=tuple(e for b in ordered for e in b.endpoints),
-        )
+        return self._published.replace(self._built)
 
     def changes(self) -> list[Upsert | Delete]:
         """Upserts of new or changed hostnames, then Deletes, since the last call."""
-        upserts: list[Upsert | Delete] = []
-        deletes: list[Upsert | Delete] = []
-        for key in sorted(self._flush()):
-            new, old = self._built.get(key), self._shown.get(key)
-            if new is None:
-                if old is not None:
-                    deletes.append(Delete(hostname=old.service.hostname))
-                    del self._shown[key]
-            elif old is None or (old.service, old.endpoints) != (new.service, new.endpoints):
-                upserts.append(Upsert(service=new.service, endpoints=new.endpoints))
-                self._shown[key] = new
-            else:
-                self._shown[key] = new
-        upserts.sort(key=lambda u: u.service.hostname if isinstance(u, Upsert) else "")
-        deletes.sort(key=lambda d: d.hostname if isinstance(d, Delete) else "")
-        return upserts + deletes
+        return self._published.changes(self._built, self._flush())
 
     def problems(self) -> Problems:
         """Errors of skipped objects (Services and slices of selected namespaces only) and
