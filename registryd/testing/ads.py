@@ -22,6 +22,8 @@ from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf import struct_pb2
 from google.rpc import status_pb2
 
+from registryd.xds.snapshot import STATIC_NAMES
+
 __all__ = ["TYPES", "AdsClient", "DeltaAdsClient", "DeltaResponse", "Response"]
 
 _SERVICE = "/envoy.service.discovery.v3.AggregatedDiscoveryService"
@@ -35,29 +37,37 @@ TYPES = {
 }
 
 
-_STATIC = frozenset({"PassthroughCluster", "BlackHoleCluster", "virtualOutbound"})
-
-
 @dataclass
-class Response:
-    """One DiscoveryResponse and when it arrived."""
+class _Answer:
+    """What both kinds of response share: the message, when it arrived, its names."""
 
-    message: discovery_pb2.DiscoveryResponse
+    message: Any
     received: float = field(default_factory=time.monotonic)
 
     @property
     def type_url(self) -> str:
-        return self.message.type_url
+        return str(self.message.type_url)
 
     @property
     def names(self) -> list[str]:
-        return [_name_of(r) for r in self.message.resources]
+        raise NotImplementedError
 
     @property
     def registry_names(self) -> list[str]:
         """:attr:`names` without the resources every proxy gets whatever the registries
         hold (``PassthroughCluster``, ``BlackHoleCluster``, ``virtualOutbound``)."""
-        return [n for n in self.names if n not in _STATIC]
+        return [n for n in self.names if n not in STATIC_NAMES]
+
+
+@dataclass
+class Response(_Answer):
+    """One DiscoveryResponse and when it arrived."""
+
+    message: discovery_pb2.DiscoveryResponse
+
+    @property
+    def names(self) -> list[str]:
+        return [_name_of(r) for r in self.message.resources]
 
     @property
     def eds_names(self) -> list[str]:
@@ -278,25 +288,15 @@ class AdsClient(_Stream):
 
 
 @dataclass
-class DeltaResponse:
+class DeltaResponse(_Answer):
     """One DeltaDiscoveryResponse and when it arrived."""
 
     message: discovery_pb2.DeltaDiscoveryResponse
-    received: float = field(default_factory=time.monotonic)
-
-    @property
-    def type_url(self) -> str:
-        return self.message.type_url
 
     @property
     def names(self) -> list[str]:
         """The names of the resources it carries, in order."""
         return [r.name for r in self.message.resources]
-
-    @property
-    def registry_names(self) -> list[str]:
-        """:attr:`names` without the resources every proxy gets."""
-        return [n for n in self.names if n not in _STATIC]
 
     @property
     def removed(self) -> list[str]:
