@@ -119,15 +119,9 @@ class DeltaConnection(Connection):
 
     def on_request(self, request: discovery_pb2.DeltaDiscoveryRequest) -> Digest:  # type: ignore[override]
         """Digest one request: what it was and whether the writer should plan again."""
-        if self.node is None and request.HasField("node"):
-            self._identify(request.node)
-        type_url = request.type_url
-        if type_url not in ORDER:
+        state = self._state_of(request, DeltaTypeState)
+        if state is None:
             return Digest(False, IGNORED, None)
-        state = self.states.get(type_url)
-        if not isinstance(state, DeltaTypeState):
-            state = DeltaTypeState(type_url)
-            self.states[type_url] = state
         kind = REQUEST
         if request.response_nonce and state.requested:
             kind = self._answer(state, request)

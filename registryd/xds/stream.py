@@ -31,6 +31,7 @@ import weakref
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TypeAlias, TypeVar
 
 from envoy.config.core.v3 import base_pb2
 from envoy.config.endpoint.v3 import endpoint_pb2
@@ -226,6 +227,9 @@ class TypeState:
     expired_nonces: int = 0
 
 
+_State = TypeVar("_State", bound="TypeState")
+_AnyRequest: TypeAlias = discovery_pb2.DiscoveryRequest | discovery_pb2.DeltaDiscoveryRequest
+
 ACK, NACK, EXPIRED, REQUEST, IGNORED = "ack", "nack", "expired", "request", "ignored"
 
 
@@ -353,14 +357,9 @@ class Connection:
         ``same_names``: the request subscribes exactly what its type's state already
         holds (its own ``resource_names`` are then not read); ``interned``: what the
         interner holds for its names, when already known."""
-        if self.node is None and request.HasField("node"):
-            self._identify(request.node)
-        type_url = request.type_url
-        if type_url not in ORDER:
-            return Digest(False, IGNORED, None)
-        state = self.states.get(type_url)
+        state = self._state_of(request, TypeState)
         if state is None:
-            state = self.states[type_url] = TypeState(type_url)
+            return Digest(False, IGNORED, None)
         kind = REQUEST
         # The first request of a type on this stream is answered whatever nonce it
         # carries: a nonce from another server is no reason to stay silent (istiod:
@@ -383,6 +382,20 @@ class Connection:
         if same_names and state.requested:
             return Digest(False, kind, state)
         return Digest(self._subscribe(state, request, interned), kind, state)
+
+    def _state_of(self, request: _AnyRequest, kind: type[_State]) -> _State | None:
+        """The state of the request's type (made on its first request), or None for a
+        type this server does not serve; the node is identified from the first request
+        that carries it.  Shared by state-of-the-world and Delta streams."""
+        if self.node is None and request.HasField("node"):
+            self._identify(request.node)
+        if request.type_url not in ORDER:
+            return None
+        state = self.states.get(request.type_url)
+        if not isinstance(state, kind):
+            state = kind(request.type_url)
+            self.states[request.type_url] = state
+        return state
 
     def _subscribe(
         self,
