@@ -3,6 +3,7 @@ started on a ServiceEntry directory on loopback ports, ready, and stopped afterw
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import socket
 import subprocess
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+import aiohttp
 import psutil
 
 __all__ = [
@@ -26,6 +28,7 @@ __all__ = [
     "free_port",
     "gc_pauses",
     "mib",
+    "probe",
     "registryd",
     "wait_ready",
 ]
@@ -77,6 +80,37 @@ class Daemon:
 
 
 @contextlib.contextmanager
+def _running(
+    cmd: list[str],
+    grpc_port: int,
+    http_port: int,
+    monitoring_port: int,
+    stderr: IO[bytes] | None = None,
+) -> Iterator[Daemon]:
+    """``cmd`` started, ready on ``http_port``; terminated when the block ends."""
+    popen = subprocess.Popen(cmd, stderr=stderr)
+    try:
+        wait_ready(http_port)
+        yield Daemon(popen, psutil.Process(popen.pid), grpc_port, http_port, monitoring_port)
+    finally:
+        popen.terminate()
+        popen.wait(timeout=30)
+
+
+async def probe(url: str, stop: asyncio.Event) -> list[float]:
+    """GET ``url`` every 20 ms until ``stop``: response times (seconds)."""
+    times: list[float] = []
+    async with aiohttp.ClientSession() as session:
+        while not stop.is_set():
+            started = time.monotonic()
+            async with session.get(url) as response:
+                await response.read()
+            times.append(time.monotonic() - started)
+            await asyncio.sleep(0.02)
+    return times
+
+
+@contextlib.contextmanager
 def registryd(config: Path, *flags: str, stderr: IO[bytes] | None = None) -> Iterator[Daemon]:
     """registryd on ``config`` (a ServiceEntry directory) with ``flags``, ready; stopped
     when the block ends."""
@@ -92,13 +126,8 @@ def registryd(config: Path, *flags: str, stderr: IO[bytes] | None = None) -> Ite
         f"--configDir={config}",
         *flags,
     ]
-    popen = subprocess.Popen(cmd, stderr=stderr)
-    try:
-        wait_ready(http_port)
-        yield Daemon(popen, psutil.Process(popen.pid), grpc_port, http_port, mon_port)
-    finally:
-        popen.terminate()
-        popen.wait(timeout=30)
+    with _running(cmd, grpc_port, http_port, mon_port, stderr) as daemon:
+        yield daemon
 
 
 def gc_pauses(daemon: Daemon) -> str:
@@ -143,10 +172,5 @@ def raw_ads(config: Path) -> Iterator[Daemon]:
         f"--grpc-port={grpc_port}",
         f"--http-port={http_port}",
     ]
-    popen = subprocess.Popen(cmd)
-    try:
-        wait_ready(http_port)
-        yield Daemon(popen, psutil.Process(popen.pid), grpc_port, http_port, http_port)
-    finally:
-        popen.terminate()
-        popen.wait(timeout=30)
+    with _running(cmd, grpc_port, http_port, http_port) as daemon:
+        yield daemon

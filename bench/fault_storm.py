@@ -34,7 +34,7 @@ from envoy.config.core.v3 import base_pb2
 from envoy.service.discovery.v3 import discovery_pb2
 from prometheus_client.parser import text_string_to_metric_families
 
-from bench.common import CDS, METHOD, mib, registryd
+from bench.common import CDS, METHOD, mib, probe, registryd
 
 
 def service_yaml(i: int) -> str:
@@ -79,19 +79,6 @@ class Client:
         if self.channel is not None:
             await self.channel.close()
         self.call = self.channel = None
-
-
-async def probe(url: str, stop: asyncio.Event) -> list[float]:
-    """GET ``url`` every 20 ms until ``stop``: response times (seconds)."""
-    times: list[float] = []
-    async with aiohttp.ClientSession() as session:
-        while not stop.is_set():
-            started = time.monotonic()
-            async with session.get(url) as response:
-                await response.read()
-            times.append(time.monotonic() - started)
-            await asyncio.sleep(0.02)
-    return times
 
 
 async def drop_storm(target: str, clients: int) -> None:

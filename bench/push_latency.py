@@ -36,7 +36,7 @@ import psutil
 from envoy.config.core.v3 import base_pb2
 from envoy.service.discovery.v3 import discovery_pb2
 
-from bench.common import CDS, EDS, LDS, METHOD, RDS, gc_pauses, registryd
+from bench.common import CDS, EDS, LDS, METHOD, RDS, gc_pauses, probe, registryd
 
 BASE_PORT = 20000
 PORTS = 10  # services spread over this many distinct ports
@@ -167,20 +167,6 @@ def ms(x: float) -> str:
     return f"{x * 1000:8.1f} ms"
 
 
-async def probe_debug(http_port: int, stop: asyncio.Event) -> list[float]:
-    """GET a debug endpoint every 20 ms until ``stop``: its response times."""
-    url = f"http://127.0.0.1:{http_port}/debug/connections?proxyID=bench-0"
-    times: list[float] = []
-    async with aiohttp.ClientSession() as session:
-        while not stop.is_set():
-            t = time.monotonic()
-            async with session.get(url) as response:
-                await response.read()
-            times.append(time.monotonic() - t)
-            await asyncio.sleep(0.02)
-    return times
-
-
 async def server_view(http_port: int) -> dict[str, Any]:
     """registryd's own account of its newest push (/debug/pushz)."""
     url = f"http://127.0.0.1:{http_port}/debug/pushz?limit=1"
@@ -252,7 +238,9 @@ async def measure(
     cpu0 = cpu()
     t0 = time.monotonic()
     stop = asyncio.Event()
-    prober = asyncio.create_task(probe_debug(http_port, stop))
+    prober = asyncio.create_task(
+        probe(f"http://127.0.0.1:{http_port}/debug/connections?proxyID=bench-0", stop)
+    )
     write(config / f"svc-{target_i}.yaml", service_yaml(target_i, endpoints, extra_port=True))
     await asyncio.wait_for(asyncio.gather(*(c.marker_seen.wait() for c in clients)), 120)
     full = [c.marker_at - t0 for c in clients]
