@@ -88,9 +88,9 @@ class _Chain:
     alpn: tuple[str, ...] = ()
 
     def match_key(self) -> tuple[object, ...]:
-        """What istiod's ``filterChainOpts.conflictsWith`` compares."""
-        cidrs = frozenset(str(ipaddress.ip_network(c, strict=False)) for c in self.cidrs)
-        return (bool(self.alpn), self.alpn, frozenset(self.sni), cidrs)
+        """What istiod's ``filterChainOpts.conflictsWith`` compares (``cidrs`` are
+        normalized networks already, see :func:`_binds`)."""
+        return (self.alpn, frozenset(self.sni), frozenset(self.cidrs))
 
     @property
     def matches_all(self) -> bool:
