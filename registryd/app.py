@@ -29,7 +29,7 @@ import grpc
 from aiohttp import web
 
 from registryd.adapter import Adapter, AdapterContext, ConfigError
-from registryd.config import Address, Settings, TlsFiles
+from registryd.config import Address, Settings
 from registryd.gcpolicy import FreezePolicy, GcPauses
 from registryd.metrics import Metrics
 from registryd.model import ShardKey
@@ -39,6 +39,10 @@ from registryd.registry.store import RegistryStore
 from registryd.supervisor import Supervisor, TaskHealth, restarting
 from registryd.web.logging_api import is_loopback_peer
 from registryd.web.server import DebugSources, make_app
+from registryd.web.streams import LocalStreams, Streams
+from registryd.xds.channel import WorkerConfig
+from registryd.xds.listen import ServerOptions, bind, grpc_options, stop_serving
+from registryd.xds.pool import WorkerPool, share
 from registryd.xds.server import XdsServer
 from registryd.xds.throttle import Throttle
 from registryd.xds.tracking import PushTracker
@@ -46,9 +50,6 @@ from registryd.xds.tracking import PushTracker
 __all__ = ["App"]
 
 log = logging.getLogger("registryd")
-
-STREAM_CLOSE_STEP = 0.01  # seconds between checks that every xDS stream has closed ...
-STREAM_CLOSE_STEPS = 200  # ... and at most this many checks when stopping
 
 
 def _loopback(host: str) -> bool:
@@ -112,6 +113,7 @@ class App:
     _adapters: list[tuple[ShardKey, Adapter | Callable[[], Adapter]]] = field(default_factory=list)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _grpc: grpc.aio.Server | None = None
+    pool: WorkerPool | None = None  # --xdsWorkers > 1: the processes serving xDS
     _http: web.AppRunner | None = None
     _ready_once: bool = False
     strict: bool = False  # see the module docstring
@@ -138,9 +140,15 @@ class App:
                     raise
                 log.error("%s; retrying with backoff", exc)
                 self._adapters.append((key, create))
+        self.streams: Streams = LocalStreams(self.xds, self.tracker)
+        if self.settings.xds_workers > 1:
+            self.pool = WorkerPool(
+                self.settings.xds_workers, self._worker_template(), health=self.health
+            )
+            self.streams = self.pool
         self.push = PushController(
             self.store,
-            self.xds.publish,
+            self.xds.publish if self.pool is None else self.pool.publish,
             debounce_after=self.settings.debounce_after,
             debounce_max=self.settings.debounce_max,
             eds_debounce=self.settings.eds_debounce,
@@ -150,7 +158,7 @@ class App:
         self.supervisor = Supervisor(self.store, health=self.health)
         self.metrics = Metrics(
             self.store,
-            self.xds,
+            self.xds if self.pool is None else None,
             self.tracker,
             lambda: dict(self.supervisor.restarts),
             task_failures=lambda: dict(self.health.failures),
@@ -166,7 +174,36 @@ class App:
         self.xds.observers.extend((self.tracker, self.metrics))
 
     def _announce(self, record: PushRecord) -> None:
-        self.tracker.begin(record.version, record.started, time.monotonic())
+        published = time.monotonic()
+        self.tracker.begin(record.version, record.started, published)
+        if self.pool is not None:
+            self.pool.announce(record.version, record.started, published)
+
+    def _server_options(self, reuse_port: bool = False) -> ServerOptions:
+        return ServerOptions(
+            max_connection_age=self.settings.max_connection_age,
+            max_connection_age_grace=self.settings.max_connection_age_grace,
+            reuse_port=reuse_port,
+        )
+
+    def _worker_template(self) -> WorkerConfig:
+        """What every xDS worker is started with: the daemon's limits split between
+        the workers, its listening addresses, its version prefix (so versions and nonces
+        mean the same on every worker)."""
+        settings, workers = self.settings, self.settings.xds_workers
+        return WorkerConfig(
+            index=0,
+            grpc_addr=settings.grpc_addr,
+            secure_grpc_addr=settings.secure_grpc_addr if settings.tls is not None else None,
+            tls=settings.tls,
+            options=self._server_options(reuse_port=True),
+            version_prefix=self.xds.version_prefix,
+            max_unknown_names=settings.max_unknown_names,
+            push_throttle=int(share(settings.push_throttle, workers)),
+            max_requests_per_second=share(settings.max_requests_per_second, workers),
+            log_levels={},
+            log_as_json=settings.log_as_json,
+        )
 
     def not_ready(self) -> list[str]:
         """Why the daemon is not ready yet; empty once every registry synced and the
@@ -210,27 +247,23 @@ class App:
         push = asyncio.create_task(restarting("push", self.push.run, self.health), name="push")
         self.health.watch(push)
         self._tasks.append(push)
-        self._grpc = grpc.aio.server(options=self._grpc_options())
-        self._grpc.add_generic_rpc_handlers((self.xds.handler(),))
-        if self.settings.grpc_addr is not None:
-            self.grpc_port = self._bind_grpc(self.settings.grpc_addr)
-        if self.settings.tls is not None:
-            self.secure_grpc_port = self._bind_grpc(
-                self.settings.secure_grpc_addr, self.settings.tls
-            )
-        await self._grpc.start()
+        if self.pool is not None:
+            await self.pool.start()
+            self.grpc_port, self.secure_grpc_port = self.pool.grpc_port, self.pool.secure_grpc_port
+        else:
+            await self._start_grpc()
         settings = {reg.name: reg.settings for reg in self.settings.registries}
         sources = DebugSources(
             store=self.store,
             push=self.push,
-            xds=self.xds,
-            tracker=self.tracker,
+            streams=self.streams,
             supervisor=self.supervisor,
             metrics=self.metrics,
             registries=[(key, settings.get(key.instance, {})) for key, _ in self._adapters],
             readiness=self.not_ready,
             health=self.health,
             allow_remote_log_level=self.settings.allow_remote_log_level,
+            log_level_changed=None if self.pool is None else self.pool.set_log_level,
         )
         runner = web.AppRunner(make_app(sources), access_log=None)
         await runner.setup()
@@ -263,41 +296,17 @@ class App:
         for warning in exposure_warnings(self.settings):
             log.warning("%s", warning)
 
-    def _grpc_options(self) -> list[tuple[str, int]]:
-        options = [
-            ("grpc.so_reuseport", 0),
-            ("grpc.max_concurrent_streams", 100000),
-            ("grpc.keepalive_time_ms", 30000),
-            ("grpc.keepalive_timeout_ms", 10000),
-            ("grpc.http2.min_ping_interval_without_data_ms", 10000),
-            ("grpc.keepalive_permit_without_calls", 1),
-        ]
-        age = self.settings.max_connection_age
-        if age is not None:
-            options.append(("grpc.max_connection_age_ms", int(age * 1000)))
-            grace = self.settings.max_connection_age_grace
-            options.append(("grpc.max_connection_age_grace_ms", int(grace * 1000)))
-        return options
-
-    def _bind_grpc(self, addr: Address, tls: TlsFiles | None = None) -> int:
-        """Listen on ``addr`` (with TLS, and mutual TLS when ``tls`` has a client CA)."""
-        assert self._grpc is not None
-        flag = "--grpcAddr" if tls is None else "--secureGRPCAddr"
-        try:
-            if tls is None:
-                port = self._grpc.add_insecure_port(str(addr))
-            else:
-                credentials = grpc.ssl_server_credentials(
-                    [(tls.key, tls.cert)],
-                    root_certificates=tls.client_ca,
-                    require_client_auth=tls.client_ca is not None,
-                )
-                port = self._grpc.add_secure_port(str(addr), credentials)
-        except RuntimeError:  # grpcio raises instead of returning 0 on some versions
-            port = 0
-        if port == 0:
-            raise ConfigError(f"{flag} {addr}: cannot listen (address in use?)")
-        return port
+    async def _start_grpc(self) -> None:
+        """Serve xDS in this process (``--xdsWorkers 1``)."""
+        self._grpc = grpc.aio.server(options=grpc_options(self._server_options()))
+        self._grpc.add_generic_rpc_handlers((self.xds.handler(),))
+        if self.settings.grpc_addr is not None:
+            self.grpc_port = bind(self._grpc, self.settings.grpc_addr)
+        if self.settings.tls is not None:
+            self.secure_grpc_port = bind(
+                self._grpc, self.settings.secure_grpc_addr, self.settings.tls
+            )
+        await self._grpc.start()
 
     async def stop(self) -> None:
         await self.supervisor.stop()
@@ -306,12 +315,9 @@ class App:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._http is not None:
             await self._http.cleanup()
+        if self.pool is not None:
+            await self.pool.stop()
         if self._grpc is not None:
-            await self._grpc.stop(grace=None)  # streams never end: waiting only delays exit
-            # the cancelled streams' handlers finish a few loop turns later; bounded
-            for _ in range(STREAM_CLOSE_STEPS):
-                if not self.xds.handlers:
-                    break
-                await asyncio.sleep(STREAM_CLOSE_STEP)
+            await stop_serving(self._grpc, self.xds)
         self.gc_pauses.close()
         log.info("registryd stopped")

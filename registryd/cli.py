@@ -36,12 +36,11 @@ from registryd.config import (
 from registryd.logs import check_scopes, parse_levels
 from registryd.logs import setup as setup_logging
 from registryd.plugins import available
+from registryd.xds.listen import drain
 
 __all__ = ["main", "parse_args"]
 
 log = logging.getLogger("registryd")
-
-DRAIN_TIMEOUT = 0.5  # seconds the loop's remaining tasks get to finish after stop
 
 
 class _Parser(argparse.ArgumentParser):
@@ -124,6 +123,14 @@ def _parser() -> argparse.ArgumentParser:
         default=10000,
         help="close an xDS stream that subscribes to more resource names of one type "
         "unknown to the server (RESOURCE_EXHAUSTED); 0: no limit",
+    )
+    d.add_argument(
+        "--xdsWorkers",
+        type=int,
+        default=0,
+        help="processes serving xDS, sharing the xDS ports (SO_REUSEPORT) and fed the "
+        "built snapshot by the main process; 1: serve in the main process; 0 (default): "
+        "one per CPU this process may use (affinity and container CPU quota)",
     )
     d.add_argument(
         "--kubeconfig",
@@ -313,6 +320,8 @@ def _settings(args: argparse.Namespace, environ: Mapping[str, str]) -> Settings:
         raise ConfigError("--grpcAddr off needs --tlsCertFile and --tlsKeyFile (no xDS at all)")
     if args.xdsMaxUnknownNames < 0:
         raise ConfigError("--xdsMaxUnknownNames must be >= 0 (0: no limit)")
+    if args.xdsWorkers < 0:
+        raise ConfigError("--xdsWorkers must be >= 0 (0: one per CPU)")
     return Settings(
         grpc_addr=None if grpc_off else parse_address("--grpcAddr", args.grpcAddr),
         secure_grpc_addr=parse_address("--secureGRPCAddr", args.secureGRPCAddr),
@@ -335,6 +344,7 @@ def _settings(args: argparse.Namespace, environ: Mapping[str, str]) -> Settings:
         kubernetes_api_burst=args.kubernetesApiBurst,
         allow_remote_log_level=args.allowRemoteLogLevel,
         max_unknown_names=args.xdsMaxUnknownNames,
+        xds_workers=args.xdsWorkers or cpu_count(),
         push_throttle=push_throttle,
         max_requests_per_second=max_requests,
     )
@@ -355,18 +365,7 @@ async def _serve(settings: Settings) -> None:
         log.info("shutting down")
     finally:
         await app.stop()
-        await _drain()
-
-
-async def _drain(timeout: float = DRAIN_TIMEOUT) -> None:
-    """Let tasks still on the loop finish (gRPC ends each cancelled stream's tasks a few
-    loop turns after the server stopped) instead of letting ``asyncio.run`` cancel them:
-    gRPC prints a bare ``CancelledError`` traceback for every stream task cancelled that
-    way.  Bounded by ``timeout`` seconds."""
-    current = asyncio.current_task()
-    others = [task for task in asyncio.all_tasks() if task is not current]
-    if others:
-        await asyncio.wait(others, timeout=timeout)
+        await drain()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

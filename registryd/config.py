@@ -6,6 +6,7 @@ with a message that names the flag, file or registry at fault.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import ssl
@@ -85,12 +86,49 @@ def parse_duration(flag: str, text: str) -> float | None:
     return total or None  # "0s" is zero too
 
 
-def cpu_count() -> int:
-    """CPUs this process may run on (what Go's GOMAXPROCS defaults to)."""
+def quota_cpus(cpu_max: str | None, cfs_quota: str | None, cfs_period: str | None) -> int | None:
+    """CPUs a cgroup's CPU quota allows, rounded up; None without a quota.  ``cpu_max``
+    is cgroup v2's ``cpu.max`` (``"200000 100000"``, ``"max 100000"``); ``cfs_quota``
+    and ``cfs_period`` are cgroup v1's ``cpu.cfs_quota_us``/``cpu.cfs_period_us``
+    (quota -1: none).  Unreadable or malformed values count as no quota."""
     try:
-        return len(os.sched_getaffinity(0)) or 1
+        if cpu_max is not None:
+            quota_text, _, period_text = cpu_max.strip().partition(" ")
+            if quota_text == "max":
+                return None
+            quota, period = int(quota_text), int(period_text or "100000")
+        elif cfs_quota is not None and cfs_period is not None:
+            quota, period = int(cfs_quota), int(cfs_period)
+        else:
+            return None
+    except ValueError:
+        return None
+    if quota <= 0 or period <= 0:
+        return None
+    return max(1, math.ceil(quota / period))
+
+
+def _read(path: str) -> str | None:
+    try:
+        with open(path, encoding="ascii") as f:
+            return f.read()
+    except (OSError, ValueError):
+        return None
+
+
+def cpu_count() -> int:
+    """CPUs this process may use: its CPU affinity, capped by its container's CPU quota
+    (what Go's GOMAXPROCS is with automaxprocs, as istiod runs)."""
+    try:
+        cpus = len(os.sched_getaffinity(0)) or 1
     except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
+        cpus = os.cpu_count() or 1
+    quota = quota_cpus(
+        _read("/sys/fs/cgroup/cpu.max"),
+        _read("/sys/fs/cgroup/cpu/cpu.cfs_quota_us"),
+        _read("/sys/fs/cgroup/cpu/cpu.cfs_period_us"),
+    )
+    return min(cpus, quota) if quota is not None else cpus
 
 
 def auto_limit(cpus: int) -> int:
@@ -279,6 +317,7 @@ class Settings:
     kubernetes_api_qps: float = 80.0
     kubernetes_api_burst: int = 160
     max_unknown_names: int = 10000  # per type per stream; 0: no limit
+    xds_workers: int = 1  # processes serving xDS; 1: this process (the CLI: one per CPU)
     # concurrent pushes, and new xDS streams a second (burst 1); istiod's defaults
     push_throttle: int = field(default_factory=lambda: auto_limit(cpu_count()))
     max_requests_per_second: float = field(default_factory=lambda: float(auto_limit(cpu_count())))

@@ -102,7 +102,8 @@ class UnknownScopeError(LookupError):
         return f"unknown scope {self.args[0]!r}"
 
 
-def _logger_name(scope: str) -> str:
+def logger_name(scope: str) -> str:
+    """The logger behind log scope ``scope`` (``default`` is ``registryd``)."""
     return ROOT if scope in ("default", "") else f"{ROOT}.{scope}"
 
 
@@ -187,7 +188,7 @@ def check_scopes(levels: dict[str, int], adapters: Iterable[str] = ()) -> None:
 
 def apply_levels(levels: dict[str, int]) -> None:
     for scope, level in levels.items():
-        logging.getLogger(_logger_name(scope)).setLevel(level)
+        logging.getLogger(logger_name(scope)).setLevel(level)
 
 
 def list_scopes() -> list[ScopeInfo]:
@@ -205,7 +206,7 @@ def list_scopes() -> list[ScopeInfo]:
 def _existing_logger(scope: str) -> logging.Logger:
     if scope == "default":
         return logging.getLogger(ROOT)
-    existing = logging.Logger.manager.loggerDict.get(_logger_name(scope)) if scope else None
+    existing = logging.Logger.manager.loggerDict.get(logger_name(scope)) if scope else None
     if not isinstance(existing, logging.Logger):
         raise UnknownScopeError(scope)
     return existing

@@ -18,7 +18,7 @@ services, per-registry state) are read from the live objects at scrape time.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
@@ -33,7 +33,7 @@ from registryd.xds.server import XdsServer
 from registryd.xds.stream import EXPIRED, NACK, Connection, Digest, Planned
 from registryd.xds.tracking import PushTracker
 
-__all__ = ["Metrics"]
+__all__ = ["Metrics", "merge_families"]
 
 # istiod's buckets (pilot/pkg/xds/monitoring.go)
 _TIME_BUCKETS = (0.01, 0.1, 1, 3, 5, 10, 20, 30)
@@ -69,12 +69,14 @@ class _Counters(Collector):
 
 
 class _State(Collector):
-    """Gauges read from the live daemon at scrape time."""
+    """Gauges read from the live daemon at scrape time: of the registries (without a
+    ``store``: none, an xDS worker process) and of the xDS streams (without ``xds``:
+    none, the main process of a daemon whose streams are served by workers)."""
 
     def __init__(
         self,
-        store: RegistryStore,
-        xds: XdsServer,
+        store: RegistryStore | None,
+        xds: XdsServer | None,
         failures: Callable[[], dict[ShardKey, int]],
         task_failures: Callable[[], dict[str, int]],
     ) -> None:
@@ -84,13 +86,34 @@ class _State(Collector):
         self._task_failures = task_failures
 
     def collect(self) -> Iterator[Metric]:
+        if self._xds is not None:
+            yield from self._streams(self._xds)
+        if self._store is not None:
+            services = GaugeMetricFamily("pilot_services", "Total services known to pilot.")
+            services.add_metric([], len(self._store.view.services))
+            yield services
+        tasks = CounterMetricFamily(
+            "registryd_task_failures",
+            "Unexpected exceptions in long-lived tasks (push, xds-reader, xds-writer, "
+            "xds-worker, http, registry:<provider>/<instance>), logged with their traceback.",
+            labels=["task"],
+        )
+        for task, count in sorted(self._task_failures().items()):
+            tasks.add_metric([task], count)
+        yield tasks
+        if self._xds is not None:
+            yield from self._throttle(self._xds)
+        if self._store is not None:
+            yield from self._registries(self._store)
+
+    def _streams(self, xds: XdsServer) -> Iterator[Metric]:
         clients = GaugeMetricFamily(
             "pilot_xds",
             "Number of endpoints connected to this pilot using XDS.",
             labels=["version"],
         )
         versions: dict[str, int] = {}
-        for conn in list(self._xds.connections.values()):
+        for conn in list(xds.connections.values()):
             version = _proxy_version(conn)
             versions[version] = versions.get(version, 0) + 1
         for version, count in sorted(versions.items()):
@@ -102,27 +125,13 @@ class _State(Collector):
             "(DeltaAggregatedResources).",
             labels=["type"],
         )
-        delta = sum(1 for conn in list(self._xds.connections.values()) if conn.delta)
-        streams.add_metric(["sotw"], len(self._xds.connections) - delta)
+        delta = sum(1 for conn in list(xds.connections.values()) if conn.delta)
+        streams.add_metric(["sotw"], len(xds.connections) - delta)
         streams.add_metric(["delta"], delta)
         yield streams
-        services = GaugeMetricFamily("pilot_services", "Total services known to pilot.")
-        services.add_metric([], len(self._store.view.services))
-        yield services
-        tasks = CounterMetricFamily(
-            "registryd_task_failures",
-            "Unexpected exceptions in long-lived tasks (push, xds-reader, xds-writer, http, "
-            "registry:<provider>/<instance>), logged with their traceback.",
-            labels=["task"],
-        )
-        for task, count in sorted(self._task_failures().items()):
-            tasks.add_metric([task], count)
-        yield tasks
-        yield from self._throttle()
-        yield from self._registries()
 
-    def _throttle(self) -> Iterator[Metric]:
-        throttle = self._xds.throttle
+    def _throttle(self, xds: XdsServer) -> Iterator[Metric]:
+        throttle = xds.throttle
         pushes, streams = throttle.pushes, throttle.streams
         in_flight = GaugeMetricFamily(
             "registryd_xds_pushes_in_flight", "Connections being written a push now."
@@ -154,7 +163,7 @@ class _State(Collector):
         overtime.add_metric([], pushes.overtime)
         yield from (in_flight, waiting, limit, rate, overtime)
 
-    def _registries(self) -> Iterator[Metric]:
+    def _registries(self, store: RegistryStore) -> Iterator[Metric]:
         labels = ["registry", "provider"]
         synced = GaugeMetricFamily(
             "registryd_registry_synced",
@@ -193,7 +202,7 @@ class _State(Collector):
             "registryd_registry_endpoints", "Endpoints the registry holds.", labels=labels
         )
         restarts = self._failures()
-        for key, shard in sorted(self._store.shards.items()):
+        for key, shard in sorted(store.shards.items()):
             values = [key.instance, key.provider]
             synced.add_metric(values, 1 if shard.synced else 0)
             last.add_metric(values, shard.last_sync or 0)
@@ -204,6 +213,46 @@ class _State(Collector):
             services.add_metric(values, len(shard.services))
             endpoints.add_metric(values, sum(len(e) for e in shard.endpoints.values()))
         yield from (synced, last, events, failures, config_errors, warnings, services, endpoints)
+
+
+class _Fixed(Collector):
+    def __init__(self, families: list[Metric]) -> None:
+        self._families = families
+
+    def collect(self) -> Iterator[Metric]:
+        return iter(self._families)
+
+
+def merge_families(parts: Iterable[Iterable[Metric]]) -> list[Metric]:
+    """Metric families of several processes as one: samples with the same name and
+    labels are added (counts, sums, histogram buckets; gauges that count things, such as
+    connected clients or throttle limits split between workers), except ``*_created``
+    timestamps, of which the earliest is kept.  Families keep the order they are first
+    seen in; within one, each label set's samples stay together, in their order."""
+    merged: dict[str, Metric] = {}
+    values: dict[str, dict[tuple[str, tuple[tuple[str, str], ...]], float]] = {}
+    for part in parts:
+        for family in part:
+            if family.name not in merged:
+                merged[family.name] = Metric(family.name, family.documentation, family.type)
+                values[family.name] = {}
+            series = values[family.name]
+            for sample in family.samples:
+                key = (sample.name, tuple(sorted(sample.labels.items())))
+                old = series.get(key)
+                if old is None:
+                    series[key] = sample.value
+                elif sample.name.endswith("_created"):
+                    series[key] = min(old, sample.value)
+                else:
+                    series[key] = old + sample.value
+    for name, family in merged.items():
+        keys = list(values[name])
+        order = {key: i for i, key in enumerate(keys)}
+        keys.sort(key=lambda k: (tuple(kv for kv in k[1] if kv[0] != "le"), order[k]))
+        for key in keys:
+            family.add_sample(key[0], dict(key[1]), values[name][key])
+    return list(merged.values())
 
 
 def _proxy_version(conn: Connection) -> str:
@@ -219,12 +268,15 @@ def _proxy_version(conn: Connection) -> str:
 
 
 class Metrics:
-    """All metrics of one daemon, in a registry of their own (no global state)."""
+    """All metrics of one daemon, in a registry of their own (no global state).  Without
+    ``store`` (an xDS worker) or ``xds`` (the main process when workers serve the
+    streams) the gauges read from it are left out; :meth:`render` adds the families of
+    the other processes."""
 
     def __init__(
         self,
-        store: RegistryStore,
-        xds: XdsServer,
+        store: RegistryStore | None,
+        xds: XdsServer | None,
         tracker: PushTracker,
         failures: Callable[[], dict[ShardKey, int]] = dict,
         task_failures: Callable[[], dict[str, int]] = dict,
@@ -294,9 +346,14 @@ class Metrics:
             )
         return found
 
-    def render(self) -> bytes:
-        """The text exposition format."""
-        return generate_latest(self.registry)
+    def render(self, others: Iterable[Iterable[Metric]] = ()) -> bytes:
+        """The text exposition format, with the families of ``others`` (other processes
+        of this daemon) merged in (see :func:`merge_families`)."""
+        parts = list(others)
+        if not parts:
+            return generate_latest(self.registry)
+        merged = merge_families([list(self.registry.collect()), *parts])
+        return generate_latest(_Fixed(merged))
 
     # -- registry and push hooks -------------------------------------------------------
     def registry_changed(self, event: ChangeEvent) -> None:

@@ -193,6 +193,19 @@ class _Stream:
         if self._channel is not None:
             await self._channel.close()
 
+    @property
+    def ended(self) -> bool:
+        """The stream has ended (the server ended it or the connection broke)."""
+        return self._reader is not None and self._reader.done()
+
+    async def wait_ended(self, timeout: float = 5.0) -> None:
+        """Until the server ends the stream or the connection breaks (``TimeoutError``
+        if neither happens within ``timeout`` seconds)."""
+        assert self._reader is not None, "not connected"
+        done, _ = await asyncio.wait({self._reader}, timeout=timeout)
+        if not done:
+            raise TimeoutError(f"the stream to {self.target} is still open")
+
     async def _requests(self) -> Any:
         while True:
             request = await self._outbox.get()

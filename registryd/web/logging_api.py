@@ -24,6 +24,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import logging
+from collections.abc import Callable
 
 from aiohttp import web
 
@@ -78,8 +79,12 @@ def _requested_level(raw: bytes, scope: str) -> str:
     return level
 
 
-def logging_routes(allow_remote: bool = False) -> list[web.RouteDef]:
-    """The ``/debug/logging`` routes; ``allow_remote=True`` lets any peer change levels."""
+def logging_routes(
+    allow_remote: bool = False, changed: Callable[[str, int], None] | None = None
+) -> list[web.RouteDef]:
+    """The ``/debug/logging`` routes; ``allow_remote=True`` lets any peer change levels.
+    ``changed`` is told each change (logger name, level): the xDS worker processes
+    follow the main process' levels."""
 
     async def list_scopes(_: web.Request) -> web.Response:
         return web.json_response(logs.list_scopes())
@@ -116,6 +121,8 @@ def logging_routes(allow_remote: bool = False) -> list[web.RouteDef]:
         if logged:
             log.info(message, scope, old, new, peer)
         info = logs.set_scope_level(scope, level)  # loggers are never removed: scope exists
+        if changed is not None:
+            changed(logs.logger_name(scope), logs.level_value(level))
         if not logged:
             log.info(message, scope, old, new, peer)
         return web.json_response(info)

@@ -27,9 +27,7 @@ from registryd.registry.store import RegistryStore
 from registryd.supervisor import Supervisor, TaskHealth
 from registryd.web import views
 from registryd.web.logging_api import logging_routes
-from registryd.xds.dump import config_dump
-from registryd.xds.server import XdsServer
-from registryd.xds.tracking import PushTracker
+from registryd.web.streams import Streams
 
 __all__ = ["ENDPOINTS", "DebugSources", "make_app"]
 
@@ -61,14 +59,14 @@ class DebugSources:
 
     store: RegistryStore
     push: PushController
-    xds: XdsServer
-    tracker: PushTracker
+    streams: Streams  # the xDS streams, in this process or in worker processes
     supervisor: Supervisor
     metrics: Metrics
     registries: Sequence[tuple[ShardKey, Mapping[str, Any]]]  # configured, with settings
     readiness: Callable[[], list[str]]
     health: TaskHealth | None = None  # failures of long-lived tasks (/healthz)
     allow_remote_log_level: bool = False
+    log_level_changed: Callable[[str, int], None] | None = None  # told (logger, level)
 
 
 def _json(data: Any, status: int = 200) -> web.Response:
@@ -97,7 +95,8 @@ def make_app(src: DebugSources) -> web.Application:
         return web.Response(text="ok\n")
 
     async def metrics(_: web.Request) -> web.Response:
-        body = src.metrics.render()
+        others = await src.streams.metric_families()
+        body = src.metrics.render([others] if others else [])
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def index(_: web.Request) -> web.Response:
@@ -127,26 +126,27 @@ def make_app(src: DebugSources) -> web.Application:
             views.configz(src.store, src.registries, sup.restarts, q(r, "registry"), sup.next_retry)
         )
 
+    async def streams(r: web.Request, view: str, verbose: bool = False) -> web.Response:
+        found = await src.streams.listing(view, q(r, "proxyID"), verbose)
+        return _json([item for _, item in found])
+
     async def adsz(r: web.Request) -> web.Response:
-        verbose = q(r, "verbose").lower() in ("1", "true")
-        return _json(views.adsz(list(src.xds.connections.values()), q(r, "proxyID"), verbose))
+        return await streams(r, "adsz", q(r, "verbose").lower() in ("1", "true"))
 
     async def syncz(r: web.Request) -> web.Response:
-        return _json(views.syncz(list(src.xds.connections.values()), q(r, "proxyID")))
+        return await streams(r, "syncz")
 
     async def connections(r: web.Request) -> web.Response:
-        return _json(views.connections(list(src.xds.connections.values()), q(r, "proxyID")))
+        return await streams(r, "connections")
 
     async def dump(r: web.Request) -> web.Response:
         proxy = q(r, "proxyID")
         if not proxy:
             return _json({"error": "proxyID is required (see /debug/connections)"}, 400)
-        found = [c for c in src.xds.connections.values() if proxy in (c.proxy_id, c.id)]
-        if not found:
+        found = await src.streams.config_dump(proxy)
+        if found is None:
             return _json({"error": f"proxy {proxy!r} is not connected"}, 404)
-        conn = max(found, key=lambda c: c.connected_at)  # the newest stream of that proxy
-        prefix = src.xds.version_prefix
-        return _json(config_dump(conn, src.xds.snapshot, version_prefix=prefix))
+        return _json(found["dump"])
 
     async def push_status(_: web.Request) -> web.Response:
         return _json(views.push_status(src.store))
@@ -157,7 +157,8 @@ def make_app(src: DebugSources) -> web.Application:
         except ValueError:
             return _json({"error": "limit must be an integer"}, 400)
         records = src.push.history
-        return _json(views.pushz(records, src.tracker.traces(), q(r, "proxyID"), limit))
+        traces = await src.streams.traces()
+        return _json(views.pushz(records, traces, q(r, "proxyID"), limit))
 
     @web.middleware
     async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -187,5 +188,7 @@ def make_app(src: DebugSources) -> web.Application:
     app.router.add_get("/debug/config_dump", dump)
     app.router.add_get("/debug/push_status", push_status)
     app.router.add_get("/debug/pushz", pushz)
-    app.router.add_routes(logging_routes(allow_remote=src.allow_remote_log_level))
+    app.router.add_routes(
+        logging_routes(allow_remote=src.allow_remote_log_level, changed=src.log_level_changed)
+    )
     return app

@@ -107,8 +107,17 @@ class DeltaConnection(Connection):
 
     delta = True
 
-    def __init__(self, *, peer: str, version_prefix: str, interner: Interner | None = None) -> None:
-        super().__init__(peer=peer, version_prefix=version_prefix, interner=interner)
+    def __init__(
+        self,
+        *,
+        peer: str,
+        version_prefix: str,
+        interner: Interner | None = None,
+        id_prefix: str = "conn-",
+    ) -> None:
+        super().__init__(
+            peer=peer, version_prefix=version_prefix, interner=interner, id_prefix=id_prefix
+        )
 
     # -- requests ----------------------------------------------------------------
     def on_raw(self, raw: bytes) -> tuple[Digest, discovery_pb2.DeltaDiscoveryRequest]:  # type: ignore[override]

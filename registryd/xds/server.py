@@ -117,6 +117,7 @@ class XdsServer:
         health: TaskHealth | None = None,
         max_unknown_names: int = MAX_UNKNOWN_NAMES,
         throttle: Throttle | None = None,
+        id_prefix: str = "conn-",
     ) -> None:
         # the empty state, with a response cache of this server's own (EMPTY's is global)
         self.snapshot: Snapshot = Snapshot(EMPTY.version, EMPTY.tables)
@@ -129,6 +130,7 @@ class XdsServer:
         self.throttle = throttle or Throttle()  # default: no limits
         self.refused = 0  # streams ended for breaking a limit
         self.interner = Interner()
+        self.id_prefix = id_prefix  # of connection ids: unique across worker processes
         self._wake: dict[str, asyncio.Event] = {}
         self._nack_log = LogThrottle(log, "NACK")
 
@@ -161,7 +163,10 @@ class XdsServer:
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> None:
         conn = DeltaConnection(
-            peer=context.peer(), version_prefix=self.version_prefix, interner=self.interner
+            peer=context.peer(),
+            version_prefix=self.version_prefix,
+            interner=self.interner,
+            id_prefix=self.id_prefix,
         )
         await self._serve(conn, requests, context)
 
@@ -170,9 +175,11 @@ class XdsServer:
         requests: AsyncIterator[bytes],
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> None:
-        await self.throttle.streams.admit()  # --maxRequestsPerSecond
         conn = Connection(
-            peer=context.peer(), version_prefix=self.version_prefix, interner=self.interner
+            peer=context.peer(),
+            version_prefix=self.version_prefix,
+            interner=self.interner,
+            id_prefix=self.id_prefix,
         )
         await self._serve(conn, requests, context)
 
@@ -184,6 +191,7 @@ class XdsServer:
     ) -> None:
         self.handlers += 1
         try:
+            await self.throttle.streams.admit()  # --maxRequestsPerSecond, either method
             await self._run_stream(conn, requests, context)
         finally:
             self.handlers -= 1

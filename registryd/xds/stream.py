@@ -294,8 +294,15 @@ class Connection:
 
     delta = False  # True for DeltaAggregatedResources (registryd.xds.delta)
 
-    def __init__(self, *, peer: str, version_prefix: str, interner: Interner | None = None) -> None:
-        self.id = f"conn-{next(_ids)}"
+    def __init__(
+        self,
+        *,
+        peer: str,
+        version_prefix: str,
+        interner: Interner | None = None,
+        id_prefix: str = "conn-",
+    ) -> None:
+        self.id = f"{id_prefix}{next(_ids)}"  # unique per process; id_prefix: per worker
         self.peer = peer
         self.connected_at = time.time()
         self.connected_mono = time.monotonic()

@@ -1,0 +1,134 @@
+"""The xDS streams as the HTTP side sees them, wherever they are served.
+
+The debug endpoints about connected clients (``/debug/connections``, ``adsz``,
+``syncz``, ``config_dump``), the push traces of ``/debug/pushz`` and the stream metrics
+read a :class:`Streams`.  With one process that is :class:`LocalStreams` over the
+daemon's own xDS server; with ``--xdsWorkers N`` it is the worker pool
+(:class:`registryd.xds.pool.WorkerPool`), which asks each worker's ``LocalStreams`` and
+merges the answers with the functions here, so the daemon reads as one.
+
+Every method is a coroutine and returns plain, picklable data (JSON-like values,
+:class:`PushTrace`, prometheus ``Metric`` families).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable
+from typing import Any, Protocol
+
+from prometheus_client.core import Metric
+
+from registryd.metrics import Metrics
+from registryd.web import views
+from registryd.xds.dump import config_dump
+from registryd.xds.server import XdsServer
+from registryd.xds.stream import Connection
+from registryd.xds.tracking import PushTrace, PushTracker
+
+__all__ = [
+    "LISTINGS",
+    "LocalStreams",
+    "Streams",
+    "merge_listings",
+    "merge_traces",
+]
+
+JSON = dict[str, Any]
+Listing = list[tuple[float, JSON]]  # (connected at, rendered connection)
+
+LISTINGS: dict[str, Callable[[list[Connection], str, bool], list[JSON]]] = {
+    "connections": lambda conns, proxy, _: views.connections(conns, proxy),
+    "adsz": views.adsz,
+    "syncz": lambda conns, proxy, _: views.syncz(conns, proxy),
+}
+"""Per-connection views, by the name of their endpoint under ``/debug/``."""
+
+
+class Streams(Protocol):
+    async def listing(self, view: str, proxy_id: str = "", verbose: bool = False) -> Listing:
+        """``LISTINGS[view]`` of the matching connections, oldest first, each with the
+        time it connected (for merging)."""
+        ...
+
+    async def config_dump(self, proxy_id: str) -> JSON | None:
+        """What the newest stream of ``proxy_id`` (or the connection of that id) is
+        served, as Envoy's config_dump; None if it is not connected."""
+        ...
+
+    async def traces(self) -> list[PushTrace]:
+        """The kept push traces, newest first."""
+        ...
+
+    async def metric_families(self) -> list[Metric]:
+        """Metrics of the streams not already in the daemon's own registry."""
+        ...
+
+
+class LocalStreams:
+    """The streams of one xDS server.  ``metrics``: the metrics to report through
+    :meth:`metric_families` (a worker's; the daemon's own process reports its own
+    registry directly and passes None).  ``worker``: the worker's number, shown on each
+    connection with the worker's process id (None: the daemon's own process)."""
+
+    def __init__(
+        self,
+        xds: XdsServer,
+        tracker: PushTracker,
+        metrics: Metrics | None = None,
+        worker: int | None = None,
+    ) -> None:
+        self._xds = xds
+        self._tracker = tracker
+        self._metrics = metrics
+        self._worker = worker
+
+    def _matching(self, proxy_id: str) -> list[Connection]:
+        conns = sorted(self._xds.connections.values(), key=lambda c: c.connected_at)
+        return [c for c in conns if not proxy_id or proxy_id in (c.proxy_id, c.id)]
+
+    async def listing(self, view: str, proxy_id: str = "", verbose: bool = False) -> Listing:
+        conns = self._matching(proxy_id)
+        rendered = LISTINGS[view](conns, proxy_id, verbose)
+        if self._worker is not None:
+            where = {"worker": self._worker, "workerPid": os.getpid()}
+            rendered = [{**item, **where} for item in rendered]
+        return [(c.connected_at, item) for c, item in zip(conns, rendered, strict=True)]
+
+    async def config_dump(self, proxy_id: str) -> JSON | None:
+        found = self._matching(proxy_id)
+        if not found:
+            return None
+        conn = found[-1]  # the newest stream of that proxy
+        xds = self._xds
+        return {
+            "connectedAt": conn.connected_at,
+            "dump": config_dump(conn, xds.snapshot, version_prefix=xds.version_prefix),
+        }
+
+    async def traces(self) -> list[PushTrace]:
+        return self._tracker.traces()
+
+    async def metric_families(self) -> list[Metric]:
+        return [] if self._metrics is None else list(self._metrics.registry.collect())
+
+
+def merge_listings(parts: Iterable[Listing]) -> Listing:
+    """The listings of several servers as one, oldest connection first."""
+    return sorted((item for part in parts for item in part), key=lambda pair: pair[0])
+
+
+def merge_traces(parts: Iterable[list[PushTrace]]) -> list[PushTrace]:
+    """Traces of the same push from several servers as one, newest first.  Connection
+    ids differ between servers, so deliveries never collide."""
+    merged: dict[int, PushTrace] = {}
+    for part in parts:
+        for trace in part:
+            into = merged.get(trace.version)
+            if into is None:
+                merged[trace.version] = PushTrace(
+                    trace.version, trace.started, trace.published, dict(trace.deliveries)
+                )
+            else:
+                into.deliveries.update(trace.deliveries)
+    return [merged[v] for v in sorted(merged, reverse=True)]

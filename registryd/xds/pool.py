@@ -1,0 +1,357 @@
+"""xDS worker processes (``--xdsWorkers N``): the main process builds, N processes serve.
+
+The main process keeps the registries, the merge, the push loop and the HTTP ports.
+Each worker (:mod:`registryd.xds.worker`) listens on the same xDS ports
+(``SO_REUSEPORT``: the kernel spreads new connections over them) and serves its share of
+the streams from snapshots this pool ships it (:mod:`registryd.xds.ship`): the whole
+snapshot when it starts, then what changed since the version it has.  A worker that
+falls behind is sent the newest snapshot straight away, never a queue of versions.  Each
+shipment is pickled once however many workers need the same one.
+
+Contract:
+
+* :meth:`WorkerPool.start` returns once every worker listens; the first worker binds
+  the ports as given (port 0: any), the others and every restarted worker bind the
+  ports it got.  A worker that cannot listen at start is a :class:`ConfigError`.
+* A worker that dies (killed, crashed, its channel broken) is logged and counted
+  (``registryd_task_failures_total{task="xds-worker"}``) and started again after a
+  backoff (the supervisor's, reset after a minute up); its clients reconnect, to any
+  worker, and are served the current state.  Nothing else is disturbed: the other
+  workers' streams stay open.
+* As a :class:`registryd.web.streams.Streams`, the pool asks every running worker and
+  merges their answers, so the debug endpoints and metrics show one daemon.  A worker
+  that does not answer within ``call_timeout`` is left out of that answer (logged).
+* ``--pushThrottle`` and ``--maxRequestsPerSecond`` are limits of the daemon: each
+  worker gets its share (rounded up).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import math
+import socket
+import sys
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from prometheus_client.core import GaugeMetricFamily, Metric
+
+from registryd.config import Address
+from registryd.errors import ConfigError
+from registryd.metrics import merge_families
+from registryd.supervisor import BACKOFF, STABLE_AFTER, TaskHealth
+from registryd.web.streams import Listing, merge_listings, merge_traces
+from registryd.xds.channel import ChannelClosed, WorkerConfig, frame, receive
+from registryd.xds.ship import ship
+from registryd.xds.snapshot import EMPTY, Snapshot
+from registryd.xds.tracking import PushTrace
+
+__all__ = ["WorkerPool", "share"]
+
+log = logging.getLogger("registryd.xds.pool")
+
+START_TIMEOUT = 60.0  # seconds for a worker to listen (imports grpc and the protos)
+STOP_TIMEOUT = 5.0  # seconds for a worker to exit once its channel is closed
+ANNOUNCED_KEPT = 100  # push announcements kept for workers that are behind
+
+
+def share(limit: float, workers: int) -> float:
+    """Each of ``workers``' share of a daemon-wide ``limit`` (0: no limit), rounded up."""
+    return math.ceil(limit / workers) if limit > 0 else 0
+
+
+class WorkerGone(Exception):
+    """A worker process ended or its channel broke."""
+
+
+@dataclass(eq=False)
+class _Handle:
+    index: int
+    process: asyncio.subprocess.Process | None = None
+    reader: asyncio.StreamReader | None = None
+    writer: asyncio.StreamWriter | None = None
+    have: int = 0  # snapshot version the worker holds
+    pending: dict[int, asyncio.Future[Any]] = field(default_factory=dict)
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    up: bool = False
+    task: asyncio.Task[None] | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return None if self.process is None else self.process.pid
+
+
+class WorkerPool:
+    """N xDS worker processes fed by this (the main) process.  ``template``: the
+    configuration every worker gets (its ``index`` and ports are set per worker)."""
+
+    def __init__(
+        self,
+        count: int,
+        template: WorkerConfig,
+        *,
+        health: TaskHealth | None = None,
+        backoff: Sequence[float] = BACKOFF,
+        sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+        clock: Callable[[], float] = time.monotonic,
+        call_timeout: float = 5.0,
+    ) -> None:
+        self.count = count
+        self.template = template
+        self.health = health or TaskHealth()
+        self.grpc_port = 0
+        self.secure_grpc_port = 0
+        self.restarts = 0
+        self._backoff = tuple(backoff)
+        self._sleep = sleep
+        self._clock = clock
+        self._call_timeout = call_timeout
+        self._handles = [_Handle(i + 1) for i in range(count)]
+        self._snapshot: Snapshot = EMPTY
+        self._announced: OrderedDict[int, tuple[float, float]] = OrderedDict()
+        self._packed: dict[int, bytes] = {}  # have -> the message shipping the newest
+        self._ids = itertools.count(1)
+        self._stopping = False
+
+    # -- feeding (called by the push controller) --------------------------------------
+    def announce(self, version: int, started: float, published: float) -> None:
+        """Snapshot ``version`` is a push (its responses are traced, see ``pushz``)."""
+        self._announced[version] = (started, published)
+        while len(self._announced) > ANNOUNCED_KEPT:
+            self._announced.popitem(last=False)
+
+    def publish(self, snapshot: Snapshot) -> None:
+        """Make ``snapshot`` current: every worker is sent it (or what changed)."""
+        self._snapshot = snapshot
+        self._packed.clear()
+        for handle in self._handles:
+            handle.wake.set()
+
+    def _message(self, have: int) -> bytes:
+        packed = self._packed.get(have)
+        if packed is None:
+            snapshot = self._snapshot
+            newest = snapshot.version
+            announced = [(v, *t) for v, t in self._announced.items() if have < v <= newest]
+            packed = self._packed[have] = frame(("snapshot", ship(snapshot, have), announced))
+        return packed
+
+    # -- life cycle --------------------------------------------------------------------
+    async def start(self) -> None:
+        """Start every worker; :class:`ConfigError` if one cannot listen."""
+        for handle in self._handles:
+            try:
+                await self._launch(handle)
+            except Exception as exc:
+                await self.stop()
+                if isinstance(exc, ConfigError):
+                    raise
+                raise ConfigError(f"xDS worker {handle.index} did not start: {exc}") from exc
+            handle.task = asyncio.create_task(
+                self._supervise(handle), name=f"xds-worker-{handle.index}"
+            )
+
+    def _config(self, handle: _Handle) -> WorkerConfig:
+        config = replace(self.template, index=handle.index)
+        if self.grpc_port and config.grpc_addr is not None:
+            config = replace(config, grpc_addr=Address(config.grpc_addr.host, self.grpc_port))
+        if self.secure_grpc_port and config.secure_grpc_addr is not None:
+            addr = Address(config.secure_grpc_addr.host, self.secure_grpc_port)
+            config = replace(config, secure_grpc_addr=addr)
+        levels = {
+            name: logger.level
+            for name, logger in logging.root.manager.loggerDict.items()
+            if name.startswith("registryd") and isinstance(logger, logging.Logger)
+        }
+        return replace(config, log_levels=levels)
+
+    async def _launch(self, handle: _Handle) -> None:
+        """Start ``handle``'s process and wait until it listens."""
+        parent, child = socket.socketpair()
+        try:
+            process = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "registryd.xds.worker",
+                str(child.fileno()),
+                pass_fds=(child.fileno(),),
+            )
+        finally:
+            child.close()
+        handle.process = process
+        reader, writer = await asyncio.open_unix_connection(sock=parent)
+        handle.reader, handle.writer = reader, writer
+        try:
+            writer.write(frame(self._config(handle)))
+            answer = await asyncio.wait_for(receive(reader), START_TIMEOUT)
+        except (ChannelClosed, TimeoutError, ConnectionError) as exc:
+            await self._reap(handle)
+            raise WorkerGone(f"xDS worker {handle.index} did not start: {exc}") from None
+        if answer[0] != "ready":
+            await self._reap(handle)
+            raise ConfigError(str(answer[1]))
+        _, plain, secure = answer
+        self.grpc_port = self.grpc_port or plain
+        self.secure_grpc_port = self.secure_grpc_port or secure
+        handle.have = 0
+        handle.up = True
+        handle.wake.set()  # ship the current snapshot
+        log.info("xDS worker %d started (pid %s)", handle.index, process.pid)
+
+    async def _supervise(self, handle: _Handle) -> None:
+        """Serve ``handle`` and start it again whenever it ends, until cancelled."""
+        failures = 0
+        while True:
+            since = self._clock()
+            error = await self._serve(handle)
+            if self._clock() - since >= STABLE_AFTER:
+                failures = 0
+            self.restarts += 1
+            self.health.failed("xds-worker", error)
+            while True:
+                await self._sleep(self._backoff[min(failures, len(self._backoff) - 1)])
+                failures += 1
+                try:
+                    await self._launch(handle)
+                    break
+                except Exception as exc:
+                    self.health.failed("xds-worker", exc)
+
+    async def _serve(self, handle: _Handle) -> WorkerGone:
+        """Ship snapshots to ``handle`` and read its answers until it is gone; why."""
+        assert handle.reader is not None
+        sender = asyncio.create_task(self._ship(handle))
+        receiver = asyncio.create_task(self._answers(handle, handle.reader))
+        try:
+            await asyncio.wait((sender, receiver), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (sender, receiver):
+                task.cancel()
+            await asyncio.gather(sender, receiver, return_exceptions=True)
+            await self._reap(handle)
+        process = handle.process
+        status = process.returncode if process is not None else None
+        return WorkerGone(
+            f"xDS worker {handle.index} (pid {handle.pid}) ended (exit status {status}); "
+            "its clients reconnect to the other workers"
+        )
+
+    async def _ship(self, handle: _Handle) -> None:
+        writer = handle.writer
+        assert writer is not None
+        while True:
+            await handle.wake.wait()
+            handle.wake.clear()
+            snapshot = self._snapshot
+            if snapshot.version == handle.have:
+                continue
+            writer.write(self._message(handle.have))
+            handle.have = snapshot.version
+            await writer.drain()
+
+    async def _answers(self, handle: _Handle, reader: asyncio.StreamReader) -> None:
+        while True:
+            try:
+                message = await receive(reader)
+            except ChannelClosed:
+                return
+            if message[0] == "reply":
+                _, call_id, ok, value = message
+                future = handle.pending.pop(call_id, None)
+                if future is not None and not future.done():
+                    if ok:
+                        future.set_result(value)
+                    else:
+                        future.set_exception(RuntimeError(value))
+
+    async def _reap(self, handle: _Handle) -> None:
+        """Close ``handle``'s channel and make sure its process has ended."""
+        handle.up = False
+        for future in handle.pending.values():
+            if not future.done():
+                future.set_exception(WorkerGone(f"xDS worker {handle.index} is gone"))
+        handle.pending.clear()
+        if handle.writer is not None:
+            handle.writer.close()
+            handle.reader = handle.writer = None
+        process = handle.process
+        if process is None or process.returncode is not None:
+            return
+        try:
+            await asyncio.wait_for(process.wait(), STOP_TIMEOUT)
+        except TimeoutError:
+            process.kill()
+            await process.wait()
+
+    async def stop(self) -> None:
+        """Stop every worker (their streams end; clients reconnect elsewhere)."""
+        self._stopping = True
+        tasks = [h.task for h in self._handles if h.task is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*(self._reap(h) for h in self._handles))
+
+    # -- questions (registryd.web.streams.Streams) -------------------------------------
+    async def _call(self, handle: _Handle, method: str, *args: Any) -> Any:
+        writer = handle.writer
+        if writer is None or not handle.up:
+            raise WorkerGone(f"xDS worker {handle.index} is not running")
+        call_id = next(self._ids)
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        handle.pending[call_id] = future
+        try:
+            writer.write(frame(("call", call_id, method, args)))
+            return await asyncio.wait_for(future, self._call_timeout)
+        finally:
+            handle.pending.pop(call_id, None)
+
+    async def _ask(self, method: str, *args: Any) -> list[Any]:
+        """Every running worker's answer to ``method(*args)``; those that fail are left
+        out (and logged)."""
+        handles = [h for h in self._handles if h.up]
+        answers = await asyncio.gather(
+            *(self._call(h, method, *args) for h in handles), return_exceptions=True
+        )
+        out = []
+        for handle, answer in zip(handles, answers, strict=True):
+            if isinstance(answer, BaseException):
+                log.warning(
+                    "xDS worker %d did not answer %s: %s", handle.index, method, answer or "timeout"
+                )
+            else:
+                out.append(answer)
+        return out
+
+    async def listing(self, view: str, proxy_id: str = "", verbose: bool = False) -> Listing:
+        return merge_listings(await self._ask("listing", view, proxy_id, verbose))
+
+    async def config_dump(self, proxy_id: str) -> dict[str, Any] | None:
+        found = [d for d in await self._ask("config_dump", proxy_id) if d is not None]
+        return max(found, key=lambda d: d["connectedAt"]) if found else None
+
+    async def traces(self) -> list[PushTrace]:
+        return merge_traces(await self._ask("traces"))
+
+    async def metric_families(self) -> list[Metric]:
+        merged = merge_families(await self._ask("metric_families"))
+        workers = GaugeMetricFamily(
+            "registryd_xds_workers",
+            "xDS worker processes serving the streams (--xdsWorkers), by state.",
+            labels=["state"],
+        )
+        up = sum(1 for h in self._handles if h.up)
+        workers.add_metric(["up"], up)
+        workers.add_metric(["down"], self.count - up)
+        return [*merged, workers]
+
+    def set_log_level(self, name: str, level: int) -> None:
+        """Set logger ``name``'s level in every running worker too."""
+        for handle in self._handles:
+            if handle.writer is not None and handle.up:
+                handle.writer.write(frame(("log_level", name, level)))
