@@ -34,6 +34,7 @@ __all__ = [
 ]
 
 METHOD = "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources"
+DELTA_METHOD = "/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources"
 CDS = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
 EDS = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
 LDS = "type.googleapis.com/envoy.config.listener.v3.Listener"
@@ -62,6 +63,30 @@ def wait_ready(port: int, timeout: float = 120) -> None:
             pass
         time.sleep(0.1)
     raise TimeoutError("registryd did not become ready")
+
+
+def tree_cpu(proc: psutil.Process) -> float:
+    """CPU seconds (user + system) of ``proc`` and its running child processes (the xDS
+    workers)."""
+    total = 0.0
+    for p in (proc, *proc.children(recursive=True)):
+        try:
+            times = p.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += times.user + times.system
+    return total
+
+
+def tree_rss(proc: psutil.Process) -> int:
+    """Resident bytes of ``proc`` and its child processes."""
+    total = 0
+    for p in (proc, *proc.children(recursive=True)):
+        try:
+            total += p.memory_info().rss
+        except psutil.NoSuchProcess:
+            continue
+    return total
 
 
 @dataclass(frozen=True)

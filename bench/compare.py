@@ -5,15 +5,21 @@ directory and measured with the same simulated clients (:func:`bench.push_latenc
 initial sync, an endpoint change, a full push), round after round so that a noisy
 machine disturbs every server alike.  Servers:
 
-* ``registryd``: the daemon, state-of-the-world ADS, default flags but
-  ``--enableEDSDebounce`` as given and new streams admitted at once;
-* ``raw``: :mod:`bench.raw_ads`, a minimal grpc.aio server writing the same bytes with
-  no per-stream logic — the limit registryd is compared to.
+* ``sotw-1w``: the daemon serving xDS in its own process (``--xdsWorkers=1``),
+  state-of-the-world clients; default flags but ``--enableEDSDebounce`` as given and
+  new streams admitted at once;
+* ``delta-1w``: the same with Delta ADS clients;
+* ``sotw-2w``, ``delta-2w``: the same with two xDS worker processes (``--xdsWorkers=2``);
+* ``raw``: :mod:`bench.raw_ads`, a minimal grpc.aio state-of-the-world server writing
+  the same bytes with no per-stream logic — the limit registryd is compared to.
 
-Prints, per server, medians over the rounds (p50/p99 change -> every client has it,
-server CPU per push and per client, initial sync, RSS) and the ratio registryd / raw of
-server CPU per client.  The simulated clients run in this process on the same machine;
-``--pin`` runs the servers on CPU 0 and this process on CPU 1 (``taskset``).
+Every simulated client has a TCP connection of its own, as every Envoy has (so the
+kernel can spread them over worker processes).  Prints, per server, medians over the
+rounds (p50/p99 change -> every client has it, server CPU per push and per client,
+initial sync, RSS; CPU and RSS include the worker processes) and the ratio server / raw
+of server CPU per client.  The simulated clients run in this process on the same
+machine; ``--pin`` runs the servers on CPU 0 and this process on CPU 1 (``taskset``):
+with two workers the servers then share one CPU, so do not pin the ``-2w`` rows.
 
     python -m bench.compare --clients 100 1000 --rounds 3
     python -m bench.compare --quick        # under a minute
@@ -33,10 +39,25 @@ from pathlib import Path
 from bench.common import Daemon, raw_ads, registryd
 from bench.push_latency import measure, service_yaml
 
+
+def _registryd(workers: int) -> Callable[[Path, str], AbstractContextManager[Daemon]]:
+    def start(config: Path, eds: str) -> AbstractContextManager[Daemon]:
+        return registryd(
+            config,
+            f"--enableEDSDebounce={eds}",
+            f"--xdsWorkers={workers}",
+            "--log_output_level=default:warn",
+            *ADMIT_ALL,
+        )
+
+    return start
+
+
 SERVERS: dict[str, Callable[[Path, str], AbstractContextManager[Daemon]]] = {
-    "registryd": lambda config, eds: registryd(
-        config, f"--enableEDSDebounce={eds}", "--log_output_level=default:warn", *ADMIT_ALL
-    ),
+    "sotw-1w": _registryd(1),
+    "delta-1w": _registryd(1),
+    "sotw-2w": _registryd(2),
+    "delta-2w": _registryd(2),
     "raw": lambda config, eds: raw_ads(config),
 }
 # every simulated client connects at once (the default admits 25 new streams a second on
@@ -59,12 +80,20 @@ def main() -> None:
     ap.add_argument("--clients", type=int, nargs="+", default=[100, 1000])
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--servers", nargs="+", default=list(SERVERS), choices=list(SERVERS))
+    ap.add_argument(
+        "--shared-connection",
+        action="store_true",
+        help="all simulated clients on one TCP connection (grpc's default channel sharing)",
+    )
     ap.add_argument("--eds-debounce", default="true", choices=("true", "false"))
-    ap.add_argument("--quick", action="store_true", help="200 services, 100 clients, 1 round")
+    ap.add_argument(
+        "--quick", action="store_true", help="200 services, 100 clients, 1 round, 3 servers"
+    )
     ap.add_argument("--pin", action="store_true", help="servers on CPU 0, clients on CPU 1")
     args = ap.parse_args()
     if args.quick:
         args.services, args.endpoints, args.clients, args.rounds = 200, 5, [100], 1
+        args.servers = [s for s in args.servers if s in ("sotw-1w", "delta-2w", "raw")]
     if args.pin:
         os.sched_setaffinity(0, {1})
     with tempfile.TemporaryDirectory() as tmp:
@@ -95,6 +124,8 @@ async def run(args: argparse.Namespace, config: Path) -> None:
                     args.services,
                     args.endpoints,
                     daemon.proc,
+                    delta=name.startswith("delta"),
+                    own_connections=not args.shared_connection,
                 )
             results[name].append(r)
         report(n, results)
@@ -127,6 +158,10 @@ def report(clients: int, results: dict[str, list[dict[str, float]]]) -> None:
                     f"  {name} / raw, server CPU per client per endpoint push: "
                     f"{value / per_client['raw']:.2f}"
                 )
+    for workers in ("1w", "2w"):
+        sotw, delta = per_client.get(f"sotw-{workers}"), per_client.get(f"delta-{workers}")
+        if sotw and delta:
+            print(f"  delta-{workers} / sotw-{workers}, server CPU per client: {delta / sotw:.2f}")
 
 
 if __name__ == "__main__":

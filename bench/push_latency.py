@@ -36,7 +36,19 @@ import psutil
 from envoy.config.core.v3 import base_pb2
 from envoy.service.discovery.v3 import discovery_pb2
 
-from bench.common import CDS, EDS, LDS, METHOD, RDS, gc_pauses, probe, registryd
+from bench.common import (
+    CDS,
+    DELTA_METHOD,
+    EDS,
+    LDS,
+    METHOD,
+    RDS,
+    gc_pauses,
+    probe,
+    registryd,
+    tree_cpu,
+    tree_rss,
+)
 
 BASE_PORT = 20000
 PORTS = 10  # services spread over this many distinct ports
@@ -69,11 +81,19 @@ def write(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-class Client:
-    """One simulated proxy; records when marker bytes first arrive per type."""
+OWN_CONNECTION = [("grpc.use_local_subchannel_pool", 1)]
+"""Channel options giving a client a TCP connection of its own, as each Envoy has (by
+default grpc shares one connection between channels to the same target)."""
 
-    def __init__(self, target: str, index: int) -> None:
-        self.channel = grpc.aio.insecure_channel(target)
+
+class Client:
+    """One simulated proxy; records when marker bytes first arrive per type.  With
+    ``own_connection`` it has a TCP connection of its own (needed to spread clients
+    over xDS worker processes); otherwise all clients share one."""
+
+    def __init__(self, target: str, index: int, own_connection: bool = False) -> None:
+        options = OWN_CONNECTION if own_connection else []
+        self.channel = grpc.aio.insecure_channel(target, options=options)
         self.node = base_pb2.Node(
             id=f"sidecar~10.9.0.{index}~p{index}.bench~bench.svc", cluster="b"
         )
@@ -158,6 +178,54 @@ class Client:
         return out
 
 
+class DeltaClient(Client):
+    """A simulated proxy on Delta ADS: wildcard CDS and LDS, EDS and RDS subscribed by
+    name as clusters and listeners arrive, every response ACKed by its nonce."""
+
+    sent_node = False
+
+    def request_delta(
+        self, type_url: str, subscribe: list[str] | None = None, nonce: str = ""
+    ) -> None:
+        req = discovery_pb2.DeltaDiscoveryRequest(
+            type_url=type_url, resource_names_subscribe=subscribe or [], response_nonce=nonce
+        )
+        if not self.sent_node:
+            req.node.CopyFrom(self.node)
+            self.sent_node = True
+        self.outbox.put_nowait(req.SerializeToString())
+
+    async def run(self) -> None:
+        call = self.channel.stream_stream(
+            DELTA_METHOD,
+            request_serializer=None,
+            response_deserializer=discovery_pb2.DeltaDiscoveryResponse.FromString,
+        )
+        stream = call(self._requests())
+        self.request_delta(CDS)
+        self.request_delta(LDS)
+        subscribed: dict[str, set[str]] = {EDS: set(), RDS: set()}
+        async for resp in stream:
+            t = resp.type_url
+            self.request_delta(t, nonce=resp.nonce)
+            if t in (CDS, LDS):
+                names = {r.name for r in resp.resources}
+                if t == LDS:
+                    names = {n.split("_")[-1] for n in names}
+                follow = EDS if t == CDS else RDS
+                new = sorted(names - subscribed[follow])
+                if new:
+                    subscribed[follow].update(new)
+                    self.request_delta(follow, new)
+            self.have.add(t)
+            if len(self.have) == 4:
+                self.synced.set()
+            if self.marker and not self.marker_seen.is_set() and t == self.marker[0]:
+                if any(self.marker[1] in r.resource.value for r in resp.resources):
+                    self.marker_at = time.monotonic()
+                    self.marker_seen.set()
+
+
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
@@ -185,20 +253,26 @@ async def measure(
     services: int,
     endpoints: int,
     proc: psutil.Process,
+    *,
+    delta: bool = False,
+    own_connections: bool = False,
 ) -> dict[str, float]:
-    clients = [Client(target, i) for i in range(clients_n)]
+    """One round against the server at ``target``: initial sync, an endpoint change, a
+    full push; CPU and RSS are those of ``proc`` and its child processes."""
+    kind = DeltaClient if delta else Client
+    clients = [kind(target, i, own_connections) for i in range(clients_n)]
     started = time.monotonic()
     for c in clients:
         c.task = asyncio.create_task(c.run())
     await asyncio.wait_for(asyncio.gather(*(c.synced.wait() for c in clients)), 600)
     initial = time.monotonic() - started
     await asyncio.sleep(1.0)
-    rss = proc.memory_info().rss
+    rss = tree_rss(proc)
     results: dict[str, float] = {"initial_sync_s": initial, "rss_mb": rss / 2**20}
 
     def cpu() -> tuple[float, float]:
-        server, me = proc.cpu_times(), psutil.Process().cpu_times()
-        return server.user + server.system, me.user + me.system
+        me = psutil.Process().cpu_times()
+        return tree_cpu(proc), me.user + me.system
 
     # endpoint change
     target_i = services // 2
