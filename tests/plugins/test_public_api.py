@@ -53,13 +53,13 @@ def test_built_in_adapters_import_only_the_public_api(path: Path) -> None:
 def test_the_check_catches_private_imports(tmp_path: Path) -> None:
     bad = tmp_path / "bad.py"
     bad.write_text(
-        "from registryd.xds.snapshot import SnapshotBuilder\n"
+        "from registryd.build import SnapshotBuilder\n"
         "import registryd.push\n"
         "from registryd.config import go_duration, load_registries\n"
         "from registryd.adapter import Replace\n"
     )
     assert violations(bad) == [
-        "registryd.xds.snapshot SnapshotBuilder",
+        "registryd.build SnapshotBuilder",
         "registryd.push",
         "registryd.config go_duration, load_registries",
     ]
