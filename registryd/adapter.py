@@ -62,7 +62,7 @@ __all__ = [
 T = TypeVar("T")
 
 
-API_VERSION = "1.0"
+API_VERSION = "2.0"
 """The version of the adapter API: :class:`Adapter`, :class:`AdapterContext`, the update
 types, :func:`increments`, :func:`follow`, :func:`off_loop`, and what :mod:`registryd`
 lists as public.  The minor number grows with additions, the major one with changes a
@@ -251,13 +251,11 @@ async def off_loop(function: Callable[..., T], *args: Any) -> T:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AdapterContext:
     """What the daemon tells every adapter about its environment: daemon-wide flags that
-    adapters use as defaults for their own settings."""
+    any adapter may use as defaults for its own settings.  Flags that concern one registry
+    type only (``--kubeconfig``, ``--kubernetesApiQPS``...) are not here: the daemon hands
+    them to the registries of that type as defaults of their settings."""
 
     domain: str = "cluster.local"  # --domain
-    kubeconfig: str | None = None  # --kubeconfig
-    cluster_id: str = "Kubernetes"  # --clusterID
-    kubernetes_api_qps: float = 80.0  # --kubernetesApiQPS
-    kubernetes_api_burst: int = 160  # --kubernetesApiBurst
 
 
 @runtime_checkable

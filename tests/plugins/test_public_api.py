@@ -4,12 +4,13 @@ must be (see :mod:`registryd`): a test fails when one imports anything else."""
 from __future__ import annotations
 
 import ast
+import dataclasses
 from pathlib import Path
 
 import pytest
 
 import registryd
-from registryd.adapter import API_VERSION
+from registryd.adapter import API_VERSION, AdapterContext
 
 ADAPTERS = Path(__file__).resolve().parents[2] / "adapters"
 
@@ -41,6 +42,15 @@ def violations(path: Path) -> list[str]:
 def test_the_api_has_a_version() -> None:
     major, minor = (int(part) for part in API_VERSION.split("."))
     assert major >= 1 and minor >= 0
+
+
+def test_the_adapter_context_holds_only_what_every_adapter_may_use() -> None:
+    # registry-specific flags (--kubeconfig, --kubernetesApiQPS...) reach their registries
+    # as settings; the context is what is common to all of them
+    assert [f.name for f in dataclasses.fields(AdapterContext)] == ["domain"]
+    assert AdapterContext(domain="corp.example").domain == "corp.example"
+    with pytest.raises(TypeError):
+        AdapterContext(kubeconfig="kc")  # type: ignore[call-arg]
 
 
 @pytest.mark.parametrize(
