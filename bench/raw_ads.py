@@ -28,6 +28,7 @@ from envoy.service.discovery.v3 import discovery_pb2
 from watchfiles import awatch
 
 from registryd.adapters.serviceentry.convert import FileTable, diff_models
+from registryd.build import SnapshotBuilder
 from registryd.model import ShardKey
 from registryd.registry.store import RegistryStore
 from registryd.xds.clusters import BuildOptions
@@ -38,7 +39,6 @@ from registryd.xds.snapshot import (
     RDS,
     TABLE_TYPES,
     Snapshot,
-    SnapshotBuilder,
     encode_field,
 )
 

@@ -251,13 +251,11 @@ async def off_loop(function: Callable[..., T], *args: Any) -> T:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AdapterContext:
     """What the daemon tells every adapter about its environment: daemon-wide flags that
-    adapters use as defaults for their own settings."""
+    any adapter may use as defaults for its own settings.  Flags that concern one registry
+    type only (``--kubeconfig``, ``--kubernetesApiQPS``...) are not here: the daemon hands
+    them to the registries of that type as defaults of their settings."""
 
     domain: str = "cluster.local"  # --domain
-    kubeconfig: str | None = None  # --kubeconfig
-    cluster_id: str = "Kubernetes"  # --clusterID
-    kubernetes_api_qps: float = 80.0  # --kubernetesApiQPS
-    kubernetes_api_burst: int = 160  # --kubernetesApiBurst
 
 
 @runtime_checkable

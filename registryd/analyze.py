@@ -30,9 +30,9 @@ from enum import StrEnum
 
 from registryd.adapters.serviceentry.convert import build_model, hosts_of, workload_spec
 from registryd.adapters.serviceentry.schema import ParsedFile, ServiceEntry, WorkloadEntry
+from registryd.build import port_views
 from registryd.model import Labels, Service
 from registryd.xds.listeners import Conflict, Mode, build_listeners
-from registryd.xds.snapshot import port_views
 
 __all__ = ["Finding", "Located", "Severity", "analyze", "describe"]
 

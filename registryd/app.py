@@ -121,13 +121,7 @@ class App:
     def __post_init__(self) -> None:
         self.xds.health = self.health
         self.xds.max_unknown_names = self.settings.max_unknown_names
-        context = AdapterContext(
-            domain=self.settings.domain,
-            kubeconfig=self.settings.kubeconfig,
-            cluster_id=self.settings.cluster_id,
-            kubernetes_api_qps=self.settings.kubernetes_api_qps,
-            kubernetes_api_burst=self.settings.kubernetes_api_burst,
-        )
+        context = AdapterContext(domain=self.settings.domain)
         for reg in self.settings.registries:
             key = ShardKey(reg.type, reg.name)
             require(reg.type, registry=reg.name)  # an unknown type is a config error: fatal

@@ -28,10 +28,12 @@ from registryd.config import (
     auto_limit,
     check_paths,
     cpu_count,
+    kubernetes_flag_defaults,
     load_registries,
     load_tls,
     parse_address,
     parse_duration,
+    with_defaults,
 )
 from registryd.logs import check_scopes, parse_levels
 from registryd.logs import setup as setup_logging
@@ -139,10 +141,16 @@ def _parser() -> argparse.ArgumentParser:
     )
     d.add_argument("--clusterID", default="Kubernetes", help="ID of the local cluster")
     d.add_argument(
-        "--kubernetesApiQPS", type=float, default=80.0, help="Kubernetes client requests/s"
+        "--kubernetesApiQPS",
+        type=float,
+        default=None,
+        help="Kubernetes client requests/s (default 80; a registry's qps: wins)",
     )
     d.add_argument(
-        "--kubernetesApiBurst", type=int, default=160, help="Kubernetes client request burst"
+        "--kubernetesApiBurst",
+        type=int,
+        default=None,
+        help="Kubernetes client request burst (default 160; a registry's burst: wins)",
     )
     for flag, text in (
         ("--log_as_json", "write each log line as one JSON object"),
@@ -310,8 +318,12 @@ def _settings(args: argparse.Namespace, environ: Mapping[str, str]) -> Settings:
         registries.append(RegistryConfig(name=args.clusterID, type="kubernetes", settings={}))
     if enabled:
         registries = [r for r in registries if r.type.lower() in enabled]
-    if args.kubernetesApiQPS <= 0 or args.kubernetesApiBurst <= 0:
+    if any(v is not None and v <= 0 for v in (args.kubernetesApiQPS, args.kubernetesApiBurst)):
         raise ConfigError("--kubernetesApiQPS and --kubernetesApiBurst must be > 0")
+    flags = kubernetes_flag_defaults(
+        kubeconfig=args.kubeconfig, qps=args.kubernetesApiQPS, burst=args.kubernetesApiBurst
+    )
+    registries = with_defaults(registries, flags)
     debounce_after, debounce_max, eds_debounce = _debounce(args, environ)
     push_throttle, max_requests = _throttle(args, environ)
     tls = load_tls(args.tlsCertFile, args.tlsKeyFile, args.caCertFile)
@@ -338,10 +350,6 @@ def _settings(args: argparse.Namespace, environ: Mapping[str, str]) -> Settings:
         eds_debounce=eds_debounce,
         log_output_level=args.log_output_level,
         log_as_json=args.log_as_json,
-        kubeconfig=str(Path(args.kubeconfig).resolve()) if args.kubeconfig else None,
-        cluster_id=args.clusterID,
-        kubernetes_api_qps=args.kubernetesApiQPS,
-        kubernetes_api_burst=args.kubernetesApiBurst,
         allow_remote_log_level=args.allowRemoteLogLevel,
         max_unknown_names=args.xdsMaxUnknownNames,
         xds_workers=args.xdsWorkers or cpu_count(),

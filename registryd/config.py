@@ -6,6 +6,7 @@ with a message that names the flag, file or registry at fault.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import re
@@ -31,10 +32,12 @@ __all__ = [
     "check_paths",
     "cpu_count",
     "go_duration",
+    "kubernetes_flag_defaults",
     "load_registries",
     "load_tls",
     "parse_address",
     "parse_duration",
+    "with_defaults",
 ]
 
 
@@ -216,6 +219,39 @@ def load_registries(path: Path) -> list[RegistryConfig]:
     return result
 
 
+def with_defaults(
+    registries: Iterable[RegistryConfig], defaults: Mapping[str, Mapping[str, Any]]
+) -> list[RegistryConfig]:
+    """``registries`` with ``defaults[type]`` under the settings of each registry of that
+    type: a setting the registry gives (not null) wins over the default."""
+    result = []
+    for reg in registries:
+        extra = defaults.get(reg.type)
+        if extra:
+            own = {k: v for k, v in reg.settings.items() if v is not None or k not in extra}
+            reg = dataclasses.replace(reg, settings={**extra, **own})
+        result.append(reg)
+    return result
+
+
+def kubernetes_flag_defaults(
+    *, kubeconfig: str | None = None, qps: float | None = None, burst: int | None = None
+) -> dict[str, dict[str, Any]]:
+    """The istiod-style flags ``--kubeconfig``, ``--kubernetesApiQPS`` and
+    ``--kubernetesApiBurst`` (those given) as defaults of every ``kubernetes`` registry's
+    ``kubeconfig``, ``qps`` and ``burst`` settings, for :func:`with_defaults`.  istiod
+    applies its rate flags to every cluster's client, the local one and the remote ones
+    (pilot/pkg/bootstrap/server.go, ``initKubeClient`` and ``initMulticluster``)."""
+    given: dict[str, Any] = {}
+    if kubeconfig:
+        given["kubeconfig"] = str(Path(kubeconfig).expanduser().resolve())
+    if qps is not None:
+        given["qps"] = qps
+    if burst is not None:
+        given["burst"] = burst
+    return {"kubernetes": given} if given else {}
+
+
 def check_paths(registries: Iterable[RegistryConfig]) -> None:
     """ConfigError for the first registry whose ``path`` setting (a string) names nothing
     on disk: the daemon checks this at start, where an adapter would only fail (and be
@@ -312,10 +348,6 @@ class Settings:
     log_output_level: str = "default:info"
     log_as_json: bool = False
     allow_remote_log_level: bool = False
-    kubeconfig: str | None = None
-    cluster_id: str = "Kubernetes"
-    kubernetes_api_qps: float = 80.0
-    kubernetes_api_burst: int = 160
     max_unknown_names: int = 10000  # per type per stream; 0: no limit
     xds_workers: int = 1  # processes serving xDS; 1: this process (the CLI: one per CPU)
     # concurrent pushes, and new xDS streams a second (burst 1); istiod's defaults

@@ -22,9 +22,10 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import yaml
@@ -40,7 +41,7 @@ from registryd.adapters.serviceentry.yamlsafe import (
     show,
 )
 from registryd.analyze import Finding, Located, Severity, analyze
-from registryd.config import load_registries
+from registryd.config import load_registries, with_defaults
 from registryd.plugins import create_adapter
 
 __all__ = ["Report", "check", "check_file", "document_lines"]
@@ -103,15 +104,20 @@ def _error(code: str, source: str, message: str, document: int | None = None) ->
 
 
 def _check_config(
-    config: str, config_dir: str | None, context: AdapterContext, files: _Files
+    config: str,
+    config_dir: str | None,
+    context: AdapterContext,
+    defaults: Mapping[str, Mapping[str, Any]],
+    files: _Files,
 ) -> tuple[list[Finding], int]:
-    """Findings of registryd.yaml and its number of registries; the ``path`` of every
-    valid serviceentry registry is added to ``files``."""
+    """Findings of registryd.yaml and its number of registries, each registry with the
+    ``defaults`` of its type (:func:`registryd.config.with_defaults`); the ``path`` of
+    every valid serviceentry registry is added to ``files``."""
     if not os.path.isfile(config):
         raise ConfigError(f"--config {config}: no such file")
     source = f"--config {os.path.normpath(config)}"
     try:
-        registries = load_registries(Path(config))
+        registries = with_defaults(load_registries(Path(config)), defaults)
     except ConfigError as exc:
         return [_error("invalid-config", source, str(exc))], 0
     findings = []
@@ -225,6 +231,7 @@ def check(
     config: str | None = None,
     config_dir: str | None = None,
     context: AdapterContext | None = None,
+    defaults: Mapping[str, Mapping[str, Any]] = MappingProxyType({}),
 ) -> Report:
     """Check ``config``, ``config_dir`` and ``paths`` (see the module docstring);
     :class:`ConfigError` for a usage error (nothing to check, a path that is missing)."""
@@ -235,7 +242,9 @@ def check(
     registries = 0
     config_source = f"--config {os.path.normpath(config)}" if config else None
     if config is not None:
-        found, registries = _check_config(config, config_dir, context or AdapterContext(), files)
+        found, registries = _check_config(
+            config, config_dir, context or AdapterContext(), defaults, files
+        )
         findings.extend(found)
     if config_dir is not None:
         if not os.path.isdir(config_dir):

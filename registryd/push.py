@@ -25,10 +25,11 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+from registryd.build import SnapshotBuilder
 from registryd.gcpolicy import FreezePolicy
 from registryd.registry.store import ChangeEvent, RegistryStore
 from registryd.supervisor import TaskHealth
-from registryd.xds.snapshot import Snapshot, SnapshotBuilder
+from registryd.xds.snapshot import Snapshot
 
 __all__ = ["PushController", "PushRecord"]
 

@@ -13,7 +13,6 @@ import argparse
 import json
 import sys
 from dataclasses import asdict
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 if TYPE_CHECKING:
@@ -90,15 +89,14 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
     """Run ``registryd validate`` with parsed ``args``; the exit status."""
-    from registryd.adapter import AdapterContext
+    from registryd.config import kubernetes_flag_defaults
     from registryd.configcheck import check
 
-    kubeconfig = str(Path(args.kubeconfig).resolve()) if args.kubeconfig else None
     report = check(
         paths=args.paths,
         config=args.config,
         config_dir=args.configDir,
-        context=AdapterContext(kubeconfig=kubeconfig),
+        defaults=kubernetes_flag_defaults(kubeconfig=args.kubeconfig),
     )
     (render_json if args.output == "json" else render_text)(report, out or sys.stdout)
     failing = report.errors + (report.warnings if args.failure_threshold == "warning" else 0)

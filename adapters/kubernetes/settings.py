@@ -2,7 +2,7 @@
 checking that the kubeconfig file exists (and, without one, that registryd runs in a pod).
 
 Contract: :func:`parse_settings` turns a registry's mapping from registryd.yaml (and the
-daemon-wide :class:`~registryd.adapter.AdapterContext`) into a frozen
+daemon-wide :class:`~registryd.adapter.AdapterContext`, for ``domain``) into a frozen
 :class:`KubernetesSettings`, or raises :class:`~registryd.adapter.ConfigError` naming the
 registry instance (``registry 'east' (kubernetes): ...``) and the setting at fault.  The
 kubeconfig is not read here: its credentials never reach a message or a ``repr``.
@@ -20,15 +20,21 @@ setting                 default                     meaning
                                                     (string, or ``matchLabels`` /
                                                     ``matchExpressions``): only services of
                                                     namespaces it matches
-``qps``                 ``--kubernetesApiQPS`` (80) requests a second (token bucket) ...
-``burst``               ``--kubernetesApiBurst``    ... and its burst
-                        (160)
+``qps``                 ``--kubernetesApiQPS``,     requests a second (token bucket) ...
+                        else 80
+``burst``               ``--kubernetesApiBurst``,   ... and its burst
+                        else 160
 ``domain``              ``--domain``                DNS suffix: ``<svc>.<ns>.svc.<domain>``
                         (``cluster.local``)
 ``eds_for_headless``    ``PILOT_ENABLE_EDS_FOR_``   true: headless Services are load-
                         ``HEADLESS_SERVICES``,      balanced over their pods (STATIC, EDS)
                         else false                  instead of passed through (NONE)
 ======================  ==========================  =====================================
+
+The istiod-style flags ``--kubeconfig``, ``--kubernetesApiQPS`` and
+``--kubernetesApiBurst`` reach this module as settings: the daemon puts the flags given
+under the settings of every ``kubernetes`` registry, and a registry's own setting wins
+(:func:`registryd.config.with_defaults`).
 
 With both ``namespaces`` and ``namespace_selector`` a namespace must be listed *and*
 match.  Without any kubeconfig the in-cluster configuration is used (the pod's service
@@ -120,7 +126,7 @@ def parse_settings(
     kubeconfig, the in-cluster configuration."""
     context = context or AdapterContext()
     reader = SettingsReader(name, "kubernetes", settings, SETTINGS)
-    kubeconfig = _kubeconfig(reader, context)
+    kubeconfig = reader.file("kubeconfig")
     kube_context = reader.text("context")
     if kubeconfig is None:
         _check_in_cluster(reader, kube_context, environ)
@@ -130,10 +136,8 @@ def parse_settings(
         cluster_id=_cluster_id(reader, name),
         namespaces=tuple(sorted(reader.names("namespaces", DNS_LABEL, "namespace name"))),
         namespace_selector=_selector(reader),
-        qps=reader.number(
-            "qps", context.kubernetes_api_qps, maximum=MAX_QPS, unit="requests a second"
-        ),
-        burst=reader.whole("burst", context.kubernetes_api_burst),
+        qps=reader.number("qps", DEFAULT_QPS, maximum=MAX_QPS, unit="requests a second"),
+        burst=reader.whole("burst", DEFAULT_BURST),
         domain=_domain(reader, context.domain),
         eds_for_headless=_eds_for_headless(reader, environ),
     )
@@ -152,17 +156,6 @@ def _eds_for_headless(reader: SettingsReader, environ: Mapping[str, str]) -> boo
         f"{EDS_FOR_HEADLESS_ENV} must be true or false (1, t, T, TRUE, true, True, 0, f, "
         f"F, FALSE, false, False), got {text!r}"
     )
-
-
-def _kubeconfig(reader: SettingsReader, context: AdapterContext) -> str | None:
-    if reader.get("kubeconfig") is not None:
-        return reader.file("kubeconfig")
-    if context.kubeconfig is None:
-        return None
-    path = os.path.expanduser(os.fspath(context.kubeconfig))
-    if not os.path.isfile(path):
-        raise reader.error(f"--kubeconfig: no such file: {path}")
-    return path
 
 
 def _check_in_cluster(

@@ -19,6 +19,10 @@ Contracts:
   registry type's log scope (``serviceentry``, ``consul``...).
 * Only hostnames whose merged result changed are reported; ``endpoints_only`` is true
   when no merged *service* changed, so the push side may skip clusters and listeners.
+* An update costs in proportion to the hostnames it touches, not to the registry's size:
+  the merged map is a persistent hash trie (``immutables.Map``), so each new ``View``
+  shares every unchanged entry with the one before, and a ``View`` once taken never
+  changes.
 """
 
 from __future__ import annotations
@@ -30,6 +34,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
+
+import immutables
 
 from registryd.adapter import Delete, Problems, Replace, Update, Upsert
 from registryd.model import Endpoint, Service, ShardKey
@@ -75,7 +81,8 @@ class ShardState:
 
 @dataclass(frozen=True, slots=True)
 class View:
-    """An immutable picture of the merged registry at one version."""
+    """An immutable picture of the merged registry at one version: later updates make
+    new views (sharing what did not change with this one) and leave this one as it is."""
 
     version: int
     services: Mapping[str, MergedService]
@@ -89,8 +96,8 @@ class RegistryStore:
     def __init__(self) -> None:
         self._shards: dict[ShardKey, ShardState] = {}
         self._expected: set[ShardKey] = set()
-        self._merged: dict[str, MergedService] = {}
-        self._view = View(0, MappingProxyType({}))
+        self._merged: immutables.Map[str, MergedService] = immutables.Map()
+        self._view = View(0, self._merged)
         self._listeners: list[Callable[[ChangeEvent], None]] = []
 
     # -- reading -------------------------------------------------------------------
@@ -171,9 +178,35 @@ class RegistryStore:
 
     # -- internals -----------------------------------------------------------------
     def _remerge(self, key: ShardKey, hostnames: set[str]) -> ChangeEvent | None:
-        changed: set[str] = set()
+        changes = self._merge(hostnames)
+        if not changes:
+            return None
+        mutation = self._merged.mutate()
         services_changed = False
-        merged = dict(self._merged)
+        for host, new in changes.items():
+            old = self._merged.get(host)
+            if old is None or new is None or old.service != new.service:
+                services_changed = True
+            if new is None:
+                del mutation[host]
+            else:
+                mutation[host] = new
+        self._merged = mutation.finish()
+        self._view = View(self._view.version + 1, self._merged)
+        event = ChangeEvent(
+            hostnames=frozenset(changes), endpoints_only=not services_changed, shard=key
+        )
+        for listener in self._listeners:
+            try:
+                listener(event)
+            except Exception:  # a listener bug must not break the registry
+                log.exception("change listener failed")
+        return event
+
+    def _merge(self, hostnames: set[str]) -> dict[str, MergedService | None]:
+        """The new merged result of each of ``hostnames`` whose result changed (``None``:
+        no shard defines it any more)."""
+        changes: dict[str, MergedService | None] = {}
         priorities = {k: s.effective_priority for k, s in self._shards.items()}
         for host in hostnames:
             contributions = {
@@ -182,29 +215,9 @@ class RegistryStore:
                 if host in s.services
             }
             new = merge_hostname(host, contributions, priorities)
-            old = merged.get(host)
-            if new == old:
-                continue
-            changed.add(host)
-            if old is None or new is None or old.service != new.service:
-                services_changed = True
-            if new is None:
-                del merged[host]
-            else:
-                merged[host] = new
-        if not changed:
-            return None
-        self._merged = merged
-        self._view = View(self._view.version + 1, MappingProxyType(merged))
-        event = ChangeEvent(
-            hostnames=frozenset(changed), endpoints_only=not services_changed, shard=key
-        )
-        for listener in self._listeners:
-            try:
-                listener(event)
-            except Exception:  # a listener bug must not break the registry
-                log.exception("change listener failed")
-        return event
+            if new != self._merged.get(host):
+                changes[host] = new
+        return changes
 
 
 def _log_problems(shard: ShardState, update: Problems) -> None:

@@ -804,22 +804,16 @@ def kubeconfig(tmp_path: Path) -> Path:
     return path
 
 
-def test_settings_defaults_come_from_the_context(kubeconfig: Path) -> None:
-    context = AdapterContext(
-        domain="corp.example",
-        kubeconfig=str(kubeconfig),
-        cluster_id="Kubernetes",
-        kubernetes_api_qps=5.0,
-        kubernetes_api_burst=7,
-    )
-    settings = parse_settings("east", {}, context)
+def test_settings_defaults(kubeconfig: Path) -> None:
+    context = AdapterContext(domain="corp.example")
+    settings = parse_settings("east", {"kubeconfig": str(kubeconfig)}, context)
     assert settings.kubeconfig == str(kubeconfig)
     assert settings.context is None
     assert settings.cluster_id == "east"  # the registry's name
     assert settings.namespaces == ()
     assert settings.namespace_selector is None
-    assert (settings.qps, settings.burst) == (5.0, 7)
-    assert settings.domain == "corp.example"
+    assert (settings.qps, settings.burst) == (80.0, 160)  # istiod's flag defaults
+    assert settings.domain == "corp.example"  # --domain, from the context
 
 
 def test_settings_given(kubeconfig: Path) -> None:

@@ -4,12 +4,13 @@ must be (see :mod:`registryd`): a test fails when one imports anything else."""
 from __future__ import annotations
 
 import ast
+import dataclasses
 from pathlib import Path
 
 import pytest
 
 import registryd
-from registryd.adapter import API_VERSION
+from registryd.adapter import API_VERSION, AdapterContext
 
 ADAPTERS = Path(__file__).resolve().parents[2] / "adapters"
 
@@ -43,6 +44,15 @@ def test_the_api_has_a_version() -> None:
     assert major >= 1 and minor >= 0
 
 
+def test_the_adapter_context_holds_only_what_every_adapter_may_use() -> None:
+    # registry-specific flags (--kubeconfig, --kubernetesApiQPS...) reach their registries
+    # as settings; the context is what is common to all of them
+    assert [f.name for f in dataclasses.fields(AdapterContext)] == ["domain"]
+    assert AdapterContext(domain="corp.example").domain == "corp.example"
+    with pytest.raises(TypeError):
+        AdapterContext(kubeconfig="kc")  # type: ignore[call-arg]
+
+
 @pytest.mark.parametrize(
     "path", sorted(ADAPTERS.rglob("*.py")), ids=lambda p: str(p.relative_to(ADAPTERS))
 )
@@ -53,13 +63,13 @@ def test_built_in_adapters_import_only_the_public_api(path: Path) -> None:
 def test_the_check_catches_private_imports(tmp_path: Path) -> None:
     bad = tmp_path / "bad.py"
     bad.write_text(
-        "from registryd.xds.snapshot import SnapshotBuilder\n"
+        "from registryd.build import SnapshotBuilder\n"
         "import registryd.push\n"
         "from registryd.config import go_duration, load_registries\n"
         "from registryd.adapter import Replace\n"
     )
     assert violations(bad) == [
-        "registryd.xds.snapshot SnapshotBuilder",
+        "registryd.build SnapshotBuilder",
         "registryd.push",
         "registryd.config go_duration, load_registries",
     ]

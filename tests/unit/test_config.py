@@ -8,10 +8,12 @@ from pathlib import Path
 import pytest
 
 from registryd import cli
-from registryd.adapter import ConfigError
-from registryd.config import Address, load_registries, parse_address, parse_duration
+from registryd.adapter import AdapterContext, ConfigError
+from registryd.adapters.kubernetes.adapter import KubernetesAdapter
+from registryd.adapters.kubernetes.settings import KubernetesSettings
+from registryd.config import Address, Settings, load_registries, parse_address, parse_duration
 from registryd.logs import parse_levels
-from registryd.plugins import available, load_factory
+from registryd.plugins import available, create_adapter, load_factory
 from registryd.testing import MemoryAdapter
 
 
@@ -352,17 +354,15 @@ def test_kubeconfig_adds_the_local_cluster_as_a_kubernetes_registry(tmp_path: Pa
         ["discovery", f"--kubeconfig={kubeconfig}", "--clusterID=east", "--kubernetesApiQPS=20"]
     )
     (registry,) = settings.registries
-    assert (registry.name, registry.type, dict(registry.settings)) == ("east", "kubernetes", {})
-    assert settings.kubeconfig == str(kubeconfig.resolve())
-    assert (settings.cluster_id, settings.kubernetes_api_qps) == ("east", 20.0)
-    assert settings.kubernetes_api_burst == 160
+    assert (registry.name, registry.type) == ("east", "kubernetes")
+    assert dict(registry.settings) == {"kubeconfig": str(kubeconfig.resolve()), "qps": 20.0}
 
 
 def test_registries_kubernetes_in_cluster_like_istiod() -> None:
     settings = cli.parse_args(["discovery", "--registries=Kubernetes"])
     (registry,) = settings.registries
     assert (registry.name, registry.type) == ("Kubernetes", "kubernetes")
-    assert settings.kubeconfig is None
+    assert dict(registry.settings) == {}  # in-cluster credentials, rates by default
 
 
 def test_kubeconfig_does_not_add_a_second_kubernetes_registry(tmp_path: Path) -> None:
@@ -374,6 +374,59 @@ def test_kubeconfig_does_not_add_a_second_kubernetes_registry(tmp_path: Path) ->
         cli.parse_args(["discovery", f"--config={clash}", "--kubeconfig=kc"])
     with pytest.raises(ConfigError, match="kubernetesApiQPS"):
         cli.parse_args(["discovery", "--kubernetesApiQPS=0"])
+
+
+def kubernetes_settings(settings: Settings, name: str) -> KubernetesSettings:
+    """The settings of the adapter the daemon creates for registry ``name`` (created as
+    the daemon creates it: registry config and the daemon-wide context)."""
+    registry = next(r for r in settings.registries if r.name == name)
+    adapter = create_adapter(registry, AdapterContext(domain=settings.domain))
+    assert isinstance(adapter, KubernetesAdapter)
+    return adapter.settings
+
+
+def kubeconfig_file(path: Path) -> Path:
+    path.write_text("apiVersion: v1\nkind: Config\n")
+    return path
+
+
+def test_kubernetes_flags_reach_the_kubernetes_adapter(tmp_path: Path) -> None:
+    kubeconfig = kubeconfig_file(tmp_path / "kubeconfig")
+    flags = [f"--kubeconfig={kubeconfig}", "--kubernetesApiQPS=20", "--kubernetesApiBurst=30"]
+    settings = cli.parse_args(["discovery", *flags, "--domain=corp.example"])
+    local = kubernetes_settings(settings, "Kubernetes")
+    assert (local.kubeconfig, local.qps, local.burst) == (str(kubeconfig.resolve()), 20.0, 30)
+    assert (local.cluster_id, local.domain) == ("Kubernetes", "corp.example")
+
+
+def test_registryd_yaml_kubernetes_settings_win_over_the_flags(tmp_path: Path) -> None:
+    flag = kubeconfig_file(tmp_path / "flag.kubeconfig")
+    own = kubeconfig_file(tmp_path / "own.kubeconfig")
+    config = write(
+        tmp_path,
+        "registries:\n"
+        "- {name: east, type: kubernetes, kubeconfig: own.kubeconfig, qps: 5}\n"
+        "- {name: west, type: kubernetes, burst: null}\n"
+        "- {name: files, type: serviceentry, path: .}\n",
+    )
+    flags = [f"--kubeconfig={flag}", "--kubernetesApiQPS=20", "--kubernetesApiBurst=30"]
+    settings = cli.parse_args(["discovery", f"--config={config}", *flags])
+    east = kubernetes_settings(settings, "east")
+    assert (east.kubeconfig, east.qps, east.burst) == (str(own), 5.0, 30)
+    west = kubernetes_settings(settings, "west")  # null: not set, so the flag
+    assert (west.kubeconfig, west.qps, west.burst) == (str(flag.resolve()), 20.0, 30)
+    files = next(r for r in settings.registries if r.name == "files")
+    assert dict(files.settings) == {"path": str(tmp_path.resolve())}
+
+
+def test_without_kubernetes_flags_the_settings_defaults_hold(tmp_path: Path) -> None:
+    kubeconfig = kubeconfig_file(tmp_path / "kc")
+    config = write(tmp_path, "registries:\n- {name: east, type: kubernetes, kubeconfig: kc}\n")
+    settings = cli.parse_args(["discovery", f"--config={config}"])
+    (registry,) = settings.registries
+    assert dict(registry.settings) == {"kubeconfig": str(kubeconfig)}
+    east = kubernetes_settings(settings, "east")
+    assert (east.qps, east.burst) == (80.0, 160)
 
 
 def test_exposure_warnings_for_non_loopback_plaintext_xds_and_debug() -> None:

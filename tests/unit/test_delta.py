@@ -11,11 +11,12 @@ from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf import struct_pb2
 
 from registryd.adapter import Delete, Upsert
+from registryd.build import SnapshotBuilder
 from registryd.model import Endpoint, Port, Service
 from registryd.registry.store import RegistryStore
 from registryd.xds import resources as res
 from registryd.xds.delta import DeltaConnection, DeltaPlanned, DeltaTypeState, resource_version
-from registryd.xds.snapshot import CDS, EDS, Snapshot, SnapshotBuilder, scoped
+from registryd.xds.snapshot import CDS, EDS, Snapshot, scoped
 from registryd.xds.stream import ACK, EXPIRED, NACK, REQUEST, Connection, Planned
 from tests.unit.factories import MEM, ep, svc
 

@@ -12,11 +12,12 @@ from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf import json_format, struct_pb2
 
 from registryd.adapter import Upsert
+from registryd.build import SnapshotBuilder
 from registryd.model import Endpoint, Port, Service
 from registryd.registry.store import RegistryStore
 from registryd.xds import resources as res
 from registryd.xds.dump import config_dump
-from registryd.xds.snapshot import STATIC_NAMES, Snapshot, SnapshotBuilder
+from registryd.xds.snapshot import STATIC_NAMES, Snapshot
 from registryd.xds.stream import Connection, Planned
 from tests.unit.factories import MEM, ep, svc
 

@@ -13,10 +13,11 @@ from typing import Any
 import pytest
 
 from registryd.adapter import Replace, Upsert
+from registryd.build import SnapshotBuilder
 from registryd.model import Port, ShardKey
 from registryd.push import PushController
 from registryd.registry.store import RegistryStore
-from registryd.xds.snapshot import CDS, EDS, STATIC_NAMES, Snapshot, SnapshotBuilder
+from registryd.xds.snapshot import CDS, EDS, STATIC_NAMES, Snapshot
 from tests.unit.clock import FakeClock
 from tests.unit.factories import ep, svc
 

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from registryd.adapter import Delete, Problems, Replace, Upsert
 from registryd.model import Port, ShardKey
@@ -264,3 +267,42 @@ def test_source_stamp_replaces_foreign_source(store: RegistryStore) -> None:
     foreign = dataclasses.replace(ep("x.example"), source=B)
     store.apply(A, Upsert(service=svc("x.example"), endpoints=(foreign,)))
     assert store.view.services["x.example"].endpoints[0].source == A
+
+
+def test_a_view_taken_before_updates_keeps_its_content(store: RegistryStore) -> None:
+    store.apply(A, Replace(services=(svc("x.example"), svc("y.example"))))
+    store.apply(B, Upsert(service=svc("x.example"), endpoints=(ep("x.example"),)))
+    before = store.view
+    frozen = dict(before.services)
+    store.apply(A, Upsert(service=svc("x.example"), endpoints=(ep("x.example", "10.0.0.9"),)))
+    store.apply(A, Delete(hostname="y.example"))
+    store.apply(A, Upsert(service=svc("z.example")))
+    store.remove_shard(B)
+    store.apply(A, Replace(services=(svc("w.example"),)))
+    assert set(store.view.hostnames) == {"w.example"}
+    assert dict(before.services) == frozen
+    assert [e.address for e in before.services["x.example"].endpoints] == ["10.0.0.1"]
+
+
+HOSTS = st.sampled_from(["a.example", "b.example", "c.example", "d.example"])
+UPDATES = st.one_of(
+    st.builds(
+        lambda h, n: Upsert(service=svc(h), endpoints=(ep(h, f"10.0.0.{n}"),)),
+        HOSTS,
+        st.integers(1, 3),
+    ),
+    st.builds(lambda h: Delete(hostname=h), HOSTS),
+    st.builds(lambda hs: Replace(services=tuple(svc(h) for h in hs)), st.frozensets(HOSTS)),
+)
+
+
+@given(st.lists(st.tuples(st.sampled_from([A, B]), UPDATES), max_size=12))
+def test_every_view_stays_what_it_was_when_taken(steps: list[tuple[ShardKey, Any]]) -> None:
+    store = RegistryStore()
+    taken = [(store.view, dict(store.view.services))]
+    for key, update in steps:
+        store.apply(key, update)
+        taken.append((store.view, dict(store.view.services)))
+    for view, content in taken:
+        assert dict(view.services) == content
+        assert len(view.services) == len(content) and set(view.hostnames) == set(content)

@@ -378,3 +378,17 @@ def test_usage_errors_exit_2_with_one_line(
     assert (status, out) == (2, "")
     assert err.startswith("registryd: error: ") and err.count("\n") == 1
     assert expected in err
+
+
+def test_kubeconfig_flag_is_the_default_of_kubernetes_registries(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("KUBERNETES_SERVICE_HOST", "KUBERNETES_SERVICE_PORT"):
+        monkeypatch.delenv(name, raising=False)  # not in a pod
+    config = tmp_path / "registryd.yaml"
+    config.write_text("registries:\n- {name: east, type: kubernetes}\n")
+    status, out, _ = run(capsys, "--config", str(config))
+    assert status == 1 and "not running in a pod" in out
+    kubeconfig = tmp_path / "kc"
+    kubeconfig.write_text("apiVersion: v1\nkind: Config\n")
+    assert run(capsys, "--config", str(config), "--kubeconfig", str(kubeconfig))[0] == 0

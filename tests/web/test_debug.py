@@ -11,13 +11,13 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from registryd.adapter import Problems, Upsert
+from registryd.build import SnapshotBuilder
 from registryd.model import Endpoint, Port, Service, ShardKey
 from registryd.registry.store import RegistryStore
 from registryd.settings import REDACTED, TOO_DEEP, redact
 from registryd.testing import AdsClient
 from registryd.testing.ads import TYPES
 from registryd.web import views
-from registryd.xds.snapshot import SnapshotBuilder
 from tests.conftest import Harness
 
 HOST = "a.example"
