@@ -9,7 +9,7 @@ Contract (see :mod:`registryd.adapter`):
   :class:`~registryd.adapter.Problems` (per-entry errors, the raw entries in use, notes
   as warnings); then one ``Upsert``/``Delete`` per changed hostname as replies change,
   and a new ``Problems`` whenever one of those changed.  Replies that arrive together
-  are applied together.  :mod:`.convert` holds the mapping rules.
+  are applied together.  :mod:`.parse` and :mod:`.mapping` hold the mapping rules.
 * Blocking queries as Consul documents them: the last ``X-Consul-Index`` goes back as
   ``index`` with ``wait`` (setting ``wait``); a query without index (the first, or after
   a reset) does not block.  An index that goes backwards resets the watch to 0; an index
@@ -63,9 +63,10 @@ from registryd.adapter import AdapterContext, Problems, Update, follow
 from registryd.ratelimit import TokenBucket
 
 from .client import ConsulClient, Reply, decode, ssl_context
-from .convert import ConsulState, Options, catalog_names, health_entries
 from .faults import ConsulError, ServiceQueryError, registry_wide, retry_delay
+from .parse import Options, catalog_names, health_entries
 from .settings import ConsulSettings, format_wait, parse_settings
+from .state import ConsulState
 
 __all__ = [
     "BACKOFF_MAX",

@@ -1,6 +1,6 @@
 """The etcd registry: service instances under a key prefix of an etcd v3 cluster, watched.
 
-Key layout and value formats: see :mod:`.convert`; settings: see :mod:`.settings`.
+Key layout and value formats: see :mod:`.parse`; settings: see :mod:`.settings`.
 
 Contract (see :mod:`registryd.adapter`):
 
@@ -47,8 +47,8 @@ from aetcd import rpc
 
 from registryd.adapter import AdapterContext, Update
 
-from .convert import KeyTable
 from .settings import Endpoint, EtcdSettings, format_endpoint, parse_settings
+from .state import KeyTable
 
 __all__ = ["PROBE_INTERVAL", "EtcdAdapter", "EtcdError"]
 

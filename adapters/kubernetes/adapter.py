@@ -1,6 +1,6 @@
 """The kubernetes registry: Services and EndpointSlices of one cluster, listed and watched.
 
-Mapping rules: :mod:`.convert`; settings: :mod:`.settings`; requests: :mod:`.client`.
+Mapping rules: :mod:`.mapping`; settings: :mod:`.settings`; requests: :mod:`.client`.
 
 Contract (see :mod:`registryd.adapter`):
 
@@ -57,9 +57,11 @@ from registryd.adapter import AdapterContext, Update, follow
 from registryd.ratelimit import TokenBucket
 
 from .client import Api, Forbidden, Gone, KubernetesError, Resource, connect
-from .convert import ENDPOINT_SLICE, NAMESPACE, NODE, POD, SERVICE, ClusterState, Options
+from .mapping import Options
+from .objects import ENDPOINT_SLICE, NAMESPACE, NODE, POD, SERVICE
 from .pods import shrink_pod
 from .settings import KubernetesSettings, parse_settings
+from .state import ClusterState
 
 __all__ = [
     "FORBIDDEN_RETRY",

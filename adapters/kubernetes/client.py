@@ -7,7 +7,7 @@ Contract:
   ``Configuration`` (never the process-wide default) and opens a
   ``client.ApiClient``; :class:`Api` makes every request through ``CoreV1Api`` /
   ``DiscoveryV1Api`` with ``_preload_content=False`` and reads the JSON itself: objects
-  stay plain dicts (what :mod:`.convert` maps), and the status and ``Retry-After`` of
+  stay plain dicts (what :mod:`.parse` reads), and the status and ``Retry-After`` of
   every response, watches included, are seen.  ``watch.Watch`` is not used: it hides
   both, turns a non-JSON error body into an event and opens a second connection pool.
 * Every request first takes a token from the adapter's
@@ -58,7 +58,7 @@ from kubernetes_asyncio import config as kube_config
 
 from registryd.ratelimit import TokenBucket
 
-from .convert import ENDPOINT_SLICE, NAMESPACE, NODE, POD, SERVICE
+from .objects import ENDPOINT_SLICE, NAMESPACE, NODE, POD, SERVICE
 from .settings import KubernetesSettings
 
 __all__ = [

@@ -9,22 +9,13 @@ from typing import Any
 import pytest
 
 from registryd.adapter import AdapterContext, ConfigError, Upsert
-from registryd.adapters.kubernetes import convert
-from registryd.adapters.kubernetes.convert import (
-    CLUSTER_LABEL,
-    ENDPOINT_SLICE,
-    NODE,
-    POD,
-    SERVICE,
-    ClusterState,
-    build_service,
-    parse_node,
-    parse_pod,
-    parse_service,
-    parse_slice,
-)
+from registryd.adapters.kubernetes import state
+from registryd.adapters.kubernetes.mapping import build_service
+from registryd.adapters.kubernetes.objects import CLUSTER_LABEL, ENDPOINT_SLICE, NODE, POD, SERVICE
+from registryd.adapters.kubernetes.parse import parse_node, parse_pod, parse_service, parse_slice
 from registryd.adapters.kubernetes.pods import PodLabels, shrink_pod
 from registryd.adapters.kubernetes.settings import EDS_FOR_HEADLESS_ENV, parse_settings
+from registryd.adapters.kubernetes.state import ClusterState
 from registryd.model import Labels
 from tests.adapters.test_kubernetes_convert import (
     OPTIONS,
@@ -276,7 +267,7 @@ def test_a_pod_change_converts_again_only_the_services_it_backs(
         converted.append(service.name)
         return build_service(service, *args)
 
-    monkeypatch.setattr(convert, "build_service", counting)
+    monkeypatch.setattr(state, "build_service", counting)
     cluster.apply(POD, "MODIFIED", pod("api-1", app="api", version="v2"))
     cluster.apply(POD, "ADDED", pod("lonely", app="x"))
     cluster.changes()
