@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from registryd.adapter import Delete, Problems, Published, Replace, Upsert
+from registryd.adapter import Delete, LastGood, Problems, Published, Replace, Upsert
 
 from .mapping import Built, build_service
 from .parse import Instance, InvalidEntry, Options, decode_key, parse_entry
@@ -42,8 +42,7 @@ class KeyTable:
 
     def __init__(self, options: Options) -> None:
         self.options = options
-        self._good: dict[str, Instance] = {}
-        self._errors: dict[str, str] = {}
+        self._keys: LastGood[str, Instance] = LastGood()
         self._last: dict[str, bytes] = {}  # the value last read per key
         self._hosts: dict[str, dict[str, Instance]] = {}  # hostname -> key -> instance
         self._built: dict[str, Built] = {}  # as converted now
@@ -55,28 +54,25 @@ class KeyTable:
     def put(self, key: bytes, value: bytes) -> None:
         """``key`` now holds ``value``."""
         text = decode_key(key)
-        if self._last.get(text) == value and (text in self._good or text in self._errors):
+        if self._last.get(text) == value and text in self._keys:
             return
         self._last[text] = value
         try:
             instance = parse_entry(key, value, self.options)
         except InvalidEntry as exc:
-            self._errors[text] = shorten(str(exc))
+            self._keys.fail(text, shorten(str(exc)))
             return
         except Exception as exc:  # a conversion bug must stay this key's problem
-            self._errors[text] = shorten(
-                f"{text}: cannot be converted ({type(exc).__name__}: {exc})"
+            self._keys.fail(
+                text, shorten(f"{text}: cannot be converted ({type(exc).__name__}: {exc})")
             )
             return
-        self._errors.pop(text, None)
-        previous = self._good.get(text)
+        previous = self._keys.good(text, instance)
         if previous is not None and previous == instance:
             if previous.raw != instance.raw:
-                self._good[text] = instance
                 self._sources = None
             return
-        self._drop(text)
-        self._good[text] = instance
+        self._drop(text, previous)
         self._hosts.setdefault(instance.hostname, {})[text] = instance
         self._dirty.add(instance.hostname)
         self._sources = None
@@ -88,19 +84,18 @@ class KeyTable:
     def reset(self, items: Iterable[tuple[bytes, bytes]]) -> None:
         """The prefix holds exactly ``items`` (a full listing): keys not in it are gone."""
         listed = dict(items)
-        names = {decode_key(k) for k in listed}
-        for text in (set(self._good) | set(self._errors)) - names:
-            self._forget(text)
+        for text, previous in self._keys.reset(decode_key(k) for k in listed).items():
+            self._last.pop(text, None)
+            self._drop(text, previous)
         for key, value in listed.items():
             self.put(key, value)
 
     def _forget(self, text: str) -> None:
         self._last.pop(text, None)
-        self._errors.pop(text, None)
-        self._drop(text)
+        self._drop(text, self._keys.forget(text))
 
-    def _drop(self, text: str) -> None:
-        instance = self._good.pop(text, None)
+    def _drop(self, text: str, instance: Instance | None) -> None:
+        """``instance``, the value ``text`` had (if any), no longer counts."""
         if instance is None:
             return
         keys = self._hosts[instance.hostname]
@@ -147,14 +142,15 @@ class KeyTable:
 
     @property
     def errors(self) -> dict[str, str]:
-        return dict(sorted(self._errors.items()))
+        return dict(sorted(self._keys.errors.items()))
 
     @property
     def sources(self) -> dict[str, Any]:
         """The decoded value in use per key (the last good one for a broken key).  A new
         mapping whenever it changed, the same one otherwise; never modified."""
         if self._sources is None:
-            self._sources = {k: self._good[k].raw for k in sorted(self._good)}
+            good = self._keys.values
+            self._sources = {k: good[k].raw for k in sorted(good)}
         return self._sources
 
     def problems(self) -> Problems:

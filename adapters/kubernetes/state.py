@@ -17,10 +17,10 @@ the summary of every served Service (``Service/<namespace>/<name>``, see
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable
 from typing import Any
 
-from registryd.adapter import Delete, Problems, Published, Replace, Upsert
+from registryd.adapter import Delete, LastGood, Problems, Published, Replace, Upsert
 
 from .mapping import Built, Options, build_service
 from .objects import ENDPOINT_SLICE, KINDS, NAMESPACE, NODE, POD, SERVICE, Key, NodeLocality
@@ -46,10 +46,10 @@ class ClusterState:
         self.options = options or Options()
         self.namespaces = frozenset(namespaces)
         self.selector = selector
-        self._objects: dict[str, dict[Key, Any]] = {kind: {} for kind in KINDS if kind != POD}
+        self._tables: dict[str, LastGood[Key, Any]] = {kind: LastGood() for kind in KINDS}
         self._pods = PodLabels()  # Pods: labels only, interned
         self._pods_changed: set[Key] = set()
-        self._errors: dict[str, tuple[str, str]] = {}  # source -> (namespace, message)
+        self._errors: dict[str, str] = {}  # source -> message: unreadable kinds, keyless objects
         self._slices_of: dict[Key, set[Key]] = {}  # service key -> its slices' keys
         self._dirty: set[Key] = set()
         self._nodes: dict[str, NodeLocality] = {}  # node name -> locality
@@ -67,24 +67,29 @@ class ClusterState:
             key = object_key(kind, obj)
         except ObjectError as exc:
             if event != "DELETED":
-                self._set_error(object_source(kind, obj), "", f"{exc}; skipped")
+                self._set_error(object_source(kind, obj), f"{exc}; skipped")
             return
         if event == "DELETED":
             self._forget(kind, key)
             return
+        table = self._tables[kind]
         try:
             parsed = PARSERS[kind](obj)
         except (ObjectError, ValueError) as exc:
-            kept = "; the last good version stays in use" if key in self._known(kind) else ""
-            self._set_error(source_of(kind, key), key[0], f"{exc}; skipped{kept}")
+            kept = "; the last good version stays in use" if key in table.values else ""
+            message = f"{source_of(kind, key)}: {exc}; skipped{kept}"
+            if table.errors.get(key) != message:
+                table.fail(key, message)
+                self._problems = None
             return
-        self._clear_error(source_of(kind, key))
+        if key in table.errors:
+            self._problems = None
         self._store(kind, key, parsed)
 
     def unavailable(self, kind: str, message: str) -> None:
         """``kind`` cannot be read (e.g. forbidden): what was read of it before stays in
         use; ``message`` is reported under ``<kind>`` until a listing of it succeeds."""
-        self._set_error(kind, "", message)
+        self._set_error(kind, message)
 
     def reset(self, kind: str, objects: Iterable[Any], namespace: str | None = None) -> None:
         """A full listing of ``kind`` (in ``namespace``; None: all namespaces): objects
@@ -97,39 +102,47 @@ class ClusterState:
                 keys.add(object_key(kind, obj))
             except ObjectError:
                 continue
-        in_scope = [k for k in self._known(kind) if namespace is None or k[0] == namespace]
-        for key in in_scope:
-            if key not in keys:
-                self._forget(kind, key)
-        prefix = f"{kind}/"
-        for source, (where, _) in list(self._errors.items()):
-            if source.startswith(prefix) and (namespace is None or where == namespace):
+        scope = None if namespace is None else (lambda key: key[0] == namespace)
+        gone = self._tables[kind].reset(keys, scope)
+        if gone:
+            self._problems = None
+        for key, before in gone.items():
+            self._gone(kind, key, before)
+        if namespace is None:  # objects without a key: only a listing of all can clear them
+            for source in [s for s in self._errors if s.startswith(f"{kind}/")]:
                 self._clear_error(source)
         for obj in listed:
             self.apply(kind, "ADDED", obj)
 
-    def _known(self, kind: str) -> Mapping[Key, Any]:
-        return self._pods.mapping() if kind == POD else self._objects[kind]
-
     def _store(self, kind: str, key: Key, parsed: Any) -> None:
-        if kind == POD:
-            if self._pods.set(key, parsed):
-                self._pods_changed.add(key)
-            return
-        before = self._objects[kind].get(key)
+        table = self._tables[kind]
+        before = table.get(key)
         if before == parsed:
+            table.good(key, before)  # clears an error; the stored value stays
             return
-        self._objects[kind][key] = parsed
+        if kind == POD:
+            table.good(key, self._pods.intern(parsed))
+            if before is not None:
+                self._pods.release(before)
+            self._pods_changed.add(key)
+            return
+        table.good(key, parsed)
         self._changed(kind, key, before, parsed)
 
     def _forget(self, kind: str, key: Key) -> None:
-        self._clear_error(source_of(kind, key))
-        if kind == POD:
-            if self._pods.forget(key):
-                self._pods_changed.add(key)
+        table = self._tables[kind]
+        if key in table.errors:
+            self._problems = None
+        self._gone(kind, key, table.forget(key))
+
+    def _gone(self, kind: str, key: Key, before: Any) -> None:
+        """The object ``key`` of ``kind``, parsed as ``before`` (None: never good), is gone."""
+        if before is None:
             return
-        before = self._objects[kind].pop(key, None)
-        if before is not None:
+        if kind == POD:
+            self._pods.release(before)
+            self._pods_changed.add(key)
+        else:
             self._changed(kind, key, before, None)
 
     def _changed(self, kind: str, key: Key, before: Any, after: Any) -> None:
@@ -157,9 +170,9 @@ class ClusterState:
             self._namespaces_changed.add(key[1])
             self._problems = None
 
-    def _set_error(self, source: str, namespace: str, message: str) -> None:
-        if self._errors.get(source) != (namespace, f"{source}: {message}"):
-            self._errors[source] = (namespace, f"{source}: {message}")
+    def _set_error(self, source: str, message: str) -> None:
+        if self._errors.get(source) != f"{source}: {message}":
+            self._errors[source] = f"{source}: {message}"
             self._problems = None
 
     def _clear_error(self, source: str) -> None:
@@ -174,19 +187,19 @@ class ClusterState:
             return False
         if self.selector is None:
             return True
-        labels = self._objects[NAMESPACE].get(("", namespace))
+        labels = self._tables[NAMESPACE].get(("", namespace))
         return labels is not None and self.selector.matches(labels)
 
     def _propagate(self) -> None:
         """Turn changed Nodes, Pods and Namespaces into dirty Services."""
         if self._nodes_changed:
             nodes, self._nodes_changed = self._nodes_changed, set()
-            for piece in self._objects[ENDPOINT_SLICE].values():
+            for piece in self._tables[ENDPOINT_SLICE].values.values():
                 if piece.service and any(e.node in nodes for e in piece.endpoints):
                     self._dirty.add((piece.namespace, piece.service))
         if self._pods_changed:
             pods, self._pods_changed = self._pods_changed, set()
-            slices = self._objects[ENDPOINT_SLICE]
+            slices = self._tables[ENDPOINT_SLICE].values
             for pod in pods:
                 for slice_key in self._pods.slices_of(pod):
                     piece = slices.get(slice_key)
@@ -194,20 +207,22 @@ class ClusterState:
                         self._dirty.add((piece.namespace, piece.service))
         if self._namespaces_changed:
             names, self._namespaces_changed = self._namespaces_changed, set()
-            self._dirty.update(k for k in self._objects[SERVICE] if k[0] in names)
+            self._dirty.update(k for k in self._tables[SERVICE].values if k[0] in names)
 
     def _flush(self) -> set[Key]:
         """Convert the dirty Services again; return their keys."""
         self._propagate()
         dirty, self._dirty = self._dirty, set()
         for key in dirty:
-            service = self._objects[SERVICE].get(key)
+            service = self._tables[SERVICE].get(key)
             if service is None or not self.selected(key[0]):
                 if self._built.pop(key, None) is not None:
                     self._problems = None
                 continue
-            slices = [self._objects[ENDPOINT_SLICE][k] for k in self._slices_of.get(key, ())]
-            built = build_service(service, slices, self._nodes, self.options, self._pods.mapping())
+            pieces = self._tables[ENDPOINT_SLICE].values
+            slices = [pieces[k] for k in self._slices_of.get(key, ())]
+            pods = self._tables[POD].values
+            built = build_service(service, slices, self._nodes, self.options, pods)
             before = self._built.get(key)
             if before is None or before.summary != built.summary:
                 self._problems = None
@@ -229,11 +244,11 @@ class ClusterState:
         """Errors of skipped objects (Services and slices of selected namespaces only) and
         a summary per served Service; the same object until either changes."""
         if self._problems is None:
-            errors = {
-                source: message
-                for source, (namespace, message) in self._errors.items()
-                if not namespace or self.selected(namespace)
-            }
+            errors = dict(self._errors)
+            for kind, table in self._tables.items():
+                for key, message in table.errors.items():
+                    if not key[0] or self.selected(key[0]):
+                        errors[source_of(kind, key)] = message
             sources = {source_of(SERVICE, key): built.summary for key, built in self._built.items()}
             self._problems = Problems(
                 errors=dict(sorted(errors.items())), sources=dict(sorted(sources.items()))

@@ -56,8 +56,9 @@ from watchfiles import Change, awatch
 from registryd.adapter import AdapterContext, Delete, Problems, Update, Upsert, off_loop
 from registryd.settings import SettingsReader
 
-from .convert import FileTable, Model, diff_models
+from .convert import Model, diff_models
 from .documents import Kept, read_documents
+from .state import FileTable
 from .yamlsafe import DEFAULT_LIMITS, FileProblem, Limits, bounded, shorten, show
 
 __all__ = ["ServiceEntryAdapter", "scan_tree"]

@@ -12,7 +12,7 @@ Contract of :func:`read_documents`:
   file are used as they are now.  A document that was never good contributes nothing.
 * The result lists the documents in use (:class:`Kept`, in file order), content that
   holds exactly those (the original text when every document is good, so the parser
-  of :mod:`.convert` reads it as before) and the per-document errors.
+  of :mod:`.state` reads it as before) and the per-document errors.
 """
 
 from __future__ import annotations

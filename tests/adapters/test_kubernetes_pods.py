@@ -180,18 +180,28 @@ def test_shrink_pod_keeps_name_namespace_labels_and_version_only() -> None:
 
 def test_equal_label_sets_are_stored_once() -> None:
     pods = PodLabels()
-    for index in range(100):
-        assert pods.set(("shop", f"web-{index}"), Labels({"app": "web", "hash": "abc"}))
-    assert not pods.set(("shop", "web-0"), Labels({"app": "web", "hash": "abc"}))
-    assert (len(pods), pods.distinct) == (100, 1)
-    first, second = pods.get(("shop", "web-0")), pods.get(("shop", "web-99"))
-    assert first is second
-    pods.set(("shop", "web-0"), Labels({"app": "web", "hash": "def"}))
-    assert pods.distinct == 2
-    for index in range(1, 100):
-        assert pods.forget(("shop", f"web-{index}"))
+    shared = [pods.intern(Labels({"app": "web", "hash": "abc"})) for _ in range(100)]
+    assert all(labels is shared[0] for labels in shared)
     assert pods.distinct == 1
-    assert not pods.forget(("shop", "web-1"))
+    other = pods.intern(Labels({"app": "web", "hash": "def"}))
+    assert pods.distinct == 2
+    for labels in shared[1:]:
+        pods.release(labels)
+    assert pods.distinct == 2  # one user of the first set is left
+    pods.release(shared[0])
+    pods.release(other)
+    assert pods.distinct == 0
+
+
+def test_replicas_of_a_workload_share_one_label_set() -> None:
+    state = ClusterState(OPTIONS)
+    for index in range(3):
+        state.apply(POD, "ADDED", pod(f"web-{index}", app="web"))
+    state.apply(POD, "MODIFIED", pod("web-2", app="web", canary="yes"))
+    state.apply(POD, "DELETED", pod("web-1", app="web"))
+    assert state._pods.distinct == 2
+    state.reset(POD, [], "shop")
+    assert state._pods.distinct == 0
 
 
 def test_slices_of_a_pod() -> None:
