@@ -55,6 +55,7 @@ __all__ = [
     "Replace",
     "Update",
     "Upsert",
+    "describe_error",
     "follow",
     "increments",
     "off_loop",
@@ -66,7 +67,7 @@ T = TypeVar("T")
 API_VERSION = "1.1"
 """The version of the adapter API: :class:`Adapter`, :class:`AdapterContext`, the update
 types, :func:`increments`, :class:`Published`, :class:`LastGood`, :func:`follow`,
-:func:`off_loop`, and what :mod:`registryd`
+:func:`off_loop`, :func:`describe_error`, and what :mod:`registryd`
 lists as public.  The minor number grows with additions, the major one with changes a
 plugin must follow."""
 
@@ -289,6 +290,17 @@ def increments(
         if before != service or old_eps != eps:
             upserts.append(Upsert(service=service, endpoints=eps))
     return upserts + deletes
+
+
+def describe_error(exc: BaseException, limit: int = 300, *, text: str | None = None) -> str:
+    """``exc`` in one line for an error message or a log: ``<type>: <text>`` with the
+    text's whitespace collapsed and cut to ``limit`` characters, the type alone when the
+    text is empty, and ``timed out`` for any :class:`TimeoutError` (asyncio's has no
+    text).  ``text`` replaces ``str(exc)``, e.g. with credentials redacted from it."""
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    line = " ".join((str(exc) if text is None else text).split())[:limit]
+    return f"{type(exc).__name__}: {line}" if line else type(exc).__name__
 
 
 async def off_loop(function: Callable[..., T], *args: Any) -> T:

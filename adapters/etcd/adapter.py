@@ -45,7 +45,7 @@ import aetcd  # type: ignore[import-untyped]
 import grpc
 from aetcd import rpc
 
-from registryd.adapter import AdapterContext, Update
+from registryd.adapter import AdapterContext, Update, describe_error
 
 from .settings import Endpoint, EtcdSettings, format_endpoint, parse_settings
 from .state import KeyTable
@@ -66,11 +66,6 @@ CHANNEL_OPTIONS: Mapping[str, Any] = {
 
 class EtcdError(RuntimeError):
     """etcd cannot be used right now (unreachable, not answering, watch lost)."""
-
-
-def _describe(exc: BaseException) -> str:
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 class _Client(aetcd.Client):
@@ -169,7 +164,7 @@ async def _close(client: _Client, timeout: float) -> None:
     try:
         await asyncio.wait_for(client.close(), timeout)
     except Exception as exc:  # the connection is being dropped either way
-        log.debug("closing the etcd client for %s: %s", client.target, _describe(exc))
+        log.debug("closing the etcd client for %s: %s", client.target, describe_error(exc))
 
 
 def _read(path: str) -> bytes:
@@ -237,7 +232,7 @@ class _Stream:
                 await asyncio.sleep(PROBE_INTERVAL)
                 await client.get(key)
         except Exception as exc:
-            error = EtcdError(f"etcd at {client.target} stopped answering: {_describe(exc)}")
+            error = EtcdError(f"etcd at {client.target} stopped answering: {describe_error(exc)}")
             error.__cause__ = exc
             self._queue.put_nowait(error)
 
@@ -254,7 +249,7 @@ class _Stream:
         try:  # aetcd already dropped a watch that failed; this ends one that did not
             await asyncio.wait_for(self._watch.cancel(), timeout)
         except Exception as exc:
-            log.debug("cancelling the etcd watch: %s", _describe(exc))
+            log.debug("cancelling the etcd watch: %s", describe_error(exc))
 
 
 def _items(listing: Any) -> Iterable[tuple[bytes, bytes]]:
@@ -280,7 +275,7 @@ class EtcdAdapter:
             try:
                 listing = await client.get_prefix(self._prefix)
             except (TimeoutError, aetcd.ClientError, grpc.aio.AioRpcError) as exc:
-                failures.append(f"{client.target}: {_describe(exc)}")
+                failures.append(f"{client.target}: {describe_error(exc)}")
                 await _close(client, self.settings.timeout)
                 continue
             except BaseException:
@@ -352,7 +347,7 @@ class EtcdAdapter:
                 listing = await self._list(client)
         except (TimeoutError, aetcd.ClientError, grpc.aio.AioRpcError) as exc:
             where = client.target if client is not None else "etcd"
-            raise EtcdError(f"etcd at {where}: {_describe(exc)}") from exc
+            raise EtcdError(f"etcd at {where}: {describe_error(exc)}") from exc
         finally:
             if client is not None:
                 await _close(client, self.settings.timeout)

@@ -13,7 +13,15 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from registryd.adapter import Delete, LastGood, Problems, Published, Replace, Upsert
+from registryd.adapter import (
+    Delete,
+    LastGood,
+    Problems,
+    Published,
+    Replace,
+    Upsert,
+    describe_error,
+)
 
 from .mapping import Built, build_service
 from .parse import Instance, InvalidEntry, Options, decode_key, parse_entry
@@ -63,9 +71,7 @@ class KeyTable:
             self._keys.fail(text, shorten(str(exc)))
             return
         except Exception as exc:  # a conversion bug must stay this key's problem
-            self._keys.fail(
-                text, shorten(f"{text}: cannot be converted ({type(exc).__name__}: {exc})")
-            )
+            self._keys.fail(text, shorten(f"{text}: cannot be converted ({describe_error(exc)})"))
             return
         previous = self._keys.good(text, instance)
         if previous is not None and previous == instance:

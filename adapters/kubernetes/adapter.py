@@ -53,7 +53,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from registryd.adapter import AdapterContext, Update, follow
+from registryd.adapter import AdapterContext, Update, describe_error, follow
 from registryd.ratelimit import TokenBucket
 
 from .client import Api, Forbidden, Gone, KubernetesError, Resource, connect
@@ -249,7 +249,7 @@ class _Run:
             error = item.error
             if isinstance(error, KubernetesError):
                 raise error
-            raise KubernetesError(f"{item.resource}: {type(error).__name__}: {error}") from error
+            raise KubernetesError(f"{item.resource}: {describe_error(error)}") from error
         if isinstance(item, _Listed):
             self.state.reset(item.resource.kind, item.items, item.resource.namespace)
             self.pending.discard(item.resource)

@@ -53,13 +53,21 @@ from typing import Any
 
 from watchfiles import Change, awatch
 
-from registryd.adapter import AdapterContext, Delete, Problems, Update, Upsert, off_loop
+from registryd.adapter import (
+    AdapterContext,
+    Delete,
+    Problems,
+    Update,
+    Upsert,
+    describe_error,
+    off_loop,
+)
 from registryd.settings import SettingsReader
 
 from .convert import Model, diff_models
 from .documents import Kept, read_documents
 from .state import FileTable
-from .yamlsafe import DEFAULT_LIMITS, FileProblem, Limits, bounded, shorten, show
+from .yamlsafe import DEFAULT_LIMITS, FileProblem, Limits, bounded, shorten
 
 __all__ = ["ServiceEntryAdapter", "scan_tree"]
 
@@ -271,7 +279,7 @@ class _Tree:
         try:
             return self._load(source)
         except Exception as exc:  # MemoryError, RecursionError, a bug: this file's error
-            self._fail(source, f"cannot be read ({type(exc).__name__}: {show(exc)})")
+            self._fail(source, f"cannot be read ({describe_error(exc)})")
             return False
 
     def _load(self, source: str) -> bool:

@@ -69,13 +69,13 @@ def _port(port: ServicePort) -> Port:
     return Port(number=port.number, name=port.name, protocol=protocol, target_port=port.target_port)
 
 
-def _describe(doc: Document) -> str:
+def _document_name(doc: Document) -> str:
     return f"{doc.kind} {doc.meta.namespace}/{doc.meta.name} ({doc.where})"
 
 
 def _duplicate_note(host: str, first: ServiceEntry, entry: ServiceEntry) -> str:
     return (
-        f"host {host} is defined by {_describe(first)} and {_describe(entry)}: ports and "
+        f"host {host} is defined by {_document_name(first)} and {_document_name(entry)}: ports and "
         f"attributes of the first are used, endpoints are combined"
     )
 
@@ -89,14 +89,14 @@ def hosts_of(entry: ServiceEntry) -> tuple[str, ...]:
 def _twice_note(host: str, entry: ServiceEntry) -> str:
     spellings = [h for h in entry.spec.hosts if h.lower() == host]
     return (
-        f"{_describe(entry)}: host {host} is listed {len(spellings)} times ({spellings}); "
+        f"{_document_name(entry)}: host {host} is listed {len(spellings)} times ({spellings}); "
         f"hostnames are case-insensitive, so it is served once"
     )
 
 
 def _ports_note(host: str, entry: ServiceEntry, extra: list[int]) -> str:
     return (
-        f"{_describe(entry)}: host {host} has no port {extra} in its first definition; "
+        f"{_document_name(entry)}: host {host} has no port {extra} in its first definition; "
         f"endpoints for those ports are left out"
     )
 

@@ -22,8 +22,10 @@ from typing import Any
 
 import yaml
 
+from registryd.adapter import describe_error
+
 from .schema import InvalidConfig, parse_document
-from .yamlsafe import DEFAULT_LIMITS, DocumentProblem, Limits, load_documents, show
+from .yamlsafe import DEFAULT_LIMITS, DocumentProblem, Limits, load_documents
 
 __all__ = ["Kept", "Reading", "document_key", "read_documents"]
 
@@ -70,7 +72,7 @@ def _problem(raw: Any, index: int, source: str) -> str | None:
     except InvalidConfig as exc:
         return str(exc)
     except Exception as exc:  # a validation bug must stay this document's problem
-        return f"document {index}: cannot be validated ({type(exc).__name__}: {show(exc)})"
+        return f"document {index}: cannot be validated ({describe_error(exc)})"
     return None
 
 

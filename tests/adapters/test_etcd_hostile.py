@@ -102,7 +102,7 @@ async def test_an_unexpected_exception_is_that_keys_error(
 
     monkeypatch.setattr(key_table, "parse_entry", failing)
     error = await poisoned(feed, kv, rich("10.0.0.9", 8080))
-    assert error == f"{KEY}: cannot be converted (MemoryError: )"
+    assert error == f"{KEY}: cannot be converted (MemoryError)"
     await recovers(feed, kv)
 
 
