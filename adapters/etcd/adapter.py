@@ -37,6 +37,8 @@ The password is sent only to etcd (Authenticate) and never logged or put in an e
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import logging
 from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import Any
@@ -45,7 +47,7 @@ import aetcd  # type: ignore[import-untyped]
 import grpc
 from aetcd import rpc
 
-from registryd.adapter import AdapterContext, Update, describe_error
+from registryd.adapter import AdapterContext, Update, describe_error, follow
 
 from .settings import Endpoint, EtcdSettings, format_endpoint, parse_settings
 from .state import KeyTable
@@ -256,6 +258,15 @@ def _items(listing: Any) -> Iterable[tuple[bytes, bytes]]:
     return ((kv.key, kv.value) for kv in listing.kvs)
 
 
+async def _apply_next(stream: _Stream, table: KeyTable) -> None:
+    """Wait for the next watch event and apply it to ``table``."""
+    event = await stream.next()
+    if event.kind == "DELETE":
+        table.delete(event.kv.key)
+    else:
+        table.put(event.kv.key, event.kv.value)
+
+
 class EtcdAdapter:
     """Service instances in etcd (see the module docstring)."""
 
@@ -319,21 +330,15 @@ class EtcdAdapter:
                     stream = await _Stream.open(
                         client, self._prefix, revision, self.settings.timeout
                     )
-                    while True:
-                        event = await stream.next()
-                        if event.kind == "DELETE":
-                            table.delete(event.kv.key)
-                        else:
-                            table.put(event.kv.key, event.kv.value)
-                        for update in table.changes():
+                    updates = follow(
+                        functools.partial(_apply_next, stream, table),
+                        table.changes,
+                        table.problems,
+                        problems,
+                    )
+                    async with contextlib.aclosing(updates):
+                        async for update in updates:
                             yield update
-                        new = table.problems()
-                        if (
-                            new.errors != problems.errors
-                            or new.sources is not problems.sources
-                            or new.warnings != problems.warnings
-                        ):
-                            yield (problems := new)
                 except aetcd.RevisionCompactedError as exc:
                     log.warning(
                         "etcd %s: the watch fell behind a compaction (%s); listing %s again",
