@@ -27,7 +27,8 @@ from aiohttp import web
 from envoy.service.discovery.v3 import discovery_pb2
 from watchfiles import awatch
 
-from registryd.adapters.serviceentry.convert import FileTable, diff_models
+from registryd.adapters.serviceentry.convert import diff_models
+from registryd.adapters.serviceentry.state import FileTable
 from registryd.build import SnapshotBuilder
 from registryd.model import ShardKey
 from registryd.registry.store import RegistryStore

@@ -5,7 +5,8 @@ exactly this; the built-in adapters use nothing else (a test checks it):
 
 * :mod:`registryd.adapter` — ``Adapter``, ``AdapterFactory``, ``AdapterContext``, the
   updates ``Replace``, ``Upsert``, ``Delete``, ``Problems``, and the helpers
-  ``increments``, ``Published``, ``follow``, ``off_loop``; ``API_VERSION``;
+  ``increments``, ``Published``, ``LastGood``, ``follow``, ``off_loop``,
+  ``describe_error``; ``API_VERSION``;
 * :mod:`registryd.errors` — ``ConfigError`` (also importable from ``registryd.adapter``);
 * :mod:`registryd.model` — the frozen value types (``Service``, ``Port``, ``Endpoint``,
   ``Labels``, ``Locality``…) and their constants;

@@ -49,11 +49,13 @@ __all__ = [
     "AdapterFactory",
     "ConfigError",
     "Delete",
+    "LastGood",
     "Problems",
     "Published",
     "Replace",
     "Update",
     "Upsert",
+    "describe_error",
     "follow",
     "increments",
     "off_loop",
@@ -64,7 +66,8 @@ T = TypeVar("T")
 
 API_VERSION = "1.0"
 """The version of the adapter API: :class:`Adapter`, :class:`AdapterContext`, the update
-types, :func:`increments`, :func:`follow`, :func:`off_loop`, and what :mod:`registryd`
+types, :func:`increments`, :class:`Published`, :class:`LastGood`, :func:`follow`,
+:func:`off_loop`, :func:`describe_error`, and what :mod:`registryd`
 lists as public.  The minor number grows with additions, the major one with changes a
 plugin must follow."""
 
@@ -166,6 +169,81 @@ class Published(Generic[K]):
         return [*upserts, *deletes]
 
 
+V = TypeVar("V")
+
+
+class LastGood(Generic[K, V]):
+    """Per key of an adapter's source (an etcd key, a file, an API object): the last good
+    parsed value and the current error, so that a broken new version never takes away
+    what the key gave before.
+
+    * :meth:`good`: the key's new version parsed; it replaces the value and clears the
+      error.
+    * :meth:`fail`: the key's new version is broken; the error is recorded and the last
+      good value (if any) stays in use.
+    * :meth:`forget`: the key is gone; value and error are both dropped.
+    * :meth:`reset`: a full listing names exactly ``listed`` (within ``scope``); every
+      other known key of that scope is forgotten.
+
+    The methods return what was dropped, so the caller can update what it derives from
+    the values.  Error texts are stored as given: bounding them is the caller's business.
+    """
+
+    def __init__(self) -> None:
+        self._values: dict[K, V] = {}
+        self._errors: dict[K, str] = {}
+
+    @property
+    def values(self) -> Mapping[K, V]:
+        """The value in use per key (the last good one of a broken key); do not modify."""
+        return self._values
+
+    @property
+    def errors(self) -> Mapping[K, str]:
+        """The current error per broken key; do not modify."""
+        return self._errors
+
+    def get(self, key: K) -> V | None:
+        return self._values.get(key)
+
+    def __contains__(self, key: object) -> bool:
+        """Whether ``key`` has a value or an error."""
+        return key in self._values or key in self._errors
+
+    def known(self) -> set[K]:
+        """Every key with a value or an error."""
+        return self._values.keys() | self._errors.keys()
+
+    def good(self, key: K, value: V) -> V | None:
+        """``key`` now parses to ``value``; the value it replaces, if any."""
+        self._errors.pop(key, None)
+        before = self._values.get(key)
+        self._values[key] = value
+        return before
+
+    def fail(self, key: K, error: str) -> bool:
+        """``key``'s current version is broken (``error``); whether a last good value
+        stays in use."""
+        self._errors[key] = error
+        return key in self._values
+
+    def forget(self, key: K) -> V | None:
+        """``key`` is gone; the value it had, if any."""
+        self._errors.pop(key, None)
+        return self._values.pop(key, None)
+
+    def reset(
+        self, listed: Iterable[K], scope: Callable[[K], bool] | None = None
+    ) -> dict[K, V | None]:
+        """A full listing holds exactly the keys ``listed`` of its ``scope`` (default:
+        every key): forget the other keys of that scope, and return them with the value
+        each had (None for a key that only had an error)."""
+        keep = set(listed)
+        known = [*self._values, *(k for k in self._errors if k not in self._values)]
+        gone = [k for k in known if k not in keep and (scope is None or scope(k))]
+        return {key: self.forget(key) for key in gone}
+
+
 async def follow(
     apply_queued: Callable[[], Awaitable[None]],
     changes: Callable[[], Iterable[Upsert | Delete]],
@@ -212,6 +290,17 @@ def increments(
         if before != service or old_eps != eps:
             upserts.append(Upsert(service=service, endpoints=eps))
     return upserts + deletes
+
+
+def describe_error(exc: BaseException, limit: int = 300, *, text: str | None = None) -> str:
+    """``exc`` in one line for an error message or a log: ``<type>: <text>`` with the
+    text's whitespace collapsed and cut to ``limit`` characters, the type alone when the
+    text is empty, and ``timed out`` for any :class:`TimeoutError` (asyncio's has no
+    text).  ``text`` replaces ``str(exc)``, e.g. with credentials redacted from it."""
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    line = " ".join((str(exc) if text is None else text).split())[:limit]
+    return f"{type(exc).__name__}: {line}" if line else type(exc).__name__
 
 
 async def off_loop(function: Callable[..., T], *args: Any) -> T:

@@ -124,7 +124,7 @@ def _duplicate_hosts(entries: Sequence[Located]) -> Iterable[Finding]:
 
 
 def _selection(documents: Sequence[Located]) -> Iterable[Finding]:
-    """Selectors against WorkloadEntries, per namespace (convert.py ``_Builder._selected``)."""
+    """Selectors against WorkloadEntries, per namespace (convert.py ``ModelBuilder._selected``)."""
     workloads: dict[str, list[tuple[Located, Labels]]] = {}
     for item in documents:
         if isinstance(item.doc, WorkloadEntry):

@@ -22,8 +22,10 @@ from typing import Any, NamedTuple
 
 __all__ = [
     "AUTO",
+    "EMPTY_LABELS",
     "HTTP2_PROTOCOLS",
     "HTTP_PROTOCOLS",
+    "NO_LOCALITY",
     "TLS_PROTOCOLS",
     "Endpoint",
     "Health",

@@ -9,7 +9,7 @@ Contract (see :mod:`registryd.adapter`):
   :class:`~registryd.adapter.Problems` (per-entry errors, the raw entries in use, notes
   as warnings); then one ``Upsert``/``Delete`` per changed hostname as replies change,
   and a new ``Problems`` whenever one of those changed.  Replies that arrive together
-  are applied together.  :mod:`.convert` holds the mapping rules.
+  are applied together.  :mod:`.parse` and :mod:`.mapping` hold the mapping rules.
 * Blocking queries as Consul documents them: the last ``X-Consul-Index`` goes back as
   ``index`` with ``wait`` (setting ``wait``); a query without index (the first, or after
   a reset) does not block.  An index that goes backwards resets the watch to 0; an index
@@ -59,13 +59,14 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from registryd.adapter import AdapterContext, Problems, Update, follow
+from registryd.adapter import AdapterContext, Problems, Update, describe_error, follow
 from registryd.ratelimit import TokenBucket
 
 from .client import ConsulClient, Reply, decode, ssl_context
-from .convert import ConsulState, Options, catalog_names, health_entries
 from .faults import ConsulError, ServiceQueryError, registry_wide, retry_delay
+from .parse import Options, catalog_names, health_entries
 from .settings import ConsulSettings, format_wait, parse_settings
+from .state import ConsulState
 
 __all__ = [
     "BACKOFF_MAX",
@@ -88,7 +89,6 @@ BACKOFF_MIN = 1.0  # seconds: a query that came back early with the same index..
 BACKOFF_MAX = 15.0  # ...delays the next, doubling up to this ("poll every 15 s")
 EARLY = 0.9  # a blocking query that returns before EARLY * wait did not wait it out
 POLL_CONCURRENCY = 4  # polled services' queries in flight at once
-MAX_MESSAGE = 300  # characters of an agent's error body kept in an error message
 
 Sleep = Callable[[float], Awaitable[object]]
 
@@ -286,7 +286,7 @@ class _Run:
             parse = catalog_names if target.service is None else health_entries
             return dataclasses.replace(reply, data=parse(reply.data))
         except Exception as exc:  # not CancelledError: that is a BaseException
-            message = f"{target}: {_describe(exc)}"
+            message = f"{target}: {describe_error(exc)}"
             if registry_wide(exc, catalog=target.service is None):
                 raise ConsulError(message) from exc
             raise ServiceQueryError(message) from exc
@@ -383,13 +383,6 @@ class _Run:
             await asyncio.shield(self.client.close())
 
 
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, TimeoutError):
-        return "timed out"
-    text = " ".join(str(exc).split())[:MAX_MESSAGE] or type(exc).__name__
-    return f"{type(exc).__name__}: {text}"
-
-
 class ConsulAdapter:
     """Services of a Consul agent (see the module docstring)."""
 
@@ -418,7 +411,7 @@ class ConsulAdapter:
         try:
             run = _Run(self.name, self.settings, sleep=self._sleep, jitter=self._jitter)
         except (OSError, ssl.SSLError) as exc:  # TLS files: missing, unreadable, wrong
-            raise ConsulError(f"consul {self.name}: TLS setup: {_describe(exc)}") from exc
+            raise ConsulError(f"consul {self.name}: TLS setup: {describe_error(exc)}") from exc
         try:
             for datacenter in self.settings.datacenters or ("",):
                 run.start(_Target(datacenter))

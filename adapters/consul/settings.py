@@ -55,7 +55,7 @@ from typing import Any
 from registryd.config import go_duration
 from registryd.settings import SettingsReader
 
-from .convert import DEFAULT_HOSTNAME, is_dns_name
+from .parse import DEFAULT_HOSTNAME, is_dns_name
 
 __all__ = [
     "DEFAULT_HOSTNAME",

@@ -1,6 +1,6 @@
 """The etcd registry: service instances under a key prefix of an etcd v3 cluster, watched.
 
-Key layout and value formats: see :mod:`.convert`; settings: see :mod:`.settings`.
+Key layout and value formats: see :mod:`.parse`; settings: see :mod:`.settings`.
 
 Contract (see :mod:`registryd.adapter`):
 
@@ -37,6 +37,8 @@ The password is sent only to etcd (Authenticate) and never logged or put in an e
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import logging
 from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import Any
@@ -45,10 +47,10 @@ import aetcd  # type: ignore[import-untyped]
 import grpc
 from aetcd import rpc
 
-from registryd.adapter import AdapterContext, Update
+from registryd.adapter import AdapterContext, Update, describe_error, follow
 
-from .convert import KeyTable
 from .settings import Endpoint, EtcdSettings, format_endpoint, parse_settings
+from .state import KeyTable
 
 __all__ = ["PROBE_INTERVAL", "EtcdAdapter", "EtcdError"]
 
@@ -66,11 +68,6 @@ CHANNEL_OPTIONS: Mapping[str, Any] = {
 
 class EtcdError(RuntimeError):
     """etcd cannot be used right now (unreachable, not answering, watch lost)."""
-
-
-def _describe(exc: BaseException) -> str:
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 class _Client(aetcd.Client):
@@ -169,7 +166,7 @@ async def _close(client: _Client, timeout: float) -> None:
     try:
         await asyncio.wait_for(client.close(), timeout)
     except Exception as exc:  # the connection is being dropped either way
-        log.debug("closing the etcd client for %s: %s", client.target, _describe(exc))
+        log.debug("closing the etcd client for %s: %s", client.target, describe_error(exc))
 
 
 def _read(path: str) -> bytes:
@@ -237,7 +234,7 @@ class _Stream:
                 await asyncio.sleep(PROBE_INTERVAL)
                 await client.get(key)
         except Exception as exc:
-            error = EtcdError(f"etcd at {client.target} stopped answering: {_describe(exc)}")
+            error = EtcdError(f"etcd at {client.target} stopped answering: {describe_error(exc)}")
             error.__cause__ = exc
             self._queue.put_nowait(error)
 
@@ -254,11 +251,20 @@ class _Stream:
         try:  # aetcd already dropped a watch that failed; this ends one that did not
             await asyncio.wait_for(self._watch.cancel(), timeout)
         except Exception as exc:
-            log.debug("cancelling the etcd watch: %s", _describe(exc))
+            log.debug("cancelling the etcd watch: %s", describe_error(exc))
 
 
 def _items(listing: Any) -> Iterable[tuple[bytes, bytes]]:
     return ((kv.key, kv.value) for kv in listing.kvs)
+
+
+async def _apply_next(stream: _Stream, table: KeyTable) -> None:
+    """Wait for the next watch event and apply it to ``table``."""
+    event = await stream.next()
+    if event.kind == "DELETE":
+        table.delete(event.kv.key)
+    else:
+        table.put(event.kv.key, event.kv.value)
 
 
 class EtcdAdapter:
@@ -280,7 +286,7 @@ class EtcdAdapter:
             try:
                 listing = await client.get_prefix(self._prefix)
             except (TimeoutError, aetcd.ClientError, grpc.aio.AioRpcError) as exc:
-                failures.append(f"{client.target}: {_describe(exc)}")
+                failures.append(f"{client.target}: {describe_error(exc)}")
                 await _close(client, self.settings.timeout)
                 continue
             except BaseException:
@@ -324,21 +330,15 @@ class EtcdAdapter:
                     stream = await _Stream.open(
                         client, self._prefix, revision, self.settings.timeout
                     )
-                    while True:
-                        event = await stream.next()
-                        if event.kind == "DELETE":
-                            table.delete(event.kv.key)
-                        else:
-                            table.put(event.kv.key, event.kv.value)
-                        for update in table.changes():
+                    updates = follow(
+                        functools.partial(_apply_next, stream, table),
+                        table.changes,
+                        table.problems,
+                        problems,
+                    )
+                    async with contextlib.aclosing(updates):
+                        async for update in updates:
                             yield update
-                        new = table.problems()
-                        if (
-                            new.errors != problems.errors
-                            or new.sources is not problems.sources
-                            or new.warnings != problems.warnings
-                        ):
-                            yield (problems := new)
                 except aetcd.RevisionCompactedError as exc:
                     log.warning(
                         "etcd %s: the watch fell behind a compaction (%s); listing %s again",
@@ -352,7 +352,7 @@ class EtcdAdapter:
                 listing = await self._list(client)
         except (TimeoutError, aetcd.ClientError, grpc.aio.AioRpcError) as exc:
             where = client.target if client is not None else "etcd"
-            raise EtcdError(f"etcd at {where}: {_describe(exc)}") from exc
+            raise EtcdError(f"etcd at {where}: {describe_error(exc)}") from exc
         finally:
             if client is not None:
                 await _close(client, self.settings.timeout)

@@ -35,7 +35,7 @@ from typing import Any
 
 from registryd.settings import SettingsReader
 
-from .convert import DEFAULT_PREFIX, Options, valid_hostname
+from .parse import DEFAULT_PREFIX, Options, valid_hostname
 
 __all__ = [
     "DEFAULT_ENDPOINTS",

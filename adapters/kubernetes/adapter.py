@@ -1,6 +1,6 @@
 """The kubernetes registry: Services and EndpointSlices of one cluster, listed and watched.
 
-Mapping rules: :mod:`.convert`; settings: :mod:`.settings`; requests: :mod:`.client`.
+Mapping rules: :mod:`.mapping`; settings: :mod:`.settings`; requests: :mod:`.client`.
 
 Contract (see :mod:`registryd.adapter`):
 
@@ -53,13 +53,15 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from registryd.adapter import AdapterContext, Update, follow
+from registryd.adapter import AdapterContext, Update, describe_error, follow
 from registryd.ratelimit import TokenBucket
 
 from .client import Api, Forbidden, Gone, KubernetesError, Resource, connect
-from .convert import ENDPOINT_SLICE, NAMESPACE, NODE, POD, SERVICE, ClusterState, Options
+from .mapping import Options
+from .objects import ENDPOINT_SLICE, NAMESPACE, NODE, POD, SERVICE
 from .pods import shrink_pod
 from .settings import KubernetesSettings, parse_settings
+from .state import ClusterState
 
 __all__ = [
     "FORBIDDEN_RETRY",
@@ -247,7 +249,7 @@ class _Run:
             error = item.error
             if isinstance(error, KubernetesError):
                 raise error
-            raise KubernetesError(f"{item.resource}: {type(error).__name__}: {error}") from error
+            raise KubernetesError(f"{item.resource}: {describe_error(error)}") from error
         if isinstance(item, _Listed):
             self.state.reset(item.resource.kind, item.items, item.resource.namespace)
             self.pending.discard(item.resource)

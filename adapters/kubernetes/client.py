@@ -7,7 +7,7 @@ Contract:
   ``Configuration`` (never the process-wide default) and opens a
   ``client.ApiClient``; :class:`Api` makes every request through ``CoreV1Api`` /
   ``DiscoveryV1Api`` with ``_preload_content=False`` and reads the JSON itself: objects
-  stay plain dicts (what :mod:`.convert` maps), and the status and ``Retry-After`` of
+  stay plain dicts (what :mod:`.parse` reads), and the status and ``Retry-After`` of
   every response, watches included, are seen.  ``watch.Watch`` is not used: it hides
   both, turns a non-JSON error body into an event and opens a second connection pool.
 * Every request first takes a token from the adapter's
@@ -56,9 +56,10 @@ import yaml
 from kubernetes_asyncio import client as kube_client
 from kubernetes_asyncio import config as kube_config
 
+from registryd.adapter import describe_error
 from registryd.ratelimit import TokenBucket
 
-from .convert import ENDPOINT_SLICE, NAMESPACE, NODE, POD, SERVICE
+from .objects import ENDPOINT_SLICE, NAMESPACE, NODE, POD, SERVICE
 from .settings import KubernetesSettings
 
 __all__ = [
@@ -193,13 +194,6 @@ def public_host(host: str) -> str:
     return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, TimeoutError):
-        return "timed out"
-    text = " ".join(str(exc).split())[:MAX_MESSAGE]
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
 # -- connecting -------------------------------------------------------------------------------
 
 
@@ -232,9 +226,9 @@ async def _configuration(settings: KubernetesSettings) -> Any:
 
 
 def _redacted(exc: BaseException, secrets: Iterable[str] = ()) -> str:
-    """:func:`_describe` of ``exc`` with every credential redacted (before shortening)."""
-    text = " ".join(redact(str(exc), secrets).split())[:MAX_MESSAGE]
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    """:func:`~registryd.adapter.describe_error` of ``exc`` with every credential
+    redacted (before shortening)."""
+    return describe_error(exc, text=redact(str(exc), secrets))
 
 
 async def connect(settings: KubernetesSettings, limiter: TokenBucket, connections: int) -> Api:
@@ -334,7 +328,7 @@ class Api:
                 failures["connect"] += 1
                 if failures["connect"] > CONNECT_RETRIES:
                     raise KubernetesError(
-                        f"{what} {resource} on {self.host}: {_describe(exc)}"
+                        f"{what} {resource} on {self.host}: {describe_error(exc)}"
                     ) from exc
                 await asyncio.sleep(0.2)
                 continue
@@ -376,7 +370,7 @@ class Api:
         try:
             body = await response.read()
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-            raise KubernetesError(f"list {resource} on {self.host}: {_describe(exc)}") from exc
+            raise KubernetesError(f"list {resource} on {self.host}: {describe_error(exc)}") from exc
         finally:
             response.release()
         try:
@@ -437,7 +431,9 @@ class Api:
                 try:
                     line = await response.content.readline()
                 except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-                    log.debug("watch %s on %s dropped: %s", resource, self.host, _describe(exc))
+                    log.debug(
+                        "watch %s on %s dropped: %s", resource, self.host, describe_error(exc)
+                    )
                     return
                 except ValueError as exc:  # a line over aiohttp's limit: it would come again
                     raise KubernetesError(

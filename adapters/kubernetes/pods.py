@@ -39,44 +39,23 @@ def shrink_pod(obj: Any) -> Any:
 
 
 class PodLabels:
-    """Labels per pod (interned) and the slices that reference each pod."""
+    """Pod labels interned (one shared copy per distinct label set, counted by its
+    users), and the slices that reference each pod.  The labels per pod are kept by the
+    caller."""
 
     def __init__(self) -> None:
-        self._labels: dict[Key, Labels] = {}
         self._pool: dict[Labels, list[Any]] = {}  # labels -> [the shared copy, users]
         self._slices: dict[Key, tuple[Key, ...]] = {}  # pod -> slices naming it
 
-    def __len__(self) -> int:
-        return len(self._labels)
-
-    def get(self, pod: Key) -> Labels | None:
-        return self._labels.get(pod)
-
-    def mapping(self) -> Mapping[Key, Labels]:
-        """The labels of every known pod (read-only use)."""
-        return self._labels
-
-    def set(self, pod: Key, labels: Labels) -> bool:
-        """Store ``pod``'s labels; whether they changed."""
-        before = self._labels.get(pod)
-        if before == labels:
-            return False
-        if before is not None:
-            self._release(before)
+    def intern(self, labels: Labels) -> Labels:
+        """The shared copy of ``labels``, with one more user (see :meth:`release`)."""
         entry = self._pool.setdefault(labels, [labels, 0])
         entry[1] += 1
-        self._labels[pod] = entry[0]
-        return True
+        shared: Labels = entry[0]
+        return shared
 
-    def forget(self, pod: Key) -> bool:
-        """Drop ``pod``; whether it was known."""
-        before = self._labels.pop(pod, None)
-        if before is None:
-            return False
-        self._release(before)
-        return True
-
-    def _release(self, labels: Labels) -> None:
+    def release(self, labels: Labels) -> None:
+        """One user of ``labels`` (as :meth:`intern` gave them) is gone."""
         entry = self._pool[labels]
         entry[1] -= 1
         if not entry[1]:

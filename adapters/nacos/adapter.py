@@ -25,6 +25,7 @@ Hostnames and the mapping: :mod:`.convert`.  Settings: :mod:`.settings`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -33,7 +34,16 @@ from typing import Any
 
 import aiohttp
 
-from registryd.adapter import AdapterContext, Problems, Replace, Update, increments
+from registryd.adapter import (
+    AdapterContext,
+    Delete,
+    Problems,
+    Replace,
+    Update,
+    Upsert,
+    follow,
+    increments,
+)
 from registryd.model import Endpoint, Service
 from registryd.ratelimit import TokenBucket
 
@@ -144,6 +154,28 @@ class _Poller:
         return Record(converted, sign)
 
 
+class _Polls:
+    """The latest poll's snapshot and the one last handed out."""
+
+    def __init__(self, first: Snapshot) -> None:
+        self.latest = self.shown = first
+
+    def replace(self) -> Replace:
+        self.shown = self.latest
+        return Replace(
+            services=tuple(self.latest.services.values()),
+            endpoints=tuple(e for eps in self.latest.endpoints.values() for e in eps),
+        )
+
+    def changes(self) -> list[Upsert | Delete]:
+        """One ``Upsert``/``Delete`` per hostname that changed since the last hand-out."""
+        old, self.shown = self.shown, self.latest
+        return increments(old.services, old.endpoints, self.latest.services, self.latest.endpoints)
+
+    def problems(self) -> Problems:
+        return self.latest.problems
+
+
 class NacosAdapter:
     """The ``nacos`` adapter factory and adapter (see the module docstring)."""
 
@@ -172,17 +204,15 @@ class NacosAdapter:
         timeout = aiohttp.ClientTimeout(total=settings.timeout)
         async with aiohttp.ClientSession(timeout=timeout) as session:
             poller = _Poller(settings, NacosClient(settings, session, limiter))
-            old = await poller.poll()
-            yield Replace(
-                services=tuple(old.services.values()),
-                endpoints=tuple(e for eps in old.endpoints.values() for e in eps),
-            )
-            yield old.problems
-            while True:
+            polls = _Polls(await poller.poll())
+            yield polls.replace()
+            yield polls.latest.problems
+
+            async def poll_again() -> None:
                 await self._sleep(settings.poll_interval * self._jitter())
-                new = await poller.poll()
-                for update in increments(old.services, old.endpoints, new.services, new.endpoints):
+                polls.latest = await poller.poll()
+
+            updates = follow(poll_again, polls.changes, polls.problems, polls.latest.problems)
+            async with contextlib.aclosing(updates):
+                async for update in updates:
                     yield update
-                if new.problems != old.problems:
-                    yield new.problems
-                old = new

@@ -1,7 +1,8 @@
 """The ``serviceentry`` registry: Istio ServiceEntry/WorkloadEntry YAML files in a directory.
 
 :class:`ServiceEntryAdapter` is the adapter factory registered under the entry-point name
-``serviceentry``; :mod:`.convert` holds the pure YAML-to-model conversion.
+``serviceentry``; :mod:`.schema` validates the YAML, :mod:`.convert` holds the pure
+conversion to the model and :mod:`.state` the last good content of every file.
 """
 
 from .adapter import ServiceEntryAdapter

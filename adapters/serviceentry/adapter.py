@@ -43,6 +43,7 @@ checked again for changes that were not notified), ``settle_time`` (seconds, def
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import os
 import stat
@@ -53,12 +54,23 @@ from typing import Any
 
 from watchfiles import Change, awatch
 
-from registryd.adapter import AdapterContext, Delete, Problems, Update, Upsert, off_loop
+from registryd.adapter import (
+    AdapterContext,
+    Delete,
+    Problems,
+    Replace,
+    Update,
+    Upsert,
+    describe_error,
+    follow,
+    off_loop,
+)
 from registryd.settings import SettingsReader
 
-from .convert import FileTable, Model, diff_models
+from .convert import Model, diff_models
 from .documents import Kept, read_documents
-from .yamlsafe import DEFAULT_LIMITS, FileProblem, Limits, bounded, shorten, show
+from .state import FileTable
+from .yamlsafe import DEFAULT_LIMITS, FileProblem, Limits, bounded, shorten
 
 __all__ = ["ServiceEntryAdapter", "scan_tree"]
 
@@ -187,6 +199,9 @@ class _Tree:
         self.scanned_at = -float("inf")
         self.unsettled: dict[str, float] = {}  # file -> when its reading was first put off
         self.removed: set[str] = set()  # files gone since the last problems()
+        self.model = Model()  # the files in use, converted
+        self.shown = Model()  # as last handed out
+        self.touched_hosts: set[str] = set()  # hostnames that may differ between the two
         self.identity = self._identity()
 
     def _identity(self) -> tuple[int, int]:
@@ -270,7 +285,7 @@ class _Tree:
         try:
             return self._load(source)
         except Exception as exc:  # MemoryError, RecursionError, a bug: this file's error
-            self._fail(source, f"cannot be read ({type(exc).__name__}: {show(exc)})")
+            self._fail(source, f"cannot be read ({describe_error(exc)})")
             return False
 
     def _load(self, source: str) -> bool:
@@ -323,14 +338,25 @@ class _Tree:
         del self.unsettled[source]
         return True
 
-    def update(
-        self, touched: set[str] | None, current: Model
-    ) -> tuple[Model, list[Upsert | Delete]]:
-        """:meth:`refresh`, then the new model and the increments from ``current``."""
-        if not self.refresh(touched):
-            return current, []
-        model = self.table.model()
-        return model, diff_models(current, model, self.table.changed)
+    def apply(self, touched: set[str] | None = None) -> None:
+        """:meth:`refresh` (all files when ``touched`` is None), then convert what changed;
+        blocking work, run off the event loop."""
+        if self.refresh(touched):
+            self.model = self.table.model()
+            self.touched_hosts |= self.table.changed
+
+    def replace(self) -> Replace:
+        """The full state; what :meth:`changes` compares with from now on."""
+        self.shown, self.touched_hosts = self.model, set()
+        return self.model.replace()
+
+    def changes(self) -> list[Upsert | Delete]:
+        """The increments from the model last handed out to the current one."""
+        if self.model is self.shown:
+            return []
+        updates = diff_models(self.shown, self.model, self.touched_hosts)
+        self.shown, self.touched_hosts = self.model, set()
+        return updates
 
     def problems(self) -> Problems:
         """Errors per file (and blocked directory) and the documents in use, all
@@ -367,6 +393,40 @@ async def _next_batch(changes: AsyncIterator[set[tuple[Change, str]]]) -> set[tu
     if batch is None:
         raise RuntimeError("the file watcher stopped")
     return batch
+
+
+class _Batches:
+    """The file watcher's batches of changed paths.  The next batch is always being
+    waited for, from :meth:`start` on, so no change falls between two batches."""
+
+    def __init__(self, changes: AsyncIterator[set[tuple[Change, str]]]) -> None:
+        self._changes = changes
+        self._waiter: asyncio.Task[set[tuple[Change, str]]] | None = None
+
+    async def start(self) -> None:
+        """Start the watcher: its task installs it synchronously on its first step."""
+        self._waiter = asyncio.create_task(_next_batch(self._changes))
+        await asyncio.sleep(0)
+        if self._waiter.done():
+            self._waiter.result()
+
+    async def next(self, timeout: float | None) -> set[str] | None:
+        """The paths of the next batch; None when ``timeout`` seconds passed first."""
+        assert self._waiter is not None
+        # cancelling must not wait for the watcher thread, hence no plain await
+        await asyncio.wait([self._waiter], timeout=timeout)
+        if not self._waiter.done():
+            return None
+        touched = {path for _, path in self._waiter.result()}
+        self._waiter = asyncio.create_task(_next_batch(self._changes))
+        return touched
+
+    async def close(self) -> None:
+        if self._waiter is not None:
+            self._waiter.cancel()
+            await asyncio.wait([self._waiter])
+            if not self._waiter.cancelled():
+                self._waiter.exception()  # consumed: the watch is over either way
 
 
 class ServiceEntryAdapter:
@@ -408,41 +468,24 @@ class ServiceEntryAdapter:
             yield_on_timeout=True,
             force_polling=self.force_polling,
         )
-        waiter: asyncio.Task[set[tuple[Change, str]]] | None = None
+        batches = _Batches(changes)
         try:
             tree = self._tree()
-            # Start the watcher before the first scan so no change can fall in between:
-            # the task installs it synchronously on its first step.
-            waiter = asyncio.create_task(_next_batch(changes))
-            await asyncio.sleep(0)
-            if waiter.done():
-                waiter.result()
-            await off_loop(tree.refresh)
-            model = await off_loop(tree.table.model)
-            problems = tree.problems()
-            yield model.replace()
-            yield problems
-            while True:
-                # cancelling must not wait for the watcher thread, hence no plain await
-                step = tree.settle / 4 if tree.unsettled else None
-                await asyncio.wait([waiter], timeout=step)
-                if waiter.done():
-                    touched = {path for _, path in waiter.result()}
-                    waiter = asyncio.create_task(_next_batch(changes))
-                else:  # time to read the files that were still being written
-                    touched = set(tree.unsettled)
-                model, updates = await off_loop(tree.update, touched, model)
-                for update in updates:
+            await batches.start()  # before the first scan, so no change can fall in between
+            await off_loop(tree.apply)
+            yield tree.replace()
+            yield (problems := tree.problems())
+
+            async def apply_batch() -> None:
+                # files still being written are read once they had time to settle
+                touched = await batches.next(tree.settle / 4 if tree.unsettled else None)
+                await off_loop(tree.apply, set(tree.unsettled) if touched is None else touched)
+
+            updates = follow(apply_batch, tree.changes, tree.problems, problems)
+            async with contextlib.aclosing(updates):
+                async for update in updates:
                     yield update
-                new_problems = tree.problems()
-                if new_problems != problems:
-                    problems = new_problems
-                    yield problems
         finally:
             stop.set()  # the watcher thread notices within one step
-            if waiter is not None:
-                waiter.cancel()
-                await asyncio.wait([waiter])
-                if not waiter.cancelled():
-                    waiter.exception()  # consumed: the watch is over either way
+            await batches.close()
             await changes.aclose()

@@ -15,12 +15,8 @@ Contract:
   ``spec.labels`` merged with ``metadata.labels`` (metadata winning).
 * :func:`diff_models` gives the Upsert/Delete increments from one model to the next,
   over every hostname or only over those that may have changed.
-* :class:`FileTable` keeps the last good content of every file: a broken version of a
-  file is reported and its previous good version keeps being used.  It keeps the model up
-  to date incrementally: :meth:`FileTable.model` always equals :func:`build_model` of the
-  files in use, but converts again only the ServiceEntries of changed files and those
-  whose workloadSelector matches a changed WorkloadEntry, and merges again only their
-  hostnames, which :attr:`FileTable.changed` lists for :func:`diff_models`.
+* :class:`ModelBuilder` gives the result of :func:`build_model` one changed file at a time
+  (:class:`~.state.FileTable` feeds it).
 """
 
 from __future__ import annotations
@@ -29,23 +25,20 @@ import dataclasses
 from bisect import insort
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 from registryd.adapter import Delete, Replace, Upsert, increments
 from registryd.model import AUTO, Endpoint, Labels, Locality, Port, Resolution, Service
 
 from .schema import (
     UNIX_PREFIX,
-    InvalidConfig,
     ParsedFile,
     ServiceEntry,
     ServicePort,
     WorkloadEntry,
     WorkloadSpec,
-    parse_file,
 )
 
-__all__ = ["FileTable", "Model", "build_model", "diff_models"]
+__all__ = ["Model", "ModelBuilder", "build_model", "diff_models"]
 
 Document = ServiceEntry | WorkloadEntry
 DocKey = tuple[str, int]  # (file, position in the file): sorts in document order
@@ -76,13 +69,13 @@ def _port(port: ServicePort) -> Port:
     return Port(number=port.number, name=port.name, protocol=protocol, target_port=port.target_port)
 
 
-def _describe(doc: Document) -> str:
+def _document_name(doc: Document) -> str:
     return f"{doc.kind} {doc.meta.namespace}/{doc.meta.name} ({doc.where})"
 
 
 def _duplicate_note(host: str, first: ServiceEntry, entry: ServiceEntry) -> str:
     return (
-        f"host {host} is defined by {_describe(first)} and {_describe(entry)}: ports and "
+        f"host {host} is defined by {_document_name(first)} and {_document_name(entry)}: ports and "
         f"attributes of the first are used, endpoints are combined"
     )
 
@@ -96,14 +89,14 @@ def hosts_of(entry: ServiceEntry) -> tuple[str, ...]:
 def _twice_note(host: str, entry: ServiceEntry) -> str:
     spellings = [h for h in entry.spec.hosts if h.lower() == host]
     return (
-        f"{_describe(entry)}: host {host} is listed {len(spellings)} times ({spellings}); "
+        f"{_document_name(entry)}: host {host} is listed {len(spellings)} times ({spellings}); "
         f"hostnames are case-insensitive, so it is served once"
     )
 
 
 def _ports_note(host: str, entry: ServiceEntry, extra: list[int]) -> str:
     return (
-        f"{_describe(entry)}: host {host} has no port {extra} in its first definition; "
+        f"{_document_name(entry)}: host {host} has no port {extra} in its first definition; "
         f"endpoints for those ports are left out"
     )
 
@@ -153,11 +146,11 @@ def _endpoint_key(endpoint: Endpoint) -> EndpointKey:
 
 def build_model(files: Iterable[ParsedFile]) -> Model:
     """Convert parsed files into services and endpoints, from scratch (see the module
-    docstring); :class:`FileTable` gives the same result incrementally."""
+    docstring); :class:`ModelBuilder` gives the same result incrementally."""
     documents: dict[str, list[Document]] = {}
     for parsed in files:
         documents.setdefault(parsed.source, []).extend(parsed.documents)
-    builder = _Builder()
+    builder = ModelBuilder()
     for source, docs in documents.items():
         builder.set_file(source, tuple(docs))
     builder.update()
@@ -220,7 +213,7 @@ def _workload_specs(documents: Iterable[Document]) -> list[tuple[str, WorkloadSp
     return [(d.meta.namespace, workload_spec(d)) for d in documents if isinstance(d, WorkloadEntry)]
 
 
-class _Builder:
+class ModelBuilder:
     """:func:`build_model`, kept up to date one file at a time.
 
     Every ServiceEntry is converted on its own (:class:`_Part` per host) and kept until its
@@ -357,98 +350,3 @@ class _Builder:
         self.endpoints[host] = tuple(found[k] for k in sorted(found))
         self._notes[host] = notes
         return True
-
-
-class FileTable:
-    """The files of a directory, each with its last good parse and its current error.
-
-    ``load`` a file's content whenever it may have changed, ``fail`` it when it cannot be
-    read, ``remove`` it when it is gone.  A file whose latest content is broken keeps its
-    last good parse (a file that was never good contributes nothing) and has an entry in
-    :attr:`errors`.  :meth:`model` converts what changed since its last call;
-    :attr:`changed` then holds the hostnames that may differ from the previous result.
-    """
-
-    def __init__(self) -> None:
-        self._good: dict[str, ParsedFile] = {}
-        self._errors: dict[str, str] = {}
-        self._last: dict[str, bytes | str] = {}
-        self._builder = _Builder()
-        self._sources: dict[str, tuple[Any, ...]] | None = {}
-        self.changed: frozenset[str] = frozenset()
-
-    def load(self, source: str, data: bytes | str) -> bool:
-        """Parse the current content of ``source``; True if the usable state changed."""
-        if self._last.get(source) == data:
-            return False
-        self._last[source] = data
-        try:
-            parsed = parse_file(data, source)
-        except InvalidConfig as exc:
-            self._errors[source] = str(exc)
-            return False
-        self._errors.pop(source, None)
-        previous = self._good.get(source)
-        self._good[source] = parsed
-        if previous is not None and self._sources is not None:
-            self._sources = {**self._sources, source: parsed.raw}  # keeps the order
-        else:
-            self._sources = None
-        if previous is not None and previous.documents == parsed.documents:
-            return False
-        self._builder.set_file(source, parsed.documents)
-        return True
-
-    def fail(self, source: str, message: str) -> None:
-        """``source`` exists but cannot be used (unreadable); keep its last good parse."""
-        self._last.pop(source, None)
-        self._errors[source] = f"{source}: {message}"
-
-    def remove(self, source: str) -> bool:
-        """``source`` is gone; True if it contributed anything."""
-        self._last.pop(source, None)
-        self._errors.pop(source, None)
-        if self._good.pop(source, None) is None:
-            return False
-        self._sources = None
-        self._builder.set_file(source, ())
-        return True
-
-    def __contains__(self, source: object) -> bool:
-        return source in self._good or source in self._errors
-
-    @property
-    def known(self) -> set[str]:
-        """Every file that is loaded or has an error."""
-        return set(self._good) | set(self._errors)
-
-    @property
-    def errors(self) -> dict[str, str]:
-        """Per file, why its current content is not used, and whether an older one is."""
-        return {
-            source: f"{message}; its last good content stays in use"
-            if source in self._good
-            else message
-            for source, message in sorted(self._errors.items())
-        }
-
-    @property
-    def sources(self) -> dict[str, tuple[Any, ...]]:
-        """The raw documents in use, per file (the last good content of broken files).
-
-        A new mapping whenever they changed, the same one otherwise; never modified.  The
-        documents of a file that did not change are the same tuple as before, so a
-        reader can redo its work for the changed files alone."""
-        if self._sources is None:
-            self._sources = {s: self._good[s].raw for s in sorted(self._good)}
-        return self._sources
-
-    @property
-    def notes(self) -> tuple[str, ...]:
-        """The notes of the model as of the last :meth:`model`."""
-        return self._builder.notes
-
-    def model(self) -> Model:
-        """The model of the files in use, equal to ``build_model`` of them."""
-        self.changed = frozenset(self._builder.update())
-        return self._builder.model()

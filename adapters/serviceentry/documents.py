@@ -12,7 +12,7 @@ Contract of :func:`read_documents`:
   file are used as they are now.  A document that was never good contributes nothing.
 * The result lists the documents in use (:class:`Kept`, in file order), content that
   holds exactly those (the original text when every document is good, so the parser
-  of :mod:`.convert` reads it as before) and the per-document errors.
+  of :mod:`.state` reads it as before) and the per-document errors.
 """
 
 from __future__ import annotations
@@ -22,8 +22,10 @@ from typing import Any
 
 import yaml
 
+from registryd.adapter import describe_error
+
 from .schema import InvalidConfig, parse_document
-from .yamlsafe import DEFAULT_LIMITS, DocumentProblem, Limits, load_documents, show
+from .yamlsafe import DEFAULT_LIMITS, DocumentProblem, Limits, load_documents
 
 __all__ = ["Kept", "Reading", "document_key", "read_documents"]
 
@@ -70,7 +72,7 @@ def _problem(raw: Any, index: int, source: str) -> str | None:
     except InvalidConfig as exc:
         return str(exc)
     except Exception as exc:  # a validation bug must stay this document's problem
-        return f"document {index}: cannot be validated ({type(exc).__name__}: {show(exc)})"
+        return f"document {index}: cannot be validated ({describe_error(exc)})"
     return None
 
 

@@ -7,13 +7,12 @@ from typing import Any
 import pytest
 
 from registryd.adapter import Delete, Upsert
-from registryd.adapters.consul.convert import (
-    ConsulState,
+from registryd.adapters.consul.mapping import build_service
+from registryd.adapters.consul.parse import (
     EntryError,
     Instance,
     Options,
     aggregate_status,
-    build_service,
     catalog_names,
     convert_entry,
     health_entries,
@@ -22,6 +21,7 @@ from registryd.adapters.consul.convert import (
     service_kind,
     tag_labels,
 )
+from registryd.adapters.consul.state import ConsulState
 from registryd.model import Health, Labels, Locality, Location, Resolution
 
 OPTIONS = Options()

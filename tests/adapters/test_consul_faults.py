@@ -14,7 +14,6 @@ from consul.exceptions import ACLPermissionDenied, ConsulException
 
 from registryd.adapter import AdapterContext, Problems, Upsert
 from registryd.adapters.consul.adapter import ConsulAdapter, ConsulError
-from registryd.adapters.consul.convert import ConsulState
 from registryd.adapters.consul.faults import (
     RETRY_FIRST,
     RETRY_MAX,
@@ -22,6 +21,7 @@ from registryd.adapters.consul.faults import (
     registry_wide,
     retry_delay,
 )
+from registryd.adapters.consul.state import ConsulState
 from registryd.model import Health, ShardKey
 from registryd.registry.store import RegistryStore
 from registryd.supervisor import Supervisor

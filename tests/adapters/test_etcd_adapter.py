@@ -33,7 +33,7 @@ from registryd.adapter import (
 from registryd.adapters.etcd import EtcdAdapter
 from registryd.adapters.etcd import adapter as adapter_module
 from registryd.adapters.etcd.adapter import PROBE_INTERVAL, EtcdError
-from registryd.adapters.etcd.convert import DEFAULT_PREFIX
+from registryd.adapters.etcd.parse import DEFAULT_PREFIX
 from registryd.model import Endpoint, Health, Labels, Port
 from registryd.testing import AdapterContract
 from tests.adapters.etcd_server import EtcdServer, etcd_binary, etcd_server, make_tls

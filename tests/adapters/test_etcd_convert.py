@@ -10,16 +10,16 @@ from typing import Any
 import pytest
 
 from registryd.adapter import Delete, Problems, Replace, Upsert
-from registryd.adapters.etcd.convert import (
+from registryd.adapters.etcd.mapping import build_service
+from registryd.adapters.etcd.parse import (
     DEFAULT_PREFIX,
     InvalidEntry,
-    KeyTable,
     Options,
-    build_service,
     parse_entry,
     parse_key,
     valid_hostname,
 )
+from registryd.adapters.etcd.state import KeyTable
 from registryd.model import (
     Endpoint,
     Health,

@@ -11,9 +11,10 @@ import aetcd
 import pytest
 
 from registryd.adapter import Problems, Upsert
-from registryd.adapters.etcd import convert
+from registryd.adapters.etcd import state as key_table
 from registryd.adapters.etcd.adapter import EtcdError
-from registryd.adapters.etcd.convert import MAX_DEPTH, MAX_MESSAGE, MAX_VALUE_BYTES
+from registryd.adapters.etcd.parse import MAX_DEPTH, MAX_VALUE_BYTES
+from registryd.adapters.etcd.state import MAX_MESSAGE
 from tests.adapters.etcd_server import EtcdServer
 from tests.adapters.test_etcd_adapter import (
     PREFIX,
@@ -92,16 +93,16 @@ async def test_an_unexpected_exception_is_that_keys_error(
     kv: Any,  # noqa: F811
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    real = convert.parse_entry
+    real = key_table.parse_entry
 
     def failing(key: bytes, value: bytes, options: Any) -> Any:
         if b"10.0.0.9" in value:
             raise MemoryError()
         return real(key, value, options)
 
-    monkeypatch.setattr(convert, "parse_entry", failing)
+    monkeypatch.setattr(key_table, "parse_entry", failing)
     error = await poisoned(feed, kv, rich("10.0.0.9", 8080))
-    assert error == f"{KEY}: cannot be converted (MemoryError: )"
+    assert error == f"{KEY}: cannot be converted (MemoryError)"
     await recovers(feed, kv)
 
 

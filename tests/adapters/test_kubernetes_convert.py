@@ -9,28 +9,32 @@ from typing import Any
 import pytest
 
 from registryd.adapter import AdapterContext, ConfigError, Delete, Replace, Upsert
-from registryd.adapters.kubernetes.convert import (
+from registryd.adapters.kubernetes.mapping import (
+    Options,
+    build_service,
+    endpoint_health,
+    resolution_for,
+)
+from registryd.adapters.kubernetes.objects import (
     CLUSTER_LABEL,
     ENDPOINT_SLICE,
     NAMESPACE,
     NODE,
     SERVICE,
-    ClusterState,
     NodeLocality,
-    ObjectError,
-    Options,
     SliceEndpoint,
-    build_service,
-    endpoint_health,
+)
+from registryd.adapters.kubernetes.parse import (
+    ObjectError,
     object_source,
     parse_node,
     parse_service,
     parse_slice,
-    resolution_for,
 )
 from registryd.adapters.kubernetes.protocol import port_protocol
 from registryd.adapters.kubernetes.selector import parse_selector
 from registryd.adapters.kubernetes.settings import parse_settings
+from registryd.adapters.kubernetes.state import ClusterState
 from registryd.model import AUTO, Health, Locality, Location, Port, Resolution
 
 OPTIONS = Options(domain="cluster.local", cluster_id="east")

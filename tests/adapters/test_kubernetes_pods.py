@@ -9,22 +9,13 @@ from typing import Any
 import pytest
 
 from registryd.adapter import AdapterContext, ConfigError, Upsert
-from registryd.adapters.kubernetes import convert
-from registryd.adapters.kubernetes.convert import (
-    CLUSTER_LABEL,
-    ENDPOINT_SLICE,
-    NODE,
-    POD,
-    SERVICE,
-    ClusterState,
-    build_service,
-    parse_node,
-    parse_pod,
-    parse_service,
-    parse_slice,
-)
+from registryd.adapters.kubernetes import state
+from registryd.adapters.kubernetes.mapping import build_service
+from registryd.adapters.kubernetes.objects import CLUSTER_LABEL, ENDPOINT_SLICE, NODE, POD, SERVICE
+from registryd.adapters.kubernetes.parse import parse_node, parse_pod, parse_service, parse_slice
 from registryd.adapters.kubernetes.pods import PodLabels, shrink_pod
 from registryd.adapters.kubernetes.settings import EDS_FOR_HEADLESS_ENV, parse_settings
+from registryd.adapters.kubernetes.state import ClusterState
 from registryd.model import Labels
 from tests.adapters.test_kubernetes_convert import (
     OPTIONS,
@@ -189,18 +180,28 @@ def test_shrink_pod_keeps_name_namespace_labels_and_version_only() -> None:
 
 def test_equal_label_sets_are_stored_once() -> None:
     pods = PodLabels()
-    for index in range(100):
-        assert pods.set(("shop", f"web-{index}"), Labels({"app": "web", "hash": "abc"}))
-    assert not pods.set(("shop", "web-0"), Labels({"app": "web", "hash": "abc"}))
-    assert (len(pods), pods.distinct) == (100, 1)
-    first, second = pods.get(("shop", "web-0")), pods.get(("shop", "web-99"))
-    assert first is second
-    pods.set(("shop", "web-0"), Labels({"app": "web", "hash": "def"}))
-    assert pods.distinct == 2
-    for index in range(1, 100):
-        assert pods.forget(("shop", f"web-{index}"))
+    shared = [pods.intern(Labels({"app": "web", "hash": "abc"})) for _ in range(100)]
+    assert all(labels is shared[0] for labels in shared)
     assert pods.distinct == 1
-    assert not pods.forget(("shop", "web-1"))
+    other = pods.intern(Labels({"app": "web", "hash": "def"}))
+    assert pods.distinct == 2
+    for labels in shared[1:]:
+        pods.release(labels)
+    assert pods.distinct == 2  # one user of the first set is left
+    pods.release(shared[0])
+    pods.release(other)
+    assert pods.distinct == 0
+
+
+def test_replicas_of_a_workload_share_one_label_set() -> None:
+    state = ClusterState(OPTIONS)
+    for index in range(3):
+        state.apply(POD, "ADDED", pod(f"web-{index}", app="web"))
+    state.apply(POD, "MODIFIED", pod("web-2", app="web", canary="yes"))
+    state.apply(POD, "DELETED", pod("web-1", app="web"))
+    assert state._pods.distinct == 2
+    state.reset(POD, [], "shop")
+    assert state._pods.distinct == 0
 
 
 def test_slices_of_a_pod() -> None:
@@ -276,7 +277,7 @@ def test_a_pod_change_converts_again_only_the_services_it_backs(
         converted.append(service.name)
         return build_service(service, *args)
 
-    monkeypatch.setattr(convert, "build_service", counting)
+    monkeypatch.setattr(state, "build_service", counting)
     cluster.apply(POD, "MODIFIED", pod("api-1", app="api", version="v2"))
     cluster.apply(POD, "ADDED", pod("lonely", app="x"))
     cluster.changes()

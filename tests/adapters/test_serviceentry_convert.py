@@ -10,13 +10,14 @@ import pytest
 import yaml
 
 from registryd.adapter import Delete, Upsert
-from registryd.adapters.serviceentry.convert import FileTable, Model, build_model, diff_models
+from registryd.adapters.serviceentry.convert import Model, build_model, diff_models
 from registryd.adapters.serviceentry.schema import (
     InvalidConfig,
     ParsedFile,
     parse_document,
     parse_file,
 )
+from registryd.adapters.serviceentry.state import FileTable
 from registryd.model import Endpoint, Locality, Location, Port, Resolution
 
 FIXTURES = Path(__file__).parent / "fixtures"

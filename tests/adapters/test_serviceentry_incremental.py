@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from registryd.adapters.serviceentry import convert
-from registryd.adapters.serviceentry.convert import FileTable, Model, build_model, diff_models
+from registryd.adapters.serviceentry.convert import Model, build_model, diff_models
 from registryd.adapters.serviceentry.schema import (
     InvalidConfig,
     ParsedFile,
@@ -18,6 +18,7 @@ from registryd.adapters.serviceentry.schema import (
     WorkloadEntry,
     parse_file,
 )
+from registryd.adapters.serviceentry.state import FileTable
 from registryd.model import Endpoint, Service
 
 API = "networking.istio.io/v1"

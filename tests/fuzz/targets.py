@@ -17,9 +17,9 @@ from typing import Any
 import yaml
 from hypothesis import strategies as st
 
-from registryd.adapters.consul import convert as consul
-from registryd.adapters.etcd import convert as etcd
-from registryd.adapters.kubernetes import convert as kubernetes
+from registryd.adapters.consul import parse as consul
+from registryd.adapters.etcd import parse as etcd
+from registryd.adapters.kubernetes import parse as kubernetes
 from registryd.adapters.serviceentry import schema
 from registryd.adapters.serviceentry.documents import read_documents
 from registryd.adapters.serviceentry.yamlsafe import FileProblem

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import importlib
 from pathlib import Path
 
 import pytest
@@ -28,14 +29,27 @@ def registryd_imports(path: Path) -> list[tuple[str, tuple[str, ...]]]:
     return [(m, n) for m, n in out if not m.startswith("registryd.adapters")]
 
 
+def public_names(module: str) -> set[str] | None:
+    """The names ``module`` offers to adapters: a public module's ``__all__``, the listed
+    names of another; None for a whole public module without ``__all__``."""
+    if module in registryd.PUBLIC_MODULES:
+        exported = getattr(importlib.import_module(module), "__all__", None)
+        return None if exported is None else set(exported)
+    return set(registryd.PUBLIC_NAMES.get(module, ()))
+
+
 def violations(path: Path) -> list[str]:
-    """The imports of ``path`` that are not registryd's public API."""
+    """The imports of ``path`` that are not registryd's public API: a module that is not
+    public, or a name a public module does not export."""
     found = []
     for module, names in registryd_imports(path):
-        if module in registryd.PUBLIC_MODULES:
+        allowed = public_names(module)
+        if module in registryd.PUBLIC_MODULES and not names:
+            continue  # import registryd.model
+        if allowed is None:
             continue
-        if not names or not set(names) <= set(registryd.PUBLIC_NAMES.get(module, ())):
-            found.append(f"{module} {', '.join(names)}".strip())
+        if not names or not set(names) <= allowed:
+            found.append(f"{module} {', '.join(n for n in names if n not in allowed)}".strip())
     return found
 
 
@@ -67,9 +81,15 @@ def test_the_check_catches_private_imports(tmp_path: Path) -> None:
         "import registryd.push\n"
         "from registryd.config import go_duration, load_registries\n"
         "from registryd.adapter import Replace\n"
+        "from registryd.adapter import Built, follow\n"
+        "from registryd.model import Service, dataclass\n"
+        "from registryd import adapter\n"
     )
     assert violations(bad) == [
         "registryd.build SnapshotBuilder",
         "registryd.push",
-        "registryd.config go_duration, load_registries",
+        "registryd.config load_registries",
+        "registryd.adapter Built",
+        "registryd.model dataclass",
+        "registryd adapter",
     ]

@@ -1,4 +1,4 @@
-"""etcd keys and values -> registryd's service model.  Pure: no I/O.
+"""etcd keys and values -> validated instances (:func:`parse_entry`).  Pure: no I/O.
 
 Key layout (``prefix`` ends with ``/``; the default is ``/registryd/services/``)::
 
@@ -38,21 +38,6 @@ their fields:
 
 A value with both ``Addr`` and ``address`` is an error.  Every error names the key and
 each reason.
-
-Services: all instance keys whose ``<service>`` lower-cases to the same name form one
-:class:`~registryd.model.Service` (namespace from the registry's settings, resolution
-``STATIC``, location ``MESH_INTERNAL``) with one :class:`~registryd.model.Port` per
-distinct service port.  Instances are taken in key order: when two disagree on a service
-port's name or protocol, the first one's wins; when two give the same endpoint (service
-port, address, port), the first one's attributes win.  Both are *notes* (warnings in
-:meth:`KeyTable.problems`; the instances are still used), not errors.
-
-:class:`KeyTable` holds what was read from each key and keeps the last good value of
-every key: a malformed new value is reported in :meth:`KeyTable.problems` under its key
-and the previous good value of that key keeps being used (a key that never had a good
-value contributes nothing).  Any failure while converting one value is that key's error,
-never the table's; messages are cut to :data:`MAX_MESSAGE` characters.  Deleting the key
-drops both.
 """
 
 from __future__ import annotations
@@ -60,23 +45,22 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from registryd.adapter import Delete, Problems, Published, Replace, Upsert
-from registryd.model import Endpoint, Health, Labels, Locality, Location, Port, Service
+from registryd.model import Endpoint, Health, Labels, Locality, Port
 
 __all__ = [
     "DEFAULT_PREFIX",
+    "MAX_DEPTH",
+    "MAX_VALUE_BYTES",
     "PROTOCOLS",
     "RICH_FIELDS",
-    "Built",
     "Instance",
     "InvalidEntry",
-    "KeyTable",
     "Options",
-    "build_service",
+    "decode_key",
     "parse_entry",
     "parse_key",
     "valid_hostname",
@@ -103,13 +87,11 @@ _RICH_FORMAT = "registryd"
 _MAX_WEIGHT = 2**32 - 1
 MAX_VALUE_BYTES = 65536  # an instance's value; larger ones are errors of their key
 MAX_DEPTH = 32  # lists and objects in one value
-MAX_MESSAGE = 2000  # characters of one error message
 _DNS_LABEL = re.compile(r"[a-z0-9_](?:[-a-z0-9_]{0,61}[a-z0-9_])?")
 _PORT_NAME = re.compile(r"[A-Za-z0-9](?:[-A-Za-z0-9_]{0,61}[A-Za-z0-9])?")
 _HOST_PORT = re.compile(r"(?:\[([^\[\]]+)\]|([^:\[\]]+)):(\d{1,5})")
 _HEALTH = {h.value: h for h in Health}
 _PROTOCOLS_BY_LENGTH = sorted(PROTOCOLS, key=len, reverse=True)
-EndpointKey = tuple[int, str, int]  # (service port, address, port)
 
 
 class InvalidEntry(ValueError):
@@ -149,23 +131,7 @@ class Instance:
         return self.endpoint.hostname
 
 
-@dataclass(frozen=True, slots=True)
-class Built:
-    """One service as converted from its instances."""
-
-    service: Service
-    endpoints: tuple[Endpoint, ...]
-    notes: tuple[str, ...] = ()
-
-
 # -- keys -------------------------------------------------------------------------------
-
-
-def shorten(text: str, limit: int = MAX_MESSAGE) -> str:
-    """``text`` cut to about ``limit`` characters, with a marker saying how much is left out."""
-    if len(text) <= limit:
-        return text
-    return f"{text[:limit]}... [{len(text) - limit} more characters]"
 
 
 def decode_key(key: bytes) -> str:
@@ -429,177 +395,3 @@ def parse_entry(key: bytes, value: bytes, options: Options) -> Instance:
         raise InvalidEntry(f"{text}: invalid {fmt} value: {'; '.join(errs)}")
     port, endpoint = result
     return Instance(key=text, port=port, endpoint=endpoint, raw=raw)
-
-
-# -- services ---------------------------------------------------------------------------
-
-
-def _port_note(hostname: str, first: Instance, other: Instance) -> str:
-    return (
-        f"service {hostname}: {other.key} declares port {other.port.number} as "
-        f"{other.port.name}/{other.port.protocol} but {first.key} as "
-        f"{first.port.name}/{first.port.protocol}; the first is used"
-    )
-
-
-def _endpoint_note(hostname: str, first: Instance, other: Instance) -> str:
-    e = other.endpoint
-    return (
-        f"service {hostname}: {other.key} and {first.key} give the same endpoint "
-        f"{e.address}:{e.port} for port {e.service_port}; the first one's attributes are used"
-    )
-
-
-def build_service(hostname: str, instances: Iterable[Instance], options: Options) -> Built:
-    """The service ``hostname`` from its instances (taken in key order; see the module
-    docstring for ports and endpoints several instances disagree on)."""
-    ports: dict[int, Instance] = {}
-    found: dict[EndpointKey, Instance] = {}
-    notes: list[str] = []
-    for instance in sorted(instances, key=lambda i: i.key):
-        first = ports.setdefault(instance.port.number, instance)
-        if first.port != instance.port:
-            notes.append(_port_note(hostname, first, instance))
-        e = instance.endpoint
-        same = found.setdefault((e.service_port, e.address, e.port), instance)
-        if same is not instance:
-            notes.append(_endpoint_note(hostname, same, instance))
-    service = Service(
-        hostname=hostname,
-        namespace=options.namespace,
-        ports=tuple(ports[n].port for n in sorted(ports)),
-        location=Location.MESH_INTERNAL,
-    )
-    endpoints = tuple(found[k].endpoint for k in sorted(found))
-    return Built(service=service, endpoints=endpoints, notes=tuple(notes))
-
-
-class KeyTable:
-    """The keys under the prefix, each with its last good value and its current error.
-
-    Feed it with :meth:`put`, :meth:`delete` (watch events) or :meth:`reset` (a full
-    listing); then :meth:`replace` gives the full state, or :meth:`changes` the
-    Upsert/Delete increments since the state last handed out, and :meth:`problems` the
-    per-key errors and the decoded values in use.  Only services whose keys changed are
-    converted again.
-    """
-
-    def __init__(self, options: Options) -> None:
-        self.options = options
-        self._good: dict[str, Instance] = {}
-        self._errors: dict[str, str] = {}
-        self._last: dict[str, bytes] = {}  # the value last read per key
-        self._hosts: dict[str, dict[str, Instance]] = {}  # hostname -> key -> instance
-        self._built: dict[str, Built] = {}  # as converted now
-        self._published: Published[str] = Published()  # as last handed out
-        self._dirty: set[str] = set()
-        self._sources: dict[str, Any] | None = None
-
-    # -- input ------------------------------------------------------------------------
-    def put(self, key: bytes, value: bytes) -> None:
-        """``key`` now holds ``value``."""
-        text = decode_key(key)
-        if self._last.get(text) == value and (text in self._good or text in self._errors):
-            return
-        self._last[text] = value
-        try:
-            instance = parse_entry(key, value, self.options)
-        except InvalidEntry as exc:
-            self._errors[text] = shorten(str(exc))
-            return
-        except Exception as exc:  # a conversion bug must stay this key's problem
-            self._errors[text] = shorten(
-                f"{text}: cannot be converted ({type(exc).__name__}: {exc})"
-            )
-            return
-        self._errors.pop(text, None)
-        previous = self._good.get(text)
-        if previous is not None and previous == instance:
-            if previous.raw != instance.raw:
-                self._good[text] = instance
-                self._sources = None
-            return
-        self._drop(text)
-        self._good[text] = instance
-        self._hosts.setdefault(instance.hostname, {})[text] = instance
-        self._dirty.add(instance.hostname)
-        self._sources = None
-
-    def delete(self, key: bytes) -> None:
-        """``key`` is gone."""
-        self._forget(decode_key(key))
-
-    def reset(self, items: Iterable[tuple[bytes, bytes]]) -> None:
-        """The prefix holds exactly ``items`` (a full listing): keys not in it are gone."""
-        listed = dict(items)
-        names = {decode_key(k) for k in listed}
-        for text in (set(self._good) | set(self._errors)) - names:
-            self._forget(text)
-        for key, value in listed.items():
-            self.put(key, value)
-
-    def _forget(self, text: str) -> None:
-        self._last.pop(text, None)
-        self._errors.pop(text, None)
-        self._drop(text)
-
-    def _drop(self, text: str) -> None:
-        instance = self._good.pop(text, None)
-        if instance is None:
-            return
-        keys = self._hosts[instance.hostname]
-        del keys[text]
-        if not keys:
-            del self._hosts[instance.hostname]
-        self._dirty.add(instance.hostname)
-        self._sources = None
-
-    # -- output -----------------------------------------------------------------------
-    def _rebuild(self) -> dict[str, Built | None]:
-        """Convert the changed services again: hostname -> new result (None: gone)."""
-        result: dict[str, Built | None] = {}
-        for hostname in sorted(self._dirty):
-            keys = self._hosts.get(hostname)
-            result[hostname] = (
-                build_service(hostname, keys.values(), self.options) if keys else None
-            )
-        self._dirty.clear()
-        return result
-
-    def replace(self) -> Replace:
-        """The full state (and from now on, what :meth:`changes` compares with)."""
-        self._apply(self._rebuild())
-        return self._published.replace(self._built)
-
-    def changes(self) -> list[Upsert | Delete]:
-        """Upserts of new or changed services, then Deletes of removed ones, by hostname."""
-        rebuilt = self._rebuild()
-        self._apply(rebuilt)
-        return self._published.changes(self._built, rebuilt)
-
-    def _apply(self, rebuilt: Mapping[str, Built | None]) -> None:
-        for hostname, built in rebuilt.items():
-            if built is None:
-                self._built.pop(hostname, None)
-            else:
-                self._built[hostname] = built
-
-    @property
-    def notes(self) -> tuple[str, ...]:
-        """Notes of the services as last handed out (see :func:`build_service`)."""
-        return tuple(n for h in sorted(self._built) for n in self._built[h].notes)
-
-    @property
-    def errors(self) -> dict[str, str]:
-        return dict(sorted(self._errors.items()))
-
-    @property
-    def sources(self) -> dict[str, Any]:
-        """The decoded value in use per key (the last good one for a broken key).  A new
-        mapping whenever it changed, the same one otherwise; never modified."""
-        if self._sources is None:
-            self._sources = {k: self._good[k].raw for k in sorted(self._good)}
-        return self._sources
-
-    def problems(self) -> Problems:
-        return Problems(errors=self.errors, sources=self.sources, warnings=self.notes)
