@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from tests.certs import TlsFiles, make_tls, require
-from tests.e2e.procs import Process, ProcessDied, free_port, poll
+from tests.e2e.procs import Process, ProcessDied, free_ports, poll
 
 __all__ = ["EtcdServer", "TlsFiles", "etcd_binary", "etcd_server", "make_tls", "require"]
 
@@ -45,8 +45,7 @@ class EtcdServer:
         self.workdir = workdir
         self.data_dir = workdir / "etcd-data"
         self.tls = tls
-        self.client_port = free_port()
-        self.peer_port = free_port()
+        self.client_port, self.peer_port = free_ports(2)
         self.proc: Process | None = None
         self.runs = 0
         self.on_start: list[Callable[[Process], object]] = []  # e.g. Stack.track
@@ -143,7 +142,7 @@ class EtcdServer:
                 if not (first and busy) or attempt == PORT_ATTEMPTS:
                     raise
                 shutil.rmtree(self.data_dir, ignore_errors=True)
-                self.client_port, self.peer_port = free_port(), free_port()
+                self.client_port, self.peer_port = free_ports(2)
                 continue
             except BaseException:
                 self.proc.stop()

@@ -7,6 +7,7 @@ deadline; nothing sleeps for a fixed time hoping a condition holds.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import itertools
 import os
@@ -53,6 +54,18 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct free ports (held together while picked, so never the same one
+    twice, as separate :func:`free_port` calls may give)."""
+    with contextlib.ExitStack() as held:
+        ports = []
+        for _ in range(count):
+            probe = held.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+            probe.bind(("127.0.0.1", 0))
+            ports.append(int(probe.getsockname()[1]))
+        return ports
 
 
 def _ephemeral_low() -> int:
@@ -206,9 +219,7 @@ class Registryd(Process):
     """``registryd discovery`` on loopback ports."""
 
     def __init__(self, config_dir: Path, log: Path, *extra: str, name: str = "registryd") -> None:
-        self.grpc_port = free_port()
-        self.http_port = free_port()
-        self.monitoring_port = free_port()
+        self.grpc_port, self.http_port, self.monitoring_port = free_ports(3)
         argv = [
             sys.executable,
             "-m",

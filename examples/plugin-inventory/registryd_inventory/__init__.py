@@ -29,9 +29,12 @@ import aiohttp
 
 from registryd.adapter import (
     AdapterContext,
+    Delete,
     Problems,
     Replace,
     Update,
+    Upsert,
+    follow,
     increments,
 )
 from registryd.settings import SettingsReader
@@ -63,19 +66,24 @@ class InventoryAdapter:
     async def watch(self) -> AsyncIterator[Update]:
         timeout = aiohttp.ClientTimeout(total=self.timeout)
         async with aiohttp.ClientSession(timeout=timeout, headers=self._headers) as session:
-            etag = ""
-            current: Inventory | None = None
-            while True:
-                fetched = await self._fetch(session, etag)
-                if fetched is not None:
-                    etag, document = fetched
-                    new = convert(document, self.suffix)
-                    for update in _changes(current, new):
-                        yield update
-                    if current is None or new.errors != current.errors:
-                        yield Problems(errors=new.errors, sources={"inventory": document})
-                    current = new
+            state = _State()
+
+            async def poll() -> None:  # what follow() awaits between increments
                 await asyncio.sleep(self.interval)
+                await self._poll(session, state)
+
+            await self._poll(session, state)
+            yield state.replace()
+            shown = state.problems()
+            yield shown
+            async for update in follow(poll, state.changes, state.problems, shown):
+                yield update
+
+    async def _poll(self, session: aiohttp.ClientSession, state: _State) -> None:
+        fetched = await self._fetch(session, state.etag)
+        if fetched is not None:
+            state.etag, document = fetched
+            state.read(document, convert(document, self.suffix))
 
     async def _fetch(self, session: aiohttp.ClientSession, etag: str) -> tuple[str, Any] | None:
         """The new (etag, document), or None when unchanged.  Raises on any failure."""
@@ -92,13 +100,33 @@ class InventoryAdapter:
             return response.headers.get("ETag", ""), document
 
 
-def _changes(old: Inventory | None, new: Inventory) -> list[Update]:
-    """A Replace for the first reading, then one Upsert/Delete per changed hostname."""
-    if old is None:
-        return [
-            Replace(
-                services=tuple(new.services.values()),
-                endpoints=tuple(e for eps in new.endpoints.values() for e in eps),
-            )
-        ]
-    return [*increments(old.services, old.endpoints, new.services, new.endpoints)]
+class _State:
+    """The inventory as last read and as last handed out to registryd."""
+
+    def __init__(self) -> None:
+        self.etag = ""
+        self.current = Inventory()
+        self.shown = Inventory()
+        self._problems = Problems()
+
+    def read(self, document: Any, inventory: Inventory) -> None:
+        if inventory.errors != self.current.errors or not self._problems.sources:
+            self._problems = Problems(errors=inventory.errors, sources={"inventory": document})
+        self.current = inventory
+
+    def replace(self) -> Replace:
+        """The full state; from now on :meth:`changes` starts from it."""
+        self.shown = new = self.current
+        endpoints = tuple(e for eps in new.endpoints.values() for e in eps)
+        return Replace(services=tuple(new.services.values()), endpoints=endpoints)
+
+    def changes(self) -> list[Upsert | Delete]:
+        """One Upsert/Delete per hostname changed since the state last handed out."""
+        old, self.shown = self.shown, self.current
+        return increments(
+            old.services, old.endpoints, self.current.services, self.current.endpoints
+        )
+
+    def problems(self) -> Problems:
+        """The same object while nothing changed (``follow`` yields it only when new)."""
+        return self._problems
