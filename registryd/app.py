@@ -169,8 +169,9 @@ class App:
 
     def _announce(self, record: PushRecord) -> None:
         published = time.monotonic()
-        self.tracker.begin(record.version, record.started, published)
-        if self.pool is not None:
+        if self.pool is None:
+            self.tracker.begin(record.version, record.started, published)
+        else:  # the workers trace the push: they serve the streams
             self.pool.announce(record.version, record.started, published)
 
     def _server_options(self, reuse_port: bool = False) -> ServerOptions:

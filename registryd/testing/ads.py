@@ -206,6 +206,16 @@ class _Stream:
         if not done:
             raise TimeoutError(f"the stream to {self.target} is still open")
 
+    def _queue(self, request: Any, error: str | None) -> None:
+        """Queue ``request``: the stream's first carries the node; ``error`` makes it a
+        NACK with that message."""
+        if not self._sent_node:
+            request.node.CopyFrom(self.node)
+            self._sent_node = True
+        if error is not None:
+            request.error_detail.CopyFrom(status_pb2.Status(code=3, message=error))
+        self._outbox.put_nowait(request)
+
     async def _requests(self) -> Any:
         while True:
             request = await self._outbox.get()
@@ -245,12 +255,7 @@ class AdsClient(_Stream):
             version_info=version,
             response_nonce=nonce,
         )
-        if not self._sent_node:
-            request.node.CopyFrom(self.node)
-            self._sent_node = True
-        if error is not None:
-            request.error_detail.CopyFrom(status_pb2.Status(code=3, message=error))
-        self._outbox.put_nowait(request)
+        self._queue(request, error)
 
     def subscribe(self, kind: str, names: Iterable[str] = ()) -> None:
         """Subscribe (or change the subscription) to ``kind`` (cds/eds/lds/rds or URL)."""
@@ -358,12 +363,7 @@ class DeltaAdsClient(_Stream):
             initial_resource_versions=dict(initial or {}),
             response_nonce=nonce,
         )
-        if not self._sent_node:
-            request.node.CopyFrom(self.node)
-            self._sent_node = True
-        if error is not None:
-            request.error_detail.CopyFrom(status_pb2.Status(code=3, message=error))
-        self._outbox.put_nowait(request)
+        self._queue(request, error)
 
     def subscribe(self, kind: str, names: Iterable[str] = (), *, resume: bool = False) -> None:
         """Subscribe to ``names`` of ``kind`` (none: the first request of CDS/LDS is a

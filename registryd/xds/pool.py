@@ -106,7 +106,6 @@ class WorkerPool:
         self.health = health or TaskHealth()
         self.grpc_port = 0
         self.secure_grpc_port = 0
-        self.restarts = 0
         self._backoff = tuple(backoff)
         self._sleep = sleep
         self._clock = clock
@@ -116,7 +115,6 @@ class WorkerPool:
         self._announced: OrderedDict[int, tuple[float, float]] = OrderedDict()
         self._packed: dict[int, bytes] = {}  # have -> the message shipping the newest
         self._ids = itertools.count(1)
-        self._stopping = False
 
     # -- feeding (called by the push controller) --------------------------------------
     def announce(self, version: int, started: float, published: float) -> None:
@@ -211,7 +209,6 @@ class WorkerPool:
             error = await self._serve(handle)
             if self._clock() - since >= STABLE_AFTER:
                 failures = 0
-            self.restarts += 1
             self.health.failed("xds-worker", error)
             while True:
                 await self._sleep(self._backoff[min(failures, len(self._backoff) - 1)])
@@ -290,7 +287,6 @@ class WorkerPool:
 
     async def stop(self) -> None:
         """Stop every worker (their streams end; clients reconnect elsewhere)."""
-        self._stopping = True
         tasks = [h.task for h in self._handles if h.task is not None]
         for task in tasks:
             task.cancel()
