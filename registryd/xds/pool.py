@@ -21,6 +21,9 @@ Contract:
 * As a :class:`registryd.web.streams.Streams`, the pool asks every running worker and
   merges their answers, so the debug endpoints and metrics show one daemon.  A worker
   that does not answer within ``call_timeout`` is left out of that answer (logged).
+* Counters and histograms never go down: the pool keeps each worker's last answered
+  cumulative families; those of a worker that ended are added to the daemon's totals
+  for good, and a worker that does not answer counts with its last answer.
 * ``--pushThrottle`` and ``--maxRequestsPerSecond`` are limits of the daemon: each
   worker gets its share (rounded up).
 """
@@ -58,6 +61,8 @@ log = logging.getLogger("registryd.xds.pool")
 START_TIMEOUT = 60.0  # seconds for a worker to listen (imports grpc and the protos)
 STOP_TIMEOUT = 5.0  # seconds for a worker to exit once its channel is closed
 ANNOUNCED_KEPT = 100  # push announcements kept for workers that are behind
+# metric types that only grow ("unknown": istiod's counters, exposed untyped)
+CUMULATIVE = frozenset({"counter", "histogram", "summary", "unknown"})
 
 
 def share(limit: float, workers: int) -> float:
@@ -80,6 +85,8 @@ class _Handle:
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     up: bool = False
     task: asyncio.Task[None] | None = None
+    launches: int = 0  # processes started for this worker
+    counted: list[Metric] = field(default_factory=list)  # its last cumulative families
 
     @property
     def pid(self) -> int | None:
@@ -115,6 +122,7 @@ class WorkerPool:
         self._announced: OrderedDict[int, tuple[float, float]] = OrderedDict()
         self._packed: dict[int, bytes] = {}  # have -> the message shipping the newest
         self._ids = itertools.count(1)
+        self._retired: list[Metric] = []  # cumulative families of workers that ended
 
     # -- feeding (called by the push controller) --------------------------------------
     def announce(self, version: int, started: float, published: float) -> None:
@@ -197,6 +205,7 @@ class WorkerPool:
         self.grpc_port = self.grpc_port or plain
         self.secure_grpc_port = self.secure_grpc_port or secure
         handle.have = 0
+        handle.launches += 1
         handle.up = True
         handle.wake.set()  # ship the current snapshot
         log.info("xDS worker %d started (pid %s)", handle.index, process.pid)
@@ -230,6 +239,9 @@ class WorkerPool:
             for task in (sender, receiver):
                 task.cancel()
             await asyncio.gather(sender, receiver, return_exceptions=True)
+            # its last counts become the daemon's for good, as it stops being asked
+            self._retired = merge_families([self._retired, handle.counted])
+            handle.counted = []
             await self._reap(handle)
         process = handle.process
         status = process.returncode if process is not None else None
@@ -307,22 +319,25 @@ class WorkerPool:
         finally:
             handle.pending.pop(call_id, None)
 
-    async def _ask(self, method: str, *args: Any) -> list[Any]:
-        """Every running worker's answer to ``method(*args)``; those that fail are left
-        out (and logged)."""
+    async def _ask_each(self, method: str, *args: Any) -> dict[int, Any]:
+        """Every running worker's answer to ``method(*args)`` by worker index; those
+        that fail are left out (and logged)."""
         handles = [h for h in self._handles if h.up]
         answers = await asyncio.gather(
             *(self._call(h, method, *args) for h in handles), return_exceptions=True
         )
-        out = []
+        out = {}
         for handle, answer in zip(handles, answers, strict=True):
             if isinstance(answer, BaseException):
                 log.warning(
                     "xDS worker %d did not answer %s: %s", handle.index, method, answer or "timeout"
                 )
             else:
-                out.append(answer)
+                out[handle.index] = answer
         return out
+
+    async def _ask(self, method: str, *args: Any) -> list[Any]:
+        return list((await self._ask_each(method, *args)).values())
 
     async def listing(self, view: str, proxy_id: str = "", verbose: bool = False) -> Listing:
         return merge_listings(await self._ask("listing", view, proxy_id, verbose))
@@ -335,7 +350,18 @@ class WorkerPool:
         return merge_traces(await self._ask("traces"))
 
     async def metric_families(self) -> list[Metric]:
-        merged = merge_families(await self._ask("metric_families"))
+        asked = {h.index: h.launches for h in self._handles if h.up}
+        answers = await self._ask_each("metric_families")
+        parts = []
+        for handle in self._handles:
+            if not handle.up or asked.get(handle.index) != handle.launches:
+                continue  # ended meanwhile: its last counts are in the retired ones
+            if handle.index in answers:
+                parts.append(answers[handle.index])
+                handle.counted = [f for f in answers[handle.index] if f.type in CUMULATIVE]
+            else:  # alive but slow to answer: its counts as last seen
+                parts.append(handle.counted)
+        merged = merge_families([*parts, self._retired])
         workers = GaugeMetricFamily(
             "registryd_xds_workers",
             "xDS worker processes serving the streams (--xdsWorkers), by state.",

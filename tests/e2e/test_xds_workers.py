@@ -61,6 +61,19 @@ def metric_values(registryd: Registryd) -> dict[tuple[str, tuple[tuple[str, str]
     }
 
 
+def cumulative_values(registryd: Registryd) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """The samples of the daemon's counters (istiod's are untyped) and histograms."""
+    status, body = http_get(registryd.monitoring_port, "/metrics")
+    assert status == 200, body
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(body)
+        if family.type in ("counter", "histogram", "unknown")
+        for s in family.samples
+        if not s.name.endswith("_created")
+    }
+
+
 def workers_of(registryd: Registryd) -> dict[str, tuple[int, int]]:
     """Connection id -> (worker, worker pid), from /debug/connections."""
     return {
@@ -193,6 +206,8 @@ def test_a_killed_worker_is_restarted_and_only_its_clients_reconnect(
         victims = [i for i, c in ids.items() if served[c][0] == victim_worker]
         survivors = [i for i in ids if i not in victims]
         assert victims and survivors
+        counted = cumulative_values(registryd)
+        assert counted[("pilot_xds_pushes", (("type", "cds"),))] >= len(ids)
 
         os.kill(victim_pid, signal.SIGKILL)
         for i in victims:
@@ -204,6 +219,10 @@ def test_a_killed_worker_is_restarted_and_only_its_clients_reconnect(
             return failures == 1 and metrics[("registryd_xds_workers", (("state", "up"),))] == 2
 
         poll(restarted, "the killed worker to be counted and started again")
+        # what the killed worker had counted stays counted: no counter goes down
+        after = cumulative_values(registryd)
+        lower = {k: (v, after.get(k)) for k, v in counted.items() if after.get(k, -1.0) < v}
+        assert not lower, lower
         now = workers_of(registryd)
         for i in survivors:  # the same streams, still open
             assert ids[i] in now
