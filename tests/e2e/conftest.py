@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from tests.e2e.backends import GreeterServer, HttpBackend, NameServer
+from tests.e2e.checks import API_TYPES
 from tests.e2e.procs import Envoy, Process, Registryd, start_envoy, start_registryd
 
 LOGS = pytest.StashKey[list[Process]]()
@@ -74,6 +75,13 @@ class Stack:
     def logs(self) -> str:
         """The tail of every process log, for assertion messages."""
         return "\n".join(proc.tail() for proc in self._logs)
+
+
+@pytest.fixture(params=API_TYPES)
+def api_type(request: pytest.FixtureRequest) -> str:
+    """Envoy's ADS flavour (``GRPC``: state of the world, ``DELTA_GRPC``: Delta): a test
+    that takes it runs once on each, as Envoy can be configured either way."""
+    return str(request.param)
 
 
 @pytest.fixture

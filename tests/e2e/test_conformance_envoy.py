@@ -13,7 +13,7 @@ import pytest
 
 from tests.adapters.test_serviceentry_convert import ISTIO, render_benchmark_template
 from tests.e2e.admin import Admin
-from tests.e2e.checks import assert_accepted
+from tests.e2e.checks import assert_accepted, assert_stream_type, use_api
 from tests.e2e.conftest import Stack
 from tests.e2e.entries import copy_remapped
 from tests.e2e.procs import Registryd, free_port, http_get, poll
@@ -49,7 +49,9 @@ def served(registryd: Registryd, proxy_id: str) -> dict[str, set[str]]:
 
 
 @pytest.mark.skipif(not ISTIO.is_dir(), reason="Istio conformance data absent")
-def test_envoy_accepts_everything_derived_from_istios_valid_objects(stack: Stack) -> None:
+def test_envoy_accepts_everything_derived_from_istios_valid_objects(
+    stack: Stack, api_type: str
+) -> None:
     source = stack.workdir / "conformance"
     source.mkdir()
     for name in FILES:
@@ -58,16 +60,17 @@ def test_envoy_accepts_everything_derived_from_istios_valid_objects(stack: Stack
     (source / "benchmark.yaml").write_text(render_benchmark_template(template, 3, 9))
     assert len(copy_remapped(source, stack.config_dir, PortMap({}))) == len(FILES) + 1
     registryd = stack.start_registryd()
-    local = stack.start_envoy(registryd)
+    local = stack.start_envoy(registryd, use_api(api_type))
     capture_port = free_port()
 
     def captured(bootstrap: dict[str, Any]) -> None:
         capture(bootstrap, capture_port)
         bootstrap["node"]["id"] = CAPTURED
 
-    sidecar = stack.start_envoy(registryd, captured)
+    sidecar = stack.start_envoy(registryd, use_api(api_type, captured))
     for proxy_id in (LOCAL_ID, CAPTURED):
         poll(lambda p=proxy_id: synced(registryd, p), f"{proxy_id} to ACK every type")  # type: ignore[misc]
+    assert_stream_type(registryd, api_type)
     for envoy in (local, sidecar):
         admin = Admin(envoy.admin_port)
         assert_accepted(admin, registryd)

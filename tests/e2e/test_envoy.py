@@ -6,11 +6,8 @@ from __future__ import annotations
 
 import time
 
-import pytest
-
 from tests.e2e.admin import Admin, ConfigView
 from tests.e2e.checks import (
-    API_TYPES,
     LOCAL,
     answers,
     assert_accepted,
@@ -36,7 +33,6 @@ def assert_running(registryd: Registryd, envoy: Envoy, pids: tuple[int, int]) ->
     assert (registryd.pid, envoy.pid) == pids, "a process was restarted"
 
 
-@pytest.mark.parametrize("api_type", API_TYPES)
 def test_envoy_routes_traffic_and_follows_file_edits(stack: Stack, api_type: str) -> None:
     a = stack.http_backend("backend-a")
     b = stack.http_backend("backend-b")

@@ -10,12 +10,9 @@ import ssl
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from tests.certs import issue_server, make_tls
 from tests.e2e.admin import Admin
 from tests.e2e.checks import (
-    API_TYPES,
     LOCAL,
     answers,
     assert_accepted,
@@ -72,7 +69,6 @@ def tls_name(port: int, sni: str, ca: Path) -> str:
         return ""
 
 
-@pytest.mark.parametrize("api_type", API_TYPES)
 def test_two_tls_hosts_on_one_port_are_each_reached_by_sni(stack: Stack, api_type: str) -> None:
     pki = make_tls(stack.workdir / "pki")
     hosts = ("a.tls.example", "b.tls.example")
@@ -154,7 +150,6 @@ def captured(capture_port: int, destination: str, port: int) -> str:
         return ""
 
 
-@pytest.mark.parametrize("api_type", API_TYPES)
 def test_tcp_services_with_vips_are_each_reached_only_at_their_own_address(
     stack: Stack, api_type: str
 ) -> None:
@@ -191,7 +186,7 @@ def test_tcp_services_with_vips_are_each_reached_only_at_their_own_address(
     assert_accepted(admin, registryd)
 
 
-def test_http_service_is_reached_by_its_vip_in_the_host_header(stack: Stack) -> None:
+def test_http_service_is_reached_by_its_vip_in_the_host_header(stack: Stack, api_type: str) -> None:
     port = free_port()
     backend = stack.http_backend("vip-backend")
     write_entries(
@@ -199,7 +194,7 @@ def test_http_service_is_reached_by_its_vip_in_the_host_header(stack: Stack) -> 
         entry("web.vip.example", port, "HTTP", backend.port, ["127.0.0.5"]),
     )
     registryd = stack.start_registryd()
-    envoy = stack.start_envoy(registryd)
+    envoy = stack.start_envoy(registryd, use_api(api_type))
     wait_answers(port, f"127.0.0.5:{port}", {"vip-backend"}, details=stack.logs)
     assert answers(port, "127.0.0.5", 2) == {"vip-backend": 2}
     assert answers(port, "web.vip.example", 2) == {"vip-backend": 2}
@@ -209,7 +204,7 @@ def test_http_service_is_reached_by_its_vip_in_the_host_header(stack: Stack) -> 
 
 
 def test_hosts_differing_only_in_case_do_not_break_the_routes_of_their_port(
-    stack: Stack,
+    stack: Stack, api_type: str
 ) -> None:
     # a route configuration with one domain twice is rejected by Envoy as a whole
     port = free_port()
@@ -221,7 +216,7 @@ def test_hosts_differing_only_in_case_do_not_break_the_routes_of_their_port(
         stack.config_dir / "case.yaml", twice, entry("other.example", port, "HTTP", other.port)
     )
     registryd = stack.start_registryd()
-    envoy = stack.start_envoy(registryd)
+    envoy = stack.start_envoy(registryd, use_api(api_type))
     wait_answers(port, "other.example", {"other"}, details=stack.logs)
     assert answers(port, "VICTIM.example", 2) == {"victim": 2}  # Host matching ignores case
     assert_accepted(Admin(envoy.admin_port), registryd)
@@ -229,7 +224,9 @@ def test_hosts_differing_only_in_case_do_not_break_the_routes_of_their_port(
     assert status == 200 and "victim.example is listed 2 times" in body
 
 
-def test_locality_weights_past_2_32_are_clamped_and_pushes_go_on(stack: Stack) -> None:
+def test_locality_weights_past_2_32_are_clamped_and_pushes_go_on(
+    stack: Stack, api_type: str
+) -> None:
     # endpoint_builder.go addUint32: each weight valid on its own, their sum is not
     port = free_port()
     a = stack.http_backend("heavy-a")
@@ -241,7 +238,7 @@ def test_locality_weights_past_2_32_are_clamped_and_pushes_go_on(stack: Stack) -
     path = stack.config_dir / "heavy.yaml"
     write_entries(path, heavy)
     registryd = stack.start_registryd()
-    envoy = stack.start_envoy(registryd)
+    envoy = stack.start_envoy(registryd, use_api(api_type))
     wait_answers(port, "heavy.example", {"heavy-a", "heavy-b"}, details=stack.logs)
     # a later edit still reaches the proxy: the push loop is alive
     heavy["spec"]["endpoints"] = heavy["spec"]["endpoints"][1:]

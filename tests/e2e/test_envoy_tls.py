@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from tests.certs import make_tls
 from tests.e2e.admin import Admin
-from tests.e2e.checks import LOCAL, wait_answers
+from tests.e2e.checks import LOCAL, use_api, wait_answers
 from tests.e2e.conftest import Stack
 from tests.e2e.entries import service_entry, write_entries
 from tests.e2e.procs import Envoy, free_port, render_bootstrap
@@ -13,7 +13,7 @@ HOST = "secure.example"
 UPSTREAM_TLS = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext"
 
 
-def test_envoy_over_mutual_tls_routes_traffic(stack: Stack) -> None:
+def test_envoy_over_mutual_tls_routes_traffic(stack: Stack, api_type: str) -> None:
     certs = make_tls(stack.workdir / "tls")
     backend = stack.http_backend("secure-backend")
     port = free_port()
@@ -48,6 +48,7 @@ def test_envoy_over_mutual_tls_routes_traffic(stack: Stack) -> None:
             },
         },
     }
+    use_api(api_type)(bootstrap)
     envoy = Envoy(bootstrap, stack.workdir)
     stack.track(envoy)
     envoy.wait_live()

@@ -24,7 +24,14 @@ from prometheus_client.parser import text_string_to_metric_families
 from registryd.plugins import available
 from tests.adapters.etcd_server import EtcdServer
 from tests.e2e.admin import Admin
-from tests.e2e.checks import LOCAL, answers, assert_accepted, wait_answers, wait_hosts
+from tests.e2e.checks import (
+    LOCAL,
+    answers,
+    assert_accepted,
+    use_api,
+    wait_answers,
+    wait_hosts,
+)
 from tests.e2e.conftest import Stack
 from tests.e2e.procs import free_port, http_get, poll
 
@@ -92,7 +99,9 @@ def etcd_endpoints(port: int) -> list[tuple[str, int]]:
     return sorted((e["address"], e["port"]) for e in shard["endpoints"])
 
 
-def test_etcd_outage_keeps_traffic_and_converges_to_the_new_state(stack: Stack) -> None:
+def test_etcd_outage_keeps_traffic_and_converges_to_the_new_state(
+    stack: Stack, api_type: str
+) -> None:
     assert "etcd" in available(), "the etcd adapter is not installed: run pip install -e ."
     (stack.workdir / "etcd").mkdir()
     etcd = EtcdServer(stack.workdir / "etcd")
@@ -116,7 +125,7 @@ def test_etcd_outage_keeps_traffic_and_converges_to_the_new_state(stack: Stack) 
     }
     config.write_text(yaml.safe_dump({"registries": [registry]}))
     registryd = stack.start_registryd(f"--config={config}")
-    envoy = stack.start_envoy(registryd)
+    envoy = stack.start_envoy(registryd, use_api(api_type))
     pids = (registryd.pid, envoy.pid)
     admin = Admin(envoy.admin_port)
     http = registryd.http_port

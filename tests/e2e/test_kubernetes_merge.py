@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from tests.e2e.admin import Admin
-from tests.e2e.checks import assert_accepted, wait_answers
+from tests.e2e.checks import assert_accepted, use_api, wait_answers
 from tests.e2e.conftest import Stack
 from tests.e2e.loop_thread import LoopThread
 from tests.e2e.procs import free_ports, http_get
@@ -78,7 +78,7 @@ def vm_entry(port: int, target: int) -> dict[str, Any]:
 
 
 def test_one_hostname_from_two_clusters_and_a_vm(
-    stack: Stack, clusters: tuple[LoopThread, list[KubeEmulator]]
+    stack: Stack, clusters: tuple[LoopThread, list[KubeEmulator]], api_type: str
 ) -> None:
     loop, (east, west) = clusters
     port, target = free_ports(2)
@@ -101,7 +101,7 @@ def test_one_hostname_from_two_clusters_and_a_vm(
     }
     (stack.workdir / "registryd.yaml").write_text(yaml.safe_dump(config))
     registryd = stack.start_registryd(f"--config={stack.workdir / 'registryd.yaml'}")
-    envoy = stack.start_envoy(registryd)
+    envoy = stack.start_envoy(registryd, use_api(api_type))
 
     # one listener, one hostname, three backends from three registries
     seen = wait_answers(port, HOST, {"pod-east", "pod-west", "vm"}, details=stack.logs)

@@ -11,7 +11,7 @@ from typing import Any
 import yaml
 
 from tests.e2e.admin import Admin
-from tests.e2e.checks import LOCAL, assert_accepted, wait_answers
+from tests.e2e.checks import LOCAL, assert_accepted, use_api, wait_answers
 from tests.e2e.conftest import Stack
 from tests.e2e.entries import service_entry, write_entries
 from tests.e2e.procs import free_ports, http_get
@@ -25,7 +25,7 @@ def get_json(port: int, path: str) -> Any:
     return json.loads(body)
 
 
-def test_the_higher_priority_registry_decides_the_served_ports(stack: Stack) -> None:
+def test_the_higher_priority_registry_decides_the_served_ports(stack: Stack, api_type: str) -> None:
     low_port, high_port = free_ports(2)
     low_backend, high_backend = stack.http_backend("low"), stack.http_backend("high")
     registries = []
@@ -42,7 +42,7 @@ def test_the_higher_priority_registry_decides_the_served_ports(stack: Stack) -> 
     config = stack.workdir / "registryd.yaml"
     config.write_text(yaml.safe_dump({"registries": registries}))
     registryd = stack.start_registryd(f"--config={config}")
-    envoy = stack.start_envoy(registryd)
+    envoy = stack.start_envoy(registryd, use_api(api_type))
     admin = Admin(envoy.admin_port)
 
     seen = wait_answers(high_port, HOST, {"high"}, details=stack.logs)

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from tests.e2e.admin import Admin
-from tests.e2e.checks import assert_accepted, wait_answers
+from tests.e2e.checks import assert_accepted, use_api, wait_answers
 from tests.e2e.conftest import Stack
 from tests.e2e.loop_thread import LoopThread
 from tests.e2e.procs import free_port, http_get
@@ -31,7 +31,7 @@ def nacos() -> Iterator[tuple[LoopThread, NacosEmulator]]:
 
 
 def test_nacos_instances_merged_with_a_serviceentry_vm(
-    stack: Stack, nacos: tuple[LoopThread, NacosEmulator]
+    stack: Stack, nacos: tuple[LoopThread, NacosEmulator], api_type: str
 ) -> None:
     loop, server = nacos
     port = free_port()  # Nacos has no service port: the instances' port is the service's
@@ -59,7 +59,7 @@ def test_nacos_instances_merged_with_a_serviceentry_vm(
     }
     (stack.workdir / "registryd.yaml").write_text(yaml.safe_dump(config))
     registryd = stack.start_registryd(f"--config={stack.workdir / 'registryd.yaml'}")
-    envoy = stack.start_envoy(registryd)
+    envoy = stack.start_envoy(registryd, use_api(api_type))
 
     names = {"nacos-a", "nacos-b", "vm"}
     assert set(wait_answers(port, HOST, names, details=stack.logs)) == names

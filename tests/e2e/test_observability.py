@@ -11,7 +11,7 @@ from typing import Any
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.e2e.admin import Admin
-from tests.e2e.checks import LOCAL, wait_hosts
+from tests.e2e.checks import LOCAL, use_api, wait_hosts
 from tests.e2e.conftest import Stack
 from tests.e2e.entries import service_entry, write_atomic, write_entries
 from tests.e2e.procs import free_port, http_get, poll
@@ -40,7 +40,7 @@ def total(values: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: st
     return sum(v for (n, _), v in values.items() if n == name)
 
 
-def test_debug_and_metrics_ports_follow_a_real_envoy(stack: Stack) -> None:
+def test_debug_and_metrics_ports_follow_a_real_envoy(stack: Stack, api_type: str) -> None:
     backend = stack.http_backend("observed-a")
     second = stack.http_backend("observed-b")
     port = free_port()
@@ -48,7 +48,7 @@ def test_debug_and_metrics_ports_follow_a_real_envoy(stack: Stack) -> None:
     path = stack.config_dir / "observed.yaml"
     write_entries(path, service_entry(HOST, port, [(LOCAL, backend.port)]))
     registryd = stack.start_registryd()
-    envoy = stack.start_envoy(registryd)
+    envoy = stack.start_envoy(registryd, use_api(api_type))
     admin = Admin(envoy.admin_port)
     wait_hosts(admin, cluster, [(LOCAL, backend.port)], stack.logs)
     http, monitoring = registryd.http_port, registryd.monitoring_port

@@ -34,7 +34,14 @@ from prometheus_client.parser import text_string_to_metric_families
 from registryd.testing.ads import TYPES
 from tests.adapters.etcd_server import EtcdServer
 from tests.e2e.admin import Admin
-from tests.e2e.checks import LOCAL, Traffic, assert_accepted, wait_answers, wait_hosts
+from tests.e2e.checks import (
+    LOCAL,
+    Traffic,
+    assert_accepted,
+    use_api,
+    wait_answers,
+    wait_hosts,
+)
 from tests.e2e.conftest import Stack
 from tests.e2e.entries import service_entry, write_entries
 from tests.e2e.loop_thread import LoopThread
@@ -99,7 +106,7 @@ def etcd_config(stack: Stack, etcd: EtcdServer) -> str:
 
 
 def test_envoy_fails_over_to_the_other_replica_with_traffic_and_current_state(
-    stack: Stack,
+    stack: Stack, api_type: str
 ) -> None:
     (stack.workdir / "etcd").mkdir()
     etcd = EtcdServer(stack.workdir / "etcd")
@@ -116,7 +123,8 @@ def test_envoy_fails_over_to_the_other_replica_with_traffic_and_current_state(
 
     config = etcd_config(stack, etcd)
     replicas = [stack.start_registryd(config, name=f"registryd-{n}") for n in (1, 2)]
-    envoy = stack.start_envoy(replicas[0], xds_servers([r.grpc_port for r in replicas]))
+    servers = use_api(api_type, xds_servers([r.grpc_port for r in replicas]))
+    envoy = stack.start_envoy(replicas[0], servers)
     admin = Admin(envoy.admin_port)
     wait_hosts(admin, web_cluster, [(LOCAL, web_a.port)], stack.logs)
     wait_hosts(admin, file_cluster, [(LOCAL, file_a.port)], stack.logs)
@@ -362,7 +370,9 @@ def envoy_streams(replicas: list[Registryd]) -> set[tuple[Registryd, str]]:
     }
 
 
-def test_envoy_gets_a_new_stream_after_max_connection_age_and_its_grace(stack: Stack) -> None:
+def test_envoy_gets_a_new_stream_after_max_connection_age_and_its_grace(
+    stack: Stack, api_type: str
+) -> None:
     backend = stack.http_backend("file-a")
     port = listener_port()
     write_entries(
@@ -370,7 +380,8 @@ def test_envoy_gets_a_new_stream_after_max_connection_age_and_its_grace(stack: S
     )
     age = f"--keepaliveMaxServerConnectionAge={AGE:g}s"
     replicas = [stack.start_registryd(age, name=f"registryd-{n}") for n in (1, 2)]
-    envoy = stack.start_envoy(replicas[0], xds_servers([r.grpc_port for r in replicas]))
+    servers = use_api(api_type, xds_servers([r.grpc_port for r in replicas]))
+    envoy = stack.start_envoy(replicas[0], servers)
     admin = Admin(envoy.admin_port)
     wait_answers(port, FILE_HOST, {"file-a"}, only=True, details=stack.logs)
     before = poll(lambda: envoy_streams(replicas), "Envoy's stream", details=stack.logs)
