@@ -147,7 +147,7 @@ class App:
             debounce_max=self.settings.debounce_max,
             eds_debounce=self.settings.eds_debounce,
             health=self.health,
-            gc_policy=FreezePolicy(),
+            gc_policy=FreezePolicy() if self.settings.gc_freeze else None,
         )
         self.supervisor = Supervisor(self.store, health=self.health)
         self.metrics = Metrics(
@@ -198,6 +198,7 @@ class App:
             max_requests_per_second=share(settings.max_requests_per_second, workers),
             log_levels={},
             log_as_json=settings.log_as_json,
+            gc_freeze=settings.gc_freeze,
         )
 
     def not_ready(self) -> list[str]:

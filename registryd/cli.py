@@ -135,6 +135,16 @@ def _parser() -> argparse.ArgumentParser:
         "one per CPU this process may use (affinity and container CPU quota)",
     )
     d.add_argument(
+        "--gcFreeze",
+        type=_parse_bool,
+        nargs="?",
+        const=True,
+        default=True,
+        metavar="BOOL",
+        help="after large snapshot builds, move what they left alive out of the garbage "
+        "collector's sight (gc.freeze), so full collections stay short (default true)",
+    )
+    d.add_argument(
         "--kubeconfig",
         default=None,
         help="kubeconfig of the local cluster: adds a kubernetes registry named --clusterID",
@@ -353,6 +363,7 @@ def _settings(args: argparse.Namespace, environ: Mapping[str, str]) -> Settings:
         allow_remote_log_level=args.allowRemoteLogLevel,
         max_unknown_names=args.xdsMaxUnknownNames,
         xds_workers=args.xdsWorkers or cpu_count(),
+        gc_freeze=args.gcFreeze,
         push_throttle=push_throttle,
         max_requests_per_second=max_requests,
     )

@@ -47,6 +47,7 @@ class WorkerConfig:
     max_requests_per_second: float  # this worker's share (0: no limit)
     log_levels: dict[str, int]  # logger name -> level, as in the main process now
     log_as_json: bool
+    gc_freeze: bool = True  # run registryd.gcpolicy.FreezePolicy after each snapshot
 
 
 def frame(message: Any) -> bytes:

@@ -59,7 +59,7 @@ class _Worker:
             None, self.xds, self.tracker, task_failures=lambda: dict(self.health.failures)
         )
         self.gc_pauses = GcPauses(self.metrics.registry)
-        self.gc_policy = FreezePolicy()
+        self.gc_policy = FreezePolicy() if config.gc_freeze else None
         self.xds.throttle.observe(self.metrics.throttled)
         self.xds.observers.extend((self.tracker, self.metrics))
         self.streams = LocalStreams(self.xds, self.tracker, self.metrics, worker=config.index)
@@ -86,7 +86,8 @@ class _Worker:
                 self.tracker.begin(version, started, published)
             self.xds.publish(snapshot)
             changed = sum(len(names) for names in shipment.tables.values())
-            self.gc_policy.after_build(changed, not shipment.base)
+            if self.gc_policy is not None:
+                self.gc_policy.after_build(changed, not shipment.base)
         elif kind == "call":
             _, call_id, method, args = message
             try:

@@ -240,6 +240,13 @@ def test_debounce_follows_istiods_environment_unless_flags_say_otherwise() -> No
     assert cli.parse_args(["discovery"], {}).eds_debounce is True
 
 
+def test_gc_freeze_is_on_unless_turned_off() -> None:
+    assert cli.parse_args(["discovery"], {}).gc_freeze is True
+    assert cli.parse_args(["discovery", "--gcFreeze=false"], {}).gc_freeze is False
+    with pytest.raises(ConfigError, match="--gcFreeze: expected true or false"):
+        cli.parse_args(["discovery", "--gcFreeze=sometimes"], {})
+
+
 @pytest.mark.parametrize(
     ("environ", "fragment"),
     [
