@@ -23,10 +23,12 @@ __all__ = [
     "EDS",
     "LDS",
     "METHOD",
+    "OWN_CONNECTION",
     "RDS",
     "Daemon",
     "free_port",
     "gc_pauses",
+    "gc_stats",
     "mib",
     "probe",
     "registryd",
@@ -39,6 +41,10 @@ CDS = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
 EDS = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
 LDS = "type.googleapis.com/envoy.config.listener.v3.Listener"
 RDS = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
+OWN_CONNECTION = [("grpc.use_local_subchannel_pool", 1)]
+"""Channel options giving a client a TCP connection of its own, as each Envoy has (by
+default grpc shares one connection between channels to the same target, and with xDS
+workers every stream would land on one worker)."""
 
 
 def free_port() -> int:
@@ -48,7 +54,8 @@ def free_port() -> int:
 
 
 def mib(proc: psutil.Process) -> str:
-    return f"{proc.memory_info().rss / 2**20:.0f}"
+    """Resident MiB of ``proc`` and its child processes (the xDS workers)."""
+    return f"{tree_rss(proc) / 2**20:.0f}"
 
 
 def wait_ready(port: int, timeout: float = 120) -> None:
@@ -155,33 +162,39 @@ def registryd(config: Path, *flags: str, stderr: IO[bytes] | None = None) -> Ite
         yield daemon
 
 
-def gc_pauses(daemon: Daemon) -> str:
-    """The daemon's garbage collections so far, from ``registryd_gc_pause_seconds``:
-    per generation, how many, how many took over 50 and over 100 ms, and their total."""
+def gc_stats(daemon: Daemon) -> dict[str, dict[str, float]]:
+    """The daemon's garbage collections so far (all its processes), from
+    ``registryd_gc_pause_seconds``: per generation, ``count``, ``over_50ms``,
+    ``over_100ms`` and ``seconds`` in all."""
     url = f"http://127.0.0.1:{daemon.monitoring_port}/metrics"
     with urllib.request.urlopen(url, timeout=5) as response:
         text = response.read().decode()
-    count: dict[str, float] = {}
-    fast: dict[str, float] = {}  # at most 50 ms
-    short: dict[str, float] = {}  # at most 100 ms
-    total: dict[str, float] = {}
+    stats: dict[str, dict[str, float]] = {}
+    within: dict[tuple[str, str], float] = {}  # (generation, le) -> count at most le
     for line in text.splitlines():
         if not line.startswith("registryd_gc_pause_seconds"):
             continue
         name, value = line.rsplit(" ", 1)
         generation = name.split('generation="', 1)[1].split('"', 1)[0]
+        one = stats.setdefault(generation, {"count": 0.0, "seconds": 0.0})
         if name.startswith("registryd_gc_pause_seconds_count"):
-            count[generation] = float(value)
+            one["count"] = float(value)
         elif name.startswith("registryd_gc_pause_seconds_sum"):
-            total[generation] = float(value)
-        elif 'le="0.05"' in name:
-            fast[generation] = float(value)
-        elif 'le="0.1"' in name:
-            short[generation] = float(value)
+            one["seconds"] = float(value)
+        elif 'le="' in name:
+            within[generation, name.split('le="', 1)[1].split('"', 1)[0]] = float(value)
+    for generation, one in stats.items():
+        one["over_50ms"] = one["count"] - within.get((generation, "0.05"), 0.0)
+        one["over_100ms"] = one["count"] - within.get((generation, "0.1"), 0.0)
+    return stats
+
+
+def gc_pauses(daemon: Daemon) -> str:
+    """:func:`gc_stats` as one line."""
     return ", ".join(
-        f"gen{g}: {count[g]:.0f} ({count[g] - fast.get(g, 0):.0f} over 50 ms, "
-        f"{count[g] - short.get(g, 0):.0f} over 100 ms, {total.get(g, 0) * 1000:.0f} ms in all)"
-        for g in sorted(count)
+        f"gen{g}: {s['count']:.0f} ({s['over_50ms']:.0f} over 50 ms, "
+        f"{s['over_100ms']:.0f} over 100 ms, {s['seconds'] * 1000:.0f} ms in all)"
+        for g, s in sorted(gc_stats(daemon).items())
     )
 
 

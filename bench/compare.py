@@ -10,14 +10,17 @@ machine disturbs every server alike.  Servers:
   new streams admitted at once;
 * ``delta-1w``: the same with Delta ADS clients;
 * ``sotw-2w``, ``delta-2w``: the same with two xDS worker processes (``--xdsWorkers=2``);
+* ``sotw-1w-nofreeze``: ``sotw-1w`` with ``--gcFreeze=false`` (Python's collector left as
+  it is): the before/after of the freeze policy (:mod:`registryd.gcpolicy`);
 * ``raw``: :mod:`bench.raw_ads`, a minimal grpc.aio state-of-the-world server writing
   the same bytes with no per-stream logic — the limit registryd is compared to.
 
 Every simulated client has a TCP connection of its own, as every Envoy has (so the
 kernel can spread them over worker processes).  Prints, per server, medians over the
 rounds (p50/p99 change -> every client has it, server CPU per push and per client,
-initial sync, RSS; CPU and RSS include the worker processes) and the ratio server / raw
-of server CPU per client.  The simulated clients run in this process on the same
+initial sync, RSS; CPU and RSS include the worker processes; generation-2 collections
+over 100 ms and their total time, over the whole round) and the ratio server / raw of
+server CPU per client.  The simulated clients run in this process on the same
 machine; ``--pin`` runs the servers on CPU 0 and this process on CPU 1 (``taskset``):
 with two workers the servers then share one CPU, so do not pin the ``-2w`` rows.
 
@@ -36,11 +39,11 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
 
-from bench.common import Daemon, raw_ads, registryd
+from bench.common import Daemon, gc_stats, raw_ads, registryd
 from bench.push_latency import measure, service_yaml
 
 
-def _registryd(workers: int) -> Callable[[Path, str], AbstractContextManager[Daemon]]:
+def _registryd(workers: int, *flags: str) -> Callable[[Path, str], AbstractContextManager[Daemon]]:
     def start(config: Path, eds: str) -> AbstractContextManager[Daemon]:
         return registryd(
             config,
@@ -48,6 +51,7 @@ def _registryd(workers: int) -> Callable[[Path, str], AbstractContextManager[Dae
             f"--xdsWorkers={workers}",
             "--log_output_level=default:warn",
             *ADMIT_ALL,
+            *flags,
         )
 
     return start
@@ -58,6 +62,7 @@ SERVERS: dict[str, Callable[[Path, str], AbstractContextManager[Daemon]]] = {
     "delta-1w": _registryd(1),
     "sotw-2w": _registryd(2),
     "delta-2w": _registryd(2),
+    "sotw-1w-nofreeze": _registryd(1, "--gcFreeze=false"),
     "raw": lambda config, eds: raw_ads(config),
 }
 # every simulated client connects at once (the default admits 25 new streams a second on
@@ -127,29 +132,39 @@ async def run(args: argparse.Namespace, config: Path) -> None:
                     delta=name.startswith("delta"),
                     own_connections=not args.shared_connection,
                 )
+                if name != "raw":
+                    gen2 = gc_stats(daemon).get("2", {})
+                    r["gc2_over_100ms"] = gen2.get("over_100ms", 0.0)
+                    r["gc2_ms"] = gen2.get("seconds", 0.0) * 1000
             results[name].append(r)
         report(n, results)
+
+
+def _median_of(runs: list[dict[str, float]], key: str) -> str:
+    return f"{statistics.median(r[key] for r in runs):.0f}"
 
 
 def report(clients: int, results: dict[str, list[dict[str, float]]]) -> None:
     print(f"\nC={clients}: medians over rounds (ms; CPU is the server's, from /proc)")
     print(
-        f"  {'server':10} {'change p50':>10} {'p99':>8} {'full p50':>9} {'p99':>8} "
+        f"  {'server':16} {'change p50':>10} {'p99':>8} {'full p50':>9} {'p99':>8} "
         f"{'CPU/push':>9} {'/client':>8} {'full CPU':>9} {'/client':>8} {'sync s':>7} "
-        f"{'RSS MB':>7}"
+        f"{'RSS MB':>7} {'gen2>100ms':>10} {'gen2 ms':>8}"
     )
     per_client: dict[str, float] = {}
     for name, runs in results.items():
         med = {k: statistics.median(r[k] for r in runs) for k in (*KEYS, "initial_sync_s")}
         rss = statistics.median(r["rss_mb"] for r in runs)
         per_client[name] = med["eds_server_cpu"] / clients
+        gc = "-" if name == "raw" else _median_of(runs, "gc2_over_100ms")
+        gc_ms = "-" if name == "raw" else _median_of(runs, "gc2_ms")
         print(
-            f"  {name:10} {med['eds_p50'] * 1000:10.0f} {med['eds_p99'] * 1000:8.0f} "
+            f"  {name:16} {med['eds_p50'] * 1000:10.0f} {med['eds_p99'] * 1000:8.0f} "
             f"{med['full_p50'] * 1000:9.0f} {med['full_p99'] * 1000:8.0f} "
             f"{med['eds_server_cpu'] * 1000:9.0f} {med['eds_server_cpu'] * 1e6 / clients:7.0f}us "
             f"{med['full_server_cpu'] * 1000:9.0f} "
             f"{med['full_server_cpu'] * 1e6 / clients:7.0f}us "
-            f"{med['initial_sync_s']:7.2f} {rss:7.0f}"
+            f"{med['initial_sync_s']:7.2f} {rss:7.0f} {gc:>10} {gc_ms:>8}"
         )
     if per_client.get("raw"):
         for name, value in per_client.items():

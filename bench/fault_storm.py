@@ -11,8 +11,10 @@ During both, ``/ready`` and ``/debug/connections`` are probed every 20 ms; their
 median response times are printed.  Afterwards it waits (bounded) until
 ``/debug/connections`` is empty and the ``pilot_xds`` gauge is 0, and prints how long that
 took, registryd's RSS and what its throttles did (streams and pushes that waited, and how
-long).  ``--pushThrottle`` and ``--maxRequestsPerSecond`` are passed to registryd (its
-defaults otherwise; large values such as ``1000000`` take the throttles out of the way).
+long).  ``--pushThrottle``, ``--maxRequestsPerSecond`` and ``--xdsWorkers`` are passed to
+registryd (its defaults otherwise; large values such as ``1000000`` take the throttles
+out of the way).  Every client has a TCP connection of its own, as every proxy has, so
+the kernel spreads them over the xDS workers.
 Prints numbers; asserts nothing.
 
     python -m bench.fault_storm --clients 1000
@@ -34,7 +36,7 @@ from envoy.config.core.v3 import base_pb2
 from envoy.service.discovery.v3 import discovery_pb2
 from prometheus_client.parser import text_string_to_metric_families
 
-from bench.common import CDS, METHOD, mib, probe, registryd
+from bench.common import CDS, METHOD, OWN_CONNECTION, mib, probe, registryd
 
 
 def service_yaml(i: int) -> str:
@@ -48,7 +50,7 @@ def service_yaml(i: int) -> str:
 
 
 class Client:
-    """One proxy: its own channel, one ADS stream, CDS wildcard."""
+    """One proxy: its own channel and TCP connection, one ADS stream, CDS wildcard."""
 
     def __init__(self, target: str, index: int) -> None:
         self.target = target
@@ -59,7 +61,7 @@ class Client:
         self.call: grpc.aio.StreamStreamCall | None = None
 
     async def open(self) -> None:
-        self.channel = grpc.aio.insecure_channel(self.target)
+        self.channel = grpc.aio.insecure_channel(self.target, options=OWN_CONNECTION)
         stream = self.channel.stream_stream(
             METHOD,
             request_serializer=discovery_pb2.DiscoveryRequest.SerializeToString,
@@ -185,9 +187,10 @@ def main() -> None:
     ap.add_argument("--clients", type=int, default=1000)
     ap.add_argument("--pushThrottle", default=None, help="passed to registryd")
     ap.add_argument("--maxRequestsPerSecond", default=None, help="passed to registryd")
+    ap.add_argument("--xdsWorkers", default=None, help="passed to registryd")
     args = ap.parse_args()
     flags = ["--log_output_level=default:warn"]
-    for name in ("pushThrottle", "maxRequestsPerSecond"):
+    for name in ("pushThrottle", "maxRequestsPerSecond", "xdsWorkers"):
         if getattr(args, name) is not None:
             flags.append(f"--{name}={getattr(args, name)}")
     with tempfile.TemporaryDirectory() as tmp:

@@ -42,6 +42,7 @@ from bench.common import (
     EDS,
     LDS,
     METHOD,
+    OWN_CONNECTION,
     RDS,
     gc_pauses,
     probe,
@@ -79,11 +80,6 @@ def write(path: Path, text: str) -> None:
     tmp = path.with_name("." + path.name + ".tmp")
     tmp.write_text(text)
     os.replace(tmp, path)
-
-
-OWN_CONNECTION = [("grpc.use_local_subchannel_pool", 1)]
-"""Channel options giving a client a TCP connection of its own, as each Envoy has (by
-default grpc shares one connection between channels to the same target)."""
 
 
 class Client:
