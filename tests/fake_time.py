@@ -4,13 +4,14 @@ for, not by how long a test took.
 
 :class:`FakeTime` is both: ``fake()`` is the clock (seconds, like :func:`time.monotonic`)
 and ``fake.sleep`` the sleep.  Every sleep is recorded in :attr:`FakeTime.sleeps` (in the
-order asked).  Two modes:
+order asked), and the clock's time each is over in :attr:`FakeTime.dues`.  Two modes:
 
 * ``hold=False`` (the default): a sleep moves the clock to its end if it is not there
   yet, lets the loop turn once and returns: the code runs as if every wait had passed,
   at once.
 * ``hold=True``: a sleep waits until the test moves the clock past its end
-  (:meth:`FakeTime.advance`): the test decides when each wait is over.
+  (:meth:`FakeTime.advance`, :meth:`FakeTime.advance_to_next`): the test decides when
+  each wait is over.
 
 :meth:`FakeTime.slept` waits (on an event, not on time) until so many sleeps were asked.
 """
@@ -27,6 +28,7 @@ class FakeTime:
         self.now = start
         self.hold = hold
         self.sleeps: list[float] = []
+        self.dues: list[float] = []
         self._sleepers: list[tuple[float, asyncio.Future[None]]] = []
         self._asked = asyncio.Event()
 
@@ -35,9 +37,10 @@ class FakeTime:
 
     async def sleep(self, delay: float) -> None:
         """Record ``delay``; return once the clock is at its end (see the module doc)."""
-        self.sleeps.append(delay)
-        self._asked.set()
         due = self.now + max(delay, 0.0)
+        self.sleeps.append(delay)
+        self.dues.append(due)
+        self._asked.set()
         if not self.hold:
             self.now = max(self.now, due)
             await asyncio.sleep(0)
@@ -54,9 +57,19 @@ class FakeTime:
     def advance(self, seconds: float) -> None:
         """Move the clock on; every held sleep that is over now returns."""
         self.now += seconds
+        self._wake()
+
+    def _wake(self) -> None:
         for due, waiter in list(self._sleepers):
             if due <= self.now and not waiter.done():
                 waiter.set_result(None)
+
+    def advance_to_next(self) -> float:
+        """Move the clock to the end of the held sleep that is over first (it returns,
+        with any other over by then); the new time."""
+        self.now = max(self.now, min(d for d, waiter in self._sleepers if not waiter.done()))
+        self._wake()
+        return self.now
 
     @property
     def sleeping(self) -> int:
