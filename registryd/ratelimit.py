@@ -13,12 +13,13 @@ Contract of :class:`TokenBucket` (``rate`` tokens a second, at most ``burst`` ke
   more tokens than there are runs the bucket into debt, which later reservations wait
   out.  So reservations are served in the order they were made, the n-th one past the
   burst ``n / rate`` seconds after the bucket ran empty.
-* :meth:`TokenBucket.acquire` reserves a token and sleeps until it is due.  A
-  reservation is kept even when the wait is cancelled: the token is not given back.
+* :meth:`TokenBucket.acquire` reserves a token and waits until it is due, with ``sleep``
+  (:func:`asyncio.sleep` unless given; a test gives a fake clock and sleep together).
+  A reservation is kept even when the wait is cancelled: the token is not given back.
 * ``rate`` must be > 0 and ``burst`` >= 1 (else :class:`ValueError`).  A bucket belongs to
   one event loop (or thread): it does no locking.
 
-The state is in plain attributes (``rate``, ``burst``, ``clock``; ``tokens``, negative
+The state is in plain attributes (``rate``, ``burst``, ``clock``, ``sleep``; ``tokens``, negative
 while in debt, as of ``stamp``, the clock's time of the last reservation), so that a
 subclass can add its own rules on top of :meth:`~TokenBucket.reserve`, as the Consul
 adapter does with its backoff.
@@ -28,7 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 __all__ = ["TokenBucket"]
 
@@ -39,7 +40,12 @@ class TokenBucket:
     served in order."""
 
     def __init__(
-        self, rate: float, burst: int, *, clock: Callable[[], float] = time.monotonic
+        self,
+        rate: float,
+        burst: int,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
     ) -> None:
         if not rate > 0:
             raise ValueError(f"rate must be > 0 tokens a second, got {rate!r}")
@@ -48,6 +54,7 @@ class TokenBucket:
         self.rate = rate
         self.burst = burst
         self.clock = clock
+        self.sleep = sleep
         self.tokens = float(burst)
         self.stamp = clock()
 
@@ -63,4 +70,4 @@ class TokenBucket:
         """Take a token and wait until it is due."""
         delay = self.reserve()
         if delay > 0:
-            await asyncio.sleep(delay)
+            await self.sleep(delay)

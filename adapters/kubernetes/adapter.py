@@ -56,7 +56,7 @@ from typing import Any
 from registryd.adapter import AdapterContext, Update, describe_error, follow
 from registryd.ratelimit import TokenBucket
 
-from .client import Api, Forbidden, Gone, KubernetesError, Resource, connect
+from .client import Api, Forbidden, Gone, KubernetesError, Resource, Sleep, connect
 from .mapping import Options
 from .objects import ENDPOINT_SLICE, NAMESPACE, NODE, POD, SERVICE
 from .pods import shrink_pod
@@ -131,13 +131,24 @@ def _status_text(status: Any) -> tuple[Any, str]:
     return code, f"{code} {status.get('reason') or ''}: {status.get('message') or ''}".strip()
 
 
+@dataclass(frozen=True, slots=True)
+class _Time:
+    """The clock and sleep the adapter measures and waits with."""
+
+    clock: Callable[[], float] = time.monotonic
+    sleep: Sleep = asyncio.sleep
+
+
 class _Informer:
     """List then watch one resource, reporting what it sees (or its failure) in order."""
 
-    def __init__(self, api: Api, resource: Resource, report: Callable[[_Item], None]) -> None:
+    def __init__(
+        self, api: Api, resource: Resource, report: Callable[[_Item], None], time_: _Time
+    ) -> None:
         self.api = api
         self.resource = resource
         self.report = report
+        self.time = time_
         self.task = asyncio.create_task(self._run(), name=f"kubernetes:{resource}")
 
     async def _run(self) -> None:
@@ -149,7 +160,7 @@ class _Informer:
                     self.report(_Failed(self.resource, exc))
                     return
                 self.report(_Unavailable(self.resource, str(exc)))
-                await asyncio.sleep(FORBIDDEN_RETRY)
+                await self.time.sleep(FORBIDDEN_RETRY)
             except Exception as exc:  # handed to watch(), which raises it
                 self.report(_Failed(self.resource, exc))
                 return
@@ -159,18 +170,18 @@ class _Informer:
         version = await self._list()
         delay = 0.0
         while True:
-            started = time.monotonic()
+            started = self.time.clock()
             try:
                 version = await self._watch(version)
             except Gone as exc:
                 log.info("%s: %s; listing again", self.resource, exc)
                 version = await self._list()
                 continue
-            if time.monotonic() - started >= SHORT_STREAM:
+            if self.time.clock() - started >= SHORT_STREAM:
                 delay = 0.0
             else:
                 delay = min(max(delay * 2, 0.1), MAX_REWATCH_DELAY)
-                await asyncio.sleep(delay)
+                await self.time.sleep(delay)
 
     async def _list(self) -> str:
         items, version = await self.api.list(self.resource, _SHRINK.get(self.resource.kind))
@@ -203,9 +214,10 @@ class _Informer:
 class _Run:
     """One run of ``watch()``: the connection, the informers and the converted state."""
 
-    def __init__(self, name: str, settings: KubernetesSettings) -> None:
+    def __init__(self, name: str, settings: KubernetesSettings, time_: _Time) -> None:
         self.name = name
         self.settings = settings
+        self.time = time_
         self.state = ClusterState(
             Options(
                 domain=settings.domain,
@@ -231,7 +243,9 @@ class _Run:
 
     async def start(self, limiter: TokenBucket) -> None:
         resources = self.resources()
-        self.api = await connect(self.settings, limiter, connections=len(resources) + 4)
+        self.api = await connect(
+            self.settings, limiter, connections=len(resources) + 4, sleep=self.time.sleep
+        )
         log.info(
             "kubernetes %s: cluster %s at %s (%s); watching %s",
             self.name,
@@ -241,7 +255,8 @@ class _Run:
             ", ".join(str(r) for r in resources),
         )
         for resource in resources:
-            self.informers.append(_Informer(self.api, resource, self.queue.put_nowait))
+            informer = _Informer(self.api, resource, self.queue.put_nowait, self.time)
+            self.informers.append(informer)
             self.pending.add(resource)
 
     def apply(self, item: _Item) -> None:
@@ -283,19 +298,31 @@ class _Run:
 
 
 class KubernetesAdapter:
-    """Services of one Kubernetes cluster (see the module docstring)."""
+    """Services of one Kubernetes cluster (see the module docstring).
 
-    def __init__(self, *, name: str, settings: Mapping[str, Any], context: AdapterContext) -> None:
+    ``clock`` and ``sleep`` are what the rate limit, the retries and the re-watch delays
+    measure and wait with (tests give a fake pair)."""
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        settings: Mapping[str, Any],
+        context: AdapterContext,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
         self.name = name
         self.settings = parse_settings(name, settings, context)
-        self.limiter = TokenBucket(self.settings.qps, self.settings.burst)
+        self._time = _Time(clock, sleep)
+        self.limiter = TokenBucket(self.settings.qps, self.settings.burst, clock=clock, sleep=sleep)
 
     def __repr__(self) -> str:
         s = self.settings
         return f"KubernetesAdapter(name={self.name!r}, cluster_id={s.cluster_id!r}, {s.source})"
 
     async def watch(self) -> AsyncIterator[Update]:
-        run = _Run(self.name, self.settings)
+        run = _Run(self.name, self.settings, self._time)
         try:
             await run.start(self.limiter)
             while run.pending:

@@ -10,6 +10,7 @@ Contract:
   stay plain dicts (what :mod:`.parse` reads), and the status and ``Retry-After`` of
   every response, watches included, are seen.  ``watch.Watch`` is not used: it hides
   both, turns a non-JSON error body into an event and opens a second connection pool.
+* Every wait before a retry is the ``sleep`` the :class:`Api` was given.
 * Every request first takes a token from the adapter's
   :class:`~registryd.ratelimit.TokenBucket` (``qps`` tokens a second, at most ``burst``
   saved up), as client-go's rate limiter does.
@@ -18,9 +19,9 @@ Contract:
   again, up to :data:`MAX_THROTTLED` times; a 5xx is tried again up to
   :data:`SERVER_RETRIES` times (after ``Retry-After``, or 0.5 s doubling); anything else
   (401, 403, 404, repeated 5xx) raises :class:`KubernetesError` naming the resource
-  (:class:`Forbidden` for 403).  A
-  failed connection is tried once more after 0.2 s (a pooled keep-alive connection the
-  server has closed), then raises.  Connecting times out after
+  (:class:`Forbidden` for 403).  A failed connection is tried once more after
+  :data:`CONNECT_RETRY_DELAY` s (a pooled keep-alive connection the server has
+  closed), then raises.  Connecting times out after
   :data:`CONNECT_TIMEOUT` seconds, a list page after :data:`LIST_TIMEOUT`.
 * :meth:`Api.list` reads a resource in pages of :data:`PAGE_SIZE` (``limit`` /
   ``continue``), from the API server's current state (no ``resourceVersion``), and returns
@@ -63,6 +64,7 @@ from .objects import ENDPOINT_SLICE, NAMESPACE, NODE, POD, SERVICE
 from .settings import KubernetesSettings
 
 __all__ = [
+    "CONNECT_RETRY_DELAY",
     "CONNECT_TIMEOUT",
     "LIST_TIMEOUT",
     "MAX_RETRY_AFTER",
@@ -82,6 +84,8 @@ __all__ = [
 
 log = logging.getLogger("registryd.kubernetes")
 
+Sleep = Callable[[float], Awaitable[object]]
+
 CONNECT_TIMEOUT = 5.0  # seconds to open a connection to the API server
 LIST_TIMEOUT = 60.0  # seconds for one list page
 READ_SLACK = 30.0  # a watch silent this long past its timeoutSeconds is dropped
@@ -90,6 +94,7 @@ SERVER_RETRIES = 2  # a 5xx is tried again this often before watch() fails
 MAX_THROTTLED = 10  # 429s in a row before giving up
 MAX_RETRY_AFTER = 30.0  # seconds: a longer Retry-After is cut to this
 CONNECT_RETRIES = 1
+CONNECT_RETRY_DELAY = 0.2  # seconds before a failed connection is tried again
 MAX_MESSAGE = 300  # characters of an API server's error message kept
 _RESOURCES = {
     SERVICE: ("services", "/api/v1"),
@@ -231,16 +236,22 @@ def _redacted(exc: BaseException, secrets: Iterable[str] = ()) -> str:
     return describe_error(exc, text=redact(str(exc), secrets))
 
 
-async def connect(settings: KubernetesSettings, limiter: TokenBucket, connections: int) -> Api:
+async def connect(
+    settings: KubernetesSettings,
+    limiter: TokenBucket,
+    connections: int,
+    *,
+    sleep: Sleep = asyncio.sleep,
+) -> Api:
     """An :class:`Api` on the cluster of ``settings``; ``connections`` bounds the
-    connection pool (one per watch, plus room for lists)."""
+    connection pool (one per watch, plus room for lists); ``sleep`` waits before a retry."""
     configuration = await _configuration(settings)
     configuration.connection_pool_maxsize = connections
     try:  # reads the CA and client certificate files
         api_client = kube_client.ApiClient(configuration)
     except Exception as exc:
         raise KubernetesError(f"{settings.source}: TLS setup: {_redacted(exc)}") from None
-    return Api(api_client, limiter)
+    return Api(api_client, limiter, sleep=sleep)
 
 
 # -- requests ---------------------------------------------------------------------------------
@@ -287,8 +298,11 @@ def _advice(status: int, resource: Resource) -> str:
 class Api:
     """Requests to one API server (see the module docstring)."""
 
-    def __init__(self, api_client: Any, limiter: TokenBucket) -> None:
+    def __init__(
+        self, api_client: Any, limiter: TokenBucket, *, sleep: Sleep = asyncio.sleep
+    ) -> None:
         self.api_client = api_client
+        self.sleep = sleep
         self.host = public_host(str(api_client.configuration.host))
         self.limiter = limiter
         self._core = kube_client.CoreV1Api(api_client)
@@ -330,7 +344,7 @@ class Api:
                     raise KubernetesError(
                         f"{what} {resource} on {self.host}: {describe_error(exc)}"
                     ) from exc
-                await asyncio.sleep(0.2)
+                await self.sleep(CONNECT_RETRY_DELAY)
                 continue
             status = response.status
             if 200 <= status < 300:
@@ -348,7 +362,7 @@ class Api:
                 "%s %s on %s: HTTP %d; again in %.1fs", what, resource, self.host, status, delay
             )
             response.release()
-            await asyncio.sleep(delay)
+            await self.sleep(delay)
 
     @staticmethod
     async def _retry_delay(

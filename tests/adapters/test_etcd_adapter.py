@@ -1,8 +1,8 @@
 """The etcd adapter against a real etcd: settings, full state first, puts and deletes,
 lease expiry, malformed values, compaction, outages, endpoints, auth and TLS.
 
-Every wait is bounded: updates are awaited with a timeout, and a watch() that should
-fail must do so within a few seconds.
+Every wait is bounded by a hang guard, which is not what a test asserts: how soon a
+failure shows is asserted through its cause (a refused connection, the probe's deadline).
 """
 
 from __future__ import annotations
@@ -12,12 +12,12 @@ import json
 import logging
 import shutil
 import tempfile
-import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
 import aetcd
+import grpc
 import pytest
 from aetcd import rpc
 
@@ -32,7 +32,7 @@ from registryd.adapter import (
 )
 from registryd.adapters.etcd import EtcdAdapter
 from registryd.adapters.etcd import adapter as adapter_module
-from registryd.adapters.etcd.adapter import PROBE_INTERVAL, EtcdError
+from registryd.adapters.etcd.adapter import EtcdError
 from registryd.adapters.etcd.parse import DEFAULT_PREFIX
 from registryd.model import Endpoint, Health, Labels, Port
 from registryd.testing import AdapterContract
@@ -42,7 +42,7 @@ from tests.e2e.procs import free_port
 
 PREFIX = DEFAULT_PREFIX
 WITHIN = 3.0  # seconds: every change must show within this
-FAILS_WITHIN = 4.0  # seconds: a dead etcd must fail watch() within this
+HANG_GUARD = 60.0  # seconds: only stops a hung test
 SECRET = "s3cret-Pa55"
 T = TypeVar("T")
 
@@ -70,7 +70,7 @@ class Feed(SharedFeed):
     def __init__(self, source: EtcdAdapter) -> None:
         super().__init__(source, WITHIN)
 
-    async def error(self, timeout: float | None = FAILS_WITHIN) -> BaseException:
+    async def error(self, timeout: float | None = HANG_GUARD) -> BaseException:
         return await super().error(timeout)
 
 
@@ -112,6 +112,24 @@ def state(replace: Replace) -> dict[str, list[tuple[str, int]]]:
     for e in replace.endpoints:
         result[e.hostname].append((e.address, e.port))
     return {h: sorted(v) for h, v in result.items()}
+
+
+def causes(error: BaseException) -> list[BaseException]:
+    """``error`` and its causes, outermost first."""
+    chain: list[BaseException] = []
+    current: BaseException | None = error
+    while current is not None and len(chain) < 20:
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    return chain
+
+
+def unavailable(error: BaseException) -> bool:
+    """Whether gRPC gave up on the connection (refused, closed): UNAVAILABLE, at once."""
+    return any(
+        isinstance(e, grpc.aio.AioRpcError) and e.code() == grpc.StatusCode.UNAVAILABLE
+        for e in causes(error)
+    )
 
 
 def leftover_tasks() -> list[str]:
@@ -303,10 +321,8 @@ async def test_lease_expiry_removes_the_instance(
     assert [e.address for e in upsert.endpoints] == ["10.0.0.1", "10.0.0.2"]
     await feed.expect(Problems)
 
-    began = time.monotonic()
-    upsert = await feed.expect(Upsert, timeout=10)  # etcd expires leases within ~2 s
+    upsert = await feed.expect(Upsert, timeout=HANG_GUARD)  # when etcd expires the lease
     assert [e.address for e in upsert.endpoints] == ["10.0.0.1"]
-    assert time.monotonic() - began < 5
     assert list((await feed.expect(Problems)).sources) == [f"{PREFIX}api/static"]
     assert await kv.get(key("api", "leased")) is None
 
@@ -314,7 +330,7 @@ async def test_lease_expiry_removes_the_instance(
     await kv.put(key("solo", "1"), rich("10.0.0.3", 8080), lease=lease)
     assert (await feed.expect(Upsert)).service.hostname == "solo"
     await feed.expect(Problems)
-    assert await feed.expect(Delete, timeout=10) == Delete(hostname="solo")
+    assert await feed.expect(Delete, timeout=HANG_GUARD) == Delete(hostname="solo")
 
 
 async def test_malformed_value_is_reported_and_the_last_good_kept(
@@ -412,11 +428,11 @@ async def test_stopped_etcd_fails_the_watch_quickly(
     feed = start(feeds, adapter(etcd))
     await synced(feed)
 
-    began = time.monotonic()
     await asyncio.to_thread(etcd.stop)
     error = await feed.error()
-    assert time.monotonic() - began < FAILS_WITHIN
     assert isinstance(error, EtcdError), repr(error)
+    # the closed connection fails the stream at once: no request timed out to notice it
+    assert unavailable(error), repr(error)
     assert etcd.endpoint in str(error)
     await asyncio.wait_for(feed.task, 1)  # watch() ended with the error
     assert leftover_tasks() == []
@@ -431,16 +447,19 @@ async def test_hung_etcd_is_detected_by_the_probe(
     await synced(feed)
     await watching()
 
-    began = time.monotonic()
     etcd.pause()  # the TCP connection stays open; nothing answers
     try:
-        error = await feed.error(timeout=PROBE_INTERVAL + 1 + 5)
-        elapsed = time.monotonic() - began
+        error = await feed.error()
     finally:
         etcd.resume()
     assert isinstance(error, EtcdError), repr(error)
     assert "stopped answering" in str(error)
-    assert elapsed < PROBE_INTERVAL + 1 + 2.5
+    # the probe's read ran into the adapter's timeout (1 s here): a silent watch stream
+    # is noticed PROBE_INTERVAL + timeout after etcd hangs
+    assert any(
+        isinstance(e, grpc.aio.AioRpcError) and e.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        for e in causes(error)
+    ), repr(error)
     assert leftover_tasks() == []
 
 
@@ -489,7 +508,7 @@ async def test_a_new_watch_connects_at_once_when_etcd_is_back(etcd: EtcdServer) 
         await asyncio.to_thread(etcd.stop)
         await asyncio.sleep(0.5)
         with pytest.raises(EtcdError):
-            await asyncio.wait_for(anext(updates), FAILS_WITHIN)
+            await asyncio.wait_for(anext(updates), HANG_GUARD)
     finally:
         await asyncio.wait_for(updates.aclose(), 5)
     await asyncio.to_thread(etcd.start)
@@ -510,13 +529,12 @@ async def test_endpoints_are_tried_in_order(
     assert f"connected to {etcd.endpoint}" in caplog.text
 
     other = f"127.0.0.1:{free_port()}"
-    began = time.monotonic()
     failed = start(feeds, adapter(endpoints=[dead, other]))
     error = await failed.error()
-    assert time.monotonic() - began < FAILS_WITHIN
     assert isinstance(error, EtcdError)
     message = str(error)
     assert message.startswith("no etcd endpoint answered")
+    assert message.count("Connection refused") == 2  # each refused at once: no timeout
     assert message.index(dead) < message.index(other)
 
 

@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,17 +15,17 @@ import yaml
 
 from registryd.adapter import Adapter, AdapterContext, Delete, Problems, Replace, Update, Upsert
 from registryd.adapters.kubernetes import KubernetesAdapter
-from registryd.adapters.kubernetes import adapter as adapter_module
-from registryd.adapters.kubernetes.adapter import KubernetesError
-from registryd.adapters.kubernetes.client import PAGE_SIZE
+from registryd.adapters.kubernetes.adapter import FORBIDDEN_RETRY, KubernetesError
+from registryd.adapters.kubernetes.client import CONNECT_RETRIES, CONNECT_RETRY_DELAY, PAGE_SIZE
 from registryd.model import Health, Locality
 from registryd.testing import AdapterContract
 from tests.adapters.feed import Feed as SharedFeed
 from tests.emulators.kubernetes import KubeEmulator, Request
+from tests.fake_time import FakeTime
 
 INFORMERS = 4  # Services, EndpointSlices, Pods and Nodes of one namespace (or all)
 WITHIN = 5.0  # seconds: every change shows within this
-FAILS_WITHIN = 3.0  # seconds: an API server that is gone fails watch() within this
+HANG_GUARD = 60.0  # seconds: only stops a hung test; never what a test asserts
 SECRET = "kube-Bearer-5e3f1c2a0b1d4c6e9f007a5b"
 HOST = "web.shop.svc.cluster.local"
 
@@ -111,7 +110,7 @@ class Feed(SharedFeed):
     def __init__(self, adapter: Adapter) -> None:
         super().__init__(adapter, WITHIN)
 
-    async def error(self, timeout: float | None = FAILS_WITHIN) -> BaseException:
+    async def error(self, timeout: float | None = HANG_GUARD) -> BaseException:
         return await super().error(timeout)
 
     async def synced(self) -> tuple[Replace, Problems]:
@@ -159,13 +158,23 @@ async def kube() -> AsyncIterator[KubeEmulator]:
 
 
 def make(
-    kube: KubeEmulator, tmp_path: Path, name: str = "east", **settings: Any
+    kube: KubeEmulator,
+    tmp_path: Path,
+    name: str = "east",
+    *,
+    fake: FakeTime | None = None,
+    **settings: Any,
 ) -> KubernetesAdapter:
+    """An adapter on ``kube``; with ``fake``, on that clock and sleep."""
     path = tmp_path / f"{name}-{kube.port}.kubeconfig"
     if not path.exists():
         kube.kubeconfig(path)
     values = {"kubeconfig": str(path), **settings}
-    return KubernetesAdapter(name=name, settings=values, context=AdapterContext())
+    if fake is None:
+        return KubernetesAdapter(name=name, settings=values, context=AdapterContext())
+    return KubernetesAdapter(
+        name=name, settings=values, context=AdapterContext(), clock=fake, sleep=fake.sleep
+    )
 
 
 def start(feeds: list[Feed], adapter: Adapter) -> Feed:
@@ -186,8 +195,12 @@ def endpoints_of(replace: Replace) -> dict[str, list[str]]:
 
 
 async def until_watching(kube: KubeEmulator, count: int) -> None:
-    async with asyncio.timeout(WITHIN):
-        while kube.open_watches < count:
+    await until(lambda: kube.open_watches >= count)
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    async with asyncio.timeout(HANG_GUARD):
+        while not condition():
             await asyncio.sleep(0.01)
 
 
@@ -202,10 +215,13 @@ async def test_full_state_first_after_every_list_even_a_throttled_one(
     kube.apply(node("n1", "eu-west-1", "eu-west-1a"))
     kube.apply(svc("db", "data", ip="10.96.0.20", port=5432, target=5432))
     kube.fail_next(429, 1, retry_after=1)  # the first list waits Retry-After
-    started = time.monotonic()
-    feed = start(feeds, make(kube, tmp_path))
+    fake = FakeTime(hold=True)
+    feed = start(feeds, make(kube, tmp_path, fake=fake))
+    assert await fake.slept(1) == [1.0]  # Retry-After, on the adapter's sleep
+    await until(lambda: len([r for r in kube.requests if is_list(r)]) == INFORMERS)
+    assert feed.queue.empty(), "Replace came before the throttled list"
+    fake.advance(1.0)
     replace, problems = await feed.synced()
-    assert time.monotonic() - started >= 0.9, "Replace came before the throttled list"
     assert endpoints_of(replace) == {
         host("db", "data"): [],
         HOST: ["10.1.0.1", "10.1.0.2"],
@@ -218,7 +234,7 @@ async def test_full_state_first_after_every_list_even_a_throttled_one(
     assert set(problems.sources) == {"Service/shop/web", "Service/data/db"}
     throttled = [r for r in kube.requests if is_list(r)]
     assert len(throttled) == 5  # four lists (services, slices, pods, nodes), one twice
-    assert throttled[-1].at - throttled[0].at >= 0.9  # Retry-After honoured
+    assert fake.sleeps == [1.0]  # nothing else waited
 
 
 async def test_services_and_slices_come_and_go_as_increments(
@@ -498,17 +514,34 @@ async def test_qps_and_burst_bound_the_request_rate(
 ) -> None:
     qps, burst = 10.0, 2
     spaces = ["a", "b", "c"]
-    feed = start(feeds, make(kube, tmp_path, namespaces=spaces, qps=qps, burst=burst))
+    fake = FakeTime(hold=True)  # the clock stands still until the test moves it
+    start_time = fake()
+    adapter = make(kube, tmp_path, namespaces=spaces, qps=qps, burst=burst, fake=fake)
+    feed = start(feeds, adapter)
+    lists = len(spaces) * 3 + 1  # Services, EndpointSlices, Pods per namespace; Nodes
+    # A clock that does not move: `burst` requests go out, every other one waits on the
+    # adapter's sleep, the n-th of them n/qps seconds.
+    waits = await fake.slept(lists - burst)
+    assert waits == pytest.approx([n / qps for n in range(1, lists - burst + 1)])
+    # Once every informer waits (the first ones for their watch), nothing else can go out.
+    await until(lambda: fake.sleeping == lists)
+    assert len(kube.requests) == burst
+    fake.advance_to_next()  # 1/qps later: exactly one more
+    await until(lambda: fake.sleeping == lists)
+    assert len(kube.requests) == burst + 1
+    # Then each wait that ends lets one request out, until the 10 lists and the 10
+    # watches are sent, each 1/qps after the one before.
+    while len(kube.requests) < 2 * lists:
+        await until(lambda: fake.sleeping > 0 or len(kube.requests) == 2 * lists)
+        if fake.sleeping:
+            fake.advance_to_next()
     await feed.synced()
-    await until_watching(kube, 10)
-    times = [r.at for r in kube.requests]
-    assert len(times) == 20  # 10 lists, 10 watches
-    # Arrival times at the server: the first request may arrive late (connection set-up),
-    # so allow one token of slack; unthrottled, all 20 would arrive within milliseconds.
-    for index, at in enumerate(times):
-        earliest = (index - burst) / qps
-        assert at - times[0] >= earliest - 0.02, f"request {index} came too early"
-    assert times[-1] - times[0] >= (len(times) - burst - 1) / qps - 0.02
+    await until_watching(kube, lists)
+    assert len(kube.requests) == 2 * lists  # 10 lists, 10 watches
+    assert fake.dues == pytest.approx(
+        [start_time + n / qps for n in range(1, 2 * lists - burst + 1)]
+    )
+    assert fake() == pytest.approx(start_time + (2 * lists - burst) / qps)
 
 
 # -- failures -------------------------------------------------------------------------------------
@@ -520,15 +553,18 @@ async def test_apiserver_down_raises_and_a_new_watch_has_exactly_the_new_state(
     kube.apply(svc())
     kube.apply(eps())
     kube.apply(svc("old", ip="10.96.0.13"))
-    adapter = make(kube, tmp_path)
+    adapter = make(kube, tmp_path, fake=(fake := FakeTime()))
     feed = start(feeds, adapter)
     await feed.synced()
-    stopped = time.monotonic()
     await kube.stop()
     error = await feed.error()
     assert isinstance(error, KubernetesError)
-    assert time.monotonic() - stopped < FAILS_WITHIN
     assert kube.address in str(error)
+    # It fails because the connection is refused, after one quick retry of it and the
+    # first short re-watch delay: no timeout (connect, read) is waited out.
+    assert "Connect call failed" in str(error), error
+    assert set(fake.sleeps) <= {0.1, CONNECT_RETRY_DELAY}, fake.sleeps
+    assert 1 <= fake.sleeps.count(CONNECT_RETRY_DELAY) <= INFORMERS * CONNECT_RETRIES
 
     kube.delete("v1", "Service", "shop", "old")  # changes while it is down
     kube.apply(svc("new", ip="10.96.0.14"))
@@ -556,14 +592,14 @@ async def test_a_5xx_is_retried_and_repeated_ones_raise(
 
 
 async def test_forbidden_nodes_sync_without_regions_until_allowed(
-    kube: KubeEmulator, tmp_path: Path, feeds: list[Feed], monkeypatch: pytest.MonkeyPatch
+    kube: KubeEmulator, tmp_path: Path, feeds: list[Feed]
 ) -> None:
-    monkeypatch.setattr(adapter_module, "FORBIDDEN_RETRY", 0.5)
     kube.apply(svc())
     kube.apply(eps("web", "shop", "10.1.0.1", node="n1"))
     kube.apply(node("n1", "eu-west-1", "eu-west-1a"))
     kube.forbidden.add("nodes")  # a Role without cluster-scoped reads
-    feed = start(feeds, make(kube, tmp_path))
+    fake = FakeTime(hold=True)
+    feed = start(feeds, make(kube, tmp_path, fake=fake))
     replace, problems = await feed.synced()
     (endpoint,) = replace.endpoints
     assert endpoint.locality == Locality()  # no region: Nodes could not be read
@@ -573,6 +609,8 @@ async def test_forbidden_nodes_sync_without_regions_until_allowed(
     assert "listed again every" in message
 
     kube.forbidden.clear()  # the permission is granted: picked up without a restart
+    assert await fake.slept(1) == [FORBIDDEN_RETRY]  # Nodes are listed again after this
+    fake.advance(FORBIDDEN_RETRY)
     upsert = await feed.expect(Upsert)
     assert upsert.endpoints[0].locality == Locality(region="eu-west-1", zone="eu-west-1a")
     assert (await feed.expect(Problems)).errors == {}
@@ -588,12 +626,15 @@ async def test_forbidden_services_fail_the_registry(
 
 
 async def test_nothing_listening_raises_at_once(tmp_path: Path, feeds: list[Feed]) -> None:
+    fake = FakeTime()
     async with KubeEmulator() as kube:
-        adapter = make(kube, tmp_path)
-    started = time.monotonic()
+        adapter = make(kube, tmp_path, fake=fake)
     error = await start(feeds, adapter).error()
     assert isinstance(error, KubernetesError)
-    assert time.monotonic() - started < FAILS_WITHIN
+    # refused, tried once more after CONNECT_RETRY_DELAY: no timeout is waited out
+    assert "Connect call failed" in str(error), error
+    assert 1 <= len(fake.sleeps) <= INFORMERS * CONNECT_RETRIES
+    assert set(fake.sleeps) == {CONNECT_RETRY_DELAY}
 
 
 async def test_the_token_is_sent_and_never_shown(

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+from watchfiles import awatch
 
 from registryd.adapter import (
     AdapterContext,
@@ -25,7 +26,7 @@ from registryd.adapters.serviceentry.adapter import is_candidate, scan_tree
 from tests.adapters.feed import Feed as SharedFeed
 from tests.adapters.yaml_docs import entry
 
-WITHIN = 1.0  # seconds: every change must show within this
+WITHIN = 60.0  # seconds: a hang guard for every wait, never what a test asserts
 T = TypeVar("T")
 
 
@@ -177,12 +178,10 @@ async def test_a_file_instead_of_a_directory_raises(tmp_path: Path) -> None:
 # -- live changes -----------------------------------------------------------------------
 
 
-async def test_edit_yields_upsert_within_a_second(feed: Feed, tree: Path) -> None:
+async def test_edit_yields_upsert(feed: Feed, tree: Path) -> None:
     await started(feed)
-    began = time.monotonic()
     (tree / "a.yaml").write_text(entry("a.example", "10.0.0.1", "10.0.0.9"))
     upsert = await feed.expect(Upsert)
-    assert time.monotonic() - began < WITHIN
     assert upsert.service.hostname == "a.example"
     assert addresses(upsert) == ["10.0.0.1", "10.0.0.9"]
     problems = await feed.expect(Problems)  # the documents in use changed
@@ -294,22 +293,46 @@ async def test_directory_removed_while_watching_raises(feed: Feed, tree: Path) -
     assert str(tree) in str(error)
 
 
-async def test_cancel_is_prompt_and_releases_the_watcher(tree: Path) -> None:
-    feed = Feed(adapter(tree, resync_interval=60))
+# The watcher thread wakes every resync_interval when nothing changes: with an hour, a
+# cancel or close that waited for it would hang (and meet the hang guard).
+AN_HOUR = 3600
+
+
+async def test_cancel_does_not_wait_for_the_watcher_and_releases_it(tree: Path) -> None:
+    feed = Feed(adapter(tree, resync_interval=AN_HOUR))
     await started(feed)
-    began = time.monotonic()
-    await feed.close()
-    assert time.monotonic() - began < WITHIN
+    await feed.close()  # a hang guard only
     assert feed.task.cancelled()
 
 
 async def test_closing_the_iterator_releases_the_watcher(tree: Path) -> None:
-    updates = adapter(tree, resync_interval=60).watch()
+    updates = adapter(tree, resync_interval=AN_HOUR).watch()
     assert isinstance(await anext(updates), Replace)
     assert isinstance(await anext(updates), Problems)
-    began = time.monotonic()
-    await updates.aclose()  # type: ignore[attr-defined]
-    assert time.monotonic() - began < WITHIN
+    await asyncio.wait_for(updates.aclose(), WITHIN)  # type: ignore[attr-defined]
+
+
+async def test_the_watcher_batches_changes_after_a_short_quiet_time(
+    tree: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """How soon an edit shows is the watcher's step and debounce the adapter asks for."""
+    asked: list[dict[str, Any]] = []
+
+    def recording_awatch(*paths: Any, **options: Any) -> Any:
+        asked.append(options)
+        return awatch(*paths, **options)
+
+    monkeypatch.setattr(watch_module, "awatch", recording_awatch)
+    feed = Feed(adapter(tree, resync_interval=7))
+    try:
+        await started(feed)
+    finally:
+        await feed.close()
+    (options,) = asked
+    # a batch 1-2 steps after the last change, at most a debounce after the first
+    assert options["step"] == watch_module.STEP_MS <= 50
+    assert options["debounce"] == watch_module.DEBOUNCE_MS <= 1000
+    assert options["rust_timeout"] == 7000  # a resync check every resync_interval
 
 
 async def test_restarted_watch_starts_with_replace_again(tree: Path) -> None:

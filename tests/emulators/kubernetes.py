@@ -53,7 +53,7 @@ or RVs, and whatever :meth:`fail_next` asks.  Knobs: :meth:`apply`, :meth:`delet
 :meth:`get`, :meth:`compact`, :meth:`drop_watches` (a reset mid-stream, or with
 ``graceful`` a clean end), :meth:`fail_next`, :meth:`stop`/:meth:`start` (connections
 cut; the same port and state after), :attr:`forbidden` (resource plurals the caller
-may not read: 403 as RBAC answers), :attr:`requests`, :attr:`open_watches`, and
+may not read: 403 as RBAC answers), :attr:`requests`, :attr:`open_watches`, :attr:`watch_ends`, and
 :attr:`on_request` (called with each request before it is answered, to change the state
 at a precise moment, e.g. compact between two pages of a list).
 
@@ -272,6 +272,9 @@ class KubeEmulator(LoopbackServer):
         self._pages: dict[str, tuple[int, list[Obj]]] = {}
         self._page_ids = itertools.count(1)
         self._watches: set[_Watch] = set()
+        # why each watch stream ended, in order: "timeout" (its timeoutSeconds),
+        # "dropped" (drop_watches), "client" (the client went away)
+        self.watch_ends: list[str] = []
         self._failures: deque[tuple[int, int | None]] = deque()
 
     # -- life cycle (see LoopbackServer) ---------------------------------------------------
@@ -628,6 +631,7 @@ class KubeEmulator(LoopbackServer):
             while watch is not None:
                 now = loop.time()
                 if deadline is not None and now >= deadline:
+                    self.watch_ends.append("timeout")
                     break
                 if not watch.queue.empty():
                     item = watch.queue.get_nowait()
@@ -644,13 +648,14 @@ class KubeEmulator(LoopbackServer):
                     except TimeoutError:
                         continue
                 if item is None:  # drop_watches
+                    self.watch_ends.append("dropped")
                     break
                 converted = self._convert(item, selector) if item.rv > after else None
                 if converted is not None:
                     await send(*converted)
             await response.write_eof()
         except ConnectionResetError:
-            pass  # the client went away
+            self.watch_ends.append("client")  # the client went away
         finally:
             if watch is not None:
                 self._watches.discard(watch)

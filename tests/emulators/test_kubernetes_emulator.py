@@ -25,7 +25,6 @@ import asyncio
 import json
 import socket
 import sys
-import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -456,7 +455,6 @@ async def test_watch_from_a_future_resource_version(
 
 async def test_timeout_seconds_ends_the_stream(kube: KubeEmulator, api: client.ApiClient) -> None:
     v1 = client.CoreV1Api(api)
-    started = time.monotonic()
     seen = await events(
         v1.list_service_for_all_namespaces,
         10,
@@ -464,9 +462,9 @@ async def test_timeout_seconds_ends_the_stream(kube: KubeEmulator, api: client.A
         allow_watch_bookmarks=True,
         timeout_seconds=1,
     )
-    elapsed = time.monotonic() - started
-    assert 0.9 <= elapsed < 3.0
-    assert {e["type"] for e in seen} == {"BOOKMARK"}
+    assert len(seen) < 10  # the stream ended before the client stopped reading...
+    assert kube.watch_ends == ["timeout"]  # ...because its timeoutSeconds were up
+    assert {e["type"] for e in seen} <= {"BOOKMARK"}  # nothing happened but bookmarks
     await until(lambda: kube.open_watches == 0)
 
 

@@ -8,6 +8,7 @@ import time
 import pytest
 
 from registryd.ratelimit import TokenBucket
+from tests.fake_time import FakeTime
 
 
 class Clock:
@@ -67,11 +68,31 @@ def test_rate_and_burst_are_checked(rate: float, burst: int) -> None:
 
 
 async def test_acquire_waits_until_the_token_is_due() -> None:
-    bucket = TokenBucket(20.0, 1)
-    started = time.monotonic()
+    time_ = FakeTime()
+    bucket = TokenBucket(20.0, 2, clock=time_, sleep=time_.sleep)
     await bucket.acquire()  # the burst: at once
     await bucket.acquire()
-    assert time.monotonic() - started >= 0.045  # the second token is due 1/rate = 50 ms later
+    assert time_.sleeps == []
+    await bucket.acquire()  # due 1/rate = 50 ms later
+    await bucket.acquire()  # the clock moved with the sleep: 50 ms again, not 100
+    assert time_.sleeps == pytest.approx([0.05, 0.05])
+
+
+async def test_acquire_waits_with_the_sleep_it_was_given() -> None:
+    time_ = FakeTime(hold=True)
+    bucket = TokenBucket(4.0, 1, clock=time_, sleep=time_.sleep)
+    await bucket.acquire()
+    waiting = [asyncio.create_task(bucket.acquire()) for _ in range(2)]
+    assert await time_.slept(2) == pytest.approx([0.25, 0.5])  # in order, 1/rate apart
+    time_.advance(0.25)
+    await asyncio.wait_for(waiting[0], 60)  # a hang guard only
+    assert not waiting[1].done()  # its sleep is not over: the clock has not moved enough
+    time_.advance(0.25)
+    await asyncio.wait_for(waiting[1], 60)
+
+
+def test_the_default_sleep_is_asyncio_sleep() -> None:
+    assert TokenBucket(1.0, 1).sleep is asyncio.sleep
 
 
 async def test_a_cancelled_acquire_keeps_its_reservation() -> None:
