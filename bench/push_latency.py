@@ -352,6 +352,12 @@ def main() -> None:
         choices=("true", "false"),
         help="false: endpoint changes skip the debounce (--enableEDSDebounce=false)",
     )
+    ap.add_argument("--xdsWorkers", default="1", help="passed to registryd")
+    ap.add_argument(
+        "--shared-connection",
+        action="store_true",
+        help="all simulated clients on one TCP connection (grpc's default channel sharing)",
+    )
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         config = Path(tmp) / "se"
@@ -363,6 +369,7 @@ def main() -> None:
             f"--enableEDSDebounce={args.eds_debounce}",
             "--log_output_level=default:warn",
             "--maxRequestsPerSecond=100000",  # the clients connect at once (default: 25/s)
+            f"--xdsWorkers={args.xdsWorkers}",
         )
         t0 = time.monotonic()
         with registryd(config, *flags) as daemon:
@@ -393,7 +400,14 @@ def main() -> None:
                 # one event loop for every count: grpc.aio's poller belongs to the first
                 return [
                     await measure(
-                        daemon.target, http_port, n, config, args.services, args.endpoints, proc
+                        daemon.target,
+                        http_port,
+                        n,
+                        config,
+                        args.services,
+                        args.endpoints,
+                        proc,
+                        own_connections=not args.shared_connection,
                     )
                     for n in args.clients
                 ]

@@ -334,6 +334,7 @@ class Metrics:
         )
         self._tracker = tracker  # when each recent push started and was published
         self._children: dict[str, tuple[Any, Any]] = {}
+        self._throttle_children: dict[str, tuple[Any, Any]] = {}
 
     def _by_kind(self, kind: str) -> tuple[Any, Any]:
         """The per-type children of the size and push-time histograms (looked up once:
@@ -366,8 +367,12 @@ class Metrics:
 
     def throttled(self, limit: str, seconds: float) -> None:
         """A push (``limit="push"``) or a new stream (``"request"``) waited ``seconds``."""
-        self.throttled_count.labels(limit).inc()
-        self.throttle_wait.labels(limit).observe(seconds)
+        children = self._throttle_children.get(limit)
+        if children is None:  # looked up once: this runs for every connection that waited
+            children = (self.throttled_count.labels(limit), self.throttle_wait.labels(limit))
+            self._throttle_children[limit] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
     # -- xDS server observer -------------------------------------------------------------
     def sent(

@@ -28,8 +28,9 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import itertools
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -65,7 +66,9 @@ class PushSlots:
     (a client that stopped reading, its writes stuck in flow control) goes on without
     it, counted in ``overtime``, and the slot passes to the next in line.  So clients
     that stop reading cannot take all the slots and stop pushes to everyone (istiod
-    holds a slot for the whole send)."""
+    holds a slot for the whole send).  Leases end in the order they began (``clock`` is
+    monotonic, ``lease`` fixed), so one timer (``call_later``) for the oldest serves
+    them all: a push to a thousand connections does not arm a thousand timers."""
 
     def __init__(
         self,
@@ -87,33 +90,47 @@ class PushSlots:
         self.waited = 0
         self.overtime = 0
         self._line: collections.deque[asyncio.Future[None]] = collections.deque()
+        self._leases: dict[int, float] = {}  # lease -> when it ends, oldest first
+        self._lease_ids = itertools.count()
+        self._timer: Cancellable | None = None  # for the oldest lease
 
     @property
     def waiting(self) -> int:
         return sum(1 for turn in self._line if not turn.done())
 
-    @contextlib.asynccontextmanager
-    async def hold(self) -> AsyncIterator[None]:
-        """Hold a slot for the body of the ``async with`` (at most ``lease`` seconds)."""
-        await self.acquire()
-        held = True
+    def hold(self) -> _Hold:
+        """Hold a slot for the body of an ``async with`` (at most ``lease`` seconds)."""
+        return _Hold(self)
 
-        def expire() -> None:
-            nonlocal held
-            if held:
-                held = False
-                self.overtime += 1
-                self.release()
+    def _begin_lease(self) -> int:
+        key = next(self._lease_ids)
+        if self.lease is not None:
+            self._leases[key] = self.clock() + self.lease
+            if self._timer is None:
+                self._timer = self.call_later(self.lease, self._expire)
+        return key
 
-        timer = None if self.lease is None else self.call_later(self.lease, expire)
-        try:
-            yield
-        finally:
-            if timer is not None:
-                timer.cancel()
-            if held:
-                held = False
-                self.release()
+    def _end_lease(self, key: int) -> None:
+        if self.lease is None:
+            self.release()
+        elif self._leases.pop(key, None) is not None:  # not expired: give the slot back
+            self.release()
+            if not self._leases and self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+
+    def _expire(self) -> None:
+        """End every lease that is due; arm the timer for the next one."""
+        self._timer = None
+        now = self.clock()
+        while self._leases:
+            key, ends = next(iter(self._leases.items()))
+            if ends > now:
+                self._timer = self.call_later(ends - now, self._expire)
+                return
+            del self._leases[key]
+            self.overtime += 1
+            self.release()
 
     async def acquire(self) -> None:
         if not self._line and (self.limit is None or self.in_flight < self.limit):
@@ -141,6 +158,23 @@ class PushSlots:
                 turn.set_result(None)
                 return
         self.in_flight -= 1
+
+
+class _Hold:
+    """``async with slots.hold():`` a slot for the body (see :class:`PushSlots`)."""
+
+    __slots__ = ("_key", "_slots")
+
+    def __init__(self, slots: PushSlots) -> None:
+        self._slots = slots
+        self._key = -1
+
+    async def __aenter__(self) -> None:
+        await self._slots.acquire()
+        self._key = self._slots._begin_lease()
+
+    async def __aexit__(self, *_: object) -> None:
+        self._slots._end_lease(self._key)
 
 
 class NewStreams:

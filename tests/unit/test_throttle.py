@@ -143,19 +143,22 @@ class Timers:
         return timer
 
     def fire(self) -> None:
+        """Run every pending timer (a fired timer is no longer pending)."""
         for timer in list(self.pending):
+            self.pending.remove(timer)
             timer.callback()
 
 
 async def test_a_holder_past_its_lease_gives_the_slot_to_the_next_and_goes_on() -> None:
-    timers = Timers()
-    slots = PushSlots(1, lease=5.0, call_later=timers)
+    clock, timers = FakeClock(), Timers()
+    slots = PushSlots(1, lease=5.0, clock=clock, call_later=timers)
     holders = Holders(slots)
     stuck = asyncio.create_task(holders.hold(0))
     await until(lambda: holders.order == [0])
     nxt = asyncio.create_task(holders.hold(1))
     await until(lambda: slots.waiting == 1)
     assert [timer.delay for timer in timers.pending] == [5.0]
+    clock.advance(5.0)
     timers.fire()  # 0's lease ends while it is still busy
     await until(lambda: holders.order == [0, 1])
     assert (slots.in_flight, slots.overtime) == (1, 1)
@@ -165,6 +168,34 @@ async def test_a_holder_past_its_lease_gives_the_slot_to_the_next_and_goes_on() 
     holders.release[1].set()  # finished in time: its timer is cancelled
     await nxt
     assert (slots.in_flight, slots.overtime, timers.pending) == (0, 1, [])
+
+
+async def test_leases_share_one_timer_armed_for_the_oldest() -> None:
+    clock, timers = FakeClock(), Timers()
+    slots = PushSlots(3, lease=5.0, clock=clock, call_later=timers)
+    holders = Holders(slots)
+    tasks = []
+    for i in range(3):  # leases begin at 0, 1 and 2 s
+        tasks.append(asyncio.create_task(holders.hold(i)))
+        await until(lambda i=i: len(holders.order) == i + 1)
+        clock.advance(1.0)
+    assert [timer.delay for timer in timers.pending] == [5.0]  # one timer, not three
+    clock.advance(2.0)  # 5 s: the first lease is due
+    timers.fire()
+    assert (slots.overtime, slots.in_flight) == (1, 2)
+    assert [timer.delay for timer in timers.pending] == [1.0]  # the next ends at 6 s
+    holders.release[1].set()  # ends in time
+    await until(lambda: slots.in_flight == 1)
+    assert [timer.delay for timer in timers.pending] == [1.0]  # still armed for lease 2
+    clock.advance(1.0)
+    timers.fire()  # 6 s: nothing due any more (lease 1 ended); re-armed for lease 2 at 7 s
+    assert [timer.delay for timer in timers.pending] == [1.0]
+    holders.release[2].set()
+    await until(lambda: slots.in_flight == 0)
+    assert timers.pending == []  # no lease left: the timer is gone
+    holders.release[0].set()
+    await asyncio.gather(*tasks)
+    assert (slots.in_flight, slots.overtime) == (0, 1)
 
 
 def test_push_limit_must_be_positive() -> None:
