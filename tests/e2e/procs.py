@@ -20,7 +20,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -34,6 +34,7 @@ __all__ = [
     "free_port",
     "http_get",
     "listener_port",
+    "listener_ports",
     "poll",
     "render_bootstrap",
     "start_envoy",
@@ -76,14 +77,18 @@ def _ephemeral_low() -> int:
         return 32768
 
 
-def listener_port(rng: random.Random | None = None) -> int:
+def listener_port(rng: random.Random | None = None, *, taken: Iterable[int] = ()) -> int:
     """A free TCP port on 127.0.0.1 below the range the kernel gives outgoing connections,
     for a listener that is bound late (an Envoy listener served over xDS): a port from
-    :func:`free_port` may meanwhile become the local port of some outgoing connection."""
+    :func:`free_port` may meanwhile become the local port of some outgoing connection.
+    Never one of ``taken``."""
     rng = rng or random.Random()
     low = _ephemeral_low()
+    avoid = set(taken)
     for _ in range(100):
         port = rng.randrange(max(1024, low - 12000), low)
+        if port in avoid:
+            continue
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
             try:
                 probe.bind(("127.0.0.1", port))
@@ -91,6 +96,14 @@ def listener_port(rng: random.Random | None = None) -> int:
                 continue
             return port
     return free_port()
+
+
+def listener_ports(count: int) -> list[int]:
+    """``count`` distinct :func:`listener_port` ports."""
+    ports: list[int] = []
+    for _ in range(count):
+        ports.append(listener_port(taken=ports))
+    return ports
 
 
 def poll(

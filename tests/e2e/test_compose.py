@@ -21,7 +21,7 @@ from tests.e2e.admin import Admin
 from tests.e2e.checks import LOCAL, wait_answers
 from tests.e2e.conftest import Stack
 from tests.e2e.loop_thread import LoopThread
-from tests.e2e.procs import Envoy, free_port, http_get, poll
+from tests.e2e.procs import Envoy, free_port, http_get, listener_port, poll
 from tests.emulators.consul import ConsulEmulator
 
 COMPOSE = Path(__file__).resolve().parents[2] / "compose"
@@ -102,7 +102,7 @@ def test_the_demo_config_routes_consul_and_vm_services_through_envoy(
     loop, agent = consul
     # As in the demo, every service listens on one port, each on its own address
     # (here loopback ones), and Envoy serves all three on one listener, routed by Host.
-    port = free_port()
+    port = listener_port()
     hello = stack.http_backend("hello", "127.0.0.11", port)
     echo = stack.http_backend("echo", "127.0.0.12", port)
     stack.http_backend("legacy-vm", "127.0.0.21", port)

@@ -18,7 +18,7 @@ from tests.e2e.checks import (
 )
 from tests.e2e.conftest import Stack
 from tests.e2e.entries import service_entry, write_atomic, write_entries
-from tests.e2e.procs import Envoy, Registryd, free_port, poll
+from tests.e2e.procs import Envoy, Registryd, listener_port, poll
 
 HOST = "backend.example"
 OTHER = "other.example"
@@ -36,7 +36,7 @@ def assert_running(registryd: Registryd, envoy: Envoy, pids: tuple[int, int]) ->
 def test_envoy_routes_traffic_and_follows_file_edits(stack: Stack, api_type: str) -> None:
     a = stack.http_backend("backend-a")
     b = stack.http_backend("backend-b")
-    port = free_port()
+    port = listener_port()
     cluster = f"outbound|{port}||{HOST}"
     other_cluster = f"outbound|{port}||{OTHER}"
     path = stack.config_dir / "services.yaml"

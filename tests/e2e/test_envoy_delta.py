@@ -19,7 +19,7 @@ from tests.e2e.checks import (
 )
 from tests.e2e.conftest import Stack
 from tests.e2e.entries import service_entry, write_entries
-from tests.e2e.procs import Registryd, free_port, http_get, poll
+from tests.e2e.procs import Registryd, http_get, listener_port, poll
 
 HOST = "backend.example"
 
@@ -34,7 +34,7 @@ def connections(registryd: Registryd) -> list[dict[str, Any]]:
 def test_envoy_reconnects_on_delta_without_being_sent_what_it_has(stack: Stack) -> None:
     a = stack.http_backend("backend-a")
     b = stack.http_backend("backend-b")
-    port = free_port()
+    port = listener_port()
     cluster = f"outbound|{port}||{HOST}"
     path = stack.config_dir / "services.yaml"
     write_entries(path, service_entry(HOST, port, [(LOCAL, a.port)]))

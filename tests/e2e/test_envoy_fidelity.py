@@ -22,7 +22,7 @@ from tests.e2e.checks import (
 )
 from tests.e2e.conftest import Stack
 from tests.e2e.entries import write_entries
-from tests.e2e.procs import free_port, http_get, poll
+from tests.e2e.procs import free_port, http_get, listener_port, poll
 
 
 def entry(
@@ -76,7 +76,7 @@ def test_two_tls_hosts_on_one_port_are_each_reached_by_sni(stack: Stack, api_typ
     for host in hosts:
         cert, key = issue_server(pki, host)
         servers[host] = stack.name_server(host, cert=str(cert), key=str(key))
-    port = free_port()
+    port = listener_port()
     write_entries(
         stack.config_dir / "tls.yaml",
         *(entry(host, port, "TLS", servers[host].port) for host in hosts),
@@ -153,7 +153,7 @@ def captured(capture_port: int, destination: str, port: int) -> str:
 def test_tcp_services_with_vips_are_each_reached_only_at_their_own_address(
     stack: Stack, api_type: str
 ) -> None:
-    port = free_port()
+    port = listener_port()
     a = stack.name_server("a")
     b = stack.name_server("b")
     c = stack.name_server("c")
@@ -187,7 +187,7 @@ def test_tcp_services_with_vips_are_each_reached_only_at_their_own_address(
 
 
 def test_http_service_is_reached_by_its_vip_in_the_host_header(stack: Stack, api_type: str) -> None:
-    port = free_port()
+    port = listener_port()
     backend = stack.http_backend("vip-backend")
     write_entries(
         stack.config_dir / "http.yaml",
@@ -207,7 +207,7 @@ def test_hosts_differing_only_in_case_do_not_break_the_routes_of_their_port(
     stack: Stack, api_type: str
 ) -> None:
     # a route configuration with one domain twice is rejected by Envoy as a whole
-    port = free_port()
+    port = listener_port()
     victim = stack.http_backend("victim")
     other = stack.http_backend("other")
     twice = entry("victim.example", port, "HTTP", victim.port)
@@ -228,7 +228,7 @@ def test_locality_weights_past_2_32_are_clamped_and_pushes_go_on(
     stack: Stack, api_type: str
 ) -> None:
     # endpoint_builder.go addUint32: each weight valid on its own, their sum is not
-    port = free_port()
+    port = listener_port()
     a = stack.http_backend("heavy-a")
     b = stack.http_backend("heavy-b")
     heavy = entry("heavy.example", port, "HTTP", a.port)

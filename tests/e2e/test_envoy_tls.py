@@ -7,7 +7,7 @@ from tests.e2e.admin import Admin
 from tests.e2e.checks import LOCAL, use_api, wait_answers
 from tests.e2e.conftest import Stack
 from tests.e2e.entries import service_entry, write_entries
-from tests.e2e.procs import Envoy, free_port, render_bootstrap
+from tests.e2e.procs import Envoy, free_port, listener_port, render_bootstrap
 
 HOST = "secure.example"
 UPSTREAM_TLS = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext"
@@ -16,7 +16,7 @@ UPSTREAM_TLS = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Up
 def test_envoy_over_mutual_tls_routes_traffic(stack: Stack, api_type: str) -> None:
     certs = make_tls(stack.workdir / "tls")
     backend = stack.http_backend("secure-backend")
-    port = free_port()
+    port = listener_port()
     write_entries(stack.config_dir / "s.yaml", service_entry(HOST, port, [(LOCAL, backend.port)]))
     secure_port = free_port()
     registryd = stack.start_registryd(

@@ -33,7 +33,7 @@ from tests.e2e.checks import (
     wait_hosts,
 )
 from tests.e2e.conftest import Stack
-from tests.e2e.procs import free_port, http_get, poll
+from tests.e2e.procs import http_get, listener_port, poll
 
 REGISTRY = "etcd-main"
 PREFIX = "/registryd/services/"
@@ -109,7 +109,7 @@ def test_etcd_outage_keeps_traffic_and_converges_to_the_new_state(
     etcd.start()
     a = stack.http_backend("etcd-a")
     b = stack.http_backend("etcd-b")
-    port = free_port()
+    port = listener_port()
     cluster = f"outbound|{port}||{HOST}"
     key_a, key_b = f"{PREFIX}web/a", f"{PREFIX}web/b"
     etcd_txn(etcd, put={key_a: instance(a.port, port)})

@@ -15,7 +15,7 @@ from tests.e2e.admin import Admin
 from tests.e2e.checks import assert_accepted, use_api, wait_answers
 from tests.e2e.conftest import Stack
 from tests.e2e.loop_thread import LoopThread
-from tests.e2e.procs import free_ports, http_get
+from tests.e2e.procs import http_get, listener_ports
 from tests.emulators.kubernetes import KubeEmulator
 
 HOST = "web.shop.svc.cluster.local"
@@ -81,7 +81,7 @@ def test_one_hostname_from_two_clusters_and_a_vm(
     stack: Stack, clusters: tuple[LoopThread, list[KubeEmulator]], api_type: str
 ) -> None:
     loop, (east, west) = clusters
-    port, target = free_ports(2)
+    port, target = listener_ports(2)
     stack.http_backend("pod-east", "127.0.0.11", target)
     stack.http_backend("pod-west", "127.0.0.12", target)
     stack.http_backend("vm", "127.0.0.21", target)

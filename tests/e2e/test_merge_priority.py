@@ -14,7 +14,7 @@ from tests.e2e.admin import Admin
 from tests.e2e.checks import LOCAL, assert_accepted, use_api, wait_answers
 from tests.e2e.conftest import Stack
 from tests.e2e.entries import service_entry, write_entries
-from tests.e2e.procs import free_ports, http_get
+from tests.e2e.procs import http_get, listener_ports
 
 HOST = "ranked.example"
 
@@ -26,7 +26,7 @@ def get_json(port: int, path: str) -> Any:
 
 
 def test_the_higher_priority_registry_decides_the_served_ports(stack: Stack, api_type: str) -> None:
-    low_port, high_port = free_ports(2)
+    low_port, high_port = listener_ports(2)
     low_backend, high_backend = stack.http_backend("low"), stack.http_backend("high")
     registries = []
     for name, priority, port, backend in (

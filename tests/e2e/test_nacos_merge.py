@@ -14,7 +14,7 @@ from tests.e2e.admin import Admin
 from tests.e2e.checks import assert_accepted, use_api, wait_answers
 from tests.e2e.conftest import Stack
 from tests.e2e.loop_thread import LoopThread
-from tests.e2e.procs import free_port, http_get
+from tests.e2e.procs import http_get, listener_port
 from tests.emulators.nacos import NacosEmulator
 
 HOST = "orders.default-group.public.nacos"
@@ -34,7 +34,7 @@ def test_nacos_instances_merged_with_a_serviceentry_vm(
     stack: Stack, nacos: tuple[LoopThread, NacosEmulator], api_type: str
 ) -> None:
     loop, server = nacos
-    port = free_port()  # Nacos has no service port: the instances' port is the service's
+    port = listener_port()  # Nacos has no service port: the instances' port is the service's
     for name, ip in (("nacos-a", "127.0.0.11"), ("nacos-b", "127.0.0.12"), ("vm", "127.0.0.21")):
         stack.http_backend(name, ip, port)
     for ip in ("127.0.0.11", "127.0.0.12"):

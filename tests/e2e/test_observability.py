@@ -14,7 +14,7 @@ from tests.e2e.admin import Admin
 from tests.e2e.checks import LOCAL, use_api, wait_hosts
 from tests.e2e.conftest import Stack
 from tests.e2e.entries import service_entry, write_atomic, write_entries
-from tests.e2e.procs import free_port, http_get, poll
+from tests.e2e.procs import http_get, listener_port, poll
 
 HOST = "observed.example"
 ENVOY_ID = "sidecar~127.0.0.1~envoy-1.default~default.svc.cluster.local"  # the bootstrap's
@@ -43,7 +43,7 @@ def total(values: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: st
 def test_debug_and_metrics_ports_follow_a_real_envoy(stack: Stack, api_type: str) -> None:
     backend = stack.http_backend("observed-a")
     second = stack.http_backend("observed-b")
-    port = free_port()
+    port = listener_port()
     cluster = f"outbound|{port}||{HOST}"
     path = stack.config_dir / "observed.yaml"
     write_entries(path, service_entry(HOST, port, [(LOCAL, backend.port)]))

@@ -45,7 +45,15 @@ from tests.e2e.checks import (
 from tests.e2e.conftest import Stack
 from tests.e2e.entries import service_entry, write_entries
 from tests.e2e.loop_thread import LoopThread
-from tests.e2e.procs import DEADLINE, Registryd, http_get, listener_port, poll, xds_servers
+from tests.e2e.procs import (
+    DEADLINE,
+    Registryd,
+    http_get,
+    listener_port,
+    listener_ports,
+    poll,
+    xds_servers,
+)
 from tests.e2e.test_etcd_outage import etcd_txn, instance
 
 ENVOY_ID = "sidecar~127.0.0.1~envoy-1.default~default.svc.cluster.local"
@@ -114,7 +122,7 @@ def test_envoy_fails_over_to_the_other_replica_with_traffic_and_current_state(
     etcd.start()
     web_a, web_b = stack.http_backend("web-a"), stack.http_backend("web-b")
     file_a, file_b = stack.http_backend("file-a"), stack.http_backend("file-b")
-    web_port, file_port = listener_port(), listener_port()
+    web_port, file_port = listener_ports(2)
     web_cluster = f"outbound|{web_port}||{ETCD_HOST}"
     file_cluster = f"outbound|{file_port}||{FILE_HOST}"
     etcd_txn(etcd, put={f"{PREFIX}web/a": instance(web_a.port, web_port)})
