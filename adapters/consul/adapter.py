@@ -135,6 +135,16 @@ class RateLimiter(TokenBucket):
             self.backoff = min(max(self.backoff * 2, BACKOFF_MIN), BACKOFF_MAX)
 
 
+@dataclass(frozen=True, slots=True)
+class _Timing:
+    """What a run waits and measures with (see :class:`ConsulAdapter`)."""
+
+    sleep: Sleep = asyncio.sleep
+    pace: Sleep = asyncio.sleep
+    clock: Callable[[], float] = time.monotonic
+    jitter: Callable[[], float] = random.random
+
+
 @dataclass(frozen=True, slots=True, order=True)
 class _Target:
     """What one watch follows: a datacenter's catalog (``service`` None) or a service."""
@@ -204,25 +214,26 @@ class _Watch:
                 if reply is None:
                     continue
                 report(_Event(self, reply=reply))
-                await asyncio.sleep(run.settings.poll_interval * random.uniform(0.9, 1.1))
+                await run.pace(run.settings.poll_interval * (0.9 + 0.2 * run.jitter()))
         except Exception as exc:
             report(_Event(self, error=exc))
 
     async def _loop(self, run: _Run, report: Callable[[_Event], None]) -> None:
         try:
-            limiter = RateLimiter()
+            limiter = RateLimiter(clock=run.clock)
             index, last = 0, None
             retrying = False
             while True:
-                if not retrying:  # a retry has waited out its backoff instead
-                    await asyncio.sleep(limiter.delay())
-                sent, started = index, time.monotonic()
+                delay = 0.0 if retrying else limiter.delay()  # a retry waited its backoff
+                if delay > 0:
+                    await run.pace(delay)
+                sent, started = index, run.clock()
                 reply = await self._attempt(run, report, sent)
                 retrying = reply is None
                 if reply is None:  # start over with a query that answers at once
                     index, last = 0, None
                     continue
-                early = sent > 0 and time.monotonic() - started < run.settings.wait * EARLY
+                early = sent > 0 and run.clock() - started < run.settings.wait * EARLY
                 index = next_index(last, reply.index)
                 if index == 0:
                     log.debug(
@@ -241,18 +252,13 @@ class _Watch:
 class _Run:
     """One run of ``watch()``: the client, the watches and the converted state."""
 
-    def __init__(
-        self,
-        name: str,
-        settings: ConsulSettings,
-        *,
-        sleep: Sleep = asyncio.sleep,
-        jitter: Callable[[], float] = random.random,
-    ) -> None:
+    def __init__(self, name: str, settings: ConsulSettings, timing: _Timing) -> None:
         self.name = name
         self.settings = settings
-        self.sleep = sleep  # waits out a failed service's retry backoff
-        self.jitter = jitter
+        self.sleep = timing.sleep  # waits out a failed service's retry backoff
+        self.pace = timing.pace  # waits out the rate limit, its backoff, the poll interval
+        self.clock = timing.clock
+        self.jitter = timing.jitter
         self.client = ConsulClient(settings, ssl_context(settings))
         self.state = ConsulState(
             Options(
@@ -393,14 +399,17 @@ class ConsulAdapter:
         settings: Mapping[str, Any],
         context: AdapterContext,
         sleep: Sleep = asyncio.sleep,
+        pace: Sleep = asyncio.sleep,
+        clock: Callable[[], float] = time.monotonic,
         jitter: Callable[[], float] = random.random,
     ) -> None:
-        """``sleep`` waits out a failed service query's retry backoff; ``jitter`` returns
-        a number in [0, 1) that picks its jitter (tests pass their own)."""
+        """``sleep`` waits out a failed service query's retry backoff; ``pace`` waits out
+        a watch's rate limit and backoff and a polled service's interval, measured by
+        ``clock``; ``jitter`` returns a number in [0, 1) that picks the retry's and the
+        poll interval's jitter.  Tests pass their own."""
         self.name = name
         self.settings = parse_settings(name, settings)
-        self._sleep = sleep
-        self._jitter = jitter
+        self._timing = _Timing(sleep=sleep, pace=pace, clock=clock, jitter=jitter)
 
     def __repr__(self) -> str:
         datacenters = list(self.settings.datacenters) or "agent's"
@@ -409,7 +418,7 @@ class ConsulAdapter:
 
     async def watch(self) -> AsyncIterator[Update]:
         try:
-            run = _Run(self.name, self.settings, sleep=self._sleep, jitter=self._jitter)
+            run = _Run(self.name, self.settings, self._timing)
         except (OSError, ssl.SSLError) as exc:  # TLS files: missing, unreadable, wrong
             raise ConsulError(f"consul {self.name}: TLS setup: {describe_error(exc)}") from exc
         try:

@@ -48,7 +48,7 @@ import errno
 import os
 import stat
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -181,8 +181,14 @@ class _Tree:
         settle: float = SETTLE_TIME,
         follow_outside: bool = False,
         limits: Limits = DEFAULT_LIMITS,
+        clock: Callable[[], float] = time.monotonic,
+        wall_ns: Callable[[], int] = time.time_ns,
     ) -> None:
+        """``clock`` measures the resync interval and how long a file was put off;
+        ``wall_ns`` (nanoseconds, as mtimes) how long ago a file was modified."""
         self.root = root
+        self.clock = clock
+        self.wall_ns = wall_ns
         self.resync = resync
         self.settle = settle
         self.settle_max = max(SETTLE_MAX, 4 * settle)
@@ -229,7 +235,7 @@ class _Tree:
     def _direct(self, touched: set[str]) -> dict[str, Fingerprint | None] | None:
         """The candidate files among ``touched`` with their fingerprints (None: gone), or
         None when only a rescan can tell what changed."""
-        if self.links or time.monotonic() - self.scanned_at >= self.resync:
+        if self.links or self.clock() - self.scanned_at >= self.resync:
             return None
         result: dict[str, Fingerprint | None] = {}
         for path in touched:
@@ -270,7 +276,7 @@ class _Tree:
             elif source in touched or self.seen.get(source) != print_:
                 changed |= self._read(source, print_)
         self.blocked, self.dirs, self.links = scan.blocked, scan.dirs, scan.links
-        self.scanned_at = time.monotonic()
+        self.scanned_at = self.clock()
         return changed
 
     def _read(self, source: str, print_: Fingerprint | None, *, settle: bool = True) -> bool:
@@ -330,9 +336,9 @@ class _Tree:
 
     def _settled(self, source: str, mtime_ns: int) -> bool:
         """False (and put off) while ``source`` was modified less than ``settle`` ago."""
-        now = time.monotonic()
+        now = self.clock()
         since = self.unsettled.setdefault(source, now)
-        if 0 <= time.time_ns() - mtime_ns < self.settle * 1e9:
+        if 0 <= self.wall_ns() - mtime_ns < self.settle * 1e9:
             if now - since < self.settle_max:
                 return False
         del self.unsettled[source]
@@ -432,7 +438,19 @@ class _Batches:
 class ServiceEntryAdapter:
     """Istio ServiceEntry / WorkloadEntry files in a directory (see the module docstring)."""
 
-    def __init__(self, *, name: str, settings: Mapping[str, Any], context: AdapterContext) -> None:
+    def __init__(
+        self,
+        *,
+        name: str,
+        settings: Mapping[str, Any],
+        context: AdapterContext,
+        clock: Callable[[], float] = time.monotonic,
+        wall_ns: Callable[[], int] = time.time_ns,
+    ) -> None:
+        """``clock`` and ``wall_ns`` are what the settle time and the resync interval are
+        measured with (see :class:`_Tree`; tests give their own)."""
+        self._clock = clock
+        self._wall_ns = wall_ns
         reader = SettingsReader(name, "serviceentry", settings, SETTINGS)
         path = reader.get("path")
         if not isinstance(path, str | os.PathLike) or not os.fspath(path):
@@ -454,6 +472,8 @@ class ServiceEntryAdapter:
             self.resync_interval,
             settle=self.settle_time,
             follow_outside=self.follow_outside,
+            clock=self._clock,
+            wall_ns=self._wall_ns,
         )
 
     async def watch(self) -> AsyncIterator[Update]:

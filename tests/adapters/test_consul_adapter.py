@@ -16,6 +16,7 @@ import os
 import ssl
 import time
 import uuid
+from collections import defaultdict
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -51,17 +52,44 @@ from registryd.testing import AdapterContract
 from tests.adapters.feed import Feed as SharedFeed
 from tests.certs import TlsFiles, make_tls
 from tests.emulators.consul import ConsulEmulator
+from tests.fake_time import FakeTime
 from tests.unit.test_ratelimit import Clock
 
 REAL_AGENT = os.environ.get("CONSUL_HTTP_ADDR")
-WITHIN = 5.0  # seconds: every change shows within this (rate limiting included)
 HANG_GUARD = 60.0  # seconds: stops a hung test, far below the 5-minute waits asked for
 SECRET = "5e3f1c2a-0b1d-4c6e-9f00-7a5b3c2d1e0f"
 T = TypeVar("T")
 
 
-def make(settings: dict[str, Any], name: str = "consul") -> ConsulAdapter:
-    return ConsulAdapter(name=name, settings=settings, context=AdapterContext())
+def make(settings: dict[str, Any], name: str = "consul", **timing: Any) -> ConsulAdapter:
+    """An adapter; ``timing``: its ``sleep``, ``pace``, ``clock`` or ``jitter``."""
+    return ConsulAdapter(name=name, settings=settings, context=AdapterContext(), **timing)
+
+
+class Paces:
+    """The adapter's ``pace`` (rate limit, backoff, poll interval): each wait asked for is
+    recorded under the name of the watch task that asked, then really waited, or with
+    ``fake`` on that clock (see :class:`tests.fake_time.FakeTime`)."""
+
+    def __init__(self, fake: FakeTime | None = None) -> None:
+        self.fake = fake
+        self.asked: dict[str, list[float]] = defaultdict(list)
+
+    async def sleep(self, delay: float) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self.asked[task.get_name()].append(delay)
+        await (self.fake.sleep(delay) if self.fake else asyncio.sleep(delay))
+
+    def of(self, target: str) -> list[float]:
+        """The waits of the watch of ``target`` (a path such as /v1/catalog/services)."""
+        return self.asked[f"consul:GET {target}"]
+
+
+def watch_task(target: str) -> asyncio.Task[Any] | None:
+    """The running watch task of ``target`` (a path), if any."""
+    name = f"consul:GET {target}"
+    return next((t for t in asyncio.all_tasks() if t.get_name() == name and not t.done()), None)
 
 
 class Agent:
@@ -93,11 +121,11 @@ class Agent:
     def host(self, base: str) -> str:
         return f"{self.name(base)}.service.consul"
 
-    def adapter(self, **settings: Any) -> ConsulAdapter:
+    def adapter(self, *, timing: dict[str, Any] | None = None, **settings: Any) -> ConsulAdapter:
         values: dict[str, Any] = {"address": self.url, "wait": "10s"}
         if self.token:
             values["token"] = self.token
-        return make({**values, **settings})
+        return make({**values, **settings}, **(timing or {}))
 
     async def register(
         self,
@@ -180,7 +208,7 @@ class Feed(SharedFeed):
     def __init__(self, adapter: ConsulAdapter, prefix: str = "") -> None:
         self.prefix = prefix
         self.problems: Problems | None = None
-        super().__init__(adapter, WITHIN)
+        super().__init__(adapter, HANG_GUARD)
 
     def _mine(self, hostname: str) -> bool:
         return hostname.startswith(self.prefix)
@@ -190,7 +218,7 @@ class Feed(SharedFeed):
             self.problems = update
         return update
 
-    async def replace(self, timeout: float = WITHIN) -> Replace:
+    async def replace(self, timeout: float = HANG_GUARD) -> Replace:
         """The first update, which must be a Replace; only our services are kept."""
         update = await self.next(timeout)
         assert isinstance(update, Replace), update
@@ -199,7 +227,7 @@ class Feed(SharedFeed):
             endpoints=tuple(e for e in update.endpoints if self._mine(e.hostname)),
         )
 
-    async def change(self, timeout: float = WITHIN) -> Upsert | Delete:
+    async def change(self, timeout: float = HANG_GUARD) -> Upsert | Delete:
         """The next Upsert/Delete of ours (Problems are recorded and skipped)."""
         deadline = time.monotonic() + timeout
         while True:
@@ -210,21 +238,10 @@ class Feed(SharedFeed):
                 return update
             assert not isinstance(update, Replace), "a second Replace without a restart"
 
-    async def expect(self, kind: type[T], timeout: float | None = WITHIN) -> T:
-        update = await self.change(timeout or WITHIN)
+    async def expect(self, kind: type[T], timeout: float | None = HANG_GUARD) -> T:
+        update = await self.change(timeout or HANG_GUARD)
         assert isinstance(update, kind), update
         return update
-
-    async def settle(self, seconds: float) -> list[Update]:
-        """Everything yielded within ``seconds``."""
-        seen: list[Update] = []
-        deadline = time.monotonic() + seconds
-        while (left := deadline - time.monotonic()) > 0:
-            try:
-                seen.append(await self.next(left))
-            except TimeoutError:
-                break
-        return seen
 
 
 @pytest.fixture
@@ -518,14 +535,21 @@ async def test_stopped_service_watch_sends_no_more_queries(
     await agent.register("db", node="n2")
     feed = feeds(agent.adapter(), agent.prefix)
     await feed.replace()
+    path = f"/v1/health/service/{agent.name('db')}"
+    watch = watch_task(path)
+    assert watch is not None
     await agent.deregister("n2")
     assert (await feed.expect(Delete)).hostname == agent.host("db")
-    path = f"/v1/health/service/{agent.name('db')}"
-    await asyncio.sleep(0.2)
+    # the watch's task is over (cancelled): no query of db can be sent after this...
+    await asyncio.wait_for(asyncio.gather(watch, return_exceptions=True), HANG_GUARD)
+    assert watch.cancelled()
     before = emulator.count(path)
+    # ...and handling a later change (the catalog's too) starts no new one
     await agent.register("web", "web-2", node="n3", address="10.0.0.3")
-    await feed.expect(Upsert)
-    await asyncio.sleep(0.5)
+    await agent.register("api", node="n3", address="10.0.0.3")
+    assert (await feed.expect(Upsert)).service.hostname == agent.host("web")
+    assert (await feed.expect(Upsert)).service.hostname == agent.host("api")
+    assert watch_task(path) is None
     assert emulator.count(path) == before
 
 
@@ -575,7 +599,7 @@ async def test_services_beyond_max_watches_are_polled(
 
     await agent.deregister(service_id=agent.name("a"))  # a watch freed: c is watched now
     assert await feed.change() == Delete(hostname=agent.host("a"))
-    deadline = time.monotonic() + WITHIN
+    deadline = time.monotonic() + HANG_GUARD
     while not any("index" in q for q in queries("c")):
         assert time.monotonic() < deadline, "c never became a blocking watch"
         await asyncio.sleep(0.05)
@@ -598,12 +622,18 @@ async def test_a_large_catalog_stays_within_the_agents_connection_limit(
     emulator.max_conns_per_client = 14  # the agent's limit, scaled down with the catalog
 
     # one blocking query per service would need 17 connections; 8 watches + 4 polls fit
-    feed = feeds(agent.adapter(max_watches=8, poll_interval=0.2), agent.prefix)
+    paces = Paces()
+    timing = {"pace": paces.sleep, "jitter": lambda: 0.5}
+    feed = feeds(agent.adapter(max_watches=8, poll_interval=0.2, timing=timing), agent.prefix)
     assert len((await feed.replace()).services) == 16
     await agent.register("s15", "s15-b", node="n2", address="10.0.1.99")  # a polled one
     change = await feed.change()
     assert isinstance(change, Upsert) and len(change.endpoints) == 2
-    await asyncio.sleep(1.0)  # several rounds of polls: none refused
+    # s07 to s15 are polled (the first 7 by name are watched): three more rounds of all
+    polled = [f"/v1/health/service/{agent.name(f's{i:02d}')}" for i in range(7, 16)]
+    rounds = {path: len(paces.of(path)) for path in polled}
+    await until(lambda: all(len(paces.of(p)) >= rounds[p] + 3 for p in polled), HANG_GUARD)
+    assert {wait for path in polled for wait in paces.of(path)} == {0.2}
     assert emulator.refused == 0
     await feed.close()
 
@@ -669,17 +699,28 @@ async def test_queries_returning_at_once_are_rate_limited(
     emulator = agent.emulator
     for name in ("a", "b", "c"):
         await agent.register(name)
-    feed = feeds(agent.adapter(wait="30s"), agent.prefix)
+    fake = FakeTime(hold=True)  # the clock moves only when the test moves it
+    paces = Paces(fake)
+    timing = {"pace": paces.sleep, "clock": fake}
+    feed = feeds(agent.adapter(wait="30s", timing=timing), agent.prefix)
     await feed.replace()
+    paths = ["/v1/catalog/services"] + [f"/v1/health/service/{agent.name(n)}" for n in "abc"]
+    await until(lambda: emulator.inflight == len(paths), HANG_GUARD)  # all blocking
+    assert fake.sleeps == []  # the burst of 2: the listing and the first blocking query
     emulator.immediate = True  # every blocking query answers at once, unchanged
     emulator._notify()
-    start = time.monotonic()
-    await asyncio.sleep(2.0)
-    paths = ["/v1/catalog/services"] + [f"/v1/health/service/{agent.name(n)}" for n in "abc"]
-    counts = {p: emulator.count(p, since=start) for p in paths}
-    # burst of 2, then 1/s and backing off: a spinning loop would make thousands
-    assert all(1 <= c <= 4 for c in counts.values()), counts
+    # Each answer came back early with the same index: the next query waits for its
+    # token (1/s) or the backoff (1 s doubling up to 15 s), whichever is longer.
+    waits = [1.0, 2.0, 4.0, 8.0, BACKOFF_MAX, BACKOFF_MAX]
+    for step in range(1, len(waits) + 1):
+        await until(lambda: fake.sleeping == len(paths), HANG_GUARD)
+        assert all(paces.of(path) == waits[:step] for path in paths), dict(paces.asked)
+        assert all(emulator.count(path) == 1 + step for path in paths)  # no query between
+        fake.advance_to_next()
+    await until(lambda: fake.sleeping == len(paths), HANG_GUARD)
+    emulator.immediate = False
     await agent.register("a", "a-2", node="n2", address="10.0.0.2")
+    fake.advance_to_next()
     assert addresses(await feed.expect(Upsert)) == ["10.0.0.1", "10.0.0.2"]  # still follows
 
 
@@ -745,7 +786,7 @@ async def test_server_error_raises(agent: Agent, feeds: Callable[..., Feed]) -> 
     feed = feeds(agent.adapter(wait="5m"), agent.prefix)
     await feed.replace()
     emulator.fail(500)
-    error = await feed.error(timeout=3)
+    error = await feed.error()  # the blocked query answers the failure: no 5-minute wait
     assert "500" in str(error) and "emulated failure" in str(error)
 
 
@@ -818,7 +859,7 @@ async def blocking(agent: Agent, service: str) -> None:
     await until(lambda: all(blocked(path) for path in paths), HANG_GUARD)
 
 
-async def until(condition: Callable[[], bool], timeout: float = WITHIN) -> None:
+async def until(condition: Callable[[], bool], timeout: float = HANG_GUARD) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         assert time.monotonic() < deadline, "condition not reached"

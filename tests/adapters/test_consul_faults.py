@@ -27,7 +27,7 @@ from registryd.registry.store import RegistryStore
 from registryd.supervisor import Supervisor
 from registryd.web.views import configz
 from tests.adapters import test_consul_adapter
-from tests.adapters.test_consul_adapter import WITHIN, Agent, Feed, addresses, until
+from tests.adapters.test_consul_adapter import HANG_GUARD, Agent, Feed, addresses, until
 
 agent = test_consul_adapter.agent  # the fixtures: the emulator, and feeds narrowed to it
 feeds = test_consul_adapter.feeds
@@ -53,7 +53,9 @@ class Gate:
     async def asked(self, count: int) -> list[float]:
         """Wait until ``count`` sleeps have been asked for; the delays so far."""
         async with self._asked:
-            await asyncio.wait_for(self._asked.wait_for(lambda: len(self.delays) >= count), WITHIN)
+            await asyncio.wait_for(
+                self._asked.wait_for(lambda: len(self.delays) >= count), HANG_GUARD
+            )
         return list(self.delays)
 
     def release(self) -> None:

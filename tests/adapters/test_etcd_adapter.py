@@ -41,7 +41,6 @@ from tests.adapters.feed import Feed as SharedFeed
 from tests.e2e.procs import free_port
 
 PREFIX = DEFAULT_PREFIX
-WITHIN = 3.0  # seconds: every change must show within this
 HANG_GUARD = 60.0  # seconds: only stops a hung test
 SECRET = "s3cret-Pa55"
 T = TypeVar("T")
@@ -68,7 +67,7 @@ def adapter(server: EtcdServer | None = None, **settings: Any) -> EtcdAdapter:
 
 class Feed(SharedFeed):
     def __init__(self, source: EtcdAdapter) -> None:
-        super().__init__(source, WITHIN)
+        super().__init__(source, HANG_GUARD)
 
     async def error(self, timeout: float | None = HANG_GUARD) -> BaseException:
         return await super().error(timeout)
@@ -96,10 +95,19 @@ def start(feeds: list[Feed], source: EtcdAdapter) -> Feed:
     return feed
 
 
-async def synced(feed: Feed, timeout: float = WITHIN) -> tuple[Replace, Problems]:
+async def synced(feed: Feed, timeout: float = HANG_GUARD) -> tuple[Replace, Problems]:
     replace = await feed.expect(Replace, timeout)
     problems = await feed.expect(Problems)
     return replace, problems
+
+
+async def nothing_more(kv: Any, feed: Feed) -> None:
+    """Nothing more came from what was written so far: a later write's Upsert is the next
+    update (etcd hands events out in revision order; see Feed.nothing_before)."""
+    await kv.put(key("barrier", "1"), rich("10.9.9.9"))
+    await feed.nothing_before(
+        lambda u: isinstance(u, Upsert) and u.service.hostname.startswith("barrier")
+    )
 
 
 def endpoint(host: str, address: str, port: int, service_port: int | None = None) -> Endpoint:
@@ -142,7 +150,7 @@ def leftover_tasks() -> list[str]:
 
 async def watching() -> None:
     """Until the adapter's watch stream is open (its reader and probe tasks run)."""
-    for _ in range(int(WITHIN / 0.01)):
+    for _ in range(int(HANG_GUARD / 0.01)):
         if len(leftover_tasks()) == 2:
             return
         await asyncio.sleep(0.01)
@@ -223,7 +231,7 @@ async def test_unreadable_tls_file_fails_the_watch(tmp_path: Path) -> None:
     ca.unlink()  # e.g. a secret rotated away after the registry was configured
     updates = source.watch()
     with pytest.raises(EtcdError, match=f"cannot read ca_file {ca}"):
-        await asyncio.wait_for(anext(updates), WITHIN)
+        await asyncio.wait_for(anext(updates), HANG_GUARD)
 
 
 # -- against a real etcd ------------------------------------------------------------------
@@ -259,7 +267,7 @@ async def test_full_state_first(etcd: EtcdServer, kv: Any, feeds: list[Feed]) ->
         f"{PREFIX}web/b",
         f"{PREFIX}Greeter/10.0.0.3:50051",
     }
-    await feed.quiet()
+    await nothing_more(kv, feed)
 
 
 async def test_empty_prefix_is_an_empty_state(etcd: EtcdServer, feeds: list[Feed]) -> None:
@@ -289,10 +297,9 @@ async def test_puts_and_deletes_become_upserts_and_deletes(
 
     # the same value written again changes nothing
     await kv.put(key("cart", "2"), rich("10.0.0.2", 9000, servicePort=80, portName="http"))
-    await feed.quiet()
 
     await kv.put(key("cart", "2"), rich("10.0.0.2", 9000, servicePort=80, health="DRAINING"))
-    upsert = await feed.expect(Upsert)
+    upsert = await feed.nothing_before(lambda u: isinstance(u, Upsert))  # this one's
     assert [e.health for e in upsert.endpoints] == [Health.HEALTHY, Health.DRAINING]
     await feed.expect(Problems)
 
@@ -305,7 +312,7 @@ async def test_puts_and_deletes_become_upserts_and_deletes(
     assert await feed.expect(Delete) == Delete(hostname="cart")
     problems = await feed.expect(Problems)
     assert problems.sources == {}
-    await feed.quiet()
+    await nothing_more(kv, feed)
 
 
 async def test_lease_expiry_removes_the_instance(
@@ -375,7 +382,7 @@ async def test_malformed_value_is_reported_and_the_last_good_kept(
     assert "value is empty" in problems.errors[f"{PREFIX}new/1"]
     await kv.delete(key("new", "1"))
     assert (await feed.expect(Problems)).errors == {}
-    await feed.quiet()
+    await nothing_more(kv, feed)
 
 
 async def test_compaction_relists_and_replaces(
@@ -434,7 +441,7 @@ async def test_stopped_etcd_fails_the_watch_quickly(
     # the closed connection fails the stream at once: no request timed out to notice it
     assert unavailable(error), repr(error)
     assert etcd.endpoint in str(error)
-    await asyncio.wait_for(feed.task, 1)  # watch() ended with the error
+    await asyncio.wait_for(feed.task, HANG_GUARD)  # watch() ended with the error
     assert leftover_tasks() == []
 
 
@@ -489,34 +496,60 @@ async def test_restarted_etcd_with_new_state_gives_exactly_that_state(
         await kv.put(key("web", "b"), rich("10.0.0.2", 8080))
         await kv.put(key("new", "1"), naming("10.0.0.7:50051"))
     again = start(feeds, source)  # at once: no backoff left over from the failed attempts
-    replace, problems = await synced(again, timeout=1)
+    replace, problems = await synced(again)
     assert state(replace) == {"new": [("10.0.0.7", 50051)], "web": [("10.0.0.2", 8080)]}
     assert problems.errors == {}
     assert set(problems.sources) == {f"{PREFIX}web/b", f"{PREFIX}new/1"}
-    await again.quiet()
+    async with aetcd.Client("127.0.0.1", etcd.client_port, timeout=5) as kv:
+        await nothing_more(kv, again)
 
 
-async def test_a_new_watch_connects_at_once_when_etcd_is_back(etcd: EtcdServer) -> None:
-    """No reconnect backoff of the lost connection carries over to the next watch(): the
-    lost channel is left alone for a while (gRPC starts reconnecting it), as when the
-    consumer is busy."""
+async def reconnect_failed(channel: grpc.aio.Channel) -> None:
+    """Until ``channel`` has tried to connect again and failed: its reconnect backoff runs."""
+    async with asyncio.timeout(HANG_GUARD):
+        state = channel.get_state(try_to_connect=True)
+        while state != grpc.ChannelConnectivity.TRANSIENT_FAILURE:
+            await channel.wait_for_state_change(state)
+            state = channel.get_state(try_to_connect=True)
+
+
+async def test_a_new_watch_connects_at_once_when_etcd_is_back(
+    etcd: EtcdServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No reconnect backoff of the lost connection carries over to the next watch(): each
+    client has a connection of its own (CHANNEL_OPTIONS).  Here gRPC's reconnect backoff
+    is ten minutes and the lost channel has failed to reconnect (as when the consumer is
+    busy), so a new watch that inherited that backoff would fail or hang."""
+    backoff = {f"grpc.{kind}_reconnect_backoff_ms": 600_000 for kind in ("initial", "min", "max")}
+    monkeypatch.setattr(adapter_module, "CHANNEL_OPTIONS", adapter_module.CHANNEL_OPTIONS | backoff)
+    channels: list[grpc.aio.Channel] = []
+    connect = adapter_module._Client.connect
+
+    async def recording(client: Any) -> None:
+        await connect(client)
+        if client.channel not in channels:
+            channels.append(client.channel)
+
+    monkeypatch.setattr(adapter_module._Client, "connect", recording)
     source = adapter(etcd)
     updates = source.watch()
     try:
-        assert isinstance(await asyncio.wait_for(anext(updates), WITHIN), Replace)
-        assert isinstance(await asyncio.wait_for(anext(updates), WITHIN), Problems)
+        assert isinstance(await asyncio.wait_for(anext(updates), HANG_GUARD), Replace)
+        assert isinstance(await asyncio.wait_for(anext(updates), HANG_GUARD), Problems)
         await asyncio.to_thread(etcd.stop)
-        await asyncio.sleep(0.5)
+        (lost,) = channels
+        await reconnect_failed(lost)
         with pytest.raises(EtcdError):
             await asyncio.wait_for(anext(updates), HANG_GUARD)
     finally:
-        await asyncio.wait_for(updates.aclose(), 5)
+        await asyncio.wait_for(updates.aclose(), HANG_GUARD)
     await asyncio.to_thread(etcd.start)
     again = source.watch()
     try:
-        assert await asyncio.wait_for(anext(again), 1) == Replace()
+        assert await asyncio.wait_for(anext(again), HANG_GUARD) == Replace()
+        assert len(channels) == 2
     finally:
-        await asyncio.wait_for(again.aclose(), 5)
+        await asyncio.wait_for(again.aclose(), HANG_GUARD)
 
 
 async def test_endpoints_are_tried_in_order(

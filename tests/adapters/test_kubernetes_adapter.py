@@ -5,6 +5,7 @@ failures, credentials, and the adapter contract suite."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -24,7 +25,7 @@ from tests.emulators.kubernetes import KubeEmulator, Request
 from tests.fake_time import FakeTime
 
 INFORMERS = 4  # Services, EndpointSlices, Pods and Nodes of one namespace (or all)
-WITHIN = 5.0  # seconds: every change shows within this
+KINDS = {"Service", "EndpointSlice", "Pod", "Node"}
 HANG_GUARD = 60.0  # seconds: only stops a hung test; never what a test asserts
 SECRET = "kube-Bearer-5e3f1c2a0b1d4c6e9f007a5b"
 HOST = "web.shop.svc.cluster.local"
@@ -108,22 +109,13 @@ def host(name: str, namespace: str = "shop") -> str:
 
 class Feed(SharedFeed):
     def __init__(self, adapter: Adapter) -> None:
-        super().__init__(adapter, WITHIN)
+        super().__init__(adapter, HANG_GUARD)
 
     async def error(self, timeout: float | None = HANG_GUARD) -> BaseException:
         return await super().error(timeout)
 
     async def synced(self) -> tuple[Replace, Problems]:
         return await self.expect(Replace), await self.expect(Problems)
-
-    async def settle(self, seconds: float = 0.2) -> None:
-        """Read the Problems still on their way until nothing comes for ``seconds``."""
-        while True:
-            try:
-                update = await self.next(seconds)
-            except TimeoutError:
-                return
-            assert isinstance(update, Problems), f"unexpected update {update}"
 
     async def until(self, wanted: dict[str, int | None]) -> dict[str, Update]:
         """Read increments until each hostname of ``wanted`` had its last update: an
@@ -185,6 +177,13 @@ def start(feeds: list[Feed], adapter: Adapter) -> Feed:
 
 def is_list(request: Request) -> bool:
     return request.query.get("watch") is None
+
+
+def addresses_of(update: Update, hostname: str) -> list[str] | None:
+    """The sorted endpoint addresses of an Upsert of ``hostname``; None for any other."""
+    if isinstance(update, Upsert) and update.service.hostname == hostname:
+        return sorted(e.address for e in update.endpoints)
+    return None
 
 
 def endpoints_of(replace: Replace) -> dict[str, list[str]]:
@@ -267,10 +266,10 @@ async def test_services_and_slices_come_and_go_as_increments(
     await feed.until({HOST: 1})
     kube.delete("v1", "Service", "shop", "api")
     await feed.until({host("api"): None})
-    await feed.settle()
 
     kube.apply(eps("ghost", "shop", "10.1.0.9"))  # a slice of no Service: nothing to say
-    await feed.quiet(0.3)
+    kube.apply(eps("web", "shop", "10.1.0.3", name="web-b"))  # after it, on the same stream
+    await feed.nothing_before(lambda u: addresses_of(u, HOST) == ["10.1.0.3"], problems=True)
 
 
 async def test_malformed_objects_are_reported_and_skipped(
@@ -343,8 +342,9 @@ async def test_gone_while_watching_relists_and_converges(
         "/api/v1/services",
         "/apis/discovery.k8s.io/v1/endpointslices",
     ]
-    await feed.settle()
-    await feed.quiet(0.3)
+    # the relists changed nothing more: a later Service is the next update
+    kube.apply(svc("late", ip="10.96.0.15"))
+    await feed.nothing_before(lambda u: addresses_of(u, host("late")) == [], problems=True)
 
 
 async def test_a_410_answer_to_a_watch_relists_that_resource(
@@ -373,8 +373,10 @@ async def test_bookmarks_move_the_version_a_watch_resumes_from(
         await until_watching(kube, INFORMERS)
         for index in range(3):  # objects nobody watches move the global resourceVersion
             kube.apply({"apiVersion": "v1", "kind": "Endpoints", "metadata": {"name": f"e{index}"}})
-        await asyncio.sleep(0.5)  # a few bookmarks
         version = kube.resource_version
+        # every watch was sent a bookmark of the new version (and read it before the end
+        # of its stream below)
+        await until(lambda: {k for k, rv in kube.bookmarks if rv == version} >= KINDS)
         before = len(kube.requests)
         kube.compact()  # no history before now: only a watch from now works without 410
         await kube.drop_watches()
@@ -485,7 +487,10 @@ async def test_namespaces_list_reads_only_those_namespaces(
         "/api/v1/nodes",
     }
     kube.apply(svc("api", "other", ip="10.96.0.23"))
-    await feed.quiet(0.3)
+    kube.apply(svc("api", "billing", ip="10.96.0.24"))  # the next Service event
+    await feed.nothing_before(
+        lambda u: addresses_of(u, host("api", "billing")) == [], problems=True
+    )
     kube.apply(eps("web", "billing", "10.3.0.1"))
     await feed.until({host("web", "billing"): 1})
 
@@ -707,6 +712,7 @@ class TestKubernetesAdapterContract(AdapterContract):
     factory = KubernetesAdapter
 
     async def setup_registry(self) -> None:
+        self.running: list[Adapter] = []  # adapters whose watch() runs
         self.kube = KubeEmulator()
         await self.kube.start()
         self.workdir = Path(await asyncio.to_thread(_tempdir))
@@ -718,16 +724,27 @@ class TestKubernetesAdapterContract(AdapterContract):
 
     async def create(self) -> Adapter:
         settings = {"kubeconfig": str(self.path)}
-        return KubernetesAdapter(name="contract", settings=settings, context=AdapterContext())
+        adapter = KubernetesAdapter(name="contract", settings=settings, context=AdapterContext())
+        return _Counted(adapter, self.running)
 
     async def add_service(self, name: str) -> str:
-        """The EndpointSlice first, the Service a moment later: they are separate objects
-        on separate watch streams, so this is how the service appears with endpoints."""
+        """The EndpointSlice first, the Service once a running adapter has read the slice:
+        they are separate objects on separate watch streams, so this is how the service
+        appears with endpoints."""
         if self.kube.get("v1", "Service", "shop", name) is None:
             self.kube.apply(eps(name, "shop", "10.1.0.50"))
-            await asyncio.sleep(0.2)
+            if self.running:
+                await self._read_so_far()
         self.kube.apply(svc(name, ip="10.96.0.50"))
         return host(name)
+
+    async def _read_so_far(self) -> None:
+        """Until the running adapter has read every event made so far: its watch streams
+        end cleanly after the events queued on them, and an informer watches again only
+        once it has handed on everything its stream carried."""
+        await until_watching(self.kube, INFORMERS)
+        await self.kube.drop_watches(graceful=True)
+        await until_watching(self.kube, INFORMERS)
 
     async def remove_service(self, name: str) -> None:
         for api_version, kind, object_name in (
@@ -755,6 +772,23 @@ class TestKubernetesAdapterContract(AdapterContract):
     @staticmethod
     def _any_file() -> Path:
         return Path(__file__)
+
+
+class _Counted:
+    """An adapter that is in ``running`` while its ``watch()`` runs."""
+
+    def __init__(self, adapter: KubernetesAdapter, running: list[Adapter]) -> None:
+        self.adapter = adapter
+        self.running = running
+
+    async def watch(self) -> AsyncIterator[Update]:
+        self.running.append(self.adapter)
+        try:
+            async with contextlib.aclosing(self.adapter.watch()) as updates:
+                async for update in updates:
+                    yield update
+        finally:
+            self.running.remove(self.adapter)
 
 
 def _tempdir() -> str:

@@ -4,8 +4,6 @@ is parsed and shown is bounded, and a later good edit still reaches the registry
 from __future__ import annotations
 
 import os
-import threading
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +15,7 @@ from registryd.adapters.serviceentry import ServiceEntryAdapter
 from registryd.adapters.serviceentry import adapter as watch_module
 from registryd.adapters.serviceentry.adapter import OUTSIDE
 from registryd.adapters.serviceentry.yamlsafe import DEFAULT_LIMITS, MAX_MESSAGE
+from tests.adapters import slow_writer
 from tests.adapters.feed import Feed
 from tests.adapters.yaml_docs import entry
 
@@ -253,26 +252,17 @@ def test_settle_time_is_a_setting(root: Path) -> None:
 
 
 async def test_a_slow_writer_is_read_only_once_done(root: Path) -> None:
-    """Pieces written 100 ms apart, each prefix a valid file: only the whole is served."""
+    """Pieces written one by one, each prefix a valid file: only the whole is served."""
     addresses = [f"10.0.1.{i}" for i in range(1, 6)]
     lines = entry("a.example", *addresses).splitlines(keepends=True)
     pieces = ["".join(lines[:-5]), *lines[-5:]]
-
-    def write_slowly() -> None:
-        with open(root / "a.yaml", "w") as handle:
-            for piece in pieces:
-                handle.write(piece)
-                handle.flush()
-                time.sleep(0.1)
-
-    feed = Feed(adapter(root, settle_time=0.6))  # generous, against slow machines
+    wall = slow_writer.WallClock()
+    feed = Feed(slow_writer.adapter(root, wall))
     try:
         await feed.expect(Replace)
         await feed.expect(Problems)
-        writer = threading.Thread(target=write_slowly)
-        writer.start()
-        upsert = await feed.expect(Upsert)
-        writer.join()
+        upsert = await slow_writer.write_slowly(feed, wall, root / "a.yaml", pieces)
+        assert isinstance(upsert, Upsert)
         assert [e.address for e in upsert.endpoints] == addresses
     finally:
         await feed.close()

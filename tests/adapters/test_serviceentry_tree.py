@@ -3,18 +3,17 @@ that are still being written."""
 
 from __future__ import annotations
 
-import asyncio
 import os
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from registryd.adapter import AdapterContext, Problems, Replace, Upsert
-from registryd.adapters.serviceentry import ServiceEntryAdapter
+from registryd.adapter import Problems, Replace, Upsert
 from registryd.adapters.serviceentry import adapter as watch_module
+from tests.adapters import slow_writer
+from tests.adapters.feed import Feed
 from tests.adapters.yaml_docs import entry
 
 
@@ -149,28 +148,14 @@ def test_a_file_written_just_now_is_read_once_left_alone(
 async def test_a_file_written_in_chunks_is_read_once_complete(root: Path) -> None:
     addresses = [f"10.0.1.{i}" for i in range(1, 41)]
     lines = entry("a.example", *addresses).splitlines(keepends=True)  # every prefix is valid
-
-    def write_slowly() -> None:
-        with open(root / "a.yaml", "w") as handle:
-            for line in lines:
-                handle.write(line)
-                handle.flush()
-                time.sleep(0.004)
-
-    source = ServiceEntryAdapter(
-        name="files",
-        settings={"path": str(root), "settle_time": 0.15},  # generous, against slow machines
-        context=AdapterContext(),
-    )
-    updates = source.watch()
+    chunks = ["".join(lines[i : i + 8]) for i in range(0, len(lines), 8)]
+    wall = slow_writer.WallClock()
+    feed = Feed(slow_writer.adapter(root, wall))
     try:
-        assert isinstance(await anext(updates), Replace)
-        assert isinstance(await anext(updates), Problems)
-        writer = threading.Thread(target=write_slowly)
-        writer.start()
-        upsert = await asyncio.wait_for(anext(updates), 5)
-        writer.join()
+        assert isinstance(await feed.next(), Replace)
+        assert isinstance(await feed.next(), Problems)
+        upsert = await slow_writer.write_slowly(feed, wall, root / "a.yaml", chunks)
         assert isinstance(upsert, Upsert)
         assert [e.address for e in upsert.endpoints] == sorted(addresses)
     finally:
-        await updates.aclose()  # type: ignore[attr-defined]
+        await feed.close()

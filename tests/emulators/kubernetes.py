@@ -53,7 +53,8 @@ or RVs, and whatever :meth:`fail_next` asks.  Knobs: :meth:`apply`, :meth:`delet
 :meth:`get`, :meth:`compact`, :meth:`drop_watches` (a reset mid-stream, or with
 ``graceful`` a clean end), :meth:`fail_next`, :meth:`stop`/:meth:`start` (connections
 cut; the same port and state after), :attr:`forbidden` (resource plurals the caller
-may not read: 403 as RBAC answers), :attr:`requests`, :attr:`open_watches`, :attr:`watch_ends`, and
+may not read: 403 as RBAC answers), :attr:`requests`, :attr:`open_watches`,
+:attr:`watch_ends`, :attr:`bookmarks` (every bookmark sent: kind and version), and
 :attr:`on_request` (called with each request before it is answered, to change the state
 at a precise moment, e.g. compact between two pages of a list).
 
@@ -275,6 +276,8 @@ class KubeEmulator(LoopbackServer):
         # why each watch stream ended, in order: "timeout" (its timeoutSeconds),
         # "dropped" (drop_watches), "client" (the client went away)
         self.watch_ends: list[str] = []
+        # every BOOKMARK sent, in order: (kind, the resourceVersion it carried)
+        self.bookmarks: list[tuple[str, int]] = []
         self._failures: deque[tuple[int, int | None]] = deque()
 
     # -- life cycle (see LoopbackServer) ---------------------------------------------------
@@ -637,6 +640,7 @@ class KubeEmulator(LoopbackServer):
                     item = watch.queue.get_nowait()
                 elif bookmarks and now >= next_bookmark:
                     await send("BOOKMARK", self._bookmark(kind))  # queue empty: nothing skipped
+                    self.bookmarks.append((kind.kind, self._rv))
                     next_bookmark = loop.time() + self.bookmark_interval
                     continue
                 else:
