@@ -560,7 +560,7 @@ async def test_queries_use_index_wait_stale_and_datacenter(
     await agent.register("web")
     feed = feeds(agent.adapter(wait="7s", stale=True, datacenter="dc1"), agent.prefix)
     await feed.replace()
-    await asyncio.sleep(0.2)
+    await blocking(agent, "web")  # each path's second query is the blocking one
     for path in ("/v1/catalog/services", f"/v1/health/service/{agent.name('web')}"):
         first, second = [r for r in emulator.requests if r.path == path][:2]
         assert "index" not in first.params  # the first query does not block
@@ -663,7 +663,7 @@ async def test_index_going_backwards_starts_over(agent: Agent, feeds: Callable[.
         await agent.register("web", f"web-{i}", node=f"n{i}", address=f"10.0.0.{i + 1}")
     feed = feeds(agent.adapter(wait="30s"), agent.prefix)
     await feed.replace()
-    await asyncio.sleep(0.2)
+    await blocking(agent, "web")
     reset_at = time.monotonic()
     emulator.reset_index(1)  # a snapshot restore: blocked queries return with index 1
     path = f"/v1/health/service/{agent.name('web')}"
@@ -735,7 +735,7 @@ async def test_acl_token_is_sent_and_never_shown(
         adapter = make({"address": emulator.address, "token": SECRET, "wait": "10s"})
         feed = feeds(adapter)
         assert addresses(await feed.replace()) == ["10.0.0.1"]
-        await asyncio.sleep(0.2)
+        await until(lambda: any("index" in r.params for r in emulator.requests))  # blocking
         assert emulator.requests and {r.token for r in emulator.requests} == {SECRET}
         assert not any("token" in r.params for r in emulator.requests)  # header only
         emulator.fail(500, "rpc error making call: something broke")
