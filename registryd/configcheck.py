@@ -8,7 +8,7 @@ Contract of :func:`check`:
 * ServiceEntry/WorkloadEntry files (the given files and directories, ``config_dir`` and
   the ``path`` of every ``serviceentry`` registry in ``config``) are read as the file
   registry reads them: directories with
-  :func:`~registryd.adapters.serviceentry.adapter.scan_tree` (hidden files skipped,
+  :func:`~registryd.adapters.serviceentry.tree.scan_tree` (hidden files skipped,
   symlink rules), each file within the same size limits, with the same YAML loader
   (duplicate keys) and the same validation.  Every broken document is one error whose
   message is the daemon's text for it (the daemon joins a file's messages with
@@ -31,8 +31,8 @@ from typing import Any
 import yaml
 
 from registryd.adapter import AdapterContext, ConfigError
-from registryd.adapters.serviceentry.adapter import scan_tree
 from registryd.adapters.serviceentry.schema import InvalidConfig, parse_document
+from registryd.adapters.serviceentry.tree import scan_tree
 from registryd.adapters.serviceentry.yamlsafe import (
     DEFAULT_LIMITS,
     DocumentProblem,

@@ -12,8 +12,8 @@ import pytest
 
 from registryd.adapter import AdapterContext, ConfigError, Problems, Replace, Upsert
 from registryd.adapters.serviceentry import ServiceEntryAdapter
-from registryd.adapters.serviceentry import adapter as watch_module
-from registryd.adapters.serviceentry.adapter import OUTSIDE
+from registryd.adapters.serviceentry import tree as tree_module
+from registryd.adapters.serviceentry.tree import OUTSIDE
 from registryd.adapters.serviceentry.yamlsafe import DEFAULT_LIMITS, MAX_MESSAGE
 from tests.adapters import slow_writer
 from tests.adapters.feed import Feed
@@ -97,14 +97,14 @@ async def test_nesting_deeper_than_the_recursion_limit(feed: Feed, root: Path) -
 async def test_an_unexpected_exception_while_reading_is_that_files_error(
     feed: Feed, root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real = watch_module.read_documents
+    real = tree_module.read_documents
 
     def exhausted(data: bytes | str, source: str, *args: Any) -> Any:
         if b"10.0.0.9" in (data if isinstance(data, bytes) else data.encode()):
             raise MemoryError()
         return real(data, source, *args)
 
-    monkeypatch.setattr(watch_module, "read_documents", exhausted)
+    monkeypatch.setattr(tree_module, "read_documents", exhausted)
     error = await poisoned(feed, root / "a.yaml", entry("a.example", "10.0.0.9"))
     assert "cannot be read (MemoryError" in error
     await recovers(feed, root / "a.yaml", "10.0.0.2")
@@ -245,7 +245,7 @@ async def test_duplicate_mapping_keys_are_an_error(feed: Feed, root: Path) -> No
 
 
 def test_settle_time_is_a_setting(root: Path) -> None:
-    assert adapter(root).settle_time == watch_module.SETTLE_TIME
+    assert adapter(root).settle_time == tree_module.SETTLE_TIME
     assert adapter(root, settle_time=2).settle_time == 2
     with pytest.raises(ConfigError, match="settle_time"):
         adapter(root, settle_time=0)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from registryd.adapter import Problems, Replace, Upsert
-from registryd.adapters.serviceentry import adapter as watch_module
+from registryd.adapters.serviceentry import tree as tree_module
 from tests.adapters import slow_writer
 from tests.adapters.feed import Feed
 from tests.adapters.yaml_docs import entry
@@ -35,13 +35,13 @@ def root(tmp_path: Path) -> Path:
 def scans(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
     """Records every full scan of a tree."""
     calls: list[str] = []
-    real = watch_module.scan_tree
+    real = tree_module.scan_tree
 
-    def counting(root: str, **options: bool) -> watch_module.Scan:
+    def counting(root: str, **options: bool) -> tree_module.Scan:
         calls.append(root)
         return real(root, **options)
 
-    monkeypatch.setattr(watch_module, "scan_tree", counting)
+    monkeypatch.setattr(tree_module, "scan_tree", counting)
     yield calls
 
 
@@ -52,7 +52,7 @@ def edit(path: Path, text: str) -> str:
 
 
 def test_file_events_read_just_those_files(root: Path, scans: list[str]) -> None:
-    tree = watch_module._Tree(str(root))
+    tree = tree_module.FileTree(str(root))
     assert tree.refresh() and len(scans) == 1
     tree.table.model()
     touched = edit(root / "team" / "b.yaml", entry("b.example", "10.0.0.2"))
@@ -92,7 +92,7 @@ def resync(root: Path) -> set[str]:
 def test_other_events_rescan_the_tree(
     root: Path, scans: list[str], change: Callable[[Path], set[str]]
 ) -> None:
-    tree = watch_module._Tree(str(root))
+    tree = tree_module.FileTree(str(root))
     tree.refresh()
     tree.table.model()
     touched = change(root)
@@ -100,14 +100,14 @@ def test_other_events_rescan_the_tree(
         age(path, 1)
     tree.refresh(touched)
     assert len(scans) == 2
-    fresh = watch_module._Tree(str(root))
+    fresh = tree_module.FileTree(str(root))
     fresh.refresh()
     assert tree.table.model() == fresh.table.model()
     assert sorted(tree.table.sources) == sorted(fresh.table.sources)
 
 
 def test_symlinked_files_and_an_old_scan_always_rescan(root: Path, scans: list[str]) -> None:
-    tree = watch_module._Tree(str(root), resync=60)
+    tree = tree_module.FileTree(str(root), resync=60)
     tree.refresh()
     touched = edit(root / "a.yaml", entry("a.example", "10.0.0.3"))
     tree.refresh({touched})
@@ -126,7 +126,7 @@ def test_symlinked_files_and_an_old_scan_always_rescan(root: Path, scans: list[s
 def test_a_file_written_just_now_is_read_once_left_alone(
     root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    tree = watch_module._Tree(str(root))
+    tree = tree_module.FileTree(str(root))
     tree.refresh()
     tree.table.model()
     path = root / "a.yaml"

@@ -22,7 +22,8 @@ from registryd.adapter import (
 )
 from registryd.adapters.serviceentry import ServiceEntryAdapter
 from registryd.adapters.serviceentry import adapter as watch_module
-from registryd.adapters.serviceentry.adapter import is_candidate, scan_tree
+from registryd.adapters.serviceentry import tree as tree_module
+from registryd.adapters.serviceentry.tree import is_candidate, scan_tree
 from tests.adapters.feed import Feed as SharedFeed
 from tests.adapters.yaml_docs import entry
 
@@ -355,7 +356,7 @@ async def test_unreadable_file_is_reported_and_kept(
             raise PermissionError(13, "Permission denied", str(file))
         return real_open(file, *args, **kwargs)
 
-    monkeypatch.setattr(watch_module, "open", guarded_open, raising=False)
+    monkeypatch.setattr(tree_module, "open", guarded_open, raising=False)
     path.write_text(path.read_text())
     problems = await feed.expect(Problems)  # and no Delete before it
     assert problems.errors == {

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from registryd import cli
-from registryd.adapters.serviceentry.adapter import _Tree
+from registryd.adapters.serviceentry.tree import FileTree
 from registryd.adapters.serviceentry.yamlsafe import shorten
 from registryd.analyze import Severity
 from registryd.configcheck import check
@@ -60,7 +60,7 @@ def test_every_rejected_istio_object_is_one_error_with_its_document_and_line() -
 
 def daemon_errors(root: Path) -> dict[str, str]:
     """The per-file errors the file registry reports after its first reading of ``root``."""
-    tree = _Tree(str(root))
+    tree = FileTree(str(root))
     tree.refresh()
     return dict(tree.problems().errors)
 
