@@ -51,26 +51,23 @@ def get_json(registryd: Registryd, path: str) -> Any:
     return json.loads(body)
 
 
-def metric_values(registryd: Registryd) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+CUMULATIVE = ("counter", "histogram", "unknown")  # metric types that only grow
+# ("unknown": istiod's counters, exposed untyped)
+
+
+def metric_values(
+    registryd: Registryd, only: tuple[str, ...] | None = None
+) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample of the daemon's ``/metrics``; with ``only``, those of the families of
+    these types, their ``*_created`` timestamps left out."""
     status, body = http_get(registryd.monitoring_port, "/metrics")
     assert status == 200, body
     return {
         (s.name, tuple(sorted(s.labels.items()))): s.value
         for family in text_string_to_metric_families(body)
+        if only is None or family.type in only
         for s in family.samples
-    }
-
-
-def cumulative_values(registryd: Registryd) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    """The samples of the daemon's counters (istiod's are untyped) and histograms."""
-    status, body = http_get(registryd.monitoring_port, "/metrics")
-    assert status == 200, body
-    return {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for family in text_string_to_metric_families(body)
-        if family.type in ("counter", "histogram", "unknown")
-        for s in family.samples
-        if not s.name.endswith("_created")
+        if only is None or not s.name.endswith("_created")
     }
 
 
@@ -206,7 +203,7 @@ def test_a_killed_worker_is_restarted_and_only_its_clients_reconnect(
         victims = [i for i, c in ids.items() if served[c][0] == victim_worker]
         survivors = [i for i in ids if i not in victims]
         assert victims and survivors
-        counted = cumulative_values(registryd)
+        counted = metric_values(registryd, CUMULATIVE)
         assert counted[("pilot_xds_pushes", (("type", "cds"),))] >= len(ids)
 
         os.kill(victim_pid, signal.SIGKILL)
@@ -220,7 +217,7 @@ def test_a_killed_worker_is_restarted_and_only_its_clients_reconnect(
 
         poll(restarted, "the killed worker to be counted and started again")
         # what the killed worker had counted stays counted: no counter goes down
-        after = cumulative_values(registryd)
+        after = metric_values(registryd, CUMULATIVE)
         lower = {k: (v, after.get(k)) for k, v in counted.items() if after.get(k, -1.0) < v}
         assert not lower, lower
         now = workers_of(registryd)
