@@ -2,8 +2,8 @@
 
 For each client count, each server is started fresh on the same generated ServiceEntry
 directory and measured with the same simulated clients (:func:`bench.push_latency.measure`:
-initial sync, an endpoint change, a full push), round after round so that a noisy
-machine disturbs every server alike.  Servers:
+initial sync, ``--pushes`` endpoint changes one after the other, a full push), round
+after round so that a noisy machine disturbs every server alike.  Servers:
 
 * ``sotw-1w``: the daemon serving xDS in its own process (``--xdsWorkers=1``),
   state-of-the-world clients; default flags but ``--enableEDSDebounce`` as given and
@@ -84,6 +84,9 @@ def main() -> None:
     ap.add_argument("--endpoints", type=int, default=10)
     ap.add_argument("--clients", type=int, nargs="+", default=[100, 1000])
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument(
+        "--pushes", type=int, default=5, help="endpoint changes per round (CPU: per change)"
+    )
     ap.add_argument("--servers", nargs="+", default=list(SERVERS), choices=list(SERVERS))
     ap.add_argument(
         "--shared-connection",
@@ -98,6 +101,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.quick:
         args.services, args.endpoints, args.clients, args.rounds = 200, 5, [100], 1
+        args.pushes = 2
         args.servers = [s for s in args.servers if s in ("sotw-1w", "delta-2w", "raw")]
     if args.pin:
         os.sched_setaffinity(0, {1})
@@ -131,6 +135,7 @@ async def run(args: argparse.Namespace, config: Path) -> None:
                     daemon.proc,
                     delta=name.startswith("delta"),
                     own_connections=not args.shared_connection,
+                    pushes=args.pushes,
                 )
                 if name != "raw":
                     gen2 = gc_stats(daemon).get("2", {})

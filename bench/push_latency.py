@@ -252,9 +252,11 @@ async def measure(
     *,
     delta: bool = False,
     own_connections: bool = False,
+    pushes: int = 1,
 ) -> dict[str, float]:
-    """One round against the server at ``target``: initial sync, an endpoint change, a
-    full push; CPU and RSS are those of ``proc`` and its child processes."""
+    """One round against the server at ``target``: initial sync, ``pushes`` endpoint
+    changes one after the other (latencies of all of them; CPU per change), a full push;
+    CPU and RSS are those of ``proc`` and its child processes."""
     kind = DeltaClient if delta else Client
     clients = [kind(target, i, own_connections) for i in range(clients_n)]
     started = time.monotonic()
@@ -270,21 +272,21 @@ async def measure(
         me = psutil.Process().cpu_times()
         return tree_cpu(proc), me.user + me.system
 
-    # endpoint change
+    # endpoint changes, one after the other
     target_i = services // 2
-    marker = f"10.{target_i // 250}.{target_i % 250}.{200 + clients_n % 50 + 1}"
-    for c in clients:
-        c.marker = (EDS, marker.encode())
-        c.marker_seen.clear()
+    lat: list[float] = []
     cpu0 = cpu()
-    t0 = time.monotonic()
-    write(
-        config / f"svc-{target_i}.yaml",
-        service_yaml(target_i, endpoints, variant=clients_n % 50 + 1),
-    )
-    await asyncio.wait_for(asyncio.gather(*(c.marker_seen.wait() for c in clients)), 120)
-    lat = [c.marker_at - t0 for c in clients]
-    await asyncio.sleep(0.5)  # let the ACKs reach the server before reading its CPU time
+    for k in range(pushes):
+        variant = (clients_n + k) % 50 + 1
+        marker = f"10.{target_i // 250}.{target_i % 250}.{200 + variant}"
+        for c in clients:
+            c.marker = (EDS, marker.encode())
+            c.marker_seen.clear()
+        t0 = time.monotonic()
+        write(config / f"svc-{target_i}.yaml", service_yaml(target_i, endpoints, variant=variant))
+        await asyncio.wait_for(asyncio.gather(*(c.marker_seen.wait() for c in clients)), 120)
+        lat += [c.marker_at - t0 for c in clients]
+        await asyncio.sleep(0.5)  # let the ACKs reach the server (and its CPU time settle)
     cpu1 = cpu()
     seen = await server_view(http_port)
     summary = seen.get("summary", {})
@@ -293,8 +295,8 @@ async def measure(
         "eds_p99": pct(lat, 99),
         "eds_max": max(lat),
         "eds_spread": max(lat) - min(lat),
-        "eds_server_cpu": cpu1[0] - cpu0[0],
-        "eds_client_cpu": cpu1[1] - cpu0[1],
+        "eds_server_cpu": (cpu1[0] - cpu0[0]) / pushes,
+        "eds_client_cpu": (cpu1[1] - cpu0[1]) / pushes,
         "pushz_debounce_ms": seen.get("debounceMs", 0.0),
         "pushz_acked": summary.get("acked", 0),
         "pushz_p50_ms": summary.get("ackedMsP50") or 0.0,
