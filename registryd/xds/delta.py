@@ -241,8 +241,9 @@ class DeltaConnection(Connection):
             if state.wildcard:
                 found |= self.visible(snapshot, state.type_url).keys()
             return sorted(found)
-        if not state.wildcard:
-            changed = changed & (state.names | state.held.keys())
+        if not state.wildcard:  # only what it holds or asked for (changed is usually small)
+            names, held = state.names, state.held
+            changed = {name for name in changed if name in names or name in held}
         return sorted(changed | state.forced)
 
     def _plan_delta(self, snapshot: Snapshot, state: DeltaTypeState) -> DeltaPlanned | None:
