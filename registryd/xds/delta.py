@@ -41,8 +41,9 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 
 from envoy.service.discovery.v3 import discovery_pb2
 
@@ -74,6 +75,7 @@ NONCES_KEPT = 16  # recent nonces per type an ACK may name
 # and nothing known of the name at all
 _STALE = Resource("", -1, b"", b"")
 _MISSING = Resource("", -2, b"", b"")
+_NO_RESOURCES: Mapping[str, Resource] = MappingProxyType({})
 
 
 def resource_version(prefix: str, resource: Resource, table: str) -> str:
@@ -241,10 +243,11 @@ class DeltaConnection(Connection):
             if state.wildcard:
                 found |= self.visible(snapshot, state.type_url).keys()
             return sorted(found)
-        if not state.wildcard:  # only what it holds or asked for (changed is usually small)
-            names, held = state.names, state.held
-            changed = {name for name in changed if name in names or name in held}
-        return sorted(changed | state.forced)
+        if state.wildcard:
+            return sorted(changed | state.forced)
+        # only what it holds or asked for (changed is usually small, the subscription not)
+        names, held = state.names, state.held
+        return sorted({n for n in changed if n in names or n in held} | state.forced)
 
     def _plan_delta(self, snapshot: Snapshot, state: DeltaTypeState) -> DeltaPlanned | None:
         tables = self._tables(state.type_url)
@@ -256,9 +259,16 @@ class DeltaConnection(Connection):
         sent: list[tuple[str, Resource, str]] = []
         removed: list[str] = []
         empty_table = _EMPTY_FOR_UNKNOWN.get(state.type_url)
+        # what _lookup does, with the tables looked up once: this runs per name
+        overlays = [(snapshot.tables.get(t, _NO_RESOURCES), t) for t in reversed(tables)]
         for name in candidates:
             explicit = name in state.names
-            found = self._lookup(snapshot, tables, name)
+            found = None
+            for resources, table_name in overlays:
+                resource = resources.get(name)
+                if resource is not None:
+                    found = (resource, table_name)
+                    break
             if found is None and explicit and empty_table is not None:
                 found = (_empty(empty_table, name), empty_table)
             held = state.held.get(name, _MISSING)
