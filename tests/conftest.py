@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Iterator
 
@@ -26,6 +27,17 @@ class Harness:
     def push(self) -> None:
         """Push whatever is pending now instead of waiting for the debounce."""
         self.app.push.push_now()
+
+    async def push_holding(self, *hostnames: str) -> None:
+        """Push once the registry holds every one of ``hostnames``: the memory adapter's
+        updates reach the store through another task, so a push right after
+        ``memory.set`` may not have them yet (and a later push would send them again)."""
+        for _ in range(10_000):
+            if all(h in self.app.store.view.services for h in hostnames):
+                self.push()
+                return
+            await asyncio.sleep(0)
+        raise AssertionError(f"the registry never held {hostnames}")
 
 
 def loopback_settings(**overrides: object) -> Settings:
