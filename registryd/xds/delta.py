@@ -60,7 +60,6 @@ from registryd.xds.stream import (
     REQUEST,
     Connection,
     Digest,
-    Interner,
     Planned,
     TypeState,
     _empty,
@@ -108,18 +107,6 @@ class DeltaConnection(Connection):
     """One ``DeltaAggregatedResources`` stream."""
 
     delta = True
-
-    def __init__(
-        self,
-        *,
-        peer: str,
-        version_prefix: str,
-        interner: Interner | None = None,
-        id_prefix: str = "conn-",
-    ) -> None:
-        super().__init__(
-            peer=peer, version_prefix=version_prefix, interner=interner, id_prefix=id_prefix
-        )
 
     # -- requests ----------------------------------------------------------------
     def on_raw(self, raw: bytes) -> tuple[Digest, discovery_pb2.DeltaDiscoveryRequest]:  # type: ignore[override]
@@ -222,11 +209,7 @@ class DeltaConnection(Connection):
         self, snapshot: Snapshot, tables: tuple[str, ...], name: str
     ) -> tuple[Resource, str] | None:
         """The resource named ``name`` this connection sees, and its table."""
-        for table in reversed(tables):  # the namespace overlay wins
-            found = snapshot.tables.get(table, {}).get(name)
-            if found is not None:
-                return found, table
-        return None
+        return _find(_overlays(snapshot, tables), name)
 
     def version_of(self, snapshot: Snapshot, type_url: str, name: str) -> str:
         """The version ``name`` of ``type_url`` is sent with from ``snapshot`` ("" if this
@@ -259,16 +242,10 @@ class DeltaConnection(Connection):
         sent: list[tuple[str, Resource, str]] = []
         removed: list[str] = []
         empty_table = _EMPTY_FOR_UNKNOWN.get(state.type_url)
-        # what _lookup does, with the tables looked up once: this runs per name
-        overlays = [(snapshot.tables.get(t, _NO_RESOURCES), t) for t in reversed(tables)]
+        overlays = _overlays(snapshot, tables)  # once: the loop runs per name
         for name in candidates:
             explicit = name in state.names
-            found = None
-            for resources, table_name in overlays:
-                resource = resources.get(name)
-                if resource is not None:
-                    found = (resource, table_name)
-                    break
+            found = _find(overlays, name)
             if found is None and explicit and empty_table is not None:
                 found = (_empty(empty_table, name), empty_table)
             held = state.held.get(name, _MISSING)
@@ -360,3 +337,21 @@ class DeltaConnection(Connection):
         body += encode_field(5, nonce.encode())
         body += b"".join(encode_field(6, name.encode()) for name in removed)
         return body, nonce, tuple(name for name, _, _ in sent)
+
+
+_Overlays = list[tuple[Mapping[str, Resource], str]]
+
+
+def _overlays(snapshot: Snapshot, tables: tuple[str, ...]) -> _Overlays:
+    """The resources of each of ``tables`` in ``snapshot`` with its name, in the order
+    they are consulted (the namespace overlay, last in ``tables``, wins)."""
+    return [(snapshot.tables.get(t, _NO_RESOURCES), t) for t in reversed(tables)]
+
+
+def _find(overlays: _Overlays, name: str) -> tuple[Resource, str] | None:
+    """The resource named ``name`` in the first of ``overlays`` that has it, and its table."""
+    for resources, table in overlays:
+        found = resources.get(name)
+        if found is not None:
+            return found, table
+    return None
