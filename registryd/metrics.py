@@ -333,18 +333,15 @@ class Metrics:
             registry=self.registry,
         )
         self._tracker = tracker  # when each recent push started and was published
-        self._children: dict[str, tuple[Any, Any]] = {}
-        self._throttle_children: dict[str, tuple[Any, Any]] = {}
+        self._children: dict[tuple[Any, str], tuple[Any, Any]] = {}
 
-    def _by_kind(self, kind: str) -> tuple[Any, Any]:
-        """The per-type children of the size and push-time histograms (looked up once:
-        this runs for every response written)."""
-        found = self._children.get(kind)
+    def _labelled(self, label: str, first: Any, second: Any) -> tuple[Any, Any]:
+        """``first`` and ``second``'s children for ``label`` (their one label), looked up
+        once: this runs for every response written and every throttled connection."""
+        key = (first, label)
+        found = self._children.get(key)
         if found is None:
-            found = self._children[kind] = (
-                self.config_size.labels(kind),
-                self.push_time.labels(kind),
-            )
+            found = self._children[key] = (first.labels(label), second.labels(label))
         return found
 
     def render(self, others: Iterable[Iterable[Metric]] = ()) -> bytes:
@@ -367,12 +364,9 @@ class Metrics:
 
     def throttled(self, limit: str, seconds: float) -> None:
         """A push (``limit="push"``) or a new stream (``"request"``) waited ``seconds``."""
-        children = self._throttle_children.get(limit)
-        if children is None:  # looked up once: this runs for every connection that waited
-            children = (self.throttled_count.labels(limit), self.throttle_wait.labels(limit))
-            self._throttle_children[limit] = children
-        children[0].inc()
-        children[1].observe(seconds)
+        count, wait = self._labelled(limit, self.throttled_count, self.throttle_wait)
+        count.inc()
+        wait.observe(seconds)
 
     # -- xDS server observer -------------------------------------------------------------
     def sent(
@@ -380,7 +374,7 @@ class Metrics:
     ) -> None:
         kind = res.short_type(planned.type_url)
         self.counters.inc("pilot_xds_pushes", kind)
-        size, push_time = self._by_kind(kind)
+        size, push_time = self._labelled(kind, self.config_size, self.push_time)
         size.observe(len(planned.payload))
         self.send_time.observe(finished - started)
         push = self._tracker.get(version)
