@@ -28,16 +28,16 @@ class Harness:
         """Push whatever is pending now instead of waiting for the debounce."""
         self.app.push.push_now()
 
-    async def push_holding(self, *hostnames: str) -> None:
-        """Push once the registry holds every one of ``hostnames``: the memory adapter's
-        updates reach the store through another task, so a push right after
-        ``memory.set`` may not have them yet (and a later push would send them again)."""
+    async def settle(self) -> None:
+        """Push once the registry has applied every change made to ``memory``: they reach
+        the store through the registry's task, so a push right after ``memory.set`` may
+        not have them yet (and a later push would send them again)."""
         for _ in range(10_000):
-            if all(h in self.app.store.view.services for h in hostnames):
+            if not self.memory.pending:
                 self.push()
                 return
             await asyncio.sleep(0)
-        raise AssertionError(f"the registry never held {hostnames}")
+        raise AssertionError("the registry task never took the memory registry's changes")
 
 
 def loopback_settings(**overrides: object) -> Settings:

@@ -78,6 +78,13 @@ class MemoryAdapter:
             endpoints=tuple(e for eps in self.endpoints.values() for e in eps),
         )
 
+    @property
+    def pending(self) -> int:
+        """Items emitted that a running ``watch()`` has not taken yet.  Whoever iterates
+        ``watch()`` gets each item the moment it is taken, so 0 means everything emitted
+        so far has been handed on."""
+        return sum(queue.qsize() for queue in self._queues)
+
     def _emit(self, item: Update | BaseException) -> None:
         for queue in self._queues:
             queue.put_nowait(item)

@@ -94,7 +94,7 @@ async def test_requests_responses_acks_and_nacks_are_debug_lines(
     harness: Harness, lines: Lines
 ) -> None:
     harness.memory.set([Service(hostname="a.example", ports=(Port(number=80, name="http"),))])
-    await harness.push_holding("a.example")  # one CDS version, with the service
+    await harness.settle()  # one CDS version, with the service
     async with AdsClient(harness.target, node_id="p1") as client:
         client.subscribe("cds")
         cds = await client.next("cds")

@@ -10,7 +10,7 @@ from envoy.config.cluster.v3 import cluster_pb2
 
 from registryd.testing import AdsClient, DeltaAdsClient
 from registryd.testing.ads import TYPES
-from tests.xds.test_protocol import eps, settle, svc
+from tests.xds.test_protocol import eps, svc
 from tests.xds.test_robustness import ended
 
 CDS, EDS, LDS, RDS = TYPES["cds"], TYPES["eds"], TYPES["lds"], TYPES["rds"]
@@ -48,7 +48,7 @@ def cds_eds_names(clusters: list[cluster_pb2.Cluster]) -> list[str]:
 
 async def test_envoy_style_delta_flow_cds_eds_lds_rds(harness) -> None:  # type: ignore[no-untyped-def]
     harness.memory.set([svc("a.example"), svc("b.example")], eps("a.example", "10.0.0.1"))
-    await settle(harness)
+    await harness.settle()
     async with DeltaAdsClient(harness.target) as client:
         client.subscribe("cds")
         cds = await client.next("cds")
@@ -79,17 +79,17 @@ async def test_changes_send_only_what_changed_and_removals(harness) -> None:  # 
         [svc("a.example"), svc("b.example")],
         eps("a.example", "10.0.0.1") + eps("b.example", "10.0.1.1"),
     )
-    await settle(harness)
+    await harness.settle()
     async with DeltaAdsClient(harness.target) as client:
         await envoy_like(client)
         harness.memory.upsert(svc("a.example"), eps("a.example", "10.0.0.1", "10.0.0.2"))
-        await settle(harness)
+        await harness.settle()
         update = await client.next()
         assert (update.type_url, update.names) == (EDS, [A])
         assert len(update.decode()[0].endpoints[0].lb_endpoints) == 2
         await nothing_pending(client)  # no CDS, LDS or RDS for an endpoint change
         harness.memory.delete("b.example")
-        await settle(harness)
+        await harness.settle()
         cds = await client.next("cds")
         assert (cds.names, cds.removed) == ([], [B])
         assert B not in client.held[CDS] and A in client.held[CDS]
@@ -97,14 +97,14 @@ async def test_changes_send_only_what_changed_and_removals(harness) -> None:  # 
 
 async def test_reconnect_with_initial_versions_resends_nothing_current(harness) -> None:  # type: ignore[no-untyped-def]
     harness.memory.set([svc("a.example"), svc("b.example")], eps("a.example", "10.0.0.1"))
-    await settle(harness)
+    await harness.settle()
     client = DeltaAdsClient(harness.target)
     await client.connect()
     try:
         await envoy_like(client)
         await client.close()
         harness.memory.upsert(svc("b.example"), eps("b.example", "10.0.1.1"))
-        await settle(harness)
+        await harness.settle()
         await client.connect()
         client.subscribe("cds", resume=True)
         cds = await client.next("cds")
@@ -119,7 +119,7 @@ async def test_reconnect_with_initial_versions_resends_nothing_current(harness) 
 
 async def test_nack_is_recorded_and_not_resent(harness) -> None:  # type: ignore[no-untyped-def]
     harness.memory.set([svc("a.example")], eps("a.example", "10.0.0.1"))
-    await settle(harness)
+    await harness.settle()
     async with DeltaAdsClient(harness.target) as client:
         client.reject[EDS] = "endpoints rejected by test"
         client.subscribe("eds", [A])
@@ -130,11 +130,11 @@ async def test_nack_is_recorded_and_not_resent(harness) -> None:  # type: ignore
         assert (state.last_nack, state.nacks) == ("endpoints rejected by test", 1)
         assert state.nack_version == rejected.message.system_version_info
         harness.memory.upsert(svc("b.example"), eps("b.example", "10.0.1.1"))
-        await settle(harness)
+        await harness.settle()
         await nothing_pending(client)  # a was not re-sent
         del client.reject[EDS]
         harness.memory.upsert(svc("a.example"), eps("a.example", "10.0.0.9"))
-        await settle(harness)
+        await harness.settle()
         again = await client.next("eds")
         assert again.names == [A]
         await nothing_pending(client)
@@ -143,7 +143,7 @@ async def test_nack_is_recorded_and_not_resent(harness) -> None:  # type: ignore
 
 async def test_delta_and_sotw_clients_share_one_port_and_one_snapshot(harness) -> None:  # type: ignore[no-untyped-def]
     harness.memory.set([svc("a.example")], eps("a.example", "10.0.0.1"))
-    await settle(harness)
+    await harness.settle()
     async with DeltaAdsClient(harness.target) as delta, AdsClient(harness.target) as sotw:
         delta.subscribe("cds")
         sotw.subscribe("cds")

@@ -23,16 +23,9 @@ def eps(host: str, *addresses: str, port: int = 8080) -> list[Endpoint]:
     return [Endpoint(hostname=host, address=a, port=9000, service_port=port) for a in addresses]
 
 
-async def settle(harness) -> None:  # type: ignore[no-untyped-def]
-    """Let the registry task apply the adapter's updates, then push."""
-    for _ in range(5):
-        await asyncio.sleep(0)
-    harness.push()
-
-
 async def test_envoy_style_flow_cds_eds_lds_rds(harness) -> None:  # type: ignore[no-untyped-def]
     harness.memory.set([svc("a.example"), svc("b.example")], eps("a.example", "10.0.0.1"))
-    await settle(harness)
+    await harness.settle()
     async with AdsClient(harness.target) as client:
         client.subscribe("cds")
         cds = await client.next("cds")
@@ -67,14 +60,14 @@ async def test_endpoint_change_sends_only_changed_cla(harness) -> None:  # type:
         [svc("a.example"), svc("b.example")],
         eps("a.example", "10.0.0.1") + eps("b.example", "10.0.1.1"),
     )
-    await settle(harness)
+    await harness.settle()
     async with AdsClient(harness.target) as client:
         client.subscribe("cds")
         cds = await client.next("cds")
         client.subscribe("eds", cds.eds_names)
         first = await client.next("eds")
         harness.memory.upsert(svc("a.example"), eps("a.example", "10.0.0.1", "10.0.0.2"))
-        await settle(harness)
+        await harness.settle()
         update = await client.next("eds")
         assert update.registry_names == ["outbound|8080||a.example"]
         assert update.message.version_info != first.message.version_info
@@ -85,7 +78,7 @@ async def test_endpoint_change_sends_only_changed_cla(harness) -> None:  # type:
 
 async def test_nack_is_recorded_and_not_resent(harness) -> None:  # type: ignore[no-untyped-def]
     harness.memory.set([svc("a.example")], eps("a.example", "10.0.0.1"))
-    await settle(harness)
+    await harness.settle()
     async with AdsClient(harness.target) as client:
         client.reject[CDS] = "cluster rejected by test"
         client.subscribe("cds")
@@ -97,12 +90,12 @@ async def test_nack_is_recorded_and_not_resent(harness) -> None:  # type: ignore
         assert state.nacks == 1
         # an unrelated push does not resend the rejected clusters
         harness.memory.upsert(svc("a.example"), eps("a.example", "10.0.0.9"))
-        await settle(harness)
+        await harness.settle()
         await nothing_pending(client)
         # new content is sent again
         del client.reject[CDS]
         harness.memory.upsert(svc("a.example", protocol="GRPC"), eps("a.example", "10.0.0.9"))
-        await settle(harness)
+        await harness.settle()
         again = await client.next("cds")
         assert again.registry_names == ["outbound|8080||a.example"]
         await nothing_pending(client)  # the ACK, sent before, has been read
@@ -111,7 +104,7 @@ async def test_nack_is_recorded_and_not_resent(harness) -> None:  # type: ignore
 
 async def test_reconnect_gets_full_state_whatever_version(harness) -> None:  # type: ignore[no-untyped-def]
     harness.memory.set([svc("a.example")], eps("a.example", "10.0.0.1"))
-    await settle(harness)
+    await harness.settle()
     async with AdsClient(harness.target) as client:
         client.subscribe("cds")
         first = await client.next("cds")
@@ -126,7 +119,7 @@ async def test_subscribe_and_unsubscribe_eds(harness) -> None:  # type: ignore[n
         [svc("a.example"), svc("b.example")],
         eps("a.example", "10.0.0.1") + eps("b.example", "10.0.1.1"),
     )
-    await settle(harness)
+    await harness.settle()
     a, b = "outbound|8080||a.example", "outbound|8080||b.example"
     async with AdsClient(harness.target) as client:
         client.subscribe("eds", [a])
@@ -136,7 +129,7 @@ async def test_subscribe_and_unsubscribe_eds(harness) -> None:  # type: ignore[n
         client.subscribe("eds", [a])
         await nothing_pending(client)
         harness.memory.upsert(svc("b.example"), eps("b.example", "10.0.1.2"))
-        await settle(harness)
+        await harness.settle()
         await nothing_pending(client)  # b is no longer subscribed
         client.subscribe("eds", [a, b])
         assert (await client.next("eds")).names == [b]  # re-subscribing sends it again
@@ -148,7 +141,7 @@ async def test_subscribe_and_unsubscribe_eds(harness) -> None:  # type: ignore[n
 
 async def test_full_push_order_is_cds_eds_lds_rds(harness) -> None:  # type: ignore[no-untyped-def]
     harness.memory.set([svc("a.example")], eps("a.example", "10.0.0.1"))
-    await settle(harness)
+    await harness.settle()
     async with AdsClient(harness.target) as client:
         for kind, names in (
             ("cds", []),
@@ -168,14 +161,14 @@ async def test_full_push_order_is_cds_eds_lds_rds(harness) -> None:  # type: ign
         harness.memory.upsert(
             service, eps("a.example", "10.0.0.1") + eps("a.example", "10.0.0.1", port=9090)
         )
-        await settle(harness)
+        await harness.settle()
         order = [(await client.next()).type_url for _ in range(4)]
         assert order == [CDS, EDS, LDS, RDS]
 
 
 async def test_proxyless_grpc_listener(harness) -> None:  # type: ignore[no-untyped-def]
     harness.memory.set([svc("a.example", 50051, "GRPC")], eps("a.example", "10.0.0.1", port=50051))
-    await settle(harness)
+    await harness.settle()
     async with AdsClient(harness.target, metadata={"GENERATOR": "grpc"}) as client:
         client.subscribe("lds", ["a.example:50051"])
         lds = await client.next("lds")
@@ -243,7 +236,7 @@ async def test_stalled_client_does_not_block_others(harness) -> None:  # type: i
     pad = "outbound|8080||pad.example"
     names = ["outbound|8080||a.example", pad]
     harness.memory.set([svc("a.example"), svc("pad.example")], eps("a.example", "10.0.0.1"))
-    await settle(harness)
+    await harness.settle()
     relay = FreezableRelay(harness.app.grpc_port)
     stalled = AdsClient(f"127.0.0.1:{await relay.start()}")
     await stalled.connect()
@@ -257,7 +250,7 @@ async def test_stalled_client_does_not_block_others(harness) -> None:  # type: i
             # ~130 kB per ClusterLoadAssignment: the stalled stream's buffers fill fast
             addresses = [f"10.{round_}.{i // 250}.{i % 250 + 1}" for i in range(3000)]
             harness.memory.upsert(svc("pad.example"), eps("pad.example", *addresses))
-            await settle(harness)
+            await harness.settle()
             update = await healthy.next("eds", timeout=2.0)
             assert update.names == [pad]
             assert len(update.decode()[0].endpoints[0].lb_endpoints) == 3000
@@ -277,7 +270,7 @@ async def test_export_to_limits_visibility_by_namespace(harness) -> None:  # typ
         export_to=(".",),
     )
     harness.memory.set([public, private], eps("private.example", "10.0.0.1"))
-    await settle(harness)
+    await harness.settle()
     team_a = "sidecar~10.0.0.5~app-1.team-a~team-a.svc.cluster.local"
     team_b = "sidecar~10.0.0.6~app-1.team-b~team-b.svc.cluster.local"
     async with (
@@ -306,5 +299,5 @@ async def test_export_to_limits_visibility_by_namespace(harness) -> None:  # typ
             Service(hostname="private.example", namespace="team-a", ports=private.ports),
             eps("private.example", "10.0.0.1"),
         )
-        await settle(harness)
+        await harness.settle()
         assert "outbound|8080||private.example" in (await b.next("cds")).names

@@ -26,12 +26,6 @@ def svc(host: str) -> Service:
     return Service(hostname=host, ports=(Port(number=8080, name="http", protocol="HTTP"),))
 
 
-async def settle(harness: Harness) -> None:
-    for _ in range(5):
-        await asyncio.sleep(0)
-    harness.push()
-
-
 async def ended(client: AdsClient) -> grpc.aio.AioRpcError:
     """The error the stream ended with."""
     assert client._reader is not None
@@ -52,7 +46,7 @@ async def test_a_writer_that_fails_ends_its_stream_and_is_counted(
     harness: Harness, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     harness.memory.set([svc("a.example")])
-    await settle(harness)
+    await harness.settle()
     real = Connection.plan
 
     def broken(conn: Connection, snapshot: Any) -> Any:
@@ -80,7 +74,7 @@ async def test_a_writer_that_fails_ends_its_stream_and_is_counted(
 async def test_first_request_with_a_foreign_nonce_is_answered(harness: Harness) -> None:
     """istiod: pkg/xds/server.go ShouldRespond answers INIT/RECONNECT whatever nonce."""
     harness.memory.set([svc("a.example")])
-    await settle(harness)
+    await harness.settle()
     async with AdsClient(harness.target) as client:
         client.send(CDS, [], version="other-7", nonce="nonce-from-another-server")
         first = await client.next("cds")
@@ -95,7 +89,7 @@ async def test_first_request_with_a_foreign_nonce_is_answered(harness: Harness) 
 async def test_too_many_unknown_names_close_the_stream(harness: Harness) -> None:
     harness.app.xds.max_unknown_names = 100
     harness.memory.set([svc("a.example")])
-    await settle(harness)
+    await harness.settle()
     async with AdsClient(harness.target) as fine:
         known = ["outbound|8080||a.example"]
         fine.subscribe("eds", known + [f"made-up-{i}" for i in range(100)])  # at the limit
@@ -135,7 +129,7 @@ async def test_nack_logs_are_rate_limited_clipped_and_escaped(
     harness: Harness, caplog: pytest.LogCaptureFixture
 ) -> None:
     harness.memory.set([svc("a.example")])
-    await settle(harness)
+    await harness.settle()
     forged = "sidecar~1.2.3.4~x.default~default.svc.cluster.local\n2026-01-01T00:00:00Z\terror"
     async with AdsClient(harness.target, node_id=forged, auto_ack=False) as client:
         client.subscribe("cds")
@@ -181,7 +175,7 @@ async def test_refused_streams_leave_no_interned_names(harness: Harness) -> None
 
 async def test_a_connection_storm_leaves_no_state_behind(harness: Harness) -> None:
     harness.memory.set([svc("a.example")])
-    await settle(harness)
+    await harness.settle()
     clients = [AdsClient(harness.target, node_id=f"storm-{i}") for i in range(200)]
     await asyncio.gather(*(c.connect() for c in clients))
     for client in clients:
