@@ -147,7 +147,11 @@ class _Poller:
                 namespace=settings.namespace,
             )
             converted = convert_service(
-                document, host=host, namespace=settings.namespace, zone_from=settings.zone_from
+                document,
+                host=host,
+                namespace=settings.namespace,
+                zone_from=settings.zone_from,
+                weight_scale=settings.weight_scale,
             )
         except ValueError as exc:
             return Record(old.converted, old.signature, str(exc))

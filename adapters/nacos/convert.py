@@ -10,7 +10,9 @@ Nacos                       registryd
 ==========================  ===========================================================
 ``ip``, ``port``            endpoint address and port; the service has one port per
                             distinct instance port (``service_port`` = ``port``)
-``weight`` (float)          endpoint weight ``round(weight * 100)``, at least 1;
+``weight`` (float)          endpoint weight ``weight * weight_scale`` rounded, at
+                            least 1 (scale 1 by default: Nacos' default 1.0 weighs
+                            what every other registry's default endpoint weighs);
                             ``0`` means no traffic, as Nacos' clients read it
 ``healthy``                 ``HEALTHY`` / ``UNHEALTHY``
 ``enabled: false``          not served
@@ -36,16 +38,15 @@ from registryd.model import Endpoint, Health, Labels, Locality, Location, Port, 
 
 __all__ = [
     "PROTOCOLS",
-    "WEIGHT_SCALE",
     "Converted",
     "Instance",
     "convert_service",
     "hostname",
     "parse_instance",
+    "scaled_weight",
 ]
 
 PROTOCOLS = frozenset("HTTP HTTPS HTTP2 GRPC GRPC-WEB TCP TLS UDP MONGO MYSQL REDIS".split())
-WEIGHT_SCALE = 100  # Nacos weights are floats (default 1.0); Envoy's are integers
 _LABEL = r"[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?"
 _DNS_NAME = re.compile(rf"{_LABEL}(?:\.{_LABEL})*")
 
@@ -150,21 +151,31 @@ def _zone(inst: Instance, zone_from: str) -> str:
     return ""
 
 
-def _endpoint(host: str, inst: Instance, zone_from: str) -> Endpoint:
+def scaled_weight(weight: float, scale: float) -> int:
+    """Envoy's integer weight for a Nacos weight (> 0): rounded half up, at least 1."""
+    return max(1, int(weight * scale + 0.5))
+
+
+def _endpoint(host: str, inst: Instance, zone_from: str, weight_scale: float) -> Endpoint:
     return Endpoint(
         hostname=host,
         address=inst.ip,
         port=inst.port,
         service_port=inst.port,
         locality=Locality(zone=_zone(inst, zone_from)),
-        weight=max(1, round(inst.weight * WEIGHT_SCALE)),
+        weight=scaled_weight(inst.weight, weight_scale),
         health=Health.HEALTHY if inst.healthy else Health.UNHEALTHY,
         labels=Labels(inst.metadata),
     )
 
 
 def convert_service(
-    document: Any, *, host: str, namespace: str, zone_from: str = "clusterName"
+    document: Any,
+    *,
+    host: str,
+    namespace: str,
+    zone_from: str = "clusterName",
+    weight_scale: float = 1.0,
 ) -> Converted:
     """The service ``host`` from one instance-list answer; ValueError if it is not one.
 
@@ -190,6 +201,8 @@ def convert_service(
         location=Location.MESH_INTERNAL,
     )
     endpoints = tuple(
-        _endpoint(host, inst, zone_from) for inst in instances if inst.enabled and inst.weight > 0
+        _endpoint(host, inst, zone_from, weight_scale)
+        for inst in instances
+        if inst.enabled and inst.weight > 0
     )
     return Converted(service, endpoints, (*notes, *protocol_notes))

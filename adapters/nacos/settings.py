@@ -30,6 +30,7 @@ KNOWN = (
     "page_size",
     "max_qps",
     "zone_from",
+    "weight_scale",
 )
 _ADDRESS = re.compile(r"(?:(https?)://)?([A-Za-z0-9.\-]+|\[[0-9A-Fa-f:.]+\]):(\d{1,5})/?")
 _GROUP = re.compile(r"[A-Za-z0-9_.:\-]{1,128}")  # Nacos' group name characters
@@ -40,7 +41,10 @@ _FIELDS = ("service", "group", "namespace")
 @dataclass(frozen=True, slots=True, kw_only=True)
 class NacosSettings:
     """Checked settings.  ``servers`` are base URLs (``http://host:port``), tried in
-    order; ``zone_from`` is ``clusterName``, ``metadata:<key>`` or ``none``."""
+    order; ``zone_from`` is ``clusterName``, ``metadata:<key>`` or ``none``;
+    ``weight_scale`` multiplies Nacos' float weights before they are rounded to Envoy's
+    integers (1: as Nacos' own mesh integration; 100 keeps two decimals, but then a
+    default instance weighs 100 times a default endpoint of another registry)."""
 
     servers: tuple[str, ...]
     namespace: str = "public"
@@ -53,6 +57,7 @@ class NacosSettings:
     page_size: int = 500
     max_qps: float = 100.0
     zone_from: str = "clusterName"
+    weight_scale: float = 1.0
 
 
 def _servers(reader: SettingsReader) -> tuple[str, ...]:
@@ -115,4 +120,5 @@ def parse_settings(name: str, settings: Mapping[str, Any]) -> NacosSettings:
         page_size=reader.whole("page_size", 500),
         max_qps=reader.number("max_qps", 100.0, unit="requests a second"),
         zone_from=_zone_from(reader),
+        weight_scale=reader.number("weight_scale", 1.0, maximum=10000),
     )

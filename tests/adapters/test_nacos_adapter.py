@@ -128,12 +128,12 @@ async def test_changes_are_seen_when_the_server_sends_no_checksum(
     ticker = Ticker()
     nacos.empty_checksum = True
     nacos.register("orders", "10.0.0.1", 8080, weight=1.0)
-    feed, _, _ = await start(feeds, adapter(nacos.address, ticker))
+    feed, _, _ = await start(feeds, adapter(nacos.address, ticker, weight_scale=10))
     await ticker.idle()
-    nacos.register("orders", "10.0.0.1", 8080, weight=3.0)
+    nacos.register("orders", "10.0.0.1", 8080, weight=3.5)
     await ticker.poll()
     (update,) = queued(feed)
-    assert isinstance(update, Upsert) and [e.weight for e in update.endpoints] == [300]
+    assert isinstance(update, Upsert) and [e.weight for e in update.endpoints] == [35]
 
 
 async def test_one_failing_service_keeps_its_last_good_endpoints_and_stops_no_other(

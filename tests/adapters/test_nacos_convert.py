@@ -29,9 +29,11 @@ def host(ip: str, port: int = 8080, **fields: Any) -> dict[str, Any]:
     }
 
 
-def convert(*hosts: dict[str, Any], zone_from: str = "clusterName") -> Any:
+def convert(*hosts: dict[str, Any], zone_from: str = "clusterName", scale: float = 1.0) -> Any:
     document = {"name": "DEFAULT_GROUP@@orders", "hosts": list(hosts), "checksum": "c"}
-    return convert_service(document, host=HOST, namespace="public", zone_from=zone_from)
+    return convert_service(
+        document, host=HOST, namespace="public", zone_from=zone_from, weight_scale=scale
+    )
 
 
 def test_default_hostname_is_lower_cased_with_dashes_for_underscores() -> None:
@@ -61,12 +63,12 @@ def test_instances_map_to_endpoints_field_by_field() -> None:
     first, second = converted.endpoints
     assert (first.address, first.port, first.service_port) == ("10.0.0.1", 8080, 8080)
     assert (first.weight, first.health, first.locality) == (
-        200,
+        2,
         Health.HEALTHY,
         Locality(zone="DEFAULT"),
     )
     assert dict(first.labels) == {"protocol": "http", "gen": "3"}
-    assert (second.weight, second.health, second.locality.zone) == (50, Health.UNHEALTHY, "zone-b")
+    assert (second.weight, second.health, second.locality.zone) == (1, Health.UNHEALTHY, "zone-b")
     assert second.labels["version"] == "v2"
     assert converted.notes == ()
 
@@ -88,6 +90,25 @@ def test_disabled_and_zero_weight_instances_are_not_served_but_keep_their_port()
     )
     assert [p.number for p in converted.service.ports] == [8080, 9000]
     assert [(e.address, e.weight) for e in converted.endpoints] == [("10.0.0.3", 1)]
+
+
+def test_a_default_instance_weighs_what_other_registries_default_endpoints_weigh() -> None:
+    # Nacos' own mesh integration hands Istio the weight's integer part: a default
+    # instance (1.0) is weight 1, as a ServiceEntry endpoint, a pod or a Consul
+    # instance is, so merged registries share traffic evenly
+    weights = [e.weight for e in convert(host("10.0.0.1"), host("10.0.0.2", weight=2.4)).endpoints]
+    assert weights == [1, 2]
+
+
+@pytest.mark.parametrize(
+    ("weight", "scale", "expected"),
+    [(1.0, 100, 100), (0.5, 100, 50), (0.005, 100, 1), (2.5, 1, 3), (0.4, 1, 1), (7.25, 4, 29)],
+)
+def test_weight_scale_keeps_fractions_rounded_half_up_and_at_least_one(
+    weight: float, scale: float, expected: int
+) -> None:
+    (endpoint,) = convert(host("10.0.0.1", weight=weight), scale=scale).endpoints
+    assert endpoint.weight == expected
 
 
 def test_unknown_and_disagreeing_protocols_are_tcp_or_first_with_a_note() -> None:
@@ -149,6 +170,7 @@ def test_settings_defaults_and_several_servers() -> None:
     assert settings.servers == ("http://10.0.0.1:8848", "http://nacos-2:8848")
     assert (settings.namespace, settings.groups) == ("public", ("DEFAULT_GROUP",))
     assert (settings.poll_interval, settings.zone_from) == (2.0, "clusterName")
+    assert settings.weight_scale == 1.0
     assert settings.hostname_template == "{service}.{group}.{namespace}.nacos"
     listed = parse_settings("n", {"server_addr": ["a:1", "b:2"], "groups": ["G1", "G_2"]})
     assert listed.servers == ("http://a:1", "http://b:2") and listed.groups == ("G1", "G_2")
@@ -164,6 +186,8 @@ def test_settings_defaults_and_several_servers() -> None:
         ({"server_addr": "a:1", "zone_from": "rack"}, "'zone_from' must be"),
         ({"server_addr": "a:1", "groups": []}, "'groups' must be"),
         ({"server_addr": "a:1", "poll_interval": 0}, "'poll_interval' must be"),
+        ({"server_addr": "a:1", "weight_scale": 0}, "'weight_scale' must be > 0"),
+        ({"server_addr": "a:1", "weight_scale": "x"}, "'weight_scale' must be a number"),
         ({"server_addr": "a:1", "username": "u"}, "go together"),
         ({"server_addr": "a:1", "bogus": 1}, "unknown settings"),
     ],
