@@ -136,6 +136,30 @@ def poll(
     raise AssertionError(message)
 
 
+def holding(
+    invariant: Callable[[], object],
+    until: Callable[[], bool],
+    what: str,
+    *,
+    deadline: float = DEADLINE,
+    details: Callable[[], str] | None = None,
+) -> int:
+    """Check ``invariant`` round after round until ``until()`` is true (at least once);
+    the number of rounds.  Unlike :func:`poll`, an invariant that fails fails the test at
+    once; ``what`` (with ``details()``) names the event that did not come in time."""
+    end = time.monotonic() + deadline
+    rounds = 0
+    while True:
+        invariant()
+        rounds += 1
+        if until():
+            return rounds
+        if time.monotonic() >= end:
+            message = f"timed out after {deadline:.0f}s waiting for {what}"
+            raise AssertionError(message + ("\n" + details() if details else ""))
+        time.sleep(STEP)
+
+
 def http_get(
     port: int, path: str = "/", *, host: str | None = None, timeout: float = 2.0
 ) -> tuple[int, str]:
