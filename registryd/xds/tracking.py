@@ -8,6 +8,10 @@ proxy ACKed or NACKed that version (with its error).  A response sent for a vers
 was not announced (the initial state a newly connected proxy gets) is not a push and is
 not kept.  Memory is bounded by ``keep`` x connections x 4 types.
 
+A proxy may answer before the server's writer is told its write finished (the reader
+task can run first): such an answer is held by the trace and applied when ``sent()``
+comes, so a delivery is never left pending for want of an ACK already read.
+
 Times are ``time.monotonic()`` values; :attr:`PushTrace.started` is when the first
 registry event of the push arrived, so ``acked_at - started`` is the time from the
 registry change to that proxy's ACK.
@@ -53,6 +57,8 @@ class PushTrace:
     started: float  # monotonic time of the push's first registry event
     published: float  # monotonic time the snapshot was handed to the server
     deliveries: dict[tuple[str, str], Delivery] = field(default_factory=dict)
+    # answers read before sent() was told (connection id, type) -> (ACKed?, at, error)
+    early: dict[tuple[str, str], tuple[bool, float, str]] = field(default_factory=dict)
 
 
 class PushTracker:
@@ -80,7 +86,8 @@ class PushTracker:
         trace = self._traces.get(version)
         if trace is None or conn.connected_mono > trace.started:
             return  # not a push, or a proxy that connected after the change
-        trace.deliveries[(conn.id, planned.type_url)] = Delivery(
+        key = (conn.id, planned.type_url)
+        delivery = trace.deliveries[key] = Delivery(
             conn_id=conn.id,
             proxy=conn.proxy_id,
             type_url=planned.type_url,
@@ -89,6 +96,9 @@ class PushTracker:
             sent_at=finished,
             delta=conn.delta,
         )
+        answer = trace.early.pop(key, None)
+        if answer is not None:
+            _record(delivery, *answer)
 
     def failed(self, conn: Connection, planned: Planned) -> None:
         pass  # the connection closes; its delivery stays unanswered
@@ -105,11 +115,18 @@ class PushTracker:
         trace = self._traces.get(number) if number is not None else None
         if trace is None:
             return
-        delivery = trace.deliveries.get((conn.id, digest.state.type_url))
-        if delivery is None:
-            return
-        if digest.kind == ACK:
-            delivery.acked_at = at
-        else:
-            delivery.nacked_at = at
-            delivery.error = digest.state.last_nack
+        key = (conn.id, digest.state.type_url)
+        answer = (digest.kind == ACK, at, digest.state.last_nack if digest.kind == NACK else "")
+        delivery = trace.deliveries.get(key)
+        if delivery is not None:
+            _record(delivery, *answer)
+        elif conn.connected_mono <= trace.started:  # its sent() is still to come
+            trace.early[key] = answer
+
+
+def _record(delivery: Delivery, acked: bool, at: float, error: str) -> None:
+    if acked:
+        delivery.acked_at = at
+    else:
+        delivery.nacked_at = at
+        delivery.error = error

@@ -170,7 +170,15 @@ def test_clients_of_every_worker_get_one_state_and_read_as_one_daemon(
             proxies = push.get("proxies", [])
             return len(proxies) == count and all(p["state"] == "acked" for p in proxies)
 
-        poll(acked_by_all, "the change's push to be ACKed by every client on both workers")
+        poll(
+            acked_by_all,
+            "the change's push to be ACKed by every client on both workers",
+            details=lambda: (
+                json.dumps(get_json(registryd, "/debug/pushz?limit=3"), indent=1)
+                + "\n"
+                + stack.logs()
+            ),
+        )
         metrics = metric_values(registryd)
         assert metrics[("registryd_xds_streams", (("type", "sotw"),))] == count - 1
         assert metrics[("registryd_xds_streams", (("type", "delta"),))] == 1
