@@ -296,14 +296,6 @@ class AdsClient(_Stream):
         response: Response = await _next(self.responses, kind, timeout)
         return response
 
-    async def expect_none(self, within: float = 0.3) -> None:
-        """Fail if any response arrives within ``within`` seconds."""
-        try:
-            response = await asyncio.wait_for(self.responses.get(), timeout=within)
-        except TimeoutError:
-            return
-        raise AssertionError(f"unexpected response {response.type_url} {response.names}")
-
 
 @dataclass
 class DeltaResponse(_Answer):
