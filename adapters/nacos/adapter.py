@@ -12,7 +12,8 @@ Contract (see :mod:`registryd.adapter`):
 * Change detection: an instance list whose ``checksum`` (or, when the server sends an
   empty one, whose ``hosts``) equals the last one converted is not converted again.
 * One service's failure (an HTTP error status, an answer that is not an instance list,
-  a hostname that is not a DNS name) is that service's alone: it keeps its last good
+  a hostname that is not a DNS name, any exception while converting its answer) is
+  that service's alone: it keeps its last good
   endpoints (none if it never had any), the error shows in the ``Problems`` under its
   source ``<group>@@<service>``, and the next poll tries again.
 * A failed service listing, no server answering, or a refused login makes ``watch()``
@@ -41,6 +42,7 @@ from registryd.adapter import (
     Replace,
     Update,
     Upsert,
+    describe_error,
     follow,
     increments,
 )
@@ -135,11 +137,11 @@ class _Poller:
                 document = await self.client.instances(group, name)
             except QueryError as exc:
                 return Record(old.converted, old.signature, str(exc))
-        sign = signature(document)
-        if sign == old.signature and old.error is None:
-            return old
         settings = self.settings
         try:
+            sign = signature(document)
+            if sign == old.signature and old.error is None:
+                return old
             host = hostname(
                 settings.hostname_template,
                 service=name,
@@ -155,6 +157,8 @@ class _Poller:
             )
         except ValueError as exc:
             return Record(old.converted, old.signature, str(exc))
+        except Exception as exc:  # a bug, RecursionError...: this service's error only
+            return Record(old.converted, old.signature, describe_error(exc))
         return Record(converted, sign)
 
 

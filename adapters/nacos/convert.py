@@ -46,6 +46,7 @@ __all__ = [
     "scaled_weight",
 ]
 
+MAX_WEIGHT = 10000.0  # Nacos' servers refuse or cap anything above
 PROTOCOLS = frozenset("HTTP HTTPS HTTP2 GRPC GRPC-WEB TCP TLS UDP MONGO MYSQL REDIS".split())
 _LABEL = r"[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?"
 _DNS_NAME = re.compile(rf"{_LABEL}(?:\.{_LABEL})*")
@@ -104,8 +105,10 @@ def parse_instance(raw: Any) -> Instance:
         raise ValueError(f"'ip' must be a non-empty string, got {ip!r}")
     if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
         raise ValueError(f"{ip}: 'port' must be 1-65535, got {port!r}")
-    if isinstance(weight, bool) or not isinstance(weight, int | float) or not weight >= 0:
-        raise ValueError(f"{ip}:{port}: 'weight' must be a number >= 0, got {weight!r}")
+    if isinstance(weight, bool) or not isinstance(weight, int | float):
+        raise ValueError(f"{ip}:{port}: 'weight' must be a number, got {weight!r:.40}")
+    if not 0 <= weight <= MAX_WEIGHT:  # also NaN and infinities (JSON's Infinity)
+        raise ValueError(f"{ip}:{port}: 'weight' must be 0-{MAX_WEIGHT:g}, got {weight!r:.40}")
     metadata = raw.get("metadata") or {}
     if not isinstance(metadata, Mapping):
         raise ValueError(f"{ip}:{port}: 'metadata' must be an object, got {metadata!r}")

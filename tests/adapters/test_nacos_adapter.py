@@ -12,6 +12,7 @@ import pytest
 
 from registryd.adapter import AdapterContext, Delete, Problems, Replace, Update, Upsert
 from registryd.adapters.nacos import NacosAdapter
+from registryd.adapters.nacos import adapter as nacos_adapter
 from registryd.adapters.nacos.client import NacosError, NacosUnavailable
 from registryd.model import Health
 from tests.adapters.feed import Feed
@@ -160,6 +161,26 @@ async def test_one_failing_service_keeps_its_last_good_endpoints_and_stops_no_ot
     orders, cleared = queued(feed)
     assert isinstance(orders, Upsert) and len(orders.endpoints) == 2
     assert cleared == Problems()
+
+
+async def test_any_exception_converting_one_service_is_that_services_error(
+    nacos: NacosEmulator, feeds: list[Feed], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = nacos_adapter.convert_service
+
+    def convert(document: Any, *, host: str, **options: Any) -> Any:
+        if host == ORDERS:
+            raise RecursionError("maximum recursion depth exceeded")
+        return real(document, host=host, **options)
+
+    monkeypatch.setattr(nacos_adapter, "convert_service", convert)
+    nacos.register("orders", "10.0.0.1", 8080)
+    nacos.register("stock", "10.0.0.2", 7000)
+    _, replace, problems = await start(feeds, adapter(nacos.address))
+    assert [s.hostname for s in replace.services] == ["stock.default-group.public.nacos"]
+    assert problems.errors == {
+        "DEFAULT_GROUP@@orders": "RecursionError: maximum recursion depth exceeded"
+    }
 
 
 async def test_a_service_failing_from_the_start_does_not_hold_back_the_full_state(

@@ -111,6 +111,16 @@ def test_weight_scale_keeps_fractions_rounded_half_up_and_at_least_one(
     assert endpoint.weight == expected
 
 
+@pytest.mark.parametrize("weight", [float("inf"), float("nan"), 10**400, 10000.5, -1, "2", True])
+def test_an_instance_with_a_weight_nacos_would_never_send_is_left_out(weight: Any) -> None:
+    # JSON's Infinity and NaN parse as floats, and a huge integer does not fit in one
+    converted = convert(host("10.0.0.1", weight=weight), host("10.0.0.2"))
+    assert [e.address for e in converted.endpoints] == ["10.0.0.2"]
+    (note,) = converted.notes
+    assert note.startswith("instance #0 left out: 10.0.0.1:8080: 'weight' must be")
+    assert len(note) < 150
+
+
 def test_unknown_and_disagreeing_protocols_are_tcp_or_first_with_a_note() -> None:
     converted = convert(
         host("10.0.0.1", 20880, metadata={"protocol": "dubbo"}),
