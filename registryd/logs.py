@@ -257,14 +257,15 @@ def escape(text: str) -> str:
     return _CONTROL.sub(_escaped, text)
 
 
-def clip(text: object, limit: int = CLIP) -> str:
-    """Client-supplied ``text`` made safe to log or keep: escaped (:func:`escape`) and
-    cut to at most ``limit`` characters of the original, with ``...(N more chars)``
-    telling how much was cut."""
+def clip(text: object, limit: int = CLIP, *, escaped: bool = True) -> str:
+    """Client-supplied ``text`` made safe to log or keep: escaped (:func:`escape`; not
+    with ``escaped=False``) and cut to at most ``limit`` characters of the original,
+    with ``...(N more chars)`` telling how much was cut."""
     value = text if isinstance(text, str) else str(text)
-    if len(value) <= limit:
-        return escape(value)
-    return f"{escape(value[:limit])}...({len(value) - limit} more chars)"
+    kept = value if len(value) <= limit else value[:limit]
+    if escaped:
+        kept = escape(kept)
+    return kept if len(value) <= limit else f"{kept}...({len(value) - limit} more chars)"
 
 
 class LogThrottle:

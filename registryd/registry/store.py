@@ -16,7 +16,10 @@ Contracts:
   synced flag and records the error).
 * ``Problems`` replace the shard's errors, sources and warnings; errors that are new or
   changed and new warnings are logged as warnings, cleared errors at info, under the
-  registry type's log scope (``serviceentry``, ``consul``...).
+  registry type's log scope (``serviceentry``, ``consul``...).  Whatever an adapter
+  (a plugin's too) reports is bounded here: at most ``MAX_ERRORS`` errors (the first by
+  source; a warning counts the rest) and ``MAX_WARNINGS`` warnings, source names cut to
+  ``MAX_SOURCE`` characters and messages to ``MAX_MESSAGE``.
 * Only hostnames whose merged result changed are reported; ``endpoints_only`` is true
   when no merged *service* changed, so the push side may skip clusters and listeners.
 * An update costs in proportion to the hostnames it touches, not to the registry's size:
@@ -38,12 +41,18 @@ from typing import Any
 import immutables
 
 from registryd.adapter import Delete, Problems, Replace, Update, Upsert
+from registryd.logs import clip
 from registryd.model import Endpoint, Service, ShardKey
 from registryd.registry.merge import MergedService, default_priority, merge_hostname
 
-__all__ = ["ChangeEvent", "RegistryStore", "ShardState", "View"]
+__all__ = ["ChangeEvent", "RegistryStore", "ShardState", "View", "bounded"]
 
 log = logging.getLogger("registryd.registry")
+
+MAX_ERRORS = 1000  # errors kept per registry
+MAX_WARNINGS = 100  # warnings kept per registry
+MAX_SOURCE = 512  # characters of a source name
+MAX_MESSAGE = 2000  # characters of an error or a warning
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -134,6 +143,7 @@ class RegistryStore:
         shard = self._shards.setdefault(key, ShardState(key))
         shard.events += 1
         if isinstance(update, Problems):
+            update = bounded(update)
             _log_problems(shard, update)
             shard.problems = dict(update.errors)
             shard.sources = dict(update.sources)
@@ -218,6 +228,35 @@ class RegistryStore:
             if new != self._merged.get(host):
                 changes[host] = new
         return changes
+
+
+def bounded(problems: Problems) -> Problems:
+    """``problems`` within the store's limits (see the module docstring); the same object
+    when it is within them already."""
+    errors, warnings, removed = problems.errors, problems.warnings, problems.removed
+    if (
+        len(errors) <= MAX_ERRORS
+        and len(warnings) <= MAX_WARNINGS
+        and all(len(s) <= MAX_SOURCE and len(m) <= MAX_MESSAGE for s, m in errors.items())
+        and all(len(w) <= MAX_MESSAGE for w in warnings)
+        and all(len(s) <= MAX_SOURCE for s in removed)
+    ):
+        return problems
+    sources = sorted(errors)
+    notes = [clip(w, MAX_MESSAGE, escaped=False) for w in warnings[:MAX_WARNINGS]]
+    if len(warnings) > MAX_WARNINGS:
+        notes.append(f"{len(warnings) - MAX_WARNINGS} more warnings not shown")
+    if len(sources) > MAX_ERRORS:
+        notes.append(f"{len(sources) - MAX_ERRORS} more errors not shown (of {len(sources)})")
+    return dataclasses.replace(
+        problems,
+        errors={
+            clip(s, MAX_SOURCE, escaped=False): clip(errors[s], MAX_MESSAGE, escaped=False)
+            for s in sources[:MAX_ERRORS]
+        },
+        warnings=tuple(notes),
+        removed=tuple(clip(s, MAX_SOURCE, escaped=False) for s in removed),
+    )
 
 
 def _log_problems(shard: ShardState, update: Problems) -> None:

@@ -12,7 +12,15 @@ from hypothesis import strategies as st
 
 from registryd.adapter import Delete, Problems, Replace, Upsert
 from registryd.model import Port, ShardKey
-from registryd.registry.store import ChangeEvent, RegistryStore
+from registryd.registry.store import (
+    MAX_ERRORS,
+    MAX_MESSAGE,
+    MAX_SOURCE,
+    MAX_WARNINGS,
+    ChangeEvent,
+    RegistryStore,
+    bounded,
+)
 from tests.unit.factories import ep, svc
 
 A = ShardKey("serviceentry", "a")
@@ -306,3 +314,33 @@ def test_every_view_stays_what_it_was_when_taken(steps: list[tuple[ShardKey, Any
     for view, content in taken:
         assert dict(view.services) == content
         assert len(view.services) == len(content) and set(view.hostnames) == set(content)
+
+
+def test_what_an_adapter_reports_is_bounded(
+    store: RegistryStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    # a plugin may report anything: the store keeps and logs a bounded part of it
+    caplog.set_level(logging.INFO, logger="registryd")
+    errors = {f"key-{i:05}": "e" * 10**6 for i in range(MAX_ERRORS + 500)}
+    errors["k" * 10**5] = "x"
+    warnings = tuple(f"w{i}" for i in range(MAX_WARNINGS + 7))
+    store.apply(A, Problems(errors=errors, warnings=warnings))
+    shard = store.shards[A]
+    assert len(shard.problems) == MAX_ERRORS
+    assert min(shard.problems) == "key-00000" and max(shard.problems) == "key-00999"
+    assert all(len(m) < MAX_MESSAGE + 40 for m in shard.problems.values())
+    assert shard.problems["key-00000"].endswith(f"...({10**6 - MAX_MESSAGE} more chars)")
+    assert shard.warnings[:MAX_WARNINGS] == warnings[:MAX_WARNINGS]
+    assert shard.warnings[MAX_WARNINGS:] == (
+        "7 more warnings not shown",
+        f"501 more errors not shown (of {MAX_ERRORS + 501})",
+    )
+    assert len(caplog.records) == MAX_ERRORS + MAX_WARNINGS + 2
+    assert max(len(r.getMessage()) for r in caplog.records) < MAX_MESSAGE + 100
+
+
+def test_problems_within_the_bounds_are_kept_as_they_are() -> None:
+    problems = Problems(errors={"a.yaml": "line 1:\n  bad"}, warnings=("w",), removed=("b",))
+    assert bounded(problems) is problems
+    long_name = Problems(errors={"s" * (MAX_SOURCE + 1): "bad"})
+    assert list(bounded(long_name).errors) == ["s" * MAX_SOURCE + "...(1 more chars)"]
