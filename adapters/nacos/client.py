@@ -7,7 +7,8 @@ Contract of :class:`NacosClient`:
   within ``timeout`` is skipped for the next.  When none answers the call raises
   :class:`NacosUnavailable` (the registry is down: ``watch()`` fails).
 * Any answer other than ``200`` with JSON raises :class:`QueryError` (the caller decides
-  whether that fails the registry or one service).
+  whether that fails the registry or one service), as does a body over ``MAX_BODY``
+  bytes (read no further) or JSON nested too deep to parse.
 * With a username, ``POST /nacos/v1/auth/login`` gets an ``accessToken`` that travels as
   the ``accessToken`` query parameter; it is renewed after 80 % of its ``tokenTtl`` and
   once when a call answers ``403``.  A refused login raises :class:`NacosError`.  The
@@ -34,6 +35,7 @@ LOGIN = "/nacos/v1/auth/login"
 SERVICES = "/nacos/v1/ns/service/list"
 INSTANCES = "/nacos/v1/ns/instance/list"
 MAX_PAGES = 10_000  # a bound on one listing, whatever the server says its count is
+MAX_BODY = 64 * 2**20  # bytes of one answer (10,000 instances take about 3 MB)
 
 
 class NacosError(Exception):
@@ -107,7 +109,7 @@ class NacosClient:
             raise QueryError(f"{path}: HTTP {status}: {self._clean(text)[:200]}")
         try:
             body = json.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):
             raise QueryError(f"{path}: not JSON: {self._clean(text)[:200]!r}") from None
         if not isinstance(body, dict):
             raise QueryError(f"{path}: not a JSON object: {self._clean(text)[:200]!r}")
@@ -130,7 +132,7 @@ class NacosClient:
         try:
             body = json.loads(text)
             token, ttl = body["accessToken"], float(body.get("tokenTtl", 18000))
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
             raise NacosError(f"{who}: the answer has no accessToken") from None
         if not isinstance(token, str) or not token:
             raise NacosError(f"{who}: the answer has no accessToken")
@@ -159,7 +161,7 @@ class NacosClient:
                 async with self.session.request(
                     method, servers[index] + path, params=params, data=form
                 ) as response:
-                    text = await response.text()
+                    text = await _text(response, path)
             except (TimeoutError, aiohttp.ClientError, OSError) as exc:
                 reason = self._clean(str(exc)) or type(exc).__name__
                 failures.append(f"{servers[index]}: {reason}")
@@ -167,3 +169,13 @@ class NacosClient:
             self._current = index
             return response.status, text
         raise NacosUnavailable(f"no Nacos server answered {path}: {'; '.join(failures)}")
+
+
+async def _text(response: aiohttp.ClientResponse, path: str) -> str:
+    """The body of ``response`` as text; QueryError past ``MAX_BODY`` bytes."""
+    body = bytearray()
+    async for chunk in response.content.iter_chunked(2**16):
+        body += chunk
+        if len(body) > MAX_BODY:
+            raise QueryError(f"{path}: the answer is larger than {MAX_BODY} bytes")
+    return body.decode("utf-8", errors="replace")  # JSON is UTF-8 (RFC 8259)

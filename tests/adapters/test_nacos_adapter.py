@@ -13,6 +13,7 @@ import pytest
 from registryd.adapter import AdapterContext, Delete, Problems, Replace, Update, Upsert
 from registryd.adapters.nacos import NacosAdapter
 from registryd.adapters.nacos import adapter as nacos_adapter
+from registryd.adapters.nacos import client as nacos_client
 from registryd.adapters.nacos.client import NacosError, NacosUnavailable
 from registryd.model import Health
 from tests.adapters.feed import Feed
@@ -181,6 +182,22 @@ async def test_any_exception_converting_one_service_is_that_services_error(
     assert problems.errors == {
         "DEFAULT_GROUP@@orders": "RecursionError: maximum recursion depth exceeded"
     }
+
+
+async def test_json_nested_too_deep_or_a_body_too_large_is_that_services_error(
+    nacos: NacosEmulator, feeds: list[Feed], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(nacos_client, "MAX_BODY", 4096)
+    for i in range(40):  # about 9 KB of instance list
+        nacos.register("big", f"10.0.1.{i}", 8080, metadata={"protocol": "http"})
+    nacos.register("stock", "10.0.0.2", 7000)
+    nacos.register("deep", "10.0.0.3", 7000)
+    nacos.fail_service("deep", 200, body="[" * 2000 + "]" * 2000)  # under MAX_BODY
+    _, replace, problems = await start(feeds, adapter(nacos.address))
+    assert [s.hostname for s in replace.services] == ["stock.default-group.public.nacos"]
+    assert "larger than 4096 bytes" in problems.errors["DEFAULT_GROUP@@big"]
+    assert "not JSON" in problems.errors["DEFAULT_GROUP@@deep"]
+    assert len(problems.errors["DEFAULT_GROUP@@deep"]) < 300
 
 
 async def test_a_service_failing_from_the_start_does_not_hold_back_the_full_state(

@@ -80,7 +80,7 @@ class NacosEmulator(LoopbackServer):
         self.empty_checksum = False
         self.requests: list[Request] = []
         self._services: dict[tuple[str, str, str], _Service] = {}  # (ns, group, name)
-        self._failing: dict[str, int] = {}  # "<group>@@<name>" -> status
+        self._failing: dict[str, tuple[int, str]] = {}  # "<group>@@<name>" -> status, body
 
     # -- state ---------------------------------------------------------------------------
     def register(
@@ -139,12 +139,20 @@ class NacosEmulator(LoopbackServer):
     ) -> None:
         self._services.pop((namespace, group, service), None)
 
-    def fail_service(self, service: str, status: int | None = 500, *, group: str = DEFAULT_GROUP):
-        """Instance reads of one service answer ``status`` (None: normal again)."""
+    def fail_service(
+        self,
+        service: str,
+        status: int | None = 500,
+        *,
+        group: str = DEFAULT_GROUP,
+        body: str = "<html>not an instance list</html>",
+    ):
+        """Instance reads of one service answer ``status`` with ``body`` (None: normal
+        again)."""
         if status is None:
             self._failing.pop(f"{group}@@{service}", None)
         else:
-            self._failing[f"{group}@@{service}"] = status
+            self._failing[f"{group}@@{service}"] = (status, body)
 
     def expire_tokens(self) -> None:
         self.tokens.clear()
@@ -197,8 +205,8 @@ class NacosEmulator(LoopbackServer):
             group, name = name.split("@@", 1)
         grouped = f"{group}@@{name}"
         if grouped in self._failing:
-            status = self._failing[grouped]
-            return web.Response(status=status, text="<html>not an instance list</html>")
+            status, text = self._failing[grouped]
+            return web.Response(status=status, text=text)
         namespace = query.get("namespaceId") or PUBLIC
         entry = self._services.get((namespace, group, name), _Service())
         hosts = [h for _, h in sorted(entry.hosts.items())]
