@@ -201,7 +201,7 @@ class _Informer:
                     if code == 410:
                         raise Gone(f"watch from resourceVersion {version}: {text}")
                     raise KubernetesError(f"watch {self.resource} on {self.api.host}: {text}")
-                if kind in EVENT_TYPES:
+                if isinstance(kind, str) and kind in EVENT_TYPES:
                     shrink = _SHRINK.get(self.resource.kind)
                     self.report(_Event(self.resource, kind, obj if shrink is None else shrink(obj)))
                 elif kind != "BOOKMARK":

@@ -277,7 +277,7 @@ async def _error_message(response: aiohttp.ClientResponse) -> str:
     text = body.decode("utf-8", "replace")
     try:
         data = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested too deep
         data = None
     if isinstance(data, dict) and isinstance(data.get("message"), str):
         text = data["message"]
@@ -389,7 +389,7 @@ class Api:
             response.release()
         try:
             data = json.loads(body)
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON, or nested too deep
             data = None
         if not isinstance(data, dict) or not isinstance(data.get("items", []), list | None):
             raise KubernetesError(f"list {resource} on {self.host}: the answer is not a list")
@@ -459,7 +459,7 @@ class Api:
                     continue
                 try:
                     event = json.loads(line)
-                except ValueError:
+                except (ValueError, RecursionError):  # not JSON, or nested too deep
                     raise KubernetesError(
                         f"watch {resource} on {self.host}: not a JSON event: {line[:100]!r}"
                     ) from None

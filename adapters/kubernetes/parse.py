@@ -156,7 +156,7 @@ def object_source(kind: str, obj: Any) -> str:
     """The problem key of ``obj``, as far as its metadata tells."""
     try:
         return source_of(kind, object_key(kind, obj))
-    except ObjectError:
+    except Exception:  # ObjectError, or what a stranger object provokes
         metadata = obj.get("metadata") if isinstance(obj, Mapping) else None
         name = metadata.get("name") if isinstance(metadata, Mapping) else None
         return f"{kind}/{name if isinstance(name, str) and name else '?'}"
@@ -340,7 +340,7 @@ def parse_slice(obj: Any) -> KubeSlice:
     """An EndpointSlice's JSON -> :class:`KubeSlice`, or :class:`ObjectError`."""
     namespace, name = object_key(ENDPOINT_SLICE, obj)
     address_type = obj.get("addressType")
-    if address_type not in ADDRESS_TYPES:
+    if not isinstance(address_type, str) or address_type not in ADDRESS_TYPES:
         raise ObjectError(f"addressType {address_type!r} is not IPv4, IPv6 or FQDN")
     return KubeSlice(
         namespace=namespace,

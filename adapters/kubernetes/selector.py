@@ -158,7 +158,7 @@ def _expression(expression: Any) -> Requirement:
         raise ValueError(f"matchExpressions: {expression!r} is not an object")
     key, operator = _key(expression.get("key")), expression.get("operator")
     values = expression.get("values") or []
-    if operator not in _OPERATORS:
+    if not isinstance(operator, str) or operator not in _OPERATORS:
         raise ValueError(f"{key}: operator {operator!r} is not one of {sorted(_OPERATORS)}")
     if not isinstance(values, list):
         raise ValueError(f"{key}: values must be a list")

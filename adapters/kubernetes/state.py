@@ -10,7 +10,8 @@ only the services an event may have changed, and hands out the full state
 (:meth:`~ClusterState.problems`).
 
 A malformed object (see :mod:`.parse`) is reported under its source and skipped; the
-last good version of that object, if any, stays in use.  ``Problems.sources`` carries
+last good version of that object, if any, stays in use.  Any exception while reading
+one object counts as that object being malformed.  ``Problems.sources`` carries
 the summary of every served Service (``Service/<namespace>/<name>``, see
 :mod:`.mapping`).
 """
@@ -20,7 +21,15 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable
 from typing import Any
 
-from registryd.adapter import Delete, LastGood, Problems, Published, Replace, Upsert
+from registryd.adapter import (
+    Delete,
+    LastGood,
+    Problems,
+    Published,
+    Replace,
+    Upsert,
+    describe_error,
+)
 
 from .mapping import Built, Options, build_service
 from .objects import ENDPOINT_SLICE, KINDS, NAMESPACE, NODE, POD, SERVICE, Key, NodeLocality
@@ -65,9 +74,9 @@ class ClusterState:
         """One watch event (``ADDED``, ``MODIFIED`` or ``DELETED``) of ``kind``."""
         try:
             key = object_key(kind, obj)
-        except ObjectError as exc:
+        except Exception as exc:  # ObjectError, or what a stranger object provokes
             if event != "DELETED":
-                self._set_error(object_source(kind, obj), f"{exc}; skipped")
+                self._set_error(object_source(kind, obj), f"{_reason(exc)}; skipped")
             return
         if event == "DELETED":
             self._forget(kind, key)
@@ -75,9 +84,9 @@ class ClusterState:
         table = self._tables[kind]
         try:
             parsed = PARSERS[kind](obj)
-        except (ObjectError, ValueError) as exc:
+        except Exception as exc:  # ObjectError, or what a stranger object provokes
             kept = "; the last good version stays in use" if key in table.values else ""
-            message = f"{source_of(kind, key)}: {exc}; skipped{kept}"
+            message = f"{source_of(kind, key)}: {_reason(exc)}; skipped{kept}"
             if table.errors.get(key) != message:
                 table.fail(key, message)
                 self._problems = None
@@ -100,7 +109,7 @@ class ClusterState:
         for obj in listed:
             try:
                 keys.add(object_key(kind, obj))
-            except ObjectError:
+            except Exception:  # reported by apply() below
                 continue
         scope = None if namespace is None else (lambda key: key[0] == namespace)
         gone = self._tables[kind].reset(keys, scope)
@@ -258,3 +267,8 @@ class ClusterState:
     @property
     def hostnames(self) -> list[str]:
         return sorted(b.service.hostname for b in self._built.values())
+
+
+def _reason(exc: Exception) -> str:
+    """Why an object was refused: the parser's own message, else the exception named."""
+    return str(exc) if isinstance(exc, ObjectError | ValueError) else describe_error(exc)

@@ -25,6 +25,7 @@ from registryd.adapters.kubernetes.objects import (
     SliceEndpoint,
 )
 from registryd.adapters.kubernetes.parse import (
+    PARSERS,
     ObjectError,
     object_source,
     parse_node,
@@ -527,6 +528,7 @@ def test_malformed_services_are_errors(obj: dict[str, Any], message: str) -> Non
     [
         (endpoint_slice(address_type="IPX"), "addressType"),
         (endpoint_slice(address_type=None), "addressType"),
+        (endpoint_slice(address_type=[]), "addressType"),  # unhashable: found by the fuzzer
         (endpoint_slice(endpoints=[{"addresses": []}]), "no addresses"),
         (endpoint_slice(endpoints=[ep("10.1.0")]), "not an IPv4"),
         (endpoint_slice(endpoints=[ep("10.1.0.1", ready="yes")]), "ready"),
@@ -659,6 +661,28 @@ def test_state_malformed_update_keeps_the_last_good_version() -> None:
     [upsert] = cluster.changes()
     assert isinstance(upsert, Upsert) and upsert.service.ports[0].number == 81
     assert cluster.problems().errors == {}
+
+
+def test_state_any_exception_reading_one_object_is_that_objects_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # a parser bug, or a shape no check foresaw, must not stop the cluster's watch
+    def parse(obj: Any) -> Any:
+        if obj["metadata"]["name"] == "odd":
+            raise TypeError("unhashable type: 'list'")
+        return real(obj)
+
+    real = PARSERS[SERVICE]
+    monkeypatch.setitem(PARSERS, SERVICE, parse)
+    cluster = state()
+    cluster.reset(SERVICE, [service("ok"), service("odd")])
+    cluster.reset(ENDPOINT_SLICE, [{"metadata": []}])  # object_key cannot even read it
+    assert hosts(cluster.replace()) == ["ok.shop.svc.cluster.local"]
+    errors = cluster.problems().errors
+    assert errors["Service/shop/odd"] == (
+        "Service/shop/odd: TypeError: unhashable type: 'list'; skipped"
+    )
+    assert list(errors) == ["EndpointSlice/?", "Service/shop/odd"]
 
 
 def test_state_malformed_new_objects_are_skipped_and_reported() -> None:
