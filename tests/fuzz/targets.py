@@ -10,6 +10,7 @@ own validation error".
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +21,7 @@ from hypothesis import strategies as st
 from registryd.adapters.consul import parse as consul
 from registryd.adapters.etcd import parse as etcd
 from registryd.adapters.kubernetes import parse as kubernetes
+from registryd.adapters.nacos import convert as nacos
 from registryd.adapters.serviceentry import schema
 from registryd.adapters.serviceentry.documents import read_documents
 from registryd.adapters.serviceentry.yamlsafe import FileProblem
@@ -160,6 +162,43 @@ def _consul_entry(entry: Any) -> object:
     return consul.convert_entry(entry, service="web", datacenter="dc1", options=_CONSUL_OPTIONS)
 
 
+# -- Nacos instance lists ----------------------------------------------------------------
+
+_NACOS_HOST = st.fixed_dictionaries(
+    {  # mostly usable addresses, so that the other fields get looked at
+        "ip": st.sampled_from(["10.0.0.1", "::1"]) | _values,
+        "port": st.integers(1, 65_535) | _values,
+    },
+    optional={
+        "weight": st.sampled_from([math.inf, -math.inf, math.nan, 1e308, 2**70, 10**400, 0.5])
+        | st.floats()
+        | _values,
+        "healthy": st.booleans() | _values,
+        "enabled": st.booleans() | _values,
+        "clusterName": _values,
+        "metadata": st.dictionaries(st.sampled_from(["protocol", "zone"]), _values) | _values,
+    },
+)
+_NACOS_LIST = st.fixed_dictionaries(
+    {},
+    optional={
+        "hosts": st.lists(_NACOS_HOST, max_size=6) | _values,
+        "checksum": _values,
+        "name": _values,
+    },
+)
+
+
+def _nacos_list(document: Any) -> object:
+    return nacos.convert_service(
+        document,
+        host="orders.default-group.public.nacos",
+        namespace="public",
+        zone_from="metadata:zone",
+        weight_scale=100.0,
+    )
+
+
 # -- Kubernetes objects ------------------------------------------------------------------
 
 _KUBE_OBJECT = _shaped(
@@ -268,6 +307,7 @@ TARGETS = (
     Target("serviceentry.read_documents", _se_text, _read_documents, (FileProblem,)),
     Target("etcd.parse_entry", _etcd_value, _etcd_entry, (etcd.InvalidEntry,)),
     Target("consul.convert_entry", _CONSUL_ENTRY | _values, _consul_entry, (consul.EntryError,)),
+    Target("nacos.convert_service", _NACOS_LIST | _values, _nacos_list, (ValueError,)),
     Target("xds.ads_stream", st.lists(_request, max_size=8), _ads_stream, ()),
     *(
         Target(f"kubernetes.{f.__name__}", _KUBE_OBJECT | _values, f, (kubernetes.ObjectError,))
