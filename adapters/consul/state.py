@@ -12,12 +12,13 @@ Contract:
   per-entry problems with the raw entries for the debug port and the notes on conflicts
   (:attr:`~ConsulState.notes`) as warnings (:meth:`~ConsulState.problems`).
   Results are deterministic: instances are taken in (datacenter, node, service id) order.
-* A malformed entry (bad port, no address, bad meta, tags or weights...) is skipped and
-  reported under ``<service>/<service id>`` (``<datacenter>/<service>/<service id>``
-  with several datacenters); a service name that gives no valid hostname is not watched
-  and is reported under ``<service>``.  The raw entries (``sources``) are keyed by
-  ``<service>`` (or ``<datacenter>/<service>``) and keep only the fields that matter
-  here: check output, notes and definitions (HTTP headers...) are dropped.
+* A malformed entry (bad port, no address, bad meta, tags or weights...; any exception
+  while converting it counts) is skipped and reported under ``<service>/<service id>``
+  (``<datacenter>/<service>/<service id>`` with several datacenters); a service name
+  that gives no valid hostname is not watched and is reported under ``<service>``.
+  The raw entries (``sources``) are keyed by ``<service>`` (or
+  ``<datacenter>/<service>``) and keep only the fields that matter here: check output,
+  notes and definitions (HTTP headers...) are dropped.
 * A service whose health query failed (:meth:`~ConsulState.failed`) keeps its last
   entries; the failure is reported under ``<service>`` (or ``<datacenter>/<service>``)
   until its next reply (:meth:`~ConsulState.health`) or until the catalog drops it.
@@ -29,7 +30,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from registryd.adapter import Delete, Problems, Published, Replace, Upsert
+from registryd.adapter import Delete, Problems, Published, Replace, Upsert, describe_error
 from registryd.model import Endpoint, Service
 
 from .mapping import build_service
@@ -202,11 +203,12 @@ class ConsulState:
                 instances.append(
                     convert_entry(entry, service=name, datacenter=datacenter, options=options)
                 )
-            except EntryError as exc:
+            except Exception as exc:  # EntryError, or what a stranger entry provokes
                 service_id, node = entry_names(entry, "?")
                 source = f"{self._source(key)}/{service_id}"
                 on = f" on node {node}" if node else ""
-                message = f"{source}{on}: {exc}; entry skipped"
+                reason = str(exc) if isinstance(exc, EntryError) else describe_error(exc)
+                message = f"{source}{on}: {reason}; entry skipped"
                 errors[source] = f"{errors[source]}; {message}" if source in errors else message
         instances.sort(key=lambda i: i.order)
         return _Group(hostname, tuple(instances), errors, tuple(public_entry(e) for e in entries))

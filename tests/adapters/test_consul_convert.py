@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from registryd.adapter import Delete, Upsert
+from registryd.adapters.consul import state as consul_state
 from registryd.adapters.consul.mapping import build_service
 from registryd.adapters.consul.parse import (
     EntryError,
@@ -376,6 +377,26 @@ def test_state_full_then_increments() -> None:
 
     assert state.catalog("", ["web"]) == {"web"}
     assert state.changes() == [Delete(hostname="db.service.consul")]
+
+
+def test_state_any_exception_converting_one_entry_skips_that_entry_only(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # a converter bug, or a shape no check foresaw, must not stop the watch
+    real = consul_state.convert_entry
+
+    def convert(raw: Any, **options: Any) -> Any:
+        if raw["Node"]["Address"] == "10.0.0.2":
+            raise TypeError("unhashable type: 'list'")
+        return real(raw, **options)
+
+    monkeypatch.setattr(consul_state, "convert_entry", convert)
+    state = ConsulState()
+    state.catalog("", ["web"])
+    state.health("", "web", web_entries("10.0.0.1", "10.0.0.2"))
+    assert [e.address for e in state.replace().endpoints] == ["10.0.0.1"]
+    (message,) = state.problems().errors.values()
+    assert message.endswith(": TypeError: unhashable type: 'list'; entry skipped")
 
 
 def test_state_service_without_usable_instances_has_no_hostname() -> None:
