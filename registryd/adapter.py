@@ -292,11 +292,21 @@ def increments(
     return upserts + deletes
 
 
-def describe_error(exc: BaseException, limit: int = 300, *, text: str | None = None) -> str:
+def describe_error(
+    exc: BaseException,
+    limit: int = 300,
+    *,
+    text: str | None = None,
+    own: tuple[type[BaseException], ...] = (),
+) -> str:
     """``exc`` in one line for an error message or a log: ``<type>: <text>`` with the
     text's whitespace collapsed and cut to ``limit`` characters, the type alone when the
     text is empty, and ``timed out`` for any :class:`TimeoutError` (asyncio's has no
-    text).  ``text`` replaces ``str(exc)``, e.g. with credentials redacted from it."""
+    text).  ``text`` replaces ``str(exc)``, e.g. with credentials redacted from it.
+    Exceptions of the ``own`` types (an adapter's own validation errors, whose text says
+    it all) are their text alone, as it is."""
+    if isinstance(exc, own):
+        return str(exc) if text is None else text
     if isinstance(exc, TimeoutError):
         return "timed out"
     line = " ".join((str(exc) if text is None else text).split())[:limit]

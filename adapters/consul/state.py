@@ -207,7 +207,7 @@ class ConsulState:
                 service_id, node = entry_names(entry, "?")
                 source = f"{self._source(key)}/{service_id}"
                 on = f" on node {node}" if node else ""
-                reason = str(exc) if isinstance(exc, EntryError) else describe_error(exc)
+                reason = describe_error(exc, own=(EntryError,))
                 message = f"{source}{on}: {reason}; entry skipped"
                 errors[source] = f"{errors[source]}; {message}" if source in errors else message
         instances.sort(key=lambda i: i.order)

@@ -39,6 +39,8 @@ from .selector import Selector
 
 __all__ = ["ClusterState"]
 
+OWN_ERRORS = (ObjectError, ValueError)  # the parsers' own: their text says it all
+
 
 class ClusterState:
     """The watched objects of one cluster, converted incrementally (see the module
@@ -76,7 +78,10 @@ class ClusterState:
             key = object_key(kind, obj)
         except Exception as exc:  # ObjectError, or what a stranger object provokes
             if event != "DELETED":
-                self._set_error(object_source(kind, obj), f"{_reason(exc)}; skipped")
+                self._set_error(
+                    object_source(kind, obj),
+                    f"{describe_error(exc, own=OWN_ERRORS)}; skipped",
+                )
             return
         if event == "DELETED":
             self._forget(kind, key)
@@ -86,7 +91,8 @@ class ClusterState:
             parsed = PARSERS[kind](obj)
         except Exception as exc:  # ObjectError, or what a stranger object provokes
             kept = "; the last good version stays in use" if key in table.values else ""
-            message = f"{source_of(kind, key)}: {_reason(exc)}; skipped{kept}"
+            reason = describe_error(exc, own=OWN_ERRORS)
+            message = f"{source_of(kind, key)}: {reason}; skipped{kept}"
             if table.errors.get(key) != message:
                 table.fail(key, message)
                 self._problems = None
@@ -267,8 +273,3 @@ class ClusterState:
     @property
     def hostnames(self) -> list[str]:
         return sorted(b.service.hostname for b in self._built.values())
-
-
-def _reason(exc: Exception) -> str:
-    """Why an object was refused: the parser's own message, else the exception named."""
-    return str(exc) if isinstance(exc, ObjectError | ValueError) else describe_error(exc)

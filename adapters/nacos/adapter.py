@@ -155,10 +155,8 @@ class _Poller:
                 zone_from=settings.zone_from,
                 weight_scale=settings.weight_scale,
             )
-        except ValueError as exc:
-            return Record(old.converted, old.signature, str(exc))
-        except Exception as exc:  # a bug, RecursionError...: this service's error only
-            return Record(old.converted, old.signature, describe_error(exc))
+        except Exception as exc:  # ValueError, or a bug...: this service's error only
+            return Record(old.converted, old.signature, describe_error(exc, own=(ValueError,)))
         return Record(converted, sign)
 
 

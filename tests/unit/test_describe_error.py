@@ -26,3 +26,16 @@ def test_the_text_is_cut_to_the_limit() -> None:
 def test_a_replacement_text_is_used_instead() -> None:
     error = RuntimeError("token=s3cret failed")
     assert describe_error(error, text="token=*** failed") == "RuntimeError: token=*** failed"
+
+
+def test_an_adapters_own_errors_are_their_text_as_it_is() -> None:
+    class EntryError(ValueError):
+        pass
+
+    own = (EntryError,)
+    assert describe_error(EntryError("port: -1 is out of range"), own=own) == (
+        "port: -1 is out of range"
+    )
+    assert describe_error(TypeError("unhashable type: 'list'"), own=own) == (
+        "TypeError: unhashable type: 'list'"
+    )
