@@ -391,7 +391,7 @@ class Metrics:
 
     def synced(self, conn: Connection, version: int, at: float) -> None:
         push = self._tracker.get(version)
-        if push is not None and push.started >= conn.connected_mono:
+        if push is not None and push.reaches(conn):
             self.convergence.observe(at - push.started)
 
     def answered(self, conn: Connection, digest: Digest, version_info: str, at: float) -> None:

@@ -60,6 +60,11 @@ class PushTrace:
     # answers read before sent() was told (connection id, type) -> (ACKed?, at, error)
     early: dict[tuple[str, str], tuple[bool, float, str]] = field(default_factory=dict)
 
+    def reaches(self, conn: Connection) -> bool:
+        """Whether ``conn`` was connected when this push's first change came: only then
+        is what it is sent of this version the push (else its initial state)."""
+        return conn.connected_mono <= self.started
+
 
 class PushTracker:
     def __init__(self, keep: int = 20) -> None:
@@ -84,7 +89,7 @@ class PushTracker:
         self, conn: Connection, planned: Planned, version: int, started: float, finished: float
     ) -> None:
         trace = self._traces.get(version)
-        if trace is None or conn.connected_mono > trace.started:
+        if trace is None or not trace.reaches(conn):
             return  # not a push, or a proxy that connected after the change
         key = (conn.id, planned.type_url)
         delivery = trace.deliveries[key] = Delivery(
@@ -120,7 +125,7 @@ class PushTracker:
         delivery = trace.deliveries.get(key)
         if delivery is not None:
             _record(delivery, *answer)
-        elif conn.connected_mono <= trace.started:  # its sent() is still to come
+        elif trace.reaches(conn):  # its sent() is still to come
             trace.early[key] = answer
 
 
