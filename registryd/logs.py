@@ -262,10 +262,11 @@ def clip(text: object, limit: int = CLIP, *, escaped: bool = True) -> str:
     with ``escaped=False``) and cut to at most ``limit`` characters of the original,
     with ``...(N more chars)`` telling how much was cut."""
     value = text if isinstance(text, str) else str(text)
-    kept = value if len(value) <= limit else value[:limit]
+    cut = len(value) - limit
+    kept = value[:limit] if cut > 0 else value
     if escaped:
         kept = escape(kept)
-    return kept if len(value) <= limit else f"{kept}...({len(value) - limit} more chars)"
+    return f"{kept}...({cut} more chars)" if cut > 0 else kept
 
 
 class LogThrottle:

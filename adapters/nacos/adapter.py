@@ -13,9 +13,9 @@ Contract (see :mod:`registryd.adapter`):
   empty one, whose ``hosts``) equals the last one converted is not converted again.
 * One service's failure (an HTTP error status, an answer that is not an instance list,
   a hostname that is not a DNS name, any exception while converting its answer) is
-  that service's alone: it keeps its last good
-  endpoints (none if it never had any), the error shows in the ``Problems`` under its
-  source ``<group>@@<service>``, and the next poll tries again.
+  that service's alone: it keeps its last good endpoints (none if it never had any),
+  the error shows in the ``Problems`` under its source ``<group>@@<service>``, and the
+  next poll tries again.
 * A failed service listing, no server answering, or a refused login makes ``watch()``
   raise :class:`~.client.NacosError`; the supervisor keeps the last good state served
   and restarts it with backoff.  The HTTP session is closed in ``finally``.

@@ -43,7 +43,6 @@ __all__ = [
     "convert_service",
     "hostname",
     "parse_instance",
-    "scaled_weight",
 ]
 
 MAX_WEIGHT = 10000.0  # Nacos' servers refuse or cap anything above
@@ -154,7 +153,7 @@ def _zone(inst: Instance, zone_from: str) -> str:
     return ""
 
 
-def scaled_weight(weight: float, scale: float) -> int:
+def _scaled_weight(weight: float, scale: float) -> int:
     """Envoy's integer weight for a Nacos weight (> 0): rounded half up, at least 1."""
     return max(1, int(weight * scale + 0.5))
 
@@ -166,7 +165,7 @@ def _endpoint(host: str, inst: Instance, zone_from: str, weight_scale: float) ->
         port=inst.port,
         service_port=inst.port,
         locality=Locality(zone=_zone(inst, zone_from)),
-        weight=scaled_weight(inst.weight, weight_scale),
+        weight=_scaled_weight(inst.weight, weight_scale),
         health=Health.HEALTHY if inst.healthy else Health.UNHEALTHY,
         labels=Labels(inst.metadata),
     )
