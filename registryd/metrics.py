@@ -25,6 +25,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from registryd.logs import clip
 from registryd.model import ShardKey
 from registryd.push import PushRecord
 from registryd.registry.store import ChangeEvent, RegistryStore
@@ -256,14 +257,16 @@ def merge_families(parts: Iterable[Iterable[Metric]]) -> list[Metric]:
 
 
 def _proxy_version(conn: Connection) -> str:
+    """The ``version`` label of a client: its ``ISTIO_VERSION`` (clipped: the client
+    chose it), else its user agent's build version."""
     node = conn.node
     if node is not None:
         field = node.metadata.fields.get("ISTIO_VERSION")
         if field is not None and field.string_value:
-            return field.string_value
+            return clip(field.string_value, 64)
         if node.user_agent_name and node.HasField("user_agent_build_version"):
             v = node.user_agent_build_version.version
-            return f"{node.user_agent_name}/{v.major_number}.{v.minor_number}.{v.patch}"
+            return f"{clip(node.user_agent_name, 64)}/{v.major_number}.{v.minor_number}.{v.patch}"
     return "unknown"
 
 

@@ -35,6 +35,14 @@ Rules implemented here (istiod: pilot/pkg/xds/delta.go; Envoy's xDS protocol):
 * A Cluster sent also sends the ClusterLoadAssignment of the same name if the client
   subscribed to it, even unchanged: Envoy warms a changed cluster until its endpoints
   arrive (istiod: delta.go ``forceEDSPush``).
+
+Memory contract, as for state-of-the-world: a response that carries a name the snapshot
+does not have (the empty resource of an unknown EDS/RDS name, a removal of a name the
+client made up or declared in ``initial_resource_versions``) is built for its stream only
+and never put in the snapshot's response cache; unknown names are held by the stream's
+own state, which goes with the stream.  How many names (and bytes of them) a stream may
+subscribe to is the server's limit (:mod:`registryd.xds.server`), which counts the
+names pending in ``forced`` and ``initial`` as well as the subscribed ones.
 """
 
 from __future__ import annotations
@@ -94,6 +102,15 @@ class DeltaTypeState(TypeState):
     nonces: OrderedDict[str, str] = field(default_factory=OrderedDict)  # nonce -> version
     answer_owed: bool = False  # the first request is answered even with nothing new
     removed_sent: tuple[str, ...] = ()
+    # kept up as ``names`` change, so the server's limits cost O(change), not O(names):
+    name_chars: int = 0  # characters of ``names`` in all
+    longest: int = 0  # characters of the longest name ever in ``names``
+
+    def resize(self, grown: Iterable[str], gone: Iterable[str] = ()) -> None:
+        """``grown`` were added to ``names``, ``gone`` removed from them."""
+        sizes = list(map(len, grown))
+        self.name_chars += sum(sizes) - sum(map(len, gone))
+        self.longest = max(self.longest, max(sizes, default=0))
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,6 +173,7 @@ class DeltaConnection(Connection):
             legacy = not added and state.type_url in _WILDCARD_TYPES
             state.wildcard = ("*" in added or legacy) and "*" not in dropped
             state.names = frozenset(added - dropped - {"*"})
+            state.resize(state.names)
             state.initial = dict(request.initial_resource_versions)
             self._detect_proxyless(state)
             return True
@@ -166,7 +184,9 @@ class DeltaConnection(Connection):
             state.force_all = True
         added.discard("*")
         dropped.discard("*")
-        state.names = (state.names | added) - dropped
+        old = state.names
+        state.names = (old | added) - dropped
+        state.resize((n for n in added if n not in old and n not in dropped), old & dropped)
         for name in added | dropped:
             state.held.pop(name, None)  # sent again, or dropped by the client
         state.forced |= added | dropped
@@ -241,6 +261,7 @@ class DeltaConnection(Connection):
         state.forced.clear()
         sent: list[tuple[str, Resource, str]] = []
         removed: list[str] = []
+        invented = False  # a name the snapshot lacks, chosen by the client, is in the answer
         empty_table = _EMPTY_FOR_UNKNOWN.get(state.type_url)
         overlays = _overlays(snapshot, tables)  # once: the loop runs per name
         for name in candidates:
@@ -248,14 +269,17 @@ class DeltaConnection(Connection):
             found = _find(overlays, name)
             if found is None and explicit and empty_table is not None:
                 found = (_empty(empty_table, name), empty_table)
+                invented = True
             held = state.held.get(name, _MISSING)
             if found is None:
                 if explicit:
                     if held is not None:  # tell the client once that it does not exist
                         removed.append(name)
                         state.held[name] = None
+                        invented = True
                 elif state.wildcard and held is not None and held is not _MISSING:
                     removed.append(name)  # held through the wildcard, now gone
+                    invented |= held is _STALE  # declared by the client, maybe never ours
                     del state.held[name]
                 else:
                     state.held.pop(name, None)
@@ -273,7 +297,7 @@ class DeltaConnection(Connection):
         if not sent and not removed and not state.answer_owed:
             return None
         state.answer_owed = False
-        return self._respond(snapshot, tables, state, sent, removed)
+        return self._respond(snapshot, tables, state, sent, removed, shared=not invented)
 
     def _take_initial(
         self, snapshot: Snapshot, tables: tuple[str, ...], state: DeltaTypeState
@@ -295,12 +319,30 @@ class DeltaConnection(Connection):
         state: DeltaTypeState,
         sent: list[tuple[str, Resource, str]],
         removed: list[str],
+        *,
+        shared: bool,
     ) -> DeltaPlanned:
+        """The response, from the snapshot's cache if another stream needed the same
+        one; ``shared``: it names only the snapshot's resources, so it may be cached."""
+        if not shared:
+            return self._sent(
+                snapshot, state, self._encode(snapshot, state, sent, removed), removed
+            )
         key = ("delta", state.type_url, tables, tuple(n for n, _, _ in sent), tuple(removed))
         cached = snapshot.cache.get(key)
         if cached is None:
-            cached = self._encode(snapshot, state.type_url, sent, removed)
+            cached = self._encode(snapshot, state, sent, removed)
             snapshot.cache.put(key, cached)
+        return self._sent(snapshot, state, cached, removed)
+
+    def _sent(
+        self,
+        snapshot: Snapshot,
+        state: DeltaTypeState,
+        cached: tuple[bytes, str, tuple[str, ...]],
+        removed: list[str],
+    ) -> DeltaPlanned:
+        """Record ``cached`` as the response sent for ``state``."""
         payload, nonce, names = cached
         state.nonce = nonce
         state.version_sent = f"{self._prefix}-{snapshot.version}"
@@ -317,7 +359,7 @@ class DeltaConnection(Connection):
     def _encode(
         self,
         snapshot: Snapshot,
-        type_url: str,
+        state: DeltaTypeState,
         sent: list[tuple[str, Resource, str]],
         removed: list[str],
     ) -> tuple[bytes, str, tuple[str, ...]]:
@@ -332,7 +374,7 @@ class DeltaConnection(Connection):
             )
             for name, resource, table in sent
         )
-        body += encode_field(4, type_url.encode())
+        body += encode_field(4, state.type_url.encode())
         nonce = f"{snapshot.version}-{snapshot.cache.next_nonce()}"
         body += encode_field(5, nonce.encode())
         body += b"".join(encode_field(6, name.encode()) for name in removed)

@@ -18,9 +18,13 @@ are registered with no response serializer so the bytes go out untouched.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
-from collections.abc import AsyncIterator
+import weakref
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Collection
+from dataclasses import dataclass
 from typing import Any, Protocol, TypeAlias
 
 import grpc
@@ -30,7 +34,7 @@ from google.protobuf.message import DecodeError
 from registryd.logs import LogThrottle, clip
 from registryd.supervisor import TaskHealth
 from registryd.xds import resources as res
-from registryd.xds.delta import DeltaConnection
+from registryd.xds.delta import DeltaConnection, DeltaTypeState
 from registryd.xds.snapshot import EMPTY, LDS_GRPC, Snapshot
 from registryd.xds.stream import (
     ACK,
@@ -40,6 +44,7 @@ from registryd.xds.stream import (
     Digest,
     Interner,
     Planned,
+    TypeState,
 )
 from registryd.xds.throttle import Throttle
 
@@ -50,7 +55,12 @@ log = logging.getLogger("registryd.xds")
 ADS_SERVICE = "envoy.service.discovery.v3.AggregatedDiscoveryService"
 ADS_METHOD = f"/{ADS_SERVICE}/StreamAggregatedResources"
 DELTA_METHOD = f"/{ADS_SERVICE}/DeltaAggregatedResources"
-MAX_NAME = 2048  # characters; longer resource names are never ours
+# The longest resource name registryd makes is a cluster (or its endpoints)
+# ``outbound|<port>|<subset>|<hostname>``: 9 + 5 (port) + 1 + 63 (subset, a DNS-1123
+# label) + 1 + 253 (hostname, the DNS maximum) = 332 bytes; listener and route names are
+# shorter (``<hostname>:<port>``, a port number, ``0.0.0.0_<port>``).  1,024 is three
+# times that: no name of ours, nor any a client could mean, comes near it.
+MAX_NAME = 1024  # bytes (UTF-8); a request naming a longer resource is refused
 
 
 class XdsObserver(Protocol):
@@ -89,6 +99,11 @@ class _WriteFailed(Exception):
 
 
 MAX_UNKNOWN_NAMES = 10000
+# Bytes of unknown names allowed per unknown name the limit allows: the byte budget is
+# ``max_unknown_names`` x this (2.56 MB at the default).  Real names average well under
+# 100 bytes, so a real subscription meets the name limit long before this one; it stops
+# a client that names few but long resources (or churns through them).
+UNKNOWN_BYTES_PER_NAME = 256
 
 
 class XdsServer:
@@ -99,9 +114,19 @@ class XdsServer:
       client going away) is logged with its traceback, counted in
       ``registryd_task_failures_total{task="xds-reader"|"xds-writer"}`` and ends the
       stream with ``INTERNAL``; the client reconnects and is served afresh.
-    * A subscription that names more than ``max_unknown_names`` resources of one type
-      that the server does not have ends the stream with ``RESOURCE_EXHAUSTED`` (0: no
-      limit).  Names longer than ``MAX_NAME`` characters count as unknown.
+    * What a client may make a stream hold is bounded.  A request naming a resource
+      longer than ``MAX_NAME`` bytes ends the stream with ``INVALID_ARGUMENT``.  Per
+      type, the names the stream holds that the server does not have (subscribed,
+      wildcard or not, state-of-the-world or Delta, and those still pending an answer)
+      may number ``max_unknown_names`` and total ``max_unknown_bytes`` characters (by
+      default ``UNKNOWN_BYTES_PER_NAME`` per allowed name); past either the stream ends
+      with ``RESOURCE_EXHAUSTED`` (0 names: no limit on either).
+    * Everything a stream holds is released when it closes: its connection leaves the
+      tables and the NACK log throttle, the interner and response caches hold nothing
+      of a client's own invention (:mod:`registryd.xds.stream`).
+    * A refused stream (or one ended by a bug) always ends with a status code and a
+      message: initial metadata is sent before the writer starts, so cancelling a
+      write half-way can never leave gRPC unable to send the status.
     * New streams wait for ``throttle.streams`` before anything else, and a writer holds
       a slot of ``throttle.pushes`` while it plans and writes (see
       :mod:`registryd.xds.throttle`).
@@ -116,6 +141,7 @@ class XdsServer:
         observers: tuple[XdsObserver, ...] = (),
         health: TaskHealth | None = None,
         max_unknown_names: int = MAX_UNKNOWN_NAMES,
+        max_unknown_bytes: int | None = None,
         throttle: Throttle | None = None,
         id_prefix: str = "conn-",
     ) -> None:
@@ -127,12 +153,24 @@ class XdsServer:
         self.observers: list[XdsObserver] = list(observers)
         self.health = health or TaskHealth()
         self.max_unknown_names = max_unknown_names
+        self._max_unknown_bytes = max_unknown_bytes  # None: derived from the name limit
         self.throttle = throttle or Throttle()  # default: no limits
         self.refused = 0  # streams ended for breaking a limit
         self.interner = Interner()
         self.id_prefix = id_prefix  # of connection ids: unique across worker processes
         self._wake: dict[str, asyncio.Event] = {}
         self._nack_log = LogThrottle(log, "NACK")
+
+    @property
+    def max_unknown_bytes(self) -> int:
+        """Characters of unknown names a stream may hold per type (with the name limit)."""
+        if self._max_unknown_bytes is not None:
+            return self._max_unknown_bytes
+        return self.max_unknown_names * UNKNOWN_BYTES_PER_NAME
+
+    @max_unknown_bytes.setter
+    def max_unknown_bytes(self, value: int | None) -> None:
+        self._max_unknown_bytes = value
 
     # -- feeding -------------------------------------------------------------------
     def publish(self, snapshot: Snapshot) -> None:
@@ -202,6 +240,14 @@ class XdsServer:
         requests: AsyncIterator[bytes],
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> None:
+        # Sent now, not with the first response: a first write cancelled half-way (the
+        # reader refused the stream meanwhile) would otherwise leave gRPC unable to send
+        # the final status, and the client would never learn why it was refused.
+        try:
+            await context.send_initial_metadata(())
+        except Exception as exc:  # the client went away already
+            log.debug("stream %s closed before it started: %s", conn.id, clip(exc))
+            return
         wake = asyncio.Event()
         self.connections[conn.id] = conn
         self._wake[conn.id] = wake
@@ -287,7 +333,7 @@ class XdsServer:
                     client_type(conn),
                 )
             if digest.replan:
-                self._check_unknown(conn, digest)
+                self._check_subscription(conn, digest)
                 wake.set()
             version_info = _answered_version(request, digest)
             if self.observers:
@@ -305,19 +351,36 @@ class XdsServer:
             elif log.isEnabledFor(logging.DEBUG):
                 log.debug("%s", describe_request(conn, digest, request, version_info))
 
-    def _check_unknown(self, conn: Connection, digest: Digest) -> None:
-        """Refuse a subscription naming too many resources the server does not have."""
+    def _check_subscription(self, conn: Connection, digest: Digest) -> None:
+        """Refuse a subscription that names a resource longer than ``MAX_NAME`` bytes, or
+        holds more names (or bytes of names) the server does not have than allowed."""
         state = digest.state
-        limit = self.max_unknown_names
-        if state is None or not limit or state.wildcard or len(state.names) <= limit:
+        if state is None:
             return
+        held = _held_names(state)
+        sizes = _sizes_of(state, held)
+        too_long = _too_long(held) if max(s.longest for s in sizes) * 4 > MAX_NAME else None
+        if too_long is not None:  # (4 bytes per character at most: only then look)
+            raise _Refused(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"{res.short_type(state.type_url)} resource name of {len(too_long.encode())} "
+                f"bytes (limit {MAX_NAME}): {clip(too_long, 64)}",
+            )
+        limit, budget = self.max_unknown_names, self.max_unknown_bytes
+        if not limit:
+            return
+        count = sum(len(names) for names in held)
+        if count <= limit and sum(s.chars for s in sizes) <= budget:
+            return  # the common case, without a lookup per name
         known = conn.visible(self.snapshot, state.type_url)
-        unknown = sum(1 for n in state.names if len(n) > MAX_NAME or n not in known)
-        if unknown > limit:
+        unknown = {n for names in held for n in names if n not in known}
+        size = sum(map(len, unknown))
+        if len(unknown) > limit or size > budget:
             raise _Refused(
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
-                f"{unknown} {res.short_type(state.type_url)} resource names unknown to this "
-                f"server (limit {limit}, --xdsMaxUnknownNames)",
+                f"{len(unknown)} {res.short_type(state.type_url)} resource names unknown to "
+                f"this server, {size} bytes (limit {limit} names, {budget} bytes: "
+                f"--xdsMaxUnknownNames)",
             )
 
     async def _writer(
@@ -364,6 +427,78 @@ class XdsServer:
             at = time.monotonic()
             for observer in self.observers:
                 observer.synced(conn, snapshot.version, at)
+
+
+def _held_names(state: TypeState) -> tuple[Collection[str], ...]:
+    """Every name a type's state holds from the client: subscribed, still to be answered
+    (``forced``: a client churning names faster than it reads keeps adding to it) and,
+    on a Delta stream, declared in ``initial_resource_versions``."""
+    if isinstance(state, DeltaTypeState):
+        return state.names, state.forced, state.initial.keys()
+    return state.names, state.forced
+
+
+def _sizes_of(state: TypeState, held: tuple[Collection[str], ...]) -> list[_Sizes]:
+    """The :class:`_Sizes` of each of ``held`` (:func:`_held_names`): a Delta state keeps
+    those of its names up to date, a state-of-the-world one's are measured once per
+    interned set; what is pending is usually small."""
+    if isinstance(state, DeltaTypeState):
+        return [_Sizes(state.longest, state.name_chars), *map(_measure, held[1:])]
+    return [_sizes(held[0]), *map(_measure, held[1:])]
+
+
+def _too_long(held: tuple[Collection[str], ...]) -> str | None:
+    """A name of more than ``MAX_NAME`` bytes in ``held``, if any."""
+    for names in held:
+        for name in names:
+            if len(name) * 4 > MAX_NAME and len(name.encode()) > MAX_NAME:
+                return name
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class _Sizes:
+    """Of a set of names: the longest's characters, and all their characters."""
+
+    longest: int
+    chars: int
+
+
+class _SizeMemo:
+    """:class:`_Sizes` of name sets, computed once per set for the ``kept`` latest big
+    ones: a state-of-the-world subscription is one interned set shared by every stream
+    that subscribes alike (a thousand Envoys changing their EDS subscription on a push
+    are measured once).  Holds the sets weakly, so it keeps no subscription alive."""
+
+    def __init__(self, kept: int = 64, smallest: int = 256) -> None:
+        self._kept, self._smallest = kept, smallest
+        self._entries: OrderedDict[int, tuple[weakref.ref[frozenset[str]], _Sizes]] = OrderedDict()
+
+    def __call__(self, names: Collection[str]) -> _Sizes:
+        if not isinstance(names, frozenset) or len(names) < self._smallest:
+            return _measure(names)
+        found = self._entries.get(id(names))
+        if found is not None and found[0]() is names:
+            return found[1]
+        sizes = _measure(names)
+        ref = weakref.ref(names, functools.partial(self._drop, id(names)))
+        self._entries[id(names)] = (ref, sizes)
+        while len(self._entries) > self._kept:
+            self._entries.popitem(last=False)
+        return sizes
+
+    def _drop(self, key: int, ref: weakref.ref[frozenset[str]]) -> None:
+        found = self._entries.get(key)
+        if found is not None and found[0] is ref:
+            del self._entries[key]
+
+
+def _measure(names: Collection[str]) -> _Sizes:
+    lengths = list(map(len, names))
+    return _Sizes(max(lengths, default=0), sum(lengths))
+
+
+_sizes = _SizeMemo()
 
 
 def client_type(conn: Connection) -> str:

@@ -98,7 +98,12 @@ class ResponseCache:
     content.  Bounded by ``budget`` bytes, counting both the responses and their keys (a
     key names every resource it covers: it can be as large as the response): past it,
     responses are still built but no longer kept, so many distinct subscriptions cannot
-    pin unbounded memory.  Entries live as long as their snapshot: until the next push."""
+    pin unbounded memory.  Entries live as long as their snapshot: until the next push.
+
+    Only responses made of the snapshot's own resources are put here (the planners in
+    :mod:`registryd.xds.stream` and :mod:`registryd.xds.delta` build a response naming
+    anything else for its stream alone): a key never holds a name a client made up, so
+    what a client invents never outlives its stream here."""
 
     def __init__(self, budget: int = 128 * 2**20) -> None:
         self._entries: dict[Any, tuple[bytes, str, tuple[str, ...]]] = {}

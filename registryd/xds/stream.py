@@ -19,6 +19,14 @@ Rules implemented here:
   nonce it claims (a reconnecting Envoy sends what it had from another server).
 * Types are planned in the order CDS, EDS, LDS, RDS so Envoy never warms a cluster
   without its endpoints or a listener without its route.
+
+Memory contract: nothing here keeps what a client invented once its connection is gone.
+Names are interned weakly (:class:`Interner`); the empty resource of an unknown name is
+built when needed, never cached; a response that names anything the snapshot does not
+have is not put in the snapshot's :class:`~registryd.xds.snapshot.ResponseCache` (only
+responses made of the snapshot's own resources are shared); the memo of subscription
+differences holds its sets weakly.  How much a live stream may hold is the server's
+limit (:mod:`registryd.xds.server`).
 """
 
 from __future__ import annotations
@@ -156,20 +164,44 @@ class Interner:
             self.size -= found[2]
 
 
-def _added(new: frozenset[str], old: frozenset[str]) -> frozenset[str]:
-    """``new - old``; the same change on a thousand streams is computed once (interned
-    sets hash once and compare by identity), for sets small enough to keep."""
-    if len(new) + len(old) > _ADDED_MAX_NAMES:
-        return new - old
-    return _added_cached(new, old)
+class _Differences:
+    """``new - old`` of interned sets, remembered for the ``kept`` latest pairs: the same
+    change on a thousand streams is computed once (interned sets compare by identity).
+
+    Holds neither set: an entry (and the difference, which shares the sets' strings)
+    goes as soon as either set does, so a subscription no stream uses any more is never
+    kept alive here."""
+
+    def __init__(self, kept: int = 8) -> None:
+        self._kept = kept
+        # (id(new), id(old)) -> (new, weakly; old, weakly; new - old)
+        self._entries: OrderedDict[
+            tuple[int, int],
+            tuple[weakref.ref[frozenset[str]], weakref.ref[frozenset[str]], frozenset[str]],
+        ] = OrderedDict()
+
+    def __call__(self, new: frozenset[str], old: frozenset[str]) -> frozenset[str]:
+        key = (id(new), id(old))
+        found = self._entries.get(key)
+        if found is not None and found[0]() is new and found[1]() is old:
+            return found[2]
+        added = new - old
+        drop = functools.partial(self._drop, key)
+        self._entries[key] = (weakref.ref(new, drop), weakref.ref(old, drop), added)
+        while len(self._entries) > self._kept:
+            self._entries.popitem(last=False)
+        return added
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def _drop(self, key: tuple[int, int], ref: weakref.ref[frozenset[str]]) -> None:
+        found = self._entries.get(key)
+        if found is not None and ref in (found[0], found[1]):
+            del self._entries[key]
 
 
-@functools.lru_cache(maxsize=8)
-def _added_cached(new: frozenset[str], old: frozenset[str]) -> frozenset[str]:
-    return new - old
-
-
-_ADDED_MAX_NAMES = 20_000  # bounds what the cache above can keep alive
+_added = _Differences()
 _NAME_TAG = b"\x1a"  # DiscoveryRequest.resource_names: field 3, length-delimited
 _HEAD_TAGS = (0x0A, 0x12)  # version_info (1) and node (2), which come before the names
 
@@ -253,9 +285,10 @@ class Planned:
     names: tuple[str, ...]
 
 
-@functools.lru_cache(maxsize=4096)
 def _empty(table: str, name: str) -> Resource:
-    """An empty ClusterLoadAssignment or RouteConfiguration named ``name``."""
+    """An empty ClusterLoadAssignment or RouteConfiguration named ``name``.  Not cached:
+    ``name`` is one the snapshot does not have, so the client chose it (and may have
+    chosen a million of them)."""
     if table == EDS:
         body = endpoint_pb2.ClusterLoadAssignment(cluster_name=name).SerializeToString()
         return Resource.make(res.ENDPOINT_TYPE, name, 0, body)
@@ -504,8 +537,9 @@ class Connection:
         state.forced.clear()
         cached = snapshot.cache.get(key)
         if cached is None:
-            cached = self._assemble(snapshot, tables, state, key)
-            snapshot.cache.put(key, cached)
+            cached, shared = self._assemble(snapshot, tables, state, key)
+            if shared:
+                snapshot.cache.put(key, cached)
         payload, nonce, names = cached
         state.nonce = nonce
         state.version_sent = f"{self._prefix}-{snapshot.version}"
@@ -515,9 +549,11 @@ class Connection:
 
     def _assemble(
         self, snapshot: Snapshot, tables: tuple[str, ...], state: TypeState, key: tuple[object, ...]
-    ) -> tuple[bytes, str, tuple[str, ...]]:
-        """The whole response for ``key``, shared via the snapshot by every connection
-        that needs it.  Its nonce is unique per snapshot and response content, so it is
+    ) -> tuple[tuple[bytes, str, tuple[str, ...]], bool]:
+        """The whole response for ``key``, and whether it may be shared via the snapshot
+        by every connection that needs it: only if every name in ``key`` is one of the
+        snapshot's (a name it lacks is the client's text, kept by nobody but its
+        stream).  Its nonce is unique per snapshot and response content, so it is
         unique on every stream (a stream never gets the same content twice in a row from
         one snapshot unless it re-subscribed, and then the repeat is harmless)."""
         resources = _layered(snapshot, tables)
@@ -526,15 +562,19 @@ class Connection:
         chosen: list[Resource]
         if wanted == "*":
             chosen = [resources[n] for n in sorted(resources)]
+            shared = True
         elif state.type_url in _FULL_STATE:
             assert isinstance(wanted, frozenset)
             chosen = [resources[n] for n in sorted(wanted) if n in resources]
+            shared = len(chosen) == len(wanted)
         else:
             assert isinstance(wanted, frozenset)
-            chosen = [resources.get(n) or _empty(table, n) for n in sorted(wanted)]
+            found = [(n, resources.get(n)) for n in sorted(wanted)]
+            chosen = [r or _empty(table, n) for n, r in found]
+            shared = all(r is not None for _, r in found)
         version = f"{self._prefix}-{snapshot.version}"
         body = encode_field(1, version.encode()) + b"".join(r.entry for r in chosen)
         body += encode_field(4, state.type_url.encode())
         nonce = f"{snapshot.version}-{snapshot.cache.next_nonce()}"
         body += encode_field(5, nonce.encode())
-        return body, nonce, tuple(r.name for r in chosen)
+        return (body, nonce, tuple(r.name for r in chosen)), shared

@@ -6,7 +6,10 @@ versions announced with :meth:`PushTracker.begin`) the tracker keeps one
 :class:`Delivery` per connection and type: resources and bytes sent, when, and when the
 proxy ACKed or NACKed that version (with its error).  A response sent for a version that
 was not announced (the initial state a newly connected proxy gets) is not a push and is
-not kept.  Memory is bounded by ``keep`` x connections x 4 types.
+not kept.  Memory is bounded by ``keep`` x connections x 4 types, and a delivery outlives
+its connection with little of the client's text: its proxy id is cut to ``PROXY_KEPT``
+characters (a node id can be megabytes; no real one is near that), its NACK error to
+:data:`registryd.xds.stream.NACK_KEPT`.
 
 A proxy may answer before the server's writer is told its write finished (the reader
 task can run first): such an answer is held by the trace and applied when ``sent()``
@@ -22,9 +25,12 @@ from __future__ import annotations
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
+from registryd.logs import clip
 from registryd.xds.stream import ACK, NACK, Connection, Digest, Planned
 
-__all__ = ["Delivery", "PushTrace", "PushTracker", "version_number"]
+__all__ = ["PROXY_KEPT", "Delivery", "PushTrace", "PushTracker", "version_number"]
+
+PROXY_KEPT = 1024  # characters of a proxy id kept in a delivery
 
 
 def version_number(version_info: str) -> int | None:
@@ -94,7 +100,7 @@ class PushTracker:
         key = (conn.id, planned.type_url)
         delivery = trace.deliveries[key] = Delivery(
             conn_id=conn.id,
-            proxy=conn.proxy_id,
+            proxy=clip(conn.proxy_id, PROXY_KEPT, escaped=False),
             type_url=planned.type_url,
             resources=len(planned.names),
             bytes=len(planned.payload),

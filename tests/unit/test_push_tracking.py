@@ -3,9 +3,11 @@ writer hears that its write finished still counts for that delivery."""
 
 from __future__ import annotations
 
+from envoy.config.core.v3 import base_pb2
+
 from registryd.xds import resources as res
 from registryd.xds.stream import ACK, NACK, Connection, Digest, Planned, TypeState
-from registryd.xds.tracking import PushTracker
+from registryd.xds.tracking import PROXY_KEPT, PushTracker
 
 EDS = res.ENDPOINT_TYPE
 
@@ -62,3 +64,16 @@ def test_answers_of_proxies_that_connected_after_the_change_are_not_held() -> No
     tracker.sent(newcomer, planned(4), 4, started=30.1, finished=30.3)
     trace = tracker.get(4)
     assert trace is not None and trace.deliveries == {} and trace.early == {}
+
+
+def test_a_delivery_keeps_little_of_a_huge_node_id() -> None:
+    # deliveries outlive their connection (the last pushes are kept): a client's 1 MB
+    # node id must not stay with them
+    tracker = PushTracker()
+    tracker.begin(2, started=10.0, published=10.1)
+    conn = connection(connected=5.0)
+    conn.node = base_pb2.Node(id="n" * 2**20)
+    tracker.sent(conn, planned(2), 2, started=10.2, finished=10.4)
+    (delivery,) = tracker.get(2).deliveries.values()  # type: ignore[union-attr]
+    assert delivery.proxy.startswith("n" * PROXY_KEPT)
+    assert len(delivery.proxy) < PROXY_KEPT + 40

@@ -251,7 +251,7 @@ async def test_stalled_client_does_not_block_others(harness) -> None:  # type: i
             addresses = [f"10.{round_}.{i // 250}.{i % 250 + 1}" for i in range(3000)]
             harness.memory.upsert(svc("pad.example"), eps("pad.example", *addresses))
             await harness.settle()
-            update = await healthy.next("eds", timeout=2.0)
+            update = await healthy.next("eds", timeout=30.0)  # a hang guard, not a bound
             assert update.names == [pad]
             assert len(update.decode()[0].endpoints[0].lb_endpoints) == 3000
         latest = harness.app.xds.snapshot.version

@@ -117,9 +117,7 @@ async def test_a_client_that_leaves_leaves_no_interned_names(harness: Harness) -
             await client.next("eds")
             assert harness.app.xds.interner.size > 20000 * 40
     await until(lambda: not harness.app.xds.connections)
-    size = harness.app.xds.snapshot.cache.size
-    assert 20000 * 40 < size <= 128 * 2**20  # the key counts: 20,000 names
-    harness.push()  # response caches live until the next snapshot
+    assert harness.app.xds.snapshot.cache.size == 0  # responses naming made-up names
     gc.collect()
     assert harness.app.xds.interner.entries == 0
     assert harness.app.xds.interner.size == 0
@@ -209,6 +207,9 @@ async def test_a_stream_cancelled_twice_while_closing_leaves_no_connection_behin
     class Context:
         def peer(self) -> str:
             return "ipv4:127.0.0.1:1"
+
+        async def send_initial_metadata(self, metadata: object) -> None:
+            pass
 
         async def write(self, payload: bytes) -> None:
             await release.wait()
