@@ -25,8 +25,6 @@ raise :class:`ConfigError` from the factory.
 
 from __future__ import annotations
 
-import asyncio
-import threading
 from collections.abc import (
     AsyncGenerator,
     AsyncIterator,
@@ -40,7 +38,9 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
 
 from registryd.errors import ConfigError
+from registryd.jsonbound import JsonLimits, JsonTooLarge, load_json, parse_json, read_capped
 from registryd.model import Endpoint, Service
+from registryd.offloop import off_loop
 
 __all__ = [
     "API_VERSION",
@@ -49,6 +49,8 @@ __all__ = [
     "AdapterFactory",
     "ConfigError",
     "Delete",
+    "JsonLimits",
+    "JsonTooLarge",
     "LastGood",
     "Problems",
     "Published",
@@ -58,16 +60,21 @@ __all__ = [
     "describe_error",
     "follow",
     "increments",
+    "load_json",
     "off_loop",
+    "parse_json",
+    "read_capped",
 ]
 
 T = TypeVar("T")
 
 
-API_VERSION = "1.0"
+API_VERSION = "1.1"
 """The version of the adapter API: :class:`Adapter`, :class:`AdapterContext`, the update
 types, :func:`increments`, :class:`Published`, :class:`LastGood`, :func:`follow`,
-:func:`off_loop`, :func:`describe_error`, and what :mod:`registryd`
+:func:`off_loop`, :func:`describe_error`, the bounded JSON reader of
+:mod:`registryd.jsonbound` (:class:`JsonLimits`, :func:`read_capped`, :func:`load_json`),
+and what :mod:`registryd`
 lists as public.  The minor number grows with additions, the major one with changes a
 plugin must follow."""
 
@@ -311,40 +318,6 @@ def describe_error(
         return "timed out"
     line = " ".join((str(exc) if text is None else text).split())[:limit]
     return f"{type(exc).__name__}: {line}" if line else type(exc).__name__
-
-
-async def off_loop(function: Callable[..., T], *args: Any) -> T:
-    """``function(*args)`` run in a daemon thread of its own, for work that must not hold
-    the event loop (parsing a registry's content).  Unlike :func:`asyncio.to_thread`,
-    nothing waits for that thread: when the caller is cancelled (shutdown) this returns
-    at once, and the daemon can exit while the thread is still busy; its result is then
-    dropped.  ``function`` must therefore touch only state its caller owns."""
-    loop = asyncio.get_running_loop()
-    future: asyncio.Future[T] = loop.create_future()
-
-    def settle(result: T | None, error: BaseException | None) -> None:
-        if future.done():
-            return
-        if error is not None:
-            future.set_exception(error)
-        else:
-            future.set_result(result)  # type: ignore[arg-type]
-
-    def run() -> None:
-        outcome: tuple[T | None, BaseException | None]
-        try:
-            outcome = (function(*args), None)
-        except BaseException as exc:
-            outcome = (None, exc)
-        try:
-            loop.call_soon_threadsafe(settle, *outcome)
-        except RuntimeError:  # the loop is closed: nobody waits any more
-            pass
-
-    threading.Thread(
-        target=run, name=getattr(function, "__name__", "off-loop"), daemon=True
-    ).start()
-    return await future
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -62,7 +62,7 @@ from typing import Any
 from registryd.adapter import AdapterContext, Problems, Update, describe_error, follow
 from registryd.ratelimit import TokenBucket
 
-from .client import ConsulClient, Reply, decode, ssl_context
+from .client import ConsulClient, Reply, ssl_context
 from .faults import ConsulError, ServiceQueryError, registry_wide, retry_delay
 from .parse import Options, catalog_names, health_entries
 from .settings import ConsulSettings, format_wait, parse_settings
@@ -287,7 +287,7 @@ class _Run:
         headers = self.client.prepare_headers()
         try:
             reply: Reply = await self.client.http.get(
-                decode, target.path, params=params, headers=headers
+                self.client.decode, target.path, params=params, headers=headers
             )
             parse = catalog_names if target.service is None else health_entries
             return dataclasses.replace(reply, data=parse(reply.data))

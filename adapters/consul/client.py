@@ -9,12 +9,19 @@ aiohttp session is our own: py-consul's caps a query at aiohttp's default 5 minu
 verifying, and reads ``CONSUL_HTTP_TOKEN`` over an explicit token.
 
 Contract: :class:`ConsulClient` is configured only by the settings (TLS from
-:func:`ssl_context`); its ``http.get(decode, path, ...)`` returns a :class:`Reply` (the
-``X-Consul-Index``, the decoded body and whether ACLs filtered it) or raises: py-consul's
-exceptions for an error status, :class:`~.faults.ConsulError` for a reply without a
-numeric index, aiohttp's for the connection and ``TimeoutError``.  A query that has not
-connected after :data:`CONNECT_TIMEOUT` seconds or not finished ``wait * 17/16 +``
-:data:`READ_SLACK` seconds after it was sent fails.
+:func:`ssl_context`); its ``http.get(client.decode, path, ...)`` returns a :class:`Reply`
+(the ``X-Consul-Index``, the decoded body and whether ACLs filtered it) or raises:
+py-consul's exceptions for an error status, :class:`~.faults.ConsulError` for a reply
+without a numeric index, that is not JSON or is over ``max_response_bytes``, aiohttp's
+for the connection and ``TimeoutError``.  A query that has not connected after
+:data:`CONNECT_TIMEOUT` seconds or not finished ``wait * 17/16 +`` :data:`READ_SLACK`
+seconds after it was sent fails: every blocking query has its own deadline.
+
+Replies are bounded before they are parsed: the body is read up to
+``max_response_bytes`` (no further), and parsed within the
+:class:`~registryd.adapter.JsonLimits` of that size, in a thread of its own when it is
+large (the decoding callback runs there).  py-consul's own JSON decoding
+(``CB.json``) is used only for its status check.
 """
 
 from __future__ import annotations
@@ -29,6 +36,14 @@ import consul.aio
 import consul.base
 from consul.callback import CB
 
+from registryd.adapter import (
+    JsonLimits,
+    JsonTooLarge,
+    off_loop,
+    parse_json,
+    read_capped,
+)
+
 from .faults import ConsulError
 from .settings import ConsulSettings
 
@@ -37,6 +52,7 @@ __all__ = ["CONNECT_TIMEOUT", "READ_SLACK", "ConsulClient", "Reply", "decode", "
 CONNECT_TIMEOUT = 5.0
 READ_SLACK = 10.0  # seconds on top of wait and Consul's jitter (wait / 16)
 FILTERED_HEADER = "X-Consul-Results-Filtered-By-ACLs"
+INLINE_BYTES = 64 * 2**10  # replies up to this size are decoded on the event loop
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,9 +65,19 @@ class Reply:
     filtered: bool = False
 
 
-def decode(response: Any) -> Reply:
-    """py-consul's JSON callback (status check, ``X-Consul-Index``), plus our headers."""
-    raw_index, data = CB.json(index=True, allow_404=False)(response)
+def decode(response: Any, limits: JsonLimits) -> Reply:
+    """The reply of ``response``: py-consul's status check (its exceptions for an error
+    status), the body parsed within ``limits``, ``X-Consul-Index`` and our headers."""
+    if response.code >= 400:
+        CB.json(allow_404=False)(response)  # raises for the status, before any parsing
+    try:
+        data = parse_json(response.body, limits)
+    except JsonTooLarge as exc:
+        setting = "" if exc.limit == "max_depth" else " (max_response_bytes)"
+        raise ConsulError(f"{exc}{setting}") from None
+    except ValueError:
+        raise ConsulError(f"Failed to decode JSON: {response.body[:100]!r}") from None
+    raw_index = response.headers.get("X-Consul-Index")
     try:
         index = int(raw_index)
     except (TypeError, ValueError):
@@ -71,8 +97,10 @@ class _HTTPClient(consul.base.HTTPClient):  # type: ignore[misc]
         *,
         ssl_context: ssl.SSLContext | None,
         timeout: aiohttp.ClientTimeout,
+        max_bytes: int,
     ) -> None:
         super().__init__(host, port, scheme, verify=ssl_context is not None)
+        self.max_bytes = max_bytes
         connector = aiohttp.TCPConnector(
             ssl=ssl_context if ssl_context is not None else True, limit=0
         )
@@ -89,8 +117,16 @@ class _HTTPClient(consul.base.HTTPClient):  # type: ignore[misc]
     ) -> Any:
         uri = self.uri(path, params)
         async with self._session.request(method, uri, headers=headers, data=data) as response:
-            body = await response.text(encoding="utf-8")
-            return callback(consul.base.Response(response.status, response.headers, body))
+            chunks = response.content.iter_chunked(2**16)
+            try:
+                raw = await read_capped(chunks, self.max_bytes)
+            except JsonTooLarge as exc:
+                raise ConsulError(f"{exc} (max_response_bytes)") from None
+            status, reply_headers = response.status, response.headers
+        reply = consul.base.Response(status, reply_headers, raw.decode("utf-8", "replace"))
+        if len(raw) > INLINE_BYTES:
+            return await off_loop(callback, reply)
+        return callback(reply)
 
     def get(
         self,
@@ -141,6 +177,7 @@ class ConsulClient(consul.aio.Consul):  # type: ignore[misc]
 
     def __init__(self, settings: ConsulSettings, ssl_context: ssl.SSLContext | None) -> None:
         self.ssl_context = ssl_context
+        self.limits = settings.limits
         read = settings.wait * 17 / 16 + READ_SLACK  # Consul adds up to wait/16 of jitter
         self._timeout = aiohttp.ClientTimeout(total=read, sock_connect=CONNECT_TIMEOUT)
         host = f"[{settings.host}]" if ":" in settings.host else settings.host
@@ -156,7 +193,18 @@ class ConsulClient(consul.aio.Consul):  # type: ignore[misc]
     def http_connect(
         self, host: str, port: int, scheme: str, verify: bool | str = True, cert: Any = None
     ) -> _HTTPClient:
-        return _HTTPClient(host, port, scheme, ssl_context=self.ssl_context, timeout=self._timeout)
+        return _HTTPClient(
+            host,
+            port,
+            scheme,
+            ssl_context=self.ssl_context,
+            timeout=self._timeout,
+            max_bytes=self.limits.max_bytes,
+        )
+
+    def decode(self, response: Any) -> Reply:
+        """:func:`decode` within this registry's limits: the callback of ``http.get``."""
+        return decode(response, self.limits)
 
 
 def ssl_context(settings: ConsulSettings) -> ssl.SSLContext | None:

@@ -34,6 +34,10 @@ setting                default               meaning
                                              ``connect-proxy``, ``mesh-gateway``,
                                              ``terminating-gateway``,
                                              ``ingress-gateway``, ``api-gateway``
+``max_response_bytes`` ``16777216``          bytes of one reply (a service's health
+                       (16 MiB)              entries take about 2 KB an instance); a
+                                             larger one is that query's error (at
+                                             least 1024)
 =====================  ====================  ============================================
 
 The default ``hostname`` is ``{service}.service.consul``.  ``{datacenter}`` needs
@@ -52,6 +56,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from registryd.adapter import JsonLimits
 from registryd.config import go_duration
 from registryd.settings import SettingsReader
 
@@ -59,6 +64,7 @@ from .parse import DEFAULT_HOSTNAME, is_dns_name
 
 __all__ = [
     "DEFAULT_HOSTNAME",
+    "DEFAULT_MAX_RESPONSE_BYTES",
     "MAX_WAIT",
     "ConsulSettings",
     "format_wait",
@@ -86,7 +92,10 @@ SETTINGS = (
     "kinds",
     "max_watches",
     "poll_interval",
+    "max_response_bytes",
 )
+DEFAULT_MAX_RESPONSE_BYTES = 16 * 2**20
+MIN_RESPONSE_BYTES = 1024
 DEFAULT_MAX_WATCHES = 150  # Consul's limits.http_max_conns_per_client is 200 by default
 DEFAULT_POLL_INTERVAL = 15.0
 TYPICAL = "typical"  # Consul's name for the kind of a plain service (an empty Kind)
@@ -118,6 +127,12 @@ class ConsulSettings:
     kinds: frozenset[str] = frozenset({""})  # Service.Kind values; "" = typical
     max_watches: int = DEFAULT_MAX_WATCHES
     poll_interval: float = DEFAULT_POLL_INTERVAL
+    max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
+
+    @property
+    def limits(self) -> JsonLimits:
+        """What one reply may hold."""
+        return JsonLimits(max_bytes=self.max_response_bytes)
 
     @property
     def base_url(self) -> str:
@@ -171,6 +186,9 @@ def parse_settings(name: str, settings: Mapping[str, Any]) -> ConsulSettings:
         max_watches=_max_watches(reader, max(1, len(datacenters))),
         poll_interval=reader.number(
             "poll_interval", DEFAULT_POLL_INTERVAL, maximum=MAX_WAIT, unit="seconds"
+        ),
+        max_response_bytes=reader.whole(
+            "max_response_bytes", DEFAULT_MAX_RESPONSE_BYTES, minimum=MIN_RESPONSE_BYTES
         ),
     )
 

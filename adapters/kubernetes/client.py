@@ -23,6 +23,12 @@ Contract:
   :data:`CONNECT_RETRY_DELAY` s (a pooled keep-alive connection the server has
   closed), then raises.  Connecting times out after
   :data:`CONNECT_TIMEOUT` seconds, a list page after :data:`LIST_TIMEOUT`.
+* Every answer is bounded before it is parsed (``max_response_bytes``): a list page is
+  read up to that many bytes and a watch event (one line) too, and parsed within the
+  :class:`~registryd.adapter.JsonLimits` of that size, off the event loop when large
+  (:func:`~registryd.adapter.load_json`); an answer over a limit raises
+  :class:`KubernetesError` naming the setting (it would come again: the registry
+  fails).  Error bodies are read up to :data:`MAX_ERROR_BODY` bytes.
 * :meth:`Api.list` reads a resource in pages of :data:`PAGE_SIZE` (``limit`` /
   ``continue``), from the API server's current state (no ``resourceVersion``), and returns
   the items (each passed through an optional ``shrink`` as its page arrives, so a list of
@@ -45,7 +51,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import urllib.parse
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable
@@ -54,10 +59,18 @@ from typing import Any
 
 import aiohttp
 import yaml
+from aiohttp.http_exceptions import LineTooLong
 from kubernetes_asyncio import client as kube_client
 from kubernetes_asyncio import config as kube_config
 
-from registryd.adapter import describe_error
+from registryd.adapter import (
+    JsonLimits,
+    JsonTooLarge,
+    describe_error,
+    load_json,
+    parse_json,
+    read_capped,
+)
 from registryd.ratelimit import TokenBucket
 
 from .objects import ENDPOINT_SLICE, NAMESPACE, NODE, POD, SERVICE
@@ -67,6 +80,7 @@ __all__ = [
     "CONNECT_RETRY_DELAY",
     "CONNECT_TIMEOUT",
     "LIST_TIMEOUT",
+    "MAX_ERROR_BODY",
     "MAX_RETRY_AFTER",
     "MAX_THROTTLED",
     "PAGE_SIZE",
@@ -79,6 +93,7 @@ __all__ = [
     "Resource",
     "TokenBucket",
     "connect",
+    "list_page",
     "redact",
 ]
 
@@ -96,6 +111,9 @@ MAX_RETRY_AFTER = 30.0  # seconds: a longer Retry-After is cut to this
 CONNECT_RETRIES = 1
 CONNECT_RETRY_DELAY = 0.2  # seconds before a failed connection is tried again
 MAX_MESSAGE = 300  # characters of an API server's error message kept
+MAX_ERROR_BODY = 64 * 2**10  # bytes of an error answer read for its message
+CHUNK = 2**16  # bytes read at a time
+DEFAULT_LIMITS = JsonLimits()  # as the default of max_response_bytes
 _RESOURCES = {
     SERVICE: ("services", "/api/v1"),
     ENDPOINT_SLICE: ("endpointslices", "/apis/discovery.k8s.io/v1"),
@@ -251,7 +269,7 @@ async def connect(
         api_client = kube_client.ApiClient(configuration)
     except Exception as exc:
         raise KubernetesError(f"{settings.source}: TLS setup: {_redacted(exc)}") from None
-    return Api(api_client, limiter, sleep=sleep)
+    return Api(api_client, limiter, sleep=sleep, limits=settings.limits)
 
 
 # -- requests ---------------------------------------------------------------------------------
@@ -268,20 +286,34 @@ def _retry_after(response: aiohttp.ClientResponse, default: float) -> float:
 
 async def _error_message(response: aiohttp.ClientResponse) -> str:
     """The API server's ``Status.message`` (or the start of the body)."""
+    chunks = response.content.iter_chunked(CHUNK)
     try:
-        body = await asyncio.wait_for(response.read(), CONNECT_TIMEOUT)
-    except (aiohttp.ClientError, TimeoutError):
+        body = await asyncio.wait_for(read_capped(chunks, MAX_ERROR_BODY), CONNECT_TIMEOUT)
+    except (JsonTooLarge, aiohttp.ClientError, TimeoutError):
         return response.reason or ""
     finally:
         response.release()
     text = body.decode("utf-8", "replace")
     try:
-        data = json.loads(text)
-    except (ValueError, RecursionError):  # not JSON, or nested too deep
+        data = parse_json(body, JsonLimits(max_bytes=MAX_ERROR_BODY))
+    except ValueError:  # not JSON, or over a limit
         data = None
     if isinstance(data, dict) and isinstance(data.get("message"), str):
         text = data["message"]
     return " ".join(text.split())[:MAX_MESSAGE]
+
+
+def list_page(data: Any) -> dict[str, Any]:
+    """``data`` if it is a page of a list (an object whose ``items``, if any, are a
+    list); ValueError otherwise.  Pure."""
+    if not isinstance(data, dict) or not isinstance(data.get("items", []), list | None):
+        raise ValueError("the answer is not a list")
+    return data
+
+
+def _over(exc: JsonTooLarge) -> str:
+    """The message of an answer over a limit, naming the setting behind it."""
+    return str(exc) if exc.limit == "max_depth" else f"{exc} (max_response_bytes)"
 
 
 def _advice(status: int, resource: Resource) -> str:
@@ -299,10 +331,16 @@ class Api:
     """Requests to one API server (see the module docstring)."""
 
     def __init__(
-        self, api_client: Any, limiter: TokenBucket, *, sleep: Sleep = asyncio.sleep
+        self,
+        api_client: Any,
+        limiter: TokenBucket,
+        *,
+        sleep: Sleep = asyncio.sleep,
+        limits: JsonLimits = DEFAULT_LIMITS,
     ) -> None:
         self.api_client = api_client
         self.sleep = sleep
+        self.limits = limits
         self.host = public_host(str(api_client.configuration.host))
         self.limiter = limiter
         self._core = kube_client.CoreV1Api(api_client)
@@ -382,18 +420,20 @@ class Api:
         timeout = aiohttp.ClientTimeout(total=LIST_TIMEOUT, sock_connect=CONNECT_TIMEOUT)
         response = await self._request(resource, "list", timeout, **params)
         try:
-            body = await response.read()
+            body = await read_capped(response.content.iter_chunked(CHUNK), self.limits.max_bytes)
+            data = await load_json(body, self.limits)
+        except JsonTooLarge as exc:
+            raise KubernetesError(f"list {resource} on {self.host}: {_over(exc)}") from None
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             raise KubernetesError(f"list {resource} on {self.host}: {describe_error(exc)}") from exc
+        except ValueError:  # not JSON
+            data = None
         finally:
             response.release()
         try:
-            data = json.loads(body)
-        except (ValueError, RecursionError):  # not JSON, or nested too deep
-            data = None
-        if not isinstance(data, dict) or not isinstance(data.get("items", []), list | None):
-            raise KubernetesError(f"list {resource} on {self.host}: the answer is not a list")
-        return data
+            return list_page(data)
+        except ValueError as exc:
+            raise KubernetesError(f"list {resource} on {self.host}: {exc}") from None
 
     async def list(
         self, resource: Resource, shrink: Callable[[Any], Any] | None = None
@@ -443,23 +483,28 @@ class Api:
         try:
             while True:
                 try:
-                    line = await response.content.readline()
+                    line = await response.content.readline(max_line_length=self.limits.max_bytes)
                 except (aiohttp.ClientError, OSError, TimeoutError) as exc:
                     log.debug(
                         "watch %s on %s dropped: %s", resource, self.host, describe_error(exc)
                     )
                     return
-                except ValueError as exc:  # a line over aiohttp's limit: it would come again
+                except (ValueError, LineTooLong):  # over the limit: it would come again
                     raise KubernetesError(
-                        f"watch {resource} on {self.host}: an event too large ({exc})"
+                        f"watch {resource} on {self.host}: an event larger than "
+                        f"{self.limits.max_bytes} bytes (max_response_bytes)"
                     ) from None
                 if not line:
                     return
                 if not line.strip():
                     continue
                 try:
-                    event = json.loads(line)
-                except (ValueError, RecursionError):  # not JSON, or nested too deep
+                    event = await load_json(line, self.limits)
+                except JsonTooLarge as exc:
+                    raise KubernetesError(
+                        f"watch {resource} on {self.host}: {_over(exc)}"
+                    ) from None
+                except ValueError:  # not JSON
                     raise KubernetesError(
                         f"watch {resource} on {self.host}: not a JSON event: {line[:100]!r}"
                     ) from None

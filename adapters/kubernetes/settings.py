@@ -29,6 +29,9 @@ setting                 default                     meaning
 ``eds_for_headless``    ``PILOT_ENABLE_EDS_FOR_``   true: headless Services are load-
                         ``HEADLESS_SERVICES``,      balanced over their pods (STATIC, EDS)
                         else false                  instead of passed through (NONE)
+``max_response_bytes``  ``16777216`` (16 MiB)       bytes of one list page (500 objects)
+                                                    or one watch event; more fails the
+                                                    list or watch (at least 1024)
 ======================  ==========================  =====================================
 
 The istiod-style flags ``--kubeconfig``, ``--kubernetesApiQPS`` and
@@ -54,13 +57,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from registryd.adapter import AdapterContext
+from registryd.adapter import AdapterContext, JsonLimits
 from registryd.settings import DNS_LABEL, SettingsReader
 
 from .selector import Selector, parse_selector
 
 __all__ = [
     "DEFAULT_BURST",
+    "DEFAULT_MAX_RESPONSE_BYTES",
     "DEFAULT_QPS",
     "EDS_FOR_HEADLESS_ENV",
     "SETTINGS",
@@ -78,12 +82,15 @@ SETTINGS = (
     "burst",
     "domain",
     "eds_for_headless",
+    "max_response_bytes",
 )
 EDS_FOR_HEADLESS_ENV = "PILOT_ENABLE_EDS_FOR_HEADLESS_SERVICES"
 _GO_TRUE = frozenset({"1", "t", "T", "TRUE", "true", "True"})  # strconv.ParseBool
 _GO_FALSE = frozenset({"0", "f", "F", "FALSE", "false", "False"})
 DEFAULT_QPS = 80.0
 DEFAULT_BURST = 160
+DEFAULT_MAX_RESPONSE_BYTES = 16 * 2**20  # a page of 500 Pods takes a few MB
+MIN_RESPONSE_BYTES = 1024
 MAX_QPS = 100_000.0
 IN_CLUSTER_ENV = ("KUBERNETES_SERVICE_HOST", "KUBERNETES_SERVICE_PORT")
 _DNS_LABEL = r"[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?"
@@ -105,6 +112,12 @@ class KubernetesSettings:
     burst: int = DEFAULT_BURST
     domain: str = "cluster.local"
     eds_for_headless: bool = False
+    max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
+
+    @property
+    def limits(self) -> JsonLimits:
+        """What one answer (a list page, a watch event) may hold."""
+        return JsonLimits(max_bytes=self.max_response_bytes)
 
     @property
     def source(self) -> str:
@@ -140,6 +153,9 @@ def parse_settings(
         burst=reader.whole("burst", DEFAULT_BURST),
         domain=_domain(reader, context.domain),
         eds_for_headless=_eds_for_headless(reader, environ),
+        max_response_bytes=reader.whole(
+            "max_response_bytes", DEFAULT_MAX_RESPONSE_BYTES, minimum=MIN_RESPONSE_BYTES
+        ),
     )
 
 

@@ -3,22 +3,26 @@
 Contract (see :mod:`registryd.adapter`):
 
 * Every ``poll_interval`` seconds (±10 % jitter) ``watch()`` lists the services of each
-  configured group of the namespace (``GET /nacos/v1/ns/service/list``, page by page)
-  and reads each one's instances (``GET /nacos/v1/ns/instance/list``, at most
-  :data:`CONCURRENCY` at a time).  The first poll of every ``watch()`` yields a
-  :class:`~registryd.adapter.Replace` with the full state and a
-  :class:`~registryd.adapter.Problems`; later polls yield one ``Upsert``/``Delete`` per
-  hostname that changed, then a new ``Problems`` when it changed.
+  configured group of the namespace (``GET /nacos/v1/ns/service/list``, page by page,
+  at most ``max_services`` in all) and reads each one's instances
+  (``GET /nacos/v1/ns/instance/list``, at most :data:`CONCURRENCY` at a time, each
+  within ``request_timeout``: a slow service delays a poll by that much at most).  The
+  first poll of every ``watch()`` yields a :class:`~registryd.adapter.Replace` with the
+  full state and a :class:`~registryd.adapter.Problems`; later polls yield one
+  ``Upsert``/``Delete`` per hostname that changed, then a new ``Problems`` when it
+  changed.
 * Change detection: an instance list whose ``checksum`` (or, when the server sends an
   empty one, whose ``hosts``) equals the last one converted is not converted again.
 * One service's failure (an HTTP error status, an answer that is not an instance list,
-  a hostname that is not a DNS name, any exception while converting its answer) is
-  that service's alone: it keeps its last good endpoints (none if it never had any),
-  the error shows in the ``Problems`` under its source ``<group>@@<service>``, and the
-  next poll tries again.
-* A failed service listing, no server answering, or a refused login makes ``watch()``
-  raise :class:`~.client.NacosError`; the supervisor keeps the last good state served
-  and restarts it with backoff.  The HTTP session is closed in ``finally``.
+  one over ``max_response_bytes`` or not whole within ``request_timeout``, a hostname
+  that is not a DNS name, any exception while converting its answer) is that
+  service's alone: it keeps its last good endpoints (none if it never had any), the
+  error shows in the ``Problems`` under its source ``<group>@@<service>``, and the next
+  poll tries again.
+* A failed service listing (more than ``max_services`` services included), no server
+  answering, or a refused login makes ``watch()`` raise (:class:`~.client.NacosError`,
+  :class:`~.client.QueryError`); the supervisor keeps the last good state served and
+  restarts it with backoff.  The HTTP session is closed in ``finally``.
 
 Hostnames and the mapping: :mod:`.convert`.  Settings: :mod:`.settings`.
 """
@@ -121,7 +125,10 @@ class _Poller:
         self._slots = asyncio.Semaphore(CONCURRENCY)
 
     async def poll(self) -> Snapshot:
-        names = [(g, s) for g in self.settings.groups for s in await self.client.service_names(g)]
+        names: list[tuple[str, str]] = []
+        for group in self.settings.groups:
+            budget = self.settings.max_services - len(names)
+            names.extend((group, name) for name in await self.client.service_names(group, budget))
         try:
             async with asyncio.TaskGroup() as tasks:
                 reads = {key: tasks.create_task(self._read(*key)) for key in names}
@@ -207,7 +214,8 @@ class NacosAdapter:
     async def watch(self) -> AsyncIterator[Update]:
         settings = self.settings
         limiter = TokenBucket(settings.max_qps, max(1, int(settings.max_qps)))
-        timeout = aiohttp.ClientTimeout(total=settings.timeout)
+        # connecting and any silence; each call's whole deadline is request_timeout
+        timeout = aiohttp.ClientTimeout(connect=settings.timeout, sock_read=settings.timeout)
         async with aiohttp.ClientSession(timeout=timeout) as session:
             poller = _Poller(settings, NacosClient(settings, session, limiter))
             polls = _Polls(await poller.poll())

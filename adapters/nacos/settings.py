@@ -13,9 +13,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from registryd.adapter import JsonLimits
 from registryd.settings import SettingsReader
 
-__all__ = ["DEFAULT_HOSTNAME", "KNOWN", "NacosSettings", "parse_settings"]
+__all__ = [
+    "DEFAULT_HOSTNAME",
+    "DEFAULT_MAX_RESPONSE_BYTES",
+    "DEFAULT_MAX_SERVICES",
+    "KNOWN",
+    "NacosSettings",
+    "parse_settings",
+]
 
 DEFAULT_HOSTNAME = "{service}.{group}.{namespace}.nacos"
 KNOWN = (
@@ -31,7 +39,13 @@ KNOWN = (
     "max_qps",
     "zone_from",
     "weight_scale",
+    "max_response_bytes",
+    "max_services",
+    "request_timeout",
 )
+DEFAULT_MAX_RESPONSE_BYTES = 16 * 2**20  # 10,000 instances take about 3 MB
+MIN_RESPONSE_BYTES = 1024
+DEFAULT_MAX_SERVICES = 10_000
 _ADDRESS = re.compile(r"(?:(https?)://)?([A-Za-z0-9.\-]+|\[[0-9A-Fa-f:.]+\]):(\d{1,5})/?")
 _GROUP = re.compile(r"[A-Za-z0-9_.:\-]{1,128}")  # Nacos' group name characters
 _NAMESPACE = re.compile(r"[A-Za-z0-9_\-]{1,128}")
@@ -44,7 +58,13 @@ class NacosSettings:
     order; ``zone_from`` is ``clusterName``, ``metadata:<key>`` or ``none``;
     ``weight_scale`` multiplies Nacos' float weights before they are rounded to Envoy's
     integers (1: as Nacos' own mesh integration; 100 keeps two decimals, but then a
-    default instance weighs 100 times a default endpoint of another registry)."""
+    default instance weighs 100 times a default endpoint of another registry).
+
+    Bounds: every answer is read up to ``max_response_bytes`` (and parsed within
+    :class:`~registryd.adapter.JsonLimits` of that size); the listing of the groups may
+    name at most ``max_services`` services; every call (one page of the listing, one
+    service's instance list) must be answered whole within ``request_timeout`` seconds,
+    while ``timeout`` bounds connecting and any silence of a server."""
 
     servers: tuple[str, ...]
     namespace: str = "public"
@@ -58,6 +78,14 @@ class NacosSettings:
     max_qps: float = 100.0
     zone_from: str = "clusterName"
     weight_scale: float = 1.0
+    max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
+    max_services: int = DEFAULT_MAX_SERVICES
+    request_timeout: float = 10.0
+
+    @property
+    def limits(self) -> JsonLimits:
+        """What one answer may hold."""
+        return JsonLimits(max_bytes=self.max_response_bytes)
 
 
 def _servers(reader: SettingsReader) -> tuple[str, ...]:
@@ -121,4 +149,9 @@ def parse_settings(name: str, settings: Mapping[str, Any]) -> NacosSettings:
         max_qps=reader.number("max_qps", 100.0, unit="requests a second"),
         zone_from=_zone_from(reader),
         weight_scale=reader.number("weight_scale", 1.0, maximum=10000),
+        max_response_bytes=reader.whole(
+            "max_response_bytes", DEFAULT_MAX_RESPONSE_BYTES, minimum=MIN_RESPONSE_BYTES
+        ),
+        max_services=reader.whole("max_services", DEFAULT_MAX_SERVICES),
+        request_timeout=reader.number("request_timeout", 10.0, maximum=300, unit="seconds"),
     )

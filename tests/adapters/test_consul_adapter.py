@@ -272,6 +272,7 @@ def test_settings_defaults() -> None:
     assert settings.verify and settings.warning_is_healthy and not settings.stale
     assert settings.kinds == frozenset({""})  # typical services only
     assert (settings.max_watches, settings.poll_interval) == (150, 15.0)
+    assert settings.max_response_bytes == 16 * 2**20
 
 
 def test_settings_kinds() -> None:
@@ -345,6 +346,7 @@ def test_settings_wait_and_datacenters() -> None:
         ({"max_watches": 1}, "'max_watches' must leave room for service watches"),
         ({"max_watches": 2, "datacenters": ["a", "b"]}, "beside the 2 catalog watch(es)"),
         ({"max_watches": 0}, "'max_watches' must be a whole number >= 1"),
+        ({"max_response_bytes": 100}, "'max_response_bytes' must be a whole number >= 1024"),
         ({"poll_interval": 0}, "'poll_interval' must be > 0"),
     ],
 )

@@ -352,3 +352,32 @@ async def test_the_agent_going_away_while_a_service_retries_fails_the_registry(
     gate.release()  # whichever query notices first, the registry fails
     error = await feed.error()
     assert isinstance(error, ConsulError) and not isinstance(error, ServiceQueryError)
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ("[" + "{}," * 3000 + "{}]", "the answer is larger than 8192 bytes (max_response_bytes)"),
+        (
+            "[" + "{}," * 1000 + "{}]",
+            "the answer holds more than 512 objects and arrays (1002) (max_response_bytes)",
+        ),
+        ("[" * 100 + "]" * 100, "the answer is nested deeper than 64 levels"),
+    ],
+    ids=["bytes", "items", "depth"],
+)
+async def test_a_reply_over_the_limits_is_that_services_error_naming_the_limit(
+    agent: Agent, feeds: Callable[..., Feed], body: str, message: str
+) -> None:
+    await agent.register("a")
+    await agent.register("b", node="n2", address="10.0.0.2")
+    b = agent.name("b")
+    agent.emulator.fail_service(b, 200, body=body)
+    feed = feeds(adapter(agent, Gate(), max_response_bytes=8192), agent.prefix)
+    replace = await feed.replace()
+    assert [s.hostname for s in replace.services] == [agent.host("a")]
+    problems = await feed.next()
+    assert isinstance(problems, Problems)
+    assert problems.errors[b] == (
+        f"{b}: GET /v1/health/service/{b}: ConsulError: {message}; serving no endpoints yet"
+    )

@@ -801,3 +801,33 @@ def _rmtree(path: Path) -> None:
     import shutil
 
     shutil.rmtree(path, ignore_errors=True)
+
+
+# -- answers bounded before they are parsed ----------------------------------------------------
+
+
+async def test_a_list_page_over_max_response_bytes_fails_the_registry_naming_it(
+    kube: KubeEmulator, tmp_path: Path, feeds: list[Feed]
+) -> None:
+    for i in range(20):  # about 8 KB of Services
+        kube.apply(svc(f"web{i}", ip=f"10.96.0.{i + 10}"))
+    feed = start(feeds, make(kube, tmp_path, max_response_bytes=4096))
+    error = await feed.error()
+    assert isinstance(error, KubernetesError)
+    assert str(error).endswith(": the answer is larger than 4096 bytes (max_response_bytes)")
+    assert str(error).startswith("list /api/v1/services on ")
+
+
+async def test_a_watch_event_over_max_response_bytes_fails_the_watch_naming_it(
+    kube: KubeEmulator, tmp_path: Path, feeds: list[Feed]
+) -> None:
+    kube.apply(svc())
+    feed = start(feeds, make(kube, tmp_path, max_response_bytes=4096))
+    await feed.synced()
+    big = svc("big", ip="10.96.0.99")
+    big["metadata"]["annotations"] = {"note": "x" * 5000}
+    kube.apply(big)
+    error = await feed.error()
+    assert isinstance(error, KubernetesError)
+    assert str(error).startswith("watch /api/v1/services on ")
+    assert str(error).endswith(": an event larger than 4096 bytes (max_response_bytes)")

@@ -842,6 +842,7 @@ def test_settings_defaults(kubeconfig: Path) -> None:
     assert settings.namespace_selector is None
     assert (settings.qps, settings.burst) == (80.0, 160)  # istiod's flag defaults
     assert settings.domain == "corp.example"  # --domain, from the context
+    assert settings.max_response_bytes == 16 * 2**20
 
 
 def test_settings_given(kubeconfig: Path) -> None:
@@ -896,6 +897,8 @@ def test_settings_in_cluster_needs_the_pod_environment() -> None:
         ({"burst": 0}, "burst"),
         ({"burst": 1.5}, "burst"),
         ({"domain": "not a domain"}, "domain"),
+        ({"max_response_bytes": 512}, "'max_response_bytes' must be a whole number >= 1024"),
+        ({"max_response_bytes": 1.5e6}, "'max_response_bytes' must be a whole number"),
     ],
 )
 def test_bad_settings_name_the_registry(

@@ -1,20 +1,27 @@
 """The Nacos adapter against the Nacos emulator: full state, increments, one failing
-service, outages, failover, login and paging.  Polls are driven by an injected sleep, so
+service, outages, failover, login and paging, and hostile servers (huge, deep or endless
+answers, a service that drips its answer).  Polls are driven by an injected sleep, so
 "a poll changed nothing" is checked after that poll has run, not after a wait."""
 
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
+from registryd import jsonbound
 from registryd.adapter import AdapterContext, Delete, Problems, Replace, Update, Upsert
 from registryd.adapters.nacos import NacosAdapter
 from registryd.adapters.nacos import adapter as nacos_adapter
-from registryd.adapters.nacos import client as nacos_client
-from registryd.adapters.nacos.client import NacosError, NacosUnavailable
+from registryd.adapters.nacos.client import (
+    NacosError,
+    NacosUnavailable,
+    QueryError,
+    TooManyServices,
+)
 from registryd.model import Health
 from tests.adapters.feed import Feed
 from tests.emulators.nacos import NacosEmulator
@@ -185,19 +192,21 @@ async def test_any_exception_converting_one_service_is_that_services_error(
 
 
 async def test_json_nested_too_deep_or_a_body_too_large_is_that_services_error(
-    nacos: NacosEmulator, feeds: list[Feed], monkeypatch: pytest.MonkeyPatch
+    nacos: NacosEmulator, feeds: list[Feed]
 ) -> None:
-    monkeypatch.setattr(nacos_client, "MAX_BODY", 4096)
     for i in range(40):  # about 9 KB of instance list
         nacos.register("big", f"10.0.1.{i}", 8080, metadata={"protocol": "http"})
     nacos.register("stock", "10.0.0.2", 7000)
     nacos.register("deep", "10.0.0.3", 7000)
-    nacos.fail_service("deep", 200, body="[" * 2000 + "]" * 2000)  # under MAX_BODY
-    _, replace, problems = await start(feeds, adapter(nacos.address))
+    nacos.fail_service("deep", 200, body="[" * 100 + "]" * 100)  # under the other limits
+    _, replace, problems = await start(feeds, adapter(nacos.address, max_response_bytes=4096))
     assert [s.hostname for s in replace.services] == ["stock.default-group.public.nacos"]
-    assert "larger than 4096 bytes" in problems.errors["DEFAULT_GROUP@@big"]
-    assert "not JSON" in problems.errors["DEFAULT_GROUP@@deep"]
-    assert len(problems.errors["DEFAULT_GROUP@@deep"]) < 300
+    assert problems.errors["DEFAULT_GROUP@@big"] == (
+        "/nacos/v1/ns/instance/list: the answer is larger than 4096 bytes (max_response_bytes)"
+    )
+    assert problems.errors["DEFAULT_GROUP@@deep"] == (
+        "/nacos/v1/ns/instance/list: the answer is nested deeper than 64 levels"
+    )
 
 
 async def test_a_service_failing_from_the_start_does_not_hold_back_the_full_state(
@@ -304,3 +313,133 @@ async def test_a_service_that_recovers_unchanged_clears_its_error(
     nacos.fail_service("orders", None)
     await ticker.poll()
     assert queued(feed) == [Problems()]
+
+
+# -- hostile servers: every answer bounded, a slow service is that service's problem --
+
+
+async def test_a_body_of_millions_of_empty_objects_is_refused_before_it_is_parsed(
+    nacos: NacosEmulator, feeds: list[Feed], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    parsed: list[int] = []
+    real = jsonbound.json.loads
+    monkeypatch.setattr(
+        jsonbound.json, "loads", lambda text: parsed.append(len(text)) or real(text)
+    )
+    nacos.register("orders", "10.0.0.1", 8080)
+    nacos.register("empty", "10.0.0.2", 8080)
+    body = "[" + "{}," * 300_000 + "{}]"  # 900 KB: under the byte limit, 300,002 items
+    nacos.fail_service("empty", 200, body=body)
+    _, replace, problems = await start(feeds, adapter(nacos.address, max_response_bytes=2**20))
+    assert [s.hostname for s in replace.services] == [ORDERS]
+    assert problems.errors == {
+        "DEFAULT_GROUP@@empty": "/nacos/v1/ns/instance/list: the answer holds more than 65536 "
+        "objects and arrays (300002) (max_response_bytes)"
+    }
+    assert len(body) not in parsed  # refused before json.loads saw it
+
+
+async def test_large_answers_are_parsed_off_the_event_loop(
+    nacos: NacosEmulator, feeds: list[Feed], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    threads: list[tuple[bool, bool]] = []  # (large, on the main thread) per parse
+    real = jsonbound.parse_json
+
+    def parse(body: Any, limits: Any) -> Any:
+        on_main = threading.current_thread() is threading.main_thread()
+        threads.append((len(body) > jsonbound.INLINE_BYTES, on_main))
+        return real(body, limits)
+
+    monkeypatch.setattr(jsonbound, "parse_json", parse)
+    for i in range(600):  # about 150 KB of instance list
+        nacos.register("big", f"10.0.{i // 200}.{i % 200}", 8080)
+    _, replace, _ = await start(feeds, adapter(nacos.address))
+    assert len(replace.endpoints) == 600
+    assert (True, False) in threads  # the instance list
+    assert (True, True) not in threads and (False, True) in threads  # small: on the loop
+
+
+async def test_an_endless_service_list_is_the_registrys_error_naming_max_services(
+    nacos: NacosEmulator, feeds: list[Feed]
+) -> None:
+    nacos.endless_list = True
+    feed = Feed(adapter(nacos.address, max_services=50, page_size=10))
+    feeds.append(feed)
+    error = await feed.error()
+    assert isinstance(error, TooManyServices) and isinstance(error, NacosError)
+    assert str(error) == (
+        "/nacos/v1/ns/service/list: the groups list 60 services (up to group "
+        "'DEFAULT_GROUP'), more than max_services (50); listing stopped"
+    )
+    pages = [r.params["pageNo"] for r in nacos.requests if r.path.endswith("/service/list")]
+    assert pages == ["1", "2", "3", "4", "5"]  # paging stopped at the limit
+    assert not any(r.path.endswith("/instance/list") for r in nacos.requests)
+
+
+async def test_max_services_counts_the_services_of_every_group(
+    nacos: NacosEmulator, feeds: list[Feed]
+) -> None:
+    nacos.register("orders", "10.0.0.1", 8080)
+    nacos.register("stock", "10.0.0.2", 8080)
+    nacos.register("pay", "10.0.0.3", 8080, group="PAY")
+    groups = ["DEFAULT_GROUP", "PAY"]
+    _, replace, _ = await start(feeds, adapter(nacos.address, groups=groups, max_services=3))
+    assert len(replace.services) == 3
+    feed = Feed(adapter(nacos.address, groups=groups, max_services=2))
+    feeds.append(feed)
+    error = await feed.error()
+    assert isinstance(error, TooManyServices) and "list 3 services (up to group 'PAY')" in str(
+        error
+    )
+
+
+@pytest.mark.parametrize(
+    ("interval", "settings", "error"),
+    [
+        (0.02, {"request_timeout": 0.3}, "no whole answer within 0.3s (request_timeout)"),
+        (30.0, {"timeout": 0.2}, "the answer broke off: timed out"),
+    ],
+    ids=["dripping", "stalled"],
+)
+async def test_a_slow_service_keeps_its_endpoints_and_holds_back_no_other_change(
+    nacos: NacosEmulator,
+    feeds: list[Feed],
+    interval: float,
+    settings: dict[str, float],
+    error: str,
+) -> None:
+    ticker = Ticker()
+    nacos.register("orders", "10.0.0.1", 8080)
+    nacos.register("slow", "10.0.0.2", 8080)
+    feed, replace, _ = await start(feeds, adapter(nacos.address, ticker, **settings))
+    assert len(replace.services) == 2
+    await ticker.idle()
+
+    nacos.drip_service("slow", interval)
+    nacos.register("slow", "10.0.0.3", 8080)  # not seen while it drips
+    nacos.register("orders", "10.0.0.4", 8080)
+    await ticker.poll()
+    orders, problems = queued(feed)  # no Delete of slow: it keeps its endpoints
+    assert isinstance(orders, Upsert) and orders.service.hostname == ORDERS
+    assert len(orders.endpoints) == 2
+    assert problems == Problems(
+        errors={"DEFAULT_GROUP@@slow": f"/nacos/v1/ns/instance/list: {error}"}
+    )
+
+    nacos.drip_service("slow", None)
+    await ticker.poll()
+    slow, cleared = queued(feed)
+    assert isinstance(slow, Upsert) and len(slow.endpoints) == 2
+    assert cleared == Problems()
+
+
+async def test_a_slow_service_list_is_the_registrys_error(
+    nacos: NacosEmulator, feeds: list[Feed]
+) -> None:
+    nacos.register("orders", "10.0.0.1", 8080)
+    nacos.silent_list = True
+    feed = Feed(adapter(nacos.address, request_timeout=0.2))
+    feeds.append(feed)
+    error = await feed.error()
+    assert isinstance(error, QueryError)
+    assert str(error) == "/nacos/v1/ns/service/list: no whole answer within 0.2s (request_timeout)"

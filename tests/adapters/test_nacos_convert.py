@@ -182,6 +182,8 @@ def test_settings_defaults_and_several_servers() -> None:
     assert (settings.poll_interval, settings.zone_from) == (2.0, "clusterName")
     assert settings.weight_scale == 1.0
     assert settings.hostname_template == "{service}.{group}.{namespace}.nacos"
+    assert (settings.max_response_bytes, settings.max_services) == (16 * 2**20, 10_000)
+    assert (settings.timeout, settings.request_timeout) == (5.0, 10.0)
     listed = parse_settings("n", {"server_addr": ["a:1", "b:2"], "groups": ["G1", "G_2"]})
     assert listed.servers == ("http://a:1", "http://b:2") and listed.groups == ("G1", "G_2")
 
@@ -200,6 +202,12 @@ def test_settings_defaults_and_several_servers() -> None:
         ({"server_addr": "a:1", "weight_scale": "x"}, "'weight_scale' must be a number"),
         ({"server_addr": "a:1", "username": "u"}, "go together"),
         ({"server_addr": "a:1", "bogus": 1}, "unknown settings"),
+        ({"server_addr": "a:1", "max_response_bytes": 1000}, "'max_response_bytes' must be a"),
+        ({"server_addr": "a:1", "max_response_bytes": "16Mi"}, "'max_response_bytes' must be"),
+        ({"server_addr": "a:1", "max_services": 0}, "'max_services' must be a whole"),
+        ({"server_addr": "a:1", "max_services": True}, "'max_services' must be a whole"),
+        ({"server_addr": "a:1", "request_timeout": 0}, "'request_timeout' must be > 0"),
+        ({"server_addr": "a:1", "request_timeout": 301}, "'request_timeout' must be > 0"),
     ],
 )
 def test_bad_settings_name_the_registry_and_the_setting(

@@ -30,9 +30,13 @@ query parameter, else 403 ``token invalid!`` (or ``user not found!`` without one
 
 Knobs for tests: :meth:`register` / :meth:`deregister` / :meth:`remove_service` change
 the state; :meth:`fail_service` makes one service's instance reads answer an error status
-(``status=200`` with a body that is not JSON); :meth:`expire_tokens` revokes every token;
-:meth:`stop` / :meth:`start` (the server goes away and comes back on the same port).
-Every request is recorded in :attr:`requests`.
+(``status=200`` with a body that is not JSON, or any hostile body: millions of ``{}``,
+JSON nested thousands deep); :meth:`drip_service` makes them answer at once but send the
+body one byte at a time; :attr:`endless_list` makes ``service/list`` answer every page
+full of new names and a ``count`` one page further, forever, and :attr:`silent_list`
+makes it never answer at all; :meth:`expire_tokens`
+revokes every token; :meth:`stop` / :meth:`start` (the server goes away and comes back
+on the same port).  Every request is recorded in :attr:`requests`.
 
 Not covered: registration over HTTP, heartbeats and health checks (health changes only
 through :meth:`register`), clusters filtering, protect threshold, v2 API, gRPC.
@@ -40,6 +44,7 @@ through :meth:`register`), clusters filtering, protect threshold, v2 API, gRPC.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import secrets
@@ -78,9 +83,12 @@ class NacosEmulator(LoopbackServer):
         self.auth = auth
         self.tokens: set[str] = set()
         self.empty_checksum = False
+        self.endless_list = False
+        self.silent_list = False
         self.requests: list[Request] = []
         self._services: dict[tuple[str, str, str], _Service] = {}  # (ns, group, name)
         self._failing: dict[str, tuple[int, str]] = {}  # "<group>@@<name>" -> status, body
+        self._dripping: dict[str, float] = {}  # "<group>@@<name>" -> seconds per byte
 
     # -- state ---------------------------------------------------------------------------
     def register(
@@ -154,6 +162,16 @@ class NacosEmulator(LoopbackServer):
         else:
             self._failing[f"{group}@@{service}"] = (status, body)
 
+    def drip_service(
+        self, service: str, interval: float | None = 0.05, *, group: str = DEFAULT_GROUP
+    ) -> None:
+        """Instance reads of one service answer 200 and their headers at once, then the
+        body one byte every ``interval`` seconds (None: normal again)."""
+        if interval is None:
+            self._dripping.pop(f"{group}@@{service}", None)
+        else:
+            self._dripping[f"{group}@@{service}"] = interval
+
     def expire_tokens(self) -> None:
         self.tokens.clear()
 
@@ -191,11 +209,16 @@ class NacosEmulator(LoopbackServer):
             return web.Response(status=400, text="Required parameter 'pageNo' is not present")
         namespace = query.get("namespaceId") or PUBLIC
         group = query.get("groupName") or DEFAULT_GROUP
+        if self.silent_list:
+            await asyncio.Event().wait()  # until the client gives up (or stop())
+        if self.endless_list:
+            doms = [f"endless-{page}-{i}" for i in range(size)]
+            return web.json_response({"count": (page + 1) * size, "doms": doms})
         names = sorted(n for (ns, g, n) in self._services if ns == namespace and g == group)
         start = max(0, (page - 1) * size)
         return web.json_response({"count": len(names), "doms": names[start : start + size]})
 
-    async def _instance_list(self, request: web.Request) -> web.Response:
+    async def _instance_list(self, request: web.Request) -> web.StreamResponse:
         query = request.query
         name = query.get("serviceName")
         if not name:
@@ -225,4 +248,17 @@ class NacosEmulator(LoopbackServer):
             "reachProtectionThreshold": False,
             "valid": True,
         }
+        if grouped in self._dripping:
+            return await self._drip(request, json.dumps(body).encode(), self._dripping[grouped])
         return web.json_response(body)
+
+    @staticmethod
+    async def _drip(request: web.Request, body: bytes, interval: float) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        response.content_length = len(body)
+        await response.prepare(request)
+        for index in range(len(body)):
+            await asyncio.sleep(interval)
+            await response.write(body[index : index + 1])
+        await response.write_eof()
+        return response
