@@ -137,7 +137,10 @@ class App:
         self.streams: Streams = LocalStreams(self.xds, self.tracker)
         if self.settings.xds_workers > 1:
             self.pool = WorkerPool(
-                self.settings.xds_workers, self._worker_template(), health=self.health
+                self.settings.xds_workers,
+                self._worker_template(),
+                health=self.health,
+                heartbeat_timeout=self.settings.xds_worker_heartbeat_timeout,
             )
             self.streams = self.pool
         self.push = PushController(
@@ -202,16 +205,18 @@ class App:
         )
 
     def not_ready(self) -> list[str]:
-        """Why the daemon is not ready yet; empty once every registry synced and the
-        state was pushed (then it stays ready)."""
+        """Why the daemon is not ready: before every registry synced and the state was
+        pushed (once both happened, never again), and while an xDS worker does not
+        answer (it is handed new connections but serves none, until it is replaced)."""
+        hung = self.streams.unresponsive()
         if self._ready_once:
-            return []
+            return hung
         reasons = [f"registry {k} has not synced" for k in self.store.not_synced()]
         if not reasons and self.push.snapshot.version == 0 and self.store.view.version > 0:
             reasons.append("first push pending")
         if not reasons:
             self._ready_once = True
-        return reasons
+        return reasons + hung
 
     def addresses(self) -> list[tuple[str, Address]]:
         """(flag, address) of every address :meth:`start` listens on."""

@@ -135,6 +135,12 @@ def _parser() -> argparse.ArgumentParser:
         "one per CPU this process may use (affinity and container CPU quota)",
     )
     d.add_argument(
+        "--xdsWorkerHeartbeatTimeout",
+        default="5s",
+        help="an xDS worker process that does not answer its heartbeat for this long "
+        "(stopped, deadlocked) is killed and started again; 0: never",
+    )
+    d.add_argument(
         "--gcFreeze",
         type=_parse_bool,
         nargs="?",
@@ -363,6 +369,9 @@ def _settings(args: argparse.Namespace, environ: Mapping[str, str]) -> Settings:
         allow_remote_log_level=args.allowRemoteLogLevel,
         max_unknown_names=args.xdsMaxUnknownNames,
         xds_workers=args.xdsWorkers or cpu_count(),
+        xds_worker_heartbeat_timeout=parse_duration(
+            "--xdsWorkerHeartbeatTimeout", args.xdsWorkerHeartbeatTimeout
+        ),
         gc_freeze=args.gcFreeze,
         push_throttle=push_throttle,
         max_requests_per_second=max_requests,

@@ -350,6 +350,7 @@ class Settings:
     allow_remote_log_level: bool = False
     max_unknown_names: int = 10000  # per type per stream; 0: no limit
     xds_workers: int = 1  # processes serving xDS; 1: this process (the CLI: one per CPU)
+    xds_worker_heartbeat_timeout: float | None = 5.0  # silent this long: killed; None: never
     gc_freeze: bool = True  # registryd.gcpolicy.FreezePolicy in every process
     # concurrent pushes, and new xDS streams a second (burst 1); istiod's defaults
     push_throttle: int = field(default_factory=lambda: auto_limit(cpu_count()))

@@ -29,7 +29,11 @@ from registryd.web import views
 from registryd.web.logging_api import logging_routes
 from registryd.web.streams import Streams
 
-__all__ = ["ENDPOINTS", "DebugSources", "make_app"]
+__all__ = ["ENDPOINTS", "MISSING_HEADER", "DebugSources", "make_app"]
+
+MISSING_HEADER = "X-Registryd-Unanswered"
+"""Set on a listing (``connections``, ``adsz``, ``syncz``) that leaves out the
+connections of a process that does not answer: which, and for how long."""
 
 # path -> description, in the order of the /debug index
 ENDPOINTS: Mapping[str, str] = {
@@ -47,7 +51,8 @@ ENDPOINTS: Mapping[str, str] = {
     "(?proxyID=, ?limit=)",
     "/debug/logging": "log scopes and levels; PUT /debug/logging/<scope> from localhost",
     "/debug/list": "this list as JSON",
-    "/ready": "200 once every registry has synced, 503 (saying which has not) before",
+    "/ready": "200 once every registry has synced, 503 (saying which has not) before; "
+    "503 too while an xDS worker does not answer",
     "/healthz": "liveness",
     "/metrics": "Prometheus metrics",
 }
@@ -128,7 +133,11 @@ def make_app(src: DebugSources) -> web.Application:
 
     async def streams(r: web.Request, view: str, verbose: bool = False) -> web.Response:
         found = await src.streams.listing(view, q(r, "proxyID"), verbose)
-        return _json([item for _, item in found])
+        response = _json([item for _, item in found])
+        silent = src.streams.unresponsive()
+        if silent:  # their connections are not in the list: say so beside it
+            response.headers[MISSING_HEADER] = "; ".join(silent)
+        return response
 
     async def adsz(r: web.Request) -> web.Response:
         return await streams(r, "adsz", q(r, "verbose").lower() in ("1", "true"))

@@ -64,6 +64,11 @@ class Streams(Protocol):
         """Metrics of the streams not already in the daemon's own registry."""
         ...
 
+    def unresponsive(self) -> list[str]:
+        """The serving processes that do not answer now (a hung xDS worker), one
+        sentence each: the listings and metrics leave them out, ``/ready`` names them."""
+        ...
+
 
 class LocalStreams:
     """The streams of one xDS server.  ``metrics``: the metrics to report through
@@ -111,6 +116,9 @@ class LocalStreams:
 
     async def metric_families(self) -> list[Metric]:
         return [] if self._metrics is None else list(self._metrics.registry.collect())
+
+    def unresponsive(self) -> list[str]:
+        return []  # this process answers, or nothing does
 
 
 def merge_listings(parts: Iterable[Listing]) -> Listing:

@@ -6,9 +6,11 @@ trusted like the program's own memory; its size is still bounded (:data:`MAX_MES
 so a corrupted length cannot make a process allocate without limit.
 
 Main process to worker: :class:`WorkerConfig` (first), then ``("snapshot", Shipment,
-announced)``, ``("call", id, method, args)`` and ``("log_level", scope, level)``.
-Worker to main process: ``("ready", grpc_port, secure_grpc_port)`` once it listens,
-then ``("reply", id, ok, value)`` per call.
+announced)``, ``("call", id, method, args)``, ``("log_level", scope, level)`` and
+``("ping", number)`` (the heartbeat, :mod:`registryd.xds.heartbeat`).  Worker to main
+process: ``("ready", grpc_port, secure_grpc_port)`` once it listens, then ``("reply",
+id, ok, value)`` per call and ``("pong", number)`` per ping, each in the order of the
+messages it answers.
 """
 
 from __future__ import annotations

@@ -18,9 +18,19 @@ Contract:
   backoff (the supervisor's, reset after a minute up); its clients reconnect, to any
   worker, and are served the current state.  Nothing else is disturbed: the other
   workers' streams stay open.
+* A worker that is alive but does not answer (stopped, deadlocked, stuck) is found by
+  its heartbeat (:mod:`registryd.xds.heartbeat`): pinged every ``heartbeat_timeout / 5``
+  seconds, once silent for ``heartbeat_timeout`` (plus a second per 4 MiB of snapshots
+  it has yet to apply) it is killed with SIGKILL (a stopped process dies too), logged at
+  error with its pid and how long it was silent, and then handled as any worker that
+  died.  While it is *late* (two pings unanswered, not yet killed)
+  :meth:`WorkerPool.unresponsive` names it (``/ready`` answers 503) and
+  ``registryd_xds_workers{state="hung"}`` counts it.
 * As a :class:`registryd.web.streams.Streams`, the pool asks every running worker and
-  merges their answers, so the debug endpoints and metrics show one daemon.  A worker
-  that does not answer within ``call_timeout`` is left out of that answer (logged).
+  merges their answers, so the debug endpoints and metrics show one daemon.  A late
+  worker is not asked; the others get ``call_timeout`` seconds.  A worker that gives no
+  answer is left out of it (logged unless late); :meth:`WorkerPool.unresponsive` names
+  the late ones, which the debug endpoints report beside a listing without them.
 * Counters and histograms never go down: the pool keeps each worker's last answered
   cumulative families; those of a worker that ended are added to the daemon's totals
   for good, and a worker that does not answer counts with its last answer.
@@ -31,6 +41,7 @@ Contract:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import math
@@ -50,6 +61,7 @@ from registryd.metrics import merge_families
 from registryd.supervisor import BACKOFF, STABLE_AFTER, TaskHealth
 from registryd.web.streams import Listing, merge_listings, merge_traces
 from registryd.xds.channel import ChannelClosed, WorkerConfig, frame, receive
+from registryd.xds.heartbeat import HEARTBEAT_TIMEOUT, Heartbeat, watch
 from registryd.xds.ship import ship
 from registryd.xds.snapshot import EMPTY, Snapshot
 from registryd.xds.tracking import PushTrace
@@ -60,6 +72,7 @@ log = logging.getLogger("registryd.xds.pool")
 
 START_TIMEOUT = 60.0  # seconds for a worker to listen (imports grpc and the protos)
 STOP_TIMEOUT = 5.0  # seconds for a worker to exit once its channel is closed
+CALL_TIMEOUT = 2.0  # seconds a question (debug endpoints, /metrics) waits for a worker
 ANNOUNCED_KEPT = 100  # push announcements kept for workers that are behind
 # metric types that only grow ("unknown": istiod's counters, exposed untyped)
 CUMULATIVE = frozenset({"counter", "histogram", "summary", "unknown"})
@@ -77,6 +90,7 @@ class WorkerGone(Exception):
 @dataclass(eq=False)
 class _Handle:
     index: int
+    beat: Heartbeat
     process: asyncio.subprocess.Process | None = None
     reader: asyncio.StreamReader | None = None
     writer: asyncio.StreamWriter | None = None
@@ -87,6 +101,7 @@ class _Handle:
     task: asyncio.Task[None] | None = None
     launches: int = 0  # processes started for this worker
     counted: list[Metric] = field(default_factory=list)  # its last cumulative families
+    hung_for: float | None = None  # seconds it was silent when killed as hung
 
     @property
     def pid(self) -> int | None:
@@ -95,7 +110,9 @@ class _Handle:
 
 class WorkerPool:
     """N xDS worker processes fed by this (the main) process.  ``template``: the
-    configuration every worker gets (its ``index`` and ports are set per worker)."""
+    configuration every worker gets (its ``index`` and ports are set per worker).
+    ``heartbeat_timeout``: seconds of silence after which a worker is killed as hung
+    (None: never); ``call_timeout``: seconds a question waits for each worker's answer."""
 
     def __init__(
         self,
@@ -106,7 +123,8 @@ class WorkerPool:
         backoff: Sequence[float] = BACKOFF,
         sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
         clock: Callable[[], float] = time.monotonic,
-        call_timeout: float = 5.0,
+        call_timeout: float = CALL_TIMEOUT,
+        heartbeat_timeout: float | None = HEARTBEAT_TIMEOUT,
     ) -> None:
         self.count = count
         self.template = template
@@ -117,7 +135,8 @@ class WorkerPool:
         self._sleep = sleep
         self._clock = clock
         self._call_timeout = call_timeout
-        self._handles = [_Handle(i + 1) for i in range(count)]
+        self._heartbeat_timeout = heartbeat_timeout
+        self._handles = [_Handle(i + 1, Heartbeat(heartbeat_timeout)) for i in range(count)]
         self._snapshot: Snapshot = EMPTY
         self._announced: OrderedDict[int, tuple[float, float]] = OrderedDict()
         self._packed: dict[int, bytes] = {}  # have -> the message shipping the newest
@@ -206,6 +225,8 @@ class WorkerPool:
         self.secure_grpc_port = self.secure_grpc_port or secure
         handle.have = 0
         handle.launches += 1
+        handle.hung_for = None
+        handle.beat = Heartbeat(self._heartbeat_timeout, heard=self._clock())
         handle.up = True
         handle.wake.set()  # ship the current snapshot
         log.info("xDS worker %d started (pid %s)", handle.index, process.pid)
@@ -229,26 +250,52 @@ class WorkerPool:
                     self.health.failed("xds-worker", exc)
 
     async def _serve(self, handle: _Handle) -> WorkerGone:
-        """Ship snapshots to ``handle`` and read its answers until it is gone; why."""
+        """Ship snapshots to ``handle``, read its answers and watch its heartbeat until
+        it is gone (or killed as hung); why."""
         assert handle.reader is not None
-        sender = asyncio.create_task(self._ship(handle))
-        receiver = asyncio.create_task(self._answers(handle, handle.reader))
+        name = f"xds-worker-{handle.index}"
+        tasks = [
+            asyncio.create_task(self._ship(handle), name=f"{name}-ship"),
+            asyncio.create_task(self._answers(handle, handle.reader), name=f"{name}-answers"),
+        ]
+        if self._heartbeat_timeout is not None:
+            tasks.append(asyncio.create_task(self._heartbeat(handle), name=f"{name}-heartbeat"))
         try:
-            await asyncio.wait((sender, receiver), return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for task in (sender, receiver):
+            for task in tasks:
                 task.cancel()
-            await asyncio.gather(sender, receiver, return_exceptions=True)
+            await asyncio.gather(*tasks, return_exceptions=True)
             # its last counts become the daemon's for good, as it stops being asked
             self._retired = merge_families([self._retired, handle.counted])
             handle.counted = []
             await self._reap(handle)
         process = handle.process
         status = process.returncode if process is not None else None
+        if handle.hung_for is not None:
+            return WorkerGone(
+                f"xDS worker {handle.index} (pid {handle.pid}) did not answer for "
+                f"{handle.hung_for:.1f}s (hung): killed it; its clients reconnect to the "
+                "other workers"
+            )
         return WorkerGone(
             f"xDS worker {handle.index} (pid {handle.pid}) ended (exit status {status}); "
             "its clients reconnect to the other workers"
         )
+
+    async def _heartbeat(self, handle: _Handle) -> None:
+        """Ping ``handle`` until it is hung, then kill it (SIGKILL: a stopped process
+        dies too) and return."""
+        writer = handle.writer
+        assert writer is not None
+
+        def ping(number: int) -> None:
+            writer.write(frame(("ping", number)))
+
+        handle.hung_for = await watch(handle.beat, ping, self._clock, self._sleep)
+        if handle.process is not None and handle.process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                handle.process.kill()
 
     async def _ship(self, handle: _Handle) -> None:
         writer = handle.writer
@@ -259,7 +306,9 @@ class WorkerPool:
             snapshot = self._snapshot
             if snapshot.version == handle.have:
                 continue
-            writer.write(self._message(handle.have))
+            message = self._message(handle.have)
+            writer.write(message)
+            handle.beat.ship(len(message))
             handle.have = snapshot.version
             await writer.drain()
 
@@ -269,6 +318,8 @@ class WorkerPool:
                 message = await receive(reader)
             except ChannelClosed:
                 return
+            pong = message[1] if message[0] == "pong" else None
+            handle.beat.answered(self._clock(), pong)  # any message is a sign of life
             if message[0] == "reply":
                 _, call_id, ok, value = message
                 future = handle.pending.pop(call_id, None)
@@ -279,7 +330,9 @@ class WorkerPool:
                         future.set_exception(RuntimeError(value))
 
     async def _reap(self, handle: _Handle) -> None:
-        """Close ``handle``'s channel and make sure its process has ended."""
+        """Close ``handle``'s channel and make sure its process has ended (at once if it
+        is late: it would not read the close)."""
+        late = handle.up and handle.beat.late(self._clock())
         handle.up = False
         for future in handle.pending.values():
             if not future.done():
@@ -291,6 +344,9 @@ class WorkerPool:
         process = handle.process
         if process is None or process.returncode is not None:
             return
+        if late:
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
         try:
             await asyncio.wait_for(process.wait(), STOP_TIMEOUT)
         except TimeoutError:
@@ -320,24 +376,37 @@ class WorkerPool:
             handle.pending.pop(call_id, None)
 
     async def _ask_each(self, method: str, *args: Any) -> dict[int, Any]:
-        """Every running worker's answer to ``method(*args)`` by worker index; those
-        that fail are left out (and logged)."""
-        handles = [h for h in self._handles if h.up]
-        answers = await asyncio.gather(
-            *(self._call(h, method, *args) for h in handles), return_exceptions=True
+        """Every running worker's answer to ``method(*args)`` by worker index.  A late
+        worker (see :mod:`registryd.xds.heartbeat`) is not asked; the others are waited
+        for at most ``call_timeout`` seconds, all at once.  Those that fail are left out
+        and logged."""
+        now = self._clock()
+        asked = [h for h in self._handles if h.up and not h.beat.late(now)]
+        replies = await asyncio.gather(
+            *(self._call(h, method, *args) for h in asked), return_exceptions=True
         )
         out = {}
-        for handle, answer in zip(handles, answers, strict=True):
-            if isinstance(answer, BaseException):
-                log.warning(
-                    "xDS worker %d did not answer %s: %s", handle.index, method, answer or "timeout"
-                )
+        for handle, reply in zip(asked, replies, strict=True):
+            if isinstance(reply, BaseException):
+                why = str(reply) or f"no answer within {self._call_timeout:g}s"
+                log.warning("xDS worker %d did not answer %s: %s", handle.index, method, why)
             else:
-                out[handle.index] = answer
+                out[handle.index] = reply
         return out
 
     async def _ask(self, method: str, *args: Any) -> list[Any]:
         return list((await self._ask_each(method, *args)).values())
+
+    def unresponsive(self) -> list[str]:
+        """Each running worker that is late, as a sentence (``/ready``'s reasons): it
+        holds its clients and is handed new connections, but serves none of them."""
+        now = self._clock()
+        return [
+            f"xDS worker {h.index} (pid {h.pid}) has not answered for "
+            f"{h.beat.silent(now):.1f}s (replaced after {h.beat.deadline:.1f}s)"
+            for h in self._handles
+            if h.up and h.beat.late(now)
+        ]
 
     async def listing(self, view: str, proxy_id: str = "", verbose: bool = False) -> Listing:
         return merge_listings(await self._ask("listing", view, proxy_id, verbose))
@@ -364,12 +433,16 @@ class WorkerPool:
         merged = merge_families([*parts, self._retired])
         workers = GaugeMetricFamily(
             "registryd_xds_workers",
-            "xDS worker processes serving the streams (--xdsWorkers), by state.",
+            "xDS worker processes serving the streams (--xdsWorkers), by state "
+            "(hung: running but not answering, until it is replaced).",
             labels=["state"],
         )
-        up = sum(1 for h in self._handles if h.up)
-        workers.add_metric(["up"], up)
-        workers.add_metric(["down"], self.count - up)
+        now = self._clock()
+        running = [h for h in self._handles if h.up]
+        hung = sum(1 for h in running if h.beat.late(now))
+        workers.add_metric(["up"], len(running) - hung)
+        workers.add_metric(["hung"], hung)
+        workers.add_metric(["down"], self.count - len(running))
         return [*merged, workers]
 
     def set_log_level(self, name: str, level: int) -> None:

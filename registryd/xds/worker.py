@@ -5,7 +5,8 @@ Started by :class:`registryd.xds.pool.WorkerPool` as ``python -m registryd.xds.w
 It reads its :class:`WorkerConfig`, listens on the xDS ports with ``SO_REUSEPORT`` (the
 kernel spreads new connections over the workers), says ``ready``, then applies shipped
 snapshots to its :class:`XdsServer` and answers the main process' questions about its
-streams (:class:`registryd.web.streams.LocalStreams`).
+streams (:class:`registryd.web.streams.LocalStreams`) and its pings (a worker that stops
+answering them is killed and replaced: :mod:`registryd.xds.heartbeat`).
 
 It runs no registry and no HTTP server.  It exits when the main process closes the
 channel or goes away (end of stream), so workers never outlive the daemon.  Ctrl-C in a
@@ -97,6 +98,8 @@ class _Worker:
                 await send(writer, ("reply", call_id, False, f"{type(exc).__name__}: {exc}"))
             else:
                 await send(writer, ("reply", call_id, True, value))
+        elif kind == "ping":  # answered in turn: proof that this loop reads the channel
+            await send(writer, ("pong", message[1]))
         elif kind == "log_level":
             _, name, level = message
             logging.getLogger(name).setLevel(level)

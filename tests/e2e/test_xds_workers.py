@@ -6,24 +6,30 @@ the same versions and bytes whichever worker serves it, a change reaches all of 
 and the debug endpoints and metrics show all streams as one daemon.  A worker killed
 with SIGKILL is restarted; its clients' streams end and they are served the current
 state when they reconnect, while the other worker's streams stay open and get the next
-change as their next response (no resend).  A log level changed on the debug port
-reaches the workers.
+change as their next response (no resend).  A worker stopped with SIGSTOP (alive, but
+silent) is marked by the debug endpoints, makes ``/ready`` 503 and is never waited for,
+then killed and replaced once its heartbeat times out.  A log level changed on the
+debug port reaches the workers.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
+import re
 import signal
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from registryd.testing.ads import AdsClient, DeltaAdsClient
+from registryd.web.server import MISSING_HEADER
 from tests.e2e.conftest import Stack
 from tests.e2e.entries import service_entry, write_entries
 from tests.e2e.loop_thread import LoopThread
@@ -49,6 +55,14 @@ def get_json(registryd: Registryd, path: str) -> Any:
     status, body = http_get(registryd.http_port, path)
     assert status == 200, f"{path}: {status} {body}"
     return json.loads(body)
+
+
+def get_json_headers(registryd: Registryd, path: str) -> tuple[dict[str, str], Any]:
+    """``path``'s response headers and JSON body (200 expected)."""
+    url = f"http://127.0.0.1:{registryd.http_port}{path}"
+    with urllib.request.urlopen(url, timeout=10) as response:
+        assert response.status == 200, path
+        return dict(response.headers), json.loads(response.read())
 
 
 CUMULATIVE = ("counter", "histogram", "unknown")  # metric types that only grow
@@ -154,8 +168,9 @@ def test_clients_of_every_worker_get_one_state_and_read_as_one_daemon(
         assert loop.call(endpoints_of(delta)) == {"10.0.0.1"}
 
         write_web(stack, "10.0.0.1", "10.0.0.2")
-        for client in [*clients.sotw, delta]:
-            assert loop.call(endpoints_of(client)) == {"10.0.0.1", "10.0.0.2"}
+        streams: list[AdsClient | DeltaAdsClient] = [*clients.sotw, delta]
+        for stream in streams:
+            assert loop.call(endpoints_of(stream)) == {"10.0.0.1", "10.0.0.2"}
 
         count = len(clients.sotw) + 1
         connections = get_json(registryd, "/debug/connections")
@@ -190,13 +205,10 @@ def test_clients_of_every_worker_get_one_state_and_read_as_one_daemon(
         loop.call(delta.close())
 
 
-def test_a_killed_worker_is_restarted_and_only_its_clients_reconnect(
-    stack: Stack, loop: LoopThread
-) -> None:
-    write_web(stack, "10.0.0.1")
-    registryd = stack.start_registryd("--xdsWorkers=2")
-    clients = Clients(registryd)
-    ids: dict[int, str] = {}  # client index -> connection id
+def spread(loop: LoopThread, clients: Clients, registryd: Registryd) -> dict[int, str]:
+    """Add clients, each served the first state, until both workers serve some (and at
+    least four in all); client index -> connection id."""
+    ids: dict[int, str] = {}
     for i in range(MAX_CLIENTS):
         client = loop.call(clients.add(i))
         loop.call(first_state(client))
@@ -205,6 +217,16 @@ def test_a_killed_worker_is_restarted_and_only_its_clients_reconnect(
         ids[i] = next(c for c in served if c not in ids.values())
         if len(clients.sotw) >= 4 and {w for w, _ in served.values()} == {1, 2}:
             break
+    return ids
+
+
+def test_a_killed_worker_is_restarted_and_only_its_clients_reconnect(
+    stack: Stack, loop: LoopThread
+) -> None:
+    write_web(stack, "10.0.0.1")
+    registryd = stack.start_registryd("--xdsWorkers=2")
+    clients = Clients(registryd)
+    ids = spread(loop, clients, registryd)
     try:
         served = workers_of(registryd)
         victim_worker, victim_pid = served[ids[0]]
@@ -252,6 +274,93 @@ def test_a_killed_worker_is_restarted_and_only_its_clients_reconnect(
         status, _ = http_get(registryd.http_port, "/ready")
         assert status == 200
     finally:
+        loop.call(clients.close())
+
+
+def started_pid(registryd: Registryd, worker: int) -> int | None:
+    """The pid of the last process started for ``worker``, from the daemon's log."""
+    found = re.findall(rf"xDS worker {worker} started \(pid (\d+)\)", registryd.output())
+    return int(found[-1]) if found else None
+
+
+def test_a_stopped_worker_is_marked_then_killed_and_replaced(
+    stack: Stack, loop: LoopThread
+) -> None:
+    write_web(stack, "10.0.0.1")
+    registryd = stack.start_registryd("--xdsWorkers=2", "--xdsWorkerHeartbeatTimeout=4s")
+    clients = Clients(registryd)
+    ids = spread(loop, clients, registryd)
+    served = workers_of(registryd)
+    victim_worker, victim_pid = served[ids[0]]
+    victims = [i for i, c in ids.items() if served[c][0] == victim_worker]
+    survivors = [i for i in ids if i not in victims]
+    assert victims and survivors
+    assert started_pid(registryd, victim_worker) == victim_pid
+    counted = metric_values(registryd, CUMULATIVE)
+    failure = ("registryd_task_failures_total", (("task", "xds-worker"),))
+    try:
+        os.kill(victim_pid, signal.SIGSTOP)
+
+        # while it is silent: /ready names it, listings leave it out and say so
+        def not_ready() -> str | None:
+            status, body = http_get(registryd.http_port, "/ready")
+            return body if status == 503 else None
+
+        reason = poll(not_ready, "/ready to say the stopped worker does not answer")
+        silent = f"xDS worker {victim_worker} (pid {victim_pid}) has not answered"
+        assert silent in reason
+        for view in ("connections", "syncz"):
+            headers, listed = get_json_headers(registryd, f"/debug/{view}")
+            assert {c["connectionID"] for c in listed} == {ids[i] for i in survivors}
+            assert silent in headers.get(MISSING_HEADER, ""), headers
+        hung = metric_values(registryd)  # answers; the silent worker counts as before
+        assert hung[("registryd_xds_workers", (("state", "hung"),))] == 1
+        lower = {k: (v, hung.get(k)) for k, v in counted.items() if hung.get(k, -1.0) < v}
+        assert not lower, lower
+
+        write_web(stack, "10.0.0.1", "10.0.0.2")  # served while the worker is stopped
+        for i in survivors:
+            assert loop.call(endpoints_of(clients.sotw[i])) == {"10.0.0.1", "10.0.0.2"}
+
+        for i in victims:  # killed at last: their streams end
+            loop.call(clients.sotw[i].wait_ended(timeout=30))
+
+        def replaced() -> bool:
+            metrics = metric_values(registryd)
+            return (
+                metrics.get(failure) == 1
+                and metrics[("registryd_xds_workers", (("state", "up"),))] == 2
+                and started_pid(registryd, victim_worker) not in (None, victim_pid)
+                and not Path(f"/proc/{victim_pid}").exists()  # reaped, not a zombie
+            )
+
+        poll(replaced, "the stopped worker to be killed, reaped and replaced", deadline=30)
+        assert re.search(
+            rf"xDS worker {victim_worker} \(pid {victim_pid}\) did not answer for "
+            r"[0-9.]+s \(hung\): killed it",
+            registryd.output(),
+        ), registryd.tail()
+        now = workers_of(registryd)
+        assert all(ids[i] in now and not clients.sotw[i].ended for i in survivors)
+        headers, _ = get_json_headers(registryd, "/debug/connections")
+        assert MISSING_HEADER not in headers
+        status, _ = http_get(registryd.http_port, "/ready")
+        assert status == 200
+
+        # its clients reconnect, to either worker, and are served the current state
+        async def reconnect(i: int) -> AdsClient:
+            await clients.sotw[i].close()
+            return await clients.add(1000 + i)
+
+        for client in [loop.call(reconnect(i)) for i in victims]:
+            loop.call(first_state(client))
+            assert loop.call(endpoints_of(client)) == {"10.0.0.1", "10.0.0.2"}
+        after = metric_values(registryd, CUMULATIVE)
+        lower = {k: (v, after.get(k)) for k, v in counted.items() if after.get(k, -1.0) < v}
+        assert not lower, lower
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(victim_pid, signal.SIGCONT)
         loop.call(clients.close())
 
 
