@@ -1,33 +1,41 @@
 """Daemon settings: command-line flags and the ``registryd.yaml`` registry list.
 
 Parsing is pure and strict: anything wrong raises :class:`registryd.adapter.ConfigError`
-with a message that names the flag, file or registry at fault.
+with a message that names the flag, file or registry at fault.  That includes whatever a
+registryd.yaml may hold or be: it is read only if it is a regular file (a FIFO or a
+device given as ``--config`` would block or never end; :func:`read_regular`) of at most
+:data:`MAX_CONFIG_BYTES`, and loaded with the YAML limits of ServiceEntry files (nesting,
+aliases, expanded size); anything the loader still raises (an integer too long to
+convert...) is that file's ConfigError too, never a traceback.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import errno
 import math
 import os
 import re
+import reprlib
 import ssl
+import stat
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from registryd.adapter import ConfigError
 from registryd.registry.merge import default_priority
 
 __all__ = [
+    "MAX_CONFIG_BYTES",
     "REGISTRY_NAME",
     "REGISTRY_NAME_RULE",
     "Address",
     "RegistryConfig",
     "Settings",
     "TlsFiles",
+    "Unreadable",
     "auto_limit",
     "check_paths",
     "cpu_count",
@@ -37,6 +45,8 @@ __all__ = [
     "load_tls",
     "parse_address",
     "parse_duration",
+    "parse_registries",
+    "read_regular",
     "with_defaults",
 ]
 
@@ -153,8 +163,16 @@ class RegistryConfig:
     priority: int | None = None
 
 
-def _is_path_setting(key: str) -> bool:
-    return key in ("path", "kubeconfig") or key.endswith("_file")
+def _is_path_setting(key: object) -> bool:
+    return isinstance(key, str) and (key in ("path", "kubeconfig") or key.endswith("_file"))
+
+
+def _resolved(config: Path, value: str, where: str) -> str:
+    """A path setting taken relative to the config file, ``~`` expanded first."""
+    try:
+        return str((config.parent / Path(value).expanduser()).resolve())
+    except (OSError, RuntimeError, ValueError) as exc:  # ~nobody, a NUL byte, a loop
+        raise ConfigError(f"{where}: not a usable path ({exc})") from None
 
 
 # a registry name is a shard's instance name: in ``type/name`` keys, metric labels and
@@ -165,26 +183,111 @@ REGISTRY_NAME_RULE = (
 )
 
 
+MAX_CONFIG_BYTES = 1 << 20  # a registryd.yaml lists registries: a megabyte is plenty
+
+
+class Unreadable(Exception):
+    """A file that is not read: its message is why (``symlink loop``, ``not a regular
+    file (a FIFO)``, ``cannot read: Permission denied``), without the file's name."""
+
+
+_KINDS = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def _not_regular(mode: int) -> str | None:
+    """Why a file of ``mode`` is not read, or None for a regular file."""
+    if stat.S_ISREG(mode):
+        return None
+    kind = next((name for test, name in _KINDS if test(mode)), "not a file")
+    return f"not a regular file ({kind})"
+
+
+def _why(exc: OSError) -> str:
+    if exc.errno == errno.ELOOP:
+        return "symlink loop"
+    return f"cannot read: {exc.strerror or exc}"
+
+
+def read_regular(path: str | os.PathLike[str], limit: int) -> bytes:
+    """At most ``limit + 1`` bytes of the regular file at ``path`` (one over says it is
+    too big); :class:`Unreadable` for anything else, decided before opening it when the
+    name says what it is, and checked again on what was opened (non-blocking), so that
+    nothing here waits for a writer nor reads a device."""
+    try:
+        problem = _not_regular(os.stat(path).st_mode)
+        if problem is not None:
+            raise Unreadable(problem)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+        with os.fdopen(fd, "rb") as handle:
+            problem = _not_regular(os.fstat(fd).st_mode)  # swapped since the stat
+            if problem is not None:
+                raise Unreadable(problem)
+            return handle.read(limit + 1)
+    except OSError as exc:
+        raise Unreadable(_why(exc)) from None
+
+
+def _config_document(data: bytes | str, where: str) -> Any:
+    """The YAML document of registryd.yaml content, or ConfigError saying what is wrong
+    with it (see the module docstring)."""
+    from registryd.adapters.serviceentry.yamlsafe import (  # the bounded loader
+        DocumentProblem,
+        FileProblem,
+        Limits,
+        load_documents,
+        shorten,
+    )
+
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{where}: larger than {MAX_CONFIG_BYTES} bytes")
+    try:
+        documents = load_documents(data, Limits(max_bytes=MAX_CONFIG_BYTES, max_documents=1))
+    except FileProblem as exc:
+        raise ConfigError(f"{where}: {' '.join(str(exc).split())}") from None
+    except Exception as exc:  # the loader's own surprises: still this file's error
+        problem = " ".join(shorten(str(exc), 200).split())
+        raise ConfigError(f"{where}: cannot be loaded ({type(exc).__name__}: {problem})") from None
+    document = documents[0] if documents else None
+    if isinstance(document, DocumentProblem):
+        raise ConfigError(f"{where}: {document.message}")
+    return document
+
+
 def load_registries(path: Path) -> list[RegistryConfig]:
-    """Read the ``registries:`` list of a registryd.yaml.  Relative paths in a registry's
+    """Read the ``registries:`` list of the registryd.yaml at ``path``
+    (:func:`parse_registries`); ConfigError also for a file that is not read (see
+    :func:`read_regular`)."""
+    try:
+        data = read_regular(path, MAX_CONFIG_BYTES)
+    except Unreadable as exc:
+        raise ConfigError(f"--config {path}: {exc}") from None
+    return parse_registries(data, path)
+
+
+def parse_registries(data: bytes | str, path: Path) -> list[RegistryConfig]:
+    """The ``registries:`` list of registryd.yaml content read from ``path`` (which
+    messages name).  Relative paths in a registry's
     ``path``, ``kubeconfig`` and ``*_file`` settings (``ca_file``...) are taken relative
     to the file's directory (``~`` is expanded first).  A name must match
     :data:`REGISTRY_NAME`.  ``priority`` (an integer, higher wins the merge) is not an
     adapter setting; without it the registry gets its type's default.  Pure apart from
-    reading the file: whether paths exist is :func:`check_paths`'s business."""
-    try:
-        data = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise ConfigError(f"--config {path}: cannot read: {exc.strerror or exc}") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"--config {path}: invalid YAML: {' '.join(str(exc).split())}") from None
+    resolving symlinks in those paths: whether they exist is :func:`check_paths`'s
+    business.  Anything wrong with ``data``, whatever it holds, raises ConfigError."""
+    data = _config_document(data, f"--config {path}")
     if data is None:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"--config {path}: expected a mapping with a 'registries' list")
     unknown = set(data) - {"registries"}
     if unknown:
-        raise ConfigError(f"--config {path}: unknown top-level keys {sorted(unknown)}")
+        shown = reprlib.repr(sorted(unknown, key=repr))
+        raise ConfigError(f"--config {path}: unknown top-level keys {shown}")
     items = data.get("registries") or []
     if not isinstance(items, list):
         raise ConfigError(f"--config {path}: 'registries' must be a list")
@@ -208,12 +311,12 @@ def load_registries(path: Path) -> list[RegistryConfig]:
         if not isinstance(priority, int) or isinstance(priority, bool):
             raise ConfigError(
                 f"{where} ({name}): 'priority' must be an integer (higher wins the merge), "
-                f"got {priority!r}"
+                f"got {reprlib.repr(priority)}"
             )
         settings = {k: v for k, v in item.items() if k not in ("name", "type", "priority")}
         for key, value in settings.items():
             if _is_path_setting(key) and isinstance(value, str) and value:
-                settings[key] = str((path.parent / Path(value).expanduser()).resolve())
+                settings[key] = _resolved(path, value, f"{where} ({name}): {key!r}")
 
         result.append(RegistryConfig(name=name, type=kind, settings=settings, priority=priority))
     return result

@@ -14,7 +14,11 @@ Contract of :func:`check`:
   message is the daemon's text for it (the daemon joins a file's messages with
   `` | ``).  Then :func:`registryd.analyze.analyze` adds its warnings.
 * A usage error (nothing to check, a path that does not exist) raises ConfigError;
-  everything else is a :class:`~registryd.analyze.Finding` of the :class:`Report`.
+  everything else is a :class:`~registryd.analyze.Finding` of the :class:`Report`.  That
+  includes whatever one file holds or is: a FIFO, device or socket is refused without
+  being opened (reading it could block forever), a symlink loop is reported as one, and
+  any exception while reading or loading a file or registryd.yaml (an integer too long
+  to convert, nesting, anything) is that file's error; the other files are still checked.
 """
 
 from __future__ import annotations
@@ -38,10 +42,11 @@ from registryd.adapters.serviceentry.yamlsafe import (
     DocumentProblem,
     FileProblem,
     load_documents,
+    shorten,
     show,
 )
 from registryd.analyze import Finding, Located, Severity, analyze
-from registryd.config import load_registries, with_defaults
+from registryd.config import Unreadable, load_registries, read_regular, with_defaults
 from registryd.plugins import create_adapter
 
 __all__ = ["Report", "check", "check_file", "document_lines"]
@@ -113,10 +118,10 @@ def _check_config(
     """Findings of registryd.yaml and its number of registries, each registry with the
     ``defaults`` of its type (:func:`registryd.config.with_defaults`); the ``path`` of
     every valid serviceentry registry is added to ``files``."""
-    if not os.path.isfile(config):
+    if not os.path.lexists(config):
         raise ConfigError(f"--config {config}: no such file")
     source = f"--config {os.path.normpath(config)}"
-    try:
+    try:  # a FIFO, a symlink loop, a bad document...: ConfigError from the daemon's parser
         registries = with_defaults(load_registries(Path(config)), defaults)
     except ConfigError as exc:
         return [_error("invalid-config", source, str(exc))], 0
@@ -136,6 +141,10 @@ def _check_config(
         except ConfigError as exc:
             findings.append(_error("invalid-config", source, str(exc)))
             continue
+        except Exception as exc:  # an adapter's bug stays this registry's problem
+            problem = f"cannot be checked ({type(exc).__name__}: {show(exc)})"
+            findings.append(_error("invalid-config", source, f"registry {reg.name!r}: {problem}"))
+            continue
         if reg.type == "serviceentry":
             path = os.fspath(reg.settings["path"])
             if not os.path.isdir(path):
@@ -154,9 +163,10 @@ def _check_config(
 
 
 def _read(source: str) -> bytes:
-    """At most one byte over the limit, as the file registry reads (adapter.py ``_load``)."""
-    with open(source, "rb") as handle:
-        return handle.read(DEFAULT_LIMITS.max_bytes + 1)
+    """At most one byte over the limit, as the file registry reads (adapter.py ``_load``);
+    :class:`~registryd.config.Unreadable` for what is not a regular file, without
+    opening it."""
+    return read_regular(source, DEFAULT_LIMITS.max_bytes)
 
 
 def check_file(source: str, data: bytes | str) -> tuple[list[Located], list[Finding]]:
@@ -166,6 +176,10 @@ def check_file(source: str, data: bytes | str) -> tuple[list[Located], list[Find
         raws = load_documents(data, DEFAULT_LIMITS)
     except FileProblem as exc:
         return [], [_error("invalid-file", source, str(exc))]
+    except Exception as exc:  # the loader's own surprises: still this file's error
+        problem = " ".join(shorten(str(exc), 200).split())
+        message = f"cannot be loaded ({type(exc).__name__}: {problem})"
+        return [], [_error("invalid-file", source, message)]
     good: list[Located] = []
     errors: list[Finding] = []
     for index, raw in enumerate(raws, 1):
@@ -253,7 +267,7 @@ def check(
     for path in paths:
         if os.path.isdir(path):
             files.add_tree(path)
-        elif os.path.exists(path):
+        elif os.path.lexists(path):  # read (or refused) below: a FIFO, a loop...
             files.paths.setdefault(os.path.normpath(path), None)
         else:
             raise ConfigError(f"validate: {path}: no such file or directory")
@@ -263,8 +277,8 @@ def check(
     for source in files.paths:
         try:
             contents[source] = data = _read(source)
-        except OSError as exc:
-            findings.append(_error("unreadable-file", source, f"cannot read: {exc.strerror}"))
+        except Unreadable as exc:
+            findings.append(_error("unreadable-file", source, str(exc)))
             continue
         good, errors = check_file(source, data)
         documents.extend(good)

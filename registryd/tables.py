@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from registryd.logs import escape
+
 __all__ = ["format_table"]
 
 GAP = 3  # spaces between columns
@@ -11,8 +13,10 @@ GAP = 3  # spaces between columns
 
 def format_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     """``header`` and ``rows`` as left-aligned columns, one line each (ending in a
-    newline), without trailing spaces.  Every row has as many cells as ``header``."""
-    lines = [list(header), *(list(r) for r in rows)]
+    newline), without trailing spaces.  Every row has as many cells as ``header``.
+    Control characters in a cell are escaped (``\\x1b``): cells hold what a server sent,
+    and a terminal must not take it for commands."""
+    lines = [list(header), *([escape(cell) for cell in r] for r in rows)]
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     out = []
     for line in lines:

@@ -107,7 +107,10 @@ class _Budget:
             self.documents += 1
             self.anchors.clear()
             if self.documents > limits.max_documents:
-                raise FileProblem(f"more than {limits.max_documents} documents (max_documents)")
+                plural = "" if limits.max_documents == 1 else "s"
+                raise FileProblem(
+                    f"more than {limits.max_documents} document{plural} (max_documents)"
+                )
         elif isinstance(event, yaml.CollectionStartEvent):
             self._grow(1, event)
             self.frames.append([1, event.anchor])

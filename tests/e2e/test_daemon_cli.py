@@ -20,6 +20,7 @@ from registryd.testing import AdsClient
 from tests.e2e.conftest import Stack
 from tests.e2e.entries import service_entry, write_entries
 from tests.e2e.procs import Registryd, free_port
+from tests.e2e.test_validate_command import CONFIGS, config_file
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "serviceentries"
 STOP_WITHIN = 5.0  # seconds SIGTERM may take to stop the daemon
@@ -87,6 +88,14 @@ def test_bad_config_file_is_one_line_and_exit_2(tmp_path: Path) -> None:
     assert_one_line_error(run("discovery", "--config", str(config)), 2, "nosuchadapter")
     missing = tmp_path / "missing.yaml"
     assert_one_line_error(run("discovery", "--config", str(missing)), 2, "cannot read")
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_hostile_config_file_is_one_line_and_exit_2(tmp_path: Path, name: str) -> None:
+    """A FIFO, a symlink loop, deep nesting, an integer too long to convert, an alias
+    bomb: each one line and exit 2, as any other config error (and nothing blocks)."""
+    config, expected = config_file(tmp_path, name)
+    assert_one_line_error(run("discovery", "--config", str(config)), 2, expected)
 
 
 @pytest.mark.parametrize("index", [0, 1, 2], ids=["grpcAddr", "httpAddr", "monitoringAddr"])

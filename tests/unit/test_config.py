@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import pytest
@@ -111,6 +112,37 @@ def test_load_registries_keeps_absolute_paths(tmp_path: Path) -> None:
     target = (tmp_path / "elsewhere").resolve()
     path = write(tmp_path, f"registries:\n- {{name: a, type: serviceentry, path: '{target}'}}\n")
     assert load_registries(path)[0].settings["path"] == str(target)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("registries: " + "[" * 10_000 + "]" * 10_000, "nested deeper than 64"),
+        ("registries:\n- {name: a, type: memory, priority: " + "9" * 4301 + "}", "4301 digits"),
+        ("registries: []\nregistries: []\n", "duplicate key 'registries'"),
+        ("registries: []\n---\nregistries: []\n", "more than 1 document "),
+        ("x" * (1 << 20) + "x", "larger than 1048576 bytes"),
+    ],
+)
+def test_load_registries_turns_any_problem_of_the_file_into_config_error(
+    tmp_path: Path, text: str, message: str
+) -> None:
+    path = tmp_path / "registryd.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=f"^--config {path}: .*{message}"):
+        load_registries(path)
+
+
+def test_load_registries_does_not_open_what_is_not_a_regular_file(tmp_path: Path) -> None:
+    fifo, loop = tmp_path / "fifo.yaml", tmp_path / "loop.yaml"
+    os.mkfifo(fifo)  # opened for reading, it would wait for a writer
+    loop.symlink_to(loop.name)
+    with pytest.raises(ConfigError, match=r"fifo.yaml: not a regular file \(a FIFO\)$"):
+        load_registries(fifo)
+    with pytest.raises(ConfigError, match=r"loop\.yaml: symlink loop$"):
+        load_registries(loop)
+    with pytest.raises(ConfigError, match=r"not a regular file \(a directory\)$"):
+        load_registries(tmp_path)
 
 
 def test_load_registries_priority_defaults_to_the_types_order(tmp_path: Path) -> None:

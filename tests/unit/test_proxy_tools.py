@@ -3,12 +3,23 @@ names, and istioctl's way of describing clusters, endpoints, listeners and route
 
 from __future__ import annotations
 
+import json
+import re
 from typing import Any
 
 import pytest
 
 from registryd import proxyconfig, proxysync
-from registryd.proxystatus import find_proxy, server_urls
+from registryd.debugclient import Answer, BadAnswer, body_length, json_body, parse_head
+from registryd.proxystatus import (
+    config_output,
+    detail_output,
+    dump_document,
+    find_proxy,
+    server_urls,
+    status_output,
+    syncz_entries,
+)
 from registryd.tables import format_table
 
 P = "20261130T000000"  # a registryd version prefix
@@ -304,3 +315,157 @@ def test_routes_shorten_domains_and_mark_empty_virtual_hosts() -> None:
         ["80", "web, web.shop + 1 more...", "/exact", "-"],
         ["80", "only.example", "/*", "404"],
     ]
+
+
+# -- answers from an untrusted server ----------------------------------------------------
+
+
+def test_parse_head_reads_status_and_headers() -> None:
+    status, headers = parse_head(
+        b"HTTP/1.1 200 OK\r\n", [b"Content-Length: 2\r\n", b"X-A: 1\r\n", b"x-a:2\n"]
+    )
+    assert (status, headers) == (200, {"content-length": "2", "x-a": "1,2"})
+
+
+@pytest.mark.parametrize(
+    ("status_line", "lines", "message"),
+    [
+        (b"\x00garbage\r\n", [], "not an HTTP answer: '?garbage'"),
+        (b"HTTP/1.1 2000 OK\r\n", [], "not an HTTP answer"),
+        (b"HTTP/2 200\r\n", [], "not an HTTP answer"),
+        (b"HTTP/1.1 200 OK\r\n", [b" folded: value\r\n"], "malformed header line"),
+        (b"HTTP/1.1 200 OK\r\n", [b"no colon\r\n"], "malformed header line"),
+    ],
+)
+def test_parse_head_refuses_what_is_not_http(
+    status_line: bytes, lines: list[bytes], message: str
+) -> None:
+    with pytest.raises(BadAnswer, match=re.escape(message)):
+        parse_head(status_line, lines)
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        ({}, None),
+        ({"content-length": "12"}, 12),
+        ({"content-length": "12, 12"}, 12),
+        ({"transfer-encoding": "Chunked", "content-length": "5"}, None),
+    ],
+)
+def test_body_length(headers: dict[str, str], expected: int | None) -> None:
+    assert body_length(headers, limit=100) == expected
+
+
+@pytest.mark.parametrize(
+    ("headers", "message"),
+    [
+        ({"content-length": "-1"}, "malformed Content-Length"),
+        ({"content-length": "1, 2"}, "malformed Content-Length"),
+        ({"content-length": "١٢"}, "malformed Content-Length"),  # digits, but not ASCII
+        ({"content-length": "101"}, "answer of 101 bytes is over the limit of 100 bytes"),
+        ({"content-length": "9" * 5000}, "over the limit of 100 bytes"),
+        ({"transfer-encoding": "gzip, chunked"}, "unsupported Transfer-Encoding"),
+    ],
+)
+def test_body_length_refuses_bad_framing(headers: dict[str, str], message: str) -> None:
+    with pytest.raises(BadAnswer, match=re.escape(message)):
+        body_length(headers, limit=100)
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (b"[" * 100_000, "nested deeper than 128"),
+        (b"[" * 129 + b"]" * 129, "nested deeper than 128"),
+        (b"[" + b"1" * 5000 + b"]", "not JSON"),
+        (b"\xff", "not JSON"),
+        (b"", "not JSON"),
+    ],
+)
+def test_json_body_refuses_what_it_cannot_decode_safely(body: bytes, message: str) -> None:
+    with pytest.raises(BadAnswer, match=message):
+        json_body(body)
+
+
+def test_json_body_accepts_nesting_up_to_the_limit() -> None:
+    assert json_body(b"[" * 128 + b"]" * 128) is not None
+
+
+SERVER = "http://registryd:8080"
+ENTRY = {
+    "proxyID": "sidecar~1.2.3.4~a.shop~shop.svc.cluster.local",
+    "connectionID": "c1",
+    "type": "sotw",
+    "types": {
+        "cds": state(versionSent=f"{P}-2", nonceSent="1-2", versionAcked=f"{P}-2", acked=True)
+    },
+}
+
+
+@pytest.mark.parametrize(
+    ("answer", "message"),
+    [
+        (Answer(503, b"[]"), "answered 503, not 200"),
+        (Answer(200, b"{}"), "expected a JSON list of connection objects"),
+        (Answer(200, b"[null]"), "expected a JSON list of connection objects"),
+        (Answer(200, b'[{"types": []}]'), "unexpected JSON (AttributeError"),
+        (Answer(200, b'[{"types": {"lds": 1}}]'), "unexpected JSON (AttributeError"),
+        (
+            Answer(200, b'[{"types": {"eds": {"versionSent": "v-' + b"9" * 5000 + b'"}}}]'),
+            "unexpected JSON (ValueError",
+        ),
+    ],
+)
+def test_syncz_entries_refuse_answers_of_the_wrong_shape(answer: Answer, message: str) -> None:
+    with pytest.raises(BadAnswer, match=re.escape(message)):
+        syncz_entries(SERVER, answer)
+
+
+def test_syncz_entries_of_a_good_answer_make_the_table() -> None:
+    entries = syncz_entries(SERVER, Answer(200, json.dumps([ENTRY]).encode()))
+    table = status_output([(SERVER, e) for e in entries], "table")
+    assert table.splitlines()[1].split()[:3] == [ENTRY["proxyID"], "SotW", "SYNCED"]
+
+
+def test_dump_document_is_none_when_the_proxy_left() -> None:
+    assert dump_document(Answer(404, b'{"error": "not connected"}')) is None
+    with pytest.raises(BadAnswer, match="expected a JSON object"):
+        dump_document(Answer(200, b"[]"))
+
+
+@pytest.mark.parametrize(
+    "dump",
+    [
+        {"configs": "everything"},
+        {"configs": [None]},
+        {
+            "configs": [
+                {"@type": "x.ClustersConfigDump", "dynamic_active_clusters": [{"cluster": "x"}]}
+            ]
+        },
+        {
+            "configs": [
+                {"@type": "x.ListenersConfigDump", "dynamic_listeners": [{"active_state": 1}]}
+            ]
+        },
+    ],
+)
+def test_outputs_of_a_dump_of_the_wrong_shape_are_bad_answers(dump: dict[str, Any]) -> None:
+    for kind in proxyconfig.KINDS:
+        for output in ("table", "json"):
+            try:
+                config_output(dump, kind, output)
+            except BadAnswer as exc:
+                assert str(exc).startswith("unexpected JSON")
+    with pytest.raises(BadAnswer, match="unexpected JSON"):
+        for kind in proxyconfig.KINDS:
+            config_output(dump, kind, "table")
+    with pytest.raises(BadAnswer, match="unexpected JSON"):
+        detail_output([(SERVER, ENTRY, dump)], "table")
+
+
+def test_format_table_escapes_what_a_terminal_would_obey() -> None:
+    # a proxy id from a hostile server: a colour change and a line of its own
+    shown = format_table(("NAME",), [["evil\x1b[31m\nid"]])
+    assert shown == "NAME\nevil\\x1b[31m\\nid\n"
