@@ -1,7 +1,7 @@
 """Fuzz the adapters' parsers with 100,000 generated inputs and print what happened.
 
 Usage: ``python bench/fuzz.py [inputs]`` (default 100000, spread over the targets of
-``tests/fuzz/targets.py``).  Prints per target and in all: inputs tried, rejections (the
+``tests/fuzz/catalog.py``).  Prints per target and in all: inputs tried, rejections (the
 module's own validation error), unexpected exceptions (must be 0; the first few are
 shown), the slowest input's time, and the process's peak RSS.  Exits 1 if any input
 raised an unexpected exception.
@@ -21,7 +21,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from hypothesis import HealthCheck, Phase, given, settings
 
-from tests.fuzz.targets import TARGETS, Target
+from tests.fuzz.catalog import ALL as TARGETS
+from tests.fuzz.targets import Target
 
 
 @dataclass

@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from tests.fuzz.targets import TARGETS, Target
+from tests.fuzz.catalog import ALL as TARGETS
+from tests.fuzz.targets import Target
 
 SHORT = 40  # inputs per target in the normal test run (a few seconds in all)
 LONG = 100_000 // len(TARGETS) + 1  # inputs per target with -m fuzz: 100,000 in all
