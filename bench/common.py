@@ -1,11 +1,14 @@
 """What the benchmark scripts share: ports, the ADS method and type URLs, and registryd
-started on a ServiceEntry directory on loopback ports, ready, and stopped afterwards."""
+started on a ServiceEntry directory on loopback ports, ready, and stopped afterwards.
+
+The ADS clients are :mod:`registryd.testing.ads`'s; free ports come from the tests' own
+helper (:func:`tests.support.procs.free_port`).  Run the scripts from the repository root
+as modules (``python -m bench.<script>``)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 import subprocess
 import sys
 import time
@@ -17,6 +20,9 @@ from typing import IO
 
 import aiohttp
 import psutil
+
+from registryd.testing.ads import TYPES
+from tests.support.procs import free_port
 
 __all__ = [
     "CDS",
@@ -37,20 +43,11 @@ __all__ = [
 
 METHOD = "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources"
 DELTA_METHOD = "/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources"
-CDS = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
-EDS = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
-LDS = "type.googleapis.com/envoy.config.listener.v3.Listener"
-RDS = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
+CDS, EDS, LDS, RDS = TYPES["cds"], TYPES["eds"], TYPES["lds"], TYPES["rds"]
 OWN_CONNECTION = [("grpc.use_local_subchannel_pool", 1)]
 """Channel options giving a client a TCP connection of its own, as each Envoy has (by
 default grpc shares one connection between channels to the same target, and with xDS
 workers every stream would land on one worker)."""
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def mib(proc: psutil.Process) -> str:

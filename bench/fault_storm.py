@@ -30,13 +30,11 @@ import time
 from pathlib import Path
 
 import aiohttp
-import grpc
 import psutil
-from envoy.config.core.v3 import base_pb2
-from envoy.service.discovery.v3 import discovery_pb2
 from prometheus_client.parser import text_string_to_metric_families
 
-from bench.common import CDS, METHOD, OWN_CONNECTION, mib, probe, registryd
+from bench.common import OWN_CONNECTION, mib, probe, registryd
+from registryd.testing.ads import AdsClient
 
 
 def service_yaml(i: int) -> str:
@@ -49,60 +47,52 @@ def service_yaml(i: int) -> str:
     )
 
 
-class Client:
-    """One proxy: its own channel and TCP connection, one ADS stream, CDS wildcard."""
-
-    def __init__(self, target: str, index: int) -> None:
-        self.target = target
-        self.node = base_pb2.Node(
-            id=f"sidecar~127.0.0.1~storm-{index}.bench~bench.svc", cluster="b"
+def storm(target: str, clients: int) -> list[AdsClient]:
+    """C proxies, each with a channel and TCP connection of its own, not ACKing."""
+    return [
+        AdsClient(
+            target,
+            node_id=f"sidecar~127.0.0.1~storm-{i}.bench~bench.svc",
+            channel_options=OWN_CONNECTION,
+            auto_ack=False,
         )
-        self.channel: grpc.aio.Channel | None = None
-        self.call: grpc.aio.StreamStreamCall | None = None
+        for i in range(clients)
+    ]
 
-    async def open(self) -> None:
-        self.channel = grpc.aio.insecure_channel(self.target, options=OWN_CONNECTION)
-        stream = self.channel.stream_stream(
-            METHOD,
-            request_serializer=discovery_pb2.DiscoveryRequest.SerializeToString,
-            response_deserializer=discovery_pb2.DiscoveryResponse.FromString,
-        )
-        self.call = stream()
-        await self.call.write(discovery_pb2.DiscoveryRequest(type_url=CDS, node=self.node))
 
-    async def cds(self, timeout: float = 300) -> int:
-        assert self.call is not None
-        response = await asyncio.wait_for(self.call.read(), timeout)
-        return len(response.resources)
+async def open_cds(client: AdsClient) -> None:
+    """Connect and ask for CDS (wildcard); return once the request is written."""
+    await client.connect()
+    client.subscribe("cds")
+    await client.flush(timeout=300)
 
-    async def drop(self) -> None:
-        if self.call is not None:
-            self.call.cancel()
-        if self.channel is not None:
-            await self.channel.close()
-        self.call = self.channel = None
+
+async def cds(client: AdsClient, timeout: float = 300) -> int:
+    """How many clusters the client's next CDS response has."""
+    response = await client.next("cds", timeout=timeout)
+    return len(response.message.resources)
 
 
 async def drop_storm(target: str, clients: int) -> None:
-    storm = [Client(target, i) for i in range(clients)]
-    await asyncio.gather(*(c.open() for c in storm))
-    await asyncio.gather(*(c.drop() for c in storm))
+    proxies = storm(target, clients)
+    await asyncio.gather(*(open_cds(c) for c in proxies))
+    await asyncio.gather(*(c.close() for c in proxies))
 
 
 async def reconnect_storm(target: str, clients: int) -> tuple[float, float]:
     """Seconds until all C clients had CDS, first connect and after reconnecting."""
-    storm = [Client(target, i) for i in range(clients)]
 
     async def connect() -> float:
+        proxies = storm(target, clients)
         started = time.monotonic()
-        await asyncio.gather(*(c.open() for c in storm))
-        await asyncio.gather(*(c.cds() for c in storm))
-        return time.monotonic() - started
+        await asyncio.gather(*(open_cds(c) for c in proxies))
+        await asyncio.gather(*(cds(c) for c in proxies))
+        took = time.monotonic() - started
+        await asyncio.gather(*(c.close() for c in proxies))
+        return took
 
     first = await connect()
-    await asyncio.gather(*(c.drop() for c in storm))
-    again = await connect()
-    await asyncio.gather(*(c.drop() for c in storm))
+    again = await connect()  # all at the same moment, right after all dropped
     return first, again
 
 

@@ -1,10 +1,10 @@
 """Fuzz the adapters' parsers with 100,000 generated inputs and print what happened.
 
-Usage: ``python bench/fuzz.py [inputs]`` (default 100000, spread over the targets of
-``tests/fuzz/catalog.py``).  Prints per target and in all: inputs tried, rejections (the
-module's own validation error), unexpected exceptions (must be 0; the first few are
-shown), the slowest input's time, and the process's peak RSS.  Exits 1 if any input
-raised an unexpected exception.
+Usage, from the repository root: ``python -m bench.fuzz [inputs]`` (default 100000, spread
+over the targets of ``tests/fuzz/catalog.py``).  Prints per target and in all: inputs
+tried, rejections (the module's own validation error), unexpected exceptions (must be 0;
+the first few are shown), the slowest input's time, and the process's peak RSS.  Exits 1
+if any input raised an unexpected exception.
 """
 
 from __future__ import annotations
@@ -14,10 +14,7 @@ import sys
 import time
 import traceback
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from hypothesis import HealthCheck, Phase, given, settings
 

@@ -37,15 +37,17 @@ from envoy.config.core.v3 import base_pb2
 from envoy.service.discovery.v3 import discovery_pb2
 from google.rpc import status_pb2
 
-from bench.common import DELTA_METHOD, METHOD, OWN_CONNECTION, Daemon, mib, registryd
+from bench.common import CDS, DELTA_METHOD, EDS, METHOD, OWN_CONNECTION, Daemon, mib, registryd
 from bench.fault_storm import service_yaml
 
-EDS = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
-CDS = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
 OPTIONS = [
     ("grpc.max_send_message_length", 64 * 2**20),
     ("grpc.max_receive_message_length", 64 * 2**20),
 ]
+
+
+# Raw streams, not registryd.testing's clients: they send what no well-behaved client
+# would, and read the status that refuses them.
 
 
 def open_stream(channel: grpc.aio.Channel) -> grpc.aio.StreamStreamCall:

@@ -27,21 +27,18 @@ import os
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-import grpc
 import psutil
-from envoy.config.core.v3 import base_pb2
 from envoy.service.discovery.v3 import discovery_pb2
 
 from bench.common import (
     CDS,
-    DELTA_METHOD,
     EDS,
     LDS,
-    METHOD,
     OWN_CONNECTION,
     RDS,
     gc_pauses,
@@ -50,6 +47,7 @@ from bench.common import (
     tree_cpu,
     tree_rss,
 )
+from registryd.testing.ads import AdsClient, DeltaAdsClient, DeltaResponse, Response
 
 BASE_PORT = 20000
 PORTS = 10  # services spread over this many distinct ports
@@ -82,144 +80,109 @@ def write(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-class Client:
-    """One simulated proxy; records when marker bytes first arrive per type.  With
-    ``own_connection`` it has a TCP connection of its own (needed to spread clients
-    over xDS worker processes); otherwise all clients share one."""
+class Proxy:
+    """One simulated proxy on a :mod:`registryd.testing.ads` client, state-of-the-world or
+    Delta, that keeps no responses (``keep=False``): CDS and LDS wildcard, EDS and RDS
+    subscribed by name as clusters and listeners arrive, every response ACKed at once;
+    records when marker bytes first arrive.  With ``own_connection`` it has a TCP
+    connection of its own (needed to spread clients over xDS worker processes);
+    otherwise all clients share one."""
 
-    def __init__(self, target: str, index: int, own_connection: bool = False) -> None:
-        options = OWN_CONNECTION if own_connection else []
-        self.channel = grpc.aio.insecure_channel(target, options=options)
-        self.node = base_pb2.Node(
-            id=f"sidecar~10.9.0.{index}~p{index}.bench~bench.svc", cluster="b"
+    def __init__(
+        self, target: str, index: int, own_connection: bool = False, delta: bool = False
+    ) -> None:
+        kind = DeltaAdsClient if delta else AdsClient
+        self.client: AdsClient | DeltaAdsClient = kind(
+            target,
+            node_id=f"sidecar~10.9.0.{index}~p{index}.bench~bench.svc",
+            channel_options=OWN_CONNECTION if own_connection else [],
+            keep=False,
+            on_response=self._received,
         )
-        self.outbox: asyncio.Queue[bytes] = asyncio.Queue()
+        self.delta = delta
         self.have: set[str] = set()
         self.synced = asyncio.Event()
         self.marker: tuple[str, bytes] | None = None
         self.marker_seen = asyncio.Event()
         self.marker_at = 0.0
-        self.eds_names: list[str] = []
-        self.rds_names: list[str] = []
-        self.task: asyncio.Task[None] | None = None
+        self.subscribed: dict[str, list[str]] = {EDS: [], RDS: []}
 
-    def request(self, type_url: str, names: list[str], version: str = "", nonce: str = "") -> None:
-        req = discovery_pb2.DiscoveryRequest(
-            type_url=type_url, resource_names=names, version_info=version, response_nonce=nonce
-        )
-        if not self.have and not nonce:
-            req.node.CopyFrom(self.node)
-        self.outbox.put_nowait(req.SerializeToString())
+    async def start(self) -> None:
+        await self.client.connect()
+        self.client.subscribe("cds")
+        self.client.subscribe("lds")
 
-    async def _requests(self):  # type: ignore[no-untyped-def]
+    async def close(self) -> None:
+        await self.client.close()
+
+    def _received(self, response: Response | DeltaResponse) -> None:
+        t = response.type_url
+        if t in (CDS, LDS):
+            self._follow(t, response)
+        self.have.add(t)
+        if len(self.have) == 4:
+            self.synced.set()
+        if self.marker and not self.marker_seen.is_set() and t == self.marker[0]:
+            if any(self.marker[1] in value for value in _values(response)):
+                self.marker_at = response.received
+                self.marker_seen.set()
+
+    def _follow(self, t: str, response: Response | DeltaResponse) -> None:
+        """Subscribe EDS to the clusters of a CDS response, RDS to the routes of an LDS
+        one (SotW: the names it lists now; Delta: the names not subscribed yet)."""
+        follow = EDS if t == CDS else RDS
+        if self.delta:
+            names = {r.name for r in response.message.resources}
+        else:
+            names = set(_cached_names(response.message))
+        if t == LDS:
+            names = {n.split("_")[-1] for n in names}
+        had = self.subscribed[follow]
+        if self.delta:
+            new = sorted(names - set(had))
+            if new:
+                self.subscribed[follow] = had + new
+                self.client.subscribe(follow, new)
+        elif sorted(names) != had:
+            self.subscribed[follow] = sorted(names)
+            self.client.subscribe(follow, self.subscribed[follow])
+
+
+def _values(response: Response | DeltaResponse) -> Iterator[bytes]:
+    """The serialized resources of a response, undecoded."""
+    if isinstance(response, DeltaResponse):
+        return (r.resource.value for r in response.message.resources)
+    return (r.value for r in response.message.resources)
+
+
+_names_by_version: dict[tuple[str, str], list[str]] = {}
+
+
+def _cached_names(resp: discovery_pb2.DiscoveryResponse) -> list[str]:
+    """Every client gets the same full-state response: read its names once."""
+    key = (resp.type_url, resp.version_info)
+    names = _names_by_version.get(key)
+    if names is None:
+        names = _names_by_version[key] = sorted(_names(resp))
+    return names
+
+
+def _names(resp: discovery_pb2.DiscoveryResponse) -> list[str]:
+    # Cluster.name and Listener.name are field 1: read it without a full decode
+    out = []
+    for r in resp.resources:
+        v = r.value
+        assert v[0] == 0x0A
+        length, pos, shift = 0, 1, 0
         while True:
-            yield await self.outbox.get()
-
-    async def run(self) -> None:
-        call = self.channel.stream_stream(
-            METHOD,
-            request_serializer=None,
-            response_deserializer=discovery_pb2.DiscoveryResponse.FromString,
-        )
-        stream = call(self._requests())
-        self.request(CDS, [])
-        self.request(LDS, [])
-        async for resp in stream:
-            t = resp.type_url
-            if t == CDS:
-                self.eds_names = self._cached_names(resp)
-            if t == LDS:
-                self.rds_names = sorted({n.split("_")[-1] for n in self._cached_names(resp)})
-            sub = {CDS: [], LDS: [], EDS: self.eds_names, RDS: self.rds_names}[t]
-            self.request(t, sub, resp.version_info, resp.nonce)
-            if t == CDS:
-                self.request(EDS, self.eds_names)
-            if t == LDS:
-                self.request(RDS, self.rds_names)
-            self.have.add(t)
-            if len(self.have) == 4:
-                self.synced.set()
-            if self.marker and not self.marker_seen.is_set() and resp.type_url == self.marker[0]:
-                if any(self.marker[1] in r.value for r in resp.resources):
-                    self.marker_at = time.monotonic()
-                    self.marker_seen.set()
-
-    _names_by_version: dict[tuple[str, str], list[str]] = {}
-
-    @classmethod
-    def _cached_names(cls, resp: discovery_pb2.DiscoveryResponse) -> list[str]:
-        """Every client gets the same full-state response: decode its names once."""
-        key = (resp.type_url, resp.version_info)
-        names = cls._names_by_version.get(key)
-        if names is None:
-            names = cls._names_by_version[key] = sorted(cls._names(resp))
-        return names
-
-    @staticmethod
-    def _names(resp: discovery_pb2.DiscoveryResponse) -> list[str]:
-        # Cluster.name and Listener.name are field 1: read it without a full decode
-        out = []
-        for r in resp.resources:
-            v = r.value
-            assert v[0] == 0x0A
-            length, pos, shift = 0, 1, 0
-            while True:
-                b = v[pos]
-                length |= (b & 0x7F) << shift
-                pos += 1
-                shift += 7
-                if not b & 0x80:
-                    break
-            out.append(v[pos : pos + length].decode())
-        return out
-
-
-class DeltaClient(Client):
-    """A simulated proxy on Delta ADS: wildcard CDS and LDS, EDS and RDS subscribed by
-    name as clusters and listeners arrive, every response ACKed by its nonce."""
-
-    sent_node = False
-
-    def request_delta(
-        self, type_url: str, subscribe: list[str] | None = None, nonce: str = ""
-    ) -> None:
-        req = discovery_pb2.DeltaDiscoveryRequest(
-            type_url=type_url, resource_names_subscribe=subscribe or [], response_nonce=nonce
-        )
-        if not self.sent_node:
-            req.node.CopyFrom(self.node)
-            self.sent_node = True
-        self.outbox.put_nowait(req.SerializeToString())
-
-    async def run(self) -> None:
-        call = self.channel.stream_stream(
-            DELTA_METHOD,
-            request_serializer=None,
-            response_deserializer=discovery_pb2.DeltaDiscoveryResponse.FromString,
-        )
-        stream = call(self._requests())
-        self.request_delta(CDS)
-        self.request_delta(LDS)
-        subscribed: dict[str, set[str]] = {EDS: set(), RDS: set()}
-        async for resp in stream:
-            t = resp.type_url
-            self.request_delta(t, nonce=resp.nonce)
-            if t in (CDS, LDS):
-                names = {r.name for r in resp.resources}
-                if t == LDS:
-                    names = {n.split("_")[-1] for n in names}
-                follow = EDS if t == CDS else RDS
-                new = sorted(names - subscribed[follow])
-                if new:
-                    subscribed[follow].update(new)
-                    self.request_delta(follow, new)
-            self.have.add(t)
-            if len(self.have) == 4:
-                self.synced.set()
-            if self.marker and not self.marker_seen.is_set() and t == self.marker[0]:
-                if any(self.marker[1] in r.resource.value for r in resp.resources):
-                    self.marker_at = time.monotonic()
-                    self.marker_seen.set()
+            b = v[pos]
+            length |= (b & 0x7F) << shift
+            pos += 1
+            shift += 7
+            if not b & 0x80:
+                break
+        out.append(v[pos : pos + length].decode())
+    return out
 
 
 def pct(values: list[float], q: float) -> float:
@@ -257,11 +220,9 @@ async def measure(
     """One round against the server at ``target``: initial sync, ``pushes`` endpoint
     changes one after the other (latencies of all of them; CPU per change), a full push;
     CPU and RSS are those of ``proc`` and its child processes."""
-    kind = DeltaClient if delta else Client
-    clients = [kind(target, i, own_connections) for i in range(clients_n)]
+    clients = [Proxy(target, i, own_connections, delta) for i in range(clients_n)]
     started = time.monotonic()
-    for c in clients:
-        c.task = asyncio.create_task(c.run())
+    await asyncio.gather(*(c.start() for c in clients))
     await asyncio.wait_for(asyncio.gather(*(c.synced.wait() for c in clients)), 600)
     initial = time.monotonic() - started
     await asyncio.sleep(1.0)
@@ -332,11 +293,7 @@ async def measure(
     }
     # restore for the next round
     write(config / f"svc-{target_i}.yaml", service_yaml(target_i, endpoints))
-    for c in clients:
-        assert c.task is not None
-        c.task.cancel()
-    await asyncio.gather(*(c.task for c in clients if c.task), return_exceptions=True)
-    await asyncio.gather(*(c.channel.close() for c in clients))
+    await asyncio.gather(*(c.close() for c in clients))
     return results
 
 

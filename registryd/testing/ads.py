@@ -6,13 +6,20 @@ Delta (incremental) ADS: it subscribes and unsubscribes names, applies each resp
 what it holds (``held``) and can reconnect announcing what it holds
 (``initial_resource_versions``).  Both ACK automatically unless ``auto_ack`` is off;
 ``reject`` makes them NACK a type instead.
+
+For many clients at once (benchmarks), ``keep=False`` makes a client cheap: it counts
+each response (``received``, by type URL) and hands it to ``on_response`` without
+queueing it for :meth:`~AdsClient.next` or holding its resources (``held``); a response's
+resources are decoded only if the caller asks (:meth:`Response.decode`, ``names``).
+:meth:`~AdsClient.flush` waits until the queued requests were written to the stream.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterable, Mapping
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Self
 
@@ -143,6 +150,7 @@ class _Stream:
     _method = ""
     _request: Any = None  # the request message class
     _response: Any = None  # the response message class
+    responses: asyncio.Queue[Any]  # what next() reads (with ``keep``)
 
     def __init__(
         self,
@@ -153,10 +161,18 @@ class _Stream:
         auto_ack: bool = True,
         channel_options: Iterable[tuple[str, Any]] = (),
         credentials: grpc.ChannelCredentials | None = None,
+        keep: bool = True,
+        on_response: Callable[[Any], None] | None = None,
     ) -> None:
+        """``keep``: queue every response for :meth:`next` (and, on Delta, hold its
+        resources); off, a response is only counted in ``received`` and handed to
+        ``on_response``, called after the response is ACKed (or NACKed)."""
         self.target = target
         self.node = _node(node_id, metadata)
         self.auto_ack = auto_ack
+        self.keep = keep
+        self.on_response = on_response
+        self.received: Counter[str] = Counter()  # type_url -> responses read
         self.channel_options = list(channel_options)
         self.credentials = credentials  # None: plaintext
         self.reject: dict[str, str] = {}  # type_url -> NACK message
@@ -206,6 +222,20 @@ class _Stream:
         if not done:
             raise TimeoutError(f"the stream to {self.target} is still open")
 
+    async def flush(self, timeout: float = 5.0) -> None:
+        """Until every request queued so far was written to the stream, or the stream
+        ended (``TimeoutError`` if neither happens within ``timeout`` seconds)."""
+        assert self._reader is not None, "not connected"
+        written = asyncio.ensure_future(self._outbox.join())
+        try:
+            done, _ = await asyncio.wait(
+                {written, self._reader}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            written.cancel()
+        if not done:
+            raise TimeoutError(f"requests to {self.target} still unwritten")
+
     def _queue(self, request: Any, error: str | None) -> None:
         """Queue ``request``: the stream's first carries the node; ``error`` makes it a
         NACK with that message."""
@@ -217,11 +247,27 @@ class _Stream:
         self._outbox.put_nowait(request)
 
     async def _requests(self) -> Any:
+        outbox = self._outbox
         while True:
-            request = await self._outbox.get()
+            request = await outbox.get()
             if request is None:
+                outbox.task_done()
                 return
             yield request
+            outbox.task_done()  # grpc asks for the next request once this one is written
+
+    async def _answered(self, response: Any) -> None:
+        """Count ``response``, ACK it (unless ``auto_ack`` is off), hand it on."""
+        self.received[response.type_url] += 1
+        if self.auto_ack:
+            self.ack(response)
+        if self.on_response is not None:
+            self.on_response(response)
+        if self.keep:
+            await self.responses.put(response)
+
+    def ack(self, response: Any) -> None:
+        raise NotImplementedError
 
     async def _read(self) -> None:
         raise NotImplementedError
@@ -273,9 +319,7 @@ class AdsClient(_Stream):
         async for message in self._call:
             response = Response(message)
             self.last[message.type_url] = response
-            if self.auto_ack:
-                self.ack(response)
-            await self.responses.put(response)
+            await self._answered(response)
 
     def ack(self, response: Response) -> None:
         message = response.message
@@ -326,7 +370,8 @@ class DeltaResponse(_Answer):
 
 class DeltaAdsClient(_Stream):
     """A Delta ADS client.  ``held`` is what it holds per type, by name, after applying
-    every response read so far (an ACKed or NACKed response is applied alike)."""
+    every response read so far (an ACKed or NACKed response is applied alike; nothing
+    with ``keep=False``)."""
 
     _method = _DELTA_METHOD
     _request = discovery_pb2.DeltaDiscoveryRequest
@@ -377,14 +422,13 @@ class DeltaAdsClient(_Stream):
     async def _read(self) -> None:
         async for message in self._call:
             response = DeltaResponse(message)
-            held = self.held.setdefault(message.type_url, {})
-            for name in message.removed_resources:
-                held.pop(name, None)
-            for resource in message.resources:
-                held[resource.name] = resource
-            if self.auto_ack:
-                self.ack(response)
-            await self.responses.put(response)
+            if self.keep:
+                held = self.held.setdefault(message.type_url, {})
+                for name in message.removed_resources:
+                    held.pop(name, None)
+                for resource in message.resources:
+                    held[resource.name] = resource
+            await self._answered(response)
 
     def ack(self, response: DeltaResponse) -> None:
         """ACK ``response`` (NACK it if its type is in ``reject``)."""

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -16,38 +15,26 @@ from typing import Any
 from registryd.adapter import AdapterContext, Update
 from registryd.adapters.serviceentry import ServiceEntryAdapter
 from tests.adapters.feed import HANG_GUARD, Feed
-from tests.fake_time import FakeTime
+from tests.support.fake_time import FakeTime
 
 SETTLE = 60.0  # seconds, the largest settle time: the pieces are written well within it
 
 
-class WallClock:
-    """A wall clock in nanoseconds that the test sets; counts its readings (the adapter
-    reads it from a worker thread, for each file it finds modified)."""
-
-    def __init__(self) -> None:
-        self.now = time.time_ns()
-        self._lock = threading.Lock()
-        self._reads = 0
-
-    def __call__(self) -> int:
-        with self._lock:
-            self._reads += 1
-        return self.now
-
-    @property
-    def reads(self) -> int:
-        with self._lock:
-            return self._reads
-
-    async def read_after(self, count: int, feed: Feed) -> None:
-        """Until the clock was read more than ``count`` times (or ``feed`` has an update)."""
-        async with asyncio.timeout(HANG_GUARD):
-            while self.reads <= count and feed.queue.empty():
-                await asyncio.sleep(0.01)
+async def read_after(wall: FakeTime, count: int, feed: Feed) -> None:
+    """Until ``wall`` was read more than ``count`` times (or ``feed`` has an update): the
+    adapter reads it from a worker thread, for each file it finds modified."""
+    async with asyncio.timeout(HANG_GUARD):
+        while wall.reads <= count and feed.queue.empty():
+            await asyncio.sleep(0.01)
 
 
-def adapter(root: Path, wall: WallClock, **settings: Any) -> ServiceEntryAdapter:
+def wall_clock() -> FakeTime:
+    """A wall clock the test sets (:attr:`FakeTime.now`, seconds since the epoch); the
+    adapter reads it with :meth:`FakeTime.ns`."""
+    return FakeTime(start=time.time())
+
+
+def adapter(root: Path, wall: FakeTime, **settings: Any) -> ServiceEntryAdapter:
     """The adapter on ``root`` with the settle time :data:`SETTLE`, on ``wall`` and a
     monotonic clock that stands still."""
     return ServiceEntryAdapter(
@@ -55,22 +42,22 @@ def adapter(root: Path, wall: WallClock, **settings: Any) -> ServiceEntryAdapter
         settings={"path": str(root), "settle_time": SETTLE, **settings},
         context=AdapterContext(),
         clock=FakeTime(),
-        wall_ns=wall,
+        wall_ns=wall.ns,
     )
 
 
-async def write_slowly(feed: Feed, wall: WallClock, path: Path, pieces: list[str]) -> Update:
+async def write_slowly(feed: Feed, wall: FakeTime, path: Path, pieces: list[str]) -> Update:
     """Write ``pieces`` to ``path`` one by one, each looked at by the adapter while the
     wall clock says it was written just now; then let the file settle and return the
     first update that follows (any update before would be a partial file's)."""
-    wall.now = time.time_ns() + int(SETTLE / 2 * 1e9)  # every write: less than SETTLE ago
+    wall.now = time.time() + SETTLE / 2  # every write: less than SETTLE ago
     _write(path, "", "w")
     for piece in pieces:
         reads = wall.reads
         _write(path, piece, "a")
-        await wall.read_after(reads, feed)  # the adapter found the file changed, unsettled
+        await read_after(wall, reads, feed)  # the adapter found the file changed, unsettled
         assert feed.queue.empty(), f"a partial file was read: {feed.queue.get_nowait()}"
-    wall.now = os.stat(path).st_mtime_ns + int(SETTLE * 1e9)  # settled now
+    wall.now = os.stat(path).st_mtime_ns / 1e9 + SETTLE + 1  # settled now
     _write(path.parent / "nudge.txt", "", "w")  # an event: unsettled files are looked at
     return await feed.next()
 

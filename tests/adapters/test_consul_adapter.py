@@ -50,10 +50,9 @@ from registryd.registry.store import RegistryStore
 from registryd.supervisor import Supervisor
 from registryd.testing import AdapterContract
 from tests.adapters.feed import Feed as SharedFeed
-from tests.certs import TlsFiles, make_tls
-from tests.emulators.consul import ConsulEmulator
-from tests.fake_time import FakeTime
-from tests.unit.test_ratelimit import Clock
+from tests.support.certs import TlsFiles, make_tls
+from tests.support.emulators.consul import ConsulEmulator
+from tests.support.fake_time import FakeTime
 
 REAL_AGENT = os.environ.get("CONSUL_HTTP_ADDR")
 HANG_GUARD = 60.0  # seconds: stops a hung test, far below the 5-minute waits asked for
@@ -69,7 +68,7 @@ def make(settings: dict[str, Any], name: str = "consul", **timing: Any) -> Consu
 class Paces:
     """The adapter's ``pace`` (rate limit, backoff, poll interval): each wait asked for is
     recorded under the name of the watch task that asked, then really waited, or with
-    ``fake`` on that clock (see :class:`tests.fake_time.FakeTime`)."""
+    ``fake`` on that clock (see :class:`tests.support.fake_time.FakeTime`)."""
 
     def __init__(self, fake: FakeTime | None = None) -> None:
         self.fake = fake
@@ -393,7 +392,7 @@ def test_next_index(last: int | None, returned: int, expected: int) -> None:
 
 def test_rate_limiter_takes_a_token_per_query() -> None:
     """The token bucket itself is tested in tests/unit/test_ratelimit.py."""
-    clock = Clock()
+    clock = FakeTime()
     limiter = RateLimiter(clock=clock)
     assert (limiter.rate, limiter.burst) == (QUERY_RATE, QUERY_BURST) == (1.0, 2)
     assert [limiter.delay(), limiter.delay()] == [0.0, 0.0]  # the burst
@@ -406,7 +405,7 @@ def test_rate_limiter_takes_a_token_per_query() -> None:
 
 
 def test_rate_limiter_backs_off_while_the_server_does_not_block() -> None:
-    clock = Clock()
+    clock = FakeTime()
     limiter = RateLimiter(rate=1000.0, burst=2, clock=clock)
     delays = []
     for _ in range(7):

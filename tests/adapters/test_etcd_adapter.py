@@ -36,9 +36,9 @@ from registryd.adapters.etcd.adapter import EtcdError
 from registryd.adapters.etcd.parse import DEFAULT_PREFIX
 from registryd.model import Endpoint, Health, Labels, Port
 from registryd.testing import AdapterContract
-from tests.adapters.etcd_server import EtcdServer, etcd_binary, etcd_server, make_tls
 from tests.adapters.feed import Feed as SharedFeed
-from tests.e2e.procs import free_port
+from tests.support.etcd_server import EtcdServer, etcd_binary, etcd_server, make_tls
+from tests.support.procs import free_port
 
 PREFIX = DEFAULT_PREFIX
 HANG_GUARD = 60.0  # seconds: only stops a hung test

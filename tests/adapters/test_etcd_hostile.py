@@ -15,7 +15,6 @@ from registryd.adapters.etcd import state as key_table
 from registryd.adapters.etcd.adapter import EtcdError
 from registryd.adapters.etcd.parse import MAX_DEPTH, MAX_VALUE_BYTES
 from registryd.adapters.etcd.state import MAX_MESSAGE
-from tests.adapters.etcd_server import EtcdServer
 from tests.adapters.test_etcd_adapter import (
     PREFIX,
     Feed,
@@ -28,6 +27,7 @@ from tests.adapters.test_etcd_adapter import (
     state,
     synced,
 )
+from tests.support.etcd_server import EtcdServer
 
 KEY = f"{PREFIX}pay/1"
 

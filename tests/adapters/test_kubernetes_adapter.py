@@ -21,8 +21,8 @@ from registryd.adapters.kubernetes.client import CONNECT_RETRIES, CONNECT_RETRY_
 from registryd.model import Health, Locality
 from registryd.testing import AdapterContract
 from tests.adapters.feed import Feed as SharedFeed
-from tests.emulators.kubernetes import KubeEmulator, Request
-from tests.fake_time import FakeTime
+from tests.support.emulators.kubernetes import KubeEmulator, Request
+from tests.support.fake_time import FakeTime
 
 INFORMERS = 4  # Services, EndpointSlices, Pods and Nodes of one namespace (or all)
 KINDS = {"Service", "EndpointSlice", "Pod", "Node"}

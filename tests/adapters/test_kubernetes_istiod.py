@@ -24,7 +24,7 @@ from tests.adapters.test_kubernetes_adapter import (
     svc,
     until_watching,
 )
-from tests.emulators.kubernetes import KubeEmulator
+from tests.support.emulators.kubernetes import KubeEmulator
 
 
 @pytest.fixture

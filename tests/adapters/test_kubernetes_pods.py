@@ -17,7 +17,7 @@ from registryd.adapters.kubernetes.pods import PodLabels, shrink_pod
 from registryd.adapters.kubernetes.settings import EDS_FOR_HEADLESS_ENV, parse_settings
 from registryd.adapters.kubernetes.state import ClusterState
 from registryd.model import Labels
-from tests.adapters.test_kubernetes_convert import (
+from tests.adapters.kube_objects import (
     OPTIONS,
     endpoint_slice,
     ep,

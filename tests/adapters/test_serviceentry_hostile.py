@@ -17,7 +17,7 @@ from registryd.adapters.serviceentry.tree import OUTSIDE
 from registryd.adapters.serviceentry.yamlsafe import DEFAULT_LIMITS, MAX_MESSAGE
 from tests.adapters import slow_writer
 from tests.adapters.feed import Feed
-from tests.adapters.yaml_docs import entry
+from tests.support.yaml_docs import entry
 
 LOL = "[" + ",".join(["lol"] * 9) + "]"
 BOMB = "\n".join(
@@ -256,7 +256,7 @@ async def test_a_slow_writer_is_read_only_once_done(root: Path) -> None:
     addresses = [f"10.0.1.{i}" for i in range(1, 6)]
     lines = entry("a.example", *addresses).splitlines(keepends=True)
     pieces = ["".join(lines[:-5]), *lines[-5:]]
-    wall = slow_writer.WallClock()
+    wall = slow_writer.wall_clock()
     feed = Feed(slow_writer.adapter(root, wall))
     try:
         await feed.expect(Replace)

@@ -14,7 +14,7 @@ from registryd.adapter import Problems, Replace, Upsert
 from registryd.adapters.serviceentry import tree as tree_module
 from tests.adapters import slow_writer
 from tests.adapters.feed import Feed
-from tests.adapters.yaml_docs import entry
+from tests.support.yaml_docs import entry
 
 
 def age(path: Path, seconds: float) -> None:
@@ -149,7 +149,7 @@ async def test_a_file_written_in_chunks_is_read_once_complete(root: Path) -> Non
     addresses = [f"10.0.1.{i}" for i in range(1, 41)]
     lines = entry("a.example", *addresses).splitlines(keepends=True)  # every prefix is valid
     chunks = ["".join(lines[i : i + 8]) for i in range(0, len(lines), 8)]
-    wall = slow_writer.WallClock()
+    wall = slow_writer.wall_clock()
     feed = Feed(slow_writer.adapter(root, wall))
     try:
         assert isinstance(await feed.next(), Replace)

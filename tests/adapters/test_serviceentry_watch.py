@@ -25,7 +25,7 @@ from registryd.adapters.serviceentry import adapter as watch_module
 from registryd.adapters.serviceentry import tree as tree_module
 from registryd.adapters.serviceentry.tree import is_candidate, scan_tree
 from tests.adapters.feed import Feed as SharedFeed
-from tests.adapters.yaml_docs import entry
+from tests.support.yaml_docs import entry
 
 WITHIN = 60.0  # seconds: a hang guard for every wait, never what a test asserts
 T = TypeVar("T")

@@ -12,8 +12,8 @@ from registryd.adapters.nacos import NacosAdapter
 from registryd.adapters.serviceentry import ServiceEntryAdapter
 from registryd.model import Endpoint, Port, Service
 from registryd.testing import AdapterContract, MemoryAdapter
-from tests.adapters.yaml_docs import entry
-from tests.emulators.nacos import NacosEmulator
+from tests.support.emulators.nacos import NacosEmulator
+from tests.support.yaml_docs import entry
 
 
 class TestMemoryAdapter(AdapterContract):

@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from tests.e2e.procs import http_get
+from tests.support.procs import http_get
 
 __all__ = ["Admin", "ConfigView"]
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tests.e2e.admin import Admin
-from tests.e2e.procs import Registryd, http_get, poll
+from tests.support.procs import Registryd, http_get, poll
 
 __all__ = [
     "API_TYPES",

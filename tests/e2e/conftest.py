@@ -16,7 +16,7 @@ import pytest
 
 from tests.e2e.backends import GreeterServer, HttpBackend, NameServer
 from tests.e2e.checks import API_TYPES
-from tests.e2e.procs import Envoy, Process, Registryd, start_envoy, start_registryd
+from tests.support.procs import Envoy, Process, Registryd, start_envoy, start_registryd
 
 LOGS = pytest.StashKey[list[Process]]()
 

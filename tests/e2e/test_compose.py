@@ -21,8 +21,8 @@ from tests.e2e.admin import Admin
 from tests.e2e.checks import LOCAL, wait_answers
 from tests.e2e.conftest import Stack
 from tests.e2e.loop_thread import LoopThread
-from tests.e2e.procs import Envoy, free_port, http_get, listener_port, poll
-from tests.emulators.consul import ConsulEmulator
+from tests.support.emulators.consul import ConsulEmulator
+from tests.support.procs import Envoy, free_port, http_get, listener_port, poll
 
 COMPOSE = Path(__file__).resolve().parents[2] / "compose"
 DEMO_PORT = 5678  # the service port every demo service uses

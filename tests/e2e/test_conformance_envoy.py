@@ -16,9 +16,9 @@ from tests.e2e.admin import Admin
 from tests.e2e.checks import assert_accepted, assert_stream_type, use_api
 from tests.e2e.conftest import Stack
 from tests.e2e.entries import copy_remapped
-from tests.e2e.procs import Registryd, free_port, http_get, poll
 from tests.e2e.test_envoy_fidelity import capture
 from tests.e2e.test_examples import PortMap
+from tests.support.procs import Registryd, free_port, http_get, poll
 
 FILES = ("serviceentry-valid.yaml", "workloadentry-valid.yaml", "static-weighted-se.yaml")
 CAPTURED = "sidecar~127.0.0.1~captured.default~default.svc.cluster.local"

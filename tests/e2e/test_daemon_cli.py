@@ -19,8 +19,8 @@ from registryd import __version__
 from registryd.testing import AdsClient
 from tests.e2e.conftest import Stack
 from tests.e2e.entries import service_entry, write_entries
-from tests.e2e.procs import Registryd, free_port
 from tests.e2e.test_validate_command import CONFIGS, config_file
+from tests.support.procs import Registryd, free_port
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "serviceentries"
 STOP_WITHIN = 5.0  # seconds SIGTERM may take to stop the daemon

@@ -16,7 +16,7 @@ from tests.e2e.checks import (
 )
 from tests.e2e.conftest import Stack
 from tests.e2e.entries import service_entry, write_atomic, write_entries
-from tests.e2e.procs import Envoy, Registryd, holding, listener_port, poll
+from tests.support.procs import Envoy, Registryd, holding, listener_port, poll
 
 HOST = "backend.example"
 OTHER = "other.example"

@@ -19,7 +19,7 @@ from tests.e2e.checks import (
 )
 from tests.e2e.conftest import Stack
 from tests.e2e.entries import service_entry, write_entries
-from tests.e2e.procs import Registryd, http_get, listener_port, poll
+from tests.support.procs import Registryd, http_get, listener_port, poll
 
 HOST = "backend.example"
 

@@ -10,7 +10,6 @@ import ssl
 from pathlib import Path
 from typing import Any
 
-from tests.certs import issue_server, make_tls
 from tests.e2e.admin import Admin
 from tests.e2e.checks import (
     LOCAL,
@@ -22,7 +21,8 @@ from tests.e2e.checks import (
 )
 from tests.e2e.conftest import Stack
 from tests.e2e.entries import write_entries
-from tests.e2e.procs import free_port, http_get, listener_port, poll
+from tests.support.certs import issue_server, make_tls
+from tests.support.procs import free_port, http_get, listener_port, poll
 
 
 def entry(

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from tests.certs import make_tls
 from tests.e2e.admin import Admin
 from tests.e2e.checks import LOCAL, use_api, wait_answers
 from tests.e2e.conftest import Stack
 from tests.e2e.entries import service_entry, write_entries
-from tests.e2e.procs import Envoy, free_port, listener_port, render_bootstrap
+from tests.support.certs import make_tls
+from tests.support.procs import Envoy, free_port, listener_port, render_bootstrap
 
 HOST = "secure.example"
 UPSTREAM_TLS = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext"

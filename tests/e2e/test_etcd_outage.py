@@ -21,7 +21,6 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from registryd.plugins import available
-from tests.adapters.etcd_server import EtcdServer
 from tests.e2e.admin import Admin
 from tests.e2e.checks import (
     LOCAL,
@@ -32,7 +31,8 @@ from tests.e2e.checks import (
     wait_hosts,
 )
 from tests.e2e.conftest import Stack
-from tests.e2e.procs import holding, http_get, listener_port, poll
+from tests.support.etcd_server import EtcdServer
+from tests.support.procs import holding, http_get, listener_port, poll
 
 REGISTRY = "etcd-main"
 PREFIX = "/registryd/services/"

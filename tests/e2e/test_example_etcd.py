@@ -13,9 +13,9 @@ from typing import Any
 import aetcd
 import yaml
 
-from tests.adapters.etcd_server import EtcdServer
 from tests.e2e.conftest import Stack
-from tests.e2e.procs import http_get, poll
+from tests.support.etcd_server import EtcdServer
+from tests.support.procs import http_get, poll
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "etcd" / "registryd.yaml"
 

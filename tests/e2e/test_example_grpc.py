@@ -15,7 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.e2e.conftest import Stack
 from tests.e2e.entries import copy_remapped
-from tests.e2e.procs import DEADLINE, Process, Registryd, free_port, http_get, poll
+from tests.support.procs import DEADLINE, Process, Registryd, free_port, http_get, poll
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "grpc"
 PORT = 50051  # the port of the example: the ServiceEntry's, the server's, the client's

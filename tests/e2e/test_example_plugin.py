@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.conftest import Stack
-from tests.e2e.procs import http_get, poll
+from tests.support.procs import http_get, poll
 
 PLUGIN = Path(__file__).resolve().parents[2] / "examples" / "plugin-inventory"
 INVENTORY = {

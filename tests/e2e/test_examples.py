@@ -11,7 +11,7 @@ from tests.e2e.admin import Admin
 from tests.e2e.checks import LOCAL, assert_accepted, wait_answers, wait_hosts
 from tests.e2e.conftest import Stack
 from tests.e2e.entries import copy_remapped
-from tests.e2e.procs import listener_port, poll
+from tests.support.procs import listener_port, poll
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "serviceentries"
 

@@ -13,7 +13,7 @@ from typing import Any
 from tests.e2e.backends import GREETER_METHOD, GreeterServer
 from tests.e2e.conftest import Stack
 from tests.e2e.entries import service_entry, write_entries
-from tests.e2e.procs import Process, Registryd, http_get, poll
+from tests.support.procs import Process, Registryd, http_get, poll
 
 CLIENT = Path(__file__).with_name("grpc_client.py")
 HOST = "greeter.example"

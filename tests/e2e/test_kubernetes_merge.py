@@ -15,8 +15,8 @@ from tests.e2e.admin import Admin
 from tests.e2e.checks import assert_accepted, use_api, wait_answers
 from tests.e2e.conftest import Stack
 from tests.e2e.loop_thread import LoopThread
-from tests.e2e.procs import http_get, listener_ports
-from tests.emulators.kubernetes import KubeEmulator
+from tests.support.emulators.kubernetes import KubeEmulator
+from tests.support.procs import http_get, listener_ports
 
 HOST = "web.shop.svc.cluster.local"
 

@@ -14,7 +14,7 @@ from tests.e2e.admin import Admin
 from tests.e2e.checks import LOCAL, assert_accepted, use_api, wait_answers
 from tests.e2e.conftest import Stack
 from tests.e2e.entries import service_entry, write_entries
-from tests.e2e.procs import http_get, listener_ports
+from tests.support.procs import http_get, listener_ports
 
 HOST = "ranked.example"
 

@@ -15,8 +15,8 @@ import yaml
 
 from tests.e2e.conftest import Stack
 from tests.e2e.loop_thread import LoopThread
-from tests.e2e.procs import Registryd, http_get, poll
-from tests.emulators.nacos import NacosEmulator
+from tests.support.emulators.nacos import NacosEmulator
+from tests.support.procs import Registryd, http_get, poll
 
 ORDERS = "orders.default-group.public.nacos"
 INSTANCES = "/nacos/v1/ns/instance/list"

@@ -14,8 +14,8 @@ from tests.e2e.admin import Admin
 from tests.e2e.checks import assert_accepted, use_api, wait_answers
 from tests.e2e.conftest import Stack
 from tests.e2e.loop_thread import LoopThread
-from tests.e2e.procs import http_get, listener_port
-from tests.emulators.nacos import NacosEmulator
+from tests.support.emulators.nacos import NacosEmulator
+from tests.support.procs import http_get, listener_port
 
 HOST = "orders.default-group.public.nacos"
 

@@ -14,7 +14,7 @@ from tests.e2e.admin import Admin
 from tests.e2e.checks import LOCAL, use_api, wait_hosts
 from tests.e2e.conftest import Stack
 from tests.e2e.entries import service_entry, write_atomic, write_entries
-from tests.e2e.procs import http_get, listener_port, poll
+from tests.support.procs import http_get, listener_port, poll
 
 HOST = "observed.example"
 ENVOY_ID = "sidecar~127.0.0.1~envoy-1.default~default.svc.cluster.local"  # the bootstrap's

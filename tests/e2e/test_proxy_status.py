@@ -19,8 +19,8 @@ from registryd.testing.ads import TYPES, DeltaAdsClient
 from tests.e2e.conftest import Stack
 from tests.e2e.entries import service_entry, write_entries
 from tests.e2e.loop_thread import LoopThread
-from tests.e2e.procs import Registryd, free_port, http_get, poll
 from tests.e2e.test_grpc_proxyless import greeter_entry, start_client
+from tests.support.procs import Registryd, free_port, http_get, poll
 
 ENVOY = "sidecar~127.0.0.1~envoy-1.default~default.svc.cluster.local"
 GRPC = "sidecar~127.0.0.1~client.default~default.svc.cluster.local"

@@ -32,7 +32,6 @@ from envoy.service.discovery.v3 import discovery_pb2
 from prometheus_client.parser import text_string_to_metric_families
 
 from registryd.testing.ads import TYPES
-from tests.adapters.etcd_server import EtcdServer
 from tests.e2e.admin import Admin
 from tests.e2e.checks import (
     LOCAL,
@@ -45,7 +44,9 @@ from tests.e2e.checks import (
 from tests.e2e.conftest import Stack
 from tests.e2e.entries import service_entry, write_entries
 from tests.e2e.loop_thread import LoopThread
-from tests.e2e.procs import (
+from tests.e2e.test_etcd_outage import etcd_txn, instance
+from tests.support.etcd_server import EtcdServer
+from tests.support.procs import (
     DEADLINE,
     Registryd,
     http_get,
@@ -54,7 +55,6 @@ from tests.e2e.procs import (
     poll,
     xds_servers,
 )
-from tests.e2e.test_etcd_outage import etcd_txn, instance
 
 ENVOY_ID = "sidecar~127.0.0.1~envoy-1.default~default.svc.cluster.local"
 FILE_HOST = "files.example"

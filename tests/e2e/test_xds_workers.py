@@ -33,7 +33,7 @@ from registryd.web.server import MISSING_HEADER
 from tests.e2e.conftest import Stack
 from tests.e2e.entries import service_entry, write_entries
 from tests.e2e.loop_thread import LoopThread
-from tests.e2e.procs import Registryd, http_get, poll
+from tests.support.procs import Registryd, http_get, poll
 
 HOST = "web.example"
 CLUSTER = f"outbound|80||{HOST}"

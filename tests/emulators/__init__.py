@@ -1,1 +1,1 @@
-"""In-process emulators of the registries registryd reads, for tests (loopback only)."""
+"""Tests of the registry emulators (:mod:`tests.support.emulators`)."""

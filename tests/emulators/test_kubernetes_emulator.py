@@ -33,7 +33,7 @@ import aiohttp
 import pytest
 from kubernetes_asyncio import client, config, watch
 
-from tests.emulators.kubernetes import KubeEmulator
+from tests.support.emulators.kubernetes import KubeEmulator
 
 TIMEOUT = 5.0  # every wait in this module is bounded by this
 ROOT = Path(__file__).resolve().parents[2]
@@ -693,7 +693,7 @@ async def test_command_line(tmp_path: Path, http: aiohttp.ClientSession) -> None
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "tests.emulators.kubernetes",
+        "tests.support.emulators.kubernetes",
         "--port",
         str(port),
         "--kubeconfig",

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 
-from tests.emulators.nacos import NacosEmulator
+from tests.support.emulators.nacos import NacosEmulator
 
 NS = "/nacos/v1/ns"
 

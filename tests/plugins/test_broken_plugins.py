@@ -16,7 +16,7 @@ from registryd.config import RegistryConfig
 from registryd.model import Port, Service
 from registryd.supervisor import Supervisor
 from registryd.testing import AdsClient, MemoryAdapter
-from tests.conftest import loopback_settings
+from tests.support.harness import loopback_settings
 
 PLUGINS = {
     "brokenplug.py": 'raise ImportError("libinventory.so: cannot open shared object file")\n',

@@ -7,40 +7,41 @@ import gc
 from prometheus_client import CollectorRegistry, generate_latest
 
 from registryd.gcpolicy import FreezePolicy, GcPauses
+from tests.support.fake_time import FakeTime
 
 
 def test_freezes_after_the_first_and_large_builds_at_most_once_an_interval() -> None:
-    now = [0.0]
+    clock = FakeTime(start=0.0)
     froze: list[float] = []
     policy = FreezePolicy(
         threshold=100,
         interval=60,
-        clock=lambda: now[0],
-        freeze=lambda: froze.append(now[0]),
+        clock=clock,
+        freeze=lambda: froze.append(clock.now),
         full_collections=lambda: 0,
     )
     assert policy.after_build(3, full=False)  # the first build, however small
-    now[0] = 61
+    clock.now = 61
     assert not policy.after_build(99, full=False)  # small: nothing new to keep
     assert policy.after_build(100, full=False)
-    now[0] = 90
+    clock.now = 90
     assert not policy.after_build(5000, full=True)  # too soon after the last one
-    now[0] = 122
+    clock.now = 122
     assert policy.after_build(1, full=True)
     assert froze == [0.0, 61, 122] and policy.frozen == 3
 
 
 def test_a_full_collection_since_the_last_freeze_freezes_after_any_build() -> None:
-    now, full = [0.0], [0]
+    clock, full = FakeTime(start=0.0), [0]
     policy = FreezePolicy(
-        interval=60, clock=lambda: now[0], freeze=lambda: None, full_collections=lambda: full[0]
+        interval=60, clock=clock, freeze=lambda: None, full_collections=lambda: full[0]
     )
     assert policy.after_build(1, full=False)
-    now[0] = 100
+    clock.now = 100
     assert not policy.after_build(1, full=False)  # nothing collected in full since
     full[0] = 1  # proxies connected; their state was walked by a full collection
     assert policy.after_build(1, full=False)
-    now[0] = 200
+    clock.now = 200
     assert not policy.after_build(1, full=False)
 
 

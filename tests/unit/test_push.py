@@ -1,6 +1,6 @@
 """PushController: debounce, endpoints-only batches, history, failures.
 
-Time is a :class:`FakeClock`: the debounce waits only when the test advances it, so no
+Time is a :class:`FakeTime`: the debounce waits only when the test advances it, so no
 test depends on how fast the machine is."""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from registryd.model import Port, ShardKey
 from registryd.push import PushController
 from registryd.registry.store import RegistryStore
 from registryd.xds.snapshot import CDS, EDS, STATIC_NAMES, Snapshot
-from tests.unit.clock import FakeClock
+from tests.support.fake_time import FakeTime
 from tests.unit.factories import ep, svc
 
 KEY = ShardKey("memory", "mem")
@@ -28,7 +28,7 @@ AFTER, MAX = 0.02, 0.2
 class Pushes:
     def __init__(self, store: RegistryStore, *, eds_debounce: bool = True) -> None:
         self.store = store
-        self.clock = FakeClock()
+        self.clock = FakeTime(hold=True)
         self.published: list[Snapshot] = []
         self.controller = PushController(
             store,

@@ -8,21 +8,11 @@ import time
 import pytest
 
 from registryd.ratelimit import TokenBucket
-from tests.fake_time import FakeTime
-
-
-class Clock:
-    """A clock that moves only when told (``now``); the Consul limiter's tests use it too."""
-
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.support.fake_time import FakeTime
 
 
 def test_burst_then_rate() -> None:
-    clock = Clock()
+    clock = FakeTime()
     bucket = TokenBucket(1.0, 2, clock=clock)
     assert [bucket.reserve(), bucket.reserve()] == [0.0, 0.0]  # the burst
     assert bucket.reserve() == pytest.approx(1.0)
@@ -34,7 +24,7 @@ def test_burst_then_rate() -> None:
 
 
 def test_reservations_are_served_in_order() -> None:
-    clock = Clock()
+    clock = FakeTime()
     bucket = TokenBucket(4.0, 1, clock=clock)
     assert bucket.reserve() == 0.0
     waits = [bucket.reserve() for _ in range(4)]  # all at once: one every 1/rate s
@@ -46,7 +36,7 @@ def test_reservations_are_served_in_order() -> None:
 
 
 def test_partial_refill() -> None:
-    clock = Clock()
+    clock = FakeTime()
     bucket = TokenBucket(2.0, 3, clock=clock)
     for _ in range(3):
         assert bucket.reserve() == 0.0
@@ -96,7 +86,7 @@ def test_the_default_sleep_is_asyncio_sleep() -> None:
 
 
 async def test_a_cancelled_acquire_keeps_its_reservation() -> None:
-    clock = Clock()
+    clock = FakeTime()
     bucket = TokenBucket(1.0, 1, clock=clock)
     assert bucket.reserve() == 0.0
     waiting = asyncio.create_task(bucket.acquire())  # reserves the token due in 1 s

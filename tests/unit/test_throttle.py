@@ -12,7 +12,7 @@ from collections.abc import Callable
 import pytest
 
 from registryd.xds.throttle import NewStreams, PushSlots, Throttle
-from tests.unit.clock import FakeClock
+from tests.support.fake_time import FakeTime
 
 
 async def until(condition: Callable[[], bool]) -> None:
@@ -95,7 +95,7 @@ async def test_a_waiter_cancelled_as_its_turn_comes_passes_the_slot_on() -> None
 
 
 async def test_push_waits_are_reported_with_the_clock() -> None:
-    clock = FakeClock()
+    clock = FakeTime(hold=True)
     seen: list[tuple[str, float]] = []
     slots = PushSlots(1, clock=clock, observers=[lambda kind, s: seen.append((kind, s))])
     holders = Holders(slots)
@@ -150,7 +150,7 @@ class Timers:
 
 
 async def test_a_holder_past_its_lease_gives_the_slot_to_the_next_and_goes_on() -> None:
-    clock, timers = FakeClock(), Timers()
+    clock, timers = FakeTime(hold=True), Timers()
     slots = PushSlots(1, lease=5.0, clock=clock, call_later=timers)
     holders = Holders(slots)
     stuck = asyncio.create_task(holders.hold(0))
@@ -171,7 +171,7 @@ async def test_a_holder_past_its_lease_gives_the_slot_to_the_next_and_goes_on() 
 
 
 async def test_leases_share_one_timer_armed_for_the_oldest() -> None:
-    clock, timers = FakeClock(), Timers()
+    clock, timers = FakeTime(hold=True), Timers()
     slots = PushSlots(3, lease=5.0, clock=clock, call_later=timers)
     holders = Holders(slots)
     tasks = []
@@ -206,7 +206,7 @@ def test_push_limit_must_be_positive() -> None:
 class Arrivals:
     """Callers of :meth:`NewStreams.admit`, in order, and when each was let in."""
 
-    def __init__(self, streams: NewStreams, clock: FakeClock) -> None:
+    def __init__(self, streams: NewStreams, clock: FakeTime) -> None:
         self.streams = streams
         self.clock = clock
         self.admitted: list[tuple[int, float]] = []
@@ -225,7 +225,7 @@ class Arrivals:
 
 
 async def test_new_streams_beyond_the_rate_wait_and_are_all_admitted_in_order() -> None:
-    clock = FakeClock()
+    clock = FakeTime(hold=True)
     streams = NewStreams(4.0, 1, clock=clock, sleep=clock.sleep)
     arrivals = Arrivals(streams, clock)
     tasks = await arrivals.start(5)
@@ -242,7 +242,7 @@ async def test_new_streams_beyond_the_rate_wait_and_are_all_admitted_in_order() 
 
 
 async def test_a_stream_that_leaves_while_waiting_takes_no_token_with_it() -> None:
-    clock = FakeClock()
+    clock = FakeTime(hold=True)
     streams = NewStreams(2.0, 1, clock=clock, sleep=clock.sleep)
     arrivals = Arrivals(streams, clock)
     tasks = await arrivals.start(4)
@@ -258,7 +258,7 @@ async def test_a_stream_that_leaves_while_waiting_takes_no_token_with_it() -> No
 
 
 async def test_the_bucket_refills_to_its_burst_while_idle() -> None:
-    clock = FakeClock()
+    clock = FakeTime(hold=True)
     streams = NewStreams(1.0, 3, clock=clock, sleep=clock.sleep)
     arrivals = Arrivals(streams, clock)
     await asyncio.gather(*await arrivals.start(3))
@@ -272,7 +272,7 @@ async def test_the_bucket_refills_to_its_burst_while_idle() -> None:
 
 
 async def test_request_waits_are_reported_and_no_rate_admits_everyone_at_once() -> None:
-    clock = FakeClock()
+    clock = FakeTime(hold=True)
     throttle = Throttle.build(push_limit=None, rate=1.0, clock=clock, sleep=clock.sleep)
     seen: list[tuple[str, float]] = []
     throttle.observe(lambda kind, s: seen.append((kind, s)))

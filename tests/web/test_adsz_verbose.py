@@ -4,7 +4,7 @@ extension: most of the answer) unless ``?verbose=1``."""
 from __future__ import annotations
 
 from registryd.testing import AdsClient
-from tests.conftest import Harness
+from tests.support.harness import Harness
 from tests.web.test_debug import get
 
 

@@ -18,7 +18,7 @@ from registryd.settings import REDACTED, TOO_DEEP, redact
 from registryd.testing import AdsClient
 from registryd.testing.ads import TYPES
 from registryd.web import views
-from tests.conftest import Harness
+from tests.support.harness import Harness
 
 HOST = "a.example"
 CLUSTER = f"outbound|8080||{HOST}"

@@ -12,7 +12,7 @@ import pytest
 
 from registryd.model import Port, Service
 from registryd.testing import AdsClient
-from tests.conftest import Harness
+from tests.support.harness import Harness
 
 pytestmark = pytest.mark.usefixtures("restore_loggers")
 

@@ -7,10 +7,10 @@ from typing import Any
 
 from registryd.testing import AdsClient, DeltaAdsClient
 from registryd.testing.ads import TYPES
-from tests.conftest import Harness
+from tests.support.harness import Harness
 from tests.web.test_debug import _pushed, endpoints, get, metrics, service, until
 from tests.web.test_debug import envoy_like as sotw_like
-from tests.xds.test_delta import envoy_like
+from tests.xds.test_server_delta import envoy_like
 
 DELTA = "sidecar~127.0.0.3~delta-1.default~default.svc.cluster.local"
 PICKY = "sidecar~127.0.0.4~picky-1.default~default.svc.cluster.local"

@@ -14,7 +14,7 @@ from registryd.adapter import Replace, Update
 from registryd.app import App
 from registryd.config import RegistryConfig
 from registryd.testing import AdsClient
-from tests.conftest import loopback_settings
+from tests.support.harness import loopback_settings
 
 HANG_GUARD = 60.0  # seconds: only stops a hung test; never what a test asserts
 

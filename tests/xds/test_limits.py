@@ -15,7 +15,7 @@ from registryd.testing import AdsClient, DeltaAdsClient
 from registryd.testing.ads import TYPES
 from registryd.xds.delta import DeltaConnection
 from registryd.xds.server import MAX_NAME, UNKNOWN_BYTES_PER_NAME, XdsServer, _Refused
-from tests.conftest import Harness
+from tests.support.harness import Harness
 
 REPEATS = 12  # refusals per test: a status lost to a race shows up within a few
 

@@ -22,7 +22,7 @@ import grpc
 from registryd.model import Port, Service
 from registryd.testing import AdsClient, DeltaAdsClient
 from registryd.xds.server import MAX_NAME
-from tests.conftest import Harness
+from tests.support.harness import Harness
 
 CLIENTS = 6  # per kind
 NAMES = 800  # unknown names per client, of NAME_SIZE bytes: under the default limits

@@ -16,7 +16,7 @@ from registryd.model import Port, Service
 from registryd.testing import AdsClient
 from registryd.testing.ads import TYPES
 from registryd.xds.stream import Connection
-from tests.conftest import Harness
+from tests.support.harness import Harness
 from tests.xds.quiet import nothing_pending
 
 CDS, EDS = TYPES["cds"], TYPES["eds"]

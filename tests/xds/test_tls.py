@@ -16,9 +16,9 @@ from registryd.app import App
 from registryd.config import RegistryConfig, TlsFiles, load_tls
 from registryd.model import Port, Service
 from registryd.testing import AdsClient, MemoryAdapter
-from tests.certs import TlsFiles as CertFiles
-from tests.certs import make_tls
-from tests.conftest import loopback_settings
+from tests.support.certs import TlsFiles as CertFiles
+from tests.support.certs import make_tls
+from tests.support.harness import loopback_settings
 
 
 @pytest.fixture(scope="module")

@@ -90,7 +90,7 @@ from typing import Any, NamedTuple
 import yaml
 from aiohttp import web
 
-from tests.emulators.base import LoopbackServer
+from tests.support.emulators.base import LoopbackServer
 
 __all__ = ["KubeEmulator", "Request"]
 
@@ -680,7 +680,7 @@ async def _serve(port: int, token: str | None, kubeconfig: Path | None) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m tests.emulators.kubernetes [--port N] [--token T] [--kubeconfig P]``."""
+    """``python -m tests.support.emulators.kubernetes [--port N] [--token T] [--kubeconfig P]``."""
     import argparse
 
     parser = argparse.ArgumentParser(description="Kubernetes API list/watch emulator")

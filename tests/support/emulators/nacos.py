@@ -55,7 +55,7 @@ from typing import Any
 
 from aiohttp import web
 
-from tests.emulators.base import LoopbackServer
+from tests.support.emulators.base import LoopbackServer
 
 __all__ = ["NacosEmulator", "Request"]
 

@@ -18,8 +18,8 @@ from registryd.model import Port, Service
 from registryd.testing import AdsClient, MemoryAdapter
 from registryd.xds.stream import Connection, Digest, Planned
 from registryd.xds.throttle import Throttle
-from tests.conftest import loopback_settings
-from tests.unit.clock import FakeClock
+from tests.support.fake_time import FakeTime
+from tests.support.harness import loopback_settings
 from tests.xds.test_protocol import FreezableRelay, eps
 
 
@@ -114,13 +114,13 @@ async def test_a_push_to_many_clients_writes_at_most_push_throttle_at_once(
 
 
 @pytest.fixture
-async def paced() -> AsyncIterator[tuple[App, FakeClock]]:
+async def paced() -> AsyncIterator[tuple[App, FakeTime]]:
     """A registryd admitting 2 new streams a second on a fake clock."""
     settings = loopback_settings(
         registries=(RegistryConfig(name="mem", type="memory", settings={}),)
     )
     app = App(settings)
-    clock = FakeClock()
+    clock = FakeTime(hold=True)
     app.xds.throttle = Throttle.build(push_limit=None, rate=2.0, clock=clock, sleep=clock.sleep)
     app.xds.throttle.observe(app.metrics.throttled)
     memory = app._adapters[0][1]
@@ -137,7 +137,7 @@ async def paced() -> AsyncIterator[tuple[App, FakeClock]]:
 
 
 async def test_new_streams_beyond_the_rate_wait_and_every_one_is_served_in_turn(
-    paced: tuple[App, FakeClock],
+    paced: tuple[App, FakeTime],
 ) -> None:
     app, clock = paced
     streams = app.xds.throttle.streams
@@ -162,7 +162,7 @@ async def test_new_streams_beyond_the_rate_wait_and_every_one_is_served_in_turn(
 
 
 async def test_a_client_that_leaves_while_waiting_leaves_the_line(
-    paced: tuple[App, FakeClock],
+    paced: tuple[App, FakeTime],
 ) -> None:
     app, clock = paced
     streams = app.xds.throttle.streams

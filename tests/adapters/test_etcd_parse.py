@@ -1,6 +1,5 @@
-"""Pure conversion of etcd keys and values: the key layout, both value formats, every
-malformed case, services built from several instances, and the key table that keeps
-the last good value of each key."""
+"""Reading etcd keys and values (:mod:`registryd.adapters.etcd.parse`), pure: the key layout,
+both value formats and every malformed case."""
 
 from __future__ import annotations
 
@@ -9,46 +8,21 @@ from typing import Any
 
 import pytest
 
-from registryd.adapter import Delete, Problems, Replace, Upsert
-from registryd.adapters.etcd.mapping import build_service
 from registryd.adapters.etcd.parse import (
-    DEFAULT_PREFIX,
     InvalidEntry,
     Options,
     parse_entry,
     parse_key,
     valid_hostname,
 )
-from registryd.adapters.etcd.state import KeyTable
 from registryd.model import (
     Endpoint,
     Health,
     Labels,
     Locality,
-    Location,
     Port,
-    Resolution,
-    Service,
 )
-
-PREFIX = DEFAULT_PREFIX
-OPTIONS = Options()
-
-
-def key(service: str, instance: str = "i-1", prefix: str = PREFIX) -> bytes:
-    return f"{prefix}{service}/{instance}".encode()
-
-
-def value(**fields: Any) -> bytes:
-    return json.dumps(fields).encode()
-
-
-def rich(address: str = "10.0.0.1", port: int = 8080, **fields: Any) -> bytes:
-    return value(address=address, port=port, **fields)
-
-
-def naming(addr: Any, **fields: Any) -> bytes:
-    return value(Addr=addr, **fields)
+from tests.adapters.etcd_values import OPTIONS, PREFIX, key, naming, rich, value
 
 
 def error_of(raw_key: bytes, raw_value: bytes, options: Options = OPTIONS) -> str:
@@ -57,9 +31,6 @@ def error_of(raw_key: bytes, raw_value: bytes, options: Options = OPTIONS) -> st
     message = str(caught.value)
     assert message.startswith(raw_key.decode("utf-8", "backslashreplace") + ": "), message
     return message
-
-
-# -- keys ---------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -102,9 +73,6 @@ def test_valid_hostname() -> None:
     assert not valid_hostname("") and not valid_hostname("Web")
     assert not valid_hostname("a." * 127 + "a")  # 255 characters
     assert not valid_hostname("web-") and not valid_hostname(".web")
-
-
-# -- gRPC naming values -------------------------------------------------------------------
 
 
 def test_grpc_naming_value() -> None:
@@ -153,9 +121,6 @@ def test_bad_grpc_naming_values(raw: bytes, reason: str) -> None:
     message = error_of(key("greeter"), raw)
     assert "invalid gRPC naming value" in message
     assert reason in message
-
-
-# -- registryd values ---------------------------------------------------------------------
 
 
 def test_rich_value_with_every_field() -> None:
@@ -283,203 +248,3 @@ def test_every_reason_is_reported_at_once() -> None:
 )
 def test_bad_values(raw: bytes, reason: str) -> None:
     assert reason in error_of(key("web"), raw)
-
-
-# -- services from instances ----------------------------------------------------------------
-
-
-def instance(name: str, raw: bytes, service: str = "web") -> Any:
-    return parse_entry(key(service, name), raw, OPTIONS)
-
-
-def test_one_port_per_distinct_service_port() -> None:
-    built = build_service(
-        "web",
-        [
-            instance("c", rich("10.0.0.3", 9090, servicePort=90, portName="grpc")),
-            instance("a", rich("10.0.0.1", 8080, servicePort=80, protocol="HTTP")),
-            instance("b", rich("10.0.0.2", 8080, servicePort=80, protocol="HTTP")),
-        ],
-        Options(namespace="shop"),
-    )
-    assert built.service == Service(
-        hostname="web",
-        namespace="shop",
-        ports=(
-            Port(number=80, name="http-80", protocol="HTTP"),
-            Port(number=90, name="grpc", protocol="GRPC"),
-        ),
-        resolution=Resolution.STATIC,
-        location=Location.MESH_INTERNAL,
-    )
-    assert [(e.service_port, e.address) for e in built.endpoints] == [
-        (80, "10.0.0.1"),
-        (80, "10.0.0.2"),
-        (90, "10.0.0.3"),
-    ]
-    assert built.notes == ()
-
-
-def test_grpc_naming_instances_each_give_their_port() -> None:
-    built = build_service(
-        "greeter",
-        [
-            instance("a", naming("10.0.0.1:50051"), "greeter"),
-            instance("b", naming("10.0.0.2:50052"), "greeter"),
-        ],
-        OPTIONS,
-    )
-    assert [p.number for p in built.service.ports] == [50051, 50052]
-    assert [(e.address, e.port, e.service_port) for e in built.endpoints] == [
-        ("10.0.0.1", 50051, 50051),
-        ("10.0.0.2", 50052, 50052),
-    ]
-
-
-def test_first_key_wins_a_port_conflict_with_a_note() -> None:
-    built = build_service(
-        "web",
-        [
-            instance("b", rich("10.0.0.2", 80, protocol="GRPC")),
-            instance("a", rich("10.0.0.1", 80, protocol="HTTP")),
-        ],
-        OPTIONS,
-    )
-    assert built.service.ports == (Port(number=80, name="http-80", protocol="HTTP"),)
-    assert len(built.endpoints) == 2
-    (note,) = built.notes
-    assert f"{PREFIX}web/b declares port 80 as grpc-80/GRPC but {PREFIX}web/a as" in note
-
-
-def test_same_endpoint_twice_is_kept_once_with_a_note() -> None:
-    built = build_service(
-        "web",
-        [
-            instance("old", rich("10.0.0.1", 8080, weight=5)),
-            instance("new", rich("10.0.0.1", 8080, weight=1)),
-        ],
-        OPTIONS,
-    )
-    (endpoint,) = built.endpoints
-    assert endpoint.weight == 1  # "new" sorts before "old"
-    (note,) = built.notes
-    assert "give the same endpoint 10.0.0.1:8080 for port 8080" in note
-
-
-# -- the key table --------------------------------------------------------------------------
-
-
-def test_table_changes() -> None:
-    table = KeyTable(OPTIONS)
-    assert table.replace() == Replace()
-    table.put(key("web", "a"), rich("10.0.0.1"))
-    table.put(key("web", "b"), rich("10.0.0.2"))
-    (upsert,) = table.changes()
-    assert isinstance(upsert, Upsert)
-    assert [e.address for e in upsert.endpoints] == ["10.0.0.1", "10.0.0.2"]
-    assert table.changes() == []
-
-    table.put(key("web", "b"), rich("10.0.0.2"))  # same value
-    table.put(key("web", "b"), b' {"port": 8080,  "address": "10.0.0.2"}')  # same meaning
-    assert table.changes() == []
-
-    table.put(key("api", "a"), rich("10.0.0.3"))
-    table.delete(key("web", "a"))
-    table.delete(key("web", "b"))
-    table.delete(key("nothing", "here"))
-    changes = table.changes()
-    assert [type(c).__name__ for c in changes] == ["Upsert", "Delete"]
-    assert changes[1] == Delete(hostname="web")
-    assert table.changes() == []
-
-
-def test_table_keeps_the_last_good_value() -> None:
-    table = KeyTable(OPTIONS)
-    good = {"address": "10.0.0.1", "port": 8080}
-    table.put(key("web", "a"), value(**good))
-    table.replace()
-    sources = table.sources
-
-    table.put(key("web", "a"), b"{broken")
-    assert table.changes() == []
-    problems = table.problems()
-    assert list(problems.errors) == [f"{PREFIX}web/a"]
-    assert problems.sources == {f"{PREFIX}web/a": good}
-    assert table.sources is sources  # unchanged: the same mapping
-
-    table.put(key("web", "a"), rich("10.0.0.9"))
-    (upsert,) = table.changes()
-    assert isinstance(upsert, Upsert) and upsert.endpoints[0].address == "10.0.0.9"
-    assert table.problems().errors == {}
-    assert table.sources is not sources
-
-
-def test_table_broken_new_key_contributes_nothing_and_delete_clears_it() -> None:
-    table = KeyTable(OPTIONS)
-    table.put(key("web", "a"), b"[]")
-    table.put(f"{PREFIX}stray".encode(), rich())
-    assert table.changes() == []
-    assert sorted(table.errors) == [f"{PREFIX}stray", f"{PREFIX}web/a"]
-    table.delete(key("web", "a"))
-    table.delete(f"{PREFIX}stray".encode())
-    assert table.problems() == Problems()
-
-
-def test_table_reset_is_a_full_listing() -> None:
-    table = KeyTable(OPTIONS)
-    table.put(key("web", "a"), rich("10.0.0.1"))
-    table.put(key("web", "b"), rich("10.0.0.2"))
-    table.put(key("gone", "a"), rich("10.0.0.3"))
-    table.put(key("bad", "a"), b"x")
-    table.replace()
-
-    table.reset(
-        [
-            (key("web", "a"), b"{still broken"),  # broken now: keeps its last good value
-            (key("web", "c"), rich("10.0.0.4")),
-            (key("new", "a"), naming("10.0.0.5:50051")),
-        ]
-    )
-    replace = table.replace()
-    assert [s.hostname for s in replace.services] == ["new", "web"]
-    assert [(e.hostname, e.address) for e in replace.endpoints] == [
-        ("new", "10.0.0.5"),
-        ("web", "10.0.0.1"),
-        ("web", "10.0.0.4"),
-    ]
-    assert list(table.errors) == [f"{PREFIX}web/a"]
-    assert table.changes() == []
-
-
-def test_table_raw_only_change_updates_sources_without_an_upsert() -> None:
-    table = KeyTable(OPTIONS)
-    table.put(key("g", "a"), naming("10.0.0.1:1", Metadata={"n": 1}))
-    table.replace()
-    before = table.sources
-    table.put(key("g", "a"), naming("10.0.0.1:1", Metadata={"n": 2}))
-    assert table.changes() == []
-    assert table.sources is not before
-    assert table.sources[f"{PREFIX}g/a"] == {"Addr": "10.0.0.1:1", "Metadata": {"n": 2}}
-
-
-def test_table_notes_are_warnings_of_its_problems() -> None:
-    table = KeyTable(OPTIONS)
-    table.put(key("web", "a"), rich("10.0.0.1", 80, protocol="HTTP"))
-    table.put(key("web", "b"), rich("10.0.0.2", 80, protocol="TCP"))
-    table.replace()
-    (note,) = table.notes
-    assert "declares port 80" in note
-    assert table.problems().warnings == (note,)
-    assert table.problems().errors == {}
-    table.delete(key("web", "b"))
-    table.changes()
-    assert table.notes == () and table.problems().warnings == ()
-
-
-def test_hostnames_differing_in_case_are_one_service() -> None:
-    table = KeyTable(Options(hostname_suffix="svc.example"))
-    table.put(key("Web", "a"), rich("10.0.0.1"))
-    table.put(key("web", "b"), rich("10.0.0.2"))
-    replace = table.replace()
-    assert [s.hostname for s in replace.services] == ["web.svc.example"]
-    assert len(replace.endpoints) == 2

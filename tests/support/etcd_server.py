@@ -24,8 +24,8 @@ import ssl
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from tests.certs import TlsFiles, make_tls, require
-from tests.e2e.procs import Process, ProcessDied, free_ports, poll
+from tests.support.certs import TlsFiles, make_tls, require
+from tests.support.procs import Process, ProcessDied, free_ports, poll
 
 __all__ = ["EtcdServer", "TlsFiles", "etcd_binary", "etcd_server", "make_tls", "require"]
 

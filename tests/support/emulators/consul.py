@@ -79,7 +79,7 @@ from typing import Any
 
 from aiohttp import web
 
-from tests.emulators.base import LoopbackServer
+from tests.support.emulators.base import LoopbackServer
 
 __all__ = ["ConsulEmulator", "Request"]
 
@@ -653,7 +653,7 @@ async def _serve(port: int, token: str | None) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m tests.emulators.consul [--port N] [--token T]``: serve until killed."""
+    """``python -m tests.support.emulators.consul [--port N] [--token T]``: serve until killed."""
     import argparse
 
     parser = argparse.ArgumentParser(description="Consul HTTP API emulator (127.0.0.1)")

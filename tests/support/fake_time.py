@@ -1,10 +1,14 @@
 """Time that moves only when a test moves it: a clock and a sleep to inject into the code
 under test, so that rate limits, timeouts and backoffs are tested by the waits they ask
-for, not by how long a test took.
+for, not by how long a test took.  The one fake clock of the test suite.
 
-:class:`FakeTime` is both: ``fake()`` is the clock (seconds, like :func:`time.monotonic`)
-and ``fake.sleep`` the sleep.  Every sleep is recorded in :attr:`FakeTime.sleeps` (in the
-order asked), and the clock's time each is over in :attr:`FakeTime.dues`.  Two modes:
+:class:`FakeTime` is both: ``fake()`` is the clock (seconds, like :func:`time.monotonic`,
+or like :func:`time.time` when started there; :meth:`FakeTime.ns` reads it in integer
+nanoseconds, like :func:`time.time_ns`) and ``fake.sleep`` the sleep.  A test moves the
+clock with :meth:`FakeTime.advance` or by setting :attr:`FakeTime.now`; the readings
+are counted (:attr:`FakeTime.reads`, safe from threads).  Every sleep is recorded in
+:attr:`FakeTime.sleeps` (in the order asked), and the clock's time each is over in
+:attr:`FakeTime.dues`.  Two modes:
 
 * ``hold=False`` (the default): a sleep moves the clock to its end if it is not there
   yet, lets the loop turn once and returns: the code runs as if every wait had passed,
@@ -19,6 +23,7 @@ order asked), and the clock's time each is over in :attr:`FakeTime.dues`.  Two m
 from __future__ import annotations
 
 import asyncio
+import threading
 
 
 class FakeTime:
@@ -31,9 +36,23 @@ class FakeTime:
         self.dues: list[float] = []
         self._sleepers: list[tuple[float, asyncio.Future[None]]] = []
         self._asked = asyncio.Event()
+        self._lock = threading.Lock()  # code under test may read the clock from a thread
+        self._reads = 0
 
     def __call__(self) -> float:
+        with self._lock:
+            self._reads += 1
         return self.now
+
+    def ns(self) -> int:
+        """The time in integer nanoseconds (a reading, like a call)."""
+        return round(self() * 1_000_000_000)
+
+    @property
+    def reads(self) -> int:
+        """How many times the clock was read (called, or :meth:`ns`), from any thread."""
+        with self._lock:
+            return self._reads
 
     async def sleep(self, delay: float) -> None:
         """Record ``delay``; return once the clock is at its end (see the module doc)."""
