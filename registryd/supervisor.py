@@ -4,11 +4,12 @@
 task iterates its adapter's ``watch()`` and applies the updates to the store.  When the
 adapter raises, the error is logged with its traceback and recorded on the shard (which
 keeps serving its last good state and shows as not synced), and ``watch()`` is started
-again after a backoff taken from :data:`BACKOFF` (the last value repeats), with +-20 %
-jitter and never more than ``max_delay``.  The backoff starts over only once a run has
-stayed up for ``stable_after`` seconds (default 60) after delivering its full state, so
-a registry that fails right after each listing is not relisted every second forever.
-Bugs in one adapter never reach the others or the daemon.
+again by :func:`registryd.restart.keep_running`: after a backoff taken from
+:data:`BACKOFF` (the last value repeats), with +-20 % jitter and never more than
+``max_delay``.  The backoff starts over only once a run has stayed up for
+``stable_after`` seconds (default 60) after delivering its full state, so a registry
+that fails right after each listing is not relisted every second forever.  Bugs in one
+adapter never reach the others or the daemon.
 
 A task may also be given a *creator* instead of an adapter: a callable that loads the
 plugin and builds the adapter.  It is called inside the guarded loop, so a plugin that
@@ -19,12 +20,14 @@ writer, each registry task, the HTTP handlers) reports an unexpected exception: 
 it at error with its traceback and counts it per task (the metric
 ``registryd_task_failures_total{task=...}``).  A task that ends with an exception and is
 not restarted (:meth:`TaskHealth.watch`) is *dead*; ``/healthz`` answers 503 naming it.
-:func:`restarting` runs a coroutine function forever, restarting it with backoff.
+:func:`restarting` runs a coroutine function forever, reporting each failure to a
+:class:`TaskHealth` and restarting it by the same rule as the registries.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
 import time
@@ -33,17 +36,19 @@ from collections.abc import Awaitable, Callable, Sequence
 from registryd.adapter import Adapter, Replace
 from registryd.model import ShardKey
 from registryd.registry.store import RegistryStore
+from registryd.restart import (
+    BACKOFF,
+    MAX_DELAY,
+    STABLE_AFTER,
+    Attempt,
+    Backoff,
+    Sleep,
+    keep_running,
+)
 
 __all__ = ["BACKOFF", "Supervisor", "TaskHealth", "restarting"]
 
 log = logging.getLogger("registryd.supervisor")
-
-BACKOFF: tuple[float, ...] = (1, 1, 2, 3, 5, 8, 13, 21)
-JITTER = 0.2  # each delay is scaled by a factor in [1 - JITTER, 1 + JITTER]
-MAX_DELAY = 30.0
-STABLE_AFTER = 60.0
-
-Sleep = Callable[[float], Awaitable[object]]
 
 
 class TaskHealth:
@@ -89,18 +94,27 @@ async def restarting(
     *,
     backoff: Sequence[float] = BACKOFF,
     sleep: Sleep = asyncio.sleep,
+    clock: Callable[[], float] = time.monotonic,
+    jitter: Callable[[], float] = random.random,
 ) -> None:
-    """Await ``run()`` forever: each unexpected exception is reported to ``health`` and
-    ``run()`` starts again after the next backoff delay.  Ends only when cancelled."""
-    failures = 0
-    while True:
-        try:
-            await run()
-            raise RuntimeError(f"{name} ended without an error")
-        except Exception as exc:
-            health.failed(name, exc)
-        await sleep(backoff[min(failures, len(backoff) - 1)])
-        failures += 1
+    """Await ``run()`` forever: each unexpected exception (or return) is reported to
+    ``health`` as a failure of task ``name`` and ``run()`` starts again after the backoff
+    (:func:`registryd.restart.keep_running`; a run counts as up from its start).  Ends
+    only when cancelled."""
+
+    async def once(attempt: Attempt) -> None:
+        attempt.up()
+        await run()
+        raise RuntimeError(f"{name} ended without an error")
+
+    await keep_running(
+        once,
+        lambda error, _delay: health.failed(name, error),
+        backoff=Backoff(steps=tuple(backoff)),
+        sleep=sleep,
+        clock=clock,
+        jitter=jitter,
+    )
 
 
 class Supervisor:
@@ -121,13 +135,11 @@ class Supervisor:
         :attr:`next_retry`, ``jitter`` returns a number in [0, 1) that picks the jitter
         factor (``lambda: 0.5`` means none)."""
         self._store = store
-        self._backoff = tuple(backoff)
+        self._backoff = Backoff(steps=tuple(backoff), cap=max_delay, stable_after=stable_after)
         self._sleep = sleep
         self._clock = clock
         self._wall = wall
         self._jitter = jitter
-        self._stable_after = stable_after
-        self._max_delay = max_delay
         self.health = health or TaskHealth()
         self._tasks: dict[ShardKey, asyncio.Task[None]] = {}
         self.restarts: dict[ShardKey, int] = {}
@@ -148,50 +160,48 @@ class Supervisor:
         await asyncio.gather(*self._tasks.values(), return_exceptions=True)
         self._tasks.clear()
 
-    def delay(self, failures: int) -> float:
-        """The wait before retry number ``failures + 1``: the backoff step, jittered,
-        capped at ``max_delay``."""
-        step = self._backoff[min(failures, len(self._backoff) - 1)]
-        factor = 1 - JITTER + 2 * JITTER * self._jitter()
-        return min(step * factor, self._max_delay)
-
     async def _guard(self, key: ShardKey, source: Adapter | Callable[[], Adapter]) -> None:
-        failures = 0
+        """Watch shard ``key`` until cancelled, restarting the watch after each failure.
+        A run is up once it delivered its full state (a Replace)."""
         adapter = source if isinstance(source, Adapter) else None
-        while True:
-            synced_at: float | None = None
-            try:
-                if adapter is None:
-                    assert callable(source)
-                    adapter = source()
-                async for update in adapter.watch():
-                    self._store.apply(key, update)
-                    if isinstance(update, Replace) and synced_at is None:
-                        synced_at = self._clock()
-                raise RuntimeError("watch() ended without an error")
-            except asyncio.CancelledError as exc:
-                current = asyncio.current_task()
-                if current is None or current.cancelling():
-                    raise  # shutdown: stop() cancelled this task
-                error: BaseException = exc  # the adapter's own CancelledError is a bug
-            except Exception as exc:
-                error = exc
-            if synced_at is not None and self._clock() - synced_at >= self._stable_after:
-                failures = 0  # the run was stable: start the backoff over
-            delay = self.delay(failures)
-            failures += 1
-            self.restarts[key] = self.restarts.get(key, 0) + 1
-            message = f"{type(error).__name__}: {error}"
-            self._store.mark_failed(key, message)
-            log.error(
-                "registry %s failed (%s); retrying in %.1fs",
-                key,
-                message,
-                delay,
-                exc_info=(type(error), error, error.__traceback__),
-            )
-            self.next_retry[key] = self._wall() + delay
-            try:
-                await self._sleep(delay)
-            finally:
-                self.next_retry.pop(key, None)
+
+        async def watch(attempt: Attempt) -> None:
+            nonlocal adapter
+            if adapter is None:
+                assert callable(source)
+                adapter = source()
+            async for update in adapter.watch():
+                self._store.apply(key, update)
+                if isinstance(update, Replace):
+                    attempt.up()
+            raise RuntimeError("watch() ended without an error")
+
+        await keep_running(
+            watch,
+            functools.partial(self._failed, key),
+            backoff=self._backoff,
+            sleep=functools.partial(self._wait, key),
+            clock=self._clock,
+            jitter=self._jitter,
+        )
+
+    def _failed(self, key: ShardKey, error: BaseException, delay: float) -> None:
+        """Count, record on the shard and log a failure of ``key``'s watch."""
+        self.restarts[key] = self.restarts.get(key, 0) + 1
+        message = f"{type(error).__name__}: {error}"
+        self._store.mark_failed(key, message)
+        log.error(
+            "registry %s failed (%s); retrying in %.1fs",
+            key,
+            message,
+            delay,
+            exc_info=(type(error), error, error.__traceback__),
+        )
+
+    async def _wait(self, key: ShardKey, delay: float) -> None:
+        """Sleep ``delay`` before ``key``'s retry, with its time in :attr:`next_retry`."""
+        self.next_retry[key] = self._wall() + delay
+        try:
+            await self._sleep(delay)
+        finally:
+            self.next_retry.pop(key, None)

@@ -15,9 +15,10 @@ Contract:
   ports it got.  A worker that cannot listen at start is a :class:`ConfigError`.
 * A worker that dies (killed, crashed, its channel broken) is logged and counted
   (``registryd_task_failures_total{task="xds-worker"}``) and started again after a
-  backoff (the supervisor's, reset after a minute up); its clients reconnect, to any
-  worker, and are served the current state.  Nothing else is disturbed: the other
-  workers' streams stay open.
+  backoff (:func:`registryd.restart.keep_running`: the registries' rule, jitter
+  included, reset after a minute up); a start that fails is one more failure.  Its
+  clients reconnect, to any worker, and are served the current state.  Nothing else is
+  disturbed: the other workers' streams stay open.
 * A worker that is alive but does not answer (stopped, deadlocked, stuck) is found by
   its heartbeat (:mod:`registryd.xds.heartbeat`): pinged every ``heartbeat_timeout / 5``
   seconds, once silent for ``heartbeat_timeout`` (plus a second per 4 MiB of snapshots
@@ -42,9 +43,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import logging
 import math
+import random
 import socket
 import sys
 import time
@@ -58,7 +61,8 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from registryd.config import Address
 from registryd.errors import ConfigError
 from registryd.metrics import merge_families
-from registryd.supervisor import BACKOFF, STABLE_AFTER, TaskHealth
+from registryd.restart import BACKOFF, Attempt, Backoff, keep_running
+from registryd.supervisor import TaskHealth
 from registryd.web.streams import Listing, merge_listings, merge_traces
 from registryd.xds.channel import ChannelClosed, WorkerConfig, frame, receive
 from registryd.xds.heartbeat import HEARTBEAT_TIMEOUT, Heartbeat, watch
@@ -112,7 +116,9 @@ class WorkerPool:
     """N xDS worker processes fed by this (the main) process.  ``template``: the
     configuration every worker gets (its ``index`` and ports are set per worker).
     ``heartbeat_timeout``: seconds of silence after which a worker is killed as hung
-    (None: never); ``call_timeout``: seconds a question waits for each worker's answer."""
+    (None: never); ``call_timeout``: seconds a question waits for each worker's answer.
+    ``backoff``, ``sleep``, ``clock`` and ``jitter`` (a number in [0, 1): 0.5 means no
+    jitter) drive restarts (:mod:`registryd.restart`); ``clock`` also the heartbeat."""
 
     def __init__(
         self,
@@ -123,6 +129,7 @@ class WorkerPool:
         backoff: Sequence[float] = BACKOFF,
         sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
         clock: Callable[[], float] = time.monotonic,
+        jitter: Callable[[], float] = random.random,
         call_timeout: float = CALL_TIMEOUT,
         heartbeat_timeout: float | None = HEARTBEAT_TIMEOUT,
     ) -> None:
@@ -131,9 +138,10 @@ class WorkerPool:
         self.health = health or TaskHealth()
         self.grpc_port = 0
         self.secure_grpc_port = 0
-        self._backoff = tuple(backoff)
+        self._backoff = Backoff(steps=tuple(backoff))
         self._sleep = sleep
         self._clock = clock
+        self._jitter = jitter
         self._call_timeout = call_timeout
         self._heartbeat_timeout = heartbeat_timeout
         self._handles = [_Handle(i + 1, Heartbeat(heartbeat_timeout)) for i in range(count)]
@@ -180,6 +188,7 @@ class WorkerPool:
             handle.task = asyncio.create_task(
                 self._supervise(handle), name=f"xds-worker-{handle.index}"
             )
+            self.health.watch(handle.task)
 
     def _config(self, handle: _Handle) -> WorkerConfig:
         config = replace(self.template, index=handle.index)
@@ -195,8 +204,10 @@ class WorkerPool:
         }
         return replace(config, log_levels=levels)
 
-    async def _launch(self, handle: _Handle) -> None:
-        """Start ``handle``'s process and wait until it listens."""
+    async def _spawn(
+        self,
+    ) -> tuple[asyncio.subprocess.Process, asyncio.StreamReader, asyncio.StreamWriter]:
+        """Start a worker process; it, and this end of its channel (reader, writer)."""
         parent, child = socket.socketpair()
         try:
             process = await asyncio.create_subprocess_exec(
@@ -208,8 +219,13 @@ class WorkerPool:
             )
         finally:
             child.close()
-        handle.process = process
         reader, writer = await asyncio.open_unix_connection(sock=parent)
+        return process, reader, writer
+
+    async def _launch(self, handle: _Handle) -> None:
+        """Start ``handle``'s process and wait until it listens."""
+        process, reader, writer = await self._spawn()
+        handle.process = process
         handle.reader, handle.writer = reader, writer
         try:
             writer.write(frame(self._config(handle)))
@@ -232,22 +248,24 @@ class WorkerPool:
         log.info("xDS worker %d started (pid %s)", handle.index, process.pid)
 
     async def _supervise(self, handle: _Handle) -> None:
-        """Serve ``handle`` and start it again whenever it ends, until cancelled."""
-        failures = 0
-        while True:
-            since = self._clock()
-            error = await self._serve(handle)
-            if self._clock() - since >= STABLE_AFTER:
-                failures = 0
-            self.health.failed("xds-worker", error)
-            while True:
-                await self._sleep(self._backoff[min(failures, len(self._backoff) - 1)])
-                failures += 1
-                try:
-                    await self._launch(handle)
-                    break
-                except Exception as exc:
-                    self.health.failed("xds-worker", exc)
+        """Serve ``handle`` and start it again whenever it ends, until cancelled; each
+        end and each failed start counts as a failure of ``xds-worker``."""
+        await keep_running(
+            functools.partial(self._live, handle),
+            lambda error, _delay: self.health.failed("xds-worker", error),
+            backoff=self._backoff,
+            sleep=self._sleep,
+            clock=self._clock,
+            jitter=self._jitter,
+        )
+
+    async def _live(self, handle: _Handle, attempt: Attempt) -> None:
+        """One life of ``handle``'s worker: started (unless it already runs, as after
+        :meth:`start`), up once it listens, served until it is gone; raises why."""
+        if not handle.up:
+            await self._launch(handle)
+        attempt.up()
+        raise await self._serve(handle)
 
     async def _serve(self, handle: _Handle) -> WorkerGone:
         """Ship snapshots to ``handle``, read its answers and watch its heartbeat until

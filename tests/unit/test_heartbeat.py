@@ -1,13 +1,13 @@
 """Hung xDS workers: found by their heartbeat, killed, and never waited for.
 
-The pool runs here without processes: each worker is a handle whose channel is a stub
-that answers (or not) as the test says, on a fake clock, so no test sleeps.
+The pool runs here without processes (:func:`tests.support.fake_workers.running_pool`):
+each worker is a handle whose channel is a stub that answers (or not) as the test says,
+on a fake clock, so no test sleeps.
 """
 
 from __future__ import annotations
 
 import asyncio
-import pickle
 from typing import Any
 
 import pytest
@@ -15,25 +15,9 @@ from prometheus_client import CollectorRegistry, Counter
 
 from registryd import cli
 from registryd.errors import ConfigError
-from registryd.xds.channel import WorkerConfig
 from registryd.xds.heartbeat import Heartbeat, watch
-from registryd.xds.listen import ServerOptions
-from registryd.xds.pool import WorkerPool, _Handle
-from tests.fake_time import FakeTime
-
-TEMPLATE = WorkerConfig(
-    index=0,
-    grpc_addr=None,
-    secure_grpc_addr=None,
-    tls=None,
-    options=ServerOptions(),
-    version_prefix="t",
-    max_unknown_names=0,
-    push_throttle=0,
-    max_requests_per_second=0,
-    log_levels={},
-    log_as_json=False,
-)
+from tests.support.fake_time import FakeTime
+from tests.support.fake_workers import running_pool
 
 
 def test_a_worker_is_late_after_two_silent_pings_and_hung_after_the_timeout() -> None:
@@ -115,51 +99,6 @@ def test_the_flag_sets_the_heartbeat_timeout() -> None:
     assert cli.parse_args(["discovery", f"{flag}=0"], {}).xds_worker_heartbeat_timeout is None
     with pytest.raises(ConfigError, match=flag):
         cli.parse_args(["discovery", f"{flag}=soon"], {})
-
-
-class Channel:
-    """A worker's end of the channel, in memory: answers calls unless ``stopped``."""
-
-    def __init__(self, handle: _Handle, answer: Any, clock: FakeTime) -> None:
-        self.handle = handle
-        self.answer = answer
-        self.clock = clock
-        self.stopped = False
-        self.sent: list[Any] = []
-
-    def write(self, data: bytes) -> None:
-        message = pickle.loads(data[4:])
-        self.sent.append(message)
-        if self.stopped or message[0] != "call":
-            return
-        future = self.handle.pending[message[1]]
-        asyncio.get_running_loop().call_soon(future.set_result, self.answer)
-        self.handle.beat.answered(self.clock())
-
-
-class Process:
-    def __init__(self, pid: int) -> None:
-        self.pid = pid
-        self.returncode: int | None = None
-        self.killed = False
-
-    def kill(self) -> None:
-        self.killed = True
-
-
-def running_pool(time: FakeTime, answers: list[Any]) -> tuple[WorkerPool, list[Channel]]:
-    """A pool of ``len(answers)`` running workers (pids 101, 102…), each answering every
-    question with its entry of ``answers``; heartbeat timeout 5 s, call timeout 0.05 s."""
-    pool = WorkerPool(len(answers), TEMPLATE, clock=time, sleep=time.sleep, call_timeout=0.05)
-    channels = []
-    for handle, answer in zip(pool._handles, answers, strict=True):
-        channel = Channel(handle, answer, time)
-        handle.writer = channel  # type: ignore[assignment]
-        handle.process = Process(100 + handle.index)  # type: ignore[assignment]
-        handle.up = True
-        handle.beat.answered(time())
-        channels.append(channel)
-    return pool, channels
 
 
 def connection(worker: int, at: float) -> tuple[float, dict[str, Any]]:

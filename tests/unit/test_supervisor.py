@@ -13,6 +13,7 @@ from registryd.model import ShardKey
 from registryd.registry.store import RegistryStore
 from registryd.supervisor import BACKOFF, Supervisor, TaskHealth, restarting
 from registryd.testing import MemoryAdapter
+from tests.support.fake_time import FakeTime
 from tests.unit.factories import ep, svc
 
 KEY = ShardKey("memory", "mem")
@@ -20,17 +21,6 @@ KEY = ShardKey("memory", "mem")
 
 def NO_JITTER() -> float:
     return 0.5  # the middle of [0, 1): a jitter factor of exactly 1
-
-
-class FakeSleep:
-    """Records requested delays; each call yields to the loop instead of sleeping."""
-
-    def __init__(self) -> None:
-        self.delays: list[float] = []
-
-    async def __call__(self, delay: float) -> None:
-        self.delays.append(delay)
-        await asyncio.sleep(0)
 
 
 class FailingAdapter:
@@ -68,55 +58,37 @@ async def until(condition: Callable[[], bool], steps: int = 1000) -> None:
 
 
 async def test_failures_restart_with_the_backoff_sequence() -> None:
-    store, sleep = RegistryStore(), FakeSleep()
+    store, sleep = RegistryStore(), FakeTime()
     adapter = FailingAdapter(failures=len(BACKOFF) + 2)
-    sup = Supervisor(store, jitter=NO_JITTER, sleep=sleep)
+    sup = Supervisor(store, jitter=NO_JITTER, sleep=sleep.sleep)
     sup.start(KEY, adapter)
     await until(lambda: "x.example" in store.view.services)
-    assert sleep.delays == [*BACKOFF, BACKOFF[-1], BACKOFF[-1]]  # last value repeats
+    assert sleep.sleeps == [*BACKOFF, BACKOFF[-1], BACKOFF[-1]]  # last value repeats
     assert sup.restarts[KEY] == len(BACKOFF) + 2
     assert store.shards[KEY].synced
     await sup.stop()
 
 
 async def test_failure_marks_failed_and_keeps_last_good_shard() -> None:
-    store, sleep = RegistryStore(), FakeSleep()
+    store, sleep = RegistryStore(), FakeTime(hold=True)
     memory = MemoryAdapter()
     memory.set([svc("x.example")], [ep("x.example")])
-    sup = Supervisor(store, jitter=NO_JITTER, backoff=(5, 7), sleep=_blocking(sleep))
+    sup = Supervisor(store, jitter=NO_JITTER, backoff=(5, 7), sleep=sleep.sleep)
     sup.start(KEY, memory)
     await until(lambda: store.shards[KEY].synced)
     memory.fail(ConnectionError("registry gone"))
-    await until(lambda: bool(sleep.delays))
+    await until(lambda: bool(sleep.sleeps))
     shard = store.shards[KEY]
     assert not shard.synced
     assert shard.last_error == "ConnectionError: registry gone"
     assert "x.example" in store.view.services
     assert len(store.view.services["x.example"].endpoints) == 1
-    assert sleep.delays == [5]
+    assert sleep.sleeps == [5]
     await sup.stop()
 
 
-def _blocking(sleep: FakeSleep) -> Callable[[float], asyncio.Future[None]]:
-    """A fake sleep that records the delay and then never returns (until cancelled)."""
-
-    def call(delay: float) -> asyncio.Future[None]:
-        sleep.delays.append(delay)
-        return asyncio.get_running_loop().create_future()
-
-    return call
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 async def _fail_after_each_replace(
-    sup: Supervisor, store: RegistryStore, memory: MemoryAdapter, sleep: FakeSleep, between: Any
+    sup: Supervisor, store: RegistryStore, memory: MemoryAdapter, sleep: FakeTime, between: Any
 ) -> None:
     sup.start(KEY, memory)
     for n in (1, 2, 3):
@@ -124,60 +96,63 @@ async def _fail_after_each_replace(
         await until(lambda: store.shards[KEY].synced)
         between()
         memory.fail(RuntimeError("boom"))
-        await until(lambda: len(sleep.delays) == n)  # noqa: B023
+        await until(lambda: len(sleep.sleeps) == n)  # noqa: B023
     await sup.stop()
 
 
 async def test_backoff_keeps_growing_when_runs_fail_right_after_their_full_state() -> None:
-    store, sleep, clock = RegistryStore(), FakeSleep(), Clock()
+    store, sleep, clock = RegistryStore(), FakeTime(), FakeTime(start=100.0)
     memory = MemoryAdapter()
-    sup = Supervisor(store, backoff=(1, 2, 3), sleep=sleep, clock=clock, jitter=NO_JITTER)
+    sup = Supervisor(store, backoff=(1, 2, 3), sleep=sleep.sleep, clock=clock, jitter=NO_JITTER)
     await _fail_after_each_replace(sup, store, memory, sleep, lambda: None)
-    assert sleep.delays == [1, 2, 3]  # a Replace alone does not reset it
+    assert sleep.sleeps == [1, 2, 3]  # a Replace alone does not reset it
 
 
 async def test_backoff_resets_after_a_run_stayed_up_for_the_stable_period() -> None:
-    store, sleep, clock = RegistryStore(), FakeSleep(), Clock()
+    store, sleep, clock = RegistryStore(), FakeTime(), FakeTime(start=100.0)
     memory = MemoryAdapter()
     sup = Supervisor(
-        store, backoff=(1, 2, 3), sleep=sleep, clock=clock, jitter=NO_JITTER, stable_after=60
+        store, backoff=(1, 2, 3), sleep=sleep.sleep, clock=clock, jitter=NO_JITTER, stable_after=60
     )
 
     def stable() -> None:
         clock.now += 60
 
     await _fail_after_each_replace(sup, store, memory, sleep, stable)
-    assert sleep.delays == [1, 1, 1]
+    assert sleep.sleeps == [1, 1, 1]
 
 
-def test_delays_are_jittered_by_20_percent_and_capped() -> None:
-    store = RegistryStore()
-    low = Supervisor(store, backoff=(10, 100), jitter=lambda: 0.0, max_delay=50)
-    high = Supervisor(store, backoff=(10, 100), jitter=lambda: 0.999999, max_delay=50)
-    assert low.delay(0) == pytest.approx(8.0)
-    assert high.delay(0) == pytest.approx(12.0, abs=1e-4)
-    assert low.delay(1) == high.delay(5) == 50  # capped
+async def test_delays_are_jittered_by_20_percent_and_capped() -> None:
+    store, sleep = RegistryStore(), FakeTime()
+    draws = iter([0.0, 0.999999, 0.0])
+    sup = Supervisor(
+        store, backoff=(10, 40), jitter=draws.__next__, max_delay=45, sleep=sleep.sleep
+    )
+    sup.start(KEY, FailingAdapter(failures=3))
+    await until(lambda: store.shards[KEY].synced)
+    assert sleep.sleeps == pytest.approx([8.0, 45.0, 32.0])  # 10 * 0.8, 48 capped, 40 * 0.8
+    await sup.stop()
 
 
 async def test_next_retry_time_is_known_while_waiting() -> None:
-    store, sleep = RegistryStore(), FakeSleep()
+    store, sleep = RegistryStore(), FakeTime(hold=True)
     sup = Supervisor(
-        store, backoff=(7,), sleep=_blocking(sleep), wall=lambda: 1000.0, jitter=NO_JITTER
+        store, backoff=(7,), sleep=sleep.sleep, wall=FakeTime(start=1000.0), jitter=NO_JITTER
     )
     sup.start(KEY, FailingAdapter(failures=100))
-    await until(lambda: bool(sleep.delays))
+    await until(lambda: bool(sleep.sleeps))
     assert sup.next_retry == {KEY: 1007.0}
     await sup.stop()
     assert sup.next_retry == {}
 
 
 async def test_watch_that_ends_without_error_is_restarted() -> None:
-    store, sleep = RegistryStore(), FakeSleep()
+    store, sleep = RegistryStore(), FakeTime()
     adapter = EndingAdapter()
-    sup = Supervisor(store, jitter=NO_JITTER, backoff=(4,), sleep=sleep)
+    sup = Supervisor(store, jitter=NO_JITTER, backoff=(4,), sleep=sleep.sleep)
     sup.start(KEY, adapter)
     await until(lambda: adapter.watches >= 3)
-    assert sleep.delays[:2] == [4, 4]
+    assert sleep.sleeps[:2] == [4, 4]
     assert "ended without an error" in (store.shards[KEY].last_error or "")
     await sup.stop()
 
@@ -185,7 +160,7 @@ async def test_watch_that_ends_without_error_is_restarted() -> None:
 async def test_stop_cancels_cleanly_and_releases_the_watch() -> None:
     store = RegistryStore()
     memory = MemoryAdapter()
-    sup = Supervisor(store, jitter=NO_JITTER, sleep=FakeSleep())
+    sup = Supervisor(store, jitter=NO_JITTER, sleep=FakeTime().sleep)
     task = sup.start(KEY, memory)
     await until(lambda: bool(memory._queues))
     assert store.not_synced() == []
@@ -196,18 +171,18 @@ async def test_stop_cancels_cleanly_and_releases_the_watch() -> None:
 
 
 async def test_stop_during_backoff_sleep() -> None:
-    store, sleep = RegistryStore(), FakeSleep()
-    sup = Supervisor(store, jitter=NO_JITTER, backoff=(20,), sleep=_blocking(sleep))
+    store, sleep = RegistryStore(), FakeTime(hold=True)
+    sup = Supervisor(store, jitter=NO_JITTER, backoff=(20,), sleep=sleep.sleep)
     task = sup.start(KEY, FailingAdapter(failures=100))
-    await until(lambda: bool(sleep.delays))
+    await until(lambda: bool(sleep.sleeps))
     await sup.stop()
     assert task.cancelled()
-    assert sleep.delays == [20]
+    assert sleep.sleeps == [20]
 
 
 async def test_start_declares_the_shard_expected() -> None:
     store = RegistryStore()
-    sup = Supervisor(store, jitter=NO_JITTER, sleep=_blocking(FakeSleep()))
+    sup = Supervisor(store, jitter=NO_JITTER, sleep=FakeTime(hold=True).sleep)
     sup.start(KEY, FailingAdapter(failures=100))
     assert store.not_synced() == [KEY]
     await sup.stop()
@@ -228,20 +203,20 @@ class StrayCancelAdapter:
 
 
 async def test_stray_cancelled_error_from_an_adapter_is_a_failure_not_a_shutdown() -> None:
-    store, sleep = RegistryStore(), FakeSleep()
+    store, sleep = RegistryStore(), FakeTime()
     adapter = StrayCancelAdapter()
-    sup = Supervisor(store, jitter=NO_JITTER, backoff=(2,), sleep=sleep)
+    sup = Supervisor(store, jitter=NO_JITTER, backoff=(2,), sleep=sleep.sleep)
     task = sup.start(KEY, adapter)
     await until(lambda: adapter.watches >= 2 or task.done())
     assert not task.done(), "registry task died: the shard is never restarted"
-    assert sleep.delays[0] == 2
+    assert sleep.sleeps[0] == 2
     assert "CancelledError" in (store.shards[KEY].last_error or "")
     await sup.stop()
     assert task.cancelled()
 
 
 async def test_restarting_reports_each_failure_and_runs_again() -> None:
-    health, sleep = TaskHealth(), FakeSleep()
+    health, sleep = TaskHealth(), FakeTime()
     runs = 0
     forever = asyncio.Event()
 
@@ -252,10 +227,12 @@ async def test_restarting_reports_each_failure_and_runs_again() -> None:
             raise ValueError(f"bug #{runs}")
         await forever.wait()
 
-    task = asyncio.create_task(restarting("push", run, health, backoff=(1, 2), sleep=sleep))
+    task = asyncio.create_task(
+        restarting("push", run, health, backoff=(1, 2), sleep=sleep.sleep, jitter=NO_JITTER)
+    )
     await until(lambda: runs == 3)
     assert health.failures == {"push": 2}
-    assert sleep.delays == [1, 2]
+    assert sleep.sleeps == [1, 2]
     assert health.dead == {}  # restarted, so not dead
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
