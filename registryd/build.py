@@ -162,8 +162,9 @@ class SnapshotBuilder:
     """
 
     def __init__(self, options: BuildOptions | None = None) -> None:
+        """``options``: the daemon's (from its Settings); None: the defaults, istiod's."""
         self.snapshot = EMPTY
-        self.options = options if options is not None else BuildOptions.from_env()
+        self.options = options if options is not None else BuildOptions()
         self.conflicts: dict[int, tuple[Conflict, ...]] = {}  # listener conflicts by port
         self._services: dict[str, Service] = {}
         self._port_hosts: dict[int, set[str]] = {}

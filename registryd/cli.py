@@ -12,32 +12,15 @@ import argparse
 import asyncio
 import contextlib
 import logging
-import math
-import os
 import signal
 import sys
 from collections.abc import Mapping, Sequence
-from pathlib import Path
-from typing import Any
 
 from registryd import __version__, proxystatus, validate
 from registryd.adapter import ConfigError
-from registryd.config import (
-    RegistryConfig,
-    Settings,
-    auto_limit,
-    check_paths,
-    cpu_count,
-    kubernetes_flag_defaults,
-    load_registries,
-    load_tls,
-    parse_address,
-    parse_duration,
-    with_defaults,
-)
-from registryd.logs import check_scopes, parse_levels
+from registryd.config import Settings
+from registryd.configure import go_bool, make_settings
 from registryd.logs import setup as setup_logging
-from registryd.plugins import available
 from registryd.xds.listen import drain
 
 __all__ = ["main", "parse_args"]
@@ -50,17 +33,12 @@ class _Parser(argparse.ArgumentParser):
         raise ConfigError(message)
 
 
-_TRUE = ("1", "t", "T", "TRUE", "true", "True")
-_FALSE = ("0", "f", "F", "FALSE", "false", "False")
-
-
 def _parse_bool(text: str) -> bool:
     """Go's ``strconv.ParseBool`` spellings, so ``--flag``, ``--flag=true`` and
     ``--flag=false`` work as with istiod's flags."""
-    if text in _TRUE:
-        return True
-    if text in _FALSE:
-        return False
+    found = go_bool(text)
+    if found is not None:
+        return found
     raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
@@ -217,165 +195,12 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _from_env(
-    flag: str, value: Any, variable: str, environ: Mapping[str, str], default: str
-) -> tuple[str, str]:
-    """(where, text) of a setting istiod reads from an environment variable: the flag when
-    given, else the variable when set, else the default."""
-    if value is not None:
-        return flag, str(value)
-    if environ.get(variable):
-        return variable, environ[variable]
-    return flag, default
-
-
-def _debounce(args: argparse.Namespace, environ: Mapping[str, str]) -> tuple[float, float, bool]:
-    """--debounceAfter, --debounceMax, --enableEDSDebounce, or istiod's variables."""
-    after = parse_duration(
-        *_from_env("--debounceAfter", args.debounceAfter, "PILOT_DEBOUNCE_AFTER", environ, "100ms")
-    )
-    longest = parse_duration(
-        *_from_env("--debounceMax", args.debounceMax, "PILOT_DEBOUNCE_MAX", environ, "10s")
-    )
-    if args.enableEDSDebounce is not None:
-        eds = bool(args.enableEDSDebounce)
-    else:
-        try:
-            eds = _parse_bool(environ.get("PILOT_ENABLE_EDS_DEBOUNCE") or "true")
-        except argparse.ArgumentTypeError as exc:
-            raise ConfigError(f"PILOT_ENABLE_EDS_DEBOUNCE: {exc}") from None
-    after = 0.0 if after is None else after
-    longest = 10.0 if longest is None else longest
-    if longest < after:
-        raise ConfigError(
-            f"--debounceMax ({longest:g}s) is shorter than --debounceAfter ({after:g}s): "
-            "a push could never wait out the quiet time"
-        )
-    return after, longest, eds
-
-
-def _throttle(args: argparse.Namespace, environ: Mapping[str, str]) -> tuple[int, float]:
-    """--pushThrottle and --maxRequestsPerSecond, or istiod's variables; 0 or less means
-    istiod's automatic value (:func:`registryd.config.auto_limit`)."""
-    where, text = _from_env(
-        "--pushThrottle", args.pushThrottle, "PILOT_PUSH_THROTTLE", environ, "0"
-    )
-    try:
-        pushes = int(text.strip())
-    except ValueError:
-        raise ConfigError(f"{where}: expected a whole number, got {text!r}") from None
-    where, text = _from_env(
-        "--maxRequestsPerSecond",
-        args.maxRequestsPerSecond,
-        "PILOT_MAX_REQUESTS_PER_SECOND",
-        environ,
-        "0",
-    )
-    try:
-        rate = float(text.strip())
-    except ValueError:
-        rate = math.nan
-    if not math.isfinite(rate):
-        raise ConfigError(f"{where}: expected a number of requests a second, got {text!r}")
-    auto = auto_limit(cpu_count())
-    return (pushes if pushes > 0 else auto, rate if rate > 0 else float(auto))
-
-
-def _check_registry_types(text: str | None) -> set[str]:
-    """The lower-cased types ``--registries`` lists; ConfigError for one that is not an
-    installed adapter type (compared case-insensitively, as istiod's ``Kubernetes``)."""
-    enabled = {r.strip().lower() for r in (text or "").split(",") if r.strip()}
-    installed = available()
-    unknown = sorted(enabled - {kind.lower() for kind in installed})
-    if unknown:
-        raise ConfigError(
-            f"--registries: unknown registry type {', '.join(map(repr, unknown))} "
-            f"(installed adapters: {', '.join(installed) or 'none'})"
-        )
-    return enabled
-
-
-def parse_args(argv: Sequence[str], environ: Mapping[str, str] = os.environ) -> Settings:
+def parse_args(argv: Sequence[str], environ: Mapping[str, str] | None = None) -> Settings:
     """Flags of ``registryd discovery`` → :class:`Settings`; raises :class:`ConfigError` on
-    anything wrong.  ``environ`` supplies istiod's ``PILOT_DEBOUNCE_AFTER``,
-    ``PILOT_DEBOUNCE_MAX``, ``PILOT_ENABLE_EDS_DEBOUNCE``, ``PILOT_PUSH_THROTTLE`` and
-    ``PILOT_MAX_REQUESTS_PER_SECOND`` where their flags are not given."""
-    return _settings(_parser().parse_args(list(argv)), environ)
-
-
-def _settings(args: argparse.Namespace, environ: Mapping[str, str]) -> Settings:
-    if args.command != "discovery":
-        raise ConfigError("missing command: use 'registryd discovery [flags]'")
-    check_scopes(parse_levels(args.log_output_level), available())
-    enabled = _check_registry_types(args.registries)
-    registries: list[RegistryConfig] = []
-    if args.config:
-        registries.extend(load_registries(Path(args.config)))
-        check_paths(registries)
-    if args.configDir:
-        path = Path(args.configDir)
-        if not path.is_dir():
-            raise ConfigError(f"--configDir {args.configDir}: not a directory")
-        if any(r.name == "configDir" for r in registries):
-            raise ConfigError(
-                f"--config {args.config}: registry name 'configDir' is taken by --configDir; "
-                "rename that registry"
-            )
-        registries.append(
-            RegistryConfig(
-                name="configDir", type="serviceentry", settings={"path": str(path.resolve())}
-            )
-        )
-    wants_kubernetes = args.kubeconfig is not None or "kubernetes" in enabled
-    if wants_kubernetes and not any(r.type == "kubernetes" for r in registries):
-        # istiod's local cluster: --kubeconfig, or in-cluster config with --registries
-        if any(r.name == args.clusterID for r in registries):
-            raise ConfigError(f"--clusterID {args.clusterID}: a registry has that name already")
-        registries.append(RegistryConfig(name=args.clusterID, type="kubernetes", settings={}))
-    if enabled:
-        registries = [r for r in registries if r.type.lower() in enabled]
-    if any(v is not None and v <= 0 for v in (args.kubernetesApiQPS, args.kubernetesApiBurst)):
-        raise ConfigError("--kubernetesApiQPS and --kubernetesApiBurst must be > 0")
-    flags = kubernetes_flag_defaults(
-        kubeconfig=args.kubeconfig, qps=args.kubernetesApiQPS, burst=args.kubernetesApiBurst
-    )
-    registries = with_defaults(registries, flags)
-    debounce_after, debounce_max, eds_debounce = _debounce(args, environ)
-    push_throttle, max_requests = _throttle(args, environ)
-    tls = load_tls(args.tlsCertFile, args.tlsKeyFile, args.caCertFile)
-    grpc_off = args.grpcAddr.strip().lower() in ("", "off")
-    if grpc_off and tls is None:
-        raise ConfigError("--grpcAddr off needs --tlsCertFile and --tlsKeyFile (no xDS at all)")
-    if args.xdsMaxUnknownNames < 0:
-        raise ConfigError("--xdsMaxUnknownNames must be >= 0 (0: no limit)")
-    if args.xdsWorkers < 0:
-        raise ConfigError("--xdsWorkers must be >= 0 (0: one per CPU)")
-    return Settings(
-        grpc_addr=None if grpc_off else parse_address("--grpcAddr", args.grpcAddr),
-        secure_grpc_addr=parse_address("--secureGRPCAddr", args.secureGRPCAddr),
-        tls=tls,
-        http_addr=parse_address("--httpAddr", args.httpAddr),
-        monitoring_addr=parse_address("--monitoringAddr", args.monitoringAddr),
-        domain=args.domain,
-        registries=tuple(registries),
-        max_connection_age=parse_duration(
-            "--keepaliveMaxServerConnectionAge", args.keepaliveMaxServerConnectionAge
-        ),
-        debounce_after=debounce_after,
-        debounce_max=debounce_max,
-        eds_debounce=eds_debounce,
-        log_output_level=args.log_output_level,
-        log_as_json=args.log_as_json,
-        allow_remote_log_level=args.allowRemoteLogLevel,
-        max_unknown_names=args.xdsMaxUnknownNames,
-        xds_workers=args.xdsWorkers or cpu_count(),
-        xds_worker_heartbeat_timeout=parse_duration(
-            "--xdsWorkerHeartbeatTimeout", args.xdsWorkerHeartbeatTimeout
-        ),
-        gc_freeze=args.gcFreeze,
-        push_throttle=push_throttle,
-        max_requests_per_second=max_requests,
-    )
+    anything wrong.  ``environ`` (None: this process's environment) supplies istiod's
+    ``PILOT_*`` variables where their flags are not given
+    (:func:`registryd.configure.make_settings`)."""
+    return make_settings(_parser().parse_args(list(argv)), environ)
 
 
 async def _serve(settings: Settings) -> None:
@@ -405,7 +230,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if hasattr(args, "run"):  # a tool subcommand (see its module's register())
             return int(args.run(args))
-        settings = _settings(args, os.environ)
+        settings = make_settings(args)
         setup_logging(settings.log_output_level, as_json=settings.log_as_json)
         with contextlib.suppress(KeyboardInterrupt):
             asyncio.run(_serve(settings))

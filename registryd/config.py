@@ -1,4 +1,7 @@
-"""Daemon settings: command-line flags and the ``registryd.yaml`` registry list.
+"""Daemon settings: the :class:`Settings` value, and the parsers of its parts (addresses,
+durations, TLS files, the ``registryd.yaml`` registry list).  They are called from one
+place, :mod:`registryd.configure`, which reads flags, environment and files into
+:class:`Settings`; the validate tool reuses the registry-list parser.
 
 Parsing is pure and strict: anything wrong raises :class:`registryd.adapter.ConfigError`
 with a message that names the flag, file or registry at fault.  That includes whatever a
@@ -25,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from registryd.adapter import ConfigError
-from registryd.registry.merge import default_priority
+from registryd.plugins import adapter_type
 
 __all__ = [
     "MAX_CONFIG_BYTES",
@@ -154,8 +157,8 @@ def auto_limit(cpus: int) -> int:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RegistryConfig:
     """One registry instance: its unique name, adapter type, merge priority (higher wins;
-    None: the type's default, :func:`registryd.registry.merge.default_priority`) and the
-    adapter's settings."""
+    None: the type's default, which its adapter declares, see
+    :func:`registryd.plugins.adapter_type`) and the adapter's settings."""
 
     name: str
     type: str
@@ -276,9 +279,11 @@ def parse_registries(data: bytes | str, path: Path) -> list[RegistryConfig]:
     ``path``, ``kubeconfig`` and ``*_file`` settings (``ca_file``...) are taken relative
     to the file's directory (``~`` is expanded first).  A name must match
     :data:`REGISTRY_NAME`.  ``priority`` (an integer, higher wins the merge) is not an
-    adapter setting; without it the registry gets its type's default.  Pure apart from
-    resolving symlinks in those paths: whether they exist is :func:`check_paths`'s
-    business.  Anything wrong with ``data``, whatever it holds, raises ConfigError."""
+    adapter setting; without it the registry gets its type's default, which the type's
+    adapter declares (so the adapter is loaded; a type that does not load gets 0, and
+    building its adapter says why).  Pure apart from that and from resolving symlinks in
+    those paths: whether they exist is :func:`check_paths`'s business.  Anything wrong
+    with ``data``, whatever it holds, raises ConfigError."""
     data = _config_document(data, f"--config {path}")
     if data is None:
         data = {}
@@ -307,7 +312,7 @@ def parse_registries(data: bytes | str, path: Path) -> list[RegistryConfig]:
         if name in seen:
             raise ConfigError(f"{where}: duplicate registry name {name!r}")
         seen.add(name)
-        priority = item.get("priority", default_priority(kind))
+        priority = item.get("priority", adapter_type(kind).default_priority)
         if not isinstance(priority, int) or isinstance(priority, bool):
             raise ConfigError(
                 f"{where} ({name}): 'priority' must be an integer (higher wins the merge), "
@@ -436,6 +441,11 @@ def check_key_pair(cert_file: str, key_file: str) -> None:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Settings:
+    """Everything the daemon runs with, made from flags, environment and registryd.yaml by
+    :func:`registryd.configure.make_settings` (or given whole by an embedding or a test);
+    the defaults are the command line's, istiod's.  The daemon's parts take their
+    configuration from here, never from the environment."""
+
     grpc_addr: Address | None = Address("0.0.0.0", 15010)  # None: plaintext xDS off
     secure_grpc_addr: Address = Address("0.0.0.0", 15012)
     tls: TlsFiles | None = None  # xDS over TLS on secure_grpc_addr when set
@@ -458,3 +468,6 @@ class Settings:
     # concurrent pushes, and new xDS streams a second (burst 1); istiod's defaults
     push_throttle: int = field(default_factory=lambda: auto_limit(cpu_count()))
     max_requests_per_second: float = field(default_factory=lambda: float(auto_limit(cpu_count())))
+    # UNHEALTHY endpoints sent, marked so (registryd.xds.clusters.BuildOptions.send_unhealthy)
+    send_unhealthy_endpoints: bool = True
+    ignored: tuple[str, ...] = ()  # settings ignored, and why: App logs them (scope push)

@@ -29,6 +29,7 @@ from registryd.build import SnapshotBuilder
 from registryd.gcpolicy import FreezePolicy
 from registryd.registry.store import ChangeEvent, RegistryStore
 from registryd.supervisor import TaskHealth
+from registryd.xds.clusters import BuildOptions
 from registryd.xds.snapshot import Snapshot
 
 __all__ = ["PushController", "PushRecord"]
@@ -91,6 +92,7 @@ class PushController:
         sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
         health: TaskHealth | None = None,
         gc_policy: FreezePolicy | None = None,
+        build_options: BuildOptions | None = None,
     ) -> None:
         self._store = store
         self._clock = clock
@@ -98,7 +100,7 @@ class PushController:
         self.health = health or TaskHealth()
         self._rebuild_all = False  # a push failed: the next one rebuilds everything
         self._publish = publish
-        self._builder = SnapshotBuilder()
+        self._builder = SnapshotBuilder(build_options)
         self.gc = gc_policy  # the daemon's garbage collector policy (tests: none)
         self.debounce_after = debounce_after
         self.debounce_max = debounce_max

@@ -13,7 +13,9 @@ Pure functions of the model.  The rules and the istiod code they follow:
   endpoint weights like EDS, and are not built at all without endpoints
   (cluster_builder.go ``buildCluster``);
 * ORIGINAL_DST clusters of a port with a ``target_port`` override the destination port
-  (``buildCluster``, ``PassthroughTargetPorts``);
+  (``buildCluster``, ``PassthroughTargetPorts``), which only ServiceEntries set, as in
+  istiod (serviceentry/conversion.go ``convertServices``): a headless Kubernetes
+  Service's ports carry none;
 * upstream protocol (cluster_builder.go ``setUpstreamProtocol``): HTTP2, GRPC and
   GRPC-WEB ports speak HTTP/2; ports with no declared protocol use the downstream one;
 * default circuit breakers (cluster_traffic_policy.go ``getDefaultCircuitBreakerThresholds``);
@@ -25,8 +27,7 @@ Pure functions of the model.  The rules and the istiod code they follow:
 from __future__ import annotations
 
 import logging
-import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from envoy.config.cluster.v3 import circuit_breaker_pb2, cluster_pb2
@@ -73,19 +74,6 @@ _HEALTH = {
     Health.UNHEALTHY: health_check_pb2.UNHEALTHY,
     Health.DRAINING: health_check_pb2.DRAINING,
 }
-_TRUE = ("1", "t", "true")  # Go's strconv.ParseBool, as istiod reads its variables
-_FALSE = ("0", "f", "false")
-
-
-def _env_flag(environ: Mapping[str, str], name: str, default: bool) -> bool:
-    value = environ.get(name, "").strip().lower()
-    if value in _TRUE:
-        return True
-    if value in _FALSE:
-        return False
-    if value:
-        log.warning("ignoring %s=%r: not a boolean (true/false/1/0)", name, value[:40])
-    return default
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -96,17 +84,12 @@ class BuildOptions:
     out, and clusters disable Envoy's panic threshold so they never get traffic.  istiod:
     ``PILOT_SEND_UNHEALTHY_ENDPOINTS`` (default false) or
     ``PILOT_AUTO_SEND_UNHEALTHY_ENDPOINTS`` (default true), features/experimental.go.
+    The daemon reads those into :class:`~registryd.config.Settings`
+    (:func:`registryd.configure.send_unhealthy`) and hands them here: the builders never
+    read the environment.
     """
 
     send_unhealthy: bool = True
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> BuildOptions:
-        env = os.environ if environ is None else environ
-        send = _env_flag(env, "PILOT_SEND_UNHEALTHY_ENDPOINTS", False) or _env_flag(
-            env, "PILOT_AUTO_SEND_UNHEALTHY_ENDPOINTS", True
-        )
-        return cls(send_unhealthy=send)
 
 
 DEFAULT_OPTIONS = BuildOptions()

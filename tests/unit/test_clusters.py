@@ -221,19 +221,3 @@ def test_cla_leaves_out_non_ip_addresses() -> None:
     endpoints = [ep(address="vm.example"), ep(address="10.0.0.1")]
     (group,) = build_cla("c", endpoints).endpoints
     assert [lb.endpoint.address.socket_address.address for lb in group.lb_endpoints] == ["10.0.0.1"]
-
-
-@pytest.mark.parametrize(
-    ("env", "send"),
-    [
-        ({}, True),
-        ({"PILOT_AUTO_SEND_UNHEALTHY_ENDPOINTS": "false"}, False),
-        ({"PILOT_AUTO_SEND_UNHEALTHY_ENDPOINTS": "0", "PILOT_SEND_UNHEALTHY_ENDPOINTS": "1"}, True),
-        ({"PILOT_AUTO_SEND_UNHEALTHY_ENDPOINTS": "F"}, False),
-        ({"PILOT_AUTO_SEND_UNHEALTHY_ENDPOINTS": "nonsense"}, True),  # ignored, warned
-    ],
-)
-def test_supports_unhealthy_endpoints_follows_istiod_variables(
-    env: dict[str, str], send: bool
-) -> None:
-    assert BuildOptions.from_env(env).send_unhealthy is send
