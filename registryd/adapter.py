@@ -20,7 +20,9 @@ the one shard it owns.  The contract, which the supervisor and the registry stor
 
 Adapters are created by a factory registered in the ``registryd.adapters`` entry-point
 group: ``factory(name=..., settings=..., context=...)`` returns an adapter.  Bad settings
-raise :class:`ConfigError` from the factory.
+raise :class:`ConfigError` from the factory.  The factory may also declare what registryd
+needs to know of its registry type: its default merge priority and its log scope
+(:class:`AdapterFactory`).
 """
 
 from __future__ import annotations
@@ -69,14 +71,15 @@ __all__ = [
 T = TypeVar("T")
 
 
-API_VERSION = "1.1"
+API_VERSION = "1.2"
 """The version of the adapter API: :class:`Adapter`, :class:`AdapterContext`, the update
 types, :func:`increments`, :class:`Published`, :class:`LastGood`, :func:`follow`,
 :func:`off_loop`, :func:`describe_error`, the bounded JSON reader of
 :mod:`registryd.jsonbound` (:class:`JsonLimits`, :func:`read_capped`, :func:`load_json`),
 and what :mod:`registryd`
 lists as public.  The minor number grows with additions, the major one with changes a
-plugin must follow."""
+plugin must follow.  1.2 added the optional factory attributes ``default_priority``,
+``log_scope`` and ``log_description`` (:class:`AdapterFactory`)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -338,6 +341,28 @@ class Adapter(Protocol):
 
 
 class AdapterFactory(Protocol):
+    """Builds one registry's adapter: ``factory(name=..., settings=..., context=...)``
+    (the adapter class itself usually is the factory).
+
+    Optional attributes (class attributes when the factory is a class; since API 1.2),
+    read when the type is loaded, each with its default when absent:
+
+    * ``default_priority: int = 0`` -- the merge priority of a registry of this type
+      whose ``registryd.yaml`` entry sets none (higher wins the service's attributes).
+      The built-in types: kubernetes 400, serviceentry 300, consul 200, etcd 100,
+      nacos 50; 0 puts a plugin below all of them.
+    * ``log_scope: str`` -- the log scope the adapter logs under, i.e. its logger is
+      ``logging.getLogger("registryd." + log_scope)``; registryd logs the registry's
+      problems there too and accepts it in ``--log_output_level``.  A lower-case name
+      of letters, digits, ``-`` and ``_``, not one of registryd's own scopes (default,
+      xds, push, registry, supervisor, web).  Default: the type (entry-point) name.
+    * ``log_description: str`` -- that scope's one-line description on
+      ``/debug/logging``.  Default: ``The <type> registry adapter.``
+
+    A malformed attribute is the registry's :class:`ConfigError` when its adapter is
+    built.
+    """
+
     def __call__(
         self, *, name: str, settings: Mapping[str, Any], context: AdapterContext
     ) -> Adapter: ...

@@ -31,6 +31,7 @@ from aiohttp import web
 from registryd.adapter import Adapter, AdapterContext, ConfigError
 from registryd.config import Address, Settings
 from registryd.gcpolicy import FreezePolicy, GcPauses
+from registryd.logs import logger_name
 from registryd.metrics import Metrics
 from registryd.model import ShardKey
 from registryd.plugins import create_adapter, require
@@ -41,6 +42,7 @@ from registryd.web.logging_api import is_loopback_peer
 from registryd.web.server import DebugSources, make_app
 from registryd.web.streams import LocalStreams, Streams
 from registryd.xds.channel import WorkerConfig
+from registryd.xds.clusters import BuildOptions
 from registryd.xds.listen import ServerOptions, bind, grpc_options, stop_serving
 from registryd.xds.pool import WorkerPool, share
 from registryd.xds.server import XdsServer
@@ -134,6 +136,8 @@ class App:
                     raise
                 log.error("%s; retrying with backoff", exc)
                 self._adapters.append((key, create))
+        for scope in self.log_scopes():  # listed on /debug/logging before its first line
+            logging.getLogger(logger_name(scope))
         self.streams: Streams = LocalStreams(self.xds, self.tracker)
         if self.settings.xds_workers > 1:
             self.pool = WorkerPool(
@@ -151,7 +155,10 @@ class App:
             eds_debounce=self.settings.eds_debounce,
             health=self.health,
             gc_policy=FreezePolicy() if self.settings.gc_freeze else None,
+            build_options=BuildOptions(send_unhealthy=self.settings.send_unhealthy_endpoints),
         )
+        for ignored in self.settings.ignored:  # where the builder used to say it
+            logging.getLogger("registryd.push").warning("%s", ignored)
         self.supervisor = Supervisor(self.store, health=self.health)
         self.metrics = Metrics(
             self.store,
@@ -203,6 +210,13 @@ class App:
             log_as_json=settings.log_as_json,
             gc_freeze=settings.gc_freeze,
         )
+
+    def log_scopes(self) -> dict[str, str]:
+        """The log scope of each configured registry's type, with its description, as
+        the type's adapter declares them."""
+        shards = (self.store.shards.get(key) for key, _ in self._adapters)
+        kinds = (shard.kind for shard in shards if shard is not None)
+        return {kind.log_scope: kind.log_description for kind in kinds if kind is not None}
 
     def not_ready(self) -> list[str]:
         """Why the daemon is not ready: before every registry synced and the state was
@@ -265,6 +279,7 @@ class App:
             health=self.health,
             allow_remote_log_level=self.settings.allow_remote_log_level,
             log_level_changed=None if self.pool is None else self.pool.set_log_level,
+            log_scopes=self.log_scopes(),
         )
         runner = web.AppRunner(make_app(sources), access_log=None)
         await runner.setup()

@@ -5,7 +5,9 @@ Contract:
 * Scopes are loggers under ``registryd``: scope ``xds`` is logger ``registryd.xds`` and a
   deeper logger such as ``registryd.xds.server`` is scope ``xds.server`` (its full name
   minus the ``registryd.`` prefix, the same name the formatters print).  ``default`` is
-  ``registryd`` itself.
+  ``registryd`` itself.  registryd's own scopes are :data:`CORE_SCOPES`; each registry
+  type logs under the scope its adapter declares (``log_scope``, see
+  :class:`registryd.adapter.AdapterFactory`), which callers pass in.
 * Levels are Istio's: debug, info, warn, error, none (``warning`` is accepted as an alias
   of ``warn``, names are case-insensitive).
 * A scope's *output level* is its logger's effective level: a scope without a level of
@@ -34,12 +36,14 @@ import logging
 import re
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
+from types import MappingProxyType
 from typing import TypedDict
 
 from registryd.adapter import ConfigError
 
 __all__ = [
+    "CORE_SCOPES",
     "LEVELS",
     "JsonFormatter",
     "LogThrottle",
@@ -73,18 +77,19 @@ LEVELS = {
 
 _LEVEL_CHOICES = ", ".join(k for k in LEVELS if k != "warning")
 
-_DESCRIPTIONS = {
-    "default": "Unscoped logging messages.",
-    "xds": "xDS (ADS) server: client streams, requests and responses.",
-    "push": "Debounced pushes of registry changes to xDS clients.",
-    "registry": "Merged service registry store.",
-    "serviceentry": "ServiceEntry YAML registry adapter.",
-    "consul": "Consul registry adapter: blocking queries on the catalog and health.",
-    "etcd": "etcd registry adapter: list and watch of the service prefix.",
-    "kubernetes": "Kubernetes registry adapter: Services, EndpointSlices and Nodes.",
-    "supervisor": "Registry adapter supervision and restarts.",
-    "web": "HTTP debug and readiness endpoints.",
-}
+CORE_SCOPES: Mapping[str, str] = MappingProxyType(
+    {
+        "default": "Unscoped logging messages.",
+        "xds": "xDS (ADS) server: client streams, requests and responses.",
+        "push": "Debounced pushes of registry changes to xDS clients.",
+        "registry": "Merged service registry store.",
+        "supervisor": "Registry adapter supervision and restarts.",
+        "web": "HTTP debug and readiness endpoints.",
+    }
+)
+"""registryd's own scopes and their descriptions.  A registry type's scope and its
+description come from its adapter (:class:`registryd.plugins.AdapterType`); the
+functions below take them as ``described``/``adapters`` arguments."""
 
 
 class ScopeInfo(TypedDict):
@@ -168,21 +173,31 @@ def parse_levels(text: str) -> dict[str, int]:
 
 
 def check_scopes(levels: dict[str, int], adapters: Iterable[str] = ()) -> None:
-    """:class:`ConfigError` naming the first scope of ``levels`` that is neither a
-    built-in scope, an installed adapter type (each adapter logs under its type), a
-    sub-scope of one (``xds.server``) nor a logger already in use."""
-    known = set(_DESCRIPTIONS) | set(adapters)
+    """:class:`ConfigError` naming the first scope of ``levels`` that is neither one of
+    :data:`CORE_SCOPES`, an adapter's scope (``adapters``: the log scopes of the
+    installed registry types, iterated only when a scope is none of the others, since
+    finding them loads every adapter), a sub-scope of one (``xds.server``) nor a logger
+    already in use."""
     in_use = {
         scope_name(name)
         for name in list(logging.Logger.manager.loggerDict)
         if name.startswith(f"{ROOT}.")
     }
+
+    def known_in(names: Iterable[str], scope: str) -> bool:
+        return scope in names or scope.split(".", 1)[0] in names
+
+    loaded: set[str] | None = None
     for scope in levels:
-        if scope in known or scope.split(".", 1)[0] in known or scope in in_use:
+        if known_in(CORE_SCOPES, scope) or scope in in_use:
+            continue
+        if loaded is None:
+            loaded = set(adapters)
+        if known_in(loaded, scope):
             continue
         raise ConfigError(
             f"--log_output_level: unknown scope {clip(scope, 64)!r} "
-            f"(scopes: {', '.join(sorted(known))})"
+            f"(scopes: {', '.join(sorted({*CORE_SCOPES, *loaded}))})"
         )
 
 
@@ -191,8 +206,13 @@ def apply_levels(levels: dict[str, int]) -> None:
         logging.getLogger(logger_name(scope)).setLevel(level)
 
 
-def list_scopes() -> list[ScopeInfo]:
-    """``default`` first, then every existing ``registryd.*`` logger sorted by scope name."""
+_NONE: Mapping[str, str] = MappingProxyType({})
+
+
+def list_scopes(described: Mapping[str, str] = _NONE) -> list[ScopeInfo]:
+    """``default`` first, then every existing ``registryd.*`` logger sorted by scope name.
+    ``described`` gives the descriptions of scopes other than :data:`CORE_SCOPES` (the
+    adapters'); any other scope is described by its logger's name."""
     prefix = f"{ROOT}."
     names = {
         scope_name(name)
@@ -200,7 +220,7 @@ def list_scopes() -> list[ScopeInfo]:
         if name.startswith(prefix) and isinstance(logger, logging.Logger)
     }
     names.discard("default")  # a logger literally named registryd.default is not a scope
-    return [_info("default"), *(_info(name) for name in sorted(names))]
+    return [_info("default", described), *(_info(name, described) for name in sorted(names))]
 
 
 def _existing_logger(scope: str) -> logging.Logger:
@@ -212,22 +232,25 @@ def _existing_logger(scope: str) -> logging.Logger:
     return existing
 
 
-def _info(scope: str) -> ScopeInfo:
+def _info(scope: str, described: Mapping[str, str]) -> ScopeInfo:
     logger = _existing_logger(scope)
+    description = CORE_SCOPES.get(scope) or described.get(scope)
     return ScopeInfo(
         name=scope,
-        description=_DESCRIPTIONS.get(scope, f"Messages from the {logger.name} logger."),
+        description=description or f"Messages from the {logger.name} logger.",
         output_level=level_name(logger.getEffectiveLevel()),
     )
 
 
-def get_scope(scope: str) -> ScopeInfo:
-    """One scope; :class:`UnknownScopeError` if no such logger exists yet."""
-    return _info(scope)
+def get_scope(scope: str, described: Mapping[str, str] = _NONE) -> ScopeInfo:
+    """One scope (``described`` as for :func:`list_scopes`); :class:`UnknownScopeError`
+    if no such logger exists yet."""
+    return _info(scope, described)
 
 
-def set_scope_level(scope: str, level: str) -> ScopeInfo:
-    """Set an existing scope's level by Istio name and return the updated scope.
+def set_scope_level(scope: str, level: str, described: Mapping[str, str] = _NONE) -> ScopeInfo:
+    """Set an existing scope's level by Istio name and return the updated scope
+    (``described`` as for :func:`list_scopes`).
 
     Raises :class:`UnknownScopeError` (unknown scope) or ``ValueError`` (unknown level);
     nothing changes in either case.
@@ -235,7 +258,7 @@ def set_scope_level(scope: str, level: str) -> ScopeInfo:
     value = level_value(level)
     logger = _existing_logger(scope)
     logger.setLevel(value)
-    return _info(scope)
+    return _info(scope, described)
 
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")

@@ -155,9 +155,10 @@ def is_ip(address: str) -> bool:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Port:
     """A service port.  ``target_port`` is the workload port when endpoints do not say (and,
-    for a passthrough service, the port its traffic is sent to).  ``protocol`` is upper-cased:
-    ``HTTP``, ``HTTP2``, ``GRPC``, ``GRPC-WEB``, ``HTTPS``, ``TLS``, ``TCP``, ``UDP``…, or
-    :data:`AUTO` when the registry declares none."""
+    for a passthrough service, the port its traffic is sent to: istiod's
+    ``PassthroughTargetPorts``, which ServiceEntries set and Kubernetes Services do not).
+    ``protocol`` is upper-cased: ``HTTP``, ``HTTP2``, ``GRPC``, ``GRPC-WEB``, ``HTTPS``,
+    ``TLS``, ``TCP``, ``UDP``…, or :data:`AUTO` when the registry declares none."""
 
     number: int
     name: str = ""

@@ -392,6 +392,10 @@ class _Run:
 class ConsulAdapter:
     """Services of a Consul agent (see the module docstring)."""
 
+    default_priority = 200  # merge priority when registryd.yaml gives none
+    log_scope = "consul"
+    log_description = "Consul registry adapter: blocking queries on the catalog and health."
+
     def __init__(
         self,
         *,

@@ -270,6 +270,10 @@ async def _apply_next(stream: _Stream, table: KeyTable) -> None:
 class EtcdAdapter:
     """Service instances in etcd (see the module docstring)."""
 
+    default_priority = 100  # merge priority when registryd.yaml gives none
+    log_scope = "etcd"
+    log_description = "etcd registry adapter: list and watch of the service prefix."
+
     def __init__(self, *, name: str, settings: Mapping[str, Any], context: AdapterContext) -> None:
         self.name = name
         self.settings = parse_settings(name, settings)

@@ -303,6 +303,10 @@ class KubernetesAdapter:
     ``clock`` and ``sleep`` are what the rate limit, the retries and the re-watch delays
     measure and wait with (tests give a fake pair)."""
 
+    default_priority = 400  # merge priority when registryd.yaml gives none
+    log_scope = "kubernetes"
+    log_description = "Kubernetes registry adapter: Services, EndpointSlices and Nodes."
+
     def __init__(
         self,
         *,

@@ -9,9 +9,11 @@ Mapping, as istiod does it:
   is absent; ``None`` and empty ones left out); ``exportTo`` from the annotation
   ``networking.istio.io/exportTo`` (comma-separated).  A Service without endpoints is
   still served (an empty cluster).
-* Ports: one per Service port: number ``port``, name ``name``; ``targetPort`` as a number
-  becomes ``target_port`` (a named targetPort leaves it unset: the EndpointSlices carry
-  the resolved number; an absent one means ``port``, as the API server defaults it).
+* Ports: one per Service port: number ``port``, name ``name``, no ``target_port``
+  (:func:`served_ports`: the EndpointSlices carry the pods' ports, and a target port in
+  the model would pass through a headless Service's ORIGINAL_DST cluster, which istiod
+  does for ServiceEntries only).  The summary shows ``targetPort`` as a number (a named
+  one is left out; an absent one means ``port``, as the API server defaults it).
   Protocol: :func:`~.protocol.port_protocol` (istiod's ``ConvertProtocol``; ``AUTO``
   when nothing names one).  UDP ports are kept (protocol ``UDP``), except one whose
   number a TCP port of the same Service has (the model has one port per number); SCTP
@@ -54,6 +56,7 @@ type, cluster IPs, ports, skipped ports and slice names; no object bodies, nothi
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -65,6 +68,7 @@ from registryd.model import (
     Labels,
     Locality,
     Location,
+    Port,
     Resolution,
     Service,
 )
@@ -89,6 +93,7 @@ __all__ = [
     "endpoint_health",
     "hostname_for",
     "resolution_for",
+    "served_ports",
 ]
 
 SLICE_PORT_PROTOCOLS = frozenset({"TCP", "UDP"})
@@ -221,6 +226,21 @@ def _summary(
     return summary
 
 
+def served_ports(service: KubeService) -> tuple[Port, ...]:
+    """The Service's ports as served: without their target ports.  A ``target_port`` in
+    the model passes through (an ORIGINAL_DST cluster sends its traffic there instead of
+    the port the client dialled), and istiod passes target ports through for
+    ServiceEntries only: ``convertServices`` (serviceentry/conversion.go) fills
+    ``PassthroughTargetPorts``, ``ConvertService`` (kube/conversion.go) does not, and
+    ``buildCluster`` (networking/core/cluster_builder.go) reads it for ORIGINAL_DST
+    clusters.  A Kubernetes Service's target ports reach proxies through its
+    EndpointSlices instead."""
+    return tuple(
+        p if p.target_port is None else dataclasses.replace(p, target_port=None)
+        for p in service.ports
+    )
+
+
 def resolution_for(service: KubeService, options: Options) -> Resolution:
     """istiod's ``ConvertService`` (serviceregistry/kube/conversion.go) and
     ``convertResolution`` (networking/core/cluster.go): an ExternalName is an ALIAS of its
@@ -252,7 +272,7 @@ def build_service(
     served = Service(
         hostname=hostname,
         namespace=service.namespace,
-        ports=service.ports,
+        ports=served_ports(service),
         resolution=resolution,
         location=Location.MESH_EXTERNAL if alias else Location.MESH_INTERNAL,
         labels=service.labels,

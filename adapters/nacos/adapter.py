@@ -24,6 +24,10 @@ Contract (see :mod:`registryd.adapter`):
   :class:`~.client.QueryError`); the supervisor keeps the last good state served and
   restarts it with backoff.  The HTTP session is closed in ``finally``.
 
+* It logs under the scope ``nacos`` (``--log_output_level nacos:debug``): one info
+  line per full state, with its services, endpoints and the server that answered, as
+  the Consul and etcd adapters do; problems are logged by registryd.
+
 Hostnames and the mapping: :mod:`.convert`.  Settings: :mod:`.settings`.
 """
 
@@ -32,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -58,6 +63,8 @@ from .convert import Converted, convert_service, hostname
 from .settings import NacosSettings, parse_settings
 
 __all__ = ["CONCURRENCY", "NacosAdapter", "NacosError", "Record", "Snapshot"]
+
+log = logging.getLogger("registryd.nacos")
 
 CONCURRENCY = 8  # instance lists read at the same time
 Sleep = Callable[[float], Awaitable[None]]
@@ -192,6 +199,10 @@ class _Polls:
 class NacosAdapter:
     """The ``nacos`` adapter factory and adapter (see the module docstring)."""
 
+    default_priority = 50  # merge priority when registryd.yaml gives none
+    log_scope = "nacos"
+    log_description = "Nacos registry adapter: polls of the service lists and instance lists."
+
     def __init__(
         self,
         *,
@@ -217,9 +228,18 @@ class NacosAdapter:
         # connecting and any silence; each call's whole deadline is request_timeout
         timeout = aiohttp.ClientTimeout(connect=settings.timeout, sock_read=settings.timeout)
         async with aiohttp.ClientSession(timeout=timeout) as session:
-            poller = _Poller(settings, NacosClient(settings, session, limiter))
+            client = NacosClient(settings, session, limiter)
+            poller = _Poller(settings, client)
             polls = _Polls(await poller.poll())
-            yield polls.replace()
+            full = polls.replace()
+            log.info(
+                "nacos %s: %d services, %d endpoints from %s",
+                self.name,
+                len(full.services),
+                len(full.endpoints),
+                client.server,
+            )
+            yield full
             yield polls.latest.problems
 
             async def poll_again() -> None:

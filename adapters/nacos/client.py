@@ -101,6 +101,11 @@ class NacosClient:
         self._token: str | None = None
         self._renew_at = 0.0
 
+    @property
+    def server(self) -> str:
+        """The server that answered last (the first one before any answer)."""
+        return self.settings.servers[self._current]
+
     async def service_names(self, group: str, limit: int) -> list[str]:
         """Every service of ``group`` in the namespace, page by page; TooManyServices
         past ``limit`` names (no further page is asked for)."""

@@ -113,6 +113,10 @@ class _Batches:
 class ServiceEntryAdapter:
     """Istio ServiceEntry / WorkloadEntry files in a directory (see the module docstring)."""
 
+    default_priority = 300  # merge priority when registryd.yaml gives none
+    log_scope = "serviceentry"
+    log_description = "ServiceEntry YAML registry adapter."
+
     def __init__(
         self,
         *,

@@ -6,10 +6,12 @@ Pure functions only.  The rules, which the README documents and the debug port s
 2. The service attributes (ports, resolution, location, labels, namespace…) come from the
    shard with the highest *priority* that defines the hostname.  Each registry instance has
    an integer priority (``priority:`` in registryd.yaml; higher wins); without one it gets
-   its type's default from :data:`DEFAULT_PRIORITIES` (``kubernetes`` 400,
-   ``serviceentry`` 300, ``consul`` 200, ``etcd`` 100) or :data:`PLUGIN_PRIORITY` (0) for
-   any other type.  Equal priorities go to the registry name that sorts first (then the
-   type, for shards that share a name).  Kubernetes first by default is istiod's rule
+   its type's default, which the adapter declares (``default_priority``, see
+   :class:`registryd.adapter.AdapterFactory`: ``kubernetes`` 400, ``serviceentry`` 300,
+   ``consul`` 200, ``etcd`` 100, ``nacos`` 50, any other type 0 unless it says).  The
+   store resolves it (:func:`registryd.plugins.adapter_type`); these functions take the
+   priorities as given.  Equal priorities go to the registry name that sorts first (then
+   the type, for shards that share a name).  Kubernetes first by default is istiod's rule
    (pilot/pkg/serviceregistry/aggregate/controller.go, ``addRegistry`` puts Kubernetes
    registries before the others and ``GetService`` takes the first registry that has the
    hostname): a VM joins a Kubernetes service, it does not redefine it.
@@ -28,31 +30,16 @@ from types import MappingProxyType
 from registryd.model import Endpoint, Service, ShardKey
 
 __all__ = [
-    "DEFAULT_PRIORITIES",
-    "PLUGIN_PRIORITY",
     "Conflict",
     "MergedService",
-    "default_priority",
     "merge_hostname",
     "precedence",
 ]
 
-DEFAULT_PRIORITIES: Mapping[str, int] = MappingProxyType(
-    {"kubernetes": 400, "serviceentry": 300, "consul": 200, "etcd": 100}
-)
-PLUGIN_PRIORITY = 0  # the default of every registry type not in DEFAULT_PRIORITIES
 
-
-def default_priority(provider: str) -> int:
-    """The priority of a registry of type ``provider`` that does not set one."""
-    return DEFAULT_PRIORITIES.get(provider, PLUGIN_PRIORITY)
-
-
-def precedence(key: ShardKey, priority: int | None = None) -> tuple[int, str, str]:
-    """Sort key of shard ``key`` with ``priority`` (its type's default when None): lower
-    sorts first and wins, so higher priority first, then registry name, then type."""
-    if priority is None:
-        priority = default_priority(key.provider)
+def precedence(key: ShardKey, priority: int) -> tuple[int, str, str]:
+    """Sort key of shard ``key`` with ``priority``: lower sorts first and wins, so higher
+    priority first, then registry name, then type."""
     return (-priority, key.instance, key.provider)
 
 
@@ -96,13 +83,13 @@ def merge_hostname(
     priorities: Mapping[ShardKey, int] = MappingProxyType({}),
 ) -> MergedService | None:
     """Merge what each shard says about ``hostname``; ``None`` when no shard has it.
-    ``priorities`` gives shards their priority; a shard not in it has its type's default
-    (:func:`default_priority`)."""
+    ``priorities`` gives shards their priority; a shard not in it has priority 0, that
+    of a registry type that declares no default."""
     if not contributions:
         return None
 
     def rank(key: ShardKey) -> int:
-        return priorities.get(key, default_priority(key.provider))
+        return priorities.get(key, 0)
 
     order = sorted(contributions, key=lambda key: precedence(key, rank(key)))
     winner = order[0]

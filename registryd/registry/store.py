@@ -8,18 +8,20 @@ Readers (push, HTTP) take ``store.view`` and never see a half-applied update.
 Contracts:
 
 * Each shard has a priority for the merge (:mod:`registryd.registry.merge`): the one
-  :meth:`RegistryStore.expect` declared, else its type's default.  Declaring a different
-  priority re-merges the shard's hostnames.
+  :meth:`RegistryStore.expect` declared, else its type's default, which the type's
+  adapter declares (:func:`registryd.plugins.adapter_type`, looked up once per shard).
+  Declaring a different priority re-merges the shard's hostnames.
 * A shard is replaced whole by ``Replace``; ``Upsert``/``Delete`` change one hostname.
 * Endpoints are stamped with the shard they came from (``Endpoint.source``).
 * A shard whose adapter fails keeps its last good state (``mark_failed`` only flips the
   synced flag and records the error).
 * ``Problems`` replace the shard's errors, sources and warnings; errors that are new or
   changed and new warnings are logged as warnings, cleared errors at info, under the
-  registry type's log scope (``serviceentry``, ``consul``...).  Whatever an adapter
-  (a plugin's too) reports is bounded here: at most ``MAX_ERRORS`` errors (the first by
-  source; a warning counts the rest) and ``MAX_WARNINGS`` warnings, source names cut to
-  ``MAX_SOURCE`` characters and messages to ``MAX_MESSAGE``.
+  log scope the registry type's adapter declares (``serviceentry``, ``consul``...).
+  Whatever an adapter (a plugin's too) reports is bounded here: at most ``MAX_ERRORS``
+  errors (the first by source; a warning counts the rest) and ``MAX_WARNINGS``
+  warnings, source names cut to ``MAX_SOURCE`` characters and messages to
+  ``MAX_MESSAGE``.
 * Only hostnames whose merged result changed are reported; ``endpoints_only`` is true
   when no merged *service* changed, so the push side may skip clusters and listeners.
 * An update costs in proportion to the hostnames it touches, not to the registry's size:
@@ -43,7 +45,8 @@ import immutables
 from registryd.adapter import Delete, Problems, Replace, Update, Upsert
 from registryd.logs import clip
 from registryd.model import Endpoint, Service, ShardKey
-from registryd.registry.merge import MergedService, default_priority, merge_hostname
+from registryd.plugins import DEFAULT_PRIORITY, AdapterType, adapter_type
+from registryd.registry.merge import MergedService, merge_hostname
 
 __all__ = ["ChangeEvent", "RegistryStore", "ShardState", "View", "bounded"]
 
@@ -71,6 +74,7 @@ class ShardState:
 
     key: ShardKey
     priority: int | None = None  # None: its type's default (see ``effective_priority``)
+    kind: AdapterType | None = None  # its registry type as installed; None: the defaults
     services: dict[str, Service] = field(default_factory=dict)
     endpoints: dict[str, tuple[Endpoint, ...]] = field(default_factory=dict)
     synced: bool = False
@@ -85,7 +89,14 @@ class ShardState:
     @property
     def effective_priority(self) -> int:
         """The priority this shard is merged with."""
-        return default_priority(self.key.provider) if self.priority is None else self.priority
+        if self.priority is not None:
+            return self.priority
+        return DEFAULT_PRIORITY if self.kind is None else self.kind.default_priority
+
+    @property
+    def log_scope(self) -> str:
+        """The log scope of its registry type (its type name when unknown)."""
+        return self.key.provider if self.kind is None else self.kind.log_scope
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,12 +113,21 @@ class View:
 
 
 class RegistryStore:
-    def __init__(self) -> None:
+    def __init__(self, types: Callable[[str], AdapterType] = adapter_type) -> None:
+        """``types`` gives a registry type's defaults (tests pass their own)."""
+        self._types = types
         self._shards: dict[ShardKey, ShardState] = {}
         self._expected: set[ShardKey] = set()
         self._merged: immutables.Map[str, MergedService] = immutables.Map()
         self._view = View(0, self._merged)
         self._listeners: list[Callable[[ChangeEvent], None]] = []
+
+    def _shard(self, key: ShardKey) -> ShardState:
+        """Shard ``key``, created (with its type's defaults) on first use."""
+        shard = self._shards.get(key)
+        if shard is None:
+            shard = self._shards[key] = ShardState(key, kind=self._types(key.provider))
+        return shard
 
     # -- reading -------------------------------------------------------------------
     @property
@@ -124,7 +144,7 @@ class RegistryStore:
         the type's default stays); a change of priority re-merges what the shard holds
         and returns that change."""
         self._expected.add(key)
-        shard = self._shards.setdefault(key, ShardState(key))
+        shard = self._shard(key)
         if priority is None or priority == shard.priority:
             return None
         shard.priority = priority
@@ -140,7 +160,7 @@ class RegistryStore:
     # -- writing -------------------------------------------------------------------
     def apply(self, key: ShardKey, update: Update) -> ChangeEvent | None:
         """Apply one adapter update to shard ``key``; return the change it made, if any."""
-        shard = self._shards.setdefault(key, ShardState(key))
+        shard = self._shard(key)
         shard.events += 1
         if isinstance(update, Problems):
             update = bounded(update)
@@ -175,7 +195,7 @@ class RegistryStore:
 
     def mark_failed(self, key: ShardKey, error: str) -> None:
         """The adapter of ``key`` failed: keep serving its state, flag it as not synced."""
-        shard = self._shards.setdefault(key, ShardState(key))
+        shard = self._shard(key)
         shard.synced = False
         shard.last_error = error
 
@@ -261,7 +281,7 @@ def bounded(problems: Problems) -> Problems:
 
 def _log_problems(shard: ShardState, update: Problems) -> None:
     """Log what ``update`` changes in ``shard``'s problems (see the module docstring)."""
-    scope = logging.getLogger(f"registryd.{shard.key.provider}")
+    scope = logging.getLogger(f"registryd.{shard.log_scope}")
     for source, message in update.errors.items():
         if shard.problems.get(source) != message:
             scope.warning("registry %s: %s", shard.key, message)

@@ -24,7 +24,8 @@ from __future__ import annotations
 import ipaddress
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
 
 from aiohttp import web
 
@@ -80,19 +81,22 @@ def _requested_level(raw: bytes, scope: str) -> str:
 
 
 def logging_routes(
-    allow_remote: bool = False, changed: Callable[[str, int], None] | None = None
+    allow_remote: bool = False,
+    changed: Callable[[str, int], None] | None = None,
+    described: Mapping[str, str] = MappingProxyType({}),
 ) -> list[web.RouteDef]:
     """The ``/debug/logging`` routes; ``allow_remote=True`` lets any peer change levels.
     ``changed`` is told each change (logger name, level): the xDS worker processes
-    follow the main process' levels."""
+    follow the main process' levels.  ``described`` gives the descriptions of the
+    adapters' scopes (:func:`registryd.logs.list_scopes`)."""
 
     async def list_scopes(_: web.Request) -> web.Response:
-        return web.json_response(logs.list_scopes())
+        return web.json_response(logs.list_scopes(described))
 
     async def get_scope(request: web.Request) -> web.Response:
         scope = request.match_info["scope"]
         try:
-            return web.json_response(logs.get_scope(scope))
+            return web.json_response(logs.get_scope(scope, described))
         except logs.UnknownScopeError as exc:
             return _error(404, str(exc))
 
@@ -120,7 +124,7 @@ def logging_routes(
         logged = log.isEnabledFor(logging.INFO)
         if logged:
             log.info(message, scope, old, new, peer)
-        info = logs.set_scope_level(scope, level)  # loggers are never removed: scope exists
+        info = logs.set_scope_level(scope, level, described)  # loggers are never removed
         if changed is not None:
             changed(logs.logger_name(scope), logs.level_value(level))
         if not logged:

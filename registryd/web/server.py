@@ -13,7 +13,7 @@ from __future__ import annotations
 import html
 import json
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
@@ -72,6 +72,7 @@ class DebugSources:
     health: TaskHealth | None = None  # failures of long-lived tasks (/healthz)
     allow_remote_log_level: bool = False
     log_level_changed: Callable[[str, int], None] | None = None  # told (logger, level)
+    log_scopes: Mapping[str, str] = field(default_factory=dict)  # adapters': -> description
 
 
 def _json(data: Any, status: int = 200) -> web.Response:
@@ -198,6 +199,10 @@ def make_app(src: DebugSources) -> web.Application:
     app.router.add_get("/debug/push_status", push_status)
     app.router.add_get("/debug/pushz", pushz)
     app.router.add_routes(
-        logging_routes(allow_remote=src.allow_remote_log_level, changed=src.log_level_changed)
+        logging_routes(
+            allow_remote=src.allow_remote_log_level,
+            changed=src.log_level_changed,
+            described=src.log_scopes,
+        )
     )
     return app

@@ -6,6 +6,7 @@ answers, a service that drips its answer).  Polls are driven by an injected slee
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from collections.abc import AsyncIterator
 from typing import Any
@@ -24,7 +25,7 @@ from registryd.adapters.nacos.client import (
 )
 from registryd.model import Health
 from tests.adapters.feed import Feed
-from tests.emulators.nacos import NacosEmulator
+from tests.support.emulators.nacos import NacosEmulator
 
 TIMEOUT = 5.0
 ORDERS = "orders.default-group.public.nacos"
@@ -240,6 +241,29 @@ async def test_servers_are_tried_in_order(nacos: NacosEmulator, feeds: list[Feed
     nacos.register("orders", "10.0.0.1", 8080)
     _, replace, _ = await start(feeds, adapter([dead, nacos.address]))
     assert [s.hostname for s in replace.services] == [ORDERS]
+
+
+async def test_each_full_state_is_logged_under_the_nacos_scope(
+    nacos: NacosEmulator, feeds: list[Feed], restore_loggers: None
+) -> None:
+    lines: list[logging.LogRecord] = []
+
+    class Kept(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.append(record)
+
+    scope = logging.getLogger("registryd.nacos")  # restore_loggers puts it back
+    scope.setLevel(logging.INFO)
+    scope.addHandler(Kept())
+    async with NacosEmulator() as gone:
+        dead = gone.address
+    nacos.register("orders", "10.0.0.1", 8080)
+    nacos.register("orders", "10.0.0.2", 8080)
+    await start(feeds, adapter([dead, nacos.address]))
+    assert [(r.levelno, r.getMessage()) for r in lines] == [
+        (logging.INFO, f"nacos nacos-test: 1 services, 2 endpoints from http://{nacos.address}")
+    ]
+    assert NacosAdapter.log_scope == "nacos" and NacosAdapter.default_priority == 50
 
 
 async def test_services_are_read_page_by_page(nacos: NacosEmulator, feeds: list[Feed]) -> None:

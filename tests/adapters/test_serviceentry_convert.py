@@ -19,6 +19,7 @@ from registryd.adapters.serviceentry.schema import (
 )
 from registryd.adapters.serviceentry.state import FileTable
 from registryd.model import Endpoint, Locality, Location, Port, Resolution
+from registryd.xds.clusters import build_cluster
 
 FIXTURES = Path(__file__).parent / "fixtures"
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "serviceentries"
@@ -82,6 +83,18 @@ def test_static_service_entry_becomes_one_service_per_host() -> None:
         assert found[("10.0.0.1", 9090)].port == 9090  # then the service port
         second = found[("10.0.0.2", 7000)]
         assert (second.weight, second.locality, second.network) == (1, Locality(), "")
+
+
+def test_a_passthrough_service_entry_keeps_its_port_override() -> None:
+    # istiod: serviceentry/conversion.go convertServices fills PassthroughTargetPorts from
+    # targetPort, and cluster_builder.go buildCluster overrides the ORIGINAL_DST port with it
+    port = "{number: 5433, name: tcp, protocol: TCP, targetPort: 5432}"
+    model = model_of(se(f"hosts: [db.example]\nresolution: NONE\nports: [{port}]"))
+    service = model.services["db.example"]
+    assert service.ports == (Port(number=5433, name="tcp", protocol="TCP", target_port=5432),)
+    cluster = build_cluster(service, service.ports[0], model.endpoints.get("db.example", ()))
+    assert cluster is not None
+    assert cluster.original_dst_lb_config.upstream_port_override.value == 5432
 
 
 def test_workload_selector_picks_workload_entries_of_the_same_namespace_in_any_file() -> None:

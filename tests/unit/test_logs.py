@@ -6,11 +6,13 @@ from __future__ import annotations
 import json
 import logging
 import re
+from collections.abc import Iterator
 
 import pytest
 
 from registryd import cli, logs
 from registryd.adapter import ConfigError
+from tests.support.fake_time import FakeTime
 
 STAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
 
@@ -155,6 +157,33 @@ def test_list_scopes_default_first_then_existing_loggers_sorted() -> None:
     assert by_name["default"]["description"] == "Unscoped logging messages."
 
 
+def test_adapter_scopes_are_described_by_the_caller_core_scopes_by_logs() -> None:
+    logging.getLogger("registryd.zz_test_plugin")
+    described = {"zz_test_plugin": "From the plugin.", "xds": "Not this one."}
+    by_name = {s["name"]: s["description"] for s in logs.list_scopes(described)}
+    assert by_name["zz_test_plugin"] == "From the plugin."
+    assert logs.get_scope("xds", described)["description"] == logs.CORE_SCOPES["xds"]
+    assert logs.get_scope("zz_test_plugin")["description"] == (
+        "Messages from the registryd.zz_test_plugin logger."
+    )
+    # no registry type is described by logs itself: its adapter says
+    assert set(logs.CORE_SCOPES) == {"default", "xds", "push", "registry", "supervisor", "web"}
+
+
+def test_adapter_scopes_are_looked_up_only_when_a_scope_is_not_a_core_one() -> None:
+    def adapters() -> Iterator[str]:
+        looked.append(True)
+        yield "zz_plugin_scope"
+
+    looked: list[bool] = []
+    logs.check_scopes({"default": 10, "xds.server": 20}, adapters())
+    assert looked == []  # no adapter loaded for core scopes
+    logs.check_scopes({"zz_plugin_scope.sub": 10}, adapters())
+    assert looked == [True]
+    with pytest.raises(ConfigError, match=r"unknown scope 'zz_nope' \(scopes: .*zz_plugin_scope"):
+        logs.check_scopes({"zz_nope": 10}, adapters())
+
+
 def test_get_scope() -> None:
     logging.getLogger("registryd.xds").setLevel(logging.ERROR)
     assert logs.get_scope("xds")["output_level"] == "error"
@@ -241,16 +270,8 @@ def test_text_formatter_keeps_one_record_on_one_line(capsys: pytest.CaptureFixtu
     assert line.endswith("node evil\\n2024-01-01T00:00:00Z\\terror\\tforged")
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def test_log_throttle_per_key_and_overall(caplog: pytest.LogCaptureFixture) -> None:
-    clock = Clock()
+    clock = FakeTime()
     logger = logging.getLogger("registryd.test-throttle")
     throttle = logs.LogThrottle(
         logger, "NACK", rate=1, burst=2, total_rate=10, total_burst=3, clock=clock

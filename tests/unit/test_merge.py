@@ -7,12 +7,8 @@ import dataclasses
 import pytest
 
 from registryd.model import Endpoint, Port, Resolution, Service, ShardKey
-from registryd.registry.merge import (
-    DEFAULT_PRIORITIES,
-    default_priority,
-    merge_hostname,
-    precedence,
-)
+from registryd.plugins import adapter_type
+from registryd.registry.merge import merge_hostname, precedence
 from tests.unit.factories import ep, svc
 
 K8S = ShardKey("kubernetes", "k")
@@ -20,31 +16,38 @@ SE = ShardKey("serviceentry", "se")
 CONSUL = ShardKey("consul", "c")
 ETCD = ShardKey("etcd", "e")
 OTHER = ShardKey("eureka", "x")
+NACOS = ShardKey("nacos", "n")
+BUILT_IN = {K8S: 400, SE: 300, CONSUL: 200, ETCD: 100, NACOS: 50}  # their types' defaults
 
 
 def contrib(service: Service, *endpoints: Endpoint) -> tuple[Service, tuple[Endpoint, ...]]:
     return service, endpoints
 
 
-def test_default_priorities_keep_the_built_in_order_and_plugins_last() -> None:
-    assert DEFAULT_PRIORITIES == {
-        "kubernetes": 400,
-        "serviceentry": 300,
-        "consul": 200,
-        "etcd": 100,
-    }
-    assert default_priority("eureka") == 0
+def test_the_built_in_adapters_declare_their_default_priorities_plugins_get_0() -> None:
+    assert {key: adapter_type(key.provider).default_priority for key in BUILT_IN} == BUILT_IN
+    assert adapter_type("eureka").default_priority == 0  # not installed: a plugin's default
+    assert adapter_type("memory").default_priority == 0  # installed, declares none
 
 
-def test_precedence_order_by_default_priority_then_registry_name() -> None:
-    keys = [OTHER, ETCD, CONSUL, SE, K8S, ShardKey("aaa", "z")]
+def test_precedence_order_by_priority_then_registry_name() -> None:
+    priorities = {**BUILT_IN, OTHER: 0, ShardKey("aaa", "z"): 0}
+    keys = [OTHER, ETCD, NACOS, CONSUL, SE, K8S, ShardKey("aaa", "z")]
     # two plugin types tie at priority 0: the registry name decides, not the type
-    assert sorted(keys, key=precedence) == [K8S, SE, CONSUL, ETCD, OTHER, ShardKey("aaa", "z")]
+    assert sorted(keys, key=lambda k: precedence(k, priorities[k])) == [
+        K8S,
+        SE,
+        CONSUL,
+        ETCD,
+        NACOS,
+        OTHER,
+        ShardKey("aaa", "z"),
+    ]
 
 
 def test_precedence_of_an_explicit_priority() -> None:
-    assert precedence(OTHER, 500) < precedence(K8S)
-    assert precedence(K8S, -1) > precedence(OTHER)
+    assert precedence(OTHER, 500) < precedence(K8S, 400)
+    assert precedence(K8S, -1) > precedence(OTHER, 0)
     # same registry name (only outside registryd.yaml, whose names are unique): by type
     assert precedence(ShardKey("b", "n"), 5) > precedence(ShardKey("a", "n"), 5)
 
@@ -55,13 +58,14 @@ def test_precedence_of_an_explicit_priority() -> None:
         ((K8S, SE, CONSUL, ETCD, OTHER), K8S),
         ((SE, CONSUL, ETCD, OTHER), SE),
         ((CONSUL, ETCD, OTHER), CONSUL),
-        ((ETCD, OTHER), ETCD),
+        ((ETCD, NACOS, OTHER), ETCD),
+        ((NACOS, OTHER), NACOS),
         ((OTHER,), OTHER),
     ],
 )
 def test_highest_precedence_shard_wins(keys: tuple[ShardKey, ...], winner: ShardKey) -> None:
     contributions = {k: contrib(svc("a.example", Port(number=80 + i))) for i, k in enumerate(keys)}
-    merged = merge_hostname("a.example", dict(reversed(list(contributions.items()))))
+    merged = merge_hostname("a.example", dict(reversed(list(contributions.items()))), BUILT_IN)
     assert merged is not None
     assert merged.winner == winner
     assert merged.service == contributions[winner][0]
@@ -89,13 +93,13 @@ def test_a_plugin_with_higher_priority_outranks_kubernetes() -> None:
             K8S: contrib(svc("a.example"), e_k8s),
             OTHER: contrib(svc("a.example", Port(number=9090)), e_plugin),
         },
-        {OTHER: 500},
+        {**BUILT_IN, OTHER: 500},
     )
     assert merged is not None
     assert merged.winner == OTHER
     assert merged.service.ports == (Port(number=9090),)
     assert merged.shards == (OTHER, K8S)
-    assert merged.priorities == (500, 400)  # K8S not in the mapping: its type's default
+    assert merged.priorities == (500, 400)
     assert merged.priority(K8S) == 400 and merged.priority(SE) is None
     assert merged.endpoints == (e_plugin, e_k8s)
     assert merged.conflict is not None and merged.conflict.losers == (K8S,)
@@ -105,8 +109,9 @@ def test_a_plugin_with_higher_priority_outranks_kubernetes() -> None:
     ("priorities", "winner"),
     [
         ({}, "dc-a"),
-        ({ShardKey("consul", "dc-b"): 201}, "dc-b"),
-        ({ShardKey("consul", "dc-a"): 199}, "dc-b"),
+        ({ShardKey("consul", "dc-b"): 201, ShardKey("consul", "dc-a"): 200}, "dc-b"),
+        ({ShardKey("consul", "dc-a"): 199, ShardKey("consul", "dc-b"): 200}, "dc-b"),
+        ({ShardKey("consul", "dc-a"): -1}, "dc-b"),  # dc-b not given: 0
     ],
 )
 def test_priority_orders_two_instances_of_one_type(
@@ -123,7 +128,9 @@ def test_priority_orders_two_instances_of_one_type(
 def test_endpoints_combined_from_every_shard() -> None:
     e1, e2 = ep(address="10.0.0.1"), ep(address="10.0.0.2")
     merged = merge_hostname(
-        "a.example", {SE: contrib(svc(), e1), K8S: contrib(svc(), e2), CONSUL: contrib(svc())}
+        "a.example",
+        {SE: contrib(svc(), e1), K8S: contrib(svc(), e2), CONSUL: contrib(svc())},
+        BUILT_IN,
     )
     assert merged is not None
     assert merged.endpoints == (e2, e1)  # winner's first
@@ -140,6 +147,7 @@ def test_conflict_lists_losers_and_differing_fields() -> None:
             CONSUL: contrib(base),
             ETCD: contrib(dataclasses.replace(base, namespace="other", addresses=("1.2.3.4",))),
         },
+        BUILT_IN,
     )
     assert merged is not None and merged.conflict is not None
     assert merged.conflict.hostname == "a.example"
@@ -150,7 +158,9 @@ def test_conflict_lists_losers_and_differing_fields() -> None:
 
 def test_no_conflict_when_attributes_equal() -> None:
     merged = merge_hostname(
-        "a.example", {K8S: contrib(svc(), ep()), SE: contrib(svc(), ep(address="10.0.0.9"))}
+        "a.example",
+        {K8S: contrib(svc(), ep()), SE: contrib(svc(), ep(address="10.0.0.9"))},
+        BUILT_IN,
     )
     assert merged is not None
     assert merged.conflict is None
