@@ -29,23 +29,24 @@ import grpc
 from aiohttp import web
 
 from registryd.adapter import Adapter, AdapterContext, ConfigError
-from registryd.config import Address, Settings
+from registryd.config import Settings
 from registryd.gcpolicy import FreezePolicy, GcPauses
+from registryd.health import TaskHealth
 from registryd.logs import logger_name
 from registryd.metrics import Metrics
 from registryd.model import ShardKey
-from registryd.plugins import create_adapter, require
+from registryd.plugins import adapter_type, create_adapter, require
 from registryd.push import PushController, PushRecord
 from registryd.registry.store import RegistryStore
-from registryd.supervisor import Supervisor, TaskHealth, restarting
+from registryd.supervisor import Supervisor, restarting
 from registryd.web.logging_api import is_loopback_peer
 from registryd.web.server import DebugSources, make_app
-from registryd.web.streams import LocalStreams, Streams
 from registryd.xds.channel import WorkerConfig
 from registryd.xds.clusters import BuildOptions
-from registryd.xds.listen import ServerOptions, bind, grpc_options, stop_serving
+from registryd.xds.listen import Address, ServerOptions, bind, grpc_options, stop_serving
 from registryd.xds.pool import WorkerPool, share
 from registryd.xds.server import XdsServer
+from registryd.xds.streams import LocalStreams, Streams
 from registryd.xds.throttle import Throttle
 from registryd.xds.tracking import PushTracker
 
@@ -105,7 +106,7 @@ def _bind_problem(addr: Address) -> str | None:
 @dataclass
 class App:
     settings: Settings
-    store: RegistryStore = field(default_factory=RegistryStore)
+    store: RegistryStore = field(default_factory=lambda: RegistryStore(adapter_type))
     health: TaskHealth = field(default_factory=TaskHealth)
     xds: XdsServer = field(default_factory=XdsServer)
     tracker: PushTracker = field(default_factory=PushTracker)

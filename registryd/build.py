@@ -23,24 +23,17 @@ from typing import Any, TypeVar
 from registryd.model import Endpoint, Port, Resolution, Service
 from registryd.registry.merge import MergedService
 from registryd.registry.store import View
-from registryd.xds import grpcgen
+from registryd.xds import grpcgen, pieces
 from registryd.xds import resources as res
 from registryd.xds.clusters import (
-    BLACKHOLE_CLUSTER,
-    PASSTHROUGH_CLUSTER,
     BuildOptions,
     blackhole_cluster,
     build_cla,
     build_cluster,
     passthrough_cluster,
 )
-from registryd.xds.listeners import (
-    VIRTUAL_OUTBOUND,
-    Conflict,
-    Mode,
-    build_listeners,
-    virtual_outbound_listener,
-)
+from registryd.xds.listeners import Conflict, Mode, build_listeners, virtual_outbound_listener
+from registryd.xds.resources import BLACKHOLE_CLUSTER, PASSTHROUGH_CLUSTER, VIRTUAL_OUTBOUND
 from registryd.xds.routes import build_route_config
 from registryd.xds.snapshot import (
     CDS,
@@ -313,7 +306,7 @@ class SnapshotBuilder:
         scopes = _scopes(service)
         for port in service.ports:
             name = res.cluster_name(service.hostname, port.number)
-            endpoints = res.port_endpoints(port, merged.endpoints)
+            endpoints = pieces.port_endpoints(port, merged.endpoints)
             envoy = build_cluster(service, port, endpoints, self.options)
             out.place(CDS, name, dict.fromkeys(scopes, envoy) if envoy else {})
             grpc = grpcgen.build_cluster(service, port, endpoints, self.options)
@@ -426,7 +419,7 @@ def _route_views(
     namespace of a Kubernetes service (or alias) on the port, whose clients also reach it
     by its bare name (``<name>``), which nobody else may."""
     named = [*services, *(a for found in aliases.values() for a in found)]
-    scopes = set(views) | {s.namespace for s in named if res.short_names(s, s.namespace)}
+    scopes = set(views) | {s.namespace for s in named if pieces.short_names(s, s.namespace)}
     public = views.get("", [])
     return {
         scope: build_route_config(number, views.get(scope, public), scope, aliases)

@@ -27,17 +27,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from registryd.adapter import ConfigError
+from registryd.errors import ConfigError
 from registryd.plugins import adapter_type
+from registryd.settings import go_duration
+from registryd.xds.listen import Address, TlsFiles
 
 __all__ = [
     "MAX_CONFIG_BYTES",
     "REGISTRY_NAME",
     "REGISTRY_NAME_RULE",
-    "Address",
     "RegistryConfig",
     "Settings",
-    "TlsFiles",
     "Unreadable",
     "auto_limit",
     "check_paths",
@@ -54,16 +54,6 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True, slots=True)
-class Address:
-    host: str
-    port: int
-
-    def __str__(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{host}:{self.port}"
-
-
 def parse_address(flag: str, text: str) -> Address:
     """``:15010``, ``127.0.0.1:15010`` or ``[::1]:15010``; an empty host means all."""
     match = re.fullmatch(r"(?:\[([0-9a-fA-F:.]+)\]|([^:\[\]]*)):(\d+)", text.strip())
@@ -74,20 +64,6 @@ def parse_address(flag: str, text: str) -> Address:
     if port > 65535:
         raise ConfigError(f"{flag}: port {port} out of range")
     return Address(host, port)
-
-
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
-
-
-def go_duration(text: str) -> float | None:
-    """Seconds in a Go-style duration (``30m``, ``1h30m``, ``500ms``, ``1.5s``: every part
-    with a unit); None if ``text`` is not one.  For flags and adapter settings alike."""
-    text = text.strip()
-    parts = _DURATION_PART.findall(text)
-    if not parts or "".join(n + u for n, u in parts) != text:
-        return None
-    return sum(float(n) * _UNITS[u] for n, u in parts)
 
 
 def parse_duration(flag: str, text: str) -> float | None:
@@ -370,16 +346,6 @@ def check_paths(registries: Iterable[RegistryConfig]) -> None:
             raise ConfigError(
                 f"registry {reg.name!r} ({reg.type}): 'path': no such file or directory: {place}"
             )
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class TlsFiles:
-    """PEM contents for xDS over TLS; with ``client_ca`` clients must present a
-    certificate it signed (mutual TLS)."""
-
-    cert: bytes
-    key: bytes
-    client_ca: bytes | None = None
 
 
 def load_tls(cert_file: str | None, key_file: str | None, ca_file: str | None) -> TlsFiles | None:

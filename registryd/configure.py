@@ -40,7 +40,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from registryd.adapter import ConfigError
 from registryd.config import (
     RegistryConfig,
     Settings,
@@ -54,6 +53,7 @@ from registryd.config import (
     parse_duration,
     with_defaults,
 )
+from registryd.errors import ConfigError
 from registryd.logs import check_scopes, parse_levels
 from registryd.plugins import adapter_types, available
 

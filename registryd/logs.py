@@ -40,7 +40,7 @@ from collections.abc import Callable, Iterable, Mapping
 from types import MappingProxyType
 from typing import TypedDict
 
-from registryd.adapter import ConfigError
+from registryd.errors import ConfigError
 
 __all__ = [
     "CORE_SCOPES",

@@ -32,6 +32,7 @@ from registryd.registry.store import ChangeEvent, RegistryStore
 from registryd.xds import resources as res
 from registryd.xds.server import XdsServer
 from registryd.xds.stream import EXPIRED, NACK, Connection, Digest, Planned
+from registryd.xds.streams import merge_families
 from registryd.xds.tracking import PushTracker
 
 __all__ = ["Metrics", "merge_families"]
@@ -222,38 +223,6 @@ class _Fixed(Collector):
 
     def collect(self) -> Iterator[Metric]:
         return iter(self._families)
-
-
-def merge_families(parts: Iterable[Iterable[Metric]]) -> list[Metric]:
-    """Metric families of several processes as one: samples with the same name and
-    labels are added (counts, sums, histogram buckets; gauges that count things, such as
-    connected clients or throttle limits split between workers), except ``*_created``
-    timestamps, of which the earliest is kept.  Families keep the order they are first
-    seen in; within one, each label set's samples stay together, in their order."""
-    merged: dict[str, Metric] = {}
-    values: dict[str, dict[tuple[str, tuple[tuple[str, str], ...]], float]] = {}
-    for part in parts:
-        for family in part:
-            if family.name not in merged:
-                merged[family.name] = Metric(family.name, family.documentation, family.type)
-                values[family.name] = {}
-            series = values[family.name]
-            for sample in family.samples:
-                key = (sample.name, tuple(sorted(sample.labels.items())))
-                old = series.get(key)
-                if old is None:
-                    series[key] = sample.value
-                elif sample.name.endswith("_created"):
-                    series[key] = min(old, sample.value)
-                else:
-                    series[key] = old + sample.value
-    for name, family in merged.items():
-        keys = list(values[name])
-        order = {key: i for i, key in enumerate(keys)}
-        keys.sort(key=lambda k: (tuple(kv for kv in k[1] if kv[0] != "le"), order[k]))
-        for key in keys:
-            family.add_sample(key[0], dict(key[1]), values[name][key])
-    return list(merged.values())
 
 
 def _proxy_version(conn: Connection) -> str:

@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 
 from registryd.build import SnapshotBuilder
 from registryd.gcpolicy import FreezePolicy
+from registryd.health import TaskHealth
 from registryd.registry.store import ChangeEvent, RegistryStore
-from registryd.supervisor import TaskHealth
 from registryd.xds.clusters import BuildOptions
 from registryd.xds.snapshot import Snapshot
 

@@ -22,9 +22,17 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from registryd.adapter import ConfigError
+from registryd.errors import ConfigError
 
-__all__ = ["DNS_LABEL", "MAX_DEPTH", "REDACTED", "TOO_DEEP", "SettingsReader", "redact"]
+__all__ = [
+    "DNS_LABEL",
+    "MAX_DEPTH",
+    "REDACTED",
+    "TOO_DEEP",
+    "SettingsReader",
+    "go_duration",
+    "redact",
+]
 
 REDACTED = "<redacted>"
 TOO_DEEP = "<nested too deep>"
@@ -167,3 +175,18 @@ class SettingsReader:
         if must_exist and not os.path.isfile(path):
             raise self.error(f"{key!r}: no such file: {path}")
         return str(path)
+
+
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
+
+
+def go_duration(text: str) -> float | None:
+    """Seconds in a Go-style duration (``30m``, ``1h30m``, ``500ms``, ``1.5s``: every part
+    with a unit); None if ``text`` is not one.  For flags and adapter settings alike
+    (also importable as ``registryd.config.go_duration``, where API 1.0 placed it)."""
+    text = text.strip()
+    parts = _DURATION_PART.findall(text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        return None
+    return sum(float(n) * _UNITS[u] for n, u in parts)

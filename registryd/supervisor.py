@@ -34,6 +34,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 
 from registryd.adapter import Adapter, Replace
+from registryd.health import TaskHealth
 from registryd.model import ShardKey
 from registryd.registry.store import RegistryStore
 from registryd.restart import (
@@ -46,45 +47,9 @@ from registryd.restart import (
     keep_running,
 )
 
-__all__ = ["BACKOFF", "Supervisor", "TaskHealth", "restarting"]
+__all__ = ["BACKOFF", "Supervisor", "restarting"]
 
 log = logging.getLogger("registryd.supervisor")
-
-
-class TaskHealth:
-    """Unexpected failures of long-lived tasks, counted per task name (see the module
-    docstring).  Task names are fixed words (``push``, ``xds-writer``, ``http``) or
-    ``registry:<provider>/<instance>``, so the metric's label set stays small."""
-
-    def __init__(self) -> None:
-        self.failures: dict[str, int] = {}
-        self.dead: dict[str, str] = {}  # task name -> why it ended
-
-    def failed(self, task: str, error: BaseException) -> None:
-        """Log ``error`` (with its traceback) as a failure of ``task`` and count it."""
-        self.failures[task] = self.failures.get(task, 0) + 1
-        log.error(
-            "task %s failed: %s: %s",
-            task,
-            type(error).__name__,
-            error,
-            exc_info=(type(error), error, error.__traceback__),
-        )
-
-    def watch(self, task: asyncio.Task[None], name: str | None = None) -> None:
-        """Report ``task`` as dead if it ever ends with an exception (cancellation is a
-        normal end)."""
-        label = name or task.get_name()
-
-        def done(finished: asyncio.Task[None]) -> None:
-            if finished.cancelled():
-                return
-            error = finished.exception()
-            if error is not None:
-                self.dead[label] = f"{type(error).__name__}: {error}"
-                self.failed(label, error)
-
-        task.add_done_callback(done)
 
 
 async def restarting(

@@ -9,7 +9,7 @@ Contracts:
 
 * Each shard has a priority for the merge (:mod:`registryd.registry.merge`): the one
   :meth:`RegistryStore.expect` declared, else its type's default, which the type's
-  adapter declares (:func:`registryd.plugins.adapter_type`, looked up once per shard).
+  adapter declares (:class:`registryd.registry.types.AdapterType`, looked up once per shard).
   Declaring a different priority re-merges the shard's hostnames.
 * A shard is replaced whole by ``Replace``; ``Upsert``/``Delete`` change one hostname.
 * Endpoints are stamped with the shard they came from (``Endpoint.source``).
@@ -45,8 +45,8 @@ import immutables
 from registryd.adapter import Delete, Problems, Replace, Update, Upsert
 from registryd.logs import clip
 from registryd.model import Endpoint, Service, ShardKey
-from registryd.plugins import DEFAULT_PRIORITY, AdapterType, adapter_type
 from registryd.registry.merge import MergedService, merge_hostname
+from registryd.registry.types import DEFAULT_PRIORITY, AdapterType, defaults
 
 __all__ = ["ChangeEvent", "RegistryStore", "ShardState", "View", "bounded"]
 
@@ -113,8 +113,10 @@ class View:
 
 
 class RegistryStore:
-    def __init__(self, types: Callable[[str], AdapterType] = adapter_type) -> None:
-        """``types`` gives a registry type's defaults (tests pass their own)."""
+    def __init__(self, types: Callable[[str], AdapterType] = defaults) -> None:
+        """``types`` gives a registry type's defaults: the daemon passes
+        :func:`registryd.plugins.adapter_type` (what each installed adapter declares);
+        without it every type has the defaults of an adapter that declares nothing."""
         self._types = types
         self._shards: dict[ShardKey, ShardState] = {}
         self._expected: set[ShardKey] = set()

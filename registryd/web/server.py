@@ -20,14 +20,15 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from registryd.health import TaskHealth
 from registryd.metrics import Metrics
 from registryd.model import ShardKey
 from registryd.push import PushController
 from registryd.registry.store import RegistryStore
-from registryd.supervisor import Supervisor, TaskHealth
+from registryd.supervisor import Supervisor
 from registryd.web import views
 from registryd.web.logging_api import logging_routes
-from registryd.web.streams import Streams
+from registryd.xds.streams import Streams
 
 __all__ = ["ENDPOINTS", "MISSING_HEADER", "DebugSources", "make_app"]
 

@@ -20,8 +20,7 @@ import pickle
 from dataclasses import dataclass
 from typing import Any
 
-from registryd.config import Address, TlsFiles
-from registryd.xds.listen import ServerOptions
+from registryd.xds.listen import Address, ServerOptions, TlsFiles
 
 __all__ = ["MAX_MESSAGE", "ChannelClosed", "WorkerConfig", "frame", "receive", "send"]
 

@@ -46,12 +46,11 @@ from registryd.model import (
     Resolution,
     Service,
 )
-from registryd.xds.resources import ads, cluster_name, in_eds, pack, socket
+from registryd.xds.pieces import ads, in_eds, pack, socket
+from registryd.xds.resources import BLACKHOLE_CLUSTER, PASSTHROUGH_CLUSTER, cluster_name
 
 __all__ = [
-    "BLACKHOLE_CLUSTER",
     "MAX_WEIGHT",
-    "PASSTHROUGH_CLUSTER",
     "BuildOptions",
     "blackhole_cluster",
     "build_cla",
@@ -64,8 +63,6 @@ __all__ = [
 log = logging.getLogger("registryd.push")
 
 MAX_WEIGHT = 2**32 - 1
-PASSTHROUGH_CLUSTER = "PassthroughCluster"
-BLACKHOLE_CLUSTER = "BlackHoleCluster"
 _HTTP_OPTIONS_KEY = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 _CONNECT_TIMEOUT = duration_pb2.Duration(seconds=10)  # MeshConfig connectTimeout default
 _DNS_REFRESH = duration_pb2.Duration(seconds=60)  # MeshConfig dnsRefreshRate default

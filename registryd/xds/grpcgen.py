@@ -31,15 +31,8 @@ from google.protobuf import duration_pb2
 
 from registryd.model import Endpoint, Port, Resolution, Service
 from registryd.xds.clusters import BuildOptions, served_endpoints
-from registryd.xds.resources import (
-    ads,
-    alt_names,
-    cluster_name,
-    grpc_listener_name,
-    pack,
-    router_filter,
-    socket,
-)
+from registryd.xds.pieces import ads, alt_names, pack, router_filter, socket
+from registryd.xds.resources import cluster_name, grpc_listener_name
 
 __all__ = ["build_cluster", "build_listener", "build_route", "dial_names", "serves"]
 

@@ -11,15 +11,42 @@ from dataclasses import dataclass
 
 import grpc
 
-from registryd.config import Address, TlsFiles
 from registryd.errors import ConfigError
 from registryd.xds.server import XdsServer
 
-__all__ = ["ServerOptions", "bind", "drain", "grpc_options", "stop_serving"]
+__all__ = [
+    "Address",
+    "ServerOptions",
+    "TlsFiles",
+    "bind",
+    "drain",
+    "grpc_options",
+    "stop_serving",
+]
 
 STREAM_CLOSE_STEP = 0.01  # seconds between checks that every xDS stream has closed ...
 STREAM_CLOSE_STEPS = 200  # ... and at most this many checks when stopping
 DRAIN_TIMEOUT = 0.5  # seconds the loop's remaining tasks get to finish after stop
+
+
+@dataclass(frozen=True, slots=True)
+class Address:
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TlsFiles:
+    """PEM contents for xDS over TLS; with ``client_ca`` clients must present a
+    certificate it signed (mutual TLS)."""
+
+    cert: bytes
+    key: bytes
+    client_ca: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -48,11 +48,16 @@ from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 from google.protobuf import duration_pb2, wrappers_pb2
 
 from registryd.model import AUTO, TLS_PROTOCOLS, Endpoint, Resolution, Service, is_http, is_ip
-from registryd.xds.clusters import BLACKHOLE_CLUSTER, PASSTHROUGH_CLUSTER
-from registryd.xds.resources import ads, cluster_name, listener_name, pack, router_filter, socket
+from registryd.xds.pieces import ads, pack, router_filter, socket
+from registryd.xds.resources import (
+    BLACKHOLE_CLUSTER,
+    PASSTHROUGH_CLUSTER,
+    VIRTUAL_OUTBOUND,
+    cluster_name,
+    listener_name,
+)
 
 __all__ = [
-    "VIRTUAL_OUTBOUND",
     "VIRTUAL_OUTBOUND_PORT",
     "Conflict",
     "Mode",
@@ -60,7 +65,6 @@ __all__ = [
     "virtual_outbound_listener",
 ]
 
-VIRTUAL_OUTBOUND = "virtualOutbound"
 VIRTUAL_OUTBOUND_PORT = 15001  # MeshConfig proxyListenPort
 _HTTP_ALPNS = ("http/1.0", "http/1.1", "h2c")  # listener.go plaintextHTTPALPNs
 _RAW_BUFFER = "raw_buffer"

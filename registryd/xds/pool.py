@@ -27,7 +27,7 @@ Contract:
   died.  While it is *late* (two pings unanswered, not yet killed)
   :meth:`WorkerPool.unresponsive` names it (``/ready`` answers 503) and
   ``registryd_xds_workers{state="hung"}`` counts it.
-* As a :class:`registryd.web.streams.Streams`, the pool asks every running worker and
+* As a :class:`registryd.xds.streams.Streams`, the pool asks every running worker and
   merges their answers, so the debug endpoints and metrics show one daemon.  A late
   worker is not asked; the others get ``call_timeout`` seconds.  A worker that gives no
   answer is left out of it (logged unless late); :meth:`WorkerPool.unresponsive` names
@@ -58,16 +58,15 @@ from typing import Any
 
 from prometheus_client.core import GaugeMetricFamily, Metric
 
-from registryd.config import Address
 from registryd.errors import ConfigError
-from registryd.metrics import merge_families
+from registryd.health import TaskHealth
 from registryd.restart import BACKOFF, Attempt, Backoff, keep_running
-from registryd.supervisor import TaskHealth
-from registryd.web.streams import Listing, merge_listings, merge_traces
 from registryd.xds.channel import ChannelClosed, WorkerConfig, frame, receive
 from registryd.xds.heartbeat import HEARTBEAT_TIMEOUT, Heartbeat, watch
+from registryd.xds.listen import Address
 from registryd.xds.ship import ship
 from registryd.xds.snapshot import EMPTY, Snapshot
+from registryd.xds.streams import Listing, merge_families, merge_listings, merge_traces
 from registryd.xds.tracking import PushTrace
 
 __all__ = ["WorkerPool", "share"]
@@ -379,7 +378,7 @@ class WorkerPool:
         await asyncio.gather(*tasks, return_exceptions=True)
         await asyncio.gather(*(self._reap(h) for h in self._handles))
 
-    # -- questions (registryd.web.streams.Streams) -------------------------------------
+    # -- questions (registryd.xds.streams.Streams) -------------------------------------
     async def _call(self, handle: _Handle, method: str, *args: Any) -> Any:
         writer = handle.writer
         if writer is None or not handle.up:

@@ -31,8 +31,8 @@ import grpc
 from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf.message import DecodeError
 
+from registryd.health import TaskHealth
 from registryd.logs import LogThrottle, clip
-from registryd.supervisor import TaskHealth
 from registryd.xds import resources as res
 from registryd.xds.delta import DeltaConnection, DeltaTypeState
 from registryd.xds.snapshot import EMPTY, LDS_GRPC, Snapshot

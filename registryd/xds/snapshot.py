@@ -20,8 +20,7 @@ from types import MappingProxyType
 from typing import Any
 
 from registryd.xds import resources as res
-from registryd.xds.clusters import BLACKHOLE_CLUSTER, PASSTHROUGH_CLUSTER
-from registryd.xds.listeners import VIRTUAL_OUTBOUND
+from registryd.xds.resources import BLACKHOLE_CLUSTER, PASSTHROUGH_CLUSTER, VIRTUAL_OUTBOUND
 
 __all__ = [
     "CDS",

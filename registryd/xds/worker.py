@@ -5,7 +5,7 @@ Started by :class:`registryd.xds.pool.WorkerPool` as ``python -m registryd.xds.w
 It reads its :class:`WorkerConfig`, listens on the xDS ports with ``SO_REUSEPORT`` (the
 kernel spreads new connections over the workers), says ``ready``, then applies shipped
 snapshots to its :class:`XdsServer` and answers the main process' questions about its
-streams (:class:`registryd.web.streams.LocalStreams`) and its pings (a worker that stops
+streams (:class:`registryd.xds.streams.LocalStreams`) and its pings (a worker that stops
 answering them is killed and replaced: :mod:`registryd.xds.heartbeat`).
 
 It runs no registry and no HTTP server.  It exits when the main process closes the
@@ -27,13 +27,13 @@ import grpc
 
 from registryd import logs
 from registryd.gcpolicy import FreezePolicy, GcPauses
+from registryd.health import TaskHealth
 from registryd.metrics import Metrics
-from registryd.supervisor import TaskHealth
-from registryd.web.streams import LocalStreams
 from registryd.xds.channel import ChannelClosed, WorkerConfig, receive, send
 from registryd.xds.listen import bind, drain, grpc_options, stop_serving
 from registryd.xds.server import XdsServer
 from registryd.xds.ship import receive as receive_snapshot
+from registryd.xds.streams import LocalStreams
 from registryd.xds.throttle import Throttle
 from registryd.xds.tracking import PushTracker
 
@@ -63,7 +63,9 @@ class _Worker:
         self.gc_policy = FreezePolicy() if config.gc_freeze else None
         self.xds.throttle.observe(self.metrics.throttled)
         self.xds.observers.extend((self.tracker, self.metrics))
-        self.streams = LocalStreams(self.xds, self.tracker, self.metrics, worker=config.index)
+        self.streams = LocalStreams(
+            self.xds, self.tracker, self.metrics.registry, worker=config.index
+        )
         self.server = grpc.aio.server(options=grpc_options(config.options))
         self.server.add_generic_rpc_handlers((self.xds.handler(),))
 

@@ -7,8 +7,9 @@ from __future__ import annotations
 import asyncio
 
 from registryd.app import App
-from registryd.config import Address, Settings
+from registryd.config import Settings
 from registryd.testing import MemoryAdapter
+from registryd.xds.listen import Address
 
 __all__ = ["Harness", "loopback_settings"]
 

@@ -12,10 +12,11 @@ from registryd import cli
 from registryd.adapter import AdapterContext, ConfigError
 from registryd.adapters.kubernetes.adapter import KubernetesAdapter
 from registryd.adapters.kubernetes.settings import KubernetesSettings
-from registryd.config import Address, Settings, load_registries, parse_address, parse_duration
+from registryd.config import Settings, load_registries, parse_address, parse_duration
 from registryd.logs import parse_levels
 from registryd.plugins import available, create_adapter, load_factory
 from registryd.testing import MemoryAdapter
+from registryd.xds.listen import Address
 
 
 @pytest.mark.parametrize(

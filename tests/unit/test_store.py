@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from registryd.adapter import Delete, Problems, Replace, Upsert
 from registryd.model import Port, ShardKey
+from registryd.plugins import adapter_type
 from registryd.registry.store import (
     MAX_ERRORS,
     MAX_MESSAGE,
@@ -29,7 +30,7 @@ B = ShardKey("consul", "b")
 
 @pytest.fixture
 def store() -> RegistryStore:
-    return RegistryStore()
+    return RegistryStore(adapter_type)  # as the daemon makes it: installed types' defaults
 
 
 def events_of(store: RegistryStore) -> list[ChangeEvent]:

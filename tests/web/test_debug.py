@@ -13,6 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from registryd.adapter import Problems, Upsert
 from registryd.build import SnapshotBuilder
 from registryd.model import Endpoint, Port, Service, ShardKey
+from registryd.plugins import adapter_type
 from registryd.registry.store import RegistryStore
 from registryd.settings import REDACTED, TOO_DEEP, redact
 from registryd.testing import AdsClient
@@ -280,7 +281,7 @@ async def _cleared(harness: Harness, labels: Any) -> Any:
 
 
 def test_registry_views_show_merge_priorities() -> None:
-    store = RegistryStore()
+    store = RegistryStore(adapter_type)
     inv, k8s = ShardKey("inventory", "inv"), ShardKey("kubernetes", "k")
     se_a, se_b = ShardKey("serviceentry", "se-a"), ShardKey("serviceentry", "se-b")
     store.expect(inv, 500)  # a plugin outranking Kubernetes
@@ -316,7 +317,7 @@ def test_registry_views_show_merge_priorities() -> None:
 
 
 def test_configz_never_shows_credentials() -> None:
-    store = RegistryStore()
+    store = RegistryStore(adapter_type)
     key = ShardKey("consul", "dc1")
     store.expect(key)
     settings = {
@@ -334,7 +335,7 @@ def test_configz_never_shows_credentials() -> None:
 
 
 def test_configz_hides_url_credentials_in_settings_and_errors() -> None:
-    store = RegistryStore()
+    store = RegistryStore(adapter_type)
     key = ShardKey("consul", "dc1")
     store.expect(key)
     store.mark_failed(key, "cannot reach https://ops:hunter2@consul.internal:8501/v1")
@@ -347,7 +348,7 @@ def test_configz_hides_url_credentials_in_settings_and_errors() -> None:
 
 
 def test_configz_shows_when_a_failed_registry_is_retried() -> None:
-    store = RegistryStore()
+    store = RegistryStore(adapter_type)
     key = ShardKey("consul", "dc1")
     store.expect(key)
     (waiting,) = views.configz(store, [(key, {})], {key: 1}, next_retry={key: 1700000000.5})

@@ -13,9 +13,10 @@ import pytest
 from registryd import cli
 from registryd.adapter import ConfigError
 from registryd.app import App
-from registryd.config import RegistryConfig, TlsFiles, load_tls
+from registryd.config import RegistryConfig, load_tls
 from registryd.model import Port, Service
 from registryd.testing import AdsClient, MemoryAdapter
+from registryd.xds.listen import TlsFiles
 from tests.support.certs import TlsFiles as CertFiles
 from tests.support.certs import make_tls
 from tests.support.harness import loopback_settings

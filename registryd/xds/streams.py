@@ -17,10 +17,10 @@ import os
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
+from prometheus_client import CollectorRegistry
 from prometheus_client.core import Metric
 
-from registryd.metrics import Metrics
-from registryd.web import views
+from registryd.xds import views
 from registryd.xds.dump import config_dump
 from registryd.xds.server import XdsServer
 from registryd.xds.stream import Connection
@@ -30,6 +30,7 @@ __all__ = [
     "LISTINGS",
     "LocalStreams",
     "Streams",
+    "merge_families",
     "merge_listings",
     "merge_traces",
 ]
@@ -80,7 +81,7 @@ class LocalStreams:
         self,
         xds: XdsServer,
         tracker: PushTracker,
-        metrics: Metrics | None = None,
+        metrics: CollectorRegistry | None = None,
         worker: int | None = None,
     ) -> None:
         self._xds = xds
@@ -115,7 +116,7 @@ class LocalStreams:
         return self._tracker.traces()
 
     async def metric_families(self) -> list[Metric]:
-        return [] if self._metrics is None else list(self._metrics.registry.collect())
+        return [] if self._metrics is None else list(self._metrics.collect())
 
     def unresponsive(self) -> list[str]:
         return []  # this process answers, or nothing does
@@ -140,3 +141,35 @@ def merge_traces(parts: Iterable[list[PushTrace]]) -> list[PushTrace]:
             else:
                 into.deliveries.update(trace.deliveries)
     return [merged[v] for v in sorted(merged, reverse=True)]
+
+
+def merge_families(parts: Iterable[Iterable[Metric]]) -> list[Metric]:
+    """Metric families of several processes as one: samples with the same name and
+    labels are added (counts, sums, histogram buckets; gauges that count things, such as
+    connected clients or throttle limits split between workers), except ``*_created``
+    timestamps, of which the earliest is kept.  Families keep the order they are first
+    seen in; within one, each label set's samples stay together, in their order."""
+    merged: dict[str, Metric] = {}
+    values: dict[str, dict[tuple[str, tuple[tuple[str, str], ...]], float]] = {}
+    for part in parts:
+        for family in part:
+            if family.name not in merged:
+                merged[family.name] = Metric(family.name, family.documentation, family.type)
+                values[family.name] = {}
+            series = values[family.name]
+            for sample in family.samples:
+                key = (sample.name, tuple(sorted(sample.labels.items())))
+                old = series.get(key)
+                if old is None:
+                    series[key] = sample.value
+                elif sample.name.endswith("_created"):
+                    series[key] = min(old, sample.value)
+                else:
+                    series[key] = old + sample.value
+    for name, family in merged.items():
+        keys = list(values[name])
+        order = {key: i for i, key in enumerate(keys)}
+        keys.sort(key=lambda k: (tuple(kv for kv in k[1] if kv[0] != "le"), order[k]))
+        for key in keys:
+            family.add_sample(key[0], dict(key[1]), values[name][key])
+    return list(merged.values())

@@ -1,0 +1,155 @@
+"""What the debug endpoints show of xDS streams: pure functions from connections to
+JSON-ready data (``/debug/connections``, ``adsz``, ``syncz``).
+
+They run where the streams are: in the daemon's own process, or in each xDS worker,
+whose answers the main process merges (:mod:`registryd.xds.streams`).  Times are RFC
+3339 UTC strings; node metadata goes through :func:`registryd.settings.redact`, and
+text a client sent is clipped (:func:`registryd.logs.clip`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from google.protobuf import json_format
+
+from registryd.logs import clip
+from registryd.settings import redact
+from registryd.xds import resources as res
+from registryd.xds.delta import DeltaTypeState
+from registryd.xds.stream import ORDER, Connection, TypeState
+
+__all__ = ["CLIENT_TEXT", "adsz", "connections", "rfc3339", "syncz"]
+
+JSON = dict[str, Any]
+CLIENT_TEXT = 1024  # characters of client-supplied text (node fields, ids) shown
+
+
+def rfc3339(wall: float | None) -> str | None:
+    if not wall:
+        return None
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(wall)) + f".{int(wall % 1 * 1000):03d}Z"
+
+
+def _node(conn: Connection) -> JSON:
+    node = conn.node
+    if node is None:
+        return {}
+    data = json_format.MessageToDict(node, preserving_proto_field_name=True)
+    return dict(redact(data, clip_at=CLIENT_TEXT))
+
+
+def _subscriptions(conn: Connection) -> JSON:
+    out: JSON = {}
+    for type_url in ORDER:
+        state = conn.states.get(type_url)
+        if state is not None and state.requested:
+            out[res.short_type(type_url)] = ["*"] if state.wildcard else sorted(state.names)
+    return out
+
+
+def _matches(conn: Connection, proxy_id: str) -> bool:
+    return not proxy_id or proxy_id in (conn.proxy_id, conn.id)
+
+
+def _kind(conn: Connection) -> str:
+    """The ADS method of the stream: ``delta`` or ``sotw`` (state-of-the-world)."""
+    return "delta" if conn.delta else "sotw"
+
+
+def connections(conns: Iterable[Connection], proxy_id: str = "") -> list[JSON]:
+    """A light list of the connected clients, with the kind of their stream."""
+    return [
+        {
+            "proxyID": clip(c.proxy_id, CLIENT_TEXT),
+            "connectionID": c.id,
+            "type": _kind(c),
+            "delta": c.delta,
+            "peer": c.peer,
+            "connectedAt": rfc3339(c.connected_at),
+        }
+        for c in sorted(conns, key=lambda c: c.connected_at)
+        if _matches(c, proxy_id)
+    ]
+
+
+def adsz(conns: Iterable[Connection], proxy_id: str = "", verbose: bool = False) -> list[JSON]:
+    """Connected clients with their node, locality and subscriptions per type.  The
+    node's ``extensions`` list (Envoy's every compiled-in extension: most of the answer)
+    is left out unless ``verbose``; ``extensionsOmitted`` then says how many there were."""
+    out = []
+    for c, light in zip(
+        (c for c in sorted(conns, key=lambda c: c.connected_at) if _matches(c, proxy_id)),
+        connections(conns, proxy_id),
+        strict=True,
+    ):
+        node = _node(c)
+        omitted: JSON = {}
+        if not verbose and "extensions" in node:
+            omitted = {"extensionsOmitted": len(node.pop("extensions"))}
+        out.append(
+            {
+                **light,
+                "node": node,
+                **omitted,
+                "locality": node.get("locality", {}),
+                "namespace": c.namespace,
+                "generator": c.lds_table,
+                "subscriptions": _subscriptions(c),
+                "writtenVersion": c.written_version,
+            }
+        )
+    return out
+
+
+def _type_sync(state: TypeState, mono_to_wall: float) -> JSON:
+    nacked = bool(state.last_nack) and state.nack_version == state.version_sent
+    return {
+        "versionSent": state.version_sent,
+        "nonceSent": state.nonce,
+        "versionAcked": state.acked_version,
+        "acked": bool(state.version_sent) and state.acked_version == state.version_sent,
+        "nacked": nacked,
+        "lastNack": state.last_nack,
+        "nackedVersion": state.nack_version,
+        "lastNackAt": rfc3339(state.nacked_at + mono_to_wall) if state.nacked_at else None,
+        "resourcesSent": len(state.sent_names),
+        "acks": state.acks,
+        "nacks": state.nacks,
+        "expiredNonces": state.expired_nonces,
+        **(_delta_sync(state) if isinstance(state, DeltaTypeState) else {}),
+    }
+
+
+def _delta_sync(state: DeltaTypeState) -> JSON:
+    """What a Delta client holds, as far as the server knows, and the last removals."""
+    return {
+        "resourcesHeld": sum(1 for r in state.held.values() if r is not None),
+        "removedSent": list(state.removed_sent),
+    }
+
+
+def syncz(conns: Iterable[Connection], proxy_id: str = "") -> list[JSON]:
+    """Per client, per type: version and nonce sent, ACKed or not, the last NACK."""
+    offset = time.time() - time.monotonic()
+    out = []
+    for c in sorted(conns, key=lambda c: c.connected_at):
+        if not _matches(c, proxy_id):
+            continue
+        types = {
+            res.short_type(t): _type_sync(c.states[t], offset)
+            for t in ORDER
+            if t in c.states and c.states[t].requested
+        }
+        out.append(
+            {
+                "proxyID": clip(c.proxy_id, CLIENT_TEXT),
+                "connectionID": c.id,
+                "type": _kind(c),
+                "delta": c.delta,
+                "types": types,
+            }
+        )
+    return out
