@@ -11,7 +11,7 @@ after round so that a noisy machine disturbs every server alike.  Servers:
 * ``delta-1w``: the same with Delta ADS clients;
 * ``sotw-2w``, ``delta-2w``: the same with two xDS worker processes (``--xdsWorkers=2``);
 * ``sotw-1w-nofreeze``: ``sotw-1w`` with ``--gcFreeze=false`` (Python's collector left as
-  it is): the before/after of the freeze policy (:mod:`registryd.gcpolicy`);
+  it is): the before/after of the freeze policy (:mod:`registryd.base.gcpolicy`);
 * ``raw``: :mod:`bench.raw_ads`, a minimal grpc.aio state-of-the-world server writing
   the same bytes with no per-stream logic — the limit registryd is compared to.
 

@@ -29,10 +29,10 @@ from watchfiles import awatch
 
 from registryd.adapters.serviceentry.convert import diff_models
 from registryd.adapters.serviceentry.state import FileTable
-from registryd.build import SnapshotBuilder
+from registryd.build.builder import SnapshotBuilder
+from registryd.build.clusters import BuildOptions
 from registryd.model import ShardKey
 from registryd.registry.store import RegistryStore
-from registryd.xds.clusters import BuildOptions
 from registryd.xds.snapshot import (
     CDS,
     EDS,

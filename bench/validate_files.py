@@ -2,7 +2,7 @@
 
 Generates FILES files (half ServiceEntries with a workloadSelector, an HTTP port and a
 TCP port with an address; half WorkloadEntries, spread over the services) and prints the time of
-:func:`registryd.validate.check` in this process (median of ROUNDS) and of the whole
+:func:`registryd.tools.validate.check` in this process (median of ROUNDS) and of the whole
 command in a new process (interpreter start and imports included).
 
     python -m bench.validate_files --files 1000 --rounds 5
@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from registryd.configcheck import check
+from registryd.tools.configcheck import check
 
 SERVICE = """\
 apiVersion: networking.istio.io/v1

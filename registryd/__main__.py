@@ -1,3 +1,3 @@
-from registryd.cli import main
+from registryd.tools.cli import main
 
 raise SystemExit(main())

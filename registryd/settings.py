@@ -184,7 +184,7 @@ _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
 def go_duration(text: str) -> float | None:
     """Seconds in a Go-style duration (``30m``, ``1h30m``, ``500ms``, ``1.5s``: every part
     with a unit); None if ``text`` is not one.  For flags and adapter settings alike
-    (also importable as ``registryd.config.go_duration``, where API 1.0 placed it)."""
+    (also importable as ``registryd.daemon.config.go_duration``, where API 1.0 placed it)."""
     text = text.strip()
     parts = _DURATION_PART.findall(text)
     if not parts or "".join(n + u for n, u in parts) != text:

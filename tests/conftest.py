@@ -8,8 +8,8 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
-from registryd.app import App
-from registryd.config import RegistryConfig
+from registryd.daemon.app import App
+from registryd.daemon.config import RegistryConfig
 from registryd.testing import MemoryAdapter
 from tests.support.harness import Harness, loopback_settings
 

@@ -57,8 +57,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from registryd.adapter import JsonLimits
-from registryd.config import go_duration
-from registryd.settings import SettingsReader
+from registryd.settings import SettingsReader, go_duration
 
 from .parse import DEFAULT_HOSTNAME, is_dns_name
 

@@ -37,7 +37,7 @@ setting                 default                     meaning
 The istiod-style flags ``--kubeconfig``, ``--kubernetesApiQPS`` and
 ``--kubernetesApiBurst`` reach this module as settings: the daemon puts the flags given
 under the settings of every ``kubernetes`` registry, and a registry's own setting wins
-(:func:`registryd.config.with_defaults`).
+(:func:`registryd.daemon.config.with_defaults`).
 
 With both ``namespaces`` and ``namespace_selector`` a namespace must be listed *and*
 match.  Without any kubeconfig the in-cluster configuration is used (the pod's service

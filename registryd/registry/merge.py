@@ -9,7 +9,7 @@ Pure functions only.  The rules, which the README documents and the debug port s
    its type's default, which the adapter declares (``default_priority``, see
    :class:`registryd.adapter.AdapterFactory`: ``kubernetes`` 400, ``serviceentry`` 300,
    ``consul`` 200, ``etcd`` 100, ``nacos`` 50, any other type 0 unless it says).  The
-   store resolves it (:func:`registryd.plugins.adapter_type`); these functions take the
+   store resolves it (:func:`registryd.daemon.plugins.adapter_type`); these functions take the
    priorities as given.  Equal priorities go to the registry name that sorts first (then
    the type, for shards that share a name).  Kubernetes first by default is istiod's rule
    (pilot/pkg/serviceregistry/aggregate/controller.go, ``addRegistry`` puts Kubernetes

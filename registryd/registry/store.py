@@ -43,7 +43,7 @@ from typing import Any
 import immutables
 
 from registryd.adapter import Delete, Problems, Replace, Update, Upsert
-from registryd.logs import clip
+from registryd.base.logs import clip
 from registryd.model import Endpoint, Service, ShardKey
 from registryd.registry.merge import MergedService, merge_hostname
 from registryd.registry.types import DEFAULT_PRIORITY, AdapterType, defaults
@@ -115,7 +115,7 @@ class View:
 class RegistryStore:
     def __init__(self, types: Callable[[str], AdapterType] = defaults) -> None:
         """``types`` gives a registry type's defaults: the daemon passes
-        :func:`registryd.plugins.adapter_type` (what each installed adapter declares);
+        :func:`registryd.daemon.plugins.adapter_type` (what each installed adapter declares);
         without it every type has the defaults of an adapter that declares nothing."""
         self._types = types
         self._shards: dict[ShardKey, ShardState] = {}

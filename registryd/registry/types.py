@@ -3,7 +3,7 @@ its registries that set none, and the log scope (and its description) its adapte
 under.  Read from the factory's optional attributes (:class:`registryd.adapter.AdapterFactory`
 documents them), so that no central table lists the built-in types and a plugin has the
 same say over its own as they have.  Pure: loading a factory is
-:mod:`registryd.plugins`' business.
+:mod:`registryd.daemon.plugins`' business.
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from registryd.base.logs import CORE_SCOPES
 from registryd.errors import ConfigError
-from registryd.logs import CORE_SCOPES
 
 __all__ = ["DEFAULT_PRIORITY", "AdapterType", "defaults", "type_of"]
 

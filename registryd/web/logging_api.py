@@ -16,7 +16,7 @@ with ``output_level`` one of debug, info, warn, error, none):
 Errors are ``{"error": "<one line>"}``.  Reading levels is open to anyone who can reach
 the debug port; only changes are restricted.  The peer is ``request.remote`` (the TCP
 peer unless a middleware rewrites it); a missing or non-IP peer (unix socket) counts as
-remote.  Level and scope logic lives in :mod:`registryd.logs`.
+remote.  Level and scope logic lives in :mod:`registryd.base.logs`.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from types import MappingProxyType
 
 from aiohttp import web
 
-from registryd import logs
+from registryd.base import logs
 
 __all__ = ["is_loopback_peer", "logging_routes"]
 
@@ -88,7 +88,7 @@ def logging_routes(
     """The ``/debug/logging`` routes; ``allow_remote=True`` lets any peer change levels.
     ``changed`` is told each change (logger name, level): the xDS worker processes
     follow the main process' levels.  ``described`` gives the descriptions of the
-    adapters' scopes (:func:`registryd.logs.list_scopes`)."""
+    adapters' scopes (:func:`registryd.base.logs.list_scopes`)."""
 
     async def list_scopes(_: web.Request) -> web.Response:
         return web.json_response(logs.list_scopes(described))

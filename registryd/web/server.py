@@ -20,12 +20,12 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from registryd.health import TaskHealth
-from registryd.metrics import Metrics
+from registryd.base.health import TaskHealth
+from registryd.daemon.metrics import Metrics
+from registryd.daemon.push import PushController
+from registryd.daemon.supervisor import Supervisor
 from registryd.model import ShardKey
-from registryd.push import PushController
 from registryd.registry.store import RegistryStore
-from registryd.supervisor import Supervisor
 from registryd.web import views
 from registryd.web.logging_api import logging_routes
 from registryd.xds.streams import Streams

@@ -5,7 +5,7 @@ lists (strings, numbers, booleans), so the HTTP layer can serialize them as they
 Times are RFC 3339 UTC strings; durations are milliseconds.  Settings, raw registry config
 and node metadata are passed through :func:`registryd.settings.redact` (one rule for
 every view) so that tokens and passwords never leave the process, and text a client
-sent is clipped (:func:`registryd.logs.clip`).
+sent is clipped (:func:`registryd.base.logs.clip`).
 """
 
 from __future__ import annotations
@@ -14,13 +14,13 @@ import statistics
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from registryd.logs import clip
+from registryd.base.logs import clip
+from registryd.build.builder import pieces
+from registryd.daemon.push import PushRecord
 from registryd.model import Endpoint, Resolution, Service, ShardKey
-from registryd.push import PushRecord
 from registryd.registry.merge import Conflict, MergedService
 from registryd.registry.store import RegistryStore, ShardState
 from registryd.settings import redact
-from registryd.xds import pieces
 from registryd.xds import resources as res
 from registryd.xds.tracking import Delivery, PushTrace
 from registryd.xds.views import CLIENT_TEXT, rfc3339

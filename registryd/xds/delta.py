@@ -55,7 +55,7 @@ from types import MappingProxyType
 
 from envoy.service.discovery.v3 import discovery_pb2
 
-from registryd.logs import clip
+from registryd.base.logs import clip
 from registryd.xds import resources as res
 from registryd.xds.snapshot import EDS, LDS_GRPC, LDS_SIDECAR, RDS, Resource, Snapshot, encode_field
 from registryd.xds.stream import (

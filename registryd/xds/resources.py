@@ -1,7 +1,7 @@
 """What the served xDS resources are called: type URLs and Istio's names.
 
 The serving side (snapshots, streams, debug views) and the builders agree on these;
-nothing here builds a resource (the builders are :mod:`registryd.build`).  Names follow
+nothing here builds a resource (the builders are :mod:`registryd.build.builder`).  Names follow
 Istio's conventions (see README):
 
 * Cluster and ClusterLoadAssignment ``outbound|<port>||<hostname>``

@@ -31,8 +31,8 @@ import grpc
 from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf.message import DecodeError
 
-from registryd.health import TaskHealth
-from registryd.logs import LogThrottle, clip
+from registryd.base.health import TaskHealth
+from registryd.base.logs import LogThrottle, clip
 from registryd.xds import resources as res
 from registryd.xds.delta import DeltaConnection, DeltaTypeState
 from registryd.xds.snapshot import EMPTY, LDS_GRPC, Snapshot
@@ -131,7 +131,7 @@ class XdsServer:
       a slot of ``throttle.pushes`` while it plans and writes (see
       :mod:`registryd.xds.throttle`).
     * NACK lines are rate-limited per stream and overall; client text in them is
-      clipped and escaped (:func:`registryd.logs.clip`).
+      clipped and escaped (:func:`registryd.base.logs.clip`).
     """
 
     def __init__(

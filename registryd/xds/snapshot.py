@@ -6,7 +6,7 @@ connection), each resource stamped with the snapshot version in which its conten
 changed, and the names that changed in the last few versions so a connection that is
 behind can work out what it is missing without comparing everything.
 
-Snapshots are made by :class:`registryd.build.SnapshotBuilder` (the push side); this
+Snapshots are made by :class:`registryd.build.builder.SnapshotBuilder` (the push side); this
 module knows resources and versions only, nothing of the registry, so the xDS server
 that serves snapshots depends on it alone.
 """

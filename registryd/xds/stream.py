@@ -46,7 +46,7 @@ from envoy.config.endpoint.v3 import endpoint_pb2
 from envoy.config.route.v3 import route_pb2
 from envoy.service.discovery.v3 import discovery_pb2
 
-from registryd.logs import clip
+from registryd.base.logs import clip
 from registryd.xds import resources as res
 from registryd.xds.snapshot import (
     CDS,

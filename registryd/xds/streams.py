@@ -4,7 +4,7 @@ The debug endpoints about connected clients (``/debug/connections``, ``adsz``,
 ``syncz``, ``config_dump``), the push traces of ``/debug/pushz`` and the stream metrics
 read a :class:`Streams`.  With one process that is :class:`LocalStreams` over the
 daemon's own xDS server; with ``--xdsWorkers N`` it is the worker pool
-(:class:`registryd.xds.pool.WorkerPool`), which asks each worker's ``LocalStreams`` and
+(:class:`registryd.workers.pool.WorkerPool`), which asks each worker's ``LocalStreams`` and
 merges the answers with the functions here, so the daemon reads as one.
 
 Every method is a coroutine and returns plain, picklable data (JSON-like values,

@@ -15,7 +15,7 @@ is spread out and the debug port and ``/ready`` keep answering in between.
   (a ``rate.Limiter`` with burst 1, waited on first thing in ``ads.go``
   ``StreamAggregatedResources``); istiod gives up after one second and ends the stream
   with ``RESOURCE_EXHAUSTED``, registryd keeps the stream waiting instead.
-* Both default as istiod's: see :func:`registryd.config.auto_limit`.
+* Both default as istiod's: see :func:`registryd.daemon.config.auto_limit`.
 
 Contract shared by both: waiting is FIFO; a waiter that is cancelled (the client went
 away) leaves the line and gives its turn to the next; every wait (not the callers served

@@ -25,7 +25,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
-from registryd.logs import clip
+from registryd.base.logs import clip
 from registryd.xds.stream import ACK, NACK, Connection, Digest, Planned
 
 __all__ = ["PROXY_KEPT", "Delivery", "PushTrace", "PushTracker", "version_number"]

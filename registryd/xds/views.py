@@ -4,7 +4,7 @@ JSON-ready data (``/debug/connections``, ``adsz``, ``syncz``).
 They run where the streams are: in the daemon's own process, or in each xDS worker,
 whose answers the main process merges (:mod:`registryd.xds.streams`).  Times are RFC
 3339 UTC strings; node metadata goes through :func:`registryd.settings.redact`, and
-text a client sent is clipped (:func:`registryd.logs.clip`).
+text a client sent is clipped (:func:`registryd.base.logs.clip`).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 
 from google.protobuf import json_format
 
-from registryd.logs import clip
+from registryd.base.logs import clip
 from registryd.settings import redact
 from registryd.xds import resources as res
 from registryd.xds.delta import DeltaTypeState

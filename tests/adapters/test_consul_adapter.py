@@ -45,9 +45,9 @@ from registryd.adapters.consul.adapter import (
     next_index,
 )
 from registryd.adapters.consul.settings import ConsulSettings, format_wait, parse_settings
+from registryd.daemon.supervisor import Supervisor
 from registryd.model import Health, ShardKey
 from registryd.registry.store import RegistryStore
-from registryd.supervisor import Supervisor
 from registryd.testing import AdapterContract
 from tests.adapters.feed import Feed as SharedFeed
 from tests.support.certs import TlsFiles, make_tls

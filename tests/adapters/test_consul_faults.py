@@ -22,9 +22,9 @@ from registryd.adapters.consul.faults import (
     retry_delay,
 )
 from registryd.adapters.consul.state import ConsulState
+from registryd.daemon.supervisor import Supervisor
 from registryd.model import Health, ShardKey
 from registryd.registry.store import RegistryStore
-from registryd.supervisor import Supervisor
 from registryd.web.views import configz
 from tests.adapters import test_consul_adapter
 from tests.adapters.test_consul_adapter import HANG_GUARD, Agent, Feed, addresses, until

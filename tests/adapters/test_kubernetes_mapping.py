@@ -24,8 +24,8 @@ from registryd.adapters.kubernetes.parse import (
     parse_service,
     parse_slice,
 )
+from registryd.build.clusters import build_cluster
 from registryd.model import Health, Locality, Location, Port, Resolution
-from registryd.xds.clusters import build_cluster
 from tests.adapters.kube_objects import OPTIONS, endpoint_slice, ep, node, service
 
 

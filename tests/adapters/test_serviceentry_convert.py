@@ -18,8 +18,8 @@ from registryd.adapters.serviceentry.schema import (
     parse_file,
 )
 from registryd.adapters.serviceentry.state import FileTable
+from registryd.build.clusters import build_cluster
 from registryd.model import Endpoint, Locality, Location, Port, Resolution
-from registryd.xds.clusters import build_cluster
 
 FIXTURES = Path(__file__).parent / "fixtures"
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "serviceentries"

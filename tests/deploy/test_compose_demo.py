@@ -12,7 +12,7 @@ import yaml
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from registryd import cli
+from registryd.tools import cli
 from registryd.web.logging_api import logging_routes
 
 COMPOSE = Path(__file__).resolve().parents[2] / "compose"

@@ -16,10 +16,10 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from registryd import cli
 from registryd.adapters.kubernetes.client import _RESOURCES
-from registryd.config import load_registries
-from registryd.plugins import available
+from registryd.daemon.config import load_registries
+from registryd.daemon.plugins import available
+from registryd.tools import cli
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
-from registryd.plugins import available
+from registryd.daemon.plugins import available
 from tests.e2e.admin import Admin
 from tests.e2e.checks import LOCAL, wait_answers
 from tests.e2e.conftest import Stack

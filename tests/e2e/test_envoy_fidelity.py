@@ -1,6 +1,6 @@
 """What istiod serves, checked with real traffic through a real Envoy: SNI routing on a
 shared TLS port, per-VIP TCP listeners behind iptables-style capture, and a VIP in the
-Host header.  Rules: registryd/xds/listeners.py and routes.py (istiod listener.go,
+Host header.  Rules: registryd/build/listeners.py and routes.py (istiod listener.go,
 tls.go, httproute.go)."""
 
 from __future__ import annotations

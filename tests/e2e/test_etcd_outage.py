@@ -20,7 +20,7 @@ import aetcd
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from registryd.plugins import available
+from registryd.daemon.plugins import available
 from tests.e2e.admin import Admin
 from tests.e2e.checks import (
     LOCAL,

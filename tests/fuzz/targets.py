@@ -215,10 +215,10 @@ _KUBE_OBJECT = _shaped(
 # -- the ADS request handler: a stream's requests, each digested and planned ------------
 def _ads_snapshot() -> Any:
     from registryd.adapter import Replace
-    from registryd.build import SnapshotBuilder
+    from registryd.build.builder import SnapshotBuilder
+    from registryd.build.clusters import BuildOptions
     from registryd.model import Endpoint, Port, Resolution, Service, ShardKey
     from registryd.registry.store import RegistryStore
-    from registryd.xds.clusters import BuildOptions
 
     store = RegistryStore()
     services = (

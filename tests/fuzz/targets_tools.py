@@ -1,13 +1,13 @@
 """What the fuzz suite feeds to the command-line tools' parsers (see
 :mod:`tests.fuzz.targets` for the property and the style).
 
-* The proxy tools' answers: an answer's head (:func:`registryd.debugclient.parse_head`,
-  :func:`~registryd.debugclient.body_length`) and the bodies of ``/debug/syncz`` and
+* The proxy tools' answers: an answer's head (:func:`registryd.tools.debugclient.parse_head`,
+  :func:`~registryd.tools.debugclient.body_length`) and the bodies of ``/debug/syncz`` and
   ``/debug/config_dump`` through the pure functions that turn them into every output of
   ``proxy-status`` and ``proxy-config``; only
-  :class:`~registryd.debugclient.BadAnswer` may come out.
+  :class:`~registryd.tools.debugclient.BadAnswer` may come out.
 * registryd.yaml: YAML text and documents shaped like a registry list through
-  :func:`registryd.config.parse_registries`; only ConfigError may come out.
+  :func:`registryd.daemon.config.parse_registries`; only ConfigError may come out.
 """
 
 from __future__ import annotations
@@ -19,11 +19,11 @@ from typing import Any
 import yaml
 from hypothesis import strategies as st
 
-from registryd import proxyconfig
 from registryd.adapter import ConfigError
-from registryd.config import parse_registries
-from registryd.debugclient import Answer, BadAnswer, body_length, parse_head
-from registryd.proxystatus import (
+from registryd.daemon.config import parse_registries
+from registryd.tools import proxyconfig
+from registryd.tools.debugclient import Answer, BadAnswer, body_length, parse_head
+from registryd.tools.proxystatus import (
     config_output,
     detail_output,
     dump_document,

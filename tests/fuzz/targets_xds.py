@@ -72,10 +72,10 @@ def _snapshots() -> list[Any]:
     if _SNAPSHOTS:
         return _SNAPSHOTS
     from registryd.adapter import Replace
-    from registryd.build import SnapshotBuilder
+    from registryd.build.builder import SnapshotBuilder
+    from registryd.build.clusters import BuildOptions
     from registryd.model import Endpoint, Port, Resolution, Service, ShardKey
     from registryd.registry.store import RegistryStore
-    from registryd.xds.clusters import BuildOptions
 
     store = RegistryStore()
     builder = SnapshotBuilder(BuildOptions())

@@ -11,10 +11,10 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from registryd.app import App
-from registryd.config import RegistryConfig
+from registryd.daemon.app import App
+from registryd.daemon.config import RegistryConfig
+from registryd.daemon.supervisor import Supervisor
 from registryd.model import Port, Service
-from registryd.supervisor import Supervisor
 from registryd.testing import AdsClient, MemoryAdapter
 from tests.support.harness import loopback_settings
 

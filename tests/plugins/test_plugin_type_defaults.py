@@ -14,12 +14,12 @@ import aiohttp
 import pytest
 
 from registryd.adapter import AdapterContext, ConfigError
-from registryd.app import App
-from registryd.cli import parse_args
-from registryd.config import RegistryConfig, load_registries
+from registryd.daemon.app import App
+from registryd.daemon.config import RegistryConfig, load_registries
+from registryd.daemon.plugins import adapter_type, create_adapter
 from registryd.model import Port, ShardKey
-from registryd.plugins import adapter_type, create_adapter
 from registryd.registry.store import ChangeEvent
+from registryd.tools.cli import parse_args
 from tests.conftest import loopback_settings
 
 PLUGINS = {

@@ -1,4 +1,4 @@
-"""xDS worker processes without processes, for tests of :class:`registryd.xds.pool.WorkerPool`.
+"""xDS worker processes without processes, for tests of :class:`registryd.workers.pool.WorkerPool`.
 
 A worker here is a :class:`Process` (a pid, an exit status it is given) and its end of
 the Unix socket (reads what the pool writes and answers questions as the test says).
@@ -19,9 +19,9 @@ import asyncio
 import pickle
 from typing import Any
 
-from registryd.xds.channel import WorkerConfig, frame
+from registryd.workers.channel import WorkerConfig, frame
+from registryd.workers.pool import WorkerPool, _Handle
 from registryd.xds.listen import ServerOptions
-from registryd.xds.pool import WorkerPool, _Handle
 from tests.support.fake_time import FakeTime
 
 __all__ = [

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import asyncio
 
-from registryd.app import App
-from registryd.config import Settings
+from registryd.daemon.app import App
+from registryd.daemon.config import Settings
 from registryd.testing import MemoryAdapter
 from registryd.xds.listen import Address
 

@@ -11,9 +11,7 @@ from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.core.v3 import health_check_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 
-from registryd.model import AUTO, Health, Port, Resolution
-from registryd.xds import resources as res
-from registryd.xds.clusters import (
+from registryd.build.clusters import (
     MAX_WEIGHT,
     BuildOptions,
     blackhole_cluster,
@@ -21,6 +19,8 @@ from registryd.xds.clusters import (
     build_cluster,
     passthrough_cluster,
 )
+from registryd.model import AUTO, Health, Port, Resolution
+from registryd.xds import resources as res
 from tests.unit.factories import ep, svc
 
 HTTP_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"

@@ -8,14 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from registryd import cli
 from registryd.adapter import AdapterContext, ConfigError
 from registryd.adapters.kubernetes.adapter import KubernetesAdapter
 from registryd.adapters.kubernetes.settings import KubernetesSettings
-from registryd.config import Settings, load_registries, parse_address, parse_duration
-from registryd.logs import parse_levels
-from registryd.plugins import available, create_adapter, load_factory
+from registryd.base.logs import parse_levels
+from registryd.daemon.config import Settings, load_registries, parse_address, parse_duration
+from registryd.daemon.plugins import available, create_adapter, load_factory
 from registryd.testing import MemoryAdapter
+from registryd.tools import cli
 from registryd.xds.listen import Address
 
 
@@ -470,7 +470,7 @@ def test_without_kubernetes_flags_the_settings_defaults_hold(tmp_path: Path) -> 
 
 
 def test_exposure_warnings_for_non_loopback_plaintext_xds_and_debug() -> None:
-    from registryd.app import exposure_warnings
+    from registryd.daemon.app import exposure_warnings
 
     defaults = exposure_warnings(cli.parse_args(["discovery"]))
     assert [w.split(" listen")[0] for w in defaults] == [

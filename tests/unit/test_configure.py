@@ -1,5 +1,5 @@
 """Configuration in one place: istiod's variables reach the builder through Settings, made
-by registryd.configure alone; nothing else in the package reads the environment."""
+by registryd.daemon.configure alone; nothing else in the package reads the environment."""
 
 from __future__ import annotations
 
@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 from envoy.config.endpoint.v3 import endpoint_pb2
 
-from registryd import cli
 from registryd.adapter import Replace
-from registryd.app import App
-from registryd.build import SnapshotBuilder
-from registryd.config import Settings
-from registryd.configure import VARIABLES, go_bool
+from registryd.build.builder import SnapshotBuilder
+from registryd.daemon.app import App
+from registryd.daemon.config import Settings
+from registryd.daemon.configure import VARIABLES, go_bool
 from registryd.model import Health, ShardKey
+from registryd.tools import cli
 from registryd.xds.snapshot import EDS
 from tests.unit.factories import ep, svc
 
@@ -125,7 +125,7 @@ def test_every_variable_read_is_documented_in_the_readme() -> None:
 # Where the package may touch the environment, and why: only configure reads it for
 # configuration.  Anything else found is a setting read behind Settings' back.
 ALLOWED = {
-    "registryd/configure.py": "the one place flags, variables and files become Settings",
+    "registryd/daemon/configure.py": "the one place flags, variables and files become Settings",
     # in-cluster detection (KUBERNETES_SERVICE_HOST/PORT, the Kubernetes client's own
     # contract) and, not moved yet, PILOT_ENABLE_EDS_FOR_HEADLESS_SERVICES: `registryd
     # validate` reports a bad value per registry, which the daemon's settings cannot say

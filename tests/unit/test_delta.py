@@ -11,7 +11,7 @@ from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf import struct_pb2
 
 from registryd.adapter import Delete, Upsert
-from registryd.build import SnapshotBuilder
+from registryd.build.builder import SnapshotBuilder
 from registryd.model import Endpoint, Port, Service
 from registryd.registry.store import RegistryStore
 from registryd.xds import resources as res

@@ -12,7 +12,7 @@ from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf import json_format, struct_pb2
 
 from registryd.adapter import Upsert
-from registryd.build import SnapshotBuilder
+from registryd.build.builder import SnapshotBuilder
 from registryd.model import Endpoint, Port, Service
 from registryd.registry.store import RegistryStore
 from registryd.xds import resources as res

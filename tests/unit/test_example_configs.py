@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from registryd import cli
 from registryd.adapter import AdapterContext, ConfigError
-from registryd.config import RegistryConfig, load_registries
-from registryd.plugins import load_factory
+from registryd.daemon.config import RegistryConfig, load_registries
+from registryd.daemon.plugins import load_factory
+from registryd.tools import cli
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 BUILT_IN = {"serviceentry", "consul", "etcd", "kubernetes"}

@@ -1,4 +1,4 @@
-"""registryd.gcpolicy: freezing after large builds, and GC pauses on /metrics."""
+"""registryd.base.gcpolicy: freezing after large builds, and GC pauses on /metrics."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import gc
 
 from prometheus_client import CollectorRegistry, generate_latest
 
-from registryd.gcpolicy import FreezePolicy, GcPauses
+from registryd.base.gcpolicy import FreezePolicy, GcPauses
 from tests.support.fake_time import FakeTime
 
 

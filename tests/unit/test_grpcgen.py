@@ -8,9 +8,9 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm_pb2,
 )
 
+from registryd.build.builder import grpcgen
+from registryd.build.clusters import BuildOptions
 from registryd.model import Health, Port, Resolution
-from registryd.xds import grpcgen
-from registryd.xds.clusters import BuildOptions
 from tests.unit.factories import ep, svc
 
 K8S = "greeter.shop.svc.cluster.local"

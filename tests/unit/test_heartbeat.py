@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry, Counter
 
-from registryd import cli
 from registryd.errors import ConfigError
-from registryd.xds.heartbeat import Heartbeat, watch
+from registryd.tools import cli
+from registryd.workers.heartbeat import Heartbeat, watch
 from tests.support.fake_time import FakeTime
 from tests.support.fake_workers import running_pool
 

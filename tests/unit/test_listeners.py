@@ -10,8 +10,8 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 )
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 
+from registryd.build.listeners import Conflict, Mode, build_listeners, virtual_outbound_listener
 from registryd.model import AUTO, Port, Resolution
-from registryd.xds.listeners import Conflict, Mode, build_listeners, virtual_outbound_listener
 from tests.unit.factories import ep, svc
 
 HCM = "envoy.filters.network.http_connection_manager"

@@ -1,5 +1,5 @@
 """Scoped Istio-style logging: level parsing, text/JSON output, scope listing and
-runtime level changes (``registryd.logs``) plus the logging flags of the CLI."""
+runtime level changes (``registryd.base.logs``) plus the logging flags of the CLI."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from registryd import cli, logs
 from registryd.adapter import ConfigError
+from registryd.base import logs
+from registryd.tools import cli
 from tests.support.fake_time import FakeTime
 
 STAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")

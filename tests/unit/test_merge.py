@@ -6,8 +6,8 @@ import dataclasses
 
 import pytest
 
+from registryd.daemon.plugins import adapter_type
 from registryd.model import Endpoint, Port, Resolution, Service, ShardKey
-from registryd.plugins import adapter_type
 from registryd.registry.merge import merge_hostname, precedence
 from tests.unit.factories import ep, svc
 

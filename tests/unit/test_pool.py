@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry, Counter
 
-from registryd.xds.pool import WorkerPool
+from registryd.workers.pool import WorkerPool
 from tests.support.fake_time import FakeTime
 from tests.support.fake_workers import started_pool
 

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from registryd import proxyconfig, proxysync
-from registryd.debugclient import Answer, BadAnswer, body_length, json_body, parse_head
-from registryd.proxystatus import (
+from registryd.tools import proxyconfig, proxysync
+from registryd.tools.debugclient import Answer, BadAnswer, body_length, json_body, parse_head
+from registryd.tools.proxystatus import (
     config_output,
     detail_output,
     dump_document,
@@ -20,7 +20,7 @@ from registryd.proxystatus import (
     status_output,
     syncz_entries,
 )
-from registryd.tables import format_table
+from registryd.tools.tables import format_table
 
 P = "20261130T000000"  # a registryd version prefix
 

@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 
 from registryd.adapter import Replace, Upsert
-from registryd.build import SnapshotBuilder
+from registryd.build.builder import SnapshotBuilder
+from registryd.daemon.push import PushController
 from registryd.model import Port, ShardKey
-from registryd.push import PushController
 from registryd.registry.store import RegistryStore
 from registryd.xds.snapshot import CDS, EDS, STATIC_NAMES, Snapshot
 from tests.support.fake_time import FakeTime

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from registryd.restart import BACKOFF, Attempt, Backoff, keep_running
+from registryd.base.restart import BACKOFF, Attempt, Backoff, keep_running
 from tests.support.fake_time import FakeTime
 
 DEFAULT = Backoff()

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from envoy.config.route.v3 import route_pb2
 
+from registryd.build.routes import build_route_config
 from registryd.model import AUTO, Port, Resolution
-from registryd.xds.routes import build_route_config
 from tests.unit.factories import svc
 
 K8S = "greeter.shop.svc.cluster.local"

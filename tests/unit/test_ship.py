@@ -7,10 +7,10 @@ import pickle
 import pytest
 
 from registryd.adapter import Delete, Upsert
-from registryd.build import SnapshotBuilder
+from registryd.build.builder import SnapshotBuilder
 from registryd.model import Port
 from registryd.registry.store import RegistryStore
-from registryd.xds.ship import receive, ship
+from registryd.workers.ship import receive, ship
 from registryd.xds.snapshot import EDS, EMPTY, HISTORY, Snapshot
 from tests.unit.factories import MEM, ep, svc
 

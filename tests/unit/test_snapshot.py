@@ -10,7 +10,7 @@ from envoy.config.route.v3 import route_pb2
 from envoy.service.discovery.v3 import discovery_pb2
 
 from registryd.adapter import Delete, Replace, Upsert
-from registryd.build import SnapshotBuilder
+from registryd.build.builder import SnapshotBuilder
 from registryd.model import Endpoint, Port, Resolution, Service
 from registryd.registry.store import RegistryStore
 from registryd.xds import resources as res

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from registryd.adapter import ConfigError
-from registryd.cli import parse_args
-from registryd.config import load_registries
-from registryd.logs import check_scopes
+from registryd.base.logs import check_scopes
+from registryd.daemon.config import load_registries
+from registryd.tools.cli import parse_args
 
 
 def write(tmp_path: Path, text: str) -> Path:

@@ -11,8 +11,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from registryd.adapter import Delete, Problems, Replace, Upsert
+from registryd.daemon.plugins import adapter_type
 from registryd.model import Port, ShardKey
-from registryd.plugins import adapter_type
 from registryd.registry.store import (
     MAX_ERRORS,
     MAX_MESSAGE,

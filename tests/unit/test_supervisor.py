@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 
 from registryd.adapter import Replace, Update
-from registryd.health import TaskHealth
+from registryd.base.health import TaskHealth
+from registryd.daemon.supervisor import BACKOFF, Supervisor, restarting
 from registryd.model import ShardKey
 from registryd.registry.store import RegistryStore
-from registryd.supervisor import BACKOFF, Supervisor, restarting
 from registryd.testing import MemoryAdapter
 from tests.support.fake_time import FakeTime
 from tests.unit.factories import ep, svc

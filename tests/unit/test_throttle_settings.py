@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from registryd import cli
 from registryd.adapter import ConfigError
-from registryd.config import Settings, auto_limit, cpu_count
+from registryd.daemon.config import Settings, auto_limit, cpu_count
+from registryd.tools import cli
 
 
 @pytest.mark.parametrize(("cpus", "limit"), [(1, 20), (2, 25), (4, 35), (17, 100), (32, 100)])

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from registryd import cli
 from registryd.adapter import AdapterContext, ConfigError
-from registryd.analyze import Finding, Severity
-from registryd.configcheck import check, document_lines
-from registryd.plugins import create_adapter, require
+from registryd.daemon.plugins import create_adapter, require
+from registryd.tools import cli
+from registryd.tools.analyze import Finding, Severity
+from registryd.tools.configcheck import check, document_lines
 
 API = "apiVersion: networking.istio.io/v1\n"
 

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from registryd import cli
 from registryd.adapters.serviceentry.tree import FileTree
 from registryd.adapters.serviceentry.yamlsafe import shorten
-from registryd.analyze import Severity
-from registryd.configcheck import check
+from registryd.tools import cli
+from registryd.tools.analyze import Severity
+from registryd.tools.configcheck import check
 from tests.adapters.test_serviceentry_hostile import BOMB
 
 ISTIO = Path(__file__).resolve().parents[2].parent / "shared" / "conformance" / "istio"

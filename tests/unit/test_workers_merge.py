@@ -6,10 +6,10 @@ import pytest
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.parser import text_string_to_metric_families
 
-from registryd.config import quota_cpus
-from registryd.metrics import Metrics
+from registryd.daemon.config import quota_cpus
+from registryd.daemon.metrics import Metrics
 from registryd.registry.store import RegistryStore
-from registryd.xds.pool import share
+from registryd.workers.pool import share
 from registryd.xds.server import XdsServer
 from registryd.xds.streams import merge_families, merge_listings, merge_traces
 from registryd.xds.tracking import Delivery, PushTrace, PushTracker

@@ -11,9 +11,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from registryd.adapter import Problems, Upsert
-from registryd.build import SnapshotBuilder
+from registryd.build.builder import SnapshotBuilder
+from registryd.daemon.plugins import adapter_type
 from registryd.model import Endpoint, Port, Service, ShardKey
-from registryd.plugins import adapter_type
 from registryd.registry.store import RegistryStore
 from registryd.settings import REDACTED, TOO_DEEP, redact
 from registryd.testing import AdsClient

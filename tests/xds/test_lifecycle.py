@@ -11,8 +11,8 @@ import grpc
 import pytest
 
 from registryd.adapter import Replace, Update
-from registryd.app import App
-from registryd.config import RegistryConfig
+from registryd.daemon.app import App
+from registryd.daemon.config import RegistryConfig
 from registryd.testing import AdsClient
 from tests.support.harness import loopback_settings
 

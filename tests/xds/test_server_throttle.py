@@ -12,8 +12,8 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from registryd.app import App
-from registryd.config import RegistryConfig
+from registryd.daemon.app import App
+from registryd.daemon.config import RegistryConfig
 from registryd.model import Port, Service
 from registryd.testing import AdsClient, MemoryAdapter
 from registryd.xds.stream import Connection, Digest, Planned

@@ -10,12 +10,12 @@ from pathlib import Path
 import grpc
 import pytest
 
-from registryd import cli
 from registryd.adapter import ConfigError
-from registryd.app import App
-from registryd.config import RegistryConfig, load_tls
+from registryd.daemon.app import App
+from registryd.daemon.config import RegistryConfig, load_tls
 from registryd.model import Port, Service
 from registryd.testing import AdsClient, MemoryAdapter
+from registryd.tools import cli
 from registryd.xds.listen import TlsFiles
 from tests.support.certs import TlsFiles as CertFiles
 from tests.support.certs import make_tls

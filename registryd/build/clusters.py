@@ -46,7 +46,7 @@ from registryd.model import (
     Resolution,
     Service,
 )
-from registryd.xds.pieces import ads, in_eds, pack, socket
+from registryd.build.pieces import ads, in_eds, pack, socket
 from registryd.xds.resources import BLACKHOLE_CLUSTER, PASSTHROUGH_CLUSTER, cluster_name
 
 __all__ = [
@@ -81,8 +81,8 @@ class BuildOptions:
     out, and clusters disable Envoy's panic threshold so they never get traffic.  istiod:
     ``PILOT_SEND_UNHEALTHY_ENDPOINTS`` (default false) or
     ``PILOT_AUTO_SEND_UNHEALTHY_ENDPOINTS`` (default true), features/experimental.go.
-    The daemon reads those into :class:`~registryd.config.Settings`
-    (:func:`registryd.configure.send_unhealthy`) and hands them here: the builders never
+    The daemon reads those into :class:`~registryd.daemon.config.Settings`
+    (:func:`registryd.daemon.configure.send_unhealthy`) and hands them here: the builders never
     read the environment.
     """
 

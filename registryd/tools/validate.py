@@ -1,6 +1,6 @@
 """``registryd validate``: check configuration offline, before the daemon reads it.
 
-What is checked and how is :mod:`registryd.configcheck`; this module is the command:
+What is checked and how is :mod:`registryd.tools.configcheck`; this module is the command:
 its flags, text and JSON output, and exit status: 0 when nothing reaches
 ``--failure-threshold`` (errors, by default, as ``istioctl analyze``), 1 otherwise, 2
 for a usage error (raised as ConfigError).  The checks are imported only when the
@@ -16,8 +16,8 @@ from dataclasses import asdict
 from typing import TYPE_CHECKING, Any, TextIO
 
 if TYPE_CHECKING:
-    from registryd.analyze import Finding
-    from registryd.configcheck import Report
+    from registryd.tools.analyze import Finding
+    from registryd.tools.configcheck import Report
 
 __all__ = ["register", "render_json", "render_text", "run"]
 
@@ -89,8 +89,8 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
     """Run ``registryd validate`` with parsed ``args``; the exit status."""
-    from registryd.config import kubernetes_flag_defaults
-    from registryd.configcheck import check
+    from registryd.daemon.config import kubernetes_flag_defaults
+    from registryd.tools.configcheck import check
 
     report = check(
         paths=args.paths,

@@ -1,7 +1,7 @@
 """Snapshots in transit to xDS worker processes.  Pure: no I/O.
 
 The main process builds every snapshot; worker processes serve them (see
-:mod:`registryd.xds.pool`).  A worker is sent a :class:`Shipment`: once the whole
+:mod:`registryd.workers.pool`).  A worker is sent a :class:`Shipment`: once the whole
 snapshot (when it starts, or when it is too far behind for the history to say what
 changed), then only the resources that changed since the version it has.  Resources
 travel as ``(version, body)``: the worker frames them again (:meth:`Resource.make`), so

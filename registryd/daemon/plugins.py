@@ -20,7 +20,7 @@ from registryd.errors import ConfigError
 from registryd.registry.types import DEFAULT_PRIORITY, AdapterType, type_of
 
 if TYPE_CHECKING:
-    from registryd.config import RegistryConfig
+    from registryd.daemon.config import RegistryConfig
 
 __all__ = [
     "DEFAULT_PRIORITY",

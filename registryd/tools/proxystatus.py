@@ -9,12 +9,12 @@ answered (and the proxy was found), 1 when an instance could not be reached or t
 is not connected to any (or the name is ambiguous), 2 for a usage error or an answer the
 tools cannot use.
 
-Whatever answers at a ``--server`` URL is not trusted: :mod:`registryd.debugclient`
+Whatever answers at a ``--server`` URL is not trusted: :mod:`registryd.tools.debugclient`
 bounds the exchange in time (``--timeout``, for all of it) and size
 (``--max-answer-mib``), and the pure functions here that turn an answer into the
 command's output (:func:`syncz_entries`, :func:`dump_document`, :func:`status_output`,
 :func:`detail_output`, :func:`config_output`) raise only
-:class:`~registryd.debugclient.BadAnswer`, whatever the JSON holds: a malformed, oversized,
+:class:`~registryd.tools.debugclient.BadAnswer`, whatever the JSON holds: a malformed, oversized,
 late or wrongly shaped answer is one line and exit 2, never a traceback.
 """
 
@@ -29,8 +29,8 @@ import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TextIO, TypeVar
 
-from registryd import debugclient, proxyconfig, proxysync
-from registryd.debugclient import Answer, BadAnswer, Unreachable, json_body
+from registryd.tools import debugclient, proxyconfig, proxysync
+from registryd.tools.debugclient import Answer, BadAnswer, Unreachable, json_body
 
 __all__ = [
     "DEFAULT_SERVER",
@@ -88,7 +88,7 @@ def _brief(exc: BaseException, most: int = 120) -> str:
 
 def syncz_entries(server: str, answer: Answer) -> list[JSON]:
     """The connections of ``server``'s ``/debug/syncz`` answer: 200 and a JSON list of
-    objects, each of which makes a :class:`~registryd.proxysync.StatusRow`."""
+    objects, each of which makes a :class:`~registryd.tools.proxysync.StatusRow`."""
     if answer.status != 200:
         raise BadAnswer(f"answered {answer.status}, not 200")
     entries = json_body(answer.body)

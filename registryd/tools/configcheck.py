@@ -3,7 +3,7 @@
 Contract of :func:`check`:
 
 * Nothing is contacted and no port is opened: registryd.yaml is read with the daemon's
-  own parser (:func:`registryd.config.load_registries`) and every registry's settings
+  own parser (:func:`registryd.daemon.config.load_registries`) and every registry's settings
   go through its adapter's factory, as at start, but no adapter is started.
 * ServiceEntry/WorkloadEntry files (the given files and directories, ``config_dir`` and
   the ``path`` of every ``serviceentry`` registry in ``config``) are read as the file
@@ -12,9 +12,9 @@ Contract of :func:`check`:
   symlink rules), each file within the same size limits, with the same YAML loader
   (duplicate keys) and the same validation.  Every broken document is one error whose
   message is the daemon's text for it (the daemon joins a file's messages with
-  `` | ``).  Then :func:`registryd.analyze.analyze` adds its warnings.
+  `` | ``).  Then :func:`registryd.tools.analyze.analyze` adds its warnings.
 * A usage error (nothing to check, a path that does not exist) raises ConfigError;
-  everything else is a :class:`~registryd.analyze.Finding` of the :class:`Report`.  That
+  everything else is a :class:`~registryd.tools.analyze.Finding` of the :class:`Report`.  That
   includes whatever one file holds or is: a FIFO, device or socket is refused without
   being opened (reading it could block forever), a symlink loop is reported as one, and
   any exception while reading or loading a file or registryd.yaml (an integer too long
@@ -45,9 +45,9 @@ from registryd.adapters.serviceentry.yamlsafe import (
     shorten,
     show,
 )
-from registryd.analyze import Finding, Located, Severity, analyze
-from registryd.config import Unreadable, load_registries, read_regular, with_defaults
-from registryd.plugins import create_adapter
+from registryd.daemon.config import Unreadable, load_registries, read_regular, with_defaults
+from registryd.daemon.plugins import create_adapter
+from registryd.tools.analyze import Finding, Located, Severity, analyze
 
 __all__ = ["Report", "check", "check_file", "document_lines"]
 
@@ -116,7 +116,7 @@ def _check_config(
     files: _Files,
 ) -> tuple[list[Finding], int]:
     """Findings of registryd.yaml and its number of registries, each registry with the
-    ``defaults`` of its type (:func:`registryd.config.with_defaults`); the ``path`` of
+    ``defaults`` of its type (:func:`registryd.daemon.config.with_defaults`); the ``path`` of
     every valid serviceentry registry is added to ``files``."""
     if not os.path.lexists(config):
         raise ConfigError(f"--config {config}: no such file")
@@ -164,7 +164,7 @@ def _check_config(
 
 def _read(source: str) -> bytes:
     """At most one byte over the limit, as the file registry reads (adapter.py ``_load``);
-    :class:`~registryd.config.Unreadable` for what is not a regular file, without
+    :class:`~registryd.daemon.config.Unreadable` for what is not a regular file, without
     opening it."""
     return read_regular(source, DEFAULT_LIMITS.max_bytes)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from registryd.logs import escape
+from registryd.base.logs import escape
 
 __all__ = ["format_table"]
 

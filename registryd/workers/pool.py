@@ -1,9 +1,9 @@
 """xDS worker processes (``--xdsWorkers N``): the main process builds, N processes serve.
 
 The main process keeps the registries, the merge, the push loop and the HTTP ports.
-Each worker (:mod:`registryd.xds.worker`) listens on the same xDS ports
+Each worker (:mod:`registryd.workers.worker`) listens on the same xDS ports
 (``SO_REUSEPORT``: the kernel spreads new connections over them) and serves its share of
-the streams from snapshots this pool ships it (:mod:`registryd.xds.ship`): the whole
+the streams from snapshots this pool ships it (:mod:`registryd.workers.ship`): the whole
 snapshot when it starts, then what changed since the version it has.  A worker that
 falls behind is sent the newest snapshot straight away, never a queue of versions.  Each
 shipment is pickled once however many workers need the same one.
@@ -15,12 +15,12 @@ Contract:
   ports it got.  A worker that cannot listen at start is a :class:`ConfigError`.
 * A worker that dies (killed, crashed, its channel broken) is logged and counted
   (``registryd_task_failures_total{task="xds-worker"}``) and started again after a
-  backoff (:func:`registryd.restart.keep_running`: the registries' rule, jitter
+  backoff (:func:`registryd.base.restart.keep_running`: the registries' rule, jitter
   included, reset after a minute up); a start that fails is one more failure.  Its
   clients reconnect, to any worker, and are served the current state.  Nothing else is
   disturbed: the other workers' streams stay open.
 * A worker that is alive but does not answer (stopped, deadlocked, stuck) is found by
-  its heartbeat (:mod:`registryd.xds.heartbeat`): pinged every ``heartbeat_timeout / 5``
+  its heartbeat (:mod:`registryd.workers.heartbeat`): pinged every ``heartbeat_timeout / 5``
   seconds, once silent for ``heartbeat_timeout`` (plus a second per 4 MiB of snapshots
   it has yet to apply) it is killed with SIGKILL (a stopped process dies too), logged at
   error with its pid and how long it was silent, and then handled as any worker that
@@ -58,13 +58,13 @@ from typing import Any
 
 from prometheus_client.core import GaugeMetricFamily, Metric
 
+from registryd.base.health import TaskHealth
+from registryd.base.restart import BACKOFF, Attempt, Backoff, keep_running
 from registryd.errors import ConfigError
-from registryd.health import TaskHealth
-from registryd.restart import BACKOFF, Attempt, Backoff, keep_running
-from registryd.xds.channel import ChannelClosed, WorkerConfig, frame, receive
-from registryd.xds.heartbeat import HEARTBEAT_TIMEOUT, Heartbeat, watch
+from registryd.workers.channel import ChannelClosed, WorkerConfig, frame, receive
+from registryd.workers.heartbeat import HEARTBEAT_TIMEOUT, Heartbeat, watch
+from registryd.workers.ship import ship
 from registryd.xds.listen import Address
-from registryd.xds.ship import ship
 from registryd.xds.snapshot import EMPTY, Snapshot
 from registryd.xds.streams import Listing, merge_families, merge_listings, merge_traces
 from registryd.xds.tracking import PushTrace
@@ -117,7 +117,7 @@ class WorkerPool:
     ``heartbeat_timeout``: seconds of silence after which a worker is killed as hung
     (None: never); ``call_timeout``: seconds a question waits for each worker's answer.
     ``backoff``, ``sleep``, ``clock`` and ``jitter`` (a number in [0, 1): 0.5 means no
-    jitter) drive restarts (:mod:`registryd.restart`); ``clock`` also the heartbeat."""
+    jitter) drive restarts (:mod:`registryd.base.restart`); ``clock`` also the heartbeat."""
 
     def __init__(
         self,
@@ -212,7 +212,7 @@ class WorkerPool:
             process = await asyncio.create_subprocess_exec(
                 sys.executable,
                 "-m",
-                "registryd.xds.worker",
+                "registryd.workers.worker",
                 str(child.fileno()),
                 pass_fds=(child.fileno(),),
             )
@@ -394,7 +394,7 @@ class WorkerPool:
 
     async def _ask_each(self, method: str, *args: Any) -> dict[int, Any]:
         """Every running worker's answer to ``method(*args)`` by worker index.  A late
-        worker (see :mod:`registryd.xds.heartbeat`) is not asked; the others are waited
+        worker (see :mod:`registryd.workers.heartbeat`) is not asked; the others are waited
         for at most ``call_timeout`` seconds, all at once.  Those that fail are left out
         and logged."""
         now = self._clock()

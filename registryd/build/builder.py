@@ -5,7 +5,7 @@
 change are rebuilt, and a rebuilt resource whose bytes did not change keeps its old
 version (no push for it).
 
-Why here, beside :mod:`registryd.push`, and not in ``registryd/xds/``: this is the one
+Why here, beside :mod:`registryd.daemon.push`, and not in ``registryd/xds/``: this is the one
 module that knows both sides of the data path, the registry's merged view
 (:class:`~registryd.registry.store.View`) and the xDS resource builders.  Dependencies
 point down ``adapters → registry → push → xDS server``; the builder is part of the push
@@ -23,18 +23,18 @@ from typing import Any, TypeVar
 from registryd.model import Endpoint, Port, Resolution, Service
 from registryd.registry.merge import MergedService
 from registryd.registry.store import View
-from registryd.xds import grpcgen, pieces
+from registryd.build import grpcgen, pieces
 from registryd.xds import resources as res
-from registryd.xds.clusters import (
+from registryd.build.clusters import (
     BuildOptions,
     blackhole_cluster,
     build_cla,
     build_cluster,
     passthrough_cluster,
 )
-from registryd.xds.listeners import Conflict, Mode, build_listeners, virtual_outbound_listener
+from registryd.build.listeners import Conflict, Mode, build_listeners, virtual_outbound_listener
 from registryd.xds.resources import BLACKHOLE_CLUSTER, PASSTHROUGH_CLUSTER, VIRTUAL_OUTBOUND
-from registryd.xds.routes import build_route_config
+from registryd.build.routes import build_route_config
 from registryd.xds.snapshot import (
     CDS,
     CDS_GRPC,

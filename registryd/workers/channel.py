@@ -7,7 +7,7 @@ so a corrupted length cannot make a process allocate without limit.
 
 Main process to worker: :class:`WorkerConfig` (first), then ``("snapshot", Shipment,
 announced)``, ``("call", id, method, args)``, ``("log_level", scope, level)`` and
-``("ping", number)`` (the heartbeat, :mod:`registryd.xds.heartbeat`).  Worker to main
+``("ping", number)`` (the heartbeat, :mod:`registryd.workers.heartbeat`).  Worker to main
 process: ``("ready", grpc_port, secure_grpc_port)`` once it listens, then ``("reply",
 id, ok, value)`` per call and ``("pong", number)`` per ping, each in the order of the
 messages it answers.
@@ -48,7 +48,7 @@ class WorkerConfig:
     max_requests_per_second: float  # this worker's share (0: no limit)
     log_levels: dict[str, int]  # logger name -> level, as in the main process now
     log_as_json: bool
-    gc_freeze: bool = True  # run registryd.gcpolicy.FreezePolicy after each snapshot
+    gc_freeze: bool = True  # run registryd.base.gcpolicy.FreezePolicy after each snapshot
 
 
 def frame(message: Any) -> bytes:

@@ -88,7 +88,7 @@ CORE_SCOPES: Mapping[str, str] = MappingProxyType(
     }
 )
 """registryd's own scopes and their descriptions.  A registry type's scope and its
-description come from its adapter (:class:`registryd.plugins.AdapterType`); the
+description come from its adapter (:class:`registryd.daemon.plugins.AdapterType`); the
 functions below take them as ``described``/``adapters`` arguments."""
 
 

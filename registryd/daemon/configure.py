@@ -1,5 +1,5 @@
 """The one place the daemon's configuration is read: flags, istiod's ``PILOT_*``
-environment variables and registryd.yaml become one :class:`~registryd.config.Settings`.
+environment variables and registryd.yaml become one :class:`~registryd.daemon.config.Settings`.
 
 Why one module: a setting read where it is used (the builder reading the environment,
 the command line reading half the variables) cannot be tested, listed or checked at
@@ -40,7 +40,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from registryd.config import (
+from registryd.base.logs import check_scopes, parse_levels
+from registryd.daemon.config import (
     RegistryConfig,
     Settings,
     auto_limit,
@@ -53,9 +54,8 @@ from registryd.config import (
     parse_duration,
     with_defaults,
 )
+from registryd.daemon.plugins import adapter_types, available
 from registryd.errors import ConfigError
-from registryd.logs import check_scopes, parse_levels
-from registryd.plugins import adapter_types, available
 
 __all__ = ["VARIABLES", "go_bool", "make_settings", "send_unhealthy"]
 
@@ -122,7 +122,7 @@ def _debounce(args: argparse.Namespace, environ: Mapping[str, str]) -> tuple[flo
 
 def _throttle(args: argparse.Namespace, environ: Mapping[str, str]) -> tuple[int, float]:
     """--pushThrottle and --maxRequestsPerSecond, or istiod's variables; 0 or less means
-    istiod's automatic value (:func:`registryd.config.auto_limit`)."""
+    istiod's automatic value (:func:`registryd.daemon.config.auto_limit`)."""
     where, text = _from_env(
         "--pushThrottle", args.pushThrottle, "PILOT_PUSH_THROTTLE", environ, "0"
     )

@@ -25,11 +25,11 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from registryd.build import SnapshotBuilder
-from registryd.gcpolicy import FreezePolicy
-from registryd.health import TaskHealth
+from registryd.base.gcpolicy import FreezePolicy
+from registryd.base.health import TaskHealth
+from registryd.build.builder import SnapshotBuilder
+from registryd.build.clusters import BuildOptions
 from registryd.registry.store import ChangeEvent, RegistryStore
-from registryd.xds.clusters import BuildOptions
 from registryd.xds.snapshot import Snapshot
 
 __all__ = ["PushController", "PushRecord"]

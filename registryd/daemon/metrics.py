@@ -25,9 +25,9 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from registryd.logs import clip
+from registryd.base.logs import clip
+from registryd.daemon.push import PushRecord
 from registryd.model import ShardKey
-from registryd.push import PushRecord
 from registryd.registry.store import ChangeEvent, RegistryStore
 from registryd.xds import resources as res
 from registryd.xds.server import XdsServer

@@ -4,7 +4,7 @@
 task iterates its adapter's ``watch()`` and applies the updates to the store.  When the
 adapter raises, the error is logged with its traceback and recorded on the shard (which
 keeps serving its last good state and shows as not synced), and ``watch()`` is started
-again by :func:`registryd.restart.keep_running`: after a backoff taken from
+again by :func:`registryd.base.restart.keep_running`: after a backoff taken from
 :data:`BACKOFF` (the last value repeats), with +-20 % jitter and never more than
 ``max_delay``.  The backoff starts over only once a run has stayed up for
 ``stable_after`` seconds (default 60) after delivering its full state, so a registry
@@ -34,10 +34,8 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 
 from registryd.adapter import Adapter, Replace
-from registryd.health import TaskHealth
-from registryd.model import ShardKey
-from registryd.registry.store import RegistryStore
-from registryd.restart import (
+from registryd.base.health import TaskHealth
+from registryd.base.restart import (
     BACKOFF,
     MAX_DELAY,
     STABLE_AFTER,
@@ -46,6 +44,8 @@ from registryd.restart import (
     Sleep,
     keep_running,
 )
+from registryd.model import ShardKey
+from registryd.registry.store import RegistryStore
 
 __all__ = ["BACKOFF", "Supervisor", "restarting"]
 
@@ -64,7 +64,7 @@ async def restarting(
 ) -> None:
     """Await ``run()`` forever: each unexpected exception (or return) is reported to
     ``health`` as a failure of task ``name`` and ``run()`` starts again after the backoff
-    (:func:`registryd.restart.keep_running`; a run counts as up from its start).  Ends
+    (:func:`registryd.base.restart.keep_running`; a run counts as up from its start).  Ends
     only when cancelled."""
 
     async def once(attempt: Attempt) -> None:

@@ -16,11 +16,12 @@ import signal
 import sys
 from collections.abc import Mapping, Sequence
 
-from registryd import __version__, proxystatus, validate
+from registryd import __version__
 from registryd.adapter import ConfigError
-from registryd.config import Settings
-from registryd.configure import go_bool, make_settings
-from registryd.logs import setup as setup_logging
+from registryd.base.logs import setup as setup_logging
+from registryd.daemon.config import Settings
+from registryd.daemon.configure import go_bool, make_settings
+from registryd.tools import proxystatus, validate
 from registryd.xds.listen import drain
 
 __all__ = ["main", "parse_args"]
@@ -199,12 +200,12 @@ def parse_args(argv: Sequence[str], environ: Mapping[str, str] | None = None) ->
     """Flags of ``registryd discovery`` → :class:`Settings`; raises :class:`ConfigError` on
     anything wrong.  ``environ`` (None: this process's environment) supplies istiod's
     ``PILOT_*`` variables where their flags are not given
-    (:func:`registryd.configure.make_settings`)."""
+    (:func:`registryd.daemon.configure.make_settings`)."""
     return make_settings(_parser().parse_args(list(argv)), environ)
 
 
 async def _serve(settings: Settings) -> None:
-    from registryd.app import App  # heavy imports only once flags are valid
+    from registryd.daemon.app import App  # heavy imports only once flags are valid
 
     app = App(settings, strict=True)  # a registry that cannot be built: ConfigError
     app.check_addresses()

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from registryd.tables import format_table
+from registryd.tools.tables import format_table
 
 __all__ = ["KINDS", "dump_resources", "render", "table"]
 

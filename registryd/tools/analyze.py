@@ -14,7 +14,7 @@ probably does not do what its author meant:
   WorkloadEntry of its namespace: its hosts have no endpoints.
 * ``listener-conflict``: two services on one TCP (or auto-detected) port that a sidecar
   cannot tell apart, because neither has an address of its own: the real listener
-  builder (:func:`registryd.xds.listeners.build_listeners`, as for an iptables-captured
+  builder (:func:`registryd.build.listeners.build_listeners`, as for an iptables-captured
   sidecar) keeps the first hostname and leaves the other out of that listener.
 
 Selection follows the daemon's conversion: WorkloadEntry labels are ``spec.labels``
@@ -30,9 +30,9 @@ from enum import StrEnum
 
 from registryd.adapters.serviceentry.convert import build_model, hosts_of, workload_spec
 from registryd.adapters.serviceentry.schema import ParsedFile, ServiceEntry, WorkloadEntry
-from registryd.build import port_views
+from registryd.build.builder import port_views
+from registryd.build.listeners import Conflict, Mode, build_listeners
 from registryd.model import Labels, Service
-from registryd.xds.listeners import Conflict, Mode, build_listeners
 
 __all__ = ["Finding", "Located", "Severity", "analyze", "describe"]
 

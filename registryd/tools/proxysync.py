@@ -26,9 +26,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from registryd.logs import escape
-from registryd.proxyconfig import dump_resources
-from registryd.tables import format_table
+from registryd.base.logs import escape
+from registryd.tools.proxyconfig import dump_resources
+from registryd.tools.tables import format_table
 
 __all__ = [
     "NACKED",

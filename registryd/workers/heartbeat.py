@@ -3,7 +3,7 @@
 A worker that is stopped (SIGSTOP, a debugger), deadlocked or stuck in a loop keeps its
 channel and its listening socket open, so nothing ends: its clients are not served, the
 kernel still hands it new connections, and every question to it waits.  Only silence
-shows it.  So the pool (:mod:`registryd.xds.pool`) pings each worker every
+shows it.  So the pool (:mod:`registryd.workers.pool`) pings each worker every
 :attr:`Heartbeat.interval` on its channel; the worker answers each ping in turn with
 the rest of its messages, so an answer proves that its event loop runs and reads the
 channel.  Any message from the worker counts as a sign of life.

@@ -28,7 +28,7 @@ from envoy.extensions.retry.host.previous_hosts.v3 import previous_hosts_pb2
 from google.protobuf import duration_pb2, wrappers_pb2
 
 from registryd.model import AUTO, Port, Resolution, Service, is_http
-from registryd.xds.pieces import alt_names, kube_parts, pack
+from registryd.build.pieces import alt_names, kube_parts, pack
 from registryd.xds.resources import cluster_name
 
 __all__ = ["build_route_config", "routed_ports", "service_domains"]

@@ -29,22 +29,22 @@ import grpc
 from aiohttp import web
 
 from registryd.adapter import Adapter, AdapterContext, ConfigError
-from registryd.config import Settings
-from registryd.gcpolicy import FreezePolicy, GcPauses
-from registryd.health import TaskHealth
-from registryd.logs import logger_name
-from registryd.metrics import Metrics
+from registryd.base.gcpolicy import FreezePolicy, GcPauses
+from registryd.base.health import TaskHealth
+from registryd.base.logs import logger_name
+from registryd.build.clusters import BuildOptions
+from registryd.daemon.config import Settings
+from registryd.daemon.metrics import Metrics
+from registryd.daemon.plugins import adapter_type, create_adapter, require
+from registryd.daemon.push import PushController, PushRecord
+from registryd.daemon.supervisor import Supervisor, restarting
 from registryd.model import ShardKey
-from registryd.plugins import adapter_type, create_adapter, require
-from registryd.push import PushController, PushRecord
 from registryd.registry.store import RegistryStore
-from registryd.supervisor import Supervisor, restarting
 from registryd.web.logging_api import is_loopback_peer
 from registryd.web.server import DebugSources, make_app
-from registryd.xds.channel import WorkerConfig
-from registryd.xds.clusters import BuildOptions
+from registryd.workers.channel import WorkerConfig
+from registryd.workers.pool import WorkerPool, share
 from registryd.xds.listen import Address, ServerOptions, bind, grpc_options, stop_serving
-from registryd.xds.pool import WorkerPool, share
 from registryd.xds.server import XdsServer
 from registryd.xds.streams import LocalStreams, Streams
 from registryd.xds.throttle import Throttle

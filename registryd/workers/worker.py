@@ -1,12 +1,12 @@
 """An xDS worker process: serves ADS streams from snapshots the main process ships.
 
-Started by :class:`registryd.xds.pool.WorkerPool` as ``python -m registryd.xds.worker
-<fd>``, where ``fd`` is its end of a Unix socket pair (:mod:`registryd.xds.channel`).
+Started by :class:`registryd.workers.pool.WorkerPool` as ``python -m registryd.workers.worker
+<fd>``, where ``fd`` is its end of a Unix socket pair (:mod:`registryd.workers.channel`).
 It reads its :class:`WorkerConfig`, listens on the xDS ports with ``SO_REUSEPORT`` (the
 kernel spreads new connections over the workers), says ``ready``, then applies shipped
 snapshots to its :class:`XdsServer` and answers the main process' questions about its
 streams (:class:`registryd.xds.streams.LocalStreams`) and its pings (a worker that stops
-answering them is killed and replaced: :mod:`registryd.xds.heartbeat`).
+answering them is killed and replaced: :mod:`registryd.workers.heartbeat`).
 
 It runs no registry and no HTTP server.  It exits when the main process closes the
 channel or goes away (end of stream), so workers never outlive the daemon.  Ctrl-C in a
@@ -25,14 +25,14 @@ from typing import Any
 
 import grpc
 
-from registryd import logs
-from registryd.gcpolicy import FreezePolicy, GcPauses
-from registryd.health import TaskHealth
-from registryd.metrics import Metrics
-from registryd.xds.channel import ChannelClosed, WorkerConfig, receive, send
+from registryd.base import logs
+from registryd.base.gcpolicy import FreezePolicy, GcPauses
+from registryd.base.health import TaskHealth
+from registryd.daemon.metrics import Metrics
+from registryd.workers.channel import ChannelClosed, WorkerConfig, receive, send
+from registryd.workers.ship import receive as receive_snapshot
 from registryd.xds.listen import bind, drain, grpc_options, stop_serving
 from registryd.xds.server import XdsServer
-from registryd.xds.ship import receive as receive_snapshot
 from registryd.xds.streams import LocalStreams
 from registryd.xds.throttle import Throttle
 from registryd.xds.tracking import PushTracker
@@ -144,7 +144,7 @@ async def serve(fd: int) -> None:
 def main(argv: list[str]) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if len(argv) != 2 or not argv[1].isdigit():
-        print("usage: python -m registryd.xds.worker <fd>", file=sys.stderr)
+        print("usage: python -m registryd.workers.worker <fd>", file=sys.stderr)
         return 2
     asyncio.run(serve(int(argv[1])))
     return 0
