@@ -5,12 +5,12 @@
 change are rebuilt, and a rebuilt resource whose bytes did not change keeps its old
 version (no push for it).
 
-Why here, beside :mod:`registryd.daemon.push`, and not in ``registryd/xds/``: this is the one
-module that knows both sides of the data path, the registry's merged view
-(:class:`~registryd.registry.store.View`) and the xDS resource builders.  Dependencies
-point down ``adapters → registry → push → xDS server``; the builder is part of the push
-stage, so it sits above both ``registryd.registry`` and ``registryd.xds`` and the xDS
-package (snapshots, streams, server) never imports the registry.
+Why a package of its own (``registryd/build/``), between :mod:`registryd.registry` and
+:mod:`registryd.xds`: this is the one stage that knows both sides of the data path, the
+registry's merged view (:class:`~registryd.registry.store.View`) and the xDS resources.
+The serving side (snapshots, streams, server) never imports the registry or the
+builders; the push (:mod:`registryd.daemon.push`) calls the builder and hands the
+snapshot on.
 """
 
 from __future__ import annotations
