@@ -18,13 +18,9 @@ are registered with no response serializer so the bytes go out untouched.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import time
-import weakref
-from collections import OrderedDict
-from collections.abc import AsyncIterator, Collection
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
 from typing import Any, Protocol, TypeAlias
 
 import grpc
@@ -33,8 +29,13 @@ from google.protobuf.message import DecodeError
 
 from registryd.base.health import TaskHealth
 from registryd.base.logs import LogThrottle, clip
-from registryd.xds import resources as res
-from registryd.xds.delta import DeltaConnection, DeltaTypeState
+from registryd.xds.delta import DeltaConnection
+from registryd.xds.limits import (
+    MAX_UNKNOWN_NAMES,
+    UNKNOWN_BYTES_PER_NAME,
+    Refused,
+    check_subscription,
+)
 from registryd.xds.snapshot import EMPTY, LDS_GRPC, Snapshot
 from registryd.xds.stream import (
     ACK,
@@ -44,7 +45,6 @@ from registryd.xds.stream import (
     Digest,
     Interner,
     Planned,
-    TypeState,
 )
 from registryd.xds.throttle import Throttle
 
@@ -55,12 +55,6 @@ log = logging.getLogger("registryd.xds")
 ADS_SERVICE = "envoy.service.discovery.v3.AggregatedDiscoveryService"
 ADS_METHOD = f"/{ADS_SERVICE}/StreamAggregatedResources"
 DELTA_METHOD = f"/{ADS_SERVICE}/DeltaAggregatedResources"
-# The longest resource name registryd makes is a cluster (or its endpoints)
-# ``outbound|<port>|<subset>|<hostname>``: 9 + 5 (port) + 1 + 63 (subset, a DNS-1123
-# label) + 1 + 253 (hostname, the DNS maximum) = 332 bytes; listener and route names are
-# shorter (``<hostname>:<port>``, a port number, ``0.0.0.0_<port>``).  1,024 is three
-# times that: no name of ours, nor any a client could mean, comes near it.
-MAX_NAME = 1024  # bytes (UTF-8); a request naming a longer resource is refused
 
 
 class XdsObserver(Protocol):
@@ -85,25 +79,8 @@ class XdsObserver(Protocol):
 _Request: TypeAlias = discovery_pb2.DiscoveryRequest | discovery_pb2.DeltaDiscoveryRequest
 
 
-class _Refused(Exception):
-    """End the stream with ``code`` and ``details`` (the client broke a limit)."""
-
-    def __init__(self, code: grpc.StatusCode, details: str) -> None:
-        super().__init__(details)
-        self.code = code
-        self.details = details
-
-
 class _WriteFailed(Exception):
     """Writing to the stream failed: the client went away (not a server bug)."""
-
-
-MAX_UNKNOWN_NAMES = 10000
-# Bytes of unknown names allowed per unknown name the limit allows: the byte budget is
-# ``max_unknown_names`` x this (2.56 MB at the default).  Real names average well under
-# 100 bytes, so a real subscription meets the name limit long before this one; it stops
-# a client that names few but long resources (or churns through them).
-UNKNOWN_BYTES_PER_NAME = 256
 
 
 class XdsServer:
@@ -293,7 +270,7 @@ class XdsServer:
             error = None if task.cancelled() else task.exception()
             if error is None or isinstance(error, _WriteFailed):
                 continue
-            if isinstance(error, _Refused):
+            if isinstance(error, Refused):
                 self.refused += 1
                 log.warning("stream %s (%s) refused: %s", conn.id, clip(conn.proxy_id), error)
                 context.set_code(error.code)
@@ -323,7 +300,7 @@ class XdsServer:
             try:
                 digest, request = conn.on_raw(raw)
             except DecodeError as exc:
-                raise _Refused(grpc.StatusCode.INVALID_ARGUMENT, "malformed request") from exc
+                raise Refused(grpc.StatusCode.INVALID_ARGUMENT, "malformed request") from exc
             if anonymous and conn.node is not None:
                 log.info(
                     "proxy %s connected (%s, peer %s, %s)",
@@ -352,35 +329,15 @@ class XdsServer:
                 log.debug("%s", describe_request(conn, digest, request, version_info))
 
     def _check_subscription(self, conn: Connection, digest: Digest) -> None:
-        """Refuse a subscription that names a resource longer than ``MAX_NAME`` bytes, or
-        holds more names (or bytes of names) the server does not have than allowed."""
-        state = digest.state
-        if state is None:
-            return
-        held = _held_names(state)
-        sizes = _sizes_of(state, held)
-        too_long = _too_long(held) if max(s.longest for s in sizes) * 4 > MAX_NAME else None
-        if too_long is not None:  # (4 bytes per character at most: only then look)
-            raise _Refused(
-                grpc.StatusCode.INVALID_ARGUMENT,
-                f"{res.short_type(state.type_url)} resource name of {len(too_long.encode())} "
-                f"bytes (limit {MAX_NAME}): {clip(too_long, 64)}",
-            )
-        limit, budget = self.max_unknown_names, self.max_unknown_bytes
-        if not limit:
-            return
-        count = sum(len(names) for names in held)
-        if count <= limit and sum(s.chars for s in sizes) <= budget:
-            return  # the common case, without a lookup per name
-        known = conn.visible(self.snapshot, state.type_url)
-        unknown = {n for names in held for n in names if n not in known}
-        size = sum(map(len, unknown))
-        if len(unknown) > limit or size > budget:
-            raise _Refused(
-                grpc.StatusCode.RESOURCE_EXHAUSTED,
-                f"{len(unknown)} {res.short_type(state.type_url)} resource names unknown to "
-                f"this server, {size} bytes (limit {limit} names, {budget} bytes: "
-                f"--xdsMaxUnknownNames)",
+        """Refuse (:class:`Refused`) what ``digest``'s subscription makes ``conn`` hold
+        beyond this server's limits (:func:`registryd.xds.limits.check_subscription`)."""
+        if digest.state is not None:
+            check_subscription(
+                conn,
+                digest.state,
+                self.snapshot,
+                max_names=self.max_unknown_names,
+                max_bytes=self.max_unknown_bytes,
             )
 
     async def _writer(
@@ -427,78 +384,6 @@ class XdsServer:
             at = time.monotonic()
             for observer in self.observers:
                 observer.synced(conn, snapshot.version, at)
-
-
-def _held_names(state: TypeState) -> tuple[Collection[str], ...]:
-    """Every name a type's state holds from the client: subscribed, still to be answered
-    (``forced``: a client churning names faster than it reads keeps adding to it) and,
-    on a Delta stream, declared in ``initial_resource_versions``."""
-    if isinstance(state, DeltaTypeState):
-        return state.names, state.forced, state.initial.keys()
-    return state.names, state.forced
-
-
-def _sizes_of(state: TypeState, held: tuple[Collection[str], ...]) -> list[_Sizes]:
-    """The :class:`_Sizes` of each of ``held`` (:func:`_held_names`): a Delta state keeps
-    those of its names up to date, a state-of-the-world one's are measured once per
-    interned set; what is pending is usually small."""
-    if isinstance(state, DeltaTypeState):
-        return [_Sizes(state.longest, state.name_chars), *map(_measure, held[1:])]
-    return [_sizes(held[0]), *map(_measure, held[1:])]
-
-
-def _too_long(held: tuple[Collection[str], ...]) -> str | None:
-    """A name of more than ``MAX_NAME`` bytes in ``held``, if any."""
-    for names in held:
-        for name in names:
-            if len(name) * 4 > MAX_NAME and len(name.encode()) > MAX_NAME:
-                return name
-    return None
-
-
-@dataclass(frozen=True, slots=True)
-class _Sizes:
-    """Of a set of names: the longest's characters, and all their characters."""
-
-    longest: int
-    chars: int
-
-
-class _SizeMemo:
-    """:class:`_Sizes` of name sets, computed once per set for the ``kept`` latest big
-    ones: a state-of-the-world subscription is one interned set shared by every stream
-    that subscribes alike (a thousand Envoys changing their EDS subscription on a push
-    are measured once).  Holds the sets weakly, so it keeps no subscription alive."""
-
-    def __init__(self, kept: int = 64, smallest: int = 256) -> None:
-        self._kept, self._smallest = kept, smallest
-        self._entries: OrderedDict[int, tuple[weakref.ref[frozenset[str]], _Sizes]] = OrderedDict()
-
-    def __call__(self, names: Collection[str]) -> _Sizes:
-        if not isinstance(names, frozenset) or len(names) < self._smallest:
-            return _measure(names)
-        found = self._entries.get(id(names))
-        if found is not None and found[0]() is names:
-            return found[1]
-        sizes = _measure(names)
-        ref = weakref.ref(names, functools.partial(self._drop, id(names)))
-        self._entries[id(names)] = (ref, sizes)
-        while len(self._entries) > self._kept:
-            self._entries.popitem(last=False)
-        return sizes
-
-    def _drop(self, key: int, ref: weakref.ref[frozenset[str]]) -> None:
-        found = self._entries.get(key)
-        if found is not None and found[0] is ref:
-            del self._entries[key]
-
-
-def _measure(names: Collection[str]) -> _Sizes:
-    lengths = list(map(len, names))
-    return _Sizes(max(lengths, default=0), sum(lengths))
-
-
-_sizes = _SizeMemo()
 
 
 def client_type(conn: Connection) -> str:

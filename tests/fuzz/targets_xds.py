@@ -160,7 +160,7 @@ def _check_cache(snapshot: Any, snapshots: list[Any]) -> None:
 
 
 def _refusals() -> tuple[type[BaseException], ...]:
-    from registryd.xds.server import _Refused
+    from registryd.xds.limits import Refused as _Refused
 
     return (_Refused,)
 

@@ -10,7 +10,8 @@ from envoy.service.discovery.v3 import discovery_pb2
 
 from registryd.xds import resources as res
 from registryd.xds.delta import DeltaConnection
-from registryd.xds.stream import Connection, _Differences
+from registryd.xds.interning import Differences as _Differences
+from registryd.xds.stream import Connection
 from tests.unit.test_delta import A, B, two_services
 
 CDS_T, EDS_T = res.CLUSTER_TYPE, res.ENDPOINT_TYPE

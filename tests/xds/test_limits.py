@@ -14,7 +14,9 @@ from registryd.model import Port, Service
 from registryd.testing import AdsClient, DeltaAdsClient
 from registryd.testing.ads import TYPES
 from registryd.xds.delta import DeltaConnection
-from registryd.xds.server import MAX_NAME, UNKNOWN_BYTES_PER_NAME, XdsServer, _Refused
+from registryd.xds.limits import MAX_NAME, UNKNOWN_BYTES_PER_NAME
+from registryd.xds.limits import Refused as _Refused
+from registryd.xds.server import XdsServer
 from tests.support.harness import Harness
 
 REPEATS = 12  # refusals per test: a status lost to a race shows up within a few

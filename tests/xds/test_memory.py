@@ -21,7 +21,7 @@ import grpc
 
 from registryd.model import Port, Service
 from registryd.testing import AdsClient, DeltaAdsClient
-from registryd.xds.server import MAX_NAME
+from registryd.xds.limits import MAX_NAME
 from tests.support.harness import Harness
 
 CLIENTS = 6  # per kind
