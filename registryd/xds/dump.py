@@ -36,12 +36,27 @@ from __future__ import annotations
 import time
 from typing import Any
 
+# json_format expands an Any only if its message type is in the descriptor pool: these
+# imports register every message packed in what registryd serves (the resources and the
+# typed configs inside them), so a dump works in a process that loads no builder (an
+# xDS worker).  A builder that packs a new type must add its module here.
 from envoy.admin.v3 import config_dump_pb2
 from envoy.admin.v3 import config_dump_shared_pb2 as _shared
+from envoy.config.cluster.v3 import cluster_pb2  # noqa: F401
+from envoy.config.endpoint.v3 import endpoint_pb2  # noqa: F401
+from envoy.config.listener.v3 import listener_pb2  # noqa: F401
+from envoy.config.route.v3 import route_pb2  # noqa: F401
+from envoy.extensions.filters.http.router.v3 import router_pb2  # noqa: F401
+from envoy.extensions.filters.listener.http_inspector.v3 import http_inspector_pb2  # noqa: F401
+from envoy.extensions.filters.listener.tls_inspector.v3 import tls_inspector_pb2  # noqa: F401
+from envoy.extensions.filters.network.http_connection_manager.v3 import (  # noqa: F401
+    http_connection_manager_pb2,
+)
+from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2  # noqa: F401
+from envoy.extensions.retry.host.previous_hosts.v3 import previous_hosts_pb2  # noqa: F401
+from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2  # noqa: F401
 from google.protobuf import any_pb2, json_format, timestamp_pb2
 
-# importing resources registers every message packed in what registryd serves
-# (Cluster, Listener, HttpConnectionManager, Router...) so json_format can expand them
 from registryd.xds import resources as res
 from registryd.xds.delta import DeltaConnection
 from registryd.xds.snapshot import Resource, Snapshot
