@@ -10,8 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable, Iterator
 
-__all__ = ["TaskHealth"]
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+__all__ = ["TaskFailures", "TaskHealth"]
 
 log = logging.getLogger("registryd.supervisor")
 
@@ -50,3 +54,23 @@ class TaskHealth:
                 self.failed(label, error)
 
         task.add_done_callback(done)
+
+
+class TaskFailures(Collector):
+    """``registryd_task_failures_total{task}``: the counts ``failures`` returns (a
+    :attr:`TaskHealth.failures` copy) at scrape time.  Register it once per process (the
+    main process and each xDS worker each count their own tasks)."""
+
+    def __init__(self, failures: Callable[[], dict[str, int]]) -> None:
+        self._failures = failures
+
+    def collect(self) -> Iterator[Metric]:
+        tasks = CounterMetricFamily(
+            "registryd_task_failures",
+            "Unexpected exceptions in long-lived tasks (push, xds-reader, xds-writer, "
+            "xds-worker, http, registry:<provider>/<instance>), logged with their traceback.",
+            labels=["task"],
+        )
+        for task, count in sorted(self._failures().items()):
+            tasks.add_metric([task], count)
+        yield tasks

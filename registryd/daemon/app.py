@@ -161,22 +161,24 @@ class App:
         for ignored in self.settings.ignored:  # where the builder used to say it
             logging.getLogger("registryd.push").warning("%s", ignored)
         self.supervisor = Supervisor(self.store, health=self.health)
-        self.metrics = Metrics(
+        self.metrics = Metrics(  # the stream half too unless workers serve the streams
             self.store,
-            self.xds if self.pool is None else None,
-            self.tracker,
             lambda: dict(self.supervisor.restarts),
-            task_failures=lambda: dict(self.health.failures),
+            lambda: dict(self.health.failures),
+            xds=self.xds if self.pool is None else None,
+            tracker=self.tracker,
         )
         self.gc_pauses = GcPauses(self.metrics.registry)
         self.xds.throttle = Throttle.build(
             push_limit=self.settings.push_throttle, rate=self.settings.max_requests_per_second
         )
-        self.xds.throttle.observe(self.metrics.throttled)
         self.store.subscribe(self.metrics.registry_changed)
         self.push.listeners.append(self._announce)
         self.push.listeners.append(self.metrics.pushed)
-        self.xds.observers.extend((self.tracker, self.metrics))
+        self.xds.observers.append(self.tracker)
+        if self.metrics.xds is not None:
+            self.xds.throttle.observe(self.metrics.xds.throttled)
+            self.xds.observers.append(self.metrics.xds)
 
     def _announce(self, record: PushRecord) -> None:
         published = time.monotonic()

@@ -8,10 +8,11 @@ snapshots to its :class:`XdsServer` and answers the main process' questions abou
 streams (:class:`registryd.xds.streams.LocalStreams`) and its pings (a worker that stops
 answering them is killed and replaced: :mod:`registryd.workers.heartbeat`).
 
-It runs no registry and no HTTP server.  It exits when the main process closes the
-channel or goes away (end of stream), so workers never outlive the daemon.  Ctrl-C in a
-terminal reaches the whole process group: workers ignore SIGINT and leave stopping to
-the main process.
+It runs no registry and no HTTP server, and loads none of the registry, build, push or
+daemon modules (:mod:`registryd.xds.metrics` is its half of the daemon's metrics).  It
+exits when the main process closes the channel or goes away (end of stream), so workers
+never outlive the daemon.  Ctrl-C in a terminal reaches the whole process group:
+workers ignore SIGINT and leave stopping to the main process.
 """
 
 from __future__ import annotations
@@ -24,14 +25,15 @@ import sys
 from typing import Any
 
 import grpc
+from prometheus_client import CollectorRegistry
 
 from registryd.base import logs
 from registryd.base.gcpolicy import FreezePolicy, GcPauses
-from registryd.base.health import TaskHealth
-from registryd.daemon.metrics import Metrics
+from registryd.base.health import TaskFailures, TaskHealth
 from registryd.workers.channel import ChannelClosed, WorkerConfig, receive, send
 from registryd.workers.ship import receive as receive_snapshot
 from registryd.xds.listen import bind, drain, grpc_options, stop_serving
+from registryd.xds.metrics import XdsMetrics
 from registryd.xds.server import XdsServer
 from registryd.xds.streams import LocalStreams
 from registryd.xds.throttle import Throttle
@@ -56,16 +58,15 @@ class _Worker:
             id_prefix=f"conn-w{config.index}-",
         )
         self.tracker = PushTracker()
-        self.metrics = Metrics(
-            None, self.xds, self.tracker, task_failures=lambda: dict(self.health.failures)
-        )
-        self.gc_pauses = GcPauses(self.metrics.registry)
+        # the stream half of the daemon's metrics only: the main process keeps the rest
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.metrics = XdsMetrics(self.registry, self.xds, self.tracker)
+        self.registry.register(TaskFailures(lambda: dict(self.health.failures)))
+        self.gc_pauses = GcPauses(self.registry)
         self.gc_policy = FreezePolicy() if config.gc_freeze else None
         self.xds.throttle.observe(self.metrics.throttled)
         self.xds.observers.extend((self.tracker, self.metrics))
-        self.streams = LocalStreams(
-            self.xds, self.tracker, self.metrics.registry, worker=config.index
-        )
+        self.streams = LocalStreams(self.xds, self.tracker, self.registry, worker=config.index)
         self.server = grpc.aio.server(options=grpc_options(config.options))
         self.server.add_generic_rpc_handlers((self.xds.handler(),))
 

@@ -10,6 +10,7 @@ from registryd.daemon.config import quota_cpus
 from registryd.daemon.metrics import Metrics
 from registryd.registry.store import RegistryStore
 from registryd.workers.pool import share
+from registryd.xds.metrics import XdsMetrics
 from registryd.xds.server import XdsServer
 from registryd.xds.streams import merge_families, merge_listings, merge_traces
 from registryd.xds.tracking import Delivery, PushTrace, PushTracker
@@ -53,13 +54,13 @@ def test_counters_histograms_and_gauges_of_workers_add_up() -> None:
 
 
 def test_the_daemon_renders_its_own_metrics_with_the_workers() -> None:
-    main = Metrics(RegistryStore(), None, PushTracker())
-    worker = Metrics(None, XdsServer(), PushTracker())
-    worker.counters.inc("pilot_xds_pushes", "eds", 5)
-    other = Metrics(None, XdsServer(), PushTracker())
-    other.counters.inc("pilot_xds_pushes", "eds", 2)
+    main = Metrics(RegistryStore())  # workers serve the streams: no stream half here
+    assert main.xds is None
+    worker, other = CollectorRegistry(auto_describe=False), CollectorRegistry(auto_describe=False)
+    XdsMetrics(worker, XdsServer(), PushTracker()).counters.inc("pilot_xds_pushes", "eds", 5)
+    XdsMetrics(other, XdsServer(), PushTracker()).counters.inc("pilot_xds_pushes", "eds", 2)
     main.counters.inc("pilot_inbound_updates", "eds")
-    text = main.render([list(worker.registry.collect()), list(other.registry.collect())])
+    text = main.render([list(worker.collect()), list(other.collect())])
     values = samples(text.decode())
     assert values[("pilot_xds_pushes", (("type", "eds"),))] == 7
     assert values[("pilot_inbound_updates", (("type", "eds"),))] == 1

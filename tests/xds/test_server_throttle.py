@@ -122,7 +122,8 @@ async def paced() -> AsyncIterator[tuple[App, FakeTime]]:
     app = App(settings)
     clock = FakeTime(hold=True)
     app.xds.throttle = Throttle.build(push_limit=None, rate=2.0, clock=clock, sleep=clock.sleep)
-    app.xds.throttle.observe(app.metrics.throttled)
+    assert app.metrics.xds is not None  # one process: it keeps the stream metrics
+    app.xds.throttle.observe(app.metrics.xds.throttled)
     memory = app._adapters[0][1]
     assert isinstance(memory, MemoryAdapter)
     memory.set([svc("a.example")])
