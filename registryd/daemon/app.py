@@ -36,7 +36,7 @@ from registryd.build.clusters import BuildOptions
 from registryd.daemon.config import Settings
 from registryd.daemon.metrics import Metrics
 from registryd.daemon.plugins import adapter_type, create_adapter, require
-from registryd.daemon.push import PushController, PushRecord
+from registryd.daemon.push import PushController
 from registryd.daemon.supervisor import Supervisor, restarting
 from registryd.model import ShardKey
 from registryd.registry.store import RegistryStore
@@ -48,7 +48,7 @@ from registryd.xds.listen import Address, ServerOptions, bind, grpc_options, sto
 from registryd.xds.server import XdsServer
 from registryd.xds.streams import LocalStreams, Streams
 from registryd.xds.throttle import Throttle
-from registryd.xds.tracking import PushTracker
+from registryd.xds.tracking import PushRecord, PushTracker
 
 __all__ = ["App"]
 

@@ -23,13 +23,12 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from registryd.base.health import TaskFailures
-from registryd.daemon.push import PushRecord
 from registryd.model import ShardKey
 from registryd.registry.store import ChangeEvent, RegistryStore
 from registryd.xds.metrics import TIME_BUCKETS, IstioCounters, XdsMetrics, histogram
 from registryd.xds.server import XdsServer
 from registryd.xds.streams import merge_families
-from registryd.xds.tracking import PushTracker
+from registryd.xds.tracking import PushRecord, PushTracker
 
 __all__ = ["Metrics", "merge_families"]
 

@@ -31,30 +31,14 @@ from registryd.build.builder import SnapshotBuilder
 from registryd.build.clusters import BuildOptions
 from registryd.registry.store import ChangeEvent, RegistryStore
 from registryd.xds.snapshot import Snapshot
+from registryd.xds.tracking import PushRecord
 
-__all__ = ["PushController", "PushRecord"]
+__all__ = ["PushController"]
 
 log = logging.getLogger("registryd.push")
 
 HISTORY = 100  # push records kept
 SAMPLE = 20  # hostnames named per record
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class PushRecord:
-    """One push: what triggered it and how long it took.  ``started`` is the monotonic
-    time of its first registry event, ``at`` the wall-clock time it was published."""
-
-    version: int
-    hostnames: int
-    endpoints_only: bool
-    events: int
-    debounce_seconds: float
-    build_seconds: float
-    triggers: tuple[str, ...] = field(default=())
-    sample: tuple[str, ...] = field(default=())  # some of the hostnames, sorted
-    started: float = 0.0
-    at: float = 0.0
 
 
 @dataclass(slots=True)

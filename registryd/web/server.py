@@ -12,23 +12,22 @@ from __future__ import annotations
 
 import html
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
 from prometheus_client import CONTENT_TYPE_LATEST
+from prometheus_client.core import Metric
 
 from registryd.base.health import TaskHealth
-from registryd.daemon.metrics import Metrics
-from registryd.daemon.push import PushController
-from registryd.daemon.supervisor import Supervisor
 from registryd.model import ShardKey
 from registryd.registry.store import RegistryStore
 from registryd.web import views
 from registryd.web.logging_api import logging_routes
 from registryd.xds.streams import Streams
+from registryd.xds.tracking import PushRecord
 
 __all__ = ["ENDPOINTS", "MISSING_HEADER", "DebugSources", "make_app"]
 
@@ -59,15 +58,42 @@ ENDPOINTS: Mapping[str, str] = {
 }
 
 
+class PushHistory(Protocol):
+    """The pushes kept for ``/debug/pushz``, oldest first."""
+
+    @property
+    def history(self) -> Sequence[PushRecord]: ...
+
+
+class Restarts(Protocol):
+    """Registry restarts for ``/debug/configz``: how many, and the wall time of a retry
+    still pending, by shard."""
+
+    @property
+    def restarts(self) -> Mapping[ShardKey, int]: ...
+
+    @property
+    def next_retry(self) -> Mapping[ShardKey, float]: ...
+
+
+class Exposition(Protocol):
+    def render(self, others: Iterable[Iterable[Metric]] = ()) -> bytes:
+        """``/metrics`` in the text format, with ``others``' families merged in."""
+        ...
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class DebugSources:
-    """The live objects the HTTP side reads."""
+    """The live objects the HTTP side reads: the store and the streams, and the daemon's
+    push controller, supervisor and metrics through the little of each it reads
+    (:class:`PushHistory`, :class:`Restarts`, :class:`Exposition`), so that this package
+    knows nothing of how the daemon is put together."""
 
     store: RegistryStore
-    push: PushController
+    push: PushHistory
     streams: Streams  # the xDS streams, in this process or in worker processes
-    supervisor: Supervisor
-    metrics: Metrics
+    supervisor: Restarts
+    metrics: Exposition
     registries: Sequence[tuple[ShardKey, Mapping[str, Any]]]  # configured, with settings
     readiness: Callable[[], list[str]]
     health: TaskHealth | None = None  # failures of long-lived tasks (/healthz)

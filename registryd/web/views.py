@@ -15,14 +15,13 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from registryd.base.logs import clip
-from registryd.build.builder import pieces
-from registryd.daemon.push import PushRecord
+from registryd.build import pieces
 from registryd.model import Endpoint, Resolution, Service, ShardKey
 from registryd.registry.merge import Conflict, MergedService
 from registryd.registry.store import RegistryStore, ShardState
 from registryd.settings import redact
 from registryd.xds import resources as res
-from registryd.xds.tracking import Delivery, PushTrace
+from registryd.xds.tracking import Delivery, PushRecord, PushTrace
 from registryd.xds.views import CLIENT_TEXT, rfc3339
 
 __all__ = [

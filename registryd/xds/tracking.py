@@ -1,5 +1,9 @@
 """Following one push to every proxy: what each connection was sent and when it answered.
 
+A :class:`PushRecord` is what the push controller (:mod:`registryd.daemon.push`) tells
+of each push it publishes (what triggered it, how long the debounce and the build
+took); the debug view ``/debug/pushz`` and the metrics read it beside the traces.
+
 The server reports every response it writes and every ACK/NACK it reads
 (:class:`PushTracker` is one of its observers).  For the last ``keep`` pushes (snapshot
 versions announced with :meth:`PushTracker.begin`) the tracker keeps one
@@ -28,7 +32,7 @@ from dataclasses import dataclass, field
 from registryd.base.logs import clip
 from registryd.xds.stream import ACK, NACK, Connection, Digest, Planned
 
-__all__ = ["PROXY_KEPT", "Delivery", "PushTrace", "PushTracker", "version_number"]
+__all__ = ["PROXY_KEPT", "Delivery", "PushRecord", "PushTrace", "PushTracker", "version_number"]
 
 PROXY_KEPT = 1024  # characters of a proxy id kept in a delivery
 
@@ -37,6 +41,23 @@ def version_number(version_info: str) -> int | None:
     """The snapshot version in a ``<prefix>-<n>`` version_info; None if it is not ours."""
     _, _, tail = version_info.rpartition("-")
     return int(tail) if tail.isdigit() else None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PushRecord:
+    """One push: what triggered it and how long it took.  ``started`` is the monotonic
+    time of its first registry event, ``at`` the wall-clock time it was published."""
+
+    version: int
+    hostnames: int
+    endpoints_only: bool
+    events: int
+    debounce_seconds: float
+    build_seconds: float
+    triggers: tuple[str, ...] = field(default=())
+    sample: tuple[str, ...] = field(default=())  # some of the hostnames, sorted
+    started: float = 0.0
+    at: float = 0.0
 
 
 @dataclass(slots=True)

@@ -8,7 +8,7 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm_pb2,
 )
 
-from registryd.build.builder import grpcgen
+from registryd.build import grpcgen
 from registryd.build.clusters import BuildOptions
 from registryd.model import Health, Port, Resolution
 from tests.unit.factories import ep, svc
