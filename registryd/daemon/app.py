@@ -8,7 +8,11 @@ Without ``strict`` (an embedding, tests) such a registry is retried with backoff
 any other failure.
 
 The monitoring address serves the same HTTP handlers as the HTTP address, as istiod's
-does.  Start order: store → push controller → xDS server → HTTP → registries (so a proxy that
+does.  xDS is served through one :class:`registryd.xds.serving.Serving`, chosen once from
+``settings.xds_workers`` (:meth:`App.serving_for`): in this process
+(:class:`~registryd.xds.serving.LocalServing`) or by worker processes
+(:class:`~registryd.workers.pool.WorkerPool`); nothing else in the app depends on which.
+Start order: store → push controller → xDS serving → HTTP → registries (so a proxy that
 connects early is served the empty state, then the first full push).  Stop order is the
 reverse.  xDS streams never end by themselves, so stopping does not wait for them: they
 are cancelled at once (proxies reconnect, to another replica if there is one).
@@ -25,7 +29,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import grpc
 from aiohttp import web
 
 from registryd.adapter import Adapter, AdapterContext, ConfigError
@@ -44,11 +47,9 @@ from registryd.web.logging_api import is_loopback_peer
 from registryd.web.server import DebugSources, make_app
 from registryd.workers.channel import WorkerConfig
 from registryd.workers.pool import WorkerPool, share
-from registryd.xds.listen import Address, ServerOptions, bind, grpc_options, stop_serving
-from registryd.xds.server import XdsServer
-from registryd.xds.streams import LocalStreams, Streams
-from registryd.xds.throttle import Throttle
-from registryd.xds.tracking import PushRecord, PushTracker
+from registryd.xds.listen import Address, ServerOptions
+from registryd.xds.serving import LocalServing, Serving, new_version_prefix
+from registryd.xds.tracking import PushRecord
 
 __all__ = ["App"]
 
@@ -108,22 +109,16 @@ class App:
     settings: Settings
     store: RegistryStore = field(default_factory=lambda: RegistryStore(adapter_type))
     health: TaskHealth = field(default_factory=TaskHealth)
-    xds: XdsServer = field(default_factory=XdsServer)
-    tracker: PushTracker = field(default_factory=PushTracker)
     grpc_port: int = 0
     secure_grpc_port: int = 0  # 0: xDS over TLS is off (no certificate given)
     http_port: int = 0
     _adapters: list[tuple[ShardKey, Adapter | Callable[[], Adapter]]] = field(default_factory=list)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
-    _grpc: grpc.aio.Server | None = None
-    pool: WorkerPool | None = None  # --xdsWorkers > 1: the processes serving xDS
     _http: web.AppRunner | None = None
     _ready_once: bool = False
     strict: bool = False  # see the module docstring
 
     def __post_init__(self) -> None:
-        self.xds.health = self.health
-        self.xds.max_unknown_names = self.settings.max_unknown_names
         context = AdapterContext(domain=self.settings.domain)
         for reg in self.settings.registries:
             key = ShardKey(reg.type, reg.name)
@@ -139,18 +134,16 @@ class App:
                 self._adapters.append((key, create))
         for scope in self.log_scopes():  # listed on /debug/logging before its first line
             logging.getLogger(logger_name(scope))
-        self.streams: Streams = LocalStreams(self.xds, self.tracker)
-        if self.settings.xds_workers > 1:
-            self.pool = WorkerPool(
-                self.settings.xds_workers,
-                self._worker_template(),
-                health=self.health,
-                heartbeat_timeout=self.settings.xds_worker_heartbeat_timeout,
-            )
-            self.streams = self.pool
+        self.supervisor = Supervisor(self.store, health=self.health)
+        self.metrics = Metrics(
+            self.store,
+            lambda: dict(self.supervisor.restarts),
+            lambda: dict(self.health.failures),
+        )
+        self.serving: Serving = self.serving_for(new_version_prefix())
         self.push = PushController(
             self.store,
-            self.xds.publish if self.pool is None else self.pool.publish,
+            self.serving.publish,
             debounce_after=self.settings.debounce_after,
             debounce_max=self.settings.debounce_max,
             eds_debounce=self.settings.eds_debounce,
@@ -160,32 +153,39 @@ class App:
         )
         for ignored in self.settings.ignored:  # where the builder used to say it
             logging.getLogger("registryd.push").warning("%s", ignored)
-        self.supervisor = Supervisor(self.store, health=self.health)
-        self.metrics = Metrics(  # the stream half too unless workers serve the streams
-            self.store,
-            lambda: dict(self.supervisor.restarts),
-            lambda: dict(self.health.failures),
-            xds=self.xds if self.pool is None else None,
-            tracker=self.tracker,
-        )
         self.gc_pauses = GcPauses(self.metrics.registry)
-        self.xds.throttle = Throttle.build(
-            push_limit=self.settings.push_throttle, rate=self.settings.max_requests_per_second
-        )
         self.store.subscribe(self.metrics.registry_changed)
         self.push.listeners.append(self._announce)
         self.push.listeners.append(self.metrics.pushed)
-        self.xds.observers.append(self.tracker)
-        if self.metrics.xds is not None:
-            self.xds.throttle.observe(self.metrics.xds.throttled)
-            self.xds.observers.append(self.metrics.xds)
+
+    def serving_for(self, version_prefix: str) -> Serving:
+        """What serves xDS (the one place that depends on ``--xdsWorkers``): worker
+        processes, or this process with its stream metrics in the daemon's registry."""
+        settings = self.settings
+        if settings.xds_workers > 1:
+            return WorkerPool(
+                settings.xds_workers,
+                self._worker_template(version_prefix),
+                health=self.health,
+                heartbeat_timeout=settings.xds_worker_heartbeat_timeout,
+            )
+        return LocalServing(
+            grpc_addr=settings.grpc_addr,
+            secure_grpc_addr=settings.secure_grpc_addr,
+            tls=settings.tls,
+            options=self._server_options(),
+            version_prefix=version_prefix,
+            max_unknown_names=settings.max_unknown_names,
+            push_throttle=settings.push_throttle,
+            max_requests_per_second=settings.max_requests_per_second,
+            health=self.health,
+            registry=self.metrics.registry,
+        )
 
     def _announce(self, record: PushRecord) -> None:
-        published = time.monotonic()
-        if self.pool is None:
-            self.tracker.begin(record.version, record.started, published)
-        else:  # the workers trace the push: they serve the streams
-            self.pool.announce(record.version, record.started, published)
+        """Tell the serving that the push's snapshot, published next, is a push (it
+        traces its deliveries)."""
+        self.serving.announce(record.version, record.started, time.monotonic())
 
     def _server_options(self, reuse_port: bool = False) -> ServerOptions:
         return ServerOptions(
@@ -194,7 +194,7 @@ class App:
             reuse_port=reuse_port,
         )
 
-    def _worker_template(self) -> WorkerConfig:
+    def _worker_template(self, version_prefix: str) -> WorkerConfig:
         """What every xDS worker is started with: the daemon's limits split between
         the workers, its listening addresses, its version prefix (so versions and nonces
         mean the same on every worker)."""
@@ -205,7 +205,7 @@ class App:
             secure_grpc_addr=settings.secure_grpc_addr if settings.tls is not None else None,
             tls=settings.tls,
             options=self._server_options(reuse_port=True),
-            version_prefix=self.xds.version_prefix,
+            version_prefix=version_prefix,
             max_unknown_names=settings.max_unknown_names,
             push_throttle=int(share(settings.push_throttle, workers)),
             max_requests_per_second=share(settings.max_requests_per_second, workers),
@@ -225,7 +225,7 @@ class App:
         """Why the daemon is not ready: before every registry synced and the state was
         pushed (once both happened, never again), and while an xDS worker does not
         answer (it is handed new connections but serves none, until it is replaced)."""
-        hung = self.streams.unresponsive()
+        hung = self.serving.unresponsive()
         if self._ready_once:
             return hung
         reasons = [f"registry {k} has not synced" for k in self.store.not_synced()]
@@ -265,23 +265,19 @@ class App:
         push = asyncio.create_task(restarting("push", self.push.run, self.health), name="push")
         self.health.watch(push)
         self._tasks.append(push)
-        if self.pool is not None:
-            await self.pool.start()
-            self.grpc_port, self.secure_grpc_port = self.pool.grpc_port, self.pool.secure_grpc_port
-        else:
-            await self._start_grpc()
+        self.grpc_port, self.secure_grpc_port = await self.serving.start()
         settings = {reg.name: reg.settings for reg in self.settings.registries}
         sources = DebugSources(
             store=self.store,
             push=self.push,
-            streams=self.streams,
+            streams=self.serving,
             supervisor=self.supervisor,
             metrics=self.metrics,
             registries=[(key, settings.get(key.instance, {})) for key, _ in self._adapters],
             readiness=self.not_ready,
             health=self.health,
             allow_remote_log_level=self.settings.allow_remote_log_level,
-            log_level_changed=None if self.pool is None else self.pool.set_log_level,
+            log_level_changed=self.serving.set_log_level,
             log_scopes=self.log_scopes(),
         )
         runner = web.AppRunner(make_app(sources), access_log=None)
@@ -315,18 +311,6 @@ class App:
         for warning in exposure_warnings(self.settings):
             log.warning("%s", warning)
 
-    async def _start_grpc(self) -> None:
-        """Serve xDS in this process (``--xdsWorkers 1``)."""
-        self._grpc = grpc.aio.server(options=grpc_options(self._server_options()))
-        self._grpc.add_generic_rpc_handlers((self.xds.handler(),))
-        if self.settings.grpc_addr is not None:
-            self.grpc_port = bind(self._grpc, self.settings.grpc_addr)
-        if self.settings.tls is not None:
-            self.secure_grpc_port = bind(
-                self._grpc, self.settings.secure_grpc_addr, self.settings.tls
-            )
-        await self._grpc.start()
-
     async def stop(self) -> None:
         await self.supervisor.stop()
         for task in self._tasks:
@@ -334,9 +318,6 @@ class App:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._http is not None:
             await self._http.cleanup()
-        if self.pool is not None:
-            await self.pool.stop()
-        if self._grpc is not None:
-            await stop_serving(self._grpc, self.xds)
+        await self.serving.stop()
         self.gc_pauses.close()
         log.info("registryd stopped")

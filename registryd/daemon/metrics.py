@@ -1,16 +1,16 @@
 """The daemon's metrics: registryd's per-registry metrics and the push controller's,
-under istiod's names where istiod has them, plus the xDS stream half
-(:class:`registryd.xds.metrics.XdsMetrics`) when this process serves the streams itself.
-
-With ``--xdsWorkers`` > 1 the streams are served, and their metrics kept, by the worker
-processes (which load only the stream half); :meth:`Metrics.render` merges their
-families in, so ``/metrics`` reads as one daemon.  Naming follows
+under istiod's names where istiod has them.  The xDS stream half
+(:class:`registryd.xds.metrics.XdsMetrics`) belongs to whatever serves the streams: with
+``--xdsWorkers 1`` the in-process :class:`registryd.xds.serving.LocalServing` registers
+it in this registry; with more, the worker processes keep it (they load only the stream
+half) and :meth:`Metrics.render` merges their families in, so ``/metrics`` reads as one
+daemon.  Naming follows
 :mod:`registryd.xds.metrics`: istiod's counters are exposed untyped under their bare
 names, registryd's own metrics are typed normally.
 
 Events come in through hooks that never block: the push controller's listener
 (:meth:`Metrics.pushed`) and the store's change listener (:meth:`Metrics.registry_changed`);
-the stream half has its own (:attr:`Metrics.xds`).  Gauges (services, per-registry
+the stream half has its own.  Gauges (services, per-registry
 state) are read from the live store at scrape time.
 """
 
@@ -25,10 +25,9 @@ from prometheus_client.registry import Collector
 from registryd.base.health import TaskFailures
 from registryd.model import ShardKey
 from registryd.registry.store import ChangeEvent, RegistryStore
-from registryd.xds.metrics import TIME_BUCKETS, IstioCounters, XdsMetrics, histogram
-from registryd.xds.server import XdsServer
+from registryd.xds.metrics import TIME_BUCKETS, IstioCounters, histogram
 from registryd.xds.streams import merge_families
-from registryd.xds.tracking import PushRecord, PushTracker
+from registryd.xds.tracking import PushRecord
 
 __all__ = ["Metrics", "merge_families"]
 
@@ -115,26 +114,17 @@ class _Fixed(Collector):
 class Metrics:
     """All metrics of the daemon's main process, in a registry of their own (no global
     state): of ``store`` (``failures``: restarts per registry, ``task_failures``: the
-    process' :class:`~registryd.base.health.TaskHealth` counts) and, given ``xds`` (the
-    server this process serves streams with) and its ``tracker``, of the streams too
-    (:attr:`xds`; None when workers serve them).  :meth:`render` adds the families of
-    the other processes."""
+    process' :class:`~registryd.base.health.TaskHealth` counts).  The stream metrics are
+    registered in :attr:`registry` by the in-process serving, if any; :meth:`render` adds
+    the families of the other processes."""
 
     def __init__(
         self,
         store: RegistryStore,
         failures: Callable[[], dict[ShardKey, int]] = dict,
         task_failures: Callable[[], dict[str, int]] = dict,
-        *,
-        xds: XdsServer | None = None,
-        tracker: PushTracker | None = None,
     ) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
-        self.xds: XdsMetrics | None = None
-        if xds is not None:
-            if tracker is None:
-                raise TypeError("the stream metrics need the server's push tracker")
-            self.xds = XdsMetrics(self.registry, xds, tracker)
         self.counters = IstioCounters(_COUNTERS)
         self.registry.register(self.counters)
         self.registry.register(_State(store, failures))

@@ -6,7 +6,9 @@ trusted like the program's own memory; its size is still bounded (:data:`MAX_MES
 so a corrupted length cannot make a process allocate without limit.
 
 Main process to worker: :class:`WorkerConfig` (first), then ``("snapshot", Shipment,
-announced)``, ``("call", id, method, args)``, ``("log_level", scope, level)`` and
+announced)``, ``("call", id, question)`` (a :data:`Question`: one of a closed set of
+typed operations, answered by the worker's
+:class:`~registryd.xds.serving.LocalServing`), ``("log_level", scope, level)`` and
 ``("ping", number)`` (the heartbeat, :mod:`registryd.workers.heartbeat`).  Worker to main
 process: ``("ready", grpc_port, secure_grpc_port)`` once it listens, then ``("reply",
 id, ok, value)`` per call and ``("pong", number)`` per ping, each in the order of the
@@ -18,11 +20,23 @@ from __future__ import annotations
 import asyncio
 import pickle
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from registryd.xds.listen import Address, ServerOptions, TlsFiles
 
-__all__ = ["MAX_MESSAGE", "ChannelClosed", "WorkerConfig", "frame", "receive", "send"]
+__all__ = [
+    "MAX_MESSAGE",
+    "ChannelClosed",
+    "ConfigDump",
+    "Listing",
+    "MetricFamilies",
+    "Question",
+    "Traces",
+    "WorkerConfig",
+    "frame",
+    "receive",
+    "send",
+]
 
 MAX_MESSAGE = 1 << 30  # bytes
 _HEADER = 4
@@ -49,6 +63,47 @@ class WorkerConfig:
     log_levels: dict[str, int]  # logger name -> level, as in the main process now
     log_as_json: bool
     gc_freeze: bool = True  # run registryd.base.gcpolicy.FreezePolicy after each snapshot
+
+
+# -- questions: what the main process may ask a worker about its streams --------------
+# One class per method of registryd.xds.streams.Streams that a worker answers; ``name``
+# is that method's (the pool's log lines say which question went unanswered).
+
+
+@dataclass(frozen=True, slots=True)
+class Listing:
+    """``Streams.listing(view, proxy_id, verbose)``."""
+
+    name: ClassVar[str] = "listing"
+    view: str
+    proxy_id: str = ""
+    verbose: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigDump:
+    """``Streams.config_dump(proxy_id)``."""
+
+    name: ClassVar[str] = "config_dump"
+    proxy_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Traces:
+    """``Streams.traces()``."""
+
+    name: ClassVar[str] = "traces"
+
+
+@dataclass(frozen=True, slots=True)
+class MetricFamilies:
+    """``Streams.metric_families()``."""
+
+    name: ClassVar[str] = "metric_families"
+
+
+Question = Listing | ConfigDump | Traces | MetricFamilies
+"""Every question a worker answers (see :func:`registryd.workers.worker.answer`)."""
 
 
 def frame(message: Any) -> bytes:

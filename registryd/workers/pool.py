@@ -27,11 +27,13 @@ Contract:
   died.  While it is *late* (two pings unanswered, not yet killed)
   :meth:`WorkerPool.unresponsive` names it (``/ready`` answers 503) and
   ``registryd_xds_workers{state="hung"}`` counts it.
-* As a :class:`registryd.xds.streams.Streams`, the pool asks every running worker and
-  merges their answers, so the debug endpoints and metrics show one daemon.  A late
-  worker is not asked; the others get ``call_timeout`` seconds.  A worker that gives no
-  answer is left out of it (logged unless late); :meth:`WorkerPool.unresponsive` names
-  the late ones, which the debug endpoints report beside a listing without them.
+* As a :class:`registryd.xds.serving.Serving` (the daemon's one serving seam), the pool
+  asks every running worker with a typed question
+  (:data:`registryd.workers.channel.Question`) and merges their answers, so the debug
+  endpoints and metrics show one daemon.  A late worker is not asked; the others get
+  ``call_timeout`` seconds.  A worker that gives no answer is left out of it (logged
+  unless late); :meth:`WorkerPool.unresponsive` names the late ones, which the debug
+  endpoints report beside a listing without them.
 * Counters and histograms never go down: the pool keeps each worker's last answered
   cumulative families; those of a worker that ended are added to the daemon's totals
   for good, and a worker that does not answer counts with its last answer.
@@ -61,12 +63,23 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from registryd.base.health import TaskHealth
 from registryd.base.restart import BACKOFF, Attempt, Backoff, keep_running
 from registryd.errors import ConfigError
-from registryd.workers.channel import ChannelClosed, WorkerConfig, frame, receive
+from registryd.workers.channel import (
+    ChannelClosed,
+    ConfigDump,
+    Listing,
+    MetricFamilies,
+    Question,
+    Traces,
+    WorkerConfig,
+    frame,
+    receive,
+)
 from registryd.workers.heartbeat import HEARTBEAT_TIMEOUT, Heartbeat, watch
 from registryd.workers.ship import ship
 from registryd.xds.listen import Address
 from registryd.xds.snapshot import EMPTY, Snapshot
-from registryd.xds.streams import Listing, merge_families, merge_listings, merge_traces
+from registryd.xds.streams import Listing as Listed
+from registryd.xds.streams import merge_families, merge_listings, merge_traces
 from registryd.xds.tracking import PushTrace
 
 __all__ = ["WorkerPool", "share"]
@@ -174,8 +187,9 @@ class WorkerPool:
         return packed
 
     # -- life cycle --------------------------------------------------------------------
-    async def start(self) -> None:
-        """Start every worker; :class:`ConfigError` if one cannot listen."""
+    async def start(self) -> tuple[int, int]:
+        """Start every worker; the xDS ports they listen on (plaintext, TLS; 0: that one
+        is off).  :class:`ConfigError` if one cannot listen."""
         for handle in self._handles:
             try:
                 await self._launch(handle)
@@ -188,6 +202,7 @@ class WorkerPool:
                 self._supervise(handle), name=f"xds-worker-{handle.index}"
             )
             self.health.watch(handle.task)
+        return self.grpc_port, self.secure_grpc_port
 
     def _config(self, handle: _Handle) -> WorkerConfig:
         config = replace(self.template, index=handle.index)
@@ -379,7 +394,7 @@ class WorkerPool:
         await asyncio.gather(*(self._reap(h) for h in self._handles))
 
     # -- questions (registryd.xds.streams.Streams) -------------------------------------
-    async def _call(self, handle: _Handle, method: str, *args: Any) -> Any:
+    async def _call(self, handle: _Handle, question: Question) -> Any:
         writer = handle.writer
         if writer is None or not handle.up:
             raise WorkerGone(f"xDS worker {handle.index} is not running")
@@ -387,32 +402,32 @@ class WorkerPool:
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         handle.pending[call_id] = future
         try:
-            writer.write(frame(("call", call_id, method, args)))
+            writer.write(frame(("call", call_id, question)))
             return await asyncio.wait_for(future, self._call_timeout)
         finally:
             handle.pending.pop(call_id, None)
 
-    async def _ask_each(self, method: str, *args: Any) -> dict[int, Any]:
-        """Every running worker's answer to ``method(*args)`` by worker index.  A late
+    async def _ask_each(self, question: Question) -> dict[int, Any]:
+        """Every running worker's answer to ``question`` by worker index.  A late
         worker (see :mod:`registryd.workers.heartbeat`) is not asked; the others are waited
         for at most ``call_timeout`` seconds, all at once.  Those that fail are left out
         and logged."""
         now = self._clock()
         asked = [h for h in self._handles if h.up and not h.beat.late(now)]
         replies = await asyncio.gather(
-            *(self._call(h, method, *args) for h in asked), return_exceptions=True
+            *(self._call(h, question) for h in asked), return_exceptions=True
         )
         out = {}
         for handle, reply in zip(asked, replies, strict=True):
             if isinstance(reply, BaseException):
                 why = str(reply) or f"no answer within {self._call_timeout:g}s"
-                log.warning("xDS worker %d did not answer %s: %s", handle.index, method, why)
+                log.warning("xDS worker %d did not answer %s: %s", handle.index, question.name, why)
             else:
                 out[handle.index] = reply
         return out
 
-    async def _ask(self, method: str, *args: Any) -> list[Any]:
-        return list((await self._ask_each(method, *args)).values())
+    async def _ask(self, question: Question) -> list[Any]:
+        return list((await self._ask_each(question)).values())
 
     def unresponsive(self) -> list[str]:
         """Each running worker that is late, as a sentence (``/ready``'s reasons): it
@@ -425,19 +440,19 @@ class WorkerPool:
             if h.up and h.beat.late(now)
         ]
 
-    async def listing(self, view: str, proxy_id: str = "", verbose: bool = False) -> Listing:
-        return merge_listings(await self._ask("listing", view, proxy_id, verbose))
+    async def listing(self, view: str, proxy_id: str = "", verbose: bool = False) -> Listed:
+        return merge_listings(await self._ask(Listing(view, proxy_id, verbose)))
 
     async def config_dump(self, proxy_id: str) -> dict[str, Any] | None:
-        found = [d for d in await self._ask("config_dump", proxy_id) if d is not None]
+        found = [d for d in await self._ask(ConfigDump(proxy_id)) if d is not None]
         return max(found, key=lambda d: d["connectedAt"]) if found else None
 
     async def traces(self) -> list[PushTrace]:
-        return merge_traces(await self._ask("traces"))
+        return merge_traces(await self._ask(Traces()))
 
     async def metric_families(self) -> list[Metric]:
         asked = {h.index: h.launches for h in self._handles if h.up}
-        answers = await self._ask_each("metric_families")
+        answers = await self._ask_each(MetricFamilies())
         parts = []
         for handle in self._handles:
             if not handle.up or asked.get(handle.index) != handle.launches:

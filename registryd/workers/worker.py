@@ -4,9 +4,11 @@ Started by :class:`registryd.workers.pool.WorkerPool` as ``python -m registryd.w
 <fd>``, where ``fd`` is its end of a Unix socket pair (:mod:`registryd.workers.channel`).
 It reads its :class:`WorkerConfig`, listens on the xDS ports with ``SO_REUSEPORT`` (the
 kernel spreads new connections over the workers), says ``ready``, then applies shipped
-snapshots to its :class:`XdsServer` and answers the main process' questions about its
-streams (:class:`registryd.xds.streams.LocalStreams`) and its pings (a worker that stops
-answering them is killed and replaced: :mod:`registryd.workers.heartbeat`).
+snapshots to its :class:`registryd.xds.serving.LocalServing` (the same in-process serving
+the daemon runs with ``--xdsWorkers 1``), answers the main process' questions about its
+streams (:data:`registryd.workers.channel.Question`, dispatched by type: :data:`ANSWERS`)
+and its pings (a worker that stops answering them is killed and replaced:
+:mod:`registryd.workers.heartbeat`).
 
 It runs no registry and no HTTP server, and loads none of the registry, build, push or
 daemon modules (:mod:`registryd.xds.metrics` is its half of the daemon's metrics).  It
@@ -22,80 +24,89 @@ import logging
 import signal
 import socket
 import sys
+from collections.abc import Awaitable, Callable
 from typing import Any
-
-import grpc
-from prometheus_client import CollectorRegistry
 
 from registryd.base import logs
 from registryd.base.gcpolicy import FreezePolicy, GcPauses
 from registryd.base.health import TaskFailures, TaskHealth
-from registryd.workers.channel import ChannelClosed, WorkerConfig, receive, send
+from registryd.workers.channel import (
+    ChannelClosed,
+    ConfigDump,
+    Listing,
+    MetricFamilies,
+    Question,
+    Traces,
+    WorkerConfig,
+    receive,
+    send,
+)
 from registryd.workers.ship import receive as receive_snapshot
-from registryd.xds.listen import bind, drain, grpc_options, stop_serving
-from registryd.xds.metrics import XdsMetrics
-from registryd.xds.server import XdsServer
-from registryd.xds.streams import LocalStreams
-from registryd.xds.throttle import Throttle
-from registryd.xds.tracking import PushTracker
+from registryd.xds.listen import drain
+from registryd.xds.serving import LocalServing
+from registryd.xds.streams import Streams
 
-__all__ = ["main", "serve"]
+__all__ = ["ANSWERS", "answer", "main", "serve"]
 
 log = logging.getLogger("registryd.xds.worker")
 
+ANSWERS: dict[type[Any], Callable[[Streams, Any], Awaitable[Any]]] = {
+    Listing: lambda streams, q: streams.listing(q.view, q.proxy_id, q.verbose),
+    ConfigDump: lambda streams, q: streams.config_dump(q.proxy_id),
+    Traces: lambda streams, _: streams.traces(),
+    MetricFamilies: lambda streams, _: streams.metric_families(),
+}
+"""How each question of :data:`registryd.workers.channel.Question` is answered."""
+
+
+async def answer(streams: Streams, question: Question) -> Any:
+    """``streams``' answer to ``question``; :class:`TypeError` for anything that is not
+    one of the questions (:data:`ANSWERS`)."""
+    how = ANSWERS.get(type(question))
+    if how is None:
+        raise TypeError(f"not a question: {logs.clip(repr(question), 64)}")
+    return await how(streams, question)
+
 
 class _Worker:
-    def __init__(self, config: WorkerConfig) -> None:
-        self.config = config
-        self.health = TaskHealth()
-        self.xds = XdsServer(
-            version_prefix=config.version_prefix,
-            health=self.health,
-            max_unknown_names=config.max_unknown_names,
-            throttle=Throttle.build(
-                push_limit=config.push_throttle, rate=config.max_requests_per_second
-            ),
-            id_prefix=f"conn-w{config.index}-",
-        )
-        self.tracker = PushTracker()
-        # the stream half of the daemon's metrics only: the main process keeps the rest
-        self.registry = CollectorRegistry(auto_describe=False)
-        self.metrics = XdsMetrics(self.registry, self.xds, self.tracker)
-        self.registry.register(TaskFailures(lambda: dict(self.health.failures)))
-        self.gc_pauses = GcPauses(self.registry)
-        self.gc_policy = FreezePolicy() if config.gc_freeze else None
-        self.xds.throttle.observe(self.metrics.throttled)
-        self.xds.observers.extend((self.tracker, self.metrics))
-        self.streams = LocalStreams(self.xds, self.tracker, self.registry, worker=config.index)
-        self.server = grpc.aio.server(options=grpc_options(config.options))
-        self.server.add_generic_rpc_handlers((self.xds.handler(),))
+    """A :class:`LocalServing` as the main process configured it, and its channel."""
 
-    async def start(self) -> tuple[int, int]:
-        """Listen; the plaintext and TLS ports (0: that one is off)."""
-        config = self.config
-        plain = secure = 0
-        if config.grpc_addr is not None:
-            plain = bind(self.server, config.grpc_addr)
-        if config.tls is not None and config.secure_grpc_addr is not None:
-            secure = bind(self.server, config.secure_grpc_addr, config.tls)
-        await self.server.start()
-        return plain, secure
+    def __init__(self, config: WorkerConfig) -> None:
+        self.health = TaskHealth()
+        self.serving = LocalServing(
+            grpc_addr=config.grpc_addr,
+            secure_grpc_addr=config.secure_grpc_addr,
+            tls=config.tls,
+            options=config.options,
+            version_prefix=config.version_prefix,
+            max_unknown_names=config.max_unknown_names,
+            push_throttle=config.push_throttle,
+            max_requests_per_second=config.max_requests_per_second,
+            health=self.health,
+            worker=config.index,
+        )
+        # the stream half of the daemon's metrics, and this process' failures and pauses:
+        # the main process keeps the rest
+        self.serving.registry.register(TaskFailures(lambda: dict(self.health.failures)))
+        self.gc_pauses = GcPauses(self.serving.registry)
+        self.gc_policy = FreezePolicy() if config.gc_freeze else None
 
     async def handle(self, message: Any, writer: asyncio.StreamWriter) -> None:
         kind = message[0]
+        serving = self.serving
         if kind == "snapshot":
             _, shipment, announced = message
-            snapshot = receive_snapshot(self.xds.snapshot, shipment)
+            snapshot = receive_snapshot(serving.xds.snapshot, shipment)
             for version, started, published in announced:
-                self.tracker.begin(version, started, published)
-            self.xds.publish(snapshot)
+                serving.announce(version, started, published)
+            serving.publish(snapshot)
             changed = sum(len(names) for names in shipment.tables.values())
             if self.gc_policy is not None:
                 self.gc_policy.after_build(changed, not shipment.base)
         elif kind == "call":
-            _, call_id, method, args = message
+            _, call_id, question = message
             try:
-                value = await getattr(self.streams, method)(*args)
+                value = await answer(serving, question)
             except Exception as exc:
                 self.health.failed("xds-worker", exc)
                 await send(writer, ("reply", call_id, False, f"{type(exc).__name__}: {exc}"))
@@ -110,7 +121,7 @@ class _Worker:
             log.error("unknown message %r from the main process", logs.clip(kind, 64))
 
     async def stop(self) -> None:
-        await stop_serving(self.server, self.xds)
+        await self.serving.stop()
         self.gc_pauses.close()
 
 
@@ -124,7 +135,7 @@ async def serve(fd: int) -> None:
         logging.getLogger(name).setLevel(level)
     worker = _Worker(config)
     try:
-        ports = await worker.start()
+        ports = await worker.serving.start()
     except Exception as exc:  # cannot listen: the main process logs and retries
         await send(writer, ("failed", f"{exc}"))
         return

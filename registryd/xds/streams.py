@@ -2,10 +2,12 @@
 
 The debug endpoints about connected clients (``/debug/connections``, ``adsz``,
 ``syncz``, ``config_dump``), the push traces of ``/debug/pushz`` and the stream metrics
-read a :class:`Streams`.  With one process that is :class:`LocalStreams` over the
-daemon's own xDS server; with ``--xdsWorkers N`` it is the worker pool
-(:class:`registryd.workers.pool.WorkerPool`), which asks each worker's ``LocalStreams`` and
-merges the answers with the functions here, so the daemon reads as one.
+read a :class:`Streams`: the daemon's one :class:`registryd.xds.serving.Serving`, which
+extends it.  With one process that is :class:`registryd.xds.serving.LocalServing` (the
+:class:`LocalStreams` of the daemon's own xDS server); with ``--xdsWorkers N`` it is the
+worker pool (:class:`registryd.workers.pool.WorkerPool`), which asks each worker's
+``LocalServing`` and merges the answers with the functions here, so the daemon reads as
+one.
 
 Every method is a coroutine and returns plain, picklable data (JSON-like values,
 :class:`PushTrace`, prometheus ``Metric`` families).

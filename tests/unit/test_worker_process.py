@@ -22,7 +22,7 @@ from registryd.adapter import Upsert
 from registryd.build.builder import SnapshotBuilder
 from registryd.registry.store import RegistryStore
 from registryd.testing.ads import AdsClient
-from registryd.workers.channel import WorkerConfig, receive, send
+from registryd.workers.channel import ConfigDump, MetricFamilies, WorkerConfig, receive, send
 from registryd.workers.ship import ship
 from registryd.xds.listen import Address, ServerOptions
 from tests.unit.factories import MEM, svc
@@ -84,7 +84,7 @@ async def test_a_worker_process_serves_and_counts_without_registry_build_or_daem
             await client.flush()
             # the dump expands every packed config (HttpConnectionManager, Router, TcpProxy,
             # inspectors, retry predicates) without the builders that pack them
-            await send(writer, ("call", 0, "config_dump", (client.node.id,)))
+            await send(writer, ("call", 0, ConfigDump(client.node.id)))
             dumped: Any = await asyncio.wait_for(receive(reader), 10)
             assert dumped[:3] == ("reply", 0, True), dumped
             assert len(dumped[3]["dump"]["configs"]) == 3
@@ -92,7 +92,7 @@ async def test_a_worker_process_serves_and_counts_without_registry_build_or_daem
         # counted once the server is told its write finished, which may come after
         # the client read the response: ask until it is
         for call in range(1, 100):
-            await send(writer, ("call", call, "metric_families", ()))
+            await send(writer, ("call", call, MetricFamilies()))
             reply: Any = await asyncio.wait_for(receive(reader), 10)
             assert reply[:3] == ("reply", call, True), reply
             families: list[Metric] = reply[3]

@@ -27,15 +27,15 @@ async def test_max_connection_age_closes_streams_and_clients_reconnect() -> None
         await client.connect()
         client.subscribe("cds")
         await client.next("cds")
-        assert len(app.xds.connections) == 1
+        assert len(app.serving.xds.connections) == 1
         assert client._reader is not None
         with pytest.raises(grpc.aio.AioRpcError) as ended:
             await asyncio.wait_for(asyncio.shield(client._reader), timeout=5)
         assert ended.value.code() == grpc.StatusCode.UNAVAILABLE
         deadline = time.monotonic() + HANG_GUARD
-        while app.xds.connections and time.monotonic() < deadline:
+        while app.serving.xds.connections and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
-        assert app.xds.connections == {}
+        assert app.serving.xds.connections == {}
         await client.close()
         async with AdsClient(f"127.0.0.1:{app.grpc_port}") as again:
             again.subscribe("cds")

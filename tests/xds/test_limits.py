@@ -71,7 +71,7 @@ async def test_a_name_over_the_limit_is_invalid_on_either_protocol(harness: Harn
         assert f"eds resource name of {len(long)} bytes (limit {MAX_NAME})" in (
             error.details() or ""
         )
-    assert harness.app.xds.refused == REPEATS
+    assert harness.app.serving.xds.refused == REPEATS
     assert harness.app.health.failures == {}
 
 
@@ -94,8 +94,8 @@ async def test_a_name_at_the_limit_is_served(harness: Harness) -> None:
 
 async def test_unknown_bytes_are_bounded_on_a_wildcard_sotw_stream(harness: Harness) -> None:
     await with_clusters(harness)
-    harness.app.xds.max_unknown_names = 100
-    harness.app.xds.max_unknown_bytes = 10_000
+    harness.app.serving.xds.max_unknown_names = 100
+    harness.app.serving.xds.max_unknown_bytes = 10_000
     names = [f"{i:04d}" + "u" * 996 for i in range(11)]  # 11,000 bytes in 11 names
     async with AdsClient(harness.target) as fine:
         fine.subscribe("cds", ["*", *names[:10]])  # 10,000 bytes: at the limit
@@ -113,7 +113,7 @@ async def test_unknown_bytes_are_bounded_on_a_wildcard_sotw_stream(harness: Harn
 
 async def test_unknown_names_are_bounded_on_a_delta_stream(harness: Harness) -> None:
     await with_clusters(harness)
-    harness.app.xds.max_unknown_names = 50  # 12,800 bytes
+    harness.app.serving.xds.max_unknown_names = 50  # 12,800 bytes
     for i in range(REPEATS):
         client = DeltaAdsClient(harness.target, auto_ack=False)
         await client.connect()
@@ -131,7 +131,7 @@ async def test_unknown_names_are_bounded_on_a_delta_stream(harness: Harness) -> 
 
 async def test_a_delta_wildcard_lifts_no_limit(harness: Harness) -> None:
     await with_clusters(harness)
-    harness.app.xds.max_unknown_names = 20
+    harness.app.serving.xds.max_unknown_names = 20
     for _ in range(REPEATS):
         client = DeltaAdsClient(harness.target, auto_ack=False)
         await client.connect()

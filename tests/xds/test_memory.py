@@ -130,7 +130,7 @@ async def hostile(harness: Harness, clients: int, round_: str) -> AsyncIterator[
     finally:
         await asyncio.gather(*(c.close() for c in opened))
         opened.clear()
-        xds = harness.app.xds
+        xds = harness.app.serving.xds
         await until(lambda: not xds.connections and xds.handlers == 0)
 
 
@@ -163,5 +163,5 @@ async def test_what_hostile_clients_make_registryd_hold_goes_when_they_leave(
     # the made-up names alone: 4 kinds x CLIENTS x NAMES x NAME_SIZE (churn keeps a quarter)
     assert grown > 3.25 * CLIENTS * NAMES * NAME_SIZE
     assert after - before < max(MiB, grown // 50), (before, during, after)
-    assert harness.app.xds.interner.entries == 0
-    assert harness.app.xds.snapshot.cache.size < MiB  # only responses of known resources
+    assert harness.app.serving.xds.interner.entries == 0
+    assert harness.app.serving.xds.snapshot.cache.size < MiB  # only responses of known resources

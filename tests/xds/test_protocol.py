@@ -84,7 +84,7 @@ async def test_nack_is_recorded_and_not_resent(harness) -> None:  # type: ignore
         client.subscribe("cds")
         await client.next("cds")
         await nothing_pending(client)
-        (conn,) = harness.app.xds.connections.values()
+        (conn,) = harness.app.serving.xds.connections.values()
         state = conn.states[CDS]
         assert state.last_nack == "cluster rejected by test"
         assert state.nacks == 1
@@ -254,8 +254,10 @@ async def test_stalled_client_does_not_block_others(harness) -> None:  # type: i
             update = await healthy.next("eds", timeout=30.0)  # a hang guard, not a bound
             assert update.names == [pad]
             assert len(update.decode()[0].endpoints[0].lb_endpoints) == 3000
-        latest = harness.app.xds.snapshot.version
-        behind = [c for c in harness.app.xds.connections.values() if c.written_version < latest]
+        latest = harness.app.serving.xds.snapshot.version
+        behind = [
+            c for c in harness.app.serving.xds.connections.values() if c.written_version < latest
+        ]
         assert len(behind) == 1, "the stalled client should be left behind"
     await relay.close()
     await stalled.close()

@@ -62,7 +62,7 @@ async def test_a_writer_that_fails_ends_its_stream_and_is_counted(
         assert error.code() == grpc.StatusCode.INTERNAL
         assert harness.app.health.failures == {"xds-writer": 1}
         assert any(r.exc_info and "planner bug" in r.getMessage() for r in caplog.records)
-        await until(lambda: not harness.app.xds.connections)
+        await until(lambda: not harness.app.serving.xds.connections)
     finally:
         await client.close()
     monkeypatch.setattr(Connection, "plan", real)
@@ -82,12 +82,12 @@ async def test_first_request_with_a_foreign_nonce_is_answered(harness: Harness) 
         # later stale nonces on the same stream are ignored and counted
         client.send(CDS, [], version=first.message.version_info, nonce="stale")
         await nothing_pending(client)
-        (conn,) = harness.app.xds.connections.values()
+        (conn,) = harness.app.serving.xds.connections.values()
         assert conn.states[CDS].expired_nonces == 1
 
 
 async def test_too_many_unknown_names_close_the_stream(harness: Harness) -> None:
-    harness.app.xds.max_unknown_names = 100
+    harness.app.serving.xds.max_unknown_names = 100
     harness.memory.set([svc("a.example")])
     await harness.settle()
     async with AdsClient(harness.target) as fine:
@@ -104,23 +104,23 @@ async def test_too_many_unknown_names_close_the_stream(harness: Harness) -> None
     assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert "101 eds resource names unknown" in (error.details() or "")
     assert "--xdsMaxUnknownNames" in (error.details() or "")
-    assert harness.app.xds.refused == 1
+    assert harness.app.serving.xds.refused == 1
     assert harness.app.health.failures == {}  # a refusal is not a failure
 
 
 async def test_a_client_that_leaves_leaves_no_interned_names(harness: Harness) -> None:
-    harness.app.xds.max_unknown_names = 0  # no limit: the interner itself must let go
+    harness.app.serving.xds.max_unknown_names = 0  # no limit: the interner itself must let go
     names = [f"outbound|8080||made-up-{i}.example" for i in range(20000)]
     for _ in range(3):
         async with AdsClient(harness.target) as client:
             client.subscribe("eds", names)
             await client.next("eds")
-            assert harness.app.xds.interner.size > 20000 * 40
-    await until(lambda: not harness.app.xds.connections)
-    assert harness.app.xds.snapshot.cache.size == 0  # responses naming made-up names
+            assert harness.app.serving.xds.interner.size > 20000 * 40
+    await until(lambda: not harness.app.serving.xds.connections)
+    assert harness.app.serving.xds.snapshot.cache.size == 0  # responses naming made-up names
     gc.collect()
-    assert harness.app.xds.interner.entries == 0
-    assert harness.app.xds.interner.size == 0
+    assert harness.app.serving.xds.interner.entries == 0
+    assert harness.app.serving.xds.interner.size == 0
 
 
 async def test_nack_logs_are_rate_limited_clipped_and_escaped(
@@ -144,7 +144,7 @@ async def test_nack_logs_are_rate_limited_clipped_and_escaped(
             for _ in range(60):  # stale nonces: counted, never logged
                 client.send(CDS, [], nonce="stale", error="y" * 100_000)
             await nothing_pending(client)
-    (conn_state,) = [c.states[CDS] for c in harness.app.xds.connections.values()] or [None]
+    (conn_state,) = [c.states[CDS] for c in harness.app.serving.xds.connections.values()] or [None]
     records = [r for r in caplog.records if r.name == "registryd.xds"]
     nacks = [r for r in records if "rejected" in r.getMessage()]
     assert 1 <= len(nacks) <= 5  # the per-stream burst
@@ -157,7 +157,7 @@ async def test_nack_logs_are_rate_limited_clipped_and_escaped(
 
 
 async def test_refused_streams_leave_no_interned_names(harness: Harness) -> None:
-    harness.app.xds.max_unknown_names = 10
+    harness.app.serving.xds.max_unknown_names = 10
     for _ in range(3):
         client = AdsClient(harness.target)
         await client.connect()
@@ -166,9 +166,9 @@ async def test_refused_streams_leave_no_interned_names(harness: Harness) -> None
             assert (await ended(client)).code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         finally:
             await client.close()
-    await until(lambda: not harness.app.xds.connections)
+    await until(lambda: not harness.app.serving.xds.connections)
     gc.collect()
-    assert harness.app.xds.interner.entries == 0
+    assert harness.app.serving.xds.interner.entries == 0
 
 
 async def test_a_connection_storm_leaves_no_state_behind(harness: Harness) -> None:
@@ -179,9 +179,9 @@ async def test_a_connection_storm_leaves_no_state_behind(harness: Harness) -> No
     for client in clients:
         client.subscribe("cds")
     await asyncio.gather(*(c.next("cds", timeout=30) for c in clients))
-    assert len(harness.app.xds.connections) == 200
+    assert len(harness.app.serving.xds.connections) == 200
     await asyncio.gather(*(c.close() for c in clients))  # all drop at once
-    await until(lambda: not harness.app.xds.connections)
+    await until(lambda: not harness.app.serving.xds.connections)
     text = harness.app.metrics.render().decode()
     assert not [line for line in text.splitlines() if line.startswith("pilot_xds{")]
     assert harness.app.health.failures == {}

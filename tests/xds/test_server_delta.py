@@ -70,7 +70,7 @@ async def test_envoy_style_delta_flow_cds_eds_lds_rds(harness) -> None:  # type:
         domains = {d for vh in route.virtual_hosts for d in vh.domains}
         assert {"a.example", "b.example:8080"} <= domains
         await nothing_pending(client)
-        (conn,) = harness.app.xds.connections.values()
+        (conn,) = harness.app.serving.xds.connections.values()
         assert conn.delta
 
 
@@ -125,7 +125,7 @@ async def test_nack_is_recorded_and_not_resent(harness) -> None:  # type: ignore
         client.subscribe("eds", [A])
         rejected = await client.next("eds")
         await nothing_pending(client)
-        (conn,) = harness.app.xds.connections.values()
+        (conn,) = harness.app.serving.xds.connections.values()
         state = conn.states[EDS]
         assert (state.last_nack, state.nacks) == ("endpoints rejected by test", 1)
         assert state.nack_version == rejected.message.system_version_info
@@ -151,12 +151,12 @@ async def test_delta_and_sotw_clients_share_one_port_and_one_snapshot(harness) -
         assert sorted(delta_cds.names) == sorted(sotw_cds.names)
         bodies = {r.name: r.resource.value for r in delta_cds.message.resources}
         assert sorted(bodies.values()) == sorted(r.value for r in sotw_cds.message.resources)
-        kinds = sorted(c.delta for c in harness.app.xds.connections.values())
+        kinds = sorted(c.delta for c in harness.app.serving.xds.connections.values())
         assert kinds == [False, True]
 
 
 async def test_many_unknown_names_end_a_delta_stream_too(harness) -> None:  # type: ignore[no-untyped-def]
-    harness.app.xds.max_unknown_names = 5
+    harness.app.serving.xds.max_unknown_names = 5
     client = DeltaAdsClient(harness.target)
     await client.connect()
     try:
@@ -165,4 +165,4 @@ async def test_many_unknown_names_end_a_delta_stream_too(harness) -> None:  # ty
     finally:
         await client.close()
     assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-    assert harness.app.xds.refused == 1
+    assert harness.app.serving.xds.refused == 1

@@ -53,7 +53,7 @@ class InFlight:
     def sent(
         self, conn: Connection, planned: Planned, version: int, started: float, finished: float
     ) -> None:
-        self.seen.append(self.app.xds.throttle.pushes.in_flight)
+        self.seen.append(self.app.serving.xds.throttle.pushes.in_flight)
 
     def failed(self, conn: Connection, planned: Planned) -> None:
         pass
@@ -89,7 +89,7 @@ async def test_a_push_to_many_clients_writes_at_most_push_throttle_at_once(
     memory.set([svc("a.example")])
     await until(lambda: bool(app.store.view.services))
     app.push.push_now()
-    await until(lambda: app.xds.snapshot.version > 0)
+    await until(lambda: app.serving.xds.snapshot.version > 0)
     clients = [AdsClient(f"127.0.0.1:{app.grpc_port}", node_id=f"p-{i}") for i in range(40)]
     await asyncio.gather(*(c.connect() for c in clients))
     try:
@@ -97,17 +97,17 @@ async def test_a_push_to_many_clients_writes_at_most_push_throttle_at_once(
             client.subscribe("cds")
         await asyncio.gather(*(c.next("cds", timeout=30) for c in clients))
         watch = InFlight(app)
-        app.xds.observers.append(watch)
+        app.serving.xds.observers.append(watch)
         memory.set([svc("a.example"), svc("b.example")])
         app.push.push_now()
         pushed = await asyncio.gather(*(c.next("cds", timeout=30) for c in clients))
         assert all("outbound|8080||b.example" in r.registry_names for r in pushed)
         assert len(watch.seen) >= 40
         assert max(watch.seen) <= 3
-        assert app.xds.throttle.pushes.waited > 0  # the limit was reached, not just obeyed
+        assert app.serving.xds.throttle.pushes.waited > 0  # the limit was reached, not just obeyed
         assert sample(app, "registryd_xds_throttled_total", {"limit": "push"}) > 0
         assert sample(app, "registryd_xds_push_throttle") == 3
-        await until(lambda: app.xds.throttle.pushes.in_flight == 0)
+        await until(lambda: app.serving.xds.throttle.pushes.in_flight == 0)
         assert sample(app, "registryd_xds_pushes_in_flight") == 0
     finally:
         await asyncio.gather(*(c.close() for c in clients))
@@ -121,9 +121,11 @@ async def paced() -> AsyncIterator[tuple[App, FakeTime]]:
     )
     app = App(settings)
     clock = FakeTime(hold=True)
-    app.xds.throttle = Throttle.build(push_limit=None, rate=2.0, clock=clock, sleep=clock.sleep)
-    assert app.metrics.xds is not None  # one process: it keeps the stream metrics
-    app.xds.throttle.observe(app.metrics.xds.throttled)
+    app.serving.xds.throttle = Throttle.build(
+        push_limit=None, rate=2.0, clock=clock, sleep=clock.sleep
+    )
+    assert app.serving.metrics is not None  # one process: it keeps the stream metrics
+    app.serving.xds.throttle.observe(app.serving.metrics.throttled)
     memory = app._adapters[0][1]
     assert isinstance(memory, MemoryAdapter)
     memory.set([svc("a.example")])
@@ -131,7 +133,7 @@ async def paced() -> AsyncIterator[tuple[App, FakeTime]]:
     try:
         await until(lambda: bool(app.store.view.services))
         app.push.push_now()
-        await until(lambda: app.xds.snapshot.version > 0)
+        await until(lambda: app.serving.xds.snapshot.version > 0)
         yield app, clock
     finally:
         await app.stop()
@@ -141,20 +143,20 @@ async def test_new_streams_beyond_the_rate_wait_and_every_one_is_served_in_turn(
     paced: tuple[App, FakeTime],
 ) -> None:
     app, clock = paced
-    streams = app.xds.throttle.streams
+    streams = app.serving.xds.throttle.streams
     clients = [AdsClient(f"127.0.0.1:{app.grpc_port}", node_id=f"p-{i}") for i in range(4)]
     try:
         for i, client in enumerate(clients):  # one after the other: a known order
             await client.connect()
             client.subscribe("cds")
-            await until(lambda i=i: len(app.xds.connections) + streams.waiting == i + 1)
+            await until(lambda i=i: len(app.serving.xds.connections) + streams.waiting == i + 1)
         assert (await clients[0].next("cds", timeout=30)).registry_names  # the burst
-        assert (len(app.xds.connections), streams.waiting) == (1, 3)
+        assert (len(app.serving.xds.connections), streams.waiting) == (1, 3)
         for step in (1, 2, 3):
             await until(lambda: clock.sleeping == 1)
             clock.advance(0.5)
             assert (await clients[step].next("cds", timeout=30)).registry_names
-            assert (len(app.xds.connections), streams.waiting) == (step + 1, 3 - step)
+            assert (len(app.serving.xds.connections), streams.waiting) == (step + 1, 3 - step)
         assert sample(app, "registryd_xds_throttled_total", {"limit": "request"}) == 3
         waited = sample(app, "registryd_xds_throttle_wait_seconds_sum", {"limit": "request"})
         assert waited == pytest.approx(0.5 + 1.0 + 1.5)
@@ -166,7 +168,7 @@ async def test_a_client_that_leaves_while_waiting_leaves_the_line(
     paced: tuple[App, FakeTime],
 ) -> None:
     app, clock = paced
-    streams = app.xds.throttle.streams
+    streams = app.serving.xds.throttle.streams
     first = AdsClient(f"127.0.0.1:{app.grpc_port}", node_id="first")
     gone = AdsClient(f"127.0.0.1:{app.grpc_port}", node_id="gone")
     last = AdsClient(f"127.0.0.1:{app.grpc_port}", node_id="last")
@@ -183,7 +185,7 @@ async def test_a_client_that_leaves_while_waiting_leaves_the_line(
         await until(lambda: clock.sleeping == 1)
         clock.advance(0.5)  # the token the leaver would have had
         assert (await last.next("cds", timeout=30)).registry_names
-        assert {c.proxy_id for c in app.xds.connections.values()} == {"first", "last"}
+        assert {c.proxy_id for c in app.serving.xds.connections.values()} == {"first", "last"}
     finally:
         await asyncio.gather(*(c.close() for c in (first, gone, last)))
 
@@ -194,13 +196,13 @@ async def test_clients_that_stop_reading_cannot_keep_the_push_slots(
     """With one push slot, a client that stops reading holds it only for its lease;
     the healthy client gets every push (istiod would hold the slot for the whole send)."""
     app, memory = throttled
-    app.xds.throttle = Throttle.build(push_limit=1, rate=None, lease=0.05)
+    app.serving.xds.throttle = Throttle.build(push_limit=1, rate=None, lease=0.05)
     pad = "outbound|8080||pad.example"
     names = ["outbound|8080||a.example", pad]
     memory.set([svc("a.example"), svc("pad.example")], eps("a.example", "10.0.0.1"))
     await until(lambda: bool(app.store.view.services))
     app.push.push_now()
-    await until(lambda: app.xds.snapshot.version > 0)
+    await until(lambda: app.serving.xds.snapshot.version > 0)
     relay = FreezableRelay(app.grpc_port)
     stalled = AdsClient(f"127.0.0.1:{await relay.start()}")
     await stalled.connect()
@@ -212,7 +214,7 @@ async def test_clients_that_stop_reading_cannot_keep_the_push_slots(
             healthy.subscribe("eds", names)
             await healthy.next("eds", timeout=30)
             rounds = 0
-            while app.xds.throttle.pushes.overtime == 0:  # until the stalled one overstays
+            while app.serving.xds.throttle.pushes.overtime == 0:  # until the stalled one overstays
                 assert rounds < 200, "the stalled client never held its slot past the lease"
                 addresses = [f"10.{rounds % 250}.{i // 250}.{i % 250 + 1}" for i in range(3000)]
                 memory.upsert(svc("pad.example"), eps("pad.example", *addresses))
@@ -221,8 +223,8 @@ async def test_clients_that_stop_reading_cannot_keep_the_push_slots(
                 update = await healthy.next("eds", timeout=30)
                 assert update.names == [pad]
                 rounds += 1
-            latest = app.xds.snapshot.version
-            behind = [c for c in app.xds.connections.values() if c.written_version < latest]
+            latest = app.serving.xds.snapshot.version
+            behind = [c for c in app.serving.xds.connections.values() if c.written_version < latest]
             assert len(behind) == 1  # the stalled client, stuck in its write
     finally:
         await relay.close()
