@@ -35,18 +35,17 @@ setting                 default                     meaning
 ======================  ==========================  =====================================
 
 The istiod-style flags ``--kubeconfig``, ``--kubernetesApiQPS`` and
-``--kubernetesApiBurst`` reach this module as settings: the daemon puts the flags given
-under the settings of every ``kubernetes`` registry, and a registry's own setting wins
+``--kubernetesApiBurst`` and istiod's ``PILOT_ENABLE_EDS_FOR_HEADLESS_SERVICES`` reach
+this module as settings: the daemon (:mod:`registryd.daemon.configure`, which parses the
+variable as istiod does and rejects a bad value naming it) puts those given under the
+settings of every ``kubernetes`` registry, and a registry's own setting wins
 (:func:`registryd.daemon.config.with_defaults`).
 
 With both ``namespaces`` and ``namespace_selector`` a namespace must be listed *and*
 match.  Without any kubeconfig the in-cluster configuration is used (the pod's service
 account token and CA, ``KUBERNETES_SERVICE_HOST``/``_PORT``); ``context`` then makes no
-sense and is rejected.  Environment variables such as ``KUBECONFIG`` are not read;
-``PILOT_ENABLE_EDS_FOR_HEADLESS_SERVICES`` is (as istiod's features/xds.go
-``EnableEDSForHeadless``), with Go's ``strconv.ParseBool`` spellings (``1``, ``t``,
-``T``, ``TRUE``, ``true``, ``True`` and the ``0``/``f``/``false`` ones); empty counts as
-unset, anything else is a settings error.
+sense and is rejected.  Those two variables, the pod's environment, are the only ones
+read here: configuration such as ``KUBECONFIG`` or ``PILOT_*`` is not.
 """
 
 from __future__ import annotations
@@ -66,7 +65,6 @@ __all__ = [
     "DEFAULT_BURST",
     "DEFAULT_MAX_RESPONSE_BYTES",
     "DEFAULT_QPS",
-    "EDS_FOR_HEADLESS_ENV",
     "SETTINGS",
     "KubernetesSettings",
     "parse_settings",
@@ -84,9 +82,6 @@ SETTINGS = (
     "eds_for_headless",
     "max_response_bytes",
 )
-EDS_FOR_HEADLESS_ENV = "PILOT_ENABLE_EDS_FOR_HEADLESS_SERVICES"
-_GO_TRUE = frozenset({"1", "t", "T", "TRUE", "true", "True"})  # strconv.ParseBool
-_GO_FALSE = frozenset({"0", "f", "F", "FALSE", "false", "False"})
 DEFAULT_QPS = 80.0
 DEFAULT_BURST = 160
 DEFAULT_MAX_RESPONSE_BYTES = 16 * 2**20  # a page of 500 Pods takes a few MB
@@ -135,8 +130,8 @@ def parse_settings(
     environ: Mapping[str, str] = os.environ,
 ) -> KubernetesSettings:
     """Validate the settings of the kubernetes registry ``name`` (see the module
-    docstring); ``environ`` gives the default of ``eds_for_headless`` and, without a
-    kubeconfig, the in-cluster configuration."""
+    docstring); ``environ`` is the pod's environment, where the in-cluster configuration
+    is looked for without a kubeconfig."""
     context = context or AdapterContext()
     reader = SettingsReader(name, "kubernetes", settings, SETTINGS)
     kubeconfig = reader.file("kubeconfig")
@@ -152,25 +147,10 @@ def parse_settings(
         qps=reader.number("qps", DEFAULT_QPS, maximum=MAX_QPS, unit="requests a second"),
         burst=reader.whole("burst", DEFAULT_BURST),
         domain=_domain(reader, context.domain),
-        eds_for_headless=_eds_for_headless(reader, environ),
+        eds_for_headless=reader.flag("eds_for_headless", False),
         max_response_bytes=reader.whole(
             "max_response_bytes", DEFAULT_MAX_RESPONSE_BYTES, minimum=MIN_RESPONSE_BYTES
         ),
-    )
-
-
-def _eds_for_headless(reader: SettingsReader, environ: Mapping[str, str]) -> bool:
-    """``eds_for_headless``, else istiod's environment variable, else false."""
-    if reader.get("eds_for_headless") is not None:
-        return reader.flag("eds_for_headless", False)
-    text = environ.get(EDS_FOR_HEADLESS_ENV, "")
-    if not text or text in _GO_FALSE:
-        return False
-    if text in _GO_TRUE:
-        return True
-    raise reader.error(
-        f"{EDS_FOR_HEADLESS_ENV} must be true or false (1, t, T, TRUE, true, True, 0, f, "
-        f"F, FALSE, false, False), got {text!r}"
     )
 
 

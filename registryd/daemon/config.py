@@ -319,13 +319,20 @@ def with_defaults(
 
 
 def kubernetes_flag_defaults(
-    *, kubeconfig: str | None = None, qps: float | None = None, burst: int | None = None
+    *,
+    kubeconfig: str | None = None,
+    qps: float | None = None,
+    burst: int | None = None,
+    eds_for_headless: bool | None = None,
 ) -> dict[str, dict[str, Any]]:
     """The istiod-style flags ``--kubeconfig``, ``--kubernetesApiQPS`` and
     ``--kubernetesApiBurst`` (those given) as defaults of every ``kubernetes`` registry's
     ``kubeconfig``, ``qps`` and ``burst`` settings, for :func:`with_defaults`.  istiod
     applies its rate flags to every cluster's client, the local one and the remote ones
-    (pilot/pkg/bootstrap/server.go, ``initKubeClient`` and ``initMulticluster``)."""
+    (pilot/pkg/bootstrap/server.go, ``initKubeClient`` and ``initMulticluster``).
+    ``eds_for_headless`` (not None) is the default of the setting of that name: the value
+    of ``PILOT_ENABLE_EDS_FOR_HEADLESS_SERVICES``, which
+    :func:`registryd.daemon.configure.eds_for_headless` reads."""
     given: dict[str, Any] = {}
     if kubeconfig:
         given["kubeconfig"] = str(Path(kubeconfig).expanduser().resolve())
@@ -333,6 +340,8 @@ def kubernetes_flag_defaults(
         given["qps"] = qps
     if burst is not None:
         given["burst"] = burst
+    if eds_for_headless is not None:
+        given["eds_for_headless"] = eds_for_headless
     return {"kubernetes": given} if given else {}
 
 

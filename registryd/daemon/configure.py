@@ -7,9 +7,9 @@ start in one go, and a worker process or an embedding would silently get other v
 Here every input is an argument: :func:`make_settings` takes the parsed flags of
 ``registryd discovery`` and an environment mapping (and reads the ``--config`` file
 and ``--configDir`` they name); nothing else in the daemon reads ``os.environ`` for
-configuration (a test greps for it).  The one exception is a registry's own: the
-kubernetes adapter checks the pod's in-cluster variables and reads
-``PILOT_ENABLE_EDS_FOR_HEADLESS_SERVICES`` as the default of its ``eds_for_headless``.
+configuration (a test greps for it).  The one exception is not configuration: the
+kubernetes adapter checks the pod's in-cluster variables (``KUBERNETES_SERVICE_HOST``/
+``_PORT``) when a registry has no kubeconfig.
 
 Contract: :func:`make_settings` returns a complete, validated :class:`Settings` or raises
 :class:`~registryd.adapter.ConfigError` whose message names the flag, variable or file at
@@ -28,7 +28,12 @@ variable                               setting
 ``PILOT_SEND_UNHEALTHY_ENDPOINTS``,    ``Settings.send_unhealthy_endpoints``: a value
 ``PILOT_AUTO_SEND_UNHEALTHY_ENDPOINTS``  that is not a boolean is ignored with a warning
                                        (:attr:`Settings.ignored`), as the builder did
+``PILOT_ENABLE_EDS_FOR_``              the ``eds_for_headless`` setting of every
+``HEADLESS_SERVICES``                  ``kubernetes`` registry that does not set its own
 =====================================  ==================================================
+
+The boolean variables are parsed as istiod parses them, with Go's ``strconv.ParseBool``
+(:func:`go_bool`), except the two unhealthy-endpoint ones (the builder's own parsing).
 """
 
 from __future__ import annotations
@@ -57,7 +62,16 @@ from registryd.daemon.config import (
 from registryd.daemon.plugins import adapter_types, available
 from registryd.errors import ConfigError
 
-__all__ = ["VARIABLES", "go_bool", "make_settings", "send_unhealthy"]
+__all__ = [
+    "EDS_FOR_HEADLESS",
+    "VARIABLES",
+    "eds_for_headless",
+    "go_bool",
+    "make_settings",
+    "send_unhealthy",
+]
+
+EDS_FOR_HEADLESS = "PILOT_ENABLE_EDS_FOR_HEADLESS_SERVICES"
 
 VARIABLES = (
     "PILOT_DEBOUNCE_AFTER",
@@ -67,6 +81,7 @@ VARIABLES = (
     "PILOT_MAX_REQUESTS_PER_SECOND",
     "PILOT_SEND_UNHEALTHY_ENDPOINTS",
     "PILOT_AUTO_SEND_UNHEALTHY_ENDPOINTS",
+    EDS_FOR_HEADLESS,
 )
 
 _TRUE = ("1", "t", "T", "TRUE", "true", "True")
@@ -80,6 +95,40 @@ def go_bool(text: str) -> bool | None:
     if text in _FALSE:
         return False
     return None
+
+
+def eds_for_headless(environ: Mapping[str, str] | None = None) -> bool | None:
+    """istiod's ``PILOT_ENABLE_EDS_FOR_HEADLESS_SERVICES`` (features/xds.go
+    ``EnableEDSForHeadless``) in ``environ`` (None: this process's environment): its
+    value, None when unset or empty; ConfigError naming it for a value Go's
+    ``strconv.ParseBool`` rejects."""
+    environ = os.environ if environ is None else environ
+    text = environ.get(EDS_FOR_HEADLESS, "")
+    if not text:
+        return None
+    found = go_bool(text)
+    if found is None:
+        raise ConfigError(
+            f"{EDS_FOR_HEADLESS}: expected true or false (1, t, T, TRUE, true, True, 0, f, F, "
+            f"FALSE, false, False), got {text!r}"
+        )
+    return found
+
+
+def _kubernetes_defaults(
+    environ: Mapping[str, str] | None = None,
+    *,
+    kubeconfig: str | None = None,
+    qps: float | None = None,
+    burst: int | None = None,
+) -> dict[str, dict[str, Any]]:
+    """The defaults of every ``kubernetes`` registry's settings, for
+    :func:`~registryd.daemon.config.with_defaults`: the flags given
+    (:func:`~registryd.daemon.config.kubernetes_flag_defaults`) and
+    ``PILOT_ENABLE_EDS_FOR_HEADLESS_SERVICES`` (:func:`eds_for_headless`) when set."""
+    return kubernetes_flag_defaults(
+        kubeconfig=kubeconfig, qps=qps, burst=burst, eds_for_headless=eds_for_headless(environ)
+    )
 
 
 def _from_env(
@@ -186,10 +235,13 @@ def _check_registry_types(text: str | None) -> set[str]:
     return enabled
 
 
-def _registries(args: argparse.Namespace, enabled: set[str]) -> list[RegistryConfig]:
+def _registries(
+    args: argparse.Namespace, enabled: set[str], environ: Mapping[str, str]
+) -> list[RegistryConfig]:
     """The registry instances: registryd.yaml's, ``--configDir``'s, the local Kubernetes
     cluster's (``--kubeconfig`` or ``--registries``), filtered by ``--registries``, with
-    the Kubernetes flags as defaults of their settings."""
+    the Kubernetes flags and ``PILOT_ENABLE_EDS_FOR_HEADLESS_SERVICES`` as defaults of
+    their settings."""
     registries: list[RegistryConfig] = []
     if args.config:
         registries.extend(load_registries(Path(args.config)))
@@ -218,10 +270,13 @@ def _registries(args: argparse.Namespace, enabled: set[str]) -> list[RegistryCon
         registries = [r for r in registries if r.type.lower() in enabled]
     if any(v is not None and v <= 0 for v in (args.kubernetesApiQPS, args.kubernetesApiBurst)):
         raise ConfigError("--kubernetesApiQPS and --kubernetesApiBurst must be > 0")
-    flags = kubernetes_flag_defaults(
-        kubeconfig=args.kubeconfig, qps=args.kubernetesApiQPS, burst=args.kubernetesApiBurst
+    defaults = _kubernetes_defaults(
+        environ,
+        kubeconfig=args.kubeconfig,
+        qps=args.kubernetesApiQPS,
+        burst=args.kubernetesApiBurst,
     )
-    return with_defaults(registries, flags)
+    return with_defaults(registries, defaults)
 
 
 def make_settings(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> Settings:
@@ -232,7 +287,7 @@ def make_settings(args: argparse.Namespace, environ: Mapping[str, str] | None = 
         raise ConfigError("missing command: use 'registryd discovery [flags]'")
     levels = parse_levels(args.log_output_level)
     check_scopes(levels, (kind.log_scope for kind in adapter_types()))  # loaded if asked
-    registries = _registries(args, _check_registry_types(args.registries))
+    registries = _registries(args, _check_registry_types(args.registries), environ)
     debounce_after, debounce_max, eds_debounce = _debounce(args, environ)
     push_throttle, max_requests = _throttle(args, environ)
     send, ignored = send_unhealthy(environ)

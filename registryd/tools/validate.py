@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import TYPE_CHECKING, Any, TextIO
 
 if TYPE_CHECKING:
@@ -89,15 +89,29 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
     """Run ``registryd validate`` with parsed ``args``; the exit status."""
+    from registryd.adapter import ConfigError
     from registryd.daemon.config import kubernetes_flag_defaults
+    from registryd.daemon.configure import eds_for_headless
+    from registryd.tools.analyze import Finding, Severity
     from registryd.tools.configcheck import check
 
+    eds: bool | None = None
+    problems: tuple[Finding, ...] = ()
+    try:  # a default of kubernetes registries: one error, then they are checked without it
+        eds = eds_for_headless() if args.config else None
+    except ConfigError as exc:
+        problem = Finding(
+            severity=Severity.ERROR, code="invalid-config", source="environment", message=str(exc)
+        )
+        problems = (problem,)
     report = check(
         paths=args.paths,
         config=args.config,
         config_dir=args.configDir,
-        defaults=kubernetes_flag_defaults(kubeconfig=args.kubeconfig),
+        defaults=kubernetes_flag_defaults(kubeconfig=args.kubeconfig, eds_for_headless=eds),
     )
+    if problems:
+        report = replace(report, findings=(*problems, *report.findings))
     (render_json if args.output == "json" else render_text)(report, out or sys.stdout)
     failing = report.errors + (report.warnings if args.failure_threshold == "warning" else 0)
     return 1 if failing else 0

@@ -14,7 +14,7 @@ from registryd.adapters.kubernetes.mapping import build_service
 from registryd.adapters.kubernetes.objects import CLUSTER_LABEL, ENDPOINT_SLICE, NODE, POD, SERVICE
 from registryd.adapters.kubernetes.parse import parse_node, parse_pod, parse_service, parse_slice
 from registryd.adapters.kubernetes.pods import PodLabels, shrink_pod
-from registryd.adapters.kubernetes.settings import EDS_FOR_HEADLESS_ENV, parse_settings
+from registryd.adapters.kubernetes.settings import parse_settings
 from registryd.adapters.kubernetes.state import ClusterState
 from registryd.model import Labels
 from tests.adapters.kube_objects import (
@@ -224,41 +224,21 @@ def kubeconfig(tmp_path: Path) -> Path:
     return path
 
 
-@pytest.mark.parametrize(
-    ("value", "expected"),
-    [
-        (None, False),  # istiod features/xds.go: default false
-        ("", False),
-        *[(text, True) for text in ("1", "t", "T", "TRUE", "true", "True")],
-        *[(text, False) for text in ("0", "f", "F", "FALSE", "false", "False")],
-    ],
-)
-def test_eds_for_headless_defaults_from_PILOT_ENABLE_EDS_FOR_HEADLESS_SERVICES(
-    kubeconfig: Path, value: str | None, expected: bool
+def test_eds_for_headless_is_a_setting_the_adapter_does_not_read_from_the_environment(
+    kubeconfig: Path,
 ) -> None:
-    environ = {} if value is None else {EDS_FOR_HEADLESS_ENV: value}
-    settings = parse_settings("east", {"kubeconfig": str(kubeconfig)}, AdapterContext(), environ)
-    assert settings.eds_for_headless is expected
-
-
-@pytest.mark.parametrize("value", ["yes", "on", "tRUE", "2", " true"])
-def test_eds_for_headless_environment_value_go_would_reject_is_a_settings_error(
-    kubeconfig: Path, value: str
-) -> None:
-    with pytest.raises(ConfigError, match=EDS_FOR_HEADLESS_ENV) as caught:
-        parse_settings(
-            "east", {"kubeconfig": str(kubeconfig)}, AdapterContext(), {EDS_FOR_HEADLESS_ENV: value}
-        )
-    assert "registry 'east' (kubernetes)" in str(caught.value)
-    assert repr(value) in str(caught.value)
-
-
-def test_the_eds_for_headless_setting_wins_over_the_environment(kubeconfig: Path) -> None:
-    environ = {EDS_FOR_HEADLESS_ENV: "not-a-bool"}
-    values = {"kubeconfig": str(kubeconfig), "eds_for_headless": True}
-    assert parse_settings("east", values, AdapterContext(), environ).eds_for_headless
-    with pytest.raises(ConfigError, match="'eds_for_headless' must be true or false"):
+    # PILOT_ENABLE_EDS_FOR_HEADLESS_SERVICES is the daemon's to read: it arrives as the
+    # setting's default (tests/unit/test_configure.py), never from the environment here
+    values = {"kubeconfig": str(kubeconfig)}
+    environ = {"PILOT_ENABLE_EDS_FOR_HEADLESS_SERVICES": "true"}
+    assert not parse_settings("east", values, AdapterContext(), environ).eds_for_headless
+    on = {**values, "eds_for_headless": True}
+    assert parse_settings("east", on, AdapterContext(), {}).eds_for_headless
+    null = {**values, "eds_for_headless": None}  # null counts as not set
+    assert not parse_settings("east", null, AdapterContext(), {}).eds_for_headless
+    with pytest.raises(ConfigError, match="'eds_for_headless' must be true or false") as caught:
         parse_settings("east", {**values, "eds_for_headless": "yes"}, AdapterContext(), {})
+    assert "registry 'east' (kubernetes)" in str(caught.value)
 
 
 def test_a_pod_change_converts_again_only_the_services_it_backs(

@@ -10,11 +10,13 @@ from pathlib import Path
 import pytest
 from envoy.config.endpoint.v3 import endpoint_pb2
 
-from registryd.adapter import Replace
+from registryd.adapter import AdapterContext, ConfigError, Replace
+from registryd.adapters.kubernetes.adapter import KubernetesAdapter
 from registryd.build.builder import SnapshotBuilder
 from registryd.daemon.app import App
 from registryd.daemon.config import Settings
-from registryd.daemon.configure import VARIABLES, go_bool
+from registryd.daemon.configure import EDS_FOR_HEADLESS, VARIABLES, go_bool
+from registryd.daemon.plugins import create_adapter
 from registryd.model import Health, ShardKey
 from registryd.tools import cli
 from registryd.xds.snapshot import EDS
@@ -126,10 +128,9 @@ def test_every_variable_read_is_documented_in_the_readme() -> None:
 # configuration.  Anything else found is a setting read behind Settings' back.
 ALLOWED = {
     "registryd/daemon/configure.py": "the one place flags, variables and files become Settings",
-    # in-cluster detection (KUBERNETES_SERVICE_HOST/PORT, the Kubernetes client's own
-    # contract) and, not moved yet, PILOT_ENABLE_EDS_FOR_HEADLESS_SERVICES: `registryd
-    # validate` reports a bad value per registry, which the daemon's settings cannot say
-    "adapters/kubernetes/settings.py": "a registry's environment, read by its adapter",
+    # in-cluster detection only (KUBERNETES_SERVICE_HOST/PORT, the Kubernetes client's
+    # own contract): the pod's environment, not configuration.  PILOT_* stay out of it.
+    "adapters/kubernetes/settings.py": "the pod's in-cluster variables, not configuration",
 }
 READS_ENVIRONMENT = re.compile(r"\bos\.environ\b|\bgetenv\b|\benviron\s*\[|\bos\.putenv\b")
 
@@ -143,3 +144,78 @@ def test_only_configure_reads_the_environment() -> None:
     )
     assert found, "the pattern finds nothing: the test would pass whatever the code does"
     assert [path for path in found if path not in ALLOWED] == []
+
+
+# -- PILOT_ENABLE_EDS_FOR_HEADLESS_SERVICES: the default of kubernetes registries' setting ---
+
+
+def eds_for_headless(tmp_path: Path, environ: dict[str, str], *registries: str) -> dict[str, bool]:
+    """The ``eds_for_headless`` of every kubernetes adapter the daemon creates from a
+    registryd.yaml of ``registries`` (flow mappings) and ``--kubeconfig``, with ``environ``."""
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text("apiVersion: v1\nkind: Config\n")
+    config = tmp_path / "registryd.yaml"
+    config.write_text("registries:\n" + "".join(f"- {r}\n" for r in registries))
+    argv = ["discovery", f"--config={config}", f"--kubeconfig={kubeconfig}"]
+    settings = cli.parse_args(argv, environ)
+    found = {}
+    for registry in settings.registries:
+        adapter = create_adapter(registry, AdapterContext(domain=settings.domain))
+        if isinstance(adapter, KubernetesAdapter):
+            found[registry.name] = adapter.settings.eds_for_headless
+    return found
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (None, False),  # istiod features/xds.go: default false
+        ("", False),  # empty counts as unset
+        *[(text, True) for text in ("1", "t", "T", "TRUE", "true", "True")],
+        *[(text, False) for text in ("0", "f", "F", "FALSE", "false", "False")],
+    ],
+)
+def test_eds_for_headless_defaults_from_PILOT_ENABLE_EDS_FOR_HEADLESS_SERVICES(
+    tmp_path: Path, value: str | None, expected: bool
+) -> None:
+    environ = {} if value is None else {EDS_FOR_HEADLESS: value}
+    registries = ("{name: east, type: kubernetes}", "{name: west, type: kubernetes}")
+    found = eds_for_headless(tmp_path, environ, *registries)
+    assert found == {"east": expected, "west": expected}
+
+
+def test_eds_for_headless_variable_reaches_the_local_cluster_registry(tmp_path: Path) -> None:
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text("apiVersion: v1\nkind: Config\n")
+    settings = cli.parse_args(["discovery", f"--kubeconfig={kubeconfig}"], {EDS_FOR_HEADLESS: "1"})
+    (registry,) = settings.registries
+    assert registry.settings["eds_for_headless"] is True
+    without = cli.parse_args(["discovery", f"--kubeconfig={kubeconfig}"], {})
+    assert "eds_for_headless" not in without.registries[0].settings
+
+
+def test_a_registrys_own_eds_for_headless_wins_over_the_variable(tmp_path: Path) -> None:
+    registries = (
+        "{name: east, type: kubernetes, eds_for_headless: false}",
+        "{name: west, type: kubernetes, eds_for_headless: null}",  # null: not set
+        "{name: north, type: kubernetes}",
+        "{name: files, type: serviceentry, path: .}",
+    )
+    found = eds_for_headless(tmp_path, {EDS_FOR_HEADLESS: "true"}, *registries)
+    assert found == {"east": False, "west": True, "north": True}
+    settings = cli.parse_args(["discovery", f"--config={tmp_path / 'registryd.yaml'}"])
+    files = next(r for r in settings.registries if r.name == "files")
+    assert "eds_for_headless" not in files.settings  # a kubernetes default only
+    own = ("{name: east, type: kubernetes, eds_for_headless: true}",)
+    assert eds_for_headless(tmp_path, {EDS_FOR_HEADLESS: "false"}, *own) == {"east": True}
+
+
+@pytest.mark.parametrize("value", ["yes", "on", "tRUE", "2", " true"])
+def test_eds_for_headless_value_go_would_reject_is_a_config_error_naming_the_variable(
+    tmp_path: Path, value: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        eds_for_headless(tmp_path, {EDS_FOR_HEADLESS: value}, "{name: east, type: kubernetes}")
+    message = str(caught.value)
+    assert message.startswith(f"{EDS_FOR_HEADLESS}: expected true or false")
+    assert message.endswith(f"got {value!r}")

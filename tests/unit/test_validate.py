@@ -392,3 +392,28 @@ def test_kubeconfig_flag_is_the_default_of_kubernetes_registries(
     kubeconfig = tmp_path / "kc"
     kubeconfig.write_text("apiVersion: v1\nkind: Config\n")
     assert run(capsys, "--config", str(config), "--kubeconfig", str(kubeconfig))[0] == 0
+
+
+def test_a_bad_PILOT_ENABLE_EDS_FOR_HEADLESS_SERVICES_is_reported_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    kubeconfig = tmp_path / "kc"
+    kubeconfig.write_text("apiVersion: v1\nkind: Config\n")
+    config = tmp_path / "registryd.yaml"
+    config.write_text(
+        "registries:\n- {name: east, type: kubernetes}\n- {name: west, type: kubernetes}\n"
+    )
+    args = ("--config", str(config), "--kubeconfig", str(kubeconfig))
+    monkeypatch.setenv("PILOT_ENABLE_EDS_FOR_HEADLESS_SERVICES", "yes")
+    status, out, _ = run(capsys, *args)
+    assert status == 1
+    assert out.splitlines() == [
+        "Error [invalid-config] environment: PILOT_ENABLE_EDS_FOR_HEADLESS_SERVICES: expected "
+        "true or false (1, t, T, TRUE, true, True, 0, f, F, FALSE, false, False), got 'yes'",
+        "1 error(s), 0 warning(s) in 0 files and 2 registries.",
+    ]
+    monkeypatch.setenv("PILOT_ENABLE_EDS_FOR_HEADLESS_SERVICES", "True")
+    assert run(capsys, *args)[:2] == (0, "No problems found in 0 files and 2 registries.\n")
+    config.write_text("registries:\n- {name: east, type: kubernetes, eds_for_headless: 1}\n")
+    status, out, _ = run(capsys, *args)  # a registry's own bad setting: its own error
+    assert status == 1 and "registry 'east' (kubernetes): 'eds_for_headless'" in out
