@@ -7,9 +7,7 @@ backoff is a sleep the test sees asked for and then ends, so no test sleeps.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -18,16 +16,9 @@ from prometheus_client import CollectorRegistry, Counter
 from registryd.workers.pool import WorkerPool
 from tests.support.fake_time import FakeTime
 from tests.support.fake_workers import started_pool
+from tests.support.turns import until
 
 JITTER = 0.75  # the jitter draw of these tests: every delay is scaled by 1.1
-
-
-async def until(condition: Callable[[], bool], steps: int = 1000) -> None:
-    for _ in range(steps):
-        if condition():
-            return
-        await asyncio.sleep(0)
-    raise AssertionError("condition not reached")
 
 
 def running(pool: WorkerPool) -> dict[int, int | None]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -19,6 +19,7 @@ from registryd.model import Port, ShardKey
 from registryd.registry.store import RegistryStore
 from registryd.xds.snapshot import CDS, EDS, STATIC_NAMES, Snapshot
 from tests.support.fake_time import FakeTime
+from tests.support.turns import until
 from tests.unit.factories import ep, svc
 
 KEY = ShardKey("memory", "mem")
@@ -47,15 +48,6 @@ class Pushes:
     async def waiting(self) -> None:
         """Until the loop is parked in a debounce wait (or idle)."""
         await until(lambda: self.clock.sleeping > 0 or self.controller.idle.is_set())
-
-
-async def until(condition: Callable[[], bool], steps: int = 1000) -> None:
-    """Let the loop run until ``condition`` holds (bounded by turns, not time)."""
-    for _ in range(steps):
-        if condition():
-            return
-        await asyncio.sleep(0)
-    raise AssertionError("condition not reached")
 
 
 @pytest.fixture

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -15,6 +15,7 @@ from registryd.model import ShardKey
 from registryd.registry.store import RegistryStore
 from registryd.testing import MemoryAdapter
 from tests.support.fake_time import FakeTime
+from tests.support.turns import until
 from tests.unit.factories import ep, svc
 
 KEY = ShardKey("memory", "mem")
@@ -48,14 +49,6 @@ class EndingAdapter:
     async def watch(self) -> AsyncIterator[Update]:
         self.watches += 1
         yield Replace(services=(svc("x.example"),))
-
-
-async def until(condition: Callable[[], bool], steps: int = 1000) -> None:
-    for _ in range(steps):
-        if condition():
-            return
-        await asyncio.sleep(0)
-    raise AssertionError("condition not reached")
 
 
 async def test_failures_restart_with_the_backoff_sequence() -> None:

@@ -13,15 +13,7 @@ import pytest
 
 from registryd.xds.throttle import NewStreams, PushSlots, Throttle
 from tests.support.fake_time import FakeTime
-
-
-async def until(condition: Callable[[], bool]) -> None:
-    """Let the loop run until ``condition`` holds (a bounded number of turns)."""
-    for _ in range(1000):
-        if condition():
-            return
-        await asyncio.sleep(0)
-    raise AssertionError("condition not reached")
+from tests.support.turns import until
 
 
 class Holders:
