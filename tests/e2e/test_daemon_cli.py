@@ -20,7 +20,7 @@ from registryd.testing import AdsClient
 from tests.e2e.conftest import Stack
 from tests.e2e.entries import service_entry, write_entries
 from tests.e2e.test_validate_command import CONFIGS, config_file
-from tests.support.procs import Registryd, free_port
+from tests.support.procs import Registryd, free_port, free_ports
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "serviceentries"
 STOP_WITHIN = 5.0  # seconds SIGTERM may take to stop the daemon
@@ -38,11 +38,12 @@ def run(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
 
 
 def loopback_flags() -> list[str]:
-    """Address flags for free ports on 127.0.0.1 (gRPC, HTTP, monitoring)."""
+    """Address flags for three distinct free ports on 127.0.0.1 (gRPC, HTTP, monitoring)."""
+    grpc, http, monitoring = free_ports(3)
     return [
-        f"--grpcAddr=127.0.0.1:{free_port()}",
-        f"--httpAddr=127.0.0.1:{free_port()}",
-        f"--monitoringAddr=127.0.0.1:{free_port()}",
+        f"--grpcAddr=127.0.0.1:{grpc}",
+        f"--httpAddr=127.0.0.1:{http}",
+        f"--monitoringAddr=127.0.0.1:{monitoring}",
     ]
 
 
