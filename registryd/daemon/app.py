@@ -47,7 +47,7 @@ from registryd.web.logging_api import is_loopback_peer
 from registryd.web.server import DebugSources, make_app
 from registryd.workers.channel import WorkerConfig
 from registryd.workers.pool import WorkerPool, share
-from registryd.xds.listen import Address, ServerOptions
+from registryd.xds.addresses import Address, ServerOptions
 from registryd.xds.serving import LocalServing, Serving, new_version_prefix
 from registryd.xds.tracking import PushRecord
 

@@ -30,7 +30,7 @@ from typing import Any
 from registryd.daemon.plugins import adapter_type
 from registryd.errors import ConfigError
 from registryd.settings import go_duration
-from registryd.xds.listen import Address, TlsFiles
+from registryd.xds.addresses import Address, TlsFiles
 
 __all__ = [
     "MAX_CONFIG_BYTES",

@@ -22,7 +22,7 @@ import pickle
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from registryd.xds.listen import Address, ServerOptions, TlsFiles
+from registryd.xds.addresses import Address, ServerOptions, TlsFiles
 
 __all__ = [
     "MAX_MESSAGE",

@@ -76,7 +76,7 @@ from registryd.workers.channel import (
 )
 from registryd.workers.heartbeat import HEARTBEAT_TIMEOUT, Heartbeat, watch
 from registryd.workers.ship import ship
-from registryd.xds.listen import Address
+from registryd.xds.addresses import Address
 from registryd.xds.snapshot import EMPTY, Snapshot
 from registryd.xds.streams import Listing as Listed
 from registryd.xds.streams import merge_families, merge_listings, merge_traces

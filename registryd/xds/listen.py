@@ -7,17 +7,14 @@ both serve with the same keepalive, stream and connection-age settings.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
 
 import grpc
 
 from registryd.errors import ConfigError
+from registryd.xds.addresses import Address, ServerOptions, TlsFiles
 from registryd.xds.server import XdsServer
 
 __all__ = [
-    "Address",
-    "ServerOptions",
-    "TlsFiles",
     "bind",
     "drain",
     "grpc_options",
@@ -27,35 +24,6 @@ __all__ = [
 STREAM_CLOSE_STEP = 0.01  # seconds between checks that every xDS stream has closed ...
 STREAM_CLOSE_STEPS = 200  # ... and at most this many checks when stopping
 DRAIN_TIMEOUT = 0.5  # seconds the loop's remaining tasks get to finish after stop
-
-
-@dataclass(frozen=True, slots=True)
-class Address:
-    host: str
-    port: int
-
-    def __str__(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{host}:{self.port}"
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class TlsFiles:
-    """PEM contents for xDS over TLS; with ``client_ca`` clients must present a
-    certificate it signed (mutual TLS)."""
-
-    cert: bytes
-    key: bytes
-    client_ca: bytes | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class ServerOptions:
-    """What shapes the gRPC server besides its ports."""
-
-    max_connection_age: float | None = None  # --keepaliveMaxServerConnectionAge
-    max_connection_age_grace: float = 10.0
-    reuse_port: bool = False  # True: processes share the ports (SO_REUSEPORT)
 
 
 def grpc_options(options: ServerOptions) -> list[tuple[str, int]]:

@@ -31,7 +31,8 @@ import grpc
 from prometheus_client import CollectorRegistry
 
 from registryd.base.health import TaskHealth
-from registryd.xds.listen import Address, ServerOptions, TlsFiles, bind, grpc_options, stop_serving
+from registryd.xds.addresses import Address, ServerOptions, TlsFiles
+from registryd.xds.listen import bind, grpc_options, stop_serving
 from registryd.xds.metrics import XdsMetrics
 from registryd.xds.server import XdsServer
 from registryd.xds.snapshot import Snapshot

@@ -21,7 +21,7 @@ from typing import Any
 
 from registryd.workers.channel import WorkerConfig, frame
 from registryd.workers.pool import WorkerPool, _Handle
-from registryd.xds.listen import ServerOptions
+from registryd.xds.addresses import ServerOptions
 from tests.support.fake_time import FakeTime
 
 __all__ = [

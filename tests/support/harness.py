@@ -9,7 +9,7 @@ import asyncio
 from registryd.daemon.app import App
 from registryd.daemon.config import Settings
 from registryd.testing import MemoryAdapter
-from registryd.xds.listen import Address
+from registryd.xds.addresses import Address
 
 __all__ = ["Harness", "loopback_settings"]
 

@@ -16,7 +16,7 @@ from registryd.daemon.config import Settings, load_registries, parse_address, pa
 from registryd.daemon.plugins import available, create_adapter, load_factory
 from registryd.testing import MemoryAdapter
 from registryd.tools import cli
-from registryd.xds.listen import Address
+from registryd.xds.addresses import Address
 
 
 @pytest.mark.parametrize(

@@ -16,7 +16,7 @@ from registryd.daemon.config import Settings
 from registryd.workers.channel import ConfigDump, Listing, MetricFamilies, Traces
 from registryd.workers.pool import WorkerPool
 from registryd.workers.worker import ANSWERS, answer
-from registryd.xds.listen import Address
+from registryd.xds.addresses import Address
 from registryd.xds.server import XdsServer
 from registryd.xds.serving import LocalServing
 from registryd.xds.snapshot import EMPTY, Snapshot

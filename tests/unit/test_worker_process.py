@@ -24,7 +24,7 @@ from registryd.registry.store import RegistryStore
 from registryd.testing.ads import AdsClient
 from registryd.workers.channel import ConfigDump, MetricFamilies, WorkerConfig, receive, send
 from registryd.workers.ship import ship
-from registryd.xds.listen import Address, ServerOptions
+from registryd.xds.addresses import Address, ServerOptions
 from tests.unit.factories import MEM, svc
 
 FORBIDDEN = ("registryd.registry", "registryd.build", "registryd.daemon")

@@ -16,7 +16,7 @@ from registryd.daemon.config import RegistryConfig, load_tls
 from registryd.model import Port, Service
 from registryd.testing import AdsClient, MemoryAdapter
 from registryd.tools import cli
-from registryd.xds.listen import TlsFiles
+from registryd.xds.addresses import TlsFiles
 from tests.support.certs import TlsFiles as CertFiles
 from tests.support.certs import make_tls
 from tests.support.harness import loopback_settings
