@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from registryd import __version__
+from registryd.jsonbound import depth
 
 __all__ = [
     "MAX_ANSWER",
@@ -119,26 +120,9 @@ def json_body(body: bytes) -> Any:
         raise BadAnswer(f"JSON nested deeper than {MAX_DEPTH}") from None
     except ValueError as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
         raise BadAnswer(f"not JSON ({_shown(str(exc).encode())})") from None
-    if _depth_over(value, MAX_DEPTH):
+    if depth(value, MAX_DEPTH) > MAX_DEPTH:
         raise BadAnswer(f"JSON nested deeper than {MAX_DEPTH}")
     return value
-
-
-def _depth_over(value: Any, most: int) -> bool:
-    """Whether ``value`` nests containers more than ``most`` deep (without recursion)."""
-    stack = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, dict):
-            children: Any = item.values()
-        elif isinstance(item, list):
-            children = item
-        else:
-            continue
-        if depth > most:
-            return True
-        stack.extend((child, depth + 1) for child in children)
-    return False
 
 
 def _shown(data: bytes, most: int = 60) -> str:
