@@ -16,6 +16,8 @@ import pytest
 
 from tests.e2e.backends import GreeterServer, HttpBackend, NameServer
 from tests.e2e.checks import API_TYPES
+from tests.e2e.loop_thread import LoopThread
+from tests.support.emulators.nacos import NacosEmulator
 from tests.support.procs import Envoy, Process, Registryd, start_envoy, start_registryd
 
 LOGS = pytest.StashKey[list[Process]]()
@@ -102,3 +104,14 @@ def pytest_runtest_makereport(
         for proc in item.stash.get(LOGS, []):
             with contextlib.suppress(OSError, ValueError):
                 report.sections.append((f"{proc.name} log ({proc.log.name})", proc.tail(200)))
+
+
+@pytest.fixture
+def nacos() -> Iterator[tuple[LoopThread, NacosEmulator]]:
+    """A Nacos emulator on loopback, run by a loop of its own (the daemon is a process)."""
+    thread = LoopThread()
+    server = NacosEmulator()
+    thread.call(server.start())
+    yield thread, server
+    thread.call(server.stop())
+    thread.close()

@@ -6,11 +6,9 @@ error, logged, on /debug/configz and in the metrics, while the daemon stays heal
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 
 from tests.e2e.conftest import Stack
@@ -20,16 +18,6 @@ from tests.support.procs import Registryd, http_get, poll
 
 ORDERS = "orders.default-group.public.nacos"
 INSTANCES = "/nacos/v1/ns/instance/list"
-
-
-@pytest.fixture
-def nacos() -> Iterator[tuple[LoopThread, NacosEmulator]]:
-    thread = LoopThread()
-    server = NacosEmulator()
-    thread.call(server.start())
-    yield thread, server
-    thread.call(server.stop())
-    thread.close()
 
 
 def write_config(stack: Stack, **settings: Any) -> Path:

@@ -5,9 +5,7 @@ Envoy to all three; a deregistered or disabled instance stops getting traffic.""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 
-import pytest
 import yaml
 
 from tests.e2e.admin import Admin
@@ -18,16 +16,6 @@ from tests.support.emulators.nacos import NacosEmulator
 from tests.support.procs import http_get, listener_port
 
 HOST = "orders.default-group.public.nacos"
-
-
-@pytest.fixture
-def nacos() -> Iterator[tuple[LoopThread, NacosEmulator]]:
-    thread = LoopThread()
-    server = NacosEmulator()
-    thread.call(server.start())
-    yield thread, server
-    thread.call(server.stop())
-    thread.close()
 
 
 def test_nacos_instances_merged_with_a_serviceentry_vm(

@@ -17,6 +17,7 @@ from registryd.daemon.supervisor import Supervisor
 from registryd.model import Port, Service
 from registryd.testing import AdsClient, MemoryAdapter
 from tests.support.harness import loopback_settings
+from tests.support.plugins import install
 
 PLUGINS = {
     "brokenplug.py": 'raise ImportError("libinventory.so: cannot open shared object file")\n',
@@ -38,11 +39,7 @@ PLUGINS = {
 @pytest.fixture
 def plugins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Two third-party plugins installed the way pip would (a dist-info on sys.path)."""
-    for name, text in PLUGINS.items():
-        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / name).write_text(text)
-    monkeypatch.syspath_prepend(str(tmp_path))
-    return tmp_path
+    return install(PLUGINS, tmp_path, monkeypatch)
 
 
 @pytest.fixture

@@ -21,6 +21,7 @@ from registryd.model import Port, ShardKey
 from registryd.registry.store import ChangeEvent
 from registryd.tools.cli import parse_args
 from tests.conftest import loopback_settings
+from tests.support.plugins import install
 
 PLUGINS = {
     "cmdbplug.py": (
@@ -66,11 +67,7 @@ CMDB, FILES = ShardKey("cmdb", "assets"), ShardKey("serviceentry", "files")
 @pytest.fixture
 def plugins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """The plugins installed the way pip would (a dist-info on sys.path)."""
-    for name, text in PLUGINS.items():
-        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / name).write_text(text)
-    monkeypatch.syspath_prepend(str(tmp_path))
-    return tmp_path
+    return install(PLUGINS, tmp_path, monkeypatch)
 
 
 class Lines(logging.Handler):
