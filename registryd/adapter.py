@@ -71,7 +71,7 @@ __all__ = [
 T = TypeVar("T")
 
 
-API_VERSION = "1.2"
+API_VERSION = "1.3"
 """The version of the adapter API: :class:`Adapter`, :class:`AdapterContext`, the update
 types, :func:`increments`, :class:`Published`, :class:`LastGood`, :func:`follow`,
 :func:`off_loop`, :func:`describe_error`, the bounded JSON reader of
@@ -79,7 +79,7 @@ types, :func:`increments`, :class:`Published`, :class:`LastGood`, :func:`follow`
 and what :mod:`registryd`
 lists as public.  The minor number grows with additions, the major one with changes a
 plugin must follow.  1.2 added the optional factory attributes ``default_priority``,
-``log_scope`` and ``log_description`` (:class:`AdapterFactory`)."""
+``log_scope`` and ``log_description`` (:class:`AdapterFactory`), 1.3 ``default_export``."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -358,6 +358,9 @@ class AdapterFactory(Protocol):
       xds, push, registry, supervisor, web).  Default: the type (entry-point) name.
     * ``log_description: str`` -- that scope's one-line description on
       ``/debug/logging``.  Default: ``The <type> registry adapter.``
+    * ``default_export: bool = True`` (since 1.3) -- whether a registry of this type
+      whose entry sets no ``export:`` is part of what registryd serves an istiod over
+      MCP.  Only ``kubernetes`` says False: istiod reads its own clusters.
 
     A malformed attribute is the registry's :class:`ConfigError` when its adapter is
     built.

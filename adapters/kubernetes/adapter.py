@@ -304,6 +304,7 @@ class KubernetesAdapter:
     measure and wait with (tests give a fake pair)."""
 
     default_priority = 400  # merge priority when registryd.yaml gives none
+    default_export = False  # not sent to istiod over MCP unless asked: it reads its own
     log_scope = "kubernetes"
     log_description = "Kubernetes registry adapter: Services, EndpointSlices and Nodes."
 

@@ -134,12 +134,15 @@ def auto_limit(cpus: int) -> int:
 class RegistryConfig:
     """One registry instance: its unique name, adapter type, merge priority (higher wins;
     None: the type's default, which its adapter declares, see
-    :func:`registryd.daemon.plugins.adapter_type`) and the adapter's settings."""
+    :func:`registryd.daemon.plugins.adapter_type`), whether it is exported to istiod over
+    MCP (None: the type's default, every type but ``kubernetes``) and the adapter's
+    settings."""
 
     name: str
     type: str
     settings: Mapping[str, Any] = field(default_factory=dict)
     priority: int | None = None
+    export: bool | None = None
 
 
 def _is_path_setting(key: object) -> bool:
@@ -257,7 +260,9 @@ def parse_registries(data: bytes | str, path: Path) -> list[RegistryConfig]:
     :data:`REGISTRY_NAME`.  ``priority`` (an integer, higher wins the merge) is not an
     adapter setting; without it the registry gets its type's default, which the type's
     adapter declares (so the adapter is loaded; a type that does not load gets 0, and
-    building its adapter says why).  Pure apart from that and from resolving symlinks in
+    building its adapter says why).  ``export`` (true or false: whether istiods reading
+    registryd over MCP get its services) is not an adapter setting either; without it
+    the type's default holds.  Pure apart from that and from resolving symlinks in
     those paths: whether they exist is :func:`check_paths`'s business.  Anything wrong
     with ``data``, whatever it holds, raises ConfigError."""
     data = _config_document(data, f"--config {path}")
@@ -294,12 +299,24 @@ def parse_registries(data: bytes | str, path: Path) -> list[RegistryConfig]:
                 f"{where} ({name}): 'priority' must be an integer (higher wins the merge), "
                 f"got {reprlib.repr(priority)}"
             )
-        settings = {k: v for k, v in item.items() if k not in ("name", "type", "priority")}
+        export = item.get("export")
+        if export is not None and not isinstance(export, bool):
+            raise ConfigError(
+                f"{where} ({name}): 'export' must be true or false (whether istiod reads "
+                f"this registry over MCP), got {reprlib.repr(export)}"
+            )
+        settings = {
+            k: v for k, v in item.items() if k not in ("name", "type", "priority", "export")
+        }
         for key, value in settings.items():
             if _is_path_setting(key) and isinstance(value, str) and value:
                 settings[key] = _resolved(path, value, f"{where} ({name}): {key!r}")
 
-        result.append(RegistryConfig(name=name, type=kind, settings=settings, priority=priority))
+        result.append(
+            RegistryConfig(
+                name=name, type=kind, settings=settings, priority=priority, export=export
+            )
+        )
     return result
 
 
@@ -437,6 +454,7 @@ class Settings:
     log_as_json: bool = False
     allow_remote_log_level: bool = False
     max_unknown_names: int = 10000  # per type per stream; 0: no limit
+    root_namespace: str = "istio-system"  # client certificates that may read MCP config
     xds_workers: int = 1  # processes serving xDS; 1: this process (the CLI: one per CPU)
     xds_worker_heartbeat_timeout: float | None = 5.0  # silent this long: killed; None: never
     gc_freeze: bool = True  # registryd.base.gcpolicy.FreezePolicy in every process

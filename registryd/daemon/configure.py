@@ -41,6 +41,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -279,6 +280,13 @@ def _registries(
     return with_defaults(registries, defaults)
 
 
+def _root_namespace(text: str) -> str:
+    """--rootNamespace: a Kubernetes namespace name (a DNS-1123 label)."""
+    if not re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?", text):
+        raise ConfigError(f"--rootNamespace: not a namespace name (a DNS-1123 label): {text!r}")
+    return text
+
+
 def make_settings(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> Settings:
     """The :class:`Settings` of ``registryd discovery`` from its parsed flags ``args`` and
     ``environ`` (None: this process's environment); see the module docstring."""
@@ -317,6 +325,7 @@ def make_settings(args: argparse.Namespace, environ: Mapping[str, str] | None = 
         log_as_json=args.log_as_json,
         allow_remote_log_level=args.allowRemoteLogLevel,
         max_unknown_names=args.xdsMaxUnknownNames,
+        root_namespace=_root_namespace(args.rootNamespace),
         xds_workers=args.xdsWorkers or cpu_count(),
         xds_worker_heartbeat_timeout=parse_duration(
             "--xdsWorkerHeartbeatTimeout", args.xdsWorkerHeartbeatTimeout

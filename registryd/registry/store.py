@@ -22,8 +22,13 @@ Contracts:
   errors (the first by source; a warning counts the rest) and ``MAX_WARNINGS``
   warnings, source names cut to ``MAX_SOURCE`` characters and messages to
   ``MAX_MESSAGE``.
-* Only hostnames whose merged result changed are reported; ``endpoints_only`` is true
-  when no merged *service* changed, so the push side may skip clusters and listeners.
+* Each shard is *exported* (to istiod, over MCP) or not: the one :meth:`RegistryStore.expect`
+  declared, else its type's default.  ``View.exported`` is the merge of the exported
+  shards alone, by the same rules (it is ``View.services`` itself while every shard is
+  exported).
+* Only hostnames whose merged result changed (in either merge) are reported;
+  ``endpoints_only`` is true when no merged *service* changed, so the push side may skip
+  clusters and listeners.
 * An update costs in proportion to the hostnames it touches, not to the registry's size:
   the merged map is a persistent hash trie (``immutables.Map``), so each new ``View``
   shares every unchanged entry with the one before, and a ``View`` once taken never
@@ -74,6 +79,7 @@ class ShardState:
 
     key: ShardKey
     priority: int | None = None  # None: its type's default (see ``effective_priority``)
+    export: bool | None = None  # None: its type's default (see ``exported``)
     kind: AdapterType | None = None  # its registry type as installed; None: the defaults
     services: dict[str, Service] = field(default_factory=dict)
     endpoints: dict[str, tuple[Endpoint, ...]] = field(default_factory=dict)
@@ -94,6 +100,13 @@ class ShardState:
         return DEFAULT_PRIORITY if self.kind is None else self.kind.default_priority
 
     @property
+    def exported(self) -> bool:
+        """Whether this shard is part of what is served to istiod over MCP."""
+        if self.export is not None:
+            return self.export
+        return True if self.kind is None else self.kind.default_export
+
+    @property
     def log_scope(self) -> str:
         """The log scope of its registry type (its type name when unknown)."""
         return self.key.provider if self.kind is None else self.kind.log_scope
@@ -106,6 +119,7 @@ class View:
 
     version: int
     services: Mapping[str, MergedService]
+    exported: Mapping[str, MergedService]  # the merge of the exported shards only
 
     @property
     def hostnames(self) -> Iterable[str]:
@@ -121,7 +135,8 @@ class RegistryStore:
         self._shards: dict[ShardKey, ShardState] = {}
         self._expected: set[ShardKey] = set()
         self._merged: immutables.Map[str, MergedService] = immutables.Map()
-        self._view = View(0, self._merged)
+        self._exported: immutables.Map[str, MergedService] = immutables.Map()
+        self._view = View(0, self._merged, self._exported)
         self._listeners: list[Callable[[ChangeEvent], None]] = []
 
     def _shard(self, key: ShardKey) -> ShardState:
@@ -140,17 +155,21 @@ class RegistryStore:
     def shards(self) -> Mapping[ShardKey, ShardState]:
         return MappingProxyType(self._shards)
 
-    def expect(self, key: ShardKey, priority: int | None = None) -> ChangeEvent | None:
+    def expect(
+        self, key: ShardKey, priority: int | None = None, export: bool | None = None
+    ) -> ChangeEvent | None:
         """Declare a configured registry instance; readiness waits for its first sync.
-        With ``priority`` the shard is merged with it (without, an earlier declaration or
-        the type's default stays); a change of priority re-merges what the shard holds
-        and returns that change."""
+        With ``priority`` the shard is merged with it, with ``export`` it is exported or
+        not (without, an earlier declaration or the type's default stays); a change of
+        either re-merges what the shard holds and returns that change."""
         self._expected.add(key)
         shard = self._shard(key)
-        if priority is None or priority == shard.priority:
-            return None
-        shard.priority = priority
-        return self._remerge(key, set(shard.services))
+        changed = False
+        if priority is not None and priority != shard.priority:
+            shard.priority, changed = priority, True
+        if export is not None and export != shard.export:
+            shard.export, changed = export, True
+        return self._remerge(key, set(shard.services)) if changed else None
 
     def not_synced(self) -> list[ShardKey]:
         """Configured shards that have never delivered a full state."""
@@ -210,23 +229,21 @@ class RegistryStore:
 
     # -- internals -----------------------------------------------------------------
     def _remerge(self, key: ShardKey, hostnames: set[str]) -> ChangeEvent | None:
-        changes = self._merge(hostnames)
-        if not changes:
+        changes, exported = self._merge(hostnames)
+        if not changes and not exported:
             return None
-        mutation = self._merged.mutate()
-        services_changed = False
-        for host, new in changes.items():
-            old = self._merged.get(host)
-            if old is None or new is None or old.service != new.service:
-                services_changed = True
-            if new is None:
-                del mutation[host]
-            else:
-                mutation[host] = new
-        self._merged = mutation.finish()
-        self._view = View(self._view.version + 1, self._merged)
+        services_changed = _services_changed(self._merged, changes)
+        services_changed |= _services_changed(self._exported, exported)
+        self._merged = _apply(self._merged, changes)
+        if all(s.exported for s in self._shards.values()):
+            self._exported = self._merged  # the same merge: share it
+        else:
+            self._exported = _apply(self._exported, exported)
+        self._view = View(self._view.version + 1, self._merged, self._exported)
         event = ChangeEvent(
-            hostnames=frozenset(changes), endpoints_only=not services_changed, shard=key
+            hostnames=frozenset(changes) | frozenset(exported),
+            endpoints_only=not services_changed,
+            shard=key,
         )
         for listener in self._listeners:
             try:
@@ -235,10 +252,12 @@ class RegistryStore:
                 log.exception("change listener failed")
         return event
 
-    def _merge(self, hostnames: set[str]) -> dict[str, MergedService | None]:
+    def _merge(self, hostnames: set[str]) -> tuple[_Changes, _Changes]:
         """The new merged result of each of ``hostnames`` whose result changed (``None``:
-        no shard defines it any more)."""
-        changes: dict[str, MergedService | None] = {}
+        no shard defines it any more), in the merge of all shards and in that of the
+        exported ones."""
+        changes: _Changes = {}
+        exported: _Changes = {}
         priorities = {k: s.effective_priority for k, s in self._shards.items()}
         for host in hostnames:
             contributions = {
@@ -249,7 +268,39 @@ class RegistryStore:
             new = merge_hostname(host, contributions, priorities)
             if new != self._merged.get(host):
                 changes[host] = new
-        return changes
+            mine = {k: c for k, c in contributions.items() if self._shards[k].exported}
+            if len(mine) != len(contributions):
+                new = merge_hostname(host, mine, priorities)
+            if new != self._exported.get(host):
+                exported[host] = new
+        return changes, exported
+
+
+_Changes = dict[str, MergedService | None]
+
+
+def _services_changed(merged: Mapping[str, MergedService], changes: _Changes) -> bool:
+    """Whether ``changes`` change a service of ``merged`` (not only its endpoints)."""
+    for host, new in changes.items():
+        old = merged.get(host)
+        if old is None or new is None or old.service != new.service:
+            return True
+    return False
+
+
+def _apply(
+    merged: immutables.Map[str, MergedService], changes: _Changes
+) -> immutables.Map[str, MergedService]:
+    """``merged`` with ``changes`` applied."""
+    if not changes:
+        return merged
+    mutation = merged.mutate()
+    for host, new in changes.items():
+        if new is None:
+            del mutation[host]
+        else:
+            mutation[host] = new
+    return mutation.finish()
 
 
 def bounded(problems: Problems) -> Problems:

@@ -1,9 +1,9 @@
 """What registryd knows of a registry type besides its factory: the merge priority of
-its registries that set none, and the log scope (and its description) its adapters log
-under.  Read from the factory's optional attributes (:class:`registryd.adapter.AdapterFactory`
-documents them), so that no central table lists the built-in types and a plugin has the
-same say over its own as they have.  Pure: loading a factory is
-:mod:`registryd.daemon.plugins`' business.
+its registries that set none, whether they are exported to istiod over MCP when they do
+not say, and the log scope (and its description) its adapters log under.  Read from the
+factory's optional attributes (:class:`registryd.adapter.AdapterFactory` documents them),
+so that no central table lists the built-in types and a plugin has the same say over its
+own as they have.  Pure: loading a factory is :mod:`registryd.daemon.plugins`' business.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ class AdapterType:
 
     name: str
     default_priority: int = DEFAULT_PRIORITY
+    default_export: bool = True
     log_scope: str
     log_description: str
 
@@ -37,8 +38,9 @@ def type_of(kind: str, factory: object) -> AdapterType:
     """Registry type ``kind`` as its ``factory`` declares it: the optional attributes
     ``default_priority`` (an int; default :data:`DEFAULT_PRIORITY`), ``log_scope`` (a
     lower-case name of letters, digits, ``-`` and ``_``; default ``kind``) and
-    ``log_description`` (one line; default naming the type).  A malformed attribute
-    raises :class:`ConfigError` naming the type."""
+    ``log_description`` (one line; default naming the type), ``default_export`` (a
+    bool; default True).  A malformed attribute raises :class:`ConfigError` naming the
+    type."""
     priority = getattr(factory, "default_priority", DEFAULT_PRIORITY)
     if not isinstance(priority, int) or isinstance(priority, bool):
         raise ConfigError(
@@ -56,9 +58,15 @@ def type_of(kind: str, factory: object) -> AdapterType:
         raise ConfigError(
             f"adapter {kind!r}: log_description must be a non-empty string, got {description!r:.60}"
         )
+    export = getattr(factory, "default_export", True)
+    if not isinstance(export, bool):
+        raise ConfigError(
+            f"adapter {kind!r}: default_export must be true or false, got {export!r:.60}"
+        )
     return AdapterType(
         name=kind,
         default_priority=priority,
+        default_export=export,
         log_scope=scope,
         log_description=" ".join(description.split()),
     )

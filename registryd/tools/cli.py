@@ -99,6 +99,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     d.add_argument("--log_output_level", default="default:info", help="scope:level,...")
     d.add_argument(
+        "--rootNamespace",
+        default="istio-system",
+        help="a client certificate (mutual TLS) may read Istio config over MCP only if its "
+        "SPIFFE identity is in this namespace, as istiod's meshConfig.rootNamespace",
+    )
+    d.add_argument(
         "--xdsMaxUnknownNames",
         type=int,
         default=10000,

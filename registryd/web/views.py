@@ -178,7 +178,8 @@ def configz(
     next_retry: Mapping[ShardKey, float] | None = None,
 ) -> list[JSON]:
     """Per registry: its (redacted) settings, state, per-source errors and raw config,
-    and when a failed registry is retried next (``nextRetry``, while it waits)."""
+    when a failed registry is retried next (``nextRetry``, while it waits), and whether
+    istiods reading registryd over MCP get its services (``exported``)."""
     retries = next_retry or {}
     out = []
     for key, settings in registries:
@@ -191,6 +192,7 @@ def configz(
                 "name": key.instance,
                 "type": key.provider,
                 "priority": shard.effective_priority,
+                "exported": shard.exported,
                 "settings": redact(dict(settings)),
                 "synced": shard.synced,
                 "lastSync": rfc3339(shard.last_sync),
