@@ -16,15 +16,12 @@ snapshot on.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping, MutableMapping
+import time
+from collections.abc import Callable, Collection, Iterable, Mapping, MutableMapping
 from types import MappingProxyType
 from typing import Any, TypeVar
 
-from registryd.model import Endpoint, Port, Resolution, Service
-from registryd.registry.merge import MergedService
-from registryd.registry.store import View
 from registryd.build import grpcgen, pieces
-from registryd.xds import resources as res
 from registryd.build.clusters import (
     BuildOptions,
     blackhole_cluster,
@@ -33,8 +30,13 @@ from registryd.build.clusters import (
     passthrough_cluster,
 )
 from registryd.build.listeners import Conflict, Mode, build_listeners, virtual_outbound_listener
-from registryd.xds.resources import BLACKHOLE_CLUSTER, PASSTHROUGH_CLUSTER, VIRTUAL_OUTBOUND
+from registryd.build.mcptables import McpTables
 from registryd.build.routes import build_route_config
+from registryd.model import Endpoint, Port, Resolution, Service
+from registryd.registry.merge import MergedService
+from registryd.registry.store import View
+from registryd.xds import resources as res
+from registryd.xds.resources import BLACKHOLE_CLUSTER, PASSTHROUGH_CLUSTER, VIRTUAL_OUTBOUND
 from registryd.xds.snapshot import (
     CDS,
     CDS_GRPC,
@@ -83,7 +85,8 @@ class _Writer:
         self._placed = placed
 
     def put(self, table: str, name: str, message: Any | None) -> None:
-        """Set (or with ``None`` remove) one resource; unchanged bytes keep their version."""
+        """Set (or with ``None`` remove) one resource, a message or its serialized bytes;
+        unchanged bytes keep their version."""
         current = self.writable.get(table)
         if current is None:
             current = self.writable[table] = dict(self.tables.get(table, {}))
@@ -92,7 +95,9 @@ class _Writer:
             if current.pop(name, None) is not None:
                 self.changes.setdefault(table, set()).add(name)
             return
-        body = message.SerializeToString(deterministic=True)
+        body = (
+            message if isinstance(message, bytes) else message.SerializeToString(deterministic=True)
+        )
         old = current.get(name)
         if old is not None and old.body == body:
             return
@@ -131,15 +136,16 @@ class _Writer:
         else:
             known.pop(key, None)
 
-    def snapshot(self, prev: Snapshot) -> Snapshot:
+    def snapshot(self, prev: Snapshot, mcp: bool) -> Snapshot:
         """The snapshot after ``prev`` with what was written (tables frozen, the change
-        set appended to the last :data:`HISTORY` ones)."""
+        set appended to the last :data:`HISTORY` ones); ``mcp``: its MCP tables are
+        built."""
         frozen_changes = {t: frozenset(n) for t, n in self.changes.items() if n}
         history = (*prev.history, (self.version, frozen_changes))[-HISTORY:]
         tables = {
             t: MappingProxyType(v) if t in self.writable else v for t, v in self.tables.items()
         }
-        return Snapshot(self.version, MappingProxyType(tables), history)
+        return Snapshot(self.version, MappingProxyType(tables), history, mcp=mcp)
 
 
 class SnapshotBuilder:
@@ -152,11 +158,25 @@ class SnapshotBuilder:
     per namespace that sees them.  Proxyless gRPC clients read their own cluster table
     (``cds/grpc``) and listener table (``lds/grpc``, short names in the overlay of the
     service's namespace); their routes ``outbound|…`` share ``rds`` with Envoy's ``<port>``.
+
+    What an istiod reads over MCP is built from the view's *exported* merge
+    (:attr:`~registryd.registry.store.View.exported`) into the tables
+    ``mcp/serviceentry`` and ``mcp/workloadentry`` (:mod:`registryd.build.mcp`,
+    :mod:`registryd.build.mcptables`), but only once :meth:`want_mcp` was called (an
+    istiod asked): until then nobody reads them and they would cost every push about
+    as much as its EDS build.  The first build after it places every exported
+    hostname; its snapshot and every later one say so (``Snapshot.mcp``).
     """
 
-    def __init__(self, options: BuildOptions | None = None) -> None:
-        """``options``: the daemon's (from its Settings); None: the defaults, istiod's."""
+    def __init__(
+        self, options: BuildOptions | None = None, clock: Callable[[], float] = time.time
+    ) -> None:
+        """``options``: the daemon's (from its Settings); None: the defaults, istiod's.
+        ``clock``: wall-clock seconds, for the creation time of MCP configs."""
         self.snapshot = EMPTY
+        self._mcp = McpTables(clock)
+        self._mcp_wanted = False  # want_mcp() was called
+        self._mcp_built = False  # ... and a build placed every exported hostname since
         self.options = options if options is not None else BuildOptions()
         self.conflicts: dict[int, tuple[Conflict, ...]] = {}  # listener conflicts by port
         self._services: dict[str, Service] = {}
@@ -166,6 +186,15 @@ class SnapshotBuilder:
         self._pods: dict[str, tuple[Endpoint, ...]] = {}  # passthrough services' endpoints
         self._grpc_names: dict[str, frozenset[str]] = {}  # hostname -> its gRPC listeners
         self._port_listeners: dict[tuple[str, int], frozenset[str]] = {}
+
+    def want_mcp(self) -> None:
+        """Build the MCP tables from the next build on (see the class)."""
+        self._mcp_wanted = True
+
+    @property
+    def mcp_pending(self) -> bool:
+        """MCP tables are wanted and not built yet: the next build places them."""
+        return self._mcp_wanted and not self._mcp_built
 
     def build(
         self, view: View, hostnames: Iterable[str] | None = None, endpoints_only: bool = False
@@ -177,10 +206,25 @@ class SnapshotBuilder:
             _static_resources(out)
         if hostnames is None:
             hostnames, endpoints_only = set(view.services) | set(self._services), False
+            self._mcp.forget_built()  # a full rebuild places every config again
+        elif not isinstance(hostnames, Collection):
+            hostnames = set(hostnames)  # read twice: for Envoy's resources and istiod's
         for number in self._hostnames(out, view, hostnames, endpoints_only):
             self._port(out, number)
-        self.snapshot = out.snapshot(prev)
+        if self._mcp_wanted:
+            self._mcp_tables(out, view, hostnames)
+        self.snapshot = out.snapshot(prev, self._mcp_built)
         return self.snapshot
+
+    def _mcp_tables(self, out: _Writer, view: View, hostnames: Iterable[str]) -> None:
+        """Place the exported configs of ``hostnames`` (of every exported hostname, the
+        first time)."""
+        if not self._mcp_built:
+            self._mcp.forget_built()
+            hostnames = view.exported.keys()
+        for host in hostnames:
+            self._mcp.place(out, host, view.exported.get(host))
+        self._mcp_built = True
 
     def _hostnames(
         self, out: _Writer, view: View, hostnames: Iterable[str], endpoints_only: bool

@@ -37,6 +37,7 @@ from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2 as http
 from envoy.type.v3 import percent_pb2
 from google.protobuf import duration_pb2, wrappers_pb2
 
+from registryd.build.pieces import ads, in_eds, pack, socket
 from registryd.model import (
     AUTO,
     HTTP2_PROTOCOLS,
@@ -46,7 +47,6 @@ from registryd.model import (
     Resolution,
     Service,
 )
-from registryd.build.pieces import ads, in_eds, pack, socket
 from registryd.xds.resources import BLACKHOLE_CLUSTER, PASSTHROUGH_CLUSTER, cluster_name
 
 __all__ = [

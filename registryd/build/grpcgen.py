@@ -29,9 +29,9 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 )
 from google.protobuf import duration_pb2
 
-from registryd.model import Endpoint, Port, Resolution, Service
 from registryd.build.clusters import BuildOptions, served_endpoints
 from registryd.build.pieces import ads, alt_names, pack, router_filter, socket
+from registryd.model import Endpoint, Port, Resolution, Service
 from registryd.xds.resources import cluster_name, grpc_listener_name
 
 __all__ = ["build_cluster", "build_listener", "build_route", "dial_names", "serves"]

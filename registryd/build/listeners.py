@@ -47,8 +47,8 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 from google.protobuf import duration_pb2, wrappers_pb2
 
-from registryd.model import AUTO, TLS_PROTOCOLS, Endpoint, Resolution, Service, is_http, is_ip
 from registryd.build.pieces import ads, pack, router_filter, socket
+from registryd.model import AUTO, TLS_PROTOCOLS, Endpoint, Resolution, Service, is_http, is_ip
 from registryd.xds.resources import (
     BLACKHOLE_CLUSTER,
     PASSTHROUGH_CLUSTER,

@@ -27,8 +27,8 @@ from envoy.config.route.v3 import route_components_pb2, route_pb2
 from envoy.extensions.retry.host.previous_hosts.v3 import previous_hosts_pb2
 from google.protobuf import duration_pb2, wrappers_pb2
 
-from registryd.model import AUTO, Port, Resolution, Service, is_http
 from registryd.build.pieces import alt_names, kube_parts, pack
+from registryd.model import AUTO, Port, Resolution, Service, is_http
 from registryd.xds.resources import cluster_name
 
 __all__ = ["build_route_config", "routed_ports", "service_domains"]

@@ -68,8 +68,8 @@ def exposure_warnings(settings: Settings) -> list[str]:
     if grpc_addr is not None and not _loopback(grpc_addr.host):
         out.append(
             f"plaintext xDS listens on {grpc_addr} (not loopback): any client that reaches it "
-            "gets every service and endpoint, unauthenticated; use --grpcAddr off with TLS, "
-            "or a loopback address"
+            "gets every service and endpoint (as Envoy resources, and as Istio config over "
+            "MCP), unauthenticated; use --grpcAddr off with TLS, or a loopback address"
         )
     for flag, addr in (
         ("--httpAddr", settings.http_addr),
@@ -123,7 +123,7 @@ class App:
         for reg in self.settings.registries:
             key = ShardKey(reg.type, reg.name)
             require(reg.type, registry=reg.name)  # an unknown type is a config error: fatal
-            self.store.expect(key, reg.priority)
+            self.store.expect(key, reg.priority, reg.export)
             create = functools.partial(create_adapter, reg, context)
             try:
                 self._adapters.append((key, create()))
@@ -156,6 +156,7 @@ class App:
         self.gc_pauses = GcPauses(self.metrics.registry)
         self.store.subscribe(self.metrics.registry_changed)
         self.push.listeners.append(self._announce)
+        self.serving.on_config_wanted(self.push.want_mcp)
         self.push.listeners.append(self.metrics.pushed)
 
     def serving_for(self, version_prefix: str) -> Serving:
@@ -192,6 +193,7 @@ class App:
             max_connection_age=self.settings.max_connection_age,
             max_connection_age_grace=self.settings.max_connection_age_grace,
             reuse_port=reuse_port,
+            root_namespace=self.settings.root_namespace,
         )
 
     def _worker_template(self, version_prefix: str) -> WorkerConfig:

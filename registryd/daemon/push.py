@@ -116,10 +116,22 @@ class PushController:
         batch, self._pending = self._pending, _Batch()
         return self._push(batch)
 
+    def want_mcp(self) -> None:
+        """An istiod asked for config (the serving says so): build the MCP tables from
+        now on, the first time for every exported hostname, in a push of its own right
+        away (the istiod waits for it: config types are not answered before)."""
+        if not self._builder.mcp_pending and self._builder.snapshot.mcp:
+            return
+        self._builder.want_mcp()
+        self.idle.clear()
+        self._signal.set()
+
     def _flush_immediate(self) -> None:
         if self._immediate.events:
             batch, self._immediate = self._immediate, _Batch()
             self._push(batch)
+        if self._builder.mcp_pending:
+            self._push(_Batch())  # the MCP tables, for the istiod that asked
 
     def _push(self, batch: _Batch) -> Snapshot:
         view = self._store.view

@@ -4,6 +4,7 @@ adapter contract suite.  Plugin authors and registryd's own tests use them the s
 
 from registryd.testing.ads import AdsClient, DeltaAdsClient, DeltaResponse, Response
 from registryd.testing.contract import AdapterContract
+from registryd.testing.istiod import IstiodClient
 from registryd.testing.memory import MemoryAdapter
 
 __all__ = [
@@ -11,6 +12,7 @@ __all__ = [
     "AdsClient",
     "DeltaAdsClient",
     "DeltaResponse",
+    "IstiodClient",
     "MemoryAdapter",
     "Response",
 ]

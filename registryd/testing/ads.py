@@ -29,6 +29,7 @@ from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf import struct_pb2
 from google.rpc import status_pb2
 
+from registryd.xds.resources import MCP_RESOURCE_TYPE
 from registryd.xds.snapshot import STATIC_NAMES
 
 __all__ = ["TYPES", "AdsClient", "DeltaAdsClient", "DeltaResponse", "Response"]
@@ -98,16 +99,21 @@ def _message_class(type_url: str) -> Any:
     from envoy.config.listener.v3 import listener_pb2
     from envoy.config.route.v3 import route_pb2
 
+    from registryd.build import istio_pb
+
     return {
         TYPES["cds"]: cluster_pb2.Cluster,
         TYPES["eds"]: endpoint_pb2.ClusterLoadAssignment,
         TYPES["lds"]: listener_pb2.Listener,
         TYPES["rds"]: route_pb2.RouteConfiguration,
+        MCP_RESOURCE_TYPE: istio_pb.Resource,  # Istio config over MCP (for an istiod)
     }[type_url]
 
 
 def _name_of(packed: Any) -> str:
     message = _message_class(packed.type_url).FromString(packed.value)
+    if packed.type_url == MCP_RESOURCE_TYPE:
+        return str(message.metadata.name)  # namespace/name
     return message.cluster_name if packed.type_url == TYPES["eds"] else message.name
 
 

@@ -10,6 +10,10 @@ registryd's NACK rule):
 * ``SYNCED``: the proxy ACKed the last response of that type;
 * ``STALE``: a response was sent and not answered yet.
 
+An istiod reading registryd over MCP (type ``istiod (MCP)``) subscribes to Istio config
+types instead: their statuses are summed up in the ``MCP`` column (the worst of them:
+NACKED, then STALE, then NOT SENT, else SYNCED; ``-`` for a client that asked none).
+
 Per resource (``proxy-status PROXY_ID``), comparing the snapshot version in which its
 served content last changed (its ``version_info`` in the config dump) with the versions
 of that type last sent and ACKed: ``NOT SENT`` if newer than the last response of its
@@ -100,6 +104,8 @@ class StatusRow:
     connection: str
     stream: str  # SotW or Delta
     statuses: tuple[str, ...]  # per :data:`TYPES`
+    client: str = "proxy"  # proxy, proxyless gRPC, istiod (MCP)
+    mcp: str = "-"  # the config types' status (see the module), "-": none asked
     version: str  # the newest version sent of any type ("" if none)
     server: str  # the registryd instance's debug URL
     nacks: tuple[tuple[str, str, str], ...] = ()  # (type, rejected version, message)
@@ -108,8 +114,10 @@ class StatusRow:
         return {
             "proxyID": self.proxy,
             "connectionID": self.connection,
+            "type": self.client,
             "stream": self.stream,
             **{t: s for t, s in zip(TYPES, self.statuses, strict=True)},
+            "mcp": self.mcp,
             "version": self.version,
             "server": self.server,
             "nacks": [{"type": t, "version": v, "message": m} for t, v, m in self.nacks],
@@ -125,9 +133,10 @@ def _newest(versions: Iterable[str]) -> str:
 def status_row(server: str, entry: JSON) -> StatusRow:
     """The row of one ``/debug/syncz`` entry of the instance at ``server``."""
     types: JSON = entry.get("types", {})
+    config = [t for t in types if t not in TYPES]
     nacks = tuple(
         (t, str(types[t].get("nackedVersion", "")), _one_line(str(types[t].get("lastNack", ""))))
-        for t in TYPES
+        for t in (*TYPES, *config)
         if t in types and types[t].get("nacked")
     )
     return StatusRow(
@@ -135,10 +144,19 @@ def status_row(server: str, entry: JSON) -> StatusRow:
         connection=str(entry.get("connectionID", "")),
         stream=_STREAMS.get(str(entry.get("type", "")), str(entry.get("type", ""))),
         statuses=tuple(type_status(types.get(t)) for t in TYPES),
+        client=str(entry.get("client", "proxy")),
+        mcp=_worst([type_status(types[t]) for t in config]) if config else "-",
         version=_newest(str(s.get("versionSent", "")) for s in types.values()),
         server=server,
         nacks=nacks,
     )
+
+
+def _worst(statuses: Sequence[str]) -> str:
+    for status in (NACKED, STALE, NOT_SENT):
+        if status in statuses:
+            return status
+    return SYNCED
 
 
 def status_rows(entries: Iterable[tuple[str, JSON]]) -> list[StatusRow]:
@@ -147,17 +165,20 @@ def status_rows(entries: Iterable[tuple[str, JSON]]) -> list[StatusRow]:
     return sorted(rows, key=lambda r: (r.proxy, r.server, r.connection))
 
 
-_HEADER = ("NAME", "STREAM", *(t.upper() for t in TYPES), "SERVER", "VERSION")
+_HEADER = ("NAME", "TYPE", "STREAM", *(t.upper() for t in TYPES), "MCP", "SERVER", "VERSION")
 
 
 def render_status(rows: Sequence[StatusRow]) -> str:
     """The proxy-status table, then one line per NACK with the proxy's message."""
     table = format_table(
         _HEADER,
-        [[r.proxy, r.stream, *r.statuses, r.server, r.version or "-"] for r in rows],
+        [
+            [r.proxy, r.client, r.stream, *r.statuses, r.mcp, r.server, r.version or "-"]
+            for r in rows
+        ],
     )
     nacks = [
-        f"{r.proxy} {t.upper()} NACKED {version or '-'}: {message}\n"
+        f"{r.proxy} {t.upper() if t in TYPES else t} NACKED {version or '-'}: {message}\n"
         for r in rows
         for t, version, message in r.nacks
     ]

@@ -162,6 +162,7 @@ class WorkerPool:
         self._packed: dict[int, bytes] = {}  # have -> the message shipping the newest
         self._ids = itertools.count(1)
         self._retired: list[Metric] = []  # cumulative families of workers that ended
+        self._config_wanted: list[Callable[[], None]] = []
 
     # -- feeding (called by the push controller) --------------------------------------
     def announce(self, version: int, started: float, published: float) -> None:
@@ -169,6 +170,11 @@ class WorkerPool:
         self._announced[version] = (started, published)
         while len(self._announced) > ANNOUNCED_KEPT:
             self._announced.popitem(last=False)
+
+    def on_config_wanted(self, callback: Callable[[], None]) -> None:
+        """``callback`` when a worker says one of its clients asks for Istio config the
+        snapshot does not have yet (see :class:`registryd.xds.serving.Serving`)."""
+        self._config_wanted.append(callback)
 
     def publish(self, snapshot: Snapshot) -> None:
         """Make ``snapshot`` current: every worker is sent it (or what changed)."""
@@ -352,7 +358,10 @@ class WorkerPool:
                 return
             pong = message[1] if message[0] == "pong" else None
             handle.beat.answered(self._clock(), pong)  # any message is a sign of life
-            if message[0] == "reply":
+            if message[0] == "config_wanted":
+                for callback in self._config_wanted:
+                    callback()
+            elif message[0] == "reply":
                 _, call_id, ok, value = message
                 future = handle.pending.pop(call_id, None)
                 if future is not None and not future.done():

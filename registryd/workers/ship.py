@@ -38,6 +38,7 @@ class Shipment:
     base: int
     tables: Mapping[str, Mapping[str, Wire | None]]
     history: tuple[tuple[int, Mapping[str, frozenset[str]]], ...]
+    mcp: bool = False  # Snapshot.mcp
 
 
 def _wire(resource: Resource) -> Wire:
@@ -58,9 +59,9 @@ def ship(snapshot: Snapshot, have: int) -> Shipment:
                 for name in names:
                     found = current.get(name)
                     out[name] = None if found is None else _wire(found)
-        return Shipment(snapshot.version, have, tables, newer)
+        return Shipment(snapshot.version, have, tables, newer, snapshot.mcp)
     whole = {t: {n: _wire(r) for n, r in rs.items()} for t, rs in snapshot.tables.items()}
-    return Shipment(snapshot.version, 0, whole, snapshot.history)
+    return Shipment(snapshot.version, 0, whole, snapshot.history, snapshot.mcp)
 
 
 def _type_of(table: str) -> str:
@@ -95,4 +96,6 @@ def receive(current: Snapshot, shipment: Shipment) -> Snapshot:
             for table, rs in shipment.tables.items()
         }
     history = (*current.history, *shipment.history) if shipment.base else shipment.history
-    return Snapshot(shipment.version, MappingProxyType(tables), history[-HISTORY:])
+    return Snapshot(
+        shipment.version, MappingProxyType(tables), history[-HISTORY:], mcp=shipment.mcp
+    )

@@ -38,6 +38,7 @@ from registryd.workers.channel import (
     Question,
     Traces,
     WorkerConfig,
+    frame,
     receive,
     send,
 )
@@ -134,6 +135,8 @@ async def serve(fd: int) -> None:
     for name, level in config.log_levels.items():
         logging.getLogger(name).setLevel(level)
     worker = _Worker(config)
+    # an istiod asked for config the snapshot lacks: the main process builds it
+    worker.serving.on_config_wanted(lambda: writer.write(frame(("config_wanted",))))
     try:
         ports = await worker.serving.start()
     except Exception as exc:  # cannot listen: the main process logs and retries

@@ -39,3 +39,5 @@ class ServerOptions:
     max_connection_age: float | None = None  # --keepaliveMaxServerConnectionAge
     max_connection_age_grace: float = 10.0
     reuse_port: bool = False  # True: processes share the ports (SO_REUSEPORT)
+    # --rootNamespace: client certificates outside it get no Istio config types (MCP)
+    root_namespace: str = "istio-system"

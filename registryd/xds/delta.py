@@ -64,7 +64,6 @@ from registryd.xds.stream import (
     IGNORED,
     NACK,
     NACK_KEPT,
-    ORDER,
     REQUEST,
     Connection,
     Digest,
@@ -170,7 +169,10 @@ class DeltaConnection(Connection):
         if not state.requested:
             state.requested = state.answer_owed = state.force_all = True
             # Envoy's legacy wildcard: a first CDS/LDS request naming nothing means "*"
-            legacy = not added and state.type_url in _WILDCARD_TYPES
+            # (and, as in state-of-the-world, for config types: wildcard only)
+            legacy = not added and (
+                state.type_url in _WILDCARD_TYPES or res.is_config_type(state.type_url)
+            )
             state.wildcard = ("*" in added or legacy) and "*" not in dropped
             state.names = frozenset(added - dropped - {"*"})
             state.resize(state.names)
@@ -208,10 +210,12 @@ class DeltaConnection(Connection):
         they were sent."""
         out: list[Planned] = []
         clusters_sent: tuple[str, ...] = ()
-        for type_url in ORDER:
+        for type_url in self.plan_order():
             state = self.states.get(type_url)
             if not isinstance(state, DeltaTypeState) or not state.requested:
                 continue
+            if not snapshot.mcp and res.is_config_type(type_url):
+                continue  # as state-of-the-world: answered once MCP tables are built
             if type_url == res.ENDPOINT_TYPE and clusters_sent:
                 rewarm = state.names.intersection(clusters_sent)
                 for name in rewarm:

@@ -8,8 +8,17 @@ waiting for an answer, or declared in Delta's ``initial_resource_versions``) may
 ``--xdsMaxUnknownNames`` and total :data:`UNKNOWN_BYTES_PER_NAME` bytes per allowed
 name; past either the stream ends with ``RESOURCE_EXHAUSTED``.  Checking is cheap in
 the common case: sizes are kept by the Delta state and measured once per interned
-state-of-the-world subscription.  Pure: the server turns :class:`Refused` into the
-stream's status.
+state-of-the-world subscription.
+
+Istio config types (MCP, :func:`registryd.xds.resources.is_config_type`) are for an
+istiod only: on a stream whose client identity may not have them
+(``Connection.config_denied``, set by the server from :func:`config_denial`: a client
+certificate whose identity is outside the root namespace, as istiod's own
+``apigen.go`` ``authorize``) asking for one ends the stream with
+``PERMISSION_DENIED``; a stream may ask :data:`MAX_CONFIG_TYPES` config types (istiod
+asks 16), past that ``RESOURCE_EXHAUSTED``.
+
+Pure: the server turns :class:`Refused` into the stream's status.
 """
 
 from __future__ import annotations
@@ -17,7 +26,7 @@ from __future__ import annotations
 import functools
 import weakref
 from collections import OrderedDict
-from collections.abc import Collection
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 import grpc
@@ -29,11 +38,13 @@ from registryd.xds.snapshot import Snapshot
 from registryd.xds.stream import Connection, TypeState
 
 __all__ = [
+    "MAX_CONFIG_TYPES",
     "MAX_NAME",
     "MAX_UNKNOWN_NAMES",
     "UNKNOWN_BYTES_PER_NAME",
     "Refused",
     "check_subscription",
+    "config_denial",
 ]
 
 # The longest resource name registryd makes is a cluster (or its endpoints)
@@ -49,6 +60,9 @@ MAX_UNKNOWN_NAMES = 10000
 # 100 bytes, so a real subscription meets the name limit long before this one; it stops
 # a client that names few but long resources (or churns through them).
 UNKNOWN_BYTES_PER_NAME = 256
+# Config types one stream may ask for: istiod asks MeshConfig and the 15 types of
+# collections.Pilot; four times that leaves room for what later releases add.
+MAX_CONFIG_TYPES = 64
 
 
 class Refused(Exception):
@@ -66,7 +80,9 @@ def check_subscription(
     """:class:`Refused` when ``state`` (of ``conn``) names a resource longer than
     :data:`MAX_NAME` bytes, or holds more than ``max_names`` names (or ``max_bytes`` bytes
     of names) that ``snapshot`` does not have for ``conn`` (``max_names`` 0: no limit
-    on either)."""
+    on either), or asks for a config type it may not have (see the module)."""
+    if res.is_config_type(state.type_url):
+        _check_config(conn, state)
     held = _held_names(state)
     sizes = _sizes_of(state, held)
     too_long = _too_long(held) if max(s.longest for s in sizes) * 4 > MAX_NAME else None
@@ -91,6 +107,46 @@ def check_subscription(
             f"{len(unknown)} {res.short_type(state.type_url)} resource names unknown to "
             f"this server, {size} bytes (limit {limit} names, {budget} bytes: "
             f"--xdsMaxUnknownNames)",
+        )
+
+
+def config_denial(auth: Mapping[str, Sequence[bytes]], root_namespace: str) -> str:
+    """Why a stream whose gRPC ``auth_context()`` is ``auth`` may not have config types
+    ("": it may).  A client with a certificate (mutual TLS) may only if its SPIFFE
+    identity (``spiffe://<trust domain>/ns/<namespace>/sa/<account>``) is in
+    ``root_namespace``, as istiod's ``apigen.go`` ``authorize`` allows only the root
+    namespace.  A client without one (plaintext, or TLS that asks for no client
+    certificate) is unauthenticated, and allowed as it is for every other type: istiod
+    itself can only be such a client (its config sources speak plaintext or server-only
+    TLS: ``configcontroller.go`` ``getTransportCredentials`` implements ``SIMPLE``
+    alone), and the daemon warns at start when such a port is not on loopback."""
+    if auth.get("transport_security_type") != [b"ssl"] or "x509_pem_cert" not in auth:
+        return ""
+    spiffe = b"".join(auth.get("peer_spiffe_id", [])[:1]).decode(errors="replace")
+    parts = spiffe.removeprefix("spiffe://").split("/")
+    # istio pkg/spiffe ParseIdentity: exactly <trust domain>/ns/<namespace>/sa/<account>
+    well_formed = len(parts) == 5 and parts[1] == "ns" and parts[3] == "sa" and all(parts)
+    if not spiffe.startswith("spiffe://") or not well_formed:
+        return (
+            "Istio config types need a client certificate with a SPIFFE identity in the "
+            f"root namespace {root_namespace!r}"
+        )
+    if parts[2] != root_namespace:
+        return (
+            f"Istio config types are served only to the root namespace {root_namespace!r}, "
+            f"not to {clip(spiffe, 256)}"
+        )
+    return ""
+
+
+def _check_config(conn: Connection, state: TypeState) -> None:
+    if conn.config_denied:
+        raise Refused(grpc.StatusCode.PERMISSION_DENIED, conn.config_denied)
+    asked = len(conn.config_types())
+    if asked > MAX_CONFIG_TYPES:
+        raise Refused(
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            f"{asked} config types asked on one stream (limit {MAX_CONFIG_TYPES})",
         )
 
 

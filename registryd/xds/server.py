@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any, Protocol, TypeAlias
 
 import grpc
@@ -35,8 +35,10 @@ from registryd.xds.limits import (
     UNKNOWN_BYTES_PER_NAME,
     Refused,
     check_subscription,
+    config_denial,
 )
-from registryd.xds.snapshot import EMPTY, LDS_GRPC, Snapshot
+from registryd.xds.resources import is_config_type
+from registryd.xds.snapshot import EMPTY, Snapshot
 from registryd.xds.stream import (
     ACK,
     EXPIRED,
@@ -104,6 +106,10 @@ class XdsServer:
     * A refused stream (or one ended by a bug) always ends with a status code and a
       message: initial metadata is sent before the writer starts, so cancelling a
       write half-way can never leave gRPC unable to send the status.
+    * Istio config types (MCP, for an istiod) are for clients without a certificate
+      (plaintext, server-only TLS: unauthenticated, as for every type) and for client
+      certificates whose identity is in ``root_namespace``; any other stream asking for
+      one ends with ``PERMISSION_DENIED`` (:func:`registryd.xds.limits.config_denial`).
     * New streams wait for ``throttle.streams`` before anything else, and a writer holds
       a slot of ``throttle.pushes`` while it plans and writes (see
       :mod:`registryd.xds.throttle`).
@@ -121,6 +127,7 @@ class XdsServer:
         max_unknown_bytes: int | None = None,
         throttle: Throttle | None = None,
         id_prefix: str = "conn-",
+        root_namespace: str = "istio-system",
     ) -> None:
         # the empty state, with a response cache of this server's own (EMPTY's is global)
         self.snapshot: Snapshot = Snapshot(EMPTY.version, EMPTY.tables)
@@ -135,6 +142,9 @@ class XdsServer:
         self.refused = 0  # streams ended for breaking a limit
         self.interner = Interner()
         self.id_prefix = id_prefix  # of connection ids: unique across worker processes
+        self.root_namespace = root_namespace
+        # told when a stream asks for Istio config while the snapshot has no MCP tables
+        self.config_wanted: list[Callable[[], None]] = []
         self._wake: dict[str, asyncio.Event] = {}
         self._nack_log = LogThrottle(log, "NACK")
 
@@ -205,6 +215,7 @@ class XdsServer:
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> None:
         self.handlers += 1
+        conn.config_denied = self._config_denial(context)
         try:
             await self.throttle.streams.admit()  # --maxRequestsPerSecond, either method
             await self._run_stream(conn, requests, context)
@@ -311,6 +322,7 @@ class XdsServer:
                 )
             if digest.replan:
                 self._check_subscription(conn, digest)
+                self._want_config(digest)
                 wake.set()
             version_info = _answered_version(request, digest)
             if self.observers:
@@ -327,6 +339,27 @@ class XdsServer:
                 )
             elif log.isEnabledFor(logging.DEBUG):
                 log.debug("%s", describe_request(conn, digest, request, version_info))
+
+    def _config_denial(self, context: grpc.aio.ServicerContext[Any, Any]) -> str:
+        """Why the stream of ``context`` may not have Istio config ("": it may); when
+        gRPC cannot say who the client is, it may not."""
+        try:
+            auth = context.auth_context()
+        except Exception as exc:
+            return f"the client's identity is unknown ({clip(exc, 100)})"
+        return config_denial(auth, self.root_namespace)
+
+    def _want_config(self, digest: Digest) -> None:
+        """Tell ``config_wanted`` that a stream (allowed to) asks for Istio config the
+        snapshot does not have yet: it is answered once a snapshot has it."""
+        if self.snapshot.mcp or digest.state is None:
+            return
+        if is_config_type(digest.state.type_url):
+            for callback in self.config_wanted:
+                try:
+                    callback()
+                except Exception as exc:  # a bug there must not end the stream
+                    self.health.failed("config-wanted", exc)
 
     def _check_subscription(self, conn: Connection, digest: Digest) -> None:
         """Refuse (:class:`Refused`) what ``digest``'s subscription makes ``conn`` hold
@@ -398,7 +431,7 @@ def client_type(conn: Connection) -> str:
             number = node.user_agent_build_version.version
             version = f"{number.major_number}.{number.minor_number}.{number.patch}"
         agent = " ".join(p for p in (node.user_agent_name, version) if p) or agent
-    kind = "proxyless gRPC" if conn.lds_table == LDS_GRPC else "proxy"
+    kind = conn.client_kind
     protocol = "delta" if conn.delta else "sotw"
     return f"{clip(agent, 64)}, {kind}, {protocol}"
 

@@ -25,6 +25,7 @@ Contract of a :class:`Serving`, besides the questions of
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Protocol
 
 import grpc
@@ -63,6 +64,11 @@ class Serving(Streams, Protocol):
 
     def set_log_level(self, name: str, level: int) -> None: ...
 
+    def on_config_wanted(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` (on the event loop) when a client asks for Istio config
+        while the current snapshot has no MCP tables (``Snapshot.mcp``): an istiod
+        waits for them."""
+
 
 class LocalServing(LocalStreams):
     """xDS served by this process: an :class:`XdsServer` (``xds``) with its throttle
@@ -95,6 +101,7 @@ class LocalServing(LocalStreams):
         self.registry = CollectorRegistry(auto_describe=False) if registry is None else registry
         xds = XdsServer(
             version_prefix=version_prefix,
+            root_namespace=(options or ServerOptions()).root_namespace,
             health=health,
             throttle=Throttle.build(push_limit=push_throttle, rate=max_requests_per_second),
             id_prefix="conn-" if worker is None else f"conn-w{worker}-",
@@ -131,6 +138,9 @@ class LocalServing(LocalStreams):
 
     def publish(self, snapshot: Snapshot) -> None:
         self.xds.publish(snapshot)
+
+    def on_config_wanted(self, callback: Callable[[], None]) -> None:
+        self.xds.config_wanted.append(callback)
 
     async def stop(self) -> None:
         if self._server is not None:

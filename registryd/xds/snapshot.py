@@ -31,18 +31,24 @@ __all__ = [
     "LDS_GRPC",
     "LDS_LOCAL",
     "LDS_SIDECAR",
+    "MCP_NONE",
+    "MCP_SERVICE_ENTRIES",
+    "MCP_WORKLOAD_ENTRIES",
     "RDS",
     "STATIC_NAMES",
     "TABLE_TYPES",
     "Resource",
     "ResponseCache",
     "Snapshot",
+    "config_table",
     "encode_field",
     "scoped",
 ]
 
 CDS, CDS_GRPC, EDS, RDS = "cds", "cds/grpc", "eds", "rds"
 LDS_SIDECAR, LDS_LOCAL, LDS_GRPC = "lds/sidecar", "lds/local", "lds/grpc"
+MCP_SERVICE_ENTRIES, MCP_WORKLOAD_ENTRIES = "mcp/serviceentry", "mcp/workloadentry"
+MCP_NONE = "mcp/none"  # every other config type: always empty
 TABLE_TYPES: Mapping[str, str] = MappingProxyType(
     {
         CDS: res.CLUSTER_TYPE,
@@ -52,8 +58,15 @@ TABLE_TYPES: Mapping[str, str] = MappingProxyType(
         LDS_SIDECAR: res.LISTENER_TYPE,
         LDS_LOCAL: res.LISTENER_TYPE,
         LDS_GRPC: res.LISTENER_TYPE,
+        MCP_SERVICE_ENTRIES: res.MCP_RESOURCE_TYPE,
+        MCP_WORKLOAD_ENTRIES: res.MCP_RESOURCE_TYPE,
+        MCP_NONE: res.MCP_RESOURCE_TYPE,
     }
 )
+_CONFIG_TABLES = {
+    res.SERVICE_ENTRY_KIND: MCP_SERVICE_ENTRIES,
+    res.WORKLOAD_ENTRY_KIND: MCP_WORKLOAD_ENTRIES,
+}
 STATIC_NAMES = frozenset({PASSTHROUGH_CLUSTER, BLACKHOLE_CLUSTER, VIRTUAL_OUTBOUND})
 """Resources every snapshot has, whatever the registries hold (istiod sends them too)."""
 HISTORY = 64  # how many versions of change sets a snapshot remembers
@@ -139,6 +152,10 @@ class Snapshot:
     tables: Mapping[str, Mapping[str, Resource]]
     history: tuple[tuple[int, Mapping[str, frozenset[str]]], ...] = ()
     cache: ResponseCache = field(default_factory=lambda: ResponseCache(), repr=False)
+    # whether the MCP tables (what an istiod reads) are built: they are from the first
+    # push after an istiod first asked (registryd.build.builder); before that, config
+    # types are not answered, rather than answered empty (which would delete them)
+    mcp: bool = False
 
     def changed_since(self, table: str, version: int) -> frozenset[str] | None:
         """Names in ``table`` added, changed or removed after ``version``; ``None`` if
@@ -155,6 +172,14 @@ class Snapshot:
 
 
 EMPTY = Snapshot(0, MappingProxyType({t: MappingProxyType({}) for t in TABLE_TYPES}))
+
+
+def config_table(type_url: str) -> str:
+    """The table a config type (:func:`registryd.xds.resources.is_config_type`) is
+    served from: ServiceEntries and WorkloadEntries in any version, every other type
+    (and MeshConfig) from the always empty ``MCP_NONE``: registryd has none of them, and
+    an istiod is not ready until it had an answer for every type it asked."""
+    return _CONFIG_TABLES.get(res.config_kind(type_url), MCP_NONE)
 
 
 def scoped(table: str, scope: str) -> str:

@@ -19,6 +19,17 @@ Rules implemented here:
   nonce it claims (a reconnecting Envoy sends what it had from another server).
 * Types are planned in the order CDS, EDS, LDS, RDS so Envoy never warms a cluster
   without its endpoints or a listener without its route.
+* Istio config types (``networking.istio.io/v1/ServiceEntry``…, what an istiod asks a
+  ``configSources`` server for; :func:`registryd.xds.resources.is_config_type`) are
+  full-state types like CDS, always wildcard, planned after the Envoy types in the order
+  first asked, each answered with the type URL it was asked by (an older istiod asks
+  ``v1alpha3``).  ServiceEntries and WorkloadEntries come from the snapshot's MCP
+  tables, every other config type is answered empty (an istiod is not ready before it
+  had an answer for each).  No config type is answered from a snapshot without MCP
+  tables (``Snapshot.mcp``: they are built from the first push after an istiod asked):
+  an empty answer would make the istiod delete what it holds.  Whether this stream may
+  have them at all, and how many config types it may ask, the server checks
+  (:mod:`registryd.xds.limits`).
 
 Memory contract: nothing here keeps what a client invented once its connection is gone.
 Names are interned weakly (:class:`Interner`); the empty resource of an unknown name is
@@ -56,6 +67,7 @@ from registryd.xds.snapshot import (
     RDS,
     Resource,
     Snapshot,
+    config_table,
     encode_field,
     scoped,
 )
@@ -123,6 +135,11 @@ class Planned:
     names: tuple[str, ...]
 
 
+def full_state(type_url: str) -> bool:
+    """Whether every response of ``type_url`` carries every subscribed resource."""
+    return type_url in _FULL_STATE or res.is_config_type(type_url)
+
+
 def _empty(table: str, name: str) -> Resource:
     """An empty ClusterLoadAssignment or RouteConfiguration named ``name``.  Not cached:
     ``name`` is one the snapshot does not have, so the client chose it (and may have
@@ -182,6 +199,7 @@ class Connection:
         self.namespace = ""
         self.states: dict[str, TypeState] = {}
         self.written_version = 0  # newest snapshot fully written to the stream
+        self.config_denied = ""  # why this stream may not have config types ("": it may)
         self._prefix = version_prefix
         self._intern = interner or Interner()
 
@@ -189,6 +207,28 @@ class Connection:
     @property
     def proxy_id(self) -> str:
         return self.node.id if self.node is not None and self.node.id else self.id
+
+    @property
+    def istiod(self) -> bool:
+        """Whether the client is an istiod reading config (node metadata ``GENERATOR:
+        api``, as ``configcontroller.go`` sets it) rather than a proxy."""
+        return self.node is not None and _meta(self.node, "GENERATOR") == "api"
+
+    @property
+    def client_kind(self) -> str:
+        """``istiod (MCP)``, ``proxyless gRPC`` or ``proxy`` (Envoy)."""
+        if self.istiod:
+            return "istiod (MCP)"
+        return "proxyless gRPC" if self.lds_table == LDS_GRPC else "proxy"
+
+    def config_types(self) -> list[str]:
+        """The config types this stream asked for, in the order first asked."""
+        return [t for t in self.states if res.is_config_type(t)]
+
+    def plan_order(self) -> list[str]:
+        """Every type this stream may be answered for, in the order responses go out:
+        CDS, EDS, LDS, RDS, then config types."""
+        return [*ORDER, *self.config_types()]
 
     def _identify(self, node: base_pb2.Node) -> None:
         self.node = node
@@ -267,7 +307,7 @@ class Connection:
         that carries it.  Shared by state-of-the-world and Delta streams."""
         if self.node is None and request.HasField("node"):
             self._identify(request.node)
-        if request.type_url not in ORDER:
+        if request.type_url not in ORDER and not res.is_config_type(request.type_url):
             return None
         state = self.states.get(request.type_url)
         if not isinstance(state, kind):
@@ -285,7 +325,7 @@ class Connection:
         if key is state.names_key:
             return False  # the common ACK: same subscription as before
         state.names_key = key
-        wildcard = star or (not subscribed and state.type_url in _FULL_STATE)
+        wildcard = star or (not subscribed and full_state(state.type_url))
         first = not state.requested
         state.requested = True
         if (
@@ -301,7 +341,7 @@ class Connection:
             return False
         added = interning.added(subscribed, state.names)
         state.wildcard, state.names = wildcard, subscribed
-        if state.type_url in _FULL_STATE:
+        if full_state(state.type_url):
             state.force_all = True  # the answer must list the new set
         else:
             state.forced |= added
@@ -309,13 +349,15 @@ class Connection:
 
     # -- responses ---------------------------------------------------------------
     def plan(self, snapshot: Snapshot) -> list[Planned]:
-        """Responses to send now, in CDS, EDS, LDS, RDS order; state is updated as if
-        they were sent."""
+        """Responses to send now, in :meth:`plan_order`; state is updated as if they
+        were sent."""
         out = []
-        for type_url in ORDER:
+        for type_url in self.plan_order():
             state = self.states.get(type_url)
             if state is None or not state.requested:
                 continue
+            if not snapshot.mcp and res.is_config_type(type_url):
+                continue  # answered once a snapshot has the MCP tables (not empty now)
             planned = self._plan_type(snapshot, state)
             state.synced_version = snapshot.version
             if planned is not None:
@@ -327,6 +369,8 @@ class Connection:
         of its namespace (services exported only to some namespaces)."""
         if type_url == res.ENDPOINT_TYPE:
             return (EDS,)
+        if res.is_config_type(type_url):
+            return (config_table(type_url),)  # istiod wants every namespace's
         if type_url == res.CLUSTER_TYPE:
             base = CDS_GRPC if self.lds_table == LDS_GRPC else CDS
         elif type_url == res.ROUTE_TYPE:
@@ -355,13 +399,15 @@ class Connection:
         tables = self._tables(state.type_url)
         changed = None if state.force_all else self._changed(snapshot, tables, state.synced_version)
         key: tuple[object, ...]
-        if state.type_url in _FULL_STATE:
+        if full_state(state.type_url):
             if changed is not None:
                 relevant = changed if state.wildcard else changed & state.names
                 if not relevant:
                     return None
-            # a wildcard subscription gets the whole table, named ones what exists
-            key = (tables, "*") if state.wildcard else (tables, state.names)
+            # a wildcard subscription gets the whole table, named ones what exists;
+            # the type URL is part of the key: the response names it (config types
+            # share tables across versions and kinds)
+            key = (tables, "*" if state.wildcard else state.names, state.type_url)
         else:
             if changed is None:
                 wanted = state.names
@@ -401,7 +447,7 @@ class Connection:
         if wanted == "*":
             chosen = [resources[n] for n in sorted(resources)]
             shared = True
-        elif state.type_url in _FULL_STATE:
+        elif full_state(state.type_url):
             assert isinstance(wanted, frozenset)
             chosen = [resources[n] for n in sorted(wanted) if n in resources]
             shared = len(chosen) == len(wanted)

@@ -19,7 +19,7 @@ from registryd.base.logs import clip
 from registryd.settings import redact
 from registryd.xds import resources as res
 from registryd.xds.delta import DeltaTypeState
-from registryd.xds.stream import ORDER, Connection, TypeState
+from registryd.xds.stream import Connection, TypeState
 
 __all__ = ["CLIENT_TEXT", "adsz", "connections", "rfc3339", "syncz"]
 
@@ -43,7 +43,7 @@ def _node(conn: Connection) -> JSON:
 
 def _subscriptions(conn: Connection) -> JSON:
     out: JSON = {}
-    for type_url in ORDER:
+    for type_url in conn.plan_order():
         state = conn.states.get(type_url)
         if state is not None and state.requested:
             out[res.short_type(type_url)] = ["*"] if state.wildcard else sorted(state.names)
@@ -96,7 +96,8 @@ def adsz(conns: Iterable[Connection], proxy_id: str = "", verbose: bool = False)
                 **omitted,
                 "locality": node.get("locality", {}),
                 "namespace": c.namespace,
-                "generator": c.lds_table,
+                "generator": "api" if c.istiod else c.lds_table,
+                "client": c.client_kind,
                 "subscriptions": _subscriptions(c),
                 "writtenVersion": c.written_version,
             }
@@ -140,7 +141,7 @@ def syncz(conns: Iterable[Connection], proxy_id: str = "") -> list[JSON]:
             continue
         types = {
             res.short_type(t): _type_sync(c.states[t], offset)
-            for t in ORDER
+            for t in c.plan_order()
             if t in c.states and c.states[t].requested
         }
         out.append(
@@ -149,6 +150,7 @@ def syncz(conns: Iterable[Connection], proxy_id: str = "") -> list[JSON]:
                 "connectionID": c.id,
                 "type": _kind(c),
                 "delta": c.delta,
+                "client": c.client_kind,
                 "types": types,
             }
         )

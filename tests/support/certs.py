@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-__all__ = ["TlsFiles", "issue_server", "make_tls", "require"]
+__all__ = ["TlsFiles", "issue_client", "issue_server", "make_tls", "require"]
 
 
 def require(tool: str, hint: str) -> str:
@@ -92,4 +92,13 @@ def issue_server(tls: TlsFiles, name: str) -> tuple[Path, Path]:
     directory = tls.ca.parent
     usage = "keyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n"
     _issue(directory, name, f"/CN={name}", f"subjectAltName=DNS:{name}\n{usage}", tls.ca)
+    return directory / f"{name}.crt", directory / f"{name}.key"
+
+
+def issue_client(tls: TlsFiles, name: str, uri: str) -> tuple[Path, Path]:
+    """A client certificate whose identity is the URI SAN ``uri`` (a SPIFFE id such as
+    ``spiffe://cluster.local/ns/istio-system/sa/istiod``), signed by ``tls``'s CA."""
+    directory = tls.ca.parent
+    usage = "keyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=clientAuth\n"
+    _issue(directory, name, f"/CN={name}", f"subjectAltName=URI:{uri}\n{usage}", tls.ca)
     return directory / f"{name}.crt", directory / f"{name}.key"

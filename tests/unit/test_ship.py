@@ -101,3 +101,16 @@ def test_a_change_from_a_version_the_worker_does_not_have_is_refused() -> None:
     second = source.apply(Upsert(service=svc("b.example")))
     with pytest.raises(ValueError, match="change from 1"):
         receive(EMPTY, ship(second, first.version))
+
+
+def test_a_worker_learns_whether_the_mcp_tables_are_built() -> None:
+    source = Source()
+    plain = source.apply(Upsert(service=svc("a.example"), endpoints=(ep("a.example"),)))
+    assert not receive(EMPTY, ship(plain, 0)).mcp
+    source.builder.want_mcp()
+    built = source.apply(Upsert(service=svc("b.example")))
+    assert built.mcp
+    for have in (0, plain.version):  # whole, and as a change
+        worker = receive(plain if have else EMPTY, ship(built, have))
+        assert worker.mcp
+        same(worker, built)
