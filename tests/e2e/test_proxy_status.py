@@ -143,17 +143,21 @@ def test_proxy_status_shows_every_proxy_with_each_types_state(mesh: Registryd) -
     assert done.returncode == 0, done.stderr
     table = rows(done.stdout)
     assert cells(done.stdout.splitlines()[0]) == [
-        "NAME", "STREAM", "CDS", "LDS", "EDS", "RDS", "SERVER", "VERSION"
+        "NAME", "TYPE", "STREAM", "CDS", "LDS", "EDS", "RDS", "MCP", "SERVER", "VERSION"
     ]  # fmt: skip
     server = url(mesh)
     assert list(table) == sorted([ENVOY, GRPC, PICKY, SLOW, DELTA])
-    assert table[ENVOY] == ["SotW", *["SYNCED"] * 4, server, version]
-    assert table[GRPC] == ["SotW", *["SYNCED"] * 4, server, version]
+    assert table[ENVOY] == ["proxy", "SotW", *["SYNCED"] * 4, "-", server, version]
+    assert table[GRPC] == ["proxyless gRPC", "SotW", *["SYNCED"] * 4, "-", server, version]
     # picky: clusters ACKed, listeners rejected, no EDS or RDS asked for
-    assert table[PICKY] == ["SotW", "SYNCED", "NACKED", "NOT SENT", "NOT SENT", server, version]
+    assert table[PICKY] == [
+        "proxy", "SotW", "SYNCED", "NACKED", "NOT SENT", "NOT SENT", "-", server, version
+    ]  # fmt: skip
     # slow never ACKs: both types it asked for were sent and are unanswered
-    assert table[SLOW] == ["SotW", "STALE", "STALE", "NOT SENT", "NOT SENT", server, version]
-    assert table[DELTA] == ["Delta", "SYNCED", *["NOT SENT"] * 3, server, version]
+    assert table[SLOW] == [
+        "proxy", "SotW", "STALE", "STALE", "NOT SENT", "NOT SENT", "-", server, version
+    ]  # fmt: skip
+    assert table[DELTA] == ["proxy", "Delta", "SYNCED", *["NOT SENT"] * 3, "-", server, version]
     # the NACK, with the proxy's message on one line, below the table
     nacks = done.stdout.split("\n\n")[1].splitlines()
     assert nacks == [f"{PICKY} LDS NACKED {version}: {SHOWN}"]

@@ -101,14 +101,39 @@ def test_status_rows_are_sorted_and_carry_the_nack_message() -> None:
     assert second.statuses == ("SYNCED", "NACKED", "NOT SENT", "NOT SENT")
     assert second.version == f"{P}-7"  # the newest sent of any type
     text = proxysync.render_status([first, second])
-    assert text.splitlines()[1].split() == ["a", "SotW", *["NOT", "SENT"] * 4, "http://a:8080", "-"]
+    assert text.splitlines()[1].split() == [
+        "a", "proxy", "SotW", *["NOT", "SENT"] * 4, "-", "http://a:8080", "-"
+    ]  # fmt: skip
     assert text.endswith(f"\nb LDS NACKED {P}-7: bad\\nlistener\n")  # one line
 
 
 def test_an_empty_status_is_the_header_alone() -> None:
-    assert (
-        proxysync.render_status([]) == "NAME   STREAM   CDS   LDS   EDS   RDS   SERVER   VERSION\n"
+    assert proxysync.render_status([]) == (
+        "NAME   TYPE   STREAM   CDS   LDS   EDS   RDS   MCP   SERVER   VERSION\n"
     )
+
+
+def test_an_istiod_reading_over_mcp_shows_the_worst_of_its_config_types() -> None:
+    def row(**types: Any) -> proxysync.StatusRow:
+        entry = {"proxyID": "istiod", "type": "sotw", "client": "istiod (MCP)", "types": types}
+        return proxysync.status_row("http://a:8080", entry)
+
+    acked = state(**SENT_5, versionAcked=f"{P}-5", acked=True)
+    se, we = "networking.istio.io/v1/ServiceEntry", "networking.istio.io/v1/WorkloadEntry"
+    synced = row(**{se: acked, we: acked})
+    assert (synced.client, synced.statuses, synced.mcp) == (
+        "istiod (MCP)",
+        ("NOT SENT",) * 4,
+        "SYNCED",
+    )
+    assert row(**{se: acked, we: state(**SENT_5)}).mcp == "STALE"
+    nacked = state(**SENT_5, nacked=True, nackedVersion=f"{P}-5", lastNack="invalid")
+    rejected = row(**{se: nacked, we: state(**SENT_5)})
+    assert rejected.mcp == "NACKED"
+    text = proxysync.render_status([rejected])
+    assert re.split(r"\s{2,}", text.splitlines()[1])[1:3] == ["istiod (MCP)", "SotW"]
+    assert text.endswith(f"istiod {se} NACKED {P}-5: invalid\n")
+    assert proxysync.status_row("s", {"types": {}}).mcp == "-"  # a proxy asks no config
 
 
 # -- naming proxies and servers -----------------------------------------------------------
@@ -425,7 +450,7 @@ def test_syncz_entries_refuse_answers_of_the_wrong_shape(answer: Answer, message
 def test_syncz_entries_of_a_good_answer_make_the_table() -> None:
     entries = syncz_entries(SERVER, Answer(200, json.dumps([ENTRY]).encode()))
     table = status_output([(SERVER, e) for e in entries], "table")
-    assert table.splitlines()[1].split()[:3] == [ENTRY["proxyID"], "SotW", "SYNCED"]
+    assert table.splitlines()[1].split()[:4] == [ENTRY["proxyID"], "proxy", "SotW", "SYNCED"]
 
 
 def test_dump_document_is_none_when_the_proxy_left() -> None:
