@@ -95,7 +95,9 @@ class PushController:
         self.idle = asyncio.Event()  # set while run() waits with nothing pending
         self.history: list[PushRecord] = []
         self.listeners = list(listeners)  # told of each push before its snapshot goes out
+        self._mcp_wished = False  # an istiod asked for config (want_mcp)
         store.subscribe(self._on_change)
+        store.on_synced(self._synced)
 
     @property
     def snapshot(self) -> Snapshot:
@@ -119,12 +121,23 @@ class PushController:
     def want_mcp(self) -> None:
         """An istiod asked for config (the serving says so): build the MCP tables from
         now on, the first time for every exported hostname, in a push of its own right
-        away (the istiod waits for it: config types are not answered before)."""
-        if not self._builder.mcp_pending and self._builder.snapshot.mcp:
-            return
-        self._builder.want_mcp()
+        away (the istiod waits for it: config types are not answered before) -- but not
+        before every configured registry delivered its state once: an istiod holds
+        exactly what it was last sent, so a first answer without a registry that is
+        still connecting (registryd just restarted, say) would delete that registry's
+        config in istiod and its endpoints in every Envoy."""
+        self._mcp_wished = True
+        if self._store.not_synced() or self._builder.snapshot.mcp:
+            return  # _synced() grants it; or granted already
+        if not self._builder.mcp_pending:
+            self._builder.want_mcp()
         self.idle.clear()
         self._signal.set()
+
+    def _synced(self) -> None:
+        """Every configured registry has delivered its state once."""
+        if self._mcp_wished:
+            self.want_mcp()
 
     def _flush_immediate(self) -> None:
         if self._immediate.events:

@@ -138,6 +138,7 @@ class RegistryStore:
         self._exported: immutables.Map[str, MergedService] = immutables.Map()
         self._view = View(0, self._merged, self._exported)
         self._listeners: list[Callable[[ChangeEvent], None]] = []
+        self._synced_listeners: list[Callable[[], None]] = []
 
     def _shard(self, key: ShardKey) -> ShardState:
         """Shard ``key``, created (with its type's defaults) on first use."""
@@ -178,6 +179,11 @@ class RegistryStore:
     def subscribe(self, listener: Callable[[ChangeEvent], None]) -> None:
         self._listeners.append(listener)
 
+    def on_synced(self, listener: Callable[[], None]) -> None:
+        """Call ``listener`` when the last configured shard that never delivered a full
+        state delivers one (:meth:`not_synced` becomes empty), change or no change."""
+        self._synced_listeners.append(listener)
+
     # -- writing -------------------------------------------------------------------
     def apply(self, key: ShardKey, update: Update) -> ChangeEvent | None:
         """Apply one adapter update to shard ``key``; return the change it made, if any."""
@@ -195,7 +201,12 @@ class RegistryStore:
             shard.services = {s.hostname: s for s in update.services}
             shard.endpoints = _group(key, update.endpoints)
             touched |= set(shard.services) | set(shard.endpoints)
+            first = not shard.ever_synced
             shard.synced = shard.ever_synced = True
+            if first and not self.not_synced():
+                event = self._remerge(key, touched)
+                self._tell_synced()
+                return event
             shard.last_sync = time.time()
             shard.last_error = None
         elif isinstance(update, Upsert):
@@ -213,6 +224,13 @@ class RegistryStore:
         else:  # pragma: no cover - guarded by the type checker
             raise TypeError(f"unknown update {update!r}")
         return self._remerge(key, touched)
+
+    def _tell_synced(self) -> None:
+        for listener in self._synced_listeners:
+            try:
+                listener()
+            except Exception:  # a listener bug must not break the registry
+                log.exception("synced listener failed")
 
     def mark_failed(self, key: ShardKey, error: str) -> None:
         """The adapter of ``key`` failed: keep serving its state, flag it as not synced."""
