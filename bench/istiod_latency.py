@@ -19,11 +19,9 @@ import tempfile
 import time
 from pathlib import Path
 
-import yaml
-
 from tests.e2e.admin import Admin
-from tests.e2e.test_etcd_outage import PREFIX, etcd_txn
-from tests.e2e.test_istiod_mcp import instance
+from tests.e2e.test_etcd_outage import PREFIX, etcd_txn, instance
+from tests.e2e.test_istiod_mcp import etcd_registry
 from tests.support.etcd_server import EtcdServer
 from tests.support.istiod import istiod_binary, sidecar_node, start_istiod
 from tests.support.procs import Process, free_ports, start_envoy, start_registryd
@@ -58,15 +56,7 @@ def measure(changes: int, step: float, work: Path) -> tuple[list[float], list[fl
         service_port, *ports = free_ports(3)
         cluster = f"outbound|{service_port}||{HOST}"
         etcd_txn(etcd, put={f"{PREFIX}web/a": instance(ports[0], service_port)})
-        config = work / "registryd.yaml"
-        registry = {
-            "name": "etcd-main",
-            "type": "etcd",
-            "endpoints": [etcd.endpoint],
-            "prefix": PREFIX,
-            "hostname_suffix": "etcd.example",
-        }
-        config.write_text(yaml.safe_dump({"registries": [registry]}))
+        config = etcd_registry(etcd, work / "registryd.yaml")
         (work / "files").mkdir()
         registryd = start_registryd(work / "files", work / "registryd.log", f"--config={config}")
         started.append(registryd)

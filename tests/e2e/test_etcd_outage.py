@@ -41,7 +41,7 @@ HOST = f"web.{SUFFIX}"
 RECONNECT = 30.0  # seconds: backoff (1, 1, 2, 3, 5 s…) plus the push, with room to spare
 
 
-def instance(backend_port: int, service_port: int) -> bytes:
+def instance(backend_port: int, service_port: int, health: str = "HEALTHY") -> bytes:
     return json.dumps(
         {
             "address": LOCAL,
@@ -49,6 +49,7 @@ def instance(backend_port: int, service_port: int) -> bytes:
             "servicePort": service_port,
             "protocol": "HTTP",
             "portName": "http",
+            "health": health,
         }
     ).encode()
 

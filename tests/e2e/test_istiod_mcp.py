@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import socket
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -20,7 +21,7 @@ from tests.e2e.admin import Admin
 from tests.e2e.checks import LOCAL, wait_answers, wait_hosts
 from tests.e2e.conftest import Stack
 from tests.e2e.entries import service_entry, write_entries
-from tests.e2e.test_etcd_outage import PREFIX, etcd_txn
+from tests.e2e.test_etcd_outage import PREFIX, etcd_txn, instance
 from tests.support.etcd_server import EtcdServer
 from tests.support.istiod import Istiod, istiod_binary, sidecar_node
 from tests.support.procs import (
@@ -36,17 +37,19 @@ WEB_HOST = "web.etcd.example"
 RESTART = 60.0  # seconds: istiod's reconnect backoff grows after each failed attempt
 
 
-def instance(backend_port: int, service_port: int, health: str = "HEALTHY") -> bytes:
-    return json.dumps(
-        {
-            "address": LOCAL,
-            "port": backend_port,
-            "servicePort": service_port,
-            "protocol": "HTTP",
-            "portName": "http",
-            "health": health,
-        }
-    ).encode()
+def etcd_registry(etcd: EtcdServer, path: Path) -> Path:
+    """A registryd.yaml at ``path`` with one etcd registry on ``etcd`` (``web/<id>`` keys
+    are instances of ``web.etcd.example``)."""
+    registry = {
+        "name": "etcd-main",
+        "type": "etcd",
+        "endpoints": [etcd.endpoint],
+        "prefix": PREFIX,
+        "hostname_suffix": "etcd.example",
+        "timeout": 1,
+    }
+    path.write_text(yaml.safe_dump({"registries": [registry]}))
+    return path
 
 
 def accepts(port: int) -> bool:
@@ -75,20 +78,7 @@ def test_istiod_serves_envoy_what_registryd_exports(stack: Stack) -> None:
     (stack.workdir / "etcd").mkdir()
     etcd = EtcdServer(stack.workdir / "etcd")
     etcd.on_start.append(stack.track)
-    registries = {
-        "registries": [
-            {
-                "name": "etcd-main",
-                "type": "etcd",
-                "endpoints": [etcd.endpoint],
-                "prefix": PREFIX,
-                "hostname_suffix": "etcd.example",
-                "timeout": 1,
-            }
-        ]
-    }
-    config = stack.workdir / "registryd.yaml"
-    config.write_text(yaml.safe_dump(registries))
+    config = etcd_registry(etcd, stack.workdir / "registryd.yaml")
 
     # -- registryd up, its etcd registry not synced yet (etcd is down) --------------------
     registryd = Registryd(stack.config_dir, stack.workdir / "registryd.log", f"--config={config}")
