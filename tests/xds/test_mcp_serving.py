@@ -357,3 +357,20 @@ async def test_a_delta_client_gets_service_entries_by_wildcard(harness: Harness)
         gone = await client.next(SE)
         assert (gone.names, gone.removed) == ([], ["default/b.example"])
         assert list(client.held[SE]) == ["default/a.example"]
+
+
+async def test_pushz_traces_the_istiods_acks(harness: Harness) -> None:
+    harness.memory.set([svc("a.example")], eps("a.example", "10.0.0.1"))
+    await harness.settle()
+    async with istiod(harness) as client:
+        await answers(client, SE, WE)
+        harness.memory.upsert(svc("a.example"), eps("a.example", "10.0.0.2"))
+        await harness.settle()  # a push: the WorkloadEntry changes
+        await client.next(WE)
+        await config_fence(client)  # its ACK was read
+        pushes = await get(harness, f"/debug/pushz?proxyID={ISTIOD}")
+        traced = [p for p in pushes if p.get("proxies")]
+        assert traced, pushes
+        (proxy,) = traced[0]["proxies"]
+        assert proxy["proxyID"] == ISTIOD and proxy["state"] == "acked", proxy
+        assert WE in proxy["types"] and proxy["types"][WE]["ackedMs"] is not None
