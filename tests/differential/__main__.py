@@ -1,0 +1,71 @@
+"""Print what differs between istiod and registryd for ServiceEntry/WorkloadEntry inputs.
+
+    python -m tests.differential examples/serviceentries ../shared/conformance/istio
+
+Each YAML file (or each directory's files, one at a time) is one input; both servers
+read it (:class:`tests.differential.servers.Pair`), and every node of
+:data:`~tests.differential.servers.NODES` is compared.  Prints, per field path, how many
+differences and one example, then the totals and the run time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import tempfile
+import time
+from pathlib import Path
+
+from tests.differential.compare import Difference, compare, field_path
+from tests.differential.servers import IstiodRefused, Pair, istio_inputs
+
+
+def inputs(paths: list[str]) -> list[Path]:
+    return istio_inputs(Path(p) for p in paths)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("paths", nargs="+")
+    parser.add_argument("--show", type=int, default=1, help="examples shown per field path")
+    parser.add_argument("--workdir", help="keep the servers' files and logs here")
+    asyncio.run(report(parser.parse_args()))
+
+
+async def report(args: argparse.Namespace) -> None:
+    started = time.monotonic()
+    by_path: dict[str, list[tuple[str, Difference]]] = collections.defaultdict(list)
+    resources = compared = refusals = 0
+    with tempfile.TemporaryDirectory(prefix="differential-") as tmp:
+        pair = Pair(Path(args.workdir or tmp))
+        try:
+            for path in inputs(args.paths):
+                try:
+                    async for node, istiod, ours in pair.serve(path.read_text()):
+                        compared += 1
+                        resources += sum(len(v) for v in istiod.values())
+                        for d in compare(istiod, ours):
+                            key = f"{node.kind} {d.kind} {field_path(d.path)}"
+                            by_path[key].append((path.name, d))
+                except IstiodRefused as refused:
+                    both = "both refuse it" if refused.registryd_errors else "REGISTRYD TOOK IT"
+                    print(f"istiod refused {path}: {both}")
+                    refusals += 0 if refused.registryd_errors else 1
+        finally:
+            pair.stop()
+    for key, found in sorted(by_path.items()):
+        print(f"{len(found):5} {key}")
+        for name, d in found[: args.show]:
+            print(f"      [{name}] {d}".replace("\n", "\n      "))
+    total = sum(len(v) for v in by_path.values())
+    print(
+        f"\n{compared} node views of {len(inputs(args.paths))} inputs, {resources} istiod "
+        f"resources: {total} differences on {len(by_path)} field paths "
+        f"({time.monotonic() - started:.1f} s); {refusals} inputs istiod refused and "
+        "registryd took"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,162 @@
+"""istiod and registryd reading the same ServiceEntry/WorkloadEntry files, one input at a
+time, and what each serves the same nodes.
+
+:class:`Pair` starts a real istiod (its file config source ``fs://``) and a registryd
+process (``--configDir``) on one directory, once; :meth:`Pair.serve` replaces the
+directory's content with one input, then a *sync marker* (a ServiceEntry with a unique
+hostname on port 1, written after the input), and collects CDS/EDS/LDS/RDS from both
+for each node of :data:`NODES` once each serves the marker.  :func:`istio_inputs`
+picks the files of a tree that are Istio ServiceEntry/WorkloadEntry config.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+from collections.abc import AsyncIterator, Iterable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tests.differential.collect import Node, Served, collect
+from tests.differential.normalize import MARKER_PORT
+from tests.support.istiod import ISTIO_VERSION, Istiod, fs_source, istiod_binary, start_istiod
+from tests.support.procs import Registryd, http_get, start_registryd
+
+__all__ = ["NODES", "IstiodRefused", "Pair", "grpc_names", "istio_inputs"]
+
+
+class IstiodRefused(Exception):
+    """istiod did not take the input: its file source refuses a whole directory when
+    one document is invalid, and keeps what it had.  ``registryd_errors``: what
+    registryd's ``/debug/configz`` says of the same input (empty: it took it all)."""
+
+    def __init__(self, registryd_errors: dict[str, str]) -> None:
+        super().__init__(f"istiod refused the input; registryd: {registryd_errors or 'took it'}")
+        self.registryd_errors = registryd_errors
+
+
+_NODE_ID = "sidecar~10.1.0.1~app-1.default~default.svc.cluster.local"
+_META = {"NAMESPACE": "default", "ISTIO_VERSION": ISTIO_VERSION}
+NODES = (
+    Node("sidecar", _NODE_ID, _META),
+    Node("local", _NODE_ID, {**_META, "INTERCEPTION_MODE": "NONE"}),
+    Node("grpc", _NODE_ID, {**_META, "GENERATOR": "grpc"}),
+)
+
+
+def grpc_names(documents: Iterable[Any]) -> list[str]:
+    """``host:port`` for every host and port of the ServiceEntries among ``documents``:
+    what a proxyless gRPC client would dial."""
+    out = set()
+    for doc in documents:
+        if not isinstance(doc, dict) or doc.get("kind") != "ServiceEntry":
+            continue
+        spec = doc.get("spec") or {}
+        for host in spec.get("hosts") or ():
+            for port in spec.get("ports") or ():
+                if isinstance(port, dict) and "number" in port:
+                    out.add(f"{host}:{port['number']}")
+    return sorted(out)
+
+
+def istio_inputs(paths: Iterable[Path]) -> list[Path]:
+    """The YAML files under ``paths`` (files or directories) whose documents are all
+    ``networking.istio.io`` ServiceEntries or WorkloadEntries (at least one)."""
+    found: list[Path] = []
+    for path in paths:
+        for file in sorted(path.rglob("*.yaml")) if path.is_dir() else [path]:
+            try:
+                docs = [d for d in yaml.safe_load_all(file.read_text()) if d is not None]
+            except (yaml.YAMLError, UnicodeDecodeError):
+                continue
+            if docs and all(
+                isinstance(d, dict)
+                and str(d.get("apiVersion", "")).startswith("networking.istio.io/")
+                and d.get("kind") in ("ServiceEntry", "WorkloadEntry")
+                for d in docs
+            ):
+                found.append(file)
+    return found
+
+
+class Pair:
+    """istiod and registryd on one directory (see the module)."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.dir = workdir / "inputs"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self._count = itertools.count(1)
+        self._marker(0)
+        binary = istiod_binary()
+        self.istiod: Istiod = start_istiod(
+            workdir, workdir / "istiod.log", config_sources=[fs_source(self.dir)], binary=binary
+        )
+        try:
+            self.registryd: Registryd = start_registryd(self.dir, workdir / "registryd.log")
+        except BaseException:
+            self.istiod.stop()
+            raise
+
+    def _marker(self, n: int) -> tuple[str, str]:
+        host = f"m{n}.sync.registryd.test"
+        doc = {
+            "apiVersion": "networking.istio.io/v1",
+            "kind": "ServiceEntry",
+            "metadata": {"name": f"sync-marker-{n}", "namespace": "default"},
+            "spec": {
+                "hosts": [host],
+                "location": "MESH_INTERNAL",
+                "resolution": "STATIC",
+                "ports": [{"number": MARKER_PORT, "name": "http-marker", "protocol": "HTTP"}],
+            },
+        }
+        return f"outbound|{MARKER_PORT}||{host}", yaml.safe_dump(doc)
+
+    async def serve(
+        self, text: str, nodes: Iterable[Node] = NODES
+    ) -> AsyncIterator[tuple[Node, Served, Served]]:
+        """Load ``text`` (YAML documents) alone, then per node what each server serves."""
+        marker, marker_doc = self._marker(next(self._count))
+        for old in self.dir.iterdir():
+            old.unlink()
+        # the input first, then the marker in a file of its own (istiod drops a whole
+        # file when one of its documents is invalid): whoever reads the marker has the
+        # input in the directory already
+        for name, content in (("input.yaml", text), ("marker.yaml", marker_doc)):
+            staging = self.workdir / f"{name}.tmp"
+            staging.write_text(content)
+            os.replace(staging, self.dir / name)
+        try:
+            names = grpc_names(yaml.safe_load_all(text))
+        except yaml.YAMLError:
+            names = []
+        for i, node in enumerate(nodes):
+            options = {"grpc_listeners": names} if node.kind == "grpc" else {}
+            try:
+                istiod = await collect(
+                    f"127.0.0.1:{self.istiod.grpc_port}", node, marker, **options
+                )
+            except TimeoutError:
+                if i:
+                    raise
+                ours = await collect(f"127.0.0.1:{self.registryd.grpc_port}", node, marker)
+                raise IstiodRefused(self._registryd_errors()) from None
+            ours = await collect(f"127.0.0.1:{self.registryd.grpc_port}", node, marker, **options)
+            yield node, istiod, ours
+
+    def _registryd_errors(self) -> dict[str, str]:
+        status, body = http_get(self.registryd.http_port, "/debug/configz")
+        if status != 200:
+            return {"/debug/configz": f"{status} {body[:200]}"}
+        errors: dict[str, str] = {}
+        for registry in json.loads(body):
+            errors.update(registry.get("errors") or {})
+        return errors
+
+    def stop(self) -> None:
+        self.registryd.stop()
+        self.istiod.stop()
