@@ -18,7 +18,16 @@ Pure functions of the model.  The rules and the istiod code they follow:
   Service's ports carry none;
 * upstream protocol (cluster_builder.go ``setUpstreamProtocol``): HTTP2, GRPC and
   GRPC-WEB ports speak HTTP/2; ports with no declared protocol use the downstream one;
-* default circuit breakers (cluster_traffic_policy.go ``getDefaultCircuitBreakerThresholds``);
+* default circuit breakers (cluster_traffic_policy.go ``getDefaultCircuitBreakerThresholds``:
+  every threshold at its maximum, nothing tracked);
+* EDS clusters name their service (``eds_cluster_config.service_name``, the cluster's
+  name) and wait for no first answer (``initial_fetch_timeout: 0s``: cluster_builder.go
+  ``buildCluster``, ``ConfigSource`` of ``buildDefaultCluster``);
+* DNS clusters resolve with c-ares at most 100 UDP queries at once and a 100 ms jitter
+  (cluster_builder.go ``setDNSConfig``: ``PILOT_DNS_CARES_UDP_MAX_QUERIES``,
+  ``PILOT_DNS_JITTER_DURATION`` defaults);
+* ``PassthroughCluster`` uses the downstream protocol and closes idle connections after
+  300 s (``buildDefaultPassthroughCluster``, ``passthroughHttpProtocolOptions``);
 * endpoints (xds/endpoints/endpoint_builder.go ``filterIstioEndpoint``, ``generate``):
   UNHEALTHY endpoints are sent only while :attr:`BuildOptions.send_unhealthy`, DRAINING
   ones never; locality weights are sums clamped to 2^32-1 (``addUint32``).
@@ -33,6 +42,7 @@ from dataclasses import dataclass
 from envoy.config.cluster.v3 import circuit_breaker_pb2, cluster_pb2
 from envoy.config.core.v3 import base_pb2, health_check_pb2, protocol_pb2
 from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
+from envoy.extensions.network.dns_resolver.cares.v3 import cares_dns_resolver_pb2 as cares_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2 as http_options_pb2
 from envoy.type.v3 import percent_pb2
 from google.protobuf import duration_pb2, wrappers_pb2
@@ -65,6 +75,9 @@ log = logging.getLogger("registryd.push")
 MAX_WEIGHT = 2**32 - 1
 _HTTP_OPTIONS_KEY = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 _CONNECT_TIMEOUT = duration_pb2.Duration(seconds=10)  # MeshConfig connectTimeout default
+_DNS_JITTER = duration_pb2.Duration(nanos=100_000_000)  # PILOT_DNS_JITTER_DURATION default
+_DNS_UDP_MAX_QUERIES = 100  # PILOT_DNS_CARES_UDP_MAX_QUERIES default
+_PASSTHROUGH_IDLE = duration_pb2.Duration(seconds=300)
 _DNS_REFRESH = duration_pb2.Duration(seconds=60)  # MeshConfig dnsRefreshRate default
 _HEALTH = {
     Health.HEALTHY: health_check_pb2.HEALTHY,
@@ -168,7 +181,6 @@ def _circuit_breakers() -> circuit_breaker_pb2.CircuitBreakers:
                 max_pending_requests=unlimited,
                 max_requests=unlimited,
                 max_retries=unlimited,
-                track_remaining=True,
             )
         ]
     )
@@ -213,6 +225,7 @@ def build_cluster(
     if resolution is Resolution.STATIC:
         cluster.type = cluster_pb2.Cluster.EDS
         cluster.eds_cluster_config.eds_config.CopyFrom(ads())
+        cluster.eds_cluster_config.service_name = name
     elif resolution in (Resolution.DNS, Resolution.DNS_ROUND_ROBIN):
         served = served_endpoints(endpoints, options)
         if resolution is Resolution.DNS_ROUND_ROBIN:
@@ -224,6 +237,11 @@ def build_cluster(
         cluster.dns_lookup_family = cluster_pb2.Cluster.V4_PREFERRED
         cluster.respect_dns_ttl = True
         cluster.dns_refresh_rate.CopyFrom(_DNS_REFRESH)
+        cluster.dns_jitter.CopyFrom(_DNS_JITTER)
+        cares = cares_pb2.CaresDnsResolverConfig()
+        cares.udp_max_queries.value = _DNS_UDP_MAX_QUERIES
+        cluster.typed_dns_resolver_config.name = "envoy.network.dns_resolver.cares"
+        cluster.typed_dns_resolver_config.typed_config.CopyFrom(pack(cares))
         cluster.load_assignment.cluster_name = name
         cluster.load_assignment.endpoints.extend(locality_endpoints(served, name))
     else:
@@ -243,13 +261,25 @@ def build_cluster(
 def passthrough_cluster() -> cluster_pb2.Cluster:
     """``PassthroughCluster``: traffic to a destination no service claims goes where it
     was headed (cluster_builder.go ``buildDefaultPassthroughCluster``)."""
-    return cluster_pb2.Cluster(
+    cluster = cluster_pb2.Cluster(
         name=PASSTHROUGH_CLUSTER,
         type=cluster_pb2.Cluster.ORIGINAL_DST,
         connect_timeout=_CONNECT_TIMEOUT,
         lb_policy=cluster_pb2.Cluster.CLUSTER_PROVIDED,
         circuit_breakers=_circuit_breakers(),
     )
+    downstream = http_options_pb2.HttpProtocolOptions.UseDownstreamHttpConfig(
+        http_protocol_options=protocol_pb2.Http1ProtocolOptions(),
+        http2_protocol_options=protocol_pb2.Http2ProtocolOptions(),
+    )
+    options = http_options_pb2.HttpProtocolOptions(
+        common_http_protocol_options=protocol_pb2.HttpProtocolOptions(
+            idle_timeout=_PASSTHROUGH_IDLE
+        ),
+        use_downstream_protocol_config=downstream,
+    )
+    cluster.typed_extension_protocol_options[_HTTP_OPTIONS_KEY].CopyFrom(pack(options))
+    return cluster
 
 
 def blackhole_cluster() -> cluster_pb2.Cluster:

@@ -30,7 +30,7 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 from google.protobuf import duration_pb2
 
 from registryd.build.clusters import BuildOptions, served_endpoints
-from registryd.build.pieces import ads, alt_names, pack, router_filter, socket
+from registryd.build.pieces import alt_names, grpc_ads, pack, router_filter, socket
 from registryd.model import Endpoint, Port, Resolution, Service
 from registryd.xds.resources import cluster_name, grpc_listener_name
 
@@ -60,7 +60,7 @@ def build_listener(service: Service, port: Port, name: str) -> listener_pb2.List
     """ApiListener ``<name>:<port>`` for a client dialing ``xds:///<name>:<port>``."""
     manager = hcm_pb2.HttpConnectionManager(
         rds=hcm_pb2.Rds(
-            config_source=ads(),
+            config_source=grpc_ads(),
             route_config_name=cluster_name(service.hostname, port.number),
         ),
         http_filters=[router_filter()],
@@ -108,12 +108,12 @@ def build_cluster(
     if not serves(service, port):
         return None
     name = cluster_name(service.hostname, port.number)
-    cluster = cluster_pb2.Cluster(name=name, connect_timeout=_CONNECT_TIMEOUT)
-    if service.resolution is Resolution.STATIC:
-        cluster.type = cluster_pb2.Cluster.EDS
-        cluster.eds_cluster_config.eds_config.CopyFrom(ads())
+    if service.resolution is Resolution.STATIC:  # grpcgen/cds.go edsCluster
+        cluster = cluster_pb2.Cluster(name=name, type=cluster_pb2.Cluster.EDS)
+        cluster.eds_cluster_config.eds_config.CopyFrom(grpc_ads())
         cluster.eds_cluster_config.service_name = name
         return cluster
+    cluster = cluster_pb2.Cluster(name=name, connect_timeout=_CONNECT_TIMEOUT)
     served = sorted(served_endpoints(endpoints, options), key=lambda e: (e.address, e.port))
     if not served:
         return None

@@ -199,10 +199,21 @@ def _tcp_proxy(stat_prefix: str, cluster: str) -> listener_components_pb2.Filter
 
 
 def _http_manager(name: str, port: int) -> listener_components_pb2.Filter:
+    """The outbound HTTP connection manager with istiod's defaults
+    (listener_builder.go ``buildHTTPConnectionManager``; connection_settings.go for the
+    mesh's connection settings as istiod's own defaults leave them): paths normalized,
+    escaped slashes kept, ``100-continue`` proxied, no stream idle timeout, WebSocket
+    upgrades, the client address not taken for the remote one."""
     manager = hcm_pb2.HttpConnectionManager(
         stat_prefix=f"outbound_{name}",
         rds=hcm_pb2.Rds(config_source=ads(), route_config_name=str(port)),
         http_filters=[router_filter()],
+        normalize_path=wrappers_pb2.BoolValue(value=True),
+        path_with_escaped_slashes_action=hcm_pb2.HttpConnectionManager.KEEP_UNCHANGED,
+        proxy_100_continue=True,
+        stream_idle_timeout=duration_pb2.Duration(),
+        upgrade_configs=[hcm_pb2.HttpConnectionManager.UpgradeConfig(upgrade_type="websocket")],
+        use_remote_address=wrappers_pb2.BoolValue(value=False),
     )
     return listener_components_pb2.Filter(
         name="envoy.filters.network.http_connection_manager", typed_config=pack(manager)

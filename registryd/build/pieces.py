@@ -14,7 +14,7 @@ from envoy.extensions.filters.http.router.v3 import router_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm_pb2,
 )
-from google.protobuf import any_pb2
+from google.protobuf import any_pb2, duration_pb2
 
 from registryd.model import Endpoint, Port, Service, is_ip
 
@@ -38,10 +38,22 @@ def pack(message: object) -> any_pb2.Any:
 
 
 def ads() -> config_source_pb2.ConfigSource:
+    """ADS as an Envoy's config source: v3, and no wait for a first answer
+    (``initial_fetch_timeout: 0s``), as istiod sets it for EDS clusters and RDS
+    (cluster_builder.go ``buildCluster``; listener_builder.go
+    ``buildHTTPConnectionManager``)."""
     return config_source_pb2.ConfigSource(
         ads=config_source_pb2.AggregatedConfigSource(),
         resource_api_version=config_source_pb2.V3,
+        initial_fetch_timeout=duration_pb2.Duration(),
     )
+
+
+def grpc_ads() -> config_source_pb2.ConfigSource:
+    """ADS as a proxyless gRPC client's config source: ``{ads: {}}`` alone, as istiod's
+    gRPC generator sends it (grpcgen/lds.go ``buildInboundListeners``' and
+    ``buildOutboundListeners``' RDS, grpcgen/cds.go ``build``)."""
+    return config_source_pb2.ConfigSource(ads=config_source_pb2.AggregatedConfigSource())
 
 
 def in_eds(endpoint: Endpoint) -> bool:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from tests.differential.collect import Served
 
@@ -60,6 +61,91 @@ def _inbound(served: Served, side: str) -> None:
         del served["rds"][name]
 
 
+def _resources(served: Served, kind: str) -> list[dict[str, Any]]:
+    return list(served.get(kind, {}).values())
+
+
+def _managers(served: Served) -> list[dict[str, Any]]:
+    """Every HTTP connection manager of the listeners (Envoy's and proxyless gRPC's)."""
+    found = []
+    for listener in _resources(served, "lds"):
+        api = listener.get("api_listener", {}).get("api_listener")
+        if api:
+            found.append(api)
+        for chain in [*listener.get("filter_chains", []), listener.get("default_filter_chain")]:
+            for f in (chain or {}).get("filters", []):
+                if f.get("name") == "envoy.filters.network.http_connection_manager":
+                    found.append(f["typed_config"])
+    return found
+
+
+_TELEMETRY_FILTERS = {"envoy.filters.http.grpc_stats"}
+_VIRTUAL_SERVICE_FILTERS = {"envoy.filters.http.fault", "envoy.filters.http.cors"}
+
+
+def _drop_http_filters(served: Served, names: set[str]) -> None:
+    for manager in _managers(served):
+        if "http_filters" in manager:
+            manager["http_filters"] = [
+                f for f in manager["http_filters"] if f.get("name") not in names
+            ]
+
+
+def _telemetry(served: Served, side: str) -> None:
+    """Istio's telemetry: the gRPC stats filter, tracing and its request id, and the
+    ``istio`` metadata its stats read on clusters and endpoints."""
+    if side != "istiod":
+        return
+    _drop_http_filters(served, _TELEMETRY_FILTERS)
+    for manager in _managers(served):
+        manager.pop("tracing", None)
+        manager.pop("request_id_extension", None)
+    for cluster in _resources(served, "cds"):
+        _drop_istio_metadata(cluster)
+        for group in cluster.get("load_assignment", {}).get("endpoints", []):
+            for lb in group.get("lb_endpoints", []):
+                _drop_istio_metadata(lb)
+    for assignment in _resources(served, "eds"):
+        for group in assignment.get("endpoints", []):
+            for lb in group.get("lb_endpoints", []):
+                _drop_istio_metadata(lb)
+
+
+def _drop_istio_metadata(holder: dict[str, Any]) -> None:
+    metadata = holder.get("metadata", {}).get("filter_metadata", {})
+    metadata.pop("istio", None)
+    if not metadata:
+        holder.pop("metadata", None)
+
+
+def _virtual_service_filters(served: Served, side: str) -> None:
+    """The fault-injection and CORS filters istiod puts in every HTTP chain for
+    VirtualServices (no-ops without one)."""
+    if side == "istiod":
+        _drop_http_filters(served, _VIRTUAL_SERVICE_FILTERS)
+
+
+def _stat_delimiter(served: Served, side: str) -> None:
+    """The ``;`` istiod ends stat prefixes and alternative stat names with (a delimiter
+    for the stats tag regexes of Istio's own proxy bootstrap), and the alternative stat
+    name that is only the cluster's name with it."""
+    if side != "istiod":
+        return
+    for cluster in _resources(served, "cds"):
+        if cluster.get("alt_stat_name") == f"{cluster.get('name')};":
+            del cluster["alt_stat_name"]
+    for manager in _managers(served):
+        prefix = manager.get("stat_prefix")
+        if isinstance(prefix, str) and prefix.endswith(";"):
+            manager["stat_prefix"] = prefix[:-1]
+
+
+def _dns_family(served: Served, side: str) -> None:
+    """The DNS lookup family of DNS clusters (istiod picks it from the proxy's IPs)."""
+    for cluster in _resources(served, "cds"):
+        cluster.pop("dns_lookup_family", None)
+
+
 RULES: tuple[Rule, ...] = (
     Rule(
         "marker",
@@ -74,6 +160,36 @@ RULES: tuple[Rule, ...] = (
         "built from the proxy's own workload; registryd serves outbound discovery only",
         "no `virtualInbound` (15006), no inbound listeners or clusters",
         _inbound,
+    ),
+    Rule(
+        "telemetry",
+        "istiod's gRPC stats filter, tracing and request-id settings of HTTP connection "
+        "managers, and the `istio` filter metadata of clusters and endpoints",
+        "Istio's telemetry (its stats and tracing) has nothing to read without Istio's proxy",
+        "telemetry: no gRPC stats filter, tracing or `istio` metadata",
+        _telemetry,
+    ),
+    Rule(
+        "virtual-service-filters",
+        "istiod's `envoy.filters.http.fault` and `envoy.filters.http.cors` HTTP filters",
+        "they act only on VirtualService fault and CORS policies, which registryd has not",
+        "no DestinationRule, VirtualService, Sidecar, mTLS",
+        _virtual_service_filters,
+    ),
+    Rule(
+        "stat-delimiter",
+        "the `;` at the end of istiod's stat prefixes and alternative stat names, and an "
+        "alternative stat name that is the cluster's own name with it",
+        "the delimiter is for the stats tag regexes of Istio's proxy bootstrap",
+        "stat names",
+        _stat_delimiter,
+    ),
+    Rule(
+        "dns-family",
+        "`dns_lookup_family` of DNS clusters",
+        "istiod picks it per proxy from its IP families; registryd builds once for all",
+        "DNS lookup family",
+        _dns_family,
     ),
 )
 

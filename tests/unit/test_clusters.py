@@ -66,11 +66,11 @@ def test_apply_load_balancer_panic_threshold_zero_while_unhealthy_endpoints_are_
     assert not quiet.common_lb_config.HasField("healthy_panic_threshold")
 
 
-def test_default_circuit_breakers_are_unlimited_and_track_remaining() -> None:
+def test_default_circuit_breakers_are_unlimited_and_track_nothing() -> None:
     (thresholds,) = built(svc(), Port(number=8080)).circuit_breakers.thresholds
     assert thresholds.max_connections.value == MAX_WEIGHT
     assert thresholds.max_requests.value == MAX_WEIGHT
-    assert thresholds.track_remaining
+    assert not thresholds.track_remaining  # as istiod's getDefaultCircuitBreakerThresholds
 
 
 # -- discovery type: cluster.go convertResolution ------------------------------------------
@@ -221,3 +221,32 @@ def test_cla_leaves_out_non_ip_addresses() -> None:
     endpoints = [ep(address="vm.example"), ep(address="10.0.0.1")]
     (group,) = build_cla("c", endpoints).endpoints
     assert [lb.endpoint.address.socket_address.address for lb in group.lb_endpoints] == ["10.0.0.1"]
+
+
+def test_eds_clusters_name_their_service_and_wait_for_no_first_answer() -> None:
+    cluster = built(svc(), Port(number=8080))
+    assert cluster.eds_cluster_config.service_name == cluster.name
+    source = cluster.eds_cluster_config.eds_config
+    assert source.HasField("initial_fetch_timeout") and source.initial_fetch_timeout.seconds == 0
+
+
+def test_dns_clusters_resolve_with_cares_and_jitter() -> None:
+    from envoy.extensions.network.dns_resolver.cares.v3 import cares_dns_resolver_pb2
+
+    service = svc("db.example", resolution=Resolution.DNS)
+    cluster = built(service, Port(number=8080), [ep("db.example", "db.internal")])
+    assert cluster.dns_jitter.nanos == 100_000_000
+    assert cluster.typed_dns_resolver_config.name == "envoy.network.dns_resolver.cares"
+    cares = cares_dns_resolver_pb2.CaresDnsResolverConfig()
+    cluster.typed_dns_resolver_config.typed_config.Unpack(cares)
+    assert cares.udp_max_queries.value == 100
+
+
+def test_passthrough_uses_the_downstream_protocol_and_an_idle_timeout() -> None:
+    options = http_protocol_options_pb2.HttpProtocolOptions()
+    packed = passthrough_cluster().typed_extension_protocol_options[
+        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+    ]
+    packed.Unpack(options)
+    assert options.common_http_protocol_options.idle_timeout.seconds == 300
+    assert options.HasField("use_downstream_protocol_config")

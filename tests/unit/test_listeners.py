@@ -232,3 +232,17 @@ def test_virtual_outbound_hands_connections_to_their_original_destination() -> N
         ([], [], [], "PassthroughCluster"),
     ]
     assert listener.filter_chains[0].filter_chain_match.destination_port.value == 15001
+
+
+def test_the_http_connection_manager_has_istiods_defaults() -> None:
+    built, _ = build_listeners(8080, [svc("a.example")], Mode.SIDECAR)
+    (listener,) = built.values()
+    manager = hcm_pb2.HttpConnectionManager()
+    listener.filter_chains[0].filters[0].typed_config.Unpack(manager)
+    assert manager.normalize_path.value is True
+    assert manager.path_with_escaped_slashes_action == manager.KEEP_UNCHANGED
+    assert manager.proxy_100_continue
+    assert manager.HasField("stream_idle_timeout") and manager.stream_idle_timeout.seconds == 0
+    assert [u.upgrade_type for u in manager.upgrade_configs] == ["websocket"]
+    assert manager.HasField("use_remote_address") and not manager.use_remote_address.value
+    assert manager.rds.config_source.HasField("initial_fetch_timeout")
