@@ -66,7 +66,14 @@ __all__ = [
 ]
 
 VIRTUAL_OUTBOUND_PORT = 15001  # MeshConfig proxyListenPort
-_HTTP_ALPNS = ("http/1.0", "http/1.1", "h2c")  # listener.go plaintextHTTPALPNs
+# listener.go plaintextHTTPALPNs, with PILOT_HTTP10 (features.HTTP10) off, its default
+_HTTP_ALPNS = ("http/1.1", "h2c")
+# listener.go gatewayTransportSocketConnectTimeout: on every outbound filter chain, against
+# slow handshakes holding memory
+_TRANSPORT_SOCKET_CONNECT_TIMEOUT = duration_pb2.Duration(seconds=15)
+# listener_builder.go maxConnectionsToAcceptPerSocketEvent (its feature's default), on
+# listeners that bind a port
+_ACCEPT_PER_SOCKET_EVENT = wrappers_pb2.UInt32Value(value=1)
 _RAW_BUFFER = "raw_buffer"
 _NO_TIMEOUT = duration_pb2.Duration(seconds=0)
 
@@ -279,9 +286,15 @@ def _listener(entry: _Entry, port: int, mode: Mode) -> listener_pb2.Listener:
         fallback = PASSTHROUGH_CLUSTER if mode is Mode.SIDECAR else BLACKHOLE_CLUSTER
         listener.default_filter_chain.CopyFrom(
             listener_components_pb2.FilterChain(
-                name="PassthroughFilterChain", filters=[_tcp_proxy(fallback, fallback)]
+                name="PassthroughFilterChain",
+                filter_chain_match=listener_components_pb2.FilterChainMatch(),
+                filters=[_tcp_proxy(fallback, fallback)],
             )
         )
+    for chain in listener.filter_chains:
+        chain.transport_socket_connect_timeout.CopyFrom(_TRANSPORT_SOCKET_CONNECT_TIMEOUT)
+    if mode is not Mode.SIDECAR:  # it binds its port
+        listener.max_connections_to_accept_per_socket_event.CopyFrom(_ACCEPT_PER_SOCKET_EVENT)
     return listener
 
 
@@ -306,7 +319,7 @@ def virtual_outbound_listener() -> listener_pb2.Listener:
     hands each to the listener of its original destination, and sends the rest to
     ``PassthroughCluster`` (and its own port to ``BlackHoleCluster``, against loops)."""
     loop_guard = listener_components_pb2.FilterChain(
-        name=BLACKHOLE_CLUSTER,
+        name="virtualOutbound-blackhole",  # model.VirtualOutboundBlackholeFilterChainName
         filter_chain_match=listener_components_pb2.FilterChainMatch(
             destination_port=wrappers_pb2.UInt32Value(value=VIRTUAL_OUTBOUND_PORT)
         ),
@@ -322,4 +335,5 @@ def virtual_outbound_listener() -> listener_pb2.Listener:
         use_original_dst=wrappers_pb2.BoolValue(value=True),
         traffic_direction=base_pb2.OUTBOUND,
         filter_chains=[loop_guard, catch_all],
+        max_connections_to_accept_per_socket_event=_ACCEPT_PER_SOCKET_EVENT,
     )

@@ -39,7 +39,7 @@ class IstiodRefused(Exception):
 
 
 _NODE_ID = "sidecar~10.1.0.1~app-1.default~default.svc.cluster.local"
-_META = {"NAMESPACE": "default", "ISTIO_VERSION": ISTIO_VERSION}
+_META = {"NAMESPACE": "default", "ISTIO_VERSION": ISTIO_VERSION, "CLUSTER_ID": "Kubernetes"}
 NODES = (
     Node("sidecar", _NODE_ID, _META),
     Node("local", _NODE_ID, {**_META, "INTERCEPTION_MODE": "NONE"}),

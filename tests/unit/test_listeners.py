@@ -67,7 +67,7 @@ def test_http_services_share_the_wildcard_listener_behind_the_http_inspector() -
     listener = listeners["0.0.0.0_8080"]
     assert listener.bind_to_port.value is False
     assert chains(listener) == [
-        ([], [], ["http/1.0", "http/1.1", "h2c"], "rds:8080"),
+        ([], [], ["http/1.1", "h2c"], "rds:8080"),
         ("default", "PassthroughCluster"),
     ]
     assert listener.filter_chains[0].filter_chain_match.transport_protocol == "raw_buffer"
@@ -183,7 +183,7 @@ def test_auto_detected_port_gets_a_tcp_and_an_http_chain() -> None:
     )
     listener = listeners["0.0.0.0_7000"]
     assert chains(listener) == [
-        ([], [], ["http/1.0", "http/1.1", "h2c"], "rds:7000"),
+        ([], [], ["http/1.1", "h2c"], "rds:7000"),
         ("default", "outbound|7000||a.example"),
     ]
     assert filters(listener) == [HTTP_INSPECTOR]
@@ -199,7 +199,7 @@ def test_http_and_tcp_services_on_one_port_are_told_apart_by_the_http_inspector(
         )
         (listener,) = listeners.values()
         assert chains(listener) == [
-            ([], [], ["http/1.0", "http/1.1", "h2c"], "rds:9000"),
+            ([], [], ["http/1.1", "h2c"], "rds:9000"),
             ("default", "outbound|9000||b.example"),
         ]
         assert conflicts == []
@@ -246,3 +246,21 @@ def test_the_http_connection_manager_has_istiods_defaults() -> None:
     assert [u.upgrade_type for u in manager.upgrade_configs] == ["websocket"]
     assert manager.HasField("use_remote_address") and not manager.use_remote_address.value
     assert manager.rds.config_source.HasField("initial_fetch_timeout")
+
+
+def test_filter_chains_bound_their_handshakes_and_bound_listeners_accept_one_at_a_time() -> None:
+    sidecar, _ = build_listeners(3306, [tcp("db.example")], Mode.SIDECAR)
+    local, _ = build_listeners(3306, [tcp("db.example")], Mode.LOCAL)
+    for listener in (*sidecar.values(), *local.values()):
+        for chain in listener.filter_chains:
+            assert chain.transport_socket_connect_timeout.seconds == 15
+    (bound,) = local.values()
+    assert bound.max_connections_to_accept_per_socket_event.value == 1
+    (unbound,) = sidecar.values()
+    assert not unbound.HasField("max_connections_to_accept_per_socket_event")
+    virtual = virtual_outbound_listener()
+    assert [c.name for c in virtual.filter_chains] == [
+        "virtualOutbound-blackhole",
+        "virtualOutbound-catchall-tcp",
+    ]
+    assert virtual.max_connections_to_accept_per_socket_event.value == 1
