@@ -6,12 +6,20 @@ rules and the istiod code they follow (networking/core/httproute.go):
 * a virtual host per service whose port speaks HTTP (HTTP, HTTP2, GRPC, GRPC-WEB) or has
   no declared protocol (sniffed as HTTP), named ``<hostname>:<port>``
   (``BuildSidecarOutboundVirtualHosts``);
-* its domains (``generateVirtualHostDomains``): the hostname, the names of the aliases
-  that point at it (Kubernetes ExternalName), their Kubernetes short names
-  (``GenerateAltVirtualHosts``), ``*.``-prefixed forms for Kubernetes headless services,
-  and every IP address of the service (the VIP, a ClusterIP) — each with and without
-  ``:<port>``.  A domain already taken by an earlier service (by hostname order) is left
-  out, since Envoy rejects a route configuration with a domain twice;
+* its domains (``generateVirtualHostDomains``), without ports since the route
+  configuration ignores the port in Host matching (``ignore_port_in_host_matching``:
+  ``SidecarIgnorePort``): the hostname and its absolute form ``<hostname>.``
+  (``PILOT_ENABLE_ABSOLUTE_FQDN_VHOST_DOMAIN``, on by default), the names of the aliases
+  that point at it (Kubernetes ExternalName) likewise, their Kubernetes short names
+  (``GenerateAltVirtualHosts``: ``<name>``, ``<name>.<ns>.svc``, ``<name>.<ns>`` in the
+  service's namespace, ``<name>.<ns>``, ``<name>.<ns>.svc`` elsewhere), ``*.``-prefixed
+  forms for Kubernetes headless services, and every IP address of the service (the
+  VIP, a ClusterIP).  A domain already taken by an earlier service (by hostname order)
+  is left out, since Envoy rejects a route configuration with a domain twice;
+* every virtual host counts request attempts (``include_request_attempt_count``), and
+  the configuration ends with istiod's ``allow_any`` virtual host: any other Host goes
+  to ``PassthroughCluster`` (``buildCatchAllVirtualHost``, ``ALLOW_ANY`` outbound traffic
+  policy); direct responses are capped at 1 MiB (``DefaultMaxDirectResponseBodySizeBytes``);
 * one route, ``default``, prefix ``/`` to the service's cluster, with istiod's defaults:
   no timeout, ``max_grpc_timeout`` 0 and the default retry policy
   (route/route.go ``BuildDefaultHTTPOutboundRoute``, route/retry/retry.go
@@ -27,9 +35,9 @@ from envoy.config.route.v3 import route_components_pb2, route_pb2
 from envoy.extensions.retry.host.previous_hosts.v3 import previous_hosts_pb2
 from google.protobuf import duration_pb2, wrappers_pb2
 
-from registryd.build.pieces import alt_names, kube_parts, pack
+from registryd.build.pieces import kube_parts, pack
 from registryd.model import AUTO, Port, Resolution, Service, is_http
-from registryd.xds.resources import cluster_name
+from registryd.xds.resources import PASSTHROUGH_CLUSTER, cluster_name
 
 __all__ = ["build_route_config", "routed_ports", "service_domains"]
 
@@ -44,8 +52,24 @@ def routed_ports(service: Service) -> list[Port]:
     return [p for p in service.ports if is_http(p.protocol) or p.protocol == AUTO]
 
 
-def _with_port(domain: str, port: int) -> tuple[str, str]:
-    return domain, f"{domain}:{port}"
+_MAX_DIRECT_RESPONSE = 1024 * 1024  # route.DefaultMaxDirectResponseBodySizeBytes
+
+
+def _absolute(name: str) -> tuple[str, ...]:
+    """A name and its absolute (trailing-dot) form."""
+    return (name, f"{name}.")
+
+
+def _kube_alt_names(hostname: str, service_namespace: str, namespace: str) -> tuple[str, ...]:
+    """The short names of a Kubernetes hostname, in istiod's order
+    (``generateAltVirtualHostsForKubernetesService``)."""
+    parts = kube_parts(hostname, service_namespace)
+    if parts is None:
+        return ()
+    name, ns, _ = parts
+    if namespace == ns:
+        return (name, f"{name}.{ns}.svc", f"{name}.{ns}")
+    return (f"{name}.{ns}", f"{name}.{ns}.svc")
 
 
 def _address_domain(address: str) -> str | None:
@@ -63,21 +87,21 @@ def _address_domain(address: str) -> str | None:
 def service_domains(
     service: Service, port: int, namespace: str = "", aliases: Sequence[Service] = ()
 ) -> list[str]:
-    """Every Host a client in ``namespace`` may use for ``service`` on ``port``, in
-    istiod's order: names (hostname, then each alias) with their short forms, the
-    ``*.`` forms of a headless Kubernetes service, then its IP addresses."""
+    """Every Host a client in ``namespace`` may use for ``service`` (on ``port``: the
+    route configuration ignores ports), in istiod's order: names (hostname, then each
+    alias), each with its absolute form and its short forms, the ``*.`` forms of a
+    headless Kubernetes service, then its IP addresses."""
     names: list[str] = []
     named = [(service.hostname, service.namespace), *((a.hostname, a.namespace) for a in aliases)]
     for hostname, ns in named:
-        names.extend(_with_port(hostname, port))
-        for short in alt_names(hostname, ns, namespace):
-            names.extend(_with_port(short, port))
+        names.extend(_absolute(hostname))
+        names.extend(_kube_alt_names(hostname, ns, namespace))
     if service.resolution is Resolution.NONE and kube_parts(service.hostname, service.namespace):
         names.extend([f"*.{name}" for name in names])
     for address in service.addresses:
         domain = _address_domain(address)
         if domain is not None:
-            names.extend(_with_port(domain, port))
+            names.append(domain)
     return names
 
 
@@ -121,11 +145,10 @@ def build_route_config(
         if any(p.number == port for p in routed_ports(service))
     ]
     # a service's own hostname beats anyone's alias or short name for it
-    taken = {d for service in chosen for d in _with_port(service.hostname, port)}
+    taken = {d for service in chosen for d in _absolute(service.hostname)}
     hosts = []
     for service in chosen:
-        own = _with_port(service.hostname, port)
-        domains = list(own)
+        domains = list(_absolute(service.hostname))
         for domain in service_domains(service, port, namespace, aliases.get(service.hostname, ())):
             if domain not in taken:
                 taken.add(domain)
@@ -135,10 +158,32 @@ def build_route_config(
                 name=f"{service.hostname}:{port}",
                 domains=domains,
                 routes=[_default_route(service, port)],
+                include_request_attempt_count=True,
             )
         )
+    hosts.append(_allow_any())
     return route_pb2.RouteConfiguration(
         name=str(port),
         virtual_hosts=hosts,
         validate_clusters=wrappers_pb2.BoolValue(value=False),
+        max_direct_response_body_size_bytes=wrappers_pb2.UInt32Value(value=_MAX_DIRECT_RESPONSE),
+        ignore_port_in_host_matching=True,
+    )
+
+
+def _allow_any() -> route_components_pb2.VirtualHost:
+    """istiod's catch-all virtual host for the ``ALLOW_ANY`` outbound traffic policy
+    (httproute.go ``buildCatchAllVirtualHost``): any other Host passes through."""
+    action = route_components_pb2.RouteAction(
+        cluster=PASSTHROUGH_CLUSTER, timeout=_NO_TIMEOUT, max_grpc_timeout=_NO_TIMEOUT
+    )
+    return route_components_pb2.VirtualHost(
+        name="allow_any",
+        domains=["*"],
+        routes=[
+            route_components_pb2.Route(
+                name="allow_any", match=route_components_pb2.RouteMatch(prefix="/"), route=action
+            )
+        ],
+        include_request_attempt_count=True,
     )

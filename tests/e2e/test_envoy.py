@@ -22,6 +22,7 @@ HOST = "backend.example"
 OTHER = "other.example"
 BARRIER = "barrier.example"
 BROKEN = "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nspec: [oops\n"
+ANY = {"allow_any": ["*"]}  # istiod's catch-all virtual host, in every route <port>
 
 
 def assert_running(registryd: Registryd, envoy: Envoy, pids: tuple[int, int]) -> None:
@@ -57,7 +58,7 @@ def test_envoy_routes_traffic_and_follows_file_edits(stack: Stack, api_type: str
     assert cluster in config.clusters
     listener = config.raw_listeners[f"127.0.0.1_{port}"]
     assert listener["address"]["socket_address"] == {"address": LOCAL, "port_value": port}
-    assert admin.route_domains(str(port)) == {f"{HOST}:{port}": [HOST, f"{HOST}:{port}"]}
+    assert admin.route_domains(str(port)) == {f"{HOST}:{port}": [HOST, f"{HOST}."], **ANY}
     assert_accepted(admin, registryd)
 
     # -- real requests through Envoy reach both backends ----------------------------------
@@ -84,8 +85,9 @@ def test_envoy_routes_traffic_and_follows_file_edits(stack: Stack, api_type: str
     assert answers(port, OTHER, 5) == {"backend-b": 5}
     assert answers(port, HOST, 5) == {"backend-a": 5}
     assert admin.route_domains(str(port)) == {
-        f"{HOST}:{port}": [HOST, f"{HOST}:{port}"],
-        f"{OTHER}:{port}": [OTHER, f"{OTHER}:{port}"],
+        f"{HOST}:{port}": [HOST, f"{HOST}."],
+        f"{OTHER}:{port}": [OTHER, f"{OTHER}."],
+        **ANY,
     }
     assert_accepted(admin, registryd)
     assert_running(registryd, envoy, pids)
@@ -98,7 +100,7 @@ def test_envoy_routes_traffic_and_follows_file_edits(stack: Stack, api_type: str
         details=stack.logs,
     )
     assert answers(port, HOST, 5) == {"backend-a": 5}
-    assert admin.route_domains(str(port)) == {f"{HOST}:{port}": [HOST, f"{HOST}:{port}"]}
+    assert admin.route_domains(str(port)) == {f"{HOST}:{port}": [HOST, f"{HOST}."], **ANY}
     write_entries(
         path,
         service_entry(HOST, port, [(LOCAL, a.port)]),

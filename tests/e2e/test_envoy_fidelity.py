@@ -199,7 +199,9 @@ def test_http_service_is_reached_by_its_vip_in_the_host_header(stack: Stack, api
     assert answers(port, "127.0.0.5", 2) == {"vip-backend": 2}
     assert answers(port, "web.vip.example", 2) == {"vip-backend": 2}
     assert "127.0.0.5" in backend.hosts and f"127.0.0.5:{port}" in backend.hosts
-    assert next(iter(answers(port, "127.0.0.6", 1))).startswith("404")  # not a VIP of anyone
+    # not a VIP of anyone: istiod's allow_any virtual host passes it through, no 404
+    (other,) = answers(port, "127.0.0.6", 1)
+    assert other != "vip-backend" and not other.startswith("404"), other
     assert_accepted(Admin(envoy.admin_port), registryd)
 
 

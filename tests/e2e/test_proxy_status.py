@@ -245,7 +245,7 @@ def test_proxy_config_tables_for_envoy(mesh: Registryd) -> None:
 
     routes = cli("proxy-config", "routes", ENVOY, "--server", server)
     assert cells(routes.stdout.splitlines()[0]) == ["NAME", "DOMAINS", "MATCH", "VIRTUAL SERVICE"]
-    assert rows(routes.stdout)["8080"] == [WEB, "/*", "-"]
+    assert rows(routes.stdout)["8080"] == [f"{WEB}, {WEB}.", "/*", "-"]
 
 
 def test_proxy_config_for_a_proxyless_client_and_as_json(mesh: Registryd) -> None:

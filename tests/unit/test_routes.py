@@ -14,7 +14,8 @@ K8S = "greeter.shop.svc.cluster.local"
 
 
 def domains(route: route_pb2.RouteConfiguration) -> dict[str, list[str]]:
-    return {vh.name: list(vh.domains) for vh in route.virtual_hosts}
+    """The services' virtual hosts (not istiod's catch-all ``allow_any``) and domains."""
+    return {vh.name: list(vh.domains) for vh in route.virtual_hosts if vh.name != "allow_any"}
 
 
 def test_a_virtual_host_per_http_or_sniffed_service_on_the_port() -> None:
@@ -31,7 +32,7 @@ def test_a_virtual_host_per_http_or_sniffed_service_on_the_port() -> None:
 
 
 def test_default_route_has_istiod_timeouts_and_retry_policy() -> None:
-    (vhost,) = build_route_config(8080, [svc("a.example")]).virtual_hosts
+    vhost, _ = build_route_config(8080, [svc("a.example")]).virtual_hosts
     (route,) = vhost.routes
     assert route.name == "default"
     assert route.match.prefix == "/"
@@ -50,19 +51,25 @@ def test_default_route_has_istiod_timeouts_and_retry_policy() -> None:
     assert route.decorator.operation == "a.example:8080/*"
 
 
-def test_vip_is_a_domain_with_and_without_port() -> None:
-    # generateVirtualHostDomains: every address of the service, not 0.0.0.0 or a CIDR
+def test_vip_is_a_domain_and_ports_are_ignored_in_host_matching() -> None:
+    # generateVirtualHostDomains: every address of the service, not 0.0.0.0 or a CIDR;
+    # SidecarIgnorePort: no :port forms, the route ignores the port
     service = svc("a.example", addresses=("10.1.0.1", "10.2.0.0/16", "fd00::1"))
-    assert domains(build_route_config(8080, [service])) == {
-        "a.example:8080": [
-            "a.example",
-            "a.example:8080",
-            "10.1.0.1",
-            "10.1.0.1:8080",
-            "[fd00::1]",
-            "[fd00::1]:8080",
-        ]
+    route = build_route_config(8080, [service])
+    assert route.ignore_port_in_host_matching
+    assert domains(route) == {
+        "a.example:8080": ["a.example", "a.example.", "10.1.0.1", "[fd00::1]"]
     }
+
+
+def test_unknown_hosts_pass_through_and_attempts_are_counted() -> None:
+    # buildCatchAllVirtualHost with the default ALLOW_ANY outbound traffic policy
+    route = build_route_config(8080, [svc("a.example")])
+    *_, catch_all = route.virtual_hosts
+    assert (catch_all.name, list(catch_all.domains)) == ("allow_any", ["*"])
+    assert catch_all.routes[0].route.cluster == "PassthroughCluster"
+    assert all(vh.include_request_attempt_count for vh in route.virtual_hosts)
+    assert route.max_direct_response_body_size_bytes.value == 1024 * 1024
 
 
 def test_kubernetes_short_names_depend_on_the_proxy_namespace() -> None:
@@ -70,16 +77,14 @@ def test_kubernetes_short_names_depend_on_the_proxy_namespace() -> None:
     service = svc(K8S, namespace="shop", addresses=("10.96.0.10",))
     mine = domains(build_route_config(8080, [service], "shop"))[f"{K8S}:8080"]
     theirs = domains(build_route_config(8080, [service], "other"))[f"{K8S}:8080"]
-    assert "greeter" in mine and "greeter:8080" in mine and "10.96.0.10:8080" in mine
-    assert (
-        "greeter" not in theirs and "greeter.shop" in theirs and "greeter.shop.svc:8080" in theirs
-    )
+    assert "greeter" in mine and "greeter.shop" in mine and "10.96.0.10" in mine
+    assert "greeter" not in theirs and "greeter.shop" in theirs and "greeter.shop.svc" in theirs
 
 
 def test_headless_kubernetes_service_also_matches_pod_subdomains() -> None:
     service = svc(K8S, namespace="shop", resolution=Resolution.NONE)
     got = domains(build_route_config(8080, [service], "other"))[f"{K8S}:8080"]
-    assert f"*.{K8S}" in got and f"*.{K8S}:8080" in got and "*.greeter.shop" in got
+    assert f"*.{K8S}" in got and f"*.{K8S}." in got and "*.greeter.shop" in got
 
 
 def test_alias_names_route_to_the_service_they_stand_for() -> None:
@@ -88,7 +93,7 @@ def test_alias_names_route_to_the_service_they_stand_for() -> None:
     alias = svc("legacy.shop.svc.cluster.local", namespace="shop", alias_for=K8S)
     got = domains(build_route_config(8080, [target], "shop", {K8S: [alias]}))
     assert list(got) == [f"{K8S}:8080"]  # the alias has no virtual host of its own
-    assert {"legacy.shop.svc.cluster.local", "legacy", "legacy:8080"} <= set(got[f"{K8S}:8080"])
+    assert {"legacy.shop.svc.cluster.local", "legacy", "legacy.shop"} <= set(got[f"{K8S}:8080"])
 
 
 def test_a_domain_is_claimed_once_so_envoy_accepts_the_route() -> None:
@@ -97,7 +102,7 @@ def test_a_domain_is_claimed_once_so_envoy_accepts_the_route() -> None:
     b = svc("b.example", addresses=("10.1.0.1",))
     alias = svc("b.example", alias_for="a.example")
     got = domains(build_route_config(8080, [a, b], aliases={"a.example": [alias]}))
-    assert got["a.example:8080"] == ["a.example", "a.example:8080", "10.1.0.1", "10.1.0.1:8080"]
-    assert got["b.example:8080"] == ["b.example", "b.example:8080"]
+    assert got["a.example:8080"] == ["a.example", "a.example.", "10.1.0.1"]
+    assert got["b.example:8080"] == ["b.example", "b.example."]
     everything = [d for ds in got.values() for d in ds]
     assert len(everything) == len(set(everything))

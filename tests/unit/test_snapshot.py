@@ -122,7 +122,7 @@ def test_removing_one_of_two_services_on_a_port_keeps_the_port(rig: Rig) -> None
     snap = rig.apply(Delete(hostname="b.example"))
     assert names(snap, LDS_SIDECAR) == {"0.0.0.0_8080"}
     route = route_pb2.RouteConfiguration.FromString(snap.tables[RDS]["8080"].body)
-    assert [vh.name for vh in route.virtual_hosts] == ["a.example:8080"]
+    assert [vh.name for vh in route.virtual_hosts] == ["a.example:8080", "allow_any"]
 
 
 def test_dropping_a_port_removes_its_cluster_and_listeners(rig: Rig) -> None:
@@ -151,9 +151,13 @@ def test_export_to_dot_goes_to_namespace_overlay_tables(rig: Rig) -> None:
     assert A not in names(snap, CDS)
     # the shared port's listener/route: public version and a team-a version seeing both
     route = route_pb2.RouteConfiguration.FromString(snap.tables["rds@team-a"]["8080"].body)
-    assert {vh.name for vh in route.virtual_hosts} == {"a.example:8080", "pub.example:8080"}
+    assert {vh.name for vh in route.virtual_hosts} == {
+        "a.example:8080",
+        "pub.example:8080",
+        "allow_any",
+    }
     public = route_pb2.RouteConfiguration.FromString(snap.tables[RDS]["8080"].body)
-    assert {vh.name for vh in public.virtual_hosts} == {"pub.example:8080"}
+    assert {vh.name for vh in public.virtual_hosts} == {"pub.example:8080", "allow_any"}
 
 
 def test_export_to_change_moves_resources_between_tables(rig: Rig) -> None:
@@ -244,16 +248,9 @@ def test_kubernetes_short_names_and_bare_name_only_in_the_own_namespace(rig: Rig
     rig.upsert(svc("other.example"))
     snap = rig.upsert(svc(kube, namespace="shop"))
     everyone = domains(snap, RDS)[f"{kube}:8080"]
-    assert everyone == [
-        kube,
-        f"{kube}:8080",
-        "web.shop.svc",
-        "web.shop.svc:8080",
-        "web.shop",
-        "web.shop:8080",
-    ]
+    assert everyone == [kube, f"{kube}.", "web.shop", "web.shop.svc"]  # other namespaces
     own = domains(snap, "rds@shop")
-    assert own[f"{kube}:8080"] == [*everyone, "web", "web:8080"]
+    assert own[f"{kube}:8080"] == [kube, f"{kube}.", "web", "web.shop.svc", "web.shop"]
     assert "other.example:8080" in own  # the overlay still routes every public service
 
 
@@ -261,7 +258,7 @@ def test_short_names_never_take_a_domain_another_service_owns(rig: Rig) -> None:
     rig.upsert(svc("web.shop"))  # a ServiceEntry literally named like a short name
     snap = rig.upsert(svc("web.shop.svc.cluster.local", namespace="shop"))
     everyone = domains(snap, RDS)
-    assert everyone["web.shop:8080"] == ["web.shop", "web.shop:8080"]
+    assert everyone["web.shop:8080"] == ["web.shop", "web.shop."]
     assert "web.shop" not in everyone["web.shop.svc.cluster.local:8080"]
     all_domains = [d for ds in domains(snap, "rds@shop").values() for d in ds]
     assert len(all_domains) == len(set(all_domains))  # Envoy rejects duplicate domains
@@ -298,7 +295,7 @@ def test_alias_routes_to_its_target_whichever_arrives_first(rig: Rig) -> None:
     snap = rig.upsert(alias)
     assert names(snap, CDS) == set()  # an alias has no resources of its own
     snap = rig.upsert(svc("a.example"))
-    assert "old.example:8080" in domains(snap, RDS)["a.example:8080"]
+    assert "old.example" in domains(snap, RDS)["a.example:8080"]
     snap = rig.apply(Delete(hostname="old.example"))
     assert "old.example" not in domains(snap, RDS)["a.example:8080"]
 
