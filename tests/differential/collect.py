@@ -64,12 +64,12 @@ def _json(response: Response) -> dict[str, Any]:
     return out
 
 
-def _routes(listeners: Iterable[Mapping[str, Any]]) -> list[str]:
-    """The RDS route names the listeners' HTTP connection managers ask for."""
+def _named(resources: Iterable[Mapping[str, Any]], key: str) -> list[str]:
+    """Every string value of field ``key`` anywhere in ``resources``: the RDS route names
+    listeners ask for (``route_config_name``), the clusters routes send to (``cluster``)."""
     found: set[str] = set()
-    for listener in listeners:
-        text = json.dumps(listener)
-        for part in text.split('"route_config_name": "')[1:]:
+    for resource in resources:
+        for part in json.dumps(resource).split(f'"{key}": "')[1:]:
             found.add(part.split('"', 1)[0])
     return sorted(found)
 
@@ -81,16 +81,6 @@ async def _until(client: AdsClient, kind: str, done: Any, timeout: float) -> Res
         response = await client.next(kind, timeout=max(0.01, deadline - time.monotonic()))
         if done(response):
             return response
-
-
-def _clusters(routes: Iterable[Mapping[str, Any]]) -> list[str]:
-    """The clusters the routes send to (single and weighted)."""
-    found: set[str] = set()
-    for route in routes:
-        text = json.dumps(route)
-        for part in text.split('"cluster": "')[1:]:
-            found.add(part.split('"', 1)[0])
-    return sorted(found)
 
 
 async def collect(
@@ -116,7 +106,7 @@ async def _as_envoy(client: AdsClient, marker: str) -> Served:
         out["eds"] = _json(await client.next("eds", timeout=TIMEOUT))
     client.subscribe("lds")
     out["lds"] = _json(await client.next("lds", timeout=TIMEOUT))
-    routes = _routes(out["lds"].values())
+    routes = _named(out["lds"].values(), "route_config_name")
     if routes:
         client.subscribe("rds", routes)
         out["rds"] = _json(await client.next("rds", timeout=TIMEOUT))
@@ -133,11 +123,11 @@ async def _as_grpc(client: AdsClient, marker: str, listeners: Iterable[str]) -> 
     client.subscribe("lds", wanted)
     found = await _until(client, "lds", lambda r: f"{host}:{port}" in r.names, TIMEOUT)
     out["lds"] = _json(found)
-    routes = _routes(out["lds"].values())
+    routes = _named(out["lds"].values(), "route_config_name")
     if routes:
         client.subscribe("rds", routes)
         out["rds"] = _json(await client.next("rds", timeout=TIMEOUT))
-    clusters = _clusters(out.get("rds", {}).values())
+    clusters = _named(out.get("rds", {}).values(), "cluster")
     if clusters:
         client.subscribe("cds", clusters)
         response = await client.next("cds", timeout=TIMEOUT)
