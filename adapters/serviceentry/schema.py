@@ -284,6 +284,12 @@ def _service_ports(spec: Mapping[str, Any], errs: list[str]) -> tuple[ServicePor
     return tuple(result)
 
 
+# protocol.Instance IsHTTP or IsTLS (istio pkg/config/protocol/instance.go)
+_HOST_TELLING_PROTOCOLS = frozenset(
+    {"HTTP", "HTTP2", "GRPC", "GRPC-WEB", "HTTP_PROXY", "HTTPS", "TLS"}
+)
+
+
 def _service_entry_spec(spec: Mapping[str, Any], errs: list[str]) -> ServiceEntrySpec:
     hosts = _strings(spec, "hosts", "spec.", errs)
     if not hosts:
@@ -331,6 +337,12 @@ def _service_entry_spec(spec: Mapping[str, Any], errs: list[str]) -> ServiceEntr
     if resolution in (Resolution.DNS, Resolution.DNS_ROUND_ROBIN) and not endpoints:
         if raw_selector is None and any(h.startswith("*") for h in hosts):
             errs.append(f"spec.hosts: resolution {resolution} without endpoints needs plain hosts")
+    if resolution is not Resolution.NONE and len(hosts) > 1:
+        # validation.go ValidateServiceEntry: plain TCP cannot tell the hosts apart (HTTP
+        # by Host, TLS by SNI), so istiod refuses the entry; an unset protocol counts
+        # as not HTTP (protocol.Parse("") is Unsupported)
+        if any(p.protocol not in _HOST_TELLING_PROTOCOLS for p in ports):
+            errs.append("spec.ports: multiple hosts provided with non-HTTP, non-TLS ports")
     export_to = _strings(spec, "exportTo", "spec.", errs)
     for name in export_to:
         if name not in (".", "*", "~") and not _K8S_LABEL.fullmatch(name):

@@ -33,6 +33,12 @@ def load_tree(root: Path) -> FileTable:
     return table
 
 
+def load_text(text: str) -> FileTable:
+    table = FileTable()
+    table.load("entries.yaml", text.encode())
+    return table
+
+
 def model_of(*texts: str) -> Model:
     return build_model(parse_file(text, f"file{i}.yaml") for i, text in enumerate(texts))
 
@@ -67,9 +73,8 @@ def test_static_service_entry_becomes_one_service_per_host() -> None:
         assert service.export_to == (".", "billing")
         assert service.ports == (
             Port(number=8080, name="http", protocol="HTTP", target_port=9080),
-            # serviceentry/conversion.go convertPort: a port name implies no protocol
-            Port(number=9090, name="grpc-api", protocol="AUTO"),
-            Port(number=7000, name="admin", protocol="TCP"),
+            Port(number=9090, name="grpc-api", protocol="GRPC"),
+            Port(number=7000, name="admin", protocol="TLS"),
         )
         endpoints = model.endpoints[host]
         assert len(endpoints) == 6  # one per (address, service port)
@@ -502,7 +507,7 @@ def test_convert_service_entry_to_instances_dns_without_endpoints_resolves_its_h
         se(
             "hosts: [a.example, b.example]\nresolution: DNS\n"
             "ports: [{number: 443, name: tls, protocol: TLS, targetPort: 8443},"
-            " {number: 80, name: web}]"
+            " {number: 80, name: web, protocol: HTTP}]"
         )
     )
     for host in ("a.example", "b.example"):
@@ -547,3 +552,28 @@ def test_hosts_differing_only_in_case_are_one_host_and_the_duplicate_is_reported
     assert len(model.endpoints["victim.example"]) == 1
     (note,) = model.notes
     assert "victim.example is listed 2 times" in note and "Victim.example" in note
+
+
+def test_a_port_name_implies_no_protocol() -> None:
+    # serviceentry/conversion.go convertPort: the protocol field alone says it
+    model = model_of(
+        se("hosts: [a.example]\nresolution: STATIC\nports: [{number: 9090, name: grpc-api}]")
+    )
+    assert model.services["a.example"].ports == (
+        Port(number=9090, name="grpc-api", protocol="AUTO"),
+    )
+
+
+def test_several_hosts_need_ports_that_tell_them_apart() -> None:
+    # validation.go ValidateServiceEntry: "multiple hosts provided with non-HTTP, non-TLS
+    # ports" unless the resolution is NONE (an unset protocol is not HTTP either)
+    for port in ("{number: 5432, name: db, protocol: TCP}", "{number: 9090, name: grpc-api}"):
+        table = load_text(se(f"hosts: [a.example, b.example]\nresolution: STATIC\nports: [{port}]"))
+        (error,) = table.errors.values()
+        assert "multiple hosts provided with non-HTTP, non-TLS ports" in error
+    hosts = "hosts: [a.example, b.example]\n"
+    for ok in (
+        "resolution: NONE\nports: [{number: 5432, name: db, protocol: TCP}]",
+        "resolution: DNS\nports: [{number: 443, name: t, protocol: TLS}]",
+    ):
+        assert load_text(se(hosts + ok)).errors == {}
