@@ -301,7 +301,12 @@ class SnapshotBuilder:
             self._index_port(host, service, port.number)
             route: ByScope = {}
             if grpcgen.serves(service, port):
+                # clients of other namespaces get the public route; the service's own
+                # namespace, when it has short names there, an overlay with them
                 route = dict.fromkeys(scopes, grpcgen.build_route(service, port))
+                own = "" in scopes or service.namespace in scopes
+                if own and pieces.short_names(service, service.namespace):
+                    route[service.namespace] = grpcgen.build_route(service, port, service.namespace)
                 grpc.update(_grpc_listeners(service, port, scopes))
             out.place(RDS, res.cluster_name(host, port.number), route)
         return grpc

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.endpoint.v3 import endpoint_components_pb2
 from envoy.config.listener.v3 import api_listener_pb2, listener_pb2
-from envoy.config.route.v3 import route_components_pb2, route_pb2
+from envoy.config.route.v3 import route_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm_pb2,
 )
@@ -31,6 +31,7 @@ from google.protobuf import duration_pb2
 
 from registryd.build.clusters import BuildOptions, served_endpoints
 from registryd.build.pieces import alt_names, grpc_ads, pack, router_filter, socket
+from registryd.build.routes import service_domains, service_virtual_host
 from registryd.model import Endpoint, Port, Resolution, Service
 from registryd.xds.resources import cluster_name, grpc_listener_name
 
@@ -74,31 +75,16 @@ def build_listener(service: Service, port: Port, name: str) -> listener_pb2.List
     return listener
 
 
-def build_route(service: Service, port: Port) -> route_pb2.RouteConfiguration:
-    """Route ``outbound|<port>||<hostname>``: one virtual host for every dialable name."""
-    name = cluster_name(service.hostname, port.number)
-    domains = []
-    for dial, _ in dial_names(service):
-        domains += [dial, f"{dial}:{port.number}"]
-    action = route_components_pb2.RouteAction(
-        cluster=name,
-        timeout=_NO_TIMEOUT,
-        max_stream_duration=route_components_pb2.RouteAction.MaxStreamDuration(
-            max_stream_duration=_NO_TIMEOUT
-        ),
+def build_route(service: Service, port: Port, namespace: str = "") -> route_pb2.RouteConfiguration:
+    """Route ``outbound|<port>||<hostname>`` for a client in ``namespace``: the service's
+    virtual host as an Envoy sidecar's route has it, with ``:<port>`` forms of every
+    domain (grpcgen/rds.go ``buildHTTPRoute``: ``BuildSidecarOutboundVirtualHosts``,
+    filtered to the hostname; the port is not ignored for proxyless clients)."""
+    domains = service_domains(service, port.number, namespace, with_port=True)
+    vhost = service_virtual_host(service, port.number, domains)
+    return route_pb2.RouteConfiguration(
+        name=cluster_name(service.hostname, port.number), virtual_hosts=[vhost]
     )
-    vhost = route_components_pb2.VirtualHost(
-        name=f"{service.hostname}:{port.number}",
-        domains=domains,
-        routes=[
-            route_components_pb2.Route(
-                name="default",
-                match=route_components_pb2.RouteMatch(prefix="/"),
-                route=action,
-            )
-        ],
-    )
-    return route_pb2.RouteConfiguration(name=name, virtual_hosts=[vhost])
 
 
 def build_cluster(

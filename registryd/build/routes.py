@@ -39,7 +39,7 @@ from registryd.build.pieces import kube_parts, pack
 from registryd.model import AUTO, Port, Resolution, Service, is_http
 from registryd.xds.resources import PASSTHROUGH_CLUSTER, cluster_name
 
-__all__ = ["build_route_config", "routed_ports", "service_domains"]
+__all__ = ["build_route_config", "routed_ports", "service_domains", "service_virtual_host"]
 
 _NO_TIMEOUT = duration_pb2.Duration(seconds=0)
 _RETRY_ON = "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes"
@@ -85,12 +85,19 @@ def _address_domain(address: str) -> str | None:
 
 
 def service_domains(
-    service: Service, port: int, namespace: str = "", aliases: Sequence[Service] = ()
+    service: Service,
+    port: int,
+    namespace: str = "",
+    aliases: Sequence[Service] = (),
+    *,
+    with_port: bool = False,
 ) -> list[str]:
-    """Every Host a client in ``namespace`` may use for ``service`` (on ``port``: the
-    route configuration ignores ports), in istiod's order: names (hostname, then each
-    alias), each with its absolute form and its short forms, the ``*.`` forms of a
-    headless Kubernetes service, then its IP addresses."""
+    """Every Host a client in ``namespace`` may use for ``service``, in istiod's order
+    (``generateVirtualHostDomains``): names (hostname, then each alias), each with its
+    absolute form and its short forms, the ``*.`` forms of a headless Kubernetes
+    service, then its IP addresses.  An Envoy's route ignores ports in Host matching,
+    so these are bare; ``with_port`` (a proxyless gRPC client's route, which does not:
+    ``SidecarIgnorePort``) adds ``<domain>:<port>`` after each."""
     names: list[str] = []
     named = [(service.hostname, service.namespace), *((a.hostname, a.namespace) for a in aliases)]
     for hostname, ns in named:
@@ -102,7 +109,22 @@ def service_domains(
         domain = _address_domain(address)
         if domain is not None:
             names.append(domain)
+    if with_port:
+        return [d for name in names for d in (name, f"{name}:{port}")]
     return names
+
+
+def service_virtual_host(
+    service: Service, port: int, domains: Sequence[str]
+) -> route_components_pb2.VirtualHost:
+    """The virtual host ``<hostname>:<port>`` of one service: its default route, request
+    attempts counted (``BuildSidecarOutboundVirtualHosts``)."""
+    return route_components_pb2.VirtualHost(
+        name=f"{service.hostname}:{port}",
+        domains=domains,
+        routes=[_default_route(service, port)],
+        include_request_attempt_count=True,
+    )
 
 
 def _default_route(service: Service, port: int) -> route_components_pb2.Route:
@@ -153,14 +175,7 @@ def build_route_config(
             if domain not in taken:
                 taken.add(domain)
                 domains.append(domain)
-        hosts.append(
-            route_components_pb2.VirtualHost(
-                name=f"{service.hostname}:{port}",
-                domains=domains,
-                routes=[_default_route(service, port)],
-                include_request_attempt_count=True,
-            )
-        )
+        hosts.append(service_virtual_host(service, port, domains))
     hosts.append(_allow_any())
     return route_pb2.RouteConfiguration(
         name=str(port),

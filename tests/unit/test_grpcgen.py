@@ -40,15 +40,22 @@ def test_try_find_fqdn_short_names_are_for_the_services_own_namespace() -> None:
 
 
 def test_build_http_route_one_virtual_host_for_every_dialable_name() -> None:
-    route = grpcgen.build_route(svc(K8S, GRPC, namespace="shop"), GRPC)
+    # grpcgen/rds.go buildHTTPRoute: the sidecar's virtual host, with :<port> forms
+    service = svc(K8S, GRPC, namespace="shop")
+    route = grpcgen.build_route(service, GRPC, "shop")
     assert route.name == f"outbound|7070||{K8S}"
     (vhost,) = route.virtual_hosts
-    assert {"greeter", "greeter:7070", "greeter.shop:7070", K8S, f"{K8S}:7070"} <= set(
-        vhost.domains
-    )
+    assert list(vhost.domains) == [
+        K8S, f"{K8S}:7070", f"{K8S}.", f"{K8S}.:7070",
+        "greeter", "greeter:7070", "greeter.shop.svc", "greeter.shop.svc:7070",
+        "greeter.shop", "greeter.shop:7070",
+    ]  # fmt: skip
+    elsewhere = grpcgen.build_route(service, GRPC, "default").virtual_hosts[0].domains
+    assert "greeter" not in elsewhere and "greeter.shop:7070" in elsewhere
     (default,) = vhost.routes
     assert default.route.cluster == f"outbound|7070||{K8S}"
-    assert default.route.max_stream_duration.HasField("max_stream_duration")
+    assert default.route.max_grpc_timeout.seconds == 0 and default.route.HasField("retry_policy")
+    assert vhost.include_request_attempt_count
 
 
 def test_eds_cluster_for_static_services() -> None:

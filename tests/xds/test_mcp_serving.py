@@ -366,11 +366,11 @@ async def test_pushz_traces_the_istiods_acks(harness: Harness) -> None:
         await answers(client, SE, WE)
         harness.memory.upsert(svc("a.example"), eps("a.example", "10.0.0.2"))
         await harness.settle()  # a push: the WorkloadEntry changes
-        await client.next(WE)
+        changed = await client.next(WE)
         await config_fence(client)  # its ACK was read
+        version = int(changed.message.version_info.rsplit("-", 1)[1])
         pushes = await get(harness, f"/debug/pushz?proxyID={ISTIOD}")
-        traced = [p for p in pushes if p.get("proxies")]
-        assert traced, pushes
-        (proxy,) = traced[0]["proxies"]
-        assert proxy["proxyID"] == ISTIOD and proxy["state"] == "acked", proxy
-        assert WE in proxy["types"] and proxy["types"][WE]["ackedMs"] is not None
+        (push,) = [p for p in pushes if p["version"] == version]  # the push that carried it
+        (proxy,) = push["proxies"]
+        assert proxy["proxyID"] == ISTIOD, proxy
+        assert WE in proxy["types"] and proxy["types"][WE]["ackedMs"] is not None, proxy
