@@ -124,9 +124,15 @@ class Location(StrEnum):
 
 
 class Health(StrEnum):
+    """An endpoint's health as its registry says it.  ``UNKNOWN``: the source says
+    nothing of it (a ServiceEntry endpoint); it is served as healthy, marked as Envoy's
+    ``UNKNOWN`` health, as istiod serves ServiceEntry endpoints (their
+    ``IstioEndpoint.HealthStatus`` is left unset)."""
+
     HEALTHY = "HEALTHY"
     UNHEALTHY = "UNHEALTHY"
     DRAINING = "DRAINING"
+    UNKNOWN = "UNKNOWN"
 
 
 AUTO = "AUTO"

@@ -90,7 +90,7 @@ MAX_DEPTH = 32  # lists and objects in one value
 _DNS_LABEL = re.compile(r"[a-z0-9_](?:[-a-z0-9_]{0,61}[a-z0-9_])?")
 _PORT_NAME = re.compile(r"[A-Za-z0-9](?:[-A-Za-z0-9_]{0,61}[A-Za-z0-9])?")
 _HOST_PORT = re.compile(r"(?:\[([^\[\]]+)\]|([^:\[\]]+)):(\d{1,5})")
-_HEALTH = {h.value: h for h in Health}
+_HEALTH = {h.value: h for h in (Health.HEALTHY, Health.UNHEALTHY, Health.DRAINING)}
 _PROTOCOLS_BY_LENGTH = sorted(PROTOCOLS, key=len, reverse=True)
 
 

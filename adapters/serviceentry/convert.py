@@ -27,7 +27,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from registryd.adapter import Delete, Replace, Upsert, increments
-from registryd.model import AUTO, Endpoint, Labels, Locality, Port, Resolution, Service
+from registryd.model import AUTO, Endpoint, Health, Labels, Locality, Port, Resolution, Service
 
 from .schema import (
     UNIX_PREFIX,
@@ -121,6 +121,7 @@ def _workload_endpoints(host: str, entry: ServiceEntry, workload: WorkloadSpec) 
                 weight=workload.weight,
                 labels=workload.labels,
                 network=workload.network,
+                health=Health.UNKNOWN,  # a ServiceEntry says nothing of health, as istiod
             )
         )
     return result

@@ -83,6 +83,7 @@ _HEALTH = {
     Health.HEALTHY: health_check_pb2.HEALTHY,
     Health.UNHEALTHY: health_check_pb2.UNHEALTHY,
     Health.DRAINING: health_check_pb2.DRAINING,
+    Health.UNKNOWN: health_check_pb2.UNKNOWN,  # served as healthy; the proto's default
 }
 
 

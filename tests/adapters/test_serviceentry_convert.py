@@ -19,7 +19,7 @@ from registryd.adapters.serviceentry.schema import (
 )
 from registryd.adapters.serviceentry.state import FileTable
 from registryd.build.clusters import build_cluster
-from registryd.model import Endpoint, Locality, Location, Port, Resolution
+from registryd.model import Endpoint, Health, Locality, Location, Port, Resolution
 
 FIXTURES = Path(__file__).parent / "fixtures"
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "serviceentries"
@@ -577,3 +577,15 @@ def test_several_hosts_need_ports_that_tell_them_apart() -> None:
         "resolution: DNS\nports: [{number: 443, name: t, protocol: TLS}]",
     ):
         assert load_text(se(hosts + ok)).errors == {}
+
+
+def test_service_entry_endpoints_have_no_health() -> None:
+    model = model_of(
+        se(
+            "hosts: [a.example]\nresolution: STATIC\n"
+            "ports: [{number: 80, name: http, protocol: HTTP}]\n"
+            "endpoints: [{address: 10.0.0.1}]"
+        )
+    )
+    (endpoint,) = model.endpoints["a.example"]
+    assert endpoint.health is Health.UNKNOWN

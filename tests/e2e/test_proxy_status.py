@@ -230,8 +230,9 @@ def test_proxy_config_tables_for_envoy(mesh: Registryd) -> None:
     endpoints = cli("proxy-config", "endpoint", "envoy-1", "--server", server)  # singular too
     assert endpoints.returncode == 0, endpoints.stderr
     assert [cells(line) for line in endpoints.stdout.splitlines() if WEB in line] == [
-        ["127.0.0.1:9001", "HEALTHY", "-", f"outbound|8080||{WEB}"],
-        ["127.0.0.2:9001", "HEALTHY", "-", f"outbound|8080||{WEB}"],
+        # ServiceEntry endpoints have no health: served UNKNOWN, as istiod serves them
+        ["127.0.0.1:9001", "UNKNOWN", "-", f"outbound|8080||{WEB}"],
+        ["127.0.0.2:9001", "UNKNOWN", "-", f"outbound|8080||{WEB}"],
     ]
 
     listeners = rows(cli("proxy-config", "listeners", ENVOY, "--server", server).stdout)

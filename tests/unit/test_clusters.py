@@ -250,3 +250,10 @@ def test_passthrough_uses_the_downstream_protocol_and_an_idle_timeout() -> None:
     packed.Unpack(options)
     assert options.common_http_protocol_options.idle_timeout.seconds == 300
     assert options.HasField("use_downstream_protocol_config")
+
+
+def test_endpoints_whose_source_says_nothing_of_health_are_served_unknown() -> None:
+    # istiod leaves a ServiceEntry endpoint's HealthStatus unset: Envoy's UNKNOWN (healthy)
+    (group,) = build_cla("c", [ep(health=Health.UNKNOWN)]).endpoints
+    (lb,) = group.lb_endpoints
+    assert lb.health_status == health_check_pb2.UNKNOWN
