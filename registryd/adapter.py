@@ -79,7 +79,8 @@ types, :func:`increments`, :class:`Published`, :class:`LastGood`, :func:`follow`
 and what :mod:`registryd`
 lists as public.  The minor number grows with additions, the major one with changes a
 plugin must follow.  1.2 added the optional factory attributes ``default_priority``,
-``log_scope`` and ``log_description`` (:class:`AdapterFactory`), 1.3 ``default_export``."""
+``log_scope`` and ``log_description`` (:class:`AdapterFactory`), 1.3 ``default_export``
+and :attr:`registryd.model.Health.UNKNOWN` (a source that says nothing of health)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
