@@ -304,9 +304,9 @@ class SnapshotBuilder:
                 # clients of other namespaces get the public route; the service's own
                 # namespace, when it has short names there, an overlay with them
                 route = dict.fromkeys(scopes, grpcgen.build_route(service, port))
-                own = "" in scopes or service.namespace in scopes
-                if own and pieces.short_names(service, service.namespace):
-                    route[service.namespace] = grpcgen.build_route(service, port, service.namespace)
+                home = pieces.kube_namespace(service.hostname)  # its clients use <name>
+                if home and ("" in scopes or home in scopes):
+                    route[home] = grpcgen.build_route(service, port, home)
                 grpc.update(_grpc_listeners(service, port, scopes))
             out.place(RDS, res.cluster_name(host, port.number), route)
         return grpc
@@ -468,7 +468,7 @@ def _route_views(
     namespace of a Kubernetes service (or alias) on the port, whose clients also reach it
     by its bare name (``<name>``), which nobody else may."""
     named = [*services, *(a for found in aliases.values() for a in found)]
-    scopes = set(views) | {s.namespace for s in named if pieces.short_names(s, s.namespace)}
+    scopes = set(views) | {pieces.kube_namespace(s.hostname) for s in named} - {""}
     public = views.get("", [])
     return {
         scope: build_route_config(number, views.get(scope, public), scope, aliases)

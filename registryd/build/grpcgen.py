@@ -30,7 +30,7 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 from google.protobuf import duration_pb2
 
 from registryd.build.clusters import BuildOptions, served_endpoints
-from registryd.build.pieces import alt_names, grpc_ads, pack, router_filter, socket
+from registryd.build.pieces import alt_names, grpc_ads, kube_namespace, pack, router_filter, socket
 from registryd.build.routes import service_domains, service_virtual_host
 from registryd.model import Endpoint, Port, Resolution, Service
 from registryd.xds.resources import cluster_name, grpc_listener_name
@@ -52,8 +52,8 @@ def serves(service: Service, port: Port) -> bool:
 def dial_names(service: Service) -> tuple[tuple[str, str], ...]:
     """``(name, namespace)``: the names a gRPC client may dial for ``service`` and which
     namespace's clients may (``""``: everyone the service is visible to)."""
-    short = alt_names(service.hostname, service.namespace, service.namespace)
-    own = tuple((n, service.namespace) for n in short)
+    ns = kube_namespace(service.hostname)
+    own = tuple((n, ns) for n in alt_names(service.hostname, ns))
     return ((service.hostname, ""), *own)
 
 

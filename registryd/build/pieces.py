@@ -16,17 +16,17 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 )
 from google.protobuf import any_pb2, duration_pb2
 
-from registryd.model import Endpoint, Port, Service, is_ip
+from registryd.model import Endpoint, Port, is_ip
 
 __all__ = [
     "ads",
     "alt_names",
     "in_eds",
+    "kube_namespace",
     "kube_parts",
     "pack",
     "port_endpoints",
     "router_filter",
-    "short_names",
     "socket",
 ]
 
@@ -78,26 +78,30 @@ def router_filter() -> hcm_pb2.HttpFilter:
     )
 
 
-def kube_parts(hostname: str, namespace: str) -> tuple[str, str, str] | None:
+def kube_parts(hostname: str) -> tuple[str, str, str] | None:
     """``(name, namespace, domain)`` of a Kubernetes-style hostname
-    ``<name>.<namespace>.svc.<domain>`` in ``namespace``, else ``None``."""
+    ``<name>.<namespace>.svc.<domain>``, else ``None``.  Whatever registry the service
+    comes from: istiod derives short names from the hostname's shape alone
+    (httproute.go ``GenerateAltVirtualHosts``)."""
     parts = hostname.split(".", 3)
-    if len(parts) < 4 or parts[2] != "svc" or parts[1] != namespace or not parts[0]:
+    if len(parts) < 4 or parts[2] != "svc" or not parts[1] or not parts[0]:
         return None
     return parts[0], parts[1], parts[3]
 
 
-def short_names(service: Service, namespace: str = "") -> tuple[str, ...]:
+def kube_namespace(hostname: str) -> str:
+    """The namespace of a Kubernetes-style hostname (its clients reach it by its bare
+    name), else ``""``."""
+    parts = kube_parts(hostname)
+    return parts[1] if parts is not None else ""
+
+
+def alt_names(hostname: str, namespace: str = "") -> tuple[str, ...]:
     """Shorter names of a Kubernetes-style hostname ``<name>.<ns>.svc.<domain>``, as
-    Kubernetes DNS resolves them: ``<name>.<ns>.svc`` and ``<name>.<ns>`` for everyone,
-    and ``<name>`` too for clients in the service's own ``namespace``
-    (networking/core/httproute.go ``GenerateAltVirtualHosts``)."""
-    return alt_names(service.hostname, service.namespace, namespace)
-
-
-def alt_names(hostname: str, service_namespace: str, namespace: str = "") -> tuple[str, ...]:
-    """:func:`short_names` for any hostname and its namespace."""
-    parts = kube_parts(hostname, service_namespace)
+    Kubernetes DNS resolves them, for a client in ``namespace``: ``<name>.<ns>.svc`` and
+    ``<name>.<ns>`` for everyone, and ``<name>`` too for clients in ``<ns>``, the
+    hostname's own namespace (networking/core/httproute.go ``GenerateAltVirtualHosts``)."""
+    parts = kube_parts(hostname)
     if parts is None:
         return ()
     name, ns, _ = parts

@@ -35,7 +35,7 @@ from envoy.config.route.v3 import route_components_pb2, route_pb2
 from envoy.extensions.retry.host.previous_hosts.v3 import previous_hosts_pb2
 from google.protobuf import duration_pb2, wrappers_pb2
 
-from registryd.build.pieces import kube_parts, pack
+from registryd.build.pieces import kube_namespace, kube_parts, pack
 from registryd.model import AUTO, Port, Resolution, Service, is_http
 from registryd.xds.resources import PASSTHROUGH_CLUSTER, cluster_name
 
@@ -60,10 +60,10 @@ def _absolute(name: str) -> tuple[str, ...]:
     return (name, f"{name}.")
 
 
-def _kube_alt_names(hostname: str, service_namespace: str, namespace: str) -> tuple[str, ...]:
-    """The short names of a Kubernetes hostname, in istiod's order
-    (``generateAltVirtualHostsForKubernetesService``)."""
-    parts = kube_parts(hostname, service_namespace)
+def _kube_alt_names(hostname: str, namespace: str) -> tuple[str, ...]:
+    """The short names of a Kubernetes-style hostname for a client in ``namespace``, in
+    istiod's order (``generateAltVirtualHostsForKubernetesService``)."""
+    parts = kube_parts(hostname)
     if parts is None:
         return ()
     name, ns, _ = parts
@@ -99,11 +99,11 @@ def service_domains(
     so these are bare; ``with_port`` (a proxyless gRPC client's route, which does not:
     ``SidecarIgnorePort``) adds ``<domain>:<port>`` after each."""
     names: list[str] = []
-    named = [(service.hostname, service.namespace), *((a.hostname, a.namespace) for a in aliases)]
-    for hostname, ns in named:
+    for hostname in (service.hostname, *(a.hostname for a in aliases)):
         names.extend(_absolute(hostname))
-        names.extend(_kube_alt_names(hostname, ns, namespace))
-    if service.resolution is Resolution.NONE and kube_parts(service.hostname, service.namespace):
+        names.extend(_kube_alt_names(hostname, namespace))
+    headless = service.resolution is Resolution.NONE
+    if headless and kube_namespace(service.hostname) == service.namespace:  # a Kubernetes one
         names.extend([f"*.{name}" for name in names])
     for address in service.addresses:
         domain = _address_domain(address)

@@ -106,3 +106,13 @@ def test_a_domain_is_claimed_once_so_envoy_accepts_the_route() -> None:
     assert got["b.example:8080"] == ["b.example", "b.example."]
     everything = [d for ds in got.values() for d in ds]
     assert len(everything) == len(set(everything))
+
+
+def test_short_names_follow_the_hostname_not_the_registry_namespace() -> None:
+    # generateAltVirtualHostsForKubernetesService reads the hostname alone: a
+    # ServiceEntry in "default" for x.static.svc.cluster.local still has short names
+    service = svc("x.static.svc.cluster.local")  # the factory's namespace is "default"
+    other = domains(build_route_config(8080, [service], "default"))
+    assert other["x.static.svc.cluster.local:8080"][2:] == ["x.static", "x.static.svc"]
+    home = domains(build_route_config(8080, [service], "static"))
+    assert home["x.static.svc.cluster.local:8080"][2:] == ["x", "x.static.svc", "x.static"]
