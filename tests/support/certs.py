@@ -8,20 +8,26 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
-__all__ = ["TlsFiles", "issue_client", "issue_server", "make_tls", "require"]
+__all__ = ["TlsFiles", "issue_client", "issue_server", "make_tls", "missing", "require"]
+
+
+def missing(reason: str) -> NoReturn:
+    """Skip the test for want of ``reason``'s part; under ``CI`` (where ``.ci/run``
+    installs every part) fail it instead."""
+    if os.environ.get("CI"):
+        pytest.fail(f"{reason} (CI is set, so this is a failure)")
+    pytest.skip(reason)
 
 
 def require(tool: str, hint: str) -> str:
     """The path of ``tool``; skip the test without it (fail under ``CI``)."""
     found = shutil.which(tool)
     if found is None:
-        reason = f"no {tool!r} on PATH: {hint}"
-        if os.environ.get("CI"):
-            pytest.fail(f"{reason} (CI is set, so this is a failure)")
-        pytest.skip(reason)
+        missing(f"no {tool!r} on PATH: {hint}")
     return found
 
 
