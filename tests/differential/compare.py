@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tests.differential.collect import Served
-from tests.differential.normalize import normalize
+from tests.differential.normalize import normalize_pair
 
 __all__ = ["ABSENT", "Difference", "compare", "field_path"]
 
@@ -55,7 +55,7 @@ def _walk(kind: str, name: str, a: Any, b: Any, path: str, out: list[Difference]
 
 def compare(istiod: Served, registryd: Served) -> list[Difference]:
     """The differences between the two servers' answers, normalized."""
-    a, b = normalize(istiod, "istiod"), normalize(registryd, "registryd")
+    a, b = normalize_pair(istiod, registryd)
     out: list[Difference] = []
     for kind in TYPES:
         left, right = a.get(kind, {}), b.get(kind, {})

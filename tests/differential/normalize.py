@@ -5,7 +5,9 @@ starts with; a test checks the table has it).  Nothing else is normalized away: 
 other difference fails the comparison.
 
 A rule is a pure function of one side's served resources (a deep copy of them) and of
-which side it is: it may drop resources or rewrite fields, in place.
+which side it is: it may drop resources or rewrite fields, in place.  A *pair rule*
+(:data:`PAIR_RULES`) sees both sides at once, for a difference that is recognised only
+by comparing them.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Any
 
 from tests.differential.collect import Served
 
-__all__ = ["MARKER_PORT", "RULES", "Rule", "normalize"]
+__all__ = ["MARKER_PORT", "PAIR_RULES", "RULES", "PairRule", "Rule", "normalize", "normalize_pair"]
 
 MARKER_PORT = 1  # the harness's sync marker ServiceEntry listens here (never an input's)
 
@@ -200,3 +202,45 @@ def normalize(served: Served, side: str, rules: tuple[Rule, ...] = RULES) -> Ser
     for rule in rules:
         rule.apply(out, side)
     return out
+
+
+@dataclass(frozen=True, slots=True)
+class PairRule:
+    """A rule that needs both sides (see the module)."""
+
+    name: str
+    what: str
+    why: str
+    row: str
+    apply: Callable[[Served, Served], None]  # (istiod's, registryd's), in place
+
+
+def _grpc_dns(istiod: Served, ours: Served) -> None:
+    """A DNS service for a proxyless gRPC client: istiod's EDS cluster (with an empty
+    assignment) against registryd's LOGICAL_DNS cluster of the same name."""
+    theirs, mine, assignments = istiod.get("cds", {}), ours.get("cds", {}), istiod.get("eds", {})
+    for name in [n for n in theirs if n in mine]:
+        empty = not assignments.get(name, {}).get("endpoints")
+        if theirs[name].get("type") == "EDS" and mine[name].get("type") == "LOGICAL_DNS" and empty:
+            del theirs[name], mine[name]
+            assignments.pop(name, None)
+
+
+PAIR_RULES: tuple[PairRule, ...] = (
+    PairRule(
+        "grpc-dns",
+        "a cluster istiod serves as EDS with no endpoints where registryd serves a "
+        "LOGICAL_DNS cluster of the same name (and istiod's empty assignment)",
+        "gRPC resolves the name itself: the call works, where istiod's cluster has nothing",
+        "proxyless gRPC, DNS services",
+        _grpc_dns,
+    ),
+)
+
+
+def normalize_pair(istiod: Served, ours: Served) -> tuple[Served, Served]:
+    """Both sides normalized: each by :data:`RULES`, then both by :data:`PAIR_RULES`."""
+    a, b = normalize(istiod, "istiod"), normalize(ours, "registryd")
+    for rule in PAIR_RULES:
+        rule.apply(a, b)
+    return a, b

@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 
 from tests.differential.compare import ABSENT, Difference, compare, field_path
-from tests.differential.normalize import MARKER_PORT, RULES
+from tests.differential.normalize import MARKER_PORT, PAIR_RULES, RULES
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
@@ -53,6 +53,15 @@ def test_every_rule_is_a_row_of_the_readme_differences_table() -> None:
     first_cells = [
         re.split(r"\s*\|\s*", line)[1] for line in table.splitlines() if line.startswith("| ")
     ]
-    for rule in RULES:
+    for rule in (*RULES, *PAIR_RULES):
         if rule.row:
             assert any(cell.startswith(rule.row) for cell in first_cells), rule.name
+
+
+def test_a_proxyless_dns_service_is_compared_as_the_documented_difference() -> None:
+    name = "outbound|80||db.example"
+    istiod = {"cds": {name: {"name": name, "type": "EDS"}}, "eds": {name: {"cluster_name": name}}}
+    ours = {"cds": {name: {"name": name, "type": "LOGICAL_DNS"}}}
+    assert compare(istiod, ours) == []
+    with_endpoints = {**istiod, "eds": {name: {"cluster_name": name, "endpoints": [{}]}}}
+    assert compare(with_endpoints, ours) != []  # only the empty EDS cluster is that row
