@@ -360,7 +360,10 @@ class WorkerPool:
             handle.beat.answered(self._clock(), pong)  # any message is a sign of life
             if message[0] == "config_wanted":
                 for callback in self._config_wanted:
-                    callback()
+                    try:
+                        callback()
+                    except Exception as exc:  # a bug there must not stop reading the worker
+                        self.health.failed("config-wanted", exc)
             elif message[0] == "reply":
                 _, call_id, ok, value = message
                 future = handle.pending.pop(call_id, None)
