@@ -210,12 +210,10 @@ class DeltaConnection(Connection):
         they were sent."""
         out: list[Planned] = []
         clusters_sent: tuple[str, ...] = ()
-        for type_url in self.plan_order():
+        for type_url in self.plan_order(snapshot):
             state = self.states.get(type_url)
             if not isinstance(state, DeltaTypeState) or not state.requested:
                 continue
-            if not snapshot.mcp and res.is_config_type(type_url):
-                continue  # as state-of-the-world: answered once MCP tables are built
             if type_url == res.ENDPOINT_TYPE and clusters_sent:
                 rewarm = state.names.intersection(clusters_sent)
                 for name in rewarm:

@@ -225,9 +225,13 @@ class Connection:
         """The config types this stream asked for, in the order first asked."""
         return [t for t in self.states if res.is_config_type(t)]
 
-    def plan_order(self) -> list[str]:
+    def plan_order(self, snapshot: Snapshot | None = None) -> list[str]:
         """Every type this stream may be answered for, in the order responses go out:
-        CDS, EDS, LDS, RDS, then config types."""
+        CDS, EDS, LDS, RDS, then config types -- with ``snapshot``, those it can answer
+        from it: no config type from a snapshot without MCP tables (an empty answer
+        would make the istiod delete what it holds; it is answered once one has them)."""
+        if snapshot is not None and not snapshot.mcp:
+            return list(ORDER)
         return [*ORDER, *self.config_types()]
 
     def _identify(self, node: base_pb2.Node) -> None:
@@ -352,12 +356,10 @@ class Connection:
         """Responses to send now, in :meth:`plan_order`; state is updated as if they
         were sent."""
         out = []
-        for type_url in self.plan_order():
+        for type_url in self.plan_order(snapshot):
             state = self.states.get(type_url)
             if state is None or not state.requested:
                 continue
-            if not snapshot.mcp and res.is_config_type(type_url):
-                continue  # answered once a snapshot has the MCP tables (not empty now)
             planned = self._plan_type(snapshot, state)
             state.synced_version = snapshot.version
             if planned is not None:
