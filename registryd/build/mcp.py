@@ -127,6 +127,12 @@ def _digest(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:_HASH]
 
 
+def _hashed(head: str, text: str, empty: str) -> str:
+    """``head`` (what was kept of ``text``) made unique by a hash of ``text``; ``empty``
+    before the hash when nothing was kept."""
+    return f"{head or empty}-{_digest(text)}" if head or empty else _digest(text)
+
+
 def _clean_label(text: str) -> str:
     return _NOT_NAME.sub("-", text.lower()).strip("-")
 
@@ -140,26 +146,28 @@ def config_name(text: str, limit: int = 253) -> str:
     if len(text) <= limit and all(_DNS_LABEL.fullmatch(p) and len(p) <= 63 for p in labels):
         return text
     cleaned = ".".join(c for c in (_clean_label(p)[:63].strip("-") for p in labels) if c)
-    head = cleaned[: limit - _HASH - 1].rstrip("-.")
-    return f"{head}-{_digest(text)}" if head else f"x-{_digest(text)}"
+    return _hashed(cleaned[: limit - _HASH - 1].rstrip("-."), text, "x")
 
 
 def namespace_name(text: str) -> str:
     """A valid namespace (DNS-1123 label) for ``text``: itself when it is one."""
     if _DNS_LABEL.fullmatch(text) and len(text) <= 63:
         return text
-    head = _clean_label(text)[: 63 - _HASH - 1].rstrip("-")
-    return f"{head}-{_digest(text)}" if head else f"x-{_digest(text)}"
+    return _hashed(_clean_label(text)[: 63 - _HASH - 1].rstrip("-"), text, "x")
 
 
 def label_value(text: str) -> str:
     """A valid label value for ``text``: itself when it is one, else cleaned, cut to
     fit and made unique by a hash, as :func:`config_name`."""
-    if text == "" or (len(text) <= 63 and _QUALIFIED.fullmatch(text)):
+    if _valid_value(text):
         return text
     cleaned = re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-_.")
-    head = cleaned[: 63 - _HASH - 1].rstrip("-_.")
-    return f"{head}-{_digest(text)}" if head else _digest(text)
+    return _hashed(cleaned[: 63 - _HASH - 1].rstrip("-_."), text, "")
+
+
+def _valid_value(value: str) -> bool:
+    """A valid label value (empty, or at most 63 characters of istio's qualified name)."""
+    return value == "" or (len(value) <= 63 and _QUALIFIED.fullmatch(value) is not None)
 
 
 def _valid_key(key: str) -> bool:
@@ -172,11 +180,7 @@ def _valid_key(key: str) -> bool:
 def valid_labels(labels: Mapping[str, str]) -> dict[str, str]:
     """The labels istiod's validation accepts (``labels.Instance.Validate``); the rest
     are left out, since one invalid label would make istiod drop the whole config."""
-    return {
-        k: v
-        for k, v in labels.items()
-        if _valid_key(k) and (v == "" or (len(v) <= 63 and _QUALIFIED.fullmatch(v)))
-    }
+    return {k: v for k, v in labels.items() if _valid_key(k) and _valid_value(v)}
 
 
 def port_name(port: Port) -> str:
@@ -201,8 +205,10 @@ def _ports(service: Service) -> list[tuple[Port, str]]:
     return out
 
 
-def _source_labels(merged: MergedService) -> dict[str, str]:
-    key = merged.winner
+def _source_labels(key: ShardKey | None) -> dict[str, str]:
+    """The labels naming the registry a config came from (none when unknown)."""
+    if key is None:
+        return {}
     return {REGISTRY_LABEL: label_value(key.instance), PROVIDER_LABEL: label_value(key.provider)}
 
 
@@ -234,7 +240,7 @@ def service_entry(merged: MergedService) -> Config | None:
         )
     if _selects(service, merged.endpoints):
         body.workload_selector.labels[SERVICE_LABEL] = label_value(service.hostname)
-    labels = {**valid_labels(service.labels), **_source_labels(merged)}
+    labels = {**valid_labels(service.labels), **_source_labels(merged.winner)}
     return Config(
         namespace=namespace_name(service.namespace),
         name=config_name(service.hostname),
@@ -307,13 +313,11 @@ def workload_entry(service: Service, workload: Workload) -> Config:
         locality=str(w.locality),
         weight=min(w.weight, _MAX_WEIGHT) if w.weight > 1 else 0,
     )
-    source = {}
-    if w.source is not None:
-        source = {
-            REGISTRY_LABEL: label_value(w.source.instance),
-            PROVIDER_LABEL: label_value(w.source.provider),
-        }
-    labels = {**valid_labels(w.labels), **source, SERVICE_LABEL: label_value(service.hostname)}
+    labels = {
+        **valid_labels(w.labels),
+        **_source_labels(w.source),
+        SERVICE_LABEL: label_value(service.hostname),
+    }
     body.labels.update(labels)
     base = config_name(f"{service.hostname}-{w.address}", 253 - _HASH - 1)
     annotations = {HEALTH_CHECKS_ANNOTATION: "true"} if w.health is Health.UNHEALTHY else {}

@@ -196,6 +196,7 @@ class RegistryStore:
             shard.sources = dict(update.sources)
             shard.warnings = tuple(update.warnings)
             return None
+        all_synced = False  # this update is the last configured shard's first full state
         if isinstance(update, Replace):
             touched = set(shard.services) | set(shard.endpoints)
             shard.services = {s.hostname: s for s in update.services}
@@ -203,10 +204,7 @@ class RegistryStore:
             touched |= set(shard.services) | set(shard.endpoints)
             first = not shard.ever_synced
             shard.synced = shard.ever_synced = True
-            if first and not self.not_synced():
-                event = self._remerge(key, touched)
-                self._tell_synced()
-                return event
+            all_synced = first and not self.not_synced()
             shard.last_sync = time.time()
             shard.last_error = None
         elif isinstance(update, Upsert):
@@ -223,7 +221,10 @@ class RegistryStore:
             touched = {update.hostname}
         else:  # pragma: no cover - guarded by the type checker
             raise TypeError(f"unknown update {update!r}")
-        return self._remerge(key, touched)
+        event = self._remerge(key, touched)
+        if all_synced:
+            self._tell_synced()
+        return event
 
     def _tell_synced(self) -> None:
         for listener in self._synced_listeners:
