@@ -27,7 +27,7 @@ from registryd.testing import AdsClient, Response
 __all__ = ["Node", "Served", "collect", "load_protos"]
 
 Served = dict[str, dict[str, Any]]  # type (cds/eds/lds/rds) -> name -> resource JSON
-TIMEOUT = 8.0  # seconds for a server to serve the marker (istiod debounces, then pushes)
+TIMEOUT = 20.0  # seconds: a hang guard for a server to serve the marker
 
 
 @dataclass(frozen=True, slots=True)

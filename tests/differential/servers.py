@@ -11,10 +11,11 @@ picks the files of a tree that are Istio ServiceEntry/WorkloadEntry config.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import os
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Awaitable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,10 @@ from tests.support.istiod import ISTIO_VERSION, Istiod, fs_source, istiod_binary
 from tests.support.procs import Registryd, http_get, start_registryd
 
 __all__ = ["NODES", "IstiodRefused", "Pair", "grpc_names", "istio_inputs"]
+
+# what istiod's file source logs when one document of the directory is invalid (it then
+# keeps what it had: pkg/kube/krt/files/files.go)
+_REFUSED = "unable to reload file configuration"
 
 
 class IstiodRefused(Exception):
@@ -121,6 +126,7 @@ class Pair:
     ) -> AsyncIterator[tuple[Node, Served, Served]]:
         """Load ``text`` (YAML documents) alone, then per node what each server serves."""
         marker, marker_doc = self._marker(next(self._count))
+        seen = len(self.istiod.output())  # istiod's log so far: a refusal shows after it
         for old in self.dir.iterdir():
             old.unlink()
         # the input first, then the marker in a file of its own (istiod drops a whole
@@ -136,17 +142,31 @@ class Pair:
             names = []
         for i, node in enumerate(nodes):
             options = {"grpc_listeners": names} if node.kind == "grpc" else {}
-            try:
-                istiod = await collect(
-                    f"127.0.0.1:{self.istiod.grpc_port}", node, marker, **options
-                )
-            except TimeoutError:
-                if i:
-                    raise
-                ours = await collect(f"127.0.0.1:{self.registryd.grpc_port}", node, marker)
-                raise IstiodRefused(self._registryd_errors()) from None
+            target = f"127.0.0.1:{self.istiod.grpc_port}"
+            if i:
+                istiod = await collect(target, node, marker, **options)
+            else:  # istiod either serves the marker or says it refused the directory
+                istiod = await self._unless_refused(collect(target, node, marker, **options), seen)
+                if istiod is None:
+                    # registryd has read the input once it serves the marker: its errors
+                    # are then those of this input
+                    await collect(f"127.0.0.1:{self.registryd.grpc_port}", node, marker)
+                    raise IstiodRefused(self._registryd_errors())
             ours = await collect(f"127.0.0.1:{self.registryd.grpc_port}", node, marker, **options)
             yield node, istiod, ours
+
+    async def _unless_refused(self, collecting: Awaitable[Served], seen: int) -> Served | None:
+        """What ``collecting`` returns, or ``None`` as soon as istiod's log (after its
+        first ``seen`` characters) says it refused the input directory."""
+        task = asyncio.ensure_future(collecting)
+        try:
+            while not task.done():
+                if _REFUSED in self.istiod.output()[seen:]:
+                    return None
+                await asyncio.wait({task}, timeout=0.05)
+            return task.result()
+        finally:
+            task.cancel()
 
     def _registryd_errors(self) -> dict[str, str]:
         status, body = http_get(self.registryd.http_port, "/debug/configz")
