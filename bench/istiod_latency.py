@@ -20,8 +20,7 @@ import time
 from pathlib import Path
 
 from tests.e2e.admin import Admin
-from tests.e2e.test_etcd_outage import PREFIX, etcd_txn, instance
-from tests.e2e.test_istiod_mcp import etcd_registry
+from tests.e2e.test_etcd_outage import PREFIX, etcd_registry, etcd_txn, instance
 from tests.support.etcd_server import EtcdServer
 from tests.support.istiod import istiod_binary, sidecar_node, start_istiod
 from tests.support.procs import Process, free_ports, start_envoy, start_registryd

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
 from typing import Any
 
 import aetcd
@@ -66,6 +67,21 @@ def etcd_txn(etcd: EtcdServer, *, put: dict[str, bytes], delete: tuple[str, ...]
     asyncio.run(asyncio.wait_for(run(), 10))
 
 
+def etcd_registry(etcd: EtcdServer, path: Path) -> Path:
+    """A registryd.yaml at ``path`` with one etcd registry, :data:`REGISTRY`, on ``etcd``
+    (``web/<id>`` keys are instances of :data:`HOST`)."""
+    registry = {
+        "name": REGISTRY,
+        "type": "etcd",
+        "endpoints": [etcd.endpoint],
+        "prefix": PREFIX,
+        "hostname_suffix": SUFFIX,
+        "timeout": 1,
+    }
+    path.write_text(yaml.safe_dump({"registries": [registry]}))
+    return path
+
+
 def get_json(port: int, path: str) -> Any:
     status, body = http_get(port, path)
     assert status == 200, f"{path}: {status} {body}"
@@ -113,16 +129,7 @@ def test_etcd_outage_keeps_traffic_and_converges_to_the_new_state(
     key_a, key_b = f"{PREFIX}web/a", f"{PREFIX}web/b"
     etcd_txn(etcd, put={key_a: instance(a.port, port)})
 
-    config = stack.workdir / "registryd.yaml"
-    registry = {
-        "name": REGISTRY,
-        "type": "etcd",
-        "endpoints": [etcd.endpoint],
-        "prefix": PREFIX,
-        "hostname_suffix": SUFFIX,
-        "timeout": 1,
-    }
-    config.write_text(yaml.safe_dump({"registries": [registry]}))
+    config = etcd_registry(etcd, stack.workdir / "registryd.yaml")
     registryd = stack.start_registryd(f"--config={config}")
     envoy = stack.start_envoy(registryd, use_api(api_type))
     pids = (registryd.pid, envoy.pid)

@@ -12,16 +12,13 @@ from __future__ import annotations
 
 import json
 import socket
-from pathlib import Path
 from typing import Any
-
-import yaml
 
 from tests.e2e.admin import Admin
 from tests.e2e.checks import LOCAL, wait_answers, wait_hosts
 from tests.e2e.conftest import Stack
 from tests.e2e.entries import service_entry, write_entries
-from tests.e2e.test_etcd_outage import PREFIX, etcd_txn, instance
+from tests.e2e.test_etcd_outage import PREFIX, etcd_registry, etcd_txn, instance
 from tests.support.etcd_server import EtcdServer
 from tests.support.istiod import Istiod, istiod_binary, sidecar_node
 from tests.support.procs import (
@@ -35,21 +32,6 @@ from tests.support.procs import (
 VM_HOST = "vm.example"
 WEB_HOST = "web.etcd.example"
 RESTART = 60.0  # seconds: istiod's reconnect backoff grows after each failed attempt
-
-
-def etcd_registry(etcd: EtcdServer, path: Path) -> Path:
-    """A registryd.yaml at ``path`` with one etcd registry on ``etcd`` (``web/<id>`` keys
-    are instances of ``web.etcd.example``)."""
-    registry = {
-        "name": "etcd-main",
-        "type": "etcd",
-        "endpoints": [etcd.endpoint],
-        "prefix": PREFIX,
-        "hostname_suffix": "etcd.example",
-        "timeout": 1,
-    }
-    path.write_text(yaml.safe_dump({"registries": [registry]}))
-    return path
 
 
 def accepts(port: int) -> bool:

@@ -26,7 +26,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
-import yaml
 from envoy.config.core.v3 import base_pb2
 from envoy.service.discovery.v3 import discovery_pb2
 from prometheus_client.parser import text_string_to_metric_families
@@ -44,7 +43,7 @@ from tests.e2e.checks import (
 from tests.e2e.conftest import Stack
 from tests.e2e.entries import service_entry, write_entries
 from tests.e2e.loop_thread import LoopThread
-from tests.e2e.test_etcd_outage import etcd_txn, instance
+from tests.e2e.test_etcd_outage import etcd_registry, etcd_txn, instance
 from tests.support.etcd_server import EtcdServer
 from tests.support.procs import (
     DEADLINE,
@@ -100,17 +99,7 @@ def pushes_of(replica: Registryd, hostname: str) -> int:
 
 
 def etcd_config(stack: Stack, etcd: EtcdServer) -> str:
-    path = stack.workdir / "registryd.yaml"
-    registry = {
-        "name": "etcd-main",
-        "type": "etcd",
-        "endpoints": [etcd.endpoint],
-        "prefix": PREFIX,
-        "hostname_suffix": "etcd.example",
-        "timeout": 1,
-    }
-    path.write_text(yaml.safe_dump({"registries": [registry]}))
-    return f"--config={path}"
+    return f"--config={etcd_registry(etcd, stack.workdir / 'registryd.yaml')}"
 
 
 def test_envoy_fails_over_to_the_other_replica_with_traffic_and_current_state(
