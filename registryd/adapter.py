@@ -7,7 +7,10 @@ the one shard it owns.  The contract, which the supervisor and the registry stor
    *full* state of the shard.  Until it arrives the registry counts as not synced and the
    previous state of the shard (if any) keeps being served.
 2. After it, :class:`Upsert` and :class:`Delete` carry increments, one service at a time;
-   an ``Upsert`` replaces the service *and all its endpoints* in this shard.
+   an ``Upsert`` replaces the service *and all its endpoints* in this shard.  Endpoints
+   are served in the order given (within a locality), so an adapter gives them in a
+   stable order: the registry's own where it has a meaningful one (as istiod does),
+   else sorted.  The same state in another order is a change pushed to every proxy.
 3. :class:`Problems` may be yielded at any time to report per-source problems (a broken
    file, a malformed registry entry) that did not stop the adapter, and warnings (a
    hostname defined twice, an unknown protocol taken as TCP): it replaces the adapter's

@@ -174,8 +174,7 @@ class _Part:
 
     entry: ServiceEntry
     service: Service
-    endpoints: dict[EndpointKey, Endpoint]  # the first of each key, in document order
-    ordered: tuple[Endpoint, ...]  # the same, sorted by key
+    endpoints: dict[EndpointKey, Endpoint]  # the first of each key, in istiod's order
     numbers: frozenset[int]  # the entry's port numbers
 
 
@@ -195,8 +194,7 @@ def _parts(entry: ServiceEntry, selected: list[WorkloadSpec]) -> dict[str, _Part
         for workload in workloads:
             for endpoint in _workload_endpoints(host, entry, workload):
                 found.setdefault(_endpoint_key(endpoint), endpoint)
-        ordered = tuple(found[k] for k in sorted(found))
-        parts[host] = _Part(entry, _service(host, entry), found, ordered, numbers)
+        parts[host] = _Part(entry, _service(host, entry), found, numbers)
     return parts
 
 
@@ -230,7 +228,7 @@ class ModelBuilder:
         self._definers: dict[str, list[DocKey]] = {}  # host -> its ServiceEntries, in order
         self._selecting: dict[str, set[DocKey]] = {}  # namespace -> entries with a selector
         self._workloads: dict[str, dict[DocKey, WorkloadEntry]] = {}  # by namespace
-        self._in_order: dict[str, list[WorkloadSpec]] = {}  # namespace -> specs, in order
+        self._in_order: dict[str, list[WorkloadSpec]] = {}  # namespace -> specs, by name
         self._notes: dict[str, list[tuple[DocKey, int, int, str]]] = {}  # host -> sortable
         self.services: dict[str, Service] = {}
         self.endpoints: dict[str, tuple[Endpoint, ...]] = {}
@@ -310,8 +308,11 @@ class ModelBuilder:
             return list(entry.spec.endpoints)
         specs = self._in_order.get(namespace)
         if specs is None:
+            # conversion.go services(): selected WorkloadEntries sorted by name (istiod's
+            # index has no order of its own); the file position breaks a tie
             workloads = self._workloads.get(namespace, {})
-            specs = [workload_spec(workloads[k]) for k in sorted(workloads)]
+            keys = sorted(workloads, key=lambda k: (workloads[k].meta.name, k))
+            specs = [workload_spec(workloads[k]) for k in keys]
             self._in_order[namespace] = specs
         return [s for s in specs if s.labels.matches(selector)]
 
@@ -333,7 +334,7 @@ class ModelBuilder:
             if sum(h.lower() == host for h in p.entry.spec.hosts) > 1
         ]
         if len(parts) == 1:
-            self.endpoints[host] = first.ordered
+            self.endpoints[host] = tuple(first.endpoints.values())
             if twice:
                 self._notes[host] = twice
             return had_notes or bool(twice)
@@ -348,6 +349,6 @@ class ModelBuilder:
                 notes.append((key, at, 0, _duplicate_note(host, first.entry, part.entry)))
             if extra := sorted(part.numbers - first.numbers):
                 notes.append((key, at, 1, _ports_note(host, part.entry, extra)))
-        self.endpoints[host] = tuple(found[k] for k in sorted(found))
+        self.endpoints[host] = tuple(found.values())
         self._notes[host] = notes
         return True

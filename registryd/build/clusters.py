@@ -125,15 +125,16 @@ def _weight(e: Endpoint) -> int:
 def locality_endpoints(
     endpoints: Iterable[Endpoint], name: str = ""
 ) -> list[endpoint_components_pb2.LocalityLbEndpoints]:
-    """Group endpoints by locality (sorted); each locality weighs the sum of its
-    endpoints' weights, clamped to 2^32-1 with a warning as istiod does."""
+    """Group endpoints by locality (sorted); within a locality endpoints keep the order
+    given (the merge's: shards in precedence order, each in its adapter's order), as
+    istiod's EndpointBuilder.generate keeps its shards' order.  Each locality weighs the
+    sum of its endpoints' weights, clamped to 2^32-1 with a warning as istiod does."""
     groups: dict[tuple[str, str, str], list[Endpoint]] = {}
     for e in endpoints:
         key = (e.locality.region, e.locality.zone, e.locality.subzone)
         groups.setdefault(key, []).append(e)
     result = []
     for (region, zone, subzone), members in sorted(groups.items()):
-        members.sort(key=lambda e: (e.address, e.port))
         total = sum(_weight(e) for e in members)
         if total > MAX_WEIGHT:
             log.warning(
@@ -230,7 +231,7 @@ def build_cluster(
     elif resolution in (Resolution.DNS, Resolution.DNS_ROUND_ROBIN):
         served = served_endpoints(endpoints, options)
         if resolution is Resolution.DNS_ROUND_ROBIN:
-            served = sorted(served, key=lambda e: (e.address, e.port))[:1]  # one address only
+            served = served[:1]  # one address: the first (conversion.go mergeServices…)
         if not served:
             return None
         strict = resolution is Resolution.DNS

@@ -129,6 +129,23 @@ def test_empty_selector_selects_every_workload_of_the_namespace() -> None:
     assert [e.address for e in model.endpoints["a.example"]] == ["10.0.0.1"]
 
 
+def test_selected_workload_entries_are_in_name_order_whatever_the_files_say() -> None:
+    # serviceentry/conversion.go services(): the selected workloads are sorted by name
+    workload = (
+        "apiVersion: networking.istio.io/v1\nkind: WorkloadEntry\n"
+        "metadata: {name: %s}\nspec: {address: %s, labels: {app: a}}\n"
+    )
+    model = model_of(
+        workload % ("zeta", "10.0.0.1"),
+        se(
+            "hosts: [a.example]\nresolution: STATIC\nports: [{number: 80, name: http}]\n"
+            "workloadSelector: {labels: {app: a}}"
+        ),
+        workload % ("alpha", "10.0.0.9"),
+    )
+    assert [e.address for e in model.endpoints["a.example"]] == ["10.0.0.9", "10.0.0.1"]
+
+
 def test_defaults_follow_istio() -> None:
     model = model_of(se("hosts: [plain.example]\nports: [{number: 5432, name: tcp-db}]"))
     service = model.services["plain.example"]
@@ -147,8 +164,8 @@ def test_weight_zero_means_unset_and_dns_endpoints_may_be_names() -> None:
         )
     )
     assert [(e.address, e.weight) for e in model.endpoints["db.example"]] == [
+        ("db1.internal", 1),  # in document order, as istiod serves them
         ("10.9.0.1", 7),
-        ("db1.internal", 1),
     ]
 
 

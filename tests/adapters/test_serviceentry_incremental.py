@@ -34,7 +34,10 @@ def reference_model(files: Iterable[ParsedFile]) -> Model:
     """The conversion written the obvious way, in one pass over every document."""
     ordered = sorted(files, key=lambda f: f.source)
     documents = [doc for f in ordered for doc in f.documents]
-    workloads = [d for d in documents if isinstance(d, WorkloadEntry)]
+    # istiod sorts the WorkloadEntries a selector picks by name (stable: files in order)
+    workloads = sorted(
+        (d for d in documents if isinstance(d, WorkloadEntry)), key=lambda w: w.meta.name
+    )
     notes: list[str] = []
     services: dict[str, Service] = {}
     owners: dict[str, ServiceEntry] = {}
@@ -66,7 +69,7 @@ def reference_model(files: Iterable[ParsedFile]) -> Model:
                 notes.append(convert._ports_note(host, entry, extra))
     return Model(
         services=services,
-        endpoints={h: tuple(v for _, v in sorted(eps.items())) for h, eps in endpoints.items()},
+        endpoints={h: tuple(eps.values()) for h, eps in endpoints.items()},
         notes=tuple(notes),
     )
 

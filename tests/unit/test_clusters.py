@@ -88,7 +88,7 @@ def test_convert_resolution_dns_is_strict_dns_and_round_robin_logical_dns() -> N
     assert strict.respect_dns_ttl
     logical = built(svc(resolution=Resolution.DNS_ROUND_ROBIN), Port(number=8080), endpoints)
     assert logical.type == cluster_pb2.Cluster.LOGICAL_DNS
-    assert addresses(logical) == [("a.example", 80)]  # LOGICAL_DNS takes exactly one
+    assert addresses(logical) == [("b.example", 80)]  # LOGICAL_DNS takes the first only
 
 
 def test_build_outbound_clusters_skips_alias_services_and_udp_ports() -> None:
@@ -177,8 +177,9 @@ def test_cla_groups_by_locality_with_summed_weights() -> None:
     assert regions == [("eu", "west", ""), ("us", "east", "1")]
     assert [g.load_balancing_weight.value for g in cla.endpoints] == [1, 5]
     us = cla.endpoints[1].lb_endpoints
-    assert [lb.endpoint.address.socket_address.address for lb in us] == ["10.0.0.1", "10.0.0.2"]
-    assert [lb.load_balancing_weight.value for lb in us] == [3, 2]
+    # within a locality, the order given (istiod keeps its registry's order)
+    assert [lb.endpoint.address.socket_address.address for lb in us] == ["10.0.0.2", "10.0.0.1"]
+    assert [lb.load_balancing_weight.value for lb in us] == [2, 3]
 
 
 def test_cla_without_locality_still_has_the_locality_field() -> None:
