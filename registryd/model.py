@@ -194,7 +194,9 @@ class Locality:
         return cls(region=parts[0], zone=parts[1], subzone=parts[2])
 
     def __str__(self) -> str:
-        return "/".join(p for p in (self.region, self.zone, self.subzone) if p) or ""
+        """The ``region/zone/subzone`` form :meth:`parse` reads back: empty trailing parts
+        left out, empty leading ones kept (a zone without a region is ``/zone``)."""
+        return "/".join((self.region, self.zone, self.subzone)).rstrip("/")
 
 
 NO_LOCALITY = Locality()

@@ -172,6 +172,14 @@ def test_the_service_entry_names_the_registry_whose_attributes_won() -> None:
 
 
 # -- endpoints as WorkloadEntries -------------------------------------------------------
+def test_a_zone_without_a_region_keeps_its_place_in_the_workload_entry() -> None:
+    # istiod splits a WorkloadEntry's locality on "/" (label.SplitLocalityLabel): a Nacos
+    # cluster or Consul datacenter taken as a zone must not become a region
+    m = merged(service(), endpoint("10.0.0.1", port=8080, locality=Locality(zone="z1")))
+    (we,) = mcp.workload_entries(m)
+    assert we.body.locality == "/z1"
+
+
 def test_endpoints_become_workload_entries_the_service_entry_selects() -> None:
     m = merged(
         service(namespace="shop"),

@@ -106,6 +106,12 @@ def test_locality_str_round_trips() -> None:
     assert str(Locality.parse("r/z/s")) == "r/z/s"
     assert str(Locality.parse("r")) == "r"
     assert str(Locality()) == ""
+    # a zone without a region (Nacos clusters, Consul datacenters as zones) keeps its place:
+    # istiod reads a WorkloadEntry's "z1" as a region (label.SplitLocalityLabel)
+    for parts in (("", "z1", ""), ("", "", "s"), ("r", "", "s"), ("", "z", "s")):
+        loc = Locality(region=parts[0], zone=parts[1], subzone=parts[2])
+        assert Locality.parse(str(loc)) == loc, str(loc)
+    assert str(Locality(zone="z1")) == "/z1"
 
 
 def test_service_rejects_duplicate_port_numbers() -> None:
