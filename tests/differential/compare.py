@@ -10,7 +10,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from tests.differential.collect import Served
-from tests.differential.normalize import normalize_pair
+from tests.differential.normalize import (
+    MCP_PAIR_RULES,
+    MCP_RULES,
+    PAIR_RULES,
+    RULES,
+    PairRule,
+    Rule,
+    normalize_pair,
+)
 
 __all__ = ["ABSENT", "Difference", "compare", "field_path"]
 
@@ -53,9 +61,12 @@ def _walk(kind: str, name: str, a: Any, b: Any, path: str, out: list[Difference]
         out.append(Difference(kind, name, path, a, b))
 
 
-def compare(istiod: Served, registryd: Served) -> list[Difference]:
-    """The differences between the two servers' answers, normalized."""
-    a, b = normalize_pair(istiod, registryd)
+def compare(istiod: Served, registryd: Served, *, mcp: bool = False) -> list[Difference]:
+    """The differences between the two servers' answers, normalized; ``mcp``: istiod
+    read registryd's state over MCP (the MCP rules apply too)."""
+    rules: tuple[Rule, ...] = (*RULES, *MCP_RULES) if mcp else RULES
+    pair_rules: tuple[PairRule, ...] = (*PAIR_RULES, *MCP_PAIR_RULES) if mcp else PAIR_RULES
+    a, b = normalize_pair(istiod, registryd, rules, pair_rules)
     out: list[Difference] = []
     for kind in TYPES:
         left, right = a.get(kind, {}), b.get(kind, {})

@@ -15,11 +15,21 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from tests.differential.collect import Served
 
-__all__ = ["MARKER_PORT", "PAIR_RULES", "RULES", "PairRule", "Rule", "normalize", "normalize_pair"]
+__all__ = [
+    "MARKER_PORT",
+    "MCP_RULES",
+    "PAIR_RULES",
+    "RULES",
+    "PairRule",
+    "Rule",
+    "normalize",
+    "normalize_pair",
+]
 
 MARKER_PORT = 1  # the harness's sync marker ServiceEntry listens here (never an input's)
 
@@ -196,6 +206,84 @@ RULES: tuple[Rule, ...] = (
 )
 
 
+def _mcp_health(served: Served, side: str) -> None:
+    """Through MCP (registries other than files, exported to istiod as WorkloadEntries):
+    registryd's HEALTHY status, and its UNHEALTHY endpoints with their share of their
+    locality's weight (a locality left empty goes too)."""
+    if side != "registryd":
+        return
+    for assignment in _resources(served, "eds"):
+        _drop_unhealthy(assignment)
+    for cluster in _resources(served, "cds"):
+        if "load_assignment" in cluster:
+            _drop_unhealthy(cluster["load_assignment"])
+
+
+def _drop_unhealthy(assignment: dict[str, Any]) -> None:
+    _drop_endpoints(assignment, lambda lb: lb.get("health_status") == "UNHEALTHY")
+    for group in assignment.get("endpoints", []):
+        for lb in group["lb_endpoints"]:
+            if lb.get("health_status") == "HEALTHY":
+                del lb["health_status"]
+
+
+def _drop_endpoints(assignment: dict[str, Any], drop: Callable[[dict[str, Any]], bool]) -> None:
+    """Take the endpoints ``drop`` picks out of ``assignment``: their locality's weight is
+    recomputed without them, and a locality left empty goes (as istiod never had them)."""
+    groups = []
+    for group in assignment.get("endpoints", []):
+        before = group.get("lb_endpoints", [])
+        kept = [lb for lb in before if not drop(lb)]
+        if len(kept) != len(before):
+            group["lb_endpoints"] = kept
+            group["load_balancing_weight"] = sum(lb.get("load_balancing_weight", 1) for lb in kept)
+        if kept:
+            groups.append(group)
+    if groups:
+        assignment["endpoints"] = groups
+    else:
+        assignment.pop("endpoints", None)
+
+
+def _mcp_endpoint_order(served: Served, side: str) -> None:
+    """Through MCP: the order of endpoints within a locality (both sides sorted by
+    address and port)."""
+    assignments = _resources(served, "eds") + [
+        c["load_assignment"] for c in _resources(served, "cds") if "load_assignment" in c
+    ]
+    for assignment in assignments:
+        for group in assignment.get("endpoints", []):
+            group.get("lb_endpoints", []).sort(key=_socket)
+
+
+def _socket(lb: dict[str, Any]) -> tuple[str, int]:
+    socket = lb.get("endpoint", {}).get("address", {}).get("socket_address", {})
+    return str(socket.get("address", "")), int(socket.get("port_value", 0))
+
+
+# only where istiod reads registryd's state over MCP (tests/differential/mcp.py)
+MCP_RULES: tuple[Rule, ...] = (
+    Rule(
+        "mcp-endpoint-order",
+        "the order of endpoints within a locality",
+        "istiod orders the WorkloadEntries a ServiceEntry selects by name; their names "
+        "stay the same while an endpoint lives (no renames, no churn), so they cannot "
+        "follow the registry's order",
+        "endpoint order within a locality, through MCP",
+        _mcp_endpoint_order,
+    ),
+    Rule(
+        "mcp-health",
+        "registryd's `health_status: HEALTHY`, and its UNHEALTHY endpoints (their "
+        "locality's weight recomputed without them)",
+        "a WorkloadEntry has no health: istiod serves an exported endpoint with no status "
+        "and leaves an unhealthy one out",
+        "registry endpoint health, through MCP",
+        _mcp_health,
+    ),
+)
+
+
 def normalize(served: Served, side: str, rules: tuple[Rule, ...] = RULES) -> Served:
     """A normalized copy of ``served`` (``side``: ``istiod`` or ``registryd``)."""
     out = copy.deepcopy(served)
@@ -226,7 +314,32 @@ def _grpc_dns(istiod: Served, ours: Served) -> None:
             assignments.pop(name, None)
 
 
+def _grpc_non_http(istiod: Served, ours: Served) -> None:
+    """A proxyless gRPC route for a service on a port that is not HTTP: istiod's route
+    configuration with no virtual host against registryd's one, and the cluster (and
+    assignment) only registryd's virtual host leads to."""
+    theirs, mine = istiod.get("rds", {}), ours.get("rds", {})
+    for name in [n for n in theirs if n.startswith("outbound|") and n in mine]:
+        if theirs[name].get("virtual_hosts") or not mine[name].get("virtual_hosts"):
+            continue
+        for host in mine[name].pop("virtual_hosts"):
+            for route in host.get("routes", []):
+                cluster = route.get("route", {}).get("cluster")
+                if cluster and cluster not in istiod.get("cds", {}):
+                    ours.get("cds", {}).pop(cluster, None)
+                    ours.get("eds", {}).pop(cluster, None)
+
+
 PAIR_RULES: tuple[PairRule, ...] = (
+    PairRule(
+        "grpc-non-http",
+        "a proxyless gRPC route configuration where istiod has no virtual host and "
+        "registryd has one, with the cluster and assignment only that virtual host names",
+        "gRPC calls are HTTP/2 whatever protocol the port declares: istiod's empty route "
+        "fails every call",
+        "proxyless gRPC, services on ports not declared HTTP",
+        _grpc_non_http,
+    ),
     PairRule(
         "grpc-dns",
         "a cluster istiod serves as EDS with no endpoints where registryd serves a "
@@ -238,9 +351,56 @@ PAIR_RULES: tuple[PairRule, ...] = (
 )
 
 
-def normalize_pair(istiod: Served, ours: Served) -> tuple[Served, Served]:
-    """Both sides normalized: each by :data:`RULES`, then both by :data:`PAIR_RULES`."""
-    a, b = normalize(istiod, "istiod"), normalize(ours, "registryd")
-    for rule in PAIR_RULES:
+def _mcp_port_subsets(istiod: Served, ours: Served) -> None:
+    """Through MCP: istiod's endpoints, on one port of a hostname, of addresses that
+    registryd serves on other ports of that hostname only (their locality's weight
+    recomputed without them; a locality left empty goes too)."""
+    mine = ours.get("eds", {})
+    by_host: dict[str, set[str]] = {}
+    for name, assignment in mine.items():
+        host = name.rsplit("|", 1)[-1]
+        by_host.setdefault(host, set()).update(_addresses(assignment))
+    for name, assignment in istiod.get("eds", {}).items():
+        host = name.rsplit("|", 1)[-1]
+        elsewhere = by_host.get(host, set()) - _addresses(mine.get(name, {}))
+        if elsewhere:
+            _drop_endpoints(assignment, partial(_at, elsewhere))
+
+
+def _at(addresses: set[str], lb: dict[str, Any]) -> bool:
+    return _address(lb) in addresses
+
+
+def _address(lb: dict[str, Any]) -> str:
+    return _socket(lb)[0]
+
+
+def _addresses(assignment: dict[str, Any]) -> set[str]:
+    return {_address(lb) for g in assignment.get("endpoints", []) for lb in g["lb_endpoints"]}
+
+
+# only where istiod reads registryd's state over MCP (tests/differential/mcp.py)
+MCP_PAIR_RULES: tuple[PairRule, ...] = (
+    PairRule(
+        "mcp-port-subsets",
+        "istiod's endpoints on a port of a hostname at addresses registryd serves only on "
+        "other ports of that hostname",
+        "a ServiceEntry's endpoints serve every port of it: istiod cannot be told that an "
+        "instance listens on some of its service's ports only",
+        "an instance serving some of its service's ports, through MCP",
+        _mcp_port_subsets,
+    ),
+)
+
+
+def normalize_pair(
+    istiod: Served,
+    ours: Served,
+    rules: tuple[Rule, ...] = RULES,
+    pair_rules: tuple[PairRule, ...] = PAIR_RULES,
+) -> tuple[Served, Served]:
+    """Both sides normalized: each by ``rules``, then both by ``pair_rules``."""
+    a, b = normalize(istiod, "istiod", rules), normalize(ours, "registryd", rules)
+    for rule in pair_rules:
         rule.apply(a, b)
     return a, b

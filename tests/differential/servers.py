@@ -26,7 +26,7 @@ from tests.differential.normalize import MARKER_PORT
 from tests.support.istiod import ISTIO_VERSION, Istiod, fs_source, istiod_binary, start_istiod
 from tests.support.procs import Registryd, http_get, start_registryd
 
-__all__ = ["NODES", "IstiodRefused", "Pair", "grpc_names", "istio_inputs"]
+__all__ = ["NODES", "IstiodRefused", "Pair", "grpc_names", "istio_inputs", "marker_entry"]
 
 # what istiod's file source logs when one document of the directory is invalid (it then
 # keeps what it had: pkg/kube/krt/files/files.go)
@@ -87,6 +87,23 @@ def istio_inputs(paths: Iterable[Path]) -> list[Path]:
     return found
 
 
+def marker_entry(n: int) -> tuple[str, str]:
+    """The ``n``-th sync marker: its cluster's name and its ServiceEntry (YAML)."""
+    host = f"m{n}.sync.registryd.test"
+    doc = {
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "ServiceEntry",
+        "metadata": {"name": f"sync-marker-{n}", "namespace": "default"},
+        "spec": {
+            "hosts": [host],
+            "location": "MESH_INTERNAL",
+            "resolution": "STATIC",
+            "ports": [{"number": MARKER_PORT, "name": "http-marker", "protocol": "HTTP"}],
+        },
+    }
+    return f"outbound|{MARKER_PORT}||{host}", yaml.safe_dump(doc)
+
+
 class Pair:
     """istiod and registryd on one directory (see the module)."""
 
@@ -95,7 +112,6 @@ class Pair:
         self.dir = workdir / "inputs"
         self.dir.mkdir(parents=True, exist_ok=True)
         self._count = itertools.count(1)
-        self._marker(0)
         binary = istiod_binary()
         self.istiod: Istiod = start_istiod(
             workdir, workdir / "istiod.log", config_sources=[fs_source(self.dir)], binary=binary
@@ -106,26 +122,11 @@ class Pair:
             self.istiod.stop()
             raise
 
-    def _marker(self, n: int) -> tuple[str, str]:
-        host = f"m{n}.sync.registryd.test"
-        doc = {
-            "apiVersion": "networking.istio.io/v1",
-            "kind": "ServiceEntry",
-            "metadata": {"name": f"sync-marker-{n}", "namespace": "default"},
-            "spec": {
-                "hosts": [host],
-                "location": "MESH_INTERNAL",
-                "resolution": "STATIC",
-                "ports": [{"number": MARKER_PORT, "name": "http-marker", "protocol": "HTTP"}],
-            },
-        }
-        return f"outbound|{MARKER_PORT}||{host}", yaml.safe_dump(doc)
-
     async def serve(
         self, text: str, nodes: Iterable[Node] = NODES
     ) -> AsyncIterator[tuple[Node, Served, Served]]:
         """Load ``text`` (YAML documents) alone, then per node what each server serves."""
-        marker, marker_doc = self._marker(next(self._count))
+        marker, marker_doc = marker_entry(next(self._count))
         seen = len(self.istiod.output())  # istiod's log so far: a refusal shows after it
         for old in self.dir.iterdir():
             old.unlink()
@@ -143,15 +144,14 @@ class Pair:
         for i, node in enumerate(nodes):
             options = {"grpc_listeners": names} if node.kind == "grpc" else {}
             target = f"127.0.0.1:{self.istiod.grpc_port}"
-            if i:
-                istiod = await collect(target, node, marker, **options)
-            else:  # istiod either serves the marker or says it refused the directory
-                istiod = await self._unless_refused(collect(target, node, marker, **options), seen)
-                if istiod is None:
-                    # registryd has read the input once it serves the marker: its errors
-                    # are then those of this input
-                    await collect(f"127.0.0.1:{self.registryd.grpc_port}", node, marker)
-                    raise IstiodRefused(self._registryd_errors())
+            # the first time, istiod either serves the marker or says it refused the input
+            collecting = collect(target, node, marker, **options)
+            istiod = await (self._unless_refused(collecting, seen) if i == 0 else collecting)
+            if istiod is None:
+                # registryd has read the input once it serves the marker: its errors are
+                # then those of this input
+                await collect(f"127.0.0.1:{self.registryd.grpc_port}", node, marker)
+                raise IstiodRefused(self._registryd_errors())
             ours = await collect(f"127.0.0.1:{self.registryd.grpc_port}", node, marker, **options)
             yield node, istiod, ours
 

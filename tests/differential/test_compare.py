@@ -6,7 +6,13 @@ import re
 from pathlib import Path
 
 from tests.differential.compare import ABSENT, Difference, compare, field_path
-from tests.differential.normalize import MARKER_PORT, PAIR_RULES, RULES
+from tests.differential.normalize import (
+    MARKER_PORT,
+    MCP_PAIR_RULES,
+    MCP_RULES,
+    PAIR_RULES,
+    RULES,
+)
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
@@ -53,7 +59,7 @@ def test_every_rule_is_a_row_of_the_readme_differences_table() -> None:
     first_cells = [
         re.split(r"\s*\|\s*", line)[1] for line in table.splitlines() if line.startswith("| ")
     ]
-    for rule in (*RULES, *PAIR_RULES):
+    for rule in (*RULES, *MCP_RULES, *PAIR_RULES, *MCP_PAIR_RULES):
         if rule.row:
             assert any(cell.startswith(rule.row) for cell in first_cells), rule.name
 
@@ -65,3 +71,73 @@ def test_a_proxyless_dns_service_is_compared_as_the_documented_difference() -> N
     assert compare(istiod, ours) == []
     with_endpoints = {**istiod, "eds": {name: {"cluster_name": name, "endpoints": [{}]}}}
     assert compare(with_endpoints, ours) != []  # only the empty EDS cluster is that row
+
+
+def test_a_proxyless_route_on_a_port_not_declared_http_is_the_documented_difference() -> None:
+    route, cluster = "outbound|5432||db.example", "outbound|5432||db.example"
+    vhost = {"name": "db", "routes": [{"route": {"cluster": cluster}}]}
+    istiod = {"rds": {route: {"name": route}}}
+    ours = {
+        "rds": {route: {"name": route, "virtual_hosts": [vhost]}},
+        "cds": {cluster: {"name": cluster}},
+        "eds": {cluster: {"cluster_name": cluster}},
+    }
+    assert compare(istiod, ours) == []
+    # a virtual host istiod has too is compared as usual
+    other = {"rds": {route: {"name": route, "virtual_hosts": [{**vhost, "name": "x"}]}}}
+    assert compare(other, ours) != []
+
+
+def test_mcp_health_drops_unhealthy_endpoints_and_healthy_status_only_with_its_rules() -> None:
+    def lb(address: str, health: str | None, weight: int) -> dict[str, object]:
+        socket = {"address": {"socket_address": {"address": address}}}
+        out: dict[str, object] = {"endpoint": socket, "load_balancing_weight": weight}
+        return {**out, "health_status": health} if health else out
+
+    name = "outbound|80||web.etcd.example"
+    ours = {
+        "eds": {
+            name: {
+                "endpoints": [
+                    {
+                        "lb_endpoints": [lb("a", "HEALTHY", 1), lb("b", "UNHEALTHY", 2)],
+                        "load_balancing_weight": 3,
+                    },
+                    {"lb_endpoints": [lb("c", "UNHEALTHY", 1)], "load_balancing_weight": 1},
+                ]
+            }
+        }
+    }
+    istiod = {
+        "eds": {
+            name: {"endpoints": [{"lb_endpoints": [lb("a", None, 1)], "load_balancing_weight": 1}]}
+        }
+    }
+    assert compare(istiod, ours, mcp=True) == []
+    assert compare(istiod, ours) != []  # file comparisons keep health as it is
+
+
+def test_mcp_port_subsets_drops_istiods_endpoints_on_ports_registryd_does_not_serve() -> None:
+    def group(*addresses: str) -> dict[str, object]:
+        lbs = [
+            {
+                "endpoint": {"address": {"socket_address": {"address": a}}},
+                "load_balancing_weight": 1,
+            }
+            for a in addresses
+        ]
+        return {"lb_endpoints": lbs, "load_balancing_weight": len(lbs)}
+
+    http, grpc = "outbound|8080||orders.nacos", "outbound|9090||orders.nacos"
+    ours = {"eds": {http: {"endpoints": [group("10.0.0.1", "10.0.0.2")]}, grpc: {}}}
+    istiod = {
+        "eds": {
+            http: {"endpoints": [group("10.0.0.1", "10.0.0.2")]},
+            grpc: {"endpoints": [group("10.0.0.1", "10.0.0.2")]},
+        }
+    }
+    assert compare(istiod, ours, mcp=True) == []
+    assert compare(istiod, ours) != []
+    # an address registryd serves on no port of the hostname is still a difference
+    stray = {"eds": {**istiod["eds"], grpc: {"endpoints": [group("10.0.0.9")]}}}
+    assert compare(stray, ours, mcp=True) != []
