@@ -2,10 +2,14 @@
 
     python -m tests.differential examples/serviceentries ../shared/conformance/istio
 
+    python -m tests.differential --registries examples/serviceentries
+
 Each YAML file (or each directory's files, one at a time) is one input; both servers
 read it (:class:`tests.differential.servers.Pair`), and every node of
-:data:`~tests.differential.servers.NODES` is compared.  Prints, per field path, how many
-differences and one example, then the totals and the run time.
+:data:`~tests.differential.servers.NODES` is compared.  With ``--registries`` the
+registry states of :mod:`tests.differential.registry_states` are compared too, istiod
+reading them from registryd over MCP (:class:`tests.differential.mcp.McpPair`).  Prints,
+per field path, how many differences and one example, then the totals and the run time.
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ import time
 from pathlib import Path
 
 from tests.differential.compare import Difference, compare, field_path
+from tests.differential.mcp import McpPair
+from tests.differential.registry_states import STATES
 from tests.differential.servers import IstiodRefused, Pair, istio_inputs
 
 
@@ -27,7 +33,12 @@ def inputs(paths: list[str]) -> list[Path]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("paths", nargs="+")
+    parser.add_argument("paths", nargs="*", help="ServiceEntry/WorkloadEntry files or trees")
+    parser.add_argument(
+        "--registries",
+        action="store_true",
+        help="also compare istiod fed over MCP on the registry states (etcd, Consul, Nacos)",
+    )
     parser.add_argument("--show", type=int, default=1, help="examples shown per field path")
     parser.add_argument("--workdir", help="keep the servers' files and logs here")
     asyncio.run(report(parser.parse_args()))
@@ -54,13 +65,26 @@ async def report(args: argparse.Namespace) -> None:
                     refusals += 0 if refused.registryd_errors else 1
         finally:
             pair.stop()
+        if args.registries:
+            mcp = McpPair(Path(args.workdir or tmp) / "mcp").start()
+            try:
+                for state in STATES:
+                    async for node, istiod, ours in mcp.serve(state):
+                        compared += 1
+                        resources += sum(len(v) for v in istiod.values())
+                        for d in compare(istiod, ours, mcp=True):
+                            key = f"{node.kind} (MCP) {d.kind} {field_path(d.path)}"
+                            by_path[key].append((state.name, d))
+            finally:
+                mcp.stop()
     for key, found in sorted(by_path.items()):
         print(f"{len(found):5} {key}")
         for name, d in found[: args.show]:
             print(f"      [{name}] {d}".replace("\n", "\n      "))
     total = sum(len(v) for v in by_path.values())
     print(
-        f"\n{compared} node views of {len(inputs(args.paths))} inputs, {resources} istiod "
+        f"\n{compared} node views of {len(inputs(args.paths))} inputs"
+        f"{f' and {len(STATES)} registry states' if args.registries else ''}, {resources} istiod "
         f"resources: {total} differences on {len(by_path)} field paths "
         f"({time.monotonic() - started:.1f} s); {refusals} inputs istiod refused and "
         "registryd took"
