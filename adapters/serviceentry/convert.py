@@ -8,9 +8,14 @@ Contract:
   ``spec.endpoints`` or from the WorkloadEntries of the same namespace that
   ``spec.workloadSelector`` matches: one endpoint per workload and service port
   (workloads without an address, reached through a network gateway, give none).  When
-  several ServiceEntries define one hostname, the first one's ports and attributes win,
-  the endpoints are combined (the first of equal service port, address and port wins) and
-  a note says so.  A port without a protocol is auto-detected (``AUTO``), as istiod
+  several ServiceEntries define one hostname, they are taken oldest first
+  (``metadata.creationTimestamp``; entries without one after those with one, in file
+  order), as istiod takes them: the first one's attributes win; a later entry of the same
+  namespace, resolution, labels, workload selector and exportTo adds the ports it has and
+  the first has not (istiod's sidecar scope merges such services:
+  ``model/sidecar.go`` ``appendSidecarServices``, ``canMergeServices``); the endpoints
+  are combined (the first of equal service port, address and port wins) and a note says
+  so.  A port without a protocol is auto-detected (``AUTO``), as istiod
   does: a ServiceEntry's port name implies no protocol.  WorkloadEntry labels are
   ``spec.labels`` merged with ``metadata.labels`` (metadata winning).
 * :func:`diff_models` gives the Upsert/Delete increments from one model to the next,
@@ -25,6 +30,7 @@ import dataclasses
 from bisect import insort
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from registryd.adapter import Delete, Replace, Upsert, increments
 from registryd.model import AUTO, Endpoint, Health, Labels, Locality, Port, Resolution, Service
@@ -43,6 +49,7 @@ __all__ = ["Model", "ModelBuilder", "build_model", "diff_models"]
 Document = ServiceEntry | WorkloadEntry
 DocKey = tuple[str, int]  # (file, position in the file): sorts in document order
 EndpointKey = tuple[int, str, int]  # (service port, address, port)
+_EPOCH = datetime.fromtimestamp(0, UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,8 +82,8 @@ def _document_name(doc: Document) -> str:
 
 def _duplicate_note(host: str, first: ServiceEntry, entry: ServiceEntry) -> str:
     return (
-        f"host {host} is defined by {_document_name(first)} and {_document_name(entry)}: ports and "
-        f"attributes of the first are used, endpoints are combined"
+        f"host {host} is defined by {_document_name(first)} and {_document_name(entry)}: the "
+        f"first's attributes are used, endpoints are combined"
     )
 
 
@@ -96,8 +103,9 @@ def _twice_note(host: str, entry: ServiceEntry) -> str:
 
 def _ports_note(host: str, entry: ServiceEntry, extra: list[int]) -> str:
     return (
-        f"{_document_name(entry)}: host {host} has no port {extra} in its first definition; "
-        f"endpoints for those ports are left out"
+        f"{_document_name(entry)}: host {host} has no port {extra} in its first definition, "
+        f"and this entry's namespace, resolution, labels, workload selector or exportTo "
+        f"differ from it, so its ports are not added; endpoints for those ports are left out"
     )
 
 
@@ -138,6 +146,20 @@ def _service(host: str, entry: ServiceEntry) -> Service:
         labels=entry.meta.labels,
         addresses=spec.addresses,
         export_to=spec.export_to,
+    )
+
+
+def _mergeable(first: ServiceEntry, later: ServiceEntry) -> bool:
+    """Whether ``later`` adds its ports to the hostname ``first`` defines: the same
+    namespace, resolution, labels, workload selector and exportTo (``model/sidecar.go``
+    ``canMergeServices``; an unset selector is an empty one there)."""
+    a, b = first.spec, later.spec
+    return (
+        first.meta.namespace == later.meta.namespace
+        and a.resolution == b.resolution
+        and first.meta.labels == later.meta.labels
+        and (a.workload_selector or Labels()) == (b.workload_selector or Labels())
+        and set(a.export_to) == set(b.export_to)
     )
 
 
@@ -300,7 +322,13 @@ class ModelBuilder:
         if doc.spec.workload_selector is not None:
             self._selecting.setdefault(namespace, set()).add(key)
         for host in hosts_of(doc):
-            insort(self._definers.setdefault(host, []), key)
+            insort(self._definers.setdefault(host, []), key, key=self._age)
+
+    def _age(self, key: DocKey) -> tuple[bool, datetime, DocKey]:
+        """Sort key of a ServiceEntry among those of a hostname: oldest first, those
+        without a creation time last, then in file order."""
+        created = self._entries[key].meta.created
+        return (created is None, created or _EPOCH, key)
 
     def _selected(self, entry: ServiceEntry) -> list[WorkloadSpec]:
         selector, namespace = entry.spec.workload_selector, entry.meta.namespace
@@ -338,16 +366,25 @@ class ModelBuilder:
             if twice:
                 self._notes[host] = twice
             return had_notes or bool(twice)
+        ports = list(first.service.ports)
+        numbers = set(first.numbers)
+        for part in parts[1:]:
+            if _mergeable(first.entry, part.entry):
+                added = [p for p in part.service.ports if p.number not in numbers]
+                ports += added
+                numbers.update(p.number for p in added)
+        if len(ports) != len(first.service.ports):
+            self.services[host] = dataclasses.replace(first.service, ports=tuple(ports))
         found: dict[EndpointKey, Endpoint] = {}
         notes = twice
         for index, (key, part) in enumerate(zip(keys, parts, strict=True)):
             for endpoint_key, endpoint in part.endpoints.items():
-                if endpoint_key[0] in first.numbers:
+                if endpoint_key[0] in numbers:
                     found.setdefault(endpoint_key, endpoint)
             at = hosts_of(part.entry).index(host)
             if index:
                 notes.append((key, at, 0, _duplicate_note(host, first.entry, part.entry)))
-            if extra := sorted(part.numbers - first.numbers):
+            if extra := sorted(part.numbers - numbers):
                 notes.append((key, at, 1, _ports_note(host, part.entry, extra)))
         self.endpoints[host] = tuple(found.values())
         self._notes[host] = notes

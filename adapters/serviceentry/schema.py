@@ -26,6 +26,7 @@ import ipaddress
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 from registryd.model import Labels, Location, Resolution
@@ -70,6 +71,7 @@ class Metadata:
     name: str
     namespace: str = "default"
     labels: Labels = field(default_factory=Labels)
+    created: datetime | None = None  # metadata.creationTimestamp, when the file has one
 
 
 @dataclass(frozen=True, slots=True)
@@ -374,7 +376,8 @@ def parse_document(raw: Any, *, index: int = 1, where: str = "") -> ServiceEntry
         errs.append(f"metadata.name: required, a lowercase DNS name, got {show(name)}")
     if not _K8S_LABEL.fullmatch(namespace):
         errs.append(f"metadata.namespace: {show(namespace)} is not a valid namespace name")
-    meta = Metadata(name, namespace, _labels(meta_raw, "labels", "metadata.", errs))
+    created = _created(meta_raw.get("creationTimestamp"), errs)
+    meta = Metadata(name, namespace, _labels(meta_raw, "labels", "metadata.", errs), created)
     spec = raw.get("spec")
     doc: ServiceEntry | WorkloadEntry
     if not isinstance(spec, dict):
@@ -389,6 +392,19 @@ def parse_document(raw: Any, *, index: int = 1, where: str = "") -> ServiceEntry
     if errs:
         raise InvalidConfig(f"{label}: {'; '.join(errs)}")
     return doc
+
+
+def _created(raw: object, errs: list[str]) -> datetime | None:
+    """``metadata.creationTimestamp`` (RFC 3339; YAML may have made it a datetime
+    already), in UTC; ``None`` when absent."""
+    if raw is None:
+        return None
+    try:
+        when = raw if isinstance(raw, datetime) else datetime.fromisoformat(str(raw))
+    except ValueError:
+        errs.append(f"metadata.creationTimestamp: not an RFC 3339 time, got {show(raw)}")
+        return None
+    return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
 
 
 def parse_file(data: bytes | str, source: str, limits: Limits = DEFAULT_LIMITS) -> ParsedFile:

@@ -5,9 +5,10 @@ returns warnings, in document order, about configuration the daemon accepts but 
 probably does not do what its author meant:
 
 * ``duplicate-host``: a hostname defined by two ServiceEntries (or listed twice in one
-  with different case).  The daemon serves the first definition's ports and attributes
-  (files in path order, documents in file order) and combines the endpoints; the
-  warning is on every later definition.
+  with different case).  The daemon serves the oldest definition's attributes (by
+  ``metadata.creationTimestamp``, then files in path order, documents in file order),
+  adds the ports of a compatible later one and combines the endpoints; the warning is on
+  every later definition.
 * ``unselected-workload``: a WorkloadEntry that no ``workloadSelector`` of a
   ServiceEntry in its namespace selects: it gives no endpoint to any service.
 * ``selector-matches-nothing``: a ServiceEntry whose ``workloadSelector`` selects no
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from enum import StrEnum
 
 from registryd.adapters.serviceentry.convert import build_model, hosts_of, workload_spec
@@ -98,7 +100,7 @@ def analyze(documents: Sequence[Located]) -> list[Finding]:
 def _duplicate_hosts(entries: Sequence[Located]) -> Iterable[Finding]:
     """convert.py's merge rule, said before it bites."""
     definers: dict[str, list[Located]] = {}
-    for item in sorted(entries, key=lambda e: (e.source, e.index)):
+    for item in sorted(entries, key=_age):
         assert isinstance(item.doc, ServiceEntry)
         spellings = list(item.doc.spec.hosts)
         for host in hosts_of(item.doc):
@@ -118,9 +120,17 @@ def _duplicate_hosts(entries: Sequence[Located]) -> Iterable[Finding]:
                 item,
                 "duplicate-host",
                 f"host {host} is also defined by {describe(first)} ({_where(first)}); the "
-                "first definition's ports and attributes are used and the endpoints of "
-                "both are combined",
+                "oldest definition's attributes are used, the ports of this one only if "
+                "its namespace, resolution, labels, selector and exportTo are the same, "
+                "and the endpoints of both are combined",
             )
+
+
+def _age(item: Located) -> tuple[bool, datetime, str, int]:
+    """Oldest first (``metadata.creationTimestamp``), then file order: the daemon's
+    order among the ServiceEntries of one hostname."""
+    created = item.doc.meta.created
+    return (created is None, created or datetime.fromtimestamp(0, UTC), item.source, item.index)
 
 
 def _selection(documents: Sequence[Located]) -> Iterable[Finding]:
@@ -189,7 +199,7 @@ def _listener_conflicts(
         by_file.setdefault(item.source, []).append(item.doc)
     model = build_model(ParsedFile(s, tuple(docs)) for s, docs in by_file.items())
     first: dict[str, Located] = {}
-    for item in sorted(entries, key=lambda e: (e.source, e.index)):
+    for item in sorted(entries, key=_age):
         assert isinstance(item.doc, ServiceEntry)
         for host in hosts_of(item.doc):
             first.setdefault(host, item)

@@ -188,6 +188,51 @@ def test_same_host_in_two_files_first_wins_and_endpoints_are_combined() -> None:
     assert "b.yaml" in model.notes[0] and "9000" in model.notes[1]
 
 
+def _entry(name: str, spec: str, created: str = "") -> str:
+    meta = f"name: {name}" + (f", creationTimestamp: '{created}'" if created else "")
+    head = "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\n"
+    return f"{head}metadata: {{{meta}}}\nspec: {spec}\n"
+
+
+def test_a_compatible_second_entry_adds_its_ports_as_istiods_sidecar_scope_merges_them() -> None:
+    # model/sidecar.go appendSidecarServices + canMergeServices: same namespace,
+    # resolution, labels, selector and exportTo -> the later entry's new ports are added
+    http = "{hosts: [api.example], resolution: DNS, ports: [{number: 80, name: http}]}"
+    tls = (
+        "{hosts: [api.example], resolution: DNS, ports: [{number: 443, name: tls, protocol: TLS}]}"
+    )
+    model = model_of(_entry("a", http) + "---\n" + _entry("b", tls))
+    assert [p.number for p in model.services["api.example"].ports] == [80, 443]
+    assert {e.service_port for e in model.endpoints["api.example"]} == {80, 443}
+    assert len(model.notes) == 1  # defined twice; nothing left out
+    # another resolution: not merged, its port is left out and a note says why
+    static = tls.replace("DNS", "STATIC").replace("}]}", "}], endpoints: [{address: 10.0.0.1}]}")
+    model = model_of(_entry("a", http) + "---\n" + _entry("b", static))
+    assert [p.number for p in model.services["api.example"].ports] == [80]
+    assert "443" in model.notes[1] and "resolution" in model.notes[1]
+
+
+def test_the_oldest_entry_of_a_hostname_wins_whatever_the_file_order() -> None:
+    dns = "{hosts: [db.example], resolution: DNS, ports: [{number: 5432, name: tcp}]}"
+    none = "{hosts: [db.example], resolution: NONE, ports: [{number: 5433, name: tcp}]}"
+    model = model_of(
+        _entry("young", dns, "2024-05-01T00:00:00Z")
+        + "---\n"
+        + _entry("old", none, "2023-01-01T00:00:00Z")
+    )
+    assert model.services["db.example"].resolution is Resolution.NONE
+    # an entry with no creation time counts as newer than one with it (istiod stamps it
+    # when it reads the file)
+    model = model_of(_entry("plain", dns) + "---\n" + _entry("old", none, "2023-01-01T00:00:00Z"))
+    assert model.services["db.example"].resolution is Resolution.NONE
+
+
+def test_a_creation_timestamp_that_is_not_a_time_is_an_error() -> None:
+    text = _entry("x", "{hosts: [x.example], ports: [{number: 80, name: http}]}", "yesterday")
+    with pytest.raises(InvalidConfig, match="creationTimestamp: not an RFC 3339 time"):
+        parse_file(text, "x.yaml")
+
+
 def test_unix_socket_endpoints_serve_the_service_port() -> None:
     model = model_of(
         se(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections.abc import Iterable
 from typing import Any
@@ -41,8 +42,22 @@ def reference_model(files: Iterable[ParsedFile]) -> Model:
     notes: list[str] = []
     services: dict[str, Service] = {}
     owners: dict[str, ServiceEntry] = {}
+    entries = [d for d in documents if isinstance(d, ServiceEntry)]
+    for entry in entries:  # first the ports: the first definition's, and compatible ones'
+        for host in entry.spec.hosts:
+            if host not in owners:
+                owners[host] = entry
+                services[host] = convert._service(host, entry)
+            elif convert._mergeable(owners[host], entry):
+                known = {p.number for p in services[host].ports}
+                more = tuple(
+                    p for p in convert._service(host, entry).ports if p.number not in known
+                )
+                services[host] = dataclasses.replace(
+                    services[host], ports=services[host].ports + more
+                )
     endpoints: dict[str, dict[tuple[int, str, int], Endpoint]] = {}
-    for entry in (d for d in documents if isinstance(d, ServiceEntry)):
+    for entry in entries:  # then every entry's endpoints on those ports
         selector = entry.spec.workload_selector
         selected = (
             list(entry.spec.endpoints)
@@ -54,11 +69,8 @@ def reference_model(files: Iterable[ParsedFile]) -> Model:
             ]
         )
         for host in entry.spec.hosts:
-            if host in owners:
+            if owners[host] is not entry:
                 notes.append(convert._duplicate_note(host, owners[host], entry))
-            else:
-                owners[host] = entry
-                services[host] = convert._service(host, entry)
             numbers = {p.number for p in services[host].ports}
             found = endpoints.setdefault(host, {})
             for workload in selected:
@@ -240,10 +252,12 @@ def test_duplicate_host_across_files_follows_the_first_definition() -> None:
     second["spec"]["ports"].append({"number": 90, "name": "tcp"})
     table.load("b.yaml", dump(second))
     assert [e.weight for e in table.model().endpoints["d.example"]] == [5, 5]
-    table.load("a.yaml", dump(first))  # now the first by path: its ports and endpoints win
+    table.load("a.yaml", dump(first))  # now the first by path: its attributes win
     model = table.model()
-    assert [e.weight for e in model.endpoints["d.example"]] == [2]
-    assert len(model.notes) == 2 and "a.yaml" in model.notes[0]
+    # the second is compatible (same namespace, resolution, labels…): it adds port 90
+    assert [p.number for p in model.services["d.example"].ports] == [80, 90]
+    assert [(e.service_port, e.weight) for e in model.endpoints["d.example"]] == [(80, 2), (90, 5)]
+    assert len(model.notes) == 1 and "a.yaml" in model.notes[0]
     assert table.remove("a.yaml")
     model = table.model()
     assert [e.weight for e in model.endpoints["d.example"]] == [5, 5]
