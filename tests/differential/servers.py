@@ -21,12 +21,23 @@ from typing import Any
 
 import yaml
 
+from registryd.adapters.serviceentry.convert import hosts_of
+from registryd.adapters.serviceentry.schema import InvalidConfig, ServiceEntry, parse_file
 from tests.differential.collect import Node, Served, collect
 from tests.differential.normalize import MARKER_PORT
 from tests.support.istiod import ISTIO_VERSION, Istiod, fs_source, istiod_binary, start_istiod
 from tests.support.procs import Registryd, http_get, start_registryd
 
-__all__ = ["NODES", "IstiodRefused", "Pair", "grpc_names", "istio_inputs", "marker_entry"]
+__all__ = [
+    "NODES",
+    "Ambiguous",
+    "IstiodRefused",
+    "Pair",
+    "ambiguity",
+    "grpc_names",
+    "istio_inputs",
+    "marker_entry",
+]
 
 # what istiod's file source logs when one document of the directory is invalid (it then
 # keeps what it had: pkg/kube/krt/files/files.go)
@@ -41,6 +52,38 @@ class IstiodRefused(Exception):
     def __init__(self, registryd_errors: dict[str, str]) -> None:
         super().__init__(f"istiod refused the input; registryd: {registryd_errors or 'took it'}")
         self.registryd_errors = registryd_errors
+
+
+class Ambiguous(Exception):
+    """istiod serves the input differently from one push to the next (see
+    :func:`ambiguity`): there is nothing exact to compare."""
+
+
+def ambiguity(text: str) -> str | None:
+    """Why istiod's answer to ``text`` is not defined, if it is not: istiod keeps one
+    Service per hostname and namespace in a proxy's scope, the first of its service list
+    (``model/sidecar.go`` ``appendSidecarServices``), ordered by creation time only;
+    among equal times the order is that of a map (``serviceentry/controller.go``
+    ``Services``), so it changes from push to push.  That happens with a ServiceEntry of
+    several addresses (one Service per address) and with several ServiceEntries of one
+    hostname and namespace created at the same time (files read together).  ``None``
+    when the input is fine, or when registryd refuses it (so does istiod, then)."""
+    try:
+        parsed = parse_file(text, "input.yaml")
+    except InvalidConfig:
+        return None
+    created: dict[tuple[str, str], list[object]] = {}
+    for doc in parsed.documents:
+        if not isinstance(doc, ServiceEntry):
+            continue
+        if len(doc.spec.addresses) > 1 and doc.spec.hosts:
+            return f"ServiceEntry {doc.meta.name} has several addresses"
+        for host in hosts_of(doc):
+            created.setdefault((doc.meta.namespace, host), []).append(doc.meta.created)
+    for (namespace, host), times in sorted(created.items()):
+        if len(times) != len(set(times)):
+            return f"{host} is defined in {namespace} by ServiceEntries of one creation time"
+    return None
 
 
 _NODE_ID = "sidecar~10.1.0.1~app-1.default~default.svc.cluster.local"
@@ -125,7 +168,11 @@ class Pair:
     async def serve(
         self, text: str, nodes: Iterable[Node] = NODES
     ) -> AsyncIterator[tuple[Node, Served, Served]]:
-        """Load ``text`` (YAML documents) alone, then per node what each server serves."""
+        """Load ``text`` (YAML documents) alone, then per node what each server serves.
+        Raises :class:`Ambiguous` first if istiod's answer is not defined."""
+        why = ambiguity(text)
+        if why:
+            raise Ambiguous(why)
         marker, marker_doc = marker_entry(next(self._count))
         seen = len(self.istiod.output())  # istiod's log so far: a refusal shows after it
         for old in self.dir.iterdir():

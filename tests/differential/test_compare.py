@@ -13,6 +13,7 @@ from tests.differential.normalize import (
     PAIR_RULES,
     RULES,
 )
+from tests.differential.servers import ambiguity
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
@@ -141,3 +142,18 @@ def test_mcp_port_subsets_drops_istiods_endpoints_on_ports_registryd_does_not_se
     # an address registryd serves on no port of the hostname is still a difference
     stray = {"eds": {**istiod["eds"], grpc: {"endpoints": [group("10.0.0.9")]}}}
     assert compare(stray, ours, mcp=True) != []
+
+
+def test_inputs_istiod_answers_at_random_are_recognised() -> None:
+    def se(name: str, spec: str, created: str = "") -> str:
+        stamp = f", creationTimestamp: '{created}'" if created else ""
+        head = "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\n"
+        return f"{head}metadata: {{name: {name}{stamp}}}\nspec: {spec}\n---\n"
+
+    one = "{hosts: [a.example], ports: [{number: 80, name: http}]}"
+    assert ambiguity(se("a", one)) is None
+    two = "{hosts: [a.example], addresses: [10.0.0.1, 10.0.0.2], ports: [{number: 80, name: http}]}"
+    assert "several addresses" in str(ambiguity(se("a", two)))
+    assert "one creation time" in str(ambiguity(se("a", one) + se("b", one)))
+    assert ambiguity(se("a", one, "2024-01-01T00:00:00Z") + se("b", one)) is None
+    assert ambiguity("not: [valid") is None  # refused by both: compared as a refusal
