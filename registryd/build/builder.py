@@ -31,8 +31,8 @@ from registryd.build.clusters import (
 )
 from registryd.build.listeners import Conflict, Mode, build_listeners, virtual_outbound_listener
 from registryd.build.mcptables import McpTables
-from registryd.build.routes import build_route_config
-from registryd.model import Endpoint, Port, Resolution, Service
+from registryd.build.routes import build_route_config, build_service_route_config
+from registryd.model import AUTO, Endpoint, Port, Resolution, Service
 from registryd.registry.merge import MergedService
 from registryd.registry.store import View
 from registryd.xds import resources as res
@@ -281,6 +281,7 @@ class SnapshotBuilder:
             out.place(CDS, name, {})
             out.place(CDS_GRPC, name, {})
             out.place(RDS, name, {})
+            out.place(RDS, f"{host}:{number}", {})
             out.put(EDS, name, None)
             self._port_hosts.get(number, set()).discard(host)
         return old_ports | new_ports
@@ -309,6 +310,11 @@ class SnapshotBuilder:
                     route[home] = grpcgen.build_route(service, port, home)
                 grpc.update(_grpc_listeners(service, port, scopes))
             out.place(RDS, res.cluster_name(host, port.number), route)
+            # a listener of its own sends an auto-detected port's HTTP here (listeners.py)
+            own: ByScope = {}
+            if port.protocol == AUTO and service.resolution is not Resolution.ALIAS:
+                own = dict.fromkeys(scopes, build_service_route_config(service, port.number))
+            out.place(RDS, f"{host}:{port.number}", own)
         return grpc
 
     def _index_port(self, host: str, service: Service, number: int) -> None:

@@ -21,7 +21,10 @@ Per port, the rules of listener.go ``buildSidecarOutboundListener`` and tls.go:
 * TLS and HTTPS ports on the wildcard listener match their hostname by SNI (with the TLS
   inspector), one filter chain per host (tls.go ``buildSidecarOutboundTLSFilterChainOpts``);
 * ports with no declared protocol get a TCP chain and an HTTP chain behind the HTTP
-  inspector; so do HTTP and TCP services sharing a listener;
+  inspector; so do HTTP and TCP services sharing a listener.  The HTTP chain takes route
+  ``<hostname>:<port>`` (that service alone, for any Host) when its listener binds an
+  address of its own and one auto-detected service is all the HTTP on it, else route
+  ``<port>`` (``buildSidecarOutboundHTTPListenerOpts``);
 * two chains with the same match conflict: the first service (by hostname) keeps it
   (listener.go ``mergeTCPFilterChains``); :func:`build_listeners` reports the others;
 * a listener whose chains all match on something gets a default chain to
@@ -90,7 +93,7 @@ class Mode(Enum):
 @dataclass(frozen=True, slots=True)
 class _Chain:
     """One filter chain: its match, and where it sends traffic (a tcp_proxy cluster, or
-    the HTTP connection manager with route ``<port>`` when ``cluster`` is empty)."""
+    the HTTP connection manager when ``cluster`` is empty)."""
 
     hostname: str
     cluster: str = ""
@@ -122,8 +125,24 @@ class Conflict:
 class _Entry:
     bind: str
     chains: list[_Chain] = field(default_factory=list)
-    http: bool = False
+    declared_http: bool = False  # a service declares HTTP on the port
+    sniffed: list[str] = field(default_factory=list)  # hostnames of auto-detected ports
     keys: dict[tuple[object, ...], str] = field(default_factory=dict)
+
+    @property
+    def http(self) -> bool:
+        return self.declared_http or bool(self.sniffed)
+
+    def route(self, port: int) -> str:
+        """The route of the entry's HTTP chain: ``<hostname>:<port>``, a route of that
+        service alone, when its one auto-detected service is all the HTTP there is and
+        the listener binds an address of its own (a VIP, a pod, loopback without
+        capture); else the port's shared route ``<port>`` (listener.go
+        ``buildSidecarOutboundHTTPListenerOpts``: "for sniffed services, we have a
+        unique listener and route just for that service")."""
+        if len(self.sniffed) == 1 and not self.declared_http and self.bind != Mode.SIDECAR.value:
+            return f"{self.sniffed[0]}:{port}"
+        return str(port)
 
     def add(self, chain: _Chain, conflicts: list[Conflict], name: str) -> None:
         key = chain.match_key()
@@ -183,7 +202,7 @@ def _plan(
         if p is None or p.protocol == "UDP" or service.resolution is Resolution.ALIAS:
             continue
         if is_http(p.protocol):
-            entry(mode.wildcard).http = True
+            entry(mode.wildcard).declared_http = True
             continue
         cluster = cluster_name(service.hostname, port)
         for bind, cidrs in _binds(service, endpoints.get(service.hostname, ()), mode):
@@ -194,7 +213,7 @@ def _plan(
                 sni = (service.hostname, *aliases.get(service.hostname, ()))
             current.add(_Chain(service.hostname, cluster, sni, cidrs), conflicts, name)
             if p.protocol == AUTO:
-                current.http = True
+                current.sniffed.append(service.hostname)
     return entries, conflicts
 
 
@@ -205,7 +224,7 @@ def _tcp_proxy(stat_prefix: str, cluster: str) -> listener_components_pb2.Filter
     )
 
 
-def _http_manager(name: str, port: int) -> listener_components_pb2.Filter:
+def _http_manager(name: str, route: str) -> listener_components_pb2.Filter:
     """The outbound HTTP connection manager with istiod's defaults
     (listener_builder.go ``buildHTTPConnectionManager``; connection_settings.go for the
     mesh's connection settings as istiod's own defaults leave them): paths normalized,
@@ -213,7 +232,7 @@ def _http_manager(name: str, port: int) -> listener_components_pb2.Filter:
     upgrades, the client address not taken for the remote one."""
     manager = hcm_pb2.HttpConnectionManager(
         stat_prefix=f"outbound_{name}",
-        rds=hcm_pb2.Rds(config_source=ads(), route_config_name=str(port)),
+        rds=hcm_pb2.Rds(config_source=ads(), route_config_name=route),
         http_filters=[router_filter()],
         normalize_path=wrappers_pb2.BoolValue(value=True),
         path_with_escaped_slashes_action=hcm_pb2.HttpConnectionManager.KEEP_UNCHANGED,
@@ -227,12 +246,15 @@ def _http_manager(name: str, port: int) -> listener_components_pb2.Filter:
     )
 
 
-def _filter_chain(chain: _Chain, name: str, port: int) -> listener_components_pb2.FilterChain:
-    out = listener_components_pb2.FilterChain()
+def _filter_chain(chain: _Chain, name: str, route: str) -> listener_components_pb2.FilterChain:
+    """One filter chain of listener ``name``; an HTTP one takes route ``route``."""
+    out = listener_components_pb2.FilterChain(
+        transport_socket_connect_timeout=_TRANSPORT_SOCKET_CONNECT_TIMEOUT
+    )
     if chain.cluster:
         out.filters.append(_tcp_proxy(chain.cluster, chain.cluster))
     else:
-        out.filters.append(_http_manager(name, port))
+        out.filters.append(_http_manager(name, route))
     if not chain.matches_all:
         match = out.filter_chain_match
         match.server_names.extend(sorted(chain.sni))
@@ -275,13 +297,14 @@ def _listener(entry: _Entry, port: int, mode: Mode) -> listener_pb2.Listener:
         )
     listener.listener_filters_timeout.CopyFrom(_NO_TIMEOUT)
     catch_all = [c for c in chains if c.matches_all]
+    route = entry.route(port)
     for chain in chains:
         if not chain.matches_all:
-            listener.filter_chains.append(_filter_chain(chain, name, port))
+            listener.filter_chains.append(_filter_chain(chain, name, route))
     if catch_all and not listener.filter_chains:
-        listener.filter_chains.append(_filter_chain(catch_all[0], name, port))
+        listener.filter_chains.append(_filter_chain(catch_all[0], name, route))
     elif catch_all:
-        listener.default_filter_chain.CopyFrom(_filter_chain(catch_all[0], name, port))
+        listener.default_filter_chain.CopyFrom(_filter_chain(catch_all[0], name, route))
     else:
         fallback = PASSTHROUGH_CLUSTER if mode is Mode.SIDECAR else BLACKHOLE_CLUSTER
         listener.default_filter_chain.CopyFrom(
@@ -291,8 +314,6 @@ def _listener(entry: _Entry, port: int, mode: Mode) -> listener_pb2.Listener:
                 filters=[_tcp_proxy(fallback, fallback)],
             )
         )
-    for chain in listener.filter_chains:
-        chain.transport_socket_connect_timeout.CopyFrom(_TRANSPORT_SOCKET_CONNECT_TIMEOUT)
     if mode is not Mode.SIDECAR:  # it binds its port
         listener.max_connections_to_accept_per_socket_event.CopyFrom(_ACCEPT_PER_SOCKET_EVENT)
     return listener

@@ -1,4 +1,5 @@
-"""RouteConfigurations for Envoy sidecars, as istiod builds route ``<port>``.
+"""RouteConfigurations for Envoy sidecars, as istiod builds route ``<port>`` (and route
+``<hostname>:<port>``, :func:`build_service_route_config`).
 
 One route configuration per port, shared by every HTTP listener chain on that port.  The
 rules and the istiod code they follow (networking/core/httproute.go):
@@ -39,7 +40,13 @@ from registryd.build.pieces import kube_namespace, kube_parts, pack
 from registryd.model import AUTO, Port, Resolution, Service, is_http
 from registryd.xds.resources import PASSTHROUGH_CLUSTER, cluster_name
 
-__all__ = ["build_route_config", "routed_ports", "service_domains", "service_virtual_host"]
+__all__ = [
+    "build_route_config",
+    "build_service_route_config",
+    "routed_ports",
+    "service_domains",
+    "service_virtual_host",
+]
 
 _NO_TIMEOUT = duration_pb2.Duration(seconds=0)
 _RETRY_ON = "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes"
@@ -180,6 +187,20 @@ def build_route_config(
     return route_pb2.RouteConfiguration(
         name=str(port),
         virtual_hosts=hosts,
+        validate_clusters=wrappers_pb2.BoolValue(value=False),
+        max_direct_response_body_size_bytes=wrappers_pb2.UInt32Value(value=_MAX_DIRECT_RESPONSE),
+        ignore_port_in_host_matching=True,
+    )
+
+
+def build_service_route_config(service: Service, port: int) -> route_pb2.RouteConfiguration:
+    """Route ``<hostname>:<port>``: the one service of a listener of its own with an
+    auto-detected port, whatever the Host (httproute.go
+    ``buildSidecarOutboundHTTPRouteConfig`` for a ``host:port`` route name: the service's
+    virtual host with domain ``*``, no ``allow_any``)."""
+    return route_pb2.RouteConfiguration(
+        name=f"{service.hostname}:{port}",
+        virtual_hosts=[service_virtual_host(service, port, ["*"])],
         validate_clusters=wrappers_pb2.BoolValue(value=False),
         max_direct_response_body_size_bytes=wrappers_pb2.UInt32Value(value=_MAX_DIRECT_RESPONSE),
         ignore_port_in_host_matching=True,

@@ -189,6 +189,26 @@ def test_auto_detected_port_gets_a_tcp_and_an_http_chain() -> None:
     assert filters(listener) == [HTTP_INSPECTOR]
 
 
+def test_an_auto_detected_service_with_a_listener_of_its_own_gets_a_route_of_its_own() -> None:
+    # listener.go buildSidecarOutboundHTTPListenerOpts: a sniffed service on a bound
+    # (non-wildcard) listener takes route <hostname>:<port>, for any Host
+    auto = Port(number=7000, protocol=AUTO)
+    vip, _ = build_listeners(7000, [svc("a.example", auto, addresses=("10.9.0.1",))], Mode.SIDECAR)
+    assert chains(vip["10.9.0.1_7000"])[0][-1] == "rds:a.example:7000"
+    local, _ = build_listeners(7000, [svc("a.example", auto)], Mode.LOCAL)
+    (listener,) = local.values()
+    assert chains(listener) == [
+        ([], [], ["http/1.1", "h2c"], "rds:a.example:7000"),
+        ("default", "outbound|7000||a.example"),
+    ]
+    # the catch-all TCP chain bounds its handshake too
+    assert listener.default_filter_chain.transport_socket_connect_timeout.seconds == 15
+    # two sniffed services on loopback: the port's route tells them apart by Host
+    two, _ = build_listeners(7000, [svc("a.example", auto), svc("b.example", auto)], Mode.LOCAL)
+    (listener,) = two.values()
+    assert chains(listener)[0][-1] == "rds:7000"
+
+
 def test_http_and_tcp_services_on_one_port_are_told_apart_by_the_http_inspector() -> None:
     # listener.go HTTPOverTCP / TCPOverHTTP: merged and upgraded to sniffing
     for mode in Mode:

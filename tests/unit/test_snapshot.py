@@ -11,7 +11,7 @@ from envoy.service.discovery.v3 import discovery_pb2
 
 from registryd.adapter import Delete, Replace, Upsert
 from registryd.build.builder import SnapshotBuilder
-from registryd.model import Endpoint, Port, Resolution, Service
+from registryd.model import AUTO, Endpoint, Port, Resolution, Service
 from registryd.registry.store import RegistryStore
 from registryd.xds import resources as res
 from registryd.xds.snapshot import (
@@ -126,8 +126,11 @@ def test_removing_one_of_two_services_on_a_port_keeps_the_port(rig: Rig) -> None
 
 
 def test_dropping_a_port_removes_its_cluster_and_listeners(rig: Rig) -> None:
-    rig.upsert(svc("a.example", Port(number=8080, protocol="HTTP"), Port(number=9090)), ep())
+    auto = Port(number=9090, protocol=AUTO)  # route a.example:9090 for listeners of its own
+    snap = rig.upsert(svc("a.example", Port(number=8080, protocol="HTTP"), auto), ep())
+    assert "a.example:9090" in names(snap, RDS)
     snap = rig.upsert(svc("a.example", Port(number=8080, protocol="HTTP")), ep())
+    assert names(snap, RDS) == {"8080", A}
     assert names(snap, CDS) == {A}
     assert names(snap, EDS) == {A}
     assert names(snap, LDS_SIDECAR) == {"0.0.0.0_8080"}
