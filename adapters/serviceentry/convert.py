@@ -14,10 +14,11 @@ Contract:
   namespace, resolution, labels, workload selector and exportTo adds the ports it has and
   the first has not (istiod's sidecar scope merges such services:
   ``model/sidecar.go`` ``appendSidecarServices``, ``canMergeServices``); the endpoints
-  are combined (the first of equal service port, address and port wins) and a note says
-  so.  A port without a protocol is auto-detected (``AUTO``), as istiod
-  does: a ServiceEntry's port name implies no protocol.  WorkloadEntry labels are
-  ``spec.labels`` merged with ``metadata.labels`` (metadata winning).
+  are combined, each entry's in order (an endpoint written twice is served twice, as
+  istiod serves it), and a note says so.  A port without a protocol is auto-detected
+  (``AUTO``), as istiod does: a ServiceEntry's port name implies no protocol.
+  WorkloadEntry labels are ``spec.labels`` merged with ``metadata.labels`` (metadata
+  winning).
 * :func:`diff_models` gives the Upsert/Delete increments from one model to the next,
   over every hostname or only over those that may have changed.
 * :class:`ModelBuilder` gives the result of :func:`build_model` one changed file at a time
@@ -48,7 +49,6 @@ __all__ = ["Model", "ModelBuilder", "build_model", "diff_models"]
 
 Document = ServiceEntry | WorkloadEntry
 DocKey = tuple[str, int]  # (file, position in the file): sorts in document order
-EndpointKey = tuple[int, str, int]  # (service port, address, port)
 _EPOCH = datetime.fromtimestamp(0, UTC)
 
 
@@ -163,10 +163,6 @@ def _mergeable(first: ServiceEntry, later: ServiceEntry) -> bool:
     )
 
 
-def _endpoint_key(endpoint: Endpoint) -> EndpointKey:
-    return (endpoint.service_port, endpoint.address, endpoint.port)
-
-
 def build_model(files: Iterable[ParsedFile]) -> Model:
     """Convert parsed files into services and endpoints, from scratch (see the module
     docstring); :class:`ModelBuilder` gives the same result incrementally."""
@@ -196,7 +192,7 @@ class _Part:
 
     entry: ServiceEntry
     service: Service
-    endpoints: dict[EndpointKey, Endpoint]  # the first of each key, in istiod's order
+    endpoints: tuple[Endpoint, ...]  # in istiod's order, repeats kept
     numbers: frozenset[int]  # the entry's port numbers
 
 
@@ -209,13 +205,11 @@ def _parts(entry: ServiceEntry, selected: list[WorkloadSpec]) -> dict[str, _Part
     spec = entry.spec
     by_name = spec.workload_selector is None and not spec.endpoints and spec.resolution in _DNS
     for host in hosts_of(entry):
-        found: dict[EndpointKey, Endpoint] = {}
         # conversion.go convertServiceEntryToInstances: a DNS entry with no endpoints and no
-        # selector resolves its own hostname (on each port's targetPort, else the port)
+        # selector resolves its own hostname (on each port's targetPort, else the port).
+        # An endpoint written twice is served twice, as istiod serves it.
         workloads = [WorkloadSpec(address=host)] if by_name else selected
-        for workload in workloads:
-            for endpoint in _workload_endpoints(host, entry, workload):
-                found.setdefault(_endpoint_key(endpoint), endpoint)
+        found = tuple(e for w in workloads for e in _workload_endpoints(host, entry, w))
         parts[host] = _Part(entry, _service(host, entry), found, numbers)
     return parts
 
@@ -362,7 +356,7 @@ class ModelBuilder:
             if sum(h.lower() == host for h in p.entry.spec.hosts) > 1
         ]
         if len(parts) == 1:
-            self.endpoints[host] = tuple(first.endpoints.values())
+            self.endpoints[host] = first.endpoints
             if twice:
                 self._notes[host] = twice
             return had_notes or bool(twice)
@@ -375,17 +369,25 @@ class ModelBuilder:
                 numbers.update(p.number for p in added)
         if len(ports) != len(first.service.ports):
             self.services[host] = dataclasses.replace(first.service, ports=tuple(ports))
-        found: dict[EndpointKey, Endpoint] = {}
+        found: list[Endpoint] = []
+        round_robin: set[int] = set()  # ports a DNS_ROUND_ROBIN endpoint already has
         notes = twice
         for index, (key, part) in enumerate(zip(keys, parts, strict=True)):
-            for endpoint_key, endpoint in part.endpoints.items():
-                if endpoint_key[0] in numbers:
-                    found.setdefault(endpoint_key, endpoint)
+            # conversion.go mergeServicesInstancesByNamespaceHost: every entry's endpoints,
+            # but one per port of the DNS_ROUND_ROBIN ones
+            rr = part.entry.spec.resolution is Resolution.DNS_ROUND_ROBIN
+            for endpoint in part.endpoints:
+                if endpoint.service_port not in numbers:
+                    continue
+                if rr and endpoint.service_port in round_robin:
+                    continue
+                found.append(endpoint)
+                round_robin.add(endpoint.service_port)
             at = hosts_of(part.entry).index(host)
             if index:
                 notes.append((key, at, 0, _duplicate_note(host, first.entry, part.entry)))
             if extra := sorted(part.numbers - numbers):
                 notes.append((key, at, 1, _ports_note(host, part.entry, extra)))
-        self.endpoints[host] = tuple(found.values())
+        self.endpoints[host] = tuple(found)
         self._notes[host] = notes
         return True

@@ -182,7 +182,9 @@ def test_same_host_in_two_files_first_wins_and_endpoints_are_combined() -> None:
     service = model.services["search.example"]
     assert service.resolution is Resolution.STATIC  # from a.yaml, first by path
     assert [p.number for p in service.ports] == [8080]
-    assert [e.address for e in model.endpoints["search.example"]] == ["10.2.0.1", "10.2.0.2"]
+    # every entry's endpoints, in order (istiod: mergeServicesInstancesByNamespaceHost)
+    endpoints = model.endpoints["search.example"]
+    assert [e.address for e in endpoints] == ["10.2.0.1", "10.2.0.2", "10.2.0.1"]
     assert len(model.notes) == 2
     assert "search.example" in model.notes[0] and "a.yaml" in model.notes[0]
     assert "b.yaml" in model.notes[0] and "9000" in model.notes[1]
@@ -210,6 +212,18 @@ def test_a_compatible_second_entry_adds_its_ports_as_istiods_sidecar_scope_merge
     model = model_of(_entry("a", http) + "---\n" + _entry("b", static))
     assert [p.number for p in model.services["api.example"].ports] == [80]
     assert "443" in model.notes[1] and "resolution" in model.notes[1]
+
+
+def test_an_endpoint_written_twice_is_served_twice_as_istiod_serves_it() -> None:
+    spec = (
+        "{hosts: [web.example], resolution: STATIC, ports: [{number: 80, name: http}], "
+        "endpoints: [{address: 10.1.0.1}, {address: 10.1.0.1, locality: r/z, weight: 7}]}"
+    )
+    endpoints = model_of(_entry("web", spec)).endpoints["web.example"]
+    assert [(e.address, str(e.locality), e.weight) for e in endpoints] == [
+        ("10.1.0.1", "", 1),
+        ("10.1.0.1", "r/z", 7),
+    ]
 
 
 def test_the_oldest_entry_of_a_hostname_wins_whatever_the_file_order() -> None:

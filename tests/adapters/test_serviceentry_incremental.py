@@ -56,7 +56,7 @@ def reference_model(files: Iterable[ParsedFile]) -> Model:
                 services[host] = dataclasses.replace(
                     services[host], ports=services[host].ports + more
                 )
-    endpoints: dict[str, dict[tuple[int, str, int], Endpoint]] = {}
+    endpoints: dict[str, list[Endpoint]] = {}
     for entry in entries:  # then every entry's endpoints on those ports
         selector = entry.spec.workload_selector
         selected = (
@@ -72,16 +72,16 @@ def reference_model(files: Iterable[ParsedFile]) -> Model:
             if owners[host] is not entry:
                 notes.append(convert._duplicate_note(host, owners[host], entry))
             numbers = {p.number for p in services[host].ports}
-            found = endpoints.setdefault(host, {})
+            found = endpoints.setdefault(host, [])
             for workload in selected:
                 for endpoint in convert._workload_endpoints(host, entry, workload):
                     if endpoint.service_port in numbers:
-                        found.setdefault(convert._endpoint_key(endpoint), endpoint)
+                        found.append(endpoint)
             if extra := sorted({p.number for p in entry.spec.ports} - numbers):
                 notes.append(convert._ports_note(host, entry, extra))
     return Model(
         services=services,
-        endpoints={h: tuple(eps.values()) for h, eps in endpoints.items()},
+        endpoints={h: tuple(eps) for h, eps in endpoints.items()},
         notes=tuple(notes),
     )
 
@@ -256,7 +256,8 @@ def test_duplicate_host_across_files_follows_the_first_definition() -> None:
     model = table.model()
     # the second is compatible (same namespace, resolution, labels…): it adds port 90
     assert [p.number for p in model.services["d.example"].ports] == [80, 90]
-    assert [(e.service_port, e.weight) for e in model.endpoints["d.example"]] == [(80, 2), (90, 5)]
+    weights = [(e.service_port, e.weight) for e in model.endpoints["d.example"]]
+    assert weights == [(80, 2), (80, 5), (90, 5)]  # both entries' endpoints, as istiod
     assert len(model.notes) == 1 and "a.yaml" in model.notes[0]
     assert table.remove("a.yaml")
     model = table.model()

@@ -158,6 +158,24 @@ def _dns_family(served: Served, side: str) -> None:
         cluster.pop("dns_lookup_family", None)
 
 
+def _cidr_addresses(served: Served, side: str) -> None:
+    """A CIDR range among a service's addresses, where istiod uses it as a name: route
+    domains (``<cidr>``, ``<cidr>:<port>``), and the address of a proxyless gRPC
+    listener (registryd's ``0.0.0.0`` there)."""
+    if side != "istiod":
+        return
+    for route in _resources(served, "rds"):
+        for host in route.get("virtual_hosts", []):
+            if "domains" in host:
+                host["domains"] = [d for d in host["domains"] if "/" not in d]
+    for listener in _resources(served, "lds"):
+        if "api_listener" not in listener:
+            continue
+        socket = listener.get("address", {}).get("socket_address", {})
+        if "/" in str(socket.get("address", "")):
+            socket["address"] = "0.0.0.0"
+
+
 RULES: tuple[Rule, ...] = (
     Rule(
         "marker",
@@ -195,6 +213,14 @@ RULES: tuple[Rule, ...] = (
         "the delimiter is for the stats tag regexes of Istio's proxy bootstrap",
         "stat names",
         _stat_delimiter,
+    ),
+    Rule(
+        "cidr-addresses",
+        "istiod's route domains that are CIDR ranges, and a CIDR range as a proxyless gRPC "
+        "listener's address",
+        "no Host header is a range, and a gRPC API listener's address is not used",
+        "a ServiceEntry address that is a CIDR range",
+        _cidr_addresses,
     ),
     Rule(
         "dns-family",
@@ -330,7 +356,32 @@ def _grpc_non_http(istiod: Served, ours: Served) -> None:
                     ours.get("eds", {}).pop(cluster, None)
 
 
+def _grpc_passthrough(istiod: Served, ours: Served) -> None:
+    """A passthrough service for a proxyless gRPC client: istiod's listener, route and
+    EDS cluster with no endpoints, where registryd serves none of them."""
+    for name, listener in list(istiod.get("lds", {}).items()):
+        if "api_listener" not in listener or name in ours.get("lds", {}):
+            continue
+        host, _, port = name.rpartition(":")
+        cluster = f"outbound|{port}||{host}"
+        assignment = istiod.get("eds", {}).get(cluster, {})
+        if cluster in ours.get("cds", {}) or assignment.get("endpoints"):
+            continue
+        del istiod["lds"][name]
+        for kind in ("rds", "cds", "eds"):
+            istiod.get(kind, {}).pop(cluster, None)
+
+
 PAIR_RULES: tuple[PairRule, ...] = (
+    PairRule(
+        "grpc-passthrough",
+        "a proxyless gRPC listener istiod serves and registryd does not, with its route "
+        "and its cluster, when that cluster has no endpoints",
+        "a passthrough service has no endpoints: its call fails either way, with registryd "
+        "at once (no such listener) instead of waiting for endpoints",
+        "proxyless gRPC, passthrough services",
+        _grpc_passthrough,
+    ),
     PairRule(
         "grpc-non-http",
         "a proxyless gRPC route configuration where istiod has no virtual host and "

@@ -157,3 +157,24 @@ def test_inputs_istiod_answers_at_random_are_recognised() -> None:
     assert "one creation time" in str(ambiguity(se("a", one) + se("b", one)))
     assert ambiguity(se("a", one, "2024-01-01T00:00:00Z") + se("b", one)) is None
     assert ambiguity("not: [valid") is None  # refused by both: compared as a refusal
+
+
+def test_cidr_addresses_and_grpc_passthrough_services_are_documented_differences() -> None:
+    route = {"virtual_hosts": [{"name": "a", "domains": ["a.example", "10.0.0.0/8"]}]}
+    grpc = {"api_listener": {}, "address": {"socket_address": {"address": "10.0.0.0/8"}}}
+    istiod = {"rds": {"80": route}, "lds": {"a.example:80": grpc}}
+    ours = {
+        "rds": {"80": {"virtual_hosts": [{"name": "a", "domains": ["a.example"]}]}},
+        "lds": {"a.example:80": {**grpc, "address": {"socket_address": {"address": "0.0.0.0"}}}},
+    }
+    assert compare(istiod, ours) == []
+    name = "outbound|443||db.example"
+    passthrough = {
+        "lds": {"db.example:443": {"api_listener": {}}},
+        "rds": {name: {}},
+        "cds": {name: {"type": "EDS"}},
+        "eds": {name: {"cluster_name": name}},
+    }
+    assert compare(passthrough, {}) == []
+    with_endpoints = {**passthrough, "eds": {name: {"endpoints": [{}]}}}
+    assert compare(with_endpoints, {}) != []
