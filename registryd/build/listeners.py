@@ -286,9 +286,13 @@ def _listener(entry: _Entry, port: int, mode: Mode) -> listener_pb2.Listener:
     if mode is Mode.SIDECAR:
         listener.bind_to_port.value = False
     if any(c.sni for c in chains):
+        # xds/filters/filters.go TLSInspector: a 512-byte first read (Envoy's default is
+        # 64 KiB), enough for a ClientHello's SNI
+        inspector = tls_inspector_pb2.TlsInspector(
+            initial_read_buffer_size=wrappers_pb2.UInt32Value(value=512)
+        )
         listener.listener_filters.add(
-            name="envoy.filters.listener.tls_inspector",
-            typed_config=pack(tls_inspector_pb2.TlsInspector()),
+            name="envoy.filters.listener.tls_inspector", typed_config=pack(inspector)
         )
     if any(c.alpn for c in chains):
         listener.listener_filters.add(

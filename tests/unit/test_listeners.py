@@ -5,6 +5,7 @@ listener_builder.go buildVirtualOutboundListener)."""
 from __future__ import annotations
 
 from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
+from envoy.extensions.filters.listener.tls_inspector.v3 import tls_inspector_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm_pb2,
 )
@@ -95,6 +96,9 @@ def test_tls_hosts_on_one_port_each_get_a_chain_matching_sni() -> None:
         ("default", "PassthroughCluster"),
     ]
     assert filters(listener) == [TLS_INSPECTOR]
+    inspector = tls_inspector_pb2.TlsInspector()
+    listener.listener_filters[0].typed_config.Unpack(inspector)
+    assert inspector.initial_read_buffer_size.value == 512  # filters.go TLSInspector
     assert conflicts == []
 
 
