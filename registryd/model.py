@@ -209,7 +209,9 @@ class Service:
     Hostnames are case-insensitive (DNS): they are stored lower-cased, so two spellings of
     one name are one service.  ``alias_for`` names the service an ``ALIAS`` service stands
     for (a Kubernetes ExternalName): an alias has no resources of its own; its names route
-    to that service when it is known.
+    to that service when it is known.  ``kubernetes`` says a Kubernetes Service defines
+    it, for the few rules istiod keeps for those (a headless one's pods are reached as
+    ``<pod>.<hostname>``: its routes take ``*.<hostname>`` too).
     """
 
     hostname: str
@@ -221,6 +223,7 @@ class Service:
     addresses: tuple[str, ...] = ()
     export_to: tuple[str, ...] = ()
     alias_for: str = ""
+    kubernetes: bool = False
 
     def __post_init__(self) -> None:
         if not self.hostname:

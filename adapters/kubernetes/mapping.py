@@ -279,6 +279,7 @@ def build_service(
         addresses=service.cluster_ips,
         export_to=service.export_to,
         alias_for=service.external_name,
+        kubernetes=True,
     )
     endpoints: tuple[Endpoint, ...] = ()
     if not alias:

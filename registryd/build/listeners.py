@@ -121,9 +121,17 @@ class Conflict:
     winner: str
 
 
+# listener.go isConflictWithWellKnownPort: server-first protocols that share a listener
+# with nothing else (an inspector would wait for a first byte that never comes)
+_EXCLUSIVE = frozenset({"MONGO", "MYSQL"})
+_SNIFFING = "SNIFFING"  # an entry's protocol once HTTP and TCP share it (istiod: Unsupported)
+
+
 @dataclass(slots=True)
 class _Entry:
     bind: str
+    protocol: str  # the first service's (HTTP, AUTO, TCP, MYSQL…), or _SNIFFING
+    owner: str  # the first service's hostname
     chains: list[_Chain] = field(default_factory=list)
     declared_http: bool = False  # a service declares HTTP on the port
     sniffed: list[str] = field(default_factory=list)  # hostnames of auto-detected ports
@@ -181,6 +189,37 @@ def _binds(
     return binds
 
 
+def _in_istiod_order(services: Iterable[Service]) -> list[Service]:
+    """The order istiod meets a proxy's services in: those exported to some namespaces
+    first, then the public ones (``PushContext.servicesExportedToNamespace``), each by
+    hostname (``SortServicesByCreationTime`` on equal creation times)."""
+    return sorted(services, key=lambda s: (not s.export_to or "*" in s.export_to, s.hostname))
+
+
+def _joins(current: _Entry, protocol: str, mode: Mode) -> bool:
+    """Whether a service port of ``protocol`` joins the listener ``current`` already is
+    (listener.go ``buildSidecarOutboundListener``'s conflict rules); if so, ``current``
+    is updated for it.  MongoDB and MySQL share a listener with their own protocol only
+    (``isConflictWithWellKnownPort``: an inspector would wait for a first byte such a
+    server never sends).  TCP joins anything; HTTP joins a TCP listener, which then
+    sniffs; a sniffed port joins an HTTP or TCP one.  A listener that sniffs already
+    takes no more HTTP or sniffed ports: their virtual hosts are in route ``<port>``
+    anyway.  ``LOCAL`` listeners take every HTTP and sniffed port (istiod keeps the
+    first service, README: "Where registryd differs from istiod")."""
+    theirs = current.protocol
+    if protocol != theirs and (protocol in _EXCLUSIVE or theirs in _EXCLUSIVE):
+        return False
+    if is_http(protocol) or protocol == AUTO:
+        busy = theirs in (AUTO, _SNIFFING) or (is_http(protocol) and is_http(theirs))
+        if busy and mode is Mode.SIDECAR:
+            return False
+    elif not is_http(theirs):
+        return True  # TCP over TCP or sniffing: chains merge, nothing else changes
+    if current.chains or not is_http(protocol):
+        current.protocol = _SNIFFING
+    return True
+
+
 def _plan(
     port: int,
     services: Iterable[Service],
@@ -190,28 +229,34 @@ def _plan(
 ) -> tuple[dict[str, _Entry], list[Conflict]]:
     entries: dict[str, _Entry] = {}
     conflicts: list[Conflict] = []
-
-    def entry(bind: str) -> _Entry:
-        found = entries.get(bind)
-        if found is None:
-            found = entries[bind] = _Entry(bind)
-        return found
-
-    for service in sorted(services, key=lambda s: s.hostname):
+    for service in _in_istiod_order(services):
         p = service.port(port)
         if p is None or p.protocol == "UDP" or service.resolution is Resolution.ALIAS:
             continue
         if is_http(p.protocol):
-            entry(mode.wildcard).declared_http = True
-            continue
-        cluster = cluster_name(service.hostname, port)
-        for bind, cidrs in _binds(service, endpoints.get(service.hostname, ()), mode):
-            current = entry(bind)
-            name = listener_name(bind, port)
+            binds: list[tuple[str, tuple[str, ...]]] = [(mode.wildcard, ())]
+        else:
+            binds = _binds(service, endpoints.get(service.hostname, ()), mode)
+        for bind, cidrs in binds:
+            current = entries.get(bind)
+            if current is None:
+                # on istiod's wildcard an HTTP listener sniffs at once (ALPN chain)
+                sniffing = is_http(p.protocol) and mode is Mode.SIDECAR
+                protocol = _SNIFFING if sniffing else p.protocol
+                current = entries[bind] = _Entry(bind, protocol, service.hostname)
+            elif not _joins(current, p.protocol, mode):
+                if _EXCLUSIVE & {p.protocol, current.protocol}:  # its traffic goes elsewhere
+                    name = listener_name(bind, port)
+                    conflicts.append(Conflict(name, service.hostname, current.owner))
+                continue
+            if is_http(p.protocol):
+                current.declared_http = True
+                continue
             sni: tuple[str, ...] = ()
             if p.protocol in TLS_PROTOCOLS and (cidrs or bind == mode.wildcard):
                 sni = (service.hostname, *aliases.get(service.hostname, ()))
-            current.add(_Chain(service.hostname, cluster, sni, cidrs), conflicts, name)
+            chain = _Chain(service.hostname, cluster_name(service.hostname, port), sni, cidrs)
+            current.add(chain, conflicts, listener_name(bind, port))
             if p.protocol == AUTO:
                 current.sniffed.append(service.hostname)
     return entries, conflicts

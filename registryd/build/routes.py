@@ -36,7 +36,7 @@ from envoy.config.route.v3 import route_components_pb2, route_pb2
 from envoy.extensions.retry.host.previous_hosts.v3 import previous_hosts_pb2
 from google.protobuf import duration_pb2, wrappers_pb2
 
-from registryd.build.pieces import kube_namespace, kube_parts, pack
+from registryd.build.pieces import kube_parts, pack
 from registryd.model import AUTO, Port, Resolution, Service, is_http
 from registryd.xds.resources import PASSTHROUGH_CLUSTER, cluster_name
 
@@ -109,8 +109,8 @@ def service_domains(
     for hostname in (service.hostname, *(a.hostname for a in aliases)):
         names.extend(_absolute(hostname))
         names.extend(_kube_alt_names(hostname, namespace))
-    headless = service.resolution is Resolution.NONE
-    if headless and kube_namespace(service.hostname) == service.namespace:  # a Kubernetes one
+    # httproute.go generateVirtualHostDomains: Passthrough from the Kubernetes registry
+    if service.resolution is Resolution.NONE and service.kubernetes:
         names.extend([f"*.{name}" for name in names])
     for address in service.addresses:
         domain = _address_domain(address)
@@ -168,9 +168,11 @@ def build_route_config(
     """Route ``<port>`` as a proxy in ``namespace`` sees it.  ``aliases`` maps a
     hostname to the ALIAS services that stand for it."""
     aliases = aliases or {}
+    # by virtual host name, <hostname>:<port> (util.SortVirtualHosts): "a.example.com:80"
+    # comes before "a.example:80"
     chosen = [
         service
-        for service in sorted(services, key=lambda s: s.hostname)
+        for service in sorted(services, key=lambda s: f"{s.hostname}:{port}")
         if any(p.number == port for p in routed_ports(service))
     ]
     # a service's own hostname beats anyone's alias or short name for it

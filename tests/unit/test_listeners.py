@@ -288,3 +288,38 @@ def test_filter_chains_bound_their_handshakes_and_bound_listeners_accept_one_at_
         "virtualOutbound-catchall-tcp",
     ]
     assert virtual.max_connections_to_accept_per_socket_event.value == 1
+
+
+def test_mysql_and_mongo_share_a_listener_with_their_own_protocol_only() -> None:
+    # listener.go isConflictWithWellKnownPort: sniffing would break server-first protocols
+    mysql = svc("db.example", Port(number=3306, protocol="MYSQL"))
+    auto = svc("app.example", Port(number=3306, protocol=AUTO))
+    listeners, conflicts = build_listeners(3306, [mysql, auto], Mode.SIDECAR)
+    (listener,) = listeners.values()
+    assert chains(listener) == [  # app.example comes first (by name) and keeps the port
+        ([], [], ["http/1.1", "h2c"], "rds:3306"),
+        ("default", "outbound|3306||app.example"),
+    ]
+    assert conflicts == [Conflict("0.0.0.0_3306", "db.example", "app.example")]
+
+
+def test_services_exported_to_some_namespaces_come_first_as_istiod_lists_them() -> None:
+    # PushContext.servicesExportedToNamespace: exported-to services, then public ones
+    mysql = svc("web.example", Port(number=3306, protocol="MYSQL"), export_to=("default",))
+    auto = svc("mail.example", Port(number=3306, protocol=AUTO))
+    listeners, _ = build_listeners(3306, [auto, mysql], Mode.SIDECAR)
+    (listener,) = listeners.values()
+    assert chains(listener) == [([], [], [], "outbound|3306||web.example")]
+    assert filters(listener) == []  # MySQL alone: no inspector
+
+
+def test_a_sniffed_port_after_an_http_service_adds_nothing_to_the_wildcard_listener() -> None:
+    # listener.go: the HTTP listener on the wildcard already sniffs ("Unsupported"), so a
+    # later auto-detected service exits early; its virtual host is in route <port>
+    http = svc("a.example", Port(number=8000, protocol="HTTP"))
+    auto = svc("b.example", Port(number=8000, protocol=AUTO))
+    listeners, _ = build_listeners(8000, [http, auto], Mode.SIDECAR)
+    assert chains(listeners["0.0.0.0_8000"]) == [
+        ([], [], ["http/1.1", "h2c"], "rds:8000"),
+        ("default", "PassthroughCluster"),
+    ]

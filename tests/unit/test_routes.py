@@ -4,6 +4,8 @@ BuildDefaultHTTPOutboundRoute)."""
 
 from __future__ import annotations
 
+import dataclasses
+
 from envoy.config.route.v3 import route_pb2
 
 from registryd.build.routes import build_route_config
@@ -82,9 +84,16 @@ def test_kubernetes_short_names_depend_on_the_proxy_namespace() -> None:
 
 
 def test_headless_kubernetes_service_also_matches_pod_subdomains() -> None:
-    service = svc(K8S, namespace="shop", resolution=Resolution.NONE)
+    # httproute.go generateVirtualHostDomains: Passthrough *from the Kubernetes registry*
+    service = dataclasses.replace(
+        svc(K8S, namespace="shop", resolution=Resolution.NONE), kubernetes=True
+    )
     got = domains(build_route_config(8080, [service], "other"))[f"{K8S}:8080"]
     assert f"*.{K8S}" in got and f"*.{K8S}." in got and "*.greeter.shop" in got
+    # a ServiceEntry with the same hostname and resolution NONE has no pods under it
+    entry = dataclasses.replace(service, kubernetes=False)
+    got = domains(build_route_config(8080, [entry], "other"))[f"{K8S}:8080"]
+    assert not any(d.startswith("*") for d in got)
 
 
 def test_alias_names_route_to_the_service_they_stand_for() -> None:
@@ -116,3 +125,10 @@ def test_short_names_follow_the_hostname_not_the_registry_namespace() -> None:
     assert other["x.static.svc.cluster.local:8080"][2:] == ["x.static", "x.static.svc"]
     home = domains(build_route_config(8080, [service], "static"))
     assert home["x.static.svc.cluster.local:8080"][2:] == ["x", "x.static.svc", "x.static"]
+
+
+def test_virtual_hosts_are_ordered_by_their_names_as_istiod_sorts_them() -> None:
+    # util.SortVirtualHosts compares "<hostname>:<port>": "." sorts before ":"
+    short, long = svc("web.example"), svc("web.example.com")
+    names = list(domains(build_route_config(8080, [short, long])))
+    assert names[:2] == ["web.example.com:8080", "web.example:8080"]
