@@ -47,6 +47,7 @@ from envoy.extensions.filters.listener.tls_inspector.v3 import tls_inspector_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm_pb2,
 )
+from envoy.extensions.filters.network.mongo_proxy.v3 import mongo_proxy_pb2
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 from google.protobuf import duration_pb2, wrappers_pb2
 
@@ -100,6 +101,7 @@ class _Chain:
     sni: tuple[str, ...] = ()
     cidrs: tuple[str, ...] = ()
     alpn: tuple[str, ...] = ()
+    protocol: str = ""  # of a tcp_proxy chain's port (MONGO adds the Mongo filter)
 
     def match_key(self) -> tuple[object, ...]:
         """What istiod's ``filterChainOpts.conflictsWith`` compares (``cidrs`` are
@@ -255,7 +257,8 @@ def _plan(
             sni: tuple[str, ...] = ()
             if p.protocol in TLS_PROTOCOLS and (cidrs or bind == mode.wildcard):
                 sni = (service.hostname, *aliases.get(service.hostname, ()))
-            chain = _Chain(service.hostname, cluster_name(service.hostname, port), sni, cidrs)
+            cluster = cluster_name(service.hostname, port)
+            chain = _Chain(service.hostname, cluster, sni, cidrs, protocol=p.protocol)
             current.add(chain, conflicts, listener_name(bind, port))
             if p.protocol == AUTO:
                 current.sniffed.append(service.hostname)
@@ -297,6 +300,9 @@ def _filter_chain(chain: _Chain, name: str, route: str) -> listener_components_p
         transport_socket_connect_timeout=_TRANSPORT_SOCKET_CONNECT_TIMEOUT
     )
     if chain.cluster:
+        if chain.protocol == "MONGO":  # networkfilter.go buildNetworkFiltersStack
+            mongo = mongo_proxy_pb2.MongoProxy(stat_prefix=chain.cluster)
+            out.filters.add(name="envoy.filters.network.mongo_proxy", typed_config=pack(mongo))
         out.filters.append(_tcp_proxy(chain.cluster, chain.cluster))
     else:
         out.filters.append(_http_manager(name, route))

@@ -323,3 +323,12 @@ def test_a_sniffed_port_after_an_http_service_adds_nothing_to_the_wildcard_liste
         ([], [], ["http/1.1", "h2c"], "rds:8000"),
         ("default", "PassthroughCluster"),
     ]
+
+
+def test_a_mongo_port_gets_envoys_mongo_filter_before_the_tcp_proxy() -> None:
+    # networkfilter.go buildNetworkFiltersStack (PILOT_ENABLE_MONGO_FILTER, on by default)
+    mongo = svc("db.example", Port(number=27017, protocol="MONGO"))
+    (listener,) = build_listeners(27017, [mongo], Mode.SIDECAR)[0].values()
+    (chain,) = listener.filter_chains
+    names = [f.name for f in chain.filters]
+    assert names == ["envoy.filters.network.mongo_proxy", "envoy.filters.network.tcp_proxy"]
