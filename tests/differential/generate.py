@@ -35,7 +35,7 @@ import copy
 import re
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -310,29 +310,33 @@ def _candidates(docs: list[Any]) -> Iterator[list[Any]]:
             yield out
 
 
-async def shrink(pair: Pair, text: str, shows: Callable[[str], Any], budget: int = 40) -> str:
+async def shrink(text: str, shows: Callable[[str], Awaitable[bool]], budget: int = 40) -> str:
     """A smaller input that still ``shows`` (an async predicate of an input, false when
-    istiod refuses it), by removing one part at a time while one removal keeps it
-    showing; at most ``budget`` tries."""
-    del pair  # the predicate has it
+    istiod refuses it): one pass over the parts of the input (:func:`_candidates`),
+    removing each whose removal keeps it showing; at most ``budget`` tries."""
     docs = [d for d in yaml.safe_load_all(text) if d is not None]
-    tries = 0
-    progress = True
-    while progress and tries < budget:
-        progress = False
-        for candidate in _candidates(docs):
+    tries = start = 0
+    while tries < budget:
+        candidates = list(_candidates(docs))
+        for i in range(start, len(candidates)):
             if tries >= budget:
-                break
+                return _text(docs)
             tries += 1
-            if await shows(_text(candidate)):
-                docs, progress = candidate, True
+            if await shows(_text(candidates[i])):
+                # the parts before this one stayed needed: go on from here
+                docs, start = candidates[i], i
                 break
+        else:
+            break
     return _text(docs)
+
+
+_SAVED = "# difference at: "  # the first line of a saved input, then its group
 
 
 def _slug(key: str) -> str:
     kind, type_, path = key.split(" ", 2)
-    path = re.sub(r"\[\]", "", path).strip(".") or "resource"
+    path = re.sub(r"\[\]|\(|\)", "", path).strip(".")
     words = [w for w in re.split(r"[^A-Za-z0-9]+", path) if w]
     tail = "-".join(words[-3:]) if words else "resource"
     return f"{kind}-{type_}-{tail}".lower()
@@ -340,7 +344,10 @@ def _slug(key: str) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--count", type=int, required=True, help="inputs to generate")
+    parser.add_argument("--count", type=int, default=0, help="inputs to generate")
+    parser.add_argument(
+        "--reshrink", help="shrink the saved inputs of this directory further, in place"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--shared", type=int, default=15, help="percent of entries sharing")
     parser.add_argument("--save", help="write the smallest input of each field path here")
@@ -372,6 +379,9 @@ def _draw(count: int, seed: int, shared: int) -> list[str]:
 
 
 async def run(args: argparse.Namespace) -> None:
+    if args.reshrink:
+        await _reshrink(Path(args.reshrink), args)
+        return
     texts = _draw(args.count, args.seed, args.shared)
     started = time.monotonic()
     by_group: dict[str, list[tuple[str, Difference]]] = collections.defaultdict(list)
@@ -409,6 +419,41 @@ async def run(args: argparse.Namespace) -> None:
     )
 
 
+def _saved(into: Path) -> dict[str, tuple[Path, str]]:
+    """The inputs saved in ``into``: field path group -> (file, input)."""
+    out = {}
+    for path in sorted(into.glob("*.yaml")):
+        first, _, text = path.read_text().partition("\n")
+        out[first.removeprefix(_SAVED)] = (path, text)
+    return out
+
+
+async def _reshrink(into: Path, args: argparse.Namespace) -> None:
+    with tempfile.TemporaryDirectory(prefix="differential-") as tmp:
+        pair = Pair(Path(args.workdir or tmp))
+        try:
+            for key, (path, text) in _saved(into).items():
+                smaller_text = await shrink(text, _shows(pair, key), args.budget)
+                if smaller(smaller_text, text):
+                    _write(path, f"{_SAVED}{key}\n{smaller_text}")
+                    print(f"shrank {path.name}: {len(text)} -> {len(smaller_text)} characters")
+        finally:
+            pair.stop()
+
+
+def _shows(pair: Pair, key: str) -> Callable[[str], Awaitable[bool]]:
+    """Whether an input shows a difference of group ``key`` (only its node asked)."""
+    nodes = [n for n in NODES if n.kind == key.split(" ", 1)[0]]
+
+    async def shows(candidate: str) -> bool:
+        try:
+            return key in (await differences(pair, candidate, nodes)).groups
+        except IstiodRefused:
+            return False
+
+    return shows
+
+
 def _write(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
@@ -417,22 +462,13 @@ def _write(path: Path, text: str) -> None:
 async def _save(pair: Pair, into: Path, smallest: dict[str, str], budget: int) -> None:
     slugs: dict[str, str] = {}
     for key, text in sorted(smallest.items()):
-        kind = key.split(" ", 1)[0]
-        nodes = [n for n in NODES if n.kind == kind]
-
-        async def shows(candidate: str, key: str = key, nodes: list[Any] = nodes) -> bool:
-            try:
-                return key in (await differences(pair, candidate, nodes)).groups
-            except IstiodRefused:
-                return False
-
         if budget:
-            text = await shrink(pair, text, shows, budget)
+            text = await shrink(text, _shows(pair, key), budget)
         slug = _slug(key)
         while slug in slugs.values():
             slug += "-2"
         slugs[key] = slug
-        _write(into / f"{slug}.yaml", f"# difference at: {key}\n{text}")
+        _write(into / f"{slug}.yaml", f"{_SAVED}{key}\n{text}")
         print(f"saved {into / slug}.yaml: {key}")
 
 

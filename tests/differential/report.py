@@ -14,8 +14,9 @@ __all__ = ["Outcome", "differences", "group", "print_groups"]
 
 
 def group(node: Node, difference: Difference) -> str:
-    """The group a difference is counted in: ``<node kind> <type> <field path>``."""
-    return f"{node.kind} {difference.kind} {field_path(difference.path)}"
+    """The group a difference is counted in: ``<node kind> <type> <field path>``, the
+    path ``(resource)`` for a resource only one side serves."""
+    return f"{node.kind} {difference.kind} {field_path(difference.path) or '(resource)'}"
 
 
 @dataclass(slots=True)
