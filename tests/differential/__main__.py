@@ -21,9 +21,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from tests.differential.compare import Difference, compare, field_path
+from tests.differential.compare import Difference
 from tests.differential.mcp import McpPair
 from tests.differential.registry_states import STATES
+from tests.differential.report import differences, mcp_differences, print_groups
 from tests.differential.servers import Ambiguous, IstiodRefused, Pair, istio_inputs
 
 
@@ -53,38 +54,34 @@ async def report(args: argparse.Namespace) -> None:
         try:
             for path in inputs(args.paths):
                 try:
-                    async for node, istiod, ours in pair.serve(path.read_text()):
-                        compared += 1
-                        resources += sum(len(v) for v in istiod.values())
-                        for d in compare(istiod, ours):
-                            key = f"{node.kind} {d.kind} {field_path(d.path)}"
-                            by_path[key].append((path.name, d))
+                    outcome = await differences(pair, path.read_text())
                 except Ambiguous as why:
                     print(f"not compared: {path}: istiod's answer changes per push: {why}")
                     ambiguous += 1
+                    continue
                 except IstiodRefused as refused:
                     both = "both refuse it" if refused.registryd_errors else "REGISTRYD TOOK IT"
                     print(f"istiod refused {path}: {both}")
                     refusals += 0 if refused.registryd_errors else 1
+                    continue
+                compared += outcome.views
+                resources += outcome.resources
+                for key, d in outcome.found:
+                    by_path[key].append((path.name, d))
         finally:
             pair.stop()
         if args.registries:
             mcp = McpPair(Path(args.workdir or tmp) / "mcp").start()
             try:
                 for state in STATES:
-                    async for node, istiod, ours in mcp.serve(state):
-                        compared += 1
-                        resources += sum(len(v) for v in istiod.values())
-                        for d in compare(istiod, ours, mcp=True):
-                            key = f"{node.kind} (MCP) {d.kind} {field_path(d.path)}"
-                            by_path[key].append((state.name, d))
+                    outcome = await mcp_differences(mcp, state)
+                    compared += outcome.views
+                    resources += outcome.resources
+                    for key, d in outcome.found:
+                        by_path[key].append((state.name, d))
             finally:
                 mcp.stop()
-    for key, found in sorted(by_path.items()):
-        print(f"{len(found):5} {key}")
-        for name, d in found[: args.show]:
-            print(f"      [{name}] {d}".replace("\n", "\n      "))
-    total = sum(len(v) for v in by_path.values())
+    total = print_groups(by_path, args.show)
     print(
         f"\n{compared} node views of {len(inputs(args.paths))} inputs"
         f"{f' and {len(STATES)} registry states' if args.registries else ''}, {resources} istiod "

@@ -1,0 +1,66 @@
+"""What the command-line runners share: one input's differences keyed by node kind,
+resource type and field path, and the printed summary of many inputs' differences."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from tests.differential.collect import Node, Served
+from tests.differential.compare import Difference, compare, field_path
+from tests.differential.mcp import McpPair, RegistryState
+from tests.differential.servers import NODES, Pair
+
+__all__ = ["Outcome", "differences", "group", "mcp_differences", "print_groups"]
+
+
+def group(node: Node | str, difference: Difference) -> str:
+    """The group a difference is counted in: ``<node kind> <type> <field path>``, the
+    path ``(resource)`` for a resource only one side serves."""
+    kind = node if isinstance(node, str) else node.kind
+    return f"{kind} {difference.kind} {field_path(difference.path) or '(resource)'}"
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What comparing one input found."""
+
+    views: int = 0  # node views compared
+    resources: int = 0  # resources istiod served them
+    found: list[tuple[str, Difference]] = field(default_factory=list)  # (group, difference)
+
+    @property
+    def groups(self) -> set[str]:
+        return {key for key, _ in self.found}
+
+
+async def differences(pair: Pair, text: str, nodes: Iterable[Node] = NODES) -> Outcome:
+    """Every difference ``pair`` shows for the input ``text`` on ``nodes``; raises
+    :class:`~tests.differential.servers.IstiodRefused` and
+    :class:`~tests.differential.servers.Ambiguous` as :meth:`Pair.serve` does."""
+    return await _outcome(pair.serve(text, nodes), mcp=False)
+
+
+async def mcp_differences(pair: McpPair, state: RegistryState) -> Outcome:
+    """Every difference ``pair`` (istiod fed over MCP) shows for ``state``."""
+    return await _outcome(pair.serve(state), mcp=True)
+
+
+async def _outcome(served: AsyncIterator[tuple[Node, Served, Served]], *, mcp: bool) -> Outcome:
+    out = Outcome()
+    async for node, istiod, ours in served:
+        out.views += 1
+        out.resources += sum(len(v) for v in istiod.values())
+        where = f"{node.kind} (MCP)" if mcp else node.kind
+        out.found += [(group(where, d), d) for d in compare(istiod, ours, mcp=mcp)]
+    return out
+
+
+def print_groups(by_group: Mapping[str, Sequence[tuple[str, Difference]]], show: int) -> int:
+    """Print, per group, how many differences and ``show`` examples (each with the name
+    of its input); the number of differences."""
+    for key, found in sorted(by_group.items()):
+        print(f"{len(found):5} {key}")
+        for name, d in found[:show]:
+            print(f"      [{name}] {d}".replace("\n", "\n      "))
+    return sum(len(v) for v in by_group.values())
