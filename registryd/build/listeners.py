@@ -165,6 +165,11 @@ class _Entry:
         self.chains.append(chain)
 
 
+# where an entry's HTTP chain goes among its chains (built by _listener, which knows
+# whether it sniffs)
+_HTTP = _Chain("")
+
+
 def _cidr(address: str) -> str | None:
     try:
         return str(ipaddress.ip_network(address, strict=False))
@@ -253,6 +258,8 @@ def _plan(
                 continue
             if is_http(p.protocol):
                 current.declared_http = True
+                if _HTTP not in current.chains:
+                    current.chains.append(_HTTP)
                 continue
             sni: tuple[str, ...] = ()
             if p.protocol in TLS_PROTOCOLS and (cidrs or bind == mode.wildcard):
@@ -260,8 +267,10 @@ def _plan(
             cluster = cluster_name(service.hostname, port)
             chain = _Chain(service.hostname, cluster, sni, cidrs, protocol=p.protocol)
             current.add(chain, conflicts, listener_name(bind, port))
-            if p.protocol == AUTO:
+            if p.protocol == AUTO:  # its TCP chain, then the HTTP one (if still needed)
                 current.sniffed.append(service.hostname)
+                if _HTTP not in current.chains:
+                    current.chains.append(_HTTP)
     return entries, conflicts
 
 
@@ -323,11 +332,11 @@ def _filter_chain(chain: _Chain, name: str, route: str) -> listener_components_p
 
 def _listener(entry: _Entry, port: int, mode: Mode) -> listener_pb2.Listener:
     name = listener_name(entry.bind, port)
-    chains = list(entry.chains)
-    if entry.http:
-        # behind the HTTP inspector when it shares the listener, or on istiod's wildcard
-        sniff = bool(chains) or mode is Mode.SIDECAR
-        chains.append(_Chain("", "", (), (), _HTTP_ALPNS if sniff else ()))
+    # the HTTP chain where HTTP first came (istiod keeps its chains in that order), behind
+    # the HTTP inspector when it shares the listener, or on istiod's wildcard
+    sniff = len(entry.chains) > 1 or mode is Mode.SIDECAR
+    http = _Chain("", "", (), (), _HTTP_ALPNS if sniff else ())
+    chains = [http if c is _HTTP else c for c in entry.chains]
     listener = listener_pb2.Listener(
         name=name,
         address=socket(entry.bind, port),

@@ -332,3 +332,15 @@ def test_a_mongo_port_gets_envoys_mongo_filter_before_the_tcp_proxy() -> None:
     (chain,) = listener.filter_chains
     names = [f.name for f in chain.filters]
     assert names == ["envoy.filters.network.mongo_proxy", "envoy.filters.network.tcp_proxy"]
+
+
+def test_the_http_chain_keeps_the_place_where_http_first_came() -> None:
+    # istiod appends filter chains in service order: HTTP (a.example) before TLS (b.example)
+    http = svc("a.example", Port(number=80, protocol="HTTP"))
+    tls = svc("b.example", Port(number=80, protocol="TLS"))
+    listeners, _ = build_listeners(80, [tls, http], Mode.SIDECAR)
+    assert [c[-1] for c in chains(listeners["0.0.0.0_80"])] == [
+        "rds:80",
+        "outbound|80||b.example",
+        "PassthroughCluster",
+    ]
