@@ -57,19 +57,17 @@ What an Envoy needs to use this istiod (an upstream Envoy, not Istio's proxy bui
 
 from __future__ import annotations
 
-import functools
 import os
 import socket
-import subprocess
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from tests.support.certs import missing
 from tests.support.kube_stub import KubeStub
 from tests.support.procs import Process, _start, free_ports, http_get, poll
+from tests.support.servers import BUILD_SERVERS, server_binary
 
 __all__ = [
     "BUILD_SERVERS",
@@ -81,41 +79,15 @@ __all__ = [
     "start_istiod",
 ]
 
-BUILD_SERVERS = Path(__file__).resolve().parents[2] / "scripts" / "build-servers"
-BUILD_TIMEOUT = 30 * 60.0  # seconds: a cold build compiles all of istiod's dependencies
 START_DEADLINE = 30.0  # seconds for istiod to become ready (it usually takes about one)
 ISTIO_VERSION = "1.31"  # the pinned commit's Istio version (its VERSION file)
 NAMESPACE = "istio-system"
 
 
-@functools.cache
-def _build() -> tuple[str | None, str]:
-    """(path, "") once ``scripts/build-servers istiod`` succeeded, else (None, why); run
-    once per test session, whatever it gave."""
-    try:
-        done = subprocess.run(
-            [str(BUILD_SERVERS), "istiod"],
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=BUILD_TIMEOUT,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return None, f"scripts/build-servers istiod: {exc}"
-    if done.returncode != 0:
-        said = done.stderr.strip().splitlines()
-        return None, said[-1] if said else f"scripts/build-servers exited {done.returncode}"
-    return done.stdout.strip(), ""
-
-
 def istiod_binary() -> str:
     """The path of pilot-discovery, built first if need be; skips the test if it cannot
     be had (fails it when ``CI`` is set)."""
-    path, why = _build()
-    if path is None:
-        missing(f"no istiod: {why}")
-    return path
+    return server_binary("istiod")
 
 
 def fs_source(directory: Path) -> str:
