@@ -165,9 +165,7 @@ class _Entry:
         self.chains.append(chain)
 
 
-# where an entry's HTTP chain goes among its chains (built by _listener, which knows
-# whether it sniffs)
-_HTTP = _Chain("")
+_WILDCARD = "0.0.0.0"  # istiod's actualWildcard: a loopback bind (no capture) is not it
 
 
 def _cidr(address: str) -> str | None:
@@ -203,28 +201,33 @@ def _in_istiod_order(services: Iterable[Service]) -> list[Service]:
     return sorted(services, key=lambda s: (not s.export_to or "*" in s.export_to, s.hostname))
 
 
-def _joins(current: _Entry, protocol: str, mode: Mode) -> bool:
-    """Whether a service port of ``protocol`` joins the listener ``current`` already is
-    (listener.go ``buildSidecarOutboundListener``'s conflict rules); if so, ``current``
-    is updated for it.  MongoDB and MySQL share a listener with their own protocol only
-    (``isConflictWithWellKnownPort``: an inspector would wait for a first byte such a
-    server never sends).  TCP joins anything; HTTP joins a TCP listener, which then
-    sniffs; a sniffed port joins an HTTP or TCP one.  A listener that sniffs already
-    takes no more HTTP or sniffed ports: their virtual hosts are in route ``<port>``
-    anyway.  ``LOCAL`` listeners take every HTTP and sniffed port (istiod keeps the
-    first service, README: "Where registryd differs from istiod")."""
-    theirs = current.protocol
+def _matches_sni(service: Service, bind: str, cidrs: tuple[str, ...]) -> bool:
+    """Whether a TLS chain of ``service`` matches its hostname by SNI (tls.go
+    ``buildSidecarOutboundTLSFilterChainOpts``): when it matches destination ranges, when
+    the service's address is a range, or when it has none and the listener binds
+    istiod's wildcard; a VIP of its own (or loopback without capture) needs no SNI."""
+    address = service.addresses[0] if service.addresses else _WILDCARD
+    return bool(cidrs) or "/" in address or (address == _WILDCARD and bind == _WILDCARD)
+
+
+def _verdict(theirs: str, protocol: str) -> str:
+    """What a service port of ``protocol`` does to a listener whose protocol is
+    ``theirs`` (listener.go ``buildSidecarOutboundListener``'s conflict types):
+    ``skip`` it, ``merge`` its chains, merge and ``sniff`` from now on, or ``replace`` the
+    listener.  MongoDB and MySQL share a listener with their own protocol only
+    (``isConflictWithWellKnownPort``: an inspector waits for a first byte such a server
+    never sends).  TCP joins anything (an HTTP listener then sniffs); HTTP joins a TCP
+    listener, which then sniffs; a sniffed port replaces an HTTP listener and joins a
+    TCP one; a listener that sniffs already takes no more HTTP or sniffed ports (their
+    virtual hosts are in route ``<port>`` anyway)."""
     if protocol != theirs and (protocol in _EXCLUSIVE or theirs in _EXCLUSIVE):
-        return False
-    if is_http(protocol) or protocol == AUTO:
-        busy = theirs in (AUTO, _SNIFFING) or (is_http(protocol) and is_http(theirs))
-        if busy and mode is Mode.SIDECAR:
-            return False
-    elif not is_http(theirs):
-        return True  # TCP over TCP or sniffing: chains merge, nothing else changes
-    if current.chains or not is_http(protocol):
-        current.protocol = _SNIFFING
-    return True
+        return "skip"
+    tcp = not is_http(theirs) and theirs != _SNIFFING
+    if is_http(protocol):
+        return "sniff" if tcp else "skip"
+    if protocol == AUTO:
+        return "replace" if is_http(theirs) else "sniff" if tcp else "skip"
+    return "sniff" if is_http(theirs) else "merge"
 
 
 def _plan(
@@ -234,6 +237,8 @@ def _plan(
     aliases: Mapping[str, Sequence[str]],
     mode: Mode,
 ) -> tuple[dict[str, _Entry], list[Conflict]]:
+    """The listeners' entries by bind address, and the services left out: istiod's
+    ``buildSidecarOutboundListener`` for each service in turn."""
     entries: dict[str, _Entry] = {}
     conflicts: list[Conflict] = []
     for service in _in_istiod_order(services):
@@ -245,32 +250,37 @@ def _plan(
         else:
             binds = _binds(service, endpoints.get(service.hostname, ()), mode)
         for bind, cidrs in binds:
+            name = listener_name(bind, port)
             current = entries.get(bind)
-            if current is None:
-                # on istiod's wildcard an HTTP listener sniffs at once (ALPN chain)
-                sniffing = is_http(p.protocol) and mode is Mode.SIDECAR
-                protocol = _SNIFFING if sniffing else p.protocol
-                current = entries[bind] = _Entry(bind, protocol, service.hostname)
-            elif not _joins(current, p.protocol, mode):
+            verdict = "new" if current is None else _verdict(current.protocol, p.protocol)
+            if current is not None and verdict == "skip":
                 if _EXCLUSIVE & {p.protocol, current.protocol}:  # its traffic goes elsewhere
-                    name = listener_name(bind, port)
                     conflicts.append(Conflict(name, service.hostname, current.owner))
                 continue
-            if is_http(p.protocol):
-                current.declared_http = True
-                if _HTTP not in current.chains:
-                    current.chains.append(_HTTP)
-                continue
-            sni: tuple[str, ...] = ()
-            if p.protocol in TLS_PROTOCOLS and (cidrs or bind == mode.wildcard):
-                sni = (service.hostname, *aliases.get(service.hostname, ()))
-            cluster = cluster_name(service.hostname, port)
-            chain = _Chain(service.hostname, cluster, sni, cidrs, protocol=p.protocol)
-            current.add(chain, conflicts, listener_name(bind, port))
-            if p.protocol == AUTO:  # its TCP chain, then the HTTP one (if still needed)
-                current.sniffed.append(service.hostname)
-                if _HTTP not in current.chains:
-                    current.chains.append(_HTTP)
+            if current is None or verdict == "replace":
+                # an HTTP port on istiod's wildcard sniffs from the start (ALPN chain)
+                sniffs = p.protocol == AUTO or (is_http(p.protocol) and bind == _WILDCARD)
+                protocol = _SNIFFING if sniffs else p.protocol
+                current = entries[bind] = _Entry(bind, protocol, service.hostname)
+            elif verdict == "sniff":
+                current.protocol = _SNIFFING
+            if not is_http(p.protocol):
+                sni: tuple[str, ...] = ()
+                if p.protocol in TLS_PROTOCOLS and _matches_sni(service, bind, cidrs):
+                    sni = (service.hostname, *aliases.get(service.hostname, ()))
+                cluster = cluster_name(service.hostname, port)
+                chain = _Chain(service.hostname, cluster, sni, cidrs, protocol=p.protocol)
+                current.add(chain, conflicts, name)
+            if is_http(p.protocol) or p.protocol == AUTO:
+                # the HTTP chain: behind the HTTP inspector (ALPN) for a sniffed port and on
+                # istiod's wildcard; a plain chain on a listener of its own
+                sniffed = p.protocol == AUTO or bind == _WILDCARD
+                alpn = _HTTP_ALPNS if sniffed else ()
+                current.add(_Chain(service.hostname, "", (), (), alpn), conflicts, name)
+                if p.protocol == AUTO:
+                    current.sniffed.append(service.hostname)
+                else:
+                    current.declared_http = True
     return entries, conflicts
 
 
@@ -332,11 +342,7 @@ def _filter_chain(chain: _Chain, name: str, route: str) -> listener_components_p
 
 def _listener(entry: _Entry, port: int, mode: Mode) -> listener_pb2.Listener:
     name = listener_name(entry.bind, port)
-    # the HTTP chain where HTTP first came (istiod keeps its chains in that order), behind
-    # the HTTP inspector when it shares the listener, or on istiod's wildcard
-    sniff = len(entry.chains) > 1 or mode is Mode.SIDECAR
-    http = _Chain("", "", (), (), _HTTP_ALPNS if sniff else ())
-    chains = [http if c is _HTTP else c for c in entry.chains]
+    chains = entry.chains
     listener = listener_pb2.Listener(
         name=name,
         address=socket(entry.bind, port),

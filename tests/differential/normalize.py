@@ -152,6 +152,21 @@ def _stat_delimiter(served: Served, side: str) -> None:
             manager["stat_prefix"] = prefix[:-1]
 
 
+def _local_blackhole(served: Served, side: str) -> None:
+    """registryd's ``BlackHoleCluster`` where istiod falls through to
+    ``PassthroughCluster`` on a listener bound to loopback (``INTERCEPTION_MODE: NONE``)."""
+    if side != "registryd":
+        return
+    for name, listener in served.get("lds", {}).items():
+        chain = listener.get("default_filter_chain", {})
+        if not name.startswith("127.0.0.1_") or chain.get("name") != "PassthroughFilterChain":
+            continue
+        for f in chain.get("filters", []):
+            proxy = f.get("typed_config", {})
+            if proxy.get("cluster") == "BlackHoleCluster":
+                proxy["cluster"] = proxy["stat_prefix"] = "PassthroughCluster"
+
+
 def _dns_family(served: Served, side: str) -> None:
     """The DNS lookup family of DNS clusters (istiod picks it from the proxy's IPs)."""
     for cluster in _resources(served, "cds"):
@@ -221,6 +236,15 @@ RULES: tuple[Rule, ...] = (
         "no Host header is a range, and a gRPC API listener's address is not used",
         "a ServiceEntry address that is a CIDR range",
         _cidr_addresses,
+    ),
+    Rule(
+        "local-blackhole",
+        "registryd's `BlackHoleCluster` in the fall-through chain of a loopback listener, "
+        "where istiod has `PassthroughCluster`",
+        "without capture the original destination is the proxy's own listener: passing "
+        "through would loop",
+        "`INTERCEPTION_MODE: NONE`, unmatched connections",
+        _local_blackhole,
     ),
     Rule(
         "dns-family",

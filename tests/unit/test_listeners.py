@@ -103,17 +103,16 @@ def test_tls_hosts_on_one_port_each_get_a_chain_matching_sni() -> None:
 
 
 def test_a_single_tls_host_still_matches_by_sni_so_unknown_names_are_not_sent_to_it() -> None:
-    for mode, name, fallback in (
-        (Mode.SIDECAR, "0.0.0.0_443", "PassthroughCluster"),
-        (Mode.LOCAL, "127.0.0.1_443", "BlackHoleCluster"),
-    ):
-        listeners, _ = build_listeners(
-            443, [svc("a.example", Port(number=443, protocol="HTTPS"))], mode
-        )
-        assert chains(listeners[name]) == [
-            (["a.example"], [], [], "outbound|443||a.example"),
-            ("default", fallback),
-        ]
+    https = svc("a.example", Port(number=443, protocol="HTTPS"))
+    listeners, _ = build_listeners(443, [https], Mode.SIDECAR)
+    assert chains(listeners["0.0.0.0_443"]) == [
+        (["a.example"], [], [], "outbound|443||a.example"),
+        ("default", "PassthroughCluster"),
+    ]
+    # on loopback (no capture) the listener is that service's: no SNI match (tls.go
+    # matches SNI on istiod's wildcard only)
+    listeners, _ = build_listeners(443, [https], Mode.LOCAL)
+    assert chains(listeners["127.0.0.1_443"]) == [([], [], [], "outbound|443||a.example")]
 
 
 def test_tls_service_with_a_vip_gets_its_own_listener_without_sni() -> None:
@@ -207,26 +206,35 @@ def test_an_auto_detected_service_with_a_listener_of_its_own_gets_a_route_of_its
     ]
     # the catch-all TCP chain bounds its handshake too
     assert listener.default_filter_chain.transport_socket_connect_timeout.seconds == 15
-    # two sniffed services on loopback: the port's route tells them apart by Host
-    two, _ = build_listeners(7000, [svc("a.example", auto), svc("b.example", auto)], Mode.LOCAL)
+    # two sniffed services on loopback: the first takes the listener, as in istiod
+    two, lost = build_listeners(7000, [svc("a.example", auto), svc("b.example", auto)], Mode.LOCAL)
     (listener,) = two.values()
-    assert chains(listener)[0][-1] == "rds:7000"
+    assert chains(listener)[0][-1] == "rds:a.example:7000"
+    assert lost == []  # not a conflict: b.example's HTTP is in route 7000 for other listeners
 
 
 def test_http_and_tcp_services_on_one_port_are_told_apart_by_the_http_inspector() -> None:
     # listener.go HTTPOverTCP / TCPOverHTTP: merged and upgraded to sniffing
-    for mode in Mode:
-        listeners, conflicts = build_listeners(
-            9000,
-            [svc("a.example", Port(number=9000, protocol="HTTP")), tcp("b.example", 9000)],
-            mode,
-        )
-        (listener,) = listeners.values()
-        assert chains(listener) == [
-            ([], [], ["http/1.1", "h2c"], "rds:9000"),
-            ("default", "outbound|9000||b.example"),
-        ]
-        assert conflicts == []
+    listeners, conflicts = build_listeners(
+        9000,
+        [svc("a.example", Port(number=9000, protocol="HTTP")), tcp("b.example", 9000)],
+        Mode.SIDECAR,
+    )
+    (listener,) = listeners.values()
+    assert chains(listener) == [
+        ([], [], ["http/1.1", "h2c"], "rds:9000"),
+        ("default", "outbound|9000||b.example"),
+    ]
+    assert conflicts == []
+    # on loopback the HTTP chain matches everything: the first service keeps the listener
+    listeners, conflicts = build_listeners(
+        9000,
+        [svc("a.example", Port(number=9000, protocol="HTTP")), tcp("b.example", 9000)],
+        Mode.LOCAL,
+    )
+    (listener,) = listeners.values()
+    assert chains(listener) == [([], [], [], "rds:9000")]
+    assert conflicts == [Conflict("127.0.0.1_9000", "b.example", "a.example")]
 
 
 def test_udp_ports_and_aliases_get_no_listener() -> None:
