@@ -45,7 +45,7 @@ from .schema import (
     WorkloadSpec,
 )
 
-__all__ = ["Model", "ModelBuilder", "build_model", "diff_models"]
+__all__ = ["Model", "ModelBuilder", "build_model", "diff_models", "mergeable"]
 
 Document = ServiceEntry | WorkloadEntry
 DocKey = tuple[str, int]  # (file, position in the file): sorts in document order
@@ -149,7 +149,7 @@ def _service(host: str, entry: ServiceEntry) -> Service:
     )
 
 
-def _mergeable(first: ServiceEntry, later: ServiceEntry) -> bool:
+def mergeable(first: ServiceEntry, later: ServiceEntry) -> bool:
     """Whether ``later`` adds its ports to the hostname ``first`` defines: the same
     namespace, resolution, labels, workload selector and exportTo (``model/sidecar.go``
     ``canMergeServices``; an unset selector is an empty one there)."""
@@ -363,7 +363,7 @@ class ModelBuilder:
         ports = list(first.service.ports)
         numbers = set(first.numbers)
         for part in parts[1:]:
-            if _mergeable(first.entry, part.entry):
+            if mergeable(first.entry, part.entry):
                 added = [p for p in part.service.ports if p.number not in numbers]
                 ports += added
                 numbers.update(p.number for p in added)

@@ -48,7 +48,7 @@ def reference_model(files: Iterable[ParsedFile]) -> Model:
             if host not in owners:
                 owners[host] = entry
                 services[host] = convert._service(host, entry)
-            elif convert._mergeable(owners[host], entry):
+            elif convert.mergeable(owners[host], entry):
                 known = {p.number for p in services[host].ports}
                 more = tuple(
                     p for p in convert._service(host, entry).ports if p.number not in known

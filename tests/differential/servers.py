@@ -16,12 +16,13 @@ import itertools
 import json
 import os
 from collections.abc import AsyncIterator, Awaitable, Iterable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from registryd.adapters.serviceentry.convert import hosts_of
+from registryd.adapters.serviceentry.convert import hosts_of, mergeable
 from registryd.adapters.serviceentry.schema import InvalidConfig, ServiceEntry, parse_file
 from tests.differential.collect import Node, Served, collect
 from tests.differential.normalize import MARKER_PORT
@@ -66,23 +67,31 @@ def ambiguity(text: str) -> str | None:
     among equal times the order is that of a map (``serviceentry/controller.go``
     ``Services``), so it changes from push to push.  That happens with a ServiceEntry of
     several addresses (one Service per address) and with several ServiceEntries of one
-    hostname and namespace created at the same time (files read together).  ``None``
+    hostname and namespace created at the same time (files read together).  Entries of
+    one hostname that do not merge (``canMergeServices``) are not compared either: istiod
+    takes their clusters from the oldest, but builds listeners from all of them.  ``None``
     when the input is fine, or when registryd refuses it (so does istiod, then)."""
     try:
         parsed = parse_file(text, "input.yaml")
     except InvalidConfig:
         return None
-    created: dict[tuple[str, str], list[object]] = {}
+    entries: dict[tuple[str, str], list[ServiceEntry]] = {}
     for doc in parsed.documents:
         if not isinstance(doc, ServiceEntry):
             continue
         if len(doc.spec.addresses) > 1 and doc.spec.hosts:
             return f"ServiceEntry {doc.meta.name} has several addresses"
         for host in hosts_of(doc):
-            created.setdefault((doc.meta.namespace, host), []).append(doc.meta.created)
-    for (namespace, host), times in sorted(created.items()):
+            entries.setdefault((doc.meta.namespace, host), []).append(doc)
+    for (namespace, host), found in sorted(entries.items()):
+        times = [e.meta.created for e in found]
         if len(times) != len(set(times)):
             return f"{host} is defined in {namespace} by ServiceEntries of one creation time"
+        oldest = min(found, key=lambda e: e.meta.created or datetime.max.replace(tzinfo=UTC))
+        if any(not mergeable(oldest, e) for e in found if e is not oldest):
+            # clusters come from the oldest (appendSidecarServices), listeners from every
+            # entry, route virtual hosts from the last one a map kept
+            return f"{host} is defined in {namespace} by ServiceEntries that do not merge"
     return None
 
 
