@@ -134,6 +134,7 @@ class _Entry:
     bind: str
     protocol: str  # the first service's (HTTP, AUTO, TCP, MYSQL…), or _SNIFFING
     owner: str  # the first service's hostname
+    shared: bool = True  # istiod's wildcard, or loopback shared by several services
     chains: list[_Chain] = field(default_factory=list)
     declared_http: bool = False  # a service declares HTTP on the port
     sniffed: list[str] = field(default_factory=list)  # hostnames of auto-detected ports
@@ -150,7 +151,7 @@ class _Entry:
         capture); else the port's shared route ``<port>`` (listener.go
         ``buildSidecarOutboundHTTPListenerOpts``: "for sniffed services, we have a
         unique listener and route just for that service")."""
-        if len(self.sniffed) == 1 and not self.declared_http and self.bind != Mode.SIDECAR.value:
+        if len(self.sniffed) == 1 and not self.declared_http and not self.shared:
             return f"{self.sniffed[0]}:{port}"
         return str(port)
 
@@ -201,13 +202,13 @@ def _in_istiod_order(services: Iterable[Service]) -> list[Service]:
     return sorted(services, key=lambda s: (not s.export_to or "*" in s.export_to, s.hostname))
 
 
-def _matches_sni(service: Service, bind: str, cidrs: tuple[str, ...]) -> bool:
+def _matches_sni(service: Service, shared: bool, cidrs: tuple[str, ...]) -> bool:
     """Whether a TLS chain of ``service`` matches its hostname by SNI (tls.go
     ``buildSidecarOutboundTLSFilterChainOpts``): when it matches destination ranges, when
-    the service's address is a range, or when it has none and the listener binds
-    istiod's wildcard; a VIP of its own (or loopback without capture) needs no SNI."""
+    the service's address is a range, or when it has none and the listener is shared
+    (istiod's wildcard); a VIP of its own (or loopback for one service) needs no SNI."""
     address = service.addresses[0] if service.addresses else _WILDCARD
-    return bool(cidrs) or "/" in address or (address == _WILDCARD and bind == _WILDCARD)
+    return bool(cidrs) or "/" in address or (address == _WILDCARD and shared)
 
 
 def _verdict(theirs: str, protocol: str) -> str:
@@ -238,19 +239,69 @@ def _plan(
     mode: Mode,
 ) -> tuple[dict[str, _Entry], list[Conflict]]:
     """The listeners' entries by bind address, and the services left out: istiod's
-    ``buildSidecarOutboundListener`` for each service in turn."""
+    ``buildSidecarOutboundListener`` for each service in turn.
+
+    A loopback listener (no capture) is its first service's in istiod.  When that would
+    leave another service of the port unreachable, registryd builds it as istiod builds
+    its wildcard listener for a captured sidecar (TLS hosts by SNI, HTTP and TCP told
+    apart by the HTTP inspector, HTTP hosts by route ``<port>``), so that every one
+    stays reachable (README: "Where registryd differs from istiod")."""
+    members = [
+        s
+        for s in _in_istiod_order(services)
+        if (p := s.port(port)) is not None
+        and p.protocol != "UDP"
+        and s.resolution is not Resolution.ALIAS
+    ]
+    entries, conflicts = _plan_once(port, members, endpoints, aliases, mode, False)
+    loopback = entries.get(Mode.LOCAL.value)
+    if mode is Mode.LOCAL and loopback is not None and _loses(loopback, members, port):
+        entries, conflicts = _plan_once(port, members, endpoints, aliases, mode, True)
+    return entries, conflicts
+
+
+def _loses(entry: _Entry, members: list[Service], port: int) -> bool:
+    """Whether a service of ``members`` has no way in through listener ``entry``: no
+    chain of its own, and no HTTP route that has its virtual host (MongoDB and MySQL
+    left out by a protocol of their own are left out either way)."""
+    clusters = {c.cluster for c in entry.chains if c.cluster}
+    route = entry.route(port) if entry.http else ""
+    for service in members:
+        p = service.port(port)
+        assert p is not None
+        if p.protocol != entry.protocol and _EXCLUSIVE & {p.protocol, entry.protocol}:
+            continue
+        if cluster_name(service.hostname, port) in clusters:
+            continue
+        if (is_http(p.protocol) or p.protocol == AUTO) and route in (
+            str(port),
+            f"{service.hostname}:{port}",
+        ):
+            continue
+        return True
+    return False
+
+
+def _plan_once(
+    port: int,
+    members: list[Service],
+    endpoints: Mapping[str, Sequence[Endpoint]],
+    aliases: Mapping[str, Sequence[str]],
+    mode: Mode,
+    shared_loopback: bool,
+) -> tuple[dict[str, _Entry], list[Conflict]]:
     entries: dict[str, _Entry] = {}
     conflicts: list[Conflict] = []
-    for service in _in_istiod_order(services):
+    for service in members:
         p = service.port(port)
-        if p is None or p.protocol == "UDP" or service.resolution is Resolution.ALIAS:
-            continue
+        assert p is not None
         if is_http(p.protocol):
             binds: list[tuple[str, tuple[str, ...]]] = [(mode.wildcard, ())]
         else:
             binds = _binds(service, endpoints.get(service.hostname, ()), mode)
         for bind, cidrs in binds:
             name = listener_name(bind, port)
+            shared = bind == _WILDCARD or shared_loopback
             current = entries.get(bind)
             verdict = "new" if current is None else _verdict(current.protocol, p.protocol)
             if current is not None and verdict == "skip":
@@ -259,14 +310,14 @@ def _plan(
                 continue
             if current is None or verdict == "replace":
                 # an HTTP port on istiod's wildcard sniffs from the start (ALPN chain)
-                sniffs = p.protocol == AUTO or (is_http(p.protocol) and bind == _WILDCARD)
+                sniffs = p.protocol == AUTO or (is_http(p.protocol) and shared)
                 protocol = _SNIFFING if sniffs else p.protocol
-                current = entries[bind] = _Entry(bind, protocol, service.hostname)
+                current = entries[bind] = _Entry(bind, protocol, service.hostname, shared)
             elif verdict == "sniff":
                 current.protocol = _SNIFFING
             if not is_http(p.protocol):
                 sni: tuple[str, ...] = ()
-                if p.protocol in TLS_PROTOCOLS and _matches_sni(service, bind, cidrs):
+                if p.protocol in TLS_PROTOCOLS and _matches_sni(service, shared, cidrs):
                     sni = (service.hostname, *aliases.get(service.hostname, ()))
                 cluster = cluster_name(service.hostname, port)
                 chain = _Chain(service.hostname, cluster, sni, cidrs, protocol=p.protocol)
@@ -274,7 +325,7 @@ def _plan(
             if is_http(p.protocol) or p.protocol == AUTO:
                 # the HTTP chain: behind the HTTP inspector (ALPN) for a sniffed port and on
                 # istiod's wildcard; a plain chain on a listener of its own
-                sniffed = p.protocol == AUTO or bind == _WILDCARD
+                sniffed = p.protocol == AUTO or shared
                 alpn = _HTTP_ALPNS if sniffed else ()
                 current.add(_Chain(service.hostname, "", (), (), alpn), conflicts, name)
                 if p.protocol == AUTO:

@@ -396,7 +396,51 @@ def _grpc_passthrough(istiod: Served, ours: Served) -> None:
             istiod.get(kind, {}).pop(cluster, None)
 
 
+def _shared_loopback(istiod: Served, ours: Served) -> None:
+    """A loopback listener (``127.0.0.1_<port>``) that registryd shares between several
+    services, on both sides, and the routes only such listeners name."""
+    mine = ours.get("lds", {})
+    shared = [n for n, listener in mine.items() if n.startswith("127.0.0.1_") and _shared(listener)]
+    for side in (istiod, ours):
+        listeners = side.get("lds", {})
+        dropped = {_route_names(listeners.pop(n)) for n in shared if n in listeners}
+        still = {r for listener in listeners.values() for r in [_route_names(listener)]}
+        for route in dropped - still - {""}:
+            side.get("rds", {}).pop(route, None)
+
+
+def _shared(listener: dict[str, Any]) -> bool:
+    """Whether a listener leads to more than one service: two clusters, or a cluster and
+    the port's shared route ``<port>`` (one sniffed service has its own route)."""
+    chains = [*listener.get("filter_chains", []), listener.get("default_filter_chain") or {}]
+    configs = [f.get("typed_config", {}) for chain in chains for f in chain.get("filters", [])]
+    clusters = {c["cluster"] for c in configs if c.get("cluster")} - _STATIC_CLUSTERS
+    by_port = any(str(c.get("rds", {}).get("route_config_name", "")).isdigit() for c in configs)
+    return len(clusters) > 1 or (by_port and bool(clusters))
+
+
+_STATIC_CLUSTERS = {"PassthroughCluster", "BlackHoleCluster"}
+
+
+def _route_names(listener: dict[str, Any]) -> str:
+    chains = [*listener.get("filter_chains", []), listener.get("default_filter_chain") or {}]
+    for chain in chains:
+        for f in chain.get("filters", []):
+            name = f.get("typed_config", {}).get("rds", {}).get("route_config_name")
+            if name:
+                return str(name)
+    return ""
+
+
 PAIR_RULES: tuple[PairRule, ...] = (
+    PairRule(
+        "shared-loopback",
+        "a loopback listener that registryd shares between several services (both sides' "
+        "listener of that name), and the routes only such listeners name",
+        "registryd keeps every service on the port reachable; istiod gives it to the first",
+        "`INTERCEPTION_MODE: NONE`, several services on one port",
+        _shared_loopback,
+    ),
     PairRule(
         "grpc-passthrough",
         "a proxyless gRPC listener istiod serves and registryd does not, with its route "

@@ -178,3 +178,23 @@ def test_cidr_addresses_and_grpc_passthrough_services_are_documented_differences
     assert compare(passthrough, {}) == []
     with_endpoints = {**passthrough, "eds": {name: {"endpoints": [{}]}}}
     assert compare(with_endpoints, {}) != []
+
+
+def test_a_loopback_listener_registryd_shares_is_the_documented_difference() -> None:
+    def tcp(cluster: str) -> dict[str, object]:
+        return {"filters": [{"typed_config": {"cluster": cluster}}]}
+
+    def http(route: str) -> dict[str, object]:
+        return {"filters": [{"typed_config": {"rds": {"route_config_name": route}}}]}
+
+    ours = {
+        "lds": {
+            "127.0.0.1_443": {"filter_chains": [tcp("outbound|443||a"), tcp("outbound|443||b")]}
+        },
+    }
+    istiod = {"lds": {"127.0.0.1_443": {"filter_chains": [tcp("outbound|443||a")]}}}
+    assert compare(istiod, ours) == []
+    # one sniffed service (its own route) is not shared: compared as usual
+    alone = {"lds": {"127.0.0.1_80": {"filter_chains": [http("a:80"), tcp("outbound|80||a")]}}}
+    other = {"lds": {"127.0.0.1_80": {"filter_chains": [http("80"), tcp("outbound|80||a")]}}}
+    assert compare(other, alone) != []

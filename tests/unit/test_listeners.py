@@ -206,11 +206,11 @@ def test_an_auto_detected_service_with_a_listener_of_its_own_gets_a_route_of_its
     ]
     # the catch-all TCP chain bounds its handshake too
     assert listener.default_filter_chain.transport_socket_connect_timeout.seconds == 15
-    # two sniffed services on loopback: the first takes the listener, as in istiod
-    two, lost = build_listeners(7000, [svc("a.example", auto), svc("b.example", auto)], Mode.LOCAL)
+    # two sniffed services sharing loopback: the port's route tells them apart by Host
+    # (istiod gives the listener to the first; README: where registryd differs)
+    two, _ = build_listeners(7000, [svc("a.example", auto), svc("b.example", auto)], Mode.LOCAL)
     (listener,) = two.values()
-    assert chains(listener)[0][-1] == "rds:a.example:7000"
-    assert lost == []  # not a conflict: b.example's HTTP is in route 7000 for other listeners
+    assert chains(listener)[0][-1] == "rds:7000"
 
 
 def test_http_and_tcp_services_on_one_port_are_told_apart_by_the_http_inspector() -> None:
@@ -226,15 +226,19 @@ def test_http_and_tcp_services_on_one_port_are_told_apart_by_the_http_inspector(
         ("default", "outbound|9000||b.example"),
     ]
     assert conflicts == []
-    # on loopback the HTTP chain matches everything: the first service keeps the listener
+    # sharing loopback, both stay reachable the same way (istiod keeps the first only;
+    # README: where registryd differs)
     listeners, conflicts = build_listeners(
         9000,
         [svc("a.example", Port(number=9000, protocol="HTTP")), tcp("b.example", 9000)],
         Mode.LOCAL,
     )
     (listener,) = listeners.values()
-    assert chains(listener) == [([], [], [], "rds:9000")]
-    assert conflicts == [Conflict("127.0.0.1_9000", "b.example", "a.example")]
+    assert chains(listener) == [
+        ([], [], ["http/1.1", "h2c"], "rds:9000"),
+        ("default", "outbound|9000||b.example"),
+    ]
+    assert conflicts == []
 
 
 def test_udp_ports_and_aliases_get_no_listener() -> None:
