@@ -419,9 +419,11 @@ async def run(args: argparse.Namespace) -> None:
         finally:
             pair.stop()
     total = print_groups(by_group, args.show)
+    differing = len({name for found in by_group.values() for name, _ in found})
     print(
-        f"\n{len(texts)} inputs ({views} node views): {total} differences on "
-        f"{len(by_group)} field paths; istiod refused {refused_both + refused_only_istiod} "
+        f"\n{len(texts)} inputs ({views} node views), {differing} with a difference: "
+        f"{total} differences on {len(by_group)} field paths; "
+        f"istiod refused {refused_both + refused_only_istiod} "
         f"({refused_both} registryd refused too, {refused_only_istiod} registryd took); "
         f"{ambiguous} not compared (istiod's answer changes per push); "
         f"{elapsed:.1f} s, {len(texts) / elapsed:.2f} inputs/s"
