@@ -15,7 +15,6 @@ each is in ``corpus/`` once it agrees, in ``pending/`` until then (see its READM
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -63,15 +62,6 @@ def test_generated_inputs_are_valid_yaml_registryd_parses(text: str) -> None:
         spec: dict[str, Any] = doc["spec"]
         assert not any("sync.registryd.test" in h for h in spec.get("hosts", ()))
         assert all(p["number"] != 1 for p in spec.get("ports", ()))
-
-
-@pytest.fixture(scope="module")
-def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
-    servers = Pair(tmp_path_factory.mktemp("differential-generated"))
-    try:
-        yield servers
-    finally:
-        servers.stop()
 
 
 def _agree(pair: Pair, text: str) -> None:

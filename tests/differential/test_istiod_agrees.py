@@ -12,10 +12,7 @@ not compared.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from tests.differential.compare import compare
 from tests.differential.servers import NODES, Ambiguous, IstiodRefused, Pair, istio_inputs
@@ -25,15 +22,6 @@ CORPUS = [ROOT.parent / "shared" / "conformance" / "istio", ROOT / "tests", ROOT
 # generated counterexamples that still show a difference being worked on (the generated
 # ones that agree now are in tests/differential/corpus, compared with the rest)
 PENDING = Path(__file__).resolve().parent / "pending"
-
-
-@pytest.fixture(scope="module")
-def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
-    servers = Pair(tmp_path_factory.mktemp("differential"))
-    try:
-        yield servers
-    finally:
-        servers.stop()
 
 
 async def test_every_node_is_served_what_istiod_serves_on_every_input(pair: Pair) -> None:

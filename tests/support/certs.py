@@ -12,7 +12,7 @@ from typing import NoReturn
 
 import pytest
 
-__all__ = ["TlsFiles", "issue_client", "issue_server", "make_tls", "missing", "require"]
+__all__ = ["TlsFiles", "issue_client", "issue_server", "make_tls", "missing", "openssl", "require"]
 
 
 def missing(reason: str) -> NoReturn:
@@ -42,7 +42,8 @@ class TlsFiles:
     client_key: Path
 
 
-def _openssl(*args: str | Path) -> None:
+def openssl(*args: str | Path) -> None:
+    """Run ``openssl`` with ``args`` (it must succeed within 30 s)."""
     subprocess.run(
         [require("openssl", "install openssl"), *map(str, args)],
         check=True,
@@ -56,11 +57,11 @@ _NEW_KEY = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes".split()
 
 def _issue(directory: Path, name: str, subject: str, extensions: str, ca: Path) -> None:
     key, csr, ext = (directory / f"{name}.key", directory / f"{name}.csr", directory / "ext")
-    _openssl("req", "-new", *_NEW_KEY, "-keyout", key, "-out", csr, "-subj", subject)
+    openssl("req", "-new", *_NEW_KEY, "-keyout", key, "-out", csr, "-subj", subject)
     ext.write_text(extensions)
     signed = ("-CA", ca, "-CAkey", directory / "ca.key", "-CAcreateserial", "-days", "2")
     out = directory / f"{name}.crt"
-    _openssl("x509", "-req", "-in", csr, *signed, "-sha256", "-extfile", ext, "-out", out)
+    openssl("x509", "-req", "-in", csr, *signed, "-sha256", "-extfile", ext, "-out", out)
 
 
 def make_tls(directory: Path) -> TlsFiles:
@@ -71,7 +72,7 @@ def make_tls(directory: Path) -> TlsFiles:
         "-addext", "basicConstraints=critical,CA:TRUE",
         "-addext", "keyUsage=critical,keyCertSign,cRLSign",
     )  # fmt: skip
-    _openssl(
+    openssl(
         "req", "-x509", *_NEW_KEY, "-keyout", directory / "ca.key", "-out", ca,
         "-days", "2", "-subj", "/CN=registryd-test-ca", *ca_extensions,
     )  # fmt: skip

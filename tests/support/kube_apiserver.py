@@ -36,13 +36,12 @@ import contextlib
 import http.client
 import json
 import ssl
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from tests.support.certs import TlsFiles, make_tls, require
+from tests.support.certs import TlsFiles, make_tls, openssl
 from tests.support.etcd_server import EtcdServer
 from tests.support.procs import Process, ProcessDied, free_ports, poll
 from tests.support.servers import server_binary
@@ -59,15 +58,6 @@ def kube_apiserver_binary() -> str:
     """The path of kube-apiserver, built first if need be; skips the test without it
     (fails it when ``CI`` is set)."""
     return server_binary("kube-apiserver")
-
-
-def _openssl(*args: str | Path) -> None:
-    subprocess.run(
-        [require("openssl", "install openssl"), *map(str, args)],
-        check=True,
-        capture_output=True,
-        timeout=30,
-    )
 
 
 def _token() -> str:
@@ -88,8 +78,8 @@ class KubeApiServer:
         self.tls: TlsFiles = make_tls(self.home / "tls")
         self.sa_key = self.home / "sa.key"
         self.sa_pub = self.home / "sa.pub"
-        _openssl("ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", self.sa_key)
-        _openssl("ec", "-in", self.sa_key, "-pubout", "-out", self.sa_pub)
+        openssl("ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", self.sa_key)
+        openssl("ec", "-in", self.sa_key, "-pubout", "-out", self.sa_pub)
         self.tokens = {ADMIN: _token(), READER: _token()}
         self.token_file = self.home / "tokens.csv"
         self.token_file.write_text(
