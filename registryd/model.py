@@ -211,7 +211,9 @@ class Service:
     for (a Kubernetes ExternalName): an alias has no resources of its own; its names route
     to that service when it is known.  ``kubernetes`` says a Kubernetes Service defines
     it, for the few rules istiod keeps for those (a headless one's pods are reached as
-    ``<pod>.<hostname>``: its routes take ``*.<hostname>`` too).
+    ``<pod>.<hostname>``: its routes take ``*.<hostname>`` too).  ``created`` is when the
+    registry says it was created (POSIX seconds), if it says: where services compete for
+    one listener, the oldest comes first, as in istiod.
     """
 
     hostname: str
@@ -224,6 +226,7 @@ class Service:
     export_to: tuple[str, ...] = ()
     alias_for: str = ""
     kubernetes: bool = False
+    created: float | None = None
 
     def __post_init__(self) -> None:
         if not self.hostname:

@@ -146,6 +146,7 @@ def _service(host: str, entry: ServiceEntry) -> Service:
         labels=entry.meta.labels,
         addresses=spec.addresses,
         export_to=spec.export_to,
+        created=entry.meta.created.timestamp() if entry.meta.created else None,
     )
 
 

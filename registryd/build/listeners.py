@@ -197,9 +197,16 @@ def _binds(
 
 def _in_istiod_order(services: Iterable[Service]) -> list[Service]:
     """The order istiod meets a proxy's services in: those exported to some namespaces
-    first, then the public ones (``PushContext.servicesExportedToNamespace``), each by
-    hostname (``SortServicesByCreationTime`` on equal creation times)."""
-    return sorted(services, key=lambda s: (not s.export_to or "*" in s.export_to, s.hostname))
+    first, then the public ones (``PushContext.servicesExportedToNamespace``), each oldest
+    first, then by hostname (``SortServicesByCreationTime``).  A service whose registry
+    gives no creation time counts as new, as istiod stamps a file's configs when it reads
+    them."""
+
+    def key(s: Service) -> tuple[bool, float, str]:
+        created = s.created if s.created is not None else float("inf")
+        return (not s.export_to or "*" in s.export_to, created, s.hostname)
+
+    return sorted(services, key=key)
 
 
 def _matches_sni(service: Service, shared: bool, cidrs: tuple[str, ...]) -> bool:

@@ -4,6 +4,8 @@ listener_builder.go buildVirtualOutboundListener)."""
 
 from __future__ import annotations
 
+import dataclasses
+
 from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
 from envoy.extensions.filters.listener.tls_inspector.v3 import tls_inspector_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
@@ -356,3 +358,13 @@ def test_the_http_chain_keeps_the_place_where_http_first_came() -> None:
         "outbound|80||b.example",
         "PassthroughCluster",
     ]
+
+
+def test_the_oldest_service_takes_a_shared_wildcard_port_then_the_first_by_name() -> None:
+    # model.SortServicesByCreationTime: creation time first; none counts as new
+    auto = Port(number=80, protocol=AUTO)
+    old = dataclasses.replace(svc("zeta.example", auto), created=1_000.0)
+    young = dataclasses.replace(svc("alpha.example", auto), created=2_000.0)
+    plain = svc("aaa.example", auto)
+    listeners, _ = build_listeners(80, [plain, young, old], Mode.SIDECAR)
+    assert chains(listeners["0.0.0.0_80"])[-1] == ("default", "outbound|80||zeta.example")
