@@ -16,15 +16,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import collections
 import tempfile
 import time
 from pathlib import Path
 
-from tests.differential.compare import Difference
 from tests.differential.mcp import McpPair
 from tests.differential.registry_states import STATES
-from tests.differential.report import differences, mcp_differences, print_groups
+from tests.differential.report import Tally, differences, mcp_differences, print_groups
 from tests.differential.servers import Ambiguous, IstiodRefused, Pair, istio_inputs
 
 
@@ -47,8 +45,8 @@ def main() -> None:
 
 async def report(args: argparse.Namespace) -> None:
     started = time.monotonic()
-    by_path: dict[str, list[tuple[str, Difference]]] = collections.defaultdict(list)
-    resources = compared = refusals = ambiguous = 0
+    total = Tally()
+    refusals = ambiguous = 0
     with tempfile.TemporaryDirectory(prefix="differential-") as tmp:
         pair = Pair(Path(args.workdir or tmp))
         try:
@@ -64,30 +62,24 @@ async def report(args: argparse.Namespace) -> None:
                     print(f"istiod refused {path}: {both}")
                     refusals += 0 if refused.registryd_errors else 1
                     continue
-                compared += outcome.views
-                resources += outcome.resources
-                for key, d in outcome.found:
-                    by_path[key].append((path.name, d))
+                total.add(outcome, path.name)
         finally:
             pair.stop()
         if args.registries:
             mcp = McpPair(Path(args.workdir or tmp) / "mcp").start()
             try:
                 for state in STATES:
-                    outcome = await mcp_differences(mcp, state)
-                    compared += outcome.views
-                    resources += outcome.resources
-                    for key, d in outcome.found:
-                        by_path[key].append((state.name, d))
+                    total.add(await mcp_differences(mcp, state), state.name)
             finally:
                 mcp.stop()
-    total = print_groups(by_path, args.show)
+    count = print_groups(total.by_group, args.show)
     print(
-        f"\n{compared} node views of {len(inputs(args.paths))} inputs"
-        f"{f' and {len(STATES)} registry states' if args.registries else ''}, {resources} istiod "
-        f"resources: {total} differences on {len(by_path)} field paths "
-        f"({time.monotonic() - started:.1f} s); {refusals} inputs istiod refused and "
-        f"registryd took; {ambiguous} not compared (istiod's answer changes per push)"
+        f"\n{total.views} node views of {len(inputs(args.paths))} inputs"
+        f"{f' and {len(STATES)} registry states' if args.registries else ''}, "
+        f"{total.resources} istiod resources: {count} differences on "
+        f"{len(total.by_group)} field paths ({time.monotonic() - started:.1f} s); "
+        f"{refusals} inputs istiod refused and registryd took; {ambiguous} not compared "
+        "(istiod's answer changes per push)"
     )
 
 

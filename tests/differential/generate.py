@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import collections
 import copy
 import re
 import tempfile
@@ -43,8 +42,7 @@ import hypothesis
 import yaml
 from hypothesis import strategies as st
 
-from tests.differential.compare import Difference
-from tests.differential.report import differences, print_groups
+from tests.differential.report import Tally, differences, print_groups
 from tests.differential.servers import NODES, Ambiguous, IstiodRefused, Pair
 
 __all__ = ["NAMESPACES", "documents", "inputs", "shrink", "smaller"]
@@ -389,9 +387,9 @@ async def run(args: argparse.Namespace) -> None:
         return
     texts = _draw(args.count, args.seed, args.shared)
     started = time.monotonic()
-    by_group: dict[str, list[tuple[str, Difference]]] = collections.defaultdict(list)
+    total = Tally()
     smallest: dict[str, str] = {}
-    refused_both = refused_only_istiod = views = ambiguous = 0
+    refused_both = refused_only_istiod = ambiguous = 0
     with tempfile.TemporaryDirectory(prefix="differential-") as tmp:
         pair = Pair(Path(args.workdir or tmp))
         try:
@@ -408,9 +406,8 @@ async def run(args: argparse.Namespace) -> None:
                         refused_only_istiod += 1
                         print(f"istiod refused input {n} and REGISTRYD TOOK IT:\n{text}")
                     continue
-                views += outcome.views
-                for key, d in outcome.found:
-                    by_group[key].append((f"input {n}", d))
+                total.add(outcome, f"input {n}")
+                for key in outcome.groups:
                     if key not in smallest or smaller(text, smallest[key]):
                         smallest[key] = text
             elapsed = time.monotonic() - started
@@ -418,11 +415,11 @@ async def run(args: argparse.Namespace) -> None:
                 await _save(pair, Path(args.save), smallest, 0 if args.no_shrink else args.budget)
         finally:
             pair.stop()
-    total = print_groups(by_group, args.show)
-    differing = len({name for found in by_group.values() for name, _ in found})
+    count = print_groups(total.by_group, args.show)
+    differing = len({name for found in total.by_group.values() for name, _ in found})
     print(
-        f"\n{len(texts)} inputs ({views} node views), {differing} with a difference: "
-        f"{total} differences on {len(by_group)} field paths; "
+        f"\n{len(texts)} inputs ({total.views} node views), {differing} with a difference: "
+        f"{count} differences on {len(total.by_group)} field paths; "
         f"istiod refused {refused_both + refused_only_istiod} "
         f"({refused_both} registryd refused too, {refused_only_istiod} registryd took); "
         f"{ambiguous} not compared (istiod's answer changes per push); "

@@ -11,7 +11,7 @@ from tests.differential.compare import Difference, compare, field_path
 from tests.differential.mcp import McpPair, RegistryState
 from tests.differential.servers import NODES, Pair
 
-__all__ = ["Outcome", "differences", "group", "mcp_differences", "print_groups"]
+__all__ = ["Outcome", "Tally", "differences", "group", "mcp_differences", "print_groups"]
 
 
 def group(node: Node | str, difference: Difference) -> str:
@@ -32,6 +32,22 @@ class Outcome:
     @property
     def groups(self) -> set[str]:
         return {key for key, _ in self.found}
+
+
+@dataclass(slots=True)
+class Tally:
+    """The outcomes of many inputs added up: node views, istiod's resources, and each
+    group's differences with the name of the input that showed it."""
+
+    views: int = 0
+    resources: int = 0
+    by_group: dict[str, list[tuple[str, Difference]]] = field(default_factory=dict)
+
+    def add(self, outcome: Outcome, name: str) -> None:
+        self.views += outcome.views
+        self.resources += outcome.resources
+        for key, d in outcome.found:
+            self.by_group.setdefault(key, []).append((name, d))
 
 
 async def differences(pair: Pair, text: str, nodes: Iterable[Node] = NODES) -> Outcome:

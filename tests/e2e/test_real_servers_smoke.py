@@ -6,27 +6,21 @@ tests/support/consul_agent.py and tests/support/kube_apiserver.py work end to en
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any
 
 import yaml
 
 from tests.e2e.conftest import Stack
+from tests.e2e.test_etcd_outage import get_json
+from tests.e2e.test_kubernetes_merge import kube_objects
 from tests.support.consul_agent import consul_binary, start_consul
 from tests.support.kube_apiserver import READER, kube_apiserver_binary, start_kube_apiserver
-from tests.support.procs import http_get, poll
+from tests.support.procs import Registryd, poll
 
 CONSUL_HOST = "web.service.consul"
 KUBE_HOST = "web.shop.svc.cluster.local"
 ENDPOINT = "192.0.2.10"  # documentation range: only data here, nothing connects to it
 SECOND = "192.0.2.11"  # added once registryd follows the server: seen through its watch
-
-
-def get_json(port: int, path: str) -> Any:
-    status, body = http_get(port, path)
-    assert status == 200, f"{path}: {status} {body}"
-    return json.loads(body)
 
 
 def endpoints(port: int, hostname: str) -> list[dict[str, Any]]:
@@ -45,9 +39,23 @@ def served_endpoints(port: int, hostname: str) -> list[tuple[str, int]]:
     return sorted((e["address"], e["port"]) for e in endpoints(port, hostname))
 
 
-def registry_config(path: Path, registry: dict[str, Any]) -> Path:
-    path.write_text(yaml.safe_dump({"registries": [registry]}))
-    return path
+def registryd_on(stack: Stack, registry: dict[str, Any], name: str = "registryd") -> Registryd:
+    """A registryd process (log and config named ``name``) with ``registry`` only."""
+    config = stack.workdir / f"{name}.yaml"
+    config.write_text(yaml.safe_dump({"registries": [registry]}))
+    return stack.start_registryd(f"--config={config}", name=name)
+
+
+def serving(stack: Stack, registryd: Registryd, hostname: str) -> dict[str, Any]:
+    """``hostname`` as registryd's ``/debug/registryz`` shows it, once it does."""
+    http = registryd.http_port
+    poll(
+        lambda: hostname in [s["hostname"] for s in get_json(http, "/debug/registryz")],
+        f"{hostname} on registryd's /debug/registryz",
+        details=stack.logs,
+    )
+    (served,) = get_json(http, f"/debug/registryz?hostname={hostname}")
+    return dict(served)
 
 
 def test_registryd_serves_a_service_of_a_real_consul_agent(stack: Stack) -> None:
@@ -77,18 +85,9 @@ def test_registryd_serves_a_service_of_a_real_consul_agent(stack: Stack) -> None
     assert [check["Status"] for check in entry["Checks"]] == ["passing"]  # the node's serf check
 
     # -- registryd's consul registry on the agent ------------------------------------------
-    config = registry_config(
-        stack.workdir / "registryd.yaml",
-        {"name": "dc1", "type": "consul", "address": agent.address},
-    )
-    registryd = stack.start_registryd(f"--config={config}")
+    registryd = registryd_on(stack, {"name": "dc1", "type": "consul", "address": agent.address})
     http = registryd.http_port
-    poll(
-        lambda: CONSUL_HOST in [s["hostname"] for s in get_json(http, "/debug/registryz")],
-        f"{CONSUL_HOST} on registryd's /debug/registryz",
-        details=stack.logs,
-    )
-    (served,) = get_json(http, f"/debug/registryz?hostname={CONSUL_HOST}")
+    served = serving(stack, registryd, CONSUL_HOST)
     assert served["registry"] == "consul/dc1", served
     assert [(p["port"], p["protocol"]) for p in served["ports"]] == [(8080, "HTTP")], served
     assert served_endpoints(http, CONSUL_HOST) == [(ENDPOINT, 8080)]
@@ -110,34 +109,6 @@ def test_registryd_serves_a_service_of_a_real_consul_agent(stack: Stack) -> None
     agent.check_alive()
 
 
-def kube_objects() -> list[dict[str, Any]]:
-    """Namespace ``shop``, Service ``web`` (port 80 to 8080) and one ready endpoint."""
-    return [
-        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop"}},
-        {
-            "apiVersion": "v1",
-            "kind": "Service",
-            "metadata": {"name": "web", "namespace": "shop", "labels": {"app": "web"}},
-            "spec": {
-                "clusterIP": "10.96.0.10",
-                "ports": [{"name": "http-web", "port": 80, "targetPort": 8080}],
-            },
-        },
-        {
-            "apiVersion": "discovery.k8s.io/v1",
-            "kind": "EndpointSlice",
-            "metadata": {
-                "name": "web-abc",
-                "namespace": "shop",
-                "labels": {"kubernetes.io/service-name": "web"},
-            },
-            "addressType": "IPv4",
-            "ports": [{"name": "http-web", "port": 8080, "protocol": "TCP"}],
-            "endpoints": [{"addresses": [ENDPOINT], "conditions": {"ready": True}}],
-        },
-    ]
-
-
 def test_registryd_serves_a_service_of_a_real_kube_apiserver(stack: Stack) -> None:
     binary = kube_apiserver_binary()  # skips (or fails under CI) before anything starts
     server = start_kube_apiserver(stack.workdir, binary=binary)
@@ -147,7 +118,7 @@ def test_registryd_serves_a_service_of_a_real_kube_apiserver(stack: Stack) -> No
         stack.track(server.proc)  # stopped first (last tracked), then etcd
 
         # -- the API server itself: create, list back, RBAC for a second user -------------
-        for obj in kube_objects():
+        for obj in kube_objects(80, ENDPOINT, 8080):
             server.create(obj)
         services = server.items("/api/v1/namespaces/shop/services")
         assert [s["metadata"]["name"] for s in services] == ["web"]
@@ -170,24 +141,17 @@ def test_registryd_serves_a_service_of_a_real_kube_apiserver(stack: Stack) -> No
         assert status == 403
 
         # -- registryd's kubernetes registry on the API server ----------------------------
-        config = registry_config(
-            stack.workdir / "registryd.yaml",
-            {"name": "real", "type": "kubernetes", "kubeconfig": str(server.kubeconfig)},
-        )
-        registryd = stack.start_registryd(f"--config={config}")
+        kubeconfig = str(server.kubeconfig)
+        registry = {"name": "real", "type": "kubernetes", "kubeconfig": kubeconfig}
+        registryd = registryd_on(stack, registry)
         http = registryd.http_port
-        poll(
-            lambda: KUBE_HOST in [s["hostname"] for s in get_json(http, "/debug/registryz")],
-            f"{KUBE_HOST} on registryd's /debug/registryz",
-            details=stack.logs,
-        )
-        (served,) = get_json(http, f"/debug/registryz?hostname={KUBE_HOST}")
+        served = serving(stack, registryd, KUBE_HOST)
         assert served["registry"] == "kubernetes/real", served
         assert [p["port"] for p in served["ports"]] == [80], served
         assert served_endpoints(http, KUBE_HOST) == [(ENDPOINT, 8080)]
 
         # -- a second EndpointSlice reaches registryd through its watch -------------------
-        second = kube_objects()[2]
+        second = kube_objects(80, ENDPOINT, 8080)[2]
         second["metadata"]["name"] = "web-def"
         second["endpoints"][0]["addresses"] = [SECOND]
         server.create(second)
@@ -200,17 +164,9 @@ def test_registryd_serves_a_service_of_a_real_kube_apiserver(stack: Stack) -> No
 
         # -- the same with credentials that may read Services and EndpointSlices only: ----
         # synced all the same, with the 403s for Nodes and Pods shown on /debug/configz
-        reader_dir = stack.workdir / "reader"
-        reader_dir.mkdir()
-        config = registry_config(
-            reader_dir / "registryd.yaml",
-            {
-                "name": "reader",
-                "type": "kubernetes",
-                "kubeconfig": str(server.write_kubeconfig(user=READER)),
-            },
-        )
-        reader = stack.start_registryd(f"--config={config}", name="registryd-reader")
+        kubeconfig = str(server.write_kubeconfig(user=READER))
+        registry = {"name": "reader", "type": "kubernetes", "kubeconfig": kubeconfig}
+        reader = registryd_on(stack, registry, name="registryd-reader")
         poll(
             lambda: (
                 served_endpoints(reader.http_port, KUBE_HOST) == [(ENDPOINT, 8080), (SECOND, 8080)]
