@@ -1,5 +1,6 @@
-"""One istiod and one registryd for every file comparison of a test run (they are
-reloaded with each input: :meth:`tests.differential.servers.Pair.serve`)."""
+"""One istiod and one registryd for the file comparisons of a test module (they are
+reloaded with each input: :meth:`tests.differential.servers.Pair.serve`).  Per module,
+not per session: an idle istiod left running would load the rest of the suite."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import pytest
 from tests.differential.servers import Pair
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
     servers = Pair(tmp_path_factory.mktemp("differential"))
     try:
