@@ -13,6 +13,7 @@ by comparing them.
 from __future__ import annotations
 
 import copy
+import ipaddress
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -432,6 +433,39 @@ def _route_names(listener: dict[str, Any]) -> str:
     return ""
 
 
+def _shared_address_domains(istiod: Served, ours: Served) -> None:
+    """Route domains that are an address (``<ip>``, ``<ip>:<port>``, IPv6 in brackets)
+    which, on either side, virtual hosts of more than one hostname carry: removed from
+    every virtual host of both sides."""
+    holders: dict[str, set[str]] = {}
+    hosts = [h for side in (istiod, ours) for r in side.get("rds", {}).values() for h in _vhosts(r)]
+    for vhost in hosts:
+        for domain in vhost.get("domains", []):
+            if (ip := _domain_address(domain)) is not None:
+                holders.setdefault(ip, set()).add(str(vhost.get("name")))
+    shared = {ip for ip, names in holders.items() if len(names) > 1}
+    for vhost in hosts:
+        if "domains" in vhost:
+            vhost["domains"] = [d for d in vhost["domains"] if _domain_address(d) not in shared]
+
+
+def _vhosts(route: dict[str, Any]) -> list[dict[str, Any]]:
+    return list(route.get("virtual_hosts", []))
+
+
+def _domain_address(domain: str) -> str | None:
+    """The IP address a route domain names, or ``None`` for a hostname (or ``*``)."""
+    text = domain
+    if text.startswith("["):
+        text = text[1 : text.find("]")]
+    elif text.count(":") == 1:
+        text = text.split(":")[0]
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        return None
+
+
 PAIR_RULES: tuple[PairRule, ...] = (
     PairRule(
         "shared-loopback",
@@ -440,6 +474,15 @@ PAIR_RULES: tuple[PairRule, ...] = (
         "registryd keeps every service on the port reachable; istiod gives it to the first",
         "`INTERCEPTION_MODE: NONE`, several services on one port",
         _shared_loopback,
+    ),
+    PairRule(
+        "shared-address-domain",
+        "a route domain naming an address (with or without its port) that virtual hosts of "
+        "several hostnames carry, on either side: taken out of every virtual host",
+        "istiod gives such an address to one hostname's virtual host chosen in map order, "
+        "another at the next push",
+        "an address shared by several hostnames",
+        _shared_address_domains,
     ),
     PairRule(
         "grpc-passthrough",
