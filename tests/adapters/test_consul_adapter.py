@@ -868,6 +868,8 @@ async def until(condition: Callable[[], bool], timeout: float = HANG_GUARD) -> N
 
 
 async def test_malformed_entries_are_problems(agent: Agent, feeds: Callable[..., Feed]) -> None:
+    """An instance registered with port 0 comes back without a ``Port`` field (Consul's
+    ``omitempty``): skipped as one without a port, until it is registered with one."""
     await agent.register("web", "web-1")
     await agent.register("web", "web-0", node="n2", address="10.0.0.2", port=0)
     feed = feeds(agent.adapter(), agent.prefix)
@@ -876,7 +878,7 @@ async def test_malformed_entries_are_problems(agent: Agent, feeds: Callable[...,
     assert isinstance(problems, Problems)
     key = f"{agent.name('web')}/web-0"
     assert problems.errors[key] == (
-        f"{key} on node {agent.name('n2')}: Service.Port is 0: the instance has no port; "
+        f"{key} on node {agent.name('n2')}: no Service.Port: the instance has no port; "
         "entry skipped"
     )
     await agent.register("web", "web-0", node="n2", address="10.0.0.2", port=8080)

@@ -24,6 +24,10 @@ answers 500 ``No path to datacenter``):
                                      ``Config.Version``; needs a valid token under ACLs
 ===================================  ======================================================
 
+Entries have the shape of a real agent's: an instance's ``Kind`` (typical),
+``TaggedAddresses`` and ``Port`` are left out when empty or 0 (Consul's ``omitempty``),
+and its ``Meta`` is null when it was registered without any.
+
 Blocking queries follow Consul: every catalog/health reply carries ``X-Consul-Index``
 (plus ``X-Consul-KnownLeader``, ``X-Consul-LastContact`` and
 ``X-Consul-Effective-Consistency``); with ``?index=N`` (N > 0) the request waits until
@@ -540,11 +544,16 @@ class ConsulEmulator(LoopbackServer):
                 "Tags": _field(service_in, "Tags") or [],
                 "Address": _field(service_in, "Address") or "",
                 "TaggedAddresses": _field(service_in, "TaggedAddresses") or {},
-                "Meta": _field(service_in, "Meta") or {},
+                "Meta": _field(service_in, "Meta") or None,
                 "Port": _field(service_in, "Port") or 0,
                 "Weights": _field(service_in, "Weights") or dict(_DEFAULT_WEIGHTS),
                 "EnableTagOverride": bool(_field(service_in, "EnableTagOverride")),
             }
+            # as Consul's JSON (``omitempty``) leaves them out: an empty Kind (a typical
+            # service), no TaggedAddresses, a Port of 0; Meta is null when none was given
+            for omitted, empty in (("Kind", ""), ("TaggedAddresses", {}), ("Port", 0)):
+                if service[omitted] == empty:
+                    del service[omitted]
             key = (node_name, service["ID"])
             old = dc.services.get(key)
             if self._store(dc.services, key, service, dc.index):
