@@ -1,10 +1,14 @@
-"""The Consul adapter against the Consul emulator (or a real agent): settings, blocking
-queries, increments, failures, ACL tokens and TLS.
+"""The Consul adapter against the Consul emulator and a real Consul agent: settings,
+blocking queries, increments, failures, ACL tokens and TLS.
 
-With ``CONSUL_HTTP_ADDR`` set (and ``CONSUL_HTTP_TOKEN`` if the agent has ACLs) the tests
-that need only the HTTP API run against that agent: they register nodes and services
-under a random prefix through ``/v1/catalog/register`` and remove them afterwards; the
-tests that need the emulator's knobs are skipped.
+The ``agent`` fixture runs a test twice: against the emulator (a fresh one per test) and
+against a real ``consul agent -dev`` (see tests/support/consul_agent.py; one per module,
+as it takes seconds to start).  On the real agent a test registers its nodes and services
+under a random prefix through ``/v1/catalog/register`` and removes them afterwards, and
+its adapter reads through a recording proxy (tests/support/recorder.py), so it sees the
+adapter's requests as the emulator shows them.  A test that needs a fault only the
+emulator can make is marked ``emulator_only`` and says why; a test of what only a real
+agent does (its own node and checks, maintenance, ACL policies) is marked ``real_only``.
 """
 
 from __future__ import annotations
@@ -12,12 +16,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import ssl
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -51,10 +54,11 @@ from registryd.registry.store import RegistryStore
 from registryd.testing import AdapterContract
 from tests.adapters.feed import Feed as SharedFeed
 from tests.support.certs import TlsFiles, make_tls
+from tests.support.consul_agent import ConsulAgent, start_consul
 from tests.support.emulators.consul import ConsulEmulator
 from tests.support.fake_time import FakeTime
+from tests.support.recorder import RecordingProxy
 
-REAL_AGENT = os.environ.get("CONSUL_HTTP_ADDR")
 HANG_GUARD = 60.0  # seconds: stops a hung test, far below the 5-minute waits asked for
 SECRET = "5e3f1c2a-0b1d-4c6e-9f00-7a5b3c2d1e0f"
 T = TypeVar("T")
@@ -91,27 +95,84 @@ def watch_task(target: str) -> asyncio.Task[Any] | None:
     return next((t for t in asyncio.all_tasks() if t.get_name() == name and not t.done()), None)
 
 
+emulator_only = pytest.mark.parametrize("agent", ["emulator"], indirect=True)
+real_only = pytest.mark.parametrize("agent", ["real"], indirect=True)
+
+
+class RealAgent:
+    """The module's real Consul agent; :meth:`crash` and :meth:`restart` (on the same
+    ports, with an empty catalog) for the tests of an agent that goes away."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.process: ConsulAgent = start_consul(workdir, workdir / "consul.log")
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.process.address}"
+
+    def crash(self) -> None:
+        self.process.kill()
+
+    def restart(self) -> None:
+        self.process = self.process.restart()
+
+    def stop(self) -> None:
+        self.process.stop()
+
+
+@pytest.fixture(scope="module")
+def real_consul(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealAgent]:
+    """One real Consul agent for the module's tests (skips them without the binary)."""
+    real = RealAgent(tmp_path_factory.mktemp("consul"))
+    try:
+        yield real
+    finally:
+        real.stop()
+
+
+Server = ConsulEmulator | RecordingProxy
+
+
 class Agent:
-    """The agent under test: the emulator, or a real one (``CONSUL_HTTP_ADDR``)."""
+    """The agent under test: the emulator, or a real one read through a recording proxy.
+
+    ``url`` is what adapters read (the emulator, or the proxy); ``api`` is where the test
+    writes (the emulator, or the real agent itself); ``server`` records the requests."""
 
     def __init__(
         self,
-        url: str,
-        token: str | None,
-        emulator: ConsulEmulator | None,
         session: aiohttp.ClientSession,
+        *,
+        emulator: ConsulEmulator | None = None,
+        proxy: RecordingProxy | None = None,
+        api: str = "",
+        direct: str = "",
+        token: str | None = None,
     ) -> None:
-        self.url = url.rstrip("/")
+        """``direct``: adapters read the real agent at that URL, unrecorded."""
+        server = emulator or proxy
+        self._server = server
+        self.url = direct or (server.url if server is not None else "")
+        self.api = (api or self.url).rstrip("/")
         self.token = token
         self._emulator = emulator
         self.session = session
-        self.prefix = f"rdt{uuid.uuid4().hex[:6]}-" if emulator is None else "t-"
+        self.prefix = "t-" if emulator is not None else f"rdt{uuid.uuid4().hex[:6]}-"
         self.nodes: set[str] = set()
 
     @property
+    def real(self) -> bool:
+        return self._emulator is None
+
+    @property
+    def server(self) -> Server:
+        """What records the adapter's requests: the emulator, or the recording proxy."""
+        assert self._server is not None, "this agent's adapters read the real agent unrecorded"
+        return self._server
+
+    @property
     def emulator(self) -> ConsulEmulator:
-        if self._emulator is None:
-            pytest.skip("needs the emulator's knobs (CONSUL_HTTP_ADDR points at a real agent)")
+        assert self._emulator is not None, "an emulator-only test must be marked emulator_only"
         return self._emulator
 
     def name(self, base: str) -> str:
@@ -177,7 +238,7 @@ class Agent:
         headers = {"X-Consul-Token": self.token} if self.token else {}
         timeout = aiohttp.ClientTimeout(total=10)
         async with self.session.put(
-            self.url + path, json=payload, headers=headers, timeout=timeout
+            self.api + path, json=payload, headers=headers, timeout=timeout
         ) as response:
             assert response.status == 200, await response.text()
 
@@ -186,19 +247,21 @@ class Agent:
             await self._put("/v1/catalog/deregister", {"Node": node})
 
 
-@pytest.fixture
-async def agent() -> AsyncIterator[Agent]:
+@pytest.fixture(params=["emulator", "real"])
+async def agent(request: pytest.FixtureRequest) -> AsyncIterator[Agent]:
+    """The emulator (fresh), or the module's real agent behind a recording proxy."""
     async with aiohttp.ClientSession() as session:
-        if REAL_AGENT:
-            url = REAL_AGENT if "://" in REAL_AGENT else f"http://{REAL_AGENT}"
-            real = Agent(url, os.environ.get("CONSUL_HTTP_TOKEN") or None, None, session)
-            try:
-                yield real
-            finally:
-                await real.cleanup()
+        if request.param == "emulator":
+            async with ConsulEmulator() as emulator:
+                yield Agent(session, emulator=emulator)
             return
-        async with ConsulEmulator() as emulator:
-            yield Agent(emulator.url, None, emulator, session)
+        real: RealAgent = request.getfixturevalue("real_consul")
+        async with RecordingProxy(real.url) as proxy:
+            agent = Agent(session, proxy=proxy, api=real.url)
+            try:
+                yield agent
+            finally:
+                await agent.cleanup()
 
 
 class Feed(SharedFeed):
@@ -461,9 +524,8 @@ async def test_the_servers_consul_service_is_listed_by_the_agent_but_not_served(
     await agent.register("api", node="n2", address="10.0.0.2")  # others still sync
     change = await feed.change()
     assert isinstance(change, Upsert) and change.service.hostname == agent.host("api")
-    if agent._emulator is not None:  # no query ever asks about the servers' service
-        paths = {r.path for r in agent._emulator.requests}
-        assert "/v1/health/service/consul" not in paths
+    paths = {r.path for r in agent.server.requests}  # no query asks about the servers' service
+    assert "/v1/health/service/consul" not in paths
 
 
 async def test_connect_sidecar_proxies_are_left_out_unless_asked_for(
@@ -531,7 +593,7 @@ async def test_a_long_wait_returns_on_change(agent: Agent, feeds: Callable[..., 
 async def test_stopped_service_watch_sends_no_more_queries(
     agent: Agent, feeds: Callable[..., Feed]
 ) -> None:
-    emulator = agent.emulator
+    emulator = agent.server
     await agent.register("web")
     await agent.register("db", node="n2")
     feed = feeds(agent.adapter(), agent.prefix)
@@ -557,15 +619,14 @@ async def test_stopped_service_watch_sends_no_more_queries(
 async def test_queries_use_index_wait_stale_and_datacenter(
     agent: Agent, feeds: Callable[..., Feed]
 ) -> None:
-    emulator = agent.emulator
     await agent.register("web")
     feed = feeds(agent.adapter(wait="7s", stale=True, datacenter="dc1"), agent.prefix)
     await feed.replace()
     await blocking(agent, "web")  # each path's second query is the blocking one
     for path in ("/v1/catalog/services", f"/v1/health/service/{agent.name('web')}"):
-        first, second = [r for r in emulator.requests if r.path == path][:2]
+        first, second = [r for r in agent.server.requests if r.path == path][:2]
         assert "index" not in first.params  # the first query does not block
-        assert second.params["index"] == first_index(emulator, path)
+        assert second.params["index"] == first_index(agent, path)
         assert second.params["wait"] == "7s"
         assert all(r.params.get("stale") == "1" for r in (first, second))
         assert all(r.params.get("dc") == "dc1" for r in (first, second))
@@ -574,7 +635,7 @@ async def test_queries_use_index_wait_stale_and_datacenter(
 async def test_services_beyond_max_watches_are_polled(
     agent: Agent, feeds: Callable[..., Feed]
 ) -> None:
-    emulator = agent.emulator  # counts the agent's services and its requests
+    emulator = agent.server  # records the adapter's requests
     for i, base in enumerate(("a", "b", "c", "d")):
         await agent.register(base, address=f"10.0.0.{i + 1}")
     # the catalog and two services are watched; c and d are polled
@@ -614,9 +675,12 @@ async def test_services_beyond_max_watches_are_polled(
             await feed.next(0.1)
 
 
+@emulator_only
 async def test_a_large_catalog_stays_within_the_agents_connection_limit(
     agent: Agent, feeds: Callable[..., Feed]
 ) -> None:
+    """Emulator only: needs the agent's per-client connection limit scaled down with the
+    catalog (a real agent's is set at start, 200 by default)."""
     emulator = agent.emulator
     for i in range(16):
         await agent.register(f"s{i:02d}", address=f"10.0.1.{i + 1}")
@@ -651,14 +715,21 @@ async def test_a_large_catalog_stays_within_the_agents_connection_limit(
         assert "429 Your IP is issuing too many concurrent connections" in problems.errors[key]
 
 
-def first_index(emulator: ConsulEmulator, path: str) -> str:
-    dc = emulator.datacenters["dc1"]
+def first_index(agent: Agent, path: str) -> str:
+    """The ``X-Consul-Index`` of the first answer to a query of ``path``."""
+    if agent.real:
+        assert isinstance(agent.server, RecordingProxy)
+        return str(agent.server.replies_of(path)[0].index)
+    dc = agent.emulator.datacenters["dc1"]
     if path == "/v1/catalog/services":
         return str(dc.catalog_index)
     return str(dc.health_index(path.rsplit("/", 1)[1]))
 
 
+@emulator_only
 async def test_index_going_backwards_starts_over(agent: Agent, feeds: Callable[..., Feed]) -> None:
+    """Emulator only: needs the index to go backwards (a snapshot restore), which a test cannot
+    make a real agent do."""
     emulator = agent.emulator
     for i in range(5):  # push the indexes up
         await agent.register("web", f"web-{i}", node=f"n{i}", address=f"10.0.0.{i + 1}")
@@ -680,7 +751,10 @@ async def test_index_going_backwards_starts_over(agent: Agent, feeds: Callable[.
     assert addresses(update) == ["10.0.0.2", "10.0.0.3", "10.0.0.4", "10.0.0.5"]
 
 
+@emulator_only
 async def test_index_zero_is_sent_as_one(agent: Agent, feeds: Callable[..., Feed]) -> None:
+    """Emulator only: needs replies with ``X-Consul-Index: 0``, which a real agent never sends
+    for these endpoints."""
     emulator = agent.emulator
     emulator.zero_index = True
     await agent.register("web")
@@ -694,9 +768,12 @@ async def test_index_zero_is_sent_as_one(agent: Agent, feeds: Callable[..., Feed
         assert set(sent[1:]) == {"1"}, sent  # never 0 (no index): that would spin
 
 
+@emulator_only
 async def test_queries_returning_at_once_are_rate_limited(
     agent: Agent, feeds: Callable[..., Feed]
 ) -> None:
+    """Emulator only: needs blocking queries that return at once unchanged (a server that does
+    not block)."""
     emulator = agent.emulator
     for name in ("a", "b", "c"):
         await agent.register(name)
@@ -759,7 +836,10 @@ async def test_acl_token_is_sent_and_never_shown(
         chain = chain.__cause__
 
 
+@emulator_only
 async def test_agent_down_raises_within_seconds(agent: Agent, feeds: Callable[..., Feed]) -> None:
+    """Emulator only: stops the agent with queries held open; against the real agent the
+    contract's break_registry does the same."""
     emulator = agent.emulator
     await agent.register("web")
     feed = feeds(agent.adapter(wait="5m"), agent.prefix)
@@ -781,7 +861,9 @@ async def test_agent_unreachable_at_start_raises(feeds: Callable[..., Feed]) -> 
     assert isinstance(error, ConsulError) and "Cannot connect" in str(error)  # refused
 
 
+@emulator_only
 async def test_server_error_raises(agent: Agent, feeds: Callable[..., Feed]) -> None:
+    """Emulator only: needs the agent to answer reads with a 500."""
     emulator = agent.emulator
     await agent.register("web")
     feed = feeds(agent.adapter(wait="5m"), agent.prefix)
@@ -791,7 +873,9 @@ async def test_server_error_raises(agent: Agent, feeds: Callable[..., Feed]) -> 
     assert "500" in str(error) and "emulated failure" in str(error)
 
 
+@emulator_only
 async def test_agent_back_with_changed_state(agent: Agent, feeds: Callable[..., Feed]) -> None:
+    """Emulator only: changes the catalog while the agent is down."""
     emulator = agent.emulator
     await agent.register("web")
     await agent.register("db", node="n2", address="10.0.0.2")
@@ -815,7 +899,9 @@ async def test_agent_back_with_changed_state(agent: Agent, feeds: Callable[..., 
     assert addresses(replace) == ["10.0.0.1", "10.0.0.3"]
 
 
+@emulator_only
 async def test_supervisor_restarts_and_serves_the_new_state(agent: Agent) -> None:
+    """Emulator only: changes the catalog while the agent is down."""
     emulator = agent.emulator
     await agent.register("web")
     store = RegistryStore()
@@ -847,15 +933,13 @@ async def test_supervisor_restarts_and_serves_the_new_state(agent: Agent) -> Non
 
 
 async def blocking(agent: Agent, service: str) -> None:
-    """Until the catalog and ``service``'s health are blocking queries at the emulator
-    (with a real agent the test goes on at once)."""
-    emulator = agent.emulator
-    if emulator is None:
-        return
+    """Until the catalog and ``service``'s health are blocking queries (as the emulator or
+    the recording proxy saw them)."""
+    server = agent.server
     paths = ("/v1/catalog/services", f"/v1/health/service/{agent.name(service)}")
 
     def blocked(path: str) -> bool:
-        return any(r.path == path and "index" in r.params for r in emulator.requests)
+        return any(r.path == path and "index" in r.params for r in server.requests)
 
     await until(lambda: all(blocked(path) for path in paths), HANG_GUARD)
 
@@ -919,7 +1003,7 @@ async def test_several_datacenters(feeds: Callable[..., Feed]) -> None:
 
 
 async def test_cancelling_closes_every_query(agent: Agent, feeds: Callable[..., Feed]) -> None:
-    emulator = agent.emulator
+    emulator = agent.server
     for name in ("a", "b", "c"):
         await agent.register(name)
     feed = feeds(agent.adapter(wait="5m"), agent.prefix)
@@ -972,24 +1056,34 @@ async def test_tls_with_client_certificate(pki: TlsFiles, feeds: Callable[..., F
 
 
 class TestConsulAdapterContract(AdapterContract):
-    """registryd's adapter contract, against the emulator (or the real agent)."""
+    """registryd's adapter contract, against the emulator and against the real agent (the
+    ``server`` fixture runs every test on each; the real agent is the module's, crashed
+    and restarted on the same ports by break_registry/heal_registry)."""
 
     factory = ConsulAdapter
     timeout = 10.0
 
+    @pytest.fixture(autouse=True, params=["emulator", "real"])
+    def server(self, request: pytest.FixtureRequest) -> None:
+        self.real: RealAgent | None = None
+        if request.param == "real":
+            self.real = request.getfixturevalue("real_consul")
+            self.timeout = 30.0  # a restarted agent elects itself first
+
     async def setup_registry(self) -> None:
         self.session = aiohttp.ClientSession()
-        if REAL_AGENT:
-            url = REAL_AGENT if "://" in REAL_AGENT else f"http://{REAL_AGENT}"
-            self.agent = Agent(url, os.environ.get("CONSUL_HTTP_TOKEN") or None, None, self.session)
+        if self.real is not None:
+            self.agent = Agent(self.session, proxy=None, api=self.real.url, direct=self.real.url)
         else:
             self.emulator = ConsulEmulator()
             await self.emulator.start()
-            self.agent = Agent(self.emulator.url, None, self.emulator, self.session)
+            self.agent = Agent(self.session, emulator=self.emulator)
 
     async def teardown_registry(self) -> None:
         try:
-            if REAL_AGENT:
+            if self.real is not None:
+                if not self.real.process.alive():  # a failed test left it crashed
+                    await asyncio.to_thread(self.real.restart)
                 await self.agent.cleanup()
             else:
                 await self.emulator.stop()
@@ -1007,12 +1101,16 @@ class TestConsulAdapterContract(AdapterContract):
         await self.agent.deregister(f"{name}-node")
 
     async def break_registry(self) -> None:
-        if REAL_AGENT:
-            raise NotImplementedError
-        await self.emulator.stop()
+        if self.real is not None:
+            self.real.crash()
+        else:
+            await self.emulator.stop()
 
     async def heal_registry(self) -> None:
-        await self.emulator.start()
+        if self.real is not None:
+            await asyncio.to_thread(self.real.restart)
+        else:
+            await self.emulator.start()
 
     def bad_settings(self) -> list[dict[str, Any]]:
         return [{"address": "x:0"}, {"wait": "1h"}, {"token": 1}, {"hostname": "{x}"}]
