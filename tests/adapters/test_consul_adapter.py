@@ -54,7 +54,7 @@ from registryd.registry.store import RegistryStore
 from registryd.testing import AdapterContract
 from tests.adapters.feed import Feed as SharedFeed
 from tests.support.certs import TlsFiles, make_tls
-from tests.support.consul_agent import ConsulAgent, start_consul
+from tests.support.consul_agent import NODE, ConsulAgent, start_consul
 from tests.support.emulators.consul import ConsulEmulator
 from tests.support.fake_time import FakeTime
 from tests.support.recorder import RecordingProxy
@@ -185,7 +185,8 @@ class Agent:
         values: dict[str, Any] = {"address": self.url, "wait": "10s"}
         if self.token:
             values["token"] = self.token
-        return make({**values, **settings}, **(timing or {}))
+        chosen = {k: v for k, v in {**values, **settings}.items() if v is not None}
+        return make(chosen, **(timing or {}))  # a setting given as None is left out
 
     async def register(
         self,
@@ -226,15 +227,16 @@ class Agent:
                 "Status": status,
             },
         }
-        await self._put("/v1/catalog/register", payload)
+        await self.put("/v1/catalog/register", payload)
 
     async def deregister(self, node: str = "n1", service_id: str | None = None) -> None:
         payload: dict[str, Any] = {"Node": self.name(node)}
         if service_id is not None:
             payload["ServiceID"] = service_id
-        await self._put("/v1/catalog/deregister", payload)
+        await self.put("/v1/catalog/deregister", payload)
 
-    async def _put(self, path: str, payload: dict[str, Any]) -> None:
+    async def put(self, path: str, payload: dict[str, Any] | None = None) -> None:
+        """PUT ``payload`` (JSON) to ``path`` of the agent's API; fails on non-200."""
         headers = {"X-Consul-Token": self.token} if self.token else {}
         timeout = aiohttp.ClientTimeout(total=10)
         async with self.session.put(
@@ -242,9 +244,17 @@ class Agent:
         ) as response:
             assert response.status == 200, await response.text()
 
+    async def get(self, path: str) -> Any:
+        """GET ``path`` of the agent's API: the decoded body (fails on non-200)."""
+        headers = {"X-Consul-Token": self.token} if self.token else {}
+        timeout = aiohttp.ClientTimeout(total=10)
+        async with self.session.get(self.api + path, headers=headers, timeout=timeout) as reply:
+            assert reply.status == 200, await reply.text()
+            return await reply.json()
+
     async def cleanup(self) -> None:
         for node in sorted(self.nodes):
-            await self._put("/v1/catalog/deregister", {"Node": node})
+            await self.put("/v1/catalog/deregister", {"Node": node})
 
 
 @pytest.fixture(params=["emulator", "real"])
@@ -1114,3 +1124,183 @@ class TestConsulAdapterContract(AdapterContract):
 
     def bad_settings(self) -> list[dict[str, Any]]:
         return [{"address": "x:0"}, {"wait": "1h"}, {"token": 1}, {"hostname": "{x}"}]
+
+
+# -- what only a real agent does -----------------------------------------------------------
+
+
+def health_of(update: Upsert | Replace, address: str) -> Health:
+    (endpoint,) = [e for e in update.endpoints if e.address == address]
+    return endpoint.health
+
+
+async def passing_addresses(agent: Agent, service: str) -> list[str]:
+    """The addresses Consul's own ``?passing`` filter keeps for ``service``."""
+    entries = await agent.get(f"/v1/health/service/{agent.name(service)}?passing")
+    return sorted(e["Service"]["Address"] or e["Node"]["Address"] for e in entries)
+
+
+async def check_ids(agent: Agent, service: str) -> list[list[str]]:
+    """The check ids of each entry of ``service``, as the agent answers them."""
+    entries = await agent.get(f"/v1/health/service/{agent.name(service)}")
+    return [[c["CheckID"] for c in e["Checks"]] for e in entries]
+
+
+@real_only
+async def test_the_agents_own_service_is_not_served_and_its_node_checks_count(
+    agent: Agent, feeds: Callable[..., Feed], real_consul: RealAgent
+) -> None:
+    """The agent's own node carries the ``consul`` service and the ``serfHealth`` node
+    check; an instance registered on that node through the agent API has both its own
+    and the node's checks, and its health follows a node check as Consul's health
+    endpoint does (``?passing`` leaves it out while the node check is critical)."""
+    (own,) = await agent.get("/v1/health/service/consul")
+    assert own["Node"]["Node"] == NODE
+    assert [(c["CheckID"], c["Status"]) for c in own["Checks"]] == [("serfHealth", "passing")]
+    web, check = agent.name("web"), agent.name("node-check")
+    await agent.put(
+        "/v1/agent/service/register",
+        {"ID": web, "Name": web, "Address": "127.0.0.21", "Port": 8080},
+    )
+    await agent.put(
+        "/v1/agent/check/register",
+        {"ID": check, "Name": "node check", "TTL": "10m", "Status": "critical"},
+    )
+    try:
+        await until_async(lambda: check_ids(agent, "web"), [[check, "serfHealth"]])  # synced
+        assert await passing_addresses(agent, "web") == []  # the node check is critical
+        feed = feeds(agent.adapter())  # every hostname: the agent's own service too
+        replace = await feed.replace()
+        assert [s.hostname for s in replace.services] == [agent.host("web")]
+        assert "consul.service.consul" not in {s.hostname for s in replace.services}
+        assert health_of(replace, "127.0.0.21") is Health.UNHEALTHY
+        problems = await feed.next()
+        assert isinstance(problems, Problems)
+        (entry,) = problems.sources[web]
+        assert [(c["CheckID"], c["ServiceID"]) for c in entry["Checks"]] == [
+            (check, ""),
+            ("serfHealth", ""),
+        ]
+
+        await agent.put(f"/v1/agent/check/pass/{check}")
+        update = await feed.expect(Upsert)
+        assert health_of(update, "127.0.0.21") is Health.HEALTHY
+        assert await passing_addresses(agent, "web") == ["127.0.0.21"]
+    finally:
+        await agent.put(f"/v1/agent/check/deregister/{check}")
+        await agent.put(f"/v1/agent/service/deregister/{web}")
+
+
+@real_only
+async def test_a_service_deregistered_and_registered_again(
+    agent: Agent, feeds: Callable[..., Feed]
+) -> None:
+    """Through the agent API: the hostname goes with the service and comes back with it
+    (a new watch of the same name after the old one was stopped)."""
+    web = agent.name("web")
+    registration = {"ID": web, "Name": web, "Address": "127.0.0.22", "Port": 8080}
+    await agent.register("db")  # stays: the registry is not empty meanwhile
+    await agent.put("/v1/agent/service/register", registration)
+    try:
+        feed = feeds(agent.adapter(), agent.prefix)
+        await until_async(lambda: passing_addresses(agent, "web"), ["127.0.0.22"])
+        replace = await feed.replace()
+        assert [s.hostname for s in replace.services] == [agent.host("db"), agent.host("web")]
+        await agent.put(f"/v1/agent/service/deregister/{web}")
+        assert await feed.expect(Delete) == Delete(hostname=agent.host("web"))
+        await agent.put("/v1/agent/service/register", {**registration, "Port": 9090})
+        update = await feed.expect(Upsert)
+        assert update.service.hostname == agent.host("web")
+        assert [(e.address, e.port) for e in update.endpoints] == [("127.0.0.22", 9090)]
+    finally:
+        await agent.put(f"/v1/agent/service/deregister/{web}")
+
+
+@real_only
+async def test_maintenance_drains_the_instance(
+    agent: Agent, feeds: Callable[..., Feed], real_consul: RealAgent
+) -> None:
+    """Service maintenance (``_service_maintenance:<id>``, critical) and node maintenance
+    (``_node_maintenance``) make the instance DRAINING, as the adapter maps Consul's
+    ``maintenance`` status (registryd then sends Envoy no DRAINING endpoint); ending
+    maintenance makes it HEALTHY again.  Node maintenance drains every instance of the
+    agent's node, and only those."""
+    web = agent.name("web")
+    await agent.register("web", "web-vm", address="10.0.0.1")  # on a node of its own
+    await agent.put(
+        "/v1/agent/service/register",
+        {"ID": web, "Name": web, "Address": "127.0.0.23", "Port": 8080},
+    )
+    try:
+        feed = feeds(agent.adapter(), agent.prefix)
+        await until_async(lambda: passing_addresses(agent, "web"), ["10.0.0.1", "127.0.0.23"])
+        replace = await feed.replace()
+        assert {e.address: e.health for e in replace.endpoints} == {
+            "10.0.0.1": Health.HEALTHY,
+            "127.0.0.23": Health.HEALTHY,
+        }
+
+        await agent.put(f"/v1/agent/service/maintenance/{web}?enable=true&reason=upgrade")
+        update = await feed.expect(Upsert)
+        assert health_of(update, "127.0.0.23") is Health.DRAINING
+        assert health_of(update, "10.0.0.1") is Health.HEALTHY
+        await agent.put(f"/v1/agent/service/maintenance/{web}?enable=false")
+        assert health_of(await feed.expect(Upsert), "127.0.0.23") is Health.HEALTHY
+
+        await agent.put("/v1/agent/maintenance?enable=true&reason=patching")
+        try:
+            update = await feed.expect(Upsert)
+            assert health_of(update, "127.0.0.23") is Health.DRAINING
+            assert health_of(update, "10.0.0.1") is Health.HEALTHY  # another node
+        finally:
+            await agent.put("/v1/agent/maintenance?enable=false")
+        assert health_of(await feed.expect(Upsert), "127.0.0.23") is Health.HEALTHY
+    finally:
+        await agent.put(f"/v1/agent/service/deregister/{web}")
+
+
+@real_only
+async def test_a_blocking_query_woken_by_an_unrelated_change(
+    agent: Agent, feeds: Callable[..., Feed]
+) -> None:
+    """A change to a node's metadata wakes the blocking query of every service on that
+    node with a new index, though their endpoints are the same: no update for the
+    service comes of it, and its next query blocks on the new index (it is not lost)."""
+    proxy = agent.server
+    assert isinstance(proxy, RecordingProxy)
+    await agent.register("web")
+    feed = feeds(agent.adapter(wait="5m"), agent.prefix)
+    await feed.replace()
+    await blocking(agent, "web")
+    path = f"/v1/health/service/{agent.name('web')}"
+    before = max(r.index or 0 for r in proxy.replies_of(path))
+
+    await agent.put(  # the node again, with metadata: nothing of web's endpoints changes
+        "/v1/catalog/register",
+        {"Node": agent.name("n1"), "Address": "10.0.0.1", "NodeMeta": {"rack": "r2"}},
+    )
+
+    def woken() -> int | None:
+        moved = [r.index for r in proxy.replies_of(path) if r.index and r.index > before]
+        return moved[0] if moved else None
+
+    await until(lambda: woken() is not None)
+    index = woken()
+    await until(
+        lambda: any(r.path == path and r.params.get("index") == str(index) for r in proxy.requests)
+    )
+
+    await agent.register("marker", node="n2", address="10.0.0.2")  # the barrier
+    update = await feed.nothing_before(
+        lambda u: isinstance(u, Upsert) and u.service.hostname == agent.host("marker"),
+        problems=True,
+    )
+    assert isinstance(update, Upsert)
+
+
+async def until_async(read: Callable[[], Any], expected: Any, timeout: float = HANG_GUARD) -> None:
+    """Until ``await read()`` equals ``expected`` (the agent's anti-entropy has synced)."""
+    deadline = time.monotonic() + timeout
+    while (now := await read()) != expected:
+        assert time.monotonic() < deadline, f"still {now!r}, not {expected!r}"
+        await asyncio.sleep(0.05)
