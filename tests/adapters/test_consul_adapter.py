@@ -835,9 +835,11 @@ async def test_acl_token_is_sent_and_never_shown(
         denied = await wrong.error()
         assert "ACLPermissionDenied: ACL not found" in str(denied)
 
+        assert "filtered results by ACLs" not in caplog.text  # the token reads everything
         anonymous = feeds(make({"address": emulator.address}))
         assert (await anonymous.replace()).services == ()
-        assert "filtered results by ACLs" in caplog.text
+        assert "no token is set and the agent's default ACL policy is deny" in caplog.text
+        assert "filtered results by ACLs" not in caplog.text  # not said to the anonymous token
     for text in (caplog.text, str(error), repr(error), str(denied), repr(adapter)):
         assert SECRET not in text
     chain: BaseException | None = error
@@ -1304,3 +1306,77 @@ async def until_async(read: Callable[[], Any], expected: Any, timeout: float = H
     while (now := await read()) != expected:
         assert time.monotonic() < deadline, f"still {now!r}, not {expected!r}"
         await asyncio.sleep(0.05)
+
+
+MANAGEMENT = "0f9e8d7c-6b5a-4938-8271-605f4e3d2c1b"  # the ACL agents' management token
+
+
+@pytest.fixture(scope="module")
+def real_acl_consul(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ConsulAgent]:
+    """A real agent with ACLs (default policy deny) for the module's ACL tests."""
+    workdir = tmp_path_factory.mktemp("consul-acl")
+    process = start_consul(workdir, workdir / "consul.log", management_token=MANAGEMENT)
+    try:
+        yield process
+    finally:
+        process.stop()
+
+
+@pytest.fixture(params=["emulator", "real"])
+async def acl_agent(request: pytest.FixtureRequest) -> AsyncIterator[tuple[Agent, str]]:
+    """An agent with ACLs (default deny), written to with the management token, and a
+    token that may read only its services named ``<prefix>shop-...`` (and every node)."""
+    async with aiohttp.ClientSession() as session:
+        if request.param == "emulator":
+            reader = "7d6c5b4a-3928-4716-a5f4-e3d2c1b0a998"
+            readers = {reader: ("t-shop-",)}
+            async with ConsulEmulator(acl_token=MANAGEMENT, acl_readers=readers) as emulator:
+                yield Agent(session, emulator=emulator, token=MANAGEMENT), reader
+            return
+        process: ConsulAgent = request.getfixturevalue("real_acl_consul")
+        url = f"http://{process.address}"
+        async with RecordingProxy(url) as proxy:
+            agent = Agent(session, proxy=proxy, api=url, token=MANAGEMENT)
+            reader = await asyncio.to_thread(
+                process.create_reader, agent.name("reader"), (agent.name("shop-"),)
+            )
+            try:
+                yield agent, reader
+            finally:
+                await agent.cleanup()
+
+
+async def test_a_token_that_may_read_some_services(
+    acl_agent: tuple[Agent, str], feeds: Callable[..., Feed], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A token with ``service:read`` on some services (and ``node:read``) is served those
+    services and follows them; the others (the agent's own ``consul`` service too) are
+    left out without failing the registry, and the agent's filtered-results header is
+    logged.  Without a token, under the deny default, nothing is served and the
+    adapter says why; a token the agent does not know fails the registry."""
+    agent, reader = acl_agent
+    await agent.register("shop-web")
+    await agent.register("shop-db", node="n2", address="10.0.0.2")
+    await agent.register("secret-api", node="n3", address="10.0.0.3")
+    feed = feeds(agent.adapter(token=reader), agent.prefix)
+    replace = await feed.replace()
+    assert [s.hostname for s in replace.services] == [agent.host("shop-db"), agent.host("shop-web")]
+    problems = await feed.next()
+    assert isinstance(problems, Problems) and problems.errors == {}
+    assert "the agent filtered results by ACLs" in caplog.text
+    assert reader not in caplog.text and MANAGEMENT not in caplog.text
+
+    await agent.register("secret-new", node="n4", address="10.0.0.4")  # shows nothing
+    await agent.register("shop-api", node="n5", address="10.0.0.5")  # the barrier
+    update = await feed.nothing_before(
+        lambda u: isinstance(u, Upsert) and u.service.hostname == agent.host("shop-api"),
+        problems=True,
+    )
+    assert isinstance(update, Upsert) and addresses(update) == ["10.0.0.5"]
+
+    anonymous = feeds(agent.adapter(token=None), agent.prefix)
+    assert (await anonymous.replace()).services == ()
+    assert "no token is set and the agent's default ACL policy is deny" in caplog.text
+
+    unknown = feeds(agent.adapter(token="5a4b3c2d-1e0f-4a9b-8c7d-6e5f4a3b2c1d"))
+    assert "ACL not found" in str(await unknown.error())

@@ -37,7 +37,7 @@ from typing import Any
 from tests.support.procs import Process, _start, free_ports, http_get, poll
 from tests.support.servers import server_binary
 
-__all__ = ["ConsulAgent", "consul_binary", "start_consul"]
+__all__ = ["NODE", "ConsulAgent", "consul_binary", "start_consul"]
 
 START_DEADLINE = 60.0  # seconds to elect itself (usually a few; a busy 2-CPU machine is slower)
 NODE = "registryd-test"
@@ -116,6 +116,16 @@ class ConsulAgent(Process):
         with urllib.request.urlopen(request, timeout=10.0) as response:
             assert response.status == 200, f"consul PUT {path}: {response.status}"
             return str(response.read().decode())
+
+    def create_reader(self, name: str, service_prefixes: tuple[str, ...]) -> str:
+        """An ACL token (its secret) that may read the services whose names start with one
+        of ``service_prefixes`` and every node, through a policy ``name`` (needs the
+        management token)."""
+        rules = [f'service_prefix "{p}" {{ policy = "read" }}' for p in service_prefixes]
+        rules.append('node_prefix "" { policy = "read" }')
+        self.put("/v1/acl/policy", {"Name": name, "Rules": "\n".join(rules)})
+        token = json.loads(self.put("/v1/acl/token", {"Policies": [{"Name": name}]}))
+        return str(token["SecretID"])
 
     def ready(self) -> bool:
         self.check_alive()

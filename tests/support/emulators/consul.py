@@ -39,11 +39,17 @@ its health entries changes (its instances, their checks, their nodes and node ch
 A service that is not registered answers the catalog's index.  Bad ``index``/``wait``
 answer 400 as Consul does.
 
-ACLs (``acl_token=...``): a read with the right token (``X-Consul-Token``,
-``Authorization: Bearer`` or ``?token=``) sees everything; a read without a token is
-the anonymous token under ``default_policy = deny``: an empty result with
-``X-Consul-Results-Filtered-By-ACLs: true``; a wrong token answers 403
-``ACL not found``.  Writes without a token answer 403 ``Permission denied``.
+ACLs (``acl_token=...``, the management token): ``default_policy = deny``, and every
+reply says so in ``X-Consul-Default-Acl-Policy`` (``allow`` without ACLs).  A read with
+the management token (``X-Consul-Token``, ``Authorization: Bearer`` or ``?token=``)
+sees everything; one with a token of ``acl_readers`` (token -> service name prefixes:
+``service_prefix "<p>" { policy = "read" }`` for each, and ``node_prefix "" { policy =
+"read" }``) sees only those services, and ``X-Consul-Results-Filtered-By-ACLs: true``
+when anything was left out.  A read without a token is the anonymous token, which may
+read nothing: an empty result, and no filtered header (Consul tells only a token that
+its results were filtered).  A token the emulator does not know answers 403 ``ACL not
+found``; a write or ``/v1/agent/self`` without the management token answers 403 with
+Consul's ``Permission denied: ... lacks permission ...`` text.
 
 As on a real cluster, each datacenter's catalog starts with the server's own ``consul``
 service (node ``node_name``, 127.0.0.1, port 8300, a passing ``serfHealth`` node check);
@@ -77,6 +83,7 @@ import random
 import re
 import ssl
 import time
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -193,6 +200,7 @@ class ConsulEmulator(LoopbackServer):
         *,
         datacenters: tuple[str, ...] = ("dc1",),
         acl_token: str | None = None,
+        acl_readers: Mapping[str, tuple[str, ...]] | None = None,
         ssl_context: ssl.SSLContext | None = None,
         jitter: bool = False,
         node_name: str = "emulator",
@@ -202,6 +210,7 @@ class ConsulEmulator(LoopbackServer):
         self.datacenters = {name: _Datacenter(name) for name in datacenters}
         self.default_dc = datacenters[0]
         self.acl_token = acl_token
+        self.acl_readers = dict(acl_readers or {})
         self.jitter = jitter
         self.node_name = node_name
         self.requests: list[Request] = []
@@ -323,7 +332,9 @@ class ConsulEmulator(LoopbackServer):
             response: web.StreamResponse = await handler(request)
             return response
         except HTTPError as exc:
-            return web.Response(status=exc.status, text=exc.text)
+            policy = "allow" if self.acl_token is None else "deny"
+            headers = {"X-Consul-Default-Acl-Policy": policy}
+            return web.Response(status=exc.status, text=exc.text, headers=headers)
 
     def _over_limit(self, request: web.Request) -> bool:
         """Whether ``request`` came on a connection beyond ``max_conns_per_client``."""
@@ -354,25 +365,46 @@ class ConsulEmulator(LoopbackServer):
             raise HTTPError(500, "No path to datacenter")
         return dc
 
-    def _read_access(self, request: web.Request) -> bool:
-        """True: full access; False: the anonymous token (results filtered)."""
+    def _read_access(self, request: web.Request) -> tuple[str, ...] | None:
+        """The service name prefixes the request's token may read (None: all of them;
+        ``()``: none, the anonymous token)."""
         if self.acl_token is None:
-            return True
+            return None
         token = self._token(request)
         if token is None:
-            return False
-        if token != self.acl_token:
+            return ()
+        if token == self.acl_token:
+            return None
+        if token not in self.acl_readers:
             raise HTTPError(403, "ACL not found")
-        return True
+        return self.acl_readers[token]
 
-    def _write_access(self, request: web.Request) -> None:
+    def _write_access(self, request: web.Request, permission: str, resource: str) -> None:
+        """403 as Consul answers it unless the request has the management token."""
         if self.acl_token is None:
             return
         token = self._token(request)
+        if token == self.acl_token:
+            return
         if token is None:
-            raise HTTPError(403, "Permission denied")
-        if token != self.acl_token:
+            raise HTTPError(
+                403,
+                f"Permission denied: anonymous token lacks permission '{permission}' on "
+                f'"{resource}". The anonymous token is used implicitly when a request does '
+                "not specify a token.",
+            )
+        if token not in self.acl_readers:
             raise HTTPError(403, "ACL not found")
+        accessor = uuid.uuid5(uuid.NAMESPACE_OID, token)
+        raise HTTPError(
+            403,
+            f"Permission denied: token with AccessorID '{accessor}' lacks permission "
+            f"'{permission}' on \"{resource}\"",
+        )
+
+    @staticmethod
+    def _readable(name: str, prefixes: tuple[str, ...] | None) -> bool:
+        return prefixes is None or any(name.startswith(p) for p in prefixes)
 
     def _blocking_params(self, request: web.Request) -> tuple[int, float]:
         query = request.query
@@ -419,6 +451,7 @@ class ConsulEmulator(LoopbackServer):
         if self.fail_status is not None:
             raise HTTPError(self.fail_status, self.fail_body)
         headers = {
+            "X-Consul-Default-Acl-Policy": "allow" if self.acl_token is None else "deny",
             "X-Consul-Index": "0" if self.zero_index else str(index),
             "X-Consul-KnownLeader": "true",
             "X-Consul-LastContact": "0",
@@ -433,24 +466,29 @@ class ConsulEmulator(LoopbackServer):
     async def _catalog_services(self, request: web.Request) -> web.Response:
         self._check_failing()
         dc = self._dc(request.query.get("dc"))
-        allowed = self._read_access(request)
+        prefixes = self._read_access(request)
         await self._block(request, lambda: dc.catalog_index)
-        data = dc.catalog() if allowed else {}
-        return self._reply(request, data, dc.catalog_index, not allowed)
+        catalog = dc.catalog()
+        data = {k: v for k, v in catalog.items() if self._readable(k, prefixes)}
+        filtered = bool(prefixes) and len(data) < len(catalog)  # never said to anonymous
+        return self._reply(request, data, dc.catalog_index, filtered)
 
     async def _health_service(self, request: web.Request) -> web.Response:
         self._check_failing()
         name = request.match_info["name"]
         dc = self._dc(request.query.get("dc"))
-        allowed = self._read_access(request)
+        prefixes = self._read_access(request)
         await self._block(request, lambda: dc.health_index(name), name)
         failure = self._service_failure(name, dc.health_index(name))
         if failure is not None:
             return failure
-        entries = dc.entries(name) if allowed else []
+        entries = dc.entries(name)
+        filtered = bool(prefixes) and bool(entries) and not self._readable(name, prefixes)
+        if not self._readable(name, prefixes):
+            entries = []
         if "passing" in request.query:
             entries = [e for e in entries if all(c["Status"] == "passing" for c in e["Checks"])]
-        return self._reply(request, entries, dc.health_index(name), not allowed)
+        return self._reply(request, entries, dc.health_index(name), filtered)
 
     def _service_failure(self, name: str, index: int) -> web.Response | None:
         """The failed answer for a health read of ``name``, if it is failing (counted)."""
@@ -466,14 +504,19 @@ class ConsulEmulator(LoopbackServer):
         return web.Response(status=failure.status, text=failure.body, headers=headers)
 
     async def _register(self, request: web.Request) -> web.Response:
-        self._write_access(request)
         payload = await self._json(request)
+        service = _field(payload, "Service")
+        name = _field(service, "Service") if isinstance(service, Mapping) else None
+        if name:
+            self._write_access(request, "service:write", str(name))
+        else:
+            self._write_access(request, "node:write", str(_field(payload, "Node")))
         self._apply_register(payload, self._dc(_field(payload, "Datacenter") or None))
         return web.json_response(True)
 
     async def _deregister(self, request: web.Request) -> web.Response:
-        self._write_access(request)
         payload = await self._json(request)
+        self._write_access(request, "node:write", str(_field(payload, "Node")))
         self._apply_deregister(payload, self._dc(_field(payload, "Datacenter") or None))
         return web.json_response(True)
 
@@ -481,8 +524,7 @@ class ConsulEmulator(LoopbackServer):
         return web.json_response("127.0.0.1:8300")
 
     async def _agent_self(self, request: web.Request) -> web.Response:
-        if self.acl_token is not None:
-            self._write_access(request)  # agent:read: the anonymous token is denied
+        self._write_access(request, "agent:read", self.node_name)
         config = {"Datacenter": self.default_dc, "NodeName": self.node_name}
         return web.json_response({"Config": {**config, "Version": "1.18.0-emulated"}})
 
