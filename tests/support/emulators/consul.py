@@ -26,7 +26,9 @@ answers 500 ``No path to datacenter``):
 
 Entries have the shape of a real agent's: an instance's ``Kind`` (typical),
 ``TaggedAddresses`` and ``Port`` are left out when empty or 0 (Consul's ``omitempty``),
-and its ``Meta`` is null when it was registered without any.
+and its ``Meta`` is null when it was registered without any, as are a node's
+``TaggedAddresses`` and ``Meta``; checks carry ``ServiceTags``, ``Interval``,
+``Timeout``, ``ExposedPort`` and ``Definition`` too.
 
 Blocking queries follow Consul: every catalog/health reply carries ``X-Consul-Index``
 (plus ``X-Consul-KnownLeader``, ``X-Consul-LastContact`` and
@@ -36,8 +38,12 @@ the index of what it reads exceeds N or ``wait`` (Go duration, default 5m, at mo
 state and index.  Every write bumps the datacenter's raft index by one; the catalog's
 index moves when a service registration changes, a service's index when anything in
 its health entries changes (its instances, their checks, their nodes and node checks).
-A service that is not registered answers the catalog's index.  Bad ``index``/``wait``
-answer 400 as Consul does.
+A service that is not in the catalog answers the index of the last write that removed
+a service name's last instance (before any did, of the last change to any node, service
+or check), and a blocking read of it waits until it is registered.  Replies carry
+``X-Consul-Query-Backend: blocking-query`` too.  ``/v1/catalog/services`` lists each
+service's tags once, in the order of its instances (by node and id) and their tags.
+Bad ``index``/``wait`` answer 400 as Consul does.
 
 ACLs (``acl_token=...``, the management token): ``default_policy = deny``, and every
 reply says so in ``X-Consul-Default-Acl-Policy`` (``allow`` without ACLs).  A read with
@@ -154,6 +160,8 @@ class _Datacenter:
     name: str
     index: int = 1  # raft index
     catalog_index: int = 1
+    tables_index: int = 1  # the last write that changed a node, service or check
+    extinction_index: int = 0  # the last write that removed a service name's last instance
     service_index: dict[str, int] = field(default_factory=dict)
     nodes: dict[str, dict[str, Any]] = field(default_factory=dict)
     services: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
@@ -162,14 +170,25 @@ class _Datacenter:
     def names_on(self, node: str) -> set[str]:
         return {s["Service"] for (n, _), s in self.services.items() if n == node}
 
+    def exists(self, name: str) -> bool:
+        return any(s["Service"] == name for s in self.services.values())
+
     def health_index(self, name: str) -> int:
-        return self.service_index.get(name, self.catalog_index)
+        """Consul's index of a service's health: its own, or for a service not in the
+        catalog the index of the last service name to vanish from it (before any did, the
+        last change to any node, service or check)."""
+        if self.exists(name):
+            return self.service_index.get(name, self.catalog_index)
+        return self.extinction_index or self.tables_index
 
     def catalog(self) -> dict[str, list[str]]:
-        result: dict[str, set[str]] = {}
-        for service in self.services.values():
-            result.setdefault(service["Service"], set()).update(service["Tags"])
-        return {name: sorted(tags) for name, tags in sorted(result.items())}
+        """Name -> tags of its instances, each tag once, in the order of the instances
+        (by node and service id) and of their tags, as Consul lists them."""
+        result: dict[str, dict[str, None]] = {}
+        for _, service in sorted(self.services.items()):
+            tags = result.setdefault(service["Service"], {})
+            tags.update(dict.fromkeys(service["Tags"]))
+        return {name: list(tags) for name, tags in sorted(result.items())}
 
     def entries(self, name: str) -> list[dict[str, Any]]:
         found = []
@@ -456,6 +475,7 @@ class ConsulEmulator(LoopbackServer):
             "X-Consul-KnownLeader": "true",
             "X-Consul-LastContact": "0",
             "X-Consul-Effective-Consistency": "stale" if "stale" in request.query else "leader",
+            "X-Consul-Query-Backend": "blocking-query",
         }
         if filtered:
             headers["X-Consul-Results-Filtered-By-ACLs"] = "true"
@@ -478,7 +498,9 @@ class ConsulEmulator(LoopbackServer):
         name = request.match_info["name"]
         dc = self._dc(request.query.get("dc"))
         prefixes = self._read_access(request)
-        await self._block(request, lambda: dc.health_index(name), name)
+        # a service not in the catalog blocks until it is registered (Consul watches
+        # only that service), whatever its answered index does meanwhile
+        await self._block(request, lambda: dc.health_index(name) if dc.exists(name) else 0, name)
         failure = self._service_failure(name, dc.health_index(name))
         if failure is not None:
             return failure
@@ -571,8 +593,8 @@ class ConsulEmulator(LoopbackServer):
                 "Node": node_name,
                 "Address": address,
                 "Datacenter": dc.name,
-                "TaggedAddresses": _field(payload, "TaggedAddresses") or {},
-                "Meta": _field(payload, "NodeMeta") or {},
+                "TaggedAddresses": _field(payload, "TaggedAddresses") or None,
+                "Meta": _field(payload, "NodeMeta") or None,
             }
             if self._store(dc.nodes, node_name, node, dc.index):
                 touched |= dc.names_on(node_name)
@@ -608,7 +630,12 @@ class ConsulEmulator(LoopbackServer):
             checks.append(_field(payload, "Check"))
         for check_in in checks:
             touched |= self._register_check(dc, node_name, check_in)
-        self._bump(dc, touched, catalog_changed)
+        changed = any(  # what this write changed carries its index
+            record["ModifyIndex"] == dc.index
+            for table in (dc.nodes, dc.services, dc.checks)
+            for record in table.values()
+        )
+        self._bump(dc, touched, catalog_changed, changed)
 
     def _register_check(
         self, dc: _Datacenter, node_name: str, check_in: Mapping[str, Any]
@@ -618,11 +645,12 @@ class ConsulEmulator(LoopbackServer):
             raise HTTPError(400, "Must provide a CheckID or Name")
         service_id = _field(check_in, "ServiceID") or ""
         service_name = ""
+        service: dict[str, Any] = {}
         if service_id:
-            service = dc.services.get((node_name, service_id))
-            if service is None:
+            found = dc.services.get((node_name, service_id))
+            if found is None:
                 raise HTTPError(500, f"Missing service registration for {service_id}")
-            service_name = service["Service"]
+            service, service_name = found, found["Service"]
         check = {
             "Node": node_name,
             "CheckID": check_id,
@@ -632,7 +660,11 @@ class ConsulEmulator(LoopbackServer):
             "Output": _field(check_in, "Output") or "",
             "ServiceID": service_id,
             "ServiceName": service_name,
+            "ServiceTags": list(service["Tags"]) if service_id else [],
             "Type": _field(check_in, "Type") or "",
+            "Interval": _field(check_in, "Interval") or "",
+            "Timeout": _field(check_in, "Timeout") or "",
+            "ExposedPort": _field(check_in, "ExposedPort") or 0,
             "Definition": _field(check_in, "Definition") or {},
         }
         if not self._store(dc.checks, (node_name, check_id), check, dc.index):
@@ -646,20 +678,23 @@ class ConsulEmulator(LoopbackServer):
         service_id, check_id = _field(payload, "ServiceID"), _field(payload, "CheckID")
         dc.index += 1
         touched: set[str] = set()
-        catalog_changed = False
+        catalog_changed = changed = False
         if service_id:
             service = dc.services.pop((node_name, service_id), None)
             if service is not None:
                 touched.add(service["Service"])
                 catalog_changed = True
+                changed = True
                 for key in [k for k, c in dc.checks.items() if k[0] == node_name]:
                     if dc.checks[key]["ServiceID"] == service_id:
                         del dc.checks[key]
         elif check_id:
             check = dc.checks.pop((node_name, check_id), None)
             if check is not None:
+                changed = True
                 touched |= {check["ServiceName"]} if check["ServiceID"] else dc.names_on(node_name)
         elif node_name in dc.nodes:
+            changed = True
             touched |= dc.names_on(node_name)
             catalog_changed = bool(touched)
             del dc.nodes[node_name]
@@ -667,7 +702,7 @@ class ConsulEmulator(LoopbackServer):
                 del dc.services[key]
             for key in [k for k in dc.checks if k[0] == node_name]:
                 del dc.checks[key]
-        self._bump(dc, touched, catalog_changed)
+        self._bump(dc, touched, catalog_changed, changed)
 
     @staticmethod
     def _store(
@@ -683,12 +718,19 @@ class ConsulEmulator(LoopbackServer):
         table[key] = {**value, "CreateIndex": created, "ModifyIndex": index}
         return True
 
-    def _bump(self, dc: _Datacenter, touched: set[str], catalog_changed: bool) -> None:
+    def _bump(
+        self, dc: _Datacenter, touched: set[str], catalog_changed: bool, changed: bool
+    ) -> None:
+        """After a write: move the indexes of what it changed (``changed``: anything at
+        all, a node without services included) and wake the blocked queries."""
         for name in touched:
             dc.service_index[name] = dc.index
+            if not dc.exists(name):
+                dc.extinction_index = dc.index
         if catalog_changed:
             dc.catalog_index = dc.index
-        if touched or catalog_changed:
+        if changed or touched or catalog_changed:
+            dc.tables_index = dc.index
             self._notify()
 
 
