@@ -74,6 +74,10 @@ keep-alive connections counted too; :attr:`refused` counts them), :meth:`stop` /
 :meth:`start` (the agent goes away, open connections are cut, and comes back on the
 same port).  Every request is recorded in :attr:`requests`.
 
+Standalone: ``python -m tests.support.emulators.consul [--port P] [FILE]`` serves it
+on 127.0.0.1 (port 8500 by default) until Ctrl-C, with the services of ``FILE``
+(:func:`from_state` gives the format).
+
 Not covered: the agent endpoints (``/v1/agent/service/register``, anti-entropy, check
 runners: check status changes only by registration), sessions, KV, prepared queries,
 ``filter``, ``node-meta``, ``tag``, ``near``, namespaces/partitions, peering, tagged
@@ -96,6 +100,7 @@ from typing import Any
 
 from aiohttp import web
 
+from tests.support.emulators import standalone
 from tests.support.emulators.base import LoopbackServer
 
 __all__ = ["ConsulEmulator", "Request"]
@@ -734,26 +739,81 @@ class ConsulEmulator(LoopbackServer):
             self._notify()
 
 
-async def _serve(port: int, token: str | None) -> None:
-    emulator = ConsulEmulator(acl_token=token)
-    emulator.port = port
-    await emulator.start()
-    print(f"consul emulator on {emulator.url}", flush=True)
-    try:
-        await asyncio.Event().wait()
-    finally:
-        await emulator.stop()
+STATE_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "name": str,
+    "address": str,
+    "port": int,
+    "id": str,
+    "node": str,
+    "tags": list,
+    "meta": dict,
+    "status": str,
+    "datacenter": str,
+}
+
+
+def from_state(document: Any) -> ConsulEmulator:
+    """An emulator with the services of a state file (see :mod:`.standalone`)::
+
+    services:                 # each one instance, registered in the catalog
+    - name: web               # required: the service name
+      address: 127.0.0.1      # required: its node's address (and so the instance's)
+      port: 8080              # required
+      id: web-1               # default: <name>-<n>, n counting that name's instances
+      node: vm-1              # default: the id; instances may share a node
+      tags: [version|v1]
+      meta: {protocol: http}
+      status: passing         # its check: passing (default), warning or critical
+      datacenter: dc1         # default dc1; every one named is served
+    """
+    services = standalone.entries(document, "services", STATE_FIELDS, ("name", "address", "port"))
+    datacenters = list(dict.fromkeys(["dc1", *(s.get("datacenter", "dc1") for s in services)]))
+    emulator = ConsulEmulator(datacenters=tuple(datacenters))
+    counts: dict[str, int] = {}
+    for number, service in enumerate(services, 1):
+        counts[service["name"]] = counts.get(service["name"], 0) + 1
+        service_id = service.get("id", f"{service['name']}-{counts[service['name']]}")
+        status = service.get("status", "passing")
+        if status not in ("passing", "warning", "critical"):
+            raise standalone.StateError(
+                f"services[{number}]: status must be passing, warning or critical"
+            )
+        try:
+            emulator.register(
+                {
+                    "Datacenter": service.get("datacenter", "dc1"),
+                    "Node": service.get("node", service_id),
+                    "Address": service["address"],
+                    "Service": {
+                        "ID": service_id,
+                        "Service": service["name"],
+                        "Port": service["port"],
+                        "Tags": service.get("tags", []),
+                        "Meta": service.get("meta", {}),
+                    },
+                    "Check": {
+                        "CheckID": f"service:{service_id}",
+                        "Name": "health",
+                        "ServiceID": service_id,
+                        "Status": status,
+                    },
+                }
+            )
+        except HTTPError as exc:
+            raise standalone.StateError(f"services[{number}]: {exc.text}") from None
+    return emulator
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m tests.support.emulators.consul [--port N] [--token T]``: serve until killed."""
-    import argparse
-
-    parser = argparse.ArgumentParser(description="Consul HTTP API emulator (127.0.0.1)")
-    parser.add_argument("--port", type=int, default=8500)
-    parser.add_argument("--token", default=None, help="require this ACL token")
-    args = parser.parse_args(argv)
-    asyncio.run(_serve(args.port, args.token))
+    """``python -m tests.support.emulators.consul [--port P] [FILE]``: serve until Ctrl-C
+    (see :mod:`.standalone`; the file's format is :func:`from_state`'s)."""
+    standalone.run(
+        "consul",
+        8500,
+        from_state,
+        argv,
+        file_help="services to load (YAML or JSON: see from_state in consul.py)",
+    )
 
 
 if __name__ == "__main__":
