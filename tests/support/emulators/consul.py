@@ -40,9 +40,11 @@ index moves when a service registration changes, a service's index when anything
 its health entries changes (its instances, their checks, their nodes and node checks).
 A service that is not in the catalog answers the index of the last write that removed
 a service name's last instance (before any did, of the last change to any node, service
-or check), and a blocking read of it waits until it is registered.  Replies carry
+or check); a blocking read of it that blocks waits until it is registered, and answers
+the index it started with if its wait runs out first (one of a service that goes away
+returns).  Replies carry
 ``X-Consul-Query-Backend: blocking-query`` too.  ``/v1/catalog/services`` lists each
-service's tags once, in the order of its instances (by node and id) and their tags.
+service's tags once (sorted; a real agent's order varies from one read to the next).
 Bad ``index``/``wait`` answer 400 as Consul does.
 
 ACLs (``acl_token=...``, the management token): ``default_policy = deny``, and every
@@ -187,13 +189,12 @@ class _Datacenter:
         return self.extinction_index or self.tables_index
 
     def catalog(self) -> dict[str, list[str]]:
-        """Name -> tags of its instances, each tag once, in the order of the instances
-        (by node and service id) and of their tags, as Consul lists them."""
-        result: dict[str, dict[str, None]] = {}
-        for _, service in sorted(self.services.items()):
-            tags = result.setdefault(service["Service"], {})
-            tags.update(dict.fromkeys(service["Tags"]))
-        return {name: list(tags) for name, tags in sorted(result.items())}
+        """Name -> tags of its instances, each tag once (sorted: Consul lists them in no
+        set order)."""
+        result: dict[str, set[str]] = {}
+        for service in self.services.values():
+            result.setdefault(service["Service"], set()).update(service["Tags"])
+        return {name: sorted(tags) for name, tags in sorted(result.items())}
 
     def entries(self, name: str) -> list[dict[str, Any]]:
         found = []
@@ -503,10 +504,18 @@ class ConsulEmulator(LoopbackServer):
         name = request.match_info["name"]
         dc = self._dc(request.query.get("dc"))
         prefixes = self._read_access(request)
-        # a service not in the catalog blocks until it is registered (Consul watches
-        # only that service), whatever its answered index does meanwhile
-        await self._block(request, lambda: dc.health_index(name) if dc.exists(name) else 0, name)
-        failure = self._service_failure(name, dc.health_index(name))
+        # Consul watches only the service itself: a read of one not in the catalog that
+        # blocks (its index is not past ``index``) waits until it is registered, and if
+        # its wait runs out first answers the index it started with, whatever that index
+        # became meanwhile
+        existed, started = dc.exists(name), dc.health_index(name)
+
+        def current() -> int:
+            return dc.health_index(name) if existed or dc.exists(name) else started
+
+        await self._block(request, current, name)
+        index = current()
+        failure = self._service_failure(name, index)
         if failure is not None:
             return failure
         entries = dc.entries(name)
@@ -515,7 +524,7 @@ class ConsulEmulator(LoopbackServer):
             entries = []
         if "passing" in request.query:
             entries = [e for e in entries if all(c["Status"] == "passing" for c in e["Checks"])]
-        return self._reply(request, entries, dc.health_index(name), filtered)
+        return self._reply(request, entries, index, filtered)
 
     def _service_failure(self, name: str, index: int) -> web.Response | None:
         """The failed answer for a health read of ``name``, if it is failing (counted)."""
