@@ -21,10 +21,12 @@ How it is run, and why:
   and the agent's own node is in the catalog, so a service registered next is synced.
 * **ACLs** (``management_token``): ACLs enabled with ``default_policy = "deny"`` and that
   token as the initial management token; :meth:`ConsulAgent.get` and
-  :meth:`ConsulAgent.put` send it.  Without it ACLs are off.
+  :meth:`ConsulAgent.put` send it, :meth:`ConsulAgent.create_reader` makes a token that
+  may read some services.  Without it ACLs are off.
 * **Restart** (:meth:`ConsulAgent.restart`): the agent crashes (SIGKILL) and a new one
-  starts on the same ports; ``-dev`` keeps nothing, so it starts with an empty catalog
-  but for its own node and ``consul`` service.
+  starts on the same ports, logging to ``<name>.restarted.log`` beside the first log;
+  ``-dev`` keeps nothing, so it starts with an empty catalog but for its own node and
+  ``consul`` service.
 """
 
 from __future__ import annotations
@@ -153,7 +155,7 @@ class ConsulAgent(Process):
         again = ConsulAgent(
             self.binary,
             self.workdir,
-            self.log,
+            self.log.parent / f"{self.name}.restarted.log",
             name=self.name,
             management_token=self.management_token,
             ports=(self.http_port, self.serf_lan_port, self.server_port),
