@@ -1,6 +1,8 @@
 """The Kubernetes adapter against a real kube-apiserver (with its own etcd, on loopback:
 tests/support/kube_apiserver.py): the adapter contract suite, the same tests as against the
-emulator.
+emulator, and what only a real server shows: a watch through an etcd compaction, RBAC
+refusing Pods and Nodes, a list read in pages, a Service deleted and created again under
+its name, one Service's endpoints in several EndpointSlices.
 
 One server for the module (starting one takes seconds): each test works in a namespace of
 its own and deletes what it made there.  EndpointSlices are watched from etcd itself (their
@@ -15,6 +17,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import logging
+import math
+import re
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -23,16 +28,22 @@ import pytest
 
 from registryd.adapter import Adapter, AdapterContext, Replace, Update, Upsert
 from registryd.adapters.kubernetes import KubernetesAdapter
+from registryd.adapters.kubernetes.client import PAGE_SIZE
 from tests.adapters import test_kubernetes_adapter as emulated
 from tests.adapters.test_kubernetes_adapter import (
     HANG_GUARD,
+    INFORMERS,
+    Feed,
+    endpoints_of,
     eps,
     host,
+    start,
     svc,
     until,
 )
 from tests.support.fake_time import FakeTime
-from tests.support.kube_apiserver import KubeApiServer, start_kube_apiserver
+from tests.support.kube_apiserver import READER, KubeApiServer, start_kube_apiserver
+from tests.support.tcp_relay import TcpRelay
 
 WATCH_FROM_ETCD = "--watch-cache-sizes=endpointslices.discovery.k8s.io#0"
 _namespaces = itertools.count(1)
@@ -236,3 +247,167 @@ class _Observed:
             self.running.remove(self)
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
+
+
+# -- what only a real server shows ------------------------------------------------------------
+
+
+async def test_a_watch_through_an_etcd_compaction_relists_and_loses_no_endpoint(
+    apiserver: KubeApiServer,
+    namespace: str,
+    feeds: list[Feed],
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="registryd.kubernetes")
+    server, web = apiserver, host("web", namespace)
+    await call(server.create, real(svc("web", namespace)))
+    await call(server.create, eps("web", namespace, "10.1.0.1", name="web-a"))
+    relay = await TcpRelay(server.port).start()  # cuts the adapter's watch streams
+    try:
+        kubeconfig = server.write_kubeconfig(tmp_path / "relayed.kubeconfig", url=relay.url)
+        # Time stands still until the test moves it: a watch stream that ends is watched
+        # again only after a (held) wait, so the test decides when that happens.
+        fake = FakeTime(hold=True)
+        feed = start(feeds, adapter_on(kubeconfig, namespace, fake=fake, qps=1000, burst=1000))
+        replace, _ = await feed.synced()
+        assert endpoints_of(replace) == {web: ["10.1.0.1"]}
+        # Cut every stream until each informer waits before watching again (a watch
+        # request in flight at a cut fails and waits before it is tried again).
+        async with asyncio.timeout(HANG_GUARD):
+            while fake.sleeping < INFORMERS:
+                relay.cut()
+                await asyncio.sleep(0.05)
+
+        # What no watch sees: made while none is open, then compacted away in etcd.
+        await call(server.delete, eps("web", namespace, name="web-a"))
+        await call(server.create, eps("web", namespace, "10.1.0.2", name="web-b"))
+        await call(server.create, real(svc("new", namespace)))
+        await call(server.create, eps("new", namespace, "10.1.0.3", name="new-abc"))
+        await call(server.etcd.compact)
+        caplog.clear()
+        fake.advance(1.0)  # every informer watches again, from before the compaction
+
+        seen = await feed.until({web: 1, host("new", namespace): 1})
+        assert addresses(seen[web], web) == ["10.1.0.2"]
+        assert addresses(seen[host("new", namespace)], host("new", namespace)) == ["10.1.0.3"]
+    finally:
+        await relay.stop()
+    # The EndpointSlice watch, passed on to etcd, met the compaction: 410 Expired as an
+    # ERROR event, and its informer listed again.  The other informers resumed from the
+    # watch cache, whose history the compaction did not touch.
+    relisted = [r.getMessage() for r in caplog.records if "listing again" in r.getMessage()]
+    slices = f"/apis/discovery.k8s.io/v1/namespaces/{namespace}/endpointslices"
+    gone = "410 Expired: The resourceVersion for the provided watch is too old."
+    assert len(relisted) == 1, relisted
+    assert re.fullmatch(
+        rf"{re.escape(slices)}: watch from resourceVersion \d+: {re.escape(gone)}; listing again",
+        relisted[0],
+    ), relisted
+
+
+async def test_rbac_refusing_pods_and_nodes_leaves_services_served(
+    apiserver: KubeApiServer, namespace: str, feeds: list[Feed], tmp_path: Path
+) -> None:
+    server, web = apiserver, host("web", namespace)
+    read = ["get", "list", "watch"]
+    await call(
+        server.grant,
+        [
+            {"apiGroups": [""], "resources": ["services"], "verbs": read},
+            {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": read},
+        ],
+    )
+    await call(server.create, real(svc("web", namespace)))
+    await call(server.create, eps("web", namespace, "10.1.0.1", name="web-a"))
+    kubeconfig = server.write_kubeconfig(tmp_path / "reader.kubeconfig", user=READER)
+    feed = start(feeds, adapter_on(kubeconfig, namespace))
+    replace, problems = await feed.synced()
+    assert endpoints_of(replace) == {web: ["10.1.0.1"]}
+    assert sorted(problems.errors) == ["Node", "Pod"], problems.errors
+    # the real server's words, passed on
+    assert (
+        f'HTTP 403: pods is forbidden: User "{READER}" cannot list resource "pods" in API '
+        f'group "" in the namespace "{namespace}"'
+    ) in problems.errors["Pod"]
+    assert (
+        f'HTTP 403: nodes is forbidden: User "{READER}" cannot list resource "nodes" in API '
+        'group "" at the cluster scope'
+    ) in problems.errors["Node"]
+
+    await call(server.create, eps("web", namespace, "10.1.0.2", name="web-b"))
+    seen = await feed.until({web: 2})  # still followed
+    assert addresses(seen[web], web) == ["10.1.0.1", "10.1.0.2"]
+
+
+def list_requests(server: KubeApiServer, resource: str) -> int:
+    """How many LIST requests of ``resource`` in one namespace the server has answered
+    with 200 (its ``apiserver_request_total`` counter: one per page)."""
+    status, text = server.request("GET", "/metrics")
+    assert status == 200, text
+    total = 0
+    for line in str(text).splitlines():
+        if line.startswith("apiserver_request_total{") and all(
+            f'{label}="{value}"' in line
+            for label, value in (
+                ("code", "200"),
+                ("resource", resource),
+                ("scope", "namespace"),
+                ("verb", "LIST"),
+            )
+        ):
+            total += int(float(line.rsplit(" ", 1)[1]))
+    return total
+
+
+async def test_1500_services_are_listed_in_pages(
+    apiserver: KubeApiServer, namespace: str, feeds: list[Feed]
+) -> None:
+    server, count = apiserver, 1500
+    names = [f"s{index:04d}" for index in range(count)]
+    await call(server.create_all, [real(svc(name, namespace)) for name in names])
+    before = await call(list_requests, server, "services")
+    feed = start(feeds, adapter_on(server.kubeconfig, namespace))
+    replace, _ = await feed.synced()
+    assert sorted(s.hostname for s in replace.services) == [host(n, namespace) for n in names]
+    pages = await call(list_requests, server, "services") - before
+    assert pages == math.ceil(count / PAGE_SIZE) == 3
+
+
+async def test_a_service_deleted_and_created_again_under_its_name(
+    apiserver: KubeApiServer, namespace: str, feeds: list[Feed]
+) -> None:
+    server, web = apiserver, host("web", namespace)
+    await call(server.create, real(svc("web", namespace)))
+    await call(server.create, eps("web", namespace, "10.1.0.1", name="web-a"))
+    feed = start(feeds, adapter_on(server.kubeconfig, namespace))
+    await feed.synced()
+
+    await call(server.delete, svc("web", namespace))
+    await feed.until({web: None})
+    again = await call(server.create, real(svc("web", namespace, port=81)))
+    upsert = (await feed.until({web: 1}))[web]  # the slice was never gone
+    assert isinstance(upsert, Upsert)
+    assert [p.number for p in upsert.service.ports] == [81]
+    assert upsert.service.addresses == (again["spec"]["clusterIP"],)
+    assert addresses(upsert, web) == ["10.1.0.1"]
+
+
+async def test_endpoints_of_one_service_in_several_slices(
+    apiserver: KubeApiServer, namespace: str, feeds: list[Feed]
+) -> None:
+    server, web = apiserver, host("web", namespace)
+    await call(server.create, real(svc("web", namespace)))
+    for name, members in (
+        ("web-a", ("10.1.0.1", "10.1.0.2")),
+        ("web-b", ("10.1.0.3",)),
+        ("web-c", ("10.1.0.4", "10.1.0.5")),
+    ):
+        await call(server.create, eps("web", namespace, *members, name=name))
+    feed = start(feeds, adapter_on(server.kubeconfig, namespace))
+    replace, _ = await feed.synced()
+    assert endpoints_of(replace) == {web: [f"10.1.0.{n}" for n in range(1, 6)]}
+
+    await call(server.delete, eps("web", namespace, name="web-b"))
+    seen = await feed.until({web: 4})
+    assert addresses(seen[web], web) == ["10.1.0.1", "10.1.0.2", "10.1.0.4", "10.1.0.5"]
