@@ -214,6 +214,93 @@ async def test_lists_page_from_one_snapshot(kube: KubeEmulator, api: client.ApiC
     assert expired.value.status == 410
 
 
+async def test_list_pages_as_the_real_apiserver(
+    kube: KubeEmulator, http: aiohttp.ClientSession
+) -> None:
+    """What kube-apiserver 1.37 answers about pages (seen on one): a continue token it did
+    not make is a 400 BadRequest (not 410); one whose snapshot is compacted away is 410
+    Expired, saying so at length; a resourceVersion beside a continue token is a 400;
+    ``remainingItemCount`` is left out of a list filtered by a selector (it cannot be
+    counted); ``resourceVersion=0`` is served whole from the watch cache, ``limit`` or
+    not."""
+    for name in "abcde":
+        kube.apply(service(name, app="web"))
+    url = f"{kube.url}/api/v1/services"
+
+    async def get(**params: str) -> tuple[int, dict[str, Any]]:
+        async with http.get(url, params=params) as response:
+            return response.status, await response.json()
+
+    status, body = await get(limit="2", labelSelector="app=web")
+    assert status == 200 and body["metadata"]["continue"], body
+    assert "remainingItemCount" not in body["metadata"]
+    status, body = await get(limit="2", fieldSelector="metadata.name!=z")
+    assert status == 200 and "remainingItemCount" not in body["metadata"]
+    status, body = await get(limit="2")
+    assert body["metadata"]["remainingItemCount"] == 3
+    token = body["metadata"]["continue"]
+
+    status, body = await get(limit="2", resourceVersion="0")
+    assert status == 200 and len(body["items"]) == 5 and "continue" not in body["metadata"]
+
+    status, body = await get(limit="2", **{"continue": "bm90LWEtdG9rZW4"})
+    assert (status, body["reason"], body["code"]) == (400, "BadRequest", 400)
+    assert body["message"].startswith("invalid continue token: "), body
+
+    status, body = await get(limit="2", resourceVersion="1", **{"continue": token})
+    assert (status, body["reason"]) == (400, "BadRequest")
+    assert body["message"] == "specifying resource version is not allowed when using continue"
+
+    kube.compact()
+    status, body = await get(limit="2", **{"continue": token})
+    assert (status, body["reason"], body["code"]) == (410, "Expired", 410)
+    assert body["message"].startswith(
+        "The provided continue parameter is too old to display a consistent list result."
+    )
+
+
+def test_endpoint_slices_are_validated_as_by_the_real_apiserver() -> None:
+    """kube-apiserver 1.37 refuses (422) an EndpointSlice without an address type or with
+    an address that is not one of its type, is loopback, unspecified or link-local; the
+    emulator's apply() raises ValueError with the same words, and takes loopback
+    addresses only when made with ``loopback_endpoints`` (for tests that route to local
+    servers)."""
+    kube = KubeEmulator()
+
+    def refused(change: Callable[[dict[str, Any]], object]) -> str:
+        obj = endpoint_slice("web-abc", "web", "10.1.0.1")
+        change(obj)
+        with pytest.raises(ValueError) as error:
+            kube.apply(obj)
+        return str(error.value)
+
+    prefix = 'EndpointSlice.discovery.k8s.io "web-abc" is invalid: '
+    assert refused(lambda o: o.pop("addressType")) == prefix + "addressType: Required value"
+    assert refused(lambda o: o.update(endpoints=[{"addresses": ["127.0.0.11"]}])) == (
+        prefix + 'endpoints[0].addresses[0]: Invalid value: "127.0.0.11": may not be in the '
+        "loopback range (127.0.0.0/8, ::1/128)"
+    )
+    assert refused(lambda o: o.update(endpoints=[{"addresses": ["300.1.1.1"]}])) == (
+        prefix + 'endpoints[0].addresses[0]: Invalid value: "300.1.1.1": must be a valid IP '
+        "address, (e.g. 10.9.8.7 or 2001:db8::ffff)"
+    )
+    assert refused(lambda o: o.update(endpoints=[{"addresses": ["2001:db8::1"]}])) == (
+        prefix + 'endpoints[0].addresses: Invalid value: "2001:db8::1": must be an IPv4 address'
+    )
+    assert "may not be in the link-local range" in refused(
+        lambda o: o.update(endpoints=[{"addresses": ["169.254.0.1"]}])
+    )
+    assert "must contain at least 1 address" in refused(
+        lambda o: o.update(endpoints=[{"addresses": []}])
+    )
+    assert kube.get("discovery.k8s.io/v1", "EndpointSlice", "shop", "web-abc") is None
+
+    fqdn = endpoint_slice("web-fqdn", "web", "web.example.com") | {"addressType": "FQDN"}
+    assert kube.apply(fqdn)["addressType"] == "FQDN"
+    local = KubeEmulator(loopback_endpoints=True)
+    assert local.apply(endpoint_slice("web-abc", "web", "127.0.0.11"))["endpoints"]
+
+
 async def test_every_kind_is_served(kube: KubeEmulator, api: client.ApiClient) -> None:
     v1, discovery = client.CoreV1Api(api), client.DiscoveryV1Api(api)
     kube.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop"}})

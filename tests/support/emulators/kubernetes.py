@@ -59,22 +59,34 @@ may not read: 403 as RBAC answers), :attr:`requests`, :attr:`open_watches`,
 at a precise moment, e.g. compact between two pages of a list).
 
 Lists honour ``limit``/``continue``: later pages come from the snapshot of the first, with
-``remainingItemCount``; a token unknown or older than :meth:`compact` answers 410 Expired.
+``remainingItemCount`` (left out when a label or field selector filters the list), as the
+apiserver does; a token it did not hand out answers 400 BadRequest (``invalid continue
+token``), one older than :meth:`compact` 410 Expired, and a ``resourceVersion`` beside a
+token 400.  ``resourceVersion=0`` lists are whole, whatever the ``limit`` (the apiserver
+serves them from its watch cache, unpaged).
+
+:meth:`apply` validates EndpointSlices as the apiserver does (``addressType`` required
+and known; 1 to 100 addresses an endpoint, each an IP of that type that is not
+unspecified, loopback or link-local) and raises ValueError with the apiserver's words;
+``loopback_endpoints=True`` lets loopback addresses in (the apiserver never does), for
+tests whose pods are local servers.
 
 Not covered: writes over HTTP (use :meth:`apply`/:meth:`delete`),
 ``resourceVersion``/``resourceVersionMatch`` on lists and gets (always the newest state;
 the apiserver waits up to 3 s for an RV it has not reached, then answers 504),
 ``sendInitialEvents`` (streaming lists), watches on an object's path or under
-``/watch/``, protobuf/CBOR/Table, aggregated discovery, validation, defaulting and
-admission (a namespace need not exist), finalizers and graceful deletion,
-``generation``, managed fields, TLS, RBAC, priority and fairness (use
-:meth:`fail_next`).
+``/watch/``, protobuf/CBOR/Table, aggregated discovery, validation of other kinds (a
+Service without a port number is stored: a malformed object a real server refuses),
+defaulting (no cluster IP is allocated) and admission (a namespace need not exist),
+finalizers and graceful deletion, ``generation``, managed fields, TLS, RBAC, priority and
+fairness (use :meth:`fail_next`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import copy
+import ipaddress
 import itertools
 import json
 import re
@@ -131,6 +143,7 @@ _LABEL_REQ = re.compile(
     r"\s*(?P<neg>!)?\s*(?P<key>[A-Za-z0-9][-A-Za-z0-9_./]*)\s*(?:(?P<op>==|=|!=)\s*"
     r"(?P<value>[-A-Za-z0-9_.]*)|\s(?P<set>in|notin)\s*\((?P<values>[^()]*)\))?\s*"
 )
+_PAGE_TOKEN = re.compile(r"page-\d+-\d+")  # the continue tokens this emulator hands out
 _FIELD_REQ = re.compile(r"\s*(?P<key>[^=!\s]+)\s*(?P<op>==|=|!=)\s*(?P<value>[^,]*?)\s*")
 
 
@@ -246,6 +259,63 @@ class _Selector:
         return "" if value is None else str(value)
 
 
+_ADDRESS_TYPES = ("FQDN", "IPv4", "IPv6")
+_MAX_ENDPOINTS, _MAX_ADDRESSES = 1000, 100
+
+
+def _endpoint_ip(address: str, path: str, version: int, allow_loopback: bool) -> list[str]:
+    """The apiserver's complaints about one address (at ``path``, e.g.
+    ``endpoints[0].addresses[1]``) of an IPv4/IPv6 EndpointSlice."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        example = "(e.g. 10.9.8.7 or 2001:db8::ffff)"
+        return [f'{path}: Invalid value: "{address}": must be a valid IP address, {example}']
+    said = f'{path}: Invalid value: "{address}": '
+    errors = []
+    if ip.version != version:  # named by the list, not the item
+        errors.append(
+            f"{said.replace(path, path.rpartition('[')[0])}must be an IPv{version} address"
+        )
+    if ip.is_unspecified:
+        errors.append(f"{said}may not be unspecified ({address})")
+    if ip.is_loopback and not allow_loopback:
+        errors.append(f"{said}may not be in the loopback range (127.0.0.0/8, ::1/128)")
+    if ip.is_link_local:
+        errors.append(f"{said}may not be in the link-local range (169.254.0.0/16, fe80::/10)")
+    return errors
+
+
+def _slice_errors(obj: Obj, allow_loopback: bool) -> list[str]:
+    """What the apiserver's validation says of an EndpointSlice (its address type, the
+    number of endpoints and addresses, each address), as its field errors."""
+    address_type = obj.get("addressType")
+    if not address_type:
+        return ["addressType: Required value"]
+    if address_type not in _ADDRESS_TYPES:
+        supported = ", ".join(f'"{t}"' for t in _ADDRESS_TYPES)
+        return [f'addressType: Unsupported value: "{address_type}": supported values: {supported}']
+    endpoints = obj.get("endpoints") or []
+    if len(endpoints) > _MAX_ENDPOINTS:
+        return [f"endpoints: Too many: {len(endpoints)}: must have at most {_MAX_ENDPOINTS} items"]
+    errors: list[str] = []
+    for index, endpoint in enumerate(endpoints):
+        path = f"endpoints[{index}].addresses"
+        addresses = endpoint.get("addresses") or []
+        if not addresses:
+            errors.append(f"{path}: Required value: must contain at least 1 address")
+        elif len(addresses) > _MAX_ADDRESSES:
+            errors.append(
+                f"{path}: Too many: {len(addresses)}: must have at most {_MAX_ADDRESSES} items"
+            )
+        if address_type == "FQDN":
+            continue
+        version = 4 if address_type == "IPv4" else 6
+        for number, address in enumerate(addresses):
+            errors += _endpoint_ip(str(address), f"{path}[{number}]", version, allow_loopback)
+    return errors
+
+
 class KubeEmulator(LoopbackServer):
     """The emulated apiserver on 127.0.0.1 (see the module docstring).
 
@@ -255,10 +325,16 @@ class KubeEmulator(LoopbackServer):
     """
 
     def __init__(
-        self, *, history: int = 1000, bookmark_interval: float = 1.0, token: str | None = None
+        self,
+        *,
+        history: int = 1000,
+        bookmark_interval: float = 1.0,
+        token: str | None = None,
+        loopback_endpoints: bool = False,
     ) -> None:
         super().__init__()
         self.history = history
+        self.loopback_endpoints = loopback_endpoints
         self.bookmark_interval = bookmark_interval
         self.token = token
         self.requests: list[Request] = []
@@ -334,6 +410,13 @@ class KubeEmulator(LoopbackServer):
         meta = new.setdefault("metadata", {})
         if not meta.get("name"):
             raise ValueError("metadata.name is required")
+        if kind.kind == "EndpointSlice":
+            errors = _slice_errors(new, self.loopback_endpoints)
+            if errors:
+                said = errors[0] if len(errors) == 1 else f"[{', '.join(errors)}]"
+                raise ValueError(
+                    f'EndpointSlice.discovery.k8s.io "{meta["name"]}" is invalid: {said}'
+                )
         namespace = meta.pop("namespace", None)
         if kind.namespaced:
             meta["namespace"] = namespace or "default"
@@ -478,10 +561,21 @@ class KubeEmulator(LoopbackServer):
             return await self._watch(request, kind, selector)
         token = query.get("continue", "")
         if token:
-            if token not in self._pages:
+            if query.get("resourceVersion"):
+                message = "specifying resource version is not allowed when using continue"
+                raise _APIError(_status(400, message))
+            if not _PAGE_TOKEN.fullmatch(token):
+                message = f"invalid continue token: continue key is not valid: {token[:40]!r}"
+                raise _APIError(_status(400, message))
+            if token not in self._pages:  # its snapshot is gone: compact()
                 message = (
                     "The provided continue parameter is too old to display a consistent "
-                    "list result. You can start a new list without the continue parameter."
+                    "list result. You can start a new list without the continue parameter, "
+                    "or use the continue token in this response to retrieve the remainder of "
+                    "the results. Continuing with the provided token results in an "
+                    "inconsistent list - objects that were created, modified, or deleted "
+                    "between the time the first chunk was returned and now may show up in "
+                    "the list."
                 )
                 raise _APIError(_status(410, message, reason="Expired"))
             rv, items = self._pages.pop(token)
@@ -493,11 +587,15 @@ class KubeEmulator(LoopbackServer):
             ]
         meta: Obj = {"resourceVersion": str(rv)}
         limit = int(query["limit"]) if query.get("limit", "").isdigit() else 0
+        if query.get("resourceVersion") == "0" and not token:
+            limit = 0  # served whole from the watch cache: no pages
         if 0 < limit < len(items):
             items, rest = items[:limit], items[limit:]
             token = f"page-{rv}-{next(self._page_ids)}"
             self._pages[token] = (rv, rest)
-            meta |= {"continue": token, "remainingItemCount": len(rest)}
+            meta["continue"] = token
+            if not (labels.strip() or fields.strip()):  # a filtered list cannot count them
+                meta["remainingItemCount"] = len(rest)
         list_kind = {"kind": f"{kind.kind}List", "apiVersion": kind.api_version}
         return web.json_response({**list_kind, "metadata": meta, "items": items})
 
