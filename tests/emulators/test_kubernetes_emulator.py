@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
+import signal
 import socket
 import sys
 from collections.abc import AsyncIterator, Callable
@@ -31,8 +33,11 @@ from typing import Any
 
 import aiohttp
 import pytest
+import yaml
 from kubernetes_asyncio import client, config, watch
 
+from registryd.adapter import AdapterContext, Replace
+from registryd.adapters.kubernetes import KubernetesAdapter
 from tests.support.emulators.kubernetes import KubeEmulator
 
 TIMEOUT = 5.0  # every wait in this module is bounded by this
@@ -800,3 +805,99 @@ async def test_command_line(tmp_path: Path, http: aiohttp.ClientSession) -> None
         process.terminate()
         async with asyncio.timeout(TIMEOUT):
             await process.wait()
+
+
+STANDALONE_OBJECTS = """\
+apiVersion: v1
+kind: Namespace
+metadata: {name: shop}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: shop}
+spec:
+  clusterIP: 10.96.0.10
+  ports: [{name: http, port: 80, targetPort: 8080}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: web-abc
+  namespace: shop
+  labels: {kubernetes.io/service-name: web}
+addressType: IPv4
+ports: [{name: http, port: 8080, protocol: TCP}]
+endpoints:
+- addresses: [10.1.0.1]
+  conditions: {ready: true}
+"""
+
+
+async def test_standalone_server_serves_the_objects_of_its_files(tmp_path: Path) -> None:
+    """``python -m tests.support.emulators.kubernetes FILES``: a server on a free port
+    with the objects of the files, and a kubeconfig it names, that the Kubernetes adapter
+    reads the loaded Service through; it ends on SIGINT (Ctrl-C) and removes the
+    kubeconfig it made."""
+    objects = tmp_path / "shop.yaml"
+    objects.write_text(STANDALONE_OBJECTS)
+    nodes = tmp_path / "nodes.yaml"  # a List, as kubectl get -o yaml writes
+    nodes.write_text(yaml.safe_dump({"apiVersion": "v1", "kind": "List", "items": [node("n1")]}))
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "tests.support.emulators.kubernetes",
+        str(objects),
+        str(nodes),
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert process.stdout is not None and process.stderr is not None
+        async with asyncio.timeout(TIMEOUT):
+            url = (await process.stdout.readline()).decode().strip()
+            said = (await process.stdout.readline()).decode().strip()
+            loaded = (await process.stderr.readline()).decode().strip()
+        assert re.fullmatch(r"kubernetes emulator on http://127\.0\.0\.1:\d+", url), url
+        assert loaded == "4 objects from 2 file(s)"
+        assert said.startswith("kubeconfig: "), said
+        kubeconfig = Path(said.removeprefix("kubeconfig: "))
+
+        adapter = KubernetesAdapter(
+            name="standalone", settings={"kubeconfig": str(kubeconfig)}, context=AdapterContext()
+        )
+        updates = adapter.watch()
+        try:
+            async with asyncio.timeout(TIMEOUT):
+                replace = await anext(updates)
+        finally:
+            await updates.aclose()
+        assert isinstance(replace, Replace)
+        assert [s.hostname for s in replace.services] == ["web.shop.svc.cluster.local"]
+        assert [(e.address, e.port) for e in replace.endpoints] == [("10.1.0.1", 8080)]
+    finally:
+        process.send_signal(signal.SIGINT)
+        async with asyncio.timeout(TIMEOUT):
+            assert await process.wait() == 0
+    assert not await asyncio.to_thread(kubeconfig.exists)
+
+
+async def test_standalone_server_refuses_what_a_real_one_would(tmp_path: Path) -> None:
+    """A file with an object the API server would refuse: the command fails naming the
+    file, the document and the reason, before it serves anything."""
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(STANDALONE_OBJECTS.replace("10.1.0.1", "127.0.0.1") + "---\n")
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "tests.support.emulators.kubernetes",
+        str(bad),
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    async with asyncio.timeout(TIMEOUT):
+        out, err = await process.communicate()
+    assert process.returncode == 2 and out == b""
+    assert f"{bad}, document 3: " in err.decode()
+    assert "may not be in the loopback range" in err.decode()

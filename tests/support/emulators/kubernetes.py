@@ -71,6 +71,12 @@ unspecified, loopback or link-local) and raises ValueError with the apiserver's 
 ``loopback_endpoints=True`` lets loopback addresses in (the apiserver never does), for
 tests whose pods are local servers.
 
+Standalone (no kubectl needed): ``python -m tests.support.emulators.kubernetes [--port P]
+FILES...`` serves the Namespaces, Services, EndpointSlices, Pods and Nodes of the YAML
+FILES (several documents a file, or a ``List``; see :func:`load`) on 127.0.0.1, writes a
+kubeconfig (``--kubeconfig``, else in a temporary directory) and prints its path, and
+runs until Ctrl-C.  ``--help`` tells the rest.
+
 Not covered: writes over HTTP (use :meth:`apply`/:meth:`delete`),
 ``resourceVersion``/``resourceVersionMatch`` on lists and gets (always the newest state;
 the apiserver waits up to 3 s for an RV it has not reached, then answers 504),
@@ -90,6 +96,8 @@ import ipaddress
 import itertools
 import json
 import re
+import signal
+import sys
 import time
 import uuid
 from collections import deque
@@ -104,7 +112,7 @@ from aiohttp import web
 
 from tests.support.emulators.base import LoopbackServer
 
-__all__ = ["KubeEmulator", "Request"]
+__all__ = ["KubeEmulator", "Request", "load"]
 
 Obj = dict[str, Any]
 
@@ -764,29 +772,94 @@ class KubeEmulator(LoopbackServer):
         return response
 
 
-async def _serve(port: int, token: str | None, kubeconfig: Path | None) -> None:
-    emulator = KubeEmulator(token=token)
-    emulator.port = port
+def load(emulator: KubeEmulator, paths: list[Path]) -> int:
+    """Apply every object of the YAML files ``paths`` (several documents a file; a ``kind:
+    List`` stands for its ``items``) to ``emulator``; the number applied.  ValueError
+    naming the file and document for what cannot be read or applied."""
+    count = 0
+    for path in paths:
+        try:
+            documents = list(yaml.safe_load_all(path.read_text(encoding="utf-8")))
+        except (OSError, yaml.YAMLError) as exc:
+            raise ValueError(f"{path}: {exc}") from None
+        for number, document in enumerate(documents, 1):
+            if document is None:
+                continue
+            objects = document.get("items") if isinstance(document, dict) else None
+            if not (isinstance(document, dict) and document.get("kind") == "List"):
+                objects = [document]
+            for obj in objects or []:
+                try:
+                    if not isinstance(obj, dict):
+                        raise ValueError("not an object")
+                    emulator.apply(obj)
+                except ValueError as exc:
+                    raise ValueError(f"{path}, document {number}: {exc}") from None
+                count += 1
+    return count
+
+
+async def _serve(emulator: KubeEmulator, kubeconfig: Path) -> None:
+    """Serve until SIGINT or SIGTERM."""
     await emulator.start()
-    if kubeconfig is not None:
-        emulator.kubeconfig(kubeconfig)
+    emulator.kubeconfig(kubeconfig)
     print(f"kubernetes emulator on {emulator.url}", flush=True)
+    print(f"kubeconfig: {kubeconfig}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
     try:
-        await asyncio.Event().wait()
+        await stop.wait()
     finally:
         await emulator.stop()
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m tests.support.emulators.kubernetes [--port N] [--token T] [--kubeconfig P]``."""
+    """``python -m tests.support.emulators.kubernetes [--port N] [--token T]
+    [--kubeconfig P] [--loopback-endpoints] [FILES...]``: the emulator as a server on
+    127.0.0.1 with the objects of FILES, until Ctrl-C (or SIGTERM)."""
     import argparse
+    import shutil
+    import tempfile
 
-    parser = argparse.ArgumentParser(description="Kubernetes API list/watch emulator")
-    parser.add_argument("--port", type=int, default=8080)
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.support.emulators.kubernetes",
+        description="A Kubernetes API server emulator (list and watch) on 127.0.0.1, with "
+        "the Namespaces, Services, EndpointSlices, Pods and Nodes of FILES (YAML, several "
+        "documents a file).  Point a kubeconfig user (registryd, kubectl get) at the "
+        "kubeconfig it writes.",
+    )
+    parser.add_argument("files", nargs="*", type=Path, metavar="FILES", help="YAML objects")
+    parser.add_argument("--port", type=int, default=0, help="listen here (default: a free port)")
     parser.add_argument("--token", default=None, help="require this bearer token")
-    parser.add_argument("--kubeconfig", type=Path, default=None, help="write a kubeconfig here")
+    parser.add_argument(
+        "--kubeconfig",
+        type=Path,
+        default=None,
+        help="write the kubeconfig here (default: a file in a new temporary directory)",
+    )
+    parser.add_argument(
+        "--loopback-endpoints",
+        action="store_true",
+        help="let EndpointSlices have loopback addresses (a real API server refuses them)",
+    )
     args = parser.parse_args(argv)
-    asyncio.run(_serve(args.port, args.token, args.kubeconfig))
+    emulator = KubeEmulator(token=args.token, loopback_endpoints=args.loopback_endpoints)
+    emulator.port = args.port
+    try:
+        loaded = load(emulator, args.files)
+    except ValueError as exc:
+        parser.error(str(exc))
+    temporary = None if args.kubeconfig else Path(tempfile.mkdtemp(prefix="kube-emulator-"))
+    kubeconfig = args.kubeconfig or (temporary / "kubeconfig")
+    if args.files:
+        print(f"{loaded} objects from {len(args.files)} file(s)", file=sys.stderr, flush=True)
+    try:
+        asyncio.run(_serve(emulator, kubeconfig))
+    finally:
+        if temporary is not None:
+            shutil.rmtree(temporary, ignore_errors=True)
 
 
 if __name__ == "__main__":
