@@ -34,7 +34,10 @@ JSON event a line, as the apiserver's watch cache does:
 * ``allowWatchBookmarks=true``: every :attr:`bookmark_interval` s (later while events are
   queued: a bookmark never overtakes one) a ``BOOKMARK`` whose object is ``{kind,
   apiVersion, metadata: {resourceVersion: <current global RV>}}`` (the apiserver sends
-  one about a minute apart, with zero-valued fields such as ``creationTimestamp: null``).
+  one about a minute apart, with zero-valued fields such as ``creationTimestamp: null``),
+  but only once that RV is past the one the watch started from: as the apiserver, which
+  sends none while it has nothing newer than that (its bookmarks carry the last RV its
+  watch cache of that resource saw, from its events or etcd's progress notifications).
 * ``timeoutSeconds=T`` (fractions accepted, for fast tests): the stream ends cleanly
   after T s; without it the stream stays open (the apiserver closes it after 30-60 min).
 * ``labelSelector`` (``a=b``, ``a==b``, ``a!=b``, ``a``, ``!a``, ``a in (x,y)``, ``a
@@ -745,8 +748,9 @@ class KubeEmulator(LoopbackServer):
                 if not watch.queue.empty():
                     item = watch.queue.get_nowait()
                 elif bookmarks and now >= next_bookmark:
-                    await send("BOOKMARK", self._bookmark(kind))  # queue empty: nothing skipped
-                    self.bookmarks.append((kind.kind, self._rv))
+                    if self._rv > after:  # as the apiserver: none at or before the start
+                        await send("BOOKMARK", self._bookmark(kind))  # queue empty: no skip
+                        self.bookmarks.append((kind.kind, self._rv))
                     next_bookmark = loop.time() + self.bookmark_interval
                     continue
                 else:
