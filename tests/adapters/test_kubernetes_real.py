@@ -20,11 +20,14 @@ import itertools
 import logging
 import math
 import re
+import signal
+import sys
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from registryd.adapter import Adapter, AdapterContext, Replace, Update, Upsert
 from registryd.adapters.kubernetes import KubernetesAdapter
@@ -32,6 +35,7 @@ from registryd.adapters.kubernetes.client import PAGE_SIZE
 from tests.adapters import test_kubernetes_adapter as emulated
 from tests.adapters.test_kubernetes_adapter import (
     HANG_GUARD,
+    HOST,
     INFORMERS,
     Feed,
     endpoints_of,
@@ -42,9 +46,16 @@ from tests.adapters.test_kubernetes_adapter import (
     until,
 )
 from tests.support.fake_time import FakeTime
-from tests.support.kube_apiserver import READER, KubeApiServer, start_kube_apiserver
+from tests.support.kube_apiserver import (
+    READER,
+    START_DEADLINE,
+    KubeApiServer,
+    kube_apiserver_binary,
+    start_kube_apiserver,
+)
 from tests.support.tcp_relay import TcpRelay
 
+ROOT = Path(__file__).resolve().parents[2]
 WATCH_FROM_ETCD = "--watch-cache-sizes=endpointslices.discovery.k8s.io#0"
 _namespaces = itertools.count(1)
 
@@ -411,3 +422,50 @@ async def test_endpoints_of_one_service_in_several_slices(
     await call(server.delete, eps("web", namespace, name="web-b"))
     seen = await feed.until({web: 4})
     assert addresses(seen[web], web) == ["10.1.0.1", "10.1.0.2", "10.1.0.4", "10.1.0.5"]
+
+
+async def test_the_command_line_server_creates_the_objects_of_its_files(tmp_path: Path) -> None:
+    """``python -m tests.support.kube_apiserver FILES``: a real server of its own with the
+    objects of the files (in order: the Namespace first), whose kubeconfig the adapter
+    reads the Service through; it stops on SIGINT (Ctrl-C)."""
+    kube_apiserver_binary()  # skips (or fails under CI) before anything starts
+    objects = tmp_path / "shop.yaml"
+    documents = [
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop"}},
+        real(svc("web", "shop")),
+        eps("web", "shop", "10.1.0.1"),
+    ]
+    objects.write_text(yaml.safe_dump_all(documents))
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "tests.support.kube_apiserver",
+        "--dir",
+        str(tmp_path / "server"),
+        str(objects),
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert process.stdout is not None
+        async with asyncio.timeout(START_DEADLINE):
+            url = (await process.stdout.readline()).decode().strip()
+            said = (await process.stdout.readline()).decode().strip()
+        assert re.fullmatch(r"kube-apiserver on https://127\.0\.0\.1:\d+", url), url
+        kubeconfig = Path(said.removeprefix("kubeconfig: "))
+        adapter = KubernetesAdapter(
+            name="cli", settings={"kubeconfig": str(kubeconfig)}, context=AdapterContext()
+        )
+        updates = adapter.watch()
+        try:
+            replace = await asyncio.wait_for(anext(updates), HANG_GUARD)
+        finally:
+            await updates.aclose()
+        assert isinstance(replace, Replace)
+        assert HOST in endpoints_of(replace), endpoints_of(replace)
+        assert endpoints_of(replace)[HOST] == ["10.1.0.1"]
+    finally:
+        if process.returncode is None:
+            process.send_signal(signal.SIGINT)
+        async with asyncio.timeout(HANG_GUARD):
+            assert await process.wait() == 0

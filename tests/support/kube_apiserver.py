@@ -395,3 +395,59 @@ def start_kube_apiserver(
         binary or kube_apiserver_binary(), workdir, name=name, extra_args=extra_args
     )
     return server.start()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m tests.support.kube_apiserver [--dir D] [FILES...]``: a real
+    kube-apiserver and its etcd on 127.0.0.1 (as the tests run them), with the objects of
+    the YAML FILES created in order, until Ctrl-C (or SIGTERM)."""
+    import argparse
+    import signal
+    import sys
+    import tempfile
+    import threading
+
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.support.kube_apiserver",
+        description="A real kube-apiserver with its own etcd on 127.0.0.1 (built by "
+        "scripts/build-servers kube-apiserver), with the objects of FILES (YAML, several "
+        "documents a file) created in order; prints the path of an admin kubeconfig.",
+    )
+    parser.add_argument("files", nargs="*", type=Path, metavar="FILES", help="YAML objects")
+    parser.add_argument(
+        "--dir",
+        type=Path,
+        default=None,
+        help="its data, logs and kubeconfigs (default: a new temporary directory)",
+    )
+    args = parser.parse_args(argv)
+    objects = []
+    for path in args.files:
+        try:
+            documents = yaml.safe_load_all(path.read_text(encoding="utf-8"))
+            objects += [(path, doc) for doc in documents if doc is not None]
+        except (OSError, yaml.YAMLError) as exc:
+            parser.error(f"{path}: {exc}")
+    workdir = args.dir or Path(tempfile.mkdtemp(prefix="kube-apiserver-"))
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    server = start_kube_apiserver(workdir)
+    try:
+        for path, obj in objects:
+            status, answer = server.request("POST", collection(obj), obj)
+            if status != 201:
+                message = answer.get("message") if isinstance(answer, dict) else answer
+                print(
+                    f"{path}: {obj.get('kind')} {obj['metadata'].get('name')}: {status} {message}",
+                    file=sys.stderr,
+                )
+        print(f"kube-apiserver on {server.url}", flush=True)
+        print(f"kubeconfig: {server.kubeconfig}", flush=True)
+        stop.wait()
+    finally:
+        server.stop()
+
+
+if __name__ == "__main__":
+    main()
