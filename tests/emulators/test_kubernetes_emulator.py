@@ -227,7 +227,7 @@ async def test_list_pages_as_the_real_apiserver(
     Expired, saying so at length; a resourceVersion beside a continue token is a 400;
     ``remainingItemCount`` is left out of a list filtered by a selector (it cannot be
     counted); ``resourceVersion=0`` is served whole from the watch cache, ``limit`` or
-    not."""
+    not; a ``limit`` that is not a number is a 400."""
     for name in "abcde":
         kube.apply(service(name, app="web"))
     url = f"{kube.url}/api/v1/services"
@@ -244,6 +244,10 @@ async def test_list_pages_as_the_real_apiserver(
     status, body = await get(limit="2")
     assert body["metadata"]["remainingItemCount"] == 3
     token = body["metadata"]["continue"]
+
+    status, body = await get(limit="two")
+    assert (status, body["reason"]) == (400, "BadRequest")
+    assert body["message"] == 'strconv.ParseInt: parsing "two": invalid syntax'
 
     status, body = await get(limit="2", resourceVersion="0")
     assert status == 200 and len(body["items"]) == 5 and "continue" not in body["metadata"]

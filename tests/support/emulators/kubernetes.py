@@ -597,7 +597,7 @@ class KubeEmulator(LoopbackServer):
                 for o in self._select(kind, selector)
             ]
         meta: Obj = {"resourceVersion": str(rv)}
-        limit = int(query["limit"]) if query.get("limit", "").isdigit() else 0
+        limit = self._parse_limit(query.get("limit", ""))
         if query.get("resourceVersion") == "0" and not token:
             limit = 0  # served whole from the watch cache: no pages
         if 0 < limit < len(items):
@@ -676,6 +676,17 @@ class KubeEmulator(LoopbackServer):
             "groupVersion": group_version,
             "resources": resources,
         }
+
+    @staticmethod
+    def _parse_limit(text: str) -> int:
+        """``limit`` (0: none); not a whole number: 400, in the apiserver's (Go's) words."""
+        if not text:
+            return 0
+        try:
+            return max(int(text), 0)
+        except ValueError:
+            message = f'strconv.ParseInt: parsing "{text}": invalid syntax'
+            raise _APIError(_status(400, message)) from None
 
     @staticmethod
     def _parse_rv(text: str) -> int | None:
