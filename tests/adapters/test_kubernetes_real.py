@@ -31,6 +31,7 @@ import yaml
 
 from registryd.adapter import Adapter, AdapterContext, Replace, Update, Upsert
 from registryd.adapters.kubernetes import KubernetesAdapter
+from registryd.adapters.kubernetes import client as client_module
 from registryd.adapters.kubernetes.client import PAGE_SIZE
 from tests.adapters import test_kubernetes_adapter as emulated
 from tests.adapters.test_kubernetes_adapter import (
@@ -383,6 +384,44 @@ async def test_1500_services_are_listed_in_pages(
     assert sorted(s.hostname for s in replace.services) == [host(n, namespace) for n in names]
     pages = await call(list_requests, server, "services") - before
     assert pages == math.ceil(count / PAGE_SIZE) == 3
+
+
+async def test_a_list_whose_continue_token_expires_starts_over(
+    apiserver: KubeApiServer,
+    namespace: str,
+    feeds: list[Feed],
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """etcd compacted between two pages of a list of EndpointSlices (read from etcd: a
+    list served from the watch cache pages from the cache's snapshot, which a compaction
+    does not expire): the next page is 410 Expired, and the adapter lists again from the
+    start.  Pages of 2 (patched), so three slices make two pages."""
+    caplog.set_level(logging.INFO, logger="registryd.kubernetes")
+    monkeypatch.setattr(client_module, "PAGE_SIZE", 2)
+    server, web = apiserver, host("web", namespace)
+    await call(server.create, real(svc("web", namespace)))
+    for index in range(1, 4):
+        await call(server.create, eps("web", namespace, f"10.1.0.{index}", name=f"web-{index}"))
+    # Two requests at once, then one a second on a clock that stands still: the lists of
+    # Services and of the first page of slices go out; every later request (Pods, Nodes,
+    # the Services' watch, the second page of slices) waits.
+    fake = FakeTime(hold=True)
+    feed = start(feeds, adapter_on(server.kubeconfig, namespace, fake=fake, qps=1, burst=2))
+    async with asyncio.timeout(HANG_GUARD):
+        while fake.sleeping < INFORMERS:
+            await asyncio.sleep(0.01)
+    assert feed.queue.empty()
+    await call(new_namespace, server, "moved")  # a write: the revision moves past the page's
+    await call(server.etcd.compact)
+    fake.hold = False  # every wait is over at once from now on
+    fake.advance(60.0)
+
+    replace, _ = await feed.synced()
+    assert endpoints_of(replace) == {web: ["10.1.0.1", "10.1.0.2", "10.1.0.3"]}
+    slices = f"/apis/discovery.k8s.io/v1/namespaces/{namespace}/endpointslices"
+    expired = [r.getMessage() for r in caplog.records if "continue token" in r.getMessage()]
+    assert expired == [f"list {slices} on {server.url}: the continue token expired; listing again"]
 
 
 async def test_a_service_deleted_and_created_again_under_its_name(
