@@ -461,7 +461,12 @@ class KubeEmulator(LoopbackServer):
         return copy.deepcopy(obj)
 
     def compact(self) -> None:
-        """Forget every past event: a watch from any RV before now gets 410 Expired."""
+        """Forget every past event: a watch from any RV before now gets 410 Expired, and so
+        does a continue token handed out before now.  As an etcd compaction does to what
+        kube-apiserver reads from etcd (a resource whose watch cache is off); with the
+        cache on it serves watches and later pages from the cache, which a compaction does
+        not touch (seen on kube-apiserver 1.37: a continue token of Services still worked
+        after one)."""
         self._history.clear()
         self._floor = self._rv
         self._pages.clear()
