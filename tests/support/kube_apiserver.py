@@ -57,6 +57,7 @@ __all__ = ["KubeApiServer", "kube_apiserver_binary", "start_kube_apiserver"]
 
 START_DEADLINE = 180.0  # seconds until /readyz is 200 (tens of seconds on a busy 2-CPU machine)
 PORT_ATTEMPTS = 3
+STOP_GRACE = 3.0  # seconds from SIGTERM to SIGKILL (an idle kube-apiserver exits in less)
 ADMIN = "admin"
 READER = "reader"
 
@@ -174,10 +175,12 @@ class KubeApiServer:
             self.proc.stop()
 
     def stop(self) -> None:
-        """Stop kube-apiserver, then etcd (each for sure, whatever the other did)."""
+        """Stop kube-apiserver, then etcd (each for sure, whatever the other did).  With a
+        client still watching, kube-apiserver does not exit on SIGTERM until it is killed:
+        it has :data:`STOP_GRACE` seconds."""
         try:
             if self.proc is not None:
-                self.proc.stop(grace=10.0)
+                self.proc.stop(grace=STOP_GRACE)
         finally:
             self.etcd.stop()
 
