@@ -11,7 +11,7 @@ admin token (:attr:`KubeApiServer.kubeconfig`); :meth:`KubeApiServer.stop` ends 
 :meth:`KubeApiServer.start` brings it back on the same port and etcd (an outage).
 Objects are made and changed with :meth:`~KubeApiServer.create`,
 :meth:`~KubeApiServer.update`, :meth:`~KubeApiServer.delete` and, many at once, with
-:meth:`~KubeApiServer.create_all` / :meth:`~KubeApiServer.delete_all`.
+:meth:`~KubeApiServer.create_all` / :meth:`~KubeApiServer.delete_collection`.
 
 How it is run, and why:
 
@@ -57,6 +57,7 @@ __all__ = ["KubeApiServer", "kube_apiserver_binary", "start_kube_apiserver"]
 
 START_DEADLINE = 180.0  # seconds until /readyz is 200 (tens of seconds on a busy 2-CPU machine)
 PORT_ATTEMPTS = 3
+REQUEST_TIMEOUT = 10.0  # seconds for one answer (a socket timeout: a hang guard)
 STOP_GRACE = 3.0  # seconds from SIGTERM to SIGKILL (an idle kube-apiserver exits in less)
 ADMIN = "admin"
 READER = "reader"
@@ -208,9 +209,9 @@ class KubeApiServer:
     def url(self) -> str:
         return f"https://127.0.0.1:{self.port}"
 
-    def _connection(self) -> http.client.HTTPSConnection:
+    def _connection(self, timeout: float = REQUEST_TIMEOUT) -> http.client.HTTPSConnection:
         context = ssl.create_default_context(cafile=str(self.tls.ca))
-        return http.client.HTTPSConnection("127.0.0.1", self.port, timeout=10.0, context=context)
+        return http.client.HTTPSConnection("127.0.0.1", self.port, timeout=timeout, context=context)
 
     def request(
         self,
@@ -254,32 +255,20 @@ class KubeApiServer:
     def create_all(self, objs: list[dict[str, Any]], *, workers: int = 8) -> None:
         """:meth:`create` each of ``objs``, ``workers`` at a time, each worker on one
         connection: many objects in far less time than one after another."""
-        self._each(objs, "POST", workers)
-
-    def delete_all(self, objs: list[dict[str, Any]], *, workers: int = 8) -> None:
-        """:meth:`delete` each of ``objs``, as :meth:`create_all` creates."""
-        self._each(objs, "DELETE", workers)
-
-    def _each(self, objs: list[dict[str, Any]], method: str, workers: int) -> None:
         local = threading.local()
         opened: list[http.client.HTTPSConnection] = []
 
-        def one(obj: dict[str, Any]) -> None:
+        def create(obj: dict[str, Any]) -> None:
             if not hasattr(local, "connection"):
                 local.connection = self._connection()
                 opened.append(local.connection)
             path = collection(obj)
-            if method != "POST":
-                path = f"{path}/{obj['metadata']['name']}"
-            status, answer = self.request(
-                method, path, obj if method == "POST" else None, connection=local.connection
-            )
-            wanted = 201 if method == "POST" else 200
-            assert status == wanted, f"{method} {path}: {status} {answer}"
+            status, answer = self.request("POST", path, obj, connection=local.connection)
+            assert status == 201, f"POST {path}: {status} {answer}"
 
         try:
             with concurrent.futures.ThreadPoolExecutor(workers) as pool:
-                for _ in pool.map(one, objs):
+                for _ in pool.map(create, objs):
                     pass
         finally:
             for connection in opened:
@@ -303,6 +292,17 @@ class KubeApiServer:
         server answers 200 (deleted at once: nothing here sets finalizers)."""
         path = f"{collection(obj)}/{obj['metadata']['name']}"
         status, answer = self.request("DELETE", path)
+        assert status == 200, f"delete {path}: {status} {answer}"
+
+    def delete_collection(self, path: str) -> None:
+        """DELETE every object of the collection at ``path`` (``/api/v1/namespaces/x/
+        services``...) in one request, which may take seconds (the server deletes them one
+        by one).  Fails unless the server answers 200."""
+        connection = self._connection(timeout=START_DEADLINE)
+        try:
+            status, answer = self.request("DELETE", path, connection=connection)
+        finally:
+            connection.close()
         assert status == 200, f"delete {path}: {status} {answer}"
 
     def items(self, path: str, *, user: str = ADMIN) -> list[dict[str, Any]]:
