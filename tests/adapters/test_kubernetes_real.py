@@ -1,15 +1,17 @@
 """The Kubernetes adapter against a real kube-apiserver (with its own etcd, on loopback:
 tests/support/kube_apiserver.py): the adapter contract suite, the same tests as against the
 emulator, and what only a real server shows: a watch through an etcd compaction, RBAC
-refusing Pods and Nodes, a list read in pages, a Service deleted and created again under
-its name, one Service's endpoints in several EndpointSlices.
+refusing Pods and Nodes, a list read in pages, a list whose continue token an etcd
+compaction expires, a Service deleted and created again under its name, one Service's
+endpoints in several EndpointSlices; and the real server run from the command line.
 
 One server for the module (starting one takes seconds): each test works in a namespace of
 its own and deletes what it made there.  EndpointSlices are watched from etcd itself (their
 watch cache is off, :data:`WATCH_FROM_ETCD`), everything else from the API server's watch
 cache, as by default.  Why: a watch is served from the cache's own event history, which an
 etcd compaction does not touch (it keeps at least 75 s of events, up to 100 Ki of them),
-so only a watch the server passes on to etcd meets a compaction as 410 Expired.
+so only a watch (or a list's next page) the server reads from etcd meets a compaction as
+410 Expired.
 """
 
 from __future__ import annotations
