@@ -871,8 +871,11 @@ def main(argv: list[str] | None = None) -> None:
         loaded = load(emulator, args.files)
     except ValueError as exc:
         parser.error(str(exc))
-    temporary = None if args.kubeconfig else Path(tempfile.mkdtemp(prefix="kube-emulator-"))
-    kubeconfig = args.kubeconfig or (temporary / "kubeconfig")
+    temporary: Path | None = None
+    kubeconfig: Path = args.kubeconfig
+    if kubeconfig is None:
+        temporary = Path(tempfile.mkdtemp(prefix="kube-emulator-"))
+        kubeconfig = temporary / "kubeconfig"
     if args.files:
         print(f"{loaded} objects from {len(args.files)} file(s)", file=sys.stderr, flush=True)
     try:
