@@ -176,9 +176,9 @@ class KubeApiServer:
             self.proc.stop()
 
     def stop(self) -> None:
-        """Stop kube-apiserver, then etcd (each for sure, whatever the other did).  With a
-        client still watching, kube-apiserver does not exit on SIGTERM until it is killed:
-        it has :data:`STOP_GRACE` seconds."""
+        """Stop kube-apiserver, then etcd (each for sure, whatever the other did).  While a
+        client still watches, kube-apiserver is slow to exit on SIGTERM (over 10 s): it
+        has :data:`STOP_GRACE` seconds before SIGKILL."""
         try:
             if self.proc is not None:
                 self.proc.stop(grace=STOP_GRACE)
