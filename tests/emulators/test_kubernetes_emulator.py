@@ -227,7 +227,8 @@ async def test_list_pages_as_the_real_apiserver(
     Expired, saying so at length; a resourceVersion beside a continue token is a 400;
     ``remainingItemCount`` is left out of a list filtered by a selector (it cannot be
     counted); ``resourceVersion=0`` is served whole from the watch cache, ``limit`` or
-    not; a ``limit`` that is not a number is a 400."""
+    not; a ``limit`` that is not a number is a 400, a ``resourceVersion`` that is not one
+    a 400 for a list and a 500 (without a reason) for a watch."""
     for name in "abcde":
         kube.apply(service(name, app="web"))
     url = f"{kube.url}/api/v1/services"
@@ -244,6 +245,14 @@ async def test_list_pages_as_the_real_apiserver(
     status, body = await get(limit="2")
     assert body["metadata"]["remainingItemCount"] == 3
     token = body["metadata"]["continue"]
+
+    status, body = await get(resourceVersion="abc")
+    invalid = 'resourceVersion: Invalid value: "abc": strconv.ParseUint: parsing "abc": invalid'
+    assert (status, body["reason"]) == (400, "BadRequest")
+    assert body["message"] == f"invalid resource version: {invalid} syntax"
+    status, body = await get(watch="true", resourceVersion="abc")
+    assert (status, body["code"], body["message"]) == (500, 500, f"{invalid} syntax")
+    assert "reason" not in body  # as the real server's: an error it did not convert
 
     status, body = await get(limit="two")
     assert (status, body["reason"]) == (400, "BadRequest")

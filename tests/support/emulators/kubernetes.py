@@ -575,6 +575,7 @@ class KubeEmulator(LoopbackServer):
         selector = _Selector(kind, namespace, labels, fields)
         if _bool(query.get("watch")):
             return await self._watch(request, kind, selector)
+        self._parse_rv(query.get("resourceVersion", ""), watch=False)
         token = query.get("continue", "")
         if token:
             if query.get("resourceVersion"):
@@ -694,11 +695,20 @@ class KubeEmulator(LoopbackServer):
             raise _APIError(_status(400, message)) from None
 
     @staticmethod
-    def _parse_rv(text: str) -> int | None:
+    def _parse_rv(text: str, *, watch: bool) -> int | None:
+        """A ``resourceVersion`` (None: none).  Not a whole number: as kube-apiserver, a
+        400 for a list, and for a watch a 500 without a reason (the error escapes its
+        handler unconverted)."""
         if not text:
             return None
         if not text.isdigit():
-            raise _APIError(_status(400, f"invalid resource version: {text!r}"))
+            said = f'resourceVersion: Invalid value: "{text}": strconv.ParseUint: parsing '
+            said += f'"{text}": invalid syntax'
+            if not watch:
+                raise _APIError(_status(400, f"invalid resource version: {said}"))
+            status = _status(500, said)
+            del status["reason"]
+            raise _APIError(status)
         return int(text)
 
     def _bookmark(self, kind: _Kind) -> Obj:
@@ -721,7 +731,7 @@ class KubeEmulator(LoopbackServer):
         self, request: web.Request, kind: _Kind, selector: _Selector
     ) -> web.StreamResponse:
         query = request.query
-        rv = self._parse_rv(query.get("resourceVersion", ""))
+        rv = self._parse_rv(query.get("resourceVersion", ""), watch=True)
         bookmarks = _bool(query.get("allowWatchBookmarks"))
         try:
             timeout = float(query.get("timeoutSeconds") or 0) or None  # 0: the default
