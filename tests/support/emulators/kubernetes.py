@@ -51,8 +51,9 @@ JSON event a line, as the apiserver's watch cache does:
 
 Errors are Status objects (``{"kind": "Status", "apiVersion": "v1", "metadata": {},
 "status": "Failure", "message", "reason", "code"}``): 401 on every path without
-``Authorization: Bearer <token>`` when ``token`` is set, 404, 405, 400 for bad selectors
-or RVs, and whatever :meth:`fail_next` asks.  Knobs: :meth:`apply`, :meth:`delete`,
+``Authorization: Bearer <token>`` when ``token`` is set, 404, 405, 400 for bad selectors,
+``limit``, ``continue`` or a list's RV, 500 for a watch's bad RV (as the apiserver), and
+whatever :meth:`fail_next` asks.  Knobs: :meth:`apply`, :meth:`delete`,
 :meth:`get`, :meth:`compact`, :meth:`drop_watches` (a reset mid-stream, or with
 ``graceful`` a clean end), :meth:`fail_next`, :meth:`stop`/:meth:`start` (connections
 cut; the same port and state after), :attr:`forbidden` (resource plurals the caller
