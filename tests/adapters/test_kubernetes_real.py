@@ -3,7 +3,8 @@ tests/support/kube_apiserver.py): the adapter contract suite, the same tests as 
 emulator, and what only a real server shows: a watch through an etcd compaction, RBAC
 refusing Pods and Nodes, a list read in pages, a list whose continue token an etcd
 compaction expires, a Service deleted and created again under its name, one Service's
-endpoints in several EndpointSlices; and the real server run from the command line.
+endpoints in several EndpointSlices, Pod labels and Node locality, a namespace selector;
+and the real server run from the command line.
 
 One server for the module (starting one takes seconds): each test works in a namespace of
 its own and deletes what it made there.  EndpointSlices are watched from etcd itself (their
@@ -44,6 +45,8 @@ from tests.adapters.test_kubernetes_adapter import (
     endpoints_of,
     eps,
     host,
+    node,
+    ns,
     start,
     svc,
     until,
@@ -457,6 +460,69 @@ async def test_endpoints_of_one_service_in_several_slices(
     await call(server.delete, eps("web", namespace, name="web-b"))
     seen = await feed.until({web: 4})
     assert addresses(seen[web], web) == ["10.1.0.1", "10.1.0.2", "10.1.0.4", "10.1.0.5"]
+
+
+async def test_pod_labels_and_node_locality_reach_the_endpoints(
+    apiserver: KubeApiServer, namespace: str, feeds: list[Feed]
+) -> None:
+    """A real Pod needs its namespace's ``default`` ServiceAccount (admission checks it,
+    and no controller makes it here); its labels, and its Node's region and zone, reach
+    the endpoint that names it, and a change of its labels comes as an Upsert."""
+    server, web, node_name = apiserver, host("web", namespace), f"node-{namespace}"
+    await call(server.create, node(node_name, "eu-west-1", "eu-west-1a"))
+    account = {"name": "default", "namespace": namespace}
+    await call(server.create, {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": account})
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "web-0", "namespace": namespace, "labels": {"version": "v1"}},
+        "spec": {"nodeName": node_name, "containers": [{"name": "app", "image": "app:1"}]},
+    }
+    stored = await call(server.create, pod)  # defaulted: an update must keep its spec
+    await call(server.create, real(svc("web", namespace)))
+    await call(
+        server.create,
+        eps("web", namespace, "10.1.0.1", name="web-a", node=node_name, pods=("web-0",)),
+    )
+    feed = start(feeds, adapter_on(server.kubeconfig, namespace))
+    replace, problems = await feed.synced()
+    assert problems.errors == {}
+    (endpoint,) = replace.endpoints
+    assert endpoint.labels.get("version") == "v1", endpoint.labels
+    assert (endpoint.locality.region, endpoint.locality.zone) == ("eu-west-1", "eu-west-1a")
+
+    stored["metadata"]["labels"] = {"version": "v2"}
+    await call(server.update, stored)
+    upsert = (await feed.until({web: 1}))[web]
+    assert isinstance(upsert, Upsert)
+    assert upsert.endpoints[0].labels.get("version") == "v2"
+
+
+async def test_a_namespace_selector_follows_namespace_labels(
+    apiserver: KubeApiServer, feeds: list[Feed]
+) -> None:
+    """With ``namespace_selector`` the adapter watches the real server's Namespaces too:
+    a namespace whose labels stop matching takes its Services out, and back in."""
+    server = apiserver
+    namespace = await call(new_namespace, server, "selected")
+    try:
+        labelled = ns(namespace, mesh=namespace)
+        await call(server.update, labelled)
+        await call(server.create, real(svc("web", namespace)))
+        web = host("web", namespace)
+        selector = {"matchLabels": {"mesh": namespace}}  # this namespace only
+        settings = {"kubeconfig": str(server.kubeconfig), "namespace_selector": selector}
+        adapter = KubernetesAdapter(name="real", settings=settings, context=AdapterContext())
+        feed = start(feeds, adapter)
+        replace, _ = await feed.synced()
+        assert [s.hostname for s in replace.services] == [web]
+
+        await call(server.update, ns(namespace, mesh="off"))
+        await feed.until({web: None})
+        await call(server.update, labelled)
+        await feed.until({web: 0})
+    finally:
+        await call(clean, server, namespace)
 
 
 async def test_the_command_line_server_creates_the_objects_of_its_files(tmp_path: Path) -> None:

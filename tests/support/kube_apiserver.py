@@ -373,6 +373,7 @@ def collection(obj: dict[str, Any]) -> str:
         "Namespace": "namespaces",
         "Service": "services",
         "Pod": "pods",
+        "ServiceAccount": "serviceaccounts",
         "Node": "nodes",
         "EndpointSlice": "endpointslices",
         "ClusterRole": "clusterroles",
