@@ -192,6 +192,20 @@ def _cidr_addresses(served: Served, side: str) -> None:
             socket["address"] = "0.0.0.0"
 
 
+def _grpc_overlapping_wildcards(served: Served, side: str) -> None:
+    """istiod's virtual hosts, in a proxyless gRPC route ``outbound|<port>||<host>``, of
+    other hostnames that overlap ``<host>`` by wildcard, beside ``<host>``'s own."""
+    if side != "istiod":
+        return
+    for name, route in served.get("rds", {}).items():
+        if not name.startswith("outbound|"):
+            continue
+        port, host = name.split("|")[1], name.split("|")[3]
+        hosts = route.get("virtual_hosts", [])
+        if any(h.get("name") == f"{host}:{port}" for h in hosts):
+            route["virtual_hosts"] = [h for h in hosts if h.get("name") == f"{host}:{port}"]
+
+
 RULES: tuple[Rule, ...] = (
     Rule(
         "marker",
@@ -246,6 +260,15 @@ RULES: tuple[Rule, ...] = (
         "through would loop",
         "`INTERCEPTION_MODE: NONE`, unmatched connections",
         _local_blackhole,
+    ),
+    Rule(
+        "grpc-overlapping-wildcards",
+        "in istiod's proxyless gRPC route for a hostname, the virtual hosts of other "
+        "hostnames that overlap it by wildcard (its own virtual host kept)",
+        "a call's authority matches its own hostname's domains, which win over wildcard "
+        "ones: the others are never chosen",
+        "proxyless gRPC, hostnames a wildcard host overlaps",
+        _grpc_overlapping_wildcards,
     ),
     Rule(
         "dns-family",
@@ -400,8 +423,12 @@ def _grpc_passthrough(istiod: Served, ours: Served) -> None:
 def _shared_loopback(istiod: Served, ours: Served) -> None:
     """A loopback listener (``127.0.0.1_<port>``) that registryd shares between several
     services, on both sides, and the routes only such listeners name."""
-    mine = ours.get("lds", {})
-    shared = [n for n, listener in mine.items() if n.startswith("127.0.0.1_") and _shared(listener)]
+    mine, routes = ours.get("lds", {}), ours.get("rds", {})
+    shared = [
+        n
+        for n, listener in mine.items()
+        if n.startswith("127.0.0.1_") and _shared(listener, routes)
+    ]
     for side in (istiod, ours):
         listeners = side.get("lds", {})
         dropped = {_route_names(listeners.pop(n)) for n in shared if n in listeners}
@@ -410,14 +437,16 @@ def _shared_loopback(istiod: Served, ours: Served) -> None:
             side.get("rds", {}).pop(route, None)
 
 
-def _shared(listener: dict[str, Any]) -> bool:
-    """Whether a listener leads to more than one service: two clusters, or a cluster and
-    the port's shared route ``<port>`` (one sniffed service has its own route)."""
+def _shared(listener: dict[str, Any], routes: dict[str, Any]) -> bool:
+    """Whether a listener leads to more than one service: two clusters, or the port's
+    shared route ``<port>`` (one sniffed service has its own route) and a cluster or
+    another virtual host."""
     chains = [*listener.get("filter_chains", []), listener.get("default_filter_chain") or {}]
     configs = [f.get("typed_config", {}) for chain in chains for f in chain.get("filters", [])]
     clusters = {c["cluster"] for c in configs if c.get("cluster")} - _STATIC_CLUSTERS
-    by_port = any(str(c.get("rds", {}).get("route_config_name", "")).isdigit() for c in configs)
-    return len(clusters) > 1 or (by_port and bool(clusters))
+    names = {str(c.get("rds", {}).get("route_config_name", "")) for c in configs}
+    hosts = sum(len(routes.get(n, {}).get("virtual_hosts", [])) for n in names if n.isdigit())
+    return len(clusters) > 1 or (hosts > 0 and bool(clusters)) or hosts > 1
 
 
 _STATIC_CLUSTERS = {"PassthroughCluster", "BlackHoleCluster"}

@@ -102,8 +102,12 @@ def ambiguity(text: str) -> str | None:
     for (_, host), found in sorted(entries.items()):
         by_host.setdefault(host, []).extend(found)
     for host, found in by_host.items():
-        picked = _picked(found)
-        if len({e.meta.namespace for e in found}) > 1 and picked not in (None, _oldest(found)):
+        if len({e.meta.namespace for e in found}) < 2:
+            continue
+        if len({e.meta.namespace for e in found if _visible(e)}) > 1:
+            # entries of several namespaces never merge (canMergeServices): as above
+            return f"{host} is defined in several namespaces the proxies see"
+        if _picked(found) not in (None, _oldest(found)):
             return f"{host} is defined in several namespaces and {PROXY_NAMESPACE} sees another"
     return None
 
@@ -120,16 +124,20 @@ def _picked(found: list[ServiceEntry]) -> ServiceEntry | None:
     oldest of those exported to that namespace by name (or private to it), else the
     oldest public one (``push_context.go`` ``servicesExportedToNamespace`` lists them in
     that order, ``model/sidecar.go`` ``appendSidecarServices`` keeps the first)."""
-    named, public = [], []
-    for entry in found:
-        export = set(entry.spec.export_to)
-        if not export or "*" in export:
-            public.append(entry)
-        elif PROXY_NAMESPACE in export or (
-            "." in export and entry.meta.namespace == PROXY_NAMESPACE
-        ):
-            named.append(entry)
+    public = [e for e in found if _public(e)]
+    named = [e for e in found if _visible(e) and not _public(e)]
     return _oldest(named) if named else _oldest(public) if public else None
+
+
+def _public(entry: ServiceEntry) -> bool:
+    return not entry.spec.export_to or "*" in entry.spec.export_to
+
+
+def _visible(entry: ServiceEntry) -> bool:
+    """Whether proxies of :data:`PROXY_NAMESPACE` see the entry."""
+    export = set(entry.spec.export_to)
+    own = "." in export and entry.meta.namespace == PROXY_NAMESPACE
+    return _public(entry) or PROXY_NAMESPACE in export or own
 
 
 def _split(by_age: list[ServiceEntry]) -> bool:

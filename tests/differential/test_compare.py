@@ -190,7 +190,8 @@ def test_a_hostname_of_several_namespaces_is_compared_when_the_oldest_is_what_pr
     old, new = "2024-01-01T00:00:00Z", "2024-01-02T00:00:00Z"
     public = "exportTo: ['*']"
     assert ambiguity(se("default", old, public) + se("other", new, "exportTo: [other]")) is None
-    assert ambiguity(se("other", old, public) + se("default", new, public)) is None
+    # both seen: they never merge, and istiod builds listeners from each
+    assert "several namespaces" in str(ambiguity(se("other", old, public) + se("b", new, public)))
     assert ambiguity(se("other", old, "exportTo: [other]") + se("b", new, "exportTo: [b]")) is None
     # an entry exported to the proxies' namespace by name comes before an older public one
     named = se("other", old, public) + se("shop", new, "exportTo: [default]")
@@ -251,3 +252,33 @@ def test_a_loopback_listener_registryd_shares_is_the_documented_difference() -> 
     alone = {"lds": {"127.0.0.1_80": {"filter_chains": [http("a:80"), tcp("outbound|80||a")]}}}
     other = {"lds": {"127.0.0.1_80": {"filter_chains": [http("80"), tcp("outbound|80||a")]}}}
     assert compare(other, alone) != []
+
+
+def test_overlapping_wildcard_virtual_hosts_of_a_grpc_route_are_left_out_of_istiods() -> None:
+    name = "outbound|80||*-1.x.example"
+    own = {"name": "*-1.x.example:80", "domains": ["*-1.x.example"]}
+    other = {"name": "*.x.example:80", "domains": ["*.x.example"]}
+    istiod = {"rds": {name: {"virtual_hosts": [other, own]}}}
+    assert compare(istiod, {"rds": {name: {"virtual_hosts": [own]}}}) == []
+    # without its own virtual host on istiod's side nothing is taken out
+    assert compare({"rds": {name: {"virtual_hosts": [other]}}}, {"rds": {name: {}}}) != []
+
+
+def test_a_loopback_listener_whose_port_route_has_two_hosts_is_shared() -> None:
+    def listener(route: str, default: str) -> dict[str, object]:
+        manager = {"typed_config": {"rds": {"route_config_name": route}}}
+        tcp = {"typed_config": {"cluster": default}}
+        return {
+            "filter_chains": [{"filters": [manager]}],
+            "default_filter_chain": {"filters": [tcp]},
+        }
+
+    two = {"virtual_hosts": [{"name": "a:443"}, {"name": "b:443"}]}
+    ours = {"lds": {"127.0.0.1_443": listener("443", "PassthroughCluster")}, "rds": {"443": two}}
+    istiod = {
+        "lds": {"127.0.0.1_443": listener("b:443", "outbound|443||b")},
+        "rds": {"b:443": {"virtual_hosts": [{"name": "b:443"}]}},
+    }
+    assert compare(istiod, ours) == []
+    one = {"virtual_hosts": [{"name": "a:443"}]}
+    assert compare(istiod, {**ours, "rds": {"443": one}}) != []
