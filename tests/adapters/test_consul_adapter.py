@@ -54,7 +54,7 @@ from registryd.registry.store import RegistryStore
 from registryd.testing import AdapterContract
 from tests.adapters.feed import Feed as SharedFeed
 from tests.support.certs import TlsFiles, make_tls
-from tests.support.consul_agent import NODE, ConsulAgent, start_consul
+from tests.support.consul_agent import NODE, ConsulAgent, consul_with_acls, start_consul
 from tests.support.emulators.consul import ConsulEmulator
 from tests.support.fake_time import FakeTime
 from tests.support.recorder import RecordingProxy
@@ -1314,12 +1314,8 @@ MANAGEMENT = "0f9e8d7c-6b5a-4938-8271-605f4e3d2c1b"  # the ACL agents' managemen
 @pytest.fixture(scope="module")
 def real_acl_consul(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ConsulAgent]:
     """A real agent with ACLs (default policy deny) for the module's ACL tests."""
-    workdir = tmp_path_factory.mktemp("consul-acl")
-    process = start_consul(workdir, workdir / "consul.log", management_token=MANAGEMENT)
-    try:
-        yield process
-    finally:
-        process.stop()
+    with consul_with_acls(tmp_path_factory.mktemp("consul-acl"), MANAGEMENT) as agent:
+        yield agent
 
 
 @pytest.fixture(params=["emulator", "real"])

@@ -14,7 +14,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.support.consul_agent import ConsulAgent, start_consul
+from tests.support.consul_agent import ConsulAgent, consul_with_acls, start_consul
 from tests.support.emulators.consul import ConsulEmulator
 
 MANAGEMENT = "1a2b3c4d-5e6f-4a7b-8c9d-0e1f2a3b4c5d"
@@ -82,12 +82,8 @@ def real_agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ConsulAgent
 
 @pytest.fixture(scope="module")
 def real_acl_agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ConsulAgent]:
-    workdir = tmp_path_factory.mktemp("consul-acl")
-    agent = start_consul(workdir, workdir / "consul.log", management_token=MANAGEMENT)
-    try:
+    with consul_with_acls(tmp_path_factory.mktemp("consul-acl"), MANAGEMENT) as agent:
         yield agent
-    finally:
-        agent.stop()
 
 
 def _prefix() -> str:

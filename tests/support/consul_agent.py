@@ -31,15 +31,17 @@ How it is run, and why:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from tests.support.procs import Process, _start, free_ports, http_get, poll
 from tests.support.servers import server_binary
 
-__all__ = ["NODE", "ConsulAgent", "consul_binary", "start_consul"]
+__all__ = ["NODE", "ConsulAgent", "consul_binary", "consul_with_acls", "start_consul"]
 
 START_DEADLINE = 60.0  # seconds to elect itself (usually a few; a busy 2-CPU machine is slower)
 NODE = "registryd-test"
@@ -184,3 +186,14 @@ def start_consul(
         lambda: ConsulAgent(path, workdir, log, name=name, management_token=management_token),
         ConsulAgent.wait_ready,
     )
+
+
+@contextlib.contextmanager
+def consul_with_acls(workdir: Path, management_token: str) -> Iterator[ConsulAgent]:
+    """A dev-mode agent with ACLs (default policy deny) for the ``with`` block, its log
+    in ``workdir``."""
+    agent = start_consul(workdir, workdir / "consul.log", management_token=management_token)
+    try:
+        yield agent
+    finally:
+        agent.stop()
