@@ -366,7 +366,9 @@ class SnapshotBuilder:
             out.place(CDS, name, dict.fromkeys(scopes, envoy) if envoy else {})
             grpc = grpcgen.build_cluster(service, port, endpoints, self.options)
             out.place(CDS_GRPC, name, dict.fromkeys(scopes, grpc) if grpc else {})
-            if envoy is not None and service.resolution is Resolution.STATIC:
+            # an Envoy's EDS cluster, or a gRPC client's (a headless Service's pods)
+            static = envoy is not None and service.resolution is Resolution.STATIC
+            if static or (grpc is not None and grpcgen.eds(service)):
                 out.put(EDS, name, build_cla(name, endpoints, self.options))
             else:
                 out.put(EDS, name, None)

@@ -13,7 +13,10 @@ grpc generator builds them (pilot/pkg/networking/grpcgen).
 * Cluster ``outbound|<port>||<fqdn>`` (cds.go ``edsCluster``): EDS over ADS.  gRPC accepts
   only EDS, LOGICAL_DNS and aggregate clusters, so a DNS service becomes LOGICAL_DNS on its
   endpoint's hostname and port (istiod sends an empty EDS cluster there: a deliberate
-  improvement), and passthrough, alias and UDP ports get nothing at all.
+  improvement), and passthrough, alias and UDP ports get nothing at all.  A headless
+  Kubernetes Service is no passthrough here: its endpoints are its pods, and istiod's
+  ``BuildClusters`` (cds.go) makes an EDS cluster of every service port whatever its
+  resolution, so a client balances over the pods as over a STATIC service's.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from registryd.build.routes import service_domains, service_virtual_host
 from registryd.model import Endpoint, Port, Resolution, Service
 from registryd.xds.resources import cluster_name, grpc_listener_name
 
-__all__ = ["build_cluster", "build_listener", "build_route", "dial_names", "serves"]
+__all__ = ["build_cluster", "build_listener", "build_route", "dial_names", "eds", "serves"]
 
 _CONNECT_TIMEOUT = duration_pb2.Duration(seconds=10)
 _NO_TIMEOUT = duration_pb2.Duration(seconds=0)
@@ -43,9 +46,16 @@ _NO_TIMEOUT = duration_pb2.Duration(seconds=0)
 
 def serves(service: Service, port: Port) -> bool:
     """Whether a proxyless client gets anything for this service port."""
-    return port.protocol != "UDP" and service.resolution not in (
-        Resolution.NONE,
-        Resolution.ALIAS,
+    if port.protocol == "UDP" or service.resolution is Resolution.ALIAS:
+        return False
+    return service.resolution is not Resolution.NONE or service.kubernetes
+
+
+def eds(service: Service) -> bool:
+    """Whether a proxyless client's cluster of ``service`` takes its endpoints over EDS:
+    a STATIC service's, and a headless Kubernetes Service's (its pods)."""
+    return service.resolution is Resolution.STATIC or (
+        service.resolution is Resolution.NONE and service.kubernetes
     )
 
 
@@ -94,7 +104,7 @@ def build_cluster(
     if not serves(service, port):
         return None
     name = cluster_name(service.hostname, port.number)
-    if service.resolution is Resolution.STATIC:  # grpcgen/cds.go edsCluster
+    if eds(service):  # grpcgen/cds.go edsCluster
         cluster = cluster_pb2.Cluster(name=name, type=cluster_pb2.Cluster.EDS)
         cluster.eds_cluster_config.eds_config.CopyFrom(grpc_ads())
         cluster.eds_cluster_config.service_name = name
