@@ -8,10 +8,20 @@ from dataclasses import dataclass, field
 
 from tests.differential.collect import Node, Served
 from tests.differential.compare import Difference, compare, field_path
+from tests.differential.kube import KubePair
+from tests.differential.kube_states import KubeState
 from tests.differential.mcp import McpPair, RegistryState
 from tests.differential.servers import NODES, Pair
 
-__all__ = ["Outcome", "Tally", "differences", "group", "mcp_differences", "print_groups"]
+__all__ = [
+    "Outcome",
+    "Tally",
+    "differences",
+    "group",
+    "kube_differences",
+    "mcp_differences",
+    "print_groups",
+]
 
 
 def group(node: Node | str, difference: Difference) -> str:
@@ -60,6 +70,12 @@ async def differences(pair: Pair, text: str, nodes: Iterable[Node] = NODES) -> O
 async def mcp_differences(pair: McpPair, state: RegistryState) -> Outcome:
     """Every difference ``pair`` (istiod fed over MCP) shows for ``state``."""
     return await _outcome(pair.serve(state), mcp=True)
+
+
+async def kube_differences(pair: KubePair, state: KubeState) -> Outcome:
+    """Every difference ``pair`` (both reading one Kubernetes cluster) shows for
+    ``state``."""
+    return await _outcome(pair.serve(state), mcp=False)
 
 
 async def _outcome(served: AsyncIterator[tuple[Node, Served, Served]], *, mcp: bool) -> Outcome:

@@ -1,0 +1,229 @@
+"""istiod and registryd reading the same Kubernetes cluster (one real kube-apiserver),
+one state at a time, and what each serves the same nodes.
+
+:class:`KubePair` starts a kube-apiserver with the cluster's Nodes
+(:data:`~tests.differential.kube_states.CLUSTER_NODES`, there before either reader
+starts, so both know every node's locality from their first list), then istiod
+(``--registries=Kubernetes`` on that API server, its Istio config from an empty
+directory) and registryd (a ``kubernetes`` registry, cluster ID ``Kubernetes`` as
+istiod's, on the same API server).  :meth:`KubePair.serve` deletes what the previous
+state created, creates one :class:`~tests.differential.kube_states.KubeState`, then a
+*sync marker*: a Pod, a Service on port 1 and its EndpointSlice, unique per state and
+created after the state's Pods, Services and EndpointSlices.  Each reader watches each
+kind in order, and neither serves an endpoint whose Pod it has not seen: whoever serves
+the marker's endpoint has read the whole state.  Then it collects CDS/EDS/LDS/RDS from
+both for each node of :data:`~tests.differential.servers.NODES`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import itertools
+import json
+import time
+from collections.abc import AsyncIterator, Iterable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tests.differential.collect import Node, Served, collect
+from tests.differential.kube_states import (
+    CLUSTER_NODES,
+    KubeState,
+    endpoint,
+    endpoint_slice,
+    pod,
+    port,
+    service,
+    slice_port,
+)
+from tests.differential.normalize import MARKER_PORT
+from tests.differential.servers import NODES
+from tests.support.istiod import Istiod, fs_source, istiod_binary, start_istiod
+from tests.support.kube_apiserver import (
+    KubeApiServer,
+    collection,
+    kube_apiserver_binary,
+    start_kube_apiserver,
+)
+from tests.support.procs import Registryd, start_registryd
+
+__all__ = ["CLUSTER_ID", "DOMAIN", "KubePair", "grpc_names", "marker_objects"]
+
+CLUSTER_ID = "Kubernetes"  # istiod's default cluster ID, given to registryd's registry
+DOMAIN = "cluster.local"
+SYNC_TIMEOUT = 30.0  # seconds: a hang guard for a server to serve the marker's endpoint
+MARKER_NAMESPACE = "default"
+
+
+def grpc_names(state: KubeState) -> list[str]:
+    """``host:port`` for every port of every Service of ``state``: what a proxyless gRPC
+    client would dial."""
+    out: set[str] = set()
+    for obj in state.services():
+        meta = obj["metadata"]
+        host = f"{meta['name']}.{meta['namespace']}.svc.{DOMAIN}"
+        out.update(f"{host}:{p['port']}" for p in obj["spec"].get("ports") or ())
+    return sorted(out)
+
+
+def marker_objects(n: int) -> tuple[str, str, list[dict[str, Any]]]:
+    """The ``n``-th sync marker: its cluster's name, its endpoint's address and its
+    objects (a ready Pod, a Service on port 1, the Service's EndpointSlice)."""
+    name = f"sync-marker-{n}"
+    address = f"10.250.{n // 250}.{n % 250 + 1}"
+    objects = [
+        pod(name, MARKER_NAMESPACE, address, "node-a", app=name),
+        service(name, MARKER_NAMESPACE, [port("http-marker", MARKER_PORT)], selector={"app": name}),
+        endpoint_slice(
+            f"{name}-slice",
+            MARKER_NAMESPACE,
+            name,
+            [slice_port("http-marker", MARKER_PORT)],
+            [endpoint(address, name, MARKER_NAMESPACE, "node-a")],
+        ),
+    ]
+    host = f"{name}.{MARKER_NAMESPACE}.svc.{DOMAIN}"
+    return f"outbound|{MARKER_PORT}||{host}", address, objects
+
+
+class KubePair:
+    """See the module.  Use :meth:`start`; :meth:`stop` ends every server."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.dir = workdir / "entries"  # both readers' Istio config: none
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self._count = itertools.count(1)
+        self._created: list[str] = []  # API paths of the previous state's objects
+        self._namespaces: set[str] = set()
+        self.api: KubeApiServer | None = None
+        self.istiod: Istiod | None = None
+        self.registryd: Registryd | None = None
+
+    def start(self) -> KubePair:
+        istiod, apiserver = istiod_binary(), kube_apiserver_binary()  # skip before starting
+        try:
+            self.api = start_kube_apiserver(self.workdir, binary=apiserver)
+            for obj in CLUSTER_NODES:
+                self.api.create(obj)
+            self._namespace("istio-system")  # istiod's own
+            kubeconfig = self.api.kubeconfig
+            self.istiod = start_istiod(
+                self.workdir,
+                self.workdir / "istiod.log",
+                config_sources=[fs_source(self.dir)],
+                binary=istiod,
+                kubeconfig=kubeconfig,
+            )
+            config = self.workdir / "registryd.yaml"
+            registry = {
+                "name": "kube",
+                "type": "kubernetes",
+                "kubeconfig": str(kubeconfig),
+                "cluster_id": CLUSTER_ID,
+                "domain": DOMAIN,
+            }
+            config.write_text(yaml.safe_dump({"registries": [registry]}))
+            self.registryd = start_registryd(
+                self.dir, self.workdir / "registryd.log", f"--config={config}"
+            )
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    async def serve(
+        self, state: KubeState, nodes: Iterable[Node] = NODES
+    ) -> AsyncIterator[tuple[Node, Served, Served]]:
+        """Load ``state`` alone, then per node what each server serves."""
+        assert self.istiod is not None and self.registryd is not None
+        self._clear()
+        marker, address, marker_objs = marker_objects(next(self._count))
+        for obj in (*state.objects, *marker_objs):
+            self._create(obj)
+        names = grpc_names(state)
+        for node in nodes:
+            options = {"grpc_listeners": names} if node.kind == "grpc" else {}
+            theirs = await self._synced(self.istiod.grpc_port, node, marker, address, options)
+            ours = await self._synced(self.registryd.grpc_port, node, marker, address, options)
+            yield node, theirs, ours
+
+    async def _synced(
+        self, grpc_port: int, node: Node, marker: str, address: str, options: dict[str, Any]
+    ) -> Served:
+        """What the server on ``grpc_port`` serves ``node`` once it serves the marker's
+        endpoint (a server may serve the marker's Service before its endpoint)."""
+        deadline = time.monotonic() + SYNC_TIMEOUT
+        while True:
+            served = await collect(f"127.0.0.1:{grpc_port}", node, marker, **options)
+            if f'"{address}"' in json.dumps(served.get("eds", {}).get(marker, {})):
+                return served
+            if time.monotonic() > deadline:
+                raise AssertionError(f"port {grpc_port} never served {address} for {marker}")
+            await asyncio.sleep(0.1)
+
+    # -- the cluster --------------------------------------------------------------------
+    def _namespace(self, name: str) -> None:
+        assert self.api is not None
+        if name in self._namespaces:
+            return
+        self._ensure(
+            "/api/v1/namespaces",
+            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}},
+        )
+        self._service_account(name)
+        self._namespaces.add(name)
+
+    def _service_account(self, namespace: str) -> None:
+        """The namespace's ``default`` ServiceAccount, which a Pod needs (the
+        ServiceAccount admission plugin looks it up; no controller creates it here)."""
+        account = {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default"}}
+        self._ensure(f"/api/v1/namespaces/{namespace}/serviceaccounts", account)
+
+    def _ensure(self, path: str, body: dict[str, Any]) -> None:
+        assert self.api is not None
+        status, answer = self.api.request("POST", path, body)
+        assert status in (201, 409), f"create {body['kind']} at {path}: {status} {answer}"
+
+    def _create(self, obj: dict[str, Any]) -> None:
+        """Create ``obj`` (a Namespace once: no controller would ever finish deleting
+        one); a Pod's status is written after it."""
+        assert self.api is not None
+        if obj["kind"] == "Namespace":
+            name = obj["metadata"]["name"]
+            if name not in self._namespaces:
+                self.api.create(obj)
+                self._service_account(name)
+                self._namespaces.add(name)
+            return
+        namespace = obj["metadata"].get("namespace")
+        if namespace:
+            self._namespace(namespace)
+        body = copy.deepcopy(obj)
+        status = body.pop("status", None) if obj["kind"] == "Pod" else None
+        stored = self.api.create(body)
+        path = f"{collection(obj)}/{obj['metadata']['name']}"
+        self._created.append(path)
+        if status is not None:
+            stored["status"] = status
+            code, answer = self.api.request("PUT", f"{path}/status", stored)
+            assert code == 200, f"status of Pod {path}: {code} {answer}"
+
+    def _clear(self) -> None:
+        """Delete what the previous state created, newest first (Pods at once: no
+        kubelet would confirm a graceful deletion)."""
+        assert self.api is not None
+        for path in reversed(self._created):
+            code, answer = self.api.request("DELETE", f"{path}?gracePeriodSeconds=0")
+            assert code in (200, 202, 404), f"delete {path}: {code} {answer}"
+        self._created = []
+
+    def stop(self) -> None:
+        for server in (self.registryd, self.istiod):
+            if server is not None:
+                server.stop()
+        if self.api is not None:
+            self.api.stop()

@@ -1,0 +1,427 @@
+"""Hand-written Kubernetes states for :class:`tests.differential.kube.KubePair`: what a
+user's cluster holds, as its controllers would have written it (no controller runs
+beside the test API server, so the EndpointSlices and the Pods' status are written
+here).  Every state is applied alone; the :data:`CLUSTER_NODES` are there throughout.
+
+Addresses: pods in 10.244.0.0/16 (the node's pod range), hand-managed endpoints
+(Services without a selector) elsewhere; never the harness's own node address
+(10.1.0.1, :data:`tests.differential.servers.NODES`), which istiod would take for the
+proxy's own workload.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["CLUSTER_NODES", "STATES", "KubeState"]
+
+Obj = dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class KubeState:
+    """One cluster state: its objects in the order they are created (Namespaces, Pods,
+    Services, EndpointSlices).  A Pod's ``status`` is written after it is created (the
+    API server drops a new Pod's status)."""
+
+    name: str
+    objects: tuple[Obj, ...]
+
+    def services(self) -> list[Obj]:
+        return [o for o in self.objects if o["kind"] == "Service"]
+
+
+def node(name: str, **labels: str) -> Obj:
+    return {"apiVersion": "v1", "kind": "Node", "metadata": {"name": name, "labels": labels}}
+
+
+def _topology(region: str, zone: str, **more: str) -> dict[str, str]:
+    return {"topology.kubernetes.io/region": region, "topology.kubernetes.io/zone": zone, **more}
+
+
+# the cluster's nodes: two zones of one region, one zone of another with a subzone, and
+# one node without topology labels (a bare-metal node, say)
+CLUSTER_NODES: tuple[Obj, ...] = (
+    node("node-a", **_topology("eu-west1", "eu-west1-a")),
+    node("node-b", **_topology("eu-west1", "eu-west1-b")),
+    node("node-c", **_topology("us-east1", "us-east1-c", **{"topology.istio.io/subzone": "rack7"})),
+    node("node-d"),
+)
+_ZONES = {"node-a": "eu-west1-a", "node-b": "eu-west1-b", "node-c": "us-east1-c"}
+
+
+def namespace(name: str, **labels: str) -> Obj:
+    return {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": labels}}
+
+
+def pod(name: str, ns: str, ip: str, node_name: str, *, ready: bool = True, **labels: str) -> Obj:
+    """A running Pod (``ready``: its Ready condition) on ``node_name`` at ``ip``."""
+    condition = "True" if ready else "False"
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": ns, "labels": labels},
+        "spec": {"nodeName": node_name, "containers": [{"name": "app", "image": "app:1"}]},
+        "status": {
+            "phase": "Running",
+            "podIP": ip,
+            "podIPs": [{"ip": ip}],
+            "conditions": [
+                {"type": "Ready", "status": condition},
+                {"type": "ContainersReady", "status": condition},
+            ],
+        },
+    }
+
+
+def port(
+    name: str | None,
+    number: int,
+    target: int | str | None = None,
+    *,
+    protocol: str = "TCP",
+    app_protocol: str | None = None,
+) -> Obj:
+    out: Obj = {"port": number, "protocol": protocol}
+    if name is not None:
+        out["name"] = name
+    if target is not None:
+        out["targetPort"] = target
+    if app_protocol is not None:
+        out["appProtocol"] = app_protocol
+    return out
+
+
+def service(
+    name: str,
+    ns: str,
+    ports: Sequence[Obj] = (),
+    *,
+    selector: Mapping[str, str] | None = None,
+    headless: bool = False,
+    annotations: Mapping[str, str] | None = None,
+    **labels: str,
+) -> Obj:
+    """A ClusterIP Service (its address allocated by the API server), or a headless one."""
+    spec: Obj = {"type": "ClusterIP", "ports": list(ports)}
+    if selector is not None:
+        spec["selector"] = dict(selector)
+    if headless:
+        spec["clusterIP"] = "None"
+    metadata: Obj = {"name": name, "namespace": ns, "labels": labels}
+    if annotations:
+        metadata["annotations"] = dict(annotations)
+    return {"apiVersion": "v1", "kind": "Service", "metadata": metadata, "spec": spec}
+
+
+def external_name(name: str, ns: str, target: str, ports: Sequence[Obj] = ()) -> Obj:
+    spec: Obj = {"type": "ExternalName", "externalName": target}
+    if ports:
+        spec["ports"] = list(ports)
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": spec,
+    }
+
+
+def endpoint(
+    ip: str,
+    pod_name: str | None = None,
+    ns: str = "",
+    node_name: str | None = None,
+    *,
+    ready: bool | None = True,
+    serving: bool | None = None,
+    terminating: bool | None = None,
+) -> Obj:
+    """One EndpointSlice endpoint: the zone is its node's, as the EndpointSlice
+    controller writes it; ``serving`` defaults to ``ready``, ``terminating`` to false."""
+    conditions: Obj = {}
+    if ready is not None:
+        conditions["ready"] = ready
+        conditions["serving"] = ready if serving is None else serving
+        conditions["terminating"] = bool(terminating)
+    out: Obj = {"addresses": [ip], "conditions": conditions}
+    if node_name is not None:
+        out["nodeName"] = node_name
+        if node_name in _ZONES:
+            out["zone"] = _ZONES[node_name]
+    if pod_name is not None:
+        out["targetRef"] = {"kind": "Pod", "name": pod_name, "namespace": ns}
+    return out
+
+
+def endpoint_slice(
+    name: str, ns: str, service_name: str, ports: Sequence[Obj], endpoints: Sequence[Obj]
+) -> Obj:
+    """An IPv4 EndpointSlice of ``service_name``; ``ports``: ``{name, port, protocol}``."""
+    return {
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {
+            "name": name,
+            "namespace": ns,
+            "labels": {
+                "kubernetes.io/service-name": service_name,
+                "endpointslice.kubernetes.io/managed-by": "endpointslice-controller.k8s.io",
+            },
+        },
+        "addressType": "IPv4",
+        "ports": list(ports),
+        "endpoints": list(endpoints),
+    }
+
+
+def slice_port(name: str | None, number: int, protocol: str = "TCP") -> Obj:
+    out: Obj = {"port": number, "protocol": protocol}
+    if name is not None:
+        out["name"] = name
+    return out
+
+
+def _ports_state() -> KubeState:
+    """One Deployment behind a Service of many ports: named by protocol prefix, by
+    ``appProtocol``, by nothing (sniffed), a UDP port, target ports by number and name."""
+    ns = "shop"
+    pods = [
+        pod("web-1", ns, "10.244.1.11", "node-a", app="web", version="v1"),
+        pod("web-2", ns, "10.244.2.12", "node-b", app="web", version="v1"),
+    ]
+    ports = [
+        port("http", 80, 8080),
+        port("grpc-api", 9090, "grpc"),
+        port("tcp-db", 5432),
+        port("metrics", 9100, "metrics", app_protocol="http"),
+        port("admin", 8443, 8443, app_protocol="https"),
+        port("h2", 8081, 8081, app_protocol="kubernetes.io/h2c"),
+        port("cache", 6379, 6379),
+        port("dns", 53, 5353, protocol="UDP"),
+    ]
+    slice_ports = [
+        slice_port("http", 8080),
+        slice_port("grpc-api", 9091),
+        slice_port("tcp-db", 5432),
+        slice_port("metrics", 9100),
+        slice_port("admin", 8443),
+        slice_port("h2", 8081),
+        slice_port("cache", 6379),
+        slice_port("dns", 5353, "UDP"),
+    ]
+    endpoints = [
+        endpoint(p["status"]["podIP"], p["metadata"]["name"], ns, p["spec"]["nodeName"])
+        for p in pods
+    ]
+    return KubeState(
+        "ports",
+        (
+            namespace(ns),
+            *pods,
+            service("web", ns, ports, selector={"app": "web"}, app="web"),
+            endpoint_slice("web-x7k2p", ns, "web", slice_ports, endpoints),
+        ),
+    )
+
+
+def _of(p: Obj) -> Obj:
+    """The endpoint the EndpointSlice controller writes for Pod ``p``."""
+    ready = p["status"]["conditions"][0]["status"] == "True"
+    meta = p["metadata"]
+    return endpoint(
+        p["status"]["podIP"], meta["name"], meta["namespace"], p["spec"]["nodeName"], ready=ready
+    )
+
+
+def _conditions_state() -> KubeState:
+    """A rollout in progress: ready pods, one not ready yet, one terminating while still
+    serving, one terminating and no longer serving; a slice of a Service whose
+    endpoints publish before they are ready (``publishNotReadyAddresses``)."""
+    ns = "orders"
+    pods = [
+        pod("api-6d9f-a", ns, "10.244.1.21", "node-a", app="api", version="v2"),
+        pod("api-6d9f-b", ns, "10.244.2.22", "node-b", app="api", version="v2"),
+        pod("api-6d9f-c", ns, "10.244.3.23", "node-c", ready=False, app="api", version="v2"),
+        pod("api-5c4b-a", ns, "10.244.1.24", "node-a", ready=False, app="api", version="v1"),
+        pod("api-5c4b-b", ns, "10.244.2.25", "node-b", ready=False, app="api", version="v1"),
+        pod("worker-0", ns, "10.244.3.26", "node-c", ready=False, app="worker"),
+    ]
+    api_endpoints = [
+        _of(pods[0]),
+        _of(pods[1]),
+        _of(pods[2]),  # not ready, not terminating
+        endpoint(
+            "10.244.1.24", "api-5c4b-a", ns, "node-a", ready=False, serving=True, terminating=True
+        ),
+        endpoint(
+            "10.244.2.25", "api-5c4b-b", ns, "node-b", ready=False, serving=False, terminating=True
+        ),
+    ]
+    worker = service(
+        "worker", ns, [port("http", 80, 8080)], selector={"app": "worker"}, app="worker"
+    )
+    worker["spec"]["publishNotReadyAddresses"] = True
+    return KubeState(
+        "conditions",
+        (
+            namespace(ns),
+            *pods,
+            service("api", ns, [port("http", 8080), port("grpc", 9090)], selector={"app": "api"}),
+            worker,
+            endpoint_slice(
+                "api-b8d2x",
+                ns,
+                "api",
+                [slice_port("http", 8080), slice_port("grpc", 9090)],
+                api_endpoints,
+            ),
+            endpoint_slice(
+                "worker-q4v9m",
+                ns,
+                "worker",
+                [slice_port("http", 8080)],
+                [endpoint("10.244.3.26", "worker-0", ns, "node-c", ready=True)],
+            ),
+        ),
+    )
+
+
+def _headless_state() -> KubeState:
+    """A StatefulSet's headless Service with ports, one without any (DNS only), and
+    ExternalName Services with and without ports."""
+    ns = "data"
+    pods = [
+        pod(f"db-{i}", ns, f"10.244.{i + 1}.3{i}", f"node-{'abc'[i]}", app="db") for i in range(3)
+    ]
+    return KubeState(
+        "headless",
+        (
+            namespace(ns),
+            *pods,
+            service(
+                "db",
+                ns,
+                [port("tcp-postgres", 5432), port("http-metrics", 9187)],
+                selector={"app": "db"},
+                headless=True,
+                app="db",
+            ),
+            service("db-peers", ns, selector={"app": "db"}, headless=True),
+            external_name("payments", ns, "api.payments.example.com", [port("https", 443)]),
+            external_name("legacy", ns, "legacy.corp.example.com."),
+            endpoint_slice(
+                "db-m2c8r",
+                ns,
+                "db",
+                [slice_port("tcp-postgres", 5432), slice_port("http-metrics", 9187)],
+                [_of(p) for p in pods],
+            ),
+            endpoint_slice("db-peers-7hq2w", ns, "db-peers", [], [_of(p) for p in pods]),
+        ),
+    )
+
+
+def _locality_state() -> KubeState:
+    """Pods spread over zones, regions and a node without topology labels; a Service
+    without a selector whose EndpointSlice is written by hand (addresses outside the
+    cluster, no node, no pod)."""
+    ns = "search"
+    pods = [
+        pod("search-a", ns, "10.244.1.41", "node-a", app="search"),
+        pod("search-b", ns, "10.244.2.42", "node-b", app="search"),
+        pod("search-c", ns, "10.244.3.43", "node-c", app="search"),
+        pod("search-c2", ns, "10.244.3.44", "node-c", app="search"),
+        pod("search-d", ns, "10.244.4.45", "node-d", app="search"),
+    ]
+    manual = endpoint_slice(
+        "elastic-1",
+        ns,
+        "elastic",
+        [slice_port("http", 9200)],
+        [endpoint("192.168.10.5"), endpoint("192.168.10.6")],
+    )
+    manual["metadata"]["labels"]["endpointslice.kubernetes.io/managed-by"] = "ops.example.com"
+    return KubeState(
+        "locality",
+        (
+            namespace(ns),
+            *pods,
+            service("search", ns, [port("http", 80, 8080)], selector={"app": "search"}),
+            service("elastic", ns, [port("http", 9200)]),
+            endpoint_slice(
+                "search-p8n4k", ns, "search", [slice_port("http", 8080)], [_of(p) for p in pods]
+            ),
+            manual,
+        ),
+    )
+
+
+def _slices_state() -> KubeState:
+    """A Service whose endpoints span several slices (a large Deployment), one pod
+    moving between two of them, and an unnamed single-port Service."""
+    ns = "media"
+    pods = [
+        pod(f"img-{i}", ns, f"10.244.{i % 3 + 1}.{60 + i}", f"node-{'abc'[i % 3]}", app="img")
+        for i in range(6)
+    ]
+    endpoints = [_of(p) for p in pods]
+    ports = [slice_port("http", 8080), slice_port("grpc", 9000)]
+    return KubeState(
+        "slices",
+        (
+            namespace(ns),
+            *pods,
+            service(
+                "img", ns, [port("http", 80, 8080), port("grpc", 9000)], selector={"app": "img"}
+            ),
+            service("thumb", ns, [port(None, 8000, 8000)], selector={"app": "img"}),
+            endpoint_slice("img-4xk2a", ns, "img", ports, endpoints[:3]),
+            endpoint_slice("img-9bq7c", ns, "img", ports, endpoints[2:5]),
+            endpoint_slice("img-h2m5d", ns, "img", ports, endpoints[5:]),
+            endpoint_slice("thumb-w8r3t", ns, "thumb", [slice_port(None, 8000)], endpoints[:2]),
+        ),
+    )
+
+
+def _namespaces_state() -> KubeState:
+    """One Service name in two namespaces, one exported to its own namespace only, and a
+    Service of the proxy's own namespace."""
+    pods = [
+        pod("cart-1", "team-a", "10.244.1.81", "node-a", app="cart"),
+        pod("cart-2", "team-b", "10.244.2.82", "node-b", app="cart"),
+        pod("ui-1", "default", "10.244.3.83", "node-c", app="ui"),
+    ]
+    return KubeState(
+        "namespaces",
+        (
+            namespace("team-a", team="a"),
+            namespace("team-b", team="b"),
+            *pods,
+            service("cart", "team-a", [port("http", 80, 8080)], selector={"app": "cart"}),
+            service(
+                "cart",
+                "team-b",
+                [port("http", 80, 8080)],
+                selector={"app": "cart"},
+                annotations={"networking.istio.io/exportTo": "."},
+            ),
+            service("ui", "default", [port("http-web", 3000)], selector={"app": "ui"}),
+            endpoint_slice("cart-a1", "team-a", "cart", [slice_port("http", 8080)], [_of(pods[0])]),
+            endpoint_slice("cart-b1", "team-b", "cart", [slice_port("http", 8080)], [_of(pods[1])]),
+            endpoint_slice(
+                "ui-c1", "default", "ui", [slice_port("http-web", 3000)], [_of(pods[2])]
+            ),
+        ),
+    )
+
+
+STATES: tuple[KubeState, ...] = (
+    _ports_state(),
+    _conditions_state(),
+    _headless_state(),
+    _locality_state(),
+    _slices_state(),
+    _namespaces_state(),
+)

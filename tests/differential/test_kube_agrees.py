@@ -1,0 +1,37 @@
+"""registryd and a real istiod reading the same Kubernetes cluster (one kube-apiserver):
+every node is served the same by both for every hand-written state of
+:mod:`tests.differential.kube_states` (after the normalization rules)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.differential.compare import compare
+from tests.differential.kube import KubePair
+from tests.differential.kube_states import STATES
+from tests.differential.servers import NODES
+
+
+@pytest.fixture(scope="module")
+def kube_pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubePair]:
+    servers = KubePair(Path(tmp_path_factory.mktemp("differential-kube"))).start()
+    try:
+        yield servers
+    finally:
+        servers.stop()
+
+
+async def test_istiod_on_the_same_cluster_serves_what_registryd_serves(
+    kube_pair: KubePair,
+) -> None:
+    found, compared = [], []
+    for state in STATES:
+        async for node, istiod, ours in kube_pair.serve(state):
+            compared.append((state.name, node.kind))
+            assert istiod.get("eds"), (state.name, node.kind)  # endpoints were compared
+            found += [f"[{state.name} / {node.kind}] {d}" for d in compare(istiod, ours)]
+    assert len(compared) == len(STATES) * len(NODES)
+    assert found == [], "\n".join(found)
