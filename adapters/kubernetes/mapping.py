@@ -7,8 +7,10 @@ Mapping, as istiod does it:
   hostname ``<name>.<namespace>.svc.<domain>``; namespace and labels the Service's;
   location ``MESH_INTERNAL``; addresses the ``clusterIPs`` (``clusterIP`` when the list
   is absent; ``None`` and empty ones left out); ``exportTo`` from the annotation
-  ``networking.istio.io/exportTo`` (comma-separated).  A Service without endpoints is
-  still served (an empty cluster).
+  ``networking.istio.io/exportTo`` (comma-separated); created at the Service's
+  ``creationTimestamp`` (istiod's ``ConvertService`` takes it as ``CreationTime``, and
+  ``SortServicesByCreationTime`` gives a shared listener port to the oldest).  A
+  Service without endpoints is still served (an empty cluster).
 * Ports: one per Service port: number ``port``, name ``name``, no ``target_port``
   (:func:`served_ports`: the EndpointSlices carry the pods' ports, and a target port in
   the model would pass through a headless Service's ORIGINAL_DST cluster, which istiod
@@ -280,6 +282,7 @@ def build_service(
         export_to=service.export_to,
         alias_for=service.external_name,
         kubernetes=True,
+        created=service.created,
     )
     endpoints: tuple[Endpoint, ...] = ()
     if not alias:

@@ -65,6 +65,7 @@ class KubeService:
     ports: tuple[Port, ...] = ()
     skipped_ports: tuple[str, ...] = ()  # "53/UDP dns (53/TCP dns-tcp is served)"
     export_to: tuple[str, ...] = ()
+    created: float | None = None  # metadata.creationTimestamp, POSIX seconds
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -337,3 +337,11 @@ def test_a_service_without_endpoints_is_still_served() -> None:
     built = build(service())
     assert built.service.hostname == "web.shop.svc.cluster.local"
     assert built.endpoints == ()
+
+
+def test_the_service_is_as_old_as_its_kubernetes_service() -> None:
+    # SortServicesByCreationTime gives a shared listener port to the oldest service
+    obj = service()
+    obj["metadata"]["creationTimestamp"] = "2026-12-07T08:30:01Z"
+    assert build(obj).service.created == 1796632201.0
+    assert build(service()).service.created is None
