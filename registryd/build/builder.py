@@ -261,13 +261,28 @@ class SnapshotBuilder:
         touched |= self._drop_ports(out, host, old, service)
         if merged is None:
             self._forget(out, host)
+            self._alias_targets(out, old, None)
             return touched
         self._services[host] = merged.service
         self._track_pods(merged)
-        grpc = self._routes(out, host, merged.service)
-        out.place_group(LDS_GRPC, grpc, self._grpc_names, host)
+        self._grpc(out, host, merged.service)
         self._endpoints(out, merged)
+        self._alias_targets(out, old, merged.service)
         return touched
+
+    def _grpc(self, out: _Writer, host: str, service: Service) -> None:
+        grpc = self._routes(out, host, service)
+        out.place_group(LDS_GRPC, grpc, self._grpc_names, host)
+
+    def _alias_targets(self, out: _Writer, old: Service | None, new: Service | None) -> None:
+        """Rebuild the gRPC routes of the services whose aliases ``old`` -> ``new``
+        changed: their virtual hosts take the aliases' names (the sidecars' routes
+        ``<port>`` are rebuilt with the ports :meth:`_alias_change` returns)."""
+        targets = {s.alias_for for s in (old, new) if s is not None and s.alias_for}
+        for target in sorted(targets):
+            found = self._services.get(target)
+            if found is not None:
+                self._grpc(out, target, found)
 
     def _drop_ports(
         self, out: _Writer, host: str, old: Service | None, new: Service | None
@@ -298,16 +313,17 @@ class SnapshotBuilder:
         (``outbound|…``); returns the gRPC listeners it wants, by name."""
         scopes = _scopes(service)
         grpc: dict[str, ByScope] = {}
+        aliases = self._aliases_of([service]).get(host, [])
         for port in service.ports:
             self._index_port(host, service, port.number)
             route: ByScope = {}
             if grpcgen.serves(service, port):
                 # clients of other namespaces get the public route; the service's own
                 # namespace, when it has short names there, an overlay with them
-                route = dict.fromkeys(scopes, grpcgen.build_route(service, port))
+                route = dict.fromkeys(scopes, grpcgen.build_route(service, port, "", aliases))
                 home = pieces.kube_namespace(service.hostname)  # its clients use <name>
                 if home and ("" in scopes or home in scopes):
-                    route[home] = grpcgen.build_route(service, port, home)
+                    route[home] = grpcgen.build_route(service, port, home, aliases)
                 grpc.update(_grpc_listeners(service, port, scopes))
             out.place(RDS, res.cluster_name(host, port.number), route)
             # a listener of its own sends an auto-detected port's HTTP here (listeners.py)

@@ -85,12 +85,15 @@ def build_listener(service: Service, port: Port, name: str) -> listener_pb2.List
     return listener
 
 
-def build_route(service: Service, port: Port, namespace: str = "") -> route_pb2.RouteConfiguration:
+def build_route(
+    service: Service, port: Port, namespace: str = "", aliases: Sequence[Service] = ()
+) -> route_pb2.RouteConfiguration:
     """Route ``outbound|<port>||<hostname>`` for a client in ``namespace``: the service's
-    virtual host as an Envoy sidecar's route has it, with ``:<port>`` forms of every
-    domain (grpcgen/rds.go ``buildHTTPRoute``: ``BuildSidecarOutboundVirtualHosts``,
-    filtered to the hostname; the port is not ignored for proxyless clients)."""
-    domains = service_domains(service, port.number, namespace, with_port=True)
+    virtual host as an Envoy sidecar's route has it (its ``aliases``' names too), with
+    ``:<port>`` forms of every domain (grpcgen/rds.go ``buildHTTPRoute``:
+    ``BuildSidecarOutboundVirtualHosts``, filtered to the hostname; the port is not
+    ignored for proxyless clients)."""
+    domains = service_domains(service, port.number, namespace, aliases, with_port=True)
     vhost = service_virtual_host(service, port.number, domains)
     return route_pb2.RouteConfiguration(
         name=cluster_name(service.hostname, port.number), virtual_hosts=[vhost]

@@ -303,6 +303,28 @@ def test_alias_routes_to_its_target_whichever_arrives_first(rig: Rig) -> None:
     assert "old.example" not in domains(snap, RDS)["a.example:8080"]
 
 
+def grpc_domains(snap: Snapshot) -> list[str]:
+    route = route_pb2.RouteConfiguration.FromString(snap.tables[RDS][A].body)
+    (vhost,) = route.virtual_hosts
+    return list(vhost.domains)
+
+
+def test_alias_names_reach_the_grpc_route_of_its_target_whichever_arrives_first(rig: Rig) -> None:
+    # grpcgen/rds.go buildHTTPRoute takes the sidecar's virtual host, aliases included
+    rig.upsert(svc("old.example", alias_for="a.example"))
+    snap = rig.upsert(svc("a.example"))
+    assert "old.example:8080" in grpc_domains(snap)
+    snap = rig.apply(Delete(hostname="old.example"))
+    assert grpc_domains(snap) == ["a.example", "a.example:8080", "a.example.", "a.example.:8080"]
+    snap = rig.upsert(svc("new.example", alias_for="a.example"))
+    assert grpc_domains(snap)[4:] == [
+        "new.example",
+        "new.example:8080",
+        "new.example.",
+        "new.example.:8080",
+    ]
+
+
 def test_endpoint_change_of_a_headless_service_rebuilds_its_pod_listeners(rig: Rig) -> None:
     service = svc(
         K8S, Port(number=3306, protocol="TCP"), namespace="shop", resolution=Resolution.NONE
