@@ -194,8 +194,8 @@ class KubePair:
         assert self.api is not None
         if obj["kind"] == "Namespace":
             name = obj["metadata"]["name"]
-            if name not in self._namespaces:
-                self.api.create(obj)
+            if name not in self._namespaces:  # kube-system, default: there already
+                self._ensure("/api/v1/namespaces", obj)
                 self._service_account(name)
                 self._namespaces.add(name)
             return

@@ -15,6 +15,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from tests.differential.normalize import KubeFacts
+
 __all__ = ["CLUSTER_NODES", "STATES", "KubeState"]
 
 Obj = dict[str, Any]
@@ -31,6 +33,15 @@ class KubeState:
 
     def services(self) -> list[Obj]:
         return [o for o in self.objects if o["kind"] == "Service"]
+
+    def facts(self) -> KubeFacts:
+        """What the Kubernetes normalization rules need to know of this state."""
+        local = frozenset(
+            f"{o['metadata']['name']}.{o['metadata']['namespace']}.svc.cluster.local"
+            for o in self.services()
+            if o["spec"].get("internalTrafficPolicy") == "Local"
+        )
+        return KubeFacts(node_local=local)
 
 
 def node(name: str, **labels: str) -> Obj:
@@ -56,8 +67,19 @@ def namespace(name: str, **labels: str) -> Obj:
     return {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": labels}}
 
 
-def pod(name: str, ns: str, ip: str, node_name: str, *, ready: bool = True, **labels: str) -> Obj:
-    """A running Pod (``ready``: its Ready condition) on ``node_name`` at ``ip``."""
+def pod(
+    name: str,
+    ns: str,
+    ip: str,
+    node_name: str,
+    *,
+    ready: bool = True,
+    more: Mapping[str, str] | None = None,
+    **labels: str,
+) -> Obj:
+    """A running Pod (``ready``: its Ready condition) on ``node_name`` at ``ip``, with
+    ``labels`` and ``more`` labels (keys no keyword can spell)."""
+    labels = {**labels, **(more or {})}
     condition = "True" if ready else "False"
     return {
         "apiVersion": "v1",
@@ -417,6 +439,138 @@ def _namespaces_state() -> KubeState:
     )
 
 
+_INJECTED = {
+    "security.istio.io/tlsMode": "istio",
+    "service.istio.io/canonical-revision": "v1",
+}
+
+
+def _mesh_state() -> KubeState:
+    """Injected workloads (the labels a sidecar injector adds), several HTTP Services on
+    port 80, two Services selecting the same pods, and an ExternalName alias of an
+    in-cluster Service."""
+    ns = "bookinfo"
+    pods = [
+        pod("reviews-v1", ns, "10.244.1.91", "node-a", app="reviews", version="v1", more=_INJECTED),
+        pod("reviews-v2", ns, "10.244.2.92", "node-b", app="reviews", version="v2", more=_INJECTED),
+        pod("ratings-v1", ns, "10.244.3.93", "node-c", app="ratings", version="v1", more=_INJECTED),
+        pod("details-v1", ns, "10.244.1.94", "node-a", app="details", version="v1"),
+    ]
+    for p in pods:
+        p["metadata"]["labels"]["service.istio.io/canonical-name"] = p["metadata"]["labels"]["app"]
+    http = [slice_port("http", 9080)]
+    return KubeState(
+        "mesh",
+        (
+            namespace(ns, **{"istio-injection": "enabled"}),
+            *pods,
+            service("reviews", ns, [port("http", 9080)], selector={"app": "reviews"}),
+            service("reviews-v2", ns, [port("http", 9080)], selector={"version": "v2"}),
+            service("ratings", ns, [port("http", 80, 9080)], selector={"app": "ratings"}),
+            service("details", ns, [port("http", 80, 9080)], selector={"app": "details"}),
+            external_name(
+                "book-ratings", ns, f"ratings.{ns}.svc.cluster.local", [port("http", 80)]
+            ),
+            endpoint_slice("reviews-k2j4h", ns, "reviews", http, [_of(pods[0]), _of(pods[1])]),
+            endpoint_slice("reviews-v2-w9q2z", ns, "reviews-v2", http, [_of(pods[1])]),
+            endpoint_slice("ratings-c7x1v", ns, "ratings", http, [_of(pods[2])]),
+            endpoint_slice("details-m3n8b", ns, "details", http, [_of(pods[3])]),
+        ),
+    )
+
+
+def _traffic_state() -> KubeState:
+    """kube-dns (UDP and TCP on 53), a node-local Service, a LoadBalancer with its
+    ingress address and an external IP, a NodePort Service, a Service no pod backs yet
+    (no slice) and one whose slice is empty, ports whose ``appProtocol`` and name
+    disagree."""
+    system, ns = "kube-system", "edge"
+    pods = [
+        pod("coredns-1", system, "10.244.1.2", "node-a", more={"k8s-app": "kube-dns"}),
+        pod("coredns-2", system, "10.244.2.2", "node-b", more={"k8s-app": "kube-dns"}),
+        pod("gw-1", ns, "10.244.1.101", "node-a", app="gw"),
+        pod("gw-2", ns, "10.244.3.102", "node-c", app="gw"),
+    ]
+    dns = service(
+        "kube-dns",
+        system,
+        [port("dns", 53, 53, protocol="UDP"), port("dns-tcp", 53, 53), port("metrics", 9153)],
+        selector={"k8s-app": "kube-dns"},
+    )
+    dns["metadata"]["labels"]["k8s-app"] = "kube-dns"
+    local = service("logs", ns, [port("tcp-fluent", 24224)], selector={"app": "gw"})
+    local["spec"]["internalTrafficPolicy"] = "Local"
+    balancer = service(
+        "gateway",
+        ns,
+        [port("http2", 80, 8080), port("https", 443, 8443), port("tcp-ssh", 22, 2222)],
+        selector={"app": "gw"},
+    )
+    balancer["spec"]["type"] = "LoadBalancer"
+    balancer["spec"]["externalIPs"] = ["203.0.113.10"]
+    nodeport = service(
+        "console",
+        ns,
+        [
+            port("web", 8000, 8080, app_protocol="http"),
+            port("http-raw", 8001, 8080, app_protocol="tcp"),
+            port("grpc-web", 8002, 8080, app_protocol="grpc-web"),
+            port("mongo", 27017, 27017),
+            port("mysql-main", 3306, 3306),
+        ],
+        selector={"app": "gw"},
+    )
+    nodeport["spec"]["type"] = "NodePort"
+    gw = [_of(pods[2]), _of(pods[3])]
+    return KubeState(
+        "traffic",
+        (
+            namespace(system),
+            namespace(ns),
+            *pods,
+            dns,
+            local,
+            balancer,
+            nodeport,
+            service("pending", ns, [port("http", 80, 8080)], selector={"app": "pending"}),
+            service("idle", ns, [port("http", 80, 8080)], selector={"app": "idle"}),
+            endpoint_slice(
+                "kube-dns-4pq7s",
+                system,
+                "kube-dns",
+                [
+                    slice_port("dns", 53, "UDP"),
+                    slice_port("dns-tcp", 53),
+                    slice_port("metrics", 9153),
+                ],
+                [_of(pods[0]), _of(pods[1])],
+            ),
+            endpoint_slice("logs-9d2kf", ns, "logs", [slice_port("tcp-fluent", 24224)], gw),
+            endpoint_slice(
+                "gateway-s8c3n",
+                ns,
+                "gateway",
+                [slice_port("http2", 8080), slice_port("https", 8443), slice_port("tcp-ssh", 2222)],
+                gw,
+            ),
+            endpoint_slice(
+                "console-f5h6j",
+                ns,
+                "console",
+                [
+                    slice_port("web", 8080),
+                    slice_port("http-raw", 8080),
+                    slice_port("grpc-web", 8080),
+                    slice_port("mongo", 27017),
+                    slice_port("mysql-main", 3306),
+                ],
+                gw,
+            ),
+            endpoint_slice("idle-z1x2c", ns, "idle", [slice_port("http", 8080)], []),
+        ),
+    )
+
+
 STATES: tuple[KubeState, ...] = (
     _ports_state(),
     _conditions_state(),
@@ -424,4 +578,6 @@ STATES: tuple[KubeState, ...] = (
     _locality_state(),
     _slices_state(),
     _namespaces_state(),
+    _mesh_state(),
+    _traffic_state(),
 )

@@ -21,10 +21,13 @@ from typing import Any
 from tests.differential.collect import Served
 
 __all__ = [
+    "KUBE_RULES",
     "MARKER_PORT",
     "MCP_RULES",
     "PAIR_RULES",
     "RULES",
+    "KubeFacts",
+    "KubeRule",
     "PairRule",
     "Rule",
     "normalize",
@@ -167,6 +170,33 @@ def _local_blackhole(served: Served, side: str) -> None:
                 proxy["cluster"] = proxy["stat_prefix"] = "PassthroughCluster"
 
 
+def _tls_mode(served: Served, side: str) -> None:
+    """istiod's ``envoy.transport_socket_match`` metadata of endpoints (``tlsMode:
+    istio``, from a workload's ``security.istio.io/tlsMode`` label)."""
+    if side != "istiod":
+        return
+    for lb in _lb_endpoints(served):
+        metadata = lb.get("metadata", {}).get("filter_metadata", {})
+        metadata.pop("envoy.transport_socket_match", None)
+        if not metadata:
+            lb.pop("metadata", None)
+
+
+def _assignments(served: Served) -> list[dict[str, Any]]:
+    """Every ClusterLoadAssignment: EDS's and those inside clusters."""
+    inside = [c["load_assignment"] for c in _resources(served, "cds") if "load_assignment" in c]
+    return _resources(served, "eds") + inside
+
+
+def _lb_endpoints(served: Served) -> list[dict[str, Any]]:
+    return [
+        lb
+        for assignment in _assignments(served)
+        for group in assignment.get("endpoints", [])
+        for lb in group.get("lb_endpoints", [])
+    ]
+
+
 def _dns_family(served: Served, side: str) -> None:
     """The DNS lookup family of DNS clusters (istiod picks it from the proxy's IPs)."""
     for cluster in _resources(served, "cds"):
@@ -245,6 +275,15 @@ RULES: tuple[Rule, ...] = (
         "through would loop",
         "`INTERCEPTION_MODE: NONE`, unmatched connections",
         _local_blackhole,
+    ),
+    Rule(
+        "tls-mode",
+        "istiod's `envoy.transport_socket_match` endpoint metadata (`tlsMode: istio` of "
+        "workloads labelled `security.istio.io/tlsMode`)",
+        "it selects Istio's mTLS transport socket, which registryd does not configure; "
+        "without transport socket matches on the cluster nothing reads it",
+        "endpoint `tlsMode` metadata",
+        _tls_mode,
     ),
     Rule(
         "dns-family",
@@ -512,14 +551,76 @@ MCP_PAIR_RULES: tuple[PairRule, ...] = (
 )
 
 
+@dataclass(frozen=True, slots=True)
+class KubeFacts:
+    """What the Kubernetes rules need to know of a cluster state that the served
+    resources do not show."""
+
+    node_local: frozenset[str] = frozenset()  # hostnames of `internalTrafficPolicy: Local`
+
+
+@dataclass(frozen=True, slots=True)
+class KubeRule:
+    """A rule of Kubernetes inputs (tests/differential/kube.py): one side's resources,
+    which side, and the cluster state's :class:`KubeFacts`."""
+
+    name: str
+    what: str
+    why: str
+    row: str
+    apply: Callable[[Served, str, KubeFacts], None]
+
+
+def _kube_endpoint_order(served: Served, side: str, facts: KubeFacts) -> None:
+    """The order of endpoints within a locality (both sides sorted by address and
+    port)."""
+    _mcp_endpoint_order(served, side)
+
+
+def _node_local(served: Served, side: str, facts: KubeFacts) -> None:
+    """Every endpoint of a node-local Service (both sides)."""
+    for assignment in _assignments(served):
+        host = str(assignment.get("cluster_name", "")).rsplit("|", 1)[-1]
+        if host in facts.node_local:
+            assignment.pop("endpoints", None)
+
+
+# only where both read one Kubernetes cluster (tests/differential/kube.py)
+KUBE_RULES: tuple[KubeRule, ...] = (
+    KubeRule(
+        "kube-endpoint-order",
+        "the order of endpoints within a locality",
+        "istiod gathers a Service's endpoints from a map of its EndpointSlices "
+        "(`endpointSliceCache.get`), so their order changes from push to push; Envoy's "
+        "load balancers do not depend on it",
+        "Kubernetes endpoint order within a locality",
+        _kube_endpoint_order,
+    ),
+    KubeRule(
+        "node-local",
+        "the endpoints of Services with `internalTrafficPolicy: Local`",
+        "istiod serves each proxy the endpoints on its own node only; registryd builds "
+        "one answer for every proxy and serves them all",
+        "Kubernetes `internalTrafficPolicy: Local`",
+        _node_local,
+    ),
+)
+
+
 def normalize_pair(
     istiod: Served,
     ours: Served,
     rules: tuple[Rule, ...] = RULES,
     pair_rules: tuple[PairRule, ...] = PAIR_RULES,
+    kube: KubeFacts | None = None,
 ) -> tuple[Served, Served]:
-    """Both sides normalized: each by ``rules``, then both by ``pair_rules``."""
+    """Both sides normalized: each by ``rules`` (and, for a Kubernetes state, by
+    :data:`KUBE_RULES` with its ``kube`` facts), then both by ``pair_rules``."""
     a, b = normalize(istiod, "istiod", rules), normalize(ours, "registryd", rules)
+    if kube is not None:
+        for kube_rule in KUBE_RULES:
+            kube_rule.apply(a, "istiod", kube)
+            kube_rule.apply(b, "registryd", kube)
     for rule in pair_rules:
         rule.apply(a, b)
     return a, b

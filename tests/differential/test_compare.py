@@ -7,11 +7,13 @@ from pathlib import Path
 
 from tests.differential.compare import ABSENT, Difference, compare, field_path
 from tests.differential.normalize import (
+    KUBE_RULES,
     MARKER_PORT,
     MCP_PAIR_RULES,
     MCP_RULES,
     PAIR_RULES,
     RULES,
+    KubeFacts,
 )
 from tests.differential.servers import ambiguity
 
@@ -60,7 +62,7 @@ def test_every_rule_is_a_row_of_the_readme_differences_table() -> None:
     first_cells = [
         re.split(r"\s*\|\s*", line)[1] for line in table.splitlines() if line.startswith("| ")
     ]
-    for rule in (*RULES, *MCP_RULES, *PAIR_RULES, *MCP_PAIR_RULES):
+    for rule in (*RULES, *MCP_RULES, *PAIR_RULES, *MCP_PAIR_RULES, *KUBE_RULES):
         if rule.row:
             assert any(cell.startswith(rule.row) for cell in first_cells), rule.name
 
@@ -198,3 +200,37 @@ def test_a_loopback_listener_registryd_shares_is_the_documented_difference() -> 
     alone = {"lds": {"127.0.0.1_80": {"filter_chains": [http("a:80"), tcp("outbound|80||a")]}}}
     other = {"lds": {"127.0.0.1_80": {"filter_chains": [http("80"), tcp("outbound|80||a")]}}}
     assert compare(other, alone) != []
+
+
+def lb(address: str, **extra: object) -> dict[str, object]:
+    return {"endpoint": {"address": {"socket_address": {"address": address}}}, **extra}
+
+
+def test_istiods_tls_mode_metadata_is_a_documented_difference() -> None:
+    name = "outbound|80||a.example"
+    tls = {"filter_metadata": {"envoy.transport_socket_match": {"tlsMode": "istio"}}}
+    istiod = {"eds": {name: {"endpoints": [{"lb_endpoints": [lb("10.0.0.1", metadata=tls)]}]}}}
+    ours = {"eds": {name: {"endpoints": [{"lb_endpoints": [lb("10.0.0.1")]}]}}}
+    assert compare(istiod, ours) == []
+    assert compare(ours, istiod) != []  # registryd never sends it
+
+
+def test_kubernetes_endpoint_order_and_node_local_services_are_documented_differences() -> None:
+    name, local = "outbound|80||a.shop.svc.cluster.local", "outbound|80||l.shop.svc.cluster.local"
+    one, two = lb("10.0.0.1"), lb("10.0.0.2")
+    istiod = {
+        "eds": {
+            name: {"cluster_name": name, "endpoints": [{"lb_endpoints": [two, one]}]},
+            local: {"cluster_name": local},
+        }
+    }
+    ours = {
+        "eds": {
+            name: {"cluster_name": name, "endpoints": [{"lb_endpoints": [one, two]}]},
+            local: {"cluster_name": local, "endpoints": [{"lb_endpoints": [one]}]},
+        }
+    }
+    facts = KubeFacts(node_local=frozenset({"l.shop.svc.cluster.local"}))
+    assert compare(istiod, ours, kube=facts) == []
+    assert len(compare(istiod, ours, kube=KubeFacts())) == 1  # the node-local endpoints
+    assert len(compare(istiod, ours)) == 3  # and the order, outside Kubernetes states

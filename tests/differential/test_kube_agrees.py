@@ -32,6 +32,7 @@ async def test_istiod_on_the_same_cluster_serves_what_registryd_serves(
         async for node, istiod, ours in kube_pair.serve(state):
             compared.append((state.name, node.kind))
             assert istiod.get("eds"), (state.name, node.kind)  # endpoints were compared
-            found += [f"[{state.name} / {node.kind}] {d}" for d in compare(istiod, ours)]
+            differences = compare(istiod, ours, kube=state.facts())
+            found += [f"[{state.name} / {node.kind}] {d}" for d in differences]
     assert len(compared) == len(STATES) * len(NODES)
     assert found == [], "\n".join(found)
