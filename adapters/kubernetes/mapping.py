@@ -33,7 +33,9 @@ Mapping, as istiod does it:
   and ``filterIstioEndpoint``): ``ready`` true or absent → HEALTHY; not ready and
   ``terminating`` true or absent → no endpoint (terminating endpoints are never sent);
   otherwise UNHEALTHY.
-* Locality: region from the endpoint's node label ``topology.kubernetes.io/region``
+* Locality: the one the endpoint's Pod pins with its label
+  ``topology.istio.io/locality`` or ``istio-locality`` (:func:`pod_locality`), else
+  region from the endpoint's node label ``topology.kubernetes.io/region``
   (else ``failure-domain.beta.kubernetes.io/region``), zone from the endpoint's ``zone``
   else the node's ``topology.kubernetes.io/zone`` (else the beta label), subzone from the
   node label ``topology.istio.io/subzone``.  Unknown node: no region.
@@ -77,6 +79,7 @@ from registryd.model import (
 
 from .objects import (
     CLUSTER_LABEL,
+    LOCALITY_LABELS,
     NODE_LABEL,
     REGION_LABELS,
     SUBZONE_LABEL,
@@ -94,6 +97,7 @@ __all__ = [
     "build_service",
     "endpoint_health",
     "hostname_for",
+    "pod_locality",
     "resolution_for",
     "served_ports",
 ]
@@ -138,7 +142,26 @@ def endpoint_health(endpoint: SliceEndpoint) -> Health | None:
     return Health.UNHEALTHY
 
 
-def _locality(endpoint: SliceEndpoint, nodes: Mapping[str, NodeLocality]) -> Locality:
+def pod_locality(labels: Mapping[str, str]) -> Locality | None:
+    """The locality a pod's labels pin (``topology.istio.io/locality``, else
+    ``istio-locality``: ``region.zone.subzone``, or with ``/``), or None: istiod's
+    ``getPodLocality`` (kube/controller/controller.go) takes it before the node's,
+    ``SanitizeLocalityLabel`` and ``SplitLocalityLabel`` read it."""
+    for key in LOCALITY_LABELS:
+        value = labels.get(key)
+        if value:
+            parts = (value if "/" in value else value.replace(".", "/")).split("/")
+            region, zone, subzone = (*parts, "", "")[:3]
+            return Locality(region=region, zone=zone, subzone=subzone)
+    return None
+
+
+def _locality(
+    endpoint: SliceEndpoint, nodes: Mapping[str, NodeLocality], pod: Mapping[str, str] | None
+) -> Locality:
+    pinned = pod_locality(pod) if pod else None
+    if pinned is not None:
+        return pinned
     node = nodes.get(endpoint.node) if endpoint.node else None
     region, subzone = (node.region, node.subzone) if node else ("", "")
     zone = endpoint.zone or (node.zone if node else "")
@@ -186,8 +209,8 @@ def _slice_endpoints(
                 health = endpoint_health(item)
                 if health is None:
                     continue
-                locality = _locality(item, nodes)
                 pod = pods.get(item.pod) if item.pod is not None else None
+                locality = _locality(item, nodes, pod)
                 labels = _endpoint_labels(item.node, locality, options.cluster_id, pod)
                 for address in item.addresses:
                     key = (port.number, address, slice_port.number)

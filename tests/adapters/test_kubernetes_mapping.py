@@ -25,7 +25,7 @@ from registryd.adapters.kubernetes.parse import (
     parse_slice,
 )
 from registryd.build.clusters import build_cluster
-from registryd.model import Health, Locality, Location, Port, Resolution
+from registryd.model import Health, Labels, Locality, Location, Port, Resolution
 from tests.adapters.kube_objects import OPTIONS, endpoint_slice, ep, node, service
 
 
@@ -345,3 +345,38 @@ def test_the_service_is_as_old_as_its_kubernetes_service() -> None:
     obj["metadata"]["creationTimestamp"] = "2026-12-07T08:30:01Z"
     assert build(obj).service.created == 1796632201.0
     assert build(service()).service.created is None
+
+
+def test_a_pod_pins_its_locality_with_a_label_before_its_nodes() -> None:
+    # kube/controller/controller.go getPodLocality; pkg/model/proxy.go GetLocalityLabel
+    nodes = {"n1": parse_node(node("n1", {"topology.kubernetes.io/region": "eu-west-1"}))}
+    pods = {
+        ("shop", "a"): Labels({"istio-locality": "us-east-1.us-east-1c"}),
+        ("shop", "b"): Labels({"topology.istio.io/locality": "ap/ap-1/r2", "istio-locality": "x"}),
+        ("shop", "c"): Labels({"app": "web"}),
+    }
+    built = build_service(
+        parse_service(service()),
+        [
+            parse_slice(
+                endpoint_slice(
+                    endpoints=[
+                        ep("10.1.0.1", node="n1", pod="a"),
+                        ep("10.1.0.2", node="n1", pod="b"),
+                        ep("10.1.0.3", node="n1", pod="c"),
+                    ]
+                )
+            )
+        ],
+        nodes,
+        OPTIONS,
+        pods,
+    )
+    localities = {e.address: e.locality for e in built.endpoints}
+    assert localities == {
+        "10.1.0.1": Locality(region="us-east-1", zone="us-east-1c"),
+        "10.1.0.2": Locality(region="ap", zone="ap-1", subzone="r2"),
+        "10.1.0.3": Locality(region="eu-west-1"),
+    }
+    (first, *_) = built.endpoints
+    assert first.labels["topology.kubernetes.io/zone"] == "us-east-1c"
