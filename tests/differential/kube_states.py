@@ -11,7 +11,7 @@ proxy's own workload.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,12 +36,24 @@ class KubeState:
 
     def facts(self) -> KubeFacts:
         """What the Kubernetes normalization rules need to know of this state."""
-        local = frozenset(
-            f"{o['metadata']['name']}.{o['metadata']['namespace']}.svc.cluster.local"
-            for o in self.services()
-            if o["spec"].get("internalTrafficPolicy") == "Local"
+
+        def hosts(pick: Callable[[Obj], object]) -> frozenset[str]:
+            return frozenset(
+                f"{o['metadata']['name']}.{o['metadata']['namespace']}.svc.cluster.local"
+                for o in self.services()
+                if pick(o)
+            )
+
+        annotation = "networking.istio.io/traffic-distribution"
+        return KubeFacts(
+            node_local=hosts(lambda o: o["spec"].get("internalTrafficPolicy") == "Local"),
+            distributed=hosts(
+                lambda o: (
+                    o["spec"].get("trafficDistribution")
+                    or annotation in (o["metadata"].get("annotations") or {})
+                )
+            ),
         )
-        return KubeFacts(node_local=local)
 
 
 def node(name: str, **labels: str) -> Obj:
@@ -59,6 +71,13 @@ CLUSTER_NODES: tuple[Obj, ...] = (
     node("node-b", **_topology("eu-west1", "eu-west1-b")),
     node("node-c", **_topology("us-east1", "us-east1-c", **{"topology.istio.io/subzone": "rack7"})),
     node("node-d"),
+    node(
+        "node-e",  # an older cluster's node: the beta topology labels only
+        **{
+            "failure-domain.beta.kubernetes.io/region": "ap-south1",
+            "failure-domain.beta.kubernetes.io/zone": "ap-south1-a",
+        },
+    ),
 )
 _ZONES = {"node-a": "eu-west1-a", "node-b": "eu-west1-b", "node-c": "us-east1-c"}
 
@@ -571,6 +590,122 @@ def _traffic_state() -> KubeState:
     )
 
 
+def _topology_state() -> KubeState:
+    """Pods on a node with the beta topology labels only, a pod pinning its locality
+    with ``istio-locality``, a namespace and a pod on a named network, a Service
+    preferring close endpoints (``trafficDistribution``)."""
+    ns = "geo"
+    pods = [
+        pod("maps-e", ns, "10.244.5.11", "node-e", app="maps"),
+        pod("maps-a", ns, "10.244.1.12", "node-a", app="maps"),
+        pod(
+            "maps-pin",
+            ns,
+            "10.244.2.13",
+            "node-b",
+            app="maps",
+            **{"istio-locality": "eu-west1.eu-west1-z"},
+        ),
+        pod("tiles-1", "geo-net", "10.244.3.14", "node-c", app="tiles"),
+        pod(
+            "tiles-2",
+            "geo-net",
+            "10.244.4.15",
+            "node-d",
+            app="tiles",
+            more={"topology.istio.io/network": "net-2"},
+        ),
+    ]
+    maps = service("maps", ns, [port("http", 80, 8080)], selector={"app": "maps"})
+    maps["spec"]["trafficDistribution"] = "PreferClose"
+    return KubeState(
+        "topology",
+        (
+            namespace(ns),
+            namespace("geo-net", **{"topology.istio.io/network": "net-1"}),
+            *pods,
+            maps,
+            service("tiles", "geo-net", [port("grpc", 9000)], selector={"app": "tiles"}),
+            endpoint_slice(
+                "maps-r4t5y", ns, "maps", [slice_port("http", 8080)], [_of(p) for p in pods[:3]]
+            ),
+            endpoint_slice(
+                "tiles-u7i8o",
+                "geo-net",
+                "tiles",
+                [slice_port("grpc", 9000)],
+                [_of(p) for p in pods[3:]],
+            ),
+        ),
+    )
+
+
+def _tls_state() -> KubeState:
+    """HTTPS and TLS Services on 443 beside the API server's own, WebSocket ports by
+    ``appProtocol``, a StatefulSet's endpoints with hostnames, a Service exported to a
+    list of namespaces."""
+    ns = "secure"
+    pods = [
+        pod("vault-0", ns, "10.244.1.31", "node-a", app="vault"),
+        pod("vault-1", ns, "10.244.2.32", "node-b", app="vault"),
+        pod("chat-1", ns, "10.244.3.33", "node-c", app="chat"),
+    ]
+    vault_endpoints = [_of(pods[0]), _of(pods[1])]
+    for i, item in enumerate(vault_endpoints):
+        item["hostname"] = f"vault-{i}"
+    return KubeState(
+        "tls",
+        (
+            namespace(ns),
+            *pods,
+            service(
+                "vault",
+                ns,
+                [port("https", 443, 8200), port("tls-cluster", 8201)],
+                selector={"app": "vault"},
+            ),
+            service(
+                "vault-internal",
+                ns,
+                [port("https", 8200), port("tls-cluster", 8201)],
+                selector={"app": "vault"},
+                headless=True,
+            ),
+            service(
+                "chat",
+                ns,
+                [
+                    port("ws", 80, 8080, app_protocol="kubernetes.io/ws"),
+                    port("wss", 443, 8443, app_protocol="kubernetes.io/wss"),
+                ],
+                selector={"app": "chat"},
+                annotations={"networking.istio.io/exportTo": "secure,default"},
+            ),
+            endpoint_slice(
+                "vault-a1s2d",
+                ns,
+                "vault",
+                [slice_port("https", 8200), slice_port("tls-cluster", 8201)],
+                vault_endpoints,
+            ),
+            endpoint_slice(
+                "vault-internal-f3g4h",
+                ns,
+                "vault-internal",
+                [slice_port("https", 8200), slice_port("tls-cluster", 8201)],
+                vault_endpoints,
+            ),
+            endpoint_slice(
+                "chat-j5k6l",
+                ns,
+                "chat",
+                [slice_port("ws", 8080), slice_port("wss", 8443)],
+                [_of(pods[2])],
+            ),
+        ),
+    )
+
+
 STATES: tuple[KubeState, ...] = (
     _ports_state(),
     _conditions_state(),
@@ -580,4 +715,6 @@ STATES: tuple[KubeState, ...] = (
     _namespaces_state(),
     _mesh_state(),
     _traffic_state(),
+    _topology_state(),
+    _tls_state(),
 )

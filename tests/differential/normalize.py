@@ -557,6 +557,7 @@ class KubeFacts:
     resources do not show."""
 
     node_local: frozenset[str] = frozenset()  # hostnames of `internalTrafficPolicy: Local`
+    distributed: frozenset[str] = frozenset()  # hostnames with a `trafficDistribution`
 
 
 @dataclass(frozen=True, slots=True)
@@ -585,6 +586,24 @@ def _node_local(served: Served, side: str, facts: KubeFacts) -> None:
             assignment.pop("endpoints", None)
 
 
+def _traffic_distribution(served: Served, side: str, facts: KubeFacts) -> None:
+    """istiod's locality-weighted load balancing of a Service with a traffic
+    distribution, and the priorities of its localities (both sides)."""
+    for cluster in _resources(served, "cds"):
+        if str(cluster.get("name", "")).rsplit("|", 1)[-1] not in facts.distributed:
+            continue
+        common = cluster.get("common_lb_config", {})
+        if side == "istiod":
+            common.pop("locality_weighted_lb_config", None)
+        if "common_lb_config" in cluster and not common:
+            del cluster["common_lb_config"]
+    for assignment in _assignments(served):
+        host = str(assignment.get("cluster_name", "")).rsplit("|", 1)[-1]
+        if host in facts.distributed:
+            for group in assignment.get("endpoints", []):
+                group.pop("priority", None)
+
+
 # only where both read one Kubernetes cluster (tests/differential/kube.py)
 KUBE_RULES: tuple[KubeRule, ...] = (
     KubeRule(
@@ -603,6 +622,15 @@ KUBE_RULES: tuple[KubeRule, ...] = (
         "one answer for every proxy and serves them all",
         "Kubernetes `internalTrafficPolicy: Local`",
         _node_local,
+    ),
+    KubeRule(
+        "traffic-distribution",
+        "istiod's `locality_weighted_lb_config` on the clusters of Services with a "
+        "`trafficDistribution`, and the priorities of their localities",
+        "istiod ranks localities by their distance from each proxy's own; registryd "
+        "builds one answer for every proxy and ranks none",
+        "Kubernetes `trafficDistribution`",
+        _traffic_distribution,
     ),
 )
 

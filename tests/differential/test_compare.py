@@ -234,3 +234,16 @@ def test_kubernetes_endpoint_order_and_node_local_services_are_documented_differ
     assert compare(istiod, ours, kube=facts) == []
     assert len(compare(istiod, ours, kube=KubeFacts())) == 1  # the node-local endpoints
     assert len(compare(istiod, ours)) == 3  # and the order, outside Kubernetes states
+
+
+def test_istiods_locality_ranking_of_a_traffic_distribution_is_a_documented_difference() -> None:
+    name = "outbound|80||a.shop.svc.cluster.local"
+    common = {"locality_weighted_lb_config": {}}
+    istiod = {
+        "cds": {name: {"name": name, "common_lb_config": common}},
+        "eds": {name: {"cluster_name": name, "endpoints": [{"priority": 1}]}},
+    }
+    ours = {"cds": {name: {"name": name}}, "eds": {name: {"cluster_name": name, "endpoints": [{}]}}}
+    facts = KubeFacts(distributed=frozenset({"a.shop.svc.cluster.local"}))
+    assert compare(istiod, ours, kube=facts) == []
+    assert len(compare(istiod, ours, kube=KubeFacts())) == 2
