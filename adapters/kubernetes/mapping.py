@@ -38,7 +38,9 @@ Mapping, as istiod does it:
   region from the endpoint's node label ``topology.kubernetes.io/region``
   (else ``failure-domain.beta.kubernetes.io/region``), zone from the endpoint's ``zone``
   else the node's ``topology.kubernetes.io/zone`` (else the beta label), subzone from the
-  node label ``topology.istio.io/subzone``.  Unknown node: no region.
+  node label ``topology.istio.io/subzone``.  Unknown node: no region.  An endpoint
+  naming no Pod (``targetRef``) has no locality and no node (istiod reads both from
+  the Pod).
 * Endpoint labels: the labels of the Pod the endpoint's ``targetRef`` names (when that
   Pod is known), under the topology labels istiod adds (``AugmentLabels``):
   ``topology.istio.io/cluster`` (the cluster ID), ``kubernetes.io/hostname`` (the node),
@@ -159,6 +161,12 @@ def pod_locality(labels: Mapping[str, str]) -> Locality | None:
 def _locality(
     endpoint: SliceEndpoint, nodes: Mapping[str, NodeLocality], pod: Mapping[str, str] | None
 ) -> Locality:
+    """The endpoint's locality: its Pod's (pinned by label, else its node's).  An
+    endpoint that names no Pod has none, whatever node or zone the slice gives it: istiod
+    takes a locality from the Pod only (``NewEndpointBuilder``,
+    kube/controller/endpoint_builder.go, with no Pod)."""
+    if endpoint.pod is None:
+        return NO_LOCALITY
     pinned = pod_locality(pod) if pod else None
     if pinned is not None:
         return pinned
@@ -211,7 +219,8 @@ def _slice_endpoints(
                     continue
                 pod = pods.get(item.pod) if item.pod is not None else None
                 locality = _locality(item, nodes, pod)
-                labels = _endpoint_labels(item.node, locality, options.cluster_id, pod)
+                node = item.node if item.pod is not None else ""  # the Pod's node
+                labels = _endpoint_labels(node, locality, options.cluster_id, pod)
                 for address in item.addresses:
                     key = (port.number, address, slice_port.number)
                     before = found.get(key)

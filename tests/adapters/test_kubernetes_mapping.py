@@ -255,11 +255,12 @@ def test_locality_from_endpoint_zone_and_node_labels() -> None:
         service(),
         endpoint_slice(
             endpoints=[
-                ep("10.1.0.1", node="n1", zone="eu-west-1a"),  # the endpoint's zone wins
-                ep("10.1.0.2", node="n1"),  # the node's zone
-                ep("10.1.0.3", node="n2"),  # the beta labels
-                ep("10.1.0.4", zone="z9"),  # no node: zone only
-                ep("10.1.0.5", node="gone"),  # unknown node
+                ep("10.1.0.1", node="n1", zone="eu-west-1a", pod="p1"),  # the endpoint's zone
+                ep("10.1.0.2", node="n1", pod="p2"),  # the node's zone
+                ep("10.1.0.3", node="n2", pod="p3"),  # the beta labels
+                ep("10.1.0.4", zone="z9", pod="p4"),  # no node: zone only
+                ep("10.1.0.5", node="gone", pod="p5"),  # unknown node
+                ep("10.1.0.6", node="n1", zone="eu-west-1a"),  # no pod: no locality
             ]
         ),
         nodes=nodes,
@@ -271,6 +272,7 @@ def test_locality_from_endpoint_zone_and_node_labels() -> None:
         "10.1.0.3": Locality(region="us-east-1", zone="us-east-1c"),
         "10.1.0.4": Locality(zone="z9"),
         "10.1.0.5": Locality(),
+        "10.1.0.6": Locality(),  # endpoint_builder.go NewEndpointBuilder without a Pod
     }
     labels = {e.address: dict(e.labels) for e in built.endpoints}
     assert labels["10.1.0.1"] == {
@@ -281,6 +283,7 @@ def test_locality_from_endpoint_zone_and_node_labels() -> None:
         "topology.istio.io/subzone": "rack7",
     }
     assert labels["10.1.0.5"] == {CLUSTER_LABEL: "east", "kubernetes.io/hostname": "gone"}
+    assert labels["10.1.0.6"] == {CLUSTER_LABEL: "east"}  # nor a node
 
 
 def test_headless_is_passthrough_as_istiod_conversion_go_ConvertService() -> None:
