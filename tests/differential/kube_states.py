@@ -383,6 +383,7 @@ def _locality_state() -> KubeState:
         [slice_port("http", 9200)],
         [endpoint("192.168.10.5"), endpoint("192.168.10.6")],
     )
+    manual["endpoints"][0]["zone"] = "eu-west1-a"  # a topology hint written by hand
     manual["metadata"]["labels"]["endpointslice.kubernetes.io/managed-by"] = "ops.example.com"
     return KubeState(
         "locality",
