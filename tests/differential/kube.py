@@ -4,15 +4,17 @@ one state at a time, and what each serves the same nodes.
 :class:`KubePair` starts a kube-apiserver with the cluster's Nodes
 (:data:`~tests.differential.kube_states.CLUSTER_NODES`, there before either reader
 starts, so both know every node's locality from their first list), then istiod
-(``--registries=Kubernetes`` on that API server, its Istio config from an empty
-directory) and registryd (a ``kubernetes`` registry, cluster ID ``Kubernetes`` as
+(``--registries=Kubernetes`` on that API server, its Istio config from a directory
+of ServiceEntry files) and registryd (a ``kubernetes`` registry, cluster ID ``Kubernetes`` as
 istiod's, on the same API server).  :meth:`KubePair.serve` deletes what the previous
 state created, creates one :class:`~tests.differential.kube_states.KubeState`, then a
 *sync marker*: a Pod, a Service on port 1 and its EndpointSlice, unique per state and
 created after the state's Pods, Services and EndpointSlices.  Each reader watches each
 kind in order, and neither serves an endpoint whose Pod it has not seen: whoever serves
-the marker's endpoint has read the whole state.  Then it collects CDS/EDS/LDS/RDS from
-both for each node of :data:`~tests.differential.servers.NODES`.
+the marker's endpoint has read the whole cluster state.  The state's ServiceEntries
+and WorkloadEntries go to the config directory both read, with a marker ServiceEntry
+of their own (the file harness's) in a file written after them.  Then it collects
+CDS/EDS/LDS/RDS from both for each node of :data:`~tests.differential.servers.NODES`.
 """
 
 from __future__ import annotations
@@ -21,8 +23,10 @@ import asyncio
 import copy
 import itertools
 import json
+import os
 import time
 from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +44,8 @@ from tests.differential.kube_states import (
     slice_port,
 )
 from tests.differential.normalize import MARKER_PORT
-from tests.differential.servers import NODES
+from tests.differential.servers import NODES, marker_entry
+from tests.differential.servers import grpc_names as entry_names
 from tests.support.istiod import Istiod, fs_source, istiod_binary, start_istiod
 from tests.support.kube_apiserver import (
     KubeApiServer,
@@ -89,12 +94,30 @@ def marker_objects(n: int) -> tuple[str, str, list[dict[str, Any]]]:
     return f"outbound|{MARKER_PORT}||{host}", address, objects
 
 
+@dataclass(frozen=True, slots=True)
+class _Sync:
+    """What a server serves once it has read a whole state: the marker Service's
+    cluster with its endpoint's address, and the config directory's marker (its
+    cluster for an Envoy, its listener for a proxyless gRPC client)."""
+
+    cluster: str
+    address: str
+    file_cluster: str
+    file_listener: str
+
+    def seen(self, served: Served, node: Node) -> bool:
+        endpoint = f'"{self.address}"' in json.dumps(served.get("eds", {}).get(self.cluster, {}))
+        if node.kind == "grpc":
+            return endpoint and self.file_listener in served.get("lds", {})
+        return endpoint and self.file_cluster in served.get("cds", {})
+
+
 class KubePair:
     """See the module.  Use :meth:`start`; :meth:`stop` ends every server."""
 
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
-        self.dir = workdir / "entries"  # both readers' Istio config: none
+        self.dir = workdir / "entries"  # both readers' Istio config (a state's entries)
         self.dir.mkdir(parents=True, exist_ok=True)
         self._count = itertools.count(1)
         self._created: list[str] = []  # API paths of the previous state's objects
@@ -141,28 +164,43 @@ class KubePair:
         """Load ``state`` alone, then per node what each server serves."""
         assert self.istiod is not None and self.registryd is not None
         self._clear()
-        marker, address, marker_objs = marker_objects(next(self._count))
+        n = next(self._count)
+        marker, address, marker_objs = marker_objects(n)
+        file_marker, file_marker_doc = marker_entry(n)
+        for name, content in (("input.yaml", state.entries), ("marker.yaml", file_marker_doc)):
+            staging = self.workdir / f"{name}.tmp"
+            staging.write_text(content)
+            os.replace(staging, self.dir / name)
         for obj in (*state.objects, *marker_objs):
             self._create(obj)
-        names = grpc_names(state)
+        file_host = file_marker.rsplit("|", 1)[-1]
+        names = sorted(
+            {
+                *grpc_names(state),
+                *entry_names(yaml.safe_load_all(state.entries)),
+                f"{file_host}:{MARKER_PORT}",
+            }
+        )
+        sync = _Sync(marker, address, file_marker, f"{file_host}:{MARKER_PORT}")
         for node in nodes:
             options = {"grpc_listeners": names} if node.kind == "grpc" else {}
-            theirs = await self._synced(self.istiod.grpc_port, node, marker, address, options)
-            ours = await self._synced(self.registryd.grpc_port, node, marker, address, options)
+            theirs = await self._synced(self.istiod.grpc_port, node, sync, options)
+            ours = await self._synced(self.registryd.grpc_port, node, sync, options)
             yield node, theirs, ours
 
     async def _synced(
-        self, grpc_port: int, node: Node, marker: str, address: str, options: dict[str, Any]
+        self, grpc_port: int, node: Node, sync: _Sync, options: dict[str, Any]
     ) -> Served:
         """What the server on ``grpc_port`` serves ``node`` once it serves the marker's
-        endpoint (a server may serve the marker's Service before its endpoint)."""
+        endpoint (a server may serve the marker's Service before its endpoint) and the
+        config directory's marker."""
         deadline = time.monotonic() + SYNC_TIMEOUT
         while True:
-            served = await collect(f"127.0.0.1:{grpc_port}", node, marker, **options)
-            if f'"{address}"' in json.dumps(served.get("eds", {}).get(marker, {})):
+            served = await collect(f"127.0.0.1:{grpc_port}", node, sync.cluster, **options)
+            if sync.seen(served, node):
                 return served
             if time.monotonic() > deadline:
-                raise AssertionError(f"port {grpc_port} never served {address} for {marker}")
+                raise AssertionError(f"port {grpc_port} never served {sync}")
             await asyncio.sleep(0.1)
 
     # -- the cluster --------------------------------------------------------------------

@@ -15,6 +15,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import yaml
+
 from tests.differential.normalize import KubeFacts
 
 __all__ = ["CLUSTER_NODES", "STATES", "KubeState"]
@@ -25,11 +27,13 @@ Obj = dict[str, Any]
 @dataclass(frozen=True, slots=True)
 class KubeState:
     """One cluster state: its objects in the order they are created (Namespaces, Pods,
-    Services, EndpointSlices).  A Pod's ``status`` is written after it is created (the
-    API server drops a new Pod's status)."""
+    Services, EndpointSlices), and the ServiceEntries and WorkloadEntries both read from
+    their config directory with it.  A Pod's ``status`` is written after it is created
+    (the API server drops a new Pod's status)."""
 
     name: str
     objects: tuple[Obj, ...]
+    entries: str = ""  # Istio config (ServiceEntry/WorkloadEntry YAML) beside the cluster
 
     def services(self) -> list[Obj]:
         return [o for o in self.objects if o["kind"] == "Service"]
@@ -53,7 +57,31 @@ class KubeState:
                     or annotation in (o["metadata"].get("annotations") or {})
                 )
             ),
+            selected=self._selected(),
         )
+
+    def _selected(self) -> dict[str, frozenset[str]]:
+        """Hostname -> addresses of the WorkloadEntries (of :attr:`entries`) that its
+        Service's selector matches, in the Service's namespace."""
+        entries = [
+            d
+            for d in yaml.safe_load_all(self.entries)
+            if isinstance(d, dict) and d.get("kind") == "WorkloadEntry"
+        ]
+        out: dict[str, frozenset[str]] = {}
+        for obj in self.services():
+            selector = obj["spec"].get("selector") or {}
+            meta = obj["metadata"]
+            found = frozenset(
+                e["spec"]["address"]
+                for e in entries
+                if selector
+                and e["metadata"].get("namespace", "default") == meta["namespace"]
+                and selector.items() <= (e["spec"].get("labels") or {}).items()
+            )
+            if found:
+                out[f"{meta['name']}.{meta['namespace']}.svc.cluster.local"] = found
+        return out
 
 
 def node(name: str, **labels: str) -> Obj:
@@ -605,7 +633,7 @@ def _topology_state() -> KubeState:
             "10.244.2.13",
             "node-b",
             app="maps",
-            **{"istio-locality": "eu-west1.eu-west1-z"},
+            more={"istio-locality": "eu-west1.eu-west1-z"},
         ),
         pod("tiles-1", "geo-net", "10.244.3.14", "node-c", app="tiles"),
         pod(
@@ -707,6 +735,77 @@ def _tls_state() -> KubeState:
     )
 
 
+_VM_ENTRIES = """\
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata:
+  name: billing-vm-1
+  namespace: legacy
+spec:
+  address: 172.16.0.21
+  labels:
+    app: billing
+    version: vm
+  ports:
+    http: 8080
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata:
+  name: payments-api
+  namespace: legacy
+spec:
+  hosts: [api.payments.example.com]
+  location: MESH_EXTERNAL
+  resolution: DNS
+  ports:
+  - {number: 443, name: https, protocol: TLS}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata:
+  name: ledger
+  namespace: legacy
+spec:
+  hosts: [ledger.legacy.svc.cluster.local]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports:
+  - {number: 80, name: http, protocol: HTTP, targetPort: 8080}
+  workloadSelector:
+    labels: {app: ledger}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata:
+  name: ledger-vm-1
+  namespace: legacy
+spec:
+  address: 172.16.0.31
+  labels: {app: ledger}
+"""
+
+
+def _vm_state() -> KubeState:
+    """A migration to the mesh: a Kubernetes Service whose selector also matches a VM's
+    WorkloadEntry, an external API as a ServiceEntry, and a ServiceEntry giving a VM
+    workload a cluster-local name that no Kubernetes Service has."""
+    ns = "legacy"
+    pods = [pod("billing-1", ns, "10.244.1.51", "node-a", app="billing", version="k8s")]
+    return KubeState(
+        "vm",
+        (
+            namespace(ns),
+            *pods,
+            service("billing", ns, [port("http", 80, 8080)], selector={"app": "billing"}),
+            endpoint_slice(
+                "billing-z9x8c", ns, "billing", [slice_port("http", 8080)], [_of(pods[0])]
+            ),
+        ),
+        _VM_ENTRIES,
+    )
+
+
 STATES: tuple[KubeState, ...] = (
     _ports_state(),
     _conditions_state(),
@@ -718,4 +817,5 @@ STATES: tuple[KubeState, ...] = (
     _traffic_state(),
     _topology_state(),
     _tls_state(),
+    _vm_state(),
 )

@@ -13,8 +13,8 @@ by comparing them.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
@@ -558,6 +558,8 @@ class KubeFacts:
 
     node_local: frozenset[str] = frozenset()  # hostnames of `internalTrafficPolicy: Local`
     distributed: frozenset[str] = frozenset()  # hostnames with a `trafficDistribution`
+    # hostname -> addresses of the WorkloadEntries its Service's selector matches
+    selected: Mapping[str, frozenset[str]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -604,6 +606,18 @@ def _traffic_distribution(served: Served, side: str, facts: KubeFacts) -> None:
                 group.pop("priority", None)
 
 
+def _selected_workload_entries(served: Served, side: str, facts: KubeFacts) -> None:
+    """istiod's endpoints of a Kubernetes Service at the addresses of WorkloadEntries its
+    selector matches (their locality's weight recomputed without them)."""
+    if side != "istiod":
+        return
+    for assignment in _assignments(served):
+        host = str(assignment.get("cluster_name", "")).rsplit("|", 1)[-1]
+        addresses = facts.selected.get(host)
+        if addresses:
+            _drop_endpoints(assignment, partial(_at, set(addresses)))
+
+
 # only where both read one Kubernetes cluster (tests/differential/kube.py)
 KUBE_RULES: tuple[KubeRule, ...] = (
     KubeRule(
@@ -631,6 +645,15 @@ KUBE_RULES: tuple[KubeRule, ...] = (
         "builds one answer for every proxy and ranks none",
         "Kubernetes `trafficDistribution`",
         _traffic_distribution,
+    ),
+    KubeRule(
+        "selected-workload-entries",
+        "istiod's endpoints of a Kubernetes Service at the addresses of WorkloadEntries "
+        "its selector matches",
+        "registryd's Kubernetes registry reads Pods' EndpointSlices only; a "
+        "WorkloadEntry is an endpoint of the ServiceEntries that select it",
+        "a Kubernetes Service whose selector matches WorkloadEntries",
+        _selected_workload_entries,
     ),
 )
 

@@ -247,3 +247,18 @@ def test_istiods_locality_ranking_of_a_traffic_distribution_is_a_documented_diff
     facts = KubeFacts(distributed=frozenset({"a.shop.svc.cluster.local"}))
     assert compare(istiod, ours, kube=facts) == []
     assert len(compare(istiod, ours, kube=KubeFacts())) == 2
+
+
+def test_workload_entries_a_kubernetes_selector_matches_are_a_documented_difference() -> None:
+    name = "outbound|80||a.shop.svc.cluster.local"
+
+    def assignment(*addresses: str) -> dict[str, object]:
+        group = {"lb_endpoints": [lb(a) for a in addresses], "load_balancing_weight": 2}
+        return {"cluster_name": name, "endpoints": [group]}
+
+    istiod = {"eds": {name: assignment("10.0.0.1", "172.16.0.1")}}
+    ours = {"eds": {name: assignment("10.0.0.1")}}
+    ours["eds"][name]["endpoints"][0]["load_balancing_weight"] = 1  # type: ignore[index]
+    facts = KubeFacts(selected={"a.shop.svc.cluster.local": frozenset({"172.16.0.1"})})
+    assert compare(istiod, ours, kube=facts) == []
+    assert compare(istiod, ours, kube=KubeFacts()) != []
