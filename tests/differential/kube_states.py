@@ -806,6 +806,42 @@ def _vm_state() -> KubeState:
     )
 
 
+_SHADOW_ENTRIES = """\
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata:
+  name: search-extra
+  namespace: lookup
+spec:
+  hosts: [search.lookup.svc.cluster.local]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports:
+  - {number: 80, name: http, protocol: HTTP}
+  endpoints:
+  - address: 172.16.1.10
+"""
+
+
+def _shadow_state() -> KubeState:
+    """A ServiceEntry of a Kubernetes Service's own hostname (its namespace too), adding
+    an endpoint outside the cluster."""
+    ns = "lookup"
+    pods = [pod("search-1", ns, "10.244.2.61", "node-b", app="search")]
+    return KubeState(
+        "shadow",
+        (
+            namespace(ns),
+            *pods,
+            service("search", ns, [port("http", 80, 8080)], selector={"app": "search"}),
+            endpoint_slice(
+                "search-q1w2e", ns, "search", [slice_port("http", 8080)], [_of(pods[0])]
+            ),
+        ),
+        _SHADOW_ENTRIES,
+    )
+
+
 STATES: tuple[KubeState, ...] = (
     _ports_state(),
     _conditions_state(),
@@ -818,4 +854,5 @@ STATES: tuple[KubeState, ...] = (
     _topology_state(),
     _tls_state(),
     _vm_state(),
+    _shadow_state(),
 )
