@@ -5,8 +5,9 @@ one state at a time, and what each serves the same nodes.
 (:data:`~tests.differential.kube_states.CLUSTER_NODES`, there before either reader
 starts, so both know every node's locality from their first list), then istiod
 (``--registries=Kubernetes`` on that API server, its Istio config from a directory
-of ServiceEntry files) and registryd (a ``kubernetes`` registry, cluster ID ``Kubernetes`` as
-istiod's, on the same API server).  :meth:`KubePair.serve` deletes what the previous
+of ServiceEntry files) and registryd (a ``kubernetes`` registry, cluster ID
+``Kubernetes`` as istiod's, on the same API server), both skipping the namespaces
+:data:`DISCOVERY_SELECTOR` leaves out.  :meth:`KubePair.serve` deletes what the previous
 state created, creates one :class:`~tests.differential.kube_states.KubeState`, then a
 *sync marker*: a Pod, a Service on port 1 and its EndpointSlice, unique per state and
 created after the state's Pods, Services and EndpointSlices.  Each reader watches each
@@ -61,6 +62,11 @@ CLUSTER_ID = "Kubernetes"  # istiod's default cluster ID, given to registryd's r
 DOMAIN = "cluster.local"
 SYNC_TIMEOUT = 30.0  # seconds: a hang guard for a server to serve the marker's endpoint
 MARKER_NAMESPACE = "default"
+# both readers skip the namespaces labelled so: istiod's mesh config
+# `discoverySelectors`, registryd's `namespace_selector`
+DISCOVERY_SELECTOR = {
+    "matchExpressions": [{"key": "discovery.registryd.test/hidden", "operator": "DoesNotExist"}]
+}
 
 
 def grpc_names(state: KubeState) -> list[str]:
@@ -138,6 +144,7 @@ class KubePair:
                 self.workdir,
                 self.workdir / "istiod.log",
                 config_sources=[fs_source(self.dir)],
+                mesh={"discoverySelectors": [DISCOVERY_SELECTOR]},
                 binary=istiod,
                 kubeconfig=kubeconfig,
             )
@@ -148,6 +155,7 @@ class KubePair:
                 "kubeconfig": str(kubeconfig),
                 "cluster_id": CLUSTER_ID,
                 "domain": DOMAIN,
+                "namespace_selector": DISCOVERY_SELECTOR,
             }
             config.write_text(yaml.safe_dump({"registries": [registry]}))
             self.registryd = start_registryd(

@@ -456,8 +456,9 @@ def _slices_state() -> KubeState:
 
 
 def _namespaces_state() -> KubeState:
-    """One Service name in two namespaces, one exported to its own namespace only, and a
-    Service of the proxy's own namespace."""
+    """One Service name in two namespaces, one exported to its own namespace only, a
+    Service of the proxy's own namespace, and one of a namespace the mesh's discovery
+    selector leaves out."""
     pods = [
         pod("cart-1", "team-a", "10.244.1.81", "node-a", app="cart"),
         pod("cart-2", "team-b", "10.244.2.82", "node-b", app="cart"),
@@ -468,6 +469,16 @@ def _namespaces_state() -> KubeState:
         (
             namespace("team-a", team="a"),
             namespace("team-b", team="b"),
+            namespace("sandbox", **{"discovery.registryd.test/hidden": "true"}),
+            pod("toy-1", "sandbox", "10.244.1.84", "node-a", app="toy"),
+            service("toy", "sandbox", [port("http", 80, 8080)], selector={"app": "toy"}),
+            endpoint_slice(
+                "toy-s1",
+                "sandbox",
+                "toy",
+                [slice_port("http", 8080)],
+                [endpoint("10.244.1.84", "toy-1", "sandbox", "node-a")],
+            ),
             *pods,
             service("cart", "team-a", [port("http", 80, 8080)], selector={"app": "cart"}),
             service(

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.differential.compare import compare
-from tests.differential.kube import KubePair
+from tests.differential.kube import KubePair, grpc_names
 from tests.differential.kube_states import STATES
 from tests.differential.servers import NODES
 
@@ -32,6 +32,9 @@ async def test_istiod_on_the_same_cluster_serves_what_registryd_serves(
         async for node, istiod, ours in kube_pair.serve(state):
             compared.append((state.name, node.kind))
             assert istiod.get("eds"), (state.name, node.kind)  # endpoints were compared
+            if node.kind == "sidecar":  # istiod read the state: some Service of it is there
+                hosts = {h.split(":")[0] for h in grpc_names(state)}
+                assert {n.rsplit("|", 1)[-1] for n in istiod["cds"]} & hosts, state.name
             differences = compare(istiod, ours, kube=state.facts())
             found += [f"[{state.name} / {node.kind}] {d}" for d in differences]
     assert len(compared) == len(STATES) * len(NODES)
