@@ -4,18 +4,20 @@ one state at a time, and what each serves the same nodes.
 :class:`KubePair` starts a kube-apiserver with the cluster's Nodes
 (:data:`~tests.differential.kube_states.CLUSTER_NODES`, there before either reader
 starts, so both know every node's locality from their first list), then istiod
-(``--registries=Kubernetes`` on that API server, its Istio config from a directory
-of ServiceEntry files) and registryd (a ``kubernetes`` registry, cluster ID
-``Kubernetes`` as istiod's, on the same API server), both skipping the namespaces
-:data:`DISCOVERY_SELECTOR` leaves out.  :meth:`KubePair.serve` deletes what the previous
-state created, creates one :class:`~tests.differential.kube_states.KubeState`, then a
-*sync marker*: a Pod, a Service on port 1 and its EndpointSlice, unique per state and
-created after the state's Pods, Services and EndpointSlices.  Each reader watches each
-kind in order, and neither serves an endpoint whose Pod it has not seen: whoever serves
-the marker's endpoint has read the whole cluster state.  The state's ServiceEntries
-and WorkloadEntries go to the config directory both read, with a marker ServiceEntry
-of their own (the file harness's) in a file written after them.  Then it collects
-CDS/EDS/LDS/RDS from both for each node of :data:`~tests.differential.servers.NODES`.
+(``--registries=Kubernetes`` on that API server, its Istio config from a directory of
+ServiceEntry files) and registryd (a ``kubernetes`` registry, cluster ID ``Kubernetes``
+as istiod's, on the same API server), both skipping the namespaces
+:data:`DISCOVERY_SELECTOR` leaves out.  :meth:`KubePair.serve` turns the cluster from
+the previous state into one :class:`~tests.differential.kube_states.KubeState` as
+controllers would (deleting what only the previous state had, updating in place what
+both have, creating the rest), then creates a *sync marker*: a Pod, a Service on port 1
+and its EndpointSlice, unique per state and created after the state's Pods, Services and
+EndpointSlices.  Each reader watches each kind in order, and neither serves an endpoint
+whose Pod it has not seen: whoever serves the marker's endpoint has read the whole
+cluster state.  The state's ServiceEntries and WorkloadEntries go to the config
+directory both read, with a marker ServiceEntry of their own (the file harness's) in a
+file written after them.  Then it collects CDS/EDS/LDS/RDS from both for each node of
+:data:`~tests.differential.servers.NODES`.
 """
 
 from __future__ import annotations
@@ -67,6 +69,11 @@ MARKER_NAMESPACE = "default"
 DISCOVERY_SELECTOR = {
     "matchExpressions": [{"key": "discovery.registryd.test/hidden", "operator": "DoesNotExist"}]
 }
+
+
+def _path(obj: dict[str, Any]) -> str:
+    """The API path of ``obj``."""
+    return f"{collection(obj)}/{obj['metadata']['name']}"
 
 
 def grpc_names(state: KubeState) -> list[str]:
@@ -126,7 +133,7 @@ class KubePair:
         self.dir = workdir / "entries"  # both readers' Istio config (a state's entries)
         self.dir.mkdir(parents=True, exist_ok=True)
         self._count = itertools.count(1)
-        self._created: list[str] = []  # API paths of the previous state's objects
+        self._stored: dict[str, dict[str, Any]] = {}  # API path -> object, in creation order
         self._namespaces: set[str] = set()
         self.api: KubeApiServer | None = None
         self.istiod: Istiod | None = None
@@ -171,7 +178,6 @@ class KubePair:
     ) -> AsyncIterator[tuple[Node, Served, Served]]:
         """Load ``state`` alone, then per node what each server serves."""
         assert self.istiod is not None and self.registryd is not None
-        self._clear()
         n = next(self._count)
         marker, address, marker_objs = marker_objects(n)
         file_marker, file_marker_doc = marker_entry(n)
@@ -179,8 +185,7 @@ class KubePair:
             staging = self.workdir / f"{name}.tmp"
             staging.write_text(content)
             os.replace(staging, self.dir / name)
-        for obj in (*state.objects, *marker_objs):
-            self._create(obj)
+        self._apply([*state.objects, *marker_objs])
         file_host = file_marker.rsplit("|", 1)[-1]
         names = sorted(
             {
@@ -234,38 +239,86 @@ class KubePair:
         status, answer = self.api.request("POST", path, body)
         assert status in (201, 409), f"create {body['kind']} at {path}: {status} {answer}"
 
-    def _create(self, obj: dict[str, Any]) -> None:
-        """Create ``obj`` (a Namespace once: no controller would ever finish deleting
-        one); a Pod's status is written after it."""
+    def _apply(self, objects: Iterable[dict[str, Any]]) -> None:
+        """Make the cluster hold ``objects``: delete what the previous state had and
+        this one has not (newest first), update what both have (same kind, namespace and
+        name: what a controller does in place, e.g. a slice during a rollout), create the
+        rest in order."""
         assert self.api is not None
-        if obj["kind"] == "Namespace":
-            name = obj["metadata"]["name"]
-            if name not in self._namespaces:  # kube-system, default: there already
-                self._ensure("/api/v1/namespaces", obj)
-                self._service_account(name)
-                self._namespaces.add(name)
-            return
+        wanted = {_path(o): o for o in objects if o["kind"] != "Namespace"}
+        for path in reversed(list(self._stored)):
+            if path not in wanted:
+                # Pods at once: no kubelet would confirm a graceful deletion
+                code, answer = self.api.request("DELETE", f"{path}?gracePeriodSeconds=0")
+                assert code in (200, 202, 404), f"delete {path}: {code} {answer}"
+                del self._stored[path]
+        for obj in objects:
+            if obj["kind"] == "Namespace":
+                self._put_namespace(obj)
+            elif _path(obj) in self._stored:
+                self._update(obj)
+            else:
+                self._create(obj)
+
+    def _put_namespace(self, obj: dict[str, Any]) -> None:
+        """Create a Namespace once (no controller would ever finish deleting one; some
+        are there already: default, kube-system), or give it ``obj``'s labels."""
+        assert self.api is not None
+        name = obj["metadata"]["name"]
+        path = f"/api/v1/namespaces/{name}"
+        code, current = self.api.request("GET", path)
+        if code == 404:
+            self.api.create(obj)
+        else:
+            assert code == 200, f"GET {path}: {code} {current}"
+            labels = {**(obj["metadata"].get("labels") or {})}
+            labels["kubernetes.io/metadata.name"] = name  # the API server's own
+            if (current["metadata"].get("labels") or {}) != labels:
+                current["metadata"]["labels"] = labels
+                code, answer = self.api.request("PUT", path, current)
+                assert code == 200, f"PUT {path}: {code} {answer}"
+        self._service_account(name)
+        self._namespaces.add(name)
+
+    def _create(self, obj: dict[str, Any]) -> None:
+        """Create ``obj`` (its namespace first if need be); a Pod's status is written
+        after it."""
+        assert self.api is not None
         namespace = obj["metadata"].get("namespace")
         if namespace:
             self._namespace(namespace)
         body = copy.deepcopy(obj)
         status = body.pop("status", None) if obj["kind"] == "Pod" else None
-        stored = self.api.create(body)
-        path = f"{collection(obj)}/{obj['metadata']['name']}"
-        self._created.append(path)
+        path = _path(obj)
+        self._stored[path] = self.api.create(body)
         if status is not None:
-            stored["status"] = status
-            code, answer = self.api.request("PUT", f"{path}/status", stored)
-            assert code == 200, f"status of Pod {path}: {code} {answer}"
+            self._status(path, status)
 
-    def _clear(self) -> None:
-        """Delete what the previous state created, newest first (Pods at once: no
-        kubelet would confirm a graceful deletion)."""
+    def _update(self, obj: dict[str, Any]) -> None:
+        """Replace the stored object of ``obj``'s path with ``obj``: a Pod's labels and
+        status only (the rest of a Pod is immutable)."""
         assert self.api is not None
-        for path in reversed(self._created):
-            code, answer = self.api.request("DELETE", f"{path}?gracePeriodSeconds=0")
-            assert code in (200, 202, 404), f"delete {path}: {code} {answer}"
-        self._created = []
+        path = _path(obj)
+        stored = self._stored[path]
+        if obj["kind"] == "Pod":
+            body = copy.deepcopy(stored)
+            body["metadata"]["labels"] = dict(obj["metadata"].get("labels") or {})
+        else:
+            body = copy.deepcopy(obj)
+            body["metadata"]["resourceVersion"] = stored["metadata"]["resourceVersion"]
+        body.pop("status", None)
+        code, answer = self.api.request("PUT", path, body)
+        assert code == 200, f"PUT {path}: {code} {answer}"
+        self._stored[path] = answer
+        if obj["kind"] == "Pod":
+            self._status(path, obj["status"])
+
+    def _status(self, path: str, status: dict[str, Any]) -> None:
+        assert self.api is not None
+        body = {**self._stored[path], "status": status}
+        code, answer = self.api.request("PUT", f"{path}/status", body)
+        assert code == 200, f"status of {path}: {code} {answer}"
+        self._stored[path] = answer
 
     def stop(self) -> None:
         for server in (self.registryd, self.istiod):

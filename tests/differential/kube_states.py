@@ -853,6 +853,84 @@ def _shadow_state() -> KubeState:
     )
 
 
+def _rollout_states() -> tuple[KubeState, ...]:
+    """A Deployment rolled from v1 to v2 in three steps, the Service and its slice
+    updated in place as controllers do (a port added, pods coming, terminating, going,
+    a pod relabelled), and a namespace leaving the mesh's discovery and coming back."""
+    ns = "deploy"
+    hidden = {"discovery.registryd.test/hidden": "true"}
+    v1 = [
+        pod("api-v1-a", ns, "10.244.1.71", "node-a", app="api", version="v1"),
+        pod("api-v1-b", ns, "10.244.2.72", "node-b", app="api", version="v1"),
+    ]
+    v2 = [
+        pod("api-v2-a", ns, "10.244.3.73", "node-c", app="api", version="v2"),
+        pod("api-v2-b", ns, "10.244.1.74", "node-a", ready=False, app="api", version="v2"),
+    ]
+    admin = [pod("admin-1", "ops", "10.244.2.75", "node-b", app="admin")]
+    http, grpc = port("http", 80, 8080), port("grpc", 9090)
+    ops = (
+        *admin,
+        service("admin", "ops", [port("http", 80, 8080)], selector={"app": "admin"}),
+        endpoint_slice("admin-p0o9i", "ops", "admin", [slice_port("http", 8080)], [_of(admin[0])]),
+    )
+    first = KubeState(
+        "rollout-1",
+        (
+            namespace(ns),
+            namespace("ops"),
+            *v1,
+            service("api", ns, [http], selector={"app": "api"}),
+            endpoint_slice(
+                "api-7h6g5", ns, "api", [slice_port("http", 8080)], [_of(p) for p in v1]
+            ),
+            *ops,
+        ),
+    )
+    relabelled = pod(
+        "api-v1-b", ns, "10.244.2.72", "node-b", app="api", version="v1", rollout="old"
+    )
+    going = endpoint(
+        "10.244.1.71", "api-v1-a", ns, "node-a", ready=False, serving=True, terminating=True
+    )
+    both = [slice_port("http", 8080), slice_port("grpc", 9090)]
+    second = KubeState(
+        "rollout-2",
+        (
+            namespace(ns),
+            namespace("ops", **hidden),
+            v1[0],
+            relabelled,
+            *v2,
+            service("api", ns, [http, grpc], selector={"app": "api"}),
+            endpoint_slice(
+                "api-7h6g5", ns, "api", both, [going, _of(relabelled), *(_of(p) for p in v2)]
+            ),
+            *ops,
+        ),
+    )
+    ready = pod("api-v2-b", ns, "10.244.1.74", "node-a", app="api", version="v2")
+    third = KubeState(
+        "rollout-3",
+        (
+            namespace(ns),
+            namespace("ops"),
+            v2[0],
+            ready,
+            service("api", ns, [port("http", 80, 8081), grpc], selector={"app": "api"}),
+            endpoint_slice(
+                "api-7h6g5",
+                ns,
+                "api",
+                [slice_port("http", 8081), slice_port("grpc", 9090)],
+                [_of(v2[0]), _of(ready)],
+            ),
+            *ops,
+        ),
+    )
+    return first, second, third
+
+
 STATES: tuple[KubeState, ...] = (
     _ports_state(),
     _conditions_state(),
@@ -866,4 +944,5 @@ STATES: tuple[KubeState, ...] = (
     _tls_state(),
     _vm_state(),
     _shadow_state(),
+    *_rollout_states(),
 )
