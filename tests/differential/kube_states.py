@@ -853,6 +853,88 @@ def _shadow_state() -> KubeState:
     )
 
 
+def _daemons_state() -> KubeState:
+    """Host-network DaemonSets (their pods share their node's address), and a Service
+    whose named target port is a different number on old and new pods (two slices, as
+    the EndpointSlice controller splits them)."""
+    ns = "monitoring"
+    exporters = [
+        pod("node-exporter-a", ns, "192.168.0.11", "node-a", app="node-exporter"),
+        pod("node-exporter-b", ns, "192.168.0.12", "node-b", app="node-exporter"),
+    ]
+    shippers = [
+        pod("fluent-bit-a", ns, "192.168.0.11", "node-a", app="fluent-bit"),
+        pod("fluent-bit-b", ns, "192.168.0.12", "node-b", app="fluent-bit"),
+    ]
+    old = [pod("grafana-old", ns, "10.244.1.77", "node-a", app="grafana")]
+    new = [pod("grafana-new", ns, "10.244.2.78", "node-b", app="grafana")]
+    return KubeState(
+        "daemons",
+        (
+            namespace(ns),
+            *exporters,
+            *shippers,
+            *old,
+            *new,
+            service(
+                "node-exporter", ns, [port("http-metrics", 9100)], selector={"app": "node-exporter"}
+            ),
+            service(
+                "fluent-bit",
+                ns,
+                [port("http", 2020), port("forward", 24224)],
+                selector={"app": "fluent-bit"},
+            ),
+            service("grafana", ns, [port("http", 3000, "web")], selector={"app": "grafana"}),
+            endpoint_slice(
+                "node-exporter-b5n6m",
+                ns,
+                "node-exporter",
+                [slice_port("http-metrics", 9100)],
+                [_of(p) for p in exporters],
+            ),
+            endpoint_slice(
+                "fluent-bit-v4c3x",
+                ns,
+                "fluent-bit",
+                [slice_port("http", 2020), slice_port("forward", 24224)],
+                [_of(p) for p in shippers],
+            ),
+            endpoint_slice(
+                "grafana-2k3l4", ns, "grafana", [slice_port("http", 3000)], [_of(old[0])]
+            ),
+            endpoint_slice(
+                "grafana-5j6h7", ns, "grafana", [slice_port("http", 3001)], [_of(new[0])]
+            ),
+        ),
+    )
+
+
+def _mixed_state() -> KubeState:
+    """Port 80 and 443 shared by Services of every kind of protocol: HTTP, sniffed (a
+    name without a protocol), raw TCP, HTTPS and TLS."""
+    ns = "mixed"
+    pods = [
+        pod(f"m-{i}", ns, f"10.244.{i % 3 + 1}.{110 + i}", f"node-{'abc'[i % 3]}", app=f"m{i}")
+        for i in range(6)
+    ]
+    specs = [
+        ("alpha", [port("http", 80, 8080)]),
+        ("beta", [port("web", 80, 8080)]),
+        ("gamma", [port("tcp-raw", 80, 8080)]),
+        ("delta", [port("https", 443, 8443)]),
+        ("epsilon", [port("tls-passthrough", 443, 8443)]),
+        ("zeta", [port("http", 443, 8443)]),
+    ]
+    objects: list[Obj] = [namespace(ns), *pods]
+    for i, (name, ports) in enumerate(specs):
+        objects.append(service(name, ns, ports, selector={"app": f"m{i}"}))
+    for i, (name, ports) in enumerate(specs):
+        slice_ports = [slice_port(p["name"], int(p.get("targetPort", p["port"]))) for p in ports]
+        objects.append(endpoint_slice(f"{name}-e1", ns, name, slice_ports, [_of(pods[i])]))
+    return KubeState("mixed", tuple(objects))
+
+
 def _rollout_states() -> tuple[KubeState, ...]:
     """A Deployment rolled from v1 to v2 in three steps, the Service and its slice
     updated in place as controllers do (a port added, pods coming, terminating, going,
@@ -944,5 +1026,7 @@ STATES: tuple[KubeState, ...] = (
     _tls_state(),
     _vm_state(),
     _shadow_state(),
+    _daemons_state(),
+    _mixed_state(),
     *_rollout_states(),
 )
