@@ -935,6 +935,54 @@ def _mixed_state() -> KubeState:
     return KubeState("mixed", tuple(objects))
 
 
+def _aliases_state() -> KubeState:
+    """ExternalName Services naming in-cluster Services of another namespace (a TCP
+    database, a cache without ports, an HTTP API), one naming a Service that does not
+    exist, and one naming an outside host on a port an HTTPS Service also has."""
+    app, data = "storefront", "backing"
+    pods = [
+        pod("postgres-0", data, "10.244.1.121", "node-a", app="postgres"),
+        pod("redis-0", data, "10.244.2.122", "node-b", app="redis"),
+        pod("catalog-1", data, "10.244.3.123", "node-c", app="catalog"),
+    ]
+    return KubeState(
+        "aliases",
+        (
+            namespace(app),
+            namespace(data),
+            *pods,
+            service("postgres", data, [port("tcp-postgres", 5432)], selector={"app": "postgres"}),
+            service("redis", data, [port("tcp-redis", 6379)], selector={"app": "redis"}),
+            service(
+                "catalog",
+                data,
+                [port("http", 80, 8080), port("https", 443, 8443)],
+                selector={"app": "catalog"},
+            ),
+            external_name(
+                "db", app, f"postgres.{data}.svc.cluster.local", [port("tcp-postgres", 5432)]
+            ),
+            external_name("cache", app, f"redis.{data}.svc.cluster.local"),
+            external_name("products", app, f"catalog.{data}.svc.cluster.local", [port("http", 80)]),
+            external_name("reports", app, f"reports.{data}.svc.cluster.local", [port("http", 80)]),
+            external_name("maps-api", app, "maps.example.com", [port("https", 443)]),
+            endpoint_slice(
+                "postgres-a1", data, "postgres", [slice_port("tcp-postgres", 5432)], [_of(pods[0])]
+            ),
+            endpoint_slice(
+                "redis-b2", data, "redis", [slice_port("tcp-redis", 6379)], [_of(pods[1])]
+            ),
+            endpoint_slice(
+                "catalog-c3",
+                data,
+                "catalog",
+                [slice_port("http", 8080), slice_port("https", 8443)],
+                [_of(pods[2])],
+            ),
+        ),
+    )
+
+
 def _rollout_states() -> tuple[KubeState, ...]:
     """A Deployment rolled from v1 to v2 in three steps, the Service and its slice
     updated in place as controllers do (a port added, pods coming, terminating, going,
@@ -1028,5 +1076,6 @@ STATES: tuple[KubeState, ...] = (
     _shadow_state(),
     _daemons_state(),
     _mixed_state(),
+    _aliases_state(),
     *_rollout_states(),
 )
