@@ -393,9 +393,9 @@ def _headless_state() -> KubeState:
 
 
 def _locality_state() -> KubeState:
-    """Pods spread over zones, regions and a node without topology labels; a Service
-    without a selector whose EndpointSlice is written by hand (addresses outside the
-    cluster, no node, no pod)."""
+    """Pods spread over zones, regions and a node without topology labels; Services
+    without a selector whose EndpointSlices are written by hand (addresses outside the
+    cluster, no node, no pod), one of them headless."""
     ns = "search"
     pods = [
         pod("search-a", ns, "10.244.1.41", "node-a", app="search"),
@@ -413,6 +413,15 @@ def _locality_state() -> KubeState:
     )
     manual["endpoints"][0]["zone"] = "eu-west1-a"  # a topology hint written by hand
     manual["metadata"]["labels"]["endpointslice.kubernetes.io/managed-by"] = "ops.example.com"
+    # a headless Service of outside databases, its slice without conditions (all ready)
+    databases = endpoint_slice(
+        "oracle-1",
+        ns,
+        "oracle",
+        [slice_port("tcp-oracle", 1521)],
+        [endpoint("192.168.20.7", ready=None), endpoint("192.168.20.8", ready=None)],
+    )
+    databases["metadata"]["labels"]["endpointslice.kubernetes.io/managed-by"] = "ops.example.com"
     return KubeState(
         "locality",
         (
@@ -420,10 +429,12 @@ def _locality_state() -> KubeState:
             *pods,
             service("search", ns, [port("http", 80, 8080)], selector={"app": "search"}),
             service("elastic", ns, [port("http", 9200)]),
+            service("oracle", ns, [port("tcp-oracle", 1521)], headless=True),
             endpoint_slice(
                 "search-p8n4k", ns, "search", [slice_port("http", 8080)], [_of(p) for p in pods]
             ),
             manual,
+            databases,
         ),
     )
 
