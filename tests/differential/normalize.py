@@ -425,14 +425,22 @@ def _grpc_passthrough(istiod: Served, ours: Served) -> None:
     for name, listener in list(istiod.get("lds", {}).items()):
         if "api_listener" not in listener or name in ours.get("lds", {}):
             continue
+        # the cluster of its route (a short name's listener is named after that name)
+        manager = listener["api_listener"].get("api_listener", {})
         host, _, port = name.rpartition(":")
-        cluster = f"outbound|{port}||{host}"
+        cluster = manager.get("rds", {}).get("route_config_name") or f"outbound|{port}||{host}"
         assignment = istiod.get("eds", {}).get(cluster, {})
         if cluster in ours.get("cds", {}) or assignment.get("endpoints"):
             continue
         del istiod["lds"][name]
-        for kind in ("rds", "cds", "eds"):
-            istiod.get(kind, {}).pop(cluster, None)
+        if not any(_route_of(other) == cluster for other in istiod["lds"].values()):
+            for kind in ("rds", "cds", "eds"):
+                istiod.get(kind, {}).pop(cluster, None)
+
+
+def _route_of(listener: dict[str, Any]) -> str:
+    manager = listener.get("api_listener", {}).get("api_listener", {})
+    return str(manager.get("rds", {}).get("route_config_name", ""))
 
 
 def _shared_loopback(istiod: Served, ours: Served) -> None:

@@ -180,6 +180,12 @@ def test_cidr_addresses_and_grpc_passthrough_services_are_documented_differences
     assert compare(passthrough, {}) == []
     with_endpoints = {**passthrough, "eds": {name: {"endpoints": [{}]}}}
     assert compare(with_endpoints, {}) != []
+    # a short name's listener is judged by the cluster of its route, not by its name
+    route = {"rds": {"route_config_name": "outbound|80||web.shop.svc.cluster.local"}}
+    short = {"lds": {"web:80": {"api_listener": {"api_listener": route}}}}
+    web = {"eds": {"outbound|80||web.shop.svc.cluster.local": {"endpoints": [{}]}}}
+    assert compare({**short, **web}, web) != []
+    assert compare(short, {}) == []
 
 
 def test_a_loopback_listener_registryd_shares_is_the_documented_difference() -> None:
