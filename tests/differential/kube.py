@@ -17,7 +17,7 @@ whose Pod it has not seen: whoever serves the marker's endpoint has read the who
 cluster state.  The state's ServiceEntries and WorkloadEntries go to the config
 directory both read, with a marker ServiceEntry of their own (the file harness's) in a
 file written after them.  Then it collects CDS/EDS/LDS/RDS from both for each node of
-:data:`~tests.differential.servers.NODES`.
+:data:`KUBE_NODES`.
 """
 
 from __future__ import annotations
@@ -58,12 +58,21 @@ from tests.support.kube_apiserver import (
 )
 from tests.support.procs import Registryd, start_registryd
 
-__all__ = ["CLUSTER_ID", "DOMAIN", "KubePair", "grpc_names", "marker_objects"]
+__all__ = ["CLUSTER_ID", "DOMAIN", "KUBE_NODES", "KubePair", "grpc_names", "marker_objects"]
 
 CLUSTER_ID = "Kubernetes"  # istiod's default cluster ID, given to registryd's registry
 DOMAIN = "cluster.local"
 SYNC_TIMEOUT = 30.0  # seconds: a hang guard for a server to serve the marker's endpoint
 MARKER_NAMESPACE = "default"
+# the file harness's nodes (in `default`), and a sidecar and a proxyless gRPC client of
+# another namespace: what Services are exported to, and short names, from elsewhere
+_OTHER = "team-b"
+_OTHER_ID = f"sidecar~10.1.0.2~app-2.{_OTHER}~{_OTHER}.svc.cluster.local"
+KUBE_NODES = (
+    *NODES,
+    Node("sidecar", _OTHER_ID, {**NODES[0].metadata, "NAMESPACE": _OTHER}),
+    Node("grpc", _OTHER_ID, {**NODES[0].metadata, "NAMESPACE": _OTHER, "GENERATOR": "grpc"}),
+)
 # both readers skip the namespaces labelled so: istiod's mesh config
 # `discoverySelectors`, registryd's `namespace_selector`
 DISCOVERY_SELECTOR = {
@@ -76,14 +85,23 @@ def _path(obj: dict[str, Any]) -> str:
     return f"{collection(obj)}/{obj['metadata']['name']}"
 
 
-def grpc_names(state: KubeState) -> list[str]:
+def grpc_names(state: KubeState, namespace: str = "") -> list[str]:
     """``host:port`` for every port of every Service of ``state``: what a proxyless gRPC
-    client would dial."""
+    client would dial; from ``namespace``, its own Services' short names too (``name``,
+    ``name.namespace``, ``name.namespace.svc``)."""
     out: set[str] = set()
     for obj in state.services():
         meta = obj["metadata"]
         host = f"{meta['name']}.{meta['namespace']}.svc.{DOMAIN}"
-        out.update(f"{host}:{p['port']}" for p in obj["spec"].get("ports") or ())
+        names = [host]
+        if meta["namespace"] == namespace:
+            names += [
+                meta["name"],
+                f"{meta['name']}.{namespace}",
+                f"{meta['name']}.{namespace}.svc",
+            ]
+        for p in obj["spec"].get("ports") or ():
+            out.update(f"{name}:{p['port']}" for name in names)
     return sorted(out)
 
 
@@ -174,7 +192,7 @@ class KubePair:
         return self
 
     async def serve(
-        self, state: KubeState, nodes: Iterable[Node] = NODES
+        self, state: KubeState, nodes: Iterable[Node] = KUBE_NODES
     ) -> AsyncIterator[tuple[Node, Served, Served]]:
         """Load ``state`` alone, then per node what each server serves."""
         assert self.istiod is not None and self.registryd is not None
@@ -187,15 +205,10 @@ class KubePair:
             os.replace(staging, self.dir / name)
         self._apply([*state.objects, *marker_objs])
         file_host = file_marker.rsplit("|", 1)[-1]
-        names = sorted(
-            {
-                *grpc_names(state),
-                *entry_names(yaml.safe_load_all(state.entries)),
-                f"{file_host}:{MARKER_PORT}",
-            }
-        )
+        entries = [*entry_names(yaml.safe_load_all(state.entries)), f"{file_host}:{MARKER_PORT}"]
         sync = _Sync(marker, address, file_marker, f"{file_host}:{MARKER_PORT}")
         for node in nodes:
+            names = sorted({*grpc_names(state, node.metadata["NAMESPACE"]), *entries})
             options = {"grpc_listeners": names} if node.kind == "grpc" else {}
             theirs = await self._synced(self.istiod.grpc_port, node, sync, options)
             ours = await self._synced(self.registryd.grpc_port, node, sync, options)

@@ -86,7 +86,11 @@ async def _outcome(
     async for node, istiod, ours in served:
         out.views += 1
         out.resources += sum(len(v) for v in istiod.values())
-        where = f"{node.kind} (MCP)" if mcp else f"{node.kind} (Kubernetes)" if kube else node.kind
+        where = node.kind
+        if mcp:
+            where = f"{node.kind} (MCP)"
+        elif kube:
+            where = f"{node.kind}@{node.metadata.get('NAMESPACE')} (Kubernetes)"
         out.found += [(group(where, d), d) for d in compare(istiod, ours, mcp=mcp, kube=kube)]
     return out
 

@@ -10,9 +10,8 @@ from pathlib import Path
 import pytest
 
 from tests.differential.compare import compare
-from tests.differential.kube import KubePair, grpc_names
+from tests.differential.kube import KUBE_NODES, KubePair, grpc_names
 from tests.differential.kube_states import STATES
-from tests.differential.servers import NODES
 
 
 @pytest.fixture(scope="module")
@@ -30,12 +29,13 @@ async def test_istiod_on_the_same_cluster_serves_what_registryd_serves(
     found, compared = [], []
     for state in STATES:
         async for node, istiod, ours in kube_pair.serve(state):
-            compared.append((state.name, node.kind))
-            assert istiod.get("eds"), (state.name, node.kind)  # endpoints were compared
+            where = f"{state.name} / {node.kind}@{node.metadata['NAMESPACE']}"
+            compared.append(where)
+            assert istiod.get("eds"), where  # endpoints were compared
             if node.kind == "sidecar":  # istiod read the state: some Service of it is there
                 hosts = {h.split(":")[0] for h in grpc_names(state)}
                 assert {n.rsplit("|", 1)[-1] for n in istiod["cds"]} & hosts, state.name
             differences = compare(istiod, ours, kube=state.facts())
-            found += [f"[{state.name} / {node.kind}] {d}" for d in differences]
-    assert len(compared) == len(STATES) * len(NODES)
+            found += [f"[{where}] {d}" for d in differences]
+    assert len(compared) == len(STATES) * len(KUBE_NODES)
     assert found == [], "\n".join(found)
