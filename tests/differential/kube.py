@@ -290,8 +290,9 @@ class KubePair:
                 current["metadata"]["labels"] = labels
                 code, answer = self.api.request("PUT", path, current)
                 assert code == 200, f"PUT {path}: {code} {answer}"
-        self._service_account(name)
-        self._namespaces.add(name)
+        if name not in self._namespaces:
+            self._service_account(name)
+            self._namespaces.add(name)
 
     def _create(self, obj: dict[str, Any]) -> None:
         """Create ``obj`` (its namespace first if need be); a Pod's status is written
