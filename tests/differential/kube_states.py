@@ -996,8 +996,9 @@ def _aliases_state() -> KubeState:
 
 def _rollout_states() -> tuple[KubeState, ...]:
     """A Deployment rolled from v1 to v2 in three steps, the Service and its slice
-    updated in place as controllers do (a port added, pods coming, terminating, going,
-    a pod relabelled), and a namespace leaving the mesh's discovery and coming back."""
+    updated in place as controllers do (a port added, then renamed with another
+    protocol, a target port changed, pods coming, terminating, going, a pod
+    relabelled), and a namespace leaving the mesh's discovery and coming back."""
     ns = "deploy"
     hidden = {"discovery.registryd.test/hidden": "true"}
     v1 = [
@@ -1051,6 +1052,7 @@ def _rollout_states() -> tuple[KubeState, ...]:
         ),
     )
     ready = pod("api-v2-b", ns, "10.244.1.74", "node-a", app="api", version="v2")
+    h2c = port("stream", 9090, app_protocol="kubernetes.io/h2c")  # the gRPC port renamed
     third = KubeState(
         "rollout-3",
         (
@@ -1058,12 +1060,12 @@ def _rollout_states() -> tuple[KubeState, ...]:
             namespace("ops"),
             v2[0],
             ready,
-            service("api", ns, [port("http", 80, 8081), grpc], selector={"app": "api"}),
+            service("api", ns, [port("http", 80, 8081), h2c], selector={"app": "api"}),
             endpoint_slice(
                 "api-7h6g5",
                 ns,
                 "api",
-                [slice_port("http", 8081), slice_port("grpc", 9090)],
+                [slice_port("http", 8081), slice_port("stream", 9090)],
                 [_of(v2[0]), _of(ready)],
             ),
             *ops,
