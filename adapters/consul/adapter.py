@@ -40,8 +40,11 @@ Contract (see :mod:`registryd.adapter`):
   was sent fails.
 * The ACL token travels only in the ``X-Consul-Token`` header.  It is not logged, not in
   any error message and not in ``repr()`` of the adapter or its settings.  If the agent
-  says results were filtered by ACLs (a token without ``service:read``/``node:read``, or
-  none) a warning is logged once per ``watch()``.
+  says results were filtered by ACLs (a token without ``service:read``/``node:read``) a
+  warning is logged once per ``watch()``.  Consul never says so to the anonymous token
+  (a request without one): when no ``token`` is set and the agent's default ACL policy
+  is ``deny`` (``X-Consul-Default-Acl-Policy``) a warning is logged once per ``watch()``
+  instead, as the anonymous token then reads only what a policy of its own allows.
 
 The HTTP client is in :mod:`.client`.  Settings: see :mod:`.settings`.
 """
@@ -275,6 +278,7 @@ class _Run:
         self.pending: set[_Target] = set()  # watches that have not answered yet
         self.polls = asyncio.Semaphore(POLL_CONCURRENCY)
         self.warned_filtered = False
+        self.warned_anonymous = False
 
     async def query(self, target: _Target, index: int) -> Reply:
         params: list[tuple[str, str]] = []
@@ -344,8 +348,16 @@ class _Run:
         if event.reply.filtered and not self.warned_filtered:
             self.warned_filtered = True
             log.warning(
-                "consul %s: the agent filtered results by ACLs: the token (or the anonymous "
-                "token) lacks service:read or node:read; services may be missing",
+                "consul %s: the agent filtered results by ACLs: the token lacks service:read "
+                "or node:read; services may be missing",
+                self.name,
+            )
+        if event.reply.default_deny and self.settings.token is None and not self.warned_anonymous:
+            self.warned_anonymous = True
+            log.warning(
+                "consul %s: no token is set and the agent's default ACL policy is deny: only "
+                "what its anonymous token may read is served (set 'token' to a token with "
+                "service:read and node:read)",
                 self.name,
             )
         if target.service is None:

@@ -10,7 +10,7 @@ verifying, and reads ``CONSUL_HTTP_TOKEN`` over an explicit token.
 
 Contract: :class:`ConsulClient` is configured only by the settings (TLS from
 :func:`ssl_context`); its ``http.get(client.decode, path, ...)`` returns a :class:`Reply`
-(the ``X-Consul-Index``, the decoded body and whether ACLs filtered it) or raises:
+(the ``X-Consul-Index``, the decoded body and what it says of ACLs) or raises:
 py-consul's exceptions for an error status, :class:`~.faults.ConsulError` for a reply
 without a numeric index, that is not JSON or is over ``max_response_bytes``, aiohttp's
 for the connection and ``TimeoutError``.  A query that has not connected after
@@ -52,17 +52,20 @@ __all__ = ["CONNECT_TIMEOUT", "READ_SLACK", "ConsulClient", "Reply", "decode", "
 CONNECT_TIMEOUT = 5.0
 READ_SLACK = 10.0  # seconds on top of wait and Consul's jitter (wait / 16)
 FILTERED_HEADER = "X-Consul-Results-Filtered-By-ACLs"
+DEFAULT_POLICY_HEADER = "X-Consul-Default-Acl-Policy"  # "allow" or "deny"
 INLINE_BYTES = 64 * 2**10  # replies up to this size are decoded on the event loop
 
 
 @dataclass(frozen=True, slots=True)
 class Reply:
-    """A successful reply: its ``X-Consul-Index``, its decoded body, and whether the
-    agent filtered it by ACLs."""
+    """A successful reply: its ``X-Consul-Index``, its decoded body, whether the agent
+    filtered it by ACLs (it says so only to a token, never to the anonymous one) and
+    whether its ACL default policy is ``deny``."""
 
     index: int
     data: Any
     filtered: bool = False
+    default_deny: bool = False
 
 
 def decode(response: Any, limits: JsonLimits) -> Reply:
@@ -83,7 +86,8 @@ def decode(response: Any, limits: JsonLimits) -> Reply:
     except (TypeError, ValueError):
         raise ConsulError(f"X-Consul-Index {str(raw_index)[:40]!r} is not a number") from None
     filtered = str(response.headers.get(FILTERED_HEADER, "")).lower() == "true"
-    return Reply(index, data, filtered)
+    default_deny = str(response.headers.get(DEFAULT_POLICY_HEADER, "")).lower() == "deny"
+    return Reply(index, data, filtered, default_deny)
 
 
 class _HTTPClient(consul.base.HTTPClient):  # type: ignore[misc]

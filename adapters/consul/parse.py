@@ -231,6 +231,8 @@ def _tags(value: Any) -> list[str]:
 
 
 def _port(value: Any) -> int:
+    if value is None:  # Consul leaves Port out of an instance registered without one (0)
+        raise EntryError("no Service.Port: the instance has no port")
     if isinstance(value, bool) or not isinstance(value, int):
         raise EntryError(f"Service.Port {value!r} is not a port number")
     if value == 0:

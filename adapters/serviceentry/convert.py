@@ -81,9 +81,14 @@ def _document_name(doc: Document) -> str:
 
 
 def _duplicate_note(host: str, first: ServiceEntry, entry: ServiceEntry) -> str:
+    outcome = (
+        "endpoints are combined"
+        if first.meta.namespace == entry.meta.namespace
+        else "the other namespace's endpoints are left out"
+    )
     return (
         f"host {host} is defined by {_document_name(first)} and {_document_name(entry)}: the "
-        f"first's attributes are used, endpoints are combined"
+        f"first's attributes are used, {outcome}"
     )
 
 
@@ -373,12 +378,15 @@ class ModelBuilder:
         found: list[Endpoint] = []
         round_robin: set[int] = set()  # ports a DNS_ROUND_ROBIN endpoint already has
         notes = twice
+        namespace = first.entry.meta.namespace
         for index, (key, part) in enumerate(zip(keys, parts, strict=True)):
-            # conversion.go mergeServicesInstancesByNamespaceHost: every entry's endpoints,
-            # but one per port of the DNS_ROUND_ROBIN ones
+            # conversion.go mergeServicesInstancesByNamespaceHost: the endpoints of every
+            # entry of the first one's namespace (istiod keeps them per hostname and
+            # namespace, and serves the first one's), but one per port of the
+            # DNS_ROUND_ROBIN ones
             rr = part.entry.spec.resolution is Resolution.DNS_ROUND_ROBIN
             for endpoint in part.endpoints:
-                if endpoint.service_port not in numbers:
+                if endpoint.service_port not in numbers or part.entry.meta.namespace != namespace:
                     continue
                 if rr and endpoint.service_port in round_robin:
                     continue

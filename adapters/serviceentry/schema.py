@@ -195,7 +195,9 @@ def _port(value: Any, where: str, errs: list[str]) -> int | None:
 def _host_error(host: str) -> str | None:
     if host == "*":
         return "the full wildcard '*' is not allowed as a host"
-    name = host[2:] if host.startswith("*.") else host[1:] if host.startswith("*") else host
+    # a wildcard only in the first label: "*", "*<label>" or "*-<label>" (istiod's
+    # validation/agent ValidateWildcardDomain, labels.IsWildcardDNS1123Label)
+    name = host[2:] if host.startswith(("*.", "*-")) else host[1:] if host.startswith("*") else host
     if len(host) > 253 or not _DNS_NAME.fullmatch(name):
         return f"{show(host)} is not a valid DNS name (a leading '*' wildcard is allowed)"
     return None

@@ -21,6 +21,8 @@ from collections.abc import Callable, Collection, Iterable, Mapping, MutableMapp
 from types import MappingProxyType
 from typing import Any, TypeVar
 
+from envoy.config.cluster.v3 import cluster_pb2
+
 from registryd.build import grpcgen, pieces
 from registryd.build.clusters import (
     BuildOptions,
@@ -397,6 +399,8 @@ class SnapshotBuilder:
             static = envoy is not None and service.resolution is Resolution.STATIC
             if static or (grpc is not None and grpcgen.eds(service)):
                 out.put(EDS, name, build_cla(name, endpoints, self.options))
+            elif grpc is not None and grpc.type == cluster_pb2.Cluster.EDS:
+                out.put(EDS, name, build_cla(name, (), self.options))  # gRPC's, empty
             else:
                 out.put(EDS, name, None)
 

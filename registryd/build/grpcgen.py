@@ -13,10 +13,12 @@ grpc generator builds them (pilot/pkg/networking/grpcgen).
 * Cluster ``outbound|<port>||<fqdn>`` (cds.go ``edsCluster``): EDS over ADS.  gRPC accepts
   only EDS, LOGICAL_DNS and aggregate clusters, so a DNS service becomes LOGICAL_DNS on its
   endpoint's hostname and port (istiod sends an empty EDS cluster there: a deliberate
-  improvement), and passthrough, alias and UDP ports get nothing at all.  A headless
-  Kubernetes Service is no passthrough here: its endpoints are its pods, and istiod's
-  ``BuildClusters`` (cds.go) makes an EDS cluster of every service port whatever its
-  resolution, so a client balances over the pods as over a STATIC service's.
+  improvement); a DNS service with nothing to resolve (a workload selector that selects
+  nothing) keeps istiod's EDS cluster, its assignment empty; passthrough, alias and UDP
+  ports get nothing at all.  A headless Kubernetes Service is no passthrough here: its
+  endpoints are its pods, and istiod's ``BuildClusters`` (cds.go) makes an EDS cluster
+  of every service port whatever its resolution, so a client balances over the pods as
+  over a STATIC service's.
 """
 
 from __future__ import annotations
@@ -103,19 +105,18 @@ def build_route(
 def build_cluster(
     service: Service, port: Port, endpoints: Sequence[Endpoint], options: BuildOptions
 ) -> cluster_pb2.Cluster | None:
-    """Cluster ``outbound|<port>||<hostname>`` of a type gRPC accepts, or ``None``."""
+    """Cluster ``outbound|<port>||<hostname>`` of a type gRPC accepts (EDS or
+    LOGICAL_DNS), or ``None`` where the port gets nothing."""
     if not serves(service, port):
         return None
     name = cluster_name(service.hostname, port.number)
-    if eds(service):  # grpcgen/cds.go edsCluster
+    served = sorted(served_endpoints(endpoints, options), key=lambda e: (e.address, e.port))
+    if eds(service) or not served:  # grpcgen/cds.go edsCluster
         cluster = cluster_pb2.Cluster(name=name, type=cluster_pb2.Cluster.EDS)
         cluster.eds_cluster_config.eds_config.CopyFrom(grpc_ads())
         cluster.eds_cluster_config.service_name = name
         return cluster
     cluster = cluster_pb2.Cluster(name=name, connect_timeout=_CONNECT_TIMEOUT)
-    served = sorted(served_endpoints(endpoints, options), key=lambda e: (e.address, e.port))
-    if not served:
-        return None
     target = served[0]  # gRPC resolves one name and balances over what it returns
     cluster.type = cluster_pb2.Cluster.LOGICAL_DNS
     cluster.load_assignment.cluster_name = name

@@ -1,10 +1,14 @@
-"""The Consul adapter against the Consul emulator (or a real agent): settings, blocking
-queries, increments, failures, ACL tokens and TLS.
+"""The Consul adapter against the Consul emulator and a real Consul agent: settings,
+blocking queries, increments, failures, ACL tokens and TLS.
 
-With ``CONSUL_HTTP_ADDR`` set (and ``CONSUL_HTTP_TOKEN`` if the agent has ACLs) the tests
-that need only the HTTP API run against that agent: they register nodes and services
-under a random prefix through ``/v1/catalog/register`` and remove them afterwards; the
-tests that need the emulator's knobs are skipped.
+The ``agent`` fixture runs a test twice: against the emulator (a fresh one per test) and
+against a real ``consul agent -dev`` (see tests/support/consul_agent.py; one per module,
+as it takes seconds to start).  On the real agent a test registers its nodes and services
+under a random prefix through ``/v1/catalog/register`` and removes them afterwards, and
+its adapter reads through a recording proxy (tests/support/recorder.py), so it sees the
+adapter's requests as the emulator shows them.  A test that needs a fault only the
+emulator can make is marked ``emulator_only`` and says why; a test of what only a real
+agent does (its own node and checks, maintenance, ACL policies) is marked ``real_only``.
 """
 
 from __future__ import annotations
@@ -12,12 +16,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import ssl
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -51,10 +54,11 @@ from registryd.registry.store import RegistryStore
 from registryd.testing import AdapterContract
 from tests.adapters.feed import Feed as SharedFeed
 from tests.support.certs import TlsFiles, make_tls
+from tests.support.consul_agent import NODE, ConsulAgent, start_consul
 from tests.support.emulators.consul import ConsulEmulator
 from tests.support.fake_time import FakeTime
+from tests.support.recorder import RecordingProxy
 
-REAL_AGENT = os.environ.get("CONSUL_HTTP_ADDR")
 HANG_GUARD = 60.0  # seconds: stops a hung test, far below the 5-minute waits asked for
 SECRET = "5e3f1c2a-0b1d-4c6e-9f00-7a5b3c2d1e0f"
 T = TypeVar("T")
@@ -91,27 +95,84 @@ def watch_task(target: str) -> asyncio.Task[Any] | None:
     return next((t for t in asyncio.all_tasks() if t.get_name() == name and not t.done()), None)
 
 
+emulator_only = pytest.mark.parametrize("agent", ["emulator"], indirect=True)
+real_only = pytest.mark.parametrize("agent", ["real"], indirect=True)
+
+
+class RealAgent:
+    """The module's real Consul agent; :meth:`crash` and :meth:`restart` (on the same
+    ports, with an empty catalog) for the tests of an agent that goes away."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.process: ConsulAgent = start_consul(workdir, workdir / "consul.log")
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.process.address}"
+
+    def crash(self) -> None:
+        self.process.kill()
+
+    def restart(self) -> None:
+        self.process = self.process.restart()
+
+    def stop(self) -> None:
+        self.process.stop()
+
+
+@pytest.fixture(scope="module")
+def real_consul(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealAgent]:
+    """One real Consul agent for the module's tests (skips them without the binary)."""
+    real = RealAgent(tmp_path_factory.mktemp("consul"))
+    try:
+        yield real
+    finally:
+        real.stop()
+
+
+Server = ConsulEmulator | RecordingProxy
+
+
 class Agent:
-    """The agent under test: the emulator, or a real one (``CONSUL_HTTP_ADDR``)."""
+    """The agent under test: the emulator, or a real one read through a recording proxy.
+
+    ``url`` is what adapters read (the emulator, or the proxy); ``api`` is where the test
+    writes (the emulator, or the real agent itself); ``server`` records the requests."""
 
     def __init__(
         self,
-        url: str,
-        token: str | None,
-        emulator: ConsulEmulator | None,
         session: aiohttp.ClientSession,
+        *,
+        emulator: ConsulEmulator | None = None,
+        proxy: RecordingProxy | None = None,
+        api: str = "",
+        direct: str = "",
+        token: str | None = None,
     ) -> None:
-        self.url = url.rstrip("/")
+        """``direct``: adapters read the real agent at that URL, unrecorded."""
+        server = emulator or proxy
+        self._server = server
+        self.url = direct or (server.url if server is not None else "")
+        self.api = (api or self.url).rstrip("/")
         self.token = token
         self._emulator = emulator
         self.session = session
-        self.prefix = f"rdt{uuid.uuid4().hex[:6]}-" if emulator is None else "t-"
+        self.prefix = "t-" if emulator is not None else f"rdt{uuid.uuid4().hex[:6]}-"
         self.nodes: set[str] = set()
 
     @property
+    def real(self) -> bool:
+        return self._emulator is None
+
+    @property
+    def server(self) -> Server:
+        """What records the adapter's requests: the emulator, or the recording proxy."""
+        assert self._server is not None, "this agent's adapters read the real agent unrecorded"
+        return self._server
+
+    @property
     def emulator(self) -> ConsulEmulator:
-        if self._emulator is None:
-            pytest.skip("needs the emulator's knobs (CONSUL_HTTP_ADDR points at a real agent)")
+        assert self._emulator is not None, "an emulator-only test must be marked emulator_only"
         return self._emulator
 
     def name(self, base: str) -> str:
@@ -124,7 +185,8 @@ class Agent:
         values: dict[str, Any] = {"address": self.url, "wait": "10s"}
         if self.token:
             values["token"] = self.token
-        return make({**values, **settings}, **(timing or {}))
+        chosen = {k: v for k, v in {**values, **settings}.items() if v is not None}
+        return make(chosen, **(timing or {}))  # a setting given as None is left out
 
     async def register(
         self,
@@ -165,40 +227,51 @@ class Agent:
                 "Status": status,
             },
         }
-        await self._put("/v1/catalog/register", payload)
+        await self.put("/v1/catalog/register", payload)
 
     async def deregister(self, node: str = "n1", service_id: str | None = None) -> None:
         payload: dict[str, Any] = {"Node": self.name(node)}
         if service_id is not None:
             payload["ServiceID"] = service_id
-        await self._put("/v1/catalog/deregister", payload)
+        await self.put("/v1/catalog/deregister", payload)
 
-    async def _put(self, path: str, payload: dict[str, Any]) -> None:
+    async def put(self, path: str, payload: dict[str, Any] | None = None) -> None:
+        """PUT ``payload`` (JSON) to ``path`` of the agent's API; fails on non-200."""
         headers = {"X-Consul-Token": self.token} if self.token else {}
         timeout = aiohttp.ClientTimeout(total=10)
         async with self.session.put(
-            self.url + path, json=payload, headers=headers, timeout=timeout
+            self.api + path, json=payload, headers=headers, timeout=timeout
         ) as response:
             assert response.status == 200, await response.text()
 
+    async def get(self, path: str) -> Any:
+        """GET ``path`` of the agent's API: the decoded body (fails on non-200)."""
+        headers = {"X-Consul-Token": self.token} if self.token else {}
+        timeout = aiohttp.ClientTimeout(total=10)
+        async with self.session.get(self.api + path, headers=headers, timeout=timeout) as reply:
+            assert reply.status == 200, await reply.text()
+            return await reply.json()
+
     async def cleanup(self) -> None:
         for node in sorted(self.nodes):
-            await self._put("/v1/catalog/deregister", {"Node": node})
+            await self.put("/v1/catalog/deregister", {"Node": node})
 
 
-@pytest.fixture
-async def agent() -> AsyncIterator[Agent]:
+@pytest.fixture(params=["emulator", "real"])
+async def agent(request: pytest.FixtureRequest) -> AsyncIterator[Agent]:
+    """The emulator (fresh), or the module's real agent behind a recording proxy."""
     async with aiohttp.ClientSession() as session:
-        if REAL_AGENT:
-            url = REAL_AGENT if "://" in REAL_AGENT else f"http://{REAL_AGENT}"
-            real = Agent(url, os.environ.get("CONSUL_HTTP_TOKEN") or None, None, session)
-            try:
-                yield real
-            finally:
-                await real.cleanup()
+        if request.param == "emulator":
+            async with ConsulEmulator() as emulator:
+                yield Agent(session, emulator=emulator)
             return
-        async with ConsulEmulator() as emulator:
-            yield Agent(emulator.url, None, emulator, session)
+        real: RealAgent = request.getfixturevalue("real_consul")
+        async with RecordingProxy(real.url) as proxy:
+            agent = Agent(session, proxy=proxy, api=real.url)
+            try:
+                yield agent
+            finally:
+                await agent.cleanup()
 
 
 class Feed(SharedFeed):
@@ -461,9 +534,8 @@ async def test_the_servers_consul_service_is_listed_by_the_agent_but_not_served(
     await agent.register("api", node="n2", address="10.0.0.2")  # others still sync
     change = await feed.change()
     assert isinstance(change, Upsert) and change.service.hostname == agent.host("api")
-    if agent._emulator is not None:  # no query ever asks about the servers' service
-        paths = {r.path for r in agent._emulator.requests}
-        assert "/v1/health/service/consul" not in paths
+    paths = {r.path for r in agent.server.requests}  # no query asks about the servers' service
+    assert "/v1/health/service/consul" not in paths
 
 
 async def test_connect_sidecar_proxies_are_left_out_unless_asked_for(
@@ -531,7 +603,7 @@ async def test_a_long_wait_returns_on_change(agent: Agent, feeds: Callable[..., 
 async def test_stopped_service_watch_sends_no_more_queries(
     agent: Agent, feeds: Callable[..., Feed]
 ) -> None:
-    emulator = agent.emulator
+    emulator = agent.server
     await agent.register("web")
     await agent.register("db", node="n2")
     feed = feeds(agent.adapter(), agent.prefix)
@@ -557,15 +629,14 @@ async def test_stopped_service_watch_sends_no_more_queries(
 async def test_queries_use_index_wait_stale_and_datacenter(
     agent: Agent, feeds: Callable[..., Feed]
 ) -> None:
-    emulator = agent.emulator
     await agent.register("web")
     feed = feeds(agent.adapter(wait="7s", stale=True, datacenter="dc1"), agent.prefix)
     await feed.replace()
     await blocking(agent, "web")  # each path's second query is the blocking one
     for path in ("/v1/catalog/services", f"/v1/health/service/{agent.name('web')}"):
-        first, second = [r for r in emulator.requests if r.path == path][:2]
+        first, second = [r for r in agent.server.requests if r.path == path][:2]
         assert "index" not in first.params  # the first query does not block
-        assert second.params["index"] == first_index(emulator, path)
+        assert second.params["index"] == first_index(agent, path)
         assert second.params["wait"] == "7s"
         assert all(r.params.get("stale") == "1" for r in (first, second))
         assert all(r.params.get("dc") == "dc1" for r in (first, second))
@@ -574,7 +645,7 @@ async def test_queries_use_index_wait_stale_and_datacenter(
 async def test_services_beyond_max_watches_are_polled(
     agent: Agent, feeds: Callable[..., Feed]
 ) -> None:
-    emulator = agent.emulator  # counts the agent's services and its requests
+    emulator = agent.server  # records the adapter's requests
     for i, base in enumerate(("a", "b", "c", "d")):
         await agent.register(base, address=f"10.0.0.{i + 1}")
     # the catalog and two services are watched; c and d are polled
@@ -614,9 +685,12 @@ async def test_services_beyond_max_watches_are_polled(
             await feed.next(0.1)
 
 
+@emulator_only
 async def test_a_large_catalog_stays_within_the_agents_connection_limit(
     agent: Agent, feeds: Callable[..., Feed]
 ) -> None:
+    """Emulator only: needs the agent's per-client connection limit scaled down with the
+    catalog (a real agent's is set at start, 200 by default)."""
     emulator = agent.emulator
     for i in range(16):
         await agent.register(f"s{i:02d}", address=f"10.0.1.{i + 1}")
@@ -651,14 +725,21 @@ async def test_a_large_catalog_stays_within_the_agents_connection_limit(
         assert "429 Your IP is issuing too many concurrent connections" in problems.errors[key]
 
 
-def first_index(emulator: ConsulEmulator, path: str) -> str:
-    dc = emulator.datacenters["dc1"]
+def first_index(agent: Agent, path: str) -> str:
+    """The ``X-Consul-Index`` of the first answer to a query of ``path``."""
+    if agent.real:
+        assert isinstance(agent.server, RecordingProxy)
+        return str(agent.server.replies_of(path)[0].index)
+    dc = agent.emulator.datacenters["dc1"]
     if path == "/v1/catalog/services":
         return str(dc.catalog_index)
     return str(dc.health_index(path.rsplit("/", 1)[1]))
 
 
+@emulator_only
 async def test_index_going_backwards_starts_over(agent: Agent, feeds: Callable[..., Feed]) -> None:
+    """Emulator only: needs the index to go backwards (a snapshot restore), which a test cannot
+    make a real agent do."""
     emulator = agent.emulator
     for i in range(5):  # push the indexes up
         await agent.register("web", f"web-{i}", node=f"n{i}", address=f"10.0.0.{i + 1}")
@@ -680,7 +761,10 @@ async def test_index_going_backwards_starts_over(agent: Agent, feeds: Callable[.
     assert addresses(update) == ["10.0.0.2", "10.0.0.3", "10.0.0.4", "10.0.0.5"]
 
 
+@emulator_only
 async def test_index_zero_is_sent_as_one(agent: Agent, feeds: Callable[..., Feed]) -> None:
+    """Emulator only: needs replies with ``X-Consul-Index: 0``, which a real agent never sends
+    for these endpoints."""
     emulator = agent.emulator
     emulator.zero_index = True
     await agent.register("web")
@@ -694,9 +778,12 @@ async def test_index_zero_is_sent_as_one(agent: Agent, feeds: Callable[..., Feed
         assert set(sent[1:]) == {"1"}, sent  # never 0 (no index): that would spin
 
 
+@emulator_only
 async def test_queries_returning_at_once_are_rate_limited(
     agent: Agent, feeds: Callable[..., Feed]
 ) -> None:
+    """Emulator only: needs blocking queries that return at once unchanged (a server that does
+    not block)."""
     emulator = agent.emulator
     for name in ("a", "b", "c"):
         await agent.register(name)
@@ -748,9 +835,11 @@ async def test_acl_token_is_sent_and_never_shown(
         denied = await wrong.error()
         assert "ACLPermissionDenied: ACL not found" in str(denied)
 
+        assert "filtered results by ACLs" not in caplog.text  # the token reads everything
         anonymous = feeds(make({"address": emulator.address}))
         assert (await anonymous.replace()).services == ()
-        assert "filtered results by ACLs" in caplog.text
+        assert "no token is set and the agent's default ACL policy is deny" in caplog.text
+        assert "filtered results by ACLs" not in caplog.text  # not said to the anonymous token
     for text in (caplog.text, str(error), repr(error), str(denied), repr(adapter)):
         assert SECRET not in text
     chain: BaseException | None = error
@@ -759,7 +848,10 @@ async def test_acl_token_is_sent_and_never_shown(
         chain = chain.__cause__
 
 
+@emulator_only
 async def test_agent_down_raises_within_seconds(agent: Agent, feeds: Callable[..., Feed]) -> None:
+    """Emulator only: stops the agent with queries held open; against the real agent the
+    contract's break_registry does the same."""
     emulator = agent.emulator
     await agent.register("web")
     feed = feeds(agent.adapter(wait="5m"), agent.prefix)
@@ -781,7 +873,9 @@ async def test_agent_unreachable_at_start_raises(feeds: Callable[..., Feed]) -> 
     assert isinstance(error, ConsulError) and "Cannot connect" in str(error)  # refused
 
 
+@emulator_only
 async def test_server_error_raises(agent: Agent, feeds: Callable[..., Feed]) -> None:
+    """Emulator only: needs the agent to answer reads with a 500."""
     emulator = agent.emulator
     await agent.register("web")
     feed = feeds(agent.adapter(wait="5m"), agent.prefix)
@@ -791,7 +885,9 @@ async def test_server_error_raises(agent: Agent, feeds: Callable[..., Feed]) -> 
     assert "500" in str(error) and "emulated failure" in str(error)
 
 
+@emulator_only
 async def test_agent_back_with_changed_state(agent: Agent, feeds: Callable[..., Feed]) -> None:
+    """Emulator only: changes the catalog while the agent is down."""
     emulator = agent.emulator
     await agent.register("web")
     await agent.register("db", node="n2", address="10.0.0.2")
@@ -815,7 +911,9 @@ async def test_agent_back_with_changed_state(agent: Agent, feeds: Callable[..., 
     assert addresses(replace) == ["10.0.0.1", "10.0.0.3"]
 
 
+@emulator_only
 async def test_supervisor_restarts_and_serves_the_new_state(agent: Agent) -> None:
+    """Emulator only: changes the catalog while the agent is down."""
     emulator = agent.emulator
     await agent.register("web")
     store = RegistryStore()
@@ -847,15 +945,13 @@ async def test_supervisor_restarts_and_serves_the_new_state(agent: Agent) -> Non
 
 
 async def blocking(agent: Agent, service: str) -> None:
-    """Until the catalog and ``service``'s health are blocking queries at the emulator
-    (with a real agent the test goes on at once)."""
-    emulator = agent.emulator
-    if emulator is None:
-        return
+    """Until the catalog and ``service``'s health are blocking queries (as the emulator or
+    the recording proxy saw them)."""
+    server = agent.server
     paths = ("/v1/catalog/services", f"/v1/health/service/{agent.name(service)}")
 
     def blocked(path: str) -> bool:
-        return any(r.path == path and "index" in r.params for r in emulator.requests)
+        return any(r.path == path and "index" in r.params for r in server.requests)
 
     await until(lambda: all(blocked(path) for path in paths), HANG_GUARD)
 
@@ -868,6 +964,8 @@ async def until(condition: Callable[[], bool], timeout: float = HANG_GUARD) -> N
 
 
 async def test_malformed_entries_are_problems(agent: Agent, feeds: Callable[..., Feed]) -> None:
+    """An instance registered with port 0 comes back without a ``Port`` field (Consul's
+    ``omitempty``): skipped as one without a port, until it is registered with one."""
     await agent.register("web", "web-1")
     await agent.register("web", "web-0", node="n2", address="10.0.0.2", port=0)
     feed = feeds(agent.adapter(), agent.prefix)
@@ -876,7 +974,7 @@ async def test_malformed_entries_are_problems(agent: Agent, feeds: Callable[...,
     assert isinstance(problems, Problems)
     key = f"{agent.name('web')}/web-0"
     assert problems.errors[key] == (
-        f"{key} on node {agent.name('n2')}: Service.Port is 0: the instance has no port; "
+        f"{key} on node {agent.name('n2')}: no Service.Port: the instance has no port; "
         "entry skipped"
     )
     await agent.register("web", "web-0", node="n2", address="10.0.0.2", port=8080)
@@ -917,7 +1015,7 @@ async def test_several_datacenters(feeds: Callable[..., Feed]) -> None:
 
 
 async def test_cancelling_closes_every_query(agent: Agent, feeds: Callable[..., Feed]) -> None:
-    emulator = agent.emulator
+    emulator = agent.server
     for name in ("a", "b", "c"):
         await agent.register(name)
     feed = feeds(agent.adapter(wait="5m"), agent.prefix)
@@ -970,24 +1068,34 @@ async def test_tls_with_client_certificate(pki: TlsFiles, feeds: Callable[..., F
 
 
 class TestConsulAdapterContract(AdapterContract):
-    """registryd's adapter contract, against the emulator (or the real agent)."""
+    """registryd's adapter contract, against the emulator and against the real agent (the
+    ``server`` fixture runs every test on each; the real agent is the module's, crashed
+    and restarted on the same ports by break_registry/heal_registry)."""
 
     factory = ConsulAdapter
     timeout = 10.0
 
+    @pytest.fixture(autouse=True, params=["emulator", "real"])
+    def server(self, request: pytest.FixtureRequest) -> None:
+        self.real: RealAgent | None = None
+        if request.param == "real":
+            self.real = request.getfixturevalue("real_consul")
+            self.timeout = 30.0  # a restarted agent elects itself first
+
     async def setup_registry(self) -> None:
         self.session = aiohttp.ClientSession()
-        if REAL_AGENT:
-            url = REAL_AGENT if "://" in REAL_AGENT else f"http://{REAL_AGENT}"
-            self.agent = Agent(url, os.environ.get("CONSUL_HTTP_TOKEN") or None, None, self.session)
+        if self.real is not None:
+            self.agent = Agent(self.session, proxy=None, api=self.real.url, direct=self.real.url)
         else:
             self.emulator = ConsulEmulator()
             await self.emulator.start()
-            self.agent = Agent(self.emulator.url, None, self.emulator, self.session)
+            self.agent = Agent(self.session, emulator=self.emulator)
 
     async def teardown_registry(self) -> None:
         try:
-            if REAL_AGENT:
+            if self.real is not None:
+                if not self.real.process.alive():  # a failed test left it crashed
+                    await asyncio.to_thread(self.real.restart)
                 await self.agent.cleanup()
             else:
                 await self.emulator.stop()
@@ -1005,12 +1113,270 @@ class TestConsulAdapterContract(AdapterContract):
         await self.agent.deregister(f"{name}-node")
 
     async def break_registry(self) -> None:
-        if REAL_AGENT:
-            raise NotImplementedError
-        await self.emulator.stop()
+        if self.real is not None:
+            self.real.crash()
+        else:
+            await self.emulator.stop()
 
     async def heal_registry(self) -> None:
-        await self.emulator.start()
+        if self.real is not None:
+            await asyncio.to_thread(self.real.restart)
+        else:
+            await self.emulator.start()
 
     def bad_settings(self) -> list[dict[str, Any]]:
         return [{"address": "x:0"}, {"wait": "1h"}, {"token": 1}, {"hostname": "{x}"}]
+
+
+# -- what only a real agent does -----------------------------------------------------------
+
+
+def health_of(update: Upsert | Replace, address: str) -> Health:
+    (endpoint,) = [e for e in update.endpoints if e.address == address]
+    return endpoint.health
+
+
+async def passing_addresses(agent: Agent, service: str) -> list[str]:
+    """The addresses Consul's own ``?passing`` filter keeps for ``service``."""
+    entries = await agent.get(f"/v1/health/service/{agent.name(service)}?passing")
+    return sorted(e["Service"]["Address"] or e["Node"]["Address"] for e in entries)
+
+
+async def check_ids(agent: Agent, service: str) -> list[list[str]]:
+    """The check ids of each entry of ``service``, as the agent answers them."""
+    entries = await agent.get(f"/v1/health/service/{agent.name(service)}")
+    return [[c["CheckID"] for c in e["Checks"]] for e in entries]
+
+
+@real_only
+async def test_the_agents_own_service_is_not_served_and_its_node_checks_count(
+    agent: Agent, feeds: Callable[..., Feed], real_consul: RealAgent
+) -> None:
+    """The agent's own node carries the ``consul`` service and the ``serfHealth`` node
+    check; an instance registered on that node through the agent API has both its own
+    and the node's checks, and its health follows a node check as Consul's health
+    endpoint does (``?passing`` leaves it out while the node check is critical)."""
+    (own,) = await agent.get("/v1/health/service/consul")
+    assert own["Node"]["Node"] == NODE
+    assert [(c["CheckID"], c["Status"]) for c in own["Checks"]] == [("serfHealth", "passing")]
+    web, check = agent.name("web"), agent.name("node-check")
+    await agent.put(
+        "/v1/agent/service/register",
+        {"ID": web, "Name": web, "Address": "127.0.0.21", "Port": 8080},
+    )
+    await agent.put(
+        "/v1/agent/check/register",
+        {"ID": check, "Name": "node check", "TTL": "10m", "Status": "critical"},
+    )
+    try:
+        await until_async(lambda: check_ids(agent, "web"), [[check, "serfHealth"]])  # synced
+        assert await passing_addresses(agent, "web") == []  # the node check is critical
+        feed = feeds(agent.adapter())  # every hostname: the agent's own service too
+        replace = await feed.replace()
+        assert [s.hostname for s in replace.services] == [agent.host("web")]
+        assert "consul.service.consul" not in {s.hostname for s in replace.services}
+        assert health_of(replace, "127.0.0.21") is Health.UNHEALTHY
+        problems = await feed.next()
+        assert isinstance(problems, Problems)
+        (entry,) = problems.sources[web]
+        assert [(c["CheckID"], c["ServiceID"]) for c in entry["Checks"]] == [
+            (check, ""),
+            ("serfHealth", ""),
+        ]
+
+        await agent.put(f"/v1/agent/check/pass/{check}")
+        update = await feed.expect(Upsert)
+        assert health_of(update, "127.0.0.21") is Health.HEALTHY
+        assert await passing_addresses(agent, "web") == ["127.0.0.21"]
+    finally:
+        await agent.put(f"/v1/agent/check/deregister/{check}")
+        await agent.put(f"/v1/agent/service/deregister/{web}")
+
+
+@real_only
+async def test_a_service_deregistered_and_registered_again(
+    agent: Agent, feeds: Callable[..., Feed]
+) -> None:
+    """Through the agent API: the hostname goes with the service and comes back with it
+    (a new watch of the same name after the old one was stopped)."""
+    web = agent.name("web")
+    registration = {"ID": web, "Name": web, "Address": "127.0.0.22", "Port": 8080}
+    await agent.register("db")  # stays: the registry is not empty meanwhile
+    await agent.put("/v1/agent/service/register", registration)
+    try:
+        feed = feeds(agent.adapter(), agent.prefix)
+        await until_async(lambda: passing_addresses(agent, "web"), ["127.0.0.22"])
+        replace = await feed.replace()
+        assert [s.hostname for s in replace.services] == [agent.host("db"), agent.host("web")]
+        await agent.put(f"/v1/agent/service/deregister/{web}")
+        assert await feed.expect(Delete) == Delete(hostname=agent.host("web"))
+        await agent.put("/v1/agent/service/register", {**registration, "Port": 9090})
+        update = await feed.expect(Upsert)
+        assert update.service.hostname == agent.host("web")
+        assert [(e.address, e.port) for e in update.endpoints] == [("127.0.0.22", 9090)]
+    finally:
+        await agent.put(f"/v1/agent/service/deregister/{web}")
+
+
+@real_only
+async def test_maintenance_drains_the_instance(
+    agent: Agent, feeds: Callable[..., Feed], real_consul: RealAgent
+) -> None:
+    """Service maintenance (``_service_maintenance:<id>``, critical) and node maintenance
+    (``_node_maintenance``) make the instance DRAINING, as the adapter maps Consul's
+    ``maintenance`` status (registryd then sends Envoy no DRAINING endpoint); ending
+    maintenance makes it HEALTHY again.  Node maintenance drains every instance of the
+    agent's node, and only those."""
+    web = agent.name("web")
+    await agent.register("web", "web-vm", address="10.0.0.1")  # on a node of its own
+    await agent.put(
+        "/v1/agent/service/register",
+        {"ID": web, "Name": web, "Address": "127.0.0.23", "Port": 8080},
+    )
+    try:
+        feed = feeds(agent.adapter(), agent.prefix)
+        await until_async(lambda: passing_addresses(agent, "web"), ["10.0.0.1", "127.0.0.23"])
+        replace = await feed.replace()
+        assert {e.address: e.health for e in replace.endpoints} == {
+            "10.0.0.1": Health.HEALTHY,
+            "127.0.0.23": Health.HEALTHY,
+        }
+
+        await agent.put(f"/v1/agent/service/maintenance/{web}?enable=true&reason=upgrade")
+        update = await feed.expect(Upsert)
+        assert health_of(update, "127.0.0.23") is Health.DRAINING
+        assert health_of(update, "10.0.0.1") is Health.HEALTHY
+        await agent.put(f"/v1/agent/service/maintenance/{web}?enable=false")
+        assert health_of(await feed.expect(Upsert), "127.0.0.23") is Health.HEALTHY
+
+        await agent.put("/v1/agent/maintenance?enable=true&reason=patching")
+        try:
+            update = await feed.expect(Upsert)
+            assert health_of(update, "127.0.0.23") is Health.DRAINING
+            assert health_of(update, "10.0.0.1") is Health.HEALTHY  # another node
+        finally:
+            await agent.put("/v1/agent/maintenance?enable=false")
+        assert health_of(await feed.expect(Upsert), "127.0.0.23") is Health.HEALTHY
+    finally:
+        await agent.put(f"/v1/agent/service/deregister/{web}")
+
+
+@real_only
+async def test_a_blocking_query_woken_by_an_unrelated_change(
+    agent: Agent, feeds: Callable[..., Feed]
+) -> None:
+    """A change to a node's metadata wakes the blocking query of every service on that
+    node with a new index, though their endpoints are the same: no update for the
+    service comes of it, and its next query blocks on the new index (it is not lost)."""
+    proxy = agent.server
+    assert isinstance(proxy, RecordingProxy)
+    await agent.register("web")
+    feed = feeds(agent.adapter(wait="5m"), agent.prefix)
+    await feed.replace()
+    await blocking(agent, "web")
+    path = f"/v1/health/service/{agent.name('web')}"
+    before = max(r.index or 0 for r in proxy.replies_of(path))
+
+    await agent.put(  # the node again, with metadata: nothing of web's endpoints changes
+        "/v1/catalog/register",
+        {"Node": agent.name("n1"), "Address": "10.0.0.1", "NodeMeta": {"rack": "r2"}},
+    )
+
+    def woken() -> int | None:
+        moved = [r.index for r in proxy.replies_of(path) if r.index and r.index > before]
+        return moved[0] if moved else None
+
+    await until(lambda: woken() is not None)
+    index = woken()
+    await until(
+        lambda: any(r.path == path and r.params.get("index") == str(index) for r in proxy.requests)
+    )
+
+    await agent.register("marker", node="n2", address="10.0.0.2")  # the barrier
+    update = await feed.nothing_before(
+        lambda u: isinstance(u, Upsert) and u.service.hostname == agent.host("marker"),
+        problems=True,
+    )
+    assert isinstance(update, Upsert)
+
+
+async def until_async(read: Callable[[], Any], expected: Any, timeout: float = HANG_GUARD) -> None:
+    """Until ``await read()`` equals ``expected`` (the agent's anti-entropy has synced)."""
+    deadline = time.monotonic() + timeout
+    while (now := await read()) != expected:
+        assert time.monotonic() < deadline, f"still {now!r}, not {expected!r}"
+        await asyncio.sleep(0.05)
+
+
+MANAGEMENT = "0f9e8d7c-6b5a-4938-8271-605f4e3d2c1b"  # the ACL agents' management token
+
+
+@pytest.fixture(scope="module")
+def real_acl_consul(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ConsulAgent]:
+    """A real agent with ACLs (default policy deny) for the module's ACL tests."""
+    workdir = tmp_path_factory.mktemp("consul-acl")
+    process = start_consul(workdir, workdir / "consul.log", management_token=MANAGEMENT)
+    try:
+        yield process
+    finally:
+        process.stop()
+
+
+@pytest.fixture(params=["emulator", "real"])
+async def acl_agent(request: pytest.FixtureRequest) -> AsyncIterator[tuple[Agent, str]]:
+    """An agent with ACLs (default deny), written to with the management token, and a
+    token that may read only its services named ``<prefix>shop-...`` (and every node)."""
+    async with aiohttp.ClientSession() as session:
+        if request.param == "emulator":
+            reader = "7d6c5b4a-3928-4716-a5f4-e3d2c1b0a998"
+            readers = {reader: ("t-shop-",)}
+            async with ConsulEmulator(acl_token=MANAGEMENT, acl_readers=readers) as emulator:
+                yield Agent(session, emulator=emulator, token=MANAGEMENT), reader
+            return
+        process: ConsulAgent = request.getfixturevalue("real_acl_consul")
+        url = f"http://{process.address}"
+        async with RecordingProxy(url) as proxy:
+            agent = Agent(session, proxy=proxy, api=url, token=MANAGEMENT)
+            reader = await asyncio.to_thread(
+                process.create_reader, agent.name("reader"), (agent.name("shop-"),)
+            )
+            try:
+                yield agent, reader
+            finally:
+                await agent.cleanup()
+
+
+async def test_a_token_that_may_read_some_services(
+    acl_agent: tuple[Agent, str], feeds: Callable[..., Feed], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A token with ``service:read`` on some services (and ``node:read``) is served those
+    services and follows them; the others (the agent's own ``consul`` service too) are
+    left out without failing the registry, and the agent's filtered-results header is
+    logged.  Without a token, under the deny default, nothing is served and the
+    adapter says why; a token the agent does not know fails the registry."""
+    agent, reader = acl_agent
+    await agent.register("shop-web")
+    await agent.register("shop-db", node="n2", address="10.0.0.2")
+    await agent.register("secret-api", node="n3", address="10.0.0.3")
+    feed = feeds(agent.adapter(token=reader), agent.prefix)
+    replace = await feed.replace()
+    assert [s.hostname for s in replace.services] == [agent.host("shop-db"), agent.host("shop-web")]
+    problems = await feed.next()
+    assert isinstance(problems, Problems) and problems.errors == {}
+    assert "the agent filtered results by ACLs" in caplog.text
+    assert reader not in caplog.text and MANAGEMENT not in caplog.text
+
+    await agent.register("secret-new", node="n4", address="10.0.0.4")  # shows nothing
+    await agent.register("shop-api", node="n5", address="10.0.0.5")  # the barrier
+    update = await feed.nothing_before(
+        lambda u: isinstance(u, Upsert) and u.service.hostname == agent.host("shop-api"),
+        problems=True,
+    )
+    assert isinstance(update, Upsert) and addresses(update) == ["10.0.0.5"]
+
+    anonymous = feeds(agent.adapter(token=None), agent.prefix)
+    assert (await anonymous.replace()).services == ()
+    assert "no token is set and the agent's default ACL policy is deny" in caplog.text
+
+    unknown = feeds(agent.adapter(token="5a4b3c2d-1e0f-4a9b-8c7d-6e5f4a3b2c1d"))
+    assert "ACL not found" in str(await unknown.error())

@@ -6,7 +6,7 @@ with the retry backoff's sleep injected (:class:`Gate`), so no test waits on a c
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 
 import aiohttp
 import pytest
@@ -28,9 +28,18 @@ from registryd.registry.store import RegistryStore
 from registryd.web.views import configz
 from tests.adapters import test_consul_adapter
 from tests.adapters.test_consul_adapter import HANG_GUARD, Agent, Feed, addresses, until
+from tests.support.emulators.consul import ConsulEmulator
 
-agent = test_consul_adapter.agent  # the fixtures: the emulator, and feeds narrowed to it
-feeds = test_consul_adapter.feeds
+feeds = test_consul_adapter.feeds  # the feeds, narrowed to a test's services
+
+
+@pytest.fixture
+async def agent() -> AsyncIterator[Agent]:
+    """The emulator alone: every test here needs a fault only it can inject (a failing or
+    hostile reply of one service, a refused connection while a service retries)."""
+    async with aiohttp.ClientSession() as session, ConsulEmulator() as emulator:
+        yield Agent(session, emulator=emulator)
+
 
 CATALOG = "/v1/catalog/services"
 

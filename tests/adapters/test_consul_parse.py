@@ -98,7 +98,7 @@ def test_ipv6_address() -> None:
         ({"port": 0}, "Service.Port is 0"),
         ({"port": "80"}, "is not a port number"),
         ({"port": True}, "is not a port number"),
-        ({"port": None}, "is not a port number"),
+        ({"port": None}, "no Service.Port: the instance has no port"),
         ({"port": 70000}, "out of range"),
         ({"node_address": "", "address": ""}, "no address"),
         ({"node_address": None, "address": None}, "no address"),
@@ -118,6 +118,15 @@ def test_ipv6_address() -> None:
 def test_malformed_entries(changes: dict[str, Any], message: str) -> None:
     with pytest.raises(EntryError, match=message):
         convert(entry(**changes))
+
+
+def test_an_instance_registered_without_a_port_has_none() -> None:
+    """A real agent answers an instance registered without a port (or with port 0) with
+    no ``Port`` field at all (``omitempty``): it has no port, not a malformed one."""
+    raw = entry()
+    del raw["Service"]["Port"]
+    with pytest.raises(EntryError, match=r"^no Service.Port: the instance has no port$"):
+        convert(raw)
 
 
 @pytest.mark.parametrize(

@@ -1,6 +1,15 @@
 """The Kubernetes adapter against the API-server emulator: full state first, increments,
 dropped watches, 410 Gone, bookmarks, two clusters, namespace selection, rate limiting,
-failures, credentials, and the adapter contract suite."""
+failures, credentials, and the adapter contract suite.
+
+The contract suite runs against a real kube-apiserver too (test_kubernetes_real.py, with
+a Service deleted and recreated, several slices, RBAC, pages and an etcd compaction).  The
+other tests here stay on the emulator because they need a fault or a control only it has:
+answers failed on demand (``fail_next``: 429 with Retry-After, 5xx, a 410 answer), watch
+streams dropped or ended at a chosen moment and history forgotten on demand
+(``drop_watches``, ``compact``, ``on_request`` between two pages), bookmarks every few
+milliseconds, objects a real server refuses (a Service without a port number), the
+requests it received (``requests``: paths, query, rate), and a token of its own."""
 
 from __future__ import annotations
 

@@ -269,6 +269,13 @@ def test_empty_documents_and_files_are_fine() -> None:
     assert len(parsed.documents) == 1 and len(parsed.raw) == 1
 
 
+@pytest.mark.parametrize("host", ["*.a.example", "*api.example", "*-1.api.example"])
+def test_a_wildcard_may_lead_the_first_label(host: str) -> None:
+    """istiod's ValidateWildcardDomain: ``*``, ``*<label>`` or ``*-<label>`` first."""
+    parsed = parse_file(se(f"hosts: ['{host}']"), "w.yaml")
+    assert [d.spec.hosts for d in parsed.documents] == [(host,)]
+
+
 def test_bundled_examples_are_valid() -> None:
     table = load_tree(EXAMPLES)
     assert table.errors == {}
@@ -300,6 +307,8 @@ BROKEN: list[tuple[str, str, str]] = [
     ("empty hosts", se("hosts: []"), r"spec.hosts: required"),
     ("wildcard host", se("hosts: ['*']"), r"full wildcard"),
     ("bad host", se("hosts: [foo*]"), r"'foo\*' is not a valid DNS name"),
+    ("wildcard dash no label", se("hosts: ['*-.a.example']"), r"is not a valid DNS name"),
+    ("wildcard twice", se("hosts: ['*.*.a.example']"), r"is not a valid DNS name"),
     ("port number missing", se("hosts: [a.b]\nports: [{name: http}]"), r"ports\[0\].number"),
     ("port out of range", se("hosts: [a.b]\nports: [{number: 0, name: h}]"), r"between 1 and"),
     ("port as text", se("hosts: [a.b]\nports: [{number: '80', name: h}]"), r"got '80'"),

@@ -57,7 +57,7 @@ def reference_model(files: Iterable[ParsedFile]) -> Model:
                     services[host], ports=services[host].ports + more
                 )
     endpoints: dict[str, list[Endpoint]] = {}
-    for entry in entries:  # then every entry's endpoints on those ports
+    for entry in entries:  # then the endpoints of the first one's namespace on those ports
         selector = entry.spec.workload_selector
         selected = (
             list(entry.spec.endpoints)
@@ -73,7 +73,8 @@ def reference_model(files: Iterable[ParsedFile]) -> Model:
                 notes.append(convert._duplicate_note(host, owners[host], entry))
             numbers = {p.number for p in services[host].ports}
             found = endpoints.setdefault(host, [])
-            for workload in selected:
+            same_namespace = entry.meta.namespace == owners[host].meta.namespace
+            for workload in selected if same_namespace else ():
                 for endpoint in convert._workload_endpoints(host, entry, workload):
                     if endpoint.service_port in numbers:
                         found.append(endpoint)

@@ -13,6 +13,7 @@ by comparing them.
 from __future__ import annotations
 
 import copy
+import ipaddress
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
@@ -221,6 +222,20 @@ def _cidr_addresses(served: Served, side: str) -> None:
             socket["address"] = "0.0.0.0"
 
 
+def _grpc_overlapping_wildcards(served: Served, side: str) -> None:
+    """istiod's virtual hosts, in a proxyless gRPC route ``outbound|<port>||<host>``, of
+    other hostnames that overlap ``<host>`` by wildcard, beside ``<host>``'s own."""
+    if side != "istiod":
+        return
+    for name, route in served.get("rds", {}).items():
+        if not name.startswith("outbound|"):
+            continue
+        port, host = name.split("|")[1], name.split("|")[3]
+        hosts = route.get("virtual_hosts", [])
+        if any(h.get("name") == f"{host}:{port}" for h in hosts):
+            route["virtual_hosts"] = [h for h in hosts if h.get("name") == f"{host}:{port}"]
+
+
 RULES: tuple[Rule, ...] = (
     Rule(
         "marker",
@@ -275,6 +290,15 @@ RULES: tuple[Rule, ...] = (
         "through would loop",
         "`INTERCEPTION_MODE: NONE`, unmatched connections",
         _local_blackhole,
+    ),
+    Rule(
+        "grpc-overlapping-wildcards",
+        "in istiod's proxyless gRPC route for a hostname, the virtual hosts of other "
+        "hostnames that overlap it by wildcard (its own virtual host kept)",
+        "a call's authority matches its own hostname's domains, which win over wildcard "
+        "ones: the others are never chosen",
+        "proxyless gRPC, hostnames a wildcard host overlaps",
+        _grpc_overlapping_wildcards,
     ),
     Rule(
         "tls-mode",
@@ -446,8 +470,12 @@ def _route_of(listener: dict[str, Any]) -> str:
 def _shared_loopback(istiod: Served, ours: Served) -> None:
     """A loopback listener (``127.0.0.1_<port>``) that registryd shares between several
     services, on both sides, and the routes only such listeners name."""
-    mine = ours.get("lds", {})
-    shared = [n for n, listener in mine.items() if n.startswith("127.0.0.1_") and _shared(listener)]
+    mine, routes = ours.get("lds", {}), ours.get("rds", {})
+    shared = [
+        n
+        for n, listener in mine.items()
+        if n.startswith("127.0.0.1_") and _shared(listener, routes)
+    ]
     for side in (istiod, ours):
         listeners = side.get("lds", {})
         dropped = {_route_names(listeners.pop(n)) for n in shared if n in listeners}
@@ -456,14 +484,16 @@ def _shared_loopback(istiod: Served, ours: Served) -> None:
             side.get("rds", {}).pop(route, None)
 
 
-def _shared(listener: dict[str, Any]) -> bool:
-    """Whether a listener leads to more than one service: two clusters, or a cluster and
-    the port's shared route ``<port>`` (one sniffed service has its own route)."""
+def _shared(listener: dict[str, Any], routes: dict[str, Any]) -> bool:
+    """Whether a listener leads to more than one service: two clusters, or the port's
+    shared route ``<port>`` (one sniffed service has its own route) and a cluster or
+    another virtual host."""
     chains = [*listener.get("filter_chains", []), listener.get("default_filter_chain") or {}]
     configs = [f.get("typed_config", {}) for chain in chains for f in chain.get("filters", [])]
     clusters = {c["cluster"] for c in configs if c.get("cluster")} - _STATIC_CLUSTERS
-    by_port = any(str(c.get("rds", {}).get("route_config_name", "")).isdigit() for c in configs)
-    return len(clusters) > 1 or (by_port and bool(clusters))
+    names = {str(c.get("rds", {}).get("route_config_name", "")) for c in configs}
+    hosts = sum(len(routes.get(n, {}).get("virtual_hosts", [])) for n in names if n.isdigit())
+    return len(clusters) > 1 or (hosts > 0 and bool(clusters)) or hosts > 1
 
 
 _STATIC_CLUSTERS = {"PassthroughCluster", "BlackHoleCluster"}
@@ -479,6 +509,39 @@ def _route_names(listener: dict[str, Any]) -> str:
     return ""
 
 
+def _shared_address_domains(istiod: Served, ours: Served) -> None:
+    """Route domains that are an address (``<ip>``, ``<ip>:<port>``, IPv6 in brackets)
+    which, on either side, virtual hosts of more than one hostname carry: removed from
+    every virtual host of both sides."""
+    holders: dict[str, set[str]] = {}
+    hosts = [h for side in (istiod, ours) for r in side.get("rds", {}).values() for h in _vhosts(r)]
+    for vhost in hosts:
+        for domain in vhost.get("domains", []):
+            if (ip := _domain_address(domain)) is not None:
+                holders.setdefault(ip, set()).add(str(vhost.get("name")))
+    shared = {ip for ip, names in holders.items() if len(names) > 1}
+    for vhost in hosts:
+        if "domains" in vhost:
+            vhost["domains"] = [d for d in vhost["domains"] if _domain_address(d) not in shared]
+
+
+def _vhosts(route: dict[str, Any]) -> list[dict[str, Any]]:
+    return list(route.get("virtual_hosts", []))
+
+
+def _domain_address(domain: str) -> str | None:
+    """The IP address a route domain names, or ``None`` for a hostname (or ``*``)."""
+    text = domain
+    if text.startswith("["):
+        text = text[1 : text.find("]")]
+    elif text.count(":") == 1:
+        text = text.split(":")[0]
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        return None
+
+
 PAIR_RULES: tuple[PairRule, ...] = (
     PairRule(
         "shared-loopback",
@@ -487,6 +550,15 @@ PAIR_RULES: tuple[PairRule, ...] = (
         "registryd keeps every service on the port reachable; istiod gives it to the first",
         "`INTERCEPTION_MODE: NONE`, several services on one port",
         _shared_loopback,
+    ),
+    PairRule(
+        "shared-address-domain",
+        "a route domain naming an address (with or without its port) that virtual hosts of "
+        "several hostnames carry, on either side: taken out of every virtual host",
+        "istiod gives such an address to one hostname's virtual host chosen in map order, "
+        "another at the next push",
+        "an address shared by several hostnames",
+        _shared_address_domains,
     ),
     PairRule(
         "grpc-passthrough",

@@ -69,7 +69,10 @@ def ambiguity(text: str) -> str | None:
     several addresses (one Service per address) and with several ServiceEntries of one
     hostname and namespace created at the same time (files read together).  Entries of
     one hostname that do not merge (``canMergeServices``) are not compared either: istiod
-    takes their clusters from the oldest, but builds listeners from all of them.  ``None``
+    takes their clusters from the oldest, but builds listeners from all of them; nor are
+    entries that merge but disagree (:func:`_split`), nor a hostname of several namespaces
+    whose oldest entry is not the one istiod gives the nodes' namespace (:func:`_picked`):
+    registryd serves one definition per hostname.  ``None``
     when the input is fine, or when registryd refuses it (so does istiod, then)."""
     try:
         parsed = parse_file(text, "input.yaml")
@@ -87,16 +90,81 @@ def ambiguity(text: str) -> str | None:
         times = [e.meta.created for e in found]
         if len(times) != len(set(times)):
             return f"{host} is defined in {namespace} by ServiceEntries of one creation time"
-        oldest = min(found, key=lambda e: e.meta.created or datetime.max.replace(tzinfo=UTC))
-        if any(not mergeable(oldest, e) for e in found if e is not oldest):
+        by_age = sorted(found, key=lambda e: e.meta.created or datetime.max.replace(tzinfo=UTC))
+        oldest = by_age[0]
+        if any(not mergeable(oldest, e) for e in by_age[1:]):
             # clusters come from the oldest (appendSidecarServices), listeners from every
             # entry, route virtual hosts from the last one a map kept
             return f"{host} is defined in {namespace} by ServiceEntries that do not merge"
+        if _split(by_age):
+            return f"{host} is defined in {namespace} by ServiceEntries that merge but disagree"
+    by_host: dict[str, list[ServiceEntry]] = {}
+    for (_, host), found in sorted(entries.items()):
+        by_host.setdefault(host, []).extend(found)
+    for host, found in by_host.items():
+        if len({e.meta.namespace for e in found}) < 2:
+            continue
+        if len({e.meta.namespace for e in found if _visible(e)}) > 1:
+            # entries of several namespaces never merge (canMergeServices): as above
+            return f"{host} is defined in several namespaces the proxies see"
+        if _picked(found) not in (None, _oldest(found)):
+            return f"{host} is defined in several namespaces and {PROXY_NAMESPACE} sees another"
     return None
 
 
+PROXY_NAMESPACE = "default"  # the namespace of every node of NODES
+
+
+def _oldest(found: list[ServiceEntry]) -> ServiceEntry:
+    return min(found, key=lambda e: e.meta.created or datetime.max.replace(tzinfo=UTC))
+
+
+def _picked(found: list[ServiceEntry]) -> ServiceEntry | None:
+    """The entry of a hostname istiod gives a proxy of :data:`PROXY_NAMESPACE`: the
+    oldest of those exported to that namespace by name (or private to it), else the
+    oldest public one (``push_context.go`` ``servicesExportedToNamespace`` lists them in
+    that order, ``model/sidecar.go`` ``appendSidecarServices`` keeps the first)."""
+    public = [e for e in found if _public(e)]
+    named = [e for e in found if _visible(e) and not _public(e)]
+    return _oldest(named) if named else _oldest(public) if public else None
+
+
+def _public(entry: ServiceEntry) -> bool:
+    return not entry.spec.export_to or "*" in entry.spec.export_to
+
+
+def _visible(entry: ServiceEntry) -> bool:
+    """Whether proxies of :data:`PROXY_NAMESPACE` see the entry."""
+    export = set(entry.spec.export_to)
+    own = "." in export and entry.meta.namespace == PROXY_NAMESPACE
+    return _public(entry) or PROXY_NAMESPACE in export or own
+
+
+def _split(by_age: list[ServiceEntry]) -> bool:
+    """Whether entries of one hostname that merge (oldest first) disagree on what
+    istiod's listener and route builders read from each entry on its own: its addresses,
+    or a port number or name declared again with another name, protocol or number.  istiod
+    builds clusters from the merged Service (``model/sidecar.go``
+    ``appendSidecarServices`` adds a later entry's ports by *name*), listeners from every
+    entry as it is, and route virtual hosts from the newest entry with the port
+    (``httproute.go`` ``BuildSidecarOutboundVirtualHosts``: ``servicesByName``)."""
+    addresses = set(by_age[0].spec.addresses)
+    by_number: dict[int, tuple[str, str]] = {}
+    by_name: dict[str, int] = {}
+    for entry in by_age:
+        if set(entry.spec.addresses) != addresses:
+            return True
+        for port in entry.spec.ports:
+            kind = (port.name, port.protocol)
+            if by_number.setdefault(port.number, kind) != kind:
+                return True
+            if by_name.setdefault(port.name, port.number) != port.number:
+                return True
+    return False
+
+
 _NODE_ID = "sidecar~10.1.0.1~app-1.default~default.svc.cluster.local"
-_META = {"NAMESPACE": "default", "ISTIO_VERSION": ISTIO_VERSION, "CLUSTER_ID": "Kubernetes"}
+_META = {"NAMESPACE": PROXY_NAMESPACE, "ISTIO_VERSION": ISTIO_VERSION, "CLUSTER_ID": "Kubernetes"}
 NODES = (
     Node("sidecar", _NODE_ID, _META),
     Node("local", _NODE_ID, {**_META, "INTERCEPTION_MODE": "NONE"}),

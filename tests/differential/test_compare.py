@@ -161,6 +161,60 @@ def test_inputs_istiod_answers_at_random_are_recognised() -> None:
     assert ambiguity("not: [valid") is None  # refused by both: compared as a refusal
 
 
+def test_entries_that_merge_but_disagree_are_not_compared() -> None:
+    def se(name: str, created: str, spec: str) -> str:
+        head = "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\n"
+        meta = f"metadata: {{name: {name}, creationTimestamp: '{created}'}}"
+        return f"{head}{meta}\nspec: {{hosts: [a.example], {spec}}}\n---\n"
+
+    def pair(first: str, later: str) -> str | None:
+        return ambiguity(
+            se("a", "2024-01-01T00:00:00Z", first) + se("b", "2024-01-02T00:00:00Z", later)
+        )
+
+    http = "ports: [{number: 80, name: http, protocol: HTTP}]"
+    assert pair(http, http) is None
+    assert pair(http, "ports: [{number: 81, name: web}]") is None  # a port added: agrees
+    split = "merge but disagree"
+    assert split in str(pair(http, "ports: [{number: 80, name: http, protocol: TCP}]"))
+    assert split in str(pair(http, "ports: [{number: 80, name: tcp, protocol: HTTP}]"))
+    assert split in str(pair(http, "ports: [{number: 81, name: http, protocol: HTTP}]"))
+    assert split in str(pair(http, f"addresses: [10.0.0.1], {http}"))
+
+
+def test_a_hostname_of_several_namespaces_is_compared_when_the_oldest_is_what_proxies_see() -> None:
+    def se(namespace: str, created: str, export: str) -> str:
+        head = "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\n"
+        meta = f"metadata: {{name: a, namespace: {namespace}, creationTimestamp: '{created}'}}"
+        spec = f"spec: {{hosts: [a.example], ports: [{{number: 80, name: http}}], {export}}}"
+        return f"{head}{meta}\n{spec}\n---\n"
+
+    old, new = "2024-01-01T00:00:00Z", "2024-01-02T00:00:00Z"
+    public = "exportTo: ['*']"
+    assert ambiguity(se("default", old, public) + se("other", new, "exportTo: [other]")) is None
+    # both seen: they never merge, and istiod builds listeners from each
+    assert "several namespaces" in str(ambiguity(se("other", old, public) + se("b", new, public)))
+    assert ambiguity(se("other", old, "exportTo: [other]") + se("b", new, "exportTo: [b]")) is None
+    # an entry exported to the proxies' namespace by name comes before an older public one
+    named = se("other", old, public) + se("shop", new, "exportTo: [default]")
+    assert "several namespaces" in str(ambiguity(named))
+    hidden = se("other", old, "exportTo: ['.']") + se("default", new, public)
+    assert "several namespaces" in str(ambiguity(hidden))
+
+
+def test_an_address_domain_several_hostnames_carry_is_left_out_on_both_sides() -> None:
+    def route(*hosts: tuple[str, list[str]]) -> dict[str, object]:
+        return {"virtual_hosts": [{"name": n, "domains": d} for n, d in hosts]}
+
+    istiod = {"rds": {"80": route(("a:80", ["a"]), ("b:80", ["b", "10.0.0.1", "10.0.0.1:80"]))}}
+    ours = {"rds": {"80": route(("a:80", ["a", "10.0.0.1", "10.0.0.1:80"]), ("b:80", ["b"]))}}
+    assert compare(istiod, ours) == []
+    # held by one hostname on both sides, it is compared
+    alone = {"rds": {"80": route(("a:80", ["a", "[2001:db8::1]"]), ("b:80", ["b"]))}}
+    assert compare(alone, alone) == []
+    assert compare(alone, {"rds": {"80": route(("a:80", ["a"]), ("b:80", ["b"]))}}) != []
+
+
 def test_cidr_addresses_and_grpc_passthrough_services_are_documented_differences() -> None:
     route = {"virtual_hosts": [{"name": "a", "domains": ["a.example", "10.0.0.0/8"]}]}
     grpc = {"api_listener": {}, "address": {"socket_address": {"address": "10.0.0.0/8"}}}
@@ -206,6 +260,36 @@ def test_a_loopback_listener_registryd_shares_is_the_documented_difference() -> 
     alone = {"lds": {"127.0.0.1_80": {"filter_chains": [http("a:80"), tcp("outbound|80||a")]}}}
     other = {"lds": {"127.0.0.1_80": {"filter_chains": [http("80"), tcp("outbound|80||a")]}}}
     assert compare(other, alone) != []
+
+
+def test_overlapping_wildcard_virtual_hosts_of_a_grpc_route_are_left_out_of_istiods() -> None:
+    name = "outbound|80||*-1.x.example"
+    own = {"name": "*-1.x.example:80", "domains": ["*-1.x.example"]}
+    other = {"name": "*.x.example:80", "domains": ["*.x.example"]}
+    istiod = {"rds": {name: {"virtual_hosts": [other, own]}}}
+    assert compare(istiod, {"rds": {name: {"virtual_hosts": [own]}}}) == []
+    # without its own virtual host on istiod's side nothing is taken out
+    assert compare({"rds": {name: {"virtual_hosts": [other]}}}, {"rds": {name: {}}}) != []
+
+
+def test_a_loopback_listener_whose_port_route_has_two_hosts_is_shared() -> None:
+    def listener(route: str, default: str) -> dict[str, object]:
+        manager = {"typed_config": {"rds": {"route_config_name": route}}}
+        tcp = {"typed_config": {"cluster": default}}
+        return {
+            "filter_chains": [{"filters": [manager]}],
+            "default_filter_chain": {"filters": [tcp]},
+        }
+
+    two = {"virtual_hosts": [{"name": "a:443"}, {"name": "b:443"}]}
+    ours = {"lds": {"127.0.0.1_443": listener("443", "PassthroughCluster")}, "rds": {"443": two}}
+    istiod = {
+        "lds": {"127.0.0.1_443": listener("b:443", "outbound|443||b")},
+        "rds": {"b:443": {"virtual_hosts": [{"name": "b:443"}]}},
+    }
+    assert compare(istiod, ours) == []
+    one = {"virtual_hosts": [{"name": "a:443"}]}
+    assert compare(istiod, {**ours, "rds": {"443": one}}) != []
 
 
 def lb(address: str, **extra: object) -> dict[str, object]:

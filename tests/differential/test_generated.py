@@ -9,7 +9,7 @@
 
 Both profiles expect no difference at all.  ``python -m tests.differential.generate``
 prints every difference of many inputs, grouped by field path; the smallest input of
-each is in ``corpus/`` once it agrees, in ``pending/`` until then (see its README).
+each, once fixed, becomes an input of ``corpus/``.
 """
 
 from __future__ import annotations
@@ -28,14 +28,6 @@ from tests.differential.servers import Ambiguous, IstiodRefused, Pair
 
 SHORT = 40  # inputs of the short profile
 LONG = 5_000  # inputs of the long profile
-
-# registryd does not yet serve what istiod serves for every generated input: what is
-# left is in pending/ (its README)
-KNOWN = pytest.mark.xfail(
-    strict=False,
-    reason="registryd still differs from istiod on some generated inputs: see "
-    "tests/differential/pending/README.md",
-)
 
 
 def _settings(examples: int, *phases: Phase) -> settings:
@@ -68,7 +60,7 @@ def _agree(pair: Pair, text: str) -> None:
     try:
         outcome = asyncio.run(differences(pair, text))
     except Ambiguous:
-        reject()  # istiod's answer changes per push (a ServiceEntry of several addresses)
+        reject()  # a README row: istiod's answer is not one definition
     except IstiodRefused as refused:  # the generator's inputs are all meant to be valid
         raise AssertionError(
             f"istiod refused a generated input (registryd: {refused.registryd_errors or 'took it'})"
@@ -78,14 +70,12 @@ def _agree(pair: Pair, text: str) -> None:
     assert not outcome.found, f"differences for the input\n{text}\n{found}"
 
 
-@KNOWN
 @given(text=inputs())
 @_settings(SHORT, Phase.explicit, Phase.generate)  # no shrinking: a short, fixed run
 def test_istiod_agrees_on_generated_inputs(pair: Pair, text: str) -> None:
     _agree(pair, text)
 
 
-@KNOWN
 @pytest.mark.differential_long
 @given(text=inputs())
 @_settings(LONG, Phase.explicit, Phase.generate, Phase.shrink)

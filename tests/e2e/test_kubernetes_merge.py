@@ -25,7 +25,8 @@ HOST = "web.shop.svc.cluster.local"
 def clusters() -> Iterator[tuple[LoopThread, list[KubeEmulator]]]:
     """Two emulated API servers (clusters ``east`` and ``west``) on a loop thread."""
     thread = LoopThread()
-    servers = [KubeEmulator(), KubeEmulator()]
+    # pods on loopback, which a real API server refuses in an EndpointSlice
+    servers = [KubeEmulator(loopback_endpoints=True), KubeEmulator(loopback_endpoints=True)]
     for server in servers:
         thread.call(server.start())
     yield thread, servers

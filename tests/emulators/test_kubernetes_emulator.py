@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
+import signal
 import socket
 import sys
 from collections.abc import AsyncIterator, Callable
@@ -31,8 +33,11 @@ from typing import Any
 
 import aiohttp
 import pytest
+import yaml
 from kubernetes_asyncio import client, config, watch
 
+from registryd.adapter import AdapterContext, Replace
+from registryd.adapters.kubernetes import KubernetesAdapter
 from tests.support.emulators.kubernetes import KubeEmulator
 
 TIMEOUT = 5.0  # every wait in this module is bounded by this
@@ -214,6 +219,106 @@ async def test_lists_page_from_one_snapshot(kube: KubeEmulator, api: client.ApiC
     assert expired.value.status == 410
 
 
+async def test_list_pages_as_the_real_apiserver(
+    kube: KubeEmulator, http: aiohttp.ClientSession
+) -> None:
+    """What kube-apiserver 1.37 answers about pages (seen on one): a continue token it did
+    not make is a 400 BadRequest (not 410); one whose snapshot is compacted away is 410
+    Expired, saying so at length; a resourceVersion beside a continue token is a 400;
+    ``remainingItemCount`` is left out of a list filtered by a selector (it cannot be
+    counted); ``resourceVersion=0`` is served whole from the watch cache, ``limit`` or
+    not; a ``limit`` that is not a number is a 400, a ``resourceVersion`` that is not one
+    a 400 for a list and a 500 (without a reason) for a watch."""
+    for name in "abcde":
+        kube.apply(service(name, app="web"))
+    url = f"{kube.url}/api/v1/services"
+
+    async def get(**params: str) -> tuple[int, dict[str, Any]]:
+        async with http.get(url, params=params) as response:
+            return response.status, await response.json()
+
+    status, body = await get(limit="2", labelSelector="app=web")
+    assert status == 200 and body["metadata"]["continue"], body
+    assert "remainingItemCount" not in body["metadata"]
+    status, body = await get(limit="2", fieldSelector="metadata.name!=z")
+    assert status == 200 and "remainingItemCount" not in body["metadata"]
+    status, body = await get(limit="2")
+    assert body["metadata"]["remainingItemCount"] == 3
+    token = body["metadata"]["continue"]
+
+    status, body = await get(resourceVersion="abc")
+    invalid = 'resourceVersion: Invalid value: "abc": strconv.ParseUint: parsing "abc": invalid'
+    assert (status, body["reason"]) == (400, "BadRequest")
+    assert body["message"] == f"invalid resource version: {invalid} syntax"
+    status, body = await get(watch="true", resourceVersion="abc")
+    assert (status, body["code"], body["message"]) == (500, 500, f"{invalid} syntax")
+    assert "reason" not in body  # as the real server's: an error it did not convert
+
+    status, body = await get(limit="two")
+    assert (status, body["reason"]) == (400, "BadRequest")
+    assert body["message"] == 'strconv.ParseInt: parsing "two": invalid syntax'
+
+    status, body = await get(limit="2", resourceVersion="0")
+    assert status == 200 and len(body["items"]) == 5 and "continue" not in body["metadata"]
+
+    status, body = await get(limit="2", **{"continue": "bm90LWEtdG9rZW4"})
+    assert (status, body["reason"], body["code"]) == (400, "BadRequest", 400)
+    assert body["message"].startswith("invalid continue token: "), body
+
+    status, body = await get(limit="2", resourceVersion="1", **{"continue": token})
+    assert (status, body["reason"]) == (400, "BadRequest")
+    assert body["message"] == "specifying resource version is not allowed when using continue"
+
+    kube.compact()
+    status, body = await get(limit="2", **{"continue": token})
+    assert (status, body["reason"], body["code"]) == (410, "Expired", 410)
+    assert body["message"].startswith(
+        "The provided continue parameter is too old to display a consistent list result."
+    )
+
+
+def test_endpoint_slices_are_validated_as_by_the_real_apiserver() -> None:
+    """kube-apiserver 1.37 refuses (422) an EndpointSlice without an address type or with
+    an address that is not one of its type, is loopback, unspecified or link-local; the
+    emulator's apply() raises ValueError with the same words, and takes loopback
+    addresses only when made with ``loopback_endpoints`` (for tests that route to local
+    servers)."""
+    kube = KubeEmulator()
+
+    def refused(change: Callable[[dict[str, Any]], object]) -> str:
+        obj = endpoint_slice("web-abc", "web", "10.1.0.1")
+        change(obj)
+        with pytest.raises(ValueError) as error:
+            kube.apply(obj)
+        return str(error.value)
+
+    prefix = 'EndpointSlice.discovery.k8s.io "web-abc" is invalid: '
+    assert refused(lambda o: o.pop("addressType")) == prefix + "addressType: Required value"
+    assert refused(lambda o: o.update(endpoints=[{"addresses": ["127.0.0.11"]}])) == (
+        prefix + 'endpoints[0].addresses[0]: Invalid value: "127.0.0.11": may not be in the '
+        "loopback range (127.0.0.0/8, ::1/128)"
+    )
+    assert refused(lambda o: o.update(endpoints=[{"addresses": ["300.1.1.1"]}])) == (
+        prefix + 'endpoints[0].addresses[0]: Invalid value: "300.1.1.1": must be a valid IP '
+        "address, (e.g. 10.9.8.7 or 2001:db8::ffff)"
+    )
+    assert refused(lambda o: o.update(endpoints=[{"addresses": ["2001:db8::1"]}])) == (
+        prefix + 'endpoints[0].addresses: Invalid value: "2001:db8::1": must be an IPv4 address'
+    )
+    assert "may not be in the link-local range" in refused(
+        lambda o: o.update(endpoints=[{"addresses": ["169.254.0.1"]}])
+    )
+    assert "must contain at least 1 address" in refused(
+        lambda o: o.update(endpoints=[{"addresses": []}])
+    )
+    assert kube.get("discovery.k8s.io/v1", "EndpointSlice", "shop", "web-abc") is None
+
+    fqdn = endpoint_slice("web-fqdn", "web", "web.example.com") | {"addressType": "FQDN"}
+    assert kube.apply(fqdn)["addressType"] == "FQDN"
+    local = KubeEmulator(loopback_endpoints=True)
+    assert local.apply(endpoint_slice("web-abc", "web", "127.0.0.11"))["endpoints"]
+
+
 async def test_every_kind_is_served(kube: KubeEmulator, api: client.ApiClient) -> None:
     v1, discovery = client.CoreV1Api(api), client.DiscoveryV1Api(api)
     kube.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop"}})
@@ -346,6 +451,36 @@ async def test_bookmarks_carry_the_current_resource_version(
         http, kube, "/api/v1/services", resourceVersion=start, timeoutSeconds="0.3"
     )
     assert plain == []
+
+
+async def test_no_bookmark_until_the_resource_version_moves_past_the_watch_start(
+    kube: KubeEmulator, http: aiohttp.ClientSession
+) -> None:
+    """As kube-apiserver 1.37 (seen on one: a quiet watch with bookmarks got none in 80 s):
+    a bookmark whose resourceVersion is not past the one the watch started from is not
+    sent."""
+    kube.bookmark_interval = 0.02
+    start = str(kube.resource_version)
+    _, quiet = await raw_watch(
+        http,
+        kube,
+        "/api/v1/services",
+        resourceVersion=start,
+        allowWatchBookmarks="true",
+        timeoutSeconds="0.3",
+    )
+    assert quiet == [] and kube.bookmarks == []
+    kube.apply(node("n1"))  # another kind moves the resourceVersion past the start
+    _, moved = await raw_watch(
+        http,
+        kube,
+        "/api/v1/services",
+        resourceVersion=start,
+        allowWatchBookmarks="true",
+        timeoutSeconds="1",
+    )
+    assert moved and {e["type"] for e in moved} == {"BOOKMARK"}
+    assert {e["object"]["metadata"]["resourceVersion"] for e in moved} == {str(int(start) + 1)}
 
 
 async def test_a_bookmark_never_skips_a_queued_event(
@@ -713,3 +848,99 @@ async def test_command_line(tmp_path: Path, http: aiohttp.ClientSession) -> None
         process.terminate()
         async with asyncio.timeout(TIMEOUT):
             await process.wait()
+
+
+STANDALONE_OBJECTS = """\
+apiVersion: v1
+kind: Namespace
+metadata: {name: shop}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: shop}
+spec:
+  clusterIP: 10.96.0.10
+  ports: [{name: http, port: 80, targetPort: 8080}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: web-abc
+  namespace: shop
+  labels: {kubernetes.io/service-name: web}
+addressType: IPv4
+ports: [{name: http, port: 8080, protocol: TCP}]
+endpoints:
+- addresses: [10.1.0.1]
+  conditions: {ready: true}
+"""
+
+
+async def test_standalone_server_serves_the_objects_of_its_files(tmp_path: Path) -> None:
+    """``python -m tests.support.emulators.kubernetes FILES``: a server on a free port
+    with the objects of the files, and a kubeconfig it names, that the Kubernetes adapter
+    reads the loaded Service through; it ends on SIGINT (Ctrl-C) and removes the
+    kubeconfig it made."""
+    objects = tmp_path / "shop.yaml"
+    objects.write_text(STANDALONE_OBJECTS)
+    nodes = tmp_path / "nodes.yaml"  # a List, as kubectl get -o yaml writes
+    nodes.write_text(yaml.safe_dump({"apiVersion": "v1", "kind": "List", "items": [node("n1")]}))
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "tests.support.emulators.kubernetes",
+        str(objects),
+        str(nodes),
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert process.stdout is not None and process.stderr is not None
+        async with asyncio.timeout(TIMEOUT):
+            url = (await process.stdout.readline()).decode().strip()
+            said = (await process.stdout.readline()).decode().strip()
+            loaded = (await process.stderr.readline()).decode().strip()
+        assert re.fullmatch(r"kubernetes emulator on http://127\.0\.0\.1:\d+", url), url
+        assert loaded == "4 objects from 2 file(s)"
+        assert said.startswith("kubeconfig: "), said
+        kubeconfig = Path(said.removeprefix("kubeconfig: "))
+
+        adapter = KubernetesAdapter(
+            name="standalone", settings={"kubeconfig": str(kubeconfig)}, context=AdapterContext()
+        )
+        updates = adapter.watch()
+        try:
+            async with asyncio.timeout(TIMEOUT):
+                replace = await anext(updates)
+        finally:
+            await updates.aclose()
+        assert isinstance(replace, Replace)
+        assert [s.hostname for s in replace.services] == ["web.shop.svc.cluster.local"]
+        assert [(e.address, e.port) for e in replace.endpoints] == [("10.1.0.1", 8080)]
+    finally:
+        process.send_signal(signal.SIGINT)
+        async with asyncio.timeout(TIMEOUT):
+            assert await process.wait() == 0
+    assert not await asyncio.to_thread(kubeconfig.exists)
+
+
+async def test_standalone_server_refuses_what_a_real_one_would(tmp_path: Path) -> None:
+    """A file with an object the API server would refuse: the command fails naming the
+    file, the document and the reason, before it serves anything."""
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(STANDALONE_OBJECTS.replace("10.1.0.1", "127.0.0.1") + "---\n")
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "tests.support.emulators.kubernetes",
+        str(bad),
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    async with asyncio.timeout(TIMEOUT):
+        out, err = await process.communicate()
+    assert process.returncode == 2 and out == b""
+    assert f"{bad}, document 3: " in err.decode()
+    assert "may not be in the loopback range" in err.decode()

@@ -13,6 +13,7 @@ Every wait is bounded by a deadline.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import http.client
 import json
@@ -23,6 +24,7 @@ import signal
 import ssl
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 from tests.support.certs import TlsFiles, make_tls, require
 from tests.support.procs import Process, ProcessDied, free_ports, poll
@@ -149,6 +151,37 @@ class EtcdServer:
                 raise
             return self
         raise AssertionError("unreachable")
+
+    def call(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        """POST ``body`` to etcd's JSON gateway of its v3 API (``/v3/kv/range``...): the
+        answer.  Plain http only; fails unless etcd answers 200."""
+        assert self.tls is None, "call() speaks plain http"
+        connection = http.client.HTTPConnection("127.0.0.1", self.client_port, timeout=10)
+        try:
+            connection.request(
+                "POST", path, body=json.dumps(body), headers={"Content-Type": "application/json"}
+            )
+            response = connection.getresponse()
+            answer = response.read()
+        finally:
+            connection.close()
+        assert response.status == 200, f"etcd {path}: {response.status} {answer[:500]!r}"
+        data = json.loads(answer)
+        assert isinstance(data, dict)
+        return data
+
+    def revision(self) -> int:
+        """etcd's current revision (what kube-apiserver calls the resourceVersion)."""
+        header = self.call("/v3/kv/range", {"key": base64.b64encode(b"\0").decode()})["header"]
+        return int(header["revision"])
+
+    def compact(self, revision: int | None = None) -> int:
+        """Compact etcd's history up to ``revision`` (default: the current one) and wait
+        until it is done (``physical``): a watch from an older revision is refused.
+        Returns the revision compacted to."""
+        revision = revision or self.revision()
+        self.call("/v3/kv/compaction", {"revision": revision, "physical": True})
+        return revision
 
     def stop(self) -> None:
         """SIGTERM (SIGKILL after 5 s); a paused etcd is resumed first so it can exit."""

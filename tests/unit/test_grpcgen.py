@@ -85,14 +85,15 @@ def test_headless_kubernetes_service_is_an_eds_cluster_of_its_pods() -> None:
     # grpcgen/cds.go BuildClusters: an EDS cluster for every port, whatever the resolution
     headless = dataclasses.replace(svc(K8S, GRPC, resolution=Resolution.NONE), kubernetes=True)
     assert grpcgen.serves(headless, GRPC) and grpcgen.eds(headless)
-    cluster = grpcgen.build_cluster(headless, GRPC, [], OPTIONS)
+    pods = [ep(K8S, "10.4.0.1", service_port=7070)]
+    cluster = grpcgen.build_cluster(headless, GRPC, pods, OPTIONS)
     assert cluster is not None and cluster.type == cluster_pb2.Cluster.EDS
     assert cluster.eds_cluster_config.service_name == f"outbound|7070||{K8S}"
     udp = Port(number=53, protocol="UDP")
     assert not grpcgen.serves(dataclasses.replace(headless, ports=(udp,)), udp)
 
 
-def test_nothing_grpc_would_reject_passthrough_alias_udp_or_dns_without_endpoints() -> None:
+def test_nothing_grpc_would_reject_passthrough_alias_or_udp() -> None:
     none = svc("a.example", GRPC, resolution=Resolution.NONE)
     assert grpcgen.build_cluster(none, GRPC, [ep()], OPTIONS) is None
     assert not grpcgen.serves(none, GRPC)
@@ -100,6 +101,13 @@ def test_nothing_grpc_would_reject_passthrough_alias_udp_or_dns_without_endpoint
     assert grpcgen.build_cluster(alias, GRPC, [], OPTIONS) is None
     udp = Port(number=53, protocol="UDP")
     assert grpcgen.build_cluster(svc("a.example", udp), udp, [], OPTIONS) is None
+
+
+def test_a_dns_service_with_nothing_to_resolve_is_an_empty_eds_cluster() -> None:
+    """As istiod's (grpcgen/cds.go): the call fails for want of endpoints, not for a
+    route to a cluster that does not exist."""
     dns = svc("ext.example", GRPC, resolution=Resolution.DNS)
     down = [ep("ext.example", "x.example", service_port=7070, health=Health.UNHEALTHY)]
-    assert grpcgen.build_cluster(dns, GRPC, down, BuildOptions(send_unhealthy=False)) is None
+    cluster = grpcgen.build_cluster(dns, GRPC, down, BuildOptions(send_unhealthy=False))
+    assert cluster is not None and cluster.type == cluster.EDS
+    assert cluster.eds_cluster_config.service_name == "outbound|7070||ext.example"

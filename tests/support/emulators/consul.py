@@ -24,6 +24,12 @@ answers 500 ``No path to datacenter``):
                                      ``Config.Version``; needs a valid token under ACLs
 ===================================  ======================================================
 
+Entries have the shape of a real agent's: an instance's ``Kind`` (typical),
+``TaggedAddresses`` and ``Port`` are left out when empty or 0 (Consul's ``omitempty``),
+and its ``Meta`` is null when it was registered without any, as are a node's
+``TaggedAddresses`` and ``Meta``; checks carry ``ServiceTags``, ``Interval``,
+``Timeout``, ``ExposedPort`` and ``Definition`` too.
+
 Blocking queries follow Consul: every catalog/health reply carries ``X-Consul-Index``
 (plus ``X-Consul-KnownLeader``, ``X-Consul-LastContact`` and
 ``X-Consul-Effective-Consistency``); with ``?index=N`` (N > 0) the request waits until
@@ -32,14 +38,26 @@ the index of what it reads exceeds N or ``wait`` (Go duration, default 5m, at mo
 state and index.  Every write bumps the datacenter's raft index by one; the catalog's
 index moves when a service registration changes, a service's index when anything in
 its health entries changes (its instances, their checks, their nodes and node checks).
-A service that is not registered answers the catalog's index.  Bad ``index``/``wait``
-answer 400 as Consul does.
+A service that is not in the catalog answers the index of the last write that removed
+a service name's last instance (before any did, of the last change to any node, service
+or check); a blocking read of it that blocks waits until it is registered, and answers
+the index it started with if its wait runs out first (one of a service that goes away
+returns).  Replies carry
+``X-Consul-Query-Backend: blocking-query`` too.  ``/v1/catalog/services`` lists each
+service's tags once (sorted; a real agent's order varies from one read to the next).
+Bad ``index``/``wait`` answer 400 as Consul does.
 
-ACLs (``acl_token=...``): a read with the right token (``X-Consul-Token``,
-``Authorization: Bearer`` or ``?token=``) sees everything; a read without a token is
-the anonymous token under ``default_policy = deny``: an empty result with
-``X-Consul-Results-Filtered-By-ACLs: true``; a wrong token answers 403
-``ACL not found``.  Writes without a token answer 403 ``Permission denied``.
+ACLs (``acl_token=...``, the management token): ``default_policy = deny``, and every
+reply says so in ``X-Consul-Default-Acl-Policy`` (``allow`` without ACLs).  A read with
+the management token (``X-Consul-Token``, ``Authorization: Bearer`` or ``?token=``)
+sees everything; one with a token of ``acl_readers`` (token -> service name prefixes:
+``service_prefix "<p>" { policy = "read" }`` for each, and ``node_prefix "" { policy =
+"read" }``) sees only those services, and ``X-Consul-Results-Filtered-By-ACLs: true``
+when anything was left out.  A read without a token is the anonymous token, which may
+read nothing: an empty result, and no filtered header (Consul tells only a token that
+its results were filtered).  A token the emulator does not know answers 403 ``ACL not
+found``; a write or ``/v1/agent/self`` without the management token answers 403 with
+Consul's ``Permission denied: ... lacks permission ...`` text.
 
 As on a real cluster, each datacenter's catalog starts with the server's own ``consul``
 service (node ``node_name``, 127.0.0.1, port 8300, a passing ``serfHealth`` node check);
@@ -58,6 +76,10 @@ keep-alive connections counted too; :attr:`refused` counts them), :meth:`stop` /
 :meth:`start` (the agent goes away, open connections are cut, and comes back on the
 same port).  Every request is recorded in :attr:`requests`.
 
+Standalone: ``python -m tests.support.emulators.consul [--port P] [FILE]`` serves it
+on 127.0.0.1 (port 8500 by default) until Ctrl-C, with the services of ``FILE``
+(:func:`from_state` gives the format).
+
 Not covered: the agent endpoints (``/v1/agent/service/register``, anti-entropy, check
 runners: check status changes only by registration), sessions, KV, prepared queries,
 ``filter``, ``node-meta``, ``tag``, ``near``, namespaces/partitions, peering, tagged
@@ -73,12 +95,14 @@ import random
 import re
 import ssl
 import time
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
 
+from tests.support.emulators import standalone
 from tests.support.emulators.base import LoopbackServer
 
 __all__ = ["ConsulEmulator", "Request"]
@@ -143,6 +167,8 @@ class _Datacenter:
     name: str
     index: int = 1  # raft index
     catalog_index: int = 1
+    tables_index: int = 1  # the last write that changed a node, service or check
+    extinction_index: int = 0  # the last write that removed a service name's last instance
     service_index: dict[str, int] = field(default_factory=dict)
     nodes: dict[str, dict[str, Any]] = field(default_factory=dict)
     services: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
@@ -151,10 +177,20 @@ class _Datacenter:
     def names_on(self, node: str) -> set[str]:
         return {s["Service"] for (n, _), s in self.services.items() if n == node}
 
+    def exists(self, name: str) -> bool:
+        return any(s["Service"] == name for s in self.services.values())
+
     def health_index(self, name: str) -> int:
-        return self.service_index.get(name, self.catalog_index)
+        """Consul's index of a service's health: its own, or for a service not in the
+        catalog the index of the last service name to vanish from it (before any did, the
+        last change to any node, service or check)."""
+        if self.exists(name):
+            return self.service_index.get(name, self.catalog_index)
+        return self.extinction_index or self.tables_index
 
     def catalog(self) -> dict[str, list[str]]:
+        """Name -> tags of its instances, each tag once (sorted: Consul lists them in no
+        set order)."""
         result: dict[str, set[str]] = {}
         for service in self.services.values():
             result.setdefault(service["Service"], set()).update(service["Tags"])
@@ -189,6 +225,7 @@ class ConsulEmulator(LoopbackServer):
         *,
         datacenters: tuple[str, ...] = ("dc1",),
         acl_token: str | None = None,
+        acl_readers: Mapping[str, tuple[str, ...]] | None = None,
         ssl_context: ssl.SSLContext | None = None,
         jitter: bool = False,
         node_name: str = "emulator",
@@ -198,6 +235,7 @@ class ConsulEmulator(LoopbackServer):
         self.datacenters = {name: _Datacenter(name) for name in datacenters}
         self.default_dc = datacenters[0]
         self.acl_token = acl_token
+        self.acl_readers = dict(acl_readers or {})
         self.jitter = jitter
         self.node_name = node_name
         self.requests: list[Request] = []
@@ -319,7 +357,9 @@ class ConsulEmulator(LoopbackServer):
             response: web.StreamResponse = await handler(request)
             return response
         except HTTPError as exc:
-            return web.Response(status=exc.status, text=exc.text)
+            policy = "allow" if self.acl_token is None else "deny"
+            headers = {"X-Consul-Default-Acl-Policy": policy}
+            return web.Response(status=exc.status, text=exc.text, headers=headers)
 
     def _over_limit(self, request: web.Request) -> bool:
         """Whether ``request`` came on a connection beyond ``max_conns_per_client``."""
@@ -350,25 +390,46 @@ class ConsulEmulator(LoopbackServer):
             raise HTTPError(500, "No path to datacenter")
         return dc
 
-    def _read_access(self, request: web.Request) -> bool:
-        """True: full access; False: the anonymous token (results filtered)."""
+    def _read_access(self, request: web.Request) -> tuple[str, ...] | None:
+        """The service name prefixes the request's token may read (None: all of them;
+        ``()``: none, the anonymous token)."""
         if self.acl_token is None:
-            return True
+            return None
         token = self._token(request)
         if token is None:
-            return False
-        if token != self.acl_token:
+            return ()
+        if token == self.acl_token:
+            return None
+        if token not in self.acl_readers:
             raise HTTPError(403, "ACL not found")
-        return True
+        return self.acl_readers[token]
 
-    def _write_access(self, request: web.Request) -> None:
+    def _write_access(self, request: web.Request, permission: str, resource: str) -> None:
+        """403 as Consul answers it unless the request has the management token."""
         if self.acl_token is None:
             return
         token = self._token(request)
+        if token == self.acl_token:
+            return
         if token is None:
-            raise HTTPError(403, "Permission denied")
-        if token != self.acl_token:
+            raise HTTPError(
+                403,
+                f"Permission denied: anonymous token lacks permission '{permission}' on "
+                f'"{resource}". The anonymous token is used implicitly when a request does '
+                "not specify a token.",
+            )
+        if token not in self.acl_readers:
             raise HTTPError(403, "ACL not found")
+        accessor = uuid.uuid5(uuid.NAMESPACE_OID, token)
+        raise HTTPError(
+            403,
+            f"Permission denied: token with AccessorID '{accessor}' lacks permission "
+            f"'{permission}' on \"{resource}\"",
+        )
+
+    @staticmethod
+    def _readable(name: str, prefixes: tuple[str, ...] | None) -> bool:
+        return prefixes is None or any(name.startswith(p) for p in prefixes)
 
     def _blocking_params(self, request: web.Request) -> tuple[int, float]:
         query = request.query
@@ -415,10 +476,12 @@ class ConsulEmulator(LoopbackServer):
         if self.fail_status is not None:
             raise HTTPError(self.fail_status, self.fail_body)
         headers = {
+            "X-Consul-Default-Acl-Policy": "allow" if self.acl_token is None else "deny",
             "X-Consul-Index": "0" if self.zero_index else str(index),
             "X-Consul-KnownLeader": "true",
             "X-Consul-LastContact": "0",
             "X-Consul-Effective-Consistency": "stale" if "stale" in request.query else "leader",
+            "X-Consul-Query-Backend": "blocking-query",
         }
         if filtered:
             headers["X-Consul-Results-Filtered-By-ACLs"] = "true"
@@ -429,24 +492,39 @@ class ConsulEmulator(LoopbackServer):
     async def _catalog_services(self, request: web.Request) -> web.Response:
         self._check_failing()
         dc = self._dc(request.query.get("dc"))
-        allowed = self._read_access(request)
+        prefixes = self._read_access(request)
         await self._block(request, lambda: dc.catalog_index)
-        data = dc.catalog() if allowed else {}
-        return self._reply(request, data, dc.catalog_index, not allowed)
+        catalog = dc.catalog()
+        data = {k: v for k, v in catalog.items() if self._readable(k, prefixes)}
+        filtered = bool(prefixes) and len(data) < len(catalog)  # never said to anonymous
+        return self._reply(request, data, dc.catalog_index, filtered)
 
     async def _health_service(self, request: web.Request) -> web.Response:
         self._check_failing()
         name = request.match_info["name"]
         dc = self._dc(request.query.get("dc"))
-        allowed = self._read_access(request)
-        await self._block(request, lambda: dc.health_index(name), name)
-        failure = self._service_failure(name, dc.health_index(name))
+        prefixes = self._read_access(request)
+        # Consul watches only the service itself: a read of one not in the catalog that
+        # blocks (its index is not past ``index``) waits until it is registered, and if
+        # its wait runs out first answers the index it started with, whatever that index
+        # became meanwhile
+        existed, started = dc.exists(name), dc.health_index(name)
+
+        def current() -> int:
+            return dc.health_index(name) if existed or dc.exists(name) else started
+
+        await self._block(request, current, name)
+        index = current()
+        failure = self._service_failure(name, index)
         if failure is not None:
             return failure
-        entries = dc.entries(name) if allowed else []
+        entries = dc.entries(name)
+        filtered = bool(prefixes) and bool(entries) and not self._readable(name, prefixes)
+        if not self._readable(name, prefixes):
+            entries = []
         if "passing" in request.query:
             entries = [e for e in entries if all(c["Status"] == "passing" for c in e["Checks"])]
-        return self._reply(request, entries, dc.health_index(name), not allowed)
+        return self._reply(request, entries, index, filtered)
 
     def _service_failure(self, name: str, index: int) -> web.Response | None:
         """The failed answer for a health read of ``name``, if it is failing (counted)."""
@@ -462,14 +540,19 @@ class ConsulEmulator(LoopbackServer):
         return web.Response(status=failure.status, text=failure.body, headers=headers)
 
     async def _register(self, request: web.Request) -> web.Response:
-        self._write_access(request)
         payload = await self._json(request)
+        service = _field(payload, "Service")
+        name = _field(service, "Service") if isinstance(service, Mapping) else None
+        if name:
+            self._write_access(request, "service:write", str(name))
+        else:
+            self._write_access(request, "node:write", str(_field(payload, "Node")))
         self._apply_register(payload, self._dc(_field(payload, "Datacenter") or None))
         return web.json_response(True)
 
     async def _deregister(self, request: web.Request) -> web.Response:
-        self._write_access(request)
         payload = await self._json(request)
+        self._write_access(request, "node:write", str(_field(payload, "Node")))
         self._apply_deregister(payload, self._dc(_field(payload, "Datacenter") or None))
         return web.json_response(True)
 
@@ -477,8 +560,7 @@ class ConsulEmulator(LoopbackServer):
         return web.json_response("127.0.0.1:8300")
 
     async def _agent_self(self, request: web.Request) -> web.Response:
-        if self.acl_token is not None:
-            self._write_access(request)  # agent:read: the anonymous token is denied
+        self._write_access(request, "agent:read", self.node_name)
         config = {"Datacenter": self.default_dc, "NodeName": self.node_name}
         return web.json_response({"Config": {**config, "Version": "1.18.0-emulated"}})
 
@@ -525,8 +607,8 @@ class ConsulEmulator(LoopbackServer):
                 "Node": node_name,
                 "Address": address,
                 "Datacenter": dc.name,
-                "TaggedAddresses": _field(payload, "TaggedAddresses") or {},
-                "Meta": _field(payload, "NodeMeta") or {},
+                "TaggedAddresses": _field(payload, "TaggedAddresses") or None,
+                "Meta": _field(payload, "NodeMeta") or None,
             }
             if self._store(dc.nodes, node_name, node, dc.index):
                 touched |= dc.names_on(node_name)
@@ -540,11 +622,16 @@ class ConsulEmulator(LoopbackServer):
                 "Tags": _field(service_in, "Tags") or [],
                 "Address": _field(service_in, "Address") or "",
                 "TaggedAddresses": _field(service_in, "TaggedAddresses") or {},
-                "Meta": _field(service_in, "Meta") or {},
+                "Meta": _field(service_in, "Meta") or None,
                 "Port": _field(service_in, "Port") or 0,
                 "Weights": _field(service_in, "Weights") or dict(_DEFAULT_WEIGHTS),
                 "EnableTagOverride": bool(_field(service_in, "EnableTagOverride")),
             }
+            # as Consul's JSON (``omitempty``) leaves them out: an empty Kind (a typical
+            # service), no TaggedAddresses, a Port of 0; Meta is null when none was given
+            for omitted, empty in (("Kind", ""), ("TaggedAddresses", {}), ("Port", 0)):
+                if service[omitted] == empty:
+                    del service[omitted]
             key = (node_name, service["ID"])
             old = dc.services.get(key)
             if self._store(dc.services, key, service, dc.index):
@@ -557,7 +644,12 @@ class ConsulEmulator(LoopbackServer):
             checks.append(_field(payload, "Check"))
         for check_in in checks:
             touched |= self._register_check(dc, node_name, check_in)
-        self._bump(dc, touched, catalog_changed)
+        changed = any(  # what this write changed carries its index
+            record["ModifyIndex"] == dc.index
+            for table in (dc.nodes, dc.services, dc.checks)
+            for record in table.values()
+        )
+        self._bump(dc, touched, catalog_changed, changed)
 
     def _register_check(
         self, dc: _Datacenter, node_name: str, check_in: Mapping[str, Any]
@@ -567,11 +659,12 @@ class ConsulEmulator(LoopbackServer):
             raise HTTPError(400, "Must provide a CheckID or Name")
         service_id = _field(check_in, "ServiceID") or ""
         service_name = ""
+        service: dict[str, Any] = {}
         if service_id:
-            service = dc.services.get((node_name, service_id))
-            if service is None:
+            found = dc.services.get((node_name, service_id))
+            if found is None:
                 raise HTTPError(500, f"Missing service registration for {service_id}")
-            service_name = service["Service"]
+            service, service_name = found, found["Service"]
         check = {
             "Node": node_name,
             "CheckID": check_id,
@@ -581,7 +674,11 @@ class ConsulEmulator(LoopbackServer):
             "Output": _field(check_in, "Output") or "",
             "ServiceID": service_id,
             "ServiceName": service_name,
+            "ServiceTags": list(service["Tags"]) if service_id else [],
             "Type": _field(check_in, "Type") or "",
+            "Interval": _field(check_in, "Interval") or "",
+            "Timeout": _field(check_in, "Timeout") or "",
+            "ExposedPort": _field(check_in, "ExposedPort") or 0,
             "Definition": _field(check_in, "Definition") or {},
         }
         if not self._store(dc.checks, (node_name, check_id), check, dc.index):
@@ -595,20 +692,23 @@ class ConsulEmulator(LoopbackServer):
         service_id, check_id = _field(payload, "ServiceID"), _field(payload, "CheckID")
         dc.index += 1
         touched: set[str] = set()
-        catalog_changed = False
+        catalog_changed = changed = False
         if service_id:
             service = dc.services.pop((node_name, service_id), None)
             if service is not None:
                 touched.add(service["Service"])
                 catalog_changed = True
+                changed = True
                 for key in [k for k, c in dc.checks.items() if k[0] == node_name]:
                     if dc.checks[key]["ServiceID"] == service_id:
                         del dc.checks[key]
         elif check_id:
             check = dc.checks.pop((node_name, check_id), None)
             if check is not None:
+                changed = True
                 touched |= {check["ServiceName"]} if check["ServiceID"] else dc.names_on(node_name)
         elif node_name in dc.nodes:
+            changed = True
             touched |= dc.names_on(node_name)
             catalog_changed = bool(touched)
             del dc.nodes[node_name]
@@ -616,7 +716,7 @@ class ConsulEmulator(LoopbackServer):
                 del dc.services[key]
             for key in [k for k in dc.checks if k[0] == node_name]:
                 del dc.checks[key]
-        self._bump(dc, touched, catalog_changed)
+        self._bump(dc, touched, catalog_changed, changed)
 
     @staticmethod
     def _store(
@@ -632,35 +732,97 @@ class ConsulEmulator(LoopbackServer):
         table[key] = {**value, "CreateIndex": created, "ModifyIndex": index}
         return True
 
-    def _bump(self, dc: _Datacenter, touched: set[str], catalog_changed: bool) -> None:
+    def _bump(
+        self, dc: _Datacenter, touched: set[str], catalog_changed: bool, changed: bool
+    ) -> None:
+        """After a write: move the indexes of what it changed (``changed``: anything at
+        all, a node without services included) and wake the blocked queries."""
         for name in touched:
             dc.service_index[name] = dc.index
+            if not dc.exists(name):
+                dc.extinction_index = dc.index
         if catalog_changed:
             dc.catalog_index = dc.index
-        if touched or catalog_changed:
+        if changed or touched or catalog_changed:
+            dc.tables_index = dc.index
             self._notify()
 
 
-async def _serve(port: int, token: str | None) -> None:
-    emulator = ConsulEmulator(acl_token=token)
-    emulator.port = port
-    await emulator.start()
-    print(f"consul emulator on {emulator.url}", flush=True)
-    try:
-        await asyncio.Event().wait()
-    finally:
-        await emulator.stop()
+STATE_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "name": str,
+    "address": str,
+    "port": int,
+    "id": str,
+    "node": str,
+    "tags": list,
+    "meta": dict,
+    "status": str,
+    "datacenter": str,
+}
+
+
+def from_state(document: Any) -> ConsulEmulator:
+    """An emulator with the services of a state file (see :mod:`.standalone`)::
+
+    services:                 # each one instance, registered in the catalog
+    - name: web               # required: the service name
+      address: 127.0.0.1      # required: its node's address (and so the instance's)
+      port: 8080              # required
+      id: web-1               # default: <name>-<n>, n counting that name's instances
+      node: vm-1              # default: the id; instances may share a node
+      tags: [version|v1]
+      meta: {protocol: http}
+      status: passing         # its check: passing (default), warning or critical
+      datacenter: dc1         # default dc1; every one named is served
+    """
+    services = standalone.entries(document, "services", STATE_FIELDS, ("name", "address", "port"))
+    datacenters = list(dict.fromkeys(["dc1", *(s.get("datacenter", "dc1") for s in services)]))
+    emulator = ConsulEmulator(datacenters=tuple(datacenters))
+    counts: dict[str, int] = {}
+    for number, service in enumerate(services, 1):
+        counts[service["name"]] = counts.get(service["name"], 0) + 1
+        service_id = service.get("id", f"{service['name']}-{counts[service['name']]}")
+        status = service.get("status", "passing")
+        if status not in ("passing", "warning", "critical"):
+            raise standalone.StateError(
+                f"services[{number}]: status must be passing, warning or critical"
+            )
+        try:
+            emulator.register(
+                {
+                    "Datacenter": service.get("datacenter", "dc1"),
+                    "Node": service.get("node", service_id),
+                    "Address": service["address"],
+                    "Service": {
+                        "ID": service_id,
+                        "Service": service["name"],
+                        "Port": service["port"],
+                        "Tags": service.get("tags", []),
+                        "Meta": service.get("meta", {}),
+                    },
+                    "Check": {
+                        "CheckID": f"service:{service_id}",
+                        "Name": "health",
+                        "ServiceID": service_id,
+                        "Status": status,
+                    },
+                }
+            )
+        except HTTPError as exc:
+            raise standalone.StateError(f"services[{number}]: {exc.text}") from None
+    return emulator
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m tests.support.emulators.consul [--port N] [--token T]``: serve until killed."""
-    import argparse
-
-    parser = argparse.ArgumentParser(description="Consul HTTP API emulator (127.0.0.1)")
-    parser.add_argument("--port", type=int, default=8500)
-    parser.add_argument("--token", default=None, help="require this ACL token")
-    args = parser.parse_args(argv)
-    asyncio.run(_serve(args.port, args.token))
+    """``python -m tests.support.emulators.consul [--port P] [FILE]``: serve until Ctrl-C
+    (see :mod:`.standalone`; the file's format is :func:`from_state`'s)."""
+    standalone.run(
+        "consul",
+        8500,
+        from_state,
+        argv,
+        file_help="services to load (YAML or JSON: see from_state in consul.py)",
+    )
 
 
 if __name__ == "__main__":

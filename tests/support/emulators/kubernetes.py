@@ -34,7 +34,10 @@ JSON event a line, as the apiserver's watch cache does:
 * ``allowWatchBookmarks=true``: every :attr:`bookmark_interval` s (later while events are
   queued: a bookmark never overtakes one) a ``BOOKMARK`` whose object is ``{kind,
   apiVersion, metadata: {resourceVersion: <current global RV>}}`` (the apiserver sends
-  one about a minute apart, with zero-valued fields such as ``creationTimestamp: null``).
+  one about a minute apart, with zero-valued fields such as ``creationTimestamp: null``),
+  but only once that RV is past the one the watch started from: as the apiserver, which
+  sends none while it has nothing newer than that (its bookmarks carry the last RV its
+  watch cache of that resource saw, from its events or etcd's progress notifications).
 * ``timeoutSeconds=T`` (fractions accepted, for fast tests): the stream ends cleanly
   after T s; without it the stream stays open (the apiserver closes it after 30-60 min).
 * ``labelSelector`` (``a=b``, ``a==b``, ``a!=b``, ``a``, ``!a``, ``a in (x,y)``, ``a
@@ -48,8 +51,9 @@ JSON event a line, as the apiserver's watch cache does:
 
 Errors are Status objects (``{"kind": "Status", "apiVersion": "v1", "metadata": {},
 "status": "Failure", "message", "reason", "code"}``): 401 on every path without
-``Authorization: Bearer <token>`` when ``token`` is set, 404, 405, 400 for bad selectors
-or RVs, and whatever :meth:`fail_next` asks.  Knobs: :meth:`apply`, :meth:`delete`,
+``Authorization: Bearer <token>`` when ``token`` is set, 404, 405, 400 for bad selectors,
+``limit``, ``continue`` or a list's RV, 500 for a watch's bad RV (as the apiserver), and
+whatever :meth:`fail_next` asks.  Knobs: :meth:`apply`, :meth:`delete`,
 :meth:`get`, :meth:`compact`, :meth:`drop_watches` (a reset mid-stream, or with
 ``graceful`` a clean end), :meth:`fail_next`, :meth:`stop`/:meth:`start` (connections
 cut; the same port and state after), :attr:`forbidden` (resource plurals the caller
@@ -59,25 +63,45 @@ may not read: 403 as RBAC answers), :attr:`requests`, :attr:`open_watches`,
 at a precise moment, e.g. compact between two pages of a list).
 
 Lists honour ``limit``/``continue``: later pages come from the snapshot of the first, with
-``remainingItemCount``; a token unknown or older than :meth:`compact` answers 410 Expired.
+``remainingItemCount`` (left out when a label or field selector filters the list), as the
+apiserver does; a token it did not hand out answers 400 BadRequest (``invalid continue
+token``), one older than :meth:`compact` 410 Expired, and a ``resourceVersion`` beside a
+token 400.  ``resourceVersion=0`` lists are whole, whatever the ``limit`` (the apiserver
+serves them from its watch cache, unpaged).
+
+:meth:`apply` validates EndpointSlices as the apiserver does (``addressType`` required
+and known; 1 to 100 addresses an endpoint, each an IP of that type that is not
+unspecified, loopback or link-local) and raises ValueError with the apiserver's words;
+``loopback_endpoints=True`` lets loopback addresses in (the apiserver never does), for
+tests whose pods are local servers.
+
+Standalone (no kubectl needed): ``python -m tests.support.emulators.kubernetes [--port P]
+FILES...`` serves the Namespaces, Services, EndpointSlices, Pods and Nodes of the YAML
+FILES (several documents a file, or a ``List``; see :func:`load`) on 127.0.0.1, writes a
+kubeconfig (``--kubeconfig``, else in a temporary directory) and prints its path, and
+runs until Ctrl-C.  ``--help`` tells the rest.
 
 Not covered: writes over HTTP (use :meth:`apply`/:meth:`delete`),
 ``resourceVersion``/``resourceVersionMatch`` on lists and gets (always the newest state;
 the apiserver waits up to 3 s for an RV it has not reached, then answers 504),
 ``sendInitialEvents`` (streaming lists), watches on an object's path or under
-``/watch/``, protobuf/CBOR/Table, aggregated discovery, validation, defaulting and
-admission (a namespace need not exist), finalizers and graceful deletion,
-``generation``, managed fields, TLS, RBAC, priority and fairness (use
-:meth:`fail_next`).
+``/watch/``, protobuf/CBOR/Table, aggregated discovery, validation of other kinds (a
+Service without a port number is stored: a malformed object a real server refuses),
+defaulting (no cluster IP is allocated) and admission (a namespace need not exist),
+finalizers and graceful deletion, ``generation``, managed fields, TLS, RBAC, priority and
+fairness (use :meth:`fail_next`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import copy
+import ipaddress
 import itertools
 import json
 import re
+import signal
+import sys
 import time
 import uuid
 from collections import deque
@@ -92,7 +116,7 @@ from aiohttp import web
 
 from tests.support.emulators.base import LoopbackServer
 
-__all__ = ["KubeEmulator", "Request"]
+__all__ = ["KubeEmulator", "Request", "load"]
 
 Obj = dict[str, Any]
 
@@ -131,6 +155,7 @@ _LABEL_REQ = re.compile(
     r"\s*(?P<neg>!)?\s*(?P<key>[A-Za-z0-9][-A-Za-z0-9_./]*)\s*(?:(?P<op>==|=|!=)\s*"
     r"(?P<value>[-A-Za-z0-9_.]*)|\s(?P<set>in|notin)\s*\((?P<values>[^()]*)\))?\s*"
 )
+_PAGE_TOKEN = re.compile(r"page-\d+-\d+")  # the continue tokens this emulator hands out
 _FIELD_REQ = re.compile(r"\s*(?P<key>[^=!\s]+)\s*(?P<op>==|=|!=)\s*(?P<value>[^,]*?)\s*")
 
 
@@ -246,6 +271,63 @@ class _Selector:
         return "" if value is None else str(value)
 
 
+_ADDRESS_TYPES = ("FQDN", "IPv4", "IPv6")
+_MAX_ENDPOINTS, _MAX_ADDRESSES = 1000, 100
+
+
+def _endpoint_ip(address: str, path: str, version: int, allow_loopback: bool) -> list[str]:
+    """The apiserver's complaints about one address (at ``path``, e.g.
+    ``endpoints[0].addresses[1]``) of an IPv4/IPv6 EndpointSlice."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        example = "(e.g. 10.9.8.7 or 2001:db8::ffff)"
+        return [f'{path}: Invalid value: "{address}": must be a valid IP address, {example}']
+    said = f'{path}: Invalid value: "{address}": '
+    errors = []
+    if ip.version != version:  # named by the list, not the item
+        errors.append(
+            f"{said.replace(path, path.rpartition('[')[0])}must be an IPv{version} address"
+        )
+    if ip.is_unspecified:
+        errors.append(f"{said}may not be unspecified ({address})")
+    if ip.is_loopback and not allow_loopback:
+        errors.append(f"{said}may not be in the loopback range (127.0.0.0/8, ::1/128)")
+    if ip.is_link_local:
+        errors.append(f"{said}may not be in the link-local range (169.254.0.0/16, fe80::/10)")
+    return errors
+
+
+def _slice_errors(obj: Obj, allow_loopback: bool) -> list[str]:
+    """What the apiserver's validation says of an EndpointSlice (its address type, the
+    number of endpoints and addresses, each address), as its field errors."""
+    address_type = obj.get("addressType")
+    if not address_type:
+        return ["addressType: Required value"]
+    if address_type not in _ADDRESS_TYPES:
+        supported = ", ".join(f'"{t}"' for t in _ADDRESS_TYPES)
+        return [f'addressType: Unsupported value: "{address_type}": supported values: {supported}']
+    endpoints = obj.get("endpoints") or []
+    if len(endpoints) > _MAX_ENDPOINTS:
+        return [f"endpoints: Too many: {len(endpoints)}: must have at most {_MAX_ENDPOINTS} items"]
+    errors: list[str] = []
+    for index, endpoint in enumerate(endpoints):
+        path = f"endpoints[{index}].addresses"
+        addresses = endpoint.get("addresses") or []
+        if not addresses:
+            errors.append(f"{path}: Required value: must contain at least 1 address")
+        elif len(addresses) > _MAX_ADDRESSES:
+            errors.append(
+                f"{path}: Too many: {len(addresses)}: must have at most {_MAX_ADDRESSES} items"
+            )
+        if address_type == "FQDN":
+            continue
+        version = 4 if address_type == "IPv4" else 6
+        for number, address in enumerate(addresses):
+            errors += _endpoint_ip(str(address), f"{path}[{number}]", version, allow_loopback)
+    return errors
+
+
 class KubeEmulator(LoopbackServer):
     """The emulated apiserver on 127.0.0.1 (see the module docstring).
 
@@ -255,10 +337,16 @@ class KubeEmulator(LoopbackServer):
     """
 
     def __init__(
-        self, *, history: int = 1000, bookmark_interval: float = 1.0, token: str | None = None
+        self,
+        *,
+        history: int = 1000,
+        bookmark_interval: float = 1.0,
+        token: str | None = None,
+        loopback_endpoints: bool = False,
     ) -> None:
         super().__init__()
         self.history = history
+        self.loopback_endpoints = loopback_endpoints
         self.bookmark_interval = bookmark_interval
         self.token = token
         self.requests: list[Request] = []
@@ -334,6 +422,13 @@ class KubeEmulator(LoopbackServer):
         meta = new.setdefault("metadata", {})
         if not meta.get("name"):
             raise ValueError("metadata.name is required")
+        if kind.kind == "EndpointSlice":
+            errors = _slice_errors(new, self.loopback_endpoints)
+            if errors:
+                said = errors[0] if len(errors) == 1 else f"[{', '.join(errors)}]"
+                raise ValueError(
+                    f'EndpointSlice.discovery.k8s.io "{meta["name"]}" is invalid: {said}'
+                )
         namespace = meta.pop("namespace", None)
         if kind.namespaced:
             meta["namespace"] = namespace or "default"
@@ -367,7 +462,12 @@ class KubeEmulator(LoopbackServer):
         return copy.deepcopy(obj)
 
     def compact(self) -> None:
-        """Forget every past event: a watch from any RV before now gets 410 Expired."""
+        """Forget every past event: a watch from any RV before now gets 410 Expired, and so
+        does a continue token handed out before now.  As an etcd compaction does to what
+        kube-apiserver reads from etcd (a resource whose watch cache is off); with the
+        cache on it serves watches and later pages from the cache, which a compaction does
+        not touch (seen on kube-apiserver 1.37: a continue token of Services still worked
+        after one)."""
         self._history.clear()
         self._floor = self._rv
         self._pages.clear()
@@ -476,12 +576,24 @@ class KubeEmulator(LoopbackServer):
         selector = _Selector(kind, namespace, labels, fields)
         if _bool(query.get("watch")):
             return await self._watch(request, kind, selector)
+        self._parse_rv(query.get("resourceVersion", ""), watch=False)
         token = query.get("continue", "")
         if token:
-            if token not in self._pages:
+            if query.get("resourceVersion"):
+                message = "specifying resource version is not allowed when using continue"
+                raise _APIError(_status(400, message))
+            if not _PAGE_TOKEN.fullmatch(token):
+                message = f"invalid continue token: continue key is not valid: {token[:40]!r}"
+                raise _APIError(_status(400, message))
+            if token not in self._pages:  # its snapshot is gone: compact()
                 message = (
                     "The provided continue parameter is too old to display a consistent "
-                    "list result. You can start a new list without the continue parameter."
+                    "list result. You can start a new list without the continue parameter, "
+                    "or use the continue token in this response to retrieve the remainder of "
+                    "the results. Continuing with the provided token results in an "
+                    "inconsistent list - objects that were created, modified, or deleted "
+                    "between the time the first chunk was returned and now may show up in "
+                    "the list."
                 )
                 raise _APIError(_status(410, message, reason="Expired"))
             rv, items = self._pages.pop(token)
@@ -492,12 +604,16 @@ class KubeEmulator(LoopbackServer):
                 for o in self._select(kind, selector)
             ]
         meta: Obj = {"resourceVersion": str(rv)}
-        limit = int(query["limit"]) if query.get("limit", "").isdigit() else 0
+        limit = self._parse_limit(query.get("limit", ""))
+        if query.get("resourceVersion") == "0" and not token:
+            limit = 0  # served whole from the watch cache: no pages
         if 0 < limit < len(items):
             items, rest = items[:limit], items[limit:]
             token = f"page-{rv}-{next(self._page_ids)}"
             self._pages[token] = (rv, rest)
-            meta |= {"continue": token, "remainingItemCount": len(rest)}
+            meta["continue"] = token
+            if not (labels.strip() or fields.strip()):  # a filtered list cannot count them
+                meta["remainingItemCount"] = len(rest)
         list_kind = {"kind": f"{kind.kind}List", "apiVersion": kind.api_version}
         return web.json_response({**list_kind, "metadata": meta, "items": items})
 
@@ -569,11 +685,31 @@ class KubeEmulator(LoopbackServer):
         }
 
     @staticmethod
-    def _parse_rv(text: str) -> int | None:
+    def _parse_limit(text: str) -> int:
+        """``limit`` (0: none); not a whole number: 400, in the apiserver's (Go's) words."""
+        if not text:
+            return 0
+        try:
+            return max(int(text), 0)
+        except ValueError:
+            message = f'strconv.ParseInt: parsing "{text}": invalid syntax'
+            raise _APIError(_status(400, message)) from None
+
+    @staticmethod
+    def _parse_rv(text: str, *, watch: bool) -> int | None:
+        """A ``resourceVersion`` (None: none).  Not a whole number: as kube-apiserver, a
+        400 for a list, and for a watch a 500 without a reason (the error escapes its
+        handler unconverted)."""
         if not text:
             return None
         if not text.isdigit():
-            raise _APIError(_status(400, f"invalid resource version: {text!r}"))
+            said = f'resourceVersion: Invalid value: "{text}": strconv.ParseUint: parsing '
+            said += f'"{text}": invalid syntax'
+            if not watch:
+                raise _APIError(_status(400, f"invalid resource version: {said}"))
+            status = _status(500, said)
+            del status["reason"]
+            raise _APIError(status)
         return int(text)
 
     def _bookmark(self, kind: _Kind) -> Obj:
@@ -596,7 +732,7 @@ class KubeEmulator(LoopbackServer):
         self, request: web.Request, kind: _Kind, selector: _Selector
     ) -> web.StreamResponse:
         query = request.query
-        rv = self._parse_rv(query.get("resourceVersion", ""))
+        rv = self._parse_rv(query.get("resourceVersion", ""), watch=True)
         bookmarks = _bool(query.get("allowWatchBookmarks"))
         try:
             timeout = float(query.get("timeoutSeconds") or 0) or None  # 0: the default
@@ -639,8 +775,9 @@ class KubeEmulator(LoopbackServer):
                 if not watch.queue.empty():
                     item = watch.queue.get_nowait()
                 elif bookmarks and now >= next_bookmark:
-                    await send("BOOKMARK", self._bookmark(kind))  # queue empty: nothing skipped
-                    self.bookmarks.append((kind.kind, self._rv))
+                    if self._rv > after:  # as the apiserver: none at or before the start
+                        await send("BOOKMARK", self._bookmark(kind))  # queue empty: no skip
+                        self.bookmarks.append((kind.kind, self._rv))
                     next_bookmark = loop.time() + self.bookmark_interval
                     continue
                 else:
@@ -666,29 +803,97 @@ class KubeEmulator(LoopbackServer):
         return response
 
 
-async def _serve(port: int, token: str | None, kubeconfig: Path | None) -> None:
-    emulator = KubeEmulator(token=token)
-    emulator.port = port
+def load(emulator: KubeEmulator, paths: list[Path]) -> int:
+    """Apply every object of the YAML files ``paths`` (several documents a file; a ``kind:
+    List`` stands for its ``items``) to ``emulator``; the number applied.  ValueError
+    naming the file and document for what cannot be read or applied."""
+    count = 0
+    for path in paths:
+        try:
+            documents = list(yaml.safe_load_all(path.read_text(encoding="utf-8")))
+        except (OSError, yaml.YAMLError) as exc:
+            raise ValueError(f"{path}: {exc}") from None
+        for number, document in enumerate(documents, 1):
+            if document is None:
+                continue
+            objects = document.get("items") if isinstance(document, dict) else None
+            if not (isinstance(document, dict) and document.get("kind") == "List"):
+                objects = [document]
+            for obj in objects or []:
+                try:
+                    if not isinstance(obj, dict):
+                        raise ValueError("not an object")
+                    emulator.apply(obj)
+                except ValueError as exc:
+                    raise ValueError(f"{path}, document {number}: {exc}") from None
+                count += 1
+    return count
+
+
+async def _serve(emulator: KubeEmulator, kubeconfig: Path) -> None:
+    """Serve until SIGINT or SIGTERM."""
     await emulator.start()
-    if kubeconfig is not None:
-        emulator.kubeconfig(kubeconfig)
+    emulator.kubeconfig(kubeconfig)
     print(f"kubernetes emulator on {emulator.url}", flush=True)
+    print(f"kubeconfig: {kubeconfig}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
     try:
-        await asyncio.Event().wait()
+        await stop.wait()
     finally:
         await emulator.stop()
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m tests.support.emulators.kubernetes [--port N] [--token T] [--kubeconfig P]``."""
+    """``python -m tests.support.emulators.kubernetes [--port N] [--token T]
+    [--kubeconfig P] [--loopback-endpoints] [FILES...]``: the emulator as a server on
+    127.0.0.1 with the objects of FILES, until Ctrl-C (or SIGTERM)."""
     import argparse
+    import shutil
+    import tempfile
 
-    parser = argparse.ArgumentParser(description="Kubernetes API list/watch emulator")
-    parser.add_argument("--port", type=int, default=8080)
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.support.emulators.kubernetes",
+        description="A Kubernetes API server emulator (list and watch) on 127.0.0.1, with "
+        "the Namespaces, Services, EndpointSlices, Pods and Nodes of FILES (YAML, several "
+        "documents a file).  Point a kubeconfig user (registryd, kubectl get) at the "
+        "kubeconfig it writes.",
+    )
+    parser.add_argument("files", nargs="*", type=Path, metavar="FILES", help="YAML objects")
+    parser.add_argument("--port", type=int, default=0, help="listen here (default: a free port)")
     parser.add_argument("--token", default=None, help="require this bearer token")
-    parser.add_argument("--kubeconfig", type=Path, default=None, help="write a kubeconfig here")
+    parser.add_argument(
+        "--kubeconfig",
+        type=Path,
+        default=None,
+        help="write the kubeconfig here (default: a file in a new temporary directory)",
+    )
+    parser.add_argument(
+        "--loopback-endpoints",
+        action="store_true",
+        help="let EndpointSlices have loopback addresses (a real API server refuses them)",
+    )
     args = parser.parse_args(argv)
-    asyncio.run(_serve(args.port, args.token, args.kubeconfig))
+    emulator = KubeEmulator(token=args.token, loopback_endpoints=args.loopback_endpoints)
+    emulator.port = args.port
+    try:
+        loaded = load(emulator, args.files)
+    except ValueError as exc:
+        parser.error(str(exc))
+    temporary: Path | None = None
+    kubeconfig: Path = args.kubeconfig
+    if kubeconfig is None:
+        temporary = Path(tempfile.mkdtemp(prefix="kube-emulator-"))
+        kubeconfig = temporary / "kubeconfig"
+    if args.files:
+        print(f"{loaded} objects from {len(args.files)} file(s)", file=sys.stderr, flush=True)
+    try:
+        asyncio.run(_serve(emulator, kubeconfig))
+    finally:
+        if temporary is not None:
+            shutil.rmtree(temporary, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -38,6 +38,10 @@ makes it never answer at all; :meth:`expire_tokens`
 revokes every token; :meth:`stop` / :meth:`start` (the server goes away and comes back
 on the same port).  Every request is recorded in :attr:`requests`.
 
+Standalone: ``python -m tests.support.emulators.nacos [--port P] [FILE]`` serves it
+on 127.0.0.1 (port 8848 by default) until Ctrl-C, with the instances of ``FILE``
+(:func:`from_state` gives the format).
+
 Not covered: registration over HTTP, heartbeats and health checks (health changes only
 through :meth:`register`), clusters filtering, protect threshold, v2 API, gRPC.
 """
@@ -55,6 +59,7 @@ from typing import Any
 
 from aiohttp import web
 
+from tests.support.emulators import standalone
 from tests.support.emulators.base import LoopbackServer
 
 __all__ = ["NacosEmulator", "Request"]
@@ -262,3 +267,58 @@ class NacosEmulator(LoopbackServer):
             await response.write(body[index : index + 1])
         await response.write_eof()
         return response
+
+
+STATE_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "service": str,
+    "ip": str,
+    "port": int,
+    "group": str,
+    "namespace": str,
+    "weight": (int, float),
+    "healthy": bool,
+    "enabled": bool,
+    "ephemeral": bool,
+    "cluster": str,
+    "metadata": dict,
+}
+
+
+def from_state(document: Any) -> NacosEmulator:
+    """An emulator with the instances of a state file (see :mod:`.standalone`)::
+
+    instances:                # each one instance of a service
+    - service: orders         # required
+      ip: 127.0.0.1           # required
+      port: 8080              # required
+      group: DEFAULT_GROUP    # the default
+      namespace: public       # the default (a namespace id)
+      weight: 1.0
+      healthy: true
+      enabled: true
+      ephemeral: true
+      cluster: DEFAULT
+      metadata: {protocol: http}
+    """
+    instances = standalone.entries(document, "instances", STATE_FIELDS, ("service", "ip", "port"))
+    emulator = NacosEmulator()
+    for instance in instances:
+        service, ip, port = instance.pop("service"), instance.pop("ip"), instance.pop("port")
+        emulator.register(service, ip, port, **instance)
+    return emulator
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m tests.support.emulators.nacos [--port P] [FILE]``: serve until Ctrl-C
+    (see :mod:`.standalone`; the file's format is :func:`from_state`'s)."""
+    standalone.run(
+        "nacos",
+        8848,
+        from_state,
+        argv,
+        file_help="instances to load (YAML or JSON: see from_state in nacos.py)",
+    )
+
+
+if __name__ == "__main__":
+    main()
