@@ -7,8 +7,10 @@ Mapping, as istiod does it:
   hostname ``<name>.<namespace>.svc.<domain>``; namespace and labels the Service's;
   location ``MESH_INTERNAL``; addresses the ``clusterIPs`` (``clusterIP`` when the list
   is absent; ``None`` and empty ones left out); ``exportTo`` from the annotation
-  ``networking.istio.io/exportTo`` (comma-separated).  A Service without endpoints is
-  still served (an empty cluster).
+  ``networking.istio.io/exportTo`` (comma-separated); created at the Service's
+  ``creationTimestamp`` (istiod's ``ConvertService`` takes it as ``CreationTime``, and
+  ``SortServicesByCreationTime`` gives a shared listener port to the oldest).  A
+  Service without endpoints is still served (an empty cluster).
 * Ports: one per Service port: number ``port``, name ``name``, no ``target_port``
   (:func:`served_ports`: the EndpointSlices carry the pods' ports, and a target port in
   the model would pass through a headless Service's ORIGINAL_DST cluster, which istiod
@@ -31,10 +33,14 @@ Mapping, as istiod does it:
   and ``filterIstioEndpoint``): ``ready`` true or absent → HEALTHY; not ready and
   ``terminating`` true or absent → no endpoint (terminating endpoints are never sent);
   otherwise UNHEALTHY.
-* Locality: region from the endpoint's node label ``topology.kubernetes.io/region``
+* Locality: the one the endpoint's Pod pins with its label
+  ``topology.istio.io/locality`` or ``istio-locality`` (:func:`pod_locality`), else
+  region from the endpoint's node label ``topology.kubernetes.io/region``
   (else ``failure-domain.beta.kubernetes.io/region``), zone from the endpoint's ``zone``
   else the node's ``topology.kubernetes.io/zone`` (else the beta label), subzone from the
-  node label ``topology.istio.io/subzone``.  Unknown node: no region.
+  node label ``topology.istio.io/subzone``.  Unknown node: no region.  An endpoint
+  naming no Pod (``targetRef``) has no locality and no node (istiod reads both from
+  the Pod).
 * Endpoint labels: the labels of the Pod the endpoint's ``targetRef`` names (when that
   Pod is known), under the topology labels istiod adds (``AugmentLabels``):
   ``topology.istio.io/cluster`` (the cluster ID), ``kubernetes.io/hostname`` (the node),
@@ -75,6 +81,7 @@ from registryd.model import (
 
 from .objects import (
     CLUSTER_LABEL,
+    LOCALITY_LABELS,
     NODE_LABEL,
     REGION_LABELS,
     SUBZONE_LABEL,
@@ -92,6 +99,7 @@ __all__ = [
     "build_service",
     "endpoint_health",
     "hostname_for",
+    "pod_locality",
     "resolution_for",
     "served_ports",
 ]
@@ -136,7 +144,32 @@ def endpoint_health(endpoint: SliceEndpoint) -> Health | None:
     return Health.UNHEALTHY
 
 
-def _locality(endpoint: SliceEndpoint, nodes: Mapping[str, NodeLocality]) -> Locality:
+def pod_locality(labels: Mapping[str, str]) -> Locality | None:
+    """The locality a pod's labels pin (``topology.istio.io/locality``, else
+    ``istio-locality``: ``region.zone.subzone``, or with ``/``), or None: istiod's
+    ``getPodLocality`` (kube/controller/controller.go) takes it before the node's,
+    ``SanitizeLocalityLabel`` and ``SplitLocalityLabel`` read it."""
+    for key in LOCALITY_LABELS:
+        value = labels.get(key)
+        if value:
+            parts = (value if "/" in value else value.replace(".", "/")).split("/")
+            region, zone, subzone = (*parts, "", "")[:3]
+            return Locality(region=region, zone=zone, subzone=subzone)
+    return None
+
+
+def _locality(
+    endpoint: SliceEndpoint, nodes: Mapping[str, NodeLocality], pod: Mapping[str, str] | None
+) -> Locality:
+    """The endpoint's locality: its Pod's (pinned by label, else its node's).  An
+    endpoint that names no Pod has none, whatever node or zone the slice gives it: istiod
+    takes a locality from the Pod only (``NewEndpointBuilder``,
+    kube/controller/endpoint_builder.go, with no Pod)."""
+    if endpoint.pod is None:
+        return NO_LOCALITY
+    pinned = pod_locality(pod) if pod else None
+    if pinned is not None:
+        return pinned
     node = nodes.get(endpoint.node) if endpoint.node else None
     region, subzone = (node.region, node.subzone) if node else ("", "")
     zone = endpoint.zone or (node.zone if node else "")
@@ -184,9 +217,10 @@ def _slice_endpoints(
                 health = endpoint_health(item)
                 if health is None:
                     continue
-                locality = _locality(item, nodes)
                 pod = pods.get(item.pod) if item.pod is not None else None
-                labels = _endpoint_labels(item.node, locality, options.cluster_id, pod)
+                locality = _locality(item, nodes, pod)
+                node = item.node if item.pod is not None else ""  # the Pod's node
+                labels = _endpoint_labels(node, locality, options.cluster_id, pod)
                 for address in item.addresses:
                     key = (port.number, address, slice_port.number)
                     before = found.get(key)
@@ -280,6 +314,7 @@ def build_service(
         export_to=service.export_to,
         alias_for=service.external_name,
         kubernetes=True,
+        created=service.created,
     )
     endpoints: tuple[Endpoint, ...] = ()
     if not alias:

@@ -15,6 +15,7 @@ __all__ = [
     "ENDPOINT_SLICE",
     "EXPORT_TO_ANNOTATION",
     "KINDS",
+    "LOCALITY_LABELS",
     "NAMESPACE",
     "NODE",
     "NODE_LABEL",
@@ -47,6 +48,9 @@ ZONE_LABELS = ("topology.kubernetes.io/zone", "failure-domain.beta.kubernetes.io
 SUBZONE_LABEL = "topology.istio.io/subzone"
 CLUSTER_LABEL = "topology.istio.io/cluster"
 NODE_LABEL = "kubernetes.io/hostname"
+# a workload's own locality, "region/zone/subzone" ("." for "/" in a label value): the
+# first wins (pkg/model/proxy.go GetLocalityLabel)
+LOCALITY_LABELS = ("topology.istio.io/locality", "istio-locality")
 
 Key = tuple[str, str]  # (namespace, name); namespace "" for cluster-scoped objects
 
@@ -65,6 +69,7 @@ class KubeService:
     ports: tuple[Port, ...] = ()
     skipped_ports: tuple[str, ...] = ()  # "53/UDP dns (53/TCP dns-tcp is served)"
     export_to: tuple[str, ...] = ()
+    created: float | None = None  # metadata.creationTimestamp, POSIX seconds
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

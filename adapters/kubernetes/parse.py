@@ -12,6 +12,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 from registryd.model import Labels, Port
@@ -283,7 +284,21 @@ def parse_service(obj: Any) -> KubeService:
         ports=ports,
         skipped_ports=skipped,
         export_to=_export_to(annotations),
+        created=_created(metadata.get("creationTimestamp")),
     )
+
+
+def _created(value: Any) -> float | None:
+    """``metadata.creationTimestamp`` (RFC 3339, set by the API server) in POSIX
+    seconds; ``None`` when absent."""
+    text = _string(value, "metadata.creationTimestamp")
+    if not text:
+        return None
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise ObjectError(f"metadata.creationTimestamp is not an RFC 3339 time: {text!r}") from None
+    return (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
 
 
 # -- EndpointSlices, Nodes, Namespaces -------------------------------------------------------

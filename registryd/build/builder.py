@@ -187,6 +187,9 @@ class SnapshotBuilder:
         self._aliases: dict[str, set[str]] = {}  # target hostname -> alias hostnames
         self._pods: dict[str, tuple[Endpoint, ...]] = {}  # passthrough services' endpoints
         self._grpc_names: dict[str, frozenset[str]] = {}  # hostname -> its gRPC listeners
+        # hostname -> its short-name gRPC listeners, in its namespace's table: services of
+        # one name in several namespaces each have their own `<name>:<port>`
+        self._grpc_short_names: dict[str, frozenset[str]] = {}
         self._port_listeners: dict[tuple[str, int], frozenset[str]] = {}
 
     def want_mcp(self) -> None:
@@ -263,13 +266,29 @@ class SnapshotBuilder:
         touched |= self._drop_ports(out, host, old, service)
         if merged is None:
             self._forget(out, host)
+            self._alias_targets(out, old, None)
             return touched
         self._services[host] = merged.service
         self._track_pods(merged)
-        grpc = self._routes(out, host, merged.service)
-        out.place_group(LDS_GRPC, grpc, self._grpc_names, host)
+        self._grpc(out, host, merged.service)
         self._endpoints(out, merged)
+        self._alias_targets(out, old, merged.service)
         return touched
+
+    def _grpc(self, out: _Writer, host: str, service: Service) -> None:
+        public, own = self._routes(out, host, service)
+        out.place_group(LDS_GRPC, public, self._grpc_names, host)
+        out.place_group(_short_names_table(host), own, self._grpc_short_names, host)
+
+    def _alias_targets(self, out: _Writer, old: Service | None, new: Service | None) -> None:
+        """Rebuild the gRPC routes of the services whose aliases ``old`` -> ``new``
+        changed: their virtual hosts take the aliases' names (the sidecars' routes
+        ``<port>`` are rebuilt with the ports :meth:`_alias_change` returns)."""
+        targets = {s.alias_for for s in (old, new) if s is not None and s.alias_for}
+        for target in sorted(targets):
+            found = self._services.get(target)
+            if found is not None:
+                self._grpc(out, target, found)
 
     def _drop_ports(
         self, out: _Writer, host: str, old: Service | None, new: Service | None
@@ -294,30 +313,38 @@ class SnapshotBuilder:
         self._services.pop(host, None)
         self._pods.pop(host, None)
         out.place_group(LDS_GRPC, {}, self._grpc_names, host)
+        out.place_group(_short_names_table(host), {}, self._grpc_short_names, host)
 
-    def _routes(self, out: _Writer, host: str, service: Service) -> dict[str, ByScope]:
+    def _routes(
+        self, out: _Writer, host: str, service: Service
+    ) -> tuple[dict[str, ByScope], dict[str, ByScope]]:
         """Index the service on each of its ports and place its gRPC routes
-        (``outbound|…``); returns the gRPC listeners it wants, by name."""
+        (``outbound|…``); returns the gRPC listeners it wants by name: those of its
+        hostname, and those of its short names (see :func:`_grpc_listeners`)."""
         scopes = _scopes(service)
         grpc: dict[str, ByScope] = {}
+        short: dict[str, ByScope] = {}
+        aliases = self._aliases_of([service]).get(host, [])
         for port in service.ports:
             self._index_port(host, service, port.number)
             route: ByScope = {}
             if grpcgen.serves(service, port):
                 # clients of other namespaces get the public route; the service's own
                 # namespace, when it has short names there, an overlay with them
-                route = dict.fromkeys(scopes, grpcgen.build_route(service, port))
+                route = dict.fromkeys(scopes, grpcgen.build_route(service, port, "", aliases))
                 home = pieces.kube_namespace(service.hostname)  # its clients use <name>
                 if home and ("" in scopes or home in scopes):
-                    route[home] = grpcgen.build_route(service, port, home)
-                grpc.update(_grpc_listeners(service, port, scopes))
+                    route[home] = grpcgen.build_route(service, port, home, aliases)
+                by_host, by_short_name = _grpc_listeners(service, port, scopes)
+                grpc.update(by_host)
+                short.update(by_short_name)
             out.place(RDS, res.cluster_name(host, port.number), route)
             # a listener of its own sends an auto-detected port's HTTP here (listeners.py)
             own: ByScope = {}
             if port.protocol == AUTO and service.resolution is not Resolution.ALIAS:
                 own = dict.fromkeys(scopes, build_service_route_config(service, port.number))
             out.place(RDS, f"{host}:{port.number}", own)
-        return grpc
+        return grpc, short
 
     def _index_port(self, host: str, service: Service, number: int) -> None:
         """Count ``host`` among the services of port ``number`` (an alias is not: it
@@ -368,7 +395,9 @@ class SnapshotBuilder:
             out.place(CDS, name, dict.fromkeys(scopes, envoy) if envoy else {})
             grpc = grpcgen.build_cluster(service, port, endpoints, self.options)
             out.place(CDS_GRPC, name, dict.fromkeys(scopes, grpc) if grpc else {})
-            if envoy is not None and service.resolution is Resolution.STATIC:
+            # an Envoy's EDS cluster, or a gRPC client's (a headless Service's pods)
+            static = envoy is not None and service.resolution is Resolution.STATIC
+            if static or (grpc is not None and grpcgen.eds(service)):
                 out.put(EDS, name, build_cla(name, endpoints, self.options))
             elif grpc is not None and grpc.type == cluster_pb2.Cluster.EDS:
                 out.put(EDS, name, build_cla(name, (), self.options))  # gRPC's, empty
@@ -450,16 +479,28 @@ def _static_resources(out: _Writer) -> None:
     out.place(LDS_SIDECAR, VIRTUAL_OUTBOUND, {"": virtual_outbound_listener()})
 
 
-def _grpc_listeners(service: Service, port: Port, scopes: frozenset[str]) -> dict[str, ByScope]:
-    """The proxyless gRPC listeners of one port of ``service`` by name, each with the
-    scopes that see it: a short name is for clients of the service's own namespace."""
-    found: dict[str, ByScope] = {}
+def _grpc_listeners(
+    service: Service, port: Port, scopes: frozenset[str]
+) -> tuple[dict[str, ByScope], dict[str, ByScope]]:
+    """The proxyless gRPC listeners of one port of ``service``: those of its hostname by
+    name, each with the scopes that see it; and those of its short names (clients of the
+    service's own namespace only, when it is visible there), for the table of that
+    namespace (:func:`_short_names_table`, scope ``""``)."""
+    public: dict[str, ByScope] = {}
+    own: dict[str, ByScope] = {}
     for name, namespace in grpcgen.dial_names(service):
         listener = grpcgen.build_listener(service, port, name)
-        where = scopes if not namespace else scopes & {"", namespace}
-        targets = {namespace} if namespace and where else set(where)
-        found[listener.name] = dict.fromkeys(targets, listener)
-    return found
+        if not namespace:
+            public[listener.name] = dict.fromkeys(scopes, listener)
+        elif "" in scopes or namespace in scopes:
+            own[listener.name] = {"": listener}
+    return public, own
+
+
+def _short_names_table(host: str) -> str:
+    """The table of ``host``'s short-name gRPC listeners: its namespace's overlay (only
+    a Kubernetes-style hostname has short names)."""
+    return scoped(LDS_GRPC, pieces.kube_namespace(host))
 
 
 def _scopes(service: Service) -> frozenset[str]:

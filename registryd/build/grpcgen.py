@@ -15,7 +15,10 @@ grpc generator builds them (pilot/pkg/networking/grpcgen).
   endpoint's hostname and port (istiod sends an empty EDS cluster there: a deliberate
   improvement); a DNS service with nothing to resolve (a workload selector that selects
   nothing) keeps istiod's EDS cluster, its assignment empty; passthrough, alias and UDP
-  ports get nothing at all.
+  ports get nothing at all.  A headless Kubernetes Service is no passthrough here: its
+  endpoints are its pods, and istiod's ``BuildClusters`` (cds.go) makes an EDS cluster
+  of every service port whatever its resolution, so a client balances over the pods as
+  over a STATIC service's.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ from registryd.build.routes import service_domains, service_virtual_host
 from registryd.model import Endpoint, Port, Resolution, Service
 from registryd.xds.resources import cluster_name, grpc_listener_name
 
-__all__ = ["build_cluster", "build_listener", "build_route", "dial_names", "serves"]
+__all__ = ["build_cluster", "build_listener", "build_route", "dial_names", "eds", "serves"]
 
 _CONNECT_TIMEOUT = duration_pb2.Duration(seconds=10)
 _NO_TIMEOUT = duration_pb2.Duration(seconds=0)
@@ -45,9 +48,16 @@ _NO_TIMEOUT = duration_pb2.Duration(seconds=0)
 
 def serves(service: Service, port: Port) -> bool:
     """Whether a proxyless client gets anything for this service port."""
-    return port.protocol != "UDP" and service.resolution not in (
-        Resolution.NONE,
-        Resolution.ALIAS,
+    if port.protocol == "UDP" or service.resolution is Resolution.ALIAS:
+        return False
+    return service.resolution is not Resolution.NONE or service.kubernetes
+
+
+def eds(service: Service) -> bool:
+    """Whether a proxyless client's cluster of ``service`` takes its endpoints over EDS:
+    a STATIC service's, and a headless Kubernetes Service's (its pods)."""
+    return service.resolution is Resolution.STATIC or (
+        service.resolution is Resolution.NONE and service.kubernetes
     )
 
 
@@ -77,12 +87,15 @@ def build_listener(service: Service, port: Port, name: str) -> listener_pb2.List
     return listener
 
 
-def build_route(service: Service, port: Port, namespace: str = "") -> route_pb2.RouteConfiguration:
+def build_route(
+    service: Service, port: Port, namespace: str = "", aliases: Sequence[Service] = ()
+) -> route_pb2.RouteConfiguration:
     """Route ``outbound|<port>||<hostname>`` for a client in ``namespace``: the service's
-    virtual host as an Envoy sidecar's route has it, with ``:<port>`` forms of every
-    domain (grpcgen/rds.go ``buildHTTPRoute``: ``BuildSidecarOutboundVirtualHosts``,
-    filtered to the hostname; the port is not ignored for proxyless clients)."""
-    domains = service_domains(service, port.number, namespace, with_port=True)
+    virtual host as an Envoy sidecar's route has it (its ``aliases``' names too), with
+    ``:<port>`` forms of every domain (grpcgen/rds.go ``buildHTTPRoute``:
+    ``BuildSidecarOutboundVirtualHosts``, filtered to the hostname; the port is not
+    ignored for proxyless clients)."""
+    domains = service_domains(service, port.number, namespace, aliases, with_port=True)
     vhost = service_virtual_host(service, port.number, domains)
     return route_pb2.RouteConfiguration(
         name=cluster_name(service.hostname, port.number), virtual_hosts=[vhost]
@@ -98,7 +111,7 @@ def build_cluster(
         return None
     name = cluster_name(service.hostname, port.number)
     served = sorted(served_endpoints(endpoints, options), key=lambda e: (e.address, e.port))
-    if service.resolution is Resolution.STATIC or not served:  # grpcgen/cds.go edsCluster
+    if eds(service) or not served:  # grpcgen/cds.go edsCluster
         cluster = cluster_pb2.Cluster(name=name, type=cluster_pb2.Cluster.EDS)
         cluster.eds_cluster_config.eds_config.CopyFrom(grpc_ads())
         cluster.eds_cluster_config.service_name = name

@@ -30,7 +30,10 @@ Per port, the rules of listener.go ``buildSidecarOutboundListener`` and tls.go:
 * a listener whose chains all match on something gets a default chain to
   ``PassthroughCluster`` (``buildListenerFromEntry``) — or, for ``LOCAL`` proxies, to
   ``BlackHoleCluster``, since the original destination is the proxy itself there;
-* UDP ports and ALIAS services get no listener.
+* UDP ports and ALIAS services get no listener;
+* an HTTP chain whose first service declares GRPC-WEB on the port gets the gRPC-Web
+  filter before the router (listener_builder.go ``buildHTTPConnectionManager`` reads the
+  protocol of the port it builds the chain for; the services after it share that chain).
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ from enum import Enum
 
 from envoy.config.core.v3 import base_pb2
 from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
+from envoy.extensions.filters.http.grpc_web.v3 import grpc_web_pb2
 from envoy.extensions.filters.listener.http_inspector.v3 import http_inspector_pb2
 from envoy.extensions.filters.listener.tls_inspector.v3 import tls_inspector_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
@@ -101,7 +105,7 @@ class _Chain:
     sni: tuple[str, ...] = ()
     cidrs: tuple[str, ...] = ()
     alpn: tuple[str, ...] = ()
-    protocol: str = ""  # of a tcp_proxy chain's port (MONGO adds the Mongo filter)
+    protocol: str = ""  # its first service's port's: MONGO (Mongo filter), GRPC-WEB
 
     def match_key(self) -> tuple[object, ...]:
         """What istiod's ``filterChainOpts.conflictsWith`` compares (``cidrs`` are
@@ -334,7 +338,8 @@ def _plan_once(
                 # istiod's wildcard; a plain chain on a listener of its own
                 sniffed = p.protocol == AUTO or shared
                 alpn = _HTTP_ALPNS if sniffed else ()
-                current.add(_Chain(service.hostname, "", (), (), alpn), conflicts, name)
+                http = _Chain(service.hostname, "", (), (), alpn, protocol=p.protocol)
+                current.add(http, conflicts, name)
                 if p.protocol == AUTO:
                     current.sniffed.append(service.hostname)
                 else:
@@ -349,16 +354,23 @@ def _tcp_proxy(stat_prefix: str, cluster: str) -> listener_components_pb2.Filter
     )
 
 
-def _http_manager(name: str, route: str) -> listener_components_pb2.Filter:
+def _http_manager(name: str, route: str, protocol: str = "") -> listener_components_pb2.Filter:
     """The outbound HTTP connection manager with istiod's defaults
     (listener_builder.go ``buildHTTPConnectionManager``; connection_settings.go for the
     mesh's connection settings as istiod's own defaults leave them): paths normalized,
     escaped slashes kept, ``100-continue`` proxied, no stream idle timeout, WebSocket
-    upgrades, the client address not taken for the remote one."""
+    upgrades, the client address not taken for the remote one; for a GRPC-WEB
+    ``protocol``, the gRPC-Web filter before the router."""
+    filters = [router_filter()]
+    if protocol == "GRPC-WEB":
+        grpc_web = pack(grpc_web_pb2.GrpcWeb())
+        filters.insert(
+            0, hcm_pb2.HttpFilter(name="envoy.filters.http.grpc_web", typed_config=grpc_web)
+        )
     manager = hcm_pb2.HttpConnectionManager(
         stat_prefix=f"outbound_{name}",
         rds=hcm_pb2.Rds(config_source=ads(), route_config_name=route),
-        http_filters=[router_filter()],
+        http_filters=filters,
         normalize_path=wrappers_pb2.BoolValue(value=True),
         path_with_escaped_slashes_action=hcm_pb2.HttpConnectionManager.KEEP_UNCHANGED,
         proxy_100_continue=True,
@@ -382,7 +394,7 @@ def _filter_chain(chain: _Chain, name: str, route: str) -> listener_components_p
             out.filters.add(name="envoy.filters.network.mongo_proxy", typed_config=pack(mongo))
         out.filters.append(_tcp_proxy(chain.cluster, chain.cluster))
     else:
-        out.filters.append(_http_manager(name, route))
+        out.filters.append(_http_manager(name, route, chain.protocol))
     if not chain.matches_all:
         match = out.filter_chain_match
         match.server_names.extend(sorted(chain.sni))

@@ -219,7 +219,7 @@ async def test_full_state_first_after_every_list_even_a_throttled_one(
     kube: KubeEmulator, tmp_path: Path, feeds: list[Feed]
 ) -> None:
     kube.apply(svc())
-    kube.apply(eps("web", "shop", "10.1.0.1", "10.1.0.2", node="n1"))
+    kube.apply(eps("web", "shop", "10.1.0.1", "10.1.0.2", node="n1", pods=("web-1", "web-2")))
     kube.apply(node("n1", "eu-west-1", "eu-west-1a"))
     kube.apply(svc("db", "data", ip="10.96.0.20", port=5432, target=5432))
     kube.fail_next(429, 1, retry_after=1)  # the first list waits Retry-After
@@ -609,7 +609,7 @@ async def test_forbidden_nodes_sync_without_regions_until_allowed(
     kube: KubeEmulator, tmp_path: Path, feeds: list[Feed]
 ) -> None:
     kube.apply(svc())
-    kube.apply(eps("web", "shop", "10.1.0.1", node="n1"))
+    kube.apply(eps("web", "shop", "10.1.0.1", node="n1", pods=("web-1",)))
     kube.apply(node("n1", "eu-west-1", "eu-west-1a"))
     kube.forbidden.add("nodes")  # a Role without cluster-scoped reads
     fake = FakeTime(hold=True)

@@ -25,7 +25,7 @@ from registryd.adapters.kubernetes.parse import (
     parse_slice,
 )
 from registryd.build.clusters import build_cluster
-from registryd.model import Health, Locality, Location, Port, Resolution
+from registryd.model import Health, Labels, Locality, Location, Port, Resolution
 from tests.adapters.kube_objects import OPTIONS, endpoint_slice, ep, node, service
 
 
@@ -255,11 +255,12 @@ def test_locality_from_endpoint_zone_and_node_labels() -> None:
         service(),
         endpoint_slice(
             endpoints=[
-                ep("10.1.0.1", node="n1", zone="eu-west-1a"),  # the endpoint's zone wins
-                ep("10.1.0.2", node="n1"),  # the node's zone
-                ep("10.1.0.3", node="n2"),  # the beta labels
-                ep("10.1.0.4", zone="z9"),  # no node: zone only
-                ep("10.1.0.5", node="gone"),  # unknown node
+                ep("10.1.0.1", node="n1", zone="eu-west-1a", pod="p1"),  # the endpoint's zone
+                ep("10.1.0.2", node="n1", pod="p2"),  # the node's zone
+                ep("10.1.0.3", node="n2", pod="p3"),  # the beta labels
+                ep("10.1.0.4", zone="z9", pod="p4"),  # no node: zone only
+                ep("10.1.0.5", node="gone", pod="p5"),  # unknown node
+                ep("10.1.0.6", node="n1", zone="eu-west-1a"),  # no pod: no locality
             ]
         ),
         nodes=nodes,
@@ -271,6 +272,7 @@ def test_locality_from_endpoint_zone_and_node_labels() -> None:
         "10.1.0.3": Locality(region="us-east-1", zone="us-east-1c"),
         "10.1.0.4": Locality(zone="z9"),
         "10.1.0.5": Locality(),
+        "10.1.0.6": Locality(),  # endpoint_builder.go NewEndpointBuilder without a Pod
     }
     labels = {e.address: dict(e.labels) for e in built.endpoints}
     assert labels["10.1.0.1"] == {
@@ -281,6 +283,7 @@ def test_locality_from_endpoint_zone_and_node_labels() -> None:
         "topology.istio.io/subzone": "rack7",
     }
     assert labels["10.1.0.5"] == {CLUSTER_LABEL: "east", "kubernetes.io/hostname": "gone"}
+    assert labels["10.1.0.6"] == {CLUSTER_LABEL: "east"}  # nor a node
 
 
 def test_headless_is_passthrough_as_istiod_conversion_go_ConvertService() -> None:
@@ -337,3 +340,46 @@ def test_a_service_without_endpoints_is_still_served() -> None:
     built = build(service())
     assert built.service.hostname == "web.shop.svc.cluster.local"
     assert built.endpoints == ()
+
+
+def test_the_service_is_as_old_as_its_kubernetes_service() -> None:
+    # SortServicesByCreationTime gives a shared listener port to the oldest service
+    obj = service()
+    obj["metadata"]["creationTimestamp"] = "2026-12-07T08:30:01Z"
+    assert build(obj).service.created == 1796632201.0
+    assert build(service()).service.created is None
+
+
+def test_a_pod_pins_its_locality_with_a_label_before_its_nodes() -> None:
+    # kube/controller/controller.go getPodLocality; pkg/model/proxy.go GetLocalityLabel
+    nodes = {"n1": parse_node(node("n1", {"topology.kubernetes.io/region": "eu-west-1"}))}
+    pods = {
+        ("shop", "a"): Labels({"istio-locality": "us-east-1.us-east-1c"}),
+        ("shop", "b"): Labels({"topology.istio.io/locality": "ap/ap-1/r2", "istio-locality": "x"}),
+        ("shop", "c"): Labels({"app": "web"}),
+    }
+    built = build_service(
+        parse_service(service()),
+        [
+            parse_slice(
+                endpoint_slice(
+                    endpoints=[
+                        ep("10.1.0.1", node="n1", pod="a"),
+                        ep("10.1.0.2", node="n1", pod="b"),
+                        ep("10.1.0.3", node="n1", pod="c"),
+                    ]
+                )
+            )
+        ],
+        nodes,
+        OPTIONS,
+        pods,
+    )
+    localities = {e.address: e.locality for e in built.endpoints}
+    assert localities == {
+        "10.1.0.1": Locality(region="us-east-1", zone="us-east-1c"),
+        "10.1.0.2": Locality(region="ap", zone="ap-1", subzone="r2"),
+        "10.1.0.3": Locality(region="eu-west-1"),
+    }
+    (first, *_) = built.endpoints
+    assert first.labels["topology.kubernetes.io/zone"] == "us-east-1c"

@@ -42,6 +42,17 @@ def test_service_ports_take_app_protocol_and_name() -> None:
     )
 
 
+def test_service_creation_time_orders_services_as_istiod_does() -> None:
+    # kube/conversion.go ConvertService: CreationTime from metadata.creationTimestamp
+    obj = service()
+    assert parse_service(obj).created is None
+    obj["metadata"]["creationTimestamp"] = "2026-12-07T08:30:01Z"
+    assert parse_service(obj).created == 1796632201.0
+    obj["metadata"]["creationTimestamp"] = "yesterday"
+    with pytest.raises(ObjectError, match="creationTimestamp"):
+        parse_service(obj)
+
+
 @pytest.mark.parametrize(
     ("obj", "message"),
     [

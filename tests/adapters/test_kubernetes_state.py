@@ -102,7 +102,8 @@ def test_state_relist_of_one_namespace_keeps_the_others() -> None:
 def test_state_node_labels_move_endpoint_localities() -> None:
     cluster = state()
     cluster.reset(SERVICE, [service()])
-    cluster.reset(ENDPOINT_SLICE, [endpoint_slice(endpoints=[ep("10.1.0.1", node="n1")])])
+    pod_endpoint = ep("10.1.0.1", node="n1", pod="web-1")
+    cluster.reset(ENDPOINT_SLICE, [endpoint_slice(endpoints=[pod_endpoint])])
     cluster.reset(NODE, [node("n1", {"topology.kubernetes.io/region": "r1"})])
     full = cluster.replace()
     assert full.endpoints[0].locality == Locality(region="r1")

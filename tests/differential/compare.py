@@ -15,6 +15,7 @@ from tests.differential.normalize import (
     MCP_RULES,
     PAIR_RULES,
     RULES,
+    KubeFacts,
     PairRule,
     Rule,
     normalize_pair,
@@ -61,12 +62,15 @@ def _walk(kind: str, name: str, a: Any, b: Any, path: str, out: list[Difference]
         out.append(Difference(kind, name, path, a, b))
 
 
-def compare(istiod: Served, registryd: Served, *, mcp: bool = False) -> list[Difference]:
+def compare(
+    istiod: Served, registryd: Served, *, mcp: bool = False, kube: KubeFacts | None = None
+) -> list[Difference]:
     """The differences between the two servers' answers, normalized; ``mcp``: istiod
-    read registryd's state over MCP (the MCP rules apply too)."""
+    read registryd's state over MCP (the MCP rules apply too); ``kube``: both read one
+    Kubernetes cluster in a state with these facts (the Kubernetes rules apply too)."""
     rules: tuple[Rule, ...] = (*RULES, *MCP_RULES) if mcp else RULES
     pair_rules: tuple[PairRule, ...] = (*PAIR_RULES, *MCP_PAIR_RULES) if mcp else PAIR_RULES
-    a, b = normalize_pair(istiod, registryd, rules, pair_rules)
+    a, b = normalize_pair(istiod, registryd, rules, pair_rules, kube)
     out: list[Difference] = []
     for kind in TYPES:
         left, right = a.get(kind, {}), b.get(kind, {})

@@ -14,18 +14,21 @@ from __future__ import annotations
 
 import copy
 import ipaddress
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
 from tests.differential.collect import Served
 
 __all__ = [
+    "KUBE_RULES",
     "MARKER_PORT",
     "MCP_RULES",
     "PAIR_RULES",
     "RULES",
+    "KubeFacts",
+    "KubeRule",
     "PairRule",
     "Rule",
     "normalize",
@@ -168,6 +171,33 @@ def _local_blackhole(served: Served, side: str) -> None:
                 proxy["cluster"] = proxy["stat_prefix"] = "PassthroughCluster"
 
 
+def _tls_mode(served: Served, side: str) -> None:
+    """istiod's ``envoy.transport_socket_match`` metadata of endpoints (``tlsMode:
+    istio``, from a workload's ``security.istio.io/tlsMode`` label)."""
+    if side != "istiod":
+        return
+    for lb in _lb_endpoints(served):
+        metadata = lb.get("metadata", {}).get("filter_metadata", {})
+        metadata.pop("envoy.transport_socket_match", None)
+        if not metadata:
+            lb.pop("metadata", None)
+
+
+def _assignments(served: Served) -> list[dict[str, Any]]:
+    """Every ClusterLoadAssignment: EDS's and those inside clusters."""
+    inside = [c["load_assignment"] for c in _resources(served, "cds") if "load_assignment" in c]
+    return _resources(served, "eds") + inside
+
+
+def _lb_endpoints(served: Served) -> list[dict[str, Any]]:
+    return [
+        lb
+        for assignment in _assignments(served)
+        for group in assignment.get("endpoints", [])
+        for lb in group.get("lb_endpoints", [])
+    ]
+
+
 def _dns_family(served: Served, side: str) -> None:
     """The DNS lookup family of DNS clusters (istiod picks it from the proxy's IPs)."""
     for cluster in _resources(served, "cds"):
@@ -269,6 +299,15 @@ RULES: tuple[Rule, ...] = (
         "ones: the others are never chosen",
         "proxyless gRPC, hostnames a wildcard host overlaps",
         _grpc_overlapping_wildcards,
+    ),
+    Rule(
+        "tls-mode",
+        "istiod's `envoy.transport_socket_match` endpoint metadata (`tlsMode: istio` of "
+        "workloads labelled `security.istio.io/tlsMode`)",
+        "it selects Istio's mTLS transport socket, which registryd does not configure; "
+        "without transport socket matches on the cluster nothing reads it",
+        "endpoint `tlsMode` metadata",
+        _tls_mode,
     ),
     Rule(
         "dns-family",
@@ -410,14 +449,22 @@ def _grpc_passthrough(istiod: Served, ours: Served) -> None:
     for name, listener in list(istiod.get("lds", {}).items()):
         if "api_listener" not in listener or name in ours.get("lds", {}):
             continue
+        # the cluster of its route (a short name's listener is named after that name)
+        manager = listener["api_listener"].get("api_listener", {})
         host, _, port = name.rpartition(":")
-        cluster = f"outbound|{port}||{host}"
+        cluster = manager.get("rds", {}).get("route_config_name") or f"outbound|{port}||{host}"
         assignment = istiod.get("eds", {}).get(cluster, {})
         if cluster in ours.get("cds", {}) or assignment.get("endpoints"):
             continue
         del istiod["lds"][name]
-        for kind in ("rds", "cds", "eds"):
-            istiod.get(kind, {}).pop(cluster, None)
+        if not any(_route_of(other) == cluster for other in istiod["lds"].values()):
+            for kind in ("rds", "cds", "eds"):
+                istiod.get(kind, {}).pop(cluster, None)
+
+
+def _route_of(listener: dict[str, Any]) -> str:
+    manager = listener.get("api_listener", {}).get("api_listener", {})
+    return str(manager.get("rds", {}).get("route_config_name", ""))
 
 
 def _shared_loopback(istiod: Served, ours: Served) -> None:
@@ -584,14 +631,127 @@ MCP_PAIR_RULES: tuple[PairRule, ...] = (
 )
 
 
+@dataclass(frozen=True, slots=True)
+class KubeFacts:
+    """What the Kubernetes rules need to know of a cluster state that the served
+    resources do not show."""
+
+    node_local: frozenset[str] = frozenset()  # hostnames of `internalTrafficPolicy: Local`
+    distributed: frozenset[str] = frozenset()  # hostnames with a `trafficDistribution`
+    # hostname -> addresses of the WorkloadEntries its Service's selector matches
+    selected: Mapping[str, frozenset[str]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class KubeRule:
+    """A rule of Kubernetes inputs (tests/differential/kube.py): one side's resources,
+    which side, and the cluster state's :class:`KubeFacts`."""
+
+    name: str
+    what: str
+    why: str
+    row: str
+    apply: Callable[[Served, str, KubeFacts], None]
+
+
+def _kube_endpoint_order(served: Served, side: str, facts: KubeFacts) -> None:
+    """The order of endpoints within a locality (both sides sorted by address and
+    port)."""
+    _mcp_endpoint_order(served, side)
+
+
+def _node_local(served: Served, side: str, facts: KubeFacts) -> None:
+    """Every endpoint of a node-local Service (both sides)."""
+    for assignment in _assignments(served):
+        host = str(assignment.get("cluster_name", "")).rsplit("|", 1)[-1]
+        if host in facts.node_local:
+            assignment.pop("endpoints", None)
+
+
+def _traffic_distribution(served: Served, side: str, facts: KubeFacts) -> None:
+    """istiod's locality-weighted load balancing of a Service with a traffic
+    distribution, and the priorities of its localities (both sides)."""
+    for cluster in _resources(served, "cds"):
+        if str(cluster.get("name", "")).rsplit("|", 1)[-1] not in facts.distributed:
+            continue
+        common = cluster.get("common_lb_config", {})
+        if side == "istiod":
+            common.pop("locality_weighted_lb_config", None)
+        if "common_lb_config" in cluster and not common:
+            del cluster["common_lb_config"]
+    for assignment in _assignments(served):
+        host = str(assignment.get("cluster_name", "")).rsplit("|", 1)[-1]
+        if host in facts.distributed:
+            for group in assignment.get("endpoints", []):
+                group.pop("priority", None)
+
+
+def _selected_workload_entries(served: Served, side: str, facts: KubeFacts) -> None:
+    """istiod's endpoints of a Kubernetes Service at the addresses of WorkloadEntries its
+    selector matches (their locality's weight recomputed without them)."""
+    if side != "istiod":
+        return
+    for assignment in _assignments(served):
+        host = str(assignment.get("cluster_name", "")).rsplit("|", 1)[-1]
+        addresses = facts.selected.get(host)
+        if addresses:
+            _drop_endpoints(assignment, partial(_at, set(addresses)))
+
+
+# only where both read one Kubernetes cluster (tests/differential/kube.py)
+KUBE_RULES: tuple[KubeRule, ...] = (
+    KubeRule(
+        "kube-endpoint-order",
+        "the order of endpoints within a locality",
+        "istiod gathers a Service's endpoints from a map of its EndpointSlices "
+        "(`endpointSliceCache.get`), so their order changes from push to push; Envoy's "
+        "load balancers do not depend on it",
+        "Kubernetes endpoint order within a locality",
+        _kube_endpoint_order,
+    ),
+    KubeRule(
+        "node-local",
+        "the endpoints of Services with `internalTrafficPolicy: Local`",
+        "istiod serves each proxy the endpoints on its own node only; registryd builds "
+        "one answer for every proxy and serves them all",
+        "Kubernetes `internalTrafficPolicy: Local`",
+        _node_local,
+    ),
+    KubeRule(
+        "traffic-distribution",
+        "istiod's `locality_weighted_lb_config` on the clusters of Services with a "
+        "`trafficDistribution`, and the priorities of their localities",
+        "istiod ranks localities by their distance from each proxy's own; registryd "
+        "builds one answer for every proxy and ranks none",
+        "Kubernetes `trafficDistribution`",
+        _traffic_distribution,
+    ),
+    KubeRule(
+        "selected-workload-entries",
+        "istiod's endpoints of a Kubernetes Service at the addresses of WorkloadEntries "
+        "its selector matches",
+        "registryd's Kubernetes registry reads Pods' EndpointSlices only; a "
+        "WorkloadEntry is an endpoint of the ServiceEntries that select it",
+        "a Kubernetes Service whose selector matches WorkloadEntries",
+        _selected_workload_entries,
+    ),
+)
+
+
 def normalize_pair(
     istiod: Served,
     ours: Served,
     rules: tuple[Rule, ...] = RULES,
     pair_rules: tuple[PairRule, ...] = PAIR_RULES,
+    kube: KubeFacts | None = None,
 ) -> tuple[Served, Served]:
-    """Both sides normalized: each by ``rules``, then both by ``pair_rules``."""
+    """Both sides normalized: each by ``rules`` (and, for a Kubernetes state, by
+    :data:`KUBE_RULES` with its ``kube`` facts), then both by ``pair_rules``."""
     a, b = normalize(istiod, "istiod", rules), normalize(ours, "registryd", rules)
+    if kube is not None:
+        for kube_rule in KUBE_RULES:
+            kube_rule.apply(a, "istiod", kube)
+            kube_rule.apply(b, "registryd", kube)
     for rule in pair_rules:
         rule.apply(a, b)
     return a, b

@@ -8,10 +8,21 @@ from dataclasses import dataclass, field
 
 from tests.differential.collect import Node, Served
 from tests.differential.compare import Difference, compare, field_path
+from tests.differential.kube import KubePair
+from tests.differential.kube_states import KubeState
 from tests.differential.mcp import McpPair, RegistryState
+from tests.differential.normalize import KubeFacts
 from tests.differential.servers import NODES, Pair
 
-__all__ = ["Outcome", "Tally", "differences", "group", "mcp_differences", "print_groups"]
+__all__ = [
+    "Outcome",
+    "Tally",
+    "differences",
+    "group",
+    "kube_differences",
+    "mcp_differences",
+    "print_groups",
+]
 
 
 def group(node: Node | str, difference: Difference) -> str:
@@ -62,13 +73,25 @@ async def mcp_differences(pair: McpPair, state: RegistryState) -> Outcome:
     return await _outcome(pair.serve(state), mcp=True)
 
 
-async def _outcome(served: AsyncIterator[tuple[Node, Served, Served]], *, mcp: bool) -> Outcome:
+async def kube_differences(pair: KubePair, state: KubeState) -> Outcome:
+    """Every difference ``pair`` (both reading one Kubernetes cluster) shows for
+    ``state``."""
+    return await _outcome(pair.serve(state), mcp=False, kube=state.facts())
+
+
+async def _outcome(
+    served: AsyncIterator[tuple[Node, Served, Served]], *, mcp: bool, kube: KubeFacts | None = None
+) -> Outcome:
     out = Outcome()
     async for node, istiod, ours in served:
         out.views += 1
         out.resources += sum(len(v) for v in istiod.values())
-        where = f"{node.kind} (MCP)" if mcp else node.kind
-        out.found += [(group(where, d), d) for d in compare(istiod, ours, mcp=mcp)]
+        where = node.kind
+        if mcp:
+            where = f"{node.kind} (MCP)"
+        elif kube:
+            where = f"{node.kind}@{node.metadata.get('NAMESPACE')} (Kubernetes)"
+        out.found += [(group(where, d), d) for d in compare(istiod, ours, mcp=mcp, kube=kube)]
     return out
 
 

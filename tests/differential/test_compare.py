@@ -7,11 +7,13 @@ from pathlib import Path
 
 from tests.differential.compare import ABSENT, Difference, compare, field_path
 from tests.differential.normalize import (
+    KUBE_RULES,
     MARKER_PORT,
     MCP_PAIR_RULES,
     MCP_RULES,
     PAIR_RULES,
     RULES,
+    KubeFacts,
 )
 from tests.differential.servers import ambiguity
 
@@ -60,7 +62,7 @@ def test_every_rule_is_a_row_of_the_readme_differences_table() -> None:
     first_cells = [
         re.split(r"\s*\|\s*", line)[1] for line in table.splitlines() if line.startswith("| ")
     ]
-    for rule in (*RULES, *MCP_RULES, *PAIR_RULES, *MCP_PAIR_RULES):
+    for rule in (*RULES, *MCP_RULES, *PAIR_RULES, *MCP_PAIR_RULES, *KUBE_RULES):
         if rule.row:
             assert any(cell.startswith(rule.row) for cell in first_cells), rule.name
 
@@ -232,6 +234,12 @@ def test_cidr_addresses_and_grpc_passthrough_services_are_documented_differences
     assert compare(passthrough, {}) == []
     with_endpoints = {**passthrough, "eds": {name: {"endpoints": [{}]}}}
     assert compare(with_endpoints, {}) != []
+    # a short name's listener is judged by the cluster of its route, not by its name
+    route = {"rds": {"route_config_name": "outbound|80||web.shop.svc.cluster.local"}}
+    short = {"lds": {"web:80": {"api_listener": {"api_listener": route}}}}
+    web = {"eds": {"outbound|80||web.shop.svc.cluster.local": {"endpoints": [{}]}}}
+    assert compare({**short, **web}, web) != []
+    assert compare(short, {}) == []
 
 
 def test_a_loopback_listener_registryd_shares_is_the_documented_difference() -> None:
@@ -282,3 +290,65 @@ def test_a_loopback_listener_whose_port_route_has_two_hosts_is_shared() -> None:
     assert compare(istiod, ours) == []
     one = {"virtual_hosts": [{"name": "a:443"}]}
     assert compare(istiod, {**ours, "rds": {"443": one}}) != []
+
+
+def lb(address: str, **extra: object) -> dict[str, object]:
+    return {"endpoint": {"address": {"socket_address": {"address": address}}}, **extra}
+
+
+def test_istiods_tls_mode_metadata_is_a_documented_difference() -> None:
+    name = "outbound|80||a.example"
+    tls = {"filter_metadata": {"envoy.transport_socket_match": {"tlsMode": "istio"}}}
+    istiod = {"eds": {name: {"endpoints": [{"lb_endpoints": [lb("10.0.0.1", metadata=tls)]}]}}}
+    ours = {"eds": {name: {"endpoints": [{"lb_endpoints": [lb("10.0.0.1")]}]}}}
+    assert compare(istiod, ours) == []
+    assert compare(ours, istiod) != []  # registryd never sends it
+
+
+def test_kubernetes_endpoint_order_and_node_local_services_are_documented_differences() -> None:
+    name, local = "outbound|80||a.shop.svc.cluster.local", "outbound|80||l.shop.svc.cluster.local"
+    one, two = lb("10.0.0.1"), lb("10.0.0.2")
+    istiod = {
+        "eds": {
+            name: {"cluster_name": name, "endpoints": [{"lb_endpoints": [two, one]}]},
+            local: {"cluster_name": local},
+        }
+    }
+    ours = {
+        "eds": {
+            name: {"cluster_name": name, "endpoints": [{"lb_endpoints": [one, two]}]},
+            local: {"cluster_name": local, "endpoints": [{"lb_endpoints": [one]}]},
+        }
+    }
+    facts = KubeFacts(node_local=frozenset({"l.shop.svc.cluster.local"}))
+    assert compare(istiod, ours, kube=facts) == []
+    assert len(compare(istiod, ours, kube=KubeFacts())) == 1  # the node-local endpoints
+    assert len(compare(istiod, ours)) == 3  # and the order, outside Kubernetes states
+
+
+def test_istiods_locality_ranking_of_a_traffic_distribution_is_a_documented_difference() -> None:
+    name = "outbound|80||a.shop.svc.cluster.local"
+    common = {"locality_weighted_lb_config": {}}
+    istiod = {
+        "cds": {name: {"name": name, "common_lb_config": common}},
+        "eds": {name: {"cluster_name": name, "endpoints": [{"priority": 1}]}},
+    }
+    ours = {"cds": {name: {"name": name}}, "eds": {name: {"cluster_name": name, "endpoints": [{}]}}}
+    facts = KubeFacts(distributed=frozenset({"a.shop.svc.cluster.local"}))
+    assert compare(istiod, ours, kube=facts) == []
+    assert len(compare(istiod, ours, kube=KubeFacts())) == 2
+
+
+def test_workload_entries_a_kubernetes_selector_matches_are_a_documented_difference() -> None:
+    name = "outbound|80||a.shop.svc.cluster.local"
+
+    def assignment(*addresses: str) -> dict[str, object]:
+        group = {"lb_endpoints": [lb(a) for a in addresses], "load_balancing_weight": 2}
+        return {"cluster_name": name, "endpoints": [group]}
+
+    istiod = {"eds": {name: assignment("10.0.0.1", "172.16.0.1")}}
+    ours = {"eds": {name: assignment("10.0.0.1")}}
+    ours["eds"][name]["endpoints"][0]["load_balancing_weight"] = 1  # type: ignore[index]
+    facts = KubeFacts(selected={"a.shop.svc.cluster.local": frozenset({"172.16.0.1"})})
+    assert compare(istiod, ours, kube=facts) == []
+    assert compare(istiod, ours, kube=KubeFacts()) != []

@@ -19,7 +19,10 @@ How istiod is run, and why (all from istiod's source at the pinned version):
   an empty cluster served from the test process.  Its Kubernetes registry stays empty;
   its Istio config comes from ``configSources`` alone (istiod builds no Kubernetes config
   store when ``configSources`` are given and ``k8s://`` is not among them).
-  ``KUBE_FEATURE_WatchListClient=false``: client-go lists, then watches.
+  ``KUBE_FEATURE_WatchListClient=false``: client-go lists, then watches.  Given a
+  ``kubeconfig`` (a real API server's, :mod:`tests.support.kube_apiserver`), istiod's
+  Kubernetes registry reads that cluster instead (its Services, EndpointSlices, Pods,
+  Nodes and Namespaces; with ``configSources`` still, it wants no Istio CRDs there).
 * **Config sources.**  istiod's file source is ``fs:///abs/dir`` (every ``*.yaml`` and
   ``*.yml`` below it, watched); istiod silently ignores a ``file://`` address, so
   :func:`start_istiod` refuses one.  :func:`fs_source` makes the address.
@@ -125,6 +128,7 @@ class Istiod(Process):
         config_sources: Sequence[str],
         mesh: Mapping[str, Any] | None = None,
         name: str = "istiod",
+        kubeconfig: Path | None = None,
     ) -> None:
         for address in config_sources:
             if address.startswith("file:"):
@@ -144,9 +148,10 @@ class Istiod(Process):
                 }
             )
         )
-        self.kube = KubeStub().start()
+        self.kube = KubeStub().start() if kubeconfig is None else None
         try:
-            kubeconfig = self.kube.write_kubeconfig(home / "kubeconfig")
+            if self.kube is not None:
+                kubeconfig = self.kube.write_kubeconfig(home / "kubeconfig")
             argv = [
                 binary,
                 "discovery",
@@ -180,7 +185,8 @@ class Istiod(Process):
             }
             super().__init__(name, argv, log, env=env, cwd=home)
         except BaseException:
-            self.kube.stop()
+            if self.kube is not None:
+                self.kube.stop()
             raise
 
     def noise(self, line: str) -> bool:
@@ -205,11 +211,12 @@ class Istiod(Process):
         )
 
     def stop(self, grace: float = 5.0) -> int | None:
-        """Stop istiod, then its stub Kubernetes API."""
+        """Stop istiod, then its stub Kubernetes API (if it has one)."""
         try:
             return super().stop(grace)
         finally:
-            self.kube.stop()
+            if self.kube is not None:
+                self.kube.stop()
 
 
 def start_istiod(
@@ -220,12 +227,22 @@ def start_istiod(
     mesh: Mapping[str, Any] | None = None,
     name: str = "istiod",
     binary: str | None = None,
+    kubeconfig: Path | None = None,
 ) -> Istiod:
     """Start istiod on ``config_sources`` (e.g. ``[fs_source(dir)]``) and wait until it is
-    ready; ``mesh`` adds to (or overrides) its mesh config.  Skips the test when there is
-    no istiod binary (see :func:`istiod_binary`)."""
+    ready; ``mesh`` adds to (or overrides) its mesh config; ``kubeconfig``: the cluster
+    its Kubernetes registry reads (else an empty stub).  Skips the test when there is no
+    istiod binary (see :func:`istiod_binary`)."""
     path = binary or istiod_binary()
     return _start(
-        lambda: Istiod(path, workdir, log, config_sources=config_sources, mesh=mesh, name=name),
+        lambda: Istiod(
+            path,
+            workdir,
+            log,
+            config_sources=config_sources,
+            mesh=mesh,
+            name=name,
+            kubeconfig=kubeconfig,
+        ),
         Istiod.wait_ready,
     )

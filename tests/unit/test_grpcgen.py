@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm_pb2,
@@ -77,6 +79,18 @@ def test_dns_service_is_logical_dns_on_its_endpoint_name() -> None:
     (lb,) = group.lb_endpoints
     address = lb.endpoint.address.socket_address
     assert (address.address, address.port_value) == ("localhost", 50051)
+
+
+def test_headless_kubernetes_service_is_an_eds_cluster_of_its_pods() -> None:
+    # grpcgen/cds.go BuildClusters: an EDS cluster for every port, whatever the resolution
+    headless = dataclasses.replace(svc(K8S, GRPC, resolution=Resolution.NONE), kubernetes=True)
+    assert grpcgen.serves(headless, GRPC) and grpcgen.eds(headless)
+    pods = [ep(K8S, "10.4.0.1", service_port=7070)]
+    cluster = grpcgen.build_cluster(headless, GRPC, pods, OPTIONS)
+    assert cluster is not None and cluster.type == cluster_pb2.Cluster.EDS
+    assert cluster.eds_cluster_config.service_name == f"outbound|7070||{K8S}"
+    udp = Port(number=53, protocol="UDP")
+    assert not grpcgen.serves(dataclasses.replace(headless, ports=(udp,)), udp)
 
 
 def test_nothing_grpc_would_reject_passthrough_alias_or_udp() -> None:

@@ -348,6 +348,29 @@ def test_a_mongo_port_gets_envoys_mongo_filter_before_the_tcp_proxy() -> None:
     assert names == ["envoy.filters.network.mongo_proxy", "envoy.filters.network.tcp_proxy"]
 
 
+def http_filter_names(listener: listener_pb2.Listener) -> list[str]:
+    manager = hcm_pb2.HttpConnectionManager()
+    (chain,) = [*listener.filter_chains, listener.default_filter_chain][:1]
+    chain.filters[0].typed_config.Unpack(manager)
+    return [f.name for f in manager.http_filters]
+
+
+def test_a_grpc_web_port_gets_the_grpc_web_filter_when_its_service_comes_first() -> None:
+    # listener_builder.go buildHTTPConnectionManager: the protocol of the port the chain
+    # is built for; the services after it share that chain
+    web = svc("web.example", Port(number=8002, protocol="GRPC-WEB"))
+    plain = svc("z.example", Port(number=8002, protocol="HTTP"))
+    for mode in Mode:
+        (listener,) = build_listeners(8002, [web, plain], mode)[0].values()
+        assert http_filter_names(listener) == [
+            "envoy.filters.http.grpc_web",
+            "envoy.filters.http.router",
+        ]
+    earlier = svc("a.example", Port(number=8002, protocol="HTTP"))
+    (listener,) = build_listeners(8002, [earlier, web], Mode.SIDECAR)[0].values()
+    assert http_filter_names(listener) == ["envoy.filters.http.router"]
+
+
 def test_the_http_chain_keeps_the_place_where_http_first_came() -> None:
     # istiod appends filter chains in service order: HTTP (a.example) before TLS (b.example)
     http = svc("a.example", Port(number=80, protocol="HTTP"))

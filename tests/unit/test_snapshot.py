@@ -286,6 +286,19 @@ def test_grpc_short_names_live_in_the_services_namespace_only(rig: Rig) -> None:
     assert names(snap, "lds/grpc@shop") == set() and names(snap, LDS_GRPC) == set()
 
 
+def test_grpc_short_names_of_one_name_in_two_namespaces_are_each_their_own(rig: Rig) -> None:
+    grpc = Port(number=7070, protocol="GRPC")
+    rig.upsert(svc(K8S, grpc, namespace="shop"))
+    snap = rig.upsert(svc("greeter.shop2.svc.cluster.local", grpc, namespace="shop2"))
+    assert "greeter:7070" in names(snap, "lds/grpc@shop")
+    assert "greeter:7070" in names(snap, "lds/grpc@shop2")
+    route = listener_pb2.Listener.FromString(snap.tables["lds/grpc@shop"]["greeter:7070"].body)
+    assert f"outbound|7070||{K8S}".encode() in route.api_listener.api_listener.value
+    snap = rig.apply(Delete(hostname="greeter.shop2.svc.cluster.local"))
+    assert names(snap, "lds/grpc@shop2") == set()
+    assert "greeter:7070" in names(snap, "lds/grpc@shop")
+
+
 def test_passthrough_services_are_not_served_to_grpc_clients(rig: Rig) -> None:
     snap = rig.upsert(svc("a.example", resolution=Resolution.NONE))
     assert names(snap, CDS) == {A}
@@ -301,6 +314,28 @@ def test_alias_routes_to_its_target_whichever_arrives_first(rig: Rig) -> None:
     assert "old.example" in domains(snap, RDS)["a.example:8080"]
     snap = rig.apply(Delete(hostname="old.example"))
     assert "old.example" not in domains(snap, RDS)["a.example:8080"]
+
+
+def grpc_domains(snap: Snapshot) -> list[str]:
+    route = route_pb2.RouteConfiguration.FromString(snap.tables[RDS][A].body)
+    (vhost,) = route.virtual_hosts
+    return list(vhost.domains)
+
+
+def test_alias_names_reach_the_grpc_route_of_its_target_whichever_arrives_first(rig: Rig) -> None:
+    # grpcgen/rds.go buildHTTPRoute takes the sidecar's virtual host, aliases included
+    rig.upsert(svc("old.example", alias_for="a.example"))
+    snap = rig.upsert(svc("a.example"))
+    assert "old.example:8080" in grpc_domains(snap)
+    snap = rig.apply(Delete(hostname="old.example"))
+    assert grpc_domains(snap) == ["a.example", "a.example:8080", "a.example.", "a.example.:8080"]
+    snap = rig.upsert(svc("new.example", alias_for="a.example"))
+    assert grpc_domains(snap)[4:] == [
+        "new.example",
+        "new.example:8080",
+        "new.example.",
+        "new.example.:8080",
+    ]
 
 
 def test_endpoint_change_of_a_headless_service_rebuilds_its_pod_listeners(rig: Rig) -> None:
