@@ -2,7 +2,9 @@
 
 For each registry type (``--registry``) and each N (``--services``), with ``--instances``
 instances a service: a server holding them (the Consul, Nacos and Kubernetes emulators
-in a process of their own, a real etcd; see :mod:`bench.scale_servers`), registryd
+in a process of their own, a real etcd; see :mod:`bench.scale_servers`; with
+``--real``, a real Consul agent and kube-apiserver instead of their emulators, see
+:mod:`bench.scale_real`), registryd
 started on it (one registry, ``--xdsWorkers=1``) and one ADS client that subscribes
 like Envoy (CDS wildcard, EDS for every EDS cluster it is sent), connected as soon as
 registryd listens.  Then:
@@ -49,6 +51,7 @@ import yaml
 from envoy.config.endpoint.v3 import endpoint_pb2
 
 from bench.common import CDS, EDS, tree_rss
+from bench.scale_real import RealConsul, RealKube
 from bench.scale_servers import EMULATED, EmulatedServer, EtcdBackend, Server
 from registryd.testing.ads import AdsClient, Response
 from tests.support.procs import free_ports
@@ -184,13 +187,25 @@ class Result:
     missed: int = 0  # changes the ADS client did not see within the deadline
 
 
-async def start_server(kind: str, services: int, instances: int, work: Path) -> Server:
-    if kind in EMULATED:
+async def start_server(kind: str, services: int, instances: int, work: Path, real: bool) -> Server:
+    """The server of a ``kind`` registry holding ``services`` x ``instances``: the real
+    one for etcd (and with ``real`` for Consul and Kubernetes), else the emulator."""
+    if kind in EMULATED and not (real and kind in ("consul", "kubernetes")):
         return await EmulatedServer.start(kind, services, instances)
-    etcd = EtcdBackend(work / "etcd")
-    (work / "etcd").mkdir()
-    await asyncio.to_thread(etcd.load, services, instances)
-    return etcd
+    (work / kind).mkdir()
+    backend: EtcdBackend | RealConsul | RealKube
+    if kind == "etcd":
+        backend = EtcdBackend(work / kind)
+    elif kind == "consul":
+        backend = RealConsul(work / kind)
+    else:
+        backend = RealKube(work / kind)
+    try:
+        await asyncio.to_thread(backend.load, services, instances)
+    except BaseException:
+        await backend.close()
+        raise
+    return backend
 
 
 async def until(check: Any, deadline: float, what: str, step: float = 0.05) -> None:
@@ -205,7 +220,7 @@ async def until(check: Any, deadline: float, what: str, step: float = 0.05) -> N
 async def measure(kind: str, services: int, args: argparse.Namespace, work: Path) -> Result:
     result = Result(kind, services, args.instances)
     loaded = time.monotonic()
-    server = await start_server(kind, services, args.instances, work)
+    server = await start_server(kind, services, args.instances, work, args.real)
     print(
         f"  server holds {services} x {args.instances} ({time.monotonic() - loaded:.1f} s)",
         flush=True,
@@ -337,6 +352,11 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument(
         "--change-timeout", type=float, default=300.0, help="seconds to wait for one change"
+    )
+    parser.add_argument(
+        "--real",
+        action="store_true",
+        help="a real Consul agent and kube-apiserver (scripts/build-servers) for those types",
     )
     parser.add_argument("--cprofile", help="profile registryd with cProfile into FILE.<reg>-<N>")
     args = parser.parse_args(argv)

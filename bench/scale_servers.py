@@ -49,6 +49,8 @@ __all__ = [
     "Server",
     "address",
     "hostname",
+    "kube_service",
+    "kube_slice",
 ]
 
 EMULATED = ("consul", "nacos", "kubernetes")
@@ -121,19 +123,20 @@ def _consul_register(emulator: ConsulEmulator, service: int, instance: int, addr
     )
 
 
-def _kube_service(service: int) -> dict[str, Any]:
+def kube_service(service: int) -> dict[str, Any]:
+    ip = service + 10  # clear of 10.96.0.1, the kubernetes Service of a real server
     return {
         "apiVersion": "v1",
         "kind": "Service",
         "metadata": {"name": f"svc-{service}", "namespace": NAMESPACE},
         "spec": {
-            "clusterIP": f"10.96.{service // 250}.{service % 250 + 1}",
+            "clusterIP": f"10.96.{ip // 250}.{ip % 250 + 1}",
             "ports": [{"name": "http", "port": 80, "targetPort": SERVICE_PORT, "protocol": "TCP"}],
         },
     }
 
 
-def _kube_slice(service: int, addresses: list[str]) -> dict[str, Any]:
+def kube_slice(service: int, addresses: list[str]) -> dict[str, Any]:
     return {
         "apiVersion": "discovery.k8s.io/v1",
         "kind": "EndpointSlice",
@@ -175,8 +178,8 @@ class _Emulation:
             kube = KubeEmulator()
             kube.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}})
             for i in range(services):
-                kube.apply(_kube_service(i))
-                kube.apply(_kube_slice(i, self.addresses[i]))
+                kube.apply(kube_service(i))
+                kube.apply(kube_slice(i, self.addresses[i]))
             server = kube
         else:
             raise ValueError(f"no emulator for {kind}")
@@ -202,7 +205,7 @@ class _Emulation:
             self.server.deregister(f"svc-{service}", old, SERVICE_PORT)
             self.server.register(f"svc-{service}", new_address, SERVICE_PORT)
         elif isinstance(self.server, KubeEmulator):
-            self.server.apply(_kube_slice(service, self.addresses[service]))
+            self.server.apply(kube_slice(service, self.addresses[service]))
 
 
 async def _child(kind: str, services: int, instances: int, workdir: Path) -> None:
