@@ -66,7 +66,9 @@ class ConsulAgent(Process):
         name: str = "consul",
         management_token: str | None = None,
         ports: tuple[int, int, int] | None = None,
+        hcl: tuple[str, ...] = (),
     ) -> None:
+        """``hcl``: more agent configuration, one ``-hcl`` argument each."""
         self.binary, self.workdir, self.management_token = binary, workdir, management_token
         self.http_port, self.serf_lan_port, self.server_port = ports or free_ports(3)
         self.data_dir = workdir / name
@@ -92,6 +94,7 @@ class ConsulAgent(Process):
         if management_token is not None:
             tokens = f'tokens {{ initial_management = "{management_token}" }}'
             argv.append(f'-hcl=acl {{ enabled = true default_policy = "deny" {tokens} }}')
+        argv += [f"-hcl={text}" for text in hcl]
         super().__init__(name, argv, log, cwd=self.data_dir)
 
     def _headers(self) -> dict[str, str]:

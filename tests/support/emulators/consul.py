@@ -164,6 +164,11 @@ class _ServiceFailure:
 
 @dataclass
 class _Datacenter:
+    """One datacenter's tables, with indexes by service name and by node kept in step
+    with them (every write goes through :meth:`put_service`, :meth:`drop_service`,
+    :meth:`put_check` and :meth:`drop_check`), so that reads and writes cost what the
+    service or node they touch holds, not what the whole catalog holds."""
+
     name: str
     index: int = 1  # raft index
     catalog_index: int = 1
@@ -173,12 +178,40 @@ class _Datacenter:
     nodes: dict[str, dict[str, Any]] = field(default_factory=dict)
     services: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     checks: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    by_name: dict[str, set[tuple[str, str]]] = field(default_factory=dict)
+    services_on: dict[str, set[tuple[str, str]]] = field(default_factory=dict)
+    checks_on: dict[str, set[tuple[str, str]]] = field(default_factory=dict)
+
+    def put_service(self, key: tuple[str, str], record: dict[str, Any]) -> None:
+        old = self.services.get(key)
+        if old is not None:
+            self.by_name[old["Service"]].discard(key)
+        self.services[key] = record
+        self.by_name.setdefault(record["Service"], set()).add(key)
+        self.services_on.setdefault(key[0], set()).add(key)
+
+    def drop_service(self, key: tuple[str, str]) -> dict[str, Any] | None:
+        old = self.services.pop(key, None)
+        if old is not None:
+            self.by_name[old["Service"]].discard(key)
+            self.services_on[key[0]].discard(key)
+        return old
+
+    def put_check(self, key: tuple[str, str], record: dict[str, Any]) -> None:
+        self.checks[key] = record
+        self.checks_on.setdefault(key[0], set()).add(key)
+
+    def drop_check(self, key: tuple[str, str]) -> dict[str, Any] | None:
+        old = self.checks.pop(key, None)
+        if old is not None:
+            self.checks_on[key[0]].discard(key)
+        return old
 
     def names_on(self, node: str) -> set[str]:
-        return {s["Service"] for (n, _), s in self.services.items() if n == node}
+        return {self.services[k]["Service"] for k in self.services_on.get(node, ())}
 
     def exists(self, name: str) -> bool:
-        return any(s["Service"] == name for s in self.services.values())
+        return bool(self.by_name.get(name))
 
     def health_index(self, name: str) -> int:
         """Consul's index of a service's health: its own, or for a service not in the
@@ -192,24 +225,25 @@ class _Datacenter:
         """Name -> tags of its instances, each tag once (sorted: Consul lists them in no
         set order)."""
         result: dict[str, set[str]] = {}
-        for service in self.services.values():
-            result.setdefault(service["Service"], set()).update(service["Tags"])
+        for name, keys in self.by_name.items():
+            if keys:
+                tags = result.setdefault(name, set())
+                for key in keys:
+                    tags.update(self.services[key]["Tags"])
         return {name: sorted(tags) for name, tags in sorted(result.items())}
 
     def entries(self, name: str) -> list[dict[str, Any]]:
         found = []
-        for (node_name, service_id), service in sorted(self.services.items()):
-            if service["Service"] != name:
-                continue
+        for key in sorted(self.by_name.get(name, ())):
+            node_name, service_id = key
             checks = [
                 c
-                for (n, _), c in sorted(self.checks.items())
-                if n == node_name and c["ServiceID"] in ("", service_id)
+                for c in (self.checks[k] for k in sorted(self.checks_on.get(node_name, ())))
+                if c["ServiceID"] in ("", service_id)
             ]
             checks.sort(key=lambda c: (c["ServiceID"] != "", c["CheckID"]))
-            found.append(
-                copy.deepcopy({"Node": self.nodes[node_name], "Service": service, "Checks": checks})
-            )
+            record = {"Node": self.nodes[node_name], "Service": self.services[key]}
+            found.append(copy.deepcopy({**record, "Checks": checks}))
         return found
 
 
@@ -600,7 +634,7 @@ class ConsulEmulator(LoopbackServer):
                 )
         dc.index += 1
         touched: set[str] = set()  # service names whose health entries changed
-        catalog_changed = False
+        catalog_changed = changed = False
         if update_node:
             node = {
                 "ID": _field(payload, "ID") or "",
@@ -610,7 +644,10 @@ class ConsulEmulator(LoopbackServer):
                 "TaggedAddresses": _field(payload, "TaggedAddresses") or None,
                 "Meta": _field(payload, "NodeMeta") or None,
             }
-            if self._store(dc.nodes, node_name, node, dc.index):
+            stored = self._stored(dc.nodes.get(node_name), node, dc.index)
+            if stored is not None:
+                dc.nodes[node_name] = stored
+                changed = True
                 touched |= dc.names_on(node_name)
         if isinstance(service_in, Mapping):
             name = _field(service_in, "Service")
@@ -634,8 +671,10 @@ class ConsulEmulator(LoopbackServer):
                     del service[omitted]
             key = (node_name, service["ID"])
             old = dc.services.get(key)
-            if self._store(dc.services, key, service, dc.index):
-                catalog_changed = True
+            stored = self._stored(old, service, dc.index)
+            if stored is not None:
+                dc.put_service(key, stored)
+                catalog_changed = changed = True
                 touched.add(name)
                 if old is not None:
                     touched.add(old["Service"])
@@ -643,17 +682,17 @@ class ConsulEmulator(LoopbackServer):
         if isinstance(_field(payload, "Check"), Mapping):
             checks.append(_field(payload, "Check"))
         for check_in in checks:
-            touched |= self._register_check(dc, node_name, check_in)
-        changed = any(  # what this write changed carries its index
-            record["ModifyIndex"] == dc.index
-            for table in (dc.nodes, dc.services, dc.checks)
-            for record in table.values()
-        )
+            check_touched = self._register_check(dc, node_name, check_in)
+            if check_touched is not None:
+                changed = True
+                touched |= check_touched
         self._bump(dc, touched, catalog_changed, changed)
 
     def _register_check(
         self, dc: _Datacenter, node_name: str, check_in: Mapping[str, Any]
-    ) -> set[str]:
+    ) -> set[str] | None:
+        """Store one check of a registration: the service names whose health it touched,
+        or None if it changed nothing."""
         check_id = _field(check_in, "CheckID") or _field(check_in, "Name")
         if not check_id:
             raise HTTPError(400, "Must provide a CheckID or Name")
@@ -681,8 +720,10 @@ class ConsulEmulator(LoopbackServer):
             "ExposedPort": _field(check_in, "ExposedPort") or 0,
             "Definition": _field(check_in, "Definition") or {},
         }
-        if not self._store(dc.checks, (node_name, check_id), check, dc.index):
-            return set()
+        stored = self._stored(dc.checks.get((node_name, check_id)), check, dc.index)
+        if stored is None:
+            return None
+        dc.put_check((node_name, check_id), stored)
         return {service_name} if service_name else dc.names_on(node_name)
 
     def _apply_deregister(self, payload: Mapping[str, Any], dc: _Datacenter) -> None:
@@ -694,16 +735,16 @@ class ConsulEmulator(LoopbackServer):
         touched: set[str] = set()
         catalog_changed = changed = False
         if service_id:
-            service = dc.services.pop((node_name, service_id), None)
+            service = dc.drop_service((node_name, service_id))
             if service is not None:
                 touched.add(service["Service"])
                 catalog_changed = True
                 changed = True
-                for key in [k for k, c in dc.checks.items() if k[0] == node_name]:
+                for key in list(dc.checks_on.get(node_name, ())):
                     if dc.checks[key]["ServiceID"] == service_id:
-                        del dc.checks[key]
+                        dc.drop_check(key)
         elif check_id:
-            check = dc.checks.pop((node_name, check_id), None)
+            check = dc.drop_check((node_name, check_id))
             if check is not None:
                 changed = True
                 touched |= {check["ServiceName"]} if check["ServiceID"] else dc.names_on(node_name)
@@ -712,25 +753,24 @@ class ConsulEmulator(LoopbackServer):
             touched |= dc.names_on(node_name)
             catalog_changed = bool(touched)
             del dc.nodes[node_name]
-            for key in [k for k in dc.services if k[0] == node_name]:
-                del dc.services[key]
-            for key in [k for k in dc.checks if k[0] == node_name]:
-                del dc.checks[key]
+            for key in list(dc.services_on.get(node_name, ())):
+                dc.drop_service(key)
+            for key in list(dc.checks_on.get(node_name, ())):
+                dc.drop_check(key)
         self._bump(dc, touched, catalog_changed, changed)
 
     @staticmethod
-    def _store(
-        table: dict[Any, dict[str, Any]], key: Any, value: dict[str, Any], index: int
-    ) -> bool:
-        """Put ``value`` under ``key`` with Create/ModifyIndex; False if nothing changed."""
-        old = table.get(key)
+    def _stored(
+        old: dict[str, Any] | None, value: dict[str, Any], index: int
+    ) -> dict[str, Any] | None:
+        """``value`` with Create/ModifyIndex, to replace ``old``; None if it changes
+        nothing."""
         if old is not None:
             bare = {k: v for k, v in old.items() if k not in ("CreateIndex", "ModifyIndex")}
             if bare == value:
-                return False
+                return None
         created = old["CreateIndex"] if old is not None else index
-        table[key] = {**value, "CreateIndex": created, "ModifyIndex": index}
-        return True
+        return {**value, "CreateIndex": created, "ModifyIndex": index}
 
     def _bump(
         self, dc: _Datacenter, touched: set[str], catalog_changed: bool, changed: bool
