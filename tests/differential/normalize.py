@@ -224,16 +224,20 @@ def _cidr_addresses(served: Served, side: str) -> None:
 
 def _grpc_overlapping_wildcards(served: Served, side: str) -> None:
     """istiod's virtual hosts, in a proxyless gRPC route ``outbound|<port>||<host>``, of
-    other hostnames that overlap ``<host>`` by wildcard, beside ``<host>``'s own."""
+    other hostnames that overlap ``<host>`` by wildcard.  Where ``<host>`` has none of
+    its own (a port not declared HTTP), the route is left empty, as the ``grpc-non-http``
+    rule expects it."""
     if side != "istiod":
         return
     for name, route in served.get("rds", {}).items():
         if not name.startswith("outbound|"):
             continue
         port, host = name.split("|")[1], name.split("|")[3]
-        hosts = route.get("virtual_hosts", [])
-        if any(h.get("name") == f"{host}:{port}" for h in hosts):
-            route["virtual_hosts"] = [h for h in hosts if h.get("name") == f"{host}:{port}"]
+        own = [h for h in route.get("virtual_hosts", []) if h.get("name") == f"{host}:{port}"]
+        if own:
+            route["virtual_hosts"] = own
+        else:
+            route.pop("virtual_hosts", None)  # as served JSON has an empty list
 
 
 RULES: tuple[Rule, ...] = (
@@ -296,7 +300,8 @@ RULES: tuple[Rule, ...] = (
         "in istiod's proxyless gRPC route for a hostname, the virtual hosts of other "
         "hostnames that overlap it by wildcard (its own virtual host kept)",
         "a call's authority matches its own hostname's domains, which win over wildcard "
-        "ones: the others are never chosen",
+        "ones: the others are never chosen, except for a port not declared HTTP, where "
+        "istiod's call would go to the other hostname's cluster",
         "proxyless gRPC, hostnames a wildcard host overlaps",
         _grpc_overlapping_wildcards,
     ),

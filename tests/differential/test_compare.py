@@ -78,7 +78,7 @@ def test_a_proxyless_dns_service_is_compared_as_the_documented_difference() -> N
 
 def test_a_proxyless_route_on_a_port_not_declared_http_is_the_documented_difference() -> None:
     route, cluster = "outbound|5432||db.example", "outbound|5432||db.example"
-    vhost = {"name": "db", "routes": [{"route": {"cluster": cluster}}]}
+    vhost = {"name": "db.example:5432", "routes": [{"route": {"cluster": cluster}}]}
     istiod = {"rds": {route: {"name": route}}}
     ours = {
         "rds": {route: {"name": route, "virtual_hosts": [vhost]}},
@@ -87,7 +87,7 @@ def test_a_proxyless_route_on_a_port_not_declared_http_is_the_documented_differe
     }
     assert compare(istiod, ours) == []
     # a virtual host istiod has too is compared as usual
-    other = {"rds": {route: {"name": route, "virtual_hosts": [{**vhost, "name": "x"}]}}}
+    other = {"rds": {route: {"name": route, "virtual_hosts": [{**vhost, "routes": []}]}}}
     assert compare(other, ours) != []
 
 
@@ -268,8 +268,12 @@ def test_overlapping_wildcard_virtual_hosts_of_a_grpc_route_are_left_out_of_isti
     other = {"name": "*.x.example:80", "domains": ["*.x.example"]}
     istiod = {"rds": {name: {"virtual_hosts": [other, own]}}}
     assert compare(istiod, {"rds": {name: {"virtual_hosts": [own]}}}) == []
-    # without its own virtual host on istiod's side nothing is taken out
-    assert compare({"rds": {name: {"virtual_hosts": [other]}}}, {"rds": {name: {}}}) != []
+    # without its own virtual host (a port not declared HTTP) istiod's route is empty,
+    # and registryd's route to the hostname itself is the grpc-non-http row
+    theirs = {"rds": {name: {"virtual_hosts": [other]}}}
+    assert compare(theirs, {"rds": {name: {}}}) == []
+    assert compare(theirs, {"rds": {name: {"virtual_hosts": [own]}}}) == []
+    assert compare({"rds": {name: {"virtual_hosts": [own]}}}, {"rds": {name: {}}}) != []
 
 
 def test_a_loopback_listener_whose_port_route_has_two_hosts_is_shared() -> None:
