@@ -24,8 +24,8 @@ from typing import Any
 
 from bench.scale_servers import (
     NAMESPACE,
-    SERVICE_PORT,
     address,
+    consul_registration,
     kube_service,
     kube_slice,
 )
@@ -36,27 +36,6 @@ __all__ = ["RealConsul", "RealKube"]
 
 LOAD_WORKERS = 8
 KUBE_RESOURCES = ("services", "endpointslices", "pods", "nodes", "namespaces")
-
-
-def _registration(service: int, instance: int, addr: str) -> dict[str, Any]:
-    sid = f"svc-{service}-{instance}"
-    return {
-        "Node": sid,
-        "Address": address(service, instance),
-        "Service": {
-            "ID": sid,
-            "Service": f"svc-{service}",
-            "Address": addr,
-            "Port": SERVICE_PORT,
-            "Meta": {"protocol": "http"},
-        },
-        "Check": {
-            "CheckID": f"service:{sid}",
-            "Name": "health",
-            "ServiceID": sid,
-            "Status": "passing",
-        },
-    }
 
 
 class RealConsul:
@@ -81,7 +60,7 @@ class RealConsul:
         with concurrent.futures.ThreadPoolExecutor(LOAD_WORKERS) as pool:
             jobs = [
                 pool.submit(
-                    self.agent.put, "/v1/catalog/register", _registration(i, j, address(i, j))
+                    self.agent.put, "/v1/catalog/register", consul_registration(i, j, address(i, j))
                 )
                 for i in range(services)
                 for j in range(instances)
@@ -93,7 +72,7 @@ class RealConsul:
         return {"name": "bench", "type": "consul", "address": self.agent.address}
 
     async def change(self, service: int, instance: int, new_address: str) -> None:
-        body = _registration(service, instance, new_address)
+        body = consul_registration(service, instance, new_address)
         await asyncio.to_thread(self.agent.put, "/v1/catalog/register", body)
 
     def _count(self) -> int:

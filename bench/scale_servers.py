@@ -100,27 +100,31 @@ class Server(Protocol):
 # -- emulators, in process (the child's side) -------------------------------------------
 
 
-def _consul_register(emulator: ConsulEmulator, service: int, instance: int, addr: str) -> None:
+def consul_registration(service: int, instance: int, addr: str) -> dict[str, Any]:
+    """The catalog registration of instance ``instance`` of service ``service`` at
+    ``addr``, with a passing check (for the emulator and the real agent alike)."""
     sid = f"svc-{service}-{instance}"
-    emulator.register(
-        {
-            "Node": sid,
-            "Address": address(service, instance),
-            "Service": {
-                "ID": sid,
-                "Service": f"svc-{service}",
-                "Address": addr,
-                "Port": SERVICE_PORT,
-                "Meta": {"protocol": "http"},
-            },
-            "Check": {
-                "CheckID": f"service:{sid}",
-                "Name": "health",
-                "ServiceID": sid,
-                "Status": "passing",
-            },
-        }
-    )
+    return {
+        "Node": sid,
+        "Address": address(service, instance),
+        "Service": {
+            "ID": sid,
+            "Service": f"svc-{service}",
+            "Address": addr,
+            "Port": SERVICE_PORT,
+            "Meta": {"protocol": "http"},
+        },
+        "Check": {
+            "CheckID": f"service:{sid}",
+            "Name": "health",
+            "ServiceID": sid,
+            "Status": "passing",
+        },
+    }
+
+
+def _consul_register(emulator: ConsulEmulator, service: int, instance: int, addr: str) -> None:
+    emulator.register(consul_registration(service, instance, addr))
 
 
 def kube_service(service: int) -> dict[str, Any]:
