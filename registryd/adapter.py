@@ -74,7 +74,7 @@ __all__ = [
 T = TypeVar("T")
 
 
-API_VERSION = "1.3"
+API_VERSION = "1.4"
 """The version of the adapter API: :class:`Adapter`, :class:`AdapterContext`, the update
 types, :func:`increments`, :class:`Published`, :class:`LastGood`, :func:`follow`,
 :func:`off_loop`, :func:`describe_error`, the bounded JSON reader of
@@ -83,7 +83,8 @@ and what :mod:`registryd`
 lists as public.  The minor number grows with additions, the major one with changes a
 plugin must follow.  1.2 added the optional factory attributes ``default_priority``,
 ``log_scope`` and ``log_description`` (:class:`AdapterFactory`), 1.3 ``default_export``
-and :attr:`registryd.model.Health.UNKNOWN` (a source that says nothing of health)."""
+and :attr:`registryd.model.Health.UNKNOWN` (a source that says nothing of health), 1.4
+:attr:`Problems.status`."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -119,12 +120,16 @@ class Problems:
     ``removed`` optionally names the sources that went away since the adapter's previous
     ``Problems`` (a deleted file): an error of theirs that is no longer listed was
     removed with them rather than fixed, and is logged so.
+    ``status`` (since API 1.4) says how the adapter follows its registry now, a few short
+    key/value pairs shown as they are on ``/debug/configz`` (e.g. ``{"mode": "push"}``,
+    or a fallback to polling and why).
     """
 
     errors: Mapping[str, str] = field(default_factory=dict)
     sources: Mapping[str, Any] = field(default_factory=dict)
     warnings: tuple[str, ...] = ()
     removed: tuple[str, ...] = ()
+    status: Mapping[str, str] = field(default_factory=dict)
 
 
 Update = Replace | Upsert | Delete | Problems

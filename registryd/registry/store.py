@@ -15,13 +15,13 @@ Contracts:
 * Endpoints are stamped with the shard they came from (``Endpoint.source``).
 * A shard whose adapter fails keeps its last good state (``mark_failed`` only flips the
   synced flag and records the error).
-* ``Problems`` replace the shard's errors, sources and warnings; errors that are new or
+* ``Problems`` replace the shard's errors, sources, warnings and status; errors that are new or
   changed and new warnings are logged as warnings, cleared errors at info, under the
   log scope the registry type's adapter declares (``serviceentry``, ``consul``...).
   Whatever an adapter (a plugin's too) reports is bounded here: at most ``MAX_ERRORS``
   errors (the first by source; a warning counts the rest) and ``MAX_WARNINGS``
-  warnings, source names cut to ``MAX_SOURCE`` characters and messages to
-  ``MAX_MESSAGE``.
+  warnings, ``MAX_STATUS`` status entries, source names and status keys cut to
+  ``MAX_SOURCE`` characters and messages and status values to ``MAX_MESSAGE``.
 * Each shard is *exported* (to istiod, over MCP) or not: the one :meth:`RegistryStore.expect`
   declared, else its type's default.  ``View.exported`` is the merge of the exported
   shards alone, by the same rules (it is ``View.services`` itself while every shard is
@@ -59,6 +59,7 @@ log = logging.getLogger("registryd.registry")
 
 MAX_ERRORS = 1000  # errors kept per registry
 MAX_WARNINGS = 100  # warnings kept per registry
+MAX_STATUS = 16  # status entries kept per registry
 MAX_SOURCE = 512  # characters of a source name
 MAX_MESSAGE = 2000  # characters of an error or a warning
 
@@ -90,6 +91,7 @@ class ShardState:
     problems: Mapping[str, str] = field(default_factory=dict)
     sources: Mapping[str, Any] = field(default_factory=dict)
     warnings: tuple[str, ...] = ()
+    status: Mapping[str, str] = field(default_factory=dict)
     events: int = 0
 
     @property
@@ -195,6 +197,7 @@ class RegistryStore:
             shard.problems = dict(update.errors)
             shard.sources = dict(update.sources)
             shard.warnings = tuple(update.warnings)
+            shard.status = dict(update.status)
             return None
         all_synced = False  # this update is the last configured shard's first full state
         if isinstance(update, Replace):
@@ -326,8 +329,11 @@ def bounded(problems: Problems) -> Problems:
     """``problems`` within the store's limits (see the module docstring); the same object
     when it is within them already."""
     errors, warnings, removed = problems.errors, problems.warnings, problems.removed
+    status = problems.status
     if (
-        len(errors) <= MAX_ERRORS
+        len(status) <= MAX_STATUS
+        and all(len(k) <= MAX_SOURCE and len(v) <= MAX_MESSAGE for k, v in status.items())
+        and len(errors) <= MAX_ERRORS
         and len(warnings) <= MAX_WARNINGS
         and all(len(s) <= MAX_SOURCE and len(m) <= MAX_MESSAGE for s, m in errors.items())
         and all(len(w) <= MAX_MESSAGE for w in warnings)
@@ -348,6 +354,10 @@ def bounded(problems: Problems) -> Problems:
         },
         warnings=tuple(notes),
         removed=tuple(clip(s, MAX_SOURCE, escaped=False) for s in removed),
+        status={
+            clip(k, MAX_SOURCE, escaped=False): clip(status[k], MAX_MESSAGE, escaped=False)
+            for k in sorted(status)[:MAX_STATUS]
+        },
     )
 
 

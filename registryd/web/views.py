@@ -202,6 +202,7 @@ def configz(
                 "events": shard.events,
                 "errors": redact(dict(sorted(shard.problems.items()))),
                 "warnings": redact(list(shard.warnings)),
+                "status": redact(dict(shard.status)),
                 "sources": redact(dict(sorted(shard.sources.items()))),
             }
         )

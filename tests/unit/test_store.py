@@ -17,6 +17,7 @@ from registryd.registry.store import (
     MAX_ERRORS,
     MAX_MESSAGE,
     MAX_SOURCE,
+    MAX_STATUS,
     MAX_WARNINGS,
     ChangeEvent,
     RegistryStore,
@@ -338,6 +339,19 @@ def test_what_an_adapter_reports_is_bounded(
     )
     assert len(caplog.records) == MAX_ERRORS + MAX_WARNINGS + 2
     assert max(len(r.getMessage()) for r in caplog.records) < MAX_MESSAGE + 100
+
+
+def test_status_is_bounded_and_replaced_by_each_problems(store: RegistryStore) -> None:
+    status = {f"k{i:02}": "v" * (MAX_MESSAGE + 5) for i in range(MAX_STATUS + 3)}
+    status["s" * (MAX_SOURCE + 1)] = "x"
+    store.apply(A, Problems(status=status))
+    kept = store.shards[A].status
+    assert len(kept) == MAX_STATUS and min(kept) == "k00"
+    assert kept["k00"] == "v" * MAX_MESSAGE + "...(5 more chars)"
+    store.apply(A, Problems(status={"mode": "push"}))
+    assert store.shards[A].status == {"mode": "push"}
+    store.apply(A, Problems())
+    assert store.shards[A].status == {}
 
 
 def test_problems_within_the_bounds_are_kept_as_they_are() -> None:

@@ -252,7 +252,12 @@ async def test_problems_and_warnings_are_shown(harness: Harness) -> None:
     labels = (("provider", "memory"), ("registry", "mem"))
     warning = f"host {HOST} is defined twice; the first definition is used"
     harness.memory.report(
-        Problems(errors={"src": "src: broken"}, sources={"src": {"k": 1}}, warnings=(warning,))
+        Problems(
+            errors={"src": "src: broken"},
+            sources={"src": {"k": 1}},
+            warnings=(warning,),
+            status={"mode": "poll", "why": "push refused"},
+        )
     )
 
     async def reported() -> Any:
@@ -264,6 +269,7 @@ async def test_problems_and_warnings_are_shown(harness: Harness) -> None:
     (config,) = await get(harness, "/debug/configz")
     assert (config["errors"], config["warnings"]) == ({"src": "src: broken"}, [warning])
     assert config["sources"] == {"src": {"k": 1}}
+    assert config["status"] == {"mode": "poll", "why": "push refused"}
     status = await get(harness, "/debug/push_status")
     assert status["registryd_registry_warnings"] == {"memory/mem": [warning]}
     assert status["registryd_config_errors"] == {"memory/mem": {"src": "src: broken"}}
@@ -271,7 +277,7 @@ async def test_problems_and_warnings_are_shown(harness: Harness) -> None:
     harness.memory.report(Problems())
     await until(lambda: _cleared(harness, labels), "the warning to clear from the metrics")
     (config,) = await get(harness, "/debug/configz")
-    assert (config["errors"], config["warnings"]) == ({}, [])
+    assert (config["errors"], config["warnings"], config["status"]) == ({}, [], {})
     assert (await get(harness, "/debug/push_status"))["registryd_registry_warnings"] == {}
 
 
