@@ -31,7 +31,14 @@ Contract (see :mod:`registryd.adapter`):
   catalog keep being followed meanwhile.  Polled services follow the same rule.
 * Connections: one per blocking query held open.  A Consul agent allows 200 per client
   address by default (``limits.http_max_conns_per_client``), so at most ``max_watches``
-  blocking queries run (the catalogs' included); services beyond that budget are polled
+  blocking queries run (the catalogs' included).  With ``max_watches: auto`` (the
+  default) each run first reads the agent's limit from ``GET /v1/agent/self``
+  (``DebugConfig.HTTPMaxConnsPerClient``; it needs ``agent:read``) and takes
+  :func:`watch_budget` of it: 3/4 of the limit (the rest for other clients on the same
+  address) less the connections polls take, within registryd's own open-file limit; an
+  agent that does not say (a refused ACL, an error) is taken to have Consul's default.
+  The ``status`` of the Problems says how many services are watched and how many
+  polled, and from what limit.  Services beyond that budget are polled
   instead: a query without ``index`` every ``poll_interval`` seconds (±10 %), at most
   :data:`POLL_CONCURRENCY` at a time, and a warning in the Problems says how many.  A
   freed budget (a watched service gone) turns the first polled service, by name, into a
@@ -56,6 +63,7 @@ import contextlib
 import dataclasses
 import logging
 import random
+import resource
 import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -82,10 +90,13 @@ __all__ = [
     "RateLimiter",
     "ServiceQueryError",
     "next_index",
+    "watch_budget",
 ]
 
 log = logging.getLogger("registryd.consul")
 
+AGENT_DEFAULT_CONNS = 200  # Consul's default limits.http_max_conns_per_client
+FILES_RESERVED = 256  # open files left for the rest of registryd
 QUERY_RATE = 1.0  # queries a second per watch, once the burst is used up
 QUERY_BURST = 2  # Consul's advice: a token bucket with a burst of 2
 BACKOFF_MIN = 1.0  # seconds: a query that came back early with the same index...
@@ -94,6 +105,24 @@ EARLY = 0.9  # a blocking query that returns before EARLY * wait did not wait it
 POLL_CONCURRENCY = 4  # polled services' queries in flight at once
 
 Sleep = Callable[[float], Awaitable[object]]
+
+
+def watch_budget(agent_limit: int, open_files: int, catalogs: int) -> int:
+    """``max_watches: auto``: the blocking queries to hold against an agent that allows
+    ``agent_limit`` connections per client address (0 or less: no limit), when this
+    process may open ``open_files`` files: 3/4 of the agent's limit, and 3/4 of the
+    open files beyond :data:`FILES_RESERVED`, less the :data:`POLL_CONCURRENCY`
+    connections polls take, but always room for ``catalogs`` watches and one more."""
+    budget = (max(0, open_files - FILES_RESERVED) * 3) // 4
+    if agent_limit > 0:
+        budget = min(budget, (agent_limit * 3) // 4)
+    return max(budget - POLL_CONCURRENCY, catalogs + 1)
+
+
+def open_files_limit() -> int:
+    """This process's soft limit of open files (a large number where there is none)."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return soft if soft != resource.RLIM_INFINITY else 1 << 20
 
 
 def next_index(last: int | None, returned: int) -> int:
@@ -274,6 +303,11 @@ class _Run:
         )
         self.events: asyncio.Queue[_Event] = asyncio.Queue()
         self.watches: dict[_Target, _Watch] = {}
+        self.blocking = 0  # watches in self.watches that block (the catalogs' included)
+        self.services = 0  # watches in self.watches that follow a service
+        self.max_watches = settings.max_watches or 0  # see budget(), for auto
+        self.limit_note = "" if settings.max_watches else "not read yet"
+        self._shown: tuple[tuple[Problems, int, int], Problems] | None = None
         self.stopped: set[asyncio.Task[None]] = set()
         self.pending: set[_Target] = set()  # watches that have not answered yet
         self.polls = asyncio.Semaphore(POLL_CONCURRENCY)
@@ -302,30 +336,76 @@ class _Run:
             raise ServiceQueryError(message) from exc
 
     def start(self, target: _Target, *, blocking: bool = True) -> None:
+        assert target not in self.watches
         self.watches[target] = _Watch(target, self, self.events.put_nowait, blocking=blocking)
+        self.blocking += blocking
+        self.services += target.service is not None
         self.pending.add(target)
+
+    async def budget(self, open_files: int) -> None:
+        """Settle ``max_watches``: the setting, or (auto) :func:`watch_budget` of the
+        limit the agent reports, or of Consul's default if it does not say why."""
+        if self.settings.max_watches is not None:
+            return
+        catalogs = max(1, len(self.settings.datacenters))
+        try:
+            agent = await self.client.http.get(
+                self.client.decode_body, "/v1/agent/self", headers=self.client.prepare_headers()
+            )
+            limit = agent["DebugConfig"]["HTTPMaxConnsPerClient"]
+            if isinstance(limit, bool) or not isinstance(limit, int):
+                raise ValueError(f"HTTPMaxConnsPerClient is {limit!r}")
+            self.limit_note = f"auto: the agent allows {limit} connections per client"
+        except Exception as exc:  # not CancelledError: that is a BaseException
+            limit = AGENT_DEFAULT_CONNS
+            self.limit_note = (
+                f"auto: the agent's connection limit is not readable from /v1/agent/self "
+                f"({describe_error(exc)}; reading it needs agent:read); taken as Consul's "
+                f"default {limit}"
+            )
+            log.info("consul %s: %s", self.name, self.limit_note)
+        self.max_watches = watch_budget(limit, open_files, catalogs)
 
     def _budget(self) -> int:
         """How many more blocking queries ``max_watches`` allows."""
-        return self.settings.max_watches - sum(w.blocking for w in self.watches.values())
+        return self.max_watches - self.blocking
 
     def problems(self) -> Problems:
-        """The state's problems, plus a warning while services are polled."""
+        """The state's problems, plus a warning while services are polled, and the
+        status: how many services are watched and how many polled.  The same object
+        until one of those changed (so that comparing it with the last one shown is
+        cheap)."""
         problems = self.state.problems()
-        polled = sum(not w.blocking for w in self.watches.values())
-        if not polled:
-            return problems
-        services = sum(t.service is not None for t in self.watches)
-        note = (
-            f"{polled} of {services} services are polled every "
-            f"{self.settings.poll_interval:g}s instead of watched: all {self.settings.max_watches} "
-            f"blocking queries of 'max_watches' are in use (raise it together with the "
-            f"agent's limits.http_max_conns_per_client to watch every service)"
-        )
-        return dataclasses.replace(problems, warnings=(*problems.warnings, note))
+        polled = len(self.watches) - self.blocking
+        key = (problems, polled, self.services)
+        if self._shown is not None:
+            (last, *counts), shown = self._shown
+            if last is problems and counts == [polled, self.services]:
+                return shown
+        watched = self.services - polled
+        status = {
+            "mode": f"blocking queries: {watched} of {self.services} services watched",
+            "max_watches": f"{self.max_watches}"
+            + (f" ({self.limit_note})" if self.limit_note else ""),
+        }
+        if polled:
+            status["polled"] = f"{polled} services, every {self.settings.poll_interval:g}s"
+            note = (
+                f"{polled} of {self.services} services are polled every "
+                f"{self.settings.poll_interval:g}s instead of watched: all "
+                f"{self.max_watches} blocking queries of 'max_watches' are in use "
+                f"(raise the agent's limits.http_max_conns_per_client, and 'max_watches' "
+                f"if set, to watch every service)"
+            )
+            problems = dataclasses.replace(problems, warnings=(*problems.warnings, note))
+        result = dataclasses.replace(problems, status=status)
+        self._shown = (key, result)
+        return result
 
     def stop(self, target: _Target) -> None:
         watch = self.watches.pop(target)
+        self.blocking -= watch.blocking
+        self.services -= target.service is not None
         self.pending.discard(target)
         watch.task.cancel()
         self.stopped.add(watch.task)
@@ -377,10 +457,12 @@ class _Run:
             self.stop(_Target(datacenter, name))
         for name in sorted(wanted - running):
             self.start(_Target(datacenter, name), blocking=self._budget() > 0)
-        polled = sorted(t for t, w in self.watches.items() if not w.blocking)
-        for target in polled[: max(0, self._budget())]:  # budget freed: watch them now
-            self.stop(target)
-            self.start(target)
+        freed = self._budget()
+        if freed > 0 and len(self.watches) > self.blocking:  # budget freed: watch them now
+            polled = sorted(t for t, w in self.watches.items() if not w.blocking)
+            for target in polled[:freed]:
+                self.stop(target)
+                self.start(target)
 
     async def apply_queued(self) -> None:
         """Wait for an event, then apply it and every other one already queued."""
@@ -393,6 +475,7 @@ class _Run:
         shutdown while the run is already ending after an error)."""
         tasks = [w.task for w in self.watches.values()] + list(self.stopped)
         self.watches.clear()
+        self.blocking = self.services = 0
         for task in tasks:
             task.cancel()
         try:
@@ -438,6 +521,7 @@ class ConsulAdapter:
         except (OSError, ssl.SSLError) as exc:  # TLS files: missing, unreadable, wrong
             raise ConsulError(f"consul {self.name}: TLS setup: {describe_error(exc)}") from exc
         try:
+            await run.budget(open_files_limit())
             for datacenter in self.settings.datacenters or ("",):
                 run.start(_Target(datacenter))
             while run.pending:

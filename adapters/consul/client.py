@@ -71,6 +71,20 @@ class Reply:
 def decode(response: Any, limits: JsonLimits) -> Reply:
     """The reply of ``response``: py-consul's status check (its exceptions for an error
     status), the body parsed within ``limits``, ``X-Consul-Index`` and our headers."""
+    data = decode_body(response, limits)
+    raw_index = response.headers.get("X-Consul-Index")
+    try:
+        index = int(raw_index)
+    except (TypeError, ValueError):
+        raise ConsulError(f"X-Consul-Index {str(raw_index)[:40]!r} is not a number") from None
+    filtered = str(response.headers.get(FILTERED_HEADER, "")).lower() == "true"
+    default_deny = str(response.headers.get(DEFAULT_POLICY_HEADER, "")).lower() == "deny"
+    return Reply(index, data, filtered, default_deny)
+
+
+def decode_body(response: Any, limits: JsonLimits) -> Any:
+    """The body of ``response`` parsed within ``limits``, after py-consul's status check
+    (for a reply that is not a catalog read, without ``X-Consul-Index``)."""
     if response.code >= 400:
         CB.json(allow_404=False)(response)  # raises for the status, before any parsing
     try:
@@ -80,14 +94,7 @@ def decode(response: Any, limits: JsonLimits) -> Reply:
         raise ConsulError(f"{exc}{setting}") from None
     except ValueError:
         raise ConsulError(f"Failed to decode JSON: {response.body[:100]!r}") from None
-    raw_index = response.headers.get("X-Consul-Index")
-    try:
-        index = int(raw_index)
-    except (TypeError, ValueError):
-        raise ConsulError(f"X-Consul-Index {str(raw_index)[:40]!r} is not a number") from None
-    filtered = str(response.headers.get(FILTERED_HEADER, "")).lower() == "true"
-    default_deny = str(response.headers.get(DEFAULT_POLICY_HEADER, "")).lower() == "deny"
-    return Reply(index, data, filtered, default_deny)
+    return data
 
 
 class _HTTPClient(consul.base.HTTPClient):  # type: ignore[misc]
@@ -209,6 +216,10 @@ class ConsulClient(consul.aio.Consul):  # type: ignore[misc]
     def decode(self, response: Any) -> Reply:
         """:func:`decode` within this registry's limits: the callback of ``http.get``."""
         return decode(response, self.limits)
+
+    def decode_body(self, response: Any) -> Any:
+        """:func:`decode_body` within this registry's limits."""
+        return decode_body(response, self.limits)
 
 
 def ssl_context(settings: ConsulSettings) -> ssl.SSLContext | None:

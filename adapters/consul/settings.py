@@ -25,10 +25,13 @@ setting                default               meaning
 ``hostname``           see below             template: ``{service}``, ``{datacenter}``
 ``namespace``          ``default``           namespace of every service
 ``warning_is_healthy`` ``true``              a ``warning`` instance still gets traffic
-``max_watches``        ``150``               blocking queries held open at once (the
+``max_watches``        ``auto``              blocking queries held open at once (the
                                              catalog's included); services beyond are
-                                             polled (the agent allows 200 connections
-                                             per client by default)
+                                             polled.  ``auto``: 3/4 of the agent's
+                                             ``limits.http_max_conns_per_client`` (200
+                                             by default) less 4 for polls, so 146,
+                                             read from ``/v1/agent/self`` at each
+                                             start
 ``poll_interval``      ``15``                seconds between polls of such a service
 ``kinds``              ``[typical]``         Consul service kinds to use: ``typical``,
                                              ``connect-proxy``, ``mesh-gateway``,
@@ -95,6 +98,7 @@ SETTINGS = (
 )
 DEFAULT_MAX_RESPONSE_BYTES = 16 * 2**20
 MIN_RESPONSE_BYTES = 1024
+AUTO = "auto"
 DEFAULT_MAX_WATCHES = 150  # Consul's limits.http_max_conns_per_client is 200 by default
 DEFAULT_POLL_INTERVAL = 15.0
 TYPICAL = "typical"  # Consul's name for the kind of a plain service (an empty Kind)
@@ -124,7 +128,7 @@ class ConsulSettings:
     namespace: str = "default"
     warning_is_healthy: bool = True
     kinds: frozenset[str] = frozenset({""})  # Service.Kind values; "" = typical
-    max_watches: int = DEFAULT_MAX_WATCHES
+    max_watches: int | None = None  # None: auto, from the agent's connection limit
     poll_interval: float = DEFAULT_POLL_INTERVAL
     max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
 
@@ -192,7 +196,9 @@ def parse_settings(name: str, settings: Mapping[str, Any]) -> ConsulSettings:
     )
 
 
-def _max_watches(reader: SettingsReader, catalogs: int) -> int:
+def _max_watches(reader: SettingsReader, catalogs: int) -> int | None:
+    if reader.get("max_watches", AUTO) == AUTO:
+        return None
     value = reader.whole("max_watches", DEFAULT_MAX_WATCHES)
     if value <= catalogs:
         raise reader.error(

@@ -91,25 +91,21 @@ class ConsulState:
         give a hostname, but never :data:`SERVER_SERVICE`).  Services no longer listed
         are dropped."""
         current = set(names) - {SERVER_SERVICE}
-        for name in self._names.get(datacenter, set()) - current:
+        previous = self._names.get(datacenter, set())
+        for name in previous - current:
             key = (datacenter, name)
             self._rejected.pop(key, None)
             self._failed.pop(key, None)
             self._drop(key)
             self._problems = None
         self._names[datacenter] = current
-        watch = set()
-        for name in current:
-            key = (datacenter, name)
+        for name in current - previous:  # a name always gives the same hostname (or error)
             try:
                 hostname_for(self.options.hostname, name, datacenter)
             except EntryError as exc:
-                if self._rejected.get(key) != str(exc):
-                    self._rejected[key] = str(exc)
-                    self._problems = None
-                continue
-            watch.add(name)
-        return watch
+                self._rejected[(datacenter, name)] = str(exc)
+                self._problems = None
+        return {name for name in current if (datacenter, name) not in self._rejected}
 
     def health(self, datacenter: str, name: str, entries: Sequence[Any]) -> None:
         """The current ``/v1/health/service/<name>`` entries of ``datacenter``."""

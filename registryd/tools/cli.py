@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import resource
 import signal
 import sys
 from collections.abc import Mapping, Sequence
@@ -210,8 +211,25 @@ def parse_args(argv: Sequence[str], environ: Mapping[str, str] | None = None) ->
     return make_settings(_parser().parse_args(list(argv)), environ)
 
 
+def raise_open_files_limit() -> int:
+    """Raise this process's soft limit of open files to its hard limit, as Go programs
+    (istiod, Consul) do at start: every blocking query and xDS stream holds a socket.
+    Returns the soft limit now in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (OSError, ValueError) as exc:  # a hard limit the kernel caps lower
+            log.debug("open files: keeping the limit %d (%s)", soft, exc)
+            return soft
+        soft = hard
+    return soft
+
+
 async def _serve(settings: Settings) -> None:
     from registryd.daemon.app import App  # heavy imports only once flags are valid
+
+    raise_open_files_limit()
 
     app = App(settings, strict=True)  # a registry that cannot be built: ConfigError
     app.check_addresses()

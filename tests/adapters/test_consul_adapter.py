@@ -46,6 +46,7 @@ from registryd.adapters.consul.adapter import (
     ConsulError,
     RateLimiter,
     next_index,
+    watch_budget,
 )
 from registryd.adapters.consul.settings import ConsulSettings, format_wait, parse_settings
 from registryd.daemon.supervisor import Supervisor
@@ -343,7 +344,7 @@ def test_settings_defaults() -> None:
     assert (settings.hostname, settings.namespace) == ("{service}.service.consul", "default")
     assert settings.verify and settings.warning_is_healthy and not settings.stale
     assert settings.kinds == frozenset({""})  # typical services only
-    assert (settings.max_watches, settings.poll_interval) == (150, 15.0)
+    assert (settings.max_watches, settings.poll_interval) == (None, 15.0)  # None: auto
     assert settings.max_response_bytes == 16 * 2**20
 
 
@@ -656,6 +657,11 @@ async def test_services_beyond_max_watches_are_polled(
     assert isinstance(problems, Problems)
     (warning,) = problems.warnings
     assert warning.startswith("2 of 4 services are polled every 0.3s")
+    assert problems.status == {
+        "mode": "blocking queries: 2 of 4 services watched",
+        "max_watches": "3",
+        "polled": "2 services, every 0.3s",
+    }
 
     await agent.register("d", "d-2", node="n2", address="10.0.0.9")  # seen by a poll
     change = await feed.change()
@@ -677,8 +683,8 @@ async def test_services_beyond_max_watches_are_polled(
         await asyncio.sleep(0.05)
     while feed.problems is None or feed.problems.warnings != (
         "1 of 3 services are polled every 0.3s instead of watched: all 3 blocking queries of "
-        "'max_watches' are in use (raise it together with the agent's "
-        "limits.http_max_conns_per_client to watch every service)",
+        "'max_watches' are in use (raise the agent's limits.http_max_conns_per_client, and "
+        "'max_watches' if set, to watch every service)",
     ):
         assert time.monotonic() < deadline, f"warnings now {feed.problems}"
         with contextlib.suppress(TimeoutError):
@@ -723,6 +729,60 @@ async def test_a_large_catalog_stays_within_the_agents_connection_limit(
     assert not {agent.host(key) for key in refused} & served
     for key in refused:
         assert "429 Your IP is issuing too many concurrent connections" in problems.errors[key]
+
+
+async def test_max_watches_auto_follows_the_agents_connection_limit(
+    agent: Agent, feeds: Callable[..., Feed]
+) -> None:
+    """By default the adapter reads the agent's per-client connection limit and holds
+    3/4 of it less 4 for polls: 146 of a real agent's default 200."""
+    await agent.register("a")
+    feed = feeds(agent.adapter(), agent.prefix)
+    await feed.replace()
+    problems = await feed.next()
+    assert isinstance(problems, Problems) and not problems.warnings
+    assert problems.status["max_watches"] == (
+        "146 (auto: the agent allows 200 connections per client)"
+    )
+    assert problems.status["mode"].startswith("blocking queries: ")
+    assert "polled" not in problems.status
+
+
+@emulator_only
+async def test_max_watches_auto_stays_within_a_lower_limit(
+    agent: Agent, feeds: Callable[..., Feed]
+) -> None:
+    """Emulator only: a real agent's limit is set at its start (200 by default); here
+    it is scaled down with the catalog."""
+    emulator = agent.emulator
+    for i in range(16):
+        await agent.register(f"s{i:02d}", address=f"10.0.1.{i + 1}")
+    emulator.max_conns_per_client = 14  # auto: 6 blocking queries, the catalog's included
+    feed = feeds(agent.adapter(poll_interval=0.2), agent.prefix)
+    assert len((await feed.replace()).services) == 16
+    problems = await feed.next()
+    assert isinstance(problems, Problems)
+    assert problems.status["max_watches"] == "6 (auto: the agent allows 14 connections per client)"
+    assert problems.status["polled"] == "11 services, every 0.2s"
+    await agent.register("s15", "s15-b", node="n2", address="10.0.1.99")  # a polled one
+    change = await feed.change()
+    assert isinstance(change, Upsert) and len(change.endpoints) == 2
+    assert emulator.refused == 0
+
+
+@pytest.mark.parametrize(
+    ("agent_limit", "open_files", "catalogs", "budget"),
+    [
+        (200, 1 << 20, 1, 146),  # Consul's default limit: 3/4, less 4 for polls
+        (20_000, 1 << 20, 1, 14_996),
+        (0, 20_000, 1, 14_804),  # no agent limit: 3/4 of the open files beyond 256
+        (20_000, 1024, 1, 572),  # the open files are the tighter limit
+        (2, 1 << 20, 1, 2),  # always the catalog and one service
+        (200, 100, 3, 4),
+    ],
+)
+def test_watch_budget(agent_limit: int, open_files: int, catalogs: int, budget: int) -> None:
+    assert watch_budget(agent_limit, open_files, catalogs) == budget
 
 
 def first_index(agent: Agent, path: str) -> str:
@@ -1359,6 +1419,11 @@ async def test_a_token_that_may_read_some_services(
     assert [s.hostname for s in replace.services] == [agent.host("shop-db"), agent.host("shop-web")]
     problems = await feed.next()
     assert isinstance(problems, Problems) and problems.errors == {}
+    # the token may not read the agent (agent:read): max_watches auto takes the default
+    assert problems.status["max_watches"].startswith(
+        "146 (auto: the agent's connection limit is not readable from /v1/agent/self"
+    )
+    assert "taken as Consul's default 200" in problems.status["max_watches"]
     assert "the agent filtered results by ACLs" in caplog.text
     assert reader not in caplog.text and MANAGEMENT not in caplog.text
 

@@ -80,3 +80,24 @@ def test_registries_types_are_case_insensitive_and_checked() -> None:
     assert [r.type for r in settings.registries] == ["kubernetes"]
     with pytest.raises(ConfigError, match="unknown registry type 'consol'"):
         parse_args(["discovery", "--registries=Kubernetes,consol"], environ={})
+
+
+def test_the_open_files_limit_is_raised_to_the_hard_limit(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import resource
+
+    from registryd.tools import cli
+
+    limits = {resource.RLIMIT_NOFILE: (1024, 65536)}
+    monkeypatch.setattr(resource, "getrlimit", limits.__getitem__)
+    monkeypatch.setattr(resource, "setrlimit", limits.__setitem__)
+    assert cli.raise_open_files_limit() == 65536
+    assert limits[resource.RLIMIT_NOFILE] == (65536, 65536)
+
+    def refuse(kind: int, value: tuple[int, int]) -> None:
+        raise ValueError("not allowed")
+
+    limits[resource.RLIMIT_NOFILE] = (1024, 65536)
+    monkeypatch.setattr(resource, "setrlimit", refuse)
+    assert cli.raise_open_files_limit() == 1024

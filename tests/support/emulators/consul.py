@@ -21,7 +21,10 @@ answers 500 ``No path to datacenter``):
                                      ``CheckID`` (the node alone removes everything on it)
 ``GET /v1/status/leader``            ``"127.0.0.1:8300"``
 ``GET /v1/agent/self``               ``Config.Datacenter``, ``Config.NodeName``,
-                                     ``Config.Version``; needs a valid token under ACLs
+                                     ``Config.Version``,
+                                     ``DebugConfig.HTTPMaxConnsPerClient`` (200, or
+                                     ``max_conns_per_client``); needs a valid token
+                                     under ACLs
 ===================================  ======================================================
 
 Entries have the shape of a real agent's: an instance's ``Kind`` (typical),
@@ -596,7 +599,13 @@ class ConsulEmulator(LoopbackServer):
     async def _agent_self(self, request: web.Request) -> web.Response:
         self._write_access(request, "agent:read", self.node_name)
         config = {"Datacenter": self.default_dc, "NodeName": self.node_name}
-        return web.json_response({"Config": {**config, "Version": "1.18.0-emulated"}})
+        conns = 200 if self.max_conns_per_client is None else self.max_conns_per_client
+        return web.json_response(
+            {
+                "Config": {**config, "Version": "1.18.0-emulated"},
+                "DebugConfig": {"HTTPMaxConnsPerClient": conns},
+            }
+        )
 
     def _check_failing(self) -> None:
         if self.fail_status is not None:
