@@ -201,17 +201,19 @@ class Result:
     missed: int = 0  # changes the ADS client did not see within the deadline
 
 
-async def start_server(kind: str, services: int, instances: int, work: Path, real: bool) -> Server:
+async def start_server(
+    kind: str, services: int, instances: int, work: Path, args: argparse.Namespace
+) -> Server:
     """The server of a ``kind`` registry holding ``services`` x ``instances``: the real
-    one for etcd (and with ``real`` for Consul and Kubernetes), else the emulator."""
-    if kind in EMULATED and not (real and kind in ("consul", "kubernetes")):
+    one for etcd (and with ``--real`` for Consul and Kubernetes), else the emulator."""
+    if kind in EMULATED and not (args.real and kind in ("consul", "kubernetes")):
         return await EmulatedServer.start(kind, services, instances)
     (work / kind).mkdir()
     backend: EtcdBackend | RealConsul | RealKube
     if kind == "etcd":
         backend = EtcdBackend(work / kind)
     elif kind == "consul":
-        backend = RealConsul(work / kind)
+        backend = RealConsul(work / kind, args.consul_conns)
     else:
         backend = RealKube(work / kind)
     try:
@@ -234,7 +236,7 @@ async def until(check: Any, deadline: float, what: str, step: float = 0.05) -> N
 async def measure(kind: str, services: int, args: argparse.Namespace, work: Path) -> Result:
     result = Result(kind, services, args.instances)
     loaded = time.monotonic()
-    server = await start_server(kind, services, args.instances, work, args.real)
+    server = await start_server(kind, services, args.instances, work, args)
     print(
         f"  server holds {services} x {args.instances} ({time.monotonic() - loaded:.1f} s)",
         flush=True,
@@ -373,6 +375,11 @@ def main(argv: list[str] | None = None) -> None:
         "--real",
         action="store_true",
         help="a real Consul agent and kube-apiserver (scripts/build-servers) for those types",
+    )
+    parser.add_argument(
+        "--consul-conns",
+        type=int,
+        help="the real Consul agent's limits.http_max_conns_per_client (Consul's 200 if left out)",
     )
     parser.add_argument("--cprofile", help="profile registryd with cProfile into FILE.<reg>-<N>")
     args = parser.parse_args(argv)

@@ -44,13 +44,13 @@ class RealConsul:
 
     kind = "consul"
 
-    def __init__(self, workdir: Path) -> None:
-        self.agent = ConsulAgent(
-            consul_binary(),
-            workdir,
-            workdir / "consul.log",
-            hcl=('telemetry { prometheus_retention_time = "1h" disable_hostname = true }',),
-        )
+    def __init__(self, workdir: Path, conns: int | None = None) -> None:
+        """``conns``: the agent's ``limits.http_max_conns_per_client`` (Consul's 200 if
+        None)."""
+        hcl = ['telemetry { prometheus_retention_time = "1h" disable_hostname = true }']
+        if conns is not None:
+            hcl.append(f"limits {{ http_max_conns_per_client = {conns} }}")
+        self.agent = ConsulAgent(consul_binary(), workdir, workdir / "consul.log", hcl=tuple(hcl))
         self._own = 0  # metric reads by the benchmark
 
     def load(self, services: int, instances: int) -> None:

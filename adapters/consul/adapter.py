@@ -4,8 +4,14 @@ Contract (see :mod:`registryd.adapter`):
 
 * ``watch()`` follows, per datacenter, ``GET /v1/catalog/services`` with one blocking
   query and every service it lists with one blocking ``GET /v1/health/service/<name>``,
-  started and stopped as services come and go.  Once the catalog and every service have
-  answered it yields a :class:`~registryd.adapter.Replace` with the full state and a
+  started and stopped as services come and go (within ``max_watches``; see below).
+  Two more blocking queries per datacenter are its change signals: ``GET
+  /v1/health/state/any`` filtered to the checks that are not passing (its index moves
+  with any check) and ``GET /v1/catalog/nodes`` filtered to none (its index moves with
+  any node or service instance); together with the catalog's index they move on every
+  change of the catalog, which is what services beyond ``max_watches`` are read on.
+  Once the catalog and every service have answered it yields a
+  :class:`~registryd.adapter.Replace` with the full state and a
   :class:`~registryd.adapter.Problems` (per-entry errors, the raw entries in use, notes
   as warnings); then one ``Upsert``/``Delete`` per changed hostname as replies change,
   and a new ``Problems`` whenever one of those changed.  Replies that arrive together
@@ -31,19 +37,24 @@ Contract (see :mod:`registryd.adapter`):
   catalog keep being followed meanwhile.  Polled services follow the same rule.
 * Connections: one per blocking query held open.  A Consul agent allows 200 per client
   address by default (``limits.http_max_conns_per_client``), so at most ``max_watches``
-  blocking queries run (the catalogs' included).  With ``max_watches: auto`` (the
-  default) each run first reads the agent's limit from ``GET /v1/agent/self``
+  blocking queries run (the catalogs' and signals' included).  With ``max_watches:
+  auto`` (the default) each run first reads the agent's limit from ``GET /v1/agent/self``
   (``DebugConfig.HTTPMaxConnsPerClient``; it needs ``agent:read``) and takes
   :func:`watch_budget` of it: 3/4 of the limit (the rest for other clients on the same
   address) less the connections polls take, within registryd's own open-file limit; an
   agent that does not say (a refused ACL, an error) is taken to have Consul's default.
   The ``status`` of the Problems says how many services are watched and how many
-  polled, and from what limit.  Services beyond that budget are polled
-  instead: a query without ``index`` every ``poll_interval`` seconds (±10 %), at most
-  :data:`POLL_CONCURRENCY` at a time, and a warning in the Problems says how many.  A
-  freed budget (a watched service gone) turns the first polled service, by name, into a
-  watched one.  A query that has not connected after :data:`~.client.CONNECT_TIMEOUT`
-  seconds or not finished ``wait * 17/16 +`` :data:`~.client.READ_SLACK` seconds after it
+  polled, and from what limit.  Services beyond that budget are polled instead, with
+  a query without ``index`` (at most :data:`POLL_CONCURRENCY` at a time), not on a timer
+  but on a change: a service whose check changed state (in the checks signal) at once,
+  and every one of them when the catalog's or the nodes' index moved or a node's own
+  check changed (a sweep: at once, or when ``poll_interval`` seconds have passed since
+  the last sweep; sweeps asked for meanwhile are one).  A warning in the Problems says
+  how many are polled.  An idle catalog costs the agent three blocking queries per
+  datacenter and ``wait``, not one query per service and interval.  A freed budget (a
+  watched service gone) turns the first polled service, by name, into a watched one.
+  A query that has not connected after :data:`~.client.CONNECT_TIMEOUT` seconds or not
+  finished ``wait * 17/16 +`` :data:`~.client.READ_SLACK` seconds after it
   was sent fails.
 * The ACL token travels only in the ``X-Consul-Token`` header.  It is not logged, not in
   any error message and not in ``repr()`` of the adapter or its settings.  If the agent
@@ -75,7 +86,7 @@ from registryd.ratelimit import TokenBucket
 
 from .client import ConsulClient, Reply, ssl_context
 from .faults import ConsulError, ServiceQueryError, registry_wide, retry_delay
-from .parse import Options, catalog_names, health_entries
+from .parse import Options, catalog_names, check_states, health_entries
 from .settings import ConsulSettings, format_wait, parse_settings
 from .state import ConsulState
 
@@ -103,6 +114,7 @@ BACKOFF_MIN = 1.0  # seconds: a query that came back early with the same index..
 BACKOFF_MAX = 15.0  # ...delays the next, doubling up to this ("poll every 15 s")
 EARLY = 0.9  # a blocking query that returns before EARLY * wait did not wait it out
 POLL_CONCURRENCY = 4  # polled services' queries in flight at once
+SIGNALS = 3  # blocking queries a datacenter always holds: catalog, checks, nodes
 
 Sleep = Callable[[float], Awaitable[object]]
 
@@ -177,18 +189,45 @@ class _Timing:
     jitter: Callable[[], float] = random.random
 
 
+CHECKS, NODES = "checks", "nodes"  # the change signals beside the catalog
+CHECKS_FILTER = 'Status != "passing"'  # the checks that make an instance less than healthy
+NODES_FILTER = 'Node == ""'  # no node has an empty name: the reply is empty, its index not
+
+
 @dataclass(frozen=True, slots=True, order=True)
 class _Target:
-    """What one watch follows: a datacenter's catalog (``service`` None) or a service."""
+    """What one watch follows: a datacenter's catalog (``service`` None), one of its
+    change signals (``signal``), or a service."""
 
     datacenter: str  # "" = the agent's own
     service: str | None = None
+    signal: str = ""  # CHECKS or NODES (service None)
 
     @property
     def path(self) -> str:
-        if self.service is None:
-            return "/v1/catalog/services"
-        return f"/v1/health/service/{self.service}"
+        if self.service is not None:
+            return f"/v1/health/service/{self.service}"
+        if self.signal == CHECKS:
+            return "/v1/health/state/any"
+        if self.signal == NODES:
+            return "/v1/catalog/nodes"
+        return "/v1/catalog/services"
+
+    @property
+    def filter(self) -> str | None:
+        return {CHECKS: CHECKS_FILTER, NODES: NODES_FILTER}.get(self.signal)
+
+    def parse(self, data: Any) -> Any:
+        """The part of a reply's body this watch uses (ValueError if malformed)."""
+        if self.service is not None:
+            return health_entries(data)
+        if self.signal == CHECKS:
+            return check_states(data)
+        if self.signal == NODES:
+            if not isinstance(data, list):
+                raise ValueError("/v1/catalog/nodes: expected a list of nodes")
+            return None
+        return catalog_names(data)
 
     def __str__(self) -> str:
         where = f" (datacenter {self.datacenter})" if self.datacenter else ""
@@ -213,6 +252,7 @@ class _Watch:
         self.target = target
         self.blocking = blocking
         self.failures = 0  # failed queries in a row
+        self.wake = asyncio.Event()  # a polled service: read it again
         loop = self._loop if blocking else self._poll
         self.task = asyncio.create_task(loop(run, report), name=f"consul:{target}")
 
@@ -246,7 +286,8 @@ class _Watch:
                 if reply is None:
                     continue
                 report(_Event(self, reply=reply))
-                await run.pace(run.settings.poll_interval * (0.9 + 0.2 * run.jitter()))
+                await self.wake.wait()  # set by a sweep, or by a check of this service
+                self.wake.clear()
         except Exception as exc:
             report(_Event(self, error=exc))
 
@@ -308,6 +349,10 @@ class _Run:
         self.max_watches = settings.max_watches or 0  # see budget(), for auto
         self.limit_note = "" if settings.max_watches else "not read yet"
         self._shown: tuple[tuple[Problems, int, int], Problems] | None = None
+        self.moved: dict[_Target, int] = {}  # a catalog's or nodes signal's last index
+        self.checks: dict[str, dict[tuple[str, str], tuple[str, str]]] = {}  # datacenter ->
+        self.sweeps: dict[str, asyncio.Task[None]] = {}  # datacenter -> its next sweep
+        self.last_sweep: dict[str, float] = {}  # datacenter -> clock() of its last sweep
         self.stopped: set[asyncio.Task[None]] = set()
         self.pending: set[_Target] = set()  # watches that have not answered yet
         self.polls = asyncio.Semaphore(POLL_CONCURRENCY)
@@ -318,6 +363,8 @@ class _Run:
         params: list[tuple[str, str]] = []
         if target.datacenter:
             params.append(("dc", target.datacenter))
+        if target.filter is not None:
+            params.append(("filter", target.filter))
         if index > 0:
             params += [("index", str(index)), ("wait", format_wait(self.settings.wait))]
         if self.settings.stale:
@@ -327,8 +374,7 @@ class _Run:
             reply: Reply = await self.client.http.get(
                 self.client.decode, target.path, params=params, headers=headers
             )
-            parse = catalog_names if target.service is None else health_entries
-            return dataclasses.replace(reply, data=parse(reply.data))
+            return dataclasses.replace(reply, data=target.parse(reply.data))
         except Exception as exc:  # not CancelledError: that is a BaseException
             message = f"{target}: {describe_error(exc)}"
             if registry_wide(exc, catalog=target.service is None):
@@ -347,7 +393,7 @@ class _Run:
         limit the agent reports, or of Consul's default if it does not say why."""
         if self.settings.max_watches is not None:
             return
-        catalogs = max(1, len(self.settings.datacenters))
+        catalogs = SIGNALS * max(1, len(self.settings.datacenters))
         try:
             agent = await self.client.http.get(
                 self.client.decode_body, "/v1/agent/self", headers=self.client.prepare_headers()
@@ -389,10 +435,11 @@ class _Run:
             + (f" ({self.limit_note})" if self.limit_note else ""),
         }
         if polled:
-            status["polled"] = f"{polled} services, every {self.settings.poll_interval:g}s"
+            every = f"at most every {self.settings.poll_interval:g}s"
+            status["polled"] = f"{polled} services, read again on a change ({every})"
             note = (
-                f"{polled} of {self.services} services are polled every "
-                f"{self.settings.poll_interval:g}s instead of watched: all "
+                f"{polled} of {self.services} services are not watched but read again when "
+                f"the catalog, a node or a check changes ({every}): all "
                 f"{self.max_watches} blocking queries of 'max_watches' are in use "
                 f"(raise the agent's limits.http_max_conns_per_client, and 'max_watches' "
                 f"if set, to watch every service)"
@@ -440,8 +487,15 @@ class _Run:
                 "service:read and node:read)",
                 self.name,
             )
-        if target.service is None:
-            self._catalog(target.datacenter, event.reply.data)
+        if target.signal == CHECKS:
+            self._checks(target.datacenter, event.reply.data)
+        elif target.service is None:
+            if not target.signal:
+                self._catalog(target.datacenter, event.reply.data)
+            last = self.moved.get(target)
+            self.moved[target] = event.reply.index
+            if last is not None and event.reply.index != last:
+                self.sweep(target.datacenter)
         else:
             recovered = self.state.failing(target.datacenter, target.service)
             self.state.health(target.datacenter, target.service, event.reply.data)
@@ -464,6 +518,46 @@ class _Run:
                 self.stop(target)
                 self.start(target)
 
+    def _checks(self, datacenter: str, states: dict[tuple[str, str], tuple[str, str]]) -> None:
+        """A reply of ``datacenter``'s checks signal: wake the polled services whose
+        checks changed state (a sweep for a node's own check)."""
+        last = self.checks.get(datacenter)
+        self.checks[datacenter] = states
+        if last is None:
+            return
+        changed = [k for k in last.keys() | states.keys() if last.get(k) != states.get(k)]
+        names = {
+            check[1]
+            for key in changed
+            for check in (last.get(key), states.get(key))
+            if check is not None
+        }
+        if "" in names:  # a node's check: every service on that node
+            self.sweep(datacenter)
+            return
+        for name in names:
+            watch = self.watches.get(_Target(datacenter, name))
+            if watch is not None and not watch.blocking:
+                watch.wake.set()
+
+    def sweep(self, datacenter: str) -> None:
+        """Read every polled service of ``datacenter`` again, at once or, within
+        ``poll_interval`` of the last sweep, when that interval is up.  Sweeps asked for
+        meanwhile are one."""
+        pending = self.sweeps.get(datacenter)
+        if pending is None or pending.done():
+            name = f"consul:sweep {datacenter or 'local'}"
+            self.sweeps[datacenter] = asyncio.create_task(self._sweep(datacenter), name=name)
+
+    async def _sweep(self, datacenter: str) -> None:
+        last = self.last_sweep.get(datacenter)
+        if last is not None and (wait := last + self.settings.poll_interval - self.clock()) > 0:
+            await self.pace(wait)
+        self.last_sweep[datacenter] = self.clock()
+        for target, watch in self.watches.items():
+            if not watch.blocking and target.datacenter == datacenter:
+                watch.wake.set()
+
     async def apply_queued(self) -> None:
         """Wait for an event, then apply it and every other one already queued."""
         self.apply(await self.events.get())
@@ -474,6 +568,7 @@ class _Run:
         """Cancel every query and close the session, even if cancelled meanwhile (a
         shutdown while the run is already ending after an error)."""
         tasks = [w.task for w in self.watches.values()] + list(self.stopped)
+        tasks += list(self.sweeps.values())
         self.watches.clear()
         self.blocking = self.services = 0
         for task in tasks:
@@ -524,6 +619,8 @@ class ConsulAdapter:
             await run.budget(open_files_limit())
             for datacenter in self.settings.datacenters or ("",):
                 run.start(_Target(datacenter))
+                run.start(_Target(datacenter, signal=CHECKS))
+                run.start(_Target(datacenter, signal=NODES))
             while run.pending:
                 await run.apply_queued()
             full = run.state.replace()

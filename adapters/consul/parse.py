@@ -54,6 +54,7 @@ __all__ = [
     "Options",
     "aggregate_status",
     "catalog_names",
+    "check_states",
     "convert_entry",
     "entry_names",
     "health_entries",
@@ -131,6 +132,9 @@ class Instance:
 # -- replies ----------------------------------------------------------------------------
 
 
+CHECK_FIELDS = ("Node", "CheckID", "Status", "ServiceName")
+
+
 def catalog_names(data: Any) -> list[str]:
     """The service names of a ``/v1/catalog/services`` reply (name -> tags)."""
     if not isinstance(data, Mapping) or not all(isinstance(k, str) for k in data):
@@ -143,6 +147,22 @@ def health_entries(data: Any) -> list[Any]:
     if not isinstance(data, list):
         raise ValueError(f"/v1/health/service: expected a list of entries, got {_kind(data)}")
     return data
+
+
+def check_states(data: Any) -> dict[tuple[str, str], tuple[str, str]]:
+    """The checks of a ``/v1/health/state/<state>`` reply: (node, check id) -> (status,
+    service name; "" for a node's own check)."""
+    if not isinstance(data, list):
+        raise ValueError(f"/v1/health/state: expected a list of checks, got {_kind(data)}")
+    states: dict[tuple[str, str], tuple[str, str]] = {}
+    for check in data:
+        fields = [check.get(k) for k in CHECK_FIELDS] if isinstance(check, Mapping) else []
+        strings = [f for f in fields if isinstance(f, str)]
+        if len(strings) != len(CHECK_FIELDS):
+            raise ValueError(f"/v1/health/state: a check without {', '.join(CHECK_FIELDS)}")
+        node, check_id, status, service = strings
+        states[(node, check_id)] = (status, service)
+    return states
 
 
 def _kind(data: Any) -> str:

@@ -32,7 +32,10 @@ setting                default               meaning
                                              by default) less 4 for polls, so 146,
                                              read from ``/v1/agent/self`` at each
                                              start
-``poll_interval``      ``15``                seconds between polls of such a service
+``poll_interval``      ``5``                 such services are read again when the
+                                             catalog, a node or a check changes: at
+                                             most once in this many seconds (a check
+                                             of one that changes state: at once)
 ``kinds``              ``[typical]``         Consul service kinds to use: ``typical``,
                                              ``connect-proxy``, ``mesh-gateway``,
                                              ``terminating-gateway``,
@@ -100,7 +103,7 @@ DEFAULT_MAX_RESPONSE_BYTES = 16 * 2**20
 MIN_RESPONSE_BYTES = 1024
 AUTO = "auto"
 DEFAULT_MAX_WATCHES = 150  # Consul's limits.http_max_conns_per_client is 200 by default
-DEFAULT_POLL_INTERVAL = 15.0
+DEFAULT_POLL_INTERVAL = 5.0
 TYPICAL = "typical"  # Consul's name for the kind of a plain service (an empty Kind)
 TEMPLATE_FIELDS = frozenset({"service", "datacenter"})
 _HOST = re.compile(r"[A-Za-z0-9](?:[-A-Za-z0-9.]*[A-Za-z0-9])?")
@@ -186,7 +189,7 @@ def parse_settings(name: str, settings: Mapping[str, Any]) -> ConsulSettings:
             "" if kind == TYPICAL else kind
             for kind in reader.names("kinds", _KIND, "kind name", default=[TYPICAL])
         ),
-        max_watches=_max_watches(reader, max(1, len(datacenters))),
+        max_watches=_max_watches(reader, 3 * max(1, len(datacenters))),
         poll_interval=reader.number(
             "poll_interval", DEFAULT_POLL_INTERVAL, maximum=MAX_WAIT, unit="seconds"
         ),
@@ -203,7 +206,7 @@ def _max_watches(reader: SettingsReader, catalogs: int) -> int | None:
     if value <= catalogs:
         raise reader.error(
             f"'max_watches' must leave room for service watches beside the {catalogs} "
-            f"catalog watch(es), got {value}"
+            f"watches of the catalog and its change signals, got {value}"
         )
     return value
 

@@ -230,6 +230,15 @@ class Agent:
         }
         await self.put("/v1/catalog/register", payload)
 
+    async def set_check(self, service: str, status: str, *, node: str = "n1") -> None:
+        """Set the status of the check of ``service`` (registered by :meth:`register`)
+        as an agent syncs a check: the check alone, the node and service left as they
+        are."""
+        service_id = self.name(service)
+        check = {"CheckID": f"service:{service_id}", "Name": "health", "ServiceID": service_id}
+        payload = {"Node": self.name(node), "SkipNodeUpdate": True, "Check": check}
+        await self.put("/v1/catalog/register", {**payload, "Check": {**check, "Status": status}})
+
     async def deregister(self, node: str = "n1", service_id: str | None = None) -> None:
         payload: dict[str, Any] = {"Node": self.name(node)}
         if service_id is not None:
@@ -344,7 +353,7 @@ def test_settings_defaults() -> None:
     assert (settings.hostname, settings.namespace) == ("{service}.service.consul", "default")
     assert settings.verify and settings.warning_is_healthy and not settings.stale
     assert settings.kinds == frozenset({""})  # typical services only
-    assert (settings.max_watches, settings.poll_interval) == (None, 15.0)  # None: auto
+    assert (settings.max_watches, settings.poll_interval) == (None, 5.0)  # None: auto
     assert settings.max_response_bytes == 16 * 2**20
 
 
@@ -417,7 +426,7 @@ def test_settings_wait_and_datacenters() -> None:
         ({"kinds": ["Connect Proxy"]}, "'Connect Proxy' is not a kind name"),
         ({"kinds": ["typical", "typical"]}, "lists a kind name twice"),
         ({"max_watches": 1}, "'max_watches' must leave room for service watches"),
-        ({"max_watches": 2, "datacenters": ["a", "b"]}, "beside the 2 catalog watch(es)"),
+        ({"max_watches": 6, "datacenters": ["a", "b"]}, "beside the 6 watches of the catalog"),
         ({"max_watches": 0}, "'max_watches' must be a whole number >= 1"),
         ({"max_response_bytes": 100}, "'max_response_bytes' must be a whole number >= 1024"),
         ({"poll_interval": 0}, "'poll_interval' must be > 0"),
@@ -643,36 +652,57 @@ async def test_queries_use_index_wait_stale_and_datacenter(
         assert all(r.params.get("dc") == "dc1" for r in (first, second))
 
 
-async def test_services_beyond_max_watches_are_polled(
+async def test_services_beyond_max_watches_are_read_on_a_change(
     agent: Agent, feeds: Callable[..., Feed]
 ) -> None:
+    """Services beyond ``max_watches`` are read again when the catalog, a node or a
+    check changes, not on a timer: a check of a watched service leaves them alone, one
+    of a polled service reads that service alone, a registration reads them all."""
     emulator = agent.server  # records the adapter's requests
     for i, base in enumerate(("a", "b", "c", "d")):
         await agent.register(base, address=f"10.0.0.{i + 1}")
-    # the catalog and two services are watched; c and d are polled
-    feed = feeds(agent.adapter(max_watches=3, poll_interval=0.3), agent.prefix)
+    # the catalog, its two signals and two services are watched; c and d are polled
+    feed = feeds(agent.adapter(max_watches=5, poll_interval=0.3), agent.prefix)
     replace = await feed.replace()
     assert len(replace.services) == 4
     problems = await feed.next()
     assert isinstance(problems, Problems)
     (warning,) = problems.warnings
-    assert warning.startswith("2 of 4 services are polled every 0.3s")
+    assert warning.startswith(
+        "2 of 4 services are not watched but read again when the catalog, a node or a check "
+        "changes (at most every 0.3s)"
+    )
     assert problems.status == {
         "mode": "blocking queries: 2 of 4 services watched",
-        "max_watches": "3",
-        "polled": "2 services, every 0.3s",
+        "max_watches": "5",
+        "polled": "2 services, read again on a change (at most every 0.3s)",
     }
-
-    await agent.register("d", "d-2", node="n2", address="10.0.0.9")  # seen by a poll
-    change = await feed.change()
-    assert isinstance(change, Upsert) and change.service.hostname == agent.host("d")
-    assert sorted(e.address for e in change.endpoints) == ["10.0.0.4", "10.0.0.9"]
 
     def queries(base: str) -> list[dict[str, str]]:
         path = f"/v1/health/service/{agent.name(base)}"
         return [dict(r.params) for r in emulator.requests if r.path == path]
 
-    assert len(queries("d")) >= 2 and not any("index" in q for q in queries("d"))
+    # a check of watched a turns critical, as an agent syncs it: a is read (blocking),
+    # c and d are not; then a check of polled c: c alone is read, at once.  (A real
+    # agent also writes to its catalog on its own, its node and its consul service, and
+    # each such write reads c and d again: what was not read is checked on the emulator.)
+    reads = {base: len(queries(base)) for base in "cd"}
+    await agent.set_check("a", "critical")
+    change = await feed.change()
+    assert isinstance(change, Upsert) and change.service.hostname == agent.host("a")
+    assert agent.real or {base: len(queries(base)) for base in "cd"} == reads
+
+    await agent.set_check("c", "critical")
+    change = await feed.change()
+    assert isinstance(change, Upsert) and change.service.hostname == agent.host("c")
+    assert [e.health for e in change.endpoints] == [Health.UNHEALTHY]
+    assert agent.real or len(queries("d")) == reads["d"]
+
+    await agent.register("d", "d-2", node="n2", address="10.0.0.9")  # a registration
+    change = await feed.change()
+    assert isinstance(change, Upsert) and change.service.hostname == agent.host("d")
+    assert sorted(e.address for e in change.endpoints) == ["10.0.0.4", "10.0.0.9"]
+    assert not any("index" in q for q in queries("d"))  # never a blocking query
     assert any("index" in q for q in queries("a"))  # a blocking watch
 
     await agent.deregister(service_id=agent.name("a"))  # a watch freed: c is watched now
@@ -682,9 +712,10 @@ async def test_services_beyond_max_watches_are_polled(
         assert time.monotonic() < deadline, "c never became a blocking watch"
         await asyncio.sleep(0.05)
     while feed.problems is None or feed.problems.warnings != (
-        "1 of 3 services are polled every 0.3s instead of watched: all 3 blocking queries of "
-        "'max_watches' are in use (raise the agent's limits.http_max_conns_per_client, and "
-        "'max_watches' if set, to watch every service)",
+        "1 of 3 services are not watched but read again when the catalog, a node or a check "
+        "changes (at most every 0.3s): all 5 blocking queries of 'max_watches' are in use "
+        "(raise the agent's limits.http_max_conns_per_client, and 'max_watches' if set, to "
+        "watch every service)",
     ):
         assert time.monotonic() < deadline, f"warnings now {feed.problems}"
         with contextlib.suppress(TimeoutError):
@@ -702,19 +733,33 @@ async def test_a_large_catalog_stays_within_the_agents_connection_limit(
         await agent.register(f"s{i:02d}", address=f"10.0.1.{i + 1}")
     emulator.max_conns_per_client = 14  # the agent's limit, scaled down with the catalog
 
-    # one blocking query per service would need 17 connections; 8 watches + 4 polls fit
-    paces = Paces()
-    timing = {"pace": paces.sleep, "jitter": lambda: 0.5}
-    feed = feeds(agent.adapter(max_watches=8, poll_interval=0.2, timing=timing), agent.prefix)
+    # one blocking query per service would need 19 connections; 8 watches + 4 polls fit
+    asked: list[tuple[str, float]] = []
+
+    async def pace(delay: float) -> None:  # a sweep's wait is recorded, not waited
+        task = asyncio.current_task()
+        assert task is not None
+        asked.append((task.get_name(), delay))
+        await asyncio.sleep(0 if task.get_name().startswith("consul:sweep") else delay)
+
+    timing = {"pace": pace, "jitter": lambda: 0.5}
+    feed = feeds(agent.adapter(max_watches=8, poll_interval=30, timing=timing), agent.prefix)
     assert len((await feed.replace()).services) == 16
+    # the catalog and its two signals, s00 to s04 are watched; s05 to s15 are polled
+    polled = [f"/v1/health/service/{agent.name(f's{i:02d}')}" for i in range(5, 16)]
+    assert all(emulator.count(path) == 1 for path in polled)
     await agent.register("s15", "s15-b", node="n2", address="10.0.1.99")  # a polled one
     change = await feed.change()
     assert isinstance(change, Upsert) and len(change.endpoints) == 2
-    # s07 to s15 are polled (the first 7 by name are watched): three more rounds of all
-    polled = [f"/v1/health/service/{agent.name(f's{i:02d}')}" for i in range(7, 16)]
-    rounds = {path: len(paces.of(path)) for path in polled}
-    await until(lambda: all(len(paces.of(p)) >= rounds[p] + 3 for p in polled), HANG_GUARD)
-    assert {wait for path in polled for wait in paces.of(path)} == {0.2}
+    await until(lambda: all(emulator.count(path) == 2 for path in polled), HANG_GUARD)
+    assert [name for name, _ in asked if name.startswith("consul:sweep")] == []  # at once
+
+    # the next change within poll_interval: its sweep waits for the rest of the interval
+    await agent.register("s14", "s14-b", node="n3", address="10.0.1.98")
+    change = await feed.change()
+    assert isinstance(change, Upsert) and len(change.endpoints) == 2
+    sweeps = [(n, w) for n, w in asked if n.startswith("consul:sweep")]
+    assert sweeps and all(n == "consul:sweep local" and 25 < w <= 30 for n, w in sweeps)
     assert emulator.refused == 0
     await feed.close()
 
@@ -757,13 +802,13 @@ async def test_max_watches_auto_stays_within_a_lower_limit(
     emulator = agent.emulator
     for i in range(16):
         await agent.register(f"s{i:02d}", address=f"10.0.1.{i + 1}")
-    emulator.max_conns_per_client = 14  # auto: 6 blocking queries, the catalog's included
+    emulator.max_conns_per_client = 14  # auto: 6: the catalog, its 2 signals, 3 services
     feed = feeds(agent.adapter(poll_interval=0.2), agent.prefix)
     assert len((await feed.replace()).services) == 16
     problems = await feed.next()
     assert isinstance(problems, Problems)
     assert problems.status["max_watches"] == "6 (auto: the agent allows 14 connections per client)"
-    assert problems.status["polled"] == "11 services, every 0.2s"
+    assert problems.status["polled"] == "13 services, read again on a change (at most every 0.2s)"
     await agent.register("s15", "s15-b", node="n2", address="10.0.1.99")  # a polled one
     change = await feed.change()
     assert isinstance(change, Upsert) and len(change.endpoints) == 2
@@ -852,7 +897,8 @@ async def test_queries_returning_at_once_are_rate_limited(
     timing = {"pace": paces.sleep, "clock": fake}
     feed = feeds(agent.adapter(wait="30s", timing=timing), agent.prefix)
     await feed.replace()
-    paths = ["/v1/catalog/services"] + [f"/v1/health/service/{agent.name(n)}" for n in "abc"]
+    paths = ["/v1/catalog/services", "/v1/health/state/any", "/v1/catalog/nodes"]
+    paths += [f"/v1/health/service/{agent.name(n)}" for n in "abc"]
     await until(lambda: emulator.inflight == len(paths), HANG_GUARD)  # all blocking
     assert fake.sleeps == []  # the burst of 2: the listing and the first blocking query
     emulator.immediate = True  # every blocking query answers at once, unchanged
@@ -1080,7 +1126,7 @@ async def test_cancelling_closes_every_query(agent: Agent, feeds: Callable[..., 
         await agent.register(name)
     feed = feeds(agent.adapter(wait="5m"), agent.prefix)
     await feed.replace()
-    await until(lambda: emulator.inflight == 4)  # the catalog and three services block
+    await until(lambda: emulator.inflight == 6)  # the catalog, its signals, three services
     await feed.close()
     await until(lambda: emulator.inflight == 0)
 

@@ -275,17 +275,17 @@ async def test_a_failing_polled_service_follows_the_same_rule(
     gate = Gate()
     for i, base in enumerate(("a", "b", "c")):
         await agent.register(base, node=f"n{i}", address=f"10.0.0.{i + 1}")
-    # the catalog and a are watched; b and c are polled
-    feed = feeds(adapter(agent, gate, max_watches=2, poll_interval=0.2), agent.prefix)
+    # the catalog, its two signals and a are watched; b and c are polled
+    feed = feeds(adapter(agent, gate, max_watches=4, poll_interval=0.2), agent.prefix)
     await feed.replace()
     c = agent.name("c")
     emulator.fail_service(c)
+    # a registration reads the polled services again: c fails, b goes on
+    await agent.register("b", "b-2", node="n9", address="10.0.0.9")
+    assert addresses(await feed.expect(Upsert)) == ["10.0.0.2", "10.0.0.9"]
     problems = await problems_until(feed, lambda p: c in p.errors)
     assert "500 rpc error: emulated failure" in problems.errors[c]
-    assert problems.warnings[0].startswith("2 of 3 services are polled")
-
-    await agent.register("b", "b-2", node="n9", address="10.0.0.9")  # the other poll goes on
-    assert addresses(await feed.expect(Upsert)) == ["10.0.0.2", "10.0.0.9"]
+    assert problems.warnings[0].startswith("2 of 3 services are not watched")
 
     gate.release()
     assert await gate.asked(2) == [1.0, 2.0]  # retried with the backoff, failing again

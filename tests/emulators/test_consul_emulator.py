@@ -242,6 +242,60 @@ async def test_a_blocked_health_query_returns_only_for_its_own_service(server: S
     assert int((await blocked).headers["x-consul-index"]) > index
 
 
+async def test_the_indexes_of_checks_and_nodes(server: Server) -> None:
+    """``/v1/health/state/<state>`` moves with checks alone, ``/v1/catalog/nodes`` with
+    nodes and service instances; ``filter`` picks what they list.  (A real agent may
+    write on its own meanwhile, so an index that must not move to a write's index is
+    checked only not to be that index.)"""
+    web, node = server.name("web"), server.name("n1")
+    check = {"CheckID": f"service:{web}", "Name": "health", "ServiceID": web}
+    service = {"ID": web, "Service": web, "Port": 1}
+    await server.register(
+        {
+            "Node": node,
+            "Address": "10.0.0.1",
+            "Service": service,
+            "Check": {**check, "Status": "passing"},
+        }
+    )
+    critical = "?filter=Status+%21%3D+%22passing%22"  # Status != "passing"
+    nothing = "?filter=Node+%3D%3D+%22%22"  # Node == ""
+
+    async def indexes() -> tuple[int, int, int, int]:
+        """The write's (web's health index), the checks', the nodes', the catalog's."""
+        return (
+            await server.index(f"/v1/health/service/{web}"),
+            await server.index(f"/v1/health/state/any{critical}"),
+            await server.index(f"/v1/catalog/nodes{nothing}"),
+            await server.index("/v1/catalog/services"),
+        )
+
+    # a check alone, as an agent syncs it
+    payload = {"Node": node, "SkipNodeUpdate": True, "Check": {**check, "Status": "critical"}}
+    await server.register(payload)
+    written, checks, nodes, catalog = await indexes()
+    assert checks == written and written not in (nodes, catalog)
+    answer = await server.get(f"/v1/health/state/any{critical}")
+    mine = [c for c in answer.body if c["Node"] == node]
+    assert [(c["CheckID"], c["Status"], c["ServiceName"]) for c in mine] == [
+        (f"service:{web}", "critical", web)
+    ]
+    assert (await server.get(f"/v1/health/state/critical{nothing}")).body == []
+
+    # a service instance moves
+    await server.register(
+        {"Node": node, "Address": "10.0.0.1", "Service": {**service, "Address": "10.0.0.9"}}
+    )
+    written, checks, nodes, catalog = await indexes()
+    assert nodes >= written and catalog >= written and checks != written
+    assert (await server.get(f"/v1/catalog/nodes{nothing}")).body == []
+
+    # the node's metadata changes
+    await server.register({"Node": node, "Address": "10.0.0.1", "NodeMeta": {"rack": "r2"}})
+    written, checks, nodes, catalog = await indexes()
+    assert nodes >= written and written not in (checks, catalog)
+
+
 async def test_a_blocking_read_of_an_unknown_service(server: Server) -> None:
     """A read of a service not in the catalog whose index has passed the one asked for
     (another service's last instance went away) answers at once; one that blocks returns

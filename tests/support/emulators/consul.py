@@ -20,6 +20,11 @@ answers 500 ``No path to datacenter``):
 ``PUT /v1/catalog/deregister``       ``Datacenter, Node`` and optionally ``ServiceID`` or
                                      ``CheckID`` (the node alone removes everything on it)
 ``GET /v1/status/leader``            ``"127.0.0.1:8300"``
+``GET /v1/health/state/<state>``     the checks in ``state`` (``any``, ``passing``,
+                                     ``warning``, ``critical``), by node and check ID;
+                                     blocking on the index of the last check change
+``GET /v1/catalog/nodes``            the nodes by name; blocking on the index of the
+                                     last change of a node or of a service instance
 ``GET /v1/agent/self``               ``Config.Datacenter``, ``Config.NodeName``,
                                      ``Config.Version``,
                                      ``DebugConfig.HTTPMaxConnsPerClient`` (200, or
@@ -85,7 +90,8 @@ on 127.0.0.1 (port 8500 by default) until Ctrl-C, with the services of ``FILE``
 
 Not covered: the agent endpoints (``/v1/agent/service/register``, anti-entropy, check
 runners: check status changes only by registration), sessions, KV, prepared queries,
-``filter``, ``node-meta``, ``tag``, ``near``, namespaces/partitions, peering, tagged
+``filter`` beyond clauses ``Field == "v"`` / ``Field != "v"`` joined by ``and`` (on the
+two endpoints above), ``node-meta``, ``tag``, ``near``, namespaces/partitions, peering, tagged
 address translation, hash-based blocking, ``max_stale``, request rate limiting.
 """
 
@@ -135,6 +141,28 @@ class HTTPError(Exception):
         self.text = text
 
 
+_CLAUSE = re.compile(r'\s*([A-Za-z]+)\s*(==|!=)\s*"([^"]*)"\s*')
+
+
+def _filter(expression: str | None) -> Callable[[Mapping[str, Any]], bool]:
+    """The records a ``filter`` keeps: the subset of Consul's filter language of clauses
+    ``Field == "value"`` / ``Field != "value"`` on top-level string fields joined by
+    ``and``; anything else answers 400 (None keeps everything)."""
+    if expression is None:
+        return lambda record: True
+    clauses = []
+    for part in expression.split(" and "):
+        match = _CLAUSE.fullmatch(part)
+        if match is None:
+            raise HTTPError(400, f"Failed to create boolean expression evaluator: {expression!r}")
+        clauses.append(match.groups())
+
+    def keep(record: Mapping[str, Any]) -> bool:
+        return all((record.get(f) == v) == (op == "==") for f, op, v in clauses)
+
+    return keep
+
+
 def parse_go_duration(text: str) -> float:
     """Seconds of a Go duration (``10s``, ``1m30s``, ``250ms``, ``0``)."""
     if text == "0":
@@ -176,6 +204,8 @@ class _Datacenter:
     index: int = 1  # raft index
     catalog_index: int = 1
     tables_index: int = 1  # the last write that changed a node, service or check
+    nodes_index: int = 1  # the last write that changed a node
+    checks_index: int = 1  # the last write that changed a check
     extinction_index: int = 0  # the last write that removed a service name's last instance
     service_index: dict[str, int] = field(default_factory=dict)
     nodes: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -203,11 +233,13 @@ class _Datacenter:
     def put_check(self, key: tuple[str, str], record: dict[str, Any]) -> None:
         self.checks[key] = record
         self.checks_on.setdefault(key[0], set()).add(key)
+        self.checks_index = self.index
 
     def drop_check(self, key: tuple[str, str]) -> dict[str, Any] | None:
         old = self.checks.pop(key, None)
         if old is not None:
             self.checks_on[key[0]].discard(key)
+            self.checks_index = self.index
         return old
 
     def names_on(self, node: str) -> set[str]:
@@ -297,6 +329,8 @@ class ConsulEmulator(LoopbackServer):
     def _add_routes(self, router: web.UrlDispatcher) -> None:
         router.add_get("/v1/catalog/services", self._catalog_services)
         router.add_get("/v1/health/service/{name}", self._health_service)
+        router.add_get("/v1/health/state/{state}", self._health_state)
+        router.add_get("/v1/catalog/nodes", self._catalog_nodes)
         router.add_put("/v1/catalog/register", self._register)
         router.add_put("/v1/catalog/deregister", self._deregister)
         router.add_get("/v1/status/leader", self._leader)
@@ -536,6 +570,33 @@ class ConsulEmulator(LoopbackServer):
         filtered = bool(prefixes) and len(data) < len(catalog)  # never said to anonymous
         return self._reply(request, data, dc.catalog_index, filtered)
 
+    async def _health_state(self, request: web.Request) -> web.Response:
+        self._check_failing()
+        state = request.match_info["state"]
+        if state not in ("any", "passing", "warning", "critical"):
+            raise HTTPError(400, f"Invalid check state: {state!r}")
+        dc = self._dc(request.query.get("dc"))
+        prefixes = self._read_access(request)
+        keep = _filter(request.query.get("filter"))
+        await self._block(request, lambda: dc.checks_index)
+        checks = [
+            copy.deepcopy(c)
+            for _, c in sorted(dc.checks.items())
+            if (state == "any" or c["Status"] == state)
+            and (not c["ServiceName"] or self._readable(c["ServiceName"], prefixes))
+            and keep(c)
+        ]
+        return self._reply(request, checks, dc.checks_index, False)
+
+    async def _catalog_nodes(self, request: web.Request) -> web.Response:
+        self._check_failing()
+        dc = self._dc(request.query.get("dc"))
+        self._read_access(request)
+        keep = _filter(request.query.get("filter"))
+        await self._block(request, lambda: dc.nodes_index)
+        nodes = [copy.deepcopy(n) for _, n in sorted(dc.nodes.items()) if keep(n)]
+        return self._reply(request, nodes, dc.nodes_index, False)
+
     async def _health_service(self, request: web.Request) -> web.Response:
         self._check_failing()
         name = request.match_info["name"]
@@ -656,6 +717,7 @@ class ConsulEmulator(LoopbackServer):
             stored = self._stored(dc.nodes.get(node_name), node, dc.index)
             if stored is not None:
                 dc.nodes[node_name] = stored
+                dc.nodes_index = dc.index
                 changed = True
                 touched |= dc.names_on(node_name)
         if isinstance(service_in, Mapping):
@@ -762,6 +824,7 @@ class ConsulEmulator(LoopbackServer):
             touched |= dc.names_on(node_name)
             catalog_changed = bool(touched)
             del dc.nodes[node_name]
+            dc.nodes_index = dc.index
             for key in list(dc.services_on.get(node_name, ())):
                 dc.drop_service(key)
             for key in list(dc.checks_on.get(node_name, ())):
@@ -790,8 +853,8 @@ class ConsulEmulator(LoopbackServer):
             dc.service_index[name] = dc.index
             if not dc.exists(name):
                 dc.extinction_index = dc.index
-        if catalog_changed:
-            dc.catalog_index = dc.index
+        if catalog_changed:  # nodes are listed with their services: theirs moves too
+            dc.catalog_index = dc.nodes_index = dc.index
         if changed or touched or catalog_changed:
             dc.tables_index = dc.index
             self._notify()
