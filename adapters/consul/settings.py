@@ -32,7 +32,7 @@ setting                default               meaning
                                              by default) less 4 for polls, so 146,
                                              read from ``/v1/agent/self`` at each
                                              start
-``poll_interval``      ``5``                 such services are read again when the
+``poll_interval``      ``1``                 such services are read again when the
                                              catalog, a node or a check changes: at
                                              most once in this many seconds (a check
                                              of one that changes state: at once)
@@ -103,7 +103,7 @@ DEFAULT_MAX_RESPONSE_BYTES = 16 * 2**20
 MIN_RESPONSE_BYTES = 1024
 AUTO = "auto"
 DEFAULT_MAX_WATCHES = 150  # Consul's limits.http_max_conns_per_client is 200 by default
-DEFAULT_POLL_INTERVAL = 5.0
+DEFAULT_POLL_INTERVAL = 1.0
 TYPICAL = "typical"  # Consul's name for the kind of a plain service (an empty Kind)
 TEMPLATE_FIELDS = frozenset({"service", "datacenter"})
 _HOST = re.compile(r"[A-Za-z0-9](?:[-A-Za-z0-9.]*[A-Za-z0-9])?")

@@ -353,7 +353,7 @@ def test_settings_defaults() -> None:
     assert (settings.hostname, settings.namespace) == ("{service}.service.consul", "default")
     assert settings.verify and settings.warning_is_healthy and not settings.stale
     assert settings.kinds == frozenset({""})  # typical services only
-    assert (settings.max_watches, settings.poll_interval) == (None, 5.0)  # None: auto
+    assert (settings.max_watches, settings.poll_interval) == (None, 1.0)  # None: auto
     assert settings.max_response_bytes == 16 * 2**20
 
 
