@@ -18,7 +18,16 @@ registryd listens.  Then:
 4. ``--changes`` changes, one at a time, each moving one instance of a random service
    to a new address: change -> published snapshot (the push that carried it, from
    ``/debug/pushz``) and change -> ADS client (the new address arrives over EDS),
-   p50/p99/max.
+   p50/p99/max;
+5. with ``--churn RATE``: ``RATE`` changes a second over random services for
+   ``--churn-seconds`` (default 60), from :data:`CHURN_WORKERS` writers (each its own
+   services, so that each service's changes keep their order; each writes the changes
+   due every :data:`CHURN_TICK` seconds in one batch, as few requests as the server
+   allows: one for an emulator, transactions for etcd): the rate achieved, the
+   pushes they caused (``/debug/pushz`` versions), registryd's CPU and RSS before,
+   at its peak (sampled each second) and 5 s after the ADS client converged, and
+   whether and how soon after the last change the client held exactly the final
+   addresses of every service changed.
 
 Every wait has a deadline (``--timeout``); servers and registryd listen on 127.0.0.1
 and are stopped at the end.  ``--cprofile FILE`` runs registryd under cProfile (one
@@ -52,12 +61,21 @@ from envoy.config.endpoint.v3 import endpoint_pb2
 
 from bench.common import CDS, EDS, tree_rss
 from bench.scale_real import RealConsul, RealKube
-from bench.scale_servers import EMULATED, EmulatedServer, EtcdBackend, Server
+from bench.scale_servers import (
+    EMULATED,
+    EmulatedServer,
+    EtcdBackend,
+    Server,
+    address,
+    hostname,
+)
 from registryd.testing.ads import AdsClient, Response
 from tests.support.procs import free_ports
 
 REGISTRIES = ("consul", "nacos", "kubernetes", "etcd")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+CHURN_WORKERS = 8
+CHURN_TICK = 0.05  # seconds between a churn writer's batches
 MAX_MESSAGE = 2**31 - 1
 
 
@@ -106,6 +124,8 @@ class Watcher:
         self.marker = b""
         self.seen = asyncio.Event()
         self.seen_at = 0.0
+        self.track = False  # keep every cluster's addresses (for the churn)
+        self.addresses: dict[str, frozenset[str]] = {}  # hostname -> addresses
 
     async def start(self) -> None:
         await self.client.connect()
@@ -135,6 +155,14 @@ class Watcher:
         elif t == EDS:
             if not self.synced.is_set():
                 self._count(response)
+            if self.track:
+                for cla in response.decode():
+                    assert isinstance(cla, endpoint_pb2.ClusterLoadAssignment)
+                    self.addresses[cla.cluster_name.rpartition("||")[2]] = frozenset(
+                        lb.endpoint.address.socket_address.address
+                        for group in cla.endpoints
+                        for lb in group.lb_endpoints
+                    )
             if self.marker and not self.seen.is_set():
                 if any(self.marker in r.value for r in response.message.resources):
                     self.seen_at = response.received
@@ -186,6 +214,19 @@ def listening(port: int) -> bool:
 
 
 @dataclass
+class Churn:
+    """What a churn phase did (see the module docstring, 5.)."""
+
+    changes: int = 0
+    seconds: float = 0.0
+    pushes: int = 0
+    cpu_pct: float = 0.0
+    rss_mb: tuple[float, float, float] = (0.0, 0.0, 0.0)  # before, peak, after
+    converged_s: float | None = None  # after the last change; None: not in time
+    wrong: int = 0  # services whose final addresses the client did not hold
+
+
+@dataclass
 class Result:
     registry: str
     services: int
@@ -198,6 +239,7 @@ class Result:
     idle_rps: float = 0.0
     published: list[float] = field(default_factory=list)
     delivered: list[float] = field(default_factory=list)
+    churn: Churn | None = None
     missed: int = 0  # changes the ADS client did not see within the deadline
 
 
@@ -300,9 +342,11 @@ async def measure(kind: str, services: int, args: argparse.Namespace, work: Path
 
         # changes, one at a time, over random services
         rng = random.Random(args.seed)
+        moved: dict[tuple[int, int], str] = {}
         for k in range(1, args.changes + 1):
             service, instance = rng.randrange(services), rng.randrange(args.instances)
             addr = new_address(k)
+            moved[(service, instance)] = addr
             before = await asyncio.to_thread(newest_push, http_port)
             watcher.marker = marker(addr)
             watcher.seen.clear()
@@ -322,6 +366,10 @@ async def measure(kind: str, services: int, args: argparse.Namespace, work: Path
                 result.published.append(at - wall)
             if k % max(1, args.changes // 10) == 0:
                 print(f"  {k} changes, last {result.delivered[-1]:.3f} s", flush=True)
+        if args.churn:
+            result.churn = await churn(
+                kind, server, watcher, popen.pid, http_port, services, moved, args
+            )
         return result
     except BaseException:
         log.flush()
@@ -341,6 +389,93 @@ async def measure(kind: str, services: int, args: argparse.Namespace, work: Path
         await server.close()
 
 
+async def churn(
+    kind: str,
+    server: Server,
+    watcher: Watcher,
+    pid: int,
+    http_port: int,
+    services: int,
+    moved: dict[tuple[int, int], str],
+    args: argparse.Namespace,
+) -> Churn:
+    """The churn phase (see the module docstring, 5.); ``moved``: the addresses the
+    changes before it gave, updated with the churn's."""
+    result = Churn()
+    rng = random.Random(args.seed + 1)
+    first = args.changes + 1  # new_address() numbers go on from the changes phase
+    total = int(args.churn * args.churn_seconds)
+    plan: list[list[tuple[int, int, str]]] = [[] for _ in range(CHURN_WORKERS)]
+    for k in range(total):
+        service, instance = rng.randrange(services), rng.randrange(args.instances)
+        addr = new_address(first + k)
+        moved[(service, instance)] = addr
+        plan[service % CHURN_WORKERS].append((service, instance, addr))
+    touched = {service for changes in plan for service, _, _ in changes}
+    proc = psutil.Process(pid)
+    rss_before = tree_rss(proc) / 2**20
+    peak = rss_before
+    version = await asyncio.to_thread(newest_push, http_port)
+    watcher.track = True
+    started = time.monotonic()
+    cpu0 = cpu_seconds(pid)
+
+    async def writer(changes: list[tuple[int, int, str]]) -> None:
+        """Every :data:`CHURN_TICK` seconds, the changes due by then, in one batch."""
+        share = args.churn / CHURN_WORKERS  # changes a second for this writer
+        done = 0
+        while done < len(changes):
+            due = min(len(changes), int((time.monotonic() - started) * share) + 1)
+            if due > done:
+                await server.change_many(changes[done:due])
+                done = due
+            await asyncio.sleep(CHURN_TICK)
+
+    writers = asyncio.gather(*(writer(changes) for changes in plan))
+    while not writers.done():
+        peak = max(peak, tree_rss(proc) / 2**20)
+        await asyncio.wait([writers], timeout=1.0)
+    await writers
+    ended = time.monotonic()
+    result.changes, result.seconds = total, ended - started
+
+    def expected(service: int) -> frozenset[str]:
+        return frozenset(
+            moved.get((service, j), address(service, j)) for j in range(args.instances)
+        )
+
+    def wrong() -> int:
+        held = watcher.addresses
+        return sum(held.get(hostname(kind, s)) != expected(s) for s in touched)
+
+    deadline = ended + args.change_timeout
+    result.wrong = wrong()
+    while result.wrong and time.monotonic() < deadline:
+        peak = max(peak, tree_rss(proc) / 2**20)
+        await asyncio.sleep(0.1)
+        result.wrong = wrong()
+    if not result.wrong:
+        result.converged_s = time.monotonic() - ended
+    result.cpu_pct = (cpu_seconds(pid) - cpu0) / (time.monotonic() - started) * 100
+    result.pushes = await asyncio.to_thread(newest_push, http_port) - version
+    await asyncio.sleep(5.0)
+    result.rss_mb = (rss_before, peak, tree_rss(proc) / 2**20)
+    watcher.track = False
+    print(f"  {churn_summary(result)}", flush=True)
+    return result
+
+
+def churn_summary(c: Churn) -> str:
+    converged = f"{c.converged_s:.1f} s" if c.converged_s is not None else "not in time"
+    before, peak, after = c.rss_mb
+    return (
+        f"churn: {c.changes} changes in {c.seconds:.1f} s ({c.changes / c.seconds:.0f}/s),"
+        f" {c.pushes} pushes, CPU {c.cpu_pct:.0f} %,"
+        f" RSS {before:.0f}/{peak:.0f}/{after:.0f} MB (before/peak/after),"
+        f" converged {converged} after the last change, {c.wrong} services wrong"
+    )
+
+
 def summary(r: Result) -> str:
     def ms(values: list[float], q: float) -> str:
         return f"{pct(values, q) * 1000:.0f}" if values else "-"
@@ -352,6 +487,7 @@ def summary(r: Result) -> str:
         f" | published p50/p99 {ms(r.published, 50)}/{ms(r.published, 99)} ms"
         f" | ADS p50/p99/max {ms(r.delivered, 50)}/{ms(r.delivered, 99)}/"
         f"{ms(r.delivered, 100)} ms ({len(r.delivered)} changes, {r.missed} missed)"
+        + (f" | {churn_summary(r.churn)}" if r.churn else "")
     )
 
 
@@ -381,6 +517,8 @@ def main(argv: list[str] | None = None) -> None:
         type=int,
         help="the real Consul agent's limits.http_max_conns_per_client (Consul's 200 if left out)",
     )
+    parser.add_argument("--churn", type=float, default=0.0, help="changes a second, after")
+    parser.add_argument("--churn-seconds", type=float, default=60.0)
     parser.add_argument("--cprofile", help="profile registryd with cProfile into FILE.<reg>-<N>")
     args = parser.parse_args(argv)
     kinds = [k.strip() for k in args.registry.split(",") if k.strip()]

@@ -75,6 +75,10 @@ class RealConsul:
         body = consul_registration(service, instance, new_address)
         await asyncio.to_thread(self.agent.put, "/v1/catalog/register", body)
 
+    async def change_many(self, changes: list[tuple[int, int, str]]) -> None:
+        for service, instance, new_address in changes:
+            await self.change(service, instance, new_address)
+
     def _count(self) -> int:
         url = f"http://{self.agent.address}/v1/agent/metrics?format=prometheus"
         with urllib.request.urlopen(url, timeout=10) as response:
@@ -127,6 +131,10 @@ class RealKube:
         assert self.server is not None
         self.addresses[service][instance] = new_address
         await asyncio.to_thread(self.server.update, kube_slice(service, self.addresses[service]))
+
+    async def change_many(self, changes: list[tuple[int, int, str]]) -> None:
+        for service, instance, new_address in changes:
+            await self.change(service, instance, new_address)
 
     def _count(self) -> int:
         assert self.server is not None

@@ -90,6 +90,11 @@ class Server(Protocol):
         """Move one instance to ``new_address``; returns once the server holds it."""
         ...
 
+    async def change_many(self, changes: list[tuple[int, int, str]]) -> None:
+        """:meth:`change` each (service, instance, new address), in this order (as few
+        writes as the server allows)."""
+        ...
+
     async def requests(self) -> int:
         """Requests the server has served so far."""
         ...
@@ -236,6 +241,10 @@ async def _child(kind: str, services: int, instances: int, workdir: Path) -> Non
             if command["op"] == "change":
                 emulation.change(command["service"], command["instance"], command["address"])
                 answer: dict[str, Any] = {"ok": True}
+            elif command["op"] == "changes":
+                for service, instance, new_address in command["changes"]:
+                    emulation.change(service, instance, new_address)
+                answer = {"ok": True}
             else:
                 answer = {"requests": emulation.count()}
             print(json.dumps(answer), flush=True)
@@ -315,6 +324,9 @@ class EmulatedServer:
         op = {"op": "change", "service": service, "instance": instance, "address": new_address}
         await self._ask(op)
 
+    async def change_many(self, changes: list[tuple[int, int, str]]) -> None:
+        await self._ask({"op": "changes", "changes": changes})
+
     async def requests(self) -> int:
         return int((await self._ask({"op": "requests"}))["requests"])
 
@@ -374,6 +386,18 @@ class EtcdBackend:
         body = {"key": _b64(f"{ETCD_PREFIX}svc-{service}/{instance}")}
         body["value"] = _b64(_etcd_value(new_address))
         await asyncio.to_thread(self.etcd.call, "/v3/kv/put", body)
+
+    async def change_many(self, changes: list[tuple[int, int, str]]) -> None:
+        """Transactions of :data:`TXN_OPS` puts; a key changed twice is written once,
+        with its last address (etcd refuses a key twice in one transaction)."""
+        last = {f"{ETCD_PREFIX}svc-{i}/{j}": addr for i, j, addr in changes}
+        keys = list(last.items())
+        for start in range(0, len(keys), TXN_OPS):
+            ops = [
+                {"request_put": {"key": _b64(k), "value": _b64(_etcd_value(v))}}
+                for k, v in keys[start : start + TXN_OPS]
+            ]
+            await asyncio.to_thread(self.etcd.call, "/v3/kv/txn", {"success": ops})
 
     def _metrics(self) -> int:
         url = f"http://{self.etcd.endpoint}/metrics"
