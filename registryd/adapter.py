@@ -30,6 +30,10 @@ needs to know of its registry type: its default merge priority and its log scope
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import math
+import time
 from collections.abc import (
     AsyncGenerator,
     AsyncIterator,
@@ -49,6 +53,7 @@ from registryd.offloop import off_loop
 
 __all__ = [
     "API_VERSION",
+    "PROBLEMS_EVERY",
     "Adapter",
     "AdapterContext",
     "AdapterFactory",
@@ -263,24 +268,65 @@ class LastGood(Generic[K, V]):
         return {key: self.forget(key) for key in gone}
 
 
+PROBLEMS_EVERY = 1.0  # seconds: follow() looks at the problems at most this often
+
+
 async def follow(
     apply_queued: Callable[[], Awaitable[None]],
     changes: Callable[[], Iterable[Upsert | Delete]],
     problems: Callable[[], Problems],
     shown: Problems,
+    *,
+    every: float = 0.0,
+    clock: Callable[[], float] = time.monotonic,
 ) -> AsyncGenerator[Upsert | Delete | Problems, None]:
     """The updates after the full state, for an adapter whose watches feed a queue and
     whose converted state tells what changed: forever, wait for queued events
-    (``apply_queued``), yield the increments they caused (``changes``), then the current
-    ``problems`` when they differ from those last yielded (``shown`` at first)."""
-    while True:
-        await apply_queued()
-        for update in changes():
-            yield update
+    (``apply_queued``) and yield the increments they caused (``changes``) at once; then
+    the current ``problems`` when they differ from those last yielded (``shown`` at
+    first).  Problems are diagnostics and may cost what the whole state costs to
+    build: with ``every`` > 0 (:data:`PROBLEMS_EVERY` suits a watch whose events come
+    one by one), while events keep coming they are looked at no more than once every
+    ``every`` seconds (measured by ``clock``): after events at once if the last look is
+    that long ago, else when the interval is up or the events stop.  With ``every`` 0
+    (the default) they are looked at after every batch of events."""
+    looked = -math.inf  # when problems() was last called
+    owed = False  # events applied since
+    pending: asyncio.Future[None] | None = None
+
+    def look() -> Problems | None:
+        """The problems if they changed since last yielded."""
+        nonlocal owed, looked, shown
+        owed, looked = False, clock()
         new = problems()
-        if new is not shown and new != shown:
-            shown = new
-            yield new
+        if new is shown or new == shown:
+            return None
+        shown = new
+        return new
+
+    try:
+        while True:
+            if pending is None:
+                pending = asyncio.ensure_future(apply_queued())
+            # owing a look at the problems: wait for events no longer than the interval
+            timeout = max(0.0, looked + every - clock()) if owed else None
+            done, _ = await asyncio.wait({pending}, timeout=timeout)
+            if not done:  # no event within the interval: look now
+                if (new := look()) is not None:
+                    yield new
+                continue
+            ended, pending = pending, None
+            ended.result()  # the adapter's error, if any
+            for update in changes():
+                yield update
+            owed = True
+            if clock() - looked >= every and (new := look()) is not None:
+                yield new
+    finally:
+        if pending is not None and not pending.done():
+            pending.cancel()
+            with contextlib.suppress(BaseException):
+                await pending
 
 
 def increments(

@@ -81,7 +81,14 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from registryd.adapter import AdapterContext, Problems, Update, describe_error, follow
+from registryd.adapter import (
+    PROBLEMS_EVERY,
+    AdapterContext,
+    Problems,
+    Update,
+    describe_error,
+    follow,
+)
 from registryd.ratelimit import TokenBucket
 
 from .client import ConsulClient, Reply, ssl_context
@@ -634,7 +641,9 @@ class ConsulAdapter:
             yield full
             problems = run.problems()
             yield problems
-            updates = follow(run.apply_queued, run.state.changes, run.problems, problems)
+            updates = follow(
+                run.apply_queued, run.state.changes, run.problems, problems, every=PROBLEMS_EVERY
+            )
             async with contextlib.aclosing(updates):
                 async for update in updates:
                     yield update

@@ -47,7 +47,7 @@ import aetcd  # type: ignore[import-untyped]
 import grpc
 from aetcd import rpc
 
-from registryd.adapter import AdapterContext, Update, describe_error, follow
+from registryd.adapter import PROBLEMS_EVERY, AdapterContext, Update, describe_error, follow
 
 from .settings import Endpoint, EtcdSettings, format_endpoint, parse_settings
 from .state import KeyTable
@@ -339,6 +339,7 @@ class EtcdAdapter:
                         table.changes,
                         table.problems,
                         problems,
+                        every=PROBLEMS_EVERY,
                     )
                     async with contextlib.aclosing(updates):
                         async for update in updates:

@@ -53,7 +53,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from registryd.adapter import AdapterContext, Update, describe_error, follow
+from registryd.adapter import PROBLEMS_EVERY, AdapterContext, Update, describe_error, follow
 from registryd.ratelimit import TokenBucket
 
 from .client import Api, Forbidden, Gone, KubernetesError, Resource, Sleep, connect
@@ -342,7 +342,13 @@ class KubernetesAdapter:
             yield full
             problems = run.state.problems()
             yield problems
-            updates = follow(run.apply_queued, run.state.changes, run.state.problems, problems)
+            updates = follow(
+                run.apply_queued,
+                run.state.changes,
+                run.state.problems,
+                problems,
+                every=PROBLEMS_EVERY,
+            )
             async with contextlib.aclosing(updates):
                 async for update in updates:
                     yield update
