@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -144,8 +144,21 @@ def registryd(config: Path, *flags: str, stderr: IO[bytes] | None = None) -> Ite
     """registryd on ``config`` (a ServiceEntry directory) with ``flags``, ready; stopped
     when the block ends."""
     grpc_port, http_port, mon_port = free_port(), free_port(), free_port()
-    cmd = [
+    cmd = registryd_command(config, (grpc_port, http_port, mon_port), *flags)
+    with _running(cmd, grpc_port, http_port, mon_port, stderr) as daemon:
+        yield daemon
+
+
+def registryd_command(
+    config: Path, ports: tuple[int, int, int], *flags: str, python: Sequence[str] = ()
+) -> list[str]:
+    """The command line of registryd on ``config`` (a ServiceEntry directory) listening
+    on 127.0.0.1 at ``ports`` (gRPC, HTTP, monitoring) with ``flags``; ``python``: the
+    interpreter's own options before ``-m registryd`` (e.g. ``-m cProfile -o FILE``)."""
+    grpc_port, http_port, mon_port = ports
+    return [
         sys.executable,
+        *python,
         "-m",
         "registryd",
         "discovery",
@@ -155,8 +168,6 @@ def registryd(config: Path, *flags: str, stderr: IO[bytes] | None = None) -> Ite
         f"--configDir={config}",
         *flags,
     ]
-    with _running(cmd, grpc_port, http_port, mon_port, stderr) as daemon:
-        yield daemon
 
 
 def gc_stats(daemon: Daemon) -> dict[str, dict[str, float]]:

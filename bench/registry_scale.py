@@ -59,7 +59,7 @@ import psutil
 import yaml
 from envoy.config.endpoint.v3 import endpoint_pb2
 
-from bench.common import CDS, EDS, tree_rss
+from bench.common import CDS, EDS, registryd_command, tree_rss
 from bench.scale_real import RealConsul, RealKube
 from bench.scale_servers import (
     EMULATED,
@@ -291,23 +291,17 @@ async def measure(kind: str, services: int, args: argparse.Namespace, work: Path
         config.write_text(yaml.safe_dump({"registries": [server.registry()]}))
         (work / "se").mkdir()
         grpc_port, http_port, mon_port = free_ports(3)
-        prefix: list[str] = []
+        profile: list[str] = []
         if args.cprofile:
-            prefix = ["-m", "cProfile", "-o", f"{args.cprofile}.{kind}-{services}"]
-        cmd = [
-            sys.executable,
-            *prefix,
-            "-m",
-            "registryd",
-            "discovery",
-            f"--grpcAddr=127.0.0.1:{grpc_port}",
-            f"--httpAddr=127.0.0.1:{http_port}",
-            f"--monitoringAddr=127.0.0.1:{mon_port}",
-            f"--configDir={work / 'se'}",
+            profile = ["-m", "cProfile", "-o", f"{args.cprofile}.{kind}-{services}"]
+        cmd = registryd_command(
+            work / "se",
+            (grpc_port, http_port, mon_port),
             f"--config={config}",
             "--xdsWorkers=1",
             "--log_output_level=default:warn",
-        ]
+            python=profile,
+        )
         started = time.monotonic()
         popen = await asyncio.create_subprocess_exec(*cmd, stdout=log, stderr=subprocess.STDOUT)
         deadline = started + args.timeout

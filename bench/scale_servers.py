@@ -71,7 +71,7 @@ def hostname(kind: str, service: int) -> str:
     """The hostname registryd gives service ``service`` of a ``kind`` registry."""
     return {
         "consul": f"svc-{service}.service.consul",
-        "nacos": f"svc-{service}.default_group.public.nacos",
+        "nacos": f"svc-{service}.default-group.public.nacos",
         "kubernetes": f"svc-{service}.{NAMESPACE}.svc.cluster.local",
         "etcd": f"svc-{service}.{ETCD_SUFFIX}",
     }[kind]

@@ -1,6 +1,7 @@
 """``python -m bench.registry_scale`` runs end to end at tiny sizes for each registry type:
 the server holds the services, registryd syncs them, and every change reaches the ADS
-client.  A benchmark is not a timed test: no number it prints is checked."""
+client, also after a churn.  A benchmark is not a timed test: no number it prints is
+checked."""
 
 from __future__ import annotations
 
@@ -23,9 +24,13 @@ def test_runs_at_tiny_sizes(registry: str, capsys: pytest.CaptureFixture[str]) -
             "--changes=3",
             "--timeout=60",
             "--change-timeout=30",
+            "--churn=40",
+            "--churn-seconds=0.5",
         ]
     )
     out = capsys.readouterr().out
     line = next(line for line in out.splitlines() if line.startswith(f"{registry} "))
     assert "(3 changes, 0 missed)" in line, out
     assert "ready" in line and "idle CPU" in line and "req/s" in line
+    # the churn: 20 changes, after which the client holds exactly the final state
+    assert "churn: 20 changes in" in line and ", 0 services wrong" in line, out
