@@ -29,6 +29,7 @@ from tests.support.emulators.nacos import NacosEmulator
 
 TIMEOUT = 5.0
 ORDERS = "orders.default-group.public.nacos"
+POLLING = {"mode": "poll", "reason": "the setting mode is poll"}
 
 
 class Ticker:
@@ -61,9 +62,10 @@ async def nacos() -> AsyncIterator[NacosEmulator]:
 
 
 def adapter(server_addr: Any, ticker: Ticker | None = None, **settings: Any) -> NacosAdapter:
+    """A polling adapter (``mode: poll`` unless ``settings`` say otherwise)."""
     return NacosAdapter(
         name="nacos-test",
-        settings={"server_addr": server_addr, **settings},
+        settings={"server_addr": server_addr, "mode": "poll", **settings},
         context=AdapterContext(),
         sleep=ticker or Ticker(),
         jitter=lambda: 1.0,
@@ -104,7 +106,7 @@ async def test_first_update_is_the_full_state_of_the_configured_groups_and_names
         (ORDERS, "10.0.0.1"),
         ("pay-svc.pay.public.nacos", "10.0.0.2"),
     ]
-    assert problems == Problems()
+    assert problems == Problems(status=POLLING)
 
 
 async def test_changes_arrive_as_increments_and_an_unchanged_poll_yields_nothing(
@@ -169,7 +171,7 @@ async def test_one_failing_service_keeps_its_last_good_endpoints_and_stops_no_ot
     await ticker.poll()
     orders, cleared = queued(feed)
     assert isinstance(orders, Upsert) and len(orders.endpoints) == 2
-    assert cleared == Problems()
+    assert cleared == Problems(status=POLLING)
 
 
 async def test_any_exception_converting_one_service_is_that_services_error(
@@ -261,7 +263,10 @@ async def test_each_full_state_is_logged_under_the_nacos_scope(
     nacos.register("orders", "10.0.0.2", 8080)
     await start(feeds, adapter([dead, nacos.address]))
     assert [(r.levelno, r.getMessage()) for r in lines] == [
-        (logging.INFO, f"nacos nacos-test: 1 services, 2 endpoints from http://{nacos.address}")
+        (
+            logging.INFO,
+            f"nacos nacos-test: 1 services, 2 endpoints from http://{nacos.address} (poll)",
+        )
     ]
     assert NacosAdapter.log_scope == "nacos" and NacosAdapter.default_priority == 50
 
@@ -281,7 +286,7 @@ async def test_the_poll_interval_is_scaled_by_the_jitter(
     ticker = Ticker()
     nacos_adapter = NacosAdapter(
         name="n",
-        settings={"server_addr": nacos.address, "poll_interval": 3},
+        settings={"server_addr": nacos.address, "poll_interval": 3, "mode": "poll"},
         context=AdapterContext(),
         sleep=ticker,
         jitter=lambda: 0.9,
@@ -336,7 +341,7 @@ async def test_a_service_that_recovers_unchanged_clears_its_error(
     assert isinstance(failed, Problems) and "HTTP 404" in failed.errors["DEFAULT_GROUP@@orders"]
     nacos.fail_service("orders", None)
     await ticker.poll()
-    assert queued(feed) == [Problems()]
+    assert queued(feed) == [Problems(status=POLLING)]
 
 
 # -- hostile servers: every answer bounded, a slow service is that service's problem --
@@ -447,14 +452,14 @@ async def test_a_slow_service_keeps_its_endpoints_and_holds_back_no_other_change
     assert isinstance(orders, Upsert) and orders.service.hostname == ORDERS
     assert len(orders.endpoints) == 2
     assert problems == Problems(
-        errors={"DEFAULT_GROUP@@slow": f"/nacos/v1/ns/instance/list: {error}"}
+        errors={"DEFAULT_GROUP@@slow": f"/nacos/v1/ns/instance/list: {error}"}, status=POLLING
     )
 
     nacos.drip_service("slow", None)
     await ticker.poll()
     slow, cleared = queued(feed)
     assert isinstance(slow, Upsert) and len(slow.endpoints) == 2
-    assert cleared == Problems()
+    assert cleared == Problems(status=POLLING)
 
 
 async def test_a_slow_service_list_is_the_registrys_error(
