@@ -42,6 +42,13 @@ Push (``grpc``, and ``auto`` with a gRPC server):
   at the next listing.  The last good state of every service is kept across restarts
   of ``watch()`` (the records live on the adapter), so a restart whose subscription of
   one service fails still serves that service's last endpoints.
+* A service whose subscription answer is over ``max_response_bytes`` is that
+  service's error and is unsubscribed from at once; later restarts do not subscribe
+  to it (the server pushes to every new subscriber, and a push over gRPC's receive
+  limit breaks the whole stream) but query it (``ServiceQueryRequest``) at each
+  listing, and subscribe again once it fits.  A push over the limit breaks the stream
+  before anyone can tell whose it was: the restart finds the service by its
+  subscription answer, so an oversized service costs at most two restarts.
 * A failed listing, a lost connection or stream (the server going away, a message over
   ``max_response_bytes`` — gRPC's receive limit — a ``ConnectResetRequest``, an
   unanswered health check) makes ``watch()`` raise; the supervisor restarts it with
@@ -316,7 +323,10 @@ class _GrpcBack(Exception):
 class _Push:
     """One ``watch()``'s push session over one connection (see the module docstring).
 
-    ``records`` is the adapter's, kept across sessions.  Background tasks (the stream
+    ``records`` is the adapter's, kept across sessions, and so is ``too_large``: the
+    services whose instance list was over ``max_response_bytes``, which are not
+    subscribed to (their pushes would break the stream) but queried
+    (``ServiceQueryRequest``) at each listing until they fit.  Background tasks (the stream
     reader, the keep-alive, the lister) only queue; :meth:`apply` turns the queue into
     records, on the task that iterates ``watch()``."""
 
@@ -327,10 +337,12 @@ class _Push:
         link: NacosLink,
         limiter: TokenBucket,
         records: dict[Key, Record],
+        too_large: set[Key],
         sleep: Sleep,
         jitter: Callable[[], float],
     ) -> None:
         self.settings = settings
+        self.too_large = too_large
         self.client = client
         self.link = link
         self.limiter = limiter
@@ -482,10 +494,13 @@ class _Push:
             self.pending.pop(key, None)
             self.removed.add(key)
         new = [key for key in listed if key not in self.subscribed]
-        if new:
+        try:
             async with asyncio.TaskGroup() as tasks:
                 for key in new:
-                    tasks.create_task(self._start(key))
+                    starting = self._probe(key) if key in self.too_large else self._start(key)
+                    tasks.create_task(starting)
+        except* Exception as group:  # the first error (NacosUnavailable...) as it is
+            raise group.exceptions[0] from None
         if self.removed or self.failures or self.pending:
             self.wake.set()
 
@@ -501,10 +516,32 @@ class _Push:
                 self.subscribed.discard(key)  # subscribed again at the next listing
                 self.failures[key] = self.client.clean(str(exc))
                 if "max_response_bytes" in str(exc):  # its pushes would break the stream
+                    self.too_large.add(key)
                     with contextlib.suppress(QueryError):
                         await self._subscribe(key, False)
                 return
             self.queue(key, info)
+
+    async def _probe(self, key: Key) -> None:
+        """A service too large before: subscribed to again once its list fits."""
+        group, name = key
+        body = {
+            "namespace": self.settings.namespace,
+            "groupName": group,
+            "serviceName": name,
+            "cluster": "",
+            "healthyOnly": False,
+            "udpPort": 0,
+            "module": "naming",
+        }
+        async with self._slots:
+            try:
+                await self._ask("ServiceQueryRequest", body)
+            except QueryError as exc:
+                self.failures[key] = self.client.clean(str(exc))
+                return
+        self.too_large.discard(key)
+        await self._start(key)
 
     async def _subscribe(self, key: Key, subscribe: bool) -> Mapping[str, Any]:
         group, name = key
@@ -600,6 +637,7 @@ class NacosAdapter:
         self._jitter = jitter
         self._clock = clock
         self._records: dict[Key, Record] = {}  # push mode's last good state, across restarts
+        self._too_large: set[Key] = set()  # push mode: services not to subscribe to
         self._warned = False
 
     def __repr__(self) -> str:  # no password
@@ -672,7 +710,16 @@ class NacosAdapter:
         self, client: NacosClient, link: NacosLink | None, limiter: TokenBucket
     ) -> AsyncIterator[Update]:
         assert link is not None
-        push = _Push(self.settings, client, link, limiter, self._records, self._sleep, self._jitter)
+        push = _Push(
+            self.settings,
+            client,
+            link,
+            limiter,
+            self._records,
+            self._too_large,
+            self._sleep,
+            self._jitter,
+        )
         try:
             view = _View(await push.start())
             full = view.replace()

@@ -62,6 +62,8 @@ LABELS = {"source": "sdk", "module": "naming"}  # RemoteConstants.LABEL_SOURCE_S
 UN_REGISTER = 301  # NacosException.UN_REGISTER: the connection is not registered (yet)
 SETUP_TRIES = 40  # health checks while the server registers the connection
 SETUP_PAUSE = 0.05  # seconds between them (Nacos' own client waits 100 ms once)
+STATUS_TASK = "_handle_status_once_received"  # grpc.aio's task ending a stream call
+CLOSE_WAIT = 1.0  # seconds close() waits for those of its calls
 
 
 class NoGrpc(NacosUnavailable):
@@ -112,6 +114,8 @@ class NacosLink:
         self._client_ip = _local_ip(target)
         self._unary = channel.unary_unary(wire.REQUEST)  # raw bytes in and out
         self._stream: Any = None
+        self._calls: set[Any] = set()  # unary calls not known to be over
+        self._tasks_before = asyncio.all_tasks()
 
     @classmethod
     async def open(cls, settings: NacosSettings) -> NacosLink:
@@ -124,6 +128,8 @@ class NacosLink:
                 ("grpc.max_receive_message_length", settings.max_response_bytes),
                 ("grpc.max_send_message_length", settings.max_response_bytes),
                 ("grpc.enable_retries", 0),
+                # a TCP connection of its own: Nacos knows a connection by it
+                ("grpc.use_local_subchannel_pool", 1),
             ]
             if secure:
                 channel = grpc.aio.secure_channel(target, grpc.ssl_channel_credentials(), options)
@@ -146,7 +152,7 @@ class NacosLink:
         try:
             check = await self._call("ServerCheckRequest", {}, {}, self.settings.timeout)
         except (QueryError, NacosUnavailable) as exc:
-            raise NoGrpc(f"server check: {exc}") from None
+            raise NoGrpc(str(exc).removeprefix(f"{self.target}: ")) from None
         connection = check.get("connectionId")
         if check.get("resultCode") != 200 or not isinstance(connection, str):
             raise NoGrpc(f"server check: not a ServerCheckResponse: {check!r:.200}")
@@ -171,13 +177,22 @@ class NacosLink:
 
     async def close(self) -> None:
         """Cancel the stream and close the channel, leaving no task of gRPC's behind."""
-        if self._stream is not None:
-            self._stream.cancel()
+        calls = [*self._calls, *([self._stream] if self._stream is not None else [])]
+        for call in calls:
+            call.cancel()
+        for call in calls:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._stream.code(), self.settings.timeout)
+                await asyncio.wait_for(call.code(), self.settings.timeout)
         with contextlib.suppress(Exception):
             await self._channel.close(grace=None)
-        await asyncio.sleep(0)  # gRPC's own callbacks of the cancelled calls
+        # gRPC ends a cancelled stream in a task of its own, a moment later
+        status = [
+            task
+            for task in asyncio.all_tasks() - self._tasks_before
+            if getattr(task.get_coro(), "__qualname__", "").endswith(STATUS_TASK)
+        ]
+        if status:
+            await asyncio.wait(status, timeout=CLOSE_WAIT)
 
     # -- unary ---------------------------------------------------------------------------
 
@@ -209,8 +224,11 @@ class NacosLink:
         self, type_name: str, body: Mapping[str, Any], headers: Mapping[str, str], timeout: float
     ) -> Mapping[str, Any]:
         data = wire.encode(type_name, body, headers=headers, client_ip=self._client_ip)
+        call = self._unary(data, timeout=timeout)
+        self._calls = {c for c in self._calls if not c.done()}  # at most those in flight
+        self._calls.add(call)  # close() waits for the end of each
         try:
-            raw = await self._unary(data, timeout=timeout)
+            raw = await call
         except grpc.aio.AioRpcError as exc:
             code = _code(exc)
             if code == "DEADLINE_EXCEEDED":
@@ -278,7 +296,9 @@ class NacosLink:
         data = wire.encode(type_name, body, client_ip=self._client_ip)
         try:
             await self._stream.write(data)
-        except (grpc.aio.AioRpcError, asyncio.InvalidStateError) as exc:
-            raise NacosUnavailable(
-                f"{self.target}: the stream broke: {describe_error(exc)}"
-            ) from None
+        except grpc.aio.AioRpcError as exc:
+            detail = f"{_code(exc)}: {exc.details()}"
+            raise NacosUnavailable(f"{self.target}: the stream broke: {detail}") from None
+        except asyncio.InvalidStateError as exc:  # written after it ended
+            detail = describe_error(exc)
+            raise NacosUnavailable(f"{self.target}: the stream broke: {detail}") from None

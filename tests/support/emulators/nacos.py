@@ -57,7 +57,8 @@ gRPC (Nacos 2.x/3.x; off with ``grpc=False``, a Nacos 1.x): a ``grpc.aio`` serve
   ``serviceInfo`` (the instance list above, ``name`` without the group); a new
   subscriber also gets a push, as Nacos' ``ServiceSubscribedEvent`` does;
   ``ServiceListRequest`` (``ServiceListRequestHandler``) answers ``ServiceListResponse``
-  with ``count`` and the page of ``<group>@@<name>`` names (sorted here).  With
+  with ``count`` and the page of ``<group>@@<name>`` names (sorted here);
+  ``ServiceQueryRequest`` answers ``QueryServiceResponse`` with the ``serviceInfo``.  With
   ``auth`` the naming requests need a valid ``accessToken`` header, else the handler's
   response with ``resultCode`` 500 and ``errorCode`` 403 (``RemoteRequestAuthFilter``).
   :meth:`fail_service` makes a subscription answer ``errorCode`` = its status.
@@ -104,7 +105,7 @@ PUBLIC = "public"
 TOKEN_TTL = 18000
 GRPC_OFFSET = 1000  # Nacos' gRPC port is its HTTP port + 1000
 UN_REGISTER, NO_HANDLER, NO_RIGHT = 301, 302, 403  # NacosException codes
-NAMING = frozenset({"SubscribeServiceRequest", "ServiceListRequest"})
+NAMING = frozenset({"SubscribeServiceRequest", "ServiceListRequest", "ServiceQueryRequest"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -504,6 +505,9 @@ class NacosEmulator(LoopbackServer):
         failing = self._failing.get(f"{group}@@{name}")
         if failing is not None:
             return self._error(response, failing[0], failing[1])
+        if kind == "ServiceQueryRequest":  # ServiceQueryRequestHandler: no subscription
+            info = self._instances(key, name, healthy_only=bool(body.get("healthyOnly")))
+            return self._answer("QueryServiceResponse", {"serviceInfo": info})
         peers = self._subscribers.setdefault(key, set())
         if body.get("subscribe"):
             fresh = peer not in peers
