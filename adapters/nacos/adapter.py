@@ -25,7 +25,9 @@ Push (``grpc``, and ``auto`` with a gRPC server):
 * The server pushes each change of a subscribed service (``NotifySubscriberRequest``
   on the bi-stream), which is acknowledged at once (``NotifySubscriberResponse``, same
   ``requestId``) and queued: the queue keeps only the latest instance list per service
-  (by ``lastRefTime``), so it never holds more than one entry per subscribed service.
+  (pushes come in order on the stream; a subscription's answer is dropped when a push
+  of that service came first), so it never holds more than one entry per subscribed
+  service.
   Each batch of queued lists yields one ``Upsert``/``Delete`` per hostname that changed,
   then a new ``Problems`` when it changed: changes per service, not per pass.
 * New and vanished services appear only through the listing, repeated every
@@ -244,12 +246,6 @@ def service_key(info: Any) -> Key | None:
     return group, name
 
 
-def ref_time(info: Mapping[str, Any]) -> int:
-    """The ``lastRefTime`` of a ``serviceInfo`` (0 when absent or not a whole number)."""
-    value = info.get("lastRefTime")
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
-
-
 class _Poller:
     """One ``watch()``'s polls: the client and the record of every service."""
 
@@ -352,6 +348,7 @@ class _Push:
         self._jitter = jitter
         self.subscribed: set[Key] = set()
         self.pending: dict[Key, Mapping[str, Any]] = {}  # latest serviceInfo per service
+        self.pushed: set[Key] = set()  # pushed to since its subscription was sent
         self.failures: dict[Key, str] = {}
         self.removed: set[Key] = set()
         self.stream_note: str | None = None  # the latest message that could not be read
@@ -484,18 +481,20 @@ class _Push:
         return list(dict.fromkeys(names))
 
     async def _sync(self, listed: list[Key]) -> None:
-        """Subscribe to the new services of a listing, unsubscribe from vanished ones."""
+        """Subscribe to the new services of a listing, unsubscribe from vanished ones
+        (at most :data:`SUBSCRIBERS` requests in flight)."""
         keep = set(listed)
-        for key in sorted((self.subscribed | self.records.keys()) - keep):
-            if key in self.subscribed:
-                self.subscribed.discard(key)
-                with contextlib.suppress(QueryError):
-                    await self._subscribe(key, False)
+        gone = sorted((self.subscribed | self.records.keys()) - keep)
+        unsubscribe = [key for key in gone if key in self.subscribed]
+        for key in gone:
+            self.subscribed.discard(key)
             self.pending.pop(key, None)
             self.removed.add(key)
         new = [key for key in listed if key not in self.subscribed]
         try:
             async with asyncio.TaskGroup() as tasks:
+                for key in unsubscribe:
+                    tasks.create_task(self._stop(key))
                 for key in new:
                     starting = self._probe(key) if key in self.too_large else self._start(key)
                     tasks.create_task(starting)
@@ -504,9 +503,15 @@ class _Push:
         if self.removed or self.failures or self.pending:
             self.wake.set()
 
+    async def _stop(self, key: Key) -> None:
+        async with self._slots:
+            with contextlib.suppress(QueryError):  # it is gone: nothing to keep
+                await self._subscribe(key, False)
+
     async def _start(self, key: Key) -> None:
         async with self._slots:
             self.subscribed.add(key)  # its pushes count from now on
+            self.pushed.discard(key)
             try:
                 answer = await self._subscribe(key, True)
                 info = answer.get("serviceInfo")
@@ -520,7 +525,8 @@ class _Push:
                     with contextlib.suppress(QueryError):
                         await self._subscribe(key, False)
                 return
-            self.queue(key, info)
+            if key not in self.pushed:  # else a push made after this answer came first
+                self.queue(key, info)
 
     async def _probe(self, key: Key) -> None:
         """A service too large before: subscribed to again once its list fits."""
@@ -556,13 +562,11 @@ class _Push:
         return await self._ask("SubscribeServiceRequest", body)
 
     def queue(self, key: Key, info: Mapping[str, Any]) -> None:
-        """Keep ``info`` as the latest list of ``key`` unless an older one (by
-        ``lastRefTime``); one entry per subscribed service at most."""
+        """Keep ``info`` as the latest list of ``key`` (it replaces a queued one): one
+        entry per subscribed service at most."""
         if key not in self.subscribed:
             return
-        queued = self.pending.get(key)
-        if queued is None or ref_time(info) >= ref_time(queued):
-            self.pending[key] = info
+        self.pending[key] = info
         self.wake.set()
 
     # -- background tasks ------------------------------------------------------------------
@@ -582,7 +586,8 @@ class _Push:
                 key = service_key(info)
                 if key is None or not isinstance(info, Mapping):
                     self._note(f"NotifySubscriberRequest: no service named in {body!r:.200}")
-                else:
+                elif key in self.subscribed:
+                    self.pushed.add(key)
                     self.queue(key, info)
             elif item.type == "ClientDetectionRequest":
                 await self.link.reply("ClientDetectionResponse", answer)
