@@ -109,6 +109,7 @@ from registryd.adapter import (
     AdapterContext,
     Delete,
     Problems,
+    Published,
     Replace,
     Update,
     Upsert,
@@ -132,6 +133,7 @@ __all__ = [
     "NacosAdapter",
     "NacosError",
     "Record",
+    "Shard",
     "Snapshot",
     "service_key",
 ]
@@ -173,19 +175,14 @@ def signature(document: Mapping[str, Any]) -> str:
     return "hosts:" + json.dumps(document.get("hosts"), sort_keys=True, default=str)
 
 
-def snapshot(
-    records: Mapping[Key, Record],
-    status: Mapping[str, str] | None = None,
-    notes: Iterable[str] = (),
-) -> Snapshot:
-    """The shard the records make, with ``status`` and the extra warnings ``notes``.
-    Pure.  Two services with one hostname: the first by (group, name) wins, the other
-    is an error."""
+def snapshot(records: Mapping[Key, Record], status: Mapping[str, str] | None = None) -> Snapshot:
+    """The shard the records make, with ``status``.  Pure.  Two services with one
+    hostname: the first by (group, name) wins, the other is an error."""
     services: dict[str, Service] = {}
     endpoints: dict[str, tuple[Endpoint, ...]] = {}
     owners: dict[str, str] = {}
     errors: dict[str, str] = {}
-    warnings: list[str] = list(notes)
+    warnings: list[str] = []
     for (group, name), record in sorted(records.items()):
         source = f"{group}@@{name}"
         if record.error is not None:
@@ -282,12 +279,10 @@ class _Poller:
 
 
 class _View:
-    """The latest snapshot and the one last handed out; ``touched`` (None: all) limits
-    the next comparison to the hostnames that may have changed."""
+    """The latest poll's snapshot and the one last handed out."""
 
     def __init__(self, first: Snapshot) -> None:
         self.latest = self.shown = first
-        self.touched: set[str] | None = None
 
     def replace(self) -> Replace:
         self.shown = self.latest
@@ -299,13 +294,82 @@ class _View:
     def changes(self) -> list[Upsert | Delete]:
         """One ``Upsert``/``Delete`` per hostname that changed since the last hand-out."""
         old, self.shown = self.shown, self.latest
-        touched, self.touched = self.touched, None
-        return increments(
-            old.services, old.endpoints, self.latest.services, self.latest.endpoints, touched
-        )
+        return increments(old.services, old.endpoints, self.latest.services, self.latest.endpoints)
 
     def problems(self) -> Problems:
         return self.latest.problems
+
+
+class Shard:
+    """The shard that records make, as :func:`snapshot` computes it, kept up to date
+    one key at a time: a change costs what it touches, not the size of the shard.
+
+    :attr:`winners` holds the converted service served under each hostname (the
+    first claimant by (group, name) wins; the others are errors)."""
+
+    def __init__(self) -> None:
+        self.winners: dict[str, Converted] = {}
+        self._records: dict[Key, Record] = {}
+        self._claims: dict[str, set[Key]] = {}  # hostname -> keys converted to it
+        self._errors: dict[Key, str] = {}
+        self._notes: dict[Key, tuple[str, ...]] = {}
+
+    def set(self, key: Key, record: Record | None) -> set[str]:
+        """``key`` now has ``record`` (None: it is gone); the hostnames it touched."""
+        old = self._records.pop(key, None)
+        if record is not None:
+            self._records[key] = record
+        hosts: set[str] = set()
+        if old is not None and old.converted is not None:
+            host = old.converted.service.hostname
+            hosts.add(host)
+            claims = self._claims[host]
+            claims.discard(key)
+            if not claims:
+                del self._claims[host]
+        if record is not None and record.converted is not None:
+            host = record.converted.service.hostname
+            hosts.add(host)
+            self._claims.setdefault(host, set()).add(key)
+        judged = {key}
+        for host in hosts:
+            claimants = self._claims.get(host)
+            if not claimants:
+                self.winners.pop(host, None)
+                continue
+            winner = self._records[min(claimants)].converted
+            assert winner is not None
+            self.winners[host] = winner
+            judged |= claimants
+        for each in judged:
+            self._judge(each)
+        return hosts
+
+    def _judge(self, key: Key) -> None:
+        self._errors.pop(key, None)
+        self._notes.pop(key, None)
+        record = self._records.get(key)
+        if record is None:
+            return
+        if record.error is not None:
+            self._errors[key] = record.error
+        converted = record.converted
+        if converted is None:
+            return
+        host = converted.service.hostname
+        first = min(self._claims[host])
+        if first != key:
+            self._errors[key] = f"hostname {host} is already that of {first[0]}@@{first[1]}"
+        elif converted.notes:
+            self._notes[key] = converted.notes
+
+    def problems(self, status: Mapping[str, str], notes: Iterable[str] = ()) -> Problems:
+        """The errors and warnings (``notes`` first) of the records, and ``status``."""
+        errors = {f"{g}@@{n}": error for (g, n), error in sorted(self._errors.items())}
+        warnings = [*notes]
+        for (group, name), each in sorted(self._notes.items()):
+            warnings.extend(f"{group}@@{name}: {note}" for note in each)
+        return Problems(errors=errors, warnings=tuple(warnings), status=dict(status))
 
 
 class _GrpcBack(Exception):
@@ -355,11 +419,15 @@ class _Push:
         self.wake = asyncio.Event()
         self.tasks: list[asyncio.Task[None]] = []
         self._slots = asyncio.Semaphore(SUBSCRIBERS)
+        self.shard = Shard()
+        for key, record in records.items():  # the last good state of the last session
+            self.shard.set(key, record)
 
     # -- life cycle ----------------------------------------------------------------------
 
-    async def start(self) -> Snapshot:
-        """Subscribe to every listed service; the full state once every answer is in."""
+    async def start(self) -> None:
+        """Subscribe to every listed service; returns once every answer is in (the full
+        state is then :attr:`shard`)."""
         self.tasks = [
             asyncio.create_task(self._reader(), name="nacos-stream"),
             asyncio.create_task(self._keepalive(), name="nacos-keepalive"),
@@ -367,7 +435,6 @@ class _Push:
         await self._sync(await self._list())
         self.apply()
         self.tasks.append(asyncio.create_task(self._lister(), name="nacos-lister"))
-        return self.snapshot()
 
     async def close(self) -> None:
         for task in self.tasks:
@@ -377,9 +444,9 @@ class _Push:
                 await task
         await self.link.close()
 
-    def snapshot(self) -> Snapshot:
+    def problems(self) -> Problems:
         notes = () if self.stream_note is None else (self.stream_note,)
-        return snapshot(self.records, self.status, notes)
+        return self.shard.problems(self.status, notes)
 
     async def wait(self) -> None:
         """Until something is queued; raises the error of a background task that ended."""
@@ -400,24 +467,22 @@ class _Push:
         failures, self.failures = self.failures, {}
         removed, self.removed = self.removed, set()
         touched: set[str] = set()
-
-        def note(record: Record | None) -> None:
-            if record is not None and record.converted is not None:
-                touched.add(record.converted.service.hostname)
-
         for key in removed:
-            note(self.records.pop(key, None))
+            self.records.pop(key, None)
+            touched |= self.shard.set(key, None)
         for key, error in failures.items():
             old = self.records.get(key, Record())
-            self.records[key] = Record(old.converted, old.signature, error)
+            self._record(key, Record(old.converted, old.signature, error), touched)
         for key, info in pending.items():
             old = self.records.get(key, Record())
             new = read_record(self.settings, key, info, old)
             if new is not old:
-                note(old)
-                note(new)
-                self.records[key] = new
+                self._record(key, new, touched)
         return touched
+
+    def _record(self, key: Key, record: Record, touched: set[str]) -> None:
+        self.records[key] = record
+        touched |= self.shard.set(key, record)
 
     # -- requests --------------------------------------------------------------------------
 
@@ -725,9 +790,11 @@ class NacosAdapter:
             self._sleep,
             self._jitter,
         )
+        published: Published[str] = Published()
+        touched: set[str] = set()
         try:
-            view = _View(await push.start())
-            full = view.replace()
+            await push.start()
+            full = published.replace(push.shard.winners)
             log.info(
                 "nacos %s: %d services, %d endpoints from %s (push)",
                 self.name,
@@ -736,14 +803,19 @@ class NacosAdapter:
                 link.target,
             )
             yield full
-            yield view.latest.problems
+            shown = push.problems()
+            yield shown
 
             async def apply_queued() -> None:
                 await push.wait()
-                view.touched = push.apply()
-                view.latest = push.snapshot()
+                touched.update(push.apply())
 
-            updates = follow(apply_queued, view.changes, view.problems, view.latest.problems)
+            def changes() -> list[Upsert | Delete]:
+                hosts = set(touched)
+                touched.clear()
+                return published.changes(push.shard.winners, hosts)
+
+            updates = follow(apply_queued, changes, push.problems, shown)
             async with contextlib.aclosing(updates):
                 async for update in updates:
                     yield update

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import random
 import threading
 from collections.abc import AsyncIterator
 from typing import Any, TypeVar
@@ -32,6 +33,7 @@ from registryd.adapters.nacos.client import (
     TooManyServices,
 )
 from registryd.adapters.nacos.link import NoGrpc
+from registryd.adapters.nacos.settings import parse_settings
 from registryd.model import Health
 from tests.adapters.feed import Feed
 from tests.support.emulators.nacos import NacosEmulator, Request
@@ -811,3 +813,35 @@ async def test_the_grpc_port_setting(feeds: list[Feed]) -> None:
         _, replace, problems = await start(feeds, pusher(nacos, grpc_port=nacos.grpc_port))
         assert [s.hostname for s in replace.services] == [ORDERS]
         assert problems.status == pushing(nacos)
+
+
+def test_the_shard_kept_per_key_is_the_snapshot_of_the_records() -> None:
+    """Shard (push: one change at a time) and snapshot (poll: all at once) agree, hostname
+    collisions, errors and notes included, after every change of a random sequence."""
+    rng = random.Random(7)
+    settings = parse_settings("n", {"server_addr": "a:1"})
+    names = [("DEFAULT_GROUP", "a_b"), ("DEFAULT_GROUP", "a-b"), ("G", "x"), ("G", "y")]
+    records: dict[tuple[str, str], nacos_adapter.Record] = {}
+    shard = nacos_adapter.Shard()
+    for _ in range(300):
+        key = rng.choice(names)
+        choice = rng.random()
+        if choice < 0.2:
+            records.pop(key, None)
+            shard.set(key, None)
+            continue
+        old = records.get(key, nacos_adapter.Record())
+        if choice < 0.4:
+            new = nacos_adapter.Record(old.converted, old.signature, "broken")
+        else:
+            port = rng.choice([80, 81])
+            protocol = rng.choice(["http", "dubbo"])
+            hosts = [{"ip": "10.0.0.1", "port": port, "metadata": {"protocol": protocol}}]
+            new = nacos_adapter.read_record(settings, key, {"hosts": hosts}, old)
+        records[key] = new
+        shard.set(key, new)
+        whole = nacos_adapter.snapshot(records, {"mode": "m"})
+        assert {h: (c.service, c.endpoints) for h, c in shard.winners.items()} == {
+            h: (whole.services[h], whole.endpoints[h]) for h in whole.services
+        }
+        assert shard.problems({"mode": "m"}) == whole.problems
