@@ -245,11 +245,14 @@ class NacosLink:
                     f"{self.target}: {type_name}: {code}: {exc.details()}"
                 ) from None
             raise QueryError(f"{type_name}: {code}: {exc.details()}") from None
-        return await self._parse(type_name, raw)
-
-    async def _parse(self, what: str, raw: bytes) -> Mapping[str, Any]:
         try:
             frame = wire.decode(raw)
+        except ValueError as exc:
+            raise QueryError(f"{type_name}: {exc}") from None
+        return await self._parse(type_name, frame)
+
+    async def _parse(self, what: str, frame: wire.Frame) -> Mapping[str, Any]:
+        try:
             value = await load_json(frame.body, self.settings.limits)
         except JsonTooLarge as exc:
             setting = "" if exc.limit == "max_depth" else " (max_response_bytes)"
@@ -282,14 +285,13 @@ class NacosLink:
         if raw is grpc.aio.EOF:
             raise NacosUnavailable(f"{self.target}: the server closed the stream")
         try:
-            kind = wire.decode(raw).type
+            frame = wire.decode(raw)
+            body = await self._parse(frame.type or "a message on the stream", frame)
         except ValueError as exc:
             return QueryError(f"a message on the stream: {exc}")
-        try:
-            body = await self._parse(kind or "a message on the stream", raw)
         except QueryError as exc:
             return exc
-        return ServerRequest(kind, body)
+        return ServerRequest(frame.type, body)
 
     async def reply(self, type_name: str, body: Mapping[str, Any]) -> None:
         """Send one message on the bi-stream (a response, or the setup request)."""

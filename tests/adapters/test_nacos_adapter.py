@@ -772,12 +772,22 @@ async def test_an_oversized_service_is_its_own_error_and_keeps_its_last_endpoint
         nacos.register("grow", f"10.0.2.{i}", 7000)
     error = await feed.error()
     assert isinstance(error, NacosUnavailable) and "max_response_bytes" in str(error)
-    feed, replace, problems = await restarted(feeds, following)
-    grown = [e.address for e in replace.endpoints if e.hostname.startswith("grow.")]
-    assert "10.0.0.3" in grown and len(grown) < 41  # the last push that fitted
+    # the next run finds grow by its subscription's answer, but the push the server
+    # sends its new subscriber may break that run too, after its full state
+    for attempt in range(3):
+        feed, replace, problems = await restarted(feeds, following)
+        grown = [e.address for e in replace.endpoints if e.hostname.startswith("grow.")]
+        assert "10.0.0.3" in grown and len(grown) < 41  # the last push that fitted
+        nacos.register("stock", f"10.0.3.{attempt}", 7000)
+        try:
+            await next_of(feed, Upsert, "stock.default-group.public.nacos")
+        except NacosUnavailable:
+            continue
+        break
+    else:
+        raise AssertionError("no run stayed up")
     assert sorted(problems.errors) == ["DEFAULT_GROUP@@big", "DEFAULT_GROUP@@grow"]
-    nacos.register("stock", "10.0.0.4", 7000)
-    await next_of(feed, Upsert, "stock.default-group.public.nacos")
+    assert nacos.subscribers("grow") == 0
 
     nacos.remove_service("big")  # big shrinks to one instance: subscribed again
     nacos.register("big", "10.0.1.1", 8080)
