@@ -855,3 +855,20 @@ def test_the_shard_kept_per_key_is_the_snapshot_of_the_records() -> None:
             h: (whole.services[h], whole.endpoints[h]) for h in whole.services
         }
         assert shard.problems({"mode": "m"}) == whole.problems
+
+
+async def test_the_servers_own_requests_on_the_stream_are_answered(
+    nacos: NacosEmulator, feeds: list[Feed]
+) -> None:
+    nacos.register("orders", "10.0.0.1", 8080)
+    feed, _, _ = await start(feeds, pusher(nacos))
+    detect = json.dumps({"requestId": "cd-1", "module": "internal"})
+    nacos.push_raw(detect, "ClientDetectionRequest")
+    for _ in range(500):  # until the server has read the answer (a hang guard)
+        if grpc_calls(nacos, "ClientDetectionResponse"):
+            break
+        await asyncio.sleep(0.01)
+    assert {"requestId": "cd-1", "resultCode": 200, "errorCode": 0} in nacos.acks
+    nacos.push_raw(json.dumps({"requestId": "rs-1", "module": "internal"}), "ConnectResetRequest")
+    error = await feed.error()  # answered, then the run ends to reconnect
+    assert isinstance(error, NacosUnavailable) and "asked to reconnect" in str(error)

@@ -39,8 +39,8 @@ revokes every token; :meth:`stop` / :meth:`start` (the server goes away and come
 on the same port).  Every request is recorded in :attr:`requests`.
 
 Standalone: ``python -m tests.support.emulators.nacos [--port P] [FILE]`` serves it
-on 127.0.0.1 (port 8848 by default) until Ctrl-C, with the instances of ``FILE``
-(:func:`from_state` gives the format).
+on 127.0.0.1 (port 8848 by default, gRPC on P + 1000: 9848) until Ctrl-C, with the
+instances of ``FILE`` (:func:`from_state` gives the format).
 
 gRPC (Nacos 2.x/3.x; off with ``grpc=False``, a Nacos 1.x): a ``grpc.aio`` server on
 127.0.0.1 at the HTTP port + 1000 (or ``grpc_port``) serving the two services of Nacos'
@@ -373,9 +373,11 @@ class NacosEmulator(LoopbackServer):
         try:
             bound = server.add_insecure_port(f"127.0.0.1:{port}")
             await server.start()
-        except BaseException:
+        except BaseException as exc:
             await server.stop(None)
             await super().stop()
+            if isinstance(exc, RuntimeError):  # gRPC's "failed to bind"
+                raise OSError(f"gRPC: {exc}") from None
             raise
         if self.grpc_port is not None:
             self.grpc_port = bound
