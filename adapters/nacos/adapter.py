@@ -437,12 +437,14 @@ class _Push:
         self.tasks.append(asyncio.create_task(self._lister(), name="nacos-lister"))
 
     async def close(self) -> None:
+        """Cancel the background tasks (their errors were raised by :meth:`wait`, or do
+        not matter now) and close the connection."""
         for task in self.tasks:
             task.cancel()
-        for task in self.tasks:
-            with contextlib.suppress(BaseException):
-                await task
-        await self.link.close()
+        try:
+            await asyncio.gather(*self.tasks, return_exceptions=True)
+        finally:
+            await self.link.close()
 
     def problems(self) -> Problems:
         notes = () if self.stream_note is None else (self.stream_note,)
