@@ -104,6 +104,7 @@ DEFAULT_GROUP = "DEFAULT_GROUP"
 PUBLIC = "public"
 TOKEN_TTL = 18000
 GRPC_OFFSET = 1000  # Nacos' gRPC port is its HTTP port + 1000
+BIND_TRIES = 5  # free HTTP ports tried when the one + 1000 is taken
 UN_REGISTER, NO_HANDLER, NO_RIGHT = 301, 302, 403  # NacosException codes
 NAMING = frozenset({"SubscribeServiceRequest", "ServiceListRequest", "ServiceQueryRequest"})
 
@@ -151,6 +152,7 @@ class NacosEmulator(LoopbackServer):
         self._subscribers: dict[tuple[str, str, str], set[str]] = {}  # service -> peers
         self._push_ids = itertools.count(1)
         self._last_ms = 0
+        self._info_json: dict[tuple[str, str, str], tuple[bool, bytes]] = {}  # cached
         self.tokens: set[str] = set()
         self.empty_checksum = False
         self.endless_list = False
@@ -216,12 +218,14 @@ class NacosEmulator(LoopbackServer):
         self, service: str, *, group: str = DEFAULT_GROUP, namespace: str = PUBLIC
     ) -> None:
         if self._services.pop((namespace, group, service), None) is not None:
+            self._info_json.pop((namespace, group, service), None)
             self._notify((namespace, group, service))
 
     def _changed(self, namespace: str, group: str, service: str) -> None:
         """A service changed: a new ``lastRefTime`` (strictly increasing) and a push."""
         self._last_ms = max(int(time.time() * 1000), self._last_ms + 1)
         self._services[(namespace, group, service)].changed_ms = self._last_ms
+        self._info_json.pop((namespace, group, service), None)
         self._notify((namespace, group, service))
 
     def fail_service(
@@ -350,12 +354,25 @@ class NacosEmulator(LoopbackServer):
 
     # -- gRPC ----------------------------------------------------------------------------
     async def start(self) -> None:
-        """Listen on 127.0.0.1: HTTP, and gRPC unless ``grpc=False``."""
+        """Listen on 127.0.0.1: HTTP, and gRPC unless ``grpc=False``.  The first start on
+        a free HTTP port whose + 1000 is taken tries other free ports (a few times)."""
         if self.running:
             return
-        await super().start()
-        if not self.grpc:
-            return
+        fresh = self.port == 0 and self.grpc_port is None
+        for attempt in range(BIND_TRIES if fresh else 1):
+            await super().start()
+            if not self.grpc:
+                return
+            try:
+                await self._start_grpc()
+                return
+            except OSError:
+                await super().stop()
+                if attempt == BIND_TRIES - 1 or not fresh:
+                    raise
+                self.port = 0
+
+    async def _start_grpc(self) -> None:
         port = self.port + GRPC_OFFSET if self.grpc_port is None else self.grpc_port
         server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
         handlers = {
@@ -373,11 +390,11 @@ class NacosEmulator(LoopbackServer):
         try:
             bound = server.add_insecure_port(f"127.0.0.1:{port}")
             await server.start()
-        except BaseException as exc:
+        except RuntimeError as exc:  # gRPC's "failed to bind"
             await server.stop(None)
-            await super().stop()
-            if isinstance(exc, RuntimeError):  # gRPC's "failed to bind"
-                raise OSError(f"gRPC: {exc}") from None
+            raise OSError(f"gRPC: {exc}") from None
+        except BaseException:
+            await server.stop(None)
             raise
         if self.grpc_port is not None:
             self.grpc_port = bound
@@ -421,23 +438,40 @@ class NacosEmulator(LoopbackServer):
         peers = self._subscribers.get(key)
         if not peers:
             return
-        info = self._instances(key, key[2])
         for peer in peers:
             connection = self._connections.get(peer)
             if connection is not None:
-                connection.outbox.put_nowait(self._push(key, info))
+                connection.outbox.put_nowait(self._push(key))
 
-    def _push(self, key: tuple[str, str, str], info: Mapping[str, Any]) -> bytes:
-        body = {
+    def _info(self, key: tuple[str, str, str]) -> bytes:
+        """The ``serviceInfo`` of a service as JSON, kept until the service changes (as
+        Nacos' ``ServiceStorage`` keeps it), so that answers and pushes share it."""
+        cached = self._info_json.get(key)
+        if cached is None or cached[0] != self.empty_checksum:
+            text = json.dumps(self._instances(key, key[2]), separators=(",", ":"))
+            cached = self._info_json[key] = (self.empty_checksum, text.encode())
+        return cached[1]
+
+    @staticmethod
+    def _with_info(type_name: str, head: Mapping[str, Any], info: bytes) -> bytes:
+        """A frame whose JSON body is ``head`` plus ``"serviceInfo": info``."""
+        message = wire.Payload()
+        message.metadata.type = type_name
+        start = json.dumps(head, separators=(",", ":"))[:-1].encode()
+        message.body.value = start + b',"serviceInfo":' + info + b"}"
+        data: bytes = message.SerializeToString()
+        return data
+
+    def _push(self, key: tuple[str, str, str]) -> bytes:
+        head = {
             "headers": {},
             "requestId": str(next(self._push_ids)),
             "namespace": key[0],
             "groupName": key[1],
             "serviceName": key[2],
-            "serviceInfo": info,
             "module": "naming",
         }
-        return wire.encode("NotifySubscriberRequest", body)
+        return self._with_info("NotifySubscriberRequest", head, self._info(key))
 
     @staticmethod
     def _answer(type_name: str, body: Mapping[str, Any] | None = None) -> bytes:
@@ -517,10 +551,10 @@ class NacosEmulator(LoopbackServer):
         else:
             fresh = False
             peers.discard(peer)
-        info = self._instances(key, name)
         if fresh:  # ServiceSubscribedEvent: the new subscriber gets a push too
-            connection.outbox.put_nowait(self._push(key, info))
-        return self._answer(response, {"message": "success", "serviceInfo": info})
+            connection.outbox.put_nowait(self._push(key))
+        head = {"resultCode": 200, "errorCode": 0, "success": True, "message": "success"}
+        return self._with_info(response, head, self._info(key))
 
     async def _grpc_stream(
         self, requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext
