@@ -33,7 +33,8 @@ Push (``grpc``, and ``auto`` with a gRPC server):
 * New and vanished services appear only through the listing, repeated every
   ``list_interval`` seconds (±10 %): new ones are subscribed to, vanished ones
   unsubscribed from and deleted.  A ``HealthCheckRequest`` every :data:`KEEPALIVE`
-  seconds keeps the connection (Nacos drops one silent for 20 s).  Idle, that is
+  seconds keeps the connection (Nacos probes, then drops, a connection silent for 20 s;
+  its ``ClientDetectionRequest`` is answered too).  Idle, that is
   ``groups * ceil(services / page_size) / list_interval + 1 / KEEPALIVE`` requests a second:
   2.2 at 10,000 services with the defaults.
 * One service's failure (an error answer to its subscription, one over
@@ -41,7 +42,9 @@ Push (``grpc``, and ``auto`` with a gRPC server):
   not an instance list, a hostname that is not a DNS name, any exception converting
   it) is that service's alone: it keeps its last good endpoints, the error shows under
   ``<group>@@<service>``, and a service whose subscription failed is subscribed again
-  at the next listing.  The last good state of every service is kept across restarts
+  at the next listing.  A message on the stream that cannot be read, or a push that
+  names no service, is dropped and shown as a warning (the latest one only).  The last
+  good state of every service is kept across restarts
   of ``watch()`` (the records live on the adapter), so a restart whose subscription of
   one service fails still serves that service's last endpoints.
 * A service whose subscription answer is over ``max_response_bytes`` is that
