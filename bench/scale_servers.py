@@ -12,8 +12,9 @@ far (:meth:`Server.requests`, counted by the server itself).
   kubeconfig), then answers JSON lines on stdin, one at a time: ``{"op": "change",
   "service": i, "instance": j, "address": a}`` and ``{"op": "requests"}``.  It exits
   when stdin closes.  Requests are counted in the emulators' own request hook (every
-  request they answer), and their request logs are emptied every second so that a long
-  run does not grow them.
+  request they answer; for Nacos also every gRPC message it receives, unary or on the
+  bi-stream, acknowledgements of its pushes included), and their request logs are
+  emptied every second so that a long run does not grow them.
 * etcd is the real server (:class:`~tests.support.etcd_server.EtcdServer`); requests
   are the gRPC messages it received (``grpc_server_msg_received_total`` on its
   ``/metrics``): unary calls and every message on a stream.

@@ -100,6 +100,7 @@ class NacosClient:
         self._current = 0
         self._token: str | None = None
         self._renew_at = 0.0
+        self._login_lock = asyncio.Lock()
 
     @property
     def server(self) -> str:
@@ -149,7 +150,7 @@ class NacosClient:
         await self.limiter.acquire()
         status, body = await self._call("GET", path, await self._with_token(params))
         if status == 403 and self.settings.username:
-            self._token = None  # expired or revoked: log in again, once
+            self.forget_token()  # expired or revoked: log in again, once
             status, body = await self._call("GET", path, await self._with_token(params))
         if status != 200:
             raise QueryError(f"{path}: HTTP {status}: {self._preview(body)}")
@@ -165,12 +166,27 @@ class NacosClient:
         return value
 
     async def _with_token(self, params: Mapping[str, str]) -> dict[str, str]:
+        token = await self.token()
+        return dict(params) if token is None else {**params, "accessToken": token}
+
+    async def token(self) -> str | None:
+        """A current access token, logging in first when there is none or it is due for
+        renewal (one login at a time); None without a username."""
         if not self.settings.username:
-            return dict(params)
-        if self._token is None or self.clock() >= self._renew_at:
-            await self._login()
+            return None
+        async with self._login_lock:
+            if self._token is None or self.clock() >= self._renew_at:
+                await self._login()
         assert self._token is not None
-        return {**params, "accessToken": self._token}
+        return self._token
+
+    def forget_token(self) -> None:
+        """The server refused the token: the next call logs in again."""
+        self._token = None
+
+    def clean(self, text: str) -> str:
+        """``text`` without the token or the password."""
+        return self._clean(text)
 
     async def _login(self) -> None:
         form = {"username": self.settings.username, "password": self.settings.password}

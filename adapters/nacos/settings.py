@@ -21,6 +21,7 @@ __all__ = [
     "DEFAULT_MAX_RESPONSE_BYTES",
     "DEFAULT_MAX_SERVICES",
     "KNOWN",
+    "MODES",
     "NacosSettings",
     "parse_settings",
 ]
@@ -42,7 +43,11 @@ KNOWN = (
     "max_response_bytes",
     "max_services",
     "request_timeout",
+    "mode",
+    "grpc_port",
+    "list_interval",
 )
+MODES = ("auto", "grpc", "poll")
 DEFAULT_MAX_RESPONSE_BYTES = 16 * 2**20  # 10,000 instances take about 3 MB
 MIN_RESPONSE_BYTES = 1024
 DEFAULT_MAX_SERVICES = 10_000
@@ -64,7 +69,13 @@ class NacosSettings:
     :class:`~registryd.adapter.JsonLimits` of that size); the listing of the groups may
     name at most ``max_services`` services; every call (one page of the listing, one
     service's instance list) must be answered whole within ``request_timeout`` seconds,
-    while ``timeout`` bounds connecting and any silence of a server."""
+    while ``timeout`` bounds connecting and any silence of a server.
+
+    ``mode`` is how the registry is followed: ``grpc`` subscribes to every service over
+    Nacos 2.x/3.x's gRPC protocol (at ``grpc_port``, by default the HTTP port + 1000)
+    and lists the services every ``list_interval`` seconds; ``poll`` polls the v1 Open
+    API every ``poll_interval`` seconds (the only way with Nacos 1.x); ``auto`` does the
+    first and falls back to the second when the server has no gRPC."""
 
     servers: tuple[str, ...]
     namespace: str = "public"
@@ -81,6 +92,9 @@ class NacosSettings:
     max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
     max_services: int = DEFAULT_MAX_SERVICES
     request_timeout: float = 10.0
+    mode: str = "auto"
+    grpc_port: int | None = None
+    list_interval: float = 10.0
 
     @property
     def limits(self) -> JsonLimits:
@@ -126,6 +140,22 @@ def _zone_from(reader: SettingsReader) -> str:
     )
 
 
+def _mode(reader: SettingsReader) -> str:
+    value = reader.text("mode", "auto") or "auto"
+    if value not in MODES:
+        raise reader.error(f"'mode' must be one of {list(MODES)}, got {value!r}")
+    return value
+
+
+def _grpc_port(reader: SettingsReader) -> int | None:
+    value = reader.get("grpc_port")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 65536:
+        raise reader.error(f"'grpc_port' must be a port number 1-65535, got {value!r}")
+    return value
+
+
 def parse_settings(name: str, settings: Mapping[str, Any]) -> NacosSettings:
     """The checked settings of registry ``name``; raises ConfigError."""
     reader = SettingsReader(name, "nacos", settings, KNOWN)
@@ -154,4 +184,7 @@ def parse_settings(name: str, settings: Mapping[str, Any]) -> NacosSettings:
         ),
         max_services=reader.whole("max_services", DEFAULT_MAX_SERVICES),
         request_timeout=reader.number("request_timeout", 10.0, maximum=300, unit="seconds"),
+        mode=_mode(reader),
+        grpc_port=_grpc_port(reader),
+        list_interval=reader.number("list_interval", 10.0, maximum=3600, unit="seconds"),
     )

@@ -1,15 +1,24 @@
-"""The Nacos adapter against the Nacos emulator: full state, increments, one failing
-service, outages, failover, login and paging, and hostile servers (huge, deep or endless
-answers, a service that drips its answer).  Polls are driven by an injected sleep, so
-"a poll changed nothing" is checked after that poll has run, not after a wait."""
+"""The Nacos adapter against the Nacos emulator.
+
+Polling (``mode: poll``): full state, increments, one failing service, outages,
+failover, login and paging, and hostile servers (huge, deep or endless answers, a
+service that drips its answer).  Polls are driven by an injected sleep, so "a poll
+changed nothing" is checked after that poll has run, not after a wait.
+
+Push (gRPC): the full state by subscription, changes by push (not read by a poll), the
+listing's new and vanished services (driven by the same injected sleep), the fallback
+to polling a server without gRPC and back, ``mode: grpc`` without it, dropped streams
+and restarted servers, tokens, malformed and oversized pushes."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import random
 import threading
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
@@ -23,12 +32,17 @@ from registryd.adapters.nacos.client import (
     QueryError,
     TooManyServices,
 )
+from registryd.adapters.nacos.link import NoGrpc
+from registryd.adapters.nacos.settings import parse_settings
 from registryd.model import Health
 from tests.adapters.feed import Feed
-from tests.support.emulators.nacos import NacosEmulator
+from tests.support.emulators.nacos import NacosEmulator, Request
+
+T = TypeVar("T")
 
 TIMEOUT = 5.0
 ORDERS = "orders.default-group.public.nacos"
+POLLING = {"mode": "poll", "reason": "the setting mode is poll"}
 
 
 class Ticker:
@@ -61,9 +75,10 @@ async def nacos() -> AsyncIterator[NacosEmulator]:
 
 
 def adapter(server_addr: Any, ticker: Ticker | None = None, **settings: Any) -> NacosAdapter:
+    """A polling adapter (``mode: poll`` unless ``settings`` say otherwise)."""
     return NacosAdapter(
         name="nacos-test",
-        settings={"server_addr": server_addr, **settings},
+        settings={"server_addr": server_addr, "mode": "poll", **settings},
         context=AdapterContext(),
         sleep=ticker or Ticker(),
         jitter=lambda: 1.0,
@@ -104,7 +119,7 @@ async def test_first_update_is_the_full_state_of_the_configured_groups_and_names
         (ORDERS, "10.0.0.1"),
         ("pay-svc.pay.public.nacos", "10.0.0.2"),
     ]
-    assert problems == Problems()
+    assert problems == Problems(status=POLLING)
 
 
 async def test_changes_arrive_as_increments_and_an_unchanged_poll_yields_nothing(
@@ -169,7 +184,7 @@ async def test_one_failing_service_keeps_its_last_good_endpoints_and_stops_no_ot
     await ticker.poll()
     orders, cleared = queued(feed)
     assert isinstance(orders, Upsert) and len(orders.endpoints) == 2
-    assert cleared == Problems()
+    assert cleared == Problems(status=POLLING)
 
 
 async def test_any_exception_converting_one_service_is_that_services_error(
@@ -261,7 +276,10 @@ async def test_each_full_state_is_logged_under_the_nacos_scope(
     nacos.register("orders", "10.0.0.2", 8080)
     await start(feeds, adapter([dead, nacos.address]))
     assert [(r.levelno, r.getMessage()) for r in lines] == [
-        (logging.INFO, f"nacos nacos-test: 1 services, 2 endpoints from http://{nacos.address}")
+        (
+            logging.INFO,
+            f"nacos nacos-test: 1 services, 2 endpoints from http://{nacos.address} (poll)",
+        )
     ]
     assert NacosAdapter.log_scope == "nacos" and NacosAdapter.default_priority == 50
 
@@ -281,7 +299,7 @@ async def test_the_poll_interval_is_scaled_by_the_jitter(
     ticker = Ticker()
     nacos_adapter = NacosAdapter(
         name="n",
-        settings={"server_addr": nacos.address, "poll_interval": 3},
+        settings={"server_addr": nacos.address, "poll_interval": 3, "mode": "poll"},
         context=AdapterContext(),
         sleep=ticker,
         jitter=lambda: 0.9,
@@ -336,7 +354,7 @@ async def test_a_service_that_recovers_unchanged_clears_its_error(
     assert isinstance(failed, Problems) and "HTTP 404" in failed.errors["DEFAULT_GROUP@@orders"]
     nacos.fail_service("orders", None)
     await ticker.poll()
-    assert queued(feed) == [Problems()]
+    assert queued(feed) == [Problems(status=POLLING)]
 
 
 # -- hostile servers: every answer bounded, a slow service is that service's problem --
@@ -447,14 +465,14 @@ async def test_a_slow_service_keeps_its_endpoints_and_holds_back_no_other_change
     assert isinstance(orders, Upsert) and orders.service.hostname == ORDERS
     assert len(orders.endpoints) == 2
     assert problems == Problems(
-        errors={"DEFAULT_GROUP@@slow": f"/nacos/v1/ns/instance/list: {error}"}
+        errors={"DEFAULT_GROUP@@slow": f"/nacos/v1/ns/instance/list: {error}"}, status=POLLING
     )
 
     nacos.drip_service("slow", None)
     await ticker.poll()
     slow, cleared = queued(feed)
     assert isinstance(slow, Upsert) and len(slow.endpoints) == 2
-    assert cleared == Problems()
+    assert cleared == Problems(status=POLLING)
 
 
 async def test_a_slow_service_list_is_the_registrys_error(
@@ -467,3 +485,390 @@ async def test_a_slow_service_list_is_the_registrys_error(
     error = await feed.error()
     assert isinstance(error, QueryError)
     assert str(error) == "/nacos/v1/ns/service/list: no whole answer within 0.2s (request_timeout)"
+
+
+# -- push: Nacos 2.x/3.x's gRPC protocol ----------------------------------------------
+
+
+def pusher(nacos: NacosEmulator, ticker: Ticker | None = None, **settings: Any) -> NacosAdapter:
+    """A pushed-to adapter (``mode: grpc`` unless ``settings`` say otherwise); the
+    ``ticker`` lets each listing run."""
+    return adapter(nacos.address, ticker, **{"mode": "grpc", **settings})
+
+
+def pushing(nacos: NacosEmulator) -> dict[str, str]:
+    return {"mode": f"push (gRPC {nacos.grpc_address})"}
+
+
+def http_reads(nacos: NacosEmulator) -> list[Request]:
+    return [r for r in nacos.requests if r.path == "/nacos/v1/ns/instance/list"]
+
+
+def grpc_calls(nacos: NacosEmulator, kind: str) -> list[Request]:
+    return [r for r in nacos.requests if r.method == "GRPC" and r.path == kind]
+
+
+async def next_of(feed: Feed, kind: type[T], hostname: str | None = None) -> T:
+    """The next update of ``kind`` (and ``hostname``), skipping Problems."""
+    for _ in range(100):
+        update = await feed.next()
+        if isinstance(update, kind) and (
+            hostname is None
+            or getattr(update, "hostname", None) == hostname
+            or getattr(getattr(update, "service", None), "hostname", None) == hostname
+        ):
+            return update
+        assert isinstance(update, Problems | Upsert), update
+    raise AssertionError(f"no {kind.__name__} in 100 updates")
+
+
+async def test_push_mode_syncs_by_subscription_and_says_so(
+    nacos: NacosEmulator, feeds: list[Feed]
+) -> None:
+    nacos.register("orders", "10.0.0.1", 8080, metadata={"protocol": "http"})
+    nacos.register("pay_svc", "10.0.0.2", 9000, group="PAY")
+    nacos.register("hidden", "10.0.0.3", 80, group="OTHER")
+    _, replace, problems = await start(
+        feeds,
+        adapter(nacos.address, groups=["DEFAULT_GROUP", "PAY"], mode="auto"),
+    )
+    assert sorted(s.hostname for s in replace.services) == [ORDERS, "pay-svc.pay.public.nacos"]
+    assert sorted(e.address for e in replace.endpoints) == ["10.0.0.1", "10.0.0.2"]
+    assert problems == Problems(status=pushing(nacos))
+    assert http_reads(nacos) == []
+    subscribed = grpc_calls(nacos, "SubscribeServiceRequest")
+    assert sorted((r.params["groupName"], r.params["serviceName"]) for r in subscribed) == [
+        ("DEFAULT_GROUP", "orders"),
+        ("PAY", "pay_svc"),
+    ]
+    assert nacos.subscribers("orders") == 1 and nacos.subscribers("hidden") == 0
+
+
+async def test_a_change_arrives_by_push_and_is_acknowledged(
+    nacos: NacosEmulator, feeds: list[Feed]
+) -> None:
+    nacos.register("orders", "10.0.0.1", 8080)
+    nacos.register("stock", "10.0.0.2", 7000)
+    feed, _, _ = await start(feeds, pusher(nacos))
+
+    nacos.register("orders", "10.0.0.5", 8080, healthy=False)
+    update = await next_of(feed, Upsert, ORDERS)
+    assert [(e.address, e.health) for e in update.endpoints] == [
+        ("10.0.0.1", Health.HEALTHY),
+        ("10.0.0.5", Health.UNHEALTHY),
+    ]
+    nacos.deregister("orders", "10.0.0.1", 8080)
+    update = await next_of(feed, Upsert, ORDERS)
+    assert [e.address for e in update.endpoints] == ["10.0.0.5"]
+    assert http_reads(nacos) == []  # not read by an instance-list poll
+    pushed = {a["requestId"] for a in nacos.acks}
+    assert len(pushed) >= 2 and all(a["resultCode"] == 200 for a in nacos.acks)
+    assert len(grpc_calls(nacos, "NotifySubscriberResponse")) == len(nacos.acks)
+
+
+async def test_new_and_vanished_services_come_with_the_listing(
+    nacos: NacosEmulator, feeds: list[Feed]
+) -> None:
+    ticker = Ticker()
+    nacos.register("orders", "10.0.0.1", 8080)
+    feed, _, _ = await start(feeds, pusher(nacos, ticker, list_interval=7))
+    await ticker.idle()
+    assert ticker.delays == [7.0]
+
+    nacos.register("stock", "10.0.0.2", 7000)
+    await ticker.poll()  # one listing: subscribes to stock
+    stock = await next_of(feed, Upsert, "stock.default-group.public.nacos")
+    assert [e.address for e in stock.endpoints] == ["10.0.0.2"]
+    assert nacos.subscribers("stock") == 1
+
+    nacos.remove_service("stock")
+    await ticker.poll()  # the next listing no longer names it: unsubscribed, deleted
+    await next_of(feed, Delete, "stock.default-group.public.nacos")
+    assert nacos.subscribers("stock") == 0
+    assert http_reads(nacos) == []
+
+
+async def test_auto_falls_back_to_polling_a_server_without_grpc(
+    feeds: list[Feed], restore_loggers: None
+) -> None:
+    lines: list[logging.LogRecord] = []
+
+    class Kept(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.append(record)
+
+    logging.getLogger("registryd.nacos").addHandler(Kept())
+    async with NacosEmulator(grpc=False) as nacos:  # a Nacos 1.x
+        nacos.register("orders", "10.0.0.1", 8080)
+        fallback = adapter(nacos.address, mode="auto")
+        _, replace, problems = await start(feeds, fallback)
+        assert [s.hostname for s in replace.services] == [ORDERS]
+        assert problems.status["mode"] == "poll"
+        assert problems.status["reason"].startswith("no gRPC (no Nacos gRPC server answered")
+        assert nacos.grpc_address in problems.status["reason"]
+        assert len(http_reads(nacos)) == 1
+        await start(feeds, fallback)  # a restart tries gRPC again, warns no more
+    warnings = [r for r in lines if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "polling the Open API" in warnings[0].getMessage()
+
+
+async def test_mode_grpc_without_grpc_is_the_registrys_error(feeds: list[Feed]) -> None:
+    async with NacosEmulator(grpc=False) as nacos:
+        feed = Feed(pusher(nacos))
+        feeds.append(feed)
+        error = await feed.error()
+        assert isinstance(error, NoGrpc) and isinstance(error, NacosError)
+        assert nacos.grpc_address in str(error)
+        assert http_reads(nacos) == []
+
+
+async def test_auto_mode_switches_to_push_once_grpc_answers(feeds: list[Feed]) -> None:
+    ticker = Ticker()
+    now = [0.0]
+    async with NacosEmulator(grpc=False) as nacos:
+        nacos.register("orders", "10.0.0.1", 8080)
+        switching = NacosAdapter(
+            name="nacos-test",
+            settings={"server_addr": nacos.address},
+            context=AdapterContext(),
+            sleep=ticker,
+            jitter=lambda: 1.0,
+            clock=lambda: now[0],
+        )
+        feed, _, problems = await start(feeds, switching)
+        assert problems.status["mode"] == "poll"
+        await ticker.idle()
+        await nacos.stop()
+        nacos.grpc = True  # upgraded to 2.x
+        await nacos.start()
+        nacos.register("orders", "10.0.0.2", 8080)
+        now[0] = nacos_adapter.GRPC_RETRY
+        ticker.go.put_nowait(None)
+        replace = await feed.expect(Replace)
+        assert sorted(e.address for e in replace.endpoints) == ["10.0.0.1", "10.0.0.2"]
+        assert (await feed.expect(Problems)).status == pushing(nacos)
+
+
+async def test_a_dropped_stream_or_restarted_server_is_a_restart_that_subscribes_again(
+    nacos: NacosEmulator, feeds: list[Feed]
+) -> None:
+    nacos.register("orders", "10.0.0.1", 8080)
+    nacos.register("stock", "10.0.0.2", 7000)
+    following = pusher(nacos)
+    feed, _, _ = await start(feeds, following)
+    nacos.drop_streams()
+    error = await feed.error()  # closed, or broke under an acknowledgement being sent
+    assert isinstance(error, NacosUnavailable) and "the stream" in str(error)
+
+    feed, replace, _ = await start(feeds, following)  # as the supervisor restarts it
+    assert len(replace.services) == 2
+    await nacos.stop()
+    error = await feed.error()
+    assert isinstance(error, NacosUnavailable) and "the stream broke" in str(error)
+
+    await nacos.start()  # a new server: no connection, no subscription
+    nacos.register("orders", "10.0.0.3", 8080)
+    feed, replace, problems = await start(feeds, following)
+    assert sorted(e.address for e in replace.endpoints) == ["10.0.0.1", "10.0.0.2", "10.0.0.3"]
+    assert problems == Problems(status=pushing(nacos))
+    assert nacos.subscribers("orders") == nacos.subscribers("stock") == 1
+    nacos.register("stock", "10.0.0.4", 7000)
+    stock = await next_of(feed, Upsert, "stock.default-group.public.nacos")
+    assert [e.address for e in stock.endpoints] == ["10.0.0.2", "10.0.0.4"]
+
+
+async def test_push_sends_the_token_and_renews_a_refused_one(feeds: list[Feed]) -> None:
+    ticker = Ticker()
+    async with NacosEmulator(auth=("nacos", "s3cret")) as nacos:
+        nacos.register("orders", "10.0.0.1", 8080)
+        feed, replace, _ = await start(
+            feeds, pusher(nacos, ticker, username="nacos", password="s3cret")
+        )
+        assert [s.hostname for s in replace.services] == [ORDERS]
+        await ticker.idle()
+        nacos.expire_tokens()
+        nacos.register("stock", "10.0.0.2", 7000)
+        await ticker.poll()  # the listing is refused once (403), logs in again
+        await next_of(feed, Upsert, "stock.default-group.public.nacos")
+        logins = [r for r in nacos.requests if r.path == "/nacos/v1/auth/login"]
+        assert len(logins) == 2
+        naming = [
+            r for r in nacos.requests if r.path in ("SubscribeServiceRequest", "ServiceListRequest")
+        ]
+        assert naming and all(r.params.get("accessToken") for r in naming)
+
+
+async def test_push_with_a_refused_login_raises_without_the_password(feeds: list[Feed]) -> None:
+    async with NacosEmulator(auth=("nacos", "s3cret")) as nacos:
+        feed = Feed(pusher(nacos, username="nacos", password="wrong-pw"))
+        feeds.append(feed)
+        error = await feed.error()
+        assert isinstance(error, NacosError) and "login as 'nacos' refused" in str(error)
+        assert "wrong-pw" not in str(error)
+
+
+async def test_a_malformed_push_is_that_services_error_and_the_rest_keeps_working(
+    nacos: NacosEmulator, feeds: list[Feed]
+) -> None:
+    nacos.register("orders", "10.0.0.1", 8080)
+    nacos.register("stock", "10.0.0.2", 7000)
+    feed, _, _ = await start(feeds, pusher(nacos))
+
+    info = {"name": "orders", "groupName": "DEFAULT_GROUP", "hosts": "nope", "lastRefTime": 1}
+    nacos.push_raw(json.dumps({"requestId": "x1", "serviceInfo": info}))
+    problems = await feed.expect(Problems)
+    assert problems.errors == {
+        "DEFAULT_GROUP@@orders": "the answer must be an object with a 'hosts' list"
+    }
+    nacos.push_raw("not json at all")
+    problems = await feed.expect(Problems)
+    (warning,) = problems.warnings
+    assert warning.startswith(f"gRPC stream of {nacos.grpc_address}: dropped a message:")
+
+    nacos.register("stock", "10.0.0.3", 7000)  # the rest keeps working
+    await next_of(feed, Upsert, "stock.default-group.public.nacos")
+    nacos.register("orders", "10.0.0.4", 8080)  # and orders recovers with its next push
+    orders = await next_of(feed, Upsert, ORDERS)
+    assert [e.address for e in orders.endpoints] == ["10.0.0.1", "10.0.0.4"]
+    assert {"requestId": "x1", "resultCode": 200, "errorCode": 0} in nacos.acks
+
+
+async def restarted(feeds: list[Feed], following: NacosAdapter) -> tuple[Feed, Replace, Problems]:
+    """The first run of ``watch()`` that delivers its full state (the supervisor's
+    restarts, without the backoff); at most three runs."""
+    for _ in range(3):
+        feed = Feed(following)
+        feeds.append(feed)
+        first = await feed.queue.get()
+        if isinstance(first, Replace):
+            return feed, first, await feed.expect(Problems)
+        assert isinstance(first, NacosUnavailable), first
+    raise AssertionError("no full state in three runs")
+
+
+async def test_an_oversized_service_is_its_own_error_and_keeps_its_last_endpoints(
+    nacos: NacosEmulator, feeds: list[Feed]
+) -> None:
+    ticker = Ticker()
+    for i in range(40):  # about 9 KB of instance list
+        nacos.register("big", f"10.0.1.{i}", 8080)
+    nacos.register("stock", "10.0.0.2", 7000)
+    nacos.register("grow", "10.0.0.3", 7000)
+    following = pusher(nacos, ticker, max_response_bytes=4096)
+    # the server pushes big to its new subscriber: over the limit, that breaks the
+    # stream of the first run; the subscription's answer names the culprit
+    feed, replace, problems = await restarted(feeds, following)
+    assert sorted(s.hostname for s in replace.services) == [
+        "grow.default-group.public.nacos",
+        "stock.default-group.public.nacos",
+    ]
+    too_large = "the answer is larger than 4096 bytes (max_response_bytes)"
+    (request, error) = problems.errors["DEFAULT_GROUP@@big"].split(": ", 1)
+    assert list(problems.errors) == ["DEFAULT_GROUP@@big"] and error == too_large
+    assert request in ("SubscribeServiceRequest", "ServiceQueryRequest")  # run 1 or 2
+    assert nacos.subscribers("big") == 0  # queried at each listing, not subscribed to
+
+    for i in range(40):  # a push over the limit breaks the stream: a restart
+        nacos.register("grow", f"10.0.2.{i}", 7000)
+    error = await feed.error()
+    assert isinstance(error, NacosUnavailable) and "max_response_bytes" in str(error)
+    # the next run finds grow by its subscription's answer, but the push the server
+    # sends its new subscriber may break that run too, after its full state
+    for attempt in range(3):
+        feed, replace, problems = await restarted(feeds, following)
+        grown = [e.address for e in replace.endpoints if e.hostname.startswith("grow.")]
+        assert "10.0.0.3" in grown and len(grown) < 41  # the last push that fitted
+        nacos.register("stock", f"10.0.3.{attempt}", 7000)
+        try:
+            await next_of(feed, Upsert, "stock.default-group.public.nacos")
+        except NacosUnavailable:
+            continue
+        break
+    else:
+        raise AssertionError("no run stayed up")
+    assert sorted(problems.errors) == ["DEFAULT_GROUP@@big", "DEFAULT_GROUP@@grow"]
+    assert nacos.subscribers("grow") == 0
+
+    nacos.remove_service("big")  # big shrinks to one instance: subscribed again
+    nacos.register("big", "10.0.1.1", 8080)
+    await ticker.idle()
+    await ticker.poll()
+    big = await next_of(feed, Upsert, "big.default-group.public.nacos")
+    assert [e.address for e in big.endpoints] == ["10.0.1.1"]
+    assert nacos.subscribers("big") == 1
+
+
+async def test_a_failing_subscription_is_that_services_error(
+    nacos: NacosEmulator, feeds: list[Feed]
+) -> None:
+    ticker = Ticker()
+    nacos.register("orders", "10.0.0.1", 8080)
+    nacos.register("stock", "10.0.0.2", 7000)
+    nacos.fail_service("orders", 500, body="boom")
+    feed, replace, problems = await start(feeds, pusher(nacos, ticker))
+    assert [s.hostname for s in replace.services] == ["stock.default-group.public.nacos"]
+    assert problems.errors == {"DEFAULT_GROUP@@orders": "SubscribeServiceRequest: error 500: boom"}
+    await ticker.idle()
+    nacos.fail_service("orders", None)
+    await ticker.poll()  # subscribed again at the next listing
+    orders = await next_of(feed, Upsert, ORDERS)
+    assert [e.address for e in orders.endpoints] == ["10.0.0.1"]
+    assert (await feed.expect(Problems)).errors == {}
+
+
+async def test_the_grpc_port_setting(feeds: list[Feed]) -> None:
+    async with NacosEmulator(grpc_port=0) as nacos:  # any free port, not HTTP + 1000
+        nacos.register("orders", "10.0.0.1", 8080)
+        assert nacos.grpc_address != f"127.0.0.1:{nacos.port + 1000}"
+        _, replace, problems = await start(feeds, pusher(nacos, grpc_port=nacos.grpc_port))
+        assert [s.hostname for s in replace.services] == [ORDERS]
+        assert problems.status == pushing(nacos)
+
+
+def test_the_shard_kept_per_key_is_the_snapshot_of_the_records() -> None:
+    """Shard (push: one change at a time) and snapshot (poll: all at once) agree, hostname
+    collisions, errors and notes included, after every change of a random sequence."""
+    rng = random.Random(7)
+    settings = parse_settings("n", {"server_addr": "a:1"})
+    names = [("DEFAULT_GROUP", "a_b"), ("DEFAULT_GROUP", "a-b"), ("G", "x"), ("G", "y")]
+    records: dict[tuple[str, str], nacos_adapter.Record] = {}
+    shard = nacos_adapter.Shard()
+    for _ in range(300):
+        key = rng.choice(names)
+        choice = rng.random()
+        if choice < 0.2:
+            records.pop(key, None)
+            shard.set(key, None)
+            continue
+        old = records.get(key, nacos_adapter.Record())
+        if choice < 0.4:
+            new = nacos_adapter.Record(old.converted, old.signature, "broken")
+        else:
+            port = rng.choice([80, 81])
+            protocol = rng.choice(["http", "dubbo"])
+            hosts = [{"ip": "10.0.0.1", "port": port, "metadata": {"protocol": protocol}}]
+            new = nacos_adapter.read_record(settings, key, {"hosts": hosts}, old)
+        records[key] = new
+        shard.set(key, new)
+        whole = nacos_adapter.snapshot(records, {"mode": "m"})
+        assert {h: (c.service, c.endpoints) for h, c in shard.winners.items()} == {
+            h: (whole.services[h], whole.endpoints[h]) for h in whole.services
+        }
+        assert shard.problems({"mode": "m"}) == whole.problems
+
+
+async def test_the_servers_own_requests_on_the_stream_are_answered(
+    nacos: NacosEmulator, feeds: list[Feed]
+) -> None:
+    nacos.register("orders", "10.0.0.1", 8080)
+    feed, _, _ = await start(feeds, pusher(nacos))
+    detect = json.dumps({"requestId": "cd-1", "module": "internal"})
+    nacos.push_raw(detect, "ClientDetectionRequest")
+    for _ in range(500):  # until the server has read the answer (a hang guard)
+        if grpc_calls(nacos, "ClientDetectionResponse"):
+            break
+        await asyncio.sleep(0.01)
+    assert {"requestId": "cd-1", "resultCode": 200, "errorCode": 0} in nacos.acks
+    nacos.push_raw(json.dumps({"requestId": "rs-1", "module": "internal"}), "ConnectResetRequest")
+    error = await feed.error()  # answered, then the run ends to reconnect
+    assert isinstance(error, NacosUnavailable) and "asked to reconnect" in str(error)

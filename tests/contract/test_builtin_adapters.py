@@ -3,15 +3,19 @@ would run it against theirs."""
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from registryd.adapter import Adapter, AdapterContext
 from registryd.adapters.nacos import NacosAdapter
 from registryd.adapters.serviceentry import ServiceEntryAdapter
 from registryd.model import Endpoint, Port, Service
 from registryd.testing import AdapterContract, MemoryAdapter
+from tests.e2e.loop_thread import LoopThread
 from tests.support.emulators.nacos import NacosEmulator
 from tests.support.yaml_docs import entry
 
@@ -84,31 +88,48 @@ class TestServiceEntryAdapter(AdapterContract):
 
 
 class TestNacosAdapter(AdapterContract):
+    """Push over gRPC (the default ``mode: auto`` against a server that has it).  The
+    emulator runs on a loop of its own, so that its gRPC server's tasks are not taken
+    for the adapter's."""
+
     factory = NacosAdapter
+    settings: dict[str, object] = {"list_interval": 0.05}
+
+    async def _server(self, fn: Callable[[], Any]) -> Any:
+        """``fn()`` (a coroutine's result is awaited) on the emulator's loop."""
+
+        async def call() -> Any:
+            result = fn()
+            return await result if asyncio.iscoroutine(result) else result
+
+        future = asyncio.run_coroutine_threadsafe(call(), self.thread.loop)
+        return await asyncio.wrap_future(future)
 
     async def setup_registry(self) -> None:
+        self.thread = LoopThread()
         self.nacos = NacosEmulator()
-        await self.nacos.start()
+        await self._server(self.nacos.start)
 
     async def teardown_registry(self) -> None:
-        await self.nacos.stop()
+        await self._server(self.nacos.stop)
+        self.thread.close()
 
     async def create(self) -> Adapter:
-        settings = {"server_addr": self.nacos.address, "poll_interval": 0.05}
+        settings = {"server_addr": self.nacos.address, **self.settings}
         return NacosAdapter(name="contract", settings=settings, context=AdapterContext())
 
     async def add_service(self, name: str) -> str:
-        self.nacos.register(name, "10.0.0.1", 8080)
+        await self._server(lambda: self.nacos.register(name, "10.0.0.1", 8080))
         return f"{name}.default-group.public.nacos"
 
     async def remove_service(self, name: str) -> None:
-        self.nacos.remove_service(name)
+        await self._server(lambda: self.nacos.remove_service(name))
 
     async def break_registry(self) -> None:
-        await self.nacos.stop()
+        await self._server(self.nacos.stop)
 
     async def heal_registry(self) -> None:
-        await self.nacos.start()
+        await self._server(self.nacos.start)
 
     def bad_settings(self) -> list[dict[str, object]]:
         return [
@@ -116,4 +137,12 @@ class TestNacosAdapter(AdapterContract):
             {"server_addr": "nacos"},
             {"server_addr": "a:1", "groups": "DEFAULT_GROUP"},
             {"server_addr": "a:1", "password": "x"},
+            {"server_addr": "a:1", "mode": "push"},
+            {"server_addr": "a:1", "grpc_port": 70000},
         ]
+
+
+class TestNacosPollAdapter(TestNacosAdapter):
+    """Polling the Open API (``mode: poll``)."""
+
+    settings = {"mode": "poll", "poll_interval": 0.05}

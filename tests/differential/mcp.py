@@ -123,6 +123,7 @@ class McpPair:
                 "type": "nacos",
                 "server_addr": self.nacos.address,
                 "hostname_template": f"{{service}}.{DOMAIN}",
+                "list_interval": 0.2,  # pushed; new and removed services by the listing
             },
         ]
 

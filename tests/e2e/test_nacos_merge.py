@@ -1,6 +1,7 @@
 """Nacos end to end: one hostname served by two instances registered in (an emulated)
 Nacos and by a VM from a ServiceEntry file, merged by registryd and routed by a real
-Envoy to all three; a deregistered or disabled instance stops getting traffic."""
+Envoy to all three; a deregistered or disabled instance stops getting traffic (pushed
+over gRPC, as ``/debug/configz`` says)."""
 
 from __future__ import annotations
 
@@ -56,6 +57,10 @@ def test_nacos_instances_merged_with_a_serviceentry_vm(
     assert status == 200, body
     shards = json.loads(body)[HOST]["public"]
     assert set(shards) == {"nacos/nacos", "serviceentry/configDir"}
+    status, body = http_get(registryd.http_port, "/debug/configz?registry=nacos")
+    assert status == 200, body
+    (registry,) = json.loads(body)  # the emulator speaks gRPC: pushed, not polled
+    assert registry["status"] == {"mode": f"push (gRPC {server.grpc_address})"}
 
     loop.run(lambda: server.deregister("orders", "127.0.0.12", port))
     loop.run(
