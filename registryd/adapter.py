@@ -323,7 +323,7 @@ async def follow(
             if clock() - looked >= every and (new := look()) is not None:
                 yield new
     finally:
-        if pending is not None and not pending.done():
+        if pending is not None:  # closed meanwhile: its end (an error too) goes nowhere
             pending.cancel()
             with contextlib.suppress(BaseException):
                 await pending

@@ -18,8 +18,10 @@ Contract (see :mod:`registryd.adapter`):
   are applied together.  :mod:`.parse` and :mod:`.mapping` hold the mapping rules.
 * Blocking queries as Consul documents them: the last ``X-Consul-Index`` goes back as
   ``index`` with ``wait`` (setting ``wait``); a query without index (the first, or after
-  a reset) does not block.  An index that goes backwards resets the watch to 0; an index
-  below 1 is sent as 1.  Each watch is rate limited by a token bucket (burst
+  a reset) does not block, and at most :data:`READ_CONCURRENCY` of those run at once
+  (thousands of watches starting together would open as many connections at once, and
+  the agent would answer them all late).  An index that goes backwards resets the watch
+  to 0; an index below 1 is sent as 1.  Each watch is rate limited by a token bucket (burst
   :data:`QUERY_BURST`, then :data:`QUERY_RATE` queries a second), and a query that
   comes back early without a new index (a server that does not block) makes the next
   one wait :data:`BACKOFF_MIN` doubling up to :data:`BACKOFF_MAX`, until the index moves.
@@ -121,6 +123,7 @@ BACKOFF_MIN = 1.0  # seconds: a query that came back early with the same index..
 BACKOFF_MAX = 15.0  # ...delays the next, doubling up to this ("poll every 15 s")
 EARLY = 0.9  # a blocking query that returns before EARLY * wait did not wait it out
 POLL_CONCURRENCY = 4  # polled services' queries in flight at once
+READ_CONCURRENCY = 16  # watches' queries without index (that answer at once) in flight
 SIGNALS = 3  # blocking queries a datacenter always holds: catalog, checks, nodes
 
 Sleep = Callable[[float], Awaitable[object]]
@@ -269,9 +272,9 @@ class _Watch:
         """One query.  None: it failed for this service alone (reported, and the retry
         backoff waited out); errors that fail the registry propagate."""
         try:
-            if self.blocking:
+            if self.blocking and index > 0:
                 return self._succeeded(await run.query(self.target, index))
-            async with run.polls:
+            async with run.polls if not self.blocking else run.reads:
                 return self._succeeded(await run.query(self.target, index))
         except ServiceQueryError as exc:
             report(_Event(self, error=exc))
@@ -363,6 +366,7 @@ class _Run:
         self.stopped: set[asyncio.Task[None]] = set()
         self.pending: set[_Target] = set()  # watches that have not answered yet
         self.polls = asyncio.Semaphore(POLL_CONCURRENCY)
+        self.reads = asyncio.Semaphore(READ_CONCURRENCY)  # watches' queries without index
         self.warned_filtered = False
         self.warned_anonymous = False
 
