@@ -19,11 +19,12 @@ registryd listens.  Then:
    to a new address: change -> published snapshot (the push that carried it, from
    ``/debug/pushz``) and change -> ADS client (the new address arrives over EDS),
    p50/p99/max;
-5. with ``--churn RATE``: ``RATE`` changes a second over random services for
-   ``--churn-seconds`` (default 60), from :data:`CHURN_WORKERS` writers (each its own
-   services, so that each service's changes keep their order; each writes the changes
-   due every :data:`CHURN_TICK` seconds in one batch, as few requests as the server
-   allows: one for an emulator, transactions for etcd): the rate achieved, the
+5. with ``--churn RATE``: ``--churn-rounds`` times (default 1), ``RATE`` changes a
+   second over random services for ``--churn-seconds`` (default 60), from
+   :data:`CHURN_WORKERS` writers (each its own services, so that each service's
+   changes keep their order; each writes the changes due every :data:`CHURN_TICK`
+   seconds in one batch, as few requests as the server allows: one for an emulator,
+   transactions for etcd): the rate achieved, the
    pushes they caused (``/debug/pushz`` versions), registryd's CPU and RSS before,
    at its peak (sampled each second) and 5 s after the ADS client converged, and
    whether and how soon after the last change the client held exactly the final
@@ -239,7 +240,7 @@ class Result:
     idle_rps: float = 0.0
     published: list[float] = field(default_factory=list)
     delivered: list[float] = field(default_factory=list)
-    churn: Churn | None = None
+    churns: list[Churn] = field(default_factory=list)
     missed: int = 0  # changes the ADS client did not see within the deadline
 
 
@@ -360,9 +361,11 @@ async def measure(kind: str, services: int, args: argparse.Namespace, work: Path
                 result.published.append(at - wall)
             if k % max(1, args.changes // 10) == 0:
                 print(f"  {k} changes, last {result.delivered[-1]:.3f} s", flush=True)
-        if args.churn:
-            result.churn = await churn(
-                kind, server, watcher, popen.pid, http_port, services, moved, args
+        for round_ in range(args.churn_rounds if args.churn else 0):
+            result.churns.append(
+                await churn(
+                    kind, server, watcher, popen.pid, http_port, services, moved, args, round_
+                )
             )
         return result
     except BaseException:
@@ -392,13 +395,14 @@ async def churn(
     services: int,
     moved: dict[tuple[int, int], str],
     args: argparse.Namespace,
+    round_: int,
 ) -> Churn:
     """The churn phase (see the module docstring, 5.); ``moved``: the addresses the
     changes before it gave, updated with the churn's."""
     result = Churn()
-    rng = random.Random(args.seed + 1)
-    first = args.changes + 1  # new_address() numbers go on from the changes phase
+    rng = random.Random(args.seed + 1 + round_)
     total = int(args.churn * args.churn_seconds)
+    first = args.changes + 1 + round_ * total  # new_address() numbers go on
     plan: list[list[tuple[int, int, str]]] = [[] for _ in range(CHURN_WORKERS)]
     for k in range(total):
         service, instance = rng.randrange(services), rng.randrange(args.instances)
@@ -481,7 +485,7 @@ def summary(r: Result) -> str:
         f" | published p50/p99 {ms(r.published, 50)}/{ms(r.published, 99)} ms"
         f" | ADS p50/p99/max {ms(r.delivered, 50)}/{ms(r.delivered, 99)}/"
         f"{ms(r.delivered, 100)} ms ({len(r.delivered)} changes, {r.missed} missed)"
-        + (f" | {churn_summary(r.churn)}" if r.churn else "")
+        + "".join(f" | {churn_summary(c)}" for c in r.churns)
     )
 
 
@@ -513,6 +517,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--churn", type=float, default=0.0, help="changes a second, after")
     parser.add_argument("--churn-seconds", type=float, default=60.0)
+    parser.add_argument(
+        "--churn-rounds", type=int, default=1, help="churns one after the other (RSS between)"
+    )
     parser.add_argument("--cprofile", help="profile registryd with cProfile into FILE.<reg>-<N>")
     args = parser.parse_args(argv)
     kinds = [k.strip() for k in args.registry.split(",") if k.strip()]

@@ -65,7 +65,9 @@ gRPC (Nacos 2.x/3.x; off with ``grpc=False``, a Nacos 1.x): a ``grpc.aio`` serve
 * ``/BiRequestStream/requestBiStream``: the client's ``ConnectionSetupRequest`` registers
   the connection; every register/deregister/removal pushes a
   ``NotifySubscriberRequest`` (``PushExecutorRpcImpl``: a fresh ``requestId``, the
-  ``serviceInfo``) to each subscribed connection, whose answers (responses) are kept in
+  ``serviceInfo``) to each subscribed connection, ``push_delay`` (500 ms, as Nacos'
+  ``PushDelayTask``) after the first change not yet pushed, so that the changes of a
+  burst go out in one push, whose answers (responses) are kept in
   :attr:`acks`.  :meth:`push_raw` sends any body to every connection;
   :meth:`drop_streams` ends every bi-stream (the server closes it).
 
@@ -104,6 +106,7 @@ DEFAULT_GROUP = "DEFAULT_GROUP"
 PUBLIC = "public"
 TOKEN_TTL = 18000
 GRPC_OFFSET = 1000  # Nacos' gRPC port is its HTTP port + 1000
+PUSH_DELAY = 0.5  # seconds: Nacos' PushConstants.DEFAULT_PUSH_TASK_DELAY
 BIND_TRIES = 5  # free HTTP ports tried when the one + 1000 is taken
 UN_REGISTER, NO_HANDLER, NO_RIGHT = 301, 302, 403  # NacosException codes
 NAMING = frozenset({"SubscribeServiceRequest", "ServiceListRequest", "ServiceQueryRequest"})
@@ -139,10 +142,14 @@ class NacosEmulator(LoopbackServer):
         auth: tuple[str, str] | None = None,
         grpc: bool = True,
         grpc_port: int | None = None,
+        push_delay: float = PUSH_DELAY,
     ) -> None:
         """``grpc=False``: no gRPC port (a Nacos 1.x).  ``grpc_port``: where the gRPC side
-        listens (None: the HTTP port + 1000; 0: any free port, then the same one)."""
+        listens (None: the HTTP port + 1000; 0: any free port, then the same one).
+        ``push_delay``: seconds from a service's first change to its push (0: at once)."""
         super().__init__()
+        self.push_delay = push_delay
+        self._delayed: dict[tuple[str, str, str], asyncio.TimerHandle] = {}
         self.auth = auth
         self.grpc = grpc
         self.grpc_port = grpc_port
@@ -405,6 +412,9 @@ class NacosEmulator(LoopbackServer):
         server, self._grpc_server = self._grpc_server, None
         if server is not None:
             await server.stop(None)
+        for timer in self._delayed.values():
+            timer.cancel()
+        self._delayed.clear()
         self._connections.clear()
         self._subscribers.clear()
         await super().stop()
@@ -435,6 +445,23 @@ class NacosEmulator(LoopbackServer):
             connection.outbox.put_nowait(None)
 
     def _notify(self, key: tuple[str, str, str]) -> None:
+        """Push ``key`` to its subscribers: ``push_delay`` after its first change not yet
+        pushed, with what it holds then (Nacos' ``PushDelayTask``: tasks of one service
+        merge, keeping the earliest start; ``nacos.naming.push.pushTaskDelay``, 500 ms by
+        default), or at once with a ``push_delay`` of 0 or outside an event loop."""
+        if key in self._delayed:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        if self.push_delay > 0 and loop is not None:
+            self._delayed[key] = loop.call_later(self.push_delay, self._push_now, key)
+            return
+        self._push_now(key)
+
+    def _push_now(self, key: tuple[str, str, str]) -> None:
+        self._delayed.pop(key, None)
         peers = self._subscribers.get(key)
         if not peers:
             return
