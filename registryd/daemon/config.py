@@ -362,16 +362,50 @@ def kubernetes_flag_defaults(
     return {"kubernetes": given} if given else {}
 
 
+def path_problem(place: str | os.PathLike[str]) -> str | None:
+    """Why the file or directory at ``place`` cannot be read, as one short phrase without
+    the name (``no such file or directory``, ``cannot read: Permission denied``, ``not a
+    regular file (a FIFO)``), or None when it can: a directory is listed and a regular
+    file opened (non-blocking) and closed; anything else is refused without opening.
+    The one check of ``--configDir`` and of registry ``path`` settings, at start and in
+    ``registryd validate``."""
+    try:
+        mode = os.stat(place).st_mode
+        if stat.S_ISDIR(mode):
+            with os.scandir(place):
+                return None
+        problem = _not_regular(mode)
+        if problem is not None:
+            return problem
+        os.close(os.open(place, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC))
+        return None
+    except FileNotFoundError:
+        return "no such file or directory"
+    except OSError as exc:
+        return _why(exc)
+
+
+def check_config_dir(value: str) -> None:
+    """ConfigError (one line, naming the flag) unless ``--configDir value`` is a directory
+    that can be listed."""
+    if os.path.exists(value) and not os.path.isdir(value):
+        problem: str | None = "not a directory"
+    else:
+        problem = path_problem(value)
+    if problem is not None:
+        raise ConfigError(f"--configDir {value}: {problem}")
+
+
 def check_paths(registries: Iterable[RegistryConfig]) -> None:
-    """ConfigError for the first registry whose ``path`` setting (a string) names nothing
-    on disk: the daemon checks this at start, where an adapter would only fail (and be
-    retried) once it runs."""
+    """ConfigError for the first registry whose ``path`` setting (a string) cannot be read
+    (:func:`path_problem`: missing, not readable, a FIFO...): the daemon checks this at
+    start, where an adapter would only fail (and be retried) once it runs."""
     for reg in registries:
         place = reg.settings.get("path")
-        if isinstance(place, str) and place and not Path(place).exists():
-            raise ConfigError(
-                f"registry {reg.name!r} ({reg.type}): 'path': no such file or directory: {place}"
-            )
+        if isinstance(place, str) and place:
+            problem = path_problem(place)
+            if problem is not None:
+                raise ConfigError(f"registry {reg.name!r} ({reg.type}): 'path': {problem}: {place}")
 
 
 def load_tls(cert_file: str | None, key_file: str | None, ca_file: str | None) -> TlsFiles | None:

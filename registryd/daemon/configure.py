@@ -51,6 +51,7 @@ from registryd.daemon.config import (
     RegistryConfig,
     Settings,
     auto_limit,
+    check_config_dir,
     check_paths,
     cpu_count,
     kubernetes_flag_defaults,
@@ -249,8 +250,7 @@ def _registries(
         check_paths(registries)
     if args.configDir:
         path = Path(args.configDir)
-        if not path.is_dir():
-            raise ConfigError(f"--configDir {args.configDir}: not a directory")
+        check_config_dir(args.configDir)
         if any(r.name == "configDir" for r in registries):
             raise ConfigError(
                 f"--config {args.config}: registry name 'configDir' is taken by --configDir; "

@@ -45,7 +45,15 @@ from registryd.adapters.serviceentry.yamlsafe import (
     shorten,
     show,
 )
-from registryd.daemon.config import Unreadable, load_registries, read_regular, with_defaults
+from registryd.daemon.config import (
+    Unreadable,
+    check_config_dir,
+    check_paths,
+    load_registries,
+    path_problem,
+    read_regular,
+    with_defaults,
+)
 from registryd.daemon.plugins import create_adapter
 from registryd.tools.analyze import Finding, Located, Severity, analyze
 
@@ -147,6 +155,11 @@ def _check_config(
             continue
         if reg.type == "serviceentry":
             path = os.fspath(reg.settings["path"])
+            try:  # the daemon's check at start, and its words
+                check_paths([reg])
+            except ConfigError as exc:
+                findings.append(_error("invalid-config", source, str(exc)))
+                continue
             if not os.path.isdir(path):
                 message = f"registry {reg.name!r} (serviceentry): 'path' {path}: not a directory"
                 findings.append(_error("invalid-config", source, message))
@@ -261,11 +274,13 @@ def check(
         )
         findings.extend(found)
     if config_dir is not None:
-        if not os.path.isdir(config_dir):
-            raise ConfigError(f"--configDir {config_dir}: not a directory")
+        check_config_dir(config_dir)
         files.add_tree(config_dir)
     for path in paths:
         if os.path.isdir(path):
+            problem = path_problem(path)
+            if problem is not None:
+                raise ConfigError(f"validate: {path}: {problem}")
             files.add_tree(path)
         elif os.path.lexists(path):  # read (or refused) below: a FIFO, a loop...
             files.paths.setdefault(os.path.normpath(path), None)

@@ -299,7 +299,7 @@ def test_parse_args_registries_filter(tmp_path: Path) -> None:
 
 
 def test_config_dir_must_exist(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match=r"--configDir .*: not a directory"):
+    with pytest.raises(ConfigError, match=r"--configDir .*: no such file or directory"):
         cli.parse_args(["discovery", f"--configDir={tmp_path / 'missing'}"])
 
 

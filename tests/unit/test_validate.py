@@ -272,12 +272,19 @@ def test_config_yaml_error_has_its_line(tmp_path: Path) -> None:
 
 
 def test_serviceentry_path_that_is_no_directory(tmp_path: Path) -> None:
-    # the daemon starts and retries reading it: a problem, not a usage error
+    # a finding of registryd.yaml (exit 1), in the daemon's words when it refuses to start
     (finding,) = config_findings(
         tmp_path, "registries:\n- {name: f, type: serviceentry, path: missing}\n"
     )
     assert finding.message == (
-        f"registry 'f' (serviceentry): 'path' {tmp_path / 'missing'}: not a directory"
+        f"registry 'f' (serviceentry): 'path': no such file or directory: {tmp_path / 'missing'}"
+    )
+    (tmp_path / "file").write_text("")
+    (finding,) = config_findings(
+        tmp_path, "registries:\n- {name: f, type: serviceentry, path: file}\n"
+    )
+    assert finding.message == (
+        f"registry 'f' (serviceentry): 'path' {tmp_path / 'file'}: not a directory"
     )
 
 
@@ -360,7 +367,7 @@ def test_warnings_exit_0_unless_the_threshold_is_warning(
     [
         ((), "nothing to check"),
         (("missing.yaml",), "missing.yaml: no such file or directory"),
-        (("--configDir", "missing"), "--configDir missing: not a directory"),
+        (("--configDir", "missing"), "--configDir missing: no such file or directory"),
         (("--config", "missing.yaml"), "--config missing.yaml: no such file"),
         (("-o", "yaml", "."), "invalid choice: 'yaml'"),
         (("--bogus",), "unrecognized arguments: --bogus"),
