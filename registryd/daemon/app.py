@@ -153,6 +153,8 @@ class App:
         )
         for ignored in self.settings.ignored:  # where the builder used to say it
             logging.getLogger("registryd.push").warning("%s", ignored)
+        for warning in self.settings.flag_warnings:
+            log.warning("%s", warning)
         self.gc_pauses = GcPauses(self.metrics.registry)
         self.store.subscribe(self.metrics.registry_changed)
         self.push.listeners.append(self._announce)

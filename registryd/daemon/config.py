@@ -498,3 +498,4 @@ class Settings:
     # UNHEALTHY endpoints sent, marked so (registryd.build.clusters.BuildOptions.send_unhealthy)
     send_unhealthy_endpoints: bool = True
     ignored: tuple[str, ...] = ()  # settings ignored, and why: App logs them (scope push)
+    flag_warnings: tuple[str, ...] = ()  # flags that have no effect, and why: App logs them

@@ -219,3 +219,26 @@ def test_eds_for_headless_value_go_would_reject_is_a_config_error_naming_the_var
     message = str(caught.value)
     assert message.startswith(f"{EDS_FOR_HEADLESS}: expected true or false")
     assert message.endswith(f"got {value!r}")
+
+
+async def test_a_config_dir_that_registries_leaves_out_is_ignored_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    argv = ["discovery", f"--configDir={tmp_path}", "--registries=Kubernetes,consul"]
+    settings = cli.parse_args(argv, {})
+    assert not any(r.type == "serviceentry" for r in settings.registries)
+    with caplog.at_level(logging.WARNING, "registryd"):
+        App(settings)
+    (record,) = [r for r in caplog.records if "--configDir" in r.getMessage()]
+    assert record.levelno == logging.WARNING and record.name == "registryd"
+    assert record.getMessage() == (
+        f"--configDir {tmp_path} is ignored: --registries consul,kubernetes leaves out "
+        "serviceentry, the registry that reads it"
+    )
+
+
+@pytest.mark.parametrize("registries", [[], ["--registries=serviceentry,consul"]])
+def test_a_config_dir_that_is_read_gives_no_warning(tmp_path: Path, registries: list[str]) -> None:
+    settings = cli.parse_args(["discovery", f"--configDir={tmp_path}", *registries], {})
+    assert settings.flag_warnings == ()
+    assert [r.name for r in settings.registries] == ["configDir"]
