@@ -122,7 +122,7 @@ class App:
         context = AdapterContext(domain=self.settings.domain)
         for reg in self.settings.registries:
             key = ShardKey(reg.type, reg.name)
-            require(reg.type, registry=reg.name)  # an unknown type is a config error: fatal
+            require(reg)  # an unknown type is a config error: fatal
             self.store.expect(key, reg.priority, reg.export)
             create = functools.partial(create_adapter, reg, context)
             try:

@@ -115,6 +115,25 @@ def _error(code: str, source: str, message: str, document: int | None = None) ->
 
 # -- registryd.yaml -------------------------------------------------------------------
 
+_LINE_PREFIX = re.compile(r":(\d+): ")
+
+
+def _config_error(source: str, message: str) -> Finding:
+    """An error of registryd.yaml (``source``: ``--config FILE``) from the daemon's
+    message for it, which starts with the same ``--config FILE`` and often its line
+    (``--config FILE:LINE: ...``): the finding says those once, as its source and line."""
+    line = None
+    if message.startswith(source):
+        rest = message[len(source) :]
+        numbered = _LINE_PREFIX.match(rest)
+        if numbered:
+            line, rest = int(numbered.group(1)), rest[numbered.end() :]
+        else:
+            rest = rest.removeprefix(": ")
+        message = rest
+    finding = _error("invalid-config", source, message)
+    return finding if line is None else dataclasses.replace(finding, line=line)
+
 
 def _check_config(
     config: str,
@@ -132,7 +151,7 @@ def _check_config(
     try:  # a FIFO, a symlink loop, a bad document...: ConfigError from the daemon's parser
         registries = with_defaults(load_registries(Path(config)), defaults)
     except ConfigError as exc:
-        return [_error("invalid-config", source, str(exc))], 0
+        return [_config_error(source, str(exc))], 0
     findings = []
     if config_dir is not None and any(r.name == "configDir" for r in registries):
         findings.append(
@@ -147,28 +166,28 @@ def _check_config(
         try:
             create_adapter(reg, context)
         except ConfigError as exc:
-            findings.append(_error("invalid-config", source, str(exc)))
+            findings.append(_config_error(source, str(exc)))
             continue
         except Exception as exc:  # an adapter's bug stays this registry's problem
             problem = f"cannot be checked ({type(exc).__name__}: {show(exc)})"
-            findings.append(_error("invalid-config", source, f"registry {reg.name!r}: {problem}"))
+            findings.append(_config_error(source, reg.where(f"registry {reg.name!r}: {problem}")))
             continue
         if reg.type == "serviceentry":
             path = os.fspath(reg.settings["path"])
             try:  # the daemon's check at start, and its words
                 check_paths([reg])
             except ConfigError as exc:
-                findings.append(_error("invalid-config", source, str(exc)))
+                findings.append(_config_error(source, str(exc)))
                 continue
             if not os.path.isdir(path):
                 message = f"registry {reg.name!r} (serviceentry): 'path' {path}: not a directory"
-                findings.append(_error("invalid-config", source, message))
+                findings.append(_config_error(source, reg.where(message)))
                 continue
             outside = reg.settings.get("follow_symlinks_outside") is True
             try:
                 files.add_tree(path, follow_outside=outside)
             except ConfigError as exc:
-                findings.append(_error("invalid-config", source, f"registry {reg.name!r}: {exc}"))
+                findings.append(_config_error(source, reg.where(f"registry {reg.name!r}: {exc}")))
     return findings, len(registries)
 
 

@@ -130,7 +130,7 @@ def test_load_registries_turns_any_problem_of_the_file_into_config_error(
 ) -> None:
     path = tmp_path / "registryd.yaml"
     path.write_text(text)
-    with pytest.raises(ConfigError, match=f"^--config {path}: .*{message}"):
+    with pytest.raises(ConfigError, match=f"^--config {path}(:[0-9]+)?: .*{message}"):
         load_registries(path)
 
 

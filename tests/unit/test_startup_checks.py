@@ -127,10 +127,12 @@ def test_a_registry_path_that_cannot_be_read_is_a_startup_error(
     place = fifo(tmp_path)
     config = write(tmp_path, f"registries:\n- {{name: files, type: serviceentry, path: {place}}}\n")
     expected = f"registry 'files' (serviceentry): 'path': not a regular file (a FIFO): {place}"
-    assert main_error(capsys, "discovery", "--config", str(config)) == expected
+    assert main_error(capsys, "discovery", "--config", str(config)) == (
+        f"--config {config}:2: {expected}"
+    )
     validated = main(["validate", "--config", str(config)])
     out, _ = capsys.readouterr()
-    assert validated == 1 and expected in out
+    assert validated == 1 and f"--config {config}:2: {expected}\n" in out
 
 
 def test_a_config_dir_that_is_not_a_directory_is_a_startup_error(
@@ -172,3 +174,36 @@ def test_a_mode_000_config_dir_is_a_startup_error(
         assert main_error(capsys, "validate", "--configDir", str(place)) == expected
     finally:
         place.chmod(0o700)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "registries:\n- name: a\n  type: memory\n- name: b\n  tipe: memory\n",
+            ":4: registries[1] (b): 'type' is required",
+        ),
+        (
+            "registries:\n- {name: a, type: memory}\n- name: c\n  type: consul\n  wait: soon\n",
+            ":3: registry 'c' (consul): 'wait' must be a duration",
+        ),
+        ("registries:\n- {name: a, type: nope}\n", ":2: registry 'a': unknown type 'nope'"),
+        (
+            "registries:\n- name: a\n  type: memory\n- {name: b, type: memory\n",
+            ":5: invalid YAML at line 5, column 1: while parsing a flow mapping",
+        ),
+    ],
+    ids=["missing-type", "bad-setting", "unknown-type", "yaml-syntax"],
+)
+def test_errors_in_registryd_yaml_name_the_file_and_line_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, expected: str
+) -> None:
+    config = write(tmp_path, text)
+    assert main_error(capsys, "discovery", "--config", str(config)).startswith(
+        f"--config {config}{expected}"
+    )
+    assert main(["validate", "--config", str(config)]) == 1
+    out, _ = capsys.readouterr()
+    finding = out.splitlines()[0]
+    assert finding.startswith(f"Error [invalid-config] --config {config}{expected}")
+    assert finding.count("--config") == 1 and "registryd: error" not in finding

@@ -229,7 +229,7 @@ def daemon_error(config: Path) -> str:
     try:
         settings = cli.parse_args(["discovery", "--config", str(config)])
         for reg in settings.registries:
-            require(reg.type, registry=reg.name)
+            require(reg)
             create_adapter(reg, AdapterContext())
     except ConfigError as exc:
         return str(exc)
@@ -260,7 +260,10 @@ def test_registryd_yaml_errors_are_the_daemons(tmp_path: Path, text: str, expect
     assert (finding.severity, finding.code) == (Severity.ERROR, "invalid-config")
     config = tmp_path / "registryd.yaml"
     assert finding.source == f"--config {config}"
-    assert finding.message == daemon_error(config)
+    # the daemon's line, its "--config FILE:LINE" said once, as the finding's place
+    place = f"{finding.source}:{finding.line}" if finding.line else finding.source
+    assert f"{place}: {finding.message}" == daemon_error(config)
+    assert not finding.message.startswith("--config")
     assert re.search(expected, finding.message), finding.message
 
 
