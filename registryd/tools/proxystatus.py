@@ -30,6 +30,7 @@ import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TextIO, TypeVar
 
+from registryd import proxyids
 from registryd.tools import debugclient, proxyconfig, proxysync
 from registryd.tools.debugclient import Answer, BadAnswer, Unreachable, json_body
 
@@ -182,18 +183,10 @@ def _syncz(args: argparse.Namespace, err: TextIO) -> tuple[list[Found], int]:
 
 
 def find_proxy(query: str, found: Sequence[Found]) -> list[Found]:
-    """The connections ``query`` names: by proxy or connection id, else by the
-    ``<pod>.<namespace>`` or ``<pod>`` part of the id."""
-    exact = [f for f in found if query in (f[1].get("proxyID"), f[1].get("connectionID"))]
-    if exact:
-        return exact
-
-    def pod(entry: Mapping[str, Any]) -> str:
-        parts = str(entry.get("proxyID", "")).split("~")
-        return parts[2] if len(parts) == 4 else ""
-
-    by_pod = [f for f in found if pod(f[1]) == query]
-    return by_pod or [f for f in found if pod(f[1]).partition(".")[0] == query]
+    """The connections ``query`` names (:func:`registryd.proxyids.select`, as the
+    daemon's ``/debug/config_dump`` resolves ``proxyID``)."""
+    ids = [(str(e.get("proxyID", "")), str(e.get("connectionID", ""))) for _, e in found]
+    return [found[i] for i in proxyids.select(query, ids)]
 
 
 def _dump(found: Found, args: argparse.Namespace, show: Callable[[JSON], str]) -> JSON | None:

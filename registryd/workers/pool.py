@@ -457,6 +457,9 @@ class WorkerPool:
 
     async def config_dump(self, proxy_id: str) -> dict[str, Any] | None:
         found = [d for d in await self._ask(ConfigDump(proxy_id)) if d is not None]
+        proxies = {p for d in found for p in d.get("ambiguous", [d.get("proxyID")])}
+        if len(proxies) > 1:  # a short name that fits proxies of several workers
+            return {"ambiguous": sorted(proxies, key=str)}
         return max(found, key=lambda d: d["connectedAt"]) if found else None
 
     async def traces(self) -> list[PushTrace]:

@@ -22,6 +22,7 @@ from typing import Any, Protocol
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import Metric
 
+from registryd.proxyids import select
 from registryd.xds import views
 from registryd.xds.dump import config_dump
 from registryd.xds.server import XdsServer
@@ -55,8 +56,11 @@ class Streams(Protocol):
         ...
 
     async def config_dump(self, proxy_id: str) -> JSON | None:
-        """What the newest stream of ``proxy_id`` (or the connection of that id) is
-        served, as Envoy's config_dump; None if it is not connected."""
+        """What the newest stream of the proxy ``proxy_id`` names is served, as Envoy's
+        config_dump: ``{"connectedAt", "proxyID", "dump"}``.  The name is resolved as
+        ``registryd proxy-status`` resolves it (:func:`registryd.proxyids.select`: a full
+        proxy or connection id, or its ``<pod>.<namespace>`` or ``<pod>`` part).  None if
+        no connection fits; ``{"ambiguous": [proxy ids]}`` if several proxies do."""
         ...
 
     async def traces(self) -> list[PushTrace]:
@@ -104,13 +108,18 @@ class LocalStreams:
         return [(c.connected_at, item) for c, item in zip(conns, rendered, strict=True)]
 
     async def config_dump(self, proxy_id: str) -> JSON | None:
-        found = self._matching(proxy_id)
+        conns = sorted(self._xds.connections.values(), key=lambda c: c.connected_at)
+        found = [conns[i] for i in select(proxy_id, [(c.proxy_id, c.id) for c in conns])]
         if not found:
             return None
+        proxies = sorted({c.proxy_id for c in found})
+        if len(proxies) > 1:
+            return {"ambiguous": proxies}
         conn = found[-1]  # the newest stream of that proxy
         xds = self._xds
         return {
             "connectedAt": conn.connected_at,
+            "proxyID": conn.proxy_id,
             "dump": config_dump(conn, xds.snapshot, version_prefix=xds.version_prefix),
         }
 
