@@ -12,7 +12,11 @@ Contract of :func:`check`:
   symlink rules), each file within the same size limits, with the same YAML loader
   (duplicate keys) and the same validation.  Every broken document is one error whose
   message is the daemon's text for it (the daemon joins a file's messages with
-  `` | ``).  Then :func:`registryd.tools.analyze.analyze` adds its warnings.
+  `` | ``).  Every unknown field is an error of its own (``unknown-field``, with its line
+  and the closest known field), as ``istioctl validate`` decodes strictly; the daemon
+  serves such a document without the field and warns
+  (:mod:`registryd.adapters.serviceentry.fields`).  Then
+  :func:`registryd.tools.analyze.analyze` adds its warnings.
 * A usage error (nothing to check, a path that does not exist) raises ConfigError;
   everything else is a :class:`~registryd.tools.analyze.Finding` of the :class:`Report`.  That
   includes whatever one file holds or is: a FIFO, device or socket is refused without
@@ -35,6 +39,8 @@ from typing import Any
 import yaml
 
 from registryd.adapter import AdapterContext, ConfigError
+from registryd.adapters.serviceentry.documents import document_key
+from registryd.adapters.serviceentry.fields import located
 from registryd.adapters.serviceentry.schema import InvalidConfig, parse_document
 from registryd.adapters.serviceentry.tree import scan_tree
 from registryd.adapters.serviceentry.yamlsafe import (
@@ -221,8 +227,13 @@ def check_file(source: str, data: bytes | str) -> tuple[list[Located], list[Find
             message = f"document {index}: {raw.message}"
             errors.append(_error("invalid-document", source, message, index))
             continue
+        key = document_key(raw)
+        label = f"document {index}" + (f" ({key[0]} {key[1]}/{key[2]})" if key else "")
+        for line, unknown in located(data, index, raw):  # istioctl decodes strictly
+            found = _error("unknown-field", source, f"{label}: {unknown.message()}", index)
+            errors.append(dataclasses.replace(found, line=line) if line else found)
         try:
-            doc = parse_document(raw, index=index, where=f"{source} #{index}")
+            doc = parse_document(raw, index=index, where=f"{source} #{index}", name_unknown=False)
         except InvalidConfig as exc:
             errors.append(_error("invalid-document", source, str(exc), index))
             continue

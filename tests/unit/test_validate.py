@@ -202,6 +202,51 @@ def test_document_error_points_at_the_documents_first_line(tmp_path: Path) -> No
     )
 
 
+def test_unknown_fields_are_errors_with_their_line_and_closest_field(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    extra = (
+        "  resolutoin: STATIC\n"  # line 7
+        "  endpoints:\n"
+        "  - {address: 10.0.0.1, lables: {app: a}}\n"  # line 9
+    )
+    write(tmp_path, {"a.yaml": service_entry("a", "[a.example]", extra=extra)})
+    found = check(paths=[str(tmp_path)]).findings
+    unknown = [(f.code, f.line, f.message) for f in found if f.code == "unknown-field"]
+    label = "document 1 (ServiceEntry default/a)"
+    assert unknown == [
+        (
+            "unknown-field",
+            7,
+            f"{label}: spec.resolutoin: unknown field (did you mean 'resolution'?)",
+        ),
+        (
+            "unknown-field",
+            9,
+            f"{label}: spec.endpoints[0].lables: unknown field (did you mean 'labels'?)",
+        ),
+    ]
+    # the rest of the document is still checked, without repeating the unknown fields
+    (invalid,) = [f.message for f in found if f.code == "invalid-document"]
+    assert invalid == f"{label}: spec.endpoints: resolution NONE cannot have endpoints"
+    assert cli.main(["validate", str(tmp_path)]) == 1
+    out, _ = capsys.readouterr()
+    assert f"Error [unknown-field] {tmp_path / 'a.yaml'}:7: {label}: spec.resolutoin" in out
+
+
+def test_an_unknown_field_alone_fails_validate_though_the_daemon_serves_it(
+    tmp_path: Path,
+) -> None:
+    text = workload_entry("w", "{a: b}") + "  serviceAcount: sa\n"  # line 7
+    write(tmp_path, {"w.yaml": text})
+    found = check(paths=[str(tmp_path)]).findings
+    (finding,) = [f for f in found if f.severity is Severity.ERROR]
+    assert (finding.code, finding.line) == ("unknown-field", 7)
+    assert finding.message.endswith(
+        "spec.serviceAcount: unknown field (did you mean 'serviceAccount'?)"
+    )
+
+
 def test_yaml_error_line_is_the_parsers(tmp_path: Path) -> None:
     text = workload_entry("w", "{a: b}") + "  address: 10.0.0.2\n"  # duplicate key, line 7
     write(tmp_path, {"f.yaml": text})
