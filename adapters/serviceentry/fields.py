@@ -98,7 +98,7 @@ def _check(obj: Any, path: Path, known: frozenset[str], found: list[UnknownField
     for key in obj:
         if key in known:
             continue
-        text = key if isinstance(key, str) else show(key)
+        text = key if isinstance(key, str) and len(key) <= 100 else show(key)
         close = difflib.get_close_matches(text, sorted(known), n=1, cutoff=0.6)
         found.append(UnknownField((*path, text), close[0] if close else None))
 
@@ -136,17 +136,24 @@ def unknown_fields(raw: Any) -> tuple[UnknownField, ...]:
 _LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
-def field_line(data: bytes | str, index: int, path: Path) -> int | None:
-    """The line (from 1) of the key at ``path`` in document ``index`` (from 1, empty
-    documents counted) of ``data``; None if it cannot be told.  Meant for content the
-    bounded loader accepted: nodes are composed, nothing is constructed."""
+def _document_node(data: bytes | str, index: int) -> Any:
+    """The composed node of document ``index`` (from 1, empty documents counted) of
+    ``data``, or None.  Meant for content the bounded loader accepted: nodes are
+    composed, nothing is constructed."""
     try:
         nodes = list(yaml.compose_all(data, Loader=_LOADER))
     except Exception:  # a line is a help to the reader, never a new error
         return None
-    if not 0 < index <= len(nodes):
-        return None
-    node: Any = nodes[index - 1]
+    return nodes[index - 1] if 0 < index <= len(nodes) else None
+
+
+def field_line(data: bytes | str, index: int, path: Path) -> int | None:
+    """The line (from 1) of the key at ``path`` in document ``index`` (from 1, empty
+    documents counted) of ``data``; None if it cannot be told."""
+    return _line(_document_node(data, index), path)
+
+
+def _line(node: Any, path: Path) -> int | None:
     line = None
     for step in path:
         if isinstance(step, int) and isinstance(node, yaml.SequenceNode):
@@ -168,7 +175,11 @@ def field_line(data: bytes | str, index: int, path: Path) -> int | None:
 def located(data: bytes | str, index: int, raw: Any) -> list[tuple[int | None, UnknownField]]:
     """The unknown fields of document ``index`` (loaded as ``raw``) of ``data``, each with
     its line (None if it cannot be told)."""
-    return [(field_line(data, index, f.path), f) for f in unknown_fields(raw)]
+    found = unknown_fields(raw)
+    if not found:
+        return []
+    node = _document_node(data, index)  # composed once for all of them
+    return [(_line(node, f.path), f) for f in found]
 
 
 def warning(source: str, line: int | None, label: str, field: UnknownField) -> str:
