@@ -96,8 +96,8 @@ class _Files:
     def add_tree(self, root: str, *, follow_outside: bool = False) -> None:
         try:
             scan = scan_tree(root, follow_outside=follow_outside)
-        except OSError as exc:
-            raise ConfigError(str(exc)) from None
+        except OSError as exc:  # said as the daemon says it, without a raw errno
+            raise ConfigError(f"{root}: {path_problem(root) or exc.strerror or exc}") from None
         for path in sorted(scan.files):
             self.paths.setdefault(os.path.normpath(path), None)
         for path, problem in sorted(scan.refused.items()):
