@@ -21,9 +21,9 @@ What Istio does, and so what registryd does:
 
 The known fields of every object are :data:`KNOWN`, the one table both use; each
 unknown field comes with the closest known one (:func:`difflib.get_close_matches`).
-Only the JSON (lowerCamelCase) field names are known: the proto names protojson would
-also accept (``export_to``) are not read by registryd, and are reported so that they
-are not ignored without a word.
+A field may be spelt with its JSON name (``exportTo``) or its proto name
+(``export_to``), as protojson reads both; :func:`with_json_names` renames the latter
+before the schema reads a document.
 """
 
 from __future__ import annotations
@@ -37,12 +37,29 @@ import yaml
 
 from .yamlsafe import show
 
-__all__ = ["KNOWN", "UnknownField", "field_line", "located", "unknown_fields", "warning"]
+__all__ = [
+    "KNOWN",
+    "PROTO_NAMES",
+    "UnknownField",
+    "field_line",
+    "located",
+    "unknown_fields",
+    "warning",
+    "with_json_names",
+]
 
+PROTO_NAMES: Mapping[str, str] = {
+    # the proto name of each field whose JSON name differs, as protojson accepts it
+    "export_to": "exportTo",
+    "workload_selector": "workloadSelector",
+    "subject_alt_names": "subjectAltNames",
+    "target_port": "targetPort",
+    "service_account": "serviceAccount",
+}
 _WORKLOAD = frozenset(
     {"address", "ports", "labels", "network", "locality", "weight", "serviceAccount"}
 )
-KNOWN: Mapping[str, frozenset[str]] = {
+_JSON_NAMES: Mapping[str, frozenset[str]] = {
     # top level: istioctl's validFields
     "document": frozenset({"apiVersion", "kind", "metadata", "spec", "status"}),
     # networking.istio.io ServiceEntry, and the messages it holds
@@ -64,7 +81,11 @@ KNOWN: Mapping[str, frozenset[str]] = {
     # a WorkloadEntry's spec, and each inline endpoint of a ServiceEntry
     "WorkloadEntry.spec": _WORKLOAD,
 }
-"""The known fields of each object a document holds, by object."""
+KNOWN: Mapping[str, frozenset[str]] = {
+    kind: names | {proto for proto, json in PROTO_NAMES.items() if json in names}
+    for kind, names in _JSON_NAMES.items()
+}
+"""The known fields of each object a document holds, by object: JSON and proto names."""
 
 Path = tuple[str | int, ...]
 
@@ -117,6 +138,7 @@ def unknown_fields(raw: Any) -> tuple[UnknownField, ...]:
     if not isinstance(raw, dict):
         return ()
     _check(raw, (), KNOWN["document"], found)
+    raw = with_json_names(raw)  # paths below use the JSON names
     spec = raw.get("spec")
     kind = raw.get("kind")
     if kind == "ServiceEntry":
@@ -131,6 +153,44 @@ def unknown_fields(raw: Any) -> tuple[UnknownField, ...]:
     elif kind == "WorkloadEntry":
         _check(spec, ("spec",), KNOWN["WorkloadEntry.spec"], found)
     return tuple(found)
+
+
+def _renamed(obj: Any, kind: str) -> Any:
+    """``obj`` with the proto names of ``kind``'s fields renamed to their JSON names (a
+    JSON name given too wins); ``obj`` itself when it has none."""
+    if not isinstance(obj, dict) or not any(k in PROTO_NAMES for k in obj):
+        return obj
+    json_names = _JSON_NAMES[kind]
+    renamed = {}
+    for key, value in obj.items():
+        json = PROTO_NAMES.get(key) if isinstance(key, str) else None
+        if json in json_names and json not in obj:
+            renamed[json] = value
+        else:
+            renamed[key] = value
+    return renamed
+
+
+def with_json_names(raw: Any) -> Any:
+    """A loaded document with every field spelt by its JSON name, at every level that
+    :func:`unknown_fields` checks; pure (``raw`` is not changed, and is returned as it is
+    when it spells everything so)."""
+    if not isinstance(raw, dict) or not isinstance(raw.get("spec"), dict):
+        return raw
+    kind = raw.get("kind")
+    if kind == "WorkloadEntry":
+        spec = _renamed(raw["spec"], "WorkloadEntry.spec")
+    elif kind == "ServiceEntry":
+        spec = _renamed(raw["spec"], "ServiceEntry.spec")
+        for key, part in (("ports", "ServicePort"), ("endpoints", "WorkloadEntry.spec")):
+            items = spec.get(key)
+            if isinstance(items, list):
+                renamed = [_renamed(item, part) for item in items]
+                if any(a is not b for a, b in zip(renamed, items, strict=True)):
+                    spec = {**spec, key: renamed}
+    else:
+        return raw
+    return raw if spec is raw["spec"] else {**raw, "spec": spec}
 
 
 _LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -162,7 +222,10 @@ def _line(node: Any, path: Path) -> int | None:
             node = node.value[step]
             line = node.start_mark.line + 1
         elif isinstance(node, yaml.MappingNode):
-            pair = next((kv for kv in node.value if kv[0].value == step), None)
+            pair = next(
+                (kv for kv in node.value if step in (kv[0].value, PROTO_NAMES.get(kv[0].value))),
+                None,
+            )
             if pair is None:
                 return None
             line = pair[0].start_mark.line + 1

@@ -32,7 +32,7 @@ from typing import Any, ClassVar
 
 from registryd.model import Labels, Location, Resolution
 
-from .fields import unknown_fields
+from .fields import unknown_fields, with_json_names
 from .yamlsafe import DEFAULT_LIMITS, DocumentProblem, FileProblem, Limits, load_documents, show
 
 __all__ = [
@@ -367,6 +367,7 @@ def parse_document(
     Unknown fields alone do not make it invalid; with ``name_unknown`` the error of a
     document that is invalid anyway lists them first (:func:`.fields.unknown_fields`)."""
     label = f"document {index}"
+    original, raw = raw, with_json_names(raw)  # export_to is exportTo, as in protojson
     if not isinstance(raw, dict):
         got = type(raw).__name__
         raise InvalidConfig(f"{label}: expected a mapping with apiVersion/kind, got a {got}")
@@ -398,7 +399,7 @@ def parse_document(
     else:
         doc = WorkloadEntry(meta, _workload(spec, "spec.", errs), where)
     if errs:
-        unknown = [f.message() for f in unknown_fields(raw)] if name_unknown else []
+        unknown = [f.message() for f in unknown_fields(original)] if name_unknown else []
         raise InvalidConfig(f"{label}: {'; '.join([*unknown, *errs])}")
     return doc
 

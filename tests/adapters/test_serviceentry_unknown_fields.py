@@ -13,7 +13,7 @@ import pytest
 from registryd.adapter import AdapterContext, Problems, Replace, Upsert
 from registryd.adapters.serviceentry import ServiceEntryAdapter
 from registryd.adapters.serviceentry.documents import read_documents
-from registryd.adapters.serviceentry.fields import KNOWN, unknown_fields
+from registryd.adapters.serviceentry.fields import KNOWN, PROTO_NAMES, unknown_fields
 from registryd.adapters.serviceentry.schema import InvalidConfig, parse_document
 from registryd.adapters.serviceentry.yamlsafe import load_documents
 from registryd.tools.configcheck import check
@@ -105,7 +105,8 @@ spec:
     (raw,) = load_documents(text)
     parse_document(raw)
     assert unknown_fields(raw) == ()
-    assert set(raw["spec"]) == KNOWN["ServiceEntry.spec"] - {"workloadSelector"}
+    json_names = KNOWN["ServiceEntry.spec"] - PROTO_NAMES.keys()
+    assert set(raw["spec"]) == json_names - {"workloadSelector"}
 
 
 def test_a_broken_document_names_its_unknown_fields_first() -> None:
@@ -186,3 +187,28 @@ def test_validate_and_the_daemon_say_the_same_of_each_unknown_field(tmp_path: Pa
     findings = [f for f in check(paths=[str(path)]).findings if f.code == "unknown-field"]
     said = [f"{f.source}:{f.line}: {f.message}; ignored, as istiod does" for f in findings]
     assert sorted(said) == sorted(reading.warnings)
+
+
+def test_proto_names_are_read_as_protojson_reads_them() -> None:
+    text = """\
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: web}
+spec:
+  hosts: [web.example]
+  ports: [{number: 80, name: http, target_port: 8080}]
+  resolution: STATIC
+  workload_selector:
+    lables: {app: web}
+  export_to: ["."]
+"""
+    (raw,) = load_documents(text)
+    doc = parse_document(raw)
+    assert doc.spec.export_to == (".",)
+    assert doc.spec.ports[0].target_port == 8080
+    assert raw["spec"]["export_to"] == ["."]  # the loaded document is not changed
+    reading = read_documents(text, "web.yaml")
+    assert reading.warnings == (
+        "web.yaml:9: document 1 (ServiceEntry default/web): spec.workloadSelector.lables: "
+        "unknown field (did you mean 'labels'?); ignored, as istiod does",
+    )
