@@ -33,6 +33,7 @@ __all__ = [
     "LISTINGS",
     "LocalStreams",
     "Streams",
+    "merge_dumps",
     "merge_families",
     "merge_listings",
     "merge_traces",
@@ -136,6 +137,17 @@ class LocalStreams:
 def merge_listings(parts: Iterable[Listing]) -> Listing:
     """The listings of several servers as one, oldest connection first."""
     return sorted((item for part in parts for item in part), key=lambda pair: pair[0])
+
+
+def merge_dumps(parts: Iterable[JSON | None]) -> JSON | None:
+    """The ``config_dump`` answers of several servers (:meth:`Streams.config_dump`) as
+    one: the newest connection's when they all name one proxy, ``{"ambiguous": [ids]}``
+    when the name fits several proxies across them, None when none has a connection."""
+    found = [part for part in parts if part is not None]
+    proxies = {str(p) for part in found for p in part.get("ambiguous", [part.get("proxyID")])}
+    if len(proxies) > 1:
+        return {"ambiguous": sorted(proxies)}
+    return max(found, key=lambda part: part["connectedAt"]) if found else None
 
 
 def merge_traces(parts: Iterable[list[PushTrace]]) -> list[PushTrace]:
