@@ -6,8 +6,9 @@ exactly this; the built-in adapters use nothing else (a test checks it):
 * :mod:`registryd.adapter` — ``Adapter``, ``AdapterFactory``, ``AdapterContext``, the
   updates ``Replace``, ``Upsert``, ``Delete``, ``Problems``, and the helpers
   ``increments``, ``Published``, ``LastGood``, ``follow``, ``off_loop``,
-  ``describe_error``, and the bounded JSON reader ``JsonLimits``, ``JsonTooLarge``,
-  ``read_capped``, ``parse_json``, ``load_json`` (from :mod:`registryd.jsonbound`);
+  ``describe_error``, ``RegistryUnavailable`` (an expected failure of ``watch()``), and
+  the bounded JSON reader ``JsonLimits``, ``JsonTooLarge``, ``read_capped``,
+  ``parse_json``, ``load_json`` (from :mod:`registryd.jsonbound`);
   ``API_VERSION``;
 * :mod:`registryd.errors` — ``ConfigError`` (also importable from ``registryd.adapter``);
 * :mod:`registryd.model` — the frozen value types (``Service``, ``Port``, ``Endpoint``,

@@ -18,7 +18,9 @@ the one shard it owns.  The contract, which the supervisor and the registry stor
    logs what is new or cleared; adapters need not log problems themselves.
 4. On failure (registry unreachable, lost watch) ``watch()`` raises.  It must not swallow
    errors and spin.  The supervisor logs the error, keeps the last good shard served, and
-   calls ``watch()`` again after a backoff.
+   calls ``watch()`` again after a backoff.  An expected failure
+   (:class:`RegistryUnavailable`, :class:`OSError`, :class:`TimeoutError`) is one warning
+   line per retry; anything else is logged at error with its traceback.
 5. ``watch()`` is cancelled on shutdown; it must release its resources in ``finally``.
 
 Adapters are created by a factory registered in the ``registryd.adapters`` entry-point
@@ -64,6 +66,7 @@ __all__ = [
     "LastGood",
     "Problems",
     "Published",
+    "RegistryUnavailable",
     "Replace",
     "Update",
     "Upsert",
@@ -79,7 +82,7 @@ __all__ = [
 T = TypeVar("T")
 
 
-API_VERSION = "1.4"
+API_VERSION = "1.5"
 """The version of the adapter API: :class:`Adapter`, :class:`AdapterContext`, the update
 types, :func:`increments`, :class:`Published`, :class:`LastGood`, :func:`follow`,
 :func:`off_loop`, :func:`describe_error`, the bounded JSON reader of
@@ -89,7 +92,7 @@ lists as public.  The minor number grows with additions, the major one with chan
 plugin must follow.  1.2 added the optional factory attributes ``default_priority``,
 ``log_scope`` and ``log_description`` (:class:`AdapterFactory`), 1.3 ``default_export``
 and :attr:`registryd.model.Health.UNKNOWN` (a source that says nothing of health), 1.4
-:attr:`Problems.status`."""
+:attr:`Problems.status`, 1.5 :class:`RegistryUnavailable`."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -355,6 +358,16 @@ def increments(
         if before != service or old_eps != eps:
             upserts.append(Upsert(service=service, endpoints=eps))
     return upserts + deletes
+
+
+class RegistryUnavailable(Exception):
+    """The registry cannot be used right now, for a reason that is expected to pass: its
+    server refuses connections or answers 5xx, a watch was lost, a login was refused.
+    ``watch()`` raises it (or a subclass) for such failures; the supervisor then logs one
+    warning line per retry, with the delay, and no traceback (the traceback only at debug
+    level), as it does for :class:`OSError` (a missing file, a refused connection) and
+    :class:`TimeoutError`.  Any other exception is taken for a bug and logged at error
+    with its traceback.  (Since 1.5.)"""
 
 
 def describe_error(

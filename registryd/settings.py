@@ -165,7 +165,10 @@ class SettingsReader:
         return tuple(value)
 
     def file(self, key: str, *, must_exist: bool = True) -> str | None:
-        """A file path (``~`` expanded); with ``must_exist``, of a file there now."""
+        """A file path (``~`` expanded); with ``must_exist``, of a file there now.  Name
+        the setting ``path``, ``kubeconfig`` or ``*_file``: such settings of registryd.yaml
+        are made absolute, relative to that file, before they reach the adapter (the one
+        rule for paths, :func:`registryd.daemon.config.parse_registries`)."""
         value = self.get(key)
         if value is None or value == "":
             return None

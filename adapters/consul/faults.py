@@ -25,6 +25,8 @@ from __future__ import annotations
 import aiohttp
 from consul.exceptions import ACLDisabled, ACLPermissionDenied
 
+from registryd.adapter import RegistryUnavailable
+
 __all__ = [
     "RETRY_FIRST",
     "RETRY_JITTER",
@@ -40,7 +42,7 @@ RETRY_MAX = 30.0  # the doubling stops here
 RETRY_JITTER = 0.2  # each delay is scaled by a factor in [1 - RETRY_JITTER, 1 + RETRY_JITTER]
 
 
-class ConsulError(RuntimeError):
+class ConsulError(RegistryUnavailable, RuntimeError):
     """A query failed: the agent is unreachable, refused it or answered nonsense."""
 
 

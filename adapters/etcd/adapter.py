@@ -47,7 +47,14 @@ import aetcd  # type: ignore[import-untyped]
 import grpc
 from aetcd import rpc
 
-from registryd.adapter import PROBLEMS_EVERY, AdapterContext, Update, describe_error, follow
+from registryd.adapter import (
+    PROBLEMS_EVERY,
+    AdapterContext,
+    RegistryUnavailable,
+    Update,
+    describe_error,
+    follow,
+)
 
 from .settings import Endpoint, EtcdSettings, format_endpoint, parse_settings
 from .state import KeyTable
@@ -66,7 +73,7 @@ CHANNEL_OPTIONS: Mapping[str, Any] = {
 }
 
 
-class EtcdError(RuntimeError):
+class EtcdError(RegistryUnavailable, RuntimeError):
     """etcd cannot be used right now (unreachable, not answering, watch lost)."""
 
 

@@ -21,8 +21,10 @@ error message or in the ``repr`` of the result.
 TLS is used when any of ``ca_file``, ``cert_file``, ``key_file`` is set (without
 ``ca_file``, etcd's certificate is verified against the system's roots).  The files must
 exist when the registry is configured; they are read again on every connect, so
-renewed certificates are picked up by the next reconnect.  Relative paths are relative
-to registryd's working directory.
+renewed certificates are picked up by the next reconnect.  A relative path in
+registryd.yaml is relative to that file, as for every ``path``, ``kubeconfig`` and
+``*_file`` setting (:func:`registryd.daemon.config.parse_registries` resolves them
+before the settings reach the adapter).
 """
 
 from __future__ import annotations

@@ -66,6 +66,7 @@ from kubernetes_asyncio import config as kube_config
 from registryd.adapter import (
     JsonLimits,
     JsonTooLarge,
+    RegistryUnavailable,
     describe_error,
     load_json,
     parse_json,
@@ -123,7 +124,7 @@ _RESOURCES = {
 }
 
 
-class KubernetesError(RuntimeError):
+class KubernetesError(RegistryUnavailable, RuntimeError):
     """The API server cannot be used right now (unreachable, refusing, failing)."""
 
 

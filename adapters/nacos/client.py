@@ -36,7 +36,13 @@ from typing import Any
 
 import aiohttp
 
-from registryd.adapter import JsonTooLarge, describe_error, load_json, read_capped
+from registryd.adapter import (
+    JsonTooLarge,
+    RegistryUnavailable,
+    describe_error,
+    load_json,
+    read_capped,
+)
 from registryd.ratelimit import TokenBucket
 
 from .settings import NacosSettings
@@ -57,7 +63,7 @@ CHUNK = 2**16  # bytes read at a time
 PREVIEW = 4096  # bytes of an answer redacted for the 200 characters a message shows
 
 
-class NacosError(Exception):
+class NacosError(RegistryUnavailable):
     """The registry as a whole failed (``watch()`` raises it)."""
 
 
@@ -69,7 +75,7 @@ class TooManyServices(NacosError):
     """The listing names more services than ``max_services``."""
 
 
-class QueryError(Exception):
+class QueryError(RegistryUnavailable):
     """One call was answered, but not with what the Open API promises (or not in time)."""
 
 

@@ -28,8 +28,11 @@ Contract (see :mod:`registryd.adapter`):
   keeps being used; other files are unaffected.  Any exception while reading one file
   counts as such.  Files are loaded within :class:`~.yamlsafe.Limits`, a broken
   document keeps its last good version (:mod:`.documents`), and errors and documents
-  in ``Problems`` are bounded in size.  Reading runs in a daemon thread
-  (:func:`~registryd.adapter.off_loop`): cancelling ``watch()`` never waits for it.
+  in ``Problems`` are bounded in size.  A document whose only fault is an unknown field
+  is served without that field, as istiod's ``--configDir`` serves it, and each unknown
+  field is a warning naming file, line and the closest known field (:mod:`.fields`).
+  Reading runs in a daemon thread (:func:`~registryd.adapter.off_loop`): cancelling
+  ``watch()`` never waits for it.
 * If the directory is missing, unreadable or replaced, ``watch()`` raises; the supervisor
   restarts it with backoff.  The file watcher is released in ``finally``.
 

@@ -12,7 +12,9 @@ Contract of :func:`read_documents`:
   file are used as they are now.  A document that was never good contributes nothing.
 * The result lists the documents in use (:class:`Kept`, in file order), content that
   holds exactly those (the original text when every document is good, so the parser
-  of :mod:`.state` reads it as before) and the per-document errors.
+  of :mod:`.state` reads it as before), the per-document errors, and a warning per
+  unknown field of the documents read good now (:mod:`.fields`: they are served without
+  those fields, as istiod serves them), naming the file, the line and the field.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import yaml
 
 from registryd.adapter import describe_error
 
+from .fields import located, warning
 from .schema import InvalidConfig, parse_document
 from .yamlsafe import DEFAULT_LIMITS, DocumentProblem, Limits, load_documents
 
@@ -47,6 +50,7 @@ class Reading:
     documents: tuple[Kept, ...]
     data: bytes | str
     errors: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()
 
 
 def document_key(raw: Any) -> DocKey | None:
@@ -88,6 +92,7 @@ def read_documents(
     by_key = {kept.key: kept for kept in previous if kept.key is not None}
     used: list[Kept] = []
     errors: list[str] = []
+    warnings: list[str] = []
     for index, raw in enumerate(loaded, 1):
         if raw is None:  # an empty document, e.g. after a trailing ---
             continue
@@ -95,6 +100,8 @@ def read_documents(
         key = None if isinstance(raw, DocumentProblem) else document_key(raw)
         if problem is None:
             used.append(Kept(key, raw))
+            label = f"document {index}" + (f" ({key[0]} {key[1]}/{key[2]})" if key else "")
+            warnings.extend(warning(source, at, label, f) for at, f in located(data, index, raw))
             continue
         before = by_key.get(key) if key is not None else _at(previous, len(used))
         if before is not None and all(before.key is None or k.key != before.key for k in used):
@@ -102,9 +109,9 @@ def read_documents(
             problem += "; its last good version stays in use"
         errors.append(problem)
     if not errors:
-        return Reading(tuple(used), data)
+        return Reading(tuple(used), data, (), tuple(warnings))
     text = yaml.safe_dump_all([kept.raw for kept in used], sort_keys=False)
-    return Reading(tuple(used), text, tuple(errors))
+    return Reading(tuple(used), text, tuple(errors), tuple(warnings))
 
 
 def _at(previous: tuple[Kept, ...], position: int) -> Kept | None:

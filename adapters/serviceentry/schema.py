@@ -14,7 +14,8 @@ Contract:
 
 Values from the input are quoted in messages only in short (:func:`~.yamlsafe.show`);
 a document that is not a mapping is described by its type, never by its content.
-Unknown fields are ignored.  Istio's defaults apply: resolution ``NONE``, location
+Unknown fields (:mod:`.fields`) do not break a document, as in istiod; a document broken
+anyway names them first in its error.  Istio's defaults apply: resolution ``NONE``, location
 ``MESH_EXTERNAL``, namespace ``default``, endpoint weight 1 (also for weight 0).  A port's
 protocol is kept as written (upper-cased, ``""`` when unset); :mod:`.convert` derives the
 default from the port name.
@@ -31,6 +32,7 @@ from typing import Any, ClassVar
 
 from registryd.model import Labels, Location, Resolution
 
+from .fields import unknown_fields, with_json_names
 from .yamlsafe import DEFAULT_LIMITS, DocumentProblem, FileProblem, Limits, load_documents, show
 
 __all__ = [
@@ -358,9 +360,14 @@ def _service_entry_spec(spec: Mapping[str, Any], errs: list[str]) -> ServiceEntr
     )
 
 
-def parse_document(raw: Any, *, index: int = 1, where: str = "") -> ServiceEntry | WorkloadEntry:
-    """Validate one YAML document (``index`` numbers it in messages, ``where`` in notes)."""
+def parse_document(
+    raw: Any, *, index: int = 1, where: str = "", name_unknown: bool = True
+) -> ServiceEntry | WorkloadEntry:
+    """Validate one YAML document (``index`` numbers it in messages, ``where`` in notes).
+    Unknown fields alone do not make it invalid; with ``name_unknown`` the error of a
+    document that is invalid anyway lists them first (:func:`.fields.unknown_fields`)."""
     label = f"document {index}"
+    original, raw = raw, with_json_names(raw)  # export_to is exportTo, as in protojson
     if not isinstance(raw, dict):
         got = type(raw).__name__
         raise InvalidConfig(f"{label}: expected a mapping with apiVersion/kind, got a {got}")
@@ -392,7 +399,8 @@ def parse_document(raw: Any, *, index: int = 1, where: str = "") -> ServiceEntry
     else:
         doc = WorkloadEntry(meta, _workload(spec, "spec.", errs), where)
     if errs:
-        raise InvalidConfig(f"{label}: {'; '.join(errs)}")
+        unknown = [f.message() for f in unknown_fields(original)] if name_unknown else []
+        raise InvalidConfig(f"{label}: {'; '.join([*unknown, *errs])}")
     return doc
 
 

@@ -147,6 +147,7 @@ class FileTree:
         self.table = FileTable()
         self.kept: dict[str, tuple[Kept, ...]] = {}  # file -> its documents in use
         self.broken: dict[str, str] = {}  # file -> errors of some of its documents
+        self.unknown: dict[str, tuple[str, ...]] = {}  # file -> its unknown-field warnings
         self._shown: tuple[Mapping[str, Any], dict[str, list[Any]]] = ({}, {})
         self.seen: dict[str, Fingerprint] = {}
         self.blocked: dict[str, str] = {}
@@ -265,6 +266,10 @@ class FileTree:
             self._fail(source, " | ".join(reading.errors))  # nothing to show: never good
             return False
         self.kept[source] = reading.documents
+        if reading.warnings:
+            self.unknown[source] = reading.warnings
+        else:
+            self.unknown.pop(source, None)
         if reading.errors:
             self.broken[source] = f"{source}: {' | '.join(reading.errors)}"
         else:
@@ -282,6 +287,7 @@ class FileTree:
         self.unsettled.pop(source, None)
         self.kept.pop(source, None)
         self.broken.pop(source, None)
+        self.unknown.pop(source, None)
         return self.table.remove(source)
 
     def _settled(self, source: str, mtime_ns: int) -> bool:
@@ -323,7 +329,13 @@ class FileTree:
         return Problems(
             errors={source: shorten(errors[source]) for source in sorted(errors)},
             sources=self._sources(),
-            warnings=tuple(shorten(note) for note in self.table.notes),
+            warnings=tuple(
+                shorten(note)
+                for note in (
+                    *(w for source in sorted(self.unknown) for w in self.unknown[source]),
+                    *self.table.notes,
+                )
+            ),
             removed=removed,
         )
 

@@ -122,7 +122,7 @@ class App:
         context = AdapterContext(domain=self.settings.domain)
         for reg in self.settings.registries:
             key = ShardKey(reg.type, reg.name)
-            require(reg.type, registry=reg.name)  # an unknown type is a config error: fatal
+            require(reg)  # an unknown type is a config error: fatal
             self.store.expect(key, reg.priority, reg.export)
             create = functools.partial(create_adapter, reg, context)
             try:
@@ -153,6 +153,8 @@ class App:
         )
         for ignored in self.settings.ignored:  # where the builder used to say it
             logging.getLogger("registryd.push").warning("%s", ignored)
+        for warning in self.settings.flag_warnings:
+            log.warning("%s", warning)
         self.gc_pauses = GcPauses(self.metrics.registry)
         self.store.subscribe(self.metrics.registry_changed)
         self.push.listeners.append(self._announce)

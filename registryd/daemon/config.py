@@ -143,6 +143,13 @@ class RegistryConfig:
     settings: Mapping[str, Any] = field(default_factory=dict)
     priority: int | None = None
     export: bool | None = None
+    # where it is defined, ``--config FILE:LINE`` (None: made from flags); errors about
+    # the registry start with it
+    origin: str | None = field(default=None, compare=False)
+
+    def where(self, message: str) -> str:
+        """``message`` about this registry, prefixed with its :attr:`origin` if known."""
+        return f"{self.origin}: {message}" if self.origin else message
 
 
 def _is_path_setting(key: object) -> bool:
@@ -215,6 +222,16 @@ def read_regular(path: str | os.PathLike[str], limit: int) -> bytes:
         raise Unreadable(_why(exc)) from None
 
 
+_AT_LINE = re.compile(r"\bline (\d+), column")  # in the YAML parser's messages
+
+
+def _at_line(where: str, problem: str) -> str:
+    """``where: problem``, with the line of the YAML problem after ``where`` (the last one
+    the parser's message names: the problem's own, after its context's)."""
+    lines = _AT_LINE.findall(problem)
+    return f"{where}:{lines[-1]}: {problem}" if lines else f"{where}: {problem}"
+
+
 def _config_document(data: bytes | str, where: str) -> Any:
     """The YAML document of registryd.yaml content, or ConfigError saying what is wrong
     with it (see the module docstring)."""
@@ -231,14 +248,33 @@ def _config_document(data: bytes | str, where: str) -> Any:
     try:
         documents = load_documents(data, Limits(max_bytes=MAX_CONFIG_BYTES, max_documents=1))
     except FileProblem as exc:
-        raise ConfigError(f"{where}: {' '.join(str(exc).split())}") from None
+        raise ConfigError(_at_line(where, " ".join(str(exc).split()))) from None
     except Exception as exc:  # the loader's own surprises: still this file's error
         problem = " ".join(shorten(str(exc), 200).split())
         raise ConfigError(f"{where}: cannot be loaded ({type(exc).__name__}: {problem})") from None
     document = documents[0] if documents else None
     if isinstance(document, DocumentProblem):
-        raise ConfigError(f"{where}: {document.message}")
+        raise ConfigError(_at_line(where, " ".join(document.message.split())))
     return document
+
+
+def _item_lines(data: bytes | str) -> list[int]:
+    """The line (1-based) where each item of registryd.yaml's ``registries`` list starts;
+    empty when it cannot be told.  Only called on content the bounded loader accepted
+    (:func:`_config_document`), and composes nodes without constructing anything."""
+    import yaml
+
+    loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    try:
+        root = yaml.compose(data, Loader=loader)
+    except Exception:  # lines are a help to the reader, never a new error
+        return []
+    if not isinstance(root, yaml.MappingNode):
+        return []
+    for key, value in root.value:
+        if key.value == "registries" and isinstance(value, yaml.SequenceNode):
+            return [item.start_mark.line + 1 for item in value.value]
+    return []
 
 
 def load_registries(path: Path) -> list[RegistryConfig]:
@@ -254,7 +290,7 @@ def load_registries(path: Path) -> list[RegistryConfig]:
 
 def parse_registries(data: bytes | str, path: Path) -> list[RegistryConfig]:
     """The ``registries:`` list of registryd.yaml content read from ``path`` (which
-    messages name).  Relative paths in a registry's
+    messages name, with the line of the registry in question).  Relative paths in a registry's
     ``path``, ``kubeconfig`` and ``*_file`` settings (``ca_file``...) are taken relative
     to the file's directory (``~`` is expanded first).  A name must match
     :data:`REGISTRY_NAME`.  ``priority`` (an integer, higher wins the merge) is not an
@@ -265,7 +301,7 @@ def parse_registries(data: bytes | str, path: Path) -> list[RegistryConfig]:
     the type's default holds.  Pure apart from that and from resolving symlinks in
     those paths: whether they exist is :func:`check_paths`'s business.  Anything wrong
     with ``data``, whatever it holds, raises ConfigError."""
-    data = _config_document(data, f"--config {path}")
+    raw, data = data, _config_document(data, f"--config {path}")
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -279,8 +315,10 @@ def parse_registries(data: bytes | str, path: Path) -> list[RegistryConfig]:
         raise ConfigError(f"--config {path}: 'registries' must be a list")
     result: list[RegistryConfig] = []
     seen: set[str] = set()
+    lines = _item_lines(raw)
     for index, item in enumerate(items):
-        where = f"--config {path}: registries[{index}]"
+        origin = f"--config {path}:{lines[index]}" if index < len(lines) else f"--config {path}"
+        where = f"{origin}: registries[{index}]"
         if not isinstance(item, dict):
             raise ConfigError(f"{where}: expected a mapping with name and type")
         name, kind = item.get("name"), item.get("type")
@@ -314,7 +352,12 @@ def parse_registries(data: bytes | str, path: Path) -> list[RegistryConfig]:
 
         result.append(
             RegistryConfig(
-                name=name, type=kind, settings=settings, priority=priority, export=export
+                name=name,
+                type=kind,
+                settings=settings,
+                priority=priority,
+                export=export,
+                origin=origin,
             )
         )
     return result
@@ -362,16 +405,51 @@ def kubernetes_flag_defaults(
     return {"kubernetes": given} if given else {}
 
 
+def path_problem(place: str | os.PathLike[str]) -> str | None:
+    """Why the file or directory at ``place`` cannot be read, as one short phrase without
+    the name (``no such file or directory``, ``cannot read: Permission denied``, ``not a
+    regular file (a FIFO)``), or None when it can: a directory is listed and a regular
+    file opened (non-blocking) and closed; anything else is refused without opening.
+    The one check of ``--configDir`` and of registry ``path`` settings, at start and in
+    ``registryd validate``."""
+    try:
+        mode = os.stat(place).st_mode
+        if stat.S_ISDIR(mode):
+            with os.scandir(place):
+                return None
+        problem = _not_regular(mode)
+        if problem is not None:
+            return problem
+        os.close(os.open(place, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC))
+        return None
+    except FileNotFoundError:
+        return "no such file or directory"
+    except OSError as exc:
+        return _why(exc)
+
+
+def check_config_dir(value: str) -> None:
+    """ConfigError (one line, naming the flag) unless ``--configDir value`` is a directory
+    that can be listed."""
+    if os.path.exists(value) and not os.path.isdir(value):
+        problem: str | None = "not a directory"
+    else:
+        problem = path_problem(value)
+    if problem is not None:
+        raise ConfigError(f"--configDir {value}: {problem}")
+
+
 def check_paths(registries: Iterable[RegistryConfig]) -> None:
-    """ConfigError for the first registry whose ``path`` setting (a string) names nothing
-    on disk: the daemon checks this at start, where an adapter would only fail (and be
-    retried) once it runs."""
+    """ConfigError for the first registry whose ``path`` setting (a string) cannot be read
+    (:func:`path_problem`: missing, not readable, a FIFO...): the daemon checks this at
+    start, where an adapter would only fail (and be retried) once it runs."""
     for reg in registries:
         place = reg.settings.get("path")
-        if isinstance(place, str) and place and not Path(place).exists():
-            raise ConfigError(
-                f"registry {reg.name!r} ({reg.type}): 'path': no such file or directory: {place}"
-            )
+        if isinstance(place, str) and place:
+            problem = path_problem(place)
+            if problem is not None:
+                message = f"registry {reg.name!r} ({reg.type}): 'path': {problem}: {place}"
+                raise ConfigError(reg.where(message))
 
 
 def load_tls(cert_file: str | None, key_file: str | None, ca_file: str | None) -> TlsFiles | None:
@@ -464,3 +542,4 @@ class Settings:
     # UNHEALTHY endpoints sent, marked so (registryd.build.clusters.BuildOptions.send_unhealthy)
     send_unhealthy_endpoints: bool = True
     ignored: tuple[str, ...] = ()  # settings ignored, and why: App logs them (scope push)
+    flag_warnings: tuple[str, ...] = ()  # flags that have no effect, and why: App logs them

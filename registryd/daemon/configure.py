@@ -51,6 +51,7 @@ from registryd.daemon.config import (
     RegistryConfig,
     Settings,
     auto_limit,
+    check_config_dir,
     check_paths,
     cpu_count,
     kubernetes_flag_defaults,
@@ -249,8 +250,7 @@ def _registries(
         check_paths(registries)
     if args.configDir:
         path = Path(args.configDir)
-        if not path.is_dir():
-            raise ConfigError(f"--configDir {args.configDir}: not a directory")
+        check_config_dir(args.configDir)
         if any(r.name == "configDir" for r in registries):
             raise ConfigError(
                 f"--config {args.config}: registry name 'configDir' is taken by --configDir; "
@@ -280,6 +280,18 @@ def _registries(
     return with_defaults(registries, defaults)
 
 
+def flag_warnings(args: argparse.Namespace, enabled: set[str]) -> tuple[str, ...]:
+    """Flags given that have no effect, each with why: ``--configDir`` when the
+    ``--registries`` list (``enabled``, lower case; empty: all) leaves out
+    ``serviceentry``, which is what reads it."""
+    if args.configDir and enabled and "serviceentry" not in enabled:
+        return (
+            f"--configDir {args.configDir} is ignored: --registries "
+            f"{','.join(sorted(enabled))} leaves out serviceentry, the registry that reads it",
+        )
+    return ()
+
+
 def _root_namespace(text: str) -> str:
     """--rootNamespace: a Kubernetes namespace name (a DNS-1123 label)."""
     if not re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?", text):
@@ -295,7 +307,8 @@ def make_settings(args: argparse.Namespace, environ: Mapping[str, str] | None = 
         raise ConfigError("missing command: use 'registryd discovery [flags]'")
     levels = parse_levels(args.log_output_level)
     check_scopes(levels, (kind.log_scope for kind in adapter_types()))  # loaded if asked
-    registries = _registries(args, _check_registry_types(args.registries), environ)
+    enabled = _check_registry_types(args.registries)
+    registries = _registries(args, enabled, environ)
     debounce_after, debounce_max, eds_debounce = _debounce(args, environ)
     push_throttle, max_requests = _throttle(args, environ)
     send, ignored = send_unhealthy(environ)
@@ -335,4 +348,5 @@ def make_settings(args: argparse.Namespace, environ: Mapping[str, str] | None = 
         max_requests_per_second=max_requests,
         send_unhealthy_endpoints=send,
         ignored=ignored,
+        flag_warnings=flag_warnings(args, enabled),
     )

@@ -70,10 +70,14 @@ def _entry_point(kind: str, registry: str) -> EntryPoint:
     return found[0]
 
 
-def require(kind: str, *, registry: str) -> None:
-    """Raise :class:`ConfigError` unless an adapter type ``kind`` is installed.  Cheap:
-    nothing is imported (a typo in the config file is caught at start)."""
-    _entry_point(kind, registry)
+def require(reg: RegistryConfig) -> None:
+    """Raise :class:`ConfigError` (naming the registry and where it is defined) unless
+    the adapter type of ``reg`` is installed.  Cheap: nothing is imported (a typo in the
+    config file is caught at start)."""
+    try:
+        _entry_point(reg.type, reg.name)
+    except ConfigError as exc:
+        raise ConfigError(reg.where(str(exc))) from None
 
 
 def load_factory(kind: str, *, registry: str) -> AdapterFactory:
@@ -91,8 +95,12 @@ def load_factory(kind: str, *, registry: str) -> AdapterFactory:
 def create_adapter(reg: RegistryConfig, context: AdapterContext) -> Adapter:
     """Load the plugin and build one registry's adapter, as the daemon does at start and
     ``registryd validate`` does offline (a factory checks settings; only ``watch()`` does
-    I/O).  Every error is a :class:`ConfigError` naming the registry instance."""
-    factory = load_factory(reg.type, registry=reg.name)
+    I/O).  Every error is a :class:`ConfigError` naming the registry instance, and where
+    it is defined (:attr:`RegistryConfig.origin`: registryd.yaml's name and line)."""
+    try:
+        factory = load_factory(reg.type, registry=reg.name)
+    except ConfigError as exc:
+        raise ConfigError(reg.where(str(exc))) from exc
     try:
         type_of(reg.type, factory)
         return factory(name=reg.name, settings=reg.settings, context=context)
@@ -100,8 +108,10 @@ def create_adapter(reg: RegistryConfig, context: AdapterContext) -> Adapter:
         message = str(exc)
         if repr(reg.name) not in message:
             message = f"registry {reg.name!r} ({reg.type}): {message}"
-        raise ConfigError(message) from exc
+        raise ConfigError(reg.where(message)) from exc
     except Exception as exc:
         raise ConfigError(
-            f"registry {reg.name!r} ({reg.type}): bad settings: {type(exc).__name__}: {exc}"
+            reg.where(
+                f"registry {reg.name!r} ({reg.type}): bad settings: {type(exc).__name__}: {exc}"
+            )
         ) from exc

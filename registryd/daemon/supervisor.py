@@ -2,14 +2,17 @@
 
 :class:`Supervisor` runs one named, guarded task per configured registry instance.  Each
 task iterates its adapter's ``watch()`` and applies the updates to the store.  When the
-adapter raises, the error is logged with its traceback and recorded on the shard (which
+adapter raises, the error is recorded on the shard (which
 keeps serving its last good state and shows as not synced), and ``watch()`` is started
 again by :func:`registryd.base.restart.keep_running`: after a backoff taken from
 :data:`BACKOFF` (the last value repeats), with +-20 % jitter and never more than
 ``max_delay``.  The backoff starts over only once a run has stayed up for
 ``stable_after`` seconds (default 60) after delivering its full state, so a registry
 that fails right after each listing is not relisted every second forever.  Bugs in one
-adapter never reach the others or the daemon.
+adapter never reach the others or the daemon.  Each failure is logged once, with the
+delay before the retry: an expected one (:func:`expected_failure`: the registry cannot be
+reached, a file is missing, a 5xx answer) as one warning line, with its traceback only
+at debug level; anything else at error with its traceback.
 
 A task may also be given a *creator* instead of an adapter: a callable that loads the
 plugin and builds the adapter.  It is called inside the guarded loop, so a plugin that
@@ -33,7 +36,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
 
-from registryd.adapter import Adapter, Replace
+from registryd.adapter import Adapter, RegistryUnavailable, Replace, describe_error
 from registryd.base.health import TaskHealth
 from registryd.base.restart import (
     BACKOFF,
@@ -47,9 +50,15 @@ from registryd.base.restart import (
 from registryd.model import ShardKey
 from registryd.registry.store import RegistryStore
 
-__all__ = ["BACKOFF", "Supervisor", "restarting"]
+__all__ = ["BACKOFF", "Supervisor", "expected_failure", "restarting"]
 
 log = logging.getLogger("registryd.supervisor")
+
+
+def expected_failure(error: BaseException) -> bool:
+    """Whether a registry's ``watch()`` failed as registries do (see
+    :class:`~registryd.adapter.RegistryUnavailable`), rather than by a bug."""
+    return isinstance(error, RegistryUnavailable | OSError | TimeoutError)
 
 
 async def restarting(
@@ -155,13 +164,19 @@ class Supervisor:
         self.restarts[key] = self.restarts.get(key, 0) + 1
         message = f"{type(error).__name__}: {error}"
         self._store.mark_failed(key, message)
-        log.error(
-            "registry %s failed (%s); retrying in %.1fs",
-            key,
-            message,
-            delay,
-            exc_info=(type(error), error, error.__traceback__),
-        )
+        trace = (type(error), error, error.__traceback__)
+        if expected_failure(error):
+            line = " ".join(describe_error(error, 500).split())
+            debug = log.isEnabledFor(logging.DEBUG)
+            log.warning(
+                "registry %s unavailable (%s); retrying in %.1fs",
+                key,
+                line,
+                delay,
+                exc_info=trace if debug else None,
+            )
+            return
+        log.error("registry %s failed (%s); retrying in %.1fs", key, message, delay, exc_info=trace)
 
     async def _wait(self, key: ShardKey, delay: float) -> None:
         """Sleep ``delay`` before ``key``'s retry, with its time in :attr:`next_retry`."""

@@ -12,7 +12,11 @@ Contract of :func:`check`:
   symlink rules), each file within the same size limits, with the same YAML loader
   (duplicate keys) and the same validation.  Every broken document is one error whose
   message is the daemon's text for it (the daemon joins a file's messages with
-  `` | ``).  Then :func:`registryd.tools.analyze.analyze` adds its warnings.
+  `` | ``).  Every unknown field is an error of its own (``unknown-field``, with its line
+  and the closest known field), as ``istioctl validate`` decodes strictly; the daemon
+  serves such a document without the field and warns
+  (:mod:`registryd.adapters.serviceentry.fields`).  Then
+  :func:`registryd.tools.analyze.analyze` adds its warnings.
 * A usage error (nothing to check, a path that does not exist) raises ConfigError;
   everything else is a :class:`~registryd.tools.analyze.Finding` of the :class:`Report`.  That
   includes whatever one file holds or is: a FIFO, device or socket is refused without
@@ -35,6 +39,8 @@ from typing import Any
 import yaml
 
 from registryd.adapter import AdapterContext, ConfigError
+from registryd.adapters.serviceentry.documents import document_key
+from registryd.adapters.serviceentry.fields import located
 from registryd.adapters.serviceentry.schema import InvalidConfig, parse_document
 from registryd.adapters.serviceentry.tree import scan_tree
 from registryd.adapters.serviceentry.yamlsafe import (
@@ -45,7 +51,15 @@ from registryd.adapters.serviceentry.yamlsafe import (
     shorten,
     show,
 )
-from registryd.daemon.config import Unreadable, load_registries, read_regular, with_defaults
+from registryd.daemon.config import (
+    Unreadable,
+    check_config_dir,
+    check_paths,
+    load_registries,
+    path_problem,
+    read_regular,
+    with_defaults,
+)
 from registryd.daemon.plugins import create_adapter
 from registryd.tools.analyze import Finding, Located, Severity, analyze
 
@@ -82,8 +96,8 @@ class _Files:
     def add_tree(self, root: str, *, follow_outside: bool = False) -> None:
         try:
             scan = scan_tree(root, follow_outside=follow_outside)
-        except OSError as exc:
-            raise ConfigError(str(exc)) from None
+        except OSError as exc:  # said as the daemon says it, without a raw errno
+            raise ConfigError(f"{root}: {path_problem(root) or exc.strerror or exc}") from None
         for path in sorted(scan.files):
             self.paths.setdefault(os.path.normpath(path), None)
         for path, problem in sorted(scan.refused.items()):
@@ -107,6 +121,25 @@ def _error(code: str, source: str, message: str, document: int | None = None) ->
 
 # -- registryd.yaml -------------------------------------------------------------------
 
+_LINE_PREFIX = re.compile(r":(\d+): ")
+
+
+def _config_error(source: str, message: str) -> Finding:
+    """An error of registryd.yaml (``source``: ``--config FILE``) from the daemon's
+    message for it, which starts with the same ``--config FILE`` and often its line
+    (``--config FILE:LINE: ...``): the finding says those once, as its source and line."""
+    line = None
+    if message.startswith(source):
+        rest = message[len(source) :]
+        numbered = _LINE_PREFIX.match(rest)
+        if numbered:
+            line, rest = int(numbered.group(1)), rest[numbered.end() :]
+        else:
+            rest = rest.removeprefix(": ")
+        message = rest
+    finding = _error("invalid-config", source, message)
+    return finding if line is None else dataclasses.replace(finding, line=line)
+
 
 def _check_config(
     config: str,
@@ -124,7 +157,7 @@ def _check_config(
     try:  # a FIFO, a symlink loop, a bad document...: ConfigError from the daemon's parser
         registries = with_defaults(load_registries(Path(config)), defaults)
     except ConfigError as exc:
-        return [_error("invalid-config", source, str(exc))], 0
+        return [_config_error(source, str(exc))], 0
     findings = []
     if config_dir is not None and any(r.name == "configDir" for r in registries):
         findings.append(
@@ -139,23 +172,28 @@ def _check_config(
         try:
             create_adapter(reg, context)
         except ConfigError as exc:
-            findings.append(_error("invalid-config", source, str(exc)))
+            findings.append(_config_error(source, str(exc)))
             continue
         except Exception as exc:  # an adapter's bug stays this registry's problem
             problem = f"cannot be checked ({type(exc).__name__}: {show(exc)})"
-            findings.append(_error("invalid-config", source, f"registry {reg.name!r}: {problem}"))
+            findings.append(_config_error(source, reg.where(f"registry {reg.name!r}: {problem}")))
             continue
         if reg.type == "serviceentry":
             path = os.fspath(reg.settings["path"])
+            try:  # the daemon's check at start, and its words
+                check_paths([reg])
+            except ConfigError as exc:
+                findings.append(_config_error(source, str(exc)))
+                continue
             if not os.path.isdir(path):
                 message = f"registry {reg.name!r} (serviceentry): 'path' {path}: not a directory"
-                findings.append(_error("invalid-config", source, message))
+                findings.append(_config_error(source, reg.where(message)))
                 continue
             outside = reg.settings.get("follow_symlinks_outside") is True
             try:
                 files.add_tree(path, follow_outside=outside)
             except ConfigError as exc:
-                findings.append(_error("invalid-config", source, f"registry {reg.name!r}: {exc}"))
+                findings.append(_config_error(source, reg.where(f"registry {reg.name!r}: {exc}")))
     return findings, len(registries)
 
 
@@ -189,8 +227,13 @@ def check_file(source: str, data: bytes | str) -> tuple[list[Located], list[Find
             message = f"document {index}: {raw.message}"
             errors.append(_error("invalid-document", source, message, index))
             continue
+        key = document_key(raw)
+        label = f"document {index}" + (f" ({key[0]} {key[1]}/{key[2]})" if key else "")
+        for line, unknown in located(data, index, raw):  # istioctl decodes strictly
+            found = _error("unknown-field", source, f"{label}: {unknown.message()}", index)
+            errors.append(dataclasses.replace(found, line=line) if line else found)
         try:
-            doc = parse_document(raw, index=index, where=f"{source} #{index}")
+            doc = parse_document(raw, index=index, where=f"{source} #{index}", name_unknown=False)
         except InvalidConfig as exc:
             errors.append(_error("invalid-document", source, str(exc), index))
             continue
@@ -261,11 +304,13 @@ def check(
         )
         findings.extend(found)
     if config_dir is not None:
-        if not os.path.isdir(config_dir):
-            raise ConfigError(f"--configDir {config_dir}: not a directory")
+        check_config_dir(config_dir)
         files.add_tree(config_dir)
     for path in paths:
         if os.path.isdir(path):
+            problem = path_problem(path)
+            if problem is not None:
+                raise ConfigError(f"validate: {path}: {problem}")
             files.add_tree(path)
         elif os.path.lexists(path):  # read (or refused) below: a FIFO, a loop...
             files.paths.setdefault(os.path.normpath(path), None)

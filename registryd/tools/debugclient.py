@@ -14,9 +14,10 @@ exchange, and which reads any amount):
   ``Content-Length`` before reading and while reading a chunked or unframed body;
 * :func:`json_body` decodes JSON nested at most :data:`MAX_DEPTH` deep.
 
-Errors: :class:`Unreachable` when no connection could be made (the exit status 1 the
-README gives to an instance that cannot be reached), :class:`BadAnswer` for everything
-the server got wrong once connected: a malformed, oversized or late answer (exit 2).
+Errors: :class:`Unreachable` when no connection could be made (a malformed URL, refused,
+unknown host, no connection in time), :class:`BadAnswer` for everything the server got
+wrong once connected: a malformed, oversized or late answer.  The tools exit 2 for
+both: a server that cannot be used is bad input, like a bad flag.
 Their messages are one line and do not repeat the URL (the caller says where).
 """
 

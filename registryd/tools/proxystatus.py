@@ -5,9 +5,10 @@ Both read ``/debug/syncz`` and ``/debug/config_dump`` of one or more registryd i
 (``--server``, repeatable, for replicas; default ``http://127.0.0.1:8080``) and change
 nothing.  A proxy is named by its full id, its connection id, or the ``<pod>.<namespace>``
 (or bare ``<pod>``) part of an Istio-style id.  Exit status: 0 when every instance
-answered (and the proxy was found), 1 when an instance could not be reached or the proxy
-is not connected to any (or the name is ambiguous), 2 for a usage error or an answer the
-tools cannot use.
+answered (and the proxy was found); 1 when the proxy is not connected to any (or the
+name is ambiguous): the question was fine, the answer is "no"; 2 for bad input or a bad
+server: a usage error, a ``--server`` that is malformed or cannot be reached, or an
+answer the tools cannot use.
 
 Whatever answers at a ``--server`` URL is not trusted: :mod:`registryd.tools.debugclient`
 bounds the exchange in time (``--timeout``, for all of it) and size
@@ -29,6 +30,7 @@ import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TextIO, TypeVar
 
+from registryd import proxyids
 from registryd.tools import debugclient, proxyconfig, proxysync
 from registryd.tools.debugclient import Answer, BadAnswer, Unreachable, json_body
 
@@ -166,7 +168,7 @@ def _fetch(server: str, path: str, args: argparse.Namespace, decode: Callable[[A
 
 def _syncz(args: argparse.Namespace, err: TextIO) -> tuple[list[Found], int]:
     """Every instance's ``/debug/syncz`` entries, and the exit status so far: 0 when all
-    answered, 1 when one could not be reached, 2 when one answered something unusable."""
+    answered, 2 when one could not be reached or answered something unusable."""
     found: list[Found] = []
     status = 0
     for server in server_urls(args.server):
@@ -174,25 +176,17 @@ def _syncz(args: argparse.Namespace, err: TextIO) -> tuple[list[Found], int]:
             entries = _fetch(server, "/debug/syncz", args, functools.partial(syncz_entries, server))
         except (Unreachable, BadAnswer) as exc:
             print(f"registryd: error: {exc}", file=err)
-            status = max(status, 2 if isinstance(exc, BadAnswer) else 1)
+            status = 2
             continue
         found.extend((server, e) for e in entries)
     return found, status
 
 
 def find_proxy(query: str, found: Sequence[Found]) -> list[Found]:
-    """The connections ``query`` names: by proxy or connection id, else by the
-    ``<pod>.<namespace>`` or ``<pod>`` part of the id."""
-    exact = [f for f in found if query in (f[1].get("proxyID"), f[1].get("connectionID"))]
-    if exact:
-        return exact
-
-    def pod(entry: Mapping[str, Any]) -> str:
-        parts = str(entry.get("proxyID", "")).split("~")
-        return parts[2] if len(parts) == 4 else ""
-
-    by_pod = [f for f in found if pod(f[1]) == query]
-    return by_pod or [f for f in found if pod(f[1]).partition(".")[0] == query]
+    """The connections ``query`` names (:func:`registryd.proxyids.select`, as the
+    daemon's ``/debug/config_dump`` resolves ``proxyID``)."""
+    ids = [(str(e.get("proxyID", "")), str(e.get("connectionID", ""))) for _, e in found]
+    return [found[i] for i in proxyids.select(query, ids)]
 
 
 def _dump(found: Found, args: argparse.Namespace, show: Callable[[JSON], str]) -> JSON | None:
@@ -214,6 +208,8 @@ def _resolve(args: argparse.Namespace, err: TextIO) -> tuple[list[Found], int]:
     """The connections of ``args.proxy`` across the servers, and the exit status so far
     (see :func:`_syncz`; no connections if none fits the name)."""
     found, status = _syncz(args, err)
+    if status and not found:
+        return [], status  # nothing answered: whether the proxy is connected is unknown
     matches = find_proxy(args.proxy, found)
     ids = sorted({str(e.get("proxyID", "")) for _, e in matches})
     if not matches:
@@ -348,4 +344,4 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
         return _config(args, out, err)
     except (Unreachable, BadAnswer) as exc:
         print(f"registryd: error: {exc}", file=err)
-        return 2 if isinstance(exc, BadAnswer) else 1
+        return 2

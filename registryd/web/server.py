@@ -183,6 +183,9 @@ def make_app(src: DebugSources) -> web.Application:
         found = await src.streams.config_dump(proxy)
         if found is None:
             return _json({"error": f"proxy {proxy!r} is not connected"}, 404)
+        if "ambiguous" in found:
+            names = ", ".join(found["ambiguous"])
+            return _json({"error": f"proxyID {proxy!r} names several proxies: {names}"}, 400)
         return _json(found["dump"])
 
     async def push_status(_: web.Request) -> web.Response:

@@ -79,7 +79,7 @@ from registryd.workers.ship import ship
 from registryd.xds.addresses import Address
 from registryd.xds.snapshot import EMPTY, Snapshot
 from registryd.xds.streams import Listing as Listed
-from registryd.xds.streams import merge_families, merge_listings, merge_traces
+from registryd.xds.streams import merge_dumps, merge_families, merge_listings, merge_traces
 from registryd.xds.tracking import PushTrace
 
 __all__ = ["WorkerPool", "share"]
@@ -456,8 +456,7 @@ class WorkerPool:
         return merge_listings(await self._ask(Listing(view, proxy_id, verbose)))
 
     async def config_dump(self, proxy_id: str) -> dict[str, Any] | None:
-        found = [d for d in await self._ask(ConfigDump(proxy_id)) if d is not None]
-        return max(found, key=lambda d: d["connectedAt"]) if found else None
+        return merge_dumps(await self._ask(ConfigDump(proxy_id)))
 
     async def traces(self) -> list[PushTrace]:
         return merge_traces(await self._ask(Traces()))

@@ -22,6 +22,7 @@ from typing import Any, Protocol
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import Metric
 
+from registryd.proxyids import select
 from registryd.xds import views
 from registryd.xds.dump import config_dump
 from registryd.xds.server import XdsServer
@@ -32,6 +33,7 @@ __all__ = [
     "LISTINGS",
     "LocalStreams",
     "Streams",
+    "merge_dumps",
     "merge_families",
     "merge_listings",
     "merge_traces",
@@ -55,8 +57,11 @@ class Streams(Protocol):
         ...
 
     async def config_dump(self, proxy_id: str) -> JSON | None:
-        """What the newest stream of ``proxy_id`` (or the connection of that id) is
-        served, as Envoy's config_dump; None if it is not connected."""
+        """What the newest stream of the proxy ``proxy_id`` names is served, as Envoy's
+        config_dump: ``{"connectedAt", "proxyID", "dump"}``.  The name is resolved as
+        ``registryd proxy-status`` resolves it (:func:`registryd.proxyids.select`: a full
+        proxy or connection id, or its ``<pod>.<namespace>`` or ``<pod>`` part).  None if
+        no connection fits; ``{"ambiguous": [proxy ids]}`` if several proxies do."""
         ...
 
     async def traces(self) -> list[PushTrace]:
@@ -104,13 +109,18 @@ class LocalStreams:
         return [(c.connected_at, item) for c, item in zip(conns, rendered, strict=True)]
 
     async def config_dump(self, proxy_id: str) -> JSON | None:
-        found = self._matching(proxy_id)
+        conns = sorted(self._xds.connections.values(), key=lambda c: c.connected_at)
+        found = [conns[i] for i in select(proxy_id, [(c.proxy_id, c.id) for c in conns])]
         if not found:
             return None
+        proxies = sorted({c.proxy_id for c in found})
+        if len(proxies) > 1:
+            return {"ambiguous": proxies}
         conn = found[-1]  # the newest stream of that proxy
         xds = self._xds
         return {
             "connectedAt": conn.connected_at,
+            "proxyID": conn.proxy_id,
             "dump": config_dump(conn, xds.snapshot, version_prefix=xds.version_prefix),
         }
 
@@ -127,6 +137,17 @@ class LocalStreams:
 def merge_listings(parts: Iterable[Listing]) -> Listing:
     """The listings of several servers as one, oldest connection first."""
     return sorted((item for part in parts for item in part), key=lambda pair: pair[0])
+
+
+def merge_dumps(parts: Iterable[JSON | None]) -> JSON | None:
+    """The ``config_dump`` answers of several servers (:meth:`Streams.config_dump`) as
+    one: the newest connection's when they all name one proxy, ``{"ambiguous": [ids]}``
+    when the name fits several proxies across them, None when none has a connection."""
+    found = [part for part in parts if part is not None]
+    proxies = {str(p) for part in found for p in part.get("ambiguous", [part.get("proxyID")])}
+    if len(proxies) > 1:
+        return {"ambiguous": sorted(proxies)}
+    return max(found, key=lambda part: part["connectedAt"]) if found else None
 
 
 def merge_traces(parts: Iterable[list[PushTrace]]) -> list[PushTrace]:

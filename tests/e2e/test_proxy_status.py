@@ -274,7 +274,7 @@ def test_exit_status_for_unknown_proxies_unreachable_servers_and_usage(mesh: Reg
 
     down = f"http://127.0.0.1:{free_port()}"
     both = cli("proxy-status", "--server", f"{server},{down}")
-    assert both.returncode == 1  # what one instance said is shown, the other is reported
+    assert both.returncode == 2  # what one instance said is shown, the other is reported
     assert ENVOY in rows(both.stdout)
     assert both.stderr.startswith(f"registryd: error: {down}: ")
 

@@ -302,3 +302,22 @@ def test_bad_limits_are_usage_errors(flags: list[str]) -> None:
     done = registryd("proxy-status", *flags)
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert done.stderr.startswith("registryd: error: ") and done.stderr.count("\n") == 1
+
+
+@contextlib.contextmanager
+def refusing_url() -> Iterator[str]:
+    """The URL of a port that is bound but not listening: connecting is refused."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+@pytest.mark.parametrize("server", ["bogus:xx", "ftp://127.0.0.1/", "refused"])
+def test_a_malformed_or_unreachable_server_is_one_line_and_exit_2(
+    command: str, server: str
+) -> None:
+    with refusing_url() as refused:
+        target = refused if server == "refused" else server
+        done = registryd(*COMMANDS[command], "--server", target, "--timeout", "5")
+    assert_one_line(done, 2, "registryd: error: ")

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 import registryd
+import registryd.model
 from registryd.adapter import API_VERSION, AdapterContext
 
 ADAPTERS = Path(__file__).resolve().parents[2] / "adapters"
@@ -93,3 +94,11 @@ def test_the_check_catches_private_imports(tmp_path: Path) -> None:
         "registryd.model dataclass",
         "registryd adapter",
     ]
+
+
+@pytest.mark.parametrize("model", ["Service", "Port", "Endpoint"])
+def test_the_plugin_guide_lists_every_field_of_the_model(model: str) -> None:
+    guide = (Path(__file__).resolve().parents[2] / "docs" / "plugins.md").read_text()
+    (row,) = [line for line in guide.splitlines() if line.startswith(f"| `{model}` |")]
+    cls = getattr(registryd.model, model)
+    assert [f.name for f in dataclasses.fields(cls) if f"`{f.name}`" not in row] == []

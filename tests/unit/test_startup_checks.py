@@ -3,15 +3,18 @@ scopes, debounce order and ``--registries`` types."""
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from registryd.adapter import ConfigError
 from registryd.base.logs import check_scopes
 from registryd.daemon.config import load_registries
-from registryd.tools.cli import parse_args
+from registryd.tools.cli import main, parse_args
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -101,3 +104,106 @@ def test_the_open_files_limit_is_raised_to_the_hard_limit(
     limits[resource.RLIMIT_NOFILE] = (1024, 65536)
     monkeypatch.setattr(resource, "setrlimit", refuse)
     assert cli.raise_open_files_limit() == 1024
+
+
+def fifo(tmp_path: Path) -> Path:
+    path = tmp_path / "fifo"
+    os.mkfifo(path)
+    return path
+
+
+def main_error(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
+    """stderr of ``registryd ARGV``, which must be one line and exit 2."""
+    assert main(list(argv)) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1 and err.startswith("registryd: error: "), err
+    assert "Errno" not in err and "Traceback" not in err
+    return err.removeprefix("registryd: error: ").rstrip("\n")
+
+
+def test_a_registry_path_that_cannot_be_read_is_a_startup_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    place = fifo(tmp_path)
+    config = write(tmp_path, f"registries:\n- {{name: files, type: serviceentry, path: {place}}}\n")
+    expected = f"registry 'files' (serviceentry): 'path': not a regular file (a FIFO): {place}"
+    assert main_error(capsys, "discovery", "--config", str(config)) == (
+        f"--config {config}:2: {expected}"
+    )
+    validated = main(["validate", "--config", str(config)])
+    out, _ = capsys.readouterr()
+    assert validated == 1 and f"--config {config}:2: {expected}\n" in out
+
+
+def test_a_config_dir_that_is_not_a_directory_is_a_startup_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    place = fifo(tmp_path)
+    expected = f"--configDir {place}: not a directory"
+    assert main_error(capsys, "discovery", "--configDir", str(place)) == expected
+    assert main_error(capsys, "validate", "--configDir", str(place)) == expected
+
+
+def test_a_config_dir_that_cannot_be_listed_is_one_line_without_errno(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What the kernel answers for a mode 000 directory to anyone but root, simulated so
+    that the test means the same whoever runs it."""
+    listed = os.scandir
+
+    def refused(path: Any) -> Any:
+        if os.fspath(path) == str(tmp_path):
+            raise PermissionError(errno.EACCES, "Permission denied", os.fspath(path))
+        return listed(path)
+
+    monkeypatch.setattr(os, "scandir", refused)
+    expected = f"--configDir {tmp_path}: cannot read: Permission denied"
+    assert main_error(capsys, "discovery", "--configDir", str(tmp_path)) == expected
+    assert main_error(capsys, "validate", "--configDir", str(tmp_path)) == expected
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads a mode 000 directory")
+def test_a_mode_000_config_dir_is_a_startup_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    place = tmp_path / "entries"
+    place.mkdir(mode=0)
+    try:
+        expected = f"--configDir {place}: cannot read: Permission denied"
+        assert main_error(capsys, "discovery", "--configDir", str(place)) == expected
+        assert main_error(capsys, "validate", "--configDir", str(place)) == expected
+    finally:
+        place.chmod(0o700)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "registries:\n- name: a\n  type: memory\n- name: b\n  tipe: memory\n",
+            ":4: registries[1] (b): 'type' is required",
+        ),
+        (
+            "registries:\n- {name: a, type: memory}\n- name: c\n  type: consul\n  wait: soon\n",
+            ":3: registry 'c' (consul): 'wait' must be a duration",
+        ),
+        ("registries:\n- {name: a, type: nope}\n", ":2: registry 'a': unknown type 'nope'"),
+        (
+            "registries:\n- name: a\n  type: memory\n- {name: b, type: memory\n",
+            ":5: invalid YAML at line 5, column 1: while parsing a flow mapping",
+        ),
+    ],
+    ids=["missing-type", "bad-setting", "unknown-type", "yaml-syntax"],
+)
+def test_errors_in_registryd_yaml_name_the_file_and_line_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, expected: str
+) -> None:
+    config = write(tmp_path, text)
+    assert main_error(capsys, "discovery", "--config", str(config)).startswith(
+        f"--config {config}{expected}"
+    )
+    assert main(["validate", "--config", str(config)]) == 1
+    out, _ = capsys.readouterr()
+    finding = out.splitlines()[0]
+    assert finding.startswith(f"Error [invalid-config] --config {config}{expected}")
+    assert finding.count("--config") == 1 and "registryd: error" not in finding

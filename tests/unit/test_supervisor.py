@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
-from registryd.adapter import Replace, Update
+from registryd.adapter import RegistryUnavailable, Replace, Update
 from registryd.base.health import TaskHealth
-from registryd.daemon.supervisor import BACKOFF, Supervisor, restarting
+from registryd.daemon.supervisor import BACKOFF, Supervisor, expected_failure, restarting
 from registryd.model import ShardKey
 from registryd.registry.store import RegistryStore
 from registryd.testing import MemoryAdapter
@@ -250,3 +252,82 @@ async def test_a_watched_task_that_dies_is_dead_and_counted() -> None:
     cancelled.cancel()
     await asyncio.gather(cancelled, return_exceptions=True)
     assert "quiet" not in health.dead
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        ConnectionRefusedError(111, "Connection refused"),
+        FileNotFoundError(2, "No such file or directory", "/srv/entries"),
+        RegistryUnavailable("consul http://127.0.0.1:8500: 503 Service Unavailable"),
+    ],
+    ids=["refused", "missing-file", "5xx"],
+)
+async def test_an_expected_failure_is_one_warning_line_with_the_next_delay(
+    error: Exception, caplog: pytest.LogCaptureFixture
+) -> None:
+    store, sleep = RegistryStore(), FakeTime(hold=True)
+    memory = MemoryAdapter()
+    sup = Supervisor(store, jitter=NO_JITTER, backoff=(5,), sleep=sleep.sleep)
+    caplog.set_level(logging.INFO, logger="registryd.supervisor")
+    sup.start(KEY, memory)
+    await until(lambda: store.shards[KEY].synced)
+    memory.fail(error)
+    await until(lambda: bool(sleep.sleeps))
+    (record,) = [r for r in caplog.records if r.name == "registryd.supervisor"]
+    assert record.levelno == logging.WARNING and record.exc_info is None
+    message = record.getMessage()
+    assert "\n" not in message and message.endswith("; retrying in 5.0s")
+    assert str(error.args[-1]) in message
+    await sup.stop()
+
+
+async def test_an_expected_failure_has_its_traceback_at_debug_level(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    store, sleep = RegistryStore(), FakeTime(hold=True)
+    memory = MemoryAdapter()
+    sup = Supervisor(store, jitter=NO_JITTER, backoff=(5,), sleep=sleep.sleep)
+    caplog.set_level(logging.DEBUG, logger="registryd.supervisor")
+    sup.start(KEY, memory)
+    await until(lambda: store.shards[KEY].synced)
+    memory.fail(ConnectionRefusedError(111, "Connection refused"))
+    await until(lambda: bool(sleep.sleeps))
+    (record,) = [r for r in caplog.records if r.name == "registryd.supervisor"]
+    assert record.levelno == logging.WARNING and record.exc_info is not None
+    await sup.stop()
+
+
+async def test_an_unexpected_exception_is_an_error_with_its_traceback(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    store, sleep = RegistryStore(), FakeTime(hold=True)
+    memory = MemoryAdapter()
+    sup = Supervisor(store, jitter=NO_JITTER, backoff=(5,), sleep=sleep.sleep)
+    caplog.set_level(logging.INFO, logger="registryd.supervisor")
+    sup.start(KEY, memory)
+    await until(lambda: store.shards[KEY].synced)
+    memory.fail(KeyError("spec"))
+    await until(lambda: bool(sleep.sleeps))
+    (record,) = [r for r in caplog.records if r.name == "registryd.supervisor"]
+    assert record.levelno == logging.ERROR and record.exc_info is not None
+    assert record.getMessage().endswith("; retrying in 5.0s")
+    await sup.stop()
+
+
+@pytest.mark.parametrize(
+    "error_type",
+    [
+        "adapters.consul.faults:ConsulError",
+        "adapters.etcd.adapter:EtcdError",
+        "adapters.kubernetes.client:KubernetesError",
+        "adapters.nacos.client:NacosError",
+        "adapters.nacos.client:QueryError",
+    ],
+)
+def test_the_built_in_adapters_failures_to_reach_their_registry_are_expected(
+    error_type: str,
+) -> None:
+    module, _, name = error_type.partition(":")
+    error = getattr(importlib.import_module(module), name)("down")
+    assert expected_failure(error)

@@ -202,6 +202,51 @@ def test_document_error_points_at_the_documents_first_line(tmp_path: Path) -> No
     )
 
 
+def test_unknown_fields_are_errors_with_their_line_and_closest_field(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    extra = (
+        "  resolutoin: STATIC\n"  # line 7
+        "  endpoints:\n"
+        "  - {address: 10.0.0.1, lables: {app: a}}\n"  # line 9
+    )
+    write(tmp_path, {"a.yaml": service_entry("a", "[a.example]", extra=extra)})
+    found = check(paths=[str(tmp_path)]).findings
+    unknown = [(f.code, f.line, f.message) for f in found if f.code == "unknown-field"]
+    label = "document 1 (ServiceEntry default/a)"
+    assert unknown == [
+        (
+            "unknown-field",
+            7,
+            f"{label}: spec.resolutoin: unknown field (did you mean 'resolution'?)",
+        ),
+        (
+            "unknown-field",
+            9,
+            f"{label}: spec.endpoints[0].lables: unknown field (did you mean 'labels'?)",
+        ),
+    ]
+    # the rest of the document is still checked, without repeating the unknown fields
+    (invalid,) = [f.message for f in found if f.code == "invalid-document"]
+    assert invalid == f"{label}: spec.endpoints: resolution NONE cannot have endpoints"
+    assert cli.main(["validate", str(tmp_path)]) == 1
+    out, _ = capsys.readouterr()
+    assert f"Error [unknown-field] {tmp_path / 'a.yaml'}:7: {label}: spec.resolutoin" in out
+
+
+def test_an_unknown_field_alone_fails_validate_though_the_daemon_serves_it(
+    tmp_path: Path,
+) -> None:
+    text = workload_entry("w", "{a: b}") + "  serviceAcount: sa\n"  # line 7
+    write(tmp_path, {"w.yaml": text})
+    found = check(paths=[str(tmp_path)]).findings
+    (finding,) = [f for f in found if f.severity is Severity.ERROR]
+    assert (finding.code, finding.line) == ("unknown-field", 7)
+    assert finding.message.endswith(
+        "spec.serviceAcount: unknown field (did you mean 'serviceAccount'?)"
+    )
+
+
 def test_yaml_error_line_is_the_parsers(tmp_path: Path) -> None:
     text = workload_entry("w", "{a: b}") + "  address: 10.0.0.2\n"  # duplicate key, line 7
     write(tmp_path, {"f.yaml": text})
@@ -229,7 +274,7 @@ def daemon_error(config: Path) -> str:
     try:
         settings = cli.parse_args(["discovery", "--config", str(config)])
         for reg in settings.registries:
-            require(reg.type, registry=reg.name)
+            require(reg)
             create_adapter(reg, AdapterContext())
     except ConfigError as exc:
         return str(exc)
@@ -260,7 +305,10 @@ def test_registryd_yaml_errors_are_the_daemons(tmp_path: Path, text: str, expect
     assert (finding.severity, finding.code) == (Severity.ERROR, "invalid-config")
     config = tmp_path / "registryd.yaml"
     assert finding.source == f"--config {config}"
-    assert finding.message == daemon_error(config)
+    # the daemon's line, its "--config FILE:LINE" said once, as the finding's place
+    place = f"{finding.source}:{finding.line}" if finding.line else finding.source
+    assert f"{place}: {finding.message}" == daemon_error(config)
+    assert not finding.message.startswith("--config")
     assert re.search(expected, finding.message), finding.message
 
 
@@ -272,12 +320,19 @@ def test_config_yaml_error_has_its_line(tmp_path: Path) -> None:
 
 
 def test_serviceentry_path_that_is_no_directory(tmp_path: Path) -> None:
-    # the daemon starts and retries reading it: a problem, not a usage error
+    # a finding of registryd.yaml (exit 1), in the daemon's words when it refuses to start
     (finding,) = config_findings(
         tmp_path, "registries:\n- {name: f, type: serviceentry, path: missing}\n"
     )
     assert finding.message == (
-        f"registry 'f' (serviceentry): 'path' {tmp_path / 'missing'}: not a directory"
+        f"registry 'f' (serviceentry): 'path': no such file or directory: {tmp_path / 'missing'}"
+    )
+    (tmp_path / "file").write_text("")
+    (finding,) = config_findings(
+        tmp_path, "registries:\n- {name: f, type: serviceentry, path: file}\n"
+    )
+    assert finding.message == (
+        f"registry 'f' (serviceentry): 'path' {tmp_path / 'file'}: not a directory"
     )
 
 
@@ -360,7 +415,7 @@ def test_warnings_exit_0_unless_the_threshold_is_warning(
     [
         ((), "nothing to check"),
         (("missing.yaml",), "missing.yaml: no such file or directory"),
-        (("--configDir", "missing"), "--configDir missing: not a directory"),
+        (("--configDir", "missing"), "--configDir missing: no such file or directory"),
         (("--config", "missing.yaml"), "--config missing.yaml: no such file"),
         (("-o", "yaml", "."), "invalid choice: 'yaml'"),
         (("--bogus",), "unrecognized arguments: --bogus"),

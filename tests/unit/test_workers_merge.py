@@ -12,7 +12,7 @@ from registryd.registry.store import RegistryStore
 from registryd.workers.pool import share
 from registryd.xds.metrics import XdsMetrics
 from registryd.xds.server import XdsServer
-from registryd.xds.streams import merge_families, merge_listings, merge_traces
+from registryd.xds.streams import merge_dumps, merge_families, merge_listings, merge_traces
 from registryd.xds.tracking import Delivery, PushTrace, PushTracker
 
 
@@ -114,3 +114,13 @@ def test_each_worker_gets_its_share_of_a_daemon_limit_rounded_up() -> None:
     assert share(100, 4) == 25
     assert share(0, 3) == 0  # no limit stays no limit
     assert share(1, 8) == 1
+
+
+def test_config_dumps_of_the_workers_merge_to_the_newest_or_say_ambiguous() -> None:
+    a1 = {"connectedAt": 1.0, "proxyID": "sidecar~1~web-1.a~a.svc", "dump": {"n": 1}}
+    a2 = {"connectedAt": 2.0, "proxyID": "sidecar~1~web-1.a~a.svc", "dump": {"n": 2}}
+    b = {"connectedAt": 3.0, "proxyID": "sidecar~2~web-1.b~b.svc", "dump": {"n": 3}}
+    assert merge_dumps([None, None]) is None
+    assert merge_dumps([a1, None, a2]) == a2
+    assert merge_dumps([a1, b]) == {"ambiguous": [a1["proxyID"], b["proxyID"]]}
+    assert merge_dumps([{"ambiguous": ["x", "y"]}, None]) == {"ambiguous": ["x", "y"]}

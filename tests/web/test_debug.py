@@ -187,6 +187,28 @@ async def test_config_dump_is_what_the_proxy_gets(harness: Harness) -> None:
     await get(harness, "/debug/config_dump", status=400)
 
 
+def served(dump: dict[str, Any]) -> list[dict[str, Any]]:
+    """A config dump without what the proxy's ACKs change (each type's acked version)."""
+    return [{k: v for k, v in c.items() if k != "version_info"} for c in dump["configs"]]
+
+
+async def test_config_dump_accepts_the_names_proxy_status_accepts(harness: Harness) -> None:
+    harness.memory.set([service()], endpoints("10.0.0.1"))
+    await until(lambda: _pushed(harness), "the first push")
+    other = "sidecar~127.0.0.2~good-1.other~other.svc.cluster.local"
+    async with AdsClient(harness.target, node_id=GOOD) as good:
+        await envoy_like(good)
+        full = served(await get(harness, f"/debug/config_dump?proxyID={GOOD}"))
+        for short in ("good-1.default", "good-1"):
+            assert served(await get(harness, f"/debug/config_dump?proxyID={short}")) == full
+        async with AdsClient(harness.target, node_id=other) as second:
+            await envoy_like(second)
+            dump = await get(harness, "/debug/config_dump?proxyID=good-1.default")
+            assert served(dump) == full
+            both = await get(harness, "/debug/config_dump?proxyID=good-1", status=400)
+            assert both["error"] == (f"proxyID 'good-1' names several proxies: {GOOD}, {other}")
+
+
 async def test_registry_views_show_provenance_and_problems(harness: Harness) -> None:
     harness.memory.set(
         [service(), service("empty.example")],
