@@ -92,7 +92,8 @@ lists as public.  The minor number grows with additions, the major one with chan
 plugin must follow.  1.2 added the optional factory attributes ``default_priority``,
 ``log_scope`` and ``log_description`` (:class:`AdapterFactory`), 1.3 ``default_export``
 and :attr:`registryd.model.Health.UNKNOWN` (a source that says nothing of health), 1.4
-:attr:`Problems.status`, 1.5 :class:`RegistryUnavailable`."""
+:attr:`Problems.status` and :func:`follow`'s ``every`` (:data:`PROBLEMS_EVERY`), 1.5
+:class:`RegistryUnavailable`."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
