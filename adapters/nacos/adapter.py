@@ -266,8 +266,8 @@ class _Poller:
         try:
             async with asyncio.TaskGroup() as tasks:
                 reads = {key: tasks.create_task(self._read(key)) for key in names}
-        except* NacosError as group:
-            raise group.exceptions[0] from None
+        except ExceptionGroup as group:  # the first error as it is (NacosError...)
+            raise first_error(group) from None
         self.records = {key: task.result() for key, task in reads.items()}
         return snapshot(self.records, self.status)
 
@@ -373,6 +373,14 @@ class Shard:
         for (group, name), each in sorted(self._notes.items()):
             warnings.extend(f"{group}@@{name}: {note}" for note in each)
         return Problems(errors=errors, warnings=tuple(warnings), status=dict(status))
+
+
+def first_error(group: BaseExceptionGroup[Exception]) -> Exception:
+    """The first exception of ``group`` that is not a group itself, depth first: what a
+    task group's failure means to the caller (raised outside any ``except*`` block, so
+    that it is not wrapped again)."""
+    first = group.exceptions[0]
+    return first_error(first) if isinstance(first, BaseExceptionGroup) else first
 
 
 class _GrpcBack(Exception):
@@ -568,8 +576,8 @@ class _Push:
                 for key in new:
                     starting = self._probe(key) if key in self.too_large else self._start(key)
                     tasks.create_task(starting)
-        except* Exception as group:  # the first error (NacosUnavailable...) as it is
-            raise group.exceptions[0] from None
+        except ExceptionGroup as group:  # the first error (NacosUnavailable...) as it is
+            raise first_error(group) from None
         if self.removed or self.failures or self.pending:
             self.wake.set()
 

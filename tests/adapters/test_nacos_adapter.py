@@ -872,3 +872,11 @@ async def test_the_servers_own_requests_on_the_stream_are_answered(
     nacos.push_raw(json.dumps({"requestId": "rs-1", "module": "internal"}), "ConnectResetRequest")
     error = await feed.error()  # answered, then the run ends to reconnect
     assert isinstance(error, NacosUnavailable) and "asked to reconnect" in str(error)
+
+
+def test_a_task_groups_failure_is_its_first_error_as_it_is() -> None:
+    first_error = nacos_adapter.first_error
+    down = nacos_adapter.NacosUnavailable("127.0.0.1:9848: Connection is unregistered.")
+    nested = ExceptionGroup("outer", [ExceptionGroup("inner", [down, ValueError()])])
+    assert first_error(nested) is down
+    assert first_error(ExceptionGroup("", [down])) is down
