@@ -310,17 +310,19 @@ async def follow(
 
     try:
         while True:
-            if pending is None:
-                pending = asyncio.ensure_future(apply_queued())
-            # owing a look at the problems: wait for events no longer than the interval
-            timeout = max(0.0, looked + every - clock()) if owed else None
-            done, _ = await asyncio.wait({pending}, timeout=timeout)
-            if not done:  # no event within the interval: look now
-                if (new := look()) is not None:
-                    yield new
-                continue
-            ended, pending = pending, None
-            ended.result()  # the adapter's error, if any
+            if pending is None and not owed:
+                await apply_queued()  # nothing to look at meanwhile: wait as it is
+            else:  # owing a look at the problems: wait for events until the interval is up
+                if pending is None:
+                    pending = asyncio.ensure_future(apply_queued())
+                timeout = max(0.0, looked + every - clock()) if owed else None
+                done, _ = await asyncio.wait({pending}, timeout=timeout)
+                if not done:  # no event within the interval: look now
+                    if (new := look()) is not None:
+                        yield new
+                    continue
+                ended, pending = pending, None
+                ended.result()  # the adapter's error, if any
             for update in changes():
                 yield update
             owed = True
