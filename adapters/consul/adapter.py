@@ -432,12 +432,11 @@ class _Run:
         status: how many services are watched and how many polled.  The same object
         until one of those changed (so that comparing it with the last one shown is
         cheap)."""
-        problems = self.state.problems()
+        problems = base = self.state.problems()
         polled = len(self.watches) - self.blocking
-        key = (problems, polled, self.services)
         if self._shown is not None:
-            (last, *counts), shown = self._shown
-            if last is problems and counts == [polled, self.services]:
+            made_of, shown = self._shown  # the state's problems (by identity), the counts
+            if made_of[0] is base and made_of[1:] == (polled, self.services):
                 return shown
         watched = self.services - polled
         status = {
@@ -457,7 +456,7 @@ class _Run:
             )
             problems = dataclasses.replace(problems, warnings=(*problems.warnings, note))
         result = dataclasses.replace(problems, status=status)
-        self._shown = (key, result)
+        self._shown = ((base, polled, self.services), result)
         return result
 
     def stop(self, target: _Target) -> None:
