@@ -512,6 +512,13 @@ class _Push:
             self.client.forget_token()
         return await self.link.request(type_name, body, headers)  # raises the error
 
+    async def _ask_about(self, type_name: str, key: Key, **fields: Any) -> Mapping[str, Any]:
+        """:meth:`_ask` a naming request about service ``key`` = (group, name) of the
+        namespace (a name of "": the group), with its own ``fields``."""
+        group, name = key
+        body = {"namespace": self.settings.namespace, "groupName": group, "serviceName": name}
+        return await self._ask(type_name, {**body, **fields, "module": "naming"})
+
     async def _list(self) -> list[Key]:
         """Every service of the configured groups (ServiceListRequest, page by page)."""
         settings = self.settings
@@ -526,15 +533,9 @@ class _Push:
         names: list[str] = []
         for page in range(1, limit // settings.page_size + 3):  # bounded by max_services
             await self.limiter.acquire()
-            body = {
-                "namespace": settings.namespace,
-                "groupName": group,
-                "serviceName": "",
-                "pageNo": page,
-                "pageSize": settings.page_size,
-                "module": "naming",
-            }
-            answer = await self._ask("ServiceListRequest", body)
+            answer = await self._ask_about(
+                "ServiceListRequest", (group, ""), pageNo=page, pageSize=settings.page_size
+            )
             listed, count = answer.get("serviceNames") or [], answer.get("count")
             if (
                 not isinstance(listed, list)
@@ -608,19 +609,11 @@ class _Push:
 
     async def _probe(self, key: Key) -> None:
         """A service too large before: subscribed to again once its list fits."""
-        group, name = key
-        body = {
-            "namespace": self.settings.namespace,
-            "groupName": group,
-            "serviceName": name,
-            "cluster": "",
-            "healthyOnly": False,
-            "udpPort": 0,
-            "module": "naming",
-        }
         async with self._slots:
             try:
-                await self._ask("ServiceQueryRequest", body)
+                await self._ask_about(
+                    "ServiceQueryRequest", key, cluster="", healthyOnly=False, udpPort=0
+                )
             except QueryError as exc:
                 self.failures[key] = self.client.clean(str(exc))
                 return
@@ -628,16 +621,9 @@ class _Push:
         await self._start(key)
 
     async def _subscribe(self, key: Key, subscribe: bool) -> Mapping[str, Any]:
-        group, name = key
-        body = {
-            "namespace": self.settings.namespace,
-            "groupName": group,
-            "serviceName": name,
-            "clusters": "",
-            "subscribe": subscribe,
-            "module": "naming",
-        }
-        return await self._ask("SubscribeServiceRequest", body)
+        return await self._ask_about(
+            "SubscribeServiceRequest", key, clusters="", subscribe=subscribe
+        )
 
     def queue(self, key: Key, info: Mapping[str, Any]) -> None:
         """Keep ``info`` as the latest list of ``key`` (it replaces a queued one): one
