@@ -38,7 +38,18 @@ LOAD_WORKERS = 8
 KUBE_RESOURCES = ("services", "endpointslices", "pods", "nodes", "namespaces")
 
 
-class RealConsul:
+class _OneByOne:
+    """``change_many`` as one ``change`` after the other (a server without batches)."""
+
+    async def change(self, service: int, instance: int, new_address: str) -> None:
+        raise NotImplementedError
+
+    async def change_many(self, changes: list[tuple[int, int, str]]) -> None:
+        for service, instance, new_address in changes:
+            await self.change(service, instance, new_address)
+
+
+class RealConsul(_OneByOne):
     """A dev-mode Consul agent holding ``services`` x ``instances`` (catalog
     registrations, one node per instance, a passing check each)."""
 
@@ -75,10 +86,6 @@ class RealConsul:
         body = consul_registration(service, instance, new_address)
         await asyncio.to_thread(self.agent.put, "/v1/catalog/register", body)
 
-    async def change_many(self, changes: list[tuple[int, int, str]]) -> None:
-        for service, instance, new_address in changes:
-            await self.change(service, instance, new_address)
-
     def _count(self) -> int:
         url = f"http://{self.agent.address}/v1/agent/metrics?format=prometheus"
         with urllib.request.urlopen(url, timeout=10) as response:
@@ -97,7 +104,7 @@ class RealConsul:
         await asyncio.to_thread(self.agent.stop)
 
 
-class RealKube:
+class RealKube(_OneByOne):
     """A kube-apiserver (and its etcd) holding ``services`` Services and one
     EndpointSlice of ``instances`` endpoints each, in namespace ``bench``."""
 
@@ -131,10 +138,6 @@ class RealKube:
         assert self.server is not None
         self.addresses[service][instance] = new_address
         await asyncio.to_thread(self.server.update, kube_slice(service, self.addresses[service]))
-
-    async def change_many(self, changes: list[tuple[int, int, str]]) -> None:
-        for service, instance, new_address in changes:
-            await self.change(service, instance, new_address)
 
     def _count(self) -> int:
         assert self.server is not None
