@@ -26,6 +26,7 @@ from registryd.xds.views import CLIENT_TEXT, rfc3339
 
 __all__ = [
     "configz",
+    "console",
     "endpointz",
     "push_status",
     "pushz",
@@ -330,4 +331,128 @@ def push_status(store: RegistryStore) -> JSON:
         "registryd_registries_not_synced": [
             str(k) for k, s in sorted(store.shards.items()) if not s.synced
         ],
+    }
+
+
+# -- the console (/ui) -------------------------------------------------------------------
+CONSOLE_PUSHES = 60  # pushes on the console's timeline
+CONSOLE_NAMED = 20  # proxies named per push (pending, NACKed); the rest are counted
+
+
+def console(
+    store: RegistryStore,
+    registries: Iterable[tuple[ShardKey, Mapping[str, Any]]],
+    restarts: Mapping[ShardKey, int],
+    next_retry: Mapping[ShardKey, float],
+    records: Iterable[PushRecord],
+    traces: Iterable[PushTrace],
+    proxies: list[JSON],
+    unanswered: list[str],
+) -> JSON:
+    """Everything the web console shows, in one compact answer: per registry its state
+    and counts (``/debug/configz`` without settings and raw config), per served service
+    its ports, registries and endpoint counts (``/debug/registryz`` without labels and
+    addresses; endpoints themselves are ``/debug/endpointz?hostname=``), the clients
+    (:func:`registryd.xds.views.console`, as given) and the last pushes with, per push,
+    the proxies reached, ACKed, NACKed and still pending (the first
+    :data:`CONSOLE_NAMED` of each named).  ``unanswered``: serving processes whose
+    clients are missing from ``proxies``."""
+    return {
+        "version": store.view.version,
+        "registries": _console_registries(store, registries, restarts, next_retry),
+        "services": [_console_service(m) for _, m in sorted(store.view.services.items())],
+        "proxies": proxies,
+        "pushes": _console_pushes(records, traces),
+        "unanswered": unanswered,
+    }
+
+
+def _console_registries(
+    store: RegistryStore,
+    registries: Iterable[tuple[ShardKey, Mapping[str, Any]]],
+    restarts: Mapping[ShardKey, int],
+    next_retry: Mapping[ShardKey, float],
+) -> list[JSON]:
+    out = []
+    for key, _ in registries:
+        shard = store.shards.get(key) or ShardState(key)
+        out.append(
+            {
+                "registry": str(key),
+                "type": key.provider,
+                "priority": shard.effective_priority,
+                "exported": shard.exported,
+                "synced": shard.synced,
+                "lastSync": rfc3339(shard.last_sync),
+                "lastError": redact(shard.last_error),
+                "errors": len(shard.problems),
+                "restarts": restarts.get(key, 0),
+                "nextRetry": rfc3339(next_retry.get(key)),
+                "services": len(shard.services),
+                "endpoints": sum(len(e) for e in shard.endpoints.values()),
+            }
+        )
+    return out
+
+
+def _console_service(merged: MergedService) -> JSON:
+    service = merged.service
+    healthy = sum(1 for e in merged.endpoints if pieces.in_eds(e))
+    return {
+        "hostname": service.hostname,
+        "namespace": service.namespace,
+        "ports": [f"{p.number}/{p.protocol}" for p in service.ports],
+        "registry": str(merged.winner),
+        "registries": [str(k) for k in merged.shards],
+        "endpoints": len(merged.endpoints),
+        "served": healthy,
+        **({"conflict": _conflict(merged.conflict)} if merged.conflict else {}),
+    }
+
+
+def _console_pushes(records: Iterable[PushRecord], traces: Iterable[PushTrace]) -> list[JSON]:
+    by_version = {t.version: t for t in traces}
+    out = []
+    for record in sorted(records, key=lambda r: -r.version)[:CONSOLE_PUSHES]:
+        item: JSON = {
+            "version": record.version,
+            "at": rfc3339(record.at),
+            "registries": list(record.triggers),
+            "events": record.events,
+            "hostnames": record.hostnames,
+            "sample": list(record.sample),
+            "kind": "endpoints" if record.endpoints_only else "full",
+        }
+        trace = by_version.get(record.version)
+        if trace is not None:
+            item.update(_console_trace(trace))
+        out.append(item)
+    return out
+
+
+def _console_trace(trace: PushTrace) -> JSON:
+    """Per proxy (by connection) of one push: ACKed (and when), NACKed or pending."""
+    acked: list[float] = []
+    pending: list[str] = []
+    nacked: list[JSON] = []
+    by_conn: dict[str, list[Delivery]] = {}
+    for d in trace.deliveries.values():
+        by_conn.setdefault(d.conn_id, []).append(d)
+    for deliveries in by_conn.values():
+        proxy = clip(deliveries[0].proxy, CLIENT_TEXT)
+        failed = next((d for d in deliveries if d.nacked_at is not None), None)
+        if failed is not None:
+            nacked.append({"proxyID": proxy, "error": clip(failed.error, CLIENT_TEXT)})
+        elif all(d.acked_at is not None for d in deliveries):
+            acked.append(max(d.acked_at or 0.0 for d in deliveries) - trace.started)
+        else:
+            pending.append(proxy)
+    return {
+        "proxies": len(by_conn),
+        "acked": len(acked),
+        "lastAckMs": _ms(max(acked)) if acked else None,
+        "pending": len(pending),
+        "pendingProxies": sorted(pending)[:CONSOLE_NAMED],
+        "nacked": len(nacked),
+        "nackedProxies": sorted(nacked, key=lambda n: n["proxyID"])[:CONSOLE_NAMED],
     }

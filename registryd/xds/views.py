@@ -21,7 +21,7 @@ from registryd.xds import resources as res
 from registryd.xds.delta import DeltaTypeState
 from registryd.xds.stream import Connection, TypeState
 
-__all__ = ["CLIENT_TEXT", "adsz", "connections", "rfc3339", "syncz"]
+__all__ = ["CLIENT_TEXT", "adsz", "connections", "console", "rfc3339", "syncz"]
 
 JSON = dict[str, Any]
 CLIENT_TEXT = 1024  # characters of client-supplied text (node fields, ids) shown
@@ -151,6 +151,62 @@ def syncz(conns: Iterable[Connection], proxy_id: str = "") -> list[JSON]:
                 "type": _kind(c),
                 "delta": c.delta,
                 "client": c.client_kind,
+                "types": types,
+            }
+        )
+    return out
+
+
+NACK_SHOWN = 512  # characters of a NACK's error text in the console's listing
+
+
+def _kind_label(c: Connection) -> str:
+    """What the client is, as the console names it."""
+    kind = c.client_kind
+    if kind == "proxy":
+        return "Envoy Delta" if c.delta else "Envoy SotW"
+    if kind == "istiod (MCP)":
+        return "istiod over MCP"
+    return kind
+
+
+def _type_state(state: TypeState) -> JSON:
+    """One type's state in three words: ``SYNCED`` (the version sent is ACKed),
+    ``NACKED`` (it was rejected; ``error`` says why) or ``STALE`` (sent, no answer yet)."""
+    if state.version_sent and state.acked_version == state.version_sent:
+        return {"state": "SYNCED", "version": state.version_sent}
+    if state.last_nack and state.nack_version == state.version_sent:
+        return {
+            "state": "NACKED",
+            "version": state.version_sent,
+            "error": clip(state.last_nack, NACK_SHOWN),
+        }
+    return {"state": "STALE", "version": state.version_sent}
+
+
+def console(conns: Iterable[Connection], proxy_id: str = "") -> list[JSON]:
+    """The console's light list of clients: id, kind, when connected, the newest snapshot
+    version fully written to it, and per requested type ``SYNCED``/``STALE``/``NACKED``
+    (with the NACK's text, clipped); ``state`` is the worst of its types."""
+    out = []
+    for c in sorted(conns, key=lambda c: c.connected_at):
+        if not _matches(c, proxy_id):
+            continue
+        types = {
+            res.short_type(t): _type_state(c.states[t])
+            for t in c.plan_order()
+            if t in c.states and c.states[t].requested
+        }
+        states = {t["state"] for t in types.values()}
+        worst = next((s for s in ("NACKED", "STALE") if s in states), "SYNCED")
+        out.append(
+            {
+                "proxyID": clip(c.proxy_id, CLIENT_TEXT),
+                "connectionID": c.id,
+                "kind": _kind_label(c),
+                "connectedAt": rfc3339(c.connected_at),
+                "version": c.written_version,
+                "state": worst if types else "STALE",
                 "types": types,
             }
         )
