@@ -10,8 +10,11 @@ fanning out.
 
 from __future__ import annotations
 
+import hashlib
 import html
+import importlib.resources
 import json
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -49,8 +52,11 @@ ENDPOINTS: Mapping[str, str] = {
     "/debug/push_status": "problems in the current view",
     "/debug/pushz": "the last pushes: trigger, debounce, sent to whom, time to ACK "
     "(?proxyID=, ?limit=)",
+    "/debug/console": "what the web console (/ui) shows, compact: registries, services, "
+    "clients and their sync state, the last pushes with the proxies still pending",
     "/debug/logging": "log scopes and levels; PUT /debug/logging/<scope> from localhost",
     "/debug/list": "this list as JSON",
+    "/ui": "the web console: registries, services, proxies, pushes (read-only)",
     "/ready": "200 once every registry has synced, 503 (saying which has not) before; "
     "503 too while an xDS worker does not answer",
     "/healthz": "liveness",
@@ -108,6 +114,41 @@ def _json(data: Any, status: int = 200) -> web.Response:
         status=status,
         content_type="application/json",
     )
+
+
+CONSOLE_FILES: Mapping[str, str] = {
+    "index.html": "text/html",
+    "console.js": "text/javascript",
+    "console.css": "text/css",
+}
+"""The console's static files (package data under ``registryd/web/console``)."""
+
+CONSOLE_POLICY = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
+    "img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
+"""The console's Content-Security-Policy: its own files only, no inline script."""
+
+
+def console_files() -> dict[str, bytes]:
+    """The console's static files by name, read from the installed package."""
+    folder = importlib.resources.files("registryd.web").joinpath("console")
+    return {name: folder.joinpath(name).read_bytes() for name in CONSOLE_FILES}
+
+
+def _compact_json(request: web.Request, data: Any) -> web.StreamResponse:
+    """``data`` as compact JSON with a strong ETag: 304 when the client holds it, and
+    gzip when the client accepts it (the console polls a large answer that rarely
+    changes)."""
+    body = json.dumps(data, separators=(",", ":")).encode()
+    tag = '"' + hashlib.blake2b(body, digest_size=12).hexdigest() + '"'
+    headers = {"ETag": tag, "Cache-Control": "no-cache"}
+    if tag in request.headers.get("If-None-Match", ""):
+        return web.Response(status=304, headers=headers)
+    response = web.Response(body=body, content_type="application/json", headers=headers)
+    if len(body) > 1024:
+        response.enable_compression()
+    return response
 
 
 def make_app(src: DebugSources) -> web.Application:
@@ -200,6 +241,44 @@ def make_app(src: DebugSources) -> web.Application:
         traces = await src.streams.traces()
         return _json(views.pushz(records, traces, q(r, "proxyID"), limit))
 
+    async def console(r: web.Request) -> web.StreamResponse:
+        started = time.perf_counter()
+        sup = src.supervisor
+        proxies = [item for _, item in await src.streams.listing("console")]
+        data = views.console(
+            src.store,
+            src.registries,
+            sup.restarts,
+            sup.next_retry,
+            src.push.history,
+            await src.streams.traces(),
+            proxies,
+            src.streams.unresponsive(),
+        )
+        response = _compact_json(r, data)
+        response.headers["Server-Timing"] = f"app;dur={(time.perf_counter() - started) * 1000:.1f}"
+        return response
+
+    files = console_files()
+
+    async def ui_redirect(_: web.Request) -> web.Response:
+        raise web.HTTPFound("ui/")  # relative: works behind a path prefix too
+
+    def ui_file(name: str) -> Handler:
+        async def serve(_: web.Request) -> web.Response:
+            return web.Response(
+                body=files[name],
+                headers={
+                    "Content-Type": f"{CONSOLE_FILES[name]}; charset=utf-8",
+                    "Cache-Control": "no-cache",
+                    "Content-Security-Policy": CONSOLE_POLICY,
+                    "X-Content-Type-Options": "nosniff",
+                    "Referrer-Policy": "no-referrer",
+                },
+            )
+
+        return serve
+
     @web.middleware
     async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         """A handler bug answers 500 and is logged and counted; it never goes unseen."""
@@ -228,6 +307,11 @@ def make_app(src: DebugSources) -> web.Application:
     app.router.add_get("/debug/config_dump", dump)
     app.router.add_get("/debug/push_status", push_status)
     app.router.add_get("/debug/pushz", pushz)
+    app.router.add_get("/debug/console", console)
+    app.router.add_get("/ui", ui_redirect)
+    app.router.add_get("/ui/", ui_file("index.html"))
+    for name in CONSOLE_FILES:
+        app.router.add_get(f"/ui/{name}", ui_file(name))
     app.router.add_routes(
         logging_routes(
             allow_remote=src.allow_remote_log_level,
