@@ -1,0 +1,139 @@
+"""The web console in a real headless browser (Debian's chromium, driven through
+chromedriver): a daemon on a ServiceEntry directory with a real Envoy connected, once in
+one process and once with two xDS worker processes.  The page loads with no console
+error and shows the registry, the service and the Envoy; a changed ServiceEntry shows up
+as a new push on the timeline and the Envoy turns SYNCED for it, without a reload.
+
+Without chromium and chromedriver the tests are skipped, or fail when ``CI`` is set
+(``.ci/run`` installs them)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from selenium import webdriver
+from selenium.webdriver.common.by import By
+
+from tests.e2e.conftest import Stack
+from tests.e2e.entries import service_entry, write_entries
+from tests.support.browser import (
+    BROWSER_HINT,
+    browser_paths,
+    console_errors,
+    headless,
+    page_ready,
+    wait_for,
+)
+from tests.support.certs import missing
+
+HOST = "web.example"
+REGISTRY = "serviceentry/configDir"
+ENVOY = "sidecar~127.0.0.1~envoy-1.default~default.svc.cluster.local"  # the bootstrap's
+WAIT = 30.0  # seconds: a page refresh every 2 s, on a loaded machine
+
+
+@pytest.fixture
+def browser() -> Iterator[webdriver.Chrome]:
+    paths = browser_paths()
+    if paths is None:
+        missing(f"no chromium and chromedriver on PATH: {BROWSER_HINT}")
+    with headless(paths) as driver:
+        yield driver
+
+
+def write_web(stack: Stack, *addresses: str) -> None:
+    entry = service_entry(HOST, 80, [(a, 8080) for a in addresses])
+    write_entries(stack.config_dir / "web.yaml", entry)
+
+
+def rows(browser: webdriver.Chrome, selector: str) -> list[dict[str, str]]:
+    """The data attributes of every element matching ``selector`` (read in the page, at
+    once: the console re-renders its tables on every change)."""
+    found = browser.execute_script(
+        "return [...document.querySelectorAll(arguments[0])].map(e => ({...e.dataset}))",
+        selector,
+    )
+    return list(found)
+
+
+def envoy_row(browser: webdriver.Chrome) -> dict[str, str] | None:
+    return next(iter(rows(browser, f'#proxies-body tr[data-proxy="{ENVOY}"]')), None)
+
+
+@pytest.mark.parametrize("workers", [1, 2], ids=["one-process", "two-workers"])
+def test_console_shows_the_daemon_and_follows_a_change(
+    stack: Stack, browser: webdriver.Chrome, workers: int
+) -> None:
+    write_web(stack, "127.0.0.1")
+    registryd = stack.start_registryd(f"--xdsWorkers={workers}")
+    stack.start_envoy(registryd)
+    browser.get(f"http://127.0.0.1:{registryd.http_port}/ui")
+    wait_for(lambda: page_ready(browser), "the console's first render", deadline=WAIT)
+
+    assert rows(browser, f'#registries-body tr[data-registry="{REGISTRY}"]')
+    assert rows(browser, f'#services-body tr[data-hostname="{HOST}"]')
+    envoy = wait_for(
+        lambda: (row := envoy_row(browser)) and row["state"] == "SYNCED" and row,
+        "the Envoy SYNCED in the proxies view",
+        deadline=WAIT,
+        details=stack.logs,
+    )
+    assert envoy["kind"] == "Envoy SotW"
+    row_text = browser.find_element(By.CSS_SELECTOR, f'#proxies-body tr[data-proxy="{ENVOY}"]')
+    if workers > 1:
+        assert "pid" in row_text.text  # the serving worker is named
+    before = max(int(r["push"]) for r in rows(browser, "#pushes-body tr[data-push]"))
+
+    # a registry change appears on the timeline and the Envoy ACKs it: no reload
+    browser.execute_script("window.notReloaded = true")
+    write_web(stack, "127.0.0.1", "127.0.0.2")
+
+    def new_push() -> int | None:
+        for push in rows(browser, "#pushes-body tr[data-push]"):
+            if int(push["push"]) > before and push["pending"] == "0":
+                return int(push["push"])
+        return None
+
+    version = wait_for(new_push, "the new push, with no proxy pending", deadline=WAIT)
+    assert rows(browser, f'#chart [data-version="{version}"]'), "the push is on the chart"
+    wait_for(
+        lambda: (
+            (row := envoy_row(browser))
+            and row["state"] == "SYNCED"
+            and int(row["version"]) >= version
+        ),
+        f"the Envoy SYNCED at version {version}",
+        deadline=WAIT,
+        details=stack.logs,
+    )
+    assert browser.execute_script("return window.notReloaded") is True
+
+    # the push's details: trigger registry and hostname, nobody pending
+    browser.find_element(By.CSS_SELECTOR, f'#pushes-body tr[data-push="{version}"]').click()
+    detail = wait_for(
+        lambda: (box := browser.find_element(By.ID, "push-detail")).is_displayed() and box.text,
+        "the push's details",
+    )
+    assert REGISTRY in detail and HOST in detail and "Pending (0)" in detail
+
+    # a service's endpoints per registry, from /debug/endpointz
+    browser.find_element(By.CSS_SELECTOR, f'#services-body tr[data-hostname="{HOST}"]').click()
+    endpoints = wait_for(
+        lambda: (
+            "127.0.0.2:8080" in (text := browser.find_element(By.ID, "services-body").text) and text
+        ),
+        "the service's endpoints",
+    )
+    assert "attributes won" in endpoints
+
+    # search narrows the services and proxies
+    browser.find_element(By.ID, "search").send_keys("no-such-name")
+    wait_for(
+        lambda: (
+            not rows(browser, "#services-body tr[data-hostname]")
+            and not rows(browser, "#proxies-body tr[data-proxy]")
+        ),
+        "search to hide every row",
+    )
+    assert console_errors(browser) == []
