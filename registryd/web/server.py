@@ -241,22 +241,37 @@ def make_app(src: DebugSources) -> web.Application:
         traces = await src.streams.traces()
         return _json(views.pushz(records, traces, q(r, "proxyID"), limit))
 
+    service_rows = views.ServiceRows()
+
     async def console(r: web.Request) -> web.StreamResponse:
         started = time.perf_counter()
         sup = src.supervisor
         proxies = [item for _, item in await src.streams.listing("console")]
+        traces = await src.streams.traces()
+        asked = time.perf_counter()
         data = views.console(
             src.store,
             src.registries,
             sup.restarts,
             sup.next_retry,
             src.push.history,
-            await src.streams.traces(),
+            traces,
             proxies,
             src.streams.unresponsive(),
+            service_rows,
         )
+        viewed = time.perf_counter()
         response = _compact_json(r, data)
-        response.headers["Server-Timing"] = f"app;dur={(time.perf_counter() - started) * 1000:.1f}"
+        done = time.perf_counter()
+        response.headers["Server-Timing"] = ", ".join(
+            f"{name};dur={seconds * 1000:.1f}"
+            for name, seconds in (
+                ("app", done - started),  # first: the whole time
+                ("streams", asked - started),
+                ("view", viewed - asked),
+                ("encode", done - viewed),
+            )
+        )
         return response
 
     files = console_files()

@@ -18,13 +18,14 @@ from registryd.base.logs import clip
 from registryd.build import pieces
 from registryd.model import Endpoint, Resolution, Service, ShardKey
 from registryd.registry.merge import Conflict, MergedService
-from registryd.registry.store import RegistryStore, ShardState
+from registryd.registry.store import RegistryStore, ShardState, View
 from registryd.settings import redact
 from registryd.xds import resources as res
 from registryd.xds.tracking import Delivery, PushRecord, PushTrace
 from registryd.xds.views import CLIENT_TEXT, rfc3339
 
 __all__ = [
+    "ServiceRows",
     "configz",
     "console",
     "endpointz",
@@ -339,6 +340,22 @@ CONSOLE_PUSHES = 60  # pushes on the console's timeline
 CONSOLE_NAMED = 20  # proxies named per push (pending, NACKed); the rest are counted
 
 
+class ServiceRows:
+    """The console's service rows of the store's current view, made again only when the
+    view changed (a view is immutable: a change makes a new one), so that polling costs
+    little while the registries are quiet.  Holds one view's rows at a time."""
+
+    def __init__(self) -> None:
+        self._view: View | None = None
+        self._rows: list[JSON] = []
+
+    def rows(self, view: View) -> list[JSON]:
+        if view is not self._view:
+            self._rows = [_console_service(m) for _, m in sorted(view.services.items())]
+            self._view = view
+        return self._rows
+
+
 def console(
     store: RegistryStore,
     registries: Iterable[tuple[ShardKey, Mapping[str, Any]]],
@@ -348,6 +365,7 @@ def console(
     traces: Iterable[PushTrace],
     proxies: list[JSON],
     unanswered: list[str],
+    services: ServiceRows | None = None,
 ) -> JSON:
     """Everything the web console shows, in one compact answer: per registry its state
     and counts (``/debug/configz`` without settings and raw config), per served service
@@ -356,11 +374,12 @@ def console(
     (:func:`registryd.xds.views.console`, as given) and the last pushes with, per push,
     the proxies reached, ACKed, NACKed and still pending (the first
     :data:`CONSOLE_NAMED` of each named).  ``unanswered``: serving processes whose
-    clients are missing from ``proxies``."""
+    clients are missing from ``proxies``.  ``services``: the rows kept from the last
+    call, if any."""
     return {
         "version": store.view.version,
         "registries": _console_registries(store, registries, restarts, next_retry),
-        "services": [_console_service(m) for _, m in sorted(store.view.services.items())],
+        "services": (services or ServiceRows()).rows(store.view),
         "proxies": proxies,
         "pushes": _console_pushes(records, traces),
         "unanswered": unanswered,

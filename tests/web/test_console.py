@@ -10,6 +10,7 @@ from typing import Any
 import aiohttp
 
 from registryd.testing import AdsClient
+from registryd.web import views
 from registryd.web.server import CONSOLE_FILES, CONSOLE_POLICY, console_files
 from tests.support.harness import Harness
 from tests.web.test_debug import (
@@ -141,3 +142,18 @@ async def _changed(harness: Harness, url: str, tag: str) -> bool:
         session.get(url, headers={"If-None-Match": tag}) as response,
     ):
         return response.status == 200 and response.headers["ETag"] != tag
+
+
+async def test_service_rows_are_made_again_only_for_a_new_view(harness: Harness) -> None:
+    harness.memory.set([service()], endpoints("10.0.0.1"))
+    await until(lambda: _pushed(harness), "the first push")
+    rows = views.ServiceRows()
+    first = rows.rows(harness.app.store.view)
+    assert rows.rows(harness.app.store.view) is first  # the same view: kept
+    harness.memory.set([service(), service("b.example")], endpoints("10.0.0.1"))
+    await until(lambda: _has(harness, "b.example"), "the second service")
+    assert [r["hostname"] for r in rows.rows(harness.app.store.view)] == [HOST, "b.example"]
+
+
+async def _has(harness: Harness, host: str) -> bool:
+    return host in harness.app.store.view.services

@@ -266,7 +266,7 @@
 
   // -- pushes ----------------------------------------------------------------------------
   function markClass(p) {
-    let cls = "mark " + p.kind;
+    let cls = "mark " + p.kind + (p.lastAckMs === null || p.lastAckMs === undefined ? " unacked" : "");
     if (p.nacked) cls += " nacked";
     else if (p.pending) cls += " pending";
     if (state.selectedPush === p.version) cls += " selected";
@@ -290,9 +290,10 @@
     }
     box.appendChild(svg("line", { class: "axis", x1: L, x2: W - R, y1: H - B, y2: H - B }));
     box.appendChild(svg("line", { class: "axis", x1: L, x2: L, y1: T, y2: H - B }));
-    for (const t of [t0, t0 + span / 2, t0 + span]) {
+    const ticks = pushes.length > 1 ? [[t0, "start"], [t0 + span / 2, "middle"], [t1, "end"]] : [[t0, "middle"]];
+    for (const [t, anchor] of ticks) {
       const label = new Date(t).toISOString().slice(11, 19);
-      box.appendChild(svg("text", { x: x(t), y: H - 10, "text-anchor": "middle" }, label));
+      box.appendChild(svg("text", { x: x(t), y: H - 10, "text-anchor": anchor }, label));
     }
     for (const p of pushes) {
       const cx = x(Date.parse(p.at));
