@@ -97,7 +97,7 @@
         el(
           "tr",
           { "data-registry": r.registry },
-          el("td", { class: "mono" }, r.registry),
+          el("td", { class: "mono nowrap" }, r.registry),
           el("td", {}, r.type),
           el("td", { class: "num" }, r.priority),
           el("td", {}, badge(r.synced ? "synced" : "not synced", r.synced ? "yes" : "no")),
