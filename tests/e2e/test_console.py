@@ -15,8 +15,11 @@ import pytest
 from selenium import webdriver
 from selenium.webdriver.common.by import By
 
+from registryd.testing import AdsClient
+from registryd.testing.ads import TYPES
 from tests.e2e.conftest import Stack
 from tests.e2e.entries import service_entry, write_entries
+from tests.e2e.loop_thread import LoopThread
 from tests.support.browser import (
     BROWSER_HINT,
     browser_paths,
@@ -137,3 +140,34 @@ def test_console_shows_the_daemon_and_follows_a_change(
         "search to hide every row",
     )
     assert console_errors(browser) == []
+
+
+HOSTILE = 'sidecar~10.0.0.9~<img src=x onerror="window.pwned=1">.default~default.svc'
+HOSTILE_NACK = '<script>window.pwned=2</script><b onmouseover="window.pwned=3">bad</b>'
+
+
+def test_client_text_is_shown_as_text_never_run(stack: Stack, browser: webdriver.Chrome) -> None:
+    write_web(stack, "127.0.0.1")
+    registryd = stack.start_registryd("--xdsWorkers=1")
+    loop = LoopThread()
+    client = AdsClient(f"127.0.0.1:{registryd.grpc_port}", node_id=HOSTILE)
+    try:
+        client.reject[TYPES["cds"]] = HOSTILE_NACK
+        loop.call(client.connect())
+        client.subscribe("cds")
+        loop.call(client.next("cds", timeout=15))
+        browser.get(f"http://127.0.0.1:{registryd.http_port}/ui")
+        wait_for(lambda: page_ready(browser), "the console's first render", deadline=WAIT)
+        row = wait_for(
+            lambda: next(iter(rows(browser, "#proxies-body tr[data-proxy]")), None),
+            "the hostile client's row",
+            deadline=WAIT,
+        )
+        assert row["proxy"] == HOSTILE and row["state"] == "NACKED"
+        text = browser.find_element(By.ID, "proxies-body").text
+        assert HOSTILE in text and HOSTILE_NACK in text  # shown as written
+        assert not browser.find_elements(By.CSS_SELECTOR, "main img, main script, main b")
+        assert browser.execute_script("return window.pwned") is None
+    finally:
+        loop.call(client.close())
+        loop.close()
