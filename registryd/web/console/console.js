@@ -73,7 +73,7 @@
   }
 
   function when(iso) {
-    return iso ? el("span", { title: iso }, since(iso)) : "";
+    return iso ? el("span", { title: iso, class: "nowrap" }, since(iso)) : "";
   }
 
   function ms(value) {
