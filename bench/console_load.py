@@ -6,8 +6,9 @@ ADS streams that subscribe and ACK like Envoy), then loads ``/ui`` in headless c
 (Debian's ``chromium`` and ``chromedriver``) a few times and prints, as medians over the
 loads:
 
-- time to DOMContentLoaded and until the console's first full render is done (the mark
-  ``console-rendered`` its script sets), both from the start of navigation;
+- time to DOMContentLoaded, until the first ``/debug/console`` answer is parsed (the mark
+  ``console-data``) and until the console's first full render is done (the mark
+  ``console-rendered``), all from the start of navigation;
 - bytes of one refresh of ``/debug/console``: the first (full) answer as transferred
   (gzip) and as JSON, then a refresh when nothing changed (a 304 revalidation), then one
   after a registry change (a new answer);
@@ -37,12 +38,14 @@ from tests.support.browser import BROWSER_HINT, browser_paths, headless, page_re
 TIMINGS = """
 const nav = performance.getEntriesByType("navigation")[0];
 const mark = performance.getEntriesByName("console-rendered")[0];
+const got = performance.getEntriesByName("console-data")[0];
 const data = performance.getEntriesByType("resource")
   .filter(e => e.name.includes("/debug/console"))
   .map(e => ({transfer: e.transferSize, body: e.decodedBodySize, status: e.responseStatus,
               server: e.serverTiming.length ? e.serverTiming[0].duration : null,
               parts: Object.fromEntries(e.serverTiming.map(t => [t.name, t.duration]))}));
-return {dom: nav.domContentLoadedEventEnd, rendered: mark ? mark.startTime : null, data: data};
+return {dom: nav.domContentLoadedEventEnd, rendered: mark ? mark.startTime : null,
+        got: got ? got.startTime : null, data: data};
 """
 
 
@@ -59,6 +62,7 @@ def browse(url: str, loads: int, change: Any) -> dict[str, list[float]]:
         k: []
         for k in (
             "dom",
+            "got",
             "rendered",
             "full_transfer",
             "full_json",
@@ -93,6 +97,7 @@ def browse(url: str, loads: int, change: Any) -> dict[str, list[float]]:
             t = browser.execute_script(TIMINGS)
             out["dom"].append(t["dom"])
             out["rendered"].append(t["rendered"])
+            out["got"].append(t["got"])
             first, *rest = t["data"]
             out["full_transfer"].append(first["transfer"])
             out["full_json"].append(first["body"])
@@ -143,6 +148,7 @@ async def run(args: argparse.Namespace, config: Path) -> None:
         f"(medians of {args.loads} loads, xdsWorkers {args.xdsWorkers})"
     )
     print(f"  DOMContentLoaded          {med(r['dom']):8.0f} ms")
+    print(f"  first answer parsed       {med(r['got']):8.0f} ms")
     print(f"  first full render done    {med(r['rendered']):8.0f} ms")
     print(
         f"  refresh, first answer     {med(r['full_transfer']) / 1024:8.1f} KiB transferred "

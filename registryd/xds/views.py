@@ -19,7 +19,7 @@ from registryd.base.logs import clip
 from registryd.settings import redact
 from registryd.xds import resources as res
 from registryd.xds.delta import DeltaTypeState
-from registryd.xds.stream import Connection, TypeState
+from registryd.xds.stream import ORDER, Connection, TypeState
 
 __all__ = ["CLIENT_TEXT", "adsz", "connections", "console", "rfc3339", "syncz"]
 
@@ -158,6 +158,7 @@ def syncz(conns: Iterable[Connection], proxy_id: str = "") -> list[JSON]:
 
 
 NACK_SHOWN = 512  # characters of a NACK's error text in the console's listing
+_RANK = {t: i for i, t in enumerate(ORDER)}  # the xDS types first, in their order
 
 
 def _kind_label(c: Connection) -> str:
@@ -192,11 +193,9 @@ def console(conns: Iterable[Connection], proxy_id: str = "") -> list[JSON]:
     for c in sorted(conns, key=lambda c: c.connected_at):
         if not _matches(c, proxy_id):
             continue
-        types = {
-            res.short_type(t): _type_state(c.states[t])
-            for t in c.plan_order()
-            if t in c.states and c.states[t].requested
-        }
+        requested = [(t, s) for t, s in c.states.items() if s.requested]
+        requested.sort(key=lambda pair: _RANK.get(pair[0], len(ORDER)))  # as plan_order()
+        types = {res.short_type(t): _type_state(s) for t, s in requested}
         states = {t["state"] for t in types.values()}
         worst = next((s for s in ("NACKED", "STALE") if s in states), "SYNCED")
         out.append(

@@ -446,16 +446,18 @@
       if (!response.ok) throw new Error(`HTTP ${response.status}`);
       const etag = response.headers.get("ETag");
       if (!etag || etag !== state.etag || !state.data) {
+        const first = !state.data;
         state.data = await response.json();
         state.etag = etag;
+        if (first) performance.mark("console-data");
         render();
+      }
+      if (!document.documentElement.dataset.rendered) {
+        document.documentElement.dataset.rendered = "true"; // the first full render is done
+        performance.mark("console-rendered");
       }
       if (state.refreshes % HISTORY_EVERY === 0) await refreshHistory();
       state.refreshes += 1;
-      if (!document.documentElement.dataset.rendered) {
-        document.documentElement.dataset.rendered = "true";
-        performance.mark("console-rendered");
-      }
       state.delay = POLL_MS;
       setStatus(`live: view ${state.data.version}, ${new Date().toLocaleTimeString()}`, false);
     } catch (error) {
