@@ -9,14 +9,18 @@ Without chromium and chromedriver the tests are skipped, or fail when ``CI`` is 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
+from aiohttp import web
 from selenium import webdriver
 from selenium.webdriver.common.by import By
 
 from registryd.testing import AdsClient
 from registryd.testing.ads import TYPES
+from registryd.web.server import CONSOLE_FILES, console_files
 from tests.e2e.conftest import Stack
 from tests.e2e.entries import service_entry, write_entries
 from tests.e2e.loop_thread import LoopThread
@@ -76,6 +80,7 @@ def test_console_shows_the_daemon_and_follows_a_change(
 
     assert rows(browser, f'#registries-body tr[data-registry="{REGISTRY}"]')
     assert rows(browser, f'#services-body tr[data-hostname="{HOST}"]')
+    assert not browser.find_element(By.ID, "changes").is_displayed()  # no /debug/history
     envoy = wait_for(
         lambda: (row := envoy_row(browser)) and row["state"] == "SYNCED" and row,
         "the Envoy SYNCED in the proxies view",
@@ -171,3 +176,62 @@ def test_client_text_is_shown_as_text_never_run(stack: Stack, browser: webdriver
     finally:
         loop.call(client.close())
         loop.close()
+
+
+HISTORY = [
+    {"registry": "serviceentry/configDir", "change": "<img src=x onerror=window.pwned=4>"},
+    {"registry": "consul/dc1", "push": 7, "hostnames": ["a.example", "b.example"]},
+]
+
+
+def test_changes_view_shows_debug_history_when_the_daemon_lists_it(
+    browser: webdriver.Chrome,
+) -> None:
+    """``/debug/history`` comes from another part of the daemon: a server that has it
+    (answers as it may give them) makes the console show a Changes view, any fields."""
+    empty = {"version": 1, "registries": [], "services": [], "proxies": [], "pushes": []}
+    files = console_files()
+
+    async def start() -> tuple[web.AppRunner, int]:
+        app = web.Application()
+        for name, kind in CONSOLE_FILES.items():
+            body = files[name]
+            path = "/ui/" if name == "index.html" else f"/ui/{name}"
+            app.router.add_get(path, _fixed(body, kind))
+        app.router.add_get("/debug/console", _fixed(json.dumps(empty | {"unanswered": []})))
+        listed = [{"path": "/debug/history", "description": "changes"}]
+        app.router.add_get("/debug/list", _fixed(json.dumps(listed)))
+        app.router.add_get("/debug/history", _fixed(json.dumps(HISTORY)))
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        return runner, runner.addresses[0][1]
+
+    loop = LoopThread()
+    runner, port = loop.call(start())
+    try:
+        browser.get(f"http://127.0.0.1:{port}/ui/")
+        wait_for(
+            lambda: browser.find_element(By.ID, "changes").is_displayed(),
+            "the Changes view",
+            deadline=WAIT,
+        )
+        head = browser.find_element(By.ID, "changes-head").text
+        assert head.split() == ["registry", "change", "push", "hostnames"]
+        body = browser.find_element(By.ID, "changes-body").text
+        assert HISTORY[0]["change"] in body and '["a.example","b.example"]' in body
+        assert not browser.find_elements(By.CSS_SELECTOR, "main img")
+        assert browser.execute_script("return window.pwned") is None
+        assert console_errors(browser) == []
+    finally:
+        loop.call(runner.cleanup())
+        loop.close()
+
+
+def _fixed(body: str | bytes, kind: str = "application/json") -> Any:
+    async def answer(_: web.Request) -> web.Response:
+        data = body.encode() if isinstance(body, str) else body
+        return web.Response(body=data, content_type=kind)
+
+    return answer
