@@ -32,7 +32,15 @@ from registryd.web.logging_api import logging_routes
 from registryd.xds.streams import Streams
 from registryd.xds.tracking import PushRecord
 
-__all__ = ["ENDPOINTS", "MISSING_HEADER", "DebugSources", "make_app"]
+__all__ = [
+    "CONSOLE_FRESH",
+    "ENDPOINTS",
+    "MISSING_HEADER",
+    "Answer",
+    "DebugSources",
+    "Recent",
+    "make_app",
+]
 
 MISSING_HEADER = "X-Registryd-Unanswered"
 """Set on a listing (``connections``, ``adsz``, ``syncz``) that leaves out the
@@ -136,19 +144,55 @@ def console_files() -> dict[str, bytes]:
     return {name: folder.joinpath(name).read_bytes() for name in CONSOLE_FILES}
 
 
-def _compact_json(request: web.Request, data: Any) -> web.StreamResponse:
-    """``data`` as compact JSON with a strong ETag: 304 when the client holds it, and
-    gzip when the client accepts it (the console polls a large answer that rarely
-    changes)."""
-    body = json.dumps(data, separators=(",", ":")).encode()
-    tag = '"' + hashlib.blake2b(body, digest_size=12).hexdigest() + '"'
-    headers = {"ETag": tag, "Cache-Control": "no-cache"}
-    if tag in request.headers.get("If-None-Match", ""):
-        return web.Response(status=304, headers=headers)
-    response = web.Response(body=body, content_type="application/json", headers=headers)
-    if len(body) > 1024:
-        response.enable_compression()
-    return response
+CONSOLE_FRESH = 1.0
+"""Seconds a ``/debug/console`` answer is reused: however many consoles are open, the
+server builds at most about one answer a second (each polls every 2 s)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """A JSON answer as sent: its bytes, strong ETag and ``Server-Timing`` value."""
+
+    body: bytes
+    etag: str
+    timing: str
+
+    @classmethod
+    def of(cls, data: Any, timing: str = "") -> Answer:
+        body = json.dumps(data, separators=(",", ":")).encode()
+        tag = '"' + hashlib.blake2b(body, digest_size=12).hexdigest() + '"'
+        return cls(body, tag, timing)
+
+    def response(self, request: web.Request) -> web.Response:
+        """304 when the client holds this answer (``If-None-Match``), else the body,
+        gzipped when the client accepts it and it is not tiny."""
+        headers = {"ETag": self.etag, "Cache-Control": "no-cache"}
+        if self.timing:
+            headers["Server-Timing"] = self.timing
+        if self.etag in request.headers.get("If-None-Match", ""):
+            return web.Response(status=304, headers=headers)
+        response = web.Response(body=self.body, content_type="application/json", headers=headers)
+        if len(self.body) > 1024:
+            response.enable_compression()
+        return response
+
+
+class Recent:
+    """The last :class:`Answer` kept, given back while younger than ``fresh`` seconds of
+    ``clock``."""
+
+    def __init__(self, fresh: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self._fresh = fresh
+        self._clock = clock
+        self._kept: tuple[float, Answer] | None = None
+
+    def get(self) -> Answer | None:
+        if self._kept is None or self._clock() - self._kept[0] >= self._fresh:
+            return None
+        return self._kept[1]
+
+    def keep(self, answer: Answer) -> None:
+        self._kept = (self._clock(), answer)
 
 
 def make_app(src: DebugSources) -> web.Application:
@@ -242,8 +286,17 @@ def make_app(src: DebugSources) -> web.Application:
         return _json(views.pushz(records, traces, q(r, "proxyID"), limit))
 
     service_rows = views.ServiceRows()
+    recent = Recent(CONSOLE_FRESH)
 
     async def console(r: web.Request) -> web.StreamResponse:
+        kept = recent.get()
+        if kept is not None:  # built less than CONSOLE_FRESH ago
+            return Answer(kept.body, kept.etag, "app;dur=0.0, reused").response(r)
+        answer = await console_answer()
+        recent.keep(answer)
+        return answer.response(r)
+
+    async def console_answer() -> Answer:
         started = time.perf_counter()
         sup = src.supervisor
         proxies = [item for _, item in await src.streams.listing("console")]
@@ -261,9 +314,9 @@ def make_app(src: DebugSources) -> web.Application:
             service_rows,
         )
         viewed = time.perf_counter()
-        response = _compact_json(r, data)
+        body = Answer.of(data)
         done = time.perf_counter()
-        response.headers["Server-Timing"] = ", ".join(
+        timing = ", ".join(
             f"{name};dur={seconds * 1000:.1f}"
             for name, seconds in (
                 ("app", done - started),  # first: the whole time
@@ -272,7 +325,7 @@ def make_app(src: DebugSources) -> web.Application:
                 ("encode", done - viewed),
             )
         )
-        return response
+        return Answer(body.body, body.etag, timing)
 
     files = console_files()
 

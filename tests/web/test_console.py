@@ -11,7 +11,7 @@ import aiohttp
 
 from registryd.testing import AdsClient
 from registryd.web import views
-from registryd.web.server import CONSOLE_FILES, CONSOLE_POLICY, console_files
+from registryd.web.server import CONSOLE_FILES, CONSOLE_POLICY, Answer, Recent, console_files
 from tests.support.harness import Harness
 from tests.web.test_debug import (
     GOOD,
@@ -157,3 +157,16 @@ async def test_service_rows_are_made_again_only_for_a_new_view(harness: Harness)
 
 async def _has(harness: Harness, host: str) -> bool:
     return host in harness.app.store.view.services
+
+
+def test_a_console_answer_is_reused_while_fresh_then_built_again() -> None:
+    now = [100.0]
+    recent = Recent(1.0, clock=lambda: now[0])
+    assert recent.get() is None
+    answer = Answer.of({"version": 1})
+    recent.keep(answer)
+    now[0] += 0.999
+    assert recent.get() is answer
+    now[0] += 0.001
+    assert recent.get() is None  # as old as fresh: built again
+    assert Answer.of({"version": 1}).etag == answer.etag != Answer.of({"version": 2}).etag
