@@ -8,6 +8,7 @@
   const MAX_BACKOFF_MS = 30000; // longest wait between refreshes while it does not
   const ROWS = 500; // rows shown per table; a search narrows them
   const HISTORY_EVERY = 5; // refreshes between two reads of /debug/history
+  const RERENDER_EVERY = 5; // refreshes between two renders of an unchanged answer
   const SVG = "http://www.w3.org/2000/svg";
 
   const state = {
@@ -445,7 +446,8 @@
       const response = await fetch("../debug/console", { cache: "no-cache" });
       if (!response.ok) throw new Error(`HTTP ${response.status}`);
       const etag = response.headers.get("ETag");
-      if (!etag || etag !== state.etag || !state.data) {
+      const stale = state.refreshes % RERENDER_EVERY === 0; // "N s ago" moves on
+      if (!etag || etag !== state.etag || !state.data || stale) {
         const first = !state.data;
         state.data = await response.json();
         state.etag = etag;
