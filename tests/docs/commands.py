@@ -21,6 +21,11 @@ SHELL_LANGUAGES = frozenset({"sh", "bash", "shell", "console"})
 SEPARATORS = frozenset({"&&", "||", "|", ";"})
 _FENCE = re.compile(r"^(\s*)(```+|~~~+)\s*([\w+-]*)")
 _HEREDOC = re.compile(r"<<-?\s*['\"]?(\w+)['\"]?")
+# a code span in prose that starts like one of this repository's own commands
+_INLINE = re.compile(
+    r"`((?:\.venv/bin/)?(?:python3? -m (?:bench|registryd|tests)\b"
+    r"|registryd (?:--|(?:discovery|validate|proxy-status|proxy-config|version)\b))[^`]*)`"
+)
 
 
 @dataclass(frozen=True)
@@ -145,4 +150,22 @@ def documented(root: Path = ROOT) -> list[Command]:
                 found.extend(_console_commands(fence))
             elif fence.language in SHELL_LANGUAGES:
                 found.extend(_sh_commands(fence))
+    return found
+
+
+def inline(root: Path = ROOT) -> list[Command]:
+    """The code spans of the prose (outside fenced blocks) that are one of this
+    repository's commands (``registryd …``, ``python -m bench.…``), often a synopsis
+    (``[--files N]``) or a part (``registryd validate --config``).  ``segments`` holds
+    the span's words, unsplit: placeholders such as ``{a|b}`` are not shell."""
+    found: list[Command] = []
+    for path in doc_files(root):
+        inside = False
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if _FENCE.match(line):
+                inside = not inside
+            elif not inside:
+                for span in _INLINE.findall(line):
+                    name = str(path.relative_to(root))
+                    found.append(Command(name, number, "inline", span, (tuple(span.split()),)))
     return found

@@ -38,12 +38,18 @@ exactly one of :data:`RULES`, which says how it is checked:
 
 A rule may also name ``tests`` that exercise the command (checked to exist).  A command
 no rule matches fails, saying how to add one.
+
+Commands quoted in the prose (code spans such as ``python -m bench.compare [--quick]``
+or ``registryd validate --config``) are synopses and fragments, not commands to run:
+the program (module, ``registryd`` subcommand) must exist and know every ``--option``
+the span names.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import io
 import re
 import runpy
@@ -59,7 +65,7 @@ from unittest import mock
 
 import pytest
 
-from tests.docs.commands import ROOT, Command, documented
+from tests.docs.commands import ROOT, Command, documented, inline
 from tests.support.procs import Process, envoy_binary, free_ports, poll
 
 CHECKS = frozenset(
@@ -412,3 +418,47 @@ def test_documented_command(command: Command, request: pytest.FixtureRequest) ->
                 pass  # another program's command; the rule says why
             case other:
                 raise AssertionError(f"unknown check {other!r}")
+
+
+# --- commands quoted in the prose ---------------------------------------------------------
+
+INLINE = inline()
+
+
+def _options(parser: argparse.ArgumentParser) -> set[str]:
+    return set(parser._option_string_actions)
+
+
+def _subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    (action,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    return dict(action.choices)
+
+
+def test_the_prose_quotes_commands() -> None:
+    assert any(c.text.startswith("python -m bench.") for c in INLINE)
+    assert any(c.text.startswith("registryd validate") for c in INLINE)
+
+
+@pytest.mark.parametrize("command", INLINE, ids=[f"{c.where}#{n}" for n, c in enumerate(INLINE)])
+def test_quoted_command_names_a_program_and_options_it_has(command: Command) -> None:
+    words = words_of(command.segments[0])
+    if words[:3] == ("python", "-m", "registryd"):
+        words = ("registryd", *words[3:])
+    named = {w.strip("[]").split("=")[0] for w in words if w.lstrip("[").startswith("--")}
+    if words[0] == "registryd":
+        top = run_until_parsed(("registryd",), parse=False).parser
+        subcommand = words[1]
+        if subcommand.startswith("-"):
+            known = _options(top)
+        else:
+            assert subcommand in _subcommands(top), f"{command.text}: no such subcommand"
+            known = _options(_subcommands(top)[subcommand])
+    else:
+        module = words[2]
+        placeholder = "<" in module  # python -m bench.<script>: a package of scripts
+        module = module.partition(".<")[0]
+        assert importlib.util.find_spec(module) is not None, f"{command.text}: no {module}"
+        if placeholder or not named:
+            return
+        known = _options(run_until_parsed(words[:3], parse=False).parser)
+    assert named - known == set(), f"{command.text}: not options of the program"
