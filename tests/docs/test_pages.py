@@ -1,6 +1,7 @@
 """The documentation's pages hold together: every fenced block says what it holds (so
 no command hides from :mod:`tests.docs.test_commands` in an untagged block), and every
-relative link names a file of the repository and, with ``#anchor``, a heading of it."""
+relative link of a Markdown file of the repository names a file of it and, with
+``#anchor``, a heading of that file."""
 
 from __future__ import annotations
 
@@ -12,6 +13,12 @@ import pytest
 from tests.docs.commands import ROOT, doc_files, fences
 
 PAGES = doc_files()
+# every other Markdown file of the repository (READMEs of compose/, deploy/, examples/…)
+OTHERS = sorted(
+    p
+    for p in ROOT.rglob("*.md")
+    if p not in PAGES and not any(part.startswith(".") for part in p.relative_to(ROOT).parts)
+)
 _LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
 _CODE = re.compile(r"`[^`]*`")
 
@@ -52,7 +59,9 @@ def test_every_fenced_block_has_a_language(page: Path) -> None:
     assert untagged == [], "tag them: sh/console for commands, text (or yaml…) otherwise"
 
 
-@pytest.mark.parametrize("page", PAGES, ids=[str(p.relative_to(ROOT)) for p in PAGES])
+@pytest.mark.parametrize(
+    "page", PAGES + OTHERS, ids=[str(p.relative_to(ROOT)) for p in PAGES + OTHERS]
+)
 def test_every_relative_link_resolves(page: Path) -> None:
     broken = []
     for target in _LINK.findall(prose(page)):
