@@ -67,6 +67,7 @@ import pytest
 
 from tests.docs.commands import ROOT, Command, documented, inline
 from tests.support.procs import Process, envoy_binary, free_ports, poll
+from tests.support.procs import _start as start_process
 
 CHECKS = frozenset(
     {
@@ -85,6 +86,7 @@ CHECKS = frozenset(
 )
 QUICK_START = "tests/e2e/test_examples.py::test_examples_quick_start"
 READY_DEADLINE = 60.0  # seconds: bounded, generous for a loaded 2-CPU machine
+STOP_GRACE = 30.0  # seconds from SIGTERM to SIGKILL (registryd exits in well under one)
 
 
 @dataclass(frozen=True)
@@ -323,31 +325,36 @@ def _quick_start() -> Command:
     return command
 
 
+class QuickStart(Process):
+    """The README quick start's registryd command, its documented ports replaced by free
+    ones of 127.0.0.1 (``ports``: documented → used)."""
+
+    def __init__(self, words: tuple[str, ...], log: Path) -> None:
+        documented_ports = [int(m.group(1)) for w in words if (m := re.search(r":(\d+)$", w))]
+        self.ports = dict(zip(documented_ports, free_ports(len(documented_ports)), strict=True))
+        argv = [re.sub(r":(\d+)$", lambda m: f":{self.ports[int(m.group(1))]}", w) for w in words]
+        super().__init__("registryd", program_argv(tuple(argv)), log, cwd=ROOT)
+
+    def wait_ready(self) -> None:
+        def ready() -> bool:
+            self.check_alive()
+            return _request("GET", f"http://127.0.0.1:{self.ports[8080]}/ready", None) == 200
+
+        what = "the quick start's registryd to answer /ready with 200"
+        poll(ready, what, deadline=READY_DEADLINE, details=self.tail)
+
+
 @pytest.fixture(scope="module")
 def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
     (words,) = (words_of(s) for s in _quick_start().segments)
-    documented_ports = [int(m.group(1)) for w in words if (m := re.search(r":(\d+)$", w))]
-    ports = dict(zip(documented_ports, free_ports(len(documented_ports)), strict=True))
-    argv = [re.sub(r":(\d+)$", lambda m: f":{ports[int(m.group(1))]}", w) for w in words]
     log = tmp_path_factory.mktemp("quick-start") / "registryd.log"
-    process = Process("registryd", program_argv(tuple(argv)), log, cwd=ROOT)
+    # started again on new ports if a free port was taken before registryd bound it
+    process = start_process(lambda: QuickStart(words, log), QuickStart.wait_ready)
     try:
-        http = ports[8080]
-
-        def ready() -> bool:
-            process.check_alive()
-            return _request("GET", f"http://127.0.0.1:{http}/ready", None) == 200
-
-        poll(
-            ready,
-            "the quick start's registryd to be ready",
-            deadline=READY_DEADLINE,
-            details=process.tail,
-        )
-        yield Daemon(process, ports)
+        yield Daemon(process, process.ports)
     finally:
-        status = process.stop()
-    assert status == 0, process.tail()
+        status = process.stop(grace=STOP_GRACE)
+    assert status == 0, process.tail()  # SIGTERM ends registryd with status 0
 
 
 def _request(method: str, url: str, body: bytes | None) -> int:
