@@ -58,6 +58,7 @@ import sys
 import tomllib
 import urllib.error
 import urllib.request
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -261,7 +262,11 @@ def run_until_parsed(words: tuple[str, ...], *, parse: bool) -> _Parsed:
         mock.patch.object(sys, "argv", [name, *args]),
         contextlib.redirect_stderr(stderr),
         contextlib.redirect_stdout(io.StringIO()),
+        warnings.catch_warnings(),
     ):
+        # runpy warns when the module was imported before (by another test): harmless here,
+        # as only its parser is used
+        warnings.filterwarnings("ignore", "'.*' found in sys.modules", RuntimeWarning)
         try:
             run()
         except _Parsed as parsed:
