@@ -257,6 +257,13 @@ class FileTree:
         except OSError as exc:
             self._fail(source, f"cannot read: {exc.strerror or exc}")
             return False
+        return self.take(source, data)
+
+    def take(self, source: str, data: bytes) -> bool:
+        """Use ``data`` as what was read from ``source`` now (at most one byte over the
+        size limit is enough to refuse it); True if the usable content changed.  Callers
+        then :meth:`convert`.  Also how a preview puts candidate content in place of a
+        file's (:mod:`.preview`)."""
         try:
             reading = read_documents(data, source, self.kept.get(source, ()), self.limits)
         except FileProblem as exc:
@@ -304,8 +311,12 @@ class FileTree:
         """:meth:`refresh` (all files when ``touched`` is None), then convert what changed;
         blocking work, run off the event loop."""
         if self.refresh(touched):
-            self.model = self.table.model()
-            self.touched_hosts |= self.table.changed
+            self.convert()
+
+    def convert(self) -> None:
+        """Convert what changed since the last conversion into :attr:`model`."""
+        self.model = self.table.model()
+        self.touched_hosts |= self.table.changed
 
     def replace(self) -> Replace:
         """The full state; what :meth:`changes` compares with from now on."""
