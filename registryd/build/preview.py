@@ -238,7 +238,7 @@ def preview(
     (``live``, built by a builder with ``options`` that found ``live_conflicts``).
     ``hostnames``: where the two views may differ.  CPU-heavy (a full build): callers
     on an event loop run it in a thread."""
-    builder = SnapshotBuilder(options)
+    builder = SnapshotBuilder(options, log_conflicts=False)
     candidate = builder.build(candidate_view)
     return {
         "groups": compare(live, candidate, clients, limits),
