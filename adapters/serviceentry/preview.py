@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from registryd.adapter import Replace
 
-from .tree import FileTree, is_candidate
+from .tree import FileTree, is_candidate, scan_tree
 
 __all__ = ["Candidate", "candidate_state", "place"]
 
@@ -83,11 +83,18 @@ def candidate_state(
     the module docstring); ValueError for a name :func:`place` refuses, OSError when the
     directory cannot be read."""
     tree = FileTree(os.path.abspath(root), follow_outside=follow_outside)
-    tree.apply()
-    existing = tree.table.known | tree.seen.keys()
+    scan = scan_tree(tree.root, follow_outside=follow_outside)
+    existing = scan.files.keys() | scan.refused.keys()
     placed = place(list(files), tree.root, existing)
     for name, path in placed.items():
         tree.take(path, files[name])
+    # a broken candidate keeps the last good version of what it replaces: read that first
+    # (only then: reading and parsing every replaced file would double the work)
+    for name, path in placed.items():
+        if path in scan.files and (path in tree.broken or path in tree.table.errors):
+            tree.read(path, scan.files[path])
+            tree.take(path, files[name])
+    tree.read_all(keep=set(placed.values()))
     tree.convert()
     errors = {**tree.table.errors, **tree.broken}
     found: dict[str, str] = {}
