@@ -7,7 +7,8 @@ connects C ADS clients (CDS and LDS wildcard, EDS and RDS asked for without name
 every response ACKed, none kept), half in
 namespace ``bench`` and half in ``other``, then previews F candidate files -- the first
 F files with the first endpoint of every service moved, so every one of their
-ClusterLoadAssignments changes -- ``--runs`` times, one after the other, while
+ClusterLoadAssignments changes, and every tenth service exported to ``bench`` only, so
+the clients of ``other`` lose it -- ``--runs`` times, one after the other, while
 ``/ready`` is probed every 20 ms (how long the debug port waits behind a preview).
 
 Prints the preview's time as the client sees it (median, min, max), the daemon's own
@@ -54,6 +55,13 @@ async def connect(target: str, clients: int) -> list[AdsClient]:
     return out
 
 
+def candidate(i: int, endpoints: int) -> str:
+    """File ``i`` with its first endpoint moved; every tenth also exported to namespace
+    ``bench`` only (so the clients of ``other`` lose it: two groups)."""
+    text = service_yaml(i, endpoints, variant=1)
+    return text + "  exportTo: [bench]\n" if i % 10 == 0 else text
+
+
 def post(url: str, body: bytes) -> tuple[float, dict[str, Any]]:
     started = time.monotonic()
     answer = debugclient.post(url, body, timeout=600)
@@ -67,9 +75,7 @@ async def measure(args: argparse.Namespace, config: Path) -> None:
     with registryd(config, "--log_output_level=default:warn") as daemon:
         clients = await connect(daemon.target, args.clients)
         rss = tree_rss(daemon.proc) / 2**20
-        files = {
-            f"svc-{i}.yaml": service_yaml(i, args.endpoints, variant=1) for i in range(args.files)
-        }
+        files = {f"svc-{i}.yaml": candidate(i, args.endpoints) for i in range(args.files)}
         body = json.dumps({"files": files}).encode()
         url = f"http://127.0.0.1:{daemon.http_port}/debug/preview"
         stop = asyncio.Event()
@@ -99,7 +105,8 @@ async def measure(args: argparse.Namespace, config: Path) -> None:
             kind: {what: len(found[what]["names"]) for what in ("added", "removed", "changed")}
             for kind, found in group["changes"].items()
         }
-        print(f"  group of {group['proxies']['count']} proxies: {changes}")
+        proxies = group["proxies"]
+        print(f"  group of {proxies['count']} proxies ({proxies['ids'][0]}, ...): {changes}")
     print(f"  warnings: {len(answer['warnings'])}")
     print(
         f"/ready during the previews: {len(ready)} probes, "

@@ -17,6 +17,8 @@ Contract of the answer (plain JSON-ready data):
   (protobuf field names), of the decoded resources, at most :attr:`Limits.paths` per
   resource, values cut to :attr:`Limits.value` characters.  Name lists stop at
   :attr:`Limits.names` (``more`` counts the rest).
+* ``groupsLeftOut``: how many groups (and proxies in them) are not shown: at most
+  :attr:`Limits.groups` groups are, the largest.
 * ``warnings``: a hostname that has endpoints now and would have none ("host X would
   lose all endpoints"); a listener conflict the candidate would have and the live
   build has not ("listener conflict on port P: ...").  At most :attr:`Limits.warnings`.
@@ -70,6 +72,7 @@ class Limits:
     paths: int = 50  # differing fields shown per resource
     value: int = 300  # characters of one old/new value
     warnings: int = 100
+    groups: int = 50  # groups shown (the largest); the others are counted
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -234,14 +237,20 @@ def preview(
     clients: Iterable[Client],
     limits: Limits = Limits(),
 ) -> JSON:
-    """``{"groups", "warnings"}`` for ``candidate_view`` against what is served now
+    """``{"groups", "groupsLeftOut", "warnings"}`` for ``candidate_view`` against what is served now
     (``live``, built by a builder with ``options`` that found ``live_conflicts``).
     ``hostnames``: where the two views may differ.  CPU-heavy (a full build): callers
     on an event loop run it in a thread."""
     builder = SnapshotBuilder(options, log_conflicts=False)
     candidate = builder.build(candidate_view)
+    groups = compare(live, candidate, clients, limits)
+    left_out = groups[limits.groups :]
     return {
-        "groups": compare(live, candidate, clients, limits),
+        "groups": groups[: limits.groups],
+        "groupsLeftOut": {
+            "groups": len(left_out),
+            "proxies": sum(g["proxies"]["count"] for g in left_out),
+        },
         "warnings": warnings(
             live_view, candidate_view, live_conflicts, builder.conflicts, hostnames, limits
         ),

@@ -130,6 +130,9 @@ def render_text(server: str, answer: Mapping[str, Any], out: TextIO) -> None:
         out.write(f"Warning: {warning}\n")
     for index, group in enumerate(answer.get("groups", []), 1):
         _group(index, group, out)
+    left = answer.get("groupsLeftOut") or {}
+    if left.get("groups"):
+        out.write(f"... {left['groups']} more groups ({left.get('proxies')} proxies) not shown\n")
     if not answer.get("groups"):
         out.write("No proxy is connected.\n")
 
