@@ -256,3 +256,38 @@ def test_a_body_over_the_bound_is_413(stack: Stack) -> None:
     status, answer = _post(registryd, big, {"Content-Type": "application/json"})
     assert status == 413
     assert answer["error"] == f"request body over the limit of {32 << 20} bytes"
+
+
+def test_preview_in_one_process_sees_its_own_streams(
+    stack: Stack, loop: LoopThread, tmp_path: Path
+) -> None:
+    write_entries(stack.config_dir / "web.yaml", service_entry(WEB, 8080, [("127.0.0.1", 80)]))
+    registryd = stack.start_registryd("--xdsWorkers=1")
+
+    async def connect() -> AdsClient:
+        client = AdsClient(f"127.0.0.1:{registryd.grpc_port}", node_id=PLAIN)
+        await client.connect()
+        client.subscribe("cds")
+        await client.next("cds")
+        return client
+
+    client = loop.call(connect())
+    try:
+        candidate = tmp_path / "web.yaml"
+        write_entries(candidate, service_entry(WEB, 8081, [("127.0.0.1", 80)]))
+        done = cli("validate", "--diff", "--server", url(registryd), "-o", "json", str(candidate))
+        assert done.returncode == 0, done.stderr
+        (group,) = json.loads(done.stdout)["groups"]
+        assert group["proxies"] == {"count": 1, "ids": [PLAIN]}
+        assert group["changes"]["cds"]["added"]["names"] == ["outbound|8081||web.example"]
+        assert group["changes"]["cds"]["removed"]["names"] == ["outbound|8080||web.example"]
+        # replicas: each server is asked, the answers are keyed by server
+        other = f"http://localhost:{registryd.http_port}"
+        both = cli("validate", "--diff", "--server", f"{url(registryd)},{other}", "-o", "json",
+                   str(candidate))  # fmt: skip
+        assert both.returncode == 0, both.stderr
+        answers = json.loads(both.stdout)
+        assert set(answers) == {url(registryd), other}
+        assert answers[other]["groups"] == answers[url(registryd)]["groups"]
+    finally:
+        loop.call(client.close())
