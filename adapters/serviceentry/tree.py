@@ -297,7 +297,7 @@ class FileTree:
             self.broken[source] = f"{source}: {' | '.join(reading.errors)}"
         else:
             self.broken.pop(source, None)
-        return self.table.load(source, reading.data)
+        return self.table.load(source, reading.data, reading.parsed)
 
     def _fail(self, source: str, problem: str) -> None:
         """``source`` cannot be used now; what it gave before stays in use."""
