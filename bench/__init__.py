@@ -1,2 +1,2 @@
-"""Benchmark scripts that print numbers (see the README's Benchmark section).  Run each
+"""Benchmark scripts that print numbers (see docs/performance.md).  Run each
 from the repository root as a module: ``python -m bench.<script> --help``."""

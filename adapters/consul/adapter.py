@@ -74,6 +74,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import logging
 import random
 import resource
@@ -262,6 +263,7 @@ class _Watch:
         self.target = target
         self.blocking = blocking
         self.failures = 0  # failed queries in a row
+        self.held = 0  # the index of the last reply reported (0: none, or a failure since)
         self.wake = asyncio.Event()  # a polled service: read it again
         loop = self._loop if blocking else self._poll
         self.task = asyncio.create_task(loop(run, report), name=f"consul:{target}")
@@ -273,10 +275,11 @@ class _Watch:
         backoff waited out); errors that fail the registry propagate."""
         try:
             if self.blocking and index > 0:
-                return self._succeeded(await run.query(self.target, index))
+                return self._succeeded(await run.query(self.target, index, self.held))
             async with run.polls if not self.blocking else run.reads:
-                return self._succeeded(await run.query(self.target, index))
+                return self._succeeded(await run.query(self.target, index, self.held))
         except ServiceQueryError as exc:
+            self.held = 0
             report(_Event(self, error=exc))
             delay = retry_delay(self.failures, run.jitter())
             self.failures += 1
@@ -289,13 +292,19 @@ class _Watch:
         self.failures = 0
         return reply
 
+    def _report(self, reply: Reply, report: Callable[[_Event], None]) -> None:
+        """Report ``reply`` unless it is the answer reported last (not even decoded)."""
+        if not reply.unchanged:
+            self.held = reply.index
+            report(_Event(self, reply=reply))
+
     async def _poll(self, run: _Run, report: Callable[[_Event], None]) -> None:
         try:
             while True:
                 reply = await self._attempt(run, report, 0)
                 if reply is None:
                     continue
-                report(_Event(self, reply=reply))
+                self._report(reply, report)
                 await self.wake.wait()  # set by a sweep, or by a check of this service
                 self.wake.clear()
         except Exception as exc:
@@ -314,7 +323,7 @@ class _Watch:
                 reply = await self._attempt(run, report, sent)
                 retrying = reply is None
                 if reply is None:  # start over with a query that answers at once
-                    index, last = 0, None
+                    index, last, self.held = 0, None, 0
                     continue
                 early = sent > 0 and run.clock() - started < run.settings.wait * EARLY
                 index = next_index(last, reply.index)
@@ -327,7 +336,7 @@ class _Watch:
                     )
                 limiter.record(early=early, moved=last is None or reply.index != last)
                 last = reply.index
-                report(_Event(self, reply=reply))
+                self._report(reply, report)
         except Exception as exc:
             report(_Event(self, error=exc))
 
@@ -370,7 +379,9 @@ class _Run:
         self.warned_filtered = False
         self.warned_anonymous = False
 
-    async def query(self, target: _Target, index: int) -> Reply:
+    async def query(self, target: _Target, index: int, held: int = 0) -> Reply:
+        """One GET of ``target`` (blocking at ``index`` when > 0); ``held``: the index
+        whose answer the caller holds, not decoded again (:func:`client.decode`)."""
         params: list[tuple[str, str]] = []
         if target.datacenter:
             params.append(("dc", target.datacenter))
@@ -382,9 +393,12 @@ class _Run:
             params.append(("stale", "1"))
         headers = self.client.prepare_headers()
         try:
+            decode = functools.partial(self.client.decode, held=held)
             reply: Reply = await self.client.http.get(
-                self.client.decode, target.path, params=params, headers=headers
+                decode, target.path, params=params, headers=headers
             )
+            if reply.unchanged:
+                return reply
             return dataclasses.replace(reply, data=target.parse(reply.data))
         except Exception as exc:  # not CancelledError: that is a BaseException
             message = f"{target}: {describe_error(exc)}"

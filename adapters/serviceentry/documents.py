@@ -27,12 +27,13 @@ import yaml
 from registryd.adapter import describe_error
 
 from .fields import located, warning
-from .schema import InvalidConfig, parse_document
+from .schema import InvalidConfig, ParsedFile, ServiceEntry, WorkloadEntry, parse_document
 from .yamlsafe import DEFAULT_LIMITS, DocumentProblem, Limits, load_documents
 
 __all__ = ["Kept", "Reading", "document_key", "read_documents"]
 
 DocKey = tuple[str, str, str]  # kind, namespace, name
+Document = ServiceEntry | WorkloadEntry
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +52,7 @@ class Reading:
     data: bytes | str
     errors: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()
+    parsed: ParsedFile | None = None  # ``data`` parsed, when every document is good
 
 
 def document_key(raw: Any) -> DocKey | None:
@@ -67,17 +69,16 @@ def document_key(raw: Any) -> DocKey | None:
     return (kind, namespace, name)
 
 
-def _problem(raw: Any, index: int, source: str) -> str | None:
-    """Why document ``index`` cannot be used, None if it can."""
+def _parse(raw: Any, index: int, source: str) -> Document | str:
+    """Document ``index`` parsed, or why it cannot be used."""
     if isinstance(raw, DocumentProblem):
         return f"document {index}: {raw.message}"
     try:
-        parse_document(raw, index=index, where=f"{source} #{index}")
+        return parse_document(raw, index=index, where=f"{source} #{index}")
     except InvalidConfig as exc:
         return str(exc)
     except Exception as exc:  # a validation bug must stay this document's problem
         return f"document {index}: cannot be validated ({describe_error(exc)})"
-    return None
 
 
 def read_documents(
@@ -91,25 +92,30 @@ def read_documents(
     loaded = load_documents(data, limits)
     by_key = {kept.key: kept for kept in previous if kept.key is not None}
     used: list[Kept] = []
+    parsed: list[Document] = []
     errors: list[str] = []
     warnings: list[str] = []
     for index, raw in enumerate(loaded, 1):
         if raw is None:  # an empty document, e.g. after a trailing ---
             continue
-        problem = _problem(raw, index, source)
+        document = _parse(raw, index, source)
         key = None if isinstance(raw, DocumentProblem) else document_key(raw)
-        if problem is None:
+        if not isinstance(document, str):
             used.append(Kept(key, raw))
+            parsed.append(document)
             label = f"document {index}" + (f" ({key[0]} {key[1]}/{key[2]})" if key else "")
             warnings.extend(warning(source, at, label, f) for at, f in located(data, index, raw))
             continue
+        problem = document
         before = by_key.get(key) if key is not None else _at(previous, len(used))
         if before is not None and all(before.key is None or k.key != before.key for k in used):
             used.append(before)
             problem += "; its last good version stays in use"
         errors.append(problem)
     if not errors:
-        return Reading(tuple(used), data, (), tuple(warnings))
+        raws = tuple(raw for raw in loaded if raw is not None)
+        whole = ParsedFile(source, tuple(parsed), raws)  # as parse_file would parse data
+        return Reading(tuple(used), data, (), tuple(warnings), whole)
     text = yaml.safe_dump_all([kept.raw for kept in used], sort_keys=False)
     return Reading(tuple(used), text, tuple(errors), tuple(warnings))
 

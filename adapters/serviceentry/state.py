@@ -39,16 +39,18 @@ class FileTable:
         self._sources: dict[str, tuple[Any, ...]] | None = {}
         self.changed: frozenset[str] = frozenset()
 
-    def load(self, source: str, data: bytes | str) -> bool:
-        """Parse the current content of ``source``; True if the usable state changed."""
+    def load(self, source: str, data: bytes | str, parsed: ParsedFile | None = None) -> bool:
+        """Parse the current content of ``source`` (``parsed``: ``data`` parsed already,
+        as :func:`~.schema.parse_file` would); True if the usable state changed."""
         if self._last.get(source) == data:
             return False
         self._last[source] = data
-        try:
-            parsed = parse_file(data, source)
-        except InvalidConfig as exc:
-            self._files.fail(source, str(exc))
-            return False
+        if parsed is None:
+            try:
+                parsed = parse_file(data, source)
+            except InvalidConfig as exc:
+                self._files.fail(source, str(exc))
+                return False
         previous = self._files.good(source, parsed)
         if previous is not None and self._sources is not None:
             self._sources = {**self._sources, source: parsed.raw}  # keeps the order

@@ -21,7 +21,7 @@ import errno
 import os
 import stat
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -209,19 +209,35 @@ class FileTree:
                 result[path] = None if info is None else _fingerprint(info)
         return result
 
-    def _rescan(self, touched: set[str] | None) -> bool:
+    def read(self, source: str, print_: Fingerprint) -> bool:
+        """Read ``source`` (of fingerprint ``print_``, from :func:`scan_tree`) now, as
+        the first reading does; True if the usable content changed."""
+        return self._read(source, print_, settle=False)
+
+    def read_all(self, *, keep: Collection[str] = ()) -> None:
+        """The first reading of the tree (:meth:`apply` with no argument), except that the
+        files of ``keep`` are neither read nor dropped: they hold what :meth:`take` gave
+        them (a preview's candidates, which need not exist)."""
+        if self._rescan(None, frozenset(keep)):
+            self.convert()
+
+    def _rescan(self, touched: set[str] | None, keep: Collection[str] = frozenset()) -> bool:
         scan = scan_tree(self.root, follow_outside=self.follow_outside)
         changed = False
-        for source in self.table.known - scan.files.keys() - scan.refused.keys():
+        for source in self.table.known - scan.files.keys() - scan.refused.keys() - set(keep):
             if not any(source.startswith(d + os.sep) for d in scan.blocked):
                 changed |= self._gone(source)
         for source, problem in scan.refused.items():
+            if source in keep:
+                continue
             self.seen.pop(source, None)
             self.unsettled.pop(source, None)
             self._fail(source, problem)
         for source in self.unsettled.keys() - scan.files.keys():
             del self.unsettled[source]
         for source, print_ in scan.files.items():
+            if source in keep:
+                continue
             if touched is None:  # the first reading: nothing to wait for
                 changed |= self._read(source, print_, settle=False)
             elif source in touched or self.seen.get(source) != print_:
@@ -257,6 +273,13 @@ class FileTree:
         except OSError as exc:
             self._fail(source, f"cannot read: {exc.strerror or exc}")
             return False
+        return self.take(source, data)
+
+    def take(self, source: str, data: bytes) -> bool:
+        """Use ``data`` as what was read from ``source`` now (at most one byte over the
+        size limit is enough to refuse it); True if the usable content changed.  Callers
+        then :meth:`convert`.  Also how a preview puts candidate content in place of a
+        file's (:mod:`.preview`)."""
         try:
             reading = read_documents(data, source, self.kept.get(source, ()), self.limits)
         except FileProblem as exc:
@@ -274,7 +297,7 @@ class FileTree:
             self.broken[source] = f"{source}: {' | '.join(reading.errors)}"
         else:
             self.broken.pop(source, None)
-        return self.table.load(source, reading.data)
+        return self.table.load(source, reading.data, reading.parsed)
 
     def _fail(self, source: str, problem: str) -> None:
         """``source`` cannot be used now; what it gave before stays in use."""
@@ -304,8 +327,12 @@ class FileTree:
         """:meth:`refresh` (all files when ``touched`` is None), then convert what changed;
         blocking work, run off the event loop."""
         if self.refresh(touched):
-            self.model = self.table.model()
-            self.touched_hosts |= self.table.changed
+            self.convert()
+
+    def convert(self) -> None:
+        """Convert what changed since the last conversion into :attr:`model`."""
+        self.model = self.table.model()
+        self.touched_hosts |= self.table.changed
 
     def replace(self) -> Replace:
         """The full state; what :meth:`changes` compares with from now on."""

@@ -47,7 +47,7 @@ MAX_DISPLAY_DEPTH = 64  # nesting shown on the debug port
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Limits:
-    """What one file may hold; see the README's "ServiceEntry / WorkloadEntry files"."""
+    """What one file may hold; see docs/registries/serviceentry.md."""
 
     max_bytes: int = 1 << 20
     max_documents: int = 1000

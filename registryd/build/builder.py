@@ -171,11 +171,18 @@ class SnapshotBuilder:
     """
 
     def __init__(
-        self, options: BuildOptions | None = None, clock: Callable[[], float] = time.time
+        self,
+        options: BuildOptions | None = None,
+        clock: Callable[[], float] = time.time,
+        *,
+        log_conflicts: bool = True,
     ) -> None:
         """``options``: the daemon's (from its Settings); None: the defaults, istiod's.
-        ``clock``: wall-clock seconds, for the creation time of MCP configs."""
+        ``clock``: wall-clock seconds, for the creation time of MCP configs.
+        ``log_conflicts``: log listener conflicts as they appear (off for a builder
+        whose snapshots are not served: a preview's)."""
         self.snapshot = EMPTY
+        self._log_conflicts = log_conflicts
         self._mcp = McpTables(clock)
         self._mcp_wanted = False  # want_mcp() was called
         self._mcp_built = False  # ... and a build placed every exported hostname since
@@ -452,7 +459,7 @@ class SnapshotBuilder:
         """Keep the listener conflicts of port ``number``; log them when they changed
         (at most :data:`_CONFLICTS_LOGGED` lines, the rest counted)."""
         found = tuple(sorted(conflicts, key=lambda c: (c.listener, c.hostname)))
-        if found and found != self.conflicts.get(number):
+        if self._log_conflicts and found and found != self.conflicts.get(number):
             for c in found[:_CONFLICTS_LOGGED]:
                 log.warning(
                     "listener %s: %s left out, %s already takes its traffic (conflict)",

@@ -35,6 +35,7 @@ Pure functions of the model.  The rules and the istiod code they follow:
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -135,7 +136,8 @@ def locality_endpoints(
         groups.setdefault(key, []).append(e)
     result = []
     for (region, zone, subzone), members in sorted(groups.items()):
-        total = sum(_weight(e) for e in members)
+        weights = [_weight(e) for e in members]
+        total = sum(weights)
         if total > MAX_WEIGHT:
             log.warning(
                 "cluster %s: locality %r weighs %d, more than 2^32-1; clamped",
@@ -148,9 +150,9 @@ def locality_endpoints(
             endpoint_components_pb2.LbEndpoint(
                 endpoint=endpoint_components_pb2.Endpoint(address=socket(e.address, e.port)),
                 health_status=_HEALTH[e.health],
-                load_balancing_weight=wrappers_pb2.UInt32Value(value=_weight(e)),
+                load_balancing_weight=wrappers_pb2.UInt32Value(value=weight),
             )
-            for e in members
+            for e, weight in zip(members, weights, strict=True)
         ]
         result.append(
             endpoint_components_pb2.LocalityLbEndpoints(
@@ -174,7 +176,9 @@ def build_cla(
     )
 
 
+@functools.cache
 def _circuit_breakers() -> circuit_breaker_pb2.CircuitBreakers:
+    """istiod's unlimited thresholds (one shared message: copied into each cluster)."""
     unlimited = wrappers_pb2.UInt32Value(value=MAX_WEIGHT)
     return circuit_breaker_pb2.CircuitBreakers(
         thresholds=[

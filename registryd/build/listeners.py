@@ -256,7 +256,7 @@ def _plan(
     leave another service of the port unreachable, registryd builds it as istiod builds
     its wildcard listener for a captured sidecar (TLS hosts by SNI, HTTP and TCP told
     apart by the HTTP inspector, HTTP hosts by route ``<port>``), so that every one
-    stays reachable (README: "Where registryd differs from istiod")."""
+    stays reachable (docs/xds.md: "Where registryd differs from istiod")."""
     members = [
         s
         for s in _in_istiod_order(services)

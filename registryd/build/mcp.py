@@ -4,7 +4,7 @@ An istiod whose ``meshConfig.configSources`` lists ``xds://<registryd>`` asks fo
 Istio config type and stores what it gets in an in-memory config store, validating each
 config with its schema (``pilot/pkg/bootstrap/configcontroller.go`` ``initConfigSources``;
 ``pkg/adsc/adsc.go`` ``handleMCP``).  This module says what registryd sends for one
-hostname of the exported view (README, "Feeding an existing Istio mesh", has the table):
+hostname of the exported view (docs/istio.md, "The mapping", has the table):
 
 * **one ServiceEntry per hostname**, named :func:`config_name` of the hostname (the
   hostname itself whenever it is a valid object name), in the service's namespace:

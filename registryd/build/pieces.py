@@ -7,6 +7,7 @@ this package compose them.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 
 from envoy.config.core.v3 import address_pb2, config_source_pb2
@@ -72,7 +73,10 @@ def port_endpoints(port: Port, endpoints: Iterable[Endpoint]) -> list[Endpoint]:
     return [e for e in endpoints if e.service_port == port.number]
 
 
+@functools.cache
 def router_filter() -> hcm_pb2.HttpFilter:
+    """The router filter (one shared message: callers copy it into theirs, never
+    change it)."""
     return hcm_pb2.HttpFilter(
         name="envoy.filters.http.router", typed_config=pack(router_pb2.Router())
     )

@@ -29,6 +29,7 @@ rules and the istiod code they follow (networking/core/httproute.go):
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Iterable, Mapping, Sequence
 
@@ -134,8 +135,10 @@ def service_virtual_host(
     )
 
 
-def _default_route(service: Service, port: int) -> route_components_pb2.Route:
-    retry = route_components_pb2.RetryPolicy(
+@functools.cache
+def _retry_policy() -> route_components_pb2.RetryPolicy:
+    """istiod's default retry policy (one shared message: copied into each route)."""
+    return route_components_pb2.RetryPolicy(
         retry_on=_RETRY_ON,
         num_retries=wrappers_pb2.UInt32Value(value=2),
         host_selection_retry_max_attempts=5,
@@ -146,6 +149,9 @@ def _default_route(service: Service, port: int) -> route_components_pb2.Route:
             )
         ],
     )
+
+
+def _default_route(service: Service, port: int) -> route_components_pb2.Route:
     return route_components_pb2.Route(
         name="default",
         match=route_components_pb2.RouteMatch(prefix="/"),
@@ -154,7 +160,7 @@ def _default_route(service: Service, port: int) -> route_components_pb2.Route:
             cluster=cluster_name(service.hostname, port),
             timeout=_NO_TIMEOUT,
             max_grpc_timeout=_NO_TIMEOUT,
-            retry_policy=retry,
+            retry_policy=_retry_policy(),
         ),
     )
 

@@ -283,6 +283,7 @@ class App:
             allow_remote_log_level=self.settings.allow_remote_log_level,
             log_level_changed=self.serving.set_log_level,
             log_scopes=self.log_scopes(),
+            live=self.push,
         )
         runner = web.AppRunner(make_app(sources), access_log=None)
         await runner.setup()

@@ -22,13 +22,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 
 from registryd.base.gcpolicy import FreezePolicy
 from registryd.base.health import TaskHealth
 from registryd.build.builder import SnapshotBuilder
 from registryd.build.clusters import BuildOptions
+from registryd.build.listeners import Conflict
 from registryd.registry.store import ChangeEvent, RegistryStore
 from registryd.xds.snapshot import Snapshot
 from registryd.xds.tracking import PushRecord
@@ -102,6 +104,15 @@ class PushController:
     @property
     def snapshot(self) -> Snapshot:
         return self._builder.snapshot
+
+    @property
+    def conflicts(self) -> Mapping[int, tuple[Conflict, ...]]:
+        """The listener conflicts of the last build, by port (read-only)."""
+        return MappingProxyType(self._builder.conflicts)
+
+    @property
+    def build_options(self) -> BuildOptions:
+        return self._builder.options
 
     def _on_change(self, event: ChangeEvent) -> None:
         batch = self._pending

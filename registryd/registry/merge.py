@@ -1,6 +1,6 @@
 """Merge rules: how the shards of several registries become one served service.
 
-Pure functions only.  The rules, which the README documents and the debug port shows:
+Pure functions only.  The rules, which docs/xds.md documents and the debug port shows:
 
 1. Every hostname is merged on its own.
 2. The service attributes (ports, resolution, location, labels, namespace…) come from the

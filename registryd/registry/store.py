@@ -40,7 +40,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Set
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
@@ -53,7 +53,7 @@ from registryd.model import Endpoint, Service, ShardKey
 from registryd.registry.merge import MergedService, merge_hostname
 from registryd.registry.types import DEFAULT_PRIORITY, AdapterType, defaults
 
-__all__ = ["ChangeEvent", "RegistryStore", "ShardState", "View", "bounded"]
+__all__ = ["ChangeEvent", "RegistryStore", "ShardState", "StoreCopy", "View", "bounded"]
 
 log = logging.getLogger("registryd.registry")
 
@@ -278,24 +278,92 @@ class RegistryStore:
         """The new merged result of each of ``hostnames`` whose result changed (``None``:
         no shard defines it any more), in the merge of all shards and in that of the
         exported ones."""
-        changes: _Changes = {}
-        exported: _Changes = {}
-        priorities = {k: s.effective_priority for k, s in self._shards.items()}
-        for host in hostnames:
-            contributions = {
-                k: (s.services[host], s.endpoints.get(host, ()))
+        return _merge_hosts(
+            hostnames,
+            {k: (s.services, s.endpoints) for k, s in self._shards.items()},
+            {k: s.effective_priority for k, s in self._shards.items()},
+            {k for k, s in self._shards.items() if s.exported},
+            (self._merged, self._exported),
+        )
+
+    def copy(self) -> StoreCopy:
+        """What the merge reads of every shard as of now, with the current view: a
+        value that any thread may merge again (:meth:`StoreCopy.with_shard`) while this
+        store goes on changing.  Costs a shallow copy of each shard's two dicts."""
+        return StoreCopy(
+            view=self._view,
+            shards={
+                k: (MappingProxyType(dict(s.services)), MappingProxyType(dict(s.endpoints)))
                 for k, s in self._shards.items()
-                if host in s.services
-            }
-            new = merge_hostname(host, contributions, priorities)
-            if new != self._merged.get(host):
-                changes[host] = new
-            mine = {k: c for k, c in contributions.items() if self._shards[k].exported}
-            if len(mine) != len(contributions):
-                new = merge_hostname(host, mine, priorities)
-            if new != self._exported.get(host):
-                exported[host] = new
-        return changes, exported
+            },
+            priorities={k: s.effective_priority for k, s in self._shards.items()},
+            exported=frozenset(k for k, s in self._shards.items() if s.exported),
+        )
+
+
+_Contribution = tuple[Mapping[str, Service], Mapping[str, tuple[Endpoint, ...]]]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StoreCopy:
+    """The store's shards and view at one moment (:meth:`RegistryStore.copy`), never
+    changed: enough to answer "what would be served if this shard held that" without
+    touching the store."""
+
+    view: View
+    shards: Mapping[ShardKey, _Contribution]
+    priorities: Mapping[ShardKey, int]
+    exported: frozenset[ShardKey]
+
+    def with_shard(self, key: ShardKey, update: Replace) -> View:
+        """The view as it would be if shard ``key`` received ``update`` (by the store's
+        rules: endpoints stamped with ``key``, the same merge); its version is the
+        current one.  Costs in proportion to the hostnames the shard holds now and in
+        ``update``.  ``key`` must be a shard of the copy (its priority is needed)."""
+        old_services, old_endpoints = self.shards[key]
+        services = {s.hostname: s for s in update.services}
+        endpoints = _group(key, update.endpoints)
+        touched = {*old_services, *old_endpoints, *services, *endpoints}
+        shards = {**self.shards, key: (services, endpoints)}
+        merged, exported = self.view.services, self.view.exported
+        changes, exported_changes = _merge_hosts(
+            touched, shards, self.priorities, self.exported, (merged, exported)
+        )
+        new_merged = _apply(_persistent(merged), changes)
+        if exported is merged and len(self.exported) == len(self.shards):
+            return View(self.view.version, new_merged, new_merged)
+        new_exported = _apply(_persistent(exported), exported_changes)
+        return View(self.view.version, new_merged, new_exported)
+
+
+def _merge_hosts(
+    hostnames: Iterable[str],
+    shards: Mapping[ShardKey, _Contribution],
+    priorities: Mapping[ShardKey, int],
+    exported_shards: Set[ShardKey],
+    current: tuple[Mapping[str, MergedService], Mapping[str, MergedService]],
+) -> tuple[_Changes, _Changes]:
+    """The merged result of each of ``hostnames`` that differs from ``current`` (the
+    merge of every shard, and that of the ``exported_shards``); ``None``: no shard
+    defines it any more."""
+    changes: _Changes = {}
+    exported: _Changes = {}
+    merged, merged_exported = current
+    for host in hostnames:
+        contributions = {
+            k: (services[host], endpoints.get(host, ()))
+            for k, (services, endpoints) in shards.items()
+            if host in services
+        }
+        new = merge_hostname(host, contributions, priorities)
+        if new != merged.get(host):
+            changes[host] = new
+        mine = {k: c for k, c in contributions.items() if k in exported_shards}
+        if len(mine) != len(contributions):
+            new = merge_hostname(host, mine, priorities)
+        if new != merged_exported.get(host):
+            exported[host] = new
+    return changes, exported
 
 
 _Changes = dict[str, MergedService | None]
@@ -308,6 +376,11 @@ def _services_changed(merged: Mapping[str, MergedService], changes: _Changes) ->
         if old is None or new is None or old.service != new.service:
             return True
     return False
+
+
+def _persistent(merged: Mapping[str, MergedService]) -> immutables.Map[str, MergedService]:
+    """``merged`` as the persistent map views hold (itself, when it is one)."""
+    return merged if isinstance(merged, immutables.Map) else immutables.Map(merged)
 
 
 def _apply(

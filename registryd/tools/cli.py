@@ -158,7 +158,8 @@ def _parser() -> argparse.ArgumentParser:
         ("--log_as_json", "write each log line as one JSON object"),
         (
             "--allowRemoteLogLevel",
-            "let non-loopback peers change log levels (PUT /debug/logging/{scope})",
+            "let non-loopback peers change log levels (PUT /debug/logging/{scope}) "
+            "and ask previews (POST /debug/preview)",
         ),
     ):
         d.add_argument(

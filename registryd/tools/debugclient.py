@@ -46,6 +46,7 @@ __all__ = [
     "get",
     "json_body",
     "parse_head",
+    "post",
 ]
 
 MAX_ANSWER = 64 << 20  # bytes of one body: a config dump of a large mesh fits
@@ -206,7 +207,10 @@ def _target(url: str) -> tuple[str, int, ssl.SSLContext | None, str]:
     return parts.hostname, port, context, target
 
 
-async def _exchange(url: str, limit: int, connected: list[bool]) -> Answer:
+async def _exchange(
+    url: str, limit: int, connected: list[bool], body: bytes | None = None
+) -> Answer:
+    """GET ``url``, or POST ``body`` (JSON) to it."""
     host, port, context, target = _target(url)
     try:
         reader, writer = await asyncio.open_connection(host, port, ssl=context, limit=MAX_LINE)
@@ -215,24 +219,38 @@ async def _exchange(url: str, limit: int, connected: list[bool]) -> Answer:
     connected.append(True)
     try:
         authority = f"[{host}]" if ":" in host else host
+        method, sent = ("GET", b"") if body is None else ("POST", body)
+        framing = (
+            ""
+            if body is None
+            else f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+        )
         writer.write(
-            f"GET {target} HTTP/1.1\r\nHost: {authority}:{port}\r\nAccept: application/json\r\n"
+            f"{method} {target} HTTP/1.1\r\nHost: {authority}:{port}\r\n"
+            f"Accept: application/json\r\n{framing}"
             f"User-Agent: registryd/{__version__}\r\nConnection: close\r\n\r\n".encode()
+            + sent
         )
         await writer.drain()
         status, headers = await _head(reader)
         length = body_length(headers, limit)
         if length is not None:
-            body = await _exactly(reader, length)
+            answer = await _exactly(reader, length)
         elif "transfer-encoding" in headers:
-            body = await _chunked(reader, limit)
+            answer = await _chunked(reader, limit)
         else:
-            body = await _until_closed(reader, limit)
-        return Answer(status, body)
+            answer = await _until_closed(reader, limit)
+        return Answer(status, answer)
     except OSError as exc:
         raise BadAnswer(f"connection broken: {getattr(exc, 'strerror', None) or exc}") from None
     finally:
         writer.transport.abort()  # nothing more to say to it, nor to wait for
+
+
+def post(url: str, body: bytes, *, timeout: float, limit: int = MAX_ANSWER) -> Answer:
+    """:func:`get`, but POST ``body`` (JSON) to ``url``: the same deadline, limits and
+    errors."""
+    return _call(url, timeout, limit, body)
 
 
 def get(url: str, *, timeout: float, limit: int = MAX_ANSWER) -> Answer:
@@ -240,11 +258,15 @@ def get(url: str, *, timeout: float, limit: int = MAX_ANSWER) -> Answer:
     bytes: :class:`Unreachable` without a connection, :class:`BadAnswer` for an answer
     that is malformed, over the limit or not complete in time (see the module
     docstring)."""
+    return _call(url, timeout, limit, None)
+
+
+def _call(url: str, timeout: float, limit: int, body: bytes | None) -> Answer:
     connected: list[bool] = []
 
     async def bounded() -> Answer:
         async with asyncio.timeout(timeout):
-            return await _exchange(url, limit, connected)
+            return await _exchange(url, limit, connected, body)
 
     try:
         return asyncio.run(bounded())

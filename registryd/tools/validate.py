@@ -1,7 +1,8 @@
 """``registryd validate``: check configuration offline, before the daemon reads it.
 
 What is checked and how is :mod:`registryd.tools.configcheck`; this module is the command:
-its flags, text and JSON output, and exit status: 0 when nothing reaches
+its flags, text and JSON output, and exit status (with ``--diff``, a preview on running
+instances instead: :mod:`registryd.tools.preview`): 0 when nothing reaches
 ``--failure-threshold`` (errors, by default, as ``istioctl analyze``), 1 otherwise, 2
 for a usage error (raised as ConfigError).  The checks are imported only when the
 command runs, so the other commands do not pay for them.
@@ -84,11 +85,42 @@ def register(subparsers: Any) -> None:
         default="error",
         help="the severity that makes the exit status 1 (default: error)",
     )
+    v.add_argument(
+        "--diff",
+        action="store_true",
+        help="preview the candidate files on running registryd instances (--server): what "
+        "each group of connected proxies would get added, removed and changed; nothing "
+        "is applied. Exit 0: it ran; 1: the files have errors; 2: bad server or usage",
+    )
+    v.add_argument(
+        "--server",
+        action="append",
+        metavar="URL",
+        help="with --diff: debug URL of a registryd instance (repeat, or comma-separate, "
+        "for replicas)",
+    )
+    v.add_argument(
+        "--registry", default="", help="with --diff: the serviceentry registry, if several"
+    )
+    v.add_argument(
+        "--timeout",
+        type=float,
+        default=120.0,
+        help="with --diff: seconds one preview may take in all (default 120)",
+    )
     v.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
     """Run ``registryd validate`` with parsed ``args``; the exit status."""
+    if args.diff:
+        from registryd.tools import preview
+
+        return preview.run(args, out or sys.stdout)
+    if args.server:
+        from registryd.adapter import ConfigError
+
+        raise ConfigError("validate: --server is for --diff (a preview on a running registryd)")
     from registryd.adapter import ConfigError
     from registryd.daemon.config import kubernetes_flag_defaults
     from registryd.daemon.configure import eds_for_headless

@@ -29,6 +29,7 @@ from registryd.model import ShardKey
 from registryd.registry.store import RegistryStore
 from registryd.web import views
 from registryd.web.logging_api import logging_routes
+from registryd.web.preview import LiveBuild, preview_routes
 from registryd.xds.streams import Streams
 from registryd.xds.tracking import PushRecord
 
@@ -60,6 +61,8 @@ ENDPOINTS: Mapping[str, str] = {
     "/debug/push_status": "problems in the current view",
     "/debug/pushz": "the last pushes: trigger, debounce, sent to whom, time to ACK "
     "(?proxyID=, ?limit=)",
+    "/debug/preview": "POST candidate ServiceEntry/WorkloadEntry files: what they would change "
+    "for each group of connected proxies, nothing applied (from localhost)",
     "/debug/console": "what the web console (/ui) shows, compact: registries, services, "
     "clients and their sync state, the last pushes with the proxies still pending",
     "/debug/logging": "log scopes and levels; PUT /debug/logging/<scope> from localhost",
@@ -114,6 +117,7 @@ class DebugSources:
     allow_remote_log_level: bool = False
     log_level_changed: Callable[[str, int], None] | None = None  # told (logger, level)
     log_scopes: Mapping[str, str] = field(default_factory=dict)  # adapters': -> description
+    live: LiveBuild | None = None  # the push, for /debug/preview (None: no previews)
 
 
 def _json(data: Any, status: int = 200) -> web.Response:
@@ -387,4 +391,14 @@ def make_app(src: DebugSources) -> web.Application:
             described=src.log_scopes,
         )
     )
+    if src.live is not None:
+        app.router.add_routes(
+            preview_routes(
+                store=src.store,
+                live=src.live,
+                streams=src.streams,
+                registries=src.registries,
+                allow_remote=src.allow_remote_log_level,
+            )
+        )
     return app

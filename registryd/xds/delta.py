@@ -236,7 +236,7 @@ class DeltaConnection(Connection):
     def version_of(self, snapshot: Snapshot, type_url: str, name: str) -> str:
         """The version ``name`` of ``type_url`` is sent with from ``snapshot`` ("" if this
         connection sees no such resource)."""
-        found = self._lookup(snapshot, self._tables(type_url), name)
+        found = self._lookup(snapshot, self.tables(type_url), name)
         return resource_version(self._prefix, *found) if found is not None else ""
 
     def _candidates(
@@ -255,7 +255,7 @@ class DeltaConnection(Connection):
         return sorted({n for n in changed if n in names or n in held} | state.forced)
 
     def _plan_delta(self, snapshot: Snapshot, state: DeltaTypeState) -> DeltaPlanned | None:
-        tables = self._tables(state.type_url)
+        tables = self.tables(state.type_url)
         if state.initial:
             self._take_initial(snapshot, tables, state)
         candidates = self._candidates(snapshot, tables, state)

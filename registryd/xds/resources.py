@@ -2,7 +2,7 @@
 
 The serving side (snapshots, streams, debug views) and the builders agree on these;
 nothing here builds a resource (the builders are :mod:`registryd.build.builder`).  Names follow
-Istio's conventions (see README):
+Istio's conventions (see docs/xds.md):
 
 * Cluster and ClusterLoadAssignment ``outbound|<port>||<hostname>``
 * sidecar Listener ``<bind>_<port>``

@@ -13,6 +13,7 @@ that serves snapshots depends on it alone.
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -72,7 +73,14 @@ STATIC_NAMES = frozenset({PASSTHROUGH_CLUSTER, BLACKHOLE_CLUSTER, VIRTUAL_OUTBOU
 HISTORY = 64  # how many versions of change sets a snapshot remembers
 
 
+_SMALL_VARINTS = tuple(bytes((n,)) for n in range(0x80))
+
+
 def _varint(value: int) -> bytes:
+    if value < 0x80:
+        return _SMALL_VARINTS[value]
+    if value < 0x4000:
+        return bytes((value & 0x7F | 0x80, value >> 7))
     out = bytearray()
     while True:
         bits = value & 0x7F
@@ -101,8 +109,14 @@ class Resource:
 
     @classmethod
     def make(cls, type_url: str, name: str, version: int, body: bytes) -> Resource:
-        packed = encode_field(1, type_url.encode()) + encode_field(2, body)
+        packed = _type_url_field(type_url) + encode_field(2, body)
         return cls(name, version, body, encode_field(2, packed))
+
+
+@functools.lru_cache(maxsize=64)
+def _type_url_field(type_url: str) -> bytes:
+    """An ``Any``'s ``type_url`` field; there are a handful of type URLs."""
+    return encode_field(1, type_url.encode())
 
 
 class ResponseCache:

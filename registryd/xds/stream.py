@@ -72,7 +72,7 @@ from registryd.xds.snapshot import (
     scoped,
 )
 
-__all__ = ["ORDER", "Connection", "Digest", "Interner", "Planned", "TypeState"]
+__all__ = ["ORDER", "Connection", "Digest", "Interner", "Planned", "TypeState", "layered"]
 
 
 ORDER = (res.CLUSTER_TYPE, res.ENDPOINT_TYPE, res.LISTENER_TYPE, res.ROUTE_TYPE)
@@ -151,7 +151,7 @@ def _empty(table: str, name: str) -> Resource:
     return Resource.make(res.ROUTE_TYPE, name, 0, body)
 
 
-def _layered(snapshot: Snapshot, tables: tuple[str, ...]) -> Mapping[str, Resource]:
+def layered(snapshot: Snapshot, tables: tuple[str, ...]) -> Mapping[str, Resource]:
     """``tables`` of ``snapshot`` merged by name, later tables winning."""
     present = [snapshot.tables[t] for t in tables if t in snapshot.tables]
     if len(present) == 1:
@@ -366,9 +366,10 @@ class Connection:
                 out.append(planned)
         return out
 
-    def _tables(self, type_url: str) -> tuple[str, ...]:
+    def tables(self, type_url: str) -> tuple[str, ...]:
         """The tables this connection reads for a type: the plain one, then the overlay
-        of its namespace (services exported only to some namespaces)."""
+        of its namespace (services exported only to some namespaces).  Connections that
+        read the same tables see the same resources (:func:`layered`)."""
         if type_url == res.ENDPOINT_TYPE:
             return (EDS,)
         if res.is_config_type(type_url):
@@ -384,7 +385,7 @@ class Connection:
     def visible(self, snapshot: Snapshot, type_url: str) -> Mapping[str, Resource]:
         """Every resource of ``type_url`` in ``snapshot`` this connection can see, by
         name (its namespace overlay over the plain table), whatever it subscribed to."""
-        return _layered(snapshot, self._tables(type_url))
+        return layered(snapshot, self.tables(type_url))
 
     def _changed(
         self, snapshot: Snapshot, tables: tuple[str, ...], since: int
@@ -398,7 +399,7 @@ class Connection:
         return result
 
     def _plan_type(self, snapshot: Snapshot, state: TypeState) -> Planned | None:
-        tables = self._tables(state.type_url)
+        tables = self.tables(state.type_url)
         changed = None if state.force_all else self._changed(snapshot, tables, state.synced_version)
         key: tuple[object, ...]
         if full_state(state.type_url):
@@ -442,7 +443,7 @@ class Connection:
         stream).  Its nonce is unique per snapshot and response content, so it is
         unique on every stream (a stream never gets the same content twice in a row from
         one snapshot unless it re-subscribed, and then the repeat is harmless)."""
-        resources = _layered(snapshot, tables)
+        resources = layered(snapshot, tables)
         table = tables[0]
         wanted = key[1]
         chosen: list[Resource]

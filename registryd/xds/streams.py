@@ -46,9 +46,11 @@ LISTINGS: dict[str, Callable[[list[Connection], str, bool], list[JSON]]] = {
     "connections": lambda conns, proxy, _: views.connections(conns, proxy),
     "adsz": views.adsz,
     "syncz": lambda conns, proxy, _: views.syncz(conns, proxy),
+    "tables": lambda conns, proxy, _: views.tables(conns, proxy),
     "console": lambda conns, proxy, _: views.console(conns, proxy),
 }
-"""Per-connection views, by the name of their endpoint under ``/debug/``."""
+"""Per-connection views, by the name of their endpoint under ``/debug/`` (``tables``:
+what ``/debug/preview`` groups clients by; ``console``: the clients of ``/debug/console``)."""
 
 
 class Streams(Protocol):

@@ -21,7 +21,7 @@ from registryd.xds import resources as res
 from registryd.xds.delta import DeltaTypeState
 from registryd.xds.stream import ORDER, Connection, TypeState
 
-__all__ = ["CLIENT_TEXT", "adsz", "connections", "console", "rfc3339", "syncz"]
+__all__ = ["CLIENT_TEXT", "adsz", "connections", "console", "rfc3339", "syncz", "tables"]
 
 JSON = dict[str, Any]
 CLIENT_TEXT = 1024  # characters of client-supplied text (node fields, ids) shown
@@ -155,6 +155,25 @@ def syncz(conns: Iterable[Connection], proxy_id: str = "") -> list[JSON]:
             }
         )
     return out
+
+
+def tables(conns: Iterable[Connection], proxy_id: str = "") -> list[JSON]:
+    """Per client, the tables it reads for each Envoy type it asked for (full type URL
+    to table names, :meth:`Connection.tables`): clients with equal ``tables`` see the
+    same resources.  What a preview of a change compares (``/debug/preview``)."""
+    return [
+        {
+            "proxyID": clip(c.proxy_id, CLIENT_TEXT),
+            "connectionID": c.id,
+            "client": c.client_kind,
+            "namespace": c.namespace,
+            "tables": {
+                t: list(c.tables(t)) for t in ORDER if t in c.states and c.states[t].requested
+            },
+        }
+        for c in sorted(conns, key=lambda c: c.connected_at)
+        if _matches(c, proxy_id)
+    ]
 
 
 NACK_SHOWN = 512  # characters of a NACK's error text in the console's listing

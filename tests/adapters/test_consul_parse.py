@@ -6,7 +6,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from consul.base import ConsulException, Response
 
+from registryd.adapters.consul.client import decode
+from registryd.adapters.consul.faults import ConsulError
 from registryd.adapters.consul.parse import (
     EntryError,
     Options,
@@ -18,6 +21,7 @@ from registryd.adapters.consul.parse import (
     service_kind,
     tag_labels,
 )
+from registryd.jsonbound import JsonLimits
 from registryd.model import Health, Labels
 from tests.adapters.consul_entries import check, convert, entry, proxy_entry
 
@@ -232,3 +236,21 @@ def test_service_kind() -> None:
     assert service_kind(entry()) == ""
     assert service_kind(proxy_entry(kind="mesh-gateway")) == "mesh-gateway"
     assert service_kind({"Service": None}) == "" and service_kind([]) == ""
+
+
+def test_a_reply_at_the_index_held_is_not_decoded_again() -> None:
+    """A reply at the index whose answer the caller holds is not parsed (its body is the
+    one held: Consul moves a query's index with every change to its answer); any other
+    index, or no index held, is parsed, and an error status still raises."""
+    limits = JsonLimits()
+    same = Response(200, {"X-Consul-Index": "42"}, "not json at all")
+    reply = decode(same, limits, held=42)
+    assert reply.unchanged and reply.index == 42 and reply.data is None
+    with pytest.raises(ConsulError, match="Failed to decode JSON"):
+        decode(same, limits, held=41)  # moved: decoded, and this body is not JSON
+    with pytest.raises(ConsulError, match="Failed to decode JSON"):
+        decode(same, limits)  # nothing held
+    fresh = decode(Response(200, {"X-Consul-Index": "43"}, "[]"), limits, held=42)
+    assert not fresh.unchanged and fresh.data == [] and fresh.index == 43
+    with pytest.raises(ConsulException):
+        decode(Response(500, {"X-Consul-Index": "42"}, "boom"), limits, held=42)

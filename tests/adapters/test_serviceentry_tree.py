@@ -159,3 +159,34 @@ async def test_a_file_written_in_chunks_is_read_once_complete(root: Path) -> Non
         assert [e.address for e in upsert.endpoints] == addresses
     finally:
         await feed.close()
+
+
+def test_a_good_file_is_loaded_and_validated_once(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Reading a file whose documents are all good parses its YAML and validates each
+    document once (the table takes what the reading parsed), and the table holds what
+    parsing the file on its own gives; a file with a broken document still works."""
+    from registryd.adapters.serviceentry import documents, schema
+
+    loads: list[int] = []
+    real_load = documents.load_documents
+
+    def counting(data: bytes | str, *args: object) -> list[object]:
+        loads.append(1)
+        return real_load(data, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(documents, "load_documents", counting)
+    monkeypatch.setattr(schema, "load_documents", counting)
+    text = entry("b.example", "10.0.0.2") + "---\n" + entry("c.example", "10.0.0.3")
+    path = edit(root / "team" / "b.yaml", text)
+    tree = tree_module.FileTree(str(root))
+    loads.clear()
+    assert tree.take(path, text.encode())
+    assert len(loads) == 1
+    held = tree.table._files.get(path)
+    assert held == schema.parse_file(text.encode(), path)
+
+    broken = entry("b.example", "10.0.0.9") + "---\nkind: ServiceEntry\nspec: 3\n"
+    assert tree.take(path, broken.encode())
+    assert [e.address for e in tree.table.model().endpoints["b.example"]] == ["10.0.0.9"]

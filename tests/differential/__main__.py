@@ -105,7 +105,7 @@ async def report(args: argparse.Namespace) -> None:
         f"{total.resources} istiod resources: {count} differences on "
         f"{len(total.by_group)} field paths ({time.monotonic() - started:.1f} s); "
         f"{refusals} inputs istiod refused and registryd took; {ambiguous} not compared "
-        "(istiod's answer is not one definition: README rows)"
+        "(istiod's answer is not one definition: docs/xds.md rows)"
     )
 
 

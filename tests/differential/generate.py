@@ -422,7 +422,7 @@ async def run(args: argparse.Namespace) -> None:
         f"{count} differences on {len(total.by_group)} field paths; "
         f"istiod refused {refused_both + refused_only_istiod} "
         f"({refused_both} registryd refused too, {refused_only_istiod} registryd took); "
-        f"{ambiguous} not compared (istiod's answer is not one definition: README rows); "
+        f"{ambiguous} not compared (istiod's answer is not one definition: docs/xds.md rows); "
         f"{elapsed:.1f} s, {len(texts) / elapsed:.2f} inputs/s"
     )
 

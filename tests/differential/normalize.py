@@ -1,6 +1,6 @@
 """What is taken out of both servers' answers before they are compared: a short list of
 rules, each naming what it removes or rewrites and why, and each one a row of the
-README's "Where registryd differs from istiod" table (``row``: the text its first cell
+"Where registryd differs from istiod" table of docs/xds.md (``row``: the text its first cell
 starts with; a test checks the table has it).  Nothing else is normalized away: any
 other difference fails the comparison.
 
@@ -43,7 +43,7 @@ class Rule:
     name: str
     what: str  # what it removes or rewrites
     why: str
-    row: str  # the README row it corresponds to ("" only for the harness's own marker)
+    row: str  # the docs/xds.md row it corresponds to ("" only for the harness's own marker)
     apply: Callable[[Served, str], None]
 
 

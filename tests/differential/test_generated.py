@@ -60,7 +60,7 @@ def _agree(pair: Pair, text: str) -> None:
     try:
         outcome = asyncio.run(differences(pair, text))
     except Ambiguous:
-        reject()  # a README row: istiod's answer is not one definition
+        reject()  # a docs/xds.md row: istiod's answer is not one definition
     except IstiodRefused as refused:  # the generator's inputs are all meant to be valid
         raise AssertionError(
             f"istiod refused a generated input (registryd: {refused.registryd_errors or 'took it'})"

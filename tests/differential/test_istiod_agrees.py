@@ -6,7 +6,7 @@ sidecar, one with ``INTERCEPTION_MODE: NONE``, a proxyless gRPC client) gets for
 input of the corpus: Istio's own ServiceEntry test data (when the shared conformance data
 is beside the project), the project's examples and test fixtures.  An input istiod
 answers differently from push to push, or builds from several entries at once
-(:func:`tests.differential.servers.ambiguity`: rows of the README's table), is not
+(:func:`tests.differential.servers.ambiguity`: rows of docs/xds.md's table), is not
 compared.
 ``python -m tests.differential <paths>`` prints every remaining difference.
 """
@@ -35,7 +35,7 @@ async def test_every_node_is_served_what_istiod_serves_on_every_input(pair: Pair
         except IstiodRefused:
             continue  # istiod keeps its previous state: nothing to compare
         except Ambiguous:
-            continue  # a README row: istiod's answer is not one definition
+            continue  # a docs/xds.md row: istiod's answer is not one definition
     examples = {str(p) for p in istio_inputs([ROOT / "examples"])}
     assert examples and examples <= compared  # the examples at least were compared
     assert found == [], "\n".join(found)

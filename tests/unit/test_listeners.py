@@ -209,7 +209,7 @@ def test_an_auto_detected_service_with_a_listener_of_its_own_gets_a_route_of_its
     # the catch-all TCP chain bounds its handshake too
     assert listener.default_filter_chain.transport_socket_connect_timeout.seconds == 15
     # two sniffed services sharing loopback: the port's route tells them apart by Host
-    # (istiod gives the listener to the first; README: where registryd differs)
+    # (istiod gives the listener to the first; docs/xds.md: where registryd differs)
     two, _ = build_listeners(7000, [svc("a.example", auto), svc("b.example", auto)], Mode.LOCAL)
     (listener,) = two.values()
     assert chains(listener)[0][-1] == "rds:7000"
@@ -229,7 +229,7 @@ def test_http_and_tcp_services_on_one_port_are_told_apart_by_the_http_inspector(
     ]
     assert conflicts == []
     # sharing loopback, both stay reachable the same way (istiod keeps the first only;
-    # README: where registryd differs)
+    # docs/xds.md: where registryd differs)
     listeners, conflicts = build_listeners(
         9000,
         [svc("a.example", Port(number=9000, protocol="HTTP")), tcp("b.example", 9000)],

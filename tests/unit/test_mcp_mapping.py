@@ -1,5 +1,5 @@
 """What an istiod reads over MCP for one merged hostname (registryd.build.mcp): one test
-per row of the README's mapping table, and the builder's MCP tables."""
+per row of docs/istio.md's mapping table, and the builder's MCP tables."""
 
 from __future__ import annotations
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
+import random
 
 import pytest
 
@@ -14,6 +16,7 @@ from registryd.model import (
     Service,
     ShardKey,
     is_http,
+    is_ip,
 )
 
 
@@ -165,3 +168,49 @@ def test_endpoint_zero_weight_is_accepted_and_labels_normalised() -> None:
 
 def test_shard_key_str() -> None:
     assert str(ShardKey("consul", "dc1")) == "consul/dc1"
+
+
+def test_is_ip_decides_as_ipaddress_does() -> None:
+    """``is_ip`` answers the plain forms with the C parser and the rest with
+    ``ipaddress``: on random strings made of address characters, and on the forms
+    where parsers disagree (leading zeros, scoped IPv6, embedded IPv4), it says what
+    ``ipaddress.ip_address`` says."""
+    rng = random.Random(7)
+    alphabet = "0123456789abcdefABCDEF:.%x \x00"
+    samples = [
+        "10.0.0.1",
+        "010.0.0.1",
+        "1.2.3",
+        "1.2.3.4.5",
+        "256.1.1.1",
+        "::",
+        "::1",
+        "fe80::1%eth0",
+        "::ffff:1.2.3.4",
+        "1:2:3:4:5:6:7:8",
+        "1:2:3:4:5:6:7:8:9",
+        "00000::1",
+        "[::1]",
+        "1.2.3.4 ",
+        "",
+        "example.com",
+        "1.2.3.4/32",
+    ]
+    samples += [
+        "".join(rng.choice(alphabet) for _ in range(rng.randint(1, 16))) for _ in range(20000)
+    ]
+    samples += [
+        ".".join(str(rng.choice([0, 1, 99, 255, 256, "01", "00"])) for _ in range(4))
+        for _ in range(2000)
+    ]
+
+    def reference(address: str) -> bool:
+        try:
+            ipaddress.ip_address(address)
+        except ValueError:
+            return False
+        return True
+
+    wrong = [s for s in samples if is_ip(s) != reference(s)]
+    assert wrong == []
+    assert sum(map(reference, samples)) > 200  # both answers are exercised

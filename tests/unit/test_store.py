@@ -359,3 +359,21 @@ def test_problems_within_the_bounds_are_kept_as_they_are() -> None:
     assert bounded(problems) is problems
     long_name = Problems(errors={"s" * (MAX_SOURCE + 1): "bad"})
     assert list(bounded(long_name).errors) == ["s" * MAX_SOURCE + "...(1 more chars)"]
+
+
+def test_a_copy_merges_a_replaced_shard_as_the_store_would_without_touching_it(
+    store: RegistryStore,
+) -> None:
+    store.apply(A, Replace(services=(svc("x.example"), svc("y.example"))))
+    store.apply(B, Replace(services=(svc("x.example"),), endpoints=(ep("x.example", "10.9.9.9"),)))
+    copy = store.copy()
+    view = store.view
+    update = Replace(services=(svc("x.example"), svc("z.example")), endpoints=(ep("x.example"),))
+    candidate = copy.with_shard(A, update)
+    assert store.view is view and set(store.shards[A].services) == {"x.example", "y.example"}
+    # what the store itself makes of the same update
+    store.apply(A, update)
+    assert dict(candidate.services) == dict(store.view.services)
+    assert dict(candidate.exported) == dict(store.view.exported)
+    assert candidate.version == view.version  # a candidate, not a new version
+    assert {e.source for e in candidate.services["x.example"].endpoints} == {A, B}

@@ -1,0 +1,158 @@
+"""``registryd validate --diff --server URL FILE|DIR...``: what candidate ServiceEntry /
+WorkloadEntry files would change for the proxies of running registryd instances.
+
+The files are sent to each ``--server``'s ``POST /debug/preview``
+(:mod:`registryd.web.preview`), which builds what it would serve with them in place of
+its files of the same path and compares it, per group of connected proxies, with what it
+serves now; nothing is applied.  A file argument is sent under the path given; the files
+of a directory argument (read as the file registry reads a directory) under their path
+inside it.
+
+Output: per server, the files placed, the candidate's errors and warnings, then one
+block per group of proxies (``-o json``: the server's answer as is; with several
+servers, an object by server URL).  Exit status: 0 when every preview ran (changes or
+not), 1 when a candidate file has errors, 2 for a usage error or a server that cannot be
+used (raised as ConfigError: one line).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from collections.abc import Mapping
+from typing import Any, TextIO
+
+from registryd.adapter import ConfigError
+from registryd.tools import debugclient
+from registryd.tools.debugclient import BadAnswer, Unreachable, json_body
+
+__all__ = ["read_candidates", "render_text", "run"]
+
+_TYPES = ("cds", "eds", "lds", "rds")
+
+
+def _read(path: str) -> str:
+    from registryd.adapters.serviceentry.yamlsafe import DEFAULT_LIMITS
+    from registryd.daemon.config import Unreadable, read_regular
+
+    try:
+        data = read_regular(path, DEFAULT_LIMITS.max_bytes)
+    except (OSError, Unreadable) as exc:
+        raise ConfigError(f"{path}: {getattr(exc, 'strerror', None) or exc}") from None
+    return data.decode("utf-8", "surrogateescape")
+
+
+def read_candidates(paths: list[str]) -> dict[str, str]:
+    """The candidate files of the command line, name -> content (see the module
+    docstring); ConfigError for a path that cannot be read."""
+    from registryd.adapters.serviceentry.tree import scan_tree
+
+    if not paths:
+        raise ConfigError("validate --diff: name the candidate files or directories")
+    files: dict[str, str] = {}
+    for path in paths:
+        if os.path.isdir(path):
+            try:
+                scan = scan_tree(path)
+            except OSError as exc:
+                raise ConfigError(f"{path}: {exc.strerror or exc}") from None
+            for found in sorted(scan.files):
+                files[os.path.relpath(found, path)] = _read(found)
+        elif os.path.lexists(path):
+            files[os.path.normpath(path)] = _read(path)
+        else:
+            raise ConfigError(f"{path}: no such file or directory")
+    return files
+
+
+def _ask(server: str, body: bytes, args: argparse.Namespace) -> dict[str, Any]:
+    url = server.rstrip("/") + "/debug/preview"
+    try:
+        answer = debugclient.post(url, body, timeout=args.timeout)
+        value = json_body(answer.body)
+    except (Unreachable, BadAnswer) as exc:
+        raise ConfigError(f"{server}: {exc}") from None
+    if not isinstance(value, dict):
+        raise ConfigError(f"{url}: answered {answer.status} without a JSON object")
+    if answer.status != 200:
+        reason = str(value.get("error", "no reason given"))[:500]
+        raise ConfigError(f"{url}: answered {answer.status}: {reason}")
+    if not isinstance(value.get("groups"), list) or not isinstance(value.get("errors"), dict):
+        raise ConfigError(f"{url}: not a preview answer")
+    return value
+
+
+def _names(found: Mapping[str, Any]) -> list[str]:
+    names = [str(n) for n in found.get("names", [])]
+    if found.get("more"):
+        names.append(f"... and {found['more']} more")
+    return names
+
+
+def _group(index: int, group: Mapping[str, Any], out: TextIO) -> None:
+    proxies = group.get("proxies", {})
+    count, ids = proxies.get("count", 0), [str(i) for i in proxies.get("ids", [])]
+    shown = ", ".join(ids) + (", ..." if count > len(ids) else "")
+    changes = group.get("changes", {})
+    verdict = "" if changes else ": no changes"
+    out.write(f"Group {index}: {count} prox{'ies' if count != 1 else 'y'} ({shown}){verdict}\n")
+    for kind in _TYPES:
+        found = changes.get(kind)
+        if not found:
+            continue
+        for what in ("added", "removed"):
+            for name in _names(found.get(what, {})):
+                out.write(f"  {kind.upper()} {what}: {name}\n")
+        diffs = {d.get("name"): d for d in found.get("changed", {}).get("diffs", [])}
+        for name in _names(found.get("changed", {})):
+            out.write(f"  {kind.upper()} changed: {name}\n")
+            for entry in diffs.get(name, {}).get("diff", []):
+                if "more" in entry:
+                    out.write(f"      ... {entry['more']} more fields\n")
+                    continue
+                old, new = (json.dumps(entry.get(k)) for k in ("old", "new"))
+                out.write(f"      {entry.get('path')}: {old} -> {new}\n")
+
+
+def render_text(server: str, answer: Mapping[str, Any], out: TextIO) -> None:
+    """One server's answer, readable (see the module docstring)."""
+    out.write(
+        f"Server {server}: registry {answer.get('registry')}, compared with version "
+        f"{answer.get('liveVersion')} ({answer.get('seconds', 0):.3f}s)\n"
+    )
+    for name, placed in sorted(answer.get("files", {}).items()):
+        how = "replaces" if placed.get("replaces") else "adds"
+        out.write(f"File {name} {how} {placed.get('file')}\n")
+    for name, message in sorted(answer.get("errors", {}).items()):
+        out.write(f"Error [{name}]: {message}\n")
+    for warning in [*answer.get("fileWarnings", []), *answer.get("warnings", [])]:
+        out.write(f"Warning: {warning}\n")
+    for index, group in enumerate(answer.get("groups", []), 1):
+        _group(index, group, out)
+    left = answer.get("groupsLeftOut") or {}
+    if left.get("groups"):
+        out.write(f"... {left['groups']} more groups ({left.get('proxies')} proxies) not shown\n")
+    if not answer.get("groups"):
+        out.write("No proxy is connected.\n")
+
+
+def run(args: argparse.Namespace, out: TextIO) -> int:
+    """``registryd validate --diff``: the exit status (see the module docstring)."""
+    if not args.server:
+        raise ConfigError("validate --diff needs --server URL (a registryd debug port)")
+    servers = [s for value in args.server for s in value.split(",") if s]
+    files = read_candidates(args.paths)
+    request: dict[str, Any] = {"files": files}
+    if args.registry:
+        request["registry"] = args.registry
+    body = json.dumps(request).encode()
+    answers = {server: _ask(server, body, args) for server in servers}
+    if args.output == "json":
+        shown: Any = answers[servers[0]] if len(servers) == 1 else answers
+        json.dump(shown, out, indent=2)
+        out.write("\n")
+    else:
+        for server, answer in answers.items():
+            render_text(server, answer, out)
+    return 1 if any(answer["errors"] for answer in answers.values()) else 0
