@@ -10,6 +10,7 @@ from typing import Any
 import aiohttp
 
 from registryd.testing import AdsClient
+from registryd.testing.ads import DeltaAdsClient
 from registryd.web import views
 from registryd.web.server import CONSOLE_FILES, CONSOLE_POLICY, Answer, Recent, console_files
 from tests.support.harness import Harness
@@ -170,3 +171,31 @@ def test_a_console_answer_is_reused_while_fresh_then_built_again() -> None:
     now[0] += 0.001
     assert recent.get() is None  # as old as fresh: built again
     assert Answer.of({"version": 1}).etag == answer.etag != Answer.of({"version": 2}).etag
+
+
+async def test_console_names_each_kind_of_client(harness: Harness) -> None:
+    harness.memory.set([service()], endpoints("10.0.0.1"))
+    await until(lambda: _pushed(harness), "the first push")
+    grpc_node = "sidecar~127.0.0.3~grpc-1.default~default.svc.cluster.local"
+    istiod_node = "istiod-1"
+    async with (
+        AdsClient(harness.target, node_id=GOOD) as sotw,
+        DeltaAdsClient(harness.target, node_id=PICKY) as delta,
+        AdsClient(harness.target, node_id=grpc_node, metadata={"GENERATOR": "grpc"}) as grpc,
+        AdsClient(harness.target, node_id=istiod_node, metadata={"GENERATOR": "api"}) as mcp,
+    ):
+        for client in (sotw, delta, grpc):
+            client.subscribe("cds")
+        mcp.subscribe("networking.istio.io/v1/ServiceEntry")
+
+        async def kinds() -> Any:
+            proxies = (await get(harness, "/debug/console"))["proxies"]
+            found = {p["proxyID"]: p["kind"] for p in proxies}
+            return found if len(found) == 4 else None
+
+        assert await until(kinds, "four clients") == {
+            GOOD: "Envoy SotW",
+            PICKY: "Envoy Delta",
+            grpc_node: "proxyless gRPC",
+            istiod_node: "istiod over MCP",
+        }
