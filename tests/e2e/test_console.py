@@ -1,8 +1,10 @@
 """The web console in a real headless browser (Debian's chromium, driven through
-chromedriver): a daemon on a ServiceEntry directory with a real Envoy connected, once in
-one process and once with two xDS worker processes.  The page loads with no console
-error and shows the registry, the service and the Envoy; a changed ServiceEntry shows up
-as a new push on the timeline and the Envoy turns SYNCED for it, without a reload.
+chromedriver): a daemon on a ServiceEntry directory with a real Envoy connected, in one
+process (Envoy on SotW, then on Delta) and with two xDS worker processes.  The page
+loads with no console error and shows the registry, the service and the Envoy; a changed
+ServiceEntry shows up as a new push on the timeline and the Envoy turns SYNCED for it,
+without a reload.  Text a client sends is shown, never run; ``/debug/history``, when a
+daemon lists it, becomes a Changes view.
 
 Without chromium and chromedriver the tests are skipped, or fail when ``CI`` is set
 (``.ci/run`` installs them)."""
@@ -21,6 +23,7 @@ from selenium.webdriver.common.by import By
 from registryd.testing import AdsClient
 from registryd.testing.ads import TYPES
 from registryd.web.server import CONSOLE_FILES, console_files
+from tests.e2e.checks import use_api
 from tests.e2e.conftest import Stack
 from tests.e2e.entries import service_entry, write_entries
 from tests.e2e.loop_thread import LoopThread
@@ -68,13 +71,17 @@ def envoy_row(browser: webdriver.Chrome) -> dict[str, str] | None:
     return next(iter(rows(browser, f'#proxies-body tr[data-proxy="{ENVOY}"]')), None)
 
 
-@pytest.mark.parametrize("workers", [1, 2], ids=["one-process", "two-workers"])
+@pytest.mark.parametrize(
+    ("workers", "api_type"),
+    [(1, "GRPC"), (1, "DELTA_GRPC"), (2, "GRPC")],
+    ids=["one-process", "one-process-delta", "two-workers"],
+)
 def test_console_shows_the_daemon_and_follows_a_change(
-    stack: Stack, browser: webdriver.Chrome, workers: int
+    stack: Stack, browser: webdriver.Chrome, workers: int, api_type: str
 ) -> None:
     write_web(stack, "127.0.0.1")
     registryd = stack.start_registryd(f"--xdsWorkers={workers}")
-    stack.start_envoy(registryd)
+    stack.start_envoy(registryd, use_api(api_type))
     browser.get(f"http://127.0.0.1:{registryd.http_port}/ui")
     wait_for(lambda: page_ready(browser), "the console's first render", deadline=WAIT)
 
@@ -87,7 +94,7 @@ def test_console_shows_the_daemon_and_follows_a_change(
         deadline=WAIT,
         details=stack.logs,
     )
-    assert envoy["kind"] == "Envoy SotW"
+    assert envoy["kind"] == ("Envoy Delta" if api_type == "DELTA_GRPC" else "Envoy SotW")
     row_text = browser.find_element(By.CSS_SELECTOR, f'#proxies-body tr[data-proxy="{ENVOY}"]')
     if workers > 1:
         assert "pid" in row_text.text  # the serving worker is named
