@@ -132,6 +132,7 @@ RULES = (
         "the standard library's HTTP server, as the quick start's VM",
         tests=(QUICK_START,),
     ),
+    Rule(r"python scripts/console-screenshots", "parse"),
     Rule(r"envoy -c \S+( --concurrency \d+)?", "envoy", tests=(QUICK_START,)),
     Rule(r"curl .*(localhost|127\.0\.0\.1):8080/\S+", "debug"),
     Rule(
@@ -145,6 +146,8 @@ RULES = (
     Rule(r"etcdctl put \S+ .+", "external", "etcd's own command line"),
     Rule(r"scripts/build-servers( [\w-]+)+", "build-servers"),
     Rule(r"(grep|jq) .+", "external", "a filter of the previous command's output"),
+    Rule(r"ssh -L \S+ \S+", "external", "OpenSSH's port forwarding to a loopback port"),
+    Rule(r"kubectl -n \S+ port-forward \S+ \S+", "external", "kubectl's port forwarding"),
     Rule(r"export \w+=\S+", "external", "the shell's"),
     Rule(r"cat > \S+ << \w+", "external", "the shell's: writes the here-document to a file"),
 )
