@@ -24,8 +24,9 @@ from prometheus_client.core import Metric
 from registryd.base.health import TaskHealth
 from registryd.model import ShardKey
 from registryd.registry.store import RegistryStore
-from registryd.web import views
+from registryd.web import views, waitz
 from registryd.web.logging_api import logging_routes
+from registryd.xds.snapshot import Snapshot
 from registryd.xds.streams import Streams
 from registryd.xds.tracking import PushRecord
 
@@ -49,6 +50,10 @@ ENDPOINTS: Mapping[str, str] = {
     "/debug/push_status": "problems in the current view",
     "/debug/pushz": "the last pushes: trigger, debounce, sent to whom, time to ACK "
     "(?proxyID=, ?limit=)",
+    "/debug/history": "the last changes of every registry, the push each caused and its "
+    "outcome at the proxies (?hostname=, ?registry=, ?limit=)",
+    "/debug/waitz": "whether a change reached the proxies: ?for=hostname/<host> or "
+    "push/<id>, ?proxy= (repeatable; registryd wait polls it)",
     "/debug/logging": "log scopes and levels; PUT /debug/logging/<scope> from localhost",
     "/debug/list": "this list as JSON",
     "/ready": "200 once every registry has synced, 503 (saying which has not) before; "
@@ -63,6 +68,17 @@ class PushHistory(Protocol):
 
     @property
     def history(self) -> Sequence[PushRecord]: ...
+
+    @property
+    def snapshot(self) -> Snapshot: ...
+
+
+class ChangeLog(Protocol):
+    """The change history for ``/debug/history`` and ``/debug/waitz``."""
+
+    def render(self, hostname: str = "", registry: str = "", limit: int = 50) -> list[Any]: ...
+
+    def last_change(self, hostname: str) -> int | None: ...
 
 
 class Restarts(Protocol):
@@ -100,6 +116,7 @@ class DebugSources:
     allow_remote_log_level: bool = False
     log_level_changed: Callable[[str, int], None] | None = None  # told (logger, level)
     log_scopes: Mapping[str, str] = field(default_factory=dict)  # adapters': -> description
+    history: ChangeLog | None = None  # the change history, if kept
 
 
 def _json(data: Any, status: int = 200) -> web.Response:
@@ -200,6 +217,33 @@ def make_app(src: DebugSources) -> web.Application:
         traces = await src.streams.traces()
         return _json(views.pushz(records, traces, q(r, "proxyID"), limit))
 
+    async def history(r: web.Request) -> web.Response:
+        try:
+            limit = int(q(r, "limit") or 50)
+        except ValueError:
+            return _json({"error": "limit must be an integer"}, 400)
+        if src.history is None:
+            return _json([])
+        return _json(src.history.render(q(r, "hostname").lower(), q(r, "registry"), limit))
+
+    async def wait(r: web.Request) -> web.Response:
+        try:
+            kind, value = waitz.parse_target(q(r, "for"))
+        except ValueError as exc:
+            return _json({"error": str(exc)}, 400)
+        current = src.push.snapshot.version
+        if kind == "push":
+            version: int | None = int(value)
+        else:
+            version = waitz.host_version(value, src.store.view, src.push.snapshot, src.history)
+        if version is None:
+            return _json({"error": f"hostname {value!r} is not served nor in the history"}, 404)
+        selectors = r.query.getall("proxy", [])
+        found = await src.streams.listing("versions")
+        silent = src.streams.unresponsive()
+        entries = [item for _, item in found]
+        return _json(waitz.judge(version, current, entries, selectors, silent))
+
     @web.middleware
     async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         """A handler bug answers 500 and is logged and counted; it never goes unseen."""
@@ -228,6 +272,8 @@ def make_app(src: DebugSources) -> web.Application:
     app.router.add_get("/debug/config_dump", dump)
     app.router.add_get("/debug/push_status", push_status)
     app.router.add_get("/debug/pushz", pushz)
+    app.router.add_get("/debug/history", history)
+    app.router.add_get("/debug/waitz", wait)
     app.router.add_routes(
         logging_routes(
             allow_remote=src.allow_remote_log_level,

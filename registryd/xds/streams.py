@@ -46,6 +46,7 @@ LISTINGS: dict[str, Callable[[list[Connection], str, bool], list[JSON]]] = {
     "connections": lambda conns, proxy, _: views.connections(conns, proxy),
     "adsz": views.adsz,
     "syncz": lambda conns, proxy, _: views.syncz(conns, proxy),
+    "versions": lambda conns, proxy, _: views.versions(conns, proxy),
 }
 """Per-connection views, by the name of their endpoint under ``/debug/``."""
 

@@ -21,7 +21,7 @@ from registryd.xds import resources as res
 from registryd.xds.delta import DeltaTypeState
 from registryd.xds.stream import Connection, TypeState
 
-__all__ = ["CLIENT_TEXT", "adsz", "connections", "rfc3339", "syncz"]
+__all__ = ["CLIENT_TEXT", "adsz", "connections", "rfc3339", "syncz", "versions"]
 
 JSON = dict[str, Any]
 CLIENT_TEXT = 1024  # characters of client-supplied text (node fields, ids) shown
@@ -154,4 +154,34 @@ def syncz(conns: Iterable[Connection], proxy_id: str = "") -> list[JSON]:
                 "types": types,
             }
         )
+    return out
+
+
+def _number(version_info: str) -> int | None:
+    """The snapshot version of a ``<prefix>-<n>`` version; None for another."""
+    _, _, tail = version_info.rpartition("-")
+    return int(tail) if tail.isdigit() and len(tail) < 19 else None
+
+
+def versions(conns: Iterable[Connection], proxy_id: str = "") -> list[JSON]:
+    """Per client, per subscribed type, as snapshot version numbers (``registryd wait``
+    reads them): ``planned`` (the newest snapshot planned for it), ``sent``, ``acked``
+    and ``nacked`` (None: none), and the last NACK's ``error``."""
+    out = []
+    for c in sorted(conns, key=lambda c: c.connected_at):
+        if not _matches(c, proxy_id):
+            continue
+        types = {}
+        for t in c.plan_order():
+            state = c.states.get(t)
+            if state is None or not state.requested:
+                continue
+            types[res.short_type(t)] = {
+                "planned": state.synced_version,
+                "sent": _number(state.version_sent),
+                "acked": _number(state.acked_version),
+                "nacked": _number(state.nack_version) if state.last_nack else None,
+                "error": state.last_nack,
+            }
+        out.append({"proxyID": clip(c.proxy_id, CLIENT_TEXT), "connectionID": c.id, "types": types})
     return out
