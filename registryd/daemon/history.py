@@ -193,9 +193,10 @@ class ChangeHistory:
         return reversed(self._entries.values())
 
     def last_change(self, hostname: str) -> int | None:
-        """The newest push held that changed ``hostname`` (None: none it can tell)."""
+        """The newest push held that changed ``hostname``, or may have (an entry with
+        more hostnames than it remembers); None if none did."""
         for entry in self.entries():
-            if entry.may_hold(hostname):
+            if entry.may_hold(hostname) is not False:
                 return entry.version
         return None
 

@@ -95,6 +95,18 @@ def _ask(server: _Server, query: str, timeout: float) -> str | None:
     return None
 
 
+def _bad_url(url: str) -> str:
+    """Why ``url`` cannot be a server's debug URL (``""``: it can)."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError as exc:
+        return f"not a valid URL ({exc})"
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return "not an http:// or https:// URL"
+    return ""
+
+
 def _nacks(servers: Sequence[_Server]) -> list[str]:
     return [
         f"{_printable(p.get('proxyID'))} ({s.url}) NACKed {_printable(p.get('type'))} "
@@ -142,6 +154,11 @@ def run(
         [("for", f"{kind}/{value}"), *(("proxy", p) for p in args.proxy)]
     )
     servers = [_Server(url) for url in server_urls(args.server)]
+    for server in servers:
+        bad = _bad_url(server.url)
+        if bad:
+            print(f"registryd: error: --server {_printable(server.url, 80)}: {bad}", file=err)
+            return 2
     deadline = clock() + args.timeout
     while True:
         for server in servers:

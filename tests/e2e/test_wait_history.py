@@ -207,9 +207,7 @@ def test_wait_exits_1_naming_a_proxy_that_nacked_and_2_on_timeout_or_bad_input(
         assert bad.returncode == 2, (argv, bad.stderr)
         assert len(bad.stderr.splitlines()) == 1 and bad.stderr.startswith("registryd: error:")
         assert "Traceback" not in bad.stderr
-    unreachable = cli(
-        "wait", f"--server=127.0.0.1:{free_port()}", "--for=push/1", "--timeout=0.5"
-    )
+    unreachable = cli("wait", f"--server=127.0.0.1:{free_port()}", "--for=push/1", "--timeout=0.5")
     assert unreachable.returncode == 2
     assert "Traceback" not in unreachable.stderr
 
