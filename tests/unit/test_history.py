@@ -13,7 +13,7 @@ from registryd.daemon.history import HASHED, NACKS_KEPT, NAMED, ChangeHistory
 from registryd.daemon.push import PushController
 from registryd.model import ShardKey
 from registryd.registry.changes import ChangeSummary
-from registryd.registry.store import RegistryStore
+from registryd.registry.store import ChangeEvent, RegistryStore
 from registryd.xds import resources as res
 from registryd.xds.stream import ACK, NACK, Connection, Digest, Planned, TypeState
 from registryd.xds.tracking import Outcome, PushTracker
@@ -112,7 +112,7 @@ def test_a_budget_must_be_positive() -> None:
 
 def test_the_store_summarizes_each_change() -> None:
     store = RegistryStore()
-    events = []
+    events: list[ChangeEvent] = []
     store.subscribe(events.append)
     store.apply(KEY, Replace(services=(svc("a.example"),), endpoints=(ep("a.example"),)))
     store.apply(
