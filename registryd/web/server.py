@@ -239,8 +239,8 @@ def make_app(src: DebugSources) -> web.Application:
         if version is None:
             return _json({"error": f"hostname {value!r} is not served nor in the history"}, 404)
         selectors = r.query.getall("proxy", [])
-        found = await src.streams.listing("versions")
-        silent = src.streams.unresponsive()
+        found, missing = await src.streams.full_listing("versions")
+        silent = [*missing, *src.streams.unresponsive()]
         entries = [item for _, item in found]
         return _json(waitz.judge(version, current, entries, selectors, silent))
 

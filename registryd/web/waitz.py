@@ -10,6 +10,8 @@ that version or a later one and
 * was sent nothing of that version or later, which means the change did not concern
   what it subscribes to (also ``acked``: nothing to wait for).
 
+A type the connection has yet to ask for although what it holds needs it (EDS after
+clusters that take their endpoints from EDS: ``expected`` in the listing) is pending.
 It has ``nacked`` when a type NACKed that version or a later one that it has not ACKed
 since; otherwise it is ``pending``.  Version numbers come from the ``versions`` listing
 (:func:`registryd.xds.views.versions`), wherever the streams are served.
@@ -92,8 +94,10 @@ def selected(entries: Sequence[JSON], selectors: Sequence[str]) -> list[JSON]:
     return [entries[i] for i in sorted(chosen)]
 
 
-def _state(version: int, types: Mapping[str, Mapping[str, Any]]) -> tuple[str, JSON]:
-    pending: list[str] = []
+def _state(
+    version: int, types: Mapping[str, Mapping[str, Any]], expected: Sequence[str] = ()
+) -> tuple[str, JSON]:
+    pending: list[str] = [str(t) for t in expected]
     for name, t in sorted(types.items()):
         acked, nacked, sent = t.get("acked"), t.get("nacked"), t.get("sent")
         if t.get("planned", -1) < version:
@@ -123,7 +127,7 @@ def judge(
     proxies = []
     counts = {ACKED: 0, NACKED: 0, PENDING: 0}
     for entry in selected(list(entries), selectors):
-        state, detail = _state(version, entry.get("types", {}))
+        state, detail = _state(version, entry.get("types", {}), entry.get("expected", ()))
         counts[state] += 1
         proxies.append(
             {

@@ -468,6 +468,12 @@ class WorkerPool:
     async def listing(self, view: str, proxy_id: str = "", verbose: bool = False) -> Listed:
         return merge_listings(await self._ask(Listing(view, proxy_id, verbose)))
 
+    async def full_listing(self, view: str) -> tuple[Listed, list[str]]:
+        up = [h.index for h in self._handles if h.up]
+        answers = await self._ask_each(Listing(view))
+        missing = [f"xDS worker {i} did not answer" for i in up if i not in answers]
+        return merge_listings(answers.values()), missing
+
     async def config_dump(self, proxy_id: str) -> dict[str, Any] | None:
         return merge_dumps(await self._ask(ConfigDump(proxy_id)))
 

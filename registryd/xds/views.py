@@ -19,6 +19,7 @@ from registryd.base.logs import clip
 from registryd.settings import redact
 from registryd.xds import resources as res
 from registryd.xds.delta import DeltaTypeState
+from registryd.xds.snapshot import Snapshot
 from registryd.xds.stream import Connection, TypeState
 
 __all__ = ["CLIENT_TEXT", "adsz", "connections", "rfc3339", "syncz", "versions"]
@@ -163,10 +164,25 @@ def _number(version_info: str) -> int | None:
     return int(tail) if tail.isdigit() and len(tail) < 19 else None
 
 
-def versions(conns: Iterable[Connection], proxy_id: str = "") -> list[JSON]:
+def _expected(conn: Connection, snapshot: Snapshot | None) -> list[str]:
+    """Types ``conn`` has yet to ask for although what it holds needs them: EDS, while it
+    was sent clusters that take their endpoints from EDS (a client asks for them only
+    after it read the clusters, and may ACK the clusters first)."""
+    clusters = conn.states.get(res.CLUSTER_TYPE)
+    endpoints = conn.states.get(res.ENDPOINT_TYPE)
+    if snapshot is None or clusters is None or (endpoints is not None and endpoints.requested):
+        return []
+    eds = conn.visible(snapshot, res.ENDPOINT_TYPE)
+    return ["eds"] if any(name in eds for name in clusters.sent_names) else []
+
+
+def versions(
+    conns: Iterable[Connection], proxy_id: str = "", snapshot: Snapshot | None = None
+) -> list[JSON]:
     """Per client, per subscribed type, as snapshot version numbers (``registryd wait``
     reads them): ``planned`` (the newest snapshot planned for it), ``sent``, ``acked``
-    and ``nacked`` (None: none), and the last NACK's ``error``."""
+    and ``nacked`` (None: none), and the last NACK's ``error``; ``expected``: the types
+    it must still ask for (given the ``snapshot`` it is served from)."""
     out = []
     for c in sorted(conns, key=lambda c: c.connected_at):
         if not _matches(c, proxy_id):

@@ -250,3 +250,25 @@ def test_with_workers_acks_reach_the_history_and_stay_when_the_worker_is_killed(
     assert done.returncode == 0, done.stderr
     assert f"version {later['version']} ACKed by 1 " in done.stdout
     assert ("127.0.0.3", 9003) in hosts(envoy)
+
+
+def test_wait_rides_out_a_silent_worker_that_is_replaced(stack: Stack) -> None:
+    # the worker serving Envoy stops (SIGSTOP) before a change: its streams are not in
+    # the listings, so the wait must not take "no pending proxy" for done; it goes on
+    # until the worker is killed and replaced and Envoy, reconnected, ACKed the change
+    # (named with --proxy: while it reconnects, Envoy is connected nowhere)
+    write_web(stack, 9001)
+    registryd = stack.start_registryd("--xdsWorkers=2", "--xdsWorkerHeartbeatTimeout=2s")
+    envoy = stack.start_envoy(registryd)
+    poll(lambda: hosts(envoy) == {("127.0.0.1", 9001)}, "Envoy to get the first endpoint")
+    (conn,) = [c for c in get_json(registryd, "/debug/connections") if c["proxyID"] == ENVOY]
+
+    before = newest(registryd)
+    os.kill(conn["workerPid"], signal.SIGSTOP)
+    write_web(stack, 9001, 9003)
+    pushed(registryd, 1, after=before)
+    done = wait(registryd, f"--for=hostname/{HOST}", "--proxy=envoy-1", "--timeout=90s")
+    assert done.returncode == 0, done.stderr
+    assert hosts(envoy) == {("127.0.0.1", 9001), ("127.0.0.2", 9003)}  # ACKed: applied
+    (now,) = [c for c in get_json(registryd, "/debug/connections") if c["proxyID"] == ENVOY]
+    assert now["workerPid"] != conn["workerPid"]

@@ -46,6 +46,19 @@ def test_a_connection_has_a_change_when_every_type_acked_it_or_was_not_concerned
         assert verdict["proxies"][0]["error"] == "bad"
 
 
+def test_a_type_the_client_has_yet_to_ask_for_is_pending() -> None:
+    # clusters ACKed, but their endpoints not asked for yet: Envoy does not have them
+    entry = {**conn(ENVOY, "c1", cds=t(5, 5, 5)), "expected": ["eds"]}
+    verdict = judge(5, 5, [entry])
+    assert verdict["done"] is False
+    assert verdict["proxies"][0] == {
+        "proxyID": ENVOY,
+        "connectionID": "c1",
+        "state": PENDING,
+        "types": ["eds"],
+    }
+
+
 def test_not_done_before_the_push_or_while_a_worker_does_not_answer() -> None:
     entries = [conn(ENVOY, "c1", cds=t(5, 5, 5))]
     assert judge(6, 5, entries)["done"] is False  # push 6 not made yet
