@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import bisect
 import hashlib
+import heapq
 import itertools
 import time
 from array import array
@@ -145,12 +146,13 @@ class ChangeHistory:
                     registry=registry,
                     events=events,
                     revision=clip(revision, REVISION_KEPT, escaped=False),
-                    hostnames=tuple(sorted(hostnames)[:NAMED]),
+                    hostnames=tuple(heapq.nsmallest(NAMED, hostnames)),
                     hostnames_total=len(hostnames),
                     summary=summary,
                 )
             )
-        hashes = array("q", sorted({_hash(h) for h in itertools.islice(sorted(every), HASHED)}))
+        # which HASHED hostnames are remembered does not matter: more make it "possible"
+        hashes = array("q", sorted({_hash(h) for h in itertools.islice(every, HASHED)}))
         entry = Entry(
             version=version,
             at=self._clock(),
