@@ -130,8 +130,10 @@ def _pending(server: _Server) -> list[str]:
         for p in proxies
         if p.get("state") == "pending"
     ]
-    if not proxies:
-        waiting.append(f"{server.url}: no connected proxy matches --proxy")
+    waiting += [
+        f"{server.url}: no connected proxy matches --proxy {_printable(u, 120)}"
+        for u in body.get("unmatched", [])
+    ]
     return waiting
 
 

@@ -23,10 +23,12 @@ import fnmatch
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
+from registryd.base.logs import clip
 from registryd.proxyids import select
 from registryd.registry.store import View
 from registryd.xds import resources as res
 from registryd.xds.snapshot import CDS, CDS_GRPC, EDS, Snapshot
+from registryd.xds.views import CLIENT_TEXT
 
 __all__ = ["ACKED", "NACKED", "PENDING", "HostChanges", "host_version", "judge", "parse_target"]
 
@@ -74,24 +76,29 @@ def host_version(
     return max(found, default=None)
 
 
-def selected(entries: Sequence[JSON], selectors: Sequence[str]) -> list[JSON]:
-    """The connections ``selectors`` name (all without one): each selector is a glob
-    (``*``, ``?``, ``[...]``) on the proxy or connection id, or a name as
-    ``registryd proxy-status`` takes it (:func:`registryd.proxyids.select`)."""
+def selected(entries: Sequence[JSON], selectors: Sequence[str]) -> tuple[list[JSON], list[str]]:
+    """The connections ``selectors`` name (all without one), and the selectors that
+    name none: each selector is a glob (``*``, ``?``, ``[...]``) on the proxy or
+    connection id, or a name as ``registryd proxy-status`` takes it
+    (:func:`registryd.proxyids.select`)."""
     if not selectors:
-        return list(entries)
+        return list(entries), []
     ids = [(str(e.get("proxyID", "")), str(e.get("connectionID", ""))) for e in entries]
     chosen: set[int] = set()
+    unmatched = []
     for selector in selectors:
         if GLOB & set(selector):
-            chosen.update(
+            found = [
                 i
-                for i, ids_ in enumerate(ids)
-                if any(fnmatch.fnmatchcase(x, selector) for x in ids_)
-            )
+                for i, pair in enumerate(ids)
+                if any(fnmatch.fnmatchcase(x, selector) for x in pair)
+            ]
         else:
-            chosen.update(select(selector, ids))
-    return [entries[i] for i in sorted(chosen)]
+            found = select(selector, ids)
+        chosen.update(found)
+        if not found:
+            unmatched.append(selector)
+    return [entries[i] for i in sorted(chosen)], unmatched
 
 
 def _state(
@@ -126,7 +133,8 @@ def judge(
     serving process answered (``unanswered`` lists those that did not)."""
     proxies = []
     counts = {ACKED: 0, NACKED: 0, PENDING: 0}
-    for entry in selected(list(entries), selectors):
+    chosen, unmatched = selected(list(entries), selectors)
+    for entry in chosen:
         state, detail = _state(version, entry.get("types", {}), entry.get("expected", ()))
         counts[state] += 1
         proxies.append(
@@ -137,16 +145,16 @@ def judge(
                 **detail,
             }
         )
-    waiting = bool(selectors) and not proxies  # named proxies not (yet) connected
     return {
         "version": version,
         "currentVersion": current,
         "published": version <= current,
         "done": version <= current
-        and not waiting
+        and not unmatched  # named proxies not (yet) connected
         and not unanswered
         and counts[ACKED] == len(proxies),
         "summary": {"proxies": len(proxies), **counts},
         "unanswered": list(unanswered),
+        "unmatched": [clip(u, CLIENT_TEXT) for u in unmatched],
         "proxies": proxies,
     }

@@ -11,9 +11,11 @@ import pytest
 from registryd.adapter import Delete, Replace, Upsert
 from registryd.daemon.history import HASHED, NACKS_KEPT, NAMED, ChangeHistory
 from registryd.daemon.push import PushController
+from registryd.errors import ConfigError
 from registryd.model import ShardKey
 from registryd.registry.changes import ChangeSummary
 from registryd.registry.store import ChangeEvent, RegistryStore
+from registryd.tools import cli
 from registryd.xds import resources as res
 from registryd.xds.stream import ACK, NACK, Connection, Digest, Planned, TypeState
 from registryd.xds.tracking import Outcome, PushTracker
@@ -105,6 +107,13 @@ def test_outcomes_are_recorded_into_the_entry_as_they_come() -> None:
 def test_a_budget_must_be_positive() -> None:
     with pytest.raises(ValueError):
         ChangeHistory(0)
+
+
+def test_the_budget_is_a_flag() -> None:
+    assert cli.parse_args(["discovery"], {}).history_bytes == 4 << 20
+    assert cli.parse_args(["discovery", "--historyBytes=65536"], {}).history_bytes == 65536
+    with pytest.raises(ConfigError, match="--historyBytes"):
+        cli.parse_args(["discovery", "--historyBytes=0"], {})
 
 
 # -- what the store says changed ------------------------------------------------------

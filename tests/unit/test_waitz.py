@@ -66,13 +66,15 @@ def test_not_done_before_the_push_or_while_a_worker_does_not_answer() -> None:
     assert judge(5, 5, entries)["done"] is True
     assert judge(5, 5, [])["done"] is True  # nothing connected: nothing to wait for
     assert judge(5, 5, [], ["web-1"])["done"] is False  # the named proxy is not connected
+    both = judge(5, 5, entries, ["web-1", "db-1"])  # one of two named is not connected
+    assert both["done"] is False and both["unmatched"] == ["db-1"]
 
 
 def test_proxies_are_selected_by_id_pod_or_glob() -> None:
     entries = [conn(ENVOY, "conn-1"), conn(OTHER, "conn-w2-3")]
 
     def ids(*selectors: str) -> list[str]:
-        return [e["connectionID"] for e in selected(entries, selectors)]
+        return [e["connectionID"] for e in selected(entries, selectors)[0]]
 
     assert ids() == ["conn-1", "conn-w2-3"]
     assert ids(ENVOY) == ["conn-1"]
@@ -81,6 +83,7 @@ def test_proxies_are_selected_by_id_pod_or_glob() -> None:
     assert ids("conn-w2-*") == ["conn-w2-3"]
     assert ids("sidecar~*~*.shop~*", "web-1") == ["conn-1", "conn-w2-3"]
     assert ids("nobody") == []
+    assert selected(entries, ["web-1", "nobody", "x*"])[1] == ["nobody", "x*"]
 
 
 @pytest.mark.parametrize(
