@@ -103,7 +103,8 @@ class Replace:
 
     services: tuple[Service, ...] = ()
     endpoints: tuple[Endpoint, ...] = ()
-    revision: str = ""  # the source's index/revision of this state, if it has one
+    # the source's index/revision of this state, if it has one; not part of equality
+    revision: str = field(default="", compare=False)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -112,7 +113,8 @@ class Upsert:
 
     service: Service
     endpoints: tuple[Endpoint, ...] = ()
-    revision: str = ""  # the source's index/revision of this change, if it has one
+    # the source's index/revision of this change, if it has one; not part of equality
+    revision: str = field(default="", compare=False)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -120,7 +122,8 @@ class Delete:
     """Remove one service (by hostname) and its endpoints from the shard."""
 
     hostname: str
-    revision: str = ""  # the source's index/revision of this change, if it has one
+    # the source's index/revision of this change, if it has one; not part of equality
+    revision: str = field(default="", compare=False)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
