@@ -82,7 +82,7 @@ __all__ = [
 T = TypeVar("T")
 
 
-API_VERSION = "1.5"
+API_VERSION = "1.6"
 """The version of the adapter API: :class:`Adapter`, :class:`AdapterContext`, the update
 types, :func:`increments`, :class:`Published`, :class:`LastGood`, :func:`follow`,
 :func:`off_loop`, :func:`describe_error`, the bounded JSON reader of
@@ -93,7 +93,8 @@ plugin must follow.  1.2 added the optional factory attributes ``default_priorit
 ``log_scope`` and ``log_description`` (:class:`AdapterFactory`), 1.3 ``default_export``
 and :attr:`registryd.model.Health.UNKNOWN` (a source that says nothing of health), 1.4
 :attr:`Problems.status` and :func:`follow`'s ``every`` (:data:`PROBLEMS_EVERY`), 1.5
-:class:`RegistryUnavailable`."""
+:class:`RegistryUnavailable`, 1.6 the optional ``revision`` of :class:`Replace`, :class:`Upsert`
+and :class:`Delete` (the source's index or revision, shown in ``/debug/history``)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -102,6 +103,8 @@ class Replace:
 
     services: tuple[Service, ...] = ()
     endpoints: tuple[Endpoint, ...] = ()
+    # the source's index/revision of this state, if it has one; not part of equality
+    revision: str = field(default="", compare=False)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -110,6 +113,8 @@ class Upsert:
 
     service: Service
     endpoints: tuple[Endpoint, ...] = ()
+    # the source's index/revision of this change, if it has one; not part of equality
+    revision: str = field(default="", compare=False)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -117,6 +122,8 @@ class Delete:
     """Remove one service (by hostname) and its endpoints from the shard."""
 
     hostname: str
+    # the source's index/revision of this change, if it has one; not part of equality
+    revision: str = field(default="", compare=False)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

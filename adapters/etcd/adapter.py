@@ -21,6 +21,8 @@ Contract (see :mod:`registryd.adapter`):
 * Compaction: when the revision the watch needs has been compacted away, the prefix is
   listed again and a fresh ``Replace`` (and ``Problems``) is yielded; the watch goes on
   from the new listing's revision.  The connection is kept.
+* Every ``Replace`` carries its listing's revision, every increment the newest
+  ``mod_revision`` applied (``revision``: ``/debug/history`` shows it).
 * Failure: a refused or closed connection, a request not answered within ``timeout``, a
   failed watch: ``watch()`` raises :class:`EtcdError`; the supervisor keeps the last good
   state served and calls ``watch()`` again with backoff, which connects again (first
@@ -38,6 +40,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import logging
 from collections.abc import AsyncIterator, Iterable, Mapping
@@ -50,8 +53,10 @@ from aetcd import rpc
 from registryd.adapter import (
     PROBLEMS_EVERY,
     AdapterContext,
+    Delete,
     RegistryUnavailable,
     Update,
+    Upsert,
     describe_error,
     follow,
 )
@@ -210,6 +215,7 @@ class _Stream:
 
     def __init__(self, client: _Client, watch: Any, probe_key: bytes) -> None:
         self._watch = watch
+        self.revision = 0  # the newest mod_revision applied (events carry no header)
         self._queue: asyncio.Queue[Any] = asyncio.Queue()
         self._tasks = (
             asyncio.create_task(self._read(), name=f"etcd-watch:{client.target}"),
@@ -268,6 +274,7 @@ def _items(listing: Any) -> Iterable[tuple[bytes, bytes]]:
 async def _apply_next(stream: _Stream, table: KeyTable) -> None:
     """Wait for the next watch event and apply it to ``table``."""
     event = await stream.next()
+    stream.revision = max(stream.revision, int(getattr(event.kv, "mod_revision", 0) or 0))
     if event.kind == "DELETE":
         table.delete(event.kv.key)
     else:
@@ -333,7 +340,7 @@ class EtcdAdapter:
             table = self._table
             while True:
                 table.reset(_items(listing))
-                yield table.replace()
+                yield dataclasses.replace(table.replace(), revision=f"{listing.header.revision}")
                 yield (problems := table.problems())
                 stream: _Stream | None = None
                 try:
@@ -350,6 +357,8 @@ class EtcdAdapter:
                     )
                     async with contextlib.aclosing(updates):
                         async for update in updates:
+                            if isinstance(update, Upsert | Delete) and stream.revision:
+                                update = dataclasses.replace(update, revision=f"{stream.revision}")
                             yield update
                 except aetcd.RevisionCompactedError as exc:
                     log.warning(

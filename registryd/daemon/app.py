@@ -37,6 +37,7 @@ from registryd.base.health import TaskHealth
 from registryd.base.logs import logger_name
 from registryd.build.clusters import BuildOptions
 from registryd.daemon.config import Settings
+from registryd.daemon.history import ChangeHistory, HistoryMetrics
 from registryd.daemon.metrics import Metrics
 from registryd.daemon.plugins import adapter_type, create_adapter, require
 from registryd.daemon.push import PushController
@@ -141,6 +142,8 @@ class App:
             lambda: dict(self.health.failures),
         )
         self.serving: Serving = self.serving_for(new_version_prefix())
+        self.history = ChangeHistory(self.settings.history_bytes)
+        self.metrics.registry.register(HistoryMetrics(self.history))
         self.push = PushController(
             self.store,
             self.serving.publish,
@@ -150,6 +153,7 @@ class App:
             health=self.health,
             gc_policy=FreezePolicy() if self.settings.gc_freeze else None,
             build_options=BuildOptions(send_unhealthy=self.settings.send_unhealthy_endpoints),
+            history=self.history,
         )
         for ignored in self.settings.ignored:  # where the builder used to say it
             logging.getLogger("registryd.push").warning("%s", ignored)
@@ -159,6 +163,7 @@ class App:
         self.store.subscribe(self.metrics.registry_changed)
         self.push.listeners.append(self._announce)
         self.serving.on_config_wanted(self.push.want_mcp)
+        self.serving.on_outcome(self.history.outcome)
         self.push.listeners.append(self.metrics.pushed)
 
     def serving_for(self, version_prefix: str) -> Serving:
@@ -284,6 +289,7 @@ class App:
             log_level_changed=self.serving.set_log_level,
             log_scopes=self.log_scopes(),
             live=self.push,
+            history=self.history,
         )
         runner = web.AppRunner(make_app(sources), access_log=None)
         await runner.setup()

@@ -532,6 +532,7 @@ class Settings:
     log_as_json: bool = False
     allow_remote_log_level: bool = False
     max_unknown_names: int = 10000  # per type per stream; 0: no limit
+    history_bytes: int = 4 << 20  # the change history's budget (/debug/history)
     root_namespace: str = "istio-system"  # client certificates that may read MCP config
     xds_workers: int = 1  # processes serving xDS; 1: this process (the CLI: one per CPU)
     xds_worker_heartbeat_timeout: float | None = 5.0  # silent this long: killed; None: never

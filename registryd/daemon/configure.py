@@ -338,6 +338,7 @@ def make_settings(args: argparse.Namespace, environ: Mapping[str, str] | None = 
         log_as_json=args.log_as_json,
         allow_remote_log_level=args.allowRemoteLogLevel,
         max_unknown_names=args.xdsMaxUnknownNames,
+        history_bytes=_history_bytes(args.historyBytes),
         root_namespace=_root_namespace(args.rootNamespace),
         xds_workers=args.xdsWorkers or cpu_count(),
         xds_worker_heartbeat_timeout=parse_duration(
@@ -350,3 +351,10 @@ def make_settings(args: argparse.Namespace, environ: Mapping[str, str] | None = 
         ignored=ignored,
         flag_warnings=flag_warnings(args, enabled),
     )
+
+
+def _history_bytes(value: int) -> int:
+    """``--historyBytes``: a positive number of bytes."""
+    if value <= 0:
+        raise ConfigError(f"--historyBytes must be positive, not {value}")
+    return value

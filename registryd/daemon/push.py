@@ -13,6 +13,11 @@ A push that fails (a bug in a resource builder, say) is logged with its tracebac
 counted (``registryd_task_failures_total{task="push"}``); the loop keeps running and the
 next change is pushed as a full rebuild, so nothing the failed push carried is lost.
 
+Every push is recorded in the change history, when one is given (``history``,
+:mod:`registryd.daemon.history`): per registry, the hostnames it changed, what changed
+(:class:`~registryd.registry.changes.ChangeSummary`, added up over its events) and the
+newest revision its source reported.
+
 Timing reads the injectable ``clock`` (monotonic seconds) and waits with the injectable
 ``sleep``, so tests drive the debounce with a fake clock instead of real time.
 """
@@ -31,6 +36,9 @@ from registryd.base.health import TaskHealth
 from registryd.build.builder import SnapshotBuilder
 from registryd.build.clusters import BuildOptions
 from registryd.build.listeners import Conflict
+from registryd.daemon.history import ChangeHistory
+from registryd.registry.changes import SAMPLE as SUMMARY_SAMPLE
+from registryd.registry.changes import ChangeSummary
 from registryd.registry.store import ChangeEvent, RegistryStore
 from registryd.xds.snapshot import Snapshot
 from registryd.xds.tracking import PushRecord
@@ -44,6 +52,39 @@ SAMPLE = 20  # hostnames named per record
 
 
 @dataclass(slots=True)
+class _ShardChanges:
+    """One registry's events in a batch: hostnames, revision, summed summary."""
+
+    hostnames: set[str] = field(default_factory=set)
+    events: int = 0
+    revision: str = ""
+    summary: ChangeSummary = field(default_factory=ChangeSummary)
+
+    def add(self, event: ChangeEvent) -> None:
+        self.events += 1
+        self.hostnames |= event.hostnames
+        self.revision = event.revision or self.revision
+        self.summary = _sum(self.summary, event.summary)
+
+
+def _sum(a: ChangeSummary, b: ChangeSummary) -> ChangeSummary:
+    def names(x: tuple[str, ...], y: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(sorted(set(x) | set(y))[:SUMMARY_SAMPLE])
+
+    return ChangeSummary(
+        services_added=a.services_added + b.services_added,
+        services_removed=a.services_removed + b.services_removed,
+        attributes_changed=a.attributes_changed + b.attributes_changed,
+        endpoints_added=a.endpoints_added + b.endpoints_added,
+        endpoints_removed=a.endpoints_removed + b.endpoints_removed,
+        endpoints_changed=a.endpoints_changed + b.endpoints_changed,
+        added=names(a.added, b.added),
+        removed=names(a.removed, b.removed),
+        changed=names(a.changed, b.changed),
+    )
+
+
+@dataclass(slots=True)
 class _Batch:
     """Registry events collected for one push."""
 
@@ -53,6 +94,7 @@ class _Batch:
     triggers: set[str] = field(default_factory=set)
     first_at: float = 0.0
     last_at: float = 0.0
+    shards: dict[str, _ShardChanges] = field(default_factory=dict)
 
     def add(self, event: ChangeEvent, now: float) -> None:
         if not self.events:
@@ -62,6 +104,7 @@ class _Batch:
         self.hostnames |= event.hostnames
         self.endpoints_only &= event.endpoints_only
         self.triggers.add(str(event.shard))
+        self.shards.setdefault(str(event.shard), _ShardChanges()).add(event)
 
 
 class PushController:
@@ -79,6 +122,7 @@ class PushController:
         health: TaskHealth | None = None,
         gc_policy: FreezePolicy | None = None,
         build_options: BuildOptions | None = None,
+        history: ChangeHistory | None = None,
     ) -> None:
         self._store = store
         self._clock = clock
@@ -96,6 +140,7 @@ class PushController:
         self._signal = asyncio.Event()
         self.idle = asyncio.Event()  # set while run() waits with nothing pending
         self.history: list[PushRecord] = []
+        self.changes = history  # the change history (/debug/history), if kept
         self.listeners = list(listeners)  # told of each push before its snapshot goes out
         self._mcp_wished = False  # an istiod asked for config (want_mcp)
         store.subscribe(self._on_change)
@@ -181,6 +226,15 @@ class PushController:
             at=time.time(),
         )
         self.history = [*self.history[-(HISTORY - 1) :], record]
+        if self.changes is not None and batch.events:
+            self.changes.add(
+                snapshot.version,
+                [
+                    (name, c.events, c.revision, c.hostnames, c.summary)
+                    for name, c in batch.shards.items()
+                ],
+                endpoints_only=batch.endpoints_only,
+            )
         for listener in self.listeners:
             try:
                 listener(record)

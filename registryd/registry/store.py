@@ -50,6 +50,7 @@ import immutables
 from registryd.adapter import Delete, Problems, Replace, Update, Upsert
 from registryd.base.logs import clip
 from registryd.model import Endpoint, Service, ShardKey
+from registryd.registry.changes import ChangeSummary, summarize
 from registryd.registry.merge import MergedService, merge_hostname
 from registryd.registry.types import DEFAULT_PRIORITY, AdapterType, defaults
 
@@ -66,12 +67,16 @@ MAX_MESSAGE = 2000  # characters of an error or a warning
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ChangeEvent:
-    """Which hostnames changed in the served view, and whether only endpoints did."""
+    """Which hostnames changed in the served view, and whether only endpoints did;
+    ``summary``: what changed in the view served to proxies (:mod:`registryd.registry.changes`),
+    ``revision``: the source's index/revision the update carried (``""``: none)."""
 
     hostnames: frozenset[str]
     endpoints_only: bool
     shard: ShardKey
     at: float = field(default_factory=time.monotonic)
+    summary: ChangeSummary = field(default_factory=ChangeSummary)
+    revision: str = ""
 
 
 @dataclass(slots=True)
@@ -224,7 +229,7 @@ class RegistryStore:
             touched = {update.hostname}
         else:  # pragma: no cover - guarded by the type checker
             raise TypeError(f"unknown update {update!r}")
-        event = self._remerge(key, touched)
+        event = self._remerge(key, touched, update.revision)
         if all_synced:
             self._tell_synced()
         return event
@@ -250,10 +255,13 @@ class RegistryStore:
         return self._remerge(key, set(shard.services) | set(shard.endpoints))
 
     # -- internals -----------------------------------------------------------------
-    def _remerge(self, key: ShardKey, hostnames: set[str]) -> ChangeEvent | None:
+    def _remerge(
+        self, key: ShardKey, hostnames: set[str], revision: str = ""
+    ) -> ChangeEvent | None:
         changes, exported = self._merge(hostnames)
         if not changes and not exported:
             return None
+        summary = summarize(self._merged, changes)
         services_changed = _services_changed(self._merged, changes)
         services_changed |= _services_changed(self._exported, exported)
         self._merged = _apply(self._merged, changes)
@@ -266,6 +274,8 @@ class RegistryStore:
             hostnames=frozenset(changes) | frozenset(exported),
             endpoints_only=not services_changed,
             shard=key,
+            summary=summary,
+            revision=revision,
         )
         for listener in self._listeners:
             try:

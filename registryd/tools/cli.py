@@ -22,7 +22,7 @@ from registryd.adapter import ConfigError
 from registryd.base.logs import setup as setup_logging
 from registryd.daemon.config import Settings
 from registryd.daemon.configure import go_bool, make_settings
-from registryd.tools import proxystatus, validate
+from registryd.tools import proxystatus, validate, wait
 from registryd.xds.listen import drain
 
 __all__ = ["main", "parse_args"]
@@ -113,6 +113,13 @@ def _parser() -> argparse.ArgumentParser:
         "unknown to the server (RESOURCE_EXHAUSTED); 0: no limit",
     )
     d.add_argument(
+        "--historyBytes",
+        type=int,
+        default=4 << 20,
+        help="bytes the change history (/debug/history) may hold; the oldest pushes are "
+        "dropped past it (default 4 MiB)",
+    )
+    d.add_argument(
         "--xdsWorkers",
         type=int,
         default=0,
@@ -198,6 +205,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     validate.register(sub)
     proxystatus.register(sub)  # proxy-status, proxy-config
+    wait.register(sub)
     for command in sub.choices.values():
         if "--version" not in command._option_string_actions:
             command.add_argument("--version", action="version", version=VERSION)

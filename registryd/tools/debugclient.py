@@ -195,7 +195,10 @@ async def _until_closed(reader: asyncio.StreamReader, limit: int) -> bytes:
 
 def _target(url: str) -> tuple[str, int, ssl.SSLContext | None, str]:
     """(host, port, TLS context or None, request target) of an http(s) URL."""
-    parts = urllib.parse.urlsplit(url)
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError as exc:  # an unbalanced IPv6 bracket, say
+        raise Unreachable(f"not a valid URL ({exc})") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise Unreachable("not an http:// or https:// URL")
     try:

@@ -27,9 +27,10 @@ from prometheus_client.core import Metric
 from registryd.base.health import TaskHealth
 from registryd.model import ShardKey
 from registryd.registry.store import RegistryStore
-from registryd.web import views
+from registryd.web import views, waitz
 from registryd.web.logging_api import logging_routes
 from registryd.web.preview import LiveBuild, preview_routes
+from registryd.xds.snapshot import Snapshot
 from registryd.xds.streams import Streams
 from registryd.xds.tracking import PushRecord
 
@@ -65,6 +66,10 @@ ENDPOINTS: Mapping[str, str] = {
     "for each group of connected proxies, nothing applied (from localhost)",
     "/debug/console": "what the web console (/ui) shows, compact: registries, services, "
     "clients and their sync state, the last pushes with the proxies still pending",
+    "/debug/history": "the last changes of every registry, the push each caused and its "
+    "outcome at the proxies (?hostname=, ?registry=, ?limit=)",
+    "/debug/waitz": "whether a change reached the proxies: ?for=hostname/<host> or "
+    "push/<id>, ?proxy= (repeatable; registryd wait polls it)",
     "/debug/logging": "log scopes and levels; PUT /debug/logging/<scope> from localhost",
     "/debug/list": "this list as JSON",
     "/ui": "the web console: registries, services, proxies, pushes (read-only)",
@@ -80,6 +85,17 @@ class PushHistory(Protocol):
 
     @property
     def history(self) -> Sequence[PushRecord]: ...
+
+    @property
+    def snapshot(self) -> Snapshot: ...
+
+
+class ChangeLog(Protocol):
+    """The change history for ``/debug/history`` and ``/debug/waitz``."""
+
+    def render(self, hostname: str = "", registry: str = "", limit: int = 50) -> list[Any]: ...
+
+    def last_change(self, hostname: str) -> int | None: ...
 
 
 class Restarts(Protocol):
@@ -118,6 +134,7 @@ class DebugSources:
     log_level_changed: Callable[[str, int], None] | None = None  # told (logger, level)
     log_scopes: Mapping[str, str] = field(default_factory=dict)  # adapters': -> description
     live: LiveBuild | None = None  # the push, for /debug/preview (None: no previews)
+    history: ChangeLog | None = None  # the change history, if kept
 
 
 def _json(data: Any, status: int = 200) -> web.Response:
@@ -350,6 +367,32 @@ def make_app(src: DebugSources) -> web.Application:
             )
 
         return serve
+    async def history(r: web.Request) -> web.Response:
+        try:
+            limit = int(q(r, "limit") or 50)
+        except ValueError:
+            return _json({"error": "limit must be an integer"}, 400)
+        if src.history is None:
+            return _json([])
+        return _json(src.history.render(q(r, "hostname").lower(), q(r, "registry"), limit))
+
+    async def wait(r: web.Request) -> web.Response:
+        try:
+            kind, value = waitz.parse_target(q(r, "for"))
+        except ValueError as exc:
+            return _json({"error": str(exc)}, 400)
+        current = src.push.snapshot.version
+        if kind == "push":
+            version: int | None = int(value)
+        else:
+            version = waitz.host_version(value, src.store.view, src.push.snapshot, src.history)
+        if version is None:
+            return _json({"error": f"hostname {value!r} is not served nor in the history"}, 404)
+        selectors = r.query.getall("proxy", [])
+        found, missing = await src.streams.full_listing("versions")
+        silent = [*missing, *src.streams.unresponsive()]
+        entries = [item for _, item in found]
+        return _json(waitz.judge(version, current, entries, selectors, silent))
 
     @web.middleware
     async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -384,6 +427,8 @@ def make_app(src: DebugSources) -> web.Application:
     app.router.add_get("/ui/", ui_file("index.html"))
     for name in CONSOLE_FILES:
         app.router.add_get(f"/ui/{name}", ui_file(name))
+    app.router.add_get("/debug/history", history)
+    app.router.add_get("/debug/waitz", wait)
     app.router.add_routes(
         logging_routes(
             allow_remote=src.allow_remote_log_level,

@@ -12,7 +12,8 @@ typed operations, answered by the worker's
 ``("ping", number)`` (the heartbeat, :mod:`registryd.workers.heartbeat`).  Worker to main
 process: ``("ready", grpc_port, secure_grpc_port)`` once it listens, then ``("reply",
 id, ok, value)`` per call and ``("pong", number)`` per ping, each in the order of the
-messages it answers.
+messages it answers; unasked, ``("config_wanted",)`` and ``("outcomes", [Outcome...])``
+(push outcomes at its proxies, :class:`registryd.xds.tracking.Outcome`).
 """
 
 from __future__ import annotations

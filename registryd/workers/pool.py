@@ -80,7 +80,7 @@ from registryd.xds.addresses import Address
 from registryd.xds.snapshot import EMPTY, Snapshot
 from registryd.xds.streams import Listing as Listed
 from registryd.xds.streams import merge_dumps, merge_families, merge_listings, merge_traces
-from registryd.xds.tracking import PushTrace
+from registryd.xds.tracking import Outcome, PushTrace
 
 __all__ = ["WorkerPool", "share"]
 
@@ -163,6 +163,7 @@ class WorkerPool:
         self._ids = itertools.count(1)
         self._retired: list[Metric] = []  # cumulative families of workers that ended
         self._config_wanted: list[Callable[[], None]] = []
+        self._outcomes: list[Callable[[Outcome], None]] = []
 
     # -- feeding (called by the push controller) --------------------------------------
     def announce(self, version: int, started: float, published: float) -> None:
@@ -175,6 +176,11 @@ class WorkerPool:
         """``callback`` when a worker says one of its clients asks for Istio config the
         snapshot does not have yet (see :class:`registryd.xds.serving.Serving`)."""
         self._config_wanted.append(callback)
+
+    def on_outcome(self, callback: Callable[[Outcome], None]) -> None:
+        """``callback`` with each push outcome a worker reports (see
+        :class:`registryd.xds.serving.Serving`)."""
+        self._outcomes.append(callback)
 
     def publish(self, snapshot: Snapshot) -> None:
         """Make ``snapshot`` current: every worker is sent it (or what changed)."""
@@ -364,6 +370,13 @@ class WorkerPool:
                         callback()
                     except Exception as exc:  # a bug there must not stop reading the worker
                         self.health.failed("config-wanted", exc)
+            elif message[0] == "outcomes":
+                for outcome in message[1]:
+                    for told in self._outcomes:
+                        try:
+                            told(outcome)
+                        except Exception as exc:  # must not stop reading the worker
+                            self.health.failed("push-outcome", exc)
             elif message[0] == "reply":
                 _, call_id, ok, value = message
                 future = handle.pending.pop(call_id, None)
@@ -454,6 +467,12 @@ class WorkerPool:
 
     async def listing(self, view: str, proxy_id: str = "", verbose: bool = False) -> Listed:
         return merge_listings(await self._ask(Listing(view, proxy_id, verbose)))
+
+    async def full_listing(self, view: str) -> tuple[Listed, list[str]]:
+        up = [h.index for h in self._handles if h.up]
+        answers = await self._ask_each(Listing(view))
+        missing = [f"xDS worker {i} did not answer" for i in up if i not in answers]
+        return merge_listings(answers.values()), missing
 
     async def config_dump(self, proxy_id: str) -> dict[str, Any] | None:
         return merge_dumps(await self._ask(ConfigDump(proxy_id)))

@@ -46,6 +46,7 @@ from registryd.workers.ship import receive as receive_snapshot
 from registryd.xds.listen import drain
 from registryd.xds.serving import LocalServing
 from registryd.xds.streams import Streams
+from registryd.xds.tracking import Outcome
 
 __all__ = ["ANSWERS", "answer", "main", "serve"]
 
@@ -67,6 +68,24 @@ async def answer(streams: Streams, question: Question) -> Any:
     if how is None:
         raise TypeError(f"not a question: {logs.clip(repr(question), 64)}")
     return await how(streams, question)
+
+
+class _Outcomes:
+    """Push outcomes for the main process, sent together once per turn of the loop."""
+
+    def __init__(self, writer: asyncio.StreamWriter) -> None:
+        self._writer = writer
+        self._held: list[Outcome] = []
+
+    def add(self, outcome: Outcome) -> None:
+        if not self._held:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._held.append(outcome)
+
+    def _flush(self) -> None:
+        held, self._held = self._held, []
+        if not self._writer.is_closing():
+            self._writer.write(frame(("outcomes", held)))
 
 
 class _Worker:
@@ -137,6 +156,7 @@ async def serve(fd: int) -> None:
     worker = _Worker(config)
     # an istiod asked for config the snapshot lacks: the main process builds it
     worker.serving.on_config_wanted(lambda: writer.write(frame(("config_wanted",))))
+    worker.serving.on_outcome(_Outcomes(writer).add)
     try:
         ports = await worker.serving.start()
     except Exception as exc:  # cannot listen: the main process logs and retries

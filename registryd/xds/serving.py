@@ -18,6 +18,9 @@ Contract of a :class:`Serving`, besides the questions of
   traced, ``/debug/pushz``); it is called before that snapshot is published.
 * :meth:`~Serving.publish` makes a snapshot current; it never blocks.
 * :meth:`~Serving.stop` ends every stream at once (clients reconnect).
+* :meth:`~Serving.on_outcome` registers a callback told (on the event loop of the
+  caller's process) each :class:`~registryd.xds.tracking.Outcome` of an announced push,
+  wherever the proxy is served.
 * :meth:`~Serving.set_log_level` tells the processes that serve a logger's new level
   (the caller has set it in its own process already: in-process serving does nothing).
 """
@@ -39,7 +42,7 @@ from registryd.xds.server import XdsServer
 from registryd.xds.snapshot import Snapshot
 from registryd.xds.streams import LocalStreams, Streams
 from registryd.xds.throttle import Throttle
-from registryd.xds.tracking import PushTracker
+from registryd.xds.tracking import Outcome, PushTracker
 
 __all__ = ["LocalServing", "Serving", "new_version_prefix"]
 
@@ -68,6 +71,10 @@ class Serving(Streams, Protocol):
         """Call ``callback`` (on the event loop) when a client asks for Istio config
         while the current snapshot has no MCP tables (``Snapshot.mcp``): an istiod
         waits for them."""
+
+    def on_outcome(self, callback: Callable[[Outcome], None]) -> None:
+        """Call ``callback`` with each outcome of an announced push at a proxy (see
+        :class:`~registryd.xds.tracking.Outcome`); it must not raise."""
 
 
 class LocalServing(LocalStreams):
@@ -141,6 +148,9 @@ class LocalServing(LocalStreams):
 
     def on_config_wanted(self, callback: Callable[[], None]) -> None:
         self.xds.config_wanted.append(callback)
+
+    def on_outcome(self, callback: Callable[[Outcome], None]) -> None:
+        self.tracker.listeners.append(callback)
 
     async def stop(self) -> None:
         if self._server is not None:

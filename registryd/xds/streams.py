@@ -50,13 +50,22 @@ LISTINGS: dict[str, Callable[[list[Connection], str, bool], list[JSON]]] = {
     "console": lambda conns, proxy, _: views.console(conns, proxy),
 }
 """Per-connection views, by the name of their endpoint under ``/debug/`` (``tables``:
-what ``/debug/preview`` groups clients by; ``console``: the clients of ``/debug/console``)."""
+what ``/debug/preview`` groups clients by; ``console``: the clients of ``/debug/console``);
+and ``versions`` (:func:`registryd.xds.views.versions`, what ``/debug/waitz`` reads), which
+also reads the server's snapshot."""
 
 
 class Streams(Protocol):
     async def listing(self, view: str, proxy_id: str = "", verbose: bool = False) -> Listing:
         """``LISTINGS[view]`` of the matching connections, oldest first, each with the
         time it connected (for merging)."""
+        ...
+
+    async def full_listing(self, view: str) -> tuple[Listing, list[str]]:
+        """``LISTINGS[view]`` of every connection, and the serving processes left out of
+        it because they did not answer (up, but silent or too slow), one sentence each:
+        a caller that must see every connection (``/debug/waitz``) cannot trust a
+        listing with gaps."""
         ...
 
     async def config_dump(self, proxy_id: str) -> JSON | None:
@@ -105,11 +114,17 @@ class LocalStreams:
 
     async def listing(self, view: str, proxy_id: str = "", verbose: bool = False) -> Listing:
         conns = self._matching(proxy_id)
-        rendered = LISTINGS[view](conns, proxy_id, verbose)
+        if view == "versions":
+            rendered = views.versions(conns, proxy_id, self._xds.snapshot)
+        else:
+            rendered = LISTINGS[view](conns, proxy_id, verbose)
         if self._worker is not None:
             where = {"worker": self._worker, "workerPid": os.getpid()}
             rendered = [{**item, **where} for item in rendered]
         return [(c.connected_at, item) for c, item in zip(conns, rendered, strict=True)]
+
+    async def full_listing(self, view: str) -> tuple[Listing, list[str]]:
+        return await self.listing(view), []  # this process answers, or nothing does
 
     async def config_dump(self, proxy_id: str) -> JSON | None:
         conns = sorted(self._xds.connections.values(), key=lambda c: c.connected_at)

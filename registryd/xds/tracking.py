@@ -19,6 +19,12 @@ A proxy may answer before the server's writer is told its write finished (the re
 task can run first): such an answer is held by the trace and applied when ``sent()``
 comes, so a delivery is never left pending for want of an ACK already read.
 
+The tracker tells its ``listeners`` the :class:`Outcome` of each push per proxy as it
+happens: first sent to (``reached``), every response of the push ACKed (``acked``), a
+response NACKed (``nacked``, once per proxy and push).  The daemon keeps these in its
+change history (:mod:`registryd.daemon.history`), in the main process, so an outcome
+outlives the worker process that saw it.
+
 Times are ``time.monotonic()`` values; :attr:`PushTrace.started` is when the first
 registry event of the push arrived, so ``acked_at - started`` is the time from the
 registry change to that proxy's ACK.
@@ -27,14 +33,26 @@ registry change to that proxy's ACK.
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from registryd.base.logs import clip
 from registryd.xds.stream import ACK, NACK, Connection, Digest, Planned
 
-__all__ = ["PROXY_KEPT", "Delivery", "PushRecord", "PushTrace", "PushTracker", "version_number"]
+__all__ = [
+    "OUTCOME_TEXT",
+    "PROXY_KEPT",
+    "Delivery",
+    "Outcome",
+    "PushRecord",
+    "PushTrace",
+    "PushTracker",
+    "version_number",
+]
 
 PROXY_KEPT = 1024  # characters of a proxy id kept in a delivery
+OUTCOME_TEXT = 256  # characters of a proxy id and of an error kept in an Outcome
+REACHED, ACKED, NACKED = "reached", "acked", "nacked"
 
 
 def version_number(version_info: str) -> int | None:
@@ -58,6 +76,20 @@ class PushRecord:
     sample: tuple[str, ...] = field(default=())  # some of the hostnames, sorted
     started: float = 0.0
     at: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What became of one push (``version``) at one proxy: ``kind`` is ``reached`` (its
+    first response of the push was sent), ``acked`` (every response of the push to it
+    is ACKed) or ``nacked`` (one was NACKed, ``error`` says why); ``seconds`` after the
+    push's first registry event.  Small, picklable: worker processes send them on."""
+
+    version: int
+    kind: str
+    seconds: float
+    proxy: str = ""  # cut to OUTCOME_TEXT characters
+    error: str = ""  # cut to OUTCOME_TEXT characters
 
 
 @dataclass(slots=True)
@@ -86,6 +118,8 @@ class PushTrace:
     deliveries: dict[tuple[str, str], Delivery] = field(default_factory=dict)
     # answers read before sent() was told (connection id, type) -> (ACKed?, at, error)
     early: dict[tuple[str, str], tuple[bool, float, str]] = field(default_factory=dict)
+    # connection id -> the type URLs it was sent (to judge a proxy without a scan)
+    types_of: dict[str, list[str]] = field(default_factory=dict)
 
     def reaches(self, conn: Connection) -> bool:
         """Whether ``conn`` was connected when this push's first change came: only then
@@ -97,6 +131,35 @@ class PushTracker:
     def __init__(self, keep: int = 20) -> None:
         self._keep = keep
         self._traces: OrderedDict[int, PushTrace] = OrderedDict()
+        self.listeners: list[Callable[[Outcome], None]] = []  # told each Outcome
+
+    def _tell(self, trace: PushTrace, kind: str, at: float, delivery: Delivery) -> None:
+        outcome = Outcome(
+            trace.version,
+            kind,
+            at - trace.started,
+            clip(delivery.proxy, OUTCOME_TEXT, escaped=False),
+            clip(delivery.error, OUTCOME_TEXT, escaped=False),
+        )
+        for listener in self.listeners:
+            listener(outcome)
+
+    def _answer(
+        self, trace: PushTrace, delivery: Delivery, answer: tuple[bool, float, str]
+    ) -> None:
+        """Record ``answer`` on ``delivery`` and tell what it makes of the proxy."""
+        acked, at, _ = answer
+        conn = delivery.conn_id
+        mine = [trace.deliveries[(conn, t)] for t in trace.types_of.get(conn, ())]
+        was_nacked = any(d.nacked_at is not None for d in mine)
+        was_acked = all(d.acked_at is not None for d in mine)
+        _record(delivery, *answer)
+        if not self.listeners:
+            return
+        if not acked and not was_nacked:
+            self._tell(trace, NACKED, at, delivery)
+        elif acked and not was_acked and all(d.acked_at is not None for d in mine):
+            self._tell(trace, ACKED, at, delivery)
 
     def begin(self, version: int, started: float, published: float) -> None:
         """Announce a push: responses of snapshot ``version`` are kept from now on."""
@@ -119,6 +182,10 @@ class PushTracker:
         if trace is None or not trace.reaches(conn):
             return  # not a push, or a proxy that connected after the change
         key = (conn.id, planned.type_url)
+        types = trace.types_of.setdefault(conn.id, [])
+        first = not types
+        if planned.type_url not in types:
+            types.append(planned.type_url)
         delivery = trace.deliveries[key] = Delivery(
             conn_id=conn.id,
             proxy=clip(conn.proxy_id, PROXY_KEPT, escaped=False),
@@ -128,9 +195,11 @@ class PushTracker:
             sent_at=finished,
             delta=conn.delta,
         )
+        if first and self.listeners:
+            self._tell(trace, REACHED, finished, delivery)
         answer = trace.early.pop(key, None)
         if answer is not None:
-            _record(delivery, *answer)
+            self._answer(trace, delivery, answer)
 
     def failed(self, conn: Connection, planned: Planned) -> None:
         pass  # the connection closes; its delivery stays unanswered
@@ -151,7 +220,7 @@ class PushTracker:
         answer = (digest.kind == ACK, at, digest.state.last_nack if digest.kind == NACK else "")
         delivery = trace.deliveries.get(key)
         if delivery is not None:
-            _record(delivery, *answer)
+            self._answer(trace, delivery, answer)
         elif trace.reaches(conn):  # its sent() is still to come
             trace.early[key] = answer
 

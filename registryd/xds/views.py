@@ -19,9 +19,19 @@ from registryd.base.logs import clip
 from registryd.settings import redact
 from registryd.xds import resources as res
 from registryd.xds.delta import DeltaTypeState
+from registryd.xds.snapshot import Snapshot
 from registryd.xds.stream import ORDER, Connection, TypeState
 
-__all__ = ["CLIENT_TEXT", "adsz", "connections", "console", "rfc3339", "syncz", "tables"]
+__all__ = [
+    "CLIENT_TEXT",
+    "adsz",
+    "connections",
+    "console",
+    "rfc3339",
+    "syncz",
+    "tables",
+    "versions",
+]
 
 JSON = dict[str, Any]
 CLIENT_TEXT = 1024  # characters of client-supplied text (node fields, ids) shown
@@ -228,4 +238,49 @@ def console(conns: Iterable[Connection], proxy_id: str = "") -> list[JSON]:
                 "types": types,
             }
         )
+    return out
+
+
+def _number(version_info: str) -> int | None:
+    """The snapshot version of a ``<prefix>-<n>`` version; None for another."""
+    _, _, tail = version_info.rpartition("-")
+    return int(tail) if tail.isdigit() and len(tail) < 19 else None
+
+
+def _expected(conn: Connection, snapshot: Snapshot | None) -> list[str]:
+    """Types ``conn`` has yet to ask for although what it holds needs them: EDS, while it
+    was sent clusters that take their endpoints from EDS (a client asks for them only
+    after it read the clusters, and may ACK the clusters first)."""
+    clusters = conn.states.get(res.CLUSTER_TYPE)
+    endpoints = conn.states.get(res.ENDPOINT_TYPE)
+    if snapshot is None or clusters is None or (endpoints is not None and endpoints.requested):
+        return []
+    eds = conn.visible(snapshot, res.ENDPOINT_TYPE)
+    return ["eds"] if any(name in eds for name in clusters.sent_names) else []
+
+
+def versions(
+    conns: Iterable[Connection], proxy_id: str = "", snapshot: Snapshot | None = None
+) -> list[JSON]:
+    """Per client, per subscribed type, as snapshot version numbers (``registryd wait``
+    reads them): ``planned`` (the newest snapshot planned for it), ``sent``, ``acked``
+    and ``nacked`` (None: none), and the last NACK's ``error``; ``expected``: the types
+    it must still ask for (given the ``snapshot`` it is served from)."""
+    out = []
+    for c in sorted(conns, key=lambda c: c.connected_at):
+        if not _matches(c, proxy_id):
+            continue
+        types = {}
+        for t in c.plan_order():
+            state = c.states.get(t)
+            if state is None or not state.requested:
+                continue
+            types[res.short_type(t)] = {
+                "planned": state.synced_version,
+                "sent": _number(state.version_sent),
+                "acked": _number(state.acked_version),
+                "nacked": _number(state.nack_version) if state.last_nack else None,
+                "error": state.last_nack,
+            }
+        out.append({"proxyID": clip(c.proxy_id, CLIENT_TEXT), "connectionID": c.id, "types": types})
     return out

@@ -282,10 +282,12 @@ async def test_puts_and_deletes_become_upserts_and_deletes(
     etcd: EtcdServer, kv: Any, feeds: list[Feed]
 ) -> None:
     feed = start(feeds, adapter(etcd, namespace="shop"))
-    await synced(feed)
+    replace, _ = await synced(feed)
 
     await kv.put(key("cart", "1"), rich("10.0.0.1", 9000, servicePort=80, portName="http"))
     upsert = await feed.expect(Upsert)
+    # each update carries etcd's revision: the listing's, then each change's
+    assert int(upsert.revision) > int(replace.revision) > 0
     assert upsert.service.hostname == "cart" and upsert.service.namespace == "shop"
     assert upsert.service.ports == (Port(number=80, name="http", protocol="HTTP"),)
     assert upsert.endpoints == (endpoint("cart", "10.0.0.1", 9000, 80),)
@@ -304,9 +306,11 @@ async def test_puts_and_deletes_become_upserts_and_deletes(
     assert [e.health for e in upsert.endpoints] == [Health.HEALTHY, Health.DRAINING]
     await feed.expect(Problems)
 
+    revision = int(upsert.revision)
     await kv.delete(key("cart", "1"))
     upsert = await feed.expect(Upsert)
     assert [e.address for e in upsert.endpoints] == ["10.0.0.2"]
+    assert int(upsert.revision) > revision
     await feed.expect(Problems)
 
     await kv.delete(key("cart", "2"))
