@@ -367,6 +367,7 @@ def make_app(src: DebugSources) -> web.Application:
             )
 
         return serve
+
     async def history(r: web.Request) -> web.Response:
         try:
             limit = int(q(r, "limit") or 50)
