@@ -115,7 +115,7 @@ RULES = (
         tests=(QUICK_START,),
     ),
     Rule(r"registryd validate( examples/\S+)+", "run"),
-    Rule(r"registryd (discovery|validate|proxy-status|proxy-config)( .+)?", "parse"),
+    Rule(r"registryd (discovery|validate|proxy-status|proxy-config|wait)( .+)?", "parse"),
     Rule(r"python -m (bench|tests\.support)\.[\w.]+ .*(\[|\.\.\.).*", "synopsis"),
     Rule(r"python -m (bench|tests\.support)\.[\w.]+( .+)?", "parse"),
     Rule(
@@ -147,7 +147,7 @@ RULES = (
     Rule(r"scripts/build-servers( [\w-]+)+", "build-servers"),
     Rule(r"(grep|jq) .+", "external", "a filter of the previous command's output"),
     Rule(r"ssh -L \S+ \S+", "external", "OpenSSH's port forwarding to a loopback port"),
-    Rule(r"kubectl -n \S+ port-forward \S+ \S+", "external", "kubectl's port forwarding"),
+    Rule(r"kubectl .+", "external", "Kubernetes' own command line"),
     Rule(r"export \w+=\S+", "external", "the shell's"),
     Rule(r"cat > \S+ << \w+", "external", "the shell's: writes the here-document to a file"),
 )

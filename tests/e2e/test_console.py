@@ -87,7 +87,6 @@ def test_console_shows_the_daemon_and_follows_a_change(
 
     assert rows(browser, f'#registries-body tr[data-registry="{REGISTRY}"]')
     assert rows(browser, f'#services-body tr[data-hostname="{HOST}"]')
-    assert not browser.find_element(By.ID, "changes").is_displayed()  # no /debug/history
     envoy = wait_for(
         lambda: (row := envoy_row(browser)) and row["state"] == "SYNCED" and row,
         "the Envoy SYNCED in the proxies view",
@@ -123,6 +122,20 @@ def test_console_shows_the_daemon_and_follows_a_change(
         details=stack.logs,
     )
     assert browser.execute_script("return window.notReloaded") is True
+
+    # the change history (/debug/history) names the push, the registry, the hostname, and
+    # the Envoy's ACK of it
+    def change_row() -> dict[str, str] | None:
+        for row in rows(browser, f'#changes-body tr[data-push="{version}"]'):
+            if row["registry"] == REGISTRY and row["reached"] != "0":
+                if row["acked"] == row["reached"]:
+                    return row
+        return None
+
+    wait_for(change_row, "the change in the Changes view, ACKed", deadline=WAIT)
+    assert browser.find_element(By.ID, "changes").is_displayed()
+    changes = browser.find_element(By.ID, "changes-body").text
+    assert HOST in changes and REGISTRY in changes
 
     # the push's details: trigger registry and hostname, nobody pending
     browser.find_element(By.CSS_SELECTOR, f'#pushes-body tr[data-push="{version}"]').click()

@@ -388,7 +388,51 @@
     return String(value);
   }
 
+  // One row per registry change of each push, when the answer has registryd's shape.
+  function historyRows(data) {
+    if (!Array.isArray(data) || !data.every((e) => e && Array.isArray(e.changes) && e.outcome)) {
+      return null;
+    }
+    const head = ["push", "at", "kind", "registry", "services", "endpoints", "hostnames", "outcome"];
+    const rows = [];
+    for (const entry of data) {
+      const o = entry.outcome;
+      const outcome =
+        `${o.proxiesAcked}/${o.proxiesReached} ACKed` +
+        (o.proxiesNacked ? `, ${o.proxiesNacked} NACKed` : "") +
+        (o.pending ? `, ${o.pending} pending` : "") +
+        (o.lastAckMs !== null && o.lastAckMs !== undefined ? `, last ACK ${ms(o.lastAckMs)}` : "");
+      for (const c of entry.changes) {
+        const s = c.services || {};
+        const e = c.endpoints || {};
+        const hosts = (c.hostnames || []).join(" ");
+        const more = c.hostnamesTotal > (c.hostnames || []).length ? ` (+${c.hostnamesTotal - c.hostnames.length})` : "";
+        rows.push(
+          el(
+            "tr",
+            { "data-push": entry.version, "data-registry": c.registry, "data-acked": o.proxiesAcked, "data-reached": o.proxiesReached },
+            el("td", { class: "num" }, entry.version),
+            el("td", {}, when(entry.at)),
+            el("td", {}, entry.kind),
+            el("td", { class: "mono" }, c.registry + (c.revision ? ` @${c.revision}` : "")),
+            el("td", { class: "mono" }, `+${s.added || 0} -${s.removed || 0} ~${s.attributesChanged || 0}`),
+            el("td", { class: "mono" }, `+${e.added || 0} -${e.removed || 0} ~${e.changed || 0}`),
+            el("td", { class: "mono" }, hosts + more),
+            el("td", { class: o.proxiesNacked ? "error-text" : "" }, outcome)
+          )
+        );
+      }
+    }
+    return { head, rows: rows.slice(0, ROWS) };
+  }
+
   function renderHistory(data) {
+    const known = historyRows(data);
+    if (known) {
+      $("changes-head").replaceChildren(el("tr", {}, known.head.map((k) => el("th", {}, k))));
+      replaceRows($("changes-body"), known.rows);
+      return;
+    }
     let items = Array.isArray(data) ? data : null;
     if (!items && data && typeof data === "object") {
       items = Object.values(data).find(Array.isArray) || [data];
