@@ -37,6 +37,7 @@ from registryd.base.health import TaskHealth
 from registryd.base.logs import logger_name
 from registryd.build.clusters import BuildOptions
 from registryd.daemon.config import Settings
+from registryd.daemon.configpreview import ConfigPreview
 from registryd.daemon.history import ChangeHistory, HistoryMetrics
 from registryd.daemon.metrics import Metrics
 from registryd.daemon.plugins import adapter_type, create_adapter, require
@@ -289,6 +290,11 @@ class App:
             log_level_changed=self.serving.set_log_level,
             log_scopes=self.log_scopes(),
             live=self.push,
+            candidates=ConfigPreview(
+                running=self.settings.registries,
+                defaults=self.settings.registry_defaults,
+                context=AdapterContext(domain=self.settings.domain),
+            ),
             history=self.history,
         )
         runner = web.AppRunner(make_app(sources), access_log=None)

@@ -523,6 +523,9 @@ class Settings:
     monitoring_addr: Address = Address("0.0.0.0", 15014)
     domain: str = "cluster.local"
     registries: tuple[RegistryConfig, ...] = ()
+    # defaults of each registry type's settings from flags (with_defaults): what a
+    # candidate registryd.yaml gets too (/debug/preview)
+    registry_defaults: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     max_connection_age: float | None = None
     max_connection_age_grace: float = 10.0
     debounce_after: float = 0.1

@@ -328,6 +328,12 @@ def make_settings(args: argparse.Namespace, environ: Mapping[str, str] | None = 
         monitoring_addr=parse_address("--monitoringAddr", args.monitoringAddr),
         domain=args.domain,
         registries=tuple(registries),
+        registry_defaults=_kubernetes_defaults(
+            environ,
+            kubeconfig=args.kubeconfig,
+            qps=args.kubernetesApiQPS,
+            burst=args.kubernetesApiBurst,
+        ),
         max_connection_age=parse_duration(
             "--keepaliveMaxServerConnectionAge", args.keepaliveMaxServerConnectionAge
         ),

@@ -330,20 +330,52 @@ class StoreCopy:
         rules: endpoints stamped with ``key``, the same merge); its version is the
         current one.  Costs in proportion to the hostnames the shard holds now and in
         ``update``.  ``key`` must be a shard of the copy (its priority is needed)."""
-        old_services, old_endpoints = self.shards[key]
-        services = {s.hostname: s for s in update.services}
-        endpoints = _group(key, update.endpoints)
-        touched = {*old_services, *old_endpoints, *services, *endpoints}
-        shards = {**self.shards, key: (services, endpoints)}
-        merged, exported = self.view.services, self.view.exported
-        changes, exported_changes = _merge_hosts(
-            touched, shards, self.priorities, self.exported, (merged, exported)
+        return self.with_shards({key: update})[0]
+
+    def with_shards(
+        self,
+        changes: Mapping[ShardKey, Replace | None],
+        *,
+        priorities: Mapping[ShardKey, int] = MappingProxyType({}),
+        exported: Mapping[ShardKey, bool] = MappingProxyType({}),
+    ) -> tuple[View, frozenset[str]]:
+        """The view as it would be if each shard of ``changes`` received its ``Replace``
+        (a shard not in the copy is added) or was removed (``None``), and the shards of
+        ``priorities`` and ``exported`` were merged with that priority and exported or
+        not; with the hostnames where it may differ from the current one.  By the
+        store's rules (endpoints stamped with their shard, the same merge); its version
+        is the current one.  Costs in proportion to the hostnames those shards hold now
+        and in ``changes``.  A shard added needs its priority in ``priorities``; one
+        without an ``exported`` entry is exported."""
+        shards = dict(self.shards)
+        touched: set[str] = set()
+        for key in {*changes, *priorities, *exported}:
+            old_services, old_endpoints = shards.get(key, ({}, {}))
+            touched.update(old_services, old_endpoints)
+        for key, update in changes.items():
+            if update is None:
+                shards.pop(key, None)
+                continue
+            services = {s.hostname: s for s in update.services}
+            endpoints = _group(key, update.endpoints)
+            touched.update(services, endpoints)
+            shards[key] = (services, endpoints)
+        merged_priorities = {**self.priorities, **priorities}
+        missing = [k for k in shards if k not in merged_priorities]
+        if missing:
+            raise KeyError(f"no priority for shard {missing[0]}")
+        exported_keys = {
+            k for k in shards if exported.get(k, k in self.exported or k not in self.shards)
+        }
+        merged, exported_view = self.view.services, self.view.exported
+        changes_all, exported_changes = _merge_hosts(
+            touched, shards, merged_priorities, exported_keys, (merged, exported_view)
         )
-        new_merged = _apply(_persistent(merged), changes)
-        if exported is merged and len(self.exported) == len(self.shards):
-            return View(self.view.version, new_merged, new_merged)
-        new_exported = _apply(_persistent(exported), exported_changes)
-        return View(self.view.version, new_merged, new_exported)
+        new_merged = _apply(_persistent(merged), changes_all)
+        if len(exported_keys) == len(shards):  # every shard exported: the same merge
+            return View(self.view.version, new_merged, new_merged), frozenset(touched)
+        new_exported = _apply(_persistent(exported_view), exported_changes)
+        return View(self.view.version, new_merged, new_exported), frozenset(touched)
 
 
 def _merge_hosts(

@@ -1,5 +1,6 @@
 """``registryd validate --diff --server URL FILE|DIR...``: what candidate ServiceEntry /
-WorkloadEntry files would change for the proxies of running registryd instances.
+WorkloadEntry files would change for the proxies of running registryd instances; with
+``--config FILE`` instead, what a candidate registryd.yaml (its registries) would.
 
 The files are sent to each ``--server``'s ``POST /debug/preview``
 (:mod:`registryd.web.preview`), which builds what it would serve with them in place of
@@ -8,7 +9,14 @@ serves now; nothing is applied.  A file argument is sent under the path given; t
 of a directory argument (read as the file registry reads a directory) under their path
 inside it.
 
-Output: per server, the files placed, the candidate's errors and warnings, then one
+A candidate registryd.yaml is checked here first as ``registryd validate --config``
+checks it (:mod:`registryd.tools.configcheck`); when it is invalid its errors are
+printed in that command's words and the exit status is 1, and no server is asked.
+Otherwise it is sent with its absolute path: the daemon resolves the relative paths in
+it against that path's directory, on its own machine.
+
+Output: per server, the files placed (or the registry sections and what changed in
+each), the candidate's errors and warnings, then one
 block per group of proxies (``-o json``: the server's answer as is; with several
 servers, an object by server URL).  Exit status: 0 when every preview ran (changes or
 not), 1 when a candidate file has errors, 2 for a usage error or a server that cannot be
@@ -78,7 +86,8 @@ def _ask(server: str, body: bytes, args: argparse.Namespace) -> dict[str, Any]:
     if answer.status != 200:
         reason = str(value.get("error", "no reason given"))[:500]
         raise ConfigError(f"{url}: answered {answer.status}: {reason}")
-    if not isinstance(value.get("groups"), list) or not isinstance(value.get("errors"), dict):
+    kind = "registries" if args.config else "errors"
+    if not isinstance(value.get("groups"), list) or not isinstance(value.get(kind), dict):
         raise ConfigError(f"{url}: not a preview answer")
     return value
 
@@ -117,10 +126,14 @@ def _group(index: int, group: Mapping[str, Any], out: TextIO) -> None:
 
 def render_text(server: str, answer: Mapping[str, Any], out: TextIO) -> None:
     """One server's answer, readable (see the module docstring)."""
+    what = (
+        f"config {answer['config']}" if "config" in answer else f"registry {answer.get('registry')}"
+    )
     out.write(
-        f"Server {server}: registry {answer.get('registry')}, compared with version "
+        f"Server {server}: {what}, compared with version "
         f"{answer.get('liveVersion')} ({answer.get('seconds', 0):.3f}s)\n"
     )
+    _sections(answer, out)
     for name, placed in sorted(answer.get("files", {}).items()):
         how = "replaces" if placed.get("replaces") else "adds"
         out.write(f"File {name} {how} {placed.get('file')}\n")
@@ -137,17 +150,83 @@ def render_text(server: str, answer: Mapping[str, Any], out: TextIO) -> None:
         out.write("No proxy is connected.\n")
 
 
+def _config_request(args: argparse.Namespace, out: TextIO) -> dict[str, Any] | None:
+    """The request for the candidate registryd.yaml ``args.config``, or None when it is
+    invalid (its errors written to ``out`` as ``registryd validate --config`` writes them)."""
+    from dataclasses import replace
+
+    from registryd.daemon.config import MAX_CONFIG_BYTES, Unreadable, kubernetes_flag_defaults
+    from registryd.daemon.config import read_regular as read
+    from registryd.tools.analyze import Severity
+    from registryd.tools.configcheck import check
+    from registryd.tools.validate import render_text as render_report
+
+    if args.paths:
+        raise ConfigError("validate --diff: give candidate files or --config, not both")
+    report = check(
+        config=args.config, defaults=kubernetes_flag_defaults(kubeconfig=args.kubeconfig)
+    )
+    source = f"--config {os.path.normpath(args.config)}"
+    errors = tuple(
+        f for f in report.findings if f.source == source and f.severity is Severity.ERROR
+    )
+    if errors:
+        render_report(replace(report, findings=errors, files=0), out)
+        return None
+    try:
+        content = read(args.config, MAX_CONFIG_BYTES).decode("utf-8", "surrogateescape")
+    except Unreadable as exc:
+        raise ConfigError(f"--config {args.config}: {exc}") from None
+    request: dict[str, Any] = {
+        "config": {"path": os.path.abspath(args.config), "content": content},
+        "timeout": args.registry_timeout,
+    }
+    if args.registry:
+        request["registry"] = args.registry
+    return request
+
+
+def _sections(answer: Mapping[str, Any], out: TextIO) -> None:
+    for name, section in sorted(answer.get("registries", {}).items()):
+        status = section.get("status")
+        line = f"Registry {name} ({section.get('type')}): {status}"
+        if section.get("firstState") is False:
+            line += " (no first state: kept as it is now)"
+        out.write(line + "\n")
+        for key, change in sorted(section.get("changed", {}).items()):
+            old, new = (json.dumps(change.get(k)) for k in ("old", "new"))
+            out.write(f"  {key}: {old} -> {new}\n")
+
+
 def run(args: argparse.Namespace, out: TextIO) -> int:
     """``registryd validate --diff``: the exit status (see the module docstring)."""
     if not args.server:
         raise ConfigError("validate --diff needs --server URL (a registryd debug port)")
     servers = [s for value in args.server for s in value.split(",") if s]
+    if args.config:
+        config = _config_request(args, out)
+        if config is None:
+            return 1
+        body = json.dumps(config).encode()
+        answers = {server: _ask(server, body, args) for server in servers}
+        _show(servers, answers, args, out)
+        return 0
     files = read_candidates(args.paths)
     request: dict[str, Any] = {"files": files}
     if args.registry:
         request["registry"] = args.registry
     body = json.dumps(request).encode()
     answers = {server: _ask(server, body, args) for server in servers}
+    _show(servers, answers, args, out)
+    return 1 if any(answer["errors"] for answer in answers.values()) else 0
+
+
+def _show(
+    servers: list[str],
+    answers: Mapping[str, Mapping[str, Any]],
+    args: argparse.Namespace,
+    out: TextIO,
+) -> None:
     if args.output == "json":
         shown: Any = answers[servers[0]] if len(servers) == 1 else answers
         json.dump(shown, out, indent=2)
@@ -155,4 +234,3 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
     else:
         for server, answer in answers.items():
             render_text(server, answer, out)
-    return 1 if any(answer["errors"] for answer in answers.values()) else 0

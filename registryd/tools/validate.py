@@ -88,7 +88,8 @@ def register(subparsers: Any) -> None:
     v.add_argument(
         "--diff",
         action="store_true",
-        help="preview the candidate files on running registryd instances (--server): what "
+        help="preview the candidate files (or --config registryd.yaml) on running registryd "
+        "instances (--server): what "
         "each group of connected proxies would get added, removed and changed; nothing "
         "is applied. Exit 0: it ran; 1: the files have errors; 2: bad server or usage",
     )
@@ -100,7 +101,17 @@ def register(subparsers: Any) -> None:
         "for replicas)",
     )
     v.add_argument(
-        "--registry", default="", help="with --diff: the serviceentry registry, if several"
+        "--registry",
+        default="",
+        help="with --diff: the serviceentry registry, if several; with --config: preview "
+        "only that registry section",
+    )
+    v.add_argument(
+        "--registry-timeout",
+        type=float,
+        default=30.0,
+        help="with --diff --config: seconds each changed registry has for its first full "
+        "state (default 30, at most 120)",
     )
     v.add_argument(
         "--timeout",

@@ -3,6 +3,11 @@ for every connected client, with nothing applied.
 
 Request: a JSON object ``{"files": {name: content}, "registry": name}``; ``registry``
 (the instance name of a ``serviceentry`` registry) may be left out when there is one.
+Or a candidate registryd.yaml, ``{"config": {"path": path, "content": text},
+"registry": name, "timeout": seconds}``: see :func:`_run_config` (``registry``: only
+that section; ``timeout``: for each candidate registry's first state, default
+:data:`~registryd.web.candidates.DEFAULT_TIMEOUT`, at most
+:data:`~registryd.web.candidates.MAX_TIMEOUT`).
 Each candidate takes the place of the file of the same path in that registry's
 directory, or of the only file of the same base name, or is a new file
 (:func:`registryd.adapters.serviceentry.preview.place`); the other files stay as they
@@ -12,13 +17,18 @@ Answer (200): ``registry``, ``files`` (per candidate: the ``file`` it takes the 
 and whether it ``replaces`` one), ``errors`` (per candidate, the registry's text for
 what cannot be used; :mod:`registryd.tools.validate` exits 1 on them), ``fileWarnings``
 (unknown fields), ``liveVersion`` (the snapshot compared with), ``groups`` and
-``warnings`` (:mod:`registryd.build.preview`) and ``seconds`` (time to answer).
+``warnings`` (:mod:`registryd.build.preview`) and ``seconds`` (time to answer).  For a
+registryd.yaml: ``config`` (its path), ``registries`` (per registry section: ``type``,
+``status``, what ``changed``, whether a candidate adapter gave its ``firstState``),
+``liveVersion``, ``groups``, ``groupsLeftOut``, ``warnings`` (the registries' first,
+then the build's) and ``seconds``.
 
 Errors are ``{"error": "<one line>"}``: 403 unless the peer is loopback (or the log-level
 override, ``allow_remote``, is set: the same rule as :mod:`registryd.web.logging_api`),
 413 for a body over ``max_body`` bytes (refused before it is read when its
 ``Content-Length`` says so), 400 for a body that is not such an object or a name that
-cannot be a file of the directory, 429 while another preview runs (one at a time), 503
+cannot be a file of the directory or an invalid registryd.yaml (the text ``registryd
+validate`` gives), 429 while another preview runs (one at a time), 503
 when the registry's directory cannot be read.
 
 Nothing is applied: the store is copied (:meth:`RegistryStore.copy`), the files are read
@@ -34,6 +44,7 @@ import logging
 import os
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from aiohttp import web
@@ -46,6 +57,12 @@ from registryd.jsonbound import JsonLimits, JsonTooLarge, load_json
 from registryd.model import ShardKey
 from registryd.offloop import off_loop
 from registryd.registry.store import RegistryStore, StoreCopy
+from registryd.web.candidates import (
+    DEFAULT_TIMEOUT,
+    MAX_TIMEOUT,
+    CandidateRegistries,
+    RegistryCandidates,
+)
 from registryd.web.logging_api import is_loopback_peer
 from registryd.xds.snapshot import Snapshot
 from registryd.xds.streams import Streams
@@ -94,9 +111,48 @@ async def _body(request: web.Request, max_body: int) -> bytes:
     return bytes(body)
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _ConfigRequest:
+    path: str
+    content: bytes
+    registry: str
+    timeout: float
+
+
+_EXAMPLE = (
+    'expected {"files": {"<name>.yaml": "<content>"}, "registry": "<name>"} or '
+    '{"config": {"path": "<path>", "content": "<registryd.yaml>"}, "registry": "<name>", '
+    '"timeout": <seconds>}'
+)
+
+
+def _config(value: dict[str, Any]) -> _ConfigRequest:
+    """The candidate registryd.yaml of a request."""
+    if not set(value) <= {"config", "registry", "timeout"}:
+        raise _Refused(400, f"body is not a preview request: {_EXAMPLE}")
+    config, registry = value["config"], value.get("registry", "")
+    timeout = value.get("timeout", DEFAULT_TIMEOUT)
+    if (
+        not isinstance(config, dict)
+        or set(config) != {"path", "content"}
+        or not all(isinstance(v, str) for v in config.values())
+        or not os.path.isabs(config["path"])
+        or not isinstance(registry, str)
+    ):
+        raise _Refused(400, f"'config' must hold an absolute 'path' and 'content': {_EXAMPLE}")
+    if not isinstance(timeout, int | float) or isinstance(timeout, bool) or not 0 < timeout:
+        raise _Refused(400, f"'timeout' must be a number of seconds over 0, got {timeout!r:.40}")
+    if timeout > MAX_TIMEOUT:
+        raise _Refused(400, f"'timeout' may be at most {MAX_TIMEOUT:g} seconds")
+    content = config["content"].encode("utf-8", "surrogatepass")
+    return _ConfigRequest(
+        path=config["path"], content=content, registry=registry, timeout=float(timeout)
+    )
+
+
 def _files(value: Any) -> tuple[dict[str, bytes], str]:
     """The candidate files (name -> content) and the registry named by a request."""
-    example = 'expected {"files": {"<name>.yaml": "<content>"}, "registry": "<name>"}'
+    example = _EXAMPLE
     if not isinstance(value, dict) or not set(value) <= {"files", "registry"}:
         raise _Refused(400, f"body is not a preview request: {example}")
     files, registry = value.get("files"), value.get("registry", "")
@@ -169,16 +225,50 @@ def _run(
     }
 
 
+def _run_config(
+    copy: StoreCopy,
+    path: str,
+    found: CandidateRegistries,
+    live: Snapshot,
+    conflicts: Mapping[int, tuple[Conflict, ...]],
+    options: BuildOptions,
+    clients: list[Client],
+) -> dict[str, Any]:
+    """The answer's body for a candidate registryd.yaml whose registries would change
+    the shards as ``found`` says (blocking: a full build)."""
+    view, hostnames = copy.with_shards(
+        found.changes, priorities=found.priorities, exported=found.exported
+    )
+    result = preview(
+        live_view=copy.view,
+        candidate_view=view,
+        hostnames=hostnames,
+        live=live,
+        live_conflicts=conflicts,
+        options=options,
+        clients=clients,
+    )
+    result["warnings"] = [*found.warnings, *result["warnings"]]
+    return {
+        "config": path,
+        "registries": dict(found.registries),
+        "liveVersion": live.version,
+        **result,
+    }
+
+
 def preview_routes(
     *,
     store: RegistryStore,
     live: LiveBuild,
     streams: Streams,
     registries: Sequence[tuple[ShardKey, Mapping[str, Any]]],
+    candidates: RegistryCandidates | None = None,
     allow_remote: bool = False,
     max_body: int = MAX_BODY,
 ) -> list[web.RouteDef]:
-    """The ``/debug/preview`` route (see the module docstring)."""
+    """The ``/debug/preview`` route (see the module docstring); ``candidates``: what
+    turns a candidate registryd.yaml into shards (None: such previews are refused)."""
     running = False
 
     def release(work: asyncio.Future[Any]) -> None:
@@ -186,6 +276,36 @@ def preview_routes(
         running = False
         if not work.cancelled():
             work.exception()  # retrieved: a cancelled request's failure is nobody's
+
+    async def files_work(value: Any) -> tuple[asyncio.Future[dict[str, Any]], str]:
+        files, name = _files(value)
+        key, settings = _registry(registries, name)
+        clients = _clients(await streams.listing("tables"))
+        copy, snapshot = store.copy(), live.snapshot
+        conflicts, options = dict(live.conflicts), live.build_options
+        args = (copy, key, settings, files, snapshot, conflicts, options, clients)
+        what = f"registry {key}"
+        return asyncio.ensure_future(off_loop(_run, *args)), what
+
+    async def config_work(value: dict[str, Any]) -> tuple[asyncio.Future[dict[str, Any]], str]:
+        request = _config(value)
+        if candidates is None:
+            raise _Refused(400, "this daemon previews ServiceEntry files only")
+        try:
+            found = await candidates.candidate(
+                path=request.path,
+                content=request.content,
+                registry=request.registry,
+                timeout=request.timeout,
+            )
+        except ValueError as exc:
+            raise _Refused(400, str(exc)) from None
+        clients = _clients(await streams.listing("tables"))
+        copy, snapshot = store.copy(), live.snapshot
+        conflicts, options = dict(live.conflicts), live.build_options
+        args = (copy, request.path, found, snapshot, conflicts, options, clients)
+        what = f"registryd.yaml {request.path}"
+        return asyncio.ensure_future(off_loop(_run_config, *args)), what
 
     async def run(request: web.Request) -> web.Response:
         nonlocal running
@@ -205,20 +325,15 @@ def preview_routes(
                 raise _Refused(413, str(exc)) from None
             except ValueError:
                 raise _Refused(400, "body is not valid JSON") from None
-            files, name = _files(value)
-            key, settings = _registry(registries, name)
-            clients = _clients(await streams.listing("tables"))
-            copy, snapshot = store.copy(), live.snapshot
-            conflicts, options = dict(live.conflicts), live.build_options
-            args = (copy, key, settings, files, snapshot, conflicts, options, clients)
-            work = asyncio.ensure_future(off_loop(_run, *args))
+            is_config = isinstance(value, dict) and "config" in value
+            work, what = await (config_work(value) if is_config else files_work(value))
             work.add_done_callback(release)  # not before: a cancelled request's build runs on
             try:
                 answer = await asyncio.shield(work)
             except ValueError as exc:
                 raise _Refused(400, str(exc)) from None
             except OSError as exc:
-                raise _Refused(503, f"registry {key}: {exc}") from None
+                raise _Refused(503, f"{what}: {exc}") from None
         except _Refused as exc:
             return _error(exc.status, str(exc))
         finally:
@@ -226,9 +341,8 @@ def preview_routes(
                 running = False
         answer["seconds"] = round(time.monotonic() - started, 6)
         log.info(
-            "preview of %d files for %s by %s: %d groups, %d warnings in %.3fs",
-            len(files),
-            key,
+            "preview for %s by %s: %d groups, %d warnings in %.3fs",
+            what,
             peer,
             len(answer["groups"]),
             len(answer["warnings"]),

@@ -28,6 +28,7 @@ from registryd.base.health import TaskHealth
 from registryd.model import ShardKey
 from registryd.registry.store import RegistryStore
 from registryd.web import views, waitz
+from registryd.web.candidates import RegistryCandidates
 from registryd.web.logging_api import logging_routes
 from registryd.web.preview import LiveBuild, preview_routes
 from registryd.xds.snapshot import Snapshot
@@ -62,7 +63,8 @@ ENDPOINTS: Mapping[str, str] = {
     "/debug/push_status": "problems in the current view",
     "/debug/pushz": "the last pushes: trigger, debounce, sent to whom, time to ACK "
     "(?proxyID=, ?limit=)",
-    "/debug/preview": "POST candidate ServiceEntry/WorkloadEntry files: what they would change "
+    "/debug/preview": "POST candidate ServiceEntry/WorkloadEntry files or registryd.yaml: what "
+    "they would change "
     "for each group of connected proxies, nothing applied (from localhost)",
     "/debug/console": "what the web console (/ui) shows, compact: registries, services, "
     "clients and their sync state, the last pushes with the proxies still pending",
@@ -134,6 +136,7 @@ class DebugSources:
     log_level_changed: Callable[[str, int], None] | None = None  # told (logger, level)
     log_scopes: Mapping[str, str] = field(default_factory=dict)  # adapters': -> description
     live: LiveBuild | None = None  # the push, for /debug/preview (None: no previews)
+    candidates: RegistryCandidates | None = None  # registryd.yaml previews (None: none)
     history: ChangeLog | None = None  # the change history, if kept
 
 
@@ -444,6 +447,7 @@ def make_app(src: DebugSources) -> web.Application:
                 live=src.live,
                 streams=src.streams,
                 registries=src.registries,
+                candidates=src.candidates,
                 allow_remote=src.allow_remote_log_level,
             )
         )

@@ -377,3 +377,35 @@ def test_a_copy_merges_a_replaced_shard_as_the_store_would_without_touching_it(
     assert dict(candidate.exported) == dict(store.view.exported)
     assert candidate.version == view.version  # a candidate, not a new version
     assert {e.source for e in candidate.services["x.example"].endpoints} == {A, B}
+
+
+def test_a_copy_adds_removes_and_reprioritises_shards_as_the_store_would(
+    store: RegistryStore,
+) -> None:
+    c = ShardKey("etcd", "c")
+    store.apply(A, Replace(services=(svc("x.example"), svc("y.example"))))
+    store.apply(B, Replace(services=(svc("x.example"),), endpoints=(ep("x.example", "10.7.7.7"),)))
+    copy = store.copy()
+    view = store.view
+    added = Replace(services=(svc("z.example"),), endpoints=(ep("z.example", "10.1.1.1"),))
+    candidate, touched = copy.with_shards(
+        {A: None, c: added},
+        priorities={B: copy.priorities[B] + 100, c: 5},
+        exported={c: False},
+    )
+    assert store.view is view and set(store.shards) == {A, B}
+    assert touched == {"x.example", "y.example", "z.example"}
+    # what the store itself makes of the same changes
+    store.remove_shard(A)
+    store.expect(B, priority=copy.priorities[B] + 100)
+    store.expect(c, priority=5, export=False)
+    store.apply(c, added)
+    assert dict(candidate.services) == dict(store.view.services)
+    assert dict(candidate.exported) == dict(store.view.exported)
+    assert "z.example" not in candidate.exported and "y.example" not in candidate.services
+    assert candidate.version == view.version
+
+
+def test_a_copy_needs_the_priority_of_a_shard_it_adds(store: RegistryStore) -> None:
+    with pytest.raises(KeyError, match="etcd/c"):
+        store.copy().with_shards({ShardKey("etcd", "c"): Replace()})
