@@ -15,14 +15,16 @@ import yaml
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
+from registryd.adapter import ConfigError, Replace
 from registryd.adapters.serviceentry.preview import place
 from registryd.adapters.serviceentry.tree import FileTree
 from registryd.build.builder import SnapshotBuilder
 from registryd.build.clusters import BuildOptions
 from registryd.build.listeners import Conflict
 from registryd.build.preview import field_diff
-from registryd.model import ShardKey
+from registryd.model import Port, Service, ShardKey
 from registryd.registry.store import RegistryStore
+from registryd.web.candidates import CandidateRegistries
 from registryd.web.preview import preview_routes
 from registryd.xds import resources as res
 from registryd.xds.snapshot import CDS, EDS, Snapshot
@@ -256,3 +258,124 @@ def test_place_by_path_then_by_base_name_else_new() -> None:
     }
     with pytest.raises(ValueError, match=r"both name /cfg/a\.yaml"):
         place(["a.yaml", "/cfg/a.yaml"], root, existing)
+
+
+class Candidates:
+    """A candidate registryd.yaml that removes the directory's shard and adds one with
+    ``new.example``; ``gate``, when set, holds the answer."""
+
+    def __init__(self) -> None:
+        self.gate: asyncio.Event | None = None
+        self.asked: list[dict[str, Any]] = []
+        self.called = asyncio.Event()
+
+    async def candidate(
+        self, *, path: str, content: bytes, registry: str, timeout: float
+    ) -> CandidateRegistries:
+        self.asked.append(
+            {"path": path, "content": content, "registry": registry, "timeout": timeout}
+        )
+        self.called.set()
+        if self.gate is not None:
+            await self.gate.wait()
+        if b"invalid" in content:
+            raise ConfigError("--config /c/registryd.yaml:1: invalid")
+        other = ShardKey("etcd", "other")
+        added = Replace(services=(service("new.example"),))
+        return CandidateRegistries(
+            changes={KEY: None, other: added},
+            priorities={other: 100},
+            registries={"other": {"type": "etcd", "status": "added", "firstState": True}},
+            warnings=("registry slow: no first state within 5s: timed out",),
+        )
+
+
+def service(host: str) -> Service:
+    return Service(hostname=host, ports=(Port(number=80, name="http", protocol="HTTP"),))
+
+
+CONFIG = {"config": {"path": "/c/registryd.yaml", "content": "registries: []"}}
+
+
+async def test_a_candidate_config_is_previewed_from_a_copy(daemon: Daemon) -> None:
+    candidates = Candidates()
+    client = await daemon.client(candidates=candidates)
+    view, snapshot = daemon.store.view, daemon.live.snapshot
+    try:
+        answer = await client.post("/debug/preview", json={**CONFIG, "registry": "other"})
+        assert answer.status == 200, await answer.text()
+        body = await answer.json()
+    finally:
+        await client.close()
+    assert candidates.asked == [
+        {"path": "/c/registryd.yaml", "content": b"registries: []", "registry": "other",
+         "timeout": 30.0}
+    ]  # fmt: skip
+    assert body["config"] == "/c/registryd.yaml"
+    assert body["registries"] == {"other": {"type": "etcd", "status": "added", "firstState": True}}
+    (group,) = body["groups"]
+    assert group["changes"]["cds"]["added"]["names"] == ["outbound|80||new.example"]
+    assert group["changes"]["cds"]["removed"]["names"] == ["outbound|80||web.example"]
+    assert body["warnings"][0] == "registry slow: no first state within 5s: timed out"
+    assert (
+        "host web.example would lose all endpoints (1 now) (the host would be removed)"
+        in (body["warnings"])
+    )
+    assert daemon.store.view is view and daemon.live.snapshot is snapshot
+
+
+async def test_a_candidate_config_from_a_remote_peer_is_refused(daemon: Daemon) -> None:
+    candidates = Candidates()
+    client = await daemon.client(peer="10.1.2.3", candidates=candidates)
+    try:
+        answer = await client.post("/debug/preview", json=CONFIG)
+        assert answer.status == 403
+    finally:
+        await client.close()
+    assert candidates.asked == []
+
+
+@pytest.mark.parametrize(
+    ("body", "error"),
+    [
+        ({"config": {"path": "c.yaml", "content": ""}}, "must hold an absolute 'path'"),
+        ({"config": {"path": "/c.yaml"}}, "must hold an absolute 'path' and 'content'"),
+        ({**CONFIG, "timeout": 121}, "'timeout' may be at most 120 seconds"),
+        ({**CONFIG, "timeout": 0}, "'timeout' must be a number of seconds over 0"),
+        ({**CONFIG, "files": {}}, "body is not a preview request"),
+        ({"config": {"path": "/c.yaml", "content": "invalid"}}, "/c/registryd.yaml:1: invalid"),
+    ],
+)
+async def test_a_bad_config_request_is_400(
+    daemon: Daemon, body: dict[str, Any], error: str
+) -> None:
+    client = await daemon.client(candidates=Candidates())
+    try:
+        answer = await client.post("/debug/preview", json=body)
+        assert answer.status == 400
+        assert error in (await answer.json())["error"]
+    finally:
+        await client.close()
+
+
+async def test_config_previews_need_candidates(client: Client) -> None:
+    answer = await client.post("/debug/preview", json=CONFIG)
+    assert answer.status == 400
+    assert "previews ServiceEntry files only" in (await answer.json())["error"]
+
+
+async def test_one_preview_at_a_time_while_candidate_registries_run(daemon: Daemon) -> None:
+    candidates = Candidates()
+    candidates.gate = asyncio.Event()
+    client = await daemon.client(candidates=candidates)
+    try:
+        first = asyncio.create_task(client.post("/debug/preview", json=CONFIG))
+        await candidates.called.wait()
+        second = await client.post("/debug/preview", json=request(web=entry("a.example", 80)))
+        assert second.status == 429
+        candidates.gate.set()
+        assert (await first).status == 200
+        third = await client.post("/debug/preview", json=CONFIG)
+        assert third.status == 200
+    finally:
+        await client.close()
