@@ -171,7 +171,7 @@ def _config_request(args: argparse.Namespace, out: TextIO) -> dict[str, Any] | N
         f for f in report.findings if f.source == source and f.severity is Severity.ERROR
     )
     if errors:
-        render_report(replace(report, findings=errors, files=0), out)
+        render_report(replace(report, findings=errors), out)
         return None
     try:
         content = read(args.config, MAX_CONFIG_BYTES).decode("utf-8", "surrogateescape")
