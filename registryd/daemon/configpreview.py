@@ -16,6 +16,7 @@ the result into :class:`~registryd.web.candidates.CandidateRegistries`:
   generator is closed (or its task cancelled), which closes what it opened, as when the
   supervisor stops a registry.  A section without a first state in time keeps the
   state it has now (none, for a new one) and is a warning naming its last error.
+  At most :data:`MAX_RUNS` candidate adapters run for one preview, side by side.
 
 Nothing here touches the store, the running adapters or the supervisor; the candidate
 adapters are the preview's own and are gone when it answers.
@@ -33,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from registryd.adapter import AdapterContext, ConfigError, Problems, Replace, describe_error
+from registryd.base.logs import clip
 from registryd.daemon.config import RegistryConfig, parse_registries, with_defaults
 from registryd.daemon.plugins import adapter_type, create_adapter
 from registryd.model import ShardKey
@@ -44,7 +46,9 @@ __all__ = ["ConfigPreview", "SectionChange", "compare_sections", "first_state"]
 log = logging.getLogger("registryd.web")
 
 RETRY: tuple[float, ...] = (0.5, 1, 2, 3, 5)  # seconds between runs of a failing candidate
+MAX_RUNS = 64  # candidate registries one preview may run (each is an adapter of its own)
 _ERROR_CHARS = 300  # of the last error in a warning
+_VALUE_CHARS = 300  # of a setting's value in the answer
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -79,7 +83,7 @@ class SectionChange:
     def differences(self) -> dict[str, Any]:
         """What differs, ``{key: {"old", "new"}}`` (``type``, ``priority``, ``export``
         and each setting; absent: None), values redacted as every debug view shows
-        settings (:func:`registryd.settings.redact`)."""
+        settings (:func:`registryd.settings.redact`) and strings cut to 300 characters."""
         if self.old is None or self.new is None:
             return {}
         old, new = _described(self.old), _described(self.new)
@@ -100,7 +104,7 @@ class SectionChange:
 
 
 def _described(reg: RegistryConfig) -> dict[str, Any]:
-    shown: dict[str, Any] = redact(dict(reg.settings))
+    shown: dict[str, Any] = redact(dict(reg.settings), clip_at=_VALUE_CHARS)
     shown.update(type=reg.type, priority=reg.priority, export=reg.export)
     return shown
 
@@ -158,7 +162,8 @@ async def first_state(
                         if isinstance(update, Replace):
                             return update
                         if isinstance(update, Problems) and update.errors:
-                            last = next(iter(update.errors.values()))
+                            message = next(iter(update.errors.values()))
+                            last = clip(" ".join(message.split()), _ERROR_CHARS, escaped=False)
                 last = "watch() ended without a full state"
             except ConfigError as exc:  # settings that can never work: no retry
                 last = str(exc)
@@ -225,6 +230,11 @@ class ConfigPreview:
                 priorities[_key(new)], exported[_key(new)] = _priority(new), _export(new)
             else:
                 runs[section.name] = new
+        if len(runs) > MAX_RUNS:
+            raise ConfigError(
+                f"the candidate adds or changes {len(runs)} registries; a preview runs at most "
+                f"{MAX_RUNS}: name one with --registry, or preview it in parts"
+            )
         found = await asyncio.gather(
             *(
                 first_state(reg, self._context, timeout=timeout, retry=self._retry)

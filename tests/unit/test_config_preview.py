@@ -13,7 +13,12 @@ import yaml
 
 from registryd.adapter import AdapterContext, ConfigError, Replace
 from registryd.daemon.config import RegistryConfig, parse_registries
-from registryd.daemon.configpreview import ConfigPreview, compare_sections, first_state
+from registryd.daemon.configpreview import (
+    MAX_RUNS,
+    ConfigPreview,
+    compare_sections,
+    first_state,
+)
 from registryd.model import ShardKey
 from registryd.settings import REDACTED
 from tests.support.procs import free_port
@@ -161,3 +166,19 @@ async def test_no_first_state_in_time_says_the_last_error() -> None:
     assert found.startswith("registry down: no first state within 30s: ")
     assert found != "registry down: no first state within 30s: no error reported"
     assert sleeps == [0.5, 1]
+
+
+async def test_a_preview_runs_a_bounded_number_of_candidate_registries(tmp_path: Path) -> None:
+    many = [{**ETCD, "name": f"r{i}"} for i in range(MAX_RUNS + 1)]
+    content = yaml.safe_dump({"registries": many}).encode()
+    with pytest.raises(ConfigError, match=f"adds or changes {MAX_RUNS + 1} registries"):
+        await preview_of([]).candidate(
+            path=str(tmp_path / "c.yaml"), content=content, registry="", timeout=1
+        )
+
+
+def test_setting_values_in_the_answer_are_cut(tmp_path: Path) -> None:
+    running = sections(tmp_path / "r.yaml", ETCD)
+    candidate = sections(tmp_path / "c.yaml", {**ETCD, "namespace": "a" * 5000})
+    (main,) = compare_sections(running, candidate)
+    assert len(main.differences()["namespace"]["new"]) < 400
