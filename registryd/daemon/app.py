@@ -293,6 +293,7 @@ class App:
             candidates=ConfigPreview(
                 running=self.settings.registries,
                 defaults=self.settings.registry_defaults,
+                types=self.settings.registry_types,
                 context=AdapterContext(domain=self.settings.domain),
             ),
             history=self.history,

@@ -526,6 +526,7 @@ class Settings:
     # defaults of each registry type's settings from flags (with_defaults): what a
     # candidate registryd.yaml gets too (/debug/preview)
     registry_defaults: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    registry_types: frozenset[str] = frozenset()  # --registries, lower case (empty: all)
     max_connection_age: float | None = None
     max_connection_age_grace: float = 10.0
     debounce_after: float = 0.1

@@ -182,7 +182,9 @@ async def first_state(
 class ConfigPreview:
     """:class:`~registryd.web.candidates.RegistryCandidates` for a daemon running
     ``running`` (its registries, those from flags included) with ``defaults`` of each
-    type's settings (:attr:`registryd.daemon.config.Settings.registry_defaults`)."""
+    type's settings (:attr:`registryd.daemon.config.Settings.registry_defaults`) and
+    only the registry ``types`` of ``--registries`` (lower case; empty: all): a
+    candidate section of another type is left out, as the daemon leaves it out."""
 
     def __init__(
         self,
@@ -190,18 +192,22 @@ class ConfigPreview:
         running: Sequence[RegistryConfig],
         defaults: Mapping[str, Mapping[str, Any]],
         context: AdapterContext,
+        types: frozenset[str] = frozenset(),
         retry: Sequence[float] = RETRY,
     ) -> None:
         self._sections = [r for r in running if r.origin is not None]
         self._from_flags = {r.name for r in running if r.origin is None}
         self._defaults = defaults
         self._context = context
+        self._types = types
         self._retry = retry
 
     def parse(self, *, path: str, content: bytes) -> list[RegistryConfig]:
         """The candidate's sections, checked as at start (each adapter's factory reads
         its settings); ConfigError with the text ``registryd validate`` gives."""
         registries = with_defaults(parse_registries(content, Path(path)), self._defaults)
+        if self._types:
+            registries = [r for r in registries if r.type.lower() in self._types]
         for reg in registries:
             if reg.name in self._from_flags:
                 taken = f"registry name {reg.name!r} is taken by a flag; rename that registry"

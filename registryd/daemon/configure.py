@@ -328,6 +328,7 @@ def make_settings(args: argparse.Namespace, environ: Mapping[str, str] | None = 
         monitoring_addr=parse_address("--monitoringAddr", args.monitoringAddr),
         domain=args.domain,
         registries=tuple(registries),
+        registry_types=frozenset(enabled),
         registry_defaults=_kubernetes_defaults(
             environ,
             kubeconfig=args.kubeconfig,

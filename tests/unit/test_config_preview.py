@@ -182,3 +182,25 @@ def test_setting_values_in_the_answer_are_cut(tmp_path: Path) -> None:
     candidate = sections(tmp_path / "c.yaml", {**ETCD, "namespace": "a" * 5000})
     (main,) = compare_sections(running, candidate)
     assert len(main.differences()["namespace"]["new"]) < 400
+
+
+async def test_another_type_is_another_shard_and_disabled_types_are_left_out(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "main").mkdir()
+    (tmp_path / "main" / "s.yaml").write_text(entry("main.example", 80))
+    running = sections(tmp_path / "r.yaml", ETCD)
+    retyped = {"name": "main", "type": "serviceentry", "path": "main"}
+    content = yaml.safe_dump({"registries": [retyped]}).encode()
+    found = await preview_of(running, types=frozenset({"etcd", "serviceentry"})).candidate(
+        path=str(tmp_path / "c.yaml"), content=content, registry="", timeout=30
+    )
+    assert set(found.changes) == {ShardKey("etcd", "main"), ShardKey("serviceentry", "main")}
+    assert found.changes[ShardKey("etcd", "main")] is None
+    assert found.priorities == {ShardKey("serviceentry", "main"): 300}
+    assert found.registries["main"]["changed"]["type"] == {"old": "etcd", "new": "serviceentry"}
+    content = yaml.safe_dump({"registries": [retyped, {**ETCD, "name": "off"}]}).encode()
+    only = await preview_of([], types=frozenset({"serviceentry"})).candidate(
+        path=str(tmp_path / "c.yaml"), content=content, registry="", timeout=30
+    )
+    assert set(only.registries) == {"main"}  # --registries leaves etcd out
