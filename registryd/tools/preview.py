@@ -163,6 +163,11 @@ def _config_request(args: argparse.Namespace, out: TextIO) -> dict[str, Any] | N
 
     if args.paths:
         raise ConfigError("validate --diff: give candidate files or --config, not both")
+    if args.timeout <= args.registry_timeout:
+        raise ConfigError(
+            f"validate --diff: --timeout {args.timeout:g} leaves no room for "
+            f"--registry-timeout {args.registry_timeout:g}: make it longer"
+        )
     report = check(
         config=args.config, defaults=kubernetes_flag_defaults(kubeconfig=args.kubeconfig)
     )

@@ -1,17 +1,17 @@
-"""``POST /debug/preview``: what candidate ServiceEntry/WorkloadEntry files would change
-for every connected client, with nothing applied.
+"""``POST /debug/preview``: what candidate ServiceEntry/WorkloadEntry files (or a
+candidate registryd.yaml) would change for every connected client, with nothing applied.
 
 Request: a JSON object ``{"files": {name: content}, "registry": name}``; ``registry``
 (the instance name of a ``serviceentry`` registry) may be left out when there is one.
-Or a candidate registryd.yaml, ``{"config": {"path": path, "content": text},
-"registry": name, "timeout": seconds}``: see :func:`_run_config` (``registry``: only
-that section; ``timeout``: for each candidate registry's first state, default
-:data:`~registryd.web.candidates.DEFAULT_TIMEOUT`, at most
-:data:`~registryd.web.candidates.MAX_TIMEOUT`).
 Each candidate takes the place of the file of the same path in that registry's
 directory, or of the only file of the same base name, or is a new file
 (:func:`registryd.adapters.serviceentry.preview.place`); the other files stay as they
-are on disk.
+are on disk.  Or a candidate registryd.yaml, ``{"config": {"path": path, "content":
+text}, "registry": name, "timeout": seconds}`` (``path``: absolute, on this machine;
+``registry``: only that section; ``timeout``: for each candidate registry's first
+state, default :data:`~registryd.web.candidates.DEFAULT_TIMEOUT`, at most
+:data:`~registryd.web.candidates.MAX_TIMEOUT`), turned into candidate shards by the
+daemon's :class:`~registryd.web.candidates.RegistryCandidates`.
 
 Answer (200): ``registry``, ``files`` (per candidate: the ``file`` it takes the place of
 and whether it ``replaces`` one), ``errors`` (per candidate, the registry's text for
@@ -34,7 +34,9 @@ when the registry's directory cannot be read.
 Nothing is applied: the store is copied (:meth:`RegistryStore.copy`), the files are read
 and converted by a registry of the preview's own, and the candidate snapshot is built by
 a builder of its own, in a thread (:func:`registryd.offloop.off_loop`) so that the loop
-keeps serving xDS and HTTP meanwhile.
+keeps serving xDS and HTTP meanwhile.  For a registryd.yaml, the candidate registries'
+adapters run first, on the loop, off to the side of the live ones
+(:mod:`registryd.daemon.configpreview`); the lock is held meanwhile.
 """
 
 from __future__ import annotations

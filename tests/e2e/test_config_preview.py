@@ -339,6 +339,7 @@ def test_bad_arguments_and_servers_exit_2_in_one_line(tmp_path: Path) -> None:
         ("--server", unreachable, "--config", str(tmp_path / "missing.yaml")),
         ("--server", unreachable, "--config", str(good), str(good)),  # files and --config
         ("--config", str(good)),  # no --server
+        ("--server", unreachable, "--config", str(good), "--registry-timeout", "200"),
     ):
         done = cli("validate", "--diff", *argv)
         assert done.returncode == 2, (argv, done.stdout, done.stderr)
