@@ -87,8 +87,10 @@ from typing import Any
 from registryd.adapter import (
     PROBLEMS_EVERY,
     AdapterContext,
+    Delete,
     Problems,
     Update,
+    Upsert,
     describe_error,
     follow,
 )
@@ -378,6 +380,7 @@ class _Run:
         self.reads = asyncio.Semaphore(READ_CONCURRENCY)  # watches' queries without index
         self.warned_filtered = False
         self.warned_anonymous = False
+        self.index = 0  # the X-Consul-Index of the last catalog or service reply applied
 
     async def query(self, target: _Target, index: int, held: int = 0) -> Reply:
         """One GET of ``target`` (blocking at ``index`` when > 0); ``held``: the index
@@ -515,12 +518,14 @@ class _Run:
             self._checks(target.datacenter, event.reply.data)
         elif target.service is None:
             if not target.signal:
+                self.index = event.reply.index
                 self._catalog(target.datacenter, event.reply.data)
             last = self.moved.get(target)
             self.moved[target] = event.reply.index
             if last is not None and event.reply.index != last:
                 self.sweep(target.datacenter)
         else:
+            self.index = event.reply.index
             recovered = self.state.failing(target.datacenter, target.service)
             self.state.health(target.datacenter, target.service, event.reply.data)
             if recovered:
@@ -581,6 +586,12 @@ class _Run:
         for target, watch in self.watches.items():
             if not watch.blocking and target.datacenter == datacenter:
                 watch.wake.set()
+
+    def changes(self) -> list[Upsert | Delete]:
+        """The state's changes, each with the ``X-Consul-Index`` of the last reply applied
+        (shown by ``/debug/history``)."""
+        revision = str(self.index) if self.index else ""
+        return [dataclasses.replace(u, revision=revision) for u in self.state.changes()]
 
     async def apply_queued(self) -> None:
         """Wait for an event, then apply it and every other one already queued."""
@@ -647,7 +658,9 @@ class ConsulAdapter:
                 run.start(_Target(datacenter, signal=NODES))
             while run.pending:
                 await run.apply_queued()
-            full = run.state.replace()
+            full = dataclasses.replace(
+                run.state.replace(), revision=str(run.index) if run.index else ""
+            )
             log.info(
                 "consul %s: %d services, %d endpoints from %s",
                 self.name,
@@ -659,7 +672,7 @@ class ConsulAdapter:
             problems = run.problems()
             yield problems
             updates = follow(
-                run.apply_queued, run.state.changes, run.problems, problems, every=PROBLEMS_EVERY
+                run.apply_queued, run.changes, run.problems, problems, every=PROBLEMS_EVERY
             )
             async with contextlib.aclosing(updates):
                 async for update in updates:

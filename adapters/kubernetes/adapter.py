@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import random
 import time
@@ -53,7 +54,15 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from registryd.adapter import PROBLEMS_EVERY, AdapterContext, Update, describe_error, follow
+from registryd.adapter import (
+    PROBLEMS_EVERY,
+    AdapterContext,
+    Delete,
+    Update,
+    Upsert,
+    describe_error,
+    follow,
+)
 from registryd.ratelimit import TokenBucket
 
 from .client import Api, Forbidden, Gone, KubernetesError, Resource, Sleep, connect
@@ -92,6 +101,7 @@ _SHRINK: dict[str, Callable[[Any], Any]] = {POD: shrink_pod}  # keep only what i
 class _Listed:
     resource: Resource
     items: list[Any]
+    version: str = ""  # the list's resourceVersion
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,7 +196,7 @@ class _Informer:
     async def _list(self) -> str:
         items, version = await self.api.list(self.resource, _SHRINK.get(self.resource.kind))
         log.debug("%s: %d items at resourceVersion %s", self.resource, len(items), version)
-        self.report(_Listed(self.resource, items))
+        self.report(_Listed(self.resource, items, version))
         return version
 
     async def _watch(self, version: str) -> str:
@@ -231,6 +241,7 @@ class _Run:
         self.informers: list[_Informer] = []
         self.pending: set[Resource] = set()
         self.api: Api | None = None
+        self.version = ""  # the resourceVersion of the last list or event applied
 
     def resources(self) -> list[Resource]:
         scopes: list[str | None] = list(self.settings.namespaces) or [None]
@@ -268,6 +279,7 @@ class _Run:
         if isinstance(item, _Listed):
             self.state.reset(item.resource.kind, item.items, item.resource.namespace)
             self.pending.discard(item.resource)
+            self.version = item.version or self.version
         elif isinstance(item, _Unavailable):
             kind = item.resource.kind
             self.state.unavailable(
@@ -278,6 +290,12 @@ class _Run:
             self.pending.discard(item.resource)
         else:
             self.state.apply(item.resource.kind, item.type, item.obj)
+            self.version = _version(item.obj) or self.version
+
+    def changes(self) -> list[Upsert | Delete]:
+        """The state's changes, each with the resourceVersion it was applied at (the
+        last applied: shown by ``/debug/history``)."""
+        return [dataclasses.replace(u, revision=self.version) for u in self.state.changes()]
 
     async def apply_queued(self) -> None:
         """Wait for an item, then apply it and every other one already queued."""
@@ -332,7 +350,7 @@ class KubernetesAdapter:
             await run.start(self.limiter)
             while run.pending:
                 await run.apply_queued()
-            full = run.state.replace()
+            full = dataclasses.replace(run.state.replace(), revision=run.version)
             log.info(
                 "kubernetes %s: %d services, %d endpoints",
                 self.name,
@@ -344,7 +362,7 @@ class KubernetesAdapter:
             yield problems
             updates = follow(
                 run.apply_queued,
-                run.state.changes,
+                run.changes,
                 run.state.problems,
                 problems,
                 every=PROBLEMS_EVERY,

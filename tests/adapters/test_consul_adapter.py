@@ -307,6 +307,7 @@ class Feed(SharedFeed):
         return Replace(
             services=tuple(s for s in update.services if self._mine(s.hostname)),
             endpoints=tuple(e for e in update.endpoints if self._mine(e.hostname)),
+            revision=update.revision,
         )
 
     async def change(self, timeout: float = HANG_GUARD) -> Upsert | Delete:
@@ -575,10 +576,14 @@ async def test_register_deregister_and_health_changes(
 ) -> None:
     await agent.register("web", "web-1")
     feed = feeds(agent.adapter(), agent.prefix)
-    assert addresses(await feed.replace()) == ["10.0.0.1"]
+    replace = await feed.replace()
+    assert addresses(replace) == ["10.0.0.1"]
 
     await agent.register("web", "web-2", node="n2", address="10.0.0.2")
-    assert addresses(await feed.expect(Upsert)) == ["10.0.0.1", "10.0.0.2"]
+    upsert = await feed.expect(Upsert)
+    assert addresses(upsert) == ["10.0.0.1", "10.0.0.2"]
+    # each update carries the X-Consul-Index it was read at
+    assert int(upsert.revision) > int(replace.revision) > 0
 
     await agent.register("web", "web-2", node="n2", address="10.0.0.2", status="critical")
     update = await feed.expect(Upsert)

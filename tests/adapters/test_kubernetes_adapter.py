@@ -264,6 +264,9 @@ async def test_services_and_slices_come_and_go_as_increments(
         "10.1.0.1": Health.HEALTHY,
         "10.1.0.2": Health.UNHEALTHY,
     }
+    # the full state carries the resourceVersion it was listed at, each change the one
+    # of the last object applied (opaque strings: only told apart, not ordered)
+    assert replace.revision and update.revision and update.revision != replace.revision
 
     kube.apply(svc("api", ip="10.96.0.11"))
     kube.apply(svc(port=81))
