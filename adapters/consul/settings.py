@@ -29,7 +29,7 @@ setting                default               meaning
                                              catalog's included); services beyond are
                                              polled.  ``auto``: 3/4 of the agent's
                                              ``limits.http_max_conns_per_client`` (200
-                                             by default) less 4 for polls, so 146,
+                                             by default) less 16 for polls, so 134,
                                              read from ``/v1/agent/self`` at each
                                              start
 ``poll_interval``      ``1``                 such services are read again when the

@@ -46,6 +46,7 @@ from registryd.adapters.consul.adapter import (
     ConsulError,
     RateLimiter,
     next_index,
+    poll_slots,
     watch_budget,
 )
 from registryd.adapters.consul.settings import ConsulSettings, format_wait, parse_settings
@@ -785,14 +786,14 @@ async def test_max_watches_auto_follows_the_agents_connection_limit(
     agent: Agent, feeds: Callable[..., Feed]
 ) -> None:
     """By default the adapter reads the agent's per-client connection limit and holds
-    3/4 of it less 4 for polls: 146 of a real agent's default 200."""
+    3/4 of it less 16 for polls: 134 of a real agent's default 200."""
     await agent.register("a")
     feed = feeds(agent.adapter(), agent.prefix)
     await feed.replace()
     problems = await feed.next()
     assert isinstance(problems, Problems) and not problems.warnings
     assert problems.status["max_watches"] == (
-        "146 (auto: the agent allows 200 connections per client)"
+        "134 (auto: the agent allows 200 connections per client)"
     )
     assert problems.status["mode"].startswith("blocking queries: ")
     assert "polled" not in problems.status
@@ -823,16 +824,32 @@ async def test_max_watches_auto_stays_within_a_lower_limit(
 @pytest.mark.parametrize(
     ("agent_limit", "open_files", "catalogs", "budget"),
     [
-        (200, 1 << 20, 1, 146),  # Consul's default limit: 3/4, less 4 for polls
-        (20_000, 1 << 20, 1, 14_996),
-        (0, 20_000, 1, 14_804),  # no agent limit: 3/4 of the open files beyond 256
-        (20_000, 1024, 1, 572),  # the open files are the tighter limit
+        (200, 1 << 20, 1, 134),  # Consul's default limit: 3/4, less 16 for polls
+        (20_000, 1 << 20, 1, 14_984),
+        (0, 20_000, 1, 14_792),  # no agent limit: 3/4 of the open files beyond 256
+        (20_000, 1024, 1, 560),  # the open files are the tighter limit
         (2, 1 << 20, 1, 2),  # always the catalog and one service
         (200, 100, 3, 4),
     ],
 )
 def test_watch_budget(agent_limit: int, open_files: int, catalogs: int, budget: int) -> None:
     assert watch_budget(agent_limit, open_files, catalogs) == budget
+
+
+@pytest.mark.parametrize(
+    ("agent_limit", "open_files", "slots"),
+    [
+        (200, 1 << 20, 16),  # Consul's default: 1/8 of 150, at most 16
+        (64, 1 << 20, 6),  # 1/8 of 48
+        (14, 1 << 20, 4),  # never fewer than 4
+        (0, 1 << 20, 16),  # no agent limit: the open files
+        (200, 300, 4),  # few open files beyond the reserve
+    ],
+)
+def test_poll_slots_are_an_eighth_of_the_connections_between_4_and_16(
+    agent_limit: int, open_files: int, slots: int
+) -> None:
+    assert poll_slots(agent_limit, open_files) == slots
 
 
 def first_index(agent: Agent, path: str) -> str:
@@ -1472,7 +1489,7 @@ async def test_a_token_that_may_read_some_services(
     assert isinstance(problems, Problems) and problems.errors == {}
     # the token may not read the agent (agent:read): max_watches auto takes the default
     assert problems.status["max_watches"].startswith(
-        "146 (auto: the agent's connection limit is not readable from /v1/agent/self"
+        "134 (auto: the agent's connection limit is not readable from /v1/agent/self"
     )
     assert "taken as Consul's default 200" in problems.status["max_watches"]
     assert "the agent filtered results by ACLs" in caplog.text
