@@ -15,6 +15,7 @@ convert...) is that file's ConfigError too, never a traceback.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import errno
 import math
 import os
@@ -258,23 +259,36 @@ def _config_document(data: bytes | str, where: str) -> Any:
     return document
 
 
-def _item_lines(data: bytes | str) -> list[int]:
-    """The line (1-based) where each item of registryd.yaml's ``registries`` list starts;
-    empty when it cannot be told.  Only called on content the bounded loader accepted
-    (:func:`_config_document`), and composes nodes without constructing anything."""
+def _root(data: bytes | str) -> Any:
+    """registryd.yaml's top-level mapping as composed YAML nodes (lines, nothing
+    constructed), or None when it cannot be told.  Only called on content the bounded
+    loader accepted (:func:`_config_document`)."""
     import yaml
 
     loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     try:
         root = yaml.compose(data, Loader=loader)
     except Exception:  # lines are a help to the reader, never a new error
-        return []
-    if not isinstance(root, yaml.MappingNode):
-        return []
-    for key, value in root.value:
+        return None
+    return root if isinstance(root, yaml.MappingNode) else None
+
+
+def _item_lines(data: bytes | str) -> list[int]:
+    """The line (1-based) where each item of registryd.yaml's ``registries`` list starts;
+    empty when it cannot be told."""
+    import yaml
+
+    root = _root(data)
+    for key, value in root.value if root is not None else ():
         if key.value == "registries" and isinstance(value, yaml.SequenceNode):
             return [item.start_mark.line + 1 for item in value.value]
     return []
+
+
+def _key_lines(data: bytes | str) -> dict[Any, int]:
+    """The line (1-based) of each top-level key of registryd.yaml, where it can be told."""
+    root = _root(data)
+    return {k.value: k.start_mark.line + 1 for k, _ in root.value} if root is not None else {}
 
 
 def load_registries(path: Path) -> list[RegistryConfig]:
@@ -306,10 +320,18 @@ def parse_registries(data: bytes | str, path: Path) -> list[RegistryConfig]:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"--config {path}: expected a mapping with a 'registries' list")
-    unknown = set(data) - {"registries"}
+    unknown = sorted(set(data) - {"registries"}, key=repr)
     if unknown:
-        shown = reprlib.repr(sorted(unknown, key=repr))
-        raise ConfigError(f"--config {path}: unknown top-level keys {shown}")
+        first = unknown[0]
+        line = _key_lines(raw).get(first)
+        origin = f"--config {path}:{line}" if line else f"--config {path}"
+        close = difflib.get_close_matches(str(first), ["registries"], n=1)
+        hint = " (did you mean 'registries'?)" if close else ""
+        others = f", and {reprlib.repr(unknown[1:])}" if len(unknown) > 1 else ""
+        raise ConfigError(
+            f"{origin}: unknown top-level key {reprlib.repr(first)}{hint}{others}; "
+            "registryd.yaml has only 'registries'"
+        )
     items = data.get("registries") or []
     if not isinstance(items, list):
         raise ConfigError(f"--config {path}: 'registries' must be a list")

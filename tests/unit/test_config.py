@@ -206,7 +206,11 @@ def test_load_registries_empty_file(tmp_path: Path) -> None:
         ("registries:\n- {type: memory}\n", r"registries\[0\]: 'name' is required"),
         ("registries:\n- {name: a}\n", r"registries\[0\] \(a\): 'type' is required"),
         ("registries: [\n", "invalid YAML"),
-        ("registries: []\nregistry: []\n", r"unknown top-level keys \['registry'\]"),
+        (
+            "registries: []\nregistry: []\nzones: 1\n",
+            r":2: unknown top-level key 'registry' \(did you mean 'registries'\?\), "
+            r"and \['zones'\]; registryd.yaml has only 'registries'",
+        ),
         ("- a\n", "expected a mapping"),
         ("registries: {a: 1}\n", "'registries' must be a list"),
         ("registries:\n- just-a-string\n", r"registries\[0\]: expected a mapping"),

@@ -285,7 +285,10 @@ def daemon_error(config: Path) -> str:
     ("text", "expected"),
     [
         ("registries: [}\n", r"invalid YAML"),
-        ("registry: []\n", r"unknown top-level keys \['registry'\]"),
+        (
+            "registry: []\n",
+            r"^unknown top-level key 'registry' \(did you mean 'registries'\?\)",
+        ),
         ("registries:\n- {name: a, type: nope}\n", r"registry 'a': unknown type 'nope'"),
         (
             "registries:\n- {name: c, type: consul, bogus: 1}\n",
