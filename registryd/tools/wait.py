@@ -33,6 +33,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
+from registryd.base.logs import clip
 from registryd.settings import go_duration
 from registryd.tools import debugclient
 from registryd.tools.debugclient import BadAnswer, Unreachable, json_body
@@ -54,6 +55,9 @@ class _Server:
     problem: str = "not asked yet"  # why it is not satisfied, when no answer says
 
 
+TEXT_SHOWN = 300  # characters of a server's text in one line (more are cut, see clip)
+
+
 def _duration(text: str) -> float:
     try:
         value: float | None = float(text)
@@ -64,11 +68,6 @@ def _duration(text: str) -> float:
     return value
 
 
-def _printable(text: Any, most: int = 300) -> str:
-    shown = "".join(c if c.isprintable() else "?" for c in str(text))
-    return shown if len(shown) <= most else shown[:most] + "..."
-
-
 def _ask(server: _Server, query: str, timeout: float) -> str | None:
     """Poll ``server`` once; a bad-argument message (exit 2) if it refuses the question."""
     try:
@@ -77,13 +76,13 @@ def _ask(server: _Server, query: str, timeout: float) -> str | None:
         )
         body = json_body(answer.body) if answer.body else None
     except (Unreachable, BadAnswer) as exc:
-        server.problem = _printable(exc)
+        server.problem = clip(exc, TEXT_SHOWN)
         return None
     error = body.get("error") if isinstance(body, dict) else None
     if answer.status == 400:
-        return _printable(error or "the server refused the question")
+        return clip(error or "the server refused the question", TEXT_SHOWN)
     if answer.status != 200 or not isinstance(body, dict):
-        server.problem = _printable(error or f"answered {answer.status}")
+        server.problem = clip(error or f"answered {answer.status}", TEXT_SHOWN)
         return None
     if not isinstance(body.get("proxies"), list) or not isinstance(body.get("summary"), dict):
         server.problem = "unexpected JSON from /debug/waitz"
@@ -91,7 +90,7 @@ def _ask(server: _Server, query: str, timeout: float) -> str | None:
     server.last, server.problem = body, ""
     server.done = body.get("done") is True
     if not server.done and body.get("unanswered"):
-        server.problem = "; ".join(_printable(u) for u in body["unanswered"])
+        server.problem = "; ".join(clip(u, TEXT_SHOWN) for u in body["unanswered"])
     return None
 
 
@@ -109,8 +108,8 @@ def _bad_url(url: str) -> str:
 
 def _nacks(servers: Sequence[_Server]) -> list[str]:
     return [
-        f"{_printable(p.get('proxyID'))} ({s.url}) NACKed {_printable(p.get('type'))} "
-        f"version {p.get('version')}: {_printable(p.get('error'))}"
+        f"{clip(p.get('proxyID'), TEXT_SHOWN)} ({s.url}) NACKed {clip(p.get('type'), TEXT_SHOWN)} "
+        f"version {p.get('version')}: {clip(p.get('error'), TEXT_SHOWN)}"
         for s in servers
         for p in s.last.get("proxies", [])
         if isinstance(p, dict) and p.get("state") == "nacked"
@@ -125,13 +124,13 @@ def _pending(server: _Server) -> list[str]:
         return [f"{server.url}: version {body.get('version')} is not pushed yet"]
     proxies = [p for p in body.get("proxies", []) if isinstance(p, dict)]
     waiting = [
-        f"{_printable(p.get('proxyID'))} ({server.url}): "
-        + ", ".join(_printable(t).upper() for t in p.get("types", []))
+        f"{clip(p.get('proxyID'), TEXT_SHOWN)} ({server.url}): "
+        + ", ".join(clip(t, TEXT_SHOWN).upper() for t in p.get("types", []))
         for p in proxies
         if p.get("state") == "pending"
     ]
     waiting += [
-        f"{server.url}: no connected proxy matches --proxy {_printable(u, 120)}"
+        f"{server.url}: no connected proxy matches --proxy {clip(u, 120)}"
         for u in body.get("unmatched", [])
     ]
     return waiting
@@ -159,7 +158,7 @@ def run(
     for server in servers:
         bad = _bad_url(server.url)
         if bad:
-            print(f"registryd: error: --server {_printable(server.url, 80)}: {bad}", file=err)
+            print(f"registryd: error: --server {clip(server.url, 80)}: {bad}", file=err)
             return 2
     deadline = clock() + args.timeout
     while True:
