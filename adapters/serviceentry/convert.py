@@ -38,6 +38,7 @@ from registryd.model import AUTO, Endpoint, Health, Labels, Locality, Port, Reso
 
 from .schema import (
     UNIX_PREFIX,
+    Document,
     ParsedFile,
     ServiceEntry,
     ServicePort,
@@ -47,7 +48,6 @@ from .schema import (
 
 __all__ = ["Model", "ModelBuilder", "build_model", "diff_models", "mergeable"]
 
-Document = ServiceEntry | WorkloadEntry
 DocKey = tuple[str, int]  # (file, position in the file): sorts in document order
 _EPOCH = datetime.fromtimestamp(0, UTC)
 

@@ -27,13 +27,12 @@ import yaml
 from registryd.adapter import describe_error
 
 from .fields import located, warning
-from .schema import InvalidConfig, ParsedFile, ServiceEntry, WorkloadEntry, parse_document
+from .schema import Document, InvalidConfig, ParsedFile, parse_document
 from .yamlsafe import DEFAULT_LIMITS, DocumentProblem, Limits, load_documents
 
 __all__ = ["Kept", "Reading", "document_key", "read_documents"]
 
 DocKey = tuple[str, str, str]  # kind, namespace, name
-Document = ServiceEntry | WorkloadEntry
 
 
 @dataclass(frozen=True, slots=True)

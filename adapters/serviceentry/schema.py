@@ -124,6 +124,9 @@ class WorkloadEntry:
     where: str = ""
 
 
+Document = ServiceEntry | WorkloadEntry  # one parsed document
+
+
 @dataclass(frozen=True, slots=True)
 class ParsedFile:
     source: str
