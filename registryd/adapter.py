@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import math
 import time
 from collections.abc import (
@@ -290,6 +291,7 @@ async def follow(
     *,
     every: float = 0.0,
     clock: Callable[[], float] = time.monotonic,
+    revision: Callable[[], str] | None = None,
 ) -> AsyncGenerator[Upsert | Delete | Problems, None]:
     """The updates after the full state, for an adapter whose watches feed a queue and
     whose converted state tells what changed: forever, wait for queued events
@@ -300,7 +302,9 @@ async def follow(
     one by one), while events keep coming they are looked at no more than once every
     ``every`` seconds (measured by ``clock``): after events at once if the last look is
     that long ago, else when the interval is up or the events stop.  With ``every`` 0
-    (the default) they are looked at after every batch of events."""
+    (the default) they are looked at after every batch of events.  ``revision`` (since
+    1.6): the source's index or revision once a batch is applied, stamped on the
+    increments it caused (``""``: none)."""
     looked = -math.inf  # when problems() was last called
     owed = False  # events applied since
     pending: asyncio.Future[None] | None = None
@@ -330,8 +334,9 @@ async def follow(
                     continue
                 ended, pending = pending, None
                 ended.result()  # the adapter's error, if any
+            stamp = revision() if revision is not None else ""
             for update in changes():
-                yield update
+                yield dataclasses.replace(update, revision=stamp) if stamp else update
             owed = True
             if clock() - looked >= every and (new := look()) is not None:
                 yield new

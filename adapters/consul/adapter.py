@@ -87,10 +87,8 @@ from typing import Any
 from registryd.adapter import (
     PROBLEMS_EVERY,
     AdapterContext,
-    Delete,
     Problems,
     Update,
-    Upsert,
     describe_error,
     follow,
 )
@@ -608,11 +606,10 @@ class _Run:
             if not watch.blocking and target.datacenter == datacenter:
                 watch.wake.set()
 
-    def changes(self) -> list[Upsert | Delete]:
-        """The state's changes, each with the ``X-Consul-Index`` of the last reply applied
-        (shown by ``/debug/history``)."""
-        revision = str(self.index) if self.index else ""
-        return [dataclasses.replace(u, revision=revision) for u in self.state.changes()]
+    def revision(self) -> str:
+        """The ``X-Consul-Index`` of the last reply applied (``/debug/history`` shows it
+        with the updates it caused); ``""`` before any."""
+        return str(self.index) if self.index else ""
 
     async def apply_queued(self) -> None:
         """Wait for an event, then apply it and every other one already queued."""
@@ -679,9 +676,7 @@ class ConsulAdapter:
                 run.start(_Target(datacenter, signal=NODES))
             while run.pending:
                 await run.apply_queued()
-            full = dataclasses.replace(
-                run.state.replace(), revision=str(run.index) if run.index else ""
-            )
+            full = dataclasses.replace(run.state.replace(), revision=run.revision())
             log.info(
                 "consul %s: %d services, %d endpoints from %s",
                 self.name,
@@ -693,7 +688,12 @@ class ConsulAdapter:
             problems = run.problems()
             yield problems
             updates = follow(
-                run.apply_queued, run.changes, run.problems, problems, every=PROBLEMS_EVERY
+                run.apply_queued,
+                run.state.changes,
+                run.problems,
+                problems,
+                every=PROBLEMS_EVERY,
+                revision=run.revision,
             )
             async with contextlib.aclosing(updates):
                 async for update in updates:

@@ -53,10 +53,8 @@ from aetcd import rpc
 from registryd.adapter import (
     PROBLEMS_EVERY,
     AdapterContext,
-    Delete,
     RegistryUnavailable,
     Update,
-    Upsert,
     describe_error,
     follow,
 )
@@ -281,6 +279,11 @@ async def _apply_next(stream: _Stream, table: KeyTable) -> None:
         table.put(event.kv.key, event.kv.value)
 
 
+def _revision(stream: _Stream) -> str:
+    """The newest ``mod_revision`` applied from ``stream``; ``""`` before any."""
+    return f"{stream.revision}" if stream.revision else ""
+
+
 class EtcdAdapter:
     """Service instances in etcd (see the module docstring)."""
 
@@ -354,11 +357,10 @@ class EtcdAdapter:
                         table.problems,
                         problems,
                         every=PROBLEMS_EVERY,
+                        revision=functools.partial(_revision, stream),
                     )
                     async with contextlib.aclosing(updates):
                         async for update in updates:
-                            if isinstance(update, Upsert | Delete) and stream.revision:
-                                update = dataclasses.replace(update, revision=f"{stream.revision}")
                             yield update
                 except aetcd.RevisionCompactedError as exc:
                     log.warning(

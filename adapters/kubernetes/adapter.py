@@ -57,9 +57,7 @@ from typing import Any
 from registryd.adapter import (
     PROBLEMS_EVERY,
     AdapterContext,
-    Delete,
     Update,
-    Upsert,
     describe_error,
     follow,
 )
@@ -292,11 +290,6 @@ class _Run:
             self.state.apply(item.resource.kind, item.type, item.obj)
             self.version = _version(item.obj) or self.version
 
-    def changes(self) -> list[Upsert | Delete]:
-        """The state's changes, each with the resourceVersion it was applied at (the
-        last applied: shown by ``/debug/history``)."""
-        return [dataclasses.replace(u, revision=self.version) for u in self.state.changes()]
-
     async def apply_queued(self) -> None:
         """Wait for an item, then apply it and every other one already queued."""
         self.apply(await self.queue.get())
@@ -362,10 +355,11 @@ class KubernetesAdapter:
             yield problems
             updates = follow(
                 run.apply_queued,
-                run.changes,
+                run.state.changes,
                 run.state.problems,
                 problems,
                 every=PROBLEMS_EVERY,
+                revision=lambda: run.version,  # of the last object applied
             )
             async with contextlib.aclosing(updates):
                 async for update in updates:

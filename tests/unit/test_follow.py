@@ -78,3 +78,29 @@ async def test_an_error_of_the_adapter_ends_follow() -> None:
         raise AssertionError("no error")
     finally:
         await updates.aclose()
+
+
+async def test_increments_carry_the_revision_after_their_batch() -> None:
+    """``revision`` is asked once a batch is applied and stamped on what it caused; an
+    empty one leaves the increments as they are."""
+    source = Source()
+    revisions = iter(["7", ""])
+    for name in ("a", "b"):
+        source.queue.put_nowait(name)
+    updates = follow(
+        source.apply_one,
+        source.changes,
+        source.problems,
+        Problems(),
+        every=60.0,
+        clock=lambda: 0.0,
+        revision=lambda: next(revisions),
+    )
+    seen = []
+    async with contextlib.aclosing(updates):
+        async for update in updates:
+            if isinstance(update, Delete):
+                seen.append(update)
+                if len(seen) == 2:
+                    break
+    assert [(d.hostname, d.revision) for d in seen] == [("a", "7"), ("b", "")]
